@@ -1,0 +1,215 @@
+/* kvmux session: the per-connection protocol state machine of the sans-IO
+ * core. It runs the HELLO / HELLO_ACK handshake (version negotiation and
+ * settings exchange), checks every received frame against the state, the
+ * negotiated version and the direction of travel, and keeps the server's
+ * credit count (requests accepted and not yet answered).
+ *
+ *   client: AWAIT_HELLO_ACK --HELLO_ACK ok--> OPEN --ERROR--> CLOSED
+ *   server: AWAIT_HELLO     --HELLO ok-----> OPEN --ERROR--> CLOSED
+ *   (a failed handshake, or an ERROR received in any state, -> CLOSED)
+ *
+ * Design: one enum for the state (never a set of booleans); a plain struct
+ * the I/O layer embeds; no I/O, no clock, no allocation. The session does
+ * not send anything by itself: the functions that produce frames write
+ * them into caller buffers and the caller sends them.
+ *
+ * What it is not: it does not track request ids (the client's pending table
+ * does), does not judge request contents (the server's dispatch does), and
+ * does not implement timeouts (callers pass time in and own the timers).
+ */
+#include "proto.h"
+
+#include <string.h>
+
+/* Initialise s. local may be NULL for the defaults. Both sides assume the
+ * defaults for the peer until its HELLO / HELLO_ACK says otherwise. A
+ * client starts directly in AWAIT_HELLO_ACK: its first act is always to
+ * send HELLO (kvmux_session_encode_hello), and nothing may be received
+ * before that anyway. */
+void kvmux_session_init(kvmux_session *s, kvmux_role role,
+                        const kvmux_settings *local) {
+    memset(s, 0, sizeof *s);
+    s->role = role;
+    s->state = role == KVMUX_ROLE_SERVER ? KVMUX_SESSION_AWAIT_HELLO
+                                         : KVMUX_SESSION_AWAIT_HELLO_ACK;
+    s->version = 0;
+    if (local)
+        s->local = *local;
+    else
+        kvmux_settings_default(&s->local);
+    kvmux_settings_default(&s->peer);
+    s->outstanding = 0;
+}
+
+/* Check a frame before the handshake completed. */
+static int session_check_handshake(const kvmux_session *s, const kvmux_frame *f) {
+    uint8_t want = s->role == KVMUX_ROLE_SERVER ? KVMUX_FRAME_HELLO
+                                                : KVMUX_FRAME_HELLO_ACK;
+    if (f->type == want || (s->role == KVMUX_ROLE_CLIENT &&
+                            f->type == KVMUX_FRAME_ERROR)) {
+        /* HELLO, HELLO_ACK and an ERROR refusing a HELLO always use the
+         * handshake version, so any future version can still parse them. */
+        if (f->version != KVMUX_HANDSHAKE_VERSION) return -KVMUX_ERR_BAD_VERSION;
+        return 0;
+    }
+    return -KVMUX_ERR_HANDSHAKE;
+}
+
+/* Check a frame on an open session. */
+static int session_check_open(const kvmux_session *s, const kvmux_frame *f) {
+    switch (f->type) {
+    case KVMUX_FRAME_HELLO:
+    case KVMUX_FRAME_HELLO_ACK:
+        return -KVMUX_ERR_HANDSHAKE; /* a second handshake */
+    case KVMUX_FRAME_ERROR:
+        /* An ERROR may also carry the handshake version: a peer reporting
+         * a fault it cannot attribute still produces a frame we parse. */
+        if (f->version != s->version && f->version != KVMUX_HANDSHAKE_VERSION)
+            return -KVMUX_ERR_BAD_VERSION;
+        return 0;
+    default:
+        break;
+    }
+    if (f->version != s->version) return -KVMUX_ERR_BAD_VERSION;
+    switch (f->type) {
+    case KVMUX_FRAME_PING:
+    case KVMUX_FRAME_PONG:
+        return 0;
+    case KVMUX_FRAME_REQUEST:
+        if (s->role != KVMUX_ROLE_SERVER) return -KVMUX_ERR_UNEXPECTED_FRAME;
+        /* request_id 0 is reserved for connection-level frames. */
+        if (f->request_id == 0) return -KVMUX_ERR_PROTOCOL;
+        return 0;
+    case KVMUX_FRAME_RESPONSE:
+        if (s->role != KVMUX_ROLE_CLIENT) return -KVMUX_ERR_UNEXPECTED_FRAME;
+        if (f->request_id == 0) return -KVMUX_ERR_PROTOCOL;
+        return 0;
+    default:
+        return -KVMUX_ERR_UNEXPECTED_FRAME;
+    }
+}
+
+/* Check a received, decoded frame against the session; contract in
+ * proto.h. Additionally: REQUEST/RESPONSE with request_id 0 is
+ * -KVMUX_ERR_PROTOCOL; anything received on a CLOSED session is
+ * -KVMUX_ERR_UNEXPECTED_FRAME. An accepted ERROR moves s to CLOSED; a
+ * rejected frame leaves s unchanged (the caller sends ERROR and closes). */
+int kvmux_session_check_recv(kvmux_session *s, const kvmux_frame *f) {
+    int rc;
+    switch (s->state) {
+    case KVMUX_SESSION_AWAIT_HELLO:
+    case KVMUX_SESSION_AWAIT_HELLO_ACK:
+        rc = session_check_handshake(s, f);
+        break;
+    case KVMUX_SESSION_OPEN:
+        rc = session_check_open(s, f);
+        break;
+    default:
+        return -KVMUX_ERR_UNEXPECTED_FRAME;
+    }
+    if (rc == 0 && f->type == KVMUX_FRAME_ERROR) s->state = KVMUX_SESSION_CLOSED;
+    return rc;
+}
+
+/* Encode HELLO or HELLO_ACK: header version is always the handshake
+ * version; request_id 0 (connection-level). extras may be NULL when
+ * extras_len is 0. */
+static size_t session_encode_handshake(const kvmux_session *s, uint8_t *out,
+                                       uint8_t type, uint8_t code,
+                                       const uint8_t *extras, uint8_t extras_len,
+                                       const char *name) {
+    uint8_t settings[4 * KVMUX_SETTING_ENTRY_LEN];
+    size_t slen = kvmux_settings_encode(settings, &s->local);
+    size_t nlen = name ? strnlen(name, KVMUX_MAX_NAME) : 0;
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.version = KVMUX_HANDSHAKE_VERSION;
+    f.type = type;
+    f.code = code;
+    f.request_id = 0;
+    f.extras = extras;
+    f.extras_len = extras_len;
+    f.key = (const uint8_t *)name;
+    f.key_len = (uint16_t)nlen;
+    f.value = settings;
+    f.value_len = (uint32_t)slen;
+    return kvmux_frame_encode(out, &f);
+}
+
+/* Client: encode HELLO; contract in proto.h. A name longer than
+ * KVMUX_MAX_NAME bytes is truncated. */
+size_t kvmux_session_encode_hello(kvmux_session *s, uint8_t *out,
+                                  const char *name) {
+    uint8_t ext[2] = {KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX};
+    size_t n = session_encode_handshake(s, out, KVMUX_FRAME_HELLO, 0, ext, 2, name);
+    s->state = KVMUX_SESSION_AWAIT_HELLO_ACK;
+    return n;
+}
+
+/* Client: apply HELLO_ACK; contract in proto.h. Returns
+ * -KVMUX_ERR_HANDSHAKE if s is not a client awaiting HELLO_ACK or ack is
+ * not a HELLO_ACK, -KVMUX_ERR_UNSUPPORTED_VERSION if the chosen version is
+ * outside [MIN, MAX], or the settings error. On error s moves to CLOSED
+ * (the handshake cannot be resumed); peer settings are unchanged. */
+int kvmux_session_on_hello_ack(kvmux_session *s, const kvmux_frame *ack) {
+    if (s->role != KVMUX_ROLE_CLIENT || s->state != KVMUX_SESSION_AWAIT_HELLO_ACK ||
+        ack->type != KVMUX_FRAME_HELLO_ACK) {
+        s->state = KVMUX_SESSION_CLOSED;
+        return -KVMUX_ERR_HANDSHAKE;
+    }
+    if (ack->code < KVMUX_PROTO_VERSION_MIN || ack->code > KVMUX_PROTO_VERSION_MAX) {
+        s->state = KVMUX_SESSION_CLOSED;
+        return -KVMUX_ERR_UNSUPPORTED_VERSION;
+    }
+    int rc = kvmux_settings_decode(ack->value, ack->value_len, &s->peer);
+    if (rc != 0) {
+        s->state = KVMUX_SESSION_CLOSED;
+        return rc;
+    }
+    s->version = ack->code;
+    s->state = KVMUX_SESSION_OPEN;
+    return 0;
+}
+
+/* Server: answer HELLO; contract in proto.h. Also -KVMUX_ERR_HANDSHAKE if
+ * s is not a server awaiting HELLO or hello is not a well-shaped HELLO.
+ * On error nothing is written to out, s moves to CLOSED and peer settings
+ * are unchanged. */
+int kvmux_session_accept_hello(kvmux_session *s, const kvmux_frame *hello,
+                               uint8_t *out, const char *name) {
+    if (s->role != KVMUX_ROLE_SERVER || s->state != KVMUX_SESSION_AWAIT_HELLO ||
+        hello->type != KVMUX_FRAME_HELLO || hello->extras_len != 2) {
+        s->state = KVMUX_SESSION_CLOSED;
+        return -KVMUX_ERR_HANDSHAKE;
+    }
+    uint8_t v = kvmux_negotiate_version(hello->extras[0], hello->extras[1],
+                                        KVMUX_PROTO_VERSION_MIN,
+                                        KVMUX_PROTO_VERSION_MAX);
+    if (v == 0) {
+        s->state = KVMUX_SESSION_CLOSED;
+        return -KVMUX_ERR_UNSUPPORTED_VERSION;
+    }
+    int rc = kvmux_settings_decode(hello->value, hello->value_len, &s->peer);
+    if (rc != 0) {
+        s->state = KVMUX_SESSION_CLOSED;
+        return rc;
+    }
+    size_t n = session_encode_handshake(s, out, KVMUX_FRAME_HELLO_ACK, v, NULL, 0,
+                                        name);
+    s->version = v;
+    s->state = KVMUX_SESSION_OPEN;
+    return (int)n;
+}
+
+/* Server: take a credit; -1 at the limit (answer BUSY, do not process). */
+int kvmux_session_request_begin(kvmux_session *s) {
+    if (s->outstanding >= s->local.max_outstanding) return -1;
+    s->outstanding++;
+    return 0;
+}
+
+/* Server: return a credit. An unmatched call is ignored rather than
+ * wrapping the counter (which would disable the limit). */
+void kvmux_session_request_end(kvmux_session *s) {
+    if (s->outstanding > 0) s->outstanding--;
+}

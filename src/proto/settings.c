@@ -1,0 +1,89 @@
+/* kvmux handshake settings and version negotiation.
+ *
+ * Settings travel in the value of HELLO / HELLO_ACK as a list of 6-byte
+ * entries (u16 id, u32 value, big-endian). Design, as in HTTP/2 SETTINGS:
+ * entries are applied in order over the receiver's current view (so an
+ * absent setting keeps its default and a repeated id takes its last value),
+ * and unknown ids are ignored, which lets later versions add settings with
+ * no version bump. Every value this build understands is range-checked
+ * before anything is applied, so a bad block leaves the output untouched.
+ *
+ * What it is not: this file does not decide which settings a side enforces;
+ * the session (session.c) stores ours and the peer's, and the I/O layers
+ * apply them.
+ */
+#include "proto.h"
+
+
+/* Fill s with the KVMUX_DEFAULT_* values. */
+void kvmux_settings_default(kvmux_settings *s) {
+    s->max_frame_size = KVMUX_DEFAULT_MAX_FRAME;
+    s->max_outstanding = KVMUX_DEFAULT_MAX_OUTSTANDING;
+    s->max_key_size = KVMUX_DEFAULT_MAX_KEY;
+    s->max_value_size = KVMUX_DEFAULT_MAX_VALUE;
+}
+
+static uint8_t *settings_put(uint8_t *p, uint16_t id, uint32_t v) {
+    kvmux_store_u16be(p, id);
+    kvmux_store_u32be(p + 2, v);
+    return p + KVMUX_SETTING_ENTRY_LEN;
+}
+
+/* Encode the four settings in id order (24 bytes). Returns 24. */
+size_t kvmux_settings_encode(uint8_t *out, const kvmux_settings *s) {
+    uint8_t *p = out;
+    p = settings_put(p, KVMUX_SETTING_MAX_FRAME_SIZE, s->max_frame_size);
+    p = settings_put(p, KVMUX_SETTING_MAX_OUTSTANDING, s->max_outstanding);
+    p = settings_put(p, KVMUX_SETTING_MAX_KEY_SIZE, s->max_key_size);
+    p = settings_put(p, KVMUX_SETTING_MAX_VALUE_SIZE, s->max_value_size);
+    return (size_t)(p - out);
+}
+
+/* Decode entries over s; contract in proto.h. Range rules (all
+ * -KVMUX_ERR_PROTOCOL): MAX_FRAME_SIZE >= KVMUX_MIN_FRAME; MAX_OUTSTANDING
+ * >= 1; MAX_KEY_SIZE in [1, KVMUX_MAX_KEY_LIMIT] (a key is at least one
+ * byte and key_len is a u16). MAX_VALUE_SIZE may be any u32. On any error s
+ * is unchanged: we decode into a copy and commit at the end. */
+int kvmux_settings_decode(const uint8_t *p, size_t len, kvmux_settings *s) {
+    if (len % KVMUX_SETTING_ENTRY_LEN != 0 ||
+        len / KVMUX_SETTING_ENTRY_LEN > KVMUX_MAX_SETTINGS)
+        return -KVMUX_ERR_BAD_LENGTH;
+    kvmux_settings t = *s;
+    for (size_t off = 0; off < len; off += KVMUX_SETTING_ENTRY_LEN) {
+        uint16_t id = kvmux_load_u16be(p + off);
+        uint32_t v = kvmux_load_u32be(p + off + 2);
+        switch (id) {
+        case KVMUX_SETTING_MAX_FRAME_SIZE:
+            if (v < KVMUX_MIN_FRAME) return -KVMUX_ERR_PROTOCOL;
+            t.max_frame_size = v;
+            break;
+        case KVMUX_SETTING_MAX_OUTSTANDING:
+            if (v == 0) return -KVMUX_ERR_PROTOCOL;
+            t.max_outstanding = v;
+            break;
+        case KVMUX_SETTING_MAX_KEY_SIZE:
+            if (v == 0 || v > KVMUX_MAX_KEY_LIMIT) return -KVMUX_ERR_PROTOCOL;
+            t.max_key_size = v;
+            break;
+        case KVMUX_SETTING_MAX_VALUE_SIZE:
+            t.max_value_size = v;
+            break;
+        default:
+            /* Unknown ids are ignored: that is how settings grow. */
+            break;
+        }
+    }
+    *s = t;
+    return 0;
+}
+
+/* Highest version in both ranges, or 0. An empty range (min > max) or a
+ * range containing only 0 (not a version) yields 0. */
+uint8_t kvmux_negotiate_version(uint8_t cmin, uint8_t cmax, uint8_t smin,
+                                uint8_t smax) {
+    uint8_t lo = cmin > smin ? cmin : smin;
+    uint8_t hi = cmax < smax ? cmax : smax;
+    if (lo < 1) lo = 1;
+    if (hi < lo) return 0;
+    return hi;
+}

@@ -1,0 +1,212 @@
+/* Shared test harness and server fixture: see testutil.h. */
+#include "testutil.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+atomic_long test_passed;
+atomic_long test_failed;
+
+int test_report(void) {
+    long p = atomic_load(&test_passed), f = atomic_load(&test_failed);
+    printf("%ld passed, %ld failed\n", p, f);
+    fflush(stdout);
+    return (f == 0 && p > 0) ? 0 : 1;
+}
+
+int64_t test_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void test_sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+int test_server_start(test_server *s, const char *const *extra_args) {
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = KVMUXD_PATH;
+    argv[n++] = "--bind";
+    argv[n++] = "127.0.0.1";
+    argv[n++] = "--port";
+    argv[n++] = "0";
+    for (int i = 0; extra_args && extra_args[i] && n < 62; i++) argv[n++] = extra_args[i];
+    argv[n] = NULL;
+
+    int pfd[2];
+    if (pipe(pfd) != 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        dup2(pfd[1], STDOUT_FILENO);
+        close(pfd[0]);
+        close(pfd[1]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    s->pid = pid;
+    s->port = 0;
+    s->stdout_fd = pfd[0];
+
+    /* Read byte by byte so nothing after the first line is consumed. */
+    char line[256];
+    size_t used = 0;
+    int64_t deadline = test_now_ms() + 10000;
+    while (test_now_ms() < deadline && used + 1 < sizeof line) {
+        struct pollfd p = {pfd[0], POLLIN, 0};
+        int r = poll(&p, 1, 100);
+        if (r <= 0) continue;
+        char ch;
+        ssize_t got = read(pfd[0], &ch, 1);
+        if (got <= 0) break;
+        if (ch == '\n') {
+            line[used] = 0;
+            const char *colon = strrchr(line, ':');
+            if (strncmp(line, "listening on ", 13) == 0 && colon) {
+                s->port = (uint16_t)atoi(colon + 1);
+                return s->port ? 0 : -1;
+            }
+            used = 0;
+            continue;
+        }
+        line[used++] = ch;
+    }
+    fprintf(stderr, "test_server_start: no 'listening on' line from kvmuxd\n");
+    test_server_kill(s);
+    return -1;
+}
+
+static int reap(pid_t pid, int timeout_ms) {
+    int64_t deadline = test_now_ms() + timeout_ms;
+    int status;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) {
+            if (WIFEXITED(status)) return WEXITSTATUS(status);
+            if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+            return -1;
+        }
+        if (r < 0) return -1;
+        if (test_now_ms() >= deadline) return -2;
+        test_sleep_ms(5);
+    }
+}
+
+int test_server_stop(test_server *s, int timeout_ms) {
+    if (s->pid <= 0) return -1;
+    kill(s->pid, SIGTERM);
+    int rc = reap(s->pid, timeout_ms);
+    if (rc == -2) {
+        kill(s->pid, SIGKILL);
+        reap(s->pid, 5000);
+        rc = -1;
+    }
+    s->pid = 0;
+    if (s->stdout_fd >= 0) close(s->stdout_fd);
+    s->stdout_fd = -1;
+    return rc;
+}
+
+void test_server_kill(test_server *s) {
+    if (s->pid <= 0) return;
+    kill(s->pid, SIGKILL);
+    reap(s->pid, 5000);
+    s->pid = 0;
+    if (s->stdout_fd >= 0) close(s->stdout_fd);
+    s->stdout_fd = -1;
+}
+
+int test_connect_raw(uint16_t port, int timeout_ms) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int test_write_all(int fd, const void *buf, size_t len) {
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+int test_read_frame(int fd, uint8_t *buf, size_t cap, struct kvmux_frame *f) {
+    size_t used = 0;
+    for (;;) {
+        int r = kvmux_frame_decode(buf, used, (uint32_t)cap, f);
+        if (r > 0) return r;
+        if (r < 0) return -1;
+        if (used == cap) return -1;
+        ssize_t got = recv(fd, buf + used, 1, 0); /* 1 byte: never over-read */
+        if (got == 0) return used == 0 ? 0 : -1;
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        used += (size_t)got;
+    }
+}
+
+int test_wait_closed(int fd, int timeout_ms) {
+    int64_t deadline = test_now_ms() + timeout_ms;
+    uint8_t junk[4096];
+    while (test_now_ms() < deadline) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, 50);
+        if (r <= 0) continue;
+        ssize_t got = recv(fd, junk, sizeof junk, MSG_DONTWAIT);
+        if (got == 0) return 1;
+        if (got < 0 && (errno == ECONNRESET || errno == EPIPE)) return 1;
+    }
+    return 0;
+}
+
+int test_raw_handshake(int fd) {
+    kvmux_session s;
+    kvmux_settings st;
+    kvmux_settings_default(&st);
+    kvmux_session_init(&s, KVMUX_ROLE_CLIENT, &st);
+    uint8_t out[KVMUX_FRAME_HDR_LEN + 2 + KVMUX_MAX_NAME + 64];
+    size_t n = kvmux_session_encode_hello(&s, out, "raw-test");
+    if (test_write_all(fd, out, n) != 0) return -1;
+    uint8_t in[4096];
+    kvmux_frame f;
+    if (test_read_frame(fd, in, sizeof in, &f) <= 0) return -1;
+    if (kvmux_session_check_recv(&s, &f) != 0) return -1;
+    if (f.type != KVMUX_FRAME_HELLO_ACK) return -1;
+    return kvmux_session_on_hello_ack(&s, &f) == 0 ? 0 : -1;
+}

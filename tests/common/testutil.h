@@ -1,0 +1,102 @@
+/* Tiny test harness shared by every kvmux test (the test_cond idea from
+ * Redis/hiredis): CHECK records a failure and goes on, REQUIRE stops the
+ * test; test_report() prints "N passed, N failed" and returns the exit code.
+ *
+ * Plus fixtures for tests that need the real server: start kvmuxd on an
+ * ephemeral loopback port, stop it, kill it, and a raw blocking socket.
+ * Every wait here is bounded. */
+#ifndef KVMUX_TESTUTIL_H
+#define KVMUX_TESTUTIL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/types.h>
+
+extern atomic_long test_passed;
+extern atomic_long test_failed;
+
+#define CHECK(cond)                                                          \
+    do {                                                                     \
+        if (cond) {                                                          \
+            atomic_fetch_add(&test_passed, 1);                               \
+        } else {                                                             \
+            atomic_fetch_add(&test_failed, 1);                               \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, \
+                    #cond);                                                  \
+        }                                                                    \
+    } while (0)
+
+/* Like CHECK, but also prints two integer values on failure. */
+#define CHECK_EQ(a, b)                                                       \
+    do {                                                                     \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                \
+        if (va_ == vb_) {                                                    \
+            atomic_fetch_add(&test_passed, 1);                               \
+        } else {                                                             \
+            atomic_fetch_add(&test_failed, 1);                               \
+            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld != %lld)\n", \
+                    __FILE__, __LINE__, #a, #b, va_, vb_);                   \
+        }                                                                    \
+    } while (0)
+
+#define REQUIRE(cond)                                                        \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__,         \
+                    __LINE__, #cond);                                        \
+            atomic_fetch_add(&test_failed, 1);                               \
+            exit(test_report());                                             \
+        }                                                                    \
+    } while (0)
+
+/* Print "<name>: N passed, N failed" and return 0 if none failed (and at
+ * least one check ran), else 1. */
+int test_report(void);
+
+/* Monotonic milliseconds. */
+int64_t test_now_ms(void);
+void test_sleep_ms(int ms);
+
+/* A kvmuxd child process on 127.0.0.1 and an ephemeral port. */
+typedef struct test_server {
+    pid_t pid;
+    uint16_t port;
+    int stdout_fd;   /* the rest of the server's stdout, for tests to read */
+} test_server;
+
+/* Start KVMUXD_PATH --bind 127.0.0.1 --port 0 plus extra_args (NULL-
+ * terminated, may be NULL) and wait (<= 10 s) for "listening on ADDR:PORT".
+ * Returns 0, or -1 with a message on stderr. */
+int test_server_start(test_server *s, const char *const *extra_args);
+
+/* SIGTERM and wait up to timeout_ms; returns the exit status (0..255), 128+
+ * signal if it died of a signal, or -1 if it had to be SIGKILLed. */
+int test_server_stop(test_server *s, int timeout_ms);
+
+/* SIGKILL and reap. */
+void test_server_kill(test_server *s);
+
+/* Blocking TCP connection to 127.0.0.1:port with SO_RCVTIMEO/SO_SNDTIMEO of
+ * timeout_ms. Returns the fd or -1. */
+int test_connect_raw(uint16_t port, int timeout_ms);
+
+/* Write all of buf. Returns 0 or -1. */
+int test_write_all(int fd, const void *buf, size_t len);
+
+/* Read until one whole frame is in buf (cap bytes) or EOF/timeout.
+ * Returns the frame length (> 0), 0 on EOF before any byte, -1 on error or
+ * timeout. The frame is decoded into *f (pointers into buf). */
+struct kvmux_frame;
+int test_read_frame(int fd, uint8_t *buf, size_t cap, struct kvmux_frame *f);
+
+/* Returns 1 if the peer has closed fd (read returns 0 or ECONNRESET within
+ * timeout_ms, skipping any data), else 0. */
+int test_wait_closed(int fd, int timeout_ms);
+
+/* Do the HELLO/HELLO_ACK handshake on a raw socket. Returns 0 or -1. */
+int test_raw_handshake(int fd);
+
+#endif

@@ -1,0 +1,7 @@
+# Unit tests of the sans-IO protocol core (src/proto): no sockets, no threads.
+kvmux_add_test(proto_frame_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/proto/frame_test.c
+  LABELS unit TIMEOUT 60)
+kvmux_add_test(proto_session_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/proto/session_test.c
+  LABELS unit TIMEOUT 60)
