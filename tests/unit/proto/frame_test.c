@@ -283,7 +283,7 @@ static void test_doc_matches_vectors(void) {
     for (size_t i = 0; i < NFILEVECS; i++) {
         const hexvec *h = &FILEVECS[i];
         char tag[80];
-        snprintf(tag, sizeof tag, "**%s**:", h->name);
+        snprintf(tag, sizeof tag, "**%.64s**:", h->name);
         const char *p = strstr(doc, tag);
         const char *fence = p ? strstr(p, "```\n") : NULL;
         if (!fence) {
