@@ -75,8 +75,11 @@ typedef struct kvmux_client kvmux_client; /* opaque */
 typedef struct kvmux_options {
     int connect_timeout_ms;      /* TCP connect + handshake; default 5000 */
     int request_timeout_ms;      /* KVMUX_TIMEOUT_DEFAULT; default 5000 */
-    uint32_t queue_limit;        /* max calls queued (waiting for a credit or
-                                    to be written); default 4096 */
+    uint32_t queue_limit;        /* max request frames encoded and not yet
+                                    written to the socket; default 4096.
+                                    (Callers waiting for a credit hold no
+                                    library memory: they are bounded by the
+                                    caller's own thread count.) */
     size_t queue_bytes_limit;    /* max bytes encoded and not yet written;
                                     default 8 MiB (a single request larger
                                     than this is still admitted alone) */
@@ -109,7 +112,11 @@ void kvmux_close(kvmux_client *c);
 
 /* The connection's terminal error (0 while it is healthy) and, if msg is
  * not NULL, a NUL-terminated description (e.g. the server's ERROR message)
- * copied into msg[0..msg_len). Thread-safe: yes. */
+ * copied into msg[0..msg_len).
+ * c may be NULL: then it reports the calling thread's last failed
+ * kvmux_connect (code and message, e.g. the server's refusal of the
+ * handshake), since a failed connect leaves no handle to ask.
+ * Thread-safe: yes. */
 int kvmux_connection_error(kvmux_client *c, char *msg, size_t msg_len);
 
 /* The settings the server granted in HELLO_ACK. Thread-safe: yes. */

@@ -1,0 +1,336 @@
+/* kvmux client calls: kvmux_call, kvmux_try_call and every convenience
+ * wrapper (get, set, del, incr, cas, wait, ping), all in terms of one
+ * function, call_run.
+ *
+ * Design: a caller never touches the socket and never parses. Under the
+ * client mutex it
+ *   1. fails fast if the connection is dead (its fatal code);
+ *   2. waits, up to its deadline, until a slot is FREE (a credit) and the
+ *      outbound queue has room (queue_limit frames, queue_bytes_limit bytes,
+ *      counting the batch the writer is sending; a single frame larger than
+ *      the byte limit is admitted when the queue is empty, so no request is
+ *      unsendable) -- kvmux_try_call returns KVMUX_EAGAIN instead of waiting;
+ *   3. takes the slot, encodes its frame straight into the outbound buffer
+ *      and kicks the writer only if it sleeps;
+ *   4. sleeps on its slot's own condition variable until the reader (or a
+ *      connection failure) completes it, or the deadline passes -- then the
+ *      slot becomes a TOMBSTONE that keeps the id and the credit until the
+ *      late reply arrives, and the call returns KVMUX_ETIMEDOUT.
+ * queue_limit bounds the frames the library holds (encoded, not yet
+ * written). A call waiting for a credit holds nothing but its own stack,
+ * so those are bounded by the number of calling threads; they are not
+ * counted again (whether they count is not observable: with no credit
+ * free, try_call says KVMUX_EAGAIN and kvmux_call waits either way).
+ * Arguments are checked before anything is queued: a NULL or empty key is
+ * KVMUX_EINVAL, a key or value over the server's negotiated limits (or a
+ * frame over its max frame size) is KVMUX_ETOOBIG, decided locally.
+ *
+ * Waiters for a slot and waiters for queue room sleep on different
+ * condition variables: a freed slot wakes one slot waiter (signal), a
+ * drained queue wakes every room waiter (broadcast: many may now fit). A
+ * waiter that leaves without using its wakeup (timeout) passes it on, so no
+ * wakeup is lost. All waits are on CLOCK_MONOTONIC and bounded by the
+ * call's deadline; kvmux_close wakes everyone, and active counts callers
+ * inside so that close can wait for them to leave.
+ *
+ * What it is not: the reply parsing is in reader.c, the socket writes in
+ * writer.c, the connection failure in client.c.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client_internal.h"
+#include "clock.h"
+
+/* Request extras length per op (PING: its 8-byte payload). */
+static unsigned call_extras_len(kvmux_op op) {
+    switch (op) {
+    case KVMUX_SET: return 8;
+    case KVMUX_INCR: return 8;
+    case KVMUX_CAS: return 16;
+    case KVMUX_WAIT: return 12;
+    case KVMUX_PING: return 8;
+    default: return 0;
+    }
+}
+
+/* Check req against the negotiated limits and compute its frame size.
+ * Returns 0 or KVMUX_EINVAL / KVMUX_ETOOBIG. */
+static int call_check(const kvmux_client *c, const kvmux_request *req, size_t *flen) {
+    int has_value = 0;
+    switch (req->op) {
+    case KVMUX_GET: case KVMUX_DEL: case KVMUX_INCR: case KVMUX_WAIT:
+        break;
+    case KVMUX_SET: case KVMUX_CAS:
+        has_value = 1;
+        break;
+    case KVMUX_PING:
+        *flen = KVMUX_FRAME_HDR_LEN + call_extras_len(KVMUX_PING);
+        return 0;
+    default:
+        return KVMUX_EINVAL;
+    }
+    if (!req->key || req->key_len == 0) return KVMUX_EINVAL;
+    if (req->key_len > c->max_key) return KVMUX_ETOOBIG;
+    size_t vlen = has_value ? req->value_len : 0;
+    if (has_value && vlen > 0 && !req->value) return KVMUX_EINVAL;
+    if (vlen > c->max_value) return KVMUX_ETOOBIG;
+    /* key_len <= 65535 and vlen <= u32 max: no overflow in size_t. */
+    size_t n = KVMUX_FRAME_HDR_LEN + call_extras_len(req->op) + req->key_len + vlen;
+    if (n > c->peer_max_frame) return KVMUX_ETOOBIG;
+    *flen = n;
+    return 0;
+}
+
+/* Encode req as frame id at the end of c->out (room reserved). */
+static void call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id) {
+    uint8_t ext[16];
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.version = c->version;
+    f.type = KVMUX_FRAME_REQUEST;
+    f.code = (uint8_t)req->op;
+    f.request_id = id;
+    f.extras = ext;
+    f.extras_len = (uint8_t)call_extras_len(req->op);
+    switch (req->op) {
+    case KVMUX_PING:
+        f.type = KVMUX_FRAME_PING;
+        f.code = 0;
+        kvmux_store_u64be(ext, id); /* opaque payload; the PONG echoes it */
+        break;
+    case KVMUX_SET:
+        kvmux_store_u64be(ext, req->ttl_ms);
+        break;
+    case KVMUX_INCR:
+        kvmux_store_u64be(ext, (uint64_t)req->delta); /* two's complement */
+        break;
+    case KVMUX_CAS:
+        kvmux_store_u64be(ext, req->version);
+        kvmux_store_u64be(ext + 8, req->ttl_ms);
+        break;
+    case KVMUX_WAIT:
+        kvmux_store_u64be(ext, req->version);
+        kvmux_store_u32be(ext + 8, req->wait_ms);
+        break;
+    default:
+        break;
+    }
+    if (req->op != KVMUX_PING) {
+        f.key = req->key;
+        f.key_len = (uint16_t)req->key_len;
+    }
+    if (req->op == KVMUX_SET || req->op == KVMUX_CAS) {
+        f.value = req->value;
+        f.value_len = (uint32_t)req->value_len;
+    }
+    c->out.len += kvmux_frame_encode(c->out.data + c->out.len, &f);
+    c->out.frames++;
+}
+
+/* 1 if a frame of flen bytes does not fit in the outbound queue now. */
+static int call_queue_full(const kvmux_client *c, size_t flen) {
+    if ((uint64_t)c->out.frames + c->wr_frames >= c->opts.queue_limit) return 1;
+    size_t used = c->out.len + c->wr_bytes;
+    if (used == 0) return 0; /* an empty queue admits any single frame */
+    return flen > c->opts.queue_bytes_limit || used > c->opts.queue_bytes_limit - flen;
+}
+
+/* Wait on cv until woken or deadline (lock held). Returns 1 if the
+ * deadline has passed. */
+static int call_wait(kvmux_client *c, pthread_cond_t *cv, const struct timespec *deadline) {
+    return pthread_cond_timedwait(cv, &c->mu, deadline) == ETIMEDOUT;
+}
+
+/* A caller leaving the library (lock held). */
+static void call_leave(kvmux_client *c) {
+    c->active--;
+    if (c->closing && c->active == 0) pthread_cond_broadcast(&c->idle_cond);
+}
+
+/* The one call path; see the file comment. reply (may be NULL) receives
+ * version/number/value; vout (may be NULL) receives GET/WAIT values as one
+ * kvmux_value instead. */
+static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *reply,
+                    kvmux_value **vout, int timeout_ms, int try_only) {
+    if (reply) memset(reply, 0, sizeof *reply);
+    if (vout) *vout = NULL;
+    if (!c || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT) return KVMUX_EINVAL;
+    size_t flen = 0;
+    int rc = call_check(c, req, &flen);
+    if (rc != 0) return rc;
+    int64_t tmo = timeout_ms == KVMUX_TIMEOUT_DEFAULT ? c->opts.request_timeout_ms : timeout_ms;
+    struct timespec deadline = kvmux__deadline(tmo);
+
+    pthread_mutex_lock(&c->mu);
+    c->active++;
+    int timed_out = 0;
+    kvmux__slot *s = NULL;
+    uint32_t id = 0;
+
+    /* Admission: a credit and queue room, both at once. */
+    for (;;) {
+        if (c->fatal) {
+            rc = c->fatal;
+            goto leave;
+        }
+        int no_slot = c->pending.nfree == 0;
+        if (!no_slot && !call_queue_full(c, flen)) break;
+        if (try_only) {
+            rc = KVMUX_EAGAIN;
+            goto leave;
+        }
+        if (timed_out) {
+            rc = KVMUX_ETIMEDOUT;
+            goto leave;
+        }
+        if (no_slot) {
+            c->slot_waiters++;
+            timed_out = call_wait(c, &c->slot_cond, &deadline);
+            c->slot_waiters--;
+        } else {
+            c->queue_waiters++;
+            timed_out = call_wait(c, &c->queue_cond, &deadline);
+            c->queue_waiters--;
+        }
+    }
+    rc = kvmux__out_reserve(c, flen);
+    if (rc != 0) goto leave;
+    s = kvmux__pending_take(&c->pending, &id);
+    s->op = (uint8_t)req->op;
+    s->want_value = vout != NULL;
+    call_encode(c, req, id);
+    kvmux__writer_kick(c);
+
+    /* Wait for the reply on our own condition variable. */
+    timed_out = 0;
+    while (!s->done) {
+        if (timed_out) {
+            kvmux__pending_tombstone(&c->pending, s);
+            s = NULL;
+            rc = KVMUX_ETIMEDOUT;
+            goto leave;
+        }
+        timed_out = call_wait(c, &s->cond, &deadline);
+    }
+    rc = s->result;
+    if (reply && (rc == KVMUX_OK || rc == KVMUX_EVERSION)) {
+        *reply = s->reply;
+        memset(&s->reply, 0, sizeof s->reply);
+    }
+    if (vout && rc == KVMUX_OK) {
+        *vout = s->value;
+        s->value = NULL;
+    }
+    kvmux__pending_release(&c->pending, s); /* frees whatever was not taken */
+    s = NULL;
+
+leave:
+    /* Pass on a slot wakeup this caller may have consumed without using. */
+    if (c->slot_waiters > 0 && c->pending.nfree > 0) pthread_cond_signal(&c->slot_cond);
+    call_leave(c);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+int kvmux_call(kvmux_client *c, const kvmux_request *req, kvmux_reply *reply,
+               int timeout_ms) {
+    return call_run(c, req, reply, NULL, timeout_ms, 0);
+}
+
+int kvmux_try_call(kvmux_client *c, const kvmux_request *req, kvmux_reply *reply,
+                   int timeout_ms) {
+    return call_run(c, req, reply, NULL, timeout_ms, 1);
+}
+
+void kvmux_reply_free(kvmux_reply *reply) {
+    if (!reply) return;
+    free(reply->value);
+    memset(reply, 0, sizeof *reply);
+}
+
+void kvmux_value_free(kvmux_value *v) {
+    free(v); /* data lives in the same allocation */
+}
+
+/* A request for op on key, everything else zero. */
+static kvmux_request call_req(kvmux_op op, const void *key, size_t key_len) {
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = op;
+    r.key = key;
+    r.key_len = key_len;
+    return r;
+}
+
+int kvmux_get(kvmux_client *c, const void *key, size_t key_len, kvmux_value **out,
+              int timeout_ms) {
+    if (!out) return KVMUX_EINVAL;
+    kvmux_request r = call_req(KVMUX_GET, key, key_len);
+    return call_run(c, &r, NULL, out, timeout_ms, 0);
+}
+
+int kvmux_set(kvmux_client *c, const void *key, size_t key_len, const void *value,
+              size_t value_len, uint64_t ttl_ms, uint64_t *version_out, int timeout_ms) {
+    kvmux_request r = call_req(KVMUX_SET, key, key_len);
+    r.value = value;
+    r.value_len = value_len;
+    r.ttl_ms = ttl_ms;
+    kvmux_reply rep;
+    int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
+    if (version_out) *version_out = rep.version;
+    return rc;
+}
+
+int kvmux_del(kvmux_client *c, const void *key, size_t key_len, int timeout_ms) {
+    kvmux_request r = call_req(KVMUX_DEL, key, key_len);
+    return call_run(c, &r, NULL, NULL, timeout_ms, 0);
+}
+
+int kvmux_incr(kvmux_client *c, const void *key, size_t key_len, int64_t delta,
+               int64_t *result_out, int timeout_ms) {
+    kvmux_request r = call_req(KVMUX_INCR, key, key_len);
+    r.delta = delta;
+    kvmux_reply rep;
+    int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
+    if (result_out) *result_out = rep.number;
+    return rc;
+}
+
+int kvmux_cas(kvmux_client *c, const void *key, size_t key_len, uint64_t expected_version,
+              const void *value, size_t value_len, uint64_t ttl_ms, uint64_t *version_out,
+              int timeout_ms) {
+    kvmux_request r = call_req(KVMUX_CAS, key, key_len);
+    r.version = expected_version;
+    r.value = value;
+    r.value_len = value_len;
+    r.ttl_ms = ttl_ms;
+    kvmux_reply rep;
+    int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
+    if (version_out) *version_out = rep.version; /* new, or current on EVERSION */
+    return rc;
+}
+
+int kvmux_wait(kvmux_client *c, const void *key, size_t key_len, uint64_t version,
+               uint32_t wait_ms, kvmux_value **out, int timeout_ms) {
+    if (!out) return KVMUX_EINVAL;
+    *out = NULL;
+    if (!c) return KVMUX_EINVAL;
+    if (timeout_ms == KVMUX_TIMEOUT_DEFAULT) {
+        /* The server holds the call for up to wait_ms; allow the usual
+         * request time on top for the round trip. */
+        int64_t t = (int64_t)wait_ms + c->opts.request_timeout_ms;
+        timeout_ms = t > INT_MAX ? INT_MAX : (int)t;
+    }
+    kvmux_request r = call_req(KVMUX_WAIT, key, key_len);
+    r.version = version;
+    r.wait_ms = wait_ms;
+    return call_run(c, &r, NULL, out, timeout_ms, 0);
+}
+
+int kvmux_ping(kvmux_client *c, int timeout_ms) {
+    kvmux_request r = call_req(KVMUX_PING, NULL, 0);
+    return call_run(c, &r, NULL, NULL, timeout_ms, 0);
+}

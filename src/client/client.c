@@ -1,0 +1,409 @@
+/* kvmux client lifecycle: kvmux_connect, kvmux_close, the connection-failure
+ * path, and the read-only accessors.
+ *
+ * Design: kvmux_connect does everything that can fail before any thread
+ * exists, so a failed connect has nothing to tear down but memory and a
+ * socket: resolve (getaddrinfo, every address tried in turn), non-blocking
+ * connect bounded by connect_timeout_ms (poll), TCP_NODELAY (requests are
+ * small and latency-bound; the writer already coalesces), then the HELLO /
+ * HELLO_ACK handshake done synchronously under the same deadline with the
+ * sans-IO session from proto.h. Only then is the socket made blocking and
+ * the writer and reader threads started (with all signals blocked, so the
+ * application's signal handlers never run on our threads). Bytes the server
+ * sent after HELLO_ACK stay in the receive buffer for the reader.
+ *
+ * The pending table gets one slot per credit: min(server MAX_OUTSTANDING,
+ * opts.max_outstanding if nonzero, KVMUX_CLIENT_MAX_SLOTS).
+ *
+ * Failure (kvmux__client_fail) is the one place a connection dies: under
+ * the mutex it records the first fatal code and message, completes every
+ * WAITING slot with that code, wakes every sleeper, and shutdown()s the
+ * socket so the reader (in recv) and the writer (in send) return at once.
+ * kvmux_close is that plus: wait until every caller has left the library
+ * (they were all woken, so the wait is short), join both threads, close
+ * the socket and free everything.
+ *
+ * A failed kvmux_connect leaves *out untouched, so there is no handle to ask
+ * for the server's message; kvmux_connection_error(NULL, ...) returns the
+ * code and message of the calling thread's last failed kvmux_connect
+ * instead (thread-local).
+ *
+ * What it is not: no request handling (call.c), no frame parsing after the
+ * handshake (reader.c), no socket writes after it (writer.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client_internal.h"
+#include "clock.h"
+
+/* The calling thread's last kvmux_connect failure (code 0 = none). */
+static _Thread_local int connect_err_code;
+static _Thread_local char connect_err_msg[KVMUX_CLIENT_MSG_MAX];
+
+/* Record a connect failure for kvmux_connection_error(NULL, ...) and
+ * return code. */
+static int connect_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int connect_fail(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(connect_err_msg, sizeof connect_err_msg, fmt, ap);
+    va_end(ap);
+    connect_err_code = code;
+    return code;
+}
+
+/* ms left until deadline (monotonic ms), at least 0. */
+static int connect_left(int64_t deadline) {
+    int64_t left = deadline - kvmux__now_ms();
+    if (left < 0) return 0;
+    return left > 0x7fffffff ? 0x7fffffff : (int)left;
+}
+
+/* Wait until fd is ready for events or the deadline passes. Returns 1
+ * ready, 0 timed out, -1 error (errno). */
+static int connect_poll(int fd, short events, int64_t deadline) {
+    for (;;) {
+        struct pollfd p = {fd, events, 0};
+        int r = poll(&p, 1, connect_left(deadline));
+        if (r < 0 && errno == EINTR) continue;
+        return r < 0 ? -1 : r > 0;
+    }
+}
+
+/* Open a connected, non-blocking TCP socket to host:port before deadline.
+ * Returns the fd, or a negative KVMUX_E* (message recorded). */
+static int connect_socket(const char *host, uint16_t port, int64_t deadline) {
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int gai = getaddrinfo(host, service, &hints, &res);
+    if (gai == EAI_MEMORY) return connect_fail(KVMUX_ENOMEM, "getaddrinfo: out of memory");
+    if (gai != 0 || !res)
+        return connect_fail(KVMUX_ECONNECT, "cannot resolve %s: %s", host, gai_strerror(gai));
+
+    int rc = KVMUX_ECONNECT;
+    char eb[64];
+    connect_fail(KVMUX_ECONNECT, "no address for %s", host);
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                        a->ai_protocol);
+        if (fd < 0) {
+            rc = connect_fail(KVMUX_ECONNECT, "socket: %s", kvmux__errstr(errno, eb, sizeof eb));
+            continue;
+        }
+        int r = connect(fd, a->ai_addr, a->ai_addrlen);
+        if (r != 0 && errno == EINPROGRESS) {
+            int ready = connect_poll(fd, POLLOUT, deadline);
+            if (ready == 0) {
+                close(fd);
+                rc = connect_fail(KVMUX_ETIMEDOUT, "connect to %s:%u timed out", host,
+                                  (unsigned)port);
+                break; /* the deadline covers all addresses */
+            }
+            int soerr = 0;
+            socklen_t sl = sizeof soerr;
+            if (ready < 0) soerr = errno;
+            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+            r = soerr ? -1 : 0;
+            errno = soerr;
+        }
+        if (r != 0) {
+            rc = connect_fail(KVMUX_ECONNECT, "connect to %s:%u: %s", host, (unsigned)port,
+                              kvmux__errstr(errno, eb, sizeof eb));
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        freeaddrinfo(res);
+        return fd;
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+/* Send HELLO, read HELLO_ACK (or ERROR) into c->rbuf and apply it, all
+ * before deadline. Leftover bytes stay in c->rbuf. Returns 0 or a KVMUX_E*
+ * (message recorded). */
+static int connect_handshake(kvmux_client *c, const char *name, int64_t deadline) {
+    kvmux_settings local;
+    kvmux_settings_default(&local);
+    local.max_frame_size = c->opts.max_frame_size;
+    if (c->opts.max_outstanding) local.max_outstanding = c->opts.max_outstanding;
+    kvmux_session_init(&c->session, KVMUX_ROLE_CLIENT, &local);
+
+    uint8_t hello[KVMUX_FRAME_HDR_LEN + 2 + KVMUX_MAX_NAME + 4 * KVMUX_SETTING_ENTRY_LEN];
+    size_t hlen = kvmux_session_encode_hello(&c->session, hello, name);
+    char eb[64];
+    size_t sent = 0;
+    while (sent < hlen) {
+        ssize_t n = send(c->fd, hello + sent, hlen - sent, MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int ready = connect_poll(c->fd, POLLOUT, deadline);
+            if (ready == 0) return connect_fail(KVMUX_ETIMEDOUT, "handshake timed out (sending HELLO)");
+            if (ready > 0) continue;
+        }
+        return connect_fail(KVMUX_ECONNECT, "sending HELLO: %s", kvmux__errstr(errno, eb, sizeof eb));
+    }
+
+    for (;;) {
+        kvmux_frame f;
+        int n = kvmux_frame_decode(c->rbuf, c->rlen, c->opts.max_frame_size, &f);
+        if (n < 0)
+            return connect_fail(KVMUX_EPROTO, "bad handshake reply: %s", kvmux_wire_error_name(-n));
+        if (n > 0) {
+            int rc = kvmux_session_check_recv(&c->session, &f);
+            if (rc < 0)
+                return connect_fail(KVMUX_EPROTO, "unexpected %s frame in handshake: %s",
+                                    kvmux_frame_type_name(f.type), kvmux_wire_error_name(-rc));
+            if (f.type == KVMUX_FRAME_ERROR)
+                return connect_fail(f.code == KVMUX_ERR_UNSUPPORTED_VERSION ? KVMUX_ENOVERSION
+                                                                             : KVMUX_EPROTO,
+                                    "server refused HELLO: %s: %.*s",
+                                    kvmux_wire_error_name(f.code), (int)f.value_len,
+                                    (const char *)f.value);
+            rc = kvmux_session_on_hello_ack(&c->session, &f);
+            if (rc == -KVMUX_ERR_UNSUPPORTED_VERSION)
+                return connect_fail(KVMUX_ENOVERSION,
+                                    "server chose version %u, we speak %u..%u", f.code,
+                                    KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
+            if (rc < 0)
+                return connect_fail(KVMUX_EPROTO, "bad HELLO_ACK: %s", kvmux_wire_error_name(-rc));
+            c->version = c->session.version;
+            c->info.protocol_version = c->session.version;
+            c->info.max_frame_size = c->session.peer.max_frame_size;
+            c->info.max_key_size = c->session.peer.max_key_size;
+            c->info.max_value_size = c->session.peer.max_value_size;
+            size_t nl = f.key_len < sizeof c->info.server_name ? f.key_len
+                                                               : sizeof c->info.server_name - 1;
+            if (nl) memcpy(c->info.server_name, f.key, nl);
+            c->info.server_name[nl] = 0;
+            memmove(c->rbuf, c->rbuf + n, c->rlen - (size_t)n);
+            c->rlen -= (size_t)n;
+            return 0;
+        }
+        if (c->rlen == c->rcap)
+            return connect_fail(KVMUX_EPROTO, "handshake reply larger than %zu bytes", c->rcap);
+        ssize_t r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+        if (r > 0) {
+            c->rlen += (size_t)r;
+            continue;
+        }
+        if (r == 0)
+            return connect_fail(KVMUX_ECONNECT, "server closed the connection during the handshake");
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            int ready = connect_poll(c->fd, POLLIN, deadline);
+            if (ready == 0) return connect_fail(KVMUX_ETIMEDOUT, "handshake timed out (no HELLO_ACK)");
+            if (ready > 0) continue;
+        }
+        return connect_fail(KVMUX_ECONNECT, "handshake: %s", kvmux__errstr(errno, eb, sizeof eb));
+    }
+}
+
+/* Free c's memory and socket. Threads must not be running. */
+static void client_free(kvmux_client *c) {
+    kvmux__pending_deinit(&c->pending);
+    free(c->out.data);
+    free(c->wbuf.data);
+    free(c->rbuf);
+    if (c->fd >= 0) close(c->fd);
+    pthread_cond_destroy(&c->writer_cond);
+    pthread_cond_destroy(&c->slot_cond);
+    pthread_cond_destroy(&c->queue_cond);
+    pthread_cond_destroy(&c->idle_cond);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+/* Validate opts. Returns 0 or KVMUX_EINVAL (message recorded). */
+static int connect_check_opts(const kvmux_options *o) {
+    if (o->connect_timeout_ms <= 0 || o->request_timeout_ms <= 0)
+        return connect_fail(KVMUX_EINVAL, "timeouts must be positive");
+    if (o->queue_limit == 0 || o->queue_bytes_limit == 0)
+        return connect_fail(KVMUX_EINVAL, "queue limits must be positive");
+    if (o->max_frame_size < KVMUX_MIN_FRAME)
+        return connect_fail(KVMUX_EINVAL, "max_frame_size below %u", KVMUX_MIN_FRAME);
+    return 0;
+}
+
+/* Start the writer and reader with every signal blocked in them. */
+static int client_start_threads(kvmux_client *c) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&c->writer, NULL, kvmux__writer_main, c);
+    if (rc == 0) {
+        rc = pthread_create(&c->reader, NULL, kvmux__reader_main, c);
+        if (rc != 0) {
+            pthread_mutex_lock(&c->mu);
+            kvmux__client_fail(c, KVMUX_ENOMEM, "cannot start the reader thread");
+            pthread_mutex_unlock(&c->mu);
+            pthread_join(c->writer, NULL);
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc == 0 ? 0 : connect_fail(KVMUX_ENOMEM, "cannot start client threads");
+}
+
+int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
+                  const kvmux_options *opts) {
+    connect_err_code = 0;
+    connect_err_msg[0] = 0;
+    if (!out || !host || !*host || port == 0)
+        return connect_fail(KVMUX_EINVAL, "out, host and port are required");
+    kvmux_options o;
+    if (opts) o = *opts;
+    else kvmux_options_init(&o);
+    int rc = connect_check_opts(&o);
+    if (rc != 0) return rc;
+    const char *name = o.client_name;
+    o.client_name = NULL; /* borrowed: not kept past this call */
+
+    kvmux_client *c = calloc(1, sizeof *c);
+    if (!c) return connect_fail(KVMUX_ENOMEM, "out of memory");
+    c->fd = -1;
+    c->opts = o;
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        free(c);
+        return connect_fail(KVMUX_ENOMEM, "pthread_mutex_init failed");
+    }
+    pthread_cond_t *cvs[] = {&c->writer_cond, &c->slot_cond, &c->queue_cond, &c->idle_cond};
+    for (size_t i = 0; i < sizeof cvs / sizeof cvs[0]; i++) {
+        if (kvmux__cond_init(cvs[i]) != 0) {
+            while (i > 0) pthread_cond_destroy(cvs[--i]);
+            pthread_mutex_destroy(&c->mu);
+            free(c);
+            return connect_fail(KVMUX_ENOMEM, "pthread_cond_init failed");
+        }
+    }
+    c->rcap = KVMUX_CLIENT_RBUF;
+    c->rbuf = malloc(c->rcap);
+    if (!c->rbuf) {
+        client_free(c);
+        return connect_fail(KVMUX_ENOMEM, "out of memory");
+    }
+
+    int64_t deadline = kvmux__now_ms() + o.connect_timeout_ms;
+    int fd = connect_socket(host, port, deadline);
+    if (fd < 0) {
+        client_free(c);
+        return fd;
+    }
+    c->fd = fd;
+    rc = connect_handshake(c, name, deadline);
+    if (rc != 0) {
+        client_free(c);
+        return rc;
+    }
+
+    c->max_key = c->session.peer.max_key_size;
+    if (c->max_key > KVMUX_MAX_KEY_LIMIT) c->max_key = KVMUX_MAX_KEY_LIMIT;
+    c->max_value = c->session.peer.max_value_size;
+    c->peer_max_frame = c->session.peer.max_frame_size;
+    uint32_t credits = c->session.peer.max_outstanding;
+    if (o.max_outstanding && o.max_outstanding < credits) credits = o.max_outstanding;
+    if (credits > KVMUX_CLIENT_MAX_SLOTS) credits = KVMUX_CLIENT_MAX_SLOTS;
+    c->info.max_outstanding = credits;
+    rc = kvmux__pending_init(&c->pending, credits, o.first_request_id);
+    if (rc != 0) {
+        client_free(c);
+        return connect_fail(rc, "cannot allocate the pending table (%u slots)", credits);
+    }
+
+    /* The threads use blocking I/O; kvmux__client_fail's shutdown() is what
+     * unblocks them. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        client_free(c);
+        return connect_fail(KVMUX_ECONNECT, "fcntl failed");
+    }
+    rc = client_start_threads(c);
+    if (rc != 0) {
+        client_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+/* Complete one WAITING slot with the fatal code (drain pass). */
+static void client_fail_slot(kvmux__slot *s, void *arg) {
+    if (s->done) return; /* already answered: the caller keeps its reply */
+    s->result = *(const int *)arg;
+    s->done = 1;
+    pthread_cond_signal(&s->cond);
+}
+
+void kvmux__client_fail(kvmux_client *c, int code, const char *fmt, ...) {
+    if (c->fatal != 0) return;
+    c->fatal = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->fatal_msg, sizeof c->fatal_msg, fmt, ap);
+    va_end(ap);
+    kvmux__pending_each_waiting(&c->pending, client_fail_slot, &code);
+    pthread_cond_broadcast(&c->slot_cond);
+    pthread_cond_broadcast(&c->queue_cond);
+    pthread_cond_signal(&c->writer_cond);
+    /* The fd stays open (closed only after both threads are joined), so
+     * this can never hit a reused descriptor. */
+    shutdown(c->fd, SHUT_RDWR);
+}
+
+void kvmux_close(kvmux_client *c) {
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    c->closing = 1;
+    kvmux__client_fail(c, KVMUX_ECLOSED, "closed by kvmux_close");
+    /* Every caller inside the library has been woken with a fatal code and
+     * leaves without blocking again, so this wait is short. */
+    while (c->active > 0) pthread_cond_wait(&c->idle_cond, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->writer, NULL);
+    pthread_join(c->reader, NULL);
+    client_free(c);
+}
+
+int kvmux_connection_error(kvmux_client *c, char *msg, size_t msg_len) {
+    int code;
+    if (!c) {
+        code = connect_err_code;
+        if (msg && msg_len) snprintf(msg, msg_len, "%s", connect_err_msg);
+        return code;
+    }
+    pthread_mutex_lock(&c->mu);
+    code = c->fatal;
+    if (msg && msg_len) snprintf(msg, msg_len, "%s", code ? c->fatal_msg : "");
+    pthread_mutex_unlock(&c->mu);
+    return code;
+}
+
+void kvmux_get_server_info(kvmux_client *c, kvmux_server_info *info) {
+    if (!info) return;
+    if (!c) {
+        memset(info, 0, sizeof *info);
+        return;
+    }
+    *info = c->info; /* immutable after kvmux_connect */
+}

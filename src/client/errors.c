@@ -1,0 +1,77 @@
+/* kvmux client errors and defaults: kvmux_strerror, kvmux_is_fatal,
+ * kvmux_options_init, and the one-to-one map from wire RESPONSE statuses to
+ * kvmux_error codes.
+ *
+ * Design: tables written out as switches so that the compiler warns when a
+ * code is added to the enum and not named here (-Wswitch). The status map is
+ * strict: a status this protocol version does not define is not guessed at,
+ * it is reported as -1 and the reader fails the connection with
+ * KVMUX_EPROTO (the server and we disagree about the protocol).
+ *
+ * What it is not: no state, no locking; every function here is pure.
+ */
+#include <string.h>
+
+#include "client_internal.h"
+
+const char *kvmux_strerror(int err) {
+    switch ((kvmux_error)err) {
+    case KVMUX_OK: return "success";
+    case KVMUX_ENOTFOUND: return "key not found";
+    case KVMUX_EVERSION: return "version mismatch";
+    case KVMUX_ETOOBIG: return "key or value too large";
+    case KVMUX_EBADREQ: return "bad request";
+    case KVMUX_EBUSY: return "server busy (request not processed)";
+    case KVMUX_ETIMEDOUT: return "timed out";
+    case KVMUX_ESERVER: return "server internal error";
+    case KVMUX_ENOTINT: return "value is not an integer";
+    case KVMUX_EOVERFLOW: return "integer overflow";
+    case KVMUX_EAGAIN: return "queue full or no credit available, try again";
+    case KVMUX_EINVAL: return "invalid argument";
+    case KVMUX_ENOMEM: return "out of memory";
+    case KVMUX_EUNSUPPORTED: return "operation not supported by the server";
+    case KVMUX_ESHUTDOWN: return "server shutting down (request not processed)";
+    case KVMUX_E_FATAL: return "fatal connection error";
+    case KVMUX_ECLOSED: return "connection closed";
+    case KVMUX_EPROTO: return "protocol error";
+    case KVMUX_ECONNECT: return "could not connect";
+    case KVMUX_ENOVERSION: return "no protocol version in common with the server";
+    case KVMUX_EIO: return "socket error";
+    }
+    return "unknown error";
+}
+
+int kvmux_is_fatal(int err) {
+    return err <= KVMUX_E_FATAL;
+}
+
+void kvmux_options_init(kvmux_options *o) {
+    if (!o) return;
+    memset(o, 0, sizeof *o);
+    o->connect_timeout_ms = 5000;
+    o->request_timeout_ms = 5000;
+    o->queue_limit = 4096;
+    o->queue_bytes_limit = (size_t)8 * 1024 * 1024;
+    o->max_outstanding = 0;
+    o->max_frame_size = KVMUX_DEFAULT_MAX_FRAME;
+    o->client_name = NULL;
+    o->first_request_id = 0;
+}
+
+int kvmux__status_to_error(uint8_t status, int *err) {
+    switch ((enum kvmux_status)status) {
+    case KVMUX_STATUS_OK: *err = KVMUX_OK; return 0;
+    case KVMUX_STATUS_NOT_FOUND: *err = KVMUX_ENOTFOUND; return 0;
+    case KVMUX_STATUS_VERSION_MISMATCH: *err = KVMUX_EVERSION; return 0;
+    case KVMUX_STATUS_TOO_LARGE: *err = KVMUX_ETOOBIG; return 0;
+    case KVMUX_STATUS_BAD_REQUEST: *err = KVMUX_EBADREQ; return 0;
+    case KVMUX_STATUS_BUSY: *err = KVMUX_EBUSY; return 0;
+    case KVMUX_STATUS_TIMEOUT: *err = KVMUX_ETIMEDOUT; return 0;
+    case KVMUX_STATUS_INTERNAL: *err = KVMUX_ESERVER; return 0;
+    case KVMUX_STATUS_NOT_INTEGER: *err = KVMUX_ENOTINT; return 0;
+    case KVMUX_STATUS_OVERFLOW: *err = KVMUX_EOVERFLOW; return 0;
+    case KVMUX_STATUS_UNKNOWN_OP: *err = KVMUX_EUNSUPPORTED; return 0;
+    case KVMUX_STATUS_SHUTTING_DOWN: *err = KVMUX_ESHUTDOWN; return 0;
+    }
+    return -1;
+}

@@ -1,0 +1,112 @@
+/* kvmux client writer thread: moves encoded frames from the outbound buffer
+ * to the socket.
+ *
+ * Design: double buffering. Callers append whole frames to c->out under the
+ * client mutex. The writer, also under the mutex, swaps c->out with its own
+ * (empty) spare c->wbuf, then writes the whole batch outside the lock with
+ * as few send() calls as the kernel allows: under load many callers' frames
+ * share one system call (coalescing), and callers never wait for the socket,
+ * only for the mutex. The bytes in the writer's hands still count against
+ * the queue limits (wr_bytes, wr_frames) until they are written, so the
+ * limits bound all memory "encoded and not yet written". When a batch is
+ * done the writer wakes every caller waiting for queue room.
+ *
+ * The wakeup is edge-triggered (kvmux__writer_kick): a caller signals only
+ * when the writer is idle, so a burst of calls costs one signal.
+ *
+ * The socket is blocking once connected; send() uses MSG_NOSIGNAL so a dead
+ * peer is an EPIPE error, never a SIGPIPE. A writer blocked in send() on a
+ * stalled server is released by kvmux__client_fail's shutdown(). The writer
+ * exits as soon as the connection has a fatal code.
+ *
+ * What it is not: the writer never encodes, parses or touches the pending
+ * table; failing the calls is kvmux__client_fail's job.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "client_internal.h"
+
+int kvmux__out_reserve(kvmux_client *c, size_t n) {
+    kvmux__outbuf *o = &c->out;
+    if (o->cap - o->len >= n) return 0;
+    if (n > SIZE_MAX / 2 - o->len) return KVMUX_ENOMEM;
+    size_t cap = o->cap ? o->cap : 4096;
+    while (cap - o->len < n) cap *= 2;
+    uint8_t *p = realloc(o->data, cap);
+    if (!p) return KVMUX_ENOMEM;
+    o->data = p;
+    o->cap = cap;
+    return 0;
+}
+
+void kvmux__writer_kick(kvmux_client *c) {
+    if (c->writer_idle) {
+        c->writer_idle = 0;
+        pthread_cond_signal(&c->writer_cond);
+    }
+}
+
+/* Send all of buf. Returns 0, or a fatal KVMUX_E* with errno preserved. */
+static int writer_send_all(int fd, const uint8_t *buf, size_t len) {
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            /* A reset or a shutdown() from kvmux__client_fail is a close;
+             * anything else is an I/O error. */
+            if (errno == EPIPE || errno == ECONNRESET) return KVMUX_ECLOSED;
+            return KVMUX_EIO;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+void *kvmux__writer_main(void *arg) {
+    kvmux_client *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (c->out.len == 0 && c->fatal == 0) {
+            c->writer_idle = 1;
+            pthread_cond_wait(&c->writer_cond, &c->mu);
+        }
+        c->writer_idle = 0;
+        if (c->fatal != 0) break;
+
+        /* Take the whole queue; give the callers our empty spare. */
+        kvmux__outbuf batch = c->out;
+        c->out = c->wbuf;
+        c->out.len = 0;
+        c->out.frames = 0;
+        c->wbuf = batch;
+        c->wr_bytes = batch.len;
+        c->wr_frames = batch.frames;
+        pthread_mutex_unlock(&c->mu);
+
+        int rc = writer_send_all(c->fd, c->wbuf.data, c->wbuf.len);
+        int err = errno;
+
+        c->wbuf.len = 0;
+        c->wbuf.frames = 0;
+        if (c->wbuf.cap > KVMUX_CLIENT_OUT_KEEP) {
+            free(c->wbuf.data);
+            memset(&c->wbuf, 0, sizeof c->wbuf);
+        }
+
+        pthread_mutex_lock(&c->mu);
+        c->wr_bytes = 0;
+        c->wr_frames = 0;
+        if (rc != 0) {
+            char eb[64];
+            kvmux__client_fail(c, rc, "send failed: %s", kvmux__errstr(err, eb, sizeof eb));
+            break;
+        }
+        if (c->queue_waiters > 0) pthread_cond_broadcast(&c->queue_cond);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}

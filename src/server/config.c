@@ -1,0 +1,266 @@
+/* kvmuxd configuration: defaults, validation of every limit and of the
+ * limits against each other, and command-line parsing.
+ *
+ * Design: one table of options drives parsing, so each option has exactly
+ * one name, kind and range; a bad value is reported with the option's name,
+ * the offending text and the accepted range, and main exits 2 (usage
+ * error). Cross-limits are checked after all options are read, so the
+ * order of options does not matter. This file does no I/O. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* Hard bounds (documented in docs/OPERATIONS.md). */
+#define MAX_THREADS 256u
+#define MAX_CONNECTIONS_LIMIT 1000000u
+#define MAX_FRAME_LIMIT (1024u * 1024 * 1024)
+#define MAX_OUTSTANDING_LIMIT (1024u * 1024)
+#define MAX_OUTPUT_LIMIT ((uint64_t)1 << 40)
+#define MAX_TIMEOUT_LIMIT 86400000u /* one day, for the plain timeouts */
+/* Largest request extras in v1 (CAS: expected + ttl). */
+#define MAX_REQUEST_EXTRAS 16u
+
+void kvmux_server_config_init(kvmux_server_config *c) {
+    memset(c, 0, sizeof *c);
+    c->bind = "127.0.0.1";
+    c->port = 7878;
+    c->threads = 1;
+    c->max_connections = 10000;
+    c->max_frame = KVMUX_DEFAULT_MAX_FRAME;
+    c->max_key = KVMUX_DEFAULT_MAX_KEY;
+    c->max_value = KVMUX_DEFAULT_MAX_VALUE;
+    c->max_outstanding = KVMUX_DEFAULT_MAX_OUTSTANDING;
+    c->max_output_buffer = 64u * 1024 * 1024;
+    c->handshake_timeout_ms = 5000;
+    c->max_wait_ms = 3600000;
+    c->shutdown_timeout_ms = 5000;
+    c->close_linger_ms = 1000;
+    c->store_shards = 256;
+    c->name = "kvmuxd/" KVMUXD_VERSION;
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+#define RANGE(field, opt, lo, hi)                                             \
+    do {                                                                      \
+        if ((uint64_t)c->field < (uint64_t)(lo) || (uint64_t)c->field > (uint64_t)(hi)) \
+            return fail(err, errlen, "%s %llu is out of range (%llu..%llu)",  \
+                        opt, (unsigned long long)c->field,                    \
+                        (unsigned long long)(lo), (unsigned long long)(hi));  \
+    } while (0)
+
+int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
+                                 size_t errlen) {
+    unsigned char addr[16];
+    if (!c->bind || (inet_pton(AF_INET, c->bind, addr) != 1 &&
+                     inet_pton(AF_INET6, c->bind, addr) != 1))
+        return fail(err, errlen,
+                    "--bind '%s' is not an IPv4 or IPv6 address literal",
+                    c->bind ? c->bind : "(null)");
+    RANGE(threads, "--threads", 1, MAX_THREADS);
+    RANGE(max_connections, "--max-connections", 1, MAX_CONNECTIONS_LIMIT);
+    RANGE(max_frame, "--max-frame", KVMUX_MIN_FRAME, MAX_FRAME_LIMIT);
+    RANGE(max_key, "--max-key", 1, KVMUX_MAX_KEY_LIMIT);
+    RANGE(max_value, "--max-value", 1, MAX_FRAME_LIMIT);
+    RANGE(max_outstanding, "--max-outstanding", 1, MAX_OUTSTANDING_LIMIT);
+    RANGE(max_output_buffer, "--max-output-buffer", KVMUX_MIN_FRAME, MAX_OUTPUT_LIMIT);
+    RANGE(handshake_timeout_ms, "--handshake-timeout", 1, MAX_TIMEOUT_LIMIT);
+    RANGE(max_wait_ms, "--max-wait", 1, UINT32_MAX);
+    RANGE(shutdown_timeout_ms, "--shutdown-timeout", 0, MAX_TIMEOUT_LIMIT);
+    RANGE(close_linger_ms, "--close-linger", 0, 60000);
+    RANGE(store_shards, "--store-shards", 1, 65536);
+    if (c->store_shards & (c->store_shards - 1))
+        return fail(err, errlen, "--store-shards %u is not a power of two",
+                    c->store_shards);
+    if (c->name && strlen(c->name) > KVMUX_MAX_NAME)
+        return fail(err, errlen, "server name is longer than %u bytes", KVMUX_MAX_NAME);
+
+    /* A frame must hold the largest request the other limits allow, or
+     * clients would be told "value up to N" and then be unable to send it. */
+    uint64_t need = (uint64_t)KVMUX_FRAME_HDR_LEN + MAX_REQUEST_EXTRAS + c->max_key + c->max_value;
+    if (need > c->max_frame)
+        return fail(err, errlen,
+                    "--max-frame %u is too small for --max-key %u and --max-value %u: "
+                    "the largest request is %llu bytes (16 header + 16 extras + key + "
+                    "value); raise --max-frame to at least %llu or lower the others",
+                    c->max_frame, c->max_key, c->max_value, (unsigned long long)need,
+                    (unsigned long long)need);
+    if (c->max_output_buffer < c->max_frame)
+        return fail(err, errlen,
+                    "--max-output-buffer %llu is smaller than --max-frame %u: one "
+                    "large response would disconnect the client",
+                    (unsigned long long)c->max_output_buffer, c->max_frame);
+    return 0;
+}
+
+/* ---- argument parsing ---- */
+
+enum opt_kind { OPT_STR, OPT_U32, OPT_U16, OPT_SIZE32, OPT_SIZE64, OPT_MS, OPT_LOG };
+
+typedef struct opt {
+    const char *name;
+    enum opt_kind kind;
+    size_t offset;
+    const char *help;
+} opt;
+
+#define OFF(f) offsetof(kvmux_server_config, f)
+static const opt options[] = {
+    {"--bind", OPT_STR, OFF(bind), "ADDR   IPv4/IPv6 literal to listen on (127.0.0.1)"},
+    {"--port", OPT_U16, OFF(port), "N      TCP port, 0 = ephemeral (7878)"},
+    {"--threads", OPT_U32, OFF(threads), "N      event-loop threads (1)"},
+    {"--max-connections", OPT_U32, OFF(max_connections), "N      open connections (10000)"},
+    {"--max-frame", OPT_SIZE32, OFF(max_frame), "BYTES  largest frame incl. header (2M)"},
+    {"--max-key", OPT_SIZE32, OFF(max_key), "BYTES  largest key, <= 65535 (4096)"},
+    {"--max-value", OPT_SIZE32, OFF(max_value), "BYTES  largest value (1M)"},
+    {"--max-outstanding", OPT_U32, OFF(max_outstanding), "N      unanswered requests per connection (1024)"},
+    {"--max-output-buffer", OPT_SIZE64, OFF(max_output_buffer), "BYTES  queued output before a slow reader is dropped (64M)"},
+    {"--handshake-timeout", OPT_MS, OFF(handshake_timeout_ms), "MS     time to complete HELLO (5000)"},
+    {"--max-wait", OPT_MS, OFF(max_wait_ms), "MS     cap on WAIT timeouts (3600000)"},
+    {"--shutdown-timeout", OPT_MS, OFF(shutdown_timeout_ms), "MS     grace for parked WAITs on shutdown (5000)"},
+    {"--close-linger", OPT_MS, OFF(close_linger_ms), "MS     bound on flushing before a close (1000)"},
+    {"--store-shards", OPT_U32, OFF(store_shards), "N      store lock shards, power of two (256)"},
+    {"--log-level", OPT_LOG, 0, "LEVEL  debug, info, warn or error (info)"},
+};
+
+const char *kvmux_server_usage(void) {
+    static char buf[2048];
+    if (buf[0]) return buf;
+    size_t used = (size_t)snprintf(buf, sizeof buf,
+                                   "usage: kvmuxd [options]\n"
+                                   "kvmux key-value server (version " KVMUXD_VERSION ")\n\n");
+    for (size_t i = 0; i < sizeof options / sizeof options[0] && used < sizeof buf; i++)
+        used += (size_t)snprintf(buf + used, sizeof buf - used, "  %-20s %s\n",
+                                 options[i].name, options[i].help);
+    if (used < sizeof buf)
+        snprintf(buf + used, sizeof buf - used,
+                 "  %-20s        this text\n  %-20s        print the version\n\n"
+                 "Sizes take K, M, G (binary) suffixes. SIGINT/SIGTERM shut down "
+                 "gracefully.\nSee docs/OPERATIONS.md.\n",
+                 "--help", "--version");
+    return buf;
+}
+
+/* Parse an unsigned decimal with an optional binary size suffix. */
+static int parse_u64(const char *s, int allow_suffix, uint64_t *out) {
+    if (!s || !*s || *s == '-' || *s == '+' || *s == ' ') return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s) return -1;
+    uint64_t mult = 1;
+    if (*end && allow_suffix) {
+        switch (*end) {
+        case 'k': case 'K': mult = 1024; break;
+        case 'm': case 'M': mult = 1024 * 1024; break;
+        case 'g': case 'G': mult = 1024 * 1024 * 1024; break;
+        default: return -1;
+        }
+        end++;
+        if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0 || strcmp(end, "ib") == 0)
+            end += strlen(end);
+    }
+    if (*end) return -1;
+    if (v > UINT64_MAX / mult) return -1;
+    *out = (uint64_t)v * mult;
+    return 0;
+}
+
+static int parse_level(const char *s) {
+    if (strcmp(s, "debug") == 0) return KVMUX_LOG_DEBUG;
+    if (strcmp(s, "info") == 0) return KVMUX_LOG_INFO;
+    if (strcmp(s, "warn") == 0) return KVMUX_LOG_WARN;
+    if (strcmp(s, "error") == 0) return KVMUX_LOG_ERROR;
+    return -1;
+}
+
+static int apply(kvmux_server_config *c, int *log_level, const opt *o,
+                 const char *val, char *err, size_t errlen) {
+    char *base = (char *)c + o->offset;
+    uint64_t v = 0, max;
+    switch (o->kind) {
+    case OPT_STR:
+        memcpy(base, &val, sizeof val);
+        return 0;
+    case OPT_LOG: {
+        int l = parse_level(val);
+        if (l < 0)
+            return fail(err, errlen, "invalid value for --log-level: '%s' "
+                        "(expected debug, info, warn or error)", val);
+        if (log_level) *log_level = l;
+        return 0;
+    }
+    case OPT_U16: max = UINT16_MAX; break;
+    case OPT_SIZE64: max = UINT64_MAX; break;
+    default: max = UINT32_MAX; break;
+    }
+    int suffix = o->kind == OPT_SIZE32 || o->kind == OPT_SIZE64;
+    if (parse_u64(val, suffix, &v) != 0 || v > max)
+        return fail(err, errlen, "invalid value for %s: '%s' (expected %s in 0..%llu)",
+                    o->name, val,
+                    suffix ? "a byte count, optionally with K/M/G," : "an integer",
+                    (unsigned long long)max);
+    switch (o->kind) {
+    case OPT_U16: {
+        uint16_t x = (uint16_t)v;
+        memcpy(base, &x, sizeof x);
+        break;
+    }
+    case OPT_SIZE64:
+        memcpy(base, &v, sizeof v);
+        break;
+    default: {
+        uint32_t x = (uint32_t)v;
+        memcpy(base, &x, sizeof x);
+        break;
+    }
+    }
+    return 0;
+}
+
+int kvmux_server_config_parse_args(kvmux_server_config *c, int *log_level,
+                                   int argc, char **argv, char *err,
+                                   size_t errlen) {
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) return KVMUX_CONFIG_HELP;
+        if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) return KVMUX_CONFIG_VERSION;
+        const char *eq = strchr(arg, '=');
+        size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
+        const opt *o = NULL;
+        for (size_t k = 0; k < sizeof options / sizeof options[0]; k++) {
+            if (strlen(options[k].name) == nlen && strncmp(options[k].name, arg, nlen) == 0) {
+                o = &options[k];
+                break;
+            }
+        }
+        if (!o) return fail(err, errlen, "unknown option '%s' (try --help)", arg);
+        const char *val;
+        if (eq) {
+            val = eq + 1;
+        } else {
+            if (i + 1 >= argc) return fail(err, errlen, "option %s needs a value", o->name);
+            val = argv[++i];
+        }
+        if (apply(c, log_level, o, val, err, errlen) != 0) return -1;
+    }
+    if (kvmux_server_config_validate(c, err, errlen) != 0) return -1;
+    return KVMUX_CONFIG_RUN;
+}

@@ -1,0 +1,568 @@
+/* A kvmuxd client connection: reading and framing input, queueing and
+ * writing output, and the close paths (protocol error, EOF, slow reader,
+ * shutdown). Runs entirely on the connection's loop thread.
+ *
+ * Input. A connection with no partial frame reads into its loop's shared
+ * 64 KiB scratch buffer and frames are decoded and dispatched in place, so
+ * one read(2) can carry hundreds of requests and an idle connection holds
+ * no read buffer at all (the Redis 7 "reusable query buffer" idea). Only a
+ * trailing partial frame is copied into the connection's own rbuf, sized
+ * from the frame header once the header is there; the decoder has already
+ * checked that header against the max frame size, so a peer cannot make
+ * us allocate more than one max-size frame. Before the handshake the limit
+ * is KVMUX_MIN_FRAME: an unauthenticated peer gets 4 KiB, not 2 MiB.
+ *
+ * Output. Responses are encoded into the output queue (outbuf.c) and the
+ * connection is put on its loop's dirty list; the loop flushes every dirty
+ * connection once per iteration, so all the responses produced by one read
+ * batch (and by WAITs fired in the same iteration) leave in one sendmsg.
+ * EAGAIN turns on EPOLLOUT until the queue drains.
+ *
+ * Backpressure. When more than srv->read_pause_bytes are queued we stop
+ * decoding (the unprocessed bytes stay in rbuf) and stop reading, so a
+ * client that does not read its responses is slowed by TCP instead of
+ * growing our memory; reading resumes below half that. A queue over
+ * --max-output-buffer (responses to WAITs and one batch can still push it
+ * there) disconnects the client as a slow reader.
+ *
+ * Closing. Connection-level errors queue an ERROR frame and enter CLOSING;
+ * once it is written we shut down our write side and LINGER, reading and
+ * discarding until the peer's EOF (bounded by --close-linger), because
+ * close() with unread input would send an RST that can destroy the ERROR
+ * before the client reads it. kvmux__conn_close only marks the connection
+ * DEAD; the loop tears it down at the end of the iteration, so no caller
+ * (even one inside a store callback holding a shard lock) ever sees a freed
+ * connection. */
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "server_internal.h"
+
+#define CONN_OF_TIMER(t) ((kvmux_conn *)((char *)(t) - offsetof(kvmux_conn, timer)))
+#define RBUF_MIN (16u * 1024)
+#define LINGER_READS 8 /* reads per event while discarding */
+
+static void conn_on_timer(kvmux_timer *t, uint64_t now);
+
+kvmux_conn *kvmux__conn_new(kvmux_server *srv, int fd, const struct sockaddr *peer) {
+    kvmux_conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->io.kind = KVMUX_IO_CONN;
+    c->io.fd = fd;
+    c->state = KVMUX_CONN_OPEN;
+    kvmux_session_init(&c->sess, KVMUX_ROLE_SERVER, &srv->settings);
+    kvmux__outbuf_init(&c->out);
+    kvmux_timer_init(&c->timer, conn_on_timer);
+    c->id = atomic_fetch_add_explicit(&srv->next_conn_id, 1, memory_order_relaxed) + 1;
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (peer && peer->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        port = ntohs(a->sin_port);
+    } else if (peer && peer->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)peer;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        port = ntohs(a->sin6_port);
+    }
+    if (peer && peer->sa_family == AF_INET6)
+        snprintf(c->peer, sizeof c->peer, "[%s]:%u", host, port);
+    else
+        snprintf(c->peer, sizeof c->peer, "%s:%u", host, port);
+    return c;
+}
+
+static void conn_free_mem(kvmux_conn *c) {
+    kvmux__outbuf_deinit(&c->out);
+    free(c->rbuf);
+    free(c);
+}
+
+void kvmux__conn_reject(int fd, uint8_t code, const char *msg) {
+    uint8_t buf[KVMUX_FRAME_HDR_LEN + KVMUX_MAX_ERROR_MSG];
+    size_t n = kvmux_encode_error(buf, KVMUX_HANDSHAKE_VERSION, 0, code, msg);
+    ssize_t w = send(fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)w; /* best effort: a fresh socket's buffer always has room */
+    shutdown(fd, SHUT_WR);
+    /* Swallow whatever the client already sent (its HELLO), so close()
+     * does not answer it with an RST that could destroy our ERROR. */
+    uint8_t junk[4096];
+    for (int i = 0; i < 4; i++)
+        if (recv(fd, junk, sizeof junk, MSG_DONTWAIT) <= 0) break;
+    close(fd);
+}
+
+void kvmux__conn_attach(kvmux_loop *l, kvmux_conn *c) {
+    kvmux_server *srv = l->srv;
+    if (l->phase != KVMUX_LOOP_RUNNING) {
+        kvmux__conn_reject(c->io.fd, KVMUX_ERR_SHUTTING_DOWN, "server shutting down");
+        atomic_fetch_sub(&srv->nconns, 1);
+        conn_free_mem(c);
+        return;
+    }
+    c->loop = l;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->io};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->io.fd, &ev) != 0 ||
+        kvmux__timer_arm(&l->timers, &c->timer,
+                         l->now + srv->cfg.handshake_timeout_ms) != 0) {
+        KVMUX_LOG_W("conn %llu (%s): cannot register: %s", (unsigned long long)c->id,
+                    c->peer, strerror(errno));
+        kvmux__conn_reject(c->io.fd, KVMUX_ERR_INTERNAL, "server out of resources");
+        kvmux__timer_cancel(&l->timers, &c->timer);
+        atomic_fetch_sub(&srv->nconns, 1);
+        conn_free_mem(c);
+        return;
+    }
+    c->events = EPOLLIN;
+    c->next = l->conns;
+    if (l->conns) l->conns->prev = c;
+    l->conns = c;
+    l->nconns++;
+    KVMUX_LOG_D("conn %llu (%s): accepted on loop %u", (unsigned long long)c->id,
+                c->peer, l->id);
+}
+
+uint32_t kvmux__conn_max_frame(const kvmux_conn *c) {
+    uint32_t max = c->loop->srv->cfg.max_frame;
+    if (c->sess.state != KVMUX_SESSION_OPEN && max > KVMUX_MIN_FRAME) max = KVMUX_MIN_FRAME;
+    return max;
+}
+
+void kvmux__conn_close(kvmux_conn *c, const char *why) {
+    if (c->state == KVMUX_CONN_DEAD) return;
+    KVMUX_LOG_D("conn %llu (%s): closing: %s", (unsigned long long)c->id, c->peer, why);
+    c->state = KVMUX_CONN_DEAD;
+    c->link = c->loop->dead;
+    c->loop->dead = c;
+}
+
+void kvmux__conn_destroy(kvmux_conn *c) {
+    kvmux_loop *l = c->loop;
+    kvmux__waits_release(c);
+    kvmux__timer_cancel(&l->timers, &c->timer);
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->io.fd, NULL);
+    close(c->io.fd);
+    if (c->prev) c->prev->next = c->next;
+    else l->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    l->nconns--;
+    atomic_fetch_sub(&l->srv->nconns, 1);
+    conn_free_mem(c);
+}
+
+void kvmux__conn_update_events(kvmux_conn *c) {
+    if (c->state == KVMUX_CONN_DEAD) return;
+    uint32_t ev = 0;
+    if ((c->state == KVMUX_CONN_OPEN && !c->read_paused) || c->state == KVMUX_CONN_LINGER)
+        ev |= EPOLLIN;
+    if (c->want_write) ev |= EPOLLOUT;
+    if (ev == c->events) return;
+    struct epoll_event e = {.events = ev, .data.ptr = &c->io};
+    if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->io.fd, &e) != 0) {
+        kvmux__conn_close(c, "epoll_ctl failed");
+        return;
+    }
+    c->events = ev;
+}
+
+/* Queue the connection's last frames and start the bounded close. */
+static void start_closing(kvmux_conn *c) {
+    kvmux_loop *l = c->loop;
+    c->state = KVMUX_CONN_CLOSING;
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rlen = c->rcap = 0;
+    if (kvmux__timer_arm(&l->timers, &c->timer, l->now + l->srv->cfg.close_linger_ms) != 0) {
+        kvmux__conn_close(c, "out of memory");
+        return;
+    }
+    kvmux__loop_mark_dirty(c);
+    kvmux__conn_update_events(c);
+}
+
+int kvmux__conn_send(kvmux_conn *c, const kvmux_frame *f) {
+    if (c->state == KVMUX_CONN_DEAD || c->state == KVMUX_CONN_CLOSING ||
+        c->state == KVMUX_CONN_LINGER)
+        return -1; /* an ERROR, if any, must stay the last frame */
+    size_t n = kvmux_frame_size(f);
+    uint8_t *p = kvmux__outbuf_append(&c->out, n);
+    if (!p) {
+        KVMUX_LOG_W("conn %llu (%s): out of memory queueing %zu bytes; closing",
+                    (unsigned long long)c->id, c->peer, n);
+        kvmux__conn_close(c, "out of memory");
+        return -1;
+    }
+    kvmux_frame_encode(p, f);
+    kvmux__loop_mark_dirty(c);
+    kvmux_server *srv = c->loop->srv;
+    if (c->out.bytes > srv->cfg.max_output_buffer) {
+        KVMUX_STAT_ADD(c->loop, slow_readers, 1);
+        KVMUX_LOG_I("conn %llu (%s): %zu bytes of output queued, over "
+                    "--max-output-buffer %llu: disconnecting slow reader",
+                    (unsigned long long)c->id, c->peer, c->out.bytes,
+                    (unsigned long long)srv->cfg.max_output_buffer);
+        kvmux__conn_close(c, "slow reader");
+        return -1;
+    }
+    return 0;
+}
+
+int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
+                        const uint8_t *extras, uint8_t extras_len, const char *msg) {
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.version = c->sess.version;
+    f.type = KVMUX_FRAME_RESPONSE;
+    f.request_id = request_id;
+    f.code = status;
+    f.extras = extras;
+    f.extras_len = extras_len;
+    if (msg) {
+        size_t len = strlen(msg);
+        f.value = (const uint8_t *)msg;
+        f.value_len = (uint32_t)(len > KVMUX_MAX_STATUS_MSG ? KVMUX_MAX_STATUS_MSG : len);
+    }
+    return kvmux__conn_send(c, &f);
+}
+
+void kvmux__conn_fail(kvmux_conn *c, uint32_t request_id, uint8_t code,
+                      const char *fmt, ...) {
+    if (c->state == KVMUX_CONN_DEAD || c->state == KVMUX_CONN_CLOSING ||
+        c->state == KVMUX_CONN_LINGER)
+        return;
+    char msg[KVMUX_MAX_ERROR_MSG + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (code != KVMUX_ERR_SHUTTING_DOWN && code != KVMUX_ERR_TIMEOUT)
+        KVMUX_STAT_ADD(c->loop, protocol_errors, 1);
+    KVMUX_LOG_D("conn %llu (%s): ERROR %s: %s", (unsigned long long)c->id, c->peer,
+                kvmux_wire_error_name(code), msg);
+    uint8_t buf[KVMUX_FRAME_HDR_LEN + KVMUX_MAX_ERROR_MSG];
+    uint8_t version = c->sess.state == KVMUX_SESSION_OPEN ? c->sess.version
+                                                          : KVMUX_HANDSHAKE_VERSION;
+    size_t n = kvmux_encode_error(buf, version, request_id, code, msg);
+    uint8_t *p = kvmux__outbuf_append(&c->out, n);
+    if (!p) {
+        kvmux__conn_close(c, "out of memory");
+        return;
+    }
+    memcpy(p, buf, n);
+    start_closing(c);
+}
+
+/* Report a decoder error with a message built from the offending header
+ * bytes p[0..n). */
+static void decode_failed(kvmux_conn *c, const uint8_t *p, size_t n, int err) {
+    uint32_t id = 0;
+    if (n >= 8 && p[2] == KVMUX_FRAME_REQUEST) id = kvmux_load_u32be(p + 4);
+    switch (err) {
+    case KVMUX_ERR_BAD_MAGIC:
+        kvmux__conn_fail(c, 0, (uint8_t)err, "bad magic byte 0x%02x (expected 0x%02x)",
+                         p[0], KVMUX_MAGIC);
+        return;
+    case KVMUX_ERR_BAD_VERSION:
+        kvmux__conn_fail(c, 0, (uint8_t)err,
+                         "frame version %u not supported (server speaks %u..%u)", p[1],
+                         KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
+        return;
+    case KVMUX_ERR_BAD_TYPE:
+        if (p[2] >= KVMUX_FRAME_CANCEL && p[2] <= KVMUX_FRAME_CONTINUATION)
+            kvmux__conn_fail(c, id, (uint8_t)err,
+                             "frame type %u (%s) is reserved and not allowed in version %u",
+                             p[2], kvmux_frame_type_name(p[2]), KVMUX_PROTO_VERSION_MAX);
+        else
+            kvmux__conn_fail(c, id, (uint8_t)err, "unknown frame type %u", p[2]);
+        return;
+    case KVMUX_ERR_BAD_FLAGS:
+        kvmux__conn_fail(c, id, (uint8_t)err,
+                         "flags 0x%02x on a %s frame (no flags are defined)", p[3],
+                         kvmux_frame_type_name(p[2]));
+        return;
+    default:
+        break;
+    }
+    if (n < KVMUX_FRAME_HDR_LEN) {
+        kvmux__conn_fail(c, id, (uint8_t)err, "%s", kvmux_wire_error_name(err));
+        return;
+    }
+    unsigned extras = p[9], key = kvmux_load_u16be(p + 10);
+    uint32_t body = kvmux_load_u32be(p + 12);
+    if (err == KVMUX_ERR_FRAME_TOO_LARGE) {
+        kvmux__conn_fail(c, id, (uint8_t)err, "frame of %llu bytes exceeds max frame size %u",
+                         (unsigned long long)KVMUX_FRAME_HDR_LEN + body,
+                         kvmux__conn_max_frame(c));
+    } else if (err == KVMUX_ERR_BAD_LENGTH && extras > KVMUX_MAX_EXTRAS) {
+        kvmux__conn_fail(c, id, (uint8_t)err, "extras_len %u exceeds %u", extras,
+                         KVMUX_MAX_EXTRAS);
+    } else if (err == KVMUX_ERR_BAD_LENGTH && (uint64_t)extras + key > body) {
+        kvmux__conn_fail(c, id, (uint8_t)err, "extras_len %u + key_len %u exceed body_len %u",
+                         extras, key, body);
+    } else if (err == KVMUX_ERR_BAD_LENGTH) {
+        kvmux__conn_fail(c, id, (uint8_t)err,
+                         "%s frame with extras %u, key %u, value %llu bytes is malformed",
+                         kvmux_frame_type_name(p[2]), extras, key,
+                         (unsigned long long)(body - extras - key));
+    } else {
+        kvmux__conn_fail(c, id, (uint8_t)err, "%s", kvmux_wire_error_name(err));
+    }
+}
+
+/* Decode and dispatch frames from data[0..len) while the connection is
+ * open and not paused. Returns the bytes consumed (whole frames). */
+static size_t conn_process(kvmux_conn *c, const uint8_t *data, size_t len) {
+    size_t off = 0, pause = c->loop->srv->read_pause_bytes;
+    while (off < len && c->state == KVMUX_CONN_OPEN) {
+        if (c->out.bytes >= pause) {
+            c->read_paused = 1;
+            break;
+        }
+        kvmux_frame f;
+        int r = kvmux_frame_decode(data + off, len - off, kvmux__conn_max_frame(c), &f);
+        if (r == 0) break;
+        if (r < 0) {
+            decode_failed(c, data + off, len - off, -r);
+            break;
+        }
+        off += (size_t)r;
+        kvmux__dispatch_frame(c, &f);
+    }
+    return off;
+}
+
+/* Bytes needed to hold the first frame of p[0..n): the whole frame once
+ * its header is there, else the header. Clamped to the max frame size: a
+ * header the decoder has not judged yet (input held back by a read pause)
+ * must not size an allocation; if it lies, the decoder rejects it later. */
+static size_t first_frame_need(const kvmux_conn *c, const uint8_t *p, size_t n) {
+    if (n < KVMUX_FRAME_HDR_LEN) return KVMUX_FRAME_HDR_LEN;
+    uint64_t need = KVMUX_FRAME_HDR_LEN + (uint64_t)kvmux_load_u32be(p + 12);
+    uint32_t max = kvmux__conn_max_frame(c);
+    return need > max ? max : (size_t)need;
+}
+
+/* Keep data[0..n) (unprocessed input) in the connection's own buffer. */
+static int save_leftover(kvmux_conn *c, const uint8_t *data, size_t n) {
+    size_t cap = first_frame_need(c, data, n);
+    if (cap < n) cap = n;
+    if (cap < RBUF_MIN) cap = RBUF_MIN;
+    c->rbuf = malloc(cap);
+    if (!c->rbuf) return -1;
+    memcpy(c->rbuf, data, n);
+    c->rlen = n;
+    c->rcap = cap;
+    return 0;
+}
+
+/* Process what rbuf holds, keep the rest, release memory when done. */
+static void process_rbuf(kvmux_conn *c) {
+    size_t used = conn_process(c, c->rbuf, c->rlen);
+    if (c->state != KVMUX_CONN_OPEN) {
+        free(c->rbuf);
+        c->rbuf = NULL;
+        c->rlen = c->rcap = 0;
+        return;
+    }
+    c->rlen -= used;
+    if (c->rlen == 0) {
+        free(c->rbuf); /* idle connections hold no read buffer */
+        c->rbuf = NULL;
+        c->rcap = 0;
+        return;
+    }
+    if (used) memmove(c->rbuf, c->rbuf + used, c->rlen);
+    /* After a big frame, do not keep a max-frame buffer for a small tail. */
+    size_t need = first_frame_need(c, c->rbuf, c->rlen);
+    size_t want = need > c->rlen ? need : c->rlen;
+    if (want < RBUF_MIN) want = RBUF_MIN;
+    if (c->rcap > 4 * want) {
+        uint8_t *p = realloc(c->rbuf, want);
+        if (p) {
+            c->rbuf = p;
+            c->rcap = want;
+        }
+    }
+}
+
+static void on_eof(kvmux_conn *c) {
+    if (c->out.bytes == 0 || c->state != KVMUX_CONN_OPEN) {
+        kvmux__conn_close(c, "peer closed");
+        return;
+    }
+    /* Half-closed peer: still try to deliver what is queued, boundedly. */
+    start_closing(c);
+}
+
+static void conn_read(kvmux_conn *c) {
+    kvmux_loop *l = c->loop;
+    if (c->state == KVMUX_CONN_LINGER) {
+        for (int i = 0; i < LINGER_READS; i++) {
+            ssize_t n = recv(c->io.fd, l->scratch, KVMUX_SCRATCH_LEN, 0);
+            if (n > 0) continue;
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+            kvmux__conn_close(c, "closed after ERROR");
+            return;
+        }
+        return;
+    }
+    if (c->state != KVMUX_CONN_OPEN || c->read_paused) return;
+
+    uint8_t *dst;
+    size_t room;
+    if (c->rlen == 0) {
+        dst = l->scratch;
+        room = KVMUX_SCRATCH_LEN;
+    } else {
+        size_t need = first_frame_need(c, c->rbuf, c->rlen);
+        if (need <= c->rlen) need = c->rlen + RBUF_MIN; /* defensive: never 0 room */
+        if (need > c->rcap) {
+            uint8_t *p = realloc(c->rbuf, need);
+            if (!p) {
+                kvmux__conn_close(c, "out of memory for input");
+                return;
+            }
+            c->rbuf = p;
+            c->rcap = need;
+        }
+        dst = c->rbuf + c->rlen;
+        room = c->rcap - c->rlen;
+    }
+    ssize_t n = recv(c->io.fd, dst, room, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        kvmux__conn_close(c, strerror(errno));
+        return;
+    }
+    if (n == 0) {
+        on_eof(c);
+        return;
+    }
+    KVMUX_STAT_ADD(l, bytes_in, n);
+    if (c->rlen == 0) {
+        size_t used = conn_process(c, l->scratch, (size_t)n);
+        if (used < (size_t)n && c->state == KVMUX_CONN_OPEN &&
+            save_leftover(c, l->scratch + used, (size_t)n - used) != 0)
+            kvmux__conn_close(c, "out of memory for input");
+    } else {
+        c->rlen += (size_t)n;
+        process_rbuf(c);
+    }
+    kvmux__conn_update_events(c);
+}
+
+void kvmux__conn_flush(kvmux_conn *c) {
+    if (c->state == KVMUX_CONN_DEAD) return;
+    kvmux_server *srv = c->loop->srv;
+    if (c->out.bytes > 0) {
+        uint64_t written = 0;
+        int r = kvmux__outbuf_flush(&c->out, c->io.fd, &written);
+        KVMUX_STAT_ADD(c->loop, bytes_out, written);
+        if (r < 0) {
+            kvmux__conn_close(c, strerror(errno));
+            return;
+        }
+        c->want_write = r == 1;
+    } else {
+        c->want_write = 0;
+    }
+    if (c->read_paused && c->state == KVMUX_CONN_OPEN &&
+        c->out.bytes <= srv->read_pause_bytes / 2) {
+        c->read_paused = 0;
+        /* Input held back while paused gets no new EPOLLIN: run it now.
+         * New output puts us back on the dirty list for this iteration. */
+        if (c->rlen) process_rbuf(c);
+        if (c->state == KVMUX_CONN_DEAD) return;
+    }
+    if (c->state == KVMUX_CONN_CLOSING && c->out.bytes == 0) {
+        if (srv->cfg.close_linger_ms == 0) {
+            kvmux__conn_close(c, "closed after ERROR");
+            return;
+        }
+        shutdown(c->io.fd, SHUT_WR);
+        c->state = KVMUX_CONN_LINGER;
+    }
+    kvmux__conn_update_events(c);
+}
+
+void kvmux__conn_on_event(kvmux_conn *c, uint32_t events) {
+    if (c->state == KVMUX_CONN_DEAD) return;
+    if (events & EPOLLERR) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        kvmux__conn_close(c, err ? strerror(err) : "socket error");
+        return;
+    }
+    if ((events & EPOLLHUP) && !(events & EPOLLIN)) {
+        kvmux__conn_close(c, "hang-up");
+        return;
+    }
+    if (events & EPOLLIN) conn_read(c);
+    if ((events & EPOLLOUT) && c->state != KVMUX_CONN_DEAD) kvmux__conn_flush(c);
+}
+
+static void conn_on_timer(kvmux_timer *t, uint64_t now) {
+    (void)now;
+    kvmux_conn *c = CONN_OF_TIMER(t);
+    switch (c->state) {
+    case KVMUX_CONN_OPEN:
+    case KVMUX_CONN_DRAINING:
+        if (c->sess.state == KVMUX_SESSION_AWAIT_HELLO) {
+            KVMUX_STAT_ADD(c->loop, handshake_timeouts, 1);
+            kvmux__conn_fail(c, 0, KVMUX_ERR_TIMEOUT, "handshake not completed within %u ms",
+                             c->loop->srv->cfg.handshake_timeout_ms);
+        }
+        break;
+    case KVMUX_CONN_CLOSING:
+    case KVMUX_CONN_LINGER:
+        kvmux__conn_close(c, "close linger expired");
+        break;
+    default:
+        break;
+    }
+}
+
+void kvmux__conn_begin_drain(kvmux_conn *c) {
+    if (c->state != KVMUX_CONN_OPEN) return;
+    /* Requests already read but not yet processed are refused with
+     * SHUTTING_DOWN ("not processed, safe to retry") rather than dropped,
+     * so the client knows exactly what it may resend elsewhere. */
+    if (c->rlen && c->sess.state == KVMUX_SESSION_OPEN) {
+        size_t off = 0;
+        kvmux_frame f;
+        int r;
+        while (off < c->rlen &&
+               (r = kvmux_frame_decode(c->rbuf + off, c->rlen - off,
+                                       kvmux__conn_max_frame(c), &f)) > 0) {
+            off += (size_t)r;
+            if (f.type == KVMUX_FRAME_REQUEST && f.request_id != 0 &&
+                f.version == c->sess.version)
+                kvmux__conn_respond(c, f.request_id, KVMUX_STATUS_SHUTTING_DOWN, NULL, 0,
+                                    "server shutting down");
+        }
+    }
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rlen = c->rcap = 0;
+    if (c->state == KVMUX_CONN_DEAD) return;
+    c->state = KVMUX_CONN_DRAINING;
+    c->read_paused = 0;
+    kvmux__conn_update_events(c);
+    kvmux__conn_maybe_finish_drain(c);
+}
+
+void kvmux__conn_maybe_finish_drain(kvmux_conn *c) {
+    if (c->state != KVMUX_CONN_DRAINING || c->nwaits > 0) return;
+    /* ERROR SHUTTING_DOWN is the last frame: the client learns why the
+     * connection ends, after every answer it is owed. */
+    kvmux__conn_fail(c, 0, KVMUX_ERR_SHUTTING_DOWN, "server shutting down");
+}

@@ -1,0 +1,32 @@
+/* A connection's output queue: a list of byte chunks written with writev. */
+#ifndef KVMUX_SERVER_OUTBUF_H
+#define KVMUX_SERVER_OUTBUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct kvmux_outchunk kvmux_outchunk;
+
+typedef struct kvmux_outbuf {
+    kvmux_outchunk *head, *tail;
+    size_t bytes;                /* queued and not yet written */
+} kvmux_outbuf;
+
+void kvmux__outbuf_init(kvmux_outbuf *ob);
+
+/* Free every chunk (unsent bytes are dropped). */
+void kvmux__outbuf_deinit(kvmux_outbuf *ob);
+
+/* Reserve n contiguous bytes at the end of the queue and count them as
+ * queued; the caller must fill all n before the next write. Returns the
+ * pointer, or NULL when out of memory (queue unchanged). */
+uint8_t *kvmux__outbuf_append(kvmux_outbuf *ob, size_t n);
+
+/* Write as much as the socket takes, in writev batches of up to 64 chunks.
+ * Returns 0 when the queue is empty, 1 when the socket would block with
+ * bytes still queued, or -1 on a socket error (errno set). *written
+ * receives the bytes written by this call. */
+int kvmux__outbuf_flush(kvmux_outbuf *ob, int fd, uint64_t *written);
+
+#endif

@@ -1,0 +1,238 @@
+/* kvmuxd server instance: ties the store, the loops and the listening
+ * socket together, and owns the process-independent lifecycle (new / run /
+ * stop / free) so the server can be embedded and several can share a
+ * process. Signals, option parsing and stdout belong to main.c. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "server_internal.h"
+
+#define LISTEN_BACKLOG 511
+#define READ_PAUSE_CAP (8u * 1024 * 1024)
+#define FD_RESERVE 32 /* listener, epoll and eventfds, logs, slack */
+
+static int errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int errf(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static int open_listener(kvmux_server *s, char *err, size_t errlen) {
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof ss);
+    int family;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, s->cfg.bind, &a4->sin_addr) == 1) {
+        family = AF_INET;
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(s->cfg.port);
+        sl = sizeof *a4;
+    } else if (inet_pton(AF_INET6, s->cfg.bind, &a6->sin6_addr) == 1) {
+        family = AF_INET6;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(s->cfg.port);
+        sl = sizeof *a6;
+    } else {
+        return errf(err, errlen, "--bind '%s' is not an IPv4 or IPv6 address literal",
+                    s->cfg.bind);
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return errf(err, errlen, "socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
+        int e = errno;
+        close(fd);
+        return errf(err, errlen, "cannot bind %s port %u: %s", s->cfg.bind, s->cfg.port,
+                    strerror(e));
+    }
+    if (listen(fd, LISTEN_BACKLOG) != 0) {
+        int e = errno;
+        close(fd);
+        return errf(err, errlen, "listen: %s", strerror(e));
+    }
+    sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        int e = errno;
+        close(fd);
+        return errf(err, errlen, "getsockname: %s", strerror(e));
+    }
+    s->port = ntohs(family == AF_INET ? a4->sin_port : a6->sin6_port);
+    s->listen.kind = KVMUX_IO_LISTEN;
+    s->listen.fd = fd;
+    return 0;
+}
+
+/* Make sure max_connections sockets can exist: raise the soft fd limit
+ * toward the hard one if needed, else warn (accept would hit EMFILE). */
+static void check_fd_limit(const kvmux_server *s) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t need = (rlim_t)s->cfg.max_connections + FD_RESERVE + 2u * s->nloops;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        rlim_t want = need;
+        if (rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max) want = rl.rlim_max;
+        struct rlimit nrl = {want, rl.rlim_max};
+        if (want > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &nrl) == 0) rl.rlim_cur = want;
+        if (rl.rlim_cur < need)
+            KVMUX_LOG_W("--max-connections %u needs about %llu file descriptors but the "
+                        "limit is %llu: accepts will fail (EMFILE) before the limit; "
+                        "raise ulimit -n", s->cfg.max_connections,
+                        (unsigned long long)need, (unsigned long long)rl.rlim_cur);
+    }
+}
+
+int kvmux_server_new(kvmux_server **out, const kvmux_server_config *cfg, char *err,
+                     size_t errlen) {
+    if (kvmux_server_config_validate(cfg, err, errlen) != 0) return -1;
+    kvmux_server *s = calloc(1, sizeof *s);
+    if (!s) return errf(err, errlen, "out of memory");
+    s->cfg = *cfg;
+    snprintf(s->bind_copy, sizeof s->bind_copy, "%s", cfg->bind);
+    s->cfg.bind = s->bind_copy;
+    snprintf(s->name_copy, sizeof s->name_copy, "%s", cfg->name ? cfg->name : "kvmuxd");
+    s->cfg.name = s->name_copy;
+    s->listen.fd = -1;
+    atomic_init(&s->stop_requested, 0);
+    atomic_init(&s->nconns, 0);
+    atomic_init(&s->next_conn_id, 0);
+
+    s->settings.max_frame_size = cfg->max_frame;
+    s->settings.max_outstanding = cfg->max_outstanding;
+    s->settings.max_key_size = cfg->max_key;
+    s->settings.max_value_size = cfg->max_value;
+    /* Pause reading at half the slow-reader cap, but at most 8 MiB and at
+     * least one frame (see conn.c). */
+    uint64_t pause = cfg->max_output_buffer / 2;
+    if (pause > READ_PAUSE_CAP) pause = READ_PAUSE_CAP;
+    if (pause < cfg->max_frame) pause = cfg->max_frame;
+    s->read_pause_bytes = (size_t)pause;
+
+    kvmux_store_options so;
+    kvmux_store_options_init(&so);
+    so.shards = cfg->store_shards;
+    so.fire = kvmux__wait_fire;
+    so.fire_user_data = s;
+    if (kvmux_store_new(&s->store, &so) != 0) {
+        free(s);
+        return errf(err, errlen, "cannot create the store (out of memory or no randomness)");
+    }
+    s->nloops = cfg->threads;
+    s->loops = calloc(s->nloops, sizeof *s->loops);
+    if (!s->loops) {
+        kvmux_server_free(s);
+        return errf(err, errlen, "out of memory");
+    }
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        if (kvmux__loop_init(&s->loops[i], s, i) != 0) {
+            kvmux_server_free(s);
+            return errf(err, errlen, "cannot create event loop %u: %s", i, strerror(errno));
+        }
+    }
+    if (open_listener(s, err, errlen) != 0) {
+        kvmux_server_free(s);
+        return -1;
+    }
+    check_fd_limit(s);
+    *out = s;
+    return 0;
+}
+
+uint16_t kvmux_server_port(const kvmux_server *s) { return s->port; }
+const char *kvmux_server_address(const kvmux_server *s) { return s->cfg.bind; }
+
+void kvmux_server_stop(kvmux_server *s) {
+    atomic_store_explicit(&s->stop_requested, 1, memory_order_release);
+    for (uint32_t i = 0; i < s->nloops; i++)
+        if (s->loops[i].wake.fd >= 0) kvmux__loop_wake(&s->loops[i]);
+}
+
+int kvmux_server_run(kvmux_server *s) {
+    const kvmux_server_config *c = &s->cfg;
+    KVMUX_LOG_I("kvmuxd %s started: pid %d, %s port %u, %u loop thread%s, max %u "
+                "connections, max frame %u, %u credits per connection",
+                KVMUXD_VERSION, (int)getpid(), c->bind, s->port, s->nloops,
+                s->nloops == 1 ? "" : "s", c->max_connections, c->max_frame,
+                c->max_outstanding);
+    s->running = 1;
+    int rc = 0;
+    uint32_t started = 1;
+    for (uint32_t i = 1; i < s->nloops; i++, started++) {
+        if (pthread_create(&s->loops[i].thread, NULL, kvmux__loop_main, &s->loops[i]) != 0) {
+            KVMUX_LOG_E("cannot start loop thread %u: %s", i, strerror(errno));
+            kvmux_server_stop(s);
+            rc = -1;
+            break;
+        }
+        s->loops[i].thread_started = 1;
+    }
+    kvmux__loop_main(&s->loops[0]);
+    for (uint32_t i = 1; i < started; i++) {
+        pthread_join(s->loops[i].thread, NULL);
+        s->loops[i].thread_started = 0;
+    }
+    s->running = 0;
+    kvmux_server_stats st;
+    kvmux_server_get_stats(s, &st);
+    uint64_t reqs = 0;
+    for (int i = 0; i <= KVMUX_OP_MAX; i++) reqs += st.requests[i];
+    KVMUX_LOG_I("kvmuxd stopped: %llu connections served, %llu requests, %llu protocol "
+                "errors, %llu keys in memory",
+                (unsigned long long)st.connections_accepted, (unsigned long long)reqs,
+                (unsigned long long)st.protocol_errors, (unsigned long long)st.keys);
+    return rc;
+}
+
+void kvmux_server_get_stats(kvmux_server *s, kvmux_server_stats *st) {
+    memset(st, 0, sizeof *st);
+#define SUM(dst, field) dst += atomic_load_explicit(&l->stats.field, memory_order_relaxed)
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        kvmux_loop *l = &s->loops[i];
+        SUM(st->connections_accepted, accepted);
+        SUM(st->connections_rejected, rejected);
+        for (int op = 0; op <= KVMUX_OP_MAX; op++) SUM(st->requests[op], requests[op]);
+        SUM(st->pings, pings);
+        SUM(st->busy, busy);
+        SUM(st->protocol_errors, protocol_errors);
+        SUM(st->handshake_timeouts, handshake_timeouts);
+        SUM(st->slow_reader_disconnects, slow_readers);
+        SUM(st->waits_parked, waits_parked);
+        SUM(st->waits_fired, waits_fired);
+        SUM(st->waits_timed_out, waits_timed_out);
+        SUM(st->bytes_in, bytes_in);
+        SUM(st->bytes_out, bytes_out);
+    }
+#undef SUM
+    st->connections_current = atomic_load(&s->nconns);
+    kvmux_store_stats ss;
+    kvmux_store_get_stats(s->store, &ss);
+    st->keys = ss.keys;
+    st->key_bytes = ss.bytes;
+    st->expired_keys = ss.expired;
+}
+
+void kvmux_server_free(kvmux_server *s) {
+    if (!s) return;
+    /* Loops first: tearing down a connection cancels its WAITs in the
+     * store, so the store must outlive them. */
+    for (uint32_t i = 0; s->loops && i < s->nloops; i++) kvmux__loop_deinit(&s->loops[i]);
+    free(s->loops);
+    if (s->listen.fd >= 0) close(s->listen.fd);
+    kvmux_store_free(s->store);
+    free(s);
+}

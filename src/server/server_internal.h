@@ -1,0 +1,263 @@
+/* kvmuxd internals shared by server.c, loop.c, conn.c, dispatch.c and
+ * waits.c. Not installed, not an API: the layout may change freely.
+ *
+ * Threading model (read this before touching anything):
+ * - The server has N loops; each loop is one thread with its own epoll set,
+ *   timer heap and connections. A connection, its read/write buffers, its
+ *   session and its list of parked WAITs are touched only by its loop's
+ *   thread.
+ * - The only cross-thread paths are (a) the store (shard mutexes),
+ *   (b) a loop's inbox (inbox_mu): new connections handed over by the
+ *   accepting loop, and parked WAITs fired by a writer on another loop,
+ *   and (c) server-wide atomics (stop flag, connection count, stats).
+ * - Anything pushed into an inbox is followed by a write to the loop's
+ *   eventfd, but only on the empty -> non-empty edge (inbox_signalled). */
+#ifndef KVMUX_SERVER_INTERNAL_H
+#define KVMUX_SERVER_INTERNAL_H
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "outbuf.h"
+#include "proto.h"
+#include "server.h"
+#include "store.h"
+#include "timer.h"
+
+typedef struct kvmux_loop kvmux_loop;
+typedef struct kvmux_conn kvmux_conn;
+typedef struct kvmux_wait kvmux_wait;
+
+/* What an epoll event's data.ptr points at: the first member of each. */
+enum kvmux_io_kind { KVMUX_IO_WAKE = 1, KVMUX_IO_LISTEN = 2, KVMUX_IO_CONN = 3 };
+typedef struct kvmux_io {
+    int kind;
+    int fd;
+} kvmux_io;
+
+#define KVMUX_SCRATCH_LEN (64u * 1024)   /* one read(2) per readable event */
+
+/* Per-loop counters: written by the loop thread, summed by get_stats from
+ * any thread, hence relaxed atomics (no contention: one loop per set). */
+typedef struct kvmux_loop_stats {
+    _Atomic uint64_t accepted, rejected;
+    _Atomic uint64_t requests[KVMUX_OP_MAX + 1];
+    _Atomic uint64_t pings, busy, protocol_errors, handshake_timeouts;
+    _Atomic uint64_t slow_readers, waits_parked, waits_fired, waits_timed_out;
+    _Atomic uint64_t bytes_in, bytes_out;
+} kvmux_loop_stats;
+
+#define KVMUX_STAT_ADD(loop, field, n) \
+    atomic_fetch_add_explicit(&(loop)->stats.field, (uint64_t)(n), memory_order_relaxed)
+
+/* Shutdown progress of one loop. */
+enum kvmux_loop_phase {
+    KVMUX_LOOP_RUNNING = 0,
+    KVMUX_LOOP_DRAINING = 1, /* not reading; parked WAITs may still finish */
+    KVMUX_LOOP_FLUSHING = 2  /* WAITs answered; last bytes going out */
+};
+
+struct kvmux_loop {
+    kvmux_server *srv;
+    uint32_t id;
+    int epfd;
+    kvmux_io wake;                 /* eventfd */
+    pthread_t thread;
+    int thread_started;
+
+    /* Cross-thread inbox, guarded by inbox_mu. */
+    pthread_mutex_t inbox_mu;
+    kvmux_conn *inbox_conns;       /* handed-over connections (link) */
+    kvmux_wait *inbox_waits;       /* fired WAITs (inbox_next) */
+    int inbox_signalled;           /* eventfd written since the last drain */
+
+    /* Loop-thread state. */
+    kvmux_timer_heap timers;
+    kvmux_conn *conns;             /* all attached connections (prev/next) */
+    size_t nconns;
+    kvmux_conn *dirty;             /* connections with output to flush */
+    kvmux_conn *dead;              /* closed, torn down at end of iteration */
+    uint8_t *scratch;              /* KVMUX_SCRATCH_LEN read buffer */
+    uint64_t now;                  /* monotonic ms, refreshed per iteration */
+    enum kvmux_loop_phase phase;
+    kvmux_timer phase_timer;       /* shutdown deadlines */
+    kvmux_timer accept_timer;      /* loop 0: resume accept after EMFILE */
+    int listening;                 /* loop 0: listener in the epoll set */
+    uint32_t next_target;          /* loop 0: round-robin hand-off */
+    uint64_t last_reject_log;      /* loop 0: rate limit for reject logs */
+    kvmux_loop_stats stats;
+};
+
+enum kvmux_conn_state {
+    KVMUX_CONN_OPEN = 0,    /* reading and answering */
+    KVMUX_CONN_DRAINING,    /* server shutdown: no more reading; parked
+                               WAITs may still complete */
+    KVMUX_CONN_CLOSING,     /* last frame (ERROR) queued: flushing */
+    KVMUX_CONN_LINGER,      /* flushed, write side shut: discarding input
+                               until EOF so close() does not RST our ERROR */
+    KVMUX_CONN_DEAD         /* on loop->dead, torn down at end of iteration */
+};
+
+struct kvmux_conn {
+    kvmux_io io;                   /* first member (epoll data.ptr) */
+    kvmux_loop *loop;              /* owner; set on attach */
+    kvmux_conn *prev, *next;       /* loop->conns */
+    kvmux_conn *link;              /* inbox or dead list */
+    kvmux_conn *dirty_next;
+    int dirty;                     /* on loop->dirty */
+    enum kvmux_conn_state state;
+    int read_paused;               /* output over the pause watermark */
+    int want_write;                /* last flush hit EAGAIN: EPOLLOUT on */
+    uint32_t events;               /* epoll mask currently registered */
+    kvmux_session sess;
+    uint8_t *rbuf;                 /* unprocessed input (NULL when empty) */
+    size_t rlen, rcap;
+    kvmux_outbuf out;
+    kvmux_timer timer;             /* handshake timeout, then linger */
+    kvmux_wait *waits;             /* parked WAITs of this connection */
+    uint32_t nwaits;
+    uint64_t id;                   /* for logs */
+    char peer[INET6_ADDRSTRLEN + 8];
+};
+
+/* A parked WAIT. Lifetime rules are in waits.c. */
+struct kvmux_wait {
+    kvmux_store_waiter sw;         /* store's view; first member */
+    kvmux_timer timer;             /* in loop->timers */
+    kvmux_loop *loop;              /* owner; immutable */
+    kvmux_conn *conn;              /* NULL once orphaned; owner thread only */
+    kvmux_wait *cprev, *cnext;     /* conn->waits; owner thread only */
+    kvmux_wait *inbox_next;        /* loop inbox; under inbox_mu */
+    uint64_t deadline;             /* the WAIT's own timeout (ms) */
+    uint64_t version;
+    uint32_t request_id;
+    uint16_t klen;
+    uint8_t key[];
+};
+
+struct kvmux_server {
+    kvmux_server_config cfg;       /* bind/name point into the copies below */
+    char bind_copy[INET6_ADDRSTRLEN];
+    char name_copy[KVMUX_MAX_NAME + 1];
+    kvmux_settings settings;       /* advertised in HELLO_ACK */
+    size_t read_pause_bytes;       /* pause reading above this much output */
+    kvmux_store *store;
+    kvmux_io listen;               /* listening socket */
+    uint16_t port;
+    kvmux_loop *loops;
+    uint32_t nloops;
+    _Atomic int stop_requested;
+    _Atomic uint32_t nconns;       /* across loops, for max_connections */
+    _Atomic uint64_t next_conn_id;
+    int running;
+};
+
+/* All functions below run on the loop thread that owns their loop /
+ * connection unless marked "any thread". */
+
+/* ---- loop.c ---- */
+/* Create l's epoll set, eventfd and scratch buffer. Returns 0 or -1. */
+int kvmux__loop_init(kvmux_loop *l, kvmux_server *srv, uint32_t id);
+/* Free everything of l, including connections and orphaned WAITs still
+ * in its inbox. Only after every loop thread has been joined. */
+void kvmux__loop_deinit(kvmux_loop *l);
+/* Thread body: run l until shutdown completes. arg is the kvmux_loop. */
+void *kvmux__loop_main(void *arg);
+/* Wake l's epoll_wait. Any thread; async-signal-safe. */
+void kvmux__loop_wake(kvmux_loop *l);
+/* Hand c (not yet attached) to l. Any thread; l owns c afterwards. */
+void kvmux__loop_push_conn(kvmux_loop *l, kvmux_conn *c);
+/* Post a fired WAIT to its owner loop. Any thread (called under a store
+ * shard lock); the caller must not touch w afterwards. */
+void kvmux__loop_push_wait(kvmux_loop *l, kvmux_wait *w);
+/* Put c on its loop's flush list (idempotent). */
+void kvmux__loop_mark_dirty(kvmux_conn *c);
+
+/* ---- accept.c ---- */
+/* Accept a batch of connections from the listener (loop 0). */
+void kvmux__accept(kvmux_loop *l);
+/* accept_timer callback: put the listener back after an EMFILE pause. */
+void kvmux__accept_resume(kvmux_timer *t, uint64_t now);
+
+/* ---- conn.c ---- */
+struct sockaddr;
+/* Allocate a connection for an accepted, non-blocking fd (peer may be
+ * NULL). Not attached to any loop yet. NULL when out of memory (fd is then
+ * still the caller's). */
+kvmux_conn *kvmux__conn_new(kvmux_server *srv, int fd, const struct sockaddr *peer);
+/* Register c with l (epoll, handshake timer). If l is shutting down or
+ * registration fails, c is refused with an ERROR and freed. */
+void kvmux__conn_attach(kvmux_loop *l, kvmux_conn *c);
+/* Handle epoll events for c. */
+void kvmux__conn_on_event(kvmux_conn *c, uint32_t events);
+/* Write queued output; resume a paused reader; move CLOSING -> LINGER. */
+void kvmux__conn_flush(kvmux_conn *c);
+/* Bring c's epoll mask in line with its state. */
+void kvmux__conn_update_events(kvmux_conn *c);
+/* Queue frame f (copied) and mark c dirty. Returns 0, or -1 if nothing
+ * can be sent any more (closing, or out of memory / over the output cap,
+ * in which case c has just been closed). Safe under a store shard lock:
+ * it never touches the store and never frees c. */
+int kvmux__conn_send(kvmux_conn *c, const kvmux_frame *f);
+/* Queue a RESPONSE with status, optional extras, and msg (NULL for none;
+ * truncated to KVMUX_MAX_STATUS_MSG) as its value. As kvmux__conn_send. */
+int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
+                        const uint8_t *extras, uint8_t extras_len,
+                        const char *msg);
+/* Connection-level error: queue ERROR(code, message) as the last frame,
+ * stop reading, and close once it is written (bounded by close_linger).
+ * No-op if c is already closing. */
+void kvmux__conn_fail(kvmux_conn *c, uint32_t request_id, uint8_t code,
+                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Mark c dead; it is torn down at the end of the loop iteration. Never
+ * frees c, never touches the store; idempotent. */
+void kvmux__conn_close(kvmux_conn *c, const char *why);
+/* Tear down a dead connection: release its WAITs, close the fd, free c. */
+void kvmux__conn_destroy(kvmux_conn *c);
+/* Shutdown: refuse buffered requests, stop reading, close when idle. */
+void kvmux__conn_begin_drain(kvmux_conn *c);
+/* A draining connection that owes nothing more gets its final ERROR. */
+void kvmux__conn_maybe_finish_drain(kvmux_conn *c);
+/* Best-effort ERROR on a raw fd that never became a connection, then
+ * close it. */
+void kvmux__conn_reject(int fd, uint8_t code, const char *msg);
+/* Largest frame c accepts now: KVMUX_MIN_FRAME before the handshake. */
+uint32_t kvmux__conn_max_frame(const kvmux_conn *c);
+
+/* ---- dispatch.c ---- */
+/* Act on one decoded frame from c: session check, handshake, PING,
+ * requests. f's pointers are only valid during the call. */
+void kvmux__dispatch_frame(kvmux_conn *c, const kvmux_frame *f);
+
+/* kvmux_store_read_fn that answers OK with (u64 version, value): GET and
+ * WAIT. ud is a kvmux_reply_ctx. */
+typedef struct kvmux_reply_ctx {
+    kvmux_conn *conn;
+    uint32_t request_id;
+    size_t too_large;              /* out: value length refused */
+} kvmux_reply_ctx;
+int kvmux__reply_value(void *ud, uint64_t version, const uint8_t *value, size_t len);
+/* Answer a failed kvmux__reply_value (TOO_LARGE / INTERNAL). */
+void kvmux__reply_value_failed(kvmux_reply_ctx *ctx, int status);
+
+/* ---- waits.c ---- */
+/* Store fire callback (any thread, under the shard lock). */
+void kvmux__wait_fire(kvmux_store_waiter *sw, void *ud);
+/* Run a validated WAIT whose credit is taken. Returns 1 if parked (the
+ * credit is then returned when it is answered), 0 if answered now, -1 if
+ * answered INTERNAL. */
+int kvmux__wait_park(kvmux_conn *c, const kvmux_frame *f, uint64_t version,
+                     uint32_t timeout_ms);
+/* Inbox delivery of a fired WAIT: answer it, or free it if orphaned. */
+void kvmux__wait_deliver(kvmux_loop *l, kvmux_wait *w);
+/* Connection teardown: cancel or orphan every parked WAIT of c. */
+void kvmux__waits_release(kvmux_conn *c);
+/* Shutdown deadline: answer c's parked WAITs SHUTTING_DOWN. */
+void kvmux__waits_shutdown(kvmux_conn *c);
+/* Free a WAIT left in an inbox at teardown (always an orphan). */
+void kvmux__wait_free_orphan(kvmux_wait *w);
+
+#endif

@@ -1,0 +1,607 @@
+/* kvmux-cli end to end: start the real kvmuxd on an ephemeral port, run the
+ * real kvmux-cli binary (KVMUX_CLI_PATH) as a child process for every
+ * command, and check its stdout, stderr and exit code byte for byte.
+ *
+ * The child runs with its stdin, stdout and stderr on pipes, so the same
+ * helper drives one-shot commands, a background "wait", and the interactive
+ * prompt fed line by line. Every wait is bounded: reading stops at a
+ * deadline, and a child still alive after it is SIGKILLed (by its pid) and
+ * counted as a failure. */
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define OUT_CAP 65536
+#define MAX_ARGV 32
+
+/* One kvmux-cli child. */
+typedef struct cli_proc {
+    pid_t pid;
+    int in_fd, out_fd, err_fd;  /* -1 once closed */
+    char out[OUT_CAP + 1];      /* stdout so far, NUL-terminated */
+    size_t out_len;
+    char err[OUT_CAP + 1];      /* stderr so far, NUL-terminated */
+    size_t err_len;
+    int64_t started_ms;
+    int64_t ended_ms;           /* when it was reaped */
+} cli_proc;
+
+static uint16_t g_port; /* the shared server */
+
+/* Start KVMUX_CLI_PATH [-h 127.0.0.1 -p port] args... (args NULL-terminated).
+ * port 0 leaves -h/-p out (for --help and the like). Returns 0 or -1. */
+static int cli_start(cli_proc *p, uint16_t port, const char *const *args) {
+    memset(p, 0, sizeof *p);
+    p->in_fd = p->out_fd = p->err_fd = -1;
+    char portbuf[16];
+    const char *argv[MAX_ARGV + 6];
+    int n = 0;
+    argv[n++] = KVMUX_CLI_PATH;
+    if (port) {
+        snprintf(portbuf, sizeof portbuf, "%u", (unsigned)port);
+        argv[n++] = "-h";
+        argv[n++] = "127.0.0.1";
+        argv[n++] = "-p";
+        argv[n++] = portbuf;
+    }
+    for (int i = 0; args && args[i] && i < MAX_ARGV; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+
+    /* O_CLOEXEC: a later child must not inherit this one's pipe ends, or
+     * closing our stdin end would never give this child EOF. */
+    int in[2], out[2], err[2];
+    if (pipe2(in, O_CLOEXEC) != 0) return -1;
+    if (pipe2(out, O_CLOEXEC) != 0) return -1;
+    if (pipe2(err, O_CLOEXEC) != 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        dup2(in[0], STDIN_FILENO);
+        dup2(out[1], STDOUT_FILENO);
+        dup2(err[1], STDERR_FILENO);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    p->pid = pid;
+    p->in_fd = in[1];
+    p->out_fd = out[0];
+    p->err_fd = err[0];
+    p->started_ms = test_now_ms();
+    return 0;
+}
+
+/* Write all of s to the child's stdin (a pipe, so not test_write_all,
+ * which uses send). */
+static void cli_write(cli_proc *p, const char *s) {
+    size_t len = strlen(s);
+    while (p->in_fd >= 0 && len > 0) {
+        ssize_t w = write(p->in_fd, s, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            CHECK(!"write to kvmux-cli stdin");
+            return;
+        }
+        s += w;
+        len -= (size_t)w;
+    }
+}
+
+static void cli_close_stdin(cli_proc *p) {
+    if (p->in_fd >= 0) close(p->in_fd);
+    p->in_fd = -1;
+}
+
+/* Read whatever stdout/stderr have, waiting at most timeout_ms for the
+ * first byte. Returns 1 once both are at EOF. */
+static int cli_pump(cli_proc *p, int timeout_ms) {
+    struct pollfd fds[2];
+    int nf = 0;
+    if (p->out_fd >= 0) fds[nf++] = (struct pollfd){p->out_fd, POLLIN, 0};
+    if (p->err_fd >= 0) fds[nf++] = (struct pollfd){p->err_fd, POLLIN, 0};
+    if (nf == 0) return 1;
+    if (poll(fds, (nfds_t)nf, timeout_ms) <= 0) return 0;
+    for (int i = 0; i < nf; i++) {
+        if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        int is_out = fds[i].fd == p->out_fd;
+        char *buf = is_out ? p->out : p->err;
+        size_t *len = is_out ? &p->out_len : &p->err_len;
+        char tmp[4096];
+        ssize_t got = read(fds[i].fd, tmp, sizeof tmp);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            close(fds[i].fd);
+            if (is_out)
+                p->out_fd = -1;
+            else
+                p->err_fd = -1;
+            continue;
+        }
+        size_t room = OUT_CAP - *len;
+        size_t take = (size_t)got < room ? (size_t)got : room;
+        memcpy(buf + *len, tmp, take);
+        *len += take;
+        buf[*len] = '\0';
+    }
+    return p->out_fd < 0 && p->err_fd < 0;
+}
+
+/* Pump until needle shows up in stdout (where = 1) or stderr (where = 2),
+ * or timeout_ms passes. Returns 1 if it showed up. */
+static int cli_wait_for(cli_proc *p, const char *needle, int where,
+                        int timeout_ms) {
+    int64_t deadline = test_now_ms() + timeout_ms;
+    const char *hay = where == 1 ? p->out : p->err;
+    for (;;) {
+        if (strstr(hay, needle)) return 1;
+        int64_t left = deadline - test_now_ms();
+        if (left <= 0) return 0;
+        if (cli_pump(p, (int)(left < 50 ? left : 50))) /* both at EOF */
+            return strstr(hay, needle) != NULL;
+    }
+}
+
+/* Close stdin, collect output until EOF, reap. Returns the exit code, 128+
+ * signal, or -1 if the child had to be killed after timeout_ms. */
+static int cli_finish(cli_proc *p, int timeout_ms) {
+    cli_close_stdin(p);
+    int64_t deadline = test_now_ms() + timeout_ms;
+    while (!cli_pump(p, 50) && test_now_ms() < deadline) {
+    }
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(p->pid, &status, WNOHANG);
+        if (r == p->pid) break;
+        if (r < 0 || test_now_ms() >= deadline) {
+            fprintf(stderr, "kvmux-cli (pid %d) did not finish in %d ms\n",
+                    (int)p->pid, timeout_ms);
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &status, 0);
+            p->pid = 0;
+            if (p->out_fd >= 0) close(p->out_fd);
+            if (p->err_fd >= 0) close(p->err_fd);
+            p->out_fd = p->err_fd = -1;
+            return -1;
+        }
+        test_sleep_ms(5);
+    }
+    p->ended_ms = test_now_ms();
+    p->pid = 0;
+    if (p->out_fd >= 0) close(p->out_fd);
+    if (p->err_fd >= 0) close(p->err_fd);
+    p->out_fd = p->err_fd = -1;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return -1;
+}
+
+/* Run one kvmux-cli to completion with stdin_data (may be NULL) on stdin.
+ * Returns its exit code (see cli_finish). */
+static int run_argv(cli_proc *p, uint16_t port, const char *stdin_data,
+                    const char *const *args) {
+    if (cli_start(p, port, args) != 0) {
+        CHECK(!"fork/exec kvmux-cli");
+        return -1;
+    }
+    if (stdin_data) cli_write(p, stdin_data);
+    return cli_finish(p, 30000);
+}
+
+#define RUN(p, port, in, ...) \
+    run_argv((p), (port), (in), (const char *const[]){__VA_ARGS__, NULL})
+/* The interactive prompt: no command arguments, script on stdin. */
+#define RUN_PROMPT(p, port, in) run_argv((p), (port), (in), NULL)
+
+/* Print what a child wrote; used when a check fails to show why. */
+static void dump(const char *what, const cli_proc *p) {
+    fprintf(stderr, "--- %s: stdout (%zu bytes):\n%s\n--- stderr:\n%s---\n",
+            what, p->out_len, p->out, p->err);
+}
+
+#define CHECK_RUN(p, cond, what)   \
+    do {                           \
+        int ok_ = (cond);          \
+        CHECK(ok_);                \
+        if (!ok_) dump(what, p);   \
+    } while (0)
+
+/* Parse "OK version=N\n" (the whole stdout). Returns N or 0. */
+static unsigned long long ok_version(const cli_proc *p) {
+    unsigned long long v = 0;
+    int used = 0;
+    if (sscanf(p->out, "OK version=%llu\n%n", &v, &used) != 1) return 0;
+    if ((size_t)used != p->out_len) return 0;
+    return v;
+}
+
+/* ---- tests ---- */
+
+static void test_help_and_version(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, 0, NULL, "--help"), 0);
+    CHECK(strstr(p.out, "usage: kvmux-cli") != NULL);
+    CHECK(strstr(p.out, "Exit codes") != NULL);
+    CHECK(strstr(p.out, "cas KEY VERSION VALUE") != NULL);
+    CHECK_EQ(p.err_len, 0);
+
+    CHECK_EQ(RUN(&p, 0, NULL, "-V"), 0);
+    CHECK(strcmp(p.out, "kvmux-cli 0.1.0\n") == 0);
+}
+
+/* Every malformed command line exits 2 with a message on stderr and
+ * nothing on stdout; none of them reaches the server. */
+static void test_usage_errors(void) {
+    static const char *const cases[][6] = {
+        {"get", NULL},
+        {"frobnicate", "k", NULL},
+        {"set", "k", NULL},
+        {"get", "a", "b", NULL},
+        {"get", "", NULL},
+        {"incr", "k", "12abc", NULL},
+        {"incr", "k", "99999999999999999999", NULL},
+        {"incr", "k", " 5", NULL},
+        {"set", "k", "v", "--ttl", "-5", NULL},
+        {"set", "k", "v", "--ttl", NULL},
+        {"set", "k", "v", "--ttl=x", NULL},
+        {"cas", "k", "-1", "v", NULL},
+        {"cas", "k", "0x10", "v", NULL},
+        {"wait", "k", "1", "4294967296", NULL},
+        {"wait", "k", "1", NULL},
+        {"del", "k", "extra", NULL},
+        {"ping", "extra", NULL},
+        {"-x", "ping", NULL},
+        {"-p", "70000", "ping", NULL},
+        {"-p", "0", "ping", NULL},
+        {"-p", "12ab", "ping", NULL},
+        {"-t", "0", "ping", NULL},
+        {"-t", "-5", "ping", NULL},
+        {"-p", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cli_proc p;
+        int rc = run_argv(&p, g_port, NULL, cases[i]);
+        char what[128];
+        snprintf(what, sizeof what, "usage case %zu (%s)", i, cases[i][0]);
+        CHECK_RUN(&p, rc == 2, what);
+        CHECK_RUN(&p, p.out_len == 0, what);
+        CHECK_RUN(&p, strncmp(p.err, "kvmux-cli: ", 11) == 0, what);
+    }
+}
+
+static void test_ping(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, g_port, NULL, "ping"), 0);
+    double ms = -1;
+    CHECK_RUN(&p, sscanf(p.out, "PONG %lf ms\n", &ms) == 1 && ms >= 0, "ping");
+    CHECK(p.out_len > 0 && p.out[p.out_len - 1] == '\n');
+    CHECK_EQ(p.err_len, 0);
+}
+
+static void test_set_get(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "k1", "hello"), 0);
+    unsigned long long v1 = ok_version(&p);
+    CHECK_RUN(&p, v1 > 0, "set k1");
+
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "k1"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "hello\n") == 0, "get k1");
+    CHECK_EQ(p.err_len, 0);
+
+    char expect[64];
+    snprintf(expect, sizeof expect, "version=%llu\nhello\n", v1);
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "-v", "k1"), 0);
+    CHECK_RUN(&p, strcmp(p.out, expect) == 0, "get -v k1");
+    CHECK_EQ(RUN(&p, g_port, NULL, "-v", "get", "k1"), 0);
+    CHECK_RUN(&p, strcmp(p.out, expect) == 0, "-v get k1");
+
+    CHECK_EQ(RUN(&p, g_port, NULL, "-r", "get", "k1"), 0);
+    CHECK_RUN(&p, p.out_len == 5 && memcmp(p.out, "hello", 5) == 0, "-r get");
+
+    /* Overwrite: the version moves on. */
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "k1", "again"), 0);
+    unsigned long long v2 = ok_version(&p);
+    CHECK(v2 > 0 && v2 != v1);
+
+    /* Spaces, newlines and a leading dash survive argv untouched. */
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "k 2", "-a b\nc"), 0);
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "k 2"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "-a b\nc\n") == 0, "get 'k 2'");
+
+    /* "--" ends options: the key "-v" is reachable. */
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "--", "-v", "dash"), 0);
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "--", "-v"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "dash\n") == 0, "get -- -v");
+
+    /* Empty value. */
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "empty", ""), 0);
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "empty"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "\n") == 0, "get empty");
+}
+
+static void test_not_found_and_del(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "nosuchkey"), 1);
+    CHECK_EQ(p.out_len, 0);
+    CHECK_RUN(&p, strncmp(p.err, "kvmux-cli: get nosuchkey: ", 26) == 0 &&
+                      strstr(p.err, "not found") != NULL,
+              "get missing");
+
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "d1", "x"), 0);
+    CHECK_EQ(RUN(&p, g_port, NULL, "del", "d1"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "OK\n") == 0, "del d1");
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "d1"), 1);
+    /* Deleting a missing key is "not found" (exit 1), not success. */
+    CHECK_EQ(RUN(&p, g_port, NULL, "del", "d1"), 1);
+    CHECK_RUN(&p, strstr(p.err, "kvmux-cli: del d1: ") != NULL, "del again");
+}
+
+static void test_incr(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, g_port, NULL, "incr", "n"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "1\n") == 0, "incr n");
+    CHECK_EQ(RUN(&p, g_port, NULL, "incr", "n", "41"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "42\n") == 0, "incr n 41");
+    /* A negative delta is an argument, not an option. */
+    CHECK_EQ(RUN(&p, g_port, NULL, "incr", "n", "-50"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "-8\n") == 0, "incr n -50");
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "n"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "-8\n") == 0, "get n");
+
+    /* The extremes parse; going past them is the server's overflow. */
+    CHECK_EQ(RUN(&p, g_port, NULL, "incr", "big", "9223372036854775807"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "9223372036854775807\n") == 0, "incr max");
+    CHECK_EQ(RUN(&p, g_port, NULL, "incr", "big"), 3);
+    CHECK_EQ(p.out_len, 0);
+    CHECK_RUN(&p, strncmp(p.err, "kvmux-cli: incr big: ", 21) == 0, "overflow");
+    CHECK_EQ(RUN(&p, g_port, NULL, "incr", "small", "-9223372036854775808"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "-9223372036854775808\n") == 0, "incr min");
+    CHECK_EQ(RUN(&p, g_port, NULL, "incr", "small", "-1"), 3);
+
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "s", "abc"), 0);
+    CHECK_EQ(RUN(&p, g_port, NULL, "incr", "s"), 3);
+    CHECK_EQ(p.out_len, 0);
+    CHECK_RUN(&p, strncmp(p.err, "kvmux-cli: incr s: ", 19) == 0, "not int");
+    /* The failed incr left the value alone. */
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "s"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "abc\n") == 0, "get s");
+}
+
+static void test_cas(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "c", "v1"), 0);
+    unsigned long long v1 = ok_version(&p);
+    REQUIRE(v1 > 0);
+    char v1s[32];
+    snprintf(v1s, sizeof v1s, "%llu", v1);
+
+    CHECK_EQ(RUN(&p, g_port, NULL, "cas", "c", v1s, "v2"), 0);
+    unsigned long long v2 = ok_version(&p);
+    CHECK_RUN(&p, v2 > 0 && v2 != v1, "cas c v1");
+
+    /* Same expected version again: mismatch, exit 3, current version named. */
+    CHECK_EQ(RUN(&p, g_port, NULL, "cas", "c", v1s, "v3"), 3);
+    CHECK_EQ(p.out_len, 0);
+    char cur[64];
+    snprintf(cur, sizeof cur, "current version %llu", v2);
+    CHECK_RUN(&p, strncmp(p.err, "kvmux-cli: cas c: ", 18) == 0 &&
+                      strstr(p.err, cur) != NULL,
+              "cas mismatch");
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "c"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "v2\n") == 0, "get c after cas");
+
+    /* Version 0: create only if absent. */
+    CHECK_EQ(RUN(&p, g_port, NULL, "cas", "cnew", "0", "first"), 0);
+    CHECK(ok_version(&p) > 0);
+    CHECK_EQ(RUN(&p, g_port, NULL, "cas", "cnew", "0", "second"), 3);
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "cnew"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "first\n") == 0, "get cnew");
+}
+
+static void test_ttl(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "t1", "v", "--ttl", "300"), 0);
+    CHECK(ok_version(&p) > 0);
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "t2", "v", "--ttl=300"), 0);
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "t3", "v", "--ttl", "0"), 0);
+    test_sleep_ms(700);
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "t1"), 1);
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "t2"), 1);
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "t3"), 0); /* 0 = never expires */
+}
+
+static void test_wait(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "w", "a"), 0);
+    unsigned long long v1 = ok_version(&p);
+    REQUIRE(v1 > 0);
+    char v1s[32];
+    snprintf(v1s, sizeof v1s, "%llu", v1);
+
+    /* Nothing changes: "(timeout)" after about the asked time, exit 3. */
+    CHECK_EQ(RUN(&p, g_port, NULL, "wait", "w", v1s, "300"), 3);
+    CHECK_RUN(&p, strcmp(p.out, "(timeout)\n") == 0, "wait timeout");
+    int64_t took = p.ended_ms - p.started_ms;
+    CHECK(took >= 250);
+    CHECK(took < 10000);
+
+    /* Already different: answers at once with the current value. */
+    char expect[64];
+    snprintf(expect, sizeof expect, "version=%llu\na\n", v1);
+    CHECK_EQ(RUN(&p, g_port, NULL, "wait", "w", "0", "5000"), 0);
+    CHECK_RUN(&p, strcmp(p.out, expect) == 0, "wait differs");
+    CHECK(p.ended_ms - p.started_ms < 4000);
+
+    /* Released by a concurrent set from another kvmux-cli. */
+    cli_proc waiter;
+    REQUIRE(cli_start(&waiter, g_port,
+                      (const char *const[]){"wait", "w", v1s, "20000", NULL}) == 0);
+    test_sleep_ms(300); /* let it register; if not yet, it sees the new version */
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "w", "b"), 0);
+    unsigned long long v2 = ok_version(&p);
+    CHECK(v2 > 0 && v2 != v1);
+    int rc = cli_finish(&waiter, 15000);
+    CHECK_EQ(rc, 0);
+    snprintf(expect, sizeof expect, "version=%llu\nb\n", v2);
+    CHECK_RUN(&waiter, strcmp(waiter.out, expect) == 0, "released waiter");
+    /* Released by the set, well before its own 20 s. */
+    CHECK(waiter.ended_ms - waiter.started_ms < 10000);
+
+    /* A wait released by a delete reports it. */
+    char v2s[32];
+    snprintf(v2s, sizeof v2s, "%llu", v2);
+    REQUIRE(cli_start(&waiter, g_port,
+                      (const char *const[]){"wait", "w", v2s, "20000", NULL}) == 0);
+    test_sleep_ms(300);
+    CHECK_EQ(RUN(&p, g_port, NULL, "del", "w"), 0);
+    CHECK_EQ(cli_finish(&waiter, 15000), 0);
+    CHECK_RUN(&waiter, strcmp(waiter.out, "version=0 (deleted)\n") == 0,
+              "waiter released by del");
+}
+
+/* A port with a bound socket that does not listen: connecting is refused,
+ * and holding the socket keeps anyone else from taking the port. */
+static int closed_port(uint16_t *port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &alen) != 0) {
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void test_connect_error(void) {
+    uint16_t port = 0;
+    int fd = closed_port(&port);
+    REQUIRE(fd >= 0);
+    cli_proc p;
+    CHECK_EQ(RUN(&p, port, NULL, "ping"), 4);
+    CHECK_EQ(p.out_len, 0);
+    char expect[64];
+    snprintf(expect, sizeof expect, "kvmux-cli: cannot connect to 127.0.0.1:%u: ",
+             (unsigned)port);
+    CHECK_RUN(&p, strncmp(p.err, expect, strlen(expect)) == 0, "connect refused");
+    CHECK_EQ(RUN(&p, port, NULL, "get", "k"), 4);
+
+    /* Interactive: each command reports it, the prompt goes on, exit 0. */
+    CHECK_EQ(RUN_PROMPT(&p, port, "ping\nhelp\nquit\n"), 0);
+    CHECK(strstr(p.out, "get [-v] KEY") != NULL);
+    CHECK(strstr(p.err, "cannot connect") != NULL);
+    close(fd);
+}
+
+static void test_interactive(void) {
+    cli_proc p;
+    /* The brief's example, byte for byte (no prompt on a pipe). */
+    CHECK_EQ(RUN_PROMPT(&p, g_port, "set a 1\nget a\nquit\n"), 0);
+    unsigned long long v = 0;
+    int used = 0;
+    CHECK_RUN(&p, sscanf(p.out, "OK version=%llu\n1\n%n", &v, &used) == 1 &&
+                      v > 0 && (size_t)used == p.out_len,
+              "interactive set/get");
+    CHECK_EQ(p.err_len, 0);
+
+    /* Quoting and escapes; EOF without quit ends cleanly. */
+    CHECK_EQ(RUN_PROMPT(&p, g_port,
+                 "set \"sp ace\" \"x\\ty\\x21\\\"\"\n"
+                 "get 'sp ace'\n"
+                 "  GET   sp\\ ace  \n"
+                 "\n"
+                 "set z \"a\\x00b\"\n"
+                 "set q 'it\\'s'\n"
+                 "get q\n"),
+             0);
+    const char *o = p.out;
+    CHECK(strncmp(o, "OK version=", 11) == 0);
+    o = strchr(o, '\n');
+    REQUIRE(o != NULL);
+    o++;
+    const char *want = "x\ty!\"\nx\ty!\"\nOK version=";
+    CHECK_RUN(&p, strncmp(o, want, strlen(want)) == 0, "quotes");
+    CHECK(strstr(p.out, "\nit's\n") != NULL);
+    CHECK_EQ(p.err_len, 0);
+    /* The NUL byte went over the wire intact. */
+    CHECK_EQ(RUN(&p, g_port, NULL, "get", "z"), 0);
+    CHECK_RUN(&p, p.out_len == 4 && memcmp(p.out, "a\0b\n", 4) == 0, "get z");
+
+    /* Errors print and the prompt goes on; exit is still 0. */
+    CHECK_EQ(RUN_PROMPT(&p, g_port,
+                 "bogus\n"
+                 "get\n"
+                 "set q \"unterminated\n"
+                 "get nosuch\n"
+                 "incr n abc\n"
+                 "get a\n"
+                 "exit\n"
+                 "get a\n"),
+             0);
+    CHECK_RUN(&p, strcmp(p.out, "1\n") == 0, "interactive errors stdout");
+    CHECK(strstr(p.err, "unknown command 'bogus'") != NULL);
+    CHECK(strstr(p.err, "unbalanced quotes") != NULL);
+    CHECK(strstr(p.err, "kvmux-cli: get nosuch: ") != NULL);
+    CHECK(strstr(p.err, "invalid DELTA 'abc'") != NULL);
+    CHECK(strstr(p.err, "kvmux-cli: get: missing arguments") != NULL);
+}
+
+/* Kill the server under a running prompt: the next command says the
+ * connection is gone and that it will reconnect; the prompt survives. */
+static void test_interactive_server_loss(void) {
+    test_server s;
+    REQUIRE(test_server_start(&s, NULL) == 0);
+    cli_proc p;
+    REQUIRE(cli_start(&p, s.port, NULL) == 0);
+    cli_write(&p, "set d 1\n");
+    CHECK_RUN(&p, cli_wait_for(&p, "OK version=", 1, 10000), "set before loss");
+    test_server_kill(&s);
+
+    cli_write(&p, "get d\n");
+    CHECK_RUN(&p, cli_wait_for(&p, "will reconnect", 2, 10000), "loss reported");
+    CHECK(strstr(p.err, "kvmux-cli: get d: ") != NULL);
+    /* The reconnect attempt on the next command fails visibly. */
+    cli_write(&p, "ping\n");
+    CHECK_RUN(&p, cli_wait_for(&p, "cannot connect", 2, 10000), "reconnect");
+    cli_write(&p, "help\nquit\n");
+    CHECK_EQ(cli_finish(&p, 15000), 0);
+    CHECK(strstr(p.out, "ping") != NULL);
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    test_server s;
+    REQUIRE(test_server_start(&s, NULL) == 0);
+    g_port = s.port;
+
+    test_help_and_version();
+    test_usage_errors();
+    test_ping();
+    test_set_get();
+    test_not_found_and_del();
+    test_incr();
+    test_cas();
+    test_ttl();
+    test_wait();
+    test_connect_error();
+    test_interactive();
+    test_interactive_server_loss();
+
+    CHECK_EQ(test_server_stop(&s, 5000), 0);
+    return test_report();
+}

@@ -1,0 +1,10 @@
+# Client unit tests: the pending table, driven deterministically without
+# sockets or threads. pending.h is internal, hence the extra include path.
+if(TARGET kvmux)
+  kvmux_add_test(client_pending_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client/pending_test.c
+    LIBS kvmux
+    LABELS unit
+    TIMEOUT 30)
+  target_include_directories(client_pending_test PRIVATE ${PROJECT_SOURCE_DIR}/src/client)
+endif()

@@ -1,0 +1,6 @@
+# Store unit tests (no sockets): versions, CAS, INCR, TTL with an injected
+# clock, waiters, growth, concurrent writers.
+if(TARGET kvmuxd_core)
+  kvmux_add_test(store_test SOURCES unit/store/store_test.c
+                 LIBS kvmuxd_core LABELS unit concurrent TIMEOUT 60)
+endif()

@@ -1,0 +1,403 @@
+/* kvmux-cli commands: the table of commands, their argument parsing, the
+ * calls into libkvmux, the output format and the exit-code mapping.
+ *
+ * Design: one table row per command (name, positional argument count,
+ * accepted options, usage line, handler). Argument parsing is shared: a
+ * token that is one of the command's own options (--ttl MS, --ttl=MS, -v)
+ * is taken as that option anywhere on the line, "--" ends options, and
+ * everything else is positional, so "incr n -5" is a negative delta and
+ * "get -- -v" reads the key "-v". Numbers go through the strict parsers in
+ * args.c. Every command uses the blocking libkvmux API with the ctx's
+ * timeout (wait adds its own wait time to it), so no command can hang.
+ *
+ * Output (stdout), chosen to be easy for scripts:
+ *   get    the value's raw bytes and a newline (no newline with -r);
+ *          with -v a line "version=N" first
+ *   set    OK version=N        cas   OK version=N
+ *   del    OK                  incr  the new number
+ *   wait   version=N, then the value as for get; "version=0 (deleted)"
+ *          when the key went away; "(timeout)" when nothing changed in time
+ *   ping   PONG 0.123 ms
+ * Errors go to stderr as "kvmux-cli: CMD KEY: reason".
+ *
+ * What it is not: no line splitting (args.c), no prompt (repl.c), no
+ * command-line option handling (main.c). */
+#include "cmd.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* Command options a row may accept. */
+#define OPT_TTL 1u     /* --ttl MS */
+#define OPT_VERBOSE 2u /* -v */
+
+#define CMD_MAX_POS 4
+
+/* A command's arguments after option parsing. */
+typedef struct cmd_args {
+    const char *name;               /* canonical command name */
+    const cli_arg *pos[CMD_MAX_POS];/* positional arguments, borrowed */
+    size_t npos;
+    uint64_t ttl_ms;                /* --ttl, 0 = none */
+    int verbose;                    /* -v given (or ctx->verbose) */
+} cmd_args;
+
+typedef struct cmd_spec {
+    const char *name;
+    size_t min_pos, max_pos;
+    unsigned opts;
+    const char *usage;   /* arguments part of the usage line */
+    const char *help;    /* one-line description */
+    int (*run)(cli_ctx *ctx, const cmd_args *a);
+} cmd_spec;
+
+static int run_get(cli_ctx *ctx, const cmd_args *a);
+static int run_set(cli_ctx *ctx, const cmd_args *a);
+static int run_del(cli_ctx *ctx, const cmd_args *a);
+static int run_incr(cli_ctx *ctx, const cmd_args *a);
+static int run_cas(cli_ctx *ctx, const cmd_args *a);
+static int run_wait(cli_ctx *ctx, const cmd_args *a);
+static int run_ping(cli_ctx *ctx, const cmd_args *a);
+static int run_help(cli_ctx *ctx, const cmd_args *a);
+
+static const cmd_spec commands[] = {
+    {"get", 1, 1, OPT_VERBOSE, "[-v] KEY",
+     "print the value (-v: and its version)", run_get},
+    {"set", 2, 2, OPT_TTL, "KEY VALUE [--ttl MS]",
+     "store a value; prints the new version", run_set},
+    {"del", 1, 1, 0, "KEY", "delete a key", run_del},
+    {"incr", 1, 2, 0, "KEY [DELTA]",
+     "add DELTA (default 1); prints the result", run_incr},
+    {"cas", 3, 3, OPT_TTL, "KEY VERSION VALUE [--ttl MS]",
+     "set if at VERSION (0: only if absent)", run_cas},
+    {"wait", 3, 3, 0, "KEY VERSION TIMEOUT_MS",
+     "wait until the version is not VERSION", run_wait},
+    {"ping", 0, 0, 0, "", "round trip to the server", run_ping},
+    {"help", 0, 0, 0, "", "this list", run_help},
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+/* ---- small output helpers ---- */
+
+/* Print bytes for a human: printable ASCII as is, anything else as \xHH,
+ * at most 64 input bytes then "...". Used for keys and bad arguments in
+ * messages, never for values on stdout (those are raw). */
+static void put_escaped(FILE *f, const char *p, size_t len) {
+    size_t shown = len > 64 ? 64 : len;
+    for (size_t i = 0; i < shown; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            fputc(c, f);
+        else
+            fprintf(f, "\\x%02x", c);
+    }
+    if (shown < len) fputs("...", f);
+}
+
+/* "HOST:PORT", with brackets around an IPv6 literal. */
+static void put_addr(FILE *f, const cli_ctx *ctx) {
+    if (strchr(ctx->host, ':'))
+        fprintf(f, "[%s]:%u", ctx->host, (unsigned)ctx->port);
+    else
+        fprintf(f, "%s:%u", ctx->host, (unsigned)ctx->port);
+}
+
+/* A value on stdout: its raw bytes, then a newline unless -r. */
+static void print_value(const cli_ctx *ctx, const uint8_t *data, size_t len) {
+    if (len) fwrite(data, 1, len, stdout);
+    if (!ctx->raw) fputc('\n', stdout);
+}
+
+/* "kvmux-cli: CMD KEY: " on stderr ("kvmux-cli: CMD: " for ping). */
+static void err_prefix(const cmd_args *a) {
+    fprintf(stderr, "kvmux-cli: %s", a->name);
+    if (a->npos > 0) {
+        fputc(' ', stderr);
+        put_escaped(stderr, a->pos[0]->data, a->pos[0]->len);
+    }
+    fputs(": ", stderr);
+}
+
+/* Print why the arguments are wrong plus the usage line; exit code 2. */
+static int usage_error(const cmd_spec *s, const char *why) {
+    fprintf(stderr, "kvmux-cli: %s: %s\nusage: %s%s%s\n", s->name, why,
+            s->name, s->usage[0] ? " " : "", s->usage);
+    return CLI_EXIT_USAGE;
+}
+
+/* "invalid WHAT 'arg' (expected ...)"; exit code 2. */
+static int bad_number(const cmd_args *a, const char *what,
+                      const cli_arg *arg, const char *expected) {
+    fprintf(stderr, "kvmux-cli: %s: invalid %s '", a->name, what);
+    put_escaped(stderr, arg->data, arg->len);
+    fprintf(stderr, "' (expected %s)\n", expected);
+    return CLI_EXIT_USAGE;
+}
+
+/* Report a failed call and map it to an exit code. A fatal error drops the
+ * connection so the next command (interactive mode) reconnects. */
+static int report(cli_ctx *ctx, const cmd_args *a, int rc) {
+    int fatal = rc <= KVMUX_E_FATAL || kvmux_is_fatal(rc);
+    err_prefix(a);
+    fputs(kvmux_strerror(rc), stderr);
+    if (fatal && ctx->client) {
+        char msg[512];
+        msg[0] = '\0';
+        kvmux_connection_error(ctx->client, msg, sizeof msg);
+        if (msg[0] && strcmp(msg, kvmux_strerror(rc)) != 0)
+            fprintf(stderr, " (%s)", msg);
+    }
+    fputc('\n', stderr);
+    if (fatal) {
+        kvmux_close(ctx->client);
+        ctx->client = NULL;
+        if (ctx->interactive) {
+            fputs("kvmux-cli: disconnected from ", stderr);
+            put_addr(stderr, ctx);
+            fputs("; the next command will reconnect\n", stderr);
+        }
+        return CLI_EXIT_CONN;
+    }
+    return rc == KVMUX_ENOTFOUND ? CLI_EXIT_NOTFOUND : CLI_EXIT_REQUEST;
+}
+
+/* ---- connection ---- */
+
+int cli_connect(cli_ctx *ctx) {
+    if (ctx->client) return CLI_EXIT_OK;
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.connect_timeout_ms = ctx->timeout_ms;
+    o.request_timeout_ms = ctx->timeout_ms;
+    o.client_name = "kvmux-cli";
+    int rc = kvmux_connect(&ctx->client, ctx->host, ctx->port, &o);
+    if (rc != 0) {
+        ctx->client = NULL;
+        fputs("kvmux-cli: cannot connect to ", stderr);
+        put_addr(stderr, ctx);
+        fprintf(stderr, ": %s\n", kvmux_strerror(rc));
+        return CLI_EXIT_CONN;
+    }
+    return CLI_EXIT_OK;
+}
+
+void cli_ctx_deinit(cli_ctx *ctx) {
+    kvmux_close(ctx->client);
+    ctx->client = NULL;
+}
+
+/* ---- handlers: each gets a connected ctx and validated arg counts ---- */
+
+static int run_get(cli_ctx *ctx, const cmd_args *a) {
+    kvmux_value *v = NULL;
+    int rc = kvmux_get(ctx->client, a->pos[0]->data, a->pos[0]->len, &v,
+                       ctx->timeout_ms);
+    if (rc != 0) return report(ctx, a, rc);
+    if (a->verbose) printf("version=%" PRIu64 "\n", v->version);
+    print_value(ctx, v->data, v->len);
+    kvmux_value_free(v);
+    return CLI_EXIT_OK;
+}
+
+static int run_set(cli_ctx *ctx, const cmd_args *a) {
+    uint64_t version = 0;
+    int rc = kvmux_set(ctx->client, a->pos[0]->data, a->pos[0]->len,
+                       a->pos[1]->data, a->pos[1]->len, a->ttl_ms, &version,
+                       ctx->timeout_ms);
+    if (rc != 0) return report(ctx, a, rc);
+    printf("OK version=%" PRIu64 "\n", version);
+    return CLI_EXIT_OK;
+}
+
+static int run_del(cli_ctx *ctx, const cmd_args *a) {
+    int rc = kvmux_del(ctx->client, a->pos[0]->data, a->pos[0]->len,
+                       ctx->timeout_ms);
+    if (rc != 0) return report(ctx, a, rc);
+    puts("OK");
+    return CLI_EXIT_OK;
+}
+
+static int run_incr(cli_ctx *ctx, const cmd_args *a) {
+    int64_t delta = 1, result = 0;
+    if (a->npos > 1 && cli_parse_i64(a->pos[1], &delta) != 0)
+        return bad_number(a, "DELTA", a->pos[1], "a signed 64-bit integer");
+    int rc = kvmux_incr(ctx->client, a->pos[0]->data, a->pos[0]->len, delta,
+                        &result, ctx->timeout_ms);
+    if (rc != 0) return report(ctx, a, rc);
+    printf("%" PRId64 "\n", result);
+    return CLI_EXIT_OK;
+}
+
+static int run_cas(cli_ctx *ctx, const cmd_args *a) {
+    uint64_t expected = 0, version = 0;
+    if (cli_parse_u64(a->pos[1], UINT64_MAX, &expected) != 0)
+        return bad_number(a, "VERSION", a->pos[1], "an unsigned 64-bit integer");
+    int rc = kvmux_cas(ctx->client, a->pos[0]->data, a->pos[0]->len, expected,
+                       a->pos[2]->data, a->pos[2]->len, a->ttl_ms, &version,
+                       ctx->timeout_ms);
+    if (rc == KVMUX_EVERSION) {
+        err_prefix(a);
+        fprintf(stderr, "%s (expected version %" PRIu64
+                        ", current version %" PRIu64 ")\n",
+                kvmux_strerror(rc), expected, version);
+        return CLI_EXIT_REQUEST;
+    }
+    if (rc != 0) return report(ctx, a, rc);
+    printf("OK version=%" PRIu64 "\n", version);
+    return CLI_EXIT_OK;
+}
+
+static int run_wait(cli_ctx *ctx, const cmd_args *a) {
+    uint64_t version = 0, wait_ms = 0;
+    if (cli_parse_u64(a->pos[1], UINT64_MAX, &version) != 0)
+        return bad_number(a, "VERSION", a->pos[1], "an unsigned 64-bit integer");
+    if (cli_parse_u64(a->pos[2], UINT32_MAX, &wait_ms) != 0)
+        return bad_number(a, "TIMEOUT_MS", a->pos[2],
+                          "milliseconds, 0 to 4294967295");
+    /* The call may take the whole wait plus one ordinary round trip; done
+     * here, not by KVMUX_TIMEOUT_DEFAULT, so the sum is clamped to int. */
+    int64_t call_ms = (int64_t)wait_ms + ctx->timeout_ms;
+    if (call_ms > INT_MAX) call_ms = INT_MAX;
+    kvmux_value *v = NULL;
+    int rc = kvmux_wait(ctx->client, a->pos[0]->data, a->pos[0]->len, version,
+                        (uint32_t)wait_ms, &v, (int)call_ms);
+    if (rc == KVMUX_ETIMEDOUT) {
+        /* Not an error message: nothing changed, which the caller asked to
+         * hear about. Still exit 3 so scripts can tell. */
+        puts("(timeout)");
+        return CLI_EXIT_REQUEST;
+    }
+    if (rc != 0) return report(ctx, a, rc);
+    if (v->version == 0) {
+        puts("version=0 (deleted)");
+    } else {
+        printf("version=%" PRIu64 "\n", v->version);
+        print_value(ctx, v->data, v->len);
+    }
+    kvmux_value_free(v);
+    return CLI_EXIT_OK;
+}
+
+/* Monotonic nanoseconds, for the ping round trip. */
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int run_ping(cli_ctx *ctx, const cmd_args *a) {
+    int64_t t0 = now_ns();
+    int rc = kvmux_ping(ctx->client, ctx->timeout_ms);
+    int64_t t1 = now_ns();
+    if (rc != 0) return report(ctx, a, rc);
+    printf("PONG %.3f ms\n", (double)(t1 - t0) / 1e6);
+    return CLI_EXIT_OK;
+}
+
+/* The only command that needs no connection (see cli_run_command). */
+static int run_help(cli_ctx *ctx, const cmd_args *a) {
+    cli_print_commands(stdout);
+    return CLI_EXIT_OK;
+}
+
+void cli_print_commands(FILE *f) {
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        char line[64];
+        snprintf(line, sizeof line, "%s %s", commands[i].name, commands[i].usage);
+        fprintf(f, "  %-32s %s\n", line, commands[i].help);
+    }
+    fprintf(f, "  %-32s %s\n", "quit, exit", "leave the interactive prompt");
+}
+
+/* ---- dispatch ---- */
+
+/* Exact, case-sensitive match of an argument against a C string. */
+static int arg_is(const cli_arg *a, const char *s) {
+    return a->len == strlen(s) && memcmp(a->data, s, a->len) == 0;
+}
+
+/* The table row for a command name (case-insensitive), or NULL. */
+static const cmd_spec *find_command(const cli_arg *name) {
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (name->len == strlen(commands[i].name) &&
+            strncasecmp(name->data, commands[i].name, name->len) == 0)
+            return &commands[i];
+    }
+    return NULL;
+}
+
+/* Split args[1..] into options and positionals per s. Returns CLI_EXIT_OK
+ * or CLI_EXIT_USAGE (message printed). */
+static int parse_args(const cmd_spec *s, const cli_ctx *ctx,
+                      const cli_arg *args, size_t nargs, cmd_args *out) {
+    memset(out, 0, sizeof *out);
+    out->name = s->name;
+    out->verbose = ctx->verbose;
+    int options_done = 0;
+    for (size_t i = 1; i < nargs; i++) {
+        const cli_arg *t = &args[i];
+        if (!options_done) {
+            if (arg_is(t, "--")) {
+                options_done = 1;
+                continue;
+            }
+            if ((s->opts & OPT_VERBOSE) && arg_is(t, "-v")) {
+                out->verbose = 1;
+                continue;
+            }
+            int ttl_eq = t->len >= 6 && memcmp(t->data, "--ttl=", 6) == 0;
+            if ((s->opts & OPT_TTL) && (ttl_eq || arg_is(t, "--ttl"))) {
+                cli_arg num;
+                if (ttl_eq) {
+                    num.data = t->data + 6;
+                    num.len = t->len - 6;
+                } else if (i + 1 < nargs) {
+                    num = args[++i];
+                } else {
+                    return usage_error(s, "--ttl needs a value");
+                }
+                if (cli_parse_u64(&num, UINT64_MAX, &out->ttl_ms) != 0)
+                    return bad_number(out, "--ttl", &num,
+                                      "milliseconds, 0 for no expiry");
+                continue;
+            }
+        }
+        if (out->npos == s->max_pos) return usage_error(s, "too many arguments");
+        out->pos[out->npos++] = t;
+    }
+    if (out->npos < s->min_pos) return usage_error(s, "missing arguments");
+    /* Every keyed command needs a non-empty key (the protocol requires
+     * key_len >= 1): say so here rather than as a server error. */
+    if (s->min_pos > 0 && out->pos[0]->len == 0)
+        return usage_error(s, "the key must not be empty");
+    return CLI_EXIT_OK;
+}
+
+int cli_run_command(cli_ctx *ctx, const cli_arg *args, size_t nargs) {
+    int rc;
+    if (nargs == 0) return CLI_EXIT_OK;
+    const cmd_spec *s = find_command(&args[0]);
+    if (!s) {
+        fputs("kvmux-cli: unknown command '", stderr);
+        put_escaped(stderr, args[0].data, args[0].len);
+        fputs("' (try 'help')\n", stderr);
+        rc = CLI_EXIT_USAGE;
+        goto out;
+    }
+    cmd_args a;
+    rc = parse_args(s, ctx, args, nargs, &a);
+    if (rc != CLI_EXIT_OK) goto out;
+    if (s->run != run_help) {
+        rc = cli_connect(ctx);
+        if (rc != CLI_EXIT_OK) goto out;
+    }
+    rc = s->run(ctx, &a);
+out:
+    fflush(stdout);
+    fflush(stderr);
+    return rc;
+}

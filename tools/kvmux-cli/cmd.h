@@ -1,0 +1,60 @@
+/* kvmux-cli commands: parse one command's arguments, run it against the
+ * server, print the result, and map the outcome to an exit code. Shared by
+ * the one-shot mode (main.c) and the interactive prompt (repl.c). */
+#ifndef KVMUX_CLI_CMD_H
+#define KVMUX_CLI_CMD_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "args.h"
+#include "kvmux.h"
+
+/* Exit codes (documented in --help and the README). */
+enum cli_exit {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_NOTFOUND = 1,  /* the key does not exist */
+    CLI_EXIT_USAGE = 2,     /* bad command line / command arguments */
+    CLI_EXIT_REQUEST = 3,   /* any other request error: version mismatch,
+                               too large, not an integer, timeout, busy ... */
+    CLI_EXIT_CONN = 4       /* cannot connect, connection lost, protocol */
+};
+
+#define CLI_DEFAULT_HOST "127.0.0.1"
+#define CLI_DEFAULT_PORT 7878
+#define CLI_DEFAULT_TIMEOUT_MS 5000
+
+/* Everything a command needs. The caller fills the settings; client starts
+ * NULL and is connected lazily by cli_run_command(), dropped (closed and set
+ * back to NULL) after a fatal error, and closed by cli_ctx_deinit(). */
+typedef struct cli_ctx {
+    const char *host;      /* borrowed; outlives the ctx */
+    uint16_t port;
+    int timeout_ms;        /* connect and per-request timeout, >= 1 */
+    int verbose;           /* get: also print the version */
+    int raw;               /* get/wait: no newline after the value */
+    int interactive;       /* errors mention reconnecting */
+    kvmux_client *client;  /* owned; NULL when not connected */
+} cli_ctx;
+
+/* Connect ctx->client if it is NULL. On failure prints
+ * "kvmux-cli: cannot connect to HOST:PORT: reason" on stderr.
+ * Returns CLI_EXIT_OK or CLI_EXIT_CONN. */
+int cli_connect(cli_ctx *ctx);
+
+/* Run one command given as arguments (args[0] is the command name:
+ * get, set, del, incr, cas, wait, ping, help). Results go to stdout, errors
+ * to stderr as "kvmux-cli: CMD KEY: reason"; both are flushed before
+ * returning, so a reader on a pipe sees them at once. Connects first if
+ * needed. After a connection-level error the client is closed and
+ * ctx->client is NULL, so the next command reconnects.
+ * Returns a cli_exit code. */
+int cli_run_command(cli_ctx *ctx, const cli_arg *args, size_t nargs);
+
+/* Print the command summary (also the interactive "help"). */
+void cli_print_commands(FILE *f);
+
+/* Close the connection, if any. */
+void cli_ctx_deinit(cli_ctx *ctx);
+
+#endif
