@@ -13,7 +13,12 @@
  *    bad arguments (KVMUX_EINVAL).
  * 3. SIGTERM with WAITs parked: kvmuxd exits 0 within its shutdown timeout
  *    and every caller gets a definite answer (KVMUX_ESHUTDOWN for
- *    SHUTTING_DOWN, or a fatal connection error), never a hang.
+ *    SHUTTING_DOWN, or KVMUX_ECLOSED / KVMUX_EIO when the connection goes,
+ *    or KVMUX_EPROTO carrying the server's ERROR SHUTTING_DOWN; never an
+ *    EPROTO of the client's own making), never a hang.
+ * 4. --max-connections: the connection over the limit is refused with
+ *    ERROR TOO_MANY_CONNECTIONS (kvmux_connect fails promptly), the others
+ *    carry on, and a closed connection makes room.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -230,7 +235,41 @@ static void test_connect_failures(void) {
     CHECK(c == sentinel);
 }
 
-/* Case 3: SIGTERM with parked WAITs. */
+/* Loader for case 3: SET/GET until the connection is gone. Every answer
+ * must be definite: OK, SHUTTING_DOWN (not processed) or a fatal error --
+ * never a timeout. */
+typedef struct loader {
+    kvmux_client *c;
+    int id;
+    atomic_int done;
+    long ok, shut, other;
+    int last_rc;
+    int64_t t_done;
+} loader;
+
+/* Thread body: the loop described above; counts into l. */
+static void *loader_main(void *arg) {
+    loader *l = arg;
+    char key[32];
+    snprintf(key, sizeof key, "close:l%d", l->id);
+    for (long i = 0; i < 100000000L; i++) {
+        int rc = kvmux_set(l->c, key, strlen(key), "v", 1, 0, NULL, 5000);
+        l->last_rc = rc;
+        if (rc == 0)
+            l->ok++;
+        else if (rc == KVMUX_ESHUTDOWN)
+            l->shut++;
+        else if (kvmux_is_fatal(rc))
+            break;
+        else
+            l->other++;
+    }
+    l->t_done = test_now_ms();
+    atomic_store(&l->done, 1);
+    return NULL;
+}
+
+/* Case 3: SIGTERM with parked WAITs (and a few loaders in full flow). */
 static void test_sigterm_with_parked_waits(void) {
     char st[32];
     snprintf(st, sizeof st, "%d", SHUTDOWN_TIMEOUT_MS);
@@ -243,6 +282,14 @@ static void test_sigterm_with_parked_waits(void) {
     enum { N = 16 };
     static caller cs[N];
     pthread_t th[N];
+    enum { NL = 4 };
+    static loader ls[NL];
+    pthread_t lt[NL];
+    for (int i = 0; i < NL; i++) {
+        ls[i].c = c;
+        ls[i].id = i;
+        REQUIRE(pthread_create(&lt[i], NULL, loader_main, &ls[i]) == 0);
+    }
     start_waiters(cs, th, N, c, 100);
     CHECK_EQ(count_done(cs, N), 0);
 
@@ -255,17 +302,54 @@ static void test_sigterm_with_parked_waits(void) {
     CHECK(dt < SHUTDOWN_TIMEOUT_MS + 2000);
 
     join_or_die(cs, th, N, test_now_ms() + 3000, "SIGTERM");
+    /* The server ends a drained connection with ERROR SHUTTING_DOWN, which
+     * the client reports as KVMUX_EPROTO ("reported by the server") to the
+     * calls it never read. That EPROTO is accepted when the connection's
+     * error names the shutdown; any other EPROTO is the client misreading
+     * the drain. */
+    char cmsg[512] = "";
+    int cerr = kvmux_connection_error(c, cmsg, sizeof cmsg);
+    int drain_eproto = cerr == KVMUX_EPROTO && strcasestr(cmsg, "shutting") != NULL;
+    printf("connection error after SIGTERM: %s '%s'\n", kvmux_strerror(cerr), cmsg);
     int definite = 0, shut = 0;
     for (int i = 0; i < N; i++) {
         if (cs[i].rc == KVMUX_ESHUTDOWN) shut++;
-        if (cs[i].rc == KVMUX_ESHUTDOWN || kvmux_is_fatal(cs[i].rc))
+        if (cs[i].rc == KVMUX_ESHUTDOWN || cs[i].rc == KVMUX_ECLOSED || cs[i].rc == KVMUX_EIO ||
+            (cs[i].rc == KVMUX_EPROTO && drain_eproto))
             definite++;
         else
             fprintf(stderr, "caller %d: %d (%s)\n", i, cs[i].rc, kvmux_strerror(cs[i].rc));
         CHECK(cs[i].t_done - t0 < SHUTDOWN_TIMEOUT_MS + 2000);
     }
-    printf("callers: %d SHUTTING_DOWN, %d fatal\n", shut, definite - shut);
+    printf("callers: %d of %d definite (%d SHUTTING_DOWN, the rest the connection's end)\n",
+           definite, N, shut);
     CHECK_EQ(definite, N);
+
+    int64_t deadline = test_now_ms() + 3000;
+    long ok = 0, lshut = 0, other = 0;
+    for (int i = 0; i < NL; i++) {
+        while (!atomic_load(&ls[i].done) && test_now_ms() < deadline) test_sleep_ms(1);
+        CHECK(atomic_load(&ls[i].done));
+        if (!atomic_load(&ls[i].done)) {
+            test_report();
+            exit(1);
+        }
+        pthread_join(lt[i], NULL);
+        ok += ls[i].ok;
+        lshut += ls[i].shut;
+        other += ls[i].other;
+        int fine = ls[i].last_rc == KVMUX_ECLOSED || ls[i].last_rc == KVMUX_EIO ||
+                   (ls[i].last_rc == KVMUX_EPROTO && drain_eproto);
+        CHECK(fine);
+        if (!fine)
+            fprintf(stderr, "loader %d ended with %d (%s)\n", i, ls[i].last_rc,
+                    kvmux_strerror(ls[i].last_rc));
+        CHECK(ls[i].t_done - t0 < SHUTDOWN_TIMEOUT_MS + 2000);
+    }
+    printf("loaders: %ld OK, %ld SHUTTING_DOWN, %ld other before the connection closed\n", ok,
+           lshut, other);
+    CHECK(ok > 0);
+    CHECK_EQ(other, 0);
 
     /* Afterwards the connection is gone and calls fail fast. */
     kvmux_value *v = NULL;
@@ -279,10 +363,65 @@ static void test_sigterm_with_parked_waits(void) {
     CHECK(test_now_ms() - t1 < PROMPT_MS);
 }
 
-/* The three cases in order. */
+/* Case 4: --max-connections. Over the limit, a raw connection gets ERROR
+ * TOO_MANY_CONNECTIONS and a close, kvmux_connect fails promptly, and the
+ * connections already open are untouched; closing one makes room again. */
+static void test_connection_limit(void) {
+    const char *const args[] = {"--max-connections", "2", NULL};
+    test_server srv;
+    REQUIRE(test_server_start(&srv, args) == 0);
+    kvmux_client *a, *b;
+    REQUIRE(kvmux_connect(&a, "127.0.0.1", srv.port, NULL) == 0);
+    REQUIRE(kvmux_connect(&b, "127.0.0.1", srv.port, NULL) == 0);
+
+    int fd = test_connect_raw(srv.port, 3000);
+    REQUIRE(fd >= 0);
+    uint8_t in[KVMUX_FRAME_HDR_LEN + KVMUX_MAX_ERROR_MSG + 64];
+    kvmux_frame f;
+    int n = test_read_frame(fd, in, sizeof in, &f);
+    CHECK(n > 0);
+    CHECK(n > 0 && f.type == KVMUX_FRAME_ERROR && f.code == KVMUX_ERR_TOO_MANY_CONNECTIONS);
+    CHECK(test_wait_closed(fd, 3000));
+    close(fd);
+
+    kvmux_client *const sentinel = (kvmux_client *)(uintptr_t)0x5678;
+    kvmux_client *c = sentinel;
+    int64_t t0 = test_now_ms();
+    int rc = kvmux_connect(&c, "127.0.0.1", srv.port, NULL);
+    int64_t dt = test_now_ms() - t0;
+    char msg[256] = "";
+    printf("connect over --max-connections: %s after %lld ms\n", kvmux_strerror(rc),
+           (long long)dt);
+    CHECK(rc == KVMUX_EPROTO || rc == KVMUX_ECONNECT || rc == KVMUX_ECLOSED);
+    CHECK(c == sentinel);
+    CHECK(dt < PROMPT_MS);
+
+    CHECK_EQ(kvmux_set(a, "close:a", 7, "1", 1, 0, NULL, 5000), 0);
+    CHECK_EQ(kvmux_set(b, "close:b", 7, "2", 1, 0, NULL, 5000), 0);
+    kvmux_close(b);
+    /* The server notices the close asynchronously: retry, boundedly. */
+    rc = -1;
+    for (int i = 0; i < 100 && rc != 0; i++) {
+        rc = kvmux_connect(&c, "127.0.0.1", srv.port, NULL);
+        if (rc != 0) test_sleep_ms(20);
+    }
+    CHECK_EQ(rc, 0);
+    if (rc == 0) {
+        kvmux_value *v = NULL;
+        CHECK_EQ(kvmux_get(c, "close:a", 7, &v, 5000), 0);
+        kvmux_value_free(v);
+        kvmux_close(c);
+    }
+    CHECK_EQ(kvmux_connection_error(a, msg, sizeof msg), 0);
+    kvmux_close(a);
+    CHECK_EQ(test_server_stop(&srv, 10000), 0);
+}
+
+/* The four cases in order. */
 int main(void) {
     test_close_with_blocked_callers();
     test_connect_failures();
     test_sigterm_with_parked_waits();
+    test_connection_limit();
     return test_report();
 }

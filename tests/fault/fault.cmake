@@ -1,10 +1,14 @@
-# Fault tests: kill -9 with callers waiting, garbage and truncated input on
-# raw sockets, kvmux_close and SIGTERM with callers parked. Each asserts that
-# every caller returns in bounded time with the right error.
+# Fault tests: kill -9 and SIGSTOP with callers waiting, garbage and
+# truncated input on raw sockets, slow readers, kvmux_close and SIGTERM with
+# callers parked. Each asserts that every caller returns in bounded time
+# with the right error, and that one bad peer costs the others nothing.
 # Skipped while the client library or the server is not in the tree yet.
 if(TARGET kvmux AND TARGET kvmuxd)
   kvmux_add_test(garbage_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/garbage_test.c
+    LIBS kvmux LABELS fault TIMEOUT 120)
+  kvmux_add_test(slow_reader_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/slow_reader_test.c
     LIBS kvmux LABELS fault TIMEOUT 120)
   kvmux_add_test(kill9_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/kill9_test.c

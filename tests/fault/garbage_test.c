@@ -34,6 +34,10 @@
 #define IO_TIMEOUT_MS 3000
 #define CLOSE_TIMEOUT_MS 3000
 #define HANDSHAKE_MS 500
+/* The server's limits, passed explicitly (see main). */
+#define SRV_MAX_FRAME (2u * 1024 * 1024)
+#define SRV_MAX_VALUE (1024u * 1024)
+#define SRV_MAX_KEY 4096u
 
 static test_server g_srv;
 static kvmux_client *g_c;
@@ -142,12 +146,30 @@ static void expect_error_then_close(int fd, int want, const char *label) {
     CHECK(closed);
 }
 
-/* A raw connection to the server, handshaken if asked; stops the test
- * if that fails. */
+/* HELLO offering protocol versions [vmin, vmax] (default settings), then
+ * read the HELLO_ACK. Returns the version the server chose, or -1. */
+static int raw_hello(int fd, uint8_t vmin, uint8_t vmax) {
+    kvmux_session s;
+    kvmux_session_init(&s, KVMUX_ROLE_CLIENT, NULL);
+    uint8_t out[KVMUX_FRAME_HDR_LEN + 2 + KVMUX_MAX_NAME + 64];
+    size_t n = kvmux_session_encode_hello(&s, out, "garbage_test");
+    out[KVMUX_FRAME_HDR_LEN] = vmin; /* extras: [min_version][max_version] */
+    out[KVMUX_FRAME_HDR_LEN + 1] = vmax;
+    if (test_write_all(fd, out, n) != 0) return -1;
+    uint8_t in[4096];
+    kvmux_frame f;
+    if (test_read_frame(fd, in, sizeof in, &f) <= 0 || f.type != KVMUX_FRAME_HELLO_ACK) return -1;
+    return f.code;
+}
+
+/* A raw connection to the server; with handshake != 0, after a handshake
+ * pinned to protocol version 1, so every case below is judged by v1's rules
+ * (in v2 some of these bytes mean something: types 8..11, flag 0x01) and
+ * frames carry header version 1. Stops the test if that fails. */
 static int open_raw(int handshake) {
     int fd = test_connect_raw(g_srv.port, IO_TIMEOUT_MS);
     REQUIRE(fd >= 0);
-    if (handshake) REQUIRE(test_raw_handshake(fd) == 0);
+    if (handshake) REQUIRE(raw_hello(fd, 1, 1) == 1);
     return fd;
 }
 
@@ -194,9 +216,9 @@ static void case_oversized(void) {
     int64_t t0 = test_now_ms();
     run_case("oversized body_len (open)", 1, h, sizeof h, KVMUX_ERR_FRAME_TOO_LARGE);
     CHECK(test_now_ms() - t0 < 2000);
-    /* One byte over the default 2 MiB max frame. */
+    /* One byte over the 2 MiB max frame. */
     put_hdr(h, KVMUX_MAGIC, 1, KVMUX_FRAME_REQUEST, 0, 8, KVMUX_OP_SET, 8, 3,
-            KVMUX_DEFAULT_MAX_FRAME - KVMUX_FRAME_HDR_LEN + 1);
+            SRV_MAX_FRAME - KVMUX_FRAME_HDR_LEN + 1);
     run_case("body_len one over max frame", 1, h, sizeof h, KVMUX_ERR_FRAME_TOO_LARGE);
     /* A HELLO that claims a huge body before any handshake. */
     put_hdr(h, KVMUX_MAGIC, 1, KVMUX_FRAME_HELLO, 0, 0, 0, 2, 0, 0xFFFFFFFFu);
@@ -301,7 +323,7 @@ static void case_handshake(void) {
     run_case("HELLO min=max=9", 0, hello, n, KVMUX_ERR_UNSUPPORTED_VERSION);
 
     /* A HELLO whose header itself claims version 2: the handshake frame
-     * must use the handshake version (and v2 is not known anyway). */
+     * must use the handshake version (1), whatever versions exist. */
     n = kvmux_session_encode_hello(&s, hello, "v2-header");
     hello[1] = 2;
     run_case("HELLO with header version 2", 0, hello, n, KVMUX_ERR_BAD_VERSION);
@@ -363,10 +385,10 @@ static void case_request_level(void) {
     CHECK_EQ(f.request_id, 33);
     CHECK_EQ(f.code, KVMUX_STATUS_BAD_REQUEST);
 
-    /* Value one byte over --max-value (default 1 MiB), frame within the
-     * max frame: request-level TOO_LARGE. Likewise a key over --max-key. */
+    /* Value one byte over --max-value (1 MiB here), frame within the max
+     * frame: request-level TOO_LARGE. Likewise a key over --max-key. */
     {
-        size_t vlen = KVMUX_DEFAULT_MAX_VALUE + 1;
+        size_t vlen = SRV_MAX_VALUE + 1;
         uint8_t *big = malloc(KVMUX_FRAME_HDR_LEN + 8 + 16 + vlen);
         REQUIRE(big);
         uint8_t *val = calloc(1, vlen);
@@ -393,7 +415,7 @@ static void case_request_level(void) {
 
         b.request_id = 36;
         b.key = val; /* zeros: any bytes make a key */
-        b.key_len = KVMUX_DEFAULT_MAX_KEY + 1;
+        b.key_len = SRV_MAX_KEY + 1;
         b.value_len = 1;
         n = kvmux_frame_encode(big, &b);
         CHECK_EQ(test_write_all(fd, big, n), 0);
@@ -463,12 +485,56 @@ static void case_dribble(void) {
     check_others_served("dribbled frame");
 }
 
+/* On a session of the highest version both sides speak (v2 once the
+ * server has it), the version-independent header rules: a frame must carry
+ * the negotiated version (not 1 on a v2 session, never one above the
+ * highest), unknown types and undefined flag bits are errors. */
+static void case_latest_version(void) {
+    int fd = test_connect_raw(g_srv.port, IO_TIMEOUT_MS);
+    REQUIRE(fd >= 0);
+    int v = raw_hello(fd, KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
+    close(fd);
+    printf("latest common protocol version: %d\n", v);
+    CHECK(v >= 1 && v <= KVMUX_PROTO_VERSION_MAX);
+    if (v < 1) return;
+
+    struct {
+        const char *label;
+        int off, val, want;
+    } cases[] = {
+        {"latest: header version above the highest", 1, KVMUX_PROTO_VERSION_MAX + 1,
+         KVMUX_ERR_BAD_VERSION},
+        {"latest: header version 0", 1, 0, KVMUX_ERR_BAD_VERSION},
+        {"latest: header version 1 on a newer session", 1, 1, KVMUX_ERR_BAD_VERSION},
+        {"latest: unknown type 99", 2, 99, KVMUX_ERR_BAD_TYPE},
+        {"latest: unknown type 0", 2, 0, KVMUX_ERR_BAD_TYPE},
+        {"latest: undefined flag 0x80", 3, 0x80, KVMUX_ERR_BAD_FLAGS},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].off == 1 && cases[i].val == 1 && v == 1) continue; /* valid on v1 */
+        g_case++;
+        fd = test_connect_raw(g_srv.port, IO_TIMEOUT_MS);
+        REQUIRE(fd >= 0);
+        REQUIRE(raw_hello(fd, KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX) == v);
+        uint8_t buf[64];
+        size_t n = make_get(buf, 51, "k");
+        buf[1] = (uint8_t)v;
+        buf[cases[i].off] = (uint8_t)cases[i].val;
+        CHECK_EQ(test_write_all(fd, buf, n), 0);
+        expect_error_then_close(fd, cases[i].want, cases[i].label);
+        close(fd);
+        check_others_served(cases[i].label);
+    }
+}
+
 /* One server (short handshake timeout), one good client with background
  * load, every case in turn. */
 int main(void) {
     char hs[16];
     snprintf(hs, sizeof hs, "%d", HANDSHAKE_MS);
-    const char *const args[] = {"--handshake-timeout", hs, NULL};
+    /* Limits spelled out: the request-level TOO_LARGE cases depend on them. */
+    const char *const args[] = {"--handshake-timeout", hs, "--max-frame", "2M", "--max-value", "1M",
+                                "--max-key", "4096", NULL};
     REQUIRE(test_server_start(&g_srv, args) == 0);
     kvmux_options o;
     kvmux_options_init(&o);
@@ -486,6 +552,7 @@ int main(void) {
     case_request_level();
     case_dribble();
     case_handshake_timeout();
+    case_latest_version();
 
     atomic_store(&bg_stop, 1);
     pthread_join(bg, NULL); /* bounded: each call has a 5 s deadline */

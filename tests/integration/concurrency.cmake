@@ -12,6 +12,9 @@ if(TARGET kvmux AND TARGET kvmuxd)
   kvmux_add_test(credits_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/credits_test.c
     LIBS kvmux LABELS integration concurrent TIMEOUT 120)
+  kvmux_add_test(wait_fanout_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/wait_fanout_test.c
+    LIBS kvmux LABELS integration concurrent TIMEOUT 120)
   kvmux_add_test(idwrap_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/idwrap_test.c
     LIBS kvmux LABELS integration concurrent TIMEOUT 180)

@@ -16,7 +16,10 @@
  *     healthy.
  * (d) Exact credit accounting, seen from the wire: a fake server (a thread
  *     of this process) advertising 3 credits holds its replies back until
- *     the client has 3 requests unanswered, then answers them newest first.
+ *     the client has 3 requests unanswered, then answers them newest first;
+ *     then again with 16 credits and the client's max_outstanding = 2.
+ * (e) Queue limits of one frame and one byte slow the client down but never
+ *     deadlock it (a frame larger than the byte limit goes alone).
  *     32 threads of GETs must all get their own answer, the client must
  *     reach the cap and never pass it, never send id 0, never reuse an id
  *     still unanswered, and wrap its ids (it starts at 0xFFFFFFF0).
@@ -58,12 +61,33 @@ static double test_scale(void) {
     return v;
 }
 
-/* Encode a v1 REQUEST. extras may be NULL when extras_len is 0. */
+/* Header version of the raw frames: the version the raw session
+ * negotiated (frames without flags have the same layout in v1 and v2). */
+static uint8_t g_raw_version = 1;
+
+/* HELLO offering protocol versions [vmin, vmax] (default settings), then
+ * read the HELLO_ACK. Returns the version the server chose, or -1. */
+static int raw_hello(int fd, uint8_t vmin, uint8_t vmax) {
+    kvmux_session s;
+    kvmux_session_init(&s, KVMUX_ROLE_CLIENT, NULL);
+    uint8_t out[KVMUX_FRAME_HDR_LEN + 2 + KVMUX_MAX_NAME + 64];
+    size_t n = kvmux_session_encode_hello(&s, out, "credits_test");
+    out[KVMUX_FRAME_HDR_LEN] = vmin; /* extras: [min_version][max_version] */
+    out[KVMUX_FRAME_HDR_LEN + 1] = vmax;
+    if (test_write_all(fd, out, n) != 0) return -1;
+    uint8_t in[4096];
+    kvmux_frame f;
+    if (test_read_frame(fd, in, sizeof in, &f) <= 0 || f.type != KVMUX_FRAME_HELLO_ACK) return -1;
+    return f.code;
+}
+
+/* Encode a REQUEST with header version g_raw_version. extras may be NULL
+ * when extras_len is 0. */
 static size_t enc_req(uint8_t *out, uint32_t rid, uint8_t op, const uint8_t *extras,
                       uint8_t extras_len, const char *key) {
     kvmux_frame f;
     memset(&f, 0, sizeof f);
-    f.version = 1;
+    f.version = g_raw_version;
     f.type = KVMUX_FRAME_REQUEST;
     f.request_id = rid;
     f.code = op;
@@ -85,7 +109,8 @@ static size_t enc_wait(uint8_t *out, uint32_t rid, const char *key, uint64_t ver
 
 /* ---- (a) ---- */
 
-static void test_raw_busy(void) {
+/* (a) on a raw session offering versions [vmin, vmax]. */
+static void test_raw_busy(uint8_t vmin, uint8_t vmax) {
     const char *const args[] = {"--max-outstanding", "8", NULL};
     test_server srv;
     REQUIRE(test_server_start(&srv, args) == 0);
@@ -94,7 +119,10 @@ static void test_raw_busy(void) {
 
     int fd = test_connect_raw(srv.port, 5000);
     REQUIRE(fd >= 0);
-    REQUIRE(test_raw_handshake(fd) == 0);
+    int v = raw_hello(fd, vmin, vmax);
+    REQUIRE(v >= vmin && v <= vmax);
+    g_raw_version = (uint8_t)v;
+    printf("(a) raw session version %d\n", v);
 
     uint8_t out[4096];
     size_t n = 0;
@@ -211,7 +239,7 @@ static void test_client_respects_credits(void) {
     memset(&info, 0, sizeof info);
     kvmux_get_server_info(g_b, &info);
     CHECK_EQ(info.max_outstanding, 4);
-    CHECK_EQ(info.protocol_version, 1);
+    CHECK(info.protocol_version >= 1 && info.protocol_version <= KVMUX_PROTO_VERSION_MAX);
 
     g_b_ops = (long)(400 * test_scale());
     if (g_b_ops < 20) g_b_ops = 20;
@@ -372,24 +400,31 @@ static void test_backpressure(void) {
 
 /* ---- (d) ---- */
 
-/* A fake server with D_CREDITS credits that holds replies back until the
- * client has used all its credits (or goes quiet for a moment), then answers
+/* A fake server advertising `advertise` credits that holds replies back
+ * until the client has `cap` requests unanswered (cap = the smaller of the
+ * credits and the client's own max_outstanding option), or goes quiet for a
+ * moment, then answers
  * the held requests in reverse order. It records the largest number of
  * requests the client ever had unanswered, and every id rule violation:
  * id 0, or an id reused while still unanswered. GETs are answered with the
  * key itself as the value, so a misrouted reply is visible to the caller. */
-#define D_CREDITS 3
 #define D_THREADS 32
 #define D_CALLS 40 /* per thread */
 
 typedef struct fake_srv {
     int lfd;
+    uint32_t advertise;       /* MAX_OUTSTANDING sent in HELLO_ACK */
+    uint32_t cap;             /* what the client may use */
     uint32_t max_seen;        /* most requests unanswered at once */
-    uint32_t over_credit;     /* requests beyond D_CREDITS */
+    uint32_t over_credit;     /* requests beyond cap */
     uint32_t id_zero;
     uint32_t id_dup;          /* id reused while unanswered */
     uint32_t requests;
     int saw_high, saw_wrap;   /* ids >= 0xFFFFFF00, then a small id after */
+    uint32_t last_id;
+    uint32_t id_backwards;    /* informational: ids below the previous one
+                                 (not counting the wrap); PROTOCOL.md says
+                                 ids are allocated increasingly */
     int handshake_ok;
 } fake_srv;
 
@@ -400,6 +435,8 @@ typedef struct held {
     uint16_t klen;
 } held;
 
+static uint8_t g_fake_version = 1; /* the fake session's negotiated version */
+
 /* Answer held request h: OK, version 1, value = its key. */
 static void fake_answer(int fd, held *h) {
     uint8_t out[KVMUX_FRAME_HDR_LEN + 8 + 64];
@@ -407,7 +444,7 @@ static void fake_answer(int fd, held *h) {
     kvmux_store_u64be(ext, 1);
     kvmux_frame f;
     memset(&f, 0, sizeof f);
-    f.version = 1;
+    f.version = g_fake_version;
     f.type = KVMUX_FRAME_RESPONSE;
     f.request_id = h->id;
     f.code = KVMUX_STATUS_OK;
@@ -418,7 +455,7 @@ static void fake_answer(int fd, held *h) {
     test_write_all(fd, out, kvmux_frame_encode(out, &f));
 }
 
-/* The fake server thread: handshake with D_CREDITS credits, then hold
+/* The fake server thread: handshake advertising fs->advertise, then hold
  * and answer requests as described above until EOF (bounded: 60 s). */
 static void *fake_main(void *arg) {
     fake_srv *fs = arg;
@@ -431,7 +468,7 @@ static void *fake_main(void *arg) {
     kvmux_frame f;
     kvmux_settings st;
     kvmux_settings_default(&st);
-    st.max_outstanding = D_CREDITS;
+    st.max_outstanding = fs->advertise;
     kvmux_session sess;
     kvmux_session_init(&sess, KVMUX_ROLE_SERVER, &st);
     if (test_read_frame(fd, in, sizeof in, &f) <= 0 || kvmux_session_check_recv(&sess, &f) != 0) {
@@ -445,6 +482,7 @@ static void *fake_main(void *arg) {
         return NULL;
     }
     fs->handshake_ok = 1;
+    g_fake_version = sess.version;
 
     held hs[64];
     uint32_t nheld = 0;
@@ -452,7 +490,7 @@ static void *fake_main(void *arg) {
     while (test_now_ms() < deadline) {
         struct pollfd p = {fd, POLLIN, 0};
         int r = poll(&p, 1, 2);
-        if (r == 0 || nheld >= D_CREDITS) {
+        if (r == 0 || nheld >= fs->cap) {
             /* Quiet, or the client used every credit: answer, newest first. */
             while (nheld > 0) fake_answer(fd, &hs[--nheld]);
             if (r == 0) continue;
@@ -472,6 +510,9 @@ static void *fake_main(void *arg) {
         if (f.request_id == 0) fs->id_zero++;
         if (f.request_id >= 0xFFFFFF00u) fs->saw_high = 1;
         if (fs->saw_high && f.request_id < 0x100u) fs->saw_wrap = 1;
+        if (f.request_id < fs->last_id && !(fs->last_id >= 0xFFFFFF00u && f.request_id < 0x100u))
+            fs->id_backwards++;
+        fs->last_id = f.request_id;
         for (uint32_t i = 0; i < nheld; i++)
             if (hs[i].id == f.request_id) fs->id_dup++;
         if (nheld >= sizeof hs / sizeof hs[0]) {
@@ -480,7 +521,7 @@ static void *fake_main(void *arg) {
         }
         held *h = &hs[nheld++];
         if (nheld > fs->max_seen) fs->max_seen = nheld;
-        if (nheld > D_CREDITS) fs->over_credit++;
+        if (nheld > fs->cap) fs->over_credit++;
         h->id = f.request_id;
         h->op = f.code;
         h->klen = f.key_len < sizeof h->key ? f.key_len : (uint16_t)(sizeof h->key);
@@ -512,9 +553,13 @@ static void *d_worker(void *arg) {
 }
 
 /* (d): run the fake server and the client; check what the fake saw. */
-static void test_fake_server_counts_credits(void) {
+static void test_fake_server_counts_credits(uint32_t advertise, uint32_t client_cap) {
     fake_srv fs;
     memset(&fs, 0, sizeof fs);
+    fs.advertise = advertise;
+    fs.cap = client_cap && client_cap < advertise ? client_cap : advertise;
+    atomic_store(&d_ok, 0);
+    atomic_store(&d_bad, 0);
     fs.lfd = socket(AF_INET, SOCK_STREAM, 0);
     REQUIRE(fs.lfd >= 0);
     struct sockaddr_in a;
@@ -531,10 +576,14 @@ static void test_fake_server_counts_credits(void) {
     kvmux_options o;
     kvmux_options_init(&o);
     o.first_request_id = 0xFFFFFFF0u;
+    o.max_outstanding = client_cap;
     REQUIRE(kvmux_connect(&g_d, "127.0.0.1", ntohs(a.sin_port), &o) == 0);
     kvmux_server_info info;
     kvmux_get_server_info(g_d, &info);
-    CHECK_EQ(info.max_outstanding, D_CREDITS);
+    /* kvmux.h calls this "the settings the server granted" and "the
+     * client's credits": with a client cap those differ, and both readings
+     * are accepted (the library currently reports the effective cap). */
+    CHECK(info.max_outstanding == advertise || info.max_outstanding == fs.cap);
     CHECK(strcmp(info.server_name, "fake-credits") == 0);
 
     pthread_t th[D_THREADS];
@@ -546,26 +595,83 @@ static void test_fake_server_counts_credits(void) {
     pthread_join(ft, NULL); /* the fake ends on EOF, or after its 60 s bound */
     close(fs.lfd);
 
-    printf("(d) fake server: %u requests, at most %u unanswered (credits %d), "
-           "%u over credit, %u id 0, %u ids reused while pending, wrap seen %d\n",
-           fs.requests, fs.max_seen, D_CREDITS, fs.over_credit, fs.id_zero, fs.id_dup,
-           fs.saw_wrap);
+    printf("(d) fake server: %u requests, at most %u unanswered (credits %u, client cap %u), "
+           "%u over, %u id 0, %u ids reused while pending, wrap seen %d, %u ids below the "
+           "previous one\n", fs.requests, fs.max_seen, advertise, client_cap, fs.over_credit,
+           fs.id_zero, fs.id_dup, fs.saw_wrap, fs.id_backwards);
     CHECK(fs.handshake_ok);
     CHECK_EQ(atomic_load(&d_ok), D_THREADS * D_CALLS);
     CHECK_EQ(atomic_load(&d_bad), 0);
     CHECK_EQ(fs.requests, D_THREADS * D_CALLS);
-    CHECK_EQ(fs.max_seen, D_CREDITS); /* the cap was reached, never passed */
+    CHECK_EQ(fs.max_seen, fs.cap); /* the cap was reached, never passed */
     CHECK_EQ(fs.over_credit, 0);
     CHECK_EQ(fs.id_zero, 0);
     CHECK_EQ(fs.id_dup, 0);
     CHECK(fs.saw_wrap);
 }
 
-/* Cases (a) to (d), each with its own server. */
+/* ---- (e) ---- */
+
+/* Tiny queue limits (1 frame, 1 byte) never deadlock: every frame is
+ * admitted alone once the queue drains, so 16 threads of SET/GET with
+ * 4 KiB values all complete, just one frame at a time. */
+#define E_THREADS 16
+#define E_VALUE 4096
+static kvmux_client *g_e;
+static atomic_long e_ok, e_bad;
+
+/* Thread body for (e): SET a 4 KiB value, GET it back, check it. */
+static void *e_worker(void *arg) {
+    int id = (int)(intptr_t)arg;
+    char key[32];
+    snprintf(key, sizeof key, "cr:e:%d", id);
+    static _Thread_local uint8_t val[E_VALUE];
+    for (int i = 0; i < 50; i++) {
+        memset(val, 'a' + (id + i) % 26, sizeof val);
+        int rc = kvmux_set(g_e, key, strlen(key), val, sizeof val, 0, NULL, CALL_TIMEOUT_MS);
+        kvmux_value *v = NULL;
+        if (rc == 0) rc = kvmux_get(g_e, key, strlen(key), &v, CALL_TIMEOUT_MS);
+        if (rc == 0 && v->len == sizeof val && memcmp(v->data, val, sizeof val) == 0)
+            atomic_fetch_add(&e_ok, 1);
+        else if (atomic_fetch_add(&e_bad, 1) < 5)
+            fprintf(stderr, "(e) thread %d: %s\n", id, rc ? kvmux_strerror(rc) : "wrong value");
+        kvmux_value_free(v);
+    }
+    return NULL;
+}
+
+/* (e): E_THREADS workers on a client whose queue holds one frame, one byte. */
+static void test_tiny_queue(void) {
+    test_server srv;
+    REQUIRE(test_server_start(&srv, NULL) == 0);
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.queue_limit = 1;
+    o.queue_bytes_limit = 1;
+    REQUIRE(kvmux_connect(&g_e, "127.0.0.1", srv.port, &o) == 0);
+    pthread_t th[E_THREADS];
+    int64_t t0 = test_now_ms();
+    for (int i = 0; i < E_THREADS; i++)
+        REQUIRE(pthread_create(&th[i], NULL, e_worker, (void *)(intptr_t)i) == 0);
+    for (int i = 0; i < E_THREADS; i++) pthread_join(th[i], NULL);
+    printf("(e) queue limit 1 frame / 1 byte: %ld ok, %ld bad in %lld ms\n", atomic_load(&e_ok),
+           atomic_load(&e_bad), (long long)(test_now_ms() - t0));
+    CHECK_EQ(atomic_load(&e_ok), E_THREADS * 50);
+    CHECK_EQ(atomic_load(&e_bad), 0);
+    CHECK_EQ(kvmux_connection_error(g_e, NULL, 0), 0);
+    kvmux_close(g_e);
+    CHECK_EQ(test_server_stop(&srv, 10000), 0);
+}
+
+/* Cases (a) to (e), each with its own server. */
 int main(void) {
-    test_raw_busy();
+    test_raw_busy(1, 1);
+    /* Again on the newest version both sides speak, if that is not v1. */
+    test_raw_busy(KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
     test_client_respects_credits();
     test_backpressure();
-    test_fake_server_counts_credits();
+    test_fake_server_counts_credits(3, 0);
+    test_fake_server_counts_credits(16, 2); /* the client's own cap binds */
+    test_tiny_queue();
     return test_report();
 }
