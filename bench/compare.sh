@@ -1,35 +1,46 @@
 #!/usr/bin/env bash
-# bench/compare.sh: kvmuxd vs redis-server on one machine, side by side.
+# bench/compare.sh: kvmuxd vs redis-server on one machine, side by side,
+# and the issue-4 target ratios.
 #
-# Starts a kvmuxd (a Release build: given with -k, or built into ./build) and
-# a redis-server (loopback only, no persistence, on a free port picked by a
-# bind test), then runs
-#   redis-benchmark -c 1 -P 64 -t set,get -d SIZE -n N      (pipelined, 1 conn)
-#   redis-benchmark -c 1 -P 1  -t set,get -d SIZE -n N/10   (one at a time)
-#   kvmux-bench --mode serial            --op set|get -s SIZE -d SECS
-#   kvmux-bench --mode sync -t 64 -c 1   --op set|get -s SIZE -d SECS
-# for SIZE in 3 and 100 bytes, and prints one table: ops/s, p50 and p99 in
-# microseconds, and kvmux/redis throughput ratios. Both servers are stopped
-# (by PID) on exit, whatever happens.
+# Starts a kvmuxd (a Release build: given with -k, or built into ./build), a
+# second kvmuxd with --threads 2, and a redis-server (loopback only, no
+# persistence, on a free port picked by a bind test), then for SIZE in 3 and
+# 100 bytes and OP in set, get runs
+#   redis-benchmark -c 1 -P 64 -t OP -d SIZE -n N       (pipelined, 1 conn)
+#   redis-benchmark -c 1 -P 1  -t OP -d SIZE -n N/10    (one at a time)
+#   kvmux-bench --mode serial                     (one caller, 1 conn)
+#   kvmux-bench --mode sync -t 64                 (64 blocking threads, 1 conn)
+#   kvmux-bench --mode async --depth 64           (default driver: loop)
+#   kvmux-bench --mode async --depth 64 --driver callback
+# and, against the --threads 2 server, 100-byte GET and SET with
+#   kvmux-bench --mode async --depth 64 -c 1   and   -c 8
+# It prints one table (ops/s, p50/p99 in microseconds, peak client RSS, the
+# server's RSS after the run) and the target ratios of issue 4:
+#   a. 64 callers on one connection / one serial caller      >= 25
+#      (64 callers = sync -t 64; the async depth-64 ratio is shown too)
+#   b. async depth 64 / redis-benchmark -c 1 -P 64           >= 1.5, p99 no worse
+#   c. sync 64 threads / async depth 64                      >= 0.5
+#   e. --threads 2 server: 8 conns x 64 / 1 conn x 64        >= 1.5
+# All servers are stopped (by PID) on exit, whatever happens.
 #
 # The numbers are what they are: nothing here tunes, retries or picks the
 # best of several runs. On a small shared machine the load generator and the
-# server compete for the same cores, so treat single runs as rough.
+# server compete for the same cores, so compare ratios from one run only.
 #
 # Usage: bench/compare.sh [-k KVMUXD] [-b KVMUX_BENCH] [-n N] [-d SECONDS]
 #                         [-K KEYSPACE] [-o OUT.md]
 #   -k  kvmuxd binary (default ./build/kvmuxd, built as Release if missing)
 #   -b  kvmux-bench binary (default next to kvmuxd)
-#   -n  requests per redis-benchmark -P 64 test (default 1000000; -P 1 runs
-#       use N/10), so that each redis test lasts about a second
+#   -n  requests per redis-benchmark -P 64 test (default 2000000; -P 1 runs
+#       use N/10), so that each redis test lasts about a second or two
 #   -d  seconds per kvmux-bench run (default 4)
 #   -K  keyspace for both tools (default 10000; GET runs see every key)
-#   -o  also write the table to this file
+#   -o  also write the table and ratios to this file
 set -euo pipefail
 
 KVMUXD=""
 KVMUX_BENCH=""
-N=1000000
+N=2000000
 SECS=4
 KEYSPACE=10000
 OUT=""
@@ -54,6 +65,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 for tool in redis-server redis-benchmark redis-cli python3; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool not found" >&2; exit 1; }
 done
+# Peak RSS of each kvmux-bench run, when GNU time is there.
+GNUTIME=""
+[ -x /usr/bin/time ] && /usr/bin/time -f %M true >/dev/null 2>&1 && GNUTIME=/usr/bin/time
 
 if [ -z "$KVMUXD" ]; then
     KVMUXD=$ROOT/build/kvmuxd
@@ -74,14 +88,15 @@ fi
 
 WORK=$(mktemp -d /tmp/kvmux-compare.XXXXXX)
 KVMUXD_PID=""
+KVMUXD2_PID=""
 REDIS_PID=""
 TOOL_PID=""
 cleanup() {
     # Only the processes this script started, by PID.
-    for pid in $TOOL_PID $KVMUXD_PID $REDIS_PID; do
+    for pid in $TOOL_PID $KVMUXD_PID $KVMUXD2_PID $REDIS_PID; do
         kill "$pid" 2>/dev/null || true
     done
-    for pid in $TOOL_PID $KVMUXD_PID $REDIS_PID; do
+    for pid in $TOOL_PID $KVMUXD_PID $KVMUXD2_PID $REDIS_PID; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
@@ -127,17 +142,33 @@ for _ in range(50):
 EOF
 }
 
-# --- start kvmuxd on an ephemeral port; it prints "listening on ADDR:PORT".
-"$KVMUXD" --bind 127.0.0.1 --port 0 >"$WORK/kvmuxd.out" 2>"$WORK/kvmuxd.err" &
-KVMUXD_PID=$!
-KPORT=""
-for _ in $(seq 100); do
-    KPORT=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\).*/\1/p' "$WORK/kvmuxd.out" | head -1)
-    [ -n "$KPORT" ] && break
-    kill -0 "$KVMUXD_PID" 2>/dev/null || break
-    sleep 0.1
-done
-[ -n "$KPORT" ] || { echo "compare.sh: kvmuxd did not start:" >&2; cat "$WORK/kvmuxd.err" >&2; exit 1; }
+# Resident set size of a process in KiB ("-" if gone).
+rss_kb() {
+    sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status" 2>/dev/null || echo -
+}
+
+# --- start a kvmuxd on an ephemeral port; it prints "listening on ADDR:PORT".
+# Sets KPORT_OUT and PID_OUT.
+start_kvmuxd() { # tag extra-args...
+    local tag=$1
+    shift
+    "$KVMUXD" --bind 127.0.0.1 --port 0 "$@" >"$WORK/$tag.out" 2>"$WORK/$tag.err" &
+    PID_OUT=$!
+    KPORT_OUT=""
+    for _ in $(seq 100); do
+        KPORT_OUT=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\).*/\1/p' "$WORK/$tag.out" | head -1)
+        [ -n "$KPORT_OUT" ] && break
+        kill -0 "$PID_OUT" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -n "$KPORT_OUT" ] || { echo "compare.sh: kvmuxd $* did not start:" >&2; cat "$WORK/$tag.err" >&2; exit 1; }
+}
+start_kvmuxd kvmuxd
+KVMUXD_PID=$PID_OUT
+KPORT=$KPORT_OUT
+start_kvmuxd kvmuxd2 --threads 2
+KVMUXD2_PID=$PID_OUT
+KPORT2=$KPORT_OUT
 
 # --- start redis-server, loopback only, no persistence.
 RPORT=$(free_port)
@@ -153,25 +184,38 @@ done
 [ "$(redis-cli -p "$RPORT" ping 2>/dev/null)" = "PONG" ] ||
     { echo "compare.sh: redis-server did not start" >&2; cat "$WORK/redis.log" >&2; exit 1; }
 
-echo "$("$KVMUXD" --version 2>/dev/null | head -1 || true) on :$KPORT (pid $KVMUXD_PID);" \
+echo "$("$KVMUXD" --version 2>/dev/null | head -1 || true) on :$KPORT (pid $KVMUXD_PID)" \
+     "and :$KPORT2 --threads 2 (pid $KVMUXD2_PID);" \
      "$(redis-server --version | cut -d' ' -f1-3) on :$RPORT (pid $REDIS_PID)" >&2
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
-# Rows collected as: op size client ops p50_us p99_us
+# Rows collected as: op size client ops p50_us p99_us client_rss_kb server_rss_kb
 ROWS=$WORK/rows
 
 # redis-benchmark --csv prints, per test:
 # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-run_redis() { # size pipeline n label
-    local size=$1 pipe=$2 n=$3 label=$4
-    echo "redis-benchmark -c 1 -P $pipe -t set,get -d $size -n $n -r $KEYSPACE" >&2
-    run_tool "$WORK/redis.csv" redis-benchmark -h 127.0.0.1 -p "$RPORT" -c 1 -P "$pipe" \
-        -t set,get -d "$size" -n "$n" -r "$KEYSPACE" --csv ||
-        { echo "compare.sh: redis-benchmark failed" >&2; return 0; }
+run_redis() { # op size pipeline n label
+    local op=$1 size=$2 pipe=$3 n=$4 label=$5
+    echo "redis-benchmark -c 1 -P $pipe -t $op -d $size -n $n -r $KEYSPACE" >&2
+    local peak=-
+    if [ -n "$GNUTIME" ]; then
+        run_tool "$WORK/redis.csv" "$GNUTIME" -o "$WORK/time" -f %M \
+            redis-benchmark -h 127.0.0.1 -p "$RPORT" -c 1 -P "$pipe" \
+            -t "$op" -d "$size" -n "$n" -r "$KEYSPACE" --csv ||
+            { echo "compare.sh: redis-benchmark failed" >&2; return 0; }
+        peak=$(tail -1 "$WORK/time")
+    else
+        run_tool "$WORK/redis.csv" redis-benchmark -h 127.0.0.1 -p "$RPORT" -c 1 -P "$pipe" \
+            -t "$op" -d "$size" -n "$n" -r "$KEYSPACE" --csv ||
+            { echo "compare.sh: redis-benchmark failed" >&2; return 0; }
+    fi
+    local srss
+    srss=$(rss_kb "$REDIS_PID")
     tr -d '"' <"$WORK/redis.csv" |
-        awk -F, -v size="$size" -v label="$label" '
+        awk -F, -v size="$size" -v label="$label" -v crss="$peak" -v srss="$srss" '
             $1 == "SET" || $1 == "GET" {
-                printf "%s %s %s %.0f %.1f %.1f\n", $1, size, label, $2, $5 * 1000, $7 * 1000
+                printf "%s %s %s %.0f %.1f %.1f %s %s\n", $1, size, label, $2, $5 * 1000,
+                    $7 * 1000, crss, srss
             }' >>"$ROWS"
 }
 
@@ -179,71 +223,110 @@ jfield() { # json name
     sed -n "s/.*\"$2\":\([-0-9.]*\).*/\1/p" <<<"$1"
 }
 
-run_kvmux() { # op size label args...
-    local op=$1 size=$2 label=$3
-    shift 3
+run_kvmux() { # port server-pid op size label args...
+    local port=$1 spid=$2 op=$3 size=$4 label=$5
+    shift 5
     local extra=()
     [ "$op" = "get" ] && extra=(--preload)
     echo "kvmux-bench $* --op $op -s $size -k $KEYSPACE -d $SECS ${extra[*]}" >&2
-    if ! run_tool "$WORK/kvmux.json" "$KVMUX_BENCH" -h 127.0.0.1 -p "$KPORT" "$@" \
-            --op "$op" -s "$size" -k "$KEYSPACE" -d "$SECS" "${extra[@]}" --json -q; then
+    local timecmd=()
+    [ -n "$GNUTIME" ] && timecmd=("$GNUTIME" -o "$WORK/time" -f %M)
+    if ! run_tool "$WORK/kvmux.json" "${timecmd[@]}" "$KVMUX_BENCH" -h 127.0.0.1 -p "$port" \
+            "$@" --op "$op" -s "$size" -k "$KEYSPACE" -d "$SECS" "${extra[@]}" --json -q; then
         echo "compare.sh: kvmux-bench failed" >&2
         return 0
     fi
-    local js errors
+    local js errors peak=-
     js=$(cat "$WORK/kvmux.json")
+    [ -n "$GNUTIME" ] && peak=$(tail -1 "$WORK/time")
     errors=$(jfield "$js" errors)
     [ "$errors" = "0" ] || echo "compare.sh: warning: kvmux-bench reported $errors errors" >&2
-    printf "%s %s %s %.0f %s %s\n" "${op^^}" "$size" "$label" "$(jfield "$js" ops_per_sec)" \
-        "$(jfield "$js" p50)" "$(jfield "$js" p99)" >>"$ROWS"
+    printf "%s %s %s %.0f %s %s %s %s\n" "${op^^}" "$size" "$label" "$(jfield "$js" ops_per_sec)" \
+        "$(jfield "$js" p50)" "$(jfield "$js" p99)" "$peak" "$(rss_kb "$spid")" >>"$ROWS"
 }
 
 START=$(date +%s)
 for size in 3 100; do
-    run_redis "$size" 64 "$N" redis-P64
-    run_redis "$size" 1 $((N / 10)) redis-P1
     for op in set get; do
-        run_kvmux "$op" "$size" kvmux-serial --mode serial -c 1
-        run_kvmux "$op" "$size" kvmux-sync64 --mode sync -c 1 -t 64
+        run_redis "$op" "$size" 64 "$N" redis-P64
+        run_redis "$op" "$size" 1 $((N / 10)) redis-P1
+        run_kvmux "$KPORT" "$KVMUXD_PID" "$op" "$size" kvmux-serial --mode serial -c 1
+        run_kvmux "$KPORT" "$KVMUXD_PID" "$op" "$size" kvmux-sync64 --mode sync -c 1 -t 64
+        run_kvmux "$KPORT" "$KVMUXD_PID" "$op" "$size" kvmux-async64 --mode async -c 1 --depth 64
+        run_kvmux "$KPORT" "$KVMUXD_PID" "$op" "$size" kvmux-async64cb --mode async -c 1 \
+            --depth 64 --driver callback
     done
+done
+for op in set get; do
+    run_kvmux "$KPORT2" "$KVMUXD2_PID" "$op" 100 t2-1x64 --mode async -c 1 --depth 64
+    run_kvmux "$KPORT2" "$KVMUXD2_PID" "$op" 100 t2-8x64 --mode async -c 8 --depth 64
 done
 ELAPSED=$(($(date +%s) - START))
 
-# --- the table.
+# --- the table and the ratios.
 table() {
-    echo "| op  | value | client | ops/s | p50 us | p99 us | ops/s vs redis -P64 | ops/s vs redis -P1 |"
-    echo "|-----|------:|--------|------:|-------:|-------:|--------------------:|-------------------:|"
+    echo "| op  | value | client | ops/s | p50 us | p99 us | vs redis -P64 | client peak RSS KiB | server RSS KiB |"
+    echo "|-----|------:|--------|------:|-------:|-------:|--------------:|------:|------:|"
     awk '
         { key = $1 " " $2; ops[key, $3] = $4; p50[key, $3] = $5; p99[key, $3] = $6
+          crss[key, $3] = $7; srss[key, $3] = $8
           if (!(key in seen)) { seen[key] = 1; order[n++] = key } }
         END {
-            split("redis-P64 redis-P1 kvmux-serial kvmux-sync64", clients, " ")
+            nc = split("redis-P64 redis-P1 kvmux-serial kvmux-sync64 kvmux-async64 kvmux-async64cb t2-1x64 t2-8x64", clients, " ")
             names["redis-P64"] = "redis-benchmark -c1 -P64"
             names["redis-P1"] = "redis-benchmark -c1 -P1"
-            names["kvmux-serial"] = "kvmux-bench serial, 1 conn"
-            names["kvmux-sync64"] = "kvmux-bench sync, 1 conn x 64 threads"
+            names["kvmux-serial"] = "kvmux serial, 1 conn"
+            names["kvmux-sync64"] = "kvmux sync, 1 conn x 64 threads"
+            names["kvmux-async64"] = "kvmux async loop, 1 conn, depth 64"
+            names["kvmux-async64cb"] = "kvmux async callback, 1 conn, depth 64"
+            names["t2-1x64"] = "kvmux async, --threads 2 server, 1 conn x 64"
+            names["t2-8x64"] = "kvmux async, --threads 2 server, 8 conns x 64"
             for (i = 0; i < n; i++) {
                 k = order[i]; split(k, f, " ")
-                for (c = 1; c <= 4; c++) {
+                for (c = 1; c <= nc; c++) {
                     cl = clients[c]
                     if (!((k, cl) in ops)) continue
-                    r64 = "-"; r1 = "-"
-                    if (cl ~ /^kvmux/ && ops[k, "redis-P64"] > 0)
+                    r64 = "-"
+                    if (cl ~ /^(kvmux|t2)/ && ops[k, "redis-P64"] > 0)
                         r64 = sprintf("%.2f", ops[k, cl] / ops[k, "redis-P64"])
-                    if (cl ~ /^kvmux/ && ops[k, "redis-P1"] > 0)
-                        r1 = sprintf("%.2f", ops[k, cl] / ops[k, "redis-P1"])
-                    printf "| %s | %s B | %s | %d | %.1f | %.1f | %s | %s |\n",
-                        f[1], f[2], names[cl], ops[k, cl], p50[k, cl], p99[k, cl], r64, r1
+                    printf "| %s | %s B | %s | %d | %.1f | %.1f | %s | %s | %s |\n",
+                        f[1], f[2], names[cl], ops[k, cl], p50[k, cl], p99[k, cl], r64,
+                        crss[k, cl], srss[k, cl]
                 }
             }
+            print ""
+            print "Targets (ratios of ops/s in this run):"
+            print ""
+            print "| op | value | a: sync64/serial (>=25) | a: async64/serial | b: async64/redis-P64 (>=1.5) | b: p99 kvmux/redis | c: sync64/async64 (>=0.5) | e: 8x64/1x64, --threads 2 (>=1.5) |"
+            print "|----|------:|------:|------:|------:|------:|------:|------:|"
+            for (i = 0; i < n; i++) {
+                k = order[i]; split(k, f, " ")
+                a = r(k, "kvmux-sync64", "kvmux-serial", 25)
+                a2 = r(k, "kvmux-async64", "kvmux-serial", 25)
+                b = r(k, "kvmux-async64", "redis-P64", 1.5)
+                bp = "-"
+                if (((k, "kvmux-async64") in p99) && p99[k, "redis-P64"] > 0)
+                    bp = sprintf("%.2f %s", p99[k, "kvmux-async64"] / p99[k, "redis-P64"],
+                                 p99[k, "kvmux-async64"] <= p99[k, "redis-P64"] ? "met" : "NOT met")
+                c = r(k, "kvmux-sync64", "kvmux-async64", 0.5)
+                e = r(k, "t2-8x64", "t2-1x64", 1.5)
+                printf "| %s | %s B | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], a, a2, b, bp, c, e
+            }
+        }
+        function r(k, num, den, target,   v) {
+            if (!((k, num) in ops) || !((k, den) in ops) || ops[k, den] <= 0) return "-"
+            v = ops[k, num] / ops[k, den]
+            return sprintf("%.2f %s", v, v >= target ? "met" : "NOT met")
         }' "$ROWS"
     echo
     echo "kvmux runs: ${SECS}s each, keyspace $KEYSPACE (GET runs preloaded); redis runs: -n $N" \
          "(-P 1: -n $((N / 10))), -r $KEYSPACE. $(nproc) cores shared by server and client;" \
          "load average at the end $(cut -d' ' -f1-3 /proc/loadavg); total ${ELAPSED}s."
+    echo "Client RSS: peak (GNU time %M) of the load generator for that run; server RSS:" \
+         "the server's VmRSS right after it."
     echo "redis-benchmark -P 64 gives every request of a batch the same latency, from writing" \
          "the batch to the first reply bytes (readHandler), so its p50/p99 understate the" \
-         "per-request wait; kvmux-bench times each call from entry to return."
+         "per-request wait; kvmux-bench times each request from submit to completion."
 }
 table
 if [ -n "$OUT" ]; then table >"$OUT"; fi

@@ -49,14 +49,18 @@ typedef enum kvmux_error {
     KVMUX_EINVAL = -11,     /* bad argument (NULL key, empty key, ...) */
     KVMUX_ENOMEM = -12,     /* out of memory (the library never aborts) */
     KVMUX_EUNSUPPORTED = -13, /* server does not know the operation */
-    KVMUX_ESHUTDOWN = -14,  /* server is shutting down: not processed */
+    KVMUX_ESHUTDOWN = -14,  /* server is shutting down (or draining after a
+                               GOAWAY): not processed, safe to retry */
+    KVMUX_ECANCELED = -15,  /* the request was cancelled (protocol v2) */
     /* Fatal: the connection is gone. */
     KVMUX_E_FATAL = -100,
     KVMUX_ECLOSED = -101,   /* connection closed (EOF, reset, kvmux_close) */
     KVMUX_EPROTO = -102,    /* protocol error (ours or reported by the server) */
     KVMUX_ECONNECT = -103,  /* could not connect / resolve */
     KVMUX_ENOVERSION = -104,/* no protocol version in common with the server */
-    KVMUX_EIO = -105        /* socket error other than a clean close */
+    KVMUX_EIO = -105,       /* socket error other than a clean close */
+    KVMUX_EKEEPALIVE = -106 /* the server sent nothing within the keepalive
+                               timeout (kvmux_options.keepalive_*) */
 } kvmux_error;
 
 /* Human-readable name for any code above ("connection closed", ...). Never
@@ -89,6 +93,21 @@ typedef struct kvmux_options {
     const char *client_name;     /* sent in HELLO; may be NULL */
     uint32_t first_request_id;   /* testing: start ids near a wrap point; 0 =
                                     default */
+    /* Added with protocol v2 (kvmux_options_init sets the defaults). */
+    uint32_t max_value_size;     /* largest value we accept in a reply (GET,
+                                    WAIT), advertised in HELLO; on v2 larger
+                                    values arrive fragmented; default 64 MiB,
+                                    at most 512 MiB. A v1 connection is
+                                    bounded by max_frame_size anyway. */
+    uint8_t max_protocol_version;/* highest protocol version proposed, 1..2;
+                                    default 2 (1 forces v1, e.g. for tests) */
+    int keepalive_interval_ms;   /* PING the server after this long without
+                                    receiving anything; 0 = off (default) */
+    int keepalive_timeout_ms;    /* after such a PING, nothing at all received
+                                    for this long fails the connection with
+                                    KVMUX_EKEEPALIVE (every pending call gets
+                                    it); 0 = never (PINGs only). Needs
+                                    keepalive_interval_ms > 0. Default 0. */
 } kvmux_options;
 
 /* Fill o with defaults. Thread-safe: yes. */
@@ -107,7 +126,16 @@ int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
  * returns KVMUX_ECLOSED at once; kvmux_close waits (boundedly: the calls are
  * woken, not awaited) until those threads have left the library, then joins
  * its threads and frees everything. No call may *start* on c after
- * kvmux_close has been called. c may be NULL. Thread-safe: yes, once. */
+ * kvmux_close has been called. c may be NULL. Thread-safe: yes, once.
+ *
+ * Async requests (see "Asynchronous API" below): every callback still
+ * owed runs, with KVMUX_ECLOSED, before kvmux_close returns (on the
+ * client's completion thread, or in event-loop mode on the calling loop
+ * thread); a callback may submit during this, and the submit fails with
+ * KVMUX_ECLOSED. Every future of c is complete when kvmux_close returns
+ * and stays valid until kvmux_future_free. kvmux_close may be called from
+ * inside one of c's own callbacks: the close then finishes after that
+ * callback returns (the handle must not be used after the call). */
 void kvmux_close(kvmux_client *c);
 
 /* The connection's terminal error (0 while it is healthy) and, if msg is
@@ -218,6 +246,274 @@ int kvmux_wait(kvmux_client *c, const void *key, size_t key_len,
                uint64_t version, uint32_t wait_ms, kvmux_value **out,
                int timeout_ms);
 int kvmux_ping(kvmux_client *c, int timeout_ms);
+
+/* Protocol v2 (negotiated unless kvmux_options.max_protocol_version is
+ * 1 or the server is v1): every request carries its remaining timeout as
+ * a deadline, so the server drops work nobody waits for any more (a WAIT
+ * past its caller's timeout is answered TIMEOUT); values larger than the
+ * server's frame size travel fragmented, interleaved with other requests
+ * (a small request never waits behind more than one 64 KiB fragment); a
+ * server that is draining (GOAWAY) makes new calls fail fast with
+ * KVMUX_ESHUTDOWN while the requests already sent get their answers. */
+
+/* ==== Asynchronous API ====
+ *
+ * Submit a request and get its reply later, through a callback or a
+ * future, without a thread per request. Works on any client: a threaded
+ * one from kvmux_connect (any thread may submit) or an event-loop one from
+ * kvmux_async_connect (everything on the loop thread).
+ *
+ * The rule (libuv, hiredis): a submit that returns 0 completes exactly
+ * once -- reply, server error, timeout, connection loss or kvmux_close --
+ * and a submit that returns an error never completes (no callback, no
+ * future).
+ *
+ * Deadlines: timeout_ms covers the whole request (waiting in the library's
+ * queue, waiting for a credit, the round trip). KVMUX_TIMEOUT_DEFAULT takes
+ * kvmux_options.request_timeout_ms, plus wait_ms for a WAIT. Deadlines are
+ * kept in a timer heap serviced by the client itself (its completion
+ * thread, or the loop's timer in event-loop mode), independently of the
+ * socket: a stalled server cannot delay a timeout. A request that times out
+ * after it was sent keeps its id reserved until the late reply arrives
+ * (then dropped), exactly as for kvmux_call.
+ *
+ * Backpressure: a submit never blocks. When a credit is free and the
+ * outbound queue has room the request is encoded at once. Otherwise
+ * kvmux_call_async / kvmux_call_future park it, copied, in a bounded FIFO
+ * backlog inside the library (at most queue_limit requests and
+ * queue_bytes_limit bytes, on top of the outbound queue) that is drained
+ * as credits and room come back; when the backlog is full they return
+ * KVMUX_EAGAIN. The try variants never use the backlog: KVMUX_EAGAIN
+ * whenever the request cannot be encoded right now (no credit, outbound
+ * queue full, or earlier requests already waiting in the backlog).
+ *
+ * Ownership: req and everything it points to are borrowed for the submit
+ * call only (the library copies what it keeps). */
+
+/* Completion callback. result is 0 or a KVMUX_E* code, as kvmux_call would
+ * return it. reply is never NULL; it is filled for 0 and KVMUX_EVERSION,
+ * zeroed otherwise. reply is borrowed: valid only during the callback. The
+ * callback may take reply->value (a malloc'ed buffer, NUL-terminated after
+ * value_len bytes) by copying the pointer and setting reply->value to
+ * NULL; it then owns it (free() or kvmux_reply_free()); otherwise the
+ * library frees it when the callback returns.
+ *
+ * Where callbacks run: in threaded mode, on the client's completion thread
+ * (one per client, started by the first async submit), never on the
+ * submitting thread and never on the socket reader: so all callbacks of one
+ * client run one at a time, in completion order, and a slow callback
+ * delays other callbacks but not the socket, synchronous callers or
+ * futures. In event-loop mode, on the loop thread, from inside
+ * kvmux_async_handle_read/_write/_timeout or kvmux_close.
+ *
+ * A callback may call any function of the API on any client, including
+ * submitting new requests (no deadlock: no lock is held while it runs) and
+ * kvmux_close(c). Requests a threaded-mode callback submits on its own
+ * client are written when the current batch of callbacks has run (one
+ * send() for the whole round), or at once if the callback then blocks on
+ * the client (a future wait, a synchronous call). It must not block for long: timeouts of c's async
+ * requests are serviced by the same thread. (Blocking calls such as
+ * kvmux_call from a threaded-mode callback work but stall c's callbacks and
+ * async timeouts meanwhile.) */
+typedef void (*kvmux_reply_cb)(kvmux_client *c, int result, kvmux_reply *reply,
+                               void *user_data);
+
+/* Submit req; cb(c, result, reply, user_data) runs exactly once later iff
+ * 0 is returned. cb must not be NULL.
+ * Returns 0, or without queueing anything (and cb never runs):
+ *   KVMUX_EINVAL    bad argument (NULL c/req/cb, NULL or empty key, ...)
+ *   KVMUX_ETOOBIG   key, value or frame over the negotiated limits
+ *   KVMUX_EAGAIN    backlog full (queue_limit / queue_bytes_limit)
+ *   KVMUX_ENOMEM    out of memory
+ *   fatal code      the connection is gone (kvmux_is_fatal)
+ * Thread-safe: yes in threaded mode; event-loop mode: loop thread only. */
+int kvmux_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                     kvmux_reply_cb cb, void *user_data);
+
+/* Cancelling an async request (protocol v2 sends a CANCEL; on v1 the
+ * library only stops waiting):
+ * A cancelled request completes at once with KVMUX_ECANCELED (its
+ * callback runs, its future completes), exactly once as always. A request
+ * still in the library's backlog is dropped unsent. A sent one is
+ * cancelled on the server too: a parked WAIT or a value upload stops and
+ * the server answers CANCELED. Whether a write (SET, CAS, INCR, DEL)
+ * applied is then unknown -- the server may have applied it before the
+ * CANCEL arrived; the server never answers CANCELED for a write it
+ * applied, but that answer is discarded once the caller has been told
+ * KVMUX_ECANCELED. The request's id stays reserved until the server's one
+ * reply (CANCELED, or the real answer if it crossed the CANCEL) arrives,
+ * so it can never complete a newer request. The client sends at most 500
+ * CANCELs per second (the server closes connections that flood it); past
+ * that a cancel only stops waiting. */
+typedef uint64_t kvmux_handle; /* names one async request; never 0 or reused */
+
+/* As kvmux_call_async, and *handle (not NULL) receives a handle for
+ * kvmux_cancel, valid until the callback has run. Thread-safe: as
+ * kvmux_call_async. */
+int kvmux_call_async_handle(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                            kvmux_reply_cb cb, void *user_data, kvmux_handle *handle);
+
+/* Cancel the callback request h of c (see above): its callback runs with
+ * KVMUX_ECANCELED (threaded mode: on the completion thread; event-loop
+ * mode: from the loop's next timer event, never inside kvmux_cancel).
+ * Returns 0, KVMUX_ENOTFOUND if h is not pending any more (it completed,
+ * or its callback is due with its real result), or KVMUX_EINVAL.
+ * Cost: O(pending requests). Thread-safe: as kvmux_call_async. */
+int kvmux_cancel(kvmux_client *c, kvmux_handle h);
+
+/* As kvmux_call_async, but KVMUX_EAGAIN unless the request can be encoded
+ * for sending right now (a credit is free, the outbound queue has room and
+ * no earlier request waits in the backlog). Thread-safe: as above. */
+int kvmux_try_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                         kvmux_reply_cb cb, void *user_data);
+
+/* ---- futures ----
+ *
+ * A future is a handle on one submitted request, owned by the caller from
+ * the submit until kvmux_future_free. Lifetime rules:
+ * - It completes exactly once (as a callback would) and stays complete.
+ * - Freeing a pending future is safe: the request is cancelled locally (a
+ *   queued one is dropped; a sent one keeps its id reserved until the late
+ *   reply, which is discarded).
+ * - A future outlives its client: after kvmux_close(c) returns, c's futures
+ *   are complete (KVMUX_ECLOSED if nothing else) and must still be freed.
+ *   Apart from waits woken by the close, future functions must not run
+ *   concurrently with kvmux_close of the future's client.
+ * - A future may be used from any thread, but waited on by one thread at a
+ *   time, and must not be used after kvmux_future_free.
+ * In event-loop mode futures complete on the loop thread; only
+ * kvmux_future_poll, _result, _free and waits with timeout 0 may be used
+ * (a blocking wait would stop the loop that completes it). */
+typedef struct kvmux_future kvmux_future; /* opaque */
+
+/* Submit req and return its future in *out (untouched on error). Returns
+ * and thread safety as kvmux_call_async. */
+int kvmux_call_future(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                      kvmux_future **out);
+/* The try variant (KVMUX_EAGAIN as kvmux_try_call_async). */
+int kvmux_try_call_future(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                          kvmux_future **out);
+
+/* 1 if f is complete, 0 if not. Never blocks (one atomic load).
+ * Thread-safe: yes. */
+int kvmux_future_poll(const kvmux_future *f);
+
+/* Wait until f is complete, at most timeout_ms (0: just check).
+ * KVMUX_TIMEOUT_DEFAULT waits until f completes, which its own request
+ * deadline bounds (the wait gives up 1 s past that deadline, in case the
+ * completion thread is held up by a blocking callback).
+ * Returns 0 when f is complete (read it with kvmux_future_result),
+ * KVMUX_ETIMEDOUT if it is not yet, KVMUX_EINVAL (NULL f, another thread
+ * is waiting on f, or a blocking wait on an event-loop future).
+ * Thread-safe: yes. */
+int kvmux_future_wait(kvmux_future *f, int timeout_ms);
+
+/* Wait until at least one of fs[0..n) is complete, at most timeout_ms (as
+ * for kvmux_future_wait). The futures may belong to different clients;
+ * NULL entries are skipped. On 0, *index is the lowest index of a complete
+ * future. Returns 0, KVMUX_ETIMEDOUT, or KVMUX_EINVAL (no non-NULL future,
+ * NULL index, a future already being waited on by another thread, or a
+ * blocking wait on an event-loop future). Cost: O(n) per call; one lock
+ * round per client only if none is complete yet. Thread-safe: yes. */
+int kvmux_future_wait_any(kvmux_future *const *fs, size_t n, int timeout_ms,
+                          size_t *index);
+
+/* The outcome of f. Returns KVMUX_EAGAIN if f is not complete yet (reply
+ * zeroed), otherwise the request's result (0 or KVMUX_E*, as kvmux_call).
+ * If reply is not NULL it is filled as for kvmux_call, and reply->value
+ * moves to the caller (free with kvmux_reply_free): a second call gives
+ * the same result and numbers with value NULL. Thread-safe: yes, but not
+ * concurrently with itself or kvmux_future_free on the same f. */
+int kvmux_future_result(kvmux_future *f, kvmux_reply *reply);
+
+/* Cancel f's request if it is still pending (see "Cancelling" above): f
+ * is then complete with KVMUX_ECANCELED, and a thread waiting on it wakes.
+ * If f was already complete nothing changes (its result stands). Returns
+ * 0, or KVMUX_EINVAL for NULL. Thread-safe: yes (not concurrently with
+ * kvmux_future_free on f). */
+int kvmux_future_cancel(kvmux_future *f);
+
+/* Release f (pending or complete; see the lifetime rules above). f may be
+ * NULL. Must not be called while another thread waits on f. Freeing a
+ * pending future cancels it as kvmux_future_cancel does.
+ * Thread-safe: yes. */
+void kvmux_future_free(kvmux_future *f);
+
+/* ---- event-loop mode ----
+ *
+ * As hiredis' async context: the application's event loop drives the
+ * socket and a timer, and the library starts no thread at all. Everything
+ * -- submits, callbacks, the kvmux_async_handle_* entry points,
+ * kvmux_close -- happens on the loop thread: the client is single-threaded
+ * in this mode. The blocking calls (kvmux_call, kvmux_get, ...) return
+ * KVMUX_EINVAL on such a client. Requests submitted before the handshake
+ * has finished wait in the backlog (limits are checked again once the
+ * server's are known; a request over them then completes with
+ * KVMUX_ETOOBIG).
+ *
+ * The glue: an adapter (include/kvmux/adapters/libuv.h, or your own) fills
+ * kvmux_async_hooks and calls kvmux_async_attach; the library calls the
+ * hooks to say which events it wants; the loop calls
+ * kvmux_async_handle_read/_write when kvmux_async_fd(c) is readable /
+ * writable, and kvmux_async_handle_timeout when the timer fires. The hooks
+ * are called on the loop thread, possibly from inside any kvmux function
+ * on c; they must not call kvmux functions themselves. */
+typedef struct kvmux_async_hooks {
+    void *data;                              /* passed to every hook */
+    void (*add_read)(void *data);            /* watch the fd for reading */
+    void (*del_read)(void *data);
+    void (*add_write)(void *data);           /* watch the fd for writing */
+    void (*del_write)(void *data);
+    /* One one-shot timer: (re)arm it to fire in timeout_ms (>= 0),
+     * replacing any earlier arming; timeout_ms < 0 disarms it. When it
+     * fires, call kvmux_async_handle_timeout. */
+    void (*schedule_timer)(void *data, int64_t timeout_ms);
+    /* The client is being freed (kvmux_close): stop watching, release
+     * the adapter's state. Called once, last. May be NULL. */
+    void (*cleanup)(void *data);
+} kvmux_async_hooks;
+
+/* Start a non-blocking connect to host:port (host: a name -- resolved with
+ * getaddrinfo, which may block; the first address is used -- or a numeric
+ * IPv4/IPv6 address, which never blocks). The TCP connect and the HELLO
+ * handshake then proceed from the loop once hooks are attached; the
+ * handshake must finish within opts->connect_timeout_ms or the client
+ * fails with KVMUX_ECONNECT. Requests may be submitted at once (they wait
+ * in the backlog). On success *out owns the client; free it with
+ * kvmux_close(). On error *out is untouched.
+ * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ENOMEM (details:
+ * kvmux_connection_error(NULL, ...)). Thread-safe: yes. */
+int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
+                        const kvmux_options *opts);
+
+/* Attach the loop's hooks (copied) to an event-loop client, once; the
+ * library immediately asks for the events it needs. Returns 0, or
+ * KVMUX_EINVAL (not an event-loop client, already attached, a NULL hook
+ * other than cleanup). Loop thread only. */
+int kvmux_async_attach(kvmux_client *c, const kvmux_async_hooks *hooks);
+
+/* The socket an event-loop client wants watched (-1 for NULL c). Valid
+ * until kvmux_close. Thread-safe: yes. */
+int kvmux_async_fd(const kvmux_client *c);
+
+/* Connection status callback (event-loop mode): cb(c, 0, user_data) once
+ * the handshake has finished, and cb(c, code, user_data) once when the
+ * connection fails (a fatal code; not called for kvmux_close). Runs on the
+ * loop thread, before the failed requests' callbacks; may call
+ * kvmux_close(c). Returns 0 or KVMUX_EINVAL. Loop thread only. */
+typedef void (*kvmux_status_cb)(kvmux_client *c, int status, void *user_data);
+int kvmux_async_set_status_cb(kvmux_client *c, kvmux_status_cb cb, void *user_data);
+
+/* Event handlers for the loop: the fd is readable / writable / the timer
+ * fired. Each does the I/O that is possible without blocking, runs the
+ * callbacks that became due, and returns. They may free c (a callback
+ * called kvmux_close): the caller must not touch c after they return
+ * unless it knows no callback closes it (adapters learn of it through the
+ * cleanup hook, which runs first). No-ops on a threaded client.
+ * Loop thread only. */
+void kvmux_async_handle_read(kvmux_client *c);
+void kvmux_async_handle_write(kvmux_client *c);
+void kvmux_async_handle_timeout(kvmux_client *c);
 
 #ifdef __cplusplus
 }

@@ -33,8 +33,19 @@
  * call's deadline; kvmux_close wakes everyone, and active counts callers
  * inside so that close can wait for them to leave.
  *
+ * The admission checks and the encoder (kvmux__call_check,
+ * kvmux__call_encode, kvmux__queue_full) are shared with the async
+ * submits in async.c, so both paths build identical frames under
+ * identical limits. A credit a synchronous caller frees is first offered
+ * to the async backlog (kvmux__async_pump), which never waits for it
+ * behind threads that may sleep.
+ *
+ * After a GOAWAY (c->draining) new calls fail fast with KVMUX_ESHUTDOWN,
+ * including those waiting for admission; calls already sent wait for
+ * their answers.
+ *
  * What it is not: the reply parsing is in reader.c, the socket writes in
- * writer.c, the connection failure in client.c.
+ * writer.c, the connection failure in client.c, async requests in async.c.
  */
 #include <errno.h>
 #include <limits.h>
@@ -58,7 +69,7 @@ static unsigned call_extras_len(kvmux_op op) {
 
 /* Check req against the negotiated limits and compute its frame size.
  * Returns 0 or KVMUX_EINVAL / KVMUX_ETOOBIG. */
-static int call_check(const kvmux_client *c, const kvmux_request *req, size_t *flen) {
+int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *flen) {
     int has_value = 0;
     switch (req->op) {
     case KVMUX_GET: case KVMUX_DEL: case KVMUX_INCR: case KVMUX_WAIT:
@@ -77,15 +88,49 @@ static int call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
     size_t vlen = has_value ? req->value_len : 0;
     if (has_value && vlen > 0 && !req->value) return KVMUX_EINVAL;
     if (vlen > c->max_value) return KVMUX_ETOOBIG;
-    /* key_len <= 65535 and vlen <= u32 max: no overflow in size_t. */
+    /* key_len <= 65535 and vlen <= u32 max: no overflow in size_t. On v2
+     * every request carries its deadline (a u32 prefix). */
     size_t n = KVMUX_FRAME_HDR_LEN + call_extras_len(req->op) + req->key_len + vlen;
-    if (n > c->peer_max_frame) return KVMUX_ETOOBIG;
+    if (c->version >= KVMUX_PROTO_V2) n += KVMUX_PREFIX_LEN;
+    if (n > c->peer_max_frame) {
+        /* v2 sends it fragmented (bigsend.c) if the head of its first
+         * frame fits; the threaded writer does that, the event-loop
+         * driver does not. */
+        size_t head = KVMUX_FRAME_HDR_LEN + 2 * KVMUX_PREFIX_LEN + call_extras_len(req->op) +
+                      req->key_len;
+        if (c->version < KVMUX_PROTO_V2 || c->mode != KVMUX__MODE_THREADED ||
+            head >= c->peer_max_frame || vlen > UINT32_MAX)
+            return KVMUX_ETOOBIG;
+    }
     *flen = n;
     return 0;
 }
 
-/* Encode req as frame id at the end of c->out (room reserved). */
-static void call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id) {
+/* 1 if a request of frame size flen travels fragmented. */
+static int call_is_big(const kvmux_client *c, size_t flen) {
+    return flen > c->peer_max_frame;
+}
+
+int kvmux__call_prepare(kvmux_client *c, const kvmux_request *req, size_t flen,
+                        struct kvmux_future *steal, kvmux__bigmsg **big) {
+    *big = NULL;
+    if (call_is_big(c, flen)) return kvmux__big_prepare(c, req, steal, big);
+    return kvmux__out_reserve(c, flen);
+}
+
+/* Milliseconds left until deadline (monotonic ms) as a DEADLINE value:
+ * at least 1 (the caller has not given up yet; 0 would mean "expired"). */
+uint32_t kvmux__deadline_left(int64_t deadline) {
+    int64_t left = deadline - kvmux__now_ms();
+    if (left < 1) return 1;
+    if (left > (int64_t)UINT32_MAX) return UINT32_MAX;
+    return (uint32_t)left;
+}
+
+/* Encode req as frame id at the end of c->out (room reserved), or start
+ * its fragmented transfer big. */
+int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
+                       kvmux__bigmsg *big, int64_t deadline) {
     uint8_t ext[16];
     kvmux_frame f;
     memset(&f, 0, sizeof f);
@@ -121,6 +166,21 @@ static void call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id) 
     if (req->op != KVMUX_PING) {
         f.key = req->key;
         f.key_len = (uint16_t)req->key_len;
+        if (c->version >= KVMUX_PROTO_V2) {
+            /* The server may drop work nobody waits for any more (a
+             * parked WAIT, a queued request) and answer TIMEOUT. */
+            f.flags = KVMUX_FLAG_DEADLINE;
+            f.deadline_ms = kvmux__deadline_left(deadline);
+        }
+    }
+    if (big) {
+        big->deadline = deadline;
+        if (kvmux__big_start(c, big, &f) != 0) {
+            kvmux__big_free(big);
+            return KVMUX_ETOOBIG;
+        }
+        kvmux__writer_kick(c);
+        return 0;
     }
     if (req->op == KVMUX_SET || req->op == KVMUX_CAS) {
         f.value = req->value;
@@ -128,10 +188,17 @@ static void call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id) 
     }
     c->out.len += kvmux_frame_encode(c->out.data + c->out.len, &f);
     c->out.frames++;
+    return 0;
 }
 
 /* 1 if a frame of flen bytes does not fit in the outbound queue now. */
-static int call_queue_full(const kvmux_client *c, size_t flen) {
+int kvmux__queue_full(const kvmux_client *c, size_t flen) {
+    if (call_is_big(c, flen)) {
+        /* Fragmented transfers have their own byte bound, so a large value
+         * never blocks small requests; one is always admitted alone. */
+        size_t lim = c->opts.queue_bytes_limit;
+        return c->big_n > 0 && (flen > lim || c->big_bytes > lim - flen);
+    }
     if ((uint64_t)c->out.frames + c->wr_frames >= c->opts.queue_limit) return 1;
     size_t used = c->out.len + c->wr_bytes;
     if (used == 0) return 0; /* an empty queue admits any single frame */
@@ -158,11 +225,22 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
     if (reply) memset(reply, 0, sizeof *reply);
     if (vout) *vout = NULL;
     if (!c || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT) return KVMUX_EINVAL;
+    /* On an event-loop client nothing would drive the socket while we
+     * block: the loop thread is the caller. */
+    if (c->mode == KVMUX__MODE_LOOP) return KVMUX_EINVAL;
     size_t flen = 0;
-    int rc = call_check(c, req, &flen);
+    int rc = kvmux__call_check(c, req, &flen);
     if (rc != 0) return rc;
     int64_t tmo = timeout_ms == KVMUX_TIMEOUT_DEFAULT ? c->opts.request_timeout_ms : timeout_ms;
     struct timespec deadline = kvmux__deadline(tmo);
+    int64_t deadline_ms = kvmux__now_ms() + tmo;
+    /* A fragmented value is copied (once) before taking the lock: copying
+     * 64 MiB under it would stall every other caller and the reader. */
+    kvmux__bigmsg *big = NULL;
+    if (call_is_big(c, flen)) {
+        rc = kvmux__big_prepare(c, req, NULL, &big);
+        if (rc != 0) return rc;
+    }
 
     pthread_mutex_lock(&c->mu);
     c->active++;
@@ -176,8 +254,13 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
             rc = c->fatal;
             goto leave;
         }
+        if (c->draining) {
+            /* GOAWAY: nothing new on this connection (safe to retry). */
+            rc = KVMUX_ESHUTDOWN;
+            goto leave;
+        }
         int no_slot = c->pending.nfree == 0;
-        if (!no_slot && !call_queue_full(c, flen)) break;
+        if (!no_slot && !kvmux__queue_full(c, flen)) break;
         if (try_only) {
             rc = KVMUX_EAGAIN;
             goto leave;
@@ -196,12 +279,20 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
             c->queue_waiters--;
         }
     }
-    rc = kvmux__out_reserve(c, flen);
-    if (rc != 0) goto leave;
+    if (!big) {
+        rc = kvmux__out_reserve(c, flen);
+        if (rc != 0) goto leave;
+    }
     s = kvmux__pending_take(&c->pending, &id);
     s->op = (uint8_t)req->op;
     s->want_value = vout != NULL;
-    call_encode(c, req, id);
+    rc = kvmux__call_encode(c, req, id, big, deadline_ms);
+    big = NULL; /* started, or freed by call_encode */
+    if (rc != 0) {
+        kvmux__pending_release(&c->pending, s);
+        s = NULL;
+        goto leave;
+    }
     kvmux__writer_kick(c);
 
     /* Wait for the reply on our own condition variable. */
@@ -226,12 +317,14 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
     }
     kvmux__pending_release(&c->pending, s); /* frees whatever was not taken */
     s = NULL;
+    kvmux__async_pump(c); /* the freed credit may admit a backlogged request */
 
 leave:
     /* Pass on a slot wakeup this caller may have consumed without using. */
     if (c->slot_waiters > 0 && c->pending.nfree > 0) pthread_cond_signal(&c->slot_cond);
     call_leave(c);
     pthread_mutex_unlock(&c->mu);
+    kvmux__big_free(big); /* prepared, never admitted */
     return rc;
 }
 

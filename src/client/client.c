@@ -28,8 +28,16 @@
  * code and message of the calling thread's last failed kvmux_connect
  * instead (thread-local).
  *
- * What it is not: no request handling (call.c), no frame parsing after the
- * handshake (reader.c), no socket writes after it (writer.c).
+ * The pieces both connects need (client_new/free, the socket, HELLO and
+ * the handshake reply) are shared with the event-loop connect in loop.c,
+ * which does the same steps without blocking. The HELLO proposes versions
+ * 1..opts.max_protocol_version (default 2) and advertises
+ * opts.max_value_size; on a v2 connection replies larger than a frame
+ * arrive fragmented (reader.c reassembles them), and a GOAWAY puts the
+ * client in the draining state (new calls fail fast with KVMUX_ESHUTDOWN).
+ *
+ * What it is not: no request handling (call.c, async.c), no frame parsing
+ * after the handshake (reader.c), no socket writes after it (writer.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,14 +62,22 @@ static _Thread_local char connect_err_msg[KVMUX_CLIENT_MSG_MAX];
 
 /* Record a connect failure for kvmux_connection_error(NULL, ...) and
  * return code. */
-static int connect_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int connect_fail(int code, const char *fmt, ...) {
+int kvmux__connect_fail(int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(connect_err_msg, sizeof connect_err_msg, fmt, ap);
     va_end(ap);
     connect_err_code = code;
     return code;
+}
+
+const char *kvmux__connect_msg(void) {
+    return connect_err_msg;
+}
+
+void kvmux__connect_reset(void) {
+    connect_err_code = 0;
+    connect_err_msg[0] = 0;
 }
 
 /* ms left until deadline (monotonic ms), at least 0. */
@@ -82,9 +98,7 @@ static int connect_poll(int fd, short events, int64_t deadline) {
     }
 }
 
-/* Open a connected, non-blocking TCP socket to host:port before deadline.
- * Returns the fd, or a negative KVMUX_E* (message recorded). */
-static int connect_socket(const char *host, uint16_t port, int64_t deadline) {
+int kvmux__connect_socket(const char *host, uint16_t port, int64_t deadline) {
     char service[8];
     snprintf(service, sizeof service, "%u", (unsigned)port);
     struct addrinfo hints, *res = NULL;
@@ -92,26 +106,33 @@ static int connect_socket(const char *host, uint16_t port, int64_t deadline) {
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     int gai = getaddrinfo(host, service, &hints, &res);
-    if (gai == EAI_MEMORY) return connect_fail(KVMUX_ENOMEM, "getaddrinfo: out of memory");
+    if (gai == EAI_MEMORY) return kvmux__connect_fail(KVMUX_ENOMEM, "getaddrinfo: out of memory");
     if (gai != 0 || !res)
-        return connect_fail(KVMUX_ECONNECT, "cannot resolve %s: %s", host, gai_strerror(gai));
+        return kvmux__connect_fail(KVMUX_ECONNECT, "cannot resolve %s: %s", host, gai_strerror(gai));
 
     int rc = KVMUX_ECONNECT;
     char eb[64];
-    connect_fail(KVMUX_ECONNECT, "no address for %s", host);
+    kvmux__connect_fail(KVMUX_ECONNECT, "no address for %s", host);
     for (struct addrinfo *a = res; a; a = a->ai_next) {
         int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
                         a->ai_protocol);
         if (fd < 0) {
-            rc = connect_fail(KVMUX_ECONNECT, "socket: %s", kvmux__errstr(errno, eb, sizeof eb));
+            rc = kvmux__connect_fail(KVMUX_ECONNECT, "socket: %s", kvmux__errstr(errno, eb, sizeof eb));
             continue;
         }
         int r = connect(fd, a->ai_addr, a->ai_addrlen);
+        if (deadline < 0 && (r == 0 || errno == EINPROGRESS)) {
+            /* Event-loop connect: the loop reports completion. */
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            freeaddrinfo(res);
+            return fd;
+        }
         if (r != 0 && errno == EINPROGRESS) {
             int ready = connect_poll(fd, POLLOUT, deadline);
             if (ready == 0) {
                 close(fd);
-                rc = connect_fail(KVMUX_ETIMEDOUT, "connect to %s:%u timed out", host,
+                rc = kvmux__connect_fail(KVMUX_ETIMEDOUT, "connect to %s:%u timed out", host,
                                   (unsigned)port);
                 break; /* the deadline covers all addresses */
             }
@@ -123,7 +144,7 @@ static int connect_socket(const char *host, uint16_t port, int64_t deadline) {
             errno = soerr;
         }
         if (r != 0) {
-            rc = connect_fail(KVMUX_ECONNECT, "connect to %s:%u: %s", host, (unsigned)port,
+            rc = kvmux__connect_fail(KVMUX_ECONNECT, "connect to %s:%u: %s", host, (unsigned)port,
                               kvmux__errstr(errno, eb, sizeof eb));
             close(fd);
             continue;
@@ -137,18 +158,71 @@ static int connect_socket(const char *host, uint16_t port, int64_t deadline) {
     return rc;
 }
 
-/* Send HELLO, read HELLO_ACK (or ERROR) into c->rbuf and apply it, all
- * before deadline. Leftover bytes stay in c->rbuf. Returns 0 or a KVMUX_E*
- * (message recorded). */
-static int connect_handshake(kvmux_client *c, const char *name, int64_t deadline) {
+size_t kvmux__hello_encode(kvmux_client *c, const char *name, uint8_t *out) {
     kvmux_settings local;
     kvmux_settings_default(&local);
     local.max_frame_size = c->opts.max_frame_size;
     if (c->opts.max_outstanding) local.max_outstanding = c->opts.max_outstanding;
+    /* 0 in the two v2 options means "default" (callers that filled the
+     * struct by hand before these fields existed). */
+    local.max_value_size = c->opts.max_value_size ? c->opts.max_value_size
+                                                  : KVMUX_DEFAULT_MAX_VALUE_V2;
     kvmux_session_init(&c->session, KVMUX_ROLE_CLIENT, &local);
+    if (c->opts.max_protocol_version)
+        c->session.max_version = c->opts.max_protocol_version;
+    return kvmux_session_encode_hello(&c->session, out, name);
+}
 
+int kvmux__handshake_reply(kvmux_client *c, const kvmux_frame *f) {
+    int rc = kvmux_session_check_recv(&c->session, f);
+    if (rc < 0)
+        return kvmux__connect_fail(KVMUX_EPROTO, "unexpected %s frame in handshake: %s",
+                                   kvmux_frame_type_name(f->type), kvmux_wire_error_name(-rc));
+    if (f->type == KVMUX_FRAME_ERROR)
+        return kvmux__connect_fail(f->code == KVMUX_ERR_UNSUPPORTED_VERSION ? KVMUX_ENOVERSION
+                                                                            : KVMUX_EPROTO,
+                                   "server refused HELLO: %s: %.*s",
+                                   kvmux_wire_error_name(f->code), (int)f->value_len,
+                                   (const char *)f->value);
+    rc = kvmux_session_on_hello_ack(&c->session, f);
+    if (rc == -KVMUX_ERR_UNSUPPORTED_VERSION)
+        return kvmux__connect_fail(KVMUX_ENOVERSION, "server chose version %u, we speak %u..%u",
+                                   f->code, KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
+    if (rc < 0)
+        return kvmux__connect_fail(KVMUX_EPROTO, "bad HELLO_ACK: %s", kvmux_wire_error_name(-rc));
+    c->version = c->session.version;
+    c->info.protocol_version = c->session.version;
+    c->info.max_frame_size = c->session.peer.max_frame_size;
+    c->info.max_key_size = c->session.peer.max_key_size;
+    c->info.max_value_size = c->session.peer.max_value_size;
+    size_t nl = f->key_len < sizeof c->info.server_name ? f->key_len
+                                                        : sizeof c->info.server_name - 1;
+    if (nl) memcpy(c->info.server_name, f->key, nl);
+    c->info.server_name[nl] = 0;
+
+    c->max_key = c->session.peer.max_key_size;
+    if (c->max_key > KVMUX_MAX_KEY_LIMIT) c->max_key = KVMUX_MAX_KEY_LIMIT;
+    c->max_value = c->session.peer.max_value_size;
+    c->peer_max_frame = c->session.peer.max_frame_size;
+    uint32_t credits = c->session.peer.max_outstanding;
+    if (c->opts.max_outstanding && c->opts.max_outstanding < credits)
+        credits = c->opts.max_outstanding;
+    if (credits > KVMUX_CLIENT_MAX_SLOTS) credits = KVMUX_CLIENT_MAX_SLOTS;
+    c->info.max_outstanding = credits;
+    kvmux_rate_init(&c->cancel_rate, KVMUX_CLIENT_CANCEL_RATE, (uint64_t)kvmux__now_ms());
+    kvmux__keepalive_rx(c, kvmux__now_ms()); /* the HELLO_ACK was a sign of life */
+    rc = kvmux__pending_init(&c->pending, credits, c->opts.first_request_id);
+    if (rc != 0)
+        return kvmux__connect_fail(rc, "cannot allocate the pending table (%u slots)", credits);
+    return 0;
+}
+
+/* Send HELLO, read HELLO_ACK (or ERROR) into c->rbuf and apply it, all
+ * before deadline. Leftover bytes stay in c->rbuf. Returns 0 or a KVMUX_E*
+ * (message recorded). */
+static int connect_handshake(kvmux_client *c, const char *name, int64_t deadline) {
     uint8_t hello[KVMUX_FRAME_HDR_LEN + 2 + KVMUX_MAX_NAME + 4 * KVMUX_SETTING_ENTRY_LEN];
-    size_t hlen = kvmux_session_encode_hello(&c->session, hello, name);
+    size_t hlen = kvmux__hello_encode(c, name, hello);
     char eb[64];
     size_t sent = 0;
     while (sent < hlen) {
@@ -160,70 +234,48 @@ static int connect_handshake(kvmux_client *c, const char *name, int64_t deadline
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             int ready = connect_poll(c->fd, POLLOUT, deadline);
-            if (ready == 0) return connect_fail(KVMUX_ETIMEDOUT, "handshake timed out (sending HELLO)");
+            if (ready == 0) return kvmux__connect_fail(KVMUX_ETIMEDOUT, "handshake timed out (sending HELLO)");
             if (ready > 0) continue;
         }
-        return connect_fail(KVMUX_ECONNECT, "sending HELLO: %s", kvmux__errstr(errno, eb, sizeof eb));
+        return kvmux__connect_fail(KVMUX_ECONNECT, "sending HELLO: %s", kvmux__errstr(errno, eb, sizeof eb));
     }
 
     for (;;) {
         kvmux_frame f;
         int n = kvmux_frame_decode(c->rbuf, c->rlen, c->opts.max_frame_size, &f);
         if (n < 0)
-            return connect_fail(KVMUX_EPROTO, "bad handshake reply: %s", kvmux_wire_error_name(-n));
+            return kvmux__connect_fail(KVMUX_EPROTO, "bad handshake reply: %s", kvmux_wire_error_name(-n));
         if (n > 0) {
-            int rc = kvmux_session_check_recv(&c->session, &f);
-            if (rc < 0)
-                return connect_fail(KVMUX_EPROTO, "unexpected %s frame in handshake: %s",
-                                    kvmux_frame_type_name(f.type), kvmux_wire_error_name(-rc));
-            if (f.type == KVMUX_FRAME_ERROR)
-                return connect_fail(f.code == KVMUX_ERR_UNSUPPORTED_VERSION ? KVMUX_ENOVERSION
-                                                                             : KVMUX_EPROTO,
-                                    "server refused HELLO: %s: %.*s",
-                                    kvmux_wire_error_name(f.code), (int)f.value_len,
-                                    (const char *)f.value);
-            rc = kvmux_session_on_hello_ack(&c->session, &f);
-            if (rc == -KVMUX_ERR_UNSUPPORTED_VERSION)
-                return connect_fail(KVMUX_ENOVERSION,
-                                    "server chose version %u, we speak %u..%u", f.code,
-                                    KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
-            if (rc < 0)
-                return connect_fail(KVMUX_EPROTO, "bad HELLO_ACK: %s", kvmux_wire_error_name(-rc));
-            c->version = c->session.version;
-            c->info.protocol_version = c->session.version;
-            c->info.max_frame_size = c->session.peer.max_frame_size;
-            c->info.max_key_size = c->session.peer.max_key_size;
-            c->info.max_value_size = c->session.peer.max_value_size;
-            size_t nl = f.key_len < sizeof c->info.server_name ? f.key_len
-                                                               : sizeof c->info.server_name - 1;
-            if (nl) memcpy(c->info.server_name, f.key, nl);
-            c->info.server_name[nl] = 0;
+            int rc = kvmux__handshake_reply(c, &f);
+            if (rc != 0) return rc;
             memmove(c->rbuf, c->rbuf + n, c->rlen - (size_t)n);
             c->rlen -= (size_t)n;
             return 0;
         }
         if (c->rlen == c->rcap)
-            return connect_fail(KVMUX_EPROTO, "handshake reply larger than %zu bytes", c->rcap);
+            return kvmux__connect_fail(KVMUX_EPROTO, "handshake reply larger than %zu bytes", c->rcap);
         ssize_t r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
         if (r > 0) {
             c->rlen += (size_t)r;
             continue;
         }
         if (r == 0)
-            return connect_fail(KVMUX_ECONNECT, "server closed the connection during the handshake");
+            return kvmux__connect_fail(KVMUX_ECONNECT, "server closed the connection during the handshake");
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             int ready = connect_poll(c->fd, POLLIN, deadline);
-            if (ready == 0) return connect_fail(KVMUX_ETIMEDOUT, "handshake timed out (no HELLO_ACK)");
+            if (ready == 0) return kvmux__connect_fail(KVMUX_ETIMEDOUT, "handshake timed out (no HELLO_ACK)");
             if (ready > 0) continue;
         }
-        return connect_fail(KVMUX_ECONNECT, "handshake: %s", kvmux__errstr(errno, eb, sizeof eb));
+        return kvmux__connect_fail(KVMUX_ECONNECT, "handshake: %s", kvmux__errstr(errno, eb, sizeof eb));
     }
 }
 
-/* Free c's memory and socket. Threads must not be running. */
-static void client_free(kvmux_client *c) {
+void kvmux__client_free(kvmux_client *c) {
+    kvmux__async_release_all(c);
+    kvmux__theap_deinit(&c->timers);
     kvmux__pending_deinit(&c->pending);
+    kvmux__big_free_all(c);
     free(c->out.data);
     free(c->wbuf.data);
     free(c->rbuf);
@@ -232,19 +284,66 @@ static void client_free(kvmux_client *c) {
     pthread_cond_destroy(&c->slot_cond);
     pthread_cond_destroy(&c->queue_cond);
     pthread_cond_destroy(&c->idle_cond);
+    pthread_cond_destroy(&c->disp_cond);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
 
-/* Validate opts. Returns 0 or KVMUX_EINVAL (message recorded). */
-static int connect_check_opts(const kvmux_options *o) {
+int kvmux__check_opts(const kvmux_options *o) {
     if (o->connect_timeout_ms <= 0 || o->request_timeout_ms <= 0)
-        return connect_fail(KVMUX_EINVAL, "timeouts must be positive");
+        return kvmux__connect_fail(KVMUX_EINVAL, "timeouts must be positive");
     if (o->queue_limit == 0 || o->queue_bytes_limit == 0)
-        return connect_fail(KVMUX_EINVAL, "queue limits must be positive");
+        return kvmux__connect_fail(KVMUX_EINVAL, "queue limits must be positive");
     if (o->max_frame_size < KVMUX_MIN_FRAME)
-        return connect_fail(KVMUX_EINVAL, "max_frame_size below %u", KVMUX_MIN_FRAME);
+        return kvmux__connect_fail(KVMUX_EINVAL, "max_frame_size below %u", KVMUX_MIN_FRAME);
+    if (o->max_value_size > KVMUX_MAX_VALUE_LIMIT)
+        return kvmux__connect_fail(KVMUX_EINVAL, "max_value_size above %u", KVMUX_MAX_VALUE_LIMIT);
+    if (o->keepalive_interval_ms < 0 || o->keepalive_timeout_ms < 0 ||
+        (o->keepalive_timeout_ms > 0 && o->keepalive_interval_ms == 0))
+        return kvmux__connect_fail(KVMUX_EINVAL, "keepalive: timeout needs an interval, "
+                                   "neither may be negative");
+    if (o->max_protocol_version > KVMUX_PROTO_VERSION_MAX)
+        return kvmux__connect_fail(KVMUX_EINVAL, "max_protocol_version above %u",
+                                   KVMUX_PROTO_VERSION_MAX);
     return 0;
+}
+
+kvmux_client *kvmux__client_new(const kvmux_options *o) {
+    kvmux_client *c = calloc(1, sizeof *c);
+    if (!c) {
+        kvmux__connect_fail(KVMUX_ENOMEM, "out of memory");
+        return NULL;
+    }
+    c->fd = -1;
+    c->opts = *o;
+    c->opts.client_name = NULL; /* borrowed: not kept past connect */
+    c->timer_at = INT64_MAX;
+    c->disp_wake_at = INT64_MAX;
+    kvmux__theap_init(&c->timers);
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        free(c);
+        kvmux__connect_fail(KVMUX_ENOMEM, "pthread_mutex_init failed");
+        return NULL;
+    }
+    pthread_cond_t *cvs[] = {&c->writer_cond, &c->slot_cond, &c->queue_cond, &c->idle_cond,
+                             &c->disp_cond};
+    for (size_t i = 0; i < sizeof cvs / sizeof cvs[0]; i++) {
+        if (kvmux__cond_init(cvs[i]) != 0) {
+            while (i > 0) pthread_cond_destroy(cvs[--i]);
+            pthread_mutex_destroy(&c->mu);
+            free(c);
+            kvmux__connect_fail(KVMUX_ENOMEM, "pthread_cond_init failed");
+            return NULL;
+        }
+    }
+    c->rcap = KVMUX_CLIENT_RBUF;
+    c->rbuf = malloc(c->rcap);
+    if (!c->rbuf) {
+        kvmux__client_free(c);
+        kvmux__connect_fail(KVMUX_ENOMEM, "out of memory");
+        return NULL;
+    }
+    return c;
 }
 
 /* Start the writer and reader with every signal blocked in them. */
@@ -263,7 +362,7 @@ static int client_start_threads(kvmux_client *c) {
         }
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return rc == 0 ? 0 : connect_fail(KVMUX_ENOMEM, "cannot start client threads");
+    return rc == 0 ? 0 : kvmux__connect_fail(KVMUX_ENOMEM, "cannot start client threads");
 }
 
 int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
@@ -271,88 +370,65 @@ int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
     connect_err_code = 0;
     connect_err_msg[0] = 0;
     if (!out || !host || !*host || port == 0)
-        return connect_fail(KVMUX_EINVAL, "out, host and port are required");
+        return kvmux__connect_fail(KVMUX_EINVAL, "out, host and port are required");
     kvmux_options o;
     if (opts) o = *opts;
     else kvmux_options_init(&o);
-    int rc = connect_check_opts(&o);
+    int rc = kvmux__check_opts(&o);
     if (rc != 0) return rc;
-    const char *name = o.client_name;
-    o.client_name = NULL; /* borrowed: not kept past this call */
 
-    kvmux_client *c = calloc(1, sizeof *c);
-    if (!c) return connect_fail(KVMUX_ENOMEM, "out of memory");
-    c->fd = -1;
-    c->opts = o;
-    if (pthread_mutex_init(&c->mu, NULL) != 0) {
-        free(c);
-        return connect_fail(KVMUX_ENOMEM, "pthread_mutex_init failed");
-    }
-    pthread_cond_t *cvs[] = {&c->writer_cond, &c->slot_cond, &c->queue_cond, &c->idle_cond};
-    for (size_t i = 0; i < sizeof cvs / sizeof cvs[0]; i++) {
-        if (kvmux__cond_init(cvs[i]) != 0) {
-            while (i > 0) pthread_cond_destroy(cvs[--i]);
-            pthread_mutex_destroy(&c->mu);
-            free(c);
-            return connect_fail(KVMUX_ENOMEM, "pthread_cond_init failed");
-        }
-    }
-    c->rcap = KVMUX_CLIENT_RBUF;
-    c->rbuf = malloc(c->rcap);
-    if (!c->rbuf) {
-        client_free(c);
-        return connect_fail(KVMUX_ENOMEM, "out of memory");
-    }
+    kvmux_client *c = kvmux__client_new(&o);
+    if (!c) return KVMUX_ENOMEM;
+    c->mode = KVMUX__MODE_THREADED;
 
     int64_t deadline = kvmux__now_ms() + o.connect_timeout_ms;
-    int fd = connect_socket(host, port, deadline);
+    int fd = kvmux__connect_socket(host, port, deadline);
     if (fd < 0) {
-        client_free(c);
+        kvmux__client_free(c);
         return fd;
     }
     c->fd = fd;
-    rc = connect_handshake(c, name, deadline);
+    rc = connect_handshake(c, o.client_name, deadline);
     if (rc != 0) {
-        client_free(c);
+        kvmux__client_free(c);
         return rc;
-    }
-
-    c->max_key = c->session.peer.max_key_size;
-    if (c->max_key > KVMUX_MAX_KEY_LIMIT) c->max_key = KVMUX_MAX_KEY_LIMIT;
-    c->max_value = c->session.peer.max_value_size;
-    c->peer_max_frame = c->session.peer.max_frame_size;
-    uint32_t credits = c->session.peer.max_outstanding;
-    if (o.max_outstanding && o.max_outstanding < credits) credits = o.max_outstanding;
-    if (credits > KVMUX_CLIENT_MAX_SLOTS) credits = KVMUX_CLIENT_MAX_SLOTS;
-    c->info.max_outstanding = credits;
-    rc = kvmux__pending_init(&c->pending, credits, o.first_request_id);
-    if (rc != 0) {
-        client_free(c);
-        return connect_fail(rc, "cannot allocate the pending table (%u slots)", credits);
     }
 
     /* The threads use blocking I/O; kvmux__client_fail's shutdown() is what
      * unblocks them. */
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
-        client_free(c);
-        return connect_fail(KVMUX_ECONNECT, "fcntl failed");
+        kvmux__client_free(c);
+        return kvmux__connect_fail(KVMUX_ECONNECT, "fcntl failed");
     }
     rc = client_start_threads(c);
     if (rc != 0) {
-        client_free(c);
+        kvmux__client_free(c);
         return rc;
     }
     *out = c;
     return 0;
 }
 
+/* The drain pass's argument. */
+typedef struct client_fail_arg {
+    kvmux_client *c;
+    int code;
+} client_fail_arg;
+
 /* Complete one WAITING slot with the fatal code (drain pass). */
 static void client_fail_slot(kvmux__slot *s, void *arg) {
+    const client_fail_arg *a = arg;
     if (s->done) return; /* already answered: the caller keeps its reply */
-    s->result = *(const int *)arg;
-    s->done = 1;
-    pthread_cond_signal(&s->cond);
+    /* A fragmented reply cut short: its partial value goes. */
+    free(s->value);
+    s->value = NULL;
+    free(s->reply.value);
+    memset(&s->reply, 0, sizeof s->reply);
+    s->asm_dst = NULL;
+    s->reasm.state = KVMUX_REASM_IDLE;
+    s->result = a->code;
+    kvmux__slot_finish(a->c, s);
 }
 
 void kvmux__client_fail(kvmux_client *c, int code, const char *fmt, ...) {
@@ -362,27 +438,41 @@ void kvmux__client_fail(kvmux_client *c, int code, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(c->fatal_msg, sizeof c->fatal_msg, fmt, ap);
     va_end(ap);
-    kvmux__pending_each_waiting(&c->pending, client_fail_slot, &code);
+    client_fail_arg a = {c, code};
+    kvmux__pending_each_waiting(&c->pending, client_fail_slot, &a);
+    kvmux__async_fail(c, code);
     pthread_cond_broadcast(&c->slot_cond);
     pthread_cond_broadcast(&c->queue_cond);
     pthread_cond_signal(&c->writer_cond);
     /* The fd stays open (closed only after both threads are joined), so
      * this can never hit a reused descriptor. */
-    shutdown(c->fd, SHUT_RDWR);
+    if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
+    if (c->mode == KVMUX__MODE_LOOP) kvmux__loop_on_fail(c);
 }
 
 void kvmux_close(kvmux_client *c) {
     if (!c) return;
+    if (c->mode == KVMUX__MODE_LOOP) {
+        kvmux__loop_close(c);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     c->closing = 1;
     kvmux__client_fail(c, KVMUX_ECLOSED, "closed by kvmux_close");
+    if (kvmux__disp_close(c)) {
+        /* Called from one of c's callbacks: the completion thread finishes
+         * the close when the callback returns. */
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
     /* Every caller inside the library has been woken with a fatal code and
      * leaves without blocking again, so this wait is short. */
     while (c->active > 0) pthread_cond_wait(&c->idle_cond, &c->mu);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->writer, NULL);
     pthread_join(c->reader, NULL);
-    client_free(c);
+    kvmux__disp_join(c); /* after it has run every callback still owed */
+    kvmux__client_free(c);
 }
 
 int kvmux_connection_error(kvmux_client *c, char *msg, size_t msg_len) {

@@ -6,7 +6,13 @@
  * and are read-only afterwards (pthread_create orders them for the threads;
  * callers only see the handle after kvmux_connect returns). The receive
  * buffer and the session belong to the reader thread alone; the buffer being
- * written belongs to the writer thread alone between its two lock sections. */
+ * written belongs to the writer thread alone between its two lock sections.
+ *
+ * Two modes share everything but the driver (who does the I/O and runs the
+ * callbacks): THREADED (kvmux_connect: reader, writer and, from the first
+ * async submit, a completion thread) and LOOP (kvmux_async_connect: the
+ * application's event loop calls loop.c; no thread, the mutex is then
+ * uncontended and kept only so the shared code is one implementation). */
 #ifndef KVMUX_CLIENT_INTERNAL_H
 #define KVMUX_CLIENT_INTERNAL_H
 
@@ -15,9 +21,12 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <stdatomic.h>
+
 #include "kvmux.h"
 #include "pending.h"
 #include "proto.h"
+#include "timerheap.h"
 
 /* Initial receive buffer: big enough that one recv drains many replies. It
  * grows only to hold one frame larger than itself, never past the
@@ -27,6 +36,13 @@
  * so one burst of large values does not pin memory for the connection's
  * lifetime. */
 #define KVMUX_CLIENT_OUT_KEEP (256u * 1024)
+/* v2: CANCELs per second we send at most, below kvmuxd's default flood
+ * cap (1000/s) so cancelling never gets the connection closed; a cancel
+ * over it only stops waiting (the request runs, its reply is dropped). */
+#define KVMUX_CLIENT_CANCEL_RATE 500u
+/* v2: value bytes per fragment of a fragmented request (bigsend.c): the
+ * most a small frame waits behind a large value is one such fragment. */
+#define KVMUX_CLIENT_FRAGMENT (64u * 1024)
 /* Room kept for the fatal error's description. */
 #define KVMUX_CLIENT_MSG_MAX (KVMUX_MAX_ERROR_MSG + 128)
 
@@ -38,6 +54,95 @@ typedef struct kvmux__outbuf {
     uint32_t frames;       /* frames queued */
 } kvmux__outbuf;
 
+/* v2: one request value being sent fragmented (bigsend.c). Guarded by
+ * the client mutex, except that the writer reads hdr and buf outside it
+ * while the transfer is c->wr_big (nobody frees it meanwhile). */
+typedef struct kvmux__bigmsg {
+    struct kvmux__bigmsg *next;    /* c's transfer list, round-robin order */
+    kvmux_fragmenter frag;         /* sizing and windows (proto.h) */
+    kvmux_frame tmpl;              /* the REQUEST, value fields unused */
+    uint8_t ext[16];               /* its op extras */
+    uint32_t id;
+    uint16_t key_len;
+    uint32_t value_len;
+    uint8_t *buf;                  /* key, then value: the one copy */
+    uint8_t *hdr;                  /* head of the fragment being written */
+    int64_t deadline;              /* the call's (monotonic ms), for DEADLINE */
+    int aborted;                   /* stop; freed by the writer */
+} kvmux__bigmsg;
+
+/* Who drives a client's I/O. */
+typedef enum kvmux__mode {
+    KVMUX__MODE_THREADED = 0,      /* kvmux_connect: our own threads */
+    KVMUX__MODE_LOOP = 1           /* kvmux_async_connect: the app's loop */
+} kvmux__mode;
+
+/* An event-loop client's connection progress (loop.c). */
+typedef enum kvmux__lstate {
+    KVMUX__L_CONNECTING = 0,       /* TCP connect in progress */
+    KVMUX__L_HANDSHAKE = 1,        /* HELLO queued, waiting for HELLO_ACK */
+    KVMUX__L_OPEN = 2              /* requests flow (or c->fatal is set) */
+} kvmux__lstate;
+
+/* One async op's life (one enum, never flags):
+ *   FREE --submit--> QUEUED --credit+room--> INFLIGHT --reply--> DONE
+ *   FREE --submit (credit+room free)-------> INFLIGHT
+ *   QUEUED/INFLIGHT --timeout, connection loss--> DONE
+ *   DONE --callback returned / kvmux_future_free--> FREE
+ *   QUEUED/INFLIGHT --kvmux_future_free--> FREE (a sent request leaves a
+ *                                          tombstone in the pending table) */
+typedef enum kvmux__op_state {
+    KVMUX__OP_FREE = 0,            /* on the client's free list (or loose) */
+    KVMUX__OP_QUEUED = 1,          /* in the backlog: a copy of the request */
+    KVMUX__OP_INFLIGHT = 2,        /* encoded; holds a pending slot */
+    KVMUX__OP_DONE = 3             /* result final */
+} kvmux__op_state;
+
+typedef enum kvmux__op_kind {
+    KVMUX__OP_CALLBACK = 0,        /* completes by running cb */
+    KVMUX__OP_FUTURE = 1           /* completes by setting done */
+} kvmux__op_kind;
+
+/* A thread blocked in kvmux_future_wait(_any): lives on its stack. A
+ * completer sets fired under mu (while holding the future's client mutex:
+ * lock order client mu -> waiter mu, never the reverse). */
+typedef struct kvmux__waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int fired;
+} kvmux__waiter;
+
+/* An async request; the public kvmux_future is one of these. Ops are
+ * recycled through the client's free list, so a request in steady state
+ * allocates nothing but a reply value. Everything but done is guarded by
+ * c's mutex while the op is attached (not detached); once done is set the
+ * result fields belong to whoever completes it (the callback runner, or
+ * the future's owner). */
+struct kvmux_future {
+    kvmux_client *c;               /* owner; meaningless once detached */
+    struct kvmux_future *next;     /* backlog / completion / free list */
+    struct kvmux_future *prev;     /* backlog only (doubly linked) */
+    struct kvmux_future *lnext;    /* futures: c's live list, until freed */
+    struct kvmux_future *lprev;
+    kvmux__timer timer;            /* the request's deadline */
+    kvmux__slot *slot;             /* INFLIGHT: the slot it holds */
+    kvmux__op_state state;
+    kvmux__op_kind kind;
+    uint64_t handle;               /* kvmux_handle (never 0, never reused) */
+    uint8_t detached;              /* future outlived its client */
+    kvmux_reply_cb cb;             /* CALLBACK */
+    void *user_data;
+    int result;                    /* DONE: 0 or KVMUX_E* */
+    kvmux_reply reply;             /* DONE: value is a heap copy */
+    atomic_int done;               /* FUTURE: release-stored 1 when DONE */
+    kvmux__waiter *waiter;         /* FUTURE: the thread waiting, if any */
+    kvmux_request req;             /* QUEUED: key/value point into buf */
+    size_t flen;                   /* QUEUED: encoded size (0: check again) */
+    uint8_t *buf;                  /* QUEUED: copy of key and value */
+    size_t bufcap;
+};
+typedef struct kvmux_future kvmux__op;
+
 struct kvmux_client {
     /* ---- immutable after kvmux_connect ---- */
     int fd;
@@ -47,11 +152,15 @@ struct kvmux_client {
     uint32_t max_value;
     uint32_t peer_max_frame;       /* largest frame the server accepts */
     uint8_t version;               /* negotiated protocol version */
+    kvmux__mode mode;
     pthread_t reader;
     pthread_t writer;
 
     /* ---- reader thread only ---- */
     kvmux_session session;
+    int64_t ka_last_rx;            /* keepalive: when bytes last arrived */
+    int ka_pinged;                 /* a keepalive PING is out since then */
+    int64_t ka_pinged_at;
     uint8_t *rbuf;
     size_t rlen;                   /* bytes held in rbuf */
     size_t rcap;
@@ -77,6 +186,51 @@ struct kvmux_client {
     pthread_cond_t idle_cond;      /* kvmux_close waits for active == 0 */
     uint32_t active;               /* callers inside the library */
     uint64_t dropped_replies;      /* late (tombstoned) or unknown ids */
+    int draining;                  /* v2: GOAWAY received; no new requests */
+    kvmux__bigmsg *big_head;       /* v2: fragmented requests being sent */
+    kvmux__bigmsg *big_tail;
+    size_t big_bytes;              /* their value bytes */
+    uint32_t big_n;
+    kvmux__bigmsg *wr_big;         /* the one the writer is writing, or NULL */
+    kvmux_rate cancel_rate;        /* v2: our own cap on CANCELs sent */
+    uint64_t next_handle;          /* kvmux_handle of the next async op */
+
+    /* ---- async requests (async.c), guarded by mu ---- */
+    kvmux__theap timers;           /* deadlines of QUEUED/INFLIGHT ops */
+    kvmux__op *backlog_head;       /* QUEUED ops, FIFO */
+    kvmux__op *backlog_tail;
+    uint32_t backlog_n;
+    size_t backlog_bytes;          /* encoded sizes of the QUEUED ops */
+    kvmux__op *done_head;          /* DONE callback ops, in completion order */
+    kvmux__op *done_tail;
+    kvmux__op *free_ops;           /* recycled ops */
+    uint32_t free_n;
+    kvmux__op *live_futures;       /* futures not yet kvmux_future_free'd */
+    uint32_t ops_out;              /* ops allocated and not on free_ops */
+    /* the completion thread (dispatcher.c), threaded mode */
+    int disp_started;
+    pthread_t disp;
+    pthread_cond_t disp_cond;
+    int disp_idle;                 /* sleeps on disp_cond */
+    int64_t disp_wake_at;          /* while idle: its timer, INT64_MAX none */
+    int close_deferred;            /* kvmux_close ran inside a callback */
+    int disp_batching;             /* running a batch of callbacks */
+    int kick_deferred;             /* a writer kick waits for the batch end */
+
+    /* ---- event-loop mode (loop.c); the loop thread only ---- */
+    kvmux__lstate lstate;
+    int attached;                  /* hooks set */
+    kvmux_async_hooks hooks;
+    int read_armed;
+    int write_armed;
+    int64_t timer_at;              /* deadline the loop timer is armed for,
+                                      INT64_MAX none */
+    int64_t connect_deadline;      /* handshake must finish by then */
+    uint32_t in_handler;           /* depth of handle_* / callbacks */
+    kvmux_status_cb status_cb;
+    void *status_ud;
+    int status_due;                /* 1: report status_code after unlock */
+    int status_code;
 };
 
 /* errno as text, thread-safely (GNU strerror_r, _GNU_SOURCE is defined
@@ -100,6 +254,43 @@ int kvmux__out_reserve(kvmux_client *c, size_t n);
  * idle -> busy edge, so a burst of callers costs one wakeup. */
 void kvmux__writer_kick(kvmux_client *c);
 
+/* v2: apply a WINDOW_UPDATE for one of our fragmented requests (lock
+ * held). Returns 0 (also for an id with no transfer: it may have just
+ * finished) or -KVMUX_ERR_PROTOCOL (window overflow). */
+int kvmux__writer_on_window_update(kvmux_client *c, const kvmux_frame *f);
+
+/* ---- v2 fragmented requests (bigsend.c); lock held ---- */
+
+/* Allocate the transfer of req (a SET/CAS too large for one frame) and
+ * copy its key and value once -- or take over steal->buf (a backlogged
+ * op's copy: key then value) when steal is not NULL. Returns 0 or
+ * KVMUX_ENOMEM. */
+int kvmux__big_prepare(kvmux_client *c, const kvmux_request *req, struct kvmux_future *steal,
+                       kvmux__bigmsg **out);
+/* Free a transfer never started. */
+void kvmux__big_free(kvmux__bigmsg *m);
+/* Start m as the REQUEST tmpl (id, op, extras set; key and value are m's):
+ * plan its fragments and queue it for the writer. Returns 0 or
+ * -KVMUX_ERR_* (then m is not queued: free it). */
+int kvmux__big_start(kvmux_client *c, kvmux__bigmsg *m, const kvmux_frame *tmpl);
+/* The next transfer with a fragment to send (round robin), its fragment
+ * in *fr (window consumed), or NULL. */
+kvmux__bigmsg *kvmux__big_pick(kvmux_client *c, kvmux_fragment *fr);
+/* 1 if some transfer could send a fragment now. */
+int kvmux__big_ready(kvmux_client *c);
+/* Encode the frame head of fragment fr of m into m->hdr; returns its
+ * length (the value bytes follow from m->buf). */
+size_t kvmux__big_encode_head(kvmux_client *c, kvmux__bigmsg *m, const kvmux_fragment *fr);
+/* The writer finished writing m's fragment: free m if done or aborted. */
+void kvmux__big_written(kvmux_client *c, kvmux__bigmsg *m);
+/* Stop sending request id's value (CANCEL). Returns 1 if some of it was
+ * sent (the server knows the request), 0 if nothing was (the request
+ * never left: no reply will come), -1 if no transfer has that id (sent
+ * completely, or not fragmented). */
+int kvmux__big_abort(kvmux_client *c, uint32_t id);
+/* Close-time: free every transfer (no writer running). */
+void kvmux__big_free_all(kvmux_client *c);
+
 /* Thread bodies; arg is the kvmux_client. */
 void *kvmux__writer_main(void *arg);
 void *kvmux__reader_main(void *arg);
@@ -108,6 +299,166 @@ void *kvmux__reader_main(void *arg);
  * consumed; on a protocol error the connection has been failed. Exposed
  * for the reader loop only. */
 size_t kvmux__reader_process(kvmux_client *c);
+
+/* ---- shared request path (call.c) ---- */
+
+/* Check req against the negotiated limits; *flen = its frame size.
+ * Returns 0, KVMUX_EINVAL or KVMUX_ETOOBIG. */
+int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *flen);
+
+/* Reserve what encoding req (frame size flen, from kvmux__call_check)
+ * needs: room in c->out, or, for a value sent fragmented, its transfer
+ * (*big; steal as for kvmux__big_prepare). *big is NULL for a
+ * single-frame request. Returns 0 or KVMUX_ENOMEM. */
+int kvmux__call_prepare(kvmux_client *c, const kvmux_request *req, size_t flen,
+                        struct kvmux_future *steal, kvmux__bigmsg **big);
+
+/* Encode req as request id at the end of c->out (room reserved), or start
+ * its transfer big (from kvmux__call_prepare). Returns 0, or
+ * KVMUX_ETOOBIG if the transfer could not be planned (big freed). */
+int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
+                       kvmux__bigmsg *big, int64_t deadline);
+
+/* The DEADLINE value (ms left, >= 1) for a monotonic-ms deadline. */
+uint32_t kvmux__deadline_left(int64_t deadline);
+
+/* ---- cancellation (async.c); lock held ---- */
+
+/* Stop waiting for the request in slot s (WAITING, no caller attached any
+ * more: its caller gave up or cancelled). On v2, and within the client's
+ * own CANCEL rate (KVMUX_CLIENT_CANCEL_RATE), a CANCEL is queued and the
+ * request's fragmented upload, if any, stops; a request none of which
+ * has left yet is dropped and its slot freed at once (no reply will come).
+ * Otherwise the slot becomes a TOMBSTONE until the server's one reply. */
+void kvmux__slot_abandon(kvmux_client *c, kvmux__slot *s);
+
+/* 1 if a frame of flen bytes does not fit in the outbound queue now. */
+int kvmux__queue_full(const kvmux_client *c, size_t flen);
+
+/* ---- async requests (async.c); lock held unless said otherwise ---- */
+
+/* Slot s (WAITING) has its result (s->result, s->reply): wake its
+ * synchronous caller, or, for an async op, move the result into the op,
+ * free the slot and complete the op. */
+void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s);
+
+/* A slot became FREE: admit backlogged ops, then wake a synchronous caller
+ * waiting for a slot if one is still free. */
+void kvmux__slot_freed(kvmux_client *c);
+
+/* Admit backlogged ops while credits and queue room allow (no-op once the
+ * connection has failed). */
+void kvmux__async_pump(kvmux_client *c);
+
+/* Connection failure: complete every QUEUED op with code (INFLIGHT ones
+ * are completed through their slots). */
+void kvmux__async_fail(kvmux_client *c, int code);
+
+/* Complete every op whose deadline has passed (now, monotonic ms) with
+ * KVMUX_ETIMEDOUT. */
+void kvmux__async_expire(kvmux_client *c, int64_t now);
+
+/* Run the callbacks of the DONE list until it is empty; lock NOT held on
+ * entry or exit. Used by the completion thread and the loop driver. */
+void kvmux__async_run_done(kvmux_client *c);
+
+/* Return op (DONE, or never submitted) to the free list: its reply value,
+ * if still there, is freed. */
+void kvmux__op_recycle(kvmux_client *c, kvmux__op *op);
+
+/* Close-time: mark every live future detached (they outlive c), and free
+ * the free list. Every op must be DONE or FREE. */
+void kvmux__async_release_all(kvmux_client *c);
+
+/* Futures (future.c uses these async.c internals; lock held). Cancel a
+ * pending future's request locally (a queued one leaves the backlog, a
+ * sent one leaves a tombstone), take f off c's live list; destroy a
+ * detached one (no lock: its client is gone). */
+void kvmux__future_cancel(kvmux_client *c, kvmux__op *f);
+void kvmux__future_unlink(kvmux_client *c, kvmux__op *f);
+void kvmux__future_destroy(kvmux__op *f);
+
+/* Threaded mode: start the completion thread (lock held; once). Returns 0
+ * or KVMUX_ENOMEM. The thread body and its wakeups are in dispatcher.c. */
+int kvmux__disp_start(kvmux_client *c);
+/* Wake the completion thread if it sleeps (new DONE op). */
+void kvmux__disp_kick(kvmux_client *c);
+/* A new deadline: wake the completion thread (threaded) or re-arm the
+ * loop's timer (loop mode) if it is earlier than the one awaited. */
+void kvmux__timers_changed(kvmux_client *c, int64_t deadline);
+/* kvmux_close's part for the completion thread: lock held, connection
+ * already failed. Returns 1 if the caller is that thread (inside a
+ * callback): the thread then finishes the close itself, and the caller
+ * must unlock and return at once. Otherwise wakes it to drain and exit
+ * and returns 0; join it with kvmux__disp_join after unlocking. */
+int kvmux__disp_close(kvmux_client *c);
+void kvmux__disp_join(kvmux_client *c);
+
+/* ---- event-loop mode (loop.c) ---- */
+
+/* Loop mode counterpart of a writer wakeup: make sure the loop watches
+ * for writability. */
+void kvmux__loop_want_write(kvmux_client *c);
+/* Arm the loop's timer for the earliest deadline (a request's, or the
+ * handshake's) if it is earlier than the armed one (lock held). */
+void kvmux__loop_timer_update(kvmux_client *c);
+/* The connection failed (lock held): stop watching the fd, disarm the
+ * timer, and arrange for the status callback. */
+void kvmux__loop_on_fail(kvmux_client *c);
+/* kvmux_close for a loop client (all of it). */
+void kvmux__loop_close(kvmux_client *c);
+
+/* ---- lifecycle pieces shared by both connects (client.c) ---- */
+
+/* A new client with options o (validated), mutex, condition variables and
+ * receive buffer; fd -1. Returns NULL on out of memory (message recorded
+ * for kvmux_connection_error(NULL, ...)). */
+kvmux_client *kvmux__client_new(const kvmux_options *o);
+/* Free c's memory and socket. No thread may be running. */
+void kvmux__client_free(kvmux_client *c);
+/* Validate options. Returns 0 or KVMUX_EINVAL (message recorded). */
+int kvmux__check_opts(const kvmux_options *o);
+/* Record a connect failure for kvmux_connection_error(NULL, ...) and
+ * return code. */
+int kvmux__connect_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The calling thread's last connect failure message, and its reset (a
+ * connect starting). */
+const char *kvmux__connect_msg(void);
+void kvmux__connect_reset(void);
+/* Initialise the session and encode HELLO into out (KVMUX_HELLO_MAX_LEN
+ * bytes). Returns its length. */
+size_t kvmux__hello_encode(kvmux_client *c, const char *name, uint8_t *out);
+/* Apply the handshake reply f (already decoded): HELLO_ACK -> settings,
+ * server info, pending table; ERROR or anything else -> a failure.
+ * Returns 0, or a KVMUX_E* with the message recorded (connect_fail). */
+int kvmux__handshake_reply(kvmux_client *c, const kvmux_frame *f);
+/* Resolve host and open a non-blocking TCP socket; connect() is started.
+ * If deadline >= 0 wait (poll) until connected or deadline (monotonic ms),
+ * trying each address; if deadline < 0 return at once with the connect in
+ * progress (first address only). Returns the fd or a KVMUX_E* (message
+ * recorded). */
+int kvmux__connect_socket(const char *host, uint16_t port, int64_t deadline);
+
+/* ---- keepalive (keepalive.c) ---- */
+
+/* 1 if keepalive is on (keepalive_interval_ms > 0). */
+int kvmux__keepalive_on(const kvmux_client *c);
+/* When kvmux__keepalive_tick has something to do (monotonic ms), or
+ * INT64_MAX. Reader thread / loop thread. */
+int64_t kvmux__keepalive_due(const kvmux_client *c);
+/* Bytes arrived at now. Reader thread / loop thread, lock not needed. */
+void kvmux__keepalive_rx(kvmux_client *c, int64_t now);
+/* At or after the due time (lock held): queue a PING, or fail the
+ * connection with KVMUX_EKEEPALIVE if one went unanswered. */
+void kvmux__keepalive_tick(kvmux_client *c, int64_t now);
+
+/* ---- reader pieces shared by both drivers (reader.c), lock not held ---- */
+
+/* Make room in c->rbuf for more bytes. Returns 0 or -1 (out of memory;
+ * the connection has been failed). */
+int kvmux__reader_make_room(kvmux_client *c);
+/* Drop the first used bytes of c->rbuf (processed frames). */
+void kvmux__reader_consume(kvmux_client *c, size_t used);
 
 /* Map a RESPONSE status to a kvmux_error. Returns 0 and sets *err, or -1
  * for a status this version does not define (a protocol error). */

@@ -31,12 +31,14 @@ const char *kvmux_strerror(int err) {
     case KVMUX_ENOMEM: return "out of memory";
     case KVMUX_EUNSUPPORTED: return "operation not supported by the server";
     case KVMUX_ESHUTDOWN: return "server shutting down (request not processed)";
+    case KVMUX_ECANCELED: return "request cancelled";
     case KVMUX_E_FATAL: return "fatal connection error";
     case KVMUX_ECLOSED: return "connection closed";
     case KVMUX_EPROTO: return "protocol error";
     case KVMUX_ECONNECT: return "could not connect";
     case KVMUX_ENOVERSION: return "no protocol version in common with the server";
     case KVMUX_EIO: return "socket error";
+    case KVMUX_EKEEPALIVE: return "server unresponsive (keepalive timeout)";
     }
     return "unknown error";
 }
@@ -56,9 +58,18 @@ void kvmux_options_init(kvmux_options *o) {
     o->max_frame_size = KVMUX_DEFAULT_MAX_FRAME;
     o->client_name = NULL;
     o->first_request_id = 0;
+    o->max_value_size = KVMUX_DEFAULT_MAX_VALUE_V2;
+    o->max_protocol_version = KVMUX_PROTO_VERSION_MAX;
 }
 
 int kvmux__status_to_error(uint8_t status, int *err) {
+    /* v2 statuses are macros, outside the enum (see proto.h). A v1
+     * session never gets them: the session refuses v2 frames, and the
+     * server does not send v2 statuses on v1. */
+    if (status == KVMUX_STATUS_CANCELED) {
+        *err = KVMUX_ECANCELED;
+        return 0;
+    }
     switch ((enum kvmux_status)status) {
     case KVMUX_STATUS_OK: *err = KVMUX_OK; return 0;
     case KVMUX_STATUS_NOT_FOUND: *err = KVMUX_ENOTFOUND; return 0;

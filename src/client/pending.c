@@ -120,6 +120,9 @@ kvmux__slot *kvmux__pending_take(kvmux__pending *t, uint32_t *id_out) {
     s->result = 0;
     memset(&s->reply, 0, sizeof s->reply);
     s->value = NULL;
+    s->aop = NULL;
+    memset(&s->reasm, 0, sizeof s->reasm);
+    s->asm_dst = NULL;
     *id_out = id;
     return s;
 }
@@ -147,6 +150,9 @@ void kvmux__pending_release(kvmux__pending *t, kvmux__slot *s) {
     free(s->value);
     memset(&s->reply, 0, sizeof s->reply);
     s->value = NULL;
+    s->aop = NULL;
+    memset(&s->reasm, 0, sizeof s->reasm);
+    s->asm_dst = NULL;
     s->state = KVMUX__SLOT_FREE;
     s->id = 0;
     s->done = 0;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "kvmux.h"
+#include "proto.h"
 
 /* Hard cap on slots (= credits we ever use), so a server advertising a huge
  * MAX_OUTSTANDING cannot make us allocate without bound. 2^16 slots leave
@@ -24,9 +25,13 @@ typedef enum kvmux__slot_state {
     KVMUX__SLOT_TOMBSTONE = 2
 } kvmux__slot_state;
 
+struct kvmux_future; /* an async request (client_internal.h) */
+
 /* A slot. Invariants: id != 0 whenever state != FREE; id's low slot_bits
  * bits are the slot's index; the completion fields are meaningful only while
- * state == WAITING. Everything is guarded by the client mutex. */
+ * state == WAITING; aop is NULL unless the slot is WAITING for an async
+ * request (a synchronous caller waits on cond instead). Everything is
+ * guarded by the client mutex. */
 typedef struct kvmux__slot {
     kvmux__slot_state state;
     uint32_t gen;          /* generation of the next / current id */
@@ -39,6 +44,14 @@ typedef struct kvmux__slot {
     int result;            /* 0 or KVMUX_E* */
     kvmux_reply reply;     /* value (if any) is a heap copy for the caller */
     kvmux_value *value;    /* want_value: the single-allocation value */
+    struct kvmux_future *aop; /* the async request this slot carries, or NULL */
+    /* v2: a fragmented reply being received (reader.c). reasm.state is
+     * IDLE unless its first frame has arrived and its last has not; the
+     * bytes go to asm_dst (inside value or reply.value), or nowhere when
+     * asm_dst is NULL (a tombstone's reply, or no memory for it: the
+     * fragments are still counted so the windows stay right). */
+    kvmux_reassembly reasm;
+    uint8_t *asm_dst;
 } kvmux__slot;
 
 typedef struct kvmux__pending {

@@ -22,15 +22,31 @@
  * KVMUX_EPROTO and a message for kvmux_connection_error. A PING from the
  * server is answered with a PONG through the normal outbound queue.
  *
+ * Completion is one path for every kind of caller (kvmux__slot_finish):
+ * a synchronous caller is woken on its condition variable; an async
+ * request's result moves into its op, its slot is freed at once, a future
+ * is marked done and a callback is queued for the completion thread (or
+ * the event loop) -- user code never runs on this thread, and the whole
+ * batch costs one lock round. kvmux__reader_process and the buffer
+ * helpers are shared with the event-loop driver (loop.c), which calls
+ * them instead of this thread.
+ *
+ * Keepalive (keepalive.c): when it is on, the thread waits in poll()
+ * bounded by the next keepalive action instead of blocking in recv(), and
+ * stamps every arrival; a PONG with id 0 answers our keepalive PING.
+ *
  * What it is not: it never writes to the socket itself (that would
  * interleave with the writer's bytes), and never waits for a caller.
  */
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "client_internal.h"
+#include "clock.h"
 
 /* An i64 carried on the wire as its two's-complement u64, converted
  * without relying on implementation-defined conversions. */
@@ -40,33 +56,174 @@ static int64_t reader_load_i64(const uint8_t *p) {
     return -(int64_t)(~u) - 1;
 }
 
-/* Wake one caller waiting for a slot, if any (lock held). */
-static void reader_slot_freed(kvmux_client *c) {
-    if (c->slot_waiters > 0) pthread_cond_signal(&c->slot_cond);
-}
-
-/* Copy a GET/WAIT value into a heap buffer owned by the caller of s.
- * Returns 0 or KVMUX_ENOMEM. */
-static int reader_copy_value(kvmux__slot *s, const kvmux_frame *f, uint64_t version) {
-    size_t len = f->value_len;
+/* Allocate the caller's value buffer for len bytes (plus a NUL) in s:
+ * one kvmux_value allocation for want_value, else reply.value. Returns
+ * the data pointer, or NULL on out of memory. */
+static uint8_t *reader_alloc_value(kvmux__slot *s, size_t len, uint64_t version) {
     if (s->want_value) {
         /* One allocation: the struct, then the bytes and a NUL. */
         kvmux_value *v = malloc(sizeof *v + len + 1);
-        if (!v) return KVMUX_ENOMEM;
+        if (!v) return NULL;
         v->version = version;
         v->len = len;
         v->data = (uint8_t *)(v + 1);
-        if (len) memcpy(v->data, f->value, len);
         v->data[len] = 0;
         s->value = v;
-    } else {
-        uint8_t *p = malloc(len + 1);
-        if (!p) return KVMUX_ENOMEM;
-        if (len) memcpy(p, f->value, len);
-        p[len] = 0;
-        s->reply.value = p;
-        s->reply.value_len = len;
+        return v->data;
     }
+    uint8_t *p = malloc(len + 1);
+    if (!p) return NULL;
+    p[len] = 0;
+    s->reply.value = p;
+    s->reply.value_len = len;
+    return p;
+}
+
+/* Free whatever value s holds (a partial reassembly, or a failed call's). */
+static void reader_drop_value(kvmux__slot *s) {
+    free(s->value);
+    s->value = NULL;
+    free(s->reply.value);
+    s->reply.value = NULL;
+    s->reply.value_len = 0;
+    s->asm_dst = NULL;
+}
+
+/* Queue the WINDOW_UPDATEs g calls for (message id, connection) at the end
+ * of c->out (lock held). Control frames bypass the queue limits, as PONG
+ * does: they are tiny and a peer waiting for window must get them. Out of
+ * memory fails the connection (the window would otherwise leak and the
+ * server stall forever). Returns 0 or -1 (failed). */
+static int reader_grant(kvmux_client *c, uint32_t id, const kvmux_grant *g) {
+    uint32_t n = (g->message ? 1u : 0u) + (g->connection ? 1u : 0u);
+    if (n == 0) return 0;
+    if (kvmux__out_reserve(c, (size_t)n * KVMUX_WINDOW_UPDATE_LEN) != 0) {
+        kvmux__client_fail(c, KVMUX_EIO, "out of memory for a WINDOW_UPDATE");
+        return -1;
+    }
+    if (g->message) {
+        c->out.len += kvmux_encode_window_update(c->out.data + c->out.len, c->version, id,
+                                                 g->message);
+        c->out.frames++;
+    }
+    if (g->connection) {
+        c->out.len += kvmux_encode_window_update(c->out.data + c->out.len, c->version, 0,
+                                                 g->connection);
+        c->out.frames++;
+    }
+    kvmux__writer_kick(c);
+    return 0;
+}
+
+/* Copy one fragment of s's reply (value bytes at offset) and release it
+ * to the windows at once: the bytes are consumed as soon as they are
+ * copied out of the receive buffer (lock held). Returns 0 or -1. */
+static int reader_take_fragment(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f,
+                                uint32_t offset) {
+    if (s->asm_dst && f->value_len) memcpy(s->asm_dst + offset, f->value, f->value_len);
+    kvmux_grant g;
+    kvmux_reassembly_release(&s->reasm, &c->session, f->value_len, &g);
+    return reader_grant(c, s->id, &g);
+}
+
+/* A fragmented reply is complete (or was aborted): hand it to its caller,
+ * or free a tombstone (lock held). */
+static void reader_reasm_done(kvmux_client *c, kvmux__slot *s) {
+    s->reasm.state = KVMUX_REASM_IDLE;
+    s->asm_dst = NULL;
+    if (s->state == KVMUX__SLOT_TOMBSTONE) {
+        c->dropped_replies++;
+        kvmux__pending_release(&c->pending, s);
+        kvmux__slot_freed(c);
+        return;
+    }
+    kvmux__slot_finish(c, s);
+}
+
+/* Start receiving a fragmented reply f (RESPONSE with MORE) for slot s,
+ * WAITING or TOMBSTONE (lock held). Only an OK reply to GET or WAIT has a
+ * value that may be fragmented; anything else is a protocol error.
+ * Returns 0 or -1 (failed). */
+static int reader_begin_fragmented(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f) {
+    if (f->code != KVMUX_STATUS_OK || (s->op != KVMUX_GET && s->op != KVMUX_WAIT) ||
+        f->extras_len != 8) {
+        kvmux__client_fail(c, KVMUX_EPROTO,
+                           "fragmented %s reply to %s (request %u) where none is allowed",
+                           kvmux_status_name(f->code), kvmux_opcode_name(s->op), f->request_id);
+        return -1;
+    }
+    if (s->reasm.state != KVMUX_REASM_IDLE) {
+        kvmux__client_fail(c, KVMUX_EPROTO, "second fragmented reply for request %u",
+                           f->request_id);
+        return -1;
+    }
+    int rc = kvmux_reassembly_begin(&s->reasm, &c->session, f, c->opts.max_value_size);
+    if (rc < 0) {
+        kvmux__client_fail(c, KVMUX_EPROTO, "bad fragmented reply (request %u, %u bytes): %s",
+                           f->request_id, f->total_value_len, kvmux_wire_error_name(-rc));
+        return -1;
+    }
+    s->asm_dst = NULL;
+    if (s->state == KVMUX__SLOT_WAITING) {
+        s->result = KVMUX_OK;
+        s->reply.version = kvmux_load_u64be(f->extras);
+        s->asm_dst = reader_alloc_value(s, f->total_value_len, s->reply.version);
+        /* No memory for it: this call fails, the fragments are still
+         * counted (and discarded) so the connection goes on. */
+        if (!s->asm_dst) s->result = KVMUX_ENOMEM;
+    }
+    return reader_take_fragment(c, s, f, 0);
+}
+
+/* Handle a CONTINUATION (lock held). Returns 0 or -1 (failed). */
+static int reader_on_continuation(kvmux_client *c, const kvmux_frame *f) {
+    kvmux__slot *s = kvmux__pending_find(&c->pending, f->request_id);
+    if (!s || s->reasm.state != KVMUX_REASM_OPEN) {
+        kvmux__client_fail(c, KVMUX_EPROTO, "CONTINUATION for request %u, which has no "
+                           "fragmented reply open", f->request_id);
+        return -1;
+    }
+    uint32_t off = 0;
+    int rc = kvmux_reassembly_continue(&s->reasm, &c->session, f, &off);
+    if (rc < 0) {
+        kvmux__client_fail(c, KVMUX_EPROTO, "bad CONTINUATION for request %u: %s",
+                           f->request_id, kvmux_wire_error_name(-rc));
+        return -1;
+    }
+    if (reader_take_fragment(c, s, f, off) != 0) return -1;
+    if (rc == 1) reader_reasm_done(c, s);
+    return 0;
+}
+
+/* A RESPONSE arrived for a slot whose fragmented reply is still open: the
+ * server ended the transfer early (CANCELED after our CANCEL, or an error
+ * it hit mid-way). The bytes received are released to the connection
+ * window and dropped; the slot completes with this response's status. A
+ * RESPONSE with MORE here is a protocol error. (lock held) */
+static int reader_abort_fragmented(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f) {
+    int err;
+    if (kvmux_frame_has_more(f) || f->code == KVMUX_STATUS_OK ||
+        kvmux__status_to_error(f->code, &err) != 0) {
+        kvmux__client_fail(c, KVMUX_EPROTO, "%s reply for request %u in the middle of its "
+                           "fragmented reply", kvmux_status_name(f->code), f->request_id);
+        return -1;
+    }
+    kvmux_grant g;
+    kvmux_reassembly_abort(&s->reasm, &c->session, &g);
+    if (reader_grant(c, s->id, &g) != 0) return -1;
+    reader_drop_value(s);
+    memset(&s->reply, 0, sizeof s->reply);
+    s->result = err;
+    reader_reasm_done(c, s);
+    return 0;
+}
+
+/* Copy a single-frame GET/WAIT value into a heap buffer owned by the
+ * caller of s. Returns 0 or KVMUX_ENOMEM. */
+static int reader_copy_value(kvmux__slot *s, const kvmux_frame *f, uint64_t version) {
+    uint8_t *p = reader_alloc_value(s, f->value_len, version);
+    if (!p) return KVMUX_ENOMEM;
+    if (f->value_len) memcpy(p, f->value, f->value_len);
     return 0;
 }
 
@@ -126,21 +283,32 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
         s->reply.version = kvmux_load_u64be(f->extras);
     }
-    s->done = 1;
-    pthread_cond_signal(&s->cond);
+    kvmux__slot_finish(c, s);
     return 0;
 }
 
 /* Handle a RESPONSE or PONG (lock held). Returns 0 or -1 (failed). */
 static int reader_on_reply(kvmux_client *c, const kvmux_frame *f) {
     kvmux__slot *s = kvmux__pending_find(&c->pending, f->request_id);
+    if (s && s->reasm.state == KVMUX_REASM_OPEN && f->type == KVMUX_FRAME_RESPONSE)
+        return reader_abort_fragmented(c, s, f);
+    if (kvmux_frame_has_more(f)) {
+        /* The first frame of a fragmented reply: its CONTINUATIONs need
+         * the slot, even a tombstone's (whose bytes are then discarded). */
+        if (!s || s->done || s->op == KVMUX_PING) {
+            kvmux__client_fail(c, KVMUX_EPROTO, "fragmented reply for request %u, which "
+                               "is not waiting for one", f->request_id);
+            return -1;
+        }
+        return reader_begin_fragmented(c, s, f);
+    }
     if (!s || s->state == KVMUX__SLOT_TOMBSTONE || s->done) {
         /* Unknown or stale id, a late reply to a timed-out call, or a
          * duplicate: drop and count. A late reply returns its credit. */
         c->dropped_replies++;
         if (s && s->state == KVMUX__SLOT_TOMBSTONE) {
             kvmux__pending_release(&c->pending, s);
-            reader_slot_freed(c);
+            kvmux__slot_freed(c);
         }
         return 0;
     }
@@ -153,11 +321,41 @@ static int reader_on_reply(kvmux_client *c, const kvmux_frame *f) {
     }
     if (is_ping) {
         s->result = 0;
-        s->done = 1;
-        pthread_cond_signal(&s->cond);
+        kvmux__slot_finish(c, s);
         return 0;
     }
     return reader_complete(c, s, f);
+}
+
+/* Handle a GOAWAY (lock held): the server drains. Requests already sent
+ * keep their answers (the server answers every one, SHUTTING_DOWN for
+ * those it read after the GOAWAY); nothing new is sent: callers and the
+ * async backlog fail fast with KVMUX_ESHUTDOWN (async.c, call.c). */
+static void reader_on_goaway(kvmux_client *c, const kvmux_frame *f) {
+    int rc = kvmux_session_on_goaway(&c->session, f);
+    if (rc < 0) {
+        kvmux__client_fail(c, KVMUX_EPROTO, "unexpected GOAWAY: %s", kvmux_wire_error_name(-rc));
+        return;
+    }
+    if (c->draining) return; /* a second GOAWAY (e.g. the drain timed out) */
+    c->draining = 1;
+    kvmux__async_fail(c, KVMUX_ESHUTDOWN); /* the backlog was never sent */
+    pthread_cond_broadcast(&c->slot_cond);
+    pthread_cond_broadcast(&c->queue_cond);
+}
+
+/* Handle a WINDOW_UPDATE (lock held): the connection window, or one of
+ * our fragmented requests' (writer.c). Returns 0 or -1 (failed). */
+static int reader_on_window_update(kvmux_client *c, const kvmux_frame *f) {
+    int rc = f->request_id == 0 ? kvmux_session_on_window_update(&c->session, f)
+                                : kvmux__writer_on_window_update(c, f);
+    if (rc < 0) {
+        kvmux__client_fail(c, KVMUX_EPROTO, "bad WINDOW_UPDATE for %u: %s", f->request_id,
+                           kvmux_wire_error_name(-rc));
+        return -1;
+    }
+    kvmux__writer_kick(c); /* a fragment may be sendable now */
+    return 0;
 }
 
 /* Answer a PING from the server with a PONG echoing id and payload (lock
@@ -206,8 +404,20 @@ size_t kvmux__reader_process(kvmux_client *c) {
             reader_on_ping(c, &f);
             break;
         case KVMUX_FRAME_PONG:
+            if (f.request_id == 0) break; /* a keepalive PING's (keepalive.c) */
+            reader_on_reply(c, &f);
+            break;
         case KVMUX_FRAME_RESPONSE:
             reader_on_reply(c, &f);
+            break;
+        case KVMUX_FRAME_CONTINUATION:
+            reader_on_continuation(c, &f);
+            break;
+        case KVMUX_FRAME_GOAWAY:
+            reader_on_goaway(c, &f);
+            break;
+        case KVMUX_FRAME_WINDOW_UPDATE:
+            reader_on_window_update(c, &f);
             break;
         default:
             /* check_recv lets nothing else through on an open client session. */
@@ -219,10 +429,10 @@ size_t kvmux__reader_process(kvmux_client *c) {
     return pos;
 }
 
-/* Make room in rbuf for more bytes: move the partial frame to the front,
- * and grow the buffer if that frame is larger than it. Returns 0 or -1
- * (out of memory; the connection has been failed). Lock not held. */
-static int reader_make_room(kvmux_client *c) {
+/* Make room in rbuf for more bytes: grow the buffer if the partial frame
+ * at its front is larger than it (kvmux__reader_consume keeps the partial
+ * frame at the front). */
+int kvmux__reader_make_room(kvmux_client *c) {
     if (c->rlen < c->rcap) return 0;
     size_t need = c->rcap + 1;
     if (c->rlen >= KVMUX_FRAME_HDR_LEN) {
@@ -242,6 +452,19 @@ static int reader_make_room(kvmux_client *c) {
     return 0;
 }
 
+void kvmux__reader_consume(kvmux_client *c, size_t used) {
+    memmove(c->rbuf, c->rbuf + used, c->rlen - used);
+    c->rlen -= used;
+    if (c->rlen == 0 && c->rcap > KVMUX_CLIENT_RBUF) {
+        /* A large frame has passed: give the memory back. */
+        uint8_t *p = realloc(c->rbuf, KVMUX_CLIENT_RBUF);
+        if (p) {
+            c->rbuf = p;
+            c->rcap = KVMUX_CLIENT_RBUF;
+        }
+    }
+}
+
 void *kvmux__reader_main(void *arg) {
     kvmux_client *c = arg;
     for (;;) {
@@ -252,21 +475,31 @@ void *kvmux__reader_main(void *arg) {
             int fatal = c->fatal;
             pthread_mutex_unlock(&c->mu);
             if (fatal) break;
-            memmove(c->rbuf, c->rbuf + used, c->rlen - used);
-            c->rlen -= used;
-            if (c->rlen == 0 && c->rcap > KVMUX_CLIENT_RBUF) {
-                /* A large frame has passed: give the memory back. */
-                uint8_t *p = realloc(c->rbuf, KVMUX_CLIENT_RBUF);
-                if (p) {
-                    c->rbuf = p;
-                    c->rcap = KVMUX_CLIENT_RBUF;
-                }
-            }
+            kvmux__reader_consume(c, used);
         }
-        if (reader_make_room(c) != 0) break;
+        if (kvmux__reader_make_room(c) != 0) break;
+        if (kvmux__keepalive_on(c)) {
+            /* Wait for bytes no longer than the next keepalive action. */
+            int64_t now = kvmux__now_ms();
+            int64_t due = kvmux__keepalive_due(c);
+            if (now >= due) {
+                pthread_mutex_lock(&c->mu);
+                kvmux__keepalive_tick(c, now);
+                int fatal = c->fatal;
+                pthread_mutex_unlock(&c->mu);
+                if (fatal) break;
+                continue;
+            }
+            int64_t wait = due - now;
+            struct pollfd pfd = {c->fd, POLLIN, 0};
+            int pr = poll(&pfd, 1, wait > INT_MAX ? INT_MAX : (int)wait);
+            if (pr == 0 || (pr < 0 && errno == EINTR)) continue;
+            /* Readable, or an error/hangup that recv will report. */
+        }
         ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
         if (n > 0) {
             c->rlen += (size_t)n;
+            if (kvmux__keepalive_on(c)) kvmux__keepalive_rx(c, kvmux__now_ms());
             continue;
         }
         if (n < 0 && errno == EINTR) continue;

@@ -12,20 +12,32 @@
  * done the writer wakes every caller waiting for queue room.
  *
  * The wakeup is edge-triggered (kvmux__writer_kick): a caller signals only
- * when the writer is idle, so a burst of calls costs one signal.
+ * when the writer is idle, so a burst of calls costs one signal; requests
+ * submitted by async callbacks kick once at the end of their batch
+ * (async.c), so a round of callbacks that each resubmit goes out as one
+ * write.
  *
  * The socket is blocking once connected; send() uses MSG_NOSIGNAL so a dead
  * peer is an EPIPE error, never a SIGPIPE. A writer blocked in send() on a
  * stalled server is released by kvmux__client_fail's shutdown(). The writer
  * exits as soon as the connection has a fatal code.
  *
+ * In event-loop mode there is no writer thread: kvmux__writer_kick asks
+ * the loop for writability instead, and loop.c sends from c->out.
+ *
+ * Protocol v2: each round also carries at most one fragment of a large
+ * request value (bigsend.c), written from the transfer's own buffer in the
+ * same sendmsg, so batches of small frames and fragments alternate.
+ *
  * What it is not: the writer never encodes, parses or touches the pending
- * table; failing the calls is kvmux__client_fail's job.
+ * table (the backlog pump after a batch does, through async.c); failing
+ * the calls is kvmux__client_fail's job.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "client_internal.h"
 
@@ -43,25 +55,47 @@ int kvmux__out_reserve(kvmux_client *c, size_t n) {
 }
 
 void kvmux__writer_kick(kvmux_client *c) {
+    if (c->mode == KVMUX__MODE_LOOP) {
+        kvmux__loop_want_write(c);
+        return;
+    }
     if (c->writer_idle) {
         c->writer_idle = 0;
         pthread_cond_signal(&c->writer_cond);
     }
 }
 
-/* Send all of buf. Returns 0, or a fatal KVMUX_E* with errno preserved. */
-static int writer_send_all(int fd, const uint8_t *buf, size_t len) {
-    while (len > 0) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n < 0) {
+/* Write all of iov[0..n) (entries may be empty). Returns 0, or a fatal
+ * KVMUX_E* with errno preserved. */
+static int writer_send_all(int fd, struct iovec *iov, int n) {
+    while (n > 0) {
+        if (iov[0].iov_len == 0) {
+            iov++;
+            n--;
+            continue;
+        }
+        struct msghdr mh;
+        memset(&mh, 0, sizeof mh);
+        mh.msg_iov = iov;
+        mh.msg_iovlen = (size_t)n;
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
             if (errno == EINTR) continue;
             /* A reset or a shutdown() from kvmux__client_fail is a close;
              * anything else is an I/O error. */
             if (errno == EPIPE || errno == ECONNRESET) return KVMUX_ECLOSED;
             return KVMUX_EIO;
         }
-        buf += n;
-        len -= (size_t)n;
+        size_t left = (size_t)w;
+        while (n > 0 && left >= iov[0].iov_len) {
+            left -= iov[0].iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov[0].iov_base = (uint8_t *)iov[0].iov_base + left;
+            iov[0].iov_len -= left;
+        }
     }
     return 0;
 }
@@ -70,7 +104,7 @@ void *kvmux__writer_main(void *arg) {
     kvmux_client *c = arg;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (c->out.len == 0 && c->fatal == 0) {
+        while (c->out.len == 0 && c->fatal == 0 && !kvmux__big_ready(c)) {
             c->writer_idle = 1;
             pthread_cond_wait(&c->writer_cond, &c->mu);
         }
@@ -85,9 +119,29 @@ void *kvmux__writer_main(void *arg) {
         c->wbuf = batch;
         c->wr_bytes = batch.len;
         c->wr_frames = batch.frames;
+        /* Then one fragment of one large value (round robin): small
+         * frames never wait behind more than a fragment. */
+        kvmux_fragment fr;
+        kvmux__bigmsg *m = kvmux__big_pick(c, &fr);
+        /* Only non-empty entries: an empty one may carry no valid base. */
+        struct iovec iov[3];
+        int niov = 0;
+        if (c->wbuf.len) {
+            iov[niov].iov_base = c->wbuf.data;
+            iov[niov++].iov_len = c->wbuf.len;
+        }
+        if (m) {
+            c->wr_big = m;
+            iov[niov].iov_base = m->hdr;
+            iov[niov++].iov_len = kvmux__big_encode_head(c, m, &fr);
+            if (fr.len) {
+                iov[niov].iov_base = m->buf + m->key_len + fr.offset;
+                iov[niov++].iov_len = fr.len;
+            }
+        }
         pthread_mutex_unlock(&c->mu);
 
-        int rc = writer_send_all(c->fd, c->wbuf.data, c->wbuf.len);
+        int rc = writer_send_all(c->fd, iov, niov);
         int err = errno;
 
         c->wbuf.len = 0;
@@ -100,11 +154,15 @@ void *kvmux__writer_main(void *arg) {
         pthread_mutex_lock(&c->mu);
         c->wr_bytes = 0;
         c->wr_frames = 0;
+        if (m) kvmux__big_written(c, m);
         if (rc != 0) {
             char eb[64];
             kvmux__client_fail(c, rc, "send failed: %s", kvmux__errstr(err, eb, sizeof eb));
             break;
         }
+        /* Room: first to the async backlog (it waits in FIFO order and
+         * never sleeps), then to the synchronous callers. */
+        kvmux__async_pump(c);
         if (c->queue_waiters > 0) pthread_cond_broadcast(&c->queue_cond);
     }
     pthread_mutex_unlock(&c->mu);

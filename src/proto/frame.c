@@ -1,24 +1,32 @@
 /* kvmux frame codec: the incremental, allocation-free decoder and the
  * encoders for the 16-byte-header frame described in proto.h and
- * docs/PROTOCOL.md.
+ * docs/PROTOCOL.md, for protocol versions 1 and 2.
  *
  * Design: the decoder is picohttpparser-strict. It looks at the bytes it has
  * been given and validates each header field as soon as that field's bytes
- * are present (magic after 1 byte, version after 2, type after 3, flags after
- * 4, every length and the frame-size limit once the 16 header bytes are in),
- * so garbage and oversized frames are refused before the peer can make us
- * wait for, or buffer, a body. It keeps no state between calls: the caller
- * simply calls again with a longer buffer. It returns "need more" (0), "error"
- * (-KVMUX_ERR_*) or "done, N bytes"; it never reads past buf+len and never
- * allocates. Per-type shape checks that can be made from the header alone
- * (HELLO extras/name/settings lengths, PING/PONG sizes, ERROR sizes) are
- * made here too, so the layers above never see a malformed shape.
+ * are present (magic after 1 byte, version after 2, type after 3 -- against
+ * the header's version, so a v2-only type in a v1 frame is refused there --,
+ * flags after 4 -- against type and version --, every length and the
+ * frame-size limit once the 16 header bytes are in), so garbage and
+ * oversized frames are refused before the peer can make us wait for, or
+ * buffer, a body. Only two checks need the body: a WINDOW_UPDATE increment
+ * of 0 or over 2^31-1, and a first fragment whose total_value_len is not
+ * larger than its own value. It keeps no state between calls: the caller
+ * simply calls again with a longer buffer. It returns "need more" (0),
+ * "error" (-KVMUX_ERR_*) or "done, N bytes"; it never reads past buf+len and
+ * never allocates. Per-type shape checks that can be made from the header
+ * alone are made here too, so the layers above never see a malformed shape.
+ *
+ * v2 extras prefixes (deadline_ms for DEADLINE, total_value_len for MORE)
+ * are stripped by the decoder into kvmux_frame fields and written back by
+ * the encoder from them, so op-level code sees the same extras in v1 and v2.
  *
  * What it is not: the decoder does not judge request semantics. Opcode and
  * status values, per-opcode extras lengths and key/value limits are left to
  * the server (which answers UNKNOWN_OP / BAD_REQUEST / TOO_LARGE per request)
  * and the client (which treats an unknown status as a protocol error). The
- * handshake and direction rules live in session.c. No I/O here.
+ * handshake, negotiated-version and direction rules live in session.c,
+ * window and fragment bookkeeping in window.c and fragment.c. No I/O here.
  */
 #include "proto.h"
 
@@ -38,17 +46,48 @@ enum {
     HDR_BODY_LEN = 12
 };
 
-/* 1 if t is a frame type defined in v1 (1..7); the reserved 8..11 and every
- * other value are not. */
-static int frame_type_known(uint8_t t) {
-    return t >= KVMUX_FRAME_HELLO && t <= KVMUX_FRAME_PONG;
+/* Types 1..7 exist from v1, 8..11 from v2; nothing else in any version.
+ * Contract in proto.h. */
+int kvmux_version_allows_type(uint8_t v, uint8_t t) {
+    if (v < 1 || v > KVMUX_PROTO_VERSION_MAX) return 0;
+    if (t >= KVMUX_FRAME_HELLO && t <= KVMUX_FRAME_PONG) return 1;
+    return v >= KVMUX_PROTO_V2 && t >= KVMUX_FRAME_CANCEL &&
+           t <= KVMUX_FRAME_CONTINUATION;
+}
+
+/* Flag bits per type and version; contract in proto.h. */
+uint8_t kvmux_version_allowed_flags(uint8_t v, uint8_t t) {
+    if (v < KVMUX_PROTO_V2 || v > KVMUX_PROTO_VERSION_MAX) return 0;
+    switch (t) {
+    case KVMUX_FRAME_REQUEST: return KVMUX_FLAG_MORE | KVMUX_FLAG_DEADLINE;
+    case KVMUX_FRAME_RESPONSE:
+    case KVMUX_FRAME_CONTINUATION: return KVMUX_FLAG_MORE;
+    default: return 0;
+    }
+}
+
+/* Prefix bytes for a frame of this type with these flags (flags already
+ * validated against the type). */
+static uint32_t prefix_len(uint8_t type, uint8_t flags) {
+    uint32_t n = 0;
+    if (type == KVMUX_FRAME_REQUEST && (flags & KVMUX_FLAG_DEADLINE)) n += KVMUX_PREFIX_LEN;
+    if ((type == KVMUX_FRAME_REQUEST || type == KVMUX_FRAME_RESPONSE) &&
+        (flags & KVMUX_FLAG_MORE))
+        n += KVMUX_PREFIX_LEN;
+    return n;
+}
+
+/* Prefix bytes f's flags call for; contract in proto.h. */
+uint32_t kvmux_frame_prefix_len(const kvmux_frame *f) {
+    return prefix_len(f->type, f->flags);
 }
 
 /* Per-type shape checks, made from the header alone. Returns 0 or
  * -KVMUX_ERR_BAD_LENGTH. value_len is body_len - extras_len - key_len,
- * already known not to underflow. */
-static int frame_check_shape(uint8_t type, uint8_t extras_len, uint16_t key_len,
-                             uint32_t value_len) {
+ * already known not to underflow; extras_len is the wire length (prefixes
+ * included). */
+static int frame_check_shape(uint8_t type, uint8_t flags, uint8_t extras_len,
+                             uint16_t key_len, uint32_t value_len) {
     switch (type) {
     case KVMUX_FRAME_HELLO:
     case KVMUX_FRAME_HELLO_ACK:
@@ -70,8 +109,29 @@ static int frame_check_shape(uint8_t type, uint8_t extras_len, uint16_t key_len,
         if (extras_len != 0 || key_len != 0 || value_len > KVMUX_MAX_ERROR_MSG)
             return -KVMUX_ERR_BAD_LENGTH;
         return 0;
+    case KVMUX_FRAME_CANCEL:
+        if (extras_len != 0 || key_len != 0 || value_len != 0)
+            return -KVMUX_ERR_BAD_LENGTH;
+        return 0;
+    case KVMUX_FRAME_GOAWAY:
+        /* u32 last_request_id, u32 error; value: message. */
+        if (extras_len != 8 || key_len != 0 || value_len > KVMUX_MAX_ERROR_MSG)
+            return -KVMUX_ERR_BAD_LENGTH;
+        return 0;
+    case KVMUX_FRAME_WINDOW_UPDATE:
+        if (extras_len != 4 || key_len != 0 || value_len != 0)
+            return -KVMUX_ERR_BAD_LENGTH;
+        return 0;
+    case KVMUX_FRAME_CONTINUATION:
+        /* An empty chunk would be a frame that moves nothing: refuse it,
+         * so a peer cannot spin us with free CONTINUATIONs. */
+        if (extras_len != 0 || key_len != 0 || value_len == 0)
+            return -KVMUX_ERR_BAD_LENGTH;
+        return 0;
     default:
-        /* REQUEST / RESPONSE: only the generic checks apply here. */
+        /* REQUEST / RESPONSE: the extras must hold the prefixes the flags
+         * announce; op extras are the server's and client's business. */
+        if (extras_len < prefix_len(type, flags)) return -KVMUX_ERR_BAD_LENGTH;
         return 0;
     }
 }
@@ -92,12 +152,16 @@ int kvmux_frame_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
     if (len < 1) return 0;
     if (buf[HDR_MAGIC] != KVMUX_MAGIC) return -KVMUX_ERR_BAD_MAGIC;
     if (len < 2) return 0;
-    if (buf[HDR_VERSION] < 1 || buf[HDR_VERSION] > KVMUX_PROTO_VERSION_MAX)
+    uint8_t version = buf[HDR_VERSION];
+    if (version < 1 || version > KVMUX_PROTO_VERSION_MAX)
         return -KVMUX_ERR_BAD_VERSION;
     if (len < 3) return 0;
-    if (!frame_type_known(buf[HDR_TYPE])) return -KVMUX_ERR_BAD_TYPE;
+    uint8_t type = buf[HDR_TYPE];
+    if (!kvmux_version_allows_type(version, type)) return -KVMUX_ERR_BAD_TYPE;
     if (len < 4) return 0;
-    if (buf[HDR_FLAGS] != 0) return -KVMUX_ERR_BAD_FLAGS;
+    uint8_t flags = buf[HDR_FLAGS];
+    if ((flags & ~kvmux_version_allowed_flags(version, type)) != 0)
+        return -KVMUX_ERR_BAD_FLAGS;
     if (len < KVMUX_FRAME_HDR_LEN) return 0;
 
     uint8_t extras_len = buf[HDR_EXTRAS_LEN];
@@ -112,58 +176,97 @@ int kvmux_frame_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
         return -KVMUX_ERR_FRAME_TOO_LARGE;
 
     uint32_t value_len = body_len - extras_len - key_len;
-    int rc = frame_check_shape(buf[HDR_TYPE], extras_len, key_len, value_len);
+    int rc = frame_check_shape(type, flags, extras_len, key_len, value_len);
     if (rc != 0) return rc;
 
     if (len < total) return 0;
 
+    /* Checks that need the body (only v2 frames have any). */
     const uint8_t *body = buf + KVMUX_FRAME_HDR_LEN;
-    out->version = buf[HDR_VERSION];
-    out->type = buf[HDR_TYPE];
-    out->flags = buf[HDR_FLAGS];
+    uint32_t deadline_ms = 0, total_value_len = 0;
+    uint32_t pre = prefix_len(type, flags);
+    const uint8_t *p = body;
+    if (type == KVMUX_FRAME_REQUEST && (flags & KVMUX_FLAG_DEADLINE)) {
+        deadline_ms = kvmux_load_u32be(p);
+        p += KVMUX_PREFIX_LEN;
+    }
+    if ((type == KVMUX_FRAME_REQUEST || type == KVMUX_FRAME_RESPONSE) &&
+        (flags & KVMUX_FLAG_MORE)) {
+        total_value_len = kvmux_load_u32be(p);
+        /* The first fragment must be strictly shorter than the message,
+         * or MORE would announce fragments that cannot exist. */
+        if (total_value_len <= value_len) return -KVMUX_ERR_BAD_LENGTH;
+    }
+    if (type == KVMUX_FRAME_WINDOW_UPDATE) {
+        uint32_t inc = kvmux_load_u32be(body);
+        if (inc == 0 || inc > KVMUX_MAX_WINDOW) return -KVMUX_ERR_PROTOCOL;
+    }
+
+    out->version = version;
+    out->type = type;
+    out->flags = flags;
     out->code = buf[HDR_CODE];
     out->request_id = kvmux_load_u32be(buf + HDR_REQUEST_ID);
-    out->extras = body;
-    out->extras_len = extras_len;
+    out->extras = body + pre;
+    out->extras_len = (uint8_t)(extras_len - pre);
     out->key = body + extras_len;
     out->key_len = key_len;
     out->value = body + extras_len + key_len;
     out->value_len = value_len;
+    out->deadline_ms = deadline_ms;
+    out->total_value_len = total_value_len;
     return (int)total;
 }
 
 /* Total encoded size of f. The caller keeps the body within u32 (it is bound
  * by max_frame long before that). */
 size_t kvmux_frame_size(const kvmux_frame *f) {
-    return (size_t)KVMUX_FRAME_HDR_LEN + f->extras_len + f->key_len +
-           (size_t)f->value_len;
+    return (size_t)KVMUX_FRAME_HDR_LEN + kvmux_frame_prefix_len(f) + f->extras_len +
+           f->key_len + (size_t)f->value_len;
 }
 
-/* Write f's 16-byte header; body_len is derived from the three lengths, so
- * a caller cannot send a header that disagrees with its body. */
+/* Write f's 16-byte header; extras_len and body_len are derived from the
+ * lengths and the flags' prefixes, so a caller cannot send a header that
+ * disagrees with its body. */
 void kvmux_frame_encode_header(uint8_t out[KVMUX_FRAME_HDR_LEN],
                                const kvmux_frame *f) {
+    uint32_t wire_extras = kvmux_frame_prefix_len(f) + f->extras_len;
     out[HDR_MAGIC] = KVMUX_MAGIC;
     out[HDR_VERSION] = f->version;
     out[HDR_TYPE] = f->type;
     out[HDR_FLAGS] = f->flags;
     kvmux_store_u32be(out + HDR_REQUEST_ID, f->request_id);
     out[HDR_CODE] = f->code;
-    out[HDR_EXTRAS_LEN] = f->extras_len;
+    out[HDR_EXTRAS_LEN] = (uint8_t)wire_extras;
     kvmux_store_u16be(out + HDR_KEY_LEN, f->key_len);
-    kvmux_store_u32be(out + HDR_BODY_LEN,
-                      (uint32_t)f->extras_len + f->key_len + f->value_len);
+    kvmux_store_u32be(out + HDR_BODY_LEN, wire_extras + f->key_len + f->value_len);
 }
 
-/* Encode header and body. Zero-length parts may have NULL pointers: memcpy
- * with a NULL source is undefined even for 0 bytes, hence the guards. */
-size_t kvmux_frame_encode(uint8_t *out, const kvmux_frame *f) {
+/* Header, prefixes (in wire order: deadline, then total), extras, key.
+ * Zero-length parts may have NULL pointers: memcpy with a NULL source is
+ * undefined even for 0 bytes, hence the guards. */
+size_t kvmux_frame_encode_head(uint8_t *out, const kvmux_frame *f) {
     kvmux_frame_encode_header(out, f);
     size_t off = KVMUX_FRAME_HDR_LEN;
+    if (f->type == KVMUX_FRAME_REQUEST && (f->flags & KVMUX_FLAG_DEADLINE)) {
+        kvmux_store_u32be(out + off, f->deadline_ms);
+        off += KVMUX_PREFIX_LEN;
+    }
+    if ((f->type == KVMUX_FRAME_REQUEST || f->type == KVMUX_FRAME_RESPONSE) &&
+        (f->flags & KVMUX_FLAG_MORE)) {
+        kvmux_store_u32be(out + off, f->total_value_len);
+        off += KVMUX_PREFIX_LEN;
+    }
     if (f->extras_len) memcpy(out + off, f->extras, f->extras_len);
     off += f->extras_len;
     if (f->key_len) memcpy(out + off, f->key, f->key_len);
     off += f->key_len;
+    return off;
+}
+
+/* Encode head and value. */
+size_t kvmux_frame_encode(uint8_t *out, const kvmux_frame *f) {
+    size_t off = kvmux_frame_encode_head(out, f);
     if (f->value_len) memcpy(out + off, f->value, f->value_len);
     off += f->value_len;
     return off;
@@ -196,4 +299,66 @@ size_t kvmux_encode_error(uint8_t *out, uint8_t version, uint32_t request_id,
     f.value = (const uint8_t *)msg;
     f.value_len = (uint32_t)n;
     return kvmux_frame_encode(out, &f);
+}
+
+/* CANCEL: header only. */
+size_t kvmux_encode_cancel(uint8_t *out, uint8_t version, uint32_t request_id) {
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.version = version;
+    f.type = KVMUX_FRAME_CANCEL;
+    f.request_id = request_id;
+    return kvmux_frame_encode(out, &f);
+}
+
+/* WINDOW_UPDATE: header + u32 increment. The increment is not checked
+ * here: window.c never produces 0 or more than KVMUX_MAX_WINDOW. */
+size_t kvmux_encode_window_update(uint8_t *out, uint8_t version,
+                                  uint32_t request_id, uint32_t increment) {
+    uint8_t ext[4];
+    kvmux_store_u32be(ext, increment);
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.version = version;
+    f.type = KVMUX_FRAME_WINDOW_UPDATE;
+    f.request_id = request_id;
+    f.extras = ext;
+    f.extras_len = 4;
+    return kvmux_frame_encode(out, &f);
+}
+
+/* GOAWAY: id 0, extras [last_request_id][error], value message (cut as an
+ * ERROR message is). */
+size_t kvmux_encode_goaway(uint8_t *out, uint8_t version,
+                           uint32_t last_request_id, uint32_t error,
+                           const char *msg) {
+    size_t n = 0;
+    if (msg) n = strnlen(msg, KVMUX_MAX_ERROR_MSG + 1);
+    n = utf8_truncate(msg ? msg : "", n, KVMUX_MAX_ERROR_MSG);
+    uint8_t ext[8];
+    kvmux_store_u32be(ext, last_request_id);
+    kvmux_store_u32be(ext + 4, error);
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.version = version;
+    f.type = KVMUX_FRAME_GOAWAY;
+    f.extras = ext;
+    f.extras_len = 8;
+    f.value = (const uint8_t *)msg;
+    f.value_len = (uint32_t)n;
+    return kvmux_frame_encode(out, &f);
+}
+
+/* CONTINUATION header: no extras, no key; the chunk follows. */
+void kvmux_encode_continuation_header(uint8_t out[KVMUX_FRAME_HDR_LEN],
+                                      uint8_t version, uint32_t request_id,
+                                      uint8_t flags, uint32_t value_len) {
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.version = version;
+    f.type = KVMUX_FRAME_CONTINUATION;
+    f.flags = flags;
+    f.request_id = request_id;
+    f.value_len = value_len;
+    kvmux_frame_encode_header(out, &f);
 }

@@ -32,6 +32,7 @@ const char *kvmux_wire_error_name(int code) {
     case KVMUX_ERR_SHUTTING_DOWN: return "SHUTTING_DOWN";
     case KVMUX_ERR_TIMEOUT: return "TIMEOUT";
     case KVMUX_ERR_UNEXPECTED_FRAME: return "UNEXPECTED_FRAME";
+    case KVMUX_ERR_FLOOD: return "FLOOD";
     default: return "?";
     }
 }
@@ -51,6 +52,7 @@ const char *kvmux_status_name(int status) {
     case KVMUX_STATUS_OVERFLOW: return "OVERFLOW";
     case KVMUX_STATUS_UNKNOWN_OP: return "UNKNOWN_OP";
     case KVMUX_STATUS_SHUTTING_DOWN: return "SHUTTING_DOWN";
+    case KVMUX_STATUS_CANCELED: return "CANCELED";
     default: return "?";
     }
 }
@@ -68,8 +70,9 @@ const char *kvmux_opcode_name(int op) {
     }
 }
 
-/* Name of a frame type, including the reserved ones (named so logs say
- * "reserved type GOAWAY" rather than a bare number); "?" if unknown. */
+/* Name of a frame type, including the v2-only ones (named so logs say
+ * "type GOAWAY not allowed in version 1" rather than a bare number); "?"
+ * if unknown. */
 const char *kvmux_frame_type_name(int type) {
     switch (type) {
     case KVMUX_FRAME_HELLO: return "HELLO";

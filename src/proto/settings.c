@@ -21,6 +21,8 @@ void kvmux_settings_default(kvmux_settings *s) {
     s->max_outstanding = KVMUX_DEFAULT_MAX_OUTSTANDING;
     s->max_key_size = KVMUX_DEFAULT_MAX_KEY;
     s->max_value_size = KVMUX_DEFAULT_MAX_VALUE;
+    s->initial_window = KVMUX_DEFAULT_INITIAL_WINDOW;
+    s->connection_window = KVMUX_DEFAULT_CONNECTION_WINDOW;
 }
 
 static uint8_t *settings_put(uint8_t *p, uint16_t id, uint32_t v) {
@@ -29,20 +31,35 @@ static uint8_t *settings_put(uint8_t *p, uint16_t id, uint32_t v) {
     return p + KVMUX_SETTING_ENTRY_LEN;
 }
 
-/* Encode the four settings in id order (24 bytes). Returns 24. */
+/* Encode the settings in id order: the four v1 ones always (24 bytes),
+ * the v2 windows only when not the default (an absent setting means the
+ * default, and this keeps a default HELLO byte-identical to v1's and
+ * within the v1 buffer sizes). Returns 24, 30 or 36. A window above
+ * KVMUX_MAX_WINDOW is sent as is (the peer refuses it): the session
+ * clamps its own before encoding. */
 size_t kvmux_settings_encode(uint8_t *out, const kvmux_settings *s) {
     uint8_t *p = out;
     p = settings_put(p, KVMUX_SETTING_MAX_FRAME_SIZE, s->max_frame_size);
     p = settings_put(p, KVMUX_SETTING_MAX_OUTSTANDING, s->max_outstanding);
     p = settings_put(p, KVMUX_SETTING_MAX_KEY_SIZE, s->max_key_size);
     p = settings_put(p, KVMUX_SETTING_MAX_VALUE_SIZE, s->max_value_size);
+    /* 0 also means "default" here: v1 code filling the four v1 fields of
+     * a zeroed struct by hand must not advertise a zero window. */
+    if (s->initial_window != 0 && s->initial_window != KVMUX_DEFAULT_INITIAL_WINDOW)
+        p = settings_put(p, KVMUX_SETTING_INITIAL_WINDOW, s->initial_window);
+    if (s->connection_window != 0 &&
+        s->connection_window != KVMUX_DEFAULT_CONNECTION_WINDOW)
+        p = settings_put(p, KVMUX_SETTING_CONNECTION_WINDOW, s->connection_window);
     return (size_t)(p - out);
 }
 
 /* Decode entries over s; contract in proto.h. Range rules (all
  * -KVMUX_ERR_PROTOCOL): MAX_FRAME_SIZE >= KVMUX_MIN_FRAME; MAX_OUTSTANDING
  * >= 1; MAX_KEY_SIZE in [1, KVMUX_MAX_KEY_LIMIT] (a key is at least one
- * byte and key_len is a u16). MAX_VALUE_SIZE may be any u32. On any error s
+ * byte and key_len is a u16); INITIAL_WINDOW and CONNECTION_WINDOW in
+ * [1, KVMUX_MAX_WINDOW] (a zero window could never open, and windows are
+ * signed 31-bit quantities as in HTTP/2). MAX_VALUE_SIZE may be any u32
+ * (the server bounds what it advertises). On any error s
  * is unchanged: we decode into a copy and commit at the end. */
 int kvmux_settings_decode(const uint8_t *p, size_t len, kvmux_settings *s) {
     if (len % KVMUX_SETTING_ENTRY_LEN != 0 ||
@@ -67,6 +84,14 @@ int kvmux_settings_decode(const uint8_t *p, size_t len, kvmux_settings *s) {
             break;
         case KVMUX_SETTING_MAX_VALUE_SIZE:
             t.max_value_size = v;
+            break;
+        case KVMUX_SETTING_INITIAL_WINDOW:
+            if (v == 0 || v > KVMUX_MAX_WINDOW) return -KVMUX_ERR_PROTOCOL;
+            t.initial_window = v;
+            break;
+        case KVMUX_SETTING_CONNECTION_WINDOW:
+            if (v == 0 || v > KVMUX_MAX_WINDOW) return -KVMUX_ERR_PROTOCOL;
+            t.connection_window = v;
             break;
         default:
             /* Unknown ids are ignored: that is how settings grow. */

@@ -24,8 +24,18 @@
 #define MAX_OUTSTANDING_LIMIT (1024u * 1024)
 #define MAX_OUTPUT_LIMIT ((uint64_t)1 << 40)
 #define MAX_TIMEOUT_LIMIT 86400000u /* one day, for the plain timeouts */
+#define MAX_VALUE_HARD_LIMIT (512u * 1024 * 1024) /* v2, fragmented */
+#define MAX_RATE_LIMIT 1000000u
+#define MAX_WINDOW_LIMIT 0x7fffffffu /* windows are signed 31-bit on the wire */
+#define MIN_WINDOW 1024u
+#define MIN_FRAGMENT 1024u
 /* Largest request extras in v1 (CAS: expected + ttl). */
 #define MAX_REQUEST_EXTRAS 16u
+/* v2 adds u32 deadline_ms and u32 total_value_len before the op extras. */
+#define MAX_REQUEST_EXTRAS_V2 (MAX_REQUEST_EXTRAS + 8u)
+/* Header + extras of a GET/WAIT response fragment (u32 total + u64
+ * version): what a fragment must leave room for in the peer's frame. */
+#define RESPONSE_OVERHEAD_V2 (KVMUX_FRAME_HDR_LEN + 12u)
 
 void kvmux_server_config_init(kvmux_server_config *c) {
     memset(c, 0, sizeof *c);
@@ -35,7 +45,8 @@ void kvmux_server_config_init(kvmux_server_config *c) {
     c->max_connections = 10000;
     c->max_frame = KVMUX_DEFAULT_MAX_FRAME;
     c->max_key = KVMUX_DEFAULT_MAX_KEY;
-    c->max_value = KVMUX_DEFAULT_MAX_VALUE;
+    c->max_value = 64u * 1024 * 1024;
+    c->max_value_v1 = 1024u * 1024;
     c->max_outstanding = KVMUX_DEFAULT_MAX_OUTSTANDING;
     c->max_output_buffer = 64u * 1024 * 1024;
     c->handshake_timeout_ms = 5000;
@@ -43,7 +54,20 @@ void kvmux_server_config_init(kvmux_server_config *c) {
     c->shutdown_timeout_ms = 5000;
     c->close_linger_ms = 1000;
     c->store_shards = 256;
+    c->idle_timeout_ms = 300000;
+    c->write_timeout_ms = 60000;
+    c->max_ping_rate = 100000;
+    c->max_cancel_rate = 1000;
+    c->max_protocol = KVMUX_PROTO_VERSION_MAX;
+    c->initial_window = 1024u * 1024;
+    c->connection_window = 16u * 1024 * 1024;
+    c->fragment_size = 64u * 1024;
+    c->max_upload_buffer = (uint64_t)1 << 30;
     c->name = "kvmuxd/" KVMUXD_VERSION;
+    c->aof_fsync = 0;              /* KVMUX_FSYNC_ALWAYS */
+    c->aof_rewrite_min = 64u * 1024 * 1024;
+    c->maxmemory_policy = 0;       /* KVMUX_MAXMEMORY_NOEVICTION */
+    c->active_expire_samples = 20;
 }
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -78,7 +102,8 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
     RANGE(max_connections, "--max-connections", 1, MAX_CONNECTIONS_LIMIT);
     RANGE(max_frame, "--max-frame", KVMUX_MIN_FRAME, MAX_FRAME_LIMIT);
     RANGE(max_key, "--max-key", 1, KVMUX_MAX_KEY_LIMIT);
-    RANGE(max_value, "--max-value", 1, MAX_FRAME_LIMIT);
+    RANGE(max_value, "--max-value", 1, MAX_VALUE_HARD_LIMIT);
+    RANGE(max_value_v1, "--max-value-v1", 1, MAX_FRAME_LIMIT);
     RANGE(max_outstanding, "--max-outstanding", 1, MAX_OUTSTANDING_LIMIT);
     RANGE(max_output_buffer, "--max-output-buffer", KVMUX_MIN_FRAME, MAX_OUTPUT_LIMIT);
     RANGE(handshake_timeout_ms, "--handshake-timeout", 1, MAX_TIMEOUT_LIMIT);
@@ -86,22 +111,53 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
     RANGE(shutdown_timeout_ms, "--shutdown-timeout", 0, MAX_TIMEOUT_LIMIT);
     RANGE(close_linger_ms, "--close-linger", 0, 60000);
     RANGE(store_shards, "--store-shards", 1, 65536);
+    RANGE(idle_timeout_ms, "--idle-timeout", 0, MAX_TIMEOUT_LIMIT);
+    RANGE(write_timeout_ms, "--write-timeout", 0, MAX_TIMEOUT_LIMIT);
+    RANGE(max_ping_rate, "--max-ping-rate", 0, MAX_RATE_LIMIT);
+    RANGE(max_cancel_rate, "--max-cancel-rate", 0, MAX_RATE_LIMIT);
+    RANGE(max_protocol, "--max-protocol", KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
+    RANGE(initial_window, "--initial-window", MIN_WINDOW, MAX_WINDOW_LIMIT);
+    RANGE(connection_window, "--connection-window", MIN_WINDOW, MAX_WINDOW_LIMIT);
+    RANGE(fragment_size, "--fragment-size", MIN_FRAGMENT, MAX_FRAME_LIMIT);
+    RANGE(max_upload_buffer, "--max-upload-buffer", 1, MAX_OUTPUT_LIMIT);
+    RANGE(aof_fsync, "--fsync", 0, 2);
+    RANGE(maxmemory_policy, "--maxmemory-policy", 0, 1);
+    RANGE(active_expire_samples, "--active-expire-samples", 0, 1000000);
+    if (c->aof_path && !c->aof_path[0]) return fail(err, errlen, "--aof needs a file path");
     if (c->store_shards & (c->store_shards - 1))
         return fail(err, errlen, "--store-shards %u is not a power of two",
                     c->store_shards);
     if (c->name && strlen(c->name) > KVMUX_MAX_NAME)
         return fail(err, errlen, "server name is longer than %u bytes", KVMUX_MAX_NAME);
 
-    /* A frame must hold the largest request the other limits allow, or
-     * clients would be told "value up to N" and then be unable to send it. */
-    uint64_t need = (uint64_t)KVMUX_FRAME_HDR_LEN + MAX_REQUEST_EXTRAS + c->max_key + c->max_value;
+    /* A v1 request travels in one frame: the frame must hold the largest
+     * one the other limits allow, or v1 clients would be told "value up
+     * to N" and then be unable to send it. */
+    uint32_t v1_value = c->max_value < c->max_value_v1 ? c->max_value : c->max_value_v1;
+    uint64_t need = (uint64_t)KVMUX_FRAME_HDR_LEN + MAX_REQUEST_EXTRAS + c->max_key + v1_value;
     if (need > c->max_frame)
         return fail(err, errlen,
-                    "--max-frame %u is too small for --max-key %u and --max-value %u: "
-                    "the largest request is %llu bytes (16 header + 16 extras + key + "
-                    "value); raise --max-frame to at least %llu or lower the others",
-                    c->max_frame, c->max_key, c->max_value, (unsigned long long)need,
+                    "--max-frame %u is too small for --max-key %u and a v1 value of %u "
+                    "(min of --max-value and --max-value-v1): the largest v1 request is "
+                    "%llu bytes (16 header + 16 extras + key + value); raise --max-frame "
+                    "to at least %llu or lower the others",
+                    c->max_frame, c->max_key, v1_value, (unsigned long long)need,
                     (unsigned long long)need);
+    /* A fragmented v2 request carries its whole key and extras in its
+     * first frame. */
+    need = (uint64_t)KVMUX_FRAME_HDR_LEN + MAX_REQUEST_EXTRAS_V2 + c->max_key + 1;
+    if (need > c->max_frame)
+        return fail(err, errlen, "--max-frame %u is too small for --max-key %u in v2 "
+                    "(needs at least %llu)", c->max_frame, c->max_key,
+                    (unsigned long long)need);
+    if (c->fragment_size > c->max_frame - RESPONSE_OVERHEAD_V2)
+        return fail(err, errlen, "--fragment-size %u does not fit in --max-frame %u "
+                    "(at most %u)", c->fragment_size, c->max_frame,
+                    c->max_frame - RESPONSE_OVERHEAD_V2);
+    if (c->max_upload_buffer < c->max_value)
+        return fail(err, errlen, "--max-upload-buffer %llu is smaller than --max-value %u: "
+                    "the largest value could never be uploaded",
+                    (unsigned long long)c->max_upload_buffer, c->max_value);
     if (c->max_output_buffer < c->max_frame)
         return fail(err, errlen,
                     "--max-output-buffer %llu is smaller than --max-frame %u: one "
@@ -112,7 +168,8 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
 
 /* ---- argument parsing ---- */
 
-enum opt_kind { OPT_STR, OPT_U32, OPT_U16, OPT_SIZE32, OPT_SIZE64, OPT_MS, OPT_LOG };
+enum opt_kind { OPT_STR, OPT_U32, OPT_U16, OPT_SIZE32, OPT_SIZE64, OPT_MS, OPT_LOG,
+                OPT_FSYNC, OPT_POLICY, OPT_FLAG };
 
 typedef struct opt {
     const char *name;
@@ -122,6 +179,8 @@ typedef struct opt {
 } opt;
 
 #define OFF(f) offsetof(kvmux_server_config, f)
+#define KVMUX_STR_(x) #x
+#define KVMUX_STR(x) KVMUX_STR_(x)
 static const opt options[] = {
     {"--bind", OPT_STR, OFF(bind), "ADDR   IPv4/IPv6 literal to listen on (127.0.0.1)"},
     {"--port", OPT_U16, OFF(port), "N      TCP port, 0 = ephemeral (7878)"},
@@ -129,7 +188,8 @@ static const opt options[] = {
     {"--max-connections", OPT_U32, OFF(max_connections), "N      open connections (10000)"},
     {"--max-frame", OPT_SIZE32, OFF(max_frame), "BYTES  largest frame incl. header (2M)"},
     {"--max-key", OPT_SIZE32, OFF(max_key), "BYTES  largest key, <= 65535 (4096)"},
-    {"--max-value", OPT_SIZE32, OFF(max_value), "BYTES  largest value (1M)"},
+    {"--max-value", OPT_SIZE32, OFF(max_value), "BYTES  largest value, v2 (64M, at most 512M)"},
+    {"--max-value-v1", OPT_SIZE32, OFF(max_value_v1), "BYTES  largest value on a v1 connection (1M)"},
     {"--max-outstanding", OPT_U32, OFF(max_outstanding), "N      unanswered requests per connection (1024)"},
     {"--max-output-buffer", OPT_SIZE64, OFF(max_output_buffer), "BYTES  queued output before a slow reader is dropped (64M)"},
     {"--handshake-timeout", OPT_MS, OFF(handshake_timeout_ms), "MS     time to complete HELLO (5000)"},
@@ -137,11 +197,27 @@ static const opt options[] = {
     {"--shutdown-timeout", OPT_MS, OFF(shutdown_timeout_ms), "MS     grace for parked WAITs on shutdown (5000)"},
     {"--close-linger", OPT_MS, OFF(close_linger_ms), "MS     bound on flushing before a close (1000)"},
     {"--store-shards", OPT_U32, OFF(store_shards), "N      store lock shards, power of two (256)"},
+    {"--idle-timeout", OPT_MS, OFF(idle_timeout_ms), "MS     close idle connections, 0 = never (300000)"},
+    {"--write-timeout", OPT_MS, OFF(write_timeout_ms), "MS     close connections whose output is stuck, 0 = never (60000)"},
+    {"--max-ping-rate", OPT_U32, OFF(max_ping_rate), "N      PINGs per second per connection, 0 = no cap (100000)"},
+    {"--max-cancel-rate", OPT_U32, OFF(max_cancel_rate), "N      CANCELs per second per connection, 0 = no cap (1000)"},
+    {"--max-protocol", OPT_U32, OFF(max_protocol), "N      highest protocol version offered (" KVMUX_STR(KVMUX_PROTO_VERSION_MAX) ")"},
+    {"--initial-window", OPT_SIZE32, OFF(initial_window), "BYTES  v2 per-message receive window (1M)"},
+    {"--connection-window", OPT_SIZE32, OFF(connection_window), "BYTES  v2 connection receive window (16M)"},
+    {"--fragment-size", OPT_SIZE32, OFF(fragment_size), "BYTES  v2 response fragment size (64K)"},
+    {"--max-upload-buffer", OPT_SIZE64, OFF(max_upload_buffer), "BYTES  v2 uploads in progress per connection (1G)"},
     {"--log-level", OPT_LOG, 0, "LEVEL  debug, info, warn or error (info)"},
+    {"--aof", OPT_STR, OFF(aof_path), "PATH   append-only log (none)"},
+    {"--fsync", OPT_FSYNC, OFF(aof_fsync), "MODE   always, everysec or no (always)"},
+    {"--aof-repair", OPT_FLAG, OFF(aof_repair), "       truncate the log at its first corrupt record"},
+    {"--aof-rewrite-min", OPT_SIZE64, OFF(aof_rewrite_min), "BYTES  compact the log above this size once doubled, 0 = never (64M)"},
+    {"--maxmemory", OPT_SIZE64, OFF(maxmemory), "BYTES  limit on accounted memory, 0 = none (0)"},
+    {"--maxmemory-policy", OPT_POLICY, OFF(maxmemory_policy), "P      noeviction or allkeys-lru (noeviction)"},
+    {"--active-expire-samples", OPT_U32, OFF(active_expire_samples), "N      keys per shard per expiry cycle, 0 = lazy only (20)"},
 };
 
 const char *kvmux_server_usage(void) {
-    static char buf[2048];
+    static char buf[8192];
     if (buf[0]) return buf;
     size_t used = (size_t)snprintf(buf, sizeof buf,
                                    "usage: kvmuxd [options]\n"
@@ -199,6 +275,22 @@ static int apply(kvmux_server_config *c, int *log_level, const opt *o,
     case OPT_STR:
         memcpy(base, &val, sizeof val);
         return 0;
+    case OPT_FSYNC:
+    case OPT_POLICY: {
+        int p;
+        if (o->kind == OPT_FSYNC)
+            p = strcmp(val, "always") == 0 ? 0 : strcmp(val, "everysec") == 0 ? 1
+              : strcmp(val, "no") == 0 ? 2 : -1;
+        else
+            p = strcmp(val, "noeviction") == 0 ? 0 : strcmp(val, "allkeys-lru") == 0 ? 1 : -1;
+        if (p < 0)
+            return fail(err, errlen, "invalid value for %s: '%s' (expected %s)", o->name, val,
+                        o->kind == OPT_FSYNC ? "always, everysec or no"
+                                             : "noeviction or allkeys-lru");
+        uint32_t x = (uint32_t)p;
+        memcpy(base, &x, sizeof x);
+        return 0;
+    }
     case OPT_LOG: {
         int l = parse_level(val);
         if (l < 0)
@@ -252,6 +344,12 @@ int kvmux_server_config_parse_args(kvmux_server_config *c, int *log_level,
             }
         }
         if (!o) return fail(err, errlen, "unknown option '%s' (try --help)", arg);
+        if (o->kind == OPT_FLAG) {
+            if (eq) return fail(err, errlen, "option %s takes no value", o->name);
+            uint32_t one = 1;
+            memcpy((char *)c + o->offset, &one, sizeof one);
+            continue;
+        }
         const char *val;
         if (eq) {
             val = eq + 1;

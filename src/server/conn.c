@@ -16,7 +16,10 @@
  * connection is put on its loop's dirty list; the loop flushes every dirty
  * connection once per iteration, so all the responses produced by one read
  * batch (and by WAITs fired in the same iteration) leave in one sendmsg.
- * EAGAIN turns on EPOLLOUT until the queue drains.
+ * EAGAIN turns on EPOLLOUT until the queue drains. Once the queue is
+ * empty the flush asks the output scheduler (sched.c) for the next
+ * fragment of a large v2 response, so small frames always go first and
+ * large values are interleaved with them rather than blocking them.
  *
  * Backpressure. When more than srv->read_pause_bytes are queued we stop
  * decoding (the unprocessed bytes stay in rbuf) and stop reading, so a
@@ -32,7 +35,21 @@
  * before the client reads it. kvmux__conn_close only marks the connection
  * DEAD; the loop tears it down at the end of the iteration, so no caller
  * (even one inside a store callback holding a shard lock) ever sees a freed
- * connection. */
+ * connection.
+ *
+ * Timers. One timer per connection: the handshake timeout, then the idle
+ * check (--idle-timeout: nothing in flight and no input for that long ->
+ * ERROR TIMEOUT) and the stuck-output check (--write-timeout: queued output
+ * that made no progress for that long -> closed), then the close linger.
+ * The checks are lazy: activity only records a time, and the timer, when
+ * it fires, re-arms itself for the next moment a check could succeed, so
+ * a busy connection costs no timer-heap operation per read.
+ *
+ * Drain. On shutdown a v1 connection stops reading (as in v1). A v2
+ * connection is sent GOAWAY with the last request it read, keeps reading
+ * (CONTINUATIONs, WINDOW_UPDATEs and CANCELs of accepted requests must
+ * still arrive), answers every new request SHUTTING_DOWN, and gets its
+ * final ERROR SHUTTING_DOWN once nothing it accepted is in flight. */
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -49,6 +66,7 @@
 #define CONN_OF_TIMER(t) ((kvmux_conn *)((char *)(t) - offsetof(kvmux_conn, timer)))
 #define RBUF_MIN (16u * 1024)
 #define LINGER_READS 8 /* reads per event while discarding */
+#define FILL_ROUNDS 16 /* fragments queued per connection per flush */
 
 static void conn_on_timer(kvmux_timer *t, uint64_t now);
 
@@ -59,6 +77,7 @@ kvmux_conn *kvmux__conn_new(kvmux_server *srv, int fd, const struct sockaddr *pe
     c->io.fd = fd;
     c->state = KVMUX_CONN_OPEN;
     kvmux_session_init(&c->sess, KVMUX_ROLE_SERVER, &srv->settings);
+    c->sess.max_version = (uint8_t)srv->cfg.max_protocol;
     kvmux__outbuf_init(&c->out);
     kvmux_timer_init(&c->timer, conn_on_timer);
     c->id = atomic_fetch_add_explicit(&srv->next_conn_id, 1, memory_order_relaxed) + 1;
@@ -146,7 +165,10 @@ void kvmux__conn_close(kvmux_conn *c, const char *why) {
 
 void kvmux__conn_destroy(kvmux_conn *c) {
     kvmux_loop *l = c->loop;
+    kvmux__durable_forget(c);
     kvmux__waits_release(c);
+    kvmux__uploads_release(c);
+    kvmux__sched_release(c, 0);
     kvmux__timer_cancel(&l->timers, &c->timer);
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->io.fd, NULL);
     close(c->io.fd);
@@ -177,6 +199,10 @@ void kvmux__conn_update_events(kvmux_conn *c) {
 static void start_closing(kvmux_conn *c) {
     kvmux_loop *l = c->loop;
     c->state = KVMUX_CONN_CLOSING;
+    /* Nothing more will be read or answered: uploads and streams can
+     * never finish, so let go of their memory now. */
+    kvmux__uploads_release(c);
+    kvmux__sched_release(c, 0);
     free(c->rbuf);
     c->rbuf = NULL;
     c->rlen = c->rcap = 0;
@@ -188,10 +214,43 @@ static void start_closing(kvmux_conn *c) {
     kvmux__conn_update_events(c);
 }
 
+/* The slow-reader cap, checked after every append. Returns 0, or -1 with
+ * c closed. */
+static int check_output_cap(kvmux_conn *c) {
+    kvmux_server *srv = c->loop->srv;
+    if (c->out.bytes <= srv->cfg.max_output_buffer) return 0;
+    KVMUX_STAT_ADD(c->loop, slow_readers, 1);
+    KVMUX_LOG_I("conn %llu (%s): %zu bytes of output queued, over "
+                "--max-output-buffer %llu: disconnecting slow reader",
+                (unsigned long long)c->id, c->peer, c->out.bytes,
+                (unsigned long long)srv->cfg.max_output_buffer);
+    kvmux__conn_close(c, "slow reader");
+    return -1;
+}
+
+static int can_send(const kvmux_conn *c) {
+    /* an ERROR, if any, must stay the last frame */
+    return c->state == KVMUX_CONN_OPEN || c->state == KVMUX_CONN_DRAINING;
+}
+
+int kvmux__conn_send_bytes(kvmux_conn *c, const uint8_t *p, size_t n) {
+    if (!can_send(c)) return -1;
+    if (n) {
+        uint8_t *dst = kvmux__outbuf_append(&c->out, n);
+        if (!dst) {
+            KVMUX_LOG_W("conn %llu (%s): out of memory queueing %zu bytes; closing",
+                        (unsigned long long)c->id, c->peer, n);
+            kvmux__conn_close(c, "out of memory");
+            return -1;
+        }
+        memcpy(dst, p, n);
+    }
+    kvmux__loop_mark_dirty(c);
+    return check_output_cap(c);
+}
+
 int kvmux__conn_send(kvmux_conn *c, const kvmux_frame *f) {
-    if (c->state == KVMUX_CONN_DEAD || c->state == KVMUX_CONN_CLOSING ||
-        c->state == KVMUX_CONN_LINGER)
-        return -1; /* an ERROR, if any, must stay the last frame */
+    if (!can_send(c)) return -1;
     size_t n = kvmux_frame_size(f);
     uint8_t *p = kvmux__outbuf_append(&c->out, n);
     if (!p) {
@@ -202,17 +261,26 @@ int kvmux__conn_send(kvmux_conn *c, const kvmux_frame *f) {
     }
     kvmux_frame_encode(p, f);
     kvmux__loop_mark_dirty(c);
-    kvmux_server *srv = c->loop->srv;
-    if (c->out.bytes > srv->cfg.max_output_buffer) {
-        KVMUX_STAT_ADD(c->loop, slow_readers, 1);
-        KVMUX_LOG_I("conn %llu (%s): %zu bytes of output queued, over "
-                    "--max-output-buffer %llu: disconnecting slow reader",
-                    (unsigned long long)c->id, c->peer, c->out.bytes,
-                    (unsigned long long)srv->cfg.max_output_buffer);
-        kvmux__conn_close(c, "slow reader");
-        return -1;
+    return check_output_cap(c);
+}
+
+void kvmux__conn_send_grant(kvmux_conn *c, uint32_t request_id, const kvmux_grant *g) {
+    uint8_t b[KVMUX_WINDOW_UPDATE_LEN];
+    if (g->message) {
+        size_t n = kvmux_encode_window_update(b, c->sess.version, request_id, g->message);
+        if (kvmux__conn_send_bytes(c, b, n) != 0) return;
     }
-    return 0;
+    if (g->connection) {
+        size_t n = kvmux_encode_window_update(b, c->sess.version, 0, g->connection);
+        kvmux__conn_send_bytes(c, b, n);
+    }
+}
+
+int kvmux__conn_busy(const kvmux_conn *c) {
+    /* A partial frame is not "in flight": a peer that sends half a frame
+     * and goes quiet is idle. */
+    return c->sess.outstanding > 0 || c->nuploads > 0 || c->nostreams > 0 ||
+           c->out.bytes > 0;
 }
 
 int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
@@ -276,17 +344,18 @@ static void decode_failed(kvmux_conn *c, const uint8_t *p, size_t n, int err) {
                          KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
         return;
     case KVMUX_ERR_BAD_TYPE:
-        if (p[2] >= KVMUX_FRAME_CANCEL && p[2] <= KVMUX_FRAME_CONTINUATION)
+        if (p[2] >= KVMUX_FRAME_CANCEL && p[2] <= KVMUX_FRAME_TYPE_MAX)
             kvmux__conn_fail(c, id, (uint8_t)err,
-                             "frame type %u (%s) is reserved and not allowed in version %u",
-                             p[2], kvmux_frame_type_name(p[2]), KVMUX_PROTO_VERSION_MAX);
+                             "frame type %u (%s) is not allowed in version %u (needs %u)",
+                             p[2], kvmux_frame_type_name(p[2]), p[1], KVMUX_PROTO_V2);
         else
             kvmux__conn_fail(c, id, (uint8_t)err, "unknown frame type %u", p[2]);
         return;
     case KVMUX_ERR_BAD_FLAGS:
         kvmux__conn_fail(c, id, (uint8_t)err,
-                         "flags 0x%02x on a %s frame (no flags are defined)", p[3],
-                         kvmux_frame_type_name(p[2]));
+                         "flags 0x%02x on a %s frame in version %u (allowed: 0x%02x)", p[3],
+                         kvmux_frame_type_name(p[2]), p[1],
+                         kvmux_version_allowed_flags(p[1], p[2]));
         return;
     default:
         break;
@@ -447,6 +516,7 @@ static void conn_read(kvmux_conn *c) {
         return;
     }
     KVMUX_STAT_ADD(l, bytes_in, n);
+    c->last_input = l->now;
     if (c->rlen == 0) {
         size_t used = conn_process(c, l->scratch, (size_t)n);
         if (used < (size_t)n && c->state == KVMUX_CONN_OPEN &&
@@ -459,21 +529,58 @@ static void conn_read(kvmux_conn *c) {
     kvmux__conn_update_events(c);
 }
 
+/* Make sure c's timer fires by when (it may fire earlier: the checks
+ * re-arm it). */
+static void timer_by(kvmux_conn *c, uint64_t when) {
+    kvmux_loop *l = c->loop;
+    if (kvmux_timer_armed(&c->timer) && c->timer.deadline <= when) return;
+    if (kvmux__timer_arm(&l->timers, &c->timer, when) != 0)
+        kvmux__conn_close(c, "out of memory for a timer");
+}
+
+/* Write the queue; when it empties, let the scheduler add the next
+ * fragment of a large response, up to FILL_ROUNDS per call so one
+ * connection with huge values cannot monopolise the loop (EPOLLOUT stays
+ * on and the next iteration continues). */
+static int write_out(kvmux_conn *c) {
+    kvmux_loop *l = c->loop;
+    for (int round = 0;; round++) {
+        if (c->out.bytes > 0) {
+            uint64_t written = 0;
+            int r = kvmux__outbuf_flush(&c->out, c->io.fd, &written);
+            KVMUX_STAT_ADD(l, bytes_out, written);
+            if (r < 0) {
+                kvmux__conn_close(c, strerror(errno));
+                return -1;
+            }
+            if (written) c->last_output = l->now;
+            if (r == 1) {
+                if (!c->want_write) {
+                    /* Output just got stuck: start the --write-timeout
+                     * clock if nothing moved in this call. */
+                    if (!written) c->last_output = l->now;
+                    uint32_t wt = l->srv->cfg.write_timeout_ms;
+                    if (wt && c->state == KVMUX_CONN_OPEN) timer_by(c, c->last_output + wt);
+                }
+                c->want_write = 1;
+                return 0;
+            }
+        }
+        if (round >= FILL_ROUNDS) {
+            c->want_write = c->ostreams != NULL; /* come back when writable */
+            return 0;
+        }
+        if (!kvmux__sched_fill(c)) break;
+        if (c->state == KVMUX_CONN_DEAD) return -1;
+    }
+    c->want_write = 0;
+    return 0;
+}
+
 void kvmux__conn_flush(kvmux_conn *c) {
     if (c->state == KVMUX_CONN_DEAD) return;
     kvmux_server *srv = c->loop->srv;
-    if (c->out.bytes > 0) {
-        uint64_t written = 0;
-        int r = kvmux__outbuf_flush(&c->out, c->io.fd, &written);
-        KVMUX_STAT_ADD(c->loop, bytes_out, written);
-        if (r < 0) {
-            kvmux__conn_close(c, strerror(errno));
-            return;
-        }
-        c->want_write = r == 1;
-    } else {
-        c->want_write = 0;
-    }
+    if (write_out(c) != 0) return;
     if (c->read_paused && c->state == KVMUX_CONN_OPEN &&
         c->out.bytes <= srv->read_pause_bytes / 2) {
         c->read_paused = 0;
@@ -510,8 +617,53 @@ void kvmux__conn_on_event(kvmux_conn *c, uint32_t events) {
     if ((events & EPOLLOUT) && c->state != KVMUX_CONN_DEAD) kvmux__conn_flush(c);
 }
 
+/* Idle and stuck-output checks of an open connection; re-arms the timer
+ * for the next moment one of them could trigger. */
+static void conn_check(kvmux_conn *c, uint64_t now) {
+    const kvmux_server_config *cfg = &c->loop->srv->cfg;
+    uint64_t next = UINT64_MAX;
+    if (cfg->write_timeout_ms && c->want_write && c->out.bytes > 0) {
+        uint64_t due = c->last_output + cfg->write_timeout_ms;
+        if (now >= due) {
+            /* The ERROR could not be delivered either: just close. */
+            KVMUX_STAT_ADD(c->loop, write_timeouts, 1);
+            KVMUX_LOG_I("conn %llu (%s): %zu bytes of output made no progress for %u ms "
+                        "(--write-timeout): disconnecting",
+                        (unsigned long long)c->id, c->peer, c->out.bytes,
+                        cfg->write_timeout_ms);
+            kvmux__conn_close(c, "write timeout");
+            return;
+        }
+        next = due;
+    }
+    if (cfg->idle_timeout_ms && c->state == KVMUX_CONN_OPEN &&
+        c->sess.state == KVMUX_SESSION_OPEN) {
+        uint64_t due = c->last_input + cfg->idle_timeout_ms;
+        if (kvmux__conn_busy(c)) {
+            /* In flight counts as activity: look again a full period
+             * after it might end. */
+            due = now + cfg->idle_timeout_ms;
+        } else if (now >= due) {
+            KVMUX_STAT_ADD(c->loop, idle_timeouts, 1);
+            kvmux__conn_fail(c, 0, KVMUX_ERR_TIMEOUT,
+                             "idle for %u ms (--idle-timeout): closing",
+                             cfg->idle_timeout_ms);
+            return;
+        }
+        if (due < next) next = due;
+    }
+    if (next != UINT64_MAX && kvmux__timer_arm(&c->loop->timers, &c->timer, next) != 0)
+        kvmux__conn_close(c, "out of memory for a timer");
+}
+
+void kvmux__conn_start_checks(kvmux_conn *c) {
+    c->last_input = c->loop->now;
+    c->last_output = c->loop->now;
+    kvmux__timer_cancel(&c->loop->timers, &c->timer);
+    conn_check(c, c->loop->now);
+}
+
 static void conn_on_timer(kvmux_timer *t, uint64_t now) {
-    (void)now;
     kvmux_conn *c = CONN_OF_TIMER(t);
     switch (c->state) {
     case KVMUX_CONN_OPEN:
@@ -520,6 +672,8 @@ static void conn_on_timer(kvmux_timer *t, uint64_t now) {
             KVMUX_STAT_ADD(c->loop, handshake_timeouts, 1);
             kvmux__conn_fail(c, 0, KVMUX_ERR_TIMEOUT, "handshake not completed within %u ms",
                              c->loop->srv->cfg.handshake_timeout_ms);
+        } else {
+            conn_check(c, now);
         }
         break;
     case KVMUX_CONN_CLOSING:
@@ -531,9 +685,25 @@ static void conn_on_timer(kvmux_timer *t, uint64_t now) {
     }
 }
 
+/* v2 drain: GOAWAY now, keep reading, finish what was accepted. */
+static void begin_goaway(kvmux_conn *c) {
+    uint8_t b[KVMUX_GOAWAY_MAX_LEN];
+    size_t n = kvmux_session_encode_goaway(&c->sess, b, c->last_request_id, 0,
+                                           "server shutting down");
+    if (n == 0 || kvmux__conn_send_bytes(c, b, n) != 0) return;
+    KVMUX_STAT_ADD(c->loop, goaways, 1);
+    KVMUX_LOG_D("conn %llu (%s): GOAWAY, last request %u", (unsigned long long)c->id,
+                c->peer, c->last_request_id);
+    kvmux__conn_maybe_finish_drain(c);
+}
+
 void kvmux__conn_begin_drain(kvmux_conn *c) {
     if (c->state != KVMUX_CONN_OPEN) return;
-    /* Requests already read but not yet processed are refused with
+    if (c->sess.state == KVMUX_SESSION_OPEN && kvmux_session_is_v2(&c->sess)) {
+        begin_goaway(c);
+        return;
+    }
+    /* v1: requests already read but not yet processed are refused with
      * SHUTTING_DOWN ("not processed, safe to retry") rather than dropped,
      * so the client knows exactly what it may resend elsewhere. */
     if (c->rlen && c->sess.state == KVMUX_SESSION_OPEN) {
@@ -561,8 +731,27 @@ void kvmux__conn_begin_drain(kvmux_conn *c) {
 }
 
 void kvmux__conn_maybe_finish_drain(kvmux_conn *c) {
-    if (c->state != KVMUX_CONN_DRAINING || c->nwaits > 0) return;
+    int done;
+    if (c->state == KVMUX_CONN_DRAINING)
+        done = c->nwaits == 0 && c->nostreams == 0 && c->nheld == 0; /* nheld: durable.c */
+    else if (c->state == KVMUX_CONN_OPEN && c->sess.drain == KVMUX_DRAIN_GOAWAY_SENT)
+        done = c->sess.outstanding == 0 && c->nostreams == 0;
+    else
+        return;
     /* ERROR SHUTTING_DOWN is the last frame: the client learns why the
      * connection ends, after every answer it is owed. */
-    kvmux__conn_fail(c, 0, KVMUX_ERR_SHUTTING_DOWN, "server shutting down");
+    if (done) kvmux__conn_fail(c, 0, KVMUX_ERR_SHUTTING_DOWN, "server shutting down");
+}
+
+void kvmux__conn_drain_deadline(kvmux_conn *c) {
+    if (c->state == KVMUX_CONN_DRAINING) {
+        kvmux__waits_shutdown(c);
+    } else if (c->state == KVMUX_CONN_OPEN && c->sess.drain == KVMUX_DRAIN_GOAWAY_SENT) {
+        kvmux__uploads_shutdown(c);
+        kvmux__waits_shutdown(c);
+        /* A response still streaming cannot be finished in time; the
+         * ERROR after its partial fragments tells the client it is lost. */
+        kvmux__sched_release(c, 1);
+        kvmux__conn_maybe_finish_drain(c);
+    }
 }

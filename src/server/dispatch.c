@@ -9,6 +9,23 @@
  * later (waits.c). Responses carry the request's id and leave in whatever
  * order they are produced.
  *
+ * Protocol v2 adds, per frame: the DEADLINE flag (a request whose budget
+ * is already spent is answered TIMEOUT without running; a WAIT's timeout
+ * is capped by it), the MORE flag (a fragmented request: upload.c),
+ * CONTINUATION (upload.c), WINDOW_UPDATE (sched.c), CANCEL (whichever of
+ * waits.c / upload.c / sched.c holds the id; unknown ids are ignored, so a
+ * CANCEL crossing its response is harmless), the PING and CANCEL flood
+ * caps, and, after GOAWAY, SHUTTING_DOWN for every new request.
+ *
+ * Values are copied into the output queue under the shard lock only when
+ * small (INLINE_MAX); a larger one is kept by reference and sent after the
+ * lock is released (sched.c), fragmented on a v2 connection.
+ *
+ * Writes (SET, DEL, INCR, CAS) first pass kvmux__durable_refuse (log
+ * failed: INTERNAL; over --maxmemory: BUSY "OOM ..."), and their success
+ * answers go through kvmux__durable_respond, which under --fsync always
+ * holds them until the append-only log's fsync covers them (durable.c).
+ *
  * This file holds no state and does no I/O: it calls the store and queues
  * frames on the connection (conn.c writes them). */
 #include <stdio.h>
@@ -17,15 +34,29 @@
 #include "log.h"
 #include "server_internal.h"
 
-/* GET / WAIT OK response, built under the store's shard lock so the value
- * is copied exactly once, from the store into the output buffer. */
+/* Values up to this size are copied into the output queue under the shard
+ * lock (cheaper than a reference for small ones); larger ones are sent by
+ * reference. */
+#define INLINE_MAX (16u * 1024)
+
+/* GET / WAIT OK response, built under the store's shard lock: a small
+ * value is copied exactly once, from the store into the output buffer; a
+ * large one is not copied at all but referenced (ctx->held), and sent by
+ * kvmux__reply_value_finish once the lock is released. */
 int kvmux__reply_value(void *ud, uint64_t version, const uint8_t *value, size_t len) {
     kvmux_reply_ctx *ctx = ud;
     kvmux_conn *c = ctx->conn;
-    /* The client told us the largest frame it accepts: never send more. */
-    if ((uint64_t)KVMUX_FRAME_HDR_LEN + 8 + len > c->sess.peer.max_frame_size) {
-        ctx->too_large = len;
-        return KVMUX_STATUS_TOO_LARGE;
+    size_t inline_max = INLINE_MAX;
+    if (kvmux_session_is_v2(&c->sess) && c->loop->srv->cfg.fragment_size < inline_max)
+        inline_max = c->loop->srv->cfg.fragment_size;
+    /* The client told us the largest frame and value it accepts: anything
+     * near those limits takes the by-reference path, which checks them. */
+    if (len > inline_max || len > c->sess.peer.max_value_size ||
+        (uint64_t)KVMUX_FRAME_HDR_LEN + 8 + len > c->sess.peer.max_frame_size) {
+        ctx->held = kvmux_store_value_hold(value);
+        ctx->version = version;
+        ctx->len = len;
+        return 0;
     }
     uint8_t ext[8];
     kvmux_store_u64be(ext, version);
@@ -42,6 +73,13 @@ int kvmux__reply_value(void *ud, uint64_t version, const uint8_t *value, size_t 
     /* On failure the connection is already marked dead (conn.c); nothing
      * more can be sent on it. */
     return kvmux__conn_send(c, &f) == 0 ? 0 : KVMUX_STATUS_INTERNAL;
+}
+
+int kvmux__reply_value_finish(kvmux_reply_ctx *ctx) {
+    if (!ctx->held) return 0;
+    kvmux_store_value *v = ctx->held;
+    ctx->held = NULL;
+    return kvmux__sched_send_value(ctx->conn, ctx->request_id, ctx->version, v, ctx->len) == 1;
 }
 
 void kvmux__reply_value_failed(kvmux_reply_ctx *ctx, int status) {
@@ -62,6 +100,19 @@ static void respond_version(kvmux_conn *c, uint32_t id, uint8_t status, uint64_t
     kvmux__conn_respond(c, id, status, ext, 8, NULL);
 }
 
+/* A successful write's answer: held for the log's fsync under --fsync
+ * always (durable.c). Returns 1 if held (the credit stays taken). */
+static int respond_write(kvmux_conn *c, uint32_t id, uint8_t status, uint64_t v) {
+    uint8_t ext[8];
+    kvmux_store_u64be(ext, v);
+    return kvmux__durable_respond(c, id, status, ext, 8);
+}
+
+static int is_write(uint8_t op) {
+    return op == KVMUX_OP_SET || op == KVMUX_OP_DEL || op == KVMUX_OP_INCR ||
+           op == KVMUX_OP_CAS;
+}
+
 static void respond_status(kvmux_conn *c, uint32_t id, int rc) {
     kvmux__conn_respond(c, id, (uint8_t)rc, NULL, 0,
                         rc == KVMUX_STATUS_INTERNAL ? "out of memory" : NULL);
@@ -76,10 +127,11 @@ static int64_t load_i64be(const uint8_t *p) {
 
 static int takes_value(uint8_t op) { return op == KVMUX_OP_SET || op == KVMUX_OP_CAS; }
 
-/* Request-level validation. Returns 0 if the request may run, else it has
- * been answered. */
-static int check_request(kvmux_conn *c, const kvmux_frame *f) {
+int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len) {
     const kvmux_server_config *cfg = &c->loop->srv->cfg;
+    /* The value limit is the one advertised on this connection: a v1
+     * connection gets min(--max-value, --max-value-v1). */
+    uint32_t max_value = c->sess.local.max_value_size;
     char msg[KVMUX_MAX_STATUS_MSG];
     uint8_t status;
     int want = kvmux_request_extras_len(f->code);
@@ -97,14 +149,14 @@ static int check_request(kvmux_conn *c, const kvmux_frame *f) {
         status = KVMUX_STATUS_TOO_LARGE;
         snprintf(msg, sizeof msg, "key of %u bytes exceeds max key size %u",
                  f->key_len, cfg->max_key);
-    } else if (takes_value(f->code) && f->value_len > cfg->max_value) {
+    } else if (takes_value(f->code) && value_len > max_value) {
         status = KVMUX_STATUS_TOO_LARGE;
         snprintf(msg, sizeof msg, "value of %u bytes exceeds max value size %u",
-                 f->value_len, cfg->max_value);
-    } else if (!takes_value(f->code) && f->value_len > 0) {
+                 value_len, max_value);
+    } else if (!takes_value(f->code) && value_len > 0) {
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "%s takes no value, got %u bytes",
-                 kvmux_opcode_name(f->code), f->value_len);
+                 kvmux_opcode_name(f->code), value_len);
     } else {
         return 0;
     }
@@ -112,29 +164,58 @@ static int check_request(kvmux_conn *c, const kvmux_frame *f) {
     return -1;
 }
 
-/* Run a valid request. Returns 1 if it was parked (WAIT: the credit stays
- * taken until waits.c answers), else 0. */
+int kvmux__run_store_value(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *extras,
+                           const uint8_t *key, uint16_t klen, kvmux_store_value *val) {
+    kvmux_store *st = c->loop->srv->store;
+    uint64_t version = 0;
+    int rc;
+    if (kvmux__durable_refuse(c, id, 0)) {
+        kvmux_store_value_release(val);
+        return 0;
+    }
+    if (op == KVMUX_OP_SET) {
+        rc = kvmux_store_set_value(st, key, klen, val, kvmux_load_u64be(extras), &version);
+        if (rc == KVMUX_STATUS_OK) return respond_write(c, id, KVMUX_STATUS_OK, version);
+        respond_status(c, id, rc);
+        return 0;
+    }
+    rc = kvmux_store_cas_value(st, key, klen, kvmux_load_u64be(extras), val,
+                               kvmux_load_u64be(extras + 8), &version);
+    if (rc == KVMUX_STATUS_OK) return respond_write(c, id, KVMUX_STATUS_OK, version);
+    if (rc == KVMUX_STATUS_VERSION_MISMATCH)
+        respond_version(c, id, (uint8_t)rc, version);
+    else
+        respond_status(c, id, rc);
+    return 0;
+}
+
+/* Run a valid request. Returns 1 if it keeps its credit (a parked WAIT,
+ * or a value being streamed: waits.c / sched.c give it back), else 0. */
 static int run_request(kvmux_conn *c, const kvmux_frame *f) {
     kvmux_store *st = c->loop->srv->store;
     uint32_t id = f->request_id;
     uint64_t version = 0;
     int rc;
+    if (is_write(f->code) && kvmux__durable_refuse(c, id, f->code == KVMUX_OP_DEL)) return 0;
     switch (f->code) {
     case KVMUX_OP_GET: {
-        kvmux_reply_ctx ctx = {c, id, 0};
+        kvmux_reply_ctx ctx = {.conn = c, .request_id = id};
         rc = kvmux_store_get(st, f->key, f->key_len, kvmux__reply_value, &ctx);
+        if (rc == KVMUX_STATUS_OK) return kvmux__reply_value_finish(&ctx);
         if (rc == KVMUX_STATUS_NOT_FOUND) respond_status(c, id, rc);
-        else if (rc != KVMUX_STATUS_OK) kvmux__reply_value_failed(&ctx, rc);
+        else kvmux__reply_value_failed(&ctx, rc);
         return 0;
     }
     case KVMUX_OP_SET:
         rc = kvmux_store_set(st, f->key, f->key_len, f->value, f->value_len,
                              kvmux_load_u64be(f->extras), &version);
-        if (rc == KVMUX_STATUS_OK) respond_version(c, id, KVMUX_STATUS_OK, version);
-        else respond_status(c, id, rc);
+        if (rc == KVMUX_STATUS_OK) return respond_write(c, id, KVMUX_STATUS_OK, version);
+        respond_status(c, id, rc);
         return 0;
     case KVMUX_OP_DEL:
-        respond_status(c, id, kvmux_store_del(st, f->key, f->key_len));
+        rc = kvmux_store_del(st, f->key, f->key_len);
+        if (rc == KVMUX_STATUS_OK) return kvmux__durable_respond(c, id, KVMUX_STATUS_OK, NULL, 0);
+        respond_status(c, id, rc);
         return 0;
     case KVMUX_OP_INCR: {
         int64_t value = 0;
@@ -146,7 +227,7 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
             memcpy(&u, &value, sizeof u);
             kvmux_store_u64be(ext, u);
             kvmux_store_u64be(ext + 8, version);
-            kvmux__conn_respond(c, id, KVMUX_STATUS_OK, ext, 16, NULL);
+            return kvmux__durable_respond(c, id, KVMUX_STATUS_OK, ext, 16);
         } else {
             respond_status(c, id, rc);
         }
@@ -156,14 +237,18 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
         rc = kvmux_store_cas(st, f->key, f->key_len, kvmux_load_u64be(f->extras),
                              f->value, f->value_len, kvmux_load_u64be(f->extras + 8),
                              &version);
-        if (rc == KVMUX_STATUS_OK || rc == KVMUX_STATUS_VERSION_MISMATCH)
+        if (rc == KVMUX_STATUS_OK) return respond_write(c, id, KVMUX_STATUS_OK, version);
+        if (rc == KVMUX_STATUS_VERSION_MISMATCH)
             respond_version(c, id, (uint8_t)rc, version);
         else
             respond_status(c, id, rc);
         return 0;
-    case KVMUX_OP_WAIT:
-        return kvmux__wait_park(c, f, kvmux_load_u64be(f->extras),
-                                kvmux_load_u32be(f->extras + 8)) == 1;
+    case KVMUX_OP_WAIT: {
+        uint32_t timeout = kvmux_load_u32be(f->extras + 8);
+        /* The request's deadline caps how long it may wait. */
+        if (kvmux_frame_has_deadline(f) && f->deadline_ms < timeout) timeout = f->deadline_ms;
+        return kvmux__wait_park(c, f, kvmux_load_u64be(f->extras), timeout) == 1;
+    }
     default:
         respond_status(c, id, KVMUX_STATUS_UNKNOWN_OP); /* unreachable: checked */
         return 0;
@@ -172,7 +257,18 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
 
 static void on_request(kvmux_conn *c, const kvmux_frame *f) {
     kvmux_loop *l = c->loop;
+    if (kvmux_frame_has_total(f)) {
+        kvmux__upload_begin(c, f); /* counts, checks and answers itself */
+        return;
+    }
     KVMUX_STAT_ADD(l, requests[f->code <= KVMUX_OP_MAX ? f->code : 0], 1);
+    if (c->sess.drain == KVMUX_DRAIN_GOAWAY_SENT) {
+        /* Read after our GOAWAY: not processed, safe to retry elsewhere. */
+        kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_SHUTTING_DOWN, NULL, 0,
+                            "server shutting down");
+        return;
+    }
+    c->last_request_id = f->request_id;
     if (kvmux_session_request_begin(&c->sess) != 0) {
         /* Not processed, no credit taken: the client may retry. */
         char msg[KVMUX_MAX_STATUS_MSG];
@@ -182,36 +278,71 @@ static void on_request(kvmux_conn *c, const kvmux_frame *f) {
         kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_BUSY, NULL, 0, msg);
         return;
     }
-    if (check_request(c, f) == 0 && run_request(c, f) == 1) return; /* parked */
+    if (kvmux_frame_has_deadline(f) && f->deadline_ms == 0) {
+        /* The client's budget is already spent: do not do the work. */
+        KVMUX_STAT_ADD(l, deadline_expired, 1);
+        kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_TIMEOUT, NULL, 0,
+                            "deadline expired before the request was processed");
+    } else if (kvmux__check_request(c, f, f->value_len) == 0 && run_request(c, f) == 1) {
+        return; /* the credit is kept until the answer is complete */
+    }
     kvmux_session_request_end(&c->sess);
 }
 
 static void on_hello(kvmux_conn *c, const kvmux_frame *f) {
     kvmux_server *srv = c->loop->srv;
-    uint8_t out[KVMUX_FRAME_HDR_LEN + KVMUX_MAX_NAME + 4 * KVMUX_SETTING_ENTRY_LEN];
+    uint8_t out[KVMUX_HELLO_ACK_MAX_LEN];
+    /* A v1 connection carries each value in one frame: advertise (and
+     * enforce) the v1 value limit there. The version is the one
+     * kvmux_session_accept_hello is about to choose. */
+    if (f->extras_len == 2 &&
+        kvmux_negotiate_version(f->extras[0], f->extras[1], KVMUX_PROTO_VERSION_MIN,
+                                c->sess.max_version) < KVMUX_PROTO_V2) {
+        uint32_t v1 = srv->cfg.max_value < srv->cfg.max_value_v1 ? srv->cfg.max_value
+                                                                  : srv->cfg.max_value_v1;
+        c->sess.local.max_value_size = v1;
+    }
     int n = kvmux_session_accept_hello(&c->sess, f, out, srv->cfg.name);
     if (n < 0) {
         if (n == -KVMUX_ERR_UNSUPPORTED_VERSION)
             kvmux__conn_fail(c, 0, KVMUX_ERR_UNSUPPORTED_VERSION,
                              "no common protocol version: client speaks %u..%u, "
                              "server speaks %u..%u", f->extras[0], f->extras[1],
-                             KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
+                             KVMUX_PROTO_VERSION_MIN, c->sess.max_version);
         else
             kvmux__conn_fail(c, 0, (uint8_t)-n, "bad HELLO: %s (settings block of %u bytes)",
                              kvmux_wire_error_name(-n), f->value_len);
         return;
     }
-    kvmux__timer_cancel(&c->loop->timers, &c->timer); /* handshake done */
-    uint8_t *p = kvmux__outbuf_append(&c->out, (size_t)n);
-    if (!p) {
-        kvmux__conn_close(c, "out of memory queueing HELLO_ACK");
-        return;
-    }
-    memcpy(p, out, (size_t)n);
-    kvmux__loop_mark_dirty(c);
+    if (kvmux__conn_send_bytes(c, out, (size_t)n) != 0) return;
+    kvmux_rate_init(&c->ping_rate, srv->cfg.max_ping_rate, c->loop->now);
+    kvmux_rate_init(&c->cancel_rate, srv->cfg.max_cancel_rate, c->loop->now);
+    kvmux__conn_start_checks(c); /* replaces the handshake timeout */
     KVMUX_LOG_D("conn %llu (%s): handshake done, client '%.*s', version %u",
                 (unsigned long long)c->id, c->peer, (int)f->key_len,
                 (const char *)f->key, c->sess.version);
+}
+
+/* A flood cap was passed: ERROR FLOOD (v1 has no such code: PROTOCOL). */
+static void flood(kvmux_conn *c, const char *what, uint32_t rate) {
+    KVMUX_STAT_ADD(c->loop, floods, 1);
+    kvmux__conn_fail(c, 0,
+                     kvmux_session_is_v2(&c->sess) ? KVMUX_ERR_FLOOD : KVMUX_ERR_PROTOCOL,
+                     "more than %u %s frames per second", rate, what);
+}
+
+static void on_cancel(kvmux_conn *c, const kvmux_frame *f) {
+    if (!kvmux_rate_allow(&c->cancel_rate, c->loop->now)) {
+        flood(c, "CANCEL", c->loop->srv->cfg.max_cancel_rate);
+        return;
+    }
+    KVMUX_STAT_ADD(c->loop, cancels, 1);
+    /* Whoever holds the id answers CANCELED and frees what it held. An
+     * id nobody holds was answered already (the CANCEL crossed the
+     * response) or never existed: ignored, never a second response. */
+    if (kvmux__upload_cancel(c, f->request_id)) return;
+    if (kvmux__sched_cancel(c, f->request_id)) return;
+    kvmux__wait_cancel(c, f->request_id);
 }
 
 /* Message for a frame the session refused. */
@@ -258,6 +389,10 @@ void kvmux__dispatch_frame(kvmux_conn *c, const kvmux_frame *f) {
         on_request(c, f);
         break;
     case KVMUX_FRAME_PING: {
+        if (!kvmux_rate_allow(&c->ping_rate, c->loop->now)) {
+            flood(c, "PING", c->loop->srv->cfg.max_ping_rate);
+            break;
+        }
         kvmux_frame pong = *f;
         pong.type = KVMUX_FRAME_PONG;
         pong.version = c->sess.version;
@@ -265,6 +400,15 @@ void kvmux__dispatch_frame(kvmux_conn *c, const kvmux_frame *f) {
         kvmux__conn_send(c, &pong);
         break;
     }
+    case KVMUX_FRAME_CONTINUATION:
+        kvmux__upload_continue(c, f);
+        break;
+    case KVMUX_FRAME_WINDOW_UPDATE:
+        kvmux__sched_on_window_update(c, f);
+        break;
+    case KVMUX_FRAME_CANCEL:
+        on_cancel(c, f);
+        break;
     case KVMUX_FRAME_PONG:
         break; /* kvmuxd sends no PINGs yet; a stray PONG is harmless */
     case KVMUX_FRAME_ERROR:

@@ -10,15 +10,18 @@
  *
  * One iteration: epoll_wait (sleeping until the earliest timer) -> handle
  * events (accept, read, write) -> drain the inbox (new connections, fired
- * WAITs) -> run due timers -> flush every connection with new output (one
+ * WAITs) -> run due timers -> release write acknowledgments the log's
+ * fsync now covers (durable.c) -> flush every connection with new output (one
  * sendmsg per connection per iteration, however many responses) -> tear
  * down connections closed during the iteration (deferred, so nothing
  * above ever touches freed memory).
  *
  * Shutdown (kvmux_server_stop sets a flag and wakes every loop): loop 0
- * closes the listener; every loop stops reading, refuses requests it had
- * read but not run, and closes connections as soon as they owe nothing;
- * parked WAITs get --shutdown-timeout, then are answered SHUTTING_DOWN;
+ * closes the listener; every loop stops reading v1 connections (refusing
+ * requests it had read but not run) and sends GOAWAY to v2 ones (which keep
+ * reading, answer new requests SHUTTING_DOWN and finish what they
+ * accepted), and closes connections as soon as they owe nothing; what is
+ * in flight gets --shutdown-timeout, then is answered SHUTTING_DOWN;
  * after a final --close-linger everything left is closed and the thread
  * returns. */
 #include <errno.h>
@@ -93,6 +96,7 @@ void kvmux__loop_deinit(kvmux_loop *l) {
     }
     l->inbox_conns = NULL;
     l->inbox_waits = NULL;
+    kvmux__durable_deinit(l);
     kvmux__timer_heap_deinit(&l->timers);
     if (l->epfd >= 0) close(l->epfd);
     if (l->wake.fd >= 0) close(l->wake.fd);
@@ -210,7 +214,7 @@ static void loop_on_phase_timer(kvmux_timer *t, uint64_t now) {
     if (l->phase == KVMUX_LOOP_DRAINING) {
         l->phase = KVMUX_LOOP_FLUSHING;
         for (kvmux_conn *c = l->conns; c; c = c->next)
-            if (c->state == KVMUX_CONN_DRAINING) kvmux__waits_shutdown(c);
+            kvmux__conn_drain_deadline(c);
         /* The final bound: a little over one linger, then close all. */
         if (kvmux__timer_arm(&l->timers, &l->phase_timer,
                              now + l->srv->cfg.close_linger_ms + 10) == 0)
@@ -238,6 +242,7 @@ void *kvmux__loop_main(void *arg) {
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, srv->listen.fd, &ev) == 0) l->listening = 1;
         else KVMUX_LOG_E("cannot watch the listening socket: %s", strerror(errno));
     }
+    kvmux__expire_start(l);
     for (;;) {
         if (l->phase == KVMUX_LOOP_RUNNING &&
             atomic_load_explicit(&srv->stop_requested, memory_order_acquire))
@@ -272,6 +277,7 @@ void *kvmux__loop_main(void *arg) {
         }
         if (woke) drain_inbox(l);
         kvmux__timer_run(&l->timers, l->now, MAX_TIMERS_PER_ITER);
+        kvmux__durable_release(l); /* write acks the log's fsync now covers */
         flush_dirty(l);
         destroy_dead(l);
     }

@@ -4,12 +4,16 @@
  * of small responses from one read becomes one contiguous run and usually
  * one send. A frame larger than a chunk gets a chunk of its own size. The
  * flush uses sendmsg with MSG_NOSIGNAL (a writev that cannot raise
- * SIGPIPE) over up to 64 chunks per call. Limits (the slow-reader cap) are
+ * SIGPIPE) over up to 64 chunks per call. Large values are queued as
+ * reference chunks (pointer + release callback, no copy): the value's
+ * owner keeps it alive until the chunk is written or the queue is freed.
+ * Limits (the slow-reader cap) are
  * enforced by the connection, which reads ob->bytes; this file only queues
  * and writes. */
 #include "outbuf.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -19,11 +23,19 @@
 
 struct kvmux_outchunk {
     kvmux_outchunk *next;
-    size_t cap;                  /* bytes of data[] */
+    const uint8_t *bytes;        /* data, or the referenced bytes */
+    size_t cap;                  /* bytes of data[]; 0 for a reference */
     size_t len;                  /* bytes filled */
     size_t off;                  /* bytes already written */
+    void (*release)(void *);     /* reference chunks: called once when freed */
+    void *release_ctx;
     uint8_t data[];
 };
+
+static void chunk_free(kvmux_outchunk *c) {
+    if (c->release) c->release(c->release_ctx);
+    free(c);
+}
 
 void kvmux__outbuf_init(kvmux_outbuf *ob) {
     ob->head = ob->tail = NULL;
@@ -34,7 +46,7 @@ void kvmux__outbuf_deinit(kvmux_outbuf *ob) {
     kvmux_outchunk *c = ob->head;
     while (c) {
         kvmux_outchunk *next = c->next;
-        free(c);
+        chunk_free(c);
         c = next;
     }
     kvmux__outbuf_init(ob);
@@ -42,13 +54,16 @@ void kvmux__outbuf_deinit(kvmux_outbuf *ob) {
 
 uint8_t *kvmux__outbuf_append(kvmux_outbuf *ob, size_t n) {
     kvmux_outchunk *t = ob->tail;
-    if (!t || t->cap - t->len < n) {
+    if (!t || t->cap < t->len + n) { /* a reference chunk has cap 0 */
         size_t cap = n > CHUNK_SIZE ? n : CHUNK_SIZE;
         kvmux_outchunk *c = malloc(sizeof *c + cap);
         if (!c) return NULL;
         c->next = NULL;
+        c->bytes = c->data;
         c->cap = cap;
         c->len = c->off = 0;
+        c->release = NULL;
+        c->release_ctx = NULL;
         if (t) t->next = c;
         else ob->head = c;
         ob->tail = t = c;
@@ -59,6 +74,27 @@ uint8_t *kvmux__outbuf_append(kvmux_outbuf *ob, size_t n) {
     return p;
 }
 
+int kvmux__outbuf_append_ref(kvmux_outbuf *ob, const uint8_t *p, size_t n,
+                             void (*release)(void *), void *release_ctx) {
+    kvmux_outchunk *c = malloc(sizeof *c);
+    if (!c) {
+        if (release) release(release_ctx);
+        return -1;
+    }
+    c->next = NULL;
+    c->bytes = p;
+    c->cap = 0; /* full: the next append starts a chunk of its own */
+    c->len = n;
+    c->off = 0;
+    c->release = release;
+    c->release_ctx = release_ctx;
+    if (ob->tail) ob->tail->next = c;
+    else ob->head = c;
+    ob->tail = c;
+    ob->bytes += n;
+    return 0;
+}
+
 int kvmux__outbuf_flush(kvmux_outbuf *ob, int fd, uint64_t *written) {
     *written = 0;
     while (ob->bytes > 0) {
@@ -66,7 +102,7 @@ int kvmux__outbuf_flush(kvmux_outbuf *ob, int fd, uint64_t *written) {
         int n = 0;
         for (kvmux_outchunk *c = ob->head; c && n < MAX_IOV; c = c->next) {
             if (c->len == c->off) continue;
-            iov[n].iov_base = c->data + c->off;
+            iov[n].iov_base = (void *)(uintptr_t)(c->bytes + c->off);
             iov[n].iov_len = c->len - c->off;
             n++;
         }
@@ -88,7 +124,7 @@ int kvmux__outbuf_flush(kvmux_outbuf *ob, int fd, uint64_t *written) {
             kvmux_outchunk *c = ob->head;
             left -= c->len - c->off;
             ob->head = c->next;
-            free(c);
+            chunk_free(c);
         }
         if (!ob->head) ob->tail = NULL;
         else ob->head->off += left;

@@ -1,4 +1,7 @@
-/* A connection's output queue: a list of byte chunks written with writev. */
+/* A connection's output queue: a list of byte chunks written with writev.
+ * A chunk either owns its bytes (frames encoded into it) or references
+ * bytes owned elsewhere (a large value held by reference), so a value is
+ * never copied just to be sent. */
 #ifndef KVMUX_SERVER_OUTBUF_H
 #define KVMUX_SERVER_OUTBUF_H
 
@@ -22,6 +25,14 @@ void kvmux__outbuf_deinit(kvmux_outbuf *ob);
  * queued; the caller must fill all n before the next write. Returns the
  * pointer, or NULL when out of memory (queue unchanged). */
 uint8_t *kvmux__outbuf_append(kvmux_outbuf *ob, size_t n);
+
+/* Queue n bytes at p (n > 0) without copying them: p must stay valid
+ * until the chunk is written or dropped, when release(release_ctx) is
+ * called exactly once (release may be NULL). Returns 0, or -1 when out of
+ * memory, in which case release has been called and the queue is
+ * unchanged. */
+int kvmux__outbuf_append_ref(kvmux_outbuf *ob, const uint8_t *p, size_t n,
+                             void (*release)(void *), void *release_ctx);
 
 /* Write as much as the socket takes, in writev batches of up to 64 chunks.
  * Returns 0 when the queue is empty, 1 when the socket would block with

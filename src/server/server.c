@@ -115,7 +115,9 @@ int kvmux_server_new(kvmux_server **out, const kvmux_server_config *cfg, char *e
     s->settings.max_frame_size = cfg->max_frame;
     s->settings.max_outstanding = cfg->max_outstanding;
     s->settings.max_key_size = cfg->max_key;
-    s->settings.max_value_size = cfg->max_value;
+    s->settings.max_value_size = cfg->max_value; /* v1 connections: lowered */
+    s->settings.initial_window = cfg->initial_window;
+    s->settings.connection_window = cfg->connection_window;
     /* Pause reading at half the slow-reader cap, but at most 8 MiB and at
      * least one frame (see conn.c). */
     uint64_t pause = cfg->max_output_buffer / 2;
@@ -132,6 +134,7 @@ int kvmux_server_new(kvmux_server **out, const kvmux_server_config *cfg, char *e
         free(s);
         return errf(err, errlen, "cannot create the store (out of memory or no randomness)");
     }
+    kvmux_store_set_maxmemory(s->store, cfg->maxmemory, (int)cfg->maxmemory_policy);
     s->nloops = cfg->threads;
     s->loops = calloc(s->nloops, sizeof *s->loops);
     if (!s->loops) {
@@ -144,6 +147,23 @@ int kvmux_server_new(kvmux_server **out, const kvmux_server_config *cfg, char *e
             return errf(err, errlen, "cannot create event loop %u: %s", i, strerror(errno));
         }
     }
+    if (cfg->aof_path) {
+        /* Before listening: the store is complete when the first client
+         * can connect. */
+        kvmux_aof_options ao;
+        kvmux_aof_options_init(&ao);
+        ao.path = cfg->aof_path;
+        ao.fsync = (int)cfg->aof_fsync;
+        ao.repair = (int)cfg->aof_repair;
+        ao.rewrite_min_size = cfg->aof_rewrite_min;
+        ao.notify = kvmux__durable_notify;
+        ao.notify_user_data = s;
+        if (kvmux_aof_open(&s->aof, &ao, s->store, err, errlen) != 0) {
+            kvmux_server_free(s);
+            return -1;
+        }
+    }
+    s->cfg.aof_path = NULL; /* borrowed: the log keeps its own copy */
     if (open_listener(s, err, errlen) != 0) {
         kvmux_server_free(s);
         return -1;
@@ -165,10 +185,11 @@ void kvmux_server_stop(kvmux_server *s) {
 int kvmux_server_run(kvmux_server *s) {
     const kvmux_server_config *c = &s->cfg;
     KVMUX_LOG_I("kvmuxd %s started: pid %d, %s port %u, %u loop thread%s, max %u "
-                "connections, max frame %u, %u credits per connection",
+                "connections, max frame %u, %u credits per connection, protocol 1..%u, "
+                "max value %u (v2)",
                 KVMUXD_VERSION, (int)getpid(), c->bind, s->port, s->nloops,
                 s->nloops == 1 ? "" : "s", c->max_connections, c->max_frame,
-                c->max_outstanding);
+                c->max_outstanding, c->max_protocol, c->max_value);
     s->running = 1;
     int rc = 0;
     uint32_t started = 1;
@@ -195,6 +216,20 @@ int kvmux_server_run(kvmux_server *s) {
                 "errors, %llu keys in memory",
                 (unsigned long long)st.connections_accepted, (unsigned long long)reqs,
                 (unsigned long long)st.protocol_errors, (unsigned long long)st.keys);
+    if (st.aof_enabled)
+        KVMUX_LOG_I("AOF: %llu bytes in the log, %llu write batches, %llu fsyncs, %llu "
+                    "write acks held for an fsync (%.1f per fsync), %llu compactions%s",
+                    (unsigned long long)st.aof_size, (unsigned long long)st.aof_writes,
+                    (unsigned long long)st.aof_fsyncs, (unsigned long long)st.writes_held,
+                    st.aof_fsyncs ? (double)st.writes_held / (double)st.aof_fsyncs : 0.0,
+                    (unsigned long long)st.aof_rewrites,
+                    st.aof_failed ? "; the log FAILED: writes were refused" : "");
+    if (st.expired_keys || st.evicted_keys || st.oom_refused)
+        KVMUX_LOG_I("memory: %llu bytes accounted, %llu keys expired (%llu by the active "
+                    "cycle), %llu evicted, %llu writes refused over --maxmemory",
+                    (unsigned long long)st.used_memory, (unsigned long long)st.expired_keys,
+                    (unsigned long long)st.expired_keys_active,
+                    (unsigned long long)st.evicted_keys, (unsigned long long)st.oom_refused);
     return rc;
 }
 
@@ -216,6 +251,17 @@ void kvmux_server_get_stats(kvmux_server *s, kvmux_server_stats *st) {
         SUM(st->waits_timed_out, waits_timed_out);
         SUM(st->bytes_in, bytes_in);
         SUM(st->bytes_out, bytes_out);
+        SUM(st->idle_timeouts, idle_timeouts);
+        SUM(st->write_timeouts, write_timeouts);
+        SUM(st->floods, floods);
+        SUM(st->cancels, cancels);
+        SUM(st->goaways, goaways);
+        SUM(st->uploads, uploads);
+        SUM(st->streams, streams);
+        SUM(st->deadline_expired, deadline_expired);
+        SUM(st->writes_held, writes_held);
+        SUM(st->aof_refused, aof_refused);
+        SUM(st->oom_refused, oom_refused);
     }
 #undef SUM
     st->connections_current = atomic_load(&s->nconns);
@@ -224,11 +270,32 @@ void kvmux_server_get_stats(kvmux_server *s, kvmux_server_stats *st) {
     st->keys = ss.keys;
     st->key_bytes = ss.bytes;
     st->expired_keys = ss.expired;
+    st->expired_keys_active = ss.expired_active;
+    st->evicted_keys = ss.evicted;
+    st->used_memory = ss.used_memory;
+    st->maxmemory = s->cfg.maxmemory;
+    if (s->aof) {
+        kvmux_aof_stats as;
+        kvmux_aof_get_stats(s->aof, &as);
+        st->aof_enabled = 1;
+        st->aof_failed = as.failed;
+        st->aof_rewriting = as.rewriting;
+        st->aof_size = as.file_size;
+        st->aof_pending = as.appended - as.durable;
+        st->aof_fsyncs = as.fsyncs;
+        st->aof_writes = as.writes;
+        st->aof_rewrites = as.rewrites;
+        st->aof_rewrite_failures = as.rewrite_failures;
+    }
 }
 
 void kvmux_server_free(kvmux_server *s) {
     if (!s) return;
-    /* Loops first: tearing down a connection cancels its WAITs in the
+    /* The log first: it writes and syncs what is buffered, and its writer
+     * thread stops waking the loops before they go away. */
+    kvmux_aof_close(s->aof);
+    s->aof = NULL;
+    /* Loops: tearing down a connection cancels its WAITs in the
      * store, so the store must outlive them. */
     for (uint32_t i = 0; s->loops && i < s->nloops; i++) kvmux__loop_deinit(&s->loops[i]);
     free(s->loops);

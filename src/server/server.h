@@ -27,7 +27,11 @@ typedef struct kvmux_server_config {
     uint32_t max_connections;     /* default 10000 */
     uint32_t max_frame;           /* bytes incl. header; default 2 MiB */
     uint32_t max_key;             /* default 4096, <= 65535 */
-    uint32_t max_value;           /* default 1 MiB */
+    uint32_t max_value;           /* largest value on a v2 connection
+                                     (fragmented); default 64 MiB, <= 512 MiB */
+    uint32_t max_value_v1;        /* largest value on a v1 connection (one
+                                     frame); default 1 MiB; the effective v1
+                                     limit is min(max_value, max_value_v1) */
     uint32_t max_outstanding;     /* credits per connection; default 1024 */
     uint64_t max_output_buffer;   /* bytes queued per connection before it is
                                      dropped as a slow reader; default 64 MiB */
@@ -37,15 +41,57 @@ typedef struct kvmux_server_config {
     uint32_t close_linger_ms;     /* bound on flushing an ERROR / final
                                      responses before close; default 1000 */
     uint32_t store_shards;        /* power of two; default 256 */
+    uint32_t idle_timeout_ms;     /* close a connection with nothing in
+                                     flight and no input for this long with
+                                     ERROR TIMEOUT; 0 = never; default 300000 */
+    uint32_t write_timeout_ms;    /* close a connection whose queued output
+                                     made no progress for this long; 0 =
+                                     never; default 60000 */
+    uint32_t max_ping_rate;       /* PINGs per second per connection before
+                                     ERROR FLOOD (bursts up to the rate);
+                                     0 = no cap; default 100000 */
+    uint32_t max_cancel_rate;     /* CANCELs per second per connection
+                                     before ERROR FLOOD; 0 = no cap; default
+                                     1000 */
+    uint32_t max_protocol;        /* highest protocol version offered;
+                                     default KVMUX_PROTO_VERSION_MAX */
+    uint32_t initial_window;      /* v2: per-message receive window granted
+                                     to clients; default 1 MiB */
+    uint32_t connection_window;   /* v2: connection receive window; default
+                                     16 MiB */
+    uint32_t fragment_size;       /* v2: value bytes per response fragment,
+                                     and the size above which a response is
+                                     fragmented; default 64 KiB */
+    uint64_t max_upload_buffer;   /* v2: bytes reserved for fragmented
+                                     uploads in progress on one connection;
+                                     default 1 GiB, >= max_value */
     const char *name;             /* server name in HELLO_ACK; default
                                      "kvmuxd/<version>"; borrowed */
+    /* Persistence (docs/OPERATIONS.md "Persistence"). */
+    const char *aof_path;         /* append-only log; NULL = none; borrowed
+                                     until kvmux_server_new returns */
+    uint32_t aof_fsync;           /* enum kvmux_fsync_policy (aof.h);
+                                     default always */
+    uint32_t aof_repair;          /* 1: truncate at the first corrupt record
+                                     instead of refusing to start */
+    uint64_t aof_rewrite_min;     /* compact the log above this size when it
+                                     doubled; 0 = never; default 64 MiB */
+    /* Memory (docs/OPERATIONS.md "Memory and expiry"). */
+    uint64_t maxmemory;           /* accounted bytes; 0 = no limit */
+    uint32_t maxmemory_policy;    /* enum kvmux_maxmemory_policy (store.h);
+                                     default noeviction */
+    uint32_t active_expire_samples; /* keys sampled per shard per 100 ms
+                                     expiry cycle; 0 = lazy expiry only;
+                                     default 20 */
 } kvmux_server_config;
 
 /* Fill c with the defaults above. Thread-safe: yes. */
 void kvmux_server_config_init(kvmux_server_config *c);
 
 /* Check every field and the cross-limits (a frame must be able to hold the
- * largest request: header + extras + max key + max value). Returns 0, or
+ * largest v1 request: header + extras + max key + v1 value limit, and the
+ * first frame of a fragmented v2 request; --fragment-size within the frame;
+ * --max-upload-buffer >= --max-value). Returns 0, or
  * -1 with a one-line message naming the option in err[0..errlen).
  * Thread-safe: yes. */
 int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
@@ -68,9 +114,34 @@ typedef struct kvmux_server_stats {
     uint64_t waits_timed_out;
     uint64_t bytes_in;
     uint64_t bytes_out;
+    uint64_t idle_timeouts;           /* closed by --idle-timeout */
+    uint64_t write_timeouts;          /* closed by --write-timeout */
+    uint64_t floods;                  /* closed by a PING/CANCEL rate cap */
+    uint64_t cancels;                 /* CANCEL frames received (v2) */
+    uint64_t goaways;                 /* GOAWAY frames sent (v2) */
+    uint64_t uploads;                 /* fragmented requests received (v2) */
+    uint64_t streams;                 /* fragmented responses started (v2) */
+    uint64_t deadline_expired;        /* requests answered TIMEOUT by DEADLINE */
     uint64_t keys;                    /* from the store */
     uint64_t key_bytes;
-    uint64_t expired_keys;
+    uint64_t expired_keys;            /* lazy + active */
+    uint64_t expired_keys_active;     /* by the active cycle */
+    uint64_t evicted_keys;            /* by --maxmemory allkeys-lru */
+    uint64_t used_memory;             /* accounted bytes */
+    uint64_t maxmemory;
+    uint64_t oom_refused;             /* writes refused over maxmemory */
+    /* Append-only log (all 0 without --aof). */
+    int aof_enabled;
+    int aof_failed;                   /* writes are being refused */
+    int aof_rewriting;
+    uint64_t aof_size;                /* bytes in the current file */
+    uint64_t aof_pending;             /* bytes appended, not yet durable */
+    uint64_t aof_fsyncs;
+    uint64_t aof_writes;              /* write batches (group commits) */
+    uint64_t aof_rewrites;
+    uint64_t aof_rewrite_failures;
+    uint64_t aof_refused;             /* writes refused after a log failure */
+    uint64_t writes_held;             /* acks that waited for an fsync */
 } kvmux_server_stats;
 
 typedef struct kvmux_server kvmux_server;

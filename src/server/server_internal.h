@@ -11,7 +11,18 @@
  *   accepting loop, and parked WAITs fired by a writer on another loop,
  *   and (c) server-wide atomics (stop flag, connection count, stats).
  * - Anything pushed into an inbox is followed by a write to the loop's
- *   eventfd, but only on the empty -> non-empty edge (inbox_signalled). */
+ *   eventfd, but only on the empty -> non-empty edge (inbox_signalled).
+ * - Store values are refcounted (store.h): a loop may keep a reference to
+ *   a value (a large response being sent) and drop it later without any
+ *   lock; the store frees the bytes when the last reference goes.
+ *
+ * Protocol v2 per connection (all loop-thread state):
+ * - uploads (upload.c): fragmented REQUESTs being reassembled, each into a
+ *   store value reserved from its total_value_len;
+ * - ostreams (sched.c): fragmented RESPONSEs being sent, each holding a
+ *   reference to the value; the output scheduler interleaves their
+ *   fragments with small frames, within the client's windows.
+ * Both hold their request's credit until answered, like a parked WAIT. */
 #ifndef KVMUX_SERVER_INTERNAL_H
 #define KVMUX_SERVER_INTERNAL_H
 
@@ -21,6 +32,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "aof.h"
 #include "outbuf.h"
 #include "proto.h"
 #include "server.h"
@@ -30,6 +42,19 @@
 typedef struct kvmux_loop kvmux_loop;
 typedef struct kvmux_conn kvmux_conn;
 typedef struct kvmux_wait kvmux_wait;
+typedef struct kvmux_upload kvmux_upload;
+typedef struct kvmux_ostream kvmux_ostream;
+
+/* A write's RESPONSE held until the append-only log's fsync covers it
+ * (--fsync always; durable.c). conn is NULL once the connection is gone. */
+typedef struct kvmux_held {
+    kvmux_conn *conn;
+    uint64_t lsn;                  /* kvmux_aof_appended() after the write */
+    uint32_t request_id;
+    uint8_t status;
+    uint8_t extras_len;
+    uint8_t extras[16];
+} kvmux_held;
 
 /* What an epoll event's data.ptr points at: the first member of each. */
 enum kvmux_io_kind { KVMUX_IO_WAKE = 1, KVMUX_IO_LISTEN = 2, KVMUX_IO_CONN = 3 };
@@ -48,6 +73,9 @@ typedef struct kvmux_loop_stats {
     _Atomic uint64_t pings, busy, protocol_errors, handshake_timeouts;
     _Atomic uint64_t slow_readers, waits_parked, waits_fired, waits_timed_out;
     _Atomic uint64_t bytes_in, bytes_out;
+    _Atomic uint64_t idle_timeouts, write_timeouts, floods, cancels, goaways;
+    _Atomic uint64_t uploads, streams, deadline_expired;
+    _Atomic uint64_t writes_held, aof_refused, oom_refused;
 } kvmux_loop_stats;
 
 #define KVMUX_STAT_ADD(loop, field, n) \
@@ -88,6 +116,9 @@ struct kvmux_loop {
     int listening;                 /* loop 0: listener in the epoll set */
     uint32_t next_target;          /* loop 0: round-robin hand-off */
     uint64_t last_reject_log;      /* loop 0: rate limit for reject logs */
+    kvmux_held *held;              /* FIFO of held write responses: */
+    size_t held_head, held_len, held_cap; /* [head, len) live, lsn ascending */
+    kvmux_timer expire_timer;      /* active expiry cycle (expire.c) */
     kvmux_loop_stats stats;
 };
 
@@ -116,9 +147,23 @@ struct kvmux_conn {
     uint8_t *rbuf;                 /* unprocessed input (NULL when empty) */
     size_t rlen, rcap;
     kvmux_outbuf out;
-    kvmux_timer timer;             /* handshake timeout, then linger */
+    kvmux_timer timer;             /* handshake timeout, then idle and
+                                      stuck-output checks, then linger */
+    uint64_t last_input;           /* loop time of the last bytes read */
+    uint64_t last_output;          /* loop time output last moved (or
+                                      started waiting on a full socket) */
+    kvmux_rate ping_rate;          /* --max-ping-rate */
+    kvmux_rate cancel_rate;        /* --max-cancel-rate */
+    uint32_t last_request_id;      /* last REQUEST read: GOAWAY reports it */
     kvmux_wait *waits;             /* parked WAITs of this connection */
     uint32_t nwaits;
+    kvmux_upload *uploads;         /* v2 fragmented requests coming in */
+    uint32_t nuploads;
+    uint64_t upload_bytes;         /* bytes reserved by uploads */
+    kvmux_ostream *ostreams;       /* v2 fragmented responses going out */
+    kvmux_ostream *ostream_cursor; /* round-robin position */
+    uint32_t nostreams;
+    uint32_t nheld;                /* entries in loop->held for this conn */
     uint64_t id;                   /* for logs */
     char peer[INET6_ADDRSTRLEN + 8];
 };
@@ -145,6 +190,7 @@ struct kvmux_server {
     kvmux_settings settings;       /* advertised in HELLO_ACK */
     size_t read_pause_bytes;       /* pause reading above this much output */
     kvmux_store *store;
+    kvmux_aof *aof;                /* NULL without --aof */
     kvmux_io listen;               /* listening socket */
     uint16_t port;
     kvmux_loop *loops;
@@ -207,6 +253,8 @@ int kvmux__conn_send(kvmux_conn *c, const kvmux_frame *f);
 int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
                         const uint8_t *extras, uint8_t extras_len,
                         const char *msg);
+/* The handshake is done: start the idle / stuck-output checks. */
+void kvmux__conn_start_checks(kvmux_conn *c);
 /* Connection-level error: queue ERROR(code, message) as the last frame,
  * stop reading, and close once it is written (bounded by close_linger).
  * No-op if c is already closing. */
@@ -227,6 +275,60 @@ void kvmux__conn_reject(int fd, uint8_t code, const char *msg);
 /* Largest frame c accepts now: KVMUX_MIN_FRAME before the handshake. */
 uint32_t kvmux__conn_max_frame(const kvmux_conn *c);
 
+/* True while the connection reads and answers (v2 included while it
+ * drains after GOAWAY). */
+static inline int kvmux__conn_is_open(const kvmux_conn *c) {
+    return c->state == KVMUX_CONN_OPEN;
+}
+/* Anything in flight: credits taken, uploads or responses in progress,
+ * output queued. An idle connection has none of these. */
+int kvmux__conn_busy(const kvmux_conn *c);
+/* Queue raw bytes (an encoded frame) as kvmux__conn_send does. */
+int kvmux__conn_send_bytes(kvmux_conn *c, const uint8_t *p, size_t n);
+/* v2: queue WINDOW_UPDATEs for the increments in g (request_id for the
+ * message part). */
+void kvmux__conn_send_grant(kvmux_conn *c, uint32_t request_id, const kvmux_grant *g);
+/* Stop: the phase deadline of a draining connection passed; answer what
+ * it still owes SHUTTING_DOWN where possible and close it. */
+void kvmux__conn_drain_deadline(kvmux_conn *c);
+
+/* ---- sched.c: output scheduler and fragmented responses ---- */
+/* Send an OK response carrying (version, value) for request_id, where
+ * val is a reference the caller gives up (NULL for an empty value) and
+ * len its length. Small values have been copied by the caller already;
+ * this is the by-reference path: one frame whose value is queued without
+ * copying, or (v2) a fragmented response streamed by the scheduler.
+ * Returns 1 if a stream was started (it keeps the request's credit and
+ * returns it when its last fragment is queued), 0 if answered (including
+ * TOO_LARGE when the client cannot take the value), -1 if the connection
+ * is closed. */
+int kvmux__sched_send_value(kvmux_conn *c, uint32_t request_id, uint64_t version,
+                            kvmux_store_value *val, size_t len);
+/* Queue the next fragment of the next stream with window, round-robin.
+ * Returns 1 if something was queued, 0 if no stream can send now. */
+int kvmux__sched_fill(kvmux_conn *c);
+/* WINDOW_UPDATE from the client (already passed check_recv). */
+void kvmux__sched_on_window_update(kvmux_conn *c, const kvmux_frame *f);
+/* CANCEL of an outgoing stream: returns 1 if request_id was one (now
+ * answered CANCELED), else 0. */
+int kvmux__sched_cancel(kvmux_conn *c, uint32_t request_id);
+/* Drop every stream (connection teardown or forced drain). Credits are
+ * returned when give_back_credits. */
+void kvmux__sched_release(kvmux_conn *c, int give_back_credits);
+
+/* ---- upload.c: fragmented requests ---- */
+/* A REQUEST with MORE (already passed check_recv): start reassembly or
+ * refuse it (the rest of it is then read and dropped). */
+void kvmux__upload_begin(kvmux_conn *c, const kvmux_frame *f);
+/* A CONTINUATION (already passed check_recv). */
+void kvmux__upload_continue(kvmux_conn *c, const kvmux_frame *f);
+/* CANCEL of an upload: returns 1 if request_id was one, else 0. */
+int kvmux__upload_cancel(kvmux_conn *c, uint32_t request_id);
+/* Free every upload (teardown). */
+void kvmux__uploads_release(kvmux_conn *c);
+/* Drain deadline: answer uploads still in progress SHUTTING_DOWN. */
+void kvmux__uploads_shutdown(kvmux_conn *c);
+
 /* ---- dispatch.c ---- */
 /* Act on one decoded frame from c: session check, handshake, PING,
  * requests. f's pointers are only valid during the call. */
@@ -238,10 +340,53 @@ typedef struct kvmux_reply_ctx {
     kvmux_conn *conn;
     uint32_t request_id;
     size_t too_large;              /* out: value length refused */
+    kvmux_store_value *held;       /* out: large value kept by reference */
+    uint64_t version;              /* out: with held */
+    size_t len;                    /* out: with held */
 } kvmux_reply_ctx;
 int kvmux__reply_value(void *ud, uint64_t version, const uint8_t *value, size_t len);
 /* Answer a failed kvmux__reply_value (TOO_LARGE / INTERNAL). */
 void kvmux__reply_value_failed(kvmux_reply_ctx *ctx, int status);
+/* After a store call that returned OK: send the value kvmux__reply_value
+ * kept by reference, if any (outside the shard lock). Returns 1 if a
+ * fragmented response now holds the request's credit, else 0. */
+int kvmux__reply_value_finish(kvmux_reply_ctx *ctx);
+/* Request-level validation of a REQUEST whose value is value_len bytes
+ * (total_value_len for a fragmented one). Returns 0 if it may run, else
+ * it has been answered. */
+int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len);
+/* Run a complete SET/CAS whose value is val (reference given up; NULL for
+ * an empty value) and answer it. Used by uploads. Returns 1 if the answer
+ * is held for the log's fsync (the request keeps its credit, released by
+ * durable.c), else 0 (answered: the caller ends the request). */
+int kvmux__run_store_value(kvmux_conn *c, uint32_t request_id, uint8_t op,
+                            const uint8_t *extras, const uint8_t *key, uint16_t klen,
+                            kvmux_store_value *val);
+
+/* ---- durable.c: write acknowledgments and the append-only log ---- */
+/* Before running a write: if the log has failed, or (unless the write
+ * frees_memory: DEL) the store is over --maxmemory after any eviction,
+ * answer it (INTERNAL / BUSY) and return 1: the write must not run. */
+int kvmux__durable_refuse(kvmux_conn *c, uint32_t request_id, int frees_memory);
+/* Answer a successful write (status, extras). Under --fsync always the
+ * answer is held until the log's fsync covers the write: returns 1 and the
+ * request keeps its credit (given back when the answer is released).
+ * Else answers now and returns 0. */
+int kvmux__durable_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
+                           const uint8_t *extras, uint8_t extras_len);
+/* Release every held answer the log's durable point now covers (or fail
+ * them INTERNAL if the log failed). Once per loop iteration. */
+void kvmux__durable_release(kvmux_loop *l);
+/* Connection teardown: forget its held answers. */
+void kvmux__durable_forget(kvmux_conn *c);
+/* Loop teardown: free the held FIFO. */
+void kvmux__durable_deinit(kvmux_loop *l);
+/* The log's notify callback: wake every loop (any thread). */
+void kvmux__durable_notify(void *srv);
+
+/* ---- expire.c: active expiry ---- */
+/* Arm the loop's periodic expiry cycle (loop 0 only does the work). */
+void kvmux__expire_start(kvmux_loop *l);
 
 /* ---- waits.c ---- */
 /* Store fire callback (any thread, under the shard lock). */
@@ -251,6 +396,10 @@ void kvmux__wait_fire(kvmux_store_waiter *sw, void *ud);
  * answered INTERNAL. */
 int kvmux__wait_park(kvmux_conn *c, const kvmux_frame *f, uint64_t version,
                      uint32_t timeout_ms);
+/* CANCEL of a parked WAIT: returns 1 if request_id was one that could
+ * still be stopped (now answered CANCELED), else 0 (unknown, or already
+ * fired: its real answer is on the way). */
+int kvmux__wait_cancel(kvmux_conn *c, uint32_t request_id);
 /* Inbox delivery of a fired WAIT: answer it, or free it if orphaned. */
 void kvmux__wait_deliver(kvmux_loop *l, kvmux_wait *w);
 /* Connection teardown: cancel or orphan every parked WAIT of c. */

@@ -14,9 +14,21 @@
  *   reused, even by a key that is deleted and created again. That is what
  *   makes CAS and WAIT safe against ABA.
  * - Expiry is lazy: an expired key is removed when an operation touches it
- *   (or when a parked waiter polls it, see kvmux_store_wait_poll). Expired
- *   keys nobody touches keep their memory until then; an active sweep is
- *   future work.
+ *   (or when a parked waiter polls it, see kvmux_store_wait_poll), and
+ *   active: kvmux_store_expire_cycle walks each shard from a rotating
+ *   bucket cursor (driven every 100 ms by server/expire.c), so keys nobody
+ *   touches are freed too.
+ * - Memory: every entry and value is accounted in one store-wide atomic
+ *   (entry_mem + value_mem), cheap to read before each write. Under a
+ *   limit, kvmux_store_over_limit either says "refuse" (noeviction) or
+ *   evicts approximately-LRU keys: each entry keeps its last access time,
+ *   and an eviction samples a few keys in a few random shards and drops
+ *   the oldest, as Redis does (exact LRU would need a global list touched,
+ *   under one lock, by every read).
+ * - Persistence hooks: an optional journal callback sees every change
+ *   under the shard lock (so per-key order is the apply order), and
+ *   restore / snapshot entry points serve recovery and compaction
+ *   (server/aof*.c).
  * - Waiters hang on the entry of their key. A WAIT on an absent key creates
  *   a placeholder entry (version 0, invisible to GET) that exists only to
  *   hold waiters and is freed with its last waiter. Every successful write
@@ -26,6 +38,15 @@
  *   between a notify and a connection close (see server/waits.c).
  * - Entries keep their address for life (the value is a separate buffer), so
  *   a waiter can point at its entry across rehashes and value updates.
+ * - Values are immutable, reference-counted buffers (kvmux_store_value).
+ *   The entry holds one reference; a reader that needs the bytes after the
+ *   shard lock is released (a large GET answered in fragments over many
+ *   loop iterations) takes another with kvmux_store_value_hold inside its
+ *   read callback, so the value is neither copied nor torn by a later SET:
+ *   the overwritten buffer lives on until its last reader lets go. A writer
+ *   may also fill a fresh value itself (kvmux_store_value_new: a fragmented
+ *   upload is reassembled straight into it) and hand it to the store, which
+ *   then installs it without copying.
  *
  * - Every allocation for entries, values and bucket arrays goes through an
  *   optional allocator hook, so tests fail the Nth allocation and check that
@@ -33,7 +54,8 @@
  *   leaked. Values are copied before the lock is taken, so a failure leaves
  *   nothing half-done under it.
  *
- * This is not an LRU cache: there is no memory limit or eviction yet. */
+ * This is not a general cache: eviction is approximate, and only under
+ * --maxmemory allkeys-lru. */
 #include "store.h"
 
 #include <errno.h>
@@ -54,12 +76,22 @@ enum waiter_state {
 
 #define INITIAL_BUCKETS 16u
 
+/* Refcounted immutable value bytes. refs is atomic: references are taken
+ * under a shard lock but dropped by loop threads without it. */
+struct kvmux_store_value {
+    _Atomic uint32_t refs;
+    const kvmux_store *store;    /* whose allocator freed it */
+    size_t len;
+    _Alignas(16) uint8_t data[];
+};
+
 typedef struct entry {
     struct entry *next;          /* bucket chain */
+    uint64_t atime;              /* last access (store clock): for LRU */
     uint64_t hash;
     uint64_t version;            /* 0 = placeholder holding waiters only */
     uint64_t expires_ms;         /* 0 = never (store clock) */
-    uint8_t *val;                /* NULL iff vlen == 0 */
+    kvmux_store_value *val;      /* one reference; NULL iff vlen == 0 */
     size_t vlen;
     kvmux_store_waiter *waiters; /* doubly linked, head */
     uint16_t klen;
@@ -78,6 +110,9 @@ typedef struct shard {
     uint64_t bytes;
     uint64_t waiters;
     uint64_t expired;
+    uint64_t expired_active;
+    uint64_t evicted;
+    size_t expire_cursor;        /* next bucket for the active cycle */
 } shard;
 
 struct kvmux_store {
@@ -89,6 +124,12 @@ struct kvmux_store {
     void *fire_ud;
     uint8_t hash_key[KVMUX_SIPHASH_KEY_LEN];
     _Atomic uint64_t last_version; /* versions handed out so far */
+    kvmux_store_journal_fn journal; /* NULL: nothing logged */
+    void *journal_ud;
+    _Atomic uint64_t used;         /* accounted memory, see entry_mem */
+    _Atomic uint64_t maxmemory;    /* 0 = no limit */
+    _Atomic int policy;            /* enum kvmux_maxmemory_policy */
+    _Atomic uint64_t rng;          /* eviction sampling */
     void *(*alloc)(void *ud, size_t n);
     void (*dealloc)(void *ud, void *p);
     void *alloc_ud;
@@ -172,8 +213,55 @@ int kvmux_store_new(kvmux_store **out, const kvmux_store_options *opts) {
     return 0;
 }
 
+/* ---- values ---- */
+
+kvmux_store_value *kvmux_store_value_new(kvmux_store *s, size_t len) {
+    if (len == 0 || len > SIZE_MAX - sizeof(kvmux_store_value)) return NULL;
+    kvmux_store_value *v = mem_alloc(s, sizeof *v + len);
+    if (!v) return NULL;
+    atomic_init(&v->refs, 1);
+    v->store = s;
+    v->len = len;
+    return v;
+}
+
+uint8_t *kvmux_store_value_data(kvmux_store_value *v) { return v->data; }
+
+size_t kvmux_store_value_len(const kvmux_store_value *v) { return v->len; }
+
+kvmux_store_value *kvmux_store_value_hold(const uint8_t *value) {
+    kvmux_store_value *v =
+        (kvmux_store_value *)(void *)((uint8_t *)(uintptr_t)value -
+                                      offsetof(kvmux_store_value, data));
+    atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+    return v;
+}
+
+kvmux_store_value *kvmux_store_value_retain(kvmux_store_value *v) {
+    atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+    return v;
+}
+
+void kvmux_store_value_release(kvmux_store_value *v) {
+    if (!v) return;
+    /* acq_rel: the last holder must see every other holder's reads done
+     * before it frees (the classic refcount pairing). */
+    if (atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1)
+        mem_free(v->store, v);
+}
+
+/* Accounted bytes of an entry without its value, and of a value. */
+static uint64_t entry_mem(size_t klen) { return sizeof(entry) + klen + sizeof(entry *); }
+static uint64_t value_mem(size_t vlen) {
+    return vlen ? sizeof(kvmux_store_value) + vlen : 0;
+}
+static void mem_account(const kvmux_store *s, int64_t delta) {
+    atomic_fetch_add_explicit(&((kvmux_store *)(uintptr_t)s)->used, (uint64_t)delta,
+                              memory_order_relaxed);
+}
+
 static void entry_free(const kvmux_store *s, entry *e) {
-    mem_free(s, e->val);
+    kvmux_store_value_release(e->val);
     mem_free(s, e);
 }
 
@@ -240,6 +328,7 @@ static void unlink_and_free(const kvmux_store *s, shard *sh, entry **link) {
     entry *e = *link;
     *link = e->next;
     sh->count--;
+    mem_account(s, -(int64_t)(entry_mem(e->klen) + value_mem(e->vlen)));
     if (e->version != 0) {
         sh->live--;
         sh->bytes -= e->klen + e->vlen;
@@ -304,37 +393,48 @@ static void insert(const kvmux_store *s, shard *sh, entry *e) {
     e->next = *slot;
     *slot = e;
     sh->count++;
+    mem_account(s, (int64_t)entry_mem(e->klen));
     maybe_grow(s, sh);
 }
 
-/* Copy value into a fresh buffer (NULL for an empty value). Returns 0, -1
- * when out of memory. */
-static int dup_value(const kvmux_store *s, const uint8_t *value, size_t vlen,
-                     uint8_t **out) {
+/* Copy value into a fresh value buffer (NULL for an empty value).
+ * Returns 0, -1 when out of memory. */
+static int dup_value(kvmux_store *s, const uint8_t *value, size_t vlen,
+                     kvmux_store_value **out) {
     *out = NULL;
     if (vlen == 0) return 0;
-    uint8_t *v = mem_alloc(s, vlen);
+    kvmux_store_value *v = kvmux_store_value_new(s, vlen);
     if (!v) return -1;
-    memcpy(v, value, vlen);
+    memcpy(v->data, value, vlen);
     *out = v;
     return 0;
 }
 
+static const uint8_t *value_bytes(const kvmux_store_value *v) { return v ? v->data : NULL; }
+
 /* Install a new value and version in e (a live entry or a placeholder)
  * and fire its waiters. Takes ownership of val. */
-static uint64_t entry_assign(kvmux_store *s, shard *sh, entry *e, uint8_t *val,
-                             size_t vlen, uint64_t expires_ms) {
+static uint64_t entry_assign(kvmux_store *s, shard *sh, entry *e,
+                             kvmux_store_value *val, size_t vlen, uint64_t expires_ms,
+                             uint64_t now) {
     if (e->version != 0) {
         sh->bytes -= e->klen + e->vlen;
     } else {
         sh->live++;
     }
-    mem_free(s, e->val);
+    mem_account(s, (int64_t)value_mem(vlen) - (int64_t)value_mem(e->vlen));
+    kvmux_store_value_release(e->val);
     e->val = val;
     e->vlen = vlen;
     e->expires_ms = expires_ms;
+    e->atime = now;
     e->version = next_version(s);
     sh->bytes += e->klen + vlen;
+    if (s->journal) {
+        kvmux_store_record r = {KVMUX_STORE_REC_SET, e->key, e->klen, value_bytes(val),
+                                vlen, e->version, expires_ms, now};
+        s->journal(s->journal_ud, &r);
+    }
     fire_waiters(s, sh, e);
     return e->version;
 }
@@ -343,13 +443,13 @@ static uint64_t entry_assign(kvmux_store *s, shard *sh, entry *e, uint8_t *val,
  * link, or create one. Takes ownership of val on success only. Returns the
  * new version, or 0 when out of memory. */
 static uint64_t put(kvmux_store *s, shard *sh, entry **link, uint64_t hash,
-                    const uint8_t *key, size_t klen, uint8_t *val, size_t vlen,
-                    uint64_t expires_ms) {
-    if (link) return entry_assign(s, sh, *link, val, vlen, expires_ms);
+                    const uint8_t *key, size_t klen, kvmux_store_value *val,
+                    size_t vlen, uint64_t expires_ms, uint64_t now) {
+    if (link) return entry_assign(s, sh, *link, val, vlen, expires_ms, now);
     entry *e = entry_new(s, hash, key, klen);
     if (!e) return 0;
     insert(s, sh, e);
-    return entry_assign(s, sh, e, val, vlen, expires_ms);
+    return entry_assign(s, sh, e, val, vlen, expires_ms, now);
 }
 
 static uint64_t expiry_for(uint64_t now, uint64_t ttl_ms) {
@@ -367,7 +467,8 @@ int kvmux_store_get(kvmux_store *s, const uint8_t *key, size_t klen,
     entry **link = lookup(s, sh, hash, key, klen, now);
     if (link && (*link)->version != 0) {
         entry *e = *link;
-        rc = read ? read(ud, e->version, e->val, e->vlen) : 0;
+        e->atime = now;
+        rc = read ? read(ud, e->version, value_bytes(e->val), e->vlen) : 0;
         if (rc == 0) rc = KVMUX_STATUS_OK;
     }
     pthread_mutex_unlock(&sh->mu);
@@ -377,17 +478,23 @@ int kvmux_store_get(kvmux_store *s, const uint8_t *key, size_t klen,
 int kvmux_store_set(kvmux_store *s, const uint8_t *key, size_t klen,
                     const uint8_t *value, size_t vlen, uint64_t ttl_ms,
                     uint64_t *version) {
-    uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
-    shard *sh = shard_for(s, hash);
-    uint8_t *val;
+    kvmux_store_value *val;
     /* Copy outside the lock: large values must not stall the shard. */
     if (dup_value(s, value, vlen, &val) != 0) return KVMUX_STATUS_INTERNAL;
+    return kvmux_store_set_value(s, key, klen, val, ttl_ms, version);
+}
+
+int kvmux_store_set_value(kvmux_store *s, const uint8_t *key, size_t klen,
+                          kvmux_store_value *val, uint64_t ttl_ms, uint64_t *version) {
+    uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
+    shard *sh = shard_for(s, hash);
+    size_t vlen = val ? val->len : 0;
     pthread_mutex_lock(&sh->mu);
     entry **link = lookup(s, sh, hash, key, klen, now);
-    uint64_t v = put(s, sh, link, hash, key, klen, val, vlen, expiry_for(now, ttl_ms));
+    uint64_t v = put(s, sh, link, hash, key, klen, val, vlen, expiry_for(now, ttl_ms), now);
     pthread_mutex_unlock(&sh->mu);
     if (v == 0) {
-        mem_free(s, val);
+        kvmux_store_value_release(val);
         return KVMUX_STATUS_INTERNAL;
     }
     if (version) *version = v;
@@ -404,6 +511,11 @@ int kvmux_store_del(kvmux_store *s, const uint8_t *key, size_t klen) {
         /* Waiters on a live key all wait on its current version: a delete
          * changes it (to "absent"), so every one of them fires. */
         fire_waiters(s, sh, *link);
+        if (s->journal) {
+            kvmux_store_record r = {KVMUX_STORE_REC_DEL, key, klen, NULL, 0,
+                                    (*link)->version, 0, now};
+            s->journal(s->journal_ud, &r);
+        }
         unlink_and_free(s, sh, link);
         rc = KVMUX_STATUS_OK;
     }
@@ -463,7 +575,7 @@ int kvmux_store_incr(kvmux_store *s, const uint8_t *key, size_t klen,
     int64_t cur = 0, next;
     uint64_t expires = 0;
     if (link && (*link)->version != 0) {
-        if (parse_i64((*link)->val, (*link)->vlen, &cur) != 0) {
+        if (parse_i64(value_bytes((*link)->val), (*link)->vlen, &cur) != 0) {
             rc = KVMUX_STATUS_NOT_INTEGER;
             goto out;
         }
@@ -475,14 +587,14 @@ int kvmux_store_incr(kvmux_store *s, const uint8_t *key, size_t klen,
     }
     char buf[21];
     size_t len = format_i64(next, buf);
-    uint8_t *val;
+    kvmux_store_value *val;
     if (dup_value(s, (const uint8_t *)buf, len, &val) != 0) {
         rc = KVMUX_STATUS_INTERNAL;
         goto out;
     }
-    uint64_t v = put(s, sh, link, hash, key, klen, val, len, expires);
+    uint64_t v = put(s, sh, link, hash, key, klen, val, len, expires, now);
     if (v == 0) {
-        mem_free(s, val);
+        kvmux_store_value_release(val);
         rc = KVMUX_STATUS_INTERNAL;
         goto out;
     }
@@ -496,10 +608,17 @@ out:
 int kvmux_store_cas(kvmux_store *s, const uint8_t *key, size_t klen,
                     uint64_t expected, const uint8_t *value, size_t vlen,
                     uint64_t ttl_ms, uint64_t *version) {
+    kvmux_store_value *val;
+    if (dup_value(s, value, vlen, &val) != 0) return KVMUX_STATUS_INTERNAL;
+    return kvmux_store_cas_value(s, key, klen, expected, val, ttl_ms, version);
+}
+
+int kvmux_store_cas_value(kvmux_store *s, const uint8_t *key, size_t klen,
+                          uint64_t expected, kvmux_store_value *val, uint64_t ttl_ms,
+                          uint64_t *version) {
     uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
     shard *sh = shard_for(s, hash);
-    uint8_t *val;
-    if (dup_value(s, value, vlen, &val) != 0) return KVMUX_STATUS_INTERNAL;
+    size_t vlen = val ? val->len : 0;
     int rc = KVMUX_STATUS_OK;
     uint64_t out_version = 0;
     pthread_mutex_lock(&sh->mu);
@@ -511,12 +630,12 @@ int kvmux_store_cas(kvmux_store *s, const uint8_t *key, size_t klen,
         rc = KVMUX_STATUS_VERSION_MISMATCH;
         out_version = cur;
     } else {
-        out_version = put(s, sh, link, hash, key, klen, val, vlen, expiry_for(now, ttl_ms));
+        out_version = put(s, sh, link, hash, key, klen, val, vlen, expiry_for(now, ttl_ms), now);
         if (out_version == 0) rc = KVMUX_STATUS_INTERNAL;
         else val = NULL; /* owned by the entry now */
     }
     pthread_mutex_unlock(&sh->mu);
-    mem_free(s, val);
+    kvmux_store_value_release(val);
     if (version) *version = out_version;
     return rc;
 }
@@ -532,7 +651,7 @@ int kvmux_store_wait(kvmux_store *s, const uint8_t *key, size_t klen,
     entry *e = link ? *link : NULL;
     uint64_t cur = e ? e->version : 0;
     if (cur != version) {
-        rc = read ? read(ud, cur, cur ? e->val : NULL, cur ? e->vlen : 0) : 0;
+        rc = read ? read(ud, cur, cur ? value_bytes(e->val) : NULL, cur ? e->vlen : 0) : 0;
         if (rc == 0) rc = KVMUX_STATUS_OK;
         goto out;
     }
@@ -626,6 +745,247 @@ void kvmux_store_get_stats(kvmux_store *s, kvmux_store_stats *st) {
         st->bytes += sh->bytes;
         st->waiters += sh->waiters;
         st->expired += sh->expired;
+        st->expired_active += sh->expired_active;
+        st->evicted += sh->evicted;
         pthread_mutex_unlock(&sh->mu);
     }
+    st->used_memory = kvmux_store_used_memory(s);
+}
+
+/* ---- persistence hooks ---- */
+
+void kvmux_store_set_journal(kvmux_store *s, kvmux_store_journal_fn fn, void *ud) {
+    s->journal = fn;
+    s->journal_ud = ud;
+}
+
+uint64_t kvmux_store_now(kvmux_store *s) { return s->clock(s->clock_ud); }
+
+uint64_t kvmux_store_last_version(kvmux_store *s) {
+    return atomic_load_explicit(&s->last_version, memory_order_relaxed);
+}
+
+void kvmux_store_bump_version(kvmux_store *s, uint64_t v) {
+    uint64_t cur = atomic_load_explicit(&s->last_version, memory_order_relaxed);
+    while (cur < v && !atomic_compare_exchange_weak_explicit(
+                          &s->last_version, &cur, v, memory_order_relaxed,
+                          memory_order_relaxed)) {
+    }
+}
+
+int kvmux_store_restore(kvmux_store *s, const uint8_t *key, size_t klen,
+                        const uint8_t *value, size_t vlen, uint64_t version,
+                        uint64_t expires_ms) {
+    kvmux_store_value *val;
+    if (version == 0 || dup_value(s, value, vlen, &val) != 0) return KVMUX_STATUS_INTERNAL;
+    uint64_t hash = hash_key(s, key, klen);
+    shard *sh = shard_for(s, hash);
+    pthread_mutex_lock(&sh->mu);
+    entry **link = find_link(sh, hash, key, klen);
+    entry *e = link ? *link : NULL;
+    if (!e) {
+        e = entry_new(s, hash, key, klen);
+        if (!e) {
+            pthread_mutex_unlock(&sh->mu);
+            kvmux_store_value_release(val);
+            return KVMUX_STATUS_INTERNAL;
+        }
+        insert(s, sh, e);
+    }
+    if (e->version != 0) sh->bytes -= e->klen + e->vlen;
+    else sh->live++;
+    mem_account(s, (int64_t)value_mem(vlen) - (int64_t)value_mem(e->vlen));
+    kvmux_store_value_release(e->val);
+    e->val = val;
+    e->vlen = vlen;
+    e->expires_ms = expires_ms;
+    e->version = version;
+    sh->bytes += e->klen + vlen;
+    pthread_mutex_unlock(&sh->mu);
+    kvmux_store_bump_version(s, version);
+    return KVMUX_STATUS_OK;
+}
+
+void kvmux_store_restore_del(kvmux_store *s, const uint8_t *key, size_t klen) {
+    uint64_t hash = hash_key(s, key, klen);
+    shard *sh = shard_for(s, hash);
+    pthread_mutex_lock(&sh->mu);
+    entry **link = find_link(sh, hash, key, klen);
+    if (link && (*link)->version != 0 && !(*link)->waiters) unlink_and_free(s, sh, link);
+    pthread_mutex_unlock(&sh->mu);
+}
+
+uint32_t kvmux_store_snapshot_shard(kvmux_store *s, uint32_t i, kvmux_store_journal_fn fn,
+                                    void *ud) {
+    if (i >= s->nshards) return s->nshards;
+    shard *sh = &s->shards[i];
+    uint64_t now = s->clock(s->clock_ud);
+    pthread_mutex_lock(&sh->mu);
+    for (size_t b = 0; b < sh->nbuckets; b++) {
+        for (entry *e = sh->buckets[b]; e; e = e->next) {
+            if (e->version == 0 || is_expired(e, now)) continue;
+            kvmux_store_record r = {KVMUX_STORE_REC_SET, e->key, e->klen, value_bytes(e->val),
+                                    e->vlen, e->version, e->expires_ms, now};
+            fn(ud, &r);
+        }
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return s->nshards;
+}
+
+/* ---- memory limit, eviction and active expiry ---- */
+
+void kvmux_store_set_maxmemory(kvmux_store *s, uint64_t bytes, int policy) {
+    atomic_store(&s->maxmemory, bytes);
+    atomic_store(&s->policy, policy);
+}
+
+uint64_t kvmux_store_used_memory(const kvmux_store *s) {
+    return atomic_load_explicit(&((kvmux_store *)(uintptr_t)s)->used, memory_order_relaxed);
+}
+
+/* xorshift64 over a shared atomic state: racing callers may draw the same
+ * number, which only makes two samples alike. */
+static uint64_t rand64(kvmux_store *s) {
+    uint64_t x = atomic_load_explicit(&s->rng, memory_order_relaxed);
+    if (x == 0) x = 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    atomic_store_explicit(&s->rng, x, memory_order_relaxed);
+    return x;
+}
+
+#define EVICT_SAMPLES 5        /* keys compared per eviction (Redis default) */
+#define EVICT_MAX_PER_WRITE 64 /* bound on the work one write can trigger */
+#define EVICT_BUCKET_TRIES 32  /* empty buckets skipped looking for a sample */
+
+#define EVICT_SHARDS 5         /* shards compared per eviction */
+
+/* With sh locked: the link of the least recently used of up to
+ * EVICT_SAMPLES live keys found in random buckets, or NULL. */
+static entry **sample_oldest(kvmux_store *s, shard *sh) {
+    entry **best = NULL;
+    int found = 0;
+    for (uint32_t t = 0; t < EVICT_BUCKET_TRIES && found < EVICT_SAMPLES; t++) {
+        entry **link = &sh->buckets[rand64(s) & (sh->nbuckets - 1)];
+        for (; *link && found < EVICT_SAMPLES; link = &(*link)->next) {
+            if ((*link)->version == 0) continue;
+            found++;
+            if (!best || (*link)->atime < (*best)->atime) best = link;
+        }
+    }
+    /* A sparse shard (few keys, many empty buckets): walk it in order. */
+    for (size_t b = 0; !best && sh->live && b < sh->nbuckets; b++) {
+        for (entry **link = &sh->buckets[b]; *link; link = &(*link)->next) {
+            if ((*link)->version == 0) continue;
+            if (!best || (*link)->atime < (*best)->atime) best = link;
+        }
+    }
+    return best;
+}
+
+/* The next shard holding live keys from a random start, or -1. */
+static int64_t random_live_shard(kvmux_store *s) {
+    uint32_t start = (uint32_t)(rand64(s) & (s->nshards - 1));
+    for (uint32_t k = 0; k < s->nshards; k++) {
+        uint32_t i = (start + k) & (s->nshards - 1);
+        shard *sh = &s->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        uint64_t live = sh->live; /* a hint: the caller locks again */
+        pthread_mutex_unlock(&sh->mu);
+        if (live) return i;
+    }
+    return -1;
+}
+
+/* Evict one approximately-LRU key: sample EVICT_SAMPLES keys in each of
+ * EVICT_SHARDS random non-empty shards, then evict the oldest sample of
+ * the shard whose sample was oldest (re-sampled under its lock: close
+ * enough, and no shard lock is held while another is taken). Returns 1 if
+ * a key was evicted. */
+static int evict_one(kvmux_store *s) {
+    int64_t best_shard = -1;
+    uint64_t best_atime = UINT64_MAX;
+    for (int k = 0; k < EVICT_SHARDS; k++) {
+        int64_t i = random_live_shard(s);
+        if (i < 0) return 0;
+        shard *sh = &s->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        entry **e = sample_oldest(s, sh);
+        if (e && (*e)->atime < best_atime) {
+            best_atime = (*e)->atime;
+            best_shard = i;
+        }
+        pthread_mutex_unlock(&sh->mu);
+    }
+    if (best_shard < 0) return 0;
+    shard *sh = &s->shards[best_shard];
+    pthread_mutex_lock(&sh->mu);
+    entry **best = sample_oldest(s, sh);
+    if (best) {
+        entry *e = *best;
+        fire_waiters(s, sh, e);
+        if (s->journal) {
+            kvmux_store_record r = {KVMUX_STORE_REC_DEL, e->key, e->klen, NULL, 0,
+                                    e->version, 0, s->clock(s->clock_ud)};
+            s->journal(s->journal_ud, &r);
+        }
+        sh->evicted++;
+        unlink_and_free(s, sh, best);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return best != NULL;
+}
+
+int kvmux_store_over_limit(kvmux_store *s) {
+    uint64_t max = atomic_load_explicit(&s->maxmemory, memory_order_relaxed);
+    if (max == 0 || kvmux_store_used_memory(s) <= max) return 0;
+    if (atomic_load_explicit(&s->policy, memory_order_relaxed) != KVMUX_MAXMEMORY_ALLKEYS_LRU)
+        return 1;
+    for (int i = 0; i < EVICT_MAX_PER_WRITE && kvmux_store_used_memory(s) > max; i++)
+        if (!evict_one(s)) break;
+    return kvmux_store_used_memory(s) > max;
+}
+
+uint64_t kvmux_store_expire_cycle(kvmux_store *s, uint32_t samples, uint64_t budget_ms) {
+    uint64_t start = s->clock(s->clock_ud), total = 0;
+    for (uint32_t i = 0; i < s->nshards; i++) {
+        shard *sh = &s->shards[i];
+        for (;;) {
+            uint64_t now = s->clock(s->clock_ud);
+            if (now - start > budget_ms) return total;
+            uint32_t seen = 0, with_ttl = 0, expired = 0;
+            pthread_mutex_lock(&sh->mu);
+            if (sh->live == 0) {
+                pthread_mutex_unlock(&sh->mu);
+                break;
+            }
+            /* Walk whole buckets from the cursor until `samples` keys were
+             * seen or every bucket was visited once. */
+            for (size_t b = 0; b < sh->nbuckets && seen < samples; b++) {
+                size_t idx = sh->expire_cursor++ & (sh->nbuckets - 1);
+                entry **link = &sh->buckets[idx];
+                while (*link) {
+                    entry *e = *link;
+                    if (e->version != 0) seen++;
+                    if (e->version != 0 && e->expires_ms != 0) with_ttl++;
+                    if (is_expired(e, now)) {
+                        fire_waiters(s, sh, e);
+                        sh->expired++;
+                        sh->expired_active++;
+                        expired++;
+                        unlink_and_free(s, sh, link);
+                    } else {
+                        link = &e->next;
+                    }
+                }
+            }
+            pthread_mutex_unlock(&sh->mu);
+            total += expired;
+            /* Like Redis: go on while more than 25% of what we saw expired. */
+            if (with_ttl == 0 || expired * 4 <= with_ttl) break;
+        }
+    }
+    return total;
 }

@@ -44,9 +44,16 @@ typedef struct kvmux_store_waiter {
  * It runs exactly once per registration that was not cancelled. */
 typedef void (*kvmux_store_fire_fn)(kvmux_store_waiter *w, void *user_data);
 
+/* An immutable, reference-counted value buffer. The store holds one
+ * reference per entry; anyone else holding one keeps the bytes alive (and
+ * unchanged) after the key is overwritten or deleted. */
+typedef struct kvmux_store_value kvmux_store_value;
+
 /* Receives a key's current version and value under the shard lock (the
  * value pointer is valid only during the call), so the caller can copy it
- * straight into its output buffer. version 0 with (NULL, 0) means absent.
+ * straight into its output buffer, or keep it without copying by taking a
+ * reference with kvmux_store_value_hold(value). version 0 with (NULL, 0)
+ * means absent; an empty value is (NULL, 0) with a version.
  * Return 0, or a nonzero KVMUX_STATUS_* that the store call then returns
  * (e.g. INTERNAL when the copy could not be allocated). */
 typedef int (*kvmux_store_read_fn)(void *user_data, uint64_t version,
@@ -73,6 +80,10 @@ typedef struct kvmux_store_stats {
     uint64_t bytes;             /* key + value bytes of live keys */
     uint64_t waiters;           /* parked waiters */
     uint64_t expired;           /* keys removed because their TTL passed */
+    uint64_t expired_active;    /* ... of which by the active cycle */
+    uint64_t evicted;           /* keys removed by --maxmemory allkeys-lru */
+    uint64_t used_memory;       /* accounted bytes: keys, values, entry and
+                                   value headers, bucket slots */
 } kvmux_store_stats;
 
 /* Defaults for o. Thread-safe: yes. */
@@ -93,11 +104,39 @@ void kvmux_store_free(kvmux_store *s);
 int kvmux_store_get(kvmux_store *s, const uint8_t *key, size_t klen,
                     kvmux_store_read_fn read, void *ud);
 
+/* A new value of len bytes (len > 0, contents undefined) with one
+ * reference owned by the caller, from the store's allocator: fill it via
+ * kvmux_store_value_data, then give it to kvmux_store_set_value /
+ * kvmux_store_cas_value, or drop it with kvmux_store_value_release.
+ * NULL when out of memory. The store must outlive the value. */
+kvmux_store_value *kvmux_store_value_new(kvmux_store *s, size_t len);
+uint8_t *kvmux_store_value_data(kvmux_store_value *v);
+size_t kvmux_store_value_len(const kvmux_store_value *v);
+
+/* Take a reference to the value whose bytes start at value: ONLY a
+ * non-NULL value pointer received by a kvmux_store_read_fn, during the
+ * callback. Returns the handle; release it with kvmux_store_value_release
+ * (from any thread, without any lock). */
+kvmux_store_value *kvmux_store_value_hold(const uint8_t *value);
+
+/* Take one more reference to v (any thread, no lock needed: the caller
+ * already holds one). Returns v. */
+kvmux_store_value *kvmux_store_value_retain(kvmux_store_value *v);
+
+/* Drop one reference (v may be NULL); the last one frees the bytes. */
+void kvmux_store_value_release(kvmux_store_value *v);
+
 /* SET: store value (copied) with ttl_ms (0 = no expiry) and a new version,
  * written to *version. Fires waiters on the key. Returns OK or INTERNAL. */
 int kvmux_store_set(kvmux_store *s, const uint8_t *key, size_t klen,
                     const uint8_t *value, size_t vlen, uint64_t ttl_ms,
                     uint64_t *version);
+
+/* SET with a value the caller built: consumes the caller's reference to
+ * val (NULL = empty value) whatever the result, and installs it without
+ * copying. Same results as kvmux_store_set. */
+int kvmux_store_set_value(kvmux_store *s, const uint8_t *key, size_t klen,
+                          kvmux_store_value *val, uint64_t ttl_ms, uint64_t *version);
 
 /* DEL: remove the key; fires waiters. Returns OK or NOT_FOUND. */
 int kvmux_store_del(kvmux_store *s, const uint8_t *key, size_t klen);
@@ -117,6 +156,12 @@ int kvmux_store_incr(kvmux_store *s, const uint8_t *key, size_t klen,
 int kvmux_store_cas(kvmux_store *s, const uint8_t *key, size_t klen,
                     uint64_t expected, const uint8_t *value, size_t vlen,
                     uint64_t ttl_ms, uint64_t *version);
+
+/* CAS with a value the caller built: consumes the caller's reference to
+ * val (NULL = empty) whatever the result. Same results as kvmux_store_cas. */
+int kvmux_store_cas_value(kvmux_store *s, const uint8_t *key, size_t klen,
+                          uint64_t expected, kvmux_store_value *val, uint64_t ttl_ms,
+                          uint64_t *version);
 
 /* WAIT: if the key's current version (0 = absent) differs from version,
  * call read() with the current state and return OK (or read's error).
@@ -142,6 +187,86 @@ int kvmux_store_wait_cancel(kvmux_store *s, kvmux_store_waiter *w,
  * fired (now or before), 0 if it is still parked; w->key_expires_ms is
  * refreshed. Call it when w->key_expires_ms passes. */
 int kvmux_store_wait_poll(kvmux_store *s, kvmux_store_waiter *w);
+
+/* ---- persistence hooks (used by aof.c) ---- */
+
+/* One change as the append-only log sees it. op is KVMUX_STORE_REC_SET
+ * (key now holds value with version and expiry; INCR and CAS are logged
+ * as their resulting SET) or KVMUX_STORE_REC_DEL (key removed: DEL or an
+ * eviction). expires_ms and now_ms are on the store clock (expires 0 =
+ * none), so the log can turn the expiry into wall-clock time. */
+enum { KVMUX_STORE_REC_SET = 1, KVMUX_STORE_REC_DEL = 2 };
+typedef struct kvmux_store_record {
+    int op;
+    const uint8_t *key;
+    size_t klen;
+    const uint8_t *value;      /* NULL when vlen == 0 */
+    size_t vlen;
+    uint64_t version;
+    uint64_t expires_ms;
+    uint64_t now_ms;
+} kvmux_store_record;
+
+/* Called after every successful change, WITH THE SHARD LOCK HELD, so the
+ * order of records for one key is the order the changes were applied.
+ * Must be short and must not call the store. Lazy/active expiry is not
+ * journalled (the record carries the absolute expiry). */
+typedef void (*kvmux_store_journal_fn)(void *user_data, const kvmux_store_record *r);
+
+/* Install (or remove, with fn NULL) the journal. Thread-safe: no (call
+ * before the store is shared, or after every writer stopped). */
+void kvmux_store_set_journal(kvmux_store *s, kvmux_store_journal_fn fn, void *ud);
+
+/* Recovery: install key = value with exactly this version and expiry
+ * (store clock, 0 = none), without firing waiters or calling the journal;
+ * the store-wide version counter is raised to at least version, so new
+ * versions resume above every restored one. Returns OK or INTERNAL. */
+int kvmux_store_restore(kvmux_store *s, const uint8_t *key, size_t klen,
+                        const uint8_t *value, size_t vlen, uint64_t version,
+                        uint64_t expires_ms);
+/* Recovery: remove key if present (no waiters, no journal). */
+void kvmux_store_restore_del(kvmux_store *s, const uint8_t *key, size_t klen);
+/* The store clock now (ms; what expires_ms values are measured on). */
+uint64_t kvmux_store_now(kvmux_store *s);
+/* The last version handed out (compaction records it, so versions of keys
+ * deleted before the snapshot are never handed out again after a restart). */
+uint64_t kvmux_store_last_version(kvmux_store *s);
+/* Raise the version counter to at least v (a DEL record's version). */
+void kvmux_store_bump_version(kvmux_store *s, uint64_t v);
+
+/* Visit every live key of one shard under its lock (compaction's snapshot,
+ * taken shard by shard). fn gets a SET record; it must not call the store.
+ * Returns the number of shards; visits nothing if shard >= that. */
+uint32_t kvmux_store_snapshot_shard(kvmux_store *s, uint32_t shard,
+                                    kvmux_store_journal_fn fn, void *ud);
+
+/* ---- memory limit and active expiry ---- */
+
+enum kvmux_maxmemory_policy {
+    KVMUX_MAXMEMORY_NOEVICTION = 0, /* refuse writes while over the limit */
+    KVMUX_MAXMEMORY_ALLKEYS_LRU = 1 /* evict approximately-LRU keys */
+};
+
+/* Set the limit on accounted memory (0 = none) and the policy. Thread-
+ * safe: yes (takes effect for the next write). */
+void kvmux_store_set_maxmemory(kvmux_store *s, uint64_t bytes, int policy);
+
+/* Accounted memory now (an atomic read, cheap). */
+uint64_t kvmux_store_used_memory(const kvmux_store *s);
+
+/* Before a write: 0 if it may run. Under allkeys-lru, first evicts keys
+ * (sampling `samples` random keys per eviction and dropping the least
+ * recently used; evictions fire waiters and are journalled as DEL) until
+ * accounted memory is under the limit, at most max_evictions of them.
+ * Returns 1 if memory is still over the limit (noeviction, or nothing
+ * left to evict): the write must be refused. */
+int kvmux_store_over_limit(kvmux_store *s);
+
+/* One active expiry cycle: for every shard, look at up to `samples` keys
+ * from a rotating bucket cursor and expire those whose TTL passed; repeat
+ * on a shard while more than a quarter of the keys with a TTL it saw were
+ * expired, until budget_ms has been spent. Returns the number expired. */
+uint64_t kvmux_store_expire_cycle(kvmux_store *s, uint32_t samples, uint64_t budget_ms);
 
 /* Sum of per-shard counters (each shard locked in turn, so the totals are
  * approximate while writers run). */

@@ -29,6 +29,11 @@
  * outlives every thread (loops are freed after all threads are joined; any
  * wait still in an inbox then is freed by kvmux__loop_deinit).
  *
+ * CANCEL (v2) is the owner thread's cancel like a timeout: if
+ * kvmux_store_wait_cancel wins, the WAIT is answered CANCELED and freed;
+ * if the writer won, the real answer is already on its way through the
+ * inbox and the CANCEL is ignored (it crossed the response).
+ *
  * A parked WAIT holds its request credit until it is answered, and never
  * blocks anything else on its connection: the connection keeps reading and
  * answering other requests while the WAIT sits in the store. */
@@ -59,15 +64,18 @@ static void wait_unlink(kvmux_conn *c, kvmux_wait *w) {
     c->nwaits--;
 }
 
-/* Answered: give back the credit, forget w, and let a draining
- * connection close once its last WAIT is done. */
-static void wait_finish(kvmux_conn *c, kvmux_wait *w) {
+/* Answered: give back the credit (unless a streamed answer keeps it),
+ * forget w, and let a draining connection close once its last WAIT is
+ * done. */
+static void wait_finish_credit(kvmux_conn *c, kvmux_wait *w, int give_back_credit) {
     kvmux__timer_cancel(&w->loop->timers, &w->timer);
     wait_unlink(c, w);
-    kvmux_session_request_end(&c->sess);
+    if (give_back_credit) kvmux_session_request_end(&c->sess);
     free(w);
     kvmux__conn_maybe_finish_drain(c);
 }
+
+static void wait_finish(kvmux_conn *c, kvmux_wait *w) { wait_finish_credit(c, w, 1); }
 
 static void wait_answer_timeout(kvmux_conn *c, kvmux_wait *w, uint64_t current) {
     uint8_t ext[8];
@@ -106,7 +114,7 @@ int kvmux__wait_park(kvmux_conn *c, const kvmux_frame *f, uint64_t version,
                      uint32_t timeout_ms) {
     kvmux_loop *l = c->loop;
     kvmux_server *srv = l->srv;
-    kvmux_reply_ctx ctx = {c, f->request_id, 0};
+    kvmux_reply_ctx ctx = {.conn = c, .request_id = f->request_id};
     kvmux_wait *w = malloc(sizeof *w + f->key_len);
     if (!w) {
         kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_INTERNAL, NULL, 0,
@@ -147,7 +155,8 @@ int kvmux__wait_park(kvmux_conn *c, const kvmux_frame *f, uint64_t version,
     }
     kvmux__timer_cancel(&l->timers, &w->timer);
     free(w);
-    if (rc != KVMUX_STATUS_OK) kvmux__reply_value_failed(&ctx, rc);
+    if (rc == KVMUX_STATUS_OK) return kvmux__reply_value_finish(&ctx); /* 1: streaming */
+    kvmux__reply_value_failed(&ctx, rc);
     return 0;
 }
 
@@ -166,17 +175,31 @@ void kvmux__wait_deliver(kvmux_loop *l, kvmux_wait *w) {
     /* Answer with the key's state now (it may have moved on again since
      * the write that fired us; versions only grow, so the client still
      * learns "changed" and gets the latest value). */
-    kvmux_reply_ctx ctx = {c, w->request_id, 0};
+    kvmux_reply_ctx ctx = {.conn = c, .request_id = w->request_id};
     int rc = kvmux_store_get(l->srv->store, w->key, w->klen, kvmux__reply_value, &ctx);
-    if (rc == KVMUX_STATUS_NOT_FOUND) {
+    int streaming = 0;
+    if (rc == KVMUX_STATUS_OK) {
+        streaming = kvmux__reply_value_finish(&ctx);
+    } else if (rc == KVMUX_STATUS_NOT_FOUND) {
         uint8_t ext[8];
         kvmux_store_u64be(ext, 0); /* deleted or expired: version 0 */
         kvmux__conn_respond(c, w->request_id, KVMUX_STATUS_OK, ext, 8, NULL);
-    } else if (rc != KVMUX_STATUS_OK) {
+    } else {
         kvmux__reply_value_failed(&ctx, rc);
     }
     KVMUX_STAT_ADD(l, waits_fired, 1);
+    wait_finish_credit(c, w, !streaming); /* a stream returns it when done */
+}
+
+int kvmux__wait_cancel(kvmux_conn *c, uint32_t request_id) {
+    kvmux_wait *w = c->waits;
+    while (w && w->request_id != request_id) w = w->cnext;
+    if (!w) return 0;
+    if (kvmux_store_wait_cancel(c->loop->srv->store, &w->sw, NULL) == 0)
+        return 0; /* fired: the inbox delivers the real answer */
+    kvmux__conn_respond(c, request_id, KVMUX_STATUS_CANCELED, NULL, 0, "canceled");
     wait_finish(c, w);
+    return 1;
 }
 
 void kvmux__waits_release(kvmux_conn *c) {

@@ -195,11 +195,14 @@ int test_wait_closed(int fd, int timeout_ms) {
     return 0;
 }
 
-int test_raw_handshake(int fd) {
+int test_raw_handshake(int fd) { return test_raw_handshake_version(fd, 1) > 0 ? 0 : -1; }
+
+int test_raw_handshake_version(int fd, int max_version) {
     kvmux_session s;
     kvmux_settings st;
     kvmux_settings_default(&st);
     kvmux_session_init(&s, KVMUX_ROLE_CLIENT, &st);
+    s.max_version = (uint8_t)max_version;
     uint8_t out[KVMUX_FRAME_HDR_LEN + 2 + KVMUX_MAX_NAME + 64];
     size_t n = kvmux_session_encode_hello(&s, out, "raw-test");
     if (test_write_all(fd, out, n) != 0) return -1;
@@ -208,5 +211,5 @@ int test_raw_handshake(int fd) {
     if (test_read_frame(fd, in, sizeof in, &f) <= 0) return -1;
     if (kvmux_session_check_recv(&s, &f) != 0) return -1;
     if (f.type != KVMUX_FRAME_HELLO_ACK) return -1;
-    return kvmux_session_on_hello_ack(&s, &f) == 0 ? 0 : -1;
+    return kvmux_session_on_hello_ack(&s, &f) == 0 ? s.version : -1;
 }

@@ -96,7 +96,12 @@ int test_read_frame(int fd, uint8_t *buf, size_t cap, struct kvmux_frame *f);
  * timeout_ms, skipping any data), else 0. */
 int test_wait_closed(int fd, int timeout_ms);
 
-/* Do the HELLO/HELLO_ACK handshake on a raw socket. Returns 0 or -1. */
+/* Do the HELLO/HELLO_ACK handshake on a raw socket, proposing version 1
+ * only (the raw tests speak v1 frames). Returns 0 or -1. */
 int test_raw_handshake(int fd);
+
+/* Same, proposing versions 1..max_version. Returns the negotiated version
+ * (> 0) or -1. */
+int test_raw_handshake_version(int fd, int max_version);
 
 #endif

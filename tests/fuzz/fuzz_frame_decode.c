@@ -7,11 +7,21 @@
  *   - every proper prefix of a decoded frame is "need more" (0), and an
  *     error on the full input is reported identically for any longer input
  *     (monotonic: once wrong, always wrong);
- *   - a decoded frame re-encodes to exactly the bytes it was decoded from.
+ *   - a decoded frame re-encodes to exactly the bytes it was decoded from
+ *     (v2 prefixes included: decode strips them into deadline_ms /
+ *     total_value_len, encode writes them back);
+ *   - v2 rules hold for anything decoded: the type and flags are allowed
+ *     for the header version, a first fragment is shorter than its total,
+ *     a WINDOW_UPDATE increment is in [1, 2^31-1], a CONTINUATION carries
+ *     at least one byte, the v2 shapes (CANCEL, GOAWAY) are respected, and
+ *     fields a frame does not carry are 0.
  * The input is copied into a heap buffer of exactly len bytes, so ASan
  * catches any read past the end. Not part of ctest; build with
  *   clang -fsanitize=fuzzer,address,undefined -Isrc/proto \
  *         tests/fuzz/fuzz_frame_decode.c src/proto/[all .c files]
+ * and seed it with tests/fuzz/make_corpus.sh (the vectors, one per file).
+ * The stateful v2 harness (fragments, windows, CANCEL, GOAWAY over a
+ * session) is fuzz_stream_v2.c.
  */
 #include "proto.h"
 
@@ -19,6 +29,40 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Properties every decoded frame must have (v1 and v2). */
+static void check_v2_rules(const kvmux_frame *f) {
+    if (!kvmux_version_allows_type(f->version, f->type)) abort();
+    if (f->flags & ~kvmux_version_allowed_flags(f->version, f->type)) abort();
+    if (f->version < KVMUX_PROTO_V2 && f->flags != 0) abort();
+    if (kvmux_frame_has_total(f)) {
+        if (f->total_value_len <= f->value_len) abort();
+    } else if (f->total_value_len != 0) {
+        abort();
+    }
+    if (!kvmux_frame_has_deadline(f) && f->deadline_ms != 0) abort();
+    switch (f->type) {
+    case KVMUX_FRAME_WINDOW_UPDATE: {
+        if (f->extras_len != 4 || f->key_len != 0 || f->value_len != 0) abort();
+        uint32_t inc = kvmux_window_update_increment(f);
+        if (inc == 0 || inc > KVMUX_MAX_WINDOW) abort();
+        break;
+    }
+    case KVMUX_FRAME_CONTINUATION:
+        if (f->value_len == 0 || f->extras_len != 0 || f->key_len != 0) abort();
+        break;
+    case KVMUX_FRAME_CANCEL:
+        if (f->extras_len || f->key_len || f->value_len) abort();
+        break;
+    case KVMUX_FRAME_GOAWAY:
+        if (f->extras_len != 8 || f->key_len || f->value_len > KVMUX_MAX_ERROR_MSG) abort();
+        break;
+    default:
+        break;
+    }
+    /* Prefixes plus op extras fit the wire extras_len field limit. */
+    if (kvmux_frame_prefix_len(f) + f->extras_len > KVMUX_MAX_EXTRAS) abort();
+}
 
 static void check_one(const uint8_t *buf, size_t len, uint32_t max_frame) {
     kvmux_frame f;
@@ -31,6 +75,7 @@ static void check_one(const uint8_t *buf, size_t len, uint32_t max_frame) {
     if ((size_t)r < KVMUX_FRAME_HDR_LEN || (size_t)r > len || (uint32_t)r > max_frame)
         abort();
     if (kvmux_frame_size(&f) != (size_t)r) abort();
+    check_v2_rules(&f);
     /* Round trip: the encoder must reproduce the input bytes exactly. */
     uint8_t *enc = malloc((size_t)r);
     if (!enc) return;

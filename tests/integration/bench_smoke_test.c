@@ -5,9 +5,10 @@
  * a short run does real work and reports it sanely. The --json summary and
  * the text summary both parse, report > 0 ops and 0 errors, percentiles are
  * ordered, the per-op counts add up, -n is honoured exactly, preload makes
- * every GET hit, a missing server and an unavailable mode give the documented
- * exit codes, and a server killed mid-run ends the run by itself with the
- * connection loss reported.
+ * every GET hit, async mode (both drivers) keeps requests in flight and
+ * accounts for each, a missing server and bad usage give the documented
+ * exit codes, and a server killed mid-run (sync and async) ends the run by
+ * itself with the connection loss reported.
  *
  * Every wait is bounded: a child still alive at its deadline is SIGKILLed
  * (by pid) and counted as a failure. */
@@ -280,7 +281,53 @@ static void test_incr_preload(void)
     CHECK(strstr(p.out, "\"connections\":2") != NULL);
 }
 
-/* Documented exit codes: 1 no server, 2 bad usage, 3 async not available. */
+/* ~1 s of async load per driver: 2 connections x depth 16, 1:1 GET:SET
+ * over a preloaded keyspace (every GET hits), then an exact -n run. */
+static void test_async(const char *driver)
+{
+    const char *args[] = {"--mode", "async", "--driver", driver, "--depth", "16", "-c", "2",
+                          "-d", "1", "--ratio", "1:1", "-k", "500", "--preload", "-s", "3-100",
+                          "--json", NULL};
+    bench_proc p;
+    REQUIRE(bench_run_child(&p, g_port, args, 30000, 0, 0) == 0);
+    CHECK_EQ(p.status, 0);
+    CHECK(json_balanced(p.out));
+    double ops = field(p.out, "\"ops\":");
+    CHECK(ops > 0);
+    CHECK_EQ(field(p.out, "\"errors\":"), 0);
+    CHECK_EQ(field(p.out, "\"misses\":"), 0);
+    CHECK_EQ(field(p.out, "\"ok\":"), ops);
+    CHECK_EQ(field(p.out, "\"preloaded\":"), 500);
+    CHECK_EQ(field(p.out, "\"depth\":"), 16);
+    const char *by_type = strstr(p.out, "\"ops_by_type\":");
+    CHECK(by_type != NULL);
+    if (by_type) {
+        double n_get = field(by_type, "\"get\":"), n_set = field(by_type, "\"set\":");
+        CHECK_EQ(n_get + n_set, ops);
+        CHECK(n_get > 0 && n_set > 0);
+    }
+    double p50 = field(p.out, "\"p50\":"), p99 = field(p.out, "\"p99\":");
+    CHECK(p50 > 0 && p50 <= p99);
+    char want[64];
+    snprintf(want, sizeof want, "\"driver\":\"%s\"", driver);
+    CHECK(strstr(p.out, want) != NULL);
+    CHECK(strstr(p.out, "\"mode\":\"async\"") != NULL);
+    CHECK(strstr(p.out, "\"connections_lost\":0") != NULL);
+    CHECK(strstr(p.err, "ops/s") != NULL); /* progress lines */
+    CHECK(p.ms < 15000);
+
+    /* -n is exact even with 3 x 64 requests in flight at the end. */
+    const char *a2[] = {"--mode", "async", "--driver", driver, "--depth", "64", "-c", "3",
+                        "-n", "5000", "--op", "set", "-k", "500", "--json", "-q", NULL};
+    REQUIRE(bench_run_child(&p, g_port, a2, 30000, 0, 0) == 0);
+    CHECK_EQ(p.status, 0);
+    CHECK_EQ(field(p.out, "\"ops\":"), 5000);
+    CHECK_EQ(field(p.out, "\"ok\":"), 5000);
+    CHECK_EQ(field(p.out, "\"errors\":"), 0);
+}
+
+/* Documented exit codes: 1 no server (either async driver too), 2 bad
+ * usage (including -t or --driver where they do not apply). */
 static void test_exit_codes(void)
 {
     bench_proc p;
@@ -300,21 +347,37 @@ static void test_exit_codes(void)
     REQUIRE(bench_run_child(&p, g_port, a2, 10000, 0, 0) == 0);
     CHECK_EQ(p.status, 2);
 
-    const char *a3[] = {"--mode", "async", "--depth", "8", "-n", "10", NULL};
+    const char *a3[] = {"--mode", "async", "--depth", "8", "-t", "4", "-n", "10", NULL};
     REQUIRE(bench_run_child(&p, g_port, a3, 10000, 0, 0) == 0);
-    CHECK_EQ(p.status, 3);
-    CHECK(strstr(p.err, "async") != NULL);
+    CHECK_EQ(p.status, 2);
+    CHECK(strstr(p.err, "--depth") != NULL);
     CHECK_EQ(p.out_len, 0);
+
+    const char *a4[] = {"--mode", "sync", "--driver", "loop", "-n", "10", NULL};
+    REQUIRE(bench_run_child(&p, g_port, a4, 10000, 0, 0) == 0);
+    CHECK_EQ(p.status, 2);
+
+    for (int d = 0; d < 2; d++) {
+        const char *a5[] = {"--mode", "async", "--driver", d ? "callback" : "loop",
+                            "--depth", "4", "-n", "10", NULL};
+        REQUIRE(bench_run_child(&p, dead_port, a5, 20000, 0, 0) == 0);
+        CHECK_EQ(p.status, 1);
+        CHECK_EQ(p.out_len, 0);
+        CHECK(strstr(p.err, "cannot connect") != NULL);
+    }
 }
 
 /* A server killed mid-run: the run ends by itself long before -d, reports
- * the lost connection and the error kind, and exits 1. */
-static void test_server_killed(void)
+ * the lost connection and the error kind, and exits 1. mode: "sync", or an
+ * async driver name. */
+static void test_server_killed(const char *mode)
 {
     test_server s2;
     REQUIRE(test_server_start(&s2, NULL) == 0);
-    const char *args[] = {"--mode", "sync", "-t", "8", "-d", "30", "--json", "-q",
-                          "--timeout", "2000", NULL};
+    const int sync = !strcmp(mode, "sync");
+    const char *args[] = {"--mode", sync ? "sync" : "async", "-d", "30", "--json", "-q",
+                          "--timeout", "2000", sync ? "-t" : "--driver", sync ? "8" : mode,
+                          sync ? NULL : "--depth", "32", NULL};
     bench_proc p;
     REQUIRE(bench_run_child(&p, s2.port, args, 20000, s2.pid, 1000) == 0);
     int st;
@@ -339,8 +402,12 @@ int main(void)
     test_text_serial_count();
     test_misses_not_errors();
     test_incr_preload();
+    test_async("loop");
+    test_async("callback");
     test_exit_codes();
-    test_server_killed();
+    test_server_killed("sync");
+    test_server_killed("loop");
+    test_server_killed("callback");
 
     CHECK_EQ(test_server_stop(&s, 5000), 0);
     return test_report();

@@ -93,6 +93,7 @@ static int fake_handshake(fake *f, int fd) {
     st.max_outstanding = f->credits;
     kvmux_session s;
     kvmux_session_init(&s, KVMUX_ROLE_SERVER, &st);
+    s.max_version = 1; /* the scripts speak v1 frames: play a v1 server */
     if (kvmux_session_check_recv(&s, &fr) != 0) return -1;
     int n = kvmux_session_accept_hello(&s, &fr, out, "fake");
     if (n <= 0) return -1;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "kvmux.h"
+#include "proto.h"
 #include "testutil.h"
 
 static test_server g_srv;
@@ -37,7 +38,7 @@ static void test_ops(void) {
     kvmux_client *c = connect_opts(NULL);
     kvmux_server_info info;
     kvmux_get_server_info(c, &info);
-    CHECK_EQ(info.protocol_version, 1);
+    CHECK_EQ(info.protocol_version, KVMUX_PROTO_VERSION_MAX); /* v2 client, v2 server */
     CHECK(info.max_outstanding > 0);
     CHECK(info.max_key_size > 0);
     CHECK_EQ(kvmux_connection_error(c, NULL, 0), 0);
@@ -246,10 +247,15 @@ static void test_threads(void) {
 }
 
 /* A timed-out call keeps its credit (tombstone) until the late reply. */
+/* On v1 the server holds the WAIT its full 600 ms, so the tombstone keeps
+ * the credit that long. (On v2 the request carries the caller's 100 ms
+ * deadline and the server answers at once when it passes:
+ * test_tombstone_deadline.) */
 static void test_tombstone_credit(void) {
     kvmux_options o;
     kvmux_options_init(&o);
     o.max_outstanding = 1;
+    o.max_protocol_version = 1;
     kvmux_client *c = connect_opts(&o);
     kvmux_server_info info;
     kvmux_get_server_info(c, &info);
@@ -288,6 +294,24 @@ static void test_tombstone_credit(void) {
 }
 
 /* Ids start 64 before the 32-bit wrap: calls go on across it. */
+/* v2: the WAIT carries the caller's deadline (DEADLINE flag); the server
+ * answers TIMEOUT when it passes, so the tombstone -- and the only credit
+ * -- comes back about when the caller gave up, not after wait_ms. */
+static void test_tombstone_deadline(void) {
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.max_outstanding = 1;
+    kvmux_client *c = connect_opts(&o);
+    kvmux_value *val = NULL;
+    int64_t t0 = test_now_ms();
+    CHECK_EQ(kvmux_wait(c, "smoke:tombd", 11, 0, 3000, &val, 100), KVMUX_ETIMEDOUT);
+    CHECK_EQ(kvmux_ping(c, 3000), 0);
+    int64_t took = test_now_ms() - t0;
+    CHECK(took >= 90 && took < 1500);
+    CHECK_EQ(kvmux_connection_error(c, NULL, 0), 0);
+    kvmux_close(c);
+}
+
 static void test_id_wrap(void) {
     kvmux_options o;
     kvmux_options_init(&o);
@@ -397,6 +421,7 @@ int main(void) {
     test_wait_wakeup();
     test_threads();
     test_tombstone_credit();
+    test_tombstone_deadline();
     test_id_wrap();
     test_close_with_waiters();
     test_kill9();

@@ -5,7 +5,8 @@
  * loop thread; PING; BUSY beyond the credits; request-level errors that
  * keep the connection; connection-level errors that close it; handshake
  * timeout; connection limit; pipelining; big values; SIGTERM with a parked
- * WAIT (SHUTTING_DOWN, exit 0); bad options (exit 2). */
+ * WAIT (SHUTTING_DOWN, exit 0); bad options, v2 ones included (exit 2).
+ * (The v2 protocol has its own tests: server_v2_*.c.) */
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
@@ -654,6 +655,21 @@ static void test_options(void) {
     CHECK_EQ(run_exit_code(a3), 2);
     const char *a4[] = {KVMUXD_PATH, "--help", NULL};
     CHECK_EQ(run_exit_code(a4), 0);
+    /* v2 options: ranges and cross-limits. */
+    const char *b1[] = {KVMUXD_PATH, "--max-value", "600M", NULL};  /* > 512 MiB */
+    CHECK_EQ(run_exit_code(b1), 2);
+    const char *b2[] = {KVMUXD_PATH, "--max-protocol", "3", NULL};
+    CHECK_EQ(run_exit_code(b2), 2);
+    const char *b3[] = {KVMUXD_PATH, "--max-upload-buffer", "1M", NULL}; /* < max-value */
+    CHECK_EQ(run_exit_code(b3), 2);
+    const char *b4[] = {KVMUXD_PATH, "--fragment-size", "2M", NULL}; /* > max-frame */
+    CHECK_EQ(run_exit_code(b4), 2);
+    const char *b5[] = {KVMUXD_PATH, "--initial-window", "100", NULL};
+    CHECK_EQ(run_exit_code(b5), 2);
+    const char *b6[] = {KVMUXD_PATH, "--max-value-v1", "2M", NULL}; /* frame too small */
+    CHECK_EQ(run_exit_code(b6), 2);
+    const char *b7[] = {KVMUXD_PATH, "--idle-timeout", "x", NULL};
+    CHECK_EQ(run_exit_code(b7), 2);
 }
 
 int main(void) {

@@ -8,3 +8,13 @@ if(TARGET kvmux)
     TIMEOUT 30)
   target_include_directories(client_pending_test PRIVATE ${PROJECT_SOURCE_DIR}/src/client)
 endif()
+
+# The async API's timer heap (per-request deadlines).
+if(TARGET kvmux)
+  kvmux_add_test(client_timerheap_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client/timerheap_test.c
+    LIBS kvmux
+    LABELS unit
+    TIMEOUT 30)
+  target_include_directories(client_timerheap_test PRIVATE ${PROJECT_SOURCE_DIR}/src/client)
+endif()

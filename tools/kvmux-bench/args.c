@@ -25,6 +25,11 @@ const char *bench_mode_name(bench_mode m)
     return (unsigned)m < 3 ? mode_names[m] : "?";
 }
 
+const char *bench_driver_name(bench_driver d)
+{
+    return d == BENCH_DRIVER_LOOP ? "loop" : d == BENCH_DRIVER_CALLBACK ? "callback" : "?";
+}
+
 const char *bench_op_name(bench_opkind k)
 {
     return (unsigned)k < BENCH_OP_COUNT ? op_names[k] : "?";
@@ -41,9 +46,12 @@ void bench_args_usage(FILE *out)
         "  --mode M            serial | sync | async (default serial, or sync when -t > 1)\n"
         "                      serial: one caller per connection, one request at a time\n"
         "                      sync:   -t blocking caller threads per connection\n"
-        "                      async:  --depth N in flight per connection (needs the\n"
-        "                              async client API; not available yet)\n"
-        "  --depth N           async mode: requests in flight per connection\n"
+        "                      async:  --depth N in flight per connection\n"
+        "  --depth N           async mode: requests in flight per connection (default 1)\n"
+        "  --driver D          async mode: loop (default; an event-loop client on the\n"
+        "                      bench's own epoll loop, one thread per connection) |\n"
+        "                      callback (threaded client, kvmux_call_async, the\n"
+        "                      completion thread submits the next request)\n"
         "  -n N                total requests to measure (default 100000)\n"
         "  -d SECONDS          measure for a duration instead of a count\n"
         "  --warmup SECONDS    run unmeasured for this long first (default 0)\n"
@@ -156,6 +164,7 @@ static int parse_ratio(const char *s, uint32_t *g, uint32_t *st)
 enum {
     OPT_MODE = 256,
     OPT_DEPTH,
+    OPT_DRIVER,
     OPT_WARMUP,
     OPT_RATIO,
     OPT_OP,
@@ -171,6 +180,7 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
     static const struct option longopts[] = {
         {"mode", required_argument, NULL, OPT_MODE},
         {"depth", required_argument, NULL, OPT_DEPTH},
+        {"driver", required_argument, NULL, OPT_DRIVER},
         {"warmup", required_argument, NULL, OPT_WARMUP},
         {"ratio", required_argument, NULL, OPT_RATIO},
         {"op", required_argument, NULL, OPT_OP},
@@ -183,6 +193,7 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
     };
     config_defaults(cfg);
     int mode_given = 0, ratio_given = 0, op_given = 0, depth_given = 0;
+    int driver_given = 0;
     int n_given = 0, d_given = 0;
     uint64_t v;
 
@@ -252,6 +263,15 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
                 goto bad;
             cfg->depth = (uint32_t)v;
             depth_given = 1;
+            break;
+        case OPT_DRIVER:
+            if (!strcmp(a, "loop"))
+                cfg->driver = BENCH_DRIVER_LOOP;
+            else if (!strcmp(a, "callback"))
+                cfg->driver = BENCH_DRIVER_CALLBACK;
+            else
+                goto bad;
+            driver_given = 1;
             break;
         case OPT_WARMUP:
             if (parse_seconds(a, BENCH_MAX_DURATION_S, &cfg->warmup_s))
@@ -334,8 +354,14 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
                      "use --mode sync with -t %u\n", cfg->threads);
         return -1;
     }
-    if (depth_given && cfg->mode != BENCH_MODE_ASYNC) {
-        fprintf(err, "kvmux-bench: --depth only applies to --mode async\n");
+    if ((depth_given || driver_given) && cfg->mode != BENCH_MODE_ASYNC) {
+        fprintf(err, "kvmux-bench: --%s only applies to --mode async\n",
+                depth_given ? "depth" : "driver");
+        return -1;
+    }
+    if (cfg->mode == BENCH_MODE_ASYNC && cfg->threads > 1) {
+        fprintf(err, "kvmux-bench: --mode async runs one driver per connection; "
+                     "use --depth, not -t\n");
         return -1;
     }
     if ((uint64_t)cfg->connections * cfg->threads > BENCH_MAX_WORKERS) {

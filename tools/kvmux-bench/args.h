@@ -19,9 +19,17 @@ typedef enum bench_mode {
     BENCH_MODE_SERIAL = 0, /* one caller per connection, one request at a time */
     BENCH_MODE_SYNC,       /* -t blocking threads per connection */
     BENCH_MODE_ASYNC       /* --depth requests in flight per connection via the
-                              async API: parsed, but not runnable until the
-                              client library has that API (see runner.c) */
+                              async API (see async.c) */
 } bench_mode;
+
+/* How async mode drives a connection (--driver). */
+typedef enum bench_driver {
+    BENCH_DRIVER_LOOP = 0, /* event-loop client on the bench's own epoll
+                              loop: one thread per connection, no library
+                              threads (default: the faster here) */
+    BENCH_DRIVER_CALLBACK  /* threaded client, kvmux_call_async; the
+                              completion thread resubmits */
+} bench_driver;
 
 /* The operations a run can issue; the index into bench_config.weight and
  * into the per-op counters. */
@@ -40,6 +48,7 @@ typedef struct bench_config {
     uint32_t threads;          /* -t callers per connection; default 1 */
     bench_mode mode;           /* --mode; default serial (sync if -t > 1) */
     uint32_t depth;            /* --depth (async only); default 1 */
+    bench_driver driver;       /* --driver (async only); default loop */
     uint64_t requests;         /* -n; 0 when -d is used */
     double duration_s;         /* -d; 0 when -n is used */
     double warmup_s;           /* --warmup; default 0 */
@@ -62,8 +71,9 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err);
 /* One-line usage plus the option list. */
 void bench_args_usage(FILE *out);
 
-/* "serial", "sync", "async"; "get", "set", ... */
+/* "serial", "sync", "async"; "loop", "callback"; "get", "set", ... */
 const char *bench_mode_name(bench_mode m);
+const char *bench_driver_name(bench_driver d);
 const char *bench_op_name(bench_opkind k);
 
 #endif /* KVMUX_BENCH_ARGS_H */

@@ -12,6 +12,7 @@
  *
  * JSON, one object:
  *   {"tool":"kvmux-bench","mode":..,"connections":..,"threads_per_connection":..,
+ *   ["depth":..,"driver":"loop"|"callback", in async mode]
  *    "workload":{"ratio":{"get":..,"set":..,"incr":..,"ping":..},"keyspace":..,
  *                "value_min":..,"value_max":..,"preload":bool},
  *    "ops":..,"ok":..,"misses":..,"errors":..,"duration_s":..,"ops_per_sec":..,
@@ -86,6 +87,8 @@ void bench_report_text(FILE *out, const bench_config *cfg, const bench_result *r
     fprintf(out, "mode: %s\n", bench_mode_name(cfg->mode));
     fprintf(out, "connections: %u\n", cfg->connections);
     fprintf(out, "threads_per_connection: %u\n", threads_per_conn(cfg));
+    if (cfg->mode == BENCH_MODE_ASYNC)
+        fprintf(out, "depth: %u\ndriver: %s\n", cfg->depth, bench_driver_name(cfg->driver));
     fprintf(out, "workload:");
     for (int k = 0; k < BENCH_OP_COUNT; k++)
         if (cfg->weight[k])
@@ -132,6 +135,9 @@ void bench_report_json(FILE *out, const bench_config *cfg, const bench_result *r
                  "\"threads_per_connection\":%u,",
             res->server_credits, bench_mode_name(cfg->mode), cfg->connections,
             threads_per_conn(cfg));
+    if (cfg->mode == BENCH_MODE_ASYNC)
+        fprintf(out, "\"depth\":%u,\"driver\":\"%s\",", cfg->depth,
+                bench_driver_name(cfg->driver));
     fprintf(out, "\"workload\":{\"ratio\":{");
     for (int k = 0; k < BENCH_OP_COUNT; k++)
         fprintf(out, "%s\"%s\":%u", k ? "," : "", bench_op_name((bench_opkind)k),

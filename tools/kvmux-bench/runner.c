@@ -3,8 +3,9 @@
  * What it is: the part of kvmux-bench that drives the server. It opens -c
  * kvmux_client connections and starts the caller threads ("workers") on
  * them: one per connection in serial mode, -t per connection in sync mode,
- * each issuing blocking kvmux_call()s back to back. The main thread only
- * steers and reports.
+ * each issuing blocking kvmux_call()s back to back; in async mode one
+ * driver per connection that keeps --depth requests in flight (async.c).
+ * The main thread only steers and reports.
  *
  * Design:
  * - A run goes through phases, published in one atomic the workers read
@@ -25,9 +26,7 @@
  *   within one timeout of STOP; a fatal error ends that worker at once.
  *
  * What it is not: not an open-loop (fixed-rate) generator, so like
- * redis-benchmark it does not correct for coordinated omission; and the
- * async mode is only a hook until the client library has an async API
- * (see bench_run).
+ * redis-benchmark it does not correct for coordinated omission.
  */
 #include "runner.h"
 
@@ -35,78 +34,15 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kvmux.h"
+#include "runner_internal.h"
 #include "workload.h"
 
 volatile sig_atomic_t bench_stop_requested;
-
-enum { PHASE_PRELOAD = 0, PHASE_WARMUP, PHASE_MEASURE, PHASE_STOP };
-
-#define TICK_NS 1000000000LL
-#define POLL_MS 100
-
-typedef struct conn {
-    kvmux_client *cli;
-    _Atomic int fatal;            /* first fatal error seen, 0 while healthy */
-} conn;
-
-struct runner;
-
-/* One caller thread. The counters are written only by the thread itself. */
-typedef struct worker {
-    struct runner *r;
-    uint32_t id;
-    conn *conn;
-    pthread_t tid;
-    int started;
-    bench_gen gen;
-    bench_hist hist;
-    _Atomic uint64_t ops;         /* measured, any outcome */
-    _Atomic uint64_t ok;
-    _Atomic uint64_t misses;
-    _Atomic uint64_t errors;
-    _Atomic uint64_t warm_ops;
-    _Atomic uint64_t preloaded;
-    _Atomic uint64_t err_count[BENCH_ERR_SLOTS];
-    _Atomic uint64_t op_count[BENCH_OP_COUNT];
-    int64_t last_done_ns;         /* last measured completion; read after join */
-    int preload_err;              /* first preload error; read after join or
-                                     under r->lk */
-} worker;
-
-typedef struct runner {
-    const bench_config *cfg;
-    conn *conns;
-    worker *workers;
-    uint32_t nworkers;
-    _Atomic int phase;
-    _Atomic uint64_t claimed;     /* -n mode: requests handed out */
-    pthread_mutex_t lk;
-    pthread_cond_t cv;            /* CLOCK_MONOTONIC */
-    uint32_t preload_done;        /* under lk */
-    uint32_t exited;              /* under lk */
-} runner;
-
-/* Single-writer counter bump: no lock prefix. */
-static inline void ctr_inc(_Atomic uint64_t *c)
-{
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-}
-
-static inline uint64_t ctr_get(_Atomic uint64_t *c)
-{
-    return atomic_load_explicit(c, memory_order_relaxed);
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 int bench_err_slot(int code)
 {
@@ -205,17 +141,11 @@ static void worker_preload(worker *w)
     }
 }
 
-static void *worker_main(void *arg)
+/* Report preload done, then wait for the main thread to leave PRELOAD
+ * (bounded steps; the main thread always moves on or stops). */
+void bench__worker_preload_done(worker *w)
 {
-    worker *w = arg;
     runner *r = w->r;
-    const bench_config *cfg = r->cfg;
-
-    if (cfg->preload)
-        worker_preload(w);
-
-    /* Report preload done, then wait for the main thread to leave PRELOAD
-     * (bounded steps; the main thread always moves on or stops). */
     pthread_mutex_lock(&r->lk);
     r->preload_done++;
     pthread_cond_broadcast(&r->cv);
@@ -230,6 +160,28 @@ static void *worker_main(void *arg)
         pthread_cond_timedwait(&r->cv, &r->lk, &ts);
     }
     pthread_mutex_unlock(&r->lk);
+}
+
+/* Tell the main thread this worker is done. */
+void bench__worker_exited(worker *w)
+{
+    runner *r = w->r;
+    pthread_mutex_lock(&r->lk);
+    r->exited++;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->lk);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    runner *r = w->r;
+    const bench_config *cfg = r->cfg;
+
+    if (cfg->preload)
+        worker_preload(w);
+
+    bench__worker_preload_done(w);
 
     for (;;) {
         int ph = atomic_load_explicit(&r->phase, memory_order_acquire);
@@ -273,24 +225,30 @@ static void *worker_main(void *arg)
         }
     }
 
-    pthread_mutex_lock(&r->lk);
-    r->exited++;
-    pthread_cond_broadcast(&r->cv);
-    pthread_mutex_unlock(&r->lk);
+    bench__worker_exited(w);
     return NULL;
 }
 
+/* Publish a phase: condvar waiters and (through the eventfd) the epoll
+ * loops of async loop drivers wake at once. */
 static void set_phase(runner *r, int ph)
 {
     pthread_mutex_lock(&r->lk);
     atomic_store_explicit(&r->phase, ph, memory_order_release);
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->lk);
+    if (r->phase_efd >= 0) {
+        uint64_t one = 1;
+        /* A full counter (never, at 2^64-2) would only cost the 100 ms
+         * fallback poll; nothing to handle. */
+        ssize_t n = write(r->phase_efd, &one, sizeof one);
+        (void)n;
+    }
 }
 
 /* Wait on r->cv until deadline_ns (monotonic) at the latest, and at most
  * POLL_MS so signals are noticed. Call with r->lk held. */
-static void wait_until(runner *r, int64_t deadline_ns)
+void bench__wait_until(runner *r, int64_t deadline_ns)
 {
     int64_t now = now_ns();
     int64_t until = now + (int64_t)POLL_MS * 1000000LL;
@@ -374,24 +332,31 @@ static void progress_line(runner *r, progress *p, int phase)
 
 static void runner_teardown(runner *r)
 {
-    if (r->workers) {
-        for (uint32_t i = 0; i < r->nworkers; i++) {
-            bench_gen_deinit(&r->workers[i].gen);
-            bench_hist_deinit(&r->workers[i].hist);
-        }
-        free(r->workers);
-    }
+    /* Clients first: a close completes whatever an async driver still has
+     * owed (none after a drain, but a close never leaves a callback
+     * pointing at freed slots). */
     if (r->conns) {
         for (uint32_t i = 0; i < r->cfg->connections; i++)
             kvmux_close(r->conns[i].cli);
         free(r->conns);
     }
+    if (r->workers) {
+        for (uint32_t i = 0; i < r->nworkers; i++) {
+            bench_gen_deinit(&r->workers[i].gen);
+            bench_hist_deinit(&r->workers[i].hist);
+            bench__async_deinit(&r->workers[i]);
+        }
+        free(r->workers);
+    }
+    if (r->phase_efd >= 0)
+        close(r->phase_efd);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->lk);
 }
 
 /* Stop every worker and join them. Bounded: each is at most one request
- * (one --timeout) away from noticing STOP. */
+ * (one --timeout) away from noticing STOP; an async driver drains its
+ * in-flight requests, each bounded by its own --timeout. */
 static void stop_and_join(runner *r)
 {
     set_phase(r, PHASE_STOP);
@@ -433,25 +398,10 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
               FILE *err)
 {
     memset(res, 0, sizeof *res);
-    if (cfg->mode == BENCH_MODE_ASYNC) {
-        /* HOOK(async): when include/kvmux.h has an async call (a request
-         * plus a completion callback), add async_driver_main(): one driver
-         * per connection that keeps cfg->depth requests in flight, stamps
-         * each request's start time, and in the completion callback records
-         * the latency into that connection's bench_hist and issues the next
-         * request. Callbacks run on the client's reader thread, so keep one
-         * histogram and counter set per connection (the single-writer rule
-         * above still holds). Phases, -n claiming, progress and the summary
-         * are shared with the sync path unchanged. Until then, refuse
-         * rather than emulate async with threads. */
-        fprintf(err, "kvmux-bench: --mode async needs the client library's async API, "
-                     "which this build does not have yet\n");
-        return BENCH_RUN_UNSUPPORTED;
-    }
-
     runner r;
     memset(&r, 0, sizeof r);
     r.cfg = cfg;
+    r.phase_efd = -1;
     pthread_mutex_init(&r.lk, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -461,7 +411,10 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
     atomic_init(&r.phase, PHASE_PRELOAD);
     atomic_init(&r.claimed, 0);
 
-    const uint32_t per_conn = cfg->mode == BENCH_MODE_SERIAL ? 1 : cfg->threads;
+    const int async = cfg->mode == BENCH_MODE_ASYNC;
+    const int loop_driver = async && cfg->driver == BENCH_DRIVER_LOOP;
+    /* Async mode: one driver per connection, cfg->depth requests each. */
+    const uint32_t per_conn = cfg->mode == BENCH_MODE_SYNC ? cfg->threads : 1;
     r.nworkers = cfg->connections * per_conn;
     r.conns = calloc(cfg->connections, sizeof *r.conns);
     r.workers = calloc(r.nworkers, sizeof *r.workers);
@@ -475,7 +428,13 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
     kvmux_options_init(&opts);
     opts.request_timeout_ms = cfg->timeout_ms;
     opts.client_name = "kvmux-bench";
-    for (uint32_t i = 0; i < cfg->connections; i++) {
+    if (loop_driver) {
+        /* Without it the loop drivers still notice phases within POLL_MS. */
+        r.phase_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    }
+    /* The loop drivers connect on their own threads (an event-loop client
+     * lives on its loop thread); everyone else connects here. */
+    for (uint32_t i = 0; i < cfg->connections && !loop_driver; i++) {
         int rc = kvmux_connect(&r.conns[i].cli, cfg->host, cfg->port, &opts);
         if (rc != 0) {
             fprintf(err, "kvmux-bench: cannot connect to %s:%u: %s\n", cfg->host,
@@ -484,11 +443,13 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
             return BENCH_RUN_FAILED;
         }
     }
-    kvmux_server_info info;
-    memset(&info, 0, sizeof info);
-    kvmux_get_server_info(r.conns[0].cli, &info);
-    snprintf(res->server_name, sizeof res->server_name, "%s", info.server_name);
-    res->server_credits = info.max_outstanding;
+    if (!loop_driver) {
+        kvmux_server_info info;
+        memset(&info, 0, sizeof info);
+        kvmux_get_server_info(r.conns[0].cli, &info);
+        snprintf(res->server_name, sizeof res->server_name, "%s", info.server_name);
+        res->server_credits = info.max_outstanding;
+    }
 
     for (uint32_t i = 0; i < r.nworkers; i++) {
         worker *w = &r.workers[i];
@@ -497,7 +458,8 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
         w->conn = &r.conns[i / per_conn];
         if (bench_gen_init(&w->gen, cfg, i) ||
             bench_hist_init(&w->hist, BENCH_HIST_LOWEST, BENCH_HIST_HIGHEST,
-                            BENCH_HIST_DIGITS)) {
+                            BENCH_HIST_DIGITS) ||
+            (async && bench__async_init(w))) {
             fprintf(err, "kvmux-bench: out of memory\n");
             runner_teardown(&r);
             return BENCH_RUN_FAILED;
@@ -517,7 +479,8 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
 
     int rc_run = BENCH_RUN_OK;
     for (uint32_t i = 0; i < r.nworkers; i++) {
-        if (pthread_create(&r.workers[i].tid, NULL, worker_main, &r.workers[i]) != 0) {
+        if (pthread_create(&r.workers[i].tid, NULL, async ? bench__async_main : worker_main,
+                           &r.workers[i]) != 0) {
             fprintf(err, "kvmux-bench: cannot start thread %u of %u\n", i, r.nworkers);
             rc_run = BENCH_RUN_FAILED;
             break;
@@ -533,7 +496,7 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
     int64_t next_tick = t_preload + TICK_NS;
     pthread_mutex_lock(&r.lk);
     while (rc_run == BENCH_RUN_OK && r.preload_done < started && !bench_stop_requested) {
-        wait_until(&r, next_tick);
+        bench__wait_until(&r, next_tick);
         if (now_ns() >= next_tick && p.out && cfg->preload) {
             pthread_mutex_unlock(&r.lk);
             progress_line(&r, &p, PHASE_PRELOAD);
@@ -548,9 +511,15 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
     const int all_ready = r.preload_done >= started;
     pthread_mutex_unlock(&r.lk);
     res->preload_s = (double)(now_ns() - t_preload) / 1e9;
-    if (rc_run == BENCH_RUN_OK && cfg->preload && all_ready) {
+    if (rc_run == BENCH_RUN_OK && all_ready) {
         for (uint32_t i = 0; i < r.nworkers; i++) {
-            if (r.workers[i].preload_err) {
+            if (r.workers[i].connect_err) {
+                fprintf(err, "kvmux-bench: cannot connect to %s:%u: %s\n", cfg->host,
+                        (unsigned)cfg->port, kvmux_strerror(r.workers[i].connect_err));
+                rc_run = BENCH_RUN_FAILED;
+                break;
+            }
+            if (cfg->preload && r.workers[i].preload_err) {
                 fprintf(err, "kvmux-bench: preload failed: %s\n",
                         kvmux_strerror(r.workers[i].preload_err));
                 rc_run = BENCH_RUN_FAILED;
@@ -562,6 +531,11 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
         stop_and_join(&r);
         goto out;
     }
+    if (loop_driver && all_ready) {
+        /* Worker 0 filled r.info before it reported in (ordered by lk). */
+        snprintf(res->server_name, sizeof res->server_name, "%s", r.info.server_name);
+        res->server_credits = r.info.max_outstanding;
+    }
 
     /* WARMUP. */
     if (cfg->warmup_s > 0 && !bench_stop_requested) {
@@ -572,7 +546,7 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
         next_tick = now_ns() + TICK_NS;
         pthread_mutex_lock(&r.lk);
         while (now_ns() < end && r.exited < started && !bench_stop_requested) {
-            wait_until(&r, next_tick < end ? next_tick : end);
+            bench__wait_until(&r, next_tick < end ? next_tick : end);
             if (now_ns() >= next_tick) {
                 next_tick += TICK_NS;
                 if (p.out) {
@@ -596,7 +570,7 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
     next_tick = measure_start + TICK_NS;
     pthread_mutex_lock(&r.lk);
     while (r.exited < started && !bench_stop_requested && now_ns() < deadline) {
-        wait_until(&r, next_tick < deadline ? next_tick : deadline);
+        bench__wait_until(&r, next_tick < deadline ? next_tick : deadline);
         if (now_ns() >= next_tick) {
             next_tick += TICK_NS;
             if (p.out) {

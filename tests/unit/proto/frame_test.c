@@ -36,50 +36,96 @@ typedef struct vec {
     const char *key;
     uint8_t value[64];
     uint32_t value_len;
+    /* v2 fields (V1 for the v1 vectors) */
+    uint8_t version;
+    uint8_t flags;
+    uint32_t deadline_ms;
+    uint32_t total_value_len;
 } vec;
+
+/* The v2 fields of a v1 vector: header version 1, no flags. */
+#define V1 1, 0, 0, 0
 
 static const vec VECS[] = {
     {"hello", KVMUX_FRAME_HELLO, 0, 0, {1, 1}, 2, "cli",
-     {SETTING(1, 2097152u), SETTING(2, 1024u), SETTING(3, 4096u), SETTING(4, 1048576u)}, 24},
+     {SETTING(1, 2097152u), SETTING(2, 1024u), SETTING(3, 4096u), SETTING(4, 1048576u)}, 24, V1},
     {"hello_ack", KVMUX_FRAME_HELLO_ACK, 0, 1, {0}, 0, "srv",
-     {SETTING(1, 2097152u), SETTING(2, 128u), SETTING(3, 4096u), SETTING(4, 1048576u)}, 24},
-    {"req_get", KVMUX_FRAME_REQUEST, 1, KVMUX_OP_GET, {0}, 0, "foo", {0}, 0},
-    {"req_set", KVMUX_FRAME_REQUEST, 2, KVMUX_OP_SET, {U64(60000)}, 8, "foo", "bar", 3},
-    {"req_del", KVMUX_FRAME_REQUEST, 3, KVMUX_OP_DEL, {0}, 0, "foo", {0}, 0},
-    {"req_incr", KVMUX_FRAME_REQUEST, 4, KVMUX_OP_INCR, {U64(-5)}, 8, "ctr", {0}, 0},
-    {"req_cas", KVMUX_FRAME_REQUEST, 5, KVMUX_OP_CAS, {U64(7), U64(0)}, 16, "foo", "baz", 3},
-    {"req_wait", KVMUX_FRAME_REQUEST, 6, KVMUX_OP_WAIT, {U64(7), U32(1000u)}, 12, "foo", {0}, 0},
-    {"resp_get_ok", KVMUX_FRAME_RESPONSE, 1, KVMUX_STATUS_OK, {U64(7)}, 8, "", "bar", 3},
-    {"resp_set_ok", KVMUX_FRAME_RESPONSE, 2, KVMUX_STATUS_OK, {U64(8)}, 8, "", {0}, 0},
-    {"resp_del_ok", KVMUX_FRAME_RESPONSE, 3, KVMUX_STATUS_OK, {0}, 0, "", {0}, 0},
-    {"resp_incr_ok", KVMUX_FRAME_RESPONSE, 4, KVMUX_STATUS_OK, {U64(-5), U64(9)}, 16, "", {0}, 0},
-    {"resp_cas_ok", KVMUX_FRAME_RESPONSE, 5, KVMUX_STATUS_OK, {U64(10)}, 8, "", {0}, 0},
-    {"resp_wait_ok", KVMUX_FRAME_RESPONSE, 6, KVMUX_STATUS_OK, {U64(11)}, 8, "", "qux", 3},
-    {"resp_get_not_found", KVMUX_FRAME_RESPONSE, 1, KVMUX_STATUS_NOT_FOUND, {0}, 0, "", {0}, 0},
-    {"resp_cas_mismatch", KVMUX_FRAME_RESPONSE, 5, KVMUX_STATUS_VERSION_MISMATCH, {U64(8)}, 8, "", {0}, 0},
+     {SETTING(1, 2097152u), SETTING(2, 128u), SETTING(3, 4096u), SETTING(4, 1048576u)}, 24, V1},
+    {"req_get", KVMUX_FRAME_REQUEST, 1, KVMUX_OP_GET, {0}, 0, "foo", {0}, 0, V1},
+    {"req_set", KVMUX_FRAME_REQUEST, 2, KVMUX_OP_SET, {U64(60000)}, 8, "foo", "bar", 3, V1},
+    {"req_del", KVMUX_FRAME_REQUEST, 3, KVMUX_OP_DEL, {0}, 0, "foo", {0}, 0, V1},
+    {"req_incr", KVMUX_FRAME_REQUEST, 4, KVMUX_OP_INCR, {U64(-5)}, 8, "ctr", {0}, 0, V1},
+    {"req_cas", KVMUX_FRAME_REQUEST, 5, KVMUX_OP_CAS, {U64(7), U64(0)}, 16, "foo", "baz", 3, V1},
+    {"req_wait", KVMUX_FRAME_REQUEST, 6, KVMUX_OP_WAIT, {U64(7), U32(1000u)}, 12, "foo", {0}, 0, V1},
+    {"resp_get_ok", KVMUX_FRAME_RESPONSE, 1, KVMUX_STATUS_OK, {U64(7)}, 8, "", "bar", 3, V1},
+    {"resp_set_ok", KVMUX_FRAME_RESPONSE, 2, KVMUX_STATUS_OK, {U64(8)}, 8, "", {0}, 0, V1},
+    {"resp_del_ok", KVMUX_FRAME_RESPONSE, 3, KVMUX_STATUS_OK, {0}, 0, "", {0}, 0, V1},
+    {"resp_incr_ok", KVMUX_FRAME_RESPONSE, 4, KVMUX_STATUS_OK, {U64(-5), U64(9)}, 16, "", {0}, 0, V1},
+    {"resp_cas_ok", KVMUX_FRAME_RESPONSE, 5, KVMUX_STATUS_OK, {U64(10)}, 8, "", {0}, 0, V1},
+    {"resp_wait_ok", KVMUX_FRAME_RESPONSE, 6, KVMUX_STATUS_OK, {U64(11)}, 8, "", "qux", 3, V1},
+    {"resp_get_not_found", KVMUX_FRAME_RESPONSE, 1, KVMUX_STATUS_NOT_FOUND, {0}, 0, "", {0}, 0, V1},
+    {"resp_cas_mismatch", KVMUX_FRAME_RESPONSE, 5, KVMUX_STATUS_VERSION_MISMATCH, {U64(8)}, 8, "", {0}, 0, V1},
     {"resp_set_too_large", KVMUX_FRAME_RESPONSE, 2, KVMUX_STATUS_TOO_LARGE, {0}, 0, "",
-     "value too large", 15},
-    {"resp_bad_request", KVMUX_FRAME_RESPONSE, 12, KVMUX_STATUS_BAD_REQUEST, {0}, 0, "", "bad extras", 10},
-    {"resp_busy", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_BUSY, {0}, 0, "", {0}, 0},
-    {"resp_wait_timeout", KVMUX_FRAME_RESPONSE, 6, KVMUX_STATUS_TIMEOUT, {U64(7)}, 8, "", {0}, 0},
-    {"resp_internal", KVMUX_FRAME_RESPONSE, 13, KVMUX_STATUS_INTERNAL, {0}, 0, "", {0}, 0},
-    {"resp_incr_not_integer", KVMUX_FRAME_RESPONSE, 4, KVMUX_STATUS_NOT_INTEGER, {0}, 0, "", {0}, 0},
-    {"resp_incr_overflow", KVMUX_FRAME_RESPONSE, 4, KVMUX_STATUS_OVERFLOW, {0}, 0, "", {0}, 0},
-    {"resp_unknown_op", KVMUX_FRAME_RESPONSE, 8, KVMUX_STATUS_UNKNOWN_OP, {0}, 0, "", {0}, 0},
-    {"resp_shutting_down", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_SHUTTING_DOWN, {0}, 0, "", {0}, 0},
+     "value too large", 15, V1},
+    {"resp_bad_request", KVMUX_FRAME_RESPONSE, 12, KVMUX_STATUS_BAD_REQUEST, {0}, 0, "", "bad extras", 10, V1},
+    {"resp_busy", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_BUSY, {0}, 0, "", {0}, 0, V1},
+    {"resp_wait_timeout", KVMUX_FRAME_RESPONSE, 6, KVMUX_STATUS_TIMEOUT, {U64(7)}, 8, "", {0}, 0, V1},
+    {"resp_internal", KVMUX_FRAME_RESPONSE, 13, KVMUX_STATUS_INTERNAL, {0}, 0, "", {0}, 0, V1},
+    {"resp_incr_not_integer", KVMUX_FRAME_RESPONSE, 4, KVMUX_STATUS_NOT_INTEGER, {0}, 0, "", {0}, 0, V1},
+    {"resp_incr_overflow", KVMUX_FRAME_RESPONSE, 4, KVMUX_STATUS_OVERFLOW, {0}, 0, "", {0}, 0, V1},
+    {"resp_unknown_op", KVMUX_FRAME_RESPONSE, 8, KVMUX_STATUS_UNKNOWN_OP, {0}, 0, "", {0}, 0, V1},
+    {"resp_shutting_down", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_SHUTTING_DOWN, {0}, 0, "", {0}, 0, V1},
     {"error_unsupported_version", KVMUX_FRAME_ERROR, 0, KVMUX_ERR_UNSUPPORTED_VERSION, {0}, 0, "",
-     "no common version", 17},
-    {"error_bad_length", KVMUX_FRAME_ERROR, 10, KVMUX_ERR_BAD_LENGTH, {0}, 0, "", "bad length", 10},
-    {"ping", KVMUX_FRAME_PING, 0, 0, {1, 2, 3, 4, 5, 6, 7, 8}, 8, "", {0}, 0},
-    {"pong", KVMUX_FRAME_PONG, 0, 0, {1, 2, 3, 4, 5, 6, 7, 8}, 8, "", {0}, 0},
+     "no common version", 17, V1},
+    {"error_bad_length", KVMUX_FRAME_ERROR, 10, KVMUX_ERR_BAD_LENGTH, {0}, 0, "", "bad length", 10, V1},
+    {"ping", KVMUX_FRAME_PING, 0, 0, {1, 2, 3, 4, 5, 6, 7, 8}, 8, "", {0}, 0, V1},
+    {"pong", KVMUX_FRAME_PONG, 0, 0, {1, 2, 3, 4, 5, 6, 7, 8}, 8, "", {0}, 0, V1},
+    /* ---- v2 ---- */
+    {"hello_v2", KVMUX_FRAME_HELLO, 0, 0, {1, 2}, 2, "cli",
+     {SETTING(1, 2097152u), SETTING(2, 1024u), SETTING(3, 4096u), SETTING(4, 1048576u)}, 24,
+     1, 0, 0, 0},
+    {"hello_ack_v2", KVMUX_FRAME_HELLO_ACK, 0, 2, {0}, 0, "srv",
+     {SETTING(1, 2097152u), SETTING(2, 128u), SETTING(3, 4096u), SETTING(4, 67108864u),
+      SETTING(5, 65536u), SETTING(6, 1048576u)}, 36, 1, 0, 0, 0},
+    {"req_get_v2", KVMUX_FRAME_REQUEST, 1, KVMUX_OP_GET, {0}, 0, "foo", {0}, 0, 2, 0, 0, 0},
+    {"req_get_deadline", KVMUX_FRAME_REQUEST, 1, KVMUX_OP_GET, {0}, 0, "foo", {0}, 0,
+     2, KVMUX_FLAG_DEADLINE, 250, 0},
+    {"req_set_deadline", KVMUX_FRAME_REQUEST, 2, KVMUX_OP_SET, {U64(60000)}, 8, "foo", "bar", 3,
+     2, KVMUX_FLAG_DEADLINE, 0, 0},
+    {"req_set_more", KVMUX_FRAME_REQUEST, 2, KVMUX_OP_SET, {U64(0)}, 8, "foo", "0123", 4,
+     2, KVMUX_FLAG_MORE, 0, 10},
+    {"cont_more", KVMUX_FRAME_CONTINUATION, 2, 0, {0}, 0, "", "4567", 4, 2, KVMUX_FLAG_MORE, 0, 0},
+    {"cont_last", KVMUX_FRAME_CONTINUATION, 2, 0, {0}, 0, "", "89", 2, 2, 0, 0, 0},
+    {"req_cas_deadline_more", KVMUX_FRAME_REQUEST, 3, KVMUX_OP_CAS, {U64(7), U64(0)}, 16, "foo",
+     "ab", 2, 2, KVMUX_FLAG_DEADLINE | KVMUX_FLAG_MORE, 5000, 6},
+    {"resp_get_more", KVMUX_FRAME_RESPONSE, 1, KVMUX_STATUS_OK, {U64(7)}, 8, "", "abc", 3,
+     2, KVMUX_FLAG_MORE, 0, 8},
+    {"resp_cont_last", KVMUX_FRAME_CONTINUATION, 1, 0, {0}, 0, "", "defgh", 5, 2, 0, 0, 0},
+    {"resp_get_ok_v2", KVMUX_FRAME_RESPONSE, 1, KVMUX_STATUS_OK, {U64(7)}, 8, "", "bar", 3,
+     2, 0, 0, 0},
+    {"resp_canceled", KVMUX_FRAME_RESPONSE, 6, KVMUX_STATUS_CANCELED, {0}, 0, "", {0}, 0,
+     2, 0, 0, 0},
+    {"cancel", KVMUX_FRAME_CANCEL, 6, 0, {0}, 0, "", {0}, 0, 2, 0, 0, 0},
+    {"window_update_conn", KVMUX_FRAME_WINDOW_UPDATE, 0, 0, {U32(524288u)}, 4, "", {0}, 0,
+     2, 0, 0, 0},
+    {"window_update_msg", KVMUX_FRAME_WINDOW_UPDATE, 2, 0, {U32(32768u)}, 4, "", {0}, 0,
+     2, 0, 0, 0},
+    {"goaway", KVMUX_FRAME_GOAWAY, 0, 0, {U32(9u), U32(0u)}, 8, "", "drain", 5, 2, 0, 0, 0},
+    {"goaway_flood", KVMUX_FRAME_GOAWAY, 0, 0, {U32(0u), U32(15u)}, 8, "", "cancel flood", 12,
+     2, 0, 0, 0},
+    {"error_flood", KVMUX_FRAME_ERROR, 0, KVMUX_ERR_FLOOD, {0}, 0, "", "flood", 5, 2, 0, 0, 0},
+    {"ping_v2", KVMUX_FRAME_PING, 0, 0, {1, 2, 3, 4, 5, 6, 7, 8}, 8, "", {0}, 0, 2, 0, 0, 0},
 };
 #define NVECS (sizeof VECS / sizeof VECS[0])
 
 static kvmux_frame vec_frame(const vec *v) {
     kvmux_frame f;
     memset(&f, 0, sizeof f);
-    f.version = 1;
+    f.version = v->version;
     f.type = v->type;
+    f.flags = v->flags;
+    f.deadline_ms = v->deadline_ms;
+    f.total_value_len = v->total_value_len;
     f.request_id = v->request_id;
     f.code = v->code;
     f.extras = v->extras;
@@ -153,7 +199,8 @@ static int frames_equal(const kvmux_frame *a, const kvmux_frame *b) {
     return a->version == b->version && a->type == b->type && a->flags == b->flags &&
            a->code == b->code && a->request_id == b->request_id &&
            a->extras_len == b->extras_len && a->key_len == b->key_len &&
-           a->value_len == b->value_len &&
+           a->value_len == b->value_len && a->deadline_ms == b->deadline_ms &&
+           a->total_value_len == b->total_value_len &&
            (a->extras_len == 0 || memcmp(a->extras, b->extras, a->extras_len) == 0) &&
            (a->key_len == 0 || memcmp(a->key, b->key, a->key_len) == 0) &&
            (a->value_len == 0 || memcmp(a->value, b->value, a->value_len) == 0);
@@ -185,6 +232,11 @@ static void test_vectors_both_ways(void) {
         uint8_t hdr[KVMUX_FRAME_HDR_LEN];
         kvmux_frame_encode_header(hdr, &f);
         CHECK(memcmp(hdr, h->bytes, KVMUX_FRAME_HDR_LEN) == 0);
+        /* The head (all but the value) is the vector minus its value. */
+        uint8_t head[KVMUX_FRAME_HEAD_MAX(64)];
+        size_t hn = kvmux_frame_encode_head(head, &f);
+        CHECK_EQ(hn, h->len - v->value_len);
+        CHECK(memcmp(head, h->bytes, hn) == 0);
 
         kvmux_frame d;
         memset(&d, 0xA5, sizeof d);
@@ -194,8 +246,9 @@ static void test_vectors_both_ways(void) {
             fprintf(stderr, "vector %s: decode mismatch\n", v->name);
             CHECK(0);
         }
-        /* Pointers point into the input buffer, not elsewhere. */
-        CHECK(d.extras == h->bytes + KVMUX_FRAME_HDR_LEN);
+        /* Pointers point into the input buffer, not elsewhere; extras
+         * start after the v2 prefixes. */
+        CHECK(d.extras == h->bytes + KVMUX_FRAME_HDR_LEN + kvmux_frame_prefix_len(&f));
         CHECK(d.value + d.value_len == h->bytes + h->len);
 
         /* One byte at a time: every prefix is "need more" and leaves *out
@@ -423,6 +476,8 @@ static void test_bad_version(void) {
     h[1] = 0;
     CHECK_EQ(decode_n(h, 2, KVMUX_DEFAULT_MAX_FRAME), -KVMUX_ERR_BAD_VERSION);
     h[1] = 2;
+    CHECK_EQ(decode_n(h, 2, KVMUX_DEFAULT_MAX_FRAME), 0); /* v2 is spoken */
+    h[1] = KVMUX_PROTO_VERSION_MAX + 1;
     CHECK_EQ(decode_n(h, 2, KVMUX_DEFAULT_MAX_FRAME), -KVMUX_ERR_BAD_VERSION);
     h[1] = 255;
     CHECK_EQ(decode_n(h, 2, KVMUX_DEFAULT_MAX_FRAME), -KVMUX_ERR_BAD_VERSION);
@@ -431,7 +486,7 @@ static void test_bad_version(void) {
 static void test_bad_type(void) {
     uint8_t h[KVMUX_FRAME_HDR_LEN];
     base_header(h, KVMUX_FRAME_REQUEST, 0, 3, 3);
-    /* Each reserved type explicitly. */
+    /* Each v2-only type explicitly, in a version-1 header. */
     for (int t = KVMUX_FRAME_CANCEL; t <= KVMUX_FRAME_CONTINUATION; t++) {
         h[2] = (uint8_t)t;
         CHECK_EQ(decode_n(h, 3, KVMUX_DEFAULT_MAX_FRAME), -KVMUX_ERR_BAD_TYPE);
@@ -634,7 +689,7 @@ static void test_names(void) {
     CHECK(strcmp(kvmux_wire_error_name(KVMUX_ERR_MAX + 1), "?") == 0);
     for (int c = 1; c <= KVMUX_ERR_MAX; c++) CHECK(strcmp(kvmux_wire_error_name(c), "?") != 0);
     CHECK(strcmp(kvmux_status_name(KVMUX_STATUS_NOT_FOUND), "NOT_FOUND") == 0);
-    for (int c = 0; c <= KVMUX_STATUS_SHUTTING_DOWN; c++)
+    for (int c = 0; c <= KVMUX_STATUS_MAX; c++)
         CHECK(strcmp(kvmux_status_name(c), "?") != 0);
     CHECK(strcmp(kvmux_status_name(99), "?") == 0);
     CHECK(strcmp(kvmux_opcode_name(KVMUX_OP_GET), "GET") == 0);

@@ -3,7 +3,8 @@
  * the handshake, wrong version and wrong direction once open, ERROR moving
  * the session to CLOSED, and the server's credits with BUSY at the limit.
  * Everything is sans-IO: bytes go from one session's encoder straight into
- * the other's decoder. */
+ * the other's decoder. (The v2 rules -- capped versions, v2 frame types
+ * and directions, GOAWAY, windows -- are in session_v2_test.c.) */
 #include "proto.h"
 #include "testutil.h"
 
@@ -72,19 +73,19 @@ static void test_handshake(void) {
     int m = kvmux_session_accept_hello(&s, &f, ack, "server-1");
     CHECK_EQ(m, KVMUX_FRAME_HDR_LEN + 8 + 24);
     CHECK_EQ(s.state, KVMUX_SESSION_OPEN);
-    CHECK_EQ(s.version, 1);
+    CHECK_EQ(s.version, KVMUX_PROTO_VERSION_MAX);
     CHECK_EQ(s.peer.max_frame_size, 65536); /* the client's advertisement */
 
     REQUIRE(m > 0);
     CHECK_EQ(kvmux_frame_decode(ack, (size_t)m, KVMUX_DEFAULT_MAX_FRAME, &f), m);
     CHECK_EQ(f.type, KVMUX_FRAME_HELLO_ACK);
     CHECK_EQ(f.version, KVMUX_HANDSHAKE_VERSION);
-    CHECK_EQ(f.code, 1);
+    CHECK_EQ(f.code, KVMUX_PROTO_VERSION_MAX);
     CHECK(f.key_len == 8 && memcmp(f.key, "server-1", 8) == 0);
     CHECK_EQ(kvmux_session_check_recv(&c, &f), 0);
     CHECK_EQ(kvmux_session_on_hello_ack(&c, &f), 0);
     CHECK_EQ(c.state, KVMUX_SESSION_OPEN);
-    CHECK_EQ(c.version, 1);
+    CHECK_EQ(c.version, KVMUX_PROTO_VERSION_MAX);
     CHECK_EQ(c.peer.max_outstanding, 16);
     CHECK_EQ(c.peer.max_key_size, 200);
 
@@ -121,22 +122,22 @@ static void test_negotiation(void) {
     kvmux_frame f;
     int m;
 
-    /* Overlap: a future client offering 1..5 gets 1 from this server. */
+    /* Overlap: a future client offering 1..5 gets this server's highest. */
     size_t n = mk_hello(buf, 1, 5, NULL, 0);
     REQUIRE(kvmux_frame_decode(buf, n, KVMUX_DEFAULT_MAX_FRAME, &f) == (int)n);
     kvmux_session_init(&s, KVMUX_ROLE_SERVER, NULL);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), 0);
     m = kvmux_session_accept_hello(&s, &f, ack, "srv");
     CHECK(m > 0);
-    CHECK_EQ(s.version, 1);
+    CHECK_EQ(s.version, KVMUX_PROTO_VERSION_MAX);
     REQUIRE(m > 0);
     CHECK_EQ(kvmux_frame_decode(ack, (size_t)m, KVMUX_DEFAULT_MAX_FRAME, &f), m);
-    CHECK_EQ(f.code, 1);
+    CHECK_EQ(f.code, KVMUX_PROTO_VERSION_MAX);
     /* Peer settings absent from HELLO stay at the defaults. */
     CHECK_EQ(s.peer.max_frame_size, KVMUX_DEFAULT_MAX_FRAME);
 
     /* No overlap: UNSUPPORTED_VERSION, nothing written, session closed. */
-    n = mk_hello(buf, 2, 3, NULL, 0);
+    n = mk_hello(buf, KVMUX_PROTO_VERSION_MAX + 1, KVMUX_PROTO_VERSION_MAX + 2, NULL, 0);
     REQUIRE(kvmux_frame_decode(buf, n, KVMUX_DEFAULT_MAX_FRAME, &f) == (int)n);
     kvmux_session_init(&s, KVMUX_ROLE_SERVER, NULL);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), 0);
@@ -267,8 +268,16 @@ static void test_open_checks(void) {
     CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_HANDSHAKE);
     f = mk(KVMUX_FRAME_HELLO_ACK, 1, 0);
     CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_HANDSHAKE);
-    /* Wrong version after the handshake (as if a peer switched). */
-    const uint8_t wrong[] = {0, 2, 3, 255};
+    /* Wrong version after the handshake (as if a peer switched); an ERROR
+     * may still carry the handshake version 1, the others may not. */
+    REQUIRE(v != 1);
+    f = mk(KVMUX_FRAME_REQUEST, 1, 1);
+    CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_BAD_VERSION);
+    f = mk(KVMUX_FRAME_RESPONSE, 1, 1);
+    CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_BAD_VERSION);
+    f = mk(KVMUX_FRAME_PING, 1, 0);
+    CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_BAD_VERSION);
+    const uint8_t wrong[] = {0, 3, 4, 255};
     for (size_t i = 0; i < sizeof wrong; i++) {
         f = mk(KVMUX_FRAME_REQUEST, wrong[i], 1);
         CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_BAD_VERSION);
@@ -282,12 +291,8 @@ static void test_open_checks(void) {
     CHECK_EQ(s.state, KVMUX_SESSION_OPEN);
     CHECK_EQ(c.state, KVMUX_SESSION_OPEN);
 
-    /* A negotiated version other than the handshake version: frames must
-     * carry it; ERROR may carry either. Simulated by setting the field, as
-     * this build speaks only v1. */
-    s.version = 2;
-    f = mk(KVMUX_FRAME_REQUEST, 1, 1);
-    CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_BAD_VERSION);
+    /* The negotiated version (2) differs from the handshake version: frames
+     * must carry it; ERROR may carry either. */
     f = mk(KVMUX_FRAME_REQUEST, 2, 1);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), 0);
     f = mk(KVMUX_FRAME_ERROR, 1, 0);

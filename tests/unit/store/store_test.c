@@ -1,8 +1,10 @@
 /* Unit tests for src/server/store.c: every operation's statuses and
  * versions, INCR parsing and overflow, TTL expiry with an injected clock,
  * WAIT registration / fire / cancel (including placeholders for absent
- * keys), growth to many keys, and writers on 4 threads (versions unique,
- * INCR exact). */
+ * keys), growth to many keys, writers on 4 threads (versions unique,
+ * INCR exact), and refcounted values: installed without copying, kept
+ * whole by a reader's reference across overwrites, dropped exactly once
+ * (also by threads racing writers, for TSan). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -557,6 +559,120 @@ static void test_concurrent(void) {
     kvmux_store_free(s);
 }
 
+/* ---- refcounted values ---- */
+
+typedef struct holdbuf {
+    kvmux_store_value *held;
+    const uint8_t *ptr;
+    uint64_t version;
+} holdbuf;
+
+static int read_hold(void *ud, uint64_t version, const uint8_t *v, size_t len) {
+    holdbuf *hb = ud;
+    hb->version = version;
+    hb->ptr = v;
+    hb->held = len ? kvmux_store_value_hold(v) : NULL;
+    return 0;
+}
+
+static void test_values(void) {
+    kvmux_store *s = new_store(4);
+    /* A caller-built value is installed as is: GET sees the same bytes. */
+    kvmux_store_value *v = kvmux_store_value_new(s, 5);
+    REQUIRE(v);
+    CHECK_EQ(kvmux_store_value_len(v), 5);
+    memcpy(kvmux_store_value_data(v), "hello", 5);
+    const uint8_t *where = kvmux_store_value_data(v);
+    uint64_t ver = 0;
+    CHECK_EQ(kvmux_store_set_value(s, K("v:k"), v, 0, &ver), KVMUX_STATUS_OK);
+    holdbuf hb = {0};
+    CHECK_EQ(kvmux_store_get(s, K("v:k"), read_hold, &hb), KVMUX_STATUS_OK);
+    CHECK(hb.ptr == where); /* not copied */
+    CHECK_EQ(hb.version, ver);
+    /* The held reference keeps the old bytes after an overwrite and a
+     * delete. */
+    CHECK_EQ(kvmux_store_set(s, K("v:k"), (const uint8_t *)"world", 5, 0, NULL),
+             KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_store_del(s, K("v:k")), KVMUX_STATUS_OK);
+    CHECK(memcmp(kvmux_store_value_data(hb.held), "hello", 5) == 0);
+    kvmux_store_value *again = kvmux_store_value_retain(hb.held);
+    CHECK(again == hb.held);
+    kvmux_store_value_release(hb.held);
+    CHECK(memcmp(kvmux_store_value_data(again), "hello", 5) == 0);
+    kvmux_store_value_release(again); /* last one: freed (ASan checks) */
+    kvmux_store_value_release(NULL);
+    /* An empty value: NULL. */
+    CHECK_EQ(kvmux_store_set_value(s, K("v:e"), NULL, 0, NULL), KVMUX_STATUS_OK);
+    readbuf rb = {0};
+    CHECK_EQ(kvmux_store_get(s, K("v:e"), read_into, &rb), KVMUX_STATUS_OK);
+    CHECK_EQ(rb.len, 0);
+    CHECK(kvmux_store_value_new(s, 0) == NULL);
+    /* CAS with a built value: consumed on every result. */
+    v = kvmux_store_value_new(s, 3);
+    REQUIRE(v);
+    memcpy(kvmux_store_value_data(v), "abc", 3);
+    CHECK_EQ(kvmux_store_cas_value(s, K("v:c"), 12345, v, 0, &ver), KVMUX_STATUS_NOT_FOUND);
+    v = kvmux_store_value_new(s, 3);
+    REQUIRE(v);
+    memcpy(kvmux_store_value_data(v), "abc", 3);
+    CHECK_EQ(kvmux_store_cas_value(s, K("v:c"), 0, v, 0, &ver), KVMUX_STATUS_OK);
+    v = kvmux_store_value_new(s, 3);
+    REQUIRE(v);
+    CHECK_EQ(kvmux_store_cas_value(s, K("v:c"), ver + 1000, v, 0, NULL),
+             KVMUX_STATUS_VERSION_MISMATCH);
+    CHECK_EQ(kvmux_store_get(s, K("v:c"), read_into, &rb), KVMUX_STATUS_OK);
+    CHECK(rb.len == 3 && memcmp(rb.data, "abc", 3) == 0);
+    /* INCR reads a value built by hand. */
+    v = kvmux_store_value_new(s, 2);
+    REQUIRE(v);
+    memcpy(kvmux_store_value_data(v), "41", 2);
+    CHECK_EQ(kvmux_store_set_value(s, K("v:n"), v, 0, NULL), KVMUX_STATUS_OK);
+    int64_t n = 0;
+    CHECK_EQ(kvmux_store_incr(s, K("v:n"), 1, &n, NULL), KVMUX_STATUS_OK);
+    CHECK_EQ(n, 42);
+    kvmux_store_free(s);
+}
+
+/* Readers holding values on some threads while writers overwrite the key
+ * on others: every held value is whole, every reference dropped once. */
+static kvmux_store *g_vs;
+static _Atomic int g_torn;
+
+static void *value_writer(void *arg) {
+    uint8_t buf[4096];
+    for (int i = 0; i < 2000; i++) {
+        memset(buf, (int)((uintptr_t)arg * 64 + (unsigned)i % 64), sizeof buf);
+        kvmux_store_set(g_vs, K("v:shared"), buf, sizeof buf, 0, NULL);
+    }
+    return NULL;
+}
+
+static void *value_reader(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 2000; i++) {
+        holdbuf hb = {0};
+        if (kvmux_store_get(g_vs, K("v:shared"), read_hold, &hb) != KVMUX_STATUS_OK) continue;
+        const uint8_t *p = kvmux_store_value_data(hb.held);
+        for (size_t j = 1; j < kvmux_store_value_len(hb.held); j++)
+            if (p[j] != p[0]) {
+                atomic_fetch_add(&g_torn, 1);
+                break;
+            }
+        kvmux_store_value_release(hb.held);
+    }
+    return NULL;
+}
+
+static void test_values_concurrent(void) {
+    g_vs = new_store(1);
+    pthread_t t[4];
+    for (uintptr_t i = 0; i < 2; i++) REQUIRE(pthread_create(&t[i], NULL, value_writer, (void *)i) == 0);
+    for (int i = 2; i < 4; i++) REQUIRE(pthread_create(&t[i], NULL, value_reader, NULL) == 0);
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    CHECK_EQ(atomic_load(&g_torn), 0);
+    kvmux_store_free(g_vs);
+}
+
 int main(void) {
     test_siphash();
     test_options();
@@ -568,5 +684,7 @@ int main(void) {
     test_many_keys();
     test_out_of_memory();
     test_concurrent();
+    test_values();
+    test_values_concurrent();
     return test_report();
 }

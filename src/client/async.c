@@ -1,0 +1,576 @@
+/* kvmux client async requests: the submit path of kvmux_call_async /
+ * kvmux_call_future (and their try variants), the bounded backlog of
+ * requests waiting for a credit, completion routing, per-request deadlines,
+ * and running callbacks.
+ *
+ * Design. An async request is an op (struct kvmux_future, client_internal.h)
+ * taken from the client's free list, so a request in steady state costs no
+ * allocation besides its reply value. Under the client mutex a submit
+ *   1. fails fast on a dead connection and checks req exactly as kvmux_call
+ *      does (kvmux__call_check: same limits, same codes);
+ *   2. if a credit is free, the outbound queue has room and nobody waits in
+ *      the backlog, takes a pending slot and encodes the frame straight into
+ *      the outbound buffer (kvmux__call_encode), like a synchronous call;
+ *   3. otherwise (non-try only) copies key and value into the op's own
+ *      buffer and appends it to the backlog, a FIFO bounded by queue_limit
+ *      requests and queue_bytes_limit bytes; the try variants and a full
+ *      backlog say KVMUX_EAGAIN;
+ *   4. pushes the op's deadline on the client's timer heap.
+ * A submit never sleeps, so an event loop (or a callback) can always
+ * submit. The backlog is drained in order by kvmux__async_pump whenever a
+ * credit or queue room comes back (a reply, a synchronous caller releasing
+ * its slot, the writer finishing a batch, the handshake completing), and it
+ * is served before synchronous callers waiting for a slot: they sleep and
+ * can take their turn later, the backlog cannot sleep.
+ *
+ * Completion is one path: the reader (or a connection failure) completes
+ * the slot, kvmux__slot_finish moves the result into the op and frees the
+ * slot at once (the credit returns immediately), and op_complete routes
+ * it: a future gets done = 1 (release order, so kvmux_future_poll is one
+ * atomic load) and its waiting thread, if any, is woken; a callback op is
+ * appended to the DONE list, which the client's completion thread (threaded
+ * mode, dispatcher.c) or the event-loop handler (loop.c) runs with
+ * kvmux__async_run_done, without the lock, in completion order. A deadline
+ * that passes first (kvmux__async_expire, run by the same completion
+ * thread or the loop's timer) completes the op with KVMUX_ETIMEDOUT; a sent
+ * request's slot becomes a TOMBSTONE that keeps its id until the late reply
+ * (pending.c), so a late reply can never complete a newer request. Each op
+ * is completed exactly once because every path removes it from the one
+ * place it was waiting (backlog or slot) under the mutex before completing
+ * it.
+ *
+ * Cancellation (kvmux_future_cancel, kvmux_cancel; freeing a pending
+ * future) completes the op at once with KVMUX_ECANCELED and abandons its
+ * slot (kvmux__slot_abandon): on v2 a CANCEL goes to the server, which
+ * stops a parked WAIT or an upload and answers CANCELED -- or the real
+ * answer, if it crossed the CANCEL; either way exactly one reply, which
+ * frees the tombstone. Handles are a per-client counter (never 0, never
+ * reused), so a stale handle finds nothing rather than another request;
+ * the lookup is a scan of the backlog and the slots (cancels are rare).
+ *
+ * What it is not: the future API (waiting, results) is future.c, the
+ * completion thread dispatcher.c, the event-loop driver loop.c; the
+ * encoding and the limits are call.c's.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client_internal.h"
+#include "clock.h"
+
+/* An op's key/value copy larger than this is freed when the op is
+ * recycled, so one burst of large queued values does not pin memory. */
+#define ASYNC_BUF_KEEP 4096u
+
+/* The op that owns timer t. */
+static kvmux__op *async_op_of(kvmux__timer *t) {
+    return (kvmux__op *)(void *)((char *)t - offsetof(kvmux__op, timer));
+}
+
+/* A cleared op from the free list, or a new one. NULL on out of memory. */
+static kvmux__op *async_op_alloc(kvmux_client *c) {
+    kvmux__op *op = c->free_ops;
+    if (op) {
+        c->free_ops = op->next;
+        c->free_n--;
+    } else {
+        op = calloc(1, sizeof *op);
+        if (!op) return NULL;
+    }
+    uint8_t *buf = op->buf;
+    size_t bufcap = op->bufcap;
+    memset(op, 0, sizeof *op);
+    op->buf = buf;
+    op->bufcap = bufcap;
+    op->c = c;
+    op->timer.idx = KVMUX__TIMER_NONE;
+    atomic_init(&op->done, 0);
+    c->ops_out++;
+    return op;
+}
+
+/* Free an op that is on no list. */
+static void async_op_destroy(kvmux__op *op) {
+    free(op->reply.value);
+    free(op->buf);
+    free(op);
+}
+
+void kvmux__op_recycle(kvmux_client *c, kvmux__op *op) {
+    free(op->reply.value);
+    op->reply.value = NULL;
+    if (op->bufcap > ASYNC_BUF_KEEP) {
+        free(op->buf);
+        op->buf = NULL;
+        op->bufcap = 0;
+    }
+    op->state = KVMUX__OP_FREE;
+    c->ops_out--;
+    /* Keep as many as can be pending at once; more would only be idle
+     * memory after a burst of futures the caller held on to. */
+    uint64_t keep = (uint64_t)c->pending.nslots + c->opts.queue_limit;
+    if (c->free_n >= keep) {
+        async_op_destroy(op);
+        return;
+    }
+    op->next = c->free_ops;
+    c->free_ops = op;
+    c->free_n++;
+}
+
+/* Append op to the backlog (flen: its encoded size). */
+static void backlog_append(kvmux_client *c, kvmux__op *op, size_t flen) {
+    op->state = KVMUX__OP_QUEUED;
+    op->flen = flen;
+    op->next = NULL;
+    op->prev = c->backlog_tail;
+    if (c->backlog_tail) c->backlog_tail->next = op;
+    else c->backlog_head = op;
+    c->backlog_tail = op;
+    c->backlog_n++;
+    c->backlog_bytes += flen;
+}
+
+/* Take op (QUEUED) out of the backlog. */
+static void backlog_unlink(kvmux_client *c, kvmux__op *op) {
+    if (op->prev) op->prev->next = op->next;
+    else c->backlog_head = op->next;
+    if (op->next) op->next->prev = op->prev;
+    else c->backlog_tail = op->prev;
+    op->next = op->prev = NULL;
+    c->backlog_n--;
+    c->backlog_bytes -= op->flen;
+}
+
+/* Route a finished op (result and reply set; on no list, holds no slot). */
+static void op_complete(kvmux_client *c, kvmux__op *op) {
+    kvmux__theap_remove(&c->timers, &op->timer);
+    op->state = KVMUX__OP_DONE;
+    if (op->kind == KVMUX__OP_FUTURE) {
+        atomic_store_explicit(&op->done, 1, memory_order_release);
+        kvmux__waiter *w = op->waiter;
+        if (w) {
+            /* Lock order: client mutex (held) -> waiter mutex. */
+            pthread_mutex_lock(&w->mu);
+            w->fired = 1;
+            pthread_cond_signal(&w->cond);
+            pthread_mutex_unlock(&w->mu);
+        }
+        return;
+    }
+    op->next = NULL;
+    if (c->done_tail) c->done_tail->next = op;
+    else c->done_head = op;
+    c->done_tail = op;
+    if (c->mode == KVMUX__MODE_THREADED) kvmux__disp_kick(c);
+}
+
+/* Take a slot for op and encode req into c->out (a credit is free, room
+ * is reserved). */
+static void async_admit(kvmux_client *c, kvmux__op *op, const kvmux_request *req,
+                        kvmux__bigmsg *big) {
+    uint32_t id = 0;
+    kvmux__slot *s = kvmux__pending_take(&c->pending, &id);
+    if (kvmux__call_encode(c, req, id, big, op->timer.deadline) != 0) {
+        /* The transfer could not be planned (call_check prevents it). */
+        kvmux__pending_release(&c->pending, s);
+        op->result = KVMUX_ETOOBIG;
+        op_complete(c, op);
+        return;
+    }
+    s->op = (uint8_t)req->op;
+    s->want_value = 0;
+    s->aop = op;
+    op->slot = s;
+    op->state = KVMUX__OP_INFLIGHT;
+    if (c->disp_batching && pthread_equal(pthread_self(), c->disp)) {
+        /* Submitted by a callback of this client: one kick when the batch
+         * of callbacks ends, so the whole round leaves in one send().
+         * (Synchronous calls and future waits from a callback kick at
+         * once, which flushes these too.) */
+        c->kick_deferred = 1;
+        return;
+    }
+    kvmux__writer_kick(c);
+}
+
+/* Copy req's key and value into op's buffer and point op->req at the
+ * copies. Returns 0 or KVMUX_ENOMEM. */
+static int async_copy_req(kvmux__op *op, const kvmux_request *req) {
+    size_t klen = req->op == KVMUX_PING ? 0 : req->key_len;
+    size_t vlen = (req->op == KVMUX_SET || req->op == KVMUX_CAS) ? req->value_len : 0;
+    size_t need = klen + vlen;
+    if (need > op->bufcap) {
+        uint8_t *p = realloc(op->buf, need);
+        if (!p) return KVMUX_ENOMEM;
+        op->buf = p;
+        op->bufcap = need;
+    }
+    op->req = *req;
+    if (klen) memcpy(op->buf, req->key, klen);
+    if (vlen) memcpy(op->buf + klen, req->value, vlen);
+    op->req.key = klen ? op->buf : NULL;
+    op->req.value = vlen ? op->buf + klen : NULL;
+    if (!klen) op->req.key_len = 0;
+    if (!vlen) op->req.value_len = 0;
+    return 0;
+}
+
+/* Make big's copy (key then value) op's backlog copy and free the rest of
+ * big: the value stays copied once. */
+static void async_adopt_copy(kvmux__op *op, const kvmux_request *req, kvmux__bigmsg *big) {
+    free(op->buf);
+    op->buf = big->buf;
+    op->bufcap = (size_t)big->key_len + big->value_len;
+    big->buf = NULL;
+    kvmux__big_free(big);
+    op->req = *req;
+    op->req.key = op->buf;
+    op->req.value = op->buf + req->key_len;
+}
+
+/* The one submit path; see the file comment. Exactly one of cb / fut is
+ * used, according to kind. */
+static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                        kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
+                        kvmux_future **fut, int try_only, kvmux_handle *handle) {
+    if (!c || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT) return KVMUX_EINVAL;
+    if (kind == KVMUX__OP_CALLBACK ? !cb : !fut) return KVMUX_EINVAL;
+    int64_t tmo = timeout_ms;
+    if (timeout_ms == KVMUX_TIMEOUT_DEFAULT) {
+        /* As kvmux_wait: the server may hold a WAIT for wait_ms. */
+        tmo = c->opts.request_timeout_ms;
+        if (req->op == KVMUX_WAIT) tmo += req->wait_ms;
+    }
+
+    /* A value sent fragmented is copied (once) before taking the lock;
+     * if the request has to wait in the backlog, that copy is its backlog
+     * copy (same layout: key then value). */
+    kvmux__bigmsg *big = NULL;
+    if (c->mode == KVMUX__MODE_THREADED) {
+        size_t fl = 0;
+        if (kvmux__call_check(c, req, &fl) == 0 && fl > c->peer_max_frame &&
+            kvmux__big_prepare(c, req, NULL, &big) != 0)
+            return KVMUX_ENOMEM;
+    }
+
+    pthread_mutex_lock(&c->mu);
+    int rc = c->fatal;
+    if (rc != 0) goto out;
+    rc = KVMUX_ESHUTDOWN; /* GOAWAY received: nothing new on this connection */
+    if (c->draining) goto out;
+    size_t flen = 0;
+    rc = kvmux__call_check(c, req, &flen);
+    if (rc != 0) goto out;
+    if (c->mode == KVMUX__MODE_THREADED && !c->disp_started) {
+        rc = kvmux__disp_start(c);
+        if (rc != 0) goto out;
+    }
+    int direct = c->backlog_head == NULL && c->pending.nfree > 0 && !kvmux__queue_full(c, flen);
+    if (!direct) {
+        rc = KVMUX_EAGAIN;
+        if (try_only) goto out;
+        if (c->backlog_n >= c->opts.queue_limit) goto out;
+        /* An empty backlog admits any single request, as the outbound
+         * queue does, so no request is unsubmittable. */
+        size_t lim = c->opts.queue_bytes_limit;
+        if (c->backlog_n > 0 && (c->backlog_bytes >= lim || flen > lim - c->backlog_bytes))
+            goto out;
+    }
+    /* Everything that can fail before anything changes. */
+    rc = KVMUX_ENOMEM;
+    if (kvmux__theap_reserve(&c->timers, c->timers.n + 1) != 0) goto out;
+    if (direct && !big && kvmux__out_reserve(c, flen) != 0) goto out;
+    kvmux__op *op = async_op_alloc(c);
+    if (!op) goto out;
+    if (!direct && big) {
+        async_adopt_copy(op, req, big);
+        big = NULL;
+    } else if (!direct && async_copy_req(op, req) != 0) {
+        kvmux__op_recycle(c, op);
+        goto out;
+    }
+    rc = 0;
+    op->kind = kind;
+    op->handle = ++c->next_handle;
+    if (handle) *handle = op->handle;
+    op->cb = cb;
+    op->user_data = user_data;
+    op->timer.deadline = kvmux__now_ms() + tmo;
+    kvmux__theap_push(&c->timers, &op->timer); /* room reserved: cannot fail */
+    kvmux__timers_changed(c, op->timer.deadline);
+    if (direct) async_admit(c, op, req, big);
+    else backlog_append(c, op, flen);
+    big = NULL;
+    if (kind == KVMUX__OP_FUTURE) {
+        op->lprev = NULL;
+        op->lnext = c->live_futures;
+        if (op->lnext) op->lnext->lprev = op;
+        c->live_futures = op;
+        *fut = op;
+    }
+out:
+    pthread_mutex_unlock(&c->mu);
+    kvmux__big_free(big); /* prepared, not used */
+    return rc;
+}
+
+int kvmux_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                     kvmux_reply_cb cb, void *user_data) {
+    return async_submit(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, user_data, NULL, 0, NULL);
+}
+
+int kvmux_call_async_handle(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                            kvmux_reply_cb cb, void *user_data, kvmux_handle *handle) {
+    if (!handle) return KVMUX_EINVAL;
+    return async_submit(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, user_data, NULL, 0,
+                        handle);
+}
+
+int kvmux_try_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                         kvmux_reply_cb cb, void *user_data) {
+    return async_submit(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, user_data, NULL, 1, NULL);
+}
+
+int kvmux_call_future(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                      kvmux_future **out) {
+    return async_submit(c, req, timeout_ms, KVMUX__OP_FUTURE, NULL, NULL, out, 0, NULL);
+}
+
+int kvmux_try_call_future(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                          kvmux_future **out) {
+    return async_submit(c, req, timeout_ms, KVMUX__OP_FUTURE, NULL, NULL, out, 1, NULL);
+}
+
+void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s) {
+    kvmux__op *op = s->aop;
+    if (!op) {
+        /* A synchronous caller: it collects the result itself. */
+        s->done = 1;
+        pthread_cond_signal(&s->cond);
+        return;
+    }
+    op->result = s->result;
+    op->reply = s->reply;
+    memset(&s->reply, 0, sizeof s->reply);
+    s->aop = NULL;
+    op->slot = NULL;
+    kvmux__pending_release(&c->pending, s);
+    op_complete(c, op);
+    kvmux__slot_freed(c);
+}
+
+void kvmux__slot_freed(kvmux_client *c) {
+    kvmux__async_pump(c);
+    if (c->slot_waiters > 0 && c->pending.nfree > 0) pthread_cond_signal(&c->slot_cond);
+}
+
+void kvmux__async_pump(kvmux_client *c) {
+    while (c->backlog_head && c->fatal == 0 && !c->draining && c->pending.nfree > 0) {
+        kvmux__op *op = c->backlog_head;
+        size_t flen = 0;
+        /* Checked again: in event-loop mode the request may have been
+         * queued before the server's limits were known. */
+        int rc = kvmux__call_check(c, &op->req, &flen);
+        if (rc == 0 && kvmux__queue_full(c, flen)) break;
+        kvmux__bigmsg *big = NULL;
+        /* A fragmented value takes over op's copy: copied once only. */
+        if (rc == 0) rc = kvmux__call_prepare(c, &op->req, flen, op, &big);
+        backlog_unlink(c, op);
+        if (rc != 0) {
+            op->result = rc;
+            op_complete(c, op);
+            continue;
+        }
+        async_admit(c, op, &op->req, big);
+    }
+}
+
+void kvmux__async_fail(kvmux_client *c, int code) {
+    while (c->backlog_head) {
+        kvmux__op *op = c->backlog_head;
+        backlog_unlink(c, op);
+        op->result = code;
+        op_complete(c, op);
+    }
+}
+
+void kvmux__async_expire(kvmux_client *c, int64_t now) {
+    kvmux__timer *t;
+    while ((t = kvmux__theap_min(&c->timers)) != NULL && t->deadline <= now) {
+        kvmux__op *op = async_op_of(t);
+        if (op->state == KVMUX__OP_QUEUED) {
+            backlog_unlink(c, op);
+        } else if (op->state == KVMUX__OP_INFLIGHT) {
+            /* The id and credit stay reserved until the late reply. */
+            kvmux__slot *s = op->slot;
+            s->aop = NULL;
+            op->slot = NULL;
+            kvmux__pending_tombstone(&c->pending, s);
+        }
+        op->result = KVMUX_ETIMEDOUT;
+        op_complete(c, op); /* removes the timer */
+    }
+}
+
+void kvmux__async_run_done(kvmux_client *c) {
+    pthread_mutex_lock(&c->mu);
+    while (c->done_head) {
+        kvmux__op *batch = c->done_head;
+        c->done_head = c->done_tail = NULL;
+        /* Threaded mode: writer kicks from these callbacks wait for the end
+         * of the batch (kvmux__writer_kick). The loop driver batches by
+         * itself: it writes on the next writable event. */
+        c->disp_batching = c->mode == KVMUX__MODE_THREADED;
+        pthread_mutex_unlock(&c->mu);
+        /* No lock while user code runs: it may submit, wait or close. */
+        for (kvmux__op *op = batch; op; op = op->next)
+            op->cb(c, op->result, &op->reply, op->user_data);
+        pthread_mutex_lock(&c->mu);
+        c->disp_batching = 0;
+        if (c->kick_deferred) {
+            c->kick_deferred = 0;
+            kvmux__writer_kick(c);
+        }
+        /* One lock round recycles the whole batch. */
+        while (batch) {
+            kvmux__op *next = batch->next;
+            kvmux__op_recycle(c, batch);
+            batch = next;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+void kvmux__async_release_all(kvmux_client *c) {
+    for (kvmux__op *f = c->live_futures; f; f = f->lnext) f->detached = 1;
+    c->live_futures = NULL;
+    /* Defensive: callbacks never run (impossible once the connection has
+     * failed and the completion thread has drained) must not leak. */
+    while (c->done_head) {
+        kvmux__op *op = c->done_head;
+        c->done_head = op->next;
+        async_op_destroy(op);
+    }
+    c->done_tail = NULL;
+    while (c->free_ops) {
+        kvmux__op *op = c->free_ops;
+        c->free_ops = op->next;
+        async_op_destroy(op);
+    }
+    c->free_n = 0;
+}
+
+/* ---- used by future.c ---- */
+
+/* Cancel a pending future's request locally (lock held): see
+ * kvmux_future_free. */
+void kvmux__future_cancel(kvmux_client *c, kvmux__op *f) {
+    if (f->state == KVMUX__OP_QUEUED) {
+        backlog_unlink(c, f);
+    } else if (f->state == KVMUX__OP_INFLIGHT) {
+        kvmux__slot *s = f->slot;
+        s->aop = NULL;
+        f->slot = NULL;
+        kvmux__slot_abandon(c, s);
+    }
+    kvmux__theap_remove(&c->timers, &f->timer);
+    f->state = KVMUX__OP_DONE;
+}
+
+/* ---- cancellation ---- */
+
+/* Queue a CANCEL for id (lock held). Returns 0 or KVMUX_ENOMEM. */
+static int cancel_send(kvmux_client *c, uint32_t id) {
+    if (kvmux__out_reserve(c, KVMUX_CANCEL_LEN) != 0) return KVMUX_ENOMEM;
+    c->out.len += kvmux_encode_cancel(c->out.data + c->out.len, c->version, id);
+    c->out.frames++;
+    kvmux__writer_kick(c);
+    return 0;
+}
+
+void kvmux__slot_abandon(kvmux_client *c, kvmux__slot *s) {
+    s->aop = NULL;
+    s->asm_dst = NULL; /* the rest of a fragmented reply is only counted */
+    if (c->version >= KVMUX_PROTO_V2 && c->fatal == 0 &&
+        kvmux__out_reserve(c, KVMUX_CANCEL_LEN) == 0 &&
+        kvmux_rate_allow(&c->cancel_rate, (uint64_t)kvmux__now_ms())) {
+        /* Room for the CANCEL is reserved first: a transfer stopped
+         * half-way must be followed by its CANCEL, or the server would
+         * wait for the rest of it. */
+        int started = kvmux__big_abort(c, s->id);
+        if (started == 0) {
+            /* Not one byte of it left: the server will never answer. */
+            kvmux__pending_release(&c->pending, s);
+            kvmux__slot_freed(c);
+            return;
+        }
+        (void)cancel_send(c, s->id); /* room reserved: cannot fail */
+    }
+    kvmux__pending_tombstone(&c->pending, s);
+}
+
+/* Cancel op (QUEUED or INFLIGHT, lock held): it leaves the backlog or its
+ * slot (abandoned: CANCEL on v2) and completes with KVMUX_ECANCELED. */
+static void op_cancel(kvmux_client *c, kvmux__op *op) {
+    if (op->state == KVMUX__OP_QUEUED) {
+        backlog_unlink(c, op);
+    } else {
+        kvmux__slot *s = op->slot;
+        op->slot = NULL;
+        kvmux__slot_abandon(c, s);
+    }
+    op->result = KVMUX_ECANCELED;
+    memset(&op->reply, 0, sizeof op->reply);
+    op_complete(c, op);
+    if (c->mode == KVMUX__MODE_LOOP && op->kind == KVMUX__OP_CALLBACK && c->in_handler == 0 &&
+        c->attached) {
+        /* Its callback runs from the loop's next timer event, not from
+         * inside kvmux_cancel. */
+        c->hooks.schedule_timer(c->hooks.data, 0);
+        c->timer_at = kvmux__now_ms();
+    }
+}
+
+int kvmux_future_cancel(kvmux_future *f) {
+    if (!f) return KVMUX_EINVAL;
+    if (f->detached) return 0; /* complete: its client is gone */
+    kvmux_client *c = f->c;
+    pthread_mutex_lock(&c->mu);
+    if (f->state == KVMUX__OP_QUEUED || f->state == KVMUX__OP_INFLIGHT) op_cancel(c, f);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+int kvmux_cancel(kvmux_client *c, kvmux_handle h) {
+    if (!c || h == 0) return KVMUX_EINVAL;
+    pthread_mutex_lock(&c->mu);
+    kvmux__op *op = NULL;
+    for (kvmux__op *o = c->backlog_head; o && !op; o = o->next)
+        if (o->handle == h) op = o;
+    for (uint32_t i = 0; i < c->pending.nslots && !op; i++) {
+        kvmux__slot *s = &c->pending.slots[i];
+        if (s->state == KVMUX__SLOT_WAITING && s->aop && s->aop->handle == h) op = s->aop;
+    }
+    int rc = KVMUX_ENOTFOUND;
+    if (op && op->kind == KVMUX__OP_CALLBACK) {
+        op_cancel(c, op);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+/* Take f off c's live list (lock held). */
+void kvmux__future_unlink(kvmux_client *c, kvmux__op *f) {
+    if (f->lprev) f->lprev->lnext = f->lnext;
+    else c->live_futures = f->lnext;
+    if (f->lnext) f->lnext->lprev = f->lprev;
+    f->lnext = f->lprev = NULL;
+}
+
+/* Free a detached future (its client is gone). */
+void kvmux__future_destroy(kvmux__op *f) {
+    async_op_destroy(f);
+}

@@ -1,0 +1,358 @@
+/* kvmux client event-loop driver: kvmux_async_connect, kvmux_async_attach
+ * and the kvmux_async_handle_read/_write/_timeout entry points, for
+ * applications whose own event loop (libuv, libevent, epoll, ...) drives
+ * the socket, as with hiredis' async context.
+ *
+ * Design. This file replaces only the driver: the reader thread, the
+ * writer thread and the completion thread of threaded mode. Everything
+ * else -- the pending table, request encoding and admission (call.c,
+ * async.c), reply decoding and completion (kvmux__reader_process), the
+ * backlog, the timer heap, the callback runner -- is the same code. The
+ * client is single-threaded in this mode: every entry point runs on the
+ * loop thread. The client mutex is still taken by the shared code; it is
+ * never contended here, which costs two uncontended atomic operations per
+ * lock round and keeps one implementation.
+ *
+ * The socket is non-blocking throughout. kvmux_async_connect starts the
+ * TCP connect and encodes HELLO into the outbound buffer; once the loop
+ * reports writability, the connect result is checked (SO_ERROR) and HELLO
+ * goes out with the first flush; HELLO_ACK is decoded in handle_read with
+ * the same code as the blocking connect (kvmux__handshake_reply), which
+ * sizes the pending table; the backlog of requests submitted meanwhile is
+ * then admitted. Until then the pending table has no slots, so every
+ * submit waits in the backlog, and the limits used for the early checks
+ * are the protocol's (they are checked again on admission).
+ *
+ * Writes are coalesced the way the loop naturally batches: a submit only
+ * appends to the outbound buffer and asks for writability (once, when not
+ * already watching), so all requests submitted by one round of callbacks
+ * go out in one send() from handle_write. handle_read reads up to
+ * LOOP_READ_ROUNDS buffers per call, so one busy connection cannot starve
+ * the rest of the loop. Only one timer is ever asked of the loop: armed
+ * for the earliest deadline (a request's, or the handshake's), re-armed
+ * only when a new deadline is earlier than the armed one; a timer firing
+ * early just re-arms.
+ *
+ * Re-entrancy: handlers and kvmux_close run callbacks; a callback may
+ * call kvmux_close, which then only fails the connection and marks the
+ * close deferred (in_handler > 0); the outermost handler finishes it when
+ * the callbacks have unwound (hiredis' REDIS_IN_CALLBACK, Redis'
+ * freeClientAsync).
+ *
+ * What it is not: no threads, no blocking, no poll() of its own; the
+ * hooks are the only way it talks to the loop.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client_internal.h"
+#include "clock.h"
+
+/* recv() rounds per handle_read call (each up to the receive buffer). */
+#define LOOP_READ_ROUNDS 16
+
+/* ---- hooks (lock held or not: single-threaded) ---- */
+
+static void loop_watch(kvmux_client *c, int want_read, int want_write) {
+    if (!c->attached) return;
+    if (want_read != c->read_armed) {
+        c->read_armed = want_read;
+        if (want_read) c->hooks.add_read(c->hooks.data);
+        else c->hooks.del_read(c->hooks.data);
+    }
+    if (want_write != c->write_armed) {
+        c->write_armed = want_write;
+        if (want_write) c->hooks.add_write(c->hooks.data);
+        else c->hooks.del_write(c->hooks.data);
+    }
+}
+
+void kvmux__loop_timer_update(kvmux_client *c) {
+    if (!c->attached || c->fatal) return;
+    int64_t at = INT64_MAX;
+    kvmux__timer *t = kvmux__theap_min(&c->timers);
+    if (t) at = t->deadline;
+    if (c->lstate != KVMUX__L_OPEN && c->connect_deadline < at) at = c->connect_deadline;
+    if (c->lstate == KVMUX__L_OPEN) {
+        int64_t ka = kvmux__keepalive_due(c);
+        if (ka < at) at = ka;
+    }
+    if (at < c->timer_at) {
+        int64_t ms = at - kvmux__now_ms();
+        c->hooks.schedule_timer(c->hooks.data, ms < 0 ? 0 : ms);
+        c->timer_at = at;
+    }
+}
+
+void kvmux__loop_want_write(kvmux_client *c) {
+    if (c->fatal == 0) loop_watch(c, c->read_armed, 1);
+}
+
+void kvmux__loop_on_fail(kvmux_client *c) {
+    loop_watch(c, 0, 0);
+    if (c->attached && c->timer_at != INT64_MAX) {
+        c->hooks.schedule_timer(c->hooks.data, -1);
+        c->timer_at = INT64_MAX;
+    }
+    if (!c->closing) {
+        c->status_due = 1;
+        c->status_code = c->fatal;
+    }
+}
+
+/* Fail the connection (lock not held). */
+static void loop_fail(kvmux_client *c, int code, const char *msg) {
+    pthread_mutex_lock(&c->mu);
+    kvmux__client_fail(c, code, "%s", msg);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- connect ---- */
+
+int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
+                        const kvmux_options *opts) {
+    kvmux__connect_reset();
+    if (!out || !host || !*host || port == 0)
+        return kvmux__connect_fail(KVMUX_EINVAL, "out, host and port are required");
+    kvmux_options o;
+    if (opts) o = *opts;
+    else kvmux_options_init(&o);
+    int rc = kvmux__check_opts(&o);
+    if (rc != 0) return rc;
+    kvmux_client *c = kvmux__client_new(&o);
+    if (!c) return KVMUX_ENOMEM;
+    c->mode = KVMUX__MODE_LOOP;
+    c->lstate = KVMUX__L_CONNECTING;
+    /* Until the server's limits are known, check against the protocol's. */
+    c->max_key = KVMUX_MAX_KEY_LIMIT;
+    c->max_value = UINT32_MAX;
+    c->peer_max_frame = UINT32_MAX;
+    c->version = KVMUX_PROTO_VERSION_MIN;
+
+    /* HELLO waits in the outbound buffer until the TCP connect is done. */
+    rc = kvmux__out_reserve(c, KVMUX_FRAME_HDR_LEN + 2 + KVMUX_MAX_NAME +
+                                   4 * KVMUX_SETTING_ENTRY_LEN);
+    if (rc != 0) {
+        kvmux__client_free(c);
+        return kvmux__connect_fail(rc, "out of memory");
+    }
+    c->out.len = kvmux__hello_encode(c, o.client_name, c->out.data);
+    c->out.frames = 1;
+
+    int fd = kvmux__connect_socket(host, port, -1);
+    if (fd < 0) {
+        kvmux__client_free(c);
+        return fd;
+    }
+    c->fd = fd;
+    c->connect_deadline = kvmux__now_ms() + o.connect_timeout_ms;
+    *out = c;
+    return 0;
+}
+
+int kvmux_async_attach(kvmux_client *c, const kvmux_async_hooks *h) {
+    if (!c || !h || c->mode != KVMUX__MODE_LOOP || c->attached) return KVMUX_EINVAL;
+    if (!h->add_read || !h->del_read || !h->add_write || !h->del_write || !h->schedule_timer)
+        return KVMUX_EINVAL;
+    pthread_mutex_lock(&c->mu);
+    c->hooks = *h;
+    c->attached = 1;
+    if (c->fatal == 0) {
+        /* Connecting: writability reports the connect's outcome. */
+        loop_watch(c, 1, c->lstate == KVMUX__L_CONNECTING || c->out.len > 0);
+        kvmux__loop_timer_update(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+int kvmux_async_fd(const kvmux_client *c) {
+    return c ? c->fd : -1;
+}
+
+int kvmux_async_set_status_cb(kvmux_client *c, kvmux_status_cb cb, void *user_data) {
+    if (!c || c->mode != KVMUX__MODE_LOOP) return KVMUX_EINVAL;
+    c->status_cb = cb;
+    c->status_ud = user_data;
+    return 0;
+}
+
+/* ---- handlers ---- */
+
+/* Free a loop client (not inside a handler). */
+static void loop_destroy(kvmux_client *c) {
+    if (c->attached && c->hooks.cleanup) c->hooks.cleanup(c->hooks.data);
+    kvmux__client_free(c);
+}
+
+/* Every handler's epilogue (lock not held): report the connection status,
+ * run the callbacks that became due, and finish a deferred close. */
+static void loop_leave(kvmux_client *c) {
+    pthread_mutex_lock(&c->mu);
+    int due = c->status_due;
+    int code = c->status_code;
+    c->status_due = 0;
+    pthread_mutex_unlock(&c->mu);
+    if (due && c->status_cb) c->status_cb(c, code, c->status_ud);
+    kvmux__async_run_done(c);
+    c->in_handler--;
+    if (c->in_handler == 0 && c->close_deferred) loop_destroy(c);
+}
+
+/* The TCP connect has finished (the fd was reported ready): check its
+ * outcome. Returns 1 when connected (now in HANDSHAKE), 0 after failing
+ * the connection. */
+static int loop_connected(kvmux_client *c) {
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+    if (soerr != 0) {
+        char eb[64], msg[128];
+        snprintf(msg, sizeof msg, "connect: %s", kvmux__errstr(soerr, eb, sizeof eb));
+        loop_fail(c, KVMUX_ECONNECT, msg);
+        return 0;
+    }
+    c->lstate = KVMUX__L_HANDSHAKE;
+    return 1;
+}
+
+/* Send what c->out holds until it is empty or the socket is full (lock
+ * held). Returns 0, or -1 after failing the connection. */
+static int loop_flush(kvmux_client *c) {
+    while (c->out.len > 0) {
+        ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            memmove(c->out.data, c->out.data + n, c->out.len - (size_t)n);
+            c->out.len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        int err = errno;
+        char eb[64];
+        kvmux__client_fail(c, (err == EPIPE || err == ECONNRESET) ? KVMUX_ECLOSED : KVMUX_EIO,
+                           "send failed: %s", kvmux__errstr(err, eb, sizeof eb));
+        return -1;
+    }
+    /* Every frame is out; frames is only a count of what is queued. */
+    c->out.frames = 0;
+    if (c->out.cap > KVMUX_CLIENT_OUT_KEEP) {
+        free(c->out.data);
+        memset(&c->out, 0, sizeof c->out);
+    }
+    return 0;
+}
+
+/* Decode HELLO_ACK from the receive buffer once it is whole (lock not
+ * held). Returns 1 when the session is open, 0 when more bytes are
+ * needed, -1 after failing the connection. */
+static int loop_handshake(kvmux_client *c) {
+    kvmux_frame f;
+    int n = kvmux_frame_decode(c->rbuf, c->rlen, c->opts.max_frame_size, &f);
+    if (n == 0) return 0;
+    int rc = n < 0 ? kvmux__connect_fail(KVMUX_EPROTO, "bad handshake reply: %s",
+                                         kvmux_wire_error_name(-n))
+                   : kvmux__handshake_reply(c, &f);
+    if (rc != 0) {
+        /* Handshake failures are all "could not connect" for a client
+         * that was already handed out; the message says why. */
+        loop_fail(c, kvmux_is_fatal(rc) ? rc : KVMUX_ECONNECT, kvmux__connect_msg());
+        return -1;
+    }
+    kvmux__reader_consume(c, (size_t)n);
+    pthread_mutex_lock(&c->mu);
+    c->lstate = KVMUX__L_OPEN;
+    c->status_due = 1;
+    c->status_code = 0;
+    kvmux__async_pump(c); /* the requests submitted while connecting */
+    kvmux__loop_timer_update(c);
+    pthread_mutex_unlock(&c->mu);
+    return 1;
+}
+
+void kvmux_async_handle_read(kvmux_client *c) {
+    if (!c || c->mode != KVMUX__MODE_LOOP) return;
+    c->in_handler++;
+    if (c->fatal == 0 && c->lstate == KVMUX__L_CONNECTING) loop_connected(c);
+    for (int round = 0; round < LOOP_READ_ROUNDS && c->fatal == 0; round++) {
+        if (kvmux__reader_make_room(c) != 0) break;
+        size_t room = c->rcap - c->rlen;
+        ssize_t n = recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n <= 0) {
+            int err = n < 0 ? errno : 0;
+            char eb[64], msg[128];
+            if (n == 0) snprintf(msg, sizeof msg, "server closed the connection");
+            else snprintf(msg, sizeof msg, "recv failed: %s", kvmux__errstr(err, eb, sizeof eb));
+            loop_fail(c, (n == 0 || err == ECONNRESET || err == EPIPE) ? KVMUX_ECLOSED : KVMUX_EIO,
+                      msg);
+            break;
+        }
+        c->rlen += (size_t)n;
+        kvmux__keepalive_rx(c, kvmux__now_ms());
+        if (c->lstate == KVMUX__L_HANDSHAKE && loop_handshake(c) <= 0) continue;
+        if (c->rlen > 0) {
+            pthread_mutex_lock(&c->mu);
+            size_t used = kvmux__reader_process(c);
+            pthread_mutex_unlock(&c->mu);
+            kvmux__reader_consume(c, used);
+        }
+        if ((size_t)n < room) break; /* the socket is drained */
+    }
+    loop_leave(c);
+}
+
+void kvmux_async_handle_write(kvmux_client *c) {
+    if (!c || c->mode != KVMUX__MODE_LOOP) return;
+    c->in_handler++;
+    if (c->fatal == 0 && (c->lstate != KVMUX__L_CONNECTING || loop_connected(c))) {
+        pthread_mutex_lock(&c->mu);
+        /* Flush; the room it makes may admit backlogged requests, which
+         * are flushed in the same call. */
+        for (int round = 0; round < 2 && c->fatal == 0; round++) {
+            if (loop_flush(c) != 0 || c->out.len > 0) break;
+            kvmux__async_pump(c);
+        }
+        if (c->fatal == 0 && c->out.len == 0) loop_watch(c, c->read_armed, 0);
+        pthread_mutex_unlock(&c->mu);
+    }
+    loop_leave(c);
+}
+
+void kvmux_async_handle_timeout(kvmux_client *c) {
+    if (!c || c->mode != KVMUX__MODE_LOOP) return;
+    c->in_handler++;
+    pthread_mutex_lock(&c->mu);
+    c->timer_at = INT64_MAX; /* it fired */
+    int64_t now = kvmux__now_ms();
+    if (c->fatal == 0 && c->lstate != KVMUX__L_OPEN && now >= c->connect_deadline)
+        kvmux__client_fail(c, KVMUX_ECONNECT, "connect/handshake timed out after %d ms",
+                           c->opts.connect_timeout_ms);
+    kvmux__async_expire(c, now);
+    if (c->lstate == KVMUX__L_OPEN) kvmux__keepalive_tick(c, now);
+    kvmux__loop_timer_update(c);
+    pthread_mutex_unlock(&c->mu);
+    loop_leave(c);
+}
+
+void kvmux__loop_close(kvmux_client *c) {
+    pthread_mutex_lock(&c->mu);
+    c->closing = 1;
+    kvmux__client_fail(c, KVMUX_ECLOSED, "closed by kvmux_close");
+    pthread_mutex_unlock(&c->mu);
+    if (c->in_handler > 0) {
+        /* Inside a callback: the outermost handler frees c after the
+         * callbacks (including the ones this close just owed) have run. */
+        c->close_deferred = 1;
+        return;
+    }
+    c->in_handler++; /* a callback closing again is then deferred: harmless */
+    kvmux__async_run_done(c);
+    c->in_handler--;
+    loop_destroy(c);
+}

@@ -1,0 +1,30 @@
+#!/bin/sh
+# Build and run the kvmux libFuzzer harnesses (clang required).
+#   tests/fuzz/run_fuzz.sh OUT_DIR [SECONDS_PER_HARNESS]
+# Seeds: every vector of tests/vectors/frames.hex as one file (decoder), and
+# for the stream harness a 3-byte setup prefix followed by the v2 vectors
+# sent in each direction (see fuzz_stream_v2.c for the input format).
+set -eu
+out=${1:?usage: run_fuzz.sh OUT_DIR [SECONDS]}
+secs=${2:-60}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p "$out/corpus_decode" "$out/corpus_stream"
+cflags="-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I$root/src/proto"
+for h in fuzz_frame_decode fuzz_stream_v2; do
+  clang $cflags -o "$out/$h" "$root/tests/fuzz/$h.c" "$root"/src/proto/*.c
+done
+hex() { grep "^$1 " "$root/tests/vectors/frames.hex" | cut -d' ' -f2- | tr -cd '0-9a-f'; }
+for name in $(grep -v '^#' "$root/tests/vectors/frames.hex" | cut -d' ' -f1 | grep .); do
+  hex "$name" | xxd -r -p > "$out/corpus_decode/$name"
+done
+# Stream seeds: [role (bit 0 set: we are the server) | v1-peer bit][window]
+# [window], then frames in the direction of our role.
+to_server="req_get_v2 req_set_more cont_more cont_last window_update_conn cancel req_cas_deadline_more window_update_msg ping_v2"
+to_client="resp_get_more resp_cont_last window_update_msg resp_canceled goaway window_update_conn ping_v2"
+# (the server seed ends with a PING whose opaque starts with 'G': GOAWAY)
+{ printf '\001\020\020'; for v in $to_server; do hex "$v" | xxd -r -p; done;
+  printf 'k\002\006\000\000\000\000\000\000\010\000\000\000\000\000\010GGGGGGGG'; } > "$out/corpus_stream/server"
+{ printf '\000\020\020'; for v in $to_client; do hex "$v" | xxd -r -p; done; } > "$out/corpus_stream/client"
+{ printf '\001\377\377'; for v in req_set_more cont_more cont_last; do hex "$v" | xxd -r -p; done; } > "$out/corpus_stream/server_big"
+"$out/fuzz_frame_decode" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_decode"
+"$out/fuzz_stream_v2" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_stream"

@@ -1,0 +1,39 @@
+# The client over protocol v2 (issue 3): fragmented replies and window
+# grants, GOAWAY draining, the CANCELED/SHUTTING_DOWN statuses, version
+# negotiation both ways (real kvmuxd, also with --max-protocol 1), and the
+# cases only a scripted fake server produces (client_v2_fake.c).
+if(TARGET kvmux AND TARGET kvmuxd)
+  kvmux_add_test(client_v2_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_v2_test.c
+            ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
+    LIBS kvmux LABELS integration concurrent TIMEOUT 120)
+endif()
+
+# Step 2: SET/CAS values over the frame size sent fragmented, fairness
+# between transfers, and the head-of-line measure (p99 of small GETs while
+# 64 MiB move both ways on the same connection; printed).
+if(TARGET kvmux AND TARGET kvmuxd)
+  kvmux_add_test(client_v2_hol_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_v2_hol_test.c
+            ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
+    LIBS kvmux LABELS integration concurrent TIMEOUT 300)
+endif()
+
+# Step 3: DEADLINE on every v2 request, kvmux_future_cancel / kvmux_cancel
+# sending CANCEL (parked WAIT, queued request, 64 MiB upload), a reply
+# crossing the CANCEL, and cancel on a v1 connection.
+if(TARGET kvmux AND TARGET kvmuxd)
+  kvmux_add_test(client_v2_cancel_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_v2_cancel_test.c
+            ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
+    LIBS kvmux LABELS integration concurrent TIMEOUT 180)
+endif()
+
+# Step 4: keepalive against a server that goes silent after the handshake
+# (threaded and event-loop modes) and against a healthy kvmuxd.
+if(TARGET kvmux AND TARGET kvmuxd)
+  kvmux_add_test(client_v2_keepalive_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_v2_keepalive_test.c
+            ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
+    LIBS kvmux LABELS integration fault concurrent TIMEOUT 120)
+endif()

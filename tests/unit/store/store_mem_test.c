@@ -1,0 +1,152 @@
+/* Unit tests for the store's memory accounting, --maxmemory policies
+ * (noeviction refuses, allkeys-lru evicts the least recently used keys by
+ * sampling) and the active expiry cycle, with an injected clock. */
+#include <stdio.h>
+#include <string.h>
+
+#include "store.h"
+#include "testutil.h"
+
+static uint64_t fake_now = 1000000;
+static uint64_t fake_clock(void *ud) {
+    (void)ud;
+    return fake_now;
+}
+
+static kvmux_store *new_store(uint32_t shards) {
+    kvmux_store_options o;
+    kvmux_store_options_init(&o);
+    o.shards = shards;
+    o.clock = fake_clock;
+    kvmux_store *s = NULL;
+    REQUIRE(kvmux_store_new(&s, &o) == 0);
+    return s;
+}
+
+static void set_key(kvmux_store *s, int i, size_t vlen, uint64_t ttl) {
+    char key[32];
+    static uint8_t val[4096];
+    snprintf(key, sizeof key, "key:%d", i);
+    CHECK_EQ(kvmux_store_set(s, (const uint8_t *)key, strlen(key), val, vlen, ttl, NULL),
+             KVMUX_STATUS_OK);
+}
+
+static int has_key(kvmux_store *s, int i) {
+    char key[32];
+    snprintf(key, sizeof key, "key:%d", i);
+    return kvmux_store_get(s, (const uint8_t *)key, strlen(key), NULL, NULL) ==
+           KVMUX_STATUS_OK;
+}
+
+static void test_accounting(void) {
+    kvmux_store *s = new_store(4);
+    uint64_t empty = kvmux_store_used_memory(s);
+    CHECK_EQ(empty, 0);
+    set_key(s, 1, 1000, 0);
+    uint64_t one = kvmux_store_used_memory(s);
+    CHECK(one >= 1000 + 5);   /* key + value at least */
+    CHECK(one < 1000 + 200);  /* plus bounded overhead */
+    set_key(s, 1, 10, 0);     /* overwrite shrinks */
+    CHECK(kvmux_store_used_memory(s) < one);
+    CHECK(kvmux_store_used_memory(s) >= 10);
+    CHECK_EQ(kvmux_store_del(s, (const uint8_t *)"key:1", 5), KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_store_used_memory(s), 0);
+    kvmux_store_stats st;
+    kvmux_store_get_stats(s, &st);
+    CHECK_EQ(st.used_memory, 0);
+    kvmux_store_free(s);
+}
+
+static void test_noeviction(void) {
+    kvmux_store *s = new_store(4);
+    kvmux_store_set_maxmemory(s, 50 * 1024, KVMUX_MAXMEMORY_NOEVICTION);
+    int i = 0;
+    while (!kvmux_store_over_limit(s) && i < 1000) set_key(s, i++, 1000, 0);
+    CHECK(i > 40 && i < 60);
+    CHECK_EQ(kvmux_store_over_limit(s), 1); /* refuse further writes */
+    kvmux_store_stats st;
+    kvmux_store_get_stats(s, &st);
+    CHECK_EQ(st.evicted, 0);
+    CHECK_EQ(st.keys, (uint64_t)i);
+    /* Deleting frees memory: writes are allowed again. */
+    for (int k = 0; k < 5; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "key:%d", k);
+        kvmux_store_del(s, (const uint8_t *)key, strlen(key));
+    }
+    CHECK_EQ(kvmux_store_over_limit(s), 0);
+    kvmux_store_free(s);
+}
+
+static void test_lru(void) {
+    kvmux_store *s = new_store(1); /* one shard: sampling sees all keys */
+    kvmux_store_set_maxmemory(s, 200 * 1024, KVMUX_MAXMEMORY_ALLKEYS_LRU);
+    /* 100 keys of 1 KB, written at increasing times. */
+    for (int i = 0; i < 100; i++) {
+        fake_now++;
+        set_key(s, i, 1000, 0);
+    }
+    /* Touch the first 20 (now the most recently used). */
+    for (int i = 0; i < 20; i++) {
+        fake_now++;
+        CHECK(has_key(s, i));
+    }
+    /* 150 more keys: about 50 must be evicted, mostly the old untouched. */
+    for (int i = 100; i < 250; i++) {
+        fake_now++;
+        CHECK_EQ(kvmux_store_over_limit(s), 0);
+        set_key(s, i, 1000, 0);
+    }
+    kvmux_store_over_limit(s);
+    CHECK(kvmux_store_used_memory(s) <= 200 * 1024 + 1200);
+    kvmux_store_stats st;
+    kvmux_store_get_stats(s, &st);
+    CHECK(st.evicted >= 40);
+    int touched = 0, untouched_old = 0, newest = 0;
+    for (int i = 0; i < 20; i++) touched += has_key(s, i);
+    for (int i = 20; i < 100; i++) untouched_old += has_key(s, i);
+    for (int i = 230; i < 250; i++) newest += has_key(s, i);
+    fprintf(stderr, "lru: evicted %llu; kept %d/20 recently read, %d/80 old untouched, "
+            "%d/20 newest\n", (unsigned long long)st.evicted, touched, untouched_old, newest);
+    /* Approximate LRU: recently used keys survive far better than old ones. */
+    CHECK(touched * 80 > untouched_old * 20); /* a larger share survives */
+    CHECK(newest >= 18);
+    CHECK(untouched_old < 60);
+    kvmux_store_free(s);
+}
+
+static void test_active_expiry(void) {
+    kvmux_store *s = new_store(16);
+    for (int i = 0; i < 1000; i++) set_key(s, i, 10, i < 800 ? 100 : 0);
+    kvmux_store_stats st;
+    kvmux_store_get_stats(s, &st);
+    CHECK_EQ(st.keys, 1000);
+    /* Nothing expired yet: a cycle removes nothing. */
+    CHECK_EQ(kvmux_store_expire_cycle(s, 20, 1000), 0);
+    fake_now += 101;
+    /* Without any read, cycles remove the 800 expired keys. Each cycle is
+     * bounded; a few are enough because >25% expired keeps it going. */
+    uint64_t total = 0;
+    int cycles = 0;
+    while (total < 800 && cycles < 50) {
+        total += kvmux_store_expire_cycle(s, 20, 1000);
+        cycles++;
+    }
+    CHECK_EQ(total, 800);
+    kvmux_store_get_stats(s, &st);
+    CHECK_EQ(st.keys, 200);
+    CHECK_EQ(st.expired, 800);
+    CHECK_EQ(st.expired_active, 800);
+    fprintf(stderr, "active expiry: 800 keys in %d cycles\n", cycles);
+    /* Keys without a TTL are never touched. */
+    for (int i = 800; i < 1000; i++) CHECK(has_key(s, i));
+    kvmux_store_free(s);
+}
+
+int main(void) {
+    test_accounting();
+    test_noeviction();
+    test_lru();
+    test_active_expiry();
+    return test_report();
+}
