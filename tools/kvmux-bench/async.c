@@ -13,7 +13,8 @@
  *
  * Design:
  * - depth slots, each a chain: a slot's completion records its latency
- *   (submit to callback, clock read right before kvmux_call_async and at
+ *   (submit to callback: from the clock read at callback entry of the
+ *   chain's previous request, or before the first submit, to the one at
  *   callback entry) and submits the slot's next request, so exactly depth
  *   requests are in flight until the chain decides to stop (STOP, -n
  *   exhausted, preload exhausted, or the connection failed). inflight
@@ -114,10 +115,11 @@ static void record(worker *w, aslot *s, int result, int64_t t1)
         atomic_store(&w->conn->fatal, result);
 }
 
-/* Submit slot s's next request. Returns 1 if one is in flight, 0 if the
- * chain ends here (nothing left to do, or the submit failed -- then
- * counted like a completed request with that error). */
-static int issue(worker *w, aslot *s)
+/* Submit slot s's next request. t_start: the request's start time, or
+ * -1 to read the clock now. Returns 1 if one is in flight, 0 if the chain
+ * ends here (nothing left to do, or the submit failed -- then counted like
+ * a completed request with that error). */
+static int issue(worker *w, aslot *s, int64_t t_start)
 {
     runner *r = w->r;
     const bench_config *cfg = r->cfg;
@@ -178,7 +180,7 @@ static int issue(worker *w, aslot *s)
         s->measured = (uint8_t)measured;
         s->kind = (uint8_t)k;
     }
-    s->t0 = now_ns();
+    s->t0 = t_start >= 0 ? t_start : now_ns();
     int rc = kvmux_call_async(w->conn->cli, &req, cfg->timeout_ms, reply_cb, s);
     if (rc == 0)
         return 1;
@@ -211,7 +213,11 @@ static void reply_cb(kvmux_client *c, int result, kvmux_reply *reply, void *ud)
     if (w->use_alk)
         pthread_mutex_lock(&w->alk);
     record(w, s, result, t1);
-    int more = issue(w, s);
+    /* The next request of this chain starts at t1: the completion clock
+     * read doubles as the next submit's (one clock read per request, not
+     * two; the latency then also counts the ~100 ns of bookkeeping and
+     * generation between them, so it errs high, never low). */
+    int more = issue(w, s, t1);
     if (w->use_alk)
         pthread_mutex_unlock(&w->alk);
     if (!more)
@@ -228,7 +234,7 @@ static void fill(worker *w)
         /* Count the chain before submitting: its callback may end it on
          * another thread before issue() returns. */
         atomic_fetch_add(&w->inflight, 1);
-        if (!issue(w, &w->slots[i])) {
+        if (!issue(w, &w->slots[i], -1)) {
             atomic_fetch_sub(&w->inflight, 1);
             break; /* the same reason would stop the next slot too */
         }
