@@ -252,7 +252,8 @@ int kvmux_ping(kvmux_client *c, int timeout_ms);
  * a deadline, so the server drops work nobody waits for any more (a WAIT
  * past its caller's timeout is answered TIMEOUT); values larger than the
  * server's frame size travel fragmented, interleaved with other requests
- * (a small request never waits behind more than one 64 KiB fragment); a
+ * (a small request never waits behind more than one 64 KiB fragment; in
+ * event-loop mode a request value must still fit one frame); a
  * server that is draining (GOAWAY) makes new calls fail fast with
  * KVMUX_ESHUTDOWN while the requests already sent get their answers. */
 

@@ -31,6 +31,20 @@
  * helpers are shared with the event-loop driver (loop.c), which calls
  * them instead of this thread.
  *
+ * Protocol v2: a RESPONSE with MORE starts a fragmented reply (only an OK
+ * to GET/WAIT may be one): kvmux_reassembly_begin checks its announced
+ * size against our max_value_size, the caller's buffer is allocated once
+ * at that size, and every fragment (the first frame's value, then each
+ * CONTINUATION) is copied straight into it and released to the windows at
+ * once, so WINDOW_UPDATEs go out as the bytes are consumed and other
+ * replies interleave freely. A tombstone's fragments are counted and
+ * discarded (the windows must stay right); a RESPONSE that ends an open
+ * reply early (CANCELED) aborts it and returns its bytes to the
+ * connection window. GOAWAY puts the client in the draining state
+ * (c->draining: new calls fail with KVMUX_ESHUTDOWN, the backlog too);
+ * WINDOW_UPDATE feeds the connection window or one of our fragmented
+ * uploads (bigsend.c) and wakes the writer.
+ *
  * Keepalive (keepalive.c): when it is on, the thread waits in poll()
  * bounded by the next keepalive action instead of blocking in recv(), and
  * stamps every arrival; a PONG with id 0 answers our keepalive PING.
