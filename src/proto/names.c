@@ -33,6 +33,7 @@ const char *kvmux_wire_error_name(int code) {
     case KVMUX_ERR_TIMEOUT: return "TIMEOUT";
     case KVMUX_ERR_UNEXPECTED_FRAME: return "UNEXPECTED_FRAME";
     case KVMUX_ERR_FLOOD: return "FLOOD";
+    case KVMUX_ERR_AUTH: return "AUTH";
     default: return "?";
     }
 }
@@ -66,6 +67,7 @@ const char *kvmux_opcode_name(int op) {
     case KVMUX_OP_INCR: return "INCR";
     case KVMUX_OP_CAS: return "CAS";
     case KVMUX_OP_WAIT: return "WAIT";
+    case KVMUX_OP_STATS: return "STATS";
     default: return "?";
     }
 }
@@ -101,6 +103,9 @@ int kvmux_request_extras_len(uint8_t opcode) {
     case KVMUX_OP_INCR: return 8;
     case KVMUX_OP_CAS: return 16;
     case KVMUX_OP_WAIT: return 12;
+    case KVMUX_OP_STATS: return 0;
     default: return -1;
     }
 }
+
+int kvmux_request_key_required(uint8_t opcode) { return opcode != KVMUX_OP_STATS; }

@@ -114,7 +114,9 @@ enum kvmux_frame_type {
  *   WAIT  req: u64 version, u32 timeout_ms  OK: u64 current version (0 = key
  *                                           now absent), value
  *                                           TIMEOUT: u64 current version
- * A key is required (key_len >= 1) for every opcode. Version 0 means
+ *   STATS req: none; key optional (a name  OK: none, value = text lines
+ *         prefix filter, "" = all)                  "name:value\n"
+ * A key is required (key_len >= 1) for every opcode but STATS. Version 0 means
  * "absent": CAS with expected 0 creates only if absent; WAIT with version 0
  * waits until the key exists. */
 enum kvmux_opcode {
@@ -125,7 +127,12 @@ enum kvmux_opcode {
     KVMUX_OP_CAS = 5,
     KVMUX_OP_WAIT = 6
 };
-#define KVMUX_OP_MAX 6
+/* Server statistics (docs/PROTOCOL.md section 4, docs/OPERATIONS.md). A
+ * macro rather than an enum member for the same reason as
+ * KVMUX_STATUS_CANCELED; defined in v1 and v2 (an older server answers
+ * UNKNOWN_OP). */
+#define KVMUX_OP_STATS 7
+#define KVMUX_OP_MAX 7
 
 /* RESPONSE.code. A failed response (other than those with extras listed
  * above) may carry a short UTF-8 message in value (<= KVMUX_MAX_STATUS_MSG). */
@@ -172,7 +179,12 @@ enum kvmux_wire_error {
 /* v2: too many CANCEL/PING per second. A macro for the same reason as
  * KVMUX_STATUS_CANCELED. */
 #define KVMUX_ERR_FLOOD 15
-#define KVMUX_ERR_MAX 15
+/* The server requires an auth token (--requirepass) and the HELLO carried
+ * none or a wrong one (docs/PROTOCOL.md section 8.1). Sent with header
+ * version 1 (handshake framing) in reply to HELLO, then the server closes.
+ * v1 and v2. A macro for the same reason as KVMUX_ERR_FLOOD. */
+#define KVMUX_ERR_AUTH 16
+#define KVMUX_ERR_MAX 16
 
 /* Settings ids carried in HELLO / HELLO_ACK value as (u16 id, u32 value)
  * entries. Unknown ids are ignored, so new settings need no version bump
@@ -186,6 +198,16 @@ enum kvmux_setting_id {
                                           this setting grants its peer */
     KVMUX_SETTING_CONNECTION_WINDOW = 6/* v2: connection-wide window, same */
 };
+/* Auth token in HELLO (docs/PROTOCOL.md section 8.1), as settings entries
+ * so servers without auth ignore it: AUTH_TOKEN_LEN = the token's length
+ * in bytes (1..KVMUX_MAX_AUTH_TOKEN), then ceil(len / 4) AUTH_TOKEN entries
+ * whose values, big-endian, are the token's bytes in order (the last one
+ * padded with zero bytes). Macros, not enum members, as for new codes. */
+#define KVMUX_SETTING_AUTH_TOKEN_LEN 7
+#define KVMUX_SETTING_AUTH_TOKEN 8
+#define KVMUX_MAX_AUTH_TOKEN 64u
+/* Bytes the auth entries add to a HELLO value: 6 * (1 + ceil(64 / 4)). */
+#define KVMUX_AUTH_SETTINGS_MAX_LEN (6u * (1u + KVMUX_MAX_AUTH_TOKEN / 4u))
 #define KVMUX_SETTING_ENTRY_LEN 6
 #define KVMUX_SETTINGS_MAX_LEN (6 * KVMUX_SETTING_ENTRY_LEN) /* what we encode */
 
@@ -391,6 +413,23 @@ const char *kvmux_frame_type_name(int type);
  * (Op extras only: the v2 prefixes are not included.) */
 int kvmux_request_extras_len(uint8_t opcode);
 
+/* 1 if a request opcode requires a key (key_len >= 1), 0 if the key is
+ * optional (STATS). Unknown opcodes: 1. Thread-safe: yes. */
+int kvmux_request_key_required(uint8_t opcode);
+
+/* Encode the auth entries for token[0..len) (1 <= len <=
+ * KVMUX_MAX_AUTH_TOKEN) at out (room for KVMUX_AUTH_SETTINGS_MAX_LEN): a
+ * client appends them to its HELLO's settings block (the value). Returns
+ * the bytes written, or 0 if len is out of range. Thread-safe: yes. */
+size_t kvmux_settings_encode_auth(uint8_t *out, const uint8_t *token, size_t len);
+
+/* Server: extract the auth token from a HELLO settings block p[0..len)
+ * into out[0..KVMUX_MAX_AUTH_TOKEN). Returns the token length, 0 if the
+ * block has no auth entries, or -KVMUX_ERR_PROTOCOL if they are malformed
+ * (length out of range, AUTH_TOKEN entries missing, extra, or before the
+ * length). Thread-safe: yes. */
+int kvmux_settings_auth_token(const uint8_t *p, size_t len, uint8_t *out);
+
 /* ---- settings and handshake ---- */
 
 typedef struct kvmux_settings {
@@ -517,6 +556,17 @@ int kvmux_session_check_recv(kvmux_session *s, const kvmux_frame *f);
  * name may be NULL. Returns bytes written. */
 size_t kvmux_session_encode_hello(kvmux_session *s, uint8_t *out,
                                   const char *name);
+
+/* Buffer for a HELLO carrying an auth token. */
+#define KVMUX_HELLO_AUTH_MAX_LEN (KVMUX_HELLO_MAX_LEN + KVMUX_AUTH_SETTINGS_MAX_LEN)
+
+/* Client: kvmux_session_encode_hello plus the auth token token[0..len)
+ * (1..KVMUX_MAX_AUTH_TOKEN bytes; section 8.1) appended to the settings
+ * block; out needs KVMUX_HELLO_AUTH_MAX_LEN bytes. len 0 (or token NULL)
+ * encodes a plain HELLO. Returns bytes written, or 0 if len is over the
+ * maximum (nothing written, state unchanged). */
+size_t kvmux_session_encode_hello_auth(kvmux_session *s, uint8_t *out, const char *name,
+                                       const uint8_t *token, size_t len);
 
 /* Client: apply a HELLO_ACK (already passed check_recv): record version and
  * the server's settings; state -> OPEN; (v2) connection windows set from

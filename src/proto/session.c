@@ -225,6 +225,18 @@ size_t kvmux_session_encode_hello(kvmux_session *s, uint8_t *out,
     return n;
 }
 
+/* The HELLO's value (settings) is the last part of the frame, so the auth
+ * entries are appended after it and body_len grows by as much. */
+size_t kvmux_session_encode_hello_auth(kvmux_session *s, uint8_t *out, const char *name,
+                                       const uint8_t *token, size_t len) {
+    if (len > KVMUX_MAX_AUTH_TOKEN) return 0;
+    size_t n = kvmux_session_encode_hello(s, out, name);
+    if (!token || len == 0) return n;
+    size_t a = kvmux_settings_encode_auth(out + n, token, len);
+    kvmux_store_u32be(out + 12, kvmux_load_u32be(out + 12) + (uint32_t)a);
+    return n + a;
+}
+
 /* Client: apply HELLO_ACK; contract in proto.h. Returns
  * -KVMUX_ERR_HANDSHAKE if s is not a client awaiting HELLO_ACK or ack is
  * not a HELLO_ACK, -KVMUX_ERR_UNSUPPORTED_VERSION if the chosen version is

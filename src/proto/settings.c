@@ -112,3 +112,46 @@ uint8_t kvmux_negotiate_version(uint8_t cmin, uint8_t cmax, uint8_t smin,
     if (hi < lo) return 0;
     return hi;
 }
+
+size_t kvmux_settings_encode_auth(uint8_t *out, const uint8_t *token, size_t len) {
+    if (len == 0 || len > KVMUX_MAX_AUTH_TOKEN) return 0;
+    uint8_t *p = settings_put(out, KVMUX_SETTING_AUTH_TOKEN_LEN, (uint32_t)len);
+    for (size_t i = 0; i < len; i += 4) {
+        uint8_t w[4] = {0, 0, 0, 0};
+        for (size_t j = 0; j < 4 && i + j < len; j++) w[j] = token[i + j];
+        p = settings_put(p, KVMUX_SETTING_AUTH_TOKEN, kvmux_load_u32be(w));
+    }
+    return (size_t)(p - out);
+}
+
+/* The token's entries are collected in order; the length must come first
+ * so a reader never has to guess how many bytes of padding the last entry
+ * carries. A repeated AUTH_TOKEN_LEN is malformed (no "last one wins" for
+ * credentials: it would make two readers disagree). */
+int kvmux_settings_auth_token(const uint8_t *p, size_t len, uint8_t *out) {
+    if (len % KVMUX_SETTING_ENTRY_LEN != 0) return -KVMUX_ERR_BAD_LENGTH;
+    uint32_t tlen = 0;
+    size_t got = 0;
+    int seen_len = 0;
+    for (size_t off = 0; off < len; off += KVMUX_SETTING_ENTRY_LEN) {
+        uint16_t id = kvmux_load_u16be(p + off);
+        uint32_t v = kvmux_load_u32be(p + off + 2);
+        if (id == KVMUX_SETTING_AUTH_TOKEN_LEN) {
+            if (seen_len || v == 0 || v > KVMUX_MAX_AUTH_TOKEN) return -KVMUX_ERR_PROTOCOL;
+            seen_len = 1;
+            tlen = v;
+        } else if (id == KVMUX_SETTING_AUTH_TOKEN) {
+            if (!seen_len || got >= tlen) return -KVMUX_ERR_PROTOCOL;
+            uint8_t w[4];
+            kvmux_store_u32be(w, v);
+            for (size_t j = 0; j < 4; j++) {
+                if (got + j < tlen) out[got + j] = w[j];
+                else if (w[j] != 0) return -KVMUX_ERR_PROTOCOL; /* padding is zero */
+            }
+            got += 4;
+        }
+    }
+    if (!seen_len) return 0;
+    if (got < tlen) return -KVMUX_ERR_PROTOCOL;
+    return (int)tlen;
+}

@@ -68,6 +68,22 @@ void kvmux_server_config_init(kvmux_server_config *c) {
     c->aof_rewrite_min = 64u * 1024 * 1024;
     c->maxmemory_policy = 0;       /* KVMUX_MAXMEMORY_NOEVICTION */
     c->active_expire_samples = 20;
+    c->requirepass = NULL;
+    c->requirepass_file = NULL;
+    c->protected_mode = 1;
+}
+
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. Anything that does not parse
+ * is not loopback (open_listener reports the bad literal). */
+static int is_loopback(const char *addr) {
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, addr, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, addr, &a6) == 1) {
+        if (IN6_IS_ADDR_LOOPBACK(&a6)) return 1;
+        return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
+    }
+    return 0;
 }
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -124,6 +140,21 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
     RANGE(maxmemory_policy, "--maxmemory-policy", 0, 1);
     RANGE(active_expire_samples, "--active-expire-samples", 0, 1000000);
     if (c->aof_path && !c->aof_path[0]) return fail(err, errlen, "--aof needs a file path");
+    if (c->requirepass && c->requirepass_file)
+        return fail(err, errlen, "--requirepass and --requirepass-file are exclusive");
+    if (c->requirepass &&
+        (strlen(c->requirepass) == 0 || strlen(c->requirepass) > KVMUX_MAX_AUTH_TOKEN))
+        return fail(err, errlen, "--requirepass must be 1..%u bytes", KVMUX_MAX_AUTH_TOKEN);
+    if (c->requirepass_file && !c->requirepass_file[0])
+        return fail(err, errlen, "--requirepass-file needs a file path");
+    if (c->protected_mode > 1) return fail(err, errlen, "--protected-mode must be yes or no");
+    if (c->protected_mode && !c->requirepass && !c->requirepass_file && c->bind &&
+        !is_loopback(c->bind))
+        return fail(err, errlen,
+                    "protected mode: refusing to listen on %s without authentication; "
+                    "set --requirepass TOKEN (or --requirepass-file PATH), bind a loopback "
+                    "address, or pass --protected-mode no if the network is trusted",
+                    c->bind);
     if (c->store_shards & (c->store_shards - 1))
         return fail(err, errlen, "--store-shards %u is not a power of two",
                     c->store_shards);
@@ -169,7 +200,7 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
 /* ---- argument parsing ---- */
 
 enum opt_kind { OPT_STR, OPT_U32, OPT_U16, OPT_SIZE32, OPT_SIZE64, OPT_MS, OPT_LOG,
-                OPT_FSYNC, OPT_POLICY, OPT_FLAG };
+                OPT_FSYNC, OPT_POLICY, OPT_FLAG, OPT_YESNO };
 
 typedef struct opt {
     const char *name;
@@ -214,6 +245,9 @@ static const opt options[] = {
     {"--maxmemory", OPT_SIZE64, OFF(maxmemory), "BYTES  limit on accounted memory, 0 = none (0)"},
     {"--maxmemory-policy", OPT_POLICY, OFF(maxmemory_policy), "P      noeviction or allkeys-lru (noeviction)"},
     {"--active-expire-samples", OPT_U32, OFF(active_expire_samples), "N      keys per shard per expiry cycle, 0 = lazy only (20)"},
+    {"--requirepass", OPT_STR, OFF(requirepass), "TOKEN  clients must send this token in HELLO (none)"},
+    {"--requirepass-file", OPT_STR, OFF(requirepass_file), "PATH   read the token from a file (first line)"},
+    {"--protected-mode", OPT_YESNO, OFF(protected_mode), "yes|no refuse a non-loopback --bind without a token (yes)"},
 };
 
 const char *kvmux_server_usage(void) {
@@ -275,6 +309,15 @@ static int apply(kvmux_server_config *c, int *log_level, const opt *o,
     case OPT_STR:
         memcpy(base, &val, sizeof val);
         return 0;
+    case OPT_YESNO: {
+        uint32_t x;
+        if (strcmp(val, "yes") == 0) x = 1;
+        else if (strcmp(val, "no") == 0) x = 0;
+        else return fail(err, errlen, "invalid value for %s: '%s' (expected yes or no)",
+                         o->name, val);
+        memcpy(base, &x, sizeof x);
+        return 0;
+    }
     case OPT_FSYNC:
     case OPT_POLICY: {
         int p;

@@ -129,7 +129,7 @@ void kvmux__conn_attach(kvmux_loop *l, kvmux_conn *c) {
     }
     c->loop = l;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->io};
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->io.fd, &ev) != 0 ||
+    if ((!c->mem_sink && epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->io.fd, &ev) != 0) ||
         kvmux__timer_arm(&l->timers, &c->timer,
                          l->now + srv->cfg.handshake_timeout_ms) != 0) {
         KVMUX_LOG_W("conn %llu (%s): cannot register: %s", (unsigned long long)c->id,
@@ -170,8 +170,10 @@ void kvmux__conn_destroy(kvmux_conn *c) {
     kvmux__uploads_release(c);
     kvmux__sched_release(c, 0);
     kvmux__timer_cancel(&l->timers, &c->timer);
-    epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->io.fd, NULL);
-    close(c->io.fd);
+    if (!c->mem_sink) {
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->io.fd, NULL);
+        close(c->io.fd);
+    }
     if (c->prev) c->prev->next = c->next;
     else l->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -187,6 +189,10 @@ void kvmux__conn_update_events(kvmux_conn *c) {
         ev |= EPOLLIN;
     if (c->want_write) ev |= EPOLLOUT;
     if (ev == c->events) return;
+    if (c->mem_sink) { /* in-memory: nothing to register */
+        c->events = ev;
+        return;
+    }
     struct epoll_event e = {.events = ev, .data.ptr = &c->io};
     if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->io.fd, &e) != 0) {
         kvmux__conn_close(c, "epoll_ctl failed");
@@ -244,6 +250,7 @@ int kvmux__conn_send_bytes(kvmux_conn *c, const uint8_t *p, size_t n) {
             return -1;
         }
         memcpy(dst, p, n);
+        if (n >= KVMUX_FRAME_HDR_LEN) kvmux__stats_count_sent(c->loop, p);
     }
     kvmux__loop_mark_dirty(c);
     return check_output_cap(c);
@@ -260,6 +267,7 @@ int kvmux__conn_send(kvmux_conn *c, const kvmux_frame *f) {
         return -1;
     }
     kvmux_frame_encode(p, f);
+    kvmux__stats_count_sent(c->loop, p);
     kvmux__loop_mark_dirty(c);
     return check_output_cap(c);
 }
@@ -311,7 +319,8 @@ void kvmux__conn_fail(kvmux_conn *c, uint32_t request_id, uint8_t code,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (code != KVMUX_ERR_SHUTTING_DOWN && code != KVMUX_ERR_TIMEOUT)
+    if (code != KVMUX_ERR_SHUTTING_DOWN && code != KVMUX_ERR_TIMEOUT &&
+        code != KVMUX_ERR_AUTH) /* auth failures have their own counter */
         KVMUX_STAT_ADD(c->loop, protocol_errors, 1);
     KVMUX_LOG_D("conn %llu (%s): ERROR %s: %s", (unsigned long long)c->id, c->peer,
                 kvmux_wire_error_name(code), msg);
@@ -325,6 +334,7 @@ void kvmux__conn_fail(kvmux_conn *c, uint32_t request_id, uint8_t code,
         return;
     }
     memcpy(p, buf, n);
+    kvmux__stats_count_sent(c->loop, buf);
     start_closing(c);
 }
 
@@ -471,6 +481,55 @@ static void on_eof(kvmux_conn *c) {
     start_closing(c);
 }
 
+static void conn_input(kvmux_conn *c, size_t n);
+
+/* Where the next read goes: the loop's scratch buffer when nothing is
+ * held back, else the end of rbuf grown to hold the first frame. NULL
+ * (c closed) when out of memory. */
+static uint8_t *conn_read_room(kvmux_conn *c, size_t *room) {
+    kvmux_loop *l = c->loop;
+    if (c->rlen == 0) {
+        *room = KVMUX_SCRATCH_LEN;
+        return l->scratch;
+    }
+    size_t need = first_frame_need(c, c->rbuf, c->rlen);
+    if (need <= c->rlen) need = c->rlen + RBUF_MIN; /* defensive: never 0 room */
+    if (need > c->rcap) {
+        uint8_t *p = realloc(c->rbuf, need);
+        if (!p) {
+            kvmux__conn_close(c, "out of memory for input");
+            return NULL;
+        }
+        c->rbuf = p;
+        c->rcap = need;
+    }
+    *room = c->rcap - c->rlen;
+    return c->rbuf + c->rlen;
+}
+
+void kvmux__conn_feed(kvmux_conn *c, const uint8_t *p, size_t n) {
+    if (n == 0) {
+        if (c->state == KVMUX_CONN_LINGER) kvmux__conn_close(c, "closed after ERROR");
+        else if (c->state != KVMUX_CONN_DEAD) on_eof(c);
+        return;
+    }
+    while (n > 0 && c->state == KVMUX_CONN_OPEN) {
+        if (c->read_paused) {
+            kvmux__conn_flush(c); /* drains to the sink: resumes reading */
+            if (c->read_paused || c->state != KVMUX_CONN_OPEN) return;
+            continue;
+        }
+        size_t room;
+        uint8_t *dst = conn_read_room(c, &room);
+        if (!dst) return;
+        size_t k = n < room ? n : room;
+        memcpy(dst, p, k);
+        p += k;
+        n -= k;
+        conn_input(c, k);
+    }
+}
+
 static void conn_read(kvmux_conn *c) {
     kvmux_loop *l = c->loop;
     if (c->state == KVMUX_CONN_LINGER) {
@@ -485,26 +544,9 @@ static void conn_read(kvmux_conn *c) {
     }
     if (c->state != KVMUX_CONN_OPEN || c->read_paused) return;
 
-    uint8_t *dst;
     size_t room;
-    if (c->rlen == 0) {
-        dst = l->scratch;
-        room = KVMUX_SCRATCH_LEN;
-    } else {
-        size_t need = first_frame_need(c, c->rbuf, c->rlen);
-        if (need <= c->rlen) need = c->rlen + RBUF_MIN; /* defensive: never 0 room */
-        if (need > c->rcap) {
-            uint8_t *p = realloc(c->rbuf, need);
-            if (!p) {
-                kvmux__conn_close(c, "out of memory for input");
-                return;
-            }
-            c->rbuf = p;
-            c->rcap = need;
-        }
-        dst = c->rbuf + c->rlen;
-        room = c->rcap - c->rlen;
-    }
+    uint8_t *dst = conn_read_room(c, &room);
+    if (!dst) return;
     ssize_t n = recv(c->io.fd, dst, room, 0);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
@@ -515,6 +557,12 @@ static void conn_read(kvmux_conn *c) {
         on_eof(c);
         return;
     }
+    conn_input(c, (size_t)n);
+}
+
+/* n bytes just landed at the read position conn_read_room chose. */
+static void conn_input(kvmux_conn *c, size_t n) {
+    kvmux_loop *l = c->loop;
     KVMUX_STAT_ADD(l, bytes_in, n);
     c->last_input = l->now;
     if (c->rlen == 0) {
@@ -547,7 +595,9 @@ static int write_out(kvmux_conn *c) {
     for (int round = 0;; round++) {
         if (c->out.bytes > 0) {
             uint64_t written = 0;
-            int r = kvmux__outbuf_flush(&c->out, c->io.fd, &written);
+            int r = 0;
+            if (c->mem_sink) kvmux__outbuf_drain(&c->out, c->mem_sink, c->mem_ud, &written);
+            else r = kvmux__outbuf_flush(&c->out, c->io.fd, &written);
             KVMUX_STAT_ADD(l, bytes_out, written);
             if (r < 0) {
                 kvmux__conn_close(c, strerror(errno));
@@ -590,7 +640,7 @@ void kvmux__conn_flush(kvmux_conn *c) {
         if (c->state == KVMUX_CONN_DEAD) return;
     }
     if (c->state == KVMUX_CONN_CLOSING && c->out.bytes == 0) {
-        if (srv->cfg.close_linger_ms == 0) {
+        if (srv->cfg.close_linger_ms == 0 || c->mem_sink) {
             kvmux__conn_close(c, "closed after ERROR");
             return;
         }

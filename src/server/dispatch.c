@@ -142,7 +142,7 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "%s takes %d bytes of extras, got %u",
                  kvmux_opcode_name(f->code), want, f->extras_len);
-    } else if (f->key_len == 0) {
+    } else if (f->key_len == 0 && kvmux_request_key_required(f->code)) {
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "empty key");
     } else if (f->key_len > cfg->max_key) {
@@ -243,6 +243,9 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
         else
             respond_status(c, id, rc);
         return 0;
+    case KVMUX_OP_STATS:
+        kvmux__stats_respond(c, f);
+        return 0;
     case KVMUX_OP_WAIT: {
         uint32_t timeout = kvmux_load_u32be(f->extras + 8);
         /* The request's deadline caps how long it may wait. */
@@ -302,6 +305,7 @@ static void on_hello(kvmux_conn *c, const kvmux_frame *f) {
                                                                   : srv->cfg.max_value_v1;
         c->sess.local.max_value_size = v1;
     }
+    if (srv->auth_len && kvmux__auth_check_hello(c, f) != 0) return;
     int n = kvmux_session_accept_hello(&c->sess, f, out, srv->cfg.name);
     if (n < 0) {
         if (n == -KVMUX_ERR_UNSUPPORTED_VERSION)

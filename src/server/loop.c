@@ -232,10 +232,44 @@ static int next_timeout(const kvmux_loop *l) {
     return d > INT_MAX ? INT_MAX : (int)d;
 }
 
+void kvmux__loop_run_once(kvmux_loop *l, int timeout_ms) {
+    kvmux_server *srv = l->srv;
+    struct epoll_event evs[MAX_EVENTS];
+    int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout_ms);
+    if (n < 0) {
+        if (errno != EINTR) {
+            KVMUX_LOG_E("loop %u: epoll_wait: %s; stopping the server", l->id,
+                        strerror(errno));
+            kvmux_server_stop(srv);
+        }
+        n = 0;
+    }
+    l->now = kvmux_clock_ms();
+    int woke = 0;
+    for (int i = 0; i < n; i++) {
+        kvmux_io *io = evs[i].data.ptr;
+        switch (io->kind) {
+        case KVMUX_IO_WAKE:
+            woke = 1;
+            break;
+        case KVMUX_IO_LISTEN:
+            if (l->listening) kvmux__accept(l);
+            break;
+        default:
+            kvmux__conn_on_event((kvmux_conn *)io, evs[i].events);
+            break;
+        }
+    }
+    if (woke) drain_inbox(l);
+    kvmux__timer_run(&l->timers, l->now, MAX_TIMERS_PER_ITER);
+    kvmux__durable_release(l); /* write acks the log's fsync now covers */
+    flush_dirty(l);
+    destroy_dead(l);
+}
+
 void *kvmux__loop_main(void *arg) {
     kvmux_loop *l = arg;
     kvmux_server *srv = l->srv;
-    struct epoll_event evs[MAX_EVENTS];
     l->now = kvmux_clock_ms();
     if (l->id == 0 && srv->listen.fd >= 0) {
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &srv->listen};
@@ -250,36 +284,7 @@ void *kvmux__loop_main(void *arg) {
         /* Loop 0 closed the listener when its shutdown began. */
         if (l->phase != KVMUX_LOOP_RUNNING && l->nconns == 0) break;
 
-        int n = epoll_wait(l->epfd, evs, MAX_EVENTS, next_timeout(l));
-        if (n < 0) {
-            if (errno != EINTR) {
-                KVMUX_LOG_E("loop %u: epoll_wait: %s; stopping the server", l->id,
-                            strerror(errno));
-                kvmux_server_stop(srv);
-            }
-            n = 0;
-        }
-        l->now = kvmux_clock_ms();
-        int woke = 0;
-        for (int i = 0; i < n; i++) {
-            kvmux_io *io = evs[i].data.ptr;
-            switch (io->kind) {
-            case KVMUX_IO_WAKE:
-                woke = 1;
-                break;
-            case KVMUX_IO_LISTEN:
-                if (l->listening) kvmux__accept(l);
-                break;
-            default:
-                kvmux__conn_on_event((kvmux_conn *)io, evs[i].events);
-                break;
-            }
-        }
-        if (woke) drain_inbox(l);
-        kvmux__timer_run(&l->timers, l->now, MAX_TIMERS_PER_ITER);
-        kvmux__durable_release(l); /* write acks the log's fsync now covers */
-        flush_dirty(l);
-        destroy_dead(l);
+        kvmux__loop_run_once(l, next_timeout(l));
     }
     return NULL;
 }

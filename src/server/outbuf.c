@@ -131,3 +131,16 @@ int kvmux__outbuf_flush(kvmux_outbuf *ob, int fd, uint64_t *written) {
     }
     return 0;
 }
+
+void kvmux__outbuf_drain(kvmux_outbuf *ob, void (*sink)(void *, const uint8_t *, size_t),
+                         void *ud, uint64_t *written) {
+    *written = ob->bytes;
+    while (ob->head) {
+        kvmux_outchunk *c = ob->head;
+        if (c->len > c->off) sink(ud, c->bytes + c->off, c->len - c->off);
+        ob->head = c->next;
+        chunk_free(c);
+    }
+    ob->tail = NULL;
+    ob->bytes = 0;
+}

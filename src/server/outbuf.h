@@ -40,4 +40,10 @@ int kvmux__outbuf_append_ref(kvmux_outbuf *ob, const uint8_t *p, size_t n,
  * receives the bytes written by this call. */
 int kvmux__outbuf_flush(kvmux_outbuf *ob, int fd, uint64_t *written);
 
+/* In-memory connections (harness.c): hand every queued byte, chunk by
+ * chunk in order, to sink(ud, p, n) and empty the queue. *written receives
+ * the bytes handed over. Never fails. */
+void kvmux__outbuf_drain(kvmux_outbuf *ob, void (*sink)(void *, const uint8_t *, size_t),
+                         void *ud, uint64_t *written);
+
 #endif

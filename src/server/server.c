@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "monotime.h"
 #include "server_internal.h"
 
 #define LISTEN_BACKLOG 511
@@ -97,8 +98,10 @@ static void check_fd_limit(const kvmux_server *s) {
     }
 }
 
-int kvmux_server_new(kvmux_server **out, const kvmux_server_config *cfg, char *err,
-                     size_t errlen) {
+/* kvmux_server_new, and the in-memory harness's server (listen == 0: no
+ * socket at all; connections are made with kvmux__harness_*). */
+int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int listen,
+                         char *err, size_t errlen) {
     if (kvmux_server_config_validate(cfg, err, errlen) != 0) return -1;
     kvmux_server *s = calloc(1, sizeof *s);
     if (!s) return errf(err, errlen, "out of memory");
@@ -108,6 +111,7 @@ int kvmux_server_new(kvmux_server **out, const kvmux_server_config *cfg, char *e
     snprintf(s->name_copy, sizeof s->name_copy, "%s", cfg->name ? cfg->name : "kvmuxd");
     s->cfg.name = s->name_copy;
     s->listen.fd = -1;
+    s->start_ms = kvmux_clock_ms();
     atomic_init(&s->stop_requested, 0);
     atomic_init(&s->nconns, 0);
     atomic_init(&s->next_conn_id, 0);
@@ -164,13 +168,23 @@ int kvmux_server_new(kvmux_server **out, const kvmux_server_config *cfg, char *e
         }
     }
     s->cfg.aof_path = NULL; /* borrowed: the log keeps its own copy */
-    if (open_listener(s, err, errlen) != 0) {
+    if (kvmux__auth_load(s, cfg, err, errlen) != 0) {
+        kvmux_server_free(s);
+        return -1;
+    }
+    s->cfg.requirepass = s->cfg.requirepass_file = NULL; /* borrowed: copied */
+    if (listen && open_listener(s, err, errlen) != 0) {
         kvmux_server_free(s);
         return -1;
     }
     check_fd_limit(s);
     *out = s;
     return 0;
+}
+
+int kvmux_server_new(kvmux_server **out, const kvmux_server_config *cfg, char *err,
+                     size_t errlen) {
+    return kvmux__server_create(out, cfg, 1, err, errlen);
 }
 
 uint16_t kvmux_server_port(const kvmux_server *s) { return s->port; }
@@ -262,8 +276,12 @@ void kvmux_server_get_stats(kvmux_server *s, kvmux_server_stats *st) {
         SUM(st->writes_held, writes_held);
         SUM(st->aof_refused, aof_refused);
         SUM(st->oom_refused, oom_refused);
+        SUM(st->auth_failures, auth_failures);
+        for (int k = 0; k <= KVMUX_STATUS_MAX; k++) SUM(st->responses[k], responses[k]);
+        for (int k = 0; k < KVMUX_STATS_ERR_SLOTS; k++) SUM(st->wire_errors[k], wire_errors[k]);
     }
 #undef SUM
+    st->uptime_ms = kvmux_clock_ms() - s->start_ms;
     st->connections_current = atomic_load(&s->nconns);
     kvmux_store_stats ss;
     kvmux_store_get_stats(s->store, &ss);

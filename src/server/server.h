@@ -83,6 +83,15 @@ typedef struct kvmux_server_config {
     uint32_t active_expire_samples; /* keys sampled per shard per 100 ms
                                      expiry cycle; 0 = lazy expiry only;
                                      default 20 */
+    /* Access (docs/OPERATIONS.md "Access"). */
+    const char *requirepass;      /* token clients must send in HELLO
+                                     (1..64 bytes); NULL = none; borrowed
+                                     until kvmux_server_new returns */
+    const char *requirepass_file; /* read the token from this file (first
+                                     line, trailing newline stripped);
+                                     exclusive with requirepass */
+    uint32_t protected_mode;      /* 1 (default): refuse a non-loopback bind
+                                     without a token */
 } kvmux_server_config;
 
 /* Fill c with the defaults above. Thread-safe: yes. */
@@ -99,6 +108,10 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
 
 /* Counters, summed over loop threads at the time of the call (each counter
  * is exact; the set is not a snapshot). */
+/* Slots of kvmux_server_stats.wire_errors: every ERROR code this server
+ * can send (up to 16, AUTH). */
+#define KVMUX_STATS_ERR_SLOTS 17
+
 typedef struct kvmux_server_stats {
     uint64_t connections_accepted;
     uint64_t connections_current;
@@ -142,6 +155,12 @@ typedef struct kvmux_server_stats {
     uint64_t aof_rewrite_failures;
     uint64_t aof_refused;             /* writes refused after a log failure */
     uint64_t writes_held;             /* acks that waited for an fsync */
+    uint64_t auth_failures;           /* HELLOs refused with ERROR AUTH */
+    /* RESPONSE messages sent, by status (a fragmented one counts once). */
+    uint64_t responses[KVMUX_STATUS_MAX + 1];
+    /* ERROR frames sent, by wire error code ([0]: codes out of range). */
+    uint64_t wire_errors[KVMUX_STATS_ERR_SLOTS];
+    uint64_t uptime_ms;               /* since kvmux_server_new */
 } kvmux_server_stats;
 
 typedef struct kvmux_server kvmux_server;

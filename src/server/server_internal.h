@@ -76,6 +76,9 @@ typedef struct kvmux_loop_stats {
     _Atomic uint64_t idle_timeouts, write_timeouts, floods, cancels, goaways;
     _Atomic uint64_t uploads, streams, deadline_expired;
     _Atomic uint64_t writes_held, aof_refused, oom_refused;
+    _Atomic uint64_t auth_failures;
+    _Atomic uint64_t responses[KVMUX_STATUS_MAX + 1];  /* by status */
+    _Atomic uint64_t wire_errors[KVMUX_STATS_ERR_SLOTS]; /* ERRORs sent, by code */
 } kvmux_loop_stats;
 
 #define KVMUX_STAT_ADD(loop, field, n) \
@@ -166,6 +169,10 @@ struct kvmux_conn {
     uint32_t nheld;                /* entries in loop->held for this conn */
     uint64_t id;                   /* for logs */
     char peer[INET6_ADDRSTRLEN + 8];
+    /* In-memory connection (harness.c; io.fd is -1): output goes to
+     * mem_sink instead of a socket, and there is no epoll registration. */
+    void (*mem_sink)(void *ud, const uint8_t *p, size_t n);
+    void *mem_ud;
 };
 
 /* A parked WAIT. Lifetime rules are in waits.c. */
@@ -199,10 +206,20 @@ struct kvmux_server {
     _Atomic uint32_t nconns;       /* across loops, for max_connections */
     _Atomic uint64_t next_conn_id;
     int running;
+    uint64_t start_ms;             /* monotonic, at creation: uptime */
+    uint8_t auth[KVMUX_MAX_AUTH_TOKEN]; /* --requirepass token */
+    size_t auth_len;               /* 0 = no authentication */
+    _Atomic uint64_t auth_log_ms;  /* rate limit of auth failure logs */
+    _Atomic uint64_t auth_log_dropped; /* failures not logged since */
 };
 
 /* All functions below run on the loop thread that owns their loop /
  * connection unless marked "any thread". */
+
+/* ---- server.c ---- */
+/* kvmux_server_new; listen == 0 opens no socket (in-memory harness). */
+int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int listen,
+                         char *err, size_t errlen);
 
 /* ---- loop.c ---- */
 /* Create l's epoll set, eventfd and scratch buffer. Returns 0 or -1. */
@@ -221,6 +238,10 @@ void kvmux__loop_push_conn(kvmux_loop *l, kvmux_conn *c);
 void kvmux__loop_push_wait(kvmux_loop *l, kvmux_wait *w);
 /* Put c on its loop's flush list (idempotent). */
 void kvmux__loop_mark_dirty(kvmux_conn *c);
+/* One iteration of l's loop body: wait up to timeout_ms (0: poll) for
+ * events, then inbox, timers, held write acks, flushes, teardown. Used by
+ * the loop thread and by the in-memory harness (no loop thread). */
+void kvmux__loop_run_once(kvmux_loop *l, int timeout_ms);
 
 /* ---- accept.c ---- */
 /* Accept a batch of connections from the listener (loop 0). */
@@ -291,6 +312,11 @@ void kvmux__conn_send_grant(kvmux_conn *c, uint32_t request_id, const kvmux_gran
 /* Stop: the phase deadline of a draining connection passed; answer what
  * it still owes SHUTTING_DOWN where possible and close it. */
 void kvmux__conn_drain_deadline(kvmux_conn *c);
+
+/* In-memory input (harness.c): process p[0..n) as if read(2) had returned
+ * it, in reads of at most the usual size; n == 0 is end of input (EOF).
+ * Output is drained to c->mem_sink whenever reading would pause. */
+void kvmux__conn_feed(kvmux_conn *c, const uint8_t *p, size_t n);
 
 /* ---- sched.c: output scheduler and fragmented responses ---- */
 /* Send an OK response carrying (version, value) for request_id, where
@@ -383,6 +409,27 @@ void kvmux__durable_forget(kvmux_conn *c);
 void kvmux__durable_deinit(kvmux_loop *l);
 /* The log's notify callback: wake every loop (any thread). */
 void kvmux__durable_notify(void *srv);
+
+/* ---- auth.c: --requirepass ---- */
+/* Load the token from cfg (requirepass or requirepass_file) into s.
+ * Returns 0, or -1 with a message in err. */
+int kvmux__auth_load(kvmux_server *s, const kvmux_server_config *cfg, char *err,
+                     size_t errlen);
+/* Server with a token: check the HELLO f of c. Returns 0 if it may go on,
+ * else c has been failed with ERROR AUTH (counted, logged rate-limited). */
+int kvmux__auth_check_hello(kvmux_conn *c, const kvmux_frame *f);
+
+/* ---- stats.c: the STATS operation ---- */
+/* Format the server's counters as "name:value\n" lines, keeping only the
+ * names starting with prefix[0..plen) (plen 0: all), into buf[0..cap).
+ * Returns the length, or 0 if cap is too small. Any thread. */
+size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, char *buf,
+                           size_t cap);
+/* Answer a validated STATS request (credit taken; always answered now). */
+void kvmux__stats_respond(kvmux_conn *c, const kvmux_frame *f);
+/* Count a RESPONSE (status) or ERROR (code) frame about to be queued: the
+ * header bytes p[0..KVMUX_FRAME_HDR_LEN). */
+void kvmux__stats_count_sent(kvmux_loop *l, const uint8_t *hdr);
 
 /* ---- expire.c: active expiry ---- */
 /* Arm the loop's periodic expiry cycle (loop 0 only does the work). */

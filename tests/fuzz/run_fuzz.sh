@@ -1,6 +1,8 @@
 #!/bin/sh
 # Build and run the kvmux libFuzzer harnesses (clang required).
 #   tests/fuzz/run_fuzz.sh OUT_DIR [SECONDS_PER_HARNESS]
+# Server input (fuzz_server_input.c) needs the server sources too; its
+# seeds are [control byte] + client-side vectors (see seed_server below).
 # Seeds: every vector of tests/vectors/frames.hex as one file (decoder), and
 # for the stream harness a 3-byte setup prefix followed by the v2 vectors
 # sent in each direction (see fuzz_stream_v2.c for the input format).
@@ -8,11 +10,14 @@ set -eu
 out=${1:?usage: run_fuzz.sh OUT_DIR [SECONDS]}
 secs=${2:-60}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-mkdir -p "$out/corpus_decode" "$out/corpus_stream"
+mkdir -p "$out/corpus_decode" "$out/corpus_stream" "$out/corpus_server"
 cflags="-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I$root/src/proto"
 for h in fuzz_frame_decode fuzz_stream_v2; do
   clang $cflags -o "$out/$h" "$root/tests/fuzz/$h.c" "$root"/src/proto/*.c
 done
+srv_src=$(ls "$root"/src/server/*.c | grep -v '/main\.c$')
+clang $cflags -I"$root/src/server" -I"$root/src/common" -o "$out/fuzz_server_input" \
+  "$root/tests/fuzz/fuzz_server_input.c" $srv_src "$root"/src/proto/*.c "$root"/src/common/*.c -lpthread
 hex() { grep "^$1 " "$root/tests/vectors/frames.hex" | cut -d' ' -f2- | tr -cd '0-9a-f'; }
 for name in $(grep -v '^#' "$root/tests/vectors/frames.hex" | cut -d' ' -f1 | grep .); do
   hex "$name" | xxd -r -p > "$out/corpus_decode/$name"
@@ -26,5 +31,18 @@ to_client="resp_get_more resp_cont_last window_update_msg resp_canceled goaway w
   printf 'k\002\006\000\000\000\000\000\000\010\000\000\000\000\000\010GGGGGGGG'; } > "$out/corpus_stream/server"
 { printf '\000\020\020'; for v in $to_client; do hex "$v" | xxd -r -p; done; } > "$out/corpus_stream/client"
 { printf '\001\377\377'; for v in req_set_more cont_more cont_last; do hex "$v" | xxd -r -p; done; } > "$out/corpus_stream/server_big"
+# Server seeds: control byte (0x80: v1 HELLO prepended, 0x40: v2 HELLO, low
+# bits: read size) then requests from the vectors.
+seed_server() { # NAME CTL VECTOR...
+  f="$out/corpus_server/$1"; ctl=$2; shift 2
+  { printf "\\$ctl"; for v in "$@"; do hex "$v" | xxd -r -p; done; } > "$f"
+}
+seed_server v1_all 200 req_get req_set req_del req_incr req_cas req_wait ping req_get req_stats req_stats_prefix
+seed_server v1_raw 000 hello req_set req_get req_incr req_incr req_del
+seed_server v1_split 203 req_set req_get ping req_cas
+seed_server v2_all 100 req_get_v2 req_get_deadline req_set_deadline req_set_more cont_more cont_last req_get_v2 ping_v2
+seed_server v2_cancel 100 req_cas_deadline_more window_update_msg cancel window_update_conn req_get_v2 goaway
+seed_server v2_split 105 req_set_more cont_more cont_last req_get_v2 req_wait
 "$out/fuzz_frame_decode" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_decode"
 "$out/fuzz_stream_v2" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_stream"
+"$out/fuzz_server_input" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_server"

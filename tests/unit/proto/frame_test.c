@@ -115,6 +115,15 @@ static const vec VECS[] = {
      2, 0, 0, 0},
     {"error_flood", KVMUX_FRAME_ERROR, 0, KVMUX_ERR_FLOOD, {0}, 0, "", "flood", 5, 2, 0, 0, 0},
     {"ping_v2", KVMUX_FRAME_PING, 0, 0, {1, 2, 3, 4, 5, 6, 7, 8}, 8, "", {0}, 0, 2, 0, 0, 0},
+    /* ---- STATS ---- */
+    {"req_stats", KVMUX_FRAME_REQUEST, 14, KVMUX_OP_STATS, {0}, 0, "", {0}, 0, V1},
+    {"req_stats_prefix", KVMUX_FRAME_REQUEST, 15, KVMUX_OP_STATS, {0}, 0, "aof_", {0}, 0, V1},
+    {"resp_stats_ok", KVMUX_FRAME_RESPONSE, 14, KVMUX_STATUS_OK, {0}, 0, "", "keys:3\n", 7, V1},
+    /* ---- auth ---- */
+    {"hello_auth", KVMUX_FRAME_HELLO, 0, 0, {1, 1}, 2, "cli",
+     {SETTING(1, 2097152u), SETTING(2, 1024u), SETTING(3, 4096u), SETTING(4, 1048576u),
+      SETTING(7, 6u), SETTING(8, 0x73336372u), SETTING(8, 0x65740000u)}, 42, V1},
+    {"error_auth", KVMUX_FRAME_ERROR, 0, KVMUX_ERR_AUTH, {0}, 0, "", "invalid token", 13, V1},
 };
 #define NVECS (sizeof VECS / sizeof VECS[0])
 
@@ -362,6 +371,78 @@ static void test_doc_matches_vectors(void) {
             fprintf(stderr, "vector %s differs in PROTOCOL.md\n", h->name);
     }
     CHECK_EQ(found, NFILEVECS);
+}
+
+/* The auth entries (PROTOCOL.md 8.1): encode/extract round trip for every
+ * length, the vector, and each malformed shape. */
+static void test_auth_settings(void) {
+    uint8_t tok[KVMUX_MAX_AUTH_TOKEN], got[KVMUX_MAX_AUTH_TOKEN];
+    uint8_t blk[24 + KVMUX_AUTH_SETTINGS_MAX_LEN];
+    for (size_t i = 0; i < sizeof tok; i++) tok[i] = (uint8_t)(0xA0 + i);
+    int ok = 1;
+    for (size_t len = 1; len <= KVMUX_MAX_AUTH_TOKEN; len++) {
+        kvmux_settings s;
+        kvmux_settings_default(&s);
+        size_t n = kvmux_settings_encode(blk, &s);
+        size_t a = kvmux_settings_encode_auth(blk + n, tok, len);
+        if (a != 6 * (1 + (len + 3) / 4) || a > KVMUX_AUTH_SETTINGS_MAX_LEN) ok = 0;
+        memset(got, 0, sizeof got);
+        if (kvmux_settings_auth_token(blk, n + a, got) != (int)len) ok = 0;
+        if (memcmp(got, tok, len) != 0) ok = 0;
+        /* Servers without auth ignore the entries. */
+        kvmux_settings t;
+        kvmux_settings_default(&t);
+        if (kvmux_settings_decode(blk, n + a, &t) != 0 || t.max_frame_size != s.max_frame_size)
+            ok = 0;
+    }
+    CHECK(ok);
+    CHECK_EQ(kvmux_settings_encode_auth(blk, tok, 0), 0);
+    /* The session encoder: a v2 HELLO with a 64-byte token decodes, keeps
+     * its settings, and carries the token. */
+    {
+        kvmux_session cs;
+        kvmux_settings st;
+        kvmux_settings_default(&st);
+        st.initial_window = 65536; /* non-default windows: the longest block */
+        st.connection_window = 1u << 20;
+        kvmux_session_init(&cs, KVMUX_ROLE_CLIENT, &st);
+        uint8_t hb[KVMUX_HELLO_AUTH_MAX_LEN];
+        char name[KVMUX_MAX_NAME + 1];
+        memset(name, 'n', KVMUX_MAX_NAME);
+        name[KVMUX_MAX_NAME] = '\0';
+        size_t hn = kvmux_session_encode_hello_auth(&cs, hb, name, tok, KVMUX_MAX_AUTH_TOKEN);
+        CHECK(hn > 0 && hn <= sizeof hb);
+        kvmux_frame hf;
+        CHECK_EQ(kvmux_frame_decode(hb, hn, KVMUX_DEFAULT_MAX_FRAME, &hf), (int)hn);
+        CHECK_EQ(kvmux_settings_auth_token(hf.value, hf.value_len, got), (int)KVMUX_MAX_AUTH_TOKEN);
+        CHECK(memcmp(got, tok, KVMUX_MAX_AUTH_TOKEN) == 0);
+        kvmux_settings t;
+        kvmux_settings_default(&t);
+        CHECK_EQ(kvmux_settings_decode(hf.value, hf.value_len, &t), 0);
+        CHECK_EQ(t.initial_window, 65536);
+        kvmux_session_init(&cs, KVMUX_ROLE_CLIENT, &st);
+        CHECK_EQ(kvmux_session_encode_hello_auth(&cs, hb, "c", tok, KVMUX_MAX_AUTH_TOKEN + 1), 0);
+    }
+    CHECK_EQ(kvmux_settings_encode_auth(blk, tok, KVMUX_MAX_AUTH_TOKEN + 1), 0);
+    const hexvec *h = find_vec("hello_auth");
+    REQUIRE(h != NULL);
+    kvmux_frame f;
+    REQUIRE(kvmux_frame_decode(h->bytes, h->len, KVMUX_DEFAULT_MAX_FRAME, &f) == (int)h->len);
+    CHECK_EQ(kvmux_settings_auth_token(f.value, f.value_len, got), 6);
+    CHECK(memcmp(got, "s3cret", 6) == 0);
+    /* No entries: 0. */
+    CHECK_EQ(kvmux_settings_auth_token(f.value, 24, got), 0);
+    /* Malformed: token entry before the length, a short token, a second
+     * length, non-zero padding, a length over the maximum. */
+    uint8_t bad[5][18] = {
+        {0, 8, 1, 2, 3, 4, 0, 7, 0, 0, 0, 4, 0, 8, 1, 2, 3, 4},
+        {0, 7, 0, 0, 0, 5, 0, 8, 1, 2, 3, 4, 0, 9, 0, 0, 0, 0},
+        {0, 7, 0, 0, 0, 4, 0, 7, 0, 0, 0, 4, 0, 8, 1, 2, 3, 4},
+        {0, 7, 0, 0, 0, 3, 0, 8, 1, 2, 3, 4, 0, 9, 0, 0, 0, 0},
+        {0, 7, 0, 0, 0, 65, 0, 8, 1, 2, 3, 4, 0, 9, 0, 0, 0, 0},
+    };
+    for (int i = 0; i < 5; i++) CHECK_EQ(kvmux_settings_auth_token(bad[i], 18, got), -KVMUX_ERR_PROTOCOL);
+    CHECK_EQ(kvmux_settings_auth_token(bad[0], 17, got), -KVMUX_ERR_BAD_LENGTH);
 }
 
 /* ---- guard page ---- */
@@ -706,8 +787,13 @@ static void test_names(void) {
     CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_INCR), 8);
     CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_CAS), 16);
     CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_WAIT), 12);
+    CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_STATS), 0);
+    CHECK(strcmp(kvmux_opcode_name(KVMUX_OP_STATS), "STATS") == 0);
+    CHECK_EQ(kvmux_request_key_required(KVMUX_OP_STATS), 0);
+    CHECK_EQ(kvmux_request_key_required(KVMUX_OP_GET), 1);
+    CHECK(strcmp(kvmux_wire_error_name(KVMUX_ERR_AUTH), "AUTH") == 0);
     CHECK_EQ(kvmux_request_extras_len(0), -1);
-    CHECK_EQ(kvmux_request_extras_len(7), -1);
+    CHECK_EQ(kvmux_request_extras_len(8), -1);
     /* Every vector's request extras agree with the table. */
     for (size_t i = 0; i < NVECS; i++)
         if (VECS[i].type == KVMUX_FRAME_REQUEST)
@@ -787,6 +873,7 @@ int main(void) {
     test_vectors_both_ways();
     test_stream_split_points();
     test_doc_matches_vectors();
+    test_auth_settings();
     test_guard_page();
     test_bad_magic();
     test_bad_version();
