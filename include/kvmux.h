@@ -9,7 +9,10 @@
  * - Functions return 0 on success or a negative KVMUX_E* code; never errno.
  *   kvmux_strerror() names every code. Codes <= KVMUX_E_FATAL mean the
  *   connection is gone: every later call fails fast with the same code; the
- *   only thing left to do with the handle is kvmux_close().
+ *   only thing left to do with the handle is kvmux_close(). Exception: with
+ *   kvmux_options.reconnect on, a lost connection is replaced
+ *   automatically; the call that saw the loss got KVMUX_ECLOSED, and later
+ *   calls wait for (or fail fast until) the next connection.
  * - timeout_ms: the whole call (queueing, waiting for a credit, the round
  *   trip). KVMUX_TIMEOUT_DEFAULT (-1) takes the client's default
  *   (kvmux_options.request_timeout_ms). 0 is not "forever": there is no
@@ -108,6 +111,35 @@ typedef struct kvmux_options {
                                     KVMUX_EKEEPALIVE (every pending call gets
                                     it); 0 = never (PINGs only). Needs
                                     keepalive_interval_ms > 0. Default 0. */
+    /* Automatic reconnect (threaded clients only; an event-loop client
+     * reconnects by creating a new client: the application owns the loop
+     * and the socket). When on, a lost connection (EOF, reset, keepalive
+     * failure, end of a GOAWAY drain) is not terminal: the reader thread
+     * reconnects to the same host:port with exponential backoff and full
+     * jitter (attempt n waits a uniform random time in
+     * [0, min(max_backoff, min_backoff * 2^n)]), redoes the handshake and
+     * adopts the new server's settings and credits. Requests in flight
+     * when the connection died fail with KVMUX_ECLOSED and are never
+     * resent, except GET and PING when retry_reads is on (WAIT is not
+     * retried). Async requests still in the backlog (never sent) are sent
+     * on the new connection. While disconnected (or after a GOAWAY), new
+     * calls wait for the next connection up to their timeout
+     * (reconnect_wait = 1) or fail at once with KVMUX_ECLOSED
+     * (reconnect_wait = 0; kvmux_try_call always fails fast); async
+     * submits go to the bounded backlog (KVMUX_EAGAIN when full). A read
+     * resent under retry_reads goes through the same admission, so with
+     * reconnect_wait = 0 it fails with KVMUX_ECLOSED after all. Each
+     * attempt connects to the first address host resolves to. kvmux_is_fatal(KVMUX_ECLOSED) stays true
+     * for the request, but the handle remains usable; kvmux_connection_error
+     * reports the last loss while disconnected and 0 once reconnected. */
+    int reconnect;               /* 0 off (default), 1 on */
+    int reconnect_min_backoff_ms;/* default 50 */
+    int reconnect_max_backoff_ms;/* default 5000 (cap on the backoff) */
+    int reconnect_wait;          /* 1 (default): calls wait for the next
+                                    connection; 0: fail fast */
+    int retry_reads;             /* 1: resend GET/PING cut off by a lost
+                                    connection (synchronous calls only);
+                                    default 0 */
 } kvmux_options;
 
 /* Fill o with defaults. Thread-safe: yes. */
@@ -157,6 +189,12 @@ typedef struct kvmux_server_info {
     char server_name[256];
 } kvmux_server_info;
 void kvmux_get_server_info(kvmux_client *c, kvmux_server_info *info);
+
+/* Automatic reconnect counters (kvmux_options.reconnect): reconnect
+ * attempts started and connections successfully re-made since
+ * kvmux_connect. Either pointer may be NULL. Returns 0 or KVMUX_EINVAL (c
+ * NULL). Thread-safe: yes. */
+int kvmux_reconnect_stats(kvmux_client *c, uint64_t *attempts, uint64_t *reconnects);
 
 /* ---- generic call ---- */
 
@@ -482,6 +520,10 @@ typedef struct kvmux_async_hooks {
  * fails with KVMUX_ECONNECT. Requests may be submitted at once (they wait
  * in the backlog). On success *out owns the client; free it with
  * kvmux_close(). On error *out is untouched.
+ * kvmux_options.reconnect and its companions are ignored here: a lost
+ * connection is final (the status callback reports it), and reconnecting
+ * is the application's job -- kvmux_close the client (from the loop) and
+ * kvmux_async_connect a new one, with its own backoff.
  * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ENOMEM (details:
  * kvmux_connection_error(NULL, ...)). Thread-safe: yes. */
 int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,

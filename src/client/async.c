@@ -256,10 +256,13 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
     }
 
     pthread_mutex_lock(&c->mu);
+    /* Automatic reconnect: between connections (or draining) a submit
+     * goes to the backlog and is sent on the next connection. */
+    int between = (c->fatal || c->draining) && kvmux__reconnecting(c);
     int rc = c->fatal;
-    if (rc != 0) goto out;
+    if (rc != 0 && !between) goto out;
     rc = KVMUX_ESHUTDOWN; /* GOAWAY received: nothing new on this connection */
-    if (c->draining) goto out;
+    if (c->draining && !between) goto out;
     size_t flen = 0;
     rc = kvmux__call_check(c, req, &flen);
     if (rc != 0) goto out;
@@ -267,7 +270,8 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
         rc = kvmux__disp_start(c);
         if (rc != 0) goto out;
     }
-    int direct = c->backlog_head == NULL && c->pending.nfree > 0 && !kvmux__queue_full(c, flen);
+    int direct = !between && c->backlog_head == NULL && c->pending.nfree > 0 &&
+                 !kvmux__queue_full(c, flen);
     if (!direct) {
         rc = KVMUX_EAGAIN;
         if (try_only) goto out;

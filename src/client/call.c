@@ -44,6 +44,13 @@
  * including those waiting for admission; calls already sent wait for
  * their answers.
  *
+ * With automatic reconnect (reconnect.c) a fatal code or a GOAWAY means
+ * "between connections": admission waits on conn_cond for the next one
+ * (reconnect_wait, up to the call's deadline) or fails fast with
+ * KVMUX_ECLOSED. A GET or PING whose connection died under it comes back
+ * as KVMUX__ERETRY when retry_reads is on and goes through admission
+ * again; nothing else is ever resent.
+ *
  * What it is not: the reply parsing is in reader.c, the socket writes in
  * writer.c, the connection failure in client.c, async requests in async.c.
  */
@@ -249,7 +256,21 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
     uint32_t id = 0;
 
     /* Admission: a credit and queue room, both at once. */
+admit:
     for (;;) {
+        if ((c->fatal || c->draining) && kvmux__reconnecting(c)) {
+            /* Between connections: wait for the next one, or fail fast. */
+            if (!c->opts.reconnect_wait || try_only) {
+                rc = KVMUX_ECLOSED;
+                goto leave;
+            }
+            if (timed_out) {
+                rc = KVMUX_ETIMEDOUT;
+                goto leave;
+            }
+            timed_out = call_wait(c, &c->conn_cond, &deadline);
+            continue;
+        }
         if (c->fatal) {
             rc = c->fatal;
             goto leave;
@@ -307,6 +328,14 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
         timed_out = call_wait(c, &s->cond, &deadline);
     }
     rc = s->result;
+    if (rc == KVMUX__ERETRY) {
+        /* retry_reads: the read never got its answer; send it again on
+         * the next connection, within the same deadline. */
+        kvmux__pending_release(&c->pending, s);
+        s = NULL;
+        timed_out = 0;
+        goto admit;
+    }
     if (reply && (rc == KVMUX_OK || rc == KVMUX_EVERSION)) {
         *reply = s->reply;
         memset(&s->reply, 0, sizeof s->reply);

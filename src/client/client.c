@@ -36,6 +36,13 @@
  * arrive fragmented (reader.c reassembles them), and a GOAWAY puts the
  * client in the draining state (new calls fail fast with KVMUX_ESHUTDOWN).
  *
+ * With kvmux_options.reconnect (threaded mode) a failure is not terminal
+ * unless kvmux_close caused it: slots get KVMUX_ECLOSED (or KVMUX__ERETRY
+ * for retried reads), the async backlog is kept, and the reader thread
+ * re-makes the connection (reconnect.c), reusing the handshake here. The
+ * reader then owns the writer thread (it restarts it per connection), so
+ * kvmux_close joins only the reader.
+ *
  * What it is not: no request handling (call.c, async.c), no frame parsing
  * after the handshake (reader.c), no socket writes after it (writer.c).
  */
@@ -190,7 +197,11 @@ int kvmux__handshake_reply(kvmux_client *c, const kvmux_frame *f) {
                                    f->code, KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
     if (rc < 0)
         return kvmux__connect_fail(KVMUX_EPROTO, "bad HELLO_ACK: %s", kvmux_wire_error_name(-rc));
-    c->version = c->session.version;
+    /* version, max_key, max_value and peer_max_frame are read without the
+     * lock by kvmux__call_check's early pass; on a reconnect they are
+     * written only when the new server's settings differ (known gap: a
+     * server restarted with different limits races that early check). */
+    if (c->version != c->session.version) c->version = c->session.version;
     c->info.protocol_version = c->session.version;
     c->info.max_frame_size = c->session.peer.max_frame_size;
     c->info.max_key_size = c->session.peer.max_key_size;
@@ -200,10 +211,13 @@ int kvmux__handshake_reply(kvmux_client *c, const kvmux_frame *f) {
     if (nl) memcpy(c->info.server_name, f->key, nl);
     c->info.server_name[nl] = 0;
 
-    c->max_key = c->session.peer.max_key_size;
-    if (c->max_key > KVMUX_MAX_KEY_LIMIT) c->max_key = KVMUX_MAX_KEY_LIMIT;
-    c->max_value = c->session.peer.max_value_size;
-    c->peer_max_frame = c->session.peer.max_frame_size;
+    uint32_t mk = c->session.peer.max_key_size;
+    if (mk > KVMUX_MAX_KEY_LIMIT) mk = KVMUX_MAX_KEY_LIMIT;
+    if (c->max_key != mk) c->max_key = mk;
+    if (c->max_value != c->session.peer.max_value_size)
+        c->max_value = c->session.peer.max_value_size;
+    if (c->peer_max_frame != c->session.peer.max_frame_size)
+        c->peer_max_frame = c->session.peer.max_frame_size;
     uint32_t credits = c->session.peer.max_outstanding;
     if (c->opts.max_outstanding && c->opts.max_outstanding < credits)
         credits = c->opts.max_outstanding;
@@ -220,7 +234,7 @@ int kvmux__handshake_reply(kvmux_client *c, const kvmux_frame *f) {
 /* Send HELLO, read HELLO_ACK (or ERROR) into c->rbuf and apply it, all
  * before deadline. Leftover bytes stay in c->rbuf. Returns 0 or a KVMUX_E*
  * (message recorded). */
-static int connect_handshake(kvmux_client *c, const char *name, int64_t deadline) {
+int kvmux__connect_handshake(kvmux_client *c, const char *name, int64_t deadline) {
     uint8_t hello[KVMUX_FRAME_HDR_LEN + 2 + KVMUX_MAX_NAME + 4 * KVMUX_SETTING_ENTRY_LEN];
     size_t hlen = kvmux__hello_encode(c, name, hello);
     char eb[64];
@@ -246,7 +260,11 @@ static int connect_handshake(kvmux_client *c, const char *name, int64_t deadline
         if (n < 0)
             return kvmux__connect_fail(KVMUX_EPROTO, "bad handshake reply: %s", kvmux_wire_error_name(-n));
         if (n > 0) {
+            /* Under the lock: on a reconnect, callers read the negotiated
+             * settings and the pending table concurrently. */
+            pthread_mutex_lock(&c->mu);
             int rc = kvmux__handshake_reply(c, &f);
+            pthread_mutex_unlock(&c->mu);
             if (rc != 0) return rc;
             memmove(c->rbuf, c->rbuf + n, c->rlen - (size_t)n);
             c->rlen -= (size_t)n;
@@ -279,7 +297,9 @@ void kvmux__client_free(kvmux_client *c) {
     free(c->out.data);
     free(c->wbuf.data);
     free(c->rbuf);
+    free(c->host);
     if (c->fd >= 0) close(c->fd);
+    pthread_cond_destroy(&c->conn_cond);
     pthread_cond_destroy(&c->writer_cond);
     pthread_cond_destroy(&c->slot_cond);
     pthread_cond_destroy(&c->queue_cond);
@@ -302,6 +322,12 @@ int kvmux__check_opts(const kvmux_options *o) {
         (o->keepalive_timeout_ms > 0 && o->keepalive_interval_ms == 0))
         return kvmux__connect_fail(KVMUX_EINVAL, "keepalive: timeout needs an interval, "
                                    "neither may be negative");
+    if (o->reconnect < 0 || o->reconnect > 1 || o->reconnect_wait < 0 ||
+        o->reconnect_wait > 1 || o->retry_reads < 0 || o->retry_reads > 1 ||
+        (o->reconnect && (o->reconnect_min_backoff_ms <= 0 ||
+                          o->reconnect_max_backoff_ms < o->reconnect_min_backoff_ms)))
+        return kvmux__connect_fail(KVMUX_EINVAL, "reconnect: flags are 0 or 1, backoffs "
+                                   "positive with min <= max");
     if (o->max_protocol_version > KVMUX_PROTO_VERSION_MAX)
         return kvmux__connect_fail(KVMUX_EINVAL, "max_protocol_version above %u",
                                    KVMUX_PROTO_VERSION_MAX);
@@ -326,7 +352,7 @@ kvmux_client *kvmux__client_new(const kvmux_options *o) {
         return NULL;
     }
     pthread_cond_t *cvs[] = {&c->writer_cond, &c->slot_cond, &c->queue_cond, &c->idle_cond,
-                             &c->disp_cond};
+                             &c->disp_cond, &c->conn_cond};
     for (size_t i = 0; i < sizeof cvs / sizeof cvs[0]; i++) {
         if (kvmux__cond_init(cvs[i]) != 0) {
             while (i > 0) pthread_cond_destroy(cvs[--i]);
@@ -353,6 +379,7 @@ static int client_start_threads(kvmux_client *c) {
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&c->writer, NULL, kvmux__writer_main, c);
     if (rc == 0) {
+        c->writer_running = 1;
         rc = pthread_create(&c->reader, NULL, kvmux__reader_main, c);
         if (rc != 0) {
             pthread_mutex_lock(&c->mu);
@@ -380,6 +407,14 @@ int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
     kvmux_client *c = kvmux__client_new(&o);
     if (!c) return KVMUX_ENOMEM;
     c->mode = KVMUX__MODE_THREADED;
+    if (o.reconnect) {
+        c->host = strdup(host);
+        c->port = port;
+        if (!c->host) {
+            kvmux__client_free(c);
+            return kvmux__connect_fail(KVMUX_ENOMEM, "out of memory");
+        }
+    }
 
     int64_t deadline = kvmux__now_ms() + o.connect_timeout_ms;
     int fd = kvmux__connect_socket(host, port, deadline);
@@ -388,7 +423,7 @@ int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
         return fd;
     }
     c->fd = fd;
-    rc = connect_handshake(c, o.client_name, deadline);
+    rc = kvmux__connect_handshake(c, o.client_name, deadline);
     if (rc != 0) {
         kvmux__client_free(c);
         return rc;
@@ -414,6 +449,7 @@ int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
 typedef struct client_fail_arg {
     kvmux_client *c;
     int code;
+    int retry_reads;               /* GET/PING of sync callers: resend */
 } client_fail_arg;
 
 /* Complete one WAITING slot with the fatal code (drain pass). */
@@ -428,6 +464,8 @@ static void client_fail_slot(kvmux__slot *s, void *arg) {
     s->asm_dst = NULL;
     s->reasm.state = KVMUX_REASM_IDLE;
     s->result = a->code;
+    if (a->retry_reads && !s->aop && (s->op == KVMUX_GET || s->op == KVMUX_PING))
+        s->result = KVMUX__ERETRY;
     kvmux__slot_finish(a->c, s);
 }
 
@@ -438,9 +476,15 @@ void kvmux__client_fail(kvmux_client *c, int code, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(c->fatal_msg, sizeof c->fatal_msg, fmt, ap);
     va_end(ap);
-    client_fail_arg a = {c, code};
+    /* With automatic reconnect the loss is not terminal: what was in
+     * flight gets KVMUX_ECLOSED (whatever the cause, which stays in
+     * fatal_msg), and the backlog (never sent) waits for the next
+     * connection. */
+    int reconn = kvmux__reconnecting(c);
+    client_fail_arg a = {c, reconn ? KVMUX_ECLOSED : code, reconn && c->opts.retry_reads};
     kvmux__pending_each_waiting(&c->pending, client_fail_slot, &a);
-    kvmux__async_fail(c, code);
+    if (!reconn) kvmux__async_fail(c, code);
+    pthread_cond_broadcast(&c->conn_cond);
     pthread_cond_broadcast(&c->slot_cond);
     pthread_cond_broadcast(&c->queue_cond);
     pthread_cond_signal(&c->writer_cond);
@@ -459,6 +503,17 @@ void kvmux_close(kvmux_client *c) {
     pthread_mutex_lock(&c->mu);
     c->closing = 1;
     kvmux__client_fail(c, KVMUX_ECLOSED, "closed by kvmux_close");
+    if (c->opts.reconnect) {
+        /* The connection may have been lost earlier (fail above did
+         * nothing): fail the backlog kept for the next connection, wake
+         * the callers waiting for it and the backoff sleep, and unblock a
+         * handshake in progress. */
+        kvmux__async_fail(c, KVMUX_ECLOSED);
+        pthread_cond_broadcast(&c->conn_cond);
+        pthread_cond_broadcast(&c->slot_cond);
+        pthread_cond_broadcast(&c->queue_cond);
+        if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
+    }
     if (kvmux__disp_close(c)) {
         /* Called from one of c's callbacks: the completion thread finishes
          * the close when the callback returns. */
@@ -469,7 +524,9 @@ void kvmux_close(kvmux_client *c) {
      * leaves without blocking again, so this wait is short. */
     while (c->active > 0) pthread_cond_wait(&c->idle_cond, &c->mu);
     pthread_mutex_unlock(&c->mu);
-    pthread_join(c->writer, NULL);
+    /* With reconnect the reader owns the writer (it restarts it per
+     * connection) and joins it before it exits. */
+    if (!c->opts.reconnect) pthread_join(c->writer, NULL);
     pthread_join(c->reader, NULL);
     kvmux__disp_join(c); /* after it has run every callback still owed */
     kvmux__client_free(c);
@@ -495,5 +552,7 @@ void kvmux_get_server_info(kvmux_client *c, kvmux_server_info *info) {
         memset(info, 0, sizeof *info);
         return;
     }
-    *info = c->info; /* immutable after kvmux_connect */
+    pthread_mutex_lock(&c->mu); /* a reconnect replaces it */
+    *info = c->info;
+    pthread_mutex_unlock(&c->mu);
 }

@@ -231,7 +231,36 @@ struct kvmux_client {
     void *status_ud;
     int status_due;                /* 1: report status_code after unlock */
     int status_code;
+
+    /* ---- automatic reconnect (reconnect.c), threaded mode ---- */
+    char *host;                    /* immutable: where to reconnect */
+    uint16_t port;
+    pthread_cond_t conn_cond;      /* guarded by mu: callers waiting for a
+                                      new connection; the backoff sleep */
+    uint64_t reconnects;           /* guarded by mu: connections re-made */
+    uint64_t reconnect_attempts;   /* guarded by mu: attempts started */
+    int writer_running;            /* reader thread only (reconnect mode):
+                                      c->writer must be joined */
 };
+
+/* Internal call result: a GET/PING cut off by a lost connection that the
+ * caller resends on the next one (retry_reads). Never returned. */
+#define KVMUX__ERETRY (-1000)
+
+/* ---- automatic reconnect (reconnect.c) ---- */
+
+/* 1 if c reconnects automatically and is not closing (lock held): a fatal
+ * code then means "disconnected for now", not "dead". */
+int kvmux__reconnecting(const kvmux_client *c);
+/* Reader thread, reconnect mode, after the connection failed: join the
+ * writer, reset the per-connection state, and reconnect with backoff.
+ * Returns 1 with a new connection (writer running; the reader resumes),
+ * 0 if the client is closing (writer joined). */
+int kvmux__reconnect_run(kvmux_client *c);
+/* Send HELLO and apply HELLO_ACK on c->fd (client.c). */
+int kvmux__connect_handshake(kvmux_client *c, const char *name, int64_t deadline);
+/* Start the writer thread with every signal blocked. Returns 0 or errno. */
+int kvmux__writer_start(kvmux_client *c);
 
 /* errno as text, thread-safely (GNU strerror_r, _GNU_SOURCE is defined
  * build-wide). buf holds at least 64 bytes. */

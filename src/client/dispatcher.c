@@ -59,7 +59,7 @@ static void disp_sleep(kvmux_client *c, int64_t deadline) {
 static void disp_finish_close(kvmux_client *c) {
     while (c->active > 0) pthread_cond_wait(&c->idle_cond, &c->mu);
     pthread_mutex_unlock(&c->mu);
-    pthread_join(c->writer, NULL);
+    if (!c->opts.reconnect) pthread_join(c->writer, NULL); /* else the reader's */
     pthread_join(c->reader, NULL);
     pthread_detach(pthread_self()); /* nobody joins us */
     kvmux__client_free(c);

@@ -60,6 +60,11 @@ void kvmux_options_init(kvmux_options *o) {
     o->first_request_id = 0;
     o->max_value_size = KVMUX_DEFAULT_MAX_VALUE_V2;
     o->max_protocol_version = KVMUX_PROTO_VERSION_MAX;
+    o->reconnect = 0;
+    o->reconnect_min_backoff_ms = 50;
+    o->reconnect_max_backoff_ms = 5000;
+    o->reconnect_wait = 1;
+    o->retry_reads = 0;
 }
 
 int kvmux__status_to_error(uint8_t status, int *err) {

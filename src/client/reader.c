@@ -353,7 +353,9 @@ static void reader_on_goaway(kvmux_client *c, const kvmux_frame *f) {
     }
     if (c->draining) return; /* a second GOAWAY (e.g. the drain timed out) */
     c->draining = 1;
-    kvmux__async_fail(c, KVMUX_ESHUTDOWN); /* the backlog was never sent */
+    /* The backlog was never sent: it fails, or with automatic reconnect
+     * waits for the next connection. */
+    if (!kvmux__reconnecting(c)) kvmux__async_fail(c, KVMUX_ESHUTDOWN);
     pthread_cond_broadcast(&c->slot_cond);
     pthread_cond_broadcast(&c->queue_cond);
 }
@@ -479,13 +481,19 @@ void kvmux__reader_consume(kvmux_client *c, size_t used) {
     }
 }
 
-void *kvmux__reader_main(void *arg) {
-    kvmux_client *c = arg;
+/* Read and process frames until the connection fails. */
+static void reader_run(kvmux_client *c) {
     for (;;) {
         if (c->rlen > 0) {
             /* Bytes left from the handshake or the last recv. */
             pthread_mutex_lock(&c->mu);
             size_t used = kvmux__reader_process(c);
+            if (c->draining && c->fatal == 0 && kvmux__reconnecting(c) &&
+                c->pending.nfree + c->pending.ntomb == c->pending.nslots && !c->big_head)
+                /* Reconnect: the GOAWAY drain is over (every request we
+                 * sent has its answer): move to a new connection now
+                 * rather than wait for the server to close. */
+                kvmux__client_fail(c, KVMUX_ECLOSED, "connection drained after GOAWAY");
             int fatal = c->fatal;
             pthread_mutex_unlock(&c->mu);
             if (fatal) break;
@@ -529,5 +537,14 @@ void *kvmux__reader_main(void *arg) {
         pthread_mutex_unlock(&c->mu);
         break;
     }
+}
+
+void *kvmux__reader_main(void *arg) {
+    kvmux_client *c = arg;
+    /* With automatic reconnect the reader thread outlives connections: it
+     * re-makes the connection (reconnect.c) and reads the next one. */
+    do {
+        reader_run(c);
+    } while (c->opts.reconnect && kvmux__reconnect_run(c));
     return NULL;
 }

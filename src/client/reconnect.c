@@ -1,0 +1,233 @@
+/* kvmux client automatic reconnect (kvmux_options.reconnect), threaded
+ * mode only.
+ *
+ * Design: the reader thread is the supervisor. When its connection fails
+ * (kvmux__client_fail: EOF, reset, keepalive timeout, protocol error, or
+ * the server closing after a GOAWAY drain), the failure pass has already
+ * completed everything in flight with KVMUX_ECLOSED (or KVMUX__ERETRY for
+ * reads under retry_reads) and left the async backlog alone. The reader
+ * then, in kvmux__reconnect_run:
+ *   1. joins the writer (it exits on the fatal code);
+ *   2. waits until no slot is WAITING (the woken callers collect their
+ *      results and release their slots; they were all woken, so this is
+ *      short), then drops the pending table, tombstones included (their
+ *      ids belonged to the dead connection), the outbound queue (frames
+ *      for the dead connection: their callers already have ECLOSED), and
+ *      the fragmented uploads;
+ *   3. loops: sleep a full-jitter backoff (attempt n: uniform in
+ *      [0, min(max_backoff, min_backoff << n)]), then connect and
+ *      handshake under connect_timeout_ms. The TCP connect is polled in
+ *      short slices so kvmux_close is noticed within one slice; a
+ *      handshake in progress is cut short by kvmux_close's shutdown() of
+ *      c->fd. The HELLO_ACK rebuilds the pending table with the new
+ *      server's credits and limits (kvmux__handshake_reply, under the
+ *      lock);
+ *   4. on success clears the fatal code, starts a new writer, admits the
+ *      backlog and wakes every caller waiting for the connection; the
+ *      reader then reads the new connection.
+ * While the fatal code is set and the client is not closing,
+ * kvmux__reconnecting is true: calls wait on conn_cond (or fail fast),
+ * async submits queue in the backlog. kvmux_close sets closing, which
+ * ends the loop; the reader joins the writer before it exits (with
+ * reconnect on, kvmux_close joins only the reader).
+ *
+ * What it is not: no request is ever re-encoded here (a retried read is
+ * resent by its own caller in call.c); no event-loop support (there the
+ * application owns the loop and reconnects by making a new client).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client_internal.h"
+#include "clock.h"
+
+/* How long one poll of a TCP connect in progress lasts: the most a
+ * kvmux_close waits for a reconnect attempt to notice it. */
+#define RECONNECT_SLICE_MS 20
+
+int kvmux__reconnecting(const kvmux_client *c) {
+    return c->opts.reconnect && c->mode == KVMUX__MODE_THREADED && !c->closing;
+}
+
+int kvmux__writer_start(kvmux_client *c) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&c->writer, NULL, kvmux__writer_main, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0) c->writer_running = 1;
+    return rc;
+}
+
+int kvmux_reconnect_stats(kvmux_client *c, uint64_t *attempts, uint64_t *reconnects) {
+    if (!c) return KVMUX_EINVAL;
+    pthread_mutex_lock(&c->mu);
+    if (attempts) *attempts = c->reconnect_attempts;
+    if (reconnects) *reconnects = c->reconnects;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+/* xorshift64: the backoff jitter (reader thread only). */
+static uint64_t jitter_next(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Attempt n's backoff: uniform in [0, min(max, min << n)] ms. */
+static int64_t backoff_ms(const kvmux_client *c, uint32_t n, uint64_t *seed) {
+    int64_t cap = c->opts.reconnect_max_backoff_ms;
+    int64_t b = c->opts.reconnect_min_backoff_ms;
+    for (uint32_t i = 0; i < n && b < cap; i++) b *= 2;
+    if (b > cap) b = cap;
+    return (int64_t)(jitter_next(seed) % (uint64_t)(b + 1));
+}
+
+/* Sleep (lock held) until monotonic ms until or kvmux_close. Returns 1 if
+ * closing. */
+static int backoff_sleep(kvmux_client *c, int64_t until) {
+    while (!c->closing) {
+        int64_t now = kvmux__now_ms();
+        if (now >= until) return 0;
+        struct timespec ts = kvmux__deadline(until - now);
+        pthread_cond_timedwait(&c->conn_cond, &c->mu, &ts);
+    }
+    return 1;
+}
+
+/* Forget the dead connection (lock held, writer joined, no slot WAITING). */
+static void reset_connection(kvmux_client *c) {
+    kvmux__pending_deinit(&c->pending);
+    kvmux__big_free_all(c);
+    c->wr_big = NULL;
+    c->out.len = 0;
+    c->out.frames = 0;
+    c->wbuf.len = 0;
+    c->wbuf.frames = 0;
+    c->wr_bytes = 0;
+    c->wr_frames = 0;
+    c->writer_idle = 0;
+    c->draining = 0;
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    c->rlen = 0;
+}
+
+/* One connect + handshake (lock NOT held). Returns 0 (c->fd connected,
+ * blocking, pending table built) or a KVMUX_E* (message in the thread's
+ * connect message; c->fd closed and -1, pending table dropped). */
+static int reconnect_attempt(kvmux_client *c) {
+    int64_t deadline = kvmux__now_ms() + c->opts.connect_timeout_ms;
+    int fd = kvmux__connect_socket(c->host, c->port, -1); /* in progress */
+    if (fd < 0) return fd;
+    pthread_mutex_lock(&c->mu);
+    c->fd = fd; /* kvmux_close may shut it down from now on */
+    int closing = c->closing;
+    pthread_mutex_unlock(&c->mu);
+    int rc = KVMUX_ECLOSED;
+    while (!closing) {
+        struct pollfd p = {fd, POLLOUT, 0};
+        int r = poll(&p, 1, RECONNECT_SLICE_MS);
+        if (r < 0 && errno != EINTR) {
+            rc = kvmux__connect_fail(KVMUX_ECONNECT, "poll failed");
+            break;
+        }
+        if (r > 0) {
+            int soerr = 0;
+            socklen_t sl = sizeof soerr;
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+            char eb[64];
+            rc = soerr == 0 ? 0
+                            : kvmux__connect_fail(KVMUX_ECONNECT, "connect to %s:%u: %s", c->host,
+                                                  (unsigned)c->port,
+                                                  kvmux__errstr(soerr, eb, sizeof eb));
+            break;
+        }
+        if (kvmux__now_ms() >= deadline) {
+            rc = kvmux__connect_fail(KVMUX_ETIMEDOUT, "connect to %s:%u timed out", c->host,
+                                     (unsigned)c->port);
+            break;
+        }
+        pthread_mutex_lock(&c->mu);
+        closing = c->closing;
+        pthread_mutex_unlock(&c->mu);
+    }
+    if (rc == 0 && !closing) {
+        c->rlen = 0;
+        rc = kvmux__connect_handshake(c, NULL, deadline);
+    }
+    if (rc == 0) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0)
+            rc = kvmux__connect_fail(KVMUX_ECONNECT, "fcntl failed");
+    }
+    if (rc != 0) {
+        pthread_mutex_lock(&c->mu);
+        kvmux__pending_deinit(&c->pending); /* a HELLO_ACK may have built it */
+        close(fd);
+        c->fd = -1;
+        pthread_mutex_unlock(&c->mu);
+    }
+    return rc;
+}
+
+int kvmux__reconnect_run(kvmux_client *c) {
+    if (c->writer_running) {
+        pthread_join(c->writer, NULL);
+        c->writer_running = 0;
+    }
+    pthread_mutex_lock(&c->mu);
+    /* The failure woke every caller holding a WAITING slot; let them
+     * collect their results before the table goes (bounded: they only
+     * need the lock). */
+    while (c->pending.nslots - c->pending.nfree - c->pending.ntomb > 0) {
+        pthread_mutex_unlock(&c->mu);
+        usleep(1000);
+        pthread_mutex_lock(&c->mu);
+    }
+    reset_connection(c);
+    uint64_t seed = (uint64_t)kvmux__now_ms() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)c;
+    if (seed == 0) seed = 1;
+    for (uint32_t n = 0;; n++) {
+        if (backoff_sleep(c, kvmux__now_ms() + backoff_ms(c, n, &seed))) break;
+        c->reconnect_attempts++;
+        pthread_mutex_unlock(&c->mu);
+        int rc = reconnect_attempt(c);
+        pthread_mutex_lock(&c->mu);
+        if (c->closing) break;
+        if (rc != 0) {
+            snprintf(c->fatal_msg, sizeof c->fatal_msg, "reconnect attempt %u: %s", n + 1,
+                     kvmux__connect_msg());
+            continue;
+        }
+        c->fatal = 0;
+        c->fatal_msg[0] = 0;
+        if (kvmux__writer_start(c) != 0) {
+            /* Not one frame went out: stay disconnected, try again. */
+            c->fatal = KVMUX_ECLOSED;
+            snprintf(c->fatal_msg, sizeof c->fatal_msg, "cannot start the writer thread");
+            reset_connection(c);
+            continue;
+        }
+        c->reconnects++;
+        kvmux__async_pump(c);
+        pthread_cond_broadcast(&c->conn_cond);
+        pthread_cond_broadcast(&c->slot_cond);
+        pthread_cond_broadcast(&c->queue_cond);
+        pthread_mutex_unlock(&c->mu);
+        return 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
