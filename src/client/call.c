@@ -245,6 +245,15 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
      * 64 MiB under it would stall every other caller and the reader. */
     kvmux__bigmsg *big = NULL;
     if (call_is_big(c, flen)) {
+        /* Fail fast on a dead or draining connection before copying up to
+         * max_value_size bytes; admission below checks again under the
+         * lock, so this is only a shortcut. */
+        pthread_mutex_lock(&c->mu);
+        int dead = 0;
+        if ((c->fatal || c->draining) && !kvmux__reconnecting(c))
+            dead = c->fatal ? c->fatal : KVMUX_ESHUTDOWN;
+        pthread_mutex_unlock(&c->mu);
+        if (dead) return dead;
         rc = kvmux__big_prepare(c, req, NULL, &big);
         if (rc != 0) return rc;
     }
