@@ -62,8 +62,11 @@ typedef enum kvmux_error {
     KVMUX_ECONNECT = -103,  /* could not connect / resolve */
     KVMUX_ENOVERSION = -104,/* no protocol version in common with the server */
     KVMUX_EIO = -105,       /* socket error other than a clean close */
-    KVMUX_EKEEPALIVE = -106 /* the server sent nothing within the keepalive
+    KVMUX_EKEEPALIVE = -106,/* the server sent nothing within the keepalive
                                timeout (kvmux_options.keepalive_*) */
+    KVMUX_EAUTH = -107      /* the server refused the HELLO's auth token
+                               (kvmux_options.auth_token missing or wrong);
+                               the server's message: kvmux_connection_error */
 } kvmux_error;
 
 /* Human-readable name for any code above ("connection closed", ...). Never
@@ -140,6 +143,13 @@ typedef struct kvmux_options {
     int retry_reads;             /* 1: resend GET/PING cut off by a lost
                                     connection (synchronous calls only);
                                     default 0 */
+    /* Added with auth (docs/PROTOCOL.md section 8.1). */
+    const char *auth_token;      /* sent in HELLO to a server started with
+                                    --requirepass; NULL (default) = none.
+                                    1..64 bytes, else kvmux_connect returns
+                                    KVMUX_EINVAL. Copied at connect (also
+                                    used by automatic reconnects). A refused
+                                    token fails the connect with KVMUX_EAUTH. */
 } kvmux_options;
 
 /* Fill o with defaults. Thread-safe: yes. */
@@ -150,7 +160,7 @@ void kvmux_options_init(kvmux_options *o);
  * opts may be NULL for defaults. On success *out owns the client; free it
  * with kvmux_close(). On error *out is untouched.
  * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ETIMEDOUT, KVMUX_ENOVERSION,
- * KVMUX_EPROTO, KVMUX_ENOMEM. Thread-safe: yes. */
+ * KVMUX_EPROTO, KVMUX_EAUTH, KVMUX_ENOMEM. Thread-safe: yes. */
 int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
                   const kvmux_options *opts);
 
@@ -205,6 +215,7 @@ typedef enum kvmux_op {
     KVMUX_INCR = 4,
     KVMUX_CAS = 5,
     KVMUX_WAIT = 6,
+    KVMUX_STATS = 7, /* server counters; key = name prefix, may be empty */
     KVMUX_PING = 100 /* connection-level round trip; no key */
 } kvmux_op;
 
@@ -284,6 +295,13 @@ int kvmux_wait(kvmux_client *c, const void *key, size_t key_len,
                uint64_t version, uint32_t wait_ms, kvmux_value **out,
                int timeout_ms);
 int kvmux_ping(kvmux_client *c, int timeout_ms);
+/* Server statistics (STATS): *out receives the text "name:value\n" lines,
+ * only those whose name starts with prefix (NULL or "" = all), as a
+ * kvmux_value (data NUL-terminated, version 0); free with
+ * kvmux_value_free. Returns 0, KVMUX_EUNSUPPORTED (server without STATS),
+ * KVMUX_ETOOBIG (prefix over the key limit, or the text over the value
+ * limit), or any call error. */
+int kvmux_stats(kvmux_client *c, const char *prefix, kvmux_value **out, int timeout_ms);
 
 /* Protocol v2 (negotiated unless kvmux_options.max_protocol_version is
  * 1 or the server is v1): every request carries its remaining timeout as

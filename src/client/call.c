@@ -87,10 +87,15 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
     case KVMUX_PING:
         *flen = KVMUX_FRAME_HDR_LEN + call_extras_len(KVMUX_PING);
         return 0;
+    case KVMUX_STATS:
+        break;
     default:
         return KVMUX_EINVAL;
     }
-    if (!req->key || req->key_len == 0) return KVMUX_EINVAL;
+    /* STATS alone may have an empty key (= every counter). */
+    if (req->op == KVMUX_STATS ? (!req->key && req->key_len != 0)
+                               : (!req->key || req->key_len == 0))
+        return KVMUX_EINVAL;
     if (req->key_len > c->max_key) return KVMUX_ETOOBIG;
     size_t vlen = has_value ? req->value_len : 0;
     if (has_value && vlen > 0 && !req->value) return KVMUX_EINVAL;
@@ -400,6 +405,13 @@ int kvmux_get(kvmux_client *c, const void *key, size_t key_len, kvmux_value **ou
               int timeout_ms) {
     if (!out) return KVMUX_EINVAL;
     kvmux_request r = call_req(KVMUX_GET, key, key_len);
+    return call_run(c, &r, NULL, out, timeout_ms, 0);
+}
+
+int kvmux_stats(kvmux_client *c, const char *prefix, kvmux_value **out, int timeout_ms) {
+    if (!out) return KVMUX_EINVAL;
+    size_t plen = prefix ? strlen(prefix) : 0;
+    kvmux_request r = call_req(KVMUX_STATS, plen ? prefix : NULL, plen);
     return call_run(c, &r, NULL, out, timeout_ms, 0);
 }
 

@@ -177,7 +177,11 @@ size_t kvmux__hello_encode(kvmux_client *c, const char *name, uint8_t *out) {
     kvmux_session_init(&c->session, KVMUX_ROLE_CLIENT, &local);
     if (c->opts.max_protocol_version)
         c->session.max_version = c->opts.max_protocol_version;
-    return kvmux_session_encode_hello(&c->session, out, name);
+    /* Same encoder with or without a token (len 0 = plain HELLO), so the
+     * threaded connect, reconnect and event-loop paths all send it. out
+     * needs KVMUX_HELLO_AUTH_MAX_LEN bytes. */
+    return kvmux_session_encode_hello_auth(&c->session, out, name, (const uint8_t *)c->auth,
+                                           c->auth_len);
 }
 
 int kvmux__handshake_reply(kvmux_client *c, const kvmux_frame *f) {
@@ -185,6 +189,9 @@ int kvmux__handshake_reply(kvmux_client *c, const kvmux_frame *f) {
     if (rc < 0)
         return kvmux__connect_fail(KVMUX_EPROTO, "unexpected %s frame in handshake: %s",
                                    kvmux_frame_type_name(f->type), kvmux_wire_error_name(-rc));
+    if (f->type == KVMUX_FRAME_ERROR && f->code == KVMUX_ERR_AUTH)
+        return kvmux__connect_fail(KVMUX_EAUTH, "server refused authentication: %.*s",
+                                   (int)f->value_len, (const char *)f->value);
     if (f->type == KVMUX_FRAME_ERROR)
         return kvmux__connect_fail(f->code == KVMUX_ERR_UNSUPPORTED_VERSION ? KVMUX_ENOVERSION
                                                                             : KVMUX_EPROTO,
@@ -235,7 +242,7 @@ int kvmux__handshake_reply(kvmux_client *c, const kvmux_frame *f) {
  * before deadline. Leftover bytes stay in c->rbuf. Returns 0 or a KVMUX_E*
  * (message recorded). */
 int kvmux__connect_handshake(kvmux_client *c, const char *name, int64_t deadline) {
-    uint8_t hello[KVMUX_FRAME_HDR_LEN + 2 + KVMUX_MAX_NAME + 4 * KVMUX_SETTING_ENTRY_LEN];
+    uint8_t hello[KVMUX_HELLO_AUTH_MAX_LEN];
     size_t hlen = kvmux__hello_encode(c, name, hello);
     char eb[64];
     size_t sent = 0;
@@ -310,6 +317,10 @@ void kvmux__client_free(kvmux_client *c) {
 }
 
 int kvmux__check_opts(const kvmux_options *o) {
+    if (o->auth_token &&
+        (!*o->auth_token || strnlen(o->auth_token, KVMUX_MAX_AUTH_TOKEN + 1) > KVMUX_MAX_AUTH_TOKEN))
+        return kvmux__connect_fail(KVMUX_EINVAL, "auth_token must be 1..%u bytes",
+                                   KVMUX_MAX_AUTH_TOKEN);
     if (o->connect_timeout_ms <= 0 || o->request_timeout_ms <= 0)
         return kvmux__connect_fail(KVMUX_EINVAL, "timeouts must be positive");
     if (o->queue_limit == 0 || o->queue_bytes_limit == 0)
@@ -343,6 +354,11 @@ kvmux_client *kvmux__client_new(const kvmux_options *o) {
     c->fd = -1;
     c->opts = *o;
     c->opts.client_name = NULL; /* borrowed: not kept past connect */
+    c->opts.auth_token = NULL;  /* borrowed: copied (check_opts bounded it) */
+    if (o->auth_token) {
+        c->auth_len = strlen(o->auth_token);
+        memcpy(c->auth, o->auth_token, c->auth_len);
+    }
     c->timer_at = INT64_MAX;
     c->disp_wake_at = INT64_MAX;
     kvmux__theap_init(&c->timers);

@@ -146,7 +146,9 @@ typedef struct kvmux_future kvmux__op;
 struct kvmux_client {
     /* ---- immutable after kvmux_connect ---- */
     int fd;
-    kvmux_options opts;            /* client_name is not kept (NULL) */
+    kvmux_options opts;            /* client_name, auth_token not kept (NULL) */
+    char auth[KVMUX_MAX_AUTH_TOKEN]; /* copy of opts.auth_token, for every HELLO */
+    size_t auth_len;               /* 0: no token */
     kvmux_server_info info;        /* from HELLO_ACK */
     uint32_t max_key;              /* negotiated request limits */
     uint32_t max_value;

@@ -39,6 +39,7 @@ const char *kvmux_strerror(int err) {
     case KVMUX_ENOVERSION: return "no protocol version in common with the server";
     case KVMUX_EIO: return "socket error";
     case KVMUX_EKEEPALIVE: return "server unresponsive (keepalive timeout)";
+    case KVMUX_EAUTH: return "authentication failed";
     }
     return "unknown error";
 }
@@ -57,6 +58,7 @@ void kvmux_options_init(kvmux_options *o) {
     o->max_outstanding = 0;
     o->max_frame_size = KVMUX_DEFAULT_MAX_FRAME;
     o->client_name = NULL;
+    o->auth_token = NULL;
     o->first_request_id = 0;
     o->max_value_size = KVMUX_DEFAULT_MAX_VALUE_V2;
     o->max_protocol_version = KVMUX_PROTO_VERSION_MAX;

@@ -134,8 +134,7 @@ int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
     c->version = KVMUX_PROTO_VERSION_MIN;
 
     /* HELLO waits in the outbound buffer until the TCP connect is done. */
-    rc = kvmux__out_reserve(c, KVMUX_FRAME_HDR_LEN + 2 + KVMUX_MAX_NAME +
-                                   4 * KVMUX_SETTING_ENTRY_LEN);
+    rc = kvmux__out_reserve(c, KVMUX_HELLO_AUTH_MAX_LEN);
     if (rc != 0) {
         kvmux__client_free(c);
         return kvmux__connect_fail(rc, "out of memory");

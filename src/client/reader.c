@@ -262,6 +262,7 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         case KVMUX_INCR: want = 16; value_ok = 0; break;
         case KVMUX_CAS:  want = 8;  value_ok = 0; break;
         case KVMUX_WAIT: want = 8;  parse_value = 1; break;
+        case KVMUX_STATS: want = 0; parse_value = 1; break; /* text, version 0 */
         default: break;
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
@@ -284,7 +285,7 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
             s->reply.number = reader_load_i64(f->extras);
             s->reply.version = kvmux_load_u64be(f->extras + 8);
             break;
-        case KVMUX_DEL:
+        case KVMUX_DEL: case KVMUX_STATS:
             break;
         default:
             s->reply.version = kvmux_load_u64be(f->extras);

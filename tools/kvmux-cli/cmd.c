@@ -18,6 +18,7 @@
  *   wait   version=N, then the value as for get; "version=0 (deleted)"
  *          when the key went away; "(timeout)" when nothing changed in time
  *   ping   PONG 0.123 ms
+ *   stats  the server's "name:value" lines, as the server sent them
  * Errors go to stderr as "kvmux-cli: CMD KEY: reason".
  *
  * What it is not: no line splitting (args.c), no prompt (repl.c), no
@@ -61,6 +62,7 @@ static int run_incr(cli_ctx *ctx, const cmd_args *a);
 static int run_cas(cli_ctx *ctx, const cmd_args *a);
 static int run_wait(cli_ctx *ctx, const cmd_args *a);
 static int run_ping(cli_ctx *ctx, const cmd_args *a);
+static int run_stats(cli_ctx *ctx, const cmd_args *a);
 static int run_help(cli_ctx *ctx, const cmd_args *a);
 
 static const cmd_spec commands[] = {
@@ -76,6 +78,8 @@ static const cmd_spec commands[] = {
     {"wait", 3, 3, 0, "KEY VERSION TIMEOUT_MS",
      "wait until the version is not VERSION", run_wait},
     {"ping", 0, 0, 0, "", "round trip to the server", run_ping},
+    {"stats", 0, 1, 0, "[PREFIX]",
+     "server counters (only names starting with PREFIX)", run_stats},
     {"help", 0, 0, 0, "", "this list", run_help},
 };
 
@@ -174,12 +178,26 @@ int cli_connect(cli_ctx *ctx) {
     o.connect_timeout_ms = ctx->timeout_ms;
     o.request_timeout_ms = ctx->timeout_ms;
     o.client_name = "kvmux-cli";
+    o.auth_token = ctx->auth;
     int rc = kvmux_connect(&ctx->client, ctx->host, ctx->port, &o);
     if (rc != 0) {
         ctx->client = NULL;
         fputs("kvmux-cli: cannot connect to ", stderr);
         put_addr(stderr, ctx);
-        fprintf(stderr, ": %s\n", kvmux_strerror(rc));
+        fprintf(stderr, ": %s", kvmux_strerror(rc));
+        if (rc == KVMUX_EAUTH) {
+            /* Say which side is wrong: the server's message, then ours. */
+            char msg[256];
+            msg[0] = '\0';
+            kvmux_connection_error(NULL, msg, sizeof msg);
+            if (msg[0]) fprintf(stderr, " (%s)", msg);
+            fputs(ctx->auth ? "; check the token given with -a/--auth or KVMUX_AUTH"
+                            : "; the server requires a token: use -a/--auth or KVMUX_AUTH",
+                  stderr);
+        } else if (rc == KVMUX_EINVAL && ctx->auth) {
+            fputs(" (the auth token must be 1-64 bytes)", stderr);
+        }
+        fputc('\n', stderr);
         return CLI_EXIT_CONN;
     }
     return CLI_EXIT_OK;
@@ -295,6 +313,19 @@ static int run_ping(cli_ctx *ctx, const cmd_args *a) {
     int64_t t1 = now_ns();
     if (rc != 0) return report(ctx, a, rc);
     printf("PONG %.3f ms\n", (double)(t1 - t0) / 1e6);
+    return CLI_EXIT_OK;
+}
+
+/* STATS: the text as the server sent it (it ends with a newline per line;
+ * an empty result prints nothing). */
+static int run_stats(cli_ctx *ctx, const cmd_args *a) {
+    kvmux_value *v = NULL;
+    /* A prefix with a NUL byte cannot be a C string; STATS names never
+     * contain one, so pass the bytes up to it (the CLI keeps it simple). */
+    int rc = kvmux_stats(ctx->client, a->npos ? a->pos[0]->data : NULL, &v, ctx->timeout_ms);
+    if (rc != 0) return report(ctx, a, rc);
+    if (v->len) fwrite(v->data, 1, v->len, stdout);
+    kvmux_value_free(v);
     return CLI_EXIT_OK;
 }
 

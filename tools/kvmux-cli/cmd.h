@@ -17,7 +17,8 @@ enum cli_exit {
     CLI_EXIT_USAGE = 2,     /* bad command line / command arguments */
     CLI_EXIT_REQUEST = 3,   /* any other request error: version mismatch,
                                too large, not an integer, timeout, busy ... */
-    CLI_EXIT_CONN = 4       /* cannot connect, connection lost, protocol */
+    CLI_EXIT_CONN = 4       /* cannot connect, connection lost, protocol,
+                               authentication refused */
 };
 
 #define CLI_DEFAULT_HOST "127.0.0.1"
@@ -34,6 +35,8 @@ typedef struct cli_ctx {
     int verbose;           /* get: also print the version */
     int raw;               /* get/wait: no newline after the value */
     int interactive;       /* errors mention reconnecting */
+    const char *auth;      /* token for HELLO (-a / KVMUX_AUTH); NULL = none;
+                              borrowed */
     kvmux_client *client;  /* owned; NULL when not connected */
 } cli_ctx;
 
@@ -43,7 +46,7 @@ typedef struct cli_ctx {
 int cli_connect(cli_ctx *ctx);
 
 /* Run one command given as arguments (args[0] is the command name:
- * get, set, del, incr, cas, wait, ping, help). Results go to stdout, errors
+ * get, set, del, incr, cas, wait, ping, stats, help). Results go to stdout, errors
  * to stderr as "kvmux-cli: CMD KEY: reason"; both are flushed before
  * returning, so a reader on a pipe sees them at once. Connects first if
  * needed. After a connection-level error the client is closed and

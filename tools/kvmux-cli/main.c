@@ -1,7 +1,7 @@
 /* kvmux-cli: command-line client for kvmuxd.
  *
- *   kvmux-cli [-h HOST] [-p PORT] [-t TIMEOUT_MS] [-v] [-r] COMMAND [ARGS]
- *   kvmux-cli [-h HOST] [-p PORT] [-t TIMEOUT_MS]          (interactive)
+ *   kvmux-cli [-h HOST] [-p PORT] [-t TIMEOUT_MS] [-a TOKEN] [-v] [-r] COMMAND [ARGS]
+ *   kvmux-cli [-h HOST] [-p PORT] [-t TIMEOUT_MS] [-a TOKEN]   (interactive)
  *
  * This file only handles the process's own options (getopt_long, stopping
  * at the first non-option so command arguments such as "incr k -5" are left
@@ -28,6 +28,9 @@ static void usage(FILE *f) {
             "  -t, --timeout MS       connect and request timeout in ms "
             "(default %d;\n"
             "                         wait adds its own TIMEOUT_MS to it)\n"
+            "  -a, --auth TOKEN       auth token for a server started with "
+            "--requirepass\n"
+            "                         (default: $KVMUX_AUTH; 1-64 bytes)\n"
             "  -v, --verbose          get: print \"version=N\" before the value\n"
             "  -r, --raw              get/wait: no newline after the value\n"
             "  -V, --version          print the version and exit\n"
@@ -44,7 +47,8 @@ static void usage(FILE *f) {
             "number, wait\n"
             "\"version=N\" then the value (\"version=0 (deleted)\" if the key "
             "went away,\n"
-            "\"(timeout)\" if nothing changed), ping \"PONG <rtt> ms\". "
+            "\"(timeout)\" if nothing changed), ping \"PONG <rtt> ms\", stats the\n"
+            "server's \"name:value\" lines as is. "
             "Errors go to stderr.\n"
             "\n"
             "Interactive mode: the same commands, plus help, quit and exit. "
@@ -63,7 +67,8 @@ static void usage(FILE *f) {
             "integer,\n"
             "     overflow, timeout (wait prints \"(timeout)\"), busy, ...)\n"
             "  4  connection error (cannot connect, connection closed, "
-            "protocol error)\n");
+            "protocol error,\n"
+            "     authentication failed)\n");
 }
 
 static int usage_fail(const char *msg, const char *arg) {
@@ -84,11 +89,14 @@ int main(int argc, char **argv) {
     ctx.host = CLI_DEFAULT_HOST;
     ctx.port = CLI_DEFAULT_PORT;
     ctx.timeout_ms = CLI_DEFAULT_TIMEOUT_MS;
+    const char *env_auth = getenv("KVMUX_AUTH");
+    if (env_auth && env_auth[0]) ctx.auth = env_auth; /* -a overrides it */
 
     static const struct option longopts[] = {
         {"host", required_argument, NULL, 'h'},
         {"port", required_argument, NULL, 'p'},
         {"timeout", required_argument, NULL, 't'},
+        {"auth", required_argument, NULL, 'a'},
         {"verbose", no_argument, NULL, 'v'},
         {"raw", no_argument, NULL, 'r'},
         {"version", no_argument, NULL, 'V'},
@@ -98,7 +106,7 @@ int main(int argc, char **argv) {
     opterr = 0; /* our own messages, with our exit code */
     int opt;
     /* "+": stop at the first non-option, so "incr k -5" keeps its -5. */
-    while ((opt = getopt_long(argc, argv, "+:h:p:t:vrV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+:h:p:t:a:vrV", longopts, NULL)) != -1) {
         uint64_t n;
         switch (opt) {
         case 'h':
@@ -114,6 +122,11 @@ int main(int argc, char **argv) {
             if (cli_parse_u64_str(optarg, INT_MAX, &n) != 0 || n == 0)
                 return usage_fail("invalid timeout (1-2147483647 ms):", optarg);
             ctx.timeout_ms = (int)n;
+            break;
+        case 'a':
+            if (!optarg[0] || strlen(optarg) > 64)
+                return usage_fail("invalid auth token (1-64 bytes)", NULL);
+            ctx.auth = optarg;
             break;
         case 'v': ctx.verbose = 1; break;
         case 'r': ctx.raw = 1; break;
