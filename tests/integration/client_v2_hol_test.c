@@ -27,7 +27,6 @@
 #include "proto.h"
 #include "testutil.h"
 
-
 static test_server g_srv;
 
 #define MiB (1024u * 1024)
