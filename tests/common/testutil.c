@@ -25,6 +25,26 @@ int test_report(void) {
     return (f == 0 && p > 0) ? 0 : 1;
 }
 
+#if defined(__SANITIZE_THREAD__)
+#define TESTUTIL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TESTUTIL_TSAN 1
+#endif
+#endif
+
+double test_scale(void) {
+    const char *s = getenv("KVMUX_TEST_SCALE");
+#ifdef TESTUTIL_TSAN
+    double v = s ? strtod(s, NULL) : 0.1;
+#else
+    double v = s ? strtod(s, NULL) : 1.0;
+#endif
+    if (!(v >= 0.001)) v = 0.001;
+    if (v > 10) v = 10;
+    return v;
+}
+
 int64_t test_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -56,6 +56,10 @@ extern atomic_long test_failed;
  * least one check ran), else 1. */
 int test_report(void);
 
+/* Op-count multiplier for load tests, from KVMUX_TEST_SCALE (clamped to
+ * [0.001, 10]); unset: 1, or 0.1 in a TSan build, which runs ~10x slower. */
+double test_scale(void);
+
 /* Monotonic milliseconds. */
 int64_t test_now_ms(void);
 void test_sleep_ms(int ms);

@@ -39,27 +39,6 @@
 #define CALL_TIMEOUT_MS 20000
 #define LONG_WAIT_MS 30000
 
-#if defined(__SANITIZE_THREAD__)
-#define KVMUX_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define KVMUX_TSAN 1
-#endif
-#endif
-
-/* Op-count multiplier from KVMUX_TEST_SCALE (clamped to [0.001, 10]);
- * unset, 1 -- or 0.1 in a TSan build, which runs ~10x slower. */
-static double test_scale(void) {
-    const char *s = getenv("KVMUX_TEST_SCALE");
-#ifdef KVMUX_TSAN
-    double v = s ? strtod(s, NULL) : 0.1;
-#else
-    double v = s ? strtod(s, NULL) : 1.0;
-#endif
-    if (!(v >= 0.001)) v = 0.001;
-    if (v > 10) v = 10;
-    return v;
-}
 
 /* Header version of the raw frames: the version the raw session
  * negotiated (frames without flags have the same layout in v1 and v2). */

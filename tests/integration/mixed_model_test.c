@@ -93,27 +93,6 @@ static uint64_t rnd(worker *w) {
 /* Uniform-enough integer in [0, n) for n > 0. */
 static unsigned rnd_below(worker *w, unsigned n) { return (unsigned)(rnd(w) % n); }
 
-#if defined(__SANITIZE_THREAD__)
-#define KVMUX_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define KVMUX_TSAN 1
-#endif
-#endif
-
-/* Op-count multiplier from KVMUX_TEST_SCALE (clamped to [0.001, 10]);
- * unset, 1 -- or 0.1 in a TSan build, which runs ~10x slower. */
-static double test_scale(void) {
-    const char *s = getenv("KVMUX_TEST_SCALE");
-#ifdef KVMUX_TSAN
-    double v = s ? strtod(s, NULL) : 0.1;
-#else
-    double v = s ? strtod(s, NULL) : 1.0;
-#endif
-    if (!(v >= 0.001)) v = 0.001;
-    if (v > 10) v = 10;
-    return v;
-}
 
 /* The name of thread tid's private key k ("t<tid>:k<k>") into buf. */
 static int keyname(char *buf, size_t cap, int tid, int k) {
