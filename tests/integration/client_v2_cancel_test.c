@@ -36,15 +36,7 @@ static kvmux_client *connect_to(uint16_t port, int credits, int version) {
     kvmux_options_init(&o);
     o.max_outstanding = (uint32_t)credits;
     if (version) o.max_protocol_version = (uint8_t)version;
-    kvmux_client *c = NULL;
-    int rc = kvmux_connect(&c, "127.0.0.1", port, &o);
-    if (rc != 0) {
-        char msg[256];
-        kvmux_connection_error(NULL, msg, sizeof msg);
-        fprintf(stderr, "connect: %s (%s)\n", kvmux_strerror(rc), msg);
-    }
-    REQUIRE(rc == 0 && c != NULL);
-    return c;
+    return v2_connect(port, &o);
 }
 
 static kvmux_request wait_req(const char *key, uint32_t wait_ms) {

@@ -109,3 +109,15 @@ void v2fake_send_cont(v2fake *f, int fd, uint32_t id, int more, const void *val,
     CHECK_EQ(test_write_all(fd, h, sizeof h), 0);
     CHECK_EQ(test_write_all(fd, val, vlen), 0);
 }
+
+kvmux_client *v2_connect(uint16_t port, const kvmux_options *o) {
+    kvmux_client *c = NULL;
+    int rc = kvmux_connect(&c, "127.0.0.1", port, o);
+    if (rc != 0) {
+        char msg[256];
+        kvmux_connection_error(NULL, msg, sizeof msg);
+        fprintf(stderr, "connect: %s (%s)\n", kvmux_strerror(rc), msg);
+    }
+    REQUIRE(rc == 0 && c != NULL);
+    return c;
+}

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "kvmux.h"
 #include "proto.h"
 
 typedef struct v2fake v2fake;
@@ -44,5 +45,10 @@ void v2fake_send(v2fake *f, int fd, uint8_t type, uint8_t flags, uint32_t id,
 /* Send a CONTINUATION. */
 void v2fake_send_cont(v2fake *f, int fd, uint32_t id, int more, const void *val,
                       uint32_t vlen);
+
+/* Connect the real client to 127.0.0.1:port with options o (may be NULL);
+ * on failure print the code and the connect message, then fail the test
+ * (REQUIRE). Shared by every v2 client test. */
+kvmux_client *v2_connect(uint16_t port, const kvmux_options *o);
 
 #endif

@@ -59,18 +59,6 @@
  * on 2 cores saw 620 ms). */
 #define SLACK_MS 1000
 
-static kvmux_client *connect_to(uint16_t port, const kvmux_options *o) {
-    kvmux_client *c = NULL;
-    int rc = kvmux_connect(&c, "127.0.0.1", port, o);
-    if (rc != 0) {
-        char msg[256];
-        kvmux_connection_error(NULL, msg, sizeof msg);
-        fprintf(stderr, "connect: %s (%s)\n", kvmux_strerror(rc), msg);
-    }
-    REQUIRE(rc == 0 && c != NULL);
-    return c;
-}
-
 static uint8_t *pattern(size_t len, unsigned seed) {
     uint8_t *p = malloc(len);
     REQUIRE(p);
@@ -145,7 +133,7 @@ static void test_kill9(void) {
     kvmux_options_init(&o);
     o.max_value_size = 128 * MiB;
     o.queue_bytes_limit = 128 * MiB;
-    kvmux_client *c = connect_to(s.port, &o);
+    kvmux_client *c = v2_connect(s.port, &o);
     size_t len = 64 * MiB;
     uint8_t *v = pattern(len, 1);
     CHECK_EQ(kvmux_set(c, "fault:big", 9, v, len, 0, NULL, 60000), 0);
@@ -217,7 +205,7 @@ static void test_stall(void) {
     kvmux_options_init(&o);
     o.max_value_size = 128 * MiB;
     o.queue_bytes_limit = 128 * MiB;
-    kvmux_client *c = connect_to(s.port, &o);
+    kvmux_client *c = v2_connect(s.port, &o);
     size_t len = 32 * MiB;
     uint8_t *v = pattern(len, 2);
     CHECK_EQ(kvmux_set(c, "fault:big", 9, v, len, 0, NULL, 60000), 0);
@@ -370,7 +358,7 @@ static void test_nowindow(void) {
     st.max_value_size = 64 * MiB;
     v2fake f;
     v2fake_start(&f, script_nowindow, 2, &st, NULL);
-    kvmux_client *c = connect_to(f.port, NULL);
+    kvmux_client *c = v2_connect(f.port, NULL);
     size_t len = 4 * MiB;
     uint8_t *v = pattern(len, 4);
     nw_setter a = {.c = c, .v = v, .len = len, .timeout_ms = 2000, .rc = 1};
@@ -473,7 +461,7 @@ static void *hc_get_main(void *p) {
 static void test_halfclose(void) {
     v2fake f;
     v2fake_start(&f, script_halfclose, 2, NULL, NULL);
-    kvmux_client *c = connect_to(f.port, NULL);
+    kvmux_client *c = v2_connect(f.port, NULL);
     hc_get a = {c, "big", 1, 0}, b = {c, "small", 1, 0};
     pthread_t ta, tb;
     REQUIRE(pthread_create(&ta, NULL, hc_get_main, &a) == 0);
@@ -636,7 +624,7 @@ static void *race_main(void *p) {
 static void test_race(void) {
     v2fake f;
     v2fake_start(&f, script_race, 2, NULL, NULL);
-    kvmux_client *c = connect_to(f.port, NULL);
+    kvmux_client *c = v2_connect(f.port, NULL);
     race_arg a[RACE_THREADS];
     pthread_t th[RACE_THREADS];
     for (int i = 0; i < RACE_THREADS; i++) {

@@ -31,18 +31,6 @@ static test_server g_srv;
 
 #define MiB (1024u * 1024)
 
-static kvmux_client *connect_to(uint16_t port, const kvmux_options *o) {
-    kvmux_client *c = NULL;
-    int rc = kvmux_connect(&c, "127.0.0.1", port, o);
-    if (rc != 0) {
-        char msg[256];
-        kvmux_connection_error(NULL, msg, sizeof msg);
-        fprintf(stderr, "connect: %s (%s)\n", kvmux_strerror(rc), msg);
-    }
-    REQUIRE(rc == 0 && c != NULL);
-    return c;
-}
-
 static uint8_t *pattern(size_t len, unsigned seed) {
     uint8_t *p = malloc(len);
     REQUIRE(p);
@@ -61,7 +49,7 @@ static int same(kvmux_client *c, const char *key, const uint8_t *v, size_t len) 
 }
 
 static void test_big_set(void) {
-    kvmux_client *c = connect_to(g_srv.port, NULL);
+    kvmux_client *c = v2_connect(g_srv.port, NULL);
     size_t len = 5 * MiB + 123;
     uint8_t *v = pattern(len, 1);
     uint64_t ver = 0;
@@ -95,7 +83,7 @@ static void test_big_set(void) {
     kvmux_options o;
     kvmux_options_init(&o);
     o.max_outstanding = 1;
-    c = connect_to(g_srv.port, &o);
+    c = v2_connect(g_srv.port, &o);
     kvmux_future *fs[2] = {NULL, NULL};
     kvmux_request r1 = {.op = KVMUX_SET, .key = "bq1", .key_len = 3, .value = v, .value_len = len};
     kvmux_request r2 = {.op = KVMUX_SET, .key = "bq2", .key_len = 3, .value = w, .value_len = len};
@@ -141,7 +129,7 @@ static void test_fair(void) {
     kvmux_options o;
     kvmux_options_init(&o);
     o.queue_bytes_limit = 64 * MiB; /* all three transfers at once */
-    kvmux_client *c = connect_to(g_srv.port, &o);
+    kvmux_client *c = v2_connect(g_srv.port, &o);
     pthread_t th[3];
     setter_arg a[3];
     pthread_barrier_t go;
@@ -227,7 +215,7 @@ static void *busy(void *p) {
 }
 
 static void test_hol(void) {
-    kvmux_client *c = connect_to(g_srv.port, NULL);
+    kvmux_client *c = v2_connect(g_srv.port, NULL);
     kvmux_server_info info;
     kvmux_get_server_info(c, &info);
     size_t len = 64 * MiB;
@@ -327,7 +315,7 @@ static void test_interleave(void) {
     kvmux_options o;
     kvmux_options_init(&o);
     o.queue_bytes_limit = 64 * MiB; /* room for both transfers at once */
-    kvmux_client *c = connect_to(f.port, &o);
+    kvmux_client *c = v2_connect(f.port, &o);
     size_t len = 4 * MiB;
     uint8_t *v = pattern(len, 3);
     kvmux_request r1 = {.op = KVMUX_SET, .key = "A", .key_len = 1, .value = v, .value_len = len};

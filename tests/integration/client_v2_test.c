@@ -34,18 +34,6 @@ static test_server g_srv;
 
 #define BIG (2u * 1024 * 1024 - 4096) /* one request frame, many reply fragments */
 
-static kvmux_client *connect_to(uint16_t port, const kvmux_options *o) {
-    kvmux_client *c = NULL;
-    int rc = kvmux_connect(&c, "127.0.0.1", port, o);
-    if (rc != 0) {
-        char msg[256];
-        kvmux_connection_error(NULL, msg, sizeof msg);
-        fprintf(stderr, "connect: %s (%s)\n", kvmux_strerror(rc), msg);
-    }
-    REQUIRE(rc == 0 && c != NULL);
-    return c;
-}
-
 /* A value whose every byte depends on seed and position. */
 static uint8_t *pattern(size_t len, unsigned seed) {
     uint8_t *p = malloc(len);
@@ -55,7 +43,7 @@ static uint8_t *pattern(size_t len, unsigned seed) {
 }
 
 static void test_big_get(void) {
-    kvmux_client *c = connect_to(g_srv.port, NULL);
+    kvmux_client *c = v2_connect(g_srv.port, NULL);
     kvmux_server_info info;
     kvmux_get_server_info(c, &info);
     CHECK_EQ(info.protocol_version, 2);
@@ -131,7 +119,7 @@ static void *small_reader(void *p) {
 }
 
 static void test_concurrent(void) {
-    kvmux_client *c = connect_to(g_srv.port, NULL);
+    kvmux_client *c = v2_connect(g_srv.port, NULL);
     atomic_int bad = 0;
     for (int i = 0; i < 4; i++) {
         char key[16];
@@ -159,7 +147,7 @@ static void test_versions(void) {
     kvmux_options_init(&o);
     CHECK_EQ(o.max_protocol_version, 2);
     o.max_protocol_version = 1;
-    kvmux_client *c = connect_to(g_srv.port, &o);
+    kvmux_client *c = v2_connect(g_srv.port, &o);
     kvmux_server_info info;
     kvmux_get_server_info(c, &info);
     CHECK_EQ(info.protocol_version, 1);
@@ -179,7 +167,7 @@ static void test_versions(void) {
     test_server s1;
     const char *args[] = {"--max-protocol", "1", NULL};
     REQUIRE(test_server_start(&s1, args) == 0);
-    c = connect_to(s1.port, NULL);
+    c = v2_connect(s1.port, NULL);
     kvmux_get_server_info(c, &info);
     CHECK_EQ(info.protocol_version, 1);
     CHECK_EQ(kvmux_set(c, "k", 1, v, 512 * 1024, 0, NULL, 5000), 0);
@@ -274,7 +262,7 @@ static void cb_never(kvmux_client *c, int result, kvmux_reply *reply, void *ud) 
 static void test_goaway(void) {
     v2fake f;
     v2fake_start(&f, script_goaway, 2, NULL, NULL);
-    kvmux_client *c = connect_to(f.port, NULL);
+    kvmux_client *c = v2_connect(f.port, NULL);
     get_arg ga = {c, "a", 1, NULL}, gb = {c, "b", 1, NULL};
     pthread_t ta, tb;
     REQUIRE(pthread_create(&ta, NULL, getter, &ga) == 0);
@@ -323,7 +311,7 @@ static void script_canceled(v2fake *f, int fd) {
 static void test_canceled(void) {
     v2fake f;
     v2fake_start(&f, script_canceled, 2, NULL, NULL);
-    kvmux_client *c = connect_to(f.port, NULL);
+    kvmux_client *c = v2_connect(f.port, NULL);
     kvmux_value *out = NULL;
     CHECK_EQ(kvmux_get(c, "k", 1, &out, 3000), KVMUX_ECANCELED);
     CHECK(out == NULL);
@@ -381,7 +369,7 @@ static void test_tombstone(void) {
     kvmux_options o;
     kvmux_options_init(&o);
     o.max_outstanding = 1; /* the next call needs the tombstone's credit */
-    kvmux_client *c = connect_to(f.port, &o);
+    kvmux_client *c = v2_connect(f.port, &o);
     kvmux_value *out = NULL;
     CHECK_EQ(kvmux_get(c, "k", 1, &out, 200), KVMUX_ETIMEDOUT);
     CHECK_EQ(kvmux_get(c, "k2", 2, &out, 5000), 0);
@@ -408,7 +396,7 @@ static void script_badfrag(v2fake *f, int fd) {
 static void test_badfrag(void) {
     v2fake f;
     v2fake_start(&f, script_badfrag, 2, NULL, NULL);
-    kvmux_client *c = connect_to(f.port, NULL);
+    kvmux_client *c = v2_connect(f.port, NULL);
     CHECK_EQ(kvmux_set(c, "k", 1, "v", 1, 0, NULL, 3000), KVMUX_EPROTO);
     CHECK_EQ(kvmux_ping(c, 1000), KVMUX_EPROTO);
     kvmux_close(c);
