@@ -21,7 +21,7 @@
 #   b. async depth 64 / redis-benchmark -c 1 -P 64           >= 1.5, p99 no worse
 #   c. sync 64 threads / async depth 64                      >= 0.5
 #   e. --threads 2 server: 8 conns x 64 / 1 conn x 64        >= 1.5
-# All servers are stopped (by PID) on exit, whatever happens.
+# All servers are stopped (by PID) on exit, whatever happens (bench/lib.sh).
 #
 # The numbers are what they are: nothing here tunes, retries or picks the
 # best of several runs. On a small shared machine the load generator and the
@@ -62,6 +62,7 @@ done
 [[ "$KEYSPACE" =~ ^[0-9]+$ && "$KEYSPACE" -ge 1 ]] || { echo "compare.sh: -K wants an integer >= 1" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 for tool in redis-server redis-benchmark redis-cli python3; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool not found" >&2; exit 1; }
 done
@@ -86,103 +87,17 @@ if [ -f "$(dirname "$KVMUXD")/CMakeCache.txt" ]; then
     [ "$BT" = "Release" ] || echo "compare.sh: warning: $KVMUXD is a '$BT' build, not Release" >&2
 fi
 
-WORK=$(mktemp -d /tmp/kvmux-compare.XXXXXX)
-KVMUXD_PID=""
-KVMUXD2_PID=""
-REDIS_PID=""
-TOOL_PID=""
-cleanup() {
-    # Only the processes this script started, by PID.
-    for pid in $TOOL_PID $KVMUXD_PID $KVMUXD2_PID $REDIS_PID; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in $TOOL_PID $KVMUXD_PID $KVMUXD2_PID $REDIS_PID; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Run a tool in the background and wait for it: bash runs a trap only once
-# a foreground command has finished (and may ignore ^C entirely if the
-# child survives it), but `wait` returns at once on a trapped signal.
-# stdout goes to the file $1.
-run_tool() {
-    local out=$1
-    shift
-    "$@" >"$out" &
-    TOOL_PID=$!
-    local rc=0
-    wait "$TOOL_PID" || rc=$?
-    TOOL_PID=""
-    return "$rc"
-}
-
-# A free loopback port: ask the kernel for one, then confirm it still binds.
-free_port() {
-    python3 - <<'EOF'
-import socket
-for _ in range(50):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    t = socket.socket()
-    try:
-        t.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        t.close()
-    print(port)
-    break
-EOF
-}
-
-# Resident set size of a process in KiB ("-" if gone).
-rss_kb() {
-    sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status" 2>/dev/null || echo -
-}
-
-# --- start a kvmuxd on an ephemeral port; it prints "listening on ADDR:PORT".
-# Sets KPORT_OUT and PID_OUT.
-start_kvmuxd() { # tag extra-args...
-    local tag=$1
-    shift
-    "$KVMUXD" --bind 127.0.0.1 --port 0 "$@" >"$WORK/$tag.out" 2>"$WORK/$tag.err" &
-    PID_OUT=$!
-    KPORT_OUT=""
-    for _ in $(seq 100); do
-        KPORT_OUT=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\).*/\1/p' "$WORK/$tag.out" | head -1)
-        [ -n "$KPORT_OUT" ] && break
-        kill -0 "$PID_OUT" 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -n "$KPORT_OUT" ] || { echo "compare.sh: kvmuxd $* did not start:" >&2; cat "$WORK/$tag.err" >&2; exit 1; }
-}
-start_kvmuxd kvmuxd
-KVMUXD_PID=$PID_OUT
-KPORT=$KPORT_OUT
-start_kvmuxd kvmuxd2 --threads 2
-KVMUXD2_PID=$PID_OUT
-KPORT2=$KPORT_OUT
-
-# --- start redis-server, loopback only, no persistence.
-RPORT=$(free_port)
-[ -n "$RPORT" ] || { echo "compare.sh: no free port for redis" >&2; exit 1; }
-redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --protected-mode yes --daemonize no --logfile "$WORK/redis.log" &
-REDIS_PID=$!
-for _ in $(seq 100); do
-    [ "$(redis-cli -p "$RPORT" ping 2>/dev/null)" = "PONG" ] && break
-    kill -0 "$REDIS_PID" 2>/dev/null || break
-    sleep 0.1
-done
-[ "$(redis-cli -p "$RPORT" ping 2>/dev/null)" = "PONG" ] ||
-    { echo "compare.sh: redis-server did not start" >&2; cat "$WORK/redis.log" >&2; exit 1; }
+bench_init compare
+WORK=$BENCH_WORK
+bench_start_kvmuxd kvmuxd "$KVMUXD"
+KVMUXD_PID=$BENCH_PID
+KPORT=$BENCH_PORT
+bench_start_kvmuxd kvmuxd2 "$KVMUXD" --threads 2
+KVMUXD2_PID=$BENCH_PID
+KPORT2=$BENCH_PORT
+bench_start_redis redis
+REDIS_PID=$BENCH_PID
+RPORT=$BENCH_PORT
 
 echo "$("$KVMUXD" --version 2>/dev/null | head -1 || true) on :$KPORT (pid $KVMUXD_PID)" \
      "and :$KPORT2 --threads 2 (pid $KVMUXD2_PID);" \
@@ -199,18 +114,18 @@ run_redis() { # op size pipeline n label
     echo "redis-benchmark -c 1 -P $pipe -t $op -d $size -n $n -r $KEYSPACE" >&2
     local peak=-
     if [ -n "$GNUTIME" ]; then
-        run_tool "$WORK/redis.csv" "$GNUTIME" -o "$WORK/time" -f %M \
+        bench_run_tool "$WORK/redis.csv" "$GNUTIME" -o "$WORK/time" -f %M \
             redis-benchmark -h 127.0.0.1 -p "$RPORT" -c 1 -P "$pipe" \
             -t "$op" -d "$size" -n "$n" -r "$KEYSPACE" --csv ||
             { echo "compare.sh: redis-benchmark failed" >&2; return 0; }
         peak=$(tail -1 "$WORK/time")
     else
-        run_tool "$WORK/redis.csv" redis-benchmark -h 127.0.0.1 -p "$RPORT" -c 1 -P "$pipe" \
+        bench_run_tool "$WORK/redis.csv" redis-benchmark -h 127.0.0.1 -p "$RPORT" -c 1 -P "$pipe" \
             -t "$op" -d "$size" -n "$n" -r "$KEYSPACE" --csv ||
             { echo "compare.sh: redis-benchmark failed" >&2; return 0; }
     fi
     local srss
-    srss=$(rss_kb "$REDIS_PID")
+    srss=$(bench_rss_kb "$REDIS_PID")
     tr -d '"' <"$WORK/redis.csv" |
         awk -F, -v size="$size" -v label="$label" -v crss="$peak" -v srss="$srss" '
             $1 == "SET" || $1 == "GET" {
@@ -231,7 +146,7 @@ run_kvmux() { # port server-pid op size label args...
     echo "kvmux-bench $* --op $op -s $size -k $KEYSPACE -d $SECS ${extra[*]}" >&2
     local timecmd=()
     [ -n "$GNUTIME" ] && timecmd=("$GNUTIME" -o "$WORK/time" -f %M)
-    if ! run_tool "$WORK/kvmux.json" "${timecmd[@]}" "$KVMUX_BENCH" -h 127.0.0.1 -p "$port" \
+    if ! bench_run_tool "$WORK/kvmux.json" "${timecmd[@]}" "$KVMUX_BENCH" -h 127.0.0.1 -p "$port" \
             "$@" --op "$op" -s "$size" -k "$KEYSPACE" -d "$SECS" "${extra[@]}" --json -q; then
         echo "compare.sh: kvmux-bench failed" >&2
         return 0
@@ -242,7 +157,7 @@ run_kvmux() { # port server-pid op size label args...
     errors=$(jfield "$js" errors)
     [ "$errors" = "0" ] || echo "compare.sh: warning: kvmux-bench reported $errors errors" >&2
     printf "%s %s %s %.0f %s %s %s %s\n" "${op^^}" "$size" "$label" "$(jfield "$js" ops_per_sec)" \
-        "$(jfield "$js" p50)" "$(jfield "$js" p99)" "$peak" "$(rss_kb "$spid")" >>"$ROWS"
+        "$(jfield "$js" p50)" "$(jfield "$js" p99)" "$peak" "$(bench_rss_kb "$spid")" >>"$ROWS"
 }
 
 START=$(date +%s)

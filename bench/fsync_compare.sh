@@ -21,7 +21,7 @@
 #   -k  kvmuxd (default ./build/kvmuxd)   -b  kvmux-bench (next to kvmuxd)
 #   -d  seconds per kvmux-bench run (4)   -n  requests per redis run (200000)
 #   -D  directory for both logs (default: a new temp dir under /var/tmp)
-# Servers are stopped by PID on exit.
+# Servers are stopped by PID on exit (bench/lib.sh).
 set -euo pipefail
 
 KVMUXD=./build/kvmuxd
@@ -49,17 +49,10 @@ command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null ||
 if [[ -z "$DIR" ]]; then DIR=$(mktemp -d /var/tmp/kvmux-fsync-XXXXXX); CLEAN_DIR=1; else CLEAN_DIR=0; fi
 mkdir -p "$DIR"
 
-KPID=""; RPID=""
-cleanup() {
-    [[ -n "$KPID" ]] && kill "$KPID" 2>/dev/null && wait "$KPID" 2>/dev/null || true
-    [[ -n "$RPID" ]] && kill "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null || true
-    [[ "$CLEAN_DIR" == 1 ]] && rm -rf "$DIR"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
+bench_init fsync_compare
+[[ "$CLEAN_DIR" == 1 ]] && BENCH_EXIT_HOOKS+=('rm -rf "$DIR"')
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 json_field() { # json_field FILE KEY.SUB
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
 for k in sys.argv[2].split("."): d=d[k]
@@ -67,22 +60,19 @@ print(d)' "$1" "$2"
 }
 
 # ---- kvmuxd ----
-"$KVMUXD" --port 0 --aof "$DIR/kvmux.aof" --fsync always >"$DIR/kvmuxd.out" 2>"$DIR/kvmuxd.err" &
-KPID=$!
-for _ in $(seq 100); do grep -q "listening on" "$DIR/kvmuxd.out" 2>/dev/null && break; sleep 0.05; done
-KPORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$DIR/kvmuxd.out")
-[[ -n "$KPORT" ]] || { echo "kvmuxd did not start:"; cat "$DIR/kvmuxd.err"; exit 1; }
+bench_start_kvmuxd kvmuxd "$KVMUXD" --aof "$DIR/kvmux.aof" --fsync always
+KPID=$BENCH_PID
+KPORT=$BENCH_PORT
 "$KVMUX_BENCH" -p "$KPORT" --op set --mode sync -t 64 -s 100 -k 10000 -d "$SECS" -q --json >"$DIR/k_sync.json"
 "$KVMUX_BENCH" -p "$KPORT" --op set --mode async --depth 64 -s 100 -k 10000 -d "$SECS" -q --json >"$DIR/k_async.json"
-kill "$KPID"; wait "$KPID" || true; KPID=""
-K_AOF_LINE=$(grep "AOF:" "$DIR/kvmuxd.err" || true)
+bench_stop "$KPID"
+K_AOF_LINE=$(grep "AOF:" "$BENCH_WORK/kvmuxd.err" || true)
 
 # ---- redis ----
-RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync always \
-    --dir "$DIR" --appendfilename redis.aof --daemonize no --logfile "$DIR/redis.log" &
-RPID=$!
-for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+bench_start_redis redis --appendonly yes --appendfsync always --dir "$DIR" \
+    --appendfilename redis.aof
+RPID=$BENCH_PID
+RPORT=$BENCH_PORT
 redis_run() { # redis_run CONNS PIPELINE N -> "ops p50_ms p99_ms"
     redis-benchmark -p "$RPORT" -t set -d 100 -r 10000 -c "$1" -P "$2" -n "$3" --csv 2>/dev/null |
         python3 -c 'import csv,sys
@@ -93,7 +83,7 @@ print(d.get("rps"), d.get("p50_latency_ms","?"), d.get("p99_latency_ms","?"))'
 }
 read -r R64_OPS R64_P50 R64_P99 < <(redis_run 64 1 "$N")
 read -r RP_OPS RP_P50 RP_P99 < <(redis_run 1 64 "$N")
-kill "$RPID"; wait "$RPID" || true; RPID=""
+bench_stop "$RPID"
 
 KS_OPS=$(json_field "$DIR/k_sync.json" ops_per_sec)
 KS_P50=$(json_field "$DIR/k_sync.json" latency_us.p50)

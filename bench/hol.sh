@@ -15,7 +15,7 @@
 #         of the small GETs (RESP answers in order).
 # Prints a table (p50, p99, p99.9, max of the small GETs in ms; the big
 # SET's and GET's mean duration) and kvmux's busy - idle p99 (issue 3
-# target: within 5 ms). Servers are stopped by PID on exit.
+# target: within 5 ms). Servers are stopped by PID on exit (bench/lib.sh).
 #
 # Usage: bench/hol.sh [-B BUILD_DIR] [-d IDLE_SECONDS] [-r ROUNDS] [-s MIB]
 #   -B  Release build directory (default ./build; configured and built if
@@ -26,6 +26,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 BUILD=$ROOT/build
 IDLE=3
 ROUNDS=10
@@ -58,24 +59,8 @@ if [ -f "$BUILD/CMakeCache.txt" ]; then
 fi
 KVMUXD=$BUILD/kvmuxd
 
-WORK=$(mktemp -d /tmp/kvmux-hol.XXXXXX)
-KVMUXD_PID=""
-REDIS_PID=""
-TOOL_PID=""
-cleanup() {
-    # Only the processes this script started, by PID.
-    for pid in $TOOL_PID $KVMUXD_PID $REDIS_PID; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in $TOOL_PID $KVMUXD_PID $REDIS_PID; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_init hol
+WORK=$BENCH_WORK
 
 # --- the two programs.
 CFLAGS=(-O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes)
@@ -85,63 +70,14 @@ cc "${CFLAGS[@]}" -I"$ROOT/include" -o "$WORK/hol_kvmux" "$ROOT/bench/hol/hol_kv
     "${LIBS[@]}" -lpthread
 cc "${CFLAGS[@]}" -o "$WORK/hol_redis" "$ROOT/bench/hol/hol_redis.c" -lpthread
 
-# Run a program in the background and wait for it (so a signal reaches the
-# trap at once); its stdout is appended to $WORK/results.
-run_tool() {
-    "$@" >>"$WORK/results" &
-    TOOL_PID=$!
-    local rc=0
-    wait "$TOOL_PID" || rc=$?
-    TOOL_PID=""
-    return "$rc"
-}
-
-# A free loopback port: ask the kernel for one, then confirm it still binds.
-free_port() {
-    python3 - <<'PY'
-import socket
-for _ in range(50):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    t = socket.socket()
-    try:
-        t.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        t.close()
-    print(port)
-    break
-PY
-}
-
-# --- kvmuxd on an ephemeral port; it prints "listening on ADDR:PORT".
-"$KVMUXD" --bind 127.0.0.1 --port 0 --max-value 128M >"$WORK/kvmuxd.out" 2>"$WORK/kvmuxd.err" &
-KVMUXD_PID=$!
-KPORT=""
-for _ in $(seq 100); do
-    KPORT=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\).*/\1/p' "$WORK/kvmuxd.out" | head -1)
-    [ -n "$KPORT" ] && break
-    kill -0 "$KVMUXD_PID" 2>/dev/null || break
-    sleep 0.1
-done
-[ -n "$KPORT" ] || { echo "hol.sh: kvmuxd did not start:" >&2; cat "$WORK/kvmuxd.err" >&2; exit 1; }
-
-# --- redis-server, loopback only, no persistence, 64 MiB+ bulk strings.
-RPORT=$(free_port)
-[ -n "$RPORT" ] || { echo "hol.sh: no free port for redis" >&2; exit 1; }
-redis-server --save '' --appendonly no --proto-max-bulk-len 512mb --port "$RPORT" \
-    --bind 127.0.0.1 --protected-mode yes --daemonize no --logfile "$WORK/redis.log" &
-REDIS_PID=$!
-for _ in $(seq 100); do
-    [ "$(redis-cli -p "$RPORT" ping 2>/dev/null)" = "PONG" ] && break
-    kill -0 "$REDIS_PID" 2>/dev/null || break
-    sleep 0.1
-done
-[ "$(redis-cli -p "$RPORT" ping 2>/dev/null)" = "PONG" ] ||
-    { echo "hol.sh: redis-server did not start" >&2; cat "$WORK/redis.log" >&2; exit 1; }
+# --- kvmuxd on an ephemeral port; redis-server, loopback only, no
+# persistence, 64 MiB+ bulk strings.
+bench_start_kvmuxd kvmuxd "$KVMUXD" --max-value 128M
+KVMUXD_PID=$BENCH_PID
+KPORT=$BENCH_PORT
+bench_start_redis redis --proto-max-bulk-len 512mb
+REDIS_PID=$BENCH_PID
+RPORT=$BENCH_PORT
 
 echo "$("$KVMUXD" --version 2>/dev/null | head -1 || true) on :$KPORT (pid $KVMUXD_PID);" \
      "$(redis-server --version | cut -d' ' -f1-3) on :$RPORT (pid $REDIS_PID)" >&2
@@ -149,8 +85,8 @@ echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&
 echo "idle ${IDLE} s, ${ROUNDS} rounds of a ${MIB} MiB SET + GET" >&2
 
 : >"$WORK/results"
-run_tool "$WORK/hol_kvmux" -p "$KPORT" -d "$IDLE" -r "$ROUNDS" -s "$MIB"
-run_tool "$WORK/hol_redis" -p "$RPORT" -d "$IDLE" -r "$ROUNDS" -s "$MIB"
+bench_run_tool "+$WORK/results" "$WORK/hol_kvmux" -p "$KPORT" -d "$IDLE" -r "$ROUNDS" -s "$MIB"
+bench_run_tool "+$WORK/results" "$WORK/hol_redis" -p "$RPORT" -d "$IDLE" -r "$ROUNDS" -s "$MIB"
 
 # --- the table: RESULT sys phase n p50 p99 p999 max set_ms get_ms
 awk -F'\t' '

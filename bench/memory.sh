@@ -7,7 +7,7 @@
 # Redis' used_memory (and RSS) per key, minus the key and value bytes.
 # Client: runs kvmux-bench --mode async at depth 1 and at depth D (async
 # SETs against the kvmuxd) and prints the peak-RSS growth per extra
-# in-flight request. Servers are stopped by PID on exit.
+# in-flight request. Servers are stopped by PID on exit (bench/lib.sh).
 #
 # Usage: bench/memory.sh [-k KVMUXD] [-b KVMUX_BENCH] [-K KEYS] [-V BYTES] [-D DEPTH]
 #   defaults: ./build/kvmuxd, kvmux-bench next to it, 1000000 keys,
@@ -36,6 +36,7 @@ for v in "$KEYS" "$VBYTES" "$DEPTH"; do
     [[ "$v" =~ ^[0-9]+$ && "$v" -ge 1 ]] || { echo "memory.sh: numbers must be >= 1" >&2; exit 2; }
 done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 [ -n "$KVMUXD" ] || KVMUXD=$ROOT/build/kvmuxd
 [ -n "$KVMUX_BENCH" ] || KVMUX_BENCH=$(dirname "$KVMUXD")/kvmux-bench
 for b in "$KVMUXD" "$KVMUX_BENCH"; do
@@ -46,41 +47,15 @@ for tool in redis-server redis-cli python3; do
 done
 [ -x /usr/bin/time ] || { echo "memory.sh: GNU time (/usr/bin/time) not found" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/kvmux-memory.XXXXXX)
-KVMUXD_PID=""
-REDIS_PID=""
-cleanup() {
-    for pid in $KVMUXD_PID $REDIS_PID; do kill "$pid" 2>/dev/null || true; done
-    for pid in $KVMUXD_PID $REDIS_PID; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-rss_kb() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"; }
-
-"$KVMUXD" --bind 127.0.0.1 --port 0 >"$WORK/k.out" 2>"$WORK/k.err" &
-KVMUXD_PID=$!
-KPORT=""
-for _ in $(seq 100); do
-    KPORT=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\).*/\1/p' "$WORK/k.out" | head -1)
-    [ -n "$KPORT" ] && break
-    sleep 0.1
-done
-[ -n "$KPORT" ] || { echo "memory.sh: kvmuxd did not start" >&2; cat "$WORK/k.err" >&2; exit 1; }
-
-RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no --logfile "$WORK/redis.log" &
-REDIS_PID=$!
-for _ in $(seq 100); do
-    [ "$(redis-cli -p "$RPORT" ping 2>/dev/null)" = "PONG" ] && break
-    sleep 0.1
-done
+bench_init memory
+WORK=$BENCH_WORK
+rss_kb() { bench_rss_kb "$1"; }
+bench_start_kvmuxd k "$KVMUXD"
+KVMUXD_PID=$BENCH_PID
+KPORT=$BENCH_PORT
+bench_start_redis redis
+REDIS_PID=$BENCH_PID
+RPORT=$BENCH_PORT
 
 # --- server side: same keys, same value bytes.
 k0=$(rss_kb "$KVMUXD_PID")
