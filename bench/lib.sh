@@ -119,7 +119,11 @@ bench_rss_kb() {
 bench_start_kvmuxd() {
     local tag=$1 bin=$2 _
     shift 2
-    "$bin" --bind 127.0.0.1 --port 0 "$@" >"$BENCH_WORK/$tag.out" 2>"$BENCH_WORK/$tag.err" &
+    # Create the files first: the child opens them only after the fork, and
+    # a read before that would fail (and end the script under set -e).
+    : >"$BENCH_WORK/$tag.out"
+    : >"$BENCH_WORK/$tag.err"
+    "$bin" --bind 127.0.0.1 --port 0 "$@" >>"$BENCH_WORK/$tag.out" 2>>"$BENCH_WORK/$tag.err" &
     BENCH_PID=$!
     bench_track "$BENCH_PID"
     BENCH_PORT=""

@@ -54,9 +54,12 @@
 #   --mc-proto P     meta (default) or text
 #   --lat-depth D    depth of latency.png (default 64, else the largest)
 #   --quick          depths "1 64", sizes "100", -d 0.5, no kvmux-sync
+#                    (options given explicitly win)
 #   --no-plot        skip gnuplot
 #   --out DIR        output directory (default bench/results/latest;
 #                    bench/results/ is ignored by git)
+#   --replot CSV     run nothing: summary, table and plots from an earlier
+#                    runs.csv (depths, sizes and ops taken from it)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -80,6 +83,9 @@ QUICK=0
 PLOT=1
 OUT=$ROOT/bench/results/latest
 SECS_SET=0
+REPLOT=""
+DEPTHS_SET=0
+SIZES_SET=0
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 need_arg() { [ $# -ge 2 ] || { echo "sweep.sh: $1 needs a value" >&2; exit 2; }; }
@@ -91,8 +97,8 @@ while [ $# -gt 0 ]; do
     -d) need_arg "$@"; SECS=$2; SECS_SET=1; shift ;;
     -r) need_arg "$@"; REPS=$2; shift ;;
     -K) need_arg "$@"; KEYSPACE=$2; shift ;;
-    --depths) need_arg "$@"; DEPTHS=$2; shift ;;
-    --sizes) need_arg "$@"; SIZES=$2; shift ;;
+    --depths) need_arg "$@"; DEPTHS=$2; DEPTHS_SET=1; shift ;;
+    --sizes) need_arg "$@"; SIZES=$2; SIZES_SET=1; shift ;;
     --ops) need_arg "$@"; OPS=$2; shift ;;
     --systems) need_arg "$@"; SYSTEMS=$2; shift ;;
     --no-sync) NO_SYNC=1 ;;
@@ -102,14 +108,15 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --no-plot) PLOT=0 ;;
     --out) need_arg "$@"; OUT=$2; shift ;;
+    --replot) need_arg "$@"; REPLOT=$2; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "sweep.sh: unknown option '$1' (see -h)" >&2; exit 2 ;;
     esac
     shift
 done
 if [ "$QUICK" = 1 ]; then
-    DEPTHS="1 64"
-    SIZES="100"
+    [ "$DEPTHS_SET" = 1 ] || DEPTHS="1 64"
+    [ "$SIZES_SET" = 1 ] || SIZES="100"
     NO_SYNC=1
     [ "$SECS_SET" = 1 ] || SECS=0.5
 fi
@@ -124,6 +131,18 @@ for op in $OPS; do
 done
 [[ "$MC_PROTO" = meta || "$MC_PROTO" = text ]] || { echo "sweep.sh: --mc-proto meta|text" >&2; exit 2; }
 
+if [ -n "$REPLOT" ]; then
+    [ -f "$REPLOT" ] || { echo "sweep.sh: $REPLOT not found" >&2; exit 1; }
+    bench_init sweep
+    WORK=$BENCH_WORK
+    mkdir -p "$OUT"
+    RUNS=$OUT/runs.csv
+    [ "$REPLOT" -ef "$RUNS" ] || cp "$REPLOT" "$RUNS"
+    col() { tail -n +2 "$RUNS" | cut -d, -f"$1" | sort -u | sort -n | tr '\n' ' ' | sed 's/ $//'; }
+    SIZES=$(col 3); DEPTHS=$(col 4); OPS=$(tail -n +2 "$RUNS" | cut -d, -f2 | sort -u | tr '\n' ' ' | sed 's/ $//')
+    REPS=$(tail -n +2 "$RUNS" | cut -d, -f5 | sort -n | tail -1)
+    SECS="?"; ELAPSED="?"; LOADAVG="? (re-rendered from $REPLOT)"
+else
 [ -n "$KVMUX_BENCH" ] || KVMUX_BENCH=$(dirname "$KVMUXD")/kvmux-bench
 [ -n "$MCLOAD" ] || MCLOAD=$(dirname "$KVMUXD")/mcload
 for b in "$KVMUXD" "$KVMUX_BENCH"; do
@@ -300,6 +319,7 @@ for size in $SIZES; do
 done
 ELAPSED=$(($(date +%s) - START))
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+fi
 
 # --- summary.csv: the median of the repetitions (lower middle if even).
 {

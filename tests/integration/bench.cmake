@@ -10,3 +10,14 @@ if(TARGET kvmux-bench AND TARGET kvmuxd)
     KVMUX_BENCH_PATH="$<TARGET_FILE:kvmux-bench>")
   add_dependencies(bench_smoke_test kvmux-bench kvmuxd)
 endif()
+
+# bench/sweep.sh smoke test (kvmux vs Redis vs memcached): a tiny sweep with
+# the real binaries; checks the CSV, the table and the PNGs it writes, that
+# its servers are stopped, and mcload's counting. Redis, memcached and
+# gnuplot are optional: the test prints why it skips their part.
+if(TARGET kvmux-bench AND TARGET kvmuxd AND TARGET mcload)
+  add_test(NAME bench_sweep_test
+    COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/bench_sweep_test.sh ${PROJECT_SOURCE_DIR}
+            $<TARGET_FILE:kvmuxd> $<TARGET_FILE:kvmux-bench> $<TARGET_FILE:mcload>)
+  set_tests_properties(bench_sweep_test PROPERTIES TIMEOUT 60 LABELS integration)
+endif()
