@@ -61,6 +61,9 @@
 #   --replot CSV     run nothing: summary, table and plots from an earlier
 #                    runs.csv (depths, sizes and ops taken from it)
 set -euo pipefail
+# The whole script is one compound command, read before it runs: editing
+# the file while a sweep is running cannot derail it.
+{
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/bench/lib.sh"
@@ -407,8 +410,12 @@ plot() {
         echo "set output '$OUT/throughput.png'"
         echo "set datafile missing '?'"
         echo "set multiplot layout $rows,$cols title 'ops/s against requests in flight, one connection'"
+        local dmin dmax
+        dmin=$(echo "$DEPTHS" | tr ' ' '\n' | sort -n | head -1)
+        dmax=$(echo "$DEPTHS" | tr ' ' '\n' | sort -n | tail -1)
         echo "set logscale xy; set xtics ($(echo "$DEPTHS" | sed 's/ /, /g')); set grid"
-        echo "set xlabel 'depth (in flight)'; set ylabel 'ops/s'; set key left top"
+        echo "set xrange [$dmin * 0.8:$dmax * 1.25]"
+        echo "set xlabel 'depth (in flight)'; set ylabel 'ops/s'; set key below horizontal"
         for p in "${panels[@]}"; do
             set -- $p
             echo "set title '${1^^} $2 B'"
@@ -448,3 +455,5 @@ plot() {
 cat "$OUT/table.md"
 echo
 echo "wrote $RUNS, $OUT/summary.csv, $OUT/table.md$([ "$PLOT" = 1 ] && [ -f "$OUT/throughput.png" ] && echo ", $OUT/throughput.png, $OUT/latency.png")" >&2
+exit
+}
