@@ -505,16 +505,18 @@ int main(int argc, char **argv)
     if (!c.out || !c.in || !c.fifo || !c.value ||
         bench_hist_init(&st.hist, 1, 60LL * 1000 * 1000 * 1000, 2)) {
         fprintf(stderr, "mcload: out of memory\n");
-        return 1;
+        rc = 1;
+        goto out;
     }
     uint64_t vr = cfg.seed;
     for (size_t i = 0; i < cfg.vsize; i++)
         c.value[i] = (char)('!' + splitmix64(&vr) % 94); /* printable, no space */
 
     c.fd = mc_connect(cfg.host, cfg.port);
-    if (c.fd < 0)
-        return 1;
-    rc = 0;
+    if (c.fd < 0) {
+        rc = 1;
+        goto out;
+    }
     if (cfg.preload) {
         if (run_phase(&c, &cfg, OP_SET, preload_depth, KEYS_SEQUENTIAL, cfg.keyspace, 0, 0,
                       NULL))
@@ -574,7 +576,9 @@ int main(int argc, char **argv)
                (unsigned long long)st.errors, secs, ops_s, lmin, p50, p90, p99, p999, lmax,
                mean);
     }
-    close(c.fd);
+out:
+    if (c.fd >= 0)
+        close(c.fd);
     bench_hist_deinit(&st.hist);
     free(c.out);
     free(c.in);
