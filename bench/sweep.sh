@@ -178,8 +178,6 @@ done
 bench_init sweep
 WORK=$BENCH_WORK
 mkdir -p "$OUT"
-[ -d "$ROOT/bench/results" ] && [ ! -f "$ROOT/bench/results/.gitignore" ] &&
-    printf '*\n!.gitignore\n' >"$ROOT/bench/results/.gitignore"
 
 have() { local s; for s in "${ACTIVE[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
@@ -321,6 +319,12 @@ for size in $SIZES; do
     done
 done
 ELAPSED=$(($(date +%s) - START))
+if have redis; then
+    # Every GET should have hit a preloaded key; say so if not.
+    misses=$(redis-cli -h 127.0.0.1 -p "$RPORT" info stats | tr -d '\r' |
+        sed -n 's/^keyspace_misses://p')
+    [ "${misses:-0}" = 0 ] || echo "sweep.sh: warning: redis counted $misses GET misses" >&2
+fi
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 fi
 
