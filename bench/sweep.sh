@@ -218,6 +218,9 @@ json_row() { # system op size depth rep file
     local f=$6 ops
     ops=$(jfield "$f" ops_per_sec)
     [ -n "$ops" ] || { echo "sweep.sh: $1 printed no summary" >&2; return 0; }
+    local misses
+    misses=$(jfield "$f" misses)
+    [ "${misses:-0}" = 0 ] || echo "sweep.sh: warning: $1 $2 depth $4: $misses misses" >&2
     row "$1" "$2" "$3" "$4" "$5" "$ops" "$(jfield "$f" p50)" "$(jfield "$f" p99)" \
         "$(jfield "$f" p99_9)" "$(jfield "$f" errors)"
 }
