@@ -15,8 +15,8 @@
  * `kvmux-bench --json`, so the sweep script parses both alike.
  *
  * Why not memcslap / memaslap (libmemcached-tools): memaslap drives each
- * "concurrency" (connection) one request at a time and prints min/max/avg
- * and a log2 histogram, no percentiles; memslap (-B) buffers SETs with
+ * "concurrency" (connection) one request at a time and prints at most
+ * min/max/avg/std-dev, no percentiles; memslap (-B) buffers SETs with
  * noreply and prints only the total time. Neither keeps N requests in
  * flight on one connection while timing each of them.
  *
