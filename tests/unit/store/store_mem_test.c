@@ -40,20 +40,38 @@ static int has_key(kvmux_store *s, int i) {
 
 static void test_accounting(void) {
     kvmux_store *s = new_store(4);
+    /* An empty store accounts its 4 initial 16-slot tables. */
     uint64_t empty = kvmux_store_used_memory(s);
-    CHECK_EQ(empty, 0);
+    CHECK_EQ(empty, 4 * 16 * 8);
     set_key(s, 1, 1000, 0);
-    uint64_t one = kvmux_store_used_memory(s);
+    uint64_t one = kvmux_store_used_memory(s) - empty;
     CHECK(one >= 1000 + 5);   /* key + value at least */
-    CHECK(one < 1000 + 200);  /* plus bounded overhead */
-    set_key(s, 1, 10, 0);     /* overwrite shrinks */
-    CHECK(kvmux_store_used_memory(s) < one);
-    CHECK(kvmux_store_used_memory(s) >= 10);
+    CHECK(one < 1000 + 100);  /* plus bounded overhead (entry, value header) */
+    set_key(s, 1, 10, 0);     /* overwrite shrinks: now inline */
+    uint64_t small = kvmux_store_used_memory(s) - empty;
+    CHECK(small < one);
+    CHECK(small >= 10 + 5);
+    CHECK(small <= 16 + 5 + 10 + 7); /* header + key + value, 8-byte class */
+    set_key(s, 1, KVMUX_STORE_INLINE_MAX, 0);
+    CHECK_EQ(kvmux_store_used_memory(s) - empty,
+             (16 + 5 + KVMUX_STORE_INLINE_MAX + 7) / 8 * 8);
     CHECK_EQ(kvmux_store_del(s, (const uint8_t *)"key:1", 5), KVMUX_STATUS_OK);
-    CHECK_EQ(kvmux_store_used_memory(s), 0);
+    CHECK_EQ(kvmux_store_used_memory(s), empty);
     kvmux_store_stats st;
     kvmux_store_get_stats(s, &st);
-    CHECK_EQ(st.used_memory, 0);
+    CHECK_EQ(st.used_memory, empty);
+    /* Many keys: the tables grow and are accounted; deleting every key
+     * gives back all entry and value bytes (tables keep their size). */
+    for (int i = 0; i < 5000; i++) set_key(s, i, (size_t)(i % 2 ? 3 : 300), i % 3 ? 0 : 100000);
+    uint64_t full = kvmux_store_used_memory(s);
+    CHECK(full > empty + 5000 * 30);
+    for (int i = 0; i < 5000; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "key:%d", i);
+        CHECK_EQ(kvmux_store_del(s, (const uint8_t *)key, strlen(key)), KVMUX_STATUS_OK);
+    }
+    uint64_t tables = kvmux_store_used_memory(s);
+    CHECK(tables >= empty && tables <= 4 * 4096 * 8);
     kvmux_store_free(s);
 }
 

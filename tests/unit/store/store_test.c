@@ -30,7 +30,7 @@ static void on_fire(kvmux_store_waiter *w, void *ud) {
 
 typedef struct readbuf {
     uint64_t version;
-    uint8_t data[64];
+    uint8_t data[1024];
     size_t len;
     int calls;
 } readbuf;
@@ -110,7 +110,7 @@ static void test_get_set_del(void) {
     CHECK_EQ(kvmux_store_get(s, K("e"), read_into, &rb), KVMUX_STATUS_OK);
     CHECK_EQ(rb.len, 0);
     /* The read callback's error is passed through. */
-    uint8_t big[100] = {0};
+    uint8_t big[1500] = {0};
     CHECK_EQ(kvmux_store_set(s, K("big"), big, sizeof big, 0, NULL), KVMUX_STATUS_OK);
     CHECK_EQ(kvmux_store_get(s, K("big"), read_into, &rb), KVMUX_STATUS_TOO_LARGE);
     /* Binary keys with NULs and keys that differ only in length. */
@@ -126,7 +126,7 @@ static void test_get_set_del(void) {
     kvmux_store_stats st;
     kvmux_store_get_stats(s, &st);
     CHECK_EQ(st.keys, 4);
-    CHECK_EQ(st.bytes, 1 + 0 + 3 + 100 + 3 + 1 + 1 + 5);
+    CHECK_EQ(st.bytes, 1 + 0 + 3 + 1500 + 3 + 1 + 1 + 5);
     kvmux_store_free(s);
 }
 
@@ -414,50 +414,109 @@ static uint64_t state(kvmux_store *s, const char *key, readbuf *rb) {
         }                                                                      \
     } while (0)
 
+/* One pass of writes that each allocate differently: new keys (slab
+ * block, table growth), overwrites that change the entry's class (inline
+ * <-> out of line at the threshold, TTL added / dropped), INCR, CAS, a
+ * WAIT on an absent key (placeholder) and on a live one (the entry moves
+ * to make room for its waiter list), restore. Every call must return OK or
+ * INTERNAL with the key as it was. */
+static int oom_script(kvmux_store *s) {
+    int internal = 0;
+    int64_t iv;
+    uint64_t v;
+    static uint8_t val[600];
+    memset(val, 'v', sizeof val);
+    OOM_STEP("b", kvmux_store_set(s, K("b"), K("bee"), 0, &v));
+    OOM_STEP("a", kvmux_store_set(s, K("a"), K("2"), 0, &v));
+    OOM_STEP("a", kvmux_store_incr(s, K("a"), 5, &iv, &v));
+    OOM_STEP("n", kvmux_store_incr(s, K("n"), 5, &iv, &v));
+    OOM_STEP("c", kvmux_store_cas(s, K("c"), 0, K("new"), 0, &v));
+    readbuf rb;
+    uint64_t cur = state(s, "a", &rb);
+    OOM_STEP("a", kvmux_store_cas(s, K("a"), cur, K("7"), 0, &v));
+    /* Class changes: inline max, one past it (out of line), back, TTL. */
+    OOM_STEP("a", kvmux_store_set(s, K("a"), val, KVMUX_STORE_INLINE_MAX, 0, &v));
+    OOM_STEP("a", kvmux_store_set(s, K("a"), val, KVMUX_STORE_INLINE_MAX + 1, 0, &v));
+    OOM_STEP("a", kvmux_store_set(s, K("a"), val, 40, 0, &v));
+    OOM_STEP("a", kvmux_store_set(s, K("a"), val, 40, 100000, &v));
+    OOM_STEP("a", kvmux_store_set(s, K("a"), val, 600, 100000, &v));
+    OOM_STEP("a", kvmux_store_set(s, K("a"), val, 3, 0, &v));
+    OOM_STEP("d", kvmux_store_restore(s, K("d"), val, 300, 5, 0));
+    OOM_STEP("d", kvmux_store_restore(s, K("d"), val, 30, 6, 0));
+    kvmux_store_value *bv = kvmux_store_value_new(s, 400);
+    if (bv) {
+        memset(kvmux_store_value_data(bv), 'b', 400);
+        OOM_STEP("e", kvmux_store_set_value(s, K("e"), bv, 0, &v));
+    } else {
+        internal++;
+    }
+    kvmux_store_waiter w;
+    memset(&w, 0, sizeof w);
+    int rc = kvmux_store_wait(s, K("absent"), 0, &w, NULL, NULL);
+    CHECK(rc == KVMUX_STORE_PARKED || rc == KVMUX_STATUS_INTERNAL);
+    if (rc == KVMUX_STORE_PARKED) CHECK_EQ(kvmux_store_wait_cancel(s, &w, NULL), 1);
+    else internal++;
+    /* A waiter on a live key: the entry moves; the key must not change. */
+    uint64_t vb = state(s, "b", &rb);
+    memset(&w, 0, sizeof w);
+    rc = kvmux_store_wait(s, K("b"), vb, &w, NULL, NULL);
+    CHECK(rc == KVMUX_STORE_PARKED || rc == KVMUX_STATUS_INTERNAL);
+    CHECK_EQ(state(s, "b", &rb), vb);
+    if (vb) CHECK(rb.len == 3 && memcmp(rb.data, "bee", 3) == 0);
+    if (rc == KVMUX_STORE_PARKED) CHECK_EQ(kvmux_store_wait_cancel(s, &w, NULL), 1);
+    else internal++;
+    /* Growth past the first tables: a failed rehash is silent until the
+     * table is really full. */
+    char key[16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof key, "g%d", i);
+        OOM_STEP(key, kvmux_store_set(s, (uint8_t *)key, strlen(key), K("x"), 0, NULL));
+    }
+    return internal;
+}
+
+static long allocs_seen;
+static void *counting_alloc(void *ud, size_t n) {
+    (void)ud;
+    allocs_seen++;
+    return malloc(n);
+}
+
 static void test_out_of_memory(void) {
-    int internal = 0, total_failures = 0;
-    for (long n = 0; n < 60; n++) {
-        kvmux_store_options o;
-        kvmux_store_options_init(&o);
-        o.shards = 1;
-        o.clock = fake_clock;
-        o.fire = on_fire;
+    /* Dry run: how many allocations the script makes. */
+    kvmux_store_options o;
+    kvmux_store_options_init(&o);
+    o.shards = 1;
+    o.clock = fake_clock;
+    o.fire = on_fire;
+    o.alloc = counting_alloc;
+    o.dealloc = plain_free;
+    kvmux_store *s = NULL;
+    REQUIRE(kvmux_store_new(&s, &o) == 0);
+    REQUIRE(kvmux_store_set(s, K("a"), K("1"), 0, NULL) == KVMUX_STATUS_OK);
+    allocs_seen = 0;
+    CHECK_EQ(oom_script(s), 0);
+    long total = allocs_seen;
+    kvmux_store_free(s);
+    CHECK(total >= 15); /* slab blocks, values, tables: the script allocates */
+    /* Then fail each of them in turn. */
+    int internal = 0;
+    for (long n = 0; n < total; n++) {
         o.alloc = failing_alloc;
-        o.dealloc = plain_free;
-        kvmux_store *s = NULL;
+        s = NULL;
         fail_at = -1;
         REQUIRE(kvmux_store_new(&s, &o) == 0);
         REQUIRE(kvmux_store_set(s, K("a"), K("1"), 0, NULL) == KVMUX_STATUS_OK);
         failures = 0;
         fail_at = n;
-        int64_t iv;
-        uint64_t v;
-        OOM_STEP("b", kvmux_store_set(s, K("b"), K("bee"), 0, &v));
-        OOM_STEP("a", kvmux_store_set(s, K("a"), K("2"), 0, &v));
-        OOM_STEP("a", kvmux_store_incr(s, K("a"), 5, &iv, &v));
-        OOM_STEP("n", kvmux_store_incr(s, K("n"), 5, &iv, &v));
-        OOM_STEP("c", kvmux_store_cas(s, K("c"), 0, K("new"), 0, &v));
-        readbuf rb;
-        uint64_t cur = state(s, "a", &rb);
-        OOM_STEP("a", kvmux_store_cas(s, K("a"), cur, K("7"), 0, &v));
-        kvmux_store_waiter w;
-        memset(&w, 0, sizeof w);
-        int rc = kvmux_store_wait(s, K("absent"), 0, &w, NULL, NULL);
-        CHECK(rc == KVMUX_STORE_PARKED || rc == KVMUX_STATUS_INTERNAL);
-        if (rc == KVMUX_STORE_PARKED) CHECK_EQ(kvmux_store_wait_cancel(s, &w, NULL), 1);
-        else internal++;
-        /* Growth past the first bucket array: a failed rehash is silent. */
-        char key[16];
-        for (int i = 0; i < 40; i++) {
-            snprintf(key, sizeof key, "g%d", i);
-            OOM_STEP(key, kvmux_store_set(s, (uint8_t *)key, strlen(key), K("x"), 0, NULL));
-        }
-        total_failures += failures;
+        internal += oom_script(s);
+        CHECK_EQ(failures, 1); /* the injection really happened */
         fail_at = -1;
         kvmux_store_free(s); /* ASan: nothing leaked on any path */
     }
-    CHECK(total_failures >= 50); /* the injection really happened */
     CHECK(internal > 0);
+    fprintf(stderr, "out of memory: %ld allocations failed in turn, %d calls answered INTERNAL\n",
+            total, internal);
 }
 
 /* ---- 4 concurrent writers ---- */
@@ -578,9 +637,11 @@ static int read_hold(void *ud, uint64_t version, const uint8_t *v, size_t len) {
 static void test_values(void) {
     kvmux_store *s = new_store(4);
     /* A caller-built value is installed as is: GET sees the same bytes. */
-    kvmux_store_value *v = kvmux_store_value_new(s, 5);
+    /* (longer than KVMUX_STORE_INLINE_MAX: kept out of line, by reference) */
+    kvmux_store_value *v = kvmux_store_value_new(s, 300);
     REQUIRE(v);
-    CHECK_EQ(kvmux_store_value_len(v), 5);
+    CHECK_EQ(kvmux_store_value_len(v), 300);
+    memset(kvmux_store_value_data(v), '.', 300);
     memcpy(kvmux_store_value_data(v), "hello", 5);
     const uint8_t *where = kvmux_store_value_data(v);
     uint64_t ver = 0;
