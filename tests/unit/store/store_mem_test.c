@@ -96,13 +96,15 @@ static void test_noeviction(void) {
     kvmux_store_free(s);
 }
 
-static void test_lru(void) {
+/* vlen 1000: values out of line; vlen 100: inline in the entries.
+ * limit: room for about 200 keys. */
+static void test_lru(size_t vlen, uint64_t limit) {
     kvmux_store *s = new_store(1); /* one shard: sampling sees all keys */
-    kvmux_store_set_maxmemory(s, 200 * 1024, KVMUX_MAXMEMORY_ALLKEYS_LRU);
-    /* 100 keys of 1 KB, written at increasing times. */
+    kvmux_store_set_maxmemory(s, limit, KVMUX_MAXMEMORY_ALLKEYS_LRU);
+    /* 100 keys, written at increasing times. */
     for (int i = 0; i < 100; i++) {
         fake_now++;
-        set_key(s, i, 1000, 0);
+        set_key(s, i, vlen, 0);
     }
     /* Touch the first 20 (now the most recently used). */
     for (int i = 0; i < 20; i++) {
@@ -113,10 +115,10 @@ static void test_lru(void) {
     for (int i = 100; i < 250; i++) {
         fake_now++;
         CHECK_EQ(kvmux_store_over_limit(s), 0);
-        set_key(s, i, 1000, 0);
+        set_key(s, i, vlen, 0);
     }
     kvmux_store_over_limit(s);
-    CHECK(kvmux_store_used_memory(s) <= 200 * 1024 + 1200);
+    CHECK(kvmux_store_used_memory(s) <= limit + vlen + 200);
     kvmux_store_stats st;
     kvmux_store_get_stats(s, &st);
     CHECK(st.evicted >= 40);
@@ -124,8 +126,8 @@ static void test_lru(void) {
     for (int i = 0; i < 20; i++) touched += has_key(s, i);
     for (int i = 20; i < 100; i++) untouched_old += has_key(s, i);
     for (int i = 230; i < 250; i++) newest += has_key(s, i);
-    fprintf(stderr, "lru: evicted %llu; kept %d/20 recently read, %d/80 old untouched, "
-            "%d/20 newest\n", (unsigned long long)st.evicted, touched, untouched_old, newest);
+    fprintf(stderr, "lru (%zu-byte values): evicted %llu; kept %d/20 recently read, %d/80 old untouched, "
+            "%d/20 newest\n", vlen, (unsigned long long)st.evicted, touched, untouched_old, newest);
     /* Approximate LRU: recently used keys survive far better than old ones. */
     CHECK(touched * 80 > untouched_old * 20); /* a larger share survives */
     CHECK(newest >= 18);
@@ -164,7 +166,8 @@ static void test_active_expiry(void) {
 int main(void) {
     test_accounting();
     test_noeviction();
-    test_lru();
+    test_lru(1000, 200 * 1024);
+    test_lru(100, 180 * 128 + 4096); /* 128-byte entries, 512-slot table */
     test_active_expiry();
     return test_report();
 }
