@@ -51,8 +51,9 @@ typedef struct kvmux_store_value kvmux_store_value;
 
 /* Receives a key's current version and value under the shard lock (the
  * value pointer is valid only during the call), so the caller can copy it
- * straight into its output buffer, or keep it without copying by taking a
- * reference with kvmux_store_value_hold(value). version 0 with (NULL, 0)
+ * straight into its output buffer, or keep it by taking a reference with
+ * kvmux_store_value_hold(value) (no copy for a value longer than
+ * KVMUX_STORE_INLINE_MAX; a small inline one is copied). version 0 with (NULL, 0)
  * means absent; an empty value is (NULL, 0) with a version.
  * Return 0, or a nonzero KVMUX_STATUS_* that the store call then returns
  * (e.g. INTERNAL when the copy could not be allocated). */
