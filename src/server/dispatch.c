@@ -53,7 +53,8 @@ int kvmux__reply_value(void *ud, uint64_t version, const uint8_t *value, size_t 
      * near those limits takes the by-reference path, which checks them. */
     if (len > inline_max || len > c->sess.peer.max_value_size ||
         (uint64_t)KVMUX_FRAME_HDR_LEN + 8 + len > c->sess.peer.max_frame_size) {
-        ctx->held = kvmux_store_value_hold(value);
+        ctx->held = kvmux_store_value_hold(value); /* copies a small inline value */
+        if (!ctx->held) return KVMUX_STATUS_INTERNAL;
         ctx->version = version;
         ctx->len = len;
         return 0;

@@ -1,30 +1,54 @@
-/* kvmuxd's store: a sharded, chained hash table with versions, TTLs and
- * parked waiters (see store.h for the contract).
+/* kvmuxd's store: a sharded, open-addressing hash table with versions,
+ * TTLs and parked waiters (see store.h for the contract).
  *
  * Design
  * - Keys are hashed with SipHash-2-4 under a random per-process key, so a
- *   client cannot choose keys that all land in one chain. The high 32 bits
- *   pick one of N shards (default 256), the low bits the bucket, so shard
- *   and bucket choices are independent.
- * - Each shard is a mutex plus a chained table that doubles when it holds
- *   more entries than buckets. A shard holds 1/N of the data, so a full
- *   rehash under its lock is short; if the bigger bucket array cannot be
- *   allocated the table simply stays at its size (longer chains, no error).
+ *   client cannot choose keys that all land in one probe run. Bits 32..47
+ *   pick one of N shards (default 256), the low bits the home slot, and
+ *   bits 48..63 are a 16-bit tag kept in the slot next to the entry
+ *   pointer, so shard, slot and tag are independent.
+ * - Each shard is a mutex plus a linear-probing table of 8-byte slots:
+ *   (tag << 48) | entry address (user-space addresses fit in 48 bits; an
+ *   allocation above that is treated as out of memory). A probe compares
+ *   tags first and dereferences an entry only on a tag match (1 in 65536
+ *   for a foreign key), so a lookup touches one or two cache lines of the
+ *   table and the entry itself. Deleted slots become tombstones, reused by
+ *   inserts; the table is rebuilt (doubled, or at the same size when it is
+ *   mostly tombstones) when live + tombstones pass 7/8. A rebuild
+ *   rehashes one shard (1/N of the keys: ~4000 at 1M keys, ~0.1 ms) under
+ *   its lock; if the bigger table cannot be allocated the shard keeps
+ *   working at a higher load, and only an insert that would leave no empty
+ *   slot fails (INTERNAL, nothing changed).
+ * - Entries are compact: a 16-byte header (version, 32-bit access time,
+ *   key length, flags, inline value length), then optional 8-byte words
+ *   present only when a flag says so -- an out-of-line value pointer, the
+ *   expiry time, the head of the parked waiters -- then the key, then a
+ *   small value (<= KVMUX_STORE_INLINE_MAX bytes) inline. A key with a
+ *   3-byte value and no TTL is one 40-byte slot. Entries come from a
+ *   per-shard size-class slab allocator (server/slab.c: 8-byte classes, no
+ *   per-object header); larger ones from the allocator hook directly.
+ * - An entry's size depends on its value, TTL and waiters, so a write may
+ *   move it to a new slot (allocated before anything changes, so OOM
+ *   leaves the key as it was). Waiters point at their entry: the ones that
+ *   survive a move (recovery only; every write fires them all) are
+ *   re-pointed by the move.
  * - Versions come from one store-wide atomic counter, so a version is never
  *   reused, even by a key that is deleted and created again. That is what
  *   makes CAS and WAIT safe against ABA.
  * - Expiry is lazy: an expired key is removed when an operation touches it
  *   (or when a parked waiter polls it, see kvmux_store_wait_poll), and
  *   active: kvmux_store_expire_cycle walks each shard from a rotating
- *   bucket cursor (driven every 100 ms by server/expire.c), so keys nobody
+ *   slot cursor (driven every 100 ms by server/expire.c), so keys nobody
  *   touches are freed too.
- * - Memory: every entry and value is accounted in one store-wide atomic
- *   (entry_mem + value_mem), cheap to read before each write. Under a
- *   limit, kvmux_store_over_limit either says "refuse" (noeviction) or
- *   evicts approximately-LRU keys: each entry keeps its last access time,
- *   and an eviction samples a few keys in a few random shards and drops
- *   the oldest, as Redis does (exact LRU would need a global list touched,
- *   under one lock, by every read).
+ * - Memory: every entry slot (its size class, i.e. what it really takes
+ *   from its slab), out-of-line value (as a malloc chunk) and table is
+ *   accounted in one store-wide atomic, cheap to read before each write.
+ *   Free slots inside slab blocks are fragmentation, not counted (like
+ *   Redis's used_memory). Under a limit, kvmux_store_over_limit either
+ *   says "refuse" (noeviction) or evicts approximately-LRU keys: each entry
+ *   keeps its last access time (ms, modulo 2^32: ages are exact up to 49
+ *   days), and an eviction samples a few keys in a few random shards and
+ *   drops the oldest, as Redis does.
  * - Persistence hooks: an optional journal callback sees every change
  *   under the shard lock (so per-key order is the apply order), and
  *   restore / snapshot entry points serve recovery and compaction
@@ -36,23 +60,21 @@
  *   waiters; each waiter is either fired (once) or cancelled (once), decided
  *   under the shard lock, which is what lets the server resolve the race
  *   between a notify and a connection close (see server/waits.c).
- * - Entries keep their address for life (the value is a separate buffer), so
- *   a waiter can point at its entry across rehashes and value updates.
- * - Values are immutable, reference-counted buffers (kvmux_store_value).
- *   The entry holds one reference; a reader that needs the bytes after the
- *   shard lock is released (a large GET answered in fragments over many
- *   loop iterations) takes another with kvmux_store_value_hold inside its
- *   read callback, so the value is neither copied nor torn by a later SET:
- *   the overwritten buffer lives on until its last reader lets go. A writer
- *   may also fill a fresh value itself (kvmux_store_value_new: a fragmented
- *   upload is reassembled straight into it) and hand it to the store, which
- *   then installs it without copying.
- *
- * - Every allocation for entries, values and bucket arrays goes through an
- *   optional allocator hook, so tests fail the Nth allocation and check that
- *   each operation returns INTERNAL with the key unchanged and nothing
- *   leaked. Values are copied before the lock is taken, so a failure leaves
- *   nothing half-done under it.
+ * - Large values are immutable, reference-counted buffers
+ *   (kvmux_store_value). The entry holds one reference; a reader that needs
+ *   the bytes after the shard lock is released (a large GET answered in
+ *   fragments over many loop iterations) takes another with
+ *   kvmux_store_value_hold inside its read callback, so the value is
+ *   neither copied nor torn by a later SET. Small values live inline in the
+ *   entry: holding one makes a private copy (the store knows, per thread,
+ *   which inline bytes the current callback was given). A writer may also
+ *   fill a fresh value itself (kvmux_store_value_new: a fragmented upload
+ *   is reassembled straight into it) and hand it to the store, which keeps
+ *   it without copying when it is large, and copies it inline when small.
+ * - Every allocation for entries, slab blocks, values and tables goes
+ *   through an optional allocator hook, so tests fail the Nth allocation
+ *   and check that each operation returns INTERNAL with the key unchanged
+ *   and nothing leaked. Large values are copied before the lock is taken.
  *
  * This is not a general cache: eviction is approximate, and only under
  * --maxmemory allkeys-lru. */
@@ -66,6 +88,9 @@
 
 #include "monotime.h"
 #include "siphash.h"
+#include "slab.h"
+
+_Static_assert(sizeof(uintptr_t) == 8, "slots pack a 48-bit address with a 16-bit tag");
 
 enum waiter_state {
     WAITER_IDLE = 0,       /* not known to the store */
@@ -74,7 +99,7 @@ enum waiter_state {
     WAITER_CANCELLED = 3   /* unlinked by kvmux_store_wait_cancel */
 };
 
-#define INITIAL_BUCKETS 16u
+#define INITIAL_SLOTS 16u
 
 /* Refcounted immutable value bytes. refs is atomic: references are taken
  * under a shard lock but dropped by loop threads without it. */
@@ -85,34 +110,45 @@ struct kvmux_store_value {
     _Alignas(16) uint8_t data[];
 };
 
+/* Optional words after the header, in this order, each present iff its
+ * flag is set. */
+#define F_OOL 1u  /* kvmux_store_value *: the value, out of line */
+#define F_TTL 2u  /* uint64_t: expiry (store clock ms) */
+#define F_WAIT 4u /* kvmux_store_waiter *: head of the parked waiters */
+
 typedef struct entry {
-    struct entry *next;          /* bucket chain */
-    uint64_t atime;              /* last access (store clock): for LRU */
-    uint64_t hash;
     uint64_t version;            /* 0 = placeholder holding waiters only */
-    uint64_t expires_ms;         /* 0 = never (store clock) */
-    kvmux_store_value *val;      /* one reference; NULL iff vlen == 0 */
-    size_t vlen;
-    kvmux_store_waiter *waiters; /* doubly linked, head */
+    uint32_t atime;              /* last access (store clock ms mod 2^32): LRU */
     uint16_t klen;
-    uint8_t key[];
+    uint8_t flags;               /* F_* */
+    uint8_t ivlen;               /* inline value length (0 with F_OOL) */
+    uint8_t tail[];              /* [words] key [inline value] */
 } entry;
 
-/* One lock domain. Invariants: count = entries in the chains (placeholders
- * included); live/bytes cover entries with version != 0 only. Aligned to a
- * cache line so neighbouring shards' locks do not false-share. */
+/* Slot encoding: 0 = empty, TOMB = deleted, else tag | address. */
+#define TOMB ((uint64_t)1)
+#define ADDR_MASK ((UINT64_C(1) << 48) - 1)
+#define TAG_MASK (~ADDR_MASK)
+#define NOT_FOUND SIZE_MAX
+
+/* One lock domain. Invariants: count = entries in the table (placeholders
+ * included); live/bytes cover entries with version != 0 only; count +
+ * tombs < cap (an empty slot always ends a probe). Aligned to a cache line
+ * so neighbouring shards' locks do not false-share. */
 typedef struct shard {
     _Alignas(64) pthread_mutex_t mu;
-    entry **buckets;
-    size_t nbuckets;             /* power of two */
+    uint64_t *slots;
+    size_t cap;                  /* power of two */
     size_t count;
+    size_t tombs;
     uint64_t live;
     uint64_t bytes;
     uint64_t waiters;
     uint64_t expired;
     uint64_t expired_active;
     uint64_t evicted;
-    size_t expire_cursor;        /* next bucket for the active cycle */
+    size_t expire_cursor;        /* next slot for the active cycle */
+    kvmux_slab_pool slab;        /* this shard's entries */
 } shard;
 
 struct kvmux_store {
@@ -126,7 +162,7 @@ struct kvmux_store {
     _Atomic uint64_t last_version; /* versions handed out so far */
     kvmux_store_journal_fn journal; /* NULL: nothing logged */
     void *journal_ud;
-    _Atomic uint64_t used;         /* accounted memory, see entry_mem */
+    _Atomic uint64_t used;         /* accounted memory, see entry_footprint */
     _Atomic uint64_t maxmemory;    /* 0 = no limit */
     _Atomic int policy;            /* enum kvmux_maxmemory_policy */
     _Atomic uint64_t rng;          /* eviction sampling */
@@ -145,11 +181,8 @@ static void mem_free(const kvmux_store *s, void *p) {
     else free(p);
 }
 
-static void *mem_zalloc(const kvmux_store *s, size_t n) {
-    void *p = mem_alloc(s, n);
-    if (p) memset(p, 0, n);
-    return p;
-}
+static void *pool_alloc(void *ud, size_t n) { return mem_alloc(ud, n); }
+static void pool_free(void *ud, void *p) { mem_free(ud, p); }
 
 static uint64_t default_clock(void *ud) {
     (void)ud;
@@ -160,6 +193,18 @@ void kvmux_store_options_init(kvmux_store_options *o) {
     memset(o, 0, sizeof *o);
     o->shards = 256;
     o->clock = default_clock;
+}
+
+/* glibc's chunk for a malloc of n bytes (8-byte header, 16-byte steps,
+ * 32 minimum): what an out-of-line allocation really costs. */
+static uint64_t malloc_chunk(size_t n) {
+    uint64_t c = ((uint64_t)n + 8 + 15) & ~(uint64_t)15;
+    return c < 32 ? 32 : c;
+}
+
+static void mem_account(const kvmux_store *s, int64_t delta) {
+    atomic_fetch_add_explicit(&((kvmux_store *)(uintptr_t)s)->used, (uint64_t)delta,
+                              memory_order_relaxed);
 }
 
 int kvmux_store_new(kvmux_store **out, const kvmux_store_options *opts) {
@@ -196,18 +241,21 @@ int kvmux_store_new(kvmux_store **out, const kvmux_store_options *opts) {
     memset(s->shards, 0, sizeof(shard) * n);
     for (uint32_t i = 0; i < n; i++) {
         shard *sh = &s->shards[i];
-        sh->buckets = mem_zalloc(s, INITIAL_BUCKETS * sizeof(entry *));
-        if (!sh->buckets || pthread_mutex_init(&sh->mu, NULL) != 0) {
-            mem_free(s, sh->buckets);
+        sh->slots = mem_alloc(s, INITIAL_SLOTS * sizeof *sh->slots);
+        if (!sh->slots || pthread_mutex_init(&sh->mu, NULL) != 0) {
+            mem_free(s, sh->slots);
             for (uint32_t j = 0; j < i; j++) {
                 pthread_mutex_destroy(&s->shards[j].mu);
-                mem_free(s, s->shards[j].buckets);
+                mem_free(s, s->shards[j].slots);
             }
             free(s->shards);
             free(s);
             return -1;
         }
-        sh->nbuckets = INITIAL_BUCKETS;
+        memset(sh->slots, 0, INITIAL_SLOTS * sizeof *sh->slots);
+        sh->cap = INITIAL_SLOTS;
+        kvmux_slab_init(&sh->slab, pool_alloc, pool_free, s);
+        mem_account(s, INITIAL_SLOTS * sizeof *sh->slots);
     }
     *out = s;
     return 0;
@@ -215,8 +263,16 @@ int kvmux_store_new(kvmux_store **out, const kvmux_store_options *opts) {
 
 /* ---- values ---- */
 
+/* The inline value handed to the read callback running on this thread
+ * (so kvmux_store_value_hold can tell it needs a copy), or NULL. */
+static _Thread_local struct {
+    const uint8_t *bytes;
+    size_t len;
+    kvmux_store *store;
+} tls_inline;
+
 kvmux_store_value *kvmux_store_value_new(kvmux_store *s, size_t len) {
-    if (len == 0 || len > SIZE_MAX - sizeof(kvmux_store_value)) return NULL;
+    if (len == 0 || len > SIZE_MAX - sizeof(kvmux_store_value) - 32) return NULL;
     kvmux_store_value *v = mem_alloc(s, sizeof *v + len);
     if (!v) return NULL;
     atomic_init(&v->refs, 1);
@@ -230,6 +286,12 @@ uint8_t *kvmux_store_value_data(kvmux_store_value *v) { return v->data; }
 size_t kvmux_store_value_len(const kvmux_store_value *v) { return v->len; }
 
 kvmux_store_value *kvmux_store_value_hold(const uint8_t *value) {
+    if (tls_inline.bytes && value == tls_inline.bytes) {
+        /* Inline bytes move with their entry: hand out a private copy. */
+        kvmux_store_value *c = kvmux_store_value_new(tls_inline.store, tls_inline.len);
+        if (c) memcpy(c->data, value, tls_inline.len);
+        return c;
+    }
     kvmux_store_value *v =
         (kvmux_store_value *)(void *)((uint8_t *)(uintptr_t)value -
                                       offsetof(kvmux_store_value, data));
@@ -250,34 +312,127 @@ void kvmux_store_value_release(kvmux_store_value *v) {
         mem_free(v->store, v);
 }
 
-/* Accounted bytes of an entry without its value, and of a value. */
-static uint64_t entry_mem(size_t klen) { return sizeof(entry) + klen + sizeof(entry *); }
-static uint64_t value_mem(size_t vlen) {
-    return vlen ? sizeof(kvmux_store_value) + vlen : 0;
-}
-static void mem_account(const kvmux_store *s, int64_t delta) {
-    atomic_fetch_add_explicit(&((kvmux_store *)(uintptr_t)s)->used, (uint64_t)delta,
-                              memory_order_relaxed);
+static uint64_t value_mem(const kvmux_store_value *v) {
+    return v ? malloc_chunk(sizeof *v + v->len) : 0;
 }
 
-static void entry_free(const kvmux_store *s, entry *e) {
-    kvmux_store_value_release(e->val);
-    mem_free(s, e);
+/* ---- entry layout ---- */
+
+static size_t nwords(unsigned flags) {
+    return (flags & F_OOL ? 1u : 0u) + (flags & F_TTL ? 1u : 0u) + (flags & F_WAIT ? 1u : 0u);
+}
+
+static size_t layout_size(unsigned flags, size_t klen, size_t ivlen) {
+    return sizeof(entry) + 8 * nwords(flags) + klen + ivlen;
+}
+
+static size_t entry_size(const entry *e) { return layout_size(e->flags, e->klen, e->ivlen); }
+
+/* What an entry of size bytes really takes: its slab class, or a malloc
+ * chunk when too big for the slabs. */
+static uint64_t entry_footprint(size_t size) {
+    return size <= KVMUX_SLAB_MAX ? kvmux_slab_class_size(size) : malloc_chunk(size);
+}
+
+static size_t off_ttl(unsigned flags) { return flags & F_OOL ? 8 : 0; }
+static size_t off_wait(unsigned flags) { return off_ttl(flags) + (flags & F_TTL ? 8 : 0); }
+
+static uint8_t *e_key(const entry *e) {
+    return (uint8_t *)(uintptr_t)e->tail + 8 * nwords(e->flags);
+}
+
+static kvmux_store_value *e_val(const entry *e) {
+    kvmux_store_value *v = NULL;
+    if (e->flags & F_OOL) memcpy(&v, e->tail, sizeof v);
+    return v;
+}
+
+static uint64_t e_expires(const entry *e) {
+    uint64_t t = 0;
+    if (e->flags & F_TTL) memcpy(&t, e->tail + off_ttl(e->flags), sizeof t);
+    return t;
+}
+
+static kvmux_store_waiter *e_waiters(const entry *e) {
+    kvmux_store_waiter *w = NULL;
+    if (e->flags & F_WAIT) memcpy(&w, e->tail + off_wait(e->flags), sizeof w);
+    return w;
+}
+
+/* Only for an entry with F_WAIT. */
+static void e_set_waiters(entry *e, kvmux_store_waiter *w) {
+    memcpy(e->tail + off_wait(e->flags), &w, sizeof w);
+}
+
+static const uint8_t *e_vbytes(const entry *e) {
+    if (e->flags & F_OOL) return e_val(e)->data;
+    return e->ivlen ? e_key(e) + e->klen : NULL;
+}
+
+static size_t e_vlen(const entry *e) {
+    return e->flags & F_OOL ? e_val(e)->len : e->ivlen;
+}
+
+/* Build an entry in mem (layout_size(flags, klen, ivlen) bytes). The value
+ * is val (F_OOL) or ival/ivlen inline. */
+static entry *entry_build(void *mem, unsigned flags, uint64_t version, uint32_t atime,
+                          const uint8_t *key, size_t klen, kvmux_store_value *val,
+                          const uint8_t *ival, size_t ivlen, uint64_t expires,
+                          kvmux_store_waiter *waiters) {
+    entry *e = mem;
+    e->version = version;
+    e->atime = atime;
+    e->klen = (uint16_t)klen;
+    e->flags = (uint8_t)flags;
+    e->ivlen = (uint8_t)ivlen;
+    if (flags & F_OOL) memcpy(e->tail, &val, sizeof val);
+    if (flags & F_TTL) memcpy(e->tail + off_ttl(flags), &expires, sizeof expires);
+    if (flags & F_WAIT) memcpy(e->tail + off_wait(flags), &waiters, sizeof waiters);
+    uint8_t *k = e_key(e);
+    memmove(k, key, klen);
+    if (ivlen) memcpy(k + klen, ival, ivlen);
+    return e;
+}
+
+/* A slot for an entry of size bytes, accounted; NULL when out of memory. */
+static entry *entry_alloc(const kvmux_store *s, shard *sh, size_t size) {
+    void *p = size <= KVMUX_SLAB_MAX ? kvmux_slab_alloc(&sh->slab, size) : mem_alloc(s, size);
+    if (!p) return NULL;
+    if (((uintptr_t)p & TAG_MASK) != 0) { /* no room for the tag: treat as OOM */
+        if (size <= KVMUX_SLAB_MAX) kvmux_slab_free(&sh->slab, p, size);
+        else mem_free(s, p);
+        return NULL;
+    }
+    mem_account(s, (int64_t)entry_footprint(size));
+    return p;
+}
+
+/* Free e's slot (not its value). */
+static void entry_dealloc(const kvmux_store *s, shard *sh, entry *e) {
+    size_t size = entry_size(e);
+    mem_account(s, -(int64_t)entry_footprint(size));
+    if (size <= KVMUX_SLAB_MAX) kvmux_slab_free(&sh->slab, e, size);
+    else mem_free(s, e);
+}
+
+static entry *slot_entry(uint64_t x) { return (entry *)(uintptr_t)(x & ADDR_MASK); }
+static int slot_used(uint64_t x) { return x > TOMB; }
+static uint64_t slot_make(uint64_t hash, const entry *e) {
+    return (hash & TAG_MASK) | (uint64_t)(uintptr_t)e;
 }
 
 void kvmux_store_free(kvmux_store *s) {
     if (!s) return;
     for (uint32_t i = 0; i < s->nshards; i++) {
         shard *sh = &s->shards[i];
-        for (size_t b = 0; b < sh->nbuckets; b++) {
-            entry *e = sh->buckets[b];
-            while (e) {
-                entry *next = e->next;
-                entry_free(s, e);
-                e = next;
-            }
+        for (size_t b = 0; b < sh->cap; b++) {
+            if (!slot_used(sh->slots[b])) continue;
+            entry *e = slot_entry(sh->slots[b]);
+            kvmux_store_value_release(e_val(e));
+            if (entry_size(e) > KVMUX_SLAB_MAX) mem_free(s, e);
         }
-        mem_free(s, sh->buckets);
+        kvmux_slab_destroy(&sh->slab);
+        mem_free(s, sh->slots);
         pthread_mutex_destroy(&sh->mu);
     }
     free(s->shards);
@@ -298,21 +453,78 @@ static uint64_t next_version(kvmux_store *s) {
     return atomic_fetch_add_explicit(&s->last_version, 1, memory_order_relaxed) + 1;
 }
 
-static entry **find_link(shard *sh, uint64_t hash, const uint8_t *key, size_t klen) {
-    entry **link = &sh->buckets[hash & (sh->nbuckets - 1)];
-    for (; *link; link = &(*link)->next) {
-        entry *e = *link;
-        if (e->hash == hash && e->klen == klen && memcmp(e->key, key, klen) == 0)
-            return link;
+static uint32_t clock32(uint64_t now) { return (uint32_t)now; }
+
+/* The slot holding key, or NOT_FOUND. */
+static size_t find_slot(const shard *sh, uint64_t hash, const uint8_t *key, size_t klen) {
+    size_t mask = sh->cap - 1, i = (size_t)hash & mask;
+    uint64_t tag = hash & TAG_MASK;
+    for (;;) {
+        uint64_t x = sh->slots[i];
+        if (x == 0) return NOT_FOUND;
+        if ((x & TAG_MASK) == tag && slot_used(x)) {
+            const entry *e = slot_entry(x);
+            if (e->klen == klen && memcmp(e_key(e), key, klen) == 0) return i;
+        }
+        i = (i + 1) & mask;
     }
-    return NULL;
 }
 
-/* Unlink every waiter of e and hand each to the fire callback. Reads the
- * next pointer first: once fired, a waiter may be freed by its owner. */
-static void fire_waiters(kvmux_store *s, shard *sh, entry *e) {
-    kvmux_store_waiter *w = e->waiters;
-    e->waiters = NULL;
+/* The slot holding e (which is in the table; hash is its key's). */
+static size_t find_entry(const shard *sh, uint64_t hash, const entry *e) {
+    size_t mask = sh->cap - 1, i = (size_t)hash & mask;
+    while (slot_entry(sh->slots[i]) != e) i = (i + 1) & mask;
+    return i;
+}
+
+/* Rebuild the table with ncap slots (drops tombstones). Returns 0, or -1
+ * (table unchanged) when out of memory. */
+static int rehash(const kvmux_store *s, shard *sh, size_t ncap) {
+    uint64_t *ns = mem_alloc(s, ncap * sizeof *ns);
+    if (!ns) return -1;
+    memset(ns, 0, ncap * sizeof *ns);
+    for (size_t b = 0; b < sh->cap; b++) {
+        uint64_t x = sh->slots[b];
+        if (!slot_used(x)) continue;
+        const entry *e = slot_entry(x);
+        size_t i = (size_t)hash_key(s, e_key(e), e->klen) & (ncap - 1);
+        while (ns[i]) i = (i + 1) & (ncap - 1);
+        ns[i] = x;
+    }
+    mem_free(s, sh->slots);
+    mem_account(s, ((int64_t)ncap - (int64_t)sh->cap) * (int64_t)sizeof *ns);
+    sh->slots = ns;
+    sh->cap = ncap;
+    sh->tombs = 0;
+    sh->expire_cursor = 0;
+    return 0;
+}
+
+/* Before inserting one new entry: keep live + tombstones <= 7/8 of the
+ * table (double it when live keys pass 7/16, else just sweep tombstones).
+ * Returns 0, or -1 when the table is full and cannot grow. */
+static int make_room(const kvmux_store *s, shard *sh) {
+    if ((sh->count + sh->tombs + 1) * 8 <= sh->cap * 7) return 0;
+    size_t ncap = sh->cap;
+    if ((sh->count + 1) * 16 > sh->cap * 7 && sh->cap <= (SIZE_MAX / sizeof(uint64_t)) / 2)
+        ncap *= 2;
+    if (rehash(s, sh, ncap) == 0) return 0;
+    /* No memory: go on at a higher load while an empty slot remains. */
+    return sh->count + sh->tombs + 2 <= sh->cap ? 0 : -1;
+}
+
+/* Put e (a key known to be absent) in the table; make_room came first. */
+static void table_insert(shard *sh, uint64_t hash, entry *e) {
+    size_t mask = sh->cap - 1, i = (size_t)hash & mask;
+    while (sh->slots[i] > TOMB) i = (i + 1) & mask;
+    if (sh->slots[i] == TOMB) sh->tombs--;
+    sh->slots[i] = slot_make(hash, e);
+    sh->count++;
+}
+
+/* Unlink every waiter of the list at w and hand each to the fire callback.
+ * Reads the next pointer first: once fired, a waiter may be freed. */
+static void fire_list(kvmux_store *s, shard *sh, kvmux_store_waiter *w) {
     while (w) {
         kvmux_store_waiter *next = w->_next;
         w->_prev = w->_next = NULL;
@@ -324,77 +536,150 @@ static void fire_waiters(kvmux_store *s, shard *sh, entry *e) {
     }
 }
 
-static void unlink_and_free(const kvmux_store *s, shard *sh, entry **link) {
-    entry *e = *link;
-    *link = e->next;
+static void fire_waiters(kvmux_store *s, shard *sh, entry *e) {
+    kvmux_store_waiter *w = e_waiters(e);
+    if (!w) return;
+    e_set_waiters(e, NULL);
+    fire_list(s, sh, w);
+}
+
+/* Remove the entry in slot i and free it with its value. */
+static void remove_at(const kvmux_store *s, shard *sh, size_t i) {
+    entry *e = slot_entry(sh->slots[i]);
+    /* A tombstone is needed only if a probe may run past this slot. */
+    if (sh->slots[(i + 1) & (sh->cap - 1)] == 0) {
+        sh->slots[i] = 0;
+    } else {
+        sh->slots[i] = TOMB;
+        sh->tombs++;
+    }
     sh->count--;
-    mem_account(s, -(int64_t)(entry_mem(e->klen) + value_mem(e->vlen)));
+    kvmux_store_value *v = e_val(e);
     if (e->version != 0) {
         sh->live--;
-        sh->bytes -= e->klen + e->vlen;
+        sh->bytes -= e->klen + e_vlen(e);
     }
-    entry_free(s, e);
+    mem_account(s, -(int64_t)value_mem(v));
+    kvmux_store_value_release(v);
+    entry_dealloc(s, sh, e);
 }
 
 static int is_expired(const entry *e, uint64_t now) {
-    return e->version != 0 && e->expires_ms != 0 && now >= e->expires_ms;
+    return e->version != 0 && (e->flags & F_TTL) && now >= e_expires(e);
 }
 
-/* Find a live entry, expiring it first if its TTL has passed. Returns the
- * link (for unlinking) or NULL. Placeholders are returned too: callers
- * check version. */
-static entry **lookup(kvmux_store *s, shard *sh, uint64_t hash,
-                      const uint8_t *key, size_t klen, uint64_t now) {
-    entry **link = find_link(sh, hash, key, klen);
-    if (link && is_expired(*link, now)) {
-        fire_waiters(s, sh, *link);
-        sh->expired++;
-        unlink_and_free(s, sh, link);
-        return NULL;
+static void expire_at(kvmux_store *s, shard *sh, size_t i) {
+    fire_waiters(s, sh, slot_entry(sh->slots[i]));
+    sh->expired++;
+    remove_at(s, sh, i);
+}
+
+/* Find key's slot, expiring it first if its TTL has passed. Returns the
+ * slot or NOT_FOUND. Placeholders are found too: callers check version. */
+static size_t lookup(kvmux_store *s, shard *sh, uint64_t hash, const uint8_t *key,
+                     size_t klen, uint64_t now) {
+    size_t i = find_slot(sh, hash, key, klen);
+    if (i != NOT_FOUND && is_expired(slot_entry(sh->slots[i]), now)) {
+        expire_at(s, sh, i);
+        return NOT_FOUND;
     }
-    return link;
+    return i;
 }
 
-/* Double the bucket array if the load factor passed 1. Best effort. */
-static void maybe_grow(const kvmux_store *s, shard *sh) {
-    if (sh->count <= sh->nbuckets || sh->nbuckets > (SIZE_MAX / sizeof(entry *)) / 2)
-        return;
-    size_t nb = sh->nbuckets * 2;
-    entry **nbk = mem_zalloc(s, nb * sizeof *nbk);
-    if (!nbk) return; /* keep working with longer chains */
-    for (size_t b = 0; b < sh->nbuckets; b++) {
-        entry *e = sh->buckets[b];
-        while (e) {
-            entry *next = e->next;
-            entry **slot = &nbk[e->hash & (nb - 1)];
-            e->next = *slot;
-            *slot = e;
-            e = next;
-        }
+/* Call read with e's state; marks inline bytes so that
+ * kvmux_store_value_hold copies them. */
+static int call_read(kvmux_store *s, kvmux_store_read_fn read, void *ud, const entry *e) {
+    if (!read) return 0;
+    const uint8_t *b = e_vbytes(e);
+    size_t n = e_vlen(e);
+    if (b && !(e->flags & F_OOL)) {
+        tls_inline.bytes = b;
+        tls_inline.len = n;
+        tls_inline.store = s;
     }
-    mem_free(s, sh->buckets);
-    sh->buckets = nbk;
-    sh->nbuckets = nb;
+    int rc = read(ud, e->version, b, n);
+    tls_inline.bytes = NULL;
+    return rc;
 }
 
-static entry *entry_new(const kvmux_store *s, uint64_t hash, const uint8_t *key,
-                        size_t klen) {
-    entry *e = mem_alloc(s, sizeof *e + klen);
-    if (!e) return NULL;
-    memset(e, 0, sizeof *e);
-    e->hash = hash;
-    e->klen = (uint16_t)klen;
-    memcpy(e->key, key, klen);
-    return e;
+/* A value to write: val (one reference, kept out of line) or len bytes at
+ * bytes, copied inline (len <= KVMUX_STORE_INLINE_MAX). */
+typedef struct newval {
+    kvmux_store_value *val;
+    const uint8_t *bytes;
+    size_t len;
+} newval;
+
+/* The newval for a caller-built value: large ones are kept as they are,
+ * small ones copied inline (the caller then drops its reference). */
+static newval newval_of(kvmux_store_value *val) {
+    newval nv = {NULL, NULL, 0};
+    if (!val) return nv;
+    nv.len = val->len;
+    if (val->len > KVMUX_STORE_INLINE_MAX) nv.val = val;
+    else nv.bytes = val->data;
+    return nv;
 }
 
-static void insert(const kvmux_store *s, shard *sh, entry *e) {
-    entry **slot = &sh->buckets[e->hash & (sh->nbuckets - 1)];
-    e->next = *slot;
-    *slot = e;
-    sh->count++;
-    mem_account(s, (int64_t)entry_mem(e->klen));
-    maybe_grow(s, sh);
+/* Write nv under key with expiry expires, in slot i (the live entry or
+ * placeholder) or a new entry (i == NOT_FOUND). version 0 = the next one.
+ * notify: fire the old waiters and journal the change (else, for
+ * recovery, waiters stay and nothing is logged). Takes the reference in
+ * nv->val on success only. Returns the new version, or 0 when out of
+ * memory (nothing changed). */
+static uint64_t put(kvmux_store *s, shard *sh, size_t i, uint64_t hash, const uint8_t *key,
+                    size_t klen, const newval *nv, uint64_t expires, uint64_t now,
+                    uint64_t version, int notify) {
+    if (klen > UINT16_MAX) return 0;
+    entry *old = i == NOT_FOUND ? NULL : slot_entry(sh->slots[i]);
+    kvmux_store_waiter *keep = old && !notify ? e_waiters(old) : NULL;
+    kvmux_store_waiter *tofire = old && notify ? e_waiters(old) : NULL;
+    unsigned flags = (nv->val ? F_OOL : 0u) | (expires ? F_TTL : 0u) | (keep ? F_WAIT : 0u);
+    size_t ivlen = nv->val ? 0 : nv->len;
+    size_t size = layout_size(flags, klen, ivlen);
+    kvmux_store_value *oldv = old ? e_val(old) : NULL;
+    size_t oldvlen = old ? e_vlen(old) : 0;
+    uint64_t oldver = old ? old->version : 0;
+    entry *e;
+    if (old && old->flags == flags &&
+        (size <= KVMUX_SLAB_MAX
+             ? entry_size(old) <= KVMUX_SLAB_MAX &&
+                   kvmux_slab_class_size(size) == kvmux_slab_class_size(entry_size(old))
+             : entry_size(old) == size)) {
+        e = old; /* same slot size: rewrite in place, key stays where it is */
+    } else {
+        if (!old && make_room(s, sh) != 0) return 0;
+        e = entry_alloc(s, sh, size);
+        if (!e) return 0;
+    }
+    uint64_t ver = version ? version : next_version(s);
+    if (e == old) {
+        entry_build(e, flags, ver, clock32(now), e_key(old), klen, nv->val, nv->bytes, ivlen,
+                    expires, keep);
+    } else {
+        entry_build(e, flags, ver, clock32(now), key, klen, nv->val, nv->bytes, ivlen, expires,
+                    keep);
+        for (kvmux_store_waiter *w = keep; w; w = w->_next) w->_entry = e;
+        if (old) sh->slots[i] = (sh->slots[i] & TAG_MASK) | (uint64_t)(uintptr_t)e;
+        else table_insert(sh, hash, e);
+    }
+    if (oldver != 0) sh->bytes -= klen + oldvlen;
+    else sh->live++;
+    sh->bytes += klen + nv->len;
+    mem_account(s, (int64_t)value_mem(nv->val) - (int64_t)value_mem(oldv));
+    if (notify && s->journal) {
+        kvmux_store_record r = {KVMUX_STORE_REC_SET, e_key(e), klen, e_vbytes(e),
+                                nv->len, ver, expires, now};
+        s->journal(s->journal_ud, &r);
+    }
+    if (old && old != e) entry_dealloc(s, sh, old);
+    kvmux_store_value_release(oldv);
+    fire_list(s, sh, tofire);
+    return ver;
+}
+
+static uint64_t expiry_for(uint64_t now, uint64_t ttl_ms) {
+    return ttl_ms == 0 ? 0 : kvmux_add_sat_u64(now, ttl_ms);
 }
 
 /* Copy value into a fresh value buffer (NULL for an empty value).
@@ -410,52 +695,6 @@ static int dup_value(kvmux_store *s, const uint8_t *value, size_t vlen,
     return 0;
 }
 
-static const uint8_t *value_bytes(const kvmux_store_value *v) { return v ? v->data : NULL; }
-
-/* Install a new value and version in e (a live entry or a placeholder)
- * and fire its waiters. Takes ownership of val. */
-static uint64_t entry_assign(kvmux_store *s, shard *sh, entry *e,
-                             kvmux_store_value *val, size_t vlen, uint64_t expires_ms,
-                             uint64_t now) {
-    if (e->version != 0) {
-        sh->bytes -= e->klen + e->vlen;
-    } else {
-        sh->live++;
-    }
-    mem_account(s, (int64_t)value_mem(vlen) - (int64_t)value_mem(e->vlen));
-    kvmux_store_value_release(e->val);
-    e->val = val;
-    e->vlen = vlen;
-    e->expires_ms = expires_ms;
-    e->atime = now;
-    e->version = next_version(s);
-    sh->bytes += e->klen + vlen;
-    if (s->journal) {
-        kvmux_store_record r = {KVMUX_STORE_REC_SET, e->key, e->klen, value_bytes(val),
-                                vlen, e->version, expires_ms, now};
-        s->journal(s->journal_ud, &r);
-    }
-    fire_waiters(s, sh, e);
-    return e->version;
-}
-
-/* Write (val, vlen) under key: reuse the entry (live or placeholder) at
- * link, or create one. Takes ownership of val on success only. Returns the
- * new version, or 0 when out of memory. */
-static uint64_t put(kvmux_store *s, shard *sh, entry **link, uint64_t hash,
-                    const uint8_t *key, size_t klen, kvmux_store_value *val,
-                    size_t vlen, uint64_t expires_ms, uint64_t now) {
-    if (link) return entry_assign(s, sh, *link, val, vlen, expires_ms, now);
-    entry *e = entry_new(s, hash, key, klen);
-    if (!e) return 0;
-    insert(s, sh, e);
-    return entry_assign(s, sh, e, val, vlen, expires_ms, now);
-}
-
-static uint64_t expiry_for(uint64_t now, uint64_t ttl_ms) {
-    return ttl_ms == 0 ? 0 : kvmux_add_sat_u64(now, ttl_ms);
-}
-
 /* ---- operations ---- */
 
 int kvmux_store_get(kvmux_store *s, const uint8_t *key, size_t klen,
@@ -464,20 +703,40 @@ int kvmux_store_get(kvmux_store *s, const uint8_t *key, size_t klen,
     shard *sh = shard_for(s, hash);
     int rc = KVMUX_STATUS_NOT_FOUND;
     pthread_mutex_lock(&sh->mu);
-    entry **link = lookup(s, sh, hash, key, klen, now);
-    if (link && (*link)->version != 0) {
-        entry *e = *link;
-        e->atime = now;
-        rc = read ? read(ud, e->version, value_bytes(e->val), e->vlen) : 0;
-        if (rc == 0) rc = KVMUX_STATUS_OK;
+    size_t i = lookup(s, sh, hash, key, klen, now);
+    if (i != NOT_FOUND) {
+        entry *e = slot_entry(sh->slots[i]);
+        if (e->version != 0) {
+            e->atime = clock32(now);
+            rc = call_read(s, read, ud, e);
+            if (rc == 0) rc = KVMUX_STATUS_OK;
+        }
     }
     pthread_mutex_unlock(&sh->mu);
     return rc;
 }
 
+/* SET of nv; the caller owns whatever put did not take. */
+static int set_nv(kvmux_store *s, const uint8_t *key, size_t klen, const newval *nv,
+                  uint64_t ttl_ms, uint64_t *version) {
+    uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
+    shard *sh = shard_for(s, hash);
+    pthread_mutex_lock(&sh->mu);
+    size_t i = lookup(s, sh, hash, key, klen, now);
+    uint64_t v = put(s, sh, i, hash, key, klen, nv, expiry_for(now, ttl_ms), now, 0, 1);
+    pthread_mutex_unlock(&sh->mu);
+    if (v == 0) return KVMUX_STATUS_INTERNAL;
+    if (version) *version = v;
+    return KVMUX_STATUS_OK;
+}
+
 int kvmux_store_set(kvmux_store *s, const uint8_t *key, size_t klen,
                     const uint8_t *value, size_t vlen, uint64_t ttl_ms,
                     uint64_t *version) {
+    if (vlen <= KVMUX_STORE_INLINE_MAX) {
+        newval nv = {NULL, value, vlen};
+        return set_nv(s, key, klen, &nv, ttl_ms, version);
+    }
     kvmux_store_value *val;
     /* Copy outside the lock: large values must not stall the shard. */
     if (dup_value(s, value, vlen, &val) != 0) return KVMUX_STATUS_INTERNAL;
@@ -486,19 +745,10 @@ int kvmux_store_set(kvmux_store *s, const uint8_t *key, size_t klen,
 
 int kvmux_store_set_value(kvmux_store *s, const uint8_t *key, size_t klen,
                           kvmux_store_value *val, uint64_t ttl_ms, uint64_t *version) {
-    uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
-    shard *sh = shard_for(s, hash);
-    size_t vlen = val ? val->len : 0;
-    pthread_mutex_lock(&sh->mu);
-    entry **link = lookup(s, sh, hash, key, klen, now);
-    uint64_t v = put(s, sh, link, hash, key, klen, val, vlen, expiry_for(now, ttl_ms), now);
-    pthread_mutex_unlock(&sh->mu);
-    if (v == 0) {
-        kvmux_store_value_release(val);
-        return KVMUX_STATUS_INTERNAL;
-    }
-    if (version) *version = v;
-    return KVMUX_STATUS_OK;
+    newval nv = newval_of(val);
+    int rc = set_nv(s, key, klen, &nv, ttl_ms, version);
+    if (rc != KVMUX_STATUS_OK || !nv.val) kvmux_store_value_release(val);
+    return rc;
 }
 
 int kvmux_store_del(kvmux_store *s, const uint8_t *key, size_t klen) {
@@ -506,17 +756,17 @@ int kvmux_store_del(kvmux_store *s, const uint8_t *key, size_t klen) {
     shard *sh = shard_for(s, hash);
     int rc = KVMUX_STATUS_NOT_FOUND;
     pthread_mutex_lock(&sh->mu);
-    entry **link = lookup(s, sh, hash, key, klen, now);
-    if (link && (*link)->version != 0) {
+    size_t i = lookup(s, sh, hash, key, klen, now);
+    entry *e = i != NOT_FOUND ? slot_entry(sh->slots[i]) : NULL;
+    if (e && e->version != 0) {
         /* Waiters on a live key all wait on its current version: a delete
          * changes it (to "absent"), so every one of them fires. */
-        fire_waiters(s, sh, *link);
+        fire_waiters(s, sh, e);
         if (s->journal) {
-            kvmux_store_record r = {KVMUX_STORE_REC_DEL, key, klen, NULL, 0,
-                                    (*link)->version, 0, now};
+            kvmux_store_record r = {KVMUX_STORE_REC_DEL, key, klen, NULL, 0, e->version, 0, now};
             s->journal(s->journal_ud, &r);
         }
-        unlink_and_free(s, sh, link);
+        remove_at(s, sh, i);
         rc = KVMUX_STATUS_OK;
     }
     pthread_mutex_unlock(&sh->mu);
@@ -571,30 +821,25 @@ int kvmux_store_incr(kvmux_store *s, const uint8_t *key, size_t klen,
     shard *sh = shard_for(s, hash);
     int rc = KVMUX_STATUS_OK;
     pthread_mutex_lock(&sh->mu);
-    entry **link = lookup(s, sh, hash, key, klen, now);
+    size_t i = lookup(s, sh, hash, key, klen, now);
+    entry *e = i != NOT_FOUND ? slot_entry(sh->slots[i]) : NULL;
     int64_t cur = 0, next;
     uint64_t expires = 0;
-    if (link && (*link)->version != 0) {
-        if (parse_i64(value_bytes((*link)->val), (*link)->vlen, &cur) != 0) {
+    if (e && e->version != 0) {
+        if (parse_i64(e_vbytes(e), e_vlen(e), &cur) != 0) {
             rc = KVMUX_STATUS_NOT_INTEGER;
             goto out;
         }
-        expires = (*link)->expires_ms; /* INCR keeps the TTL, like Redis */
+        expires = e_expires(e); /* INCR keeps the TTL, like Redis */
     }
     if (__builtin_add_overflow(cur, delta, &next)) {
         rc = KVMUX_STATUS_OVERFLOW;
         goto out;
     }
     char buf[21];
-    size_t len = format_i64(next, buf);
-    kvmux_store_value *val;
-    if (dup_value(s, (const uint8_t *)buf, len, &val) != 0) {
-        rc = KVMUX_STATUS_INTERNAL;
-        goto out;
-    }
-    uint64_t v = put(s, sh, link, hash, key, klen, val, len, expires, now);
+    newval nv = {NULL, (const uint8_t *)buf, format_i64(next, buf)};
+    uint64_t v = put(s, sh, i, hash, key, klen, &nv, expires, now, 0, 1);
     if (v == 0) {
-        kvmux_store_value_release(val);
         rc = KVMUX_STATUS_INTERNAL;
         goto out;
     }
@@ -605,9 +850,37 @@ out:
     return rc;
 }
 
+/* CAS of nv; the caller owns whatever put did not take (*taken says). */
+static int cas_nv(kvmux_store *s, const uint8_t *key, size_t klen, uint64_t expected,
+                  const newval *nv, uint64_t ttl_ms, uint64_t *version) {
+    uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
+    shard *sh = shard_for(s, hash);
+    int rc = KVMUX_STATUS_OK;
+    uint64_t out_version = 0;
+    pthread_mutex_lock(&sh->mu);
+    size_t i = lookup(s, sh, hash, key, klen, now);
+    uint64_t cur = i != NOT_FOUND ? slot_entry(sh->slots[i])->version : 0;
+    if (cur == 0 && expected != 0) {
+        rc = KVMUX_STATUS_NOT_FOUND;
+    } else if (cur != expected) {
+        rc = KVMUX_STATUS_VERSION_MISMATCH;
+        out_version = cur;
+    } else {
+        out_version = put(s, sh, i, hash, key, klen, nv, expiry_for(now, ttl_ms), now, 0, 1);
+        if (out_version == 0) rc = KVMUX_STATUS_INTERNAL;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    if (version) *version = out_version;
+    return rc;
+}
+
 int kvmux_store_cas(kvmux_store *s, const uint8_t *key, size_t klen,
                     uint64_t expected, const uint8_t *value, size_t vlen,
                     uint64_t ttl_ms, uint64_t *version) {
+    if (vlen <= KVMUX_STORE_INLINE_MAX) {
+        newval nv = {NULL, value, vlen};
+        return cas_nv(s, key, klen, expected, &nv, ttl_ms, version);
+    }
     kvmux_store_value *val;
     if (dup_value(s, value, vlen, &val) != 0) return KVMUX_STATUS_INTERNAL;
     return kvmux_store_cas_value(s, key, klen, expected, val, ttl_ms, version);
@@ -616,27 +889,9 @@ int kvmux_store_cas(kvmux_store *s, const uint8_t *key, size_t klen,
 int kvmux_store_cas_value(kvmux_store *s, const uint8_t *key, size_t klen,
                           uint64_t expected, kvmux_store_value *val, uint64_t ttl_ms,
                           uint64_t *version) {
-    uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
-    shard *sh = shard_for(s, hash);
-    size_t vlen = val ? val->len : 0;
-    int rc = KVMUX_STATUS_OK;
-    uint64_t out_version = 0;
-    pthread_mutex_lock(&sh->mu);
-    entry **link = lookup(s, sh, hash, key, klen, now);
-    uint64_t cur = link ? (*link)->version : 0;
-    if (cur == 0 && expected != 0) {
-        rc = KVMUX_STATUS_NOT_FOUND;
-    } else if (cur != expected) {
-        rc = KVMUX_STATUS_VERSION_MISMATCH;
-        out_version = cur;
-    } else {
-        out_version = put(s, sh, link, hash, key, klen, val, vlen, expiry_for(now, ttl_ms), now);
-        if (out_version == 0) rc = KVMUX_STATUS_INTERNAL;
-        else val = NULL; /* owned by the entry now */
-    }
-    pthread_mutex_unlock(&sh->mu);
-    kvmux_store_value_release(val);
-    if (version) *version = out_version;
+    newval nv = newval_of(val);
+    int rc = cas_nv(s, key, klen, expected, &nv, ttl_ms, version);
+    if (rc != KVMUX_STATUS_OK || !nv.val) kvmux_store_value_release(val);
     return rc;
 }
 
@@ -647,11 +902,12 @@ int kvmux_store_wait(kvmux_store *s, const uint8_t *key, size_t klen,
     shard *sh = shard_for(s, hash);
     int rc;
     pthread_mutex_lock(&sh->mu);
-    entry **link = lookup(s, sh, hash, key, klen, now);
-    entry *e = link ? *link : NULL;
+    size_t i = lookup(s, sh, hash, key, klen, now);
+    entry *e = i != NOT_FOUND ? slot_entry(sh->slots[i]) : NULL;
     uint64_t cur = e ? e->version : 0;
     if (cur != version) {
-        rc = read ? read(ud, cur, cur ? value_bytes(e->val) : NULL, cur ? e->vlen : 0) : 0;
+        if (cur) rc = call_read(s, read, ud, e);
+        else rc = read ? read(ud, 0, NULL, 0) : 0;
         if (rc == 0) rc = KVMUX_STATUS_OK;
         goto out;
     }
@@ -660,21 +916,37 @@ int kvmux_store_wait(kvmux_store *s, const uint8_t *key, size_t klen,
         goto out;
     }
     if (!e) {
-        e = entry_new(s, hash, key, klen); /* placeholder: version 0 */
-        if (!e) {
+        /* Placeholder: version 0, just a key and a waiter list. */
+        if (klen > UINT16_MAX || make_room(s, sh) != 0 ||
+            !(e = entry_alloc(s, sh, layout_size(F_WAIT, klen, 0)))) {
             rc = KVMUX_STATUS_INTERNAL;
             goto out;
         }
-        insert(s, sh, e);
+        entry_build(e, F_WAIT, 0, clock32(now), key, klen, NULL, NULL, 0, 0, NULL);
+        table_insert(sh, hash, e);
+    } else if (!(e->flags & F_WAIT)) {
+        /* First waiter on a live key: move it to a slot with a list head. */
+        unsigned flags = e->flags | F_WAIT;
+        entry *n = entry_alloc(s, sh, layout_size(flags, e->klen, e->ivlen));
+        if (!n) {
+            rc = KVMUX_STATUS_INTERNAL;
+            goto out;
+        }
+        entry_build(n, flags, e->version, e->atime, e_key(e), e->klen, e_val(e),
+                    e_key(e) + e->klen, e->ivlen, e_expires(e), NULL);
+        sh->slots[i] = (sh->slots[i] & TAG_MASK) | (uint64_t)(uintptr_t)n;
+        entry_dealloc(s, sh, e);
+        e = n;
     }
+    kvmux_store_waiter *head = e_waiters(e);
     w->_entry = e;
     w->_hash = hash;
     w->_state = WAITER_REGISTERED;
     w->_prev = NULL;
-    w->_next = e->waiters;
-    if (e->waiters) e->waiters->_prev = w;
-    e->waiters = w;
-    w->key_expires_ms = e->expires_ms;
+    w->_next = head;
+    if (head) head->_prev = w;
+    e_set_waiters(e, w);
+    w->key_expires_ms = e_expires(e);
     sh->waiters++;
     rc = KVMUX_STORE_PARKED;
 out:
@@ -692,7 +964,7 @@ int kvmux_store_wait_cancel(kvmux_store *s, kvmux_store_waiter *w,
     }
     entry *e = w->_entry;
     if (w->_prev) w->_prev->_next = w->_next;
-    else e->waiters = w->_next;
+    else e_set_waiters(e, w->_next);
     if (w->_next) w->_next->_prev = w->_prev;
     w->_prev = w->_next = NULL;
     w->_entry = NULL;
@@ -701,12 +973,8 @@ int kvmux_store_wait_cancel(kvmux_store *s, kvmux_store_waiter *w,
     /* The version is reported as stored even if the TTL just passed: the
      * caller answers TIMEOUT, and the next access expires the key. */
     if (current) *current = e->version;
-    if (e->version == 0 && !e->waiters) {
-        /* Last waiter of a placeholder: free it. */
-        entry **link = &sh->buckets[e->hash & (sh->nbuckets - 1)];
-        while (*link != e) link = &(*link)->next;
-        unlink_and_free(s, sh, link);
-    }
+    if (e->version == 0 && !e_waiters(e)) /* last waiter of a placeholder */
+        remove_at(s, sh, find_entry(sh, w->_hash, e));
     pthread_mutex_unlock(&sh->mu);
     return 1;
 }
@@ -721,14 +989,10 @@ int kvmux_store_wait_poll(kvmux_store *s, kvmux_store_waiter *w) {
     } else {
         entry *e = w->_entry;
         if (is_expired(e, now)) {
-            entry **link = &sh->buckets[e->hash & (sh->nbuckets - 1)];
-            while (*link != e) link = &(*link)->next;
-            fire_waiters(s, sh, e);
-            sh->expired++;
-            unlink_and_free(s, sh, link);
+            expire_at(s, sh, find_entry(sh, w->_hash, e));
             fired = 1;
         } else {
-            w->key_expires_ms = e->expires_ms;
+            w->key_expires_ms = e_expires(e);
             fired = 0;
         }
     }
@@ -776,32 +1040,22 @@ void kvmux_store_bump_version(kvmux_store *s, uint64_t v) {
 int kvmux_store_restore(kvmux_store *s, const uint8_t *key, size_t klen,
                         const uint8_t *value, size_t vlen, uint64_t version,
                         uint64_t expires_ms) {
-    kvmux_store_value *val;
-    if (version == 0 || dup_value(s, value, vlen, &val) != 0) return KVMUX_STATUS_INTERNAL;
-    uint64_t hash = hash_key(s, key, klen);
+    if (version == 0) return KVMUX_STATUS_INTERNAL;
+    newval nv = {NULL, value, vlen};
+    if (vlen > KVMUX_STORE_INLINE_MAX) {
+        if (dup_value(s, value, vlen, &nv.val) != 0) return KVMUX_STATUS_INTERNAL;
+        nv.bytes = NULL;
+    }
+    uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
     shard *sh = shard_for(s, hash);
     pthread_mutex_lock(&sh->mu);
-    entry **link = find_link(sh, hash, key, klen);
-    entry *e = link ? *link : NULL;
-    if (!e) {
-        e = entry_new(s, hash, key, klen);
-        if (!e) {
-            pthread_mutex_unlock(&sh->mu);
-            kvmux_store_value_release(val);
-            return KVMUX_STATUS_INTERNAL;
-        }
-        insert(s, sh, e);
-    }
-    if (e->version != 0) sh->bytes -= e->klen + e->vlen;
-    else sh->live++;
-    mem_account(s, (int64_t)value_mem(vlen) - (int64_t)value_mem(e->vlen));
-    kvmux_store_value_release(e->val);
-    e->val = val;
-    e->vlen = vlen;
-    e->expires_ms = expires_ms;
-    e->version = version;
-    sh->bytes += e->klen + vlen;
+    size_t i = find_slot(sh, hash, key, klen);
+    uint64_t v = put(s, sh, i, hash, key, klen, &nv, expires_ms, now, version, 0);
     pthread_mutex_unlock(&sh->mu);
+    if (v == 0) {
+        kvmux_store_value_release(nv.val);
+        return KVMUX_STATUS_INTERNAL;
+    }
     kvmux_store_bump_version(s, version);
     return KVMUX_STATUS_OK;
 }
@@ -810,8 +1064,11 @@ void kvmux_store_restore_del(kvmux_store *s, const uint8_t *key, size_t klen) {
     uint64_t hash = hash_key(s, key, klen);
     shard *sh = shard_for(s, hash);
     pthread_mutex_lock(&sh->mu);
-    entry **link = find_link(sh, hash, key, klen);
-    if (link && (*link)->version != 0 && !(*link)->waiters) unlink_and_free(s, sh, link);
+    size_t i = find_slot(sh, hash, key, klen);
+    if (i != NOT_FOUND) {
+        entry *e = slot_entry(sh->slots[i]);
+        if (e->version != 0 && !e_waiters(e)) remove_at(s, sh, i);
+    }
     pthread_mutex_unlock(&sh->mu);
 }
 
@@ -821,13 +1078,13 @@ uint32_t kvmux_store_snapshot_shard(kvmux_store *s, uint32_t i, kvmux_store_jour
     shard *sh = &s->shards[i];
     uint64_t now = s->clock(s->clock_ud);
     pthread_mutex_lock(&sh->mu);
-    for (size_t b = 0; b < sh->nbuckets; b++) {
-        for (entry *e = sh->buckets[b]; e; e = e->next) {
-            if (e->version == 0 || is_expired(e, now)) continue;
-            kvmux_store_record r = {KVMUX_STORE_REC_SET, e->key, e->klen, value_bytes(e->val),
-                                    e->vlen, e->version, e->expires_ms, now};
-            fn(ud, &r);
-        }
+    for (size_t b = 0; b < sh->cap; b++) {
+        if (!slot_used(sh->slots[b])) continue;
+        const entry *e = slot_entry(sh->slots[b]);
+        if (e->version == 0 || is_expired(e, now)) continue;
+        kvmux_store_record r = {KVMUX_STORE_REC_SET, e_key(e), e->klen, e_vbytes(e),
+                                e_vlen(e), e->version, e_expires(e), now};
+        fn(ud, &r);
     }
     pthread_mutex_unlock(&sh->mu);
     return s->nshards;
@@ -858,30 +1115,36 @@ static uint64_t rand64(kvmux_store *s) {
 
 #define EVICT_SAMPLES 5        /* keys compared per eviction (Redis default) */
 #define EVICT_MAX_PER_WRITE 64 /* bound on the work one write can trigger */
-#define EVICT_BUCKET_TRIES 32  /* empty buckets skipped looking for a sample */
-
+#define EVICT_SLOT_TRIES 64    /* random slots looked at for the samples */
 #define EVICT_SHARDS 5         /* shards compared per eviction */
 
-/* With sh locked: the link of the least recently used of up to
- * EVICT_SAMPLES live keys found in random buckets, or NULL. */
-static entry **sample_oldest(kvmux_store *s, shard *sh) {
-    entry **best = NULL;
+/* With sh locked: the slot of the least recently used (largest age at
+ * now32) of up to EVICT_SAMPLES live keys found in random slots, or
+ * NOT_FOUND; *age_out = its age. */
+static size_t sample_oldest(kvmux_store *s, shard *sh, uint32_t now32, uint32_t *age_out) {
+    size_t best = NOT_FOUND;
+    uint32_t best_age = 0;
     int found = 0;
-    for (uint32_t t = 0; t < EVICT_BUCKET_TRIES && found < EVICT_SAMPLES; t++) {
-        entry **link = &sh->buckets[rand64(s) & (sh->nbuckets - 1)];
-        for (; *link && found < EVICT_SAMPLES; link = &(*link)->next) {
-            if ((*link)->version == 0) continue;
-            found++;
-            if (!best || (*link)->atime < (*best)->atime) best = link;
+    for (uint32_t t = 0; t < EVICT_SLOT_TRIES && found < EVICT_SAMPLES; t++) {
+        size_t i = (size_t)rand64(s) & (sh->cap - 1);
+        if (!slot_used(sh->slots[i])) continue;
+        const entry *e = slot_entry(sh->slots[i]);
+        if (e->version == 0) continue;
+        found++;
+        uint32_t age = now32 - e->atime;
+        if (best == NOT_FOUND || age > best_age) {
+            best = i;
+            best_age = age;
         }
     }
-    /* A sparse shard (few keys, many empty buckets): walk it in order. */
-    for (size_t b = 0; !best && sh->live && b < sh->nbuckets; b++) {
-        for (entry **link = &sh->buckets[b]; *link; link = &(*link)->next) {
-            if ((*link)->version == 0) continue;
-            if (!best || (*link)->atime < (*best)->atime) best = link;
+    /* A sparse shard (few keys in a big table): the first live key. */
+    for (size_t b = 0; best == NOT_FOUND && sh->live && b < sh->cap; b++) {
+        if (slot_used(sh->slots[b]) && slot_entry(sh->slots[b])->version != 0) {
+            best = b;
+            best_age = now32 - slot_entry(sh->slots[b])->atime;
         }
     }
+    *age_out = best_age;
     return best;
 }
 
@@ -906,36 +1169,40 @@ static int64_t random_live_shard(kvmux_store *s) {
  * a key was evicted. */
 static int evict_one(kvmux_store *s) {
     int64_t best_shard = -1;
-    uint64_t best_atime = UINT64_MAX;
+    uint32_t best_age = 0;
+    uint64_t now = s->clock(s->clock_ud);
+    uint32_t now32 = clock32(now);
     for (int k = 0; k < EVICT_SHARDS; k++) {
         int64_t i = random_live_shard(s);
         if (i < 0) return 0;
         shard *sh = &s->shards[i];
+        uint32_t age;
         pthread_mutex_lock(&sh->mu);
-        entry **e = sample_oldest(s, sh);
-        if (e && (*e)->atime < best_atime) {
-            best_atime = (*e)->atime;
+        size_t slot = sample_oldest(s, sh, now32, &age);
+        if (slot != NOT_FOUND && (best_shard < 0 || age > best_age)) {
+            best_age = age;
             best_shard = i;
         }
         pthread_mutex_unlock(&sh->mu);
     }
     if (best_shard < 0) return 0;
     shard *sh = &s->shards[best_shard];
+    uint32_t age;
     pthread_mutex_lock(&sh->mu);
-    entry **best = sample_oldest(s, sh);
-    if (best) {
-        entry *e = *best;
+    size_t best = sample_oldest(s, sh, now32, &age);
+    if (best != NOT_FOUND) {
+        entry *e = slot_entry(sh->slots[best]);
         fire_waiters(s, sh, e);
         if (s->journal) {
-            kvmux_store_record r = {KVMUX_STORE_REC_DEL, e->key, e->klen, NULL, 0,
-                                    e->version, 0, s->clock(s->clock_ud)};
+            kvmux_store_record r = {KVMUX_STORE_REC_DEL, e_key(e), e->klen, NULL, 0,
+                                    e->version, 0, now};
             s->journal(s->journal_ud, &r);
         }
         sh->evicted++;
-        unlink_and_free(s, sh, best);
+        remove_at(s, sh, best);
     }
     pthread_mutex_unlock(&sh->mu);
-    return best != NULL;
+    return best != NOT_FOUND;
 }
 
 int kvmux_store_over_limit(kvmux_store *s) {
@@ -961,24 +1228,20 @@ uint64_t kvmux_store_expire_cycle(kvmux_store *s, uint32_t samples, uint64_t bud
                 pthread_mutex_unlock(&sh->mu);
                 break;
             }
-            /* Walk whole buckets from the cursor until `samples` keys were
-             * seen or every bucket was visited once. */
-            for (size_t b = 0; b < sh->nbuckets && seen < samples; b++) {
-                size_t idx = sh->expire_cursor++ & (sh->nbuckets - 1);
-                entry **link = &sh->buckets[idx];
-                while (*link) {
-                    entry *e = *link;
-                    if (e->version != 0) seen++;
-                    if (e->version != 0 && e->expires_ms != 0) with_ttl++;
-                    if (is_expired(e, now)) {
-                        fire_waiters(s, sh, e);
-                        sh->expired++;
-                        sh->expired_active++;
-                        expired++;
-                        unlink_and_free(s, sh, link);
-                    } else {
-                        link = &e->next;
-                    }
+            /* Walk slots from the cursor until `samples` keys were seen or
+             * every slot was visited once. Removal leaves a tombstone or
+             * an empty slot in place, so the walk never skips a key. */
+            for (size_t b = 0; b < sh->cap && seen < samples; b++) {
+                size_t idx = sh->expire_cursor++ & (sh->cap - 1);
+                if (!slot_used(sh->slots[idx])) continue;
+                const entry *e = slot_entry(sh->slots[idx]);
+                if (e->version == 0) continue;
+                seen++;
+                if (e->flags & F_TTL) with_ttl++;
+                if (is_expired(e, now)) {
+                    expire_at(s, sh, idx);
+                    sh->expired_active++;
+                    expired++;
                 }
             }
             pthread_mutex_unlock(&sh->mu);

@@ -51,8 +51,9 @@ typedef struct kvmux_store_value kvmux_store_value;
 
 /* Receives a key's current version and value under the shard lock (the
  * value pointer is valid only during the call), so the caller can copy it
- * straight into its output buffer, or keep it without copying by taking a
- * reference with kvmux_store_value_hold(value). version 0 with (NULL, 0)
+ * straight into its output buffer, or keep it by taking a reference with
+ * kvmux_store_value_hold(value) (no copy for a value longer than
+ * KVMUX_STORE_INLINE_MAX; a small inline one is copied). version 0 with (NULL, 0)
  * means absent; an empty value is (NULL, 0) with a version.
  * Return 0, or a nonzero KVMUX_STATUS_* that the store call then returns
  * (e.g. INTERNAL when the copy could not be allocated). */
@@ -68,8 +69,8 @@ typedef struct kvmux_store_options {
     kvmux_store_fire_fn fire;   /* NULL: WAIT cannot park (returns INTERNAL) */
     void *fire_user_data;
     const uint8_t *hash_key;    /* 16 bytes of SipHash key; NULL = random */
-    /* Allocator for entries, values and bucket arrays (tests inject
-     * failures through it); NULL = malloc / free. */
+    /* Allocator for slab blocks, large entries, values and tables (tests
+     * inject failures through it); NULL = malloc / free. */
     void *(*alloc)(void *user_data, size_t n);
     void (*dealloc)(void *user_data, void *p);
     void *alloc_user_data;
@@ -82,8 +83,9 @@ typedef struct kvmux_store_stats {
     uint64_t expired;           /* keys removed because their TTL passed */
     uint64_t expired_active;    /* ... of which by the active cycle */
     uint64_t evicted;           /* keys removed by --maxmemory allkeys-lru */
-    uint64_t used_memory;       /* accounted bytes: keys, values, entry and
-                                   value headers, bucket slots */
+    uint64_t used_memory;       /* accounted bytes: entries (their slab size
+                                   class), out-of-line values (malloc
+                                   chunk), hash tables */
 } kvmux_store_stats;
 
 /* Defaults for o. Thread-safe: yes. */
@@ -113,10 +115,18 @@ kvmux_store_value *kvmux_store_value_new(kvmux_store *s, size_t len);
 uint8_t *kvmux_store_value_data(kvmux_store_value *v);
 size_t kvmux_store_value_len(const kvmux_store_value *v);
 
-/* Take a reference to the value whose bytes start at value: ONLY a
+/* Values up to this many bytes are stored inline in their key's entry
+ * (copied in on write, even when given as a kvmux_store_value); larger
+ * ones are kept out of line as a kvmux_store_value, by reference. */
+#define KVMUX_STORE_INLINE_MAX 255u
+
+/* Keep the value whose bytes start at value beyond the callback: ONLY a
  * non-NULL value pointer received by a kvmux_store_read_fn, during the
- * callback. Returns the handle; release it with kvmux_store_value_release
- * (from any thread, without any lock). */
+ * callback, on the callback's thread. A value stored out of line (longer
+ * than KVMUX_STORE_INLINE_MAX) gets one more reference, without copying; a
+ * small inline value is copied into a new kvmux_store_value. Returns the
+ * handle (release it with kvmux_store_value_release, from any thread,
+ * without any lock), or NULL when the copy could not be allocated. */
 kvmux_store_value *kvmux_store_value_hold(const uint8_t *value);
 
 /* Take one more reference to v (any thread, no lock needed: the caller
@@ -134,7 +144,9 @@ int kvmux_store_set(kvmux_store *s, const uint8_t *key, size_t klen,
 
 /* SET with a value the caller built: consumes the caller's reference to
  * val (NULL = empty value) whatever the result, and installs it without
- * copying. Same results as kvmux_store_set. */
+ * copying if it is longer than KVMUX_STORE_INLINE_MAX (a smaller one is
+ * copied inline and the reference dropped). Same results as
+ * kvmux_store_set. */
 int kvmux_store_set_value(kvmux_store *s, const uint8_t *key, size_t klen,
                           kvmux_store_value *val, uint64_t ttl_ms, uint64_t *version);
 

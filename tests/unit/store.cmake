@@ -4,3 +4,7 @@ if(TARGET kvmuxd_core)
   kvmux_add_test(store_test SOURCES unit/store/store_test.c
                  LIBS kvmuxd_core LABELS unit concurrent TIMEOUT 60)
 endif()
+if(TARGET kvmuxd_core)
+  kvmux_add_test(slab_test SOURCES unit/store/slab_test.c
+                 LIBS kvmuxd_core LABELS unit TIMEOUT 30)
+endif()

@@ -40,20 +40,38 @@ static int has_key(kvmux_store *s, int i) {
 
 static void test_accounting(void) {
     kvmux_store *s = new_store(4);
+    /* An empty store accounts its 4 initial 16-slot tables. */
     uint64_t empty = kvmux_store_used_memory(s);
-    CHECK_EQ(empty, 0);
+    CHECK_EQ(empty, 4 * 16 * 8);
     set_key(s, 1, 1000, 0);
-    uint64_t one = kvmux_store_used_memory(s);
+    uint64_t one = kvmux_store_used_memory(s) - empty;
     CHECK(one >= 1000 + 5);   /* key + value at least */
-    CHECK(one < 1000 + 200);  /* plus bounded overhead */
-    set_key(s, 1, 10, 0);     /* overwrite shrinks */
-    CHECK(kvmux_store_used_memory(s) < one);
-    CHECK(kvmux_store_used_memory(s) >= 10);
+    CHECK(one < 1000 + 100);  /* plus bounded overhead (entry, value header) */
+    set_key(s, 1, 10, 0);     /* overwrite shrinks: now inline */
+    uint64_t small = kvmux_store_used_memory(s) - empty;
+    CHECK(small < one);
+    CHECK(small >= 10 + 5);
+    CHECK(small <= 16 + 5 + 10 + 7); /* header + key + value, 8-byte class */
+    set_key(s, 1, KVMUX_STORE_INLINE_MAX, 0);
+    CHECK_EQ(kvmux_store_used_memory(s) - empty,
+             (16 + 5 + KVMUX_STORE_INLINE_MAX + 7) / 8 * 8);
     CHECK_EQ(kvmux_store_del(s, (const uint8_t *)"key:1", 5), KVMUX_STATUS_OK);
-    CHECK_EQ(kvmux_store_used_memory(s), 0);
+    CHECK_EQ(kvmux_store_used_memory(s), empty);
     kvmux_store_stats st;
     kvmux_store_get_stats(s, &st);
-    CHECK_EQ(st.used_memory, 0);
+    CHECK_EQ(st.used_memory, empty);
+    /* Many keys: the tables grow and are accounted; deleting every key
+     * gives back all entry and value bytes (tables keep their size). */
+    for (int i = 0; i < 5000; i++) set_key(s, i, (size_t)(i % 2 ? 3 : 300), i % 3 ? 0 : 100000);
+    uint64_t full = kvmux_store_used_memory(s);
+    CHECK(full > empty + 5000 * 30);
+    for (int i = 0; i < 5000; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "key:%d", i);
+        CHECK_EQ(kvmux_store_del(s, (const uint8_t *)key, strlen(key)), KVMUX_STATUS_OK);
+    }
+    uint64_t tables = kvmux_store_used_memory(s);
+    CHECK(tables >= empty && tables <= 4 * 4096 * 8);
     kvmux_store_free(s);
 }
 
@@ -78,13 +96,15 @@ static void test_noeviction(void) {
     kvmux_store_free(s);
 }
 
-static void test_lru(void) {
+/* vlen 1000: values out of line; vlen 100: inline in the entries.
+ * limit: room for about 200 keys. */
+static void test_lru(size_t vlen, uint64_t limit) {
     kvmux_store *s = new_store(1); /* one shard: sampling sees all keys */
-    kvmux_store_set_maxmemory(s, 200 * 1024, KVMUX_MAXMEMORY_ALLKEYS_LRU);
-    /* 100 keys of 1 KB, written at increasing times. */
+    kvmux_store_set_maxmemory(s, limit, KVMUX_MAXMEMORY_ALLKEYS_LRU);
+    /* 100 keys, written at increasing times. */
     for (int i = 0; i < 100; i++) {
         fake_now++;
-        set_key(s, i, 1000, 0);
+        set_key(s, i, vlen, 0);
     }
     /* Touch the first 20 (now the most recently used). */
     for (int i = 0; i < 20; i++) {
@@ -95,10 +115,10 @@ static void test_lru(void) {
     for (int i = 100; i < 250; i++) {
         fake_now++;
         CHECK_EQ(kvmux_store_over_limit(s), 0);
-        set_key(s, i, 1000, 0);
+        set_key(s, i, vlen, 0);
     }
     kvmux_store_over_limit(s);
-    CHECK(kvmux_store_used_memory(s) <= 200 * 1024 + 1200);
+    CHECK(kvmux_store_used_memory(s) <= limit + vlen + 200);
     kvmux_store_stats st;
     kvmux_store_get_stats(s, &st);
     CHECK(st.evicted >= 40);
@@ -106,8 +126,8 @@ static void test_lru(void) {
     for (int i = 0; i < 20; i++) touched += has_key(s, i);
     for (int i = 20; i < 100; i++) untouched_old += has_key(s, i);
     for (int i = 230; i < 250; i++) newest += has_key(s, i);
-    fprintf(stderr, "lru: evicted %llu; kept %d/20 recently read, %d/80 old untouched, "
-            "%d/20 newest\n", (unsigned long long)st.evicted, touched, untouched_old, newest);
+    fprintf(stderr, "lru (%zu-byte values): evicted %llu; kept %d/20 recently read, %d/80 old untouched, "
+            "%d/20 newest\n", vlen, (unsigned long long)st.evicted, touched, untouched_old, newest);
     /* Approximate LRU: recently used keys survive far better than old ones. */
     CHECK(touched * 80 > untouched_old * 20); /* a larger share survives */
     CHECK(newest >= 18);
@@ -146,7 +166,8 @@ static void test_active_expiry(void) {
 int main(void) {
     test_accounting();
     test_noeviction();
-    test_lru();
+    test_lru(1000, 200 * 1024);
+    test_lru(100, 180 * 128 + 4096); /* 128-byte entries, 512-slot table */
     test_active_expiry();
     return test_report();
 }

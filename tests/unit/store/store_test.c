@@ -30,7 +30,7 @@ static void on_fire(kvmux_store_waiter *w, void *ud) {
 
 typedef struct readbuf {
     uint64_t version;
-    uint8_t data[64];
+    uint8_t data[1024];
     size_t len;
     int calls;
 } readbuf;
@@ -110,7 +110,7 @@ static void test_get_set_del(void) {
     CHECK_EQ(kvmux_store_get(s, K("e"), read_into, &rb), KVMUX_STATUS_OK);
     CHECK_EQ(rb.len, 0);
     /* The read callback's error is passed through. */
-    uint8_t big[100] = {0};
+    uint8_t big[1500] = {0};
     CHECK_EQ(kvmux_store_set(s, K("big"), big, sizeof big, 0, NULL), KVMUX_STATUS_OK);
     CHECK_EQ(kvmux_store_get(s, K("big"), read_into, &rb), KVMUX_STATUS_TOO_LARGE);
     /* Binary keys with NULs and keys that differ only in length. */
@@ -126,7 +126,7 @@ static void test_get_set_del(void) {
     kvmux_store_stats st;
     kvmux_store_get_stats(s, &st);
     CHECK_EQ(st.keys, 4);
-    CHECK_EQ(st.bytes, 1 + 0 + 3 + 100 + 3 + 1 + 1 + 5);
+    CHECK_EQ(st.bytes, 1 + 0 + 3 + 1500 + 3 + 1 + 1 + 5);
     kvmux_store_free(s);
 }
 
@@ -414,50 +414,109 @@ static uint64_t state(kvmux_store *s, const char *key, readbuf *rb) {
         }                                                                      \
     } while (0)
 
+/* One pass of writes that each allocate differently: new keys (slab
+ * block, table growth), overwrites that change the entry's class (inline
+ * <-> out of line at the threshold, TTL added / dropped), INCR, CAS, a
+ * WAIT on an absent key (placeholder) and on a live one (the entry moves
+ * to make room for its waiter list), restore. Every call must return OK or
+ * INTERNAL with the key as it was. */
+static int oom_script(kvmux_store *s) {
+    int internal = 0;
+    int64_t iv;
+    uint64_t v;
+    static uint8_t val[600];
+    memset(val, 'v', sizeof val);
+    OOM_STEP("b", kvmux_store_set(s, K("b"), K("bee"), 0, &v));
+    OOM_STEP("a", kvmux_store_set(s, K("a"), K("2"), 0, &v));
+    OOM_STEP("a", kvmux_store_incr(s, K("a"), 5, &iv, &v));
+    OOM_STEP("n", kvmux_store_incr(s, K("n"), 5, &iv, &v));
+    OOM_STEP("c", kvmux_store_cas(s, K("c"), 0, K("new"), 0, &v));
+    readbuf rb;
+    uint64_t cur = state(s, "a", &rb);
+    OOM_STEP("a", kvmux_store_cas(s, K("a"), cur, K("7"), 0, &v));
+    /* Class changes: inline max, one past it (out of line), back, TTL. */
+    OOM_STEP("a", kvmux_store_set(s, K("a"), val, KVMUX_STORE_INLINE_MAX, 0, &v));
+    OOM_STEP("a", kvmux_store_set(s, K("a"), val, KVMUX_STORE_INLINE_MAX + 1, 0, &v));
+    OOM_STEP("a", kvmux_store_set(s, K("a"), val, 40, 0, &v));
+    OOM_STEP("a", kvmux_store_set(s, K("a"), val, 40, 100000, &v));
+    OOM_STEP("a", kvmux_store_set(s, K("a"), val, 600, 100000, &v));
+    OOM_STEP("a", kvmux_store_set(s, K("a"), val, 3, 0, &v));
+    OOM_STEP("d", kvmux_store_restore(s, K("d"), val, 300, 5, 0));
+    OOM_STEP("d", kvmux_store_restore(s, K("d"), val, 30, 6, 0));
+    kvmux_store_value *bv = kvmux_store_value_new(s, 400);
+    if (bv) {
+        memset(kvmux_store_value_data(bv), 'b', 400);
+        OOM_STEP("e", kvmux_store_set_value(s, K("e"), bv, 0, &v));
+    } else {
+        internal++;
+    }
+    kvmux_store_waiter w;
+    memset(&w, 0, sizeof w);
+    int rc = kvmux_store_wait(s, K("absent"), 0, &w, NULL, NULL);
+    CHECK(rc == KVMUX_STORE_PARKED || rc == KVMUX_STATUS_INTERNAL);
+    if (rc == KVMUX_STORE_PARKED) CHECK_EQ(kvmux_store_wait_cancel(s, &w, NULL), 1);
+    else internal++;
+    /* A waiter on a live key: the entry moves; the key must not change. */
+    uint64_t vb = state(s, "b", &rb);
+    memset(&w, 0, sizeof w);
+    rc = kvmux_store_wait(s, K("b"), vb, &w, NULL, NULL);
+    CHECK(rc == KVMUX_STORE_PARKED || rc == KVMUX_STATUS_INTERNAL);
+    CHECK_EQ(state(s, "b", &rb), vb);
+    if (vb) CHECK(rb.len == 3 && memcmp(rb.data, "bee", 3) == 0);
+    if (rc == KVMUX_STORE_PARKED) CHECK_EQ(kvmux_store_wait_cancel(s, &w, NULL), 1);
+    else internal++;
+    /* Growth past the first tables: a failed rehash is silent until the
+     * table is really full. */
+    char key[16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof key, "g%d", i);
+        OOM_STEP(key, kvmux_store_set(s, (uint8_t *)key, strlen(key), K("x"), 0, NULL));
+    }
+    return internal;
+}
+
+static long allocs_seen;
+static void *counting_alloc(void *ud, size_t n) {
+    (void)ud;
+    allocs_seen++;
+    return malloc(n);
+}
+
 static void test_out_of_memory(void) {
-    int internal = 0, total_failures = 0;
-    for (long n = 0; n < 60; n++) {
-        kvmux_store_options o;
-        kvmux_store_options_init(&o);
-        o.shards = 1;
-        o.clock = fake_clock;
-        o.fire = on_fire;
+    /* Dry run: how many allocations the script makes. */
+    kvmux_store_options o;
+    kvmux_store_options_init(&o);
+    o.shards = 1;
+    o.clock = fake_clock;
+    o.fire = on_fire;
+    o.alloc = counting_alloc;
+    o.dealloc = plain_free;
+    kvmux_store *s = NULL;
+    REQUIRE(kvmux_store_new(&s, &o) == 0);
+    REQUIRE(kvmux_store_set(s, K("a"), K("1"), 0, NULL) == KVMUX_STATUS_OK);
+    allocs_seen = 0;
+    CHECK_EQ(oom_script(s), 0);
+    long total = allocs_seen;
+    kvmux_store_free(s);
+    CHECK(total >= 15); /* slab blocks, values, tables: the script allocates */
+    /* Then fail each of them in turn. */
+    int internal = 0;
+    for (long n = 0; n < total; n++) {
         o.alloc = failing_alloc;
-        o.dealloc = plain_free;
-        kvmux_store *s = NULL;
+        s = NULL;
         fail_at = -1;
         REQUIRE(kvmux_store_new(&s, &o) == 0);
         REQUIRE(kvmux_store_set(s, K("a"), K("1"), 0, NULL) == KVMUX_STATUS_OK);
         failures = 0;
         fail_at = n;
-        int64_t iv;
-        uint64_t v;
-        OOM_STEP("b", kvmux_store_set(s, K("b"), K("bee"), 0, &v));
-        OOM_STEP("a", kvmux_store_set(s, K("a"), K("2"), 0, &v));
-        OOM_STEP("a", kvmux_store_incr(s, K("a"), 5, &iv, &v));
-        OOM_STEP("n", kvmux_store_incr(s, K("n"), 5, &iv, &v));
-        OOM_STEP("c", kvmux_store_cas(s, K("c"), 0, K("new"), 0, &v));
-        readbuf rb;
-        uint64_t cur = state(s, "a", &rb);
-        OOM_STEP("a", kvmux_store_cas(s, K("a"), cur, K("7"), 0, &v));
-        kvmux_store_waiter w;
-        memset(&w, 0, sizeof w);
-        int rc = kvmux_store_wait(s, K("absent"), 0, &w, NULL, NULL);
-        CHECK(rc == KVMUX_STORE_PARKED || rc == KVMUX_STATUS_INTERNAL);
-        if (rc == KVMUX_STORE_PARKED) CHECK_EQ(kvmux_store_wait_cancel(s, &w, NULL), 1);
-        else internal++;
-        /* Growth past the first bucket array: a failed rehash is silent. */
-        char key[16];
-        for (int i = 0; i < 40; i++) {
-            snprintf(key, sizeof key, "g%d", i);
-            OOM_STEP(key, kvmux_store_set(s, (uint8_t *)key, strlen(key), K("x"), 0, NULL));
-        }
-        total_failures += failures;
+        internal += oom_script(s);
+        CHECK_EQ(failures, 1); /* the injection really happened */
         fail_at = -1;
         kvmux_store_free(s); /* ASan: nothing leaked on any path */
     }
-    CHECK(total_failures >= 50); /* the injection really happened */
     CHECK(internal > 0);
+    fprintf(stderr, "out of memory: %ld allocations failed in turn, %d calls answered INTERNAL\n",
+            total, internal);
 }
 
 /* ---- 4 concurrent writers ---- */
@@ -578,9 +637,11 @@ static int read_hold(void *ud, uint64_t version, const uint8_t *v, size_t len) {
 static void test_values(void) {
     kvmux_store *s = new_store(4);
     /* A caller-built value is installed as is: GET sees the same bytes. */
-    kvmux_store_value *v = kvmux_store_value_new(s, 5);
+    /* (longer than KVMUX_STORE_INLINE_MAX: kept out of line, by reference) */
+    kvmux_store_value *v = kvmux_store_value_new(s, 300);
     REQUIRE(v);
-    CHECK_EQ(kvmux_store_value_len(v), 5);
+    CHECK_EQ(kvmux_store_value_len(v), 300);
+    memset(kvmux_store_value_data(v), '.', 300);
     memcpy(kvmux_store_value_data(v), "hello", 5);
     const uint8_t *where = kvmux_store_value_data(v);
     uint64_t ver = 0;
@@ -673,6 +734,247 @@ static void test_values_concurrent(void) {
     kvmux_store_free(g_vs);
 }
 
+/* ---- entry layout: inline vs out-of-line values, moves, tombstones ---- */
+
+static void check_value(kvmux_store *s, const char *key, const uint8_t *want, size_t n) {
+    readbuf rb = {0};
+    CHECK_EQ(kvmux_store_get(s, (const uint8_t *)key, strlen(key), read_into, &rb),
+             KVMUX_STATUS_OK);
+    CHECK_EQ(rb.len, n);
+    CHECK(rb.len == n && (n == 0 || memcmp(rb.data, want, n) == 0));
+}
+
+static void test_layout(void) {
+    kvmux_store *s = new_store(1);
+    uint64_t base = kvmux_store_used_memory(s);
+    static uint8_t val[600];
+    for (size_t i = 0; i < sizeof val; i++) val[i] = (uint8_t)('a' + i % 26);
+    atomic_store(&fake_now, 5000);
+    /* Overwrites that change the entry's class each time: sizes around
+     * the inline threshold, with and without TTL, and empty. */
+    const size_t sizes[] = {3, KVMUX_STORE_INLINE_MAX, KVMUX_STORE_INLINE_MAX + 1, 0, 600, 1,
+                            KVMUX_STORE_INLINE_MAX + 1, KVMUX_STORE_INLINE_MAX, 17};
+    uint64_t prev = 0;
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        for (int ttl = 0; ttl < 2; ttl++) {
+            uint64_t v = 0;
+            CHECK_EQ(kvmux_store_set(s, K("lay"), val, sizes[k], ttl ? 1000 : 0, &v),
+                     KVMUX_STATUS_OK);
+            CHECK(v > prev);
+            prev = v;
+            check_value(s, "lay", val, sizes[k]);
+            kvmux_store_stats st;
+            kvmux_store_get_stats(s, &st);
+            CHECK_EQ(st.keys, 1);
+            CHECK_EQ(st.bytes, 3 + sizes[k]);
+        }
+    }
+    /* INCR keeps the TTL of an inline value, and the TTL still expires it. */
+    CHECK_EQ(kvmux_store_set(s, K("lay"), K("41"), 100, NULL), KVMUX_STATUS_OK);
+    int64_t n = 0;
+    CHECK_EQ(kvmux_store_incr(s, K("lay"), 1, &n, NULL), KVMUX_STATUS_OK);
+    CHECK_EQ(n, 42);
+    atomic_store(&fake_now, 5099);
+    check_value(s, "lay", (const uint8_t *)"42", 2);
+    atomic_store(&fake_now, 5100);
+    CHECK_EQ(kvmux_store_get(s, K("lay"), NULL, NULL), KVMUX_STATUS_NOT_FOUND);
+    /* Out-of-line value with TTL expires too, and frees everything. */
+    CHECK_EQ(kvmux_store_set(s, K("big"), val, 600, 10, NULL), KVMUX_STATUS_OK);
+    atomic_store(&fake_now, 5110);
+    CHECK_EQ(kvmux_store_get(s, K("big"), NULL, NULL), KVMUX_STATUS_NOT_FOUND);
+    CHECK_EQ(kvmux_store_used_memory(s), base);
+
+    /* hold: zero-copy for an out-of-line value, a private copy for an
+     * inline one; both outlive an overwrite and a delete. */
+    holdbuf hb = {0};
+    CHECK_EQ(kvmux_store_set(s, K("h1"), val, KVMUX_STORE_INLINE_MAX, 0, NULL), KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_store_get(s, K("h1"), read_hold, &hb), KVMUX_STATUS_OK);
+    REQUIRE(hb.held);
+    CHECK(kvmux_store_value_data(hb.held) != hb.ptr); /* copied */
+    CHECK_EQ(kvmux_store_value_len(hb.held), KVMUX_STORE_INLINE_MAX);
+    CHECK_EQ(kvmux_store_set(s, K("h1"), K("zz"), 0, NULL), KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_store_del(s, K("h1")), KVMUX_STATUS_OK);
+    CHECK(memcmp(kvmux_store_value_data(hb.held), val, KVMUX_STORE_INLINE_MAX) == 0);
+    kvmux_store_value_release(hb.held);
+    CHECK_EQ(kvmux_store_set(s, K("h2"), val, KVMUX_STORE_INLINE_MAX + 1, 0, NULL),
+             KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_store_get(s, K("h2"), read_hold, &hb), KVMUX_STATUS_OK);
+    REQUIRE(hb.held);
+    CHECK(kvmux_store_value_data(hb.held) == hb.ptr); /* by reference */
+    CHECK_EQ(kvmux_store_del(s, K("h2")), KVMUX_STATUS_OK);
+    CHECK(memcmp(kvmux_store_value_data(hb.held), val, KVMUX_STORE_INLINE_MAX + 1) == 0);
+    kvmux_store_value_release(hb.held);
+    /* A small caller-built value is copied inline (and its reference
+     * dropped: ASan would report the leak). */
+    kvmux_store_value *bv = kvmux_store_value_new(s, 4);
+    REQUIRE(bv);
+    memcpy(kvmux_store_value_data(bv), "tiny", 4);
+    CHECK_EQ(kvmux_store_set_value(s, K("h3"), bv, 0, NULL), KVMUX_STATUS_OK);
+    check_value(s, "h3", (const uint8_t *)"tiny", 4);
+    CHECK_EQ(kvmux_store_get(s, K("h3"), read_hold, &hb), KVMUX_STATUS_OK);
+    CHECK(hb.held && kvmux_store_value_data(hb.held) != hb.ptr);
+    kvmux_store_value_release(hb.held);
+    CHECK_EQ(kvmux_store_del(s, K("h3")), KVMUX_STATUS_OK);
+
+    /* Waiters on a live inline key: the first one moves the entry (room
+     * for the list); the value, version and TTL are unchanged; a write
+     * fires them all and the key reads as written. */
+    nfired = 0;
+    uint64_t v = 0, cur = 0;
+    CHECK_EQ(kvmux_store_set(s, K("wk"), K("abc"), 500, &v), KVMUX_STATUS_OK);
+    kvmux_store_waiter w1, w2, w3;
+    memset(&w1, 0, sizeof w1);
+    memset(&w2, 0, sizeof w2);
+    memset(&w3, 0, sizeof w3);
+    CHECK_EQ(kvmux_store_wait(s, K("wk"), v, &w1, NULL, NULL), KVMUX_STORE_PARKED);
+    CHECK_EQ(w1.key_expires_ms, 5110 + 500);
+    CHECK_EQ(kvmux_store_wait(s, K("wk"), v, &w2, NULL, NULL), KVMUX_STORE_PARKED);
+    readbuf rb = {0};
+    CHECK_EQ(kvmux_store_get(s, K("wk"), read_into, &rb), KVMUX_STATUS_OK);
+    CHECK(rb.version == v && rb.len == 3 && memcmp(rb.data, "abc", 3) == 0);
+    CHECK_EQ(kvmux_store_wait_cancel(s, &w1, &cur), 1);
+    CHECK_EQ(cur, v);
+    /* Recovery (restore) keeps parked waiters, re-pointed at the moved
+     * entry: the remaining one is still cancellable afterwards. */
+    CHECK_EQ(kvmux_store_wait(s, K("wk"), v, &w3, NULL, NULL), KVMUX_STORE_PARKED);
+    CHECK_EQ(kvmux_store_restore(s, K("wk"), val, 400, v + 1000, 0), KVMUX_STATUS_OK);
+    CHECK_EQ(nfired, 0);
+    CHECK_EQ(kvmux_store_wait_cancel(s, &w3, &cur), 1);
+    CHECK_EQ(cur, v + 1000);
+    /* A write fires the last one; the entry sheds its list. */
+    CHECK_EQ(kvmux_store_set(s, K("wk"), K("new"), 0, &v), KVMUX_STATUS_OK);
+    CHECK_EQ(nfired, 1);
+    CHECK(fired[0] == &w2);
+    CHECK_EQ(kvmux_store_wait_cancel(s, &w2, NULL), 0);
+    check_value(s, "wk", (const uint8_t *)"new", 3);
+    /* Expiry fires a waiter parked on an inline key with a TTL (poll). */
+    nfired = 0;
+    CHECK_EQ(kvmux_store_set(s, K("wt"), K("x"), 50, &v), KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_store_wait(s, K("wt"), v, &w1, NULL, NULL), KVMUX_STORE_PARKED);
+    CHECK_EQ(kvmux_store_wait_poll(s, &w1), 0);
+    atomic_store(&fake_now, 5110 + 50);
+    CHECK_EQ(kvmux_store_wait_poll(s, &w1), 1);
+    CHECK_EQ(nfired, 1);
+    CHECK_EQ(kvmux_store_get(s, K("wt"), NULL, NULL), KVMUX_STATUS_NOT_FOUND);
+    CHECK_EQ(kvmux_store_del(s, K("wk")), KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_store_used_memory(s), base); /* every entry and value given back */
+    kvmux_store_stats st;
+    kvmux_store_get_stats(s, &st);
+    CHECK_EQ(st.keys, 0);
+    CHECK_EQ(st.waiters, 0);
+    CHECK_EQ(st.bytes, 0);
+    kvmux_store_free(s);
+}
+
+/* Churn in one shard: keys created and deleted in a sliding window leave
+ * tombstones; they are reused and swept, so the table stays small and
+ * every live key stays reachable. */
+static void test_tombstones(void) {
+    kvmux_store *s = new_store(1);
+    char key[32];
+    enum { WINDOW = 100, ROUNDS = 50000 };
+    for (int i = 0; i < ROUNDS; i++) {
+        snprintf(key, sizeof key, "t%d", i);
+        CHECK_EQ(kvmux_store_set(s, (uint8_t *)key, strlen(key), K("v"), 0, NULL),
+                 KVMUX_STATUS_OK);
+        if (i >= WINDOW) {
+            snprintf(key, sizeof key, "t%d", i - WINDOW);
+            CHECK_EQ(kvmux_store_del(s, (uint8_t *)key, strlen(key)), KVMUX_STATUS_OK);
+        }
+    }
+    int missing = 0;
+    for (int i = ROUNDS - WINDOW; i < ROUNDS; i++) {
+        snprintf(key, sizeof key, "t%d", i);
+        missing += kvmux_store_get(s, (uint8_t *)key, strlen(key), NULL, NULL) != KVMUX_STATUS_OK;
+    }
+    CHECK_EQ(missing, 0);
+    snprintf(key, sizeof key, "t%d", ROUNDS - WINDOW - 1);
+    CHECK_EQ(kvmux_store_get(s, (uint8_t *)key, strlen(key), NULL, NULL), KVMUX_STATUS_NOT_FOUND);
+    /* 100 live keys: the table never grew past 512 slots (4 KiB). */
+    CHECK(kvmux_store_used_memory(s) < 4096 + WINDOW * 32);
+    kvmux_store_free(s);
+}
+
+/* Resizes under concurrent access: one shard (so the single table is
+ * rebuilt many times) with writers adding keys while readers look up keys
+ * already written; every lookup must find its key. */
+enum { RZ_WRITERS = 2, RZ_READERS = 2, RZ_KEYS = 30000 };
+static kvmux_store *g_rz;
+static _Atomic int g_rz_written[RZ_WRITERS];
+static _Atomic int g_rz_missed;
+
+static void *rz_writer(void *arg) {
+    int id = (int)(intptr_t)arg;
+    char key[32];
+    for (int i = 0; i < RZ_KEYS; i++) {
+        snprintf(key, sizeof key, "rz%d:%d", id, i);
+        if (kvmux_store_set(g_rz, (uint8_t *)key, strlen(key), (const uint8_t *)key,
+                            strlen(key), 0, NULL) != KVMUX_STATUS_OK)
+            atomic_fetch_add(&g_rz_missed, 1);
+        atomic_store(&g_rz_written[id], i + 1);
+    }
+    return NULL;
+}
+
+static void *rz_reader(void *arg) {
+    unsigned seed = (unsigned)(uintptr_t)arg * 7919u + 1;
+    char key[32];
+    for (int done = 0; !done;) {
+        done = 1;
+        for (int id = 0; id < RZ_WRITERS; id++) {
+            int n = atomic_load(&g_rz_written[id]);
+            if (n < RZ_KEYS) done = 0;
+            if (n == 0) continue;
+            seed = seed * 1103515245u + 12345u;
+            int i = (int)((seed >> 8) % (unsigned)n);
+            snprintf(key, sizeof key, "rz%d:%d", id, i);
+            readbuf rb = {0};
+            if (kvmux_store_get(g_rz, (uint8_t *)key, strlen(key), read_into, &rb) !=
+                    KVMUX_STATUS_OK ||
+                rb.len != strlen(key) || memcmp(rb.data, key, rb.len) != 0)
+                atomic_fetch_add(&g_rz_missed, 1);
+        }
+    }
+    return NULL;
+}
+
+static void test_resize_concurrent(void) {
+    g_rz = new_store(1);
+    pthread_t th[RZ_WRITERS + RZ_READERS];
+    for (int i = 0; i < RZ_WRITERS; i++)
+        REQUIRE(pthread_create(&th[i], NULL, rz_writer, (void *)(intptr_t)i) == 0);
+    for (int i = 0; i < RZ_READERS; i++)
+        REQUIRE(pthread_create(&th[RZ_WRITERS + i], NULL, rz_reader, (void *)(intptr_t)i) == 0);
+    for (int i = 0; i < RZ_WRITERS + RZ_READERS; i++) pthread_join(th[i], NULL);
+    CHECK_EQ(atomic_load(&g_rz_missed), 0);
+    kvmux_store_stats st;
+    kvmux_store_get_stats(g_rz, &st);
+    CHECK_EQ(st.keys, RZ_WRITERS * RZ_KEYS);
+    kvmux_store_free(g_rz);
+}
+
+/* hold on an inline value whose copy cannot be allocated: NULL, and the
+ * store is unchanged. */
+static void test_hold_oom(void) {
+    kvmux_store_options o;
+    kvmux_store_options_init(&o);
+    o.shards = 1;
+    o.alloc = failing_alloc;
+    o.dealloc = plain_free;
+    kvmux_store *s = NULL;
+    fail_at = -1;
+    REQUIRE(kvmux_store_new(&s, &o) == 0);
+    REQUIRE(kvmux_store_set(s, K("k"), K("small"), 0, NULL) == KVMUX_STATUS_OK);
+    holdbuf hb = {0};
+    failures = 0;
+    fail_at = 0;
+    CHECK_EQ(kvmux_store_get(s, K("k"), read_hold, &hb), KVMUX_STATUS_OK);
+    CHECK_EQ(failures, 1);
+    CHECK(hb.held == NULL);
+    check_value(s, "k", (const uint8_t *)"small", 5);
+    kvmux_store_free(s);
+}
+
 int main(void) {
     test_siphash();
     test_options();
@@ -686,5 +988,9 @@ int main(void) {
     test_concurrent();
     test_values();
     test_values_concurrent();
+    test_layout();
+    test_tombstones();
+    test_resize_concurrent();
+    test_hold_oom();
     return test_report();
 }
