@@ -12,9 +12,9 @@
  * and deterministic: no timer is allowed to fire on its own (the request
  * timeouts are far longer than one run), keepalive is off.
  *
- * Pending requests: eight async requests are submitted before the
- * handshake, with first_request_id 1 so their ids are 1..8 in this order:
- * GET, SET, DEL, INCR, CAS, WAIT, GET, STATS -- the ids the vectors of
+ * Pending requests: nine async requests are submitted before the
+ * handshake, with first_request_id 1 so their ids are 1..9 in this order:
+ * GET, SET, DEL, INCR, CAS, WAIT, GET, STATS, PING -- the ids the vectors of
  * tests/vectors/frames.hex use for the same operations, so the seeds
  * complete real requests and mutations reach unknown, late and duplicate
  * ids. A callback with a result may submit one more GET (bounded), so ids
@@ -27,7 +27,7 @@
  *   bits 3..5  n: the input is written in chunks of 1 + n*n bytes, with a
  *              handle_read after each (0: one write), so frames split
  *              across reads are reached.
- *   bit 6      between chunks, cancel request 8 and run handle_timeout
+ *   bit 6      between chunks, cancel request 8 (STATS) and run handle_timeout
  *              (which delivers the KVMUX_ECANCELED callback).
  *   bit 7      the first callback calls kvmux_close from inside itself.
  * The rest is the server's byte stream. At the end the harness closes its
@@ -77,7 +77,7 @@ static const uint8_t ACK_V2[] = {
     0x00, 0x03, 0x00, 0x00, 0x10, 0x00, 0x00, 0x04, 0x04, 0x00, 0x00, 0x00,
     0x00, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00, 0x06, 0x00, 0x10, 0x00, 0x00};
 
-#define NREQ 8         /* requests submitted before the handshake */
+#define NREQ 9         /* requests submitted before the handshake */
 #define MAX_EXTRA 8    /* GETs submitted from callbacks */
 #define MAX_TRACK (NREQ + MAX_EXTRA)
 #define OUT_CAP (1u << 20) /* client output kept for the frame check */
@@ -175,7 +175,10 @@ static int submit(kvmux_op op) {
         q.version = 7;
         q.wait_ms = 1000;
     }
-    if (op == KVMUX_STATS) q.key_len = 0;
+    if (op == KVMUX_STATS || op == KVMUX_PING) {
+        q.key = NULL;
+        q.key_len = 0;
+    }
     R.t[i].op = op;
     int rc = kvmux_call_async(R.c, &q, 600000, on_reply, (void *)(intptr_t)i);
     R.t[i].submitted = rc == 0;
@@ -286,12 +289,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                            .del_write = hook_nop, .schedule_timer = hook_timer};
     if (kvmux_async_attach(R.c, &h) != 0) abort();
     kvmux_async_set_status_cb(R.c, on_status, NULL);
-    const kvmux_op ops[NREQ] = {KVMUX_GET,  KVMUX_SET, KVMUX_DEL, KVMUX_INCR,
-                                KVMUX_CAS,  KVMUX_WAIT, KVMUX_GET, KVMUX_STATS};
+    const kvmux_op ops[NREQ] = {KVMUX_GET, KVMUX_SET,  KVMUX_DEL,   KVMUX_INCR, KVMUX_CAS,
+                                KVMUX_WAIT, KVMUX_GET, KVMUX_STATS, KVMUX_PING};
     kvmux_handle h8 = 0;
     for (int i = 0; i < NREQ; i++) {
-        if (i == NREQ - 1) {
-            /* The last one with a handle, for the cancel of bit 6. */
+        if (ops[i] == KVMUX_STATS) {
+            /* This one with a handle, for the cancel of bit 6. */
             int k = R.ntrack++;
             kvmux_request q = {.op = ops[i]};
             R.t[k].op = ops[i];
