@@ -17,8 +17,9 @@
  * GET, SET, DEL, INCR, CAS, WAIT, GET, STATS, PING -- the ids the vectors of
  * tests/vectors/frames.hex use for the same operations, so the seeds
  * complete real requests and mutations reach unknown, late and duplicate
- * ids. A callback with a result may submit one more GET (bounded), so ids
- * are reused across the run.
+ * ids. Then a GET through a future (id 10): the other way a request
+ * completes. A callback with a result may submit one more GET (bounded),
+ * so ids are reused across the run.
  *
  * Input: byte 0 is the control byte:
  *   bits 0..1  0: the input starts with the server's first frame itself;
@@ -35,7 +36,8 @@
  * kvmux_close.
  *
  * Oracle, beyond "no crash, no leak, no UB": every submit that returned 0
- * got exactly one callback, no callback ran twice, a reply's value is
+ * got exactly one callback (the future: complete once the client is
+ * closed, with a result that has a value only on success), no callback ran twice, a reply's value is
  * readable and NUL-terminated (and absent on failures), and the client wrote only well-formed
  * frames (kvmux_frame_decode accepts them; a trailing partial frame is
  * allowed only if the socket stopped taking bytes).
@@ -304,6 +306,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             submit(ops[i]);
         }
     }
+    kvmux_future *fut = NULL;
+    {
+        kvmux_request q = {.op = KVMUX_GET, .key = "fut", .key_len = 3};
+        if (kvmux_call_future(R.c, &q, 600000, &fut) != 0) fut = NULL;
+    }
     kvmux_async_handle_write(R.c); /* the connect finishes, HELLO goes out */
     drain(sfd);
 
@@ -341,6 +348,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     setsockopt(sfd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(sfd);
 
+    if (fut) {
+        if (!kvmux_future_poll(fut)) abort(); /* kvmux_close completes it */
+        kvmux_reply rep;
+        int frc = kvmux_future_result(fut, &rep);
+        if (frc != 0 && rep.value) abort();
+        if (rep.value && rep.value[rep.value_len] != 0) abort();
+        kvmux_reply_free(&rep);
+        kvmux_future_free(fut);
+    }
     for (int i = 0; i < R.ntrack; i++) {
         if (R.t[i].submitted && R.t[i].calls != 1) abort();
         if (!R.t[i].submitted && R.t[i].calls != 0) abort();
