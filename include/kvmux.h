@@ -55,6 +55,13 @@ typedef enum kvmux_error {
     KVMUX_ESHUTDOWN = -14,  /* server is shutting down (or draining after a
                                GOAWAY): not processed, safe to retry */
     KVMUX_ECANCELED = -15,  /* the request was cancelled (protocol v2) */
+    KVMUX_EOOM = -16,       /* the server is out of memory (over its
+                               --maxmemory, or an allocation failed): the
+                               write was not processed; reads and DEL still
+                               work. Protocol v2 only (a v1 connection gets
+                               KVMUX_EBUSY / KVMUX_ESERVER instead). Not
+                               KVMUX_ENOMEM, which is this library's own
+                               allocation failing. */
     /* Fatal: the connection is gone. */
     KVMUX_E_FATAL = -100,
     KVMUX_ECLOSED = -101,   /* connection closed (EOF, reset, kvmux_close) */

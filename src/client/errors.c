@@ -32,6 +32,7 @@ const char *kvmux_strerror(int err) {
     case KVMUX_EUNSUPPORTED: return "operation not supported by the server";
     case KVMUX_ESHUTDOWN: return "server shutting down (request not processed)";
     case KVMUX_ECANCELED: return "request cancelled";
+    case KVMUX_EOOM: return "server out of memory (write not processed)";
     case KVMUX_E_FATAL: return "fatal connection error";
     case KVMUX_ECLOSED: return "connection closed";
     case KVMUX_EPROTO: return "protocol error";
@@ -75,6 +76,10 @@ int kvmux__status_to_error(uint8_t status, int *err) {
      * server does not send v2 statuses on v1. */
     if (status == KVMUX_STATUS_CANCELED) {
         *err = KVMUX_ECANCELED;
+        return 0;
+    }
+    if (status == KVMUX_STATUS_OUT_OF_MEMORY) {
+        *err = KVMUX_EOOM;
         return 0;
     }
     switch ((enum kvmux_status)status) {

@@ -54,6 +54,7 @@ const char *kvmux_status_name(int status) {
     case KVMUX_STATUS_UNKNOWN_OP: return "UNKNOWN_OP";
     case KVMUX_STATUS_SHUTTING_DOWN: return "SHUTTING_DOWN";
     case KVMUX_STATUS_CANCELED: return "CANCELED";
+    case KVMUX_STATUS_OUT_OF_MEMORY: return "OUT_OF_MEMORY";
     default: return "?";
     }
 }

@@ -155,7 +155,14 @@ enum kvmux_status {
  * `switch ((enum kvmux_status)x)` still compiles under -Wswitch -Werror;
  * such code must handle 12 as an unknown status until it learns v2. */
 #define KVMUX_STATUS_CANCELED 12
-#define KVMUX_STATUS_MAX 12
+/* v2: a write refused because the server is out of memory (over
+ * --maxmemory under noeviction, or an allocation failed): not processed,
+ * the store is unchanged; safe to retry once memory is freed. Sent only on
+ * v2 connections: a v1 peer gets BUSY (over --maxmemory) or INTERNAL (an
+ * allocation failed) instead, since a v1 decoder treats an unknown status
+ * as a broken connection. A macro for the same reason as CANCELED. */
+#define KVMUX_STATUS_OUT_OF_MEMORY 13
+#define KVMUX_STATUS_MAX 13
 
 /* ERROR.code (and GOAWAY's error field): connection-level errors. The
  * sender closes after an ERROR. */

@@ -22,7 +22,8 @@
  * lock is released (sched.c), fragmented on a v2 connection.
  *
  * Writes (SET, DEL, INCR, CAS) first pass kvmux__durable_refuse (log
- * failed: INTERNAL; over --maxmemory: BUSY "OOM ..."), and their success
+ * failed: INTERNAL; over --maxmemory: OUT_OF_MEMORY on v2, BUSY on v1,
+ * with the message "OOM ..."), and their success
  * answers go through kvmux__durable_respond, which under --fsync always
  * holds them until the append-only log's fsync covers them (durable.c).
  *
@@ -114,9 +115,16 @@ static int is_write(uint8_t op) {
            op == KVMUX_OP_CAS;
 }
 
+/* A store result as a response. The store's INTERNAL means an allocation
+ * failed (store.h): a v2 peer gets the precise OUT_OF_MEMORY, a v1 peer
+ * INTERNAL (its decoder does not know status 13). */
 static void respond_status(kvmux_conn *c, uint32_t id, int rc) {
+    if (rc == KVMUX_STATUS_INTERNAL && kvmux_session_is_v2(&c->sess))
+        rc = KVMUX_STATUS_OUT_OF_MEMORY;
     kvmux__conn_respond(c, id, (uint8_t)rc, NULL, 0,
-                        rc == KVMUX_STATUS_INTERNAL ? "out of memory" : NULL);
+                        rc == KVMUX_STATUS_INTERNAL || rc == KVMUX_STATUS_OUT_OF_MEMORY
+                            ? "out of memory"
+                            : NULL);
 }
 
 static int64_t load_i64be(const uint8_t *p) {

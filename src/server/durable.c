@@ -37,7 +37,11 @@ int kvmux__durable_refuse(kvmux_conn *c, uint32_t id, int frees_memory) {
     }
     if (!frees_memory && kvmux_store_over_limit(srv->store)) {
         KVMUX_STAT_ADD(c->loop, oom_refused, 1);
-        kvmux__conn_respond(c, id, KVMUX_STATUS_BUSY, NULL, 0, OOM_MSG);
+        /* v1 peers do not know OUT_OF_MEMORY (proto.h): BUSY, as before. */
+        kvmux__conn_respond(c, id,
+                            kvmux_session_is_v2(&c->sess) ? KVMUX_STATUS_OUT_OF_MEMORY
+                                                          : KVMUX_STATUS_BUSY,
+                            NULL, 0, OOM_MSG);
         return 1;
     }
     return 0;

@@ -6,7 +6,7 @@
  * - A pipelined burst under --fsync always is fully acknowledged and
  *   fully present after kill -9 (one connection, many requests in flight).
  * - A corrupt record stops the start with its offset; --aof-repair starts.
- * - --maxmemory noeviction answers BUSY "OOM ..."; allkeys-lru evicts and
+ * - --maxmemory noeviction answers OUT_OF_MEMORY "OOM ..." (v2); allkeys-lru evicts and
  *   keeps accepting; DEL is allowed while over the limit.
  * - Active expiry: keys with a TTL nobody reads disappear: a server full
  *   under noeviction accepts writes again without any read. */
@@ -321,7 +321,7 @@ static void test_maxmemory(void) {
     }
     CHECK(refused);
     CHECK(i > 150 && i < 210);
-    CHECK_EQ(r.status, KVMUX_STATUS_BUSY);
+    CHECK_EQ(r.status, KVMUX_STATUS_OUT_OF_MEMORY);
     CHECK(strstr(r.val, "OOM") != NULL);
     /* Reads go on; DEL is allowed and makes room. */
     CHECK(get(&c, "mem:0", &r) == 0 && r.status == KVMUX_STATUS_OK);
@@ -397,7 +397,7 @@ static void test_active_expiry(void) {
         REQUIRE(set_ttl(&c, k, big, 200, &r) == 0);
         if (r.status != KVMUX_STATUS_OK) break;
     }
-    CHECK_EQ(r.status, KVMUX_STATUS_BUSY);
+    CHECK_EQ(r.status, KVMUX_STATUS_OUT_OF_MEMORY);
     int64_t t0 = test_now_ms();
     int accepted = 0;
     while (test_now_ms() - t0 < 3000) {

@@ -155,6 +155,8 @@ static int report(cli_ctx *ctx, const cmd_args *a, int rc) {
         if (msg[0] && strcmp(msg, kvmux_strerror(rc)) != 0)
             fprintf(stderr, " (%s)", msg);
     }
+    if (rc == KVMUX_EOOM) /* the operator's next step, not only the cause */
+        fputs(" (delete keys, or raise the server's --maxmemory)", stderr);
     fputc('\n', stderr);
     if (fatal) {
         kvmux_close(ctx->client);

@@ -115,6 +115,8 @@ static const vec VECS[] = {
      2, 0, 0, 0},
     {"error_flood", KVMUX_FRAME_ERROR, 0, KVMUX_ERR_FLOOD, {0}, 0, "", "flood", 5, 2, 0, 0, 0},
     {"ping_v2", KVMUX_FRAME_PING, 0, 0, {1, 2, 3, 4, 5, 6, 7, 8}, 8, "", {0}, 0, 2, 0, 0, 0},
+    {"resp_out_of_memory", KVMUX_FRAME_RESPONSE, 2, KVMUX_STATUS_OUT_OF_MEMORY, {0}, 0, "",
+     "out of memory", 13, 2, 0, 0, 0},
     /* ---- STATS ---- */
     {"req_stats", KVMUX_FRAME_REQUEST, 14, KVMUX_OP_STATS, {0}, 0, "", {0}, 0, V1},
     {"req_stats_prefix", KVMUX_FRAME_REQUEST, 15, KVMUX_OP_STATS, {0}, 0, "aof_", {0}, 0, V1},
