@@ -28,6 +28,14 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+/* A peer that closes without close_notify is a plain EOF, as over TCP:
+ * kvmux frames are self-delimiting, so truncation cannot go unnoticed. */
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+#define KVMUX_TLS_OP_EOF SSL_OP_IGNORE_UNEXPECTED_EOF
+#else
+#define KVMUX_TLS_OP_EOF 0
+#endif
+
 /* The last OpenSSL error of this thread as one line ("certificate verify
  * failed", "wrong version number", ...); clears the queue. */
 static const char *tls_reason(char *buf, size_t len) {
@@ -55,6 +63,7 @@ int kvmux__tls_server_init(kvmux_server *s, const kvmux_server_config *cfg, char
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                 KVMUX_TLS_OP_EOF |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
