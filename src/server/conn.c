@@ -193,8 +193,10 @@ void kvmux__conn_update_events(kvmux_conn *c) {
     if (c->want_write) ev |= EPOLLOUT;
     if (c->ssl) { /* TLS: the handshake and the cross-wants decide too */
         if (c->tls_hs) ev = c->tls_want_write ? EPOLLOUT : EPOLLIN;
+        /* SSL_write waiting for input: a writable socket would only
+         * spin us; the next EPOLLIN retries the write. */
+        if (c->tls_write_wants_read) ev = (ev & ~(uint32_t)EPOLLOUT) | EPOLLIN;
         if (c->tls_read_wants_write) ev |= EPOLLOUT;
-        if (c->tls_write_wants_read) ev |= EPOLLIN;
     }
     if (ev == c->events) return;
     if (c->mem_sink) { /* in-memory: nothing to register */
