@@ -572,6 +572,7 @@ typedef struct kvmux_async_hooks {
  * connection is final (the status callback reports it), and reconnecting
  * is the application's job -- kvmux_close the client (from the loop) and
  * kvmux_async_connect a new one, with its own backoff.
+ * TLS (kvmux_options.tls = 1) is not supported in this mode: KVMUX_EINVAL.
  * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ENOMEM (details:
  * kvmux_connection_error(NULL, ...)). Thread-safe: yes. */
 int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,

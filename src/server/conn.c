@@ -670,6 +670,27 @@ void kvmux__conn_flush(kvmux_conn *c) {
     kvmux__conn_update_events(c);
 }
 
+/* After a failed TLS handshake whose last words (an alert, or the ERROR
+ * below) are on the wire: shut our side and LINGER, discarding input until
+ * the peer's EOF (bounded by --close-linger), so that data the peer sent
+ * meanwhile (TLS 1.3: its HELLO, right after its Finished, before we
+ * rejected its certificate) does not make close() send an RST that
+ * destroys those last words. */
+static void tls_linger(kvmux_conn *c, const char *why) {
+    kvmux_loop *l = c->loop;
+    c->tls_hs = 0;
+    c->tls_failed = 1; /* nothing more goes through OpenSSL */
+    if (l->srv->cfg.close_linger_ms == 0 ||
+        kvmux__timer_arm(&l->timers, &c->timer, l->now + l->srv->cfg.close_linger_ms) != 0) {
+        kvmux__conn_close(c, why);
+        return;
+    }
+    shutdown(c->io.fd, SHUT_WR);
+    c->state = KVMUX_CONN_LINGER;
+    c->want_write = 0;
+    kvmux__conn_update_events(c);
+}
+
 /* A plaintext kvmux client on a TLS port: answer in its own protocol
  * (one ERROR frame, like a refused connection) and close. */
 static void refuse_plaintext(kvmux_conn *c) {
@@ -678,11 +699,7 @@ static void refuse_plaintext(kvmux_conn *c) {
                                   "this server requires TLS (connect with TLS enabled)");
     ssize_t w = send(c->io.fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)w; /* best effort: a fresh socket's buffer has room */
-    shutdown(c->io.fd, SHUT_WR);
-    uint8_t junk[4096]; /* its HELLO: read, so close() sends no RST */
-    for (int i = 0; i < 4; i++)
-        if (recv(c->io.fd, junk, sizeof junk, MSG_DONTWAIT) <= 0) break;
-    kvmux__conn_close(c, "plaintext client on a TLS port");
+    tls_linger(c, "plaintext client on a TLS port");
 }
 
 /* Drive the TLS handshake. Returns 1 when done (the connection reads
@@ -698,7 +715,7 @@ static int conn_tls_handshake(kvmux_conn *c) {
         return 0;
     }
     if (r == -2) refuse_plaintext(c);
-    else kvmux__conn_close(c, "TLS handshake failed");
+    else tls_linger(c, "TLS handshake failed");
     return -1;
 }
 

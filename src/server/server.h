@@ -93,7 +93,9 @@ typedef struct kvmux_server_config {
     uint32_t protected_mode;      /* 1 (default): refuse a non-loopback bind
                                      without a token */
     /* TLS (docs/OPERATIONS.md "TLS"). With tls_cert set, the port speaks
-     * TLS only (1.2 or later). Paths are read by kvmux_server_new. */
+     * TLS only (1.2 or later). Paths are read by kvmux_server_new. OpenSSL
+     * writes to the sockets itself (no MSG_NOSIGNAL): a process embedding
+     * a TLS server must ignore SIGPIPE, as kvmuxd's main does. */
     const char *tls_cert;         /* PEM certificate chain; NULL = no TLS */
     const char *tls_key;          /* PEM private key; required with tls_cert */
     const char *tls_ca;           /* PEM CA bundle: require client
