@@ -11,7 +11,8 @@
  *     a TLS client on a plaintext port -> KVMUX_ETLS "does not speak TLS";
  *     the server goes on serving others;
  *   - a connection that stalls mid-handshake (half a ClientHello) is closed
- *     by --handshake-timeout, and counted;
+ *     by --handshake-timeout, and counted; an HTTP request at once;
+ *   - keepalive PINGs over TLS (the reader's poll path);
  *   - a server started with --tls-ca refuses a client without a
  *     certificate (KVMUX_ETLS) and accepts one with;
  *   - automatic reconnect redoes the TLS handshake;
@@ -229,6 +230,37 @@ static void test_stalled_handshake(uint16_t port) {
     close(fd);
 }
 
+/* Not TLS and not kvmux (an HTTP request): the handshake fails at once,
+ * well before the handshake timeout. */
+static void test_garbage(uint16_t port) {
+    int fd = test_connect_raw(port, 3000);
+    REQUIRE(fd >= 0);
+    static const char req[] = "GET / HTTP/1.0\r\n\r\n";
+    CHECK_EQ(test_write_all(fd, req, sizeof req - 1), 0);
+    int64_t t0 = test_now_ms();
+    CHECK_EQ(test_wait_closed(fd, 4000), 1);
+    CHECK(test_now_ms() - t0 < 400);
+    close(fd);
+}
+
+/* Keepalive on: the reader waits in poll(2) between reads, so bytes
+ * OpenSSL already holds must not be left waiting for the socket. */
+static void test_keepalive(uint16_t port) {
+    kvmux_options o;
+    tls_opts(&o, ca, "localhost");
+    o.keepalive_interval_ms = 50;
+    o.keepalive_timeout_ms = 2000;
+    kvmux_client *c = NULL;
+    REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(kvmux_set(c, "ka", 2, "v", 1, 0, NULL, 2000), 0);
+        test_sleep_ms(120); /* keepalive PINGs go out meanwhile */
+    }
+    check_round_trips(c);
+    CHECK_EQ(kvmux_connection_error(c, NULL, 0), 0);
+    kvmux_close(c);
+}
+
 static uint64_t stat_value(kvmux_client *c, const char *name) {
     kvmux_value *v = NULL;
     if (kvmux_stats(c, name, &v, -1) != 0) return UINT64_MAX;
@@ -374,7 +406,11 @@ int main(void) {
     uint64_t before = stat_value(c, "handshake_timeouts");
     test_stalled_handshake(tls_srv.port);
     CHECK_EQ(stat_value(c, "handshake_timeouts"), before + 2);
-    CHECK(stat_value(c, "tls_handshake_failures") >= 3);
+    uint64_t failures = stat_value(c, "tls_handshake_failures");
+    CHECK(failures >= 3);
+    test_garbage(tls_srv.port);
+    CHECK_EQ(stat_value(c, "tls_handshake_failures"), failures + 1);
+    test_keepalive(tls_srv.port);
 
     /* After all that, the first connection still works, and the plain
      * server still serves plaintext clients. */
