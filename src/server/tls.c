@@ -70,6 +70,12 @@ int kvmux__tls_server_init(kvmux_server *s, const kvmux_server_config *cfg, char
                               SSL_MODE_RELEASE_BUFFERS);
     /* No session cache: a key-value connection lives long; resumption is
      * not worth a shared cache across loop threads. */
+    /* Read ahead: one read(2) takes several records instead of one read
+     * for each record's header and another for its body. What it reads
+     * beyond the record is visible to SSL_has_pending (kvmux__tls_pending),
+     * which conn.c checks after every read. */
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 0);
     if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
