@@ -71,9 +71,13 @@ typedef enum kvmux_error {
     KVMUX_EIO = -105,       /* socket error other than a clean close */
     KVMUX_EKEEPALIVE = -106,/* the server sent nothing within the keepalive
                                timeout (kvmux_options.keepalive_*) */
-    KVMUX_EAUTH = -107      /* the server refused the HELLO's auth token
+    KVMUX_EAUTH = -107,     /* the server refused the HELLO's auth token
                                (kvmux_options.auth_token missing or wrong);
                                the server's message: kvmux_connection_error */
+    KVMUX_ETLS = -108       /* TLS failed: handshake (certificate verify
+                               failed, hostname mismatch, server not
+                               speaking TLS, ...) or a bad record later;
+                               the OpenSSL reason: kvmux_connection_error */
 } kvmux_error;
 
 /* Human-readable name for any code above ("connection closed", ...). Never
@@ -157,6 +161,31 @@ typedef struct kvmux_options {
                                     KVMUX_EINVAL. Copied at connect (also
                                     used by automatic reconnects). A refused
                                     token fails the connect with KVMUX_EAUTH. */
+    /* TLS (docs/OPERATIONS.md "TLS"), threaded clients (kvmux_connect)
+     * only: kvmux_async_connect refuses tls = 1 with KVMUX_EINVAL. Needs a
+     * libkvmux built with OpenSSL (KVMUX_WITH_TLS); otherwise tls = 1
+     * fails the connect with KVMUX_EINVAL, "built without TLS". TLS 1.2 is
+     * the floor. The files are read at connect (and kept loaded for
+     * automatic reconnects, which redo the TLS handshake); the strings are
+     * borrowed for the duration of kvmux_connect only. A failed handshake
+     * (or certificate check) fails the connect with KVMUX_ETLS and the
+     * OpenSSL reason in the message. */
+    int tls;                     /* 0 off (default), 1 on */
+    const char *tls_ca_file;     /* PEM CA bundle the server's certificate
+                                    must chain to; NULL (default) with
+                                    tls_ca_dir NULL = the system's CAs */
+    const char *tls_ca_dir;      /* OpenSSL hashed CA directory; NULL */
+    const char *tls_server_name; /* SNI and the name (or IP) the server's
+                                    certificate must match; NULL (default) =
+                                    the host given to kvmux_connect */
+    const char *tls_cert_file;   /* client certificate chain (PEM), for a
+                                    server started with --tls-ca; NULL */
+    const char *tls_key_file;    /* its private key (PEM); required with
+                                    tls_cert_file */
+    int tls_verify;              /* 1 (default): verify the chain and the
+                                    name; 0: accept any certificate (the
+                                    traffic is encrypted but the server is
+                                    not authenticated: testing only) */
 } kvmux_options;
 
 /* Fill o with defaults. Thread-safe: yes. */
@@ -167,7 +196,8 @@ void kvmux_options_init(kvmux_options *o);
  * opts may be NULL for defaults. On success *out owns the client; free it
  * with kvmux_close(). On error *out is untouched.
  * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ETIMEDOUT, KVMUX_ENOVERSION,
- * KVMUX_EPROTO, KVMUX_EAUTH, KVMUX_ENOMEM. Thread-safe: yes. */
+ * KVMUX_EPROTO, KVMUX_EAUTH, KVMUX_ETLS (options.tls), KVMUX_ENOMEM.
+ * Thread-safe: yes. */
 int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
                   const kvmux_options *opts);
 
@@ -549,6 +579,7 @@ typedef struct kvmux_async_hooks {
  * connection is final (the status callback reports it), and reconnecting
  * is the application's job -- kvmux_close the client (from the loop) and
  * kvmux_async_connect a new one, with its own backoff.
+ * TLS (kvmux_options.tls = 1) is not supported in this mode: KVMUX_EINVAL.
  * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ENOMEM (details:
  * kvmux_connection_error(NULL, ...)). Thread-safe: yes. */
 int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,

@@ -246,6 +246,11 @@ int kvmux__connect_handshake(kvmux_client *c, const char *name, int64_t deadline
     size_t hlen = kvmux__hello_encode(c, name, hello);
     char eb[64];
     size_t sent = 0;
+    if (c->tls) {
+        int rc = kvmux__tls_write_sync(c, hello, hlen, deadline);
+        if (rc != 0) return rc;
+        sent = hlen;
+    }
     while (sent < hlen) {
         ssize_t n = send(c->fd, hello + sent, hlen - sent, MSG_NOSIGNAL);
         if (n > 0) {
@@ -279,6 +284,12 @@ int kvmux__connect_handshake(kvmux_client *c, const char *name, int64_t deadline
         }
         if (c->rlen == c->rcap)
             return kvmux__connect_fail(KVMUX_EPROTO, "handshake reply larger than %zu bytes", c->rcap);
+        if (c->tls) {
+            ssize_t t = kvmux__tls_read_sync(c, c->rbuf + c->rlen, c->rcap - c->rlen, deadline);
+            if (t < 0) return (int)t;
+            c->rlen += (size_t)t;
+            continue;
+        }
         ssize_t r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
         if (r > 0) {
             c->rlen += (size_t)r;
@@ -305,6 +316,7 @@ void kvmux__client_free(kvmux_client *c) {
     free(c->wbuf.data);
     free(c->rbuf);
     free(c->host);
+    kvmux__tls_free(c);
     if (c->fd >= 0) close(c->fd);
     pthread_cond_destroy(&c->conn_cond);
     pthread_cond_destroy(&c->writer_cond);
@@ -355,6 +367,9 @@ kvmux_client *kvmux__client_new(const kvmux_options *o) {
     c->opts = *o;
     c->opts.client_name = NULL; /* borrowed: not kept past connect */
     c->opts.auth_token = NULL;  /* borrowed: copied (check_opts bounded it) */
+    c->opts.tls_ca_file = c->opts.tls_ca_dir = NULL; /* borrowed: loaded by */
+    c->opts.tls_cert_file = c->opts.tls_key_file = NULL; /* kvmux__tls_init */
+    c->opts.tls_server_name = NULL;
     if (o->auth_token) {
         c->auth_len = strlen(o->auth_token);
         memcpy(c->auth, o->auth_token, c->auth_len);
@@ -432,6 +447,11 @@ int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
         }
     }
 
+    if (o.tls && (rc = kvmux__tls_init(c, &o, host)) != 0) {
+        kvmux__client_free(c);
+        return rc;
+    }
+
     int64_t deadline = kvmux__now_ms() + o.connect_timeout_ms;
     int fd = kvmux__connect_socket(host, port, deadline);
     if (fd < 0) {
@@ -439,7 +459,8 @@ int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
         return fd;
     }
     c->fd = fd;
-    rc = kvmux__connect_handshake(c, o.client_name, deadline);
+    rc = c->tls ? kvmux__tls_handshake(c, fd, deadline) : 0;
+    if (rc == 0) rc = kvmux__connect_handshake(c, o.client_name, deadline);
     if (rc != 0) {
         kvmux__client_free(c);
         return rc;

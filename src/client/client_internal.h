@@ -27,6 +27,7 @@
 #include "pending.h"
 #include "proto.h"
 #include "timerheap.h"
+#include "tls.h"
 
 /* Initial receive buffer: big enough that one recv drains many replies. It
  * grows only to hold one frame larger than itself, never past the
@@ -143,6 +144,9 @@ struct kvmux_future {
 };
 typedef struct kvmux_future kvmux__op;
 
+/* The TLS transport's state (tls.c; guarded by its own mutex). */
+typedef struct kvmux__tls kvmux__tls;
+
 struct kvmux_client {
     /* ---- immutable after kvmux_connect ---- */
     int fd;
@@ -157,6 +161,7 @@ struct kvmux_client {
     kvmux__mode mode;
     pthread_t reader;
     pthread_t writer;
+    kvmux__tls *tls;               /* NULL: plaintext; else TLS (tls.h) */
 
     /* ---- reader thread only ---- */
     kvmux_session session;

@@ -41,6 +41,7 @@ const char *kvmux_strerror(int err) {
     case KVMUX_EIO: return "socket error";
     case KVMUX_EKEEPALIVE: return "server unresponsive (keepalive timeout)";
     case KVMUX_EAUTH: return "authentication failed";
+    case KVMUX_ETLS: return "TLS error";
     }
     return "unknown error";
 }
@@ -59,6 +60,7 @@ void kvmux_options_init(kvmux_options *o) {
     o->max_outstanding = 0;
     o->max_frame_size = KVMUX_DEFAULT_MAX_FRAME;
     o->client_name = NULL;
+    o->tls_verify = 1;
     o->auth_token = NULL;
     o->first_request_id = 0;
     o->max_value_size = KVMUX_DEFAULT_MAX_VALUE_V2;

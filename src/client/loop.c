@@ -123,6 +123,9 @@ int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
     else kvmux_options_init(&o);
     int rc = kvmux__check_opts(&o);
     if (rc != 0) return rc;
+    if (o.tls) /* the transport is threaded-mode only (tls.h) */
+        return kvmux__connect_fail(KVMUX_EINVAL, "TLS is not supported in event-loop mode "
+                                   "(kvmux_async_connect); use kvmux_connect");
     kvmux_client *c = kvmux__client_new(&o);
     if (!c) return KVMUX_ENOMEM;
     c->mode = KVMUX__MODE_LOOP;

@@ -515,11 +515,15 @@ static void reader_run(kvmux_client *c) {
             }
             int64_t wait = due - now;
             struct pollfd pfd = {c->fd, POLLIN, 0};
-            int pr = poll(&pfd, 1, wait > INT_MAX ? INT_MAX : (int)wait);
+            /* TLS: bytes OpenSSL holds are readable now. */
+            int pr = c->tls && kvmux__tls_buffered(c)
+                         ? 1
+                         : poll(&pfd, 1, wait > INT_MAX ? INT_MAX : (int)wait);
             if (pr == 0 || (pr < 0 && errno == EINTR)) continue;
             /* Readable, or an error/hangup that recv will report. */
         }
-        ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+        ssize_t n = c->tls ? kvmux__tls_recv(c, c->rbuf + c->rlen, c->rcap - c->rlen)
+                           : recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
         if (n > 0) {
             c->rlen += (size_t)n;
             if (kvmux__keepalive_on(c)) kvmux__keepalive_rx(c, kvmux__now_ms());

@@ -163,6 +163,7 @@ static int reconnect_attempt(kvmux_client *c) {
         closing = c->closing;
         pthread_mutex_unlock(&c->mu);
     }
+    if (rc == 0 && !closing && c->tls) rc = kvmux__tls_handshake(c, fd, deadline);
     if (rc == 0 && !closing) {
         c->rlen = 0;
         rc = kvmux__connect_handshake(c, NULL, deadline);

@@ -104,7 +104,8 @@ void *kvmux__writer_main(void *arg) {
     kvmux_client *c = arg;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (c->out.len == 0 && c->fatal == 0 && !kvmux__big_ready(c)) {
+        while (c->out.len == 0 && c->fatal == 0 && !kvmux__big_ready(c) &&
+               !(c->tls && kvmux__tls_out_pending(c))) {
             c->writer_idle = 1;
             pthread_cond_wait(&c->writer_cond, &c->mu);
         }
@@ -141,7 +142,7 @@ void *kvmux__writer_main(void *arg) {
         }
         pthread_mutex_unlock(&c->mu);
 
-        int rc = writer_send_all(c->fd, iov, niov);
+        int rc = c->tls ? kvmux__tls_send_all(c, iov, niov) : writer_send_all(c->fd, iov, niov);
         int err = errno;
 
         c->wbuf.len = 0;

@@ -12,6 +12,7 @@
  * level-triggered listener into a busy loop: we take it out of the epoll
  * set for ACCEPT_PAUSE_MS and log once per pause. */
 #include <errno.h>
+#include <stdlib.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
@@ -80,6 +81,13 @@ void kvmux__accept(kvmux_loop *l) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         kvmux_conn *c = kvmux__conn_new(srv, fd, (struct sockaddr *)&ss);
         if (!c) {
+            atomic_fetch_sub(&srv->nconns, 1);
+            kvmux__conn_reject(fd, KVMUX_ERR_INTERNAL, "server out of memory");
+            continue;
+        }
+        if (srv->tls_ctx && kvmux__tls_conn_new(srv, c) != 0) {
+            /* c never owned fd: free it alone, refuse on the raw socket */
+            free(c);
             atomic_fetch_sub(&srv->nconns, 1);
             kvmux__conn_reject(fd, KVMUX_ERR_INTERNAL, "server out of memory");
             continue;

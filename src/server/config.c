@@ -155,6 +155,13 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
                     "set --requirepass TOKEN (or --requirepass-file PATH), bind a loopback "
                     "address, or pass --protected-mode no if the network is trusted",
                     c->bind);
+    if ((c->tls_cert && !c->tls_cert[0]) || (c->tls_key && !c->tls_key[0]) ||
+        (c->tls_ca && !c->tls_ca[0]))
+        return fail(err, errlen, "--tls-cert, --tls-key and --tls-ca need a file path");
+    if (!c->tls_cert != !c->tls_key)
+        return fail(err, errlen, "--tls-cert and --tls-key go together");
+    if (c->tls_ca && !c->tls_cert)
+        return fail(err, errlen, "--tls-ca needs --tls-cert and --tls-key");
     if (c->store_shards & (c->store_shards - 1))
         return fail(err, errlen, "--store-shards %u is not a power of two",
                     c->store_shards);
@@ -248,6 +255,9 @@ static const opt options[] = {
     {"--requirepass", OPT_STR, OFF(requirepass), "TOKEN  clients must send this token in HELLO (none)"},
     {"--requirepass-file", OPT_STR, OFF(requirepass_file), "PATH   read the token from a file (first line)"},
     {"--protected-mode", OPT_YESNO, OFF(protected_mode), "yes|no refuse a non-loopback --bind without a token (yes)"},
+    {"--tls-cert", OPT_STR, OFF(tls_cert), "PATH   PEM certificate chain: the port speaks TLS 1.2+ only (none)"},
+    {"--tls-key", OPT_STR, OFF(tls_key), "PATH   PEM private key of --tls-cert"},
+    {"--tls-ca", OPT_STR, OFF(tls_ca), "PATH   PEM CA bundle: require and verify client certificates"},
 };
 
 const char *kvmux_server_usage(void) {

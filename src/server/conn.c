@@ -100,6 +100,7 @@ kvmux_conn *kvmux__conn_new(kvmux_server *srv, int fd, const struct sockaddr *pe
 }
 
 static void conn_free_mem(kvmux_conn *c) {
+    kvmux__tls_conn_free(c);
     kvmux__outbuf_deinit(&c->out);
     free(c->rbuf);
     free(c);
@@ -172,6 +173,8 @@ void kvmux__conn_destroy(kvmux_conn *c) {
     kvmux__timer_cancel(&l->timers, &c->timer);
     if (!c->mem_sink) {
         epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->io.fd, NULL);
+        kvmux__tls_close_notify(c);
+        kvmux__tls_conn_free(c);
         close(c->io.fd);
     }
     if (c->prev) c->prev->next = c->next;
@@ -188,6 +191,13 @@ void kvmux__conn_update_events(kvmux_conn *c) {
     if ((c->state == KVMUX_CONN_OPEN && !c->read_paused) || c->state == KVMUX_CONN_LINGER)
         ev |= EPOLLIN;
     if (c->want_write) ev |= EPOLLOUT;
+    if (c->ssl) { /* TLS: the handshake and the cross-wants decide too */
+        if (c->tls_hs) ev = c->tls_want_write ? EPOLLOUT : EPOLLIN;
+        /* SSL_write waiting for input: a writable socket would only
+         * spin us; the next EPOLLIN retries the write. */
+        if (c->tls_write_wants_read) ev = (ev & ~(uint32_t)EPOLLOUT) | EPOLLIN;
+        if (c->tls_read_wants_write) ev |= EPOLLOUT;
+    }
     if (ev == c->events) return;
     if (c->mem_sink) { /* in-memory: nothing to register */
         c->events = ev;
@@ -542,12 +552,13 @@ static void conn_read(kvmux_conn *c) {
         }
         return;
     }
+again:
     if (c->state != KVMUX_CONN_OPEN || c->read_paused) return;
 
     size_t room;
     uint8_t *dst = conn_read_room(c, &room);
     if (!dst) return;
-    ssize_t n = recv(c->io.fd, dst, room, 0);
+    ssize_t n = c->ssl ? kvmux__tls_recv(c, dst, room) : recv(c->io.fd, dst, room, 0);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
         kvmux__conn_close(c, strerror(errno));
@@ -558,6 +569,10 @@ static void conn_read(kvmux_conn *c) {
         return;
     }
     conn_input(c, (size_t)n);
+    /* TLS: the rest of a record already read from the socket is in
+     * OpenSSL, and no epoll event will announce it. It is at most one
+     * record, so this ends. */
+    if (c->ssl && kvmux__tls_pending(c)) goto again;
 }
 
 /* n bytes just landed at the read position conn_read_room chose. */
@@ -597,6 +612,7 @@ static int write_out(kvmux_conn *c) {
             uint64_t written = 0;
             int r = 0;
             if (c->mem_sink) kvmux__outbuf_drain(&c->out, c->mem_sink, c->mem_ud, &written);
+            else if (c->ssl) r = kvmux__outbuf_flush_fn(&c->out, kvmux__tls_write, c, &written);
             else r = kvmux__outbuf_flush(&c->out, c->io.fd, &written);
             KVMUX_STAT_ADD(l, bytes_out, written);
             if (r < 0) {
@@ -638,16 +654,69 @@ void kvmux__conn_flush(kvmux_conn *c) {
          * New output puts us back on the dirty list for this iteration. */
         if (c->rlen) process_rbuf(c);
         if (c->state == KVMUX_CONN_DEAD) return;
+        /* TLS input OpenSSL holds gets no EPOLLIN either. */
+        if (kvmux__tls_pending(c)) conn_read(c);
+        if (c->state == KVMUX_CONN_DEAD) return;
     }
     if (c->state == KVMUX_CONN_CLOSING && c->out.bytes == 0) {
         if (srv->cfg.close_linger_ms == 0 || c->mem_sink) {
             kvmux__conn_close(c, "closed after ERROR");
             return;
         }
+        kvmux__tls_close_notify(c); /* TLS: our close_notify before the FIN */
         shutdown(c->io.fd, SHUT_WR);
         c->state = KVMUX_CONN_LINGER;
     }
     kvmux__conn_update_events(c);
+}
+
+/* After a failed TLS handshake whose last words (an alert, or the ERROR
+ * below) are on the wire: shut our side and LINGER, discarding input until
+ * the peer's EOF (bounded by --close-linger), so that data the peer sent
+ * meanwhile (TLS 1.3: its HELLO, right after its Finished, before we
+ * rejected its certificate) does not make close() send an RST that
+ * destroys those last words. */
+static void tls_linger(kvmux_conn *c, const char *why) {
+    kvmux_loop *l = c->loop;
+    c->tls_hs = 0;
+    c->tls_failed = 1; /* nothing more goes through OpenSSL */
+    if (l->srv->cfg.close_linger_ms == 0 ||
+        kvmux__timer_arm(&l->timers, &c->timer, l->now + l->srv->cfg.close_linger_ms) != 0) {
+        kvmux__conn_close(c, why);
+        return;
+    }
+    shutdown(c->io.fd, SHUT_WR);
+    c->state = KVMUX_CONN_LINGER;
+    c->want_write = 0;
+    kvmux__conn_update_events(c);
+}
+
+/* A plaintext kvmux client on a TLS port: answer in its own protocol
+ * (one ERROR frame, like a refused connection) and close. */
+static void refuse_plaintext(kvmux_conn *c) {
+    uint8_t buf[KVMUX_FRAME_HDR_LEN + KVMUX_MAX_ERROR_MSG];
+    size_t n = kvmux_encode_error(buf, KVMUX_HANDSHAKE_VERSION, 0, KVMUX_ERR_PROTOCOL,
+                                  "this server requires TLS (connect with TLS enabled)");
+    ssize_t w = send(c->io.fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)w; /* best effort: a fresh socket's buffer has room */
+    tls_linger(c, "plaintext client on a TLS port");
+}
+
+/* Drive the TLS handshake. Returns 1 when done (the connection reads
+ * from now on), 0 when waiting, -1 when c has been closed. */
+static int conn_tls_handshake(kvmux_conn *c) {
+    int r = kvmux__tls_handshake(c);
+    if (r == 1) {
+        kvmux__conn_update_events(c);
+        return c->state == KVMUX_CONN_DEAD ? -1 : 1;
+    }
+    if (r == 0) {
+        kvmux__conn_update_events(c);
+        return 0;
+    }
+    if (r == -2) refuse_plaintext(c);
+    else tls_linger(c, "TLS handshake failed");
+    return -1;
 }
 
 void kvmux__conn_on_event(kvmux_conn *c, uint32_t events) {
@@ -663,7 +732,14 @@ void kvmux__conn_on_event(kvmux_conn *c, uint32_t events) {
         kvmux__conn_close(c, "hang-up");
         return;
     }
+    if (c->ssl && c->tls_hs) {
+        if (conn_tls_handshake(c) <= 0) return;
+        events |= EPOLLIN; /* the handshake may have read early data */
+    }
+    if (c->ssl && (events & EPOLLOUT) && c->tls_read_wants_write) conn_read(c);
     if (events & EPOLLIN) conn_read(c);
+    if (c->ssl && (events & EPOLLIN) && c->tls_write_wants_read && c->state != KVMUX_CONN_DEAD)
+        kvmux__conn_flush(c);
     if ((events & EPOLLOUT) && c->state != KVMUX_CONN_DEAD) kvmux__conn_flush(c);
 }
 
@@ -718,7 +794,15 @@ static void conn_on_timer(kvmux_timer *t, uint64_t now) {
     switch (c->state) {
     case KVMUX_CONN_OPEN:
     case KVMUX_CONN_DRAINING:
-        if (c->sess.state == KVMUX_SESSION_AWAIT_HELLO) {
+        if (c->ssl && c->tls_hs) {
+            /* No TLS yet to carry an ERROR frame: just close. */
+            KVMUX_STAT_ADD(c->loop, handshake_timeouts, 1);
+            KVMUX_LOG_I("conn %llu (%s): TLS handshake not completed within %u ms "
+                        "(--handshake-timeout): closing", (unsigned long long)c->id, c->peer,
+                        c->loop->srv->cfg.handshake_timeout_ms);
+            c->tls_failed = 1; /* no close_notify mid-handshake */
+            kvmux__conn_close(c, "TLS handshake timeout");
+        } else if (c->sess.state == KVMUX_SESSION_AWAIT_HELLO) {
             KVMUX_STAT_ADD(c->loop, handshake_timeouts, 1);
             kvmux__conn_fail(c, 0, KVMUX_ERR_TIMEOUT, "handshake not completed within %u ms",
                              c->loop->srv->cfg.handshake_timeout_ms);
@@ -749,6 +833,11 @@ static void begin_goaway(kvmux_conn *c) {
 
 void kvmux__conn_begin_drain(kvmux_conn *c) {
     if (c->state != KVMUX_CONN_OPEN) return;
+    if (c->ssl && c->tls_hs) { /* nothing accepted yet, no TLS to say why */
+        c->tls_failed = 1;
+        kvmux__conn_close(c, "server shutting down (TLS handshake)");
+        return;
+    }
     if (c->sess.state == KVMUX_SESSION_OPEN && kvmux_session_is_v2(&c->sess)) {
         begin_goaway(c);
         return;

@@ -132,6 +132,27 @@ int kvmux__outbuf_flush(kvmux_outbuf *ob, int fd, uint64_t *written) {
     return 0;
 }
 
+int kvmux__outbuf_flush_fn(kvmux_outbuf *ob, kvmux_outbuf_write_fn wr, void *ctx,
+                           uint64_t *written) {
+    *written = 0;
+    while (ob->head) {
+        kvmux_outchunk *c = ob->head;
+        if (c->len > c->off) {
+            ssize_t w = wr(ctx, c->bytes + c->off, c->len - c->off);
+            if (w == 0) return 1;
+            if (w < 0) return -1;
+            c->off += (size_t)w;
+            ob->bytes -= (size_t)w;
+            *written += (uint64_t)w;
+            if (c->off < c->len) continue;
+        }
+        ob->head = c->next;
+        chunk_free(c);
+    }
+    ob->tail = NULL;
+    return 0;
+}
+
 void kvmux__outbuf_drain(kvmux_outbuf *ob, void (*sink)(void *, const uint8_t *, size_t),
                          void *ud, uint64_t *written) {
     *written = ob->bytes;

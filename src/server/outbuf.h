@@ -40,6 +40,18 @@ int kvmux__outbuf_append_ref(kvmux_outbuf *ob, const uint8_t *p, size_t n,
  * receives the bytes written by this call. */
 int kvmux__outbuf_flush(kvmux_outbuf *ob, int fd, uint64_t *written);
 
+/* Transport write for kvmux__outbuf_flush_fn: > 0 bytes taken (possibly
+ * fewer than n), 0 would block, -1 error with errno set. */
+typedef ssize_t (*kvmux_outbuf_write_fn)(void *ctx, const void *p, size_t n);
+
+/* kvmux__outbuf_flush through a transport that writes one contiguous span
+ * at a time (TLS: one SSL_write per chunk, so a chunk of batched small
+ * frames becomes one record). A span refused for lack of room is offered
+ * again, from the same offset and at least as long, on the next call.
+ * Same return values as kvmux__outbuf_flush. */
+int kvmux__outbuf_flush_fn(kvmux_outbuf *ob, kvmux_outbuf_write_fn wr, void *ctx,
+                           uint64_t *written);
+
 /* In-memory connections (harness.c): hand every queued byte, chunk by
  * chunk in order, to sink(ud, p, n) and empty the queue. *written receives
  * the bytes handed over. Never fails. */

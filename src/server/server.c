@@ -173,6 +173,11 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
         return -1;
     }
     s->cfg.requirepass = s->cfg.requirepass_file = NULL; /* borrowed: copied */
+    if (kvmux__tls_server_init(s, cfg, err, errlen) != 0) {
+        kvmux_server_free(s);
+        return -1;
+    }
+    s->cfg.tls_cert = s->cfg.tls_key = s->cfg.tls_ca = NULL; /* borrowed: loaded */
     if (listen && open_listener(s, err, errlen) != 0) {
         kvmux_server_free(s);
         return -1;
@@ -277,6 +282,8 @@ void kvmux_server_get_stats(kvmux_server *s, kvmux_server_stats *st) {
         SUM(st->aof_refused, aof_refused);
         SUM(st->oom_refused, oom_refused);
         SUM(st->auth_failures, auth_failures);
+        SUM(st->tls_handshake_failures, tls_handshake_failures);
+        SUM(st->tls_errors, tls_errors);
         for (int k = 0; k <= KVMUX_STATUS_MAX; k++) SUM(st->responses[k], responses[k]);
         for (int k = 0; k < KVMUX_STATS_ERR_SLOTS; k++) SUM(st->wire_errors[k], wire_errors[k]);
     }
@@ -318,6 +325,7 @@ void kvmux_server_free(kvmux_server *s) {
     for (uint32_t i = 0; s->loops && i < s->nloops; i++) kvmux__loop_deinit(&s->loops[i]);
     free(s->loops);
     if (s->listen.fd >= 0) close(s->listen.fd);
+    kvmux__tls_server_free(s);
     kvmux_store_free(s->store);
     free(s);
 }

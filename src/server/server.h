@@ -92,6 +92,15 @@ typedef struct kvmux_server_config {
                                      exclusive with requirepass */
     uint32_t protected_mode;      /* 1 (default): refuse a non-loopback bind
                                      without a token */
+    /* TLS (docs/OPERATIONS.md "TLS"). With tls_cert set, the port speaks
+     * TLS only (1.2 or later). Paths are read by kvmux_server_new. OpenSSL
+     * writes to the sockets itself (no MSG_NOSIGNAL): a process embedding
+     * a TLS server must ignore SIGPIPE, as kvmuxd's main does. */
+    const char *tls_cert;         /* PEM certificate chain; NULL = no TLS */
+    const char *tls_key;          /* PEM private key; required with tls_cert */
+    const char *tls_ca;           /* PEM CA bundle: require client
+                                     certificates signed by it; NULL = no
+                                     client certificates asked */
 } kvmux_server_config;
 
 /* Fill c with the defaults above. Thread-safe: yes. */
@@ -156,6 +165,9 @@ typedef struct kvmux_server_stats {
     uint64_t aof_refused;             /* writes refused after a log failure */
     uint64_t writes_held;             /* acks that waited for an fsync */
     uint64_t auth_failures;           /* HELLOs refused with ERROR AUTH */
+    uint64_t tls_handshake_failures;  /* TLS handshakes that failed (bad
+                                         certificate, plaintext client, ...) */
+    uint64_t tls_errors;              /* TLS errors on open connections */
     /* RESPONSE messages sent, by status (a fragmented one counts once). */
     uint64_t responses[KVMUX_STATUS_MAX + 1];
     /* ERROR frames sent, by wire error code ([0]: codes out of range). */

@@ -38,6 +38,7 @@
 #include "server.h"
 #include "store.h"
 #include "timer.h"
+#include "tls.h"
 
 typedef struct kvmux_loop kvmux_loop;
 typedef struct kvmux_conn kvmux_conn;
@@ -77,6 +78,7 @@ typedef struct kvmux_loop_stats {
     _Atomic uint64_t uploads, streams, deadline_expired;
     _Atomic uint64_t writes_held, aof_refused, oom_refused;
     _Atomic uint64_t auth_failures;
+    _Atomic uint64_t tls_handshake_failures, tls_errors;
     _Atomic uint64_t responses[KVMUX_STATUS_MAX + 1];  /* by status */
     _Atomic uint64_t wire_errors[KVMUX_STATS_ERR_SLOTS]; /* ERRORs sent, by code */
 } kvmux_loop_stats;
@@ -173,6 +175,15 @@ struct kvmux_conn {
      * mem_sink instead of a socket, and there is no epoll registration. */
     void (*mem_sink)(void *ud, const uint8_t *p, size_t n);
     void *mem_ud;
+    /* TLS (tls.c; all zero on a plaintext connection). */
+    struct ssl_st *ssl;            /* NULL: plaintext */
+    uint8_t tls_hs;                /* handshake in progress */
+    uint8_t tls_want_write;        /* the handshake waits for writability */
+    uint8_t tls_read_wants_write;  /* SSL_read waits for writability */
+    uint8_t tls_write_wants_read;  /* SSL_write waits for readability */
+    uint8_t tls_peeked;            /* first byte checked (not plaintext) */
+    uint8_t tls_failed;            /* TLS error: no close_notify */
+    uint8_t tls_notified;          /* close_notify sent */
 };
 
 /* A parked WAIT. Lifetime rules are in waits.c. */
@@ -207,6 +218,7 @@ struct kvmux_server {
     _Atomic uint64_t next_conn_id;
     int running;
     uint64_t start_ms;             /* monotonic, at creation: uptime */
+    struct ssl_ctx_st *tls_ctx;    /* --tls-cert: every connection is TLS */
     uint8_t auth[KVMUX_MAX_AUTH_TOKEN]; /* --requirepass token */
     size_t auth_len;               /* 0 = no authentication */
     _Atomic uint64_t auth_log_ms;  /* rate limit of auth failure logs */

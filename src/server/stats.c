@@ -114,6 +114,8 @@ size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, 
     u64line(&o, "protocol_errors", st.protocol_errors);
     u64line(&o, "auth_required", s->auth_len > 0);
     u64line(&o, "auth_failures", st.auth_failures);
+    u64line(&o, "tls_handshake_failures", st.tls_handshake_failures);
+    u64line(&o, "tls_errors", st.tls_errors);
     u64line(&o, "busy", st.busy);
     u64line(&o, "pings", st.pings);
     u64line(&o, "handshake_timeouts", st.handshake_timeouts);

@@ -63,6 +63,9 @@ void bench_args_usage(FILE *out)
         "  --timeout MS        per-request timeout (default 5000)\n"
         "  --seed N            random seed (default 1)\n"
         "  --json              final summary as JSON on stdout\n"
+        "  --tls               connect with TLS (serial/sync, or --driver callback);\n"
+        "                      the certificate is not verified unless --cacert\n"
+        "  --cacert FILE       PEM CA to verify the server with (implies --tls)\n"
         "  -q                  no per-second progress on stderr\n"
         "  --help              this text\n",
         out);
@@ -170,6 +173,8 @@ enum {
     OPT_OP,
     OPT_PRELOAD,
     OPT_JSON,
+    OPT_TLS,
+    OPT_CACERT,
     OPT_TIMEOUT,
     OPT_SEED,
     OPT_HELP
@@ -186,6 +191,8 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
         {"op", required_argument, NULL, OPT_OP},
         {"preload", no_argument, NULL, OPT_PRELOAD},
         {"json", no_argument, NULL, OPT_JSON},
+        {"tls", no_argument, NULL, OPT_TLS},
+        {"cacert", required_argument, NULL, OPT_CACERT},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"seed", required_argument, NULL, OPT_SEED},
         {"help", no_argument, NULL, OPT_HELP},
@@ -301,6 +308,15 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
         case OPT_JSON:
             cfg->json = 1;
             break;
+        case OPT_TLS:
+            cfg->tls = 1;
+            break;
+        case OPT_CACERT:
+            if (!a || !*a)
+                goto bad;
+            cfg->tls = 1;
+            cfg->tls_ca = a;
+            break;
         case OPT_TIMEOUT:
             if (parse_u64(a, 1, 3600 * 1000, &v))
                 goto bad;
@@ -357,6 +373,11 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
     if ((depth_given || driver_given) && cfg->mode != BENCH_MODE_ASYNC) {
         fprintf(err, "kvmux-bench: --%s only applies to --mode async\n",
                 depth_given ? "depth" : "driver");
+        return -1;
+    }
+    if (cfg->tls && cfg->mode == BENCH_MODE_ASYNC && cfg->driver == BENCH_DRIVER_LOOP) {
+        fprintf(err, "kvmux-bench: --tls needs a threaded client: use --driver callback "
+                     "(event-loop clients do not support TLS)\n");
         return -1;
     }
     if (cfg->mode == BENCH_MODE_ASYNC && cfg->threads > 1) {

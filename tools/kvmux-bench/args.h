@@ -58,6 +58,10 @@ typedef struct bench_config {
     size_t value_max;
     int preload;               /* --preload */
     int json;                  /* --json */
+    int tls;                   /* --tls: connect with TLS (threaded
+                                  clients only: not --driver loop) */
+    const char *tls_ca;        /* --cacert FILE (implies --tls); without
+                                  it the server is not verified */
     int quiet;                 /* -q: no progress lines */
     int timeout_ms;            /* --timeout per request; default 5000 */
     uint64_t seed;             /* --seed; default 1 (runs are repeatable) */

@@ -428,6 +428,9 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
     kvmux_options_init(&opts);
     opts.request_timeout_ms = cfg->timeout_ms;
     opts.client_name = "kvmux-bench";
+    opts.tls = cfg->tls;
+    opts.tls_ca_file = cfg->tls_ca;
+    opts.tls_verify = cfg->tls_ca != NULL;
     if (loop_driver) {
         /* Without it the loop drivers still notice phases within POLL_MS. */
         r.phase_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

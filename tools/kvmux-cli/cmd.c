@@ -181,13 +181,24 @@ int cli_connect(cli_ctx *ctx) {
     o.request_timeout_ms = ctx->timeout_ms;
     o.client_name = "kvmux-cli";
     o.auth_token = ctx->auth;
+    o.tls = ctx->tls;
+    o.tls_ca_file = ctx->cacert;
+    o.tls_server_name = ctx->sni;
+    o.tls_cert_file = ctx->cert;
+    o.tls_key_file = ctx->key;
+    o.tls_verify = !ctx->insecure;
     int rc = kvmux_connect(&ctx->client, ctx->host, ctx->port, &o);
     if (rc != 0) {
         ctx->client = NULL;
         fputs("kvmux-cli: cannot connect to ", stderr);
         put_addr(stderr, ctx);
         fprintf(stderr, ": %s", kvmux_strerror(rc));
-        if (rc == KVMUX_EAUTH) {
+        if (rc == KVMUX_ETLS || rc == KVMUX_EPROTO || (rc == KVMUX_EINVAL && ctx->tls)) {
+            char msg[256];
+            msg[0] = '\0';
+            kvmux_connection_error(NULL, msg, sizeof msg);
+            if (msg[0]) fprintf(stderr, " (%s)", msg);
+        } else if (rc == KVMUX_EAUTH) {
             /* Say which side is wrong: the server's message, then ours. */
             char msg[256];
             msg[0] = '\0';

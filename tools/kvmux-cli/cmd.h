@@ -37,6 +37,12 @@ typedef struct cli_ctx {
     int interactive;       /* errors mention reconnecting */
     const char *auth;      /* token for HELLO (-a / KVMUX_AUTH); NULL = none;
                               borrowed */
+    int tls;               /* --tls: connect with TLS */
+    const char *cacert;    /* --cacert FILE (implies --tls); NULL = system CAs */
+    const char *sni;       /* --sni NAME (implies --tls); NULL = the host */
+    const char *cert;      /* --cert FILE / --key FILE: client certificate */
+    const char *key;
+    int insecure;          /* --insecure: no certificate verification */
     kvmux_client *client;  /* owned; NULL when not connected */
 } cli_ctx;
 

@@ -31,6 +31,14 @@ static void usage(FILE *f) {
             "  -a, --auth TOKEN       auth token for a server started with "
             "--requirepass\n"
             "                         (default: $KVMUX_AUTH; 1-64 bytes)\n"
+            "      --tls              connect with TLS (server started with --tls-cert)\n"
+            "      --cacert FILE      PEM CA bundle to verify the server (implies --tls;\n"
+            "                         default: the system's CAs)\n"
+            "      --sni NAME         name the server certificate must match, sent as SNI\n"
+            "                         (implies --tls; default: HOST)\n"
+            "      --cert FILE        client certificate for a server started with --tls-ca\n"
+            "      --key FILE         its private key (with --cert)\n"
+            "      --insecure         TLS without verifying the server (testing only)\n"
             "  -v, --verbose          get: print \"version=N\" before the value\n"
             "  -r, --raw              get/wait: no newline after the value\n"
             "  -V, --version          print the version and exit\n"
@@ -68,7 +76,7 @@ static void usage(FILE *f) {
             "     overflow, timeout (wait prints \"(timeout)\"), busy, ...)\n"
             "  4  connection error (cannot connect, connection closed, "
             "protocol error,\n"
-            "     authentication failed)\n");
+            "     authentication failed, TLS error)\n");
 }
 
 static int usage_fail(const char *msg, const char *arg) {
@@ -101,6 +109,12 @@ int main(int argc, char **argv) {
         {"raw", no_argument, NULL, 'r'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'H'},
+        {"tls", no_argument, NULL, 'T'},
+        {"cacert", required_argument, NULL, 'C'},
+        {"sni", required_argument, NULL, 'S'},
+        {"cert", required_argument, NULL, 'E'},
+        {"key", required_argument, NULL, 'K'},
+        {"insecure", no_argument, NULL, 'I'},
         {NULL, 0, NULL, 0},
     };
     opterr = 0; /* our own messages, with our exit code */
@@ -128,6 +142,12 @@ int main(int argc, char **argv) {
                 return usage_fail("invalid auth token (1-64 bytes)", NULL);
             ctx.auth = optarg;
             break;
+        case 'T': ctx.tls = 1; break;
+        case 'C': ctx.tls = 1; ctx.cacert = optarg; break;
+        case 'S': ctx.tls = 1; ctx.sni = optarg; break;
+        case 'E': ctx.tls = 1; ctx.cert = optarg; break;
+        case 'K': ctx.tls = 1; ctx.key = optarg; break;
+        case 'I': ctx.tls = 1; ctx.insecure = 1; break;
         case 'v': ctx.verbose = 1; break;
         case 'r': ctx.raw = 1; break;
         case 'V':
@@ -148,6 +168,7 @@ int main(int argc, char **argv) {
         }
     }
 
+    if (!ctx.cert != !ctx.key) return usage_fail("--cert and --key go together", NULL);
     int rc;
     if (optind >= argc) {
         rc = cli_repl(&ctx);
