@@ -52,3 +52,13 @@ if(TARGET kvmux AND TARGET kvmuxd)
     target_include_directories(client_loop_bigsend_test PRIVATE ${KVMUX_LIBUV_INCLUDE})
   endif()
 endif()
+
+# Issue 3 follow-up: a blocking call timing out in the middle of its
+# fragmented upload stops it and sends CANCEL (fake server watching the
+# wire, a reply crossing the CANCEL, and the real kvmuxd).
+if(TARGET kvmux AND TARGET kvmuxd)
+  kvmux_add_test(client_v2_upload_timeout_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_v2_upload_timeout_test.c
+            ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
+    LIBS kvmux LABELS integration concurrent fault TIMEOUT 120)
+endif()
