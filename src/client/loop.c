@@ -26,7 +26,13 @@
  * Writes are coalesced the way the loop naturally batches: a submit only
  * appends to the outbound buffer and asks for writability (once, when not
  * already watching), so all requests submitted by one round of callbacks
- * go out in one send() from handle_write. handle_read reads up to
+ * go out in one sendmsg() from handle_write. What handle_write sends are
+ * the writer thread's send rounds (bigsend.c): the queued small frames
+ * plus one fragment of a request value larger than a frame, so uploads
+ * are fragmented and interleaved exactly as in threaded mode; a round the
+ * socket only partly takes is finished on the next writable event before
+ * anything else (frames are never cut), and at most LOOP_WRITE_ROUNDS
+ * rounds go per call. handle_read reads up to
  * LOOP_READ_ROUNDS buffers per call, so one busy connection cannot starve
  * the rest of the loop. Only one timer is ever asked of the loop: armed
  * for the earliest deadline (a request's, or the handshake's), re-armed
