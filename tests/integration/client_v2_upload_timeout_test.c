@@ -178,14 +178,15 @@ static void test_real(void) {
     REQUIRE(test_server_start(&srv, args) == 0);
     size_t len = 64 * MiB;
     uint8_t *v = pattern(len, 9);
-    /* The whole upload takes seconds here (a round trip per KiB), the
-     * value copy before it tens of ms: the timeout hits mid-upload. The
-     * server enforces the same deadline (DEADLINE): when its timer wins
-     * the race it answers TIMEOUT first, the call returns at that answer
-     * and there is nothing to cancel (counted as deadline_expired); the
-     * rest of that upload then still goes out. So try a few times, each
-     * on a new connection (a leftover upload would hold the next one
-     * back), until the client's timer wins. */
+    /* The whole upload takes about a second here (a round trip per KiB),
+     * the value copy before it tens of ms: the timeout normally hits
+     * mid-upload. It may not: the upload may win, the deadline may pass
+     * before the first fragment left (a loaded machine), or the server,
+     * which enforces the same deadline (DEADLINE), may answer TIMEOUT
+     * first (nothing to cancel; counted as deadline_expired, and the rest
+     * of that upload still goes out). So try a few times, each on a new
+     * connection (a leftover upload would hold the next one back), until
+     * the client's timer wins. */
     kvmux_client *c = NULL;
     char key[32] = "";
     uint64_t cancels = 0;
