@@ -21,8 +21,9 @@
  * Lifetime: a transfer is freed when its last fragment has been written,
  * or when it is aborted (the connection failed, or the request was
  * CANCELed). The writer holds at most one transfer outside the lock
- * (c->wr_big); aborting that one only marks it, and the writer frees it
- * when its write returns. A reply that arrives before the last fragment
+ * (c->wr_big; in loop mode, the transfer of the round still being
+ * written); aborting that one only marks it, and the round's end frees it
+ * once its fragment is fully written (a frame is never cut short). A reply that arrives before the last fragment
  * was written (the server refused the value early) does not stop the
  * transfer: the server still expects the rest of the message.
  *
