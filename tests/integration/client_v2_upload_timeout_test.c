@@ -11,6 +11,9 @@
  *             BUSY before reading the CANCEL, then ignores the CANCEL as a
  *             server does): the answer frees the tombstone, one credit
  *             again proves it, and no CONTINUATION follows the CANCEL;
+ *   rate      800 uploads stalled on their window time out together: at
+ *             most the client's CANCEL budget (500 a second, plus a few
+ *             ms of refill) of CANCELs is sent;
  *   real      against kvmuxd with small windows: a 64 MiB SET with a
  *             400 ms timeout returns KVMUX_ETIMEDOUT, the server counts
  *             one CANCEL (unless its own DEADLINE timer won the race:
@@ -151,6 +154,90 @@ static void test_fake(int crossing) {
     free(v);
 }
 
+/* ---- the client's own CANCEL rate ---- */
+
+#define RT_N 800                  /* uploads timing out together */
+#define RT_VALUE (20u * 1024)     /* over the fake's 16 KiB frame */
+
+static atomic_int g_rt_sets, g_rt_cancels, g_rt_done, g_rt_timedout;
+
+/* Count the uploads that started and the CANCELs; grant nothing more. */
+static void script_rate(v2fake *f, int fd) {
+    REQUIRE(v2fake_handshake(f, fd) == 0);
+    size_t cap = 1 * MiB;
+    uint8_t *buf = malloc(cap);
+    REQUIRE(buf);
+    kvmux_frame fr;
+    for (;;) {
+        int n = v2fake_read(fd, buf, cap, &fr);
+        if (n <= 0) break;
+        if (fr.type == KVMUX_FRAME_REQUEST && fr.code == KVMUX_OP_SET)
+            atomic_fetch_add(&g_rt_sets, 1);
+        else if (fr.type == KVMUX_FRAME_CANCEL)
+            atomic_fetch_add(&g_rt_cancels, 1);
+        else if (fr.type == KVMUX_FRAME_PING)
+            v2fake_send(f, fd, KVMUX_FRAME_PONG, 0, fr.request_id, 0, fr.extras, 8, NULL, 0, 0);
+    }
+    free(buf);
+}
+
+static void rt_cb(kvmux_client *c, int result, kvmux_reply *reply, void *ud) {
+    (void)c;
+    (void)reply;
+    (void)ud;
+    if (result == KVMUX_ETIMEDOUT) atomic_fetch_add(&g_rt_timedout, 1);
+    atomic_fetch_add(&g_rt_done, 1);
+}
+
+/* RT_N uploads all stalled on their window time out within a few ms of
+ * each other: each stop asks for a CANCEL, but the client sends at most
+ * its bucket (KVMUX_CLIENT_CANCEL_RATE = 500, full at connect) plus the
+ * refill of those few ms; the others keep their tombstone (the server's
+ * DEADLINE ends them). A client ignoring its cap would send RT_N. */
+static void test_fake_rate(void) {
+    kvmux_settings st;
+    kvmux_settings_default(&st);
+    st.max_frame_size = 16 * 1024;
+    st.initial_window = 16 * 1024;
+    st.connection_window = KVMUX_MAX_WINDOW;
+    st.max_value_size = 64 * MiB;
+    v2fake f;
+    v2fake_start(&f, script_rate, 2, &st, NULL);
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.queue_bytes_limit = 64 * MiB; /* every transfer starts at once */
+    kvmux_client *c = v2_connect(f.port, &o);
+    uint8_t *v = pattern(RT_VALUE, 11);
+    kvmux_request set;
+    memset(&set, 0, sizeof set);
+    set.op = KVMUX_SET;
+    set.value = v;
+    set.value_len = RT_VALUE;
+    char key[32];
+    int submitted = 0;
+    for (int i = 0; i < RT_N; i++) {
+        snprintf(key, sizeof key, "rt:%d", i);
+        set.key = key;
+        set.key_len = strlen(key);
+        if (kvmux_call_async(c, &set, 3000, rt_cb, NULL) == 0) submitted++;
+    }
+    CHECK_EQ(submitted, RT_N);
+    int64_t end = test_now_ms() + 20000;
+    while (atomic_load(&g_rt_done) < submitted && test_now_ms() < end) test_sleep_ms(5);
+    CHECK_EQ(atomic_load(&g_rt_timedout), RT_N);
+    CHECK_EQ(kvmux_ping(c, 3000), 0); /* after every CANCEL on the wire */
+    kvmux_close(c);
+    v2fake_join(&f);
+    int sets = atomic_load(&g_rt_sets), cancels = atomic_load(&g_rt_cancels);
+    CHECK(sets >= 700);         /* enough started to go over the cap */
+    CHECK(cancels >= 1);
+    CHECK(cancels <= 600);      /* 500 + a refill of up to 0.2 s */
+    CHECK(sets - cancels >= 100); /* the rest stopped without one */
+    printf("rate: %d uploads timed out together, %d CANCELs sent (cap %u/s)\n", sets, cancels,
+           500u);
+    free(v);
+}
+
 /* "name:value" line of kvmux_stats. */
 static uint64_t stat_of(kvmux_client *c, const char *name) {
     kvmux_value *out = NULL;
@@ -237,6 +324,7 @@ static void test_real(void) {
 int main(void) {
     test_fake(0);
     test_fake(1);
+    test_fake_rate();
     test_real();
     return test_report();
 }
