@@ -55,7 +55,8 @@ endif()
 
 # Issue 3 follow-up: a blocking call timing out in the middle of its
 # fragmented upload stops it and sends CANCEL (fake server watching the
-# wire, a reply crossing the CANCEL, and the real kvmuxd).
+# wire, a reply crossing the CANCEL, the client's CANCEL rate cap, and the
+# real kvmuxd).
 if(TARGET kvmux AND TARGET kvmuxd)
   kvmux_add_test(client_v2_upload_timeout_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_v2_upload_timeout_test.c
