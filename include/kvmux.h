@@ -345,8 +345,9 @@ int kvmux_stats(kvmux_client *c, const char *prefix, kvmux_value **out, int time
  * a deadline, so the server drops work nobody waits for any more (a WAIT
  * past its caller's timeout is answered TIMEOUT); values larger than the
  * server's frame size travel fragmented, interleaved with other requests
- * (a small request never waits behind more than one 64 KiB fragment; in
- * event-loop mode a request value must still fit one frame); a
+ * (a small request never waits behind more than one 64 KiB fragment, in
+ * threaded and event-loop mode alike, up to the negotiated max value;
+ * on a v1 server a value over the frame size is KVMUX_ETOOBIG); a
  * server that is draining (GOAWAY) makes new calls fail fast with
  * KVMUX_ESHUTDOWN while the requests already sent get their answers. */
 
@@ -543,7 +544,10 @@ void kvmux_future_free(kvmux_future *f);
  * KVMUX_EINVAL on such a client. Requests submitted before the handshake
  * has finished wait in the backlog (limits are checked again once the
  * server's are known; a request over them then completes with
- * KVMUX_ETOOBIG).
+ * KVMUX_ETOOBIG). Values over the server's frame size are sent fragmented
+ * from the writable callback, as in threaded mode: small requests go
+ * between the fragments, and a cancel, timeout or connection loss during
+ * the upload stops it and completes its callback once.
  *
  * The glue: an adapter (include/kvmux/adapters/libuv.h, or your own) fills
  * kvmux_async_hooks and calls kvmux_async_attach; the library calls the

@@ -248,7 +248,7 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
      * if the request has to wait in the backlog, that copy is its backlog
      * copy (same layout: key then value). */
     kvmux__bigmsg *big = NULL;
-    if (c->mode == KVMUX__MODE_THREADED) {
+    {
         size_t fl = 0;
         if (kvmux__call_check(c, req, &fl) == 0 && fl > c->peer_max_frame &&
             kvmux__big_prepare(c, req, NULL, &big) != 0)
@@ -272,6 +272,10 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
     }
     int direct = !between && c->backlog_head == NULL && c->pending.nfree > 0 &&
                  !kvmux__queue_full(c, flen);
+    /* The early pass above ran without the lock: if a reconnect changed
+     * whether req travels fragmented, it waits in the backlog (keeping
+     * big's copy) and the pump prepares it under the current limits. */
+    if (direct && (big != NULL) != (flen > c->peer_max_frame)) direct = 0;
     if (!direct) {
         rc = KVMUX_EAGAIN;
         if (try_only) goto out;
@@ -411,7 +415,9 @@ void kvmux__async_expire(kvmux_client *c, int64_t now) {
             kvmux__slot *s = op->slot;
             s->aop = NULL;
             op->slot = NULL;
-            kvmux__pending_tombstone(&c->pending, s);
+            /* An upload still in progress stops, with a CANCEL. */
+            if (kvmux__big_sending(c, s->id)) kvmux__slot_abandon(c, s);
+            else kvmux__pending_tombstone(&c->pending, s);
         }
         op->result = KVMUX_ETIMEDOUT;
         op_complete(c, op); /* removes the timer */

@@ -21,8 +21,9 @@
  * Lifetime: a transfer is freed when its last fragment has been written,
  * or when it is aborted (the connection failed, or the request was
  * CANCELed). The writer holds at most one transfer outside the lock
- * (c->wr_big); aborting that one only marks it, and the writer frees it
- * when its write returns. A reply that arrives before the last fragment
+ * (c->wr_big; in loop mode, the transfer of the round still being
+ * written); aborting that one only marks it, and the round's end frees it
+ * once its fragment is fully written (a frame is never cut short). A reply that arrives before the last fragment
  * was written (the server refused the value early) does not stop the
  * transfer: the server still expects the rest of the message.
  *
@@ -30,12 +31,24 @@
  * queue_bytes_limit, apart from a single transfer, which is always
  * admitted alone (kvmux__queue_full), exactly like the outbound queue.
  *
- * What it is not: event-loop mode does not send fragmented requests (a
- * value over the frame size is KVMUX_ETOOBIG there); the reply side is in
- * reader.c.
+ * Send rounds (kvmux__round_begin / kvmux__round_end) are shared by both
+ * drivers: the writer thread (writer.c) writes a round with blocking
+ * sendmsg calls outside the lock; the event-loop driver (loop.c) writes
+ * it with non-blocking ones from its writable callback, keeping the
+ * round's iovecs across callbacks until every byte is out (a frame is
+ * never interleaved with another). So both modes put the same frames on
+ * the wire in the same order.
+ *
+ * A caller that stops waiting for a request whose value is still being
+ * sent (a blocking call's timeout, an async deadline, a cancel) stops the
+ * transfer and sends CANCEL through kvmux__slot_abandon (async.c), within
+ * the client's CANCEL rate; kvmux__big_sending tells whether that applies.
+ *
+ * What it is not: the reply side is in reader.c.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "client_internal.h"
 
@@ -193,4 +206,54 @@ void kvmux__big_free_all(kvmux_client *c) {
     c->big_tail = NULL;
     c->big_bytes = 0;
     c->big_n = 0;
+}
+
+int kvmux__big_sending(const kvmux_client *c, uint32_t id) {
+    for (const kvmux__bigmsg *m = c->big_head; m; m = m->next)
+        if (m->id == id) return !m->aborted && !kvmux_fragmenter_done(&m->frag);
+    return 0;
+}
+
+int kvmux__round_begin(kvmux_client *c, struct iovec iov[3], kvmux__bigmsg **mp) {
+    /* Take the whole queue; give the callers our empty spare. */
+    kvmux__outbuf batch = c->out;
+    c->out = c->wbuf;
+    c->out.len = 0;
+    c->out.frames = 0;
+    c->wbuf = batch;
+    c->wr_bytes = batch.len;
+    c->wr_frames = batch.frames;
+    /* Then one fragment of one large value (round robin): small frames
+     * never wait behind more than a fragment. */
+    kvmux_fragment fr;
+    kvmux__bigmsg *m = kvmux__big_pick(c, &fr);
+    /* Only non-empty entries: an empty one may carry no valid base. */
+    int niov = 0;
+    if (c->wbuf.len) {
+        iov[niov].iov_base = c->wbuf.data;
+        iov[niov++].iov_len = c->wbuf.len;
+    }
+    if (m) {
+        c->wr_big = m;
+        iov[niov].iov_base = m->hdr;
+        iov[niov++].iov_len = kvmux__big_encode_head(c, m, &fr);
+        if (fr.len) {
+            iov[niov].iov_base = m->buf + m->key_len + fr.offset;
+            iov[niov++].iov_len = fr.len;
+        }
+    }
+    *mp = m;
+    return niov;
+}
+
+void kvmux__round_end(kvmux_client *c, kvmux__bigmsg *m) {
+    c->wbuf.len = 0;
+    c->wbuf.frames = 0;
+    if (c->wbuf.cap > KVMUX_CLIENT_OUT_KEEP) {
+        free(c->wbuf.data);
+        memset(&c->wbuf, 0, sizeof c->wbuf);
+    }
+    c->wr_bytes = 0;
+    c->wr_frames = 0;
+    if (m) kvmux__big_written(c, m);
 }

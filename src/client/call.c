@@ -96,22 +96,25 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
     if (req->op == KVMUX_STATS ? (!req->key && req->key_len != 0)
                                : (!req->key || req->key_len == 0))
         return KVMUX_EINVAL;
-    if (req->key_len > c->max_key) return KVMUX_ETOOBIG;
+    /* Relaxed loads: without the lock this is only the early pass, which
+     * admission repeats under it (client_internal.h, the limits). */
+    uint32_t max_frame = atomic_load_explicit(&c->peer_max_frame, memory_order_relaxed);
+    uint8_t version = atomic_load_explicit(&c->version, memory_order_relaxed);
+    if (req->key_len > atomic_load_explicit(&c->max_key, memory_order_relaxed))
+        return KVMUX_ETOOBIG;
     size_t vlen = has_value ? req->value_len : 0;
     if (has_value && vlen > 0 && !req->value) return KVMUX_EINVAL;
-    if (vlen > c->max_value) return KVMUX_ETOOBIG;
+    if (vlen > atomic_load_explicit(&c->max_value, memory_order_relaxed)) return KVMUX_ETOOBIG;
     /* key_len <= 65535 and vlen <= u32 max: no overflow in size_t. On v2
      * every request carries its deadline (a u32 prefix). */
     size_t n = KVMUX_FRAME_HDR_LEN + call_extras_len(req->op) + req->key_len + vlen;
-    if (c->version >= KVMUX_PROTO_V2) n += KVMUX_PREFIX_LEN;
-    if (n > c->peer_max_frame) {
-        /* v2 sends it fragmented (bigsend.c) if the head of its first
-         * frame fits; the threaded writer does that, the event-loop
-         * driver does not. */
+    if (version >= KVMUX_PROTO_V2) n += KVMUX_PREFIX_LEN;
+    if (n > max_frame) {
+        /* v2 sends it fragmented (bigsend.c; both drivers) if the head
+         * of its first frame fits. */
         size_t head = KVMUX_FRAME_HDR_LEN + 2 * KVMUX_PREFIX_LEN + call_extras_len(req->op) +
                       req->key_len;
-        if (c->version < KVMUX_PROTO_V2 || c->mode != KVMUX__MODE_THREADED ||
-            head >= c->peer_max_frame || vlen > UINT32_MAX)
+        if (version < KVMUX_PROTO_V2 || head >= max_frame || vlen > UINT32_MAX)
             return KVMUX_ETOOBIG;
     }
     *flen = n;
@@ -120,7 +123,26 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
 
 /* 1 if a request of frame size flen travels fragmented. */
 static int call_is_big(const kvmux_client *c, size_t flen) {
-    return flen > c->peer_max_frame;
+    return flen > atomic_load_explicit(&c->peer_max_frame, memory_order_relaxed);
+}
+
+/* Admission's check (lock held): req against the current limits, which a
+ * reconnect may have changed since the early pass (its only writer holds
+ * this lock). *flen is updated; *big is made to match: freed if the value
+ * now fits one frame, prepared (copied under the lock: only right after a
+ * reconnect to a server with a smaller frame size) if it no longer does.
+ * Returns 0, KVMUX_EINVAL, KVMUX_ETOOBIG or KVMUX_ENOMEM. */
+static int call_recheck(kvmux_client *c, const kvmux_request *req, size_t *flen,
+                        kvmux__bigmsg **big) {
+    int rc = kvmux__call_check(c, req, flen);
+    if (rc != 0) return rc;
+    if (call_is_big(c, *flen) == (*big != NULL)) return 0;
+    if (*big) {
+        kvmux__big_free(*big);
+        *big = NULL;
+        return 0;
+    }
+    return kvmux__big_prepare(c, req, NULL, big);
 }
 
 int kvmux__call_prepare(kvmux_client *c, const kvmux_request *req, size_t flen,
@@ -294,6 +316,8 @@ admit:
             rc = KVMUX_ESHUTDOWN;
             goto leave;
         }
+        rc = call_recheck(c, req, &flen, &big);
+        if (rc != 0) goto leave;
         int no_slot = c->pending.nfree == 0;
         if (!no_slot && !kvmux__queue_full(c, flen)) break;
         if (try_only) {
@@ -334,7 +358,10 @@ admit:
     timed_out = 0;
     while (!s->done) {
         if (timed_out) {
-            kvmux__pending_tombstone(&c->pending, s);
+            /* Still uploading its value: stop it and CANCEL (within the
+             * cancel rate; else the upload ends and DEADLINE applies). */
+            if (kvmux__big_sending(c, s->id)) kvmux__slot_abandon(c, s);
+            else kvmux__pending_tombstone(&c->pending, s);
             s = NULL;
             rc = KVMUX_ETIMEDOUT;
             goto leave;

@@ -204,10 +204,10 @@ int kvmux__handshake_reply(kvmux_client *c, const kvmux_frame *f) {
                                    f->code, KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
     if (rc < 0)
         return kvmux__connect_fail(KVMUX_EPROTO, "bad HELLO_ACK: %s", kvmux_wire_error_name(-rc));
-    /* version, max_key, max_value and peer_max_frame are read without the
-     * lock by kvmux__call_check's early pass; on a reconnect they are
-     * written only when the new server's settings differ (known gap: a
-     * server restarted with different limits races that early check). */
+    /* version, max_key, max_value and peer_max_frame are atomics, read
+     * without the lock by kvmux__call_check's early pass and checked
+     * again under it at admission (client_internal.h); written only when
+     * the new server's settings differ. */
     if (c->version != c->session.version) c->version = c->session.version;
     c->info.protocol_version = c->session.version;
     c->info.max_frame_size = c->session.peer.max_frame_size;

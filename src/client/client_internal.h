@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include <stdatomic.h>
 
@@ -148,16 +149,28 @@ typedef struct kvmux_future kvmux__op;
 typedef struct kvmux__tls kvmux__tls;
 
 struct kvmux_client {
-    /* ---- immutable after kvmux_connect ---- */
+    /* ---- immutable after kvmux_connect (but see the limits) ---- */
     int fd;
     kvmux_options opts;            /* client_name, auth_token not kept (NULL) */
     char auth[KVMUX_MAX_AUTH_TOKEN]; /* copy of opts.auth_token, for every HELLO */
     size_t auth_len;               /* 0: no token */
+    /* The negotiated limits. Not immutable: kvmux__handshake_reply
+     * writes them (and info) under mu, at connect and again on every
+     * reconnect, when a restarted server may advertise different ones.
+     * info is read under mu only (kvmux_get_server_info). The four
+     * atomics are read under mu by admission, which is authoritative, and
+     * also WITHOUT it by the early argument pass of a call or submit
+     * (kvmux__call_check before the lock, to fail fast and to copy a
+     * fragmented value outside the lock). That pass loads them relaxed:
+     * it needs no ordering with anything, only a value the field really
+     * held (old or new), and admission checks again under mu against the
+     * current ones (call.c, async.c). A relaxed load is a plain load on
+     * the usual targets, so the uncontended fast path costs nothing. */
     kvmux_server_info info;        /* from HELLO_ACK */
-    uint32_t max_key;              /* negotiated request limits */
-    uint32_t max_value;
-    uint32_t peer_max_frame;       /* largest frame the server accepts */
-    uint8_t version;               /* negotiated protocol version */
+    _Atomic uint32_t max_key;      /* negotiated request limits */
+    _Atomic uint32_t max_value;
+    _Atomic uint32_t peer_max_frame; /* largest frame the server accepts */
+    _Atomic uint8_t version;       /* negotiated protocol version */
     kvmux__mode mode;
     pthread_t reader;
     pthread_t writer;
@@ -238,6 +251,9 @@ struct kvmux_client {
     void *status_ud;
     int status_due;                /* 1: report status_code after unlock */
     int status_code;
+    struct iovec lw_iov[3];        /* the send round being written: the */
+    int lw_niov;                   /* pieces left (0: none in progress), */
+    kvmux__bigmsg *lw_big;         /* and its fragment's transfer */
 
     /* ---- automatic reconnect (reconnect.c), threaded mode ---- */
     char *host;                    /* immutable: where to reconnect */
@@ -326,6 +342,23 @@ void kvmux__big_written(kvmux_client *c, kvmux__bigmsg *m);
 int kvmux__big_abort(kvmux_client *c, uint32_t id);
 /* Close-time: free every transfer (no writer running). */
 void kvmux__big_free_all(kvmux_client *c);
+/* 1 if request id has a transfer with value bytes still to send (not
+ * aborted): stopping to wait for it should stop the upload too. */
+int kvmux__big_sending(const kvmux_client *c, uint32_t id);
+
+/* ---- send rounds, shared by writer.c and loop.c (bigsend.c) ---- */
+
+/* Start one round (lock held; c->out non-empty or kvmux__big_ready): the
+ * whole outbound queue becomes the batch (c->wbuf; its bytes still count
+ * against the queue limits), plus at most one fragment of the next
+ * transfer (*mp, then c->wr_big; NULL if none). Fills iov with the
+ * round's non-empty pieces and returns their number. The caller writes
+ * them all, then calls kvmux__round_end. */
+int kvmux__round_begin(kvmux_client *c, struct iovec iov[3], kvmux__bigmsg **mp);
+/* The round is written, or abandoned because the connection failed (lock
+ * held): recycle the batch buffer, release the queue accounting and free
+ * the transfer m if it is done or was aborted meanwhile. */
+void kvmux__round_end(kvmux_client *c, kvmux__bigmsg *m);
 
 /* Thread bodies; arg is the kvmux_client. */
 void *kvmux__writer_main(void *arg);

@@ -26,7 +26,13 @@
  * Writes are coalesced the way the loop naturally batches: a submit only
  * appends to the outbound buffer and asks for writability (once, when not
  * already watching), so all requests submitted by one round of callbacks
- * go out in one send() from handle_write. handle_read reads up to
+ * go out in one sendmsg() from handle_write. What handle_write sends are
+ * the writer thread's send rounds (bigsend.c): the queued small frames
+ * plus one fragment of a request value larger than a frame, so uploads
+ * are fragmented and interleaved exactly as in threaded mode; a round the
+ * socket only partly takes is finished on the next writable event before
+ * anything else (frames are never cut), and at most LOOP_WRITE_ROUNDS
+ * rounds go per call. handle_read reads up to
  * LOOP_READ_ROUNDS buffers per call, so one busy connection cannot starve
  * the rest of the loop. Only one timer is ever asked of the loop: armed
  * for the earliest deadline (a request's, or the handshake's), re-armed
@@ -54,6 +60,10 @@
 
 /* recv() rounds per handle_read call (each up to the receive buffer). */
 #define LOOP_READ_ROUNDS 16
+/* Send rounds per handle_write call (each: the queued small frames and
+ * at most one KVMUX_CLIENT_FRAGMENT of a large value), so a large upload
+ * cannot keep the loop from its other events. */
+#define LOOP_WRITE_ROUNDS 16
 
 /* ---- hooks (lock held or not: single-threaded) ---- */
 
@@ -222,29 +232,53 @@ static int loop_connected(kvmux_client *c) {
     return 1;
 }
 
-/* Send what c->out holds until it is empty or the socket is full (lock
- * held). Returns 0, or -1 after failing the connection. */
+/* 1 if the loop driver has bytes to write now (lock held). */
+static int loop_has_output(kvmux_client *c) {
+    return c->lw_niov > 0 || c->out.len > 0 || kvmux__big_ready(c);
+}
+
+/* Write send rounds (kvmux__round_begin: the queued small frames, then
+ * one fragment of a large value) until nothing is left, the socket is
+ * full, or LOOP_WRITE_ROUNDS rounds are out (lock held). A round the
+ * socket takes only part of stays in c->lw_iov for the next writable
+ * event: frames are never cut by other bytes. Returns 0, or -1 after
+ * failing the connection. */
 static int loop_flush(kvmux_client *c) {
-    while (c->out.len > 0) {
-        ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            memmove(c->out.data, c->out.data + n, c->out.len - (size_t)n);
-            c->out.len -= (size_t)n;
-            continue;
+    for (int round = 0; round < LOOP_WRITE_ROUNDS && c->fatal == 0;) {
+        if (c->lw_niov == 0) {
+            if (c->out.len == 0 && !kvmux__big_ready(c)) return 0;
+            c->lw_niov = kvmux__round_begin(c, c->lw_iov, &c->lw_big);
         }
+        struct msghdr mh;
+        memset(&mh, 0, sizeof mh);
+        mh.msg_iov = c->lw_iov;
+        mh.msg_iovlen = (size_t)c->lw_niov;
+        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-        int err = errno;
-        char eb[64];
-        kvmux__client_fail(c, (err == EPIPE || err == ECONNRESET) ? KVMUX_ECLOSED : KVMUX_EIO,
-                           "send failed: %s", kvmux__errstr(err, eb, sizeof eb));
-        return -1;
-    }
-    /* Every frame is out; frames is only a count of what is queued. */
-    c->out.frames = 0;
-    if (c->out.cap > KVMUX_CLIENT_OUT_KEEP) {
-        free(c->out.data);
-        memset(&c->out, 0, sizeof c->out);
+        if (n < 0) {
+            int err = errno;
+            char eb[64];
+            kvmux__client_fail(c, (err == EPIPE || err == ECONNRESET) ? KVMUX_ECLOSED : KVMUX_EIO,
+                               "send failed: %s", kvmux__errstr(err, eb, sizeof eb));
+            return -1;
+        }
+        /* Drop what was written from the front of the round. */
+        size_t left = (size_t)n;
+        int i = 0;
+        while (i < c->lw_niov && left >= c->lw_iov[i].iov_len) left -= c->lw_iov[i++].iov_len;
+        if (i < c->lw_niov) {
+            c->lw_iov[i].iov_base = (uint8_t *)c->lw_iov[i].iov_base + left;
+            c->lw_iov[i].iov_len -= left;
+        }
+        memmove(c->lw_iov, c->lw_iov + i, (size_t)(c->lw_niov - i) * sizeof c->lw_iov[0]);
+        c->lw_niov -= i;
+        if (c->lw_niov > 0) continue; /* partial: try again, EAGAIN ends it */
+        kvmux__round_end(c, c->lw_big);
+        c->lw_big = NULL;
+        round++;
+        /* The room made may admit backlogged requests: next round. */
+        kvmux__async_pump(c);
     }
     return 0;
 }
@@ -314,13 +348,11 @@ void kvmux_async_handle_write(kvmux_client *c) {
     c->in_handler++;
     if (c->fatal == 0 && (c->lstate != KVMUX__L_CONNECTING || loop_connected(c))) {
         pthread_mutex_lock(&c->mu);
-        /* Flush; the room it makes may admit backlogged requests, which
-         * are flushed in the same call. */
-        for (int round = 0; round < 2 && c->fatal == 0; round++) {
-            if (loop_flush(c) != 0 || c->out.len > 0) break;
-            kvmux__async_pump(c);
-        }
-        if (c->fatal == 0 && c->out.len == 0) loop_watch(c, c->read_armed, 0);
+        /* Rounds admit backlogged requests as they make room; those go
+         * out in the same call. Writability stays watched while anything
+         * is left (a transfer blocked on its window is not: the
+         * WINDOW_UPDATE that unblocks it asks for writability again). */
+        if (loop_flush(c) == 0 && !loop_has_output(c)) loop_watch(c, c->read_armed, 0);
         pthread_mutex_unlock(&c->mu);
     }
     loop_leave(c);

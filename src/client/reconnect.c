@@ -21,7 +21,10 @@
  *      handshake in progress is cut short by kvmux_close's shutdown() of
  *      c->fd. The HELLO_ACK rebuilds the pending table with the new
  *      server's credits and limits (kvmux__handshake_reply, under the
- *      lock);
+ *      lock). A restarted server may advertise different limits: callers
+ *      read them as atomics in their early check and admission checks
+ *      again under the lock (client_internal.h, call.c), so a call that
+ *      raced the reconnect is planned for the server it is sent to;
  *   4. on success clears the fatal code, starts a new writer, admits the
  *      backlog and wakes every caller waiting for the connection; the
  *      reader then reads the new connection.

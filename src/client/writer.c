@@ -112,50 +112,19 @@ void *kvmux__writer_main(void *arg) {
         c->writer_idle = 0;
         if (c->fatal != 0) break;
 
-        /* Take the whole queue; give the callers our empty spare. */
-        kvmux__outbuf batch = c->out;
-        c->out = c->wbuf;
-        c->out.len = 0;
-        c->out.frames = 0;
-        c->wbuf = batch;
-        c->wr_bytes = batch.len;
-        c->wr_frames = batch.frames;
-        /* Then one fragment of one large value (round robin): small
-         * frames never wait behind more than a fragment. */
-        kvmux_fragment fr;
-        kvmux__bigmsg *m = kvmux__big_pick(c, &fr);
-        /* Only non-empty entries: an empty one may carry no valid base. */
+        /* The whole queue, then one fragment of one large value (round
+         * robin, bigsend.c): small frames never wait behind more than a
+         * fragment. */
         struct iovec iov[3];
-        int niov = 0;
-        if (c->wbuf.len) {
-            iov[niov].iov_base = c->wbuf.data;
-            iov[niov++].iov_len = c->wbuf.len;
-        }
-        if (m) {
-            c->wr_big = m;
-            iov[niov].iov_base = m->hdr;
-            iov[niov++].iov_len = kvmux__big_encode_head(c, m, &fr);
-            if (fr.len) {
-                iov[niov].iov_base = m->buf + m->key_len + fr.offset;
-                iov[niov++].iov_len = fr.len;
-            }
-        }
+        kvmux__bigmsg *m = NULL;
+        int niov = kvmux__round_begin(c, iov, &m);
         pthread_mutex_unlock(&c->mu);
 
         int rc = c->tls ? kvmux__tls_send_all(c, iov, niov) : writer_send_all(c->fd, iov, niov);
         int err = errno;
 
-        c->wbuf.len = 0;
-        c->wbuf.frames = 0;
-        if (c->wbuf.cap > KVMUX_CLIENT_OUT_KEEP) {
-            free(c->wbuf.data);
-            memset(&c->wbuf, 0, sizeof c->wbuf);
-        }
-
         pthread_mutex_lock(&c->mu);
-        c->wr_bytes = 0;
-        c->wr_frames = 0;
-        if (m) kvmux__big_written(c, m);
+        kvmux__round_end(c, m);
         if (rc != 0) {
             char eb[64];
             kvmux__client_fail(c, rc, "send failed: %s", kvmux__errstr(err, eb, sizeof eb));

@@ -7,3 +7,12 @@ if(TARGET kvmux AND TARGET kvmuxd)
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_reconnect_test.c
     LIBS kvmux LABELS integration concurrent fault TIMEOUT 120)
 endif()
+
+# Reconnect to a kvmuxd restarted with DIFFERENT limits (max value, key,
+# frame) while several threads keep calling: the new limits apply to every
+# call after the reconnect, without a data race (TSan: label concurrent).
+if(TARGET kvmux AND TARGET kvmuxd)
+  kvmux_add_test(client_reconnect_limits_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_reconnect_limits_test.c
+    LIBS kvmux LABELS integration concurrent fault TIMEOUT 120)
+endif()

@@ -37,3 +37,29 @@ if(TARGET kvmux AND TARGET kvmuxd)
             ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
     LIBS kvmux LABELS integration fault concurrent TIMEOUT 120)
 endif()
+
+# Issue 3 follow-up: event-loop mode (libuv adapter) sends values over the
+# frame size fragmented: 8 and 64 MiB round trips, small GETs answered
+# during a 64 MiB upload, cancel / timeout / kill -9 in the middle of one,
+# KVMUX_ETOOBIG on a v1 server.
+if(TARGET kvmux AND TARGET kvmuxd)
+  find_path(KVMUX_LIBUV_INCLUDE uv.h)
+  find_library(KVMUX_LIBUV_LIB uv)
+  if(KVMUX_LIBUV_INCLUDE AND KVMUX_LIBUV_LIB)
+    kvmux_add_test(client_loop_bigsend_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_loop_bigsend_test.c
+      LIBS kvmux ${KVMUX_LIBUV_LIB} LABELS integration concurrent fault TIMEOUT 240)
+    target_include_directories(client_loop_bigsend_test PRIVATE ${KVMUX_LIBUV_INCLUDE})
+  endif()
+endif()
+
+# Issue 3 follow-up: a blocking call timing out in the middle of its
+# fragmented upload stops it and sends CANCEL (fake server watching the
+# wire, a reply crossing the CANCEL, the client's CANCEL rate cap, and the
+# real kvmuxd).
+if(TARGET kvmux AND TARGET kvmuxd)
+  kvmux_add_test(client_v2_upload_timeout_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_v2_upload_timeout_test.c
+            ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
+    LIBS kvmux LABELS integration concurrent fault TIMEOUT 120)
+endif()
