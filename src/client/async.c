@@ -181,7 +181,8 @@ static void async_admit(kvmux_client *c, kvmux__op *op, const kvmux_request *req
     }
     s->op = (uint8_t)req->op;
     s->want_value = 0;
-    s->aop = op;
+    s->owner = KVMUX__OWNER_OP;
+    s->u.aop = op;
     op->slot = s;
     op->state = KVMUX__OP_INFLIGHT;
     if (c->disp_batching && pthread_equal(pthread_self(), c->disp)) {
@@ -347,21 +348,42 @@ int kvmux_try_call_future(kvmux_client *c, const kvmux_request *req, int timeout
     return async_submit(c, req, timeout_ms, KVMUX__OP_FUTURE, NULL, NULL, out, 1, NULL);
 }
 
-void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s) {
-    kvmux__op *op = s->aop;
-    if (!op) {
-        /* A synchronous caller: it collects the result itself. */
-        s->done = 1;
-        pthread_cond_signal(&s->cond);
-        return;
+void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s, int result, kvmux_reply *r,
+                        kvmux_value *v) {
+    kvmux_reply none;
+    if (!r) {
+        memset(&none, 0, sizeof none);
+        r = &none;
     }
-    op->result = s->result;
-    op->reply = s->reply;
-    memset(&s->reply, 0, sizeof s->reply);
-    s->aop = NULL;
-    op->slot = NULL;
-    kvmux__pending_release(&c->pending, s);
-    op_complete(c, op);
+    int owner = s->owner;
+    kvmux__callwait *w = owner == KVMUX__OWNER_CALL ? s->u.w : NULL;
+    kvmux__op *op = owner == KVMUX__OWNER_OP ? s->u.aop : NULL;
+    kvmux__pending_release(&c->pending, s); /* the credit returns now */
+    if (w) {
+        /* A blocking caller: the result goes to its stack record; it is
+         * woken after the lock is released (kvmux__call_wake_all) and
+         * reads it without the lock. Done with the client from here on,
+         * unless it must resend on the next connection. */
+        w->result = result;
+        w->reply = *r;
+        w->value = v;
+        w->finished = 1;
+        w->wnext = c->wake_head;
+        c->wake_head = w;
+        if (result != KVMUX__ERETRY) {
+            c->active--;
+            if (c->closing && c->active == 0) pthread_cond_broadcast(&c->idle_cond);
+        }
+    } else if (op) {
+        op->result = result;
+        op->reply = *r; /* a want_value v never comes with an op */
+        op->slot = NULL;
+        free(v);
+        op_complete(c, op);
+    } else {
+        free(r->value); /* no owner (cannot happen for a WAITING slot) */
+        free(v);
+    }
     kvmux__slot_freed(c);
 }
 
@@ -409,7 +431,7 @@ void kvmux__async_expire(kvmux_client *c, int64_t now) {
         } else if (op->state == KVMUX__OP_INFLIGHT) {
             /* The id and credit stay reserved until the late reply. */
             kvmux__slot *s = op->slot;
-            s->aop = NULL;
+            kvmux__slot_disown(s);
             op->slot = NULL;
             kvmux__pending_tombstone(&c->pending, s);
         }
@@ -475,7 +497,6 @@ void kvmux__future_cancel(kvmux_client *c, kvmux__op *f) {
         backlog_unlink(c, f);
     } else if (f->state == KVMUX__OP_INFLIGHT) {
         kvmux__slot *s = f->slot;
-        s->aop = NULL;
         f->slot = NULL;
         kvmux__slot_abandon(c, s);
     }
@@ -495,8 +516,7 @@ static int cancel_send(kvmux_client *c, uint32_t id) {
 }
 
 void kvmux__slot_abandon(kvmux_client *c, kvmux__slot *s) {
-    s->aop = NULL;
-    s->asm_dst = NULL; /* the rest of a fragmented reply is only counted */
+    kvmux__slot_disown(s); /* the rest of a fragmented reply is only counted */
     if (c->version >= KVMUX_PROTO_V2 && c->fatal == 0 &&
         kvmux__out_reserve(c, KVMUX_CANCEL_LEN) == 0 &&
         kvmux_rate_allow(&c->cancel_rate, (uint64_t)kvmux__now_ms())) {
@@ -555,7 +575,8 @@ int kvmux_cancel(kvmux_client *c, kvmux_handle h) {
         if (o->handle == h) op = o;
     for (uint32_t i = 0; i < c->pending.nslots && !op; i++) {
         kvmux__slot *s = &c->pending.slots[i];
-        if (s->state == KVMUX__SLOT_WAITING && s->aop && s->aop->handle == h) op = s->aop;
+        kvmux__op *o = s->state == KVMUX__SLOT_WAITING ? kvmux__slot_op(s) : NULL;
+        if (o && o->handle == h) op = o;
     }
     int rc = KVMUX_ENOTFOUND;
     if (op && op->kind == KVMUX__OP_CALLBACK) {

@@ -112,6 +112,30 @@ typedef struct kvmux__waiter {
     int fired;
 } kvmux__waiter;
 
+/* A blocking call's wait record (call.c): lives on the caller's stack
+ * from admission to return. The completer (the reader, or a connection
+ * failure) writes the result here under the client mutex, frees the slot
+ * at once and sets finished; the wake itself -- word := DONE, then a
+ * futex wake if the caller sleeps -- comes after the reader has released
+ * the mutex (c->wake_head), so a woken caller never queues on the mutex
+ * the reader still holds. After word is DONE the caller reads its result
+ * without any lock and never touches the client again.
+ * Word values: KVMUX__CW_PENDING, KVMUX__CW_SLEEPING (the caller is, or
+ * is about to be, in futex wait), KVMUX__CW_DONE. */
+typedef struct kvmux__callwait {
+    atomic_uint word;              /* the futex word */
+    int finished;                  /* guarded by mu: result final, queued
+                                      for its wake */
+    int result;                    /* 0 or KVMUX_E* (or KVMUX__ERETRY) */
+    kvmux_reply reply;             /* value is a heap copy for the caller */
+    kvmux_value *value;            /* want_value: the single-allocation value */
+    struct kvmux__callwait *wnext; /* c->wake_head list */
+} kvmux__callwait;
+
+#define KVMUX__CW_PENDING 0u
+#define KVMUX__CW_DONE 1u
+#define KVMUX__CW_SLEEPING 2u
+
 /* An async request; the public kvmux_future is one of these. Ops are
  * recycled through the client's free list, so a request in steady state
  * allocates nothing but a reply value. Everything but done is guarded by
@@ -186,7 +210,11 @@ struct kvmux_client {
     pthread_cond_t queue_cond;     /* callers waiting for queue room */
     uint32_t queue_waiters;
     pthread_cond_t idle_cond;      /* kvmux_close waits for active == 0 */
-    uint32_t active;               /* callers inside the library */
+    uint32_t active;               /* callers inside the library (a
+                                      blocking caller leaves when its
+                                      slot completes) */
+    kvmux__callwait *wake_head;    /* completed blocking calls not yet
+                                      woken (kvmux__call_wake_all) */
     uint64_t dropped_replies;      /* late (tombstoned) or unknown ids */
     int draining;                  /* v2: GOAWAY received; no new requests */
     kvmux__bigmsg *big_head;       /* v2: fragmented requests being sent */
@@ -368,10 +396,20 @@ int kvmux__queue_full(const kvmux_client *c, size_t flen);
 
 /* ---- async requests (async.c); lock held unless said otherwise ---- */
 
-/* Slot s (WAITING) has its result (s->result, s->reply): wake its
- * synchronous caller, or, for an async op, move the result into the op,
- * free the slot and complete the op. */
-void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s);
+/* Slot s (WAITING) has its result: result, *r (version, number, value)
+ * and, for a want_value call, v -- the value buffers move to the owner
+ * (freed if it cannot take them). The slot is freed at once; a blocking
+ * caller is queued on c->wake_head (woken by kvmux__call_wake_all) and
+ * leaves the active count unless result is KVMUX__ERETRY; an async op is
+ * completed (op_complete). r may be NULL (nothing but a result). */
+void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s, int result, kvmux_reply *r,
+                        kvmux_value *v);
+
+/* Wake every blocking caller on the list w (taken off c->wake_head under
+ * the lock): each word becomes DONE, then a futex wake if its caller
+ * sleeps. Lock held or not; the records must not be touched after their
+ * word is DONE, so the list is read ahead. */
+void kvmux__call_wake_all(kvmux__callwait *w);
 
 /* A slot became FREE: admit backlogged ops, then wake a synchronous caller
  * waiting for a slot if one is still free. */
