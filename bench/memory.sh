@@ -7,7 +7,11 @@
 # Redis' used_memory (and RSS) per key, minus the key and value bytes.
 # Client: runs kvmux-bench --mode async at depth 1 and at depth D (async
 # SETs against the kvmuxd) and prints the peak-RSS growth per extra
-# in-flight request. Servers are stopped by PID on exit.
+# in-flight request. Then bench/memory/client_mem.c (built with cc against
+# the libkvmux*.a next to kvmuxd) prints the precise figure: library heap
+# bytes (mallinfo2) per credit, per in-flight async request and per
+# blocking call, with D requests parked at the server (WAIT). Servers are
+# stopped by PID on exit.
 #
 # Usage: bench/memory.sh [-k KVMUXD] [-b KVMUX_BENCH] [-K KEYS] [-V BYTES] [-D DEPTH]
 #   defaults: ./build/kvmuxd, kvmux-bench next to it, 1000000 keys,
@@ -113,6 +117,18 @@ peak() { # depth
 c1=$(peak 1)
 cd=$(peak "$DEPTH")
 
+# --- client heap per in-flight request, precisely (mallinfo2).
+BDIR=$(dirname "$KVMUXD")
+CLIENT_MEM=""
+if [ -f "$BDIR/libkvmux.a" ] && command -v cc >/dev/null; then
+    LIBS=("$BDIR/libkvmux.a" "$BDIR/libkvmux_proto.a")
+    [ -f "$BDIR/libkvmux_common.a" ] && LIBS+=("$BDIR/libkvmux_common.a")
+    if cc -O2 -I"$ROOT/include" -o "$WORK/client_mem" "$ROOT/bench/memory/client_mem.c" \
+        "${LIBS[@]}" -lpthread; then
+        CLIENT_MEM=$("$WORK/client_mem" -p "$KPORT" -D "$DEPTH")
+    fi
+fi
+
 python3 - "$KEYS" "$VBYTES" "$k0" "$k1" "$r0" "$r1" "$rr0" "$rr1" "$nkeys" "$c1" "$cd" "$DEPTH" <<'EOF'
 import sys
 keys, vb, k0, k1, r0, r1, rr0, rr1, nk, c1, cd, depth = map(int, sys.argv[1:])
@@ -125,3 +141,8 @@ print(f"client peak RSS: depth 1 {c1} KiB, depth {depth} {cd} KiB -> "
       f"{(cd-c1)*1024/(depth-1) if depth > 1 else 0:.0f} B per extra in-flight request (target <= 64;"
       f" includes kvmux-bench's own 24-byte slot and the outbound frame bytes)")
 EOF
+if [ -n "$CLIENT_MEM" ]; then
+    echo "$CLIENT_MEM"
+else
+    echo "client heap figure skipped: no libkvmux.a next to $KVMUXD (or no cc)"
+fi
