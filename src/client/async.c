@@ -94,12 +94,15 @@ static kvmux__op *async_op_alloc(kvmux_client *c) {
 static void async_op_destroy(kvmux__op *op) {
     free(op->reply.value);
     free(op->buf);
+    free(op->q);
     free(op);
 }
 
 void kvmux__op_recycle(kvmux_client *c, kvmux__op *op) {
     free(op->reply.value);
     op->reply.value = NULL;
+    free(op->q);
+    op->q = NULL;
     if (op->bufcap > ASYNC_BUF_KEEP) {
         free(op->buf);
         op->buf = NULL;
@@ -122,9 +125,9 @@ void kvmux__op_recycle(kvmux_client *c, kvmux__op *op) {
 /* Append op to the backlog (flen: its encoded size). */
 static void backlog_append(kvmux_client *c, kvmux__op *op, size_t flen) {
     op->state = KVMUX__OP_QUEUED;
-    op->flen = flen;
+    op->q->flen = flen;
     op->next = NULL;
-    op->prev = c->backlog_tail;
+    op->q->prev = c->backlog_tail;
     if (c->backlog_tail) c->backlog_tail->next = op;
     else c->backlog_head = op;
     c->backlog_tail = op;
@@ -134,13 +137,14 @@ static void backlog_append(kvmux_client *c, kvmux__op *op, size_t flen) {
 
 /* Take op (QUEUED) out of the backlog. */
 static void backlog_unlink(kvmux_client *c, kvmux__op *op) {
-    if (op->prev) op->prev->next = op->next;
+    kvmux__op *prev = op->q->prev;
+    if (prev) prev->next = op->next;
     else c->backlog_head = op->next;
-    if (op->next) op->next->prev = op->prev;
-    else c->backlog_tail = op->prev;
-    op->next = op->prev = NULL;
+    if (op->next) op->next->q->prev = prev;
+    else c->backlog_tail = prev;
+    op->next = op->q->prev = NULL;
     c->backlog_n--;
-    c->backlog_bytes -= op->flen;
+    c->backlog_bytes -= op->q->flen;
 }
 
 /* Route a finished op (result and reply set; on no list, holds no slot). */
@@ -196,8 +200,8 @@ static void async_admit(kvmux_client *c, kvmux__op *op, const kvmux_request *req
     kvmux__writer_kick(c);
 }
 
-/* Copy req's key and value into op's buffer and point op->req at the
- * copies. Returns 0 or KVMUX_ENOMEM. */
+/* Copy req's key and value into op's buffer and point op->q->req (q
+ * allocated) at the copies. Returns 0 or KVMUX_ENOMEM. */
 static int async_copy_req(kvmux__op *op, const kvmux_request *req) {
     size_t klen = req->op == KVMUX_PING ? 0 : req->key_len;
     size_t vlen = (req->op == KVMUX_SET || req->op == KVMUX_CAS) ? req->value_len : 0;
@@ -208,13 +212,14 @@ static int async_copy_req(kvmux__op *op, const kvmux_request *req) {
         op->buf = p;
         op->bufcap = need;
     }
-    op->req = *req;
+    kvmux_request *qr = &op->q->req;
+    *qr = *req;
     if (klen) memcpy(op->buf, req->key, klen);
     if (vlen) memcpy(op->buf + klen, req->value, vlen);
-    op->req.key = klen ? op->buf : NULL;
-    op->req.value = vlen ? op->buf + klen : NULL;
-    if (!klen) op->req.key_len = 0;
-    if (!vlen) op->req.value_len = 0;
+    qr->key = klen ? op->buf : NULL;
+    qr->value = vlen ? op->buf + klen : NULL;
+    if (!klen) qr->key_len = 0;
+    if (!vlen) qr->value_len = 0;
     return 0;
 }
 
@@ -226,9 +231,9 @@ static void async_adopt_copy(kvmux__op *op, const kvmux_request *req, kvmux__big
     op->bufcap = (size_t)big->key_len + big->value_len;
     big->buf = NULL;
     kvmux__big_free(big);
-    op->req = *req;
-    op->req.key = op->buf;
-    op->req.value = op->buf + req->key_len;
+    op->q->req = *req;
+    op->q->req.key = op->buf;
+    op->q->req.value = op->buf + req->key_len;
 }
 
 /* The one submit path; see the file comment. Exactly one of cb / fut is
@@ -289,6 +294,10 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
     if (direct && !big && kvmux__out_reserve(c, flen) != 0) goto out;
     kvmux__op *op = async_op_alloc(c);
     if (!op) goto out;
+    if (!direct && !(op->q = calloc(1, sizeof *op->q))) {
+        kvmux__op_recycle(c, op);
+        goto out;
+    }
     if (!direct && big) {
         async_adopt_copy(op, req, big);
         big = NULL;
@@ -398,18 +407,22 @@ void kvmux__async_pump(kvmux_client *c) {
         size_t flen = 0;
         /* Checked again: in event-loop mode the request may have been
          * queued before the server's limits were known. */
-        int rc = kvmux__call_check(c, &op->req, &flen);
+        kvmux__qreq *q = op->q;
+        int rc = kvmux__call_check(c, &q->req, &flen);
         if (rc == 0 && kvmux__queue_full(c, flen)) break;
         kvmux__bigmsg *big = NULL;
         /* A fragmented value takes over op's copy: copied once only. */
-        if (rc == 0) rc = kvmux__call_prepare(c, &op->req, flen, op, &big);
+        if (rc == 0) rc = kvmux__call_prepare(c, &q->req, flen, op, &big);
         backlog_unlink(c, op);
+        op->q = NULL; /* in flight (or failed): the request is encoded */
         if (rc != 0) {
+            free(q);
             op->result = rc;
             op_complete(c, op);
             continue;
         }
-        async_admit(c, op, &op->req, big);
+        async_admit(c, op, &q->req, big);
+        free(q);
     }
 }
 

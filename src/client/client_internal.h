@@ -136,34 +136,49 @@ typedef struct kvmux__callwait {
 #define KVMUX__CW_DONE 1u
 #define KVMUX__CW_SLEEPING 2u
 
+/* What only a QUEUED op needs (async.c): allocated when it enters the
+ * backlog, freed when it is admitted or recycled, so an op in flight does
+ * not carry it. */
+typedef struct kvmux__qreq {
+    struct kvmux_future *prev;     /* backlog (doubly linked; next is op's) */
+    kvmux_request req;             /* key/value point into the op's buf */
+    size_t flen;                   /* encoded size (0: check again) */
+} kvmux__qreq;
+
 /* An async request; the public kvmux_future is one of these. Ops are
  * recycled through the client's free list, so a request in steady state
  * allocates nothing but a reply value. Everything but done is guarded by
  * c's mutex while the op is attached (not detached); once done is set the
  * result fields belong to whoever completes it (the callback runner, or
- * the future's owner). */
+ * the future's owner). Laid out without padding (160-byte malloc chunk on
+ * 64-bit): the callback-only and future-only fields share storage. */
 struct kvmux_future {
     kvmux_client *c;               /* owner; meaningless once detached */
     struct kvmux_future *next;     /* backlog / completion / free list */
-    struct kvmux_future *prev;     /* backlog only (doubly linked) */
-    struct kvmux_future *lnext;    /* futures: c's live list, until freed */
-    struct kvmux_future *lprev;
-    kvmux__timer timer;            /* the request's deadline */
     kvmux__slot *slot;             /* INFLIGHT: the slot it holds */
-    kvmux__op_state state;
-    kvmux__op_kind kind;
-    uint64_t handle;               /* kvmux_handle (never 0, never reused) */
-    uint8_t detached;              /* future outlived its client */
-    kvmux_reply_cb cb;             /* CALLBACK */
-    void *user_data;
-    int result;                    /* DONE: 0 or KVMUX_E* */
-    kvmux_reply reply;             /* DONE: value is a heap copy */
-    atomic_int done;               /* FUTURE: release-stored 1 when DONE */
-    kvmux__waiter *waiter;         /* FUTURE: the thread waiting, if any */
-    kvmux_request req;             /* QUEUED: key/value point into buf */
-    size_t flen;                   /* QUEUED: encoded size (0: check again) */
-    uint8_t *buf;                  /* QUEUED: copy of key and value */
+    kvmux__qreq *q;                /* QUEUED: the request (else NULL) */
+    uint8_t *buf;                  /* QUEUED: copy of key and value (kept
+                                      for reuse, up to ASYNC_BUF_KEEP) */
     size_t bufcap;
+    uint64_t handle;               /* kvmux_handle (never 0, never reused) */
+    union {
+        struct {                   /* CALLBACK */
+            kvmux_reply_cb cb;
+            void *user_data;
+        };
+        struct {                   /* FUTURE */
+            struct kvmux_future *lnext; /* c's live list, until freed */
+            struct kvmux_future *lprev;
+            struct kvmux__waiter *waiter; /* the thread waiting, if any */
+        };
+    };
+    kvmux__timer timer;            /* the request's deadline */
+    kvmux_reply reply;             /* DONE: value is a heap copy */
+    int result;                    /* DONE: 0 or KVMUX_E* */
+    atomic_int done;               /* FUTURE: release-stored 1 when DONE */
+    uint8_t state;                 /* kvmux__op_state */
+    uint8_t kind;                  /* kvmux__op_kind */
+    uint8_t detached;              /* future outlived its client */
 };
 typedef struct kvmux_future kvmux__op;
 
