@@ -263,10 +263,45 @@ static int call_futex_wait(atomic_uint *word, unsigned val, const struct timespe
     return r == 0 ? 0 : errno;
 }
 
+/* Set w's word DONE and wake its caller if it sleeps. */
+static void call_wake_one(kvmux__callwait *w) {
+    unsigned old = atomic_exchange_explicit(&w->word, KVMUX__CW_DONE, memory_order_release);
+    if (old == KVMUX__CW_SLEEPING)
+        syscall(SYS_futex, (unsigned *)&w->word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL,
+                NULL, 0);
+}
+
+kvmux__callwait *kvmux__call_chain_prepare(kvmux_client *c, kvmux__callwait *w) {
+    if (w && w->wnext) {
+        kvmux__callwait *tail = w;
+        while (tail->wnext) tail = tail->wnext;
+        tail->chain_tail = 1;
+        c->active++; /* the tail touches c once more (call_chain_end) */
+        c->chains++;
+    }
+    return w;
+}
+
+void kvmux__call_wake_first(kvmux__callwait *w) {
+    if (w) call_wake_one(w);
+}
+
+/* The tail of a wake chain (call.c's caller, lock not held): the chain's
+ * callers queued requests without kicking the writer; kick it once for
+ * all of them, and leave the library. */
+static void call_chain_end(kvmux_client *c) {
+    pthread_mutex_lock(&c->mu);
+    c->chains--;
+    if (c->out.len > 0 || kvmux__big_ready(c)) kvmux__writer_kick(c);
+    call_leave(c);
+    pthread_mutex_unlock(&c->mu);
+}
+
 void kvmux__call_wake_all(kvmux__callwait *w) {
     while (w) {
         /* The record may be gone the moment its word is DONE. */
         kvmux__callwait *next = w->wnext;
+        w->wnext = NULL; /* no chain: its caller must not wake it again */
         unsigned old = atomic_exchange_explicit(&w->word, KVMUX__CW_DONE, memory_order_release);
         if (old == KVMUX__CW_SLEEPING)
             syscall(SYS_futex, (unsigned *)&w->word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL,
@@ -398,9 +433,11 @@ admit:
     memset(&w.reply, 0, sizeof w.reply);
     w.value = NULL;
     w.wnext = NULL;
+    w.chain_tail = 0;
     s->owner = KVMUX__OWNER_CALL;
     s->u.w = &w;
-    kvmux__writer_kick(c);
+    /* While a wake chain runs, its tail kicks the writer for everyone. */
+    if (c->chains == 0) kvmux__writer_kick(c);
     pthread_mutex_unlock(&c->mu);
 
     /* Wait for the reply on our own record, without the client mutex. */
@@ -420,6 +457,10 @@ admit:
         while (!call_sleep(&w, NULL)) {
         }
     }
+    /* Pass the wake on (kvmux__call_wake_chain): the next record is
+     * alive, its caller waits for DONE whatever its deadline. */
+    if (w.wnext) call_wake_one(w.wnext);
+    if (w.chain_tail) call_chain_end(c);
     s = NULL;
     rc = w.result;
     if (rc == KVMUX__ERETRY) {

@@ -129,7 +129,11 @@ typedef struct kvmux__callwait {
     int result;                    /* 0 or KVMUX_E* (or KVMUX__ERETRY) */
     kvmux_reply reply;             /* value is a heap copy for the caller */
     kvmux_value *value;            /* want_value: the single-allocation value */
-    struct kvmux__callwait *wnext; /* c->wake_head list */
+    struct kvmux__callwait *wnext; /* c->wake_head list; then the next
+                                      caller of the chain to wake */
+    int chain_tail;                /* last of a wake chain: flushes the
+                                      chain's requests (still counted in
+                                      active for that) */
 } kvmux__callwait;
 
 #define KVMUX__CW_PENDING 0u
@@ -230,6 +234,9 @@ struct kvmux_client {
                                       slot completes) */
     kvmux__callwait *wake_head;    /* completed blocking calls not yet
                                       woken (kvmux__call_wake_all) */
+    uint32_t chains;               /* wake chains running: callers they
+                                      woke leave the writer kick to the
+                                      chain's tail (call.c) */
     uint64_t dropped_replies;      /* late (tombstoned) or unknown ids */
     int draining;                  /* v2: GOAWAY received; no new requests */
     kvmux__bigmsg *big_head;       /* v2: fragmented requests being sent */
@@ -425,6 +432,17 @@ void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s, int result, kvmux_reply
  * sleeps. Lock held or not; the records must not be touched after their
  * word is DONE, so the list is read ahead. */
 void kvmux__call_wake_all(kvmux__callwait *w);
+/* The reader's alternative (lock held; the wakes happen when it is
+ * released): wake only the first caller of the list; each woken caller
+ * wakes the next one (call.c), so the reader goes back to the socket at
+ * once and the wakes run on the callers' threads. With two or more, the
+ * last is the chain's tail: it stays counted in active and, once woken,
+ * kicks the writer for every request the chain's callers queued
+ * meanwhile (c->chains > 0: they did not kick), so a round of replies
+ * comes back as one batch of requests. Returns the record to wake with
+ * kvmux__call_wake_first after unlocking. */
+kvmux__callwait *kvmux__call_chain_prepare(kvmux_client *c, kvmux__callwait *w);
+void kvmux__call_wake_first(kvmux__callwait *w);
 
 /* A slot became FREE: admit backlogged ops, then wake a synchronous caller
  * waiting for a slot if one is still free. */

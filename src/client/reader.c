@@ -521,10 +521,10 @@ static void reader_run(kvmux_client *c) {
             int fatal = c->fatal;
             /* The blocking callers this batch completed are woken only
              * now, so none of them wakes into a mutex we still hold. */
-            kvmux__callwait *wake = c->wake_head;
+            kvmux__callwait *wake = kvmux__call_chain_prepare(c, c->wake_head);
             c->wake_head = NULL;
             pthread_mutex_unlock(&c->mu);
-            kvmux__call_wake_all(wake);
+            kvmux__call_wake_first(wake);
             if (fatal) break;
             kvmux__reader_consume(c, used);
         }
