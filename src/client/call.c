@@ -26,7 +26,13 @@
  * record's futex word to DONE and calls FUTEX_WAKE only if the caller
  * sleeps (word SLEEPING). The caller reads its result from its own record
  * without re-taking the client mutex: one futex wait and one wake per
- * call, no convoy of woken callers on the mutex the reader holds. A
+ * call, no convoy of woken callers on the mutex the reader holds. The
+ * reader wakes only the first record of a batch; each woken caller wakes
+ * the next one (kvmux__call_chain_prepare), so the wakes run on the
+ * callers' threads while the reader returns to the socket. While a chain
+ * runs (c->chains), its callers queue their next requests without waking
+ * the writer; the chain's tail, which the reader kept counted in active
+ * for it, kicks the writer once for all of them (call_chain_end). A
  * caller whose deadline passes takes the mutex and looks at finished:
  * if the completer got there first, the result stands (it waits the few
  * instructions until DONE, since the waker still reads the record);

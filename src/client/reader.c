@@ -9,9 +9,8 @@
  * checked against the session (kvmux_session_check_recv) under one
  * acquisition of the client mutex per batch. For each RESPONSE/PONG the
  * slot is found by id in O(1): a WAITING slot with the right generation gets
- * its reply copied (a value becomes a heap buffer the caller will own) and
- * its own condition variable signalled, so exactly one thread wakes per
- * reply; a TOMBSTONE is freed (its caller timed out) and one caller waiting
+ * its reply copied to its owner (a value becomes a heap buffer the caller
+ * will own) and is freed, and exactly one thread wakes per reply; a TOMBSTONE is freed (its caller timed out) and one caller waiting
  * for a slot is woken; anything else (unknown id, stale generation,
  * duplicate) is dropped and counted, not fatal (GUIDE trap 3).
  *
