@@ -83,7 +83,6 @@ static kvmux__op *async_op_alloc(kvmux_client *c) {
     memset(op, 0, sizeof *op);
     op->buf = buf;
     op->bufcap = bufcap;
-    op->c = c;
     op->timer.idx = KVMUX__TIMER_NONE;
     atomic_init(&op->done, 0);
     c->ops_out++;
@@ -307,10 +306,14 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
     }
     rc = 0;
     op->kind = kind;
-    op->handle = ++c->next_handle;
-    if (handle) *handle = op->handle;
-    op->cb = cb;
-    op->user_data = user_data;
+    if (kind == KVMUX__OP_CALLBACK) {
+        op->handle = ++c->next_handle;
+        if (handle) *handle = op->handle;
+        op->cb = cb;
+        op->user_data = user_data;
+    } else {
+        op->c = c; /* a future outlives its submit: it must know its client */
+    }
     op->timer.deadline = kvmux__now_ms() + tmo;
     kvmux__theap_push(&c->timers, &op->timer); /* room reserved: cannot fail */
     kvmux__timers_changed(c, op->timer.deadline);
@@ -585,11 +588,11 @@ int kvmux_cancel(kvmux_client *c, kvmux_handle h) {
     pthread_mutex_lock(&c->mu);
     kvmux__op *op = NULL;
     for (kvmux__op *o = c->backlog_head; o && !op; o = o->next)
-        if (o->handle == h) op = o;
+        if (o->kind == KVMUX__OP_CALLBACK && o->handle == h) op = o;
     for (uint32_t i = 0; i < c->pending.nslots && !op; i++) {
         kvmux__slot *s = &c->pending.slots[i];
         kvmux__op *o = s->state == KVMUX__SLOT_WAITING ? kvmux__slot_op(s) : NULL;
-        if (o && o->handle == h) op = o;
+        if (o && o->kind == KVMUX__OP_CALLBACK && o->handle == h) op = o;
     }
     int rc = KVMUX_ENOTFOUND;
     if (op && op->kind == KVMUX__OP_CALLBACK) {

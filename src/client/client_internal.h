@@ -154,23 +154,24 @@ typedef struct kvmux__qreq {
  * allocates nothing but a reply value. Everything but done is guarded by
  * c's mutex while the op is attached (not detached); once done is set the
  * result fields belong to whoever completes it (the callback runner, or
- * the future's owner). Laid out without padding (160-byte malloc chunk on
- * 64-bit): the callback-only and future-only fields share storage. */
+ * the future's owner). 136 bytes on 64-bit (a 144-byte malloc chunk): the
+ * callback-only and future-only fields share storage, so c and handle
+ * are only meaningful for the kind that has them. */
 struct kvmux_future {
-    kvmux_client *c;               /* owner; meaningless once detached */
     struct kvmux_future *next;     /* backlog / completion / free list */
     kvmux__slot *slot;             /* INFLIGHT: the slot it holds */
     kvmux__qreq *q;                /* QUEUED: the request (else NULL) */
     uint8_t *buf;                  /* QUEUED: copy of key and value (kept
                                       for reuse, up to ASYNC_BUF_KEEP) */
     size_t bufcap;
-    uint64_t handle;               /* kvmux_handle (never 0, never reused) */
     union {
         struct {                   /* CALLBACK */
             kvmux_reply_cb cb;
             void *user_data;
+            uint64_t handle;       /* kvmux_handle (never 0, never reused) */
         };
         struct {                   /* FUTURE */
+            kvmux_client *c;       /* owner; meaningless once detached */
             struct kvmux_future *lnext; /* c's live list, until freed */
             struct kvmux_future *lprev;
             struct kvmux__waiter *waiter; /* the thread waiting, if any */
