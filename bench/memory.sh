@@ -7,7 +7,11 @@
 # Redis' used_memory (and RSS) per key, minus the key and value bytes.
 # Client: runs kvmux-bench --mode async at depth 1 and at depth D (async
 # SETs against the kvmuxd) and prints the peak-RSS growth per extra
-# in-flight request. Servers are stopped by PID on exit (bench/lib.sh).
+# in-flight request. Then client_mem (bench/memory/client_mem.c, built by
+# CMake next to kvmuxd) prints the precise figure: library heap bytes
+# (mallinfo2) per credit, per in-flight async request and per blocking
+# call, with D requests parked at the server (WAIT). Servers are stopped
+# by PID on exit (bench/lib.sh).
 #
 # Usage: bench/memory.sh [-k KVMUXD] [-b KVMUX_BENCH] [-K KEYS] [-V BYTES] [-D DEPTH]
 #   defaults: ./build/kvmuxd, kvmux-bench next to it, 1000000 keys,
@@ -66,6 +70,12 @@ k1=$(rss_kb "$KVMUXD_PID")
 
 r0=$(redis-cli -p "$RPORT" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p' | tr -d '\r')
 rr0=$(rss_kb "$REDIS_PID")
+# --- client heap per in-flight request, precisely (mallinfo2).
+CLIENT_MEM=""
+if [ -x "$(dirname "$KVMUXD")/client_mem" ]; then
+    CLIENT_MEM=$("$(dirname "$KVMUXD")/client_mem" -p "$KPORT" -D "$DEPTH")
+fi
+
 python3 - "$KEYS" "$VBYTES" <<'EOF' | redis-cli -p "$RPORT" --pipe >/dev/null
 import sys
 n, v = int(sys.argv[1]), int(sys.argv[2])
@@ -100,3 +110,8 @@ print(f"client peak RSS: depth 1 {c1} KiB, depth {depth} {cd} KiB -> "
       f"{(cd-c1)*1024/(depth-1) if depth > 1 else 0:.0f} B per extra in-flight request (target <= 64;"
       f" includes kvmux-bench's own 24-byte slot and the outbound frame bytes)")
 EOF
+if [ -n "$CLIENT_MEM" ]; then
+    echo "$CLIENT_MEM"
+else
+    echo "client heap figure skipped: no client_mem next to $KVMUXD (make build)"
+fi

@@ -83,7 +83,6 @@ static kvmux__op *async_op_alloc(kvmux_client *c) {
     memset(op, 0, sizeof *op);
     op->buf = buf;
     op->bufcap = bufcap;
-    op->c = c;
     op->timer.idx = KVMUX__TIMER_NONE;
     atomic_init(&op->done, 0);
     c->ops_out++;
@@ -94,12 +93,15 @@ static kvmux__op *async_op_alloc(kvmux_client *c) {
 static void async_op_destroy(kvmux__op *op) {
     free(op->reply.value);
     free(op->buf);
+    free(op->q);
     free(op);
 }
 
 void kvmux__op_recycle(kvmux_client *c, kvmux__op *op) {
     free(op->reply.value);
     op->reply.value = NULL;
+    free(op->q);
+    op->q = NULL;
     if (op->bufcap > ASYNC_BUF_KEEP) {
         free(op->buf);
         op->buf = NULL;
@@ -122,9 +124,9 @@ void kvmux__op_recycle(kvmux_client *c, kvmux__op *op) {
 /* Append op to the backlog (flen: its encoded size). */
 static void backlog_append(kvmux_client *c, kvmux__op *op, size_t flen) {
     op->state = KVMUX__OP_QUEUED;
-    op->flen = flen;
+    op->q->flen = flen;
     op->next = NULL;
-    op->prev = c->backlog_tail;
+    op->q->prev = c->backlog_tail;
     if (c->backlog_tail) c->backlog_tail->next = op;
     else c->backlog_head = op;
     c->backlog_tail = op;
@@ -134,13 +136,14 @@ static void backlog_append(kvmux_client *c, kvmux__op *op, size_t flen) {
 
 /* Take op (QUEUED) out of the backlog. */
 static void backlog_unlink(kvmux_client *c, kvmux__op *op) {
-    if (op->prev) op->prev->next = op->next;
+    kvmux__op *prev = op->q->prev;
+    if (prev) prev->next = op->next;
     else c->backlog_head = op->next;
-    if (op->next) op->next->prev = op->prev;
-    else c->backlog_tail = op->prev;
-    op->next = op->prev = NULL;
+    if (op->next) op->next->q->prev = prev;
+    else c->backlog_tail = prev;
+    op->next = op->q->prev = NULL;
     c->backlog_n--;
-    c->backlog_bytes -= op->flen;
+    c->backlog_bytes -= op->q->flen;
 }
 
 /* Route a finished op (result and reply set; on no list, holds no slot). */
@@ -181,7 +184,8 @@ static void async_admit(kvmux_client *c, kvmux__op *op, const kvmux_request *req
     }
     s->op = (uint8_t)req->op;
     s->want_value = 0;
-    s->aop = op;
+    s->owner = KVMUX__OWNER_OP;
+    s->u.aop = op;
     op->slot = s;
     op->state = KVMUX__OP_INFLIGHT;
     if (c->disp_batching && pthread_equal(pthread_self(), c->disp)) {
@@ -195,8 +199,8 @@ static void async_admit(kvmux_client *c, kvmux__op *op, const kvmux_request *req
     kvmux__writer_kick(c);
 }
 
-/* Copy req's key and value into op's buffer and point op->req at the
- * copies. Returns 0 or KVMUX_ENOMEM. */
+/* Copy req's key and value into op's buffer and point op->q->req (q
+ * allocated) at the copies. Returns 0 or KVMUX_ENOMEM. */
 static int async_copy_req(kvmux__op *op, const kvmux_request *req) {
     size_t klen = req->op == KVMUX_PING ? 0 : req->key_len;
     size_t vlen = (req->op == KVMUX_SET || req->op == KVMUX_CAS) ? req->value_len : 0;
@@ -207,13 +211,14 @@ static int async_copy_req(kvmux__op *op, const kvmux_request *req) {
         op->buf = p;
         op->bufcap = need;
     }
-    op->req = *req;
+    kvmux_request *qr = &op->q->req;
+    *qr = *req;
     if (klen) memcpy(op->buf, req->key, klen);
     if (vlen) memcpy(op->buf + klen, req->value, vlen);
-    op->req.key = klen ? op->buf : NULL;
-    op->req.value = vlen ? op->buf + klen : NULL;
-    if (!klen) op->req.key_len = 0;
-    if (!vlen) op->req.value_len = 0;
+    qr->key = klen ? op->buf : NULL;
+    qr->value = vlen ? op->buf + klen : NULL;
+    if (!klen) qr->key_len = 0;
+    if (!vlen) qr->value_len = 0;
     return 0;
 }
 
@@ -225,9 +230,9 @@ static void async_adopt_copy(kvmux__op *op, const kvmux_request *req, kvmux__big
     op->bufcap = (size_t)big->key_len + big->value_len;
     big->buf = NULL;
     kvmux__big_free(big);
-    op->req = *req;
-    op->req.key = op->buf;
-    op->req.value = op->buf + req->key_len;
+    op->q->req = *req;
+    op->q->req.key = op->buf;
+    op->q->req.value = op->buf + req->key_len;
 }
 
 /* The one submit path; see the file comment. Exactly one of cb / fut is
@@ -292,6 +297,10 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
     if (direct && !big && kvmux__out_reserve(c, flen) != 0) goto out;
     kvmux__op *op = async_op_alloc(c);
     if (!op) goto out;
+    if (!direct && !(op->q = calloc(1, sizeof *op->q))) {
+        kvmux__op_recycle(c, op);
+        goto out;
+    }
     if (!direct && big) {
         async_adopt_copy(op, req, big);
         big = NULL;
@@ -301,10 +310,14 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
     }
     rc = 0;
     op->kind = kind;
-    op->handle = ++c->next_handle;
-    if (handle) *handle = op->handle;
-    op->cb = cb;
-    op->user_data = user_data;
+    if (kind == KVMUX__OP_CALLBACK) {
+        op->handle = ++c->next_handle;
+        if (handle) *handle = op->handle;
+        op->cb = cb;
+        op->user_data = user_data;
+    } else {
+        op->c = c; /* a future outlives its submit: it must know its client */
+    }
     op->timer.deadline = kvmux__now_ms() + tmo;
     kvmux__theap_push(&c->timers, &op->timer); /* room reserved: cannot fail */
     kvmux__timers_changed(c, op->timer.deadline);
@@ -351,21 +364,42 @@ int kvmux_try_call_future(kvmux_client *c, const kvmux_request *req, int timeout
     return async_submit(c, req, timeout_ms, KVMUX__OP_FUTURE, NULL, NULL, out, 1, NULL);
 }
 
-void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s) {
-    kvmux__op *op = s->aop;
-    if (!op) {
-        /* A synchronous caller: it collects the result itself. */
-        s->done = 1;
-        pthread_cond_signal(&s->cond);
-        return;
+void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s, int result, kvmux_reply *r,
+                        kvmux_value *v) {
+    kvmux_reply none;
+    if (!r) {
+        memset(&none, 0, sizeof none);
+        r = &none;
     }
-    op->result = s->result;
-    op->reply = s->reply;
-    memset(&s->reply, 0, sizeof s->reply);
-    s->aop = NULL;
-    op->slot = NULL;
-    kvmux__pending_release(&c->pending, s);
-    op_complete(c, op);
+    int owner = s->owner;
+    kvmux__callwait *w = owner == KVMUX__OWNER_CALL ? s->u.w : NULL;
+    kvmux__op *op = owner == KVMUX__OWNER_OP ? s->u.aop : NULL;
+    kvmux__pending_release(&c->pending, s); /* the credit returns now */
+    if (w) {
+        /* A blocking caller: the result goes to its stack record; it is
+         * woken after the lock is released (kvmux__call_wake_all) and
+         * reads it without the lock. Done with the client from here on,
+         * unless it must resend on the next connection. */
+        w->result = result;
+        w->reply = *r;
+        w->value = v;
+        w->finished = 1;
+        w->wnext = c->wake_head;
+        c->wake_head = w;
+        if (result != KVMUX__ERETRY) {
+            c->active--;
+            if (c->closing && c->active == 0) pthread_cond_broadcast(&c->idle_cond);
+        }
+    } else if (op) {
+        op->result = result;
+        op->reply = *r; /* a want_value v never comes with an op */
+        op->slot = NULL;
+        free(v);
+        op_complete(c, op);
+    } else {
+        free(r->value); /* no owner (cannot happen for a WAITING slot) */
+        free(v);
+    }
     kvmux__slot_freed(c);
 }
 
@@ -380,18 +414,22 @@ void kvmux__async_pump(kvmux_client *c) {
         size_t flen = 0;
         /* Checked again: in event-loop mode the request may have been
          * queued before the server's limits were known. */
-        int rc = kvmux__call_check(c, &op->req, &flen);
+        kvmux__qreq *q = op->q;
+        int rc = kvmux__call_check(c, &q->req, &flen);
         if (rc == 0 && kvmux__queue_full(c, flen)) break;
         kvmux__bigmsg *big = NULL;
         /* A fragmented value takes over op's copy: copied once only. */
-        if (rc == 0) rc = kvmux__call_prepare(c, &op->req, flen, op, &big);
+        if (rc == 0) rc = kvmux__call_prepare(c, &q->req, flen, op, &big);
         backlog_unlink(c, op);
+        op->q = NULL; /* in flight (or failed): the request is encoded */
         if (rc != 0) {
+            free(q);
             op->result = rc;
             op_complete(c, op);
             continue;
         }
-        async_admit(c, op, &op->req, big);
+        async_admit(c, op, &q->req, big);
+        free(q);
     }
 }
 
@@ -413,7 +451,7 @@ void kvmux__async_expire(kvmux_client *c, int64_t now) {
         } else if (op->state == KVMUX__OP_INFLIGHT) {
             /* The id and credit stay reserved until the late reply. */
             kvmux__slot *s = op->slot;
-            s->aop = NULL;
+            kvmux__slot_disown(s);
             op->slot = NULL;
             /* An upload still in progress stops, with a CANCEL. */
             if (kvmux__big_sending(c, s->id)) kvmux__slot_abandon(c, s);
@@ -481,7 +519,6 @@ void kvmux__future_cancel(kvmux_client *c, kvmux__op *f) {
         backlog_unlink(c, f);
     } else if (f->state == KVMUX__OP_INFLIGHT) {
         kvmux__slot *s = f->slot;
-        s->aop = NULL;
         f->slot = NULL;
         kvmux__slot_abandon(c, s);
     }
@@ -501,8 +538,7 @@ static int cancel_send(kvmux_client *c, uint32_t id) {
 }
 
 void kvmux__slot_abandon(kvmux_client *c, kvmux__slot *s) {
-    s->aop = NULL;
-    s->asm_dst = NULL; /* the rest of a fragmented reply is only counted */
+    kvmux__slot_disown(s); /* the rest of a fragmented reply is only counted */
     if (c->version >= KVMUX_PROTO_V2 && c->fatal == 0 &&
         kvmux__out_reserve(c, KVMUX_CANCEL_LEN) == 0 &&
         kvmux_rate_allow(&c->cancel_rate, (uint64_t)kvmux__now_ms())) {
@@ -558,10 +594,11 @@ int kvmux_cancel(kvmux_client *c, kvmux_handle h) {
     pthread_mutex_lock(&c->mu);
     kvmux__op *op = NULL;
     for (kvmux__op *o = c->backlog_head; o && !op; o = o->next)
-        if (o->handle == h) op = o;
+        if (o->kind == KVMUX__OP_CALLBACK && o->handle == h) op = o;
     for (uint32_t i = 0; i < c->pending.nslots && !op; i++) {
         kvmux__slot *s = &c->pending.slots[i];
-        if (s->state == KVMUX__SLOT_WAITING && s->aop && s->aop->handle == h) op = s->aop;
+        kvmux__op *o = s->state == KVMUX__SLOT_WAITING ? kvmux__slot_op(s) : NULL;
+        if (o && o->kind == KVMUX__OP_CALLBACK && o->handle == h) op = o;
     }
     int rc = KVMUX_ENOTFOUND;
     if (op && op->kind == KVMUX__OP_CALLBACK) {

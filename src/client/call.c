@@ -12,10 +12,36 @@
  *      unsendable) -- kvmux_try_call returns KVMUX_EAGAIN instead of waiting;
  *   3. takes the slot, encodes its frame straight into the outbound buffer
  *      and kicks the writer only if it sleeps;
- *   4. sleeps on its slot's own condition variable until the reader (or a
- *      connection failure) completes it, or the deadline passes -- then the
- *      slot becomes a TOMBSTONE that keeps the id and the credit until the
- *      late reply arrives, and the call returns KVMUX_ETIMEDOUT.
+ *   4. releases the mutex and sleeps on its own wait record (below) until
+ *      the reader (or a connection failure) completes it, or the deadline
+ *      passes -- then, under the mutex again, the slot becomes a TOMBSTONE
+ *      that keeps the id and the credit until the late reply arrives, and
+ *      the call returns KVMUX_ETIMEDOUT.
+ *
+ * The wake path (target c: many blocking threads on one connection). The
+ * caller's wait record (kvmux__callwait) is on its stack; the slot points
+ * to it. The completer writes the result into the record, frees the slot
+ * and counts the caller out of the library, all under the mutex it already
+ * holds for the whole batch of replies; then, after unlocking, it sets the
+ * record's futex word to DONE and calls FUTEX_WAKE only if the caller
+ * sleeps (word SLEEPING). The caller reads its result from its own record
+ * without re-taking the client mutex: one futex wait and one wake per
+ * call, no convoy of woken callers on the mutex the reader holds. The
+ * reader wakes only the first record of a batch; each woken caller wakes
+ * the next one (kvmux__call_chain_prepare), so the wakes run on the
+ * callers' threads while the reader returns to the socket. While a chain
+ * runs (c->chains), its callers queue their next requests without waking
+ * the writer; the chain's tail, which the reader kept counted in active
+ * for it, kicks the writer once for all of them (call_chain_end). A
+ * caller whose deadline passes takes the mutex and looks at finished:
+ * if the completer got there first, the result stands (it waits the few
+ * instructions until DONE, since the waker still reads the record);
+ * otherwise it disowns the slot (tombstone), so a late reply can never
+ * reach the record, nor a newer call. The futex word is private to the
+ * process (FUTEX_PRIVATE_FLAG). A wake may reach an address whose record
+ * has already returned (the caller saw DONE before the syscall); the
+ * kernel only hashes the address, and every futex waiter here re-checks
+ * its word, so such a wake is at worst a spurious one.
  * queue_limit bounds the frames the library holds (encoded, not yet
  * written). A call waiting for a credit holds nothing but its own stack,
  * so those are bounded by the number of calling threads; they are not
@@ -56,8 +82,11 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "client_internal.h"
 #include "clock.h"
@@ -251,6 +280,80 @@ static void call_leave(kvmux_client *c) {
     if (c->closing && c->active == 0) pthread_cond_broadcast(&c->idle_cond);
 }
 
+/* futex(2) on a wait record's word: sleep while it equals val, until the
+ * absolute CLOCK_MONOTONIC time abs (NULL: no limit). Returns 0 or an
+ * errno value (ETIMEDOUT, EAGAIN: the word changed, EINTR). */
+static int call_futex_wait(atomic_uint *word, unsigned val, const struct timespec *abs) {
+    /* FUTEX_WAIT_BITSET takes an absolute time on CLOCK_MONOTONIC, so no
+     * clock read per sleep. */
+    long r = syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, val,
+                     abs, NULL, FUTEX_BITSET_MATCH_ANY);
+    return r == 0 ? 0 : errno;
+}
+
+/* Set w's word DONE and wake its caller if it sleeps. */
+static void call_wake_one(kvmux__callwait *w) {
+    unsigned old = atomic_exchange_explicit(&w->word, KVMUX__CW_DONE, memory_order_release);
+    if (old == KVMUX__CW_SLEEPING)
+        syscall(SYS_futex, (unsigned *)&w->word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL,
+                NULL, 0);
+}
+
+kvmux__callwait *kvmux__call_chain_prepare(kvmux_client *c, kvmux__callwait *w) {
+    if (w && w->wnext) {
+        kvmux__callwait *tail = w;
+        while (tail->wnext) tail = tail->wnext;
+        tail->chain_tail = 1;
+        c->active++; /* the tail touches c once more (call_chain_end) */
+        c->chains++;
+    }
+    return w;
+}
+
+void kvmux__call_wake_first(kvmux__callwait *w) {
+    if (w) call_wake_one(w);
+}
+
+/* The tail of a wake chain (call.c's caller, lock not held): the chain's
+ * callers queued requests without kicking the writer; kick it once for
+ * all of them, and leave the library. */
+static void call_chain_end(kvmux_client *c) {
+    pthread_mutex_lock(&c->mu);
+    c->chains--;
+    if (c->out.len > 0 || kvmux__big_ready(c)) kvmux__writer_kick(c);
+    call_leave(c);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void kvmux__call_wake_all(kvmux__callwait *w) {
+    while (w) {
+        /* The record may be gone the moment its word is DONE. */
+        kvmux__callwait *next = w->wnext;
+        w->wnext = NULL; /* no chain: its caller must not wake it again */
+        unsigned old = atomic_exchange_explicit(&w->word, KVMUX__CW_DONE, memory_order_release);
+        if (old == KVMUX__CW_SLEEPING)
+            syscall(SYS_futex, (unsigned *)&w->word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL,
+                    NULL, 0);
+        w = next;
+    }
+}
+
+/* Wait until w's word is DONE or the deadline passes (no lock held).
+ * Returns 1 when DONE, 0 on timeout. */
+static int call_sleep(kvmux__callwait *w, const struct timespec *deadline) {
+    for (;;) {
+        unsigned v = atomic_load_explicit(&w->word, memory_order_acquire);
+        if (v == KVMUX__CW_DONE) return 1;
+        if (v == KVMUX__CW_PENDING &&
+            !atomic_compare_exchange_weak_explicit(&w->word, &v, KVMUX__CW_SLEEPING,
+                                                   memory_order_acquire, memory_order_acquire))
+            continue; /* DONE meanwhile, or a spurious CAS failure */
+        if (call_futex_wait(&w->word, KVMUX__CW_SLEEPING, deadline) == ETIMEDOUT) {
+            return atomic_load_explicit(&w->word, memory_order_acquire) == KVMUX__CW_DONE;
+        }
+    }
+}
+
 /* The one call path; see the file comment. reply (may be NULL) receives
  * version/number/value; vout (may be NULL) receives GET/WAIT values as one
  * kvmux_value instead. */
@@ -266,8 +369,9 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
     int rc = kvmux__call_check(c, req, &flen);
     if (rc != 0) return rc;
     int64_t tmo = timeout_ms == KVMUX_TIMEOUT_DEFAULT ? c->opts.request_timeout_ms : timeout_ms;
+    /* One clock read gives both forms of the deadline. */
     struct timespec deadline = kvmux__deadline(tmo);
-    int64_t deadline_ms = kvmux__now_ms() + tmo;
+    int64_t deadline_ms = (int64_t)deadline.tv_sec * 1000 + deadline.tv_nsec / 1000000;
     /* A fragmented value is copied (once) before taking the lock: copying
      * 64 MiB under it would stall every other caller and the reader. */
     kvmux__bigmsg *big = NULL;
@@ -352,42 +456,70 @@ admit:
         s = NULL;
         goto leave;
     }
-    kvmux__writer_kick(c);
+    kvmux__callwait w;
+    atomic_init(&w.word, KVMUX__CW_PENDING);
+    w.finished = 0;
+    w.result = 0;
+    memset(&w.reply, 0, sizeof w.reply);
+    w.value = NULL;
+    w.wnext = NULL;
+    w.chain_tail = 0;
+    s->owner = KVMUX__OWNER_CALL;
+    s->u.w = &w;
+    /* While a wake chain runs, its tail kicks the writer for everyone. */
+    if (c->chains == 0) kvmux__writer_kick(c);
+    pthread_mutex_unlock(&c->mu);
 
-    /* Wait for the reply on our own condition variable. */
-    timed_out = 0;
-    while (!s->done) {
-        if (timed_out) {
-            /* Still uploading its value: stop it and CANCEL (within the
-             * cancel rate; else the upload ends and DEADLINE applies). */
-            if (kvmux__big_sending(c, s->id)) kvmux__slot_abandon(c, s);
-            else kvmux__pending_tombstone(&c->pending, s);
-            s = NULL;
+    /* Wait for the reply on our own record, without the client mutex. */
+    if (!call_sleep(&w, &deadline)) {
+        pthread_mutex_lock(&c->mu);
+        if (!w.finished) {
+            /* Still unanswered: the slot keeps the id and the credit
+             * until the late reply, which finds no owner. Still uploading
+             * its value: stop it and CANCEL (within the cancel rate; else
+             * the upload ends and DEADLINE applies). */
+            if (kvmux__big_sending(c, s->id)) {
+                kvmux__slot_abandon(c, s);
+            } else {
+                kvmux__slot_disown(s);
+                kvmux__pending_tombstone(&c->pending, s);
+            }
             rc = KVMUX_ETIMEDOUT;
             goto leave;
         }
-        timed_out = call_wait(c, &s->cond, &deadline);
+        /* Completed as the deadline passed: the result stands. The waker
+         * is about to set DONE (it still reads the record): wait for it. */
+        pthread_mutex_unlock(&c->mu);
+        while (!call_sleep(&w, NULL)) {
+        }
     }
-    rc = s->result;
+    /* Pass the wake on (kvmux__call_wake_chain): the next record is
+     * alive, its caller waits for DONE whatever its deadline. */
+    if (w.wnext) call_wake_one(w.wnext);
+    if (w.chain_tail) call_chain_end(c);
+    s = NULL;
+    rc = w.result;
     if (rc == KVMUX__ERETRY) {
         /* retry_reads: the read never got its answer; send it again on
-         * the next connection, within the same deadline. */
-        kvmux__pending_release(&c->pending, s);
-        s = NULL;
+         * the next connection, within the same deadline (still counted
+         * in active: the completer left us in). */
+        pthread_mutex_lock(&c->mu);
         timed_out = 0;
         goto admit;
     }
+    /* The completer freed the slot and counted us out of the library:
+     * from here on the client may be closed under us; only w is ours. */
     if (reply && (rc == KVMUX_OK || rc == KVMUX_EVERSION)) {
-        *reply = s->reply;
-        memset(&s->reply, 0, sizeof s->reply);
+        *reply = w.reply;
+        w.reply.value = NULL;
     }
     if (vout && rc == KVMUX_OK) {
-        *vout = s->value;
-        s->value = NULL;
+        *vout = w.value;
+        w.value = NULL;
     }
-    kvmux__pending_release(&c->pending, s); /* frees whatever was not taken */
-    s = NULL;
-    kvmux__async_pump(c); /* the freed credit may admit a backlogged request */
+    free(w.reply.value); /* whatever was not taken */
+    free(w.value);
+    return rc;
 
 leave:
     /* Pass on a slot wakeup this caller may have consumed without using. */

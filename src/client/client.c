@@ -492,18 +492,13 @@ typedef struct client_fail_arg {
 /* Complete one WAITING slot with the fatal code (drain pass). */
 static void client_fail_slot(kvmux__slot *s, void *arg) {
     const client_fail_arg *a = arg;
-    if (s->done) return; /* already answered: the caller keeps its reply */
-    /* A fragmented reply cut short: its partial value goes. */
-    free(s->value);
-    s->value = NULL;
-    free(s->reply.value);
-    memset(&s->reply, 0, sizeof s->reply);
-    s->asm_dst = NULL;
-    s->reasm.state = KVMUX_REASM_IDLE;
-    s->result = a->code;
-    if (a->retry_reads && !s->aop && (s->op == KVMUX_GET || s->op == KVMUX_PING))
-        s->result = KVMUX__ERETRY;
-    kvmux__slot_finish(a->c, s);
+    /* A fragmented reply cut short: its partial value goes with the slot
+     * (kvmux__slot_finish frees it). */
+    int result = a->code;
+    if (a->retry_reads && s->owner == KVMUX__OWNER_CALL &&
+        (s->op == KVMUX_GET || s->op == KVMUX_PING))
+        result = KVMUX__ERETRY;
+    kvmux__slot_finish(a->c, s, result, NULL, NULL);
 }
 
 void kvmux__client_fail(kvmux_client *c, int code, const char *fmt, ...) {
@@ -520,6 +515,12 @@ void kvmux__client_fail(kvmux_client *c, int code, const char *fmt, ...) {
     int reconn = kvmux__reconnecting(c);
     client_fail_arg a = {c, reconn ? KVMUX_ECLOSED : code, reconn && c->opts.retry_reads};
     kvmux__pending_each_waiting(&c->pending, client_fail_slot, &a);
+    /* Every blocking caller completed so far is woken now, lock held:
+     * whoever failed the connection may not be the reader, which is the
+     * only one that wakes after unlocking. */
+    kvmux__callwait *wake = c->wake_head;
+    c->wake_head = NULL;
+    kvmux__call_wake_all(wake);
     if (!reconn) kvmux__async_fail(c, code);
     pthread_cond_broadcast(&c->conn_cond);
     pthread_cond_broadcast(&c->slot_cond);

@@ -114,34 +114,78 @@ typedef struct kvmux__waiter {
     int fired;
 } kvmux__waiter;
 
+/* A blocking call's wait record (call.c): lives on the caller's stack
+ * from admission to return. The completer (the reader, or a connection
+ * failure) writes the result here under the client mutex, frees the slot
+ * at once and sets finished; the wake itself -- word := DONE, then a
+ * futex wake if the caller sleeps -- comes after the reader has released
+ * the mutex (c->wake_head), so a woken caller never queues on the mutex
+ * the reader still holds. After word is DONE the caller reads its result
+ * without any lock and never touches the client again.
+ * Word values: KVMUX__CW_PENDING, KVMUX__CW_SLEEPING (the caller is, or
+ * is about to be, in futex wait), KVMUX__CW_DONE. */
+typedef struct kvmux__callwait {
+    atomic_uint word;              /* the futex word */
+    int finished;                  /* guarded by mu: result final, queued
+                                      for its wake */
+    int result;                    /* 0 or KVMUX_E* (or KVMUX__ERETRY) */
+    kvmux_reply reply;             /* value is a heap copy for the caller */
+    kvmux_value *value;            /* want_value: the single-allocation value */
+    struct kvmux__callwait *wnext; /* c->wake_head list; then the next
+                                      caller of the chain to wake */
+    int chain_tail;                /* last of a wake chain: flushes the
+                                      chain's requests (still counted in
+                                      active for that) */
+} kvmux__callwait;
+
+#define KVMUX__CW_PENDING 0u
+#define KVMUX__CW_DONE 1u
+#define KVMUX__CW_SLEEPING 2u
+
+/* What only a QUEUED op needs (async.c): allocated when it enters the
+ * backlog, freed when it is admitted or recycled, so an op in flight does
+ * not carry it. */
+typedef struct kvmux__qreq {
+    struct kvmux_future *prev;     /* backlog (doubly linked; next is op's) */
+    kvmux_request req;             /* key/value point into the op's buf */
+    size_t flen;                   /* encoded size (0: check again) */
+} kvmux__qreq;
+
 /* An async request; the public kvmux_future is one of these. Ops are
  * recycled through the client's free list, so a request in steady state
  * allocates nothing but a reply value. Everything but done is guarded by
  * c's mutex while the op is attached (not detached); once done is set the
  * result fields belong to whoever completes it (the callback runner, or
- * the future's owner). */
+ * the future's owner). 136 bytes on 64-bit (a 144-byte malloc chunk): the
+ * callback-only and future-only fields share storage, so c and handle
+ * are only meaningful for the kind that has them. */
 struct kvmux_future {
-    kvmux_client *c;               /* owner; meaningless once detached */
     struct kvmux_future *next;     /* backlog / completion / free list */
-    struct kvmux_future *prev;     /* backlog only (doubly linked) */
-    struct kvmux_future *lnext;    /* futures: c's live list, until freed */
-    struct kvmux_future *lprev;
-    kvmux__timer timer;            /* the request's deadline */
     kvmux__slot *slot;             /* INFLIGHT: the slot it holds */
-    kvmux__op_state state;
-    kvmux__op_kind kind;
-    uint64_t handle;               /* kvmux_handle (never 0, never reused) */
-    uint8_t detached;              /* future outlived its client */
-    kvmux_reply_cb cb;             /* CALLBACK */
-    void *user_data;
-    int result;                    /* DONE: 0 or KVMUX_E* */
-    kvmux_reply reply;             /* DONE: value is a heap copy */
-    atomic_int done;               /* FUTURE: release-stored 1 when DONE */
-    kvmux__waiter *waiter;         /* FUTURE: the thread waiting, if any */
-    kvmux_request req;             /* QUEUED: key/value point into buf */
-    size_t flen;                   /* QUEUED: encoded size (0: check again) */
-    uint8_t *buf;                  /* QUEUED: copy of key and value */
+    kvmux__qreq *q;                /* QUEUED: the request (else NULL) */
+    uint8_t *buf;                  /* QUEUED: copy of key and value (kept
+                                      for reuse, up to ASYNC_BUF_KEEP) */
     size_t bufcap;
+    union {
+        struct {                   /* CALLBACK */
+            kvmux_reply_cb cb;
+            void *user_data;
+            uint64_t handle;       /* kvmux_handle (never 0, never reused) */
+        };
+        struct {                   /* FUTURE */
+            kvmux_client *c;       /* owner; meaningless once detached */
+            struct kvmux_future *lnext; /* c's live list, until freed */
+            struct kvmux_future *lprev;
+            struct kvmux__waiter *waiter; /* the thread waiting, if any */
+        };
+    };
+    kvmux__timer timer;            /* the request's deadline */
+    kvmux_reply reply;             /* DONE: value is a heap copy */
+    int result;                    /* DONE: 0 or KVMUX_E* */
+    atomic_int done;               /* FUTURE: release-stored 1 when DONE */
+    uint8_t state;                 /* kvmux__op_state */
+    uint8_t kind;                  /* kvmux__op_kind */
+    uint8_t detached;              /* future outlived its client */
 };
 typedef struct kvmux_future kvmux__op;
 
@@ -204,7 +248,14 @@ struct kvmux_client {
     pthread_cond_t queue_cond;     /* callers waiting for queue room */
     uint32_t queue_waiters;
     pthread_cond_t idle_cond;      /* kvmux_close waits for active == 0 */
-    uint32_t active;               /* callers inside the library */
+    uint32_t active;               /* callers inside the library (a
+                                      blocking caller leaves when its
+                                      slot completes) */
+    kvmux__callwait *wake_head;    /* completed blocking calls not yet
+                                      woken (kvmux__call_wake_all) */
+    uint32_t chains;               /* wake chains running: callers they
+                                      woke leave the writer kick to the
+                                      chain's tail (call.c) */
     uint64_t dropped_replies;      /* late (tombstoned) or unknown ids */
     int draining;                  /* v2: GOAWAY received; no new requests */
     kvmux__bigmsg *big_head;       /* v2: fragmented requests being sent */
@@ -406,10 +457,31 @@ int kvmux__queue_full(const kvmux_client *c, size_t flen);
 
 /* ---- async requests (async.c); lock held unless said otherwise ---- */
 
-/* Slot s (WAITING) has its result (s->result, s->reply): wake its
- * synchronous caller, or, for an async op, move the result into the op,
- * free the slot and complete the op. */
-void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s);
+/* Slot s (WAITING) has its result: result, *r (version, number, value)
+ * and, for a want_value call, v -- the value buffers move to the owner
+ * (freed if it cannot take them). The slot is freed at once; a blocking
+ * caller is queued on c->wake_head (woken by kvmux__call_wake_all) and
+ * leaves the active count unless result is KVMUX__ERETRY; an async op is
+ * completed (op_complete). r may be NULL (nothing but a result). */
+void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s, int result, kvmux_reply *r,
+                        kvmux_value *v);
+
+/* Wake every blocking caller on the list w (taken off c->wake_head under
+ * the lock): each word becomes DONE, then a futex wake if its caller
+ * sleeps. Lock held or not; the records must not be touched after their
+ * word is DONE, so the list is read ahead. */
+void kvmux__call_wake_all(kvmux__callwait *w);
+/* The reader's alternative (lock held; the wakes happen when it is
+ * released): wake only the first caller of the list; each woken caller
+ * wakes the next one (call.c), so the reader goes back to the socket at
+ * once and the wakes run on the callers' threads. With two or more, the
+ * last is the chain's tail: it stays counted in active and, once woken,
+ * kicks the writer for every request the chain's callers queued
+ * meanwhile (c->chains > 0: they did not kick), so a round of replies
+ * comes back as one batch of requests. Returns the record to wake with
+ * kvmux__call_wake_first after unlocking. */
+kvmux__callwait *kvmux__call_chain_prepare(kvmux_client *c, kvmux__callwait *w);
+void kvmux__call_wake_first(kvmux__callwait *w);
 
 /* A slot became FREE: admit backlogged ops, then wake a synchronous caller
  * waiting for a slot if one is still free. */

@@ -26,17 +26,25 @@
  * first (a FIFO ring), so ids advance like a counter and a just-freed id is
  * reissued as late as possible.
  *
+ * Memory: a slot is 32 bytes (plus 4 in the free ring) per credit, all
+ * allocated at the handshake. It holds no reply and no wait primitive: a
+ * reply is written straight into its owner (a blocking caller's wait
+ * record on its own stack, or an async op) and the slot is freed in the
+ * same step (async.c kvmux__slot_finish); the state of a fragmented reply
+ * -- rare -- is a side allocation (kvmux__slotx) made at its first frame.
+ *
  * What it is not: no locking (every function runs under the client mutex),
- * no I/O, no waiting. The per-slot condition variable lives here only so
- * that each response wakes exactly one thread; the waiting is done by
- * call.c and the signalling by reader.c.
+ * no I/O, no waiting: waiting is call.c's, completion async.c's and
+ * reader.c's.
  */
 #include "pending.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
+
+/* The layout the memory target counts on (64-bit: 32 bytes per credit). */
+_Static_assert(sizeof(kvmux__slot) <= 4 * sizeof(void *) + 16, "kvmux__slot grew");
 
 /* The id slot s would carry with generation gen. */
 static uint32_t pending_make_id(const kvmux__pending *t, uint32_t idx, uint32_t gen) {
@@ -71,13 +79,6 @@ int kvmux__pending_init(kvmux__pending *t, uint32_t nslots, uint32_t first_id) {
         kvmux__slot *s = &t->slots[i];
         s->state = KVMUX__SLOT_FREE;
         s->gen = i < start ? ((gen0 + 1) & t->gen_mask) : gen0;
-        if (kvmux__cond_init(&s->cond) != 0) {
-            for (uint32_t j = 0; j < i; j++) pthread_cond_destroy(&t->slots[j].cond);
-            free(t->slots);
-            free(t->fifo);
-            memset(t, 0, sizeof *t);
-            return KVMUX_ENOMEM;
-        }
         t->fifo[i] = (start + i) % nslots;
     }
     t->nslots = nslots;
@@ -86,15 +87,35 @@ int kvmux__pending_init(kvmux__pending *t, uint32_t nslots, uint32_t first_id) {
     return 0;
 }
 
+/* Free s's fragmented reply state, if any. */
+static void pending_free_x(kvmux__slot *s) {
+    kvmux__slotx *x = s->x;
+    if (!x) return;
+    free(x->value);
+    free(x->rvalue);
+    free(x);
+    s->x = NULL;
+}
+
+void kvmux__slot_disown(kvmux__slot *s) {
+    s->owner = KVMUX__OWNER_NONE;
+    s->u.aop = NULL;
+    kvmux__slotx *x = s->x;
+    if (x) {
+        /* The rest of the reply is only counted (the windows must stay
+         * right); what arrived so far goes now. */
+        x->asm_dst = NULL;
+        free(x->value);
+        free(x->rvalue);
+        x->value = NULL;
+        x->rvalue = NULL;
+    }
+}
+
 void kvmux__pending_deinit(kvmux__pending *t) {
     if (!t->slots) return;
-    for (uint32_t i = 0; i < t->nslots; i++) {
-        /* A slot answered but never collected (impossible once every caller
-         * has left) would leak its value: free defensively. */
-        free(t->slots[i].reply.value);
-        free(t->slots[i].value);
-        pthread_cond_destroy(&t->slots[i].cond);
-    }
+    /* A fragmented reply cut off by the end of the connection. */
+    for (uint32_t i = 0; i < t->nslots; i++) pending_free_x(&t->slots[i]);
     free(t->slots);
     free(t->fifo);
     memset(t, 0, sizeof *t);
@@ -116,13 +137,8 @@ kvmux__slot *kvmux__pending_take(kvmux__pending *t, uint32_t *id_out) {
     s->id = id;
     s->op = 0;
     s->want_value = 0;
-    s->done = 0;
-    s->result = 0;
-    memset(&s->reply, 0, sizeof s->reply);
-    s->value = NULL;
-    s->aop = NULL;
-    memset(&s->reasm, 0, sizeof s->reasm);
-    s->asm_dst = NULL;
+    s->owner = KVMUX__OWNER_NONE;
+    s->u.aop = NULL;
     *id_out = id;
     return s;
 }
@@ -145,17 +161,12 @@ void kvmux__pending_tombstone(kvmux__pending *t, kvmux__slot *s) {
 void kvmux__pending_release(kvmux__pending *t, kvmux__slot *s) {
     if (s->state == KVMUX__SLOT_FREE) return;
     if (s->state == KVMUX__SLOT_TOMBSTONE) t->ntomb--;
-    /* Whatever the caller did not take (a tombstone's reply) goes now. */
-    free(s->reply.value);
-    free(s->value);
-    memset(&s->reply, 0, sizeof s->reply);
-    s->value = NULL;
-    s->aop = NULL;
-    memset(&s->reasm, 0, sizeof s->reasm);
-    s->asm_dst = NULL;
+    /* A tombstone's partial fragmented reply goes now. */
+    pending_free_x(s);
+    s->owner = KVMUX__OWNER_NONE;
+    s->u.aop = NULL;
     s->state = KVMUX__SLOT_FREE;
     s->id = 0;
-    s->done = 0;
     s->gen = (s->gen + 1) & t->gen_mask;
     uint32_t idx = (uint32_t)(s - t->slots);
     t->fifo[(t->fifo_head + t->nfree) % t->nslots] = idx;

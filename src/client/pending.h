@@ -25,34 +25,67 @@ typedef enum kvmux__slot_state {
     KVMUX__SLOT_TOMBSTONE = 2
 } kvmux__slot_state;
 
-struct kvmux_future; /* an async request (client_internal.h) */
+struct kvmux_future;    /* an async request (client_internal.h) */
+struct kvmux__callwait; /* a blocking caller's wait record (client_internal.h) */
 
-/* A slot. Invariants: id != 0 whenever state != FREE; id's low slot_bits
- * bits are the slot's index; the completion fields are meaningful only while
- * state == WAITING; aop is NULL unless the slot is WAITING for an async
- * request (a synchronous caller waits on cond instead). Everything is
- * guarded by the client mutex. */
-typedef struct kvmux__slot {
-    kvmux__slot_state state;
-    uint32_t gen;          /* generation of the next / current id */
-    uint32_t id;           /* the id issued (0 when FREE) */
-    pthread_cond_t cond;   /* the waiting caller sleeps here, alone */
-    /* completion record, filled by the reader (or by a connection failure) */
-    uint8_t op;            /* kvmux_op of the call: how to parse the reply */
-    uint8_t want_value;    /* 1: return GET/WAIT value as one kvmux_value */
-    uint8_t done;          /* result and reply are final */
-    int result;            /* 0 or KVMUX_E* */
-    kvmux_reply reply;     /* value (if any) is a heap copy for the caller */
-    kvmux_value *value;    /* want_value: the single-allocation value */
-    struct kvmux_future *aop; /* the async request this slot carries, or NULL */
-    /* v2: a fragmented reply being received (reader.c). reasm.state is
-     * IDLE unless its first frame has arrived and its last has not; the
-     * bytes go to asm_dst (inside value or reply.value), or nowhere when
-     * asm_dst is NULL (a tombstone's reply, or no memory for it: the
-     * fragments are still counted so the windows stay right). */
+/* Who a WAITING slot completes. */
+typedef enum kvmux__slot_owner {
+    KVMUX__OWNER_NONE = 0,         /* FREE, or TOMBSTONE: nobody waits */
+    KVMUX__OWNER_CALL = 1,         /* a blocking caller (u.w, on its stack) */
+    KVMUX__OWNER_OP = 2            /* an async request (u.aop) */
+} kvmux__slot_owner;
+
+/* v2: a fragmented reply being received (reader.c), allocated at its
+ * first frame and freed with the slot: rare, so kept out of the slot.
+ * The bytes go to asm_dst (inside value or rvalue), or nowhere when
+ * asm_dst is NULL (a tombstone's reply, or no memory for it: the
+ * fragments are still counted so the windows stay right). The buffer
+ * moves to the slot's owner only when the reply is complete, so a caller
+ * that gives up half-way never holds a partial value. */
+typedef struct kvmux__slotx {
     kvmux_reassembly reasm;
     uint8_t *asm_dst;
+    kvmux_value *value;    /* want_value: the single-allocation value */
+    uint8_t *rvalue;       /* else: the reply value buffer */
+    size_t rvalue_len;
+    uint64_t version;      /* from the first frame's extras */
+    int result;            /* KVMUX_OK, or KVMUX_ENOMEM (no buffer) */
+} kvmux__slotx;
+
+/* A slot: 32 bytes, one per credit. Invariants: id != 0 whenever state !=
+ * FREE; id's low slot_bits bits are the slot's index; owner is NONE unless
+ * state == WAITING, and a WAITING slot always has an owner (set right
+ * after take); x is NULL unless a fragmented reply has begun. The reply
+ * itself is never stored here: the completer writes it straight into the
+ * owner (kvmux__slot_finish) and frees the slot in the same step.
+ * Everything is guarded by the client mutex. */
+typedef struct kvmux__slot {
+    uint32_t id;           /* the id issued (0 when FREE) */
+    uint32_t gen;          /* generation of the next / current id */
+    uint8_t state;         /* kvmux__slot_state */
+    uint8_t op;            /* kvmux_op of the call: how to parse the reply */
+    uint8_t want_value;    /* 1: return GET/WAIT value as one kvmux_value */
+    uint8_t owner;         /* kvmux__slot_owner */
+    union {
+        struct kvmux_future *aop;    /* OWNER_OP */
+        struct kvmux__callwait *w;   /* OWNER_CALL */
+    } u;
+    kvmux__slotx *x;       /* fragmented reply in progress, or NULL */
 } kvmux__slot;
+
+/* The async request s carries, or NULL. */
+static inline struct kvmux_future *kvmux__slot_op(const kvmux__slot *s) {
+    return s->owner == KVMUX__OWNER_OP ? s->u.aop : NULL;
+}
+
+/* 1 if s is receiving a fragmented reply. */
+static inline int kvmux__slot_reasm_open(const kvmux__slot *s) {
+    return s->x != NULL && s->x->reasm.state == KVMUX_REASM_OPEN;
+}
+
+/* Detach s from its owner (the owner gave up): owner NONE, and the rest
+ * of a fragmented reply is only counted, its partial value freed. */
+void kvmux__slot_disown(kvmux__slot *s);
 
 typedef struct kvmux__pending {
     kvmux__slot *slots;    /* nslots entries */
@@ -72,11 +105,13 @@ typedef struct kvmux__pending {
  * Returns 0, KVMUX_EINVAL or KVMUX_ENOMEM (t then needs no deinit). */
 int kvmux__pending_init(kvmux__pending *t, uint32_t nslots, uint32_t first_id);
 
-/* Free t's memory. No slot may have a waiting caller. */
+/* Free t's memory (and any fragmented reply state). No slot may have a
+ * waiting caller. */
 void kvmux__pending_deinit(kvmux__pending *t);
 
-/* Take the oldest FREE slot: state -> WAITING, completion record cleared,
- * *id_out = its new id (never 0). Returns NULL if no slot is FREE. */
+/* Take the oldest FREE slot: state -> WAITING, owner NONE (the caller
+ * sets it), *id_out = its new id (never 0). Returns NULL if no slot is
+ * FREE. */
 kvmux__slot *kvmux__pending_take(kvmux__pending *t, uint32_t *id_out);
 
 /* The slot that currently holds id (WAITING or TOMBSTONE), or NULL if id is
@@ -89,7 +124,8 @@ kvmux__slot *kvmux__pending_find(kvmux__pending *t, uint32_t id);
 void kvmux__pending_tombstone(kvmux__pending *t, kvmux__slot *s);
 
 /* WAITING or TOMBSTONE -> FREE; the slot's generation advances (wrapping),
- * so its next id differs from every id it issued recently. */
+ * so its next id differs from every id it issued recently. A fragmented
+ * reply's state and partial value are freed. */
 void kvmux__pending_release(kvmux__pending *t, kvmux__slot *s);
 
 /* Call f on every WAITING slot (the drain-on-connection-loss pass). */

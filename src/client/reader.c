@@ -9,9 +9,8 @@
  * checked against the session (kvmux_session_check_recv) under one
  * acquisition of the client mutex per batch. For each RESPONSE/PONG the
  * slot is found by id in O(1): a WAITING slot with the right generation gets
- * its reply copied (a value becomes a heap buffer the caller will own) and
- * its own condition variable signalled, so exactly one thread wakes per
- * reply; a TOMBSTONE is freed (its caller timed out) and one caller waiting
+ * its reply copied to its owner (a value becomes a heap buffer the caller
+ * will own) and is freed, and exactly one thread wakes per reply; a TOMBSTONE is freed (its caller timed out) and one caller waiting
  * for a slot is woken; anything else (unknown id, stale generation,
  * duplicate) is dropped and counted, not fatal (GUIDE trap 3).
  *
@@ -23,11 +22,13 @@
  * server is answered with a PONG through the normal outbound queue.
  *
  * Completion is one path for every kind of caller (kvmux__slot_finish):
- * a synchronous caller is woken on its condition variable; an async
- * request's result moves into its op, its slot is freed at once, a future
- * is marked done and a callback is queued for the completion thread (or
- * the event loop) -- user code never runs on this thread, and the whole
- * batch costs one lock round. kvmux__reader_process and the buffer
+ * the reply is built on this thread's stack and moved into its owner --
+ * a blocking caller's wait record, or an async op -- and the slot is
+ * freed at once. A blocking caller is woken (a futex on its record, see
+ * call.c) only after the batch, once the mutex is released, so it never
+ * wakes into a lock we hold; a future is marked done and a callback is
+ * queued for the completion thread (or the event loop) -- user code never
+ * runs on this thread, and the whole batch costs one lock round. kvmux__reader_process and the buffer
  * helpers are shared with the event-loop driver (loop.c), which calls
  * them instead of this thread.
  *
@@ -70,37 +71,27 @@ static int64_t reader_load_i64(const uint8_t *p) {
     return -(int64_t)(~u) - 1;
 }
 
-/* Allocate the caller's value buffer for len bytes (plus a NUL) in s:
- * one kvmux_value allocation for want_value, else reply.value. Returns
- * the data pointer, or NULL on out of memory. */
-static uint8_t *reader_alloc_value(kvmux__slot *s, size_t len, uint64_t version) {
-    if (s->want_value) {
+/* Allocate a value buffer for len bytes (plus a NUL): one kvmux_value
+ * allocation when want_value (*v), else a plain buffer (*p). Returns the
+ * data pointer, or NULL on out of memory. */
+static uint8_t *reader_alloc_value(int want_value, size_t len, uint64_t version,
+                                   kvmux_value **v, uint8_t **p) {
+    if (want_value) {
         /* One allocation: the struct, then the bytes and a NUL. */
-        kvmux_value *v = malloc(sizeof *v + len + 1);
-        if (!v) return NULL;
-        v->version = version;
-        v->len = len;
-        v->data = (uint8_t *)(v + 1);
-        v->data[len] = 0;
-        s->value = v;
-        return v->data;
+        kvmux_value *nv = malloc(sizeof *nv + len + 1);
+        if (!nv) return NULL;
+        nv->version = version;
+        nv->len = len;
+        nv->data = (uint8_t *)(nv + 1);
+        nv->data[len] = 0;
+        *v = nv;
+        return nv->data;
     }
-    uint8_t *p = malloc(len + 1);
-    if (!p) return NULL;
-    p[len] = 0;
-    s->reply.value = p;
-    s->reply.value_len = len;
-    return p;
-}
-
-/* Free whatever value s holds (a partial reassembly, or a failed call's). */
-static void reader_drop_value(kvmux__slot *s) {
-    free(s->value);
-    s->value = NULL;
-    free(s->reply.value);
-    s->reply.value = NULL;
-    s->reply.value_len = 0;
-    s->asm_dst = NULL;
+    uint8_t *np = malloc(len + 1);
+    if (!np) return NULL;
+    np[len] = 0;
+    *p = np;
+    return np;
 }
 
 /* Queue the WINDOW_UPDATEs g calls for (message id, connection) at the end
@@ -134,24 +125,34 @@ static int reader_grant(kvmux_client *c, uint32_t id, const kvmux_grant *g) {
  * copied out of the receive buffer (lock held). Returns 0 or -1. */
 static int reader_take_fragment(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f,
                                 uint32_t offset) {
-    if (s->asm_dst && f->value_len) memcpy(s->asm_dst + offset, f->value, f->value_len);
+    kvmux__slotx *x = s->x;
+    if (x->asm_dst && f->value_len) memcpy(x->asm_dst + offset, f->value, f->value_len);
     kvmux_grant g;
-    kvmux_reassembly_release(&s->reasm, &c->session, f->value_len, &g);
+    kvmux_reassembly_release(&x->reasm, &c->session, f->value_len, &g);
     return reader_grant(c, s->id, &g);
 }
 
-/* A fragmented reply is complete (or was aborted): hand it to its caller,
- * or free a tombstone (lock held). */
+/* A fragmented reply is complete: hand its value to the caller, or free
+ * a tombstone (lock held). */
 static void reader_reasm_done(kvmux_client *c, kvmux__slot *s) {
-    s->reasm.state = KVMUX_REASM_IDLE;
-    s->asm_dst = NULL;
+    kvmux__slotx *x = s->x;
+    x->reasm.state = KVMUX_REASM_IDLE;
+    x->asm_dst = NULL;
     if (s->state == KVMUX__SLOT_TOMBSTONE) {
         c->dropped_replies++;
-        kvmux__pending_release(&c->pending, s);
+        kvmux__pending_release(&c->pending, s); /* frees x */
         kvmux__slot_freed(c);
         return;
     }
-    kvmux__slot_finish(c, s);
+    kvmux_reply r;
+    memset(&r, 0, sizeof r);
+    r.version = x->version;
+    r.value = x->rvalue;
+    r.value_len = x->rvalue ? x->rvalue_len : 0;
+    kvmux_value *v = x->value;
+    x->rvalue = NULL; /* moved to the owner */
+    x->value = NULL;
+    kvmux__slot_finish(c, s, x->result, &r, v);
 }
 
 /* Start receiving a fragmented reply f (RESPONSE with MORE) for slot s,
@@ -166,25 +167,33 @@ static int reader_begin_fragmented(kvmux_client *c, kvmux__slot *s, const kvmux_
                            kvmux_status_name(f->code), kvmux_opcode_name(s->op), f->request_id);
         return -1;
     }
-    if (s->reasm.state != KVMUX_REASM_IDLE) {
+    if (s->x) {
         kvmux__client_fail(c, KVMUX_EPROTO, "second fragmented reply for request %u",
                            f->request_id);
         return -1;
     }
-    int rc = kvmux_reassembly_begin(&s->reasm, &c->session, f, c->opts.max_value_size);
+    /* The reassembly state lives beside the slot, only while needed. */
+    kvmux__slotx *x = calloc(1, sizeof *x);
+    if (!x) {
+        kvmux__client_fail(c, KVMUX_EIO, "out of memory for a fragmented reply");
+        return -1;
+    }
+    s->x = x;
+    int rc = kvmux_reassembly_begin(&x->reasm, &c->session, f, c->opts.max_value_size);
     if (rc < 0) {
         kvmux__client_fail(c, KVMUX_EPROTO, "bad fragmented reply (request %u, %u bytes): %s",
                            f->request_id, f->total_value_len, kvmux_wire_error_name(-rc));
         return -1;
     }
-    s->asm_dst = NULL;
     if (s->state == KVMUX__SLOT_WAITING) {
-        s->result = KVMUX_OK;
-        s->reply.version = kvmux_load_u64be(f->extras);
-        s->asm_dst = reader_alloc_value(s, f->total_value_len, s->reply.version);
+        x->result = KVMUX_OK;
+        x->version = kvmux_load_u64be(f->extras);
+        x->rvalue_len = f->total_value_len;
+        x->asm_dst = reader_alloc_value(s->want_value, f->total_value_len, x->version,
+                                        &x->value, &x->rvalue);
         /* No memory for it: this call fails, the fragments are still
          * counted (and discarded) so the connection goes on. */
-        if (!s->asm_dst) s->result = KVMUX_ENOMEM;
+        if (!x->asm_dst) x->result = KVMUX_ENOMEM;
     }
     return reader_take_fragment(c, s, f, 0);
 }
@@ -192,13 +201,13 @@ static int reader_begin_fragmented(kvmux_client *c, kvmux__slot *s, const kvmux_
 /* Handle a CONTINUATION (lock held). Returns 0 or -1 (failed). */
 static int reader_on_continuation(kvmux_client *c, const kvmux_frame *f) {
     kvmux__slot *s = kvmux__pending_find(&c->pending, f->request_id);
-    if (!s || s->reasm.state != KVMUX_REASM_OPEN) {
+    if (!s || !kvmux__slot_reasm_open(s)) {
         kvmux__client_fail(c, KVMUX_EPROTO, "CONTINUATION for request %u, which has no "
                            "fragmented reply open", f->request_id);
         return -1;
     }
     uint32_t off = 0;
-    int rc = kvmux_reassembly_continue(&s->reasm, &c->session, f, &off);
+    int rc = kvmux_reassembly_continue(&s->x->reasm, &c->session, f, &off);
     if (rc < 0) {
         kvmux__client_fail(c, KVMUX_EPROTO, "bad CONTINUATION for request %u: %s",
                            f->request_id, kvmux_wire_error_name(-rc));
@@ -223,21 +232,29 @@ static int reader_abort_fragmented(kvmux_client *c, kvmux__slot *s, const kvmux_
         return -1;
     }
     kvmux_grant g;
-    kvmux_reassembly_abort(&s->reasm, &c->session, &g);
+    kvmux_reassembly_abort(&s->x->reasm, &c->session, &g);
     if (reader_grant(c, s->id, &g) != 0) return -1;
-    reader_drop_value(s);
-    memset(&s->reply, 0, sizeof s->reply);
-    s->result = err;
+    /* The partial value goes; the call completes with err. */
+    kvmux__slotx *x = s->x;
+    free(x->value);
+    free(x->rvalue);
+    x->value = NULL;
+    x->rvalue = NULL;
+    x->rvalue_len = 0;
+    x->version = 0;
+    x->result = err;
     reader_reasm_done(c, s);
     return 0;
 }
 
-/* Copy a single-frame GET/WAIT value into a heap buffer owned by the
- * caller of s. Returns 0 or KVMUX_ENOMEM. */
-static int reader_copy_value(kvmux__slot *s, const kvmux_frame *f, uint64_t version) {
-    uint8_t *p = reader_alloc_value(s, f->value_len, version);
+/* Copy a single-frame GET/WAIT value into a heap buffer for the caller
+ * of s (*v or r->value). Returns 0 or KVMUX_ENOMEM. */
+static int reader_copy_value(const kvmux__slot *s, const kvmux_frame *f, kvmux_reply *r,
+                             kvmux_value **v) {
+    uint8_t *p = reader_alloc_value(s->want_value, f->value_len, r->version, v, &r->value);
     if (!p) return KVMUX_ENOMEM;
     if (f->value_len) memcpy(p, f->value, f->value_len);
+    if (!s->want_value) r->value_len = f->value_len;
     return 0;
 }
 
@@ -278,48 +295,54 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         return -1;
     }
 
-    s->result = err;
+    /* The reply is built here and moved into the caller's record or op
+     * by kvmux__slot_finish: the slot never holds one. */
+    kvmux_reply r;
+    memset(&r, 0, sizeof r);
+    kvmux_value *v = NULL;
+    int result = err;
     if (err == KVMUX_OK) {
         switch (s->op) {
         case KVMUX_INCR:
-            s->reply.number = reader_load_i64(f->extras);
-            s->reply.version = kvmux_load_u64be(f->extras + 8);
+            r.number = reader_load_i64(f->extras);
+            r.version = kvmux_load_u64be(f->extras + 8);
             break;
         case KVMUX_DEL: case KVMUX_STATS:
             break;
         default:
-            s->reply.version = kvmux_load_u64be(f->extras);
+            r.version = kvmux_load_u64be(f->extras);
             break;
         }
         if (parse_value) {
-            int rc = reader_copy_value(s, f, s->reply.version);
-            if (rc != 0) s->result = rc; /* this call fails; the connection goes on */
+            int rc = reader_copy_value(s, f, &r, &v);
+            if (rc != 0) result = rc; /* this call fails; the connection goes on */
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
-        s->reply.version = kvmux_load_u64be(f->extras);
+        r.version = kvmux_load_u64be(f->extras);
     }
-    kvmux__slot_finish(c, s);
+    kvmux__slot_finish(c, s, result, &r, v);
     return 0;
 }
 
 /* Handle a RESPONSE or PONG (lock held). Returns 0 or -1 (failed). */
 static int reader_on_reply(kvmux_client *c, const kvmux_frame *f) {
     kvmux__slot *s = kvmux__pending_find(&c->pending, f->request_id);
-    if (s && s->reasm.state == KVMUX_REASM_OPEN && f->type == KVMUX_FRAME_RESPONSE)
+    if (s && kvmux__slot_reasm_open(s) && f->type == KVMUX_FRAME_RESPONSE)
         return reader_abort_fragmented(c, s, f);
     if (kvmux_frame_has_more(f)) {
         /* The first frame of a fragmented reply: its CONTINUATIONs need
          * the slot, even a tombstone's (whose bytes are then discarded). */
-        if (!s || s->done || s->op == KVMUX_PING) {
+        if (!s || s->op == KVMUX_PING) {
             kvmux__client_fail(c, KVMUX_EPROTO, "fragmented reply for request %u, which "
                                "is not waiting for one", f->request_id);
             return -1;
         }
         return reader_begin_fragmented(c, s, f);
     }
-    if (!s || s->state == KVMUX__SLOT_TOMBSTONE || s->done) {
-        /* Unknown or stale id, a late reply to a timed-out call, or a
-         * duplicate: drop and count. A late reply returns its credit. */
+    if (!s || s->state == KVMUX__SLOT_TOMBSTONE) {
+        /* Unknown or stale id (a duplicate: completing a slot frees it
+         * and advances its generation), or a late reply to a timed-out
+         * call: drop and count. A late reply returns its credit. */
         c->dropped_replies++;
         if (s && s->state == KVMUX__SLOT_TOMBSTONE) {
             kvmux__pending_release(&c->pending, s);
@@ -335,8 +358,7 @@ static int reader_on_reply(kvmux_client *c, const kvmux_frame *f) {
         return -1;
     }
     if (is_ping) {
-        s->result = 0;
-        kvmux__slot_finish(c, s);
+        kvmux__slot_finish(c, s, 0, NULL, NULL);
         return 0;
     }
     return reader_complete(c, s, f);
@@ -496,7 +518,12 @@ static void reader_run(kvmux_client *c) {
                  * rather than wait for the server to close. */
                 kvmux__client_fail(c, KVMUX_ECLOSED, "connection drained after GOAWAY");
             int fatal = c->fatal;
+            /* The blocking callers this batch completed are woken only
+             * now, so none of them wakes into a mutex we still hold. */
+            kvmux__callwait *wake = kvmux__call_chain_prepare(c, c->wake_head);
+            c->wake_head = NULL;
             pthread_mutex_unlock(&c->mu);
+            kvmux__call_wake_first(wake);
             if (fatal) break;
             kvmux__reader_consume(c, used);
         }

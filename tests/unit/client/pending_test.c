@@ -44,7 +44,8 @@ static void test_take_find_release(void) {
         CHECK(ids[i] != 0);
         CHECK_EQ(ids[i] & 3u, (uint32_t)(sl[i] - t.slots));
         CHECK_EQ(sl[i]->state, KVMUX__SLOT_WAITING);
-        CHECK_EQ(sl[i]->done, 0);
+        CHECK_EQ(sl[i]->owner, KVMUX__OWNER_NONE);
+        CHECK(sl[i]->x == NULL);
     }
     /* Slot 0 generation 0 is skipped; the rest are generation 0. */
     CHECK_EQ(ids[0], 4);
@@ -96,8 +97,11 @@ static void test_tombstone(void) {
     for (uint32_t i = 0; i < t.nslots; i++)
         if (t.slots[i].state == KVMUX__SLOT_WAITING) visited++;
     CHECK_EQ(visited, 1);
-    /* A reply value parked on a tombstone is freed by release (LSan). */
-    sa->reply.value = malloc(10);
+    /* A partial fragmented reply parked on a tombstone is freed by
+     * release (LSan). */
+    sa->x = calloc(1, sizeof *sa->x);
+    REQUIRE(sa->x != NULL);
+    sa->x->rvalue = malloc(10);
     kvmux__pending_release(&t, sa); /* the late reply arrived */
     CHECK_EQ(t.ntomb, 0);
     CHECK_EQ(t.nfree, 1);
