@@ -28,7 +28,9 @@
  * Usage: client_mem -p PORT [-h HOST] [-D DEPTH]   (DEPTH <= the server's
  * credits, default 1024). Not part of the test suite: it prints figures.
  */
-#define _GNU_SOURCE
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* mallinfo2 */
+#endif
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
