@@ -284,6 +284,12 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
         want = 8;
+    } else if (err == KVMUX_EVERSION) {
+        /* Only CAS has a version precondition (PROTOCOL.md, statuses):
+         * handing EVERSION to a SET caller would invent a failure. */
+        kvmux__client_fail(c, KVMUX_EPROTO, "server sent %s to %s (request %u): only CAS can get it",
+                           kvmux_status_name(f->code), op_name, f->request_id);
+        return -1;
     } else if (err == KVMUX_ETIMEDOUT && s->op == KVMUX_WAIT && f->extras_len == 8) {
         want = 8; /* the current version; optional, and not returned */
     }

@@ -18,7 +18,8 @@
  * Refused uploads. A first frame may be answered before its value is in:
  * BUSY (no credit, or --max-upload-buffer reached), SHUTTING_DOWN (read
  * after GOAWAY), TIMEOUT (deadline already spent), a request-level error
- * (TOO_LARGE key, wrong extras...), INTERNAL (no memory for the buffer).
+ * (TOO_LARGE key, wrong extras...), OUT_OF_MEMORY (no memory for the
+ * buffer: uploads exist only on v2, whose peers know that status).
  * Its CONTINUATIONs are still on the wire, and a CONTINUATION for an id we
  * do not know is a protocol error, so the upload stays, with no buffer, in
  * "discard" mode: fragments are checked and counted (windows included, and
@@ -196,14 +197,14 @@ void kvmux__upload_begin(kvmux_conn *c, const kvmux_frame *f) {
         kvmux__conn_respond(c, id, KVMUX_STATUS_BUSY, NULL, 0, msg);
         start_discard(c, u, 1);
     } else if (!(u->val = kvmux_store_value_new(l->srv->store, f->total_value_len))) {
-        kvmux__conn_respond(c, id, KVMUX_STATUS_INTERNAL, NULL, 0, "out of memory");
+        kvmux__conn_respond(c, id, KVMUX_STATUS_OUT_OF_MEMORY, NULL, 0, "out of memory");
         start_discard(c, u, 1);
     } else {
         c->upload_bytes += f->total_value_len;
         u->deadline_ms = kvmux_frame_has_deadline(f) ? f->deadline_ms : 0;
         if (u->deadline_ms &&
             kvmux__timer_arm(&l->timers, &u->timer, l->now + u->deadline_ms) != 0) {
-            kvmux__conn_respond(c, id, KVMUX_STATUS_INTERNAL, NULL, 0, "out of memory");
+            kvmux__conn_respond(c, id, KVMUX_STATUS_OUT_OF_MEMORY, NULL, 0, "out of memory");
             start_discard(c, u, 1);
         }
     }

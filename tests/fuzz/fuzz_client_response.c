@@ -139,10 +139,9 @@ static void on_reply(kvmux_client *c, int result, kvmux_reply *reply, void *ud) 
             if (reply->value[reply->value_len] != 0) abort(); /* NUL-terminated */
             (void)sink;
         }
-        /* (Not checked: which statuses an op may get. The client maps
-         * statuses one to one and checks only the extras/value shape, so
-         * e.g. a VERSION_MISMATCH without extras to a SET reaches the SET's
-         * caller as KVMUX_EVERSION with version 0.) */
+        /* Only CAS can see a version mismatch (the reader refuses it for
+         * any other op as a protocol error). */
+        if (result == KVMUX_EVERSION && t->op != KVMUX_CAS) abort();
     } else if (reply->value || reply->value_len) {
         abort(); /* zeroed on error */
     }

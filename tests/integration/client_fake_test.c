@@ -12,6 +12,7 @@
  *   badstatus  unknown status -> KVMUX_EPROTO, later calls fail fast
  *   error      ERROR frame mid-call -> KVMUX_EPROTO with its message
  *   badextras  GET OK without its version -> KVMUX_EPROTO
+ *   mismatch   VERSION_MISMATCH to a GET (only CAS may get it) -> KVMUX_EPROTO
  *   stall      server never reads: the bounded queue fills (try_call gets
  *              KVMUX_EAGAIN, blocking calls time out), then kvmux_close
  *              returns promptly although the writer is stuck in send()
@@ -177,7 +178,7 @@ static void script_reorder(fake *f, int fd) {
 /* Read one request, answer it with the reply chosen by f->credits' twin
  * below, then wait for the client to go. */
 static int g_bad_kind;
-enum { BAD_STATUS = 1, BAD_ERROR = 2, BAD_EXTRAS = 3 };
+enum { BAD_STATUS = 1, BAD_ERROR = 2, BAD_EXTRAS = 3, BAD_MISMATCH = 4 };
 
 static void script_bad(fake *f, int fd) {
     REQUIRE(fake_handshake(f, fd) == 0);
@@ -190,6 +191,11 @@ static void script_bad(fake *f, int fd) {
         uint8_t out[KVMUX_FRAME_HDR_LEN + KVMUX_MAX_ERROR_MSG];
         size_t n = kvmux_encode_error(out, 1, 0, KVMUX_ERR_PROTOCOL, "go away now");
         CHECK_EQ(test_write_all(fd, out, n), 0);
+    } else if (g_bad_kind == BAD_MISMATCH) {
+        /* Well-formed for a CAS, but this is a GET: no version precondition. */
+        uint8_t ver[8] = {0, 0, 0, 0, 0, 0, 0, 7};
+        fake_send(fd, KVMUX_FRAME_RESPONSE, fr.request_id, KVMUX_STATUS_VERSION_MISMATCH, ver, 8,
+                  NULL, 0);
     } else {
         fake_send(fd, KVMUX_FRAME_RESPONSE, fr.request_id, KVMUX_STATUS_OK, NULL, 0, "v", 1);
     }
@@ -378,6 +384,7 @@ int main(void) {
     test_bad(BAD_STATUS, "unknown status");
     test_bad(BAD_ERROR, "go away now");
     test_bad(BAD_EXTRAS, "malformed");
+    test_bad(BAD_MISMATCH, "only CAS");
     test_stall();
     return test_report();
 }
