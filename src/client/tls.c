@@ -19,13 +19,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-/* A peer that closes without close_notify is a plain EOF, as over TCP:
- * kvmux frames are self-delimiting, so truncation cannot go unnoticed. */
-#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
-#define KVMUX_TLS_OP_EOF SSL_OP_IGNORE_UNEXPECTED_EOF
-#else
-#define KVMUX_TLS_OP_EOF 0
-#endif
+#include "tls_common.h"
 #include <openssl/x509v3.h>
 
 /* Ciphertext read per recv(2): several full records. */
@@ -49,20 +43,6 @@ struct kvmux__tls {
     size_t wcap;
 };
 
-/* The thread's last OpenSSL error as one line; clears the queue. */
-static const char *tls_reason(char *buf, size_t len) {
-    unsigned long e = ERR_peek_last_error();
-    if (!e) {
-        snprintf(buf, len, "unknown TLS error");
-    } else {
-        const char *r = ERR_reason_error_string(e);
-        if (r) snprintf(buf, len, "%s", r);
-        else ERR_error_string_n(e, buf, len);
-    }
-    ERR_clear_error();
-    return buf;
-}
-
 int kvmux__tls_init(kvmux_client *c, const kvmux_options *o, const char *host) {
     if (o->tls_verify < 0 || o->tls_verify > 1 || o->tls != 1)
         return kvmux__connect_fail(KVMUX_EINVAL, "tls and tls_verify are 0 or 1");
@@ -84,14 +64,10 @@ int kvmux__tls_init(kvmux_client *c, const kvmux_options *o, const char *host) {
     t->name_is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
     c->tls = t; /* from here kvmux__tls_free cleans up */
     char rb[256];
-    ERR_clear_error();
-    t->ctx = SSL_CTX_new(TLS_client_method());
+    t->ctx = kvmux__tls_ctx_new(TLS_client_method(), 0);
     if (!t->ctx)
         return kvmux__connect_fail(KVMUX_ETLS, "TLS: cannot create a context: %s",
-                                   tls_reason(rb, sizeof rb));
-    SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                 KVMUX_TLS_OP_EOF);
+                                   kvmux__tls_reason(rb, sizeof rb));
     SSL_CTX_set_verify(t->ctx, t->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
     if (t->verify) {
         int ok = (o->tls_ca_file || o->tls_ca_dir)
@@ -102,16 +78,16 @@ int kvmux__tls_init(kvmux_client *c, const kvmux_options *o, const char *host) {
                                        o->tls_ca_file ? "file" : "directory",
                                        o->tls_ca_file ? o->tls_ca_file
                                        : o->tls_ca_dir ? o->tls_ca_dir : "(system default)",
-                                       tls_reason(rb, sizeof rb));
+                                       kvmux__tls_reason(rb, sizeof rb));
     }
     if (o->tls_cert_file) {
         if (SSL_CTX_use_certificate_chain_file(t->ctx, o->tls_cert_file) != 1)
             return kvmux__connect_fail(KVMUX_ETLS, "TLS: client certificate %s: %s",
-                                       o->tls_cert_file, tls_reason(rb, sizeof rb));
+                                       o->tls_cert_file, kvmux__tls_reason(rb, sizeof rb));
         if (SSL_CTX_use_PrivateKey_file(t->ctx, o->tls_key_file, SSL_FILETYPE_PEM) != 1 ||
             SSL_CTX_check_private_key(t->ctx) != 1)
             return kvmux__connect_fail(KVMUX_ETLS, "TLS: client key %s: %s", o->tls_key_file,
-                                       tls_reason(rb, sizeof rb));
+                                       kvmux__tls_reason(rb, sizeof rb));
     }
     return 0;
 }
@@ -168,10 +144,11 @@ static size_t take_out(kvmux__tls *t) {
     return n;
 }
 
-/* Send p[0..n) on the non-blocking fd before deadline (connect phase).
- * Returns 0 or a KVMUX_E* (message recorded). */
-static int send_sync(int fd, const uint8_t *p, size_t n, int64_t deadline) {
-    char eb[64];
+/* Send p[0..n) on fd, retrying EINTR. With wait set (a non-blocking fd),
+ * EAGAIN waits for POLLOUT until deadline; without, EAGAIN is an error.
+ * Returns 0 when all is sent, 1 when the deadline passed, -1 with errno
+ * set otherwise (send's or poll's). */
+static int send_fd(int fd, const uint8_t *p, size_t n, int wait, int64_t deadline) {
     while (n > 0) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
         if (w > 0) {
@@ -180,15 +157,25 @@ static int send_sync(int fd, const uint8_t *p, size_t n, int64_t deadline) {
             continue;
         }
         if (w < 0 && errno == EINTR) continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (wait && w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             int r = wait_fd(fd, POLLOUT, deadline);
             if (r > 0) continue;
-            if (r == 0) return kvmux__connect_fail(KVMUX_ETIMEDOUT, "TLS handshake timed out");
+            if (r == 0) return 1;
         }
-        return kvmux__connect_fail(KVMUX_ECONNECT, "TLS handshake: send: %s",
-                                   kvmux__errstr(errno, eb, sizeof eb));
+        return -1;
     }
     return 0;
+}
+
+/* Send p[0..n) on the non-blocking fd before deadline (connect phase).
+ * Returns 0 or a KVMUX_E* (message recorded). */
+static int send_sync(int fd, const uint8_t *p, size_t n, int64_t deadline) {
+    char eb[64];
+    int r = send_fd(fd, p, n, 1, deadline);
+    if (r == 0) return 0;
+    if (r > 0) return kvmux__connect_fail(KVMUX_ETIMEDOUT, "TLS handshake timed out");
+    return kvmux__connect_fail(KVMUX_ECONNECT, "TLS handshake: send: %s",
+                               kvmux__errstr(errno, eb, sizeof eb));
 }
 
 /* Send whatever OpenSSL has produced (connect phase, one thread). */
@@ -254,7 +241,7 @@ int kvmux__tls_handshake(kvmux_client *c, int fd, int64_t deadline) {
         if (ok != 1) {
             SSL_free(ssl);
             return kvmux__connect_fail(KVMUX_ETLS, "TLS: cannot verify the name '%s': %s",
-                                       t->name, tls_reason(rb, sizeof rb));
+                                       t->name, kvmux__tls_reason(rb, sizeof rb));
         }
     }
     pthread_mutex_lock(&t->mu);
@@ -269,7 +256,7 @@ int kvmux__tls_handshake(kvmux_client *c, int fd, int64_t deadline) {
         ERR_clear_error();
         int r = SSL_do_handshake(ssl);
         int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl, r);
-        if (e == SSL_ERROR_SSL || e == SSL_ERROR_SYSCALL) tls_reason(rb, sizeof rb);
+        if (e == SSL_ERROR_SSL || e == SSL_ERROR_SYSCALL) kvmux__tls_reason(rb, sizeof rb);
         pthread_mutex_unlock(&t->mu);
         /* Our flight (or an alert) goes out first, whatever the result. */
         int rc = flush_sync(c, fd, deadline);
@@ -305,10 +292,22 @@ int kvmux__tls_write_sync(kvmux_client *c, const void *p, size_t n, int64_t dead
     pthread_mutex_lock(&t->mu);
     ERR_clear_error();
     int r = SSL_write(t->ssl, p, (int)n); /* memory BIO: all of it, or an error */
-    if (r <= 0) tls_reason(rb, sizeof rb);
+    if (r <= 0) kvmux__tls_reason(rb, sizeof rb);
     pthread_mutex_unlock(&t->mu);
     if (r <= 0) return kvmux__connect_fail(KVMUX_ETLS, "TLS: sending HELLO: %s", rb);
     return flush_sync(c, c->fd, deadline);
+}
+
+/* SSL_read up to cap bytes into p; the caller holds t->mu. Stores the
+ * SSL_get_error class in *e (SSL_ERROR_NONE when r > 0) and, for
+ * SSL_ERROR_SSL / SSL_ERROR_SYSCALL, the reason in rb. Returns SSL_read's
+ * result. */
+static int read_locked(kvmux__tls *t, void *p, size_t cap, int *e, char *rb, size_t rblen) {
+    ERR_clear_error();
+    int r = SSL_read(t->ssl, p, cap > INT_MAX ? INT_MAX : (int)cap);
+    *e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
+    if (*e == SSL_ERROR_SSL || *e == SSL_ERROR_SYSCALL) kvmux__tls_reason(rb, rblen);
+    return r;
 }
 
 ssize_t kvmux__tls_read_sync(kvmux_client *c, void *p, size_t cap, int64_t deadline) {
@@ -316,10 +315,8 @@ ssize_t kvmux__tls_read_sync(kvmux_client *c, void *p, size_t cap, int64_t deadl
     char rb[256];
     for (;;) {
         pthread_mutex_lock(&t->mu);
-        ERR_clear_error();
-        int r = SSL_read(t->ssl, p, cap > INT_MAX ? INT_MAX : (int)cap);
-        int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
-        if (e == SSL_ERROR_SSL || e == SSL_ERROR_SYSCALL) tls_reason(rb, sizeof rb);
+        int e;
+        int r = read_locked(t, p, cap, &e, rb, sizeof rb);
         pthread_mutex_unlock(&t->mu);
         int rc = flush_sync(c, c->fd, deadline); /* post-handshake replies */
         if (rc != 0) return rc;
@@ -343,10 +340,8 @@ ssize_t kvmux__tls_recv(kvmux_client *c, void *buf, size_t cap) {
     char rb[256];
     for (;;) {
         pthread_mutex_lock(&t->mu);
-        ERR_clear_error();
-        int r = SSL_read(t->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
-        int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
-        if (e == SSL_ERROR_SSL || e == SSL_ERROR_SYSCALL) tls_reason(rb, sizeof rb);
+        int e;
+        int r = read_locked(t, buf, cap, &e, rb, sizeof rb);
         int produced = BIO_ctrl_pending(t->out) > 0;
         pthread_mutex_unlock(&t->mu);
         if (produced) {
@@ -392,18 +387,8 @@ int kvmux__tls_out_pending(const kvmux_client *c) {
 /* Send p[0..n) on the blocking fd. 0 or KVMUX_ECLOSED / KVMUX_EIO
  * (errno preserved). */
 static int send_all(int fd, const uint8_t *p, size_t n) {
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0 && (errno == EPIPE || errno == ECONNRESET)) return KVMUX_ECLOSED;
-        return KVMUX_EIO;
-    }
-    return 0;
+    if (send_fd(fd, p, n, 0, 0) == 0) return 0;
+    return errno == EPIPE || errno == ECONNRESET ? KVMUX_ECLOSED : KVMUX_EIO;
 }
 
 /* Encrypt p[0..n) (n may be 0) and take the ciphertext out, under the
@@ -416,7 +401,7 @@ static int seal_and_send(kvmux_client *c, const uint8_t *p, size_t n) {
     if (n) {
         ERR_clear_error();
         r = SSL_write(t->ssl, p, (int)n);
-        if (r <= 0) tls_reason(rb, sizeof rb);
+        if (r <= 0) kvmux__tls_reason(rb, sizeof rb);
     }
     size_t len = r > 0 ? take_out(t) : 0;
     pthread_mutex_unlock(&t->mu);

@@ -28,43 +28,17 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-/* A peer that closes without close_notify is a plain EOF, as over TCP:
- * kvmux frames are self-delimiting, so truncation cannot go unnoticed. */
-#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
-#define KVMUX_TLS_OP_EOF SSL_OP_IGNORE_UNEXPECTED_EOF
-#else
-#define KVMUX_TLS_OP_EOF 0
-#endif
-
-/* The last OpenSSL error of this thread as one line ("certificate verify
- * failed", "wrong version number", ...); clears the queue. */
-static const char *tls_reason(char *buf, size_t len) {
-    unsigned long e = ERR_peek_last_error();
-    if (!e) {
-        snprintf(buf, len, "unknown TLS error");
-    } else {
-        const char *r = ERR_reason_error_string(e);
-        if (r) snprintf(buf, len, "%s", r);
-        else ERR_error_string_n(e, buf, len);
-    }
-    ERR_clear_error();
-    return buf;
-}
+#include "tls_common.h"
 
 int kvmux__tls_server_init(kvmux_server *s, const kvmux_server_config *cfg, char *err,
                            size_t errlen) {
     if (!cfg->tls_cert) return 0;
     char rb[256];
-    ERR_clear_error();
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX *ctx = kvmux__tls_ctx_new(TLS_server_method(), SSL_OP_CIPHER_SERVER_PREFERENCE);
     if (!ctx) {
-        snprintf(err, errlen, "TLS: cannot create a context: %s", tls_reason(rb, sizeof rb));
+        snprintf(err, errlen, "TLS: cannot create a context: %s", kvmux__tls_reason(rb, sizeof rb));
         return -1;
     }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                 KVMUX_TLS_OP_EOF |
-                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
@@ -79,24 +53,24 @@ int kvmux__tls_server_init(kvmux_server *s, const kvmux_server_config *cfg, char
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 0);
     if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
-        snprintf(err, errlen, "--tls-cert %s: %s", cfg->tls_cert, tls_reason(rb, sizeof rb));
+        snprintf(err, errlen, "--tls-cert %s: %s", cfg->tls_cert, kvmux__tls_reason(rb, sizeof rb));
         SSL_CTX_free(ctx);
         return -1;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(err, errlen, "--tls-key %s: %s", cfg->tls_key, tls_reason(rb, sizeof rb));
+        snprintf(err, errlen, "--tls-key %s: %s", cfg->tls_key, kvmux__tls_reason(rb, sizeof rb));
         SSL_CTX_free(ctx);
         return -1;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
         snprintf(err, errlen, "--tls-key %s does not match --tls-cert %s: %s", cfg->tls_key,
-                 cfg->tls_cert, tls_reason(rb, sizeof rb));
+                 cfg->tls_cert, kvmux__tls_reason(rb, sizeof rb));
         SSL_CTX_free(ctx);
         return -1;
     }
     if (cfg->tls_ca) {
         if (SSL_CTX_load_verify_locations(ctx, cfg->tls_ca, NULL) != 1) {
-            snprintf(err, errlen, "--tls-ca %s: %s", cfg->tls_ca, tls_reason(rb, sizeof rb));
+            snprintf(err, errlen, "--tls-ca %s: %s", cfg->tls_ca, kvmux__tls_reason(rb, sizeof rb));
             SSL_CTX_free(ctx);
             return -1;
         }
@@ -135,7 +109,7 @@ int kvmux__tls_conn_new(kvmux_server *s, kvmux_conn *c) {
 static void tls_failed(kvmux_conn *c, const char *what) {
     char rb[256];
     long vr = SSL_get_verify_result(c->ssl);
-    tls_reason(rb, sizeof rb);
+    kvmux__tls_reason(rb, sizeof rb);
     c->tls_failed = 1;
     if (c->tls_hs) {
         KVMUX_STAT_ADD(c->loop, tls_handshake_failures, 1);
