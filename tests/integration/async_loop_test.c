@@ -29,6 +29,7 @@
 
 #include "kvmux.h"
 #include "kvmux/adapters/libuv.h"
+#include "loop_util.h"
 #include "testutil.h"
 
 static test_server g_srv;
@@ -60,30 +61,6 @@ static kvmux_request req_of(kvmux_op op, const char *key) {
     return r;
 }
 
-/* ---- a bounded uv_run ---- */
-
-static int g_watchdog_fired;
-
-static void on_watchdog(uv_timer_t *t) {
-    g_watchdog_fired = 1;
-    uv_stop(t->loop);
-}
-
-/* Run loop until stop() is called by the test (uv_stop), nothing is left
- * to do, or ms pass. Returns 0, or -1 if the watchdog fired. */
-static int run_loop(uv_loop_t *loop, int ms) {
-    uv_timer_t wd;
-    uv_timer_init(loop, &wd);
-    uv_unref((uv_handle_t *)&wd); /* does not keep the loop alive */
-    g_watchdog_fired = 0;
-    uv_timer_start(&wd, on_watchdog, (uint64_t)ms, 0);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_timer_stop(&wd);
-    uv_close((uv_handle_t *)&wd, NULL);
-    uv_run(loop, UV_RUN_NOWAIT); /* let the close finish */
-    return g_watchdog_fired ? -1 : 0;
-}
-
 /* ---- trackers ---- */
 
 typedef struct tracker {
@@ -113,38 +90,12 @@ static void on_track(kvmux_client *c, int result, kvmux_reply *reply, void *ud) 
     if (t->stop_loop) uv_stop(t->stop_loop);
 }
 
-typedef struct status_rec {
-    int calls;
-    int last;
-    int connected;
-    uv_loop_t *stop_loop;
-} status_rec;
-
-static void on_status(kvmux_client *c, int status, void *ud) {
-    (void)c;
-    status_rec *s = ud;
-    s->calls++;
-    s->last = status;
-    if (status == 0) s->connected++;
-    if (s->stop_loop) uv_stop(s->stop_loop);
-}
-
-static kvmux_client *loop_connect(uv_loop_t *loop, uint16_t port, const kvmux_options *o,
-                                  status_rec *st) {
-    kvmux_client *c = NULL;
-    int rc = kvmux_async_connect(&c, "127.0.0.1", port, o);
-    REQUIRE(rc == 0 && c != NULL);
-    if (st) CHECK_EQ(kvmux_async_set_status_cb(c, on_status, st), 0);
-    REQUIRE(kvmux_libuv_attach(c, loop) == 0);
-    return c;
-}
-
 /* ---- connect, basics, errors, futures ---- */
 
 static void test_basics(uv_loop_t *loop) {
     status_rec st;
     memset(&st, 0, sizeof st);
-    kvmux_client *c = loop_connect(loop, g_srv.port, NULL, &st);
+    kvmux_client *c = loop_attach(loop, g_srv.port, NULL, &st);
     CHECK(kvmux_libuv_attach(c, loop) != 0); /* once (libuv: the fd is watched) */
     CHECK(kvmux_async_fd(c) >= 0);
 
@@ -313,7 +264,7 @@ static void on_ignore(kvmux_client *c, int result, kvmux_reply *reply, void *ud)
 }
 
 static void test_wait_out_of_order(uv_loop_t *loop) {
-    kvmux_client *c = loop_connect(loop, g_srv.port, NULL, NULL);
+    kvmux_client *c = loop_attach(loop, g_srv.port, NULL, NULL);
     ooo o;
     memset(&o, 0, sizeof o);
     o.c = c;
@@ -389,7 +340,7 @@ static void test_depth64(uv_loop_t *loop) {
     status_rec st;
     memset(&st, 0, sizeof st);
     st.stop_loop = loop;
-    kvmux_client *c = loop_connect(loop, g_srv.port, NULL, &st);
+    kvmux_client *c = loop_attach(loop, g_srv.port, NULL, &st);
     CHECK_EQ(run_loop(loop, 5000), 0); /* until connected */
     CHECK_EQ(st.connected, 1);
     st.stop_loop = NULL;
@@ -452,7 +403,7 @@ static void on_close_me(kvmux_client *c, int result, kvmux_reply *reply, void *u
 
 static void test_close(uv_loop_t *loop) {
     /* From a callback: a PING's callback closes; the WAITs get ECLOSED. */
-    kvmux_client *c = loop_connect(loop, g_srv.port, NULL, NULL);
+    kvmux_client *c = loop_attach(loop, g_srv.port, NULL, NULL);
     closer k;
     memset(&k, 0, sizeof k);
     kvmux_request w = req_of(KVMUX_WAIT, "al:close");
@@ -472,7 +423,7 @@ static void test_close(uv_loop_t *loop) {
     status_rec st;
     memset(&st, 0, sizeof st);
     st.stop_loop = loop;
-    c = loop_connect(loop, g_srv.port, NULL, &st);
+    c = loop_attach(loop, g_srv.port, NULL, &st);
     CHECK_EQ(run_loop(loop, 5000), 0);
     kvmux_server_info info;
     kvmux_get_server_info(c, &info);
@@ -513,7 +464,7 @@ static void test_kill9(uv_loop_t *loop) {
     status_rec st;
     memset(&st, 0, sizeof st);
     st.stop_loop = loop;
-    kvmux_client *c = loop_connect(loop, s.port, NULL, &st);
+    kvmux_client *c = loop_attach(loop, s.port, NULL, &st);
     CHECK_EQ(run_loop(loop, 5000), 0);
     CHECK_EQ(st.connected, 1);
     enum { N = 1500 };
@@ -569,7 +520,7 @@ static void test_connect_refused(uv_loop_t *loop) {
     status_rec st;
     memset(&st, 0, sizeof st);
     st.stop_loop = loop;
-    kvmux_client *c = loop_connect(loop, port, NULL, &st);
+    kvmux_client *c = loop_attach(loop, port, NULL, &st);
     tracker t;
     memset(&t, 0, sizeof t);
     kvmux_request p = req_of(KVMUX_PING, NULL);

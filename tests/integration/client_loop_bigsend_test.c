@@ -29,6 +29,7 @@
 
 #include "kvmux.h"
 #include "kvmux/adapters/libuv.h"
+#include "loop_util.h"
 #include "testutil.h"
 
 #define MiB (1024u * 1024)
@@ -38,33 +39,6 @@ static int g_srv_up;
 
 static void kill_server_at_exit(void) {
     if (g_srv_up) test_server_kill(&g_srv);
-}
-
-/* ---- a bounded uv_run ---- */
-
-static int g_watchdog_fired;
-
-static void on_watchdog(uv_timer_t *t) {
-    g_watchdog_fired = 1;
-    uv_stop(t->loop);
-}
-
-/* Run loop until uv_stop, nothing is left to do, or ms pass. Returns 0,
- * or -1 if the watchdog fired. */
-static int run_loop(uv_loop_t *loop, int ms) {
-    uv_timer_t wd;
-    uv_timer_init(loop, &wd);
-    uv_unref((uv_handle_t *)&wd);
-    g_watchdog_fired = 0;
-    /* Timers count from the loop's cached time: refresh it, or work done
-     * since the last uv_run (freeing 64 MiB under TSan is slow) counts. */
-    uv_update_time(loop);
-    uv_timer_start(&wd, on_watchdog, (uint64_t)ms, 0);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_timer_stop(&wd);
-    uv_close((uv_handle_t *)&wd, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return g_watchdog_fired ? -1 : 0;
 }
 
 /* ---- helpers ---- */
@@ -116,30 +90,11 @@ static void on_track(kvmux_client *c, int result, kvmux_reply *reply, void *ud) 
     if (t->stop_loop) uv_stop(t->stop_loop);
 }
 
-typedef struct status_rec {
-    int calls;
-    int last;
-    int connected;
-    uv_loop_t *stop_loop;
-} status_rec;
-
-static void on_status(kvmux_client *c, int status, void *ud) {
-    (void)c;
-    status_rec *s = ud;
-    s->calls++;
-    s->last = status;
-    if (status == 0) s->connected++;
-    if (s->stop_loop) uv_stop(s->stop_loop);
-}
-
 /* Connect and run the loop until the handshake is done. */
 static kvmux_client *loop_connect(uv_loop_t *loop, uint16_t port, status_rec *st) {
-    kvmux_client *c = NULL;
-    REQUIRE(kvmux_async_connect(&c, "127.0.0.1", port, NULL) == 0 && c != NULL);
     memset(st, 0, sizeof *st);
     st->stop_loop = loop;
-    CHECK_EQ(kvmux_async_set_status_cb(c, on_status, st), 0);
-    REQUIRE(kvmux_libuv_attach(c, loop) == 0);
+    kvmux_client *c = loop_attach(loop, port, NULL, st);
     CHECK_EQ(run_loop(loop, 5000), 0);
     REQUIRE(st->connected == 1);
     st->stop_loop = NULL;

@@ -48,6 +48,7 @@ if(TARGET kvmux AND TARGET kvmuxd)
   if(KVMUX_LIBUV_INCLUDE AND KVMUX_LIBUV_LIB)
     kvmux_add_test(client_loop_bigsend_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_loop_bigsend_test.c
+              ${CMAKE_CURRENT_LIST_DIR}/loop_util.c
       LIBS kvmux ${KVMUX_LIBUV_LIB} LABELS integration concurrent fault TIMEOUT 240)
     target_include_directories(client_loop_bigsend_test PRIVATE ${KVMUX_LIBUV_INCLUDE})
   endif()
