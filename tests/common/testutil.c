@@ -152,6 +152,59 @@ void test_server_kill(test_server *s) {
     s->stdout_fd = -1;
 }
 
+int test_server_start_on_port(test_server *s, uint16_t port, const char *const *extra_args) {
+    char ps[16];
+    snprintf(ps, sizeof ps, "%u", (unsigned)port);
+    const char *args[32];
+    int n = 0;
+    args[n++] = "--port";
+    args[n++] = ps;
+    for (int i = 0; extra_args && extra_args[i]; i++) {
+        REQUIRE(n < 31);
+        args[n++] = extra_args[i];
+    }
+    args[n] = NULL;
+    /* The later --port wins over test_server_start's --port 0. A start
+     * fails while the previous server's socket still holds the port. */
+    for (int i = 0; i < 20; i++) {
+        if (test_server_start(s, args) == 0) {
+            if (s->port == port) return 0;
+            test_server_kill(s);
+            return -1;
+        }
+        test_sleep_ms(100);
+    }
+    return -1;
+}
+
+uint8_t *test_pattern(size_t len, uint32_t seed) {
+    uint8_t *p = malloc(len);
+    REQUIRE(p != NULL);
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < len; i++) {
+        x = x * 1103515245u + 12345u;
+        p[i] = (uint8_t)(x >> 16);
+    }
+    return p;
+}
+
+uint64_t test_stat_value(const void *text, size_t len, const char *name) {
+    if (!text) return UINT64_MAX;
+    /* A leading newline makes "\nname:" match the first line too. */
+    char *s = malloc(len + 2);
+    REQUIRE(s != NULL);
+    s[0] = '\n';
+    memcpy(s + 1, text, len);
+    s[len + 1] = 0;
+    char pat[64];
+    snprintf(pat, sizeof pat, "\n%s:", name);
+    uint64_t v = UINT64_MAX;
+    char *p = strstr(s, pat);
+    if (p) v = strtoull(p + strlen(pat), NULL, 10);
+    free(s);
+    return v;
+}
+
 int test_connect_raw(uint16_t port, int timeout_ms) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) return -1;

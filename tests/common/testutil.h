@@ -83,6 +83,22 @@ int test_server_stop(test_server *s, int timeout_ms);
 /* SIGKILL and reap. */
 void test_server_kill(test_server *s);
 
+/* test_server_start on exactly port (for a restart at the same address):
+ * --port port plus extra_args (NULL-terminated, may be NULL, at most 28),
+ * retrying for ~2 s while the port is still taken. Returns 0, or -1 (no
+ * server left running) if it never got that port. */
+int test_server_start_on_port(test_server *s, uint16_t port, const char *const *extra_args);
+
+/* A malloc'ed buffer of len pseudo-random bytes, the same for the same
+ * (len, seed): values whose corruption a byte compare catches. Exits the
+ * test (REQUIRE) when out of memory. The caller frees it. */
+uint8_t *test_pattern(size_t len, uint32_t seed);
+
+/* The value of counter name in a STATS reply's text (len bytes of
+ * "name:value" lines, not NUL-terminated), found at a line start; parsed
+ * as decimal. Returns UINT64_MAX when text is NULL or name is absent. */
+uint64_t test_stat_value(const void *text, size_t len, const char *name);
+
 /* Blocking TCP connection to 127.0.0.1:port with SO_RCVTIMEO/SO_SNDTIMEO of
  * timeout_ms. Returns the fd or -1. */
 int test_connect_raw(uint16_t port, int timeout_ms);

@@ -43,17 +43,6 @@ static void kill_server_at_exit(void) {
 
 /* ---- helpers ---- */
 
-static uint8_t *pattern(size_t len, uint32_t seed) {
-    uint8_t *p = malloc(len);
-    REQUIRE(p != NULL);
-    uint32_t x = seed * 2654435761u + 1;
-    for (size_t i = 0; i < len; i++) {
-        x = x * 1103515245u + 12345u;
-        p[i] = (uint8_t)(x >> 16);
-    }
-    return p;
-}
-
 static kvmux_request req_of(kvmux_op op, const char *key) {
     kvmux_request r;
     memset(&r, 0, sizeof r);
@@ -104,7 +93,7 @@ static kvmux_client *loop_connect(uv_loop_t *loop, uint16_t port, status_rec *st
 /* SET key = v (len) and GET it back; compare. */
 static void roundtrip(uv_loop_t *loop, kvmux_client *c, const char *key, size_t len,
                       uint32_t seed) {
-    uint8_t *v = pattern(len, seed);
+    uint8_t *v = test_pattern(len, seed);
     tracker ts, tg;
     memset(&ts, 0, sizeof ts);
     memset(&tg, 0, sizeof tg);
@@ -114,7 +103,7 @@ static void roundtrip(uv_loop_t *loop, kvmux_client *c, const char *key, size_t 
     CHECK_EQ(kvmux_call_async(c, &set, 60000, on_track, &ts), 0);
     /* The submit copied the value: scribbling on ours changes nothing. */
     memset(v, 0, 16);
-    uint8_t *expect = pattern(len, seed);
+    uint8_t *expect = test_pattern(len, seed);
     ts.stop_loop = loop;
     CHECK_EQ(run_loop(loop, 60000), 0);
     CHECK_EQ(ts.calls, 1);
@@ -170,6 +159,20 @@ typedef struct hol_state {
     uv_loop_t *loop;
 } hol_state;
 
+/* SET lb:small = "small" (what the GETs below read) and run the loop
+ * until it is answered. Returns its result. */
+static int set_small(uv_loop_t *loop, kvmux_client *c) {
+    tracker ts;
+    memset(&ts, 0, sizeof ts);
+    ts.stop_loop = loop;
+    kvmux_request small = req_of(KVMUX_SET, "lb:small");
+    small.value = "small";
+    small.value_len = 5;
+    CHECK_EQ(kvmux_call_async(c, &small, 5000, on_track, &ts), 0);
+    CHECK_EQ(run_loop(loop, 5000), 0);
+    return ts.result;
+}
+
 static void hol_on_get(kvmux_client *c, int result, kvmux_reply *reply, void *ud);
 
 static void hol_submit(hol_state *h) {
@@ -193,18 +196,10 @@ static void hol_on_get(kvmux_client *c, int result, kvmux_reply *reply, void *ud
 static void test_hol(uv_loop_t *loop) {
     status_rec st;
     kvmux_client *c = loop_connect(loop, g_srv.port, &st);
-    tracker ts;
-    memset(&ts, 0, sizeof ts);
-    ts.stop_loop = loop;
-    kvmux_request small = req_of(KVMUX_SET, "lb:small");
-    small.value = "small";
-    small.value_len = 5;
-    CHECK_EQ(kvmux_call_async(c, &small, 5000, on_track, &ts), 0);
-    CHECK_EQ(run_loop(loop, 5000), 0);
-    CHECK_EQ(ts.result, 0);
+    CHECK_EQ(set_small(loop, c), 0);
 
     size_t len = 64 * MiB;
-    uint8_t *v = pattern(len, 7);
+    uint8_t *v = test_pattern(len, 7);
     hol_state h;
     memset(&h, 0, sizeof h);
     h.c = c;
@@ -257,20 +252,7 @@ static uint64_t stat_of(uv_loop_t *loop, kvmux_client *c, const char *name) {
     CHECK_EQ(kvmux_call_async(c, &r, 5000, on_track, &t), 0);
     CHECK_EQ(run_loop(loop, 5000), 0);
     CHECK_EQ(t.result, 0);
-    uint64_t v = UINT64_MAX;
-    if (t.value) {
-        /* "name:value" lines; find ours at a line start. */
-        char *s = malloc(t.len + 2);
-        REQUIRE(s != NULL);
-        s[0] = '\n';
-        memcpy(s + 1, t.value, t.len);
-        s[t.len + 1] = 0;
-        char pat[64];
-        snprintf(pat, sizeof pat, "\n%s:", name);
-        char *p = strstr(s, pat);
-        if (p) v = strtoull(p + strlen(pat), NULL, 10);
-        free(s);
-    }
+    uint64_t v = test_stat_value(t.value, t.len, name);
     free(t.value);
     return v;
 }
@@ -403,14 +385,7 @@ static void test_kill(uv_loop_t *loop, const uint8_t *v, size_t len) {
     REQUIRE(test_server_start(&s, NULL) == 0);
     status_rec st;
     kvmux_client *c = loop_connect(loop, s.port, &st);
-    tracker ts;
-    memset(&ts, 0, sizeof ts);
-    ts.stop_loop = loop;
-    kvmux_request small = req_of(KVMUX_SET, "lb:small");
-    small.value = "small";
-    small.value_len = 5;
-    CHECK_EQ(kvmux_call_async(c, &small, 5000, on_track, &ts), 0);
-    CHECK_EQ(run_loop(loop, 5000), 0);
+    set_small(loop, c);
     mid_state m;
     memset(&m, 0, sizeof m);
     m.c = c;
@@ -443,7 +418,7 @@ static void test_v1(uv_loop_t *loop) {
     kvmux_get_server_info(c, &info);
     CHECK_EQ(info.protocol_version, 1);
     size_t len = (size_t)info.max_frame_size + 1;
-    uint8_t *v = pattern(len, 1);
+    uint8_t *v = test_pattern(len, 1);
     kvmux_request set = req_of(KVMUX_SET, "lb:v1");
     set.value = v;
     set.value_len = len;
@@ -466,7 +441,7 @@ int main(void) {
     test_roundtrip(&loop);
     test_hol(&loop);
     size_t len = 64 * MiB;
-    uint8_t *v = pattern(len, 3);
+    uint8_t *v = test_pattern(len, 3);
     test_cancel(&loop, v, len);
     test_timeout(&loop, v, len);
     test_kill(&loop, v, len);

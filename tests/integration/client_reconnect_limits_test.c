@@ -31,26 +31,6 @@
 #define MiB (1024u * 1024)
 #define NTHREADS 4
 
-static int start_on_port(test_server *s, uint16_t port, const char *const *extra) {
-    char ps[16];
-    snprintf(ps, sizeof ps, "%u", (unsigned)port);
-    const char *args[16];
-    int n = 0;
-    args[n++] = "--port";
-    args[n++] = ps;
-    for (int i = 0; extra && extra[i]; i++) args[n++] = extra[i];
-    args[n] = NULL;
-    for (int i = 0; i < 20; i++) {
-        if (test_server_start(s, args) == 0) {
-            if (s->port == port) return 0;
-            test_server_kill(s);
-            return -1;
-        }
-        test_sleep_ms(100);
-    }
-    return -1;
-}
-
 /* 0: A up, 1: switching, 2: the main thread has seen the reconnect. */
 static atomic_int g_phase;
 static atomic_int g_stop;
@@ -129,19 +109,7 @@ static void *worker_main(void *p) {
 static uint64_t stat_of(kvmux_client *c, const char *name) {
     kvmux_value *out = NULL;
     CHECK_EQ(kvmux_stats(c, name, &out, 5000), 0);
-    uint64_t v = UINT64_MAX;
-    if (out) {
-        char *s = malloc(out->len + 2);
-        REQUIRE(s != NULL);
-        s[0] = '\n';
-        memcpy(s + 1, out->data, out->len);
-        s[out->len + 1] = 0;
-        char pat[64];
-        snprintf(pat, sizeof pat, "\n%s:", name);
-        char *p = strstr(s, pat);
-        if (p) v = strtoull(p + strlen(pat), NULL, 10);
-        free(s);
-    }
+    uint64_t v = out ? test_stat_value(out->data, out->len, name) : UINT64_MAX;
     kvmux_value_free(out);
     return v;
 }
@@ -198,7 +166,7 @@ int main(void) {
     test_server_kill(&a);
     const char *args_b[] = {"--max-value", "8388608", "--max-key", "200", "--max-frame", "262144",
                             "--max-value-v1", "65536", NULL};
-    REQUIRE(start_on_port(&b, port, args_b) == 0);
+    REQUIRE(test_server_start_on_port(&b, port, args_b) == 0);
     uint64_t reconnects = 0;
     int64_t end = test_now_ms() + 15000;
     while (test_now_ms() < end) {

@@ -24,18 +24,8 @@
 
 /* Start kvmuxd on exactly port (aof may be NULL), retrying the bind. */
 static int start_on_port(test_server *s, uint16_t port, const char *aof) {
-    char ps[16];
-    snprintf(ps, sizeof ps, "%u", (unsigned)port);
-    const char *args[] = {"--port", ps, aof ? "--aof" : NULL, aof, NULL};
-    for (int i = 0; i < 20; i++) {
-        if (test_server_start(s, args) == 0) {
-            if (s->port == port) return 0;
-            test_server_kill(s);
-            return -1;
-        }
-        test_sleep_ms(100);
-    }
-    return -1;
+    const char *args[] = {"--aof", aof, NULL};
+    return test_server_start_on_port(s, port, aof ? args : NULL);
 }
 
 static kvmux_options ropts(int wait, int retry, int minb, int maxb) {

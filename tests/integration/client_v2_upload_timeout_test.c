@@ -35,17 +35,6 @@
  * more window, so the upload is always still in progress then. */
 #define FK_TIMEOUT 1000
 
-static uint8_t *pattern(size_t len, uint32_t seed) {
-    uint8_t *p = malloc(len);
-    REQUIRE(p != NULL);
-    uint32_t x = seed * 2654435761u + 1;
-    for (size_t i = 0; i < len; i++) {
-        x = x * 1103515245u + 12345u;
-        p[i] = (uint8_t)(x >> 16);
-    }
-    return p;
-}
-
 /* What the fake saw. */
 typedef struct fk_seen {
     int crossing;                 /* script B */
@@ -124,7 +113,7 @@ static void test_fake(int crossing) {
     v2fake_start(&f, script_upload, 2, &st, &s);
     kvmux_client *c = v2_connect(f.port, NULL);
     size_t len = 4 * MiB;
-    uint8_t *v = pattern(len, 5);
+    uint8_t *v = test_pattern(len, 5);
     int64_t t0 = test_now_ms();
     int rc = kvmux_set(c, "uc:big", 6, v, len, 0, NULL, FK_TIMEOUT);
     int64_t took = test_now_ms() - t0;
@@ -212,7 +201,7 @@ static void test_fake_rate(void) {
     kvmux_options_init(&o);
     o.queue_bytes_limit = 64 * MiB; /* every transfer starts at once */
     kvmux_client *c = v2_connect(f.port, &o);
-    uint8_t *v = pattern(RT_VALUE, 11);
+    uint8_t *v = test_pattern(RT_VALUE, 11);
     kvmux_request set;
     memset(&set, 0, sizeof set);
     set.op = KVMUX_SET;
@@ -251,19 +240,7 @@ static void test_fake_rate(void) {
 static uint64_t stat_of(kvmux_client *c, const char *name) {
     kvmux_value *out = NULL;
     CHECK_EQ(kvmux_stats(c, name, &out, 3000), 0);
-    uint64_t v = UINT64_MAX;
-    if (out) {
-        char *s = malloc(out->len + 2);
-        REQUIRE(s != NULL);
-        s[0] = '\n';
-        memcpy(s + 1, out->data, out->len);
-        s[out->len + 1] = 0;
-        char pat[64];
-        snprintf(pat, sizeof pat, "\n%s:", name);
-        char *p = strstr(s, pat);
-        if (p) v = strtoull(p + strlen(pat), NULL, 10);
-        free(s);
-    }
+    uint64_t v = out ? test_stat_value(out->data, out->len, name) : UINT64_MAX;
     kvmux_value_free(out);
     return v;
 }
@@ -273,7 +250,7 @@ static void test_real(void) {
     const char *args[] = {"--initial-window", "1024", "--connection-window", "1024", NULL};
     REQUIRE(test_server_start(&srv, args) == 0);
     size_t len = 64 * MiB;
-    uint8_t *v = pattern(len, 9);
+    uint8_t *v = test_pattern(len, 9);
     /* The whole upload takes about a second here (a round trip per KiB),
      * the value copy before it tens of ms: the timeout normally hits
      * mid-upload. It may not: the upload may win, the deadline may pass
