@@ -110,6 +110,19 @@ void v2fake_send_cont(v2fake *f, int fd, uint32_t id, int more, const void *val,
     CHECK_EQ(test_write_all(fd, val, vlen), 0);
 }
 
+uint8_t *v2fake_open(v2fake *f, int fd, size_t cap) {
+    REQUIRE(v2fake_handshake(f, fd) == 0);
+    uint8_t *buf = malloc(cap);
+    REQUIRE(buf);
+    return buf;
+}
+
+void v2fake_window_update(v2fake *f, int fd, uint32_t id, uint32_t inc) {
+    uint8_t b[KVMUX_WINDOW_UPDATE_LEN];
+    size_t n = kvmux_encode_window_update(b, f->version, id, inc);
+    CHECK_EQ(test_write_all(fd, b, n), 0);
+}
+
 kvmux_client *v2_connect(uint16_t port, const kvmux_options *o) {
     kvmux_client *c = NULL;
     int rc = kvmux_connect(&c, "127.0.0.1", port, o);

@@ -36,6 +36,10 @@ void v2fake_start(v2fake *f, void (*script)(v2fake *, int), uint8_t max_version,
 void v2fake_join(v2fake *f);
 /* Server side of the handshake. Returns 0 or -1. */
 int v2fake_handshake(v2fake *f, int fd);
+/* The start of a script that reads frames: the server side of the
+ * handshake, which must succeed, then a buffer of cap bytes for
+ * v2fake_read. Fails the test (REQUIRE) otherwise. The script frees it. */
+uint8_t *v2fake_open(v2fake *f, int fd, size_t cap);
 /* Read one frame into buf (cap bytes). Returns its length, 0 on EOF, -1. */
 int v2fake_read(int fd, uint8_t *buf, size_t cap, kvmux_frame *fr);
 /* Send a frame built from the fields (version = the negotiated one). */
@@ -45,6 +49,10 @@ void v2fake_send(v2fake *f, int fd, uint8_t type, uint8_t flags, uint32_t id,
 /* Send a CONTINUATION. */
 void v2fake_send_cont(v2fake *f, int fd, uint32_t id, int more, const void *val,
                       uint32_t vlen);
+
+/* Send a WINDOW_UPDATE granting inc more bytes to stream id (0: the
+ * connection window). */
+void v2fake_window_update(v2fake *f, int fd, uint32_t id, uint32_t inc);
 
 /* Connect the real client to 127.0.0.1:port with options o (may be NULL);
  * on failure print the code and the connect message, then fail the test

@@ -46,18 +46,10 @@ typedef struct fk_seen {
     atomic_int pings;
 } fk_seen;
 
-static void fk_window_update(v2fake *f, int fd, uint32_t id, uint32_t inc) {
-    uint8_t b[KVMUX_WINDOW_UPDATE_LEN];
-    size_t n = kvmux_encode_window_update(b, f->version, id, inc);
-    CHECK_EQ(test_write_all(fd, b, n), 0);
-}
-
 static void script_upload(v2fake *f, int fd) {
     fk_seen *s = f->arg;
-    REQUIRE(v2fake_handshake(f, fd) == 0);
     size_t cap = 4 * MiB;
-    uint8_t *buf = malloc(cap);
-    REQUIRE(buf);
+    uint8_t *buf = v2fake_open(f, fd, cap);
     kvmux_frame fr;
     uint32_t set_id = 0;
     for (;;) {
@@ -84,8 +76,8 @@ static void script_upload(v2fake *f, int fd) {
             if (!s->crossing) {
                 /* Plenty of window now: a client still uploading would
                  * send the rest. Then the one reply, CANCELED. */
-                fk_window_update(f, fd, fr.request_id, 8 * MiB);
-                fk_window_update(f, fd, 0, 8 * MiB);
+                v2fake_window_update(f, fd, fr.request_id, 8 * MiB);
+                v2fake_window_update(f, fd, 0, 8 * MiB);
                 v2fake_send(f, fd, KVMUX_FRAME_RESPONSE, 0, fr.request_id,
                             KVMUX_STATUS_CANCELED, NULL, 0, NULL, 0, 0);
             }
@@ -153,10 +145,8 @@ static _Atomic int64_t g_rt_first, g_rt_last; /* first and last completion */
 
 /* Count the uploads that started and the CANCELs; grant nothing more. */
 static void script_rate(v2fake *f, int fd) {
-    REQUIRE(v2fake_handshake(f, fd) == 0);
     size_t cap = 1 * MiB;
-    uint8_t *buf = malloc(cap);
-    REQUIRE(buf);
+    uint8_t *buf = v2fake_open(f, fd, cap);
     kvmux_frame fr;
     for (;;) {
         int n = v2fake_read(fd, buf, cap, &fr);
