@@ -66,6 +66,11 @@ WORK=$BENCH_WORK
 CFLAGS=(-O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes)
 LIBS=("$BUILD/libkvmux.a" "$BUILD/libkvmux_proto.a")
 [ -f "$BUILD/libkvmux_common.a" ] && LIBS+=("$BUILD/libkvmux_common.a")
+# A TLS build's libkvmux needs OpenSSL at link time (CMakeCache says).
+if grep -q '^KVMUX_HAVE_TLS:[A-Z]*=ON' "$BUILD/CMakeCache.txt" 2>/dev/null ||
+   grep -q '^OPENSSL_SSL_LIBRARY:' "$BUILD/CMakeCache.txt" 2>/dev/null; then
+    LIBS+=(-lssl -lcrypto)
+fi
 cc "${CFLAGS[@]}" -I"$ROOT/include" -o "$WORK/hol_kvmux" "$ROOT/bench/hol/hol_kvmux.c" \
     "${LIBS[@]}" -lpthread
 cc "${CFLAGS[@]}" -o "$WORK/hol_redis" "$ROOT/bench/hol/hol_redis.c" -lpthread
