@@ -225,8 +225,10 @@ static int reader_on_continuation(kvmux_client *c, const kvmux_frame *f) {
  * RESPONSE with MORE here is a protocol error. (lock held) */
 static int reader_abort_fragmented(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f) {
     int err;
+    /* VERSION_MISMATCH belongs to CAS alone, whose reply has no value and
+     * so is never fragmented. */
     if (kvmux_frame_has_more(f) || f->code == KVMUX_STATUS_OK ||
-        kvmux__status_to_error(f->code, &err) != 0) {
+        f->code == KVMUX_STATUS_VERSION_MISMATCH || kvmux__status_to_error(f->code, &err) != 0) {
         kvmux__client_fail(c, KVMUX_EPROTO, "%s reply for request %u in the middle of its "
                            "fragmented reply", kvmux_status_name(f->code), f->request_id);
         return -1;

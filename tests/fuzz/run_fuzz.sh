@@ -71,4 +71,5 @@ seed_client v2_oom 002 resp_out_of_memory 2:resp_get_ok resp_get_more resp_cont_
 "$out/fuzz_frame_decode" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_decode"
 "$out/fuzz_stream_v2" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_stream"
 "$out/fuzz_server_input" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_server"
+cp "$(dirname "$0")"/regress/client_* "$out/corpus_client/" 2>/dev/null || true  # inputs that once crashed
 "$out/fuzz_client_response" -max_total_time="$secs" -max_len=8192 -print_final_stats=1 "$out/corpus_client"
