@@ -66,9 +66,10 @@ WORK=$BENCH_WORK
 CFLAGS=(-O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes)
 LIBS=("$BUILD/libkvmux.a" "$BUILD/libkvmux_proto.a")
 [ -f "$BUILD/libkvmux_common.a" ] && LIBS+=("$BUILD/libkvmux_common.a")
-# A TLS build's libkvmux needs OpenSSL at link time (CMakeCache says).
-if grep -q '^KVMUX_HAVE_TLS:[A-Z]*=ON' "$BUILD/CMakeCache.txt" 2>/dev/null ||
-   grep -q '^OPENSSL_SSL_LIBRARY:' "$BUILD/CMakeCache.txt" 2>/dev/null; then
+# A TLS build's libkvmux needs OpenSSL at link time: CMake found OpenSSL
+# (KVMUX_WITH_TLS=AUTO|ON) unless TLS was switched off.
+if grep -q '^OPENSSL_SSL_LIBRARY:FILEPATH=/' "$BUILD/CMakeCache.txt" 2>/dev/null &&
+   ! grep -q '^KVMUX_WITH_TLS:STRING=OFF' "$BUILD/CMakeCache.txt"; then
     LIBS+=(-lssl -lcrypto)
 fi
 cc "${CFLAGS[@]}" -I"$ROOT/include" -o "$WORK/hol_kvmux" "$ROOT/bench/hol/hol_kvmux.c" \
