@@ -186,6 +186,16 @@ typedef struct kvmux_options {
                                     name; 0: accept any certificate (the
                                     traffic is encrypted but the server is
                                     not authenticated: testing only) */
+    /* Busy polling (threaded clients, plaintext only; ignored with TLS and
+     * in event-loop mode, where the application's loop decides how to
+     * wait). After bytes arrive, the reader thread keeps polling the
+     * socket without blocking for up to busy_poll_us microseconds before
+     * it sleeps in recv(). A reply that arrives within that window then
+     * costs no wake-up of the reader: on virtual machines whose idle
+     * vCPUs halt, that wake-up dominates a round trip (docs/BENCHMARKS.md
+     * "Busy polling"). Costs up to one core while replies keep coming;
+     * nothing when idle. 0 = off (default), at most 1000000. */
+    uint32_t busy_poll_us;
 } kvmux_options;
 
 /* Fill o with defaults. Thread-safe: yes. */

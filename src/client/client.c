@@ -351,6 +351,9 @@ int kvmux__check_opts(const kvmux_options *o) {
                           o->reconnect_max_backoff_ms < o->reconnect_min_backoff_ms)))
         return kvmux__connect_fail(KVMUX_EINVAL, "reconnect: flags are 0 or 1, backoffs "
                                    "positive with min <= max");
+    if (o->busy_poll_us > KVMUX__MAX_BUSY_POLL_US)
+        return kvmux__connect_fail(KVMUX_EINVAL, "busy_poll_us above %u",
+                                   KVMUX__MAX_BUSY_POLL_US);
     if (o->max_protocol_version > KVMUX_PROTO_VERSION_MAX)
         return kvmux__connect_fail(KVMUX_EINVAL, "max_protocol_version above %u",
                                    KVMUX_PROTO_VERSION_MAX);

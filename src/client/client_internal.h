@@ -319,6 +319,9 @@ struct kvmux_client {
 
 /* Internal call result: a GET/PING cut off by a lost connection that the
  * caller resends on the next one (retry_reads). Never returned. */
+/* Cap on kvmux_options.busy_poll_us: one second. */
+#define KVMUX__MAX_BUSY_POLL_US 1000000u
+
 #define KVMUX__ERETRY (-1000)
 
 /* ---- automatic reconnect (reconnect.c) ---- */

@@ -512,8 +512,18 @@ void kvmux__reader_consume(kvmux_client *c, size_t used) {
     }
 }
 
+/* Busy polling (kvmux_options.busy_poll_us): 1 while the reader should
+ * poll the socket rather than sleep, i.e. until busy_poll_us after the
+ * last bytes arrived. Never with TLS: OpenSSL's reads go through
+ * kvmux__tls_recv, which blocks. */
+static int reader_spinning(const kvmux_client *c, int64_t spin_until_ns) {
+    return spin_until_ns != 0 && !c->tls && kvmux__now_ns() < spin_until_ns;
+}
+
 /* Read and process frames until the connection fails. */
 static void reader_run(kvmux_client *c) {
+    const int64_t busy_ns = (int64_t)c->opts.busy_poll_us * 1000;
+    int64_t spin_until_ns = 0; /* 0: sleep in recv/poll as usual */
     for (;;) {
         if (c->rlen > 0) {
             /* Bytes left from the handshake or the last recv. */
@@ -548,7 +558,7 @@ static void reader_run(kvmux_client *c) {
                 if (fatal) break;
                 continue;
             }
-            int64_t wait = due - now;
+            int64_t wait = reader_spinning(c, spin_until_ns) ? 0 : due - now;
             struct pollfd pfd = {c->fd, POLLIN, 0};
             /* TLS: bytes OpenSSL holds are readable now. */
             int pr = c->tls && kvmux__tls_buffered(c)
@@ -557,9 +567,13 @@ static void reader_run(kvmux_client *c) {
             if (pr == 0 || (pr < 0 && errno == EINTR)) continue;
             /* Readable, or an error/hangup that recv will report. */
         }
+        int spin = reader_spinning(c, spin_until_ns);
         ssize_t n = c->tls ? kvmux__tls_recv(c, c->rbuf + c->rlen, c->rcap - c->rlen)
-                           : recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+                           : recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen,
+                                  spin ? MSG_DONTWAIT : 0);
+        if (n < 0 && spin && (errno == EAGAIN || errno == EWOULDBLOCK)) continue;
         if (n > 0) {
+            if (busy_ns) spin_until_ns = kvmux__now_ns() + busy_ns;
             c->rlen += (size_t)n;
             if (kvmux__keepalive_on(c)) kvmux__keepalive_rx(c, kvmux__now_ms());
             continue;

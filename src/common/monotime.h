@@ -8,6 +8,9 @@
 /* Milliseconds of CLOCK_MONOTONIC. Thread-safe: yes. */
 uint64_t kvmux_clock_ms(void);
 
+/* Nanoseconds of CLOCK_MONOTONIC (busy-poll windows). Thread-safe: yes. */
+uint64_t kvmux_clock_ns(void);
+
 /* a + b, saturating at UINT64_MAX (deadlines from huge timeouts). */
 static inline uint64_t kvmux_add_sat_u64(uint64_t a, uint64_t b) {
     return a > UINT64_MAX - b ? UINT64_MAX : a + b;

@@ -24,6 +24,7 @@
 #define MAX_OUTSTANDING_LIMIT (1024u * 1024)
 #define MAX_OUTPUT_LIMIT ((uint64_t)1 << 40)
 #define MAX_TIMEOUT_LIMIT 86400000u /* one day, for the plain timeouts */
+#define MAX_BUSY_POLL_US 1000000u  /* one second: beyond that it is just spinning */
 #define MAX_VALUE_HARD_LIMIT (512u * 1024 * 1024) /* v2, fragmented */
 #define MAX_RATE_LIMIT 1000000u
 #define MAX_WINDOW_LIMIT 0x7fffffffu /* windows are signed 31-bit on the wire */
@@ -129,6 +130,7 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
     RANGE(store_shards, "--store-shards", 1, 65536);
     RANGE(idle_timeout_ms, "--idle-timeout", 0, MAX_TIMEOUT_LIMIT);
     RANGE(write_timeout_ms, "--write-timeout", 0, MAX_TIMEOUT_LIMIT);
+    RANGE(busy_poll_us, "--busy-poll", 0, MAX_BUSY_POLL_US);
     RANGE(max_ping_rate, "--max-ping-rate", 0, MAX_RATE_LIMIT);
     RANGE(max_cancel_rate, "--max-cancel-rate", 0, MAX_RATE_LIMIT);
     RANGE(max_protocol, "--max-protocol", KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
@@ -237,6 +239,7 @@ static const opt options[] = {
     {"--store-shards", OPT_U32, OFF(store_shards), "N      store lock shards, power of two (256)"},
     {"--idle-timeout", OPT_MS, OFF(idle_timeout_ms), "MS     close idle connections, 0 = never (300000)"},
     {"--write-timeout", OPT_MS, OFF(write_timeout_ms), "MS     close connections whose output is stuck, 0 = never (60000)"},
+    {"--busy-poll", OPT_U32, OFF(busy_poll_us), "USEC   spin this long for more I/O before sleeping, 0 = never (0)"},
     {"--max-ping-rate", OPT_U32, OFF(max_ping_rate), "N      PINGs per second per connection, 0 = no cap (100000)"},
     {"--max-cancel-rate", OPT_U32, OFF(max_cancel_rate), "N      CANCELs per second per connection, 0 = no cap (1000)"},
     {"--max-protocol", OPT_U32, OFF(max_protocol), "N      highest protocol version offered (" KVMUX_STR(KVMUX_PROTO_VERSION_MAX) ")"},

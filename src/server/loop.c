@@ -232,7 +232,7 @@ static int next_timeout(const kvmux_loop *l) {
     return d > INT_MAX ? INT_MAX : (int)d;
 }
 
-void kvmux__loop_run_once(kvmux_loop *l, int timeout_ms) {
+int kvmux__loop_run_once(kvmux_loop *l, int timeout_ms) {
     kvmux_server *srv = l->srv;
     struct epoll_event evs[MAX_EVENTS];
     int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout_ms);
@@ -265,6 +265,25 @@ void kvmux__loop_run_once(kvmux_loop *l, int timeout_ms) {
     kvmux__durable_release(l); /* write acks the log's fsync now covers */
     flush_dirty(l);
     destroy_dead(l);
+    return n;
+}
+
+/* Busy polling (--busy-poll USEC). Sleeping in epoll_wait costs a
+ * wake-up when the next request arrives; on a virtual machine whose idle
+ * vCPUs halt (no guest halt polling), that wake-up is a VM exit and entry
+ * and dominates a pipelined round trip (docs/BENCHMARKS.md, "Busy
+ * polling": ~3x on this project's 2-vCPU machines). After an iteration
+ * that handled I/O the loop keeps polling with a zero timeout for up to
+ * USEC, so a client that answers quickly finds it awake; after USEC
+ * without I/O it sleeps as usual, so an idle server costs nothing. The
+ * spin does not sched_yield(): that hands the CPU to whatever else is
+ * runnable (a batch job, for a whole time slice) exactly when the reply
+ * is due; the scheduler's tick keeps it fair. Off by default: it trades
+ * CPU time (up to one core per busy loop thread) for latency, which is
+ * the operator's call. */
+static int busy_poll_timeout(int timeout_ms, uint64_t spin_until_ns) {
+    if (timeout_ms == 0 || spin_until_ns == 0) return timeout_ms;
+    return kvmux_clock_ns() < spin_until_ns ? 0 : timeout_ms;
 }
 
 void *kvmux__loop_main(void *arg) {
@@ -277,6 +296,8 @@ void *kvmux__loop_main(void *arg) {
         else KVMUX_LOG_E("cannot watch the listening socket: %s", strerror(errno));
     }
     kvmux__expire_start(l);
+    const uint64_t busy_ns = (uint64_t)srv->cfg.busy_poll_us * 1000u;
+    uint64_t spin_until_ns = 0; /* 0: not spinning */
     for (;;) {
         if (l->phase == KVMUX_LOOP_RUNNING &&
             atomic_load_explicit(&srv->stop_requested, memory_order_acquire))
@@ -284,7 +305,10 @@ void *kvmux__loop_main(void *arg) {
         /* Loop 0 closed the listener when its shutdown began. */
         if (l->phase != KVMUX_LOOP_RUNNING && l->nconns == 0) break;
 
-        kvmux__loop_run_once(l, next_timeout(l));
+        int timeout_ms = busy_poll_timeout(next_timeout(l), spin_until_ns);
+        int nevents = kvmux__loop_run_once(l, timeout_ms);
+        if (busy_ns == 0) continue;
+        if (nevents > 0) spin_until_ns = kvmux_clock_ns() + busy_ns;
     }
     return NULL;
 }

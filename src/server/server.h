@@ -44,6 +44,11 @@ typedef struct kvmux_server_config {
     uint32_t idle_timeout_ms;     /* close a connection with nothing in
                                      flight and no input for this long with
                                      ERROR TIMEOUT; 0 = never; default 300000 */
+    uint32_t busy_poll_us;        /* after an iteration that handled I/O, poll
+                                     (epoll_wait with timeout 0) for up to
+                                     this long before sleeping, so a busy
+                                     connection's next request finds the
+                                     thread awake; 0 = never (default) */
     uint32_t write_timeout_ms;    /* close a connection whose queued output
                                      made no progress for this long; 0 =
                                      never; default 60000 */

@@ -252,8 +252,9 @@ void kvmux__loop_push_wait(kvmux_loop *l, kvmux_wait *w);
 void kvmux__loop_mark_dirty(kvmux_conn *c);
 /* One iteration of l's loop body: wait up to timeout_ms (0: poll) for
  * events, then inbox, timers, held write acks, flushes, teardown. Used by
- * the loop thread and by the in-memory harness (no loop thread). */
-void kvmux__loop_run_once(kvmux_loop *l, int timeout_ms);
+ * the loop thread and by the in-memory harness (no loop thread). Returns
+ * the number of epoll events handled (0: the wait timed out). */
+int kvmux__loop_run_once(kvmux_loop *l, int timeout_ms);
 
 /* ---- accept.c ---- */
 /* Accept a batch of connections from the listener (loop 0). */

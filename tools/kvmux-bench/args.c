@@ -61,6 +61,8 @@ void bench_args_usage(FILE *out)
         "  -s N | MIN-MAX      SET value size in bytes, or a uniform range (default 100)\n"
         "  --preload           SET every key in the keyspace before measuring\n"
         "  --timeout MS        per-request timeout (default 5000)\n"
+        "  --busy-poll USEC    after I/O, poll the socket for up to USEC before sleeping\n"
+        "                      (the loop driver's epoll_wait, else the client's reader\n                      thread: kvmux_options.busy_poll_us; default 0 = off)\n"
         "  --seed N            random seed (default 1)\n"
         "  --json              final summary as JSON on stdout\n"
         "  --tls               connect with TLS (serial/sync, or --driver callback);\n"
@@ -176,6 +178,7 @@ enum {
     OPT_TLS,
     OPT_CACERT,
     OPT_TIMEOUT,
+    OPT_BUSY_POLL,
     OPT_SEED,
     OPT_HELP
 };
@@ -194,6 +197,7 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
         {"tls", no_argument, NULL, OPT_TLS},
         {"cacert", required_argument, NULL, OPT_CACERT},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"busy-poll", required_argument, NULL, OPT_BUSY_POLL},
         {"seed", required_argument, NULL, OPT_SEED},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
@@ -321,6 +325,11 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
             if (parse_u64(a, 1, 3600 * 1000, &v))
                 goto bad;
             cfg->timeout_ms = (int)v;
+            break;
+        case OPT_BUSY_POLL:
+            if (parse_u64(a, 0, 1000000, &v))
+                goto bad;
+            cfg->busy_poll_us = (uint32_t)v;
             break;
         case OPT_SEED:
             if (parse_u64(a, 0, UINT64_MAX, &v))

@@ -64,6 +64,8 @@ typedef struct bench_config {
                                   it the server is not verified */
     int quiet;                 /* -q: no progress lines */
     int timeout_ms;            /* --timeout per request; default 5000 */
+    uint32_t busy_poll_us;     /* --busy-poll: loop driver spins this long
+                                  after I/O before sleeping; 0 = off */
     uint64_t seed;             /* --seed; default 1 (runs are repeatable) */
 } bench_config;
 

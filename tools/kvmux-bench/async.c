@@ -58,6 +58,7 @@ typedef struct loopst {
     uint32_t armed;      /* what epoll currently watches */
     int64_t timer_ns;    /* monotonic deadline of the library's timer; -1 off */
     int status;          /* 1 handshake done, <0 failed, 0 connecting */
+    int64_t spin_until_ns; /* --busy-poll: poll, not sleep, until then */
 } loopst;
 
 int bench__async_init(worker *w)
@@ -341,8 +342,12 @@ static void pump(worker *w, loopst *L)
         if (left < to)
             to = left < 0 ? 0 : (int)left;
     }
+    if (to > 0 && now < L->spin_until_ns)
+        to = 0; /* --busy-poll: stay awake for the reply */
     struct epoll_event evs[4];
     int n = epoll_wait(L->ep, evs, 4, to);
+    if (n > 0 && w->r->cfg->busy_poll_us)
+        L->spin_until_ns = now_ns() + (int64_t)w->r->cfg->busy_poll_us * 1000;
     for (int i = 0; i < n; i++) {
         if (evs[i].data.u32 != 1)
             continue; /* the phase eventfd: waking up was the point */
