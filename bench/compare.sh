@@ -36,6 +36,10 @@
 #   -d  seconds per kvmux-bench run (default 4)
 #   -K  keyspace for both tools (default 10000; GET runs see every key)
 #   -o  also write the table and ratios to this file
+#   -B  busy polling in microseconds for kvmux (default 0 = off): both
+#       kvmuxd servers get --busy-poll USEC and every kvmux-bench run
+#       --busy-poll USEC (its loop, or the client's reader thread). Redis
+#       has no such mode; the table says which one ran.
 set -euo pipefail
 
 KVMUXD=""
@@ -44,7 +48,8 @@ N=2000000
 SECS=4
 KEYSPACE=10000
 OUT=""
-while getopts "k:b:n:d:K:o:h" opt; do
+BUSY=0
+while getopts "k:b:n:d:K:o:B:h" opt; do
     case "$opt" in
     k) KVMUXD=$OPTARG ;;
     b) KVMUX_BENCH=$OPTARG ;;
@@ -52,6 +57,7 @@ while getopts "k:b:n:d:K:o:h" opt; do
     d) SECS=$OPTARG ;;
     K) KEYSPACE=$OPTARG ;;
     o) OUT=$OPTARG ;;
+    B) BUSY=$OPTARG ;;
     h) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) exit 2 ;;
     esac
@@ -60,6 +66,7 @@ done
 [[ "$N" =~ ^[0-9]+$ && "$N" -ge 10 ]] || { echo "compare.sh: -n wants an integer >= 10" >&2; exit 2; }
 [[ "$SECS" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "compare.sh: -d wants seconds" >&2; exit 2; }
 [[ "$KEYSPACE" =~ ^[0-9]+$ && "$KEYSPACE" -ge 1 ]] || { echo "compare.sh: -K wants an integer >= 1" >&2; exit 2; }
+[[ "$BUSY" =~ ^[0-9]+$ && "$BUSY" -le 1000000 ]] || { echo "compare.sh: -B wants microseconds, 0..1000000" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/bench/lib.sh"
@@ -89,10 +96,10 @@ fi
 
 bench_init compare
 WORK=$BENCH_WORK
-bench_start_kvmuxd kvmuxd "$KVMUXD"
+bench_start_kvmuxd kvmuxd "$KVMUXD" --busy-poll "$BUSY"
 KVMUXD_PID=$BENCH_PID
 KPORT=$BENCH_PORT
-bench_start_kvmuxd kvmuxd2 "$KVMUXD" --threads 2
+bench_start_kvmuxd kvmuxd2 "$KVMUXD" --threads 2 --busy-poll "$BUSY"
 KVMUXD2_PID=$BENCH_PID
 KPORT2=$BENCH_PORT
 bench_start_redis redis
@@ -143,6 +150,7 @@ run_kvmux() { # port server-pid op size label args...
     shift 5
     local extra=()
     [ "$op" = "get" ] && extra=(--preload)
+    [ "$BUSY" -gt 0 ] && extra+=(--busy-poll "$BUSY")
     echo "kvmux-bench $* --op $op -s $size -k $KEYSPACE -d $SECS ${extra[*]}" >&2
     local timecmd=()
     [ -n "$GNUTIME" ] && timecmd=("$GNUTIME" -o "$WORK/time" -f %M)
@@ -237,6 +245,12 @@ table() {
     echo "kvmux runs: ${SECS}s each, keyspace $KEYSPACE (GET runs preloaded); redis runs: -n $N" \
          "(-P 1: -n $((N / 10))), -r $KEYSPACE. $(nproc) cores shared by server and client;" \
          "load average at the end $(cut -d' ' -f1-3 /proc/loadavg); total ${ELAPSED}s."
+    if [ "$BUSY" -gt 0 ]; then
+        echo "Busy polling ON for kvmux: kvmuxd --busy-poll $BUSY and kvmux-bench --busy-poll $BUSY" \
+             "(Redis has no such mode)."
+    else
+        echo "Busy polling off (kvmux defaults)."
+    fi
     echo "Client RSS: peak (GNU time %M) of the load generator for that run; server RSS:" \
          "the server's VmRSS right after it."
     echo "redis-benchmark -P 64 gives every request of a batch the same latency, from writing" \

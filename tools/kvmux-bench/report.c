@@ -8,6 +8,7 @@
  *   ok / misses / errors   misses are GETs of absent keys, not errors
  *   duration_s, ops_per_sec
  *   latency_us: min=.. p50=.. p90=.. p99=.. p99.9=.. max=.. mean=..
+ *   client_cpu: us_per_op=.. switches_per_op=.. (voluntary+involuntary)
  *   error: <kvmux_strerror name> (<code>): N     one line per kind seen
  *
  * JSON, one object:
@@ -19,7 +20,13 @@
  *    "ops_by_type":{"get":..,...},
  *    "latency_us":{"min":..,"p50":..,"p90":..,"p99":..,"p99_9":..,"max":..,"mean":..},
  *    "errors_by_kind":[{"code":-6,"name":"timed out","count":3}],
- *    "warmup_ops":..,"preloaded":..,"interrupted":bool,"connections_lost":..}
+ *    "warmup_ops":..,"preloaded":..,"interrupted":bool,"connections_lost":..,
+ *    "client_cpu":{"cpu_s":..,"us_per_op":..,"voluntary_switches":..,
+ *                  "involuntary_switches":..,"switches_per_op":..}}
+ *
+ * client_cpu is this process (load generator and libkvmux together) over
+ * the measured phase (getrusage): CPU microseconds and context switches
+ * per measured request.
  *
  * Latencies are microseconds with one decimal, read from the merged
  * histogram (so within its 1% precision; min and max are exact).
@@ -55,6 +62,11 @@ static pcts compute_pcts(const bench_result *res)
 static double ops_per_sec(const bench_result *res)
 {
     return res->duration_s > 0 ? (double)res->ops / res->duration_s : 0.0;
+}
+
+static double per_op(double v, const bench_result *res)
+{
+    return res->ops ? v / (double)res->ops : 0.0;
 }
 
 static uint32_t threads_per_conn(const bench_config *cfg)
@@ -112,6 +124,9 @@ void bench_report_text(FILE *out, const bench_config *cfg, const bench_result *r
             "latency_us: min=%.1f p50=%.1f p90=%.1f p99=%.1f p99.9=%.1f max=%.1f "
             "mean=%.1f\n",
             p.min, p.p50, p.p90, p.p99, p.p999, p.max, p.mean);
+    fprintf(out, "client_cpu: us_per_op=%.2f switches_per_op=%.3f\n",
+            per_op(res->cpu_s * 1e6, res),
+            per_op((double)(res->vol_switches + res->invol_switches), res));
     for (int s = 0; s < BENCH_ERR_SLOTS; s++) {
         if (!res->err_count[s])
             continue;
@@ -168,7 +183,13 @@ void bench_report_json(FILE *out, const bench_config *cfg, const bench_result *r
         first = 0;
     }
     fprintf(out, "],\"warmup_ops\":%llu,\"preloaded\":%llu,\"interrupted\":%s,"
-                 "\"connections_lost\":%u}\n",
+                 "\"connections_lost\":%u,",
             (unsigned long long)res->warmup_ops, (unsigned long long)res->preloaded,
             res->interrupted ? "true" : "false", res->connections_lost);
+    fprintf(out, "\"client_cpu\":{\"cpu_s\":%.6f,\"us_per_op\":%.3f,"
+                 "\"voluntary_switches\":%llu,\"involuntary_switches\":%llu,"
+                 "\"switches_per_op\":%.4f}}\n",
+            res->cpu_s, per_op(res->cpu_s * 1e6, res),
+            (unsigned long long)res->vol_switches, (unsigned long long)res->invol_switches,
+            per_op((double)(res->vol_switches + res->invol_switches), res));
 }

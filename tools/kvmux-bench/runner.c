@@ -30,6 +30,7 @@
  */
 #include "runner.h"
 
+#include <sys/resource.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -354,6 +355,11 @@ static void runner_teardown(runner *r)
     pthread_mutex_destroy(&r->lk);
 }
 
+static double tv_s(const struct timeval *tv)
+{
+    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
+}
+
 /* Stop every worker and join them. Bounded: each is at most one request
  * (one --timeout) away from noticing STOP; an async driver drains its
  * in-flight requests, each bounded by its own --timeout. */
@@ -564,6 +570,8 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
     }
 
     /* MEASURE. */
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
     int64_t measure_start = now_ns();
     set_phase(&r, PHASE_MEASURE);
     if (p.out)
@@ -587,6 +595,11 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
     pthread_mutex_unlock(&r.lk);
     res->interrupted = bench_stop_requested != 0;
     stop_and_join(&r);
+    getrusage(RUSAGE_SELF, &ru1);
+    res->cpu_s = tv_s(&ru1.ru_utime) + tv_s(&ru1.ru_stime) - tv_s(&ru0.ru_utime) -
+                 tv_s(&ru0.ru_stime);
+    res->vol_switches = (uint64_t)(ru1.ru_nvcsw - ru0.ru_nvcsw);
+    res->invol_switches = (uint64_t)(ru1.ru_nivcsw - ru0.ru_nivcsw);
     if (merge_results(&r, res, measure_start)) {
         fprintf(err, "kvmux-bench: out of memory\n");
         rc_run = BENCH_RUN_FAILED;

@@ -40,6 +40,13 @@ typedef struct bench_result {
     uint32_t connections_lost; /* connections that failed fatally */
     char server_name[256];   /* from HELLO_ACK of the first connection */
     uint32_t server_credits; /* max_outstanding granted per connection */
+    /* This process (load generator + libkvmux) over the measured phase,
+     * from getrusage(RUSAGE_SELF): where the client's CPU goes per request
+     * and how often its threads were switched out, figures that noisy
+     * machines distort far less than ops/s. */
+    double cpu_s;            /* user + system CPU seconds */
+    uint64_t vol_switches;   /* voluntary context switches (blocking) */
+    uint64_t invol_switches; /* involuntary ones (pre-emption) */
 } bench_result;
 
 /* Set from a signal handler to stop the run early (the summary is still
