@@ -111,33 +111,46 @@ echo "$("$KVMUXD" --version 2>/dev/null | head -1 || true) on :$KPORT (pid $KVMU
      "$(redis-server --version | cut -d' ' -f1-3) on :$RPORT (pid $REDIS_PID)" >&2
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
-# Rows collected as: op size client ops p50_us p99_us client_rss_kb server_rss_kb
+# Rows collected as: op size client ops p50_us p99_us client_rss_kb
+# server_rss_kb client_cpu_us_per_op server_cpu_us_per_op
 ROWS=$WORK/rows
+
+# CPU microseconds per request: ms of CPU over a request count.
+us_per_op() { # cpu_ms ops
+    awk -v c="$1" -v n="$2" 'BEGIN { if (c == "-" || n + 0 <= 0) print "-"; else printf "%.2f\n", c * 1000 / n }'
+}
 
 # redis-benchmark --csv prints, per test:
 # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
 run_redis() { # op size pipeline n label
     local op=$1 size=$2 pipe=$3 n=$4 label=$5
     echo "redis-benchmark -c 1 -P $pipe -t $op -d $size -n $n -r $KEYSPACE" >&2
-    local peak=-
+    local peak=- ccpu_ms=- s0 s1
+    s0=$(bench_cpu_ms "$REDIS_PID")
     if [ -n "$GNUTIME" ]; then
-        bench_run_tool "$WORK/redis.csv" "$GNUTIME" -o "$WORK/time" -f %M \
+        bench_run_tool "$WORK/redis.csv" "$GNUTIME" -o "$WORK/time" -f "%U %S %M" \
             redis-benchmark -h 127.0.0.1 -p "$RPORT" -c 1 -P "$pipe" \
             -t "$op" -d "$size" -n "$n" -r "$KEYSPACE" --csv ||
             { echo "compare.sh: redis-benchmark failed" >&2; return 0; }
-        peak=$(tail -1 "$WORK/time")
+        peak=$(tail -1 "$WORK/time" | awk '{print $3}')
+        ccpu_ms=$(tail -1 "$WORK/time" | awk '{printf "%d", ($1 + $2) * 1000}')
     else
         bench_run_tool "$WORK/redis.csv" redis-benchmark -h 127.0.0.1 -p "$RPORT" -c 1 -P "$pipe" \
             -t "$op" -d "$size" -n "$n" -r "$KEYSPACE" --csv ||
             { echo "compare.sh: redis-benchmark failed" >&2; return 0; }
     fi
     local srss
+    s1=$(bench_cpu_ms "$REDIS_PID")
     srss=$(bench_rss_kb "$REDIS_PID")
+    local ccpu scpu
+    ccpu=$(us_per_op "$ccpu_ms" "$n")
+    scpu=$(us_per_op "$([ "$s0" = - ] || [ "$s1" = - ] && echo - || echo $((s1 - s0)))" "$n")
     tr -d '"' <"$WORK/redis.csv" |
-        awk -F, -v size="$size" -v label="$label" -v crss="$peak" -v srss="$srss" '
+        awk -F, -v size="$size" -v label="$label" -v crss="$peak" -v srss="$srss" \
+            -v ccpu="$ccpu" -v scpu="$scpu" '
             $1 == "SET" || $1 == "GET" {
-                printf "%s %s %s %.0f %.1f %.1f %s %s\n", $1, size, label, $2, $5 * 1000,
-                    $7 * 1000, crss, srss
+                printf "%s %s %s %.0f %.1f %.1f %s %s %s %s\n", $1, size, label, $2, $5 * 1000,
+                    $7 * 1000, crss, srss, ccpu, scpu
             }' >>"$ROWS"
 }
 
@@ -152,20 +165,29 @@ run_kvmux() { # port server-pid op size label args...
     [ "$op" = "get" ] && extra=(--preload)
     [ "$BUSY" -gt 0 ] && extra+=(--busy-poll "$BUSY")
     echo "kvmux-bench $* --op $op -s $size -k $KEYSPACE -d $SECS ${extra[*]}" >&2
-    local timecmd=()
+    local timecmd=() s0 s1
     [ -n "$GNUTIME" ] && timecmd=("$GNUTIME" -o "$WORK/time" -f %M)
+    s0=$(bench_cpu_ms "$spid")
     if ! bench_run_tool "$WORK/kvmux.json" "${timecmd[@]}" "$KVMUX_BENCH" -h 127.0.0.1 -p "$port" \
             "$@" --op "$op" -s "$size" -k "$KEYSPACE" -d "$SECS" "${extra[@]}" --json -q; then
         echo "compare.sh: kvmux-bench failed" >&2
         return 0
     fi
-    local js errors peak=-
+    s1=$(bench_cpu_ms "$spid")
+    local js errors peak=- ops scpu
     js=$(cat "$WORK/kvmux.json")
     [ -n "$GNUTIME" ] && peak=$(tail -1 "$WORK/time")
     errors=$(jfield "$js" errors)
     [ "$errors" = "0" ] || echo "compare.sh: warning: kvmux-bench reported $errors errors" >&2
-    printf "%s %s %s %.0f %s %s %s %s\n" "${op^^}" "$size" "$label" "$(jfield "$js" ops_per_sec)" \
-        "$(jfield "$js" p50)" "$(jfield "$js" p99)" "$peak" "$(bench_rss_kb "$spid")" >>"$ROWS"
+    # The server's CPU over the whole run (preload and drain included) per
+    # request of the whole run: ops/s x duration + preloaded + warm-up.
+    ops=$(awk -v r="$(jfield "$js" ops_per_sec)" -v d="$(jfield "$js" duration_s)" \
+              -v p="$(jfield "$js" preloaded)" -v w="$(jfield "$js" warmup_ops)" \
+              'BEGIN { printf "%d", r * d + p + w }')
+    scpu=$(us_per_op "$([ "$s0" = - ] || [ "$s1" = - ] && echo - || echo $((s1 - s0)))" "$ops")
+    printf "%s %s %s %.0f %s %s %s %s %s %s\n" "${op^^}" "$size" "$label" "$(jfield "$js" ops_per_sec)" \
+        "$(jfield "$js" p50)" "$(jfield "$js" p99)" "$peak" "$(bench_rss_kb "$spid")" \
+        "$(printf %.2f "$(jfield "$js" us_per_op)")" "$scpu" >>"$ROWS"
 }
 
 START=$(date +%s)
@@ -188,11 +210,11 @@ ELAPSED=$(($(date +%s) - START))
 
 # --- the table and the ratios.
 table() {
-    echo "| op  | value | client | ops/s | p50 us | p99 us | vs redis -P64 | client peak RSS KiB | server RSS KiB |"
-    echo "|-----|------:|--------|------:|-------:|-------:|--------------:|------:|------:|"
+    echo "| op  | value | client | ops/s | p50 us | p99 us | vs redis -P64 | client peak RSS KiB | server RSS KiB | client CPU us/op | server CPU us/op |"
+    echo "|-----|------:|--------|------:|-------:|-------:|--------------:|------:|------:|------:|------:|"
     awk '
         { key = $1 " " $2; ops[key, $3] = $4; p50[key, $3] = $5; p99[key, $3] = $6
-          crss[key, $3] = $7; srss[key, $3] = $8
+          crss[key, $3] = $7; srss[key, $3] = $8; ccpu[key, $3] = $9; scpu[key, $3] = $10
           if (!(key in seen)) { seen[key] = 1; order[n++] = key } }
         END {
             nc = split("redis-P64 redis-P1 kvmux-serial kvmux-sync64 kvmux-async64 kvmux-async64cb t2-1x64 t2-8x64", clients, " ")
@@ -212,9 +234,9 @@ table() {
                     r64 = "-"
                     if (cl ~ /^(kvmux|t2)/ && ops[k, "redis-P64"] > 0)
                         r64 = sprintf("%.2f", ops[k, cl] / ops[k, "redis-P64"])
-                    printf "| %s | %s B | %s | %d | %.1f | %.1f | %s | %s | %s |\n",
+                    printf "| %s | %s B | %s | %d | %.1f | %.1f | %s | %s | %s | %s | %s |\n",
                         f[1], f[2], names[cl], ops[k, cl], p50[k, cl], p99[k, cl], r64,
-                        crss[k, cl], srss[k, cl]
+                        crss[k, cl], srss[k, cl], ccpu[k, cl], scpu[k, cl]
                 }
             }
             print ""
@@ -253,6 +275,10 @@ table() {
     fi
     echo "Client RSS: peak (GNU time %M) of the load generator for that run; server RSS:" \
          "the server's VmRSS right after it."
+    echo "CPU per request: the load generator's user+system time (kvmux-bench's getrusage" \
+         "over the measured phase; GNU time for redis-benchmark) and the server's" \
+         "(/proc/PID/stat, 10 ms ticks, over the whole run incl. preload) divided by the" \
+         "requests; spinning under -B counts as CPU."
     echo "redis-benchmark -P 64 gives every request of a batch the same latency, from writing" \
          "the batch to the first reply bytes (readHandler), so its p50/p99 understate the" \
          "per-request wait; kvmux-bench times each request from submit to completion."

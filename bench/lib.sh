@@ -113,6 +113,17 @@ bench_rss_kb() {
     sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status" 2>/dev/null || echo -
 }
 
+# bench_cpu_ms PID: user + system CPU time of a running process (all its
+# threads), in milliseconds, from /proc/PID/stat (clock-tick resolution,
+# 10 ms here); "-" if it is gone. Fields 14 and 15 count from after the
+# command name, which may hold spaces, so cut at the last ')'.
+bench_cpu_ms() {
+    local st hz
+    st=$(cat "/proc/$1/stat" 2>/dev/null) || { echo -; return 0; }
+    hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+    awk -v hz="$hz" '{ print int(($12 + $13) * 1000 / hz) }' <<<"${st##*) }"
+}
+
 # bench_start_kvmuxd TAG KVMUXD [ARGS...]: kvmuxd on 127.0.0.1, port 0; sets
 # BENCH_PID and BENCH_PORT (from its "listening on ADDR:PORT" line). Output
 # in $BENCH_WORK/TAG.out / .err.
