@@ -14,6 +14,9 @@
 # CBA, ...) so that the machine's noise hits every system alike:
 #   kvmux       kvmux-bench --mode async --depth D -c 1        (loop driver)
 #   kvmux-sync  kvmux-bench --mode sync -t D -c 1   (D blocking threads; --no-sync skips)
+#   kvmux-bp    kvmux async as above, with busy polling on both sides: a
+#               second kvmuxd --busy-poll USEC and kvmux-bench --busy-poll
+#               USEC (--busy-poll, default 50; not in the default systems)
 #   redis       redis-benchmark -c 1 -P D -t OP -d SIZE -r K -n N
 #   memcached   mcload --depth D --op OP -s SIZE -k K   (bench/mcload; one
 #               connection, D pipelined meta commands mg/ms; --mc-proto text
@@ -49,6 +52,7 @@
 #   --systems LIST   default "kvmux kvmux-sync redis memcached"; a system
 #                    whose binaries are missing is skipped with the reason
 #   --no-sync        drop kvmux-sync
+#   --busy-poll USEC the kvmux-bp system's window (default 50)
 #   --mc-threads N   memcached -t (default 1; kvmuxd and Redis use one
 #                    thread for one connection too)
 #   --mc-proto P     meta (default) or text
@@ -79,6 +83,7 @@ SIZES="3 100"
 OPS="get set"
 SYSTEMS="kvmux kvmux-sync redis memcached"
 NO_SYNC=0
+BUSY=50
 MC_THREADS=1
 MC_PROTO=meta
 LAT_DEPTH=64
@@ -105,6 +110,7 @@ while [ $# -gt 0 ]; do
     --ops) need_arg "$@"; OPS=$2; shift ;;
     --systems) need_arg "$@"; SYSTEMS=$2; shift ;;
     --no-sync) NO_SYNC=1 ;;
+    --busy-poll) need_arg "$@"; BUSY=$2; shift ;;
     --mc-threads) need_arg "$@"; MC_THREADS=$2; shift ;;
     --mc-proto) need_arg "$@"; MC_PROTO=$2; shift ;;
     --lat-depth) need_arg "$@"; LAT_DEPTH=$2; shift ;;
@@ -126,7 +132,7 @@ fi
 
 [[ "$SECS" =~ ^[0-9]*([.][0-9]+)?$ && "$SECS" != "" && "$SECS" != "0" ]] ||
     { echo "sweep.sh: -d wants seconds > 0" >&2; exit 2; }
-for v in "$REPS" "$KEYSPACE" "$MC_THREADS" "$LAT_DEPTH" $DEPTHS $SIZES; do
+for v in "$BUSY" "$REPS" "$KEYSPACE" "$MC_THREADS" "$LAT_DEPTH" $DEPTHS $SIZES; do
     [[ "$v" =~ ^[0-9]+$ && "$v" -ge 1 ]] || { echo "sweep.sh: '$v' is not an integer >= 1" >&2; exit 2; }
 done
 for op in $OPS; do
@@ -161,6 +167,7 @@ ACTIVE=()
 for s in $SYSTEMS; do
     case "$s" in
     kvmux) ACTIVE+=(kvmux) ;;
+    kvmux-bp) ACTIVE+=(kvmux-bp) ;;
     kvmux-sync) [ "$NO_SYNC" = 1 ] || ACTIVE+=(kvmux-sync) ;;
     redis)
         miss=""
@@ -181,11 +188,16 @@ mkdir -p "$OUT"
 
 have() { local s; for s in "${ACTIVE[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
-KPORT=""; RPORT=""; MPORT=""
+KPORT=""; BPORT=""; RPORT=""; MPORT=""
 if have kvmux || have kvmux-sync; then
     bench_start_kvmuxd kvmuxd "$KVMUXD"
     KPORT=$BENCH_PORT
     echo "kvmuxd: $("$KVMUXD" --version 2>/dev/null | head -1 || true) on :$KPORT (pid $BENCH_PID)" >&2
+fi
+if have kvmux-bp; then
+    bench_start_kvmuxd kvmuxd-bp "$KVMUXD" --busy-poll "$BUSY"
+    BPORT=$BENCH_PORT
+    echo "kvmuxd --busy-poll $BUSY on :$BPORT (pid $BENCH_PID)" >&2
 fi
 if have redis; then
     bench_start_redis redis
@@ -225,13 +237,13 @@ json_row() { # system op size depth rep file
         "$(jfield "$f" p99_9)" "$(jfield "$f" errors)"
 }
 
-run_kvmux() { # op size depth rep
-    local extra=()
-    [ "$1" = get ] && extra=(--preload)
-    bench_run_tool "$WORK/k.json" "$KVMUX_BENCH" -h 127.0.0.1 -p "$KPORT" -c 1 --mode async \
+run_kvmux() { # op size depth rep [system port extra-args...]
+    local sys=${5:-kvmux} port=${6:-$KPORT} extra=("${@:7}")
+    [ "$1" = get ] && extra+=(--preload)
+    bench_run_tool "$WORK/k.json" "$KVMUX_BENCH" -h 127.0.0.1 -p "$port" -c 1 --mode async \
         --depth "$3" --op "$1" -s "$2" -k "$KEYSPACE" -d "$SECS" "${extra[@]}" --json -q ||
-        { echo "sweep.sh: kvmux-bench failed (async, depth $3)" >&2; return 0; }
-    json_row kvmux "$1" "$2" "$3" "$4" "$WORK/k.json"
+        { echo "sweep.sh: kvmux-bench failed ($sys, depth $3)" >&2; return 0; }
+    json_row "$sys" "$1" "$2" "$3" "$4" "$WORK/k.json"
 }
 
 run_kvmux_sync() { # op size depth rep
@@ -296,6 +308,7 @@ run_redis() { # op size depth rep
 run_system() { # system op size depth rep
     case "$1" in
     kvmux) run_kvmux "${@:2}" ;;
+    kvmux-bp) run_kvmux "${@:2}" kvmux-bp "$BPORT" --busy-poll "$BUSY" ;;
     kvmux-sync) run_kvmux_sync "${@:2}" ;;
     redis) run_redis "${@:2}" ;;
     memcached) run_memcached "${@:2}" ;;
@@ -347,8 +360,8 @@ fi
 
 # --- table.md
 {
-    echo "| op | value | depth | kvmux ops/s | redis ops/s | memcached ops/s | kvmux / redis | kvmux / memcached | kvmux sync ops/s | p99 us kvmux / redis / memcached |"
-    echo "|----|------:|------:|------:|------:|------:|------:|------:|------:|------|"
+    echo "| op | value | depth | kvmux ops/s | redis ops/s | memcached ops/s | kvmux / redis | kvmux / memcached | kvmux sync ops/s | kvmux busy-poll ops/s | busy-poll / redis | p99 us kvmux / redis / memcached / busy-poll |"
+    echo "|----|------:|------:|------:|------:|------:|------:|------:|------:|------:|------:|------|"
     tail -n +2 "$OUT/summary.csv" | awk -F, -v ops="$OPS" -v sizes="$SIZES" -v depths="$DEPTHS" '
         { o[$1, $2, $3, $4] = $6; p99[$1, $2, $3, $4] = $8 }
         function get(a, s, op, sz, d) { return ((s, op, sz, d) in a) ? a[s, op, sz, d] : "" }
@@ -361,10 +374,12 @@ fi
                 op = O[i]; sz = Z[z]; d = D[j]
                 k = get(o, "kvmux", op, sz, d); r = get(o, "redis", op, sz, d)
                 mc = get(o, "memcached", op, sz, d); ks = get(o, "kvmux-sync", op, sz, d)
-                printf "| %s | %s B | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s |\n",
+                bp = get(o, "kvmux-bp", op, sz, d)
+                printf "| %s | %s B | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s / %s |\n",
                     toupper(op), sz, d, num(k), num(r), num(mc), ratio(k, r), ratio(k, mc), num(ks),
+                    num(bp), ratio(bp, r),
                     lat(get(p99, "kvmux", op, sz, d)), lat(get(p99, "redis", op, sz, d)),
-                    lat(get(p99, "memcached", op, sz, d))
+                    lat(get(p99, "memcached", op, sz, d)), lat(get(p99, "kvmux-bp", op, sz, d))
             }
         }'
     echo
@@ -380,11 +395,11 @@ plot() {
     command -v gnuplot >/dev/null || { echo "sweep.sh: gnuplot not installed: no plots" >&2; return 0; }
     local term=png
     gnuplot -e 'set terminal' 2>/dev/null | grep -q pngcairo && term=pngcairo
-    local panels=() systems=(kvmux kvmux-sync redis memcached) z op d
-    local -A titles=([kvmux]="kvmux async" [kvmux-sync]="kvmux sync (threads)"
+    local panels=() systems=(kvmux kvmux-bp kvmux-sync redis memcached) z op d
+    local -A titles=([kvmux]="kvmux async" [kvmux-bp]="kvmux async, busy-poll $BUSY us" [kvmux-sync]="kvmux sync (threads)"
         [redis]="redis -P" [memcached]="memcached ($MC_PROTO)")
     # The same colour for a system in every panel, whichever are present.
-    local -A styles=([kvmux]="lc rgb '#d62728' lw 2 pt 7" [kvmux-sync]="lc rgb '#ff7f0e' lw 1 dt 2 pt 6"
+    local -A styles=([kvmux]="lc rgb '#d62728' lw 2 pt 7" [kvmux-bp]="lc rgb '#9467bd' lw 2 dt 3 pt 13" [kvmux-sync]="lc rgb '#ff7f0e' lw 1 dt 2 pt 6"
         [redis]="lc rgb '#1f77b4' lw 2 pt 5" [memcached]="lc rgb '#2ca02c' lw 2 pt 9")
     # Latency panels use LAT_DEPTH if it was swept, else the largest depth.
     local ld=""
