@@ -90,6 +90,15 @@ static void start_connected(test_server *s, v2conn *c, const char *const *extra)
     connect_to(c, s);
 }
 
+/* start_connected on an empty log (the previous scenario's removed). */
+static void start_fresh(test_server *s, v2conn *c, const char *const *extra) {
+    unlink(logpath);
+    start_connected(s, c, extra);
+}
+
+/* --maxmemory 200K under the default policy (noeviction), --fsync no. */
+static const char *const noeviction_200k[] = {"--maxmemory", "200K", "--fsync", "no", NULL};
+
 /* kill -9 with c aborted (RST), then the same as start_connected: what
  * the restarted server holds is what the log held at the kill. */
 static void kill_and_restart(test_server *s, v2conn *c, const char *const *extra) {
@@ -154,10 +163,9 @@ static int run_expect_exit(const char *const *extra, char *out, size_t cap) {
 }
 
 static void test_restart(void) {
-    unlink(logpath);
     test_server s;
     v2conn c;
-    start_connected(&s, &c, NULL);
+    start_fresh(&s, &c, NULL);
     resp r, a1, n1, cas, t1;
     REQUIRE(set(&c, "a", "hello", &a1) == 0);
     CHECK_EQ(a1.status, KVMUX_STATUS_OK);
@@ -209,11 +217,10 @@ static void test_restart(void) {
 /* Many SETs in flight on one connection: all acknowledged (in some
  * order), all there after kill -9. */
 static void test_pipelined_burst(const char *policy) {
-    unlink(logpath);
     test_server s;
     const char *extra[] = {"--fsync", policy, NULL};
     v2conn c;
-    start_connected(&s, &c, extra);
+    start_fresh(&s, &c, extra);
     enum { N = 500 };
     uint8_t ttl[8] = {0};
     int64_t t0 = test_now_ms();
@@ -244,10 +251,9 @@ static void test_pipelined_burst(const char *policy) {
 }
 
 static void test_corrupt_start(void) {
-    unlink(logpath);
     test_server s;
     v2conn c;
-    start_connected(&s, &c, NULL);
+    start_fresh(&s, &c, NULL);
     resp r;
     for (int i = 0; i < 10; i++) {
         char k[32];
@@ -298,11 +304,9 @@ static void test_corrupt_start(void) {
 }
 
 static void test_maxmemory(void) {
-    unlink(logpath);
     test_server s;
-    const char *noev[] = {"--maxmemory", "200K", "--fsync", "no", NULL};
     v2conn c;
-    start_connected(&s, &c, noev);
+    start_fresh(&s, &c, noeviction_200k);
     static char big[1001];
     memset(big, 'v', 1000);
     resp r;
@@ -331,10 +335,9 @@ static void test_maxmemory(void) {
     CHECK(set(&c, "after-del", big, &r) == 0 && r.status == KVMUX_STATUS_OK);
     v2_close_and_stop(&c, &s, 5000);
 
-    unlink(logpath);
     const char *lru[] = {"--maxmemory", "200K", "--maxmemory-policy", "allkeys-lru",
                          "--fsync", "no", NULL};
-    start_connected(&s, &c, lru);
+    start_fresh(&s, &c, lru);
     int ok = 0;
     for (i = 0; i < 1000; i++) {
         char k[32];
@@ -364,11 +367,9 @@ static void test_maxmemory(void) {
  * nobody reads are removed by the cycle, so writes are accepted again
  * without any read touching them. */
 static void test_active_expiry(void) {
-    unlink(logpath);
     test_server s;
-    const char *noev[] = {"--maxmemory", "200K", "--fsync", "no", NULL};
     v2conn c;
-    start_connected(&s, &c, noev);
+    start_fresh(&s, &c, noeviction_200k);
     static char big[1001];
     memset(big, 'e', 1000);
     resp r;

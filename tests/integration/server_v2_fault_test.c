@@ -22,6 +22,19 @@ static void skip_nothing(const kvmux_frame *f, void *ud) {
     (void)ud;
 }
 
+/* Store n zero bytes at key with request id 1 on a (the answer must come
+ * within 2 s: REQUIRE) and put its status in *status. Returns the value
+ * buffer; the caller frees it. */
+static uint8_t *set_zeros(v2conn *a, const char *key, uint32_t n, uint8_t *status) {
+    kvmux_frame f;
+    uint8_t *v = calloc(1, n);
+    REQUIRE(v);
+    REQUIRE(v2_set(a, 1, key, v, n) == 0);
+    REQUIRE(v2_read(a, &f, 2000) == 1);
+    *status = f.code;
+    return v;
+}
+
 static void test_goaway(void) {
     static test_server s;
     const char *const args[] = {"--shutdown-timeout", "3000", NULL};
@@ -194,16 +207,13 @@ static void test_write_timeout(void) {
     const char *const args[] = {"--write-timeout", "300", "--idle-timeout", "0", NULL};
     v2_start_server(&s, args);
     v2conn a;
-    kvmux_frame f;
     REQUIRE(v2_connect(&a, s.port, 1, NULL) == 0);
     int small = 4096;
     setsockopt(a.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
     uint32_t n = 1000 * 1000;
-    uint8_t *v = calloc(1, n);
-    REQUIRE(v);
-    REQUIRE(v2_set(&a, 1, "wt:k", v, n) == 0);
-    REQUIRE(v2_read(&a, &f, 2000) == 1);
-    CHECK_EQ(f.code, KVMUX_STATUS_OK);
+    uint8_t st;
+    uint8_t *v = set_zeros(&a, "wt:k", n, &st);
+    CHECK_EQ(st, KVMUX_STATUS_OK);
     /* 40 MB of responses that we do not read. */
     for (uint32_t i = 0; i < 40; i++) REQUIRE(v2_get(&a, 10 + i, "wt:k") == 0);
     test_sleep_ms(1500);
@@ -277,14 +287,10 @@ static void test_kill_mid_upload(void) {
     v2_start_server(&s, NULL);
     for (int round = 0; round < 3; round++) {
         v2conn a;
-        kvmux_frame f;
         REQUIRE(v2_connect(&a, s.port, 2, NULL) == 0);
-        uint32_t n = 200 * 1000;
-        uint8_t *v = calloc(1, n);
-        REQUIRE(v);
-        /* A 200 KB value, for the stalled download. */
-        REQUIRE(v2_set(&a, 1, "kill:v", v, n) == 0);
-        REQUIRE(v2_read(&a, &f, 2000) == 1);
+        /* A 200 KB value, for the stalled download (status not checked). */
+        uint8_t st;
+        uint8_t *v = set_zeros(&a, "kill:v", 200 * 1000, &st);
         REQUIRE(v2_wait(&a, 2, "kill:w", 0, 60000) == 0);
         /* A fragmented response (200 KB > --fragment-size) not read. */
         REQUIRE(v2_get(&a, 3, "kill:v") == 0);
@@ -300,14 +306,10 @@ static void test_kill_mid_upload(void) {
      * never granted back, then RST. */
     {
         v2conn a;
-        kvmux_frame f;
         REQUIRE(v2_connect(&a, s.port, 2, NULL) == 0);
-        uint32_t n = 1900 * 1000;
-        uint8_t *v = calloc(1, n);
-        REQUIRE(v);
-        REQUIRE(v2_set(&a, 1, "kill:v2", v, n) == 0);
-        REQUIRE(v2_read(&a, &f, 2000) == 1);
-        CHECK_EQ(f.code, KVMUX_STATUS_OK);
+        uint8_t st;
+        uint8_t *v = set_zeros(&a, "kill:v2", 1900 * 1000, &st);
+        CHECK_EQ(st, KVMUX_STATUS_OK);
         for (uint32_t i = 0; i < 4; i++) REQUIRE(v2_get(&a, 10 + i, "kill:v2") == 0);
         test_sleep_ms(200);
         v2_close(&a, 1);
