@@ -77,12 +77,49 @@ static void start(test_server *s, const char *const *extra) {
     args[n++] = logpath;
     for (int i = 0; extra && extra[i]; i++) args[n++] = extra[i];
     args[n] = NULL;
-    REQUIRE(test_server_start(s, args) == 0);
-    v2_track_server(s);
+    v2_start_server(s, args);
 }
 
 static void connect_to(v2conn *c, const test_server *s) {
     REQUIRE(v2_connect(c, s->port, KVMUX_PROTO_VERSION_MAX, NULL) >= 0);
+}
+
+/* Start kvmuxd on the log (start) and connect c to it. */
+static void start_connected(test_server *s, v2conn *c, const char *const *extra) {
+    start(s, extra);
+    connect_to(c, s);
+}
+
+/* start_connected on an empty log (the previous scenario's removed). */
+static void start_fresh(test_server *s, v2conn *c, const char *const *extra) {
+    unlink(logpath);
+    start_connected(s, c, extra);
+}
+
+/* --maxmemory 200K under the default policy (noeviction), --fsync no. */
+static const char *const noeviction_200k[] = {"--maxmemory", "200K", "--fsync", "no", NULL};
+
+/* kill -9 with c aborted (RST), then the same as start_connected: what
+ * the restarted server holds is what the log held at the kill. */
+static void kill_and_restart(test_server *s, v2conn *c, const char *const *extra) {
+    v2_close(c, 1);
+    test_server_kill(s);
+    start_connected(s, c, extra);
+}
+
+/* How many of the keys "<prefix>0" .. "<prefix>n-1" GET answers OK (and,
+ * when value_is_key, with the key as its value). */
+static int count_present(v2conn *c, const char *prefix, int n, int value_is_key) {
+    int present = 0;
+    resp r;
+    for (int i = 0; i < n; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "%s%d", prefix, i);
+        if (get(c, k, &r) == 0 && r.status == KVMUX_STATUS_OK &&
+            (!value_is_key || strcmp(r.val, k) == 0))
+            present++;
+    }
+    return present;
 }
 
 /* Run kvmuxd expecting it to exit; returns the exit status and its stderr. */
@@ -126,11 +163,9 @@ static int run_expect_exit(const char *const *extra, char *out, size_t cap) {
 }
 
 static void test_restart(void) {
-    unlink(logpath);
     test_server s;
-    start(&s, NULL);
     v2conn c;
-    connect_to(&c, &s);
+    start_fresh(&s, &c, NULL);
     resp r, a1, n1, cas, t1;
     REQUIRE(set(&c, "a", "hello", &a1) == 0);
     CHECK_EQ(a1.status, KVMUX_STATUS_OK);
@@ -149,12 +184,10 @@ static void test_restart(void) {
     REQUIRE(set(&c, "x", "doomed", &r) == 0);
     CHECK(call(&c, KVMUX_OP_DEL, "x", NULL, 0, NULL, 0, &r) == 0 && r.status == KVMUX_STATUS_OK);
     uint64_t maxv = r.version > t1.version ? r.version : t1.version;
-    v2_close(&c, 0);
-    CHECK_EQ(test_server_stop(&s, 5000), 0);
+    v2_close_and_stop(&c, &s, 5000);
 
     test_sleep_ms(350); /* "short" expires while the server is down */
-    start(&s, NULL);
-    connect_to(&c, &s);
+    start_connected(&s, &c, NULL);
     CHECK(get(&c, "a", &r) == 0 && r.status == KVMUX_STATUS_OK && strcmp(r.val, "hello") == 0);
     CHECK_EQ(r.version, a1.version);
     CHECK(get(&c, "n", &r) == 0 && strcmp(r.val, "10") == 0);
@@ -175,32 +208,19 @@ static void test_restart(void) {
         snprintf(k, sizeof k, "k9:%d", i);
         CHECK(set(&c, k, k, &r) == 0 && r.status == KVMUX_STATUS_OK);
     }
-    v2_close(&c, 1);
-    test_server_kill(&s);
-    start(&s, NULL);
-    connect_to(&c, &s);
-    int present = 0;
-    for (int i = 0; i < 50; i++) {
-        char k[32];
-        snprintf(k, sizeof k, "k9:%d", i);
-        if (get(&c, k, &r) == 0 && r.status == KVMUX_STATUS_OK && strcmp(r.val, k) == 0)
-            present++;
-    }
-    CHECK_EQ(present, 50);
+    kill_and_restart(&s, &c, NULL);
+    CHECK_EQ(count_present(&c, "k9:", 50, 1), 50);
     CHECK(get(&c, "a", &r) == 0 && strcmp(r.val, "hello") == 0);
-    v2_close(&c, 0);
-    CHECK_EQ(test_server_stop(&s, 5000), 0);
+    v2_close_and_stop(&c, &s, 5000);
 }
 
 /* Many SETs in flight on one connection: all acknowledged (in some
  * order), all there after kill -9. */
 static void test_pipelined_burst(const char *policy) {
-    unlink(logpath);
     test_server s;
     const char *extra[] = {"--fsync", policy, NULL};
-    start(&s, extra);
     v2conn c;
-    connect_to(&c, &s);
+    start_fresh(&s, &c, extra);
     enum { N = 500 };
     uint8_t ttl[8] = {0};
     int64_t t0 = test_now_ms();
@@ -222,39 +242,25 @@ static void test_pipelined_burst(const char *policy) {
      * came before the log write; the writer thread writes at once, so
      * after a moment everything is in the file (page cache). */
     if (strcmp(policy, "always") != 0) test_sleep_ms(100);
-    v2_close(&c, 1);
-    test_server_kill(&s);
     fprintf(stderr, "fsync %s: %d pipelined SETs acknowledged in %lld ms\n", policy, N,
             (long long)ms);
-    start(&s, extra);
-    connect_to(&c, &s);
-    int present = 0;
-    resp r;
-    for (int i = 0; i < N; i++) {
-        char k[32];
-        snprintf(k, sizeof k, "burst:%d", i);
-        if (get(&c, k, &r) == 0 && r.status == KVMUX_STATUS_OK) present++;
-    }
+    kill_and_restart(&s, &c, extra);
     /* kill -9 keeps the page cache: what was written survives. */
-    CHECK_EQ(present, N);
-    v2_close(&c, 0);
-    CHECK_EQ(test_server_stop(&s, 5000), 0);
+    CHECK_EQ(count_present(&c, "burst:", N, 0), N);
+    v2_close_and_stop(&c, &s, 5000);
 }
 
 static void test_corrupt_start(void) {
-    unlink(logpath);
     test_server s;
-    start(&s, NULL);
     v2conn c;
-    connect_to(&c, &s);
+    start_fresh(&s, &c, NULL);
     resp r;
     for (int i = 0; i < 10; i++) {
         char k[32];
         snprintf(k, sizeof k, "cor:%d", i);
         CHECK(set(&c, k, "0123456789", &r) == 0);
     }
-    v2_close(&c, 0);
-    CHECK_EQ(test_server_stop(&s, 5000), 0);
+    v2_close_and_stop(&c, &s, 5000);
     struct stat sb;
     REQUIRE(stat(logpath, &sb) == 0);
     /* Records are 8 + 23 + 5 + 10 = 46 bytes after the 8-byte magic:
@@ -275,13 +281,11 @@ static void test_corrupt_start(void) {
     CHECK(stat(logpath, &sb2) == 0 && sb2.st_size == sb.st_size); /* untouched */
 
     const char *repair[] = {"--aof-repair", NULL};
-    start(&s, repair);
-    connect_to(&c, &s);
+    start_connected(&s, &c, repair);
     CHECK(get(&c, "cor:2", &r) == 0 && r.status == KVMUX_STATUS_OK);
     CHECK(get(&c, "cor:3", &r) == 0 && r.status == KVMUX_STATUS_NOT_FOUND);
     CHECK(get(&c, "cor:9", &r) == 0 && r.status == KVMUX_STATUS_NOT_FOUND);
-    v2_close(&c, 0);
-    CHECK_EQ(test_server_stop(&s, 5000), 0);
+    v2_close_and_stop(&c, &s, 5000);
 
     /* A torn tail is truncated and the server starts. */
     REQUIRE(stat(logpath, &sb) == 0);
@@ -300,12 +304,9 @@ static void test_corrupt_start(void) {
 }
 
 static void test_maxmemory(void) {
-    unlink(logpath);
     test_server s;
-    const char *noev[] = {"--maxmemory", "200K", "--fsync", "no", NULL};
-    start(&s, noev);
     v2conn c;
-    connect_to(&c, &s);
+    start_fresh(&s, &c, noeviction_200k);
     static char big[1001];
     memset(big, 'v', 1000);
     resp r;
@@ -332,14 +333,11 @@ static void test_maxmemory(void) {
               r.status == KVMUX_STATUS_OK);
     }
     CHECK(set(&c, "after-del", big, &r) == 0 && r.status == KVMUX_STATUS_OK);
-    v2_close(&c, 0);
-    CHECK_EQ(test_server_stop(&s, 5000), 0);
+    v2_close_and_stop(&c, &s, 5000);
 
-    unlink(logpath);
     const char *lru[] = {"--maxmemory", "200K", "--maxmemory-policy", "allkeys-lru",
                          "--fsync", "no", NULL};
-    start(&s, lru);
-    connect_to(&c, &s);
+    start_fresh(&s, &c, lru);
     int ok = 0;
     for (i = 0; i < 1000; i++) {
         char k[32];
@@ -348,12 +346,7 @@ static void test_maxmemory(void) {
         else if (ok + 1 == i) fprintf(stderr, "lru refused at %d: %u %s\n", i, r.status, r.val);
     }
     CHECK_EQ(ok, 1000);
-    int present = 0;
-    for (i = 0; i < 1000; i++) {
-        char k[32];
-        snprintf(k, sizeof k, "lru:%d", i);
-        if (get(&c, k, &r) == 0 && r.status == KVMUX_STATUS_OK) present++;
-    }
+    int present = count_present(&c, "lru:", 1000, 0);
     CHECK(present > 100 && present < 210);
     CHECK(get(&c, "lru:999", &r) == 0 && r.status == KVMUX_STATUS_OK);
     v2_close(&c, 1);
@@ -361,32 +354,22 @@ static void test_maxmemory(void) {
      * (--fsync no: give the writer thread a moment to write the log). */
     test_sleep_ms(100);
     test_server_kill(&s);
-    start(&s, lru);
-    connect_to(&c, &s);
-    int present2 = 0;
-    for (i = 0; i < 1000; i++) {
-        char k[32];
-        snprintf(k, sizeof k, "lru:%d", i);
-        if (get(&c, k, &r) == 0 && r.status == KVMUX_STATUS_OK) present2++;
-    }
+    start_connected(&s, &c, lru);
+    int present2 = count_present(&c, "lru:", 1000, 0);
     CHECK(present2 <= present);
     CHECK(present2 >= present - 5);
     fprintf(stderr, "allkeys-lru: 1000 x 1 KB under 200K: %d kept, %d after restart\n",
             present, present2);
-    v2_close(&c, 0);
-    CHECK_EQ(test_server_stop(&s, 5000), 0);
+    v2_close_and_stop(&c, &s, 5000);
 }
 
 /* Active expiry: with noeviction at a limit, keys with a short TTL that
  * nobody reads are removed by the cycle, so writes are accepted again
  * without any read touching them. */
 static void test_active_expiry(void) {
-    unlink(logpath);
     test_server s;
-    const char *noev[] = {"--maxmemory", "200K", "--fsync", "no", NULL};
-    start(&s, noev);
     v2conn c;
-    connect_to(&c, &s);
+    start_fresh(&s, &c, noeviction_200k);
     static char big[1001];
     memset(big, 'e', 1000);
     resp r;
@@ -410,8 +393,7 @@ static void test_active_expiry(void) {
     CHECK(accepted);
     fprintf(stderr, "active expiry freed memory %lld ms after the write was refused\n",
             (long long)(test_now_ms() - t0));
-    v2_close(&c, 0);
-    CHECK_EQ(test_server_stop(&s, 5000), 0);
+    v2_close_and_stop(&c, &s, 5000);
 }
 
 /* The log's disk fills up (RLIMIT_FSIZE, inherited by kvmuxd, makes its
@@ -459,17 +441,9 @@ static void test_io_error(void) {
     test_server_stop(&s, 5000);
     signal(SIGXFSZ, SIG_DFL);
     /* Restart with no limit: every acknowledged write is there. */
-    start(&s, NULL);
-    connect_to(&c, &s);
-    int present = 0;
-    for (int i = 0; i < ok; i++) {
-        char k[32];
-        snprintf(k, sizeof k, "io:%d", i);
-        if (get(&c, k, &r) == 0 && r.status == KVMUX_STATUS_OK) present++;
-    }
-    CHECK_EQ(present, ok);
-    v2_close(&c, 0);
-    CHECK_EQ(test_server_stop(&s, 5000), 0);
+    start_connected(&s, &c, NULL);
+    CHECK_EQ(count_present(&c, "io:", ok, 0), ok);
+    v2_close_and_stop(&c, &s, 5000);
 }
 
 /* SIGTERM with writes in flight (v1: DRAINING; v2: GOAWAY): every answer
@@ -507,15 +481,13 @@ static void test_sigterm_inflight(int version) {
             nother++;
         }
     }
-    v2_close(&c, 0);
-    CHECK_EQ(test_server_stop(&s, 10000), 0);
+    v2_close_and_stop(&c, &s, 10000);
     fprintf(stderr, "SIGTERM with %d SETs in flight (v%d): %d OK, %d SHUTTING_DOWN, "
             "%d other, %d unanswered\n", N, version, nok, nshut, nother, N - responses);
     CHECK_EQ(nother, 0);
     /* (Requests the server had not read when it stopped reading are
      * unanswered: the connection ends with ERROR SHUTTING_DOWN.) */
-    start(&s, NULL);
-    connect_to(&c, &s);
+    start_connected(&s, &c, NULL);
     int present = 0;
     resp r;
     for (int i = 1; i <= N; i++) {
@@ -525,8 +497,7 @@ static void test_sigterm_inflight(int version) {
         if (get(&c, k, &r) == 0 && r.status == KVMUX_STATUS_OK) present++;
     }
     CHECK_EQ(present, nok);
-    v2_close(&c, 0);
-    CHECK_EQ(test_server_stop(&s, 5000), 0);
+    v2_close_and_stop(&c, &s, 5000);
 }
 
 int main(void) {

@@ -8,6 +8,7 @@
 if(TARGET kvmux AND TARGET kvmuxd)
   kvmux_add_test(async_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/async_test.c
+            ${CMAKE_CURRENT_LIST_DIR}/async_util.c
     LIBS kvmux LABELS integration concurrent TIMEOUT 240)
 
   find_path(KVMUX_LIBUV_INCLUDE uv.h)
@@ -15,6 +16,7 @@ if(TARGET kvmux AND TARGET kvmuxd)
   if(KVMUX_LIBUV_INCLUDE AND KVMUX_LIBUV_LIB)
     kvmux_add_test(async_loop_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/async_loop_test.c
+              ${CMAKE_CURRENT_LIST_DIR}/async_util.c
               ${CMAKE_CURRENT_LIST_DIR}/loop_util.c
       LIBS kvmux ${KVMUX_LIBUV_LIB} LABELS integration concurrent TIMEOUT 240)
     target_include_directories(async_loop_test PRIVATE ${KVMUX_LIBUV_INCLUDE})

@@ -27,39 +27,16 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "async_util.h"
 #include "kvmux.h"
 #include "kvmux/adapters/libuv.h"
 #include "loop_util.h"
 #include "testutil.h"
 
 static test_server g_srv;
-static int g_srv_up;
-
-/* A failed REQUIRE exits: do not leave the server running behind. */
-static void kill_server_at_exit(void) {
-    if (g_srv_up) test_server_kill(&g_srv);
-}
 static pthread_t g_loop_thread;
 
-/* n times KVMUX_TEST_SCALE (a multiplier, clamped to [0.001, 1]; make
- * tsan sets 0.1), at least 1. */
-static int scaled(int n) {
-    const char *s = getenv("KVMUX_TEST_SCALE");
-    double v = s ? strtod(s, NULL) : 1.0;
-    if (!(v >= 0.001)) v = 0.001;
-    if (v > 1) v = 1;
-    int r = (int)(n * v);
-    return r > 0 ? r : 1;
-}
 
-static kvmux_request req_of(kvmux_op op, const char *key) {
-    kvmux_request r;
-    memset(&r, 0, sizeof r);
-    r.op = op;
-    r.key = key;
-    r.key_len = key ? strlen(key) : 0;
-    return r;
-}
 
 /* ---- trackers ---- */
 
@@ -290,10 +267,10 @@ static void test_wait_out_of_order(uv_loop_t *loop) {
 
 /* ---- depth 64 ---- */
 
+/* A lane (async_util.h) that, once it stops, counts itself in finished
+ * and stops loop when all lanes have. */
 typedef struct lane {
-    int id, n, ops;
-    char key[32], ctr[32], val[32];
-    long errors;
+    async_lane core;
     int *finished;
     int lanes;
     uv_loop_t *loop;
@@ -303,13 +280,7 @@ static void lane_next(kvmux_client *c, lane *l);
 
 static void on_lane(kvmux_client *c, int result, kvmux_reply *reply, void *ud) {
     lane *l = ud;
-    int step = l->n % 3;
-    if (result != 0) l->errors++;
-    else if (step == 1 && (!reply->value || strcmp((char *)reply->value, l->val) != 0))
-        l->errors++;
-    else if (step == 2 && reply->number != l->n / 3 + 1) l->errors++;
-    l->n++;
-    if (l->n < l->ops) {
+    if (async_lane_complete(&l->core, result, reply)) {
         lane_next(c, l);
     } else if (++*l->finished == l->lanes) {
         uv_stop(l->loop);
@@ -317,21 +288,9 @@ static void on_lane(kvmux_client *c, int result, kvmux_reply *reply, void *ud) {
 }
 
 static void lane_next(kvmux_client *c, lane *l) {
-    kvmux_request r;
-    int step = l->n % 3;
-    if (step == 0) {
-        snprintf(l->val, sizeof l->val, "%d:%d", l->id, l->n);
-        r = req_of(KVMUX_SET, l->key);
-        r.value = l->val;
-        r.value_len = strlen(l->val);
-    } else if (step == 1) {
-        r = req_of(KVMUX_GET, l->key);
-    } else {
-        r = req_of(KVMUX_INCR, l->ctr);
-        r.delta = 1;
-    }
+    kvmux_request r = async_lane_request(&l->core);
     if (kvmux_call_async(c, &r, 10000, on_lane, l) != 0) {
-        l->errors++;
+        l->core.errors++;
         if (++*l->finished == l->lanes) uv_stop(l->loop);
     }
 }
@@ -350,14 +309,14 @@ static void test_depth64(uv_loop_t *loop) {
     int finished = 0;
     for (int i = 0; i < DEPTH; i++) {
         memset(&lanes[i], 0, sizeof lanes[i]);
-        lanes[i].id = i;
-        lanes[i].ops = total / DEPTH + (i < total % DEPTH);
-        snprintf(lanes[i].key, sizeof lanes[i].key, "al:d64:k%d", i);
-        snprintf(lanes[i].ctr, sizeof lanes[i].ctr, "al:d64:c%d", i);
+        lanes[i].core.id = i;
+        lanes[i].core.ops = total / DEPTH + (i < total % DEPTH);
+        snprintf(lanes[i].core.key, sizeof lanes[i].core.key, "al:d64:k%d", i);
+        snprintf(lanes[i].core.ctr, sizeof lanes[i].core.ctr, "al:d64:c%d", i);
         lanes[i].finished = &finished;
         lanes[i].lanes = DEPTH;
         lanes[i].loop = loop;
-        kvmux_request d = req_of(KVMUX_DEL, lanes[i].ctr);
+        kvmux_request d = req_of(KVMUX_DEL, lanes[i].core.ctr);
         CHECK_EQ(kvmux_call_async(c, &d, 2000, on_ignore, NULL), 0);
     }
     /* The DELs go first on the same connection: the server runs one
@@ -369,8 +328,8 @@ static void test_depth64(uv_loop_t *loop) {
     CHECK_EQ(finished, DEPTH);
     long errors = 0, done = 0;
     for (int i = 0; i < DEPTH; i++) {
-        errors += lanes[i].errors;
-        done += lanes[i].n;
+        errors += lanes[i].core.errors;
+        done += lanes[i].core.n;
     }
     CHECK_EQ(errors, 0);
     CHECK_EQ(done, total);
@@ -543,9 +502,7 @@ static void test_connect_refused(uv_loop_t *loop) {
 
 int main(void) {
     g_loop_thread = pthread_self();
-    REQUIRE(test_server_start(&g_srv, NULL) == 0);
-    g_srv_up = 1;
-    atexit(kill_server_at_exit);
+    async_server_start(&g_srv);
     uv_loop_t loop;
     REQUIRE(uv_loop_init(&loop) == 0);
     test_basics(&loop);
@@ -555,7 +512,6 @@ int main(void) {
     test_kill9(&loop);
     test_connect_refused(&loop);
     CHECK_EQ(uv_loop_close(&loop), 0);
-    g_srv_up = 0;
-    test_server_stop(&g_srv, 5000);
+    async_server_stop(&g_srv);
     return test_report();
 }

@@ -26,27 +26,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "async_util.h"
 #include "kvmux.h"
 #include "testutil.h"
 
 static test_server g_srv;
-static int g_srv_up;
 
-/* A failed REQUIRE exits: do not leave the server running behind. */
-static void kill_server_at_exit(void) {
-    if (g_srv_up) test_server_kill(&g_srv);
-}
-
-/* n times KVMUX_TEST_SCALE (a multiplier, clamped to [0.001, 1]; make
- * tsan sets 0.1), at least 1. */
-static int scaled(int n) {
-    const char *s = getenv("KVMUX_TEST_SCALE");
-    double v = s ? strtod(s, NULL) : 1.0;
-    if (!(v >= 0.001)) v = 0.001;
-    if (v > 1) v = 1;
-    int r = (int)(n * v);
-    return r > 0 ? r : 1;
-}
 
 static kvmux_client *connect_opts(uint16_t port, const kvmux_options *o) {
     kvmux_client *c = NULL;
@@ -56,14 +41,6 @@ static kvmux_client *connect_opts(uint16_t port, const kvmux_options *o) {
     return c;
 }
 
-static kvmux_request req_of(kvmux_op op, const char *key) {
-    kvmux_request r;
-    memset(&r, 0, sizeof r);
-    r.op = op;
-    r.key = key;
-    r.key_len = key ? strlen(key) : 0;
-    return r;
-}
 
 /* One request's record: how often its callback ran and with what. */
 typedef struct tracker {
@@ -638,17 +615,10 @@ static void test_wait_out_of_order(void) {
 
 /* ---- depth 64 on one connection ---- */
 
-/* A lane runs ops one after the other, each submitted from the previous
- * one's callback: SET k = "<lane>:<n>", GET k (expects that), INCR ctr
- * (expects n/3 + 1), ... */
+/* A lane (async_util.h) whose completions are counted in total and, once
+ * it stops, in finished. */
 typedef struct lane {
-    int id;
-    int n;                 /* next op index */
-    int ops;               /* ops this lane runs */
-    char key[32];
-    char ctr[32];
-    char val[32];
-    long errors;
+    async_lane core;
     atomic_long *finished;
     atomic_long *total;
 } lane;
@@ -657,37 +627,17 @@ static void lane_next(kvmux_client *c, lane *l);
 
 static void on_lane(kvmux_client *c, int result, kvmux_reply *reply, void *ud) {
     lane *l = ud;
-    int step = l->n % 3;
-    if (result != 0) {
-        l->errors++;
-    } else if (step == 1) {
-        if (!reply->value || strcmp((char *)reply->value, l->val) != 0) l->errors++;
-    } else if (step == 2) {
-        if (reply->number != l->n / 3 + 1) l->errors++;
-    }
+    int more = async_lane_complete(&l->core, result, reply);
     atomic_fetch_add(l->total, 1);
-    l->n++;
-    if (l->n < l->ops) lane_next(c, l);
+    if (more) lane_next(c, l);
     else atomic_fetch_add(l->finished, 1);
 }
 
 static void lane_next(kvmux_client *c, lane *l) {
-    kvmux_request r;
-    int step = l->n % 3;
-    if (step == 0) {
-        snprintf(l->val, sizeof l->val, "%d:%d", l->id, l->n);
-        r = req_of(KVMUX_SET, l->key);
-        r.value = l->val;
-        r.value_len = strlen(l->val);
-    } else if (step == 1) {
-        r = req_of(KVMUX_GET, l->key);
-    } else {
-        r = req_of(KVMUX_INCR, l->ctr);
-        r.delta = 1;
-    }
+    kvmux_request r = async_lane_request(&l->core);
     int rc = kvmux_call_async(c, &r, 10000, on_lane, l);
     if (rc != 0) {
-        l->errors++;
+        l->core.errors++;
         atomic_fetch_add(l->finished, 1); /* the lane stops */
     }
 }
@@ -700,11 +650,11 @@ static void test_depth64(void) {
     atomic_long finished = 0, total = 0;
     for (int i = 0; i < DEPTH; i++) {
         memset(&lanes[i], 0, sizeof lanes[i]);
-        lanes[i].id = i;
-        lanes[i].ops = total_ops / DEPTH + (i < total_ops % DEPTH);
-        snprintf(lanes[i].key, sizeof lanes[i].key, "as:d64:k%d", i);
-        snprintf(lanes[i].ctr, sizeof lanes[i].ctr, "as:d64:c%d", i);
-        kvmux_del(c, lanes[i].ctr, strlen(lanes[i].ctr), 2000);
+        lanes[i].core.id = i;
+        lanes[i].core.ops = total_ops / DEPTH + (i < total_ops % DEPTH);
+        snprintf(lanes[i].core.key, sizeof lanes[i].core.key, "as:d64:k%d", i);
+        snprintf(lanes[i].core.ctr, sizeof lanes[i].core.ctr, "as:d64:c%d", i);
+        kvmux_del(c, lanes[i].core.ctr, strlen(lanes[i].core.ctr), 2000);
         lanes[i].finished = &finished;
         lanes[i].total = &total;
     }
@@ -713,7 +663,7 @@ static void test_depth64(void) {
     CHECK(wait_count(&finished, DEPTH, 120000));
     int64_t el = test_now_ms() - t0;
     long errors = 0;
-    for (int i = 0; i < DEPTH; i++) errors += lanes[i].errors;
+    for (int i = 0; i < DEPTH; i++) errors += lanes[i].core.errors;
     CHECK_EQ(errors, 0);
     CHECK_EQ(atomic_load(&total), total_ops);
     fprintf(stderr, "depth64 callbacks: %d ops in %lld ms (%.0f ops/s)\n", total_ops,
@@ -722,8 +672,8 @@ static void test_depth64(void) {
     int ctr_ok = 0;
     for (int i = 0; i < DEPTH; i++) {
         int64_t v = -1;
-        kvmux_incr(c, lanes[i].ctr, strlen(lanes[i].ctr), 0, &v, 2000);
-        ctr_ok += v == lanes[i].ops / 3;
+        kvmux_incr(c, lanes[i].core.ctr, strlen(lanes[i].core.ctr), 0, &v, 2000);
+        ctr_ok += v == lanes[i].core.ops / 3;
     }
     CHECK_EQ(ctr_ok, DEPTH);
     kvmux_close(c);
@@ -925,9 +875,7 @@ static void test_threads(void) {
 }
 
 int main(void) {
-    REQUIRE(test_server_start(&g_srv, NULL) == 0);
-    g_srv_up = 1;
-    atexit(kill_server_at_exit);
+    async_server_start(&g_srv);
     test_callbacks_basic();
     test_timeouts();
     test_backpressure();
@@ -940,7 +888,6 @@ int main(void) {
     test_threads();
     test_close_many();
     test_kill9();
-    g_srv_up = 0;
-    test_server_stop(&g_srv, 5000);
+    async_server_stop(&g_srv);
     return test_report();
 }

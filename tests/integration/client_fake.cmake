@@ -4,5 +4,6 @@
 if(TARGET kvmux)
   kvmux_add_test(client_fake_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_fake_test.c
+            ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
     LIBS kvmux LABELS fault concurrent TIMEOUT 60)
 endif()

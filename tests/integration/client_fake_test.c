@@ -17,111 +17,35 @@
  *              KVMUX_EAGAIN, blocking calls time out), then kvmux_close
  *              returns promptly although the writer is stuck in send()
  * Every wait is bounded (socket timeouts, deadlines on joins). */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
+#include "client_v2_fake.h"
 #include "kvmux.h"
 #include "proto.h"
 #include "testutil.h"
 
-typedef struct fake fake;
-struct fake {
-    int lfd;
-    uint16_t port;
-    uint32_t credits;
-    void (*script)(fake *f, int fd);
-    pthread_t th;
-    atomic_int finished;
-};
-
-static void *fake_main(void *arg) {
-    fake *f = arg;
-    struct pollfd p = {f->lfd, POLLIN, 0};
-    if (poll(&p, 1, 10000) == 1) {
-        int fd = accept(f->lfd, NULL, NULL);
-        if (fd >= 0) {
-            struct timeval tv = {5, 0};
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-            f->script(f, fd);
-            close(fd);
-        }
-    }
-    atomic_store(&f->finished, 1);
-    return NULL;
-}
-
-static void fake_start(fake *f, void (*script)(fake *, int), uint32_t credits, int rcvbuf) {
-    memset(f, 0, sizeof *f);
-    f->script = script;
-    f->credits = credits;
-    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(f->lfd >= 0);
-    if (rcvbuf) setsockopt(f->lfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(f->lfd, (struct sockaddr *)&a, sizeof a) == 0);
-    REQUIRE(listen(f->lfd, 4) == 0);
-    socklen_t al = sizeof a;
-    REQUIRE(getsockname(f->lfd, (struct sockaddr *)&a, &al) == 0);
-    f->port = ntohs(a.sin_port);
-    REQUIRE(pthread_create(&f->th, NULL, fake_main, f) == 0);
-}
-
-static void fake_join(fake *f) {
-    int64_t end = test_now_ms() + 15000;
-    while (!atomic_load(&f->finished) && test_now_ms() < end) test_sleep_ms(5);
-    REQUIRE(atomic_load(&f->finished));
-    pthread_join(f->th, NULL);
-    close(f->lfd);
-}
-
-/* Server side of the handshake. Returns 0 or -1. */
-static int fake_handshake(fake *f, int fd) {
-    uint8_t buf[4096], out[512];
-    kvmux_frame fr;
-    if (test_read_frame(fd, buf, sizeof buf, &fr) <= 0) return -1;
+/* The fake server is the shared one of client_v2_fake.c, played as a v1
+ * server (max_version 1, name "fake") since these scripts speak v1 frames;
+ * credits is the max_outstanding it advertises, rcvbuf its SO_RCVBUF
+ * (0: the default). */
+static void fake_start(v2fake *f, void (*script)(v2fake *, int), uint32_t credits, int rcvbuf) {
     kvmux_settings st;
     kvmux_settings_default(&st);
-    st.max_outstanding = f->credits;
-    kvmux_session s;
-    kvmux_session_init(&s, KVMUX_ROLE_SERVER, &st);
-    s.max_version = 1; /* the scripts speak v1 frames: play a v1 server */
-    if (kvmux_session_check_recv(&s, &fr) != 0) return -1;
-    int n = kvmux_session_accept_hello(&s, &fr, out, "fake");
-    if (n <= 0) return -1;
-    return test_write_all(fd, out, (size_t)n);
+    st.max_outstanding = credits;
+    v2fake_start_ex(f, script, 1, &st, NULL, rcvbuf, "fake");
 }
 
-static void fake_send(int fd, uint8_t type, uint32_t id, uint8_t code, const void *ext,
-                      uint8_t elen, const void *val, uint32_t vlen) {
-    uint8_t buf[4096];
-    kvmux_frame f;
-    memset(&f, 0, sizeof f);
-    f.version = 1;
-    f.type = type;
-    f.request_id = id;
-    f.code = code;
-    f.extras = ext;
-    f.extras_len = elen;
-    f.value = val;
-    f.value_len = vlen;
-    REQUIRE(kvmux_frame_size(&f) <= sizeof buf);
-    size_t n = kvmux_frame_encode(buf, &f);
-    CHECK_EQ(test_write_all(fd, buf, n), 0);
+/* A v1 frame without flags (the negotiated version is 1). */
+static void fake_send(v2fake *f, int fd, uint8_t type, uint32_t id, uint8_t code,
+                      const void *ext, uint8_t elen, const void *val, uint32_t vlen) {
+    v2fake_send(f, fd, type, 0, id, code, ext, elen, val, vlen, 0);
 }
 
 /* ---- scenarios: server scripts ---- */
 
-static void script_refuse(fake *f, int fd) {
+static void script_refuse(v2fake *f, int fd) {
     (void)f;
     uint8_t buf[4096], out[KVMUX_FRAME_HDR_LEN + KVMUX_MAX_ERROR_MSG];
     kvmux_frame fr;
@@ -132,7 +56,7 @@ static void script_refuse(fake *f, int fd) {
     CHECK_EQ(test_write_all(fd, out, n), 0);
 }
 
-static void script_silent(fake *f, int fd) {
+static void script_silent(v2fake *f, int fd) {
     (void)f;
     uint8_t buf[4096];
     kvmux_frame fr;
@@ -140,8 +64,8 @@ static void script_silent(fake *f, int fd) {
     CHECK(test_wait_closed(fd, 5000));
 }
 
-static void script_reorder(fake *f, int fd) {
-    REQUIRE(fake_handshake(f, fd) == 0);
+static void script_reorder(v2fake *f, int fd) {
+    REQUIRE(v2fake_handshake(f, fd) == 0);
     uint8_t buf[3][4096];
     kvmux_frame fr[3];
     for (int i = 0; i < 3; i++) {
@@ -152,9 +76,9 @@ static void script_reorder(fake *f, int fd) {
     /* A reply nobody asked for: dropped and counted, not fatal. */
     uint8_t ver[8];
     kvmux_store_u64be(ver, 42);
-    fake_send(fd, KVMUX_FRAME_RESPONSE, 0x7FFFFFF1u, KVMUX_STATUS_OK, ver, 8, "x", 1);
+    fake_send(f, fd, KVMUX_FRAME_RESPONSE, 0x7FFFFFF1u, KVMUX_STATUS_OK, ver, 8, "x", 1);
     /* The server pings; the client must answer with the same payload. */
-    fake_send(fd, KVMUX_FRAME_PING, 0, 0, "12345678", 8, NULL, 0);
+    fake_send(f, fd, KVMUX_FRAME_PING, 0, 0, "12345678", 8, NULL, 0);
     uint8_t pb[64];
     kvmux_frame pong;
     CHECK(test_read_frame(fd, pb, sizeof pb, &pong) > 0);
@@ -164,29 +88,29 @@ static void script_reorder(fake *f, int fd) {
     for (int i = 2; i >= 0; i--) {
         /* version 100 + the key's digit: checks value and version agree */
         kvmux_store_u64be(ver, 100 + (uint64_t)(fr[i].key[fr[i].key_len - 1] - '0'));
-        fake_send(fd, KVMUX_FRAME_RESPONSE, fr[i].request_id, KVMUX_STATUS_OK, ver, 8,
+        fake_send(f, fd, KVMUX_FRAME_RESPONSE, fr[i].request_id, KVMUX_STATUS_OK, ver, 8,
                   fr[i].key, fr[i].key_len);
     }
     /* Then a client PING. */
     kvmux_frame p;
     CHECK(test_read_frame(fd, pb, sizeof pb, &p) > 0);
     CHECK_EQ(p.type, KVMUX_FRAME_PING);
-    fake_send(fd, KVMUX_FRAME_PONG, p.request_id, 0, p.extras, 8, NULL, 0);
+    fake_send(f, fd, KVMUX_FRAME_PONG, p.request_id, 0, p.extras, 8, NULL, 0);
     CHECK(test_wait_closed(fd, 5000));
 }
 
-/* Read one request, answer it with the reply chosen by f->credits' twin
- * below, then wait for the client to go. */
+/* Read one request, answer it with the reply chosen by g_bad_kind, then
+ * wait for the client to go. */
 static int g_bad_kind;
 enum { BAD_STATUS = 1, BAD_ERROR = 2, BAD_EXTRAS = 3, BAD_MISMATCH = 4 };
 
-static void script_bad(fake *f, int fd) {
-    REQUIRE(fake_handshake(f, fd) == 0);
+static void script_bad(v2fake *f, int fd) {
+    REQUIRE(v2fake_handshake(f, fd) == 0);
     uint8_t buf[4096];
     kvmux_frame fr;
     CHECK(test_read_frame(fd, buf, sizeof buf, &fr) > 0);
     if (g_bad_kind == BAD_STATUS) {
-        fake_send(fd, KVMUX_FRAME_RESPONSE, fr.request_id, 99, NULL, 0, NULL, 0);
+        fake_send(f, fd, KVMUX_FRAME_RESPONSE, fr.request_id, 99, NULL, 0, NULL, 0);
     } else if (g_bad_kind == BAD_ERROR) {
         uint8_t out[KVMUX_FRAME_HDR_LEN + KVMUX_MAX_ERROR_MSG];
         size_t n = kvmux_encode_error(out, 1, 0, KVMUX_ERR_PROTOCOL, "go away now");
@@ -194,18 +118,18 @@ static void script_bad(fake *f, int fd) {
     } else if (g_bad_kind == BAD_MISMATCH) {
         /* Well-formed for a CAS, but this is a GET: no version precondition. */
         uint8_t ver[8] = {0, 0, 0, 0, 0, 0, 0, 7};
-        fake_send(fd, KVMUX_FRAME_RESPONSE, fr.request_id, KVMUX_STATUS_VERSION_MISMATCH, ver, 8,
+        fake_send(f, fd, KVMUX_FRAME_RESPONSE, fr.request_id, KVMUX_STATUS_VERSION_MISMATCH, ver, 8,
                   NULL, 0);
     } else {
-        fake_send(fd, KVMUX_FRAME_RESPONSE, fr.request_id, KVMUX_STATUS_OK, NULL, 0, "v", 1);
+        fake_send(f, fd, KVMUX_FRAME_RESPONSE, fr.request_id, KVMUX_STATUS_OK, NULL, 0, "v", 1);
     }
     CHECK(test_wait_closed(fd, 5000));
 }
 
 static atomic_int g_stall_release;
 
-static void script_stall(fake *f, int fd) {
-    REQUIRE(fake_handshake(f, fd) == 0);
+static void script_stall(v2fake *f, int fd) {
+    REQUIRE(v2fake_handshake(f, fd) == 0);
     /* Read nothing until the client has given up and closed. */
     int64_t end = test_now_ms() + 20000;
     while (!atomic_load(&g_stall_release) && test_now_ms() < end) test_sleep_ms(5);
@@ -214,7 +138,7 @@ static void script_stall(fake *f, int fd) {
 
 /* ---- client side ---- */
 
-static kvmux_client *fake_connect(fake *f, const kvmux_options *o) {
+static kvmux_client *fake_connect(v2fake *f, const kvmux_options *o) {
     kvmux_client *c = NULL;
     int rc = kvmux_connect(&c, "127.0.0.1", f->port, o);
     CHECK_EQ(rc, 0);
@@ -223,7 +147,7 @@ static kvmux_client *fake_connect(fake *f, const kvmux_options *o) {
 }
 
 static void test_refuse(void) {
-    fake f;
+    v2fake f;
     fake_start(&f, script_refuse, 16, 0);
     kvmux_client *c = NULL;
     CHECK_EQ(kvmux_connect(&c, "127.0.0.1", f.port, NULL), KVMUX_ENOVERSION);
@@ -231,11 +155,11 @@ static void test_refuse(void) {
     char msg[256];
     CHECK_EQ(kvmux_connection_error(NULL, msg, sizeof msg), KVMUX_ENOVERSION);
     CHECK(strstr(msg, "7..9") != NULL);
-    fake_join(&f);
+    v2fake_join(&f);
 }
 
 static void test_silent(void) {
-    fake f;
+    v2fake f;
     fake_start(&f, script_silent, 16, 0);
     kvmux_options o;
     kvmux_options_init(&o);
@@ -245,7 +169,7 @@ static void test_silent(void) {
     CHECK_EQ(kvmux_connect(&c, "127.0.0.1", f.port, &o), KVMUX_ETIMEDOUT);
     int64_t took = test_now_ms() - t0;
     CHECK(took >= 150 && took < 1500);
-    fake_join(&f);
+    v2fake_join(&f);
 }
 
 typedef struct getter {
@@ -262,7 +186,7 @@ static void *getter_main(void *arg) {
 }
 
 static void test_reorder(void) {
-    fake f;
+    v2fake f;
     fake_start(&f, script_reorder, 16, 0);
     kvmux_client *c = fake_connect(&f, NULL);
     kvmux_server_info info;
@@ -287,11 +211,11 @@ static void test_reorder(void) {
     CHECK_EQ(kvmux_ping(c, 3000), 0);
     CHECK_EQ(kvmux_connection_error(c, NULL, 0), 0);
     kvmux_close(c);
-    fake_join(&f);
+    v2fake_join(&f);
 }
 
 static void test_bad(int kind, const char *needle) {
-    fake f;
+    v2fake f;
     g_bad_kind = kind;
     fake_start(&f, script_bad, 16, 0);
     kvmux_client *c = fake_connect(&f, NULL);
@@ -306,7 +230,7 @@ static void test_bad(int kind, const char *needle) {
     CHECK_EQ(kvmux_ping(c, 3000), KVMUX_EPROTO);
     CHECK(test_now_ms() - t0 < 100);
     kvmux_close(c);
-    fake_join(&f);
+    v2fake_join(&f);
 }
 
 typedef struct setter {
@@ -325,7 +249,7 @@ static void *setter_main(void *arg) {
 }
 
 static void test_stall(void) {
-    fake f;
+    v2fake f;
     atomic_store(&g_stall_release, 0);
     fake_start(&f, script_stall, 1024, 4096);
     kvmux_options o;
@@ -373,7 +297,7 @@ static void test_stall(void) {
     pthread_join(th, NULL);
     CHECK_EQ(s.rc, KVMUX_ECLOSED);
     atomic_store(&g_stall_release, 1);
-    fake_join(&f);
+    v2fake_join(&f);
     free(val);
 }
 

@@ -1,41 +1,43 @@
-# The client over protocol v2 (issue 3): fragmented replies and window
-# grants, GOAWAY draining, the CANCELED/SHUTTING_DOWN statuses, version
-# negotiation both ways (real kvmuxd, also with --max-protocol 1), and the
-# cases only a scripted fake server produces (client_v2_fake.c).
+# The client over protocol v2 (issue 3), each test against the real kvmuxd
+# and the scripted fake server (client_v2_fake.c) for what only a fake
+# produces:
+#   client_v2_test                 fragmented replies and window grants,
+#       GOAWAY draining, the CANCELED/SHUTTING_DOWN statuses, version
+#       negotiation both ways (also kvmuxd --max-protocol 1)
+#   client_v2_hol_test             (step 2) SET/CAS values over the frame
+#       size sent fragmented, fairness between transfers, and the
+#       head-of-line measure (p99 of small GETs while 64 MiB move both ways
+#       on the same connection; printed)
+#   client_v2_cancel_test          (step 3) DEADLINE on every v2 request,
+#       kvmux_future_cancel / kvmux_cancel sending CANCEL (parked WAIT,
+#       queued request, 64 MiB upload), a reply crossing the CANCEL, and
+#       cancel on a v1 connection
+#   client_v2_keepalive_test       (step 4) keepalive against a server that
+#       goes silent after the handshake (threaded and event-loop modes) and
+#       against a healthy kvmuxd
+#   client_v2_upload_timeout_test  (follow-up) a blocking call timing out in
+#       the middle of its fragmented upload stops it and sends CANCEL (fake
+#       server watching the wire, a reply crossing the CANCEL, the client's
+#       CANCEL rate cap, and the real kvmuxd)
+# Each entry: name:timeout in seconds[:more labels]; every one is labelled
+# integration and concurrent.
 if(TARGET kvmux AND TARGET kvmuxd)
-  kvmux_add_test(client_v2_test
-    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_v2_test.c
-            ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
-    LIBS kvmux LABELS integration concurrent TIMEOUT 120)
-endif()
-
-# Step 2: SET/CAS values over the frame size sent fragmented, fairness
-# between transfers, and the head-of-line measure (p99 of small GETs while
-# 64 MiB move both ways on the same connection; printed).
-if(TARGET kvmux AND TARGET kvmuxd)
-  kvmux_add_test(client_v2_hol_test
-    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_v2_hol_test.c
-            ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
-    LIBS kvmux LABELS integration concurrent TIMEOUT 300)
-endif()
-
-# Step 3: DEADLINE on every v2 request, kvmux_future_cancel / kvmux_cancel
-# sending CANCEL (parked WAIT, queued request, 64 MiB upload), a reply
-# crossing the CANCEL, and cancel on a v1 connection.
-if(TARGET kvmux AND TARGET kvmuxd)
-  kvmux_add_test(client_v2_cancel_test
-    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_v2_cancel_test.c
-            ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
-    LIBS kvmux LABELS integration concurrent TIMEOUT 180)
-endif()
-
-# Step 4: keepalive against a server that goes silent after the handshake
-# (threaded and event-loop modes) and against a healthy kvmuxd.
-if(TARGET kvmux AND TARGET kvmuxd)
-  kvmux_add_test(client_v2_keepalive_test
-    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_v2_keepalive_test.c
-            ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
-    LIBS kvmux LABELS integration fault concurrent TIMEOUT 120)
+  foreach(kvmux_v2_spec
+      client_v2_test:120
+      client_v2_hol_test:300
+      client_v2_cancel_test:180
+      client_v2_keepalive_test:120:fault
+      client_v2_upload_timeout_test:120:fault)
+    string(REPLACE ":" ";" kvmux_v2_spec "${kvmux_v2_spec}")
+    list(GET kvmux_v2_spec 0 kvmux_v2_name)
+    list(GET kvmux_v2_spec 1 kvmux_v2_timeout)
+    list(REMOVE_AT kvmux_v2_spec 0 1) # what is left: the extra labels
+    kvmux_add_test(${kvmux_v2_name}
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/${kvmux_v2_name}.c
+              ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
+      LIBS kvmux LABELS integration concurrent ${kvmux_v2_spec}
+      TIMEOUT ${kvmux_v2_timeout})
+  endforeach()
 endif()
 
 # Issue 3 follow-up: event-loop mode (libuv adapter) sends values over the
@@ -52,15 +54,4 @@ if(TARGET kvmux AND TARGET kvmuxd)
       LIBS kvmux ${KVMUX_LIBUV_LIB} LABELS integration concurrent fault TIMEOUT 240)
     target_include_directories(client_loop_bigsend_test PRIVATE ${KVMUX_LIBUV_INCLUDE})
   endif()
-endif()
-
-# Issue 3 follow-up: a blocking call timing out in the middle of its
-# fragmented upload stops it and sends CANCEL (fake server watching the
-# wire, a reply crossing the CANCEL, the client's CANCEL rate cap, and the
-# real kvmuxd).
-if(TARGET kvmux AND TARGET kvmuxd)
-  kvmux_add_test(client_v2_upload_timeout_test
-    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_v2_upload_timeout_test.c
-            ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
-    LIBS kvmux LABELS integration concurrent fault TIMEOUT 120)
 endif()

@@ -33,14 +33,23 @@ static void *fake_main(void *arg) {
 
 void v2fake_start(v2fake *f, void (*script)(v2fake *, int), uint8_t max_version,
                   const kvmux_settings *settings, void *arg) {
+    v2fake_start_ex(f, script, max_version, settings, arg, 0, NULL);
+}
+
+void v2fake_start_ex(v2fake *f, void (*script)(v2fake *, int), uint8_t max_version,
+                     const kvmux_settings *settings, void *arg, int rcvbuf,
+                     const char *name) {
     memset(f, 0, sizeof *f);
     f->script = script;
     f->arg = arg;
     f->max_version = max_version;
+    f->name = name ? name : "v2fake";
     if (settings) f->settings = *settings;
     else kvmux_settings_default(&f->settings);
     f->lfd = socket(AF_INET, SOCK_STREAM, 0);
     REQUIRE(f->lfd >= 0);
+    /* Set before listen so accepted sockets inherit it. */
+    if (rcvbuf) setsockopt(f->lfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
@@ -69,7 +78,7 @@ int v2fake_handshake(v2fake *f, int fd) {
     kvmux_session_init(&s, KVMUX_ROLE_SERVER, &f->settings);
     s.max_version = f->max_version;
     if (kvmux_session_check_recv(&s, &fr) != 0) return -1;
-    int n = kvmux_session_accept_hello(&s, &fr, out, "v2fake");
+    int n = kvmux_session_accept_hello(&s, &fr, out, f->name);
     if (n <= 0) return -1;
     f->version = s.version;
     return test_write_all(fd, out, (size_t)n);

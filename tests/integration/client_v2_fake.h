@@ -1,4 +1,4 @@
-/* A scripted fake kvmux server for the client's protocol v2 tests: one
+/* A scripted fake kvmux server for the client tests, v1 and v2 alike: one
  * thread accepts one connection and runs a script with raw frames encoded
  * by the proto library, so the tests can produce what a correct kvmuxd
  * produces only under timing luck (a GOAWAY between two calls, a reply
@@ -19,9 +19,11 @@ typedef struct v2fake v2fake;
 struct v2fake {
     int lfd;
     uint16_t port;
-    uint8_t max_version;            /* what the fake accepts (1 or 2) */
+    uint8_t max_version;            /* what the fake accepts (1 or 2); 1 plays
+                                     * a v1 server for scripts of v1 frames */
     uint8_t version;                /* negotiated */
     kvmux_settings settings;        /* advertised in HELLO_ACK */
+    const char *name;               /* server name in HELLO_ACK */
     void (*script)(v2fake *f, int fd);
     void *arg;                      /* for the script */
     pthread_t th;
@@ -32,6 +34,12 @@ struct v2fake {
  * connects. settings may be NULL (defaults). */
 void v2fake_start(v2fake *f, void (*script)(v2fake *, int), uint8_t max_version,
                   const kvmux_settings *settings, void *arg);
+/* v2fake_start with the listener's SO_RCVBUF set to rcvbuf first (0: the
+ * system default; small, so a script that never reads fills the socket
+ * buffers soon) and name (NULL: "v2fake") as the server name. */
+void v2fake_start_ex(v2fake *f, void (*script)(v2fake *, int), uint8_t max_version,
+                     const kvmux_settings *settings, void *arg, int rcvbuf,
+                     const char *name);
 /* Wait (<= 20 s) for the script to end, join, close the listener. */
 void v2fake_join(v2fake *f);
 /* Server side of the handshake. Returns 0 or -1. */

@@ -64,15 +64,35 @@ static void on_done(kvmux_client *c, int result, kvmux_reply *reply, void *ud) {
     atomic_fetch_add(&g_cb_calls, 1);
 }
 
-static void test_silent(void) {
+static atomic_int g_status;
+
+/* The start of a scenario against the silent fake (script_silent): the
+ * counters cleared, the fake listening, and *o with a keepalive PING
+ * after 100 ms of silence and 200 ms for its answer. */
+static void silent_start(v2fake *f, kvmux_options *o) {
     atomic_store(&g_pings, 0);
     atomic_store(&g_stop, 0);
+    atomic_store(&g_cb_calls, 0);
+    atomic_store(&g_status, 0);
+    v2fake_start(f, script_silent, 2, NULL, NULL);
+    kvmux_options_init(o);
+    o->keepalive_interval_ms = 100;
+    o->keepalive_timeout_ms = 200;
+}
+
+/* The end of it: close c, let the fake go, and CHECK that it saw at least
+ * one keepalive PING (one check). */
+static void silent_finish(v2fake *f, kvmux_client *c) {
+    kvmux_close(c);
+    atomic_store(&g_stop, 1);
+    v2fake_join(f);
+    CHECK(atomic_load(&g_pings) >= 1);
+}
+
+static void test_silent(void) {
     v2fake f;
-    v2fake_start(&f, script_silent, 2, NULL, NULL);
     kvmux_options o;
-    kvmux_options_init(&o);
-    o.keepalive_interval_ms = 100;
-    o.keepalive_timeout_ms = 200;
+    silent_start(&f, &o);
     kvmux_client *c = NULL;
     REQUIRE(kvmux_connect(&c, "127.0.0.1", f.port, &o) == 0);
     call_arg a = {c, 0, 0};
@@ -97,10 +117,7 @@ static void test_silent(void) {
     t0 = test_now_ms();
     CHECK_EQ(kvmux_ping(c, 5000), KVMUX_EKEEPALIVE); /* fails fast */
     CHECK(test_now_ms() - t0 < 100);
-    kvmux_close(c);
-    atomic_store(&g_stop, 1);
-    v2fake_join(&f);
-    CHECK(atomic_load(&g_pings) >= 1);
+    silent_finish(&f, c);
 }
 
 /* ---- event-loop mode with a minimal poll loop ---- */
@@ -118,8 +135,6 @@ static void ml_timer(void *d, int64_t ms) {
     ((mini_loop *)d)->timer_at = ms < 0 ? INT64_MAX : test_now_ms() + ms;
 }
 
-static atomic_int g_status;
-
 static void on_status(kvmux_client *c, int status, void *ud) {
     (void)c;
     (void)ud;
@@ -127,16 +142,9 @@ static void on_status(kvmux_client *c, int status, void *ud) {
 }
 
 static void test_loop(void) {
-    atomic_store(&g_pings, 0);
-    atomic_store(&g_stop, 0);
-    atomic_store(&g_cb_calls, 0);
-    atomic_store(&g_status, 0);
     v2fake f;
-    v2fake_start(&f, script_silent, 2, NULL, NULL);
     kvmux_options o;
-    kvmux_options_init(&o);
-    o.keepalive_interval_ms = 100;
-    o.keepalive_timeout_ms = 200;
+    silent_start(&f, &o);
     kvmux_client *c = NULL;
     REQUIRE(kvmux_async_connect(&c, "127.0.0.1", f.port, &o) == 0);
     mini_loop ml = {0, 0, INT64_MAX};
@@ -167,10 +175,7 @@ static void test_loop(void) {
     CHECK_EQ(atomic_load(&g_cb_rc), KVMUX_EKEEPALIVE);
     CHECK_EQ(atomic_load(&g_status), KVMUX_EKEEPALIVE);
     CHECK(took >= 250 && took < 3000);
-    kvmux_close(c);
-    atomic_store(&g_stop, 1);
-    v2fake_join(&f);
-    CHECK(atomic_load(&g_pings) >= 1);
+    silent_finish(&f, c);
 }
 
 static void test_healthy(void) {

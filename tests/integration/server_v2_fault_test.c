@@ -22,11 +22,23 @@ static void skip_nothing(const kvmux_frame *f, void *ud) {
     (void)ud;
 }
 
+/* Store n zero bytes at key with request id 1 on a (the answer must come
+ * within 2 s: REQUIRE) and put its status in *status. Returns the value
+ * buffer; the caller frees it. */
+static uint8_t *set_zeros(v2conn *a, const char *key, uint32_t n, uint8_t *status) {
+    kvmux_frame f;
+    uint8_t *v = calloc(1, n);
+    REQUIRE(v);
+    REQUIRE(v2_set(a, 1, key, v, n) == 0);
+    REQUIRE(v2_read(a, &f, 2000) == 1);
+    *status = f.code;
+    return v;
+}
+
 static void test_goaway(void) {
     static test_server s;
     const char *const args[] = {"--shutdown-timeout", "3000", NULL};
-    REQUIRE(test_server_start(&s, args) == 0);
-    v2_track_server(&s);
+    v2_start_server(&s, args);
     v2conn a, b;
     kvmux_frame f;
     REQUIRE(v2_connect(&a, s.port, 2, NULL) == 0);
@@ -80,9 +92,8 @@ static void test_goaway(void) {
           f.code == KVMUX_STATUS_TIMEOUT);
     r = v2_read(&b, &f, 3000);
     CHECK(r == 1 && f.type == KVMUX_FRAME_ERROR && f.code == KVMUX_ERR_SHUTTING_DOWN);
-    v2_close(&a, 0);
     v2_close(&b, 0);
-    CHECK_EQ(test_server_stop(&s, 10000), 0);
+    v2_close_and_stop(&a, &s, 10000);
 }
 
 /* The drain deadline cuts what never finishes: an upload the client
@@ -90,8 +101,7 @@ static void test_goaway(void) {
 static void test_goaway_deadline(void) {
     static test_server s;
     const char *const args[] = {"--shutdown-timeout", "300", NULL};
-    REQUIRE(test_server_start(&s, args) == 0);
-    v2_track_server(&s);
+    v2_start_server(&s, args);
     v2conn a;
     kvmux_frame f;
     REQUIRE(v2_connect(&a, s.port, 2, NULL) == 0);
@@ -150,16 +160,14 @@ static void test_goaway_deadline(void) {
     int64_t took = test_now_ms() - t0;
     CHECK(took >= 200 && took < 3000);
     CHECK(test_wait_closed(a.fd, 3000));
-    v2_close(&a, 0);
     free(v);
-    CHECK_EQ(test_server_stop(&s, 10000), 0);
+    v2_close_and_stop(&a, &s, 10000);
 }
 
 static void test_idle(void) {
     static test_server s;
     const char *const args[] = {"--idle-timeout", "300", NULL};
-    REQUIRE(test_server_start(&s, args) == 0);
-    v2_track_server(&s);
+    v2_start_server(&s, args);
     v2conn a, b, c;
     kvmux_frame f;
     int64_t t0 = test_now_ms();
@@ -189,28 +197,23 @@ static void test_idle(void) {
     /* c (v1) too, once quiet. */
     REQUIRE(v2_read(&c, &f, 3000) == 1);
     CHECK(f.type == KVMUX_FRAME_ERROR && f.code == KVMUX_ERR_TIMEOUT);
-    v2_close(&a, 0);
     v2_close(&b, 0);
     v2_close(&c, 0);
-    CHECK_EQ(test_server_stop(&s, 10000), 0);
+    v2_close_and_stop(&a, &s, 10000);
 }
 
 static void test_write_timeout(void) {
     static test_server s;
     const char *const args[] = {"--write-timeout", "300", "--idle-timeout", "0", NULL};
-    REQUIRE(test_server_start(&s, args) == 0);
-    v2_track_server(&s);
+    v2_start_server(&s, args);
     v2conn a;
-    kvmux_frame f;
     REQUIRE(v2_connect(&a, s.port, 1, NULL) == 0);
     int small = 4096;
     setsockopt(a.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
     uint32_t n = 1000 * 1000;
-    uint8_t *v = calloc(1, n);
-    REQUIRE(v);
-    REQUIRE(v2_set(&a, 1, "wt:k", v, n) == 0);
-    REQUIRE(v2_read(&a, &f, 2000) == 1);
-    CHECK_EQ(f.code, KVMUX_STATUS_OK);
+    uint8_t st;
+    uint8_t *v = set_zeros(&a, "wt:k", n, &st);
+    CHECK_EQ(st, KVMUX_STATUS_OK);
     /* 40 MB of responses that we do not read. */
     for (uint32_t i = 0; i < 40; i++) REQUIRE(v2_get(&a, 10 + i, "wt:k") == 0);
     test_sleep_ms(1500);
@@ -227,18 +230,14 @@ static void test_write_timeout(void) {
     free(v);
     /* The server is fine. */
     REQUIRE(v2_connect(&a, s.port, 2, NULL) == 0);
-    REQUIRE(v2_get(&a, 1, "nope") == 0);
-    REQUIRE(v2_read(&a, &f, 2000) == 1);
-    CHECK_EQ(f.code, KVMUX_STATUS_NOT_FOUND);
-    v2_close(&a, 0);
-    CHECK_EQ(test_server_stop(&s, 10000), 0);
+    v2_check_get(&a, 1, "nope", KVMUX_STATUS_NOT_FOUND);
+    v2_close_and_stop(&a, &s, 10000);
 }
 
 static void test_floods(void) {
     static test_server s;
     const char *const args[] = {"--max-ping-rate", "20", "--max-cancel-rate", "20", NULL};
-    REQUIRE(test_server_start(&s, args) == 0);
-    v2_track_server(&s);
+    v2_start_server(&s, args);
     for (int version = 1; version <= 2; version++) {
         v2conn a;
         kvmux_frame f;
@@ -278,26 +277,20 @@ static void test_floods(void) {
         CHECK_EQ(f.type, KVMUX_FRAME_PONG);
         test_sleep_ms(100);
     }
-    v2_close(&a, 0);
-    CHECK_EQ(test_server_stop(&s, 10000), 0);
+    v2_close_and_stop(&a, &s, 10000);
 }
 
 /* The client dies (RST) with an upload half-way, a stalled fragmented
  * response, and a parked WAIT; the server frees them all. */
 static void test_kill_mid_upload(void) {
     static test_server s;
-    REQUIRE(test_server_start(&s, NULL) == 0);
-    v2_track_server(&s);
+    v2_start_server(&s, NULL);
     for (int round = 0; round < 3; round++) {
         v2conn a;
-        kvmux_frame f;
         REQUIRE(v2_connect(&a, s.port, 2, NULL) == 0);
-        uint32_t n = 200 * 1000;
-        uint8_t *v = calloc(1, n);
-        REQUIRE(v);
-        /* A 200 KB value, for the stalled download. */
-        REQUIRE(v2_set(&a, 1, "kill:v", v, n) == 0);
-        REQUIRE(v2_read(&a, &f, 2000) == 1);
+        /* A 200 KB value, for the stalled download (status not checked). */
+        uint8_t st;
+        uint8_t *v = set_zeros(&a, "kill:v", 200 * 1000, &st);
         REQUIRE(v2_wait(&a, 2, "kill:w", 0, 60000) == 0);
         /* A fragmented response (200 KB > --fragment-size) not read. */
         REQUIRE(v2_get(&a, 3, "kill:v") == 0);
@@ -313,14 +306,10 @@ static void test_kill_mid_upload(void) {
      * never granted back, then RST. */
     {
         v2conn a;
-        kvmux_frame f;
         REQUIRE(v2_connect(&a, s.port, 2, NULL) == 0);
-        uint32_t n = 1900 * 1000;
-        uint8_t *v = calloc(1, n);
-        REQUIRE(v);
-        REQUIRE(v2_set(&a, 1, "kill:v2", v, n) == 0);
-        REQUIRE(v2_read(&a, &f, 2000) == 1);
-        CHECK_EQ(f.code, KVMUX_STATUS_OK);
+        uint8_t st;
+        uint8_t *v = set_zeros(&a, "kill:v2", 1900 * 1000, &st);
+        CHECK_EQ(st, KVMUX_STATUS_OK);
         for (uint32_t i = 0; i < 4; i++) REQUIRE(v2_get(&a, 10 + i, "kill:v2") == 0);
         test_sleep_ms(200);
         v2_close(&a, 1);
@@ -328,14 +317,10 @@ static void test_kill_mid_upload(void) {
     }
     /* Still serving. */
     v2conn a;
-    kvmux_frame f;
     REQUIRE(v2_connect(&a, s.port, 2, NULL) == 0);
-    REQUIRE(v2_get(&a, 1, "kill:up") == 0);
-    REQUIRE(v2_read(&a, &f, 2000) == 1);
-    CHECK_EQ(f.code, KVMUX_STATUS_NOT_FOUND); /* the upload never landed */
-    v2_close(&a, 0);
+    v2_check_get(&a, 1, "kill:up", KVMUX_STATUS_NOT_FOUND); /* the upload never landed */
     /* Exit status 0: under ASan/LSan a leak would make it non-zero. */
-    CHECK_EQ(test_server_stop(&s, 10000), 0);
+    v2_close_and_stop(&a, &s, 10000);
 }
 
 int main(void) {

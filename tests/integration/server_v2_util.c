@@ -24,6 +24,23 @@ void v2_track_server(struct test_server *s) {
     if (ntracked < 8) tracked[ntracked++] = s;
 }
 
+void v2_start_server(struct test_server *s, const char *const *extra_args) {
+    REQUIRE(test_server_start(s, extra_args) == 0);
+    v2_track_server(s);
+}
+
+void v2_close_and_stop(v2conn *c, struct test_server *s, int timeout_ms) {
+    v2_close(c, 0);
+    CHECK_EQ(test_server_stop(s, timeout_ms), 0);
+}
+
+void v2_check_get(v2conn *c, uint32_t id, const char *key, uint8_t status) {
+    kvmux_frame f;
+    REQUIRE(v2_get(c, id, key) == 0);
+    REQUIRE(v2_read(c, &f, 2000) == 1);
+    CHECK_EQ(f.code, status);
+}
+
 int v2_connect(v2conn *c, uint16_t port, int max_version, const kvmux_settings *mine) {
     memset(c, 0, sizeof *c);
     c->fd = test_connect_raw(port, 5000);

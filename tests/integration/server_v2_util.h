@@ -80,4 +80,17 @@ int v2_rx_feed(v2conn *c, v2_rx *rx, const kvmux_frame *f);
 struct test_server;
 void v2_track_server(struct test_server *s);
 
+/* test_server_start(s, extra_args) (see testutil.h), failing the test
+ * (REQUIRE) if kvmuxd does not start, then v2_track_server(s). */
+void v2_start_server(struct test_server *s, const char *const *extra_args);
+
+/* The end of a scenario: close c gracefully, then stop s within
+ * timeout_ms and CHECK that it exited with status 0 (one check; under
+ * ASan/LSan a leak makes the status non-zero). */
+void v2_close_and_stop(v2conn *c, struct test_server *s, int timeout_ms);
+
+/* A GET of key as request id on c whose answer must arrive within 2 s
+ * (REQUIRE) and CHECK that its status is status (one check). */
+void v2_check_get(v2conn *c, uint32_t id, const char *key, uint8_t status);
+
 #endif

@@ -4,12 +4,15 @@ kvmux_add_test(proto_frame_test
   LABELS unit TIMEOUT 60)
 kvmux_add_test(proto_frame_v2_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/proto/frame_v2_test.c
+          ${CMAKE_CURRENT_LIST_DIR}/proto/proto_testutil.c
   LABELS unit TIMEOUT 60)
 kvmux_add_test(proto_session_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/proto/session_test.c
+          ${CMAKE_CURRENT_LIST_DIR}/proto/proto_testutil.c
   LABELS unit TIMEOUT 60)
 kvmux_add_test(proto_session_v2_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/proto/session_v2_test.c
+          ${CMAKE_CURRENT_LIST_DIR}/proto/proto_testutil.c
   LABELS unit TIMEOUT 60)
 kvmux_add_test(proto_flow_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/proto/flow_test.c

@@ -10,6 +10,7 @@
  * round trip of the well-formed v2 vectors (both ways, one byte at a time,
  * guard page, doc agreement) is in frame_test.c with the v1 ones. */
 #include "proto.h"
+#include "proto_testutil.h"
 #include "testutil.h"
 
 #include <stdio.h>
@@ -320,42 +321,10 @@ static void test_window_update_increment(void) {
 
 /* ---- encoders vs the vectors ---- */
 
-#define MAX_VEC 256
-static int load_vec(const char *name, uint8_t *out, size_t *len) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/frames.hex", KVMUX_VECTORS_DIR);
-    FILE *fp = fopen(path, "r");
-    REQUIRE(fp != NULL);
-    char line[2048];
-    size_t nl = strlen(name);
-    int found = 0;
-    while (!found && fgets(line, sizeof line, fp)) {
-        if (strncmp(line, name, nl) != 0 || line[nl] != ' ') continue;
-        found = 1;
-        *len = 0;
-        int hi = -1;
-        for (char *p = line + nl; *p; p++) {
-            int c = (unsigned char)*p, d;
-            if (c >= '0' && c <= '9') d = c - '0';
-            else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-            else continue;
-            if (hi < 0) {
-                hi = d;
-            } else {
-                REQUIRE(*len < MAX_VEC);
-                out[(*len)++] = (uint8_t)(hi << 4 | d);
-                hi = -1;
-            }
-        }
-    }
-    fclose(fp);
-    return found;
-}
-
 static int same_as_vec(const char *name, const uint8_t *b, size_t n) {
-    uint8_t v[MAX_VEC];
+    uint8_t v[PROTO_TEST_MAX_VEC];
     size_t vl = 0;
-    if (!load_vec(name, v, &vl)) {
+    if (!proto_test_load_vec(name, v, &vl)) {
         fprintf(stderr, "vector %s not found\n", name);
         return 0;
     }

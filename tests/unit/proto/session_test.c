@@ -6,6 +6,7 @@
  * the other's decoder. (The v2 rules -- capped versions, v2 frame types
  * and directions, GOAWAY, windows -- are in session_v2_test.c.) */
 #include "proto.h"
+#include "proto_testutil.h"
 #include "testutil.h"
 
 #include <string.h>
@@ -15,12 +16,7 @@
 
 /* A frame with no body, for state checks that need no bytes. */
 static kvmux_frame mk(uint8_t type, uint8_t version, uint32_t id) {
-    kvmux_frame f;
-    memset(&f, 0, sizeof f);
-    f.type = type;
-    f.version = version;
-    f.request_id = id;
-    return f;
+    return proto_test_frame(type, version, 0, id);
 }
 
 /* Run a full handshake between a fresh client and server. */

@@ -9,42 +9,18 @@
  * GOAWAY drain sub-state. Sans-IO: bytes go from one session's encoder
  * straight into the other's decoder. */
 #include "proto.h"
+#include "proto_testutil.h"
 #include "testutil.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#define MAX_VEC 256
+#define MAX_VEC PROTO_TEST_MAX_VEC
 
-/* Load one named vector from tests/vectors/frames.hex. */
+/* Load one named vector from tests/vectors/frames.hex; it must exist. */
 static size_t vec(const char *name, uint8_t *out) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/frames.hex", KVMUX_VECTORS_DIR);
-    FILE *fp = fopen(path, "r");
-    REQUIRE(fp != NULL);
-    char line[2048];
-    size_t nl = strlen(name), len = 0;
-    int found = 0;
-    while (!found && fgets(line, sizeof line, fp)) {
-        if (strncmp(line, name, nl) != 0 || line[nl] != ' ') continue;
-        found = 1;
-        int hi = -1;
-        for (char *p = line + nl; *p; p++) {
-            int c = (unsigned char)*p, d;
-            if (c >= '0' && c <= '9') d = c - '0';
-            else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-            else continue;
-            if (hi < 0) {
-                hi = d;
-            } else {
-                REQUIRE(len < MAX_VEC);
-                out[len++] = (uint8_t)(hi << 4 | d);
-                hi = -1;
-            }
-        }
-    }
-    fclose(fp);
-    REQUIRE(found);
+    size_t len = 0;
+    REQUIRE(proto_test_load_vec(name, out, &len));
     return len;
 }
 
@@ -53,16 +29,6 @@ static size_t vec(const char *name, uint8_t *out) {
 static void vec_frame(const char *name, uint8_t *buf, kvmux_frame *f) {
     size_t n = vec(name, buf);
     REQUIRE(kvmux_frame_decode(buf, n, KVMUX_DEFAULT_MAX_FRAME, f) == (int)n);
-}
-
-static kvmux_frame mk(uint8_t type, uint8_t version, uint8_t flags, uint32_t id) {
-    kvmux_frame f;
-    memset(&f, 0, sizeof f);
-    f.type = type;
-    f.version = version;
-    f.flags = flags;
-    f.request_id = id;
-    return f;
 }
 
 /* Full handshake with version caps; returns the negotiated version seen by
@@ -116,7 +82,7 @@ static void test_negotiation_matrix(void) {
     kvmux_session_init(&c, KVMUX_ROLE_CLIENT, NULL);
     c.max_version = 1;
     kvmux_session_encode_hello(&c, buf, "c");
-    kvmux_frame a = mk(KVMUX_FRAME_HELLO_ACK, 1, 0, 0);
+    kvmux_frame a = proto_test_frame(KVMUX_FRAME_HELLO_ACK, 1, 0, 0);
     a.code = 2;
     CHECK_EQ(kvmux_session_on_hello_ack(&c, &a), -KVMUX_ERR_UNSUPPORTED_VERSION);
     CHECK_EQ(c.state, KVMUX_SESSION_CLOSED);
@@ -316,20 +282,20 @@ static void test_v1_session_refuses_v2(void) {
     CHECK_EQ(kvmux_frame_decode(buf, n, KVMUX_DEFAULT_MAX_FRAME, &f), -KVMUX_ERR_BAD_FLAGS);
     /* ...and the session too, for frames that bypass the decoder. */
     for (int t = KVMUX_FRAME_CANCEL; t <= KVMUX_FRAME_CONTINUATION; t++) {
-        f = mk((uint8_t)t, 1, 0, 1);
+        f = proto_test_frame((uint8_t)t, 1, 0, 1);
         CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_BAD_TYPE);
         CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_BAD_TYPE);
     }
-    f = mk(KVMUX_FRAME_REQUEST, 1, KVMUX_FLAG_MORE, 1);
+    f = proto_test_frame(KVMUX_FRAME_REQUEST, 1, KVMUX_FLAG_MORE, 1);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_BAD_FLAGS);
-    f = mk(KVMUX_FRAME_REQUEST, 1, KVMUX_FLAG_DEADLINE, 1);
+    f = proto_test_frame(KVMUX_FRAME_REQUEST, 1, KVMUX_FLAG_DEADLINE, 1);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_BAD_FLAGS);
-    f = mk(KVMUX_FRAME_RESPONSE, 1, KVMUX_FLAG_MORE, 1);
+    f = proto_test_frame(KVMUX_FRAME_RESPONSE, 1, KVMUX_FLAG_MORE, 1);
     CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_BAD_FLAGS);
     CHECK_EQ(s.state, KVMUX_SESSION_OPEN); /* rejected frames change nothing */
     CHECK_EQ(c.state, KVMUX_SESSION_OPEN);
     /* v1 frames still flow. */
-    f = mk(KVMUX_FRAME_REQUEST, 1, 0, 1);
+    f = proto_test_frame(KVMUX_FRAME_REQUEST, 1, 0, 1);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), 0);
 
     /* Helpers: no GOAWAY from a v1 server, no windows, no fragments. */
@@ -347,7 +313,7 @@ static void test_v1_session_refuses_v2(void) {
     CHECK_EQ(r.state, KVMUX_REASM_IDLE);
     /* A value too big for one frame cannot be sent on v1 at all; one that
      * fits is a single frame even with a chunk cap. */
-    kvmux_frame head = mk(KVMUX_FRAME_REQUEST, 1, 0, 9);
+    kvmux_frame head = proto_test_frame(KVMUX_FRAME_REQUEST, 1, 0, 9);
     head.code = KVMUX_OP_SET;
     kvmux_fragmenter fr;
     CHECK_EQ(kvmux_fragmenter_init(&fr, &c, &head, c.peer.max_frame_size, 0),
@@ -362,38 +328,38 @@ static void test_v2_directions(void) {
     REQUIRE(handshake(&c, &s, 2, 2, NULL, NULL) == 2);
     kvmux_frame f;
     /* CANCEL: client -> server only; id 0 refused. */
-    f = mk(KVMUX_FRAME_CANCEL, 2, 0, 6);
+    f = proto_test_frame(KVMUX_FRAME_CANCEL, 2, 0, 6);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), 0);
     CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_UNEXPECTED_FRAME);
     f.request_id = 0;
     CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_PROTOCOL);
     /* GOAWAY: server -> client only; id must be 0. */
-    f = mk(KVMUX_FRAME_GOAWAY, 2, 0, 0);
+    f = proto_test_frame(KVMUX_FRAME_GOAWAY, 2, 0, 0);
     CHECK_EQ(kvmux_session_check_recv(&c, &f), 0);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_UNEXPECTED_FRAME);
     f.request_id = 3;
     CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_PROTOCOL);
     /* WINDOW_UPDATE: both ways, connection (0) or message id. */
     for (uint32_t id = 0; id <= 1; id++) {
-        f = mk(KVMUX_FRAME_WINDOW_UPDATE, 2, 0, id);
+        f = proto_test_frame(KVMUX_FRAME_WINDOW_UPDATE, 2, 0, id);
         CHECK_EQ(kvmux_session_check_recv(&c, &f), 0);
         CHECK_EQ(kvmux_session_check_recv(&s, &f), 0);
     }
     /* CONTINUATION: both ways, id != 0, MORE allowed. */
-    f = mk(KVMUX_FRAME_CONTINUATION, 2, KVMUX_FLAG_MORE, 4);
+    f = proto_test_frame(KVMUX_FRAME_CONTINUATION, 2, KVMUX_FLAG_MORE, 4);
     CHECK_EQ(kvmux_session_check_recv(&c, &f), 0);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), 0);
     f.request_id = 0;
     CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_PROTOCOL);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_PROTOCOL);
     /* Flags per type, for hand-built frames. */
-    f = mk(KVMUX_FRAME_REQUEST, 2, KVMUX_FLAG_MORE | KVMUX_FLAG_DEADLINE, 4);
+    f = proto_test_frame(KVMUX_FRAME_REQUEST, 2, KVMUX_FLAG_MORE | KVMUX_FLAG_DEADLINE, 4);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), 0);
-    f = mk(KVMUX_FRAME_RESPONSE, 2, KVMUX_FLAG_DEADLINE, 4);
+    f = proto_test_frame(KVMUX_FRAME_RESPONSE, 2, KVMUX_FLAG_DEADLINE, 4);
     CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_BAD_FLAGS);
-    f = mk(KVMUX_FRAME_CANCEL, 2, KVMUX_FLAG_MORE, 4);
+    f = proto_test_frame(KVMUX_FRAME_CANCEL, 2, KVMUX_FLAG_MORE, 4);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_BAD_FLAGS);
-    f = mk(KVMUX_FRAME_PING, 2, 0x80, 0);
+    f = proto_test_frame(KVMUX_FRAME_PING, 2, 0x80, 0);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_BAD_FLAGS);
     /* Every v2 vector arrives in its direction through real bytes. */
     const char *to_server[] = {"cancel", "cont_more", "cont_last", "window_update_msg",
@@ -460,7 +426,7 @@ static void test_goaway(void) {
     CHECK_EQ(s.goaway_last_id, 9);
     CHECK_EQ(s.state, KVMUX_SESSION_OPEN);
     /* The server keeps receiving (and answers SHUTTING_DOWN itself). */
-    kvmux_frame f = mk(KVMUX_FRAME_REQUEST, 2, 0, 10);
+    kvmux_frame f = proto_test_frame(KVMUX_FRAME_REQUEST, 2, 0, 10);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), 0);
     /* Only a server encodes GOAWAY. */
     CHECK_EQ(kvmux_session_encode_goaway(&c, out, 1, 0, NULL), 0);
@@ -472,7 +438,7 @@ static void test_goaway(void) {
     CHECK_EQ(c.drain, KVMUX_DRAIN_GOAWAY_RECEIVED);
     CHECK_EQ(c.goaway_last_id, 9);
     CHECK_EQ(c.state, KVMUX_SESSION_OPEN);
-    f = mk(KVMUX_FRAME_RESPONSE, 2, 0, 9);
+    f = proto_test_frame(KVMUX_FRAME_RESPONSE, 2, 0, 9);
     CHECK_EQ(kvmux_session_check_recv(&c, &f), 0);
     /* A second GOAWAY (drain timeout, with an error) replaces the id. */
     n = kvmux_session_encode_goaway(&s, out, 4, KVMUX_ERR_TIMEOUT, "drain timeout");
@@ -484,7 +450,7 @@ static void test_goaway(void) {
     CHECK_EQ(c.goaway_last_id, 4);
     /* on_goaway on the wrong role or with the wrong frame. */
     CHECK_EQ(kvmux_session_on_goaway(&s, &f), -KVMUX_ERR_PROTOCOL);
-    f = mk(KVMUX_FRAME_PING, 2, 0, 0);
+    f = proto_test_frame(KVMUX_FRAME_PING, 2, 0, 0);
     CHECK_EQ(kvmux_session_on_goaway(&c, &f), -KVMUX_ERR_PROTOCOL);
 }
 
