@@ -16,6 +16,12 @@
  *   cross CPU   the same with the threads on different CPUs: each pass
  *               also wakes an idle CPU (on a VM whose idle vCPUs halt,
  *               an IPI and a VM exit/entry).
+ *   cross CPU,  the same, while a SCHED_IDLE thread spins on each of the
+ *   kept busy   two CPUs (it runs only when nothing else wants the CPU):
+ *               the CPUs never go idle, so a pass costs the IPI and the
+ *               pre-emption but no wake-up from halt. The difference to
+ *               "cross CPU" is what a halted vCPU costs, the thing busy
+ *               polling (kvmuxd --busy-poll) avoids.
  *
  * From the same-CPU cost it prints the ceiling it implies for N blocking
  * callers on C CPUs: C / (pass cost), before any request processing at
@@ -82,6 +88,19 @@ static void *play(void *arg) {
     return NULL;
 }
 
+/* A SCHED_IDLE spinner pinned to one CPU: keeps it from going idle
+ * without taking time from any normal thread. */
+static atomic_int spin_stop;
+
+static void *idle_spin(void *arg) {
+    pin((int)(intptr_t)arg);
+    struct sched_param sp = {0};
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0) return NULL;
+    while (!atomic_load_explicit(&spin_stop, memory_order_relaxed)) {
+    }
+    return NULL;
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -138,6 +157,15 @@ int main(int argc, char **argv) {
     if (ncpu >= 2) {
         double cross = median_ns(passes / 4 > 2 ? passes / 4 : 2, rounds, 0, 1);
         printf("cross CPU: %.0f ns per hand-off (adds waking an idle CPU)\n", cross);
+        pthread_t sp[2];
+        int nsp = 0;
+        for (int i = 0; i < 2; i++)
+            if (pthread_create(&sp[nsp], NULL, idle_spin, (void *)(intptr_t)i) == 0) nsp++;
+        double busy = median_ns(passes / 4 > 2 ? passes / 4 : 2, rounds, 0, 1);
+        atomic_store(&spin_stop, 1);
+        for (int i = 0; i < nsp; i++) pthread_join(sp[i], NULL);
+        printf("cross CPU, kept busy: %.0f ns per hand-off (IPI and pre-emption, no halt)\n",
+               busy);
     }
     printf("ceiling for blocking callers on %ld CPUs, hand-offs alone: %.0f calls/s\n", ncpu,
            (double)ncpu * 1e9 / same);
