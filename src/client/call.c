@@ -481,7 +481,7 @@ admit:
             if (kvmux__big_sending(c, s->id)) {
                 kvmux__slot_abandon(c, s);
             } else {
-                kvmux__slot_disown(s);
+                kvmux__slot_disown(&c->pending, s);
                 kvmux__pending_tombstone(&c->pending, s);
             }
             rc = KVMUX_ETIMEDOUT;

@@ -84,8 +84,7 @@ static void loop_watch(kvmux_client *c, int want_read, int want_write) {
 void kvmux__loop_timer_update(kvmux_client *c) {
     if (!c->attached || c->fatal) return;
     int64_t at = INT64_MAX;
-    kvmux__timer *t = kvmux__theap_min(&c->timers);
-    if (t) at = t->deadline;
+    at = kvmux__async_next_deadline(c);
     if (c->lstate != KVMUX__L_OPEN && c->connect_deadline < at) at = c->connect_deadline;
     if (c->lstate == KVMUX__L_OPEN) {
         int64_t ka = kvmux__keepalive_due(c);
