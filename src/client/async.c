@@ -3,9 +3,13 @@
  * requests waiting for a credit, completion routing, per-request deadlines,
  * and running callbacks.
  *
- * Design. An async request is an op (struct kvmux_future, client_internal.h)
- * taken from the client's free list, so a request in steady state costs no
- * allocation besides its reply value. Under the client mutex a submit
+ * Design. A callback request that gets a credit at once lives only in its
+ * pending slot (pending.h: callback, user data, handle, deadline, timer
+ * links; 48 bytes per credit, allocated at the handshake): it allocates
+ * nothing. A future, or a request that must wait in the backlog, is an
+ * op (struct kvmux_future, client_internal.h) from the client's free
+ * list; a queued callback request's op goes back to that list when it is
+ * admitted and moves into its slot. Under the client mutex a submit
  *   1. fails fast on a dead connection and checks req exactly as kvmux_call
  *      does (kvmux__call_check: same limits, same codes);
  *   2. if a credit is free, the outbound queue has room and nobody waits in
@@ -15,7 +19,8 @@
  *      buffer and appends it to the backlog, a FIFO bounded by queue_limit
  *      requests and queue_bytes_limit bytes; the try variants and a full
  *      backlog say KVMUX_EAGAIN;
- *   4. pushes the op's deadline on the client's timer heap.
+ *   4. arms its deadline: in flight, on the slots' timer list of its
+ *      timeout (pending.c, O(1)); queued, on the client's timer heap.
  * A submit never sleeps, so an event loop (or a callback) can always
  * submit. The backlog is drained in order by kvmux__async_pump whenever a
  * credit or queue room comes back (a reply, a synchronous caller releasing
@@ -24,13 +29,18 @@
  * can take their turn later, the backlog cannot sleep.
  *
  * Completion is one path: the reader (or a connection failure) completes
- * the slot, kvmux__slot_finish moves the result into the op and frees the
- * slot at once (the credit returns immediately), and op_complete routes
- * it: a future gets done = 1 (release order, so kvmux_future_poll is one
- * atomic load) and its waiting thread, if any, is woken; a callback op is
- * appended to the DONE list, which the client's completion thread (threaded
- * mode, dispatcher.c) or the event-loop handler (loop.c) runs with
- * kvmux__async_run_done, without the lock, in completion order. A deadline
+ * the slot and kvmux__slot_finish frees it at once (the credit returns
+ * immediately) after moving the result out: a future gets it and done = 1
+ * (release order, so kvmux_future_poll is one atomic load) and its waiting
+ * thread, if any, is woken; a callback's result goes into a transient
+ * completion record (kvmux__done, from a free list) appended to the DONE
+ * list, which the client's completion thread (threaded mode,
+ * dispatcher.c) or the event-loop handler (loop.c) runs with
+ * kvmux__async_run_done, without the lock, in completion order. Out of
+ * memory for that record, the slot itself carries the completion (parked:
+ * it keeps its credit until the callback has run), and a deadline or a
+ * cancel that cannot get one is retried a little later, so no callback is
+ * ever lost or run twice. A deadline
  * that passes first (kvmux__async_expire, run by the same completion
  * thread or the loop's timer) completes the op with KVMUX_ETIMEDOUT; a sent
  * request's slot becomes a TOMBSTONE that keeps its id until the late reply
@@ -45,8 +55,9 @@
  * stops a parked WAIT or an upload and answers CANCELED -- or the real
  * answer, if it crossed the CANCEL; either way exactly one reply, which
  * frees the tombstone. Handles are a per-client counter (never 0, never
- * reused), so a stale handle finds nothing rather than another request;
- * the lookup is a scan of the backlog and the slots (cancels are rare).
+ * reused; kept in the slot), so a stale handle finds nothing rather than
+ * another request; the lookup is a scan of the backlog and the slots
+ * (cancels are rare).
  *
  * What it is not: the future API (waiting, results) is future.c, the
  * completion thread dispatcher.c, the event-loop driver loop.c; the

@@ -86,7 +86,9 @@ typedef enum kvmux__lstate {
     KVMUX__L_OPEN = 2              /* requests flow (or c->fatal is set) */
 } kvmux__lstate;
 
-/* One async op's life (one enum, never flags):
+/* One async op's life (one enum, never flags). An op is a future, or a
+ * queued request of either kind (a callback request admitted to a slot
+ * lives there, and its op is recycled at admission):
  *   FREE --submit--> QUEUED --credit+room--> INFLIGHT --reply--> DONE
  *   FREE --submit (credit+room free)-------> INFLIGHT
  *   QUEUED/INFLIGHT --timeout, connection loss--> DONE
