@@ -26,7 +26,7 @@
  * first (a FIFO ring), so ids advance like a counter and a just-freed id is
  * reissued as late as possible.
  *
- * Memory: a slot is 48 bytes (plus 4 in the free ring) per credit, all
+ * Memory: a slot is 48 bytes (plus 2 in the free ring) per credit, all
  * allocated at the handshake, and it is all an in-flight callback request
  * costs: the slot holds the callback, its user data, handle, deadline and
  * timer links (the id doubles as the generation counter, the links
@@ -49,7 +49,7 @@
 
 
 /* The layout the memory target counts on (64-bit: 48 bytes per credit,
- * plus 4 in the free ring: <= 64 with the blocking caller's own share,
+ * plus 2 in the free ring: <= 64 with the blocking caller's own share,
  * issue 4 target d). */
 _Static_assert(sizeof(kvmux__slot) <= 4 * sizeof(void *) + 16, "kvmux__slot grew");
 _Static_assert(KVMUX_CLIENT_MAX_SLOTS <= KVMUX__SLOT_NIL, "slot indices must fit the links");
@@ -94,7 +94,7 @@ int kvmux__pending_init(kvmux__pending *t, uint32_t nslots, uint32_t first_id) {
         s->tclass = KVMUX__TCLASS_NONE;
         s->tnext = KVMUX__SLOT_NIL;
         s->id = pending_make_id(t, i, i < start ? ((gen0 + 1) & t->gen_mask) : gen0);
-        t->fifo[i] = (start + i) % nslots;
+        t->fifo[i] = (uint16_t)((start + i) % nslots);
     }
     t->nslots = nslots;
     t->fifo_head = 0;
@@ -226,7 +226,7 @@ void kvmux__pending_release(kvmux__pending *t, kvmux__slot *s) {
     uint32_t idx = (uint32_t)(s - t->slots);
     /* The generation advances (wrapping): the next id differs. */
     s->id = pending_make_id(t, idx, (pending_gen(t, s->id) + 1) & t->gen_mask);
-    t->fifo[(t->fifo_head + t->nfree) % t->nslots] = idx;
+    t->fifo[(t->fifo_head + t->nfree) % t->nslots] = (uint16_t)idx;
     t->nfree++;
 }
 

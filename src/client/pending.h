@@ -73,7 +73,7 @@ typedef struct kvmux__slotx {
 /* A slot: 48 bytes on 64-bit, one per credit, allocated at the
  * handshake. A callback request that holds a credit lives here and
  * nowhere else: callback, user data, handle, deadline and its timer links
- * (so slot + free-ring entry = 52 bytes is all it costs in flight).
+ * (so slot + free-ring entry = 50 bytes is all it costs in flight).
  *
  * Invariants: id != 0 whenever state != FREE, and id's low slot_bits bits
  * are the slot's index; while FREE, id is the id the next take issues
@@ -149,7 +149,8 @@ typedef struct kvmux__pending {
     uint32_t nslots;       /* = the credits we use */
     uint32_t slot_bits;    /* smallest b with 2^b >= nslots */
     uint32_t gen_mask;     /* generations wrap modulo gen_mask + 1 */
-    uint32_t *fifo;        /* ring of FREE slot indices, oldest first */
+    uint16_t *fifo;        /* ring of FREE slot indices, oldest first
+                              (indices fit 16 bits: 2 bytes per credit) */
     uint32_t fifo_head;    /* index of the oldest free entry in fifo */
     uint32_t nfree;        /* FREE slots (entries in fifo) */
     uint32_t ntomb;        /* TOMBSTONE slots */
