@@ -143,8 +143,14 @@ void kvmux__op_recycle(kvmux_client *c, kvmux__op *op) {
 
 /* ---- completion records ---- */
 
+atomic_int kvmux__test_done_fail;
+
 /* A cleared completion record (not in an op), or NULL on out of memory. */
 static kvmux__done *done_alloc(kvmux_client *c) {
+    if (atomic_load_explicit(&kvmux__test_done_fail, memory_order_relaxed) > 0) {
+        atomic_fetch_sub_explicit(&kvmux__test_done_fail, 1, memory_order_relaxed);
+        return NULL; /* simulated out of memory (tests only) */
+    }
     kvmux__done *d = c->free_done;
     if (d) {
         c->free_done = d->next;

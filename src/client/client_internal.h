@@ -170,6 +170,13 @@ typedef struct kvmux__done {
     uint8_t in_op;
 } kvmux__done;
 
+/* Test hook: while positive, each completion-record allocation fails as
+ * if out of memory and the count drops by one, so tests can drive the
+ * out-of-memory paths (parked slots, retried deadlines and cancels:
+ * tests/integration/client_park_test.c). One relaxed load per
+ * completion. */
+extern atomic_int kvmux__test_done_fail;
+
 /* Completion records kept on the free list beyond a batch. */
 #define KVMUX_CLIENT_DONE_KEEP 256u
 
