@@ -87,11 +87,21 @@ static kvmux__op *async_op_of_done(kvmux__done *d) {
     return (kvmux__op *)(void *)((char *)d - offsetof(kvmux__op, d));
 }
 
+/* An op's link on the backlog or the free list: its record's next (an op
+ * on either list is not on the DONE list). */
+static kvmux__op *op_next(const kvmux__op *op) {
+    return op->d.next ? async_op_of_done(op->d.next) : NULL;
+}
+
+static void op_set_next(kvmux__op *op, kvmux__op *next) {
+    op->d.next = next ? &next->d : NULL;
+}
+
 /* A cleared op from the free list, or a new one. NULL on out of memory. */
 static kvmux__op *async_op_alloc(kvmux_client *c) {
     kvmux__op *op = c->free_ops;
     if (op) {
-        c->free_ops = op->next;
+        c->free_ops = op_next(op);
         c->free_n--;
     } else {
         op = calloc(1, sizeof *op);
@@ -136,7 +146,7 @@ void kvmux__op_recycle(kvmux_client *c, kvmux__op *op) {
         async_op_destroy(op);
         return;
     }
-    op->next = c->free_ops;
+    op_set_next(op, c->free_ops);
     c->free_ops = op;
     c->free_n++;
 }
@@ -232,9 +242,9 @@ int kvmux__async_has_done(const kvmux_client *c) {
 static void backlog_append(kvmux_client *c, kvmux__op *op, size_t flen) {
     op->state = KVMUX__OP_QUEUED;
     op->q->flen = flen;
-    op->next = NULL;
+    op_set_next(op, NULL);
     op->q->prev = c->backlog_tail;
-    if (c->backlog_tail) c->backlog_tail->next = op;
+    if (c->backlog_tail) op_set_next(c->backlog_tail, op);
     else c->backlog_head = op;
     c->backlog_tail = op;
     c->backlog_n++;
@@ -243,12 +253,13 @@ static void backlog_append(kvmux_client *c, kvmux__op *op, size_t flen) {
 
 /* Take op (QUEUED) out of the backlog. */
 static void backlog_unlink(kvmux_client *c, kvmux__op *op) {
-    kvmux__op *prev = op->q->prev;
-    if (prev) prev->next = op->next;
-    else c->backlog_head = op->next;
-    if (op->next) op->next->q->prev = prev;
+    kvmux__op *prev = op->q->prev, *next = op_next(op);
+    if (prev) op_set_next(prev, next);
+    else c->backlog_head = next;
+    if (next) next->q->prev = prev;
     else c->backlog_tail = prev;
-    op->next = op->q->prev = NULL;
+    op_set_next(op, NULL);
+    op->q->prev = NULL;
     c->backlog_n--;
     c->backlog_bytes -= op->q->flen;
 }
@@ -782,7 +793,7 @@ void kvmux__async_release_all(kvmux_client *c) {
     c->free_done_n = 0;
     while (c->free_ops) {
         kvmux__op *op = c->free_ops;
-        c->free_ops = op->next;
+        c->free_ops = op_next(op);
         async_op_destroy(op);
     }
     c->free_n = 0;
@@ -895,7 +906,7 @@ int kvmux_cancel(kvmux_client *c, kvmux_handle h) {
     if (!c || h == 0) return KVMUX_EINVAL;
     pthread_mutex_lock(&c->mu);
     int rc = KVMUX_ENOTFOUND;
-    for (kvmux__op *o = c->backlog_head; o; o = o->next) {
+    for (kvmux__op *o = c->backlog_head; o; o = op_next(o)) {
         if (o->kind == KVMUX__OP_CALLBACK && o->handle == h) {
             op_cancel(c, o);
             rc = 0;

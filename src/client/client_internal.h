@@ -190,9 +190,10 @@ extern atomic_int kvmux__test_done_fail;
  * fields belong to whoever completes it (the callback runner, or the
  * future's owner). */
 struct kvmux_future {
-    kvmux__done d;                 /* next: DONE list; cb, user_data:
-                                      CALLBACK; reply, result: DONE */
-    struct kvmux_future *next;     /* backlog / free list */
+    kvmux__done d;                 /* next: DONE list, or backlog / free
+                                      list (async.c op_next); cb,
+                                      user_data: CALLBACK; reply, result:
+                                      DONE */
     kvmux__slot *slot;             /* INFLIGHT (a future): the slot it holds */
     kvmux__qreq *q;                /* QUEUED: the request (else NULL) */
     uint8_t *buf;                  /* QUEUED: copy of key and value (kept
