@@ -290,10 +290,10 @@ static void op_complete(kvmux_client *c, kvmux__op *op) {
  * NULL if the transfer could not be planned (call_check prevents it; big
  * freed, slot released). */
 static kvmux__slot *async_encode(kvmux_client *c, const kvmux_request *req, kvmux__bigmsg *big,
-                                 int64_t deadline) {
+                                 int64_t deadline, int64_t now) {
     uint32_t id = 0;
     kvmux__slot *s = kvmux__pending_take(&c->pending, &id);
-    if (kvmux__call_encode(c, req, id, big, deadline) != 0) {
+    if (kvmux__call_encode(c, req, id, big, deadline, now) != 0) {
         kvmux__pending_release(&c->pending, s);
         return NULL;
     }
@@ -450,11 +450,12 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
         op->kind = kind;
         if (kind == KVMUX__OP_FUTURE) op->c = c; /* it outlives its submit */
     }
-    /* The clock is read once per submit. */
-    int64_t deadline = kvmux__now_ms() + tmo;
+    /* The clock is read once per submit (the DEADLINE sent is tmo). */
+    int64_t now = kvmux__now_ms();
+    int64_t deadline = now + tmo;
     uint64_t h = kind == KVMUX__OP_CALLBACK ? ++c->next_handle : 0;
     if (direct) {
-        kvmux__slot *s = async_encode(c, req, big, deadline);
+        kvmux__slot *s = async_encode(c, req, big, deadline, now);
         big = NULL; /* started, or freed */
         if (!s) {
             if (op) kvmux__op_recycle(c, op);
@@ -605,7 +606,7 @@ void kvmux__async_pump(kvmux_client *c) {
         op->q = NULL; /* in flight (or failed): the request is encoded */
         kvmux__slot *s = NULL;
         if (rc == 0) {
-            s = async_encode(c, &q->req, big, op->timer.deadline);
+            s = async_encode(c, &q->req, big, op->timer.deadline, -1);
             if (!s) rc = KVMUX_ETOOBIG;
         }
         if (rc != 0) {

@@ -467,13 +467,16 @@ int kvmux__call_prepare(kvmux_client *c, const kvmux_request *req, size_t flen,
                         struct kvmux_future *steal, kvmux__bigmsg **big);
 
 /* Encode req as request id at the end of c->out (room reserved), or start
- * its transfer big (from kvmux__call_prepare). Returns 0, or
- * KVMUX_ETOOBIG if the transfer could not be planned (big freed). */
+ * its transfer big (from kvmux__call_prepare). now: the monotonic ms the
+ * caller just read (one clock read per async submit), or -1 to read the
+ * clock here if a DEADLINE needs it. Returns 0, or KVMUX_ETOOBIG if the
+ * transfer could not be planned (big freed). */
 int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
-                       kvmux__bigmsg *big, int64_t deadline);
+                       kvmux__bigmsg *big, int64_t deadline, int64_t now);
 
-/* The DEADLINE value (ms left, >= 1) for a monotonic-ms deadline. */
-uint32_t kvmux__deadline_left(int64_t deadline);
+/* The DEADLINE value (ms left, >= 1) for a monotonic-ms deadline, at
+ * now (monotonic ms; -1: read the clock). */
+uint32_t kvmux__deadline_left(int64_t deadline, int64_t now);
 
 /* ---- cancellation (async.c); lock held ---- */
 
