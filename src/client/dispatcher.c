@@ -21,8 +21,8 @@
  *
  * The thread starts with the client's first async submit (a client used
  * only synchronously never pays for it), with all signals blocked, and
- * sleeps on disp_cond until the earliest deadline in the timer heap, and
- * at most request_timeout_ms (a new deadline earlier than the one it sleeps
+ * sleeps on disp_cond until the earliest async deadline
+ * (kvmux__async_next_deadline), and at most request_timeout_ms (a new deadline earlier than the one it sleeps
  * for wakes it: kvmux__timers_changed; the cap means requests with the
  * default timeout never need that wakeup). It exits when
  * kvmux_close has begun and every callback owed has run. If kvmux_close is

@@ -7,7 +7,7 @@
  * writer thread and the completion thread of threaded mode. Everything
  * else -- the pending table, request encoding and admission (call.c,
  * async.c), reply decoding and completion (kvmux__reader_process), the
- * backlog, the timer heap, the callback runner -- is the same code. The
+ * backlog, the deadlines, the callback runner -- is the same code. The
  * client is single-threaded in this mode: every entry point runs on the
  * loop thread. The client mutex is still taken by the shared code; it is
  * never contended here, which costs two uncontended atomic operations per

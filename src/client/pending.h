@@ -19,7 +19,11 @@
 /* One enum for a slot's life (never a set of booleans):
  *   FREE --take--> WAITING --release--> FREE          (answered / failed)
  *                  WAITING --tombstone--> TOMBSTONE --release--> FREE
- *                                         (caller timed out; late reply) */
+ *                                         (caller timed out; late reply)
+ *                  WAITING --park--> DONE --release--> FREE
+ *                                 (answered callback, out of memory for its
+ *                                  completion record: released after the
+ *                                  callback has run) */
 typedef enum kvmux__slot_state {
     KVMUX__SLOT_FREE = 0,
     KVMUX__SLOT_WAITING = 1,
