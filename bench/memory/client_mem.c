@@ -12,8 +12,11 @@
  *                pending table (slot + free-ring entry), allocated at the
  *                handshake whether used or not
  *   async        heap with D callback requests in flight minus heap with
- *                1 in flight, over D - 1 (the op per request; the
- *                completion thread was started by the first)
+ *                1 in flight, over D - 1 (nothing but the slot since a
+ *                callback request in flight lives there: ~0; the
+ *                completion thread was started by the first). Futures,
+ *                user-held objects, cost a heap object each on top
+ *                (docs/DESIGN.md); this figure is the callback API's.
  *   sync         D threads blocked in kvmux_wait, minus the same D threads
  *                alive before their call, over D (the library's heap per
  *                blocking call; its wait record is on the caller's stack)

@@ -3,9 +3,13 @@
  * requests waiting for a credit, completion routing, per-request deadlines,
  * and running callbacks.
  *
- * Design. An async request is an op (struct kvmux_future, client_internal.h)
- * taken from the client's free list, so a request in steady state costs no
- * allocation besides its reply value. Under the client mutex a submit
+ * Design. A callback request that gets a credit at once lives only in its
+ * pending slot (pending.h: callback, user data, handle, deadline, timer
+ * links; 48 bytes per credit, allocated at the handshake): it allocates
+ * nothing. A future, or a request that must wait in the backlog, is an
+ * op (struct kvmux_future, client_internal.h) from the client's free
+ * list; a queued callback request's op goes back to that list when it is
+ * admitted and moves into its slot. Under the client mutex a submit
  *   1. fails fast on a dead connection and checks req exactly as kvmux_call
  *      does (kvmux__call_check: same limits, same codes);
  *   2. if a credit is free, the outbound queue has room and nobody waits in
@@ -15,7 +19,8 @@
  *      buffer and appends it to the backlog, a FIFO bounded by queue_limit
  *      requests and queue_bytes_limit bytes; the try variants and a full
  *      backlog say KVMUX_EAGAIN;
- *   4. pushes the op's deadline on the client's timer heap.
+ *   4. arms its deadline: in flight, on the slots' timer list of its
+ *      timeout (pending.c, O(1)); queued, on the client's timer heap.
  * A submit never sleeps, so an event loop (or a callback) can always
  * submit. The backlog is drained in order by kvmux__async_pump whenever a
  * credit or queue room comes back (a reply, a synchronous caller releasing
@@ -24,13 +29,18 @@
  * can take their turn later, the backlog cannot sleep.
  *
  * Completion is one path: the reader (or a connection failure) completes
- * the slot, kvmux__slot_finish moves the result into the op and frees the
- * slot at once (the credit returns immediately), and op_complete routes
- * it: a future gets done = 1 (release order, so kvmux_future_poll is one
- * atomic load) and its waiting thread, if any, is woken; a callback op is
- * appended to the DONE list, which the client's completion thread (threaded
- * mode, dispatcher.c) or the event-loop handler (loop.c) runs with
- * kvmux__async_run_done, without the lock, in completion order. A deadline
+ * the slot and kvmux__slot_finish frees it at once (the credit returns
+ * immediately) after moving the result out: a future gets it and done = 1
+ * (release order, so kvmux_future_poll is one atomic load) and its waiting
+ * thread, if any, is woken; a callback's result goes into a transient
+ * completion record (kvmux__done, from a free list) appended to the DONE
+ * list, which the client's completion thread (threaded mode,
+ * dispatcher.c) or the event-loop handler (loop.c) runs with
+ * kvmux__async_run_done, without the lock, in completion order. Out of
+ * memory for that record, the slot itself carries the completion (parked:
+ * it keeps its credit until the callback has run), and a deadline or a
+ * cancel that cannot get one is retried a little later, so no callback is
+ * ever lost or run twice. A deadline
  * that passes first (kvmux__async_expire, run by the same completion
  * thread or the loop's timer) completes the op with KVMUX_ETIMEDOUT; a sent
  * request's slot becomes a TOMBSTONE that keeps its id until the late reply
@@ -45,8 +55,9 @@
  * stops a parked WAIT or an upload and answers CANCELED -- or the real
  * answer, if it crossed the CANCEL; either way exactly one reply, which
  * frees the tombstone. Handles are a per-client counter (never 0, never
- * reused), so a stale handle finds nothing rather than another request;
- * the lookup is a scan of the backlog and the slots (cancels are rare).
+ * reused; kept in the slot), so a stale handle finds nothing rather than
+ * another request; the lookup is a scan of the backlog and the slots
+ * (cancels are rare).
  *
  * What it is not: the future API (waiting, results) is future.c, the
  * completion thread dispatcher.c, the event-loop driver loop.c; the
@@ -62,17 +73,35 @@
 /* An op's key/value copy larger than this is freed when the op is
  * recycled, so one burst of large queued values does not pin memory. */
 #define ASYNC_BUF_KEEP 4096u
+/* Out of memory for a completion record at a deadline (or a cancel): try
+ * again this much later. */
+#define ASYNC_OOM_RETRY_MS 10
 
-/* The op that owns timer t. */
+/* The op that owns timer t (a QUEUED op's, on the heap). */
 static kvmux__op *async_op_of(kvmux__timer *t) {
     return (kvmux__op *)(void *)((char *)t - offsetof(kvmux__op, timer));
+}
+
+/* The op whose first member is the completion record d (d->in_op). */
+static kvmux__op *async_op_of_done(kvmux__done *d) {
+    return (kvmux__op *)(void *)((char *)d - offsetof(kvmux__op, d));
+}
+
+/* An op's link on the backlog or the free list: its record's next (an op
+ * on either list is not on the DONE list). */
+static kvmux__op *op_next(const kvmux__op *op) {
+    return op->d.next ? async_op_of_done(op->d.next) : NULL;
+}
+
+static void op_set_next(kvmux__op *op, kvmux__op *next) {
+    op->d.next = next ? &next->d : NULL;
 }
 
 /* A cleared op from the free list, or a new one. NULL on out of memory. */
 static kvmux__op *async_op_alloc(kvmux_client *c) {
     kvmux__op *op = c->free_ops;
     if (op) {
-        c->free_ops = op->next;
+        c->free_ops = op_next(op);
         c->free_n--;
     } else {
         op = calloc(1, sizeof *op);
@@ -83,6 +112,7 @@ static kvmux__op *async_op_alloc(kvmux_client *c) {
     memset(op, 0, sizeof *op);
     op->buf = buf;
     op->bufcap = bufcap;
+    op->d.in_op = 1;
     op->timer.idx = KVMUX__TIMER_NONE;
     atomic_init(&op->done, 0);
     c->ops_out++;
@@ -91,15 +121,15 @@ static kvmux__op *async_op_alloc(kvmux_client *c) {
 
 /* Free an op that is on no list. */
 static void async_op_destroy(kvmux__op *op) {
-    free(op->reply.value);
+    free(op->d.reply.value);
     free(op->buf);
     free(op->q);
     free(op);
 }
 
 void kvmux__op_recycle(kvmux_client *c, kvmux__op *op) {
-    free(op->reply.value);
-    op->reply.value = NULL;
+    free(op->d.reply.value);
+    op->d.reply.value = NULL;
     free(op->q);
     op->q = NULL;
     if (op->bufcap > ASYNC_BUF_KEEP) {
@@ -109,25 +139,112 @@ void kvmux__op_recycle(kvmux_client *c, kvmux__op *op) {
     }
     op->state = KVMUX__OP_FREE;
     c->ops_out--;
-    /* Keep as many as can be pending at once; more would only be idle
-     * memory after a burst of futures the caller held on to. */
+    /* Keep as many as can wait at once; more would only be idle memory
+     * after a burst of futures the caller held on to. */
     uint64_t keep = (uint64_t)c->pending.nslots + c->opts.queue_limit;
     if (c->free_n >= keep) {
         async_op_destroy(op);
         return;
     }
-    op->next = c->free_ops;
+    op_set_next(op, c->free_ops);
     c->free_ops = op;
     c->free_n++;
 }
+
+/* ---- completion records ---- */
+
+atomic_int kvmux__test_done_fail;
+
+/* A cleared completion record (not in an op), or NULL on out of memory. */
+static kvmux__done *done_alloc(kvmux_client *c) {
+    if (atomic_load_explicit(&kvmux__test_done_fail, memory_order_relaxed) > 0) {
+        atomic_fetch_sub_explicit(&kvmux__test_done_fail, 1, memory_order_relaxed);
+        return NULL; /* simulated out of memory (tests only) */
+    }
+    kvmux__done *d = c->free_done;
+    if (d) {
+        c->free_done = d->next;
+        c->free_done_n--;
+    } else {
+        d = malloc(sizeof *d);
+        if (!d) return NULL;
+    }
+    memset(d, 0, sizeof *d);
+    return d;
+}
+
+/* Queue d's callback to run (threaded: wake the completion thread). */
+static void done_push(kvmux_client *c, kvmux__done *d) {
+    d->next = NULL;
+    if (c->done_tail) c->done_tail->next = d;
+    else c->done_head = d;
+    c->done_tail = d;
+    if (c->mode == KVMUX__MODE_THREADED) kvmux__disp_kick(c);
+}
+
+/* After its callback: back to the free list (an op's record: the op). */
+static void done_recycle(kvmux_client *c, kvmux__done *d) {
+    if (d->in_op) {
+        kvmux__op_recycle(c, async_op_of_done(d));
+        return;
+    }
+    free(d->reply.value);
+    if (c->free_done_n >= KVMUX_CLIENT_DONE_KEEP) {
+        free(d);
+        return;
+    }
+    d->next = c->free_done;
+    c->free_done = d;
+    c->free_done_n++;
+}
+
+/* Free a record on no list (close-time). */
+static void done_destroy(kvmux__done *d) {
+    if (d->in_op) {
+        async_op_destroy(async_op_of_done(d));
+        return;
+    }
+    free(d->reply.value);
+    free(d);
+}
+
+/* Out of memory for a completion record when slot s (OWNER_CB, WAITING)
+ * got its answer: the slot itself carries the completion. It keeps its
+ * credit, stores result and reply (compacted: a reply has a value or a
+ * number, never both) and goes on the parked list, which the callback
+ * runner serves after the DONE list. */
+static void slot_park(kvmux_client *c, kvmux__slot *s, int result, const kvmux_reply *r) {
+    kvmux__pending_park(&c->pending, s);
+    s->result = (int8_t)result; /* every KVMUX_E* fits */
+    s->done.version = r->version;
+    s->dlen = 0;
+    if (r->value) {
+        s->flags |= KVMUX__SF_DVAL;
+        s->done.value = r->value;
+        s->dlen = (uint32_t)r->value_len; /* a frame's value length: u32 */
+    } else {
+        s->done.number = r->number;
+    }
+    uint32_t idx = (uint32_t)(s - c->pending.slots);
+    if (c->parked_tail == KVMUX__SLOT_NIL) c->parked_head = idx;
+    else c->pending.slots[c->parked_tail].tnext = (uint16_t)idx;
+    c->parked_tail = idx;
+    if (c->mode == KVMUX__MODE_THREADED) kvmux__disp_kick(c);
+}
+
+int kvmux__async_has_done(const kvmux_client *c) {
+    return c->done_head != NULL || c->parked_head != KVMUX__SLOT_NIL;
+}
+
+/* ---- the backlog ---- */
 
 /* Append op to the backlog (flen: its encoded size). */
 static void backlog_append(kvmux_client *c, kvmux__op *op, size_t flen) {
     op->state = KVMUX__OP_QUEUED;
     op->q->flen = flen;
-    op->next = NULL;
+    op_set_next(op, NULL);
     op->q->prev = c->backlog_tail;
-    if (c->backlog_tail) c->backlog_tail->next = op;
+    if (c->backlog_tail) op_set_next(c->backlog_tail, op);
     else c->backlog_head = op;
     c->backlog_tail = op;
     c->backlog_n++;
@@ -136,12 +253,13 @@ static void backlog_append(kvmux_client *c, kvmux__op *op, size_t flen) {
 
 /* Take op (QUEUED) out of the backlog. */
 static void backlog_unlink(kvmux_client *c, kvmux__op *op) {
-    kvmux__op *prev = op->q->prev;
-    if (prev) prev->next = op->next;
-    else c->backlog_head = op->next;
-    if (op->next) op->next->q->prev = prev;
+    kvmux__op *prev = op->q->prev, *next = op_next(op);
+    if (prev) op_set_next(prev, next);
+    else c->backlog_head = next;
+    if (next) next->q->prev = prev;
     else c->backlog_tail = prev;
-    op->next = op->q->prev = NULL;
+    op_set_next(op, NULL);
+    op->q->prev = NULL;
     c->backlog_n--;
     c->backlog_bytes -= op->q->flen;
 }
@@ -162,32 +280,30 @@ static void op_complete(kvmux_client *c, kvmux__op *op) {
         }
         return;
     }
-    op->next = NULL;
-    if (c->done_tail) c->done_tail->next = op;
-    else c->done_head = op;
-    c->done_tail = op;
-    if (c->mode == KVMUX__MODE_THREADED) kvmux__disp_kick(c);
+    done_push(c, &op->d);
 }
 
-/* Take a slot for op and encode req into c->out (a credit is free, room
- * is reserved). */
-static void async_admit(kvmux_client *c, kvmux__op *op, const kvmux_request *req,
-                        kvmux__bigmsg *big) {
+/* ---- admission ---- */
+
+/* Take a slot and encode req into c->out as its request (a credit is
+ * free, room is reserved). Returns the slot (WAITING, no owner yet), or
+ * NULL if the transfer could not be planned (call_check prevents it; big
+ * freed, slot released). */
+static kvmux__slot *async_encode(kvmux_client *c, const kvmux_request *req, kvmux__bigmsg *big,
+                                 int64_t deadline, int64_t now) {
     uint32_t id = 0;
     kvmux__slot *s = kvmux__pending_take(&c->pending, &id);
-    if (kvmux__call_encode(c, req, id, big, op->timer.deadline) != 0) {
-        /* The transfer could not be planned (call_check prevents it). */
+    if (kvmux__call_encode(c, req, id, big, deadline, now) != 0) {
         kvmux__pending_release(&c->pending, s);
-        op->result = KVMUX_ETOOBIG;
-        op_complete(c, op);
-        return;
+        return NULL;
     }
     s->op = (uint8_t)req->op;
     s->want_value = 0;
-    s->owner = KVMUX__OWNER_OP;
-    s->u.aop = op;
-    op->slot = s;
-    op->state = KVMUX__OP_INFLIGHT;
+    return s;
+}
+
+/* Make the writer send what was just encoded. */
+static void async_kick(kvmux_client *c) {
     if (c->disp_batching && pthread_equal(pthread_self(), c->disp)) {
         /* Submitted by a callback of this client: one kick when the batch
          * of callbacks ends, so the whole round leaves in one send().
@@ -197,6 +313,25 @@ static void async_admit(kvmux_client *c, kvmux__op *op, const kvmux_request *req
         return;
     }
     kvmux__writer_kick(c);
+}
+
+/* A callback request moves into its slot: this is all it costs in flight. */
+static void slot_attach_cb(kvmux_client *c, kvmux__slot *s, kvmux_reply_cb cb, void *ud,
+                           uint64_t handle, int64_t tmo, int64_t deadline) {
+    s->owner = KVMUX__OWNER_CB;
+    s->u.cb.fn = cb;
+    s->u.cb.ud = ud;
+    s->live.handle = handle;
+    kvmux__pending_arm(&c->pending, s, tmo, deadline);
+}
+
+/* A future's request is in flight in slot s. */
+static void slot_attach_future(kvmux_client *c, kvmux__slot *s, kvmux__op *op, int64_t tmo) {
+    s->owner = KVMUX__OWNER_OP;
+    s->u.aop = op;
+    op->slot = s;
+    op->state = KVMUX__OP_INFLIGHT;
+    kvmux__pending_arm(&c->pending, s, tmo, op->timer.deadline);
 }
 
 /* Copy req's key and value into op's buffer and point op->q->req (q
@@ -291,39 +426,65 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
         if (c->backlog_n > 0 && (c->backlog_bytes >= lim || flen > lim - c->backlog_bytes))
             goto out;
     }
-    /* Everything that can fail before anything changes. */
+    /* Everything that can fail before anything changes. A callback
+     * request admitted at once needs no allocation at all: it lives in
+     * its slot. */
     rc = KVMUX_ENOMEM;
-    if (kvmux__theap_reserve(&c->timers, c->timers.n + 1) != 0) goto out;
+    if (!direct && kvmux__theap_reserve(&c->timers, c->timers.n + 1) != 0) goto out;
     if (direct && !big && kvmux__out_reserve(c, flen) != 0) goto out;
-    kvmux__op *op = async_op_alloc(c);
-    if (!op) goto out;
-    if (!direct && !(op->q = calloc(1, sizeof *op->q))) {
-        kvmux__op_recycle(c, op);
-        goto out;
+    kvmux__op *op = NULL;
+    if (kind == KVMUX__OP_FUTURE || !direct) {
+        op = async_op_alloc(c);
+        if (!op) goto out;
+        if (!direct && !(op->q = calloc(1, sizeof *op->q))) {
+            kvmux__op_recycle(c, op);
+            goto out;
+        }
+        if (!direct && big) {
+            async_adopt_copy(op, req, big);
+            big = NULL;
+        } else if (!direct && async_copy_req(op, req) != 0) {
+            kvmux__op_recycle(c, op);
+            goto out;
+        }
+        op->kind = kind;
+        if (kind == KVMUX__OP_FUTURE) op->c = c; /* it outlives its submit */
     }
-    if (!direct && big) {
-        async_adopt_copy(op, req, big);
+    /* The clock is read once per submit (the DEADLINE sent is tmo). */
+    int64_t now = kvmux__now_ms();
+    int64_t deadline = now + tmo;
+    uint64_t h = kind == KVMUX__OP_CALLBACK ? ++c->next_handle : 0;
+    if (direct) {
+        kvmux__slot *s = async_encode(c, req, big, deadline, now);
+        big = NULL; /* started, or freed */
+        if (!s) {
+            if (op) kvmux__op_recycle(c, op);
+            rc = KVMUX_ETOOBIG;
+            goto out;
+        }
+        if (op) {
+            op->timer.deadline = deadline; /* for kvmux_future_wait */
+            slot_attach_future(c, s, op, tmo);
+        } else {
+            slot_attach_cb(c, s, cb, user_data, h, tmo, deadline);
+        }
+        kvmux__timers_changed(c, deadline);
+        async_kick(c);
+    } else {
+        if (kind == KVMUX__OP_CALLBACK) {
+            op->handle = h;
+            op->d.cb = cb;
+            op->d.user_data = user_data;
+        }
+        op->q->tmo = tmo;
+        op->timer.deadline = deadline;
+        kvmux__theap_push(&c->timers, &op->timer); /* room reserved: cannot fail */
+        kvmux__timers_changed(c, deadline);
+        backlog_append(c, op, flen);
         big = NULL;
-    } else if (!direct && async_copy_req(op, req) != 0) {
-        kvmux__op_recycle(c, op);
-        goto out;
     }
     rc = 0;
-    op->kind = kind;
-    if (kind == KVMUX__OP_CALLBACK) {
-        op->handle = ++c->next_handle;
-        if (handle) *handle = op->handle;
-        op->cb = cb;
-        op->user_data = user_data;
-    } else {
-        op->c = c; /* a future outlives its submit: it must know its client */
-    }
-    op->timer.deadline = kvmux__now_ms() + tmo;
-    kvmux__theap_push(&c->timers, &op->timer); /* room reserved: cannot fail */
-    kvmux__timers_changed(c, op->timer.deadline);
-    if (direct) async_admit(c, op, req, big);
-    else backlog_append(c, op, flen);
-    big = NULL;
+    if (handle) *handle = h;
     if (kind == KVMUX__OP_FUTURE) {
         op->lprev = NULL;
         op->lnext = c->live_futures;
@@ -367,11 +528,32 @@ int kvmux_try_call_future(kvmux_client *c, const kvmux_request *req, int timeout
 void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s, int result, kvmux_reply *r,
                         kvmux_value *v) {
     kvmux_reply none;
-    if (!r) {
-        memset(&none, 0, sizeof none);
-        r = &none;
-    }
+    memset(&none, 0, sizeof none);
+    if (!r) r = &none;
     int owner = s->owner;
+    if (owner == KVMUX__OWNER_CB) {
+        if (s->flags & KVMUX__SF_CANCEL) {
+            /* Cancelled (while out of memory): that is its result, even
+             * if the real answer crossed the cancel. */
+            free(r->value);
+            r = &none;
+            result = KVMUX_ECANCELED;
+        }
+        free(v); /* a want_value v never comes with an async request */
+        kvmux__done *d = done_alloc(c);
+        if (!d) {
+            slot_park(c, s, result, r); /* keeps the credit until it runs */
+            return;
+        }
+        d->cb = s->u.cb.fn;
+        d->user_data = s->u.cb.ud;
+        d->result = result;
+        d->reply = *r;
+        kvmux__pending_release(&c->pending, s); /* the credit returns now */
+        done_push(c, d);
+        kvmux__slot_freed(c);
+        return;
+    }
     kvmux__callwait *w = owner == KVMUX__OWNER_CALL ? s->u.w : NULL;
     kvmux__op *op = owner == KVMUX__OWNER_OP ? s->u.aop : NULL;
     kvmux__pending_release(&c->pending, s); /* the credit returns now */
@@ -391,8 +573,8 @@ void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s, int result, kvmux_reply
             if (c->closing && c->active == 0) pthread_cond_broadcast(&c->idle_cond);
         }
     } else if (op) {
-        op->result = result;
-        op->reply = *r; /* a want_value v never comes with an op */
+        op->d.result = result;
+        op->d.reply = *r; /* a want_value v never comes with an op */
         op->slot = NULL;
         free(v);
         op_complete(c, op);
@@ -422,14 +604,29 @@ void kvmux__async_pump(kvmux_client *c) {
         if (rc == 0) rc = kvmux__call_prepare(c, &q->req, flen, op, &big);
         backlog_unlink(c, op);
         op->q = NULL; /* in flight (or failed): the request is encoded */
+        kvmux__slot *s = NULL;
+        if (rc == 0) {
+            s = async_encode(c, &q->req, big, op->timer.deadline, -1);
+            if (!s) rc = KVMUX_ETOOBIG;
+        }
         if (rc != 0) {
             free(q);
-            op->result = rc;
+            op->d.result = rc;
             op_complete(c, op);
             continue;
         }
-        async_admit(c, op, &q->req, big);
+        /* Its deadline moves from the heap to the slot's timer list. */
+        kvmux__theap_remove(&c->timers, &op->timer);
+        if (op->kind == KVMUX__OP_CALLBACK) {
+            /* The request now lives in its slot; the op goes back. */
+            slot_attach_cb(c, s, op->d.cb, op->d.user_data, op->handle, q->tmo,
+                           op->timer.deadline);
+            kvmux__op_recycle(c, op);
+        } else {
+            slot_attach_future(c, s, op, q->tmo);
+        }
         free(q);
+        async_kick(c);
     }
 }
 
@@ -437,35 +634,122 @@ void kvmux__async_fail(kvmux_client *c, int code) {
     while (c->backlog_head) {
         kvmux__op *op = c->backlog_head;
         backlog_unlink(c, op);
-        op->result = code;
+        op->d.result = code;
         op_complete(c, op);
     }
 }
 
-void kvmux__async_expire(kvmux_client *c, int64_t now) {
-    kvmux__timer *t;
-    while ((t = kvmux__theap_min(&c->timers)) != NULL && t->deadline <= now) {
-        kvmux__op *op = async_op_of(t);
-        if (op->state == KVMUX__OP_QUEUED) {
-            backlog_unlink(c, op);
-        } else if (op->state == KVMUX__OP_INFLIGHT) {
-            /* The id and credit stay reserved until the late reply. */
-            kvmux__slot *s = op->slot;
-            kvmux__slot_disown(s);
-            op->slot = NULL;
-            /* An upload still in progress stops, with a CANCEL. */
-            if (kvmux__big_sending(c, s->id)) kvmux__slot_abandon(c, s);
-            else kvmux__pending_tombstone(&c->pending, s);
+int64_t kvmux__async_next_deadline(const kvmux_client *c) {
+    int64_t at = INT64_MAX;
+    kvmux__timer *t = kvmux__theap_min(&c->timers);
+    if (t) at = t->deadline;
+    kvmux__slot *s = kvmux__pending_next_timer(&c->pending);
+    if (s && s->live.deadline < at) at = s->live.deadline;
+    return at;
+}
+
+/* Stop waiting for the request in s, whose owner gives up (its deadline,
+ * or a cancel: then always with a CANCEL): the id and credit stay
+ * reserved until the late reply. */
+static void slot_give_up(kvmux_client *c, kvmux__slot *s, int cancel) {
+    kvmux__slot_disown(&c->pending, s);
+    /* An upload still in progress stops, with a CANCEL. */
+    if (cancel || kvmux__big_sending(c, s->id)) kvmux__slot_abandon(c, s);
+    else kvmux__pending_tombstone(&c->pending, s);
+}
+
+/* Out of memory for s's completion record: try again in a while (s is
+ * OWNER_CB, WAITING, armed). */
+static void slot_retry_later(kvmux_client *c, kvmux__slot *s, int64_t at) {
+    int64_t tmo = s->tclass != KVMUX__TCLASS_NONE ? c->pending.tc[s->tclass].tmo : 0;
+    kvmux__pending_disarm(&c->pending, s);
+    kvmux__pending_arm(&c->pending, s, tmo, at);
+    kvmux__timers_changed(c, at);
+}
+
+/* The deadline of s (armed, WAITING) has passed, or it was cancelled out
+ * of memory (KVMUX__SF_CANCEL): complete it. */
+static void slot_expire(kvmux_client *c, kvmux__slot *s, int64_t now) {
+    int cancel = (s->flags & KVMUX__SF_CANCEL) != 0;
+    int result = cancel ? KVMUX_ECANCELED : KVMUX_ETIMEDOUT;
+    if (s->owner == KVMUX__OWNER_CB) {
+        kvmux__done *d = done_alloc(c);
+        if (!d) {
+            slot_retry_later(c, s, now + ASYNC_OOM_RETRY_MS);
+            return;
         }
-        op->result = KVMUX_ETIMEDOUT;
-        op_complete(c, op); /* removes the timer */
+        d->cb = s->u.cb.fn;
+        d->user_data = s->u.cb.ud;
+        d->result = result;
+        slot_give_up(c, s, cancel);
+        done_push(c, d);
+    } else if (s->owner == KVMUX__OWNER_OP) {
+        kvmux__op *op = s->u.aop;
+        op->slot = NULL;
+        slot_give_up(c, s, cancel);
+        op->d.result = result;
+        op_complete(c, op);
+    } else {
+        kvmux__pending_disarm(&c->pending, s); /* cannot happen */
     }
+}
+
+void kvmux__async_expire(kvmux_client *c, int64_t now) {
+    for (;;) {
+        kvmux__timer *t = kvmux__theap_min(&c->timers);
+        kvmux__slot *s = kvmux__pending_next_timer(&c->pending);
+        int64_t tq = t ? t->deadline : INT64_MAX;
+        int64_t ts = s ? s->live.deadline : INT64_MAX;
+        if (tq <= ts) {
+            if (!t || tq > now) break;
+            kvmux__op *op = async_op_of(t);
+            if (op->state == KVMUX__OP_QUEUED) backlog_unlink(c, op);
+            op->d.result = KVMUX_ETIMEDOUT;
+            op_complete(c, op); /* removes the timer */
+            continue;
+        }
+        if (ts > now) break;
+        slot_expire(c, s, now); /* disarms s (or re-arms it later) */
+    }
+}
+
+/* Run one parked slot's callback (lock held on entry and exit; dropped
+ * while the callback runs). */
+static void async_run_parked(kvmux_client *c) {
+    uint32_t idx = c->parked_head;
+    kvmux__slot *s = &c->pending.slots[idx];
+    c->parked_head = s->tnext;
+    if (c->parked_head == KVMUX__SLOT_NIL) c->parked_tail = KVMUX__SLOT_NIL;
+    kvmux_reply_cb cb = s->u.cb.fn;
+    void *ud = s->u.cb.ud;
+    int result = s->result;
+    kvmux_reply r;
+    memset(&r, 0, sizeof r);
+    r.version = s->done.version;
+    if (s->flags & KVMUX__SF_DVAL) {
+        r.value = s->done.value;
+        r.value_len = s->dlen;
+        s->flags &= (uint8_t)~KVMUX__SF_DVAL; /* moved to r */
+    } else {
+        r.number = s->done.number;
+    }
+    kvmux__pending_release(&c->pending, s);
+    kvmux__slot_freed(c);
+    pthread_mutex_unlock(&c->mu);
+    cb(c, result, &r, ud);
+    free(r.value);
+    pthread_mutex_lock(&c->mu);
 }
 
 void kvmux__async_run_done(kvmux_client *c) {
     pthread_mutex_lock(&c->mu);
-    while (c->done_head) {
-        kvmux__op *batch = c->done_head;
+    for (;;) {
+        if (!c->done_head) {
+            if (c->parked_head == KVMUX__SLOT_NIL) break;
+            async_run_parked(c);
+            continue;
+        }
+        kvmux__done *batch = c->done_head;
         c->done_head = c->done_tail = NULL;
         /* Threaded mode: writer kicks from these callbacks wait for the end
          * of the batch (kvmux__writer_kick). The loop driver batches by
@@ -473,8 +757,8 @@ void kvmux__async_run_done(kvmux_client *c) {
         c->disp_batching = c->mode == KVMUX__MODE_THREADED;
         pthread_mutex_unlock(&c->mu);
         /* No lock while user code runs: it may submit, wait or close. */
-        for (kvmux__op *op = batch; op; op = op->next)
-            op->cb(c, op->result, &op->reply, op->user_data);
+        for (kvmux__done *d = batch; d; d = d->next)
+            d->cb(c, d->result, &d->reply, d->user_data);
         pthread_mutex_lock(&c->mu);
         c->disp_batching = 0;
         if (c->kick_deferred) {
@@ -483,8 +767,8 @@ void kvmux__async_run_done(kvmux_client *c) {
         }
         /* One lock round recycles the whole batch. */
         while (batch) {
-            kvmux__op *next = batch->next;
-            kvmux__op_recycle(c, batch);
+            kvmux__done *next = batch->next;
+            done_recycle(c, batch);
             batch = next;
         }
     }
@@ -497,14 +781,20 @@ void kvmux__async_release_all(kvmux_client *c) {
     /* Defensive: callbacks never run (impossible once the connection has
      * failed and the completion thread has drained) must not leak. */
     while (c->done_head) {
-        kvmux__op *op = c->done_head;
-        c->done_head = op->next;
-        async_op_destroy(op);
+        kvmux__done *d = c->done_head;
+        c->done_head = d->next;
+        done_destroy(d);
     }
     c->done_tail = NULL;
+    while (c->free_done) {
+        kvmux__done *d = c->free_done;
+        c->free_done = d->next;
+        free(d);
+    }
+    c->free_done_n = 0;
     while (c->free_ops) {
         kvmux__op *op = c->free_ops;
-        c->free_ops = op->next;
+        c->free_ops = op_next(op);
         async_op_destroy(op);
     }
     c->free_n = 0;
@@ -538,7 +828,8 @@ static int cancel_send(kvmux_client *c, uint32_t id) {
 }
 
 void kvmux__slot_abandon(kvmux_client *c, kvmux__slot *s) {
-    kvmux__slot_disown(s); /* the rest of a fragmented reply is only counted */
+    /* Off its timer list; the rest of a fragmented reply is only counted. */
+    kvmux__slot_disown(&c->pending, s);
     if (c->version >= KVMUX_PROTO_V2 && c->fatal == 0 &&
         kvmux__out_reserve(c, KVMUX_CANCEL_LEN) == 0 &&
         kvmux_rate_allow(&c->cancel_rate, (uint64_t)kvmux__now_ms())) {
@@ -557,8 +848,18 @@ void kvmux__slot_abandon(kvmux_client *c, kvmux__slot *s) {
     kvmux__pending_tombstone(&c->pending, s);
 }
 
-/* Cancel op (QUEUED or INFLIGHT, lock held): it leaves the backlog or its
- * slot (abandoned: CANCEL on v2) and completes with KVMUX_ECANCELED. */
+/* Event-loop mode: a cancelled callback runs from the loop's next timer
+ * event, not from inside kvmux_cancel. */
+static void cancel_schedule(kvmux_client *c) {
+    if (c->mode == KVMUX__MODE_LOOP && c->in_handler == 0 && c->attached) {
+        c->hooks.schedule_timer(c->hooks.data, 0);
+        c->timer_at = kvmux__now_ms();
+    }
+}
+
+/* Cancel op (QUEUED, or an INFLIGHT future; lock held): it leaves the
+ * backlog or its slot (abandoned: CANCEL on v2) and completes with
+ * KVMUX_ECANCELED. */
 static void op_cancel(kvmux_client *c, kvmux__op *op) {
     if (op->state == KVMUX__OP_QUEUED) {
         backlog_unlink(c, op);
@@ -567,16 +868,29 @@ static void op_cancel(kvmux_client *c, kvmux__op *op) {
         op->slot = NULL;
         kvmux__slot_abandon(c, s);
     }
-    op->result = KVMUX_ECANCELED;
-    memset(&op->reply, 0, sizeof op->reply);
+    op->d.result = KVMUX_ECANCELED;
+    memset(&op->d.reply, 0, sizeof op->d.reply);
     op_complete(c, op);
-    if (c->mode == KVMUX__MODE_LOOP && op->kind == KVMUX__OP_CALLBACK && c->in_handler == 0 &&
-        c->attached) {
-        /* Its callback runs from the loop's next timer event, not from
-         * inside kvmux_cancel. */
-        c->hooks.schedule_timer(c->hooks.data, 0);
-        c->timer_at = kvmux__now_ms();
+    if (op->kind == KVMUX__OP_CALLBACK) cancel_schedule(c);
+}
+
+/* Cancel the callback request in flight in s (WAITING, OWNER_CB; lock
+ * held). Out of memory for its completion record, the cancel is carried
+ * out by the deadline pass, due at once (KVMUX__SF_CANCEL): the callback
+ * still gets KVMUX_ECANCELED, whatever reply arrives meanwhile. */
+static void slot_cancel(kvmux_client *c, kvmux__slot *s) {
+    kvmux__done *d = done_alloc(c);
+    if (!d) {
+        s->flags |= KVMUX__SF_CANCEL;
+        slot_retry_later(c, s, kvmux__now_ms());
+        return;
     }
+    d->cb = s->u.cb.fn;
+    d->user_data = s->u.cb.ud;
+    d->result = KVMUX_ECANCELED;
+    kvmux__slot_abandon(c, s);
+    done_push(c, d);
+    cancel_schedule(c);
 }
 
 int kvmux_future_cancel(kvmux_future *f) {
@@ -592,18 +906,21 @@ int kvmux_future_cancel(kvmux_future *f) {
 int kvmux_cancel(kvmux_client *c, kvmux_handle h) {
     if (!c || h == 0) return KVMUX_EINVAL;
     pthread_mutex_lock(&c->mu);
-    kvmux__op *op = NULL;
-    for (kvmux__op *o = c->backlog_head; o && !op; o = o->next)
-        if (o->kind == KVMUX__OP_CALLBACK && o->handle == h) op = o;
-    for (uint32_t i = 0; i < c->pending.nslots && !op; i++) {
-        kvmux__slot *s = &c->pending.slots[i];
-        kvmux__op *o = s->state == KVMUX__SLOT_WAITING ? kvmux__slot_op(s) : NULL;
-        if (o && o->kind == KVMUX__OP_CALLBACK && o->handle == h) op = o;
-    }
     int rc = KVMUX_ENOTFOUND;
-    if (op && op->kind == KVMUX__OP_CALLBACK) {
-        op_cancel(c, op);
-        rc = 0;
+    for (kvmux__op *o = c->backlog_head; o; o = op_next(o)) {
+        if (o->kind == KVMUX__OP_CALLBACK && o->handle == h) {
+            op_cancel(c, o);
+            rc = 0;
+            break;
+        }
+    }
+    for (uint32_t i = 0; rc != 0 && i < c->pending.nslots; i++) {
+        kvmux__slot *s = &c->pending.slots[i];
+        if (s->state == KVMUX__SLOT_WAITING && s->owner == KVMUX__OWNER_CB &&
+            s->live.handle == h && !(s->flags & KVMUX__SF_CANCEL)) {
+            slot_cancel(c, s);
+            rc = 0;
+        }
     }
     pthread_mutex_unlock(&c->mu);
     return rc;

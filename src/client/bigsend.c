@@ -152,7 +152,7 @@ size_t kvmux__big_encode_head(kvmux_client *c, kvmux__bigmsg *m, const kvmux_fra
     kvmux_frame f = m->tmpl;
     f.flags = (uint8_t)(f.flags | fr->flags);
     /* The budget left now, when the server starts counting. */
-    if (f.flags & KVMUX_FLAG_DEADLINE) f.deadline_ms = kvmux__deadline_left(m->deadline);
+    if (f.flags & KVMUX_FLAG_DEADLINE) f.deadline_ms = kvmux__deadline_left(m->deadline, -1);
     f.total_value_len = (fr->flags & KVMUX_FLAG_MORE) ? m->value_len : 0;
     f.value_len = fr->len;
     return kvmux_frame_encode_head(m->hdr, &f);

@@ -183,8 +183,9 @@ int kvmux__call_prepare(kvmux_client *c, const kvmux_request *req, size_t flen,
 
 /* Milliseconds left until deadline (monotonic ms) as a DEADLINE value:
  * at least 1 (the caller has not given up yet; 0 would mean "expired"). */
-uint32_t kvmux__deadline_left(int64_t deadline) {
-    int64_t left = deadline - kvmux__now_ms();
+uint32_t kvmux__deadline_left(int64_t deadline, int64_t now) {
+    if (now < 0) now = kvmux__now_ms();
+    int64_t left = deadline - now;
     if (left < 1) return 1;
     if (left > (int64_t)UINT32_MAX) return UINT32_MAX;
     return (uint32_t)left;
@@ -193,7 +194,7 @@ uint32_t kvmux__deadline_left(int64_t deadline) {
 /* Encode req as frame id at the end of c->out (room reserved), or start
  * its fragmented transfer big. */
 int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
-                       kvmux__bigmsg *big, int64_t deadline) {
+                       kvmux__bigmsg *big, int64_t deadline, int64_t now) {
     uint8_t ext[16];
     kvmux_frame f;
     memset(&f, 0, sizeof f);
@@ -233,7 +234,7 @@ int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
             /* The server may drop work nobody waits for any more (a
              * parked WAIT, a queued request) and answer TIMEOUT. */
             f.flags = KVMUX_FLAG_DEADLINE;
-            f.deadline_ms = kvmux__deadline_left(deadline);
+            f.deadline_ms = kvmux__deadline_left(deadline, now);
         }
     }
     if (big) {
@@ -449,7 +450,7 @@ admit:
     s = kvmux__pending_take(&c->pending, &id);
     s->op = (uint8_t)req->op;
     s->want_value = vout != NULL;
-    rc = kvmux__call_encode(c, req, id, big, deadline_ms);
+    rc = kvmux__call_encode(c, req, id, big, deadline_ms, -1); /* it may have waited */
     big = NULL; /* started, or freed by call_encode */
     if (rc != 0) {
         kvmux__pending_release(&c->pending, s);
@@ -481,7 +482,7 @@ admit:
             if (kvmux__big_sending(c, s->id)) {
                 kvmux__slot_abandon(c, s);
             } else {
-                kvmux__slot_disown(s);
+                kvmux__slot_disown(&c->pending, s);
                 kvmux__pending_tombstone(&c->pending, s);
             }
             rc = KVMUX_ETIMEDOUT;

@@ -378,6 +378,7 @@ kvmux_client *kvmux__client_new(const kvmux_options *o) {
         memcpy(c->auth, o->auth_token, c->auth_len);
     }
     c->timer_at = INT64_MAX;
+    c->parked_head = c->parked_tail = KVMUX__SLOT_NIL;
     c->disp_wake_at = INT64_MAX;
     kvmux__theap_init(&c->timers);
     if (pthread_mutex_init(&c->mu, NULL) != 0) {

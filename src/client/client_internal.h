@@ -86,7 +86,9 @@ typedef enum kvmux__lstate {
     KVMUX__L_OPEN = 2              /* requests flow (or c->fatal is set) */
 } kvmux__lstate;
 
-/* One async op's life (one enum, never flags):
+/* One async op's life (one enum, never flags). An op is a future, or a
+ * queued request of either kind (a callback request admitted to a slot
+ * lives there, and its op is recycled at admission):
  *   FREE --submit--> QUEUED --credit+room--> INFLIGHT --reply--> DONE
  *   FREE --submit (credit+room free)-------> INFLIGHT
  *   QUEUED/INFLIGHT --timeout, connection loss--> DONE
@@ -149,39 +151,64 @@ typedef struct kvmux__qreq {
     struct kvmux_future *prev;     /* backlog (doubly linked; next is op's) */
     kvmux_request req;             /* key/value point into the op's buf */
     size_t flen;                   /* encoded size (0: check again) */
+    int64_t tmo;                   /* its timeout (ms): its timer class once
+                                      admitted */
 } kvmux__qreq;
 
-/* An async request; the public kvmux_future is one of these. Ops are
- * recycled through the client's free list, so a request in steady state
- * allocates nothing but a reply value. Everything but done is guarded by
- * c's mutex while the op is attached (not detached); once done is set the
- * result fields belong to whoever completes it (the callback runner, or
- * the future's owner). 136 bytes on 64-bit (a 144-byte malloc chunk): the
- * callback-only and future-only fields share storage, so c and handle
- * are only meaningful for the kind that has them. */
+/* A completed callback on its way to the thread that runs it (the
+ * completion thread, or the event loop): transient, from the client's
+ * free list of them (at most KVMUX_CLIENT_DONE_KEEP kept), so a callback
+ * request in flight owns none -- it lives in its slot. in_op: this record
+ * is the first member of a queued op (a request completed before it was
+ * admitted), which is recycled as an op after its callback. */
+typedef struct kvmux__done {
+    struct kvmux__done *next;      /* c's DONE list / free list */
+    kvmux_reply_cb cb;
+    void *user_data;
+    kvmux_reply reply;             /* value is a heap copy */
+    int result;                    /* 0 or KVMUX_E* */
+    uint8_t in_op;
+} kvmux__done;
+
+/* Test hook: while positive, each completion-record allocation fails as
+ * if out of memory and the count drops by one, so tests can drive the
+ * out-of-memory paths (parked slots, retried deadlines and cancels:
+ * tests/integration/client_park_test.c). One relaxed load per
+ * completion. */
+extern atomic_int kvmux__test_done_fail;
+
+/* Completion records kept on the free list beyond a batch. */
+#define KVMUX_CLIENT_DONE_KEEP 256u
+
+/* An async request that is not simply in its slot: a future (the public
+ * kvmux_future, held by the user, which outlives the request), or a
+ * request of either kind waiting in the backlog for a credit. A callback
+ * request admitted to a slot moves its callback, user data, handle and
+ * deadline there and its op is recycled at once. Ops are recycled through
+ * the client's free list. Everything but done is guarded by c's mutex
+ * while the op is attached (not detached); once done is set the result
+ * fields belong to whoever completes it (the callback runner, or the
+ * future's owner). */
 struct kvmux_future {
-    struct kvmux_future *next;     /* backlog / completion / free list */
-    kvmux__slot *slot;             /* INFLIGHT: the slot it holds */
+    kvmux__done d;                 /* next: DONE list, or backlog / free
+                                      list (async.c op_next); cb,
+                                      user_data: CALLBACK; reply, result:
+                                      DONE */
+    kvmux__slot *slot;             /* INFLIGHT (a future): the slot it holds */
     kvmux__qreq *q;                /* QUEUED: the request (else NULL) */
     uint8_t *buf;                  /* QUEUED: copy of key and value (kept
                                       for reuse, up to ASYNC_BUF_KEEP) */
     size_t bufcap;
     union {
-        struct {                   /* CALLBACK */
-            kvmux_reply_cb cb;
-            void *user_data;
-            uint64_t handle;       /* kvmux_handle (never 0, never reused) */
-        };
-        struct {                   /* FUTURE */
-            kvmux_client *c;       /* owner; meaningless once detached */
-            struct kvmux_future *lnext; /* c's live list, until freed */
-            struct kvmux_future *lprev;
-            struct kvmux__waiter *waiter; /* the thread waiting, if any */
-        };
+        uint64_t handle;           /* CALLBACK: kvmux_handle (never 0,
+                                      never reused) */
+        struct kvmux__waiter *waiter; /* FUTURE: the thread waiting, if any */
     };
-    kvmux__timer timer;            /* the request's deadline */
-    kvmux_reply reply;             /* DONE: value is a heap copy */
-    int result;                    /* DONE: 0 or KVMUX_E* */
+    kvmux_client *c;               /* FUTURE: owner; meaningless once detached */
+    struct kvmux_future *lnext;    /* FUTURE: c's live list, until freed */
+    struct kvmux_future *lprev;
+    kvmux__timer timer;            /* QUEUED: its deadline on the heap; the
+                                      deadline is kept for futures' waits */
     atomic_int done;               /* FUTURE: release-stored 1 when DONE */
     uint8_t state;                 /* kvmux__op_state */
     uint8_t kind;                  /* kvmux__op_kind */
@@ -267,13 +294,19 @@ struct kvmux_client {
     uint64_t next_handle;          /* kvmux_handle of the next async op */
 
     /* ---- async requests (async.c), guarded by mu ---- */
-    kvmux__theap timers;           /* deadlines of QUEUED/INFLIGHT ops */
+    kvmux__theap timers;           /* deadlines of QUEUED ops (in-flight
+                                      ones: the slots' timer lists) */
     kvmux__op *backlog_head;       /* QUEUED ops, FIFO */
     kvmux__op *backlog_tail;
     uint32_t backlog_n;
     size_t backlog_bytes;          /* encoded sizes of the QUEUED ops */
-    kvmux__op *done_head;          /* DONE callback ops, in completion order */
-    kvmux__op *done_tail;
+    kvmux__done *done_head;        /* callbacks due, in completion order */
+    kvmux__done *done_tail;
+    kvmux__done *free_done;        /* recycled completion records */
+    uint32_t free_done_n;
+    uint32_t parked_head;          /* DONE slots (no record could be
+                                      allocated), KVMUX__SLOT_NIL none */
+    uint32_t parked_tail;
     kvmux__op *free_ops;           /* recycled ops */
     uint32_t free_n;
     kvmux__op *live_futures;       /* futures not yet kvmux_future_free'd */
@@ -437,13 +470,16 @@ int kvmux__call_prepare(kvmux_client *c, const kvmux_request *req, size_t flen,
                         struct kvmux_future *steal, kvmux__bigmsg **big);
 
 /* Encode req as request id at the end of c->out (room reserved), or start
- * its transfer big (from kvmux__call_prepare). Returns 0, or
- * KVMUX_ETOOBIG if the transfer could not be planned (big freed). */
+ * its transfer big (from kvmux__call_prepare). now: the monotonic ms the
+ * caller just read (one clock read per async submit), or -1 to read the
+ * clock here if a DEADLINE needs it. Returns 0, or KVMUX_ETOOBIG if the
+ * transfer could not be planned (big freed). */
 int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
-                       kvmux__bigmsg *big, int64_t deadline);
+                       kvmux__bigmsg *big, int64_t deadline, int64_t now);
 
-/* The DEADLINE value (ms left, >= 1) for a monotonic-ms deadline. */
-uint32_t kvmux__deadline_left(int64_t deadline);
+/* The DEADLINE value (ms left, >= 1) for a monotonic-ms deadline, at
+ * now (monotonic ms; -1: read the clock). */
+uint32_t kvmux__deadline_left(int64_t deadline, int64_t now);
 
 /* ---- cancellation (async.c); lock held ---- */
 
@@ -501,6 +537,10 @@ void kvmux__async_fail(kvmux_client *c, int code);
 /* Complete every op whose deadline has passed (now, monotonic ms) with
  * KVMUX_ETIMEDOUT. */
 void kvmux__async_expire(kvmux_client *c, int64_t now);
+/* The earliest async deadline (queued or in flight), or INT64_MAX. */
+int64_t kvmux__async_next_deadline(const kvmux_client *c);
+/* 1 if callbacks are due (the DONE list or parked slots). */
+int kvmux__async_has_done(const kvmux_client *c);
 
 /* Run the callbacks of the DONE list until it is empty; lock NOT held on
  * entry or exit. Used by the completion thread and the loop driver. */

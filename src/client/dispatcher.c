@@ -21,8 +21,8 @@
  *
  * The thread starts with the client's first async submit (a client used
  * only synchronously never pays for it), with all signals blocked, and
- * sleeps on disp_cond until the earliest deadline in the timer heap, and
- * at most request_timeout_ms (a new deadline earlier than the one it sleeps
+ * sleeps on disp_cond until the earliest async deadline
+ * (kvmux__async_next_deadline), and at most request_timeout_ms (a new deadline earlier than the one it sleeps
  * for wakes it: kvmux__timers_changed; the cap means requests with the
  * default timeout never need that wakeup). It exits when
  * kvmux_close has begun and every callback owed has run. If kvmux_close is
@@ -70,7 +70,7 @@ static void *disp_main(void *arg) {
     pthread_mutex_lock(&c->mu);
     for (;;) {
         kvmux__async_expire(c, kvmux__now_ms());
-        if (c->done_head) {
+        if (kvmux__async_has_done(c)) {
             pthread_mutex_unlock(&c->mu);
             kvmux__async_run_done(c);
             pthread_mutex_lock(&c->mu);
@@ -86,8 +86,8 @@ static void *disp_main(void *arg) {
          * timeout always expires after our wakeup, so the common submit
          * never has to wake us (kvmux__timers_changed). */
         int64_t until = kvmux__now_ms() + c->opts.request_timeout_ms;
-        kvmux__timer *t = kvmux__theap_min(&c->timers);
-        if (t && t->deadline < until) until = t->deadline;
+        int64_t next = kvmux__async_next_deadline(c);
+        if (next < until) until = next;
         disp_sleep(c, until);
     }
     pthread_mutex_unlock(&c->mu);

@@ -172,12 +172,12 @@ int kvmux_future_result(kvmux_future *f, kvmux_reply *reply) {
     if (reply) memset(reply, 0, sizeof *reply);
     if (!f) return KVMUX_EINVAL;
     if (!future_done(f)) return KVMUX_EAGAIN;
-    int rc = f->result;
+    int rc = f->d.result;
     if (reply && (rc == KVMUX_OK || rc == KVMUX_EVERSION)) {
-        *reply = f->reply;
+        *reply = f->d.reply;
         /* The value moves to the caller; later calls see none. */
-        f->reply.value = NULL;
-        f->reply.value_len = 0;
+        f->d.reply.value = NULL;
+        f->d.reply.value_len = 0;
     }
     return rc;
 }

@@ -7,7 +7,7 @@
  * writer thread and the completion thread of threaded mode. Everything
  * else -- the pending table, request encoding and admission (call.c,
  * async.c), reply decoding and completion (kvmux__reader_process), the
- * backlog, the timer heap, the callback runner -- is the same code. The
+ * backlog, the deadlines, the callback runner -- is the same code. The
  * client is single-threaded in this mode: every entry point runs on the
  * loop thread. The client mutex is still taken by the shared code; it is
  * never contended here, which costs two uncontended atomic operations per
@@ -84,8 +84,7 @@ static void loop_watch(kvmux_client *c, int want_read, int want_write) {
 void kvmux__loop_timer_update(kvmux_client *c) {
     if (!c->attached || c->fatal) return;
     int64_t at = INT64_MAX;
-    kvmux__timer *t = kvmux__theap_min(&c->timers);
-    if (t) at = t->deadline;
+    at = kvmux__async_next_deadline(c);
     if (c->lstate != KVMUX__L_OPEN && c->connect_deadline < at) at = c->connect_deadline;
     if (c->lstate == KVMUX__L_OPEN) {
         int64_t ka = kvmux__keepalive_due(c);

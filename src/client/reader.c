@@ -125,7 +125,7 @@ static int reader_grant(kvmux_client *c, uint32_t id, const kvmux_grant *g) {
  * copied out of the receive buffer (lock held). Returns 0 or -1. */
 static int reader_take_fragment(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f,
                                 uint32_t offset) {
-    kvmux__slotx *x = s->x;
+    kvmux__slotx *x = kvmux__pending_x(&c->pending, s);
     if (x->asm_dst && f->value_len) memcpy(x->asm_dst + offset, f->value, f->value_len);
     kvmux_grant g;
     kvmux_reassembly_release(&x->reasm, &c->session, f->value_len, &g);
@@ -135,7 +135,7 @@ static int reader_take_fragment(kvmux_client *c, kvmux__slot *s, const kvmux_fra
 /* A fragmented reply is complete: hand its value to the caller, or free
  * a tombstone (lock held). */
 static void reader_reasm_done(kvmux_client *c, kvmux__slot *s) {
-    kvmux__slotx *x = s->x;
+    kvmux__slotx *x = kvmux__pending_x(&c->pending, s);
     x->reasm.state = KVMUX_REASM_IDLE;
     x->asm_dst = NULL;
     if (s->state == KVMUX__SLOT_TOMBSTONE) {
@@ -167,18 +167,17 @@ static int reader_begin_fragmented(kvmux_client *c, kvmux__slot *s, const kvmux_
                            kvmux_status_name(f->code), kvmux_opcode_name(s->op), f->request_id);
         return -1;
     }
-    if (s->x) {
+    if (kvmux__pending_x(&c->pending, s)) {
         kvmux__client_fail(c, KVMUX_EPROTO, "second fragmented reply for request %u",
                            f->request_id);
         return -1;
     }
     /* The reassembly state lives beside the slot, only while needed. */
-    kvmux__slotx *x = calloc(1, sizeof *x);
+    kvmux__slotx *x = kvmux__pending_x_new(&c->pending, s);
     if (!x) {
         kvmux__client_fail(c, KVMUX_EIO, "out of memory for a fragmented reply");
         return -1;
     }
-    s->x = x;
     int rc = kvmux_reassembly_begin(&x->reasm, &c->session, f, c->opts.max_value_size);
     if (rc < 0) {
         kvmux__client_fail(c, KVMUX_EPROTO, "bad fragmented reply (request %u, %u bytes): %s",
@@ -201,13 +200,13 @@ static int reader_begin_fragmented(kvmux_client *c, kvmux__slot *s, const kvmux_
 /* Handle a CONTINUATION (lock held). Returns 0 or -1 (failed). */
 static int reader_on_continuation(kvmux_client *c, const kvmux_frame *f) {
     kvmux__slot *s = kvmux__pending_find(&c->pending, f->request_id);
-    if (!s || !kvmux__slot_reasm_open(s)) {
+    if (!s || !kvmux__slot_reasm_open(&c->pending, s)) {
         kvmux__client_fail(c, KVMUX_EPROTO, "CONTINUATION for request %u, which has no "
                            "fragmented reply open", f->request_id);
         return -1;
     }
     uint32_t off = 0;
-    int rc = kvmux_reassembly_continue(&s->x->reasm, &c->session, f, &off);
+    int rc = kvmux_reassembly_continue(&kvmux__pending_x(&c->pending, s)->reasm, &c->session, f, &off);
     if (rc < 0) {
         kvmux__client_fail(c, KVMUX_EPROTO, "bad CONTINUATION for request %u: %s",
                            f->request_id, kvmux_wire_error_name(-rc));
@@ -234,10 +233,10 @@ static int reader_abort_fragmented(kvmux_client *c, kvmux__slot *s, const kvmux_
         return -1;
     }
     kvmux_grant g;
-    kvmux_reassembly_abort(&s->x->reasm, &c->session, &g);
+    kvmux_reassembly_abort(&kvmux__pending_x(&c->pending, s)->reasm, &c->session, &g);
     if (reader_grant(c, s->id, &g) != 0) return -1;
     /* The partial value goes; the call completes with err. */
-    kvmux__slotx *x = s->x;
+    kvmux__slotx *x = kvmux__pending_x(&c->pending, s);
     free(x->value);
     free(x->rvalue);
     x->value = NULL;
@@ -335,7 +334,7 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
 /* Handle a RESPONSE or PONG (lock held). Returns 0 or -1 (failed). */
 static int reader_on_reply(kvmux_client *c, const kvmux_frame *f) {
     kvmux__slot *s = kvmux__pending_find(&c->pending, f->request_id);
-    if (s && kvmux__slot_reasm_open(s) && f->type == KVMUX_FRAME_RESPONSE)
+    if (s && kvmux__slot_reasm_open(&c->pending, s) && f->type == KVMUX_FRAME_RESPONSE)
         return reader_abort_fragmented(c, s, f);
     if (kvmux_frame_has_more(f)) {
         /* The first frame of a fragmented reply: its CONTINUATIONs need

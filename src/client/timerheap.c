@@ -1,4 +1,6 @@
-/* kvmux client timer heap: the deadlines of every pending async request.
+/* kvmux client timer heap: the deadlines of the async requests waiting in
+ * the backlog (those in flight are on their slots' per-timeout FIFO
+ * lists, pending.c, which are O(1)).
  *
  * Design: a plain binary min-heap of pointers to timers embedded in the
  * ops they time, each timer knowing its own index, so that a request
@@ -8,8 +10,8 @@
  * timer wheel would be O(1) but needs a tick and a granularity, and
  * deadlines here are sparse and mostly equal, so the heap is simpler and
  * exact. The array grows by doubling and is never shrunk: its size is
- * bounded by the async ops a client can have at once (credits +
- * queue_limit).
+ * bounded by the async ops a client can have queued at once
+ * (queue_limit).
  *
  * Ties (equal deadlines) come out in no particular order; nothing depends
  * on it.

@@ -7,6 +7,7 @@
  * first_id starts the sequence where asked, across the generation wrap;
  * and no id is ever handed out while the same id is WAITING or TOMBSTONE,
  * over several full generation wraps of a 65536-slot table. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,7 +46,7 @@ static void test_take_find_release(void) {
         CHECK_EQ(ids[i] & 3u, (uint32_t)(sl[i] - t.slots));
         CHECK_EQ(sl[i]->state, KVMUX__SLOT_WAITING);
         CHECK_EQ(sl[i]->owner, KVMUX__OWNER_NONE);
-        CHECK(sl[i]->x == NULL);
+        CHECK(kvmux__pending_x(&t, sl[i]) == NULL);
     }
     /* Slot 0 generation 0 is skipped; the rest are generation 0. */
     CHECK_EQ(ids[0], 4);
@@ -99,10 +100,12 @@ static void test_tombstone(void) {
     CHECK_EQ(visited, 1);
     /* A partial fragmented reply parked on a tombstone is freed by
      * release (LSan). */
-    sa->x = calloc(1, sizeof *sa->x);
-    REQUIRE(sa->x != NULL);
-    sa->x->rvalue = malloc(10);
+    kvmux__slotx *x = kvmux__pending_x_new(&t, sa);
+    REQUIRE(x != NULL);
+    CHECK(kvmux__pending_x(&t, sa) == x);
+    x->rvalue = malloc(10);
     kvmux__pending_release(&t, sa); /* the late reply arrived */
+    CHECK(kvmux__pending_x(&t, sa) == NULL);
     CHECK_EQ(t.ntomb, 0);
     CHECK_EQ(t.nfree, 1);
     CHECK(kvmux__pending_find(&t, a) == NULL);
@@ -223,7 +226,7 @@ static void test_no_reuse_across_wrap(void) {
     CHECK_EQ(wrong_slot, 0);
     /* Generations did wrap (0xFFFF -> 0 -> ...), and the pinned ids are
      * still held by their slots. */
-    CHECK(t.slots[1].gen < 0x10);
+    CHECK((t.slots[1].id >> 16) < 0x10);
     CHECK(kvmux__pending_find(&t, tomb_id) == tomb);
     CHECK(kvmux__pending_find(&t, wait_id) == wait);
     CHECK_EQ(t.nfree, n - 2);
@@ -273,7 +276,94 @@ static void test_single_slot_full_wrap(void) {
     kvmux__pending_deinit(&t);
 }
 
+/* Pop every armed slot in expiry order (next_timer + disarm); returns how
+ * many, and 0 in *bad unless the deadlines came out non-decreasing. */
+static uint32_t drain_timers(kvmux__pending *t, kvmux__slot **order, uint32_t max, int *bad) {
+    uint32_t n = 0;
+    int64_t last = INT64_MIN;
+    *bad = 0;
+    kvmux__slot *s;
+    while ((s = kvmux__pending_next_timer(t)) != NULL && n < max) {
+        if (s->live.deadline < last) *bad = 1;
+        last = s->live.deadline;
+        if (s->tclass == KVMUX__TCLASS_NONE) *bad = 1;
+        kvmux__pending_disarm(t, s);
+        if (s->tclass != KVMUX__TCLASS_NONE) *bad = 1;
+        order[n++] = s;
+    }
+    return n;
+}
+
+/* Timer lists: per-timeout FIFOs of slot indices. Arming in deadline
+ * order appends; an earlier deadline is inserted in order; disarming from
+ * the middle, the head and the tail keeps the lists consistent; the
+ * earliest deadline over all classes comes first; more distinct timeouts
+ * than classes share a class and still expire in order; release disarms. */
+static void test_timer_lists(void) {
+    kvmux__pending t;
+    REQUIRE(kvmux__pending_init(&t, 64, 0) == 0);
+    kvmux__slot *s[64];
+    uint32_t id;
+    for (int i = 0; i < 64; i++) {
+        s[i] = kvmux__pending_take(&t, &id);
+        REQUIRE(s[i] != NULL);
+        CHECK_EQ(s[i]->tclass, KVMUX__TCLASS_NONE);
+    }
+    CHECK(kvmux__pending_next_timer(&t) == NULL);
+    /* Two timeouts, interleaved submits at now = 0, 1, 2, ... */
+    for (int i = 0; i < 20; i++) {
+        int64_t tmo = (i % 2) ? 500 : 100;
+        kvmux__pending_arm(&t, s[i], tmo, i + tmo);
+    }
+    CHECK_EQ(t.ntc, 2);
+    CHECK(kvmux__pending_next_timer(&t) == s[0]); /* deadline 100 */
+    /* Disarm the head, a middle entry and the tail of the 100 class. */
+    kvmux__pending_disarm(&t, s[0]);
+    kvmux__pending_disarm(&t, s[8]);
+    kvmux__pending_disarm(&t, s[18]);
+    kvmux__pending_disarm(&t, s[18]); /* twice: no-op */
+    CHECK(kvmux__pending_next_timer(&t) == s[2]);
+    /* An earlier deadline in the 500 class goes before its later ones. */
+    kvmux__pending_arm(&t, s[20], 500, 3);
+    CHECK(kvmux__pending_next_timer(&t) == s[20]);
+    /* Released slots leave their list. */
+    kvmux__pending_release(&t, s[4]);
+    kvmux__slot *order[64];
+    int bad = 1;
+    uint32_t n = drain_timers(&t, order, 64, &bad);
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(n, 20 - 3 - 1 + 1);
+    for (uint32_t i = 0; i < n; i++) CHECK(order[i] != s[4]);
+    /* More distinct timeouts than classes: all still expire in order. */
+    for (int i = 21; i < 64; i++) {
+        int64_t tmo = 1000 - 10 * i; /* 43 distinct, decreasing */
+        kvmux__pending_arm(&t, s[i], tmo, 5000 + tmo + (i % 7));
+    }
+    CHECK_EQ(t.ntc, KVMUX__TCLASS_MAX);
+    n = drain_timers(&t, order, 64, &bad);
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(n, 43);
+    /* Parking keeps the credit, frees the links; release frees it. */
+    kvmux__pending_arm(&t, s[30], 100, 7);
+    uint32_t nfree = t.nfree;
+    kvmux__pending_park(&t, s[30]);
+    CHECK_EQ(s[30]->state, KVMUX__SLOT_DONE);
+    CHECK_EQ(s[30]->tclass, KVMUX__TCLASS_NONE);
+    CHECK(kvmux__pending_next_timer(&t) == NULL);
+    CHECK(kvmux__pending_find(&t, s[30]->id) == NULL); /* a duplicate is dropped */
+    CHECK_EQ(t.nfree, nfree);
+    s[30]->flags |= KVMUX__SF_DVAL;
+    s[30]->done.value = malloc(5); /* freed by release (LSan) */
+    kvmux__pending_release(&t, s[30]);
+    CHECK_EQ(t.nfree, nfree + 1);
+    for (int i = 0; i < 64; i++)
+        if (i != 4 && i != 30) kvmux__pending_release(&t, s[i]);
+    CHECK_EQ(t.nfree, 64);
+    kvmux__pending_deinit(&t);
+}
+
 int main(void) {
+    test_timer_lists();
     test_init_bounds();
     test_take_find_release();
     test_tombstone();
