@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -140,15 +141,20 @@ static void run_traffic(void) {
     for (int i = 0; i < NTHREADS; i++) pthread_join(th[i], NULL);
 }
 
-static void test_traffic_and_spin(void) {
-    const char *args[] = {"--busy-poll", "1000000", NULL};
-    test_server srv;
-    REQUIRE(test_server_start(&srv, args) == 0);
-    client = connect_busy(srv.port, 1000000, NULL);
+/* A kvmuxd with --busy-poll busy_us and the global client with the same
+ * window, after 32 threads of checked traffic through them. */
+static void start_busy_after_traffic(test_server *srv, const char *busy_us) {
+    const char *args[] = {"--busy-poll", busy_us, NULL};
+    REQUIRE(test_server_start(srv, args) == 0);
+    client = connect_busy(srv->port, (uint32_t)atol(busy_us), NULL);
     REQUIRE(client != NULL);
-
     run_traffic();
     CHECK_EQ(atomic_load(&mismatches), 0);
+}
+
+static void test_traffic_and_spin(void) {
+    test_server srv;
+    start_busy_after_traffic(&srv, "1000000");
 
     /* Right after the traffic: both should still be polling. */
     int64_t s0 = proc_cpu_ms(srv.pid), c0 = self_cpu_ms();
@@ -167,14 +173,8 @@ static void test_traffic_and_spin(void) {
 /* ---- sleeps ---- */
 
 static void test_sleeps_when_idle(void) {
-    const char *args[] = {"--busy-poll", "1000", NULL};
     test_server srv;
-    REQUIRE(test_server_start(&srv, args) == 0);
-    client = connect_busy(srv.port, 1000, NULL);
-    REQUIRE(client != NULL);
-
-    run_traffic();
-    CHECK_EQ(atomic_load(&mismatches), 0);
+    start_busy_after_traffic(&srv, "1000");
 
     test_sleep_ms(100); /* well past the 1 ms window */
     int64_t s0 = proc_cpu_ms(srv.pid), c0 = self_cpu_ms();

@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "async_util.h" /* req_of */
 #include "kvmux.h"
 #include "kvmux/adapters/libuv.h"
 #include "loop_util.h"
@@ -42,15 +43,6 @@ static void kill_server_at_exit(void) {
 }
 
 /* ---- helpers ---- */
-
-static kvmux_request req_of(kvmux_op op, const char *key) {
-    kvmux_request r;
-    memset(&r, 0, sizeof r);
-    r.op = op;
-    r.key = key;
-    r.key_len = strlen(key);
-    return r;
-}
 
 typedef struct tracker {
     int calls;

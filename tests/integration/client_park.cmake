@@ -6,5 +6,6 @@
 if(TARGET kvmux AND TARGET kvmuxd)
   kvmux_add_test(client_park_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_park_test.c
+            ${CMAKE_CURRENT_LIST_DIR}/async_util.c
     LIBS kvmux LABELS integration concurrent TIMEOUT 120)
 endif()

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "async_util.h" /* req_of */
 #include "kvmux.h"
 #include "testutil.h"
 
@@ -71,15 +72,6 @@ static kvmux_client *connect_credits(uint32_t credits, uint8_t version) {
     if (rc != 0) fprintf(stderr, "connect: %s\n", kvmux_strerror(rc));
     REQUIRE(rc == 0 && c != NULL);
     return c;
-}
-
-static kvmux_request req_of(kvmux_op op, const char *key) {
-    kvmux_request r;
-    memset(&r, 0, sizeof r);
-    r.op = op;
-    r.key = key;
-    r.key_len = strlen(key);
-    return r;
 }
 
 /* A WAIT the server parks (key absent, version 0). */

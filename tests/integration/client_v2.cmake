@@ -51,6 +51,7 @@ if(TARGET kvmux AND TARGET kvmuxd)
     kvmux_add_test(client_loop_bigsend_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_loop_bigsend_test.c
               ${CMAKE_CURRENT_LIST_DIR}/loop_util.c
+              ${CMAKE_CURRENT_LIST_DIR}/async_util.c
       LIBS kvmux ${KVMUX_LIBUV_LIB} LABELS integration concurrent fault TIMEOUT 240)
     target_include_directories(client_loop_bigsend_test PRIVATE ${KVMUX_LIBUV_INCLUDE})
   endif()
