@@ -29,10 +29,19 @@
  * call, no convoy of woken callers on the mutex the reader holds. The
  * reader wakes only the first record of a batch; each woken caller wakes
  * the next one (kvmux__call_chain_prepare), so the wakes run on the
- * callers' threads while the reader returns to the socket. While a chain
- * runs (c->chains), its callers queue their next requests without waking
- * the writer; the chain's tail, which the reader kept counted in active
- * for it, kicks the writer once for all of them (call_chain_end). A
+ * callers' threads while the reader returns to the socket. A batch is
+ * dealt into one chain per online CPU (up to 16), woken in parallel: on a
+ * VM a wake-up that crosses CPUs costs 16-22 us (bench/wakeup), and with
+ * one chain of 64 those costs add up serially (2 vCPUs: ~75k calls/s
+ * with one chain, ~290k with two; one chain per caller, i.e. the reader
+ * waking everyone, was slower again: docs/BENCHMARKS.md, target c).
+ * While a chain runs (c->chains), callers queue their next requests
+ * without waking the writer; each chain's tail, which the reader kept
+ * counted in active for it, kicks the writer for all of them
+ * (call_chain_end); a chain of one has no tail and its caller kicks as
+ * usual. Under the mutex a caller either sees a chain still running
+ * (whose tail will see its request queued) or none (and kicks itself),
+ * so no request waits for a kick that never comes. A
  * caller whose deadline passes takes the mutex and looks at finished:
  * if the completer got there first, the result stands (it waits the few
  * instructions until DONE, since the waker still reads the record);
@@ -300,15 +309,25 @@ static void call_wake_one(kvmux__callwait *w) {
                 NULL, 0);
 }
 
-kvmux__callwait *kvmux__call_chain_prepare(kvmux_client *c, kvmux__callwait *w) {
-    if (w && w->wnext) {
-        kvmux__callwait *tail = w;
-        while (tail->wnext) tail = tail->wnext;
-        tail->chain_tail = 1;
+int kvmux__call_chain_prepare(kvmux_client *c, kvmux__callwait *w, kvmux__callwait **heads) {
+    kvmux__callwait *tails[KVMUX__MAX_WAKE_CHAINS];
+    int k = 0;
+    /* Round-robin, so the chains come out of equal length. */
+    for (int i = 0; w; i = i + 1 == c->wake_chains ? 0 : i + 1) {
+        kvmux__callwait *next = w->wnext;
+        w->wnext = NULL;
+        if (i == k) heads[k++] = w;
+        else tails[i]->wnext = w;
+        tails[i] = w;
+        w = next;
+    }
+    for (int i = 0; i < k; i++) {
+        if (tails[i] == heads[i]) continue; /* a chain of one: its caller kicks */
+        tails[i]->chain_tail = 1;
         c->active++; /* the tail touches c once more (call_chain_end) */
         c->chains++;
     }
-    return w;
+    return k;
 }
 
 void kvmux__call_wake_first(kvmux__callwait *w) {

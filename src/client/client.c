@@ -367,6 +367,9 @@ kvmux_client *kvmux__client_new(const kvmux_options *o) {
         return NULL;
     }
     c->fd = -1;
+    /* One wake chain per online CPU (call.c). */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    c->wake_chains = ncpu < 1 ? 1 : ncpu > KVMUX__MAX_WAKE_CHAINS ? KVMUX__MAX_WAKE_CHAINS : (int)ncpu;
     c->opts = *o;
     c->opts.client_name = NULL; /* borrowed: not kept past connect */
     c->opts.auth_token = NULL;  /* borrowed: copied (check_opts bounded it) */

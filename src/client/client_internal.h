@@ -283,6 +283,9 @@ struct kvmux_client {
     uint32_t chains;               /* wake chains running: callers they
                                       woke leave the writer kick to the
                                       chain's tail (call.c) */
+    int wake_chains;               /* chains a batch of completed calls
+                                      is dealt into: the online CPUs,
+                                      1..KVMUX__MAX_WAKE_CHAINS (immutable) */
     uint64_t dropped_replies;      /* late (tombstoned) or unknown ids */
     int draining;                  /* v2: GOAWAY received; no new requests */
     kvmux__bigmsg *big_head;       /* v2: fragmented requests being sent */
@@ -511,15 +514,18 @@ void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s, int result, kvmux_reply
  * word is DONE, so the list is read ahead. */
 void kvmux__call_wake_all(kvmux__callwait *w);
 /* The reader's alternative (lock held; the wakes happen when it is
- * released): wake only the first caller of the list; each woken caller
- * wakes the next one (call.c), so the reader goes back to the socket at
- * once and the wakes run on the callers' threads. With two or more, the
- * last is the chain's tail: it stays counted in active and, once woken,
- * kicks the writer for every request the chain's callers queued
- * meanwhile (c->chains > 0: they did not kick), so a round of replies
- * comes back as one batch of requests. Returns the record to wake with
- * kvmux__call_wake_first after unlocking. */
-kvmux__callwait *kvmux__call_chain_prepare(kvmux_client *c, kvmux__callwait *w);
+ * released): deal the list round-robin into up to c->wake_chains chains
+ * and wake only the first caller of each; each woken caller wakes the
+ * next one of its chain (call.c), so the reader goes back to the socket
+ * at once and the wakes run on the callers' threads, one chain per CPU
+ * in parallel. The last record of a chain of two or more is its tail: it
+ * stays counted in active and, once woken, kicks the writer for every
+ * request queued meanwhile (c->chains > 0: those callers did not kick),
+ * so a round of replies comes back as one batch of requests. Fills heads
+ * (room for KVMUX__MAX_WAKE_CHAINS) with the records to wake with
+ * kvmux__call_wake_first after unlocking; returns how many. */
+#define KVMUX__MAX_WAKE_CHAINS 16
+int kvmux__call_chain_prepare(kvmux_client *c, kvmux__callwait *w, kvmux__callwait **heads);
 void kvmux__call_wake_first(kvmux__callwait *w);
 
 /* A slot became FREE: admit backlogged ops, then wake a synchronous caller

@@ -545,10 +545,11 @@ static void reader_run(kvmux_client *c) {
             int fatal = c->fatal;
             /* The blocking callers this batch completed are woken only
              * now, so none of them wakes into a mutex we still hold. */
-            kvmux__callwait *wake = kvmux__call_chain_prepare(c, c->wake_head);
+            kvmux__callwait *heads[KVMUX__MAX_WAKE_CHAINS];
+            int nheads = kvmux__call_chain_prepare(c, c->wake_head, heads);
             c->wake_head = NULL;
             pthread_mutex_unlock(&c->mu);
-            kvmux__call_wake_first(wake);
+            for (int i = 0; i < nheads; i++) kvmux__call_wake_first(heads[i]);
             if (fatal) break;
             kvmux__reader_consume(c, used);
         }
