@@ -30,11 +30,17 @@
  * reader wakes only the first record of a batch; each woken caller wakes
  * the next one (kvmux__call_chain_prepare), so the wakes run on the
  * callers' threads while the reader returns to the socket. A batch is
- * dealt into one chain per online CPU (up to 16), woken in parallel: on a
- * VM a wake-up that crosses CPUs costs 16-22 us (bench/wakeup), and with
- * one chain of 64 those costs add up serially (2 vCPUs: ~75k calls/s
- * with one chain, ~290k with two; one chain per caller, i.e. the reader
- * waking everyone, was slower again: docs/BENCHMARKS.md, target c).
+ * dealt into one chain per online CPU (up to 16), by the CPU each caller
+ * last ran on (recorded with sched_getcpu() as it queues its request),
+ * and the chains are woken in parallel. Why: on a VM a wake-up that
+ * crosses CPUs costs 16-22 us against ~0.7 us on one CPU (bench/wakeup);
+ * in one chain of 64 those costs add up serially, and a chain whose
+ * callers all last ran on the waker's CPU tends to stay there (the
+ * scheduler keeps a wakee on its previous CPU while no other CPU is
+ * idle, and every chain keeps its CPU busy). Measured on 2 vCPUs, 64
+ * threads: one chain ~75k calls/s, two dealt round-robin ~280k, two by
+ * CPU ~400k; the reader waking all 64 itself was slower again
+ * (docs/BENCHMARKS.md, target c).
  * While a chain runs (c->chains), callers queue their next requests
  * without waking the writer; each chain's tail, which the reader kept
  * counted in active for it, kicks the writer for all of them
@@ -91,6 +97,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,20 +317,25 @@ static void call_wake_one(kvmux__callwait *w) {
 }
 
 int kvmux__call_chain_prepare(kvmux_client *c, kvmux__callwait *w, kvmux__callwait **heads) {
-    kvmux__callwait *tails[KVMUX__MAX_WAKE_CHAINS];
-    int k = 0;
-    /* Round-robin, so the chains come out of equal length. */
-    for (int i = 0; w; i = i + 1 == c->wake_chains ? 0 : i + 1) {
+    /* Chain n takes the records whose callers last ran on a CPU = n
+     * modulo the chain count, in list order. */
+    kvmux__callwait *head[KVMUX__MAX_WAKE_CHAINS] = {0};
+    kvmux__callwait *tail[KVMUX__MAX_WAKE_CHAINS];
+    while (w) {
         kvmux__callwait *next = w->wnext;
         w->wnext = NULL;
-        if (i == k) heads[k++] = w;
-        else tails[i]->wnext = w;
-        tails[i] = w;
+        int n = (w->cpu < 0 ? 0 : w->cpu) % c->wake_chains;
+        if (head[n]) tail[n]->wnext = w;
+        else head[n] = w;
+        tail[n] = w;
         w = next;
     }
-    for (int i = 0; i < k; i++) {
-        if (tails[i] == heads[i]) continue; /* a chain of one: its caller kicks */
-        tails[i]->chain_tail = 1;
+    int k = 0;
+    for (int n = 0; n < c->wake_chains; n++) {
+        if (!head[n]) continue;
+        heads[k++] = head[n];
+        if (tail[n] == head[n]) continue; /* a chain of one: its caller kicks */
+        tail[n]->chain_tail = 1;
         c->active++; /* the tail touches c once more (call_chain_end) */
         c->chains++;
     }
@@ -484,6 +496,7 @@ admit:
     w.value = NULL;
     w.wnext = NULL;
     w.chain_tail = 0;
+    w.cpu = sched_getcpu();
     s->owner = KVMUX__OWNER_CALL;
     s->u.w = &w;
     /* While a wake chain runs, its tail kicks the writer for everyone. */

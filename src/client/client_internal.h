@@ -135,6 +135,9 @@ typedef struct kvmux__callwait {
     kvmux_value *value;            /* want_value: the single-allocation value */
     struct kvmux__callwait *wnext; /* c->wake_head list; then the next
                                       caller of the chain to wake */
+    int cpu;                       /* the CPU its caller ran on when it
+                                      queued the request (-1: unknown):
+                                      picks its wake chain */
     int chain_tail;                /* last of a wake chain: flushes the
                                       chain's requests (still counted in
                                       active for that) */
@@ -514,11 +517,11 @@ void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s, int result, kvmux_reply
  * word is DONE, so the list is read ahead. */
 void kvmux__call_wake_all(kvmux__callwait *w);
 /* The reader's alternative (lock held; the wakes happen when it is
- * released): deal the list round-robin into up to c->wake_chains chains
- * and wake only the first caller of each; each woken caller wakes the
- * next one of its chain (call.c), so the reader goes back to the socket
- * at once and the wakes run on the callers' threads, one chain per CPU
- * in parallel. The last record of a chain of two or more is its tail: it
+ * released): deal the list into up to c->wake_chains chains by the CPU
+ * each caller last ran on, and wake only the first caller of each; each
+ * woken caller wakes the next one of its chain (call.c), so the reader
+ * goes back to the socket at once and the wakes run on the callers'
+ * threads, one chain per CPU in parallel. The last record of a chain of two or more is its tail: it
  * stays counted in active and, once woken, kicks the writer for every
  * request queued meanwhile (c->chains > 0: those callers did not kick),
  * so a round of replies comes back as one batch of requests. Fills heads
