@@ -29,13 +29,6 @@ static inline int64_t kvmux__now_ms(void) {
 
 /* The absolute CLOCK_MONOTONIC time ms (>= 0) from now, for
  * pthread_cond_timedwait. */
-/* Monotonic nanoseconds (busy-poll windows). */
-static inline int64_t kvmux__now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static inline struct timespec kvmux__deadline(int64_t ms) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -54,15 +54,16 @@
  * interleave with the writer's bytes), and never waits for a caller.
  */
 #include <errno.h>
-#include <sched.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "client_internal.h"
 #include "clock.h"
+#include "monotime.h"
 
 /* An i64 carried on the wire as its two's-complement u64, converted
  * without relying on implementation-defined conversions. */
@@ -514,23 +515,23 @@ void kvmux__reader_consume(kvmux_client *c, size_t used) {
 
 /* Busy polling (kvmux_options.busy_poll_us): 1 while the reader should
  * poll the socket rather than sleep, i.e. until busy_poll_us after the
- * last bytes arrived. Never with TLS: OpenSSL's reads go through
- * kvmux__tls_recv, which blocks. Each empty poll yields the CPU: the
- * threads the reader is waiting for (callers queueing requests, the
- * writer sending them, the completion thread whose callbacks submit the
- * next ones) usually share its CPUs, and a spin that keeps them off a CPU
- * delays the very reply it waits for. Measured on 2 vCPUs against a
+ * last bytes arrived (reader_run never opens a window with TLS: OpenSSL's
+ * reads go through kvmux__tls_recv, which blocks). Each empty poll yields
+ * the CPU: the threads the reader is waiting for (callers queueing
+ * requests, the writer sending them, the completion thread whose
+ * callbacks submit the next ones) usually share its CPUs, and a spin that
+ * keeps them off a CPU delays the very reply it waits for. Measured on 2 vCPUs against a
  * busy-polling kvmuxd: serial calls 11k -> 40k ops/s and callback async
  * depth 64 0.65M -> 1.18M with the yield (docs/BENCHMARKS.md). kvmuxd's
  * loop does not yield: nothing it waits for runs on its threads. */
-static int reader_spinning(const kvmux_client *c, int64_t spin_until_ns) {
-    return spin_until_ns != 0 && !c->tls && kvmux__now_ns() < spin_until_ns;
+static int reader_spinning(uint64_t spin_until_ns) {
+    return spin_until_ns != 0 && kvmux_clock_ns() < spin_until_ns;
 }
 
 /* Read and process frames until the connection fails. */
 static void reader_run(kvmux_client *c) {
-    const int64_t busy_ns = (int64_t)c->opts.busy_poll_us * 1000;
-    int64_t spin_until_ns = 0; /* 0: sleep in recv/poll as usual */
+    const uint64_t busy_ns = c->tls ? 0 : (uint64_t)c->opts.busy_poll_us * 1000u;
+    uint64_t spin_until_ns = 0; /* 0: sleep in recv/poll as usual */
     for (;;) {
         if (c->rlen > 0) {
             /* Bytes left from the handshake or the last recv. */
@@ -566,7 +567,7 @@ static void reader_run(kvmux_client *c) {
                 if (fatal) break;
                 continue;
             }
-            int64_t wait = reader_spinning(c, spin_until_ns) ? 0 : due - now;
+            int64_t wait = reader_spinning(spin_until_ns) ? 0 : due - now;
             struct pollfd pfd = {c->fd, POLLIN, 0};
             /* TLS: bytes OpenSSL holds are readable now. */
             int pr = c->tls && kvmux__tls_buffered(c)
@@ -575,7 +576,7 @@ static void reader_run(kvmux_client *c) {
             if (pr == 0 || (pr < 0 && errno == EINTR)) continue;
             /* Readable, or an error/hangup that recv will report. */
         }
-        int spin = reader_spinning(c, spin_until_ns);
+        int spin = reader_spinning(spin_until_ns);
         ssize_t n = c->tls ? kvmux__tls_recv(c, c->rbuf + c->rlen, c->rcap - c->rlen)
                            : recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen,
                                   spin ? MSG_DONTWAIT : 0);
@@ -584,7 +585,7 @@ static void reader_run(kvmux_client *c) {
             continue;
         }
         if (n > 0) {
-            if (busy_ns) spin_until_ns = kvmux__now_ns() + busy_ns;
+            if (busy_ns) spin_until_ns = kvmux_clock_ns() + busy_ns;
             c->rlen += (size_t)n;
             if (kvmux__keepalive_on(c)) kvmux__keepalive_rx(c, kvmux__now_ms());
             continue;
