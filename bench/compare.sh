@@ -120,6 +120,11 @@ us_per_op() { # cpu_ms ops
     awk -v c="$1" -v n="$2" 'BEGIN { if (c == "-" || n + 0 <= 0) print "-"; else printf "%.2f\n", c * 1000 / n }'
 }
 
+# A server's CPU microseconds per request between two bench_cpu_ms readings.
+server_us_per_op() { # cpu_ms_before cpu_ms_after ops
+    if [ "$1" = - ] || [ "$2" = - ]; then echo -; else us_per_op $(($2 - $1)) "$3"; fi
+}
+
 # redis-benchmark --csv prints, per test:
 # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
 run_redis() { # op size pipeline n label
@@ -144,7 +149,7 @@ run_redis() { # op size pipeline n label
     srss=$(bench_rss_kb "$REDIS_PID")
     local ccpu scpu
     ccpu=$(us_per_op "$ccpu_ms" "$n")
-    scpu=$(us_per_op "$([ "$s0" = - ] || [ "$s1" = - ] && echo - || echo $((s1 - s0)))" "$n")
+    scpu=$(server_us_per_op "$s0" "$s1" "$n")
     tr -d '"' <"$WORK/redis.csv" |
         awk -F, -v size="$size" -v label="$label" -v crss="$peak" -v srss="$srss" \
             -v ccpu="$ccpu" -v scpu="$scpu" '
@@ -184,7 +189,7 @@ run_kvmux() { # port server-pid op size label args...
     ops=$(awk -v r="$(jfield "$js" ops_per_sec)" -v d="$(jfield "$js" duration_s)" \
               -v p="$(jfield "$js" preloaded)" -v w="$(jfield "$js" warmup_ops)" \
               'BEGIN { printf "%d", r * d + p + w }')
-    scpu=$(us_per_op "$([ "$s0" = - ] || [ "$s1" = - ] && echo - || echo $((s1 - s0)))" "$ops")
+    scpu=$(server_us_per_op "$s0" "$s1" "$ops")
     printf "%s %s %s %.0f %s %s %s %s %s %s\n" "${op^^}" "$size" "$label" "$(jfield "$js" ops_per_sec)" \
         "$(jfield "$js" p50)" "$(jfield "$js" p99)" "$peak" "$(bench_rss_kb "$spid")" \
         "$(printf %.2f "$(jfield "$js" us_per_op)")" "$scpu" >>"$ROWS"
