@@ -401,9 +401,16 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
     int rc = kvmux__call_check(c, req, &flen);
     if (rc != 0) return rc;
     int64_t tmo = timeout_ms == KVMUX_TIMEOUT_DEFAULT ? c->opts.request_timeout_ms : timeout_ms;
-    /* One clock read gives both forms of the deadline. */
+    /* One clock read gives both forms of the deadline, and both name the
+     * same instant: the whole millisecond DEADLINE is computed from
+     * (kvmux__deadline_left). Were the futex wait to end up to 1 ms later
+     * than that, the server -- which counts from the same millisecond and
+     * only starts on receipt -- could give up first and answer TIMEOUT
+     * while we still wait, instead of our timer firing and a transfer
+     * still uploading being CANCELed (client_v2_upload_timeout_test). */
     struct timespec deadline = kvmux__deadline(tmo);
     int64_t deadline_ms = (int64_t)deadline.tv_sec * 1000 + deadline.tv_nsec / 1000000;
+    deadline.tv_nsec -= deadline.tv_nsec % 1000000;
     /* A fragmented value is copied (once) before taking the lock: copying
      * 64 MiB under it would stall every other caller and the reader. */
     kvmux__bigmsg *big = NULL;
