@@ -146,7 +146,9 @@ struct kvmux_conn {
     int dirty;                     /* on loop->dirty */
     enum kvmux_conn_state state;
     int read_paused;               /* output over the pause watermark */
-    int want_write;                /* last flush hit EAGAIN: EPOLLOUT on */
+    int want_write;                /* EPOLLOUT on: output stuck or yielded */
+    int out_stalled;               /* the last flush left bytes queued (the
+                                      socket is full): --write-timeout runs */
     uint32_t events;               /* epoll mask currently registered */
     kvmux_session sess;
     uint8_t *rbuf;                 /* unprocessed input (NULL when empty) */
