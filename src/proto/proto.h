@@ -352,6 +352,15 @@ uint8_t kvmux_version_allowed_flags(uint8_t v, uint8_t t);
 int kvmux_frame_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
                        kvmux_frame *out);
 
+/* The request_id an ERROR about the undecodable frame at buf[0..len)
+ * should carry (section 3: the offending request's id when there is one):
+ * the header's id for a frame type whose id names a request in that header
+ * version (REQUEST, RESPONSE, ERROR, PING, PONG; in v2 also CANCEL,
+ * WINDOW_UPDATE, CONTINUATION), else 0: fewer than 8 bytes, a bad magic
+ * byte or version, an unknown type, or a type whose id is always 0 (HELLO,
+ * HELLO_ACK, GOAWAY). Reads at most 8 bytes. Thread-safe: yes. */
+uint32_t kvmux_frame_error_request_id(const uint8_t *buf, size_t len);
+
 /* Bytes of v2 extras prefix f's flags call for (0, 4 or 8). */
 uint32_t kvmux_frame_prefix_len(const kvmux_frame *f);
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "store.h"
 
 /* Hard bounds (documented in docs/OPERATIONS.md). */
 #define MAX_THREADS 256u
@@ -198,6 +199,15 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
         return fail(err, errlen, "--max-upload-buffer %llu is smaller than --max-value %u: "
                     "the largest value could never be uploaded",
                     (unsigned long long)c->max_upload_buffer, c->max_value);
+    uint64_t empty = kvmux_store_empty_memory(c->store_shards);
+    if (c->maxmemory != 0 && c->maxmemory < empty)
+        return fail(err, errlen,
+                    "--maxmemory %llu is below the %llu bytes an empty store already "
+                    "accounts for (the hash tables of --store-shards %u): every write "
+                    "would be refused; use at least %llu, fewer --store-shards, or 0 "
+                    "for no limit",
+                    (unsigned long long)c->maxmemory, (unsigned long long)empty,
+                    c->store_shards, (unsigned long long)empty);
     if (c->max_output_buffer < c->max_frame)
         return fail(err, errlen,
                     "--max-output-buffer %llu is smaller than --max-frame %u: one "

@@ -351,8 +351,7 @@ void kvmux__conn_fail(kvmux_conn *c, uint32_t request_id, uint8_t code,
 /* Report a decoder error with a message built from the offending header
  * bytes p[0..n). */
 static void decode_failed(kvmux_conn *c, const uint8_t *p, size_t n, int err) {
-    uint32_t id = 0;
-    if (n >= 8 && p[2] == KVMUX_FRAME_REQUEST) id = kvmux_load_u32be(p + 4);
+    uint32_t id = kvmux_frame_error_request_id(p, n);
     switch (err) {
     case KVMUX_ERR_BAD_MAGIC:
         kvmux__conn_fail(c, 0, (uint8_t)err, "bad magic byte 0x%02x (expected 0x%02x)",

@@ -47,6 +47,13 @@
 int kvmux__reply_value(void *ud, uint64_t version, const uint8_t *value, size_t len) {
     kvmux_reply_ctx *ctx = ud;
     kvmux_conn *c = ctx->conn;
+    /* The one check of the client's MAX_VALUE_SIZE for GET and WAIT
+     * replies (PROTOCOL.md section 7): here the value is chosen, before
+     * any path (inline, by reference, fragmented) is. */
+    if (len > c->sess.peer.max_value_size) {
+        ctx->too_large = len;
+        return KVMUX_STATUS_TOO_LARGE;
+    }
     size_t inline_max = INLINE_MAX;
     if (kvmux_session_is_v2(&c->sess) && c->loop->srv->cfg.fragment_size < inline_max)
         inline_max = c->loop->srv->cfg.fragment_size;
@@ -87,8 +94,8 @@ int kvmux__reply_value_finish(kvmux_reply_ctx *ctx) {
 void kvmux__reply_value_failed(kvmux_reply_ctx *ctx, int status) {
     char msg[KVMUX_MAX_STATUS_MSG];
     if (status == KVMUX_STATUS_TOO_LARGE) {
-        snprintf(msg, sizeof msg, "value of %zu bytes exceeds your max frame size %u",
-                 ctx->too_large, ctx->conn->sess.peer.max_frame_size);
+        snprintf(msg, sizeof msg, "value of %zu bytes exceeds your max value size %u",
+                 ctx->too_large, ctx->conn->sess.peer.max_value_size);
     } else {
         snprintf(msg, sizeof msg, "out of memory");
         status = KVMUX_STATUS_INTERNAL;
@@ -125,6 +132,31 @@ static void respond_status(kvmux_conn *c, uint32_t id, int rc) {
                         rc == KVMUX_STATUS_INTERNAL || rc == KVMUX_STATUS_OUT_OF_MEMORY
                             ? "out of memory"
                             : NULL);
+}
+
+static int read_version(void *ud, uint64_t version, const uint8_t *value, size_t len) {
+    (void)value, (void)len;
+    *(uint64_t *)ud = version;
+    return 0;
+}
+
+/* TIMEOUT for a request whose DEADLINE was already spent (0), answered
+ * without running it, in the shape section 4 gives TIMEOUT for its opcode:
+ * a WAIT's carries the key's current version (0: absent), exactly like a
+ * WAIT that times out after parking; any other op's has no extras and a
+ * message. */
+static void respond_expired(kvmux_conn *c, const kvmux_frame *f) {
+    if (f->code == KVMUX_OP_WAIT && kvmux__check_request(c, f, f->value_len) == 0) {
+        uint64_t current = 0;
+        if (kvmux_store_get(c->loop->srv->store, f->key, f->key_len, read_version,
+                            &current) != KVMUX_STATUS_OK)
+            current = 0;
+        respond_version(c, f->request_id, KVMUX_STATUS_TIMEOUT, current);
+        return;
+    }
+    if (f->code == KVMUX_OP_WAIT) return; /* malformed: answered BAD_REQUEST */
+    kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_TIMEOUT, NULL, 0,
+                        "deadline expired before the request was processed");
 }
 
 static int64_t load_i64be(const uint8_t *p) {
@@ -293,8 +325,7 @@ static void on_request(kvmux_conn *c, const kvmux_frame *f) {
     if (kvmux_frame_has_deadline(f) && f->deadline_ms == 0) {
         /* The client's budget is already spent: do not do the work. */
         KVMUX_STAT_ADD(l, deadline_expired, 1);
-        kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_TIMEOUT, NULL, 0,
-                            "deadline expired before the request was processed");
+        respond_expired(c, f);
     } else if (kvmux__check_request(c, f, f->value_len) == 0 && run_request(c, f) == 1) {
         return; /* the credit is kept until the answer is complete */
     }
