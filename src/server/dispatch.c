@@ -430,6 +430,7 @@ void kvmux__dispatch_frame(kvmux_conn *c, const kvmux_frame *f) {
         kvmux_frame pong = *f;
         pong.type = KVMUX_FRAME_PONG;
         pong.version = c->sess.version;
+        pong.code = 0; /* reserved: sent as 0 even if the PING's was not */
         KVMUX_STAT_ADD(c->loop, pings, 1);
         kvmux__conn_send(c, &pong);
         break;

@@ -24,6 +24,8 @@
  *       it both work, its window comes back (no deadlock), exactly one
  *       RESPONSE; after CANCEL the id is free again
  *   Q14 GOAWAY with request_id 5 sent to the server: UNEXPECTED_FRAME
+ *   and: a PING's code is ignored and the PONG's is 0; an ERROR in the
+ *   wrong header version is not answered either
  * (Q12 is the status table; Q15 is limits_test's PING flood; Q16 is
  * server_v2_fault_test's drain deadline.) */
 #include <stdlib.h>
@@ -228,8 +230,21 @@ static void test_open_rules(uint16_t port) {
         CHECK_EQ(f.request_id, 0);
         CHECK(f.extras_len == 8 && memcmp(f.extras, op, 8) == 0);
         v2_check_get(&c, 1, "cf:none", KVMUX_STATUS_NOT_FOUND); /* still open */
+        /* A PING's reserved code is ignored; the PONG's is 0. */
+        REQUIRE(v2_send(&c, KVMUX_FRAME_PING, 0, 5, 7, op, 8, NULL, 0, NULL, 0, 0, 0) == 0);
+        REQUIRE(v2_read(&c, &f, IO_MS) == 1);
+        CHECK(f.type == KVMUX_FRAME_PONG && f.request_id == 5 && f.code == 0);
         v2_close(&c, 0);
     }
+
+    /* An ERROR is never answered, even one in the wrong header version
+     * (2 on a v1 connection): the server just closes. */
+    REQUIRE(v2_connect(&c, port, 1, NULL) == 0);
+    c.version = 2;
+    REQUIRE(v2_send(&c, KVMUX_FRAME_ERROR, 0, 0, KVMUX_ERR_INTERNAL, NULL, 0, NULL, 0, "x", 1,
+                    0, 0) == 0);
+    CHECK_EQ(v2_read(&c, &f, IO_MS), 0); /* EOF, no frame */
+    v2_close(&c, 0);
 
     /* Q7: HELLO_ACK to the server after the handshake: UNEXPECTED_FRAME
      * (direction before state); a second HELLO: HANDSHAKE. */

@@ -211,9 +211,13 @@ static void test_before_handshake(void) {
     e1.code = KVMUX_ERR_INTERNAL;
     CHECK_EQ(kvmux_session_check_recv(&s, &e1), 0);
     CHECK_EQ(s.state, KVMUX_SESSION_CLOSED);
-    /* ... but only with the handshake version, like a client's. */
+    /* ... in any header version this build parses (never answered). */
     kvmux_session_init(&s, KVMUX_ROLE_SERVER, NULL);
     e1.version = KVMUX_PROTO_V2;
+    CHECK_EQ(kvmux_session_check_recv(&s, &e1), 0);
+    CHECK_EQ(s.state, KVMUX_SESSION_CLOSED);
+    kvmux_session_init(&s, KVMUX_ROLE_SERVER, NULL);
+    e1.version = KVMUX_PROTO_VERSION_MAX + 1;
     CHECK_EQ(kvmux_session_check_recv(&s, &e1), -KVMUX_ERR_BAD_VERSION);
     /* Client before HELLO_ACK: only HELLO_ACK or ERROR. */
     bad = 0;
