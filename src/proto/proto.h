@@ -478,6 +478,12 @@ size_t kvmux_settings_encode(uint8_t *out, const kvmux_settings *s);
  * max_key_size == 0 or > KVMUX_MAX_KEY_LIMIT, a window 0 or >
  * KVMUX_MAX_WINDOW). On error s is unchanged. */
 int kvmux_settings_decode(const uint8_t *p, size_t len, kvmux_settings *s);
+/* Same, for a connection of the given protocol version: settings defined
+ * by a later version (INITIAL_WINDOW and CONNECTION_WINDOW on version 1)
+ * are unknown there, so ignored whatever their value. kvmux_settings_decode
+ * is this with KVMUX_PROTO_VERSION_MAX. */
+int kvmux_settings_decode_version(const uint8_t *p, size_t len, kvmux_settings *s,
+                                  uint8_t version);
 
 /* Highest version in both [cmin,cmax] and [smin,smax], or 0 if none. */
 uint8_t kvmux_negotiate_version(uint8_t cmin, uint8_t cmax, uint8_t smin,

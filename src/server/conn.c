@@ -909,9 +909,10 @@ void kvmux__conn_drain_deadline(kvmux_conn *c) {
     } else if (c->state == KVMUX_CONN_OPEN && c->sess.drain == KVMUX_DRAIN_GOAWAY_SENT) {
         kvmux__uploads_shutdown(c);
         kvmux__waits_shutdown(c);
-        /* A response still streaming cannot be finished in time; the
-         * ERROR after its partial fragments tells the client it is lost. */
-        kvmux__sched_release(c, 1);
+        /* A response still streaming cannot be finished in time: its
+         * final RESPONSE is SHUTTING_DOWN, so even a cut stream gets
+         * exactly one final RESPONSE before the closing ERROR. */
+        kvmux__sched_shutdown(c);
         kvmux__conn_maybe_finish_drain(c);
     }
 }

@@ -299,8 +299,29 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
     }
 }
 
+/* Whether request_id is still held by something on c that will answer
+ * it later. Only what outlives the dispatch of its REQUEST can collide:
+ * every other request was answered before the next frame was decoded. */
+static int id_in_use(kvmux_conn *c, uint32_t id) {
+    for (const kvmux_wait *w = c->waits; w; w = w->cnext)
+        if (w->request_id == id) return 1;
+    return (c->nuploads && kvmux__upload_has(c, id)) ||
+           (c->nostreams && kvmux__sched_has(c, id)) ||
+           (c->nheld && kvmux__durable_holds(c, id));
+}
+
+int kvmux__refuse_id_in_use(kvmux_conn *c, uint32_t request_id) {
+    if ((c->nwaits | c->nuploads | c->nostreams | c->nheld) == 0 ||
+        !id_in_use(c, request_id))
+        return 0;
+    kvmux__conn_fail(c, request_id, KVMUX_ERR_PROTOCOL,
+                     "REQUEST %u reuses the id of a request not yet answered", request_id);
+    return 1;
+}
+
 static void on_request(kvmux_conn *c, const kvmux_frame *f) {
     kvmux_loop *l = c->loop;
+    if (kvmux__refuse_id_in_use(c, f->request_id)) return;
     if (kvmux_frame_has_total(f)) {
         kvmux__upload_begin(c, f); /* counts, checks and answers itself */
         return;
@@ -440,6 +461,7 @@ void kvmux__dispatch_frame(kvmux_conn *c, const kvmux_frame *f) {
         kvmux_frame pong = *f;
         pong.type = KVMUX_FRAME_PONG;
         pong.version = c->sess.version;
+        pong.code = 0; /* reserved: sent as 0 even if the PING's was not */
         KVMUX_STAT_ADD(c->loop, pings, 1);
         kvmux__conn_send(c, &pong);
         break;

@@ -353,9 +353,15 @@ void kvmux__sched_on_window_update(kvmux_conn *c, const kvmux_frame *f);
 /* CANCEL of an outgoing stream: returns 1 if request_id was one (now
  * answered CANCELED), else 0. */
 int kvmux__sched_cancel(kvmux_conn *c, uint32_t request_id);
+/* Whether request_id is a response still being streamed. */
+int kvmux__sched_has(kvmux_conn *c, uint32_t request_id);
 /* Drop every stream (connection teardown or forced drain). Credits are
  * returned when give_back_credits. */
 void kvmux__sched_release(kvmux_conn *c, int give_back_credits);
+/* Drain deadline: end every stream with RESPONSE SHUTTING_DOWN (its final
+ * response; fragments already sent are dropped by the client) and give
+ * back its credit. */
+void kvmux__sched_shutdown(kvmux_conn *c);
 
 /* ---- upload.c: fragmented requests ---- */
 /* A REQUEST with MORE (already passed check_recv): start reassembly or
@@ -365,12 +371,23 @@ void kvmux__upload_begin(kvmux_conn *c, const kvmux_frame *f);
 void kvmux__upload_continue(kvmux_conn *c, const kvmux_frame *f);
 /* CANCEL of an upload: returns 1 if request_id was one, else 0. */
 int kvmux__upload_cancel(kvmux_conn *c, uint32_t request_id);
+/* Whether request_id is a fragmented request still open (being received,
+ * or answered early and its remaining fragments still to come). */
+int kvmux__upload_has(kvmux_conn *c, uint32_t request_id);
 /* Free every upload (teardown). */
 void kvmux__uploads_release(kvmux_conn *c);
 /* Drain deadline: answer uploads still in progress SHUTTING_DOWN. */
 void kvmux__uploads_shutdown(kvmux_conn *c);
 
 /* ---- dispatch.c ---- */
+/* A REQUEST (single-frame or the first of a fragmented one) whose id is
+ * still in use on c: a parked WAIT, a write held for the fsync, a response
+ * being streamed, or a fragmented request still open. Answering it would
+ * put two RESPONSEs with one id on the wire, which the client cannot tell
+ * apart: ERROR PROTOCOL with that id, and the connection closes
+ * (docs/PROTOCOL.md section 9). Returns 1 if so (c is closing), else 0.
+ * Costs one test of four counters when nothing is held on c. */
+int kvmux__refuse_id_in_use(kvmux_conn *c, uint32_t request_id);
 /* Act on one decoded frame from c: session check, handshake, PING,
  * requests. f's pointers are only valid during the call. */
 void kvmux__dispatch_frame(kvmux_conn *c, const kvmux_frame *f);
@@ -420,6 +437,8 @@ int kvmux__durable_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
 void kvmux__durable_release(kvmux_loop *l);
 /* Connection teardown: forget its held answers. */
 void kvmux__durable_forget(kvmux_conn *c);
+/* Whether c has a write answer for request_id held for the fsync. */
+int kvmux__durable_holds(const kvmux_conn *c, uint32_t request_id);
 /* Loop teardown: free the held FIFO. */
 void kvmux__durable_deinit(kvmux_loop *l);
 /* The log's notify callback: wake every loop (any thread). */
