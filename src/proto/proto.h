@@ -119,6 +119,15 @@ enum kvmux_frame_type {
  * A key is required (key_len >= 1) for every opcode but STATS. Version 0 means
  * "absent": CAS with expected 0 creates only if absent; WAIT with version 0
  * waits until the key exists. */
+/* The largest TTL a SET or CAS may carry: 2^53 - 1 ms (~285,000 years;
+ * exact in a double; now + this never overflows u64 or i64 ms). A request
+ * above it is answered BAD_REQUEST and changes nothing. 0 = no expiry. */
+#define KVMUX_MAX_TTL_MS ((uint64_t)9007199254740991u)
+
+/* 1 if ttl_ms is a TTL the protocol accepts (0 included). Every op that
+ * takes a TTL checks it with this. */
+static inline int kvmux_ttl_valid(uint64_t ttl_ms) { return ttl_ms <= KVMUX_MAX_TTL_MS; }
+
 enum kvmux_opcode {
     KVMUX_OP_GET = 1,
     KVMUX_OP_SET = 2,

@@ -194,6 +194,11 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
         status = KVMUX_STATUS_TOO_LARGE;
         snprintf(msg, sizeof msg, "value of %u bytes exceeds max value size %u",
                  value_len, max_value);
+    } else if (takes_value(f->code) &&
+               !kvmux_ttl_valid(kvmux_load_u64be(f->extras + (f->code == KVMUX_OP_CAS ? 8 : 0)))) {
+        status = KVMUX_STATUS_BAD_REQUEST;
+        snprintf(msg, sizeof msg, "ttl_ms above the maximum %llu",
+                 (unsigned long long)KVMUX_MAX_TTL_MS);
     } else if (!takes_value(f->code) && value_len > 0) {
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "%s takes no value, got %u bytes",

@@ -31,3 +31,12 @@ if(TARGET kvmuxd AND KVMUX_HAVE_TLS)
   target_compile_definitions(write_timeout_test PRIVATE
     KVMUX_TLS_GEN_CERTS="${CMAKE_CURRENT_LIST_DIR}/../tls/gen_certs.sh")
 endif()
+
+# A damaged log: every header bit of a 1000-record log flipped (refused
+# with the offset, file untouched), every cut in the last 3 records
+# (the exact prefix recovered), and a few cases through a real kvmuxd.
+if(TARGET kvmuxd_core AND TARGET kvmuxd)
+  kvmux_add_test(aof_damage_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/aof_damage_test.c
+    LIBS kvmuxd_core LABELS fault TIMEOUT 300)
+endif()
