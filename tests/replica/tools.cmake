@@ -17,3 +17,8 @@ if(TARGET kvmux AND TARGET kvmuxd)
     KVMUX_FAULTPROXY_PATH="${PROJECT_BINARY_DIR}/kvmux-faultproxy")
   add_dependencies(faultproxy_test kvmux-faultproxy)
 endif()
+# The CLI: exit 0 on a linearizable history, 1 on a lost write.
+add_test(NAME lincheck_cli_test COMMAND bash -c
+  "$0 ${CMAKE_CURRENT_LIST_DIR}/histories/good.txt && { $0 ${CMAKE_CURRENT_LIST_DIR}/histories/lost_write.txt; [ $? = 1 ]; }"
+  $<TARGET_FILE:kvmux-lincheck>)
+set_tests_properties(lincheck_cli_test PROPERTIES TIMEOUT 30 LABELS "unit")

@@ -585,7 +585,7 @@ static int states_from_writes(ck *c) {
             push_state(c, (state){o->key, (uint32_t)i, o->version, NULL}) < 0)
             return -1;
     }
-    qsort(c->st, c->nst, sizeof *c->st, state_cmp);
+    if (c->nst) qsort(c->st, c->nst, sizeof *c->st, state_cmp);
     size_t w = 0;
     for (size_t i = 0; i < c->nst; i++) {
         if (w > 0 && c->st[w - 1].key == c->st[i].key && c->st[w - 1].version == c->st[i].version) {
@@ -695,7 +695,7 @@ static int check_reads(ck *c, strmap *vals) {
             violation(c, LINCHECK_V_WRONG_VALUE, c->st[s].writer, (uint32_t)i,
                       "read a value other than the one written at that version");
     }
-    qsort(un, nun, sizeof *un, rd_cmp);
+    if (nun) qsort(un, nun, sizeof *un, rd_cmp);
     int rc = 0;
     for (size_t i = 0; i < nun && rc == 0;) {
         size_t j = i + 1;
@@ -705,7 +705,7 @@ static int check_reads(ck *c, strmap *vals) {
     }
     free(un);
     if (rc == 0) {
-        qsort(c->st, c->nst, sizeof *c->st, state_cmp);
+        if (c->nst) qsort(c->st, c->nst, sizeof *c->st, state_cmp);
         index_states(c);
     }
     return rc;
@@ -833,7 +833,7 @@ static int check_gaps(ck *c, const keyview *kv, const uint32_t *kops, size_t nop
     /* Acknowledged DELs into distinct gaps, earliest deadline first. With
      * unobserved writes on the key, one may separate two DELs in one gap:
      * then each DEL only needs a gap of its own interval. */
-    qsort(dels, nd, sizeof *dels, delint_cmp);
+    if (nd) qsort(dels, nd, sizeof *dels, delint_cmp);
     for (uint32_t g = 0; g <= m + 1; g++) par[g] = g;
     int distinct = c->hidden[kv->k] == 0;
     for (size_t i = 0; i < nd; i++) {
@@ -963,9 +963,9 @@ static int check_keys(ck *c) {
         if (s == NO_IDX) continue;   /* a duplicate already reported */
         byinv[ni++] = (item){o->key, (uint32_t)i, o->inv, o->cmp, v, s - c->kst[o->key] + 1, r};
     }
-    qsort(byinv, ni, sizeof *byinv, item_inv_cmp);
-    memcpy(bycmp, byinv, ni * sizeof *bycmp);
-    qsort(bycmp, ni, sizeof *bycmp, item_cmp_cmp);
+    if (ni) qsort(byinv, ni, sizeof *byinv, item_inv_cmp);
+    if (ni) memcpy(bycmp, byinv, ni * sizeof *bycmp);
+    if (ni) qsort(bycmp, ni, sizeof *bycmp, item_cmp_cmp);
     memset(ko, 0, (nk + 1) * sizeof *ko);
     for (size_t i = 0; i < h->n; i++) ko[h->ops[i].key + 1]++;
     for (uint32_t k = 0; k < nk; k++) ko[k + 1] += ko[k];
