@@ -85,7 +85,7 @@ void kvmux__accept(kvmux_loop *l) {
             kvmux__conn_reject(fd, KVMUX_ERR_INTERNAL, "server out of memory");
             continue;
         }
-        if (srv->tls_ctx && kvmux__tls_conn_new(srv, c) != 0) {
+        if (l->rt.tls_ctx && kvmux__tls_conn_new(l->rt.tls_ctx, c) != 0) {
             /* c never owned fd: free it alone, refuse on the raw socket */
             free(c);
             atomic_fetch_sub(&srv->nconns, 1);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "monotime.h"
 #include "server_internal.h"
 
@@ -115,6 +116,15 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
     atomic_init(&s->stop_requested, 0);
     atomic_init(&s->nconns, 0);
     atomic_init(&s->next_conn_id, 0);
+    atomic_init(&s->rt_epoch, 1); /* loops start at 0: they copy rt at once */
+    atomic_init(&s->auth_required, 0);
+    atomic_init(&s->rt_maxmemory, cfg->maxmemory);
+    atomic_init(&s->reload_requested, 0);
+    s->cfg.file_buf_ = NULL; /* the caller's */
+    if (pthread_mutex_init(&s->rt_mu, NULL) != 0) {
+        free(s);
+        return errf(err, errlen, "cannot create a mutex");
+    }
 
     s->settings.max_frame_size = cfg->max_frame;
     s->settings.max_outstanding = cfg->max_outstanding;
@@ -168,16 +178,25 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
         }
     }
     s->cfg.aof_path = NULL; /* borrowed: the log keeps its own copy */
-    if (kvmux__auth_load(s, cfg, err, errlen) != 0) {
+    if (kvmux__auth_load(&s->rt, cfg, err, errlen) != 0) {
         kvmux_server_free(s);
         return -1;
     }
+    atomic_store(&s->auth_required, s->rt.auth_len > 0);
     s->cfg.requirepass = s->cfg.requirepass_file = NULL; /* borrowed: copied */
-    if (kvmux__tls_server_init(s, cfg, err, errlen) != 0) {
+    if (kvmux__tls_ctx_build(cfg, &s->rt.tls_ctx, err, errlen) != 0) {
         kvmux_server_free(s);
         return -1;
     }
     s->cfg.tls_cert = s->cfg.tls_key = s->cfg.tls_ca = NULL; /* borrowed: loaded */
+    if (kvmux__metrics_new(s, cfg, err, errlen) != 0) {
+        kvmux_server_free(s);
+        return -1;
+    }
+    s->cfg.metrics_addr = s->cfg.log_file = s->cfg.config_file = NULL; /* borrowed */
+    /* Before any loop runs: each loop's copy of the token and context
+     * (the in-memory harness never runs kvmux__loop_main). */
+    for (uint32_t i = 0; i < s->nloops; i++) kvmux__loop_refresh_rt(&s->loops[i]);
     if (listen && open_listener(s, err, errlen) != 0) {
         kvmux_server_free(s);
         return -1;
@@ -193,6 +212,9 @@ int kvmux_server_new(kvmux_server **out, const kvmux_server_config *cfg, char *e
 }
 
 uint16_t kvmux_server_port(const kvmux_server *s) { return s->port; }
+uint16_t kvmux_server_metrics_port(const kvmux_server *s) {
+    return kvmux__metrics_port(s->metrics);
+}
 const char *kvmux_server_address(const kvmux_server *s) { return s->cfg.bind; }
 
 void kvmux_server_stop(kvmux_server *s) {
@@ -298,7 +320,7 @@ void kvmux_server_get_stats(kvmux_server *s, kvmux_server_stats *st) {
     st->expired_keys_active = ss.expired_active;
     st->evicted_keys = ss.evicted;
     st->used_memory = ss.used_memory;
-    st->maxmemory = s->cfg.maxmemory;
+    st->maxmemory = atomic_load(&s->rt_maxmemory); /* SIGHUP may change it */
     if (s->aof) {
         kvmux_aof_stats as;
         kvmux_aof_get_stats(s->aof, &as);
@@ -325,7 +347,10 @@ void kvmux_server_free(kvmux_server *s) {
     for (uint32_t i = 0; s->loops && i < s->nloops; i++) kvmux__loop_deinit(&s->loops[i]);
     free(s->loops);
     if (s->listen.fd >= 0) close(s->listen.fd);
-    kvmux__tls_server_free(s);
+    kvmux__metrics_free(s);
+    kvmux__tls_ctx_unref(s->rt.tls_ctx);
+    memset(s->rt.auth, 0, sizeof s->rt.auth);
+    pthread_mutex_destroy(&s->rt_mu);
     kvmux_store_free(s->store);
     free(s);
 }
