@@ -302,15 +302,17 @@ const char *kvmux_server_usage(void) {
                                    "usage: kvmuxd [options]\n"
                                    "kvmux key-value server (version " KVMUXD_VERSION ")\n\n");
     for (size_t i = 0; i < sizeof options / sizeof options[0] && used < sizeof buf; i++)
-        used += (size_t)snprintf(buf + used, sizeof buf - used, "  %-20s %s\n",
-                                 options[i].name, options[i].help);
+        used += (size_t)snprintf(buf + used, sizeof buf - used, "  %-20s %s%s\n",
+                                 options[i].name, options[i].help,
+                                 options[i].reload == R_YES ? " [SIGHUP]" : "");
     if (used < sizeof buf)
         snprintf(buf + used, sizeof buf - used,
                  "  %-20s        this text\n  %-20s        print the version\n\n"
                  "Sizes take K, M, G (binary) suffixes. A config file (--config) takes\n"
                  "the same names without the dashes, one 'name value' per line, # comments;\n"
                  "flags there take yes or no. SIGINT/SIGTERM shut down gracefully; SIGHUP\n"
-                 "reopens the log file and reloads the file's run-time settings.\n"
+                 "reopens the log file and applies the options marked [SIGHUP] from the\n"
+                 "file and the command line; the others need a restart.\n"
                  "See docs/OPERATIONS.md.\n",
                  "--help", "--version");
     return buf;

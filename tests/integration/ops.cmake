@@ -1,0 +1,16 @@
+# Operating kvmuxd: the configuration file, SIGHUP reload, logs, the
+# Prometheus endpoint, systemd's readiness protocol, the slow log and the
+# client list. Real kvmuxd processes on ephemeral ports.
+if(TARGET kvmuxd AND TARGET kvmux)
+  add_library(kvmux_ops_util STATIC ${CMAKE_CURRENT_LIST_DIR}/ops_util.c)
+  target_link_libraries(kvmux_ops_util PUBLIC kvmux_testutil)
+  target_include_directories(kvmux_ops_util PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+  foreach(t config_file_test)
+    kvmux_add_test(${t}
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/${t}.c
+      LIBS kvmux kvmux_ops_util
+      LABELS integration
+      TIMEOUT 120)
+    target_compile_definitions(${t} PRIVATE KVMUX_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  endforeach()
+endif()
