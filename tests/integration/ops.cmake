@@ -5,7 +5,7 @@ if(TARGET kvmuxd AND TARGET kvmux)
   add_library(kvmux_ops_util STATIC ${CMAKE_CURRENT_LIST_DIR}/ops_util.c)
   target_link_libraries(kvmux_ops_util PUBLIC kvmux_testutil)
   target_include_directories(kvmux_ops_util PUBLIC ${CMAKE_CURRENT_LIST_DIR})
-  foreach(t config_file_test reload_test)
+  foreach(t config_file_test reload_test metrics_test notify_test)
     kvmux_add_test(${t}
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/${t}.c
       LIBS kvmux kvmux_ops_util
