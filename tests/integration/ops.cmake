@@ -14,3 +14,10 @@ if(TARGET kvmuxd AND TARGET kvmux)
     target_compile_definitions(${t} PRIVATE KVMUX_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   endforeach()
 endif()
+
+if(TARGET kvmuxd)
+  add_test(NAME systemd_unit_test
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/systemd_unit_test.sh ${PROJECT_SOURCE_DIR}
+                   $<TARGET_FILE:kvmuxd>)
+  set_tests_properties(systemd_unit_test PROPERTIES TIMEOUT 60 LABELS integration)
+endif()
