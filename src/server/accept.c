@@ -70,7 +70,8 @@ void kvmux__accept(kvmux_loop *l) {
             KVMUX_STAT_ADD(l, rejected, 1);
             if (l->now >= l->last_reject_log + REJECT_LOG_INTERVAL_MS) {
                 l->last_reject_log = l->now;
-                KVMUX_LOG_W("rejecting connections: --max-connections %u reached", max);
+                kvmux_log_event(KVMUX_LOG_WARN, "conn.rejected",
+                                "reason=max-connections limit=%u", max);
             }
             char msg[128];
             snprintf(msg, sizeof msg, "server has reached its connection limit (%u)", max);

@@ -86,9 +86,10 @@ static void log_failure(kvmux_conn *c, const char *why) {
         return;
     }
     uint64_t dropped = atomic_exchange(&s->auth_log_dropped, 0);
-    KVMUX_LOG_W("conn %llu (%s): authentication failed: %s (%llu more failures not "
-                "logged in the last interval)", (unsigned long long)c->id, c->peer, why,
-                (unsigned long long)dropped);
+    char qp[96];
+    kvmux_log_event(KVMUX_LOG_WARN, "auth.failed", "conn=%llu peer=%s reason=\"%s\" unlogged=%llu",
+                    (unsigned long long)c->id, kvmux_log_quote(qp, sizeof qp, c->peer), why,
+                    (unsigned long long)dropped);
 }
 
 int kvmux__auth_check_hello(kvmux_conn *c, const kvmux_frame *f) {

@@ -202,8 +202,8 @@ static void begin_shutdown(kvmux_loop *l) {
     if (l->id == 0) {
         close_listener(l);
         kvmux__metrics_loop_stop(l);
-        KVMUX_LOG_I("shutting down: no longer accepting; parked WAITs get up to %u ms",
-                    srv->cfg.shutdown_timeout_ms);
+        kvmux_log_event(KVMUX_LOG_INFO, "server.drain", "grace_ms=%u",
+                        srv->cfg.shutdown_timeout_ms);
     }
     for (kvmux_conn *c = l->conns; c; c = c->next) kvmux__conn_begin_drain(c);
     if (kvmux__timer_arm(&l->timers, &l->phase_timer, l->now + srv->cfg.shutdown_timeout_ms) != 0) {

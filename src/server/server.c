@@ -225,12 +225,14 @@ void kvmux_server_stop(kvmux_server *s) {
 
 int kvmux_server_run(kvmux_server *s) {
     const kvmux_server_config *c = &s->cfg;
-    KVMUX_LOG_I("kvmuxd %s started: pid %d, %s port %u, %u loop thread%s, max %u "
-                "connections, max frame %u, %u credits per connection, protocol 1..%u, "
-                "max value %u (v2)",
-                KVMUXD_VERSION, (int)getpid(), c->bind, s->port, s->nloops,
-                s->nloops == 1 ? "" : "s", c->max_connections, c->max_frame,
-                c->max_outstanding, c->max_protocol, c->max_value);
+    kvmux_log_event(KVMUX_LOG_INFO, "server.start",
+                    "version=%s pid=%d addr=%s port=%u metrics_port=%u threads=%u "
+                    "max_connections=%u max_frame=%u credits=%u protocol_max=%u max_value=%u "
+                    "tls=%d auth=%d",
+                    KVMUXD_VERSION, (int)getpid(), c->bind, s->port,
+                    kvmux__metrics_port(s->metrics), s->nloops, c->max_connections,
+                    c->max_frame, c->max_outstanding, c->max_protocol, c->max_value,
+                    s->rt.tls_ctx != NULL, s->rt.auth_len > 0);
     s->running = 1;
     int rc = 0;
     uint32_t started = 1;
@@ -253,21 +255,23 @@ int kvmux_server_run(kvmux_server *s) {
     kvmux_server_get_stats(s, &st);
     uint64_t reqs = 0;
     for (int i = 0; i <= KVMUX_OP_MAX; i++) reqs += st.requests[i];
-    KVMUX_LOG_I("kvmuxd stopped: %llu connections served, %llu requests, %llu protocol "
-                "errors, %llu keys in memory",
+    kvmux_log_event(KVMUX_LOG_INFO, "server.stop",
+                    "connections=%llu requests=%llu protocol_errors=%llu keys=%llu",
                 (unsigned long long)st.connections_accepted, (unsigned long long)reqs,
                 (unsigned long long)st.protocol_errors, (unsigned long long)st.keys);
     if (st.aof_enabled)
-        KVMUX_LOG_I("AOF: %llu bytes in the log, %llu write batches, %llu fsyncs, %llu "
-                    "write acks held for an fsync (%.1f per fsync), %llu compactions%s",
+        kvmux_log_event(KVMUX_LOG_INFO, "aof.summary",
+                        "size=%llu writes=%llu fsyncs=%llu acks_held=%llu acks_per_fsync=%.1f "
+                        "compactions=%llu%s",
                     (unsigned long long)st.aof_size, (unsigned long long)st.aof_writes,
                     (unsigned long long)st.aof_fsyncs, (unsigned long long)st.writes_held,
                     st.aof_fsyncs ? (double)st.writes_held / (double)st.aof_fsyncs : 0.0,
                     (unsigned long long)st.aof_rewrites,
-                    st.aof_failed ? "; the log FAILED: writes were refused" : "");
+                    st.aof_failed ? " failed=1" : "");
     if (st.expired_keys || st.evicted_keys || st.oom_refused)
-        KVMUX_LOG_I("memory: %llu bytes accounted, %llu keys expired (%llu by the active "
-                    "cycle), %llu evicted, %llu writes refused over --maxmemory",
+        kvmux_log_event(KVMUX_LOG_INFO, "memory.summary",
+                        "used_memory=%llu expired=%llu expired_active=%llu evicted=%llu "
+                        "oom_refused=%llu",
                     (unsigned long long)st.used_memory, (unsigned long long)st.expired_keys,
                     (unsigned long long)st.expired_keys_active,
                     (unsigned long long)st.evicted_keys, (unsigned long long)st.oom_refused);

@@ -46,6 +46,7 @@ int main(void) {
     test_server s;
     const char *args[] = {"--metrics-addr", "127.0.0.1:0", "--threads", "2", NULL};
     REQUIRE(test_server_start(&s, args) == 0);
+    ops_kill_at_exit(s.pid);
     long mport = ops_stdout_number(s.stdout_fd, "metrics on port ");
     REQUIRE(mport > 0 && mport < 65536);
 

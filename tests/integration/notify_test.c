@@ -49,6 +49,7 @@ static void run(const char *sockname, int abstract) {
     setenv("NOTIFY_SOCKET", sockname, 1);
     test_server s;
     REQUIRE(test_server_start(&s, NULL) == 0);
+    ops_kill_at_exit(s.pid);
     unsetenv("NOTIFY_SOCKET");
     char msg[512];
     CHECK(recv_msg(fd, msg, sizeof msg, 5000) > 0);

@@ -145,3 +145,22 @@ long ops_stdout_number(int fd, const char *prefix) {
     }
     return -1;
 }
+
+static int kill_pids[8];
+static int nkill;
+
+static void kill_all(void) {
+    /* Only a child not reaped yet: a reaped pid may belong to anyone now. */
+    for (int i = 0; i < nkill; i++) {
+        int st;
+        if (kill_pids[i] > 0 && waitpid(kill_pids[i], &st, WNOHANG) == 0) {
+            kill(kill_pids[i], SIGKILL);
+            waitpid(kill_pids[i], &st, 0);
+        }
+    }
+}
+
+void ops_kill_at_exit(int pid) {
+    if (nkill == 0) atexit(kill_all);
+    if (nkill < 8) kill_pids[nkill++] = pid;
+}

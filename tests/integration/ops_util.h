@@ -37,4 +37,8 @@ long ops_http(uint16_t port, const char *req, size_t reqlen, char *buf, size_t c
  * -1. */
 long ops_stdout_number(int fd, const char *prefix);
 
+/* SIGKILL pid when the test exits (a failed REQUIRE calls exit), so a
+ * failing test never leaves a server behind holding ctest's pipe. */
+void ops_kill_at_exit(int pid);
+
 #endif

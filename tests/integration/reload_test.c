@@ -72,13 +72,14 @@ int main(void) {
     test_server s;
     const char *args[] = {"--config", cfg, "--log-file", logp, "--threads", "2", NULL};
     REQUIRE(test_server_start(&s, args) == 0);
+    ops_kill_at_exit(s.pid);
     int rc;
     kvmux_client *a = connect_v(s.port, "oldpass", 0, &rc);
     kvmux_client *b = connect_v(s.port, "oldpass", 1, &rc); /* v1, other loop */
     REQUIRE(a && b);
     CHECK_EQ(roundtrip(a, "a1"), 0);
     CHECK_EQ(roundtrip(b, "b1"), 0);
-    REQUIRE(ops_wait_file_count(logp, "event=log", 1, 5000));
+    REQUIRE(ops_wait_file_count(logp, "event=server.start", 1, 5000));
     ops_read_file(logp, buf, sizeof buf);
     CHECK_EQ(ops_count(buf, "level=debug"), 0);
     CHECK(strstr(buf, "ts=") == buf); /* logfmt from the first line */
