@@ -27,3 +27,13 @@ endif()
 if(TEST reload_test)
   set_tests_properties(reload_test PROPERTIES LABELS "integration;concurrent")
 endif()
+
+if(KVMUX_HAVE_TLS AND TARGET kvmuxd AND TARGET kvmux)
+  kvmux_add_test(tls_reload_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/tls_reload_test.c
+    LIBS kvmux kvmux_ops_util
+    LABELS integration
+    TIMEOUT 120)
+  target_compile_definitions(tls_reload_test PRIVATE
+    KVMUX_TLS_GEN_CERTS="${PROJECT_SOURCE_DIR}/tests/tls/gen_certs.sh")
+endif()
