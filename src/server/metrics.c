@@ -650,7 +650,7 @@ void kvmux__metrics_free(kvmux_server *s) {
     /* HTTP connections are closed by loop 0 at shutdown; a server that
      * never ran has none. */
     if (m->listen.fd >= 0) close(m->listen.fd);
-    for (uint32_t i = 0; i < s->nloops; i++) s->loops[i].metrics = NULL;
+    for (uint32_t i = 0; s->loops && i < s->nloops; i++) s->loops[i].metrics = NULL;
     free(m->loops);
     free(m->slow);
     pthread_mutex_destroy(&m->slow_mu);

@@ -349,9 +349,9 @@ void kvmux_server_free(kvmux_server *s) {
     /* Loops: tearing down a connection cancels its WAITs in the
      * store, so the store must outlive them. */
     for (uint32_t i = 0; s->loops && i < s->nloops; i++) kvmux__loop_deinit(&s->loops[i]);
+    kvmux__metrics_free(s); /* before the loops' memory: it clears their pointers */
     free(s->loops);
     if (s->listen.fd >= 0) close(s->listen.fd);
-    kvmux__metrics_free(s);
     kvmux__tls_ctx_unref(s->rt.tls_ctx);
     memset(s->rt.auth, 0, sizeof s->rt.auth);
     pthread_mutex_destroy(&s->rt_mu);
