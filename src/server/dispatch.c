@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "server_internal.h"
 
 /* Values up to this size are copied into the output queue under the shard
@@ -352,8 +353,11 @@ static void on_request(kvmux_conn *c, const kvmux_frame *f) {
         /* The client's budget is already spent: do not do the work. */
         KVMUX_STAT_ADD(l, deadline_expired, 1);
         respond_expired(c, f);
-    } else if (kvmux__check_request(c, f, f->value_len) == 0 && run_request(c, f) == 1) {
-        return; /* the credit is kept until the answer is complete */
+    } else {
+        uint64_t t0 = kvmux__metrics_now_ns();
+        int kept = kvmux__check_request(c, f, f->value_len) == 0 && run_request(c, f) == 1;
+        kvmux__metrics_observe(c, f->code, f->key, f->key_len, t0); /* c is not freed yet */
+        if (kept) return; /* the credit is kept until the answer is complete */
     }
     kvmux_session_request_end(&c->sess);
 }
@@ -371,7 +375,7 @@ static void on_hello(kvmux_conn *c, const kvmux_frame *f) {
                                                                   : srv->cfg.max_value_v1;
         c->sess.local.max_value_size = v1;
     }
-    if (srv->auth_len && kvmux__auth_check_hello(c, f) != 0) return;
+    if (c->loop->rt.auth_len && kvmux__auth_check_hello(c, f) != 0) return;
     int n = kvmux_session_accept_hello(&c->sess, f, out, srv->cfg.name);
     if (n < 0) {
         if (n == -KVMUX_ERR_UNSUPPORTED_VERSION)

@@ -58,7 +58,8 @@ typedef struct kvmux_held {
 } kvmux_held;
 
 /* What an epoll event's data.ptr points at: the first member of each. */
-enum kvmux_io_kind { KVMUX_IO_WAKE = 1, KVMUX_IO_LISTEN = 2, KVMUX_IO_CONN = 3 };
+enum kvmux_io_kind { KVMUX_IO_WAKE = 1, KVMUX_IO_LISTEN = 2, KVMUX_IO_CONN = 3,
+                     KVMUX_IO_METRICS_LISTEN = 4, KVMUX_IO_METRICS_CONN = 5 /* metrics.c */ };
 typedef struct kvmux_io {
     int kind;
     int fd;
@@ -82,6 +83,16 @@ typedef struct kvmux_loop_stats {
     _Atomic uint64_t responses[KVMUX_STATUS_MAX + 1];  /* by status */
     _Atomic uint64_t wire_errors[KVMUX_STATS_ERR_SLOTS]; /* ERRORs sent, by code */
 } kvmux_loop_stats;
+
+/* What SIGHUP may change while connections stay up (reload.c): the
+ * server's copy is guarded by rt_mu; each loop keeps its own copy, taken
+ * when the server's rt_epoch moves past the loop's (checked once per
+ * iteration), so the request path reads it without a lock. */
+typedef struct kvmux_rt {
+    uint8_t auth[KVMUX_MAX_AUTH_TOKEN]; /* --requirepass token */
+    size_t auth_len;               /* 0 = no authentication */
+    struct ssl_ctx_st *tls_ctx;    /* --tls-cert (one reference held) */
+} kvmux_rt;
 
 #define KVMUX_STAT_ADD(loop, field, n) \
     atomic_fetch_add_explicit(&(loop)->stats.field, (uint64_t)(n), memory_order_relaxed)
@@ -124,6 +135,9 @@ struct kvmux_loop {
     kvmux_held *held;              /* FIFO of held write responses: */
     size_t held_head, held_len, held_cap; /* [head, len) live, lsn ascending */
     kvmux_timer expire_timer;      /* active expiry cycle (expire.c) */
+    kvmux_rt rt;                   /* this loop's copy (reload.c) */
+    uint64_t rt_epoch;             /* of srv->rt when copied */
+    struct kvmux_metrics_loop *metrics; /* latency histograms (metrics.c) */
     kvmux_loop_stats stats;
 };
 
@@ -220,9 +234,17 @@ struct kvmux_server {
     _Atomic uint64_t next_conn_id;
     int running;
     uint64_t start_ms;             /* monotonic, at creation: uptime */
-    struct ssl_ctx_st *tls_ctx;    /* --tls-cert: every connection is TLS */
-    uint8_t auth[KVMUX_MAX_AUTH_TOKEN]; /* --requirepass token */
-    size_t auth_len;               /* 0 = no authentication */
+    /* Run-time values (reload.c). rt.tls_ctx non-NULL: every connection
+     * is TLS; rt is written under rt_mu, then rt_epoch is bumped. */
+    pthread_mutex_t rt_mu;
+    kvmux_rt rt;
+    _Atomic uint64_t rt_epoch;
+    _Atomic int auth_required;     /* rt.auth_len > 0, for STATS */
+    _Atomic uint64_t rt_maxmemory; /* --maxmemory now, for STATS */
+    _Atomic int reload_requested;  /* SIGHUP: loop 0 runs reload_fn */
+    kvmux_server_reload_fn reload_fn;
+    void *reload_ud;
+    struct kvmux_metrics *metrics; /* --metrics-addr, slow log (metrics.c) */
     _Atomic uint64_t auth_log_ms;  /* rate limit of auth failure logs */
     _Atomic uint64_t auth_log_dropped; /* failures not logged since */
 };
@@ -257,6 +279,15 @@ void kvmux__loop_mark_dirty(kvmux_conn *c);
  * the loop thread and by the in-memory harness (no loop thread). Returns
  * the number of epoll events handled (0: the wait timed out). */
 int kvmux__loop_run_once(kvmux_loop *l, int timeout_ms);
+
+/* ---- reload.c ---- */
+/* Copy srv->rt into l->rt if it changed since the last copy. l's thread
+ * (or before the loops run). */
+void kvmux__loop_refresh_rt(kvmux_loop *l);
+/* Loop 0: run the reload hook if a reload was requested. */
+void kvmux__server_maybe_reload(kvmux_server *s);
+/* Drop l's references (loop deinit). */
+void kvmux__loop_rt_deinit(kvmux_loop *l);
 
 /* ---- accept.c ---- */
 /* Accept a batch of connections from the listener (loop 0). */
@@ -445,9 +476,10 @@ void kvmux__durable_deinit(kvmux_loop *l);
 void kvmux__durable_notify(void *srv);
 
 /* ---- auth.c: --requirepass ---- */
-/* Load the token from cfg (requirepass or requirepass_file) into s.
- * Returns 0, or -1 with a message in err. */
-int kvmux__auth_load(kvmux_server *s, const kvmux_server_config *cfg, char *err,
+/* Load the token from cfg (requirepass or requirepass_file) into rt
+ * (auth_len 0 without one). Returns 0, or -1 with a message in err and rt
+ * unchanged. */
+int kvmux__auth_load(kvmux_rt *rt, const kvmux_server_config *cfg, char *err,
                      size_t errlen);
 /* Server with a token: check the HELLO f of c. Returns 0 if it may go on,
  * else c has been failed with ERROR AUTH (counted, logged rate-limited). */
