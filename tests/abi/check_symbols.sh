@@ -12,6 +12,9 @@ if ! diff -u "$expected" "$tmp"; then
   echo "FAIL: libkvmux.so exports differ from $expected (- expected, + exported)."
   echo "A new public function: declare it in include/kvmux.h and add it to the list."
   echo "Anything else exported is an internal symbol leaking out of the library."
+  echo "To accept the new list (public functions only):"
+  echo "  nm -D --defined-only $lib | awk 'NF == 3 { print \$3 }' | sort -u > tests/abi/kvmux.symbols"
+  echo "and add each new symbol to debian/libkvmux0.symbols with the release that adds it."
   exit 1
 fi
 missing=0
