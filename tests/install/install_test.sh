@@ -29,6 +29,16 @@ for f in bin/kvmuxd bin/kvmux-cli bin/kvmux-bench include/kvmux.h \
          share/man/man1/kvmux-bench.1 share/man/man3/kvmux.3 share/man/man5/kvmuxd.conf.5; do
   [ -e "$prefix/$f" ] || fail "not installed: $f"
 done
+# Whatever dist/ holds (dist/README.md says where each kind goes).
+for f in "$src"/dist/*; do
+  case $f in
+    *.service) want=lib/systemd/system ;;
+    *.conf) want=etc/kvmux ;;
+    */README.md|"$src/dist/*") continue ;;
+    *) want=share/doc/kvmux/examples ;;
+  esac
+  [ -e "$prefix/$want/$(basename "$f")" ] || fail "dist/$(basename "$f") not installed in $want"
+done
 soname=$(objdump -p "$prefix/lib/libkvmux.so" | awk '$1 == "SONAME" { print $2 }')
 [ "$soname" = libkvmux.so.0 ] || fail "SONAME is '$soname'"
 
