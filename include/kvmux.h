@@ -21,7 +21,13 @@
  *   only. Values returned to the caller are heap copies the caller owns and
  *   frees with kvmux_value_free() / kvmux_reply_free().
  *
- * Link with -lkvmux -lpthread.
+ * Build and link with pkg-config: cc app.c $(pkg-config --cflags --libs kvmux)
+ * (or, with CMake, find_package(kvmux) and target_link_libraries(app
+ * kvmux::kvmux)). Static linking: pkg-config --static --libs kvmux.
+ *
+ * ABI: everything declared here is the library's public interface and
+ * nothing else is exported from libkvmux.so. docs/ABI.md says what may
+ * change within one SONAME (libkvmux.so.0) and how kvmux_options grows.
  */
 #ifndef KVMUX_H
 #define KVMUX_H
@@ -33,7 +39,31 @@
 extern "C" {
 #endif
 
-#define KVMUX_VERSION_STRING "0.1.0"
+/* The version of this header (the library's runtime version:
+ * kvmux_version()). The build checks that it matches the project's
+ * version in CMakeLists.txt. */
+#define KVMUX_VERSION_MAJOR 0
+#define KVMUX_VERSION_MINOR 2
+#define KVMUX_VERSION_PATCH 0
+#define KVMUX_VERSION_STRING "0.2.0"
+/* One number for comparisons: 0x00MMmmpp (0.2.0 -> 0x000200). */
+#define KVMUX_VERSION_NUM \
+    ((KVMUX_VERSION_MAJOR << 16) | (KVMUX_VERSION_MINOR << 8) | KVMUX_VERSION_PATCH)
+
+/* Every function declared from here to the matching pop is exported from
+ * libkvmux.so; the library is compiled with -fvisibility=hidden, so
+ * nothing else is (the protocol core's kvmux_frame_* functions, the
+ * client's kvmux__ internals). */
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC visibility push(default)
+#endif
+
+/* The runtime library's version as KVMUX_VERSION_NUM (0x00MMmmpp) and as
+ * a static string ("0.2.0"). A program may compare them with the header's
+ * macros to detect running against an older library than it was built
+ * with. Thread-safe: yes. */
+unsigned int kvmux_version(void);
+const char *kvmux_version_string(void);
 
 /* Error codes. */
 typedef enum kvmux_error {
@@ -92,8 +122,18 @@ int kvmux_is_fatal(int err);
 typedef struct kvmux_client kvmux_client; /* opaque */
 
 /* Connection options. Always call kvmux_options_init() first, then change
- * fields: new fields get defaults without breaking callers. */
+ * fields: new fields get defaults without breaking callers.
+ *
+ * ABI (docs/ABI.md): fields are only ever added at the end. kvmux_options_init
+ * is a macro that records sizeof(kvmux_options) as this header knows it in
+ * struct_size; kvmux_connect and kvmux_async_connect read only that many
+ * bytes and give every later field its default. So a program built against
+ * an older kvmux.h keeps working with a newer libkvmux.so.0, and a program
+ * rebuilt against a newer header needs no source change. */
 typedef struct kvmux_options {
+    uint32_t struct_size;        /* set by kvmux_options_init; do not change.
+                                    0 (options not initialised) or larger
+                                    than the library knows: KVMUX_EINVAL */
     int connect_timeout_ms;      /* TCP connect + handshake; default 5000 */
     int request_timeout_ms;      /* KVMUX_TIMEOUT_DEFAULT; default 5000 */
     uint32_t queue_limit;        /* max request frames encoded and not yet
@@ -204,8 +244,14 @@ typedef struct kvmux_options {
     uint32_t busy_poll_us;
 } kvmux_options;
 
-/* Fill o with defaults. Thread-safe: yes. */
-void kvmux_options_init(kvmux_options *o);
+/* Fill o with defaults and set o->struct_size. Thread-safe: yes.
+ * kvmux_options_init(o) is a macro over kvmux_options_init_sized(o,
+ * sizeof(kvmux_options)): the library writes only the first `size` bytes,
+ * so it never writes past a struct compiled against an older header.
+ * Bindings that cannot use the macro call kvmux_options_init_sized with
+ * their struct's size. o NULL or size < 4: nothing happens. */
+void kvmux_options_init_sized(kvmux_options *o, size_t size);
+#define kvmux_options_init(o) kvmux_options_init_sized((o), sizeof(kvmux_options))
 
 /* Connect to host:port (a name or a numeric IPv4/IPv6 address), perform the
  * HELLO handshake, and start the reader and writer threads.
@@ -633,6 +679,10 @@ int kvmux_async_set_status_cb(kvmux_client *c, kvmux_status_cb cb, void *user_da
 void kvmux_async_handle_read(kvmux_client *c);
 void kvmux_async_handle_write(kvmux_client *c);
 void kvmux_async_handle_timeout(kvmux_client *c);
+
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

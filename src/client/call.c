@@ -18,7 +18,7 @@
  *      that keeps the id and the credit until the late reply arrives, and
  *      the call returns KVMUX_ETIMEDOUT.
  *
- * The wake path (target c: many blocking threads on one connection). The
+ * The wake path (many blocking threads on one connection). The
  * caller's wait record (kvmux__callwait) is on its stack; the slot points
  * to it. The completer writes the result into the record, frees the slot
  * and counts the caller out of the library, all under the mutex it already
@@ -40,7 +40,7 @@
  * idle, and every chain keeps its CPU busy). Measured on 2 vCPUs, 64
  * threads: one chain ~75k calls/s, two dealt round-robin ~280k, two by
  * CPU ~400k; the reader waking all 64 itself was slower again
- * (docs/BENCHMARKS.md, target c).
+ * (docs/BENCHMARKS.md, "Blocking threads").
  * While a chain runs (c->chains), callers queue their next requests
  * without waking the writer; each chain's tail, which the reader kept
  * counted in active for it, kicks the writer for all of them

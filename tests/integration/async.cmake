@@ -1,8 +1,8 @@
 # The async API of libkvmux against the real kvmuxd: callbacks, futures,
 # backpressure, timeouts, close and kill -9 with thousands pending, depth 64
 # on one connection (threaded mode), and the same through the event-loop
-# mode with the libuv adapter when libuv is installed (Debian: libuv1-dev;
-# CI installs it, so there the test always runs).
+# mode with the libuv adapter (Debian: libuv1-dev; without it
+# async_loop_test fails, saying so).
 # Labels integration;concurrent: they also run under TSan (KVMUX_TEST_SCALE
 # lowers the op counts there).
 if(TARGET kvmux AND TARGET kvmuxd)
@@ -21,6 +21,7 @@ if(TARGET kvmux AND TARGET kvmuxd)
       LIBS kvmux ${KVMUX_LIBUV_LIB} LABELS integration concurrent TIMEOUT 240)
     target_include_directories(async_loop_test PRIVATE ${KVMUX_LIBUV_INCLUDE})
   else()
-    message(STATUS "libuv not found (apt-get install libuv1-dev): async_loop_test skipped")
+    kvmux_missing_dependency_test(async_loop_test
+      "libuv not found (Debian: apt-get install libuv1-dev, then reconfigure)")
   endif()
 endif()

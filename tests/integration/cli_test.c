@@ -7,6 +7,7 @@
  * prompt fed line by line. Every wait is bounded: reading stops at a
  * deadline, and a child still alive after it is SIGKILLed (by its pid) and
  * counted as a failure. */
+#include "kvmux.h"
 #include "testutil.h"
 
 #include <errno.h>
@@ -236,7 +237,7 @@ static void test_help_and_version(void) {
     CHECK_EQ(p.err_len, 0);
 
     CHECK_EQ(RUN(&p, 0, NULL, "-V"), 0);
-    CHECK(strcmp(p.out, "kvmux-cli 0.1.0\n") == 0);
+    CHECK(strcmp(p.out, "kvmux-cli " KVMUX_VERSION_STRING "\n") == 0);
 }
 
 /* Every malformed command line exits 2 with a message on stderr and
