@@ -4,10 +4,11 @@
  *
  * Limits: the store stops adding buckets at KVMUX_SCAN_REPLY_BYTES of key
  * list (or less when the client's MAX_FRAME_SIZE / MAX_VALUE_SIZE is
- * smaller), and never splits a bucket; the buffer is allowed to grow to
- * the client's hard limit so that one bucket can overshoot the soft
- * budget, and a bucket that would pass even that answers TOO_LARGE (in
- * practice a bucket holds a handful of keys; keys are at most 64 KiB).
+ * smaller), and never splits a bucket; a bucket that would take the list
+ * past what the client accepts is dropped from this reply and comes first
+ * in the next (the cursor names it), and only a bucket that cannot fit a
+ * reply on its own answers TOO_LARGE (a bucket holds a handful of keys;
+ * keys are at most 64 KiB).
  * The buffer is allocated outside the shard lock in the common case; a
  * growth inside the callback is bounded by the hard limit. */
 #include <stdio.h>
@@ -19,13 +20,21 @@
 typedef struct scan_buf {
     uint8_t *data;
     size_t len, cap;
-    size_t hard;     /* largest key list the client can receive */
+    size_t committed; /* bytes of the buckets completed so far */
+    size_t hard;      /* largest key list the client can receive */
 } scan_buf;
 
 static int scan_put(void *ud, const uint8_t *key, size_t klen) {
     scan_buf *b = ud;
+    if (!key) { /* a bucket is complete */
+        b->committed = b->len;
+        return 0;
+    }
     size_t need = b->len + KVMUX_SCAN_ENTRY_HDR + klen;
-    if (need > b->hard) return KVMUX_STATUS_TOO_LARGE;
+    if (need > b->hard) {
+        b->len = b->committed; /* the step ends before this bucket */
+        return KVMUX_STORE_SCAN_FULL;
+    }
     if (need > b->cap) {
         size_t ncap = b->cap * 2;
         while (ncap < need) ncap *= 2;
@@ -46,7 +55,7 @@ void kvmux__scan_respond(kvmux_conn *c, const kvmux_frame *f) {
     size_t hard = c->sess.peer.max_frame_size - KVMUX_FRAME_HDR_LEN - 8;
     if (hard > c->sess.peer.max_value_size) hard = c->sess.peer.max_value_size;
     size_t soft = hard < KVMUX_SCAN_REPLY_BYTES ? hard : KVMUX_SCAN_REPLY_BYTES;
-    scan_buf b = {malloc(4096), 0, 4096, hard};
+    scan_buf b = {malloc(4096), 0, 4096, 0, hard};
     if (!b.data) {
         kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_INTERNAL, NULL, 0, "out of memory");
         return;

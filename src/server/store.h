@@ -229,9 +229,16 @@ int kvmux_store_persist(kvmux_store *s, const uint8_t *key, size_t klen, uint64_
 /* ---- SCAN (store_scan.c) ---- */
 
 /* Receives one key of a SCAN under the shard lock (key valid only during
- * the call). Must not call the store. Return 0, or a nonzero
- * KVMUX_STATUS_* that ends the scan call with that result. */
+ * the call), and (key NULL, klen 0) each time a bucket is complete: the
+ * keys received since the previous such call belong to that bucket. Must
+ * not call the store. Return 0; or KVMUX_STORE_SCAN_FULL to refuse the
+ * current bucket (the caller drops the keys it received since the last
+ * completed bucket; the scan step ends before this bucket, which comes
+ * first in the next step; if it was the step's first bucket the step
+ * fails with TOO_LARGE); or another nonzero KVMUX_STATUS_* that ends the
+ * step with that result. */
 typedef int (*kvmux_store_scan_fn)(void *ud, const uint8_t *key, size_t klen);
+#define KVMUX_STORE_SCAN_FULL 101
 
 /* One SCAN step from cursor (0 = start): hands fn the live keys starting
  * with prefix[0..plen) of one or more whole home buckets, stopping after
@@ -241,7 +248,8 @@ typedef int (*kvmux_store_scan_fn)(void *ud, const uint8_t *key, size_t klen);
  * Every key present from the call with cursor 0 to the call returning 0
  * is handed out at least once, whatever the table does in between (the
  * proof is at the top of store_scan.c). Returns OK, BAD_REQUEST (a cursor
- * naming a shard this store does not have), or fn's nonzero result. */
+ * naming a shard this store does not have), TOO_LARGE (fn refused the
+ * step's first bucket), or fn's other nonzero result. */
 int kvmux_store_scan(kvmux_store *s, uint64_t cursor, const uint8_t *prefix, size_t plen,
                      uint32_t count, size_t max_bytes, kvmux_store_scan_fn fn, void *ud,
                      uint64_t *next);

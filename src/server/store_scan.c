@@ -32,7 +32,10 @@
  *   moves no key to another home bucket. Each call runs under the shard
  *   lock, so no table changes during a call.
  * - A call stops after the bucket with which it reached `count` keys, the
- *   byte budget, or its work bound (count * 100 slots examined, so a
+ *   byte budget, or its work bound. The caller may also refuse a bucket
+ *   half-way (KVMUX_STORE_SCAN_FULL: its reply frame is full); it then
+ *   drops that bucket's keys, and the returned cursor names that bucket,
+ *   so the next step starts with it. (Its work bound (count * 100 slots examined, so a
  *   prefix that matches nothing still returns promptly, possibly with no
  *   keys and a non-zero cursor, as Redis's SCAN with MATCH does).
  * - Expired keys and WAIT placeholders (version 0) are skipped, not
@@ -101,6 +104,14 @@ static int visit_bucket(kvmux_store *s, shard *sh, size_t b, uint64_t now, scan_
     }
 }
 
+/* Visit bucket b and tell fn it is complete (key NULL): the caller's
+ * commit point. Returns 0 or fn's nonzero result. */
+static int visit_whole_bucket(kvmux_store *s, shard *sh, size_t b, uint64_t now,
+                              scan_state *st) {
+    int rc = visit_bucket(s, sh, b, now, st);
+    return rc != 0 ? rc : st->fn(st->ud, NULL, 0);
+}
+
 int kvmux_store_scan(kvmux_store *s, uint64_t cursor, const uint8_t *prefix, size_t plen,
                      uint32_t count, size_t max_bytes, kvmux_store_scan_fn fn, void *ud,
                      uint64_t *next) {
@@ -111,23 +122,28 @@ int kvmux_store_scan(kvmux_store *s, uint64_t cursor, const uint8_t *prefix, siz
     scan_state st = {prefix, plen, count, max_bytes, (uint64_t)count * WORK_PER_KEY,
                      0, 0, fn, ud};
     uint64_t now = s->clock(s->clock_ud);
-    int rc = 0;
+    int rc = 0, buckets = 0;
     while (rc == 0 && !budget_spent(&st)) {
         shard *sh = &s->shards[si];
         pthread_mutex_lock(&sh->mu);
         uint64_t m = sh->cap - 1;
-        /* A position past this table (it can only have grown since the
-         * cursor was made) is reduced like Redis does: the low bits name
-         * the bucket, the increment below clears the rest. */
+        /* A position past this table (a forged cursor: tables never
+         * shrink) is reduced like Redis does: the low bits name the
+         * bucket, the increment below clears the rest. */
         do {
-            rc = visit_bucket(s, sh, (size_t)(pos & m), now, &st);
+            rc = visit_whole_bucket(s, sh, (size_t)(pos & m), now, &st);
+            if (rc != 0) break; /* pos still names the unfinished bucket */
+            buckets++;
             pos = next_pos(pos, m);
-        } while (rc == 0 && pos != 0 && !budget_spent(&st));
+        } while (pos != 0 && !budget_spent(&st));
         pthread_mutex_unlock(&sh->mu);
-        if (pos == 0) {
+        if (rc == 0 && pos == 0) {
             if (++si == s->nshards) break; /* the whole store is done */
         }
     }
+    /* The caller had no room for a bucket: it drops that bucket's keys
+     * and the next step starts with it, unless it was the first. */
+    if (rc == KVMUX_STORE_SCAN_FULL) rc = buckets ? 0 : KVMUX_STATUS_TOO_LARGE;
     if (rc != 0) return rc;
     *next = si == s->nshards ? 0 : si << SHARD_SHIFT | pos;
     return KVMUX_STATUS_OK;

@@ -223,6 +223,7 @@ typedef struct scan_acc {
 
 static int scan_collect(void *ud, const uint8_t *key, size_t klen) {
     scan_acc *a = ud;
+    if (!key) return 0; /* end of a bucket */
     a->keys++;
     a->bytes += 2 + klen;
     size_t pl = a->prefix ? strlen(a->prefix) : 0;
@@ -344,6 +345,81 @@ static void test_scan_basic(void) {
     CHECK_EQ(kvmux_store_scan(s, 0, NULL, 0, UINT32_MAX, 1 << 30, scan_collect, &a, &next),
              KVMUX_STATUS_OK);
     CHECK(a.keys >= KVMUX_SCAN_MAX_COUNT && a.keys < KVMUX_SCAN_MAX_COUNT + 16);
+    free(a.seen);
+    kvmux_store_free(s);
+}
+
+/* A collector with a hard cap, as the server's reply buffer: it refuses
+ * the bucket that would pass cap, keeping only completed buckets. */
+typedef struct capped {
+    scan_acc *a;
+    size_t cap, len, committed;
+    uint32_t pending[64]; /* keys of the open bucket (indexes) */
+    int npending;
+    uint32_t refusals;
+} capped;
+
+static int capped_collect(void *ud, const uint8_t *key, size_t klen) {
+    capped *c = ud;
+    if (!key) {
+        for (int i = 0; i < c->npending; i++) c->a->seen[c->pending[i]]++;
+        c->npending = 0;
+        c->committed = c->len;
+        return 0;
+    }
+    if (c->len + 2 + klen > c->cap) {
+        c->len = c->committed;
+        c->npending = 0;
+        c->refusals++;
+        return KVMUX_STORE_SCAN_FULL;
+    }
+    c->len += 2 + klen;
+    char buf[32];
+    memcpy(buf, key + 1, klen - 1);
+    buf[klen - 1] = 0;
+    if (c->npending < 64) c->pending[c->npending++] = (uint32_t)strtoul(buf, NULL, 10);
+    return 0;
+}
+
+/* A reply that fills up mid-bucket drops that bucket and resumes with
+ * it: over a whole scan every key still comes back exactly once; a
+ * bucket that fits no reply at all is TOO_LARGE. */
+static void test_scan_full(void) {
+    kvmux_store *s = new_store(2);
+    uint32_t n = 500;
+    scan_acc a = {0};
+    a.seen = calloc(n, sizeof *a.seen);
+    a.n = n;
+    REQUIRE(a.seen);
+    for (uint32_t i = 0; i < n; i++) put_key(s, "k%lu", i);
+    capped c = {.a = &a, .cap = 40};
+    uint64_t cur = 0, next = 0;
+    int steps = 0;
+    do {
+        c.len = c.committed = 0;
+        CHECK_EQ(kvmux_store_scan(s, cur, NULL, 0, 1000, 1 << 20, capped_collect, &c, &next),
+                 KVMUX_STATUS_OK);
+        CHECK(c.len <= c.cap);
+        cur = next;
+    } while (cur != 0 && ++steps < 100000);
+    uint32_t missing = 0, dup = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        missing += a.seen[i] == 0;
+        dup += a.seen[i] > 1;
+    }
+    CHECK_EQ(missing, 0);
+    CHECK_EQ(dup, 0);
+    CHECK(c.refusals > 0);
+    /* Room for less than one key: the first bucket with a key fails. */
+    c.cap = 3;
+    int rc = KVMUX_STATUS_OK;
+    cur = 0;
+    for (int i = 0; i < 1000 && rc == KVMUX_STATUS_OK; i++) {
+        c.len = c.committed = 0;
+        rc = kvmux_store_scan(s, cur, NULL, 0, 10, 1 << 20, capped_collect, &c, &next);
+        cur = next;
+    }
+    CHECK_EQ(rc, KVMUX_STATUS_TOO_LARGE);
     free(a.seen);
     kvmux_store_free(s);
 }
@@ -473,6 +549,7 @@ int main(void) {
     test_exists_ttl();
     test_expire_persist();
     test_scan_basic();
+    test_scan_full();
     test_scan_property();
     test_scan_concurrent();
     return test_report();
