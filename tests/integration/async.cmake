@@ -24,3 +24,18 @@ if(TARGET kvmux AND TARGET kvmuxd)
     message(STATUS "libuv not found (apt-get install libuv1-dev): async_loop_test skipped")
   endif()
 endif()
+
+# The libevent adapter with a real libevent loop. libevent-dev is a test
+# dependency (CI installs it): without it the configure fails, so the test
+# can never be skipped unseen.
+if(TARGET kvmux AND TARGET kvmuxd)
+  find_path(KVMUX_LIBEVENT_INCLUDE event2/event.h)
+  find_library(KVMUX_LIBEVENT_LIB event_core)
+  if(NOT KVMUX_LIBEVENT_INCLUDE OR NOT KVMUX_LIBEVENT_LIB)
+    message(FATAL_ERROR "libevent not found: install libevent-dev (needed by the tests of include/kvmux/adapters/libevent.h)")
+  endif()
+  kvmux_add_test(async_libevent_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/async_libevent_test.c
+    LIBS kvmux ${KVMUX_LIBEVENT_LIB} LABELS integration TIMEOUT 60)
+  target_include_directories(async_libevent_test PRIVATE ${KVMUX_LIBEVENT_INCLUDE})
+endif()
