@@ -39,3 +39,13 @@ if(TARGET kvmux AND TARGET kvmuxd)
     LIBS kvmux ${KVMUX_LIBEVENT_LIB} LABELS integration TIMEOUT 60)
   target_include_directories(async_libevent_test PRIVATE ${KVMUX_LIBEVENT_INCLUDE})
 endif()
+
+# The poll() example of the README, run against kvmuxd.
+if(TARGET kvmux_example_poll AND TARGET kvmuxd)
+  kvmux_add_test(example_poll_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/example_poll_test.c
+    LABELS integration TIMEOUT 60)
+  target_compile_definitions(example_poll_test PRIVATE
+    KVMUX_EXAMPLE_POLL_PATH="$<TARGET_FILE:kvmux_example_poll>")
+  add_dependencies(example_poll_test kvmux_example_poll)
+endif()
