@@ -96,7 +96,7 @@ static int visit_bucket(kvmux_store *s, shard *sh, size_t b, uint64_t now, scan_
         if (e->version == 0 || is_expired(e, now)) continue;
         const uint8_t *k = e_key(e);
         if ((kvmux__store_hash(s, k, e->klen) & mask) != b) continue;
-        if (e->klen < st->plen || memcmp(k, st->prefix, st->plen) != 0) continue;
+        if (st->plen && (e->klen < st->plen || memcmp(k, st->prefix, st->plen) != 0)) continue;
         int rc = st->fn(st->ud, k, e->klen);
         if (rc != 0) return rc;
         st->keys++;

@@ -227,7 +227,7 @@ static int scan_collect(void *ud, const uint8_t *key, size_t klen) {
     a->keys++;
     a->bytes += 2 + klen;
     size_t pl = a->prefix ? strlen(a->prefix) : 0;
-    if (klen < pl || memcmp(key, a->prefix, pl) != 0) a->bad++;
+    if (pl && (klen < pl || memcmp(key, a->prefix, pl) != 0)) a->bad++;
     char buf[32];
     if (klen < 2 || klen >= sizeof buf || key[0] != 'k') {
         a->foreign++;
