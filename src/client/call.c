@@ -626,6 +626,7 @@ int kvmux_stats(kvmux_client *c, const char *prefix, kvmux_value **out, int time
 
 int kvmux_set(kvmux_client *c, const void *key, size_t key_len, const void *value,
               size_t value_len, uint64_t ttl_ms, uint64_t *version_out, int timeout_ms) {
+    if (!kvmux_ttl_valid(ttl_ms)) return KVMUX_EINVAL; /* the wire rule, checked early */
     kvmux_request r = call_req(KVMUX_SET, key, key_len);
     r.value = value;
     r.value_len = value_len;
@@ -654,6 +655,7 @@ int kvmux_incr(kvmux_client *c, const void *key, size_t key_len, int64_t delta,
 int kvmux_cas(kvmux_client *c, const void *key, size_t key_len, uint64_t expected_version,
               const void *value, size_t value_len, uint64_t ttl_ms, uint64_t *version_out,
               int timeout_ms) {
+    if (!kvmux_ttl_valid(ttl_ms)) return KVMUX_EINVAL; /* the wire rule, checked early */
     kvmux_request r = call_req(KVMUX_CAS, key, key_len);
     r.version = expected_version;
     r.value = value;

@@ -66,6 +66,29 @@ uint8_t kvmux_version_allowed_flags(uint8_t v, uint8_t t) {
     }
 }
 
+/* The id an ERROR about an undecodable frame carries; contract in proto.h. */
+uint32_t kvmux_frame_error_request_id(const uint8_t *buf, size_t len) {
+    if (len < 8 || buf[0] != KVMUX_MAGIC || buf[1] < KVMUX_PROTO_VERSION_MIN ||
+        buf[1] > KVMUX_PROTO_VERSION_MAX)
+        return 0;
+    switch (buf[2]) {
+    case KVMUX_FRAME_REQUEST:
+    case KVMUX_FRAME_RESPONSE:
+    case KVMUX_FRAME_ERROR:
+    case KVMUX_FRAME_PING:
+    case KVMUX_FRAME_PONG:
+        break;
+    case KVMUX_FRAME_CANCEL:
+    case KVMUX_FRAME_WINDOW_UPDATE:
+    case KVMUX_FRAME_CONTINUATION:
+        if (buf[1] < KVMUX_PROTO_V2) return 0; /* not a type of version 1 */
+        break;
+    default: /* HELLO, HELLO_ACK, GOAWAY (id always 0), unknown types */
+        return 0;
+    }
+    return kvmux_load_u32be(buf + 4);
+}
+
 /* Prefix bytes for a frame of this type with these flags (flags already
  * validated against the type). */
 static uint32_t prefix_len(uint8_t type, uint8_t flags) {

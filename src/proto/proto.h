@@ -119,6 +119,15 @@ enum kvmux_frame_type {
  * A key is required (key_len >= 1) for every opcode but STATS. Version 0 means
  * "absent": CAS with expected 0 creates only if absent; WAIT with version 0
  * waits until the key exists. */
+/* The largest TTL a SET or CAS may carry: 2^53 - 1 ms (~285,000 years;
+ * exact in a double; now + this never overflows u64 or i64 ms). A request
+ * above it is answered BAD_REQUEST and changes nothing. 0 = no expiry. */
+#define KVMUX_MAX_TTL_MS ((uint64_t)9007199254740991u)
+
+/* 1 if ttl_ms is a TTL the protocol accepts (0 included). Every op that
+ * takes a TTL checks it with this. */
+static inline int kvmux_ttl_valid(uint64_t ttl_ms) { return ttl_ms <= KVMUX_MAX_TTL_MS; }
+
 enum kvmux_opcode {
     KVMUX_OP_GET = 1,
     KVMUX_OP_SET = 2,
@@ -151,10 +160,6 @@ enum kvmux_opcode {
 #define KVMUX_OP_SCAN 12
 #define KVMUX_OP_MAX 12
 
-/* The largest TTL a request may carry: 2^53-1 ms (about 285,000 years),
- * so an expiry time never overflows when added to a clock and stays
- * exact in a double (JSON clients). EXPIRE above it is BAD_REQUEST. */
-#define KVMUX_MAX_TTL_MS ((UINT64_C(1) << 53) - 1)
 
 /* SCAN limits: count 0 asks for KVMUX_SCAN_DEFAULT_COUNT; larger than
  * KVMUX_SCAN_MAX_COUNT is clamped. A reply stops taking buckets once it
@@ -383,6 +388,15 @@ uint8_t kvmux_version_allowed_flags(uint8_t v, uint8_t t);
 int kvmux_frame_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
                        kvmux_frame *out);
 
+/* The request_id an ERROR about the undecodable frame at buf[0..len)
+ * should carry (section 3: the offending request's id when there is one):
+ * the header's id for a frame type whose id names a request in that header
+ * version (REQUEST, RESPONSE, ERROR, PING, PONG; in v2 also CANCEL,
+ * WINDOW_UPDATE, CONTINUATION), else 0: fewer than 8 bytes, a bad magic
+ * byte or version, an unknown type, or a type whose id is always 0 (HELLO,
+ * HELLO_ACK, GOAWAY). Reads at most 8 bytes. Thread-safe: yes. */
+uint32_t kvmux_frame_error_request_id(const uint8_t *buf, size_t len);
+
 /* Bytes of v2 extras prefix f's flags call for (0, 4 or 8). */
 uint32_t kvmux_frame_prefix_len(const kvmux_frame *f);
 
@@ -475,8 +489,6 @@ int kvmux_scan_next_key(const uint8_t *buf, size_t len, size_t *off, const uint8
  * or -KVMUX_ERR_BAD_LENGTH. */
 long kvmux_scan_count_keys(const uint8_t *buf, size_t len);
 
-/* 1 if ttl_ms is a TTL a request may carry (<= KVMUX_MAX_TTL_MS). */
-static inline int kvmux_ttl_valid(uint64_t ttl_ms) { return ttl_ms <= KVMUX_MAX_TTL_MS; }
 
 /* Encode the auth entries for token[0..len) (1 <= len <=
  * KVMUX_MAX_AUTH_TOKEN) at out (room for KVMUX_AUTH_SETTINGS_MAX_LEN): a
@@ -523,6 +535,12 @@ size_t kvmux_settings_encode(uint8_t *out, const kvmux_settings *s);
  * max_key_size == 0 or > KVMUX_MAX_KEY_LIMIT, a window 0 or >
  * KVMUX_MAX_WINDOW). On error s is unchanged. */
 int kvmux_settings_decode(const uint8_t *p, size_t len, kvmux_settings *s);
+/* Same, for a connection of the given protocol version: settings defined
+ * by a later version (INITIAL_WINDOW and CONNECTION_WINDOW on version 1)
+ * are unknown there, so ignored whatever their value. kvmux_settings_decode
+ * is this with KVMUX_PROTO_VERSION_MAX. */
+int kvmux_settings_decode_version(const uint8_t *p, size_t len, kvmux_settings *s,
+                                  uint8_t version);
 
 /* Highest version in both [cmin,cmax] and [smin,smax], or 0 if none. */
 uint8_t kvmux_negotiate_version(uint8_t cmin, uint8_t cmax, uint8_t smin,

@@ -90,12 +90,23 @@ static void session_open(kvmux_session *s, uint8_t v) {
     }
 }
 
+/* An ERROR is accepted in every state, by both sides, in any header
+ * version this build can parse: it ends the connection, and answering it
+ * (even with BAD_VERSION) would only put a frame on a connection both
+ * sides are closing (docs/PROTOCOL.md section 12). */
+static int session_check_error(const kvmux_frame *f) {
+    if (f->version < 1 || f->version > KVMUX_PROTO_VERSION_MAX) return -KVMUX_ERR_BAD_VERSION;
+    return 0;
+}
+
 /* Check a frame before the handshake completed. */
 static int session_check_handshake(const kvmux_session *s, const kvmux_frame *f) {
     uint8_t want = s->role == KVMUX_ROLE_SERVER ? KVMUX_FRAME_HELLO
                                                 : KVMUX_FRAME_HELLO_ACK;
-    if (f->type == want || (s->role == KVMUX_ROLE_CLIENT &&
-                            f->type == KVMUX_FRAME_ERROR)) {
+    /* An ERROR is accepted in every state, by both sides: it ends the
+     * connection and is never answered with another ERROR. */
+    if (f->type == KVMUX_FRAME_ERROR) return session_check_error(f);
+    if (f->type == want) {
         /* HELLO, HELLO_ACK and an ERROR refusing a HELLO always use the
          * handshake version, so any future version can still parse them. */
         if (f->version != KVMUX_HANDSHAKE_VERSION) return -KVMUX_ERR_BAD_VERSION;
@@ -108,14 +119,20 @@ static int session_check_handshake(const kvmux_session *s, const kvmux_frame *f)
 static int session_check_open(const kvmux_session *s, const kvmux_frame *f) {
     switch (f->type) {
     case KVMUX_FRAME_HELLO:
-    case KVMUX_FRAME_HELLO_ACK:
-        return -KVMUX_ERR_HANDSHAKE; /* a second handshake */
+    case KVMUX_FRAME_HELLO_ACK: {
+        /* Direction before state, as for every type: a handshake frame
+         * this side never receives (HELLO at a client, HELLO_ACK at a
+         * server) is UNEXPECTED_FRAME; the right one a second time is a
+         * second handshake. */
+        uint8_t mine = s->role == KVMUX_ROLE_SERVER ? KVMUX_FRAME_HELLO
+                                                    : KVMUX_FRAME_HELLO_ACK;
+        return f->type == mine ? -KVMUX_ERR_HANDSHAKE : -KVMUX_ERR_UNEXPECTED_FRAME;
+    }
     case KVMUX_FRAME_ERROR:
-        /* An ERROR may also carry the handshake version: a peer reporting
-         * a fault it cannot attribute still produces a frame we parse. */
-        if (f->version != s->version && f->version != KVMUX_HANDSHAKE_VERSION)
-            return -KVMUX_ERR_BAD_VERSION;
-        return 0;
+        /* Senders use the negotiated version or the handshake version 1
+         * (a fault they cannot attribute); any other is still accepted,
+         * never answered. */
+        return session_check_error(f);
     default:
         break;
     }
@@ -252,7 +269,7 @@ int kvmux_session_on_hello_ack(kvmux_session *s, const kvmux_frame *ack) {
         s->state = KVMUX_SESSION_CLOSED;
         return -KVMUX_ERR_UNSUPPORTED_VERSION;
     }
-    int rc = kvmux_settings_decode(ack->value, ack->value_len, &s->peer);
+    int rc = kvmux_settings_decode_version(ack->value, ack->value_len, &s->peer, ack->code);
     if (rc != 0) {
         s->state = KVMUX_SESSION_CLOSED;
         return rc;
@@ -279,7 +296,7 @@ int kvmux_session_accept_hello(kvmux_session *s, const kvmux_frame *hello,
         s->state = KVMUX_SESSION_CLOSED;
         return -KVMUX_ERR_UNSUPPORTED_VERSION;
     }
-    int rc = kvmux_settings_decode(hello->value, hello->value_len, &s->peer);
+    int rc = kvmux_settings_decode_version(hello->value, hello->value_len, &s->peer, v);
     if (rc != 0) {
         s->state = KVMUX_SESSION_CLOSED;
         return rc;

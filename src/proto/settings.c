@@ -62,6 +62,15 @@ size_t kvmux_settings_encode(uint8_t *out, const kvmux_settings *s) {
  * (the server bounds what it advertises). On any error s
  * is unchanged: we decode into a copy and commit at the end. */
 int kvmux_settings_decode(const uint8_t *p, size_t len, kvmux_settings *s) {
+    return kvmux_settings_decode_version(p, len, s, KVMUX_PROTO_VERSION_MAX);
+}
+
+/* The settings a version defines are interpreted (and range-checked) only
+ * on a connection of that version or later; below it they are unknown ids
+ * and ignored, so a v2 build that negotiated v1 reads a HELLO exactly as a
+ * v1 build does (docs/PROTOCOL.md section 7). */
+int kvmux_settings_decode_version(const uint8_t *p, size_t len, kvmux_settings *s,
+                                  uint8_t version) {
     if (len % KVMUX_SETTING_ENTRY_LEN != 0 ||
         len / KVMUX_SETTING_ENTRY_LEN > KVMUX_MAX_SETTINGS)
         return -KVMUX_ERR_BAD_LENGTH;
@@ -86,10 +95,12 @@ int kvmux_settings_decode(const uint8_t *p, size_t len, kvmux_settings *s) {
             t.max_value_size = v;
             break;
         case KVMUX_SETTING_INITIAL_WINDOW:
+            if (version < KVMUX_PROTO_V2) break; /* a v1 connection: unknown */
             if (v == 0 || v > KVMUX_MAX_WINDOW) return -KVMUX_ERR_PROTOCOL;
             t.initial_window = v;
             break;
         case KVMUX_SETTING_CONNECTION_WINDOW:
+            if (version < KVMUX_PROTO_V2) break; /* a v1 connection: unknown */
             if (v == 0 || v > KVMUX_MAX_WINDOW) return -KVMUX_ERR_PROTOCOL;
             t.connection_window = v;
             break;

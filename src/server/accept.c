@@ -70,7 +70,8 @@ void kvmux__accept(kvmux_loop *l) {
             KVMUX_STAT_ADD(l, rejected, 1);
             if (l->now >= l->last_reject_log + REJECT_LOG_INTERVAL_MS) {
                 l->last_reject_log = l->now;
-                KVMUX_LOG_W("rejecting connections: --max-connections %u reached", max);
+                kvmux_log_event(KVMUX_LOG_WARN, "conn.rejected",
+                                "reason=max-connections limit=%u", max);
             }
             char msg[128];
             snprintf(msg, sizeof msg, "server has reached its connection limit (%u)", max);
@@ -85,7 +86,7 @@ void kvmux__accept(kvmux_loop *l) {
             kvmux__conn_reject(fd, KVMUX_ERR_INTERNAL, "server out of memory");
             continue;
         }
-        if (srv->tls_ctx && kvmux__tls_conn_new(srv, c) != 0) {
+        if (l->rt.tls_ctx && kvmux__tls_conn_new(l->rt.tls_ctx, c) != 0) {
             /* c never owned fd: free it alone, refuse on the raw socket */
             free(c);
             atomic_fetch_sub(&srv->nconns, 1);

@@ -147,7 +147,9 @@ static int encode_into(buf *b, const kvmux_store_record *r) {
     uint64_t wexp = 0;
     if (r->op == KVMUX_STORE_REC_SET && r->expires_ms) {
         uint64_t left = r->expires_ms > r->now_ms ? r->expires_ms - r->now_ms : 0;
-        wexp = wall_ms() + (left ? left : 1);
+        /* Saturating: no TTL can wrap the absolute expiry into the past
+         * (the protocol caps TTLs far below this; this is the backstop). */
+        wexp = kvmux_add_sat_u64(wall_ms(), left ? left : 1);
     }
     b->len += kvmux_aof_encode(b->p + b->len, r->op, r->version, wexp, r->key,
                                (uint16_t)r->klen, r->value, (uint32_t)r->vlen);
@@ -217,35 +219,41 @@ static void snap_record(void *ud, const kvmux_store_record *r) {
     if (!sc->oom && encode_into(&sc->b, r) != 0) sc->oom = 1;
 }
 
-static void *rewrite_main(void *arg) {
-    kvmux_aof *a = arg;
-    int ok = 0, fd = open(a->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+/* Write the magic, a snapshot of the store and the VERSION record to fd
+ * and fdatasync it. Returns 1 on success, 0 (*oom set if memory ran out,
+ * errno otherwise). */
+static int write_snapshot(kvmux_store *store, int fd, int *oom) {
     snap_ctx sc = {{NULL, 0, 0}, 0};
-    if (fd >= 0 && write_all(fd, (const uint8_t *)KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN) == 0) {
-        ok = 1;
-        uint32_t n = kvmux_store_snapshot_shard(a->store, UINT32_MAX, snap_record, &sc);
-        for (uint32_t i = 0; i < n && ok; i++) {
-            kvmux_store_snapshot_shard(a->store, i, snap_record, &sc);
-            if (sc.oom) ok = 0;
-            else if (sc.b.len >= SNAP_CHUNK || i + 1 == n) {
-                if (write_all(fd, sc.b.p, sc.b.len) != 0) ok = 0;
-                sc.b.len = 0;
-            }
-        }
-        if (ok) {
-            /* Versions of keys deleted before the snapshot are in no
-             * record any more: keep the counter above them. Every version
-             * handed out so far is <= this; later ones are in rbuf. */
-            uint8_t rec[KVMUX_AOF_REC_HDR + KVMUX_AOF_BODY_FIXED];
-            size_t rn = kvmux_aof_encode(rec, KVMUX_AOF_REC_VERSION,
-                                         kvmux_store_last_version(a->store), 0, NULL, 0, NULL,
-                                         0);
-            if (write_all(fd, rec, rn) != 0 || fdatasync(fd) != 0) ok = 0;
+    int ok = write_all(fd, (const uint8_t *)KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN) == 0;
+    uint32_t n = ok ? kvmux_store_snapshot_shard(store, UINT32_MAX, snap_record, &sc) : 0;
+    for (uint32_t i = 0; i < n && ok; i++) {
+        kvmux_store_snapshot_shard(store, i, snap_record, &sc);
+        if (sc.oom) ok = 0;
+        else if (sc.b.len >= SNAP_CHUNK || i + 1 == n) {
+            if (write_all(fd, sc.b.p, sc.b.len) != 0) ok = 0;
+            sc.b.len = 0;
         }
     }
-    if (!ok) KVMUX_LOG_W("AOF %s: compaction failed writing %s: %s; keeping the current "
-                         "log", a->path, a->tmp_path, sc.oom ? "out of memory" : strerror(errno));
+    if (ok) {
+        /* Versions of keys deleted before the snapshot are in no record
+         * any more: keep the counter above them. Every version handed out
+         * so far is <= this; later ones are in rbuf. */
+        uint8_t rec[KVMUX_AOF_REC_HDR + KVMUX_AOF_BODY_FIXED];
+        size_t rn = kvmux_aof_encode(rec, KVMUX_AOF_REC_VERSION, kvmux_store_last_version(store),
+                                     0, NULL, 0, NULL, 0);
+        if (write_all(fd, rec, rn) != 0 || fdatasync(fd) != 0) ok = 0;
+    }
+    *oom = sc.oom;
     free(sc.b.p);
+    return ok;
+}
+
+static void *rewrite_main(void *arg) {
+    kvmux_aof *a = arg;
+    int oom = 0, fd = open(a->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int ok = fd >= 0 && write_snapshot(a->store, fd, &oom);
+    if (!ok) KVMUX_LOG_W("AOF %s: compaction failed writing %s: %s; keeping the current "
+                         "log", a->path, a->tmp_path, oom ? "out of memory" : strerror(errno));
     pthread_mutex_lock(&a->mu);
     if (!ok) {
         a->rewrite_failed = 1;
@@ -420,14 +428,49 @@ static void *writer_main(void *arg) {
 
 /* ---- lifecycle ---- */
 
+/* Start-up, before the journal is installed: rewrite a version-1 log as
+ * version 2 from the store just loaded from it, exactly as a compaction
+ * does (snapshot to PATH.rewrite, fdatasync, rename, fsync the directory),
+ * so nothing is ever appended to a version-1 file and the log on disk is
+ * always whole: the old file until the rename, the new one after. */
+static int convert_v1(kvmux_aof *a, char *err, size_t errlen) {
+    int oom = 0, fd = open(a->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int ok = fd >= 0 && write_snapshot(a->store, fd, &oom);
+    int e = errno;
+    if (fd >= 0) close(fd);
+    if (ok && rename(a->tmp_path, a->path) != 0) {
+        ok = 0;
+        e = errno;
+    }
+    if (!ok) {
+        unlink(a->tmp_path);
+        snprintf(err, errlen, "aof %s: cannot convert the version-1 log to version 2 "
+                 "(writing %s: %s); the log is unchanged", a->path, a->tmp_path,
+                 oom ? "out of memory" : strerror(e));
+        return -1;
+    }
+    if (fsync_dir(a->path) != 0)
+        KVMUX_LOG_W("AOF %s: fsync of the directory after the conversion failed: %s",
+                    a->path, strerror(errno));
+    KVMUX_LOG_I("AOF %s: converted the version-1 log to version 2 (%s)", a->path,
+                KVMUX_AOF_MAGIC);
+    return 0;
+}
+
 int kvmux_aof_open(kvmux_aof **out, const kvmux_aof_options *o, kvmux_store *st, char *err,
                    size_t errlen) {
     kvmux_aof_load_info info;
     uint64_t t0 = kvmux_clock_ms();
     if (kvmux_aof_load(o->path, st, o->repair, &info, err, errlen) != 0) return -1;
-    if (info.dropped_bytes)
-        KVMUX_LOG_W("AOF %s: %s at offset %llu: truncated, %llu bytes dropped", o->path,
-                    info.repaired ? "CORRUPT record (repaired by --aof-repair)" : "torn tail",
+    if (info.repaired)
+        KVMUX_LOG_W("AOF %s: CORRUPT record at offset %llu (repaired by --aof-repair): "
+                    "truncated, %llu bytes dropped: the corrupt record and %llu intact "
+                    "records after it (acknowledged writes discarded)", o->path,
+                    (unsigned long long)info.truncated_at,
+                    (unsigned long long)info.dropped_bytes,
+                    (unsigned long long)info.discarded_records);
+    else if (info.dropped_bytes)
+        KVMUX_LOG_W("AOF %s: torn tail at offset %llu: truncated, %llu bytes dropped", o->path,
                     (unsigned long long)info.truncated_at,
                     (unsigned long long)info.dropped_bytes);
     KVMUX_LOG_I("AOF %s: loaded %llu records (%llu bytes) in %llu ms; versions resume "
@@ -449,6 +492,7 @@ int kvmux_aof_open(kvmux_aof **out, const kvmux_aof_options *o, kvmux_store *st,
     a->notify = o->notify;
     a->notify_ud = o->notify_user_data;
     a->rewrite_fd = -1;
+    if (info.format == 1 && convert_v1(a, err, errlen) != 0) goto fail;
     a->fd = open(o->path, O_WRONLY | O_APPEND | O_CLOEXEC);
     if (a->fd < 0) {
         snprintf(err, errlen, "aof %s: cannot open for appending: %s", o->path, strerror(errno));

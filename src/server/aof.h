@@ -28,13 +28,20 @@ const char *kvmux_fsync_policy_name(int policy);
  * far reach this one", written by compaction after its snapshot (no key). */
 #define KVMUX_AOF_REC_VERSION 3
 
-/* The file starts with this magic; records follow. */
-#define KVMUX_AOF_MAGIC "KVMXAOF1"
+/* The file starts with a magic naming its format version; records follow.
+ * Version 2 (written by this code): record = u32 body length, u32
+ * CRC32C(body), u32 CRC32C(the 8 bytes before it) (all little-endian),
+ * body. The header checksum lets the loader trust a length before using
+ * it, which is what makes a torn tail and a damaged record decidable
+ * (aof_load.c has the rule). Version 1 (read only, converted to version 2
+ * when kvmuxd opens it): record = u32 body length + u32 CRC32C(body) +
+ * body. In both, body = u8 op, u64 version, u64 wall-clock expiry in ms
+ * (0 = none), u16 key length, u32 value length, key, value. */
+#define KVMUX_AOF_MAGIC "KVMXAOF2"
+#define KVMUX_AOF_MAGIC_V1 "KVMXAOF1"
 #define KVMUX_AOF_MAGIC_LEN 8u
-/* Record = u32 body length + u32 CRC32C(body) (both little-endian) + body;
- * body = u8 op, u64 version, u64 wall-clock expiry in ms (0 = none),
- * u16 key length, u32 value length, key, value. */
-#define KVMUX_AOF_REC_HDR 8u
+#define KVMUX_AOF_REC_HDR 12u
+#define KVMUX_AOF_REC_HDR_V1 8u
 #define KVMUX_AOF_BODY_FIXED 23u
 /* Largest body accepted on load (a 512 MiB value plus key and fixed part). */
 #define KVMUX_AOF_MAX_BODY ((uint32_t)(512u * 1024 * 1024 + 65536 + 64))
@@ -64,23 +71,33 @@ typedef struct kvmux_aof_load_info {
     uint64_t truncated_at;      /* offset of a dropped tail (torn or repaired) */
     uint64_t dropped_bytes;     /* 0 = nothing dropped */
     int repaired;               /* the dropped tail was corrupt (--aof-repair) */
+    uint64_t discarded_records; /* repaired: intact records after the corrupt
+                                   one, dropped with it (acknowledged writes) */
     uint64_t max_version;
+    int format;                 /* 1 or 2: the file's format version */
 } kvmux_aof_load_info;
 
 /* Replay the log at path into st (which should be empty): SET records are
  * restored with their version and expiry (keys already expired by the wall
  * clock are dropped), DEL records remove; the version counter resumes
  * above the largest version seen. A missing file is an empty log (created
- * with its magic). A torn tail (a last record cut short, or garbage that is
- * all zero bytes) is truncated and reported in info. A corrupt record
- * (checksum or length mismatch with data after it) fails with -1 and a
- * message naming its offset, unless repair, which truncates there.
- * Returns 0 or -1 (err filled). Thread-safe: no (startup). */
+ * with the version-2 magic). A provably torn tail (aof_load.c defines it:
+ * bytes that cannot hold a record that was ever complete) is truncated
+ * and reported in info; in a version-1 file only a tail shorter than a
+ * record header is, and it is left in place (kvmux_aof_open converts the
+ * file). Anything else is a corrupt record: -1 with a message naming its
+ * offset and how many intact records follow it, and the file is not
+ * modified; with repair the file is truncated there instead and info says
+ * what was discarded. Returns 0 or -1 (err filled). Thread-safe: no
+ * (startup). */
 int kvmux_aof_load(const char *path, kvmux_store *st, int repair,
                    kvmux_aof_load_info *info, char *err, size_t errlen);
 
-/* Load the log (as kvmux_aof_load, logging what was dropped), open it for
- * appending, start the writer thread and install the store journal, so
+/* Load the log (as kvmux_aof_load, logging what was dropped); a
+ * version-1 file is then rewritten as version 2 (a snapshot of the loaded
+ * store to PATH.rewrite, fsync, rename over PATH: the same steps as a
+ * compaction; if that fails the old file is left as it was and -1 is
+ * returned); open it for appending, start the writer thread and install the store journal, so
  * from now on every change is logged. Returns 0 (*out set) or -1 (err
  * filled, store may hold a partial load). */
 int kvmux_aof_open(kvmux_aof **out, const kvmux_aof_options *o, kvmux_store *st,
@@ -123,6 +140,11 @@ void kvmux_aof_close(kvmux_aof *a);
 size_t kvmux_aof_encode(uint8_t *out, int op, uint64_t version, uint64_t wall_expires_ms,
                         const uint8_t *key, uint16_t klen, const uint8_t *value,
                         uint32_t vlen);
+/* The same record in the version-1 layout (KVMUX_AOF_REC_HDR_V1 + ...
+ * bytes). Only tests write version 1 now. */
+size_t kvmux_aof_encode_v1(uint8_t *out, int op, uint64_t version, uint64_t wall_expires_ms,
+                           const uint8_t *key, uint16_t klen, const uint8_t *value,
+                           uint32_t vlen);
 
 /* CRC32C (Castagnoli) of p[0..n), continuing from crc (start with 0). */
 uint32_t kvmux_crc32c(uint32_t crc, const void *p, size_t n);

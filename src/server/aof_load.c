@@ -1,29 +1,54 @@
 /* Append-only log: the record encoding and recovery (replay at start).
  *
- * Format (aof.h): an 8-byte magic, then records of u32 body length, u32
- * CRC32C of the body, body. Every record is a complete state, never a
+ * Format (aof.h): an 8-byte magic naming the format version, then
+ * records. Version 2: u32 body length, u32 CRC32C of the body, u32 CRC32C
+ * of those 8 header bytes, body. Every record is a complete state, never a
  * delta: a SET carries the key's value, version and absolute wall-clock
  * expiry (INCR and CAS are logged as the SET they produced), a DEL removes
  * the key. So replay is deterministic and idempotent, which is what lets a
  * compaction snapshot overlap with records logged during it (aof.c).
  *
- * Recovery rules. A crash (kill -9, power loss) can only damage the end of
- * the file: the last record cut short, or (power loss on some file
- * systems) a tail of zero bytes. That is a "torn tail": it is truncated
- * and reported (offset, bytes dropped), and the start goes on: nothing in
- * it was acknowledged under --fsync always, because the acknowledgment
- * waits for the fsync that covers the whole record. Anything else (a
- * checksum or length that does not match with more data after it) is
- * corruption: the start stops with the offset, and never loads past it,
- * unless the operator asked for --aof-repair, which truncates there.
+ * Recovery rule. The writer only ever appends, so a crash (kill -9, power
+ * loss) leaves the records it completed followed by, at most, the start
+ * of what it was writing: a prefix of a record, or (power loss on some
+ * file systems) bytes the file was extended by but that were never
+ * written, read back as zeros. Under --fsync always none of that was
+ * acknowledged, since an acknowledgment waits for the fsync covering its
+ * whole record. The loader cuts the tail from offset O only when it is
+ * PROVABLY such a torn tail, i.e. when the bytes from O to the end of the
+ * file cannot contain a record that was ever complete:
+ *   (a) fewer bytes than a record header remain after O; or
+ *   (b) the header at O is intact (its checksum matches, so its length is
+ *       the one the writer wrote) and the body it announces runs past the
+ *       end of the file: this record was never completely written, and
+ *       nothing can follow it; or
+ *   (c) every byte from O to the end of the file is zero (no record can be
+ *       all zeros: its length is at least 23).
+ * Anything else is a corrupt record: a header checksum mismatch with a
+ * non-zero byte after it, an impossible length in an intact header, a
+ * body checksum mismatch (even in the last record: a damaged body and an
+ * unwritten one cannot be told apart), a body that does not parse. The
+ * start stops with exit 1 and the offset, the file untouched, and the
+ * message says how many intact records follow (found by scanning for
+ * valid headers past the damage); --aof-repair truncates there and
+ * reports the same count as the acknowledged records it discarded.
+ * Without the header checksum (version 1) a length damaged to point past
+ * the end of the file looks exactly like (b): that is how one flipped bit
+ * used to drop every later record. So a version-1 file is cut by rule (a)
+ * alone, and even then left in place: kvmuxd converts it to version 2 at
+ * start (aof.c), which leaves the short tail out.
  *
- * The file is read through mmap, so its size is not limited by memory
- * for the reading itself. This file does no logging: the caller reports
+ * A log above 1 MiB is read through mmap, so its size is not limited by
+ * memory for the reading itself; a smaller one is read into a heap buffer
+ * of exactly its size (cheaper than a mapping, and under AddressSanitizer
+ * any read past the end of the file is caught, which a page-rounded
+ * mapping would hide). This file does no logging: the caller reports
  * what kvmux_aof_load_info says. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -31,6 +56,7 @@
 #include <unistd.h>
 
 #include "aof.h"
+#include "monotime.h"
 
 static int errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -66,10 +92,9 @@ static uint64_t get_u64(const uint8_t *p) {
     return v;
 }
 
-size_t kvmux_aof_encode(uint8_t *out, int op, uint64_t version, uint64_t wall_expires_ms,
+static void encode_body(uint8_t *b, int op, uint64_t version, uint64_t wall_expires_ms,
                         const uint8_t *key, uint16_t klen, const uint8_t *value,
                         uint32_t vlen) {
-    uint8_t *b = out + KVMUX_AOF_REC_HDR;
     b[0] = (uint8_t)op;
     put_u64(b + 1, version);
     put_u64(b + 9, wall_expires_ms);
@@ -77,10 +102,33 @@ size_t kvmux_aof_encode(uint8_t *out, int op, uint64_t version, uint64_t wall_ex
     put_u32(b + 19, vlen);
     if (klen) memcpy(b + KVMUX_AOF_BODY_FIXED, key, klen);
     if (vlen) memcpy(b + KVMUX_AOF_BODY_FIXED + klen, value, vlen);
+}
+
+/* The header checksum of a version-2 record: over its length and body
+ * checksum, so a length is trusted only if this matches. */
+static uint32_t header_crc(const uint8_t *rec) { return kvmux_crc32c(0, rec, 8); }
+
+size_t kvmux_aof_encode(uint8_t *out, int op, uint64_t version, uint64_t wall_expires_ms,
+                        const uint8_t *key, uint16_t klen, const uint8_t *value,
+                        uint32_t vlen) {
+    uint8_t *b = out + KVMUX_AOF_REC_HDR;
+    encode_body(b, op, version, wall_expires_ms, key, klen, value, vlen);
     uint32_t blen = KVMUX_AOF_BODY_FIXED + klen + vlen;
     put_u32(out, blen);
     put_u32(out + 4, kvmux_crc32c(0, b, blen));
+    put_u32(out + 8, header_crc(out));
     return KVMUX_AOF_REC_HDR + blen;
+}
+
+size_t kvmux_aof_encode_v1(uint8_t *out, int op, uint64_t version, uint64_t wall_expires_ms,
+                           const uint8_t *key, uint16_t klen, const uint8_t *value,
+                           uint32_t vlen) {
+    uint8_t *b = out + KVMUX_AOF_REC_HDR_V1;
+    encode_body(b, op, version, wall_expires_ms, key, klen, value, vlen);
+    uint32_t blen = KVMUX_AOF_BODY_FIXED + klen + vlen;
+    put_u32(out, blen);
+    put_u32(out + 4, kvmux_crc32c(0, b, blen));
+    return KVMUX_AOF_REC_HDR_V1 + blen;
 }
 
 static uint64_t wall_ms(void) {
@@ -95,8 +143,8 @@ static int all_zero(const uint8_t *p, size_t n) {
     return 1;
 }
 
-/* Apply one checked body. Returns 0, or -1 if it does not parse (a bug
- * or a forged checksum: reported as corruption). */
+/* Apply one body that passed body_ok(). Returns 0, -1 if it does not
+ * parse (body_ok rules that out), -2 out of memory. */
 static int apply(kvmux_store *st, const uint8_t *b, uint32_t blen, uint64_t wall_now,
                  uint64_t store_now, kvmux_aof_load_info *info) {
     if (blen < KVMUX_AOF_BODY_FIXED) return -1;
@@ -123,7 +171,8 @@ static int apply(kvmux_store *st, const uint8_t *b, uint32_t blen, uint64_t wall
             kvmux_store_restore_del(st, key, klen);
             kvmux_store_bump_version(st, version);
         } else {
-            uint64_t exp = wexp ? store_now + (wexp - wall_now) : 0;
+            /* Saturating: a far expiry stays far, never wraps. */
+            uint64_t exp = wexp ? kvmux_add_sat_u64(store_now, wexp - wall_now) : 0;
             if (kvmux_store_restore(st, key, klen, vlen ? val : NULL, vlen, version, exp) !=
                 KVMUX_STATUS_OK)
                 return -2;
@@ -142,6 +191,165 @@ static int truncate_at(int fd, uint64_t off, const char *path, char *err, size_t
     return 0;
 }
 
+enum { REC_OK, REC_TORN, REC_BAD };
+
+/* Frame the record at off (off < size) of a format-fmt log: REC_OK with
+ * *blen, REC_TORN if [off, size) is provably a torn tail (the rule in the
+ * file comment), or REC_BAD with *what. Reads only m[off, size). */
+static int frame(const uint8_t *m, uint64_t size, uint64_t off, int fmt, uint32_t *blen,
+                 const char **what) {
+    uint64_t left = size - off;
+    uint32_t hdr = fmt == 2 ? KVMUX_AOF_REC_HDR : KVMUX_AOF_REC_HDR_V1;
+    if (left < hdr) return REC_TORN;                               /* rule (a) */
+    if (fmt == 2 && get_u32(m + off + 8) != header_crc(m + off)) {
+        if (all_zero(m + off, (size_t)left)) return REC_TORN;      /* rule (c) */
+        *what = "header checksum mismatch";
+        return REC_BAD;
+    }
+    *blen = get_u32(m + off);
+    if (*blen < KVMUX_AOF_BODY_FIXED || *blen > KVMUX_AOF_MAX_BODY) {
+        *what = "impossible record length";
+        return REC_BAD;
+    }
+    if (*blen > left - hdr) {
+        if (fmt == 2) return REC_TORN;                             /* rule (b) */
+        *what = "record length runs past the end of the file (a version-1 log cannot "
+                "tell a torn last record from a damaged length)";
+        return REC_BAD;
+    }
+    if (kvmux_crc32c(0, m + off + hdr, *blen) != get_u32(m + off + 4)) {
+        *what = "body checksum mismatch";
+        return REC_BAD;
+    }
+    return REC_OK;
+}
+
+/* Intact records after the corrupt one at off: the next record boundary
+ * is unknown (the damaged length cannot be trusted), so every offset
+ * after off is tried; from a record that frames, the walk continues at
+ * its end. In version 2 a candidate must pass the header checksum first,
+ * so the scan is cheap and a false match needs a 32-bit collision. */
+static uint64_t count_after(const uint8_t *m, uint64_t size, uint64_t off, int fmt) {
+    uint32_t hdr = fmt == 2 ? KVMUX_AOF_REC_HDR : KVMUX_AOF_REC_HDR_V1;
+    uint64_t end = size, n = 0, p = off + 1;
+    while (end > p && m[end - 1] == 0) end--; /* no record starts in a zero tail */
+    while (p + hdr <= end) {
+        uint32_t blen = get_u32(m + p);
+        const char *what = NULL;
+        /* Cheap shape checks first (key and value lengths agree with the
+         * record length), so version 1, which has no header checksum,
+         * does not checksum a body at every offset. */
+        if (blen >= KVMUX_AOF_BODY_FIXED && blen <= size - p - hdr &&
+            (uint64_t)KVMUX_AOF_BODY_FIXED + get_u16(m + p + hdr + 17) +
+                    get_u32(m + p + hdr + 19) == blen &&
+            frame(m, size, p, fmt, &blen, &what) == REC_OK) {
+            n++;
+            p += hdr + (uint64_t)blen;
+        } else {
+            p++;
+        }
+    }
+    return n;
+}
+
+/* Create or (after a crash during creation) re-create an empty log. The
+ * size < magic-length bytes there must be a prefix of a magic. */
+static int init_empty(int fd, uint64_t size, const char *path, kvmux_aof_load_info *info,
+                      char *err, size_t errlen) {
+    uint8_t head[KVMUX_AOF_MAGIC_LEN];
+    ssize_t n = size ? pread(fd, head, (size_t)size, 0) : 0;
+    if (n != (ssize_t)size || memcmp(head, KVMUX_AOF_MAGIC, (size_t)size) != 0)
+        return errf(err, errlen, "aof %s: not a kvmux append-only log (%llu bytes, "
+                    "bad magic)", path, (unsigned long long)size);
+    info->format = 2;
+    if (size) {
+        info->truncated_at = 0;
+        info->dropped_bytes = size;
+    }
+    if (ftruncate(fd, 0) != 0 ||
+        pwrite(fd, KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN, 0) != KVMUX_AOF_MAGIC_LEN ||
+        fsync(fd) != 0)
+        return errf(err, errlen, "aof %s: cannot initialise: %s", path, strerror(errno));
+    return 0;
+}
+
+/* 1 if a checksummed body has the shape apply() needs: the lengths agree,
+ * a known op, a key where the op needs one. */
+static int body_ok(const uint8_t *b, uint32_t blen) {
+    if (blen < KVMUX_AOF_BODY_FIXED ||
+        (uint64_t)KVMUX_AOF_BODY_FIXED + get_u16(b + 17) + get_u32(b + 19) != blen)
+        return 0;
+    if (b[0] == KVMUX_AOF_REC_VERSION) return 1;
+    return (b[0] == KVMUX_STORE_REC_SET || b[0] == KVMUX_STORE_REC_DEL) && get_u16(b + 17) != 0;
+}
+
+/* Replay m[magic, size). Two passes: the first checks every record
+ * (framing, checksums, shape) up to a torn tail or the first bad record,
+ * so a log that is refused has not touched the store; the second applies
+ * what the first accepted. Returns 0 (*cut = offset of a tail to drop, or
+ * UINT64_MAX) or -1 (err filled). */
+static int replay(const uint8_t *m, uint64_t size, int fmt, kvmux_store *st, int repair,
+                  const char *path, kvmux_aof_load_info *info, uint64_t *cut, char *err,
+                  size_t errlen) {
+    uint32_t hdr = fmt == 2 ? KVMUX_AOF_REC_HDR : KVMUX_AOF_REC_HDR_V1;
+    uint64_t off = KVMUX_AOF_MAGIC_LEN;
+    int verdict = REC_OK;
+    const char *what = NULL;
+    while (off < size) {
+        uint32_t blen = 0;
+        verdict = frame(m, size, off, fmt, &blen, &what);
+        if (verdict == REC_OK && !body_ok(m + off + hdr, blen)) {
+            verdict = REC_BAD;
+            what = "checksum matches but the record does not parse";
+        }
+        if (verdict != REC_OK) break;
+        off += hdr + blen;
+    }
+    *cut = verdict == REC_OK ? UINT64_MAX : off;
+    if (verdict == REC_BAD) {
+        uint64_t left = size - off, after = count_after(m, size, off, fmt);
+        if (!repair)
+            return errf(err, errlen, "aof %s: corrupt record at offset %llu (%s; %llu bytes "
+                        "from there to the end of the file, %llu intact records after it): "
+                        "refusing to start. Inspect the file, or start with --aof-repair to "
+                        "truncate it at offset %llu (drops %llu bytes: the corrupt record "
+                        "and %llu intact records)", path, (unsigned long long)off, what,
+                        (unsigned long long)left, (unsigned long long)after,
+                        (unsigned long long)off, (unsigned long long)left,
+                        (unsigned long long)after);
+        info->repaired = 1;
+        info->discarded_records = after;
+    }
+    uint64_t wall_now = wall_ms(), store_now = kvmux_store_now(st);
+    for (uint64_t p = KVMUX_AOF_MAGIC_LEN; p < off;) {
+        uint32_t blen = get_u32(m + p);
+        if (apply(st, m + p + hdr, blen, wall_now, store_now, info) != 0)
+            return errf(err, errlen, "aof %s: out of memory loading the record at offset "
+                        "%llu", path, (unsigned long long)p);
+        p += hdr + blen;
+    }
+    return 0;
+}
+
+#define SMALL_LOG (1024u * 1024)
+
+/* The whole file (n bytes) in a heap buffer, or NULL (errno set). */
+static uint8_t *read_small(int fd, size_t n) {
+    uint8_t *b = malloc(n);
+    size_t got = 0;
+    while (b && got < n) {
+        ssize_t r = pread(fd, b + got, n - got, (off_t)got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            if (r == 0) errno = EIO; /* shrank under us */
+            free(b);
+            return NULL;
+        }
+        got += (size_t)r;
+    }
+    return b;
+}
+
 int kvmux_aof_load(const char *path, kvmux_store *st, int repair, kvmux_aof_load_info *info,
                    char *err, size_t errlen) {
     memset(info, 0, sizeof *info);
@@ -155,91 +363,37 @@ int kvmux_aof_load(const char *path, kvmux_store *st, int repair, kvmux_aof_load
     }
     uint64_t size = (uint64_t)sb.st_size;
     info->file_size = size;
-    int rc = 0;
     if (size < KVMUX_AOF_MAGIC_LEN) {
-        uint8_t head[KVMUX_AOF_MAGIC_LEN];
-        ssize_t n = size ? pread(fd, head, (size_t)size, 0) : 0;
-        if (n != (ssize_t)size || memcmp(head, KVMUX_AOF_MAGIC, (size_t)size) != 0) {
-            close(fd);
-            return errf(err, errlen, "aof %s: not a kvmux append-only log (%llu bytes, "
-                        "bad magic)", path, (unsigned long long)size);
-        }
-        /* New file, or a crash while the magic was written. */
-        if (size) {
-            info->truncated_at = 0;
-            info->dropped_bytes = size;
-        }
-        if (ftruncate(fd, 0) != 0 ||
-            pwrite(fd, KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN, 0) != KVMUX_AOF_MAGIC_LEN ||
-            fsync(fd) != 0)
-            rc = errf(err, errlen, "aof %s: cannot initialise: %s", path, strerror(errno));
+        int rc = init_empty(fd, size, path, info, err, errlen);
         close(fd);
         return rc;
     }
-    const uint8_t *m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED) {
+    int mapped = size > SMALL_LOG;
+    const uint8_t *m = mapped ? mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0)
+                              : read_small(fd, (size_t)size);
+    if (m == MAP_FAILED || m == NULL) {
         int e = errno;
         close(fd);
-        return errf(err, errlen, "aof %s: mmap: %s", path, strerror(e));
+        return errf(err, errlen, "aof %s: %s: %s", path, mapped ? "mmap" : "read",
+                    strerror(e));
     }
-    if (memcmp(m, KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN) != 0) {
+    int fmt = memcmp(m, KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN) == 0      ? 2
+              : memcmp(m, KVMUX_AOF_MAGIC_V1, KVMUX_AOF_MAGIC_LEN) == 0 ? 1
+                                                                         : 0;
+    uint64_t cut = UINT64_MAX;
+    int rc = fmt ? replay(m, size, fmt, st, repair, path, info, &cut, err, errlen)
+                 : errf(err, errlen, "aof %s: not a kvmux append-only log (bad magic)", path);
+    info->format = fmt;
+    if (mapped)
         munmap((void *)(uintptr_t)m, (size_t)size);
-        close(fd);
-        return errf(err, errlen, "aof %s: not a kvmux append-only log (bad magic)", path);
-    }
-    uint64_t wall_now = wall_ms(), store_now = kvmux_store_now(st);
-    uint64_t off = KVMUX_AOF_MAGIC_LEN, cut = UINT64_MAX;
-    while (off < size) {
-        uint64_t left = size - off;
-        if (left < KVMUX_AOF_REC_HDR) { cut = off; break; } /* torn header */
-        uint32_t blen = get_u32(m + off), crc = get_u32(m + off + 4);
-        const char *what = NULL;
-        if (blen < KVMUX_AOF_BODY_FIXED || blen > KVMUX_AOF_MAX_BODY) {
-            what = "impossible record length";
-        } else if (blen > left - KVMUX_AOF_REC_HDR) {
-            cut = off; /* the last record, cut short */
-            break;
-        } else if (kvmux_crc32c(0, m + off + KVMUX_AOF_REC_HDR, blen) != crc) {
-            what = "checksum mismatch";
-        } else {
-            int a = apply(st, m + off + KVMUX_AOF_REC_HDR, blen, wall_now, store_now, info);
-            if (a == -2) {
-                rc = errf(err, errlen, "aof %s: out of memory loading the record at offset "
-                          "%llu", path, (unsigned long long)off);
-                break;
-            }
-            if (a != 0) what = "checksum matches but the record does not parse";
-        }
-        if (what) {
-            uint64_t rec_end = off + KVMUX_AOF_REC_HDR +
-                               (blen <= KVMUX_AOF_MAX_BODY ? blen : 0);
-            /* Torn, not corrupt: garbage only at the very end (the last
-             * record's bytes, or zeros up to the end of the file). */
-            if (all_zero(m + off, (size_t)left) ||
-                (what[0] == 'c' && what[1] == 'h' && rec_end == size)) {
-                cut = off;
-                break;
-            }
-            if (repair) {
-                cut = off;
-                info->repaired = 1;
-                break;
-            }
-            rc = errf(err, errlen, "aof %s: corrupt record at offset %llu (%s; record "
-                      "length %u, %llu bytes from there to the end of the file): refusing "
-                      "to start. Inspect the file, or start with --aof-repair to truncate "
-                      "it at offset %llu (drops %llu bytes)", path, (unsigned long long)off,
-                      what, blen, (unsigned long long)left, (unsigned long long)off,
-                      (unsigned long long)left);
-            break;
-        }
-        off += KVMUX_AOF_REC_HDR + blen;
-    }
-    munmap((void *)(uintptr_t)m, (size_t)size);
+    else
+        free((void *)(uintptr_t)m);
     if (rc == 0 && cut != UINT64_MAX) {
         info->truncated_at = cut;
         info->dropped_bytes = size - cut;
-        rc = truncate_at(fd, cut, path, err, errlen);
+        /* A version-1 file is never cut at start unless repairing: the
+         * conversion to version 2 (aof.c) leaves its short tail out. */
+        if (fmt == 2 || info->repaired) rc = truncate_at(fd, cut, path, err, errlen);
     }
     close(fd);
     return rc;

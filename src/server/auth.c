@@ -24,20 +24,24 @@
 
 #define AUTH_LOG_INTERVAL_MS 1000
 
-int kvmux__auth_load(kvmux_server *s, const kvmux_server_config *cfg, char *err,
+int kvmux__auth_load(kvmux_rt *rt, const kvmux_server_config *cfg, char *err,
                      size_t errlen) {
-    s->auth_len = 0;
     if (cfg->requirepass) {
         size_t n = strlen(cfg->requirepass);
         if (n == 0 || n > KVMUX_MAX_AUTH_TOKEN) {
             snprintf(err, errlen, "--requirepass must be 1..%u bytes", KVMUX_MAX_AUTH_TOKEN);
             return -1;
         }
-        memcpy(s->auth, cfg->requirepass, n);
-        s->auth_len = n;
+        memset(rt->auth, 0, sizeof rt->auth);
+        memcpy(rt->auth, cfg->requirepass, n);
+        rt->auth_len = n;
         return 0;
     }
-    if (!cfg->requirepass_file) return 0;
+    if (!cfg->requirepass_file) {
+        memset(rt->auth, 0, sizeof rt->auth);
+        rt->auth_len = 0;
+        return 0;
+    }
     FILE *fp = fopen(cfg->requirepass_file, "r");
     if (!fp) {
         snprintf(err, errlen, "--requirepass-file %s: %s", cfg->requirepass_file,
@@ -53,8 +57,9 @@ int kvmux__auth_load(kvmux_server *s, const kvmux_server_config *cfg, char *err,
                  "1..%u bytes", cfg->requirepass_file, KVMUX_MAX_AUTH_TOKEN);
         return -1;
     }
-    memcpy(s->auth, line, n);
-    s->auth_len = n;
+    memset(rt->auth, 0, sizeof rt->auth);
+    memcpy(rt->auth, line, n);
+    rt->auth_len = n;
     memset(line, 0, sizeof line);
     return 0;
 }
@@ -81,23 +86,24 @@ static void log_failure(kvmux_conn *c, const char *why) {
         return;
     }
     uint64_t dropped = atomic_exchange(&s->auth_log_dropped, 0);
-    KVMUX_LOG_W("conn %llu (%s): authentication failed: %s (%llu more failures not "
-                "logged in the last interval)", (unsigned long long)c->id, c->peer, why,
-                (unsigned long long)dropped);
+    char qp[96];
+    kvmux_log_event(KVMUX_LOG_WARN, "auth.failed", "conn=%llu peer=%s reason=\"%s\" unlogged=%llu",
+                    (unsigned long long)c->id, kvmux_log_quote(qp, sizeof qp, c->peer), why,
+                    (unsigned long long)dropped);
 }
 
 int kvmux__auth_check_hello(kvmux_conn *c, const kvmux_frame *f) {
-    kvmux_server *s = c->loop->srv;
+    const kvmux_rt *rt = &c->loop->rt; /* this loop's copy: see reload.c */
     uint8_t tok[KVMUX_MAX_AUTH_TOKEN];
     uint8_t want[KVMUX_MAX_AUTH_TOKEN];
     memset(tok, 0, sizeof tok);
     memset(want, 0, sizeof want);
-    memcpy(want, s->auth, s->auth_len);
+    memcpy(want, rt->auth, rt->auth_len);
     int n = kvmux_settings_auth_token(f->value, f->value_len, tok);
     const char *why;
     if (n < 0) why = "malformed token";
     else if (n == 0) why = "no token";
-    else if (ct_differ(tok, (size_t)n, want, s->auth_len)) why = "wrong token";
+    else if (ct_differ(tok, (size_t)n, want, rt->auth_len)) why = "wrong token";
     else return 0;
     KVMUX_STAT_ADD(c->loop, auth_failures, 1);
     log_failure(c, why);

@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
+#include "store.h"
 
 /* Hard bounds (documented in docs/OPERATIONS.md). */
 #define MAX_THREADS 256u
@@ -72,6 +74,14 @@ void kvmux_server_config_init(kvmux_server_config *c) {
     c->requirepass = NULL;
     c->requirepass_file = NULL;
     c->protected_mode = 1;
+    c->log_level = KVMUX_LOG_INFO;
+    c->slowlog_threshold_us = 10000;
+    c->slowlog_max_len = 128;
+}
+
+void kvmux_server_config_deinit(kvmux_server_config *c) {
+    free(c->file_buf_);
+    c->file_buf_ = NULL;
 }
 
 /* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. Anything that does not parse
@@ -167,6 +177,14 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
     if (c->store_shards & (c->store_shards - 1))
         return fail(err, errlen, "--store-shards %u is not a power of two",
                     c->store_shards);
+    RANGE(log_level, "--log-level", KVMUX_LOG_DEBUG, KVMUX_LOG_ERROR);
+    RANGE(slowlog_max_len, "--slowlog-max-len", 0, 1000000);
+    if (c->log_file && !c->log_file[0]) return fail(err, errlen, "--log-file needs a file path");
+    if (c->log_file && c->syslog)
+        return fail(err, errlen, "--log-file and --syslog are exclusive");
+    if (c->metrics_addr && !kvmux__metrics_valid_addr(c->metrics_addr))
+        return fail(err, errlen, "--metrics-addr '%s' is not ADDR:PORT (an IP literal, IPv6 "
+                    "in brackets: [::1]:9121)", c->metrics_addr);
     if (c->name && strlen(c->name) > KVMUX_MAX_NAME)
         return fail(err, errlen, "server name is longer than %u bytes", KVMUX_MAX_NAME);
 
@@ -198,6 +216,15 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
         return fail(err, errlen, "--max-upload-buffer %llu is smaller than --max-value %u: "
                     "the largest value could never be uploaded",
                     (unsigned long long)c->max_upload_buffer, c->max_value);
+    uint64_t empty = kvmux_store_empty_memory(c->store_shards);
+    if (c->maxmemory != 0 && c->maxmemory < empty)
+        return fail(err, errlen,
+                    "--maxmemory %llu is below the %llu bytes an empty store already "
+                    "accounts for (the hash tables of --store-shards %u): every write "
+                    "would be refused; use at least %llu, fewer --store-shards, or 0 "
+                    "for no limit",
+                    (unsigned long long)c->maxmemory, (unsigned long long)empty,
+                    c->store_shards, (unsigned long long)empty);
     if (c->max_output_buffer < c->max_frame)
         return fail(err, errlen,
                     "--max-output-buffer %llu is smaller than --max-frame %u: one "
@@ -208,75 +235,95 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
 
 /* ---- argument parsing ---- */
 
+/* OPT_FLAG: no value on the command line, yes|no in a file. OPT_CMDLINE:
+ * a string accepted on the command line only (--config). */
 enum opt_kind { OPT_STR, OPT_U32, OPT_U16, OPT_SIZE32, OPT_SIZE64, OPT_MS, OPT_LOG,
-                OPT_FSYNC, OPT_POLICY, OPT_FLAG, OPT_YESNO };
+                OPT_FSYNC, OPT_POLICY, OPT_FLAG, OPT_YESNO, OPT_CMDLINE, OPT_CHECK };
+
+/* How a running server treats a changed value on SIGHUP (reload.c,
+ * main.c): R_NO keeps the old value and logs the option's name, R_YES
+ * applies it, R_NA is not a server setting (--config). */
+enum opt_reload { R_NO = 0, R_YES = 1, R_NA = 2 };
 
 typedef struct opt {
     const char *name;
     enum opt_kind kind;
     size_t offset;
     const char *help;
+    enum opt_reload reload;
 } opt;
 
 #define OFF(f) offsetof(kvmux_server_config, f)
 #define KVMUX_STR_(x) #x
 #define KVMUX_STR(x) KVMUX_STR_(x)
 static const opt options[] = {
-    {"--bind", OPT_STR, OFF(bind), "ADDR   IPv4/IPv6 literal to listen on (127.0.0.1)"},
-    {"--port", OPT_U16, OFF(port), "N      TCP port, 0 = ephemeral (7878)"},
-    {"--threads", OPT_U32, OFF(threads), "N      event-loop threads (1)"},
-    {"--max-connections", OPT_U32, OFF(max_connections), "N      open connections (10000)"},
-    {"--max-frame", OPT_SIZE32, OFF(max_frame), "BYTES  largest frame incl. header (2M)"},
-    {"--max-key", OPT_SIZE32, OFF(max_key), "BYTES  largest key, <= 65535 (4096)"},
-    {"--max-value", OPT_SIZE32, OFF(max_value), "BYTES  largest value, v2 (64M, at most 512M)"},
-    {"--max-value-v1", OPT_SIZE32, OFF(max_value_v1), "BYTES  largest value on a v1 connection (1M)"},
-    {"--max-outstanding", OPT_U32, OFF(max_outstanding), "N      unanswered requests per connection (1024)"},
-    {"--max-output-buffer", OPT_SIZE64, OFF(max_output_buffer), "BYTES  queued output before a slow reader is dropped (64M)"},
-    {"--handshake-timeout", OPT_MS, OFF(handshake_timeout_ms), "MS     time to complete HELLO (5000)"},
-    {"--max-wait", OPT_MS, OFF(max_wait_ms), "MS     cap on WAIT timeouts (3600000)"},
-    {"--shutdown-timeout", OPT_MS, OFF(shutdown_timeout_ms), "MS     grace for parked WAITs on shutdown (5000)"},
-    {"--close-linger", OPT_MS, OFF(close_linger_ms), "MS     bound on flushing before a close (1000)"},
-    {"--store-shards", OPT_U32, OFF(store_shards), "N      store lock shards, power of two (256)"},
-    {"--idle-timeout", OPT_MS, OFF(idle_timeout_ms), "MS     close idle connections, 0 = never (300000)"},
-    {"--write-timeout", OPT_MS, OFF(write_timeout_ms), "MS     close connections whose output is stuck, 0 = never (60000)"},
-    {"--busy-poll", OPT_U32, OFF(busy_poll_us), "USEC   spin this long for more I/O before sleeping, 0 = never (0)"},
-    {"--max-ping-rate", OPT_U32, OFF(max_ping_rate), "N      PINGs per second per connection, 0 = no cap (100000)"},
-    {"--max-cancel-rate", OPT_U32, OFF(max_cancel_rate), "N      CANCELs per second per connection, 0 = no cap (1000)"},
-    {"--max-protocol", OPT_U32, OFF(max_protocol), "N      highest protocol version offered (" KVMUX_STR(KVMUX_PROTO_VERSION_MAX) ")"},
-    {"--initial-window", OPT_SIZE32, OFF(initial_window), "BYTES  v2 per-message receive window (1M)"},
-    {"--connection-window", OPT_SIZE32, OFF(connection_window), "BYTES  v2 connection receive window (16M)"},
-    {"--fragment-size", OPT_SIZE32, OFF(fragment_size), "BYTES  v2 response fragment size (64K)"},
-    {"--max-upload-buffer", OPT_SIZE64, OFF(max_upload_buffer), "BYTES  v2 uploads in progress per connection (1G)"},
-    {"--log-level", OPT_LOG, 0, "LEVEL  debug, info, warn or error (info)"},
-    {"--aof", OPT_STR, OFF(aof_path), "PATH   append-only log (none)"},
-    {"--fsync", OPT_FSYNC, OFF(aof_fsync), "MODE   always, everysec or no (always)"},
-    {"--aof-repair", OPT_FLAG, OFF(aof_repair), "       truncate the log at its first corrupt record"},
-    {"--aof-rewrite-min", OPT_SIZE64, OFF(aof_rewrite_min), "BYTES  compact the log above this size once doubled, 0 = never (64M)"},
-    {"--maxmemory", OPT_SIZE64, OFF(maxmemory), "BYTES  limit on accounted memory, 0 = none (0)"},
-    {"--maxmemory-policy", OPT_POLICY, OFF(maxmemory_policy), "P      noeviction or allkeys-lru (noeviction)"},
-    {"--active-expire-samples", OPT_U32, OFF(active_expire_samples), "N      keys per shard per expiry cycle, 0 = lazy only (20)"},
-    {"--requirepass", OPT_STR, OFF(requirepass), "TOKEN  clients must send this token in HELLO (none)"},
-    {"--requirepass-file", OPT_STR, OFF(requirepass_file), "PATH   read the token from a file (first line)"},
-    {"--protected-mode", OPT_YESNO, OFF(protected_mode), "yes|no refuse a non-loopback --bind without a token (yes)"},
-    {"--tls-cert", OPT_STR, OFF(tls_cert), "PATH   PEM certificate chain: the port speaks TLS 1.2+ only (none)"},
-    {"--tls-key", OPT_STR, OFF(tls_key), "PATH   PEM private key of --tls-cert"},
-    {"--tls-ca", OPT_STR, OFF(tls_ca), "PATH   PEM CA bundle: require and verify client certificates"},
+    {"--bind", OPT_STR, OFF(bind), "ADDR   IPv4/IPv6 literal to listen on (127.0.0.1)", R_NO},
+    {"--port", OPT_U16, OFF(port), "N      TCP port, 0 = ephemeral (7878)", R_NO},
+    {"--threads", OPT_U32, OFF(threads), "N      event-loop threads (1)", R_NO},
+    {"--max-connections", OPT_U32, OFF(max_connections), "N      open connections (10000)", R_NO},
+    {"--max-frame", OPT_SIZE32, OFF(max_frame), "BYTES  largest frame incl. header (2M)", R_NO},
+    {"--max-key", OPT_SIZE32, OFF(max_key), "BYTES  largest key, <= 65535 (4096)", R_NO},
+    {"--max-value", OPT_SIZE32, OFF(max_value), "BYTES  largest value, v2 (64M, at most 512M)", R_NO},
+    {"--max-value-v1", OPT_SIZE32, OFF(max_value_v1), "BYTES  largest value on a v1 connection (1M)", R_NO},
+    {"--max-outstanding", OPT_U32, OFF(max_outstanding), "N      unanswered requests per connection (1024)", R_NO},
+    {"--max-output-buffer", OPT_SIZE64, OFF(max_output_buffer), "BYTES  queued output before a slow reader is dropped (64M)", R_NO},
+    {"--handshake-timeout", OPT_MS, OFF(handshake_timeout_ms), "MS     time to complete HELLO (5000)", R_NO},
+    {"--max-wait", OPT_MS, OFF(max_wait_ms), "MS     cap on WAIT timeouts (3600000)", R_NO},
+    {"--shutdown-timeout", OPT_MS, OFF(shutdown_timeout_ms), "MS     grace for parked WAITs on shutdown (5000)", R_NO},
+    {"--close-linger", OPT_MS, OFF(close_linger_ms), "MS     bound on flushing before a close (1000)", R_NO},
+    {"--store-shards", OPT_U32, OFF(store_shards), "N      store lock shards, power of two (256)", R_NO},
+    {"--idle-timeout", OPT_MS, OFF(idle_timeout_ms), "MS     close idle connections, 0 = never (300000)", R_NO},
+    {"--write-timeout", OPT_MS, OFF(write_timeout_ms), "MS     close connections whose output is stuck, 0 = never (60000)", R_NO},
+    {"--busy-poll", OPT_U32, OFF(busy_poll_us), "USEC   spin this long for more I/O before sleeping, 0 = never (0)", R_NO},
+    {"--max-ping-rate", OPT_U32, OFF(max_ping_rate), "N      PINGs per second per connection, 0 = no cap (100000)", R_NO},
+    {"--max-cancel-rate", OPT_U32, OFF(max_cancel_rate), "N      CANCELs per second per connection, 0 = no cap (1000)", R_NO},
+    {"--max-protocol", OPT_U32, OFF(max_protocol), "N      highest protocol version offered (" KVMUX_STR(KVMUX_PROTO_VERSION_MAX) ")", R_NO},
+    {"--initial-window", OPT_SIZE32, OFF(initial_window), "BYTES  v2 per-message receive window (1M)", R_NO},
+    {"--connection-window", OPT_SIZE32, OFF(connection_window), "BYTES  v2 connection receive window (16M)", R_NO},
+    {"--fragment-size", OPT_SIZE32, OFF(fragment_size), "BYTES  v2 response fragment size (64K)", R_NO},
+    {"--max-upload-buffer", OPT_SIZE64, OFF(max_upload_buffer), "BYTES  v2 uploads in progress per connection (1G)", R_NO},
+    {"--log-level", OPT_LOG, OFF(log_level), "LEVEL  debug, info, warn or error (info)", R_YES},
+    {"--log-file", OPT_STR, OFF(log_file), "PATH   append log lines to this file, reopened on SIGHUP (stderr)", R_YES},
+    {"--syslog", OPT_FLAG, OFF(syslog), "       log to syslog(3), facility daemon, instead of stderr", R_YES},
+    {"--aof", OPT_STR, OFF(aof_path), "PATH   append-only log (none)", R_NO},
+    {"--fsync", OPT_FSYNC, OFF(aof_fsync), "MODE   always, everysec or no (always)", R_NO},
+    {"--aof-repair", OPT_FLAG, OFF(aof_repair), "       truncate the log at its first corrupt record", R_NO},
+    {"--aof-rewrite-min", OPT_SIZE64, OFF(aof_rewrite_min), "BYTES  compact the log above this size once doubled, 0 = never (64M)", R_NO},
+    {"--maxmemory", OPT_SIZE64, OFF(maxmemory), "BYTES  limit on accounted memory, 0 = none (0)", R_YES},
+    {"--maxmemory-policy", OPT_POLICY, OFF(maxmemory_policy), "P      noeviction or allkeys-lru (noeviction)", R_YES},
+    {"--active-expire-samples", OPT_U32, OFF(active_expire_samples), "N      keys per shard per expiry cycle, 0 = lazy only (20)", R_NO},
+    {"--requirepass", OPT_STR, OFF(requirepass), "TOKEN  clients must send this token in HELLO (none)", R_YES},
+    {"--requirepass-file", OPT_STR, OFF(requirepass_file), "PATH   read the token from a file (first line)", R_YES},
+    {"--protected-mode", OPT_YESNO, OFF(protected_mode), "yes|no refuse a non-loopback --bind without a token (yes)", R_NO},
+    {"--tls-cert", OPT_STR, OFF(tls_cert), "PATH   PEM certificate chain: the port speaks TLS 1.2+ only (none)", R_YES},
+    {"--tls-key", OPT_STR, OFF(tls_key), "PATH   PEM private key of --tls-cert", R_YES},
+    {"--tls-ca", OPT_STR, OFF(tls_ca), "PATH   PEM CA bundle: require and verify client certificates", R_YES},
+    {"--metrics-addr", OPT_STR, OFF(metrics_addr), "ADDR:PORT serve Prometheus GET /metrics here (none)", R_NO},
+    {"--slowlog-threshold-us", OPT_U32, OFF(slowlog_threshold_us), "USEC   slow log: requests taking at least this long (10000)", R_YES},
+    {"--slowlog-max-len", OPT_U32, OFF(slowlog_max_len), "N      slow log entries kept, 0 = off (128)", R_YES},
+    {"--config", OPT_CMDLINE, OFF(config_file), "FILE   read options from FILE; command-line options win", R_NA},
+    {"--check-config", OPT_CHECK, OFF(check_config), "       validate the options (and FILE), then exit 0 or 2", R_NA},
 };
 
 const char *kvmux_server_usage(void) {
-    static char buf[8192];
+    static char buf[16384];
     if (buf[0]) return buf;
     size_t used = (size_t)snprintf(buf, sizeof buf,
                                    "usage: kvmuxd [options]\n"
                                    "kvmux key-value server (version " KVMUXD_VERSION ")\n\n");
     for (size_t i = 0; i < sizeof options / sizeof options[0] && used < sizeof buf; i++)
-        used += (size_t)snprintf(buf + used, sizeof buf - used, "  %-20s %s\n",
-                                 options[i].name, options[i].help);
+        used += (size_t)snprintf(buf + used, sizeof buf - used, "  %-20s %s%s\n",
+                                 options[i].name, options[i].help,
+                                 options[i].reload == R_YES ? " [SIGHUP]" : "");
     if (used < sizeof buf)
         snprintf(buf + used, sizeof buf - used,
                  "  %-20s        this text\n  %-20s        print the version\n\n"
-                 "Sizes take K, M, G (binary) suffixes. SIGINT/SIGTERM shut down "
-                 "gracefully.\nSee docs/OPERATIONS.md.\n",
+                 "Sizes take K, M, G (binary) suffixes. A config file (--config) takes\n"
+                 "the same names without the dashes, one 'name value' per line, # comments;\n"
+                 "flags there take yes or no. SIGINT/SIGTERM shut down gracefully; SIGHUP\n"
+                 "reopens the log file and applies the options marked [SIGHUP] from the\n"
+                 "file and the command line; the others need a restart.\n"
+                 "See docs/OPERATIONS.md.\n",
                  "--help", "--version");
     return buf;
 }
@@ -306,22 +353,18 @@ static int parse_u64(const char *s, int allow_suffix, uint64_t *out) {
     return 0;
 }
 
-static int parse_level(const char *s) {
-    if (strcmp(s, "debug") == 0) return KVMUX_LOG_DEBUG;
-    if (strcmp(s, "info") == 0) return KVMUX_LOG_INFO;
-    if (strcmp(s, "warn") == 0) return KVMUX_LOG_WARN;
-    if (strcmp(s, "error") == 0) return KVMUX_LOG_ERROR;
-    return -1;
-}
 
-static int apply(kvmux_server_config *c, int *log_level, const opt *o,
-                 const char *val, char *err, size_t errlen) {
+static int apply(kvmux_server_config *c, const opt *o, const char *val, char *err,
+                 size_t errlen) {
     char *base = (char *)c + o->offset;
     uint64_t v = 0, max;
     switch (o->kind) {
     case OPT_STR:
+    case OPT_CMDLINE:
         memcpy(base, &val, sizeof val);
         return 0;
+    case OPT_FLAG: /* from a file: yes or no */
+    case OPT_CHECK:
     case OPT_YESNO: {
         uint32_t x;
         if (strcmp(val, "yes") == 0) x = 1;
@@ -348,11 +391,12 @@ static int apply(kvmux_server_config *c, int *log_level, const opt *o,
         return 0;
     }
     case OPT_LOG: {
-        int l = parse_level(val);
+        int l = kvmux_log_parse_level(val);
         if (l < 0)
             return fail(err, errlen, "invalid value for --log-level: '%s' "
                         "(expected debug, info, warn or error)", val);
-        if (log_level) *log_level = l;
+        uint32_t x = (uint32_t)l;
+        memcpy(base, &x, sizeof x);
         return 0;
     }
     case OPT_U16: max = UINT16_MAX; break;
@@ -383,24 +427,35 @@ static int apply(kvmux_server_config *c, int *log_level, const opt *o,
     return 0;
 }
 
-int kvmux_server_config_parse_args(kvmux_server_config *c, int *log_level,
-                                   int argc, char **argv, char *err,
-                                   size_t errlen) {
+#define NOPTS (sizeof options / sizeof options[0])
+
+static const opt *find_opt(const char *name, size_t nlen) {
+    for (size_t k = 0; k < NOPTS; k++)
+        if (strlen(options[k].name) == nlen && strncmp(options[k].name, name, nlen) == 0)
+            return &options[k];
+    return NULL;
+}
+
+/* Where each option's value came from: 0 = default or command line, else
+ * the config file's line (for "FILE:LINE:" on a value out of range). */
+typedef struct origin {
+    const char *file;
+    uint32_t line[NOPTS];
+} origin;
+
+/* One pass over argv. Returns a kvmux_config_action or -1. */
+static int apply_args(kvmux_server_config *c, origin *org, int argc, char **argv, char *err,
+                      size_t errlen) {
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) return KVMUX_CONFIG_HELP;
         if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) return KVMUX_CONFIG_VERSION;
         const char *eq = strchr(arg, '=');
         size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
-        const opt *o = NULL;
-        for (size_t k = 0; k < sizeof options / sizeof options[0]; k++) {
-            if (strlen(options[k].name) == nlen && strncmp(options[k].name, arg, nlen) == 0) {
-                o = &options[k];
-                break;
-            }
-        }
+        const opt *o = find_opt(arg, nlen);
         if (!o) return fail(err, errlen, "unknown option '%s' (try --help)", arg);
-        if (o->kind == OPT_FLAG) {
+        if (org) org->line[o - options] = 0;
+        if (o->kind == OPT_FLAG || o->kind == OPT_CHECK) {
             if (eq) return fail(err, errlen, "option %s takes no value", o->name);
             uint32_t one = 1;
             memcpy((char *)c + o->offset, &one, sizeof one);
@@ -413,8 +468,107 @@ int kvmux_server_config_parse_args(kvmux_server_config *c, int *log_level,
             if (i + 1 >= argc) return fail(err, errlen, "option %s needs a value", o->name);
             val = argv[++i];
         }
-        if (apply(c, log_level, o, val, err, errlen) != 0) return -1;
+        if (apply(c, o, val, err, errlen) != 0) return -1;
     }
-    if (kvmux_server_config_validate(c, err, errlen) != 0) return -1;
     return KVMUX_CONFIG_RUN;
 }
+
+int kvmux__config_set(kvmux_server_config *c, const char *name, const char *value,
+                      char *err, size_t errlen) {
+    char dashed[64];
+    if (strlen(name) + 3 > sizeof dashed || strncmp(name, "--", 2) == 0)
+        return fail(err, errlen, "unknown option '%s'", name);
+    snprintf(dashed, sizeof dashed, "--%s", name);
+    const opt *o = find_opt(dashed, strlen(dashed));
+    if (!o) return fail(err, errlen, "unknown option '%s'", name);
+    if (o->kind == OPT_CMDLINE || o->kind == OPT_CHECK)
+        return fail(err, errlen, "'%s' is a command-line option only", name);
+    if (!value || !value[0]) return fail(err, errlen, "'%s' needs a value", name);
+    if (apply(c, o, value, err, errlen) != 0) return -1;
+    return (int)(o - options);
+}
+
+/* After a failed validation: if the message names an option whose value
+ * came from the file, prefix FILE:LINE. */
+static void locate(const origin *org, char *err, size_t errlen) {
+    if (!org->file || strncmp(err, "--", 2) != 0) return;
+    size_t n = strcspn(err, " =");
+    const opt *o = find_opt(err, n);
+    if (!o || !org->line[o - options]) return;
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s", err);
+    snprintf(err, errlen, "%s:%u: %s", org->file, org->line[o - options], tmp);
+}
+
+int kvmux_server_config_load(kvmux_server_config *c, int argc, char **argv, char *err,
+                             size_t errlen) {
+    /* First pass on a scratch copy: --help/--version, syntax, and where
+     * the config file is. */
+    kvmux_server_config scratch = *c;
+    scratch.file_buf_ = NULL;
+    int action = apply_args(&scratch, NULL, argc, argv, err, errlen);
+    if (action != KVMUX_CONFIG_RUN) return action;
+    origin org;
+    memset(&org, 0, sizeof org);
+    if (scratch.config_file) {
+        org.file = scratch.config_file;
+        int rc = kvmux__config_file_read(c, scratch.config_file, org.line, NOPTS, err, errlen);
+        if (rc != 0) return -1;
+    }
+    /* The command line wins over the file, wherever --config stood. */
+    if (apply_args(c, &org, argc, argv, err, errlen) != KVMUX_CONFIG_RUN) return -1;
+    if (kvmux_server_config_validate(c, err, errlen) != 0) {
+        locate(&org, err, errlen);
+        return -1;
+    }
+    return c->check_config ? KVMUX_CONFIG_CHECK : KVMUX_CONFIG_RUN;
+}
+
+int kvmux_server_config_parse_args(kvmux_server_config *c, int *log_level,
+                                   int argc, char **argv, char *err,
+                                   size_t errlen) {
+    int action = kvmux_server_config_load(c, argc, argv, err, errlen);
+    if (action >= 0 && log_level) *log_level = (int)c->log_level;
+    return action;
+}
+
+static int opt_differs(const opt *o, const kvmux_server_config *a,
+                       const kvmux_server_config *b) {
+    const char *pa = (const char *)a + o->offset, *pb = (const char *)b + o->offset;
+    switch (o->kind) {
+    case OPT_STR:
+    case OPT_CMDLINE: {
+        const char *sa, *sb;
+        memcpy(&sa, pa, sizeof sa);
+        memcpy(&sb, pb, sizeof sb);
+        if (!sa || !sb) return sa != sb;
+        return strcmp(sa, sb) != 0;
+    }
+    case OPT_U16: return memcmp(pa, pb, sizeof(uint16_t)) != 0;
+    case OPT_SIZE64: return memcmp(pa, pb, sizeof(uint64_t)) != 0;
+    default: return memcmp(pa, pb, sizeof(uint32_t)) != 0;
+    }
+}
+
+void kvmux__config_diff(const kvmux_server_config *old, const kvmux_server_config *next,
+                        void (*fn)(const char *name, int reloadable, void *ud), void *ud) {
+    for (size_t k = 0; k < NOPTS; k++) {
+        const opt *o = &options[k];
+        if (o->reload == R_NA || !opt_differs(o, old, next)) continue;
+        fn(o->name + 2, o->reload == R_YES, ud);
+    }
+}
+
+void kvmux__config_keep_static(kvmux_server_config *next, const kvmux_server_config *old) {
+    for (size_t k = 0; k < NOPTS; k++) {
+        const opt *o = &options[k];
+        if (o->reload != R_NO) continue;
+        size_t sz = o->kind == OPT_STR ? sizeof(const char *)
+                  : o->kind == OPT_U16 ? sizeof(uint16_t)
+                  : o->kind == OPT_SIZE64 ? sizeof(uint64_t) : sizeof(uint32_t);
+        memcpy((char *)next + o->offset, (const char *)old + o->offset, sz);
+    }
+}
+
+size_t kvmux__config_option_count(void) { return NOPTS; }
+const char *kvmux__config_option_name(size_t i) { return i < NOPTS ? options[i].name : NULL; }

@@ -351,8 +351,7 @@ void kvmux__conn_fail(kvmux_conn *c, uint32_t request_id, uint8_t code,
 /* Report a decoder error with a message built from the offending header
  * bytes p[0..n). */
 static void decode_failed(kvmux_conn *c, const uint8_t *p, size_t n, int err) {
-    uint32_t id = 0;
-    if (n >= 8 && p[2] == KVMUX_FRAME_REQUEST) id = kvmux_load_u32be(p + 4);
+    uint32_t id = kvmux_frame_error_request_id(p, n);
     switch (err) {
     case KVMUX_ERR_BAD_MAGIC:
         kvmux__conn_fail(c, 0, (uint8_t)err, "bad magic byte 0x%02x (expected 0x%02x)",
@@ -601,12 +600,44 @@ static void timer_by(kvmux_conn *c, uint64_t when) {
         kvmux__conn_close(c, "out of memory for a timer");
 }
 
+/* The one place that decides, after a write attempt, whether output is
+ * pending and what that arms: every exit of write_out comes through here,
+ * so no path can leave bytes queued without the --write-timeout clock
+ * running. moved: bytes written by this attempt; yield: the queue is empty
+ * but streams could send more (FILL_ROUNDS reached), so come back when
+ * writable.
+ *
+ * Bytes still queued mean the socket is full. The stall started at the
+ * last write that made progress, or now if this attempt moved nothing and
+ * the previous one had emptied the queue (out_stalled clear): that is
+ * last_output, and the connection is closed at last_output + timeout
+ * (conn_check). The edge is out_stalled and not want_write, because
+ * want_write is also set by the yield above, when nothing is stuck. */
+static void note_output(kvmux_conn *c, uint64_t moved, int yield) {
+    kvmux_loop *l = c->loop;
+    if (moved) c->last_output = l->now;
+    if (c->out.bytes == 0) {
+        c->out_stalled = 0;
+        c->want_write = yield;
+        return;
+    }
+    if (!moved && !c->out_stalled) c->last_output = l->now;
+    c->out_stalled = 1;
+    c->want_write = 1;
+    uint32_t wt = l->srv->cfg.write_timeout_ms;
+    /* CLOSING and LINGER are bounded by --close-linger on the same timer. */
+    if (wt && (c->state == KVMUX_CONN_OPEN || c->state == KVMUX_CONN_DRAINING))
+        timer_by(c, c->last_output + wt);
+}
+
 /* Write the queue; when it empties, let the scheduler add the next
  * fragment of a large response, up to FILL_ROUNDS per call so one
  * connection with huge values cannot monopolise the loop (EPOLLOUT stays
  * on and the next iteration continues). */
 static int write_out(kvmux_conn *c) {
     kvmux_loop *l = c->loop;
+    uint64_t moved = 0;
+    int yield = 0;
     for (int round = 0;; round++) {
         if (c->out.bytes > 0) {
             uint64_t written = 0;
@@ -615,31 +646,21 @@ static int write_out(kvmux_conn *c) {
             else if (c->ssl) r = kvmux__outbuf_flush_fn(&c->out, kvmux__tls_write, c, &written);
             else r = kvmux__outbuf_flush(&c->out, c->io.fd, &written);
             KVMUX_STAT_ADD(l, bytes_out, written);
+            moved += written;
             if (r < 0) {
                 kvmux__conn_close(c, strerror(errno));
                 return -1;
             }
-            if (written) c->last_output = l->now;
-            if (r == 1) {
-                if (!c->want_write) {
-                    /* Output just got stuck: start the --write-timeout
-                     * clock if nothing moved in this call. */
-                    if (!written) c->last_output = l->now;
-                    uint32_t wt = l->srv->cfg.write_timeout_ms;
-                    if (wt && c->state == KVMUX_CONN_OPEN) timer_by(c, c->last_output + wt);
-                }
-                c->want_write = 1;
-                return 0;
-            }
+            if (r == 1) break; /* socket full: bytes stay queued */
         }
         if (round >= FILL_ROUNDS) {
-            c->want_write = c->ostreams != NULL; /* come back when writable */
-            return 0;
+            yield = c->ostreams != NULL;
+            break;
         }
         if (!kvmux__sched_fill(c)) break;
         if (c->state == KVMUX_CONN_DEAD) return -1;
     }
-    c->want_write = 0;
+    note_output(c, moved, yield);
     return 0;
 }
 
@@ -748,7 +769,7 @@ void kvmux__conn_on_event(kvmux_conn *c, uint32_t events) {
 static void conn_check(kvmux_conn *c, uint64_t now) {
     const kvmux_server_config *cfg = &c->loop->srv->cfg;
     uint64_t next = UINT64_MAX;
-    if (cfg->write_timeout_ms && c->want_write && c->out.bytes > 0) {
+    if (cfg->write_timeout_ms && c->out_stalled && c->out.bytes > 0) {
         uint64_t due = c->last_output + cfg->write_timeout_ms;
         if (now >= due) {
             /* The ERROR could not be delivered either: just close. */
@@ -888,9 +909,10 @@ void kvmux__conn_drain_deadline(kvmux_conn *c) {
     } else if (c->state == KVMUX_CONN_OPEN && c->sess.drain == KVMUX_DRAIN_GOAWAY_SENT) {
         kvmux__uploads_shutdown(c);
         kvmux__waits_shutdown(c);
-        /* A response still streaming cannot be finished in time; the
-         * ERROR after its partial fragments tells the client it is lost. */
-        kvmux__sched_release(c, 1);
+        /* A response still streaming cannot be finished in time: its
+         * final RESPONSE is SHUTTING_DOWN, so even a cut stream gets
+         * exactly one final RESPONSE before the closing ERROR. */
+        kvmux__sched_shutdown(c);
         kvmux__conn_maybe_finish_drain(c);
     }
 }

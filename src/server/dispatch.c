@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "server_internal.h"
 
 /* Values up to this size are copied into the output queue under the shard
@@ -47,6 +48,13 @@
 int kvmux__reply_value(void *ud, uint64_t version, const uint8_t *value, size_t len) {
     kvmux_reply_ctx *ctx = ud;
     kvmux_conn *c = ctx->conn;
+    /* The one check of the client's MAX_VALUE_SIZE for GET and WAIT
+     * replies (PROTOCOL.md section 7): here the value is chosen, before
+     * any path (inline, by reference, fragmented) is. */
+    if (len > c->sess.peer.max_value_size) {
+        ctx->too_large = len;
+        return KVMUX_STATUS_TOO_LARGE;
+    }
     size_t inline_max = INLINE_MAX;
     if (kvmux_session_is_v2(&c->sess) && c->loop->srv->cfg.fragment_size < inline_max)
         inline_max = c->loop->srv->cfg.fragment_size;
@@ -87,8 +95,8 @@ int kvmux__reply_value_finish(kvmux_reply_ctx *ctx) {
 void kvmux__reply_value_failed(kvmux_reply_ctx *ctx, int status) {
     char msg[KVMUX_MAX_STATUS_MSG];
     if (status == KVMUX_STATUS_TOO_LARGE) {
-        snprintf(msg, sizeof msg, "value of %zu bytes exceeds your max frame size %u",
-                 ctx->too_large, ctx->conn->sess.peer.max_frame_size);
+        snprintf(msg, sizeof msg, "value of %zu bytes exceeds your max value size %u",
+                 ctx->too_large, ctx->conn->sess.peer.max_value_size);
     } else {
         snprintf(msg, sizeof msg, "out of memory");
         status = KVMUX_STATUS_INTERNAL;
@@ -134,6 +142,31 @@ static void respond_status(kvmux_conn *c, uint32_t id, int rc) {
                             : NULL);
 }
 
+static int read_version(void *ud, uint64_t version, const uint8_t *value, size_t len) {
+    (void)value, (void)len;
+    *(uint64_t *)ud = version;
+    return 0;
+}
+
+/* TIMEOUT for a request whose DEADLINE was already spent (0), answered
+ * without running it, in the shape section 4 gives TIMEOUT for its opcode:
+ * a WAIT's carries the key's current version (0: absent), exactly like a
+ * WAIT that times out after parking; any other op's has no extras and a
+ * message. */
+static void respond_expired(kvmux_conn *c, const kvmux_frame *f) {
+    if (f->code == KVMUX_OP_WAIT && kvmux__check_request(c, f, f->value_len) == 0) {
+        uint64_t current = 0;
+        if (kvmux_store_get(c->loop->srv->store, f->key, f->key_len, read_version,
+                            &current) != KVMUX_STATUS_OK)
+            current = 0;
+        respond_version(c, f->request_id, KVMUX_STATUS_TIMEOUT, current);
+        return;
+    }
+    if (f->code == KVMUX_OP_WAIT) return; /* malformed: answered BAD_REQUEST */
+    kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_TIMEOUT, NULL, 0,
+                        "deadline expired before the request was processed");
+}
+
 static int64_t load_i64be(const uint8_t *p) {
     uint64_t u = kvmux_load_u64be(p);
     int64_t v;
@@ -175,6 +208,11 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
         status = KVMUX_STATUS_TOO_LARGE;
         snprintf(msg, sizeof msg, "value of %u bytes exceeds max value size %u",
                  value_len, max_value);
+    } else if (takes_value(f->code) &&
+               !kvmux_ttl_valid(kvmux_load_u64be(f->extras + (f->code == KVMUX_OP_CAS ? 8 : 0)))) {
+        status = KVMUX_STATUS_BAD_REQUEST;
+        snprintf(msg, sizeof msg, "ttl_ms above the maximum %llu",
+                 (unsigned long long)KVMUX_MAX_TTL_MS);
     } else if (!takes_value(f->code) && value_len > 0) {
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "%s takes no value, got %u bytes",
@@ -310,8 +348,29 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
     }
 }
 
+/* Whether request_id is still held by something on c that will answer
+ * it later. Only what outlives the dispatch of its REQUEST can collide:
+ * every other request was answered before the next frame was decoded. */
+static int id_in_use(kvmux_conn *c, uint32_t id) {
+    for (const kvmux_wait *w = c->waits; w; w = w->cnext)
+        if (w->request_id == id) return 1;
+    return (c->nuploads && kvmux__upload_has(c, id)) ||
+           (c->nostreams && kvmux__sched_has(c, id)) ||
+           (c->nheld && kvmux__durable_holds(c, id));
+}
+
+int kvmux__refuse_id_in_use(kvmux_conn *c, uint32_t request_id) {
+    if ((c->nwaits | c->nuploads | c->nostreams | c->nheld) == 0 ||
+        !id_in_use(c, request_id))
+        return 0;
+    kvmux__conn_fail(c, request_id, KVMUX_ERR_PROTOCOL,
+                     "REQUEST %u reuses the id of a request not yet answered", request_id);
+    return 1;
+}
+
 static void on_request(kvmux_conn *c, const kvmux_frame *f) {
     kvmux_loop *l = c->loop;
+    if (kvmux__refuse_id_in_use(c, f->request_id)) return;
     if (kvmux_frame_has_total(f)) {
         kvmux__upload_begin(c, f); /* counts, checks and answers itself */
         return;
@@ -336,10 +395,12 @@ static void on_request(kvmux_conn *c, const kvmux_frame *f) {
     if (kvmux_frame_has_deadline(f) && f->deadline_ms == 0) {
         /* The client's budget is already spent: do not do the work. */
         KVMUX_STAT_ADD(l, deadline_expired, 1);
-        kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_TIMEOUT, NULL, 0,
-                            "deadline expired before the request was processed");
-    } else if (kvmux__check_request(c, f, f->value_len) == 0 && run_request(c, f) == 1) {
-        return; /* the credit is kept until the answer is complete */
+        respond_expired(c, f);
+    } else {
+        uint64_t t0 = kvmux__metrics_now_ns();
+        int kept = kvmux__check_request(c, f, f->value_len) == 0 && run_request(c, f) == 1;
+        kvmux__metrics_observe(c, f->code, f->key, f->key_len, t0); /* c is not freed yet */
+        if (kept) return; /* the credit is kept until the answer is complete */
     }
     kvmux_session_request_end(&c->sess);
 }
@@ -357,7 +418,7 @@ static void on_hello(kvmux_conn *c, const kvmux_frame *f) {
                                                                   : srv->cfg.max_value_v1;
         c->sess.local.max_value_size = v1;
     }
-    if (srv->auth_len && kvmux__auth_check_hello(c, f) != 0) return;
+    if (c->loop->rt.auth_len && kvmux__auth_check_hello(c, f) != 0) return;
     int n = kvmux_session_accept_hello(&c->sess, f, out, srv->cfg.name);
     if (n < 0) {
         if (n == -KVMUX_ERR_UNSUPPORTED_VERSION)
@@ -452,6 +513,7 @@ void kvmux__dispatch_frame(kvmux_conn *c, const kvmux_frame *f) {
         kvmux_frame pong = *f;
         pong.type = KVMUX_FRAME_PONG;
         pong.version = c->sess.version;
+        pong.code = 0; /* reserved: sent as 0 even if the PING's was not */
         KVMUX_STAT_ADD(c->loop, pings, 1);
         kvmux__conn_send(c, &pong);
         break;

@@ -118,6 +118,17 @@ void kvmux__durable_release(kvmux_loop *l) {
     if (l->held_head == l->held_len) l->held_head = l->held_len = 0;
 }
 
+int kvmux__durable_holds(const kvmux_conn *c, uint32_t request_id) {
+    const kvmux_loop *l = c->loop;
+    uint32_t seen = 0;
+    for (size_t i = l->held_head; seen < c->nheld && i < l->held_len; i++) {
+        if (l->held[i].conn != c) continue;
+        if (l->held[i].request_id == request_id) return 1;
+        seen++;
+    }
+    return 0;
+}
+
 void kvmux__durable_forget(kvmux_conn *c) {
     kvmux_loop *l = c->loop;
     for (size_t i = l->held_head; c->nheld && i < l->held_len; i++) {

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "monotime.h"
 #include "server_internal.h"
 
@@ -97,6 +98,7 @@ void kvmux__loop_deinit(kvmux_loop *l) {
     l->inbox_conns = NULL;
     l->inbox_waits = NULL;
     kvmux__durable_deinit(l);
+    kvmux__loop_rt_deinit(l);
     kvmux__timer_heap_deinit(&l->timers);
     if (l->epfd >= 0) close(l->epfd);
     if (l->wake.fd >= 0) close(l->wake.fd);
@@ -199,8 +201,9 @@ static void begin_shutdown(kvmux_loop *l) {
     l->phase = KVMUX_LOOP_DRAINING;
     if (l->id == 0) {
         close_listener(l);
-        KVMUX_LOG_I("shutting down: no longer accepting; parked WAITs get up to %u ms",
-                    srv->cfg.shutdown_timeout_ms);
+        kvmux__metrics_loop_stop(l);
+        kvmux_log_event(KVMUX_LOG_INFO, "server.drain", "grace_ms=%u",
+                        srv->cfg.shutdown_timeout_ms);
     }
     for (kvmux_conn *c = l->conns; c; c = c->next) kvmux__conn_begin_drain(c);
     if (kvmux__timer_arm(&l->timers, &l->phase_timer, l->now + srv->cfg.shutdown_timeout_ms) != 0) {
@@ -235,6 +238,7 @@ static int next_timeout(const kvmux_loop *l) {
 int kvmux__loop_run_once(kvmux_loop *l, int timeout_ms) {
     kvmux_server *srv = l->srv;
     struct epoll_event evs[MAX_EVENTS];
+    kvmux__loop_refresh_rt(l); /* a reload's new token / certificate */
     int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout_ms);
     if (n < 0) {
         if (errno != EINTR) {
@@ -254,6 +258,10 @@ int kvmux__loop_run_once(kvmux_loop *l, int timeout_ms) {
             break;
         case KVMUX_IO_LISTEN:
             if (l->listening) kvmux__accept(l);
+            break;
+        case KVMUX_IO_METRICS_LISTEN:
+        case KVMUX_IO_METRICS_CONN:
+            kvmux__metrics_on_event(l, io, evs[i].events);
             break;
         default:
             kvmux__conn_on_event((kvmux_conn *)io, evs[i].events);
@@ -295,10 +303,12 @@ void *kvmux__loop_main(void *arg) {
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, srv->listen.fd, &ev) == 0) l->listening = 1;
         else KVMUX_LOG_E("cannot watch the listening socket: %s", strerror(errno));
     }
+    if (l->id == 0) kvmux__metrics_loop_start(l);
     kvmux__expire_start(l);
     const uint64_t busy_ns = (uint64_t)srv->cfg.busy_poll_us * 1000u;
     uint64_t spin_until_ns = 0; /* 0: not spinning */
     for (;;) {
+        if (l->id == 0 && l->phase == KVMUX_LOOP_RUNNING) kvmux__server_maybe_reload(srv);
         if (l->phase == KVMUX_LOOP_RUNNING &&
             atomic_load_explicit(&srv->stop_requested, memory_order_acquire))
             begin_shutdown(l);

@@ -156,6 +156,10 @@ static kvmux_ostream *stream_find(kvmux_conn *c, uint32_t request_id) {
     return NULL;
 }
 
+int kvmux__sched_has(kvmux_conn *c, uint32_t request_id) {
+    return stream_find(c, request_id) != NULL;
+}
+
 /* Queue fragment fr of stream s. Returns 0, or -1 if c closed. */
 static int emit(kvmux_conn *c, kvmux_ostream *s, const kvmux_fragment *fr) {
     if (fr->first) {
@@ -242,6 +246,20 @@ int kvmux__sched_cancel(kvmux_conn *c, uint32_t request_id) {
     stream_free(c, s, 1);
     kvmux__conn_maybe_finish_drain(c);
     return 1;
+}
+
+void kvmux__sched_shutdown(kvmux_conn *c) {
+    /* Each stream's final RESPONSE: it ends the fragments already sent
+     * (the client drops the partial value, as after CANCELED). Streams
+     * carry reads only (GET, WAIT), so "not processed, safe to retry"
+     * holds: the read had no effect. */
+    while (c->ostreams) {
+        kvmux_ostream *s = c->ostreams;
+        kvmux__conn_respond(c, s->frag.request_id, KVMUX_STATUS_SHUTTING_DOWN, NULL, 0,
+                            "server shutting down before the value was sent");
+        stream_free(c, s, 1);
+    }
+    c->ostream_cursor = NULL;
 }
 
 void kvmux__sched_release(kvmux_conn *c, int give_back_credits) {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "monotime.h"
 #include "server_internal.h"
 
@@ -115,6 +116,15 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
     atomic_init(&s->stop_requested, 0);
     atomic_init(&s->nconns, 0);
     atomic_init(&s->next_conn_id, 0);
+    atomic_init(&s->rt_epoch, 1); /* loops start at 0: they copy rt at once */
+    atomic_init(&s->auth_required, 0);
+    atomic_init(&s->rt_maxmemory, cfg->maxmemory);
+    atomic_init(&s->reload_requested, 0);
+    s->cfg.file_buf_ = NULL; /* the caller's */
+    if (pthread_mutex_init(&s->rt_mu, NULL) != 0) {
+        free(s);
+        return errf(err, errlen, "cannot create a mutex");
+    }
 
     s->settings.max_frame_size = cfg->max_frame;
     s->settings.max_outstanding = cfg->max_outstanding;
@@ -168,16 +178,25 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
         }
     }
     s->cfg.aof_path = NULL; /* borrowed: the log keeps its own copy */
-    if (kvmux__auth_load(s, cfg, err, errlen) != 0) {
+    if (kvmux__auth_load(&s->rt, cfg, err, errlen) != 0) {
         kvmux_server_free(s);
         return -1;
     }
+    atomic_store(&s->auth_required, s->rt.auth_len > 0);
     s->cfg.requirepass = s->cfg.requirepass_file = NULL; /* borrowed: copied */
-    if (kvmux__tls_server_init(s, cfg, err, errlen) != 0) {
+    if (kvmux__tls_ctx_build(cfg, &s->rt.tls_ctx, err, errlen) != 0) {
         kvmux_server_free(s);
         return -1;
     }
     s->cfg.tls_cert = s->cfg.tls_key = s->cfg.tls_ca = NULL; /* borrowed: loaded */
+    if (kvmux__metrics_new(s, cfg, err, errlen) != 0) {
+        kvmux_server_free(s);
+        return -1;
+    }
+    s->cfg.metrics_addr = s->cfg.log_file = s->cfg.config_file = NULL; /* borrowed */
+    /* Before any loop runs: each loop's copy of the token and context
+     * (the in-memory harness never runs kvmux__loop_main). */
+    for (uint32_t i = 0; i < s->nloops; i++) kvmux__loop_refresh_rt(&s->loops[i]);
     if (listen && open_listener(s, err, errlen) != 0) {
         kvmux_server_free(s);
         return -1;
@@ -193,6 +212,9 @@ int kvmux_server_new(kvmux_server **out, const kvmux_server_config *cfg, char *e
 }
 
 uint16_t kvmux_server_port(const kvmux_server *s) { return s->port; }
+uint16_t kvmux_server_metrics_port(const kvmux_server *s) {
+    return kvmux__metrics_port(s->metrics);
+}
 const char *kvmux_server_address(const kvmux_server *s) { return s->cfg.bind; }
 
 void kvmux_server_stop(kvmux_server *s) {
@@ -203,12 +225,14 @@ void kvmux_server_stop(kvmux_server *s) {
 
 int kvmux_server_run(kvmux_server *s) {
     const kvmux_server_config *c = &s->cfg;
-    KVMUX_LOG_I("kvmuxd %s started: pid %d, %s port %u, %u loop thread%s, max %u "
-                "connections, max frame %u, %u credits per connection, protocol 1..%u, "
-                "max value %u (v2)",
-                KVMUXD_VERSION, (int)getpid(), c->bind, s->port, s->nloops,
-                s->nloops == 1 ? "" : "s", c->max_connections, c->max_frame,
-                c->max_outstanding, c->max_protocol, c->max_value);
+    kvmux_log_event(KVMUX_LOG_INFO, "server.start",
+                    "version=%s pid=%d addr=%s port=%u metrics_port=%u threads=%u "
+                    "max_connections=%u max_frame=%u credits=%u protocol_max=%u max_value=%u "
+                    "tls=%d auth=%d",
+                    KVMUXD_VERSION, (int)getpid(), c->bind, s->port,
+                    kvmux__metrics_port(s->metrics), s->nloops, c->max_connections,
+                    c->max_frame, c->max_outstanding, c->max_protocol, c->max_value,
+                    s->rt.tls_ctx != NULL, s->rt.auth_len > 0);
     s->running = 1;
     int rc = 0;
     uint32_t started = 1;
@@ -231,21 +255,23 @@ int kvmux_server_run(kvmux_server *s) {
     kvmux_server_get_stats(s, &st);
     uint64_t reqs = 0;
     for (int i = 0; i <= KVMUX_OP_MAX; i++) reqs += st.requests[i];
-    KVMUX_LOG_I("kvmuxd stopped: %llu connections served, %llu requests, %llu protocol "
-                "errors, %llu keys in memory",
+    kvmux_log_event(KVMUX_LOG_INFO, "server.stop",
+                    "connections=%llu requests=%llu protocol_errors=%llu keys=%llu",
                 (unsigned long long)st.connections_accepted, (unsigned long long)reqs,
                 (unsigned long long)st.protocol_errors, (unsigned long long)st.keys);
     if (st.aof_enabled)
-        KVMUX_LOG_I("AOF: %llu bytes in the log, %llu write batches, %llu fsyncs, %llu "
-                    "write acks held for an fsync (%.1f per fsync), %llu compactions%s",
+        kvmux_log_event(KVMUX_LOG_INFO, "aof.summary",
+                        "size=%llu writes=%llu fsyncs=%llu acks_held=%llu acks_per_fsync=%.1f "
+                        "compactions=%llu%s",
                     (unsigned long long)st.aof_size, (unsigned long long)st.aof_writes,
                     (unsigned long long)st.aof_fsyncs, (unsigned long long)st.writes_held,
                     st.aof_fsyncs ? (double)st.writes_held / (double)st.aof_fsyncs : 0.0,
                     (unsigned long long)st.aof_rewrites,
-                    st.aof_failed ? "; the log FAILED: writes were refused" : "");
+                    st.aof_failed ? " failed=1" : "");
     if (st.expired_keys || st.evicted_keys || st.oom_refused)
-        KVMUX_LOG_I("memory: %llu bytes accounted, %llu keys expired (%llu by the active "
-                    "cycle), %llu evicted, %llu writes refused over --maxmemory",
+        kvmux_log_event(KVMUX_LOG_INFO, "memory.summary",
+                        "used_memory=%llu expired=%llu expired_active=%llu evicted=%llu "
+                        "oom_refused=%llu",
                     (unsigned long long)st.used_memory, (unsigned long long)st.expired_keys,
                     (unsigned long long)st.expired_keys_active,
                     (unsigned long long)st.evicted_keys, (unsigned long long)st.oom_refused);
@@ -298,7 +324,7 @@ void kvmux_server_get_stats(kvmux_server *s, kvmux_server_stats *st) {
     st->expired_keys_active = ss.expired_active;
     st->evicted_keys = ss.evicted;
     st->used_memory = ss.used_memory;
-    st->maxmemory = s->cfg.maxmemory;
+    st->maxmemory = atomic_load(&s->rt_maxmemory); /* SIGHUP may change it */
     if (s->aof) {
         kvmux_aof_stats as;
         kvmux_aof_get_stats(s->aof, &as);
@@ -323,9 +349,12 @@ void kvmux_server_free(kvmux_server *s) {
     /* Loops: tearing down a connection cancels its WAITs in the
      * store, so the store must outlive them. */
     for (uint32_t i = 0; s->loops && i < s->nloops; i++) kvmux__loop_deinit(&s->loops[i]);
+    kvmux__metrics_free(s); /* before the loops' memory: it clears their pointers */
     free(s->loops);
     if (s->listen.fd >= 0) close(s->listen.fd);
-    kvmux__tls_server_free(s);
+    kvmux__tls_ctx_unref(s->rt.tls_ctx);
+    memset(s->rt.auth, 0, sizeof s->rt.auth);
+    pthread_mutex_destroy(&s->rt_mu);
     kvmux_store_free(s->store);
     free(s);
 }

@@ -106,10 +106,32 @@ typedef struct kvmux_server_config {
     const char *tls_ca;           /* PEM CA bundle: require client
                                      certificates signed by it; NULL = no
                                      client certificates asked */
+    /* Operations (docs/OPERATIONS.md "Configuration file", "Logs",
+     * "Metrics", "Slow log"). */
+    uint32_t log_level;           /* KVMUX_LOG_* (log.h); default info */
+    const char *log_file;         /* append log lines here (reopened on
+                                     SIGHUP); NULL = stderr; main.c's */
+    uint32_t syslog;              /* 1: log to syslog(3) instead */
+    const char *metrics_addr;     /* "HOST:PORT" for GET /metrics (port 0 =
+                                     ephemeral); NULL = none; borrowed until
+                                     kvmux_server_new returns */
+    uint32_t slowlog_threshold_us;/* log requests slower than this; 0 = every
+                                     request; default 10000 */
+    uint32_t slowlog_max_len;     /* slow log entries kept; 0 = off;
+                                     default 128 */
+    const char *config_file;      /* --config (command line only) */
+    uint32_t check_config;        /* --check-config: validate and exit */
+    char *file_buf_;              /* owned: the config file's text, which
+                                     string options from the file point
+                                     into; kvmux_server_config_deinit */
 } kvmux_server_config;
 
 /* Fill c with the defaults above. Thread-safe: yes. */
 void kvmux_server_config_init(kvmux_server_config *c);
+
+/* Free what c owns (the config file's text; its strings dangle after).
+ * Thread-safe: yes. */
+void kvmux_server_config_deinit(kvmux_server_config *c);
 
 /* Check every field and the cross-limits (a frame must be able to hold the
  * largest v1 request: header + extras + max key + v1 value limit, and the
@@ -204,6 +226,31 @@ int kvmux_server_run(kvmux_server *s);
 /* Ask a running (or about to run) server to shut down. Async-signal-safe
  * (an atomic store and write(2) to eventfds) and thread-safe; idempotent. */
 void kvmux_server_stop(kvmux_server *s);
+
+/* Reload (SIGHUP). kvmux_server_request_reload sets a flag and wakes
+ * loop 0 (async-signal-safe, thread-safe); loop 0 then calls the hook set
+ * with kvmux_server_set_reload_hook (before run), on its own thread,
+ * between iterations. The hook typically re-reads the configuration and
+ * calls kvmux_server_apply_runtime. */
+typedef void (*kvmux_server_reload_fn)(kvmux_server *s, void *user_data);
+void kvmux_server_set_reload_hook(kvmux_server *s, kvmux_server_reload_fn fn,
+                                  void *user_data);
+void kvmux_server_request_reload(kvmux_server *s);
+
+/* Apply what can change at run time from c (already validated): the
+ * --requirepass token (or --requirepass-file, read now), the TLS
+ * certificate, key and CA (files read again now; only if TLS is on: it
+ * cannot be switched on or off at run time), --maxmemory and its policy,
+ * --slowlog-threshold-us and --slowlog-max-len. Every loop picks the new
+ * values up at its next iteration; open connections keep going (a TLS
+ * connection keeps the certificate it was made with). All or nothing:
+ * returns 0, or -1 with a message in err and nothing changed. Call from
+ * the reload hook (loop 0) or before kvmux_server_run. */
+int kvmux_server_apply_runtime(kvmux_server *s, const kvmux_server_config *c, char *err,
+                               size_t errlen);
+
+/* The metrics listener's port (0 without --metrics-addr). */
+uint16_t kvmux_server_metrics_port(const kvmux_server *s);
 
 /* Fill st. Thread-safe: yes, also while running. */
 void kvmux_server_get_stats(kvmux_server *s, kvmux_server_stats *st);

@@ -58,7 +58,8 @@ typedef struct kvmux_held {
 } kvmux_held;
 
 /* What an epoll event's data.ptr points at: the first member of each. */
-enum kvmux_io_kind { KVMUX_IO_WAKE = 1, KVMUX_IO_LISTEN = 2, KVMUX_IO_CONN = 3 };
+enum kvmux_io_kind { KVMUX_IO_WAKE = 1, KVMUX_IO_LISTEN = 2, KVMUX_IO_CONN = 3,
+                     KVMUX_IO_METRICS_LISTEN = 4, KVMUX_IO_METRICS_CONN = 5 /* metrics.c */ };
 typedef struct kvmux_io {
     int kind;
     int fd;
@@ -82,6 +83,16 @@ typedef struct kvmux_loop_stats {
     _Atomic uint64_t responses[KVMUX_STATUS_MAX + 1];  /* by status */
     _Atomic uint64_t wire_errors[KVMUX_STATS_ERR_SLOTS]; /* ERRORs sent, by code */
 } kvmux_loop_stats;
+
+/* What SIGHUP may change while connections stay up (reload.c): the
+ * server's copy is guarded by rt_mu; each loop keeps its own copy, taken
+ * when the server's rt_epoch moves past the loop's (checked once per
+ * iteration), so the request path reads it without a lock. */
+typedef struct kvmux_rt {
+    uint8_t auth[KVMUX_MAX_AUTH_TOKEN]; /* --requirepass token */
+    size_t auth_len;               /* 0 = no authentication */
+    struct ssl_ctx_st *tls_ctx;    /* --tls-cert (one reference held) */
+} kvmux_rt;
 
 #define KVMUX_STAT_ADD(loop, field, n) \
     atomic_fetch_add_explicit(&(loop)->stats.field, (uint64_t)(n), memory_order_relaxed)
@@ -124,6 +135,9 @@ struct kvmux_loop {
     kvmux_held *held;              /* FIFO of held write responses: */
     size_t held_head, held_len, held_cap; /* [head, len) live, lsn ascending */
     kvmux_timer expire_timer;      /* active expiry cycle (expire.c) */
+    kvmux_rt rt;                   /* this loop's copy (reload.c) */
+    uint64_t rt_epoch;             /* of srv->rt when copied */
+    struct kvmux_metrics_loop *metrics; /* latency histograms (metrics.c) */
     kvmux_loop_stats stats;
 };
 
@@ -146,7 +160,9 @@ struct kvmux_conn {
     int dirty;                     /* on loop->dirty */
     enum kvmux_conn_state state;
     int read_paused;               /* output over the pause watermark */
-    int want_write;                /* last flush hit EAGAIN: EPOLLOUT on */
+    int want_write;                /* EPOLLOUT on: output stuck or yielded */
+    int out_stalled;               /* the last flush left bytes queued (the
+                                      socket is full): --write-timeout runs */
     uint32_t events;               /* epoll mask currently registered */
     kvmux_session sess;
     uint8_t *rbuf;                 /* unprocessed input (NULL when empty) */
@@ -218,9 +234,17 @@ struct kvmux_server {
     _Atomic uint64_t next_conn_id;
     int running;
     uint64_t start_ms;             /* monotonic, at creation: uptime */
-    struct ssl_ctx_st *tls_ctx;    /* --tls-cert: every connection is TLS */
-    uint8_t auth[KVMUX_MAX_AUTH_TOKEN]; /* --requirepass token */
-    size_t auth_len;               /* 0 = no authentication */
+    /* Run-time values (reload.c). rt.tls_ctx non-NULL: every connection
+     * is TLS; rt is written under rt_mu, then rt_epoch is bumped. */
+    pthread_mutex_t rt_mu;
+    kvmux_rt rt;
+    _Atomic uint64_t rt_epoch;
+    _Atomic int auth_required;     /* rt.auth_len > 0, for STATS */
+    _Atomic uint64_t rt_maxmemory; /* --maxmemory now, for STATS */
+    _Atomic int reload_requested;  /* SIGHUP: loop 0 runs reload_fn */
+    kvmux_server_reload_fn reload_fn;
+    void *reload_ud;
+    struct kvmux_metrics *metrics; /* --metrics-addr, slow log (metrics.c) */
     _Atomic uint64_t auth_log_ms;  /* rate limit of auth failure logs */
     _Atomic uint64_t auth_log_dropped; /* failures not logged since */
 };
@@ -255,6 +279,15 @@ void kvmux__loop_mark_dirty(kvmux_conn *c);
  * the loop thread and by the in-memory harness (no loop thread). Returns
  * the number of epoll events handled (0: the wait timed out). */
 int kvmux__loop_run_once(kvmux_loop *l, int timeout_ms);
+
+/* ---- reload.c ---- */
+/* Copy srv->rt into l->rt if it changed since the last copy. l's thread
+ * (or before the loops run). */
+void kvmux__loop_refresh_rt(kvmux_loop *l);
+/* Loop 0: run the reload hook if a reload was requested. */
+void kvmux__server_maybe_reload(kvmux_server *s);
+/* Drop l's references (loop deinit). */
+void kvmux__loop_rt_deinit(kvmux_loop *l);
 
 /* ---- accept.c ---- */
 /* Accept a batch of connections from the listener (loop 0). */
@@ -351,9 +384,15 @@ void kvmux__sched_on_window_update(kvmux_conn *c, const kvmux_frame *f);
 /* CANCEL of an outgoing stream: returns 1 if request_id was one (now
  * answered CANCELED), else 0. */
 int kvmux__sched_cancel(kvmux_conn *c, uint32_t request_id);
+/* Whether request_id is a response still being streamed. */
+int kvmux__sched_has(kvmux_conn *c, uint32_t request_id);
 /* Drop every stream (connection teardown or forced drain). Credits are
  * returned when give_back_credits. */
 void kvmux__sched_release(kvmux_conn *c, int give_back_credits);
+/* Drain deadline: end every stream with RESPONSE SHUTTING_DOWN (its final
+ * response; fragments already sent are dropped by the client) and give
+ * back its credit. */
+void kvmux__sched_shutdown(kvmux_conn *c);
 
 /* ---- upload.c: fragmented requests ---- */
 /* A REQUEST with MORE (already passed check_recv): start reassembly or
@@ -363,12 +402,23 @@ void kvmux__upload_begin(kvmux_conn *c, const kvmux_frame *f);
 void kvmux__upload_continue(kvmux_conn *c, const kvmux_frame *f);
 /* CANCEL of an upload: returns 1 if request_id was one, else 0. */
 int kvmux__upload_cancel(kvmux_conn *c, uint32_t request_id);
+/* Whether request_id is a fragmented request still open (being received,
+ * or answered early and its remaining fragments still to come). */
+int kvmux__upload_has(kvmux_conn *c, uint32_t request_id);
 /* Free every upload (teardown). */
 void kvmux__uploads_release(kvmux_conn *c);
 /* Drain deadline: answer uploads still in progress SHUTTING_DOWN. */
 void kvmux__uploads_shutdown(kvmux_conn *c);
 
 /* ---- dispatch.c ---- */
+/* A REQUEST (single-frame or the first of a fragmented one) whose id is
+ * still in use on c: a parked WAIT, a write held for the fsync, a response
+ * being streamed, or a fragmented request still open. Answering it would
+ * put two RESPONSEs with one id on the wire, which the client cannot tell
+ * apart: ERROR PROTOCOL with that id, and the connection closes
+ * (docs/PROTOCOL.md section 9). Returns 1 if so (c is closing), else 0.
+ * Costs one test of four counters when nothing is held on c. */
+int kvmux__refuse_id_in_use(kvmux_conn *c, uint32_t request_id);
 /* Act on one decoded frame from c: session check, handshake, PING,
  * requests. f's pointers are only valid during the call. */
 void kvmux__dispatch_frame(kvmux_conn *c, const kvmux_frame *f);
@@ -418,6 +468,8 @@ int kvmux__durable_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
 void kvmux__durable_release(kvmux_loop *l);
 /* Connection teardown: forget its held answers. */
 void kvmux__durable_forget(kvmux_conn *c);
+/* Whether c has a write answer for request_id held for the fsync. */
+int kvmux__durable_holds(const kvmux_conn *c, uint32_t request_id);
 /* Loop teardown: free the held FIFO. */
 void kvmux__durable_deinit(kvmux_loop *l);
 /* The log's notify callback: wake every loop (any thread). */
@@ -432,9 +484,10 @@ void kvmux__durable_notify(void *srv);
 void kvmux__scan_respond(kvmux_conn *c, const kvmux_frame *f);
 
 /* ---- auth.c: --requirepass ---- */
-/* Load the token from cfg (requirepass or requirepass_file) into s.
- * Returns 0, or -1 with a message in err. */
-int kvmux__auth_load(kvmux_server *s, const kvmux_server_config *cfg, char *err,
+/* Load the token from cfg (requirepass or requirepass_file) into rt
+ * (auth_len 0 without one). Returns 0, or -1 with a message in err and rt
+ * unchanged. */
+int kvmux__auth_load(kvmux_rt *rt, const kvmux_server_config *cfg, char *err,
                      size_t errlen);
 /* Server with a token: check the HELLO f of c. Returns 0 if it may go on,
  * else c has been failed with ERROR AUTH (counted, logged rate-limited). */

@@ -112,7 +112,7 @@ size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, 
     }
     u64line(&o, "errors_other", st.wire_errors[0]);
     u64line(&o, "protocol_errors", st.protocol_errors);
-    u64line(&o, "auth_required", s->auth_len > 0);
+    u64line(&o, "auth_required", atomic_load(&s->auth_required) != 0);
     u64line(&o, "auth_failures", st.auth_failures);
     u64line(&o, "tls_handshake_failures", st.tls_handshake_failures);
     u64line(&o, "tls_errors", st.tls_errors);

@@ -956,6 +956,10 @@ void kvmux_store_set_maxmemory(kvmux_store *s, uint64_t bytes, int policy) {
     atomic_store(&s->policy, policy);
 }
 
+uint64_t kvmux_store_empty_memory(uint32_t shards) {
+    return (uint64_t)shards * INITIAL_SLOTS * sizeof(((shard *)0)->slots[0]);
+}
+
 uint64_t kvmux_store_used_memory(const kvmux_store *s) {
     return atomic_load_explicit(&((kvmux_store *)(uintptr_t)s)->used, memory_order_relaxed);
 }

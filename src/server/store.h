@@ -320,6 +320,11 @@ void kvmux_store_set_maxmemory(kvmux_store *s, uint64_t bytes, int policy);
 /* Accounted memory now (an atomic read, cheap). */
 uint64_t kvmux_store_used_memory(const kvmux_store *s);
 
+/* What an empty store of `shards` shards already accounts (its hash
+ * tables): the floor of used_memory, so a --maxmemory below it would
+ * refuse every write. Any thread. */
+uint64_t kvmux_store_empty_memory(uint32_t shards);
+
 /* Before a write: 0 if it may run. Under allkeys-lru, first evicts keys
  * (sampling `samples` random keys per eviction and dropping the least
  * recently used; evictions fire waiters and are journalled as DEL) until

@@ -30,8 +30,9 @@
 
 #include "tls_common.h"
 
-int kvmux__tls_server_init(kvmux_server *s, const kvmux_server_config *cfg, char *err,
-                           size_t errlen) {
+int kvmux__tls_ctx_build(const kvmux_server_config *cfg, struct ssl_ctx_st **out,
+                         char *err, size_t errlen) {
+    *out = NULL;
     if (!cfg->tls_cert) return 0;
     char rb[256];
     SSL_CTX *ctx = kvmux__tls_ctx_new(TLS_server_method(), SSL_OP_CIPHER_SERVER_PREFERENCE);
@@ -76,19 +77,18 @@ int kvmux__tls_server_init(kvmux_server *s, const kvmux_server_config *cfg, char
         }
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
     }
-    s->tls_ctx = ctx;
+    *out = ctx;
     return 0;
 }
 
-void kvmux__tls_server_free(kvmux_server *s) {
-    SSL_CTX_free(s->tls_ctx);
-    s->tls_ctx = NULL;
+void kvmux__tls_ctx_ref(struct ssl_ctx_st *ctx) {
+    if (ctx) SSL_CTX_up_ref(ctx);
 }
 
-int kvmux__tls_enabled(const kvmux_server *s) { return s->tls_ctx != NULL; }
+void kvmux__tls_ctx_unref(struct ssl_ctx_st *ctx) { SSL_CTX_free(ctx); }
 
-int kvmux__tls_conn_new(kvmux_server *s, kvmux_conn *c) {
-    SSL *ssl = SSL_new(s->tls_ctx);
+int kvmux__tls_conn_new(struct ssl_ctx_st *ctx, kvmux_conn *c) {
+    SSL *ssl = SSL_new(ctx);
     if (!ssl) {
         ERR_clear_error();
         return -1;
@@ -265,17 +265,17 @@ void kvmux__tls_conn_free(kvmux_conn *c) {
 
 #else /* !KVMUX_HAVE_TLS */
 
-int kvmux__tls_server_init(kvmux_server *s, const kvmux_server_config *cfg, char *err,
-                           size_t errlen) {
-    (void)s;
+int kvmux__tls_ctx_build(const kvmux_server_config *cfg, struct ssl_ctx_st **out, char *err,
+                         size_t errlen) {
+    *out = NULL;
     if (!cfg->tls_cert) return 0;
     snprintf(err, errlen, "--tls-cert: kvmuxd was built without TLS "
                           "(configure with -DKVMUX_WITH_TLS=ON and OpenSSL, libssl-dev)");
     return -1;
 }
-void kvmux__tls_server_free(kvmux_server *s) { (void)s; }
-int kvmux__tls_enabled(const kvmux_server *s) { (void)s; return 0; }
-int kvmux__tls_conn_new(kvmux_server *s, kvmux_conn *c) { (void)s, (void)c; return -1; }
+void kvmux__tls_ctx_ref(struct ssl_ctx_st *ctx) { (void)ctx; }
+void kvmux__tls_ctx_unref(struct ssl_ctx_st *ctx) { (void)ctx; }
+int kvmux__tls_conn_new(struct ssl_ctx_st *ctx, kvmux_conn *c) { (void)ctx, (void)c; return -1; }
 int kvmux__tls_handshake(kvmux_conn *c) { (void)c; return -1; }
 ssize_t kvmux__tls_recv(kvmux_conn *c, void *buf, size_t n) {
     (void)c, (void)buf, (void)n;

@@ -22,23 +22,26 @@ struct kvmux_server;
 struct kvmux_server_config;
 struct kvmux_conn;
 
-/* Build the server's SSL context from cfg->tls_cert/tls_key (and tls_ca:
- * client certificates required and verified against it). TLS 1.2 is the
- * floor; renegotiation and compression are off. No-op returning 0 when
- * cfg->tls_cert is NULL. Returns 0, or -1 with a one-line message naming
- * the option and the OpenSSL reason in err (also when built without
- * TLS). */
-int kvmux__tls_server_init(struct kvmux_server *s, const struct kvmux_server_config *cfg,
-                           char *err, size_t errlen);
-/* Free the context (NULL-safe, idempotent). */
-void kvmux__tls_server_free(struct kvmux_server *s);
+struct ssl_ctx_st;
 
-/* 1 if the server speaks TLS (every accepted connection does). */
-int kvmux__tls_enabled(const struct kvmux_server *s);
+/* Build a server SSL context from cfg->tls_cert/tls_key (and tls_ca:
+ * client certificates required and verified against it), reading the
+ * files now: at start and on every SIGHUP (reload.c). TLS 1.2 is the
+ * floor; renegotiation and compression are off. *out = NULL and 0 when
+ * cfg->tls_cert is NULL. Returns 0 with *out owning one reference, or -1
+ * with a one-line message naming the option and the OpenSSL reason in err
+ * (also when built without TLS). Any thread. */
+int kvmux__tls_ctx_build(const struct kvmux_server_config *cfg, struct ssl_ctx_st **out,
+                         char *err, size_t errlen);
+/* Take / drop one reference to a context (NULL-safe; any thread: OpenSSL
+ * counts atomically). A connection's SSL holds its own reference, so
+ * connections made before a reload keep the old certificate. */
+void kvmux__tls_ctx_ref(struct ssl_ctx_st *ctx);
+void kvmux__tls_ctx_unref(struct ssl_ctx_st *ctx);
 
-/* Give c (accepted, fd set) its SSL object in the handshake phase.
- * Returns 0 or -1 (out of memory; c untouched). */
-int kvmux__tls_conn_new(struct kvmux_server *s, struct kvmux_conn *c);
+/* Give c (accepted, fd set) its SSL object from ctx, in the handshake
+ * phase. Returns 0 or -1 (out of memory; c untouched). */
+int kvmux__tls_conn_new(struct ssl_ctx_st *ctx, struct kvmux_conn *c);
 
 /* Advance c's server handshake. Returns 1 when done, 0 when it waits for
  * the socket (c->tls_want_write says which way), -1 when it failed (the

@@ -129,16 +129,16 @@ static void fail_reassembly(kvmux_conn *c, const kvmux_frame *f, int err) {
                          f->value_len);
 }
 
+int kvmux__upload_has(kvmux_conn *c, uint32_t request_id) {
+    return upload_find(c, request_id) != NULL;
+}
+
 void kvmux__upload_begin(kvmux_conn *c, const kvmux_frame *f) {
     kvmux_loop *l = c->loop;
     const kvmux_server_config *cfg = &l->srv->cfg;
     KVMUX_STAT_ADD(l, requests[f->code <= KVMUX_OP_MAX ? f->code : 0], 1);
-    if (upload_find(c, f->request_id)) {
-        kvmux__conn_fail(c, f->request_id, KVMUX_ERR_PROTOCOL,
-                         "fragmented REQUEST %u while a message with that id is still "
-                         "being received", f->request_id);
-        return;
-    }
+    /* on_request (dispatch.c) has refused an id still in use, an open
+     * upload's included. */
     if (c->nuploads >= 2 * c->sess.local.max_outstanding) {
         kvmux__conn_fail(c, f->request_id, KVMUX_ERR_PROTOCOL,
                          "more than %u fragmented requests open at once",

@@ -263,9 +263,9 @@ static void test_corrupt_start(void) {
     v2_close_and_stop(&c, &s, 5000);
     struct stat sb;
     REQUIRE(stat(logpath, &sb) == 0);
-    /* Records are 8 + 23 + 5 + 10 = 46 bytes after the 8-byte magic:
+    /* Records are 12 + 23 + 5 + 10 = 50 bytes after the 8-byte magic:
      * damage the value of the 4th (index 3). */
-    off_t rec = 8 + 3 * 46;
+    off_t rec = 8 + 3 * 50;
     int fd = open(logpath, O_RDWR);
     REQUIRE(fd >= 0);
     REQUIRE(pwrite(fd, "X", 1, rec + 40) == 1);

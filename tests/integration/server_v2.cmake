@@ -19,3 +19,12 @@ if(TARGET kvmuxd)
                  SOURCES integration/server_v2_concurrent_test.c integration/server_v2_util.c
                  LABELS integration concurrent TIMEOUT 120)
 endif()
+# Where kvmuxd once departed from docs/PROTOCOL.md: TOO_LARGE against the
+# client's MAX_VALUE_SIZE, the shape of TIMEOUT for DEADLINE 0, the
+# request_id of ERRORs about malformed non-REQUEST frames, the --maxmemory
+# floor.
+if(TARGET kvmuxd)
+  kvmux_add_test(conform_test
+                 SOURCES integration/conform_test.c integration/server_v2_util.c
+                 LABELS integration TIMEOUT 120)
+endif()

@@ -139,7 +139,7 @@ static void test_goaway_deadline(void) {
     REQUIRE(v2_set_first(&a, 3, "gd:up", v, 1000, 5000, 0, 0) == 0);
     test_sleep_ms(100);
     REQUIRE(kill(s.pid, SIGTERM) == 0);
-    int goaway = 0, up_answer = 0, err = 0, frames = 0;
+    int goaway = 0, up_answer = 0, err = 0, frames = 0, get_final = 0;
     int64_t t0 = test_now_ms();
     for (int guard = 0; guard < 10000; guard++) {
         int r = v2_read(&a, &f, 3000);
@@ -150,6 +150,13 @@ static void test_goaway_deadline(void) {
             up_answer = 1;
             CHECK_EQ(f.code, KVMUX_STATUS_SHUTTING_DOWN);
         }
+        /* The stalled response's final RESPONSE (its first fragment,
+         * with MORE, came earlier): SHUTTING_DOWN, before the ERROR, so
+         * every request gets exactly one final RESPONSE (section 15.5). */
+        if (f.type == KVMUX_FRAME_RESPONSE && f.request_id == 2 && !kvmux_frame_has_more(&f)) {
+            get_final++;
+            CHECK_EQ(f.code, KVMUX_STATUS_SHUTTING_DOWN);
+        }
         if (f.type == KVMUX_FRAME_ERROR) {
             err = 1;
             CHECK_EQ(f.code, KVMUX_ERR_SHUTTING_DOWN);
@@ -157,6 +164,7 @@ static void test_goaway_deadline(void) {
         }
     }
     CHECK(goaway && up_answer && err);
+    CHECK_EQ(get_final, 1);
     int64_t took = test_now_ms() - t0;
     CHECK(took >= 200 && took < 3000);
     CHECK(test_wait_closed(a.fd, 3000));

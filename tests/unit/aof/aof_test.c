@@ -238,7 +238,8 @@ static void test_corrupt(void) {
     close(fd);
     s = new_store();
     CHECK_EQ(kvmux_aof_load(p, s, 0, &info, err, sizeof err), -1);
-    CHECK(strstr(err, "length") != NULL);
+    CHECK(strstr(err, "header checksum") != NULL);
+    CHECK(strstr(err, "1 intact records after it") != NULL);
     kvmux_store_free(s);
 
     /* Not a log at all. */

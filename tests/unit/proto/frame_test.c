@@ -150,6 +150,26 @@ static const vec VECS[] = {
     {"resp_scan_done", KVMUX_FRAME_RESPONSE, 0x15, KVMUX_STATUS_OK, {U64(0)}, 8, "", {0}, 0, V1},
     {"req_expire_deadline", KVMUX_FRAME_REQUEST, 0x12, KVMUX_OP_EXPIRE, {U64(60000)}, 8, "foo",
      {0}, 0, 2, KVMUX_FLAG_DEADLINE, 100, 0},
+    /* ---- conformance (PROTOCOL.md section 14, "Conformance vectors") ---- */
+    {"hello_reserved_nonzero", KVMUX_FRAME_HELLO, 7, 3, {1, 1}, 2, "cli",
+     {SETTING(1, 2097152u), SETTING(2, 1024u), SETTING(3, 4096u), SETTING(4, 1048576u)}, 24, V1},
+    {"cont_code_nonzero", KVMUX_FRAME_CONTINUATION, 2, 5, {0}, 0, "", "89", 2, 2, 0, 0, 0},
+    {"hello_auth_len_zero", KVMUX_FRAME_HELLO, 0, 0, {1, 1}, 2, "cli",
+     {SETTING(1, 2097152u), SETTING(2, 1024u), SETTING(3, 4096u), SETTING(4, 1048576u),
+      SETTING(7, 0u)}, 30, V1},
+    {"hello_v1_bad_window", KVMUX_FRAME_HELLO, 0, 0, {1, 1}, 2, "cli",
+     {SETTING(1, 2097152u), SETTING(2, 1024u), SETTING(3, 4096u), SETTING(4, 1048576u),
+      SETTING(5, 0u)}, 30, V1},
+    {"hello_repeat_bad_first", KVMUX_FRAME_HELLO, 0, 0, {1, 1}, 2, "cli",
+     {SETTING(2, 0u), SETTING(2, 16u)}, 12, V1},
+    {"hello_auth_split", KVMUX_FRAME_HELLO, 0, 0, {1, 1}, 2, "cli",
+     {SETTING(7, 6u), SETTING(2, 64u), SETTING(8, 0x73336372u), SETTING(8, 0x65740000u)}, 24, V1},
+    {"error_id_in_use", KVMUX_FRAME_ERROR, 6, KVMUX_ERR_PROTOCOL, {0}, 0, "", "id in use", 9, V1},
+    {"error_unexpected_frame", KVMUX_FRAME_ERROR, 0, KVMUX_ERR_UNEXPECTED_FRAME, {0}, 0, "",
+     "unexpected", 10, V1},
+    {"goaway_to_server", KVMUX_FRAME_GOAWAY, 5, 0, {U32(0u), U32(0u)}, 8, "", {0}, 0, 2, 0, 0, 0},
+    {"resp_shutting_down_v2", KVMUX_FRAME_RESPONSE, 2, KVMUX_STATUS_SHUTTING_DOWN, {0}, 0, "",
+     {0}, 0, 2, 0, 0, 0},
 };
 #define NVECS (sizeof VECS / sizeof VECS[0])
 
@@ -174,7 +194,7 @@ static kvmux_frame vec_frame(const vec *v) {
 
 /* ---- vectors: the hex file ---- */
 
-#define MAX_FILE_VECS 128
+#define MAX_FILE_VECS 160
 #define MAX_VEC_BYTES 256
 typedef struct hexvec {
     char name[64];
@@ -397,6 +417,98 @@ static void test_doc_matches_vectors(void) {
             fprintf(stderr, "vector %s differs in PROTOCOL.md\n", h->name);
     }
     CHECK_EQ(found, NFILEVECS);
+}
+
+/* The server session's answer to a conformance vector's HELLO: the
+ * HELLO_ACK length (> 0) or the negative wire error. max_version caps the
+ * server as a v1 or v2 build. */
+static int accept_vector(const char *name, uint8_t max_version, kvmux_session *s) {
+    const hexvec *h = find_vec(name);
+    if (!h) {
+        fprintf(stderr, "vector %s missing\n", name);
+        return -1000;
+    }
+    kvmux_frame f;
+    if (kvmux_frame_decode(h->bytes, h->len, KVMUX_MIN_FRAME, &f) != (int)h->len) return -1001;
+    kvmux_session_init(s, KVMUX_ROLE_SERVER, NULL);
+    s->max_version = max_version;
+    int rc = kvmux_session_check_recv(s, &f);
+    if (rc < 0) return rc;
+    uint8_t ack[KVMUX_HELLO_ACK_MAX_LEN];
+    return kvmux_session_accept_hello(s, &f, ack, "srv");
+}
+
+/* The corner cases PROTOCOL.md decides (section 14, "Conformance"), at
+ * the session and settings level; kvmuxd's side is in
+ * tests/integration/conformance_test.c. */
+static void test_conformance_vectors(void) {
+    kvmux_session s;
+    /* Reserved request_id and code of a HELLO are ignored. */
+    CHECK(accept_vector("hello_reserved_nonzero", KVMUX_PROTO_VERSION_MAX, &s) > 0);
+    /* AUTH_TOKEN_LEN out of range: not a setting the session knows, so
+     * ignored (only a server with a token judges it, section 8.1). */
+    CHECK(accept_vector("hello_auth_len_zero", KVMUX_PROTO_VERSION_MAX, &s) > 0);
+    uint8_t tok[KVMUX_MAX_AUTH_TOKEN];
+    const hexvec *h = find_vec("hello_auth_len_zero");
+    kvmux_frame f;
+    REQUIRE(h && kvmux_frame_decode(h->bytes, h->len, KVMUX_MIN_FRAME, &f) == (int)h->len);
+    CHECK_EQ(kvmux_settings_auth_token(f.value, f.value_len, tok), -KVMUX_ERR_PROTOCOL);
+    /* A v2 setting out of range in a HELLO offering only v1: ignored, by
+     * a v2 build exactly as by a v1 build. */
+    CHECK(accept_vector("hello_v1_bad_window", KVMUX_PROTO_VERSION_MAX, &s) > 0);
+    CHECK_EQ(s.version, 1);
+    CHECK(accept_vector("hello_v1_bad_window", 1, &s) > 0);
+    /* ... but on a v2 connection it is PROTOCOL. */
+    {
+        kvmux_settings st;
+        kvmux_settings_default(&st);
+        uint8_t blk[6] = {0, KVMUX_SETTING_INITIAL_WINDOW, 0, 0, 0, 0};
+        CHECK_EQ(kvmux_settings_decode_version(blk, 6, &st, 1), 0);
+        CHECK_EQ(st.initial_window, KVMUX_DEFAULT_INITIAL_WINDOW);
+        CHECK_EQ(kvmux_settings_decode_version(blk, 6, &st, 2), -KVMUX_ERR_PROTOCOL);
+        blk[1] = KVMUX_SETTING_CONNECTION_WINDOW;
+        CHECK_EQ(kvmux_settings_decode_version(blk, 6, &st, 1), 0);
+        CHECK_EQ(kvmux_settings_decode_version(blk, 6, &st, 2), -KVMUX_ERR_PROTOCOL);
+    }
+    /* A repeated id: every entry is range-checked, the last valid one
+     * does not excuse an earlier bad one. */
+    CHECK_EQ(accept_vector("hello_repeat_bad_first", KVMUX_PROTO_VERSION_MAX, &s),
+             -KVMUX_ERR_PROTOCOL);
+    CHECK_EQ(s.state, KVMUX_SESSION_CLOSED);
+    /* Other settings between AUTH_TOKEN_LEN and the AUTH_TOKEN entries. */
+    h = find_vec("hello_auth_split");
+    REQUIRE(h && kvmux_frame_decode(h->bytes, h->len, KVMUX_MIN_FRAME, &f) == (int)h->len);
+    CHECK_EQ(kvmux_settings_auth_token(f.value, f.value_len, tok), 6);
+    CHECK(memcmp(tok, "s3cret", 6) == 0);
+    CHECK(accept_vector("hello_auth_split", KVMUX_PROTO_VERSION_MAX, &s) > 0);
+    CHECK_EQ(s.peer.max_outstanding, 64);
+    /* A CONTINUATION's code is ignored: the session accepts it. */
+    kvmux_session v2;
+    REQUIRE(accept_vector("hello_reserved_nonzero", KVMUX_PROTO_VERSION_MAX, &v2) > 0);
+    h = find_vec("cont_code_nonzero");
+    REQUIRE(h && kvmux_frame_decode(h->bytes, h->len, KVMUX_MIN_FRAME, &f) == (int)h->len);
+    CHECK_EQ(f.code, 5);
+    v2.version = 2; /* as if v2 had been negotiated */
+    CHECK_EQ(kvmux_session_check_recv(&v2, &f), 0);
+    /* GOAWAY with an id, sent to a server: direction first. */
+    h = find_vec("goaway_to_server");
+    REQUIRE(h && kvmux_frame_decode(h->bytes, h->len, KVMUX_MIN_FRAME, &f) == (int)h->len);
+    CHECK_EQ(kvmux_session_check_recv(&v2, &f), -KVMUX_ERR_UNEXPECTED_FRAME);
+    /* A HELLO_ACK sent to a server after the handshake: direction first. */
+    h = find_vec("hello_ack");
+    REQUIRE(h && kvmux_frame_decode(h->bytes, h->len, KVMUX_MIN_FRAME, &f) == (int)h->len);
+    CHECK_EQ(kvmux_session_check_recv(&v2, &f), -KVMUX_ERR_UNEXPECTED_FRAME);
+    /* A client PING with id 0 is a valid PING (the ping vector). */
+    h = find_vec("ping");
+    REQUIRE(h && kvmux_frame_decode(h->bytes, h->len, KVMUX_MIN_FRAME, &f) == (int)h->len);
+    CHECK_EQ(f.request_id, 0);
+    kvmux_session one;
+    REQUIRE(accept_vector("hello", KVMUX_PROTO_VERSION_MAX, &one) > 0);
+    CHECK_EQ(kvmux_session_check_recv(&one, &f), 0);
+    /* Every legal handshake frame fits the 4096 bytes that apply before
+     * the handshake (section 8): the largest HELLO and ERROR. */
+    CHECK(KVMUX_HELLO_AUTH_MAX_LEN <= KVMUX_MIN_FRAME);
+    CHECK(KVMUX_FRAME_HDR_LEN + KVMUX_MAX_ERROR_MSG <= KVMUX_MIN_FRAME);
 }
 
 /* The auth entries (PROTOCOL.md 8.1): encode/extract round trip for every
@@ -938,6 +1050,7 @@ int main(void) {
     test_stream_split_points();
     test_doc_matches_vectors();
     test_auth_settings();
+    test_conformance_vectors();
     test_guard_page();
     test_bad_magic();
     test_bad_version();

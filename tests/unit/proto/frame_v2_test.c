@@ -413,6 +413,68 @@ static void test_names(void) {
     CHECK(strcmp(kvmux_frame_type_name(KVMUX_FRAME_CANCEL), "CANCEL") == 0);
 }
 
+/* kvmux_frame_error_request_id: every decoder shape error on a frame
+ * whose id names a request reports that id; HELLO, HELLO_ACK, GOAWAY,
+ * unknown types, v2 types in a v1 header, bad magic/version and short
+ * input report 0. */
+static void hdr(uint8_t *b, uint8_t v, uint8_t t, uint8_t flags, uint32_t id, uint8_t elen,
+                uint32_t body) {
+    memset(b, 0, 64);
+    b[0] = KVMUX_MAGIC;
+    b[1] = v;
+    b[2] = t;
+    b[3] = flags;
+    kvmux_store_u32be(b + 4, id);
+    b[9] = elen;
+    kvmux_store_u32be(b + 12, body);
+}
+
+static void test_error_request_id(void) {
+    static const struct {
+        uint8_t v, t, flags, elen;
+        uint32_t body, id, want_id;
+    } cases[] = {
+        {2, KVMUX_FRAME_CONTINUATION, 0, 0, 0, 7, 7},     /* empty CONTINUATION */
+        {2, KVMUX_FRAME_CANCEL, 0, 0, 1, 9, 9},           /* CANCEL with a body */
+        {2, KVMUX_FRAME_CANCEL, 1, 0, 0, 10, 10},         /* CANCEL with flags */
+        {2, KVMUX_FRAME_WINDOW_UPDATE, 0, 4, 4, 11, 11},  /* increment 0 */
+        {2, KVMUX_FRAME_WINDOW_UPDATE, 0, 3, 3, 12, 12},  /* 3 bytes of extras */
+        {2, KVMUX_FRAME_PING, 0, 4, 4, 13, 13},
+        {1, KVMUX_FRAME_PING, 0, 4, 4, 14, 14},
+        {1, KVMUX_FRAME_PONG, 0, 8, 9, 15, 15},
+        {2, KVMUX_FRAME_ERROR, 0, 1, 1, 16, 16},          /* ERROR with extras */
+        {2, KVMUX_FRAME_RESPONSE, 4, 0, 0, 17, 17},       /* bad flags */
+        {1, KVMUX_FRAME_REQUEST, 1, 0, 0, 18, 18},        /* flags in v1 */
+        {2, KVMUX_FRAME_HELLO, 0, 0, 0, 19, 0},           /* id always 0 */
+        {2, KVMUX_FRAME_GOAWAY, 0, 0, 0, 20, 0},
+        {1, KVMUX_FRAME_CONTINUATION, 0, 0, 1, 21, 0},    /* not a v1 type */
+        {1, KVMUX_FRAME_CANCEL, 0, 0, 0, 22, 0},
+        {2, 12, 0, 0, 0, 23, 0},                          /* unknown type */
+    };
+    uint8_t b[64];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        hdr(b, cases[i].v, cases[i].t, cases[i].flags, cases[i].id, cases[i].elen,
+            cases[i].body);
+        kvmux_frame f;
+        int r = kvmux_frame_decode(b, 16 + cases[i].body, 1u << 20, &f);
+        if (r >= 0) fprintf(stderr, "case %zu decoded (%d)\n", i, r);
+        CHECK(r < 0);
+        CHECK_EQ(kvmux_frame_error_request_id(b, 16 + cases[i].body), cases[i].want_id);
+    }
+    /* Over the max frame size: the header alone is enough. */
+    hdr(b, 2, KVMUX_FRAME_CONTINUATION, 0, 24, 0, 1u << 20);
+    kvmux_frame f;
+    CHECK_EQ(kvmux_frame_decode(b, 16, 4096, &f), -KVMUX_ERR_FRAME_TOO_LARGE);
+    CHECK_EQ(kvmux_frame_error_request_id(b, 16), 24);
+    /* Short input, bad magic, bad version: 0. */
+    CHECK_EQ(kvmux_frame_error_request_id(b, 7), 0);
+    b[1] = 9;
+    CHECK_EQ(kvmux_frame_error_request_id(b, 16), 0);
+    b[1] = 2;
+    b[0] = 0x6c;
+    CHECK_EQ(kvmux_frame_error_request_id(b, 16), 0);
+}
+
 int main(void) {
     guard_init();
     test_type_table();
@@ -424,5 +486,6 @@ int main(void) {
     test_window_update_increment();
     test_encoders();
     test_names();
+    test_error_request_id();
     return test_report();
 }

@@ -194,14 +194,31 @@ static void test_negotiation(void) {
 static void test_before_handshake(void) {
     kvmux_session s, c;
     int bad = 0;
-    /* Server before HELLO: everything but HELLO is a handshake error. */
+    /* Server before HELLO: everything but HELLO and ERROR is a handshake
+     * error (PROTOCOL.md section 8: handshake_error_first). */
     for (int t = KVMUX_FRAME_HELLO_ACK; t <= KVMUX_FRAME_PONG; t++) {
+        if (t == KVMUX_FRAME_ERROR) continue;
         kvmux_session_init(&s, KVMUX_ROLE_SERVER, NULL);
         kvmux_frame f = mk((uint8_t)t, 1, t == KVMUX_FRAME_REQUEST ? 1 : 0);
         if (kvmux_session_check_recv(&s, &f) != -KVMUX_ERR_HANDSHAKE) bad++;
         if (s.state != KVMUX_SESSION_AWAIT_HELLO) bad++;
     }
     CHECK_EQ(bad, 0);
+    /* An ERROR as the very first frame is accepted and closes: it is
+     * never answered with an ERROR (section 12). */
+    kvmux_session_init(&s, KVMUX_ROLE_SERVER, NULL);
+    kvmux_frame e1 = mk(KVMUX_FRAME_ERROR, KVMUX_HANDSHAKE_VERSION, 0);
+    e1.code = KVMUX_ERR_INTERNAL;
+    CHECK_EQ(kvmux_session_check_recv(&s, &e1), 0);
+    CHECK_EQ(s.state, KVMUX_SESSION_CLOSED);
+    /* ... in any header version this build parses (never answered). */
+    kvmux_session_init(&s, KVMUX_ROLE_SERVER, NULL);
+    e1.version = KVMUX_PROTO_V2;
+    CHECK_EQ(kvmux_session_check_recv(&s, &e1), 0);
+    CHECK_EQ(s.state, KVMUX_SESSION_CLOSED);
+    kvmux_session_init(&s, KVMUX_ROLE_SERVER, NULL);
+    e1.version = KVMUX_PROTO_VERSION_MAX + 1;
+    CHECK_EQ(kvmux_session_check_recv(&s, &e1), -KVMUX_ERR_BAD_VERSION);
     /* Client before HELLO_ACK: only HELLO_ACK or ERROR. */
     bad = 0;
     for (int t = KVMUX_FRAME_HELLO; t <= KVMUX_FRAME_PONG; t++) {
@@ -264,6 +281,12 @@ static void test_open_checks(void) {
     CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_HANDSHAKE);
     f = mk(KVMUX_FRAME_HELLO_ACK, 1, 0);
     CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_HANDSHAKE);
+    /* A handshake frame in the wrong direction: direction is checked
+     * before state (PROTOCOL.md section 12: open_hello_ack_to_server). */
+    f = mk(KVMUX_FRAME_HELLO_ACK, 1, 0);
+    CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_UNEXPECTED_FRAME);
+    f = mk(KVMUX_FRAME_HELLO, 1, 0);
+    CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_UNEXPECTED_FRAME);
     /* Wrong version after the handshake (as if a peer switched); an ERROR
      * may still carry the handshake version 1, the others may not. */
     REQUIRE(v != 1);

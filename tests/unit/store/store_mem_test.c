@@ -43,6 +43,8 @@ static void test_accounting(void) {
     /* An empty store accounts its 4 initial 16-slot tables. */
     uint64_t empty = kvmux_store_used_memory(s);
     CHECK_EQ(empty, 4 * 16 * 8);
+    /* The floor kvmuxd checks --maxmemory against is this figure. */
+    CHECK_EQ(kvmux_store_empty_memory(4), empty);
     set_key(s, 1, 1000, 0);
     uint64_t one = kvmux_store_used_memory(s) - empty;
     CHECK(one >= 1000 + 5);   /* key + value at least */
