@@ -2,7 +2,9 @@
  * kvmuxd --aof and a real log file:
  *
  * - the client library refuses SET/CAS with ttl_ms above the cap with
- *   KVMUX_EINVAL before anything is sent, and accepts the cap itself;
+ *   KVMUX_EINVAL before anything is sent (kvmux_set, kvmux_cas, kvmux_call,
+ *   kvmux_try_call, kvmux_call_async, kvmux_call_future), and accepts the
+ *   cap itself;
  * - over raw protocol-v2 frames, SET with ttl 0, 1 and the cap is accepted
  *   and the cap-TTL key reads back; SET with cap+1, 2^63 and 2^64-1 and CAS
  *   with cap+1 are answered BAD_REQUEST and leave no key (or the old value);
@@ -105,7 +107,14 @@ static void check_state(v2conn *c, const char *when) {
     CHECK_EQ(bad, 0);
 }
 
-/* The client library refuses over-cap TTLs locally; the cap itself goes. */
+static int never_called;
+static void never_cb(kvmux_client *c, int result, kvmux_reply *reply, void *ud) {
+    (void)c, (void)result, (void)reply, (void)ud;
+    never_called++;
+}
+
+/* The client library refuses over-cap TTLs locally (every entry point);
+ * the cap itself goes. */
 static void test_library(uint16_t port) {
     kvmux_client *k = NULL;
     REQUIRE(kvmux_connect(&k, "127.0.0.1", port, NULL) == 0);
@@ -114,6 +123,22 @@ static void test_library(uint16_t port) {
         CHECK_EQ(kvmux_set(k, "lib:over", 8, "v", 1, over[i], &ver, 5000), KVMUX_EINVAL);
         CHECK_EQ(kvmux_cas(k, "lib:over", 8, 0, "v", 1, over[i], &ver, 5000), KVMUX_EINVAL);
     }
+    /* The request forms agree: sync, try, callback and future submits. */
+    for (int i = 0; i < 3; i++) {
+        for (int op = 0; op < 2; op++) {
+            kvmux_request rq = {.op = op ? KVMUX_CAS : KVMUX_SET, .key = "lib:over",
+                                .key_len = 8, .value = "v", .value_len = 1,
+                                .ttl_ms = over[i]};
+            kvmux_reply rep;
+            CHECK_EQ(kvmux_call(k, &rq, &rep, 5000), KVMUX_EINVAL);
+            CHECK_EQ(kvmux_try_call(k, &rq, &rep, 5000), KVMUX_EINVAL);
+            CHECK_EQ(kvmux_call_async(k, &rq, 5000, never_cb, NULL), KVMUX_EINVAL);
+            kvmux_future *fu = NULL;
+            CHECK_EQ(kvmux_call_future(k, &rq, 5000, &fu), KVMUX_EINVAL);
+            CHECK(fu == NULL);
+        }
+    }
+    CHECK_EQ(never_called, 0);
     kvmux_value *val = NULL;
     CHECK_EQ(kvmux_get(k, "lib:over", 8, &val, 5000), KVMUX_ENOTFOUND);
     kvmux_value_free(val);
