@@ -1,24 +1,33 @@
 # Convenience front end over CMake. The real build is CMakeLists.txt; these
 # targets are the README's quick start and what CI runs.
 #
-#   make run    build (release) and start kvmuxd on 127.0.0.1:7878
+#   make run    build kvmuxd alone (release) and start it on 127.0.0.1:7878
 #   make test   build and run every test (ctest)
+#   make install    install into PREFIX (default /usr/local; DESTDIR honoured)
 #   make asan   the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan   the concurrent tests under ThreadSanitizer
 #   make clang  build with clang (warnings are errors) and run the unit tests
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_FLAGS ?= --output-on-failure
 
-.PHONY: all build run test asan tsan clang clean
+PREFIX ?= /usr/local
+
+.PHONY: all configure build run test install asan tsan clang clean
 
 all: build
 
-build:
-	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+configure:
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+
+build: configure
 	cmake --build build -j $(JOBS)
 
-run: build
+run: configure
+	cmake --build build -j $(JOBS) --target kvmuxd
 	./build/kvmuxd
+
+install: build
+	DESTDIR=$(DESTDIR) cmake --install build --prefix $(PREFIX)
 
 test: build
 	cd build && ctest $(CTEST_FLAGS) -j $(JOBS)

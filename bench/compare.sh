@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/compare.sh: kvmuxd vs redis-server on one machine, side by side,
-# and the issue-4 target ratios.
+# and the ratios kvmux aims for.
 #
 # Starts a kvmuxd (a Release build: given with -k, or built into ./build), a
 # second kvmuxd with --threads 2, and a redis-server (loopback only, no
@@ -15,7 +15,7 @@
 # and, against the --threads 2 server, 100-byte GET and SET with
 #   kvmux-bench --mode async --depth 64 -c 1   and   -c 8
 # It prints one table (ops/s, p50/p99 in microseconds, peak client RSS, the
-# server's RSS after the run) and the target ratios of issue 4:
+# server's RSS after the run) and the ratios kvmux aims for (goals):
 #   a. 64 callers on one connection / one serial caller      >= 25
 #      (64 callers = sync -t 64; the async depth-64 ratio is shown too)
 #   b. async depth 64 / redis-benchmark -c 1 -P 64           >= 1.5, p99 no worse
@@ -245,7 +245,7 @@ table() {
                 }
             }
             print ""
-            print "Targets (ratios of ops/s in this run):"
+            print "Goals (ratios of ops/s in this run; a: many callers vs one, b: vs Redis pipelined, c: blocking vs async, e: server threads):"
             print ""
             print "| op | value | a: sync64/serial (>=25) | a: async64/serial | b: async64/redis-P64 (>=1.5) | b: p99 kvmux/redis | c: sync64/async64 (>=0.5) | e: 8x64/1x64, --threads 2 (>=1.5) |"
             print "|----|------:|------:|------:|------:|------:|------:|------:|"

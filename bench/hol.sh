@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# bench/hol.sh: issue 3's head-of-line measurement, kvmux vs Redis.
+# bench/hol.sh: head-of-line blocking on one connection, kvmux vs Redis.
 #
-# Builds bench/hol/hol_kvmux.c (against the Release libkvmux.a,
-# libkvmux_proto.a and libkvmux_common.a of the build directory) and
+# Builds bench/hol/hol_kvmux.c (against the Release libkvmux.a of the
+# build directory) and
 # bench/hol/hol_redis.c (plain sockets, RESP) with cc, starts a kvmuxd
 # (--max-value 128M) and a redis-server (loopback, no persistence,
 # --proto-max-bulk-len 512mb) on free ports, and runs each program once:
@@ -14,8 +14,8 @@
 #         the connection, so the big value is necessarily pipelined ahead
 #         of the small GETs (RESP answers in order).
 # Prints a table (p50, p99, p99.9, max of the small GETs in ms; the big
-# SET's and GET's mean duration) and kvmux's busy - idle p99 (issue 3
-# target: within 5 ms). Servers are stopped by PID on exit (bench/lib.sh).
+# SET's and GET's mean duration) and kvmux's busy - idle p99 (the goal:
+# within 5 ms). Servers are stopped by PID on exit (bench/lib.sh).
 #
 # Usage: bench/hol.sh [-B BUILD_DIR] [-d IDLE_SECONDS] [-r ROUNDS] [-s MIB]
 #   -B  Release build directory (default ./build; configured and built if
@@ -64,8 +64,7 @@ WORK=$BENCH_WORK
 
 # --- the two programs.
 CFLAGS=(-O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes)
-LIBS=("$BUILD/libkvmux.a" "$BUILD/libkvmux_proto.a")
-[ -f "$BUILD/libkvmux_common.a" ] && LIBS+=("$BUILD/libkvmux_common.a")
+LIBS=("$BUILD/libkvmux.a")   # the whole client library (protocol core included)
 # A TLS build's libkvmux needs OpenSSL at link time: CMake found OpenSSL
 # (KVMUX_WITH_TLS=AUTO|ON) unless TLS was switched off.
 if grep -q '^OPENSSL_SSL_LIBRARY:FILEPATH=/' "$BUILD/CMakeCache.txt" 2>/dev/null &&
@@ -110,7 +109,7 @@ END {
         if ((sys "/idle") in p99 && (sys "/busy") in p99) {
             d = p99[sys "/busy"] - p99[sys "/idle"]
             printf "%s: busy p99 - idle p99 = %+.3f ms", sys, d
-            if (sys == "kvmux") printf " (issue 3 target: <= 5 ms: %s)", d <= 5 ? "met" : "NOT met"
+            if (sys == "kvmux") printf " (goal <= 5 ms: %s)", d <= 5 ? "met" : "NOT met"
             printf "\n"
         }
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/memory.sh: issue-4 target d, memory per key and per in-flight request.
+# bench/memory.sh: memory per key (server) and per in-flight request (client).
 #
 # Server: starts a fresh kvmuxd and a fresh redis-server (loopback, no
 # persistence), writes the same K keys ("key:%010u", 14 bytes) with
@@ -103,11 +103,11 @@ import sys
 keys, vb, k0, k1, r0, r1, rr0, rr1, nk, c1, cd, depth = map(int, sys.argv[1:])
 payload = 14 + vb
 print(f"keys: {keys} (14-byte keys, {vb}-byte values; key+value = {payload} B); redis dbsize {nk}")
-print(f"kvmuxd RSS growth: {(k1-k0)*1024/keys:.1f} B/key -> overhead {(k1-k0)*1024/keys-payload:.1f} B/key (target <= 48)")
+print(f"kvmuxd RSS growth: {(k1-k0)*1024/keys:.1f} B/key -> overhead {(k1-k0)*1024/keys-payload:.1f} B/key (goal <= 48)")
 print(f"redis used_memory growth: {(r1-r0)/keys:.1f} B/key -> overhead {(r1-r0)/keys-payload:.1f} B/key;"
       f" redis RSS growth {(rr1-rr0)*1024/keys:.1f} B/key")
 print(f"client peak RSS: depth 1 {c1} KiB, depth {depth} {cd} KiB -> "
-      f"{(cd-c1)*1024/(depth-1) if depth > 1 else 0:.0f} B per extra in-flight request (target <= 64;"
+      f"{(cd-c1)*1024/(depth-1) if depth > 1 else 0:.0f} B per extra in-flight request (goal <= 64;"
       f" includes kvmux-bench's own 24-byte slot and the outbound frame bytes)")
 EOF
 if [ -n "$CLIENT_MEM" ]; then

@@ -21,7 +21,13 @@
  *   only. Values returned to the caller are heap copies the caller owns and
  *   frees with kvmux_value_free() / kvmux_reply_free().
  *
- * Link with -lkvmux -lpthread.
+ * Build and link with pkg-config: cc app.c $(pkg-config --cflags --libs kvmux)
+ * (or, with CMake, find_package(kvmux) and target_link_libraries(app
+ * kvmux::kvmux)). Static linking: pkg-config --static --libs kvmux.
+ *
+ * ABI: everything declared here is the library's public interface and
+ * nothing else is exported from libkvmux.so. docs/ABI.md says what may
+ * change within one SONAME (libkvmux.so.0) and how kvmux_options grows.
  */
 #ifndef KVMUX_H
 #define KVMUX_H
@@ -33,7 +39,31 @@
 extern "C" {
 #endif
 
-#define KVMUX_VERSION_STRING "0.1.0"
+/* The version of this header (the library's runtime version:
+ * kvmux_version()). The build checks that it matches the project's
+ * version in CMakeLists.txt. */
+#define KVMUX_VERSION_MAJOR 0
+#define KVMUX_VERSION_MINOR 2
+#define KVMUX_VERSION_PATCH 0
+#define KVMUX_VERSION_STRING "0.2.0"
+/* One number for comparisons: 0x00MMmmpp (0.2.0 -> 0x000200). */
+#define KVMUX_VERSION_NUM \
+    ((KVMUX_VERSION_MAJOR << 16) | (KVMUX_VERSION_MINOR << 8) | KVMUX_VERSION_PATCH)
+
+/* Every function declared from here to the matching pop is exported from
+ * libkvmux.so; the library is compiled with -fvisibility=hidden, so
+ * nothing else is (the protocol core's kvmux_frame_* functions, the
+ * client's kvmux__ internals). */
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC visibility push(default)
+#endif
+
+/* The runtime library's version as KVMUX_VERSION_NUM (0x00MMmmpp) and as
+ * a static string ("0.2.0"). A program may compare them with the header's
+ * macros to detect running against an older library than it was built
+ * with. Thread-safe: yes. */
+unsigned int kvmux_version(void);
+const char *kvmux_version_string(void);
 
 /* Error codes. */
 typedef enum kvmux_error {
@@ -92,8 +122,18 @@ int kvmux_is_fatal(int err);
 typedef struct kvmux_client kvmux_client; /* opaque */
 
 /* Connection options. Always call kvmux_options_init() first, then change
- * fields: new fields get defaults without breaking callers. */
+ * fields: new fields get defaults without breaking callers.
+ *
+ * ABI (docs/ABI.md): fields are only ever added at the end. kvmux_options_init
+ * is a macro that records sizeof(kvmux_options) as this header knows it in
+ * struct_size; kvmux_connect and kvmux_async_connect read only that many
+ * bytes and give every later field its default. So a program built against
+ * an older kvmux.h keeps working with a newer libkvmux.so.0, and a program
+ * rebuilt against a newer header needs no source change. */
 typedef struct kvmux_options {
+    uint32_t struct_size;        /* set by kvmux_options_init; do not change.
+                                    0 (options not initialised) or larger
+                                    than the library knows: KVMUX_EINVAL */
     int connect_timeout_ms;      /* TCP connect + handshake; default 5000 */
     int request_timeout_ms;      /* KVMUX_TIMEOUT_DEFAULT; default 5000 */
     uint32_t queue_limit;        /* max request frames encoded and not yet
@@ -204,8 +244,14 @@ typedef struct kvmux_options {
     uint32_t busy_poll_us;
 } kvmux_options;
 
-/* Fill o with defaults. Thread-safe: yes. */
-void kvmux_options_init(kvmux_options *o);
+/* Fill o with defaults and set o->struct_size. Thread-safe: yes.
+ * kvmux_options_init(o) is a macro over kvmux_options_init_sized(o,
+ * sizeof(kvmux_options)): the library writes only the first `size` bytes,
+ * so it never writes past a struct compiled against an older header.
+ * Bindings that cannot use the macro call kvmux_options_init_sized with
+ * their struct's size. o NULL or size < 4: nothing happens. */
+void kvmux_options_init_sized(kvmux_options *o, size_t size);
+#define kvmux_options_init(o) kvmux_options_init_sized((o), sizeof(kvmux_options))
 
 /* Connect to host:port (a name or a numeric IPv4/IPv6 address), perform the
  * HELLO handshake, and start the reader and writer threads.
@@ -269,6 +315,16 @@ typedef enum kvmux_op {
     KVMUX_CAS = 5,
     KVMUX_WAIT = 6,
     KVMUX_STATS = 7, /* server counters; key = name prefix, may be empty */
+    /* Key space (docs/PROTOCOL.md section 4.1; a server older than them
+     * answers KVMUX_EUNSUPPORTED). */
+    KVMUX_EXISTS = 8,  /* reply.version: the key's version */
+    KVMUX_TTL = 9,     /* reply.version; reply.number: ms left, -1 = none */
+    KVMUX_EXPIRE = 10, /* ttl_ms (1..2^53-1) from now; reply.version: new */
+    KVMUX_PERSIST = 11,/* drop the TTL; reply.version: new (unchanged if
+                          the key had none) */
+    KVMUX_SCAN = 12,   /* cursor, count; key = prefix, may be empty;
+                          reply.version: the next cursor (0 = done),
+                          reply.value: the key list (kvmux_scan_next) */
     KVMUX_PING = 100 /* connection-level round trip; no key */
 } kvmux_op;
 
@@ -292,15 +348,22 @@ typedef struct kvmux_request {
     uint64_t version;       /* CAS: expected; WAIT: wait while equal */
     int64_t delta;          /* INCR */
     uint32_t wait_ms;       /* WAIT: server-side timeout */
+    /* Added with SCAN (kvmux_request grows at the end only). */
+    uint64_t cursor;        /* SCAN: 0 to start, then the reply's cursor */
+    uint32_t count;         /* SCAN: keys wanted per reply (a hint; 0 =
+                               the server's default 10, at most 1000) */
 } kvmux_request;
 
 /* A reply. value is a heap copy owned by the caller (NULL when there is
  * none); release with kvmux_reply_free(). */
 typedef struct kvmux_reply {
-    uint64_t version;       /* GET/SET/CAS/INCR/WAIT: the key's version;
-                               CAS mismatch: the current version */
-    int64_t number;         /* INCR: the new value */
-    uint8_t *value;         /* GET, WAIT */
+    uint64_t version;       /* GET/SET/CAS/INCR/WAIT/EXISTS/TTL/EXPIRE/
+                               PERSIST: the key's version; CAS mismatch:
+                               the current version; SCAN: the next
+                               cursor (0 = the scan is complete) */
+    int64_t number;         /* INCR: the new value; TTL: milliseconds
+                               left (>= 1), or -1 for no expiry */
+    uint8_t *value;         /* GET, WAIT; SCAN: the key list */
     size_t value_len;
 } kvmux_reply;
 
@@ -366,6 +429,71 @@ int kvmux_ping(kvmux_client *c, int timeout_ms);
  * KVMUX_ETOOBIG (prefix over the key limit, or the text over the value
  * limit), or any call error. */
 int kvmux_stats(kvmux_client *c, const char *prefix, kvmux_value **out, int timeout_ms);
+
+/* ---- key space: EXISTS, TTL, EXPIRE, PERSIST, SCAN ----
+ * Each works on protocol v1 and v2; a server that predates them answers
+ * KVMUX_EUNSUPPORTED (the connection goes on). */
+
+/* 0 if key exists (*version_out, may be NULL, gets its version), else
+ * KVMUX_ENOTFOUND or a call error. Thread-safe: yes. */
+int kvmux_exists(kvmux_client *c, const void *key, size_t key_len, uint64_t *version_out,
+                 int timeout_ms);
+
+/* The key's remaining time to live: *ttl_ms_out (may be NULL) gets the
+ * milliseconds left (>= 1), or -1 if the key has no expiry. Returns 0,
+ * KVMUX_ENOTFOUND, or a call error. Thread-safe: yes. */
+int kvmux_ttl(kvmux_client *c, const void *key, size_t key_len, int64_t *ttl_ms_out,
+              int timeout_ms);
+
+/* Make an existing key expire ttl_ms from now (1..2^53-1; the value is
+ * kept). A write: the key gets a new version (*version_out, may be NULL),
+ * parked WAITs on it wake, it is logged like any write. Returns 0,
+ * KVMUX_ENOTFOUND, KVMUX_EBADREQ (ttl_ms 0 or above 2^53-1), or a call
+ * error. Thread-safe: yes. */
+int kvmux_expire(kvmux_client *c, const void *key, size_t key_len, uint64_t ttl_ms,
+                 uint64_t *version_out, int timeout_ms);
+
+/* Drop an existing key's expiry. If it had one, a write as for
+ * kvmux_expire (new version); if not, nothing changes and *version_out
+ * is the current version. Returns 0, KVMUX_ENOTFOUND, or a call error.
+ * Thread-safe: yes. */
+int kvmux_persist(kvmux_client *c, const void *key, size_t key_len, uint64_t *version_out,
+                  int timeout_ms);
+
+/* One step of a SCAN: the keys, and the cursor for the next step. */
+typedef struct kvmux_keys {
+    uint64_t cursor;        /* pass to the next kvmux_scan; 0 = complete */
+    size_t count;           /* entries in keys */
+    struct kvmux_key {
+        const uint8_t *data;/* NOT NUL-terminated; points into the same
+                               allocation */
+        size_t len;
+    } *keys;
+} kvmux_keys;
+void kvmux_keys_free(kvmux_keys *k);
+
+/* One SCAN step from cursor (0 to start; then the previous step's
+ * cursor, until it is 0). Returns the keys starting with prefix[0..
+ * prefix_len) (prefix may be NULL with prefix_len 0) from a bounded part
+ * of the key space: about count keys (0 = the server's default, 10; at
+ * most 1000), possibly none while the cursor is not 0 yet. The
+ * guarantee (Redis's): a key present during the whole scan is returned
+ * by at least one step; a key added or deleted meanwhile may or may not
+ * be. *out (one allocation) is owned by the caller: kvmux_keys_free.
+ * Returns 0, KVMUX_EBADREQ (a cursor this server never gave out),
+ * KVMUX_ETOOBIG (the keys of one step exceed the frame size this client
+ * accepts; raise kvmux_options.max_frame_size), KVMUX_EUNSUPPORTED, or a
+ * call error. Thread-safe: yes. */
+int kvmux_scan(kvmux_client *c, uint64_t cursor, const void *prefix, size_t prefix_len,
+               uint32_t count, kvmux_keys **out, int timeout_ms);
+
+/* Walk the key list of a KVMUX_SCAN reply (reply.value, reply.value_len;
+ * for kvmux_call / kvmux_call_async users): from *offset (start at 0),
+ * the next key in *key / *key_len (pointing into list). Returns 1 with a
+ * key, 0 at the end. The library checked the list when the reply
+ * arrived. Thread-safe: yes. */
+int kvmux_scan_next(const uint8_t *list, size_t list_len, size_t *offset,
+                    const uint8_t **key, size_t *key_len);
 
 /* Protocol v2 (negotiated unless kvmux_options.max_protocol_version is
  * 1 or the server is v1): every request carries its remaining timeout as
@@ -645,6 +773,10 @@ int kvmux_async_set_status_cb(kvmux_client *c, kvmux_status_cb cb, void *user_da
 void kvmux_async_handle_read(kvmux_client *c);
 void kvmux_async_handle_write(kvmux_client *c);
 void kvmux_async_handle_timeout(kvmux_client *c);
+
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,4 @@
-/* bench/hol/hol_kvmux.c: issue 3's head-of-line measurement against kvmuxd.
+/* bench/hol/hol_kvmux.c: head-of-line blocking measurement against kvmuxd.
  *
  * One kvmux client (one TCP connection, threaded mode). The main thread
  * issues 3-byte GETs one at a time and logs each round trip:

@@ -1,4 +1,4 @@
-/* bench/hol/hol_redis.c: issue 3's head-of-line measurement against
+/* bench/hol/hol_redis.c: head-of-line blocking measurement against
  * redis-server, the counterpart of hol_kvmux.c.
  *
  * One TCP connection speaking RESP over plain sockets (no hiredis),
@@ -12,7 +12,7 @@
  *     that value (checked byte for byte), -r times. A small GET sent while
  *     the SET is being written waits for the whole command to go out; one
  *     sent after the big GET waits for the whole 64 MiB reply: the value is
- *     pipelined ahead of the small GETs on the one connection, as the issue
+ *     pipelined ahead of the small GETs on the one connection, as the measurement
  *     asks. Only small GETs issued while the big SET or the big GET is in
  *     flight are logged (as in hol_kvmux.c).
  * Prints one RESULT line per phase (see hol_common.h).

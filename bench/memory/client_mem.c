@@ -1,5 +1,5 @@
-/* client_mem: libkvmux heap bytes per in-flight request (issue 4, target
- * d, client half), measured with glibc's mallinfo2() (uordblks + hblkhd:
+/* client_mem: libkvmux heap bytes per in-flight request (client half
+ * of the memory goal: <= 64 B per in-flight request), measured with glibc's mallinfo2() (uordblks + hblkhd:
  * bytes in use by malloc, mmapped chunks included) rather than RSS, so page granularity,
  * thread stacks and the allocator's free lists do not blur the figure.
  *
@@ -185,9 +185,9 @@ int main(int argc, char **argv) {
 
     printf("client heap per credit (pending table, allocated at handshake): %.1f B\n",
            per_credit);
-    printf("client heap per in-flight async request: %.1f B (+ credit = %.1f B; target <= 64)\n",
+    printf("client heap per in-flight async request: %.1f B (+ credit = %.1f B; goal <= 64)\n",
            per_async, per_async + per_credit);
-    printf("client heap per in-flight blocking call: %.1f B (+ credit = %.1f B; target <= 64)\n",
+    printf("client heap per in-flight blocking call: %.1f B (+ credit = %.1f B; goal <= 64)\n",
            per_sync, per_sync + per_credit);
     printf("(depth %u; mallinfo2 uordblks+hblkhd; see bench/memory/client_mem.c)\n", d);
     free(th);

@@ -1,5 +1,5 @@
 /* wakeup_cost: what one blocking hand-off between threads costs on this
- * machine, the floor under target c of issue 4 (64 blocking threads on one
+ * machine: the floor under blocking callers (64 blocking threads on one
  * connection vs the async API).
  *
  * A blocking call parks its thread until the reply arrives, and with more

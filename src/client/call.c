@@ -18,7 +18,7 @@
  *      that keeps the id and the credit until the late reply arrives, and
  *      the call returns KVMUX_ETIMEDOUT.
  *
- * The wake path (target c: many blocking threads on one connection). The
+ * The wake path (many blocking threads on one connection). The
  * caller's wait record (kvmux__callwait) is on its stack; the slot points
  * to it. The completer writes the result into the record, frees the slot
  * and counts the caller out of the library, all under the mutex it already
@@ -40,7 +40,7 @@
  * idle, and every chain keeps its CPU busy). Measured on 2 vCPUs, 64
  * threads: one chain ~75k calls/s, two dealt round-robin ~280k, two by
  * CPU ~400k; the reader waking all 64 itself was slower again
- * (docs/BENCHMARKS.md, target c).
+ * (docs/BENCHMARKS.md, "Blocking threads").
  * While a chain runs (c->chains), callers queue their next requests
  * without waking the writer; each chain's tail, which the reader kept
  * counted in active for it, kicks the writer for all of them
@@ -114,6 +114,8 @@ static unsigned call_extras_len(kvmux_op op) {
     case KVMUX_INCR: return 8;
     case KVMUX_CAS: return 16;
     case KVMUX_WAIT: return 12;
+    case KVMUX_EXPIRE: return 8;
+    case KVMUX_SCAN: return 12;
     case KVMUX_PING: return 8;
     default: return 0;
     }
@@ -125,6 +127,7 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
     int has_value = 0;
     switch (req->op) {
     case KVMUX_GET: case KVMUX_DEL: case KVMUX_INCR: case KVMUX_WAIT:
+    case KVMUX_EXISTS: case KVMUX_TTL: case KVMUX_EXPIRE: case KVMUX_PERSIST:
         break;
     case KVMUX_SET: case KVMUX_CAS:
         /* The wire rule (kvmux_ttl_valid): the server would answer
@@ -135,14 +138,14 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
     case KVMUX_PING:
         *flen = KVMUX_FRAME_HDR_LEN + call_extras_len(KVMUX_PING);
         return 0;
-    case KVMUX_STATS:
+    case KVMUX_STATS: case KVMUX_SCAN:
         break;
     default:
         return KVMUX_EINVAL;
     }
-    /* STATS alone may have an empty key (= every counter). */
-    if (req->op == KVMUX_STATS ? (!req->key && req->key_len != 0)
-                               : (!req->key || req->key_len == 0))
+    /* STATS and SCAN alone may have an empty key (= no prefix). */
+    int key_optional = req->op == KVMUX_STATS || req->op == KVMUX_SCAN;
+    if (key_optional ? (!req->key && req->key_len != 0) : (!req->key || req->key_len == 0))
         return KVMUX_EINVAL;
     /* Relaxed loads: without the lock this is only the early pass, which
      * admission repeats under it (client_internal.h, the limits). */
@@ -242,6 +245,13 @@ int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
     case KVMUX_WAIT:
         kvmux_store_u64be(ext, req->version);
         kvmux_store_u32be(ext + 8, req->wait_ms);
+        break;
+    case KVMUX_EXPIRE:
+        kvmux_store_u64be(ext, req->ttl_ms);
+        break;
+    case KVMUX_SCAN:
+        kvmux_store_u64be(ext, req->cursor);
+        kvmux_store_u32be(ext + 8, req->count);
         break;
     default:
         break;
@@ -680,4 +690,88 @@ int kvmux_wait(kvmux_client *c, const void *key, size_t key_len, uint64_t versio
 int kvmux_ping(kvmux_client *c, int timeout_ms) {
     kvmux_request r = call_req(KVMUX_PING, NULL, 0);
     return call_run(c, &r, NULL, NULL, timeout_ms, 0);
+}
+
+/* ---- key space ---- */
+
+int kvmux_exists(kvmux_client *c, const void *key, size_t key_len, uint64_t *version_out,
+                 int timeout_ms) {
+    kvmux_request r = call_req(KVMUX_EXISTS, key, key_len);
+    kvmux_reply rep;
+    int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
+    if (version_out) *version_out = rep.version;
+    return rc;
+}
+
+int kvmux_ttl(kvmux_client *c, const void *key, size_t key_len, int64_t *ttl_ms_out,
+              int timeout_ms) {
+    kvmux_request r = call_req(KVMUX_TTL, key, key_len);
+    kvmux_reply rep;
+    int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
+    if (ttl_ms_out) *ttl_ms_out = rc == 0 ? rep.number : 0;
+    return rc;
+}
+
+int kvmux_expire(kvmux_client *c, const void *key, size_t key_len, uint64_t ttl_ms,
+                 uint64_t *version_out, int timeout_ms) {
+    kvmux_request r = call_req(KVMUX_EXPIRE, key, key_len);
+    r.ttl_ms = ttl_ms;
+    kvmux_reply rep;
+    int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
+    if (version_out) *version_out = rep.version;
+    return rc;
+}
+
+int kvmux_persist(kvmux_client *c, const void *key, size_t key_len, uint64_t *version_out,
+                  int timeout_ms) {
+    kvmux_request r = call_req(KVMUX_PERSIST, key, key_len);
+    kvmux_reply rep;
+    int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
+    if (version_out) *version_out = rep.version;
+    return rc;
+}
+
+int kvmux_scan_next(const uint8_t *list, size_t list_len, size_t *offset,
+                    const uint8_t **key, size_t *key_len) {
+    if (!offset || !key || !key_len || (!list && list_len)) return 0;
+    uint16_t kl = 0;
+    int rc = kvmux_scan_next_key(list, list_len, offset, key, &kl);
+    *key_len = kl;
+    return rc == 1;
+}
+
+void kvmux_keys_free(kvmux_keys *k) { free(k); }
+
+/* One allocation: the struct, the key array, then the key list bytes the
+ * entries point into. */
+static int keys_build(const kvmux_reply *rep, kvmux_keys **out) {
+    long n = kvmux_scan_count_keys(rep->value, rep->value_len);
+    if (n < 0) return KVMUX_EPROTO; /* the reader checked it: unreachable */
+    size_t arr = (size_t)n * sizeof(struct kvmux_key);
+    kvmux_keys *k = malloc(sizeof *k + arr + rep->value_len + 1);
+    if (!k) return KVMUX_ENOMEM;
+    k->cursor = rep->version;
+    k->count = (size_t)n;
+    k->keys = (struct kvmux_key *)(k + 1);
+    uint8_t *bytes = (uint8_t *)k->keys + arr;
+    if (rep->value_len) memcpy(bytes, rep->value, rep->value_len);
+    size_t off = 0;
+    for (size_t i = 0; i < (size_t)n; i++)
+        kvmux_scan_next(bytes, rep->value_len, &off, &k->keys[i].data, &k->keys[i].len);
+    *out = k;
+    return 0;
+}
+
+int kvmux_scan(kvmux_client *c, uint64_t cursor, const void *prefix, size_t prefix_len,
+               uint32_t count, kvmux_keys **out, int timeout_ms) {
+    if (!out) return KVMUX_EINVAL;
+    *out = NULL;
+    kvmux_request r = call_req(KVMUX_SCAN, prefix_len ? prefix : NULL, prefix_len);
+    r.cursor = cursor;
+    r.count = count;
+    kvmux_reply rep;
+    int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
+    if (rc == 0) rc = keys_build(&rep, out);
+    kvmux_reply_free(&rep);
+    return rc;
 }

@@ -611,6 +611,12 @@ kvmux_client *kvmux__client_new(const kvmux_options *o);
 void kvmux__client_free(kvmux_client *c);
 /* Validate options. Returns 0 or KVMUX_EINVAL (message recorded). */
 int kvmux__check_opts(const kvmux_options *o);
+/* Copy the caller's options (NULL: defaults) into dst, a full-size struct:
+ * only the caller's struct_size bytes are read, later fields keep their
+ * defaults (docs/ABI.md). Returns 0 or KVMUX_EINVAL (struct_size 0 or
+ * larger than this library's kvmux_options), recorded for
+ * kvmux_connection_error(NULL, ...). */
+int kvmux__options_import(kvmux_options *dst, const kvmux_options *src);
 /* Record a connect failure for kvmux_connection_error(NULL, ...) and
  * return code. */
 int kvmux__connect_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

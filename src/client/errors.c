@@ -1,5 +1,5 @@
 /* kvmux client errors and defaults: kvmux_strerror, kvmux_is_fatal,
- * kvmux_options_init, and the one-to-one map from wire RESPONSE statuses to
+ * kvmux_options_init_sized, kvmux_version, and the one-to-one map from wire RESPONSE statuses to
  * kvmux_error codes.
  *
  * Design: tables written out as switches so that the compiler warns when a
@@ -10,6 +10,7 @@
  *
  * What it is not: no state, no locking; every function here is pure.
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "client_internal.h"
@@ -50,8 +51,21 @@ int kvmux_is_fatal(int err) {
     return err <= KVMUX_E_FATAL;
 }
 
-void kvmux_options_init(kvmux_options *o) {
-    if (!o) return;
+unsigned int kvmux_version(void) {
+    return KVMUX_VERSION_NUM;
+}
+
+const char *kvmux_version_string(void) {
+    return KVMUX_VERSION_STRING;
+}
+
+/* The defaults, written into the first `size` bytes of the caller's
+ * struct only: a program built against an older kvmux.h has a smaller
+ * kvmux_options (docs/ABI.md). The struct_size it gets is its own size, so
+ * kvmux__options_import later knows which fields the caller has. */
+void kvmux_options_init_sized(kvmux_options *out, size_t size) {
+    if (!out || size < sizeof out->struct_size) return;
+    kvmux_options d, *o = &d;
     memset(o, 0, sizeof *o);
     o->connect_timeout_ms = 5000;
     o->request_timeout_ms = 5000;
@@ -70,6 +84,21 @@ void kvmux_options_init(kvmux_options *o) {
     o->reconnect_max_backoff_ms = 5000;
     o->reconnect_wait = 1;
     o->retry_reads = 0;
+    memcpy(out, o, size < sizeof d ? size : sizeof d);
+    out->struct_size = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
+}
+
+int kvmux__options_import(kvmux_options *dst, const kvmux_options *src) {
+    kvmux_options_init(dst);
+    if (!src) return 0;
+    if (src->struct_size < sizeof src->struct_size || src->struct_size > sizeof *dst)
+        return kvmux__connect_fail(KVMUX_EINVAL,
+                                   "kvmux_options.struct_size is %u (this library knows "
+                                   "%zu bytes): call kvmux_options_init first",
+                                   (unsigned)src->struct_size, sizeof *dst);
+    memcpy(dst, src, src->struct_size);
+    dst->struct_size = (uint32_t)sizeof *dst;
+    return 0;
 }
 
 int kvmux__status_to_error(uint8_t status, int *err) {

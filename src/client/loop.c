@@ -128,9 +128,8 @@ int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
     if (!out || !host || !*host || port == 0)
         return kvmux__connect_fail(KVMUX_EINVAL, "out, host and port are required");
     kvmux_options o;
-    if (opts) o = *opts;
-    else kvmux_options_init(&o);
-    int rc = kvmux__check_opts(&o);
+    int rc = kvmux__options_import(&o, opts);
+    if (rc == 0) rc = kvmux__check_opts(&o);
     if (rc != 0) return rc;
     if (o.tls) /* the transport is threaded-mode only (tls.h) */
         return kvmux__connect_fail(KVMUX_EINVAL, "TLS is not supported in event-loop mode "

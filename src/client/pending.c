@@ -50,7 +50,7 @@
 
 /* The layout the memory target counts on (64-bit: 48 bytes per credit,
  * plus 2 in the free ring: <= 64 with the blocking caller's own share,
- * issue 4 target d). */
+ * the client's memory goal in docs/BENCHMARKS.md). */
 _Static_assert(sizeof(kvmux__slot) <= 4 * sizeof(void *) + 16, "kvmux__slot grew");
 _Static_assert(KVMUX_CLIENT_MAX_SLOTS <= KVMUX__SLOT_NIL, "slot indices must fit the links");
 

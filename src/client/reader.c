@@ -283,6 +283,11 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         case KVMUX_CAS:  want = 8;  value_ok = 0; break;
         case KVMUX_WAIT: want = 8;  parse_value = 1; break;
         case KVMUX_STATS: want = 0; parse_value = 1; break; /* text, version 0 */
+        case KVMUX_EXISTS: want = 8; value_ok = 0; break;
+        case KVMUX_TTL: want = 16; value_ok = 0; break;
+        case KVMUX_EXPIRE: want = 8; value_ok = 0; break;
+        case KVMUX_PERSIST: want = 8; value_ok = 0; break;
+        case KVMUX_SCAN: want = 8; parse_value = 1; break; /* next cursor, key list */
         default: break;
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
@@ -296,7 +301,9 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
     } else if (err == KVMUX_ETIMEDOUT && s->op == KVMUX_WAIT && f->extras_len == 8) {
         want = 8; /* the current version; optional, and not returned */
     }
-    if (f->extras_len != want || (!value_ok && f->value_len != 0)) {
+    if (f->extras_len != want || (!value_ok && f->value_len != 0) ||
+        (err == KVMUX_OK && s->op == KVMUX_SCAN &&
+         kvmux_scan_count_keys(f->value, f->value_len) < 0)) {
         kvmux__client_fail(c, KVMUX_EPROTO,
                            "malformed %s reply to %s (request %u): extras %u, value %u",
                            kvmux_status_name(f->code), op_name, f->request_id,
@@ -318,6 +325,14 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
             break;
         case KVMUX_DEL: case KVMUX_STATS:
             break;
+        case KVMUX_TTL: {
+            /* 0 on the wire means "no expiry"; the API says -1. A TTL is
+             * at most 2^53-1 ms, so it fits an i64. */
+            uint64_t left = kvmux_load_u64be(f->extras + 8);
+            r.version = kvmux_load_u64be(f->extras);
+            r.number = left == 0 ? -1 : left > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)left;
+            break;
+        }
         default:
             r.version = kvmux_load_u64be(f->extras);
             break;

@@ -69,6 +69,11 @@ const char *kvmux_opcode_name(int op) {
     case KVMUX_OP_CAS: return "CAS";
     case KVMUX_OP_WAIT: return "WAIT";
     case KVMUX_OP_STATS: return "STATS";
+    case KVMUX_OP_EXISTS: return "EXISTS";
+    case KVMUX_OP_TTL: return "TTL";
+    case KVMUX_OP_EXPIRE: return "EXPIRE";
+    case KVMUX_OP_PERSIST: return "PERSIST";
+    case KVMUX_OP_SCAN: return "SCAN";
     default: return "?";
     }
 }
@@ -105,8 +110,15 @@ int kvmux_request_extras_len(uint8_t opcode) {
     case KVMUX_OP_CAS: return 16;
     case KVMUX_OP_WAIT: return 12;
     case KVMUX_OP_STATS: return 0;
+    case KVMUX_OP_EXISTS: return 0;
+    case KVMUX_OP_TTL: return 0;
+    case KVMUX_OP_EXPIRE: return 8;
+    case KVMUX_OP_PERSIST: return 0;
+    case KVMUX_OP_SCAN: return 12;
     default: return -1;
     }
 }
 
-int kvmux_request_key_required(uint8_t opcode) { return opcode != KVMUX_OP_STATS; }
+int kvmux_request_key_required(uint8_t opcode) {
+    return opcode != KVMUX_OP_STATS && opcode != KVMUX_OP_SCAN;
+}

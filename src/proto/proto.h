@@ -141,7 +141,34 @@ enum kvmux_opcode {
  * KVMUX_STATUS_CANCELED; defined in v1 and v2 (an older server answers
  * UNKNOWN_OP). */
 #define KVMUX_OP_STATS 7
-#define KVMUX_OP_MAX 7
+/* Key-space operations (docs/PROTOCOL.md section 4.1), v1 and v2; an older
+ * server answers UNKNOWN_OP. Macros for the same reason as STATS.
+ *   EXISTS  req: none                  OK: u64 version; NOT_FOUND
+ *   TTL     req: none                  OK: u64 version, u64 ttl_ms left
+ *                                      (0 = no expiry); NOT_FOUND
+ *   EXPIRE  req: u64 ttl_ms (1..KVMUX_MAX_TTL_MS)
+ *                                      OK: u64 new version; NOT_FOUND
+ *   PERSIST req: none                  OK: u64 version (new if a TTL was
+ *                                      dropped, else unchanged); NOT_FOUND
+ *   SCAN    req: u64 cursor, u32 count; key = prefix (optional)
+ *                                      OK: u64 next cursor (0 = done),
+ *                                      value = ([u16 key_len][key])* */
+#define KVMUX_OP_EXISTS 8
+#define KVMUX_OP_TTL 9
+#define KVMUX_OP_EXPIRE 10
+#define KVMUX_OP_PERSIST 11
+#define KVMUX_OP_SCAN 12
+#define KVMUX_OP_MAX 12
+
+
+/* SCAN limits: count 0 asks for KVMUX_SCAN_DEFAULT_COUNT; larger than
+ * KVMUX_SCAN_MAX_COUNT is clamped. A reply stops taking buckets once it
+ * holds count keys or KVMUX_SCAN_REPLY_BYTES of key list (a bucket is
+ * never split, so one bucket may carry it past either). */
+#define KVMUX_SCAN_DEFAULT_COUNT 10u
+#define KVMUX_SCAN_MAX_COUNT 1000u
+#define KVMUX_SCAN_REPLY_BYTES (64u * 1024)
+#define KVMUX_SCAN_ENTRY_HDR 2u /* u16 key_len before each key */
 
 /* RESPONSE.code. A failed response (other than those with extras listed
  * above) may carry a short UTF-8 message in value (<= KVMUX_MAX_STATUS_MSG). */
@@ -439,8 +466,29 @@ const char *kvmux_frame_type_name(int type);
 int kvmux_request_extras_len(uint8_t opcode);
 
 /* 1 if a request opcode requires a key (key_len >= 1), 0 if the key is
- * optional (STATS). Unknown opcodes: 1. Thread-safe: yes. */
+ * optional (STATS, SCAN: a name or key prefix). Unknown opcodes: 1.
+ * Thread-safe: yes. */
 int kvmux_request_key_required(uint8_t opcode);
+
+/* ---- SCAN reply value: a list of ([u16 key_len][key]) entries ---- */
+
+/* Append one entry for key[0..klen) (klen <= KVMUX_MAX_KEY_LIMIT) at
+ * out + *off, which must have KVMUX_SCAN_ENTRY_HDR + klen bytes of room;
+ * *off advances. */
+void kvmux_scan_put_key(uint8_t *out, size_t *off, const uint8_t *key, uint16_t klen);
+
+/* Iterate a SCAN reply value buf[0..len): on each call, the entry at *off
+ * is returned in *key / *klen (pointing into buf) and *off advances.
+ * Returns 1 with an entry, 0 at the end (*off == len), or
+ * -KVMUX_ERR_BAD_LENGTH if an entry runs past the end (a malformed
+ * reply). Never reads past buf + len. Thread-safe: yes. */
+int kvmux_scan_next_key(const uint8_t *buf, size_t len, size_t *off, const uint8_t **key,
+                        uint16_t *klen);
+
+/* Count the entries of a SCAN reply value, checking it whole: the count,
+ * or -KVMUX_ERR_BAD_LENGTH. */
+long kvmux_scan_count_keys(const uint8_t *buf, size_t len);
+
 
 /* Encode the auth entries for token[0..len) (1 <= len <=
  * KVMUX_MAX_AUTH_TOKEN) at out (room for KVMUX_AUTH_SETTINGS_MAX_LEN): a

@@ -120,7 +120,14 @@ static int respond_write(kvmux_conn *c, uint32_t id, uint8_t status, uint64_t v)
 
 static int is_write(uint8_t op) {
     return op == KVMUX_OP_SET || op == KVMUX_OP_DEL || op == KVMUX_OP_INCR ||
-           op == KVMUX_OP_CAS;
+           op == KVMUX_OP_CAS || op == KVMUX_OP_EXPIRE || op == KVMUX_OP_PERSIST;
+}
+
+/* Writes that never need more memory than the key already has (DEL frees
+ * it; EXPIRE and PERSIST change at most one 8-byte word of the entry), so
+ * they are not refused over --maxmemory: they are how memory is freed. */
+static int frees_memory(uint8_t op) {
+    return op == KVMUX_OP_DEL || op == KVMUX_OP_EXPIRE || op == KVMUX_OP_PERSIST;
 }
 
 /* A store result as a response. The store's INTERNAL means an allocation
@@ -184,6 +191,12 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "%s takes %d bytes of extras, got %u",
                  kvmux_opcode_name(f->code), want, f->extras_len);
+    } else if (f->code == KVMUX_OP_EXPIRE && (kvmux_load_u64be(f->extras) == 0 ||
+                                              !kvmux_ttl_valid(kvmux_load_u64be(f->extras)))) {
+        status = KVMUX_STATUS_BAD_REQUEST;
+        snprintf(msg, sizeof msg, "EXPIRE ttl_ms must be 1..%llu, got %llu",
+                 (unsigned long long)KVMUX_MAX_TTL_MS,
+                 (unsigned long long)kvmux_load_u64be(f->extras));
     } else if (f->key_len == 0 && kvmux_request_key_required(f->code)) {
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "empty key");
@@ -243,7 +256,7 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
     uint32_t id = f->request_id;
     uint64_t version = 0;
     int rc;
-    if (is_write(f->code) && kvmux__durable_refuse(c, id, f->code == KVMUX_OP_DEL)) return 0;
+    if (is_write(f->code) && kvmux__durable_refuse(c, id, frees_memory(f->code))) return 0;
     switch (f->code) {
     case KVMUX_OP_GET: {
         kvmux_reply_ctx ctx = {.conn = c, .request_id = id};
@@ -292,6 +305,36 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
         return 0;
     case KVMUX_OP_STATS:
         kvmux__stats_respond(c, f);
+        return 0;
+    case KVMUX_OP_EXISTS:
+        rc = kvmux_store_exists(st, f->key, f->key_len, &version);
+        if (rc == KVMUX_STATUS_OK) respond_version(c, id, KVMUX_STATUS_OK, version);
+        else respond_status(c, id, rc);
+        return 0;
+    case KVMUX_OP_TTL: {
+        uint64_t left = 0;
+        rc = kvmux_store_ttl(st, f->key, f->key_len, &version, &left);
+        if (rc != KVMUX_STATUS_OK) {
+            respond_status(c, id, rc);
+            return 0;
+        }
+        uint8_t ext[16];
+        kvmux_store_u64be(ext, version);
+        kvmux_store_u64be(ext + 8, left);
+        kvmux__conn_respond(c, id, KVMUX_STATUS_OK, ext, 16, NULL);
+        return 0;
+    }
+    case KVMUX_OP_EXPIRE:
+    case KVMUX_OP_PERSIST:
+        rc = f->code == KVMUX_OP_EXPIRE
+                 ? kvmux_store_expire(st, f->key, f->key_len, kvmux_load_u64be(f->extras),
+                                      &version)
+                 : kvmux_store_persist(st, f->key, f->key_len, &version);
+        if (rc == KVMUX_STATUS_OK) return respond_write(c, id, KVMUX_STATUS_OK, version);
+        respond_status(c, id, rc);
+        return 0;
+    case KVMUX_OP_SCAN:
+        kvmux__scan_respond(c, f);
         return 0;
     case KVMUX_OP_WAIT: {
         uint32_t timeout = kvmux_load_u32be(f->extras + 8);

@@ -15,7 +15,13 @@
 
 #include "proto.h"
 
-#define KVMUXD_VERSION "0.1.0"
+/* The release, from CMake's project(VERSION) (the same as kvmux.h's
+ * KVMUX_VERSION_STRING, which the server does not include). */
+#ifdef KVMUX_PROJECT_VERSION
+#define KVMUXD_VERSION KVMUX_PROJECT_VERSION
+#else
+#define KVMUXD_VERSION "unknown"
+#endif
 
 /* Every limit of the server. Fill with kvmux_server_config_init, change
  * fields, check with kvmux_server_config_validate. */

@@ -475,6 +475,14 @@ void kvmux__durable_deinit(kvmux_loop *l);
 /* The log's notify callback: wake every loop (any thread). */
 void kvmux__durable_notify(void *srv);
 
+/* ---- scan.c: the SCAN reply ---- */
+
+/* Answer a valid SCAN request f: one store step, the key list as the OK
+ * value (bounded by KVMUX_SCAN_REPLY_BYTES and by what the client
+ * accepts), TOO_LARGE if one bucket's keys cannot fit the client's
+ * frame, BAD_REQUEST for a cursor this server never made. */
+void kvmux__scan_respond(kvmux_conn *c, const kvmux_frame *f);
+
 /* ---- auth.c: --requirepass ---- */
 /* Load the token from cfg (requirepass or requirepass_file) into rt
  * (auth_len 0 without one). Returns 0, or -1 with a message in err and rt

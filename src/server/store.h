@@ -200,6 +200,60 @@ int kvmux_store_wait_cancel(kvmux_store *s, kvmux_store_waiter *w,
  * refreshed. Call it when w->key_expires_ms passes. */
 int kvmux_store_wait_poll(kvmux_store *s, kvmux_store_waiter *w);
 
+/* ---- key metadata (store_ttl.c) ---- */
+
+/* EXISTS: OK with *version = the key's version (may be NULL), or
+ * NOT_FOUND. Does not touch the key's LRU time. */
+int kvmux_store_exists(kvmux_store *s, const uint8_t *key, size_t klen, uint64_t *version);
+
+/* TTL: OK with *version and *ttl_left = milliseconds until the key
+ * expires (>= 1), 0 if it has no expiry (either pointer may be NULL); or
+ * NOT_FOUND. */
+int kvmux_store_ttl(kvmux_store *s, const uint8_t *key, size_t klen, uint64_t *version,
+                    uint64_t *ttl_left);
+
+/* EXPIRE: give an existing key a new expiry ttl_ms from now (1..
+ * KVMUX_MAX_TTL_MS, else BAD_REQUEST), keeping its value. A write: new
+ * version in *version, waiters fired, journalled as a SET record with the
+ * new expiry. Returns OK, NOT_FOUND, BAD_REQUEST or INTERNAL (out of
+ * memory: the key is unchanged). */
+int kvmux_store_expire(kvmux_store *s, const uint8_t *key, size_t klen, uint64_t ttl_ms,
+                       uint64_t *version);
+
+/* PERSIST: drop an existing key's expiry. With a TTL to drop it is a
+ * write as EXPIRE is (new version, waiters fired, journalled); without
+ * one nothing changes and *version is the current version. Returns OK,
+ * NOT_FOUND or INTERNAL (out of memory: unchanged). */
+int kvmux_store_persist(kvmux_store *s, const uint8_t *key, size_t klen, uint64_t *version);
+
+/* ---- SCAN (store_scan.c) ---- */
+
+/* Receives one key of a SCAN under the shard lock (key valid only during
+ * the call), and (key NULL, klen 0) each time a bucket is complete: the
+ * keys received since the previous such call belong to that bucket. Must
+ * not call the store. Return 0; or KVMUX_STORE_SCAN_FULL to refuse the
+ * current bucket (the caller drops the keys it received since the last
+ * completed bucket; the scan step ends before this bucket, which comes
+ * first in the next step; if it was the step's first bucket the step
+ * fails with TOO_LARGE); or another nonzero KVMUX_STATUS_* that ends the
+ * step with that result. */
+typedef int (*kvmux_store_scan_fn)(void *ud, const uint8_t *key, size_t klen);
+#define KVMUX_STORE_SCAN_FULL 101
+
+/* One SCAN step from cursor (0 = start): hands fn the live keys starting
+ * with prefix[0..plen) of one or more whole home buckets, stopping after
+ * the bucket with which count keys (0 = KVMUX_SCAN_DEFAULT_COUNT, capped
+ * at KVMUX_SCAN_MAX_COUNT), max_bytes of key list (2 + klen per key) or
+ * the work bound was reached, and sets *next (0 = the scan is complete).
+ * Every key present from the call with cursor 0 to the call returning 0
+ * is handed out at least once, whatever the table does in between (the
+ * proof is at the top of store_scan.c). Returns OK, BAD_REQUEST (a cursor
+ * naming a shard this store does not have), TOO_LARGE (fn refused the
+ * step's first bucket), or fn's other nonzero result. */
+int kvmux_store_scan(kvmux_store *s, uint64_t cursor, const uint8_t *prefix, size_t plen,
+                     uint32_t count, size_t max_bytes, kvmux_store_scan_fn fn, void *ud,
+                     uint64_t *next);
+
 /* ---- persistence hooks (used by aof.c) ---- */
 
 /* One change as the append-only log sees it. op is KVMUX_STORE_REC_SET

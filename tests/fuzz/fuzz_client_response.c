@@ -79,7 +79,7 @@ static const uint8_t ACK_V2[] = {
     0x00, 0x03, 0x00, 0x00, 0x10, 0x00, 0x00, 0x04, 0x04, 0x00, 0x00, 0x00,
     0x00, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00, 0x06, 0x00, 0x10, 0x00, 0x00};
 
-#define NREQ 9         /* requests submitted before the handshake */
+#define NREQ 14        /* requests submitted before the handshake */
 #define MAX_EXTRA 8    /* GETs submitted from callbacks */
 #define MAX_TRACK (NREQ + MAX_EXTRA)
 #define OUT_CAP (1u << 20) /* client output kept for the frame check */
@@ -176,7 +176,9 @@ static int submit(kvmux_op op) {
         q.version = 7;
         q.wait_ms = 1000;
     }
-    if (op == KVMUX_STATS || op == KVMUX_PING) {
+    if (op == KVMUX_EXPIRE) q.ttl_ms = 60000;
+    if (op == KVMUX_SCAN) q.count = 10;
+    if (op == KVMUX_STATS || op == KVMUX_PING || op == KVMUX_SCAN) {
         q.key = NULL;
         q.key_len = 0;
     }
@@ -291,7 +293,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (kvmux_async_attach(R.c, &h) != 0) abort();
     kvmux_async_set_status_cb(R.c, on_status, NULL);
     const kvmux_op ops[NREQ] = {KVMUX_GET, KVMUX_SET,  KVMUX_DEL,   KVMUX_INCR, KVMUX_CAS,
-                                KVMUX_WAIT, KVMUX_GET, KVMUX_STATS, KVMUX_PING};
+                                KVMUX_WAIT, KVMUX_GET, KVMUX_STATS, KVMUX_PING,
+                                /* ids 10..14: the key-space ops (their
+                                   reply shapes: TTL's two u64, SCAN's
+                                   key list) */
+                                KVMUX_EXISTS, KVMUX_TTL, KVMUX_EXPIRE, KVMUX_PERSIST,
+                                KVMUX_SCAN};
     kvmux_handle h8 = 0;
     for (int i = 0; i < NREQ; i++) {
         if (ops[i] == KVMUX_STATS) {

@@ -7,6 +7,7 @@
  * prompt fed line by line. Every wait is bounded: reading stops at a
  * deadline, and a child still alive after it is SIGKILLed (by its pid) and
  * counted as a failure. */
+#include "kvmux.h"
 #include "testutil.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -236,7 +238,7 @@ static void test_help_and_version(void) {
     CHECK_EQ(p.err_len, 0);
 
     CHECK_EQ(RUN(&p, 0, NULL, "-V"), 0);
-    CHECK(strcmp(p.out, "kvmux-cli 0.1.0\n") == 0);
+    CHECK(strcmp(p.out, "kvmux-cli " KVMUX_VERSION_STRING "\n") == 0);
 }
 
 /* Every malformed command line exits 2 with a message on stderr and
@@ -420,6 +422,44 @@ static void test_ttl(void) {
     CHECK_EQ(RUN(&p, g_port, NULL, "get", "t3"), 0); /* 0 = never expires */
 }
 
+/* exists, ttl, expire, persist, scan: output and exit codes. */
+static void test_key_space(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "ks:a", "1"), 0);
+    unsigned long long va = ok_version(&p);
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "ks:b", "2", "--ttl", "60000"), 0);
+    CHECK_EQ(RUN(&p, g_port, NULL, "exists", "ks:a"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "1\n") == 0, "exists ks:a");
+    CHECK_EQ(RUN(&p, g_port, NULL, "exists", "-v", "ks:a"), 0);
+    char want[64];
+    snprintf(want, sizeof want, "1 version=%llu\n", va);
+    CHECK_RUN(&p, strcmp(p.out, want) == 0, "exists -v ks:a");
+    CHECK_EQ(RUN(&p, g_port, NULL, "exists", "ks:none"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "0\n") == 0, "exists ks:none");
+    CHECK_EQ(RUN(&p, g_port, NULL, "ttl", "ks:a"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "-1\n") == 0, "ttl ks:a");
+    CHECK_EQ(RUN(&p, g_port, NULL, "ttl", "ks:b"), 0);
+    long long ttl = atoll(p.out);
+    CHECK(ttl > 50000 && ttl <= 60000);
+    CHECK_EQ(RUN(&p, g_port, NULL, "ttl", "ks:none"), 1);
+    CHECK(strstr(p.err, "ks:none: key not found") != NULL);
+    CHECK_EQ(RUN(&p, g_port, NULL, "expire", "ks:a", "90000"), 0);
+    CHECK(ok_version(&p) > va);
+    CHECK_EQ(RUN(&p, g_port, NULL, "ttl", "ks:a"), 0);
+    ttl = atoll(p.out);
+    CHECK(ttl > 80000 && ttl <= 90000);
+    CHECK_EQ(RUN(&p, g_port, NULL, "expire", "ks:a", "0"), 2);
+    CHECK_EQ(RUN(&p, g_port, NULL, "expire", "ks:none", "10"), 1);
+    CHECK_EQ(RUN(&p, g_port, NULL, "persist", "ks:b"), 0);
+    CHECK(ok_version(&p) > 0);
+    CHECK_EQ(RUN(&p, g_port, NULL, "ttl", "ks:b"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "-1\n") == 0, "ttl ks:b after persist");
+    CHECK_EQ(RUN(&p, g_port, NULL, "scan", "ks:", "--count", "1"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "ks:a\nks:b\n") == 0 || strcmp(p.out, "ks:b\nks:a\n") == 0,
+              "scan ks:");
+    CHECK_EQ(RUN(&p, g_port, NULL, "scan", "ks:", "--count", "1001"), 2);
+}
+
 static void test_wait(void) {
     cli_proc p;
     CHECK_EQ(RUN(&p, g_port, NULL, "set", "w", "a"), 0);
@@ -597,6 +637,7 @@ int main(void) {
     test_incr();
     test_cas();
     test_ttl();
+    test_key_space();
     test_wait();
     test_connect_error();
     test_interactive();

@@ -1,4 +1,4 @@
-# Automatic reconnect in threaded mode (issue 3 section 5): kvmuxd killed
+# Automatic reconnect in threaded mode: kvmuxd killed
 # (-9) and restarted on the same port, in-flight calls, calls during the
 # outage (wait / fail fast), async backlog, backoff growth and cap, close
 # during backoff, retry_reads, INCR never applied twice (AOF).

@@ -1,5 +1,5 @@
 /* Automatic reconnect to a server restarted with DIFFERENT limits while
- * several threads keep calling (issue 3): the negotiated limits a call
+ * several threads keep calling: the negotiated limits a call
  * checks its arguments against are replaced by the reconnect, and must be
  * read without a data race (run under TSan: label concurrent) and applied
  * from then on.

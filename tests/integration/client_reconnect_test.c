@@ -1,4 +1,4 @@
-/* Automatic reconnect (kvmux_options.reconnect, issue 3 section 5) over
+/* Automatic reconnect (kvmux_options.reconnect) over
  * real sockets against the real kvmuxd: the server is SIGSTOPped so
  * requests sit in flight, SIGKILLed, and a new kvmuxd is started on the
  * SAME port (kvmuxd sets SO_REUSEADDR; the bind is retried a few times

@@ -1,4 +1,4 @@
-# The client over protocol v2 (issue 3), each test against the real kvmuxd
+# The client over protocol v2, each test against the real kvmuxd
 # and the scripted fake server (client_v2_fake.c) for what only a fake
 # produces:
 #   client_v2_test                 fragmented replies and window grants,
@@ -40,7 +40,7 @@ if(TARGET kvmux AND TARGET kvmuxd)
   endforeach()
 endif()
 
-# Issue 3 follow-up: event-loop mode (libuv adapter) sends values over the
+# Event-loop mode (libuv adapter) sends values over the
 # frame size fragmented: 8 and 64 MiB round trips, small GETs answered
 # during a 64 MiB upload, cancel / timeout / kill -9 in the middle of one,
 # KVMUX_ETOOBIG on a v1 server.
@@ -54,5 +54,8 @@ if(TARGET kvmux AND TARGET kvmuxd)
               ${CMAKE_CURRENT_LIST_DIR}/async_util.c
       LIBS kvmux ${KVMUX_LIBUV_LIB} LABELS integration concurrent fault TIMEOUT 240)
     target_include_directories(client_loop_bigsend_test PRIVATE ${KVMUX_LIBUV_INCLUDE})
+  else()
+    kvmux_missing_dependency_test(client_loop_bigsend_test
+      "libuv not found (Debian: apt-get install libuv1-dev, then reconfigure)")
   endif()
 endif()

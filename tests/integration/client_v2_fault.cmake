@@ -1,4 +1,4 @@
-# Client-side faults of protocol v2 (issue 3, section 6): kill -9 and
+# Client-side faults of protocol v2: kill -9 and
 # SIGSTOP of the real kvmuxd in the middle of 64 MiB fragmented transfers,
 # and against the scripted fake server (client_v2_fake.c) a peer that never
 # grants window, a socket half-closed in the middle of a fragmented reply,

@@ -1,5 +1,5 @@
 /* A blocking call (threaded mode) that times out while its value is still
- * being uploaded fragmented stops the upload and sends CANCEL (issue 3):
+ * being uploaded fragmented stops the upload and sends CANCEL:
  *   fake      against the scripted fake server (client_v2_fake.c), which
  *             grants a small window and then nothing: kvmux_set returns
  *             KVMUX_ETIMEDOUT, the fake reads a CANCEL with the SET's id

@@ -19,6 +19,8 @@
  *          when the key went away; "(timeout)" when nothing changed in time
  *   ping   PONG 0.123 ms
  *   stats  the server's "name:value" lines, as the server sent them
+ *   exists 1 or 0 (-v: "1 version=N")   ttl  ms left, -1 = no expiry
+ *   expire, persist  OK version=N       scan  one key per line
  * Errors go to stderr as "kvmux-cli: CMD KEY: reason".
  *
  * What it is not: no line splitting (args.c), no prompt (repl.c), no
@@ -34,6 +36,7 @@
 /* Command options a row may accept. */
 #define OPT_TTL 1u     /* --ttl MS */
 #define OPT_VERBOSE 2u /* -v */
+#define OPT_COUNT 4u   /* --count N */
 
 #define CMD_MAX_POS 4
 
@@ -43,6 +46,7 @@ typedef struct cmd_args {
     const cli_arg *pos[CMD_MAX_POS];/* positional arguments, borrowed */
     size_t npos;
     uint64_t ttl_ms;                /* --ttl, 0 = none */
+    uint64_t count;                 /* --count, 0 = the server's default */
     int verbose;                    /* -v given (or ctx->verbose) */
 } cmd_args;
 
@@ -64,6 +68,11 @@ static int run_wait(cli_ctx *ctx, const cmd_args *a);
 static int run_ping(cli_ctx *ctx, const cmd_args *a);
 static int run_stats(cli_ctx *ctx, const cmd_args *a);
 static int run_help(cli_ctx *ctx, const cmd_args *a);
+static int run_exists(cli_ctx *ctx, const cmd_args *a);
+static int run_ttl(cli_ctx *ctx, const cmd_args *a);
+static int run_expire(cli_ctx *ctx, const cmd_args *a);
+static int run_persist(cli_ctx *ctx, const cmd_args *a);
+static int run_scan(cli_ctx *ctx, const cmd_args *a);
 
 static const cmd_spec commands[] = {
     {"get", 1, 1, OPT_VERBOSE, "[-v] KEY",
@@ -77,6 +86,14 @@ static const cmd_spec commands[] = {
      "set if at VERSION (0: only if absent)", run_cas},
     {"wait", 3, 3, 0, "KEY VERSION TIMEOUT_MS",
      "wait until the version is not VERSION", run_wait},
+    {"exists", 1, 1, OPT_VERBOSE, "[-v] KEY",
+     "print 1 if the key exists, else 0 (-v: and its version)", run_exists},
+    {"ttl", 1, 1, 0, "KEY", "milliseconds left before the key expires, -1 = never",
+     run_ttl},
+    {"expire", 2, 2, 0, "KEY MS", "make the key expire MS ms from now", run_expire},
+    {"persist", 1, 1, 0, "KEY", "drop the key's expiry", run_persist},
+    {"scan", 0, 1, OPT_COUNT, "[PREFIX] [--count N]",
+     "list the keys (starting with PREFIX), one per line", run_scan},
     {"ping", 0, 0, 0, "", "round trip to the server", run_ping},
     {"stats", 0, 1, 0, "[PREFIX]",
      "server counters (only names starting with PREFIX)", run_stats},
@@ -313,6 +330,70 @@ static int run_wait(cli_ctx *ctx, const cmd_args *a) {
     return CLI_EXIT_OK;
 }
 
+static int run_exists(cli_ctx *ctx, const cmd_args *a) {
+    uint64_t version = 0;
+    int rc = kvmux_exists(ctx->client, a->pos[0]->data, a->pos[0]->len, &version,
+                          ctx->timeout_ms);
+    if (rc == KVMUX_ENOTFOUND) {
+        puts("0"); /* an answer, not an error */
+        return CLI_EXIT_OK;
+    }
+    if (rc != 0) return report(ctx, a, rc);
+    if (a->verbose) printf("1 version=%" PRIu64 "\n", version);
+    else puts("1");
+    return CLI_EXIT_OK;
+}
+
+static int run_ttl(cli_ctx *ctx, const cmd_args *a) {
+    int64_t ttl = 0;
+    int rc = kvmux_ttl(ctx->client, a->pos[0]->data, a->pos[0]->len, &ttl, ctx->timeout_ms);
+    if (rc != 0) return report(ctx, a, rc);
+    printf("%" PRId64 "\n", ttl);
+    return CLI_EXIT_OK;
+}
+
+static int run_expire(cli_ctx *ctx, const cmd_args *a) {
+    uint64_t ms = 0, version = 0;
+    if (cli_parse_u64(a->pos[1], UINT64_MAX, &ms) != 0 || ms == 0)
+        return bad_number(a, "MS", a->pos[1], "milliseconds, at least 1");
+    int rc = kvmux_expire(ctx->client, a->pos[0]->data, a->pos[0]->len, ms, &version,
+                          ctx->timeout_ms);
+    if (rc != 0) return report(ctx, a, rc);
+    printf("OK version=%" PRIu64 "\n", version);
+    return CLI_EXIT_OK;
+}
+
+static int run_persist(cli_ctx *ctx, const cmd_args *a) {
+    uint64_t version = 0;
+    int rc = kvmux_persist(ctx->client, a->pos[0]->data, a->pos[0]->len, &version,
+                           ctx->timeout_ms);
+    if (rc != 0) return report(ctx, a, rc);
+    printf("OK version=%" PRIu64 "\n", version);
+    return CLI_EXIT_OK;
+}
+
+/* The whole scan, one key per line as raw bytes (as redis-cli --scan);
+ * a key listed twice (possible when it is re-created mid-scan) is not
+ * filtered out. */
+static int run_scan(cli_ctx *ctx, const cmd_args *a) {
+    uint64_t cursor = 0;
+    const char *prefix = a->npos ? a->pos[0]->data : NULL;
+    size_t plen = a->npos ? a->pos[0]->len : 0;
+    do {
+        kvmux_keys *k = NULL;
+        int rc = kvmux_scan(ctx->client, cursor, prefix, plen, (uint32_t)a->count, &k,
+                            ctx->timeout_ms);
+        if (rc != 0) return report(ctx, a, rc);
+        for (size_t i = 0; i < k->count; i++) {
+            fwrite(k->keys[i].data, 1, k->keys[i].len, stdout);
+            fputc('\n', stdout);
+        }
+        cursor = k->cursor;
+        kvmux_keys_free(k);
+    } while (cursor != 0);
+    return CLI_EXIT_OK;
+}
+
 /* Monotonic nanoseconds, for the ping round trip. */
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -407,6 +488,21 @@ static int parse_args(const cmd_spec *s, const cli_ctx *ctx,
                 if (cli_parse_u64(&num, UINT64_MAX, &out->ttl_ms) != 0)
                     return bad_number(out, "--ttl", &num,
                                       "milliseconds, 0 for no expiry");
+                continue;
+            }
+            int count_eq = t->len >= 8 && memcmp(t->data, "--count=", 8) == 0;
+            if ((s->opts & OPT_COUNT) && (count_eq || arg_is(t, "--count"))) {
+                cli_arg num;
+                if (count_eq) {
+                    num.data = t->data + 8;
+                    num.len = t->len - 8;
+                } else if (i + 1 < nargs) {
+                    num = args[++i];
+                } else {
+                    return usage_error(s, "--count needs a value");
+                }
+                if (cli_parse_u64(&num, 1000, &out->count) != 0)
+                    return bad_number(out, "--count", &num, "0 to 1000 keys per step");
                 continue;
             }
         }

@@ -126,6 +126,30 @@ static const vec VECS[] = {
      {SETTING(1, 2097152u), SETTING(2, 1024u), SETTING(3, 4096u), SETTING(4, 1048576u),
       SETTING(7, 6u), SETTING(8, 0x73336372u), SETTING(8, 0x65740000u)}, 42, V1},
     {"error_auth", KVMUX_FRAME_ERROR, 0, KVMUX_ERR_AUTH, {0}, 0, "", "invalid token", 13, V1},
+    /* ---- key space (PROTOCOL.md 4.1) ---- */
+    {"req_exists", KVMUX_FRAME_REQUEST, 0x10, KVMUX_OP_EXISTS, {0}, 0, "foo", {0}, 0, V1},
+    {"resp_exists_ok", KVMUX_FRAME_RESPONSE, 0x10, KVMUX_STATUS_OK, {U64(7)}, 8, "", {0}, 0, V1},
+    {"req_ttl", KVMUX_FRAME_REQUEST, 0x11, KVMUX_OP_TTL, {0}, 0, "foo", {0}, 0, V1},
+    {"resp_ttl_ok", KVMUX_FRAME_RESPONSE, 0x11, KVMUX_STATUS_OK, {U64(7), U64(1500)}, 16, "",
+     {0}, 0, V1},
+    {"resp_ttl_none", KVMUX_FRAME_RESPONSE, 0x11, KVMUX_STATUS_OK, {U64(7), U64(0)}, 16, "",
+     {0}, 0, V1},
+    {"req_expire", KVMUX_FRAME_REQUEST, 0x12, KVMUX_OP_EXPIRE, {U64(60000)}, 8, "foo", {0}, 0,
+     V1},
+    {"resp_expire_ok", KVMUX_FRAME_RESPONSE, 0x12, KVMUX_STATUS_OK, {U64(8)}, 8, "", {0}, 0, V1},
+    {"req_persist", KVMUX_FRAME_REQUEST, 0x13, KVMUX_OP_PERSIST, {0}, 0, "foo", {0}, 0, V1},
+    {"resp_persist_not_found", KVMUX_FRAME_RESPONSE, 0x13, KVMUX_STATUS_NOT_FOUND, {0}, 0, "",
+     {0}, 0, V1},
+    {"req_scan", KVMUX_FRAME_REQUEST, 0x14, KVMUX_OP_SCAN, {U64(0), U32(10u)}, 12, "", {0}, 0,
+     V1},
+    {"req_scan_prefix", KVMUX_FRAME_REQUEST, 0x15, KVMUX_OP_SCAN,
+     {U64(UINT64_C(0x0003000000000005)), U32(100u)}, 12, "user:", {0}, 0, V1},
+    {"resp_scan_ok", KVMUX_FRAME_RESPONSE, 0x14, KVMUX_STATUS_OK,
+     {U64(UINT64_C(0x0001000000000000))}, 8, "", {0, 3, 'f', 'o', 'o', 0, 3, 'b', 'a', 'r'}, 10,
+     V1},
+    {"resp_scan_done", KVMUX_FRAME_RESPONSE, 0x15, KVMUX_STATUS_OK, {U64(0)}, 8, "", {0}, 0, V1},
+    {"req_expire_deadline", KVMUX_FRAME_REQUEST, 0x12, KVMUX_OP_EXPIRE, {U64(60000)}, 8, "foo",
+     {0}, 0, 2, KVMUX_FLAG_DEADLINE, 100, 0},
     /* ---- conformance (PROTOCOL.md section 14, "Conformance vectors") ---- */
     {"hello_reserved_nonzero", KVMUX_FRAME_HELLO, 7, 3, {1, 1}, 2, "cli",
      {SETTING(1, 2097152u), SETTING(2, 1024u), SETTING(3, 4096u), SETTING(4, 1048576u)}, 24, V1},
@@ -170,7 +194,7 @@ static kvmux_frame vec_frame(const vec *v) {
 
 /* ---- vectors: the hex file ---- */
 
-#define MAX_FILE_VECS 96
+#define MAX_FILE_VECS 160
 #define MAX_VEC_BYTES 256
 typedef struct hexvec {
     char name[64];
@@ -907,11 +931,49 @@ static void test_names(void) {
     CHECK_EQ(kvmux_request_key_required(KVMUX_OP_GET), 1);
     CHECK(strcmp(kvmux_wire_error_name(KVMUX_ERR_AUTH), "AUTH") == 0);
     CHECK_EQ(kvmux_request_extras_len(0), -1);
-    CHECK_EQ(kvmux_request_extras_len(8), -1);
+    CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_EXISTS), 0);
+    CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_TTL), 0);
+    CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_EXPIRE), 8);
+    CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_PERSIST), 0);
+    CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_SCAN), 12);
+    CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_MAX + 1), -1);
+    CHECK_EQ(kvmux_request_key_required(KVMUX_OP_SCAN), 0);
+    CHECK_EQ(kvmux_request_key_required(KVMUX_OP_EXPIRE), 1);
+    CHECK(strcmp(kvmux_opcode_name(KVMUX_OP_SCAN), "SCAN") == 0);
+    CHECK(strcmp(kvmux_opcode_name(KVMUX_OP_PERSIST), "PERSIST") == 0);
     /* Every vector's request extras agree with the table. */
     for (size_t i = 0; i < NVECS; i++)
         if (VECS[i].type == KVMUX_FRAME_REQUEST)
             CHECK_EQ(kvmux_request_extras_len(VECS[i].code), VECS[i].extras_len);
+}
+
+/* The SCAN key list: the resp_scan_ok vector's value walks to its two
+ * keys; every truncation of it is refused, never read past. */
+static void test_scan_key_list(void) {
+    uint8_t buf[64];
+    size_t off = 0;
+    kvmux_scan_put_key(buf, &off, (const uint8_t *)"foo", 3);
+    kvmux_scan_put_key(buf, &off, (const uint8_t *)"bar", 3);
+    CHECK_EQ(off, 10);
+    CHECK(memcmp(buf, "\x00\x03" "foo" "\x00\x03" "bar", 10) == 0);
+    CHECK_EQ(kvmux_scan_count_keys(buf, 10), 2);
+    size_t o = 0;
+    const uint8_t *k;
+    uint16_t kl;
+    CHECK_EQ(kvmux_scan_next_key(buf, 10, &o, &k, &kl), 1);
+    CHECK(kl == 3 && memcmp(k, "foo", 3) == 0);
+    CHECK_EQ(kvmux_scan_next_key(buf, 10, &o, &k, &kl), 1);
+    CHECK(kl == 3 && memcmp(k, "bar", 3) == 0);
+    CHECK_EQ(kvmux_scan_next_key(buf, 10, &o, &k, &kl), 0);
+    CHECK_EQ(kvmux_scan_count_keys(buf, 0), 0);
+    for (size_t cut = 1; cut < 10; cut++)
+        CHECK_EQ(kvmux_scan_count_keys(buf, cut),
+                 cut == 5 ? 1 : -KVMUX_ERR_BAD_LENGTH);
+    /* An empty key is a valid entry (the store never has one, but the
+     * list format does not care). */
+    off = 0;
+    kvmux_scan_put_key(buf, &off, NULL, 0);
+    CHECK_EQ(kvmux_scan_count_keys(buf, off), 1);
 }
 
 static void test_settings(void) {
@@ -1000,6 +1062,7 @@ int main(void) {
     test_encode_error();
     test_names();
     test_settings();
+    test_scan_key_list();
     test_negotiate();
     return test_report();
 }

@@ -1,0 +1,114 @@
+/* The ABI promises of docs/ABI.md, checked against libkvmux.so:
+ * - kvmux_options_init_sized writes only the caller's size (an old
+ *   binary's smaller struct is never overrun);
+ * - kvmux_connect reads only struct_size bytes of the caller's options, so
+ *   a field the caller's header did not have keeps the library's default;
+ * - options that were never initialised (struct_size 0) or come from a
+ *   newer header than the library knows are refused with KVMUX_EINVAL;
+ * - kvmux_version() and kvmux_version_string() match the header.
+ * Connects go to a loopback port nobody listens on: an accepted set of
+ * options fails with KVMUX_ECONNECT, a refused one with KVMUX_EINVAL
+ * before any socket is opened. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "kvmux.h"
+#include "testutil.h"
+
+/* A loopback port that was free a moment ago and is closed now. */
+static uint16_t closed_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    REQUIRE(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int try_connect(const kvmux_options *o, uint16_t port) {
+    kvmux_client *c = NULL;
+    int rc = kvmux_connect(&c, "127.0.0.1", port, o);
+    if (rc == 0) kvmux_close(c);
+    return rc;
+}
+
+static void test_version(void) {
+    CHECK_EQ(kvmux_version(), KVMUX_VERSION_NUM);
+    CHECK_EQ(KVMUX_VERSION_NUM, (0 << 16) | (2 << 8) | 0);
+    CHECK(strcmp(kvmux_version_string(), KVMUX_VERSION_STRING) == 0);
+}
+
+static void test_init_sized_stays_inside(void) {
+    /* An "old binary" whose kvmux_options ends before busy_poll_us. */
+    size_t old_size = offsetof(kvmux_options, busy_poll_us);
+    unsigned char buf[sizeof(kvmux_options) + 16];
+    memset(buf, 0xAA, sizeof buf);
+    kvmux_options_init_sized((kvmux_options *)buf, old_size);
+    for (size_t i = old_size; i < sizeof buf; i++) {
+        if (buf[i] != 0xAA) {
+            CHECK(!"kvmux_options_init_sized wrote past the caller's size");
+            break;
+        }
+    }
+    kvmux_options o;
+    memcpy(&o, buf, sizeof o);
+    CHECK_EQ(o.struct_size, old_size);
+    CHECK_EQ(o.request_timeout_ms, 5000);
+
+    kvmux_options full;
+    kvmux_options_init(&full);
+    CHECK_EQ(full.struct_size, sizeof(kvmux_options));
+}
+
+static void test_connect_reads_only_struct_size(uint16_t port) {
+    /* busy_poll_us above its maximum is refused when the caller's struct
+     * has the field... */
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.connect_timeout_ms = 2000;
+    o.busy_poll_us = 5u * 1000 * 1000;
+    CHECK_EQ(try_connect(&o, port), KVMUX_EINVAL);
+    char msg[256];
+    kvmux_connection_error(NULL, msg, sizeof msg);
+    CHECK(strstr(msg, "busy_poll_us") != NULL);
+
+    /* ...and ignored (the default, off, applies) when the caller was built
+     * against a header without it: the connect gets as far as the socket. */
+    o.struct_size = (uint32_t)offsetof(kvmux_options, busy_poll_us);
+    CHECK_EQ(try_connect(&o, port), KVMUX_ECONNECT);
+}
+
+static void test_bad_sizes_refused(uint16_t port) {
+    kvmux_options o;
+    memset(&o, 0, sizeof o); /* never initialised */
+    o.connect_timeout_ms = 2000;
+    o.request_timeout_ms = 2000;
+    CHECK_EQ(try_connect(&o, port), KVMUX_EINVAL);
+    char msg[256];
+    kvmux_connection_error(NULL, msg, sizeof msg);
+    CHECK(strstr(msg, "kvmux_options_init") != NULL);
+
+    kvmux_options_init(&o);
+    o.struct_size = (uint32_t)sizeof o + 8; /* built against a newer header */
+    CHECK_EQ(try_connect(&o, port), KVMUX_EINVAL);
+    kvmux_client *c = NULL;
+    CHECK_EQ(kvmux_async_connect(&c, "127.0.0.1", port, &o), KVMUX_EINVAL);
+    CHECK(c == NULL);
+
+    CHECK_EQ(try_connect(NULL, port), KVMUX_ECONNECT); /* NULL: defaults */
+}
+
+int main(void) {
+    uint16_t port = closed_port();
+    test_version();
+    test_init_sized_stays_inside();
+    test_connect_reads_only_struct_size(port);
+    test_bad_sizes_refused(port);
+    return test_report();
+}
