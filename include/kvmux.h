@@ -328,6 +328,14 @@ typedef enum kvmux_op {
     KVMUX_PING = 100 /* connection-level round trip; no key */
 } kvmux_op;
 
+/* The largest ttl_ms of a SET or CAS: 2^53 - 1 = 9007199254740991 ms
+ * (about 285,000 years; exact in a double, so every client language can
+ * carry it). Every entry point that takes a SET or CAS (kvmux_set,
+ * kvmux_cas, kvmux_call, kvmux_try_call, kvmux_call_async*,
+ * kvmux_call_future*) refuses a larger one with KVMUX_EINVAL before
+ * anything is sent; a server answers it BAD_REQUEST. */
+#define KVMUX_MAX_TTL_MS ((uint64_t)9007199254740991u)
+
 /* A request. Fields not used by op are ignored. Borrowed for the call. */
 typedef struct kvmux_request {
     kvmux_op op;
@@ -335,7 +343,8 @@ typedef struct kvmux_request {
     size_t key_len;
     const void *value;      /* SET, CAS */
     size_t value_len;
-    uint64_t ttl_ms;        /* SET, CAS: 0 = no expiry */
+    uint64_t ttl_ms;        /* SET, CAS: 0 = no expiry; at most
+                               KVMUX_MAX_TTL_MS, else KVMUX_EINVAL */
     uint64_t version;       /* CAS: expected; WAIT: wait while equal */
     int64_t delta;          /* INCR */
     uint32_t wait_ms;       /* WAIT: server-side timeout */
@@ -393,6 +402,8 @@ void kvmux_value_free(kvmux_value *v);
 
 int kvmux_get(kvmux_client *c, const void *key, size_t key_len,
               kvmux_value **out, int timeout_ms);
+/* kvmux_set and kvmux_cas: ttl_ms 0 = no expiry; above KVMUX_MAX_TTL_MS
+ * (9007199254740991 ms) they return KVMUX_EINVAL and send nothing. */
 int kvmux_set(kvmux_client *c, const void *key, size_t key_len,
               const void *value, size_t value_len, uint64_t ttl_ms,
               uint64_t *version_out, int timeout_ms);
@@ -560,7 +571,8 @@ typedef void (*kvmux_reply_cb)(kvmux_client *c, int result, kvmux_reply *reply,
 /* Submit req; cb(c, result, reply, user_data) runs exactly once later iff
  * 0 is returned. cb must not be NULL.
  * Returns 0, or without queueing anything (and cb never runs):
- *   KVMUX_EINVAL    bad argument (NULL c/req/cb, NULL or empty key, ...)
+ *   KVMUX_EINVAL    bad argument (NULL c/req/cb, NULL or empty key,
+ *                   SET/CAS ttl_ms above KVMUX_MAX_TTL_MS, ...)
  *   KVMUX_ETOOBIG   key, value or frame over the negotiated limits
  *   KVMUX_EAGAIN    backlog full (queue_limit / queue_bytes_limit)
  *   KVMUX_ENOMEM    out of memory

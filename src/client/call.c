@@ -130,6 +130,9 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
     case KVMUX_EXISTS: case KVMUX_TTL: case KVMUX_EXPIRE: case KVMUX_PERSIST:
         break;
     case KVMUX_SET: case KVMUX_CAS:
+        /* The wire rule (kvmux_ttl_valid): the server would answer
+         * BAD_REQUEST; every entry point refuses it here, before sending. */
+        if (!kvmux_ttl_valid(req->ttl_ms)) return KVMUX_EINVAL;
         has_value = 1;
         break;
     case KVMUX_PING:

@@ -7,3 +7,11 @@ if(TARGET kvmuxd)
                  SOURCES integration/aof_server_test.c integration/server_v2_util.c
                  LABELS integration fault TIMEOUT 120)
 endif()
+# The TTL cap (2^53-1 ms) end to end: over-cap SET/CAS refused by the
+# library (EINVAL) and the server (BAD_REQUEST); cap-TTL keys survive
+# SIGTERM, kill -9 and a log compaction.
+if(TARGET kvmuxd AND TARGET kvmux)
+  kvmux_add_test(aof_ttl_cap_test
+                 SOURCES integration/aof_ttl_cap_test.c integration/server_v2_util.c
+                 LIBS kvmux LABELS integration fault TIMEOUT 120)
+endif()

@@ -421,6 +421,178 @@ static void test_compaction(void) {
     kvmux_store_free(r);
 }
 
+/* ---- version-1 logs (KVMXAOF1: no header checksum) ---- */
+
+/* Write a version-1 log of n SETs k<i> = value-<i>, version 100+i, plus a
+ * TTL'd key (an hour ahead) as the last record when with_ttl. */
+static void write_log_v1(const char *path, int n, uint64_t *offs, int with_ttl) {
+    FILE *f = fopen(path, "wb");
+    REQUIRE(f);
+    fwrite(KVMUX_AOF_MAGIC_V1, 1, KVMUX_AOF_MAGIC_LEN, f);
+    uint64_t off = KVMUX_AOF_MAGIC_LEN;
+    uint8_t rec[256];
+    for (int i = 0; i < n + (with_ttl ? 1 : 0); i++) {
+        char key[32], val[32];
+        snprintf(key, sizeof key, i < n ? "k%d" : "ttl", i);
+        snprintf(val, sizeof val, "value-%d", i);
+        size_t len = kvmux_aof_encode_v1(rec, KVMUX_STORE_REC_SET, 100 + (uint64_t)i,
+                                         i < n ? 0 : wall_ms() + 3600000,
+                                         (const uint8_t *)key, (uint16_t)strlen(key),
+                                         (const uint8_t *)val, (uint32_t)strlen(val));
+        if (offs) offs[i] = off;
+        fwrite(rec, 1, len, f);
+        off += len;
+    }
+    fclose(f);
+}
+
+static int magic_is(const char *path, const char *magic) {
+    char m[KVMUX_AOF_MAGIC_LEN];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(m, 1, sizeof m, f);
+    fclose(f);
+    return n == sizeof m && memcmp(m, magic, sizeof m) == 0;
+}
+
+/* k0..k<n-1> with value-<i> at version 100+i, in s. Returns how many match. */
+static int count_v1_keys(kvmux_store *s, int n) {
+    int ok = 0;
+    for (int i = 0; i < n; i++) {
+        char key[32], val[32];
+        snprintf(key, sizeof key, "k%d", i);
+        snprintf(val, sizeof val, "value-%d", i);
+        got g;
+        if (get(s, key, &g) == KVMUX_STATUS_OK && g.version == 100 + (uint64_t)i &&
+            strcmp(g.val, val) == 0)
+            ok++;
+    }
+    return ok;
+}
+
+static void test_v1_load(void) {
+    char p[300];
+    path_for(p, sizeof p, "v1.aof");
+    write_log_v1(p, 5, NULL, 1);
+    uint64_t full = file_size(p);
+    kvmux_store *s = new_store();
+    kvmux_aof_load_info info;
+    char err[512] = "";
+    CHECK_EQ(kvmux_aof_load(p, s, 0, &info, err, sizeof err), 0);
+    CHECK_EQ(info.format, 1);
+    CHECK_EQ(info.records, 6);
+    CHECK_EQ(info.dropped_bytes, 0);
+    CHECK_EQ(info.max_version, 105);
+    CHECK_EQ(count_v1_keys(s, 5), 5);
+    got g;
+    CHECK_EQ(get(s, "ttl", &g), KVMUX_STATUS_OK);
+    CHECK_EQ(file_size(p), full); /* loading alone does not convert */
+    CHECK(magic_is(p, KVMUX_AOF_MAGIC_V1));
+    kvmux_store_free(s);
+}
+
+/* A v1 length pointing past the end (with more than a header left) cannot
+ * be told from a damaged length: refused with its offset, file untouched. */
+static void test_v1_length_past_eof(void) {
+    char p[300];
+    path_for(p, sizeof p, "v1-past.aof");
+    uint64_t offs[4];
+    write_log_v1(p, 4, offs, 0);
+    uint64_t full = file_size(p);
+    REQUIRE(truncate(p, (off_t)(full - 3)) == 0); /* last record's body short */
+    kvmux_store *s = new_store();
+    kvmux_aof_load_info info;
+    char err[512] = "", want[64];
+    CHECK_EQ(kvmux_aof_load(p, s, 0, &info, err, sizeof err), -1);
+    snprintf(want, sizeof want, "corrupt record at offset %llu", (unsigned long long)offs[3]);
+    CHECK(strstr(err, want) != NULL);
+    if (!strstr(err, want)) fprintf(stderr, "v1 past eof: %s\n", err);
+    CHECK_EQ(file_size(p), full - 3);
+    CHECK(magic_is(p, KVMUX_AOF_MAGIC_V1));
+    CHECK_EQ(get(s, "k0", &(got){0}), KVMUX_STATUS_NOT_FOUND); /* store not touched */
+    kvmux_store_free(s);
+
+    /* In the middle too: a length of record 1 bumped past the end. */
+    write_log_v1(p, 4, offs, 0);
+    full = file_size(p);
+    int fd = open(p, O_RDWR);
+    REQUIRE(fd >= 0);
+    REQUIRE(pwrite(fd, "\x00\x10\x00\x00", 4, (off_t)offs[1]) == 4); /* 4096 bytes */
+    close(fd);
+    s = new_store();
+    CHECK_EQ(kvmux_aof_load(p, s, 0, &info, err, sizeof err), -1);
+    snprintf(want, sizeof want, "corrupt record at offset %llu", (unsigned long long)offs[1]);
+    CHECK(strstr(err, want) != NULL);
+    CHECK_EQ(file_size(p), full);
+    kvmux_store_free(s);
+}
+
+/* OPERATIONS.md: in version 1 only rule (a) applies (fewer bytes than a
+ * header left): the load succeeds and reports the short tail, but the file
+ * is not cut; opening it converts to version 2 without the tail. */
+static void test_v1_short_tail(void) {
+    char p[300];
+    path_for(p, sizeof p, "v1-short.aof");
+    uint64_t offs[3];
+    write_log_v1(p, 3, offs, 0);
+    uint64_t full = file_size(p);
+    FILE *f = fopen(p, "ab");
+    REQUIRE(f);
+    fwrite("\x30\0\0\0\x11", 1, 5, f); /* 5 < KVMUX_AOF_REC_HDR_V1 */
+    fclose(f);
+    kvmux_store *s = new_store();
+    kvmux_aof_load_info info;
+    char err[512] = "";
+    CHECK_EQ(kvmux_aof_load(p, s, 0, &info, err, sizeof err), 0);
+    CHECK_EQ(info.records, 3);
+    CHECK_EQ(info.truncated_at, full);
+    CHECK_EQ(info.dropped_bytes, 5);
+    CHECK_EQ(file_size(p), full + 5); /* not cut */
+    CHECK(magic_is(p, KVMUX_AOF_MAGIC_V1));
+    CHECK_EQ(count_v1_keys(s, 3), 3);
+    kvmux_store_free(s);
+}
+
+/* Opening a v1 log rewrites it as v2 with the same contents; a reload of
+ * the converted file gives the same keys, values, versions and TTL. */
+static void test_v1_convert(void) {
+    char p[300];
+    path_for(p, sizeof p, "v1-conv.aof");
+    write_log_v1(p, 20, NULL, 1);
+    FILE *f = fopen(p, "ab");
+    REQUIRE(f);
+    fwrite("\x30\0\0", 1, 3, f); /* a short tail: left out by the conversion */
+    fclose(f);
+    kvmux_store *s = new_store();
+    kvmux_aof *a = open_log(p, s, KVMUX_FSYNC_ALWAYS, 0);
+    CHECK(magic_is(p, KVMUX_AOF_MAGIC));
+    CHECK_EQ(count_v1_keys(s, 20), 20);
+    /* Appends after the conversion are version 2 records. */
+    uint64_t v = 0;
+    CHECK_EQ(kvmux_store_set(s, (const uint8_t *)"after", 5, (const uint8_t *)"z", 1, 0, &v),
+             KVMUX_STATUS_OK);
+    CHECK(v > 120);
+    wait_durable(a);
+    kvmux_aof_close(a);
+    kvmux_store_free(s);
+
+    kvmux_store *r = new_store();
+    kvmux_aof_load_info info;
+    char err[512] = "";
+    CHECK_EQ(kvmux_aof_load(p, r, 0, &info, err, sizeof err), 0);
+    if (err[0]) fprintf(stderr, "reload: %s\n", err);
+    CHECK_EQ(info.format, 2);
+    CHECK_EQ(info.dropped_bytes, 0);
+    CHECK_EQ(count_v1_keys(r, 20), 20);
+    got g;
+    CHECK_EQ(get(r, "ttl", &g), KVMUX_STATUS_OK);
+    CHECK_EQ(g.version, 120);
+    CHECK(strcmp(g.val, "value-20") == 0);
+    CHECK_EQ(get(r, "after", &g), KVMUX_STATUS_OK);
+    CHECK_EQ(g.version, v);
+    kvmux_store_free(r);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/kvmux-aof-test-XXXXXX");
     REQUIRE(mkdtemp(dir));
@@ -430,6 +602,10 @@ int main(void) {
     test_corrupt();
     test_journal_roundtrip();
     test_compaction();
+    test_v1_load();
+    test_v1_length_past_eof();
+    test_v1_short_tail();
+    test_v1_convert();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
