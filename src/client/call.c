@@ -694,13 +694,21 @@ int kvmux_ping(kvmux_client *c, int timeout_ms) {
 
 /* ---- key space ---- */
 
-int kvmux_exists(kvmux_client *c, const void *key, size_t key_len, uint64_t *version_out,
-                 int timeout_ms) {
-    kvmux_request r = call_req(KVMUX_EXISTS, key, key_len);
+/* EXISTS, EXPIRE and PERSIST: a key, maybe a TTL, and the key's version
+ * back. */
+static int call_key_version(kvmux_client *c, kvmux_op op, const void *key, size_t key_len,
+                            uint64_t ttl_ms, uint64_t *version_out, int timeout_ms) {
+    kvmux_request r = call_req(op, key, key_len);
+    r.ttl_ms = ttl_ms;
     kvmux_reply rep;
     int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
     if (version_out) *version_out = rep.version;
     return rc;
+}
+
+int kvmux_exists(kvmux_client *c, const void *key, size_t key_len, uint64_t *version_out,
+                 int timeout_ms) {
+    return call_key_version(c, KVMUX_EXISTS, key, key_len, 0, version_out, timeout_ms);
 }
 
 int kvmux_ttl(kvmux_client *c, const void *key, size_t key_len, int64_t *ttl_ms_out,
@@ -714,21 +722,12 @@ int kvmux_ttl(kvmux_client *c, const void *key, size_t key_len, int64_t *ttl_ms_
 
 int kvmux_expire(kvmux_client *c, const void *key, size_t key_len, uint64_t ttl_ms,
                  uint64_t *version_out, int timeout_ms) {
-    kvmux_request r = call_req(KVMUX_EXPIRE, key, key_len);
-    r.ttl_ms = ttl_ms;
-    kvmux_reply rep;
-    int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
-    if (version_out) *version_out = rep.version;
-    return rc;
+    return call_key_version(c, KVMUX_EXPIRE, key, key_len, ttl_ms, version_out, timeout_ms);
 }
 
 int kvmux_persist(kvmux_client *c, const void *key, size_t key_len, uint64_t *version_out,
                   int timeout_ms) {
-    kvmux_request r = call_req(KVMUX_PERSIST, key, key_len);
-    kvmux_reply rep;
-    int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
-    if (version_out) *version_out = rep.version;
-    return rc;
+    return call_key_version(c, KVMUX_PERSIST, key, key_len, 0, version_out, timeout_ms);
 }
 
 int kvmux_scan_next(const uint8_t *list, size_t list_len, size_t *offset,
