@@ -262,7 +262,7 @@ static void test_usage_errors(void) {
         {"wait", "k", "1", NULL},
         {"del", "k", "extra", NULL},
         {"ping", "extra", NULL},
-        {"-x", "ping", NULL},
+        {"-X", "ping", NULL},
         {"-p", "70000", "ping", NULL},
         {"-p", "0", "ping", NULL},
         {"-p", "12ab", "ping", NULL},
@@ -307,8 +307,8 @@ static void test_set_get(void) {
     CHECK_EQ(RUN(&p, g_port, NULL, "-v", "get", "k1"), 0);
     CHECK_RUN(&p, strcmp(p.out, expect) == 0, "-v get k1");
 
-    CHECK_EQ(RUN(&p, g_port, NULL, "-r", "get", "k1"), 0);
-    CHECK_RUN(&p, p.out_len == 5 && memcmp(p.out, "hello", 5) == 0, "-r get");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--raw", "get", "k1"), 0);
+    CHECK_RUN(&p, p.out_len == 5 && memcmp(p.out, "hello", 5) == 0, "--raw get");
 
     /* Overwrite: the version moves on. */
     CHECK_EQ(RUN(&p, g_port, NULL, "set", "k1", "again"), 0);

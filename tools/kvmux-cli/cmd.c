@@ -10,8 +10,11 @@
  * args.c. Every command uses the blocking libkvmux API with the ctx's
  * timeout (wait adds its own wait time to it), so no command can hang.
  *
- * Output (stdout), chosen to be easy for scripts:
- *   get    the value's raw bytes and a newline (no newline with -r);
+ * Output (stdout), chosen to be easy for scripts (text mode; --json and
+ * --csv print the same fields as one JSON document or CSV record, see
+ * put_* below and the man page):
+ *   get    the value and a newline (no newline with --raw; quoted with
+ *          \xHH escapes on a terminal when not printable, as redis-cli);
  *          with -v a line "version=N" first
  *   set    OK version=N        cas   OK version=N
  *   del    OK                  incr  the new number
@@ -97,7 +100,8 @@ static const cmd_spec commands[] = {
     {"ping", 0, 0, 0, "", "round trip to the server", run_ping},
     {"stats", 0, 1, 0, "[PREFIX]",
      "server counters (only names starting with PREFIX)", run_stats},
-    {"help", 0, 0, 0, "", "this list", run_help},
+    {"help", 0, 1, 0, "[COMMAND]",
+     "the list of commands, or one command's arguments", run_help},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -127,10 +131,55 @@ static void put_addr(FILE *f, const cli_ctx *ctx) {
         fprintf(f, "%s:%u", ctx->host, (unsigned)ctx->port);
 }
 
-/* A value on stdout: its raw bytes, then a newline unless -r. */
+/* A value alone on stdout, in the output mode; a newline after it
+ * unless --raw. */
 static void print_value(const cli_ctx *ctx, const uint8_t *data, size_t len) {
-    if (len) fwrite(data, 1, len, stdout);
-    if (!ctx->raw) fputc('\n', stdout);
+    cli_out_string(&ctx->out, stdout, data, len);
+    if (ctx->out.format != CLI_FORMAT_RAW) fputc('\n', stdout);
+}
+
+/* A version and a value (get -v, wait): text "version=N" then the value;
+ * JSON {"version":N,"value":"..."}; CSV N,"...". */
+static void print_versioned(const cli_ctx *ctx, uint64_t version,
+                            const uint8_t *data, size_t len) {
+    switch (ctx->out.format) {
+    case CLI_FORMAT_JSON:
+        printf("{\"version\":%" PRIu64 ",\"value\":", version);
+        cli_out_json_string(stdout, data, len);
+        puts("}");
+        break;
+    case CLI_FORMAT_CSV:
+        printf("%" PRIu64 ",", version);
+        cli_out_csv_string(stdout, data, len);
+        putchar('\n');
+        break;
+    default:
+        printf("version=%" PRIu64 "\n", version);
+        print_value(ctx, data, len);
+    }
+}
+
+/* A write's new version: "OK version=N", JSON {"version":N}, CSV N. */
+static void print_ok_version(const cli_ctx *ctx, uint64_t version) {
+    if (ctx->out.format == CLI_FORMAT_JSON)
+        printf("{\"version\":%" PRIu64 "}\n", version);
+    else if (ctx->out.format == CLI_FORMAT_CSV)
+        printf("%" PRIu64 "\n", version);
+    else
+        printf("OK version=%" PRIu64 "\n", version);
+}
+
+/* "OK": text and CSV as is, JSON as the string "OK". */
+static void print_ok(const cli_ctx *ctx) {
+    puts(ctx->out.format == CLI_FORMAT_JSON ? "\"OK\"" : "OK");
+}
+
+/* No value (wait timed out or the key was deleted): JSON null, CSV NULL
+ * (as redis-cli --csv); text prints its own message. */
+static void print_null(const cli_ctx *ctx, const char *text) {
+    if (ctx->out.format == CLI_FORMAT_JSON) puts("null");
+    else if (ctx->out.format == CLI_FORMAT_CSV) puts("NULL");
+    else puts(text);
 }
 
 /* "kvmux-cli: CMD KEY: " on stderr ("kvmux-cli: CMD: " for ping). */
@@ -190,6 +239,22 @@ static int report(cli_ctx *ctx, const cmd_args *a, int rc) {
 
 /* ---- connection ---- */
 
+/* ": REASON" for a failed TCP connect. The library's message reads
+ * "connect to HOST:PORT: Connection refused" (or "cannot resolve HOST:
+ * ..."); the address is already printed, so only what follows it is
+ * kept. Falls back to kvmux_strerror(rc) when there is no message. */
+static void put_connect_reason(int rc) {
+    char msg[256];
+    msg[0] = '\0';
+    kvmux_connection_error(NULL, msg, sizeof msg);
+    const char *why = msg;
+    if (strncmp(msg, "connect to ", 11) == 0) {
+        const char *sep = strstr(msg + 11, ": ");
+        why = sep ? sep + 2 : ""; /* "... timed out": kvmux_strerror says it */
+    }
+    fprintf(stderr, ": %s", why[0] ? why : kvmux_strerror(rc));
+}
+
 int cli_connect(cli_ctx *ctx) {
     if (ctx->client) return CLI_EXIT_OK;
     kvmux_options o;
@@ -209,6 +274,12 @@ int cli_connect(cli_ctx *ctx) {
         ctx->client = NULL;
         fputs("kvmux-cli: cannot connect to ", stderr);
         put_addr(stderr, ctx);
+        if (rc == KVMUX_ECONNECT || rc == KVMUX_ETIMEDOUT) {
+            /* The reason, as redis-cli gives it ("Connection refused"). */
+            put_connect_reason(rc);
+            fputc('\n', stderr);
+            return CLI_EXIT_CONN;
+        }
         fprintf(stderr, ": %s", kvmux_strerror(rc));
         if (rc == KVMUX_ETLS || rc == KVMUX_EPROTO || (rc == KVMUX_EINVAL && ctx->tls)) {
             char msg[256];
@@ -245,8 +316,8 @@ static int run_get(cli_ctx *ctx, const cmd_args *a) {
     int rc = kvmux_get(ctx->client, a->pos[0]->data, a->pos[0]->len, &v,
                        ctx->timeout_ms);
     if (rc != 0) return report(ctx, a, rc);
-    if (a->verbose) printf("version=%" PRIu64 "\n", v->version);
-    print_value(ctx, v->data, v->len);
+    if (a->verbose) print_versioned(ctx, v->version, v->data, v->len);
+    else print_value(ctx, v->data, v->len);
     kvmux_value_free(v);
     return CLI_EXIT_OK;
 }
@@ -257,7 +328,7 @@ static int run_set(cli_ctx *ctx, const cmd_args *a) {
                        a->pos[1]->data, a->pos[1]->len, a->ttl_ms, &version,
                        ctx->timeout_ms);
     if (rc != 0) return report(ctx, a, rc);
-    printf("OK version=%" PRIu64 "\n", version);
+    print_ok_version(ctx, version);
     return CLI_EXIT_OK;
 }
 
@@ -265,7 +336,7 @@ static int run_del(cli_ctx *ctx, const cmd_args *a) {
     int rc = kvmux_del(ctx->client, a->pos[0]->data, a->pos[0]->len,
                        ctx->timeout_ms);
     if (rc != 0) return report(ctx, a, rc);
-    puts("OK");
+    print_ok(ctx);
     return CLI_EXIT_OK;
 }
 
@@ -295,7 +366,7 @@ static int run_cas(cli_ctx *ctx, const cmd_args *a) {
         return CLI_EXIT_REQUEST;
     }
     if (rc != 0) return report(ctx, a, rc);
-    printf("OK version=%" PRIu64 "\n", version);
+    print_ok_version(ctx, version);
     return CLI_EXIT_OK;
 }
 
@@ -316,16 +387,18 @@ static int run_wait(cli_ctx *ctx, const cmd_args *a) {
     if (rc == KVMUX_ETIMEDOUT) {
         /* Not an error message: nothing changed, which the caller asked to
          * hear about. Still exit 3 so scripts can tell. */
-        puts("(timeout)");
+        print_null(ctx, "(timeout)");
         return CLI_EXIT_REQUEST;
     }
     if (rc != 0) return report(ctx, a, rc);
-    if (v->version == 0) {
+    if (v->version == 0 && ctx->out.format == CLI_FORMAT_JSON)
+        puts("{\"version\":0,\"value\":null}");
+    else if (v->version == 0 && ctx->out.format == CLI_FORMAT_CSV)
+        puts("0,NULL");
+    else if (v->version == 0)
         puts("version=0 (deleted)");
-    } else {
-        printf("version=%" PRIu64 "\n", v->version);
-        print_value(ctx, v->data, v->len);
-    }
+    else
+        print_versioned(ctx, v->version, v->data, v->len);
     kvmux_value_free(v);
     return CLI_EXIT_OK;
 }
@@ -339,8 +412,13 @@ static int run_exists(cli_ctx *ctx, const cmd_args *a) {
         return CLI_EXIT_OK;
     }
     if (rc != 0) return report(ctx, a, rc);
-    if (a->verbose) printf("1 version=%" PRIu64 "\n", version);
-    else puts("1");
+    if (!a->verbose) puts("1");
+    else if (ctx->out.format == CLI_FORMAT_JSON)
+        printf("{\"exists\":1,\"version\":%" PRIu64 "}\n", version);
+    else if (ctx->out.format == CLI_FORMAT_CSV)
+        printf("1,%" PRIu64 "\n", version);
+    else
+        printf("1 version=%" PRIu64 "\n", version);
     return CLI_EXIT_OK;
 }
 
@@ -359,7 +437,7 @@ static int run_expire(cli_ctx *ctx, const cmd_args *a) {
     int rc = kvmux_expire(ctx->client, a->pos[0]->data, a->pos[0]->len, ms, &version,
                           ctx->timeout_ms);
     if (rc != 0) return report(ctx, a, rc);
-    printf("OK version=%" PRIu64 "\n", version);
+    print_ok_version(ctx, version);
     return CLI_EXIT_OK;
 }
 
@@ -368,7 +446,7 @@ static int run_persist(cli_ctx *ctx, const cmd_args *a) {
     int rc = kvmux_persist(ctx->client, a->pos[0]->data, a->pos[0]->len, &version,
                            ctx->timeout_ms);
     if (rc != 0) return report(ctx, a, rc);
-    printf("OK version=%" PRIu64 "\n", version);
+    print_ok_version(ctx, version);
     return CLI_EXIT_OK;
 }
 
@@ -379,18 +457,26 @@ static int run_scan(cli_ctx *ctx, const cmd_args *a) {
     uint64_t cursor = 0;
     const char *prefix = a->npos ? a->pos[0]->data : NULL;
     size_t plen = a->npos ? a->pos[0]->len : 0;
+    int json = ctx->out.format == CLI_FORMAT_JSON;
+    size_t listed = 0;
+    if (json) putchar('[');
     do {
         kvmux_keys *k = NULL;
         int rc = kvmux_scan(ctx->client, cursor, prefix, plen, (uint32_t)a->count, &k,
                             ctx->timeout_ms);
-        if (rc != 0) return report(ctx, a, rc);
+        if (rc != 0) {
+            if (json) puts("]"); /* what came so far stays valid JSON */
+            return report(ctx, a, rc);
+        }
         for (size_t i = 0; i < k->count; i++) {
-            fwrite(k->keys[i].data, 1, k->keys[i].len, stdout);
-            fputc('\n', stdout);
+            if (json && listed++) putchar(',');
+            cli_out_string(&ctx->out, stdout, k->keys[i].data, k->keys[i].len);
+            if (!json) fputc('\n', stdout);
         }
         cursor = k->cursor;
         kvmux_keys_free(k);
     } while (cursor != 0);
+    if (json) puts("]");
     return CLI_EXIT_OK;
 }
 
@@ -406,8 +492,51 @@ static int run_ping(cli_ctx *ctx, const cmd_args *a) {
     int rc = kvmux_ping(ctx->client, ctx->timeout_ms);
     int64_t t1 = now_ns();
     if (rc != 0) return report(ctx, a, rc);
-    printf("PONG %.3f ms\n", (double)(t1 - t0) / 1e6);
+    double ms = (double)(t1 - t0) / 1e6;
+    if (ctx->out.format == CLI_FORMAT_JSON)
+        printf("{\"reply\":\"PONG\",\"rtt_ms\":%.3f}\n", ms);
+    else if (ctx->out.format == CLI_FORMAT_CSV)
+        printf("\"PONG\",%.3f\n", ms);
+    else
+        printf("PONG %.3f ms\n", ms);
     return CLI_EXIT_OK;
+}
+
+/* 1 if p[0..len) is a JSON number as STATS writes them (digits, an
+ * optional minus and one dot): such values go out unquoted. */
+static int is_number(const char *p, size_t len) {
+    size_t i = (len > 0 && p[0] == '-') ? 1 : 0, digits = 0, dots = 0;
+    for (; i < len; i++) {
+        if (p[i] >= '0' && p[i] <= '9') digits++;
+        else if (p[i] == '.' && digits && dots++ == 0) continue;
+        else return 0;
+    }
+    return digits > 0 && p[len - 1] != '.';
+}
+
+/* STATS's "name:value" lines as one JSON object, or as CSV records
+ * "name",value; numbers unquoted, anything else a string. */
+static void print_stats_lines(const cli_ctx *ctx, const char *p, size_t len) {
+    int json = ctx->out.format == CLI_FORMAT_JSON;
+    size_t n = 0;
+    if (json) putchar('{');
+    while (len > 0) {
+        const char *nl = memchr(p, '\n', len);
+        size_t ll = nl ? (size_t)(nl - p) : len;
+        const char *colon = memchr(p, ':', ll);
+        if (colon) {
+            size_t nlen = (size_t)(colon - p), vlen = ll - nlen - 1;
+            if (json && n++) putchar(',');
+            cli_out_string(&ctx->out, stdout, p, nlen);
+            putchar(json ? ':' : ',');
+            if (is_number(colon + 1, vlen)) fwrite(colon + 1, 1, vlen, stdout);
+            else cli_out_string(&ctx->out, stdout, colon + 1, vlen);
+            if (!json) putchar('\n');
+        }
+        p += ll + (nl ? 1 : 0);
+        len -= ll + (nl ? 1 : 0);
+    }
+    if (json) puts("}");
 }
 
 /* STATS: the text as the server sent it (it ends with a newline per line;
@@ -418,14 +547,31 @@ static int run_stats(cli_ctx *ctx, const cmd_args *a) {
      * contain one, so pass the bytes up to it (the CLI keeps it simple). */
     int rc = kvmux_stats(ctx->client, a->npos ? a->pos[0]->data : NULL, &v, ctx->timeout_ms);
     if (rc != 0) return report(ctx, a, rc);
-    if (v->len) fwrite(v->data, 1, v->len, stdout);
+    if (ctx->out.format == CLI_FORMAT_JSON || ctx->out.format == CLI_FORMAT_CSV)
+        print_stats_lines(ctx, (const char *)v->data, v->len);
+    else if (v->len)
+        fwrite(v->data, 1, v->len, stdout);
     kvmux_value_free(v);
     return CLI_EXIT_OK;
 }
 
-/* The only command that needs no connection (see cli_run_command). */
+/* The only command that needs no connection (see cli_run_command).
+ * "help CMD": the synopsis, then the description, indented. */
 static int run_help(cli_ctx *ctx, const cmd_args *a) {
-    cli_print_commands(stdout);
+    (void)ctx;
+    if (a->npos == 0) {
+        cli_print_commands(stdout);
+        return CLI_EXIT_OK;
+    }
+    cli_command_info info;
+    if (cli_command_lookup(a->pos[0]->data, a->pos[0]->len, &info) != 0) {
+        fputs("kvmux-cli: help: unknown command '", stderr);
+        put_escaped(stderr, a->pos[0]->data, a->pos[0]->len);
+        fputs("' (try 'help')\n", stderr);
+        return CLI_EXIT_USAGE;
+    }
+    printf("%s%s%s\n    %s\n", info.name, info.usage[0] ? " " : "", info.usage,
+           info.help);
     return CLI_EXIT_OK;
 }
 
@@ -436,6 +582,36 @@ void cli_print_commands(FILE *f) {
         fprintf(f, "  %-32s %s\n", line, commands[i].help);
     }
     fprintf(f, "  %-32s %s\n", "quit, exit", "leave the interactive prompt");
+}
+
+/* The prompt's own words: in the table's listings, not dispatched here. */
+static const cli_command_info prompt_words[] = {
+    {"quit", "", "leave the interactive prompt"},
+    {"exit", "", "leave the interactive prompt"},
+};
+
+int cli_command_at(size_t i, cli_command_info *out) {
+    if (i < N_COMMANDS) {
+        out->name = commands[i].name;
+        out->usage = commands[i].usage;
+        out->help = commands[i].help;
+        return 0;
+    }
+    i -= N_COMMANDS;
+    if (i >= sizeof prompt_words / sizeof prompt_words[0]) return -1;
+    *out = prompt_words[i];
+    return 0;
+}
+
+int cli_command_lookup(const char *name, size_t len, cli_command_info *out) {
+    cli_command_info info;
+    for (size_t i = 0; cli_command_at(i, &info) == 0; i++) {
+        if (len == strlen(info.name) && strncasecmp(name, info.name, len) == 0) {
+            *out = info;
+            return 0;
+        }
+    }
+    return -1;
 }
 
 /* ---- dispatch ---- */

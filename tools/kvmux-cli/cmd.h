@@ -9,6 +9,7 @@
 
 #include "args.h"
 #include "kvmux.h"
+#include "out.h"
 
 /* Exit codes (documented in --help and the README). */
 enum cli_exit {
@@ -33,7 +34,8 @@ typedef struct cli_ctx {
     uint16_t port;
     int timeout_ms;        /* connect and per-request timeout, >= 1 */
     int verbose;           /* get: also print the version */
-    int raw;               /* get/wait: no newline after the value */
+    cli_out out;           /* output mode: text (quoted on a terminal),
+                              --raw, --json, --csv */
     int interactive;       /* errors mention reconnecting */
     const char *auth;      /* token for HELLO (-a / KVMUX_AUTH); NULL = none;
                               borrowed */
@@ -52,8 +54,7 @@ typedef struct cli_ctx {
 int cli_connect(cli_ctx *ctx);
 
 /* Run one command given as arguments (args[0] is the command name:
- * get, set, del, incr, cas, wait, exists, ttl, expire, persist, scan, ping,
- * stats, help). Results go to stdout, errors
+ * see cli_command_at). Results go to stdout in ctx->out's mode, errors
  * to stderr as "kvmux-cli: CMD KEY: reason"; both are flushed before
  * returning, so a reader on a pipe sees them at once. Connects first if
  * needed. After a connection-level error the client is closed and
@@ -63,6 +64,22 @@ int cli_run_command(cli_ctx *ctx, const cli_arg *args, size_t nargs);
 
 /* Print the command summary (also the interactive "help"). */
 void cli_print_commands(FILE *f);
+
+/* One command as the table (cmd.c) describes it: the single source for
+ * help, --help, Tab completion, argument hints and the man-page check. */
+typedef struct cli_command_info {
+    const char *name;    /* "set" */
+    const char *usage;   /* its arguments: "KEY VALUE [--ttl MS]" ("" if none) */
+    const char *help;    /* one line of description */
+} cli_command_info;
+
+/* The i-th command (0-based, table order, then the prompt's own "quit"
+ * and "exit"). Returns 0 and fills *out, or -1 past the end. */
+int cli_command_at(size_t i, cli_command_info *out);
+
+/* The command named name[0..len) (case-insensitive), as cli_command_at.
+ * Returns 0 and fills *out, or -1 if there is no such command. */
+int cli_command_lookup(const char *name, size_t len, cli_command_info *out);
 
 /* Close the connection, if any. */
 void cli_ctx_deinit(cli_ctx *ctx);
