@@ -1,10 +1,12 @@
 /* kvmux-cli interactive mode: read a line, split it (args.c), run it
  * (cmd.c), repeat.
  *
- * Design: two line sources behind one function. On a terminal, and when
- * CMake found libedit (KVMUX_HAVE_LIBEDIT), lines come from libedit's
- * readline interface, with in-session history that is also kept in
- * $HOME/.kvmux_cli_history (best effort, 1000 entries). Otherwise lines come
+ * Design: two line sources behind one function. When stdin is a terminal,
+ * lines come from libedit (edit.c: history kept in
+ * $HOME/.kvmux_cli_history, best effort, 1000 entries; Tab completion and
+ * argument hints), so arrow keys edit and recall and never reach the
+ * server. libedit is a required build dependency: there is no terminal
+ * path without it. When stdin is a pipe or a file, lines come
  * from stdio one byte at a time, so embedded NUL bytes are kept and a line
  * longer than CLI_MAX_LINE is discarded (with a message) instead of
  * growing memory without bound. When stdin is not a terminal (a pipe or a
@@ -15,7 +17,7 @@
  * restarted server is picked up by the next command. A command is never
  * retried on its own: incr or cas must not run twice behind the user's back.
  *
- * What it is not: no tab completion, no multi-line input, no scripting. */
+ * What it is not: no multi-line input, no scripting. */
 #include "repl.h"
 
 #include <stdlib.h>
@@ -23,11 +25,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#ifdef KVMUX_HAVE_LIBEDIT
-#include <editline/readline.h>
-#endif
-
-#define HISTORY_ENTRIES 1000
+#include "edit.h"
 
 /* Result of reading one line. */
 enum read_result {
@@ -40,11 +38,7 @@ enum read_result {
  * NUL-terminated, without the newline, and *len is its length (it may
  * contain NUL bytes); the caller frees it. A last line without a newline
  * still counts as a line. */
-static int read_line_stdio(const char *prompt, char **line, size_t *len) {
-    if (prompt) {
-        fputs(prompt, stdout);
-        fflush(stdout);
-    }
+static int read_line_stdio(char **line, size_t *len) {
     size_t cap = 256, n = 0;
     char *buf = malloc(cap);
     if (!buf) {
@@ -74,7 +68,6 @@ static int read_line_stdio(const char *prompt, char **line, size_t *len) {
     }
     if (!any) {
         free(buf);
-        if (prompt) fputc('\n', stdout); /* leave the shell on a new line */
         return READ_EOF;
     }
     if (too_long) {
@@ -89,27 +82,6 @@ static int read_line_stdio(const char *prompt, char **line, size_t *len) {
     return READ_LINE;
 }
 
-#ifdef KVMUX_HAVE_LIBEDIT
-/* Same contract as read_line_stdio, through libedit. */
-static int read_line_edit(const char *prompt, char **line, size_t *len) {
-    char *l = readline(prompt);
-    if (!l) {
-        fputc('\n', stdout);
-        return READ_EOF;
-    }
-    size_t n = strlen(l);
-    if (n > CLI_MAX_LINE) {
-        free(l);
-        fprintf(stderr, "kvmux-cli: line too long (limit %u bytes); ignored\n",
-                CLI_MAX_LINE);
-        return READ_SKIP;
-    }
-    if (n > 0) add_history(l);
-    *line = l;
-    *len = n;
-    return READ_LINE;
-}
-
 /* $HOME/.kvmux_cli_history into buf, or 0 if HOME is unset or too long. */
 static int history_path(char *buf, size_t cap) {
     const char *home = getenv("HOME");
@@ -117,7 +89,6 @@ static int history_path(char *buf, size_t cap) {
     int n = snprintf(buf, cap, "%s/.kvmux_cli_history", home);
     return n > 0 && (size_t)n < cap;
 }
-#endif
 
 /* Case-insensitive whole-argument match (quit, QUIT, Exit ...). */
 static int is_word(const cli_arg *a, const char *w) {
@@ -135,16 +106,14 @@ int cli_repl(cli_ctx *ctx) {
         snprintf(prompt, sizeof prompt, "kvmux %s:%u> ", ctx->host,
                  (unsigned)ctx->port);
 
-#ifdef KVMUX_HAVE_LIBEDIT
-    char hist[4096];
-    int use_edit = tty && isatty(STDOUT_FILENO);
-    int have_hist = use_edit && history_path(hist, sizeof hist);
-    if (use_edit) {
-        using_history();
-        stifle_history(HISTORY_ENTRIES);
-        if (have_hist) read_history(hist); /* a missing file is fine */
+    cli_edit *edit = NULL;
+    if (tty) {
+        char hist[4096];
+        if (cli_edit_open(&edit, prompt, history_path(hist, sizeof hist) ? hist : NULL) != 0) {
+            fputs("kvmux-cli: cannot start line editing (libedit)\n", stderr);
+            return CLI_EXIT_REQUEST;
+        }
     }
-#endif
 
     /* Connect up front so a wrong address shows at once; not fatal. */
     cli_connect(ctx);
@@ -154,12 +123,10 @@ int cli_repl(cli_ctx *ctx) {
         char *line = NULL;
         size_t len = 0;
         int r;
-#ifdef KVMUX_HAVE_LIBEDIT
-        if (use_edit)
-            r = read_line_edit(prompt, &line, &len);
+        if (edit)
+            r = cli_edit_read(edit, &line, &len) ? READ_LINE : READ_EOF;
         else
-#endif
-            r = read_line_stdio(tty ? prompt : NULL, &line, &len);
+            r = read_line_stdio(&line, &len);
         if (r == READ_EOF) break;
         if (r == READ_SKIP) continue;
 
@@ -181,9 +148,7 @@ int cli_repl(cli_ctx *ctx) {
         cli_line_free(&words);
     }
 
-#ifdef KVMUX_HAVE_LIBEDIT
-    if (have_hist) write_history(hist);
-#endif
+    cli_edit_close(edit);
     fflush(stdout);
     return ferror(stdout) ? CLI_EXIT_REQUEST : CLI_EXIT_OK;
 }
