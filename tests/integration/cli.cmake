@@ -3,6 +3,7 @@
 if(TARGET kvmux-cli AND TARGET kvmuxd)
   kvmux_add_test(cli_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/cli_test.c
+    LIBS kvmux
     LABELS integration
     TIMEOUT 120)
 endif()

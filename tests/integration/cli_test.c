@@ -509,6 +509,215 @@ static void test_wait(void) {
               "waiter released by del");
 }
 
+/* --json and --csv: every command's result as one document / record;
+ * conflicting modes are a usage error. */
+static void test_output_modes(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "fmt", "a\"b\\c\n"), 0);
+    unsigned long long v = ok_version(&p);
+    REQUIRE(v > 0);
+    char want[128];
+
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "get", "fmt"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "\"a\\\"b\\\\c\\n\"\n") == 0, "--json get");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "get", "-v", "fmt"), 0);
+    snprintf(want, sizeof want, "{\"version\":%llu,\"value\":\"a\\\"b\\\\c\\n\"}\n", v);
+    CHECK_RUN(&p, strcmp(p.out, want) == 0, "--json get -v");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--csv", "get", "-v", "fmt"), 0);
+    snprintf(want, sizeof want, "%llu,\"a\"\"b\\c\n\"\n", v);
+    CHECK_RUN(&p, strcmp(p.out, want) == 0, "--csv get -v");
+
+    /* Binary bytes: \u00XX in JSON, so the code points are the bytes. */
+    CHECK_EQ(RUN_PROMPT(&p, g_port, "set fbin \"\\x00\\xff\\x7f\"\n"), 0);
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "get", "fbin"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "\"\\u0000\\u00ff\\u007f\"\n") == 0, "--json binary");
+
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "set", "fmt2", "x"), 0);
+    unsigned long long v2 = 0;
+    CHECK_RUN(&p, sscanf(p.out, "{\"version\":%llu}\n", &v2) == 1 && v2 > v, "--json set");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--csv", "set", "fmt2", "y"), 0);
+    CHECK_RUN(&p, strtoull(p.out, NULL, 10) > v2 && p.out[p.out_len - 1] == '\n', "--csv set");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "del", "fmt2"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "\"OK\"\n") == 0, "--json del");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "incr", "fmtn", "7"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "7\n") == 0, "--json incr");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "exists", "-v", "fmt"), 0);
+    snprintf(want, sizeof want, "{\"exists\":1,\"version\":%llu}\n", v);
+    CHECK_RUN(&p, strcmp(p.out, want) == 0, "--json exists -v");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--csv", "exists", "-v", "fmt"), 0);
+    snprintf(want, sizeof want, "1,%llu\n", v);
+    CHECK_RUN(&p, strcmp(p.out, want) == 0, "--csv exists -v");
+    char vs[32];
+    snprintf(vs, sizeof vs, "%llu", v);
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "wait", "fmt", vs, "50"), 3);
+    CHECK_RUN(&p, strcmp(p.out, "null\n") == 0, "--json wait timeout");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--csv", "wait", "fmt", vs, "50"), 3);
+    CHECK_RUN(&p, strcmp(p.out, "NULL\n") == 0, "--csv wait timeout");
+
+    CHECK_EQ(RUN(&p, g_port, NULL, "set", "fs:1", "a"), 0);
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "scan", "fs:"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "[\"fs:1\"]\n") == 0, "--json scan");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "scan", "fs:none"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "[]\n") == 0, "--json scan empty");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--csv", "scan", "fs:"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "\"fs:1\"\n") == 0, "--csv scan");
+
+    /* STATS: an object of numbers (the version is a string). */
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "stats"), 0);
+    CHECK_RUN(&p, p.out[0] == '{' && strstr(p.out, "\"version\":\"") != NULL &&
+                      strstr(p.out, ",\"keys\":") != NULL && strcmp(p.out + p.out_len - 2, "}\n") == 0,
+              "--json stats");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--csv", "stats", "keys"), 0);
+    CHECK_RUN(&p, strncmp(p.out, "\"keys\",", 7) == 0, "--csv stats keys");
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "ping"), 0);
+    double ms = -1;
+    CHECK_RUN(&p, sscanf(p.out, "{\"reply\":\"PONG\",\"rtt_ms\":%lf}", &ms) == 1 && ms >= 0,
+              "--json ping");
+
+    CHECK_EQ(RUN(&p, g_port, NULL, "--json", "--csv", "ping"), 2);
+    CHECK_EQ(RUN(&p, g_port, NULL, "--raw", "--json", "ping"), 2);
+    CHECK_EQ(p.out_len, 0);
+}
+
+/* -r N repeats, -i SEC spaces the runs; the exit code is the last
+ * failing run's. */
+static void test_repeat(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, g_port, NULL, "-r", "3", "incr", "rep"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "1\n2\n3\n") == 0, "-r 3 incr");
+    CHECK_EQ(RUN(&p, g_port, NULL, "-r", "3", "-i", "0.2", "incr", "rep"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "4\n5\n6\n") == 0, "-r 3 -i 0.2 incr");
+    int64_t took = p.ended_ms - p.started_ms;
+    CHECK(took >= 380);
+    CHECK(took < 20000);
+    CHECK_EQ(RUN(&p, g_port, NULL, "-r", "2", "get", "rep:none"), 1);
+    CHECK_EQ(p.out_len, 0);
+    const char *first = strstr(p.err, "not found");
+    CHECK_RUN(&p, first && strstr(first + 1, "not found") != NULL,
+              "-r 2 get missing reports twice");
+    static const char *const bad[][5] = {
+        {"-r", "0", "ping", NULL},      {"-r", "-2", "ping", NULL},
+        {"-r", "x", "ping", NULL},      {"-i", "-1", "ping", NULL},
+        {"-i", "1s", "ping", NULL},     {"-r", "2", NULL},
+        {"-x", NULL},                   {"--stat", "ping", NULL},
+        {"--stat", "-i", "0", NULL},    {"--stat", "--latency", NULL},
+        {"-x", "--latency", NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "bad repeat/mode case %zu", i);
+        CHECK_RUN(&p, run_argv(&p, g_port, "", bad[i]) == 2 && p.out_len == 0, what);
+    }
+}
+
+/* -x: the last argument from stdin, binary safe, up to the server's
+ * 64 MiB value limit (the interactive line limit is 8 MiB). */
+static void test_stdin_arg(void) {
+    const size_t big = 64u * 1024 * 1024;
+    uint8_t *val = test_pattern(big + 1, 77);
+    cli_proc p;
+    REQUIRE(cli_start(&p, g_port, (const char *const[]){"-x", "set", "xbig", NULL}) == 0);
+    size_t off = 0;
+    while (off < big) { /* cli_write stops at a NUL: write by length */
+        ssize_t w = write(p.in_fd, val + off, big - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    CHECK_EQ(off, big);
+    CHECK_EQ(cli_finish(&p, 60000), 0);
+    CHECK_RUN(&p, ok_version(&p) > 0, "-x set 64 MiB");
+
+    kvmux_client *c = NULL;
+    REQUIRE(kvmux_connect(&c, "127.0.0.1", g_port, NULL) == 0);
+    kvmux_value *v = NULL;
+    CHECK_EQ(kvmux_get(c, "xbig", 4, &v, 30000), 0);
+    CHECK(v && v->len == big && memcmp(v->data, val, big) == 0);
+    kvmux_value_free(v);
+
+    /* One byte over the limit: the server's "too large", exit 3. */
+    REQUIRE(cli_start(&p, g_port, (const char *const[]){"-x", "set", "xbig2", NULL}) == 0);
+    off = 0;
+    while (off < big + 1) {
+        ssize_t w = write(p.in_fd, val + off, big + 1 - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    CHECK_EQ(cli_finish(&p, 60000), 3);
+    CHECK_RUN(&p, strstr(p.err, "kvmux-cli: set xbig2: ") != NULL, "-x set too large");
+    free(val);
+
+    /* Empty stdin: an empty value. */
+    CHECK_EQ(run_argv(&p, g_port, "", (const char *const[]){"-x", "set", "xe", NULL}), 0);
+    v = NULL;
+    CHECK_EQ(kvmux_get(c, "xe", 2, &v, 5000), 0);
+    CHECK(v && v->len == 0);
+    kvmux_value_free(v);
+    kvmux_close(c);
+}
+
+/* --stat and --latency stop by themselves after -r lines. */
+static void test_watch_modes(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, g_port, NULL, "--stat", "-r", "2", "-i", "0.2"), 0);
+    char hdr[64];
+    unsigned long long keys = 0, clients = 0, ops = 0, reqs = 0;
+    char mem[32];
+    CHECK_RUN(&p, sscanf(p.out, "%63s", hdr) == 1 && strcmp(hdr, "keys") == 0, "--stat header");
+    const char *l2 = strchr(p.out, '\n');
+    CHECK_RUN(&p, l2 && sscanf(l2 + 1, "%llu %31s %llu %llu %llu", &keys, mem, &clients, &ops,
+                               &reqs) == 5 && keys > 0 && clients >= 1 && reqs > 0,
+              "--stat line");
+    int lines = 0;
+    for (size_t i = 0; i < p.out_len; i++) lines += p.out[i] == '\n';
+    CHECK_EQ(lines, 3);
+    CHECK(p.ended_ms - p.started_ms >= 380);
+
+    CHECK_EQ(RUN(&p, g_port, NULL, "--latency", "-r", "2", "-i", "0.3"), 0);
+    double mn[2], av[2], mx[2];
+    long n[2];
+    const char *o = p.out;
+    for (int i = 0; i < 2; i++) {
+        int ok = o && sscanf(o, "min: %lf ms, avg: %lf ms, max: %lf ms (%ld samples)", &mn[i],
+                             &av[i], &mx[i], &n[i]) == 4;
+        CHECK_RUN(&p, ok && mn[i] <= av[i] && av[i] <= mx[i] && n[i] > 0, "--latency line");
+        if (!ok) return;
+        o = strchr(o, '\n');
+        if (o) o++;
+    }
+    CHECK(n[1] > n[0]);
+    CHECK(o && *o == '\0');
+    CHECK(p.ended_ms - p.started_ms >= 550);
+}
+
+/* help CMD for every command help lists: the synopsis, then a line of
+ * description. */
+static void test_help_command(void) {
+    cli_proc p;
+    CHECK_EQ(RUN(&p, 0, NULL, "help"), 0);
+    char list[OUT_CAP + 1];
+    memcpy(list, p.out, p.out_len + 1);
+    int seen = 0;
+    for (char *line = strtok(list, "\n"); line; line = strtok(NULL, "\n")) {
+        char name[32];
+        if (sscanf(line, " %31[a-z]", name) != 1) continue;
+        cli_proc h;
+        CHECK_EQ(RUN(&h, 0, NULL, "help", name), 0);
+        size_t nl = strlen(name);
+        char *desc = strchr(h.out, '\n');
+        CHECK_RUN(&h, strncmp(h.out, name, nl) == 0 && (h.out[nl] == ' ' || h.out[nl] == '\n') &&
+                          desc && strncmp(desc + 1, "    ", 4) == 0 && strlen(desc + 5) > 2,
+                  name);
+        seen++;
+    }
+    CHECK(seen >= 15);
+    CHECK_EQ(RUN(&p, 0, NULL, "help", "set"), 0);
+    CHECK_RUN(&p, strncmp(p.out, "set KEY VALUE [--ttl MS]\n    ", 29) == 0, "help set");
+    CHECK_EQ(RUN(&p, 0, NULL, "help", "nosuch"), 2);
+    CHECK(strstr(p.err, "unknown command 'nosuch'") != NULL);
+}
+
 /* A port with a bound socket that does not listen: connecting is refused,
  * and holding the socket keeps anyone else from taking the port. */
 static int closed_port(uint16_t *port) {
@@ -539,6 +748,8 @@ static void test_connect_error(void) {
     snprintf(expect, sizeof expect, "kvmux-cli: cannot connect to 127.0.0.1:%u: ",
              (unsigned)port);
     CHECK_RUN(&p, strncmp(p.err, expect, strlen(expect)) == 0, "connect refused");
+    /* The reason, as redis-cli gives it. */
+    CHECK_RUN(&p, strcmp(p.err + strlen(expect), "Connection refused\n") == 0, "refused reason");
     CHECK_EQ(RUN(&p, port, NULL, "get", "k"), 4);
 
     /* Interactive: each command reports it, the prompt goes on, exit 0. */
@@ -639,6 +850,11 @@ int main(void) {
     test_ttl();
     test_key_space();
     test_wait();
+    test_output_modes();
+    test_repeat();
+    test_stdin_arg();
+    test_watch_modes();
+    test_help_command();
     test_connect_error();
     test_interactive();
     test_interactive_server_loss();
