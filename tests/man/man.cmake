@@ -13,3 +13,12 @@ foreach(pair "kvmuxd;kvmuxd.8" "kvmux-cli;kvmux-cli.1" "kvmux-bench;kvmux-bench.
     set_tests_properties(man_options_${prog}_test PROPERTIES TIMEOUT 30 LABELS unit)
   endif()
 endforeach()
+
+# kvmux-cli's commands (its "help" list, from the table that also drives
+# Tab completion and hints) each have an entry in kvmux-cli(1).
+if(TARGET kvmux-cli)
+  add_test(NAME man_commands_kvmux-cli_test
+    COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/check_commands.sh $<TARGET_FILE:kvmux-cli>
+            ${PROJECT_SOURCE_DIR}/man/kvmux-cli.1)
+  set_tests_properties(man_commands_kvmux-cli_test PROPERTIES TIMEOUT 30 LABELS unit)
+endif()
