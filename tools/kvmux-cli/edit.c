@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include "cmd.h"
 
@@ -175,9 +176,11 @@ int cli_edit_open(cli_edit **out, const char *prompt, const char *history_path) 
     el_set(e->el, EL_PROMPT, prompt_fn);
     el_set(e->el, EL_RPROMPT_ESC, rprompt_fn, '\1');
     el_set(e->el, EL_HIST, history, e->hist);
-    el_set(e->el, EL_ADDFN, "kvmux-complete",
-           "complete the command name, or show its arguments", complete_fn);
-    el_set(e->el, EL_ADDFN, "kvmux-space", "insert a space and show the hint", space_fn);
+    /* The wide-character setter keeps pointers to these static strings;
+     * el_set would convert them into copies libedit never frees. */
+    el_wset(e->el, EL_ADDFN, L"kvmux-complete",
+            L"complete the command name, or show its arguments", complete_fn);
+    el_wset(e->el, EL_ADDFN, L"kvmux-space", L"insert a space and show the hint", space_fn);
     el_set(e->el, EL_BIND, "^I", "kvmux-complete", NULL);
     el_set(e->el, EL_BIND, " ", "kvmux-space", NULL);
     el_source(e->el, NULL); /* ~/.editrc, after ours so it can override them */
