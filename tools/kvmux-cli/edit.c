@@ -206,7 +206,11 @@ int cli_edit_read(cli_edit *e, char **line, size_t *len) {
         }
         memcpy(copy, l, ll);
         copy[ll] = '\0';
-        if (ll > 0) history(e->hist, &e->ev, H_ENTER, copy);
+        if (ll > 0) {
+            history(e->hist, &e->ev, H_ENTER, copy);
+            /* Saved at once, so Ctrl-C (which ends the process) loses nothing. */
+            if (e->history_path) history(e->hist, &e->ev, H_SAVE, e->history_path);
+        }
         *line = copy;
         *len = ll;
         return 1;

@@ -18,11 +18,12 @@ int cli_edit_open(cli_edit **out, const char *prompt, const char *history_path);
 
 /* Read one line: 1 and *line (malloc'd, NUL-terminated, without the
  * newline; the caller frees it) with *len, or 0 at end of input (Ctrl-D
- * on an empty line). A non-empty line is added to the history. */
+ * on an empty line). A non-empty line is added to the history, and the
+ * history file (if any) is saved. */
 int cli_edit_read(cli_edit *e, char **line, size_t *len);
 
-/* Save the history (if a path was given) and restore the terminal. e may
- * be NULL. */
+/* Save the history (if a path was given), restore the terminal and free
+ * e. e may be NULL. */
 void cli_edit_close(cli_edit *e);
 
 /* What Tab does to the line text[0..cursor): fills out (cap bytes, NUL-
