@@ -142,9 +142,8 @@ def run(cli, port, home):
     t.send(b"get hk\r")
     mark = len(t.out)
     check(t.read_until(b"one\r\n", start=mark - 8), "get hk", t.out)
-    mark = len(t.out)
     # Wait for the next prompt: libedit owns the terminal from then on.
-    check(t.read_until(prompt, start=mark - 8), "prompt after get", t.out)
+    check(t.read_until(prompt, start=t.out.rfind(b"one\r\n")), "prompt after get", t.out)
     mark = len(t.out)
     t.send(b"\x1b[A")
     check(t.read_until(b"get hk", start=mark), "Up arrow recalls 'get hk'", t.out)
