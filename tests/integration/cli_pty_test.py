@@ -150,10 +150,10 @@ def run(cli, port, home):
     t.send(b"\r")
     check(t.read_until(b"one\r\n", start=mark), "recalled line runs", t.out)
 
-    # Up arrow on a set line then edit: recall, change the value, run.
     mark = len(t.out)
     t.send(b"set arrow x\r")
     check(t.read_until(b"OK version=", start=mark), "set arrow", t.out)
+    check(t.read_until(prompt, start=t.out.rfind(b"OK version=")), "prompt after set", t.out)
 
     # Tab completes "se" to "set " (the only command starting with "se").
     mark = len(t.out)
