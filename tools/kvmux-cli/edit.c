@@ -196,7 +196,10 @@ int cli_edit_read(cli_edit *e, char **line, size_t *len) {
     for (;;) {
         int n = 0;
         const char *l = el_gets(e->el, &n);
-        if (!l || n <= 0) return 0;
+        if (!l || n <= 0) {
+            fputc('\n', e->out); /* leave the shell's prompt on a line of its own */
+            return 0;
+        }
         size_t ll = (size_t)n;
         while (ll > 0 && (l[ll - 1] == '\n' || l[ll - 1] == '\r')) ll--;
         char *copy = malloc(ll + 1);
