@@ -104,7 +104,15 @@ static void test_completion(void) {
     CHECK(completes("", NULL));
 
     CHECK(strcmp(cli_edit_hint("set ", 4), "KEY VALUE [--ttl MS]") == 0);
-    CHECK(strcmp(cli_edit_hint("SET k v", 7), "KEY VALUE [--ttl MS]") == 0);
+    CHECK(strcmp(cli_edit_hint("SET k v", 7), "VALUE [--ttl MS]") == 0); /* v being typed */
+    CHECK(strcmp(cli_edit_hint("set k ", 6), "VALUE [--ttl MS]") == 0);
+    CHECK(strcmp(cli_edit_hint("set k v ", 8), "[--ttl MS]") == 0);
+    CHECK(strcmp(cli_edit_hint("set k v --ttl ", 14), "") == 0);
+    CHECK(strcmp(cli_edit_hint("get  k ", 7), "") == 0);
+    CHECK(strcmp(cli_edit_hint("incr k ", 7), "[DELTA]") == 0);
+    CHECK(strcmp(cli_edit_hint("scan ", 5), "[PREFIX] [--count N]") == 0);
+    CHECK(strcmp(cli_edit_hint("scan p ", 7), "[--count N]") == 0);
+    CHECK(strcmp(cli_edit_hint("wait k 3 ", 9), "TIMEOUT_MS") == 0);
     CHECK(strcmp(cli_edit_hint("set", 3), "") == 0);
     CHECK(strcmp(cli_edit_hint("nosuch ", 7), "") == 0);
     CHECK(strcmp(cli_edit_hint("", 0), "") == 0);

@@ -82,13 +82,58 @@ int cli_edit_completion(const char *text, size_t cursor, char *out, size_t cap) 
     return 1;
 }
 
+/* End of the usage token starting at u[p] (not a blank): a bracketed
+ * group "[--ttl MS]" is one token. */
+static size_t usage_token_end(const char *u, size_t p) {
+    if (u[p] == '[') {
+        const char *close = strchr(u + p, ']');
+        return close ? (size_t)(close - u) + 1 : strlen(u);
+    }
+    while (u[p] && u[p] != ' ') p++;
+    return p;
+}
+
+/* The usage with the first n typed arguments' share dropped: each typed
+ * argument takes the tokens up to and including the next required one
+ * (an optional one only when no required one is left), as redis-cli's
+ * hints shrink while arguments are typed. */
+static const char *usage_after(const char *u, size_t n) {
+    size_t p = 0;
+    while (n-- > 0) {
+        while (u[p] == ' ') p++;
+        if (!u[p]) break;
+        size_t q = p, next_required = 0;
+        int found = 0;
+        while (u[q]) { /* the first required token from p, if any */
+            while (u[q] == ' ') q++;
+            if (!u[q]) break;
+            size_t e = usage_token_end(u, q);
+            if (u[q] != '[') {
+                next_required = e;
+                found = 1;
+                break;
+            }
+            q = e;
+        }
+        p = found ? next_required : usage_token_end(u, p);
+    }
+    while (u[p] == ' ') p++;
+    return u + p;
+}
+
 const char *cli_edit_hint(const char *text, size_t len) {
     size_t ws, we;
     first_word(text, len, &ws, &we);
     if (we == ws || we == len) return ""; /* no word yet, or still typing it */
     cli_command_info info;
     if (cli_command_lookup(text + ws, we - ws, &info) != 0) return "";
-    return info.usage;
+    /* Arguments already typed: words after the name that a blank ends. */
+    size_t typed = 0;
+    for (size_t i = we; i < len; i++)
+        if (text[i] != ' ' && text[i] != '\t' && i + 1 < len &&
+            (text[i + 1] == ' ' || text[i + 1] == '\t'))
+            typed++;
+    return usage_after(info.usage, typed);
 }
 
 /* The editor's view of the line so far (up to the cursor for Tab). */

@@ -36,7 +36,9 @@ int cli_edit_completion(const char *text, size_t cursor, char *out, size_t cap);
 
 /* The argument hint for a line: the usage of the command named by its
  * first word once that word is followed by a space ("set " gives
- * "KEY VALUE [--ttl MS]"), else "". Never NULL; the string is static. */
+ * "KEY VALUE [--ttl MS]"), less what the arguments typed so far stand for
+ * ("set k " gives "VALUE [--ttl MS]"); else "". Never NULL; the string
+ * is static. */
 const char *cli_edit_hint(const char *text, size_t len);
 
 #endif
