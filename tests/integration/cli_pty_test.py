@@ -178,15 +178,37 @@ def run(cli, port, home):
     t.send(b"get bin\r")
     check(t.read_until(b'"a\\x00\\xff"', start=mark), "binary value quoted", t.out)
 
+    # The hint shrinks as arguments are typed.
+    check(t.read_until(prompt, start=t.out.rfind(b'"a\\x00')), "prompt after get bin", t.out)
+    mark = len(t.out)
+    t.send(b"set hint2 ")
+    check(t.read_until(b"VALUE [--ttl MS]\x1b[0m", start=mark), "hint after 'set hint2 '", t.out)
+    t.send(b"v\r")
+    check(t.read_until(b"OK version=", start=mark), "set hint2 runs", t.out)
+
     t.send(b"quit\r")
     rc = t.finish()
     check(rc == 0, "prompt exits 0 after quit (got %r)" % (rc,), t.out)
+
+    # A new session recalls the saved history: Up three times passes
+    # "quit" and "set hint2 v" and reaches "get bin"; Ctrl-D then ends it.
+    t = Term(cli, port, home)
+    check(t.read_until(prompt), "second session prompt", t.out)
+    mark = len(t.out)
+    t.send(b"\x1b[A\x1b[A\x1b[A")
+    check(t.read_until(b"get bin", start=mark), "history from the file", t.out)
+    t.send(b"\r")
+    check(t.read_until(b'"a\\x00\\xff"', start=mark), "recalled get bin runs", t.out)
+    check(t.read_until(prompt, start=t.out.rfind(b'"a\\x00')), "prompt after recall", t.out)
+    t.send(b"\x04")
+    rc = t.finish()
+    check(rc == 0, "Ctrl-D ends the prompt with 0 (got %r)" % (rc,), t.out)
 
     # What reached the server: the recalled line was "get hk", and no key
     # made of an escape sequence was ever written or read.
     r = cli_run(cli, port, "scan")
     keys = set(r.stdout.split(b"\n")) - {b""}
-    check(keys == {b"bin", b"hk", b"arrow", b"tabkey"}, "keys on the server: %r" % keys)
+    check(keys == {b"bin", b"hk", b"arrow", b"tabkey", b"hint2"}, "keys on the server: %r" % keys)
     check(not any(b"\x1b" in k or b"[A" in k for k in keys), "no escape-sequence key")
     r = cli_run(cli, port, "get", "tabkey")
     check(r.stdout == b"tabval\n", "tabkey's value: %r" % r.stdout)
