@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """kvmux-cli's prompt on a real terminal: kvmux-cli runs in a pseudo-
-terminal (python3's pty module) against a real kvmuxd on an ephemeral
+terminal (os.openpty) against a real kvmuxd on an ephemeral
 port, and the test types at it as a person would.
 
 Checked: libedit drives the prompt (the Up arrow recalls the last line
@@ -11,14 +11,16 @@ is saved to $HOME/.kvmux_cli_history.
 
 usage: cli_pty_test.py KVMUXD KVMUX_CLI
 Every wait is bounded; processes started here are stopped by pid."""
+import fcntl
 import os
-import pty
 import re
 import select
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 
 failures = 0
@@ -57,26 +59,50 @@ def start_server(kvmuxd):
 
 
 class Term:
-    """kvmux-cli on the slave side of a pty; we hold the master."""
+    """kvmux-cli on the slave side of a pty; we hold the master, and keep a
+    descriptor of the slave to see its terminal modes."""
 
-    def __init__(self, cli, port, home):
-        env = dict(os.environ, TERM="xterm", HOME=home, COLUMNS="120", LINES="40")
+    def __init__(self, cli, port, home, prompt):
+        env = dict(os.environ, TERM="xterm", HOME=home)
         env.pop("EDITRC", None)
-        self.pid, self.fd = pty.fork()
+        self.fd, self.slave = os.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        self.pid = os.fork()
         if self.pid == 0:
-            os.execve(cli, [cli, "-h", "127.0.0.1", "-p", str(port)], env)
+            try:
+                os.setsid()
+                fcntl.ioctl(self.slave, termios.TIOCSCTTY, 0)
+                for i in range(3):
+                    os.dup2(self.slave, i)
+                os.execve(cli, [cli, "-h", "127.0.0.1", "-p", str(port)], env)
+            finally:
+                os._exit(127)
+        self.prompt = prompt
         self.out = b""
 
     def send(self, data):
         os.write(self.fd, data)
 
+    def ready(self, start=0, timeout=20.0):
+        """Wait for a prompt after offset start, then for libedit to put
+        the terminal in raw mode: it prints the prompt first, and a key
+        sent before the switch would be cooked by the kernel (Ctrl-D taken
+        as end of file, for one). Returns True when ready."""
+        if not self.read_until(self.prompt, timeout, start):
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not termios.tcgetattr(self.slave)[3] & termios.ICANON:
+                return True
+            self.read_until(b"\x00never", timeout=0.01)
+        return False
+
     def read_until(self, needle, timeout=20.0, start=0):
-        """Read until needle (bytes or compiled regex) appears in the output
-        after offset start; returns True if it did before the timeout."""
+        """Read until needle (bytes) appears in the output after offset
+        start; returns True if it did before the timeout."""
         deadline = time.monotonic() + timeout
         while True:
-            hay = self.out[start:]
-            if (needle.search(hay) if hasattr(needle, "search") else needle in hay):
+            if needle in self.out[start:]:
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
@@ -85,7 +111,7 @@ class Term:
             if r:
                 try:
                     chunk = os.read(self.fd, 4096)
-                except OSError:  # EIO: the child closed the terminal
+                except OSError:  # EIO: no process has the terminal open
                     return False
                 if not chunk:
                     return False
@@ -93,16 +119,19 @@ class Term:
 
     def finish(self, timeout=20.0):
         deadline = time.monotonic() + timeout
+        code = None
         while time.monotonic() < deadline:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid == self.pid:
-                os.close(self.fd)
-                return os.waitstatus_to_exitcode(status)
+                code = os.waitstatus_to_exitcode(status)
+                break
             self.read_until(b"\x00never", timeout=0.1)
-        os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
+        else:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
         os.close(self.fd)
-        return None
+        os.close(self.slave)
+        return code
 
 
 def cli_run(cli, port, *args, stdin=None):
@@ -132,74 +161,62 @@ def run(cli, port, home):
     r = cli_run(cli, port, "-x", "set", "bin", stdin=b"a\x00\xff")
     check(r.returncode == 0, "set bin via -x: %r" % (r.stderr,))
 
-    t = Term(cli, port, home)
     prompt = b"kvmux 127.0.0.1:%d> " % port
-    check(t.read_until(prompt), "first prompt", t.out)
+    t = Term(cli, port, home, prompt)
+    check(t.ready(), "first prompt", t.out)
+
+    def step(keys, expect, what):
+        """Type keys once the prompt is ready; expect shows up after."""
+        mark = len(t.out)
+        check(t.ready(mark - len(prompt)), "prompt before " + what, t.out)
+        mark = len(t.out)
+        t.send(keys)
+        check(t.read_until(expect, start=mark), what, t.out)
+        return mark
 
     # A plain command, then Up arrow + Enter runs it again.
-    t.send(b"set hk one\r")
-    check(t.read_until(b"OK version="), "set hk", t.out)
-    t.send(b"get hk\r")
-    mark = len(t.out)
-    check(t.read_until(b"one\r\n", start=mark - 8), "get hk", t.out)
-    # Wait for the next prompt: libedit owns the terminal from then on.
-    check(t.read_until(prompt, start=t.out.rfind(b"one\r\n")), "prompt after get", t.out)
-    mark = len(t.out)
-    t.send(b"\x1b[A")
-    check(t.read_until(b"get hk", start=mark), "Up arrow recalls 'get hk'", t.out)
+    step(b"set hk one\r", b"OK version=", "set hk")
+    step(b"get hk\r", b"one\r\n", "get hk")
+    mark = step(b"\x1b[A", b"get hk", "Up arrow recalls 'get hk'")
     t.send(b"\r")
     check(t.read_until(b"one\r\n", start=mark), "recalled line runs", t.out)
-
-    mark = len(t.out)
-    t.send(b"set arrow x\r")
-    check(t.read_until(b"OK version=", start=mark), "set arrow", t.out)
-    check(t.read_until(prompt, start=t.out.rfind(b"OK version=")), "prompt after set", t.out)
+    step(b"set arrow x\r", b"OK version=", "set arrow")
 
     # Tab completes "se" to "set " (the only command starting with "se").
-    mark = len(t.out)
-    t.send(b"se\t")
-    # libedit redraws the line (cursor moves between the letters), so what
-    # shows that "set " is complete is the hint, which needs the space; the
-    # key reaching the server (below) shows the line really read "set ...".
-    check(t.read_until(b"KEY VALUE [--ttl MS]", start=mark), "Tab completes se, hint", t.out)
+    # libedit redraws the line (the cursor moves between the letters), so
+    # what shows that "set " is complete is the hint, which needs the
+    # space; the key reaching the server (below) shows the line was "set".
+    mark = step(b"se\t", b"KEY VALUE [--ttl MS]", "Tab completes se, hint")
     t.send(b"tabkey tabval\r")
     check(t.read_until(b"OK version=", start=mark), "completed set runs", t.out)
     # The hint's dim attribute is reset right after it.
-    check(t.read_until(b"KEY VALUE [--ttl MS]\x1b[0m", start=mark), "hint reset", t.out)
+    check(b"KEY VALUE [--ttl MS]\x1b[0m" in t.out[mark:], "hint reset", t.out)
 
     # help get: synopsis and description.
-    mark = len(t.out)
-    t.send(b"help get\r")
-    check(t.read_until(b"get [-v] KEY", start=mark), "help get synopsis", t.out)
+    mark = step(b"help get\r", b"get [-v] KEY", "help get synopsis")
     check(t.read_until(b"print the value", start=mark), "help get description", t.out)
 
     # A binary value is quoted on a terminal.
-    mark = len(t.out)
-    t.send(b"get bin\r")
-    check(t.read_until(b'"a\\x00\\xff"', start=mark), "binary value quoted", t.out)
+    step(b"get bin\r", b'"a\\x00\\xff"', "binary value quoted")
 
     # The hint shrinks as arguments are typed.
-    check(t.read_until(prompt, start=t.out.rfind(b'"a\\x00')), "prompt after get bin", t.out)
-    mark = len(t.out)
-    t.send(b"set hint2 ")
-    check(t.read_until(b"VALUE [--ttl MS]\x1b[0m", start=mark), "hint after 'set hint2 '", t.out)
+    mark = step(b"set hint2 ", b"VALUE [--ttl MS]\x1b[0m", "hint after 'set hint2 '")
     t.send(b"v\r")
     check(t.read_until(b"OK version=", start=mark), "set hint2 runs", t.out)
 
-    t.send(b"quit\r")
+    step(b"quit\r", b"quit", "quit")
     rc = t.finish()
     check(rc == 0, "prompt exits 0 after quit (got %r)" % (rc,), t.out)
 
     # A new session recalls the saved history: Up three times passes
     # "quit" and "set hint2 v" and reaches "get bin"; Ctrl-D then ends it.
-    t = Term(cli, port, home)
-    check(t.read_until(prompt), "second session prompt", t.out)
-    mark = len(t.out)
-    t.send(b"\x1b[A\x1b[A\x1b[A")
-    check(t.read_until(b"get bin", start=mark), "history from the file", t.out)
+    t = Term(cli, port, home, prompt)
+    check(t.ready(), "second session prompt", t.out)
+    mark = step(b"\x1b[A\x1b[A\x1b[A", b"get bin", "history from the file")
     t.send(b"\r")
     check(t.read_until(b'"a\\x00\\xff"', start=mark), "recalled get bin runs", t.out)
-    check(t.read_until(prompt, start=t.out.rfind(b'"a\\x00')), "prompt after recall", t.out)
+    mark = len(t.out)
+    check(t.ready(mark - len(prompt)), "prompt after recall", t.out)
     t.send(b"\x04")
     rc = t.finish()
     check(rc == 0, "Ctrl-D ends the prompt with 0 (got %r)" % (rc,), t.out)
