@@ -53,7 +53,7 @@ int cli_connect(cli_ctx *ctx);
 
 /* Run one command given as arguments (args[0] is the command name:
  * get, set, del, incr, cas, wait, exists, ttl, expire, persist, scan, ping,
- * stats, help). Results go to stdout, errors
+ * stats, slowlog, client, help). Results go to stdout, errors
  * to stderr as "kvmux-cli: CMD KEY: reason"; both are flushed before
  * returning, so a reader on a pipe sees them at once. Connects first if
  * needed. After a connection-level error the client is closed and
