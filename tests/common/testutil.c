@@ -2,6 +2,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -285,4 +286,55 @@ int test_raw_handshake_version(int fd, int max_version) {
     if (kvmux_session_check_recv(&s, &f) != 0) return -1;
     if (f.type != KVMUX_FRAME_HELLO_ACK) return -1;
     return kvmux_session_on_hello_ack(&s, &f) == 0 ? s.version : -1;
+}
+
+/* The whole of fd (from its start) into buf, NUL-terminated. */
+static void slurp_fd(int fd, char *buf, size_t cap) {
+    if (!buf || cap == 0) return;
+    size_t n = 0;
+    ssize_t r;
+    lseek(fd, 0, SEEK_SET);
+    while (n + 1 < cap && (r = read(fd, buf + n, cap - 1 - n)) > 0) n += (size_t)r;
+    buf[n] = '\0';
+}
+
+int test_run(const char *const *argv, const char *env_name, const char *env_value,
+             char *out, size_t out_cap, char *err, size_t err_cap, int timeout_ms) {
+    char ofile[] = "/tmp/kvmux-test-outXXXXXX", efile[] = "/tmp/kvmux-test-errXXXXXX";
+    int ofd = mkstemp(ofile), efd = mkstemp(efile), status = -1;
+    if (out && out_cap) out[0] = '\0';
+    if (err && err_cap) err[0] = '\0';
+    if (ofd < 0 || efd < 0) {
+        if (ofd >= 0) close(ofd);
+        if (efd >= 0) close(efd);
+        return -1;
+    }
+    unlink(ofile);
+    unlink(efile);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(ofd, 1);
+        dup2(efd, 2);
+        if (env_name && env_value) setenv(env_name, env_value, 1);
+        else if (env_name) unsetenv(env_name);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    if (pid > 0) {
+        int st = 0;
+        pid_t w = 0;
+        for (int i = 0; i < timeout_ms / 10 + 1 && (w = waitpid(pid, &st, WNOHANG)) == 0; i++)
+            test_sleep_ms(10);
+        if (w == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+        } else if (w == pid && WIFEXITED(st)) {
+            status = WEXITSTATUS(st);
+        }
+    }
+    slurp_fd(ofd, out, out_cap);
+    slurp_fd(efd, err, err_cap);
+    close(ofd);
+    close(efd);
+    return status;
 }

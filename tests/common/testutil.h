@@ -99,6 +99,16 @@ uint8_t *test_pattern(size_t len, uint32_t seed);
  * as decimal. Returns UINT64_MAX when text is NULL or name is absent. */
 uint64_t test_stat_value(const void *text, size_t len, const char *name);
 
+/* Run argv[0] (a path) with argv (NULL-terminated) to completion, at most
+ * timeout_ms (then SIGKILL), with environment variable env_name set to
+ * env_value (env_value NULL: unset; env_name NULL: environment as is).
+ * Its stdout and stderr go to temporary files and come back in out and
+ * err (NUL-terminated, cut at cap - 1; either may be NULL with cap 0).
+ * Returns the exit status (0..255), or -1 (killed by a signal, timed out,
+ * or could not be started). */
+int test_run(const char *const *argv, const char *env_name, const char *env_value,
+             char *out, size_t out_cap, char *err, size_t err_cap, int timeout_ms);
+
 /* Blocking TCP connection to 127.0.0.1:port with SO_RCVTIMEO/SO_SNDTIMEO of
  * timeout_ms. Returns the fd or -1. */
 int test_connect_raw(uint16_t port, int timeout_ms);
