@@ -635,7 +635,7 @@ typedef void (*kvmux_reply_cb)(kvmux_client *c, int result, kvmux_reply *reply,
  * 0 is returned. cb must not be NULL.
  * Returns 0, or without queueing anything (and cb never runs):
  *   KVMUX_EINVAL    bad argument (NULL c/req/cb, NULL or empty key,
- *                   SET/CAS ttl_ms above KVMUX_MAX_TTL_MS, ...)
+ *                   SET/CAS/EXPIRE ttl_ms above KVMUX_MAX_TTL_MS, ...)
  *   KVMUX_ETOOBIG   key, value or frame over the negotiated limits
  *   KVMUX_EAGAIN    backlog full (queue_limit / queue_bytes_limit)
  *   KVMUX_ENOMEM    out of memory
