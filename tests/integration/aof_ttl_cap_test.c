@@ -27,26 +27,12 @@ static char dir[256];
 static char logpath[300];
 static uint32_t next_id = 1;
 
-typedef struct resp {
-    uint8_t status;
-    uint64_t version;
-    char val[512];
-} resp;
+typedef v2_resp resp;
 
+/* One request, one response (skipping anything else). Returns 0 or -1. */
 static int call(v2conn *c, uint8_t op, const char *key, const void *extras, uint8_t elen,
                 const void *val, uint32_t vlen, resp *r) {
-    uint32_t id = next_id++;
-    memset(r, 0, sizeof *r);
-    if (v2_send(c, KVMUX_FRAME_REQUEST, 0, id, op, extras, elen, key, (uint16_t)strlen(key),
-                val, vlen, 0, 0) != 0)
-        return -1;
-    kvmux_frame f;
-    if (v2_read_until(c, &f, KVMUX_FRAME_RESPONSE, id, 10000, NULL, NULL) != 1) return -1;
-    r->status = f.code;
-    if (f.extras_len >= 8) r->version = kvmux_load_u64be(f.extras + f.extras_len - 8);
-    snprintf(r->val, sizeof r->val, "%.*s", (int)f.value_len,
-             f.value ? (const char *)f.value : "");
-    return 0;
+    return v2_call(c, &next_id, op, key, extras, elen, val, vlen, r);
 }
 
 /* SET key=key with ttl; returns the status (255 on a transport failure). */
