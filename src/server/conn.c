@@ -309,8 +309,9 @@ int kvmux__conn_busy(const kvmux_conn *c) {
            c->out.bytes > 0;
 }
 
-int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
-                        const uint8_t *extras, uint8_t extras_len, const char *msg) {
+/* Queue one RESPONSE (the two answer shapes below share it). */
+static int respond(kvmux_conn *c, uint32_t request_id, uint8_t status, const uint8_t *extras,
+                   uint8_t extras_len, const uint8_t *value, size_t value_len) {
     kvmux_frame f;
     memset(&f, 0, sizeof f);
     f.version = c->sess.version;
@@ -319,29 +320,23 @@ int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
     f.code = status;
     f.extras = extras;
     f.extras_len = extras_len;
-    if (msg) {
-        size_t len = strlen(msg);
-        f.value = (const uint8_t *)msg;
-        f.value_len = (uint32_t)(len > KVMUX_MAX_STATUS_MSG ? KVMUX_MAX_STATUS_MSG : len);
-    }
+    f.value = value;
+    f.value_len = (uint32_t)value_len;
     return kvmux__conn_send(c, &f);
+}
+
+int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
+                        const uint8_t *extras, uint8_t extras_len, const char *msg) {
+    size_t len = msg ? strlen(msg) : 0;
+    if (len > KVMUX_MAX_STATUS_MSG) len = KVMUX_MAX_STATUS_MSG;
+    return respond(c, request_id, status, extras, extras_len, (const uint8_t *)msg, len);
 }
 
 int kvmux__conn_respond_u64(kvmux_conn *c, uint32_t request_id, uint64_t extra,
                             const uint8_t *value, size_t value_len) {
     uint8_t ext[8];
     kvmux_store_u64be(ext, extra);
-    kvmux_frame f;
-    memset(&f, 0, sizeof f);
-    f.version = c->sess.version;
-    f.type = KVMUX_FRAME_RESPONSE;
-    f.request_id = request_id;
-    f.code = KVMUX_STATUS_OK;
-    f.extras = ext;
-    f.extras_len = 8;
-    f.value = value;
-    f.value_len = (uint32_t)value_len;
-    return kvmux__conn_send(c, &f);
+    return respond(c, request_id, KVMUX_STATUS_OK, ext, 8, value, value_len);
 }
 
 void kvmux__conn_fail(kvmux_conn *c, uint32_t request_id, uint8_t code,

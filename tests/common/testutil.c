@@ -338,3 +338,62 @@ int test_run(const char *const *argv, const char *env_name, const char *env_valu
     close(efd);
     return status;
 }
+
+size_t test_put_header(uint8_t *h, uint8_t magic, uint8_t version, uint8_t type,
+                       uint8_t flags, uint32_t request_id, uint8_t code, uint8_t extras_len,
+                       uint16_t key_len, uint32_t body_len) {
+    h[0] = magic;
+    h[1] = version;
+    h[2] = type;
+    h[3] = flags;
+    kvmux_store_u32be(h + 4, request_id);
+    h[8] = code;
+    h[9] = extras_len;
+    kvmux_store_u16be(h + 10, key_len);
+    kvmux_store_u32be(h + 12, body_len);
+    return KVMUX_FRAME_HDR_LEN;
+}
+
+/* Encode f into a buffer and write it; -1 if it is over 64 KiB. */
+static int send_encoded(int fd, const kvmux_frame *f) {
+    static _Thread_local uint8_t buf[64 * 1024];
+    size_t n = kvmux_frame_size(f);
+    if (n > sizeof buf) return -1;
+    kvmux_frame_encode(buf, f);
+    return test_write_all(fd, buf, n);
+}
+
+int test_send_request(int fd, uint8_t version, uint32_t id, uint8_t op, const void *extras,
+                      uint8_t extras_len, const char *key, const void *value, uint32_t vlen) {
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.version = version;
+    f.type = KVMUX_FRAME_REQUEST;
+    f.request_id = id;
+    f.code = op;
+    f.extras = extras;
+    f.extras_len = extras_len;
+    f.key = (const uint8_t *)key;
+    f.key_len = (uint16_t)(key ? strlen(key) : 0);
+    f.value = value;
+    f.value_len = vlen;
+    return send_encoded(fd, &f);
+}
+
+int test_send_hello(int fd, uint32_t request_id, uint8_t code, uint8_t minv, uint8_t maxv,
+                    const char *name, const uint8_t *settings, size_t slen) {
+    uint8_t ext[2] = {minv, maxv};
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.version = KVMUX_HANDSHAKE_VERSION;
+    f.type = KVMUX_FRAME_HELLO;
+    f.request_id = request_id;
+    f.code = code;
+    f.extras = ext;
+    f.extras_len = 2;
+    f.key = (const uint8_t *)name;
+    f.key_len = (uint16_t)(name ? strlen(name) : 0);
+    f.value = settings;
+    f.value_len = (uint32_t)slen;
+    return send_encoded(fd, &f);
+}

@@ -126,6 +126,26 @@ int test_read_frame(int fd, uint8_t *buf, size_t cap, struct kvmux_frame *f);
  * timeout_ms, skipping any data), else 0. */
 int test_wait_closed(int fd, int timeout_ms);
 
+/* Write a 16-byte frame header at h exactly as given (magic included),
+ * so body_len may disagree with what follows: for malformed frames.
+ * Returns KVMUX_FRAME_HDR_LEN. */
+size_t test_put_header(uint8_t *h, uint8_t magic, uint8_t version, uint8_t type,
+                       uint8_t flags, uint32_t request_id, uint8_t code, uint8_t extras_len,
+                       uint16_t key_len, uint32_t body_len);
+
+/* Encode and write one REQUEST (header version, id, opcode, extras, key
+ * as a C string or NULL, value[0..vlen)) on a raw fd; at most 64 KiB.
+ * Returns 0 or -1. */
+int test_send_request(int fd, uint8_t version, uint32_t id, uint8_t op, const void *extras,
+                      uint8_t extras_len, const char *key, const void *value, uint32_t vlen);
+
+/* Encode and write a HELLO (handshake framing) proposing versions
+ * minv..maxv, with request_id and code as given (the receiver ignores
+ * them), name as its key and settings[0..slen) as its value. Returns 0 or
+ * -1. */
+int test_send_hello(int fd, uint32_t request_id, uint8_t code, uint8_t minv, uint8_t maxv,
+                    const char *name, const uint8_t *settings, size_t slen);
+
 /* Do the HELLO/HELLO_ACK handshake on a raw socket, proposing version 1
  * only (the raw tests speak v1 frames). Returns 0 or -1. */
 int test_raw_handshake(int fd);

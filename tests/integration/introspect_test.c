@@ -143,20 +143,10 @@ static void test_raw_key_refused(uint16_t port) {
     REQUIRE(fd >= 0);
     REQUIRE(test_raw_handshake(fd) == 0);
     for (int op = KVMUX_OP_SLOWLOG; op <= KVMUX_OP_CLIENT_LIST; op++) {
-        uint8_t ext[8] = {0, 0, 0, KVMUX_SLOWLOG_LEN, 0, 0, 0, 0};
-        kvmux_frame f;
-        memset(&f, 0, sizeof f);
-        f.version = 1;
-        f.type = KVMUX_FRAME_REQUEST;
-        f.request_id = (uint32_t)op;
-        f.code = (uint8_t)op;
-        f.extras = ext;
-        f.extras_len = op == KVMUX_OP_SLOWLOG ? 8 : 0;
-        f.key = (const uint8_t *)"k";
-        f.key_len = 1;
-        uint8_t out[64], in[1024];
-        size_t n = kvmux_frame_encode(out, &f);
-        CHECK_EQ(test_write_all(fd, out, n), 0);
+        uint8_t ext[8] = {0, 0, 0, KVMUX_SLOWLOG_LEN, 0, 0, 0, 0}, in[1024];
+        CHECK_EQ(test_send_request(fd, 1, (uint32_t)op, (uint8_t)op, ext,
+                                   op == KVMUX_OP_SLOWLOG ? 8 : 0, "k", NULL, 0),
+                 0);
         kvmux_frame rf;
         CHECK(test_read_frame(fd, in, sizeof in, &rf) > 0);
         CHECK_EQ(rf.request_id, (uint32_t)op);
