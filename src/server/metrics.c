@@ -178,6 +178,14 @@ uint32_t kvmux__slowlog_reset(kvmux_metrics *m) {
     return n;
 }
 
+uint32_t kvmux__slowlog_cap(kvmux_metrics *m) {
+    if (!m) return 0;
+    pthread_mutex_lock(&m->slow_mu);
+    uint32_t n = m->slow_cap;
+    pthread_mutex_unlock(&m->slow_mu);
+    return n;
+}
+
 uint32_t kvmux__slowlog_len(kvmux_metrics *m) {
     if (!m) return 0;
     pthread_mutex_lock(&m->slow_mu);
@@ -250,6 +258,8 @@ static const struct {
     {"connections_current", "Open client connections"},
     {"connections_max", "Connection limit (--max-connections)"},
     {"in_flight", "Requests read and not answered yet"},
+    {"slowlog_len", "Entries in the slow log now"},
+    {"slowlog_max_len", "Slow log capacity (--slowlog-max-len)"},
     {"auth_required", "1 if clients must authenticate"},
     {"keys", "Keys in memory"},
     {"key_bytes", "Bytes of keys and values in memory"},

@@ -65,5 +65,7 @@ size_t kvmux__slowlog_format(kvmux_metrics *m, uint32_t max, char *buf, size_t c
 uint32_t kvmux__slowlog_reset(kvmux_metrics *m);
 /* Entries in the log now. Any thread. */
 uint32_t kvmux__slowlog_len(kvmux_metrics *m);
+/* The log's capacity now (--slowlog-max-len; 0 = off). Any thread. */
+uint32_t kvmux__slowlog_cap(kvmux_metrics *m);
 
 #endif

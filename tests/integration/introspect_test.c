@@ -6,7 +6,7 @@
  *     newest N, GET count, LEN, RESET (the count dropped), a subcommand
  *     the server does not know (BAD_REQUEST), a key (refused locally, and
  *     BAD_REQUEST from the server over a raw socket); a server with a
- *     high threshold records nothing;
+ *     high threshold records nothing; STATS slowlog_len / slowlog_max_len;
  *   - client list: N connections (v1 and v2, named) spread over both
  *     loops, each line with its protocol version; parked WAITs show as
  *     in_flight=1 credits=max-1; the asking connection counts its own
@@ -118,6 +118,13 @@ static void test_slowlog(uint16_t port) {
     CHECK_EQ(dropped, 4);
     CHECK_EQ(kvmux_slowlog_len(c, &n, TMO), 0);
     CHECK_EQ(n, 1); /* the RESET itself */
+    /* STATS (and so /metrics) carries the length and the capacity. */
+    kvmux_value *st = NULL;
+    CHECK_EQ(kvmux_stats(c, "slowlog_", &st, TMO), 0);
+    REQUIRE(st != NULL);
+    CHECK_EQ(test_stat_value(st->data, st->len, "slowlog_len"), 2); /* RESET, LEN */
+    CHECK_EQ(test_stat_value(st->data, st->len, "slowlog_max_len"), 4);
+    kvmux_value_free(st);
 
     /* Refused: a subcommand the server does not know; a key. */
     kvmux_request q;
