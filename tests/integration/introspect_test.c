@@ -10,7 +10,8 @@
  *   - client list: N connections (v1 and v2, named) spread over both
  *     loops, each line with its protocol version; parked WAITs show as
  *     in_flight=1 credits=max-1; the asking connection counts its own
- *     CLIENT_LIST; closed connections leave the list;
+ *     CLIENT_LIST; closed connections leave the list; a client that takes
+ *     4 KiB frames gets the whole lines that fit and the full count;
  *   - the async API (kvmux_call_async with KVMUX_SLOWLOG / CLIENT_LIST);
  *   - kvmux-cli "slowlog get|len|reset" and "client list".
  * Label "concurrent": the list is read across loop threads (TSan). */
@@ -288,6 +289,37 @@ static void test_client_list(uint16_t port) {
     kvmux_close(me);
 }
 
+/* A client that accepts 4 KiB frames gets the lines that fit, and the
+ * count of all: 24 connections with 200-byte names need ~8 KiB. */
+static void test_list_bounded(uint16_t port) {
+    enum { N = 24 };
+    kvmux_client *cl[N];
+    char name[256];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "%03d%0197d", i, 0);
+        cl[i] = connect_named(port, name, 0);
+        REQUIRE(cl[i] != NULL);
+    }
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.connect_timeout_ms = TMO;
+    o.request_timeout_ms = TMO;
+    o.max_frame_size = 4096;
+    kvmux_client *small = NULL;
+    REQUIRE(kvmux_connect(&small, "127.0.0.1", port, &o) == 0);
+    kvmux_value *v = NULL;
+    CHECK_EQ(kvmux_client_list(small, &v, TMO), 0);
+    REQUIRE(v != NULL);
+    CHECK_EQ(v->version, N + 1);
+    int lines = count_lines((const char *)v->data);
+    CHECK(lines >= 1 && lines < N + 1);
+    CHECK(v->len <= 4096 - KVMUX_FRAME_HDR_LEN - 8);
+    CHECK(v->len > 0 && v->data[v->len - 1] == '\n'); /* whole lines only */
+    kvmux_value_free(v);
+    kvmux_close(small);
+    for (int i = 0; i < N; i++) kvmux_close(cl[i]);
+}
+
 /* ---- kvmux-cli ---- */
 
 static int cli(uint16_t port, const char *a, const char *b, const char *c, char *out,
@@ -324,6 +356,7 @@ int main(void) {
     test_slowlog(s.port);
     test_raw_key_refused(s.port);
     test_client_list(s.port);
+    test_list_bounded(s.port);
     test_cli(s.port);
     CHECK_EQ(test_server_stop(&s, 10000), 0);
     test_threshold();
