@@ -805,6 +805,7 @@ static int call_slowlog(kvmux_client *c, uint32_t sub, uint32_t count, kvmux_val
     kvmux_reply rep;
     int rc = call_run(c, &r, out ? NULL : &rep, out, timeout_ms, 0);
     if (n_out) *n_out = rc == 0 ? rep.version : 0;
+    if (!out) kvmux_reply_free(&rep); /* LEN, RESET: an empty value */
     return rc;
 }
 
