@@ -325,13 +325,22 @@ typedef enum kvmux_op {
     KVMUX_SCAN = 12,   /* cursor, count; key = prefix, may be empty;
                           reply.version: the next cursor (0 = done),
                           reply.value: the key list (kvmux_scan_next) */
+    /* Introspection (docs/PROTOCOL.md section 4.2; an older server
+     * answers KVMUX_EUNSUPPORTED). No key. */
+    KVMUX_SLOWLOG = 13,    /* subcommand (KVMUX_SLOWLOG_GET/LEN/RESET),
+                              count (GET: newest entries wanted, 0 = all);
+                              reply.version: entries in the log (RESET:
+                              entries dropped); reply.value (GET): text
+                              lines, newest first */
+    KVMUX_CLIENT_LIST = 14,/* reply.version: connections; reply.value:
+                              one text line each */
     KVMUX_PING = 100 /* connection-level round trip; no key */
 } kvmux_op;
 
-/* The largest ttl_ms of a SET or CAS: 2^53 - 1 = 9007199254740991 ms
- * (about 285,000 years; exact in a double, so every client language can
- * carry it). Every entry point that takes a SET or CAS (kvmux_set,
- * kvmux_cas, kvmux_call, kvmux_try_call, kvmux_call_async*,
+/* The largest ttl_ms of a SET, CAS or EXPIRE: 2^53 - 1 = 9007199254740991
+ * ms (about 285,000 years; exact in a double, so every client language can
+ * carry it). Every entry point that takes a SET, CAS or EXPIRE (kvmux_set,
+ * kvmux_cas, kvmux_expire, kvmux_call, kvmux_try_call, kvmux_call_async*,
  * kvmux_call_future*) refuses a larger one with KVMUX_EINVAL before
  * anything is sent; a server answers it BAD_REQUEST. */
 #define KVMUX_MAX_TTL_MS ((uint64_t)9007199254740991u)
@@ -343,16 +352,24 @@ typedef struct kvmux_request {
     size_t key_len;
     const void *value;      /* SET, CAS */
     size_t value_len;
-    uint64_t ttl_ms;        /* SET, CAS: 0 = no expiry; at most
-                               KVMUX_MAX_TTL_MS, else KVMUX_EINVAL */
+    uint64_t ttl_ms;        /* SET, CAS: 0 = no expiry; EXPIRE: 1..; at
+                               most KVMUX_MAX_TTL_MS, else KVMUX_EINVAL */
     uint64_t version;       /* CAS: expected; WAIT: wait while equal */
     int64_t delta;          /* INCR */
     uint32_t wait_ms;       /* WAIT: server-side timeout */
     /* Added with SCAN (kvmux_request grows at the end only). */
     uint64_t cursor;        /* SCAN: 0 to start, then the reply's cursor */
     uint32_t count;         /* SCAN: keys wanted per reply (a hint; 0 =
-                               the server's default 10, at most 1000) */
+                               the server's default 10, at most 1000);
+                               SLOWLOG GET: entries wanted (0 = all) */
+    /* Added with SLOWLOG. */
+    uint32_t subcommand;    /* SLOWLOG: KVMUX_SLOWLOG_GET, _LEN, _RESET */
 } kvmux_request;
+
+/* KVMUX_SLOWLOG subcommands (the wire values). */
+#define KVMUX_SLOWLOG_GET 0u
+#define KVMUX_SLOWLOG_LEN 1u
+#define KVMUX_SLOWLOG_RESET 2u
 
 /* A reply. value is a heap copy owned by the caller (NULL when there is
  * none); release with kvmux_reply_free(). */
@@ -448,8 +465,9 @@ int kvmux_ttl(kvmux_client *c, const void *key, size_t key_len, int64_t *ttl_ms_
 /* Make an existing key expire ttl_ms from now (1..2^53-1; the value is
  * kept). A write: the key gets a new version (*version_out, may be NULL),
  * parked WAITs on it wake, it is logged like any write. Returns 0,
- * KVMUX_ENOTFOUND, KVMUX_EBADREQ (ttl_ms 0 or above 2^53-1), or a call
- * error. Thread-safe: yes. */
+ * KVMUX_ENOTFOUND, KVMUX_EINVAL (ttl_ms above KVMUX_MAX_TTL_MS: refused
+ * before anything is sent, like kvmux_set), KVMUX_EBADREQ (ttl_ms 0: the
+ * server refuses it), or a call error. Thread-safe: yes. */
 int kvmux_expire(kvmux_client *c, const void *key, size_t key_len, uint64_t ttl_ms,
                  uint64_t *version_out, int timeout_ms);
 
@@ -494,6 +512,51 @@ int kvmux_scan(kvmux_client *c, uint64_t cursor, const void *prefix, size_t pref
  * arrived. Thread-safe: yes. */
 int kvmux_scan_next(const uint8_t *list, size_t list_len, size_t *offset,
                     const uint8_t **key, size_t *key_len);
+
+/* ---- introspection: SLOWLOG and CLIENT_LIST ----
+ * For operators and tools (kvmux-cli slowlog, client list). Each works on
+ * protocol v1 and v2; a server that predates them answers
+ * KVMUX_EUNSUPPORTED (the connection goes on). The text formats are in
+ * docs/OPERATIONS.md ("Slow log", "Client list"): one line per entry,
+ * space-separated name=value fields, values escaped as in the server's
+ * log; new fields may be added at the end of a line, none is renamed. */
+
+/* The newest count entries of the server's slow log (0 = all), newest
+ * first, one line each: "id=N time_ms=UNIX_MS duration_us=N op=NAME
+ * client=ADDR key=KEY" (KEY: the key's first 32 bytes, escaped; then
+ * " key_truncated=1" if it was longer). *out (one allocation, data
+ * NUL-terminated) is owned by the caller: kvmux_value_free; its version
+ * field holds the number of entries in the log, which is more than the
+ * lines when count asked for fewer or the lines exceeded what this
+ * client accepts (the server leaves out the oldest). *out is NULL on
+ * error. Returns 0, KVMUX_EINVAL (c or out NULL), KVMUX_EUNSUPPORTED, or
+ * any call error. Thread-safe: yes. */
+int kvmux_slowlog_get(kvmux_client *c, uint32_t count, kvmux_value **out, int timeout_ms);
+
+/* The number of entries in the server's slow log in *len_out. Returns
+ * 0, KVMUX_EINVAL (c or len_out NULL), KVMUX_EUNSUPPORTED, or any call
+ * error (*len_out is then 0). Thread-safe: yes. */
+int kvmux_slowlog_len(kvmux_client *c, uint64_t *len_out, int timeout_ms);
+
+/* Empty the server's slow log. *dropped_out (may be NULL) gets the
+ * number of entries it held. Returns 0, KVMUX_EUNSUPPORTED, or any call
+ * error. Thread-safe: yes. */
+int kvmux_slowlog_reset(kvmux_client *c, uint64_t *dropped_out, int timeout_ms);
+
+/* Every connection of the server (this one included), one line each:
+ * "id=N addr=IP:PORT proto=V in_flight=N credits=N bytes_in=N
+ * bytes_out=N age_ms=N idle_ms=N tls=0|1 loop=N name=NAME" (proto 0: the
+ * handshake is not done; in_flight: requests read and not answered yet,
+ * this CLIENT_LIST included for its own connection; credits: the
+ * client's credits left; idle_ms: since bytes last arrived; NAME: the
+ * client name from its HELLO, "" if none). Each figure is exact as of
+ * that connection's last read or write; the list is not one snapshot.
+ * *out (data NUL-terminated) is owned by the caller: kvmux_value_free;
+ * its version field holds the number of connections (more than the
+ * lines if they exceeded what this client accepts, 1 MiB at most).
+ * Returns 0, KVMUX_EINVAL, KVMUX_EUNSUPPORTED, or any call error.
+ * Thread-safe: yes. */
+int kvmux_client_list(kvmux_client *c, kvmux_value **out, int timeout_ms);
 
 /* Protocol v2 (negotiated unless kvmux_options.max_protocol_version is
  * 1 or the server is v1): every request carries its remaining timeout as
@@ -572,7 +635,7 @@ typedef void (*kvmux_reply_cb)(kvmux_client *c, int result, kvmux_reply *reply,
  * 0 is returned. cb must not be NULL.
  * Returns 0, or without queueing anything (and cb never runs):
  *   KVMUX_EINVAL    bad argument (NULL c/req/cb, NULL or empty key,
- *                   SET/CAS ttl_ms above KVMUX_MAX_TTL_MS, ...)
+ *                   SET/CAS/EXPIRE ttl_ms above KVMUX_MAX_TTL_MS, ...)
  *   KVMUX_ETOOBIG   key, value or frame over the negotiated limits
  *   KVMUX_EAGAIN    backlog full (queue_limit / queue_bytes_limit)
  *   KVMUX_ENOMEM    out of memory

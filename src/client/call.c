@@ -116,6 +116,7 @@ static unsigned call_extras_len(kvmux_op op) {
     case KVMUX_WAIT: return 12;
     case KVMUX_EXPIRE: return 8;
     case KVMUX_SCAN: return 12;
+    case KVMUX_SLOWLOG: return 8;
     case KVMUX_PING: return 8;
     default: return 0;
     }
@@ -127,7 +128,10 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
     int has_value = 0;
     switch (req->op) {
     case KVMUX_GET: case KVMUX_DEL: case KVMUX_INCR: case KVMUX_WAIT:
-    case KVMUX_EXISTS: case KVMUX_TTL: case KVMUX_EXPIRE: case KVMUX_PERSIST:
+    case KVMUX_EXISTS: case KVMUX_TTL: case KVMUX_PERSIST:
+        break;
+    case KVMUX_EXPIRE:
+        if (!kvmux_ttl_valid(req->ttl_ms)) return KVMUX_EINVAL; /* as SET, CAS */
         break;
     case KVMUX_SET: case KVMUX_CAS:
         /* The wire rule (kvmux_ttl_valid): the server would answer
@@ -140,11 +144,17 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
         return 0;
     case KVMUX_STATS: case KVMUX_SCAN:
         break;
+    case KVMUX_SLOWLOG: case KVMUX_CLIENT_LIST:
+        /* No key: the server would answer BAD_REQUEST. */
+        if (req->key_len != 0) return KVMUX_EINVAL;
+        break;
     default:
         return KVMUX_EINVAL;
     }
-    /* STATS and SCAN alone may have an empty key (= no prefix). */
-    int key_optional = req->op == KVMUX_STATS || req->op == KVMUX_SCAN;
+    /* STATS and SCAN may have an empty key (= no prefix); the
+     * introspection ops have none. */
+    int key_optional = req->op == KVMUX_STATS || req->op == KVMUX_SCAN ||
+                       req->op == KVMUX_SLOWLOG || req->op == KVMUX_CLIENT_LIST;
     if (key_optional ? (!req->key && req->key_len != 0) : (!req->key || req->key_len == 0))
         return KVMUX_EINVAL;
     /* Relaxed loads: without the lock this is only the early pass, which
@@ -252,6 +262,10 @@ int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
     case KVMUX_SCAN:
         kvmux_store_u64be(ext, req->cursor);
         kvmux_store_u32be(ext + 8, req->count);
+        break;
+    case KVMUX_SLOWLOG:
+        kvmux_store_u32be(ext, req->subcommand);
+        kvmux_store_u32be(ext + 4, req->count);
         break;
     default:
         break;
@@ -722,6 +736,10 @@ int kvmux_ttl(kvmux_client *c, const void *key, size_t key_len, int64_t *ttl_ms_
 
 int kvmux_expire(kvmux_client *c, const void *key, size_t key_len, uint64_t ttl_ms,
                  uint64_t *version_out, int timeout_ms) {
+    if (!kvmux_ttl_valid(ttl_ms)) { /* the wire rule, checked early as for SET */
+        if (version_out) *version_out = 0;
+        return KVMUX_EINVAL;
+    }
     return call_key_version(c, KVMUX_EXPIRE, key, key_len, ttl_ms, version_out, timeout_ms);
 }
 
@@ -773,4 +791,48 @@ int kvmux_scan(kvmux_client *c, uint64_t cursor, const void *prefix, size_t pref
     if (rc == 0) rc = keys_build(&rep, out);
     kvmux_reply_free(&rep);
     return rc;
+}
+
+/* ---- introspection ---- */
+
+/* SLOWLOG sub (count for GET): the reply's u64 in *n_out, the text in
+ * *out when out is not NULL. */
+static int call_slowlog(kvmux_client *c, uint32_t sub, uint32_t count, kvmux_value **out,
+                        uint64_t *n_out, int timeout_ms) {
+    kvmux_request r = call_req(KVMUX_SLOWLOG, NULL, 0);
+    r.subcommand = sub;
+    r.count = count;
+    kvmux_reply rep;
+    int rc = call_run(c, &r, out ? NULL : &rep, out, timeout_ms, 0);
+    if (n_out) *n_out = rc == 0 ? rep.version : 0;
+    if (!out) kvmux_reply_free(&rep); /* LEN, RESET: an empty value */
+    return rc;
+}
+
+int kvmux_slowlog_get(kvmux_client *c, uint32_t count, kvmux_value **out, int timeout_ms) {
+    if (!out) return KVMUX_EINVAL;
+    *out = NULL;
+    if (!c) return KVMUX_EINVAL;
+    return call_slowlog(c, KVMUX_SLOWLOG_GET, count, out, NULL, timeout_ms);
+}
+
+int kvmux_slowlog_len(kvmux_client *c, uint64_t *len_out, int timeout_ms) {
+    if (!len_out) return KVMUX_EINVAL;
+    *len_out = 0;
+    if (!c) return KVMUX_EINVAL;
+    return call_slowlog(c, KVMUX_SLOWLOG_LEN, 0, NULL, len_out, timeout_ms);
+}
+
+int kvmux_slowlog_reset(kvmux_client *c, uint64_t *dropped_out, int timeout_ms) {
+    if (dropped_out) *dropped_out = 0;
+    if (!c) return KVMUX_EINVAL;
+    return call_slowlog(c, KVMUX_SLOWLOG_RESET, 0, NULL, dropped_out, timeout_ms);
+}
+
+int kvmux_client_list(kvmux_client *c, kvmux_value **out, int timeout_ms) {
+    if (!out) return KVMUX_EINVAL;
+    *out = NULL;
+    if (!c) return KVMUX_EINVAL;
+    kvmux_request r = call_req(KVMUX_CLIENT_LIST, NULL, 0);
+    return call_run(c, &r, NULL, out, timeout_ms, 0);
 }

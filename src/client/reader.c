@@ -288,6 +288,8 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         case KVMUX_EXPIRE: want = 8; value_ok = 0; break;
         case KVMUX_PERSIST: want = 8; value_ok = 0; break;
         case KVMUX_SCAN: want = 8; parse_value = 1; break; /* next cursor, key list */
+        case KVMUX_SLOWLOG: want = 8; parse_value = 1; break; /* count, text lines */
+        case KVMUX_CLIENT_LIST: want = 8; parse_value = 1; break; /* count, text lines */
         default: break;
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {

@@ -74,6 +74,8 @@ const char *kvmux_opcode_name(int op) {
     case KVMUX_OP_EXPIRE: return "EXPIRE";
     case KVMUX_OP_PERSIST: return "PERSIST";
     case KVMUX_OP_SCAN: return "SCAN";
+    case KVMUX_OP_SLOWLOG: return "SLOWLOG";
+    case KVMUX_OP_CLIENT_LIST: return "CLIENT_LIST";
     default: return "?";
     }
 }
@@ -115,10 +117,13 @@ int kvmux_request_extras_len(uint8_t opcode) {
     case KVMUX_OP_EXPIRE: return 8;
     case KVMUX_OP_PERSIST: return 0;
     case KVMUX_OP_SCAN: return 12;
+    case KVMUX_OP_SLOWLOG: return 8;
+    case KVMUX_OP_CLIENT_LIST: return 0;
     default: return -1;
     }
 }
 
 int kvmux_request_key_required(uint8_t opcode) {
-    return opcode != KVMUX_OP_STATS && opcode != KVMUX_OP_SCAN;
+    return opcode != KVMUX_OP_STATS && opcode != KVMUX_OP_SCAN &&
+           opcode != KVMUX_OP_SLOWLOG && opcode != KVMUX_OP_CLIENT_LIST;
 }

@@ -158,7 +158,25 @@ enum kvmux_opcode {
 #define KVMUX_OP_EXPIRE 10
 #define KVMUX_OP_PERSIST 11
 #define KVMUX_OP_SCAN 12
-#define KVMUX_OP_MAX 12
+/* Introspection (docs/PROTOCOL.md section 4.2), v1 and v2; an older
+ * server answers UNKNOWN_OP. No key, no value. Macros as for STATS.
+ *   SLOWLOG     req: u32 subcommand, u32 count
+ *               GET (0): OK: u64 entries in the log, value = the newest
+ *                 count entries (0 = all), newest first, one text line
+ *                 each (as many as fit the client's limits)
+ *               LEN (1): OK: u64 entries in the log, no value
+ *               RESET (2): OK: u64 entries dropped, no value
+ *               another subcommand: BAD_REQUEST
+ *   CLIENT_LIST req: none
+ *               OK: u64 connections, value = one text line each (as many
+ *               as fit the client's limits) */
+#define KVMUX_OP_SLOWLOG 13
+#define KVMUX_OP_CLIENT_LIST 14
+#define KVMUX_OP_MAX 14
+
+#define KVMUX_SLOWLOG_GET 0u
+#define KVMUX_SLOWLOG_LEN 1u
+#define KVMUX_SLOWLOG_RESET 2u
 
 
 /* SCAN limits: count 0 asks for KVMUX_SCAN_DEFAULT_COUNT; larger than

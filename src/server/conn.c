@@ -61,6 +61,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "monotime.h"
 #include "server_internal.h"
 
 #define CONN_OF_TIMER(t) ((kvmux_conn *)((char *)(t) - offsetof(kvmux_conn, timer)))
@@ -81,6 +82,8 @@ kvmux_conn *kvmux__conn_new(kvmux_server *srv, int fd, const struct sockaddr *pe
     kvmux__outbuf_init(&c->out);
     kvmux_timer_init(&c->timer, conn_on_timer);
     c->id = atomic_fetch_add_explicit(&srv->next_conn_id, 1, memory_order_relaxed) + 1;
+    c->info.created_ms = kvmux_clock_ms();
+    atomic_store_explicit(&c->info.last_input_ms, c->info.created_ms, memory_order_relaxed);
     char host[INET6_ADDRSTRLEN] = "?";
     unsigned port = 0;
     if (peer && peer->sa_family == AF_INET) {
@@ -142,9 +145,12 @@ void kvmux__conn_attach(kvmux_loop *l, kvmux_conn *c) {
         return;
     }
     c->events = EPOLLIN;
+    atomic_store_explicit(&c->info.tls, c->ssl != NULL, memory_order_relaxed);
+    pthread_mutex_lock(&l->conns_mu);
     c->next = l->conns;
     if (l->conns) l->conns->prev = c;
     l->conns = c;
+    pthread_mutex_unlock(&l->conns_mu);
     l->nconns++;
     KVMUX_LOG_D("conn %llu (%s): accepted on loop %u", (unsigned long long)c->id,
                 c->peer, l->id);
@@ -177,9 +183,11 @@ void kvmux__conn_destroy(kvmux_conn *c) {
         kvmux__tls_conn_free(c);
         close(c->io.fd);
     }
+    pthread_mutex_lock(&l->conns_mu);
     if (c->prev) c->prev->next = c->next;
     else l->conns = c->next;
     if (c->next) c->next->prev = c->prev;
+    pthread_mutex_unlock(&l->conns_mu);
     l->nconns--;
     atomic_fetch_sub(&l->srv->nconns, 1);
     conn_free_mem(c);
@@ -301,8 +309,9 @@ int kvmux__conn_busy(const kvmux_conn *c) {
            c->out.bytes > 0;
 }
 
-int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
-                        const uint8_t *extras, uint8_t extras_len, const char *msg) {
+/* Queue one RESPONSE (the two answer shapes below share it). */
+static int respond(kvmux_conn *c, uint32_t request_id, uint8_t status, const uint8_t *extras,
+                   uint8_t extras_len, const uint8_t *value, size_t value_len) {
     kvmux_frame f;
     memset(&f, 0, sizeof f);
     f.version = c->sess.version;
@@ -311,12 +320,23 @@ int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
     f.code = status;
     f.extras = extras;
     f.extras_len = extras_len;
-    if (msg) {
-        size_t len = strlen(msg);
-        f.value = (const uint8_t *)msg;
-        f.value_len = (uint32_t)(len > KVMUX_MAX_STATUS_MSG ? KVMUX_MAX_STATUS_MSG : len);
-    }
+    f.value = value;
+    f.value_len = (uint32_t)value_len;
     return kvmux__conn_send(c, &f);
+}
+
+int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
+                        const uint8_t *extras, uint8_t extras_len, const char *msg) {
+    size_t len = msg ? strlen(msg) : 0;
+    if (len > KVMUX_MAX_STATUS_MSG) len = KVMUX_MAX_STATUS_MSG;
+    return respond(c, request_id, status, extras, extras_len, (const uint8_t *)msg, len);
+}
+
+int kvmux__conn_respond_u64(kvmux_conn *c, uint32_t request_id, uint64_t extra,
+                            const uint8_t *value, size_t value_len) {
+    uint8_t ext[8];
+    kvmux_store_u64be(ext, extra);
+    return respond(c, request_id, KVMUX_STATUS_OK, ext, 8, value, value_len);
 }
 
 void kvmux__conn_fail(kvmux_conn *c, uint32_t request_id, uint8_t code,
@@ -578,6 +598,8 @@ again:
 static void conn_input(kvmux_conn *c, size_t n) {
     kvmux_loop *l = c->loop;
     KVMUX_STAT_ADD(l, bytes_in, n);
+    atomic_fetch_add_explicit(&c->info.bytes_in, n, memory_order_relaxed);
+    atomic_store_explicit(&c->info.last_input_ms, l->now, memory_order_relaxed);
     c->last_input = l->now;
     if (c->rlen == 0) {
         size_t used = conn_process(c, l->scratch, (size_t)n);
@@ -588,6 +610,7 @@ static void conn_input(kvmux_conn *c, size_t n) {
         c->rlen += (size_t)n;
         process_rbuf(c);
     }
+    kvmux__conn_info_update(c);
     kvmux__conn_update_events(c);
 }
 
@@ -646,6 +669,7 @@ static int write_out(kvmux_conn *c) {
             else if (c->ssl) r = kvmux__outbuf_flush_fn(&c->out, kvmux__tls_write, c, &written);
             else r = kvmux__outbuf_flush(&c->out, c->io.fd, &written);
             KVMUX_STAT_ADD(l, bytes_out, written);
+            atomic_fetch_add_explicit(&c->info.bytes_out, written, memory_order_relaxed);
             moved += written;
             if (r < 0) {
                 kvmux__conn_close(c, strerror(errno));
@@ -668,6 +692,7 @@ void kvmux__conn_flush(kvmux_conn *c) {
     if (c->state == KVMUX_CONN_DEAD) return;
     kvmux_server *srv = c->loop->srv;
     if (write_out(c) != 0) return;
+    kvmux__conn_info_update(c); /* answers given back credits */
     if (c->read_paused && c->state == KVMUX_CONN_OPEN &&
         c->out.bytes <= srv->read_pause_bytes / 2) {
         c->read_paused = 0;

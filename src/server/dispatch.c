@@ -68,21 +68,11 @@ int kvmux__reply_value(void *ud, uint64_t version, const uint8_t *value, size_t 
         ctx->len = len;
         return 0;
     }
-    uint8_t ext[8];
-    kvmux_store_u64be(ext, version);
-    kvmux_frame f;
-    memset(&f, 0, sizeof f);
-    f.version = c->sess.version;
-    f.type = KVMUX_FRAME_RESPONSE;
-    f.request_id = ctx->request_id;
-    f.code = KVMUX_STATUS_OK;
-    f.extras = ext;
-    f.extras_len = 8;
-    f.value = value;
-    f.value_len = (uint32_t)len;
     /* On failure the connection is already marked dead (conn.c); nothing
      * more can be sent on it. */
-    return kvmux__conn_send(c, &f) == 0 ? 0 : KVMUX_STATUS_INTERNAL;
+    return kvmux__conn_respond_u64(c, ctx->request_id, version, value, len) == 0
+               ? 0
+               : KVMUX_STATUS_INTERNAL;
 }
 
 int kvmux__reply_value_finish(kvmux_reply_ctx *ctx) {
@@ -175,6 +165,9 @@ static int64_t load_i64be(const uint8_t *p) {
 }
 
 static int takes_value(uint8_t op) { return op == KVMUX_OP_SET || op == KVMUX_OP_CAS; }
+static int takes_no_key(uint8_t op) {
+    return op == KVMUX_OP_SLOWLOG || op == KVMUX_OP_CLIENT_LIST;
+}
 
 int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len) {
     const kvmux_server_config *cfg = &c->loop->srv->cfg;
@@ -197,6 +190,10 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
         snprintf(msg, sizeof msg, "EXPIRE ttl_ms must be 1..%llu, got %llu",
                  (unsigned long long)KVMUX_MAX_TTL_MS,
                  (unsigned long long)kvmux_load_u64be(f->extras));
+    } else if (f->key_len > 0 && takes_no_key(f->code)) {
+        status = KVMUX_STATUS_BAD_REQUEST;
+        snprintf(msg, sizeof msg, "%s takes no key, got %u bytes",
+                 kvmux_opcode_name(f->code), f->key_len);
     } else if (f->key_len == 0 && kvmux_request_key_required(f->code)) {
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "empty key");
@@ -336,6 +333,12 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
     case KVMUX_OP_SCAN:
         kvmux__scan_respond(c, f);
         return 0;
+    case KVMUX_OP_SLOWLOG:
+        kvmux__slowlog_respond(c, f);
+        return 0;
+    case KVMUX_OP_CLIENT_LIST:
+        kvmux__client_list_respond(c, f);
+        return 0;
     case KVMUX_OP_WAIT: {
         uint32_t timeout = kvmux_load_u32be(f->extras + 8);
         /* The request's deadline caps how long it may wait. */
@@ -432,6 +435,7 @@ static void on_hello(kvmux_conn *c, const kvmux_frame *f) {
         return;
     }
     if (kvmux__conn_send_bytes(c, out, (size_t)n) != 0) return;
+    kvmux__conn_info_hello(c, f->key, f->key_len);
     kvmux_rate_init(&c->ping_rate, srv->cfg.max_ping_rate, c->loop->now);
     kvmux_rate_init(&c->cancel_rate, srv->cfg.max_cancel_rate, c->loop->now);
     kvmux__conn_start_checks(c); /* replaces the handshake timeout */

@@ -54,7 +54,11 @@ int kvmux__loop_init(kvmux_loop *l, kvmux_server *srv, uint32_t id) {
     kvmux__timer_heap_init(&l->timers);
     kvmux_timer_init(&l->phase_timer, loop_on_phase_timer);
     kvmux_timer_init(&l->accept_timer, kvmux__accept_resume);
-    if (pthread_mutex_init(&l->inbox_mu, NULL) != 0) return -1;
+    if (pthread_mutex_init(&l->conns_mu, NULL) != 0) return -1;
+    if (pthread_mutex_init(&l->inbox_mu, NULL) != 0) {
+        pthread_mutex_destroy(&l->conns_mu);
+        return -1;
+    }
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     l->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     l->scratch = malloc(KVMUX_SCRATCH_LEN);
@@ -67,6 +71,7 @@ fail:
     if (l->wake.fd >= 0) close(l->wake.fd);
     free(l->scratch);
     pthread_mutex_destroy(&l->inbox_mu);
+    pthread_mutex_destroy(&l->conns_mu);
     l->epfd = l->wake.fd = -1;
     l->scratch = NULL;
     return -1;
@@ -104,6 +109,7 @@ void kvmux__loop_deinit(kvmux_loop *l) {
     if (l->wake.fd >= 0) close(l->wake.fd);
     free(l->scratch);
     pthread_mutex_destroy(&l->inbox_mu);
+    pthread_mutex_destroy(&l->conns_mu);
     l->srv = NULL;
 }
 

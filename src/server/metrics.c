@@ -21,7 +21,7 @@
  * the STATS text (stats.c), so every STATS line is a metric without a
  * second list of counters.
  *
- * Not here: the SLOWLOG and CLIENT_LIST operations' framing (dispatch.c). */
+ * Not here: the SLOWLOG and CLIENT_LIST operations' framing (introspect.c). */
 #include "metrics.h"
 
 #include <arpa/inet.h>
@@ -169,11 +169,29 @@ size_t kvmux__slowlog_format(kvmux_metrics *m, uint32_t max, char *buf, size_t c
     return len;
 }
 
-void kvmux__slowlog_reset(kvmux_metrics *m) {
-    if (!m) return;
+uint32_t kvmux__slowlog_reset(kvmux_metrics *m) {
+    if (!m) return 0;
     pthread_mutex_lock(&m->slow_mu);
+    uint32_t n = m->slow_len;
     m->slow_len = m->slow_head = 0;
     pthread_mutex_unlock(&m->slow_mu);
+    return n;
+}
+
+uint32_t kvmux__slowlog_cap(kvmux_metrics *m) {
+    if (!m) return 0;
+    pthread_mutex_lock(&m->slow_mu);
+    uint32_t n = m->slow_cap;
+    pthread_mutex_unlock(&m->slow_mu);
+    return n;
+}
+
+uint32_t kvmux__slowlog_len(kvmux_metrics *m) {
+    if (!m) return 0;
+    pthread_mutex_lock(&m->slow_mu);
+    uint32_t n = m->slow_len;
+    pthread_mutex_unlock(&m->slow_mu);
+    return n;
 }
 
 void kvmux__metrics_observe(kvmux_conn *c, uint8_t op, const uint8_t *key, size_t klen,
@@ -240,6 +258,8 @@ static const struct {
     {"connections_current", "Open client connections"},
     {"connections_max", "Connection limit (--max-connections)"},
     {"in_flight", "Requests read and not answered yet"},
+    {"slowlog_len", "Entries in the slow log now"},
+    {"slowlog_max_len", "Slow log capacity (--slowlog-max-len)"},
     {"auth_required", "1 if clients must authenticate"},
     {"keys", "Keys in memory"},
     {"key_bytes", "Bytes of keys and values in memory"},

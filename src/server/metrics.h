@@ -58,7 +58,14 @@ int kvmux__metrics_format(struct kvmux_server *s, char **out, size_t *len);
  * at most max entries (0 = all), into buf[0..cap). Returns the length
  * (entries that do not fit are left out). Any thread. */
 size_t kvmux__slowlog_format(kvmux_metrics *m, uint32_t max, char *buf, size_t cap);
-/* Drop every entry. Any thread. */
-void kvmux__slowlog_reset(kvmux_metrics *m);
+/* The longest line kvmux__slowlog_format writes (a 32-byte key escaped
+ * as \xHH, an IPv6 peer, 20-digit numbers). */
+#define KVMUX_SLOWLOG_LINE_MAX 400u
+/* Drop every entry; returns how many there were. Any thread. */
+uint32_t kvmux__slowlog_reset(kvmux_metrics *m);
+/* Entries in the log now. Any thread. */
+uint32_t kvmux__slowlog_len(kvmux_metrics *m);
+/* The log's capacity now (--slowlog-max-len; 0 = off). Any thread. */
+uint32_t kvmux__slowlog_cap(kvmux_metrics *m);
 
 #endif

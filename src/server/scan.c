@@ -65,19 +65,7 @@ void kvmux__scan_respond(kvmux_conn *c, const kvmux_frame *f) {
                               scan_put, &b, &next);
     char msg[KVMUX_MAX_STATUS_MSG];
     if (rc == KVMUX_STATUS_OK) {
-        uint8_t ext[8];
-        kvmux_store_u64be(ext, next);
-        kvmux_frame r;
-        memset(&r, 0, sizeof r);
-        r.version = c->sess.version;
-        r.type = KVMUX_FRAME_RESPONSE;
-        r.request_id = f->request_id;
-        r.code = KVMUX_STATUS_OK;
-        r.extras = ext;
-        r.extras_len = 8;
-        r.value = b.data;
-        r.value_len = (uint32_t)b.len;
-        kvmux__conn_send(c, &r);
+        kvmux__conn_respond_u64(c, f->request_id, next, b.data, b.len);
     } else if (rc == KVMUX_STATUS_TOO_LARGE) {
         snprintf(msg, sizeof msg, "the keys at this cursor exceed your max frame size %u",
                  c->sess.peer.max_frame_size);

@@ -112,6 +112,12 @@ struct kvmux_loop {
     pthread_t thread;
     int thread_started;
 
+    /* Membership of conns, and each connection's info.name, guarded by
+     * conns_mu: the owner takes it to link, unlink and name a connection;
+     * CLIENT_LIST (introspect.c) takes it, from any loop's thread, to
+     * read the list. The owner reads its list without it. */
+    pthread_mutex_t conns_mu;
+
     /* Cross-thread inbox, guarded by inbox_mu. */
     pthread_mutex_t inbox_mu;
     kvmux_conn *inbox_conns;       /* handed-over connections (link) */
@@ -140,6 +146,21 @@ struct kvmux_loop {
     struct kvmux_metrics_loop *metrics; /* latency histograms (metrics.c) */
     kvmux_loop_stats stats;
 };
+
+/* What CLIENT_LIST reports of a connection (introspect.c), readable from
+ * any thread: the owner loop writes the atomics (relaxed: each is exact,
+ * the set is not a snapshot) after each read and each flush; name is
+ * written once, at the handshake, under loop->conns_mu. */
+typedef struct kvmux_conn_info {
+    uint64_t created_ms;           /* monotonic; immutable after conn_new */
+    _Atomic uint64_t bytes_in, bytes_out;
+    _Atomic uint64_t last_input_ms;/* monotonic ms of the last bytes read */
+    _Atomic uint32_t in_flight;    /* requests read, not answered */
+    _Atomic uint32_t credits;      /* the client's credits left */
+    _Atomic uint8_t version;       /* negotiated protocol; 0 before HELLO */
+    _Atomic uint8_t tls;
+    char name[KVMUX_MAX_NAME + 1]; /* from the HELLO; "" if none */
+} kvmux_conn_info;
 
 enum kvmux_conn_state {
     KVMUX_CONN_OPEN = 0,    /* reading and answering */
@@ -187,6 +208,7 @@ struct kvmux_conn {
     uint32_t nheld;                /* entries in loop->held for this conn */
     uint64_t id;                   /* for logs */
     char peer[INET6_ADDRSTRLEN + 8];
+    kvmux_conn_info info;          /* CLIENT_LIST (introspect.c) */
     /* In-memory connection (harness.c; io.fd is -1): output goes to
      * mem_sink instead of a socket, and there is no epoll registration. */
     void (*mem_sink)(void *ud, const uint8_t *p, size_t n);
@@ -320,6 +342,12 @@ int kvmux__conn_send(kvmux_conn *c, const kvmux_frame *f);
 int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
                         const uint8_t *extras, uint8_t extras_len,
                         const char *msg);
+/* Queue an OK RESPONSE whose extras are one u64 (a version, a cursor, a
+ * count) and whose value is value[0..value_len) (may be empty), the shape
+ * of GET, WAIT, SCAN, SLOWLOG and CLIENT_LIST answers. The caller checked
+ * value_len against what the client accepts. As kvmux__conn_send. */
+int kvmux__conn_respond_u64(kvmux_conn *c, uint32_t request_id, uint64_t extra,
+                            const uint8_t *value, size_t value_len);
 /* The handshake is done: start the idle / stuck-output checks. */
 void kvmux__conn_start_checks(kvmux_conn *c);
 /* Connection-level error: queue ERROR(code, message) as the last frame,
@@ -482,6 +510,16 @@ void kvmux__durable_notify(void *srv);
  * accepts), TOO_LARGE if one bucket's keys cannot fit the client's
  * frame, BAD_REQUEST for a cursor this server never made. */
 void kvmux__scan_respond(kvmux_conn *c, const kvmux_frame *f);
+
+/* ---- introspect.c: SLOWLOG and CLIENT_LIST ---- */
+/* Answer a validated SLOWLOG request (credit taken; answered now). */
+void kvmux__slowlog_respond(kvmux_conn *c, const kvmux_frame *f);
+/* Answer a validated CLIENT_LIST request: every loop's connections. */
+void kvmux__client_list_respond(kvmux_conn *c, const kvmux_frame *f);
+/* Refresh c's CLIENT_LIST counters from its loop-thread state. */
+void kvmux__conn_info_update(kvmux_conn *c);
+/* The handshake of c is done: record its version and name (HELLO key). */
+void kvmux__conn_info_hello(kvmux_conn *c, const uint8_t *name, size_t len);
 
 /* ---- auth.c: --requirepass ---- */
 /* Load the token from cfg (requirepass or requirepass_file) into rt

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "server_internal.h"
 
 /* Big enough for every line with long names and 20-digit values. */
@@ -129,6 +130,8 @@ size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, 
     u64line(&o, "waits_parked", st.waits_parked);
     u64line(&o, "waits_fired", st.waits_fired);
     u64line(&o, "waits_timed_out", st.waits_timed_out);
+    u64line(&o, "slowlog_len", kvmux__slowlog_len(s->metrics));
+    u64line(&o, "slowlog_max_len", kvmux__slowlog_cap(s->metrics));
     u64line(&o, "uploads", st.uploads);
     u64line(&o, "streams", st.streams);
 

@@ -2,6 +2,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -285,4 +286,114 @@ int test_raw_handshake_version(int fd, int max_version) {
     if (kvmux_session_check_recv(&s, &f) != 0) return -1;
     if (f.type != KVMUX_FRAME_HELLO_ACK) return -1;
     return kvmux_session_on_hello_ack(&s, &f) == 0 ? s.version : -1;
+}
+
+/* The whole of fd (from its start) into buf, NUL-terminated. */
+static void slurp_fd(int fd, char *buf, size_t cap) {
+    if (!buf || cap == 0) return;
+    size_t n = 0;
+    ssize_t r;
+    lseek(fd, 0, SEEK_SET);
+    while (n + 1 < cap && (r = read(fd, buf + n, cap - 1 - n)) > 0) n += (size_t)r;
+    buf[n] = '\0';
+}
+
+int test_run(const char *const *argv, const char *env_name, const char *env_value,
+             char *out, size_t out_cap, char *err, size_t err_cap, int timeout_ms) {
+    char ofile[] = "/tmp/kvmux-test-outXXXXXX", efile[] = "/tmp/kvmux-test-errXXXXXX";
+    int ofd = mkstemp(ofile), efd = mkstemp(efile), status = -1;
+    if (out && out_cap) out[0] = '\0';
+    if (err && err_cap) err[0] = '\0';
+    if (ofd < 0 || efd < 0) {
+        if (ofd >= 0) close(ofd);
+        if (efd >= 0) close(efd);
+        return -1;
+    }
+    unlink(ofile);
+    unlink(efile);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(ofd, 1);
+        dup2(efd, 2);
+        if (env_name && env_value) setenv(env_name, env_value, 1);
+        else if (env_name) unsetenv(env_name);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    if (pid > 0) {
+        int st = 0;
+        pid_t w = 0;
+        for (int i = 0; i < timeout_ms / 10 + 1 && (w = waitpid(pid, &st, WNOHANG)) == 0; i++)
+            test_sleep_ms(10);
+        if (w == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+        } else if (w == pid && WIFEXITED(st)) {
+            status = WEXITSTATUS(st);
+        }
+    }
+    slurp_fd(ofd, out, out_cap);
+    slurp_fd(efd, err, err_cap);
+    close(ofd);
+    close(efd);
+    return status;
+}
+
+size_t test_put_header(uint8_t *h, uint8_t magic, uint8_t version, uint8_t type,
+                       uint8_t flags, uint32_t request_id, uint8_t code, uint8_t extras_len,
+                       uint16_t key_len, uint32_t body_len) {
+    h[0] = magic;
+    h[1] = version;
+    h[2] = type;
+    h[3] = flags;
+    kvmux_store_u32be(h + 4, request_id);
+    h[8] = code;
+    h[9] = extras_len;
+    kvmux_store_u16be(h + 10, key_len);
+    kvmux_store_u32be(h + 12, body_len);
+    return KVMUX_FRAME_HDR_LEN;
+}
+
+/* Encode f into a buffer and write it; -1 if it is over 64 KiB. */
+static int send_encoded(int fd, const kvmux_frame *f) {
+    static _Thread_local uint8_t buf[64 * 1024];
+    size_t n = kvmux_frame_size(f);
+    if (n > sizeof buf) return -1;
+    kvmux_frame_encode(buf, f);
+    return test_write_all(fd, buf, n);
+}
+
+int test_send_request(int fd, uint8_t version, uint32_t id, uint8_t op, const void *extras,
+                      uint8_t extras_len, const char *key, const void *value, uint32_t vlen) {
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.version = version;
+    f.type = KVMUX_FRAME_REQUEST;
+    f.request_id = id;
+    f.code = op;
+    f.extras = extras;
+    f.extras_len = extras_len;
+    f.key = (const uint8_t *)key;
+    f.key_len = (uint16_t)(key ? strlen(key) : 0);
+    f.value = value;
+    f.value_len = vlen;
+    return send_encoded(fd, &f);
+}
+
+int test_send_hello(int fd, uint32_t request_id, uint8_t code, uint8_t minv, uint8_t maxv,
+                    const char *name, const uint8_t *settings, size_t slen) {
+    uint8_t ext[2] = {minv, maxv};
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.version = KVMUX_HANDSHAKE_VERSION;
+    f.type = KVMUX_FRAME_HELLO;
+    f.request_id = request_id;
+    f.code = code;
+    f.extras = ext;
+    f.extras_len = 2;
+    f.key = (const uint8_t *)name;
+    f.key_len = (uint16_t)(name ? strlen(name) : 0);
+    f.value = settings;
+    f.value_len = (uint32_t)slen;
+    return send_encoded(fd, &f);
 }

@@ -99,6 +99,16 @@ uint8_t *test_pattern(size_t len, uint32_t seed);
  * as decimal. Returns UINT64_MAX when text is NULL or name is absent. */
 uint64_t test_stat_value(const void *text, size_t len, const char *name);
 
+/* Run argv[0] (a path) with argv (NULL-terminated) to completion, at most
+ * timeout_ms (then SIGKILL), with environment variable env_name set to
+ * env_value (env_value NULL: unset; env_name NULL: environment as is).
+ * Its stdout and stderr go to temporary files and come back in out and
+ * err (NUL-terminated, cut at cap - 1; either may be NULL with cap 0).
+ * Returns the exit status (0..255), or -1 (killed by a signal, timed out,
+ * or could not be started). */
+int test_run(const char *const *argv, const char *env_name, const char *env_value,
+             char *out, size_t out_cap, char *err, size_t err_cap, int timeout_ms);
+
 /* Blocking TCP connection to 127.0.0.1:port with SO_RCVTIMEO/SO_SNDTIMEO of
  * timeout_ms. Returns the fd or -1. */
 int test_connect_raw(uint16_t port, int timeout_ms);
@@ -115,6 +125,26 @@ int test_read_frame(int fd, uint8_t *buf, size_t cap, struct kvmux_frame *f);
 /* Returns 1 if the peer has closed fd (read returns 0 or ECONNRESET within
  * timeout_ms, skipping any data), else 0. */
 int test_wait_closed(int fd, int timeout_ms);
+
+/* Write a 16-byte frame header at h exactly as given (magic included),
+ * so body_len may disagree with what follows: for malformed frames.
+ * Returns KVMUX_FRAME_HDR_LEN. */
+size_t test_put_header(uint8_t *h, uint8_t magic, uint8_t version, uint8_t type,
+                       uint8_t flags, uint32_t request_id, uint8_t code, uint8_t extras_len,
+                       uint16_t key_len, uint32_t body_len);
+
+/* Encode and write one REQUEST (header version, id, opcode, extras, key
+ * as a C string or NULL, value[0..vlen)) on a raw fd; at most 64 KiB.
+ * Returns 0 or -1. */
+int test_send_request(int fd, uint8_t version, uint32_t id, uint8_t op, const void *extras,
+                      uint8_t extras_len, const char *key, const void *value, uint32_t vlen);
+
+/* Encode and write a HELLO (handshake framing) proposing versions
+ * minv..maxv, with request_id and code as given (the receiver ignores
+ * them), name as its key and settings[0..slen) as its value. Returns 0 or
+ * -1. */
+int test_send_hello(int fd, uint32_t request_id, uint8_t code, uint8_t minv, uint8_t maxv,
+                    const char *name, const uint8_t *settings, size_t slen);
 
 /* Do the HELLO/HELLO_ACK handshake on a raw socket, proposing version 1
  * only (the raw tests speak v1 frames). Returns 0 or -1. */

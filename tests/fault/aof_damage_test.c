@@ -278,46 +278,9 @@ static void truncate_all(void) {
 /* Run kvmuxd on the log expecting it to exit; its exit status (-1 if it
  * had to be killed) and its stderr in out. */
 static int run_kvmuxd(char *out, size_t cap) {
-    int pfd[2];
-    REQUIRE(pipe(pfd) == 0);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        const char *argv[] = {KVMUXD_PATH, "--bind", "127.0.0.1", "--port", "0", "--aof",
-                              logpath, NULL};
-        dup2(pfd[1], STDERR_FILENO);
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, STDOUT_FILENO);
-        close(pfd[0]);
-        close(pfd[1]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    size_t used = 0;
-    for (;;) { /* until kvmuxd exits (EOF); a running one is killed below */
-        struct timeval tv = {10, 0};
-        fd_set rs;
-        FD_ZERO(&rs);
-        FD_SET(pfd[0], &rs);
-        if (select(pfd[0] + 1, &rs, NULL, NULL, &tv) <= 0) break;
-        ssize_t r = read(pfd[0], out + used, cap - 1 - used);
-        if (r <= 0) break;
-        used += (size_t)r;
-        if (used == cap - 1) break;
-    }
-    out[used] = 0;
-    close(pfd[0]);
-    int status = 0;
-    int64_t deadline = test_now_ms() + 10000;
-    while (test_now_ms() < deadline) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-        test_sleep_ms(10);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
+    const char *argv[] = {KVMUXD_PATH, "--bind", "127.0.0.1", "--port", "0", "--aof",
+                          logpath, NULL};
+    return test_run(argv, NULL, NULL, NULL, 0, out, cap, 10000);
 }
 
 /* A few damaged logs through a real kvmuxd: exit 1, the offset in the

@@ -4,7 +4,7 @@
 # KVMUX_CRASH_EVERYSEC_CYCLES (default 10, reported, not asserted) tune it.
 if(TARGET kvmuxd)
   kvmux_add_test(crash_test
-                 SOURCES fault/crash_test.c integration/server_v2_util.c
+                 SOURCES fault/crash_test.c
                  LABELS fault TIMEOUT 300)
   target_include_directories(crash_test PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../integration)
 endif()

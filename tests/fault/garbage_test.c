@@ -43,21 +43,6 @@ static test_server g_srv;
 static kvmux_client *g_c;
 static int g_case;
 
-/* Fill a 16-byte header by hand: unlike kvmux_frame_encode_header this lets
- * body_len disagree with what is actually sent. */
-static void put_hdr(uint8_t *h, uint8_t magic, uint8_t version, uint8_t type, uint8_t flags,
-                    uint32_t rid, uint8_t code, uint8_t extras_len, uint16_t key_len,
-                    uint32_t body_len) {
-    h[0] = magic;
-    h[1] = version;
-    h[2] = type;
-    h[3] = flags;
-    kvmux_store_u32be(h + 4, rid);
-    h[8] = code;
-    h[9] = extras_len;
-    kvmux_store_u16be(h + 10, key_len);
-    kvmux_store_u32be(h + 12, body_len);
-}
 
 /* A well-formed GET frame for key with the given header overrides applied
  * afterwards by the caller. Returns its length. */
@@ -212,16 +197,16 @@ static void case_random_garbage(void) {
 static void case_oversized(void) {
     uint8_t h[KVMUX_FRAME_HDR_LEN];
     /* Far over any limit; only the header is ever sent. */
-    put_hdr(h, KVMUX_MAGIC, 1, KVMUX_FRAME_REQUEST, 0, 7, KVMUX_OP_SET, 8, 3, 0x7FFFFFF0u);
+    test_put_header(h, KVMUX_MAGIC, 1, KVMUX_FRAME_REQUEST, 0, 7, KVMUX_OP_SET, 8, 3, 0x7FFFFFF0u);
     int64_t t0 = test_now_ms();
     run_case("oversized body_len (open)", 1, h, sizeof h, KVMUX_ERR_FRAME_TOO_LARGE);
     CHECK(test_now_ms() - t0 < 2000);
     /* One byte over the 2 MiB max frame. */
-    put_hdr(h, KVMUX_MAGIC, 1, KVMUX_FRAME_REQUEST, 0, 8, KVMUX_OP_SET, 8, 3,
+    test_put_header(h, KVMUX_MAGIC, 1, KVMUX_FRAME_REQUEST, 0, 8, KVMUX_OP_SET, 8, 3,
             SRV_MAX_FRAME - KVMUX_FRAME_HDR_LEN + 1);
     run_case("body_len one over max frame", 1, h, sizeof h, KVMUX_ERR_FRAME_TOO_LARGE);
     /* A HELLO that claims a huge body before any handshake. */
-    put_hdr(h, KVMUX_MAGIC, 1, KVMUX_FRAME_HELLO, 0, 0, 0, 2, 0, 0xFFFFFFFFu);
+    test_put_header(h, KVMUX_MAGIC, 1, KVMUX_FRAME_HELLO, 0, 0, 0, 2, 0, 0xFFFFFFFFu);
     run_case("oversized HELLO", 0, h, sizeof h, KVMUX_ERR_FRAME_TOO_LARGE);
 }
 
@@ -300,7 +285,7 @@ static void case_header_fields(void) {
 
     /* extras_len + key_len > body_len. */
     uint8_t h[KVMUX_FRAME_HDR_LEN + 8];
-    put_hdr(h, KVMUX_MAGIC, 1, KVMUX_FRAME_REQUEST, 0, 15, KVMUX_OP_GET, 0, 8, 4);
+    test_put_header(h, KVMUX_MAGIC, 1, KVMUX_FRAME_REQUEST, 0, 15, KVMUX_OP_GET, 0, 8, 4);
     memset(h + KVMUX_FRAME_HDR_LEN, 'x', 8);
     run_case("key_len over body_len", 1, h, KVMUX_FRAME_HDR_LEN + 4, KVMUX_ERR_BAD_LENGTH);
 }

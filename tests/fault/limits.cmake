@@ -4,6 +4,5 @@
 if(TARGET kvmux AND TARGET kvmuxd)
   kvmux_add_test(limits_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/limits_test.c
-            ${CMAKE_CURRENT_LIST_DIR}/../integration/server_v2_util.c
     LIBS kvmux LABELS fault TIMEOUT 120)
 endif()

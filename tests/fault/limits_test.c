@@ -37,7 +37,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../integration/server_v2_util.h"
+#include "server_v2_util.h"
 #include "kvmux.h"
 #include "proto.h"
 #include "testutil.h"

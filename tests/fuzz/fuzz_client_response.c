@@ -79,7 +79,7 @@ static const uint8_t ACK_V2[] = {
     0x00, 0x03, 0x00, 0x00, 0x10, 0x00, 0x00, 0x04, 0x04, 0x00, 0x00, 0x00,
     0x00, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00, 0x06, 0x00, 0x10, 0x00, 0x00};
 
-#define NREQ 14        /* requests submitted before the handshake */
+#define NREQ 16        /* requests submitted before the handshake */
 #define MAX_EXTRA 8    /* GETs submitted from callbacks */
 #define MAX_TRACK (NREQ + MAX_EXTRA)
 #define OUT_CAP (1u << 20) /* client output kept for the frame check */
@@ -178,7 +178,9 @@ static int submit(kvmux_op op) {
     }
     if (op == KVMUX_EXPIRE) q.ttl_ms = 60000;
     if (op == KVMUX_SCAN) q.count = 10;
-    if (op == KVMUX_STATS || op == KVMUX_PING || op == KVMUX_SCAN) {
+    if (op == KVMUX_SLOWLOG) q.count = 10;
+    if (op == KVMUX_STATS || op == KVMUX_PING || op == KVMUX_SCAN || op == KVMUX_SLOWLOG ||
+        op == KVMUX_CLIENT_LIST) {
         q.key = NULL;
         q.key_len = 0;
     }
@@ -298,7 +300,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                    reply shapes: TTL's two u64, SCAN's
                                    key list) */
                                 KVMUX_EXISTS, KVMUX_TTL, KVMUX_EXPIRE, KVMUX_PERSIST,
-                                KVMUX_SCAN};
+                                KVMUX_SCAN,
+                                /* the introspection ops: u64 + text */
+                                KVMUX_SLOWLOG, KVMUX_CLIENT_LIST};
     kvmux_handle h8 = 0;
     for (int i = 0; i < NREQ; i++) {
         if (ops[i] == KVMUX_STATS) {

@@ -50,6 +50,8 @@ seed_server v2_cancel 100 req_cas_deadline_more window_update_msg cancel window_
 seed_server v2_split 105 req_set_more cont_more cont_last req_get_v2 req_wait
 seed_server v1_keys 200 req_set req_exists req_ttl req_expire req_persist req_scan req_scan_prefix req_ttl
 seed_server v2_keys 100 req_expire_deadline req_get_v2 req_expire_deadline
+seed_server v1_introspect 200 req_set req_slowlog_get req_slowlog_len req_client_list req_slowlog_bad_sub req_slowlog_reset
+seed_server v2_introspect 100 req_get_deadline req_client_list_deadline req_get_v2
 # Client seeds: control byte (low 2 bits: 1 = v1 HELLO_ACK prepended, 2 = v2;
 # bits 3..5 chunk size; 0x40 cancel; 0x80 close in a callback; see
 # fuzz_client_response.c), then server frames from the vectors; a name
@@ -72,6 +74,8 @@ seed_client v2_close 202 resp_get_ok_v2 2:resp_set_ok
 seed_client v2_oom 002 resp_out_of_memory 2:resp_get_ok resp_get_more resp_cont_last
 seed_client v1_keys 001 resp_exists_ok resp_ttl_ok resp_ttl_none resp_expire_ok resp_persist_not_found resp_scan_ok resp_scan_done
 seed_client v2_keys 002 2:resp_ttl_ok 2:resp_scan_ok 2:resp_exists_ok
+seed_client v1_introspect 001 resp_slowlog_get_ok resp_slowlog_len_ok resp_slowlog_reset_ok resp_client_list_ok
+seed_client v2_introspect 002 2:resp_client_list_ok 2:resp_slowlog_get_ok
 "$out/fuzz_frame_decode" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_decode"
 "$out/fuzz_stream_v2" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_stream"
 "$out/fuzz_server_input" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_server"

@@ -4,7 +4,7 @@
 # --fsync everysec and no; --maxmemory with both policies; active expiry.
 if(TARGET kvmuxd)
   kvmux_add_test(aof_server_test
-                 SOURCES integration/aof_server_test.c integration/server_v2_util.c
+                 SOURCES integration/aof_server_test.c
                  LABELS integration fault TIMEOUT 120)
 endif()
 # The TTL cap (2^53-1 ms) end to end: over-cap SET/CAS refused by the
@@ -12,6 +12,6 @@ endif()
 # SIGTERM, kill -9 and a log compaction.
 if(TARGET kvmuxd AND TARGET kvmux)
   kvmux_add_test(aof_ttl_cap_test
-                 SOURCES integration/aof_ttl_cap_test.c integration/server_v2_util.c
+                 SOURCES integration/aof_ttl_cap_test.c
                  LIBS kvmux LABELS integration fault TIMEOUT 120)
 endif()

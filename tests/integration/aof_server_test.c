@@ -27,35 +27,14 @@
 static char dir[256];
 static char logpath[300];
 
-typedef struct resp {
-    uint8_t status;
-    uint64_t version;
-    int64_t num;
-    char val[256];
-} resp;
+typedef v2_resp resp;
 
 static uint32_t next_id = 1;
 
 /* One request, one response (skipping anything else). Returns 0 or -1. */
 static int call(v2conn *c, uint8_t op, const char *key, const void *extras, uint8_t elen,
                 const void *val, uint32_t vlen, resp *r) {
-    uint32_t id = next_id++;
-    memset(r, 0, sizeof *r);
-    if (v2_send(c, KVMUX_FRAME_REQUEST, 0, id, op, extras, elen, key, (uint16_t)strlen(key),
-                val, vlen, 0, 0) != 0)
-        return -1;
-    kvmux_frame f;
-    if (v2_read_until(c, &f, KVMUX_FRAME_RESPONSE, id, 10000, NULL, NULL) != 1) return -1;
-    r->status = f.code;
-    if (op == KVMUX_OP_INCR && f.extras_len == 16) {
-        r->num = (int64_t)kvmux_load_u64be(f.extras);
-        r->version = kvmux_load_u64be(f.extras + 8);
-    } else if (f.extras_len >= 8) {
-        r->version = kvmux_load_u64be(f.extras + f.extras_len - 8);
-    }
-    snprintf(r->val, sizeof r->val, "%.*s", (int)f.value_len,
-             f.value ? (const char *)f.value : "");
-    return 0;
+    return v2_call(c, &next_id, op, key, extras, elen, val, vlen, r);
 }
 
 static int set_ttl(v2conn *c, const char *key, const char *val, uint64_t ttl, resp *r) {
@@ -124,42 +103,11 @@ static int count_present(v2conn *c, const char *prefix, int n, int value_is_key)
 
 /* Run kvmuxd expecting it to exit; returns the exit status and its stderr. */
 static int run_expect_exit(const char *const *extra, char *out, size_t cap) {
-    int pfd[2];
-    REQUIRE(pipe(pfd) == 0);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        const char *argv[24] = {KVMUXD_PATH, "--port", "0", "--aof", logpath};
-        int n = 5;
-        for (int i = 0; extra && extra[i]; i++) argv[n++] = extra[i];
-        argv[n] = NULL;
-        dup2(pfd[1], STDERR_FILENO);
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, STDOUT_FILENO);
-        close(pfd[0]);
-        close(pfd[1]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    size_t used = 0;
-    int64_t deadline = test_now_ms() + 10000;
-    int status = -1;
-    for (;;) {
-        ssize_t r = read(pfd[0], out + used, cap - 1 - used);
-        if (r > 0 && used + (size_t)r < cap - 1) used += (size_t)r;
-        if (r <= 0) break;
-    }
-    out[used] = 0;
-    close(pfd[0]);
-    while (test_now_ms() < deadline) {
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-        test_sleep_ms(10);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
+    const char *argv[24] = {KVMUXD_PATH, "--port", "0", "--aof", logpath};
+    int n = 5;
+    for (int i = 0; extra && extra[i] && n < 23; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    return test_run(argv, NULL, NULL, NULL, 0, out, cap, 10000);
 }
 
 static void test_restart(void) {

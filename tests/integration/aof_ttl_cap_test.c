@@ -1,10 +1,11 @@
 /* The TTL cap (KVMUX_MAX_TTL_MS = 2^53-1 ms) end to end with a real
  * kvmuxd --aof and a real log file:
  *
- * - the client library refuses SET/CAS with ttl_ms above the cap with
- *   KVMUX_EINVAL before anything is sent (kvmux_set, kvmux_cas, kvmux_call,
- *   kvmux_try_call, kvmux_call_async, kvmux_call_future), and accepts the
- *   cap itself;
+ * - the client library refuses SET/CAS/EXPIRE with ttl_ms above the cap
+ *   with KVMUX_EINVAL before anything is sent (kvmux_set, kvmux_cas,
+ *   kvmux_expire, kvmux_call, kvmux_try_call, kvmux_call_async,
+ *   kvmux_call_future; the server counts no EXPIRE), and accepts the cap
+ *   itself;
  * - over raw protocol-v2 frames, SET with ttl 0, 1 and the cap is accepted
  *   and the cap-TTL key reads back; SET with cap+1, 2^63 and 2^64-1 and CAS
  *   with cap+1 are answered BAD_REQUEST and leave no key (or the old value);
@@ -26,26 +27,12 @@ static char dir[256];
 static char logpath[300];
 static uint32_t next_id = 1;
 
-typedef struct resp {
-    uint8_t status;
-    uint64_t version;
-    char val[512];
-} resp;
+typedef v2_resp resp;
 
+/* One request, one response (skipping anything else). Returns 0 or -1. */
 static int call(v2conn *c, uint8_t op, const char *key, const void *extras, uint8_t elen,
                 const void *val, uint32_t vlen, resp *r) {
-    uint32_t id = next_id++;
-    memset(r, 0, sizeof *r);
-    if (v2_send(c, KVMUX_FRAME_REQUEST, 0, id, op, extras, elen, key, (uint16_t)strlen(key),
-                val, vlen, 0, 0) != 0)
-        return -1;
-    kvmux_frame f;
-    if (v2_read_until(c, &f, KVMUX_FRAME_RESPONSE, id, 10000, NULL, NULL) != 1) return -1;
-    r->status = f.code;
-    if (f.extras_len >= 8) r->version = kvmux_load_u64be(f.extras + f.extras_len - 8);
-    snprintf(r->val, sizeof r->val, "%.*s", (int)f.value_len,
-             f.value ? (const char *)f.value : "");
-    return 0;
+    return v2_call(c, &next_id, op, key, extras, elen, val, vlen, r);
 }
 
 /* SET key=key with ttl; returns the status (255 on a transport failure). */
@@ -113,20 +100,35 @@ static void never_cb(kvmux_client *c, int result, kvmux_reply *reply, void *ud) 
     never_called++;
 }
 
+/* The server's requests_expire counter, read through the library. */
+static uint64_t expire_requests(kvmux_client *k) {
+    kvmux_value *v = NULL;
+    if (kvmux_stats(k, "requests_expire", &v, 5000) != 0) return UINT64_MAX;
+    uint64_t n = test_stat_value(v->data, v->len, "requests_expire");
+    kvmux_value_free(v);
+    return n;
+}
+
 /* The client library refuses over-cap TTLs locally (every entry point);
  * the cap itself goes. */
 static void test_library(uint16_t port) {
     kvmux_client *k = NULL;
     REQUIRE(kvmux_connect(&k, "127.0.0.1", port, NULL) == 0);
     uint64_t ver = 0;
+    CHECK_EQ(kvmux_set(k, "lib:exp", 7, "v", 1, 0, &ver, 5000), 0);
+    uint64_t expires_before = expire_requests(k);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ(kvmux_set(k, "lib:over", 8, "v", 1, over[i], &ver, 5000), KVMUX_EINVAL);
         CHECK_EQ(kvmux_cas(k, "lib:over", 8, 0, "v", 1, over[i], &ver, 5000), KVMUX_EINVAL);
+        ver = 77;
+        CHECK_EQ(kvmux_expire(k, "lib:exp", 7, over[i], &ver, 5000), KVMUX_EINVAL);
+        CHECK_EQ(ver, 0);
     }
     /* The request forms agree: sync, try, callback and future submits. */
+    static const kvmux_op ops[] = {KVMUX_SET, KVMUX_CAS, KVMUX_EXPIRE};
     for (int i = 0; i < 3; i++) {
-        for (int op = 0; op < 2; op++) {
-            kvmux_request rq = {.op = op ? KVMUX_CAS : KVMUX_SET, .key = "lib:over",
+        for (int op = 0; op < 3; op++) {
+            kvmux_request rq = {.op = ops[op], .key = op == 2 ? "lib:exp" : "lib:over",
                                 .key_len = 8, .value = "v", .value_len = 1,
                                 .ttl_ms = over[i]};
             kvmux_reply rep;
@@ -139,6 +141,12 @@ static void test_library(uint16_t port) {
         }
     }
     CHECK_EQ(never_called, 0);
+    CHECK_EQ(expire_requests(k), expires_before); /* none reached the server */
+    int64_t left = 0;
+    CHECK_EQ(kvmux_ttl(k, "lib:exp", 7, &left, 5000), 0);
+    CHECK_EQ(left, -1); /* no expiry was set */
+    CHECK_EQ(kvmux_expire(k, "lib:exp", 7, KVMUX_MAX_TTL_MS, &ver, 5000), 0);
+    CHECK_EQ(kvmux_expire(k, "lib:exp", 7, 0, &ver, 5000), KVMUX_EBADREQ); /* the server's */
     kvmux_value *val = NULL;
     CHECK_EQ(kvmux_get(k, "lib:over", 8, &val, 5000), KVMUX_ENOTFOUND);
     kvmux_value_free(val);

@@ -167,28 +167,9 @@ typedef struct cli_out {
     char err[4096];
 } cli_out;
 
-static void slurp(int fd, char *buf, size_t cap) {
-    size_t n = 0;
-    lseek(fd, 0, SEEK_SET);
-    ssize_t r;
-    while (n + 1 < cap && (r = read(fd, buf + n, cap - 1 - n)) > 0) n += (size_t)r;
-    buf[n] = 0;
-}
-
 /* Run KVMUX_CLI_PATH -p port args... with KVMUX_AUTH = env_auth (NULL:
  * unset); wait at most 10 s. */
 static void run_cli(cli_out *r, uint16_t port, const char *env_auth, const char *const *args) {
-    char ofile[] = "/tmp/kvmux-csa-outXXXXXX", efile[] = "/tmp/kvmux-csa-errXXXXXX";
-    int ofd = mkstemp(ofile), efd = mkstemp(efile);
-    r->status = -1;
-    r->out[0] = r->err[0] = 0;
-    if (ofd < 0 || efd < 0) {
-        if (ofd >= 0) close(ofd);
-        if (efd >= 0) close(efd);
-        return;
-    }
-    unlink(ofile);
-    unlink(efile);
     char portbuf[16];
     snprintf(portbuf, sizeof portbuf, "%u", (unsigned)port);
     const char *argv[32];
@@ -202,30 +183,8 @@ static void run_cli(cli_out *r, uint16_t port, const char *env_auth, const char 
     argv[n++] = "3000";
     for (size_t i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
     argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(ofd, 1);
-        dup2(efd, 2);
-        if (env_auth) setenv("KVMUX_AUTH", env_auth, 1);
-        else unsetenv("KVMUX_AUTH");
-        execv(KVMUX_CLI_PATH, (char *const *)argv);
-        _exit(127);
-    }
-    if (pid > 0) {
-        int st = 0;
-        pid_t w = 0;
-        for (int i = 0; i < 1000 && (w = waitpid(pid, &st, WNOHANG)) == 0; i++) test_sleep_ms(10);
-        if (w == 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-        } else if (w == pid && WIFEXITED(st)) {
-            r->status = WEXITSTATUS(st);
-        }
-    }
-    slurp(ofd, r->out, sizeof r->out);
-    slurp(efd, r->err, sizeof r->err);
-    close(ofd);
-    close(efd);
+    r->status = test_run(argv, "KVMUX_AUTH", env_auth, r->out, sizeof r->out, r->err,
+                         sizeof r->err, 10000);
 }
 
 static void test_cli(void) {

@@ -175,15 +175,7 @@ static void test_deadline_zero(uint16_t port) {
 /* A raw 16-byte header plus body bytes. */
 static size_t raw_frame(uint8_t *b, uint8_t version, uint8_t type, uint8_t flags, uint32_t id,
                         uint8_t code, uint8_t elen, uint16_t klen, uint32_t body) {
-    b[0] = KVMUX_MAGIC;
-    b[1] = version;
-    b[2] = type;
-    b[3] = flags;
-    kvmux_store_u32be(b + 4, id);
-    b[8] = code;
-    b[9] = elen;
-    kvmux_store_u16be(b + 10, klen);
-    kvmux_store_u32be(b + 12, body);
+    test_put_header(b, KVMUX_MAGIC, version, type, flags, id, code, elen, klen, body);
     memset(b + 16, 0, body);
     return 16 + (size_t)body;
 }

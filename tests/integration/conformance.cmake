@@ -2,6 +2,6 @@
 # raw sockets, one scenario per rule, exact frame / code / id / close.
 if(TARGET kvmuxd)
   kvmux_add_test(conformance_test
-                 SOURCES integration/conformance_test.c integration/server_v2_util.c
+                 SOURCES integration/conformance_test.c
                  LABELS integration fault TIMEOUT 60)
 endif()

@@ -62,22 +62,7 @@ static int hello_raw(uint16_t port, uint32_t rid, uint8_t code, uint8_t minv, ui
                      const uint8_t *settings, size_t slen) {
     int fd = test_connect_raw(port, IO_MS);
     REQUIRE(fd >= 0);
-    uint8_t ext[2] = {minv, maxv};
-    kvmux_frame f;
-    memset(&f, 0, sizeof f);
-    f.version = KVMUX_HANDSHAKE_VERSION;
-    f.type = KVMUX_FRAME_HELLO;
-    f.request_id = rid;
-    f.code = code;
-    f.extras = ext;
-    f.extras_len = 2;
-    f.key = (const uint8_t *)"cli";
-    f.key_len = 3;
-    f.value = settings;
-    f.value_len = (uint32_t)slen;
-    uint8_t out[1024];
-    size_t n = kvmux_frame_encode(out, &f);
-    REQUIRE(test_write_all(fd, out, n) == 0);
+    REQUIRE(test_send_hello(fd, rid, code, minv, maxv, "cli", settings, slen) == 0);
     return fd;
 }
 

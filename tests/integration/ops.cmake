@@ -15,6 +15,16 @@ if(TARGET kvmuxd AND TARGET kvmux)
   endforeach()
 endif()
 
+# SLOWLOG and CLIENT_LIST (libkvmux, kvmux-cli): the list is read across
+# loop threads, so TSan runs it too.
+if(TARGET kvmuxd AND TARGET kvmux AND TARGET kvmux-cli)
+  kvmux_add_test(introspect_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/introspect_test.c
+    LIBS kvmux
+    LABELS integration concurrent
+    TIMEOUT 120)
+endif()
+
 if(TARGET kvmuxd)
   add_test(NAME systemd_unit_test
            COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/systemd_unit_test.sh ${PROJECT_SOURCE_DIR}

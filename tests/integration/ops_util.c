@@ -13,47 +13,13 @@
 
 #include "testutil.h"
 
-static void slurp(int fd, char *buf, size_t cap) {
-    lseek(fd, 0, SEEK_SET);
-    ssize_t n = read(fd, buf, cap - 1);
-    buf[n > 0 ? n : 0] = 0;
-}
-
 void ops_run_kvmuxd(ops_run *r, const char *const *args) {
-    char tpl_o[] = "/tmp/kvmux_ops_outXXXXXX", tpl_e[] = "/tmp/kvmux_ops_errXXXXXX";
-    int ofd = mkstemp(tpl_o), efd = mkstemp(tpl_e);
-    r->status = -1;
-    r->out[0] = r->err[0] = 0;
-    if (ofd < 0 || efd < 0) return;
-    unlink(tpl_o);
-    unlink(tpl_e);
     const char *argv[64];
     size_t n = 0;
     argv[n++] = KVMUXD_PATH;
     for (size_t i = 0; args && args[i] && n < 63; i++) argv[n++] = args[i];
     argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(ofd, 1);
-        dup2(efd, 2);
-        execv(KVMUXD_PATH, (char *const *)argv);
-        _exit(127);
-    }
-    if (pid > 0) {
-        int st = 0;
-        pid_t w = 0;
-        for (int i = 0; i < 1000 && (w = waitpid(pid, &st, WNOHANG)) == 0; i++) test_sleep_ms(10);
-        if (w == 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-        } else if (w == pid && WIFEXITED(st)) {
-            r->status = WEXITSTATUS(st);
-        }
-    }
-    slurp(ofd, r->out, sizeof r->out);
-    slurp(efd, r->err, sizeof r->err);
-    close(ofd);
-    close(efd);
+    r->status = test_run(argv, NULL, NULL, r->out, sizeof r->out, r->err, sizeof r->err, 10000);
 }
 
 const char *ops_tmpdir(void) {

@@ -39,39 +39,13 @@ static int send_hello(int fd, int maxv, const char *tok, const uint8_t *raw_auth
         memcpy(val + n, raw_auth, raw_len);
         n += raw_len;
     }
-    uint8_t ext[2] = {1, (uint8_t)maxv};
-    kvmux_frame f;
-    memset(&f, 0, sizeof f);
-    f.version = KVMUX_HANDSHAKE_VERSION;
-    f.type = KVMUX_FRAME_HELLO;
-    f.extras = ext;
-    f.extras_len = 2;
-    f.key = (const uint8_t *)"sec";
-    f.key_len = 3;
-    f.value = val;
-    f.value_len = (uint32_t)n;
-    uint8_t buf[512];
-    size_t len = kvmux_frame_encode(buf, &f);
-    return test_write_all(fd, buf, len);
+    return test_send_hello(fd, 0, 0, 1, (uint8_t)maxv, "sec", val, n);
 }
 
 static int send_req(int fd, uint8_t ver, uint32_t id, uint8_t op, const void *ext,
                     uint8_t elen, const char *key, const char *val) {
-    kvmux_frame f;
-    memset(&f, 0, sizeof f);
-    f.version = ver;
-    f.type = KVMUX_FRAME_REQUEST;
-    f.request_id = id;
-    f.code = op;
-    f.extras = ext;
-    f.extras_len = elen;
-    f.key = (const uint8_t *)key;
-    f.key_len = (uint16_t)(key ? strlen(key) : 0);
-    f.value = (const uint8_t *)val;
-    f.value_len = (uint32_t)(val ? strlen(val) : 0);
-    uint8_t buf[512];
-    size_t len = kvmux_frame_encode(buf, &f);
-    return test_write_all(fd, buf, len);
+    return test_send_request(fd, ver, id, op, ext, elen, key, val,
+                             (uint32_t)(val ? strlen(val) : 0));
 }
 
 /* Expect ERROR AUTH then the close. */

@@ -6,17 +6,17 @@
 # the middle of an upload; and several threads on a multi-loop server.
 if(TARGET kvmuxd)
   kvmux_add_test(server_v2_test
-                 SOURCES integration/server_v2_test.c integration/server_v2_util.c
+                 SOURCES integration/server_v2_test.c
                  LABELS integration fault TIMEOUT 120)
 endif()
 if(TARGET kvmuxd)
   kvmux_add_test(server_v2_fault_test
-                 SOURCES integration/server_v2_fault_test.c integration/server_v2_util.c
+                 SOURCES integration/server_v2_fault_test.c
                  LABELS integration fault TIMEOUT 120)
 endif()
 if(TARGET kvmuxd)
   kvmux_add_test(server_v2_concurrent_test
-                 SOURCES integration/server_v2_concurrent_test.c integration/server_v2_util.c
+                 SOURCES integration/server_v2_concurrent_test.c
                  LABELS integration concurrent TIMEOUT 120)
 endif()
 # Where kvmuxd once departed from docs/PROTOCOL.md: TOO_LARGE against the
@@ -25,6 +25,6 @@ endif()
 # floor.
 if(TARGET kvmuxd)
   kvmux_add_test(conform_test
-                 SOURCES integration/conform_test.c integration/server_v2_util.c
+                 SOURCES integration/conform_test.c
                  LABELS integration TIMEOUT 120)
 endif()

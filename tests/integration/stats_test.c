@@ -19,23 +19,7 @@ static char text[BUF];
 
 static int send_frame(int fd, uint8_t ver, uint32_t id, uint8_t op, const void *extras,
                       uint8_t elen, const char *key, const void *val, uint32_t vlen) {
-    kvmux_frame f;
-    memset(&f, 0, sizeof f);
-    f.version = ver;
-    f.type = KVMUX_FRAME_REQUEST;
-    f.request_id = id;
-    f.code = op;
-    f.extras = extras;
-    f.extras_len = elen;
-    f.key = (const uint8_t *)key;
-    f.key_len = (uint16_t)(key ? strlen(key) : 0);
-    f.value = val;
-    f.value_len = vlen;
-    uint8_t buf[1024];
-    size_t n = kvmux_frame_size(&f);
-    if (n > sizeof buf) return -1;
-    kvmux_frame_encode(buf, &f);
-    return test_write_all(fd, buf, n);
+    return test_send_request(fd, ver, id, op, extras, elen, key, val, vlen);
 }
 
 /* Read one RESPONSE; returns its status or -1. */

@@ -24,6 +24,8 @@
  *   stats  the server's "name:value" lines, as the server sent them
  *   exists 1 or 0 (-v: "1 version=N")   ttl  ms left, -1 = no expiry
  *   expire, persist  OK version=N       scan  one key per line
+ *   slowlog get  the server's lines, newest first; slowlog len  the number;
+ *   slowlog reset  OK dropped=N;  client list  the server's lines
  * Errors go to stderr as "kvmux-cli: CMD KEY: reason".
  *
  * What it is not: no line splitting (args.c), no prompt (repl.c), no
@@ -76,6 +78,8 @@ static int run_ttl(cli_ctx *ctx, const cmd_args *a);
 static int run_expire(cli_ctx *ctx, const cmd_args *a);
 static int run_persist(cli_ctx *ctx, const cmd_args *a);
 static int run_scan(cli_ctx *ctx, const cmd_args *a);
+static int run_slowlog(cli_ctx *ctx, const cmd_args *a);
+static int run_client(cli_ctx *ctx, const cmd_args *a);
 
 static const cmd_spec commands[] = {
     {"get", 1, 1, OPT_VERBOSE, "[-v] KEY",
@@ -100,6 +104,10 @@ static const cmd_spec commands[] = {
     {"ping", 0, 0, 0, "", "round trip to the server", run_ping},
     {"stats", 0, 1, 0, "[PREFIX]",
      "server counters (only names starting with PREFIX)", run_stats},
+    {"slowlog", 1, 2, 0, "get [N] | len | reset",
+     "the server's slow requests (newest N, default 10), their number, or clear them",
+     run_slowlog},
+    {"client", 1, 1, 0, "list", "the server's connections, one per line", run_client},
     {"help", 0, 1, 0, "[COMMAND]",
      "the list of commands, or one command's arguments", run_help},
 };
@@ -553,6 +561,85 @@ static int run_stats(cli_ctx *ctx, const cmd_args *a) {
         fwrite(v->data, 1, v->len, stdout);
     kvmux_value_free(v);
     return CLI_EXIT_OK;
+}
+
+/* The server's text lines as sent (each ends with a newline); with --json
+ * an array of strings, with --csv one quoted record per line. */
+static int print_lines(cli_ctx *ctx, const cmd_args *a, int rc, kvmux_value *v) {
+    if (rc != 0) return report(ctx, a, rc);
+    int json = ctx->out.format == CLI_FORMAT_JSON;
+    if (!json && ctx->out.format != CLI_FORMAT_CSV) {
+        if (v->len) fwrite(v->data, 1, v->len, stdout);
+        kvmux_value_free(v);
+        return CLI_EXIT_OK;
+    }
+    const char *p = (const char *)v->data;
+    size_t len = v->len, n = 0;
+    if (json) putchar('[');
+    while (len > 0) {
+        const char *nl = memchr(p, '\n', len);
+        size_t ll = nl ? (size_t)(nl - p) : len;
+        if (json && n++) putchar(',');
+        cli_out_string(&ctx->out, stdout, p, ll);
+        if (!json) putchar('\n');
+        p += ll + (nl ? 1 : 0);
+        len -= ll + (nl ? 1 : 0);
+    }
+    if (json) puts("]");
+    kvmux_value_free(v);
+    return CLI_EXIT_OK;
+}
+
+#define SLOWLOG_DEFAULT_COUNT 10 /* as redis-cli's SLOWLOG GET */
+
+/* The table row of a handler (for its usage line). */
+static const cmd_spec *spec_of(int (*run)(cli_ctx *, const cmd_args *)) {
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (commands[i].run == run) return &commands[i];
+    return NULL; /* unreachable: every handler has a row */
+}
+
+static int run_slowlog(cli_ctx *ctx, const cmd_args *a) {
+    const cmd_spec *spec = spec_of(run_slowlog);
+    const cli_arg *sub = a->pos[0];
+    if (sub->len == 3 && strncasecmp(sub->data, "get", 3) == 0) {
+        uint64_t n = SLOWLOG_DEFAULT_COUNT;
+        if (a->npos > 1 && cli_parse_u64(a->pos[1], UINT32_MAX, &n) != 0)
+            return bad_number(a, "count", a->pos[1], "0 (all) to 4294967295 entries");
+        kvmux_value *v = NULL;
+        int rc = kvmux_slowlog_get(ctx->client, (uint32_t)n, &v, ctx->timeout_ms);
+        return print_lines(ctx, a, rc, v);
+    }
+    if (a->npos > 1) return usage_error(spec, "too many arguments");
+    uint64_t n = 0;
+    int rc;
+    if (sub->len == 3 && strncasecmp(sub->data, "len", 3) == 0) {
+        rc = kvmux_slowlog_len(ctx->client, &n, ctx->timeout_ms);
+        if (rc != 0) return report(ctx, a, rc);
+        printf("%" PRIu64 "\n", n);
+        return CLI_EXIT_OK;
+    }
+    if (sub->len == 5 && strncasecmp(sub->data, "reset", 5) == 0) {
+        rc = kvmux_slowlog_reset(ctx->client, &n, ctx->timeout_ms);
+        if (rc != 0) return report(ctx, a, rc);
+        if (ctx->out.format == CLI_FORMAT_JSON)
+            printf("{\"dropped\":%" PRIu64 "}\n", n);
+        else if (ctx->out.format == CLI_FORMAT_CSV)
+            printf("dropped,%" PRIu64 "\n", n);
+        else
+            printf("OK dropped=%" PRIu64 "\n", n);
+        return CLI_EXIT_OK;
+    }
+    return usage_error(spec, "expected get, len or reset");
+}
+
+static int run_client(cli_ctx *ctx, const cmd_args *a) {
+    const cli_arg *sub = a->pos[0];
+    if (!(sub->len == 4 && strncasecmp(sub->data, "list", 4) == 0))
+        return usage_error(spec_of(run_client), "expected list");
+    kvmux_value *v = NULL;
+    int rc = kvmux_client_list(ctx->client, &v, ctx->timeout_ms);
+    return print_lines(ctx, a, rc, v);
 }
 
 /* The only command that needs no connection (see cli_run_command).

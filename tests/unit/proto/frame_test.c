@@ -34,7 +34,7 @@ typedef struct vec {
     uint8_t extras[32];
     uint8_t extras_len;
     const char *key;
-    uint8_t value[64];
+    uint8_t value[160];
     uint32_t value_len;
     /* v2 fields (V1 for the v1 vectors) */
     uint8_t version;
@@ -150,6 +150,29 @@ static const vec VECS[] = {
     {"resp_scan_done", KVMUX_FRAME_RESPONSE, 0x15, KVMUX_STATUS_OK, {U64(0)}, 8, "", {0}, 0, V1},
     {"req_expire_deadline", KVMUX_FRAME_REQUEST, 0x12, KVMUX_OP_EXPIRE, {U64(60000)}, 8, "foo",
      {0}, 0, 2, KVMUX_FLAG_DEADLINE, 100, 0},
+    /* ---- introspection (PROTOCOL.md section 4.2) ---- */
+    {"req_slowlog_get", KVMUX_FRAME_REQUEST, 0x16, KVMUX_OP_SLOWLOG,
+     {U32(KVMUX_SLOWLOG_GET), U32(10u)}, 8, "", {0}, 0, V1},
+    {"req_slowlog_len", KVMUX_FRAME_REQUEST, 0x17, KVMUX_OP_SLOWLOG,
+     {U32(KVMUX_SLOWLOG_LEN), U32(0u)}, 8, "", {0}, 0, V1},
+    {"req_slowlog_reset", KVMUX_FRAME_REQUEST, 0x18, KVMUX_OP_SLOWLOG,
+     {U32(KVMUX_SLOWLOG_RESET), U32(0u)}, 8, "", {0}, 0, V1},
+    {"resp_slowlog_get_ok", KVMUX_FRAME_RESPONSE, 0x16, KVMUX_STATUS_OK, {U64(3)}, 8, "",
+     "id=7 time_ms=1796457991471 duration_us=15020 op=GET client=127.0.0.1:51032 key=foo\n",
+     83, V1},
+    {"resp_slowlog_len_ok", KVMUX_FRAME_RESPONSE, 0x17, KVMUX_STATUS_OK, {U64(3)}, 8, "", {0}, 0,
+     V1},
+    {"resp_slowlog_reset_ok", KVMUX_FRAME_RESPONSE, 0x18, KVMUX_STATUS_OK, {U64(3)}, 8, "", {0},
+     0, V1},
+    {"req_slowlog_bad_sub", KVMUX_FRAME_REQUEST, 0x1b, KVMUX_OP_SLOWLOG, {U32(9u), U32(0u)}, 8,
+     "", {0}, 0, V1},
+    {"req_client_list", KVMUX_FRAME_REQUEST, 0x19, KVMUX_OP_CLIENT_LIST, {0}, 0, "", {0}, 0, V1},
+    {"resp_client_list_ok", KVMUX_FRAME_RESPONSE, 0x19, KVMUX_STATUS_OK, {U64(1)}, 8, "",
+     "id=3 addr=127.0.0.1:51092 proto=2 in_flight=1 credits=1023 bytes_in=71 bytes_out=52 "
+     "age_ms=1500 idle_ms=0 tls=0 loop=0 name=kvmux-cli\n",
+     134, V1},
+    {"req_client_list_deadline", KVMUX_FRAME_REQUEST, 0x1a, KVMUX_OP_CLIENT_LIST, {0}, 0, "",
+     {0}, 0, 2, KVMUX_FLAG_DEADLINE, 1000, 0},
     /* ---- conformance (PROTOCOL.md section 14, "Conformance vectors") ---- */
     {"hello_reserved_nonzero", KVMUX_FRAME_HELLO, 7, 3, {1, 1}, 2, "cli",
      {SETTING(1, 2097152u), SETTING(2, 1024u), SETTING(3, 4096u), SETTING(4, 1048576u)}, 24, V1},
@@ -941,6 +964,12 @@ static void test_names(void) {
     CHECK_EQ(kvmux_request_key_required(KVMUX_OP_EXPIRE), 1);
     CHECK(strcmp(kvmux_opcode_name(KVMUX_OP_SCAN), "SCAN") == 0);
     CHECK(strcmp(kvmux_opcode_name(KVMUX_OP_PERSIST), "PERSIST") == 0);
+    CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_SLOWLOG), 8);
+    CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_CLIENT_LIST), 0);
+    CHECK_EQ(kvmux_request_key_required(KVMUX_OP_SLOWLOG), 0);
+    CHECK_EQ(kvmux_request_key_required(KVMUX_OP_CLIENT_LIST), 0);
+    CHECK(strcmp(kvmux_opcode_name(KVMUX_OP_SLOWLOG), "SLOWLOG") == 0);
+    CHECK(strcmp(kvmux_opcode_name(KVMUX_OP_CLIENT_LIST), "CLIENT_LIST") == 0);
     /* Every vector's request extras agree with the table. */
     for (size_t i = 0; i < NVECS; i++)
         if (VECS[i].type == KVMUX_FRAME_REQUEST)

@@ -3,6 +3,7 @@
 #include "server_v2_util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -271,4 +272,25 @@ int v2_rx_feed(v2conn *c, v2_rx *rx, const kvmux_frame *f) {
         v2_window_update(c, 0, f->value_len); /* last fragment: connection only */
     }
     return 1;
+}
+
+int v2_call(v2conn *c, uint32_t *next_id, uint8_t op, const char *key, const void *extras,
+            uint8_t elen, const void *val, uint32_t vlen, v2_resp *r) {
+    uint32_t id = (*next_id)++;
+    memset(r, 0, sizeof *r);
+    if (v2_send(c, KVMUX_FRAME_REQUEST, 0, id, op, extras, elen, key, (uint16_t)strlen(key),
+                val, vlen, 0, 0) != 0)
+        return -1;
+    kvmux_frame f;
+    if (v2_read_until(c, &f, KVMUX_FRAME_RESPONSE, id, 10000, NULL, NULL) != 1) return -1;
+    r->status = f.code;
+    if (op == KVMUX_OP_INCR && f.extras_len == 16) {
+        r->num = (int64_t)kvmux_load_u64be(f.extras);
+        r->version = kvmux_load_u64be(f.extras + 8);
+    } else if (f.extras_len >= 8) {
+        r->version = kvmux_load_u64be(f.extras + f.extras_len - 8);
+    }
+    snprintf(r->val, sizeof r->val, "%.*s", (int)f.value_len,
+             f.value ? (const char *)f.value : "");
+    return 0;
 }

@@ -93,4 +93,20 @@ void v2_close_and_stop(v2conn *c, struct test_server *s, int timeout_ms);
  * (REQUIRE) and CHECK that its status is status (one check). */
 void v2_check_get(v2conn *c, uint32_t id, const char *key, uint8_t status);
 
+/* The parts of a RESPONSE a scenario checks. */
+typedef struct v2_resp {
+    uint8_t status;
+    uint64_t version;              /* the last u64 of the extras (INCR: the
+                                      version after the value) */
+    int64_t num;                   /* INCR: the new value */
+    char val[512];                 /* the value (a message on failures),
+                                      NUL-terminated, cut to fit */
+} v2_resp;
+
+/* One REQUEST (op, key, extras, value) with the next id of *next_id, then
+ * its RESPONSE within 10 s (other frames are skipped), into *r. Returns 0,
+ * or -1 if the connection failed. */
+int v2_call(v2conn *c, uint32_t *next_id, uint8_t op, const char *key, const void *extras,
+            uint8_t elen, const void *val, uint32_t vlen, v2_resp *r);
+
 #endif
