@@ -39,6 +39,20 @@
  * only when a new deadline is earlier than the armed one; a timer firing
  * early just re-arms.
  *
+ * TLS (kvmux_options.tls): after the TCP connect the state is TLS until
+ * the OpenSSL handshake is done (tls.h, "event-loop mode"): the read
+ * event feeds it the server's records, its own records wait in the TLS
+ * send queue, whose being non-empty is the write interest; HELLO waits in
+ * the outbound buffer meanwhile. Afterwards every send round is sealed
+ * whole into that queue (one round's ciphertext at most) and sent from
+ * handle_write; handle_read decrypts record by record until the socket is
+ * empty. A read that runs out of rounds with plaintext still inside
+ * OpenSSL arms the timer for 0 ms, since the socket will not report it.
+ *
+ * Reconnect (kvmux_options.reconnect): a failure that is not kvmux_close
+ * moves to DOWN and arms the timer for the backoff; the timer handler
+ * starts the next attempt on the same descriptor number (reconnect.c).
+ *
  * Re-entrancy: handlers and kvmux_close run callbacks; a callback may
  * call kvmux_close, which then only fails the connection and marks the
  * close deferred (in_handler > 0); the outermost handler finishes it when

@@ -1,7 +1,7 @@
-/* kvmux client automatic reconnect (kvmux_options.reconnect), threaded
- * mode only.
+/* kvmux client automatic reconnect (kvmux_options.reconnect): threaded
+ * mode here first, event-loop mode at the end of the file.
  *
- * Design: the reader thread is the supervisor. When its connection fails
+ * Design (threaded): the reader thread is the supervisor. When its connection fails
  * (kvmux__client_fail: EOF, reset, keepalive timeout, protocol error, or
  * the server closing after a GOAWAY drain), the failure pass has already
  * completed everything in flight with KVMUX_ECLOSED (or KVMUX__ERETRY for
@@ -35,8 +35,7 @@
  * reconnect on, kvmux_close joins only the reader).
  *
  * What it is not: no request is ever re-encoded here (a retried read is
- * resent by its own caller in call.c); no event-loop support (there the
- * application owns the loop and reconnects by making a new client).
+ * resent by its own caller in call.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -268,7 +267,9 @@ void kvmux__loop_reconnect_schedule(kvmux_client *c) {
  * the failure completed every slot). The descriptor stays open. */
 static void loop_reset_connection(kvmux_client *c) {
     if (c->lw_niov > 0 || c->lw_big) {
-        kvmux__round_end(c, NULL); /* the batch is dropped with the connection */
+        /* The round being written is dropped with the connection; its
+         * transfer is freed here if aborted, with the others below. */
+        kvmux__round_end(c, c->lw_big);
         c->lw_niov = 0;
         c->lw_big = NULL;
     }

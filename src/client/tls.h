@@ -1,5 +1,5 @@
-/* libkvmux's TLS transport (OpenSSL), threaded mode. See docs/DESIGN.md
- * "Transport: TLS".
+/* libkvmux's TLS transport (OpenSSL), threaded mode and, at the end of
+ * this header, event-loop mode. See docs/DESIGN.md "Transport: TLS".
  *
  * The reader and the writer thread share one socket; an SSL object must
  * never be used by two threads at once, and neither thread may block in
