@@ -13,7 +13,8 @@
  *     restarts on the same port -> the request succeeds, later ones too,
  *     kvmux_async_fd is the same descriptor and kvmux_reconnect_stats
  *     counts the reconnect; kvmux_close while down fails the backlog with
- *     KVMUX_ECLOSED.
+ *     KVMUX_ECLOSED; a first connect that is refused is retried the same
+ *     way until a server appears.
  * Every wait is bounded (run_until). Single-threaded: everything runs on
  * this thread, as the event-loop mode requires. */
 #include <event2/event.h>
@@ -333,6 +334,39 @@ static void test_reconnect(driver *d, int tls) {
             (unsigned long long)attempts);
 }
 
+/* With reconnect on, a first connect that is refused is retried like a
+ * loss: the request submitted at once waits, and succeeds when a server
+ * appears on the port. */
+static void test_first_connect_refused(driver *d) {
+    test_server srv;
+    REQUIRE(test_server_start(&srv, NULL) == 0);
+    uint16_t port = srv.port;
+    test_server_kill(&srv); /* nothing listens there now */
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.reconnect = 1;
+    o.reconnect_min_backoff_ms = 10;
+    o.reconnect_max_backoff_ms = 50;
+    status_log st = {0, 0, 0};
+    kvmux_client *c = connect_to(d, port, &o, &st);
+    result r;
+    submit(c, KVMUX_SET, "fc:a", "1", 1, &r);
+    drv_run_for(d, 300);
+    CHECK(!r.done);
+    CHECK(st.calls >= 2);
+    CHECK_EQ(st.connected, 0);
+    CHECK_EQ(st.last, KVMUX_ECONNECT);
+    REQUIRE(test_server_start_on_port(&srv, port, NULL) == 0);
+    CHECK(run_until(d, &r.done, 15000));
+    CHECK_EQ(r.rc, 0);
+    CHECK_EQ(st.connected, 1);
+    uint64_t reconnects = 0;
+    CHECK_EQ(kvmux_reconnect_stats(c, NULL, &reconnects), 0);
+    CHECK_EQ(reconnects, 1);
+    close_client(d, c);
+    CHECK_EQ(test_server_stop(&srv, 10000), 0);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     uv_loop_t uvl;
@@ -351,6 +385,7 @@ int main(void) {
     CHECK_EQ(test_server_stop(&plain, 10000), 0);
 #endif
     for (int i = 0; i < 2; i++) {
+        test_first_connect_refused(&drivers[i]);
         test_reconnect(&drivers[i], 0);
 #ifdef KVMUX_TLS_GEN_CERTS
         test_reconnect(&drivers[i], 1);
