@@ -187,6 +187,7 @@ static void expect_tls_failure(driver *d, uint16_t port, const kvmux_options *o,
     CHECK_EQ(r.rc, KVMUX_ETLS);
     char msg[512];
     CHECK_EQ(kvmux_connection_error(c, msg, sizeof msg), KVMUX_ETLS);
+    fprintf(stderr, "%s: expected TLS failure: %s\n", d->name, msg);
     if (!strstr(msg, needle)) {
         fprintf(stderr, "%s: message '%s' lacks '%s'\n", d->name, msg, needle);
         CHECK(0);
@@ -240,7 +241,7 @@ static void test_tls(driver *d, uint16_t tls_port, uint16_t plain_port) {
     tls_opts(&o, other_ca);
     expect_tls_failure(d, tls_port, &o, "certificate verify failed");
     tls_opts(&o, ca);
-    expect_tls_failure(d, plain_port, &o, "TLS");
+    expect_tls_failure(d, plain_port, &o, "does not speak TLS");
 }
 #endif
 
