@@ -429,7 +429,7 @@ static void *writer_main(void *arg) {
 /* ---- lifecycle ---- */
 
 /* Start-up, before the journal is installed: rewrite a version-1 log as
- * version 2 from the store just loaded from it, exactly as a compaction
+ * version 3 from the store just loaded from it, exactly as a compaction
  * does (snapshot to PATH.rewrite, fdatasync, rename, fsync the directory),
  * so nothing is ever appended to a version-1 file and the log on disk is
  * always whole: the old file until the rename, the new one after. */

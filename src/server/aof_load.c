@@ -41,7 +41,7 @@
  * Without the header checksum (version 1) a length damaged to point past
  * the end of the file looks exactly like (b): that is how one flipped bit
  * used to drop every later record. So a version-1 file is cut by rule (a)
- * alone, and even then left in place: kvmuxd converts it to version 2 at
+ * alone, and even then left in place: kvmuxd converts it to version 3 at
  * start (aof.c), which leaves the short tail out.
  *
  * A log above 1 MiB is read through mmap, so its size is not limited by

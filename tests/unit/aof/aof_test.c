@@ -531,7 +531,7 @@ static void test_v1_length_past_eof(void) {
 
 /* OPERATIONS.md: in version 1 only rule (a) applies (fewer bytes than a
  * header left): the load succeeds and reports the short tail, but the file
- * is not cut; opening it converts to version 2 without the tail. */
+ * is not cut; opening it converts to version 3 without the tail. */
 static void test_v1_short_tail(void) {
     char p[300];
     path_for(p, sizeof p, "v1-short.aof");
@@ -569,7 +569,7 @@ static void test_v1_convert(void) {
     kvmux_aof *a = open_log(p, s, KVMUX_FSYNC_ALWAYS, 0);
     CHECK(magic_is(p, KVMUX_AOF_MAGIC));
     CHECK_EQ(count_v1_keys(s, 20), 20);
-    /* Appends after the conversion are version 2 records. */
+    /* Appends after the conversion are version 3 records. */
     uint64_t v = 0;
     CHECK_EQ(kvmux_store_set(s, (const uint8_t *)"after", 5, (const uint8_t *)"z", 1, 0, &v),
              KVMUX_STATUS_OK);
