@@ -14,7 +14,7 @@
  *     kvmux_async_fd is the same descriptor and kvmux_reconnect_stats
  *     counts the reconnect; kvmux_close while down fails the backlog with
  *     KVMUX_ECLOSED; a first connect that is refused is retried the same
- *     way until a server appears.
+ *     way until a server appears, and a graceful stop (GOAWAY) too.
  * Every wait is bounded (run_until). Single-threaded: everything runs on
  * this thread, as the event-loop mode requires. */
 #include <event2/event.h>
@@ -364,6 +364,18 @@ static void test_first_connect_refused(driver *d) {
     uint64_t reconnects = 0;
     CHECK_EQ(kvmux_reconnect_stats(c, NULL, &reconnects), 0);
     CHECK_EQ(reconnects, 1);
+
+    /* A graceful stop (SIGTERM: GOAWAY, drain, close) is a loss like any
+     * other: reconnected once the server is back. */
+    CHECK_EQ(test_server_stop(&srv, 10000), 0);
+    int64_t end = test_now_ms() + 10000;
+    while (st.last == 0 && test_now_ms() < end) drv_run_for(d, 20);
+    CHECK(st.last != 0);
+    REQUIRE(test_server_start_on_port(&srv, port, NULL) == 0);
+    submit(c, KVMUX_SET, "fc:b", "2", 1, &r);
+    CHECK(run_until(d, &r.done, 15000));
+    CHECK_EQ(r.rc, 0);
+    CHECK_EQ(st.connected, 2);
     close_client(d, c);
     CHECK_EQ(test_server_stop(&srv, 10000), 0);
 }
