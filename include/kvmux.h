@@ -189,8 +189,8 @@ typedef struct kvmux_options {
      * thread never waits for DNS (see kvmux_async_connect).
      * kvmux_is_fatal(KVMUX_ECLOSED) stays true
      * for the request, but the handle remains usable; kvmux_connection_error
-     * reports the last loss while disconnected and 0 once reconnected (an
-     * event-loop client: 0 from the start of each attempt). */
+     * reports the last loss while disconnected (and while a reconnect
+     * attempt is under way) and 0 once reconnected. */
     int reconnect;               /* 0 off (default), 1 on */
     int reconnect_min_backoff_ms;/* default 50 */
     int reconnect_max_backoff_ms;/* default 5000 (cap on the backoff) */

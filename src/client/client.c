@@ -623,7 +623,8 @@ int kvmux_connection_error(kvmux_client *c, char *msg, size_t msg_len) {
         return code;
     }
     pthread_mutex_lock(&c->mu);
-    code = c->fatal;
+    /* Event-loop reconnect: while an attempt runs, the loss it follows. */
+    code = c->fatal ? c->fatal : c->down_code;
     if (msg && msg_len) snprintf(msg, msg_len, "%s", code ? c->fatal_msg : "");
     pthread_mutex_unlock(&c->mu);
     return code;

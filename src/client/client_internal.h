@@ -357,6 +357,9 @@ struct kvmux_client {
     int64_t retry_at;              /* DOWN: when the next attempt starts */
     uint32_t retry_n;              /* attempts since the connection was lost */
     uint64_t retry_seed;           /* backoff jitter (xorshift64, never 0) */
+    int down_code;                 /* guarded by mu: the loss an attempt in
+                                      progress follows (fatal is 0 then, so
+                                      the loop drives it); 0 once connected */
 
     /* ---- automatic reconnect (reconnect.c), threaded mode ---- */
     char *host;                    /* immutable: where to reconnect */

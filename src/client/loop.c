@@ -389,6 +389,8 @@ static int loop_handshake(kvmux_client *c) {
     c->status_code = 0;
     if (c->retry_n > 0) c->reconnects++; /* a reconnect attempt succeeded */
     c->retry_n = 0;
+    c->down_code = 0;
+    c->fatal_msg[0] = 0;
     kvmux__async_pump(c); /* the requests submitted while connecting */
     kvmux__loop_timer_update(c);
     pthread_mutex_unlock(&c->mu);

@@ -325,8 +325,10 @@ void kvmux__loop_reconnect_start(kvmux_client *c) {
     c->peer_max_frame = UINT32_MAX;
     c->out.len = kvmux__hello_encode(c, NULL, c->out.data);
     c->out.frames = 1;
+    /* The loss stays what kvmux_connection_error reports (down_code,
+     * fatal_msg) until the attempt's handshake succeeds. */
+    c->down_code = c->fatal;
     c->fatal = 0;
-    c->fatal_msg[0] = 0;
     c->lstate = KVMUX__L_CONNECTING;
     c->connect_deadline = kvmux__now_ms() + c->opts.connect_timeout_ms;
 }
