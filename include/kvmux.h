@@ -165,11 +165,11 @@ typedef struct kvmux_options {
                                     KVMUX_EKEEPALIVE (every pending call gets
                                     it); 0 = never (PINGs only). Needs
                                     keepalive_interval_ms > 0. Default 0. */
-    /* Automatic reconnect (threaded clients only; an event-loop client
-     * reconnects by creating a new client: the application owns the loop
-     * and the socket). When on, a lost connection (EOF, reset, keepalive
-     * failure, end of a GOAWAY drain) is not terminal: the reader thread
-     * reconnects to the same host:port with exponential backoff and full
+    /* Automatic reconnect (threaded and event-loop clients). When on, a
+     * lost connection (EOF, reset, keepalive failure, end of a GOAWAY
+     * drain) is not terminal: the client (its reader thread, or in
+     * event-loop mode the loop's timer) reconnects to the same host:port
+     * with exponential backoff and full
      * jitter (attempt n waits a uniform random time in
      * [0, min(max_backoff, min_backoff * 2^n)]), redoes the handshake and
      * adopts the new server's settings and credits. Requests in flight
@@ -183,9 +183,14 @@ typedef struct kvmux_options {
      * submits go to the bounded backlog (KVMUX_EAGAIN when full). A read
      * resent under retry_reads goes through the same admission, so with
      * reconnect_wait = 0 it fails with KVMUX_ECLOSED after all. Each
-     * attempt connects to the first address host resolves to. kvmux_is_fatal(KVMUX_ECLOSED) stays true
+     * attempt of a threaded client connects to the first address host
+     * resolves to (resolved again per attempt); an event-loop client
+     * connects to the address kvmux_async_connect resolved, so the loop
+     * thread never waits for DNS (see kvmux_async_connect).
+     * kvmux_is_fatal(KVMUX_ECLOSED) stays true
      * for the request, but the handle remains usable; kvmux_connection_error
-     * reports the last loss while disconnected and 0 once reconnected. */
+     * reports the last loss while disconnected (and while a reconnect
+     * attempt is under way) and 0 once reconnected. */
     int reconnect;               /* 0 off (default), 1 on */
     int reconnect_min_backoff_ms;/* default 50 */
     int reconnect_max_backoff_ms;/* default 5000 (cap on the backoff) */
@@ -201,15 +206,18 @@ typedef struct kvmux_options {
                                     KVMUX_EINVAL. Copied at connect (also
                                     used by automatic reconnects). A refused
                                     token fails the connect with KVMUX_EAUTH. */
-    /* TLS (docs/OPERATIONS.md "TLS"), threaded clients (kvmux_connect)
-     * only: kvmux_async_connect refuses tls = 1 with KVMUX_EINVAL. Needs a
+    /* TLS (docs/OPERATIONS.md "TLS"), threaded (kvmux_connect) and
+     * event-loop (kvmux_async_connect) clients. Needs a
      * libkvmux built with OpenSSL (KVMUX_WITH_TLS); otherwise tls = 1
      * fails the connect with KVMUX_EINVAL, "built without TLS". TLS 1.2 is
      * the floor. The files are read at connect (and kept loaded for
      * automatic reconnects, which redo the TLS handshake); the strings are
-     * borrowed for the duration of kvmux_connect only. A failed handshake
-     * (or certificate check) fails the connect with KVMUX_ETLS and the
-     * OpenSSL reason in the message. */
+     * borrowed for the duration of kvmux_connect / kvmux_async_connect
+     * only. A failed handshake (or certificate check) fails the connect
+     * with KVMUX_ETLS and the OpenSSL reason in the message (event-loop
+     * mode: the status callback gets KVMUX_ETLS, the requests waiting for
+     * the connection too, and kvmux_connection_error(c, ...) has the
+     * reason; the handshake never blocks the loop). */
     int tls;                     /* 0 off (default), 1 on */
     const char *tls_ca_file;     /* PEM CA bundle the server's certificate
                                     must chain to; NULL (default) with
@@ -798,13 +806,31 @@ typedef struct kvmux_async_hooks {
  * fails with KVMUX_ECONNECT. Requests may be submitted at once (they wait
  * in the backlog). On success *out owns the client; free it with
  * kvmux_close(). On error *out is untouched.
- * kvmux_options.reconnect and its companions are ignored here: a lost
- * connection is final (the status callback reports it), and reconnecting
- * is the application's job -- kvmux_close the client (from the loop) and
- * kvmux_async_connect a new one, with its own backoff.
- * TLS (kvmux_options.tls = 1) is not supported in this mode: KVMUX_EINVAL.
- * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ENOMEM (details:
- * kvmux_connection_error(NULL, ...)). Thread-safe: yes. */
+ * The host is resolved here, once; nothing later blocks the loop thread.
+ * TLS (kvmux_options.tls = 1): the TLS handshake runs from the loop's
+ * events before HELLO, and every record is read and written without
+ * blocking; a TLS failure is KVMUX_ETLS (see kvmux_options.tls).
+ * Without kvmux_options.reconnect a lost connection (or a failed connect
+ * or handshake) is final: the status callback reports it, every request
+ * in flight or waiting completes with the fatal code, and what is left is
+ * kvmux_close. With it (the companions as in threaded mode), a loss is
+ * not final: requests in flight complete with KVMUX_ECLOSED (never
+ * resent), requests waiting in the backlog and those submitted while
+ * disconnected stay queued (bounded, with their deadlines) and are sent
+ * on the next connection; after a backoff (the loop's timer) a
+ * non-blocking connect starts to the address resolved here, then TLS and
+ * HELLO. A failed connect, TLS handshake or HELLO (the first one
+ * included) counts as a loss and is retried the same way; the status
+ * callback reports each loss and each failed attempt with its code, and
+ * 0 on each (re)connection; kvmux_reconnect_stats counts them. To give
+ * up, kvmux_close the client (the status callback may); the backlog then
+ * completes with KVMUX_ECLOSED. The socket keeps its descriptor number
+ * across reconnects (kvmux_async_fd), so an adapter needs nothing new:
+ * it sees del_read/del_write at the loss and add_read/add_write for the
+ * next connection.
+ * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ETLS (the TLS options:
+ * a CA or certificate file that cannot be loaded), KVMUX_ENOMEM
+ * (details: kvmux_connection_error(NULL, ...)). Thread-safe: yes. */
 int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
                         const kvmux_options *opts);
 
@@ -815,12 +841,17 @@ int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
 int kvmux_async_attach(kvmux_client *c, const kvmux_async_hooks *hooks);
 
 /* The socket an event-loop client wants watched (-1 for NULL c). Valid
- * until kvmux_close. Thread-safe: yes. */
+ * until kvmux_close, and the same number for the client's whole life:
+ * an automatic reconnect puts the new connection's socket on the same
+ * descriptor (the old one is closed by then; the library asked for its
+ * events to be unwatched first). Thread-safe: yes. */
 int kvmux_async_fd(const kvmux_client *c);
 
 /* Connection status callback (event-loop mode): cb(c, 0, user_data) once
  * the handshake has finished, and cb(c, code, user_data) once when the
- * connection fails (a fatal code; not called for kvmux_close). Runs on the
+ * connection fails (a fatal code; not called for kvmux_close). With
+ * kvmux_options.reconnect: cb(c, code, ...) at each loss and each failed
+ * reconnect attempt, cb(c, 0, ...) at each (re)connection. Runs on the
  * loop thread, before the failed requests' callbacks; may call
  * kvmux_close(c). Returns 0 or KVMUX_EINVAL. Loop thread only. */
 typedef void (*kvmux_status_cb)(kvmux_client *c, int status, void *user_data);

@@ -165,6 +165,45 @@ int kvmux__connect_socket(const char *host, uint16_t port, int64_t deadline) {
     return rc;
 }
 
+int kvmux__resolve_first(const char *host, uint16_t port, struct sockaddr_storage *ss,
+                         socklen_t *len) {
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int gai = getaddrinfo(host, service, &hints, &res);
+    if (gai == EAI_MEMORY) return kvmux__connect_fail(KVMUX_ENOMEM, "getaddrinfo: out of memory");
+    if (gai != 0 || !res || res->ai_addrlen > sizeof *ss) {
+        if (res) freeaddrinfo(res);
+        return kvmux__connect_fail(KVMUX_ECONNECT, "cannot resolve %s: %s", host,
+                                   gai != 0 ? gai_strerror(gai) : "no usable address");
+    }
+    memset(ss, 0, sizeof *ss);
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+int kvmux__connect_addr(const struct sockaddr_storage *ss, socklen_t len) {
+    char eb[64];
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return kvmux__connect_fail(KVMUX_ECONNECT, "socket: %s",
+                                   kvmux__errstr(errno, eb, sizeof eb));
+    if (connect(fd, (const struct sockaddr *)ss, len) != 0 && errno != EINPROGRESS) {
+        int err = errno;
+        close(fd);
+        return kvmux__connect_fail(KVMUX_ECONNECT, "connect: %s",
+                                   kvmux__errstr(err, eb, sizeof eb));
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
 size_t kvmux__hello_encode(kvmux_client *c, const char *name, uint8_t *out) {
     kvmux_settings local;
     kvmux_settings_default(&local);
@@ -584,7 +623,8 @@ int kvmux_connection_error(kvmux_client *c, char *msg, size_t msg_len) {
         return code;
     }
     pthread_mutex_lock(&c->mu);
-    code = c->fatal;
+    /* Event-loop reconnect: while an attempt runs, the loss it follows. */
+    code = c->fatal ? c->fatal : c->down_code;
     if (msg && msg_len) snprintf(msg, msg_len, "%s", code ? c->fatal_msg : "");
     pthread_mutex_unlock(&c->mu);
     return code;

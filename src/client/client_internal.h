@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <stdatomic.h>
@@ -79,11 +80,16 @@ typedef enum kvmux__mode {
     KVMUX__MODE_LOOP = 1           /* kvmux_async_connect: the app's loop */
 } kvmux__mode;
 
-/* An event-loop client's connection progress (loop.c). */
+/* An event-loop client's connection progress (loop.c):
+ *   CONNECTING -> [TLS ->] HANDSHAKE -> OPEN
+ * and, with kvmux_options.reconnect, any failure -> DOWN -> (backoff timer)
+ * CONNECTING on a new socket (reconnect.c). */
 typedef enum kvmux__lstate {
     KVMUX__L_CONNECTING = 0,       /* TCP connect in progress */
     KVMUX__L_HANDSHAKE = 1,        /* HELLO queued, waiting for HELLO_ACK */
-    KVMUX__L_OPEN = 2              /* requests flow (or c->fatal is set) */
+    KVMUX__L_OPEN = 2,             /* requests flow (or c->fatal is set) */
+    KVMUX__L_TLS = 3,              /* TLS handshake in progress (HELLO waits) */
+    KVMUX__L_DOWN = 4              /* reconnect: disconnected until retry_at */
 } kvmux__lstate;
 
 /* One async op's life (one enum, never flags). An op is a future, or a
@@ -344,6 +350,16 @@ struct kvmux_client {
     struct iovec lw_iov[3];        /* the send round being written: the */
     int lw_niov;                   /* pieces left (0: none in progress), */
     kvmux__bigmsg *lw_big;         /* and its fragment's transfer */
+    /* automatic reconnect in loop mode (reconnect.c): the address
+     * resolved once by kvmux_async_connect (no DNS in the loop thread) */
+    struct sockaddr_storage raddr;
+    socklen_t raddr_len;
+    int64_t retry_at;              /* DOWN: when the next attempt starts */
+    uint32_t retry_n;              /* attempts since the connection was lost */
+    uint64_t retry_seed;           /* backoff jitter (xorshift64, never 0) */
+    int down_code;                 /* guarded by mu: the loss an attempt in
+                                      progress follows (fatal is 0 then, so
+                                      the loop drives it); 0 once connected */
 
     /* ---- automatic reconnect (reconnect.c), threaded mode ---- */
     char *host;                    /* immutable: where to reconnect */
@@ -377,6 +393,19 @@ int kvmux__reconnect_run(kvmux_client *c);
 int kvmux__connect_handshake(kvmux_client *c, const char *name, int64_t deadline);
 /* Start the writer thread with every signal blocked. Returns 0 or errno. */
 int kvmux__writer_start(kvmux_client *c);
+/* Attempt n's backoff (ms): uniform in [0, min(max_backoff, min_backoff
+ * << n)]; *seed is the xorshift64 state (never 0). */
+int64_t kvmux__reconnect_backoff(const kvmux_client *c, uint32_t n, uint64_t *seed);
+/* Loop mode, lock held, from kvmux__loop_on_fail: the connection is lost
+ * and will be re-made: state DOWN, the next attempt due after a backoff
+ * (the loop's timer is armed for it). */
+void kvmux__loop_reconnect_schedule(kvmux_client *c);
+/* Loop mode, lock held, state DOWN and retry_at reached (the timer
+ * handler): drop the dead connection and start a non-blocking connect to
+ * the cached address on the same descriptor number (the adapter keeps
+ * watching kvmux_async_fd). On a failure to even start, schedules the
+ * next attempt. */
+void kvmux__loop_reconnect_start(kvmux_client *c);
 
 /* errno as text, thread-safely (GNU strerror_r, _GNU_SOURCE is defined
  * build-wide). buf holds at least 64 bytes. */
@@ -602,6 +631,15 @@ void kvmux__loop_on_fail(kvmux_client *c);
 void kvmux__loop_close(kvmux_client *c);
 
 /* ---- lifecycle pieces shared by both connects (client.c) ---- */
+
+/* Resolve host:port (getaddrinfo, may block) to its first address.
+ * Returns 0 or KVMUX_ECONNECT / KVMUX_ENOMEM (message recorded). */
+int kvmux__resolve_first(const char *host, uint16_t port, struct sockaddr_storage *ss,
+                         socklen_t *len);
+/* A non-blocking TCP socket (CLOEXEC, TCP_NODELAY) with a connect to ss
+ * started. Never blocks. Returns the fd, or KVMUX_ECONNECT (message
+ * recorded). */
+int kvmux__connect_addr(const struct sockaddr_storage *ss, socklen_t len);
 
 /* A new client with options o (validated), mutex, condition variables and
  * receive buffer; fd -1. Returns NULL on out of memory (message recorded

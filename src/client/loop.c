@@ -39,6 +39,20 @@
  * only when a new deadline is earlier than the armed one; a timer firing
  * early just re-arms.
  *
+ * TLS (kvmux_options.tls): after the TCP connect the state is TLS until
+ * the OpenSSL handshake is done (tls.h, "event-loop mode"): the read
+ * event feeds it the server's records, its own records wait in the TLS
+ * send queue, whose being non-empty is the write interest; HELLO waits in
+ * the outbound buffer meanwhile. Afterwards every send round is sealed
+ * whole into that queue (one round's ciphertext at most) and sent from
+ * handle_write; handle_read decrypts record by record until the socket is
+ * empty. A read that runs out of rounds with plaintext still inside
+ * OpenSSL arms the timer for 0 ms, since the socket will not report it.
+ *
+ * Reconnect (kvmux_options.reconnect): a failure that is not kvmux_close
+ * moves to DOWN and arms the timer for the backoff; the timer handler
+ * starts the next attempt on the same descriptor number (reconnect.c).
+ *
  * Re-entrancy: handlers and kvmux_close run callbacks; a callback may
  * call kvmux_close, which then only fails the connection and marks the
  * close deferred (in_handler > 0); the outermost handler finishes it when
@@ -82,10 +96,15 @@ static void loop_watch(kvmux_client *c, int want_read, int want_write) {
 }
 
 void kvmux__loop_timer_update(kvmux_client *c) {
-    if (!c->attached || c->fatal) return;
-    int64_t at = INT64_MAX;
-    at = kvmux__async_next_deadline(c);
-    if (c->lstate != KVMUX__L_OPEN && c->connect_deadline < at) at = c->connect_deadline;
+    /* Failed for good: nothing is awaited any more. Between connections
+     * (reconnect): the next attempt and the backlog's deadlines. */
+    if (!c->attached || (c->fatal && c->lstate != KVMUX__L_DOWN)) return;
+    int64_t at = kvmux__async_next_deadline(c);
+    if (c->lstate == KVMUX__L_DOWN) {
+        if (c->retry_at < at) at = c->retry_at;
+    } else if (c->lstate != KVMUX__L_OPEN && c->connect_deadline < at) {
+        at = c->connect_deadline;
+    }
     if (c->lstate == KVMUX__L_OPEN) {
         int64_t ka = kvmux__keepalive_due(c);
         if (ka < at) at = ka;
@@ -111,6 +130,10 @@ void kvmux__loop_on_fail(kvmux_client *c) {
         c->status_due = 1;
         c->status_code = c->fatal;
     }
+    if (kvmux__reconnecting(c)) {
+        kvmux__loop_reconnect_schedule(c);
+        kvmux__loop_timer_update(c);
+    }
 }
 
 /* Fail the connection (lock not held). */
@@ -131,11 +154,12 @@ int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
     int rc = kvmux__options_import(&o, opts);
     if (rc == 0) rc = kvmux__check_opts(&o);
     if (rc != 0) return rc;
-    if (o.tls) /* the transport is threaded-mode only (tls.h) */
-        return kvmux__connect_fail(KVMUX_EINVAL, "TLS is not supported in event-loop mode "
-                                   "(kvmux_async_connect); use kvmux_connect");
     kvmux_client *c = kvmux__client_new(&o);
     if (!c) return KVMUX_ENOMEM;
+    if (o.tls && (rc = kvmux__tls_init(c, &o, host)) != 0) {
+        kvmux__client_free(c);
+        return rc;
+    }
     c->mode = KVMUX__MODE_LOOP;
     c->lstate = KVMUX__L_CONNECTING;
     /* Until the server's limits are known, check against the protocol's. */
@@ -153,7 +177,10 @@ int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
     c->out.len = kvmux__hello_encode(c, o.client_name, c->out.data);
     c->out.frames = 1;
 
-    int fd = kvmux__connect_socket(host, port, -1);
+    /* Resolved once, here: a reconnect reuses the address, so the loop
+     * thread never waits for DNS. */
+    rc = kvmux__resolve_first(host, port, &c->raddr, &c->raddr_len);
+    int fd = rc == 0 ? kvmux__connect_addr(&c->raddr, c->raddr_len) : rc;
     if (fd < 0) {
         kvmux__client_free(c);
         return fd;
@@ -213,9 +240,30 @@ static void loop_leave(kvmux_client *c) {
     if (c->in_handler == 0 && c->close_deferred) loop_destroy(c);
 }
 
+/* Write what can go now and watch writability while anything is left
+ * (lock held). Rounds admit backlogged requests as they make room; those
+ * go out in the same call. A transfer blocked on its window is not
+ * "left": the WINDOW_UPDATE that unblocks it asks for writability. */
+static void loop_write_some(kvmux_client *c);
+
+/* Advance the TLS handshake (state TLS; lock not held): start it
+ * (start set) or feed it what the socket has; its records go out at
+ * once. Once done, the state is HANDSHAKE and HELLO follows, sealed. */
+static void loop_tls_step(kvmux_client *c, int start) {
+    int r = start ? kvmux__tls_loop_start(c) : kvmux__tls_loop_handshake(c);
+    if (r < 0) {
+        loop_fail(c, kvmux_is_fatal(r) ? r : KVMUX_ECONNECT, kvmux__connect_msg());
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (r == 1) c->lstate = KVMUX__L_HANDSHAKE;
+    loop_write_some(c);
+    pthread_mutex_unlock(&c->mu);
+}
+
 /* The TCP connect has finished (the fd was reported ready): check its
- * outcome. Returns 1 when connected (now in HANDSHAKE), 0 after failing
- * the connection. */
+ * outcome. Returns 1 when connected (now in TLS or HANDSHAKE), 0 after
+ * failing the connection. */
 static int loop_connected(kvmux_client *c) {
     int soerr = 0;
     socklen_t sl = sizeof soerr;
@@ -226,13 +274,52 @@ static int loop_connected(kvmux_client *c) {
         loop_fail(c, KVMUX_ECONNECT, msg);
         return 0;
     }
+    if (c->tls) {
+        c->lstate = KVMUX__L_TLS;
+        loop_tls_step(c, 1);
+        return c->fatal == 0;
+    }
     c->lstate = KVMUX__L_HANDSHAKE;
     return 1;
 }
 
-/* 1 if the loop driver has bytes to write now (lock held). */
+/* 1 if the loop driver has bytes to write now (lock held). During the
+ * TLS handshake only its records can go (HELLO waits for it). */
 static int loop_has_output(kvmux_client *c) {
+    if (kvmux__tls_loop_queued(c) > 0) return 1;
+    if (c->lstate == KVMUX__L_TLS) return 0;
     return c->lw_niov > 0 || c->out.len > 0 || kvmux__big_ready(c);
+}
+
+/* A send error on the socket (lock held): fail the connection. */
+static void loop_send_failed(kvmux_client *c, int err) {
+    char eb[64];
+    kvmux__client_fail(c, (err == EPIPE || err == ECONNRESET) ? KVMUX_ECLOSED : KVMUX_EIO,
+                       "send failed: %s", kvmux__errstr(err, eb, sizeof eb));
+}
+
+/* loop_flush over TLS: a round is sealed whole into the TLS send queue
+ * (bounded: one round's ciphertext), which must be empty before the
+ * next round is sealed; frames are therefore never cut either. */
+static int loop_flush_tls(kvmux_client *c) {
+    for (int round = 0; c->fatal == 0;) {
+        int r = kvmux__tls_loop_flush(c);
+        if (r < 0) {
+            loop_send_failed(c, errno);
+            return -1;
+        }
+        if (r > 0 || c->lstate == KVMUX__L_TLS || round >= LOOP_WRITE_ROUNDS) return 0;
+        if (c->out.len == 0 && !kvmux__big_ready(c)) return 0;
+        struct iovec iov[3];
+        kvmux__bigmsg *big = NULL;
+        int n = kvmux__round_begin(c, iov, &big);
+        int rc = kvmux__tls_loop_seal(c, iov, n); /* fails the connection on error */
+        kvmux__round_end(c, big);
+        if (rc != 0) return -1;
+        round++;
+        kvmux__async_pump(c);
+    }
+    return 0;
 }
 
 /* Write send rounds (kvmux__round_begin: the queued small frames, then
@@ -242,6 +329,7 @@ static int loop_has_output(kvmux_client *c) {
  * event: frames are never cut by other bytes. Returns 0, or -1 after
  * failing the connection. */
 static int loop_flush(kvmux_client *c) {
+    if (c->tls) return loop_flush_tls(c);
     for (int round = 0; round < LOOP_WRITE_ROUNDS && c->fatal == 0;) {
         if (c->lw_niov == 0) {
             if (c->out.len == 0 && !kvmux__big_ready(c)) return 0;
@@ -255,10 +343,7 @@ static int loop_flush(kvmux_client *c) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
         if (n < 0) {
-            int err = errno;
-            char eb[64];
-            kvmux__client_fail(c, (err == EPIPE || err == ECONNRESET) ? KVMUX_ECLOSED : KVMUX_EIO,
-                               "send failed: %s", kvmux__errstr(err, eb, sizeof eb));
+            loop_send_failed(c, errno);
             return -1;
         }
         /* Drop what was written from the front of the round. */
@@ -302,20 +387,24 @@ static int loop_handshake(kvmux_client *c) {
     c->lstate = KVMUX__L_OPEN;
     c->status_due = 1;
     c->status_code = 0;
+    if (c->retry_n > 0) c->reconnects++; /* a reconnect attempt succeeded */
+    c->retry_n = 0;
+    c->down_code = 0;
+    c->fatal_msg[0] = 0;
     kvmux__async_pump(c); /* the requests submitted while connecting */
     kvmux__loop_timer_update(c);
     pthread_mutex_unlock(&c->mu);
     return 1;
 }
 
-void kvmux_async_handle_read(kvmux_client *c) {
-    if (!c || c->mode != KVMUX__MODE_LOOP) return;
-    c->in_handler++;
-    if (c->fatal == 0 && c->lstate == KVMUX__L_CONNECTING) loop_connected(c);
+/* Read and process what the socket (or OpenSSL) has, up to
+ * LOOP_READ_ROUNDS buffers (lock not held; state HANDSHAKE or OPEN). */
+static void loop_read(kvmux_client *c) {
     for (int round = 0; round < LOOP_READ_ROUNDS && c->fatal == 0; round++) {
         if (kvmux__reader_make_room(c) != 0) break;
         size_t room = c->rcap - c->rlen;
-        ssize_t n = recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
+        ssize_t n = c->tls ? kvmux__tls_loop_recv(c, c->rbuf + c->rlen, room)
+                           : recv(c->fd, c->rbuf + c->rlen, room, MSG_DONTWAIT);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (n <= 0) {
@@ -333,12 +422,40 @@ void kvmux_async_handle_read(kvmux_client *c) {
         if (c->rlen > 0) {
             pthread_mutex_lock(&c->mu);
             size_t used = kvmux__reader_process(c);
+            if (c->draining && c->fatal == 0 && kvmux__reconnecting(c) &&
+                c->pending.nfree + c->pending.ntomb == c->pending.nslots && !c->big_head)
+                /* Reconnect: the GOAWAY drain is over (every request sent
+                 * has its answer): move to a new connection now. */
+                kvmux__client_fail(c, KVMUX_ECLOSED, "connection drained after GOAWAY");
             pthread_mutex_unlock(&c->mu);
             kvmux__reader_consume(c, used);
         }
-        if ((size_t)n < room) break; /* the socket is drained */
+        /* Plaintext: a short read drained the socket. TLS returns one
+         * record at a time, so it reads on until EAGAIN. */
+        if (!c->tls && (size_t)n < room) break;
     }
+    if (c->fatal == 0 && c->tls && kvmux__tls_buffered(c)) {
+        /* Out of rounds with plaintext still inside OpenSSL: the socket
+         * will not report it, so come back from the timer at once. */
+        pthread_mutex_lock(&c->mu);
+        c->hooks.schedule_timer(c->hooks.data, 0);
+        c->timer_at = kvmux__now_ms();
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+void kvmux_async_handle_read(kvmux_client *c) {
+    if (!c || c->mode != KVMUX__MODE_LOOP) return;
+    c->in_handler++;
+    if (c->fatal == 0 && c->lstate == KVMUX__L_CONNECTING) loop_connected(c);
+    if (c->fatal == 0 && c->lstate == KVMUX__L_TLS) loop_tls_step(c, 0);
+    if (c->fatal == 0 && (c->lstate == KVMUX__L_HANDSHAKE || c->lstate == KVMUX__L_OPEN))
+        loop_read(c);
     loop_leave(c);
+}
+
+static void loop_write_some(kvmux_client *c) {
+    if (loop_flush(c) == 0 && c->fatal == 0) loop_watch(c, c->read_armed, loop_has_output(c));
 }
 
 void kvmux_async_handle_write(kvmux_client *c) {
@@ -346,11 +463,7 @@ void kvmux_async_handle_write(kvmux_client *c) {
     c->in_handler++;
     if (c->fatal == 0 && (c->lstate != KVMUX__L_CONNECTING || loop_connected(c))) {
         pthread_mutex_lock(&c->mu);
-        /* Rounds admit backlogged requests as they make room; those go
-         * out in the same call. Writability stays watched while anything
-         * is left (a transfer blocked on its window is not: the
-         * WINDOW_UPDATE that unblocks it asks for writability again). */
-        if (loop_flush(c) == 0 && !loop_has_output(c)) loop_watch(c, c->read_armed, 0);
+        loop_write_some(c);
         pthread_mutex_unlock(&c->mu);
     }
     loop_leave(c);
@@ -362,6 +475,16 @@ void kvmux_async_handle_timeout(kvmux_client *c) {
     pthread_mutex_lock(&c->mu);
     c->timer_at = INT64_MAX; /* it fired */
     int64_t now = kvmux__now_ms();
+    if (c->fatal != 0 && c->lstate == KVMUX__L_DOWN && !c->closing && now >= c->retry_at) {
+        /* Reconnect: the backoff is over; a new connect starts. */
+        kvmux__loop_reconnect_start(c);
+        if (c->fatal == 0) {
+            loop_watch(c, 1, 1); /* writability reports the connect */
+        } else {
+            c->status_due = 1; /* could not even start: report, retry later */
+            c->status_code = c->fatal;
+        }
+    }
     if (c->fatal == 0 && c->lstate != KVMUX__L_OPEN && now >= c->connect_deadline)
         kvmux__client_fail(c, KVMUX_ECONNECT, "connect/handshake timed out after %d ms",
                            c->opts.connect_timeout_ms);
@@ -369,6 +492,8 @@ void kvmux_async_handle_timeout(kvmux_client *c) {
     if (c->lstate == KVMUX__L_OPEN) kvmux__keepalive_tick(c, now);
     kvmux__loop_timer_update(c);
     pthread_mutex_unlock(&c->mu);
+    /* Plaintext left inside OpenSSL by a read that ran out of rounds. */
+    if (c->fatal == 0 && c->tls && c->lstate == KVMUX__L_OPEN) loop_read(c);
     loop_leave(c);
 }
 
@@ -376,6 +501,10 @@ void kvmux__loop_close(kvmux_client *c) {
     pthread_mutex_lock(&c->mu);
     c->closing = 1;
     kvmux__client_fail(c, KVMUX_ECLOSED, "closed by kvmux_close");
+    /* Reconnect: the connection may have been lost earlier (the fail
+     * above then did nothing): the backlog kept for the next connection
+     * fails now. */
+    if (c->opts.reconnect) kvmux__async_fail(c, KVMUX_ECLOSED);
     pthread_mutex_unlock(&c->mu);
     if (c->in_handler > 0) {
         /* Inside a callback: the outermost handler frees c after the

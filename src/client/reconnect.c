@@ -1,7 +1,7 @@
-/* kvmux client automatic reconnect (kvmux_options.reconnect), threaded
- * mode only.
+/* kvmux client automatic reconnect (kvmux_options.reconnect): threaded
+ * mode here first, event-loop mode at the end of the file.
  *
- * Design: the reader thread is the supervisor. When its connection fails
+ * Design (threaded): the reader thread is the supervisor. When its connection fails
  * (kvmux__client_fail: EOF, reset, keepalive timeout, protocol error, or
  * the server closing after a GOAWAY drain), the failure pass has already
  * completed everything in flight with KVMUX_ECLOSED (or KVMUX__ERETRY for
@@ -35,8 +35,7 @@
  * reconnect on, kvmux_close joins only the reader).
  *
  * What it is not: no request is ever re-encoded here (a retried read is
- * resent by its own caller in call.c); no event-loop support (there the
- * application owns the loop and reconnects by making a new client).
+ * resent by its own caller in call.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -56,7 +55,7 @@
 #define RECONNECT_SLICE_MS 20
 
 int kvmux__reconnecting(const kvmux_client *c) {
-    return c->opts.reconnect && c->mode == KVMUX__MODE_THREADED && !c->closing;
+    return c->opts.reconnect && !c->closing;
 }
 
 int kvmux__writer_start(kvmux_client *c) {
@@ -86,8 +85,7 @@ static uint64_t jitter_next(uint64_t *s) {
     return *s;
 }
 
-/* Attempt n's backoff: uniform in [0, min(max, min << n)] ms. */
-static int64_t backoff_ms(const kvmux_client *c, uint32_t n, uint64_t *seed) {
+int64_t kvmux__reconnect_backoff(const kvmux_client *c, uint32_t n, uint64_t *seed) {
     int64_t cap = c->opts.reconnect_max_backoff_ms;
     int64_t b = c->opts.reconnect_min_backoff_ms;
     for (uint32_t i = 0; i < n && b < cap; i++) b *= 2;
@@ -204,7 +202,7 @@ int kvmux__reconnect_run(kvmux_client *c) {
     uint64_t seed = (uint64_t)kvmux__now_ms() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)c;
     if (seed == 0) seed = 1;
     for (uint32_t n = 0;; n++) {
-        if (backoff_sleep(c, kvmux__now_ms() + backoff_ms(c, n, &seed))) break;
+        if (backoff_sleep(c, kvmux__now_ms() + kvmux__reconnect_backoff(c, n, &seed))) break;
         c->reconnect_attempts++;
         pthread_mutex_unlock(&c->mu);
         int rc = reconnect_attempt(c);
@@ -234,4 +232,103 @@ int kvmux__reconnect_run(kvmux_client *c) {
     }
     pthread_mutex_unlock(&c->mu);
     return 0;
+}
+
+/* ---- event-loop mode ----
+ *
+ * The same policy with the loop's one timer instead of a thread: a loss
+ * (kvmux__client_fail, which has already completed what was in flight
+ * with KVMUX_ECLOSED and kept the backlog) puts the client in state DOWN
+ * with retry_at = now + backoff; the timer handler then starts the
+ * attempt: the dead connection's state is dropped and a non-blocking
+ * connect to the address resolved once by kvmux_async_connect begins (no
+ * getaddrinfo and no blocking connect in the loop thread), then TLS and
+ * HELLO proceed from the loop's events exactly as for the first
+ * connection. A failed attempt is a failure like any other: back to DOWN
+ * with the next, longer, backoff.
+ *
+ * The new socket takes the old one's descriptor number (dup3 over the
+ * dead socket, kept open until then), so kvmux_async_fd never changes and
+ * an adapter watching it needs no new hook: it saw del_read/del_write
+ * when the connection failed (before the old description went away) and
+ * sees add_read/add_write for the new connection. */
+
+void kvmux__loop_reconnect_schedule(kvmux_client *c) {
+    if (c->retry_seed == 0) {
+        c->retry_seed = (uint64_t)kvmux__now_ms() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)c;
+        if (c->retry_seed == 0) c->retry_seed = 1;
+    }
+    c->lstate = KVMUX__L_DOWN;
+    c->retry_at = kvmux__now_ms() + kvmux__reconnect_backoff(c, c->retry_n, &c->retry_seed);
+    c->retry_n++;
+}
+
+/* Forget the dead connection (lock held; loop thread; nothing WAITING:
+ * the failure completed every slot). The descriptor stays open. */
+static void loop_reset_connection(kvmux_client *c) {
+    if (c->lw_niov > 0 || c->lw_big) {
+        /* The round being written is dropped with the connection; its
+         * transfer is freed here if aborted, with the others below. */
+        kvmux__round_end(c, c->lw_big);
+        c->lw_niov = 0;
+        c->lw_big = NULL;
+    }
+    kvmux__pending_deinit(&c->pending);
+    kvmux__big_free_all(c);
+    c->wr_big = NULL;
+    c->out.len = 0;
+    c->out.frames = 0;
+    c->wbuf.len = 0;
+    c->wbuf.frames = 0;
+    c->wr_bytes = 0;
+    c->wr_frames = 0;
+    c->draining = 0;
+    c->rlen = 0;
+    kvmux__tls_reset(c);
+}
+
+void kvmux__loop_reconnect_start(kvmux_client *c) {
+    if (c->parked_head != KVMUX__SLOT_NIL) {
+        /* A callback completed out of memory still holds its slot: the
+         * table goes only after it has run (this handler's epilogue). */
+        c->retry_at = kvmux__now_ms() + 1;
+        return;
+    }
+    loop_reset_connection(c);
+    c->reconnect_attempts++;
+    int rc = kvmux__out_reserve(c, KVMUX_HELLO_AUTH_MAX_LEN);
+    int fd = rc == 0 ? kvmux__connect_addr(&c->raddr, c->raddr_len) : rc;
+    if (fd >= 0 && c->fd >= 0 && fd != c->fd) {
+        /* Same number as the dead socket, which this closes. */
+        if (dup3(fd, c->fd, O_CLOEXEC) < 0) {
+            char eb[64];
+            kvmux__connect_fail(KVMUX_ECONNECT, "dup3: %s", kvmux__errstr(errno, eb, sizeof eb));
+            close(fd);
+            fd = KVMUX_ECONNECT;
+        } else {
+            close(fd);
+            fd = c->fd;
+        }
+    }
+    if (fd < 0) {
+        c->fatal = KVMUX_ECONNECT;
+        snprintf(c->fatal_msg, sizeof c->fatal_msg, "reconnect attempt %u: %s", c->retry_n,
+                 kvmux__connect_msg());
+        kvmux__loop_reconnect_schedule(c);
+        return;
+    }
+    c->fd = fd;
+    /* Protocol limits until the new server's HELLO_ACK (as a first
+     * connect): requests submitted meanwhile wait in the backlog. */
+    c->max_key = KVMUX_MAX_KEY_LIMIT;
+    c->max_value = UINT32_MAX;
+    c->peer_max_frame = UINT32_MAX;
+    c->out.len = kvmux__hello_encode(c, NULL, c->out.data);
+    c->out.frames = 1;
+    /* The loss stays what kvmux_connection_error reports (down_code,
+     * fatal_msg) until the attempt's handshake succeeds. */
+    c->down_code = c->fatal;
+    c->fatal = 0;
+    c->lstate = KVMUX__L_CONNECTING;
+    c->connect_deadline = kvmux__now_ms() + c->opts.connect_timeout_ms;
 }

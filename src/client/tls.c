@@ -41,6 +41,12 @@ struct kvmux__tls {
     uint8_t *rbuf;                 /* reader: ciphertext from recv */
     uint8_t *wbuf;                 /* writer: ciphertext to send */
     size_t wcap;
+    /* Event-loop mode (one thread, no lock contention): ciphertext
+     * waiting for the socket to take it, and the first byte the server
+     * sent in the handshake (-1 none yet), to name a plaintext server. */
+    uint8_t *lq;
+    size_t lq_off, lq_len, lq_cap;
+    int first;
 };
 
 int kvmux__tls_init(kvmux_client *c, const kvmux_options *o, const char *host) {
@@ -112,6 +118,7 @@ void kvmux__tls_free(kvmux_client *c) {
     free(t->name);
     free(t->rbuf);
     free(t->wbuf);
+    free(t->lq);
     free(t);
     c->tls = NULL;
 }
@@ -215,7 +222,10 @@ static int feed_sync(kvmux_client *c, int fd, int64_t deadline, const char *phas
     }
 }
 
-int kvmux__tls_handshake(kvmux_client *c, int fd, int64_t deadline) {
+/* A fresh SSL object between two memory BIOs for c->tls (the previous
+ * session dropped), the server name set for SNI and verification.
+ * Returns 0 or KVMUX_ENOMEM / KVMUX_ETLS (message recorded). */
+static int session_new(kvmux_client *c) {
     kvmux__tls *t = c->tls;
     kvmux__tls_reset(c);
     char rb[256];
@@ -249,6 +259,30 @@ int kvmux__tls_handshake(kvmux_client *c, int fd, int64_t deadline) {
     t->in = in;
     t->out = out;
     pthread_mutex_unlock(&t->mu);
+    return 0;
+}
+
+/* The KVMUX_ETLS of a handshake that OpenSSL refused (e: its
+ * SSL_get_error class, rb: its reason, first: the first byte the server
+ * sent, -1 none): a plaintext server, a certificate, or the reason. */
+static int handshake_error(kvmux__tls *t, int first, const char *rb) {
+    if (first == KVMUX_MAGIC)
+        return kvmux__connect_fail(KVMUX_ETLS, "TLS handshake failed: the server does not "
+                                   "speak TLS on this port (it answered in plaintext kvmux)");
+    long vr = SSL_get_verify_result(t->ssl);
+    if (vr != X509_V_OK)
+        return kvmux__connect_fail(KVMUX_ETLS, "TLS handshake failed: certificate verify "
+                                   "failed: %s (server name '%s')",
+                                   X509_verify_cert_error_string(vr), t->name);
+    return kvmux__connect_fail(KVMUX_ETLS, "TLS handshake failed: %s", rb);
+}
+
+int kvmux__tls_handshake(kvmux_client *c, int fd, int64_t deadline) {
+    kvmux__tls *t = c->tls;
+    char rb[256];
+    int rc0 = session_new(c);
+    if (rc0 != 0) return rc0;
+    SSL *ssl = t->ssl;
 
     int first = -1; /* first byte the server sent */
     for (;;) {
@@ -274,15 +308,7 @@ int kvmux__tls_handshake(kvmux_client *c, int fd, int64_t deadline) {
             if (!before) first = t->rbuf[0];
             continue;
         }
-        if (first == KVMUX_MAGIC)
-            return kvmux__connect_fail(KVMUX_ETLS, "TLS handshake failed: the server does not "
-                                       "speak TLS on this port (it answered in plaintext kvmux)");
-        long vr = SSL_get_verify_result(ssl);
-        if (vr != X509_V_OK)
-            return kvmux__connect_fail(KVMUX_ETLS, "TLS handshake failed: certificate verify "
-                                       "failed: %s (server name '%s')",
-                                       X509_verify_cert_error_string(vr), t->name);
-        return kvmux__connect_fail(KVMUX_ETLS, "TLS handshake failed: %s", rb);
+        return handshake_error(t, first, rb);
     }
 }
 
@@ -434,6 +460,170 @@ int kvmux__tls_send_all(kvmux_client *c, const struct iovec *iov, int n) {
     return 0;
 }
 
+/* ---- event-loop mode (loop.c): the loop thread only ----
+ *
+ * The same memory-BIO session as threaded mode, driven by readiness
+ * instead of blocking: OpenSSL's WANT_READ means "the input BIO is
+ * empty", answered by recv()ing what the socket has (none: wait for the
+ * read event, which the loop always watches); what OpenSSL writes goes
+ * to the output BIO, whose bytes are moved to t->lq, and t->lq not empty
+ * is the write interest (a memory BIO never says WANT_WRITE: the socket's
+ * EAGAIN is the real "want write"). */
+
+/* Move the output BIO's ciphertext to the end of t->lq. Returns 0 or
+ * KVMUX_ENOMEM. */
+static int lq_take(kvmux__tls *t) {
+    size_t n = BIO_ctrl_pending(t->out);
+    if (n == 0) return 0;
+    if (t->lq_off > 0 && t->lq_off == t->lq_len) t->lq_off = t->lq_len = 0;
+    if (t->lq_len + n > t->lq_cap) {
+        if (t->lq_off > 0) { /* compact first */
+            memmove(t->lq, t->lq + t->lq_off, t->lq_len - t->lq_off);
+            t->lq_len -= t->lq_off;
+            t->lq_off = 0;
+        }
+        size_t cap = t->lq_cap ? t->lq_cap : 16384;
+        while (cap < t->lq_len + n) cap *= 2;
+        if (cap > t->lq_cap) {
+            uint8_t *p = realloc(t->lq, cap);
+            if (!p) return KVMUX_ENOMEM;
+            t->lq = p;
+            t->lq_cap = cap;
+        }
+    }
+    BIO_read(t->out, t->lq + t->lq_len, (int)n);
+    t->lq_len += n;
+    return 0;
+}
+
+size_t kvmux__tls_loop_queued(const kvmux_client *c) {
+    return c->tls ? c->tls->lq_len - c->tls->lq_off : 0;
+}
+
+int kvmux__tls_loop_flush(kvmux_client *c) {
+    kvmux__tls *t = c->tls;
+    while (t->lq_off < t->lq_len) {
+        ssize_t n = send(c->fd, t->lq + t->lq_off, t->lq_len - t->lq_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            t->lq_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;
+        return -1;
+    }
+    t->lq_off = t->lq_len = 0;
+    /* A large round's ciphertext is not kept for the connection's life. */
+    if (t->lq_cap > 4 * TLS_WCHUNK) {
+        free(t->lq);
+        t->lq = NULL;
+        t->lq_cap = 0;
+    }
+    return 0;
+}
+
+int kvmux__tls_loop_start(kvmux_client *c) {
+    int rc = session_new(c);
+    if (rc != 0) return rc;
+    c->tls->first = -1;
+    c->tls->lq_off = c->tls->lq_len = 0;
+    return kvmux__tls_loop_handshake(c);
+}
+
+int kvmux__tls_loop_handshake(kvmux_client *c) {
+    kvmux__tls *t = c->tls;
+    char rb[256], eb[64];
+    rb[0] = 0;
+    for (;;) {
+        ERR_clear_error();
+        int r = SSL_do_handshake(t->ssl);
+        int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
+        if (e == SSL_ERROR_SSL || e == SSL_ERROR_SYSCALL) kvmux__tls_reason(rb, sizeof rb);
+        /* Our flight (or an alert) is queued first, whatever the result. */
+        if (lq_take(t) != 0) return kvmux__connect_fail(KVMUX_ENOMEM, "out of memory for TLS");
+        if (r == 1) return 1;
+        if (e != SSL_ERROR_WANT_READ) return handshake_error(t, t->first, rb);
+        ssize_t n = recv(c->fd, t->rbuf, TLS_RBUF, MSG_DONTWAIT);
+        if (n > 0) {
+            if (t->first < 0) t->first = t->rbuf[0];
+            BIO_write(t->in, t->rbuf, (int)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        if (n == 0 && t->first < 0)
+            return kvmux__connect_fail(KVMUX_ETLS, "TLS handshake failed: the server "
+                                       "closed the connection (not a TLS port?)");
+        if (n == 0)
+            return kvmux__connect_fail(KVMUX_ECONNECT, "server closed the connection during "
+                                       "the TLS handshake");
+        return kvmux__connect_fail(KVMUX_ECONNECT, "TLS handshake: recv: %s",
+                                   kvmux__errstr(errno, eb, sizeof eb));
+    }
+}
+
+ssize_t kvmux__tls_loop_recv(kvmux_client *c, void *buf, size_t cap) {
+    kvmux__tls *t = c->tls;
+    char rb[256];
+    for (;;) {
+        int e;
+        int r = read_locked(t, buf, cap, &e, rb, sizeof rb);
+        if (BIO_ctrl_pending(t->out) > 0) {
+            /* A post-handshake answer (TLS 1.3 KeyUpdate): queued in
+             * order with the records, sent when the socket is writable. */
+            if (lq_take(t) != 0) {
+                e = SSL_ERROR_SSL;
+                snprintf(rb, sizeof rb, "out of memory");
+            } else {
+                kvmux__loop_want_write(c);
+            }
+        }
+        if (r > 0 && e == SSL_ERROR_NONE) return r;
+        if (e == SSL_ERROR_WANT_READ) {
+            ssize_t n = recv(c->fd, t->rbuf, TLS_RBUF, MSG_DONTWAIT);
+            if (n > 0) {
+                BIO_write(t->in, t->rbuf, (int)n);
+                continue;
+            }
+            if (n < 0 && errno == EINTR) continue;
+            return n; /* 0: EOF without close_notify; -1: errno (EAGAIN: wait) */
+        }
+        if (e == SSL_ERROR_ZERO_RETURN) return 0; /* close_notify */
+        pthread_mutex_lock(&c->mu);
+        kvmux__client_fail(c, KVMUX_ETLS, "TLS: %s", rb);
+        pthread_mutex_unlock(&c->mu);
+        errno = EPROTO;
+        return -1;
+    }
+}
+
+int kvmux__tls_loop_seal(kvmux_client *c, const struct iovec *iov, int n) {
+    kvmux__tls *t = c->tls;
+    char rb[256];
+    for (int i = 0; i < n; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+        while (left > 0) {
+            size_t k = left < TLS_WCHUNK ? left : TLS_WCHUNK;
+            ERR_clear_error();
+            int r = SSL_write(t->ssl, p, (int)k); /* memory BIO: all of it, or an error */
+            if (r <= 0) {
+                kvmux__tls_reason(rb, sizeof rb);
+                kvmux__client_fail(c, KVMUX_ETLS, "TLS: %s", rb);
+                return KVMUX_ETLS;
+            }
+            if (lq_take(t) != 0) {
+                kvmux__client_fail(c, KVMUX_ENOMEM, "out of memory for TLS records");
+                return KVMUX_ENOMEM;
+            }
+            p += k;
+            left -= k;
+        }
+    }
+    return 0;
+}
+
 #else /* !KVMUX_HAVE_TLS */
 
 int kvmux__tls_init(kvmux_client *c, const kvmux_options *o, const char *host) {
@@ -466,5 +656,18 @@ int kvmux__tls_send_all(kvmux_client *c, const struct iovec *iov, int n) {
 }
 int kvmux__tls_out_pending(const kvmux_client *c) { (void)c; return 0; }
 void kvmux__tls_reset(kvmux_client *c) { (void)c; }
+size_t kvmux__tls_loop_queued(const kvmux_client *c) { (void)c; return 0; }
+int kvmux__tls_loop_flush(kvmux_client *c) { (void)c; return -1; }
+int kvmux__tls_loop_start(kvmux_client *c) { (void)c; return KVMUX_EINVAL; }
+int kvmux__tls_loop_handshake(kvmux_client *c) { (void)c; return KVMUX_EINVAL; }
+ssize_t kvmux__tls_loop_recv(kvmux_client *c, void *buf, size_t cap) {
+    (void)c, (void)buf, (void)cap;
+    errno = EPROTO;
+    return -1;
+}
+int kvmux__tls_loop_seal(kvmux_client *c, const struct iovec *iov, int n) {
+    (void)c, (void)iov, (void)n;
+    return KVMUX_EIO;
+}
 
 #endif

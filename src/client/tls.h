@@ -1,5 +1,5 @@
-/* libkvmux's TLS transport (OpenSSL), threaded mode. See docs/DESIGN.md
- * "Transport: TLS".
+/* libkvmux's TLS transport (OpenSSL), threaded mode and, at the end of
+ * this header, event-loop mode. See docs/DESIGN.md "Transport: TLS".
  *
  * The reader and the writer thread share one socket; an SSL object must
  * never be used by two threads at once, and neither thread may block in
@@ -76,5 +76,39 @@ int kvmux__tls_out_pending(const struct kvmux_client *c);
 
 /* Drop the session (reconnect: the socket is gone). */
 void kvmux__tls_reset(struct kvmux_client *c);
+
+/* ---- event-loop mode (loop.c; loop thread only, fd non-blocking) ----
+ * Nothing here blocks: OpenSSL's WANT_READ is answered by recv()ing what
+ * the socket has (none: return and wait for the loop's read event, always
+ * watched), and the ciphertext OpenSSL produces waits in a send queue
+ * whose being non-empty is the write interest (the socket's EAGAIN is the
+ * "want write" of a memory-BIO session). */
+
+/* Start a session on c->fd (TCP connected) and advance the handshake as
+ * kvmux__tls_loop_handshake does; same results. */
+int kvmux__tls_loop_start(struct kvmux_client *c);
+
+/* Advance the handshake with what the socket has. Returns 1 when it is
+ * done, 0 when it waits for the server's bytes, or a KVMUX_E* (KVMUX_ETLS
+ * with the reason, KVMUX_ECONNECT, KVMUX_ENOMEM; message recorded with
+ * kvmux__connect_fail). Queued ciphertext: kvmux__tls_loop_flush. */
+int kvmux__tls_loop_handshake(struct kvmux_client *c);
+
+/* Plaintext into buf, like recv(MSG_DONTWAIT): > 0 bytes, 0 the server
+ * closed, -1 with errno (EAGAIN: nothing yet; EPROTO: a TLS error, the
+ * connection already failed with KVMUX_ETLS). Lock not held. */
+ssize_t kvmux__tls_loop_recv(struct kvmux_client *c, void *buf, size_t cap);
+
+/* Encrypt all of iov[0..n) into the send queue (lock held). Returns 0, or
+ * KVMUX_ETLS / KVMUX_ENOMEM after failing the connection. */
+int kvmux__tls_loop_seal(struct kvmux_client *c, const struct iovec *iov, int n);
+
+/* Send queued ciphertext without blocking. Returns 0 when the queue is
+ * empty, 1 when the socket is full (keep the write interest), -1 with
+ * errno on a send error. */
+int kvmux__tls_loop_flush(struct kvmux_client *c);
+
+/* Ciphertext bytes waiting in the send queue (0 without TLS). */
+size_t kvmux__tls_loop_queued(const struct kvmux_client *c);
 
 #endif

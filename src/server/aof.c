@@ -145,7 +145,7 @@ static int encode_into(buf *b, const kvmux_store_record *r) {
     size_t n = KVMUX_AOF_REC_HDR + KVMUX_AOF_BODY_FIXED + r->klen + r->vlen;
     if (buf_reserve(b, n) != 0) return -1;
     uint64_t wexp = 0;
-    if (r->op == KVMUX_STORE_REC_SET && r->expires_ms) {
+    if ((r->op == KVMUX_STORE_REC_SET || r->op == KVMUX_STORE_REC_EXPIRY) && r->expires_ms) {
         uint64_t left = r->expires_ms > r->now_ms ? r->expires_ms - r->now_ms : 0;
         /* Saturating: no TTL can wrap the absolute expiry into the past
          * (the protocol caps TTLs far below this; this is the backstop). */
@@ -429,7 +429,7 @@ static void *writer_main(void *arg) {
 /* ---- lifecycle ---- */
 
 /* Start-up, before the journal is installed: rewrite a version-1 log as
- * version 2 from the store just loaded from it, exactly as a compaction
+ * version 3 from the store just loaded from it, exactly as a compaction
  * does (snapshot to PATH.rewrite, fdatasync, rename, fsync the directory),
  * so nothing is ever appended to a version-1 file and the log on disk is
  * always whole: the old file until the rename, the new one after. */
@@ -444,7 +444,7 @@ static int convert_v1(kvmux_aof *a, char *err, size_t errlen) {
     }
     if (!ok) {
         unlink(a->tmp_path);
-        snprintf(err, errlen, "aof %s: cannot convert the version-1 log to version 2 "
+        snprintf(err, errlen, "aof %s: cannot convert the version-1 log to version 3 "
                  "(writing %s: %s); the log is unchanged", a->path, a->tmp_path,
                  oom ? "out of memory" : strerror(e));
         return -1;
@@ -452,8 +452,30 @@ static int convert_v1(kvmux_aof *a, char *err, size_t errlen) {
     if (fsync_dir(a->path) != 0)
         KVMUX_LOG_W("AOF %s: fsync of the directory after the conversion failed: %s",
                     a->path, strerror(errno));
-    KVMUX_LOG_I("AOF %s: converted the version-1 log to version 2 (%s)", a->path,
+    KVMUX_LOG_I("AOF %s: converted the version-1 log to version 3 (%s)", a->path,
                 KVMUX_AOF_MAGIC);
+    return 0;
+}
+
+/* Start-up, before anything is appended: a version-2 log becomes version
+ * 3 in place (same record layout; only the magic differs), synced, so no
+ * EXPIRY record ever lands in a file whose magic tells a version-2 reader
+ * it can read it. An 8-byte write at offset 0 lies within one sector:
+ * after a crash the file holds one magic or the other, both readable. */
+static int upgrade_v2(const char *path, char *err, size_t errlen) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    int ok = fd >= 0 &&
+             pwrite(fd, KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN, 0) == (ssize_t)KVMUX_AOF_MAGIC_LEN &&
+             fdatasync(fd) == 0;
+    int e = errno;
+    if (fd >= 0) close(fd);
+    if (!ok) {
+        snprintf(err, errlen, "aof %s: cannot upgrade the version-2 log to version 3 (%s)",
+                 path, strerror(e));
+        return -1;
+    }
+    KVMUX_LOG_I("AOF %s: upgraded the log from version 2 to version 3 in place (%s): "
+                "kvmuxd 0.2.0 and older refuse this file", path, KVMUX_AOF_MAGIC);
     return 0;
 }
 
@@ -493,6 +515,7 @@ int kvmux_aof_open(kvmux_aof **out, const kvmux_aof_options *o, kvmux_store *st,
     a->notify_ud = o->notify_user_data;
     a->rewrite_fd = -1;
     if (info.format == 1 && convert_v1(a, err, errlen) != 0) goto fail;
+    if (info.format == 2 && upgrade_v2(o->path, err, errlen) != 0) goto fail;
     a->fd = open(o->path, O_WRONLY | O_APPEND | O_CLOEXEC);
     if (a->fd < 0) {
         snprintf(err, errlen, "aof %s: cannot open for appending: %s", o->path, strerror(errno));

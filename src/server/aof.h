@@ -29,15 +29,23 @@ const char *kvmux_fsync_policy_name(int policy);
 #define KVMUX_AOF_REC_VERSION 3
 
 /* The file starts with a magic naming its format version; records follow.
- * Version 2 (written by this code): record = u32 body length, u32
- * CRC32C(body), u32 CRC32C(the 8 bytes before it) (all little-endian),
- * body. The header checksum lets the loader trust a length before using
+ * Version 3 (written by this code) is version 2 plus one record op,
+ * KVMUX_STORE_REC_EXPIRY (4): key, version, expiry, value length 0. A new
+ * op needs a new magic: a reader that knows only version 2 then refuses
+ * the file at its first bytes ("bad magic", file untouched) instead of
+ * calling the first EXPIRY record corrupt, which --aof-repair would cut
+ * with every later record. A version-2 file has the same layout, so
+ * kvmux_aof_open upgrades it in place (the magic rewritten and synced
+ * before anything is appended). Versions 2 and 3: record = u32 body
+ * length, u32 CRC32C(body), u32 CRC32C(the 8 bytes before it) (all
+ * little-endian), body. The header checksum lets the loader trust a length before using
  * it, which is what makes a torn tail and a damaged record decidable
  * (aof_load.c has the rule). Version 1 (read only, converted to version 2
  * when kvmuxd opens it): record = u32 body length + u32 CRC32C(body) +
  * body. In both, body = u8 op, u64 version, u64 wall-clock expiry in ms
  * (0 = none), u16 key length, u32 value length, key, value. */
-#define KVMUX_AOF_MAGIC "KVMXAOF2"
+#define KVMUX_AOF_MAGIC "KVMXAOF3"
+#define KVMUX_AOF_MAGIC_V2 "KVMXAOF2"
 #define KVMUX_AOF_MAGIC_V1 "KVMXAOF1"
 #define KVMUX_AOF_MAGIC_LEN 8u
 #define KVMUX_AOF_REC_HDR 12u
@@ -74,7 +82,7 @@ typedef struct kvmux_aof_load_info {
     uint64_t discarded_records; /* repaired: intact records after the corrupt
                                    one, dropped with it (acknowledged writes) */
     uint64_t max_version;
-    int format;                 /* 1 or 2: the file's format version */
+    int format;                 /* 1, 2 or 3: the file's format version */
 } kvmux_aof_load_info;
 
 /* Replay the log at path into st (which should be empty): SET records are

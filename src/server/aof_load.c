@@ -1,12 +1,18 @@
 /* Append-only log: the record encoding and recovery (replay at start).
  *
  * Format (aof.h): an 8-byte magic naming the format version, then
- * records. Version 2: u32 body length, u32 CRC32C of the body, u32 CRC32C
- * of those 8 header bytes, body. Every record is a complete state, never a
- * delta: a SET carries the key's value, version and absolute wall-clock
- * expiry (INCR and CAS are logged as the SET they produced), a DEL removes
- * the key. So replay is deterministic and idempotent, which is what lets a
- * compaction snapshot overlap with records logged during it (aof.c).
+ * records. Versions 2 and 3: u32 body length, u32 CRC32C of the body, u32
+ * CRC32C of those 8 header bytes, body. A SET carries the key's value,
+ * version and absolute wall-clock expiry (INCR and CAS are logged as the
+ * SET they produced), a DEL removes the key, and (version 3 only) an
+ * EXPIRY gives a present key a new version and expiry (EXPIRE, PERSIST)
+ * without repeating its value. Replay is deterministic and idempotent --
+ * an EXPIRY applies only over an older version of its key -- which is
+ * what lets a compaction snapshot overlap with records logged during it
+ * (aof.c). A SET whose expiry passed while the server was down is
+ * restored as already expired (never visible) rather than dropped, so a
+ * later EXPIRY that extended it still finds the value; what is still
+ * expired after the replay is purged.
  *
  * Recovery rule. The writer only ever appends, so a crash (kill -9, power
  * loss) leaves the records it completed followed by, at most, the start
@@ -35,7 +41,7 @@
  * Without the header checksum (version 1) a length damaged to point past
  * the end of the file looks exactly like (b): that is how one flipped bit
  * used to drop every later record. So a version-1 file is cut by rule (a)
- * alone, and even then left in place: kvmuxd converts it to version 2 at
+ * alone, and even then left in place: kvmuxd converts it to version 3 at
  * start (aof.c), which leaves the short tail out.
  *
  * A log above 1 MiB is read through mmap, so its size is not limited by
@@ -143,10 +149,19 @@ static int all_zero(const uint8_t *p, size_t n) {
     return 1;
 }
 
+/* The store-clock instant a SET that expired while the server was down is
+ * restored with: already past, so the key is never visible, yet present
+ * for a later EXPIRY record to revive (kvmux_store_purge_expired removes
+ * what is left of them after the replay). */
+static uint64_t past_expiry(uint64_t store_now) {
+    return store_now ? store_now : 1;
+}
+
 /* Apply one body that passed body_ok(). Returns 0, -1 if it does not
- * parse (body_ok rules that out), -2 out of memory. */
+ * parse (body_ok rules that out), -2 out of memory. *expired_restored is
+ * set when a key was restored already expired. */
 static int apply(kvmux_store *st, const uint8_t *b, uint32_t blen, uint64_t wall_now,
-                 uint64_t store_now, kvmux_aof_load_info *info) {
+                 uint64_t store_now, kvmux_aof_load_info *info, int *expired_restored) {
     if (blen < KVMUX_AOF_BODY_FIXED) return -1;
     int op = b[0];
     uint64_t version = get_u64(b + 1), wexp = get_u64(b + 9);
@@ -165,18 +180,21 @@ static int apply(kvmux_store *st, const uint8_t *b, uint32_t blen, uint64_t wall
     if (op == KVMUX_STORE_REC_DEL) {
         kvmux_store_restore_del(st, key, klen);
         kvmux_store_bump_version(st, version);
-    } else if (op == KVMUX_STORE_REC_SET) {
-        if (wexp != 0 && wexp <= wall_now) {
-            /* Expired while we were down: the key is gone. */
-            kvmux_store_restore_del(st, key, klen);
-            kvmux_store_bump_version(st, version);
-        } else {
-            /* Saturating: a far expiry stays far, never wraps. */
-            uint64_t exp = wexp ? kvmux_add_sat_u64(store_now, wexp - wall_now) : 0;
-            if (kvmux_store_restore(st, key, klen, vlen ? val : NULL, vlen, version, exp) !=
-                KVMUX_STATUS_OK)
-                return -2;
-        }
+    } else if (op == KVMUX_STORE_REC_SET || op == KVMUX_STORE_REC_EXPIRY) {
+        /* Expired while we were down: restored as expired (never seen;
+         * purged after the replay), since a later EXPIRY record of this
+         * key may still extend it. Saturating: a far expiry stays far. */
+        int past = wexp != 0 && wexp <= wall_now;
+        uint64_t exp = !wexp ? 0 : past ? past_expiry(store_now)
+                                        : kvmux_add_sat_u64(store_now, wexp - wall_now);
+        if (past) *expired_restored = 1;
+        int rc = op == KVMUX_STORE_REC_SET
+                     ? kvmux_store_restore(st, key, klen, vlen ? val : NULL, vlen, version, exp)
+                     : kvmux_store_restore_expiry(st, key, klen, version, exp);
+        if (rc == KVMUX_STATUS_NOT_FOUND) /* EXPIRY of a key the log never set: */
+            kvmux_store_bump_version(st, version); /* only its version counts */
+        else if (rc != KVMUX_STATUS_OK)
+            return -2;
     } else {
         return -1;
     }
@@ -199,9 +217,9 @@ enum { REC_OK, REC_TORN, REC_BAD };
 static int frame(const uint8_t *m, uint64_t size, uint64_t off, int fmt, uint32_t *blen,
                  const char **what) {
     uint64_t left = size - off;
-    uint32_t hdr = fmt == 2 ? KVMUX_AOF_REC_HDR : KVMUX_AOF_REC_HDR_V1;
+    uint32_t hdr = fmt >= 2 ? KVMUX_AOF_REC_HDR : KVMUX_AOF_REC_HDR_V1;
     if (left < hdr) return REC_TORN;                               /* rule (a) */
-    if (fmt == 2 && get_u32(m + off + 8) != header_crc(m + off)) {
+    if (fmt >= 2 && get_u32(m + off + 8) != header_crc(m + off)) {
         if (all_zero(m + off, (size_t)left)) return REC_TORN;      /* rule (c) */
         *what = "header checksum mismatch";
         return REC_BAD;
@@ -212,7 +230,7 @@ static int frame(const uint8_t *m, uint64_t size, uint64_t off, int fmt, uint32_
         return REC_BAD;
     }
     if (*blen > left - hdr) {
-        if (fmt == 2) return REC_TORN;                             /* rule (b) */
+        if (fmt >= 2) return REC_TORN;                             /* rule (b) */
         *what = "record length runs past the end of the file (a version-1 log cannot "
                 "tell a torn last record from a damaged length)";
         return REC_BAD;
@@ -230,7 +248,7 @@ static int frame(const uint8_t *m, uint64_t size, uint64_t off, int fmt, uint32_
  * its end. In version 2 a candidate must pass the header checksum first,
  * so the scan is cheap and a false match needs a 32-bit collision. */
 static uint64_t count_after(const uint8_t *m, uint64_t size, uint64_t off, int fmt) {
-    uint32_t hdr = fmt == 2 ? KVMUX_AOF_REC_HDR : KVMUX_AOF_REC_HDR_V1;
+    uint32_t hdr = fmt >= 2 ? KVMUX_AOF_REC_HDR : KVMUX_AOF_REC_HDR_V1;
     uint64_t end = size, n = 0, p = off + 1;
     while (end > p && m[end - 1] == 0) end--; /* no record starts in a zero tail */
     while (p + hdr <= end) {
@@ -261,7 +279,7 @@ static int init_empty(int fd, uint64_t size, const char *path, kvmux_aof_load_in
     if (n != (ssize_t)size || memcmp(head, KVMUX_AOF_MAGIC, (size_t)size) != 0)
         return errf(err, errlen, "aof %s: not a kvmux append-only log (%llu bytes, "
                     "bad magic)", path, (unsigned long long)size);
-    info->format = 2;
+    info->format = 3;
     if (size) {
         info->truncated_at = 0;
         info->dropped_bytes = size;
@@ -274,12 +292,15 @@ static int init_empty(int fd, uint64_t size, const char *path, kvmux_aof_load_in
 }
 
 /* 1 if a checksummed body has the shape apply() needs: the lengths agree,
- * a known op, a key where the op needs one. */
-static int body_ok(const uint8_t *b, uint32_t blen) {
+ * an op the file's format fmt has (EXPIRY: format 3 only, no value), a
+ * key where the op needs one. */
+static int body_ok(const uint8_t *b, uint32_t blen, int fmt) {
     if (blen < KVMUX_AOF_BODY_FIXED ||
         (uint64_t)KVMUX_AOF_BODY_FIXED + get_u16(b + 17) + get_u32(b + 19) != blen)
         return 0;
     if (b[0] == KVMUX_AOF_REC_VERSION) return 1;
+    if (b[0] == KVMUX_STORE_REC_EXPIRY)
+        return fmt >= 3 && get_u16(b + 17) != 0 && get_u32(b + 19) == 0;
     return (b[0] == KVMUX_STORE_REC_SET || b[0] == KVMUX_STORE_REC_DEL) && get_u16(b + 17) != 0;
 }
 
@@ -291,14 +312,14 @@ static int body_ok(const uint8_t *b, uint32_t blen) {
 static int replay(const uint8_t *m, uint64_t size, int fmt, kvmux_store *st, int repair,
                   const char *path, kvmux_aof_load_info *info, uint64_t *cut, char *err,
                   size_t errlen) {
-    uint32_t hdr = fmt == 2 ? KVMUX_AOF_REC_HDR : KVMUX_AOF_REC_HDR_V1;
+    uint32_t hdr = fmt >= 2 ? KVMUX_AOF_REC_HDR : KVMUX_AOF_REC_HDR_V1;
     uint64_t off = KVMUX_AOF_MAGIC_LEN;
     int verdict = REC_OK;
     const char *what = NULL;
     while (off < size) {
         uint32_t blen = 0;
         verdict = frame(m, size, off, fmt, &blen, &what);
-        if (verdict == REC_OK && !body_ok(m + off + hdr, blen)) {
+        if (verdict == REC_OK && !body_ok(m + off + hdr, blen, fmt)) {
             verdict = REC_BAD;
             what = "checksum matches but the record does not parse";
         }
@@ -321,13 +342,15 @@ static int replay(const uint8_t *m, uint64_t size, int fmt, kvmux_store *st, int
         info->discarded_records = after;
     }
     uint64_t wall_now = wall_ms(), store_now = kvmux_store_now(st);
+    int expired_restored = 0;
     for (uint64_t p = KVMUX_AOF_MAGIC_LEN; p < off;) {
         uint32_t blen = get_u32(m + p);
-        if (apply(st, m + p + hdr, blen, wall_now, store_now, info) != 0)
+        if (apply(st, m + p + hdr, blen, wall_now, store_now, info, &expired_restored) != 0)
             return errf(err, errlen, "aof %s: out of memory loading the record at offset "
                         "%llu", path, (unsigned long long)p);
         p += hdr + blen;
     }
+    if (expired_restored) kvmux_store_purge_expired(st, past_expiry(store_now));
     return 0;
 }
 
@@ -377,12 +400,21 @@ int kvmux_aof_load(const char *path, kvmux_store *st, int repair, kvmux_aof_load
         return errf(err, errlen, "aof %s: %s: %s", path, mapped ? "mmap" : "read",
                     strerror(e));
     }
-    int fmt = memcmp(m, KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN) == 0      ? 2
+    int fmt = memcmp(m, KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN) == 0      ? 3
+              : memcmp(m, KVMUX_AOF_MAGIC_V2, KVMUX_AOF_MAGIC_LEN) == 0 ? 2
               : memcmp(m, KVMUX_AOF_MAGIC_V1, KVMUX_AOF_MAGIC_LEN) == 0 ? 1
                                                                          : 0;
     uint64_t cut = UINT64_MAX;
-    int rc = fmt ? replay(m, size, fmt, st, repair, path, info, &cut, err, errlen)
-                 : errf(err, errlen, "aof %s: not a kvmux append-only log (bad magic)", path);
+    int rc = 0;
+    if (fmt)
+        rc = replay(m, size, fmt, st, repair, path, info, &cut, err, errlen);
+    else if (memcmp(m, KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN - 1) == 0)
+        /* "KVMXAOF" and another digit: a format from a newer kvmuxd. */
+        rc = errf(err, errlen, "aof %s: log format '%c' is not one this kvmuxd reads "
+                  "(1..3; written by a newer kvmuxd?): refusing to start, the file is "
+                  "unchanged", path, m[KVMUX_AOF_MAGIC_LEN - 1]);
+    else
+        rc = errf(err, errlen, "aof %s: not a kvmux append-only log (bad magic)", path);
     info->format = fmt;
     if (mapped)
         munmap((void *)(uintptr_t)m, (size_t)size);
@@ -393,7 +425,7 @@ int kvmux_aof_load(const char *path, kvmux_store *st, int repair, kvmux_aof_load
         info->dropped_bytes = size - cut;
         /* A version-1 file is never cut at start unless repairing: the
          * conversion to version 2 (aof.c) leaves its short tail out. */
-        if (fmt == 2 || info->repaired) rc = truncate_at(fd, cut, path, err, errlen);
+        if (fmt >= 2 || info->repaired) rc = truncate_at(fd, cut, path, err, errlen);
     }
     close(fd);
     return rc;

@@ -482,8 +482,9 @@ static newval newval_of(kvmux_store_value *val) {
 
 /* Write nv under key with expiry expires, in slot i (the live entry or
  * placeholder) or a new entry (i == NOT_FOUND). version 0 = the next one.
- * notify: fire the old waiters and journal the change (else, for
- * recovery, waiters stay and nothing is logged). Takes the reference in
+ * notify: nonzero fires the old waiters and journals the change with
+ * notify as the record's op (KVMUX_STORE_REC_SET, or _EXPIRY); 0, for
+ * recovery, leaves waiters and logs nothing. Takes the reference in
  * nv->val on success only. Returns the new version, or 0 when out of
  * memory (nothing changed). */
 static uint64_t put(kvmux_store *s, shard *sh, size_t i, uint64_t hash, const uint8_t *key,
@@ -527,8 +528,10 @@ static uint64_t put(kvmux_store *s, shard *sh, size_t i, uint64_t hash, const ui
     sh->bytes += klen + nv->len;
     mem_account(s, (int64_t)value_mem(nv->val) - (int64_t)value_mem(oldv));
     if (notify && s->journal) {
-        kvmux_store_record r = {KVMUX_STORE_REC_SET, e_key(e), klen, e_vbytes(e),
-                                nv->len, ver, expires, now};
+        /* notify is the record's op: a SET, or an EXPIRY without the value */
+        int full = notify != KVMUX_STORE_REC_EXPIRY;
+        kvmux_store_record r = {notify, e_key(e), klen, full ? e_vbytes(e) : NULL,
+                                full ? nv->len : 0, ver, expires, now};
         s->journal(s->journal_ud, &r);
     }
     if (old && old != e) entry_dealloc(s, sh, old);
@@ -1131,6 +1134,25 @@ size_t kvmux__store_lookup(kvmux_store *s, shard *sh, uint64_t hash, const uint8
 
 uint64_t kvmux__store_put(kvmux_store *s, shard *sh, size_t i, uint64_t hash,
                           const uint8_t *key, size_t klen, const newval *nv,
-                          uint64_t expires, uint64_t now) {
-    return put(s, sh, i, hash, key, klen, nv, expires, now, 0, 1);
+                          uint64_t expires, uint64_t now, uint64_t version, int jop) {
+    return put(s, sh, i, hash, key, klen, nv, expires, now, version, jop);
+}
+
+size_t kvmux__store_find_raw(shard *sh, uint64_t hash, const uint8_t *key, size_t klen) {
+    return find_slot(sh, hash, key, klen);
+}
+
+void kvmux_store_purge_expired(kvmux_store *s, uint64_t upto) {
+    for (uint32_t n = 0; n < s->nshards; n++) {
+        shard *sh = &s->shards[n];
+        pthread_mutex_lock(&sh->mu);
+        for (size_t i = 0; i < sh->cap; i++) {
+            uint64_t sl = sh->slots[i];
+            if (sl == 0 || sl == TOMB) continue;
+            entry *e = slot_entry(sl);
+            if (e->version != 0 && (e->flags & F_TTL) && e_expires(e) <= upto && !e_waiters(e))
+                remove_at(s, sh, i); /* tombstones: nothing moves */
+        }
+        pthread_mutex_unlock(&sh->mu);
+    }
 }

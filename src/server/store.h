@@ -258,10 +258,14 @@ int kvmux_store_scan(kvmux_store *s, uint64_t cursor, const uint8_t *prefix, siz
 
 /* One change as the append-only log sees it. op is KVMUX_STORE_REC_SET
  * (key now holds value with version and expiry; INCR and CAS are logged
- * as their resulting SET) or KVMUX_STORE_REC_DEL (key removed: DEL or an
- * eviction). expires_ms and now_ms are on the store clock (expires 0 =
- * none), so the log can turn the expiry into wall-clock time. */
-enum { KVMUX_STORE_REC_SET = 1, KVMUX_STORE_REC_DEL = 2 };
+ * as their resulting SET), KVMUX_STORE_REC_DEL (key removed: DEL or an
+ * eviction) or KVMUX_STORE_REC_EXPIRY (EXPIRE or PERSIST: the key keeps
+ * its value and gets version and expiry, 0 = none; value is NULL and vlen
+ * 0, so a TTL change on a large value logs a few bytes, not the value).
+ * expires_ms and now_ms are on the store clock (expires 0 = none), so the
+ * log can turn the expiry into wall-clock time. (Op 3 is the log's own
+ * VERSION record, aof.h.) */
+enum { KVMUX_STORE_REC_SET = 1, KVMUX_STORE_REC_DEL = 2, KVMUX_STORE_REC_EXPIRY = 4 };
 typedef struct kvmux_store_record {
     int op;
     const uint8_t *key;
@@ -292,6 +296,21 @@ int kvmux_store_restore(kvmux_store *s, const uint8_t *key, size_t klen,
                         uint64_t expires_ms);
 /* Recovery: remove key if present (no waiters, no journal). */
 void kvmux_store_restore_del(kvmux_store *s, const uint8_t *key, size_t klen);
+/* Recovery of an EXPIRY record: key keeps its value and gets exactly this
+ * version and expiry (store clock, 0 = none), if it is present -- even
+ * with an expiry already passed (a SET restored as expired, see
+ * kvmux_store_purge_expired) -- and holds an older version (a record
+ * replayed after a compaction's snapshot that already has it changes
+ * nothing). No waiters, no journal; the version counter is raised to at
+ * least version. Returns OK, NOT_FOUND or INTERNAL (out of memory). */
+int kvmux_store_restore_expiry(kvmux_store *s, const uint8_t *key, size_t klen,
+                               uint64_t version, uint64_t expires_ms);
+/* Recovery: remove every key whose expiry is at or before upto (store
+ * clock), without firing waiters or counting them as expired. The loader
+ * restores a SET that expired while the server was down with an expiry in
+ * the past (so a later EXPIRY record can still revive it) and calls this
+ * once the log is replayed. */
+void kvmux_store_purge_expired(kvmux_store *s, uint64_t upto);
 /* The store clock now (ms; what expires_ms values are measured on). */
 uint64_t kvmux_store_now(kvmux_store *s);
 /* The last version handed out (compaction records it, so versions of keys

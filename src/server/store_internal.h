@@ -172,11 +172,16 @@ shard *kvmux__store_shard(kvmux_store *s, uint64_t hash);
 size_t kvmux__store_lookup(kvmux_store *s, shard *sh, uint64_t hash, const uint8_t *key,
                            size_t klen, uint64_t now);
 /* Write nv under key with expiry expires (0 = none) in slot i (or a new
- * entry, i == NOT_FOUND) with the next version: fires the key's waiters
- * and journals the change. Takes nv->val's reference on success only.
- * Returns the new version, or 0 when out of memory (nothing changed). */
+ * entry, i == NOT_FOUND) with version (0 = the next one). jop: the
+ * journal record of the change (KVMUX_STORE_REC_SET, or _EXPIRY for a
+ * change of expiry only), which also fires the key's waiters; 0 for
+ * recovery (waiters stay, nothing logged). Takes nv->val's reference on
+ * success only. Returns the new version, or 0 when out of memory
+ * (nothing changed). */
 uint64_t kvmux__store_put(kvmux_store *s, shard *sh, size_t i, uint64_t hash,
                           const uint8_t *key, size_t klen, const newval *nv,
-                          uint64_t expires, uint64_t now);
+                          uint64_t expires, uint64_t now, uint64_t version, int jop);
+/* The key's slot, expired or not (no expiry check), or NOT_FOUND. */
+size_t kvmux__store_find_raw(shard *sh, uint64_t hash, const uint8_t *key, size_t klen);
 
 #endif

@@ -8,13 +8,14 @@
  *   key's metadata is not a use of its value.
  * - EXPIRE and PERSIST are writes of the key's own value with a new
  *   expiry, so they go through the same put() as SET: a new version from
- *   the store-wide counter, every parked WAIT on the key fired, and one
- *   journal record (a SET record carrying the new expiry, exactly as INCR
- *   and CAS are logged as their resulting SET), which is what makes them
- *   replay and survive compaction with no new log record type. The value
- *   is not copied when it is out of line (one more reference is handed
- *   to put); an inline value (<= KVMUX_STORE_INLINE_MAX bytes) is copied
- *   to the stack first, because put may rebuild the entry in place.
+ *   the store-wide counter and every parked WAIT on the key fired. Their
+ *   journal record is an EXPIRY record (key, version, expiry; no value),
+ *   so a TTL change on a 1 MiB value logs a few dozen bytes, not the value
+ *   again; replay (kvmux_store_restore_expiry) gives the key that version
+ *   and expiry. The value is not copied when it is out of line (one more
+ *   reference is handed to put); an inline value (<= KVMUX_STORE_INLINE_MAX
+ *   bytes) is copied to the stack first, because put may rebuild the
+ *   entry in place.
  * - PERSIST on a key without a TTL changes nothing: OK with the current
  *   version, no journal record, no waiter fired. "The version changed"
  *   keeps meaning "the key's state changed".
@@ -68,10 +69,11 @@ int kvmux_store_ttl(kvmux_store *s, const uint8_t *key, size_t klen, uint64_t *v
 }
 
 /* Rewrite e (in slot i) with its own value and expiry expires (0 =
- * none). Returns the new version, or 0 when out of memory. */
+ * none), as version (0 = the next one); jop as for kvmux__store_put.
+ * Returns the new version, or 0 when out of memory. */
 static uint64_t rewrite_expiry(kvmux_store *s, shard *sh, size_t i, uint64_t hash,
                                const uint8_t *key, size_t klen, entry *e, uint64_t expires,
-                               uint64_t now) {
+                               uint64_t now, uint64_t version, int jop) {
     uint8_t copy[KVMUX_STORE_INLINE_MAX];
     newval nv = {NULL, NULL, e_vlen(e)};
     if (e->flags & F_OOL) {
@@ -80,7 +82,7 @@ static uint64_t rewrite_expiry(kvmux_store *s, shard *sh, size_t i, uint64_t has
         memcpy(copy, e_vbytes(e), nv.len);
         nv.bytes = copy;
     }
-    uint64_t v = kvmux__store_put(s, sh, i, hash, key, klen, &nv, expires, now);
+    uint64_t v = kvmux__store_put(s, sh, i, hash, key, klen, &nv, expires, now, version, jop);
     if (v == 0) kvmux_store_value_release(nv.val); /* put took nothing */
     return v;
 }
@@ -96,7 +98,8 @@ int kvmux_store_expire(kvmux_store *s, const uint8_t *key, size_t klen, uint64_t
     entry *e = live_entry(s, sh, hash, key, klen, now, &i);
     if (e) {
         uint64_t v = rewrite_expiry(s, sh, i, hash, key, klen, e,
-                                    kvmux_add_sat_u64(now, ttl_ms), now);
+                                    kvmux_add_sat_u64(now, ttl_ms), now, 0,
+                                    KVMUX_STORE_REC_EXPIRY);
         rc = v ? KVMUX_STATUS_OK : KVMUX_STATUS_INTERNAL;
         if (v && version) *version = v;
     }
@@ -115,10 +118,33 @@ int kvmux_store_persist(kvmux_store *s, const uint8_t *key, size_t klen, uint64_
         rc = KVMUX_STATUS_OK; /* nothing to drop: no write at all */
         if (version) *version = e->version;
     } else if (e) {
-        uint64_t v = rewrite_expiry(s, sh, i, hash, key, klen, e, 0, now);
+        uint64_t v = rewrite_expiry(s, sh, i, hash, key, klen, e, 0, now, 0,
+                                    KVMUX_STORE_REC_EXPIRY);
         rc = v ? KVMUX_STATUS_OK : KVMUX_STATUS_INTERNAL;
         if (v && version) *version = v;
     }
     pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
+
+int kvmux_store_restore_expiry(kvmux_store *s, const uint8_t *key, size_t klen,
+                               uint64_t version, uint64_t expires_ms) {
+    if (version == 0) return KVMUX_STATUS_INTERNAL;
+    uint64_t hash = kvmux__store_hash(s, key, klen), now = s->clock(s->clock_ud);
+    shard *sh = kvmux__store_shard(s, hash);
+    int rc = KVMUX_STATUS_NOT_FOUND;
+    pthread_mutex_lock(&sh->mu);
+    /* No expiry check: a SET that expired while the server was down is
+     * restored as expired, and this record may give it a new life. */
+    size_t i = kvmux__store_find_raw(sh, hash, key, klen);
+    entry *e = i == NOT_FOUND ? NULL : slot_entry(sh->slots[i]);
+    if (e && e->version != 0) {
+        rc = KVMUX_STATUS_OK;
+        if (version > e->version &&
+            rewrite_expiry(s, sh, i, hash, key, klen, e, expires_ms, now, version, 0) == 0)
+            rc = KVMUX_STATUS_INTERNAL;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    if (rc == KVMUX_STATUS_OK) kvmux_store_bump_version(s, version);
     return rc;
 }

@@ -15,3 +15,12 @@ if(TARGET kvmuxd AND TARGET kvmux)
                  SOURCES integration/aof_ttl_cap_test.c
                  LIBS kvmux LABELS integration fault TIMEOUT 120)
 endif()
+
+# The log's EXPIRY record end to end: EXPIRE/PERSIST of a 1 MiB value
+# append a few dozen bytes, and kill -9 + restart keeps value, version and
+# TTL.
+if(TARGET kvmuxd AND TARGET kvmux)
+  kvmux_add_test(aof_expire_record_test
+                 SOURCES integration/aof_expire_record_test.c
+                 LIBS kvmux LABELS integration fault TIMEOUT 120)
+endif()

@@ -1,7 +1,8 @@
 # Append-only log unit tests (real files in a temp dir, no sockets): CRC32C,
 # replay of every record kind with versions and expiry, torn tails,
 # corruption detection and --aof-repair, journal + group-commit writer, and
-# compaction while writers run.
+# compaction while writers run; the format-3 EXPIRY record (size, replay,
+# format policy, compaction).
 if(TARGET kvmuxd_core)
   kvmux_add_test(aof_test SOURCES unit/aof/aof_test.c
                  LIBS kvmuxd_core LABELS unit concurrent TIMEOUT 60)

@@ -18,6 +18,11 @@
  * returns: unlike the libuv adapter, nothing needs another loop
  * iteration. Everything runs on the loop's thread. Link with -levent (or
  * -levent_core).
+ *
+ * TLS and automatic reconnect (kvmux_options.tls, .reconnect) need
+ * nothing more from the adapter: a reconnect keeps the socket's
+ * descriptor number, and the library unwatches the old connection's
+ * events (del_read / del_write) before its socket goes away.
  */
 #ifndef KVMUX_ADAPTERS_LIBEVENT_H
 #define KVMUX_ADAPTERS_LIBEVENT_H

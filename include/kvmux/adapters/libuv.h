@@ -15,6 +15,11 @@
  * closing them, so run the loop once more after kvmux_close to let that
  * happen (uv_run returns when nothing is left). Everything runs on the
  * loop's thread. Link with -luv.
+ *
+ * TLS and automatic reconnect (kvmux_options.tls, .reconnect) need
+ * nothing more from the adapter: a reconnect keeps the socket's
+ * descriptor number, and the library unwatches the old connection's
+ * events (del_read / del_write) before its socket goes away.
  */
 #ifndef KVMUX_ADAPTERS_LIBUV_H
 #define KVMUX_ADAPTERS_LIBUV_H

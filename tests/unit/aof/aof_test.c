@@ -1,7 +1,9 @@
 /* Unit tests for the append-only log (src/server/aof*.c): the format,
  * recovery rules (torn tail truncated and reported, corruption refused
  * with its offset, --aof-repair), versions resuming above the log, the
- * journal + writer thread, and compaction while other threads write. */
+ * journal + writer thread, and compaction while other threads write; the
+ * format-3 EXPIRY record (EXPIRE/PERSIST without the value): its size,
+ * replay rules, format policy and compaction. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -529,7 +531,7 @@ static void test_v1_length_past_eof(void) {
 
 /* OPERATIONS.md: in version 1 only rule (a) applies (fewer bytes than a
  * header left): the load succeeds and reports the short tail, but the file
- * is not cut; opening it converts to version 2 without the tail. */
+ * is not cut; opening it converts to version 3 without the tail. */
 static void test_v1_short_tail(void) {
     char p[300];
     path_for(p, sizeof p, "v1-short.aof");
@@ -553,7 +555,7 @@ static void test_v1_short_tail(void) {
     kvmux_store_free(s);
 }
 
-/* Opening a v1 log rewrites it as v2 with the same contents; a reload of
+/* Opening a v1 log rewrites it as v3 with the same contents; a reload of
  * the converted file gives the same keys, values, versions and TTL. */
 static void test_v1_convert(void) {
     char p[300];
@@ -567,7 +569,7 @@ static void test_v1_convert(void) {
     kvmux_aof *a = open_log(p, s, KVMUX_FSYNC_ALWAYS, 0);
     CHECK(magic_is(p, KVMUX_AOF_MAGIC));
     CHECK_EQ(count_v1_keys(s, 20), 20);
-    /* Appends after the conversion are version 2 records. */
+    /* Appends after the conversion are version 3 records. */
     uint64_t v = 0;
     CHECK_EQ(kvmux_store_set(s, (const uint8_t *)"after", 5, (const uint8_t *)"z", 1, 0, &v),
              KVMUX_STATUS_OK);
@@ -581,7 +583,7 @@ static void test_v1_convert(void) {
     char err[512] = "";
     CHECK_EQ(kvmux_aof_load(p, r, 0, &info, err, sizeof err), 0);
     if (err[0]) fprintf(stderr, "reload: %s\n", err);
-    CHECK_EQ(info.format, 2);
+    CHECK_EQ(info.format, 3);
     CHECK_EQ(info.dropped_bytes, 0);
     CHECK_EQ(count_v1_keys(r, 20), 20);
     got g;
@@ -591,6 +593,249 @@ static void test_v1_convert(void) {
     CHECK_EQ(get(r, "after", &g), KVMUX_STATUS_OK);
     CHECK_EQ(g.version, v);
     kvmux_store_free(r);
+}
+
+/* ---- format 3: the EXPIRY record (EXPIRE / PERSIST) ---- */
+
+static uint64_t ttl_of(kvmux_store *s, const char *key) {
+    uint64_t left = UINT64_MAX;
+    if (kvmux_store_ttl(s, (const uint8_t *)key, strlen(key), NULL, &left) != KVMUX_STATUS_OK)
+        return UINT64_MAX;
+    return left;
+}
+
+/* EXPIRE and PERSIST of a 1 MiB value append a few dozen bytes each (not
+ * the value), and a reload gives the value, the version and the TTL. */
+static void test_expiry_journal(void) {
+    char p[300];
+    path_for(p, sizeof p, "expiry.aof");
+    unlink(p);
+    kvmux_store *s = new_store();
+    kvmux_aof *a = open_log(p, s, KVMUX_FSYNC_ALWAYS, 0);
+    CHECK(magic_is(p, KVMUX_AOF_MAGIC));
+    size_t big = 1u << 20;
+    uint8_t *val = test_pattern(big, 3);
+    uint64_t v = 0;
+    CHECK_EQ(kvmux_store_set(s, (const uint8_t *)"big", 3, val, big, 0, &v), KVMUX_STATUS_OK);
+    uint64_t before = kvmux_aof_appended(a);
+    CHECK_EQ(kvmux_store_expire(s, (const uint8_t *)"big", 3, 3600000, &v), KVMUX_STATUS_OK);
+    uint64_t expire_bytes = kvmux_aof_appended(a) - before;
+    CHECK_EQ(expire_bytes, KVMUX_AOF_REC_HDR + KVMUX_AOF_BODY_FIXED + 3);
+    before = kvmux_aof_appended(a);
+    CHECK_EQ(kvmux_store_persist(s, (const uint8_t *)"big", 3, &v), KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_aof_appended(a) - before, KVMUX_AOF_REC_HDR + KVMUX_AOF_BODY_FIXED + 3);
+    uint64_t vp = 0; /* PERSIST again: nothing to drop, nothing logged */
+    before = kvmux_aof_appended(a);
+    CHECK_EQ(kvmux_store_persist(s, (const uint8_t *)"big", 3, &vp), KVMUX_STATUS_OK);
+    CHECK_EQ(vp, v);
+    CHECK_EQ(kvmux_aof_appended(a), before);
+    uint64_t vbig = 0;
+    CHECK_EQ(kvmux_store_expire(s, (const uint8_t *)"big", 3, 7200000, &vbig), KVMUX_STATUS_OK);
+    uint64_t vs = 0;
+    CHECK_EQ(kvmux_store_set(s, (const uint8_t *)"p", 1, (const uint8_t *)"x", 1, 3600000,
+                             NULL), KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_store_persist(s, (const uint8_t *)"p", 1, &vs), KVMUX_STATUS_OK);
+    wait_durable(a);
+    kvmux_aof_close(a);
+    kvmux_store_free(s);
+    fprintf(stderr, "expiry: EXPIRE of a 1 MiB value appended %llu bytes\n",
+            (unsigned long long)expire_bytes);
+
+    s = new_store();
+    kvmux_aof_load_info info;
+    char err[512] = "";
+    CHECK_EQ(kvmux_aof_load(p, s, 0, &info, err, sizeof err), 0);
+    CHECK_EQ(info.format, 3);
+    CHECK_EQ(info.records, 6);
+    CHECK_EQ(info.max_version, vs);
+    uint64_t left = ttl_of(s, "big");
+    CHECK(left > 7100000 && left <= 7200000);
+    got g;
+    CHECK_EQ(get(s, "p", &g), KVMUX_STATUS_OK);
+    CHECK_EQ(g.version, vs);
+    CHECK_EQ(ttl_of(s, "p"), 0);
+    /* The value, byte for byte, with EXPIRE's version. */
+    kvmux_store_stats st;
+    kvmux_store_get_stats(s, &st);
+    CHECK_EQ(st.keys, 2);
+    uint64_t vv = 0;
+    CHECK_EQ(kvmux_store_exists(s, (const uint8_t *)"big", 3, &vv), KVMUX_STATUS_OK);
+    CHECK_EQ(vv, vbig);
+    kvmux_store_free(s);
+    free(val);
+}
+
+static void put_rec(FILE *f, int op, uint64_t version, uint64_t wexp, const char *key,
+                    const char *val) {
+    uint8_t rec[256];
+    size_t n = kvmux_aof_encode(rec, op, version, wexp, (const uint8_t *)key,
+                                (uint16_t)strlen(key), (const uint8_t *)val,
+                                val ? (uint32_t)strlen(val) : 0);
+    fwrite(rec, 1, n, f);
+}
+
+/* Replay of EXPIRY records: a key whose SET expired while the server was
+ * down but whose EXPIRY extended it comes back with its value; one still
+ * expired stays gone (and is not counted); an EXPIRY older than the key's
+ * version changes nothing (a record replayed after a compaction's
+ * snapshot); an EXPIRY of an absent key only raises the version. */
+static void test_expiry_replay(void) {
+    char p[300];
+    path_for(p, sizeof p, "expiry-replay.aof");
+    FILE *f = fopen(p, "wb");
+    REQUIRE(f);
+    fwrite(KVMUX_AOF_MAGIC, 1, KVMUX_AOF_MAGIC_LEN, f);
+    uint64_t now = wall_ms();
+    put_rec(f, KVMUX_STORE_REC_SET, 10, now - 5000, "revived", "alive");
+    put_rec(f, KVMUX_STORE_REC_EXPIRY, 11, now + 3600000, "revived", NULL);
+    put_rec(f, KVMUX_STORE_REC_SET, 12, now - 5000, "dead", "x");
+    put_rec(f, KVMUX_STORE_REC_EXPIRY, 13, now - 1000, "dead", NULL);
+    put_rec(f, KVMUX_STORE_REC_SET, 20, 0, "newer", "v20");
+    put_rec(f, KVMUX_STORE_REC_EXPIRY, 19, now + 3600000, "newer", NULL);
+    put_rec(f, KVMUX_STORE_REC_SET, 14, now + 3600000, "persisted", "y");
+    put_rec(f, KVMUX_STORE_REC_EXPIRY, 15, 0, "persisted", NULL);
+    put_rec(f, KVMUX_STORE_REC_EXPIRY, 30, now + 3600000, "absent", NULL);
+    fclose(f);
+    kvmux_store *s = new_store();
+    kvmux_aof_load_info info;
+    char err[512] = "";
+    CHECK_EQ(kvmux_aof_load(p, s, 0, &info, err, sizeof err), 0);
+    if (err[0]) fprintf(stderr, "expiry replay: %s\n", err);
+    CHECK_EQ(info.records, 9);
+    CHECK_EQ(info.max_version, 30);
+    got g;
+    CHECK_EQ(get(s, "revived", &g), KVMUX_STATUS_OK);
+    CHECK(strcmp(g.val, "alive") == 0);
+    CHECK_EQ(g.version, 11);
+    CHECK(ttl_of(s, "revived") > 3500000);
+    CHECK_EQ(get(s, "dead", &g), KVMUX_STATUS_NOT_FOUND);
+    CHECK_EQ(get(s, "newer", &g), KVMUX_STATUS_OK);
+    CHECK_EQ(g.version, 20);
+    CHECK_EQ(ttl_of(s, "newer"), 0);
+    CHECK_EQ(get(s, "persisted", &g), KVMUX_STATUS_OK);
+    CHECK_EQ(g.version, 15);
+    CHECK_EQ(ttl_of(s, "persisted"), 0);
+    CHECK_EQ(get(s, "absent", &g), KVMUX_STATUS_NOT_FOUND);
+    kvmux_store_stats st;
+    kvmux_store_get_stats(s, &st);
+    CHECK_EQ(st.keys, 3); /* revived, newer, persisted: "dead" was purged */
+    CHECK_EQ(st.expired, 0);
+    uint64_t v = 0;
+    CHECK_EQ(kvmux_store_set(s, (const uint8_t *)"n", 1, (const uint8_t *)"z", 1, 0, &v),
+             KVMUX_STATUS_OK);
+    CHECK_EQ(v, 31);
+    kvmux_store_free(s);
+}
+
+/* The format policy: an EXPIRY record in a version-2 file is corrupt
+ * (version 2 has no such op); a magic from a newer format is refused by
+ * name, file untouched; a version-2 log is upgraded to version 3 in place
+ * when opened, its records kept. */
+static void test_expiry_format(void) {
+    char p[300];
+    path_for(p, sizeof p, "v2-with-expiry.aof");
+    FILE *f = fopen(p, "wb");
+    REQUIRE(f);
+    fwrite(KVMUX_AOF_MAGIC_V2, 1, KVMUX_AOF_MAGIC_LEN, f);
+    put_rec(f, KVMUX_STORE_REC_SET, 5, 0, "a", "1");
+    put_rec(f, KVMUX_STORE_REC_EXPIRY, 6, wall_ms() + 60000, "a", NULL);
+    fclose(f);
+    kvmux_store *s = new_store();
+    kvmux_aof_load_info info;
+    char err[512] = "";
+    CHECK_EQ(kvmux_aof_load(p, s, 0, &info, err, sizeof err), -1);
+    CHECK(strstr(err, "does not parse") != NULL);
+    kvmux_store_free(s);
+
+    path_for(p, sizeof p, "future.aof");
+    f = fopen(p, "wb");
+    REQUIRE(f);
+    fwrite("KVMXAOF9", 1, KVMUX_AOF_MAGIC_LEN, f);
+    put_rec(f, KVMUX_STORE_REC_SET, 5, 0, "a", "1");
+    fclose(f);
+    uint64_t size = file_size(p);
+    s = new_store();
+    err[0] = 0;
+    CHECK_EQ(kvmux_aof_load(p, s, 1, &info, err, sizeof err), -1); /* even with repair */
+    CHECK(strstr(err, "log format '9'") != NULL);
+    CHECK_EQ(file_size(p), size);
+    CHECK(magic_is(p, "KVMXAOF9"));
+    kvmux_store_free(s);
+
+    path_for(p, sizeof p, "v2-upgrade.aof");
+    f = fopen(p, "wb");
+    REQUIRE(f);
+    fwrite(KVMUX_AOF_MAGIC_V2, 1, KVMUX_AOF_MAGIC_LEN, f);
+    put_rec(f, KVMUX_STORE_REC_SET, 5, wall_ms() + 60000, "a", "1");
+    fclose(f);
+    s = new_store();
+    kvmux_aof *a = open_log(p, s, KVMUX_FSYNC_ALWAYS, 0);
+    CHECK(magic_is(p, KVMUX_AOF_MAGIC));
+    uint64_t v = 0;
+    CHECK_EQ(kvmux_store_persist(s, (const uint8_t *)"a", 1, &v), KVMUX_STATUS_OK);
+    wait_durable(a);
+    kvmux_aof_close(a);
+    kvmux_store_free(s);
+    s = new_store();
+    CHECK_EQ(kvmux_aof_load(p, s, 0, &info, err, sizeof err), 0);
+    CHECK_EQ(info.format, 3);
+    CHECK_EQ(info.records, 2);
+    got g;
+    CHECK_EQ(get(s, "a", &g), KVMUX_STATUS_OK);
+    CHECK_EQ(g.version, v);
+    CHECK_EQ(ttl_of(s, "a"), 0);
+    kvmux_store_free(s);
+}
+
+/* A compaction while EXPIRE and PERSIST run: the snapshot's SET records
+ * and the EXPIRY records logged after it replay to the same TTLs. */
+static void test_expiry_compaction(void) {
+    char p[300];
+    path_for(p, sizeof p, "expiry-compact.aof");
+    unlink(p);
+    kvmux_store *s = new_store();
+    kvmux_aof *a = open_log(p, s, KVMUX_FSYNC_NO, 0);
+    for (int i = 0; i < 200; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "c%d", i);
+        kvmux_store_set(s, (const uint8_t *)key, strlen(key), (const uint8_t *)"v", 1, 0, NULL);
+    }
+    CHECK_EQ(kvmux_aof_rewrite(a), 0);
+    for (int i = 0; i < 200; i++) { /* during and after the snapshot */
+        char key[16];
+        snprintf(key, sizeof key, "c%d", i);
+        /* 1 ms only where it must expire: a slow run (TSan) must not
+         * expire a key before its PERSIST. */
+        uint64_t ttl = i % 4 == 2 ? 1 : 3600000;
+        kvmux_store_expire(s, (const uint8_t *)key, strlen(key), ttl, NULL);
+        if (i % 4 == 0) kvmux_store_persist(s, (const uint8_t *)key, strlen(key), NULL);
+    }
+    kvmux_aof_stats st;
+    for (int i = 0; i < 500; i++) {
+        kvmux_aof_get_stats(a, &st);
+        if (st.rewrites >= 1 && !st.rewriting) break;
+        test_sleep_ms(10);
+    }
+    CHECK_EQ(st.rewrites, 1);
+    wait_durable(a);
+    kvmux_aof_close(a);
+    kvmux_store_free(s);
+    test_sleep_ms(5); /* the 1 ms TTLs that were not persisted have passed */
+    s = new_store();
+    kvmux_aof_load_info info;
+    char err[512] = "";
+    CHECK_EQ(kvmux_aof_load(p, s, 0, &info, err, sizeof err), 0);
+    int ok = 0;
+    for (int i = 0; i < 200; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "c%d", i);
+        uint64_t left = ttl_of(s, key);
+        if (i % 4 == 0) ok += left == 0;                        /* persisted */
+        else if (i % 2) ok += left > 3500000 && left != UINT64_MAX; /* 1 h */
+        else ok += left == UINT64_MAX;                          /* expired */
+    }
+    CHECK_EQ(ok, 200);
+    kvmux_store_free(s);
 }
 
 int main(void) {
@@ -606,6 +851,10 @@ int main(void) {
     test_v1_length_past_eof();
     test_v1_short_tail();
     test_v1_convert();
+    test_expiry_journal();
+    test_expiry_replay();
+    test_expiry_format();
+    test_expiry_compaction();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -118,7 +118,8 @@ static void test_expire_persist(void) {
     CHECK_EQ(kvmux_store_expire(s, K("k"), 0, &v), KVMUX_STATUS_BAD_REQUEST);
     CHECK_EQ(kvmux_store_expire(s, K("k"), KVMUX_MAX_TTL_MS + 1, &v), KVMUX_STATUS_BAD_REQUEST);
 
-    /* EXPIRE is a write: new version, waiters fired, one SET record. */
+    /* EXPIRE is a write: new version, waiters fired, one EXPIRY record
+     * (key, version, expiry: no value, so the log does not repeat it). */
     kvmux_store_waiter w;
     memset(&w, 0, sizeof w);
     CHECK_EQ(kvmux_store_wait(s, K("k"), v0, &w, NULL, NULL), KVMUX_STORE_PARKED);
@@ -128,10 +129,11 @@ static void test_expire_persist(void) {
     CHECK(v > v0);
     CHECK_EQ(nfired, fired0 + 1);
     CHECK_EQ(njournal, j0 + 1);
-    CHECK_EQ(last_rec.op, KVMUX_STORE_REC_SET);
+    CHECK_EQ(last_rec.op, KVMUX_STORE_REC_EXPIRY);
     CHECK_EQ(last_rec.version, v);
     CHECK_EQ(last_rec.expires_ms, now + 500);
-    CHECK(last_rec.vlen == 5 && memcmp(last_rec.value, "hello", 5) == 0);
+    CHECK(last_rec.vlen == 0 && last_rec.value == NULL);
+    CHECK(last_rec.klen == 1 && memcmp(last_rec.key, "k", 1) == 0);
     CHECK_EQ(kvmux_store_ttl(s, K("k"), NULL, &left), KVMUX_STATUS_OK);
     CHECK_EQ(left, 500);
     readbuf rb;
@@ -151,6 +153,8 @@ static void test_expire_persist(void) {
     CHECK_EQ(kvmux_store_persist(s, K("k"), &v3), KVMUX_STATUS_OK);
     CHECK(v3 > v2);
     CHECK_EQ(njournal, j0 + 1);
+    CHECK_EQ(last_rec.op, KVMUX_STORE_REC_EXPIRY);
+    CHECK_EQ(last_rec.version, v3);
     CHECK_EQ(last_rec.expires_ms, 0);
     CHECK_EQ(kvmux_store_ttl(s, K("k"), NULL, &left), KVMUX_STATUS_OK);
     CHECK_EQ(left, 0);
