@@ -242,8 +242,9 @@ enum opt_kind { OPT_STR, OPT_U32, OPT_U16, OPT_SIZE32, OPT_SIZE64, OPT_MS, OPT_L
 
 /* How a running server treats a changed value on SIGHUP (reload.c,
  * main.c): R_NO keeps the old value and logs the option's name, R_YES
- * applies it, R_NA is not a server setting (--config). */
-enum opt_reload { R_NO = 0, R_YES = 1, R_NA = 2 };
+ * applies it, R_NEW applies it to connections accepted from then on
+ * (open ones keep theirs), R_NA is not a server setting (--config). */
+enum opt_reload { R_NO = 0, R_YES = 1, R_NA = 2, R_NEW = 3 };
 
 typedef struct opt {
     const char *name;
@@ -267,21 +268,21 @@ static const opt options[] = {
     {"--max-value-v1", OPT_SIZE32, OFF(max_value_v1), "BYTES  largest value on a v1 connection (1M)", R_NO},
     {"--max-outstanding", OPT_U32, OFF(max_outstanding), "N      unanswered requests per connection (1024)", R_NO},
     {"--max-output-buffer", OPT_SIZE64, OFF(max_output_buffer), "BYTES  queued output before a slow reader is dropped (64M)", R_NO},
-    {"--handshake-timeout", OPT_MS, OFF(handshake_timeout_ms), "MS     time to complete HELLO (5000)", R_NO},
-    {"--max-wait", OPT_MS, OFF(max_wait_ms), "MS     cap on WAIT timeouts (3600000)", R_NO},
+    {"--handshake-timeout", OPT_MS, OFF(handshake_timeout_ms), "MS     time to complete HELLO (5000)", R_NEW},
+    {"--max-wait", OPT_MS, OFF(max_wait_ms), "MS     cap on WAIT timeouts (3600000)", R_NEW},
     {"--shutdown-timeout", OPT_MS, OFF(shutdown_timeout_ms), "MS     grace for parked WAITs on shutdown (5000)", R_NO},
-    {"--close-linger", OPT_MS, OFF(close_linger_ms), "MS     bound on flushing before a close (1000)", R_NO},
+    {"--close-linger", OPT_MS, OFF(close_linger_ms), "MS     bound on flushing before a close (1000)", R_NEW},
     {"--store-shards", OPT_U32, OFF(store_shards), "N      store lock shards, power of two (256)", R_NO},
-    {"--idle-timeout", OPT_MS, OFF(idle_timeout_ms), "MS     close idle connections, 0 = never (300000)", R_NO},
-    {"--write-timeout", OPT_MS, OFF(write_timeout_ms), "MS     close connections whose output is stuck, 0 = never (60000)", R_NO},
-    {"--busy-poll", OPT_U32, OFF(busy_poll_us), "USEC   spin this long for more I/O before sleeping, 0 = never (0)", R_NO},
-    {"--max-ping-rate", OPT_U32, OFF(max_ping_rate), "N      PINGs per second per connection, 0 = no cap (100000)", R_NO},
-    {"--max-cancel-rate", OPT_U32, OFF(max_cancel_rate), "N      CANCELs per second per connection, 0 = no cap (1000)", R_NO},
+    {"--idle-timeout", OPT_MS, OFF(idle_timeout_ms), "MS     close idle connections, 0 = never (300000)", R_NEW},
+    {"--write-timeout", OPT_MS, OFF(write_timeout_ms), "MS     close connections whose output is stuck, 0 = never (60000)", R_NEW},
+    {"--busy-poll", OPT_U32, OFF(busy_poll_us), "USEC   spin this long for more I/O before sleeping, 0 = never (0)", R_YES},
+    {"--max-ping-rate", OPT_U32, OFF(max_ping_rate), "N      PINGs per second per connection, 0 = no cap (100000)", R_NEW},
+    {"--max-cancel-rate", OPT_U32, OFF(max_cancel_rate), "N      CANCELs per second per connection, 0 = no cap (1000)", R_NEW},
     {"--max-protocol", OPT_U32, OFF(max_protocol), "N      highest protocol version offered (" KVMUX_STR(KVMUX_PROTO_VERSION_MAX) ")", R_NO},
     {"--initial-window", OPT_SIZE32, OFF(initial_window), "BYTES  v2 per-message receive window (1M)", R_NO},
     {"--connection-window", OPT_SIZE32, OFF(connection_window), "BYTES  v2 connection receive window (16M)", R_NO},
     {"--fragment-size", OPT_SIZE32, OFF(fragment_size), "BYTES  v2 response fragment size (64K)", R_NO},
-    {"--max-upload-buffer", OPT_SIZE64, OFF(max_upload_buffer), "BYTES  v2 uploads in progress per connection (1G)", R_NO},
+    {"--max-upload-buffer", OPT_SIZE64, OFF(max_upload_buffer), "BYTES  v2 uploads in progress per connection (1G)", R_NEW},
     {"--log-level", OPT_LOG, OFF(log_level), "LEVEL  debug, info, warn or error (info)", R_YES},
     {"--log-file", OPT_STR, OFF(log_file), "PATH   append log lines to this file, reopened on SIGHUP (stderr)", R_YES},
     {"--syslog", OPT_FLAG, OFF(syslog), "       log to syslog(3), facility daemon, instead of stderr", R_YES},
@@ -314,7 +315,8 @@ const char *kvmux_server_usage(void) {
     for (size_t i = 0; i < sizeof options / sizeof options[0] && used < sizeof buf; i++)
         used += (size_t)snprintf(buf + used, sizeof buf - used, "  %-20s %s%s\n",
                                  options[i].name, options[i].help,
-                                 options[i].reload == R_YES ? " [SIGHUP]" : "");
+                                 options[i].reload == R_YES ? " [SIGHUP]"
+                                 : options[i].reload == R_NEW ? " [SIGHUP: new connections]" : "");
     if (used < sizeof buf)
         snprintf(buf + used, sizeof buf - used,
                  "  %-20s        this text\n  %-20s        print the version\n\n"
@@ -322,7 +324,8 @@ const char *kvmux_server_usage(void) {
                  "the same names without the dashes, one 'name value' per line, # comments;\n"
                  "flags there take yes or no. SIGINT/SIGTERM shut down gracefully; SIGHUP\n"
                  "reopens the log file and applies the options marked [SIGHUP] from the\n"
-                 "file and the command line; the others need a restart.\n"
+                 "file and the command line (those marked 'new connections' to connections\n"
+                 "accepted afterwards); the others need a restart.\n"
                  "See docs/OPERATIONS.md.\n",
                  "--help", "--version");
     return buf;
@@ -555,7 +558,7 @@ void kvmux__config_diff(const kvmux_server_config *old, const kvmux_server_confi
     for (size_t k = 0; k < NOPTS; k++) {
         const opt *o = &options[k];
         if (o->reload == R_NA || !opt_differs(o, old, next)) continue;
-        fn(o->name + 2, o->reload == R_YES, ud);
+        fn(o->name + 2, o->reload == R_YES ? 1 : o->reload == R_NEW ? 2 : 0, ud);
     }
 }
 

@@ -37,7 +37,9 @@ int kvmux__config_file_read(kvmux_server_config *c, const char *path, uint32_t *
                             size_t nlines, char *err, size_t errlen);
 
 /* For each option (name without dashes) whose value differs between old
- * and next, fn(name, 1 if it can change at run time, ud). */
+ * and next, fn(name, reloadable, ud): reloadable is 0 if it cannot change
+ * at run time, 1 if a reload applies it at once, 2 if a reload applies it
+ * to connections accepted afterwards only. */
 void kvmux__config_diff(const kvmux_server_config *old, const kvmux_server_config *next,
                         void (*fn)(const char *name, int reloadable, void *ud), void *ud);
 /* Copy into next every option that cannot change at run time from old. */

@@ -132,10 +132,11 @@ void kvmux__conn_attach(kvmux_loop *l, kvmux_conn *c) {
         return;
     }
     c->loop = l;
+    c->lim = l->rt.lim; /* fixed for this connection's life (reload.c) */
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->io};
     if ((!c->mem_sink && epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->io.fd, &ev) != 0) ||
         kvmux__timer_arm(&l->timers, &c->timer,
-                         l->now + srv->cfg.handshake_timeout_ms) != 0) {
+                         l->now + c->lim.handshake_timeout_ms) != 0) {
         KVMUX_LOG_W("conn %llu (%s): cannot register: %s", (unsigned long long)c->id,
                     c->peer, strerror(errno));
         kvmux__conn_reject(c->io.fd, KVMUX_ERR_INTERNAL, "server out of resources");
@@ -230,7 +231,7 @@ static void start_closing(kvmux_conn *c) {
     free(c->rbuf);
     c->rbuf = NULL;
     c->rlen = c->rcap = 0;
-    if (kvmux__timer_arm(&l->timers, &c->timer, l->now + l->srv->cfg.close_linger_ms) != 0) {
+    if (kvmux__timer_arm(&l->timers, &c->timer, l->now + c->lim.close_linger_ms) != 0) {
         kvmux__conn_close(c, "out of memory");
         return;
     }
@@ -647,7 +648,7 @@ static void note_output(kvmux_conn *c, uint64_t moved, int yield) {
     if (!moved && !c->out_stalled) c->last_output = l->now;
     c->out_stalled = 1;
     c->want_write = 1;
-    uint32_t wt = l->srv->cfg.write_timeout_ms;
+    uint32_t wt = c->lim.write_timeout_ms;
     /* CLOSING and LINGER are bounded by --close-linger on the same timer. */
     if (wt && (c->state == KVMUX_CONN_OPEN || c->state == KVMUX_CONN_DRAINING))
         timer_by(c, c->last_output + wt);
@@ -705,7 +706,7 @@ void kvmux__conn_flush(kvmux_conn *c) {
         if (c->state == KVMUX_CONN_DEAD) return;
     }
     if (c->state == KVMUX_CONN_CLOSING && c->out.bytes == 0) {
-        if (srv->cfg.close_linger_ms == 0 || c->mem_sink) {
+        if (c->lim.close_linger_ms == 0 || c->mem_sink) {
             kvmux__conn_close(c, "closed after ERROR");
             return;
         }
@@ -726,8 +727,8 @@ static void tls_linger(kvmux_conn *c, const char *why) {
     kvmux_loop *l = c->loop;
     c->tls_hs = 0;
     c->tls_failed = 1; /* nothing more goes through OpenSSL */
-    if (l->srv->cfg.close_linger_ms == 0 ||
-        kvmux__timer_arm(&l->timers, &c->timer, l->now + l->srv->cfg.close_linger_ms) != 0) {
+    if (c->lim.close_linger_ms == 0 ||
+        kvmux__timer_arm(&l->timers, &c->timer, l->now + c->lim.close_linger_ms) != 0) {
         kvmux__conn_close(c, why);
         return;
     }
@@ -792,7 +793,7 @@ void kvmux__conn_on_event(kvmux_conn *c, uint32_t events) {
 /* Idle and stuck-output checks of an open connection; re-arms the timer
  * for the next moment one of them could trigger. */
 static void conn_check(kvmux_conn *c, uint64_t now) {
-    const kvmux_server_config *cfg = &c->loop->srv->cfg;
+    const kvmux_conn_limits *cfg = &c->lim;
     uint64_t next = UINT64_MAX;
     if (cfg->write_timeout_ms && c->out_stalled && c->out.bytes > 0) {
         uint64_t due = c->last_output + cfg->write_timeout_ms;
@@ -845,13 +846,13 @@ static void conn_on_timer(kvmux_timer *t, uint64_t now) {
             KVMUX_STAT_ADD(c->loop, handshake_timeouts, 1);
             KVMUX_LOG_I("conn %llu (%s): TLS handshake not completed within %u ms "
                         "(--handshake-timeout): closing", (unsigned long long)c->id, c->peer,
-                        c->loop->srv->cfg.handshake_timeout_ms);
+                        c->lim.handshake_timeout_ms);
             c->tls_failed = 1; /* no close_notify mid-handshake */
             kvmux__conn_close(c, "TLS handshake timeout");
         } else if (c->sess.state == KVMUX_SESSION_AWAIT_HELLO) {
             KVMUX_STAT_ADD(c->loop, handshake_timeouts, 1);
             kvmux__conn_fail(c, 0, KVMUX_ERR_TIMEOUT, "handshake not completed within %u ms",
-                             c->loop->srv->cfg.handshake_timeout_ms);
+                             c->lim.handshake_timeout_ms);
         } else {
             conn_check(c, now);
         }

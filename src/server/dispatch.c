@@ -436,8 +436,8 @@ static void on_hello(kvmux_conn *c, const kvmux_frame *f) {
     }
     if (kvmux__conn_send_bytes(c, out, (size_t)n) != 0) return;
     kvmux__conn_info_hello(c, f->key, f->key_len);
-    kvmux_rate_init(&c->ping_rate, srv->cfg.max_ping_rate, c->loop->now);
-    kvmux_rate_init(&c->cancel_rate, srv->cfg.max_cancel_rate, c->loop->now);
+    kvmux_rate_init(&c->ping_rate, c->lim.max_ping_rate, c->loop->now);
+    kvmux_rate_init(&c->cancel_rate, c->lim.max_cancel_rate, c->loop->now);
     kvmux__conn_start_checks(c); /* replaces the handshake timeout */
     KVMUX_LOG_D("conn %llu (%s): handshake done, client '%.*s', version %u",
                 (unsigned long long)c->id, c->peer, (int)f->key_len,
@@ -454,7 +454,7 @@ static void flood(kvmux_conn *c, const char *what, uint32_t rate) {
 
 static void on_cancel(kvmux_conn *c, const kvmux_frame *f) {
     if (!kvmux_rate_allow(&c->cancel_rate, c->loop->now)) {
-        flood(c, "CANCEL", c->loop->srv->cfg.max_cancel_rate);
+        flood(c, "CANCEL", c->lim.max_cancel_rate);
         return;
     }
     KVMUX_STAT_ADD(c->loop, cancels, 1);
@@ -511,7 +511,7 @@ void kvmux__dispatch_frame(kvmux_conn *c, const kvmux_frame *f) {
         break;
     case KVMUX_FRAME_PING: {
         if (!kvmux_rate_allow(&c->ping_rate, c->loop->now)) {
-            flood(c, "PING", c->loop->srv->cfg.max_ping_rate);
+            flood(c, "PING", c->lim.max_ping_rate);
             break;
         }
         kvmux_frame pong = *f;

@@ -224,9 +224,11 @@ static void loop_on_phase_timer(kvmux_timer *t, uint64_t now) {
         l->phase = KVMUX_LOOP_FLUSHING;
         for (kvmux_conn *c = l->conns; c; c = c->next)
             kvmux__conn_drain_deadline(c);
-        /* The final bound: a little over one linger, then close all. */
+        /* The final bound: a little over one linger (as configured now:
+         * a connection made before a reload that lengthened or shortened
+         * it may be cut at this bound instead of its own), then close all. */
         if (kvmux__timer_arm(&l->timers, &l->phase_timer,
-                             now + l->srv->cfg.close_linger_ms + 10) == 0)
+                             now + l->rt.lim.close_linger_ms + 10) == 0)
             return;
     }
     for (kvmux_conn *c = l->conns; c; c = c->next) kvmux__conn_close(c, "shutdown deadline");
@@ -311,9 +313,12 @@ void *kvmux__loop_main(void *arg) {
     }
     if (l->id == 0) kvmux__metrics_loop_start(l);
     kvmux__expire_start(l);
-    const uint64_t busy_ns = (uint64_t)srv->cfg.busy_poll_us * 1000u;
     uint64_t spin_until_ns = 0; /* 0: not spinning */
     for (;;) {
+        /* --busy-poll applies at once after a reload: one relaxed load. */
+        const uint64_t busy_ns = (uint64_t)atomic_load_explicit(
+            &srv->rt_busy_poll_us, memory_order_relaxed) * 1000u;
+        if (busy_ns == 0) spin_until_ns = 0;
         if (l->id == 0 && l->phase == KVMUX_LOOP_RUNNING) kvmux__server_maybe_reload(srv);
         if (l->phase == KVMUX_LOOP_RUNNING &&
             atomic_load_explicit(&srv->stop_requested, memory_order_acquire))

@@ -54,7 +54,11 @@ static void log_static_change(const char *name, int reloadable, void *ud) {
 
 static void log_runtime_change(const char *name, int reloadable, void *ud) {
     (void)ud;
-    if (reloadable) kvmux_log_event(KVMUX_LOG_INFO, "reload.changed", "option=%s", name);
+    if (reloadable == 2)
+        kvmux_log_event(KVMUX_LOG_INFO, "reload.changed", "option=%s "
+                        "applies_to=new_connections", name);
+    else if (reloadable)
+        kvmux_log_event(KVMUX_LOG_INFO, "reload.changed", "option=%s", name);
 }
 
 /* The log sinks of c (syslog, a file, or stderr). */

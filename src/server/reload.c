@@ -11,7 +11,16 @@
  * hold one reference, and every connection's SSL one more, so a reload
  * frees the old context only when the last connection made with it goes.
  * Values read outside the loops (maxmemory in STATS, the slow log
- * threshold) are plain atomics.
+ * threshold) are plain atomics, and so is --busy-poll, which each loop
+ * reads once per iteration so that it applies at once.
+ *
+ * Per-connection limits (timeouts, linger, WAIT cap, PING/CANCEL rates,
+ * upload buffer) travel in kvmux_rt.lim and are copied into each
+ * connection when it is attached: a reload applies them to new
+ * connections only. Changing them under an open connection would mean
+ * re-arming timers and rate buckets mid-request, and a client that
+ * negotiated against the old values could be cut off for something it
+ * did legitimately a moment earlier.
  *
  * The reload itself runs on loop 0 between iterations (the signal
  * handler only sets a flag and writes loop 0's eventfd), so reading the
@@ -63,10 +72,29 @@ void kvmux__server_maybe_reload(kvmux_server *s) {
     else kvmux_log_event(KVMUX_LOG_WARN, "reload.ignored", "reason=\"no reload hook\"");
 }
 
+void kvmux__conn_limits_from(kvmux_conn_limits *lim, const kvmux_server_config *cfg) {
+    lim->handshake_timeout_ms = cfg->handshake_timeout_ms;
+    lim->idle_timeout_ms = cfg->idle_timeout_ms;
+    lim->write_timeout_ms = cfg->write_timeout_ms;
+    lim->close_linger_ms = cfg->close_linger_ms;
+    lim->max_wait_ms = cfg->max_wait_ms;
+    lim->max_ping_rate = cfg->max_ping_rate;
+    lim->max_cancel_rate = cfg->max_cancel_rate;
+    lim->max_upload_buffer = cfg->max_upload_buffer;
+}
+
 int kvmux_server_apply_runtime(kvmux_server *s, const kvmux_server_config *c, char *err,
                                size_t errlen) {
+    /* c was validated against its own --max-value, but the running one
+     * (restart-only) is what an upload may reach. */
+    if (c->max_upload_buffer < s->cfg.max_value) {
+        snprintf(err, errlen, "--max-upload-buffer %llu is smaller than the running "
+                 "--max-value %u", (unsigned long long)c->max_upload_buffer, s->cfg.max_value);
+        return -1;
+    }
     kvmux_rt next;
     memset(&next, 0, sizeof next);
+    kvmux__conn_limits_from(&next.lim, c);
     if (kvmux__auth_load(&next, c, err, errlen) != 0) return -1;
     /* TLS is on or off for the life of the port: a reload only renews the
      * certificate, key and CA of a TLS server. */
@@ -93,6 +121,7 @@ int kvmux_server_apply_runtime(kvmux_server *s, const kvmux_server_config *c, ch
     kvmux__tls_ctx_unref(old); /* loops and connections hold their own */
     memset(next.auth, 0, sizeof next.auth);
 
+    atomic_store_explicit(&s->rt_busy_poll_us, c->busy_poll_us, memory_order_relaxed);
     kvmux_store_set_maxmemory(s->store, c->maxmemory, (int)c->maxmemory_policy);
     atomic_store(&s->rt_maxmemory, c->maxmemory);
     kvmux__metrics_set_slowlog(s->metrics, c->slowlog_threshold_us, c->slowlog_max_len);

@@ -183,6 +183,8 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
         return -1;
     }
     atomic_store(&s->auth_required, s->rt.auth_len > 0);
+    kvmux__conn_limits_from(&s->rt.lim, cfg);
+    atomic_store(&s->rt_busy_poll_us, cfg->busy_poll_us);
     s->cfg.requirepass = s->cfg.requirepass_file = NULL; /* borrowed: copied */
     if (kvmux__tls_ctx_build(cfg, &s->rt.tls_ctx, err, errlen) != 0) {
         kvmux_server_free(s);

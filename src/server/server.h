@@ -247,9 +247,15 @@ void kvmux_server_request_reload(kvmux_server *s);
  * --requirepass token (or --requirepass-file, read now), the TLS
  * certificate, key and CA (files read again now; only if TLS is on: it
  * cannot be switched on or off at run time), --maxmemory and its policy,
- * --slowlog-threshold-us and --slowlog-max-len. Every loop picks the new
- * values up at its next iteration; open connections keep going (a TLS
- * connection keeps the certificate it was made with). All or nothing:
+ * --slowlog-threshold-us and --slowlog-max-len, --busy-poll (at once),
+ * and the per-connection limits --handshake-timeout, --idle-timeout,
+ * --write-timeout, --close-linger, --max-wait, --max-ping-rate,
+ * --max-cancel-rate and --max-upload-buffer (for connections accepted
+ * from then on: an open connection keeps the limits it started with).
+ * Every loop picks the new values up at its next iteration; open
+ * connections keep going (a TLS connection keeps the certificate it was
+ * made with). --max-upload-buffer below the running --max-value (which
+ * cannot change) is refused. All or nothing:
  * returns 0, or -1 with a message in err and nothing changed. Call from
  * the reload hook (loop 0) or before kvmux_server_run. */
 int kvmux_server_apply_runtime(kvmux_server *s, const kvmux_server_config *c, char *err,

@@ -88,10 +88,30 @@ typedef struct kvmux_loop_stats {
  * server's copy is guarded by rt_mu; each loop keeps its own copy, taken
  * when the server's rt_epoch moves past the loop's (checked once per
  * iteration), so the request path reads it without a lock. */
+/* Per-connection limits a reload may change (SIGHUP). A connection copies
+ * them from its loop's kvmux_rt when it is attached and keeps that copy
+ * for its whole life: a reload applies to new connections only, so a
+ * client never sees its limits move under requests already in flight
+ * (an idle timeout shortened below its current idle time, say). */
+typedef struct kvmux_conn_limits {
+    uint32_t handshake_timeout_ms; /* --handshake-timeout */
+    uint32_t idle_timeout_ms;      /* --idle-timeout, 0 = never */
+    uint32_t write_timeout_ms;     /* --write-timeout, 0 = never */
+    uint32_t close_linger_ms;      /* --close-linger */
+    uint32_t max_wait_ms;          /* --max-wait */
+    uint32_t max_ping_rate;        /* --max-ping-rate, 0 = no cap */
+    uint32_t max_cancel_rate;      /* --max-cancel-rate, 0 = no cap */
+    uint64_t max_upload_buffer;    /* --max-upload-buffer */
+} kvmux_conn_limits;
+
+/* The limits of cfg, as a new connection takes them. */
+void kvmux__conn_limits_from(kvmux_conn_limits *lim, const kvmux_server_config *cfg);
+
 typedef struct kvmux_rt {
     uint8_t auth[KVMUX_MAX_AUTH_TOKEN]; /* --requirepass token */
     size_t auth_len;               /* 0 = no authentication */
     struct ssl_ctx_st *tls_ctx;    /* --tls-cert (one reference held) */
+    kvmux_conn_limits lim;         /* for connections attached from now on */
 } kvmux_rt;
 
 #define KVMUX_STAT_ADD(loop, field, n) \
@@ -194,6 +214,7 @@ struct kvmux_conn {
     uint64_t last_input;           /* loop time of the last bytes read */
     uint64_t last_output;          /* loop time output last moved (or
                                       started waiting on a full socket) */
+    kvmux_conn_limits lim;         /* its loop's rt.lim when attached */
     kvmux_rate ping_rate;          /* --max-ping-rate */
     kvmux_rate cancel_rate;        /* --max-cancel-rate */
     uint32_t last_request_id;      /* last REQUEST read: GOAWAY reports it */
@@ -263,6 +284,8 @@ struct kvmux_server {
     _Atomic uint64_t rt_epoch;
     _Atomic int auth_required;     /* rt.auth_len > 0, for STATS */
     _Atomic uint64_t rt_maxmemory; /* --maxmemory now, for STATS */
+    _Atomic uint32_t rt_busy_poll_us; /* --busy-poll now: each loop reads it
+                                         once per iteration */
     _Atomic int reload_requested;  /* SIGHUP: loop 0 runs reload_fn */
     kvmux_server_reload_fn reload_fn;
     void *reload_ud;

@@ -135,7 +135,6 @@ int kvmux__upload_has(kvmux_conn *c, uint32_t request_id) {
 
 void kvmux__upload_begin(kvmux_conn *c, const kvmux_frame *f) {
     kvmux_loop *l = c->loop;
-    const kvmux_server_config *cfg = &l->srv->cfg;
     KVMUX_STAT_ADD(l, requests[f->code <= KVMUX_OP_MAX ? f->code : 0], 1);
     /* on_request (dispatch.c) has refused an id still in use, an open
      * upload's included. */
@@ -189,10 +188,10 @@ void kvmux__upload_begin(kvmux_conn *c, const kvmux_frame *f) {
         start_discard(c, u, 1);
     } else if (kvmux__check_request(c, f, f->total_value_len) != 0) {
         start_discard(c, u, 1);
-    } else if (c->upload_bytes + f->total_value_len > cfg->max_upload_buffer) {
+    } else if (c->upload_bytes + f->total_value_len > c->lim.max_upload_buffer) {
         char msg[KVMUX_MAX_STATUS_MSG];
         snprintf(msg, sizeof msg, "uploads in progress on this connection would exceed "
-                 "%llu bytes", (unsigned long long)cfg->max_upload_buffer);
+                 "%llu bytes", (unsigned long long)c->lim.max_upload_buffer);
         KVMUX_STAT_ADD(l, busy, 1);
         kvmux__conn_respond(c, id, KVMUX_STATUS_BUSY, NULL, 0, msg);
         start_discard(c, u, 1);

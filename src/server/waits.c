@@ -127,7 +127,7 @@ int kvmux__wait_park(kvmux_conn *c, const kvmux_frame *f, uint64_t version,
     w->conn = c;
     w->request_id = f->request_id;
     w->version = version;
-    uint32_t capped = timeout_ms < srv->cfg.max_wait_ms ? timeout_ms : srv->cfg.max_wait_ms;
+    uint32_t capped = timeout_ms < c->lim.max_wait_ms ? timeout_ms : c->lim.max_wait_ms;
     w->deadline = l->now + capped;
     w->klen = f->key_len;
     memcpy(w->key, f->key, f->key_len);
