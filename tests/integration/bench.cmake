@@ -21,3 +21,14 @@ if(TARGET kvmux-bench AND TARGET kvmuxd AND TARGET mcload)
             $<TARGET_FILE:kvmuxd> $<TARGET_FILE:kvmux-bench> $<TARGET_FILE:mcload>)
   set_tests_properties(bench_sweep_test PROPERTIES TIMEOUT 60 LABELS integration)
 endif()
+
+# bench/etcd.sh smoke test (kvmux vs etcd): the real script in --quick mode
+# with the real etcd (Debian etcd-server, required: the test fails loudly
+# without it); checks that every figure and ratio is printed and that the
+# servers are stopped.
+if(TARGET kvmux-bench AND TARGET kvmuxd AND TARGET etcdload)
+  add_test(NAME bench_etcd_test
+    COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/bench_etcd_test.sh ${PROJECT_SOURCE_DIR}
+            $<TARGET_FILE:kvmuxd> $<TARGET_FILE:kvmux-bench> $<TARGET_FILE:etcdload>)
+  set_tests_properties(bench_etcd_test PROPERTIES TIMEOUT 120 LABELS bench)
+endif()
