@@ -99,7 +99,7 @@ static void reload(kvmux_server *s, void *ud) {
     if (kvmux_server_apply_runtime(s, &next, err, sizeof err) != 0) {
         char q[600];
         kvmux_log_event(KVMUX_LOG_ERROR, "reload.failed", "error=%s "
-                        "result=\"token, TLS, memory and slow log settings unchanged\"",
+                        "result=\"no run-time setting changed\"",
                         kvmux_log_quote(q, sizeof q, err));
     } else {
         kvmux__config_diff(&r->cur, &next, log_runtime_change, NULL);
