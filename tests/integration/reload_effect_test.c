@@ -20,7 +20,9 @@
  *   --busy-poll          applies at once: the server spends CPU spinning
  *                        after a request, then stops after another reload
  * Every reload logs one event=reload.changed line per option, with
- * applies_to=new_connections for the per-connection limits. */
+ * applies_to=new_connections for the per-connection limits. A
+ * --max-upload-buffer below the running --max-value fails the reload
+ * (event=reload.failed) and changes nothing. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -363,7 +365,20 @@ int main(void) {
     CHECK_EQ(ops_count(logbuf, "event=reload.changed option=busy-poll"), 2);
     CHECK_EQ(ops_count(logbuf, "option=busy-poll applies_to"), 0);
 
-    /* 3. No connection was dropped by a reload: the old ones still work. */
+    /* 3. An upload buffer below the running --max-value (64K; the file's
+     * new 16K cannot apply before a restart) is refused: nothing changes. */
+    REQUIRE(ops_write_file(cfg, "max-value 16K\nmax-upload-buffer 32K\nidle-timeout 0\n") == 0);
+    CHECK_EQ(kill(srv.pid, SIGHUP), 0);
+    CHECK(ops_wait_file_count(logp, "event=reload.failed", 1, 10000));
+    ops_read_file(logp, logbuf, sizeof logbuf);
+    CHECK(strstr(logbuf, "smaller than the running --max-value 65536") != NULL);
+    CHECK_EQ(ops_count(logbuf, "event=reload.changed option=idle-timeout"), 1); /* not again */
+    v2conn late;
+    REQUIRE(v2_connect(&late, srv.port, 2, NULL) == 0);
+    CHECK_EQ(v2_until_eof(&late, 5000), 1); /* still the 1500 ms idle timeout */
+    v2_close(&late, 0);
+
+    /* 4. No connection was dropped by a reload: the old ones still work. */
     CHECK_EQ(lib_roundtrip(keep), 0);
     CHECK_EQ(get_status(&old.upload, 10, "up1"), KVMUX_STATUS_OK);
     CHECK_EQ(get_status(&old.wait, 10, "w-old"), KVMUX_STATUS_NOT_FOUND);
