@@ -92,6 +92,12 @@ typedef enum kvmux_error {
                                KVMUX_EBUSY / KVMUX_ESERVER instead). Not
                                KVMUX_ENOMEM, which is this library's own
                                allocation failing. */
+    KVMUX_ENOTLEADER = -17, /* protocol v3: the server is a replica that is
+                               not the leader (no leader reachable): not
+                               processed, safe to retry on the leader */
+    KVMUX_EUNKNOWN = -18,   /* protocol v3: the write was in flight when the
+                               leader lost leadership; it may or may not
+                               have been applied */
     /* Fatal: the connection is gone. */
     KVMUX_E_FATAL = -100,
     KVMUX_ECLOSED = -101,   /* connection closed (EOF, reset, kvmux_close) */

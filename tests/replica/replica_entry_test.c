@@ -1,0 +1,235 @@
+/* replica_entry_test: the replicated log entry codec byte for byte
+ * (src/replica/entry.c; the vector is the one in docs/REPLICATION.md),
+ * decoding that never reads out of bounds (every prefix, random bytes,
+ * random mutations), --peers parsing, and the state machine
+ * (src/replica/fsm.c): results, versions, snapshot/restore and digests. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "entry.h"
+#include "fsm.h"
+#include "peers.h"
+#include "proto.h"
+#include "store.h"
+#include "testutil.h"
+
+/* docs/REPLICATION.md "Log entry format", example 1: replica 1, loop 2,
+ * nonce 0x0102030405060708, seq 9, clock 1700000000000 ms, one SET of
+ * "k" = "v" with no TTL, padded to 56 bytes. */
+static const uint8_t VEC1[] = {
+    0x4B, 0x56, 0x52, 0x45, 0x01, 0x01, 0x00, 0x02,             /* magic fmt rid loop */
+    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,             /* nonce */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09,             /* seq */
+    0x00, 0x00, 0x01, 0x8B, 0xCF, 0xE5, 0x68, 0x00,             /* clock */
+    0x00, 0x00, 0x00, 0x01,                                     /* ncmds */
+    0x02, 0x08, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01,             /* SET, 8, 1, 1 */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,             /* ttl 0 */
+    'k', 'v', 0x00, 0x00};                                      /* key value pad */
+
+static size_t build(uint8_t *buf, const kvmux_entry_hdr *h, const kvmux_entry_cmd *c,
+                    uint32_t n) {
+    kvmux_entry_encode_hdr(buf, h);
+    size_t off = KVMUX_ENTRY_HDR_LEN;
+    for (uint32_t i = 0; i < n; i++) off += kvmux_entry_encode_cmd(buf + off, &c[i]);
+    size_t padded = kvmux_entry_padded_len(off);
+    memset(buf + off, 0, padded - off);
+    return padded;
+}
+
+static void test_vector(void) {
+    uint8_t buf[128];
+    uint8_t ttl[8] = {0};
+    kvmux_entry_hdr h = {.origin = {.replica = 1, .loop = 2, .nonce = 0x0102030405060708ull,
+                                    .seq = 9},
+                         .clock_ms = 1700000000000ull, .ncmds = 1};
+    kvmux_entry_cmd c = {.op = KVMUX_OP_SET, .extras_len = 8, .key_len = 1, .value_len = 1,
+                         .extras = ttl, .key = (const uint8_t *)"k",
+                         .value = (const uint8_t *)"v"};
+    size_t n = build(buf, &h, &c, 1);
+    CHECK_EQ(n, sizeof VEC1);
+    CHECK(memcmp(buf, VEC1, sizeof VEC1) == 0);
+    kvmux_entry_hdr d;
+    kvmux_entry_iter it;
+    kvmux_entry_cmd dc;
+    REQUIRE(kvmux_entry_decode_hdr(VEC1, sizeof VEC1, &d, &it) == 0);
+    CHECK_EQ(d.origin.replica, 1);
+    CHECK_EQ(d.origin.loop, 2);
+    CHECK(d.origin.nonce == 0x0102030405060708ull);
+    CHECK_EQ(d.origin.seq, 9);
+    CHECK(d.clock_ms == 1700000000000ull);
+    CHECK_EQ(kvmux_entry_next(&it, &dc), 1);
+    CHECK_EQ(dc.op, KVMUX_OP_SET);
+    CHECK(dc.key_len == 1 && dc.key[0] == 'k' && dc.value_len == 1 && dc.value[0] == 'v');
+    CHECK_EQ(kvmux_entry_next(&it, &dc), 0);
+    /* Every proper prefix is refused (short header or a command past the
+     * end), never read past. */
+    for (size_t len = 0; len < sizeof VEC1 - 2; len++) {
+        uint8_t *p = malloc(len ? len : 1); /* exact size: ASan sees overreads */
+        memcpy(p, VEC1, len);
+        int ok = kvmux_entry_decode_hdr(p, len, &d, &it) == 0;
+        int rc = 0;
+        while (ok && (rc = kvmux_entry_next(&it, &dc)) == 1) {}
+        CHECK(!ok || rc < 0);
+        free(p);
+    }
+    /* Non-zero padding and 8+ bytes of trailing data are refused. */
+    uint8_t bad[sizeof VEC1 + 8];
+    memcpy(bad, VEC1, sizeof VEC1);
+    bad[sizeof VEC1 - 1] = 1;
+    REQUIRE(kvmux_entry_decode_hdr(bad, sizeof VEC1, &d, &it) == 0);
+    CHECK_EQ(kvmux_entry_next(&it, &dc), 1);
+    CHECK_EQ(kvmux_entry_next(&it, &dc), -1);
+    memcpy(bad, VEC1, sizeof VEC1);
+    memset(bad + sizeof VEC1, 0, 8);
+    REQUIRE(kvmux_entry_decode_hdr(bad, sizeof bad, &d, &it) == 0);
+    CHECK_EQ(kvmux_entry_next(&it, &dc), 1);
+    CHECK_EQ(kvmux_entry_next(&it, &dc), -1);
+    /* A command count the buffer cannot hold is refused up front. */
+    memcpy(bad, VEC1, sizeof VEC1);
+    bad[35] = 200;
+    CHECK_EQ(kvmux_entry_decode_hdr(bad, sizeof VEC1, &d, &it), -1);
+    bad[0] = 0;
+    CHECK_EQ(kvmux_entry_decode_hdr(bad, sizeof VEC1, &d, &it), -1);
+}
+
+static kvmux_store *new_store(void) {
+    kvmux_store *s = NULL;
+    kvmux_store_options o;
+    kvmux_store_options_init(&o);
+    o.shards = 4;
+    REQUIRE(kvmux_store_new(&s, &o) == 0);
+    return s;
+}
+
+static void test_fuzz(void) {
+    kvmux_store *st = new_store();
+    uint32_t x = 12345;
+    int n = (int)(20000 * test_scale()) + 200;
+    for (int i = 0; i < n; i++) {
+        uint8_t buf[160];
+        size_t len;
+        if (i % 2) {
+            memcpy(buf, VEC1, sizeof VEC1);
+            len = sizeof VEC1;
+            for (int k = 0; k < 3; k++) {
+                x = x * 1103515245u + 12345u;
+                buf[(x >> 8) % len] = (uint8_t)(x >> 20);
+            }
+        } else {
+            x = x * 1103515245u + 12345u;
+            len = (x >> 8) % sizeof buf;
+            memcpy(buf, VEC1, len < 40 ? len : 40);
+            for (size_t k = 40; k < len; k++) {
+                x = x * 1103515245u + 12345u;
+                buf[k] = (uint8_t)(x >> 16);
+            }
+        }
+        uint8_t *p = malloc(len ? len : 1);
+        memcpy(p, buf, len);
+        kvmux_fsm_result r[8];
+        (void)kvmux_fsm_apply(st, p, len, 0, r, 8);
+        (void)kvmux_fsm_restore(st, p, len, 0);
+        free(p);
+    }
+    kvmux_store_free(st);
+    CHECK(1);
+}
+
+static void test_peers(void) {
+    kvmux_peers ps;
+    char err[256];
+    CHECK_EQ(kvmux_peers_parse("1=127.0.0.1:7001/127.0.0.1:7878,2=h:1/h:2,3=[::1]:9/[::1]:10",
+                               &ps, err, sizeof err), 0);
+    CHECK_EQ(ps.n, 3);
+    CHECK(strcmp(kvmux_peers_find(&ps, 1)->client_addr, "127.0.0.1:7878") == 0);
+    CHECK(strcmp(kvmux_peers_find(&ps, 3)->raft_addr, "[::1]:9") == 0);
+    CHECK(kvmux_peers_find(&ps, 4) == NULL);
+    const char *bad[] = {"", "1=a:1", "0=a:1/b:2", "256=a:1/b:2", "1=a:1/b:2,1=c:3/d:4",
+                         "1=a:0/b:2", "1=a:1/b:99999", "1=:1/b:2", "x=a:1/b:2", "1=a/b:2",
+                         "1=a:1/b:2,", NULL};
+    for (int i = 0; bad[i]; i++) {
+        int rc = kvmux_peers_parse(bad[i], &ps, err, sizeof err);
+        CHECK_EQ(rc, -1);
+        if (rc != -1) fprintf(stderr, "accepted '%s'\n", bad[i]);
+    }
+}
+
+static size_t cmd_entry(uint8_t *buf, uint64_t seq, uint8_t op, const char *key,
+                        const uint8_t *ex, uint8_t exl, const char *val) {
+    kvmux_entry_hdr h = {.origin = {.replica = 1, .seq = seq}, .clock_ms = 0, .ncmds = 1};
+    kvmux_entry_cmd c = {.op = op, .extras_len = exl, .key_len = (uint16_t)strlen(key),
+                         .value_len = val ? (uint32_t)strlen(val) : 0, .extras = ex,
+                         .key = (const uint8_t *)key, .value = (const uint8_t *)val};
+    return build(buf, &h, &c, 1);
+}
+
+static void test_fsm(void) {
+    kvmux_store *a = new_store(), *b = new_store();
+    uint8_t buf[256], ex[16] = {0};
+    kvmux_fsm_result r[1];
+    size_t n = cmd_entry(buf, 1, KVMUX_OP_SET, "k", ex, 8, "hello");
+    CHECK_EQ(kvmux_fsm_apply(a, buf, n, 0, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
+    CHECK_EQ(kvmux_fsm_apply(b, buf, n, 0, NULL, 0), 1);
+    kvmux_store_u64be(ex, 5);
+    n = cmd_entry(buf, 2, KVMUX_OP_INCR, "ctr", ex, 8, NULL);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(kvmux_fsm_apply(a, buf, n, 0, r, 1), 1);
+        CHECK_EQ(kvmux_fsm_apply(b, buf, n, 0, NULL, 0), 1);
+    }
+    CHECK_EQ(r[0].extras_len, 16);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras), 15);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras + 8), 4);
+    kvmux_store_u64be(ex, 3);
+    kvmux_store_u64be(ex + 8, 0);
+    n = cmd_entry(buf, 3, KVMUX_OP_CAS, "k", ex, 16, "x");
+    CHECK_EQ(kvmux_fsm_apply(a, buf, n, 0, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_VERSION_MISMATCH);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
+    kvmux_fsm_apply(b, buf, n, 0, NULL, 0);
+    n = cmd_entry(buf, 4, KVMUX_OP_DEL, "nope", ex, 0, NULL);
+    CHECK_EQ(kvmux_fsm_apply(a, buf, n, 0, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_NOT_FOUND);
+    kvmux_fsm_apply(b, buf, n, 0, NULL, 0);
+    /* Same entries, same state: same digest. */
+    CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
+    CHECK(kvmux_fsm_digest(a) != 0);
+    /* Snapshot a, restore into a fresh store and into b (which must
+     * lose what a lacks). */
+    n = cmd_entry(buf, 5, KVMUX_OP_SET, "only-b", ex, 8, "z");
+    kvmux_store_u64be(ex, 0);
+    n = cmd_entry(buf, 5, KVMUX_OP_SET, "only-b", ex, 8, "z");
+    kvmux_fsm_apply(b, buf, n, 0, NULL, 0);
+    CHECK(kvmux_fsm_digest(a) != kvmux_fsm_digest(b));
+    uint8_t *snap = NULL;
+    size_t slen = 0;
+    REQUIRE(kvmux_fsm_snapshot(a, 0, realloc, &snap, &slen) == 0);
+    kvmux_store *c = new_store();
+    CHECK_EQ(kvmux_fsm_restore(c, snap, slen, 0), 0);
+    CHECK_EQ(kvmux_fsm_restore(b, snap, slen, 0), 0);
+    CHECK(kvmux_fsm_digest(c) == kvmux_fsm_digest(a));
+    CHECK(kvmux_fsm_digest(b) == kvmux_fsm_digest(a));
+    CHECK(kvmux_store_last_version(c) == kvmux_store_last_version(a));
+    /* Versions continue identically after a restore. */
+    n = cmd_entry(buf, 6, KVMUX_OP_SET, "k2", ex, 8, "w");
+    kvmux_fsm_result ra[1], rc[1];
+    kvmux_fsm_apply(a, buf, n, 0, ra, 1);
+    kvmux_fsm_apply(c, buf, n, 0, rc, 1);
+    CHECK(memcmp(ra[0].extras, rc[0].extras, 8) == 0);
+    /* Truncated snapshots are refused. */
+    for (size_t len = 0; len < slen; len += 3) CHECK_EQ(kvmux_fsm_restore(c, snap, len, 0), -1);
+    free(snap);
+    kvmux_store_free(a);
+    kvmux_store_free(b);
+    kvmux_store_free(c);
+}
+
+int main(void) {
+    test_vector();
+    test_peers();
+    test_fsm();
+    test_fuzz();
+    return test_report();
+}
