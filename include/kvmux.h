@@ -162,8 +162,9 @@ typedef struct kvmux_options {
                                     values arrive fragmented; default 64 MiB,
                                     at most 512 MiB. A v1 connection is
                                     bounded by max_frame_size anyway. */
-    uint8_t max_protocol_version;/* highest protocol version proposed, 1..2;
-                                    default 2 (1 forces v1, e.g. for tests) */
+    uint8_t max_protocol_version;/* highest protocol version proposed, 1..3;
+                                    default 3 (v3 only adds the replication
+                                    statuses; 1 forces v1, e.g. for tests) */
     int keepalive_interval_ms;   /* PING the server after this long without
                                     receiving anything; 0 = off (default) */
     int keepalive_timeout_ms;    /* after such a PING, nothing at all received

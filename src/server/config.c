@@ -124,11 +124,9 @@ static int fail(char *err, size_t errlen, const char *fmt, ...) {
 /* The replication options (docs/REPLICATION.md): all or nothing around
  * --replica-id, and never with --aof (the Raft log is the log). */
 static int validate_replica(const kvmux_server_config *c, char *err, size_t errlen) {
-    if (c->replica_id == 0) {
-        if (c->peers || c->bootstrap || c->replica_dir)
-            return fail(err, errlen, "--peers, --bootstrap and --replica-dir need --replica-id");
-        return 0;
-    }
+    /* Without --replica-id the other options are ignored (a config file
+     * may keep them, commented in or out, for when it is set). */
+    if (c->replica_id == 0) return 0;
 #ifndef KVMUX_HAVE_RAFT
     return fail(err, errlen, "--replica-id: kvmuxd was built without replication "
                 "(configure with -DKVMUX_WITH_RAFT=ON and libraft-dev installed)");
