@@ -226,8 +226,80 @@ static void test_fsm(void) {
     kvmux_store_free(c);
 }
 
+/* Bytes of vector name from tests/vectors/frames.hex (hex digits after the
+ * name; spaces, '|' and '-' are layout). Returns the length, 0 if absent. */
+static size_t load_vec(const char *name, uint8_t *out, size_t cap) {
+    char path[1024], line[4096];
+    snprintf(path, sizeof path, "%s/frames.hex", KVMUX_VECTORS_DIR);
+    FILE *fp = fopen(path, "r");
+    REQUIRE(fp != NULL);
+    size_t nl = strlen(name), n = 0;
+    while (fgets(line, sizeof line, fp)) {
+        if (strncmp(line, name, nl) != 0 || line[nl] != ' ') continue;
+        int hi = -1;
+        for (char *p = line + nl; *p && n < cap; p++) {
+            int c = (unsigned char)*p, d;
+            if (c >= '0' && c <= '9') d = c - '0';
+            else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+            else continue;
+            if (hi < 0) hi = d;
+            else out[n++] = (uint8_t)(hi << 4 | d), hi = -1;
+        }
+        break;
+    }
+    fclose(fp);
+    return n;
+}
+
+/* The v3 vectors of docs/PROTOCOL.md section 17, as the encoder writes the
+ * frames replicate.c sends, and the HELLO a v3 session proposes. */
+static void test_v3_vectors(void) {
+    static const struct {
+        const char *name;
+        uint8_t version, status;
+        const char *value;
+    } v[] = {
+        {"resp_not_leader_v3", 3, KVMUX_STATUS_NOT_LEADER, "127.0.0.1:7878"},
+        {"resp_not_leader_empty_v3", 3, KVMUX_STATUS_NOT_LEADER, ""},
+        {"resp_outcome_unknown_v3", 3, KVMUX_STATUS_OUTCOME_UNKNOWN, "outcome unknown"},
+        {"resp_not_leader_v2", 2, KVMUX_STATUS_SHUTTING_DOWN,
+         "not the leader; the leader is 127.0.0.1:7878"},
+        {"resp_outcome_unknown_v2", 2, KVMUX_STATUS_INTERNAL, "outcome unknown"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        uint8_t want[256], got[256];
+        size_t wn = load_vec(v[i].name, want, sizeof want);
+        CHECK(wn > 0);
+        kvmux_frame f;
+        memset(&f, 0, sizeof f);
+        f.version = v[i].version;
+        f.type = KVMUX_FRAME_RESPONSE;
+        f.request_id = 7;
+        f.code = v[i].status;
+        f.value = (const uint8_t *)v[i].value;
+        f.value_len = (uint32_t)strlen(v[i].value);
+        size_t gn = kvmux_frame_encode(got, &f);
+        CHECK_EQ(gn, wn);
+        CHECK(gn == wn && memcmp(got, want, gn) == 0);
+        if (gn != wn || memcmp(got, want, gn) != 0) fprintf(stderr, "vector %s differs\n", v[i].name);
+    }
+    CHECK(strcmp(kvmux_status_name(KVMUX_STATUS_NOT_LEADER), "NOT_LEADER") == 0);
+    CHECK(strcmp(kvmux_status_name(KVMUX_STATUS_OUTCOME_UNKNOWN), "OUTCOME_UNKNOWN") == 0);
+    uint8_t want[256], got[256];
+    size_t wn = load_vec("hello_v3", want, sizeof want);
+    kvmux_session s;
+    kvmux_settings st;
+    kvmux_settings_default(&st);
+    kvmux_session_init(&s, KVMUX_ROLE_CLIENT, &st);
+    s.max_version = KVMUX_PROTO_V3;
+    size_t gn = kvmux_session_encode_hello(&s, got, "cli");
+    CHECK_EQ(gn, wn);
+    CHECK(gn == wn && memcmp(got, want, gn) == 0);
+}
+
 int main(void) {
     test_vector();
+    test_v3_vectors();
     test_peers();
     test_fsm();
     test_fuzz();

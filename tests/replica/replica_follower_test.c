@@ -142,7 +142,7 @@ int main(void) {
     static const char *const extra[] = {"--snapshot-threshold", "32", NULL};
     rgroup g;
     REQUIRE(rgroup_start(&g, 3, extra) == 0);
-    int leader = rgroup_leader(&g, 15000);
+    int leader = rgroup_stable_leader(&g, 15000);
     REQUIRE(leader >= 0);
     check_refusals(&g, leader);
 
@@ -160,7 +160,7 @@ int main(void) {
     /* Restart everything: the store comes back from snapshot + log. */
     for (int i = 0; i < g.n; i++) test_server_stop(&g.srv[i], 10000), g.up[i] = 0;
     for (int i = 0; i < g.n; i++) REQUIRE(rgroup_start_member(&g, i, 0) == 0);
-    leader = rgroup_leader(&g, 15000);
+    leader = rgroup_stable_leader(&g, 15000);
     REQUIRE(leader >= 0);
     check_reads(g.cport[leader], N);
     CHECK(rgroup_converged(&g, 15000, NULL, d2, sizeof d2) == 0);

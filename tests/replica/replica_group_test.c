@@ -274,8 +274,9 @@ int main(void) {
         atomic_store(&leader_hint, leader);
         test_sleep_ms(1000);
         atomic_store(&first_ack_ns, 0);
+        atomic_store(&kill_ns, 0);
+        rgroup_kill(&g, leader); /* SIGKILL and reaped: it acks nothing after */
         atomic_store(&kill_ns, now_ns());
-        rgroup_kill(&g, leader);
         int next = rgroup_leader(&g, 20000);
         REQUIRE(next >= 0);
         atomic_store(&leader_hint, next);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "proto.h"
@@ -130,6 +131,17 @@ int rgroup_stat_str(const rgroup *g, int i, const char *name, char *out, size_t 
     return -1;
 }
 
+int rgroup_stable_leader(const rgroup *g, int timeout_ms) {
+    int64_t end = test_now_ms() + timeout_ms;
+    while (test_now_ms() < end) {
+        int l = rgroup_leader(g, (int)(end - test_now_ms()));
+        if (l < 0) return -1;
+        test_sleep_ms(300);
+        if (rgroup_leader(g, 1) == l) return l;
+    }
+    return -1;
+}
+
 int rgroup_leader(const rgroup *g, int timeout_ms) {
     int64_t end = test_now_ms() + timeout_ms;
     do {
@@ -181,8 +193,11 @@ int rgroup_converged(const rgroup *g, int timeout_ms, uint64_t *index, char *dig
         char d[64] = "?", role[32] = "?";
         rgroup_stat_str(g, i, "replica_digest", d, sizeof d);
         rgroup_stat_str(g, i, "replica_role", role, sizeof role);
-        fprintf(stderr, "rgroup: member %d up=%d role=%s applied=%llu commit=%llu digest=%s\n",
-                i + 1, g->up[i], role,
+        int st = 0;
+        pid_t w = g->up[i] ? waitpid(g->srv[i].pid, &st, WNOHANG) : 0;
+        fprintf(stderr, "rgroup: member %d up=%d %s role=%s applied=%llu commit=%llu digest=%s\n",
+                i + 1, g->up[i],
+                w == 0 ? "running" : WIFSIGNALED(st) ? "died of a signal" : "exited", role,
                 (unsigned long long)rgroup_stat(g, i, "replica_applied_index"),
                 (unsigned long long)rgroup_stat(g, i, "replica_commit_index"), d);
     }

@@ -41,6 +41,9 @@ int rgroup_stat_str(const rgroup *g, int i, const char *name, char *out, size_t 
 /* Index of the member that says it is leader (polls up to timeout_ms),
  * or -1. */
 int rgroup_leader(const rgroup *g, int timeout_ms);
+/* A leader that is still leader 300 ms later (elections at start-up can
+ * follow one another), or -1. */
+int rgroup_stable_leader(const rgroup *g, int timeout_ms);
 /* Wait until every running member reports the same applied index and the
  * same digest (up to timeout_ms). Returns 0 and the index, or -1. */
 int rgroup_converged(const rgroup *g, int timeout_ms, uint64_t *index, char *digest,
