@@ -62,6 +62,7 @@ struct kvmux_node {
     _Atomic uint32_t leader;
     _Atomic uint64_t term, commit_index, applied_index;
     _Atomic uint64_t elections, snapshots, last_failover_ms;
+    _Atomic uint64_t lag[KVMUX_PEERS_MAX];
 };
 
 static uint64_t wall_ms(void) {
@@ -272,6 +273,15 @@ static void publish(kvmux_node *n) {
         n->last_leader = (uint32_t)lid;
     }
     if (lid != 0) n->leaderless_since = 0;
+    uint64_t commit = (uint64_t)raft_commit_index(r);
+    for (uint32_t i = 0; i < n->peers.n; i++) {
+        raft_index m = 0;
+        uint64_t lag = UINT64_MAX;
+        if (st == RAFT_LEADER && n->peers.p[i].id != n->cfg.id &&
+            raft_match_index(r, n->peers.p[i].id, &m) == 0)
+            lag = commit > (uint64_t)m ? commit - (uint64_t)m : 0;
+        atomic_store(&n->lag[i], lag);
+    }
 }
 
 static void on_prepare(uv_prepare_t *p) { publish(p->data); }
@@ -346,6 +356,7 @@ int kvmux_node_start(kvmux_node **out, const kvmux_node_config *cfg, char *err, 
     if (!n) return snprintf(err, errlen, "out of memory"), -1;
     n->cfg = *cfg;
     n->peers = *cfg->peers;
+    for (uint32_t i = 0; i < KVMUX_PEERS_MAX; i++) atomic_init(&n->lag[i], UINT64_MAX);
     n->cfg.peers = &n->peers;
     snprintf(n->dir, sizeof n->dir, "%s", cfg->dir);
     n->cfg.dir = n->dir;
@@ -395,6 +406,8 @@ void kvmux_node_get_status(kvmux_node *n, kvmux_node_status *st) {
     st->elections = atomic_load(&n->elections);
     st->snapshots = atomic_load(&n->snapshots);
     st->last_failover_ms = atomic_load(&n->last_failover_ms);
+    for (uint32_t i = 0; i < KVMUX_PEERS_MAX; i++)
+        st->lag[i] = i < n->peers.n ? atomic_load(&n->lag[i]) : UINT64_MAX;
 }
 
 void kvmux_node_stop(kvmux_node *n) {

@@ -59,6 +59,9 @@ typedef struct kvmux_node_status {
     uint64_t elections;          /* times a new leader was seen */
     uint64_t snapshots;          /* taken or installed */
     uint64_t last_failover_ms;   /* last leaderless stretch */
+    /* On the leader: per member (peers order), entries it lacks behind
+     * the commit index; UINT64_MAX = unknown (not the leader, or itself). */
+    uint64_t lag[KVMUX_PEERS_MAX];
 } kvmux_node_status;
 
 typedef struct kvmux_node kvmux_node;

@@ -279,6 +279,9 @@ static const struct {
 };
 
 static const char *gauge_help(const char *name) {
+    /* replica_lag_<id>: one line per follower, on the leader only. */
+    if (strncmp(name, "replica_lag_", 12) == 0)
+        return "Entries this follower lacks behind the commit index (leader only)";
     for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++)
         if (strcmp(gauges[i].name, name) == 0) return gauges[i].help;
     return NULL;

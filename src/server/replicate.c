@@ -525,6 +525,13 @@ void kvmux__repl_stats(kvmux_server *s, void *o,
     char hex[24];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)digest);
     strline(o, "replica_digest", hex);
+    /* On the leader: how far each follower's log is behind the commit. */
+    for (uint32_t i = 0; i < r->peers.n; i++) {
+        if (st.lag[i] == UINT64_MAX) continue;
+        char nm[32];
+        snprintf(nm, sizeof nm, "replica_lag_%u", r->peers.p[i].id);
+        u64line(o, nm, st.lag[i]);
+    }
 }
 
 #else /* !KVMUX_HAVE_RAFT: a single node only; config.c refuses --replica-id */
