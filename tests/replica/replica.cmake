@@ -11,7 +11,7 @@ if(TARGET kvmux AND TARGET kvmuxd)
     target_include_directories(kvmux_rgroup PUBLIC ${CMAKE_CURRENT_LIST_DIR})
     kvmux_add_test(replica_follower_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_follower_test.c
-      LIBS kvmux kvmux_rgroup LABELS integration TIMEOUT 180)
+      LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 180)
     kvmux_add_test(replica_group_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_group_test.c
       LIBS kvmux kvmux_rgroup kvmux_lincheck LABELS integration concurrent TIMEOUT 600)
