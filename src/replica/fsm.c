@@ -8,8 +8,8 @@
 #include "proto.h"
 
 #define SNAP_MAGIC 0x4B56534Eu /* "KVSN" */
-#define SNAP_FORMAT 1u
-#define SNAP_HDR_LEN 24u       /* magic, format(u32), last version, count */
+#define SNAP_FORMAT 2u
+#define SNAP_HDR_LEN 32u       /* magic, format(u32), last version, count, clock */
 #define SNAP_REC_HDR_LEN 22u   /* klen u16, vlen u32, version u64, ttl_left u64 */
 
 static void put32(uint8_t *p, uint32_t v) {
@@ -23,14 +23,15 @@ static uint32_t get32(const uint8_t *p) {
 }
 static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) << 32 | get32(p + 4); }
 
-/* The TTL a command carries, aged by the time since the leader stamped the
- * entry: the key expires at (leader clock + ttl) on every replica, to the
- * precision of the clocks' agreement. An entry replayed long after (a
- * restart) whose TTL has run out gets 1 ms: it is expired at once. */
-static uint64_t aged_ttl(uint64_t ttl, uint64_t clock_ms, uint64_t now_ms) {
-    if (ttl == 0 || now_ms <= clock_ms) return ttl;
-    uint64_t gone = now_ms - clock_ms;
-    return ttl > gone ? ttl - gone : 1;
+uint64_t kvmux_fsm_clock_read(void *ud) {
+    return atomic_load_explicit(&((kvmux_fsm_clock *)ud)->ms, memory_order_relaxed);
+}
+
+/* Move the clock to ms if that is later: a new leader whose wall clock is
+ * behind its predecessor's holds time still until it catches up. */
+static void clock_advance(kvmux_fsm_clock *clk, uint64_t ms) {
+    if (ms > atomic_load_explicit(&clk->ms, memory_order_relaxed))
+        atomic_store_explicit(&clk->ms, ms, memory_order_relaxed);
 }
 
 static void res(kvmux_fsm_result *r, int status, const uint64_t *a, const uint64_t *b) {
@@ -48,8 +49,7 @@ static void res(kvmux_fsm_result *r, int status, const uint64_t *a, const uint64
 }
 
 /* Run one command on st. */
-static void apply_cmd(kvmux_store *st, const kvmux_entry_cmd *c, uint64_t clock_ms,
-                      uint64_t now_ms, kvmux_fsm_result *r) {
+static void apply_cmd(kvmux_store *st, const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
     uint64_t version = 0;
     int rc;
     const uint8_t *x = c->extras;
@@ -57,7 +57,7 @@ static void apply_cmd(kvmux_store *st, const kvmux_entry_cmd *c, uint64_t clock_
     case KVMUX_OP_SET:
         if (c->extras_len != 8) break;
         rc = kvmux_store_set(st, c->key, c->key_len, c->value, c->value_len,
-                             aged_ttl(get64(x), clock_ms, now_ms), &version);
+                             get64(x), &version);
         res(r, rc, rc == KVMUX_STATUS_OK ? &version : NULL, NULL);
         return;
     case KVMUX_OP_DEL:
@@ -77,14 +77,14 @@ static void apply_cmd(kvmux_store *st, const kvmux_entry_cmd *c, uint64_t clock_
     case KVMUX_OP_CAS:
         if (c->extras_len != 16) break;
         rc = kvmux_store_cas(st, c->key, c->key_len, get64(x), c->value, c->value_len,
-                             aged_ttl(get64(x + 8), clock_ms, now_ms), &version);
+                             get64(x + 8), &version);
         res(r, rc, rc == KVMUX_STATUS_OK || rc == KVMUX_STATUS_VERSION_MISMATCH ? &version
                                                                                 : NULL,
             NULL);
         return;
     case KVMUX_OP_EXPIRE:
         if (c->extras_len != 8) break;
-        rc = kvmux_store_expire(st, c->key, c->key_len, aged_ttl(get64(x), clock_ms, now_ms),
+        rc = kvmux_store_expire(st, c->key, c->key_len, get64(x),
                                 &version);
         res(r, rc, rc == KVMUX_STATUS_OK ? &version : NULL, NULL);
         return;
@@ -100,7 +100,7 @@ static void apply_cmd(kvmux_store *st, const kvmux_entry_cmd *c, uint64_t clock_
     res(r, KVMUX_STATUS_BAD_REQUEST, NULL, NULL);
 }
 
-int kvmux_fsm_apply(kvmux_store *st, const uint8_t *buf, size_t len, uint64_t now_unix_ms,
+int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, const uint8_t *buf, size_t len,
                     kvmux_fsm_result *out, uint32_t nout) {
     kvmux_entry_hdr h;
     kvmux_entry_iter it;
@@ -111,9 +111,10 @@ int kvmux_fsm_apply(kvmux_store *st, const uint8_t *buf, size_t len, uint64_t no
     int rc;
     while ((rc = kvmux_entry_next(&check, &c)) == 1) {}
     if (rc < 0) return -1;
+    clock_advance(clk, h.clock_ms);
     uint32_t i = 0;
     while (kvmux_entry_next(&it, &c) == 1) {
-        apply_cmd(st, &c, h.clock_ms, now_unix_ms, out && i < nout ? &out[i] : NULL);
+        apply_cmd(st, &c, out && i < nout ? &out[i] : NULL);
         i++;
     }
     return (int)i;
@@ -125,7 +126,6 @@ typedef struct snap_buf {
     uint8_t *p;
     size_t len, cap;
     uint64_t count;
-    uint64_t now_unix_ms;
     kvmux_fsm_realloc_fn ra;
     int failed;
 } snap_buf;
@@ -166,9 +166,9 @@ static void snap_record(void *ud, const kvmux_store_record *r) {
     b->count++;
 }
 
-int kvmux_fsm_snapshot(kvmux_store *st, uint64_t now_unix_ms, kvmux_fsm_realloc_fn ra,
+int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_fsm_realloc_fn ra,
                        uint8_t **out, size_t *outlen) {
-    snap_buf b = {.ra = ra, .now_unix_ms = now_unix_ms};
+    snap_buf b = {.ra = ra};
     if (snap_reserve(&b, SNAP_HDR_LEN) != 0) return -1;
     b.len = SNAP_HDR_LEN;
     uint64_t last = kvmux_store_last_version(st);
@@ -182,6 +182,7 @@ int kvmux_fsm_snapshot(kvmux_store *st, uint64_t now_unix_ms, kvmux_fsm_realloc_
     put32(b.p + 4, SNAP_FORMAT);
     put64(b.p + 8, last);
     put64(b.p + 16, b.count);
+    put64(b.p + 24, kvmux_fsm_clock_read(clk));
     *out = b.p;
     *outlen = b.len;
     return 0;
@@ -231,12 +232,12 @@ static int clear_store(kvmux_store *st) {
     return 0;
 }
 
-int kvmux_fsm_restore(kvmux_store *st, const uint8_t *buf, size_t len, uint64_t now_unix_ms) {
-    (void)now_unix_ms;
+int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, const uint8_t *buf, size_t len) {
     if (len < SNAP_HDR_LEN || get32(buf) != SNAP_MAGIC || get32(buf + 4) != SNAP_FORMAT)
         return -1;
     uint64_t last = get64(buf + 8), count = get64(buf + 16);
     if (clear_store(st) != 0) return -1;
+    clock_advance(clk, get64(buf + 24));
     size_t off = SNAP_HDR_LEN;
     uint64_t now = kvmux_store_now(st);
     for (uint64_t i = 0; i < count; i++) {

@@ -65,12 +65,6 @@ struct kvmux_node {
     _Atomic uint64_t lag[KVMUX_PEERS_MAX];
 };
 
-static uint64_t wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void *ra_realloc(void *p, size_t n) {
     if (n == 0) {
         raft_free(p);
@@ -101,7 +95,7 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
     if (kvmux_entry_decode_hdr(buf->base, buf->len, &h, &it) == 0 &&
         h.origin.replica == n->cfg.id && h.origin.nonce == n->cfg.nonce)
         b = find_inflight(n, h.origin.loop, h.origin.seq);
-    int rc = kvmux_fsm_apply(n->cfg.store, buf->base, buf->len, wall_ms(),
+    int rc = kvmux_fsm_apply(n->cfg.store, n->cfg.clock, buf->base, buf->len,
                              b ? b->results : NULL, b ? b->ncmds : 0);
     if (rc < 0) {
         /* Every replica skips the same corrupt entry: still deterministic. */
@@ -116,7 +110,7 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     kvmux_node *n = fsm->data;
     uint8_t *p;
     size_t len;
-    if (kvmux_fsm_snapshot(n->cfg.store, wall_ms(), ra_realloc, &p, &len) != 0)
+    if (kvmux_fsm_snapshot(n->cfg.store, n->cfg.clock, ra_realloc, &p, &len) != 0)
         return RAFT_NOMEM;
     *bufs = raft_malloc(sizeof **bufs);
     if (!*bufs) {
@@ -132,7 +126,7 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 
 static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf) {
     kvmux_node *n = fsm->data;
-    int rc = kvmux_fsm_restore(n->cfg.store, buf->base, buf->len, wall_ms());
+    int rc = kvmux_fsm_restore(n->cfg.store, n->cfg.clock, buf->base, buf->len);
     if (rc != 0) return RAFT_MALFORMED;
     raft_free(buf->base); /* ours once restored (C-Raft's contract) */
     atomic_fetch_add(&n->snapshots, 1);

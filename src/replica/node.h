@@ -46,6 +46,7 @@ typedef struct kvmux_node_config {
     unsigned election_ms, heartbeat_ms, snapshot_threshold;
     uint64_t nonce;              /* this process's boot nonce (entry origin) */
     kvmux_store *store;
+    kvmux_fsm_clock *clock;      /* the store's clock (fsm.h) */
     kvmux_node_done_fn done;
     void *done_ud;
 } kvmux_node_config;

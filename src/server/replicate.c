@@ -45,6 +45,9 @@
  * it, so one 64 MiB value does not drag every small write of the
  * iteration into its replication time. */
 #define BATCH_SOFT_MAX (1u << 20)
+/* An idle leader proposes an empty entry this often, so the replicated
+ * clock (the store's time) moves and TTLs expire without traffic. */
+#define TICK_MS 1000u
 
 struct kvmux_repl {
     kvmux_node *node;
@@ -105,7 +108,7 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
         .id = r->id, .dir = dir, .peers = &r->peers, .bootstrap = (int)cfg->bootstrap,
         .election_ms = cfg->election_timeout_ms, .heartbeat_ms = cfg->heartbeat_timeout_ms,
         .snapshot_threshold = cfg->snapshot_threshold, .nonce = r->nonce,
-        .store = s->store, .done = node_done, .done_ud = s};
+        .store = s->store, .clock = &s->repl_clock, .done = node_done, .done_ud = s};
     if (kvmux_node_start(&r->node, &nc, err, errlen) != 0) {
         free(r);
         return -1;
@@ -396,6 +399,7 @@ static void propose(kvmux_loop *l) {
                          .clock_ms = wall_ms(), .ncmds = lb->rb.ncmds};
     kvmux_entry_encode_hdr(lb->rb.buf, &h);
     lb->rb.seq = h.origin.seq;
+    l->rb_last_ms = l->now;
     lb->rb.results = calloc(lb->rb.ncmds ? lb->rb.ncmds : 1, sizeof *lb->rb.results);
     lb->lnext = NULL;
     if (l->rb_flight_tail) l->rb_flight_tail->lnext = lb;
@@ -455,6 +459,10 @@ void kvmux__repl_iterate(kvmux_loop *l) {
         batch_free(lb);
         rev = next;
     }
+    /* Loop 0 of an idle leader: a tick for the replicated clock. */
+    if (!l->rb_cur && l->id == 0 && l->now - l->rb_last_ms >= TICK_MS &&
+        is_leader(l->srv))
+        cur_batch(l);
     propose(l);
 }
 

@@ -144,6 +144,12 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
     so.shards = cfg->store_shards;
     so.fire = kvmux__wait_fire;
     so.fire_user_data = s;
+    if (cfg->replica_id) {
+        /* Replicated: the store's time is the log's (src/replica/fsm.h). */
+        atomic_init(&s->repl_clock.ms, 0);
+        so.clock = kvmux_fsm_clock_read;
+        so.clock_user_data = &s->repl_clock;
+    }
     if (kvmux_store_new(&s->store, &so) != 0) {
         free(s);
         return errf(err, errlen, "cannot create the store (out of memory or no randomness)");

@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "aof.h"
+#include "fsm.h"
 #include "outbuf.h"
 #include "proto.h"
 #include "server.h"
@@ -151,6 +152,7 @@ struct kvmux_loop {
     kvmux_lbatch *rb_cur;
     kvmux_lbatch *rb_flight, *rb_flight_tail;
     uint64_t rb_seq;
+    uint64_t rb_last_ms;           /* loop time of the last proposal */
     int repl_local;
     kvmux_rt rt;                   /* this loop's copy (reload.c) */
     uint64_t rt_epoch;             /* of srv->rt when copied */
@@ -280,6 +282,7 @@ struct kvmux_server {
     void *reload_ud;
     struct kvmux_metrics *metrics; /* --metrics-addr, slow log (metrics.c) */
     kvmux_repl *repl;              /* NULL: a single node (replicate.c) */
+    kvmux_fsm_clock repl_clock;    /* replicated mode: the store's clock */
     _Atomic uint64_t auth_log_ms;  /* rate limit of auth failure logs */
     _Atomic uint64_t auth_log_dropped; /* failures not logged since */
 };

@@ -93,11 +93,18 @@ static void test_vector(void) {
     CHECK_EQ(kvmux_entry_decode_hdr(bad, sizeof VEC1, &d, &it), -1);
 }
 
+/* Each store on its own replicated clock, as kvmuxd sets it up. */
+static kvmux_fsm_clock clocks[8];
+static int nclocks;
+
 static kvmux_store *new_store(void) {
     kvmux_store *s = NULL;
     kvmux_store_options o;
     kvmux_store_options_init(&o);
     o.shards = 4;
+    REQUIRE(nclocks < 8);
+    o.clock = kvmux_fsm_clock_read;
+    o.clock_user_data = &clocks[nclocks++];
     REQUIRE(kvmux_store_new(&s, &o) == 0);
     return s;
 }
@@ -128,8 +135,8 @@ static void test_fuzz(void) {
         uint8_t *p = malloc(len ? len : 1);
         memcpy(p, buf, len);
         kvmux_fsm_result r[8];
-        (void)kvmux_fsm_apply(st, p, len, 0, r, 8);
-        (void)kvmux_fsm_restore(st, p, len, 0);
+        (void)kvmux_fsm_apply(st, &clocks[0], p, len, r, 8);
+        (void)kvmux_fsm_restore(st, &clocks[0], p, len);
         free(p);
     }
     kvmux_store_free(st);
@@ -157,7 +164,9 @@ static void test_peers(void) {
 
 static size_t cmd_entry(uint8_t *buf, uint64_t seq, uint8_t op, const char *key,
                         const uint8_t *ex, uint8_t exl, const char *val) {
-    kvmux_entry_hdr h = {.origin = {.replica = 1, .seq = seq}, .clock_ms = 0, .ncmds = 1};
+    /* The leader's clock: 1000 ms per sequence number. */
+    kvmux_entry_hdr h = {.origin = {.replica = 1, .seq = seq}, .clock_ms = 1000 * seq,
+                         .ncmds = 1};
     kvmux_entry_cmd c = {.op = op, .extras_len = exl, .key_len = (uint16_t)strlen(key),
                          .value_len = val ? (uint32_t)strlen(val) : 0, .extras = ex,
                          .key = (const uint8_t *)key, .value = (const uint8_t *)val};
@@ -165,19 +174,20 @@ static size_t cmd_entry(uint8_t *buf, uint64_t seq, uint8_t op, const char *key,
 }
 
 static void test_fsm(void) {
+    kvmux_fsm_clock *clk_a = &clocks[nclocks], *clk_b = &clocks[nclocks + 1];
     kvmux_store *a = new_store(), *b = new_store();
     uint8_t buf[256], ex[16] = {0};
     kvmux_fsm_result r[1];
     size_t n = cmd_entry(buf, 1, KVMUX_OP_SET, "k", ex, 8, "hello");
-    CHECK_EQ(kvmux_fsm_apply(a, buf, n, 0, r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
-    CHECK_EQ(kvmux_fsm_apply(b, buf, n, 0, NULL, 0), 1);
+    CHECK_EQ(kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0), 1);
     kvmux_store_u64be(ex, 5);
     n = cmd_entry(buf, 2, KVMUX_OP_INCR, "ctr", ex, 8, NULL);
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ(kvmux_fsm_apply(a, buf, n, 0, r, 1), 1);
-        CHECK_EQ(kvmux_fsm_apply(b, buf, n, 0, NULL, 0), 1);
+        CHECK_EQ(kvmux_fsm_apply(a, clk_a, buf, n, r, 1), 1);
+        CHECK_EQ(kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0), 1);
     }
     CHECK_EQ(r[0].extras_len, 16);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 15);
@@ -185,14 +195,14 @@ static void test_fsm(void) {
     kvmux_store_u64be(ex, 3);
     kvmux_store_u64be(ex + 8, 0);
     n = cmd_entry(buf, 3, KVMUX_OP_CAS, "k", ex, 16, "x");
-    CHECK_EQ(kvmux_fsm_apply(a, buf, n, 0, r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_VERSION_MISMATCH);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
-    kvmux_fsm_apply(b, buf, n, 0, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
     n = cmd_entry(buf, 4, KVMUX_OP_DEL, "nope", ex, 0, NULL);
-    CHECK_EQ(kvmux_fsm_apply(a, buf, n, 0, r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_NOT_FOUND);
-    kvmux_fsm_apply(b, buf, n, 0, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
     /* Same entries, same state: same digest. */
     CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
     CHECK(kvmux_fsm_digest(a) != 0);
@@ -201,25 +211,27 @@ static void test_fsm(void) {
     n = cmd_entry(buf, 5, KVMUX_OP_SET, "only-b", ex, 8, "z");
     kvmux_store_u64be(ex, 0);
     n = cmd_entry(buf, 5, KVMUX_OP_SET, "only-b", ex, 8, "z");
-    kvmux_fsm_apply(b, buf, n, 0, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
     CHECK(kvmux_fsm_digest(a) != kvmux_fsm_digest(b));
     uint8_t *snap = NULL;
     size_t slen = 0;
-    REQUIRE(kvmux_fsm_snapshot(a, 0, realloc, &snap, &slen) == 0);
+    REQUIRE(kvmux_fsm_snapshot(a, clk_a, realloc, &snap, &slen) == 0);
+    kvmux_fsm_clock *clk_c = &clocks[nclocks];
     kvmux_store *c = new_store();
-    CHECK_EQ(kvmux_fsm_restore(c, snap, slen, 0), 0);
-    CHECK_EQ(kvmux_fsm_restore(b, snap, slen, 0), 0);
+    CHECK_EQ(kvmux_fsm_restore(c, clk_c, snap, slen), 0);
+    CHECK_EQ(kvmux_fsm_restore(b, clk_b, snap, slen), 0);
+    CHECK(kvmux_fsm_clock_read(clk_c) == kvmux_fsm_clock_read(clk_a));
     CHECK(kvmux_fsm_digest(c) == kvmux_fsm_digest(a));
     CHECK(kvmux_fsm_digest(b) == kvmux_fsm_digest(a));
     CHECK(kvmux_store_last_version(c) == kvmux_store_last_version(a));
     /* Versions continue identically after a restore. */
     n = cmd_entry(buf, 6, KVMUX_OP_SET, "k2", ex, 8, "w");
     kvmux_fsm_result ra[1], rc[1];
-    kvmux_fsm_apply(a, buf, n, 0, ra, 1);
-    kvmux_fsm_apply(c, buf, n, 0, rc, 1);
+    kvmux_fsm_apply(a, clk_a, buf, n, ra, 1);
+    kvmux_fsm_apply(c, clk_c, buf, n, rc, 1);
     CHECK(memcmp(ra[0].extras, rc[0].extras, 8) == 0);
     /* Truncated snapshots are refused. */
-    for (size_t len = 0; len < slen; len += 3) CHECK_EQ(kvmux_fsm_restore(c, snap, len, 0), -1);
+    for (size_t len = 0; len < slen; len += 3) CHECK_EQ(kvmux_fsm_restore(c, clk_c, snap, len), -1);
     free(snap);
     kvmux_store_free(a);
     kvmux_store_free(b);
@@ -297,8 +309,44 @@ static void test_v3_vectors(void) {
     CHECK(gn == wn && memcmp(got, want, gn) == 0);
 }
 
+/* Expiry follows the log's clock, not the replica's: the same entries
+ * expire the same keys on two stores whatever their wall clocks do. */
+static void test_replicated_clock(void) {
+    kvmux_fsm_clock *clk_a = &clocks[nclocks], *clk_b = &clocks[nclocks + 1];
+    kvmux_store *a = new_store(), *b = new_store();
+    uint8_t buf[256], ex[16] = {0};
+    kvmux_fsm_result r[1];
+    kvmux_store_u64be(ex, 1500); /* TTL 1.5 s at leader time 10 s: expires at 11.5 s */
+    size_t n = cmd_entry(buf, 10, KVMUX_OP_SET, "t", ex, 8, "x");
+    kvmux_fsm_apply(a, clk_a, buf, n, r, 1);
+    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    CHECK(kvmux_fsm_clock_read(clk_a) == 10000);
+    uint64_t v = 0;
+    CHECK_EQ(kvmux_store_exists(a, (const uint8_t *)"t", 1, &v), KVMUX_STATUS_OK);
+    /* INCR at leader time 11 s: still there (NOT_INTEGER); at 12 s: gone
+     * (the INCR creates it): the same outcome on both stores. */
+    kvmux_store_u64be(ex, 1);
+    n = cmd_entry(buf, 11, KVMUX_OP_INCR, "t", ex, 8, NULL);
+    kvmux_fsm_apply(a, clk_a, buf, n, r, 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_NOT_INTEGER);
+    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    n = cmd_entry(buf, 12, KVMUX_OP_INCR, "t", ex, 8, NULL);
+    kvmux_fsm_apply(a, clk_a, buf, n, r, 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
+    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
+    /* A leader whose clock is behind does not move time backwards. */
+    n = cmd_entry(buf, 5, KVMUX_OP_DEL, "none", ex, 0, NULL);
+    kvmux_fsm_apply(a, clk_a, buf, n, r, 1);
+    CHECK(kvmux_fsm_clock_read(clk_a) == 12000);
+    kvmux_store_free(a);
+    kvmux_store_free(b);
+}
+
 int main(void) {
     test_vector();
+    test_replicated_clock();
     test_v3_vectors();
     test_peers();
     test_fsm();
