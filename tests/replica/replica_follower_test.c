@@ -6,7 +6,9 @@
  *    store digest), and reads on the leader see them;
  *  - a restart of the whole group recovers from snapshot + log;
  *  - --aof with --replica-id exits 2. */
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -117,6 +119,55 @@ static void check_reads(uint16_t port, int n) {
     kvmux_close(c);
 }
 
+/* WAIT parked on the leader fires when a replicated SET is applied. */
+typedef struct waiter_arg {
+    uint16_t port;
+    int rc;
+    uint64_t version;
+} waiter_arg;
+
+static void *waiter(void *p) {
+    waiter_arg *w = p;
+    kvmux_client *c = connect_to(w->port);
+    if (!c) return NULL;
+    kvmux_value *v = NULL;
+    w->rc = kvmux_wait(c, "w", 1, 0, 10000, &v, 15000);
+    if (v) w->version = v->version;
+    kvmux_value_free(v);
+    kvmux_close(c);
+    return NULL;
+}
+
+static void check_wait_and_big(uint16_t port) {
+    waiter_arg w = {.port = port, .rc = 1};
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, waiter, &w) == 0);
+    test_sleep_ms(300); /* parked */
+    kvmux_client *c = connect_to(port);
+    REQUIRE(c != NULL);
+    uint64_t ver = 0;
+    CHECK_EQ(kvmux_set(c, "w", 1, "go", 2, 0, &ver, 10000), 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(w.rc, 0);
+    CHECK(w.version == ver);
+    /* A value far over the frame size: a fragmented upload (v2/v3),
+     * replicated as one entry, read back whole. */
+    size_t big = 8u << 20;
+    uint8_t *val = test_pattern(big, 7);
+    CHECK_EQ(kvmux_set(c, "big", 3, val, big, 0, NULL, 30000), 0);
+    kvmux_value *v = NULL;
+    CHECK_EQ(kvmux_get(c, "big", 3, &v, 30000), 0);
+    CHECK(v && v->len == big && memcmp(v->data, val, big) == 0);
+    kvmux_value_free(v);
+    free(val);
+    /* CAS and DEL go through the log too. */
+    CHECK_EQ(kvmux_cas(c, "w", 1, ver, "again", 5, 0, NULL, 10000), 0);
+    CHECK_EQ(kvmux_cas(c, "w", 1, ver, "stale", 5, 0, NULL, 10000), KVMUX_EVERSION);
+    CHECK_EQ(kvmux_del(c, "w", 1, 10000), 0);
+    CHECK_EQ(kvmux_del(c, "w", 1, 10000), KVMUX_ENOTFOUND);
+    kvmux_close(c);
+}
+
 static void check_aof_refused(void) {
     const char *argv[] = {KVMUXD_PATH, "--port", "0", "--replica-id", "1", "--peers",
                           "1=127.0.0.1:1/127.0.0.1:2", "--aof", "/tmp/kvmux-x.aof", NULL};
@@ -145,6 +196,7 @@ int main(void) {
     int leader = rgroup_stable_leader(&g, 15000);
     REQUIRE(leader >= 0);
     check_refusals(&g, leader);
+    check_wait_and_big(g.cport[leader]);
 
     enum { N = 120 };
     write_some(g.cport[leader], 0, N);
