@@ -92,6 +92,12 @@ typedef enum kvmux_error {
                                KVMUX_EBUSY / KVMUX_ESERVER instead). Not
                                KVMUX_ENOMEM, which is this library's own
                                allocation failing. */
+    KVMUX_ENOTLEADER = -17, /* protocol v3: the server is a replica that is
+                               not the leader (no leader reachable): not
+                               processed, safe to retry on the leader */
+    KVMUX_EUNKNOWN = -18,   /* protocol v3: the write was in flight when the
+                               leader lost leadership; it may or may not
+                               have been applied */
     /* Fatal: the connection is gone. */
     KVMUX_E_FATAL = -100,
     KVMUX_ECLOSED = -101,   /* connection closed (EOF, reset, kvmux_close) */
@@ -156,8 +162,9 @@ typedef struct kvmux_options {
                                     values arrive fragmented; default 64 MiB,
                                     at most 512 MiB. A v1 connection is
                                     bounded by max_frame_size anyway. */
-    uint8_t max_protocol_version;/* highest protocol version proposed, 1..2;
-                                    default 2 (1 forces v1, e.g. for tests) */
+    uint8_t max_protocol_version;/* highest protocol version proposed, 1..3;
+                                    default 3 (v3 only adds the replication
+                                    statuses; 1 forces v1, e.g. for tests) */
     int keepalive_interval_ms;   /* PING the server after this long without
                                     receiving anything; 0 = off (default) */
     int keepalive_timeout_ms;    /* after such a PING, nothing at all received

@@ -31,7 +31,7 @@
  * The pieces both connects need (client_new/free, the socket, HELLO and
  * the handshake reply) are shared with the event-loop connect in loop.c,
  * which does the same steps without blocking. The HELLO proposes versions
- * 1..opts.max_protocol_version (default 2) and advertises
+ * 1..opts.max_protocol_version (default 3) and advertises
  * opts.max_value_size; on a v2 connection replies larger than a frame
  * arrive fragmented (reader.c reassembles them), and a GOAWAY puts the
  * client in the draining state (new calls fail fast with KVMUX_ESHUTDOWN).

@@ -34,6 +34,8 @@ const char *kvmux_strerror(int err) {
     case KVMUX_ESHUTDOWN: return "server shutting down (request not processed)";
     case KVMUX_ECANCELED: return "request cancelled";
     case KVMUX_EOOM: return "server out of memory (write not processed)";
+    case KVMUX_ENOTLEADER: return "not the leader (request not processed)";
+    case KVMUX_EUNKNOWN: return "write outcome unknown (leadership lost while in flight)";
     case KVMUX_E_FATAL: return "fatal connection error";
     case KVMUX_ECLOSED: return "connection closed";
     case KVMUX_EPROTO: return "protocol error";
@@ -111,6 +113,14 @@ int kvmux__status_to_error(uint8_t status, int *err) {
     }
     if (status == KVMUX_STATUS_OUT_OF_MEMORY) {
         *err = KVMUX_EOOM;
+        return 0;
+    }
+    if (status == KVMUX_STATUS_NOT_LEADER) { /* v3 */
+        *err = KVMUX_ENOTLEADER;
+        return 0;
+    }
+    if (status == KVMUX_STATUS_OUTCOME_UNKNOWN) {
+        *err = KVMUX_EUNKNOWN;
         return 0;
     }
     switch ((enum kvmux_status)status) {

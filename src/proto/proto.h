@@ -43,7 +43,9 @@
 #define KVMUX_MAGIC 0x6B
 #define KVMUX_FRAME_HDR_LEN 16
 #define KVMUX_PROTO_VERSION_MIN 1 /* lowest version this build speaks */
-#define KVMUX_PROTO_VERSION_MAX 2 /* highest version this build speaks */
+#define KVMUX_PROTO_VERSION_MAX 3 /* highest version this build speaks */
+#define KVMUX_PROTO_V3 3          /* v2 plus the replication statuses (14, 15);
+                                     offered by replicated servers only */
 #define KVMUX_PROTO_V2 2          /* first version with flags, fragments,
                                      windows, CANCEL, GOAWAY */
 #define KVMUX_HANDSHAKE_VERSION 1 /* header version of HELLO/HELLO_ACK */
@@ -216,7 +218,15 @@ enum kvmux_status {
  * allocation failed) instead, since a v1 decoder treats an unknown status
  * as a broken connection. A macro for the same reason as CANCELED. */
 #define KVMUX_STATUS_OUT_OF_MEMORY 13
-#define KVMUX_STATUS_MAX 13
+/* v3 (replicated servers only; docs/PROTOCOL.md "Protocol v3"): the
+ * request was NOT processed because this replica is not the leader; the
+ * value is the leader's client address "host:port" (ASCII, no NUL), or
+ * empty when no leader is known. A v1/v2 peer gets SHUTTING_DOWN instead. */
+#define KVMUX_STATUS_NOT_LEADER 14
+/* v3: a write that was in flight when leadership was lost: it may or may
+ * not have been applied. A v1/v2 peer gets INTERNAL "outcome unknown". */
+#define KVMUX_STATUS_OUTCOME_UNKNOWN 15
+#define KVMUX_STATUS_MAX 15
 
 /* ERROR.code (and GOAWAY's error field): connection-level errors. The
  * sender closes after an ERROR. */

@@ -13,7 +13,7 @@
  *
  * Versions: the client proposes [KVMUX_PROTO_VERSION_MIN, max_version], the
  * server picks the highest version in both that range and its own
- * [MIN, max_version]. max_version defaults to KVMUX_PROTO_VERSION_MAX and
+ * [MIN, max_version]. max_version defaults to KVMUX_PROTO_V2 (v3 on request) and
  * can be lowered before the handshake, which is how tests (and operators)
  * play a v1 peer with a v2 build. Everything after the handshake must carry
  * the negotiated version, so a v2-only type or flag on a v1 session is
@@ -65,7 +65,10 @@ void kvmux_session_init(kvmux_session *s, kvmux_role role,
         s->local.connection_window = KVMUX_MAX_WINDOW;
     kvmux_settings_default(&s->peer);
     s->outstanding = 0;
-    s->max_version = KVMUX_PROTO_VERSION_MAX;
+    /* v3 only adds the replication statuses: it is offered only by a
+     * caller that sets max_version (a replicated server, a client that
+     * handles NOT_LEADER), so a default session stays at v2. */
+    s->max_version = KVMUX_PROTO_V2;
     s->drain = KVMUX_DRAIN_NONE;
     s->goaway_last_id = 0;
     /* Windows stay zero until a v2 handshake sets them. */

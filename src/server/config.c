@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "peers.h"
 #include "metrics.h"
 #include "store.h"
 
@@ -77,6 +78,9 @@ void kvmux_server_config_init(kvmux_server_config *c) {
     c->log_level = KVMUX_LOG_INFO;
     c->slowlog_threshold_us = 10000;
     c->slowlog_max_len = 128;
+    c->election_timeout_ms = 1000;
+    c->heartbeat_timeout_ms = 100;
+    c->snapshot_threshold = 1024;
 }
 
 void kvmux_server_config_deinit(kvmux_server_config *c) {
@@ -116,6 +120,37 @@ static int fail(char *err, size_t errlen, const char *fmt, ...) {
                         opt, (unsigned long long)c->field,                    \
                         (unsigned long long)(lo), (unsigned long long)(hi));  \
     } while (0)
+
+/* The replication options (docs/REPLICATION.md): all or nothing around
+ * --replica-id, and never with --aof (the Raft log is the log). */
+static int validate_replica(const kvmux_server_config *c, char *err, size_t errlen) {
+    /* Without --replica-id the other options are ignored (a config file
+     * may keep them, commented in or out, for when it is set). */
+    if (c->replica_id == 0) return 0;
+#ifndef KVMUX_HAVE_RAFT
+    return fail(err, errlen, "--replica-id: kvmuxd was built without replication "
+                "(configure with -DKVMUX_WITH_RAFT=ON and libraft-dev installed)");
+#else
+    RANGE(replica_id, "--replica-id", 1, 255);
+    RANGE(election_timeout_ms, "--election-timeout", 10, 60000);
+    RANGE(heartbeat_timeout_ms, "--heartbeat-timeout", 1, 60000);
+    RANGE(snapshot_threshold, "--snapshot-threshold", 2, 100000000);
+    if (c->heartbeat_timeout_ms >= c->election_timeout_ms)
+        return fail(err, errlen, "--heartbeat-timeout %u must be below --election-timeout %u",
+                    c->heartbeat_timeout_ms, c->election_timeout_ms);
+    if (c->aof_path)
+        return fail(err, errlen, "--aof cannot be used with --replica-id: in replicated mode "
+                    "the Raft log in --replica-dir is the durable log");
+    if (c->replica_dir && !c->replica_dir[0])
+        return fail(err, errlen, "--replica-dir needs a directory path");
+    if (!c->peers) return fail(err, errlen, "--replica-id needs --peers");
+    kvmux_peers ps;
+    if (kvmux_peers_parse(c->peers, &ps, err, errlen) != 0) return -1;
+    if (!kvmux_peers_find(&ps, c->replica_id))
+        return fail(err, errlen, "--replica-id %u is not in --peers", c->replica_id);
+    return 0;
+#endif
+}
 
 int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
                                  size_t errlen) {
@@ -185,6 +220,7 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
     if (c->metrics_addr && !kvmux__metrics_valid_addr(c->metrics_addr))
         return fail(err, errlen, "--metrics-addr '%s' is not ADDR:PORT (an IP literal, IPv6 "
                     "in brackets: [::1]:9121)", c->metrics_addr);
+    if (validate_replica(c, err, errlen) != 0) return -1;
     if (c->name && strlen(c->name) > KVMUX_MAX_NAME)
         return fail(err, errlen, "server name is longer than %u bytes", KVMUX_MAX_NAME);
 
@@ -302,6 +338,13 @@ static const opt options[] = {
     {"--metrics-addr", OPT_STR, OFF(metrics_addr), "ADDR:PORT serve Prometheus GET /metrics here (none)", R_NO},
     {"--slowlog-threshold-us", OPT_U32, OFF(slowlog_threshold_us), "USEC   slow log: requests taking at least this long (10000)", R_YES},
     {"--slowlog-max-len", OPT_U32, OFF(slowlog_max_len), "N      slow log entries kept, 0 = off (128)", R_YES},
+    {"--replica-id", OPT_U32, OFF(replica_id), "N      replicated mode: this replica's id 1..255 in --peers (0 = single node)", R_NO},
+    {"--replica-dir", OPT_STR, OFF(replica_dir), "DIR    Raft log and snapshots (./kvmux-replica-N)", R_NO},
+    {"--peers", OPT_STR, OFF(peers), "LIST   ID=RAFTHOST:RAFTPORT/CLIENTHOST:CLIENTPORT,... all members", R_NO},
+    {"--bootstrap", OPT_FLAG, OFF(bootstrap), "       first start of a new group: write the initial membership", R_NO},
+    {"--election-timeout", OPT_MS, OFF(election_timeout_ms), "MS     Raft election timeout (1000)", R_NO},
+    {"--heartbeat-timeout", OPT_MS, OFF(heartbeat_timeout_ms), "MS     Raft heartbeat interval (100)", R_NO},
+    {"--snapshot-threshold", OPT_U32, OFF(snapshot_threshold), "N      Raft entries between snapshots (1024)", R_NO},
     {"--config", OPT_CMDLINE, OFF(config_file), "FILE   read options from FILE; command-line options win", R_NA},
     {"--check-config", OPT_CHECK, OFF(check_config), "       validate the options (and FILE), then exit 0 or 2", R_NA},
 };

@@ -78,7 +78,10 @@ kvmux_conn *kvmux__conn_new(kvmux_server *srv, int fd, const struct sockaddr *pe
     c->io.fd = fd;
     c->state = KVMUX_CONN_OPEN;
     kvmux_session_init(&c->sess, KVMUX_ROLE_SERVER, &srv->settings);
+    /* v3 only adds the replication statuses: a single node keeps
+     * offering v2 at most (docs/PROTOCOL.md "Protocol v3"). */
     c->sess.max_version = (uint8_t)srv->cfg.max_protocol;
+    if (!srv->repl && c->sess.max_version > KVMUX_PROTO_V2) c->sess.max_version = KVMUX_PROTO_V2;
     kvmux__outbuf_init(&c->out);
     kvmux_timer_init(&c->timer, conn_on_timer);
     c->id = atomic_fetch_add_explicit(&srv->next_conn_id, 1, memory_order_relaxed) + 1;
@@ -174,6 +177,7 @@ void kvmux__conn_close(kvmux_conn *c, const char *why) {
 void kvmux__conn_destroy(kvmux_conn *c) {
     kvmux_loop *l = c->loop;
     kvmux__durable_forget(c);
+    kvmux__repl_forget(c);
     kvmux__waits_release(c);
     kvmux__uploads_release(c);
     kvmux__sched_release(c, 0);
@@ -919,7 +923,8 @@ void kvmux__conn_begin_drain(kvmux_conn *c) {
 void kvmux__conn_maybe_finish_drain(kvmux_conn *c) {
     int done;
     if (c->state == KVMUX_CONN_DRAINING)
-        done = c->nwaits == 0 && c->nostreams == 0 && c->nheld == 0; /* nheld: durable.c */
+        done = c->nwaits == 0 && c->nostreams == 0 && c->nheld == 0 && /* nheld: durable.c */
+               c->nrepl == 0;                                         /* replicate.c */
     else if (c->state == KVMUX_CONN_OPEN && c->sess.drain == KVMUX_DRAIN_GOAWAY_SENT)
         done = c->sess.outstanding == 0 && c->nostreams == 0;
     else

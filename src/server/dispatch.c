@@ -226,6 +226,7 @@ int kvmux__run_store_value(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t
     kvmux_store *st = c->loop->srv->store;
     uint64_t version = 0;
     int rc;
+    if (c->loop->srv->repl) return kvmux__repl_upload(c, id, op, extras, key, klen, val);
     if (kvmux__durable_refuse(c, id, 0)) {
         kvmux_store_value_release(val);
         return 0;
@@ -253,6 +254,12 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
     uint32_t id = f->request_id;
     uint64_t version = 0;
     int rc;
+    if (c->loop->srv->repl) {
+        /* Replicated mode: writes and reads go through the log first
+         * (replicate.c), unless this is a read being re-run. */
+        rc = kvmux__repl_request(c, f);
+        if (rc >= 0) return rc;
+    }
     if (is_write(f->code) && kvmux__durable_refuse(c, id, frees_memory(f->code))) return 0;
     switch (f->code) {
     case KVMUX_OP_GET: {
@@ -351,6 +358,8 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
     }
 }
 
+int kvmux__run_read(kvmux_conn *c, const kvmux_frame *f) { return run_request(c, f); }
+
 /* Whether request_id is still held by something on c that will answer
  * it later. Only what outlives the dispatch of its REQUEST can collide:
  * every other request was answered before the next frame was decoded. */
@@ -359,11 +368,12 @@ static int id_in_use(kvmux_conn *c, uint32_t id) {
         if (w->request_id == id) return 1;
     return (c->nuploads && kvmux__upload_has(c, id)) ||
            (c->nostreams && kvmux__sched_has(c, id)) ||
-           (c->nheld && kvmux__durable_holds(c, id));
+           (c->nheld && kvmux__durable_holds(c, id)) ||
+           (c->nrepl && kvmux__repl_holds(c, id));
 }
 
 int kvmux__refuse_id_in_use(kvmux_conn *c, uint32_t request_id) {
-    if ((c->nwaits | c->nuploads | c->nostreams | c->nheld) == 0 ||
+    if ((c->nwaits | c->nuploads | c->nostreams | c->nheld | c->nrepl) == 0 ||
         !id_in_use(c, request_id))
         return 0;
     kvmux__conn_fail(c, request_id, KVMUX_ERR_PROTOCOL,

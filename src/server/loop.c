@@ -103,6 +103,7 @@ void kvmux__loop_deinit(kvmux_loop *l) {
     l->inbox_conns = NULL;
     l->inbox_waits = NULL;
     kvmux__durable_deinit(l);
+    kvmux__repl_loop_deinit(l);
     kvmux__loop_rt_deinit(l);
     kvmux__timer_heap_deinit(&l->timers);
     if (l->epfd >= 0) close(l->epfd);
@@ -279,6 +280,7 @@ int kvmux__loop_run_once(kvmux_loop *l, int timeout_ms) {
     if (woke) drain_inbox(l);
     kvmux__timer_run(&l->timers, l->now, MAX_TIMERS_PER_ITER);
     kvmux__durable_release(l); /* write acks the log's fsync now covers */
+    kvmux__repl_iterate(l);    /* replicated: answer, then propose (group commit) */
     flush_dirty(l);
     destroy_dead(l);
     return n;

@@ -270,9 +270,18 @@ static const struct {
     {"aof_rewriting", "1 while the append-only log is being compacted"},
     {"aof_size", "Bytes in the append-only log"},
     {"aof_pending", "Bytes appended to the log and not yet durable"},
+    {"replica_id", "This replica's id (--replica-id)"},
+    {"replica_term", "Current Raft term"},
+    {"replica_leader", "Id of the leader this replica knows (0 = none)"},
+    {"replica_commit_index", "Highest Raft log index known committed"},
+    {"replica_applied_index", "Highest Raft log index applied to the store"},
+    {"replica_last_failover_ms", "Duration of the last leaderless stretch"},
 };
 
 static const char *gauge_help(const char *name) {
+    /* replica_lag_<id>: one line per follower, on the leader only. */
+    if (strncmp(name, "replica_lag_", 12) == 0)
+        return "Entries this follower lacks behind the commit index (leader only)";
     for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++)
         if (strcmp(gauges[i].name, name) == 0) return gauges[i].help;
     return NULL;

@@ -144,6 +144,12 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
     so.shards = cfg->store_shards;
     so.fire = kvmux__wait_fire;
     so.fire_user_data = s;
+    if (cfg->replica_id) {
+        /* Replicated: the store's time is the log's (src/replica/fsm.h). */
+        atomic_init(&s->repl_clock.ms, 0);
+        so.clock = kvmux_fsm_clock_read;
+        so.clock_user_data = &s->repl_clock;
+    }
     if (kvmux_store_new(&s->store, &so) != 0) {
         free(s);
         return errf(err, errlen, "cannot create the store (out of memory or no randomness)");
@@ -160,6 +166,10 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
             kvmux_server_free(s);
             return errf(err, errlen, "cannot create event loop %u: %s", i, strerror(errno));
         }
+    }
+    if (kvmux__repl_start(s, err, errlen) != 0) {
+        kvmux_server_free(s);
+        return -1;
     }
     if (cfg->aof_path) {
         /* Before listening: the store is complete when the first client
@@ -348,9 +358,13 @@ void kvmux_server_free(kvmux_server *s) {
      * thread stops waking the loops before they go away. */
     kvmux_aof_close(s->aof);
     s->aof = NULL;
+    /* Replication before the loops: the node hands every batch in flight
+     * back to its loop's inbox, which the loop's deinit then frees. */
+    kvmux__repl_stop(s);
     /* Loops: tearing down a connection cancels its WAITs in the
      * store, so the store must outlive them. */
     for (uint32_t i = 0; s->loops && i < s->nloops; i++) kvmux__loop_deinit(&s->loops[i]);
+    kvmux__repl_free(s);
     kvmux__metrics_free(s); /* before the loops' memory: it clears their pointers */
     free(s->loops);
     if (s->listen.fd >= 0) close(s->listen.fd);

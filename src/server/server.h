@@ -125,6 +125,17 @@ typedef struct kvmux_server_config {
                                      request; default 10000 */
     uint32_t slowlog_max_len;     /* slow log entries kept; 0 = off;
                                      default 128 */
+    /* Replication (docs/REPLICATION.md). replica_id 0 = a single node. */
+    uint32_t replica_id;          /* 1..255: this replica's id in --peers */
+    const char *replica_dir;      /* Raft log + snapshots; NULL =
+                                     ./kvmux-replica-ID; borrowed until
+                                     kvmux_server_new returns */
+    const char *peers;            /* "ID=RHOST:RPORT/CHOST:CPORT,..." (all
+                                     members incl. self); borrowed */
+    uint32_t bootstrap;           /* 1: first start of a new group */
+    uint32_t election_timeout_ms; /* default 1000 */
+    uint32_t heartbeat_timeout_ms;/* default 100 */
+    uint32_t snapshot_threshold;  /* entries between snapshots; default 1024 */
     const char *config_file;      /* --config (command line only) */
     uint32_t check_config;        /* --check-config: validate and exit */
     char *file_buf_;              /* owned: the config file's text, which

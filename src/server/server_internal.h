@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "aof.h"
+#include "fsm.h"
 #include "outbuf.h"
 #include "proto.h"
 #include "server.h"
@@ -45,6 +46,9 @@ typedef struct kvmux_conn kvmux_conn;
 typedef struct kvmux_wait kvmux_wait;
 typedef struct kvmux_upload kvmux_upload;
 typedef struct kvmux_ostream kvmux_ostream;
+typedef struct kvmux_repl kvmux_repl;       /* replicate.c */
+typedef struct kvmux_lbatch kvmux_lbatch;   /* replicate.c */
+struct kvmux_rbatch;                        /* src/replica/node.h */
 
 /* A write's RESPONSE held until the append-only log's fsync covers it
  * (--fsync always; durable.c). conn is NULL once the connection is gone. */
@@ -143,6 +147,7 @@ struct kvmux_loop {
     kvmux_conn *inbox_conns;       /* handed-over connections (link) */
     kvmux_wait *inbox_waits;       /* fired WAITs (inbox_next) */
     int inbox_signalled;           /* eventfd written since the last drain */
+    struct kvmux_rbatch *inbox_rb; /* replicated batches done (replicate.c) */
 
     /* Loop-thread state. */
     kvmux_timer_heap timers;
@@ -161,6 +166,14 @@ struct kvmux_loop {
     kvmux_held *held;              /* FIFO of held write responses: */
     size_t held_head, held_len, held_cap; /* [head, len) live, lsn ascending */
     kvmux_timer expire_timer;      /* active expiry cycle (expire.c) */
+    /* Replicated mode (replicate.c): the batch this iteration gathers, the
+     * batches proposed and not yet answered (oldest first), the next
+     * sequence number, and "run this read locally" while one is re-run. */
+    kvmux_lbatch *rb_cur;
+    kvmux_lbatch *rb_flight, *rb_flight_tail;
+    uint64_t rb_seq;
+    uint64_t rb_last_ms;           /* loop time of the last proposal */
+    int repl_local;
     kvmux_rt rt;                   /* this loop's copy (reload.c) */
     uint64_t rt_epoch;             /* of srv->rt when copied */
     struct kvmux_metrics_loop *metrics; /* latency histograms (metrics.c) */
@@ -227,6 +240,7 @@ struct kvmux_conn {
     kvmux_ostream *ostream_cursor; /* round-robin position */
     uint32_t nostreams;
     uint32_t nheld;                /* entries in loop->held for this conn */
+    uint32_t nrepl;                /* requests waiting for replication */
     uint64_t id;                   /* for logs */
     char peer[INET6_ADDRSTRLEN + 8];
     kvmux_conn_info info;          /* CLIENT_LIST (introspect.c) */
@@ -290,6 +304,8 @@ struct kvmux_server {
     kvmux_server_reload_fn reload_fn;
     void *reload_ud;
     struct kvmux_metrics *metrics; /* --metrics-addr, slow log (metrics.c) */
+    kvmux_repl *repl;              /* NULL: a single node (replicate.c) */
+    kvmux_fsm_clock repl_clock;    /* replicated mode: the store's clock */
     _Atomic uint64_t auth_log_ms;  /* rate limit of auth failure logs */
     _Atomic uint64_t auth_log_dropped; /* failures not logged since */
 };
@@ -324,6 +340,43 @@ void kvmux__loop_mark_dirty(kvmux_conn *c);
  * the loop thread and by the in-memory harness (no loop thread). Returns
  * the number of epoll events handled (0: the wait timed out). */
 int kvmux__loop_run_once(kvmux_loop *l, int timeout_ms);
+
+/* ---- replicate.c: the request path in replicated mode ---- */
+/* Start replication if --replica-id is set (server creation, after the
+ * loops exist). Returns 0 or -1 with a message. */
+int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen);
+/* Stop the Raft node: every batch in flight comes back (failed) to its
+ * loop's inbox. After the loop threads stopped, before they are freed. */
+void kvmux__repl_stop(kvmux_server *s);
+/* Free what l still holds of replication (loop deinit). */
+void kvmux__repl_loop_deinit(kvmux_loop *l);
+/* Free the replication state (server free, after the loops'). */
+void kvmux__repl_free(kvmux_server *s);
+/* A valid REQUEST in replicated mode: -1 = not for replication, run it
+ * here (STATS, SLOWLOG, CLIENT_LIST, or a read being re-run); 0 =
+ * answered (NOT_LEADER, refused); 1 = queued for the next entry, the
+ * credit is kept until the answer. */
+int kvmux__repl_request(kvmux_conn *c, const kvmux_frame *f);
+/* A completed upload (SET/CAS of val) in replicated mode: as above; val
+ * is given up in every case. */
+int kvmux__repl_upload(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *extras,
+                       const uint8_t *key, uint16_t klen, kvmux_store_value *val);
+/* End of a loop iteration: propose what it gathered; answer the batches
+ * that came back. */
+void kvmux__repl_iterate(kvmux_loop *l);
+/* Any thread: post a finished batch to its loop. */
+void kvmux__repl_post(kvmux_loop *l, struct kvmux_rbatch *b);
+/* c is going away: forget its waiting requests. */
+void kvmux__repl_forget(kvmux_conn *c);
+/* Whether c has request_id waiting for replication. */
+int kvmux__repl_holds(const kvmux_conn *c, uint32_t request_id);
+/* STATS lines of replication (none on a single node). */
+void kvmux__repl_stats(kvmux_server *s, void *o,
+                       void (*u64line)(void *o, const char *name, uint64_t v),
+                       void (*strline)(void *o, const char *name, const char *v));
+/* Run a read request locally (dispatch.c), for a read whose barrier was
+ * applied. Returns 1 if it keeps its credit (a parked WAIT, a stream). */
+int kvmux__run_read(kvmux_conn *c, const kvmux_frame *f);
 
 /* ---- reload.c ---- */
 /* Copy srv->rt into l->rt if it changed since the last copy. l's thread

@@ -61,6 +61,9 @@ static void u64line(out *o, const char *name, uint64_t v) {
     line(o, name, "%llu", (unsigned long long)v);
 }
 
+static void repl_u64(void *o, const char *name, uint64_t v) { u64line(o, name, v); }
+static void repl_str(void *o, const char *name, const char *v) { line(o, name, "%s", v); }
+
 /* "<group>_<lowercased NAME>" into dst. */
 static void lname(char *dst, size_t cap, const char *group, const char *name) {
     int n = snprintf(dst, cap, "%s_%s", group, name);
@@ -158,6 +161,7 @@ size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, 
     u64line(&o, "aof_rewrite_failures", st.aof_rewrite_failures);
     u64line(&o, "aof_refused", st.aof_refused);
     u64line(&o, "aof_writes_held", st.writes_held);
+    kvmux__repl_stats(s, &o, repl_u64, repl_str);
     return o.overflow ? 0 : o.len;
 }
 

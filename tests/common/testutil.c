@@ -61,7 +61,9 @@ void test_sleep_ms(int ms) {
 int test_server_start(test_server *s, const char *const *extra_args) {
     const char *argv[64];
     int n = 0;
-    argv[n++] = KVMUXD_PATH;
+    /* KVMUX_KVMUXD: another kvmuxd binary (bench/failover.sh -k). */
+    const char *bin = getenv("KVMUX_KVMUXD");
+    argv[n++] = bin && *bin ? bin : KVMUXD_PATH;
     argv[n++] = "--bind";
     argv[n++] = "127.0.0.1";
     argv[n++] = "--port";

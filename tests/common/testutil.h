@@ -71,7 +71,7 @@ typedef struct test_server {
     int stdout_fd;   /* the rest of the server's stdout, for tests to read */
 } test_server;
 
-/* Start KVMUXD_PATH --bind 127.0.0.1 --port 0 plus extra_args (NULL-
+/* Start KVMUXD_PATH (or $KVMUX_KVMUXD) --bind 127.0.0.1 --port 0 plus extra_args (NULL-
  * terminated, may be NULL) and wait (<= 10 s) for "listening on ADDR:PORT".
  * Returns 0, or -1 with a message on stderr. */
 int test_server_start(test_server *s, const char *const *extra_args);

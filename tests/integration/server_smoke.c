@@ -658,7 +658,7 @@ static void test_options(void) {
     /* v2 options: ranges and cross-limits. */
     const char *b1[] = {KVMUXD_PATH, "--max-value", "600M", NULL};  /* > 512 MiB */
     CHECK_EQ(run_exit_code(b1), 2);
-    const char *b2[] = {KVMUXD_PATH, "--max-protocol", "3", NULL};
+    const char *b2[] = {KVMUXD_PATH, "--max-protocol", "4", NULL}; /* 3: replicated servers */
     CHECK_EQ(run_exit_code(b2), 2);
     const char *b3[] = {KVMUXD_PATH, "--max-upload-buffer", "1M", NULL}; /* < max-value */
     CHECK_EQ(run_exit_code(b3), 2);

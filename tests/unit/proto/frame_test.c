@@ -193,6 +193,20 @@ static const vec VECS[] = {
     {"goaway_to_server", KVMUX_FRAME_GOAWAY, 5, 0, {U32(0u), U32(0u)}, 8, "", {0}, 0, 2, 0, 0, 0},
     {"resp_shutting_down_v2", KVMUX_FRAME_RESPONSE, 2, KVMUX_STATUS_SHUTTING_DOWN, {0}, 0, "",
      {0}, 0, 2, 0, 0, 0},
+    /* v3 (docs/PROTOCOL.md section 17) */
+    {"hello_v3", KVMUX_FRAME_HELLO, 0, 0, {1, 3}, 2, "cli",
+     {SETTING(1, 2097152u), SETTING(2, 1024u), SETTING(3, 4096u), SETTING(4, 1048576u)}, 24,
+     1, 0, 0, 0},
+    {"resp_not_leader_v3", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_NOT_LEADER, {0}, 0, "",
+     "127.0.0.1:7878", 14, 3, 0, 0, 0},
+    {"resp_not_leader_empty_v3", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_NOT_LEADER, {0}, 0, "",
+     {0}, 0, 3, 0, 0, 0},
+    {"resp_outcome_unknown_v3", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_OUTCOME_UNKNOWN, {0}, 0,
+     "", "outcome unknown", 15, 3, 0, 0, 0},
+    {"resp_not_leader_v2", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_SHUTTING_DOWN, {0}, 0, "",
+     "not the leader; the leader is 127.0.0.1:7878", 44, 2, 0, 0, 0},
+    {"resp_outcome_unknown_v2", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_INTERNAL, {0}, 0, "",
+     "outcome unknown", 15, 2, 0, 0, 0},
 };
 #define NVECS (sizeof VECS / sizeof VECS[0])
 

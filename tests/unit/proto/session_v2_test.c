@@ -73,7 +73,7 @@ static void test_negotiation_matrix(void) {
     CHECK_EQ(handshake(&c, &s, 9, 9, NULL, NULL), KVMUX_PROTO_VERSION_MAX);
     /* init sets the cap to the build's maximum. */
     kvmux_session_init(&c, KVMUX_ROLE_CLIENT, NULL);
-    CHECK_EQ(c.max_version, KVMUX_PROTO_VERSION_MAX);
+    CHECK_EQ(c.max_version, KVMUX_PROTO_V2);
     CHECK_EQ(c.drain, KVMUX_DRAIN_NONE);
 
     /* A client capped at 1 refuses an ACK choosing 2 (the server chose

@@ -1,0 +1,289 @@
+/* The replicated state machine (fsm.h). */
+#include "fsm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "entry.h"
+#include "proto.h"
+
+#define SNAP_MAGIC 0x4B56534Eu /* "KVSN" */
+#define SNAP_FORMAT 2u
+#define SNAP_HDR_LEN 32u       /* magic, format(u32), last version, count, clock */
+#define SNAP_REC_HDR_LEN 22u   /* klen u16, vlen u32, version u64, ttl_left u64 */
+
+static void put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+static void put64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+static uint32_t get32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) << 32 | get32(p + 4); }
+
+uint64_t kvmux_fsm_clock_read(void *ud) {
+    return atomic_load_explicit(&((kvmux_fsm_clock *)ud)->ms, memory_order_relaxed);
+}
+
+/* Move the clock to ms if that is later: a new leader whose wall clock is
+ * behind its predecessor's holds time still until it catches up. */
+static void clock_advance(kvmux_fsm_clock *clk, uint64_t ms) {
+    if (ms > atomic_load_explicit(&clk->ms, memory_order_relaxed))
+        atomic_store_explicit(&clk->ms, ms, memory_order_relaxed);
+}
+
+static void res(kvmux_fsm_result *r, int status, const uint64_t *a, const uint64_t *b) {
+    if (!r) return;
+    r->status = (uint8_t)status;
+    r->extras_len = 0;
+    if (a) {
+        put64(r->extras, *a);
+        r->extras_len = 8;
+    }
+    if (b) {
+        put64(r->extras + 8, *b);
+        r->extras_len = 16;
+    }
+}
+
+/* Run one command on st. */
+static void apply_cmd(kvmux_store *st, const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
+    uint64_t version = 0;
+    int rc;
+    const uint8_t *x = c->extras;
+    switch (c->op) {
+    case KVMUX_OP_SET:
+        if (c->extras_len != 8) break;
+        rc = kvmux_store_set(st, c->key, c->key_len, c->value, c->value_len,
+                             get64(x), &version);
+        res(r, rc, rc == KVMUX_STATUS_OK ? &version : NULL, NULL);
+        return;
+    case KVMUX_OP_DEL:
+        res(r, kvmux_store_del(st, c->key, c->key_len), NULL, NULL);
+        return;
+    case KVMUX_OP_INCR: {
+        if (c->extras_len != 8) break;
+        int64_t value = 0, delta;
+        uint64_t u = get64(x);
+        memcpy(&delta, &u, sizeof delta);
+        rc = kvmux_store_incr(st, c->key, c->key_len, delta, &value, &version);
+        memcpy(&u, &value, sizeof u);
+        if (rc == KVMUX_STATUS_OK) res(r, rc, &u, &version);
+        else res(r, rc, NULL, NULL);
+        return;
+    }
+    case KVMUX_OP_CAS:
+        if (c->extras_len != 16) break;
+        rc = kvmux_store_cas(st, c->key, c->key_len, get64(x), c->value, c->value_len,
+                             get64(x + 8), &version);
+        res(r, rc, rc == KVMUX_STATUS_OK || rc == KVMUX_STATUS_VERSION_MISMATCH ? &version
+                                                                                : NULL,
+            NULL);
+        return;
+    case KVMUX_OP_EXPIRE:
+        if (c->extras_len != 8) break;
+        rc = kvmux_store_expire(st, c->key, c->key_len, get64(x),
+                                &version);
+        res(r, rc, rc == KVMUX_STATUS_OK ? &version : NULL, NULL);
+        return;
+    case KVMUX_OP_PERSIST:
+        rc = kvmux_store_persist(st, c->key, c->key_len, &version);
+        res(r, rc, rc == KVMUX_STATUS_OK ? &version : NULL, NULL);
+        return;
+    default:
+        break;
+    }
+    /* Only the leader's own checked requests are encoded: anything else
+     * is a corrupt entry, refused the same way on every replica. */
+    res(r, KVMUX_STATUS_BAD_REQUEST, NULL, NULL);
+}
+
+int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, const uint8_t *buf, size_t len,
+                    kvmux_fsm_result *out, uint32_t nout) {
+    kvmux_entry_hdr h;
+    kvmux_entry_iter it;
+    kvmux_entry_cmd c;
+    if (kvmux_entry_decode_hdr(buf, len, &h, &it) != 0) return -1;
+    /* Validate the whole entry first: a corrupt one changes nothing. */
+    kvmux_entry_iter check = it;
+    int rc;
+    while ((rc = kvmux_entry_next(&check, &c)) == 1) {}
+    if (rc < 0) return -1;
+    clock_advance(clk, h.clock_ms);
+    uint32_t i = 0;
+    while (kvmux_entry_next(&it, &c) == 1) {
+        apply_cmd(st, &c, out && i < nout ? &out[i] : NULL);
+        i++;
+    }
+    return (int)i;
+}
+
+/* ---- snapshots ---- */
+
+typedef struct snap_buf {
+    uint8_t *p;
+    size_t len, cap;
+    uint64_t count;
+    kvmux_fsm_realloc_fn ra;
+    int failed;
+} snap_buf;
+
+static int snap_reserve(snap_buf *b, size_t n) {
+    if (b->len + n <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n) cap *= 2;
+    uint8_t *p = b->ra(b->p, cap);
+    if (!p) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* kvmux_store_snapshot_shard callback (shard lock held: no store calls). */
+static void snap_record(void *ud, const kvmux_store_record *r) {
+    snap_buf *b = ud;
+    if (b->failed) return;
+    size_t n = SNAP_REC_HDR_LEN + r->klen + r->vlen;
+    if (snap_reserve(b, n) != 0) {
+        b->failed = 1;
+        return;
+    }
+    uint8_t *p = b->p + b->len;
+    p[0] = (uint8_t)(r->klen >> 8);
+    p[1] = (uint8_t)r->klen;
+    put32(p + 2, (uint32_t)r->vlen);
+    put64(p + 6, r->version);
+    /* TTL left, measured on the store clock now: restored against the
+     * restoring replica's clock. */
+    uint64_t left = 0;
+    if (r->expires_ms) left = r->expires_ms > r->now_ms ? r->expires_ms - r->now_ms : 1;
+    put64(p + 14, left);
+    memcpy(p + SNAP_REC_HDR_LEN, r->key, r->klen);
+    if (r->vlen) memcpy(p + SNAP_REC_HDR_LEN + r->klen, r->value, r->vlen);
+    b->len += n;
+    b->count++;
+}
+
+int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_fsm_realloc_fn ra,
+                       uint8_t **out, size_t *outlen) {
+    snap_buf b = {.ra = ra};
+    if (snap_reserve(&b, SNAP_HDR_LEN) != 0) return -1;
+    b.len = SNAP_HDR_LEN;
+    uint64_t last = kvmux_store_last_version(st);
+    for (uint32_t s = 0;; s++)
+        if (s >= kvmux_store_snapshot_shard(st, s, snap_record, &b)) break;
+    if (b.failed) {
+        ra(b.p, 0);
+        return -1;
+    }
+    put32(b.p, SNAP_MAGIC);
+    put32(b.p + 4, SNAP_FORMAT);
+    put64(b.p + 8, last);
+    put64(b.p + 16, b.count);
+    put64(b.p + 24, kvmux_fsm_clock_read(clk));
+    *out = b.p;
+    *outlen = b.len;
+    return 0;
+}
+
+/* Collects every key so restore can delete what the snapshot lacks. */
+typedef struct key_list {
+    uint8_t *p;
+    size_t len, cap;
+    int failed;
+} key_list;
+
+static void list_key(void *ud, const kvmux_store_record *r) {
+    key_list *k = ud;
+    if (k->failed) return;
+    if (k->len + 2 + r->klen > k->cap) {
+        size_t cap = k->cap ? k->cap * 2 : 4096;
+        while (cap < k->len + 2 + r->klen) cap *= 2;
+        uint8_t *p = realloc(k->p, cap);
+        if (!p) {
+            k->failed = 1;
+            return;
+        }
+        k->p = p;
+        k->cap = cap;
+    }
+    k->p[k->len] = (uint8_t)(r->klen >> 8);
+    k->p[k->len + 1] = (uint8_t)r->klen;
+    memcpy(k->p + k->len + 2, r->key, r->klen);
+    k->len += 2 + r->klen;
+}
+
+static int clear_store(kvmux_store *st) {
+    key_list k = {0};
+    for (uint32_t s = 0;; s++)
+        if (s >= kvmux_store_snapshot_shard(st, s, list_key, &k)) break;
+    if (k.failed) {
+        free(k.p);
+        return -1;
+    }
+    for (size_t off = 0; off < k.len;) {
+        size_t kl = (size_t)k.p[off] << 8 | k.p[off + 1];
+        kvmux_store_restore_del(st, k.p + off + 2, kl);
+        off += 2 + kl;
+    }
+    free(k.p);
+    return 0;
+}
+
+int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, const uint8_t *buf, size_t len) {
+    if (len < SNAP_HDR_LEN || get32(buf) != SNAP_MAGIC || get32(buf + 4) != SNAP_FORMAT)
+        return -1;
+    uint64_t last = get64(buf + 8), count = get64(buf + 16);
+    if (clear_store(st) != 0) return -1;
+    clock_advance(clk, get64(buf + 24));
+    size_t off = SNAP_HDR_LEN;
+    uint64_t now = kvmux_store_now(st);
+    for (uint64_t i = 0; i < count; i++) {
+        if (len - off < SNAP_REC_HDR_LEN) return -1;
+        const uint8_t *p = buf + off;
+        size_t klen = (size_t)p[0] << 8 | p[1];
+        size_t vlen = get32(p + 2);
+        uint64_t version = get64(p + 6), left = get64(p + 14);
+        if (klen == 0 || vlen > len - off - SNAP_REC_HDR_LEN ||
+            klen > len - off - SNAP_REC_HDR_LEN - vlen)
+            return -1;
+        const uint8_t *key = p + SNAP_REC_HDR_LEN;
+        if (kvmux_store_restore(st, key, klen, key + klen, vlen, version,
+                                left ? now + left : 0) != KVMUX_STATUS_OK)
+            return -1;
+        off += SNAP_REC_HDR_LEN + klen + vlen;
+    }
+    if (off != len) return -1;
+    kvmux_store_bump_version(st, last);
+    return 0;
+}
+
+/* ---- digest ---- */
+
+static uint64_t mix(uint64_t x) { /* splitmix64's finalizer */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static void digest_record(void *ud, const kvmux_store_record *r) {
+    uint64_t h = fnv(0xcbf29ce484222325ull, r->key, r->klen);
+    h = fnv(h ^ 0xff, r->value ? r->value : (const uint8_t *)"", r->vlen);
+    *(uint64_t *)ud += mix(h ^ mix(r->version));
+}
+
+uint64_t kvmux_fsm_digest(kvmux_store *st) {
+    uint64_t sum = 0;
+    for (uint32_t s = 0;; s++)
+        if (s >= kvmux_store_snapshot_shard(st, s, digest_record, &sum)) break;
+    return sum;
+}

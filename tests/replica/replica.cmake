@@ -1,0 +1,25 @@
+# Replication tests (docs/REPLICATION.md, docs/TESTING.md): real kvmuxd
+# groups on loopback. The entry codec's unit test runs in every build; the
+# group tests need kvmuxd built with replication (KVMUX_WITH_RAFT).
+kvmux_add_test(replica_entry_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_entry_test.c
+  LIBS kvmuxd_core LABELS unit TIMEOUT 60)
+if(TARGET kvmux AND TARGET kvmuxd)
+  if(KVMUX_HAVE_RAFT)
+    add_library(kvmux_rgroup STATIC ${CMAKE_CURRENT_LIST_DIR}/rgroup.c)
+    target_link_libraries(kvmux_rgroup PUBLIC kvmux_testutil)
+    target_include_directories(kvmux_rgroup PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+    kvmux_add_test(replica_follower_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_follower_test.c
+      LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 180)
+    kvmux_add_test(replica_group_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_group_test.c
+      LIBS kvmux kvmux_rgroup kvmux_lincheck LABELS integration concurrent TIMEOUT 600)
+    set_tests_properties(replica_group_test PROPERTIES RUN_SERIAL TRUE)
+  else()
+    kvmux_missing_dependency_test(replica_follower_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(replica_group_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+  endif()
+endif()

@@ -1,0 +1,355 @@
+/* replica_entry_test: the replicated log entry codec byte for byte
+ * (src/replica/entry.c; the vector is the one in docs/REPLICATION.md),
+ * decoding that never reads out of bounds (every prefix, random bytes,
+ * random mutations), --peers parsing, and the state machine
+ * (src/replica/fsm.c): results, versions, snapshot/restore and digests. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "entry.h"
+#include "fsm.h"
+#include "peers.h"
+#include "proto.h"
+#include "store.h"
+#include "testutil.h"
+
+/* docs/REPLICATION.md "Log entry format", example 1: replica 1, loop 2,
+ * nonce 0x0102030405060708, seq 9, clock 1700000000000 ms, one SET of
+ * "k" = "v" with no TTL, padded to 56 bytes. */
+static const uint8_t VEC1[] = {
+    0x4B, 0x56, 0x52, 0x45, 0x01, 0x01, 0x00, 0x02,             /* magic fmt rid loop */
+    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,             /* nonce */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09,             /* seq */
+    0x00, 0x00, 0x01, 0x8B, 0xCF, 0xE5, 0x68, 0x00,             /* clock */
+    0x00, 0x00, 0x00, 0x01,                                     /* ncmds */
+    0x02, 0x08, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01,             /* SET, 8, 1, 1 */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,             /* ttl 0 */
+    'k', 'v', 0x00, 0x00};                                      /* key value pad */
+
+static size_t build(uint8_t *buf, const kvmux_entry_hdr *h, const kvmux_entry_cmd *c,
+                    uint32_t n) {
+    kvmux_entry_encode_hdr(buf, h);
+    size_t off = KVMUX_ENTRY_HDR_LEN;
+    for (uint32_t i = 0; i < n; i++) off += kvmux_entry_encode_cmd(buf + off, &c[i]);
+    size_t padded = kvmux_entry_padded_len(off);
+    memset(buf + off, 0, padded - off);
+    return padded;
+}
+
+static void test_vector(void) {
+    uint8_t buf[128];
+    uint8_t ttl[8] = {0};
+    kvmux_entry_hdr h = {.origin = {.replica = 1, .loop = 2, .nonce = 0x0102030405060708ull,
+                                    .seq = 9},
+                         .clock_ms = 1700000000000ull, .ncmds = 1};
+    kvmux_entry_cmd c = {.op = KVMUX_OP_SET, .extras_len = 8, .key_len = 1, .value_len = 1,
+                         .extras = ttl, .key = (const uint8_t *)"k",
+                         .value = (const uint8_t *)"v"};
+    size_t n = build(buf, &h, &c, 1);
+    CHECK_EQ(n, sizeof VEC1);
+    CHECK(memcmp(buf, VEC1, sizeof VEC1) == 0);
+    kvmux_entry_hdr d;
+    kvmux_entry_iter it;
+    kvmux_entry_cmd dc;
+    REQUIRE(kvmux_entry_decode_hdr(VEC1, sizeof VEC1, &d, &it) == 0);
+    CHECK_EQ(d.origin.replica, 1);
+    CHECK_EQ(d.origin.loop, 2);
+    CHECK(d.origin.nonce == 0x0102030405060708ull);
+    CHECK_EQ(d.origin.seq, 9);
+    CHECK(d.clock_ms == 1700000000000ull);
+    CHECK_EQ(kvmux_entry_next(&it, &dc), 1);
+    CHECK_EQ(dc.op, KVMUX_OP_SET);
+    CHECK(dc.key_len == 1 && dc.key[0] == 'k' && dc.value_len == 1 && dc.value[0] == 'v');
+    CHECK_EQ(kvmux_entry_next(&it, &dc), 0);
+    /* Every proper prefix is refused (short header or a command past the
+     * end), never read past. */
+    for (size_t len = 0; len < sizeof VEC1 - 2; len++) {
+        uint8_t *p = malloc(len ? len : 1); /* exact size: ASan sees overreads */
+        memcpy(p, VEC1, len);
+        int ok = kvmux_entry_decode_hdr(p, len, &d, &it) == 0;
+        int rc = 0;
+        while (ok && (rc = kvmux_entry_next(&it, &dc)) == 1) {}
+        CHECK(!ok || rc < 0);
+        free(p);
+    }
+    /* Non-zero padding and 8+ bytes of trailing data are refused. */
+    uint8_t bad[sizeof VEC1 + 8];
+    memcpy(bad, VEC1, sizeof VEC1);
+    bad[sizeof VEC1 - 1] = 1;
+    REQUIRE(kvmux_entry_decode_hdr(bad, sizeof VEC1, &d, &it) == 0);
+    CHECK_EQ(kvmux_entry_next(&it, &dc), 1);
+    CHECK_EQ(kvmux_entry_next(&it, &dc), -1);
+    memcpy(bad, VEC1, sizeof VEC1);
+    memset(bad + sizeof VEC1, 0, 8);
+    REQUIRE(kvmux_entry_decode_hdr(bad, sizeof bad, &d, &it) == 0);
+    CHECK_EQ(kvmux_entry_next(&it, &dc), 1);
+    CHECK_EQ(kvmux_entry_next(&it, &dc), -1);
+    /* A command count the buffer cannot hold is refused up front. */
+    memcpy(bad, VEC1, sizeof VEC1);
+    bad[35] = 200;
+    CHECK_EQ(kvmux_entry_decode_hdr(bad, sizeof VEC1, &d, &it), -1);
+    bad[0] = 0;
+    CHECK_EQ(kvmux_entry_decode_hdr(bad, sizeof VEC1, &d, &it), -1);
+}
+
+/* Each store on its own replicated clock, as kvmuxd sets it up. */
+static kvmux_fsm_clock clocks[8];
+static int nclocks;
+
+static kvmux_store *new_store(void) {
+    kvmux_store *s = NULL;
+    kvmux_store_options o;
+    kvmux_store_options_init(&o);
+    o.shards = 4;
+    REQUIRE(nclocks < 8);
+    o.clock = kvmux_fsm_clock_read;
+    o.clock_user_data = &clocks[nclocks++];
+    REQUIRE(kvmux_store_new(&s, &o) == 0);
+    return s;
+}
+
+static void test_fuzz(void) {
+    kvmux_store *st = new_store();
+    uint32_t x = 12345;
+    int n = (int)(20000 * test_scale()) + 200;
+    for (int i = 0; i < n; i++) {
+        uint8_t buf[160];
+        size_t len;
+        if (i % 2) {
+            memcpy(buf, VEC1, sizeof VEC1);
+            len = sizeof VEC1;
+            for (int k = 0; k < 3; k++) {
+                x = x * 1103515245u + 12345u;
+                buf[(x >> 8) % len] = (uint8_t)(x >> 20);
+            }
+        } else {
+            x = x * 1103515245u + 12345u;
+            len = (x >> 8) % sizeof buf;
+            memcpy(buf, VEC1, len < 40 ? len : 40);
+            for (size_t k = 40; k < len; k++) {
+                x = x * 1103515245u + 12345u;
+                buf[k] = (uint8_t)(x >> 16);
+            }
+        }
+        uint8_t *p = malloc(len ? len : 1);
+        memcpy(p, buf, len);
+        kvmux_fsm_result r[8];
+        (void)kvmux_fsm_apply(st, &clocks[0], p, len, r, 8);
+        (void)kvmux_fsm_restore(st, &clocks[0], p, len);
+        free(p);
+    }
+    kvmux_store_free(st);
+    CHECK(1);
+}
+
+static void test_peers(void) {
+    kvmux_peers ps;
+    char err[256];
+    CHECK_EQ(kvmux_peers_parse("1=127.0.0.1:7001/127.0.0.1:7878,2=h:1/h:2,3=[::1]:9/[::1]:10",
+                               &ps, err, sizeof err), 0);
+    CHECK_EQ(ps.n, 3);
+    CHECK(strcmp(kvmux_peers_find(&ps, 1)->client_addr, "127.0.0.1:7878") == 0);
+    CHECK(strcmp(kvmux_peers_find(&ps, 3)->raft_addr, "[::1]:9") == 0);
+    CHECK(kvmux_peers_find(&ps, 4) == NULL);
+    const char *bad[] = {"", "1=a:1", "0=a:1/b:2", "256=a:1/b:2", "1=a:1/b:2,1=c:3/d:4",
+                         "1=a:0/b:2", "1=a:1/b:99999", "1=:1/b:2", "x=a:1/b:2", "1=a/b:2",
+                         "1=a:1/b:2,", NULL};
+    for (int i = 0; bad[i]; i++) {
+        int rc = kvmux_peers_parse(bad[i], &ps, err, sizeof err);
+        CHECK_EQ(rc, -1);
+        if (rc != -1) fprintf(stderr, "accepted '%s'\n", bad[i]);
+    }
+}
+
+static size_t cmd_entry(uint8_t *buf, uint64_t seq, uint8_t op, const char *key,
+                        const uint8_t *ex, uint8_t exl, const char *val) {
+    /* The leader's clock: 1000 ms per sequence number. */
+    kvmux_entry_hdr h = {.origin = {.replica = 1, .seq = seq}, .clock_ms = 1000 * seq,
+                         .ncmds = 1};
+    kvmux_entry_cmd c = {.op = op, .extras_len = exl, .key_len = (uint16_t)strlen(key),
+                         .value_len = val ? (uint32_t)strlen(val) : 0, .extras = ex,
+                         .key = (const uint8_t *)key, .value = (const uint8_t *)val};
+    return build(buf, &h, &c, 1);
+}
+
+static void test_fsm(void) {
+    kvmux_fsm_clock *clk_a = &clocks[nclocks], *clk_b = &clocks[nclocks + 1];
+    kvmux_store *a = new_store(), *b = new_store();
+    uint8_t buf[256], ex[16] = {0};
+    kvmux_fsm_result r[1];
+    size_t n = cmd_entry(buf, 1, KVMUX_OP_SET, "k", ex, 8, "hello");
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
+    CHECK_EQ(kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0), 1);
+    kvmux_store_u64be(ex, 5);
+    n = cmd_entry(buf, 2, KVMUX_OP_INCR, "ctr", ex, 8, NULL);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(kvmux_fsm_apply(a, clk_a, buf, n, r, 1), 1);
+        CHECK_EQ(kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0), 1);
+    }
+    CHECK_EQ(r[0].extras_len, 16);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras), 15);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras + 8), 4);
+    kvmux_store_u64be(ex, 3);
+    kvmux_store_u64be(ex + 8, 0);
+    n = cmd_entry(buf, 3, KVMUX_OP_CAS, "k", ex, 16, "x");
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_VERSION_MISMATCH);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
+    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    n = cmd_entry(buf, 4, KVMUX_OP_DEL, "nope", ex, 0, NULL);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_NOT_FOUND);
+    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    /* Same entries, same state: same digest. */
+    CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
+    CHECK(kvmux_fsm_digest(a) != 0);
+    /* Snapshot a, restore into a fresh store and into b (which must
+     * lose what a lacks). */
+    n = cmd_entry(buf, 5, KVMUX_OP_SET, "only-b", ex, 8, "z");
+    kvmux_store_u64be(ex, 0);
+    n = cmd_entry(buf, 5, KVMUX_OP_SET, "only-b", ex, 8, "z");
+    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    CHECK(kvmux_fsm_digest(a) != kvmux_fsm_digest(b));
+    uint8_t *snap = NULL;
+    size_t slen = 0;
+    REQUIRE(kvmux_fsm_snapshot(a, clk_a, realloc, &snap, &slen) == 0);
+    kvmux_fsm_clock *clk_c = &clocks[nclocks];
+    kvmux_store *c = new_store();
+    CHECK_EQ(kvmux_fsm_restore(c, clk_c, snap, slen), 0);
+    CHECK_EQ(kvmux_fsm_restore(b, clk_b, snap, slen), 0);
+    CHECK(kvmux_fsm_clock_read(clk_c) == kvmux_fsm_clock_read(clk_a));
+    CHECK(kvmux_fsm_digest(c) == kvmux_fsm_digest(a));
+    CHECK(kvmux_fsm_digest(b) == kvmux_fsm_digest(a));
+    CHECK(kvmux_store_last_version(c) == kvmux_store_last_version(a));
+    /* Versions continue identically after a restore. */
+    n = cmd_entry(buf, 6, KVMUX_OP_SET, "k2", ex, 8, "w");
+    kvmux_fsm_result ra[1], rc[1];
+    kvmux_fsm_apply(a, clk_a, buf, n, ra, 1);
+    kvmux_fsm_apply(c, clk_c, buf, n, rc, 1);
+    CHECK(memcmp(ra[0].extras, rc[0].extras, 8) == 0);
+    /* Truncated snapshots are refused. */
+    for (size_t len = 0; len < slen; len += 3) CHECK_EQ(kvmux_fsm_restore(c, clk_c, snap, len), -1);
+    free(snap);
+    kvmux_store_free(a);
+    kvmux_store_free(b);
+    kvmux_store_free(c);
+}
+
+/* Bytes of vector name from tests/vectors/frames.hex (hex digits after the
+ * name; spaces, '|' and '-' are layout). Returns the length, 0 if absent. */
+static size_t load_vec(const char *name, uint8_t *out, size_t cap) {
+    char path[1024], line[4096];
+    snprintf(path, sizeof path, "%s/frames.hex", KVMUX_VECTORS_DIR);
+    FILE *fp = fopen(path, "r");
+    REQUIRE(fp != NULL);
+    size_t nl = strlen(name), n = 0;
+    while (fgets(line, sizeof line, fp)) {
+        if (strncmp(line, name, nl) != 0 || line[nl] != ' ') continue;
+        int hi = -1;
+        for (char *p = line + nl; *p && n < cap; p++) {
+            int c = (unsigned char)*p, d;
+            if (c >= '0' && c <= '9') d = c - '0';
+            else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+            else continue;
+            if (hi < 0) hi = d;
+            else out[n++] = (uint8_t)(hi << 4 | d), hi = -1;
+        }
+        break;
+    }
+    fclose(fp);
+    return n;
+}
+
+/* The v3 vectors of docs/PROTOCOL.md section 17, as the encoder writes the
+ * frames replicate.c sends, and the HELLO a v3 session proposes. */
+static void test_v3_vectors(void) {
+    static const struct {
+        const char *name;
+        uint8_t version, status;
+        const char *value;
+    } v[] = {
+        {"resp_not_leader_v3", 3, KVMUX_STATUS_NOT_LEADER, "127.0.0.1:7878"},
+        {"resp_not_leader_empty_v3", 3, KVMUX_STATUS_NOT_LEADER, ""},
+        {"resp_outcome_unknown_v3", 3, KVMUX_STATUS_OUTCOME_UNKNOWN, "outcome unknown"},
+        {"resp_not_leader_v2", 2, KVMUX_STATUS_SHUTTING_DOWN,
+         "not the leader; the leader is 127.0.0.1:7878"},
+        {"resp_outcome_unknown_v2", 2, KVMUX_STATUS_INTERNAL, "outcome unknown"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        uint8_t want[256], got[256];
+        size_t wn = load_vec(v[i].name, want, sizeof want);
+        CHECK(wn > 0);
+        kvmux_frame f;
+        memset(&f, 0, sizeof f);
+        f.version = v[i].version;
+        f.type = KVMUX_FRAME_RESPONSE;
+        f.request_id = 7;
+        f.code = v[i].status;
+        f.value = (const uint8_t *)v[i].value;
+        f.value_len = (uint32_t)strlen(v[i].value);
+        size_t gn = kvmux_frame_encode(got, &f);
+        CHECK_EQ(gn, wn);
+        CHECK(gn == wn && memcmp(got, want, gn) == 0);
+        if (gn != wn || memcmp(got, want, gn) != 0) fprintf(stderr, "vector %s differs\n", v[i].name);
+    }
+    CHECK(strcmp(kvmux_status_name(KVMUX_STATUS_NOT_LEADER), "NOT_LEADER") == 0);
+    CHECK(strcmp(kvmux_status_name(KVMUX_STATUS_OUTCOME_UNKNOWN), "OUTCOME_UNKNOWN") == 0);
+    uint8_t want[256], got[256];
+    size_t wn = load_vec("hello_v3", want, sizeof want);
+    kvmux_session s;
+    kvmux_settings st;
+    kvmux_settings_default(&st);
+    kvmux_session_init(&s, KVMUX_ROLE_CLIENT, &st);
+    s.max_version = KVMUX_PROTO_V3;
+    size_t gn = kvmux_session_encode_hello(&s, got, "cli");
+    CHECK_EQ(gn, wn);
+    CHECK(gn == wn && memcmp(got, want, gn) == 0);
+}
+
+/* Expiry follows the log's clock, not the replica's: the same entries
+ * expire the same keys on two stores whatever their wall clocks do. */
+static void test_replicated_clock(void) {
+    kvmux_fsm_clock *clk_a = &clocks[nclocks], *clk_b = &clocks[nclocks + 1];
+    kvmux_store *a = new_store(), *b = new_store();
+    uint8_t buf[256], ex[16] = {0};
+    kvmux_fsm_result r[1];
+    kvmux_store_u64be(ex, 1500); /* TTL 1.5 s at leader time 10 s: expires at 11.5 s */
+    size_t n = cmd_entry(buf, 10, KVMUX_OP_SET, "t", ex, 8, "x");
+    kvmux_fsm_apply(a, clk_a, buf, n, r, 1);
+    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    CHECK(kvmux_fsm_clock_read(clk_a) == 10000);
+    uint64_t v = 0;
+    CHECK_EQ(kvmux_store_exists(a, (const uint8_t *)"t", 1, &v), KVMUX_STATUS_OK);
+    /* INCR at leader time 11 s: still there (NOT_INTEGER); at 12 s: gone
+     * (the INCR creates it): the same outcome on both stores. */
+    kvmux_store_u64be(ex, 1);
+    n = cmd_entry(buf, 11, KVMUX_OP_INCR, "t", ex, 8, NULL);
+    kvmux_fsm_apply(a, clk_a, buf, n, r, 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_NOT_INTEGER);
+    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    n = cmd_entry(buf, 12, KVMUX_OP_INCR, "t", ex, 8, NULL);
+    kvmux_fsm_apply(a, clk_a, buf, n, r, 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
+    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
+    /* A leader whose clock is behind does not move time backwards. */
+    n = cmd_entry(buf, 5, KVMUX_OP_DEL, "none", ex, 0, NULL);
+    kvmux_fsm_apply(a, clk_a, buf, n, r, 1);
+    CHECK(kvmux_fsm_clock_read(clk_a) == 12000);
+    kvmux_store_free(a);
+    kvmux_store_free(b);
+}
+
+int main(void) {
+    test_vector();
+    test_replicated_clock();
+    test_v3_vectors();
+    test_peers();
+    test_fsm();
+    test_fuzz();
+    return test_report();
+}

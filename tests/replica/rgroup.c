@@ -1,0 +1,205 @@
+/* Replicated group fixture (rgroup.h). */
+#include "rgroup.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+static uint16_t free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return 0;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof a;
+    uint16_t port = 0;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &sl) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+int rgroup_start_member(rgroup *g, int i, int bootstrap) {
+    char id[16], rdir[192];
+    snprintf(id, sizeof id, "%d", i + 1);
+    snprintf(rdir, sizeof rdir, "%s/r%d", g->dir, i + 1);
+    const char *args[32];
+    int n = 0;
+    args[n++] = "--replica-id";
+    args[n++] = id;
+    args[n++] = "--replica-dir";
+    args[n++] = rdir;
+    args[n++] = "--peers";
+    args[n++] = g->peers;
+    if (bootstrap) args[n++] = "--bootstrap";
+    for (int k = 0; g->extra && g->extra[k] && n < 28; k++) args[n++] = g->extra[k];
+    args[n] = NULL;
+    if (test_server_start_on_port(&g->srv[i], g->cport[i], args) != 0) return -1;
+    g->up[i] = 1;
+    return 0;
+}
+
+int rgroup_start(rgroup *g, int n, const char *const *extra) {
+    memset(g, 0, sizeof *g);
+    g->n = n;
+    g->extra = extra;
+    snprintf(g->dir, sizeof g->dir, "/tmp/kvmux-rgroup-XXXXXX");
+    if (!mkdtemp(g->dir)) return -1;
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        g->cport[i] = free_port();
+        g->rport[i] = free_port();
+        if (!g->cport[i] || !g->rport[i] || g->cport[i] == g->rport[i]) return -1;
+        used += (size_t)snprintf(g->peers + used, sizeof g->peers - used,
+                                 "%s%d=127.0.0.1:%u/127.0.0.1:%u", i ? "," : "", i + 1,
+                                 g->rport[i], g->cport[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        if (rgroup_start_member(g, i, 1) != 0) {
+            rgroup_stop(g);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void rgroup_kill(rgroup *g, int i) {
+    if (!g->up[i]) return;
+    test_server_kill(&g->srv[i]);
+    g->up[i] = 0;
+}
+
+void rgroup_stop(rgroup *g) {
+    for (int i = 0; i < g->n; i++) {
+        if (!g->up[i]) continue;
+        test_server_stop(&g->srv[i], 10000);
+        g->up[i] = 0;
+    }
+    if (g->dir[0]) {
+        char cmd[256];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g->dir);
+        if (system(cmd) != 0) fprintf(stderr, "rgroup: could not remove %s\n", g->dir);
+    }
+}
+
+int rgroup_stats(const rgroup *g, int i, char *buf, size_t cap) {
+    if (!g->up[i] || cap < 2) return -1;
+    int fd = test_connect_raw(g->cport[i], 2000);
+    if (fd < 0) return -1;
+    int rc = -1;
+    static _Thread_local uint8_t in[256 * 1024];
+    kvmux_frame f;
+    if (test_raw_handshake(fd) == 0 &&
+        test_send_request(fd, 1, 1, KVMUX_OP_STATS, NULL, 0, NULL, NULL, 0) == 0 &&
+        test_read_frame(fd, in, sizeof in, &f) > 0 && f.type == KVMUX_FRAME_RESPONSE &&
+        f.code == KVMUX_STATUS_OK) {
+        size_t n = f.value_len < cap - 1 ? f.value_len : cap - 1;
+        memcpy(buf, f.value, n);
+        buf[n] = '\0';
+        rc = (int)n;
+    }
+    close(fd);
+    return rc;
+}
+
+uint64_t rgroup_stat(const rgroup *g, int i, const char *name) {
+    static _Thread_local char buf[64 * 1024];
+    int n = rgroup_stats(g, i, buf, sizeof buf);
+    if (n < 0) return UINT64_MAX;
+    return test_stat_value(buf, (size_t)n, name);
+}
+
+int rgroup_stat_str(const rgroup *g, int i, const char *name, char *out, size_t cap) {
+    static _Thread_local char buf[64 * 1024];
+    if (rgroup_stats(g, i, buf, sizeof buf) < 0) return -1;
+    size_t nl = strlen(name);
+    for (const char *p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        if (strncmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            size_t k = strcspn(v, "\n");
+            if (k >= cap) k = cap - 1;
+            memcpy(out, v, k);
+            out[k] = '\0';
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int rgroup_stable_leader(const rgroup *g, int timeout_ms) {
+    int64_t end = test_now_ms() + timeout_ms;
+    while (test_now_ms() < end) {
+        int l = rgroup_leader(g, (int)(end - test_now_ms()));
+        if (l < 0) return -1;
+        test_sleep_ms(300);
+        if (rgroup_leader(g, 1) == l) return l;
+    }
+    return -1;
+}
+
+int rgroup_leader(const rgroup *g, int timeout_ms) {
+    int64_t end = test_now_ms() + timeout_ms;
+    do {
+        for (int i = 0; i < g->n; i++) {
+            char role[32];
+            if (g->up[i] && rgroup_stat_str(g, i, "replica_role", role, sizeof role) == 0 &&
+                strcmp(role, "leader") == 0)
+                return i;
+        }
+        test_sleep_ms(50);
+    } while (test_now_ms() < end);
+    return -1;
+}
+
+int rgroup_converged(const rgroup *g, int timeout_ms, uint64_t *index, char *digest,
+                     size_t dcap) {
+    int64_t end = test_now_ms() + timeout_ms;
+    do {
+        uint64_t idx0 = UINT64_MAX;
+        char d0[64] = "";
+        int same = 1, seen = 0;
+        for (int i = 0; i < g->n && same; i++) {
+            if (!g->up[i]) continue;
+            char d[64];
+            uint64_t idx = rgroup_stat(g, i, "replica_applied_index");
+            if (idx == UINT64_MAX || rgroup_stat_str(g, i, "replica_digest", d, sizeof d) != 0) {
+                same = 0;
+                break;
+            }
+            /* The digest was read after the index: re-read the index so
+             * both belong to one state (nothing is being written now). */
+            if (rgroup_stat(g, i, "replica_applied_index") != idx) same = 0;
+            if (!seen) {
+                idx0 = idx;
+                snprintf(d0, sizeof d0, "%s", d);
+                seen = 1;
+            } else if (idx != idx0 || strcmp(d, d0) != 0) {
+                same = 0;
+            }
+        }
+        if (same && seen) {
+            if (index) *index = idx0;
+            if (digest) snprintf(digest, dcap, "%s", d0);
+            return 0;
+        }
+        test_sleep_ms(100);
+    } while (test_now_ms() < end);
+    for (int i = 0; i < g->n; i++) {
+        char d[64] = "?", role[32] = "?";
+        rgroup_stat_str(g, i, "replica_digest", d, sizeof d);
+        rgroup_stat_str(g, i, "replica_role", role, sizeof role);
+        int st = 0;
+        pid_t w = g->up[i] ? waitpid(g->srv[i].pid, &st, WNOHANG) : 0;
+        fprintf(stderr, "rgroup: member %d up=%d %s role=%s applied=%llu commit=%llu digest=%s\n",
+                i + 1, g->up[i],
+                w == 0 ? "running" : WIFSIGNALED(st) ? "died of a signal" : "exited", role,
+                (unsigned long long)rgroup_stat(g, i, "replica_applied_index"),
+                (unsigned long long)rgroup_stat(g, i, "replica_commit_index"), d);
+    }
+    return -1;
+}

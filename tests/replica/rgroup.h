@@ -1,0 +1,52 @@
+/* A replicated kvmuxd group for tests: N real kvmuxd processes on
+ * loopback, each with a client port and a Raft port picked free (bind
+ * port 0, read it, close), a fresh directory under /tmp, and helpers to
+ * find the leader, kill and restart members and read their STATS. Every
+ * wait is bounded. */
+#ifndef KVMUX_RGROUP_H
+#define KVMUX_RGROUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "testutil.h"
+
+#define RGROUP_MAX 5
+
+typedef struct rgroup {
+    int n;
+    test_server srv[RGROUP_MAX];
+    int up[RGROUP_MAX];
+    uint16_t cport[RGROUP_MAX], rport[RGROUP_MAX];
+    char dir[128];                      /* parent of r1, r2, ... */
+    char peers[RGROUP_MAX * 64];
+    const char *const *extra;           /* more kvmuxd arguments (NULL-terminated) */
+} rgroup;
+
+/* Pick ports, make the directory, start all n members with --bootstrap.
+ * Returns 0, or -1 (nothing left running). */
+int rgroup_start(rgroup *g, int n, const char *const *extra);
+/* (Re)start member i on its ports and directory (bootstrap: first start). */
+int rgroup_start_member(rgroup *g, int i, int bootstrap);
+/* SIGKILL member i. */
+void rgroup_kill(rgroup *g, int i);
+/* Stop every member (SIGTERM, then SIGKILL) and remove the directory. */
+void rgroup_stop(rgroup *g);
+/* STATS of member i into buf (NUL-terminated). Returns its length or -1. */
+int rgroup_stats(const rgroup *g, int i, char *buf, size_t cap);
+/* A STATS value (decimal), UINT64_MAX if absent or unreachable. */
+uint64_t rgroup_stat(const rgroup *g, int i, const char *name);
+/* A STATS text value into out; -1 if absent or unreachable. */
+int rgroup_stat_str(const rgroup *g, int i, const char *name, char *out, size_t cap);
+/* Index of the member that says it is leader (polls up to timeout_ms),
+ * or -1. */
+int rgroup_leader(const rgroup *g, int timeout_ms);
+/* A leader that is still leader 300 ms later (elections at start-up can
+ * follow one another), or -1. */
+int rgroup_stable_leader(const rgroup *g, int timeout_ms);
+/* Wait until every running member reports the same applied index and the
+ * same digest (up to timeout_ms). Returns 0 and the index, or -1. */
+int rgroup_converged(const rgroup *g, int timeout_ms, uint64_t *index, char *digest,
+                     size_t dcap);
+
+#endif
