@@ -92,6 +92,15 @@ typedef enum kvmux_error {
                                KVMUX_EBUSY / KVMUX_ESERVER instead). Not
                                KVMUX_ENOMEM, which is this library's own
                                allocation failing. */
+    /* Protocol v3 (a replicated kvmuxd group, kvmux_options.endpoints). */
+    KVMUX_ENOTLEADER = -17, /* no leader reachable: a replica answered
+                               NOT_LEADER and the request was redirected
+                               more than 16 times (never processed), or a
+                               client without endpoints met a follower */
+    KVMUX_EUNKNOWN = -18,   /* a write's outcome is unknown: it was sent and
+                               the connection (or the leader's leadership)
+                               was lost before its answer; it may or may
+                               not have been applied. Read it back to know. */
     /* Fatal: the connection is gone. */
     KVMUX_E_FATAL = -100,
     KVMUX_ECLOSED = -101,   /* connection closed (EOF, reset, kvmux_close) */
@@ -156,8 +165,9 @@ typedef struct kvmux_options {
                                     values arrive fragmented; default 64 MiB,
                                     at most 512 MiB. A v1 connection is
                                     bounded by max_frame_size anyway. */
-    uint8_t max_protocol_version;/* highest protocol version proposed, 1..2;
-                                    default 2 (1 forces v1, e.g. for tests) */
+    uint8_t max_protocol_version;/* highest protocol version proposed, 1..3;
+                                    default 3 (a single-node server answers
+                                    2; 1 forces v1, e.g. for tests) */
     int keepalive_interval_ms;   /* PING the server after this long without
                                     receiving anything; 0 = off (default) */
     int keepalive_timeout_ms;    /* after such a PING, nothing at all received
@@ -250,6 +260,34 @@ typedef struct kvmux_options {
      * alone, serial calls about even). 0 = off (default), at most
      * 1000000. */
     uint32_t busy_poll_us;
+    /* Failover across a replicated group (protocol v3; docs/DESIGN.md
+     * "Client failover"). endpoints: a comma-separated list
+     * "host:port,host:port,..." (IPv6 as "[addr]:port"; at most 64
+     * entries). When set (non-NULL) it overrides the host and port given
+     * to kvmux_connect / kvmux_async_connect (they may be NULL / 0), the
+     * string is borrowed for the duration of the connect only, and
+     * automatic reconnect is on whatever `reconnect` says. The client
+     * connects to the endpoints in order; a NOT_LEADER answer naming the
+     * leader makes it finish what is in flight on that connection and
+     * reconnect to the leader, resending the redirected request (at most
+     * 16 redirects per request, then KVMUX_ENOTLEADER); a NOT_LEADER
+     * without an address, a failed attempt or a lost connection moves to
+     * the next endpoint after a backoff capped at
+     * min(reconnect_max_backoff_ms, 400 ms). On a lost connection reads
+     * (GET, EXISTS, TTL, SCAN, STATS, SLOWLOG, CLIENT_LIST, PING) and
+     * WAITs in flight are resent, queued requests never sent are sent,
+     * and a write in flight completes with KVMUX_EUNKNOWN (unless
+     * resend_writes). Every request still completes exactly once, within
+     * its own deadline. Event-loop clients resolve the endpoints once, in
+     * kvmux_async_connect, and follow a redirect only to a numeric
+     * address or to one spelled as in the list (else they try the next
+     * endpoint): the loop never waits for DNS. NULL (default): off. */
+    const char *endpoints;
+    int resend_writes;           /* endpoints mode: 1 resends a write cut by
+                                    a lost connection to the new leader
+                                    (it may then be applied twice: only
+                                    for idempotent writes); 0 (default):
+                                    it completes with KVMUX_EUNKNOWN */
 } kvmux_options;
 
 /* Fill o with defaults and set o->struct_size. Thread-safe: yes.

@@ -55,6 +55,8 @@ const char *kvmux_status_name(int status) {
     case KVMUX_STATUS_SHUTTING_DOWN: return "SHUTTING_DOWN";
     case KVMUX_STATUS_CANCELED: return "CANCELED";
     case KVMUX_STATUS_OUT_OF_MEMORY: return "OUT_OF_MEMORY";
+    case KVMUX_STATUS_NOT_LEADER: return "NOT_LEADER";
+    case KVMUX_STATUS_OUTCOME_UNKNOWN: return "OUTCOME_UNKNOWN";
     default: return "?";
     }
 }

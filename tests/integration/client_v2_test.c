@@ -145,7 +145,7 @@ static void test_versions(void) {
     /* v1-capped client, v2 server. */
     kvmux_options o;
     kvmux_options_init(&o);
-    CHECK_EQ(o.max_protocol_version, 2);
+    CHECK_EQ(o.max_protocol_version, 3); /* v3 offered; a single node picks 2 */
     o.max_protocol_version = 1;
     kvmux_client *c = v2_connect(g_srv.port, &o);
     kvmux_server_info info;
@@ -185,7 +185,7 @@ static void test_versions(void) {
 
     /* Bad option values are refused. */
     kvmux_options_init(&o);
-    o.max_protocol_version = 3;
+    o.max_protocol_version = 4;
     CHECK_EQ(kvmux_connect(&c, "127.0.0.1", g_srv.port, &o), KVMUX_EINVAL);
     kvmux_options_init(&o);
     o.max_value_size = KVMUX_MAX_VALUE_LIMIT + 1u;

@@ -217,7 +217,7 @@ static void test_before_handshake(void) {
     CHECK_EQ(kvmux_session_check_recv(&s, &e1), 0);
     CHECK_EQ(s.state, KVMUX_SESSION_CLOSED);
     kvmux_session_init(&s, KVMUX_ROLE_SERVER, NULL);
-    e1.version = KVMUX_PROTO_VERSION_MAX + 1;
+    e1.version = KVMUX_PROTO_CODEC_MAX + 1;
     CHECK_EQ(kvmux_session_check_recv(&s, &e1), -KVMUX_ERR_BAD_VERSION);
     /* Client before HELLO_ACK: only HELLO_ACK or ERROR. */
     bad = 0;
@@ -296,7 +296,7 @@ static void test_open_checks(void) {
     CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_BAD_VERSION);
     f = mk(KVMUX_FRAME_PING, 1, 0);
     CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_BAD_VERSION);
-    const uint8_t wrong[] = {0, 3, 4, 255};
+    const uint8_t wrong[] = {0, KVMUX_PROTO_CODEC_MAX + 1, KVMUX_PROTO_CODEC_MAX + 2, 255};
     for (size_t i = 0; i < sizeof wrong; i++) {
         f = mk(KVMUX_FRAME_REQUEST, wrong[i], 1);
         CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_BAD_VERSION);
