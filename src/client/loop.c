@@ -196,13 +196,22 @@ int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
 
     /* Resolved once, here: a reconnect reuses the address, so the loop
      * thread never waits for DNS. */
+    int fd;
     if (c->eps) {
-        c->raddr = c->eps[0].ss;
-        c->raddr_len = c->eps[0].sslen;
+        /* The first endpoint whose connect can start (a refused loopback
+         * connect fails at once); one refused later is a loss like any
+         * other, and the reconnect moves on to the next. */
+        fd = KVMUX_ECONNECT;
+        for (uint32_t i = 0; i < c->neps && fd < 0; i++) {
+            c->ep_cur = i;
+            c->raddr = c->eps[i].ss;
+            c->raddr_len = c->eps[i].sslen;
+            fd = kvmux__connect_addr(&c->raddr, c->raddr_len);
+        }
     } else {
         rc = kvmux__resolve_first(host, port, &c->raddr, &c->raddr_len);
+        fd = rc == 0 ? kvmux__connect_addr(&c->raddr, c->raddr_len) : rc;
     }
-    int fd = rc == 0 ? kvmux__connect_addr(&c->raddr, c->raddr_len) : rc;
     if (fd < 0) {
         kvmux__client_free(c);
         return fd;

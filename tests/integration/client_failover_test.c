@@ -504,6 +504,40 @@ static void test_loop(void) {
     fg_stop(&g);
 }
 
+static uint16_t closed_port(void);
+
+/* Event-loop mode whose first endpoint refuses: the status callback
+ * reports the failed attempt, the next endpoint is tried. */
+static void test_loop_dead_first(void) {
+    fake_group g;
+    fg_start(&g, 1);
+    fg_set_role(&g, 0, FG_LEADER, 0);
+    char eps[sizeof g.endpoints + 32];
+    snprintf(eps, sizeof eps, "127.0.0.1:%u,%s", (unsigned)closed_port(), g.endpoints);
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    kvmux_options o;
+    opts_fast(&o, eps);
+    kvmux_client *c = NULL;
+    REQUIRE(kvmux_async_connect(&c, NULL, 0, &o) == 0);
+    status_rec st;
+    memset(&st, 0, sizeof st);
+    CHECK_EQ(kvmux_async_set_status_cb(c, on_status, &st), 0);
+    REQUIRE(kvmux_libuv_attach(c, &loop) == 0);
+    rec a;
+    memset(&a, 0, sizeof a);
+    kvmux_request s1 = req_of(KVMUX_SET, "d1", "1");
+    CHECK_EQ(kvmux_call_async(c, &s1, KVMUX_TIMEOUT_DEFAULT, on_rec, &a), 0);
+    CHECK(loop_until(&loop, &a, 1, 10000));
+    CHECK_EQ(atomic_load(&a.result), 0);
+    CHECK_EQ(fg_applied(&g, "d1"), 1);
+    CHECK(st.connected >= 1);
+    kvmux_close(c);
+    run_loop(&loop, 100);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+    fg_stop(&g);
+}
+
 /* ---- against a real single-node kvmuxd (protocol 2) ---- */
 
 static uint16_t closed_port(void) {
@@ -559,6 +593,7 @@ int main(void) {
     test_cut_in_flight(1);
     test_deadline_cancel();
     test_loop();
+    test_loop_dead_first();
     test_real_single_node();
     return test_report();
 }
