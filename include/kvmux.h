@@ -303,6 +303,11 @@ void kvmux_options_init_sized(kvmux_options *o, size_t size);
  * HELLO handshake, and start the reader and writer threads.
  * opts may be NULL for defaults. On success *out owns the client; free it
  * with kvmux_close(). On error *out is untouched.
+ * With opts->endpoints set, host and port are ignored (NULL and 0 are
+ * fine): the endpoints are tried in order, each within connect_timeout_ms,
+ * and the first that completes the handshake is used (a follower's first
+ * NOT_LEADER then leads to the leader); the code of the last failure is
+ * returned if none does (KVMUX_EAUTH at once: the token is the group's).
  * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ETIMEDOUT, KVMUX_ENOVERSION,
  * KVMUX_EPROTO, KVMUX_EAUTH, KVMUX_ETLS (options.tls), KVMUX_ENOMEM.
  * Thread-safe: yes. */
@@ -845,6 +850,10 @@ typedef struct kvmux_async_hooks {
  * in the backlog). On success *out owns the client; free it with
  * kvmux_close(). On error *out is untouched.
  * The host is resolved here, once; nothing later blocks the loop thread.
+ * With opts->endpoints set, host and port are ignored: every endpoint is
+ * resolved here, once (KVMUX_ECONNECT if one cannot be), the first whose
+ * connect can start is used, and a connect that fails later moves on to
+ * the next endpoint as a reconnect does (reconnect is on in that mode).
  * TLS (kvmux_options.tls = 1): the TLS handshake runs from the loop's
  * events before HELLO, and every record is read and written without
  * blocking; a TLS failure is KVMUX_ETLS (see kvmux_options.tls).
