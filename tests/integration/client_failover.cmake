@@ -12,6 +12,7 @@ if(TARGET kvmux AND TARGET kvmuxd)
     kvmux_add_test(client_failover_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_failover_test.c
               ${CMAKE_CURRENT_LIST_DIR}/fake_group.c
+              ${CMAKE_CURRENT_LIST_DIR}/failover_scenario.c
               ${CMAKE_CURRENT_LIST_DIR}/client_v2_fake.c
               ${CMAKE_CURRENT_LIST_DIR}/loop_util.c
       LIBS kvmux ${KVMUX_LIBUV_LIB} LABELS integration concurrent fault TIMEOUT 120)

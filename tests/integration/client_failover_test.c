@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "failover_scenario.h"
 #include "fake_group.h"
 #include "kvmux.h"
 #include "kvmux/adapters/libuv.h"
@@ -506,6 +507,50 @@ static void test_loop(void) {
 
 static uint16_t closed_port(void);
 
+/* ---- the group-agnostic scenario (failover_scenario.h) on the fake ---- */
+
+typedef struct fake_target {
+    fake_group *g;
+    int leader;
+} fake_target;
+
+/* The leader's connection is reset and the next replica leads; the old
+ * one (if the client comes back) names the new leader. */
+static void fake_fail_leader(void *arg) {
+    fake_target *ft = arg;
+    int old = ft->leader, next = (old + 1) % ft->g->n;
+    fg_set_role(ft->g, next, FG_LEADER, 0);
+    for (int i = 0; i < ft->g->n; i++)
+        if (i != next) fg_set_role(ft->g, i, FG_FOLLOWER, next);
+    fg_cut(ft->g, old);
+    ft->leader = next;
+}
+
+static void test_scenario(void) {
+    fake_group g;
+    fg_start(&g, 3);
+    fg_set_role(&g, 0, FG_LEADER, 0);
+    fg_set_role(&g, 1, FG_FOLLOWER, 0);
+    fg_set_role(&g, 2, FG_FOLLOWER, 0);
+    fake_target ft = {&g, 0};
+    failover_target t = {g.endpoints, fake_fail_leader, &ft};
+    int ops = (int)(4000 * test_scale());
+    if (ops < 400) ops = 400;
+    failover_result r;
+    failover_run_async(&t, ops, 64, &r);
+    printf("failover async: ops=%d acked=%d unknown=%d other=%d lost=%d twice=%d\n", r.ops,
+           r.acked, r.unknown, r.other, r.lost, r.twice);
+    CHECK_EQ(r.acked + r.unknown, r.ops);
+    CHECK(r.unknown <= 64);
+    CHECK(r.acked >= r.ops - 64);
+    failover_run_blocking(&t, ops / 2, 8, &r);
+    printf("failover blocking: ops=%d acked=%d unknown=%d other=%d lost=%d twice=%d\n", r.ops,
+           r.acked, r.unknown, r.other, r.lost, r.twice);
+    CHECK_EQ(r.acked + r.unknown, r.ops);
+    CHECK(r.unknown <= 8);
+    fg_stop(&g);
+}
+
 /* Event-loop mode whose first endpoint refuses: the status callback
  * reports the failed attempt, the next endpoint is tried. */
 static void test_loop_dead_first(void) {
@@ -594,6 +639,7 @@ int main(void) {
     test_deadline_cancel();
     test_loop();
     test_loop_dead_first();
+    test_scenario();
     test_real_single_node();
     return test_report();
 }

@@ -16,22 +16,23 @@
 
 #define FG_BUF (64u * 1024)
 
-/* The store entry for key (creating it if create), or NULL. Lock held. */
+/* The store entry for key (creating it if create), or NULL (absent, or
+ * the store is full). Open addressing on an FNV-1a hash. Lock held. */
 static fg_key *store_find(fake_group *g, const void *key, size_t klen, int create) {
     if (klen == 0 || klen >= sizeof g->keys[0].key) return NULL;
-    fg_key *free_slot = NULL;
-    for (int i = 0; i < FG_KEYS; i++) {
-        fg_key *k = &g->keys[i];
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < klen; i++) h = (h ^ ((const uint8_t *)key)[i]) * 16777619u;
+    for (uint32_t n = 0; n < FG_KEYS; n++) {
+        fg_key *k = &g->keys[(h + n) & (FG_KEYS - 1)];
         if (k->klen == 0) {
-            if (!free_slot) free_slot = k;
-            continue;
+            if (!create) return NULL;
+            memcpy(k->key, key, klen);
+            k->klen = (uint8_t)klen;
+            return k;
         }
         if (k->klen == klen && memcmp(k->key, key, klen) == 0) return k;
     }
-    if (!create || !free_slot) return NULL;
-    memcpy(free_slot->key, key, klen);
-    free_slot->klen = (uint8_t)klen;
-    return free_slot;
+    return NULL;
 }
 
 static void put_u64(uint8_t *p, uint64_t v) {
@@ -206,6 +207,8 @@ void fg_start(fake_group *g, int n) {
     REQUIRE(n >= 1 && n <= FG_MAX);
     memset(g, 0, sizeof *g);
     g->n = n;
+    g->keys = calloc(FG_KEYS, sizeof *g->keys);
+    REQUIRE(g->keys);
     pthread_mutex_init(&g->mu, NULL);
     size_t off = 0;
     for (int i = 0; i < n; i++) {
@@ -237,6 +240,7 @@ void fg_stop(fake_group *g) {
         close(g->r[i].lfd);
     }
     pthread_mutex_destroy(&g->mu);
+    free(g->keys);
 }
 
 void fg_set_follower_addr(fake_group *g, int i, const char *addr) {

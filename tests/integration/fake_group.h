@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #define FG_MAX 5
-#define FG_KEYS 1024
+#define FG_KEYS 16384 /* store capacity (open addressing): a power of 2 */
 
 typedef enum fg_role { FG_LEADER = 0, FG_FOLLOWER = 1, FG_HOLD = 2 } fg_role;
 
@@ -60,7 +60,7 @@ struct fake_group {
     int n;
     fg_replica r[FG_MAX];
     pthread_mutex_t mu;            /* the store and leader_addr */
-    fg_key keys[FG_KEYS];
+    fg_key *keys;                  /* FG_KEYS entries (heap) */
     uint64_t next_version;
     atomic_int stop;
     char endpoints[FG_MAX * 24];   /* "127.0.0.1:p0,127.0.0.1:p1,..." */
