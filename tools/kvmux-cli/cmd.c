@@ -234,6 +234,8 @@ static int report(cli_ctx *ctx, const cmd_args *a, int rc) {
     }
     if (rc == KVMUX_EOOM) /* the operator's next step, not only the cause */
         fputs(" (delete keys, or raise the server's --maxmemory)", stderr);
+    else if (rc == KVMUX_EUNKNOWN) /* a failover cut it off */
+        fputs(" (it may or may not have been applied: read the key back)", stderr);
     fputc('\n', stderr);
     if (fatal) {
         kvmux_close(ctx->client);
