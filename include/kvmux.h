@@ -93,10 +93,11 @@ typedef enum kvmux_error {
                                KVMUX_ENOMEM, which is this library's own
                                allocation failing. */
     /* Protocol v3 (a replicated kvmuxd group, kvmux_options.endpoints). */
-    KVMUX_ENOTLEADER = -17, /* no leader reachable: a replica answered
-                               NOT_LEADER and the request was redirected
-                               more than 16 times (never processed), or a
-                               client without endpoints met a follower */
+    KVMUX_ENOTLEADER = -17, /* no leader reachable: the request got 17
+                               NOT_LEADER answers (with or without a
+                               leader's address) and was never processed;
+                               or a client without endpoints sent it to a
+                               follower */
     KVMUX_EUNKNOWN = -18,   /* a write's outcome is unknown: it was sent and
                                the connection (or the leader's leadership)
                                was lost before its answer; it may or may

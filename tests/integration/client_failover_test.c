@@ -272,6 +272,27 @@ static void test_outcome_unknown(void) {
     fg_stop(&g);
 }
 
+/* Without endpoints a follower's NOT_LEADER is an answer like any other:
+ * KVMUX_ENOTLEADER, the connection stays. */
+static void test_not_leader_without_endpoints(void) {
+    fake_group g;
+    fg_start(&g, 1);
+    fg_set_role(&g, 0, FG_FOLLOWER, 0);
+    kvmux_client *c = NULL;
+    REQUIRE(kvmux_connect(&c, "127.0.0.1", g.r[0].port, NULL) == 0);
+    CHECK_EQ(kvmux_set(c, "a", 1, "1", 1, 0, NULL, 5000), KVMUX_ENOTLEADER);
+    rec r1;
+    memset(&r1, 0, sizeof r1);
+    kvmux_request r = req_of(KVMUX_GET, "a", NULL);
+    CHECK_EQ(kvmux_call_async(c, &r, 5000, on_rec, &r1), 0);
+    CHECK(wait_recs(&r1, 1, 5000));
+    CHECK_EQ(atomic_load(&r1.result), KVMUX_ENOTLEADER);
+    CHECK_EQ(kvmux_connection_error(c, NULL, 0), 0);
+    CHECK_EQ(atomic_load(&g.r[0].conns), 1);
+    kvmux_close(c);
+    fg_stop(&g);
+}
+
 /* ---- the leader's connection reset with requests in flight ---- */
 
 typedef struct blk {
@@ -634,6 +655,7 @@ int main(void) {
     test_no_leader_address();
     test_redirect_bound();
     test_outcome_unknown();
+    test_not_leader_without_endpoints();
     test_cut_in_flight(0);
     test_cut_in_flight(1);
     test_deadline_cancel();
