@@ -352,6 +352,17 @@ static void test_cut_in_flight(int resend_writes) {
     fg_set_role(&g, 0, FG_FOLLOWER, 1);
     fg_set_role(&g, 2, FG_FOLLOWER, 1);
     fg_cut(&g, 0);
+    /* Once the client has seen the loss (or already reconnected): a
+     * request submitted before that could still be written to the dead
+     * connection and rightly come back KVMUX_EUNKNOWN. */
+    int64_t seen_by = test_now_ms() + 5000;
+    for (;;) {
+        uint64_t attempts = 0, reconnects = 0;
+        kvmux_reconnect_stats(c, &attempts, &reconnects);
+        if (kvmux_connection_error(c, NULL, 0) != 0 || reconnects > 0) break;
+        REQUIRE(test_now_ms() < seen_by);
+        test_sleep_ms(1);
+    }
     /* Submitted during the outage: never sent before, sent once. */
     static rec q[4];
     memset(q, 0, sizeof q);
