@@ -276,10 +276,11 @@ typedef struct kvmux_options {
      * the next endpoint after a backoff capped at
      * min(reconnect_max_backoff_ms, 400 ms). On a lost connection reads
      * (GET, EXISTS, TTL, SCAN, STATS, SLOWLOG, CLIENT_LIST, PING) and
-     * WAITs in flight are resent, queued requests never sent are sent,
-     * and a write in flight completes with KVMUX_EUNKNOWN (unless
-     * resend_writes). Every request still completes exactly once, within
-     * its own deadline. Event-loop clients resolve the endpoints once, in
+     * WAITs in flight are resent, requests never sent (queued, or still
+     * in the outbound queue) are sent, and a write that had left
+     * completes with KVMUX_EUNKNOWN (unless resend_writes). Every
+     * request still completes exactly once, within its own deadline, and
+     * can be cancelled as before. Event-loop clients resolve the endpoints once, in
      * kvmux_async_connect, and follow a redirect only to a numeric
      * address or to one spelled as in the list (else they try the next
      * endpoint): the loop never waits for DNS. NULL (default): off. */

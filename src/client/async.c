@@ -633,6 +633,7 @@ void kvmux__async_pump(kvmux_client *c) {
         backlog_unlink(c, op);
         if (!keep) op->q = NULL; /* in flight (or failed): the request is encoded */
         kvmux__slot *s = NULL;
+        op->out_round = big ? UINT64_MAX : c->out_rounds; /* failover.c */
         if (rc == 0) {
             s = async_encode(c, &q->req, big, op->timer.deadline, -1);
             if (!s) rc = KVMUX_ETOOBIG;

@@ -519,6 +519,8 @@ admit:
     s = kvmux__pending_take(&c->pending, &id);
     s->op = (uint8_t)req->op;
     s->want_value = vout != NULL;
+    /* Which send round carries it (failover.c: unsent at a loss?). */
+    uint64_t out_round = big ? UINT64_MAX : c->out_rounds;
     rc = kvmux__call_encode(c, req, id, big, deadline_ms, -1); /* it may have waited */
     big = NULL; /* started, or freed by call_encode */
     if (rc != 0) {
@@ -534,6 +536,7 @@ admit:
     w.value = NULL;
     w.wnext = NULL;
     w.chain_tail = 0;
+    w.out_round = out_round;
     w.cpu = sched_getcpu();
     s->owner = KVMUX__OWNER_CALL;
     s->u.w = &w;

@@ -173,6 +173,9 @@ typedef struct kvmux__callwait {
     int chain_tail;                /* last of a wake chain: flushes the
                                       chain's requests (still counted in
                                       active for that) */
+    uint64_t out_round;            /* c->out_rounds when its frame was
+                                      queued (UINT64_MAX: fragmented):
+                                      equal at a loss = never sent */
 } kvmux__callwait;
 
 #define KVMUX__CW_PENDING 0u
@@ -250,6 +253,7 @@ struct kvmux_future {
     uint8_t detached;              /* future outlived its client */
     uint8_t redirects;             /* endpoints mode: NOT_LEADER redirects
                                       followed (KVMUX__MAX_REDIRECTS) */
+    uint64_t out_round;            /* INFLIGHT: as kvmux__callwait's */
 };
 typedef struct kvmux_future kvmux__op;
 
@@ -416,6 +420,9 @@ struct kvmux_client {
                                       connection before following it */
     kvmux__op *requeue_last;       /* last op put back at the backlog's
                                       head (resends keep their order) */
+    uint64_t out_rounds;           /* send rounds begun (kvmux__round_begin
+                                      takes all of c->out): a frame queued
+                                      in the current one has not left */
 };
 
 /* Internal call result: a GET/PING cut off by a lost connection that the

@@ -36,9 +36,12 @@
  * resent, writes in flight complete with KVMUX_EUNKNOWN (they may have
  * been applied; resend_writes resends them instead, for idempotent
  * writes), and queued requests never sent wait for the next connection.
- * A write whose frame was encoded but not yet handed to the socket counts
- * as sent: the library does not track which bytes reached the kernel, and
- * "unknown" is the answer that is never wrong.
+ * "Never sent" includes a write encoded in c->out that no send round has
+ * taken yet (c->out_rounds, recorded per request as it is queued: one
+ * counter, no per-frame bookkeeping); once a round has taken a frame it
+ * counts as sent even if the round was cut short -- the library does not
+ * track which bytes reached the kernel, and "unknown" is the answer that
+ * is never wrong. A fragmented value counts as sent from its start.
  *
  * Event-loop mode never blocks the loop: the endpoints are resolved once
  * in kvmux_async_connect, and a NOT_LEADER address is followed only if it
@@ -241,8 +244,17 @@ void kvmux__failover_pick(kvmux_client *c) {
     }
 }
 
+/* 1 if s's frame is still in c->out: no send round took it, so not one
+ * byte of it left (lock held). */
+static int slot_unsent(const kvmux_client *c, const kvmux__slot *s) {
+    uint64_t r = UINT64_MAX;
+    if (s->owner == KVMUX__OWNER_CALL) r = s->u.w->out_round;
+    else if (s->owner == KVMUX__OWNER_OP) r = s->u.aop->out_round;
+    return r == c->out_rounds;
+}
+
 void kvmux__failover_slot_lost(kvmux_client *c, kvmux__slot *s) {
-    if (kvmux__op_is_read(s->op) || c->opts.resend_writes) {
+    if (kvmux__op_is_read(s->op) || c->opts.resend_writes || slot_unsent(c, s)) {
         kvmux__failover_resend(c, s, 0);
         return;
     }

@@ -408,6 +408,66 @@ static void test_cut_in_flight(int resend_writes) {
     fg_stop(&g);
 }
 
+/* Writes still in the outbound queue at the loss -- queued behind a
+ * writer blocked on a leader that stopped reading -- never left: they are
+ * resent to the new leader and applied once; those the writer had taken
+ * complete KVMUX_EUNKNOWN. */
+static void test_unsent_writes(void) {
+    enum { BIG = 80, SMALL = 10, VLEN = 60000 };
+    fake_group g;
+    fg_start_ex(&g, 2, 16384);
+    fg_set_role(&g, 0, FG_LEADER, 0);
+    fg_set_role(&g, 1, FG_FOLLOWER, 0);
+    kvmux_options o;
+    opts_fast(&o, g.endpoints);
+    kvmux_client *c = fo_connect(&o);
+    CHECK_EQ(kvmux_ping(c, 5000), 0); /* connected to replica 0 */
+    fg_set_role(&g, 0, FG_STALL, 0);
+    char *big = malloc(VLEN);
+    REQUIRE(big);
+    memset(big, 'b', VLEN);
+    static rec rb[BIG], rs[SMALL];
+    memset(rb, 0, sizeof rb);
+    memset(rs, 0, sizeof rs);
+    char bk[BIG][8], sk[SMALL][8];
+    for (int i = 0; i < BIG; i++) {
+        snprintf(bk[i], sizeof bk[i], "b%d", i);
+        kvmux_request w = req_of(KVMUX_SET, bk[i], NULL);
+        w.value = big;
+        w.value_len = VLEN;
+        CHECK_EQ(kvmux_call_async(c, &w, KVMUX_TIMEOUT_DEFAULT, on_rec, &rb[i]), 0);
+    }
+    test_sleep_ms(300); /* the writer fills the socket and blocks */
+    for (int i = 0; i < SMALL; i++) {
+        snprintf(sk[i], sizeof sk[i], "s%d", i);
+        kvmux_request w = req_of(KVMUX_SET, sk[i], "s");
+        CHECK_EQ(kvmux_call_async(c, &w, KVMUX_TIMEOUT_DEFAULT, on_rec, &rs[i]), 0);
+    }
+    fg_set_role(&g, 1, FG_LEADER, 0);
+    fg_set_role(&g, 0, FG_FOLLOWER, 1);
+    fg_cut(&g, 0);
+    CHECK(wait_recs(rb, BIG, 15000));
+    CHECK(wait_recs(rs, SMALL, 15000));
+    int unknown = 0;
+    for (int i = 0; i < BIG; i++) {
+        int res = atomic_load(&rb[i].result);
+        CHECK(res == 0 || res == KVMUX_EUNKNOWN);
+        CHECK_EQ(fg_applied(&g, bk[i]), res == 0 ? 1 : 0);
+        unknown += res == KVMUX_EUNKNOWN;
+    }
+    CHECK(unknown > 0); /* the writer had taken some */
+    for (int i = 0; i < SMALL; i++) {
+        CHECK_EQ(atomic_load(&rs[i].result), 0);
+        CHECK_EQ(fg_applied(&g, sk[i]), 1);
+    }
+    test_sleep_ms(20);
+    for (int i = 0; i < BIG; i++) CHECK_EQ(atomic_load(&rb[i].calls), 1);
+    for (int i = 0; i < SMALL; i++) CHECK_EQ(atomic_load(&rs[i].calls), 1);
+    kvmux_close(c);
+    free(big);
+    fg_stop(&g);
+}
+
 /* ---- deadlines and cancel across a redirect ---- */
 
 static void test_deadline_cancel(void) {
@@ -669,6 +729,7 @@ int main(void) {
     test_not_leader_without_endpoints();
     test_cut_in_flight(0);
     test_cut_in_flight(1);
+    test_unsent_writes();
     test_deadline_cancel();
     test_loop();
     test_loop_dead_first();

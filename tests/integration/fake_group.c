@@ -57,12 +57,13 @@ static void leader_answer(fg_replica *r, v2fake *vf, int fd, const kvmux_frame *
     fg_key *k = store_find(g, fr->key, fr->key_len, write);
     switch (op) {
     case KVMUX_OP_SET:
-        if (!k || fr->value_len > sizeof k->val) {
-            status = KVMUX_STATUS_TOO_LARGE;
+        if (!k) {
+            status = KVMUX_STATUS_INTERNAL; /* the store is full */
             break;
         }
-        memcpy(k->val, fr->value, fr->value_len);
-        k->vlen = fr->value_len;
+        /* Too large to keep: acknowledged, value dropped (fake_group.h). */
+        k->vlen = fr->value_len <= sizeof k->val ? fr->value_len : 0;
+        memcpy(k->val, fr->value, k->vlen);
         k->present = 1;
         k->version = ++g->next_version;
         k->applied++;
@@ -149,6 +150,7 @@ static void replica_frame(fg_replica *r, v2fake *vf, int fd, const kvmux_frame *
         break;
     }
     case FG_HOLD:
+    case FG_STALL: /* read just before the role changed: held */
         atomic_fetch_add(&r->held, 1);
         break;
     }
@@ -168,6 +170,10 @@ static void replica_serve(fg_replica *r, int fd, uint8_t *buf) {
             struct linger lg = {1, 0}; /* RST: as a dead leader's kernel */
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
             break;
+        }
+        if (atomic_load(&r->role) == FG_STALL) {
+            test_sleep_ms(5); /* reads nothing */
+            continue;
         }
         struct pollfd p = {fd, POLLIN, 0};
         if (poll(&p, 1, 10) != 1) continue;
@@ -204,6 +210,10 @@ static void *replica_main(void *arg) {
 }
 
 void fg_start(fake_group *g, int n) {
+    fg_start_ex(g, n, 0);
+}
+
+void fg_start_ex(fake_group *g, int n, int rcvbuf) {
     REQUIRE(n >= 1 && n <= FG_MAX);
     memset(g, 0, sizeof *g);
     g->n = n;
@@ -218,6 +228,8 @@ void fg_start(fake_group *g, int n) {
         atomic_init(&r->role, FG_FOLLOWER);
         r->lfd = socket(AF_INET, SOCK_STREAM, 0);
         REQUIRE(r->lfd >= 0);
+        /* Before listen, so accepted sockets inherit it. */
+        if (rcvbuf) setsockopt(r->lfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
         struct sockaddr_in a;
         memset(&a, 0, sizeof a);
         a.sin_family = AF_INET;

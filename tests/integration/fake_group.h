@@ -9,7 +9,11 @@
  *   FOLLOWER  answers every request NOT_LEADER with the address of the
  *             replica named as leader (or an empty / arbitrary string);
  *   HOLD      reads requests and answers none (counted): requests stay in
- *             flight until the test cuts the connection.
+ *             flight until the test cuts the connection;
+ *   STALL     reads nothing at all: the client's socket buffers fill and
+ *             its writer blocks (with fg_start_ex's small rcvbuf).
+ * A LEADER acknowledges a SET whose value is too large for its store
+ * (256 bytes) without keeping the value (applied is still counted).
  * fg_cut resets the replica's current connection (RST), which is what a
  * client sees when a leader dies. The test, not timing, decides what is in
  * flight when. Every wait is bounded. A real group (repl branch) plugs into
@@ -24,7 +28,7 @@
 #define FG_MAX 5
 #define FG_KEYS 16384 /* store capacity (open addressing): a power of 2 */
 
-typedef enum fg_role { FG_LEADER = 0, FG_FOLLOWER = 1, FG_HOLD = 2 } fg_role;
+typedef enum fg_role { FG_LEADER = 0, FG_FOLLOWER = 1, FG_HOLD = 2, FG_STALL = 3 } fg_role;
 
 typedef struct fake_group fake_group;
 
@@ -68,6 +72,9 @@ struct fake_group {
 
 /* Start n (1..FG_MAX) replicas, all FOLLOWER with no leader known. */
 void fg_start(fake_group *g, int n);
+/* fg_start with the listeners' SO_RCVBUF set to rcvbuf (0: default), so
+ * a STALLed replica stops the client's writes soon. */
+void fg_start_ex(fake_group *g, int n, int rcvbuf);
 /* Stop and join every replica (<= 10 s). */
 void fg_stop(fake_group *g);
 /* Set replica i's role. FOLLOWER: leader is the replica it names (its
