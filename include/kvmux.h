@@ -92,12 +92,16 @@ typedef enum kvmux_error {
                                KVMUX_EBUSY / KVMUX_ESERVER instead). Not
                                KVMUX_ENOMEM, which is this library's own
                                allocation failing. */
-    KVMUX_ENOTLEADER = -17, /* protocol v3: the server is a replica that is
-                               not the leader (no leader reachable): not
-                               processed, safe to retry on the leader */
-    KVMUX_EUNKNOWN = -18,   /* protocol v3: the write was in flight when the
-                               leader lost leadership; it may or may not
-                               have been applied */
+    /* Protocol v3 (a replicated kvmuxd group, kvmux_options.endpoints). */
+    KVMUX_ENOTLEADER = -17, /* no leader reachable: the request got 17
+                               NOT_LEADER answers (with or without a
+                               leader's address) and was never processed;
+                               or a client without endpoints sent it to a
+                               follower */
+    KVMUX_EUNKNOWN = -18,   /* a write's outcome is unknown: it was sent and
+                               the connection (or the leader's leadership)
+                               was lost before its answer; it may or may
+                               not have been applied. Read it back to know. */
     /* Fatal: the connection is gone. */
     KVMUX_E_FATAL = -100,
     KVMUX_ECLOSED = -101,   /* connection closed (EOF, reset, kvmux_close) */
@@ -163,8 +167,8 @@ typedef struct kvmux_options {
                                     at most 512 MiB. A v1 connection is
                                     bounded by max_frame_size anyway. */
     uint8_t max_protocol_version;/* highest protocol version proposed, 1..3;
-                                    default 3 (v3 only adds the replication
-                                    statuses; 1 forces v1, e.g. for tests) */
+                                    default 3 (a single-node server answers
+                                    2; 1 forces v1, e.g. for tests) */
     int keepalive_interval_ms;   /* PING the server after this long without
                                     receiving anything; 0 = off (default) */
     int keepalive_timeout_ms;    /* after such a PING, nothing at all received
@@ -257,6 +261,35 @@ typedef struct kvmux_options {
      * alone, serial calls about even). 0 = off (default), at most
      * 1000000. */
     uint32_t busy_poll_us;
+    /* Failover across a replicated group (protocol v3; docs/DESIGN.md
+     * "Client failover"). endpoints: a comma-separated list
+     * "host:port,host:port,..." (IPv6 as "[addr]:port"; at most 64
+     * entries). When set (non-NULL) it overrides the host and port given
+     * to kvmux_connect / kvmux_async_connect (they may be NULL / 0), the
+     * string is borrowed for the duration of the connect only, and
+     * automatic reconnect is on whatever `reconnect` says. The client
+     * connects to the endpoints in order; a NOT_LEADER answer naming the
+     * leader makes it finish what is in flight on that connection and
+     * reconnect to the leader, resending the redirected request (at most
+     * 16 redirects per request, then KVMUX_ENOTLEADER); a NOT_LEADER
+     * without an address, a failed attempt or a lost connection moves to
+     * the next endpoint after a backoff capped at
+     * min(reconnect_max_backoff_ms, 400 ms). On a lost connection reads
+     * (GET, EXISTS, TTL, SCAN, STATS, SLOWLOG, CLIENT_LIST, PING) and
+     * WAITs in flight are resent, requests never sent (queued, or still
+     * in the outbound queue) are sent, and a write that had left
+     * completes with KVMUX_EUNKNOWN (unless resend_writes). Every
+     * request still completes exactly once, within its own deadline, and
+     * can be cancelled as before. Event-loop clients resolve the endpoints once, in
+     * kvmux_async_connect, and follow a redirect only to a numeric
+     * address or to one spelled as in the list (else they try the next
+     * endpoint): the loop never waits for DNS. NULL (default): off. */
+    const char *endpoints;
+    int resend_writes;           /* endpoints mode: 1 resends a write cut by
+                                    a lost connection to the new leader
+                                    (it may then be applied twice: only
+                                    for idempotent writes); 0 (default):
+                                    it completes with KVMUX_EUNKNOWN */
 } kvmux_options;
 
 /* Fill o with defaults and set o->struct_size. Thread-safe: yes.
@@ -272,6 +305,11 @@ void kvmux_options_init_sized(kvmux_options *o, size_t size);
  * HELLO handshake, and start the reader and writer threads.
  * opts may be NULL for defaults. On success *out owns the client; free it
  * with kvmux_close(). On error *out is untouched.
+ * With opts->endpoints set, host and port are ignored (NULL and 0 are
+ * fine): the endpoints are tried in order, each within connect_timeout_ms,
+ * and the first that completes the handshake is used (a follower's first
+ * NOT_LEADER then leads to the leader); the code of the last failure is
+ * returned if none does (KVMUX_EAUTH at once: the token is the group's).
  * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ETIMEDOUT, KVMUX_ENOVERSION,
  * KVMUX_EPROTO, KVMUX_EAUTH, KVMUX_ETLS (options.tls), KVMUX_ENOMEM.
  * Thread-safe: yes. */
@@ -814,6 +852,10 @@ typedef struct kvmux_async_hooks {
  * in the backlog). On success *out owns the client; free it with
  * kvmux_close(). On error *out is untouched.
  * The host is resolved here, once; nothing later blocks the loop thread.
+ * With opts->endpoints set, host and port are ignored: every endpoint is
+ * resolved here, once (KVMUX_ECONNECT if one cannot be), the first whose
+ * connect can start is used, and a connect that fails later moves on to
+ * the next endpoint as a reconnect does (reconnect is on in that mode).
  * TLS (kvmux_options.tls = 1): the TLS handshake runs from the loop's
  * events before HELLO, and every record is read and written without
  * blocking; a TLS failure is KVMUX_ETLS (see kvmux_options.tls).

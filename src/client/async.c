@@ -251,9 +251,28 @@ static void backlog_append(kvmux_client *c, kvmux__op *op, size_t flen) {
     c->backlog_bytes += flen;
 }
 
+/* Endpoints mode: put op (its q kept, on no list) back into the backlog
+ * right after the ops put back before it (c->requeue_last), i.e. ahead of
+ * every request never sent and in the order of the resends. */
+static void backlog_requeue(kvmux_client *c, kvmux__op *op) {
+    kvmux__op *prev = c->requeue_last;
+    kvmux__op *next = prev ? op_next(prev) : c->backlog_head;
+    op->state = KVMUX__OP_QUEUED;
+    op->q->prev = prev;
+    op_set_next(op, next);
+    if (prev) op_set_next(prev, op);
+    else c->backlog_head = op;
+    if (next) next->q->prev = op;
+    else c->backlog_tail = op;
+    c->backlog_n++;
+    c->backlog_bytes += op->q->flen;
+    c->requeue_last = op;
+}
+
 /* Take op (QUEUED) out of the backlog. */
 static void backlog_unlink(kvmux_client *c, kvmux__op *op) {
     kvmux__op *prev = op->q->prev, *next = op_next(op);
+    if (c->requeue_last == op) c->requeue_last = prev; /* still a prefix */
     if (prev) op_set_next(prev, next);
     else c->backlog_head = next;
     if (next) next->q->prev = prev;
@@ -426,6 +445,11 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
         if (c->backlog_n > 0 && (c->backlog_bytes >= lim || flen > lim - c->backlog_bytes))
             goto out;
     }
+    /* Endpoints mode: the request keeps a copy in flight (failover.c), so
+     * even one admitted at once takes the backlog path and is pumped
+     * straight out of it. */
+    int pump_now = direct && kvmux__failover_on(c);
+    if (pump_now) direct = 0;
     /* Everything that can fail before anything changes. A callback
      * request admitted at once needs no allocation at all: it lives in
      * its slot. */
@@ -482,6 +506,7 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
         kvmux__timers_changed(c, deadline);
         backlog_append(c, op, flen);
         big = NULL;
+        if (pump_now) kvmux__async_pump(c);
     }
     rc = 0;
     if (handle) *handle = h;
@@ -568,7 +593,7 @@ void kvmux__slot_finish(kvmux_client *c, kvmux__slot *s, int result, kvmux_reply
         w->finished = 1;
         w->wnext = c->wake_head;
         c->wake_head = w;
-        if (result != KVMUX__ERETRY) {
+        if (result != KVMUX__ERETRY && result != KVMUX__EREDIRECT) {
             c->active--;
             if (c->closing && c->active == 0) pthread_cond_broadcast(&c->idle_cond);
         }
@@ -600,32 +625,38 @@ void kvmux__async_pump(kvmux_client *c) {
         int rc = kvmux__call_check(c, &q->req, &flen);
         if (rc == 0 && kvmux__queue_full(c, flen)) break;
         kvmux__bigmsg *big = NULL;
-        /* A fragmented value takes over op's copy: copied once only. */
-        if (rc == 0) rc = kvmux__call_prepare(c, &q->req, flen, op, &big);
+        /* A fragmented value takes over op's copy: copied once only --
+         * except in endpoints mode, where the op keeps its copy in flight
+         * to be resent (failover.c). */
+        int keep = kvmux__failover_on(c);
+        if (rc == 0) rc = kvmux__call_prepare(c, &q->req, flen, keep ? NULL : op, &big);
         backlog_unlink(c, op);
-        op->q = NULL; /* in flight (or failed): the request is encoded */
+        if (!keep) op->q = NULL; /* in flight (or failed): the request is encoded */
         kvmux__slot *s = NULL;
+        op->out_round = big ? UINT64_MAX : c->out_rounds; /* failover.c */
         if (rc == 0) {
             s = async_encode(c, &q->req, big, op->timer.deadline, -1);
             if (!s) rc = KVMUX_ETOOBIG;
         }
         if (rc != 0) {
-            free(q);
+            if (!keep) free(q);
             op->d.result = rc;
             op_complete(c, op);
             continue;
         }
         /* Its deadline moves from the heap to the slot's timer list. */
         kvmux__theap_remove(&c->timers, &op->timer);
-        if (op->kind == KVMUX__OP_CALLBACK) {
+        if (op->kind == KVMUX__OP_CALLBACK && !keep) {
             /* The request now lives in its slot; the op goes back. */
             slot_attach_cb(c, s, op->d.cb, op->d.user_data, op->handle, q->tmo,
                            op->timer.deadline);
             kvmux__op_recycle(c, op);
         } else {
+            /* A future, or (endpoints mode) any op: the slot points to it
+             * and completion goes through op_complete. */
             slot_attach_future(c, s, op, q->tmo);
         }
-        free(q);
+        if (!keep) free(q);
         async_kick(c);
     }
 }
@@ -711,6 +742,8 @@ void kvmux__async_expire(kvmux_client *c, int64_t now) {
         if (ts > now) break;
         slot_expire(c, s, now); /* disarms s (or re-arms it later) */
     }
+    /* A write given up on no longer holds a redirect's drain. */
+    if (c->redirecting) kvmux__failover_drain_check(c);
 }
 
 /* Run one parked slot's callback (lock held on entry and exit; dropped
@@ -920,6 +953,10 @@ int kvmux_cancel(kvmux_client *c, kvmux_handle h) {
             s->live.handle == h && !(s->flags & KVMUX__SF_CANCEL)) {
             slot_cancel(c, s);
             rc = 0;
+        } else if (s->state == KVMUX__SLOT_WAITING && s->owner == KVMUX__OWNER_OP &&
+                   s->u.aop->kind == KVMUX__OP_CALLBACK && s->u.aop->handle == h) {
+            op_cancel(c, s->u.aop); /* endpoints mode: the op is in flight */
+            rc = 0;
         }
     }
     pthread_mutex_unlock(&c->mu);
@@ -937,4 +974,38 @@ void kvmux__future_unlink(kvmux_client *c, kvmux__op *f) {
 /* Free a detached future (its client is gone). */
 void kvmux__future_destroy(kvmux__op *f) {
     async_op_destroy(f);
+}
+
+/* ---- endpoints mode: resending (failover.c) ---- */
+
+void kvmux__failover_resend(kvmux_client *c, kvmux__slot *s, int redirected) {
+    if (s->owner == KVMUX__OWNER_CALL) {
+        /* The blocking caller resends from its own stack (call.c). */
+        kvmux__slot_finish(c, s, redirected ? KVMUX__EREDIRECT : KVMUX__ERETRY, NULL, NULL);
+        return;
+    }
+    kvmux__op *op = kvmux__slot_op(s);
+    if (!op || !op->q) {
+        /* No copy to resend (cannot happen in endpoints mode). */
+        kvmux__slot_finish(c, s, redirected ? KVMUX_ENOTLEADER : KVMUX_EUNKNOWN, NULL, NULL);
+        return;
+    }
+    if (redirected && ++op->redirects > KVMUX__MAX_REDIRECTS) {
+        kvmux__slot_finish(c, s, KVMUX_ENOTLEADER, NULL, NULL);
+        return;
+    }
+    /* Back on the heap with its deadline: room first, so nothing changes
+     * if there is none. */
+    if (kvmux__theap_reserve(&c->timers, c->timers.n + 1) != 0) {
+        kvmux__slot_finish(c, s, KVMUX_ENOMEM, NULL, NULL);
+        return;
+    }
+    op->slot = NULL;
+    kvmux__pending_release(&c->pending, s); /* no reply will come for it */
+    kvmux__theap_push(&c->timers, &op->timer);
+    backlog_requeue(c, op);
+    kvmux__timers_changed(c, op->timer.deadline);
+    /* The credit is free again; the connection is failing or draining,
+     * so nothing is pumped onto it. */
+    kvmux__slot_freed(c);
 }

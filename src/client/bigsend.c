@@ -215,7 +215,10 @@ int kvmux__big_sending(const kvmux_client *c, uint32_t id) {
 }
 
 int kvmux__round_begin(kvmux_client *c, struct iovec iov[3], kvmux__bigmsg **mp) {
-    /* Take the whole queue; give the callers our empty spare. */
+    /* Take the whole queue; give the callers our empty spare. From here
+     * its frames count as sent (failover.c: a loss now leaves their
+     * outcome unknown). */
+    c->out_rounds++;
     kvmux__outbuf batch = c->out;
     c->out = c->wbuf;
     c->out.len = 0;

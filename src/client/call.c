@@ -90,7 +90,10 @@
  * (reconnect_wait, up to the call's deadline) or fails fast with
  * KVMUX_ECLOSED. A GET or PING whose connection died under it comes back
  * as KVMUX__ERETRY when retry_reads is on and goes through admission
- * again; nothing else is ever resent.
+ * again; nothing else is ever resent -- except in endpoints mode
+ * (failover.c), where every read cut off comes back as KVMUX__ERETRY and
+ * every request answered NOT_LEADER as KVMUX__EREDIRECT (at most
+ * KVMUX__MAX_REDIRECTS of them, then KVMUX_ENOTLEADER).
  *
  * What it is not: the reply parsing is in reader.c, the socket writes in
  * writer.c, the connection failure in client.c, async requests in async.c.
@@ -458,6 +461,7 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
     pthread_mutex_lock(&c->mu);
     c->active++;
     int timed_out = 0;
+    unsigned redirects = 0; /* NOT_LEADER answers followed */
     kvmux__slot *s = NULL;
     uint32_t id = 0;
 
@@ -515,6 +519,8 @@ admit:
     s = kvmux__pending_take(&c->pending, &id);
     s->op = (uint8_t)req->op;
     s->want_value = vout != NULL;
+    /* Which send round carries it (failover.c: unsent at a loss?). */
+    uint64_t out_round = big ? UINT64_MAX : c->out_rounds;
     rc = kvmux__call_encode(c, req, id, big, deadline_ms, -1); /* it may have waited */
     big = NULL; /* started, or freed by call_encode */
     if (rc != 0) {
@@ -530,6 +536,7 @@ admit:
     w.value = NULL;
     w.wnext = NULL;
     w.chain_tail = 0;
+    w.out_round = out_round;
     w.cpu = sched_getcpu();
     s->owner = KVMUX__OWNER_CALL;
     s->u.w = &w;
@@ -566,12 +573,18 @@ admit:
     if (w.chain_tail) call_chain_end(c);
     s = NULL;
     rc = w.result;
-    if (rc == KVMUX__ERETRY) {
-        /* retry_reads: the read never got its answer; send it again on
-         * the next connection, within the same deadline (still counted
-         * in active: the completer left us in). */
+    if (rc == KVMUX__ERETRY || rc == KVMUX__EREDIRECT) {
+        /* retry_reads, or endpoints mode (failover.c): the request never
+         * got its answer (a read cut off, or NOT_LEADER: not processed);
+         * send it again on the next connection, within the same deadline
+         * (still counted in active: the completer left us in). A request
+         * redirected too often gives up. */
         pthread_mutex_lock(&c->mu);
         timed_out = 0;
+        if (rc == KVMUX__EREDIRECT && ++redirects > KVMUX__MAX_REDIRECTS) {
+            rc = KVMUX_ENOTLEADER;
+            goto leave;
+        }
         goto admit;
     }
     /* The completer freed the slot and counted us out of the library:

@@ -31,7 +31,7 @@
  * The pieces both connects need (client_new/free, the socket, HELLO and
  * the handshake reply) are shared with the event-loop connect in loop.c,
  * which does the same steps without blocking. The HELLO proposes versions
- * 1..opts.max_protocol_version (default 3) and advertises
+ * 1..opts.max_protocol_version (default 3; a single-node server picks 2) and advertises
  * opts.max_value_size; on a v2 connection replies larger than a frame
  * arrive fragmented (reader.c reassembles them), and a GOAWAY puts the
  * client in the draining state (new calls fail fast with KVMUX_ESHUTDOWN).
@@ -240,7 +240,8 @@ int kvmux__handshake_reply(kvmux_client *c, const kvmux_frame *f) {
     rc = kvmux_session_on_hello_ack(&c->session, f);
     if (rc == -KVMUX_ERR_UNSUPPORTED_VERSION)
         return kvmux__connect_fail(KVMUX_ENOVERSION, "server chose version %u, we speak %u..%u",
-                                   f->code, KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
+                                   f->code, KVMUX_PROTO_VERSION_MIN,
+                                   c->session.max_version);
     if (rc < 0)
         return kvmux__connect_fail(KVMUX_EPROTO, "bad HELLO_ACK: %s", kvmux_wire_error_name(-rc));
     /* version, max_key, max_value and peer_max_frame are atomics, read
@@ -355,6 +356,7 @@ void kvmux__client_free(kvmux_client *c) {
     free(c->wbuf.data);
     free(c->rbuf);
     free(c->host);
+    free(c->eps);
     kvmux__tls_free(c);
     if (c->fd >= 0) close(c->fd);
     pthread_cond_destroy(&c->conn_cond);
@@ -393,9 +395,11 @@ int kvmux__check_opts(const kvmux_options *o) {
     if (o->busy_poll_us > KVMUX__MAX_BUSY_POLL_US)
         return kvmux__connect_fail(KVMUX_EINVAL, "busy_poll_us above %u",
                                    KVMUX__MAX_BUSY_POLL_US);
-    if (o->max_protocol_version > KVMUX_PROTO_VERSION_MAX)
+    if (o->max_protocol_version > KVMUX__CLIENT_PROTO_MAX)
         return kvmux__connect_fail(KVMUX_EINVAL, "max_protocol_version above %u",
-                                   KVMUX_PROTO_VERSION_MAX);
+                                   KVMUX__CLIENT_PROTO_MAX);
+    if (o->resend_writes < 0 || o->resend_writes > 1)
+        return kvmux__connect_fail(KVMUX_EINVAL, "resend_writes is 0 or 1");
     return 0;
 }
 
@@ -415,6 +419,7 @@ kvmux_client *kvmux__client_new(const kvmux_options *o) {
     c->opts.tls_ca_file = c->opts.tls_ca_dir = NULL; /* borrowed: loaded by */
     c->opts.tls_cert_file = c->opts.tls_key_file = NULL; /* kvmux__tls_init */
     c->opts.tls_server_name = NULL;
+    c->opts.endpoints = NULL;   /* borrowed: parsed into c->eps */
     if (o->auth_token) {
         c->auth_len = strlen(o->auth_token);
         memcpy(c->auth, o->auth_token, c->auth_len);
@@ -469,21 +474,67 @@ static int client_start_threads(kvmux_client *c) {
     return rc == 0 ? 0 : kvmux__connect_fail(KVMUX_ENOMEM, "cannot start client threads");
 }
 
+/* Connect c to host:port and handshake (c->fd set): blocking, within
+ * connect_timeout_ms. Returns 0, or a KVMUX_E* (message recorded; c->fd
+ * closed and -1, the pending table dropped). */
+static int client_connect_one(kvmux_client *c, const char *host, uint16_t port,
+                              const char *name) {
+    int64_t deadline = kvmux__now_ms() + c->opts.connect_timeout_ms;
+    int fd = kvmux__connect_socket(host, port, deadline);
+    if (fd < 0) return fd;
+    c->fd = fd;
+    int rc = c->tls ? kvmux__tls_handshake(c, fd, deadline) : 0;
+    if (rc == 0) rc = kvmux__connect_handshake(c, name, deadline);
+    if (rc == 0) {
+        /* The threads use blocking I/O; kvmux__client_fail's shutdown() is
+         * what unblocks them. */
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0)
+            rc = kvmux__connect_fail(KVMUX_ECONNECT, "fcntl failed");
+    }
+    if (rc != 0) {
+        kvmux__pending_deinit(&c->pending); /* a HELLO_ACK may have built it */
+        close(fd);
+        c->fd = -1;
+    }
+    return rc;
+}
+
+/* Endpoints mode (failover.c): parse the list, turn automatic reconnect on
+ * and give c the buffer its reconnect target is written into. Returns 0
+ * or a KVMUX_E* (message recorded). */
+static int client_failover_init(kvmux_client *c, const char *endpoints) {
+    int rc = kvmux__endpoints_parse(endpoints, &c->eps, &c->neps);
+    if (rc != 0) return rc;
+    c->opts.reconnect = 1;
+    c->host = calloc(1, KVMUX__HOST_MAX + 1);
+    if (!c->host) return kvmux__connect_fail(KVMUX_ENOMEM, "out of memory");
+    return 0;
+}
+
 int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
                   const kvmux_options *opts) {
     connect_err_code = 0;
     connect_err_msg[0] = 0;
-    if (!out || !host || !*host || port == 0)
-        return kvmux__connect_fail(KVMUX_EINVAL, "out, host and port are required");
     kvmux_options o;
     int rc = kvmux__options_import(&o, opts);
+    if (rc == 0 && !o.endpoints && (!out || !host || !*host || port == 0))
+        return kvmux__connect_fail(KVMUX_EINVAL, "out, host and port are required");
+    if (rc == 0 && !out) return kvmux__connect_fail(KVMUX_EINVAL, "out is required");
     if (rc == 0) rc = kvmux__check_opts(&o);
     if (rc != 0) return rc;
 
     kvmux_client *c = kvmux__client_new(&o);
     if (!c) return KVMUX_ENOMEM;
     c->mode = KVMUX__MODE_THREADED;
-    if (o.reconnect) {
+    if (o.endpoints) {
+        rc = client_failover_init(c, o.endpoints);
+        if (rc != 0) {
+            kvmux__client_free(c);
+            return rc;
+        }
+        host = c->eps[0].host; /* the TLS name, unless tls_server_name */
+    } else if (o.reconnect) {
         c->host = strdup(host);
         c->port = port;
         if (!c->host) {
@@ -497,26 +548,24 @@ int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
         return rc;
     }
 
-    int64_t deadline = kvmux__now_ms() + o.connect_timeout_ms;
-    int fd = kvmux__connect_socket(host, port, deadline);
-    if (fd < 0) {
-        kvmux__client_free(c);
-        return fd;
+    if (c->eps) {
+        /* Each endpoint in order until one answers; a follower's first
+         * NOT_LEADER then leads to the leader. */
+        rc = KVMUX_ECONNECT;
+        for (uint32_t i = 0; i < c->neps; i++) {
+            rc = client_connect_one(c, c->eps[i].host, c->eps[i].port, o.client_name);
+            if (rc == 0) {
+                c->ep_cur = i;
+                break;
+            }
+            if (rc == KVMUX_EAUTH || rc == KVMUX_ENOMEM) break; /* the same everywhere */
+        }
+    } else {
+        rc = client_connect_one(c, host, port, o.client_name);
     }
-    c->fd = fd;
-    rc = c->tls ? kvmux__tls_handshake(c, fd, deadline) : 0;
-    if (rc == 0) rc = kvmux__connect_handshake(c, o.client_name, deadline);
     if (rc != 0) {
         kvmux__client_free(c);
         return rc;
-    }
-
-    /* The threads use blocking I/O; kvmux__client_fail's shutdown() is what
-     * unblocks them. */
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
-        kvmux__client_free(c);
-        return kvmux__connect_fail(KVMUX_ECONNECT, "fcntl failed");
     }
     rc = client_start_threads(c);
     if (rc != 0) {
@@ -532,11 +581,17 @@ typedef struct client_fail_arg {
     kvmux_client *c;
     int code;
     int retry_reads;               /* GET/PING of sync callers: resend */
+    int failover;                  /* endpoints mode: failover.c decides */
 } client_fail_arg;
 
 /* Complete one WAITING slot with the fatal code (drain pass). */
 static void client_fail_slot(kvmux__slot *s, void *arg) {
     const client_fail_arg *a = arg;
+    if (a->failover) {
+        /* Reads resent, writes KVMUX_EUNKNOWN (or resent). */
+        kvmux__failover_slot_lost(a->c, s);
+        return;
+    }
     /* A fragmented reply cut short: its partial value goes with the slot
      * (kvmux__slot_finish frees it). */
     int result = a->code;
@@ -558,7 +613,10 @@ void kvmux__client_fail(kvmux_client *c, int code, const char *fmt, ...) {
      * fatal_msg), and the backlog (never sent) waits for the next
      * connection. */
     int reconn = kvmux__reconnecting(c);
-    client_fail_arg a = {c, reconn ? KVMUX_ECLOSED : code, reconn && c->opts.retry_reads};
+    int failover = reconn && kvmux__failover_on(c);
+    if (failover) kvmux__failover_lost(c); /* choose the next target */
+    client_fail_arg a = {c, reconn ? KVMUX_ECLOSED : code, reconn && c->opts.retry_reads,
+                         failover};
     kvmux__pending_each_waiting(&c->pending, client_fail_slot, &a);
     /* Every blocking caller completed so far is woken now, lock held:
      * whoever failed the connection may not be the reader, which is the

@@ -74,6 +74,32 @@ typedef struct kvmux__bigmsg {
     int aborted;                   /* stop; freed by the writer */
 } kvmux__bigmsg;
 
+/* ---- failover across a replicated group (failover.c) ---- */
+
+/* The highest protocol version the client proposes by default (v3: the
+ * replication statuses; a single-node server answers 2). */
+#define KVMUX__CLIENT_PROTO_MAX KVMUX_PROTO_V3
+/* kvmux_options.endpoints: entries at most, and a host name's length. */
+#define KVMUX__MAX_ENDPOINTS 64u
+#define KVMUX__HOST_MAX 255u
+/* NOT_LEADER redirects one request may follow before it completes with
+ * KVMUX_ENOTLEADER: a group that keeps naming another leader (an
+ * election storm, a misconfigured address) cannot hold a request forever
+ * within its deadline's resends. */
+#define KVMUX__MAX_REDIRECTS 16u
+/* Cap on the backoff between endpoints in endpoints mode (also bounded
+ * by reconnect_max_backoff_ms): an election takes about a second, so a
+ * longer pause only adds to the failover time. */
+#define KVMUX__FAILOVER_MAX_BACKOFF_MS 400
+
+/* One endpoint of kvmux_options.endpoints. */
+typedef struct kvmux__endpoint {
+    char host[KVMUX__HOST_MAX + 1];
+    uint16_t port;
+    struct sockaddr_storage ss;    /* event-loop mode: resolved once */
+    socklen_t sslen;               /* 0: not resolved */
+} kvmux__endpoint;
+
 /* Who drives a client's I/O. */
 typedef enum kvmux__mode {
     KVMUX__MODE_THREADED = 0,      /* kvmux_connect: our own threads */
@@ -147,6 +173,9 @@ typedef struct kvmux__callwait {
     int chain_tail;                /* last of a wake chain: flushes the
                                       chain's requests (still counted in
                                       active for that) */
+    uint64_t out_round;            /* c->out_rounds when its frame was
+                                      queued (UINT64_MAX: fragmented):
+                                      equal at a loss = never sent */
 } kvmux__callwait;
 
 #define KVMUX__CW_PENDING 0u
@@ -222,6 +251,9 @@ struct kvmux_future {
     uint8_t state;                 /* kvmux__op_state */
     uint8_t kind;                  /* kvmux__op_kind */
     uint8_t detached;              /* future outlived its client */
+    uint8_t redirects;             /* endpoints mode: NOT_LEADER redirects
+                                      followed (KVMUX__MAX_REDIRECTS) */
+    uint64_t out_round;            /* INFLIGHT: as kvmux__callwait's */
 };
 typedef struct kvmux_future kvmux__op;
 
@@ -370,6 +402,27 @@ struct kvmux_client {
     uint64_t reconnect_attempts;   /* guarded by mu: attempts started */
     int writer_running;            /* reader thread only (reconnect mode):
                                       c->writer must be joined */
+
+    /* ---- failover (failover.c): endpoints mode; guarded by mu ----
+     * Async requests keep their copy (op->q, op->buf) while in flight so
+     * they can be resent; host (above, owned, KVMUX__HOST_MAX + 1 bytes)
+     * and port name the target of the next threaded attempt, raddr the
+     * event-loop one. */
+    kvmux__endpoint *eps;          /* immutable after connect; NULL: off */
+    uint32_t neps;
+    uint32_t ep_cur;               /* the endpoint tried last / next */
+    int redir_set;                 /* the next attempt goes to redir_* */
+    char redir_host[KVMUX__HOST_MAX + 1];
+    uint16_t redir_port;
+    struct sockaddr_storage redir_ss; /* event-loop mode: resolved numerically */
+    socklen_t redir_sslen;
+    int redirecting;               /* NOT_LEADER seen: draining this
+                                      connection before following it */
+    kvmux__op *requeue_last;       /* last op put back at the backlog's
+                                      head (resends keep their order) */
+    uint64_t out_rounds;           /* send rounds begun (kvmux__round_begin
+                                      takes all of c->out): a frame queued
+                                      in the current one has not left */
 };
 
 /* Internal call result: a GET/PING cut off by a lost connection that the
@@ -378,6 +431,61 @@ struct kvmux_client {
 #define KVMUX__MAX_BUSY_POLL_US 1000000u
 
 #define KVMUX__ERETRY (-1000)
+/* Internal call result: the request was answered NOT_LEADER (not
+ * processed); the caller resends it to the leader and counts a redirect
+ * (endpoints mode). Never returned. */
+#define KVMUX__EREDIRECT (-1001)
+
+/* ---- failover (failover.c; endpoints mode) ---- */
+
+/* Parse "host:port" (IPv6: "[addr]:port"), p[0..len), blanks around it
+ * ignored, into host (KVMUX__HOST_MAX + 1 bytes, NUL-terminated) and
+ * *port (1..65535). Returns 0 or -1 (malformed: nothing promised about
+ * the outputs). Pure. */
+int kvmux__hostport_parse(const char *p, size_t len, char *host, uint16_t *port);
+/* Parse kvmux_options.endpoints: comma-separated host:port entries, 1 to
+ * KVMUX__MAX_ENDPOINTS of them, none empty. *out is a new array of *n
+ * entries (free() it; ss not resolved). Returns 0, KVMUX_EINVAL (message
+ * recorded for kvmux_connection_error(NULL, ...)) or KVMUX_ENOMEM. */
+int kvmux__endpoints_parse(const char *s, kvmux__endpoint **out, uint32_t *n);
+/* 1 if c is in endpoints mode. */
+static inline int kvmux__failover_on(const kvmux_client *c) {
+    return c->eps != NULL;
+}
+/* 1 if op is a read (resent after a lost connection): GET, EXISTS, TTL,
+ * SCAN, WAIT, STATS, SLOWLOG, CLIENT_LIST, PING. */
+int kvmux__op_is_read(int op);
+/* Lock held, endpoints mode: a RESPONSE NOT_LEADER (value addr[0..len):
+ * the leader's "host:port", or empty) for WAITING slot s. The first one on
+ * a connection sets the redirect target and starts draining it (nothing
+ * new is sent on it); s's request is resent (kvmux__failover_resend,
+ * counting a redirect); once no write is still owed an answer the
+ * connection is closed and the reconnect follows the target. */
+void kvmux__failover_not_leader(kvmux_client *c, kvmux__slot *s, const uint8_t *addr,
+                                size_t len);
+/* Lock held: while draining for a redirect, close the connection once
+ * no WAITING slot holds a write (reads in flight are resent). */
+void kvmux__failover_drain_check(kvmux_client *c);
+/* Lock held, from kvmux__client_fail in endpoints mode: the connection is
+ * lost; the next attempt goes to the redirect target if one is set, else
+ * to the next endpoint. */
+void kvmux__failover_lost(kvmux_client *c);
+/* Lock held: a reconnect attempt failed: the next goes to the next
+ * endpoint. */
+void kvmux__failover_attempt_failed(kvmux_client *c);
+/* Lock held: choose the next attempt's target: c->host / c->port
+ * (threaded) or c->raddr (event-loop), the redirect target if set (then
+ * consumed), else endpoint ep_cur. */
+void kvmux__failover_pick(kvmux_client *c);
+/* Lock held (async.c), endpoints mode: WAITING slot s's request was not
+ * answered and is to be sent again: a blocking caller gets
+ * KVMUX__EREDIRECT (redirected) or KVMUX__ERETRY; an async op goes back to
+ * the head of the backlog (after the ones put back before it), with its
+ * deadline; redirected past KVMUX__MAX_REDIRECTS: KVMUX_ENOTLEADER. */
+void kvmux__failover_resend(kvmux_client *c, kvmux__slot *s, int redirected);
+/* Lock held, endpoints mode, the connection failed: s's request is resent
+ * if it is a read (or resend_writes), else completes KVMUX_EUNKNOWN. */
+void kvmux__failover_slot_lost(kvmux_client *c, kvmux__slot *s);
 
 /* ---- automatic reconnect (reconnect.c) ---- */
 

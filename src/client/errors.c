@@ -34,8 +34,8 @@ const char *kvmux_strerror(int err) {
     case KVMUX_ESHUTDOWN: return "server shutting down (request not processed)";
     case KVMUX_ECANCELED: return "request cancelled";
     case KVMUX_EOOM: return "server out of memory (write not processed)";
-    case KVMUX_ENOTLEADER: return "not the leader (request not processed)";
-    case KVMUX_EUNKNOWN: return "write outcome unknown (leadership lost while in flight)";
+    case KVMUX_ENOTLEADER: return "no leader reachable (not the leader, or too many redirects)";
+    case KVMUX_EUNKNOWN: return "write outcome unknown (connection or leadership lost)";
     case KVMUX_E_FATAL: return "fatal connection error";
     case KVMUX_ECLOSED: return "connection closed";
     case KVMUX_EPROTO: return "protocol error";
@@ -80,12 +80,14 @@ void kvmux_options_init_sized(kvmux_options *out, size_t size) {
     o->auth_token = NULL;
     o->first_request_id = 0;
     o->max_value_size = KVMUX_DEFAULT_MAX_VALUE_V2;
-    o->max_protocol_version = KVMUX_PROTO_VERSION_MAX;
+    o->max_protocol_version = KVMUX__CLIENT_PROTO_MAX;
     o->reconnect = 0;
     o->reconnect_min_backoff_ms = 50;
     o->reconnect_max_backoff_ms = 5000;
     o->reconnect_wait = 1;
     o->retry_reads = 0;
+    o->endpoints = NULL;
+    o->resend_writes = 0;
     memcpy(out, o, size < sizeof d ? size : sizeof d);
     out->struct_size = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
 }
@@ -115,7 +117,9 @@ int kvmux__status_to_error(uint8_t status, int *err) {
         *err = KVMUX_EOOM;
         return 0;
     }
-    if (status == KVMUX_STATUS_NOT_LEADER) { /* v3 */
+    /* v3. NOT_LEADER normally never reaches a caller: the reader follows
+     * it (failover.c); it maps here for a client without endpoints. */
+    if (status == KVMUX_STATUS_NOT_LEADER) {
         *err = KVMUX_ENOTLEADER;
         return 0;
     }

@@ -148,14 +148,31 @@ static void loop_fail(kvmux_client *c, int code, const char *msg) {
 int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
                         const kvmux_options *opts) {
     kvmux__connect_reset();
-    if (!out || !host || !*host || port == 0)
-        return kvmux__connect_fail(KVMUX_EINVAL, "out, host and port are required");
     kvmux_options o;
     int rc = kvmux__options_import(&o, opts);
+    if (rc == 0 && !o.endpoints && (!out || !host || !*host || port == 0))
+        return kvmux__connect_fail(KVMUX_EINVAL, "out, host and port are required");
+    if (rc == 0 && !out) return kvmux__connect_fail(KVMUX_EINVAL, "out is required");
     if (rc == 0) rc = kvmux__check_opts(&o);
     if (rc != 0) return rc;
     kvmux_client *c = kvmux__client_new(&o);
     if (!c) return KVMUX_ENOMEM;
+    if (o.endpoints) {
+        /* Endpoints mode (failover.c): every endpoint resolved once, here
+         * (this may block for a host name, never for a numeric address);
+         * attempts start with the first. */
+        rc = kvmux__endpoints_parse(o.endpoints, &c->eps, &c->neps);
+        for (uint32_t i = 0; rc == 0 && i < c->neps; i++)
+            rc = kvmux__resolve_first(c->eps[i].host, c->eps[i].port, &c->eps[i].ss,
+                                      &c->eps[i].sslen);
+        if (rc != 0) {
+            kvmux__client_free(c);
+            return rc;
+        }
+        c->opts.reconnect = 1;
+        host = c->eps[0].host; /* the TLS name, unless tls_server_name */
+        port = c->eps[0].port;
+    }
     if (o.tls && (rc = kvmux__tls_init(c, &o, host)) != 0) {
         kvmux__client_free(c);
         return rc;
@@ -179,8 +196,22 @@ int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
 
     /* Resolved once, here: a reconnect reuses the address, so the loop
      * thread never waits for DNS. */
-    rc = kvmux__resolve_first(host, port, &c->raddr, &c->raddr_len);
-    int fd = rc == 0 ? kvmux__connect_addr(&c->raddr, c->raddr_len) : rc;
+    int fd;
+    if (c->eps) {
+        /* The first endpoint whose connect can start (a refused loopback
+         * connect fails at once); one refused later is a loss like any
+         * other, and the reconnect moves on to the next. */
+        fd = KVMUX_ECONNECT;
+        for (uint32_t i = 0; i < c->neps && fd < 0; i++) {
+            c->ep_cur = i;
+            c->raddr = c->eps[i].ss;
+            c->raddr_len = c->eps[i].sslen;
+            fd = kvmux__connect_addr(&c->raddr, c->raddr_len);
+        }
+    } else {
+        rc = kvmux__resolve_first(host, port, &c->raddr, &c->raddr_len);
+        fd = rc == 0 ? kvmux__connect_addr(&c->raddr, c->raddr_len) : rc;
+    }
     if (fd < 0) {
         kvmux__client_free(c);
         return fd;

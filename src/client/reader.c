@@ -264,6 +264,16 @@ static int reader_copy_value(const kvmux__slot *s, const kvmux_frame *f, kvmux_r
 /* Complete WAITING slot s from RESPONSE f (lock held). Returns 0, or -1
  * after failing the connection for a malformed reply. */
 static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f) {
+    if (f->code == KVMUX_STATUS_NOT_LEADER && kvmux__failover_on(c)) {
+        /* Not processed: follow the leader and resend (failover.c). */
+        if (f->extras_len != 0) {
+            kvmux__client_fail(c, KVMUX_EPROTO, "malformed NOT_LEADER reply (request %u)",
+                               f->request_id);
+            return -1;
+        }
+        kvmux__failover_not_leader(c, s, f->value, f->value_len);
+        return 0;
+    }
     int err;
     if (kvmux__status_to_error(f->code, &err) != 0) {
         kvmux__client_fail(c, KVMUX_EPROTO, "server sent unknown status %u (request %u)",
@@ -387,7 +397,10 @@ static int reader_on_reply(kvmux_client *c, const kvmux_frame *f) {
         kvmux__slot_finish(c, s, 0, NULL, NULL);
         return 0;
     }
-    return reader_complete(c, s, f);
+    int rc = reader_complete(c, s, f);
+    /* Redirecting: this answer may have been the last write owed. */
+    if (rc == 0 && c->redirecting) kvmux__failover_drain_check(c);
+    return rc;
 }
 
 /* Handle a GOAWAY (lock held): the server drains. Requests already sent

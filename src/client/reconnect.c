@@ -87,6 +87,10 @@ static uint64_t jitter_next(uint64_t *s) {
 
 int64_t kvmux__reconnect_backoff(const kvmux_client *c, uint32_t n, uint64_t *seed) {
     int64_t cap = c->opts.reconnect_max_backoff_ms;
+    /* Endpoints mode: moving on to another replica should not wait
+     * longer than an election takes (failover.c). */
+    if (kvmux__failover_on(c) && cap > KVMUX__FAILOVER_MAX_BACKOFF_MS)
+        cap = KVMUX__FAILOVER_MAX_BACKOFF_MS;
     int64_t b = c->opts.reconnect_min_backoff_ms;
     for (uint32_t i = 0; i < n && b < cap; i++) b *= 2;
     if (b > cap) b = cap;
@@ -118,6 +122,7 @@ static void reset_connection(kvmux_client *c) {
     c->wr_frames = 0;
     c->writer_idle = 0;
     c->draining = 0;
+    c->redirecting = 0;
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
@@ -204,11 +209,13 @@ int kvmux__reconnect_run(kvmux_client *c) {
     for (uint32_t n = 0;; n++) {
         if (backoff_sleep(c, kvmux__now_ms() + kvmux__reconnect_backoff(c, n, &seed))) break;
         c->reconnect_attempts++;
+        if (kvmux__failover_on(c)) kvmux__failover_pick(c); /* c->host, c->port */
         pthread_mutex_unlock(&c->mu);
         int rc = reconnect_attempt(c);
         pthread_mutex_lock(&c->mu);
         if (c->closing) break;
         if (rc != 0) {
+            if (kvmux__failover_on(c)) kvmux__failover_attempt_failed(c);
             snprintf(c->fatal_msg, sizeof c->fatal_msg, "reconnect attempt %u: %s", n + 1,
                      kvmux__connect_msg());
             continue;
@@ -283,6 +290,7 @@ static void loop_reset_connection(kvmux_client *c) {
     c->wr_bytes = 0;
     c->wr_frames = 0;
     c->draining = 0;
+    c->redirecting = 0;
     c->rlen = 0;
     kvmux__tls_reset(c);
 }
@@ -296,6 +304,7 @@ void kvmux__loop_reconnect_start(kvmux_client *c) {
     }
     loop_reset_connection(c);
     c->reconnect_attempts++;
+    if (kvmux__failover_on(c)) kvmux__failover_pick(c); /* c->raddr */
     int rc = kvmux__out_reserve(c, KVMUX_HELLO_AUTH_MAX_LEN);
     int fd = rc == 0 ? kvmux__connect_addr(&c->raddr, c->raddr_len) : rc;
     if (fd >= 0 && c->fd >= 0 && fd != c->fd) {
@@ -314,6 +323,7 @@ void kvmux__loop_reconnect_start(kvmux_client *c) {
         c->fatal = KVMUX_ECONNECT;
         snprintf(c->fatal_msg, sizeof c->fatal_msg, "reconnect attempt %u: %s", c->retry_n,
                  kvmux__connect_msg());
+        if (kvmux__failover_on(c)) kvmux__failover_attempt_failed(c);
         kvmux__loop_reconnect_schedule(c);
         return;
     }

@@ -49,7 +49,7 @@ enum {
 /* Types 1..7 exist from v1, 8..11 from v2; nothing else in any version.
  * Contract in proto.h. */
 int kvmux_version_allows_type(uint8_t v, uint8_t t) {
-    if (v < 1 || v > KVMUX_PROTO_VERSION_MAX) return 0;
+    if (v < 1 || v > KVMUX_PROTO_CODEC_MAX) return 0;
     if (t >= KVMUX_FRAME_HELLO && t <= KVMUX_FRAME_PONG) return 1;
     return v >= KVMUX_PROTO_V2 && t >= KVMUX_FRAME_CANCEL &&
            t <= KVMUX_FRAME_CONTINUATION;
@@ -57,7 +57,7 @@ int kvmux_version_allows_type(uint8_t v, uint8_t t) {
 
 /* Flag bits per type and version; contract in proto.h. */
 uint8_t kvmux_version_allowed_flags(uint8_t v, uint8_t t) {
-    if (v < KVMUX_PROTO_V2 || v > KVMUX_PROTO_VERSION_MAX) return 0;
+    if (v < KVMUX_PROTO_V2 || v > KVMUX_PROTO_CODEC_MAX) return 0;
     switch (t) {
     case KVMUX_FRAME_REQUEST: return KVMUX_FLAG_MORE | KVMUX_FLAG_DEADLINE;
     case KVMUX_FRAME_RESPONSE:
@@ -69,7 +69,7 @@ uint8_t kvmux_version_allowed_flags(uint8_t v, uint8_t t) {
 /* The id an ERROR about an undecodable frame carries; contract in proto.h. */
 uint32_t kvmux_frame_error_request_id(const uint8_t *buf, size_t len) {
     if (len < 8 || buf[0] != KVMUX_MAGIC || buf[1] < KVMUX_PROTO_VERSION_MIN ||
-        buf[1] > KVMUX_PROTO_VERSION_MAX)
+        buf[1] > KVMUX_PROTO_CODEC_MAX)
         return 0;
     switch (buf[2]) {
     case KVMUX_FRAME_REQUEST:
@@ -176,7 +176,7 @@ int kvmux_frame_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
     if (buf[HDR_MAGIC] != KVMUX_MAGIC) return -KVMUX_ERR_BAD_MAGIC;
     if (len < 2) return 0;
     uint8_t version = buf[HDR_VERSION];
-    if (version < 1 || version > KVMUX_PROTO_VERSION_MAX)
+    if (version < 1 || version > KVMUX_PROTO_CODEC_MAX)
         return -KVMUX_ERR_BAD_VERSION;
     if (len < 3) return 0;
     uint8_t type = buf[HDR_TYPE];

@@ -43,9 +43,15 @@
 #define KVMUX_MAGIC 0x6B
 #define KVMUX_FRAME_HDR_LEN 16
 #define KVMUX_PROTO_VERSION_MIN 1 /* lowest version this build speaks */
-#define KVMUX_PROTO_VERSION_MAX 3 /* highest version this build speaks */
-#define KVMUX_PROTO_V3 3          /* v2 plus the replication statuses (14, 15);
-                                     offered by replicated servers only */
+#define KVMUX_PROTO_VERSION_MAX 2 /* highest version offered by default (a
+                                     single-node server, a session that
+                                     does not raise max_version) */
+#define KVMUX_PROTO_V3 3          /* v2 frames plus the replication statuses
+                                     NOT_LEADER and OUTCOME_UNKNOWN */
+#define KVMUX_PROTO_CODEC_MAX 3   /* highest version this build's codec
+                                     parses and encodes: a session may raise
+                                     max_version up to it (the client does;
+                                     a replicated server does) */
 #define KVMUX_PROTO_V2 2          /* first version with flags, fragments,
                                      windows, CANCEL, GOAWAY */
 #define KVMUX_HANDSHAKE_VERSION 1 /* header version of HELLO/HELLO_ACK */
@@ -218,10 +224,10 @@ enum kvmux_status {
  * allocation failed) instead, since a v1 decoder treats an unknown status
  * as a broken connection. A macro for the same reason as CANCELED. */
 #define KVMUX_STATUS_OUT_OF_MEMORY 13
-/* v3 (replicated servers only; docs/PROTOCOL.md "Protocol v3"): the
- * request was NOT processed because this replica is not the leader; the
- * value is the leader's client address "host:port" (ASCII, no NUL), or
- * empty when no leader is known. A v1/v2 peer gets SHUTTING_DOWN instead. */
+/* v3 (replication): the request was NOT processed because this replica
+ * is not the leader. Value = the leader's client address as ASCII
+ * "host:port" (no NUL), or empty when no leader is known. Sent only on v3
+ * connections (a v1/v2 peer gets SHUTTING_DOWN). Macro as for CANCELED. */
 #define KVMUX_STATUS_NOT_LEADER 14
 /* v3: a write that was in flight when leadership was lost: it may or may
  * not have been applied. A v1/v2 peer gets INTERNAL "outcome unknown". */
@@ -392,7 +398,7 @@ uint8_t kvmux_version_allowed_flags(uint8_t v, uint8_t t);
  * bytes when it returns 0. Header fields are validated as soon as their bytes
  * are present (a bad magic is reported after 1 byte, an oversized body_len
  * after 16), so garbage is rejected before the peer can make us wait or
- * buffer. Checks: magic; version in [1, KVMUX_PROTO_VERSION_MAX]; type known
+ * buffer. Checks: magic; version in [1, KVMUX_PROTO_CODEC_MAX]; type known
  * for the header version (BAD_TYPE); flags allowed for type and header
  * version (BAD_FLAGS); extras_len + key_len <= body_len; extras_len <=
  * KVMUX_MAX_EXTRAS; HDR_LEN + body_len <= max_frame; and the per-type shape
@@ -623,7 +629,8 @@ typedef struct kvmux_session {
                                  accept (server); set by init to
                                  KVMUX_PROTO_VERSION_MAX, may be lowered
                                  (>= 1) before the handshake, e.g. to play a
-                                 v1 peer */
+                                 v1 peer, or raised up to
+                                 KVMUX_PROTO_CODEC_MAX (v3) */
     kvmux_drain_state drain;
     uint32_t goaway_last_id;  /* last_request_id of the GOAWAY sent/received */
     kvmux_window send_window; /* connection: value bytes we may send (v2) */

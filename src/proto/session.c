@@ -13,7 +13,9 @@
  *
  * Versions: the client proposes [KVMUX_PROTO_VERSION_MIN, max_version], the
  * server picks the highest version in both that range and its own
- * [MIN, max_version]. max_version defaults to KVMUX_PROTO_V2 (v3 on request) and
+ * [MIN, max_version]. max_version defaults to KVMUX_PROTO_VERSION_MAX (2:
+ * v3 is offered only by a session that raises it, up to
+ * KVMUX_PROTO_CODEC_MAX: the client library, a replicated server) and
  * can be lowered before the handshake, which is how tests (and operators)
  * play a v1 peer with a v2 build. Everything after the handshake must carry
  * the negotiated version, so a v2-only type or flag on a v1 session is
@@ -65,10 +67,7 @@ void kvmux_session_init(kvmux_session *s, kvmux_role role,
         s->local.connection_window = KVMUX_MAX_WINDOW;
     kvmux_settings_default(&s->peer);
     s->outstanding = 0;
-    /* v3 only adds the replication statuses: it is offered only by a
-     * caller that sets max_version (a replicated server, a client that
-     * handles NOT_LEADER), so a default session stays at v2. */
-    s->max_version = KVMUX_PROTO_V2;
+    s->max_version = KVMUX_PROTO_VERSION_MAX;
     s->drain = KVMUX_DRAIN_NONE;
     s->goaway_last_id = 0;
     /* Windows stay zero until a v2 handshake sets them. */
@@ -78,7 +77,7 @@ void kvmux_session_init(kvmux_session *s, kvmux_role role,
  * speaks (a caller may have set it out of range). */
 static uint8_t session_max_version(const kvmux_session *s) {
     if (s->max_version < KVMUX_PROTO_VERSION_MIN) return KVMUX_PROTO_VERSION_MIN;
-    if (s->max_version > KVMUX_PROTO_VERSION_MAX) return KVMUX_PROTO_VERSION_MAX;
+    if (s->max_version > KVMUX_PROTO_CODEC_MAX) return KVMUX_PROTO_CODEC_MAX;
     return s->max_version;
 }
 
@@ -98,7 +97,7 @@ static void session_open(kvmux_session *s, uint8_t v) {
  * (even with BAD_VERSION) would only put a frame on a connection both
  * sides are closing (docs/PROTOCOL.md section 12). */
 static int session_check_error(const kvmux_frame *f) {
-    if (f->version < 1 || f->version > KVMUX_PROTO_VERSION_MAX) return -KVMUX_ERR_BAD_VERSION;
+    if (f->version < 1 || f->version > KVMUX_PROTO_CODEC_MAX) return -KVMUX_ERR_BAD_VERSION;
     return 0;
 }
 

@@ -62,7 +62,7 @@ size_t kvmux_settings_encode(uint8_t *out, const kvmux_settings *s) {
  * (the server bounds what it advertises). On any error s
  * is unchanged: we decode into a copy and commit at the end. */
 int kvmux_settings_decode(const uint8_t *p, size_t len, kvmux_settings *s) {
-    return kvmux_settings_decode_version(p, len, s, KVMUX_PROTO_VERSION_MAX);
+    return kvmux_settings_decode_version(p, len, s, KVMUX_PROTO_CODEC_MAX);
 }
 
 /* The settings a version defines are interpreted (and range-checked) only

@@ -62,7 +62,7 @@ void kvmux_server_config_init(kvmux_server_config *c) {
     c->write_timeout_ms = 60000;
     c->max_ping_rate = 100000;
     c->max_cancel_rate = 1000;
-    c->max_protocol = KVMUX_PROTO_VERSION_MAX;
+    c->max_protocol = KVMUX_PROTO_CODEC_MAX; /* a single node offers v2 at most (conn.c) */
     c->initial_window = 1024u * 1024;
     c->connection_window = 16u * 1024 * 1024;
     c->fragment_size = 64u * 1024;
@@ -178,7 +178,7 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
     RANGE(busy_poll_us, "--busy-poll", 0, MAX_BUSY_POLL_US);
     RANGE(max_ping_rate, "--max-ping-rate", 0, MAX_RATE_LIMIT);
     RANGE(max_cancel_rate, "--max-cancel-rate", 0, MAX_RATE_LIMIT);
-    RANGE(max_protocol, "--max-protocol", KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
+    RANGE(max_protocol, "--max-protocol", KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_CODEC_MAX);
     RANGE(initial_window, "--initial-window", MIN_WINDOW, MAX_WINDOW_LIMIT);
     RANGE(connection_window, "--connection-window", MIN_WINDOW, MAX_WINDOW_LIMIT);
     RANGE(fragment_size, "--fragment-size", MIN_FRAGMENT, MAX_FRAME_LIMIT);
@@ -314,7 +314,7 @@ static const opt options[] = {
     {"--busy-poll", OPT_U32, OFF(busy_poll_us), "USEC   spin this long for more I/O before sleeping, 0 = never (0)", R_YES},
     {"--max-ping-rate", OPT_U32, OFF(max_ping_rate), "N      PINGs per second per connection, 0 = no cap (100000)", R_NEW},
     {"--max-cancel-rate", OPT_U32, OFF(max_cancel_rate), "N      CANCELs per second per connection, 0 = no cap (1000)", R_NEW},
-    {"--max-protocol", OPT_U32, OFF(max_protocol), "N      highest protocol version offered (" KVMUX_STR(KVMUX_PROTO_VERSION_MAX) ")", R_NO},
+    {"--max-protocol", OPT_U32, OFF(max_protocol), "N      highest protocol version offered (" KVMUX_STR(KVMUX_PROTO_CODEC_MAX) "; a single node offers 2 at most)", R_NO},
     {"--initial-window", OPT_SIZE32, OFF(initial_window), "BYTES  v2 per-message receive window (1M)", R_NO},
     {"--connection-window", OPT_SIZE32, OFF(connection_window), "BYTES  v2 connection receive window (16M)", R_NO},
     {"--fragment-size", OPT_SIZE32, OFF(fragment_size), "BYTES  v2 response fragment size (64K)", R_NO},

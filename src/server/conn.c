@@ -385,7 +385,7 @@ static void decode_failed(kvmux_conn *c, const uint8_t *p, size_t n, int err) {
     case KVMUX_ERR_BAD_VERSION:
         kvmux__conn_fail(c, 0, (uint8_t)err,
                          "frame version %u not supported (server speaks %u..%u)", p[1],
-                         KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
+                         KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_CODEC_MAX);
         return;
     case KVMUX_ERR_BAD_TYPE:
         if (p[2] >= KVMUX_FRAME_CANCEL && p[2] <= KVMUX_FRAME_TYPE_MAX)

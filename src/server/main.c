@@ -133,7 +133,7 @@ int main(int argc, char **argv) {
     }
     if (action == KVMUX_CONFIG_VERSION) {
         printf("kvmuxd %s (protocol versions %d..%d)\n", KVMUXD_VERSION,
-               KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_VERSION_MAX);
+               KVMUX_PROTO_VERSION_MIN, KVMUX_PROTO_CODEC_MAX);
         return 0;
     }
     if (action == KVMUX_CONFIG_CHECK) {

@@ -65,7 +65,8 @@ typedef struct kvmux_server_config {
                                      before ERROR FLOOD; 0 = no cap; default
                                      1000 */
     uint32_t max_protocol;        /* highest protocol version offered;
-                                     default KVMUX_PROTO_VERSION_MAX */
+                                     default KVMUX_PROTO_CODEC_MAX (3);
+                                     a single node offers 2 at most */
     uint32_t initial_window;      /* v2: per-message receive window granted
                                      to clients; default 1 MiB */
     uint32_t connection_window;   /* v2: connection receive window; default

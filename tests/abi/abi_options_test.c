@@ -84,6 +84,34 @@ static void test_connect_reads_only_struct_size(uint16_t port) {
     CHECK_EQ(try_connect(&o, port), KVMUX_ECONNECT);
 }
 
+/* The failover fields (appended with protocol v3): an old caller's
+ * struct ending before endpoints, with garbage where the pointer would
+ * be, connects to host:port as before (the garbage is never read); a
+ * current caller's bad values are refused. */
+static void test_failover_fields(uint16_t port) {
+    size_t old_size = offsetof(kvmux_options, endpoints);
+    unsigned char buf[sizeof(kvmux_options)];
+    memset(buf, 0xAA, sizeof buf);
+    kvmux_options_init_sized((kvmux_options *)buf, old_size);
+    ((kvmux_options *)buf)->connect_timeout_ms = 2000;
+    CHECK_EQ(try_connect((kvmux_options *)buf, port), KVMUX_ECONNECT);
+    kvmux_options o;
+    kvmux_options_init(&o);
+    CHECK(o.endpoints == NULL);
+    CHECK_EQ(o.resend_writes, 0);
+    CHECK_EQ(o.max_protocol_version, 3);
+    o.resend_writes = 2;
+    CHECK_EQ(try_connect(&o, port), KVMUX_EINVAL);
+    char msg[256];
+    kvmux_connection_error(NULL, msg, sizeof msg);
+    CHECK(strstr(msg, "resend_writes") != NULL);
+    kvmux_options_init(&o);
+    o.endpoints = "no-port-here";
+    CHECK_EQ(try_connect(&o, port), KVMUX_EINVAL);
+    kvmux_connection_error(NULL, msg, sizeof msg);
+    CHECK(strstr(msg, "endpoints") != NULL);
+}
+
 static void test_bad_sizes_refused(uint16_t port) {
     kvmux_options o;
     memset(&o, 0, sizeof o); /* never initialised */
@@ -110,5 +138,6 @@ int main(void) {
     test_init_sized_stays_inside();
     test_connect_reads_only_struct_size(port);
     test_bad_sizes_refused(port);
+    test_failover_fields(port);
     return test_report();
 }

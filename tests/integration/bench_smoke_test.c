@@ -20,6 +20,9 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define OUT_CAP 65536
@@ -254,6 +257,36 @@ static void test_text_serial_count(void)
     CHECK_EQ(p.err_len, 0); /* -q: nothing on stderr */
 }
 
+/* -h HOST:PORT,HOST:PORT (a replicated group's endpoints) behind a dead
+ * first endpoint, in serial and in async (loop driver) mode. */
+static void test_endpoints(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    REQUIRE(bind(fd, (struct sockaddr *)&a, sizeof a) == 0); /* bound, never listening */
+    REQUIRE(getsockname(fd, (struct sockaddr *)&a, &al) == 0);
+    char list[64];
+    snprintf(list, sizeof list, "127.0.0.1:%u,127.0.0.1:%u", (unsigned)ntohs(a.sin_port),
+             (unsigned)g_port);
+    const char *modes[][2] = {{"--mode", "serial"}, {"--mode", "async"}};
+    for (int m = 0; m < 2; m++) {
+        const char *args[] = {"-h", list, "-n", "500", "--op", "set", modes[m][0], modes[m][1],
+                              "-q", NULL};
+        bench_proc p;
+        REQUIRE(bench_run_child(&p, 0, args, 30000, 0, 0) == 0);
+        CHECK_EQ(p.status, 0);
+        CHECK_EQ(field(p.out, "\nok: "), 500);
+        CHECK_EQ(field(p.out, "\nerrors: "), 0);
+        if (p.status != 0) fprintf(stderr, "kvmux-bench -h list: %s\n", p.err);
+    }
+    close(fd);
+}
+
 /* GETs of keys never written are misses, not errors. */
 static void test_misses_not_errors(void)
 {
@@ -400,6 +433,7 @@ int main(void)
 
     test_json_sync_duration();
     test_text_serial_count();
+    test_endpoints();
     test_misses_not_errors();
     test_incr_preload();
     test_async("loop");

@@ -759,6 +759,26 @@ static void test_connect_error(void) {
     close(fd);
 }
 
+/* -h HOST:PORT,HOST:PORT: a replicated group's endpoints. Against one
+ * kvmuxd behind a dead first endpoint: the library moves on to the next
+ * (a single node never answers NOT_LEADER). */
+static void test_endpoints(void) {
+    uint16_t dead = 0;
+    int fd = closed_port(&dead);
+    REQUIRE(fd >= 0);
+    char list[64];
+    snprintf(list, sizeof list, "127.0.0.1:%u,127.0.0.1:%u", (unsigned)dead, (unsigned)g_port);
+    cli_proc p;
+    CHECK_EQ(RUN(&p, 0, NULL, "-h", list, "set", "ep", "group"), 0);
+    CHECK_RUN(&p, ok_version(&p) > 0, "set via endpoints");
+    CHECK_EQ(RUN(&p, 0, NULL, "-h", list, "get", "ep"), 0);
+    CHECK_RUN(&p, strcmp(p.out, "group\n") == 0, "get via endpoints");
+    /* A malformed list is refused with the library's reason. */
+    CHECK(RUN(&p, 0, NULL, "-h", "127.0.0.1,127.0.0.1:1", "ping") != 0);
+    CHECK_RUN(&p, strstr(p.err, "endpoints") != NULL, "bad endpoint list");
+    close(fd);
+}
+
 static void test_interactive(void) {
     cli_proc p;
     /* The brief's example, byte for byte (no prompt on a pipe). */
@@ -856,6 +876,7 @@ int main(void) {
     test_watch_modes();
     test_help_command();
     test_connect_error();
+    test_endpoints();
     test_interactive();
     test_interactive_server_loss();
 

@@ -145,7 +145,7 @@ static void test_versions(void) {
     /* v1-capped client, v2 server. */
     kvmux_options o;
     kvmux_options_init(&o);
-    CHECK_EQ(o.max_protocol_version, 3); /* v3: replicated servers (NOT_LEADER) */
+    CHECK_EQ(o.max_protocol_version, 3); /* v3 offered; a single node picks 2 */
     o.max_protocol_version = 1;
     kvmux_client *c = v2_connect(g_srv.port, &o);
     kvmux_server_info info;

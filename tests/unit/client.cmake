@@ -18,3 +18,13 @@ if(TARGET kvmux)
     TIMEOUT 30)
   target_include_directories(client_timerheap_test PRIVATE ${PROJECT_SOURCE_DIR}/src/client)
 endif()
+
+# The endpoint-list parser (kvmux_options.endpoints, NOT_LEADER addresses).
+if(TARGET kvmux)
+  kvmux_add_test(client_endpoints_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client/endpoints_test.c
+    LIBS kvmux
+    LABELS unit
+    TIMEOUT 30)
+  target_include_directories(client_endpoints_test PRIVATE ${PROJECT_SOURCE_DIR}/src/client)
+endif()

@@ -39,7 +39,9 @@ void bench_args_usage(FILE *out)
 {
     fputs(
         "usage: kvmux-bench [options]\n"
-        "  -h HOST             server host (default 127.0.0.1)\n"
+        "  -h HOST             server host (default 127.0.0.1), or a replicated\n"
+        "                      group: HOST:PORT,HOST:PORT,... (every connection\n"
+        "                      finds and follows the leader; -p unused)\n"
         "  -p PORT             server port (default 7878)\n"
         "  -c N                connections, one kvmux_client each (default 1)\n"
         "  -t N                caller threads per connection (sync mode; default 1)\n"

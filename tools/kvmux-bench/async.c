@@ -281,6 +281,11 @@ static void ep_sync(loopst *L)
      * then fails on its own (and the pump's bounded wait still returns). */
     if (epoll_ctl(L->ep, EPOLL_CTL_MOD, L->fd, &ev) == 0)
         L->armed = L->events;
+    else if (errno == ENOENT && epoll_ctl(L->ep, EPOLL_CTL_ADD, L->fd, &ev) == 0)
+        /* A reconnect (endpoints: the next replica) put a new socket
+         * behind the same descriptor number; epoll dropped the old one
+         * when it was closed. */
+        L->armed = L->events;
 }
 
 static void h_add_read(void *d)
@@ -377,6 +382,7 @@ static void loop_main(worker *w)
     kvmux_options_init(&opts);
     opts.request_timeout_ms = cfg->timeout_ms;
     opts.client_name = "kvmux-bench";
+    if (strchr(cfg->host, ',')) opts.endpoints = cfg->host; /* a group */
 
     int rc = kvmux_async_connect(&w->conn->cli, cfg->host, cfg->port, &opts);
     if (rc == 0) {
@@ -404,7 +410,11 @@ static void loop_main(worker *w)
     }
     /* The handshake: bounded by connect_timeout_ms inside the library
      * (the status callback then reports the failure). */
-    while (rc == 0 && L.status == 0 &&
+    /* With endpoints (a group) a failed attempt is not the end: the
+     * library moves on to the next endpoint (the status callback reports
+     * each failure), so wait up to 10 s for one handshake. */
+    int64_t give_up = now_ns() + (int64_t)10 * 1000000000;
+    while (rc == 0 && (L.status == 0 || (opts.endpoints && L.status < 0 && now_ns() < give_up)) &&
            atomic_load_explicit(&r->phase, memory_order_acquire) != PHASE_STOP)
         pump(w, &L);
     if (rc == 0 && L.status < 0)

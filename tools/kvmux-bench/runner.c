@@ -444,11 +444,17 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
     }
     /* The loop drivers connect on their own threads (an event-loop client
      * lives on its loop thread); everyone else connects here. */
+    /* -h a:p1,b:p2: a replicated group (kvmux_options.endpoints). */
+    if (strchr(cfg->host, ',')) opts.endpoints = cfg->host;
     for (uint32_t i = 0; i < cfg->connections && !loop_driver; i++) {
         int rc = kvmux_connect(&r.conns[i].cli, cfg->host, cfg->port, &opts);
         if (rc != 0) {
-            fprintf(err, "kvmux-bench: cannot connect to %s:%u: %s\n", cfg->host,
-                    (unsigned)cfg->port, kvmux_strerror(rc));
+            if (opts.endpoints)
+                fprintf(err, "kvmux-bench: cannot connect to %s: %s\n", cfg->host,
+                        kvmux_strerror(rc));
+            else
+                fprintf(err, "kvmux-bench: cannot connect to %s:%u: %s\n", cfg->host,
+                        (unsigned)cfg->port, kvmux_strerror(rc));
             runner_teardown(&r);
             return BENCH_RUN_FAILED;
         }
@@ -524,8 +530,12 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
     if (rc_run == BENCH_RUN_OK && all_ready) {
         for (uint32_t i = 0; i < r.nworkers; i++) {
             if (r.workers[i].connect_err) {
-                fprintf(err, "kvmux-bench: cannot connect to %s:%u: %s\n", cfg->host,
-                        (unsigned)cfg->port, kvmux_strerror(r.workers[i].connect_err));
+                if (strchr(cfg->host, ','))
+                    fprintf(err, "kvmux-bench: cannot connect to %s: %s\n", cfg->host,
+                            kvmux_strerror(r.workers[i].connect_err));
+                else
+                    fprintf(err, "kvmux-bench: cannot connect to %s:%u: %s\n", cfg->host,
+                            (unsigned)cfg->port, kvmux_strerror(r.workers[i].connect_err));
                 rc_run = BENCH_RUN_FAILED;
                 break;
             }

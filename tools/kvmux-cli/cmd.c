@@ -131,9 +131,12 @@ static void put_escaped(FILE *f, const char *p, size_t len) {
     if (shown < len) fputs("...", f);
 }
 
-/* "HOST:PORT", with brackets around an IPv6 literal. */
+/* "HOST:PORT", with brackets around an IPv6 literal; a -h endpoint list
+ * as given. */
 static void put_addr(FILE *f, const cli_ctx *ctx) {
-    if (strchr(ctx->host, ':'))
+    if (strchr(ctx->host, ','))
+        fputs(ctx->host, f);
+    else if (strchr(ctx->host, ':'))
         fprintf(f, "[%s]:%u", ctx->host, (unsigned)ctx->port);
     else
         fprintf(f, "%s:%u", ctx->host, (unsigned)ctx->port);
@@ -231,6 +234,8 @@ static int report(cli_ctx *ctx, const cmd_args *a, int rc) {
     }
     if (rc == KVMUX_EOOM) /* the operator's next step, not only the cause */
         fputs(" (delete keys, or raise the server's --maxmemory)", stderr);
+    else if (rc == KVMUX_EUNKNOWN) /* a failover cut it off */
+        fputs(" (it may or may not have been applied: read the key back)", stderr);
     fputc('\n', stderr);
     if (fatal) {
         kvmux_close(ctx->client);
@@ -277,6 +282,9 @@ int cli_connect(cli_ctx *ctx) {
     o.tls_cert_file = ctx->cert;
     o.tls_key_file = ctx->key;
     o.tls_verify = !ctx->insecure;
+    /* -h a:p1,b:p2: a replicated group; the library finds the leader and
+     * follows it (kvmux_options.endpoints; -p is then unused). */
+    if (strchr(ctx->host, ',')) o.endpoints = ctx->host;
     int rc = kvmux_connect(&ctx->client, ctx->host, ctx->port, &o);
     if (rc != 0) {
         ctx->client = NULL;
@@ -289,7 +297,8 @@ int cli_connect(cli_ctx *ctx) {
             return CLI_EXIT_CONN;
         }
         fprintf(stderr, ": %s", kvmux_strerror(rc));
-        if (rc == KVMUX_ETLS || rc == KVMUX_EPROTO || (rc == KVMUX_EINVAL && ctx->tls)) {
+        if (rc == KVMUX_ETLS || rc == KVMUX_EPROTO ||
+            (rc == KVMUX_EINVAL && (ctx->tls || strchr(ctx->host, ',')))) {
             char msg[256];
             msg[0] = '\0';
             kvmux_connection_error(NULL, msg, sizeof msg);

@@ -99,7 +99,9 @@ int cli_repl(cli_ctx *ctx) {
     ctx->interactive = 1;
     int tty = isatty(STDIN_FILENO);
     char prompt[320];
-    if (strchr(ctx->host, ':'))
+    if (strchr(ctx->host, ','))
+        snprintf(prompt, sizeof prompt, "kvmux %s> ", ctx->host); /* a group */
+    else if (strchr(ctx->host, ':'))
         snprintf(prompt, sizeof prompt, "kvmux [%s]:%u> ", ctx->host,
                  (unsigned)ctx->port);
     else

@@ -723,7 +723,7 @@ static void test_bad_version(void) {
     int bad = 0;
     for (int v = 0; v < 256; v++) {
         h[1] = (uint8_t)v;
-        int ok = v >= 1 && v <= KVMUX_PROTO_VERSION_MAX;
+        int ok = v >= 1 && v <= KVMUX_PROTO_CODEC_MAX;
         int want = ok ? 0 : -KVMUX_ERR_BAD_VERSION;
         if (decode_n(h, 2, KVMUX_DEFAULT_MAX_FRAME) != want) bad++;
         if (!ok && decode_n(h, KVMUX_FRAME_HDR_LEN, KVMUX_DEFAULT_MAX_FRAME) != want) bad++;
@@ -733,7 +733,9 @@ static void test_bad_version(void) {
     CHECK_EQ(decode_n(h, 2, KVMUX_DEFAULT_MAX_FRAME), -KVMUX_ERR_BAD_VERSION);
     h[1] = 2;
     CHECK_EQ(decode_n(h, 2, KVMUX_DEFAULT_MAX_FRAME), 0); /* v2 is spoken */
-    h[1] = KVMUX_PROTO_VERSION_MAX + 1;
+    h[1] = KVMUX_PROTO_V3;
+    CHECK_EQ(decode_n(h, 2, KVMUX_DEFAULT_MAX_FRAME), 0); /* v3 = v2 frames */
+    h[1] = KVMUX_PROTO_CODEC_MAX + 1;
     CHECK_EQ(decode_n(h, 2, KVMUX_DEFAULT_MAX_FRAME), -KVMUX_ERR_BAD_VERSION);
     h[1] = 255;
     CHECK_EQ(decode_n(h, 2, KVMUX_DEFAULT_MAX_FRAME), -KVMUX_ERR_BAD_VERSION);

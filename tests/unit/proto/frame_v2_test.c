@@ -91,8 +91,9 @@ static void test_type_table(void) {
         CHECK_EQ(kvmux_version_allows_type(1, (uint8_t)t), v1);
         CHECK_EQ(kvmux_version_allows_type(2, (uint8_t)t), v2);
         CHECK_EQ(kvmux_version_allows_type(0, (uint8_t)t), 0);
-        CHECK_EQ(kvmux_version_allows_type(3, (uint8_t)t), v2); /* v3 frames are v2's */
-        CHECK_EQ(kvmux_version_allows_type(4, (uint8_t)t), 0);
+        /* v3 frames are v2 frames; nothing beyond the codec's maximum. */
+        CHECK_EQ(kvmux_version_allows_type(KVMUX_PROTO_V3, (uint8_t)t), v2);
+        CHECK_EQ(kvmux_version_allows_type(KVMUX_PROTO_CODEC_MAX + 1, (uint8_t)t), 0);
     }
     CHECK_EQ(kvmux_version_allowed_flags(1, KVMUX_FRAME_REQUEST), 0);
     CHECK_EQ(kvmux_version_allowed_flags(2, KVMUX_FRAME_REQUEST),

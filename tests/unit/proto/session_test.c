@@ -61,7 +61,7 @@ static void test_handshake(void) {
     CHECK_EQ(f.version, KVMUX_HANDSHAKE_VERSION);
     CHECK_EQ(f.request_id, 0);
     CHECK_EQ(f.extras[0], KVMUX_PROTO_VERSION_MIN);
-    CHECK_EQ(f.extras[1], KVMUX_PROTO_V2);
+    CHECK_EQ(f.extras[1], KVMUX_PROTO_VERSION_MAX);
     CHECK(f.key_len == 8 && memcmp(f.key, "client-1", 8) == 0);
     CHECK_EQ(kvmux_session_check_recv(&s, &f), 0);
 
@@ -69,19 +69,19 @@ static void test_handshake(void) {
     int m = kvmux_session_accept_hello(&s, &f, ack, "server-1");
     CHECK_EQ(m, KVMUX_FRAME_HDR_LEN + 8 + 24);
     CHECK_EQ(s.state, KVMUX_SESSION_OPEN);
-    CHECK_EQ(s.version, KVMUX_PROTO_V2);
+    CHECK_EQ(s.version, KVMUX_PROTO_VERSION_MAX);
     CHECK_EQ(s.peer.max_frame_size, 65536); /* the client's advertisement */
 
     REQUIRE(m > 0);
     CHECK_EQ(kvmux_frame_decode(ack, (size_t)m, KVMUX_DEFAULT_MAX_FRAME, &f), m);
     CHECK_EQ(f.type, KVMUX_FRAME_HELLO_ACK);
     CHECK_EQ(f.version, KVMUX_HANDSHAKE_VERSION);
-    CHECK_EQ(f.code, KVMUX_PROTO_V2);
+    CHECK_EQ(f.code, KVMUX_PROTO_VERSION_MAX);
     CHECK(f.key_len == 8 && memcmp(f.key, "server-1", 8) == 0);
     CHECK_EQ(kvmux_session_check_recv(&c, &f), 0);
     CHECK_EQ(kvmux_session_on_hello_ack(&c, &f), 0);
     CHECK_EQ(c.state, KVMUX_SESSION_OPEN);
-    CHECK_EQ(c.version, KVMUX_PROTO_V2);
+    CHECK_EQ(c.version, KVMUX_PROTO_VERSION_MAX);
     CHECK_EQ(c.peer.max_outstanding, 16);
     CHECK_EQ(c.peer.max_key_size, 200);
 
@@ -125,10 +125,10 @@ static void test_negotiation(void) {
     CHECK_EQ(kvmux_session_check_recv(&s, &f), 0);
     m = kvmux_session_accept_hello(&s, &f, ack, "srv");
     CHECK(m > 0);
-    CHECK_EQ(s.version, KVMUX_PROTO_V2);
+    CHECK_EQ(s.version, KVMUX_PROTO_VERSION_MAX);
     REQUIRE(m > 0);
     CHECK_EQ(kvmux_frame_decode(ack, (size_t)m, KVMUX_DEFAULT_MAX_FRAME, &f), m);
-    CHECK_EQ(f.code, KVMUX_PROTO_V2);
+    CHECK_EQ(f.code, KVMUX_PROTO_VERSION_MAX);
     /* Peer settings absent from HELLO stay at the defaults. */
     CHECK_EQ(s.peer.max_frame_size, KVMUX_DEFAULT_MAX_FRAME);
 
@@ -217,7 +217,7 @@ static void test_before_handshake(void) {
     CHECK_EQ(kvmux_session_check_recv(&s, &e1), 0);
     CHECK_EQ(s.state, KVMUX_SESSION_CLOSED);
     kvmux_session_init(&s, KVMUX_ROLE_SERVER, NULL);
-    e1.version = KVMUX_PROTO_VERSION_MAX + 1;
+    e1.version = KVMUX_PROTO_CODEC_MAX + 1;
     CHECK_EQ(kvmux_session_check_recv(&s, &e1), -KVMUX_ERR_BAD_VERSION);
     /* Client before HELLO_ACK: only HELLO_ACK or ERROR. */
     bad = 0;
@@ -296,7 +296,7 @@ static void test_open_checks(void) {
     CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_BAD_VERSION);
     f = mk(KVMUX_FRAME_PING, 1, 0);
     CHECK_EQ(kvmux_session_check_recv(&c, &f), -KVMUX_ERR_BAD_VERSION);
-    const uint8_t wrong[] = {0, 4, 5, 255}; /* 3 is a version this build parses (v3) */
+    const uint8_t wrong[] = {0, KVMUX_PROTO_CODEC_MAX + 1, KVMUX_PROTO_CODEC_MAX + 2, 255};
     for (size_t i = 0; i < sizeof wrong; i++) {
         f = mk(KVMUX_FRAME_REQUEST, wrong[i], 1);
         CHECK_EQ(kvmux_session_check_recv(&s, &f), -KVMUX_ERR_BAD_VERSION);

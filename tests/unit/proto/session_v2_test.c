@@ -70,7 +70,11 @@ static void test_negotiation_matrix(void) {
     CHECK_EQ(handshake(&c, &s, 1, 1, NULL, NULL), 1);
     /* Out-of-range caps are kept within what the build speaks. */
     CHECK_EQ(handshake(&c, &s, 0, 9, NULL, NULL), 1);
-    CHECK_EQ(handshake(&c, &s, 9, 9, NULL, NULL), KVMUX_PROTO_VERSION_MAX);
+    CHECK_EQ(handshake(&c, &s, 9, 9, NULL, NULL), KVMUX_PROTO_CODEC_MAX);
+    /* A v3 client with a server at its default (2, single node) -> 2 */
+    CHECK_EQ(handshake(&c, &s, KVMUX_PROTO_V3, KVMUX_PROTO_VERSION_MAX, NULL, NULL), 2);
+    /* A v3 client with a v3 server (replicated) -> 3 */
+    CHECK_EQ(handshake(&c, &s, KVMUX_PROTO_V3, KVMUX_PROTO_V3, NULL, NULL), 3);
     /* init sets the cap to the build's maximum. */
     kvmux_session_init(&c, KVMUX_ROLE_CLIENT, NULL);
     CHECK_EQ(c.max_version, KVMUX_PROTO_V2);

@@ -1,0 +1,262 @@
+/* kvmux client failover across a replicated group (kvmux_options.endpoints,
+ * protocol v3): the endpoint list, following NOT_LEADER, and what happens
+ * to requests when the leader is lost.
+ *
+ * Design. Endpoints mode is automatic reconnect (reconnect.c) with a
+ * moving target. The reconnect machinery is unchanged -- backoff, the
+ * reader thread (threaded) or the loop's timer (event loop) as the driver,
+ * the handshake rebuilding the pending table -- except that each attempt
+ * first picks its target (kvmux__failover_pick): the address a NOT_LEADER
+ * named if there is one, else the current endpoint; a failed attempt or a
+ * lost connection moves to the next endpoint (round robin), with the
+ * backoff capped at KVMUX__FAILOVER_MAX_BACKOFF_MS.
+ *
+ * NOT_LEADER means "not processed", so the request is simply sent again
+ * to the leader. The first NOT_LEADER on a connection records the target
+ * and drains the connection (c->draining, as after a GOAWAY: nothing new
+ * is sent on it, submits wait in the backlog, blocking calls wait for the
+ * next connection) until no write on it still owes an answer -- a write
+ * in flight to a replica that just lost leadership is answered (applied,
+ * OUTCOME_UNKNOWN or NOT_LEADER), and cutting it would turn a definite
+ * answer into KVMUX_EUNKNOWN. Reads still in flight need no answer: they
+ * are resent. Then the connection is failed and the reconnect follows the
+ * target.
+ *
+ * Resending needs the request. A blocking caller has it on its stack: its
+ * slot completes with KVMUX__EREDIRECT / KVMUX__ERETRY and the caller
+ * goes through admission again (call.c), within its own deadline. An
+ * async request in endpoints mode always goes through the backlog and
+ * keeps its copy (op->q, op->buf) while in flight (async.c), so it can be
+ * put back at the head of the backlog, deadline and handle intact: a
+ * timeout or kvmux_cancel finds it there as it would any queued request.
+ * That copy is the price of endpoints mode: one memcpy of key and value
+ * per async request (two for a value sent fragmented), none otherwise.
+ *
+ * On a lost connection (kvmux__client_fail) reads and WAITs in flight are
+ * resent, writes in flight complete with KVMUX_EUNKNOWN (they may have
+ * been applied; resend_writes resends them instead, for idempotent
+ * writes), and queued requests never sent wait for the next connection.
+ * "Never sent" includes a write encoded in c->out that no send round has
+ * taken yet (c->out_rounds, recorded per request as it is queued: one
+ * counter, no per-frame bookkeeping); once a round has taken a frame it
+ * counts as sent even if the round was cut short -- the library does not
+ * track which bytes reached the kernel, and "unknown" is the answer that
+ * is never wrong. A fragmented value counts as sent from its start.
+ *
+ * Event-loop mode never blocks the loop: the endpoints are resolved once
+ * in kvmux_async_connect, and a NOT_LEADER address is followed only if it
+ * is numeric (AI_NUMERICHOST) or spelled exactly as one of the endpoints;
+ * otherwise the next endpoint is tried.
+ *
+ * What it is not: no session ids or write numbering (exactly-once writes
+ * across failover are a later step of issue 10); no read-only routing to
+ * followers.
+ */
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client_internal.h"
+
+static int is_blank(char ch) {
+    return ch == ' ' || ch == '\t';
+}
+
+int kvmux__hostport_parse(const char *p, size_t len, char *host, uint16_t *port) {
+    while (len > 0 && is_blank(*p)) {
+        p++;
+        len--;
+    }
+    while (len > 0 && is_blank(p[len - 1])) len--;
+    const char *h = p, *colon;
+    size_t hlen;
+    if (len > 0 && *p == '[') {
+        /* [IPv6]:port */
+        const char *close = memchr(p, ']', len);
+        if (!close || (size_t)(close - p) + 1 >= len || close[1] != ':') return -1;
+        h = p + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = memchr(p, ':', len);
+        if (!colon || memchr(colon + 1, ':', len - (size_t)(colon + 1 - p))) return -1;
+        hlen = (size_t)(colon - p);
+    }
+    if (hlen == 0 || hlen > KVMUX__HOST_MAX) return -1;
+    for (size_t i = 0; i < hlen; i++) {
+        unsigned char ch = (unsigned char)h[i];
+        if (ch <= ' ' || ch >= 0x7f || ch == ',' || ch == '[' || ch == ']') return -1;
+    }
+    const char *d = colon + 1, *end = p + len;
+    if (d == end || end - d > 5) return -1;
+    unsigned v = 0;
+    for (; d < end; d++) {
+        if (*d < '0' || *d > '9') return -1;
+        v = v * 10 + (unsigned)(*d - '0');
+    }
+    if (v == 0 || v > 65535) return -1;
+    memcpy(host, h, hlen);
+    host[hlen] = 0;
+    *port = (uint16_t)v;
+    return 0;
+}
+
+int kvmux__endpoints_parse(const char *s, kvmux__endpoint **out, uint32_t *n) {
+    if (!s) return kvmux__connect_fail(KVMUX_EINVAL, "endpoints: NULL");
+    uint32_t count = 1;
+    for (const char *p = s; *p; p++)
+        if (*p == ',') count++;
+    if (count > KVMUX__MAX_ENDPOINTS)
+        return kvmux__connect_fail(KVMUX_EINVAL, "endpoints: more than %u entries",
+                                   KVMUX__MAX_ENDPOINTS);
+    kvmux__endpoint *eps = calloc(count, sizeof *eps);
+    if (!eps) return kvmux__connect_fail(KVMUX_ENOMEM, "out of memory");
+    const char *p = s;
+    for (uint32_t i = 0; i < count; i++) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (kvmux__hostport_parse(p, len, eps[i].host, &eps[i].port) != 0) {
+            free(eps);
+            return kvmux__connect_fail(KVMUX_EINVAL,
+                                       "endpoints: entry %u (\"%.*s\") is not host:port "
+                                       "(IPv6: [addr]:port, port 1..65535)",
+                                       i + 1, (int)(len > 300 ? 300 : len), p);
+        }
+        p = comma ? comma + 1 : p + len;
+    }
+    *out = eps;
+    *n = count;
+    return 0;
+}
+
+int kvmux__op_is_read(int op) {
+    switch (op) {
+    case KVMUX_GET: case KVMUX_EXISTS: case KVMUX_TTL: case KVMUX_SCAN: case KVMUX_WAIT:
+    case KVMUX_STATS: case KVMUX_SLOWLOG: case KVMUX_CLIENT_LIST: case KVMUX_PING:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Event-loop mode: the redirect target as an address without DNS (lock
+ * held; redir_host/port set). Returns 0, or -1 if it needs a resolver. */
+static int redirect_resolve(kvmux_client *c) {
+    for (uint32_t i = 0; i < c->neps; i++) {
+        if (c->eps[i].port == c->redir_port && strcmp(c->eps[i].host, c->redir_host) == 0) {
+            c->redir_ss = c->eps[i].ss;
+            c->redir_sslen = c->eps[i].sslen;
+            return 0;
+        }
+    }
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)c->redir_port);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV; /* never blocks */
+    if (getaddrinfo(c->redir_host, service, &hints, &res) != 0 || !res ||
+        res->ai_addrlen > sizeof c->redir_ss) {
+        if (res) freeaddrinfo(res);
+        return -1;
+    }
+    memcpy(&c->redir_ss, res->ai_addr, res->ai_addrlen);
+    c->redir_sslen = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* Record the redirect target named by a NOT_LEADER (lock held). An empty,
+ * malformed or (event loop) non-numeric address leaves none: the next
+ * endpoint is tried. */
+static void redirect_set(kvmux_client *c, const uint8_t *addr, size_t len) {
+    c->redir_set = 0;
+    if (len == 0 || len > KVMUX__HOST_MAX + 8) return;
+    if (kvmux__hostport_parse((const char *)addr, len, c->redir_host, &c->redir_port) != 0)
+        return;
+    if (c->mode == KVMUX__MODE_LOOP && redirect_resolve(c) != 0) return;
+    c->redir_set = 1;
+}
+
+void kvmux__failover_not_leader(kvmux_client *c, kvmux__slot *s, const uint8_t *addr,
+                                size_t len) {
+    if (!c->redirecting) {
+        /* The first answer decides where this connection's requests go;
+         * later ones on it name the same leader or an older view. */
+        c->redirecting = 1;
+        c->draining = 1;
+        redirect_set(c, addr, len);
+        /* Callers waiting for a credit or room now wait for the next
+         * connection instead (call.c admission). */
+        pthread_cond_broadcast(&c->slot_cond);
+        pthread_cond_broadcast(&c->queue_cond);
+    }
+    kvmux__failover_resend(c, s, 1);
+    kvmux__failover_drain_check(c);
+}
+
+void kvmux__failover_drain_check(kvmux_client *c) {
+    if (!c->redirecting || c->fatal != 0) return;
+    for (uint32_t i = 0; i < c->pending.nslots; i++) {
+        const kvmux__slot *s = &c->pending.slots[i];
+        if (s->state == KVMUX__SLOT_WAITING && s->owner != KVMUX__OWNER_NONE &&
+            !kvmux__op_is_read(s->op))
+            return; /* a write still owes its answer */
+    }
+    if (c->redir_set)
+        kvmux__client_fail(c, KVMUX_ECLOSED, "not the leader: following it to %s:%u",
+                           c->redir_host, (unsigned)c->redir_port);
+    else
+        kvmux__client_fail(c, KVMUX_ECLOSED, "not the leader (leader unknown): trying the "
+                           "next endpoint");
+}
+
+void kvmux__failover_lost(kvmux_client *c) {
+    c->redirecting = 0;
+    if (!c->redir_set) c->ep_cur = (c->ep_cur + 1) % c->neps;
+}
+
+void kvmux__failover_attempt_failed(kvmux_client *c) {
+    c->ep_cur = (c->ep_cur + 1) % c->neps;
+}
+
+void kvmux__failover_pick(kvmux_client *c) {
+    if (c->redir_set) {
+        c->redir_set = 0;
+        if (c->mode == KVMUX__MODE_LOOP) {
+            c->raddr = c->redir_ss;
+            c->raddr_len = c->redir_sslen;
+        } else {
+            memcpy(c->host, c->redir_host, sizeof c->redir_host);
+            c->port = c->redir_port;
+        }
+        return;
+    }
+    const kvmux__endpoint *e = &c->eps[c->ep_cur];
+    if (c->mode == KVMUX__MODE_LOOP) {
+        c->raddr = e->ss;
+        c->raddr_len = e->sslen;
+    } else {
+        memcpy(c->host, e->host, sizeof e->host);
+        c->port = e->port;
+    }
+}
+
+/* 1 if s's frame is still in c->out: no send round took it, so not one
+ * byte of it left (lock held). */
+static int slot_unsent(const kvmux_client *c, const kvmux__slot *s) {
+    uint64_t r = UINT64_MAX;
+    if (s->owner == KVMUX__OWNER_CALL) r = s->u.w->out_round;
+    else if (s->owner == KVMUX__OWNER_OP) r = s->u.aop->out_round;
+    return r == c->out_rounds;
+}
+
+void kvmux__failover_slot_lost(kvmux_client *c, kvmux__slot *s) {
+    if (kvmux__op_is_read(s->op) || c->opts.resend_writes || slot_unsent(c, s)) {
+        kvmux__failover_resend(c, s, 0);
+        return;
+    }
+    kvmux__slot_finish(c, s, KVMUX_EUNKNOWN, NULL, NULL);
+}
