@@ -468,6 +468,73 @@ static void test_unsent_writes(void) {
     fg_stop(&g);
 }
 
+/* A write the old leader never answers holds a redirect's drain only
+ * until its caller gives up (timeout, cancel): the redirected read then
+ * follows at once instead of waiting out its own deadline. */
+typedef struct held_set {
+    kvmux_client *c;
+    int rc;
+} held_set;
+
+static void *held_set_main(void *arg) {
+    held_set *h = arg;
+    h->rc = kvmux_set(h->c, "hw", 2, "1", 1, 0, NULL, 300);
+    return NULL;
+}
+
+static void test_drain_bounded(void) {
+    fake_group g;
+    fg_start(&g, 2);
+    fg_set_role(&g, 0, FG_FOLLOWER, 1);
+    atomic_store(&g.r[0].hold_writes, 1);
+    fg_set_role(&g, 1, FG_LEADER, 0);
+    fg_store_set(&g, "rk", "r");
+    kvmux_options o;
+    opts_fast(&o, g.endpoints);
+    kvmux_client *c = fo_connect(&o);
+    /* Blocking write, given up by timeout. */
+    held_set h = {c, 0};
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, held_set_main, &h) == 0);
+    CHECK(fg_wait_held(&g, 0, 1, 5000));
+    int64_t t0 = test_now_ms();
+    char buf[8];
+    CHECK_EQ(get_str(c, "rk", buf, sizeof buf), 0);
+    int64_t el = test_now_ms() - t0;
+    CHECK(el < 3000);
+    pthread_join(th, NULL);
+    CHECK_EQ(h.rc, KVMUX_ETIMEDOUT);
+    CHECK_EQ(fg_applied(&g, "hw"), 0);
+    kvmux_close(c);
+    /* Async write, given up by kvmux_cancel. */
+    atomic_store(&g.r[0].held, 0);
+    c = fo_connect(&o);
+    rec w, r;
+    memset(&w, 0, sizeof w);
+    memset(&r, 0, sizeof r);
+    kvmux_request wq = req_of(KVMUX_SET, "hw", "1");
+    kvmux_handle hd = 0;
+    CHECK_EQ(kvmux_call_async_handle(c, &wq, 10000, on_rec, &w, &hd), 0);
+    CHECK(fg_wait_held(&g, 0, 1, 5000));
+    kvmux_request rq = req_of(KVMUX_GET, "rk", NULL);
+    CHECK_EQ(kvmux_call_async(c, &rq, 10000, on_rec, &r), 0);
+    int64_t by = test_now_ms() + 5000; /* the GET's NOT_LEADER: draining */
+    while (atomic_load(&g.r[0].not_leader) < 2 && test_now_ms() < by) test_sleep_ms(1);
+    CHECK(atomic_load(&g.r[0].not_leader) >= 2);
+    test_sleep_ms(50);
+    CHECK_EQ(atomic_load(&r.calls), 0); /* draining: the held write is owed */
+    t0 = test_now_ms();
+    CHECK_EQ(kvmux_cancel(c, hd), 0);
+    CHECK(wait_recs(&r, 1, 5000));
+    CHECK(test_now_ms() - t0 < 3000);
+    CHECK_EQ(atomic_load(&r.result), 0);
+    CHECK(strcmp(r.val, "r") == 0);
+    CHECK(wait_recs(&w, 1, 5000));
+    CHECK_EQ(atomic_load(&w.result), KVMUX_ECANCELED);
+    kvmux_close(c);
+    fg_stop(&g);
+}
+
 /* ---- deadlines and cancel across a redirect ---- */
 
 static void test_deadline_cancel(void) {
@@ -730,6 +797,7 @@ int main(void) {
     test_cut_in_flight(0);
     test_cut_in_flight(1);
     test_unsent_writes();
+    test_drain_bounded();
     test_deadline_cancel();
     test_loop();
     test_loop_dead_first();
