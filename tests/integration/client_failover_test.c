@@ -11,9 +11,13 @@
  * writes, reads and a WAIT in flight (writes KVMUX_EUNKNOWN and never
  * applied, or resent with resend_writes; reads and the WAIT resent and
  * answered by the new leader), requests submitted during the outage sent
- * once to the new leader; deadlines and kvmux_cancel across a redirect;
- * every request completing exactly once; and endpoints mode against a real
- * single-node kvmuxd (protocol 2) behind a dead first endpoint.
+ * once to the new leader; writes still in the outbound queue behind a
+ * blocked writer resent, not KVMUX_EUNKNOWN; a redirect's drain ended by a
+ * write's timeout or cancel; deadlines and kvmux_cancel across a redirect
+ * (threaded and loop); NOT_LEADER to a client without endpoints; the
+ * group-agnostic load scenario (failover_scenario.h); every request
+ * completing exactly once; and endpoints mode against a real single-node
+ * kvmuxd (protocol 2) behind a dead first endpoint.
  *
  * A real group (the repl branch) can drive the same scenarios: they only
  * use g.endpoints, role changes and fg_applied. */
@@ -742,6 +746,45 @@ static void test_loop_dead_first(void) {
     fg_stop(&g);
 }
 
+/* Event-loop mode: a deadline and a cancel hold across a redirect to a
+ * leader that never answers. */
+static void test_loop_deadline_cancel(void) {
+    fake_group g;
+    fg_start(&g, 2);
+    fg_set_role(&g, 0, FG_FOLLOWER, 1);
+    fg_set_role(&g, 1, FG_HOLD, 0);
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    kvmux_options o;
+    opts_fast(&o, g.endpoints);
+    kvmux_client *c = NULL;
+    REQUIRE(kvmux_async_connect(&c, NULL, 0, &o) == 0);
+    REQUIRE(kvmux_libuv_attach(c, &loop) == 0);
+    rec a[2];
+    memset(a, 0, sizeof a);
+    kvmux_request s1 = req_of(KVMUX_SET, "t", "1");
+    int64_t t0 = test_now_ms();
+    CHECK_EQ(kvmux_call_async(c, &s1, 300, on_rec, &a[0]), 0);
+    kvmux_handle h = 0;
+    CHECK_EQ(kvmux_call_async_handle(c, &s1, 20000, on_rec, &a[1], &h), 0);
+    CHECK(loop_until(&loop, &a[0], 1, 5000));
+    int64_t el = test_now_ms() - t0;
+    CHECK_EQ(atomic_load(&a[0].result), KVMUX_ETIMEDOUT);
+    CHECK(el >= 250 && el < 3000);
+    int64_t by = test_now_ms() + 5000;
+    while (atomic_load(&g.r[1].held) < 1 && test_now_ms() < by) run_loop(&loop, 5);
+    CHECK_EQ(kvmux_cancel(c, h), 0);
+    CHECK(loop_until(&loop, &a[1], 1, 5000));
+    CHECK_EQ(atomic_load(&a[1].result), KVMUX_ECANCELED);
+    run_loop(&loop, 20);
+    CHECK_EQ(atomic_load(&a[0].calls), 1);
+    CHECK_EQ(atomic_load(&a[1].calls), 1);
+    kvmux_close(c);
+    run_loop(&loop, 100);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+    fg_stop(&g);
+}
+
 /* ---- against a real single-node kvmuxd (protocol 2) ---- */
 
 static uint16_t closed_port(void) {
@@ -801,6 +844,7 @@ int main(void) {
     test_deadline_cancel();
     test_loop();
     test_loop_dead_first();
+    test_loop_deadline_cancel();
     test_scenario();
     test_real_single_node();
     return test_report();
