@@ -283,7 +283,10 @@ typedef struct kvmux_options {
      * can be cancelled as before. Event-loop clients resolve the endpoints once, in
      * kvmux_async_connect, and follow a redirect only to a numeric
      * address or to one spelled as in the list (else they try the next
-     * endpoint): the loop never waits for DNS. NULL (default): off. */
+     * endpoint): the loop never waits for DNS. With tls, every replica's
+     * certificate is checked against tls_server_name, or else the first
+     * endpoint's host: give the group's certificates a common name (or
+     * set tls_server_name). NULL (default): off. */
     const char *endpoints;
     int resend_writes;           /* endpoints mode: 1 resends a write cut by
                                     a lost connection to the new leader

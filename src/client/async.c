@@ -932,6 +932,8 @@ int kvmux_future_cancel(kvmux_future *f) {
     kvmux_client *c = f->c;
     pthread_mutex_lock(&c->mu);
     if (f->state == KVMUX__OP_QUEUED || f->state == KVMUX__OP_INFLIGHT) op_cancel(c, f);
+    /* A write given up on no longer holds a redirect's drain. */
+    if (c->redirecting) kvmux__failover_drain_check(c);
     pthread_mutex_unlock(&c->mu);
     return 0;
 }
@@ -959,6 +961,7 @@ int kvmux_cancel(kvmux_client *c, kvmux_handle h) {
             rc = 0;
         }
     }
+    if (c->redirecting) kvmux__failover_drain_check(c); /* as kvmux_future_cancel */
     pthread_mutex_unlock(&c->mu);
     return rc;
 }

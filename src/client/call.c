@@ -558,6 +558,8 @@ admit:
                 kvmux__slot_disown(&c->pending, s);
                 kvmux__pending_tombstone(&c->pending, s);
             }
+            /* A write given up on no longer holds a redirect's drain. */
+            if (c->redirecting) kvmux__failover_drain_check(c);
             rc = KVMUX_ETIMEDOUT;
             goto leave;
         }

@@ -193,5 +193,7 @@ void kvmux_future_free(kvmux_future *f) {
     kvmux__future_unlink(c, f);
     if (f->state != KVMUX__OP_DONE) kvmux__future_cancel(c, f);
     kvmux__op_recycle(c, f);
+    /* A write given up on no longer holds a redirect's drain. */
+    if (c->redirecting) kvmux__failover_drain_check(c);
     pthread_mutex_unlock(&c->mu);
 }

@@ -11,9 +11,13 @@
  * writes, reads and a WAIT in flight (writes KVMUX_EUNKNOWN and never
  * applied, or resent with resend_writes; reads and the WAIT resent and
  * answered by the new leader), requests submitted during the outage sent
- * once to the new leader; deadlines and kvmux_cancel across a redirect;
- * every request completing exactly once; and endpoints mode against a real
- * single-node kvmuxd (protocol 2) behind a dead first endpoint.
+ * once to the new leader; writes still in the outbound queue behind a
+ * blocked writer resent, not KVMUX_EUNKNOWN; a redirect's drain ended by a
+ * write's timeout or cancel; deadlines and kvmux_cancel across a redirect
+ * (threaded and loop); NOT_LEADER to a client without endpoints; the
+ * group-agnostic load scenario (failover_scenario.h); every request
+ * completing exactly once; and endpoints mode against a real single-node
+ * kvmuxd (protocol 2) behind a dead first endpoint.
  *
  * A real group (the repl branch) can drive the same scenarios: they only
  * use g.endpoints, role changes and fg_applied. */
@@ -468,6 +472,73 @@ static void test_unsent_writes(void) {
     fg_stop(&g);
 }
 
+/* A write the old leader never answers holds a redirect's drain only
+ * until its caller gives up (timeout, cancel): the redirected read then
+ * follows at once instead of waiting out its own deadline. */
+typedef struct held_set {
+    kvmux_client *c;
+    int rc;
+} held_set;
+
+static void *held_set_main(void *arg) {
+    held_set *h = arg;
+    h->rc = kvmux_set(h->c, "hw", 2, "1", 1, 0, NULL, 300);
+    return NULL;
+}
+
+static void test_drain_bounded(void) {
+    fake_group g;
+    fg_start(&g, 2);
+    fg_set_role(&g, 0, FG_FOLLOWER, 1);
+    atomic_store(&g.r[0].hold_writes, 1);
+    fg_set_role(&g, 1, FG_LEADER, 0);
+    fg_store_set(&g, "rk", "r");
+    kvmux_options o;
+    opts_fast(&o, g.endpoints);
+    kvmux_client *c = fo_connect(&o);
+    /* Blocking write, given up by timeout. */
+    held_set h = {c, 0};
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, held_set_main, &h) == 0);
+    CHECK(fg_wait_held(&g, 0, 1, 5000));
+    int64_t t0 = test_now_ms();
+    char buf[8];
+    CHECK_EQ(get_str(c, "rk", buf, sizeof buf), 0);
+    int64_t el = test_now_ms() - t0;
+    CHECK(el < 3000);
+    pthread_join(th, NULL);
+    CHECK_EQ(h.rc, KVMUX_ETIMEDOUT);
+    CHECK_EQ(fg_applied(&g, "hw"), 0);
+    kvmux_close(c);
+    /* Async write, given up by kvmux_cancel. */
+    atomic_store(&g.r[0].held, 0);
+    c = fo_connect(&o);
+    rec w, r;
+    memset(&w, 0, sizeof w);
+    memset(&r, 0, sizeof r);
+    kvmux_request wq = req_of(KVMUX_SET, "hw", "1");
+    kvmux_handle hd = 0;
+    CHECK_EQ(kvmux_call_async_handle(c, &wq, 10000, on_rec, &w, &hd), 0);
+    CHECK(fg_wait_held(&g, 0, 1, 5000));
+    kvmux_request rq = req_of(KVMUX_GET, "rk", NULL);
+    CHECK_EQ(kvmux_call_async(c, &rq, 10000, on_rec, &r), 0);
+    int64_t by = test_now_ms() + 5000; /* the GET's NOT_LEADER: draining */
+    while (atomic_load(&g.r[0].not_leader) < 2 && test_now_ms() < by) test_sleep_ms(1);
+    CHECK(atomic_load(&g.r[0].not_leader) >= 2);
+    test_sleep_ms(50);
+    CHECK_EQ(atomic_load(&r.calls), 0); /* draining: the held write is owed */
+    t0 = test_now_ms();
+    CHECK_EQ(kvmux_cancel(c, hd), 0);
+    CHECK(wait_recs(&r, 1, 5000));
+    CHECK(test_now_ms() - t0 < 3000);
+    CHECK_EQ(atomic_load(&r.result), 0);
+    CHECK(strcmp(r.val, "r") == 0);
+    CHECK(wait_recs(&w, 1, 5000));
+    CHECK_EQ(atomic_load(&w.result), KVMUX_ECANCELED);
+    kvmux_close(c);
+    fg_stop(&g);
+}
+
 /* ---- deadlines and cancel across a redirect ---- */
 
 static void test_deadline_cancel(void) {
@@ -675,6 +746,45 @@ static void test_loop_dead_first(void) {
     fg_stop(&g);
 }
 
+/* Event-loop mode: a deadline and a cancel hold across a redirect to a
+ * leader that never answers. */
+static void test_loop_deadline_cancel(void) {
+    fake_group g;
+    fg_start(&g, 2);
+    fg_set_role(&g, 0, FG_FOLLOWER, 1);
+    fg_set_role(&g, 1, FG_HOLD, 0);
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    kvmux_options o;
+    opts_fast(&o, g.endpoints);
+    kvmux_client *c = NULL;
+    REQUIRE(kvmux_async_connect(&c, NULL, 0, &o) == 0);
+    REQUIRE(kvmux_libuv_attach(c, &loop) == 0);
+    rec a[2];
+    memset(a, 0, sizeof a);
+    kvmux_request s1 = req_of(KVMUX_SET, "t", "1");
+    int64_t t0 = test_now_ms();
+    CHECK_EQ(kvmux_call_async(c, &s1, 300, on_rec, &a[0]), 0);
+    kvmux_handle h = 0;
+    CHECK_EQ(kvmux_call_async_handle(c, &s1, 20000, on_rec, &a[1], &h), 0);
+    CHECK(loop_until(&loop, &a[0], 1, 5000));
+    int64_t el = test_now_ms() - t0;
+    CHECK_EQ(atomic_load(&a[0].result), KVMUX_ETIMEDOUT);
+    CHECK(el >= 250 && el < 3000);
+    int64_t by = test_now_ms() + 5000;
+    while (atomic_load(&g.r[1].held) < 1 && test_now_ms() < by) run_loop(&loop, 5);
+    CHECK_EQ(kvmux_cancel(c, h), 0);
+    CHECK(loop_until(&loop, &a[1], 1, 5000));
+    CHECK_EQ(atomic_load(&a[1].result), KVMUX_ECANCELED);
+    run_loop(&loop, 20);
+    CHECK_EQ(atomic_load(&a[0].calls), 1);
+    CHECK_EQ(atomic_load(&a[1].calls), 1);
+    kvmux_close(c);
+    run_loop(&loop, 100);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+    fg_stop(&g);
+}
+
 /* ---- against a real single-node kvmuxd (protocol 2) ---- */
 
 static uint16_t closed_port(void) {
@@ -730,9 +840,11 @@ int main(void) {
     test_cut_in_flight(0);
     test_cut_in_flight(1);
     test_unsent_writes();
+    test_drain_bounded();
     test_deadline_cancel();
     test_loop();
     test_loop_dead_first();
+    test_loop_deadline_cancel();
     test_scenario();
     test_real_single_node();
     return test_report();

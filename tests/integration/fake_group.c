@@ -140,6 +140,12 @@ static void replica_frame(fg_replica *r, v2fake *vf, int fd, const kvmux_frame *
         leader_answer(r, vf, fd, fr);
         break;
     case FG_FOLLOWER: {
+        int op = fr->code;
+        if (atomic_load(&r->hold_writes) &&
+            (op == KVMUX_OP_SET || op == KVMUX_OP_DEL || op == KVMUX_OP_INCR)) {
+            atomic_fetch_add(&r->held, 1);
+            break;
+        }
         char addr[sizeof r->leader_addr];
         pthread_mutex_lock(&r->g->mu);
         memcpy(addr, r->leader_addr, sizeof addr);

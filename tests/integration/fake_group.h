@@ -40,6 +40,8 @@ typedef struct fg_replica {
     pthread_t th;
     atomic_int role;               /* fg_role */
     atomic_int outcome_unknown;    /* LEADER: writes answered OUTCOME_UNKNOWN */
+    atomic_int hold_writes;        /* FOLLOWER: writes held (counted), not
+                                      answered; reads still NOT_LEADER */
     atomic_int cut;                /* 1: reset the current connection */
     atomic_int conns;              /* connections accepted */
     atomic_int requests;           /* requests received (any role) */
