@@ -56,6 +56,8 @@ struct kvmux_node {
     int tcp_ok, io_ok, raft_ok;  /* what init_raft got to (for stop) */
     uint32_t last_leader;
     uint64_t leaderless_since;   /* monotonic ms; 0 = a leader is known */
+    uint64_t settle_since;       /* monotonic ms of the start or the last
+                                    leader change (fsm_snapshot) */
 
     /* Published for any thread. */
     _Atomic int role;
@@ -106,8 +108,24 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
     return 0;
 }
 
+/* How long a follower holds back its own snapshots after the start or a
+ * leader change: the window in which the leader may send it a snapshot. */
+#define SETTLE_ELECTIONS 10u
+
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs) {
     kvmux_node *n = fsm->data;
+    /* Work around C-Raft 0.22.1 (and upstream at the time of writing):
+     * when a snapshot of ours is being written and the leader's
+     * InstallSnapshot arrives, takeSnapshotCb (legacy.c) clears
+     * snapshot_pending and then passes it, NULL, to
+     * legacyPersistSnapshotStart: a crash (replica_follower_test hit it
+     * on a killed follower's restart). InstallSnapshot comes to followers
+     * that were away: right after a start or a leader change. Refusing a
+     * snapshot is allowed (C-Raft retries after the next applied entry),
+     * so a follower takes none in that window; its log grows meanwhile. */
+    if (raft_state(&n->raft) != RAFT_LEADER &&
+        kvmux_clock_ms() - n->settle_since < SETTLE_ELECTIONS * n->cfg.election_ms)
+        return RAFT_BUSY;
     uint8_t *p;
     size_t len;
     if (kvmux_fsm_snapshot(n->cfg.store, n->cfg.clock, ra_realloc, &p, &len) != 0)
@@ -262,6 +280,7 @@ static void publish(kvmux_node *n) {
     uint64_t now = kvmux_clock_ms();
     if (lid == 0 && n->leaderless_since == 0) n->leaderless_since = now;
     if (lid != 0 && lid != n->last_leader) {
+        n->settle_since = now;
         atomic_fetch_add(&n->elections, 1);
         if (n->leaderless_since) atomic_store(&n->last_failover_ms, now - n->leaderless_since);
         n->last_leader = (uint32_t)lid;
@@ -361,6 +380,7 @@ int kvmux_node_start(kvmux_node **out, const kvmux_node_config *cfg, char *err, 
     n->cfg.peers = &n->peers;
     snprintf(n->dir, sizeof n->dir, "%s", cfg->dir);
     n->cfg.dir = n->dir;
+    n->settle_since = kvmux_clock_ms();
     pthread_mutex_init(&n->mu, NULL);
     if (make_dir(n->dir, err, errlen) != 0 || uv_loop_init(&n->loop) != 0) {
         pthread_mutex_destroy(&n->mu);

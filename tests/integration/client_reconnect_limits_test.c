@@ -44,6 +44,8 @@ typedef struct worker {
     int ok_a[3], toobig_a[3];      /* per kind, phase 0 */
     int ok_b[3], toobig_b[3];      /* per kind, started in phase 2 */
     int overlap;                   /* calls overlapping the switch */
+    atomic_int kinds_a;            /* bit k: kind k done within phase 0 */
+    atomic_int kinds_b;            /* ... within phase 2 */
 } worker;
 
 enum { K_MID = 0, K_KEY = 1, K_SMALL = 2 };
@@ -83,6 +85,7 @@ static void *worker_main(void *p) {
             }
             if (rc == 0) w->ok_a[kind]++;
             if (rc == KVMUX_ETOOBIG) w->toobig_a[kind]++;
+            atomic_fetch_or(&w->kinds_a, 1 << kind);
         } else if (ph0 == 2) {
             if (rc != 0) {
                 w->bad++;
@@ -91,6 +94,7 @@ static void *worker_main(void *p) {
             }
             if (rc == 0) w->ok_b[kind]++;
             if (rc == KVMUX_ETOOBIG) w->toobig_b[kind]++;
+            atomic_fetch_or(&w->kinds_b, 1 << kind);
         } else {
             w->overlap++;
             int allowed = rc == 0 || rc == KVMUX_ECLOSED ||
@@ -115,7 +119,19 @@ static uint64_t stat_of(kvmux_client *c, const char *name) {
 }
 
 /* Wait (<= ms) until every worker has finished one call of every kind
- * in the current phase's counters (which: 0 = A, 2 = B). */
+ * in phase which (0 = A, 2 = B): the workers publish it in an atomic
+ * bitmask, so the wait is bounded by the work, not by a guessed time
+ * (a fixed sleep was too short on a loaded machine under TSan). */
+static void wait_kinds(worker *w, int which, int ms) {
+    int64_t end = test_now_ms() + ms;
+    for (int i = 0; i < NTHREADS; i++)
+        while (atomic_load(which == 0 ? &w[i].kinds_a : &w[i].kinds_b) != 7 &&
+               test_now_ms() < end)
+            test_sleep_ms(5);
+}
+
+/* 1 if every worker's counters (read after the join) show every kind in
+ * phase which. */
 static int all_kinds_seen(worker *w, int which) {
     for (int i = 0; i < NTHREADS; i++)
         for (int k = 0; k < 3; k++) {
@@ -157,10 +173,9 @@ int main(void) {
         w[i].idx = i;
         REQUIRE(pthread_create(&w[i].th, NULL, worker_main, &w[i]) == 0);
     }
-    /* Phase 0 until every thread has done each kind on A. Reading the
-     * counters without a lock is a race: wait on time instead, bounded,
-     * and check after the join. */
-    test_sleep_ms(400);
+    /* Phase 0 until every thread has done each kind on A (bounded; the
+     * counters themselves are checked after the join). */
+    wait_kinds(w, 0, 20000);
 
     atomic_store(&g_phase, 1);
     test_server_kill(&a);
@@ -190,7 +205,7 @@ int main(void) {
     REQUIRE(over != NULL);
     CHECK_EQ(kvmux_set(c, "rl:over", 7, over, 8 * MiB + 1, 0, NULL, 1000), KVMUX_ETOOBIG);
     free(over);
-    test_sleep_ms(800);
+    wait_kinds(w, 2, 20000);
     atomic_store(&g_stop, 1);
     for (int i = 0; i < NTHREADS; i++) pthread_join(w[i].th, NULL);
 

@@ -168,6 +168,31 @@ static void check_wait_and_big(uint16_t port) {
     kvmux_close(c);
 }
 
+/* --maxmemory is checked on the leader, before a write enters the log;
+ * DEL still works over the limit. A one-member group: its own majority. */
+static void check_maxmemory(void) {
+    static const char *const extra[] = {"--store-shards", "1", "--maxmemory", "256K", NULL};
+    rgroup g;
+    REQUIRE(rgroup_start(&g, 1, extra) == 0);
+    REQUIRE(rgroup_leader(&g, 15000) == 0);
+    kvmux_client *c = connect_to(g.cport[0]);
+    REQUIRE(c != NULL);
+    static char val[4096];
+    memset(val, 'm', sizeof val);
+    int rc = 0, i;
+    for (i = 0; i < 1000 && rc == 0; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "m%d", i);
+        rc = kvmux_set(c, k, strlen(k), val, sizeof val, 0, NULL, 10000);
+    }
+    CHECK_EQ(rc, KVMUX_EOOM);
+    CHECK(i > 1 && i < 1000);
+    CHECK_EQ(kvmux_del(c, "m0", 2, 10000), 0);
+    kvmux_close(c);
+    CHECK_EQ(rgroup_stat(&g, 0, "oom_refused"), 1);
+    rgroup_stop(&g);
+}
+
 static void check_aof_refused(void) {
     const char *argv[] = {KVMUXD_PATH, "--port", "0", "--replica-id", "1", "--peers",
                           "1=127.0.0.1:1/127.0.0.1:2", "--aof", "/tmp/kvmux-x.aof", NULL};
@@ -190,6 +215,7 @@ static void check_single_node_v2(void) {
 int main(void) {
     check_aof_refused();
     check_single_node_v2();
+    check_maxmemory();
     static const char *const extra[] = {"--snapshot-threshold", "32", NULL};
     rgroup g;
     REQUIRE(rgroup_start(&g, 3, extra) == 0);

@@ -156,25 +156,40 @@ int rgroup_leader(const rgroup *g, int timeout_ms) {
     return -1;
 }
 
+/* Applied index and digest of member i from ONE STATS reply: kvmuxd takes
+ * the digest between two reads of the applied index and reports them only
+ * if both agree, so the pair belongs to one state. */
+static int index_and_digest(const rgroup *g, int i, uint64_t *idx, char *d, size_t dcap) {
+    static _Thread_local char buf[64 * 1024];
+    int n = rgroup_stats(g, i, buf, sizeof buf);
+    if (n < 0) return -1;
+    *idx = test_stat_value(buf, (size_t)n, "replica_applied_index");
+    const char *p = strstr(buf, "\nreplica_digest:");
+    if (*idx == UINT64_MAX || !p) return -1;
+    p += strlen("\nreplica_digest:");
+    size_t k = strcspn(p, "\n");
+    if (k >= dcap) k = dcap - 1;
+    memcpy(d, p, k);
+    d[k] = '\0';
+    return 0;
+}
+
 int rgroup_converged(const rgroup *g, int timeout_ms, uint64_t *index, char *digest,
                      size_t dcap) {
     int64_t end = test_now_ms() + timeout_ms;
     do {
+        /* An idle leader appends an empty entry every second: sample all
+         * members back to back, and retry until one sample agrees. */
         uint64_t idx0 = UINT64_MAX;
         char d0[64] = "";
         int same = 1, seen = 0;
         for (int i = 0; i < g->n && same; i++) {
             if (!g->up[i]) continue;
             char d[64];
-            uint64_t idx = rgroup_stat(g, i, "replica_applied_index");
-            if (idx == UINT64_MAX || rgroup_stat_str(g, i, "replica_digest", d, sizeof d) != 0) {
+            uint64_t idx;
+            if (index_and_digest(g, i, &idx, d, sizeof d) != 0) {
                 same = 0;
-                break;
-            }
-            /* The digest was read after the index: re-read the index so
-             * both belong to one state (nothing is being written now). */
-            if (rgroup_stat(g, i, "replica_applied_index") != idx) same = 0;
-            if (!seen) {
+            } else if (!seen) {
                 idx0 = idx;
                 snprintf(d0, sizeof d0, "%s", d);
                 seen = 1;
@@ -187,7 +202,7 @@ int rgroup_converged(const rgroup *g, int timeout_ms, uint64_t *index, char *dig
             if (digest) snprintf(digest, dcap, "%s", d0);
             return 0;
         }
-        test_sleep_ms(100);
+        test_sleep_ms(20);
     } while (test_now_ms() < end);
     for (int i = 0; i < g->n; i++) {
         char d[64] = "?", role[32] = "?";
