@@ -174,33 +174,64 @@ static int index_and_digest(const rgroup *g, int i, uint64_t *idx, char *d, size
     return 0;
 }
 
+/* Samples of (applied index, digest) one member reported, oldest first. */
+enum { RG_SAMPLES = 256 };
+typedef struct {
+    uint64_t idx[RG_SAMPLES];
+    char dig[RG_SAMPLES][64];
+    int n;
+} rg_samples;
+
+static void rg_add(rg_samples *s, uint64_t idx, const char *d) {
+    if (s->n == RG_SAMPLES) { /* keep the newest */
+        memmove(s->idx, s->idx + 1, (RG_SAMPLES - 1) * sizeof s->idx[0]);
+        memmove(s->dig, s->dig + 1, (RG_SAMPLES - 1) * sizeof s->dig[0]);
+        s->n--;
+    }
+    s->idx[s->n] = idx;
+    snprintf(s->dig[s->n], sizeof s->dig[0], "%s", d);
+    s->n++;
+}
+
+static const char *rg_find(const rg_samples *s, uint64_t idx) {
+    for (int k = s->n - 1; k >= 0; k--)
+        if (s->idx[k] == idx) return s->dig[k];
+    return NULL;
+}
+
 int rgroup_converged(const rgroup *g, int timeout_ms, uint64_t *index, char *digest,
                      size_t dcap) {
+    /* An idle leader appends an empty entry every second, so members sampled
+     * one after the other rarely report the same index at the same moment
+     * (under TSan one STATS can take longer than a tick). Every member's
+     * (index, digest) pairs are kept, and the group has converged once one
+     * index was reported by every member that is up, with one digest. */
+    static rg_samples smp[RGROUP_MAX];
     int64_t end = test_now_ms() + timeout_ms;
+    for (int i = 0; i < g->n; i++) smp[i].n = 0;
     do {
-        /* An idle leader appends an empty entry every second: sample all
-         * members back to back, and retry until one sample agrees. */
-        uint64_t idx0 = UINT64_MAX;
-        char d0[64] = "";
-        int same = 1, seen = 0;
-        for (int i = 0; i < g->n && same; i++) {
+        int first = -1;
+        for (int i = 0; i < g->n; i++) {
             if (!g->up[i]) continue;
             char d[64];
             uint64_t idx;
-            if (index_and_digest(g, i, &idx, d, sizeof d) != 0) {
-                same = 0;
-            } else if (!seen) {
-                idx0 = idx;
-                snprintf(d0, sizeof d0, "%s", d);
-                seen = 1;
-            } else if (idx != idx0 || strcmp(d, d0) != 0) {
-                same = 0;
-            }
+            if (index_and_digest(g, i, &idx, d, sizeof d) == 0) rg_add(&smp[i], idx, d);
+            if (first < 0) first = i;
         }
-        if (same && seen) {
-            if (index) *index = idx0;
-            if (digest) snprintf(digest, dcap, "%s", d0);
-            return 0;
+        for (int k = first < 0 ? 0 : smp[first].n - 1; first >= 0 && k >= 0; k--) {
+            uint64_t idx = smp[first].idx[k];
+            const char *d0 = smp[first].dig[k];
+            int same = 1;
+            for (int i = first + 1; i < g->n && same; i++) {
+                if (!g->up[i]) continue;
+                const char *d = rg_find(&smp[i], idx);
+                same = d && strcmp(d, d0) == 0;
+            }
+            if (same) {
+                if (index) *index = idx;
+                if (digest) snprintf(digest, dcap, "%s", d0);
+                return 0;
+            }
         }
         test_sleep_ms(20);
     } while (test_now_ms() < end);
