@@ -93,11 +93,14 @@ typedef enum kvmux_error {
                                KVMUX_ENOMEM, which is this library's own
                                allocation failing. */
     /* Protocol v3 (a replicated kvmuxd group, kvmux_options.endpoints). */
-    KVMUX_ENOTLEADER = -17, /* no leader reachable: the request got 17
-                               NOT_LEADER answers (with or without a
-                               leader's address) and was never processed;
-                               or a client without endpoints sent it to a
-                               follower */
+    KVMUX_ENOTLEADER = -17, /* no leader reachable: the request followed
+                               16 NOT_LEADER redirects to replicas that
+                               redirected it again (a loop) and was never
+                               processed; or a client without endpoints
+                               sent it to a follower. An election (answers
+                               naming no leader, or a dead one) is waited
+                               out until the request's deadline (then
+                               KVMUX_ETIMEDOUT). */
     KVMUX_EUNKNOWN = -18,   /* a write's outcome is unknown: it was sent and
                                the connection (or the leader's leadership)
                                was lost before its answer; it may or may
@@ -272,7 +275,8 @@ typedef struct kvmux_options {
      * leader makes it finish what is in flight on that connection and
      * reconnect to the leader, resending the redirected request (at most
      * 16 redirects per request, then KVMUX_ENOTLEADER); a NOT_LEADER
-     * without an address, a failed attempt or a lost connection moves to
+     * without an address (not counted: the request waits out an election
+     * within its deadline), a failed attempt or a lost connection moves to
      * the next endpoint after a backoff capped at
      * min(reconnect_max_backoff_ms, 400 ms). On a lost connection reads
      * (GET, EXISTS, TTL, SCAN, STATS, SLOWLOG, CLIENT_LIST, PING) and

@@ -412,6 +412,9 @@ struct kvmux_client {
     uint32_t neps;
     uint32_t ep_cur;               /* the endpoint tried last / next */
     int redir_set;                 /* the next attempt goes to redir_* */
+    int via_redirect;              /* the current connection's target was
+                                      named by a NOT_LEADER (not taken from
+                                      the endpoint list) */
     char redir_host[KVMUX__HOST_MAX + 1];
     uint16_t redir_port;
     struct sockaddr_storage redir_ss; /* event-loop mode: resolved numerically */

@@ -54,7 +54,10 @@ static void fs_check(fs_run *run, failover_result *r) {
         int res = atomic_load(&run->ops[i].result);
         if (res == 0) r->acked++;
         else if (res == KVMUX_EUNKNOWN) r->unknown++;
-        else r->other++;
+        else {
+            if (!r->other) r->other_err = res;
+            r->other++;
+        }
         if (res != 0) continue;
         char key[16], val[16];
         fs_key(i, key, sizeof key, val, sizeof val);

@@ -25,6 +25,7 @@ typedef struct failover_result {
     int acked;         /* completed OK */
     int unknown;       /* completed KVMUX_EUNKNOWN */
     int other;         /* any other result (a timeout, ...) */
+    int other_err;     /* the first such result (0 if none) */
     int lost;          /* acknowledged, not found afterwards (must be 0) */
     int twice;         /* a callback that ran more than once (must be 0) */
 } failover_result;

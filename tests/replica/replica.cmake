@@ -16,10 +16,19 @@ if(TARGET kvmux AND TARGET kvmuxd)
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_group_test.c
       LIBS kvmux kvmux_rgroup kvmux_lincheck LABELS integration concurrent TIMEOUT 600)
     set_tests_properties(replica_group_test PROPERTIES RUN_SERIAL TRUE)
+    # libkvmux's endpoints mode against this real group (kill -9 of the
+    # leader under load), with client_failover_test's scenario.
+    kvmux_add_test(client_group_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_group_test.c
+              ${CMAKE_CURRENT_LIST_DIR}/../integration/failover_scenario.c
+      LIBS kvmux kvmux_rgroup LABELS integration concurrent fault TIMEOUT 300)
+    target_include_directories(client_group_test PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../integration)
   else()
     kvmux_missing_dependency_test(replica_follower_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_group_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(client_group_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()
