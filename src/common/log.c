@@ -259,3 +259,13 @@ void kvmux_log(int level, const char *fmt, ...) {
     }
     emit(level, line, used, body);
 }
+
+int kvmux_errf(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}

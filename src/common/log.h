@@ -54,6 +54,12 @@ void kvmux_log_event(int level, const char *event, const char *fmt, ...)
 /* A free-text message as an event: "event=log msg=\"...\"", or, for the
  * "conn N (PEER): text" messages of the connection code, "event=conn
  * conn=N peer=PEER msg=\"text\"". Thread-safe: yes. */
+/* Format an error message into err (when err and errlen are non-zero,
+ * truncated to errlen) and return -1: the one shape of every
+ * "int f(..., char *err, size_t errlen)" failure return. */
+int kvmux_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 void kvmux_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

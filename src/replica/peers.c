@@ -1,22 +1,11 @@
 /* --peers parsing (peers.h). */
 #include "peers.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int perr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int perr(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
+#include "log.h"
 
 /* "host:port" with a non-empty host and a port 1..65535 (an IPv6 host is
  * written in brackets, so the last ':' is the port's). */
@@ -48,36 +37,36 @@ static int parse_one(const char *e, size_t n, kvmux_peer *p, char *err, size_t e
     const char *eq = memchr(e, '=', n);
     const char *sl = eq ? memchr(eq, '/', n - (size_t)(eq - e)) : NULL;
     if (!eq || !sl)
-        return perr(err, errlen, "--peers entry '%.*s' is not ID=RAFTHOST:RAFTPORT/"
+        return kvmux_errf(err, errlen, "--peers entry '%.*s' is not ID=RAFTHOST:RAFTPORT/"
                     "CLIENTHOST:CLIENTPORT", (int)n, e);
     unsigned id = 0;
-    if (eq == e || eq - e > 3) return perr(err, errlen, "--peers: bad id in '%.*s'", (int)n, e);
+    if (eq == e || eq - e > 3) return kvmux_errf(err, errlen, "--peers: bad id in '%.*s'", (int)n, e);
     for (const char *q = e; q < eq; q++) {
-        if (*q < '0' || *q > '9') return perr(err, errlen, "--peers: bad id in '%.*s'", (int)n, e);
+        if (*q < '0' || *q > '9') return kvmux_errf(err, errlen, "--peers: bad id in '%.*s'", (int)n, e);
         id = id * 10 + (unsigned)(*q - '0');
     }
-    if (id < 1 || id > 255) return perr(err, errlen, "--peers: id %u is not in 1..255", id);
+    if (id < 1 || id > 255) return kvmux_errf(err, errlen, "--peers: id %u is not in 1..255", id);
     p->id = id;
     if (copy_addr(p->raft_addr, eq + 1, (size_t)(sl - eq - 1)) != 0 ||
         copy_addr(p->client_addr, sl + 1, n - (size_t)(sl + 1 - e)) != 0)
-        return perr(err, errlen, "--peers: bad address in '%.*s' (want HOST:PORT, port "
+        return kvmux_errf(err, errlen, "--peers: bad address in '%.*s' (want HOST:PORT, port "
                     "1..65535, under %u bytes)", (int)n, e, KVMUX_PEER_ADDR_MAX);
     return 0;
 }
 
 int kvmux_peers_parse(const char *spec, kvmux_peers *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    if (!spec || !*spec) return perr(err, errlen, "--peers is empty");
+    if (!spec || !*spec) return kvmux_errf(err, errlen, "--peers is empty");
     const char *s = spec;
     for (;;) {
         const char *end = strchr(s, ',');
         size_t n = end ? (size_t)(end - s) : strlen(s);
         if (out->n == KVMUX_PEERS_MAX)
-            return perr(err, errlen, "--peers: more than %u members", KVMUX_PEERS_MAX);
+            return kvmux_errf(err, errlen, "--peers: more than %u members", KVMUX_PEERS_MAX);
         kvmux_peer *p = &out->p[out->n];
         if (parse_one(s, n, p, err, errlen) != 0) return -1;
         if (kvmux_peers_find(out, p->id))
-            return perr(err, errlen, "--peers: id %u appears twice", p->id);
+            return kvmux_errf(err, errlen, "--peers: id %u appears twice", p->id);
         out->n++;
         if (!end) break;
         s = end + 1;

@@ -52,7 +52,6 @@
  * what kvmux_aof_load_info says. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,20 +60,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "aof.h"
 #include "monotime.h"
-
-static int errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int errf(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static void put_u16(uint8_t *p, uint16_t v) {
     p[0] = (uint8_t)v;
@@ -204,7 +192,7 @@ static int apply(kvmux_store *st, const uint8_t *b, uint32_t blen, uint64_t wall
 
 static int truncate_at(int fd, uint64_t off, const char *path, char *err, size_t errlen) {
     if (ftruncate(fd, (off_t)off) != 0 || fsync(fd) != 0)
-        return errf(err, errlen, "aof %s: cannot truncate at offset %llu: %s", path,
+        return kvmux_errf(err, errlen, "aof %s: cannot truncate at offset %llu: %s", path,
                     (unsigned long long)off, strerror(errno));
     return 0;
 }
@@ -277,7 +265,7 @@ static int init_empty(int fd, uint64_t size, const char *path, kvmux_aof_load_in
     uint8_t head[KVMUX_AOF_MAGIC_LEN];
     ssize_t n = size ? pread(fd, head, (size_t)size, 0) : 0;
     if (n != (ssize_t)size || memcmp(head, KVMUX_AOF_MAGIC, (size_t)size) != 0)
-        return errf(err, errlen, "aof %s: not a kvmux append-only log (%llu bytes, "
+        return kvmux_errf(err, errlen, "aof %s: not a kvmux append-only log (%llu bytes, "
                     "bad magic)", path, (unsigned long long)size);
     info->format = 3;
     if (size) {
@@ -287,7 +275,7 @@ static int init_empty(int fd, uint64_t size, const char *path, kvmux_aof_load_in
     if (ftruncate(fd, 0) != 0 ||
         pwrite(fd, KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN, 0) != KVMUX_AOF_MAGIC_LEN ||
         fsync(fd) != 0)
-        return errf(err, errlen, "aof %s: cannot initialise: %s", path, strerror(errno));
+        return kvmux_errf(err, errlen, "aof %s: cannot initialise: %s", path, strerror(errno));
     return 0;
 }
 
@@ -330,7 +318,7 @@ static int replay(const uint8_t *m, uint64_t size, int fmt, kvmux_store *st, int
     if (verdict == REC_BAD) {
         uint64_t left = size - off, after = count_after(m, size, off, fmt);
         if (!repair)
-            return errf(err, errlen, "aof %s: corrupt record at offset %llu (%s; %llu bytes "
+            return kvmux_errf(err, errlen, "aof %s: corrupt record at offset %llu (%s; %llu bytes "
                         "from there to the end of the file, %llu intact records after it): "
                         "refusing to start. Inspect the file, or start with --aof-repair to "
                         "truncate it at offset %llu (drops %llu bytes: the corrupt record "
@@ -346,7 +334,7 @@ static int replay(const uint8_t *m, uint64_t size, int fmt, kvmux_store *st, int
     for (uint64_t p = KVMUX_AOF_MAGIC_LEN; p < off;) {
         uint32_t blen = get_u32(m + p);
         if (apply(st, m + p + hdr, blen, wall_now, store_now, info, &expired_restored) != 0)
-            return errf(err, errlen, "aof %s: out of memory loading the record at offset "
+            return kvmux_errf(err, errlen, "aof %s: out of memory loading the record at offset "
                         "%llu", path, (unsigned long long)p);
         p += hdr + blen;
     }
@@ -377,12 +365,12 @@ int kvmux_aof_load(const char *path, kvmux_store *st, int repair, kvmux_aof_load
                    char *err, size_t errlen) {
     memset(info, 0, sizeof *info);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return errf(err, errlen, "aof %s: cannot open: %s", path, strerror(errno));
+    if (fd < 0) return kvmux_errf(err, errlen, "aof %s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         int e = errno;
         close(fd);
-        return errf(err, errlen, "aof %s: fstat: %s", path, strerror(e));
+        return kvmux_errf(err, errlen, "aof %s: fstat: %s", path, strerror(e));
     }
     uint64_t size = (uint64_t)sb.st_size;
     info->file_size = size;
@@ -397,7 +385,7 @@ int kvmux_aof_load(const char *path, kvmux_store *st, int repair, kvmux_aof_load
     if (m == MAP_FAILED || m == NULL) {
         int e = errno;
         close(fd);
-        return errf(err, errlen, "aof %s: %s: %s", path, mapped ? "mmap" : "read",
+        return kvmux_errf(err, errlen, "aof %s: %s: %s", path, mapped ? "mmap" : "read",
                     strerror(e));
     }
     int fmt = memcmp(m, KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN) == 0      ? 3
@@ -410,11 +398,11 @@ int kvmux_aof_load(const char *path, kvmux_store *st, int repair, kvmux_aof_load
         rc = replay(m, size, fmt, st, repair, path, info, &cut, err, errlen);
     else if (memcmp(m, KVMUX_AOF_MAGIC, KVMUX_AOF_MAGIC_LEN - 1) == 0)
         /* "KVMXAOF" and another digit: a format from a newer kvmuxd. */
-        rc = errf(err, errlen, "aof %s: log format '%c' is not one this kvmuxd reads "
+        rc = kvmux_errf(err, errlen, "aof %s: log format '%c' is not one this kvmuxd reads "
                   "(1..3; written by a newer kvmuxd?): refusing to start, the file is "
                   "unchanged", path, m[KVMUX_AOF_MAGIC_LEN - 1]);
     else
-        rc = errf(err, errlen, "aof %s: not a kvmux append-only log (bad magic)", path);
+        rc = kvmux_errf(err, errlen, "aof %s: not a kvmux append-only log (bad magic)", path);
     info->format = fmt;
     if (mapped)
         munmap((void *)(uintptr_t)m, (size_t)size);

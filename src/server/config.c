@@ -10,7 +10,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,22 +100,10 @@ static int is_loopback(const char *addr) {
     return 0;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 #define RANGE(field, opt, lo, hi)                                             \
     do {                                                                      \
         if ((uint64_t)c->field < (uint64_t)(lo) || (uint64_t)c->field > (uint64_t)(hi)) \
-            return fail(err, errlen, "%s %llu is out of range (%llu..%llu)",  \
+            return kvmux_errf(err, errlen, "%s %llu is out of range (%llu..%llu)",  \
                         opt, (unsigned long long)c->field,                    \
                         (unsigned long long)(lo), (unsigned long long)(hi));  \
     } while (0)
@@ -128,7 +115,7 @@ static int validate_replica(const kvmux_server_config *c, char *err, size_t errl
      * may keep them, commented in or out, for when it is set). */
     if (c->replica_id == 0) return 0;
 #ifndef KVMUX_HAVE_RAFT
-    return fail(err, errlen, "--replica-id: kvmuxd was built without replication "
+    return kvmux_errf(err, errlen, "--replica-id: kvmuxd was built without replication "
                 "(configure with -DKVMUX_WITH_RAFT=ON and libraft-dev installed)");
 #else
     RANGE(replica_id, "--replica-id", 1, 255);
@@ -136,18 +123,18 @@ static int validate_replica(const kvmux_server_config *c, char *err, size_t errl
     RANGE(heartbeat_timeout_ms, "--heartbeat-timeout", 1, 60000);
     RANGE(snapshot_threshold, "--snapshot-threshold", 2, 100000000);
     if (c->heartbeat_timeout_ms >= c->election_timeout_ms)
-        return fail(err, errlen, "--heartbeat-timeout %u must be below --election-timeout %u",
+        return kvmux_errf(err, errlen, "--heartbeat-timeout %u must be below --election-timeout %u",
                     c->heartbeat_timeout_ms, c->election_timeout_ms);
     if (c->aof_path)
-        return fail(err, errlen, "--aof cannot be used with --replica-id: in replicated mode "
+        return kvmux_errf(err, errlen, "--aof cannot be used with --replica-id: in replicated mode "
                     "the Raft log in --replica-dir is the durable log");
     if (c->replica_dir && !c->replica_dir[0])
-        return fail(err, errlen, "--replica-dir needs a directory path");
-    if (!c->peers) return fail(err, errlen, "--replica-id needs --peers");
+        return kvmux_errf(err, errlen, "--replica-dir needs a directory path");
+    if (!c->peers) return kvmux_errf(err, errlen, "--replica-id needs --peers");
     kvmux_peers ps;
     if (kvmux_peers_parse(c->peers, &ps, err, errlen) != 0) return -1;
     if (!kvmux_peers_find(&ps, c->replica_id))
-        return fail(err, errlen, "--replica-id %u is not in --peers", c->replica_id);
+        return kvmux_errf(err, errlen, "--replica-id %u is not in --peers", c->replica_id);
     return 0;
 #endif
 }
@@ -157,7 +144,7 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
     unsigned char addr[16];
     if (!c->bind || (inet_pton(AF_INET, c->bind, addr) != 1 &&
                      inet_pton(AF_INET6, c->bind, addr) != 1))
-        return fail(err, errlen,
+        return kvmux_errf(err, errlen,
                     "--bind '%s' is not an IPv4 or IPv6 address literal",
                     c->bind ? c->bind : "(null)");
     RANGE(threads, "--threads", 1, MAX_THREADS);
@@ -186,43 +173,43 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
     RANGE(aof_fsync, "--fsync", 0, 2);
     RANGE(maxmemory_policy, "--maxmemory-policy", 0, 1);
     RANGE(active_expire_samples, "--active-expire-samples", 0, 1000000);
-    if (c->aof_path && !c->aof_path[0]) return fail(err, errlen, "--aof needs a file path");
+    if (c->aof_path && !c->aof_path[0]) return kvmux_errf(err, errlen, "--aof needs a file path");
     if (c->requirepass && c->requirepass_file)
-        return fail(err, errlen, "--requirepass and --requirepass-file are exclusive");
+        return kvmux_errf(err, errlen, "--requirepass and --requirepass-file are exclusive");
     if (c->requirepass &&
         (strlen(c->requirepass) == 0 || strlen(c->requirepass) > KVMUX_MAX_AUTH_TOKEN))
-        return fail(err, errlen, "--requirepass must be 1..%u bytes", KVMUX_MAX_AUTH_TOKEN);
+        return kvmux_errf(err, errlen, "--requirepass must be 1..%u bytes", KVMUX_MAX_AUTH_TOKEN);
     if (c->requirepass_file && !c->requirepass_file[0])
-        return fail(err, errlen, "--requirepass-file needs a file path");
-    if (c->protected_mode > 1) return fail(err, errlen, "--protected-mode must be yes or no");
+        return kvmux_errf(err, errlen, "--requirepass-file needs a file path");
+    if (c->protected_mode > 1) return kvmux_errf(err, errlen, "--protected-mode must be yes or no");
     if (c->protected_mode && !c->requirepass && !c->requirepass_file && c->bind &&
         !is_loopback(c->bind))
-        return fail(err, errlen,
+        return kvmux_errf(err, errlen,
                     "protected mode: refusing to listen on %s without authentication; "
                     "set --requirepass TOKEN (or --requirepass-file PATH), bind a loopback "
                     "address, or pass --protected-mode no if the network is trusted",
                     c->bind);
     if ((c->tls_cert && !c->tls_cert[0]) || (c->tls_key && !c->tls_key[0]) ||
         (c->tls_ca && !c->tls_ca[0]))
-        return fail(err, errlen, "--tls-cert, --tls-key and --tls-ca need a file path");
+        return kvmux_errf(err, errlen, "--tls-cert, --tls-key and --tls-ca need a file path");
     if (!c->tls_cert != !c->tls_key)
-        return fail(err, errlen, "--tls-cert and --tls-key go together");
+        return kvmux_errf(err, errlen, "--tls-cert and --tls-key go together");
     if (c->tls_ca && !c->tls_cert)
-        return fail(err, errlen, "--tls-ca needs --tls-cert and --tls-key");
+        return kvmux_errf(err, errlen, "--tls-ca needs --tls-cert and --tls-key");
     if (c->store_shards & (c->store_shards - 1))
-        return fail(err, errlen, "--store-shards %u is not a power of two",
+        return kvmux_errf(err, errlen, "--store-shards %u is not a power of two",
                     c->store_shards);
     RANGE(log_level, "--log-level", KVMUX_LOG_DEBUG, KVMUX_LOG_ERROR);
     RANGE(slowlog_max_len, "--slowlog-max-len", 0, 1000000);
-    if (c->log_file && !c->log_file[0]) return fail(err, errlen, "--log-file needs a file path");
+    if (c->log_file && !c->log_file[0]) return kvmux_errf(err, errlen, "--log-file needs a file path");
     if (c->log_file && c->syslog)
-        return fail(err, errlen, "--log-file and --syslog are exclusive");
+        return kvmux_errf(err, errlen, "--log-file and --syslog are exclusive");
     if (c->metrics_addr && !kvmux__metrics_valid_addr(c->metrics_addr))
-        return fail(err, errlen, "--metrics-addr '%s' is not ADDR:PORT (an IP literal, IPv6 "
+        return kvmux_errf(err, errlen, "--metrics-addr '%s' is not ADDR:PORT (an IP literal, IPv6 "
                     "in brackets: [::1]:9121)", c->metrics_addr);
     if (validate_replica(c, err, errlen) != 0) return -1;
     if (c->name && strlen(c->name) > KVMUX_MAX_NAME)
-        return fail(err, errlen, "server name is longer than %u bytes", KVMUX_MAX_NAME);
+        return kvmux_errf(err, errlen, "server name is longer than %u bytes", KVMUX_MAX_NAME);
 
     /* A v1 request travels in one frame: the frame must hold the largest
      * one the other limits allow, or v1 clients would be told "value up
@@ -230,7 +217,7 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
     uint32_t v1_value = c->max_value < c->max_value_v1 ? c->max_value : c->max_value_v1;
     uint64_t need = (uint64_t)KVMUX_FRAME_HDR_LEN + MAX_REQUEST_EXTRAS + c->max_key + v1_value;
     if (need > c->max_frame)
-        return fail(err, errlen,
+        return kvmux_errf(err, errlen,
                     "--max-frame %u is too small for --max-key %u and a v1 value of %u "
                     "(min of --max-value and --max-value-v1): the largest v1 request is "
                     "%llu bytes (16 header + 16 extras + key + value); raise --max-frame "
@@ -241,20 +228,20 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
      * first frame. */
     need = (uint64_t)KVMUX_FRAME_HDR_LEN + MAX_REQUEST_EXTRAS_V2 + c->max_key + 1;
     if (need > c->max_frame)
-        return fail(err, errlen, "--max-frame %u is too small for --max-key %u in v2 "
+        return kvmux_errf(err, errlen, "--max-frame %u is too small for --max-key %u in v2 "
                     "(needs at least %llu)", c->max_frame, c->max_key,
                     (unsigned long long)need);
     if (c->fragment_size > c->max_frame - RESPONSE_OVERHEAD_V2)
-        return fail(err, errlen, "--fragment-size %u does not fit in --max-frame %u "
+        return kvmux_errf(err, errlen, "--fragment-size %u does not fit in --max-frame %u "
                     "(at most %u)", c->fragment_size, c->max_frame,
                     c->max_frame - RESPONSE_OVERHEAD_V2);
     if (c->max_upload_buffer < c->max_value)
-        return fail(err, errlen, "--max-upload-buffer %llu is smaller than --max-value %u: "
+        return kvmux_errf(err, errlen, "--max-upload-buffer %llu is smaller than --max-value %u: "
                     "the largest value could never be uploaded",
                     (unsigned long long)c->max_upload_buffer, c->max_value);
     uint64_t empty = kvmux_store_empty_memory(c->store_shards);
     if (c->maxmemory != 0 && c->maxmemory < empty)
-        return fail(err, errlen,
+        return kvmux_errf(err, errlen,
                     "--maxmemory %llu is below the %llu bytes an empty store already "
                     "accounts for (the hash tables of --store-shards %u): every write "
                     "would be refused; use at least %llu, fewer --store-shards, or 0 "
@@ -262,7 +249,7 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
                     (unsigned long long)c->maxmemory, (unsigned long long)empty,
                     c->store_shards, (unsigned long long)empty);
     if (c->max_output_buffer < c->max_frame)
-        return fail(err, errlen,
+        return kvmux_errf(err, errlen,
                     "--max-output-buffer %llu is smaller than --max-frame %u: one "
                     "large response would disconnect the client",
                     (unsigned long long)c->max_output_buffer, c->max_frame);
@@ -415,7 +402,7 @@ static int apply(kvmux_server_config *c, const opt *o, const char *val, char *er
         uint32_t x;
         if (strcmp(val, "yes") == 0) x = 1;
         else if (strcmp(val, "no") == 0) x = 0;
-        else return fail(err, errlen, "invalid value for %s: '%s' (expected yes or no)",
+        else return kvmux_errf(err, errlen, "invalid value for %s: '%s' (expected yes or no)",
                          o->name, val);
         memcpy(base, &x, sizeof x);
         return 0;
@@ -429,7 +416,7 @@ static int apply(kvmux_server_config *c, const opt *o, const char *val, char *er
         else
             p = strcmp(val, "noeviction") == 0 ? 0 : strcmp(val, "allkeys-lru") == 0 ? 1 : -1;
         if (p < 0)
-            return fail(err, errlen, "invalid value for %s: '%s' (expected %s)", o->name, val,
+            return kvmux_errf(err, errlen, "invalid value for %s: '%s' (expected %s)", o->name, val,
                         o->kind == OPT_FSYNC ? "always, everysec or no"
                                              : "noeviction or allkeys-lru");
         uint32_t x = (uint32_t)p;
@@ -439,7 +426,7 @@ static int apply(kvmux_server_config *c, const opt *o, const char *val, char *er
     case OPT_LOG: {
         int l = kvmux_log_parse_level(val);
         if (l < 0)
-            return fail(err, errlen, "invalid value for --log-level: '%s' "
+            return kvmux_errf(err, errlen, "invalid value for --log-level: '%s' "
                         "(expected debug, info, warn or error)", val);
         uint32_t x = (uint32_t)l;
         memcpy(base, &x, sizeof x);
@@ -451,7 +438,7 @@ static int apply(kvmux_server_config *c, const opt *o, const char *val, char *er
     }
     int suffix = o->kind == OPT_SIZE32 || o->kind == OPT_SIZE64;
     if (parse_u64(val, suffix, &v) != 0 || v > max)
-        return fail(err, errlen, "invalid value for %s: '%s' (expected %s in 0..%llu)",
+        return kvmux_errf(err, errlen, "invalid value for %s: '%s' (expected %s in 0..%llu)",
                     o->name, val,
                     suffix ? "a byte count, optionally with K/M/G," : "an integer",
                     (unsigned long long)max);
@@ -499,10 +486,10 @@ static int apply_args(kvmux_server_config *c, origin *org, int argc, char **argv
         const char *eq = strchr(arg, '=');
         size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
         const opt *o = find_opt(arg, nlen);
-        if (!o) return fail(err, errlen, "unknown option '%s' (try --help)", arg);
+        if (!o) return kvmux_errf(err, errlen, "unknown option '%s' (try --help)", arg);
         if (org) org->line[o - options] = 0;
         if (o->kind == OPT_FLAG || o->kind == OPT_CHECK) {
-            if (eq) return fail(err, errlen, "option %s takes no value", o->name);
+            if (eq) return kvmux_errf(err, errlen, "option %s takes no value", o->name);
             uint32_t one = 1;
             memcpy((char *)c + o->offset, &one, sizeof one);
             continue;
@@ -511,7 +498,7 @@ static int apply_args(kvmux_server_config *c, origin *org, int argc, char **argv
         if (eq) {
             val = eq + 1;
         } else {
-            if (i + 1 >= argc) return fail(err, errlen, "option %s needs a value", o->name);
+            if (i + 1 >= argc) return kvmux_errf(err, errlen, "option %s needs a value", o->name);
             val = argv[++i];
         }
         if (apply(c, o, val, err, errlen) != 0) return -1;
@@ -523,13 +510,13 @@ int kvmux__config_set(kvmux_server_config *c, const char *name, const char *valu
                       char *err, size_t errlen) {
     char dashed[64];
     if (strlen(name) + 3 > sizeof dashed || strncmp(name, "--", 2) == 0)
-        return fail(err, errlen, "unknown option '%s'", name);
+        return kvmux_errf(err, errlen, "unknown option '%s'", name);
     snprintf(dashed, sizeof dashed, "--%s", name);
     const opt *o = find_opt(dashed, strlen(dashed));
-    if (!o) return fail(err, errlen, "unknown option '%s'", name);
+    if (!o) return kvmux_errf(err, errlen, "unknown option '%s'", name);
     if (o->kind == OPT_CMDLINE || o->kind == OPT_CHECK)
-        return fail(err, errlen, "'%s' is a command-line option only", name);
-    if (!value || !value[0]) return fail(err, errlen, "'%s' needs a value", name);
+        return kvmux_errf(err, errlen, "'%s' is a command-line option only", name);
+    if (!value || !value[0]) return kvmux_errf(err, errlen, "'%s' needs a value", name);
     if (apply(c, o, value, err, errlen) != 0) return -1;
     return (int)(o - options);
 }

@@ -3,7 +3,6 @@
  * stop / free) so the server can be embedded and several can share a
  * process. Signals, option parsing and stdout belong to main.c. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,18 +18,6 @@
 #define LISTEN_BACKLOG 511
 #define READ_PAUSE_CAP (8u * 1024 * 1024)
 #define FD_RESERVE 32 /* listener, epoll and eventfds, logs, slack */
-
-static int errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int errf(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static int open_listener(kvmux_server *s, char *err, size_t errlen) {
     struct sockaddr_storage ss;
@@ -50,29 +37,29 @@ static int open_listener(kvmux_server *s, char *err, size_t errlen) {
         a6->sin6_port = htons(s->cfg.port);
         sl = sizeof *a6;
     } else {
-        return errf(err, errlen, "--bind '%s' is not an IPv4 or IPv6 address literal",
+        return kvmux_errf(err, errlen, "--bind '%s' is not an IPv4 or IPv6 address literal",
                     s->cfg.bind);
     }
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return errf(err, errlen, "socket: %s", strerror(errno));
+    if (fd < 0) return kvmux_errf(err, errlen, "socket: %s", strerror(errno));
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
         int e = errno;
         close(fd);
-        return errf(err, errlen, "cannot bind %s port %u: %s", s->cfg.bind, s->cfg.port,
+        return kvmux_errf(err, errlen, "cannot bind %s port %u: %s", s->cfg.bind, s->cfg.port,
                     strerror(e));
     }
     if (listen(fd, LISTEN_BACKLOG) != 0) {
         int e = errno;
         close(fd);
-        return errf(err, errlen, "listen: %s", strerror(e));
+        return kvmux_errf(err, errlen, "listen: %s", strerror(e));
     }
     sl = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
         int e = errno;
         close(fd);
-        return errf(err, errlen, "getsockname: %s", strerror(e));
+        return kvmux_errf(err, errlen, "getsockname: %s", strerror(e));
     }
     s->port = ntohs(family == AF_INET ? a4->sin_port : a6->sin6_port);
     s->listen.kind = KVMUX_IO_LISTEN;
@@ -105,7 +92,7 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
                          char *err, size_t errlen) {
     if (kvmux_server_config_validate(cfg, err, errlen) != 0) return -1;
     kvmux_server *s = calloc(1, sizeof *s);
-    if (!s) return errf(err, errlen, "out of memory");
+    if (!s) return kvmux_errf(err, errlen, "out of memory");
     s->cfg = *cfg;
     snprintf(s->bind_copy, sizeof s->bind_copy, "%s", cfg->bind);
     s->cfg.bind = s->bind_copy;
@@ -123,7 +110,7 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
     s->cfg.file_buf_ = NULL; /* the caller's */
     if (pthread_mutex_init(&s->rt_mu, NULL) != 0) {
         free(s);
-        return errf(err, errlen, "cannot create a mutex");
+        return kvmux_errf(err, errlen, "cannot create a mutex");
     }
 
     s->settings.max_frame_size = cfg->max_frame;
@@ -152,19 +139,19 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
     }
     if (kvmux_store_new(&s->store, &so) != 0) {
         free(s);
-        return errf(err, errlen, "cannot create the store (out of memory or no randomness)");
+        return kvmux_errf(err, errlen, "cannot create the store (out of memory or no randomness)");
     }
     kvmux_store_set_maxmemory(s->store, cfg->maxmemory, (int)cfg->maxmemory_policy);
     s->nloops = cfg->threads;
     s->loops = calloc(s->nloops, sizeof *s->loops);
     if (!s->loops) {
         kvmux_server_free(s);
-        return errf(err, errlen, "out of memory");
+        return kvmux_errf(err, errlen, "out of memory");
     }
     for (uint32_t i = 0; i < s->nloops; i++) {
         if (kvmux__loop_init(&s->loops[i], s, i) != 0) {
             kvmux_server_free(s);
-            return errf(err, errlen, "cannot create event loop %u: %s", i, strerror(errno));
+            return kvmux_errf(err, errlen, "cannot create event loop %u: %s", i, strerror(errno));
         }
     }
     if (kvmux__repl_start(s, err, errlen) != 0) {
