@@ -120,6 +120,7 @@ static int validate_replica(const kvmux_server_config *c, char *err, size_t errl
 #else
     RANGE(replica_id, "--replica-id", 1, 255);
     RANGE(election_timeout_ms, "--election-timeout", 10, 60000);
+    RANGE(read_mode, "--read-mode", 0, 1);
     RANGE(heartbeat_timeout_ms, "--heartbeat-timeout", 1, 60000);
     RANGE(snapshot_threshold, "--snapshot-threshold", 2, 100000000);
     if (c->heartbeat_timeout_ms >= c->election_timeout_ms)
@@ -261,7 +262,7 @@ int kvmux_server_config_validate(const kvmux_server_config *c, char *err,
 /* OPT_FLAG: no value on the command line, yes|no in a file. OPT_CMDLINE:
  * a string accepted on the command line only (--config). */
 enum opt_kind { OPT_STR, OPT_U32, OPT_U16, OPT_SIZE32, OPT_SIZE64, OPT_MS, OPT_LOG,
-                OPT_FSYNC, OPT_POLICY, OPT_FLAG, OPT_YESNO, OPT_CMDLINE, OPT_CHECK };
+                OPT_FSYNC, OPT_POLICY, OPT_READMODE, OPT_FLAG, OPT_YESNO, OPT_CMDLINE, OPT_CHECK };
 
 /* How a running server treats a changed value on SIGHUP (reload.c,
  * main.c): R_NO keeps the old value and logs the option's name, R_YES
@@ -331,6 +332,7 @@ static const opt options[] = {
     {"--bootstrap", OPT_FLAG, OFF(bootstrap), "       first start of a new group: write the initial membership", R_NO},
     {"--election-timeout", OPT_MS, OFF(election_timeout_ms), "MS     Raft election timeout (1000)", R_NO},
     {"--heartbeat-timeout", OPT_MS, OFF(heartbeat_timeout_ms), "MS     Raft heartbeat interval (100)", R_NO},
+    {"--read-mode", OPT_READMODE, OFF(read_mode), "M      linearizable reads on the leader: lease or barrier (lease)", R_NO},
     {"--snapshot-threshold", OPT_U32, OFF(snapshot_threshold), "N      Raft entries between snapshots (1024)", R_NO},
     {"--config", OPT_CMDLINE, OFF(config_file), "FILE   read options from FILE; command-line options win", R_NA},
     {"--check-config", OPT_CHECK, OFF(check_config), "       validate the options (and FILE), then exit 0 or 2", R_NA},
@@ -408,16 +410,21 @@ static int apply(kvmux_server_config *c, const opt *o, const char *val, char *er
         return 0;
     }
     case OPT_FSYNC:
-    case OPT_POLICY: {
+    case OPT_POLICY:
+    case OPT_READMODE: {
         int p;
         if (o->kind == OPT_FSYNC)
             p = strcmp(val, "always") == 0 ? 0 : strcmp(val, "everysec") == 0 ? 1
               : strcmp(val, "no") == 0 ? 2 : -1;
+        else if (o->kind == OPT_READMODE)
+            p = strcmp(val, "lease") == 0 ? KVMUX_READ_LEASE
+              : strcmp(val, "barrier") == 0 ? KVMUX_READ_BARRIER : -1;
         else
             p = strcmp(val, "noeviction") == 0 ? 0 : strcmp(val, "allkeys-lru") == 0 ? 1 : -1;
         if (p < 0)
             return kvmux_errf(err, errlen, "invalid value for %s: '%s' (expected %s)", o->name, val,
                         o->kind == OPT_FSYNC ? "always, everysec or no"
+                        : o->kind == OPT_READMODE ? "lease or barrier"
                                              : "noeviction or allkeys-lru");
         uint32_t x = (uint32_t)p;
         memcpy(base, &x, sizeof x);

@@ -25,7 +25,9 @@
  *
  * Threads: everything here runs on the loop's thread except
  * kvmux__repl_post (the Raft thread) and the STATS reader (any loop). */
+#include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "monotime.h"
 #include "server_internal.h"
 
 #ifdef KVMUX_HAVE_RAFT
@@ -49,11 +52,28 @@
  * clock (the store's time) moves and TTLs expire without traffic. */
 #define TICK_MS 1000u
 
+/* Leader lease (docs/REPLICATION.md "Reads in detail"): a write or barrier
+ * entry proposed at monotonic time t0 and committed means a majority
+ * heard from this leader after t0; C-Raft's followers refuse to vote while
+ * they know a leader and start an election only after an election timeout
+ * without one, so no other leader can exist before t0 + election timeout.
+ * Reads arriving before t0 + LEASE_FRACTION x election timeout run at once
+ * from this leader's store. The fraction leaves room for clocks that run
+ * at different rates (25 %) and a pause between the check and the read. */
+#define LEASE_NUM 3u
+#define LEASE_DEN 4u
+
 struct kvmux_repl {
     kvmux_node *node;
     kvmux_peers peers;
     uint32_t id;
     uint64_t nonce;
+    int lease_on;                    /* --read-mode lease */
+    uint64_t lease_us;               /* LEASE_NUM/DEN of the election timeout */
+    _Atomic uint64_t lease_until_us; /* monotonic; 0 = none */
+    _Atomic uint64_t lease_gen;      /* bumped by kvmux__repl_lease_revoke */
+    _Atomic uint64_t lease_reads;    /* reads run under the lease (STATS) */
+    _Atomic uint64_t barrier_reads;  /* reads that waited for a barrier */
 };
 
 /* A request waiting for its batch. */
@@ -73,12 +93,55 @@ struct kvmux_lbatch {
     pend *p;
     uint32_t np, pcap;
     size_t cap;                /* of rb.buf */
+    uint64_t t0_us;            /* monotonic time of the proposal */
+    uint64_t lease_gen;        /* repl->lease_gen then */
 };
 
 static uint64_t wall_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t mono_us(void) { return kvmux_clock_ns() / 1000u; }
+
+/* A replica that restarts with Raft state may have acknowledged entries
+ * that granted the leader its lease just before it died; C-Raft would let
+ * it vote as soon as it is back (it knows no leader yet). Waiting one
+ * election timeout before starting Raft keeps it out of any election while
+ * a lease it helped grant may still run. A fresh directory granted nothing. */
+static void lease_restart_wait(const char *dir, uint32_t election_ms) {
+    char path[600];
+    int has_state = 0;
+    for (int i = 1; i <= 2 && !has_state; i++) {
+        snprintf(path, sizeof path, "%s/metadata%d", dir, i);
+        has_state = access(path, F_OK) == 0;
+    }
+    if (!has_state) return;
+    KVMUX_LOG_I("replication: restart: waiting %u ms before joining elections (read lease)",
+                election_ms);
+    struct timespec ts = {.tv_sec = election_ms / 1000u,
+                          .tv_nsec = (long)(election_ms % 1000u) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+/* An applied batch of this leader's own proposed at t0 extends the lease
+ * to t0 + lease_us, unless a revoke came in between. */
+static void lease_extend(kvmux_repl *r, const kvmux_lbatch *lb) {
+    if (!r->lease_on || lb->lease_gen != atomic_load(&r->lease_gen)) return;
+    uint64_t until = lb->t0_us + r->lease_us;
+    uint64_t cur = atomic_load(&r->lease_until_us);
+    while (cur < until && !atomic_compare_exchange_weak(&r->lease_until_us, &cur, until)) {}
+}
+
+static int lease_valid(kvmux_repl *r) {
+    return r->lease_on && mono_us() < atomic_load(&r->lease_until_us);
+}
+
+void kvmux__repl_lease_revoke(kvmux_server *s) {
+    if (!s->repl) return;
+    atomic_fetch_add(&s->repl->lease_gen, 1);
+    atomic_store(&s->repl->lease_until_us, 0);
 }
 
 static void node_done(void *ud, kvmux_rbatch *b) {
@@ -104,6 +167,9 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
     char dir[512];
     if (cfg->replica_dir) snprintf(dir, sizeof dir, "%s", cfg->replica_dir);
     else snprintf(dir, sizeof dir, "./kvmux-replica-%u", cfg->replica_id);
+    r->lease_on = cfg->read_mode == KVMUX_READ_LEASE;
+    r->lease_us = (uint64_t)cfg->election_timeout_ms * 1000u * LEASE_NUM / LEASE_DEN;
+    if (r->lease_on) lease_restart_wait(dir, cfg->election_timeout_ms);
     kvmux_node_config nc = {
         .id = r->id, .dir = dir, .peers = &r->peers, .bootstrap = (int)cfg->bootstrap,
         .election_ms = cfg->election_timeout_ms, .heartbeat_ms = cfg->heartbeat_timeout_ms,
@@ -210,8 +276,9 @@ static int run_read(kvmux_conn *c, const pend *p) {
     return kept;
 }
 
-static void answer(kvmux_lbatch *lb) {
+static void answer(kvmux_lbatch *lb, kvmux_repl *r) {
     kvmux_rbatch *b = &lb->rb;
+    if (b->status == 0) lease_extend(r, lb);
     for (uint32_t i = 0; i < lb->np; i++) {
         pend *p = &lb->p[i];
         kvmux_conn *c = p->conn;
@@ -345,6 +412,14 @@ int kvmux__repl_request(kvmux_conn *c, const kvmux_frame *f) {
     }
     if (!is_write(f->code)) {
         if (f->extras_len > 16) return -1; /* no such read: checked before */
+        /* Under a valid lease every write acknowledged anywhere is in this
+         * store: run it now (the caller does). */
+        if (lease_valid(s->repl)) {
+            l->repl_lease_reads++;
+            atomic_fetch_add_explicit(&s->repl->lease_reads, 1, memory_order_relaxed);
+            return -1;
+        }
+        atomic_fetch_add_explicit(&s->repl->barrier_reads, 1, memory_order_relaxed);
         kvmux_frame rf = *f;
         if (f->code == KVMUX_OP_WAIT && kvmux_frame_has_deadline(f)) {
             /* The deadline caps the WAIT's timeout: fold it in now. */
@@ -399,6 +474,8 @@ static void propose(kvmux_loop *l) {
                          .clock_ms = wall_ms(), .ncmds = lb->rb.ncmds};
     kvmux_entry_encode_hdr(lb->rb.buf, &h);
     lb->rb.seq = h.origin.seq;
+    lb->t0_us = mono_us();
+    lb->lease_gen = atomic_load(&r->lease_gen);
     l->rb_last_ms = l->now;
     lb->rb.results = calloc(lb->rb.ncmds ? lb->rb.ncmds : 1, sizeof *lb->rb.results);
     lb->lnext = NULL;
@@ -455,7 +532,7 @@ void kvmux__repl_iterate(kvmux_loop *l) {
         kvmux_rbatch *next = rev->next;
         kvmux_lbatch *lb = rev->owner;
         unlink_flight(l, lb);
-        answer(lb);
+        answer(lb, l->srv->repl);
         batch_free(lb);
         rev = next;
     }
@@ -463,6 +540,15 @@ void kvmux__repl_iterate(kvmux_loop *l) {
     if (!l->rb_cur && l->id == 0 && l->now - l->rb_last_ms >= TICK_MS &&
         is_leader(l->srv))
         cur_batch(l);
+    /* Reads served under the lease and no proposal in flight: renew it
+     * with an empty entry once half of it has run, so a read-only load
+     * never falls back to a barrier per batch. */
+    kvmux_repl *r = l->srv->repl;
+    if (!l->rb_cur && !l->rb_flight && l->repl_lease_reads && r->lease_on &&
+        mono_us() + r->lease_us / 2 >= atomic_load(&r->lease_until_us) && is_leader(l->srv)) {
+        l->repl_lease_reads = 0;
+        cur_batch(l);
+    }
     propose(l);
 }
 
@@ -532,6 +618,9 @@ void kvmux__repl_stats(kvmux_server *s, void *o,
     u64line(o, "replica_elections", st.elections);
     u64line(o, "replica_snapshots", st.snapshots);
     u64line(o, "replica_last_failover_ms", st.last_failover_ms);
+    strline(o, "replica_read_mode", r->lease_on ? "lease" : "barrier");
+    u64line(o, "replica_lease_reads", atomic_load(&r->lease_reads));
+    u64line(o, "replica_barrier_reads", atomic_load(&r->barrier_reads));
     char hex[24];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)digest);
     strline(o, "replica_digest", hex);
@@ -564,6 +653,7 @@ int kvmux__repl_upload(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *ex
     return -1;
 }
 void kvmux__repl_iterate(kvmux_loop *l) { (void)l; }
+void kvmux__repl_lease_revoke(kvmux_server *s) { (void)s; }
 void kvmux__repl_post(kvmux_loop *l, struct kvmux_rbatch *b) { (void)l, (void)b; }
 void kvmux__repl_forget(kvmux_conn *c) { (void)c; }
 int kvmux__repl_holds(const kvmux_conn *c, uint32_t request_id) {

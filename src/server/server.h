@@ -25,6 +25,9 @@
 
 /* Every limit of the server. Fill with kvmux_server_config_init, change
  * fields, check with kvmux_server_config_validate. */
+/* --read-mode (docs/REPLICATION.md "Reads in detail"). */
+enum { KVMUX_READ_LEASE = 0, KVMUX_READ_BARRIER = 1 };
+
 typedef struct kvmux_server_config {
     const char *bind;             /* IPv4/IPv6 literal; default "127.0.0.1";
                                      borrowed until kvmux_server_new returns */
@@ -137,6 +140,9 @@ typedef struct kvmux_server_config {
     uint32_t election_timeout_ms; /* default 1000 */
     uint32_t heartbeat_timeout_ms;/* default 100 */
     uint32_t snapshot_threshold;  /* entries between snapshots; default 1024 */
+    uint32_t read_mode;           /* KVMUX_READ_LEASE (default) or
+                                     KVMUX_READ_BARRIER: how the leader
+                                     serves linearizable reads */
     const char *config_file;      /* --config (command line only) */
     uint32_t check_config;        /* --check-config: validate and exit */
     char *file_buf_;              /* owned: the config file's text, which

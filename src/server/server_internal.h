@@ -173,6 +173,8 @@ struct kvmux_loop {
     kvmux_lbatch *rb_flight, *rb_flight_tail;
     uint64_t rb_seq;
     uint64_t rb_last_ms;           /* loop time of the last proposal */
+    uint64_t repl_lease_reads;     /* reads run under the lease since the
+                                      last renewal (replicate.c) */
     int repl_local;
     kvmux_rt rt;                   /* this loop's copy (reload.c) */
     uint64_t rt_epoch;             /* of srv->rt when copied */
@@ -357,6 +359,11 @@ void kvmux__repl_free(kvmux_server *s);
  * answered (NOT_LEADER, refused); 1 = queued for the next entry, the
  * credit is kept until the answer. */
 int kvmux__repl_request(kvmux_conn *c, const kvmux_frame *f);
+/* End the leader's read lease now (before a leadership transfer, whose
+ * TimeoutNow lets a follower win a vote while others still know this
+ * leader): reads go back to barriers until entries proposed after this
+ * call commit. Any thread. */
+void kvmux__repl_lease_revoke(kvmux_server *s);
 /* A completed upload (SET/CAS of val) in replicated mode: as above; val
  * is given up in every case. */
 int kvmux__repl_upload(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *extras,

@@ -12,6 +12,9 @@ if(TARGET kvmux AND TARGET kvmuxd)
     kvmux_add_test(replica_follower_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_follower_test.c
       LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 180)
+    kvmux_add_test(replica_lease_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_lease_test.c
+      LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 180)
     kvmux_add_test(replica_group_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_group_test.c
       LIBS kvmux kvmux_rgroup kvmux_lincheck LABELS integration concurrent TIMEOUT 600)
@@ -25,6 +28,8 @@ if(TARGET kvmux AND TARGET kvmuxd)
     target_include_directories(client_group_test PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../integration)
   else()
     kvmux_missing_dependency_test(replica_follower_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(replica_lease_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_group_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
