@@ -13,7 +13,9 @@
 #   etcd           3 members (default flags, WAL          PUT, 1 and 64 connections (its
 #                  fdatasync on each)                    JSON gateway has no pipelining)
 # then memory per key (RSS growth over the preload / keys) of the single
-# node and of the group's leader.
+# node and of the group's leader, and big values: the p99 of small SETs
+# on a client while its other thread SETs (and GETs) a 64 MiB value, on
+# the single node and on the group (the value replicates meanwhile).
 #
 # What bounds the figures: every process (3 servers and the client) shares
 # the 2 cores and the one disk, so the group pays 3 fsyncs per round on one
@@ -44,11 +46,13 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ "$QUICK" = 1 ]; then : "${SECS:=1}" "${KEYSPACE:=2000}"; else : "${SECS:=5}" "${KEYSPACE:=100000}"; fi
+# Big-value rounds: a BIG MiB SET + GET, HOLR times, HOLD s of idle small SETs first.
+if [ "$QUICK" = 1 ]; then BIG=8 HOLR=2 HOLD=0.5; else BIG=64 HOLR=5 HOLD=2; fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 : "${KVMUXD:=$ROOT/build/kvmuxd}"
 BIN=$(dirname "$KVMUXD")
-KB=$BIN/kvmux-bench CLI=$BIN/kvmux-cli ETCDLOAD=$BIN/etcdload WAITLOAD=$BIN/waitload
-for b in "$KVMUXD" "$KB" "$CLI" "$WAITLOAD" "$ETCDLOAD"; do
+KB=$BIN/kvmux-bench CLI=$BIN/kvmux-cli ETCDLOAD=$BIN/etcdload WAITLOAD=$BIN/waitload HOL=$BIN/hol_kvmux
+for b in "$KVMUXD" "$KB" "$CLI" "$WAITLOAD" "$ETCDLOAD" "$HOL"; do
     [ -x "$b" ] || { echo "group.sh: $b not found: build first (cmake --build build)" >&2; exit 1; }
 done
 for c in redis-server redis-cli; do
@@ -94,13 +98,25 @@ preload() { # HOSTS
 }
 
 # ---- kvmux, one node, durable ------------------------------------------
-bench_start_kvmuxd single "$KVMUXD" --threads 2 --aof "$BENCH_WORK/single.aof" --fsync always
+bench_start_kvmuxd single "$KVMUXD" --threads 2 --aof "$BENCH_WORK/single.aof" --fsync always --max-value 128M
 SPORT=$BENCH_PORT SPID=$BENCH_PID
 rss0=$(bench_rss_kb "$SPID")
 preload "127.0.0.1:$SPORT"
 MEM_SINGLE=$(( ($(bench_rss_kb "$SPID") - rss0) * 1024 / KEYSPACE ))
 kbench "kvmux single fsync-always set" "127.0.0.1:$SPORT" set
 kbench "kvmux single get" "127.0.0.1:$SPORT" get
+# Big values: 3-byte SETs one at a time on a client whose other thread
+# moves a BIG MiB value (SET, then GET) -r times (bench/hol/hol_kvmux.c).
+hol() { # NAME ARGS...: prints "NAME idle_p99 busy_p99 big_set_ms"
+    local name=$1
+    shift
+    bench_run_tool "$BENCH_WORK/hol.txt" "$HOL" "$@" -w 1 -d "$HOLD" -r "$HOLR" -s "$BIG" ||
+        bench_die "hol_kvmux $name failed"
+    awk -F'\t' -v n="$name" '$1 == "RESULT" { p[$3] = $6; if ($3 == "busy") s = $9 }
+        END { printf "%s\t%s\t%s\t%s\n", n, p["idle"], p["busy"], s }' "$BENCH_WORK/hol.txt" >>"$BENCH_WORK/hol.rows"
+}
+: >"$BENCH_WORK/hol.rows"
+hol "single fsync-always" -p "$SPORT"
 bench_stop "$SPID"
 
 # ---- kvmux, 3 replicas ---------------------------------------------------
@@ -115,7 +131,7 @@ start_group() {
     done
     for i in 1 2 3; do
         mkdir -p "$BENCH_WORK/r$i"
-        "$KVMUXD" --bind 127.0.0.1 --port "${GCPORT[$i]}" --threads 2 --replica-id "$i" \
+        "$KVMUXD" --bind 127.0.0.1 --port "${GCPORT[$i]}" --threads 2 --max-value 128M --replica-id "$i" \
             --replica-dir "$BENCH_WORK/r$i" --peers "$peers" --bootstrap \
             >"$BENCH_WORK/r$i.out" 2>"$BENCH_WORK/r$i.err" &
         GPID[$i]=$!
@@ -148,6 +164,7 @@ kbench "kvmux group get (linearizable)" "$GHOSTS" get
 if [[ "$("$KB" --help 2>&1)" == *--stale* ]]; then
     kbench "kvmux group get (stale)" "$GHOSTS" get --stale
 fi
+hol "group of 3" -E "$GHOSTS"
 for i in 1 2 3; do bench_stop "${GPID[$i]}"; done
 
 # ---- Redis primary + 2 replicas, AOF always ------------------------------
@@ -217,4 +234,9 @@ ratio() { awk -v a="${OPS[$1]:-0}" -v b="${OPS[$2]:-0}" 'BEGIN { if (b > 0) prin
     [ "$QUICK" = 0 ] &&
     echo "  group SET / etcd 3 members PUT (64 conns):  $(ratio 'kvmux group set' 'etcd 3 members put c64')x  [> 1]"
     echo "memory per key (RSS growth over the preload / $KEYSPACE keys): single $MEM_SINGLE B, group leader $MEM_GROUP B"
+    echo
+    echo "small 3-byte SETs, one at a time, while another thread of the same client moves a $BIG MiB value (SET + GET, $HOLR rounds):"
+    echo "| server | small SET p99 idle ms | small SET p99 during the big value ms | big SET ms (mean) |"
+    echo "|---|---:|---:|---:|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4 }' "$BENCH_WORK/hol.rows"
 } | tee "${OUT:-/dev/null}"

@@ -95,9 +95,11 @@ typedef struct hol_args {
     double idle_s;   /* phase 1 length */
     unsigned rounds; /* phase 2: big SET + big GET this many times */
     size_t big;      /* bytes of the big value */
+    int small_writes;    /* -w 1: the small requests are SETs, not GETs */
+    const char *endpoints; /* -E: a replicated group (kvmux only), or NULL */
 } hol_args;
 
-/* Parse "-p PORT [-d IDLE_SECONDS] [-r ROUNDS] [-s MIB]"; exits 2 on a
+/* Parse "-p PORT | -E ENDPOINTS [-d IDLE_SECONDS] [-r ROUNDS] [-s MIB] [-w 0|1]"; exits 2 on a
  * bad command line. */
 static void parse_args(int argc, char **argv, hol_args *a) {
     a->host = "127.0.0.1";
@@ -105,6 +107,8 @@ static void parse_args(int argc, char **argv, hol_args *a) {
     a->idle_s = 3.0;
     a->rounds = 10;
     a->big = 64 * (size_t)HOL_MiB;
+    a->small_writes = 0;
+    a->endpoints = NULL;
     for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) goto usage;
@@ -112,6 +116,8 @@ static void parse_args(int argc, char **argv, hol_args *a) {
         else if (!strcmp(argv[i], "-d")) a->idle_s = strtod(v, NULL);
         else if (!strcmp(argv[i], "-r")) a->rounds = (unsigned)strtoul(v, NULL, 10);
         else if (!strcmp(argv[i], "-s")) a->big = (size_t)strtoul(v, NULL, 10) * HOL_MiB;
+        else if (!strcmp(argv[i], "-w")) a->small_writes = atoi(v) != 0;
+        else if (!strcmp(argv[i], "-E")) a->endpoints = v, a->port = 1;
         else goto usage;
     }
     if (a->port == 0 || a->port > 65535 || a->idle_s <= 0 || a->idle_s > 3600 ||
@@ -119,8 +125,8 @@ static void parse_args(int argc, char **argv, hol_args *a) {
         goto usage;
     return;
 usage:
-    fprintf(stderr, "usage: %s -p PORT [-d IDLE_SECONDS (3)] [-r ROUNDS (10)] [-s MIB (64)]\n",
-            argv[0]);
+    fprintf(stderr, "usage: %s -p PORT | -E HOST:PORT,... [-d IDLE_SECONDS (3)] [-r ROUNDS (10)] "
+                    "[-s MIB (64)] [-w 0|1 (small SETs)]\n", argv[0]);
     exit(2);
 }
 

@@ -2,6 +2,8 @@
  *
  * One kvmux client (one TCP connection, threaded mode). The main thread
  * issues 3-byte GETs one at a time and logs each round trip:
+ * (with -w 1: 3-byte SETs; with -E: a replicated group through libkvmux's
+ * endpoint list, so the big SET replicates while the small ones wait)
  *   phase idle: for -d seconds with nothing else on the connection;
  *   phase busy: while another thread, sharing the same client, runs a
  *     -s MiB SET and then a GET of that value (checked byte for byte),
@@ -58,14 +60,18 @@ static void *big_round(void *p) {
     return NULL;
 }
 
-/* One small GET, timed into l (if not NULL). Returns 0, or -1 after
- * printing why (an error, or a reply that is not "abc"). */
+static int g_small_writes; /* -w 1: the small requests are SETs */
+
+/* One small GET (or SET with -w 1), timed into l (if not NULL). Returns 0,
+ * or -1 after printing why (an error, or a reply that is not "abc"). */
 static int small_get(kvmux_client *c, lat_log *l) {
     kvmux_value *out = NULL;
     int64_t t = now_us();
-    int rc = kvmux_get(c, "s", 1, &out, CALL_TIMEOUT_MS);
+    int rc = g_small_writes ? kvmux_set(c, "s", 1, "abc", 3, 0, NULL, CALL_TIMEOUT_MS)
+                            : kvmux_get(c, "s", 1, &out, CALL_TIMEOUT_MS);
     int64_t dt = now_us() - t;
-    int ok = rc == 0 && out && out->len == 3 && memcmp(out->data, "abc", 3) == 0;
+    int ok = rc == 0 && (g_small_writes ||
+                         (out && out->len == 3 && memcmp(out->data, "abc", 3) == 0));
     kvmux_value_free(out);
     if (!ok) {
         fprintf(stderr, "hol_kvmux: small GET: %s\n", rc ? kvmux_strerror(rc) : "wrong value");
@@ -83,8 +89,11 @@ int main(int argc, char **argv) {
     o.request_timeout_ms = CALL_TIMEOUT_MS;
     o.max_value_size = (uint32_t)(args.big > 64 * (size_t)HOL_MiB ? args.big : 64 * HOL_MiB);
     o.client_name = "hol_kvmux";
+    o.endpoints = args.endpoints;
+    g_small_writes = args.small_writes;
     kvmux_client *c = NULL;
-    int rc = kvmux_connect(&c, args.host, (uint16_t)args.port, &o);
+    int rc = args.endpoints ? kvmux_connect(&c, NULL, 0, &o)
+                            : kvmux_connect(&c, args.host, (uint16_t)args.port, &o);
     if (rc != 0) {
         char msg[256];
         kvmux_connection_error(NULL, msg, sizeof msg);
