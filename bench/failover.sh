@@ -15,7 +15,7 @@
 #   -B  build directory holding tests/replica_group_test (default ./build;
 #       configured and built if missing)
 #   -n  kills (default 30; --quick: 3)
-#   -e  --election-timeout of the replicas in ms (default kvmuxd's, 1000)
+#   -e  --election-timeout of the replicas in ms (default: kvmuxd's own, 500)
 #   --quick  3 kills, about half a minute
 set -euo pipefail
 
@@ -45,7 +45,7 @@ SCALE=$(awk -v k="$KILLS" 'BEGIN { printf "%.3f", k / 5 }')
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 set +e
-KVMUX_KVMUXD=$KVMUXD KVMUX_TEST_SCALE=$SCALE KVMUX_ELECTION_TIMEOUT_MS=$ELECTION \
+KVMUX_KVMUXD=$KVMUXD KVMUX_TEST_SCALE=$SCALE KVMUX_ELECTION_TIMEOUT_MS=${ELECTION:-default} \
     "$TEST" >"$LOG" 2>&1
 rc=$?
 set -e

@@ -77,8 +77,8 @@ void kvmux_server_config_init(kvmux_server_config *c) {
     c->log_level = KVMUX_LOG_INFO;
     c->slowlog_threshold_us = 10000;
     c->slowlog_max_len = 128;
-    c->election_timeout_ms = 1000;
-    c->heartbeat_timeout_ms = 100;
+    c->election_timeout_ms = 500;
+    c->heartbeat_timeout_ms = 50;
     c->snapshot_threshold = 1024;
 }
 
@@ -330,8 +330,8 @@ static const opt options[] = {
     {"--replica-dir", OPT_STR, OFF(replica_dir), "DIR    Raft log and snapshots (./kvmux-replica-N)", R_NO},
     {"--peers", OPT_STR, OFF(peers), "LIST   ID=RAFTHOST:RAFTPORT/CLIENTHOST:CLIENTPORT,... all members", R_NO},
     {"--bootstrap", OPT_FLAG, OFF(bootstrap), "       first start of a new group: write the initial membership", R_NO},
-    {"--election-timeout", OPT_MS, OFF(election_timeout_ms), "MS     Raft election timeout (1000)", R_NO},
-    {"--heartbeat-timeout", OPT_MS, OFF(heartbeat_timeout_ms), "MS     Raft heartbeat interval (100)", R_NO},
+    {"--election-timeout", OPT_MS, OFF(election_timeout_ms), "MS     Raft election timeout (500)", R_NO},
+    {"--heartbeat-timeout", OPT_MS, OFF(heartbeat_timeout_ms), "MS     Raft heartbeat interval (50)", R_NO},
     {"--read-mode", OPT_READMODE, OFF(read_mode), "M      linearizable reads on the leader: lease or barrier (lease)", R_NO},
     {"--snapshot-threshold", OPT_U32, OFF(snapshot_threshold), "N      Raft entries between snapshots (1024)", R_NO},
     {"--config", OPT_CMDLINE, OFF(config_file), "FILE   read options from FILE; command-line options win", R_NA},

@@ -137,8 +137,8 @@ typedef struct kvmux_server_config {
     const char *peers;            /* "ID=RHOST:RPORT/CHOST:CPORT,..." (all
                                      members incl. self); borrowed */
     uint32_t bootstrap;           /* 1: first start of a new group */
-    uint32_t election_timeout_ms; /* default 1000 */
-    uint32_t heartbeat_timeout_ms;/* default 100 */
+    uint32_t election_timeout_ms; /* default 500 */
+    uint32_t heartbeat_timeout_ms;/* default 50 */
     uint32_t snapshot_threshold;  /* entries between snapshots; default 1024 */
     uint32_t read_mode;           /* KVMUX_READ_LEASE (default) or
                                      KVMUX_READ_BARRIER: how the leader

@@ -249,14 +249,9 @@ int main(void) {
     if (kills < 1) kills = 1;
     H = lincheck_new();
     REQUIRE(H != NULL);
-    /* bench/failover.sh -e: the election timeout under test. */
-    static const char *extra[3];
-    const char *et = getenv("KVMUX_ELECTION_TIMEOUT_MS");
-    if (et && *et) {
-        extra[0] = "--election-timeout";
-        extra[1] = et;
-    }
-    REQUIRE(rgroup_start(&g, 3, extra) == 0);
+    /* bench/failover.sh -e: the election timeout under test
+     * (KVMUX_ELECTION_TIMEOUT_MS, read by rgroup). */
+    REQUIRE(rgroup_start(&g, 3, NULL) == 0);
     int leader = rgroup_leader(&g, 20000);
     REQUIRE(leader >= 0);
     atomic_store(&leader_hint, leader);
