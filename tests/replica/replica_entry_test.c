@@ -27,6 +27,24 @@ static const uint8_t VEC1[] = {
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,             /* ttl 0 */
     'k', 'v', 0x00, 0x00};                                      /* key value pad */
 
+/* docs/REPLICATION.md "Log entry format", example 2 (format 2, what the
+ * encoder writes): the same SET, session limits W 2048, 4096 sessions,
+ * timeout 3600000 ms, as write seq 5 of session 0x1122334455667788,
+ * padded to 96 bytes. */
+static const uint8_t VEC2[] = {
+    0x4B, 0x56, 0x52, 0x45, 0x02, 0x01, 0x00, 0x02,             /* magic fmt rid loop */
+    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,             /* nonce */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09,             /* seq */
+    0x00, 0x00, 0x01, 0x8B, 0xCF, 0xE5, 0x68, 0x00,             /* clock */
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x08, 0x00,             /* ncmds, window */
+    0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00,             /* max sessions, pad */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x36, 0xEE, 0x80,             /* session timeout */
+    0x02, 0x08, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01,             /* SET, 8, 1, 1 */
+    0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,             /* session id */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05,             /* session seq */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,             /* ttl 0 */
+    'k', 'v', 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};              /* key value pad */
+
 static size_t build(uint8_t *buf, const kvmux_entry_hdr *h, const kvmux_entry_cmd *c,
                     uint32_t n) {
     kvmux_entry_encode_hdr(buf, h);
@@ -42,17 +60,38 @@ static void test_vector(void) {
     uint8_t ttl[8] = {0};
     kvmux_entry_hdr h = {.origin = {.replica = 1, .loop = 2, .nonce = 0x0102030405060708ull,
                                     .seq = 9},
-                         .clock_ms = 1700000000000ull, .ncmds = 1};
+                         .clock_ms = 1700000000000ull, .ncmds = 1, .sess_window = 2048,
+                         .sess_max = 4096, .sess_timeout_ms = 3600000};
     kvmux_entry_cmd c = {.op = KVMUX_OP_SET, .extras_len = 8, .key_len = 1, .value_len = 1,
                          .extras = ttl, .key = (const uint8_t *)"k",
-                         .value = (const uint8_t *)"v"};
+                         .value = (const uint8_t *)"v", .session = 0x1122334455667788ull,
+                         .seq = 5};
     size_t n = build(buf, &h, &c, 1);
-    CHECK_EQ(n, sizeof VEC1);
-    CHECK(memcmp(buf, VEC1, sizeof VEC1) == 0);
+    CHECK_EQ(n, sizeof VEC2);
+    CHECK(memcmp(buf, VEC2, sizeof VEC2) == 0);
     kvmux_entry_hdr d;
     kvmux_entry_iter it;
     kvmux_entry_cmd dc;
+    REQUIRE(kvmux_entry_decode_hdr(VEC2, sizeof VEC2, &d, &it) == 0);
+    CHECK_EQ(d.format, 2);
+    CHECK(d.sess_window == 2048 && d.sess_max == 4096 && d.sess_timeout_ms == 3600000);
+    CHECK_EQ(kvmux_entry_next(&it, &dc), 1);
+    CHECK(dc.session == 0x1122334455667788ull && dc.seq == 5);
+    CHECK(dc.key_len == 1 && dc.key[0] == 'k' && dc.value_len == 1 && dc.value[0] == 'v');
+    CHECK_EQ(kvmux_entry_next(&it, &dc), 0);
+    for (size_t len = 0; len < sizeof VEC2 - 6; len++) {
+        uint8_t *p = malloc(len ? len : 1);
+        memcpy(p, VEC2, len);
+        int ok = kvmux_entry_decode_hdr(p, len, &d, &it) == 0;
+        int rc = 0;
+        while (ok && (rc = kvmux_entry_next(&it, &dc)) == 1) {}
+        CHECK(!ok || rc < 0);
+        free(p);
+    }
+    /* Format 1 (a log written before sessions) still decodes: no session,
+     * no session limits. */
     REQUIRE(kvmux_entry_decode_hdr(VEC1, sizeof VEC1, &d, &it) == 0);
+    CHECK(d.format == 1 && d.sess_window == 0);
     CHECK_EQ(d.origin.replica, 1);
     CHECK_EQ(d.origin.loop, 2);
     CHECK(d.origin.nonce == 0x0102030405060708ull);
@@ -60,6 +99,7 @@ static void test_vector(void) {
     CHECK(d.clock_ms == 1700000000000ull);
     CHECK_EQ(kvmux_entry_next(&it, &dc), 1);
     CHECK_EQ(dc.op, KVMUX_OP_SET);
+    CHECK(dc.session == 0 && dc.seq == 0);
     CHECK(dc.key_len == 1 && dc.key[0] == 'k' && dc.value_len == 1 && dc.value[0] == 'v');
     CHECK_EQ(kvmux_entry_next(&it, &dc), 0);
     /* Every proper prefix is refused (short header or a command past the
@@ -135,8 +175,8 @@ static void test_fuzz(void) {
         uint8_t *p = malloc(len ? len : 1);
         memcpy(p, buf, len);
         kvmux_fsm_result r[8];
-        (void)kvmux_fsm_apply(st, &clocks[0], p, len, r, 8);
-        (void)kvmux_fsm_restore(st, &clocks[0], p, len);
+        (void)kvmux_fsm_apply(st, &clocks[0], NULL, p, len, r, 8);
+        (void)kvmux_fsm_restore(st, &clocks[0], NULL, p, len);
         free(p);
     }
     kvmux_store_free(st);
@@ -179,15 +219,15 @@ static void test_fsm(void) {
     uint8_t buf[256], ex[16] = {0};
     kvmux_fsm_result r[1];
     size_t n = cmd_entry(buf, 1, KVMUX_OP_SET, "k", ex, 8, "hello");
-    CHECK_EQ(kvmux_fsm_apply(a, clk_a, buf, n, r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
-    CHECK_EQ(kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0), 1);
+    CHECK_EQ(kvmux_fsm_apply(b, clk_b, NULL, buf, n, NULL, 0), 1);
     kvmux_store_u64be(ex, 5);
     n = cmd_entry(buf, 2, KVMUX_OP_INCR, "ctr", ex, 8, NULL);
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ(kvmux_fsm_apply(a, clk_a, buf, n, r, 1), 1);
-        CHECK_EQ(kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0), 1);
+        CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, buf, n, r, 1), 1);
+        CHECK_EQ(kvmux_fsm_apply(b, clk_b, NULL, buf, n, NULL, 0), 1);
     }
     CHECK_EQ(r[0].extras_len, 16);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 15);
@@ -195,14 +235,14 @@ static void test_fsm(void) {
     kvmux_store_u64be(ex, 3);
     kvmux_store_u64be(ex + 8, 0);
     n = cmd_entry(buf, 3, KVMUX_OP_CAS, "k", ex, 16, "x");
-    CHECK_EQ(kvmux_fsm_apply(a, clk_a, buf, n, r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_VERSION_MISMATCH);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
-    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, buf, n, NULL, 0);
     n = cmd_entry(buf, 4, KVMUX_OP_DEL, "nope", ex, 0, NULL);
-    CHECK_EQ(kvmux_fsm_apply(a, clk_a, buf, n, r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_NOT_FOUND);
-    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, buf, n, NULL, 0);
     /* Same entries, same state: same digest. */
     CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
     CHECK(kvmux_fsm_digest(a) != 0);
@@ -211,15 +251,15 @@ static void test_fsm(void) {
     n = cmd_entry(buf, 5, KVMUX_OP_SET, "only-b", ex, 8, "z");
     kvmux_store_u64be(ex, 0);
     n = cmd_entry(buf, 5, KVMUX_OP_SET, "only-b", ex, 8, "z");
-    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, buf, n, NULL, 0);
     CHECK(kvmux_fsm_digest(a) != kvmux_fsm_digest(b));
     uint8_t *snap = NULL;
     size_t slen = 0;
-    REQUIRE(kvmux_fsm_snapshot(a, clk_a, realloc, &snap, &slen) == 0);
+    REQUIRE(kvmux_fsm_snapshot(a, clk_a, NULL, realloc, &snap, &slen) == 0);
     kvmux_fsm_clock *clk_c = &clocks[nclocks];
     kvmux_store *c = new_store();
-    CHECK_EQ(kvmux_fsm_restore(c, clk_c, snap, slen), 0);
-    CHECK_EQ(kvmux_fsm_restore(b, clk_b, snap, slen), 0);
+    CHECK_EQ(kvmux_fsm_restore(c, clk_c, NULL, snap, slen), 0);
+    CHECK_EQ(kvmux_fsm_restore(b, clk_b, NULL, snap, slen), 0);
     CHECK(kvmux_fsm_clock_read(clk_c) == kvmux_fsm_clock_read(clk_a));
     CHECK(kvmux_fsm_digest(c) == kvmux_fsm_digest(a));
     CHECK(kvmux_fsm_digest(b) == kvmux_fsm_digest(a));
@@ -227,11 +267,11 @@ static void test_fsm(void) {
     /* Versions continue identically after a restore. */
     n = cmd_entry(buf, 6, KVMUX_OP_SET, "k2", ex, 8, "w");
     kvmux_fsm_result ra[1], rc[1];
-    kvmux_fsm_apply(a, clk_a, buf, n, ra, 1);
-    kvmux_fsm_apply(c, clk_c, buf, n, rc, 1);
+    kvmux_fsm_apply(a, clk_a, NULL, buf, n, ra, 1);
+    kvmux_fsm_apply(c, clk_c, NULL, buf, n, rc, 1);
     CHECK(memcmp(ra[0].extras, rc[0].extras, 8) == 0);
     /* Truncated snapshots are refused. */
-    for (size_t len = 0; len < slen; len += 3) CHECK_EQ(kvmux_fsm_restore(c, clk_c, snap, len), -1);
+    for (size_t len = 0; len < slen; len += 3) CHECK_EQ(kvmux_fsm_restore(c, clk_c, NULL, snap, len), -1);
     free(snap);
     kvmux_store_free(a);
     kvmux_store_free(b);
@@ -318,8 +358,8 @@ static void test_replicated_clock(void) {
     kvmux_fsm_result r[1];
     kvmux_store_u64be(ex, 1500); /* TTL 1.5 s at leader time 10 s: expires at 11.5 s */
     size_t n = cmd_entry(buf, 10, KVMUX_OP_SET, "t", ex, 8, "x");
-    kvmux_fsm_apply(a, clk_a, buf, n, r, 1);
-    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    kvmux_fsm_apply(a, clk_a, NULL, buf, n, r, 1);
+    kvmux_fsm_apply(b, clk_b, NULL, buf, n, NULL, 0);
     CHECK(kvmux_fsm_clock_read(clk_a) == 10000);
     uint64_t v = 0;
     CHECK_EQ(kvmux_store_exists(a, (const uint8_t *)"t", 1, &v), KVMUX_STATUS_OK);
@@ -327,18 +367,18 @@ static void test_replicated_clock(void) {
      * (the INCR creates it): the same outcome on both stores. */
     kvmux_store_u64be(ex, 1);
     n = cmd_entry(buf, 11, KVMUX_OP_INCR, "t", ex, 8, NULL);
-    kvmux_fsm_apply(a, clk_a, buf, n, r, 1);
+    kvmux_fsm_apply(a, clk_a, NULL, buf, n, r, 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_NOT_INTEGER);
-    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, buf, n, NULL, 0);
     n = cmd_entry(buf, 12, KVMUX_OP_INCR, "t", ex, 8, NULL);
-    kvmux_fsm_apply(a, clk_a, buf, n, r, 1);
+    kvmux_fsm_apply(a, clk_a, NULL, buf, n, r, 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
-    kvmux_fsm_apply(b, clk_b, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, buf, n, NULL, 0);
     CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
     /* A leader whose clock is behind does not move time backwards. */
     n = cmd_entry(buf, 5, KVMUX_OP_DEL, "none", ex, 0, NULL);
-    kvmux_fsm_apply(a, clk_a, buf, n, r, 1);
+    kvmux_fsm_apply(a, clk_a, NULL, buf, n, r, 1);
     CHECK(kvmux_fsm_clock_read(clk_a) == 12000);
     kvmux_store_free(a);
     kvmux_store_free(b);
