@@ -11,6 +11,7 @@
 #include "fsm.h"
 #include "peers.h"
 #include "proto.h"
+#include "sessions.h"
 #include "store.h"
 #include "testutil.h"
 
@@ -303,6 +304,81 @@ static size_t load_vec(const char *name, uint8_t *out, size_t cap) {
     return n;
 }
 
+/* Section 17.1: the HELLO with a session id and SESSION requests, both
+ * ways (encoder bytes, decoder fields), and the flag's refusals. */
+static void test_session_vectors(void) {
+    uint8_t want[256], got[256];
+    size_t wn = load_vec("hello_v3_session", want, sizeof want);
+    kvmux_session s;
+    kvmux_settings st;
+    kvmux_settings_default(&st);
+    kvmux_session_init(&s, KVMUX_ROLE_CLIENT, &st);
+    s.max_version = KVMUX_PROTO_V3;
+    size_t gn = kvmux_session_encode_hello(&s, got, "cli");
+    gn = kvmux_hello_append_session(got, gn, 0x1122334455667788ull);
+    CHECK_EQ(gn, wn);
+    CHECK(gn == wn && memcmp(got, want, gn) == 0);
+    kvmux_frame f;
+    REQUIRE(kvmux_frame_decode(want, wn, 1 << 20, &f) == (int)wn);
+    uint64_t sid = 0;
+    CHECK_EQ(kvmux_settings_session_id(f.value, f.value_len, &sid), 1);
+    CHECK(sid == 0x1122334455667788ull);
+    /* One half, a repeated half, id 0: malformed. */
+    uint8_t set[24];
+    kvmux_settings_encode_session(set, 0x1122334455667788ull);
+    CHECK_EQ(kvmux_settings_session_id(set, 6, &sid), -KVMUX_ERR_PROTOCOL);
+    memcpy(set + 12, set, 6);
+    CHECK_EQ(kvmux_settings_session_id(set, 18, &sid), -KVMUX_ERR_PROTOCOL);
+    kvmux_settings_encode_session(set, 0);
+    CHECK_EQ(kvmux_settings_session_id(set, 12, &sid), -KVMUX_ERR_PROTOCOL);
+    CHECK_EQ(kvmux_settings_session_id(set, 0, &sid), 0);
+
+    uint8_t ex[16];
+    kvmux_store_u64be(ex, 1);
+    memset(&f, 0, sizeof f);
+    f.version = 3;
+    f.type = KVMUX_FRAME_REQUEST;
+    f.flags = KVMUX_FLAG_SESSION;
+    f.code = KVMUX_OP_INCR;
+    f.request_id = 7;
+    f.session_seq = 5;
+    f.extras = ex;
+    f.extras_len = 8;
+    f.key = (const uint8_t *)"ctr";
+    f.key_len = 3;
+    wn = load_vec("req_incr_session_v3", want, sizeof want);
+    gn = kvmux_frame_encode(got, &f);
+    CHECK(gn == wn && memcmp(got, want, gn) == 0);
+    kvmux_frame d;
+    REQUIRE(kvmux_frame_decode(want, wn, 1 << 20, &d) == (int)wn);
+    CHECK(kvmux_frame_has_session(&d) && d.session_seq == 5 && d.extras_len == 8);
+    CHECK(kvmux_load_u64be(d.extras) == 1);
+    /* The flag is unknown on v2 and v1 (BAD_FLAGS), and a frame too
+     * short for its seq is BAD_LENGTH. */
+    want[1] = 2;
+    CHECK_EQ(kvmux_frame_decode(want, wn, 1 << 20, &d), -KVMUX_ERR_BAD_FLAGS);
+    want[1] = 1;
+    CHECK_EQ(kvmux_frame_decode(want, wn, 1 << 20, &d), -KVMUX_ERR_BAD_FLAGS);
+    want[1] = 3;
+    want[9] = 4; /* extras_len 4 < the 8-byte seq */
+    CHECK_EQ(kvmux_frame_decode(want, wn, 1 << 20, &d), -KVMUX_ERR_BAD_LENGTH);
+
+    kvmux_store_u64be(ex, 0);
+    f.flags = KVMUX_FLAG_SESSION | KVMUX_FLAG_DEADLINE;
+    f.deadline_ms = 1000;
+    f.code = KVMUX_OP_SET;
+    f.key = (const uint8_t *)"k";
+    f.key_len = 1;
+    f.value = (const uint8_t *)"v";
+    f.value_len = 1;
+    wn = load_vec("req_set_deadline_session_v3", want, sizeof want);
+    gn = kvmux_frame_encode(got, &f);
+    CHECK(gn == wn && memcmp(got, want, gn) == 0);
+    REQUIRE(kvmux_frame_decode(want, wn, 1 << 20, &d) == (int)wn);
+    CHECK(d.deadline_ms == 1000 && d.session_seq == 5 && d.extras_len == 8 &&
+          d.value_len == 1);
+}
+
 /* The v3 vectors of docs/PROTOCOL.md section 17, as the encoder writes the
  * frames replicate.c sends, and the HELLO a v3 session proposes. */
 static void test_v3_vectors(void) {
@@ -347,6 +423,7 @@ static void test_v3_vectors(void) {
     size_t gn = kvmux_session_encode_hello(&s, got, "cli");
     CHECK_EQ(gn, wn);
     CHECK(gn == wn && memcmp(got, want, gn) == 0);
+    test_session_vectors();
 }
 
 /* Expiry follows the log's clock, not the replica's: the same entries
@@ -384,7 +461,140 @@ static void test_replicated_clock(void) {
     kvmux_store_free(b);
 }
 
+/* One session write as an entry at leader time t ms, limits W 4, 3
+ * sessions, timeout 10 s. */
+static size_t sess_entry(uint8_t *buf, uint64_t t, uint64_t sid, uint64_t seq, uint8_t op,
+                         const char *key, const uint8_t *ex, uint8_t exl) {
+    kvmux_entry_hdr h = {.origin = {.replica = 1, .seq = t}, .clock_ms = t, .ncmds = 1,
+                         .sess_window = 4, .sess_max = 3, .sess_timeout_ms = 10000};
+    kvmux_entry_cmd c = {.op = op, .extras_len = exl, .key_len = (uint16_t)strlen(key),
+                         .extras = ex, .key = (const uint8_t *)key, .session = sid,
+                         .seq = seq};
+    return build(buf, &h, &c, 1);
+}
+
+static kvmux_fsm_result sess_incr(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
+                                  uint64_t t, uint64_t sid, uint64_t seq) {
+    uint8_t buf[256], ex[8];
+    kvmux_store_u64be(ex, 1);
+    size_t n = sess_entry(buf, t, sid, seq, KVMUX_OP_INCR, "ctr", ex, 8);
+    kvmux_fsm_result r;
+    memset(&r, 0, sizeof r);
+    CHECK_EQ(kvmux_fsm_apply(st, clk, ss, buf, n, &r, 1), 1);
+    return r;
+}
+
+static int64_t ctr(kvmux_store *st) {
+    int64_t v = 0;
+    uint64_t ver;
+    /* INCR by 0 reads the counter (its version moves). */
+    CHECK_EQ(kvmux_store_incr(st, (const uint8_t *)"ctr", 3, 0, &v, &ver), KVMUX_STATUS_OK);
+    return v;
+}
+
+/* Exactly-once sessions (sessions.h): a duplicate gets the original reply
+ * and is not applied; the window, expiry and eviction refuse with
+ * OUTCOME_UNKNOWN; the table survives snapshot/restore identically. */
+static void test_sessions(void) {
+    kvmux_fsm_clock *clk = &clocks[nclocks], *clk2 = &clocks[nclocks + 1];
+    kvmux_store *a = new_store(), *b = new_store();
+    kvmux_sessions sa, sb;
+    kvmux_sessions_init(&sa);
+    kvmux_sessions_init(&sb);
+    kvmux_fsm_result r1 = sess_incr(a, clk, &sa, 1000, 7, 1);
+    CHECK_EQ(r1.status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r1.extras), 1);
+    kvmux_fsm_result r2 = sess_incr(a, clk, &sa, 1001, 7, 2);
+    /* seq 1 again: the original reply (value 1, its version), not applied. */
+    kvmux_fsm_result d = sess_incr(a, clk, &sa, 1002, 7, 1);
+    CHECK(memcmp(&d, &r1, sizeof d) == 0);
+    d = sess_incr(a, clk, &sa, 1003, 7, 2);
+    CHECK(memcmp(&d, &r2, sizeof d) == 0);
+    CHECK_EQ(ctr(a), 2);
+    CHECK_EQ(atomic_load(&sa.duplicates), 2);
+    /* Out of order inside the window is fine: 4 before 3. */
+    CHECK_EQ(kvmux_load_u64be(sess_incr(a, clk, &sa, 1004, 7, 4).extras), 3);
+    CHECK_EQ(kvmux_load_u64be(sess_incr(a, clk, &sa, 1005, 7, 3).extras), 4);
+    CHECK_EQ(kvmux_load_u64be(sess_incr(a, clk, &sa, 1006, 7, 6).extras), 5);
+    /* W = 4, max seq 6: seq 2 is below the window (refused, not applied),
+     * seq 3 is inside it (a duplicate). */
+    CHECK_EQ(sess_incr(a, clk, &sa, 1007, 7, 2).status, KVMUX_STATUS_OUTCOME_UNKNOWN);
+    CHECK_EQ(kvmux_load_u64be(sess_incr(a, clk, &sa, 1008, 7, 3).extras), 4);
+    CHECK_EQ(ctr(a), 5);
+    /* A new session must start within its first window. */
+    CHECK_EQ(sess_incr(a, clk, &sa, 1009, 8, 5).status, KVMUX_STATUS_OUTCOME_UNKNOWN);
+    CHECK_EQ(atomic_load(&sa.n), 1);
+    /* Snapshot/restore: the copy answers duplicates like the original. */
+    uint8_t *snap = NULL;
+    size_t slen = 0;
+    REQUIRE(kvmux_fsm_snapshot(a, clk, &sa, realloc, &snap, &slen) == 0);
+    REQUIRE(kvmux_fsm_restore(b, clk2, &sb, snap, slen) == 0);
+    for (size_t len = 0; len < slen; len += 5) CHECK_EQ(kvmux_fsm_restore(b, clk2, &sb, snap, len), -1);
+    REQUIRE(kvmux_fsm_restore(b, clk2, &sb, snap, slen) == 0);
+    free(snap);
+    CHECK_EQ(atomic_load(&sb.n), 1);
+    d = sess_incr(b, clk2, &sb, 1010, 7, 6);
+    CHECK_EQ(kvmux_load_u64be(d.extras), 5);
+    CHECK_EQ(ctr(b), 5);
+    (void)sess_incr(a, clk, &sa, 1010, 7, 6);
+    CHECK_EQ(ctr(a), 5); /* the same version bump as ctr(b)'s */
+    CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
+    /* Eviction: max 3 sessions, the least recently active goes (7). */
+    (void)sess_incr(a, clk, &sa, 1011, 20, 1);
+    (void)sess_incr(a, clk, &sa, 1012, 21, 1);
+    (void)sess_incr(a, clk, &sa, 1013, 7, 7);  /* 7 active again */
+    (void)sess_incr(a, clk, &sa, 1014, 22, 1); /* evicts 20 */
+    CHECK_EQ(atomic_load(&sa.n), 3);
+    CHECK_EQ(atomic_load(&sa.expired), 1);
+    /* 20's seq 1 again: it might be a new session's first write, so it is
+     * applied (the corner docs/REPLICATION.md states); its seq 9 cannot
+     * be: refused. */
+    CHECK_EQ(sess_incr(a, clk, &sa, 1015, 20, 9).status, KVMUX_STATUS_OUTCOME_UNKNOWN);
+    /* Expiry: 10 s idle on the replicated clock. */
+    CHECK_EQ(sess_incr(a, clk, &sa, 1013 + 10000, 7, 8).status, KVMUX_STATUS_OUTCOME_UNKNOWN);
+    CHECK(atomic_load(&sa.n) <= 1);
+    /* Without a table (NULL) session writes are applied plainly. */
+    int64_t before = ctr(a);
+    (void)sess_incr(a, clk, NULL, 30000, 7, 1);
+    (void)sess_incr(a, clk, NULL, 30001, 7, 1);
+    CHECK_EQ(ctr(a), before + 2);
+    /* A big window: the ring grows, every reply in it stays. */
+    kvmux_sessions sc;
+    kvmux_sessions_init(&sc);
+    uint8_t buf[256], ex[8];
+    kvmux_store_u64be(ex, 1);
+    for (uint64_t q = 1; q <= 300; q++) {
+        kvmux_entry_hdr h = {.clock_ms = 40000, .ncmds = 1, .sess_window = 256,
+                             .sess_max = 3, .sess_timeout_ms = 10000};
+        kvmux_entry_cmd c = {.op = KVMUX_OP_INCR, .extras_len = 8, .key_len = 1,
+                             .extras = ex, .key = (const uint8_t *)"z", .session = 99,
+                             .seq = q};
+        size_t n = build(buf, &h, &c, 1);
+        kvmux_fsm_result r;
+        kvmux_fsm_apply(a, clk, &sc, buf, n, &r, 1);
+        if (q == 300) {
+            /* 45..300 are in the window: all duplicates now. */
+            for (uint64_t k = 45; k <= 300; k += 17) {
+                c.seq = k;
+                n = build(buf, &h, &c, 1);
+                kvmux_fsm_apply(a, clk, &sc, buf, n, &r, 1);
+                CHECK_EQ(kvmux_load_u64be(r.extras), (int64_t)k);
+            }
+            c.seq = 44;
+            n = build(buf, &h, &c, 1);
+            kvmux_fsm_apply(a, clk, &sc, buf, n, &r, 1);
+            CHECK_EQ(r.status, KVMUX_STATUS_OUTCOME_UNKNOWN);
+        }
+    }
+    kvmux_sessions_clear(&sc);
+    kvmux_sessions_clear(&sa);
+    kvmux_sessions_clear(&sb);
+    kvmux_store_free(a);
+    kvmux_store_free(b);
+}
+
 int main(void) {
+    test_sessions();
     test_vector();
     test_replicated_clock();
     test_v3_vectors();
