@@ -19,7 +19,9 @@ struct kvmux_sess {
 };
 
 #define RING_MIN 8u
-#define RING_MAX (1u << 22) /* the decoder's bound on a snapshot's rings */
+/* The decoder's bound on a snapshot's rings: a ring never grows past the
+ * window rounded up to a power of two, and --session-window <= 2^20. */
+#define RING_MAX (1u << 20)
 
 static void put32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
@@ -249,8 +251,9 @@ static long decode_one(kvmux_sessions *t, const uint8_t *p, size_t len) {
     if (len < SESS_HDR) return -1;
     uint64_t sid = get64(p);
     uint32_t cap = get32(p + 24), nr = get32(p + 28);
-    if (sid == 0 || find(t, sid) || cap > RING_MAX || (cap & (cap - 1)) != 0 || nr > cap)
-        return -1;
+    if (sid == 0 || find(t, sid) || cap > RING_MAX || (cap & (cap - 1)) != 0 || nr > cap ||
+        (uint64_t)nr * REPLY_HDR > len - SESS_HDR)
+        return -1; /* every length checked before anything is allocated */
     kvmux_sess *s = create(t, sid);
     if (!s) return -1;
     s->last_ms = get64(p + 8);

@@ -19,8 +19,12 @@
  *   (an unknown id with seq > W: it cannot be a new session's first
  *   writes) is refused with OUTCOME_UNKNOWN, never applied blindly.
  *
- * Memory: per session 96 bytes plus 24 bytes per reply kept, at most
- * the window rounded up to a power of two (W = 2048: 48 KiB).
+ * Memory: per session about 96 bytes plus a ring of 32-byte replies that
+ * grows (doubling from 8) only when two seqs still in the window would
+ * share a slot, so to at most the window rounded up to a power of two
+ * (W = 2048: 64 KiB for a session with that many writes in its window).
+ * A snapshot is trusted input (it comes from the leader, like the log),
+ * but its decoder still checks every length before allocating.
  *
  * Thread-safety: one applier at a time (the Raft thread); the counters
  * are atomics, read by STATS from any thread. */

@@ -152,14 +152,20 @@ static kvmux_store *new_store(void) {
 
 static void test_fuzz(void) {
     kvmux_store *st = new_store();
+    /* With a session table: mutated format 2 entries (session ids, seqs
+     * and limits at random) and snapshots with a session section. */
+    kvmux_sessions ss;
+    kvmux_sessions_init(&ss);
     uint32_t x = 12345;
     int n = (int)(20000 * test_scale()) + 200;
     for (int i = 0; i < n; i++) {
         uint8_t buf[160];
         size_t len;
+        const uint8_t *base = i % 4 < 2 ? VEC1 : VEC2;
+        size_t blen = i % 4 < 2 ? sizeof VEC1 : sizeof VEC2;
         if (i % 2) {
-            memcpy(buf, VEC1, sizeof VEC1);
-            len = sizeof VEC1;
+            memcpy(buf, base, blen);
+            len = blen;
             for (int k = 0; k < 3; k++) {
                 x = x * 1103515245u + 12345u;
                 buf[(x >> 8) % len] = (uint8_t)(x >> 20);
@@ -167,8 +173,9 @@ static void test_fuzz(void) {
         } else {
             x = x * 1103515245u + 12345u;
             len = (x >> 8) % sizeof buf;
-            memcpy(buf, VEC1, len < 40 ? len : 40);
-            for (size_t k = 40; k < len; k++) {
+            size_t keep = base == VEC1 ? 40 : 80;
+            memcpy(buf, base, len < keep ? len : keep);
+            for (size_t k = keep; k < len; k++) {
                 x = x * 1103515245u + 12345u;
                 buf[k] = (uint8_t)(x >> 16);
             }
@@ -176,10 +183,22 @@ static void test_fuzz(void) {
         uint8_t *p = malloc(len ? len : 1);
         memcpy(p, buf, len);
         kvmux_fsm_result r[8];
-        (void)kvmux_fsm_apply(st, &clocks[0], NULL, p, len, r, 8);
-        (void)kvmux_fsm_restore(st, &clocks[0], NULL, p, len);
+        (void)kvmux_fsm_apply(st, &clocks[0], i % 3 ? &ss : NULL, p, len, r, 8);
+        (void)kvmux_fsm_restore(st, &clocks[0], i % 3 ? &ss : NULL, p, len);
         free(p);
+        if (i % 64 == 0) {
+            /* A real snapshot with its session table, mutated. */
+            uint8_t *snap = NULL;
+            size_t slen = 0;
+            if (kvmux_fsm_snapshot(st, &clocks[0], &ss, realloc, &snap, &slen) == 0) {
+                x = x * 1103515245u + 12345u;
+                snap[(x >> 8) % slen] ^= (uint8_t)(x >> 20) | 1;
+                (void)kvmux_fsm_restore(st, &clocks[0], &ss, snap, slen);
+                free(snap);
+            }
+        }
     }
+    kvmux_sessions_clear(&ss);
     kvmux_store_free(st);
     CHECK(1);
 }
