@@ -29,6 +29,12 @@
 
 #include "failover_scenario.h"
 #include "kvmux.h"
+#ifdef KVMUX_TEST_LIBUV
+#include <uv.h>
+
+#include "kvmux/adapters/libuv.h"
+#include "loop_util.h"
+#endif
 #include "proto.h"
 #include "rgroup.h"
 #include "testutil.h"
@@ -252,6 +258,61 @@ static void incr_blocking(rgroup *g, kill_ctx *k, const char *endpoints, int n, 
     free(r.ops);
 }
 
+#ifdef KVMUX_TEST_LIBUV
+/* Event-loop mode (libuv): the same INCR run, the loop driven from this
+ * thread between submits and kills. */
+static void incr_loop(rgroup *g, kill_ctx *k, const char *endpoints, int n, int kills) {
+    incr_run r;
+    memset(&r, 0, sizeof r);
+    r.g = g;
+    r.k = k;
+    r.key = "sess-loop";
+    r.n = n;
+    r.kills = kills;
+    r.ops = calloc((size_t)n, sizeof *r.ops);
+    REQUIRE(r.ops);
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.endpoints = endpoints;
+    o.reconnect_min_backoff_ms = 5;
+    o.reconnect_max_backoff_ms = 100;
+    o.connect_timeout_ms = 2000;
+    o.request_timeout_ms = 30000;
+    kvmux_client *c = NULL;
+    REQUIRE(kvmux_async_connect(&c, NULL, 0, &o) == 0);
+    REQUIRE(kvmux_libuv_attach(c, &loop) == 0);
+    int submitted = 0, made = 0;
+    int64_t end = test_now_ms() + 120000;
+    while (test_now_ms() < end) {
+        int done = completed(&r, submitted);
+        if (done == n) break;
+        made = maybe_kill(&r, done, made);
+        while (submitted < n && submitted - done < 64) {
+            kvmux_request q;
+            memset(&q, 0, sizeof q);
+            q.op = KVMUX_INCR;
+            q.key = r.key;
+            q.key_len = strlen(r.key);
+            q.delta = 1;
+            REQUIRE(kvmux_call_async(c, &q, KVMUX_TIMEOUT_DEFAULT, on_incr, &r.ops[submitted]) == 0);
+            submitted++;
+        }
+        run_loop(&loop, 5);
+    }
+    CHECK_EQ(completed(&r, submitted), n);
+    /* The final read from a blocking client (the loop client cannot block). */
+    r.c = sess_connect(endpoints);
+    incr_check(&r, "event loop depth 64");
+    kvmux_close(r.c);
+    kvmux_close(c);
+    run_loop(&loop, 100); /* the adapter's handles close */
+    CHECK_EQ(uv_loop_close(&loop), 0);
+    free(r.ops);
+}
+#endif
+
 /* A raw v3 connection to port with session id sid. Returns the fd or -1. */
 static int raw_session(uint16_t port, uint64_t sid) {
     int fd = test_connect_raw(port, 3000);
@@ -400,6 +461,10 @@ int main(void) {
     heal(&g, &k);
     incr_blocking(&g, &k, endpoints, ops / 2, kills);
     heal(&g, &k);
+#ifdef KVMUX_TEST_LIBUV
+    incr_loop(&g, &k, endpoints, ops / 2, kills);
+    heal(&g, &k);
+#endif
     raw_duplicates(&g, &k);
     heal(&g, &k);
 
