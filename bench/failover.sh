@@ -4,7 +4,10 @@
 # the build directory: 3 replicas with free ports under /tmp, 2 client
 # threads with 64 requests in flight each (SET/GET on 8 registers, INCR on
 # a counter), the leader killed with SIGKILL K times and restarted, every
-# op checked by the linearizability checker. Prints one line:
+# op checked by the linearizability checker; alongside, a libkvmux client
+# in endpoints mode with exactly-once sessions on keeps 64 INCRs in flight
+# on its own counter, which must end exactly at its acknowledged INCRs
+# (applied_twice counts any excess, lost any shortfall). Prints one line:
 #   failover: kills=K acknowledged=N lost=L applied_twice=D failover_ms_p50=X failover_ms_p99=Y failover_ms_max=Z linearizable=yes|no
 # (failover time: from the kill to the first acknowledged write invoked
 # after it) and exits non-zero if anything was lost, applied twice or not
@@ -51,4 +54,5 @@ rc=$?
 set -e
 grep '^failover:' "$LOG" || { tail -30 "$LOG" >&2; echo "bench/failover.sh: no summary line" >&2; exit 1; }
 grep '^history:' "$LOG" >&2 || true
+grep '^sessions:' "$LOG" >&2 || true
 exit $rc

@@ -297,6 +297,22 @@ typedef struct kvmux_options {
                                     (it may then be applied twice: only
                                     for idempotent writes); 0 (default):
                                     it completes with KVMUX_EUNKNOWN */
+    /* Exactly-once sessions (endpoints mode, protocol v3; docs/PROTOCOL.md
+     * section 17.1). By default the handle draws a random 64-bit session
+     * id (getrandom) and numbers its writes (SET, DEL, INCR, CAS, EXPIRE,
+     * PERSIST); the group remembers the answers of recent ones. A write
+     * whose connection is cut, or that is answered OUTCOME_UNKNOWN, is
+     * then resent with the same number to the new leader, within its
+     * deadline: applied at most once, and the resend gets the original
+     * answer -- so it completes with its real result, never
+     * KVMUX_EUNKNOWN, unless the group cannot tell (the session expired
+     * or was evicted server-side, or 3 resends in a row were answered
+     * OUTCOME_UNKNOWN): then KVMUX_EUNKNOWN, as without sessions.
+     * resend_writes then only matters for writes without a session (no_sessions
+     * set, or a server that negotiated v1/v2). no_sessions = 1: off, writes
+     * cut off complete with KVMUX_EUNKNOWN (or are resent blindly with
+     * resend_writes) as before. 0 (default): on. */
+    int no_sessions;
 } kvmux_options;
 
 /* Fill o with defaults and set o->struct_size. Thread-safe: yes.

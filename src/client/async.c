@@ -309,10 +309,10 @@ static void op_complete(kvmux_client *c, kvmux__op *op) {
  * NULL if the transfer could not be planned (call_check prevents it; big
  * freed, slot released). */
 static kvmux__slot *async_encode(kvmux_client *c, const kvmux_request *req, kvmux__bigmsg *big,
-                                 int64_t deadline, int64_t now) {
+                                 int64_t deadline, int64_t now, uint64_t *seq) {
     uint32_t id = 0;
     kvmux__slot *s = kvmux__pending_take(&c->pending, &id);
-    if (kvmux__call_encode(c, req, id, big, deadline, now) != 0) {
+    if (kvmux__call_encode(c, req, id, big, deadline, now, seq) != 0) {
         kvmux__pending_release(&c->pending, s);
         return NULL;
     }
@@ -479,7 +479,8 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
     int64_t deadline = now + tmo;
     uint64_t h = kind == KVMUX__OP_CALLBACK ? ++c->next_handle : 0;
     if (direct) {
-        kvmux__slot *s = async_encode(c, req, big, deadline, now);
+        /* Not endpoints mode (pump_now): no session, no seq. */
+        kvmux__slot *s = async_encode(c, req, big, deadline, now, NULL);
         big = NULL; /* started, or freed */
         if (!s) {
             if (op) kvmux__op_recycle(c, op);
@@ -635,7 +636,8 @@ void kvmux__async_pump(kvmux_client *c) {
         kvmux__slot *s = NULL;
         op->out_round = big ? UINT64_MAX : c->out_rounds; /* failover.c */
         if (rc == 0) {
-            s = async_encode(c, &q->req, big, op->timer.deadline, -1);
+            /* An op kept for resending (endpoints mode) keeps its seq. */
+            s = async_encode(c, &q->req, big, op->timer.deadline, -1, keep ? &op->seq : NULL);
             if (!s) rc = KVMUX_ETOOBIG;
         }
         if (rc != 0) {

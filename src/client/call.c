@@ -173,11 +173,13 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
      * every request carries its deadline (a u32 prefix). */
     size_t n = KVMUX_FRAME_HDR_LEN + call_extras_len(req->op) + req->key_len + vlen;
     if (version >= KVMUX_PROTO_V2) n += KVMUX_PREFIX_LEN;
+    size_t sess = kvmux__session_on(c, req->op) ? KVMUX_SESSION_PREFIX_LEN : 0;
+    n += sess;
     if (n > max_frame) {
         /* v2 sends it fragmented (bigsend.c; both drivers) if the head
          * of its first frame fits. */
-        size_t head = KVMUX_FRAME_HDR_LEN + 2 * KVMUX_PREFIX_LEN + call_extras_len(req->op) +
-                      req->key_len;
+        size_t head = KVMUX_FRAME_HDR_LEN + 2 * KVMUX_PREFIX_LEN + sess +
+                      call_extras_len(req->op) + req->key_len;
         if (version < KVMUX_PROTO_V2 || head >= max_frame || vlen > UINT32_MAX)
             return KVMUX_ETOOBIG;
     }
@@ -227,9 +229,12 @@ uint32_t kvmux__deadline_left(int64_t deadline, int64_t now) {
 }
 
 /* Encode req as frame id at the end of c->out (room reserved), or start
- * its fragmented transfer big. */
+ * its fragmented transfer big. seq (NULL: never a session write): a write
+ * numbered in the session keeps its number across resends; 0 = not
+ * numbered yet, given the next one here (under the lock, so numbers are
+ * handed out in the order frames are queued). */
 int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
-                       kvmux__bigmsg *big, int64_t deadline, int64_t now) {
+                       kvmux__bigmsg *big, int64_t deadline, int64_t now, uint64_t *seq) {
     uint8_t ext[16];
     kvmux_frame f;
     memset(&f, 0, sizeof f);
@@ -281,6 +286,11 @@ int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
              * parked WAIT, a queued request) and answer TIMEOUT. */
             f.flags = KVMUX_FLAG_DEADLINE;
             f.deadline_ms = kvmux__deadline_left(deadline, now);
+        }
+        if (seq && kvmux__session_on(c, req->op)) {
+            if (*seq == 0) *seq = c->next_seq++;
+            f.flags |= KVMUX_FLAG_SESSION;
+            f.session_seq = *seq;
         }
     }
     if (big) {
@@ -462,6 +472,8 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
     c->active++;
     int timed_out = 0;
     unsigned redirects = 0; /* NOT_LEADER answers followed */
+    uint64_t seq = 0;       /* session write: its number, kept for resends */
+    unsigned unknowns = 0;  /* OUTCOME_UNKNOWN answers resent */
     kvmux__slot *s = NULL;
     uint32_t id = 0;
 
@@ -521,7 +533,7 @@ admit:
     s->want_value = vout != NULL;
     /* Which send round carries it (failover.c: unsent at a loss?). */
     uint64_t out_round = big ? UINT64_MAX : c->out_rounds;
-    rc = kvmux__call_encode(c, req, id, big, deadline_ms, -1); /* it may have waited */
+    rc = kvmux__call_encode(c, req, id, big, deadline_ms, -1, &seq); /* it may have waited */
     big = NULL; /* started, or freed by call_encode */
     if (rc != 0) {
         kvmux__pending_release(&c->pending, s);
@@ -537,6 +549,8 @@ admit:
     w.wnext = NULL;
     w.chain_tail = 0;
     w.out_round = out_round;
+    w.seq = seq;
+    w.unknowns = unknowns;
     w.cpu = sched_getcpu();
     s->owner = KVMUX__OWNER_CALL;
     s->u.w = &w;
@@ -575,6 +589,7 @@ admit:
     if (w.chain_tail) call_chain_end(c);
     s = NULL;
     rc = w.result;
+    unknowns = w.unknowns;
     if (rc == KVMUX__ERETRY || rc == KVMUX__EREDIRECT) {
         /* retry_reads, or endpoints mode (failover.c): the request never
          * got its answer (a read cut off, or NOT_LEADER: not processed);

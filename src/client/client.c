@@ -219,8 +219,10 @@ size_t kvmux__hello_encode(kvmux_client *c, const char *name, uint8_t *out) {
     /* Same encoder with or without a token (len 0 = plain HELLO), so the
      * threaded connect, reconnect and event-loop paths all send it. out
      * needs KVMUX_HELLO_AUTH_MAX_LEN bytes. */
-    return kvmux_session_encode_hello_auth(&c->session, out, name, (const uint8_t *)c->auth,
-                                           c->auth_len);
+    size_t n = kvmux_session_encode_hello_auth(&c->session, out, name,
+                                               (const uint8_t *)c->auth, c->auth_len);
+    /* The session id (settings 9/10; a v1/v2 server ignores them). */
+    return kvmux_hello_append_session(out, n, c->session_id);
 }
 
 int kvmux__handshake_reply(kvmux_client *c, const kvmux_frame *f) {
@@ -400,6 +402,8 @@ int kvmux__check_opts(const kvmux_options *o) {
                                    KVMUX__CLIENT_PROTO_MAX);
     if (o->resend_writes < 0 || o->resend_writes > 1)
         return kvmux__connect_fail(KVMUX_EINVAL, "resend_writes is 0 or 1");
+    if (o->no_sessions < 0 || o->no_sessions > 1)
+        return kvmux__connect_fail(KVMUX_EINVAL, "no_sessions is 0 or 1");
     return 0;
 }
 
@@ -506,6 +510,7 @@ static int client_connect_one(kvmux_client *c, const char *host, uint16_t port,
 static int client_failover_init(kvmux_client *c, const char *endpoints) {
     int rc = kvmux__endpoints_parse(endpoints, &c->eps, &c->neps);
     if (rc != 0) return rc;
+    kvmux__session_init(c);
     c->opts.reconnect = 1;
     c->host = calloc(1, KVMUX__HOST_MAX + 1);
     if (!c->host) return kvmux__connect_fail(KVMUX_ENOMEM, "out of memory");

@@ -176,6 +176,8 @@ typedef struct kvmux__callwait {
     uint64_t out_round;            /* c->out_rounds when its frame was
                                       queued (UINT64_MAX: fragmented):
                                       equal at a loss = never sent */
+    uint64_t seq;                  /* session seq of a write (0: none) */
+    unsigned unknowns;             /* OUTCOME_UNKNOWN answers resent */
 } kvmux__callwait;
 
 #define KVMUX__CW_PENDING 0u
@@ -254,6 +256,8 @@ struct kvmux_future {
     uint8_t redirects;             /* endpoints mode: NOT_LEADER redirects
                                       followed (KVMUX__MAX_REDIRECTS) */
     uint64_t out_round;            /* INFLIGHT: as kvmux__callwait's */
+    uint64_t seq;                  /* session seq of a write (0: none yet) */
+    uint8_t unknowns;              /* OUTCOME_UNKNOWN answers resent */
 };
 typedef struct kvmux_future kvmux__op;
 
@@ -410,6 +414,9 @@ struct kvmux_client {
      * event-loop one. */
     kvmux__endpoint *eps;          /* immutable after connect; NULL: off */
     uint32_t neps;
+    uint64_t session_id;           /* exactly-once session (failover.c);
+                                      immutable after connect; 0: off */
+    uint64_t next_seq;             /* under mu: the next write's seq */
     uint32_t ep_cur;               /* the endpoint tried last / next */
     int redir_set;                 /* the next attempt goes to redir_* */
     int via_redirect;              /* the current connection's target was
@@ -455,6 +462,17 @@ int kvmux__endpoints_parse(const char *s, kvmux__endpoint **out, uint32_t *n);
 static inline int kvmux__failover_on(const kvmux_client *c) {
     return c->eps != NULL;
 }
+/* A write of op is numbered in c's session on the current connection (v3
+ * negotiated, sessions on): its frame carries SESSION and a seq. Any
+ * thread (c->version is an atomic). */
+int kvmux__session_on(const kvmux_client *c, int op);
+/* Endpoints mode: draw c's session id unless sessions are off (connect). */
+void kvmux__session_init(kvmux_client *c);
+/* OUTCOME_UNKNOWN answered a session write (lock held): resend it (1,
+ * done), or 0: the caller completes it with KVMUX_EUNKNOWN. */
+int kvmux__session_unknown(kvmux_client *c, kvmux__slot *s);
+/* Most OUTCOME_UNKNOWN answers one session write is resent after. */
+#define KVMUX__MAX_UNKNOWN_RESENDS 3u
 /* 1 if op is a read (resent after a lost connection): GET, EXISTS, TTL,
  * SCAN, WAIT, STATS, SLOWLOG, CLIENT_LIST, PING. */
 int kvmux__op_is_read(int op);
@@ -621,7 +639,7 @@ int kvmux__call_prepare(kvmux_client *c, const kvmux_request *req, size_t flen,
  * clock here if a DEADLINE needs it. Returns 0, or KVMUX_ETOOBIG if the
  * transfer could not be planned (big freed). */
 int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
-                       kvmux__bigmsg *big, int64_t deadline, int64_t now);
+                       kvmux__bigmsg *big, int64_t deadline, int64_t now, uint64_t *seq);
 
 /* The DEADLINE value (ms left, >= 1) for a monotonic-ms deadline, at
  * now (monotonic ms; -1: read the clock). */

@@ -48,10 +48,27 @@
  * is numeric (AI_NUMERICHOST) or spelled exactly as one of the endpoints;
  * otherwise the next endpoint is tried.
  *
- * What it is not: no session ids or write numbering (exactly-once writes
- * across failover are a later step of issue 10); no read-only routing to
- * followers.
+ * Exactly-once sessions (docs/PROTOCOL.md section 17.1). With v3 and
+ * sessions on (the default in endpoints mode), the handle has a random
+ * session id, sent in every HELLO (the same on each reconnection), and
+ * each write gets the next seq when it is first encoded; the seq stays
+ * with the request (the blocking caller's stack, the async op) across
+ * resends. A session write cut off by a lost connection, or answered
+ * OUTCOME_UNKNOWN, is then resent like a read: the group applies a seq at
+ * most once and answers a resend with the original reply. Only when the
+ * group cannot tell (the session was forgotten: OUTCOME_UNKNOWN again,
+ * KVMUX__MAX_UNKNOWN_RESENDS times) does it end as KVMUX_EUNKNOWN.
+ * The window promise (at most W writes of the session unanswered) holds
+ * because a write takes its seq only with a credit: at most the credits
+ * of the current connection plus the writes of the lost one waiting to
+ * be resent are unanswered, and the server's window is at least twice
+ * its max outstanding.
+ *
+ * What it is not: no read-only routing to followers.
  */
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,10 +278,69 @@ static int slot_unsent(const kvmux_client *c, const kvmux__slot *s) {
     return r == c->out_rounds;
 }
 
+/* The session seq of s's write (0: none, or a plain write). */
+static uint64_t slot_seq(const kvmux__slot *s) {
+    if (s->owner == KVMUX__OWNER_CALL) return s->u.w->seq;
+    if (s->owner == KVMUX__OWNER_OP) return s->u.aop->seq;
+    return 0;
+}
+
 void kvmux__failover_slot_lost(kvmux_client *c, kvmux__slot *s) {
-    if (kvmux__op_is_read(s->op) || c->opts.resend_writes || slot_unsent(c, s)) {
+    /* A session write is safe to resend: the group applies its seq once
+     * and answers a resend with the original reply. */
+    if (kvmux__op_is_read(s->op) || c->opts.resend_writes || slot_unsent(c, s) ||
+        slot_seq(s) != 0) {
         kvmux__failover_resend(c, s, 0);
         return;
     }
     kvmux__slot_finish(c, s, KVMUX_EUNKNOWN, NULL, NULL);
+}
+
+/* ---- exactly-once sessions ---- */
+
+static int op_is_session_write(int op) {
+    return op == KVMUX_SET || op == KVMUX_DEL || op == KVMUX_INCR || op == KVMUX_CAS ||
+           op == KVMUX_EXPIRE || op == KVMUX_PERSIST;
+}
+
+int kvmux__session_on(const kvmux_client *c, int op) {
+    return c->session_id != 0 && op_is_session_write(op) &&
+           atomic_load_explicit(&c->version, memory_order_relaxed) >= KVMUX_PROTO_V3;
+}
+
+void kvmux__session_init(kvmux_client *c) {
+    if (!c->eps || c->opts.no_sessions ||
+        (c->opts.max_protocol_version && c->opts.max_protocol_version < KVMUX_PROTO_V3))
+        return;
+    uint64_t id = 0;
+    for (int i = 0; i < 4 && id == 0; i++) {
+        if (getrandom(&id, sizeof id, GRND_NONBLOCK) != (ssize_t)sizeof id) {
+            /* No entropy yet (early boot): a clock-and-pid mix is unique
+             * enough for an id that only has to differ from other
+             * clients' (not be secret). */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            id = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^
+                 ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)c;
+        }
+    }
+    c->session_id = id ? id : 1;
+    c->next_seq = 1;
+}
+
+int kvmux__session_unknown(kvmux_client *c, kvmux__slot *s) {
+    if (!kvmux__failover_on(c)) return 0;
+    if (s->owner == KVMUX__OWNER_CALL) {
+        kvmux__callwait *w = s->u.w;
+        if (w->seq == 0 || w->unknowns >= KVMUX__MAX_UNKNOWN_RESENDS) return 0;
+        w->unknowns++;
+    } else if (s->owner == KVMUX__OWNER_OP) {
+        kvmux__op *op = s->u.aop;
+        if (op->seq == 0 || op->unknowns >= KVMUX__MAX_UNKNOWN_RESENDS) return 0;
+        op->unknowns++;
+    } else {
+        return 0;
+    }
+    kvmux__failover_resend(c, s, 0);
+    return 1;
 }

@@ -162,6 +162,7 @@ int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
          * (this may block for a host name, never for a numeric address);
          * attempts start with the first. */
         rc = kvmux__endpoints_parse(o.endpoints, &c->eps, &c->neps);
+        if (rc == 0) kvmux__session_init(c);
         for (uint32_t i = 0; rc == 0 && i < c->neps; i++)
             rc = kvmux__resolve_first(c->eps[i].host, c->eps[i].port, &c->eps[i].ss,
                                       &c->eps[i].sslen);

@@ -274,6 +274,11 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         kvmux__failover_not_leader(c, s, f->value, f->value_len);
         return 0;
     }
+    if (f->code == KVMUX_STATUS_OUTCOME_UNKNOWN && kvmux__session_unknown(c, s)) {
+        /* A session write: resent with its seq (failover.c). */
+        kvmux__failover_drain_check(c);
+        return 0;
+    }
     int err;
     if (kvmux__status_to_error(f->code, &err) != 0) {
         kvmux__client_fail(c, KVMUX_EPROTO, "server sent unknown status %u (request %u)",

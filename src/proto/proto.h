@@ -110,6 +110,13 @@ enum kvmux_frame_type {
  *             from when the server receives the frame (0 = already expired). */
 #define KVMUX_FLAG_MORE 0x01u
 #define KVMUX_FLAG_DEADLINE 0x02u
+/*   SESSION   v3 REQUEST of a write (SET, DEL, INCR, CAS, EXPIRE, PERSIST)
+ *             on a connection whose HELLO carried a session id: extras
+ *             carry u64 seq, the write's number in its session, after the
+ *             DEADLINE and MORE prefixes (docs/PROTOCOL.md section 17.1).
+ *             Unknown (BAD_FLAGS) on v1/v2. */
+#define KVMUX_FLAG_SESSION 0x10u
+#define KVMUX_SESSION_PREFIX_LEN 8u      /* the u64 seq */
 
 /* Opcodes (REQUEST.code). Request extras / response extras:
  *   GET   req: none                         OK: u64 version, value
@@ -282,6 +289,12 @@ enum kvmux_setting_id {
  * padded with zero bytes). Macros, not enum members, as for new codes. */
 #define KVMUX_SETTING_AUTH_TOKEN_LEN 7
 #define KVMUX_SETTING_AUTH_TOKEN 8
+/* v3 session id (docs/PROTOCOL.md section 17.1): a nonzero u64 the client
+ * draws at random per handle, as two entries (high 32 bits, low 32 bits),
+ * both or neither. Unknown ids on v1/v2. */
+#define KVMUX_SETTING_SESSION_ID_HI 9
+#define KVMUX_SETTING_SESSION_ID_LO 10
+#define KVMUX_SESSION_SETTINGS_LEN 12u
 #define KVMUX_MAX_AUTH_TOKEN 64u
 /* Bytes the auth entries add to a HELLO value: 6 * (1 + ceil(64 / 4)). */
 #define KVMUX_AUTH_SETTINGS_MAX_LEN (6u * (1u + KVMUX_MAX_AUTH_TOKEN / 4u))
@@ -328,6 +341,7 @@ typedef struct kvmux_frame {
     uint32_t value_len;
     uint32_t deadline_ms;     /* v2, REQUEST with DEADLINE */
     uint32_t total_value_len; /* v2, first frame (REQUEST/RESPONSE) with MORE */
+    uint64_t session_seq;     /* v3, REQUEST with SESSION */
 } kvmux_frame;
 
 /* ---- big-endian helpers (never overlay structs on wire bytes) ---- */
@@ -357,6 +371,10 @@ static inline void kvmux_store_u64be(uint8_t *p, uint64_t v) {
 /* 1 if f carries a deadline_ms (REQUEST with DEADLINE). */
 static inline int kvmux_frame_has_deadline(const kvmux_frame *f) {
     return f->type == KVMUX_FRAME_REQUEST && (f->flags & KVMUX_FLAG_DEADLINE) != 0;
+}
+/* 1 if f carries a session_seq (v3 REQUEST with SESSION). */
+static inline int kvmux_frame_has_session(const kvmux_frame *f) {
+    return f->type == KVMUX_FRAME_REQUEST && (f->flags & KVMUX_FLAG_SESSION) != 0;
 }
 /* 1 if f is the first frame of a fragmented message (REQUEST or RESPONSE
  * with MORE) and so carries total_value_len. */
@@ -537,6 +555,19 @@ size_t kvmux_settings_encode_auth(uint8_t *out, const uint8_t *token, size_t len
  * length). Thread-safe: yes. */
 int kvmux_settings_auth_token(const uint8_t *p, size_t len, uint8_t *out);
 
+/* Write the two session id entries for sid (nonzero) at out
+ * (KVMUX_SESSION_SETTINGS_LEN bytes); returns that length. */
+size_t kvmux_settings_encode_session(uint8_t *out, uint64_t sid);
+/* Find the session id in the settings p[0..len): 1 with *sid set, 0 if
+ * there is none, -KVMUX_ERR_PROTOCOL if only one half is there, a half is
+ * repeated or the id is 0, -KVMUX_ERR_BAD_LENGTH if len is not whole
+ * entries. */
+int kvmux_settings_session_id(const uint8_t *p, size_t len, uint64_t *sid);
+/* Append the session id entries to an encoded HELLO frame[0..n) (its
+ * buffer has KVMUX_SESSION_SETTINGS_LEN more bytes), fixing its body
+ * length. Returns the new length. sid 0: nothing appended. */
+size_t kvmux_hello_append_session(uint8_t *frame, size_t n, uint64_t sid);
+
 /* ---- settings and handshake ---- */
 
 typedef struct kvmux_settings {
@@ -672,7 +703,8 @@ size_t kvmux_session_encode_hello(kvmux_session *s, uint8_t *out,
                                   const char *name);
 
 /* Buffer for a HELLO carrying an auth token. */
-#define KVMUX_HELLO_AUTH_MAX_LEN (KVMUX_HELLO_MAX_LEN + KVMUX_AUTH_SETTINGS_MAX_LEN)
+#define KVMUX_HELLO_AUTH_MAX_LEN \
+    (KVMUX_HELLO_MAX_LEN + KVMUX_AUTH_SETTINGS_MAX_LEN + KVMUX_SESSION_SETTINGS_LEN)
 
 /* Client: kvmux_session_encode_hello plus the auth token token[0..len)
  * (1..KVMUX_MAX_AUTH_TOKEN bytes; section 8.1) appended to the settings

@@ -166,3 +166,40 @@ int kvmux_settings_auth_token(const uint8_t *p, size_t len, uint8_t *out) {
     if (got < tlen) return -KVMUX_ERR_PROTOCOL;
     return (int)tlen;
 }
+
+size_t kvmux_settings_encode_session(uint8_t *out, uint64_t sid) {
+    uint8_t *p = settings_put(out, KVMUX_SETTING_SESSION_ID_HI, (uint32_t)(sid >> 32));
+    p = settings_put(p, KVMUX_SETTING_SESSION_ID_LO, (uint32_t)sid);
+    return (size_t)(p - out);
+}
+
+/* Both halves exactly once: like the token, a repeated half would let two
+ * readers disagree on who the client is. */
+int kvmux_settings_session_id(const uint8_t *p, size_t len, uint64_t *sid) {
+    if (len % KVMUX_SETTING_ENTRY_LEN != 0) return -KVMUX_ERR_BAD_LENGTH;
+    uint64_t hi = 0, lo = 0;
+    int seen_hi = 0, seen_lo = 0;
+    for (size_t off = 0; off < len; off += KVMUX_SETTING_ENTRY_LEN) {
+        uint16_t id = kvmux_load_u16be(p + off);
+        uint32_t v = kvmux_load_u32be(p + off + 2);
+        if (id == KVMUX_SETTING_SESSION_ID_HI) {
+            if (seen_hi++) return -KVMUX_ERR_PROTOCOL;
+            hi = v;
+        } else if (id == KVMUX_SETTING_SESSION_ID_LO) {
+            if (seen_lo++) return -KVMUX_ERR_PROTOCOL;
+            lo = v;
+        }
+    }
+    if (!seen_hi && !seen_lo) return 0;
+    if (!seen_hi || !seen_lo || (hi == 0 && lo == 0)) return -KVMUX_ERR_PROTOCOL;
+    *sid = hi << 32 | lo;
+    return 1;
+}
+
+/* HELLO's settings are the last part of the frame (as for the token). */
+size_t kvmux_hello_append_session(uint8_t *frame, size_t n, uint64_t sid) {
+    if (sid == 0) return n;
+    size_t a = kvmux_settings_encode_session(frame + n, sid);
+    kvmux_store_u32be(frame + 12, kvmux_load_u32be(frame + 12) + (uint32_t)a);
+    return n + a;
+}

@@ -32,6 +32,10 @@ void kvmux_entry_encode_hdr(uint8_t *out, const kvmux_entry_hdr *h) {
     put64(out + 16, h->origin.seq);
     put64(out + 24, h->clock_ms);
     put32(out + 32, h->ncmds);
+    put32(out + 36, h->sess_window);
+    put32(out + 40, h->sess_max);
+    put32(out + 44, 0);
+    put64(out + 48, h->sess_timeout_ms);
 }
 
 void kvmux_entry_set_ncmds(uint8_t *out, uint32_t ncmds) { put32(out + 32, ncmds); }
@@ -41,6 +45,8 @@ size_t kvmux_entry_encode_cmd(uint8_t *out, const kvmux_entry_cmd *c) {
     out[1] = c->extras_len;
     put16(out + 2, c->key_len);
     put32(out + 4, c->value_len);
+    put64(out + 8, c->session);
+    put64(out + 16, c->seq);
     size_t off = KVMUX_ENTRY_CMD_HDR_LEN;
     if (c->extras_len) memcpy(out + off, c->extras, c->extras_len);
     off += c->extras_len;
@@ -52,9 +58,17 @@ size_t kvmux_entry_encode_cmd(uint8_t *out, const kvmux_entry_cmd *c) {
 
 int kvmux_entry_decode_hdr(const uint8_t *buf, size_t len, kvmux_entry_hdr *h,
                            kvmux_entry_iter *it) {
-    if (len < KVMUX_ENTRY_HDR_LEN || get32(buf) != KVMUX_ENTRY_MAGIC ||
-        buf[4] != KVMUX_ENTRY_FORMAT)
+    if (len < KVMUX_ENTRY_FORMAT1_HDR_LEN || get32(buf) != KVMUX_ENTRY_MAGIC ||
+        (buf[4] != 1 && buf[4] != KVMUX_ENTRY_FORMAT))
         return -1;
+    uint8_t fmt = buf[4];
+    size_t hdr = fmt == 1 ? KVMUX_ENTRY_FORMAT1_HDR_LEN : KVMUX_ENTRY_HDR_LEN;
+    size_t cmd = fmt == 1 ? KVMUX_ENTRY_FORMAT1_CMD_HDR_LEN : KVMUX_ENTRY_CMD_HDR_LEN;
+    if (len < hdr) return -1;
+    h->format = fmt;
+    h->sess_window = fmt == 1 ? 0 : get32(buf + 36);
+    h->sess_max = fmt == 1 ? 0 : get32(buf + 40);
+    h->sess_timeout_ms = fmt == 1 ? 0 : get64(buf + 48);
     h->origin.replica = buf[5];
     h->origin.loop = get16(buf + 6);
     h->origin.nonce = get64(buf + 8);
@@ -63,11 +77,12 @@ int kvmux_entry_decode_hdr(const uint8_t *buf, size_t len, kvmux_entry_hdr *h,
     h->ncmds = get32(buf + 32);
     /* Every command takes at least its header: a count the buffer cannot
      * hold is refused before anyone sizes an array by it. */
-    if (h->ncmds > (len - KVMUX_ENTRY_HDR_LEN) / KVMUX_ENTRY_CMD_HDR_LEN) return -1;
+    if (h->ncmds > (len - hdr) / cmd) return -1;
     it->p = buf;
     it->len = len;
-    it->off = KVMUX_ENTRY_HDR_LEN;
+    it->off = hdr;
     it->left = h->ncmds;
+    it->format = fmt;
     return 0;
 }
 
@@ -82,16 +97,19 @@ int kvmux_entry_next(kvmux_entry_iter *it, kvmux_entry_cmd *c) {
         return 0;
     }
     size_t rest = it->len - it->off;
-    if (rest < KVMUX_ENTRY_CMD_HDR_LEN) return -1;
+    size_t hl = it->format == 1 ? KVMUX_ENTRY_FORMAT1_CMD_HDR_LEN : KVMUX_ENTRY_CMD_HDR_LEN;
+    if (rest < hl) return -1;
     const uint8_t *p = it->p + it->off;
     c->op = p[0];
     c->extras_len = p[1];
     c->key_len = get16(p + 2);
     c->value_len = get32(p + 4);
+    c->session = hl == KVMUX_ENTRY_CMD_HDR_LEN ? get64(p + 8) : 0;
+    c->seq = hl == KVMUX_ENTRY_CMD_HDR_LEN ? get64(p + 16) : 0;
     if (c->extras_len > KVMUX_ENTRY_MAX_EXTRAS) return -1;
-    uint64_t need = (uint64_t)KVMUX_ENTRY_CMD_HDR_LEN + c->extras_len + c->key_len + c->value_len;
+    uint64_t need = (uint64_t)hl + c->extras_len + c->key_len + c->value_len;
     if (need > rest) return -1;
-    c->extras = p + KVMUX_ENTRY_CMD_HDR_LEN;
+    c->extras = p + hl;
     c->key = c->extras + c->extras_len;
     c->value = c->key + c->key_len;
     it->off += (size_t)need;

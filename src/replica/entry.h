@@ -5,12 +5,20 @@
  * use, so any bytes (a corrupt log, a fuzzer) give an error, never a crash.
  *
  * Layout (big-endian; docs/REPLICATION.md "Log entry format"):
- *   0  u32 magic "KVRE"       4  u8 format (1)     5  u8 origin replica id
+ *   0  u32 magic "KVRE"       4  u8 format (2)     5  u8 origin replica id
  *   6  u16 origin loop        8  u64 origin boot nonce
  *  16  u64 origin sequence   24  u64 leader clock (Unix ms at proposal)
- *  32  u32 command count     36  commands:
+ *  32  u32 command count
+ *  format 2 only (the leader's session limits, so every replica expires
+ *  and evicts sessions alike whatever its own options say):
+ *  36  u32 session window    40  u32 max sessions  44  u32 pad (0)
+ *  48  u64 session timeout ms
+ *  56  commands (format 1: at 36):
  *      u8 opcode, u8 extras_len (<= 16), u16 key_len, u32 value_len,
+ *      format 2 only: u64 session id (0 = none), u64 session seq,
  *      extras, key, value
+ * The decoder reads formats 1 and 2 (a log written before sessions
+ * existed replays: its commands have no session); the encoder writes 2.
  * then 0..7 zero bytes of padding to a multiple of 8 bytes (C-Raft's
  * raft_uv refuses other lengths; kvmux_entry_padded_len). An entry with no
  * commands is a read barrier. */
@@ -21,9 +29,11 @@
 #include <stdint.h>
 
 #define KVMUX_ENTRY_MAGIC 0x4B565245u /* "KVRE" */
-#define KVMUX_ENTRY_FORMAT 1u
-#define KVMUX_ENTRY_HDR_LEN 36u
-#define KVMUX_ENTRY_CMD_HDR_LEN 8u
+#define KVMUX_ENTRY_FORMAT 2u
+#define KVMUX_ENTRY_FORMAT1_HDR_LEN 36u
+#define KVMUX_ENTRY_FORMAT1_CMD_HDR_LEN 8u
+#define KVMUX_ENTRY_HDR_LEN 56u
+#define KVMUX_ENTRY_CMD_HDR_LEN 24u
 #define KVMUX_ENTRY_MAX_EXTRAS 16u
 
 /* Who proposed an entry: lets the leader tell its own applied entries
@@ -39,6 +49,10 @@ typedef struct kvmux_entry_hdr {
     kvmux_entry_origin origin;
     uint64_t clock_ms;    /* the leader's wall clock at proposal */
     uint32_t ncmds;
+    uint8_t format;       /* decoded: 1 or 2 */
+    uint32_t sess_window; /* format 2: --session-window (0 in format 1) */
+    uint32_t sess_max;    /* format 2: --max-sessions */
+    uint64_t sess_timeout_ms; /* format 2: --session-timeout */
 } kvmux_entry_hdr;
 
 typedef struct kvmux_entry_cmd {
@@ -46,6 +60,8 @@ typedef struct kvmux_entry_cmd {
     uint8_t extras_len;
     uint16_t key_len;
     uint32_t value_len;
+    uint64_t session;      /* 0: not a session write */
+    uint64_t seq;          /* its number in the session */
     const uint8_t *extras; /* point into the decoded buffer */
     const uint8_t *key;
     const uint8_t *value;
@@ -70,6 +86,7 @@ typedef struct kvmux_entry_iter {
     const uint8_t *p;
     size_t len, off;
     uint32_t left;
+    uint8_t format;
 } kvmux_entry_iter;
 
 /* Decode and check the header of buf[0..len). Returns 0, or -1 if the

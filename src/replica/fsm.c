@@ -6,9 +6,11 @@
 
 #include "entry.h"
 #include "proto.h"
+#include "sessions.h"
 
 #define SNAP_MAGIC 0x4B56534Eu /* "KVSN" */
-#define SNAP_FORMAT 2u
+#define SNAP_FORMAT 3u         /* 3: the session table follows the records */
+#define SNAP_FORMAT_NOSESS 2u  /* still restored: an empty session table */
 #define SNAP_HDR_LEN 32u       /* magic, format(u32), last version, count, clock */
 #define SNAP_REC_HDR_LEN 22u   /* klen u16, vlen u32, version u64, ttl_left u64 */
 
@@ -100,8 +102,27 @@ static void apply_cmd(kvmux_store *st, const kvmux_entry_cmd *c, kvmux_fsm_resul
     res(r, KVMUX_STATUS_BAD_REQUEST, NULL, NULL);
 }
 
-int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, const uint8_t *buf, size_t len,
-                    kvmux_fsm_result *out, uint32_t nout) {
+/* A session write: applied once, its result remembered (sessions.h). */
+static void apply_session_cmd(kvmux_store *st, kvmux_sessions *ss, const kvmux_sess_limits *lim,
+                              uint64_t now, const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
+    kvmux_fsm_result tmp;
+    kvmux_sess *s;
+    switch (kvmux_sessions_check(ss, lim, now, c->session, c->seq, &tmp, &s)) {
+    case KVMUX_SESS_DUPLICATE:
+        break;
+    case KVMUX_SESS_REFUSE:
+        res(&tmp, KVMUX_STATUS_OUTCOME_UNKNOWN, NULL, NULL);
+        break;
+    default:
+        apply_cmd(st, c, &tmp);
+        kvmux_sessions_record(ss, lim, s, c->seq, &tmp);
+        break;
+    }
+    if (r) *r = tmp;
+}
+
+int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
+                    const uint8_t *buf, size_t len, kvmux_fsm_result *out, uint32_t nout) {
     kvmux_entry_hdr h;
     kvmux_entry_iter it;
     kvmux_entry_cmd c;
@@ -112,9 +133,15 @@ int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, const uint8_t *buf, s
     while ((rc = kvmux_entry_next(&check, &c)) == 1) {}
     if (rc < 0) return -1;
     clock_advance(clk, h.clock_ms);
+    kvmux_sess_limits lim = {.window = h.sess_window, .max_sessions = h.sess_max,
+                             .timeout_ms = h.sess_timeout_ms};
+    uint64_t now = kvmux_fsm_clock_read(clk);
+    if (ss && lim.window) kvmux_sessions_expire(ss, &lim, now);
     uint32_t i = 0;
     while (kvmux_entry_next(&it, &c) == 1) {
-        apply_cmd(st, &c, out && i < nout ? &out[i] : NULL);
+        kvmux_fsm_result *r = out && i < nout ? &out[i] : NULL;
+        if (ss && lim.window && c.session) apply_session_cmd(st, ss, &lim, now, &c, r);
+        else apply_cmd(st, &c, r);
         i++;
     }
     return (int)i;
@@ -166,18 +193,25 @@ static void snap_record(void *ud, const kvmux_store_record *r) {
     b->count++;
 }
 
-int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_fsm_realloc_fn ra,
-                       uint8_t **out, size_t *outlen) {
+int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
+                       kvmux_fsm_realloc_fn ra, uint8_t **out, size_t *outlen) {
     snap_buf b = {.ra = ra};
     if (snap_reserve(&b, SNAP_HDR_LEN) != 0) return -1;
     b.len = SNAP_HDR_LEN;
     uint64_t last = kvmux_store_last_version(st);
     for (uint32_t s = 0;; s++)
         if (s >= kvmux_store_snapshot_shard(st, s, snap_record, &b)) break;
+    /* The session table after the records (an empty one: u32 0). */
+    kvmux_sessions empty;
+    kvmux_sessions_init(&empty);
+    const kvmux_sessions *tab = ss ? ss : &empty;
+    size_t sl = kvmux_sessions_encoded_len(tab);
+    if (!b.failed && snap_reserve(&b, sl) != 0) b.failed = 1;
     if (b.failed) {
         ra(b.p, 0);
         return -1;
     }
+    b.len += kvmux_sessions_encode(tab, b.p + b.len);
     put32(b.p, SNAP_MAGIC);
     put32(b.p + 4, SNAP_FORMAT);
     put64(b.p + 8, last);
@@ -232,9 +266,12 @@ static int clear_store(kvmux_store *st) {
     return 0;
 }
 
-int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, const uint8_t *buf, size_t len) {
-    if (len < SNAP_HDR_LEN || get32(buf) != SNAP_MAGIC || get32(buf + 4) != SNAP_FORMAT)
+int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
+                      const uint8_t *buf, size_t len) {
+    if (len < SNAP_HDR_LEN || get32(buf) != SNAP_MAGIC ||
+        (get32(buf + 4) != SNAP_FORMAT && get32(buf + 4) != SNAP_FORMAT_NOSESS))
         return -1;
+    int with_sessions = get32(buf + 4) == SNAP_FORMAT;
     uint64_t last = get64(buf + 8), count = get64(buf + 16);
     if (clear_store(st) != 0) return -1;
     clock_advance(clk, get64(buf + 24));
@@ -254,6 +291,16 @@ int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, const uint8_t *buf,
                                 left ? now + left : 0) != KVMUX_STATUS_OK)
             return -1;
         off += SNAP_REC_HDR_LEN + klen + vlen;
+    }
+    if (with_sessions) {
+        kvmux_sessions scratch;
+        kvmux_sessions_init(&scratch);
+        long used = kvmux_sessions_decode(ss ? ss : &scratch, buf + off, len - off);
+        kvmux_sessions_clear(&scratch);
+        if (used < 0) return -1;
+        off += (size_t)used;
+    } else if (ss) {
+        kvmux_sessions_clear(ss);
     }
     if (off != len) return -1;
     kvmux_store_bump_version(st, last);

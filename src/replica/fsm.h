@@ -20,6 +20,8 @@
 
 #include "store.h"
 
+struct kvmux_sessions; /* sessions.h */
+
 /* One command's outcome, as the leader answers it: status (a
  * KVMUX_STATUS_*) and extras (the version, INCR's value and version, a
  * CAS mismatch's current version). */
@@ -39,28 +41,35 @@ typedef struct kvmux_fsm_clock {
 uint64_t kvmux_fsm_clock_read(void *ud);
 
 /* Apply the entry buf[0..len) to st, whose clock is clk: clk first moves
- * to the entry's leader clock (if that is later). If out is not NULL it
- * receives one result per command (nout of them at most). Returns the
- * number of commands applied, or -1 if the entry is malformed (nothing
- * applied, clock unchanged). Thread-safety: one applier at a time. */
-int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, const uint8_t *buf, size_t len,
-                    kvmux_fsm_result *out, uint32_t nout);
+ * to the entry's leader clock (if that is later). ss (NULL: no sessions)
+ * is the session table: a command of a session that already applied its
+ * seq gets the original result and is not applied again, one of a
+ * forgotten session (or below its window) gets OUTCOME_UNKNOWN
+ * (sessions.h). If out is not NULL it receives one result per command
+ * (nout of them at most). Returns the number of commands applied, or -1
+ * if the entry is malformed (nothing applied, clock unchanged).
+ * Thread-safety: one applier at a time. */
+int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
+                    const uint8_t *buf, size_t len, kvmux_fsm_result *out, uint32_t nout);
 
 /* Allocator for snapshots (Raft frees them with its own raft_free). */
 typedef void *(*kvmux_fsm_realloc_fn)(void *p, size_t n);
 
 /* Serialize st (every live key with its version and remaining TTL, the
- * version counter and the clock) into a buffer from ra. Returns 0 with
- * *out, *outlen, or -1 (out of memory). Writers must be quiescent (the
- * apply thread calls it); readers may run. */
-int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_fsm_realloc_fn ra,
-                       uint8_t **out, size_t *outlen);
+ * version counter and the clock) and the session table ss (NULL: none)
+ * into a buffer from ra. Returns 0 with *out, *outlen, or -1 (out of
+ * memory). Writers must be quiescent (the apply thread calls it);
+ * readers may run. */
+int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
+                       kvmux_fsm_realloc_fn ra, uint8_t **out, size_t *outlen);
 
-/* Replace st's contents by the snapshot buf[0..len) (clk moves to the
- * snapshot's clock if that is later). Returns 0, or -1 if the snapshot is
- * malformed (the store is then partially restored: the caller must not go
- * on). */
-int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, const uint8_t *buf, size_t len);
+/* Replace st's contents and the session table ss (NULL: ignored) by the
+ * snapshot buf[0..len) (clk moves to the snapshot's clock if that is
+ * later). Snapshots of format 2 (before sessions) restore with an empty
+ * table. Returns 0, or -1 if the snapshot is malformed (the store is then
+ * partially restored: the caller must not go on). */
+int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
+                      const uint8_t *buf, size_t len);
 
 /* Order-independent digest of every live key, value and version (and not
  * the TTLs, whose store-clock values differ per replica). Any thread. */

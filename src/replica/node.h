@@ -47,6 +47,7 @@ typedef struct kvmux_node_config {
     uint64_t nonce;              /* this process's boot nonce (entry origin) */
     kvmux_store *store;
     kvmux_fsm_clock *clock;      /* the store's clock (fsm.h) */
+    struct kvmux_sessions *sessions; /* exactly-once table (sessions.h) */
     kvmux_node_done_fn done;
     void *done_ud;
 } kvmux_node_config;

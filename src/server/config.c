@@ -80,6 +80,9 @@ void kvmux_server_config_init(kvmux_server_config *c) {
     c->election_timeout_ms = 500;
     c->heartbeat_timeout_ms = 50;
     c->snapshot_threshold = 1024;
+    c->session_timeout_ms = 3600000;
+    c->max_sessions = 4096;
+    c->session_window = 2048;
 }
 
 void kvmux_server_config_deinit(kvmux_server_config *c) {
@@ -123,6 +126,15 @@ static int validate_replica(const kvmux_server_config *c, char *err, size_t errl
     RANGE(read_mode, "--read-mode", 0, 1);
     RANGE(heartbeat_timeout_ms, "--heartbeat-timeout", 1, 60000);
     RANGE(snapshot_threshold, "--snapshot-threshold", 2, 100000000);
+    RANGE(session_timeout_ms, "--session-timeout", 1000, 604800000);
+    RANGE(max_sessions, "--max-sessions", 1, 10000000);
+    RANGE(session_window, "--session-window", 2, 1048576);
+    /* A client resends the writes of a lost connection while the next
+     * one fills up: up to twice its credits unanswered (REPLICATION.md
+     * "Exactly-once sessions"). */
+    if ((uint64_t)c->session_window < 2ull * c->max_outstanding)
+        return kvmux_errf(err, errlen, "--session-window %u must be at least twice "
+                    "--max-outstanding %u", c->session_window, c->max_outstanding);
     if (c->heartbeat_timeout_ms >= c->election_timeout_ms)
         return kvmux_errf(err, errlen, "--heartbeat-timeout %u must be below --election-timeout %u",
                     c->heartbeat_timeout_ms, c->election_timeout_ms);
@@ -334,6 +346,9 @@ static const opt options[] = {
     {"--heartbeat-timeout", OPT_MS, OFF(heartbeat_timeout_ms), "MS     Raft heartbeat interval (50)", R_NO},
     {"--read-mode", OPT_READMODE, OFF(read_mode), "M      linearizable reads on the leader: lease or barrier (lease)", R_NO},
     {"--snapshot-threshold", OPT_U32, OFF(snapshot_threshold), "N      Raft entries between snapshots (1024)", R_NO},
+    {"--session-timeout", OPT_MS, OFF(session_timeout_ms), "MS     forget an exactly-once session idle this long (3600000)", R_NO},
+    {"--max-sessions", OPT_U32, OFF(max_sessions), "N      exactly-once sessions remembered; the least active goes (4096)", R_NO},
+    {"--session-window", OPT_U32, OFF(session_window), "N      replies kept per session, >= 2x --max-outstanding (2048)", R_NO},
     {"--config", OPT_CMDLINE, OFF(config_file), "FILE   read options from FILE; command-line options win", R_NA},
     {"--check-config", OPT_CHECK, OFF(check_config), "       validate the options (and FILE), then exit 0 or 2", R_NA},
 };

@@ -190,6 +190,15 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
         snprintf(msg, sizeof msg, "EXPIRE ttl_ms must be 1..%llu, got %llu",
                  (unsigned long long)KVMUX_MAX_TTL_MS,
                  (unsigned long long)kvmux_load_u64be(f->extras));
+    } else if (kvmux_frame_has_session(f) && !is_write(f->code)) {
+        status = KVMUX_STATUS_BAD_REQUEST;
+        snprintf(msg, sizeof msg, "SESSION on %s: only writes carry a session seq",
+                 kvmux_opcode_name(f->code));
+    } else if (kvmux_frame_has_session(f) && (c->session_id == 0 || f->session_seq == 0)) {
+        status = KVMUX_STATUS_BAD_REQUEST;
+        snprintf(msg, sizeof msg, "%s", c->session_id == 0
+                                            ? "SESSION without a session id in HELLO"
+                                            : "SESSION seq 0: seqs start at 1");
     } else if (f->key_len > 0 && takes_no_key(f->code)) {
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "%s takes no key, got %u bytes",
@@ -222,11 +231,12 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
 }
 
 int kvmux__run_store_value(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *extras,
+                           uint64_t seq,
                            const uint8_t *key, uint16_t klen, kvmux_store_value *val) {
     kvmux_store *st = c->loop->srv->store;
     uint64_t version = 0;
     int rc;
-    if (c->loop->srv->repl) return kvmux__repl_upload(c, id, op, extras, key, klen, val);
+    if (c->loop->srv->repl) return kvmux__repl_upload(c, id, op, extras, seq, key, klen, val);
     if (kvmux__durable_refuse(c, id, 0)) {
         kvmux_store_value_release(val);
         return 0;
@@ -443,6 +453,14 @@ static void on_hello(kvmux_conn *c, const kvmux_frame *f) {
             kvmux__conn_fail(c, 0, (uint8_t)-n, "bad HELLO: %s (settings block of %u bytes)",
                              kvmux_wire_error_name(-n), f->value_len);
         return;
+    }
+    if (c->sess.version >= KVMUX_PROTO_V3) {
+        /* Settings 9/10 exist from v3 on: unknown (ignored) before. */
+        int sr = kvmux_settings_session_id(f->value, f->value_len, &c->session_id);
+        if (sr < 0) {
+            kvmux__conn_fail(c, 0, KVMUX_ERR_PROTOCOL, "bad HELLO: malformed session id");
+            return;
+        }
     }
     if (kvmux__conn_send_bytes(c, out, (size_t)n) != 0) return;
     kvmux__conn_info_hello(c, f->key, f->key_len);

@@ -43,6 +43,7 @@
 #include "fsm.h"
 #include "node.h"
 #include "peers.h"
+#include "sessions.h"
 
 /* A batch over this many bytes is proposed before the next command joins
  * it, so one 64 MiB value does not drag every small write of the
@@ -65,6 +66,7 @@
 
 struct kvmux_repl {
     kvmux_node *node;
+    kvmux_sessions sessions;   /* the Raft thread's (fsm.c); STATS reads counters */
     kvmux_peers peers;
     uint32_t id;
     uint64_t nonce;
@@ -174,7 +176,9 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
         .id = r->id, .dir = dir, .peers = &r->peers, .bootstrap = (int)cfg->bootstrap,
         .election_ms = cfg->election_timeout_ms, .heartbeat_ms = cfg->heartbeat_timeout_ms,
         .snapshot_threshold = cfg->snapshot_threshold, .nonce = r->nonce,
-        .store = s->store, .clock = &s->repl_clock, .done = node_done, .done_ud = s};
+        .store = s->store, .clock = &s->repl_clock, .sessions = &r->sessions,
+        .done = node_done, .done_ud = s};
+    kvmux_sessions_init(&r->sessions);
     if (kvmux_node_start(&r->node, &nc, err, errlen) != 0) {
         free(r);
         return -1;
@@ -212,6 +216,7 @@ void kvmux__repl_loop_deinit(kvmux_loop *l) {
 }
 
 void kvmux__repl_free(kvmux_server *s) {
+    if (s->repl) kvmux_sessions_clear(&s->repl->sessions);
     free(s->repl);
     s->repl = NULL;
 }
@@ -437,12 +442,14 @@ int kvmux__repl_request(kvmux_conn *c, const kvmux_frame *f) {
     if (kvmux__durable_refuse(c, f->request_id, frees)) return 0; /* --maxmemory */
     kvmux_entry_cmd cmd = {.op = f->code, .extras_len = f->extras_len, .key_len = f->key_len,
                            .value_len = f->value_len, .extras = f->extras, .key = f->key,
-                           .value = f->value};
+                           .value = f->value,
+                           .session = kvmux_frame_has_session(f) ? c->session_id : 0,
+                           .seq = f->session_seq};
     return enqueue(c, f->request_id, &cmd, NULL);
 }
 
 int kvmux__repl_upload(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *extras,
-                       const uint8_t *key, uint16_t klen, kvmux_store_value *val) {
+                       uint64_t seq, const uint8_t *key, uint16_t klen, kvmux_store_value *val) {
     kvmux_server *s = c->loop->srv;
     int rc;
     if (!is_leader(s)) {
@@ -455,7 +462,8 @@ int kvmux__repl_upload(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *ex
                                .key_len = klen,
                                .value_len = (uint32_t)kvmux_store_value_len(val),
                                .extras = extras, .key = key,
-                               .value = kvmux_store_value_data(val)};
+                               .value = kvmux_store_value_data(val),
+                               .session = seq ? c->session_id : 0, .seq = seq};
         rc = enqueue(c, id, &cmd, NULL);
     }
     kvmux_store_value_release(val);
@@ -471,7 +479,10 @@ static void propose(kvmux_loop *l) {
     kvmux_repl *r = l->srv->repl;
     kvmux_entry_hdr h = {.origin = {.replica = (uint8_t)r->id, .loop = (uint16_t)l->id,
                                     .nonce = r->nonce, .seq = ++l->rb_seq},
-                         .clock_ms = wall_ms(), .ncmds = lb->rb.ncmds};
+                         .clock_ms = wall_ms(), .ncmds = lb->rb.ncmds,
+                         .sess_window = l->srv->cfg.session_window,
+                         .sess_max = l->srv->cfg.max_sessions,
+                         .sess_timeout_ms = l->srv->cfg.session_timeout_ms};
     kvmux_entry_encode_hdr(lb->rb.buf, &h);
     lb->rb.seq = h.origin.seq;
     lb->t0_us = mono_us();
@@ -621,6 +632,10 @@ void kvmux__repl_stats(kvmux_server *s, void *o,
     strline(o, "replica_read_mode", r->lease_on ? "lease" : "barrier");
     u64line(o, "replica_lease_reads", atomic_load(&r->lease_reads));
     u64line(o, "replica_barrier_reads", atomic_load(&r->barrier_reads));
+    u64line(o, "session_count", atomic_load(&r->sessions.n));
+    u64line(o, "session_duplicates", atomic_load(&r->sessions.duplicates));
+    u64line(o, "session_expired", atomic_load(&r->sessions.expired));
+    u64line(o, "session_refused", atomic_load(&r->sessions.refused));
     char hex[24];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)digest);
     strline(o, "replica_digest", hex);
@@ -648,8 +663,8 @@ int kvmux__repl_request(kvmux_conn *c, const kvmux_frame *f) {
     return -1;
 }
 int kvmux__repl_upload(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *extras,
-                       const uint8_t *key, uint16_t klen, kvmux_store_value *val) {
-    (void)c, (void)id, (void)op, (void)extras, (void)key, (void)klen, (void)val;
+                       uint64_t seq, const uint8_t *key, uint16_t klen, kvmux_store_value *val) {
+    (void)c, (void)id, (void)op, (void)extras, (void)seq, (void)key, (void)klen, (void)val;
     return -1;
 }
 void kvmux__repl_iterate(kvmux_loop *l) { (void)l; }

@@ -143,6 +143,11 @@ typedef struct kvmux_server_config {
     uint32_t read_mode;           /* KVMUX_READ_LEASE (default) or
                                      KVMUX_READ_BARRIER: how the leader
                                      serves linearizable reads */
+    uint32_t session_timeout_ms;  /* exactly-once sessions idle this long are
+                                     forgotten; default 3600000 (1 h) */
+    uint32_t max_sessions;        /* sessions remembered; default 4096 */
+    uint32_t session_window;      /* replies kept per session (W); default
+                                     2048, >= 2 x max_outstanding */
     const char *config_file;      /* --config (command line only) */
     uint32_t check_config;        /* --check-config: validate and exit */
     char *file_buf_;              /* owned: the config file's text, which

@@ -233,6 +233,7 @@ struct kvmux_conn {
     kvmux_rate ping_rate;          /* --max-ping-rate */
     kvmux_rate cancel_rate;        /* --max-cancel-rate */
     uint32_t last_request_id;      /* last REQUEST read: GOAWAY reports it */
+    uint64_t session_id;           /* v3 HELLO settings 9/10; 0 = none */
     kvmux_wait *waits;             /* parked WAITs of this connection */
     uint32_t nwaits;
     kvmux_upload *uploads;         /* v2 fragmented requests coming in */
@@ -367,6 +368,7 @@ void kvmux__repl_lease_revoke(kvmux_server *s);
 /* A completed upload (SET/CAS of val) in replicated mode: as above; val
  * is given up in every case. */
 int kvmux__repl_upload(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *extras,
+                       uint64_t seq,
                        const uint8_t *key, uint16_t klen, kvmux_store_value *val);
 /* End of a loop iteration: propose what it gathered; answer the batches
  * that came back. */
@@ -560,7 +562,7 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
  * is held for the log's fsync (the request keeps its credit, released by
  * durable.c), else 0 (answered: the caller ends the request). */
 int kvmux__run_store_value(kvmux_conn *c, uint32_t request_id, uint8_t op,
-                            const uint8_t *extras, const uint8_t *key, uint16_t klen,
+                            const uint8_t *extras, uint64_t seq, const uint8_t *key, uint16_t klen,
                             kvmux_store_value *val);
 
 /* ---- durable.c: write acknowledgments and the append-only log ---- */

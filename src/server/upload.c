@@ -56,6 +56,7 @@ struct kvmux_upload {
     uint8_t discard;               /* answered already: drop the rest */
     uint8_t op;
     uint8_t extras[MAX_OP_EXTRAS];
+    uint64_t seq;                  /* v3 SESSION: the write's seq, else 0 */
     uint16_t klen;
     uint8_t key[];
 };
@@ -162,6 +163,7 @@ void kvmux__upload_begin(kvmux_conn *c, const kvmux_frame *f) {
     u->klen = f->key_len;
     memcpy(u->key, f->key, f->key_len);
     if (f->extras_len <= MAX_OP_EXTRAS) memcpy(u->extras, f->extras, f->extras_len);
+    u->seq = kvmux_frame_has_session(f) ? f->session_seq : 0;
     u->next = c->uploads;
     if (c->uploads) c->uploads->prev = u;
     c->uploads = u;
@@ -234,7 +236,7 @@ void kvmux__upload_continue(kvmux_conn *c, const kvmux_frame *f) {
         u->val = NULL;
         c->upload_bytes -= u->r.total;
         kvmux__timer_cancel(&c->loop->timers, &u->timer);
-        if (!kvmux__run_store_value(c, u->r.request_id, u->op, u->extras, u->key, u->klen,
+        if (!kvmux__run_store_value(c, u->r.request_id, u->op, u->extras, u->seq, u->key, u->klen,
                                     val))
             kvmux_session_request_end(&c->sess);
     }

@@ -105,6 +105,14 @@ static void test_failover_fields(uint16_t port) {
     char msg[256];
     kvmux_connection_error(NULL, msg, sizeof msg);
     CHECK(strstr(msg, "resend_writes") != NULL);
+    /* Sessions (appended after resend_writes): on by default, 0 or 1. */
+    kvmux_options_init(&o);
+    CHECK_EQ(o.no_sessions, 0);
+    CHECK(offsetof(kvmux_options, no_sessions) > offsetof(kvmux_options, resend_writes));
+    o.no_sessions = 2;
+    CHECK_EQ(try_connect(&o, port), KVMUX_EINVAL);
+    kvmux_connection_error(NULL, msg, sizeof msg);
+    CHECK(strstr(msg, "no_sessions") != NULL);
     kvmux_options_init(&o);
     o.endpoints = "no-port-here";
     CHECK_EQ(try_connect(&o, port), KVMUX_EINVAL);

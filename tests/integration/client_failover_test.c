@@ -76,6 +76,10 @@ static int wait_recs(rec *recs, int n, int ms) {
 static void opts_fast(kvmux_options *o, const char *endpoints) {
     kvmux_options_init(o);
     o->endpoints = endpoints;
+    /* The fake group keeps no session table (it would apply a resent
+     * write twice): these scenarios pin the contract without sessions;
+     * tests/replica/client_group_test.c checks sessions on a real group. */
+    o->no_sessions = 1;
     o->reconnect_min_backoff_ms = 5;
     o->reconnect_max_backoff_ms = 50;
     o->connect_timeout_ms = 2000;

@@ -26,6 +26,15 @@ if(TARGET kvmux AND TARGET kvmuxd)
               ${CMAKE_CURRENT_LIST_DIR}/../integration/failover_scenario.c
       LIBS kvmux kvmux_rgroup LABELS integration concurrent fault TIMEOUT 300)
     target_include_directories(client_group_test PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../integration)
+    # Its exactly-once session run in event-loop mode needs libuv.
+    find_path(KVMUX_LIBUV_INCLUDE uv.h)
+    find_library(KVMUX_LIBUV_LIB uv)
+    if(KVMUX_LIBUV_INCLUDE AND KVMUX_LIBUV_LIB)
+      target_sources(client_group_test PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../integration/loop_util.c)
+      target_include_directories(client_group_test PRIVATE ${KVMUX_LIBUV_INCLUDE})
+      target_link_libraries(client_group_test PRIVATE ${KVMUX_LIBUV_LIB})
+      target_compile_definitions(client_group_test PRIVATE KVMUX_TEST_LIBUV=1)
+    endif()
   else()
     kvmux_missing_dependency_test(replica_follower_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")

@@ -11,7 +11,14 @@
  * and requires lost 0, applied twice 0, linearizable, the counter within
  * [acknowledged INCRs, + unknown ones], and every replica's digest equal
  * at the same applied index. Failover time: from the kill to the first
- * acknowledged write invoked after it. */
+ * acknowledged write invoked after it.
+ *
+ * applied_twice is measured with exactly-once sessions on: besides the
+ * workers (plain connections, whose INCR counter can only be bounded), a
+ * session client (endpoints mode, sessions on, 64 INCRs in flight on its
+ * own counter "sctr") runs through every kill; its counter must end
+ * exactly at its acknowledged INCRs (more: applied twice; fewer: lost)
+ * with 0 KVMUX_EUNKNOWN. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -35,6 +42,10 @@ static pthread_mutex_t hmu = PTHREAD_MUTEX_INITIALIZER;
 static lincheck_history *H;
 static atomic_uint_fast64_t kill_ns, first_ack_ns;
 static atomic_uint_fast64_t acked, acked_incr, unknown_incr;
+/* The session client's INCRs (see the header). */
+static atomic_uint_fast64_t s_acked, s_unknown, s_other;
+static atomic_int s_inflight;
+static char s_endpoints[256];
 
 typedef struct worker worker;
 typedef struct proc {
@@ -198,6 +209,71 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+static void s_on_incr(kvmux_client *c, int result, kvmux_reply *reply, void *ud) {
+    (void)c, (void)reply, (void)ud;
+    if (result == 0) atomic_fetch_add(&s_acked, 1);
+    else if (result == KVMUX_EUNKNOWN) atomic_fetch_add(&s_unknown, 1);
+    else atomic_fetch_add(&s_other, 1);
+    atomic_fetch_sub(&s_inflight, 1);
+}
+
+/* The session client: INCR sctr, 64 in flight, until stopping. */
+static void *session_main(void *arg) {
+    (void)arg;
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.endpoints = s_endpoints;
+    o.reconnect_min_backoff_ms = 5;
+    o.reconnect_max_backoff_ms = 100;
+    o.connect_timeout_ms = 1000;
+    o.request_timeout_ms = 30000;
+    kvmux_client *c = NULL;
+    REQUIRE(kvmux_connect(&c, NULL, 0, &o) == 0);
+    kvmux_request q;
+    memset(&q, 0, sizeof q);
+    q.op = KVMUX_INCR;
+    q.key = "sctr";
+    q.key_len = 4;
+    q.delta = 1;
+    while (!atomic_load(&stopping)) {
+        if (atomic_load(&s_inflight) >= PROCS) {
+            test_sleep_ms(1);
+            continue;
+        }
+        atomic_fetch_add(&s_inflight, 1);
+        if (kvmux_call_async(c, &q, KVMUX_TIMEOUT_DEFAULT, s_on_incr, NULL) != 0) {
+            atomic_fetch_sub(&s_inflight, 1);
+            test_sleep_ms(5);
+        }
+    }
+    int64_t end = test_now_ms() + 60000;
+    while (atomic_load(&s_inflight) > 0 && test_now_ms() < end) test_sleep_ms(5);
+    CHECK_EQ(atomic_load(&s_inflight), 0);
+    kvmux_close(c);
+    return NULL;
+}
+
+/* The session counter's value on the leader (0 if absent). */
+static int64_t read_sctr(int leader) {
+    kvmux_options o;
+    kvmux_options_init(&o);
+    kvmux_client *c = NULL;
+    REQUIRE(kvmux_connect(&c, "127.0.0.1", g.cport[leader], &o) == 0);
+    kvmux_value *v = NULL;
+    int64_t n = 0;
+    int rc = kvmux_get(c, "sctr", 4, &v, 10000);
+    if (rc == 0) {
+        char buf[32] = "";
+        memcpy(buf, v->data, v->len < sizeof buf - 1 ? v->len : sizeof buf - 1);
+        n = atoll(buf);
+    } else {
+        CHECK_EQ(rc, KVMUX_ENOTFOUND);
+    }
+    kvmux_value_free(v);
+    kvmux_close(c);
+    return n;
+}
+
 static int cmp_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
@@ -267,6 +343,10 @@ int main(void) {
         }
         REQUIRE(pthread_create(&ws[i].th, NULL, worker_main, &ws[i]) == 0);
     }
+    snprintf(s_endpoints, sizeof s_endpoints, "127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u",
+             g.cport[0], g.cport[1], g.cport[2]);
+    pthread_t sth;
+    REQUIRE(pthread_create(&sth, NULL, session_main, NULL) == 0);
     uint64_t fo[64];
     int nfo = 0;
     test_sleep_ms(1500);
@@ -292,6 +372,7 @@ int main(void) {
     }
     atomic_store(&stopping, 1);
     for (int i = 0; i < WORKERS; i++) pthread_join(ws[i].th, NULL);
+    pthread_join(sth, NULL);
 
     uint64_t index = 0;
     char digest[64] = "";
@@ -308,6 +389,12 @@ int main(void) {
     int lin = lincheck_check(H, &res, stderr, 20);
     uint64_t lost = lost_ctr + res.by_kind[LINCHECK_V_LOST_WRITE];
     uint64_t twice = twice_ctr + res.by_kind[LINCHECK_V_DUPLICATE];
+    /* Sessions: exact. */
+    int64_t sctr = read_sctr(leader);
+    uint64_t sa = atomic_load(&s_acked), so = atomic_load(&s_other);
+    /* An INCR that ended otherwise (a timeout) may or may not count. */
+    if ((uint64_t)sctr > sa + so) twice += (uint64_t)sctr - sa - so;
+    if ((uint64_t)sctr < sa) lost += sa - (uint64_t)sctr;
     qsort(fo, (size_t)nfo, sizeof fo[0], cmp_u64);
     uint64_t p50 = nfo ? fo[(nfo - 1) / 2] : 0;
     uint64_t p99 = nfo ? fo[(size_t)((nfo - 1) * 0.99 + 0.5)] : 0;
@@ -322,6 +409,11 @@ int main(void) {
            (unsigned long long)res.ops, (unsigned long long)res.ok,
            (unsigned long long)res.failed, (unsigned long long)res.unknown, (long long)ctr,
            (unsigned long long)a, (unsigned long long)u, (unsigned long long)index, digest);
+    printf("sessions: incr_acknowledged=%llu unknown=%llu other=%llu counter=%lld\n",
+           (unsigned long long)sa, (unsigned long long)atomic_load(&s_unknown),
+           (unsigned long long)atomic_load(&s_other), (long long)sctr);
+    CHECK(sa > 0);
+    CHECK_EQ(atomic_load(&s_unknown), 0);
     CHECK_EQ(lost, 0);
     CHECK_EQ(twice, 0);
     CHECK_EQ(lin, 0);

@@ -42,6 +42,8 @@ typedef struct vec {
     uint32_t deadline_ms;
     uint32_t total_value_len;
 } vec;
+/* Every SESSION vector carries seq 5 (section 17.1). */
+#define VEC_SESSION_SEQ 5u
 
 /* The v2 fields of a v1 vector: header version 1, no flags. */
 #define V1 1, 0, 0, 0
@@ -207,6 +209,14 @@ static const vec VECS[] = {
      "not the leader; the leader is 127.0.0.1:7878", 44, 2, 0, 0, 0},
     {"resp_outcome_unknown_v2", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_INTERNAL, {0}, 0, "",
      "outcome unknown", 15, 2, 0, 0, 0},
+    /* v3 sessions (section 17.1) */
+    {"hello_v3_session", KVMUX_FRAME_HELLO, 0, 0, {1, 3}, 2, "cli",
+     {SETTING(1, 2097152u), SETTING(2, 1024u), SETTING(3, 4096u), SETTING(4, 1048576u),
+      SETTING(9, 0x11223344u), SETTING(10, 0x55667788u)}, 36, 1, 0, 0, 0},
+    {"req_incr_session_v3", KVMUX_FRAME_REQUEST, 7, KVMUX_OP_INCR, {U64(1)}, 8, "ctr", {0}, 0,
+     3, KVMUX_FLAG_SESSION, 0, 0},
+    {"req_set_deadline_session_v3", KVMUX_FRAME_REQUEST, 7, KVMUX_OP_SET, {U64(0)}, 8, "k", "v",
+     1, 3, KVMUX_FLAG_SESSION | KVMUX_FLAG_DEADLINE, 1000, 0},
 };
 #define NVECS (sizeof VECS / sizeof VECS[0])
 
@@ -217,6 +227,8 @@ static kvmux_frame vec_frame(const vec *v) {
     f.type = v->type;
     f.flags = v->flags;
     f.deadline_ms = v->deadline_ms;
+    if (v->type == KVMUX_FRAME_REQUEST && (v->flags & KVMUX_FLAG_SESSION))
+        f.session_seq = VEC_SESSION_SEQ;
     f.total_value_len = v->total_value_len;
     f.request_id = v->request_id;
     f.code = v->code;
@@ -292,7 +304,7 @@ static int frames_equal(const kvmux_frame *a, const kvmux_frame *b) {
            a->code == b->code && a->request_id == b->request_id &&
            a->extras_len == b->extras_len && a->key_len == b->key_len &&
            a->value_len == b->value_len && a->deadline_ms == b->deadline_ms &&
-           a->total_value_len == b->total_value_len &&
+           a->total_value_len == b->total_value_len && a->session_seq == b->session_seq &&
            (a->extras_len == 0 || memcmp(a->extras, b->extras, a->extras_len) == 0) &&
            (a->key_len == 0 || memcmp(a->key, b->key, a->key_len) == 0) &&
            (a->value_len == 0 || memcmp(a->value, b->value, a->value_len) == 0);
