@@ -35,6 +35,12 @@
 #define KVMUX_ENTRY_HDR_LEN 56u
 #define KVMUX_ENTRY_CMD_HDR_LEN 24u
 #define KVMUX_ENTRY_MAX_EXTRAS 16u
+/* Internal opcodes, never on the wire (a client's opcode is < 32): a
+ * chunk of a big value being staged, and SET / CAS of a staged value
+ * (stage.h; docs/REPLICATION.md "Big values"). */
+#define KVMUX_ENTRY_OP_STAGE 0xF0u
+#define KVMUX_ENTRY_OP_SET_STAGED 0xF1u
+#define KVMUX_ENTRY_OP_CAS_STAGED 0xF2u
 
 /* Who proposed an entry: lets the leader tell its own applied entries
  * from anyone else's (a previous boot, another leader). */

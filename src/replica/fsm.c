@@ -5,11 +5,13 @@
 #include <string.h>
 
 #include "entry.h"
+#include "stage.h"
 #include "proto.h"
 #include "sessions.h"
 
 #define SNAP_MAGIC 0x4B56534Eu /* "KVSN" */
-#define SNAP_FORMAT 3u         /* 3: the session table follows the records */
+#define SNAP_FORMAT 4u         /* 4: the staged values follow the session table */
+#define SNAP_FORMAT_SESS 3u    /* still restored: no staged values */
 #define SNAP_FORMAT_NOSESS 2u  /* still restored: an empty session table */
 #define SNAP_HDR_LEN 32u       /* magic, format(u32), last version, count, clock */
 #define SNAP_REC_HDR_LEN 22u   /* klen u16, vlen u32, version u64, ttl_left u64 */
@@ -50,12 +52,50 @@ static void res(kvmux_fsm_result *r, int status, const uint64_t *a, const uint64
     }
 }
 
+/* A STAGE command (stage.h): extras u32 offset, u32 total; key the id. */
+static void apply_stage(kvmux_stage_tab *sg, const kvmux_entry_cmd *c, uint64_t now,
+                        kvmux_fsm_result *r) {
+    int ok = sg && c->extras_len == 8 && c->key_len == KVMUX_STAGE_ID_LEN &&
+             kvmux_stage_append(sg, c->key, get32(c->extras), get32(c->extras + 4), c->value,
+                                c->value_len, now) == 0;
+    res(r, ok ? KVMUX_STATUS_OK : KVMUX_STATUS_INTERNAL, NULL, NULL);
+}
+
+/* SET/CAS of a staged value: the value field is the id and u32 total.
+ * Runs the plain command on the assembled value; INTERNAL (nothing
+ * applied) when it is not complete, on every replica alike. */
+static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, uint64_t now,
+                      const kvmux_entry_cmd *c, kvmux_fsm_result *r);
+static void apply_staged(kvmux_store *st, kvmux_stage_tab *sg, uint64_t now,
+                         const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
+    uint32_t total = c->value_len == KVMUX_STAGE_ID_LEN + 4 ? get32(c->value + 16) : 0;
+    uint8_t *v = sg && total ? kvmux_stage_take(sg, c->value, total) : NULL;
+    if (!v) {
+        res(r, KVMUX_STATUS_INTERNAL, NULL, NULL);
+        return;
+    }
+    kvmux_entry_cmd plain = *c;
+    plain.op = c->op == KVMUX_ENTRY_OP_SET_STAGED ? KVMUX_OP_SET : KVMUX_OP_CAS;
+    plain.value = v;
+    plain.value_len = total;
+    apply_cmd(st, sg, now, &plain, r);
+    free(v);
+}
+
 /* Run one command on st. */
-static void apply_cmd(kvmux_store *st, const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
+static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, uint64_t now,
+                      const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
     uint64_t version = 0;
     int rc;
     const uint8_t *x = c->extras;
     switch (c->op) {
+    case KVMUX_ENTRY_OP_STAGE:
+        apply_stage(sg, c, now, r);
+        return;
+    case KVMUX_ENTRY_OP_SET_STAGED:
+    case KVMUX_ENTRY_OP_CAS_STAGED:
+        apply_staged(st, sg, now, c, r);
+        return;
     case KVMUX_OP_SET:
         if (c->extras_len != 8) break;
         rc = kvmux_store_set(st, c->key, c->key_len, c->value, c->value_len,
@@ -103,8 +143,9 @@ static void apply_cmd(kvmux_store *st, const kvmux_entry_cmd *c, kvmux_fsm_resul
 }
 
 /* A session write: applied once, its result remembered (sessions.h). */
-static void apply_session_cmd(kvmux_store *st, kvmux_sessions *ss, const kvmux_sess_limits *lim,
-                              uint64_t now, const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
+static void apply_session_cmd(kvmux_store *st, kvmux_sessions *ss, kvmux_stage_tab *sg,
+                              const kvmux_sess_limits *lim, uint64_t now,
+                              const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
     kvmux_fsm_result tmp;
     kvmux_sess *s;
     switch (kvmux_sessions_check(ss, lim, now, c->session, c->seq, &tmp, &s)) {
@@ -114,15 +155,20 @@ static void apply_session_cmd(kvmux_store *st, kvmux_sessions *ss, const kvmux_s
         res(&tmp, KVMUX_STATUS_OUTCOME_UNKNOWN, NULL, NULL);
         break;
     default:
-        apply_cmd(st, c, &tmp);
+        apply_cmd(st, sg, now, c, &tmp);
         kvmux_sessions_record(ss, lim, s, c->seq, &tmp);
         break;
     }
+    /* A staged value its SET will never take (a duplicate, a refusal):
+     * drop it now rather than at its timeout. */
+    if ((c->op == KVMUX_ENTRY_OP_SET_STAGED || c->op == KVMUX_ENTRY_OP_CAS_STAGED) && sg &&
+        c->value_len == KVMUX_STAGE_ID_LEN + 4)
+        free(kvmux_stage_take(sg, c->value, 0));
     if (r) *r = tmp;
 }
 
 int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
-                    const uint8_t *buf, size_t len, kvmux_fsm_result *out, uint32_t nout) {
+                    kvmux_stage_tab *sg, const uint8_t *buf, size_t len, kvmux_fsm_result *out, uint32_t nout) {
     kvmux_entry_hdr h;
     kvmux_entry_iter it;
     kvmux_entry_cmd c;
@@ -137,11 +183,12 @@ int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
                              .timeout_ms = h.sess_timeout_ms};
     uint64_t now = kvmux_fsm_clock_read(clk);
     if (ss && lim.window) kvmux_sessions_expire(ss, &lim, now);
+    if (sg) kvmux_stage_expire(sg, now);
     uint32_t i = 0;
     while (kvmux_entry_next(&it, &c) == 1) {
         kvmux_fsm_result *r = out && i < nout ? &out[i] : NULL;
-        if (ss && lim.window && c.session) apply_session_cmd(st, ss, &lim, now, &c, r);
-        else apply_cmd(st, &c, r);
+        if (ss && lim.window && c.session) apply_session_cmd(st, ss, sg, &lim, now, &c, r);
+        else apply_cmd(st, sg, now, &c, r);
         i++;
     }
     return (int)i;
@@ -194,7 +241,7 @@ static void snap_record(void *ud, const kvmux_store_record *r) {
 }
 
 int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
-                       kvmux_fsm_realloc_fn ra, uint8_t **out, size_t *outlen) {
+                       kvmux_stage_tab *sg, kvmux_fsm_realloc_fn ra, uint8_t **out, size_t *outlen) {
     snap_buf b = {.ra = ra};
     if (snap_reserve(&b, SNAP_HDR_LEN) != 0) return -1;
     b.len = SNAP_HDR_LEN;
@@ -205,13 +252,18 @@ int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss
     kvmux_sessions empty;
     kvmux_sessions_init(&empty);
     const kvmux_sessions *tab = ss ? ss : &empty;
-    size_t sl = kvmux_sessions_encoded_len(tab);
+    kvmux_stage_tab nostage;
+    kvmux_stage_init(&nostage);
+    const kvmux_stage_tab *stg = sg ? sg : &nostage;
+    size_t sl = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg);
     if (!b.failed && snap_reserve(&b, sl) != 0) b.failed = 1;
     if (b.failed) {
         ra(b.p, 0);
         return -1;
     }
     b.len += kvmux_sessions_encode(tab, b.p + b.len);
+    /* Then the values being staged (an empty table: u32 0). */
+    b.len += kvmux_stage_encode(stg, b.p + b.len);
     put32(b.p, SNAP_MAGIC);
     put32(b.p + 4, SNAP_FORMAT);
     put64(b.p + 8, last);
@@ -267,11 +319,12 @@ static int clear_store(kvmux_store *st) {
 }
 
 int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
-                      const uint8_t *buf, size_t len) {
+                      kvmux_stage_tab *sg, const uint8_t *buf, size_t len) {
+    uint32_t fmt = len >= SNAP_HDR_LEN ? get32(buf + 4) : 0;
     if (len < SNAP_HDR_LEN || get32(buf) != SNAP_MAGIC ||
-        (get32(buf + 4) != SNAP_FORMAT && get32(buf + 4) != SNAP_FORMAT_NOSESS))
+        (fmt != SNAP_FORMAT && fmt != SNAP_FORMAT_SESS && fmt != SNAP_FORMAT_NOSESS))
         return -1;
-    int with_sessions = get32(buf + 4) == SNAP_FORMAT;
+    int with_sessions = fmt != SNAP_FORMAT_NOSESS;
     uint64_t last = get64(buf + 8), count = get64(buf + 16);
     if (clear_store(st) != 0) return -1;
     clock_advance(clk, get64(buf + 24));
@@ -301,6 +354,16 @@ int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
         off += (size_t)used;
     } else if (ss) {
         kvmux_sessions_clear(ss);
+    }
+    if (fmt == SNAP_FORMAT) {
+        kvmux_stage_tab scratch;
+        kvmux_stage_init(&scratch);
+        long used = kvmux_stage_decode(sg ? sg : &scratch, buf + off, len - off);
+        kvmux_stage_clear(&scratch);
+        if (used < 0) return -1;
+        off += (size_t)used;
+    } else if (sg) {
+        kvmux_stage_clear(sg);
     }
     if (off != len) return -1;
     kvmux_store_bump_version(st, last);

@@ -21,6 +21,7 @@
 #include "store.h"
 
 struct kvmux_sessions; /* sessions.h */
+struct kvmux_stage_tab; /* stage.h */
 
 /* One command's outcome, as the leader answers it: status (a
  * KVMUX_STATUS_*) and extras (the version, INCR's value and version, a
@@ -45,12 +46,13 @@ uint64_t kvmux_fsm_clock_read(void *ud);
  * is the session table: a command of a session that already applied its
  * seq gets the original result and is not applied again, one of a
  * forgotten session (or below its window) gets OUTCOME_UNKNOWN
- * (sessions.h). If out is not NULL it receives one result per command
+ * (sessions.h). sg (NULL: none) is the table of big values being staged
+ * (stage.h): STAGE commands fill it, SET/CAS_STAGED take from it. If out is not NULL it receives one result per command
  * (nout of them at most). Returns the number of commands applied, or -1
  * if the entry is malformed (nothing applied, clock unchanged).
  * Thread-safety: one applier at a time. */
 int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
-                    const uint8_t *buf, size_t len, kvmux_fsm_result *out, uint32_t nout);
+                    struct kvmux_stage_tab *sg, const uint8_t *buf, size_t len, kvmux_fsm_result *out, uint32_t nout);
 
 /* Allocator for snapshots (Raft frees them with its own raft_free). */
 typedef void *(*kvmux_fsm_realloc_fn)(void *p, size_t n);
@@ -61,7 +63,7 @@ typedef void *(*kvmux_fsm_realloc_fn)(void *p, size_t n);
  * memory). Writers must be quiescent (the apply thread calls it);
  * readers may run. */
 int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
-                       kvmux_fsm_realloc_fn ra, uint8_t **out, size_t *outlen);
+                       struct kvmux_stage_tab *sg, kvmux_fsm_realloc_fn ra, uint8_t **out, size_t *outlen);
 
 /* Replace st's contents and the session table ss (NULL: ignored) by the
  * snapshot buf[0..len) (clk moves to the snapshot's clock if that is
@@ -69,7 +71,7 @@ int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessi
  * table. Returns 0, or -1 if the snapshot is malformed (the store is then
  * partially restored: the caller must not go on). */
 int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
-                      const uint8_t *buf, size_t len);
+                      struct kvmux_stage_tab *sg, const uint8_t *buf, size_t len);
 
 /* Order-independent digest of every live key, value and version (and not
  * the TTLs, whose store-clock values differ per replica). Any thread. */

@@ -44,6 +44,7 @@
 #include "node.h"
 #include "peers.h"
 #include "sessions.h"
+#include "stage.h"
 
 /* A batch over this many bytes is proposed before the next command joins
  * it, so one 64 MiB value does not drag every small write of the
@@ -67,6 +68,7 @@
 struct kvmux_repl {
     kvmux_node *node;
     kvmux_sessions sessions;   /* the Raft thread's (fsm.c); STATS reads counters */
+    kvmux_stage_tab stage;     /* the Raft thread's (fsm.c): big values staged */
     kvmux_peers peers;
     uint32_t id;
     uint64_t nonce;
@@ -78,8 +80,23 @@ struct kvmux_repl {
     _Atomic uint64_t barrier_reads;  /* reads that waited for a barrier */
 };
 
+/* A big value being staged (stage.h): its request, the value (a
+ * reference held until the last chunk is proposed) and how far it got. */
+typedef struct stage_job {
+    uint32_t request_id;
+    uint8_t op, extras_len;    /* SET or CAS, and its extras */
+    uint8_t extras[16];
+    uint16_t klen;
+    uint8_t *key;              /* malloc */
+    uint64_t session, seq;
+    kvmux_store_value *val;
+    uint32_t total, off;       /* bytes of the value, bytes proposed */
+    uint8_t id[KVMUX_STAGE_ID_LEN];
+} stage_job;
+
 /* A request waiting for its batch. */
 typedef struct pend {
+    stage_job *job;            /* a chunk of this staged value, or NULL */
     kvmux_conn *conn;          /* NULL once the connection is gone */
     uint32_t request_id;
     int32_t cmd;               /* its command in the entry; -1: a read */
@@ -177,8 +194,9 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
         .election_ms = cfg->election_timeout_ms, .heartbeat_ms = cfg->heartbeat_timeout_ms,
         .snapshot_threshold = cfg->snapshot_threshold, .nonce = r->nonce,
         .store = s->store, .clock = &s->repl_clock, .sessions = &r->sessions,
-        .done = node_done, .done_ud = s};
+        .stage = &r->stage, .done = node_done, .done_ud = s};
     kvmux_sessions_init(&r->sessions);
+    kvmux_stage_init(&r->stage);
     if (kvmux_node_start(&r->node, &nc, err, errlen) != 0) {
         free(r);
         return -1;
@@ -194,8 +212,18 @@ void kvmux__repl_stop(kvmux_server *s) {
     s->repl->node = NULL;
 }
 
+static void job_free(stage_job *j) {
+    if (!j) return;
+    if (j->val) kvmux_store_value_release(j->val);
+    free(j->key);
+    free(j);
+}
+
 static void batch_free(kvmux_lbatch *lb) {
-    for (uint32_t i = 0; i < lb->np; i++) free(lb->p[i].key);
+    for (uint32_t i = 0; i < lb->np; i++) {
+        free(lb->p[i].key);
+        job_free(lb->p[i].job);
+    }
     free(lb->p);
     free(lb->rb.buf);
     free(lb->rb.results);
@@ -217,6 +245,7 @@ void kvmux__repl_loop_deinit(kvmux_loop *l) {
 
 void kvmux__repl_free(kvmux_server *s) {
     if (s->repl) kvmux_sessions_clear(&s->repl->sessions);
+    if (s->repl) kvmux_stage_clear(&s->repl->stage);
     free(s->repl);
     s->repl = NULL;
 }
@@ -281,12 +310,18 @@ static int run_read(kvmux_conn *c, const pend *p) {
     return kept;
 }
 
-static void answer(kvmux_lbatch *lb, kvmux_repl *r) {
+static void stage_done(kvmux_loop *l, pend *p, const kvmux_rbatch *b);
+
+static void answer(kvmux_loop *l, kvmux_lbatch *lb, kvmux_repl *r) {
     kvmux_rbatch *b = &lb->rb;
     if (b->status == 0) lease_extend(r, lb);
     for (uint32_t i = 0; i < lb->np; i++) {
         pend *p = &lb->p[i];
         kvmux_conn *c = p->conn;
+        if (p->job) {
+            stage_done(l, p, b);
+            continue;
+        }
         if (!c) continue;
         c->nrepl--;
         int kept = 0;
@@ -448,6 +483,122 @@ int kvmux__repl_request(kvmux_conn *c, const kvmux_frame *f) {
     return enqueue(c, f->request_id, &cmd, NULL);
 }
 
+/* ---- big values: staged in chunks (stage.h) ---- */
+
+static void put32be(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+/* The request of job j ends without its write being proposed: not
+ * processed (NOT_LEADER when leadership went), or refused. */
+static void stage_fail(kvmux_conn *c, stage_job *j, int not_leader) {
+    if (not_leader) respond_not_leader(c, j->request_id);
+    else kvmux__conn_respond(c, j->request_id, KVMUX_STATUS_INTERNAL, NULL, 0,
+                             "staging the value failed");
+    kvmux_session_request_end(&c->sess);
+    kvmux__conn_maybe_finish_drain(c);
+    job_free(j);
+}
+
+/* Propose the next chunk of j as an entry of its own (what this iteration
+ * gathered so far goes first, in its own entry): one chunk in flight per
+ * value, so the group's small writes commit between two chunks. */
+static void stage_chunk(kvmux_loop *l, kvmux_conn *c, stage_job *j) {
+    propose(l);
+    uint32_t n = j->total - j->off < KVMUX_STAGE_CHUNK ? j->total - j->off : KVMUX_STAGE_CHUNK;
+    uint8_t ex[8];
+    put32be(ex, j->off);
+    put32be(ex + 4, j->total);
+    kvmux_entry_cmd cmd = {.op = KVMUX_ENTRY_OP_STAGE, .extras_len = 8,
+                           .key_len = KVMUX_STAGE_ID_LEN, .value_len = n, .extras = ex,
+                           .key = j->id,
+                           .value = (const uint8_t *)kvmux_store_value_data(j->val) + j->off};
+    kvmux_lbatch *lb = cur_batch(l);
+    int32_t idx = lb ? add_cmd(l, &lb, &cmd) : -1;
+    pend *p = idx >= 0 ? add_pend(lb) : NULL;
+    if (!p) {
+        stage_fail(c, j, 0);
+        return;
+    }
+    p->conn = c;
+    p->request_id = j->request_id;
+    p->cmd = idx;
+    p->job = j;
+    j->off += n;
+    lb->np++;
+    c->nrepl++;
+    propose(l);
+}
+
+/* The SET/CAS naming the staged value: a small write like any other. */
+static void stage_finish(kvmux_conn *c, stage_job *j) {
+    uint8_t ref[KVMUX_STAGE_ID_LEN + 4];
+    memcpy(ref, j->id, KVMUX_STAGE_ID_LEN);
+    put32be(ref + KVMUX_STAGE_ID_LEN, j->total);
+    kvmux_entry_cmd cmd = {.op = j->op == KVMUX_OP_CAS ? KVMUX_ENTRY_OP_CAS_STAGED
+                                                       : KVMUX_ENTRY_OP_SET_STAGED,
+                           .extras_len = j->extras_len, .key_len = j->klen,
+                           .value_len = sizeof ref, .extras = j->extras, .key = j->key,
+                           .value = ref, .session = j->session, .seq = j->seq};
+    enqueue(c, j->request_id, &cmd, NULL);
+    job_free(j);
+}
+
+/* A chunk's entry is done: next chunk, the final write, or the end. */
+static void stage_done(kvmux_loop *l, pend *p, const kvmux_rbatch *b) {
+    stage_job *j = p->job;
+    kvmux_conn *c = p->conn;
+    p->job = NULL;
+    if (!c) { /* the connection went: the staged chunks expire (stage.h) */
+        job_free(j);
+        return;
+    }
+    c->nrepl--;
+    if (b->status != 0) {
+        stage_fail(c, j, 1);
+    } else if (b->results[p->cmd].status != KVMUX_STATUS_OK) {
+        stage_fail(c, j, 0);
+    } else if (j->off < j->total) {
+        stage_chunk(l, c, j);
+    } else {
+        stage_finish(c, j);
+        kvmux__conn_maybe_finish_drain(c);
+    }
+}
+
+/* Start staging a value over one chunk (the caller checked leadership and
+ * memory). Takes val. Returns 1 (queued) or 0 (answered). */
+static int stage_start(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *extras,
+                       uint64_t seq, const uint8_t *key, uint16_t klen, kvmux_store_value *val) {
+    kvmux_loop *l = c->loop;
+    stage_job *j = calloc(1, sizeof *j);
+    if (j) j->key = malloc(klen ? klen : 1);
+    if (!j || !j->key) {
+        free(j);
+        kvmux_store_value_release(val);
+        kvmux__conn_respond(c, id, KVMUX_STATUS_INTERNAL, NULL, 0, "out of memory");
+        return 0;
+    }
+    j->request_id = id;
+    j->op = op;
+    j->extras_len = op == KVMUX_OP_CAS ? 16 : 8;
+    memcpy(j->extras, extras, j->extras_len);
+    memcpy(j->key, key, klen);
+    j->klen = klen;
+    j->session = seq ? c->session_id : 0;
+    j->seq = seq;
+    j->val = val;
+    j->total = (uint32_t)kvmux_store_value_len(val);
+    /* Unique for this process's life: its boot nonce, the loop, a count. */
+    uint64_t tag = (uint64_t)l->id << 48 | (++l->stage_seq & 0xFFFFFFFFFFFFull);
+    for (int i = 0; i < 8; i++) {
+        j->id[i] = (uint8_t)(l->srv->repl->nonce >> (56 - 8 * i));
+        j->id[8 + i] = (uint8_t)(tag >> (56 - 8 * i));
+    }
+    stage_chunk(l, c, j);
+    return 1;
+}
+
 int kvmux__repl_upload(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *extras,
                        uint64_t seq, const uint8_t *key, uint16_t klen, kvmux_store_value *val) {
     kvmux_server *s = c->loop->srv;
@@ -457,6 +608,8 @@ int kvmux__repl_upload(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *ex
         rc = 0;
     } else if (kvmux__durable_refuse(c, id, 0)) {
         rc = 0;
+    } else if (kvmux_store_value_len(val) > KVMUX_STAGE_CHUNK) {
+        return stage_start(c, id, op, extras, seq, key, klen, val);
     } else {
         kvmux_entry_cmd cmd = {.op = op, .extras_len = op == KVMUX_OP_CAS ? 16 : 8,
                                .key_len = klen,
@@ -543,7 +696,7 @@ void kvmux__repl_iterate(kvmux_loop *l) {
         kvmux_rbatch *next = rev->next;
         kvmux_lbatch *lb = rev->owner;
         unlink_flight(l, lb);
-        answer(lb, l->srv->repl);
+        answer(l, lb, l->srv->repl);
         batch_free(lb);
         rev = next;
     }

@@ -173,6 +173,7 @@ struct kvmux_loop {
     kvmux_lbatch *rb_flight, *rb_flight_tail;
     uint64_t rb_seq;
     uint64_t rb_last_ms;           /* loop time of the last proposal */
+    uint64_t stage_seq;            /* big values staged by this loop */
     uint64_t repl_lease_reads;     /* reads run under the lease since the
                                       last renewal (replicate.c) */
     int repl_local;

@@ -4,6 +4,9 @@
 kvmux_add_test(replica_entry_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_entry_test.c
   LIBS kvmuxd_core LABELS unit TIMEOUT 60)
+kvmux_add_test(replica_stage_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_stage_test.c
+  LIBS kvmuxd_core LABELS unit TIMEOUT 60)
 if(TARGET kvmux AND TARGET kvmuxd)
   if(KVMUX_HAVE_RAFT)
     add_library(kvmux_rgroup STATIC ${CMAKE_CURRENT_LIST_DIR}/rgroup.c)
@@ -15,6 +18,9 @@ if(TARGET kvmux AND TARGET kvmuxd)
     kvmux_add_test(replica_lease_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_lease_test.c
       LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 180)
+    kvmux_add_test(replica_big_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_big_test.c
+      LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 300)
     kvmux_add_test(replica_group_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_group_test.c
       LIBS kvmux kvmux_rgroup kvmux_lincheck LABELS integration concurrent TIMEOUT 600)
@@ -39,6 +45,8 @@ if(TARGET kvmux AND TARGET kvmuxd)
     kvmux_missing_dependency_test(replica_follower_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_lease_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(replica_big_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_group_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
