@@ -394,6 +394,15 @@ typedef enum kvmux_op {
                               lines, newest first */
     KVMUX_CLIENT_LIST = 14,/* reply.version: connections; reply.value:
                               one text line each */
+    /* Replicated groups (docs/PROTOCOL.md section 17.3; protocol v3: a
+     * single node or an older server answers KVMUX_EUNSUPPORTED). */
+    KVMUX_GROUP = 15,      /* key = "status", "add", "remove" or
+                              "transfer"; value = its ASCII arguments
+                              (<= 256 bytes); reply.version: the leader's
+                              id (0 = none known); reply.value: text,
+                              also on failure (the server's message:
+                              kvmux_reply_free it). Changes go to the
+                              leader (KVMUX_ENOTLEADER elsewhere) */
     KVMUX_PING = 100 /* connection-level round trip; no key */
 } kvmux_op;
 

@@ -147,6 +147,9 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
         return 0;
     case KVMUX_STATS: case KVMUX_SCAN:
         break;
+    case KVMUX_GROUP:
+        has_value = 1;
+        break;
     case KVMUX_SLOWLOG: case KVMUX_CLIENT_LIST:
         /* No key: the server would answer BAD_REQUEST. */
         if (req->key_len != 0) return KVMUX_EINVAL;
@@ -292,7 +295,7 @@ int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
         kvmux__writer_kick(c);
         return 0;
     }
-    if (req->op == KVMUX_SET || req->op == KVMUX_CAS) {
+    if (req->op == KVMUX_SET || req->op == KVMUX_CAS || req->op == KVMUX_GROUP) {
         f.value = req->value;
         f.value_len = (uint32_t)req->value_len;
     }
@@ -591,7 +594,7 @@ admit:
     }
     /* The completer freed the slot and counted us out of the library:
      * from here on the client may be closed under us; only w is ours. */
-    if (reply && (rc == KVMUX_OK || rc == KVMUX_EVERSION)) {
+    if (reply && (rc == KVMUX_OK || rc == KVMUX_EVERSION || w.reply.value)) {
         *reply = w.reply;
         w.reply.value = NULL;
     }

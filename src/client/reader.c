@@ -300,6 +300,7 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         case KVMUX_SCAN: want = 8; parse_value = 1; break; /* next cursor, key list */
         case KVMUX_SLOWLOG: want = 8; parse_value = 1; break; /* count, text lines */
         case KVMUX_CLIENT_LIST: want = 8; parse_value = 1; break; /* count, text lines */
+        case KVMUX_GROUP: want = 8; parse_value = 1; break; /* leader id, text */
         default: break;
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
@@ -355,6 +356,10 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
         r.version = kvmux_load_u64be(f->extras);
+    } else if (s->op == KVMUX_GROUP && f->value_len && !s->want_value) {
+        /* A refused membership change: the server's message says why
+         * (unknown id, already a member, ...); the caller gets it. */
+        (void)reader_copy_value(s, f, &r, &v);
     }
     kvmux__slot_finish(c, s, result, &r, v);
     return 0;

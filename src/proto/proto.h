@@ -180,7 +180,14 @@ enum kvmux_opcode {
  *               as fit the client's limits) */
 #define KVMUX_OP_SLOWLOG 13
 #define KVMUX_OP_CLIENT_LIST 14
-#define KVMUX_OP_MAX 14
+/* Membership and group status (docs/PROTOCOL.md section 17.3), v3 only
+ * (UNKNOWN_OP on v1/v2 connections and on a single node, which never
+ * negotiates v3). No extras; key = subcommand ("status", "add", "remove",
+ * "transfer"); value = its ASCII arguments (at most
+ * KVMUX_GROUP_ARGS_MAX bytes). OK: value = text. */
+#define KVMUX_OP_GROUP 15
+#define KVMUX_OP_MAX 15
+#define KVMUX_GROUP_ARGS_MAX 256u
 
 #define KVMUX_SLOWLOG_GET 0u
 #define KVMUX_SLOWLOG_LEN 1u

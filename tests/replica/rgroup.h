@@ -34,6 +34,9 @@ void rgroup_kill(rgroup *g, int i);
 void rgroup_stop(rgroup *g);
 /* STATS of member i into buf (NUL-terminated). Returns its length or -1. */
 int rgroup_stats(const rgroup *g, int i, char *buf, size_t cap);
+/* STATS of member i with key (a name prefix; NULL = all; "replica_digest"
+ * also computes the digest) into buf. Returns its length or -1. */
+int rgroup_stats_key(const rgroup *g, int i, const char *key, char *buf, size_t cap);
 /* A STATS value (decimal), UINT64_MAX if absent or unreachable. */
 uint64_t rgroup_stat(const rgroup *g, int i, const char *name);
 /* A STATS text value into out; -1 if absent or unreachable. */
