@@ -44,6 +44,34 @@ int rgroup_start_member(rgroup *g, int i, int bootstrap) {
     return 0;
 }
 
+int rgroup_start_joiner(rgroup *g, int i) {
+    if (i >= RGROUP_MAX) return -1;
+    if (!g->cport[i]) {
+        g->cport[i] = free_port();
+        g->rport[i] = free_port();
+        if (!g->cport[i] || !g->rport[i] || g->cport[i] == g->rport[i]) return -1;
+    }
+    if (i >= g->n) g->n = i + 1;
+    char id[16], rdir[192], peers[96];
+    snprintf(id, sizeof id, "%d", i + 1);
+    snprintf(rdir, sizeof rdir, "%s/r%d", g->dir, i + 1);
+    snprintf(peers, sizeof peers, "%d=127.0.0.1:%u/127.0.0.1:%u", i + 1, g->rport[i],
+             g->cport[i]);
+    const char *args[32];
+    int n = 0;
+    args[n++] = "--replica-id";
+    args[n++] = id;
+    args[n++] = "--replica-dir";
+    args[n++] = rdir;
+    args[n++] = "--peers";
+    args[n++] = peers;
+    for (int k = 0; g->extra && g->extra[k] && n < 28; k++) args[n++] = g->extra[k];
+    args[n] = NULL;
+    if (test_server_start_on_port(&g->srv[i], g->cport[i], args) != 0) return -1;
+    g->up[i] = 1;
+    return 0;
+}
+
 int rgroup_start(rgroup *g, int n, const char *const *extra) {
     memset(g, 0, sizeof *g);
     g->n = n;

@@ -28,6 +28,10 @@ typedef struct rgroup {
 int rgroup_start(rgroup *g, int n, const char *const *extra);
 /* (Re)start member i on its ports and directory (bootstrap: first start). */
 int rgroup_start_member(rgroup *g, int i, int bootstrap);
+/* Start member i (i may be >= n: n grows) as a newcomer to join at run
+ * time: ports picked if it has none, an empty directory, no --bootstrap,
+ * --peers naming only itself (GROUP "add" makes it a member). */
+int rgroup_start_joiner(rgroup *g, int i);
 /* SIGKILL member i. */
 void rgroup_kill(rgroup *g, int i);
 /* Stop every member (SIGTERM, then SIGKILL) and remove the directory. */
