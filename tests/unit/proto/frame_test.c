@@ -207,6 +207,15 @@ static const vec VECS[] = {
      "not the leader; the leader is 127.0.0.1:7878", 44, 2, 0, 0, 0},
     {"resp_outcome_unknown_v2", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_INTERNAL, {0}, 0, "",
      "outcome unknown", 15, 2, 0, 0, 0},
+    /* v3 GROUP (docs/PROTOCOL.md section 17.3) */
+    {"req_group_status_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_GROUP, {0}, 0, "status", {0}, 0,
+     3, 0, 0, 0},
+    {"req_group_add_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_GROUP, {0}, 0, "add",
+     "4 127.0.0.1:7004 127.0.0.1:7881", 31, 3, 0, 0, 0},
+    {"resp_group_ok_v3", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_OK, {U64(1)}, 8, "",
+     "replica 4 is a voter", 20, 3, 0, 0, 0},
+    {"resp_group_refused_v3", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_BAD_REQUEST, {0}, 0, "",
+     "replica 4 is already a member", 29, 3, 0, 0, 0},
 };
 #define NVECS (sizeof VECS / sizeof VECS[0])
 
