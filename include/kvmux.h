@@ -297,6 +297,16 @@ typedef struct kvmux_options {
                                     (it may then be applied twice: only
                                     for idempotent writes); 0 (default):
                                     it completes with KVMUX_EUNKNOWN */
+    /* Added with stale reads (protocol v3; docs/REPLICATION.md "Stale
+     * reads"). 1: reads (GET, EXISTS, TTL, WAIT, SCAN) carry the STALE
+     * flag, so any replica, a follower included, answers them from what it
+     * has applied, without asking the leader; min_version is the highest
+     * version this handle's own writes got back (SET, CAS, INCR, EXPIRE,
+     * PERSIST), so a read never sees state older than the handle's own
+     * acknowledged writes (read-your-writes). Other clients' writes may
+     * be missing by a follower's lag. On a v1/v2 connection it has no
+     * effect. 0 (default): reads are linearizable (the leader). */
+    int stale_reads;
 } kvmux_options;
 
 /* Fill o with defaults and set o->struct_size. Thread-safe: yes.

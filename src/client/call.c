@@ -125,6 +125,12 @@ static unsigned call_extras_len(kvmux_op op) {
     }
 }
 
+int kvmux__stale_applies(const kvmux_client *c, int op, uint8_t version) {
+    return c->opts.stale_reads && version >= KVMUX_PROTO_V3 &&
+           (op == KVMUX_GET || op == KVMUX_EXISTS || op == KVMUX_TTL || op == KVMUX_WAIT ||
+            op == KVMUX_SCAN);
+}
+
 /* Check req against the negotiated limits and compute its frame size.
  * Returns 0 or KVMUX_EINVAL / KVMUX_ETOOBIG. */
 int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *flen) {
@@ -176,6 +182,7 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
      * every request carries its deadline (a u32 prefix). */
     size_t n = KVMUX_FRAME_HDR_LEN + call_extras_len(req->op) + req->key_len + vlen;
     if (version >= KVMUX_PROTO_V2) n += KVMUX_PREFIX_LEN;
+    if (kvmux__stale_applies(c, req->op, version)) n += KVMUX_STALE_PREFIX_LEN;
     if (n > max_frame) {
         /* v2 sends it fragmented (bigsend.c; both drivers) if the head
          * of its first frame fits. */
@@ -284,6 +291,10 @@ int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
              * parked WAIT, a queued request) and answer TIMEOUT. */
             f.flags = KVMUX_FLAG_DEADLINE;
             f.deadline_ms = kvmux__deadline_left(deadline, now);
+        }
+        if (kvmux__stale_applies(c, req->op, c->version)) {
+            f.flags |= KVMUX_FLAG_STALE;
+            f.min_version = atomic_load_explicit(&c->stale_min, memory_order_relaxed);
         }
     }
     if (big) {

@@ -400,6 +400,8 @@ int kvmux__check_opts(const kvmux_options *o) {
                                    KVMUX__CLIENT_PROTO_MAX);
     if (o->resend_writes < 0 || o->resend_writes > 1)
         return kvmux__connect_fail(KVMUX_EINVAL, "resend_writes is 0 or 1");
+    if (o->stale_reads < 0 || o->stale_reads > 1)
+        return kvmux__connect_fail(KVMUX_EINVAL, "stale_reads is 0 or 1");
     return 0;
 }
 

@@ -350,6 +350,17 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
             r.version = kvmux_load_u64be(f->extras);
             break;
         }
+        if (c->opts.stale_reads &&
+            (s->op == KVMUX_SET || s->op == KVMUX_CAS || s->op == KVMUX_INCR ||
+             s->op == KVMUX_EXPIRE || s->op == KVMUX_PERSIST)) {
+            /* Read-your-writes: later STALE reads ask for at least this. */
+            uint64_t cur = atomic_load_explicit(&c->stale_min, memory_order_relaxed);
+            while (r.version > cur &&
+                   !atomic_compare_exchange_weak_explicit(&c->stale_min, &cur, r.version,
+                                                          memory_order_relaxed,
+                                                          memory_order_relaxed)) {
+            }
+        }
         if (parse_value) {
             int rc = reader_copy_value(s, f, &r, &v);
             if (rc != 0) result = rc; /* this call fails; the connection goes on */

@@ -110,6 +110,13 @@ enum kvmux_frame_type {
  *             from when the server receives the frame (0 = already expired). */
 #define KVMUX_FLAG_MORE 0x01u
 #define KVMUX_FLAG_DEADLINE 0x02u
+/*   STALE     v3 REQUEST only (docs/PROTOCOL.md section 17.2): a read (GET,
+ *             EXISTS, TTL, WAIT, SCAN) any replica may answer from its
+ *             applied state, once its store's version counter reaches
+ *             min_version: extras carry u64 min_version after the other
+ *             prefixes ([deadline][total_value_len][min_version]). */
+#define KVMUX_FLAG_STALE 0x20u
+#define KVMUX_STALE_PREFIX_LEN 8u
 
 /* Opcodes (REQUEST.code). Request extras / response extras:
  *   GET   req: none                         OK: u64 version, value
@@ -335,6 +342,7 @@ typedef struct kvmux_frame {
     uint32_t value_len;
     uint32_t deadline_ms;     /* v2, REQUEST with DEADLINE */
     uint32_t total_value_len; /* v2, first frame (REQUEST/RESPONSE) with MORE */
+    uint64_t min_version;     /* v3, REQUEST with STALE */
 } kvmux_frame;
 
 /* ---- big-endian helpers (never overlay structs on wire bytes) ---- */
@@ -438,7 +446,7 @@ int kvmux_frame_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
  * HELLO_ACK, GOAWAY). Reads at most 8 bytes. Thread-safe: yes. */
 uint32_t kvmux_frame_error_request_id(const uint8_t *buf, size_t len);
 
-/* Bytes of v2 extras prefix f's flags call for (0, 4 or 8). */
+/* Bytes of extras prefix f's flags call for (0, 4, 8, 12 or 16). */
 uint32_t kvmux_frame_prefix_len(const kvmux_frame *f);
 
 /* Total encoded size of f (header + prefixes + extras + key + value). */

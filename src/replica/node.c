@@ -76,6 +76,7 @@ struct kvmux_node {
     _Atomic uint32_t leader;
     _Atomic uint64_t term, commit_index, applied_index;
     _Atomic uint64_t elections, snapshots, last_failover_ms;
+    _Atomic uint64_t applied_version; /* kvmux_node_applied_version */
 };
 
 /* A membership change's C-Raft request: one at a time (n->admin). */
@@ -141,6 +142,9 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
         return 0;
     }
     if (b) b->applied = 1;
+    /* Published after the whole entry is in the store. */
+    atomic_store_explicit(&n->applied_version, kvmux_store_last_version(n->cfg.store),
+                          memory_order_release);
     return 0;
 }
 
@@ -197,6 +201,8 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf) {
     int rc = kvmux_fsm_restore(n->cfg.store, n->cfg.clock, p + used, len - used);
     if (rc != 0) return RAFT_MALFORMED;
     raft_free(buf->base); /* ours once restored (C-Raft's contract) */
+    atomic_store_explicit(&n->applied_version, kvmux_store_last_version(n->cfg.store),
+                          memory_order_release);
     atomic_fetch_add(&n->snapshots, 1);
     return 0;
 }
@@ -699,6 +705,10 @@ void kvmux_node_get_status(kvmux_node *n, kvmux_node_status *st) {
     st->elections = atomic_load(&n->elections);
     st->snapshots = atomic_load(&n->snapshots);
     st->last_failover_ms = atomic_load(&n->last_failover_ms);
+}
+
+uint64_t kvmux_node_applied_version(kvmux_node *n) {
+    return atomic_load_explicit(&n->applied_version, memory_order_acquire);
 }
 
 uint32_t kvmux_node_members(kvmux_node *n, kvmux_node_member *out, uint32_t max) {

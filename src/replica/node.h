@@ -101,6 +101,11 @@ int kvmux_node_start(kvmux_node **out, const kvmux_node_config *cfg, char *err, 
 void kvmux_node_propose(kvmux_node *n, kvmux_rbatch *b);
 /* Any thread. */
 void kvmux_node_get_status(kvmux_node *n, kvmux_node_status *st);
+/* The store's version counter as of the last entry (or snapshot) fully
+ * applied here: every write with a version up to it is visible in the
+ * store (release/acquire), so a stale read may run once this reaches its
+ * min_version. Any thread. */
+uint64_t kvmux_node_applied_version(kvmux_node *n);
 /* The members (at most max) into out; returns how many. Any thread. */
 uint32_t kvmux_node_members(kvmux_node *n, kvmux_node_member *out, uint32_t max);
 /* The client address of member id into out (cap bytes); 0, or -1 if not

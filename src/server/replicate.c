@@ -75,6 +75,20 @@ struct kvmux_lbatch {
     size_t cap;                /* of rb.buf */
 };
 
+/* A STALE read waiting for this replica's applied version to reach its
+ * min_version. It keeps its credit; c->nrepl counts it. */
+struct kvmux_stale {
+    struct kvmux_stale *next;
+    uint64_t min_version;
+    uint64_t deadline;         /* loop ms */
+    pend p;                    /* what to run (p.key: a copy) */
+};
+
+static void stale_free(struct kvmux_stale *s) {
+    free(s->p.key);
+    free(s);
+}
+
 static uint64_t wall_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -144,6 +158,11 @@ void kvmux__repl_loop_deinit(kvmux_loop *l) {
     if (l->rb_cur) batch_free(l->rb_cur);
     l->rb_cur = NULL;
     l->inbox_rb = NULL; /* the same batches as rb_flight */
+    while (l->stale) {
+        struct kvmux_stale *s = l->stale;
+        l->stale = s->next;
+        stale_free(s);
+    }
 }
 
 void kvmux__repl_free(kvmux_server *s) {
@@ -253,6 +272,82 @@ static void answer(kvmux_lbatch *lb) {
         }
         if (!kept) kvmux_session_request_end(&c->sess);
         kvmux__conn_maybe_finish_drain(c);
+    }
+}
+
+
+/* ---- STALE reads (docs/REPLICATION.md "Stale reads") ---- */
+
+
+/* Copy what run_read needs from f into p (key malloc'd). 0, or -1. */
+static int pend_copy(pend *p, kvmux_conn *c, const kvmux_frame *f) {
+    p->conn = c;
+    p->request_id = f->request_id;
+    p->cmd = -1;
+    p->op = f->code;
+    p->extras_len = f->extras_len;
+    memcpy(p->extras, f->extras, f->extras_len);
+    p->klen = f->key_len;
+    p->key = NULL;
+    if (f->key_len && !(p->key = malloc(f->key_len))) return -1;
+    if (f->key_len) memcpy(p->key, f->key, f->key_len);
+    return 0;
+}
+
+/* A STALE read: run it here now if this replica has applied min_version
+ * (returns -1: dispatch runs it locally, no barrier, leader or not), else
+ * park it until it has or until min(its deadline, --max-wait) passes
+ * (TIMEOUT). Returns 1 (parked) or 0 (answered). */
+static int stale_read(kvmux_conn *c, const kvmux_frame *f) {
+    kvmux_loop *l = c->loop;
+    if (kvmux_node_applied_version(l->srv->repl->node) >= f->min_version) return -1;
+    uint32_t wait = c->lim.max_wait_ms;
+    if (kvmux_frame_has_deadline(f) && f->deadline_ms < wait) wait = f->deadline_ms;
+    struct kvmux_stale *s = calloc(1, sizeof *s);
+    if (!s || f->extras_len > sizeof s->p.extras || pend_copy(&s->p, c, f) != 0) {
+        if (s) stale_free(s);
+        kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_INTERNAL, NULL, 0, "out of memory");
+        return 0;
+    }
+    if (f->code == KVMUX_OP_WAIT && kvmux_frame_has_deadline(f) &&
+        f->deadline_ms < kvmux_load_u32be(s->p.extras + 8))
+        kvmux_store_u32be(s->p.extras + 8, f->deadline_ms); /* as for leader reads */
+    s->min_version = f->min_version;
+    s->deadline = l->now + wait;
+    s->next = l->stale;
+    l->stale = s;
+    c->nrepl++;
+    return 1;
+}
+
+/* Each loop iteration (and every STALE_POLL_MS while any is parked):
+ * run the parked reads whose version has been applied, time out the
+ * others whose deadline passed. */
+static void stale_check(kvmux_loop *l) {
+    if (!l->stale) return;
+    uint64_t applied = kvmux_node_applied_version(l->srv->repl->node);
+    struct kvmux_stale **pp = &l->stale;
+    while (*pp) {
+        struct kvmux_stale *s = *pp;
+        kvmux_conn *c = s->p.conn;
+        int ready = applied >= s->min_version;
+        if (c && !ready && l->now < s->deadline) {
+            pp = &s->next;
+            continue;
+        }
+        *pp = s->next;
+        if (c) {
+            c->nrepl--;
+            int kept = 0;
+            if (ready)
+                kept = run_read(c, &s->p);
+            else
+                kvmux__conn_respond(c, s->p.request_id, KVMUX_STATUS_TIMEOUT, NULL, 0,
+                                    "min_version not applied on this replica in time");
+            if (!kept) kvmux_session_request_end(&c->sess);
+            kvmux__conn_maybe_finish_drain(c);
+        }
+        stale_free(s);
     }
 }
 
@@ -522,6 +617,7 @@ int kvmux__repl_request(kvmux_conn *c, const kvmux_frame *f) {
         f->code == KVMUX_OP_SLOWLOG || f->code == KVMUX_OP_CLIENT_LIST)
         return -1;
     if (f->code == KVMUX_OP_GROUP) return group_request(c, f);
+    if (f->flags & KVMUX_FLAG_STALE) return stale_read(c, f); /* a read: checked */
     if (!is_leader(s)) {
         respond_not_leader(c, f->request_id);
         return 0;
@@ -621,6 +717,7 @@ static void unlink_flight(kvmux_loop *l, kvmux_lbatch *lb) {
 
 void kvmux__repl_iterate(kvmux_loop *l) {
     if (!l->srv->repl) return;
+    stale_check(l);
     pthread_mutex_lock(&l->inbox_mu);
     kvmux_rbatch *done = l->inbox_rb;
     l->inbox_rb = NULL;
@@ -658,6 +755,8 @@ void kvmux__repl_forget(kvmux_conn *c) {
     if (l->rb_cur)
         for (uint32_t i = 0; i < l->rb_cur->np; i++)
             if (l->rb_cur->p[i].conn == c) l->rb_cur->p[i].conn = NULL;
+    for (struct kvmux_stale *s = l->stale; s; s = s->next)
+        if (s->p.conn == c) s->p.conn = NULL;
     c->nrepl = 0;
 }
 
@@ -672,6 +771,8 @@ int kvmux__repl_holds(const kvmux_conn *c, uint32_t request_id) {
     if (!c->nrepl) return 0;
     for (const kvmux_lbatch *lb = l->rb_flight; lb; lb = lb->lnext)
         if (holds_in(lb, c, request_id)) return 1;
+    for (const struct kvmux_stale *s = l->stale; s; s = s->next)
+        if (s->p.conn == c && s->p.request_id == request_id) return 1;
     return holds_in(l->rb_cur, c, request_id);
 }
 

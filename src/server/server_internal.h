@@ -174,6 +174,7 @@ struct kvmux_loop {
     uint64_t rb_seq;
     uint64_t rb_last_ms;           /* loop time of the last proposal */
     int repl_local;
+    struct kvmux_stale *stale;     /* parked STALE reads (replicate.c) */
     kvmux_rt rt;                   /* this loop's copy (reload.c) */
     uint64_t rt_epoch;             /* of srv->rt when copied */
     struct kvmux_metrics_loop *metrics; /* latency histograms (metrics.c) */

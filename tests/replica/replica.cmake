@@ -21,6 +21,10 @@ if(TARGET kvmux AND TARGET kvmuxd)
     kvmux_add_test(replica_members_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_members_test.c
       LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 300)
+    # STALE reads on followers: served, parked until min_version, timeout.
+    kvmux_add_test(replica_stale_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_stale_test.c
+      LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 120)
     # libkvmux's endpoints mode against this real group (kill -9 of the
     # leader under load), with client_failover_test's scenario.
     kvmux_add_test(client_group_test
@@ -34,6 +38,8 @@ if(TARGET kvmux AND TARGET kvmuxd)
     kvmux_missing_dependency_test(replica_group_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_members_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(replica_stale_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(client_group_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")

@@ -286,6 +286,7 @@ int cli_connect(cli_ctx *ctx) {
     o.tls_cert_file = ctx->cert;
     o.tls_key_file = ctx->key;
     o.tls_verify = !ctx->insecure;
+    o.stale_reads = ctx->stale;
     /* -h a:p1,b:p2: a replicated group; the library finds the leader and
      * follows it (kvmux_options.endpoints; -p is then unused). */
     if (strchr(ctx->host, ',')) o.endpoints = ctx->host;
