@@ -28,7 +28,7 @@
  * Returns the status (value copied into val), or -1. */
 static int group_req(uint16_t port, int max_version, const char *sub, const char *args,
                      char *val, size_t vcap) {
-    int fd = test_connect_raw(port, 3000);
+    int fd = test_connect_raw(port, 30000); /* also bounds the reply */
     if (fd < 0) return -1;
     int rc = -1;
     int v = test_raw_handshake_version(fd, max_version);
@@ -203,6 +203,46 @@ static void check_errors(rgroup *g, int leader) {
              KVMUX_STATUS_UNKNOWN_OP);
 }
 
+/* An add whose newcomer never answers: C-Raft gives up catching it up
+ * (INTERNAL "promoting to voter: ...", it stays a spare); meanwhile any
+ * other change is BUSY. Removing the spare cleans up. */
+typedef struct busy_arg {
+    uint16_t port;
+    int st;
+    char val[512];
+} busy_arg;
+
+static void *busy_add(void *p) {
+    busy_arg *a = p;
+    a->st = group_req(a->port, 3, "add", "9 127.0.0.1:1 127.0.0.1:2", a->val, sizeof a->val);
+    return NULL;
+}
+
+static void check_busy(rgroup *g, int leader) {
+    busy_arg a = {.port = g->cport[leader], .st = -2};
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, busy_add, &a) == 0);
+    char val[512];
+    int st = -1;
+    int64_t end = test_now_ms() + 3000;
+    do { /* until the add has started */
+        test_sleep_ms(50);
+        /* A probe that changes nothing: NOT_FOUND until the add runs. */
+        st = group_req(g->cport[leader], 3, "remove", "77", val, sizeof val);
+    } while (st == KVMUX_STATUS_NOT_FOUND && test_now_ms() < end);
+    CHECK_EQ(st, KVMUX_STATUS_BUSY);
+    CHECK(strstr(val, "already in progress") != NULL);
+    pthread_join(th, NULL);
+    CHECK_EQ(a.st, KVMUX_STATUS_INTERNAL);
+    CHECK(strstr(a.val, "promoting to voter") != NULL);
+    fprintf(stderr, "members: add of a dead newcomer: %d '%s'\n", a.st, a.val);
+    leader = rgroup_stable_leader(g, 10000);
+    REQUIRE(leader >= 0);
+    CHECK_EQ(group_req(g->cport[leader], 3, "status", NULL, val, sizeof val), KVMUX_STATUS_OK);
+    CHECK(strstr(val, "member_9:spare raft=127.0.0.1:1 client=127.0.0.1:2") != NULL);
+    CHECK_EQ(group_req(g->cport[leader], 3, "remove", "9", val, sizeof val), KVMUX_STATUS_OK);
+}
+
 /* kvmux-cli cluster: status as lines and as JSON, a refusal's message. */
 static void check_cli(const rgroup *g, int leader) {
     char cmd[512], out[8192];
@@ -241,6 +281,9 @@ int main(void) {
     REQUIRE(leader >= 0);
     check_errors(&g, leader);
     check_cli(&g, leader);
+    check_busy(&g, leader);
+    leader = rgroup_stable_leader(&g, 10000);
+    REQUIRE(leader >= 0);
 
     L.g = &g;
     /* The newcomers' ports are picked now so the load's endpoint list
