@@ -26,6 +26,8 @@
  *   expire, persist  OK version=N       scan  one key per line
  *   slowlog get  the server's lines, newest first; slowlog len  the number;
  *   slowlog reset  OK dropped=N;  client list  the server's lines
+ *   cluster status  the replica's "name:value" lines; cluster add, remove,
+ *          transfer  "OK " and the leader's account ("replica 4 is a voter")
  * Errors go to stderr as "kvmux-cli: CMD KEY: reason".
  *
  * What it is not: no line splitting (args.c), no prompt (repl.c), no
