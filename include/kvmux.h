@@ -313,6 +313,16 @@ typedef struct kvmux_options {
      * cut off complete with KVMUX_EUNKNOWN (or are resent blindly with
      * resend_writes) as before. 0 (default): on. */
     int no_sessions;
+    /* Added with stale reads (protocol v3; docs/REPLICATION.md "Stale
+     * reads"). 1: reads (GET, EXISTS, TTL, WAIT, SCAN) carry the STALE
+     * flag, so any replica, a follower included, answers them from what it
+     * has applied, without asking the leader; min_version is the highest
+     * version this handle's own writes got back (SET, CAS, INCR, EXPIRE,
+     * PERSIST), so a read never sees state older than the handle's own
+     * acknowledged writes (read-your-writes). Other clients' writes may
+     * be missing by a follower's lag. On a v1/v2 connection it has no
+     * effect. 0 (default): reads are linearizable (the leader). */
+    int stale_reads;
 } kvmux_options;
 
 /* Fill o with defaults and set o->struct_size. Thread-safe: yes.
@@ -410,6 +420,15 @@ typedef enum kvmux_op {
                               lines, newest first */
     KVMUX_CLIENT_LIST = 14,/* reply.version: connections; reply.value:
                               one text line each */
+    /* Replicated groups (docs/PROTOCOL.md section 17.3; protocol v3: a
+     * single node or an older server answers KVMUX_EUNSUPPORTED). */
+    KVMUX_GROUP = 15,      /* key = "status", "add", "remove" or
+                              "transfer"; value = its ASCII arguments
+                              (<= 256 bytes); reply.version: the leader's
+                              id (0 = none known); reply.value: text,
+                              also on failure (the server's message:
+                              kvmux_reply_free it). Changes go to the
+                              leader (KVMUX_ENOTLEADER elsewhere) */
     KVMUX_PING = 100 /* connection-level round trip; no key */
 } kvmux_op;
 

@@ -125,6 +125,12 @@ static unsigned call_extras_len(kvmux_op op) {
     }
 }
 
+int kvmux__stale_applies(const kvmux_client *c, int op, uint8_t version) {
+    return c->opts.stale_reads && version >= KVMUX_PROTO_V3 &&
+           (op == KVMUX_GET || op == KVMUX_EXISTS || op == KVMUX_TTL || op == KVMUX_WAIT ||
+            op == KVMUX_SCAN);
+}
+
 /* Check req against the negotiated limits and compute its frame size.
  * Returns 0 or KVMUX_EINVAL / KVMUX_ETOOBIG. */
 int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *flen) {
@@ -146,6 +152,9 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
         *flen = KVMUX_FRAME_HDR_LEN + call_extras_len(KVMUX_PING);
         return 0;
     case KVMUX_STATS: case KVMUX_SCAN:
+        break;
+    case KVMUX_GROUP:
+        has_value = 1;
         break;
     case KVMUX_SLOWLOG: case KVMUX_CLIENT_LIST:
         /* No key: the server would answer BAD_REQUEST. */
@@ -175,6 +184,7 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
     if (version >= KVMUX_PROTO_V2) n += KVMUX_PREFIX_LEN;
     size_t sess = kvmux__session_on(c, req->op) ? KVMUX_SESSION_PREFIX_LEN : 0;
     n += sess;
+    if (kvmux__stale_applies(c, req->op, version)) n += KVMUX_STALE_PREFIX_LEN;
     if (n > max_frame) {
         /* v2 sends it fragmented (bigsend.c; both drivers) if the head
          * of its first frame fits. */
@@ -292,6 +302,10 @@ int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
             f.flags |= KVMUX_FLAG_SESSION;
             f.session_seq = *seq;
         }
+        if (kvmux__stale_applies(c, req->op, c->version)) {
+            f.flags |= KVMUX_FLAG_STALE;
+            f.min_version = atomic_load_explicit(&c->stale_min, memory_order_relaxed);
+        }
     }
     if (big) {
         big->deadline = deadline;
@@ -302,7 +316,7 @@ int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
         kvmux__writer_kick(c);
         return 0;
     }
-    if (req->op == KVMUX_SET || req->op == KVMUX_CAS) {
+    if (req->op == KVMUX_SET || req->op == KVMUX_CAS || req->op == KVMUX_GROUP) {
         f.value = req->value;
         f.value_len = (uint32_t)req->value_len;
     }
@@ -606,7 +620,7 @@ admit:
     }
     /* The completer freed the slot and counted us out of the library:
      * from here on the client may be closed under us; only w is ours. */
-    if (reply && (rc == KVMUX_OK || rc == KVMUX_EVERSION)) {
+    if (reply && (rc == KVMUX_OK || rc == KVMUX_EVERSION || w.reply.value)) {
         *reply = w.reply;
         w.reply.value = NULL;
     }

@@ -404,6 +404,8 @@ int kvmux__check_opts(const kvmux_options *o) {
         return kvmux__connect_fail(KVMUX_EINVAL, "resend_writes is 0 or 1");
     if (o->no_sessions < 0 || o->no_sessions > 1)
         return kvmux__connect_fail(KVMUX_EINVAL, "no_sessions is 0 or 1");
+    if (o->stale_reads < 0 || o->stale_reads > 1)
+        return kvmux__connect_fail(KVMUX_EINVAL, "stale_reads is 0 or 1");
     return 0;
 }
 

@@ -287,6 +287,8 @@ struct kvmux_client {
     _Atomic uint32_t max_value;
     _Atomic uint32_t peer_max_frame; /* largest frame the server accepts */
     _Atomic uint8_t version;       /* negotiated protocol version */
+    _Atomic uint64_t stale_min;    /* stale_reads: highest version this
+                                      handle's writes got (read-your-writes) */
     kvmux__mode mode;
     pthread_t reader;
     pthread_t writer;
@@ -638,6 +640,9 @@ int kvmux__call_prepare(kvmux_client *c, const kvmux_request *req, size_t flen,
  * caller just read (one clock read per async submit), or -1 to read the
  * clock here if a DEADLINE needs it. Returns 0, or KVMUX_ETOOBIG if the
  * transfer could not be planned (big freed). */
+/* 1 if a request op on a connection of this version carries STALE
+ * (opts.stale_reads, v3, a read). */
+int kvmux__stale_applies(const kvmux_client *c, int op, uint8_t version);
 int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
                        kvmux__bigmsg *big, int64_t deadline, int64_t now, uint64_t *seq);
 

@@ -89,6 +89,7 @@ void kvmux_options_init_sized(kvmux_options *out, size_t size) {
     o->endpoints = NULL;
     o->resend_writes = 0;
     o->no_sessions = 0;
+    o->stale_reads = 0;
     memcpy(out, o, size < sizeof d ? size : sizeof d);
     out->struct_size = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
 }

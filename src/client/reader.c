@@ -305,6 +305,7 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         case KVMUX_SCAN: want = 8; parse_value = 1; break; /* next cursor, key list */
         case KVMUX_SLOWLOG: want = 8; parse_value = 1; break; /* count, text lines */
         case KVMUX_CLIENT_LIST: want = 8; parse_value = 1; break; /* count, text lines */
+        case KVMUX_GROUP: want = 8; parse_value = 1; break; /* leader id, text */
         default: break;
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
@@ -354,12 +355,27 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
             r.version = kvmux_load_u64be(f->extras);
             break;
         }
+        if (c->opts.stale_reads &&
+            (s->op == KVMUX_SET || s->op == KVMUX_CAS || s->op == KVMUX_INCR ||
+             s->op == KVMUX_EXPIRE || s->op == KVMUX_PERSIST)) {
+            /* Read-your-writes: later STALE reads ask for at least this. */
+            uint64_t cur = atomic_load_explicit(&c->stale_min, memory_order_relaxed);
+            while (r.version > cur &&
+                   !atomic_compare_exchange_weak_explicit(&c->stale_min, &cur, r.version,
+                                                          memory_order_relaxed,
+                                                          memory_order_relaxed)) {
+            }
+        }
         if (parse_value) {
             int rc = reader_copy_value(s, f, &r, &v);
             if (rc != 0) result = rc; /* this call fails; the connection goes on */
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
         r.version = kvmux_load_u64be(f->extras);
+    } else if (s->op == KVMUX_GROUP && f->value_len && !s->want_value) {
+        /* A refused membership change: the server's message says why
+         * (unknown id, already a member, ...); the caller gets it. */
+        (void)reader_copy_value(s, f, &r, &v);
     }
     kvmux__slot_finish(c, s, result, &r, v);
     return 0;

@@ -60,8 +60,8 @@ uint8_t kvmux_version_allowed_flags(uint8_t v, uint8_t t) {
     if (v < KVMUX_PROTO_V2 || v > KVMUX_PROTO_CODEC_MAX) return 0;
     switch (t) {
     case KVMUX_FRAME_REQUEST:
-        return KVMUX_FLAG_MORE | KVMUX_FLAG_DEADLINE |
-               (v >= KVMUX_PROTO_V3 ? KVMUX_FLAG_SESSION : 0);
+        return (uint8_t)(KVMUX_FLAG_MORE | KVMUX_FLAG_DEADLINE |
+                         (v >= KVMUX_PROTO_V3 ? KVMUX_FLAG_SESSION | KVMUX_FLAG_STALE : 0));
     case KVMUX_FRAME_RESPONSE:
     case KVMUX_FRAME_CONTINUATION: return KVMUX_FLAG_MORE;
     default: return 0;
@@ -101,6 +101,7 @@ static uint32_t prefix_len(uint8_t type, uint8_t flags) {
         n += KVMUX_PREFIX_LEN;
     if (type == KVMUX_FRAME_REQUEST && (flags & KVMUX_FLAG_SESSION))
         n += KVMUX_SESSION_PREFIX_LEN;
+    if (type == KVMUX_FRAME_REQUEST && (flags & KVMUX_FLAG_STALE)) n += KVMUX_STALE_PREFIX_LEN;
     return n;
 }
 
@@ -225,9 +226,15 @@ int kvmux_frame_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
         if (total_value_len <= value_len) return -KVMUX_ERR_BAD_LENGTH;
         p += KVMUX_PREFIX_LEN;
     }
+    /* [u64 seq if SESSION][u64 min_version if STALE], in that order. */
     uint64_t session_seq = 0;
-    if (type == KVMUX_FRAME_REQUEST && (flags & KVMUX_FLAG_SESSION))
+    if (type == KVMUX_FRAME_REQUEST && (flags & KVMUX_FLAG_SESSION)) {
         session_seq = kvmux_load_u64be(p);
+        p += KVMUX_SESSION_PREFIX_LEN;
+    }
+    uint64_t min_version = 0;
+    if (type == KVMUX_FRAME_REQUEST && (flags & KVMUX_FLAG_STALE))
+        min_version = kvmux_load_u64be(p);
     if (type == KVMUX_FRAME_WINDOW_UPDATE) {
         uint32_t inc = kvmux_load_u32be(body);
         if (inc == 0 || inc > KVMUX_MAX_WINDOW) return -KVMUX_ERR_PROTOCOL;
@@ -247,6 +254,7 @@ int kvmux_frame_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
     out->deadline_ms = deadline_ms;
     out->total_value_len = total_value_len;
     out->session_seq = session_seq;
+    out->min_version = min_version;
     return (int)total;
 }
 
@@ -274,7 +282,7 @@ void kvmux_frame_encode_header(uint8_t out[KVMUX_FRAME_HDR_LEN],
     kvmux_store_u32be(out + HDR_BODY_LEN, wire_extras + f->key_len + f->value_len);
 }
 
-/* Header, prefixes (in wire order: deadline, then total), extras, key.
+/* Header, prefixes (in wire order: deadline, total, min_version), extras, key.
  * Zero-length parts may have NULL pointers: memcpy with a NULL source is
  * undefined even for 0 bytes, hence the guards. */
 size_t kvmux_frame_encode_head(uint8_t *out, const kvmux_frame *f) {
@@ -292,6 +300,10 @@ size_t kvmux_frame_encode_head(uint8_t *out, const kvmux_frame *f) {
     if (f->type == KVMUX_FRAME_REQUEST && (f->flags & KVMUX_FLAG_SESSION)) {
         kvmux_store_u64be(out + off, f->session_seq);
         off += KVMUX_SESSION_PREFIX_LEN;
+    }
+    if (f->type == KVMUX_FRAME_REQUEST && (f->flags & KVMUX_FLAG_STALE)) {
+        kvmux_store_u64be(out + off, f->min_version);
+        off += KVMUX_STALE_PREFIX_LEN;
     }
     if (f->extras_len) memcpy(out + off, f->extras, f->extras_len);
     off += f->extras_len;

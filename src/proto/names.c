@@ -78,6 +78,7 @@ const char *kvmux_opcode_name(int op) {
     case KVMUX_OP_SCAN: return "SCAN";
     case KVMUX_OP_SLOWLOG: return "SLOWLOG";
     case KVMUX_OP_CLIENT_LIST: return "CLIENT_LIST";
+    case KVMUX_OP_GROUP: return "GROUP";
     default: return "?";
     }
 }
@@ -121,6 +122,7 @@ int kvmux_request_extras_len(uint8_t opcode) {
     case KVMUX_OP_SCAN: return 12;
     case KVMUX_OP_SLOWLOG: return 8;
     case KVMUX_OP_CLIENT_LIST: return 0;
+    case KVMUX_OP_GROUP: return 0;
     default: return -1;
     }
 }

@@ -117,6 +117,13 @@ enum kvmux_frame_type {
  *             Unknown (BAD_FLAGS) on v1/v2. */
 #define KVMUX_FLAG_SESSION 0x10u
 #define KVMUX_SESSION_PREFIX_LEN 8u      /* the u64 seq */
+/*   STALE     v3 REQUEST only (docs/PROTOCOL.md section 17.2): a read (GET,
+ *             EXISTS, TTL, WAIT, SCAN) any replica may answer from its
+ *             applied state, once its store's version counter reaches
+ *             min_version: extras carry u64 min_version after the other
+ *             prefixes ([deadline][total_value_len][min_version]). */
+#define KVMUX_FLAG_STALE 0x20u
+#define KVMUX_STALE_PREFIX_LEN 8u
 
 /* Opcodes (REQUEST.code). Request extras / response extras:
  *   GET   req: none                         OK: u64 version, value
@@ -187,7 +194,14 @@ enum kvmux_opcode {
  *               as fit the client's limits) */
 #define KVMUX_OP_SLOWLOG 13
 #define KVMUX_OP_CLIENT_LIST 14
-#define KVMUX_OP_MAX 14
+/* Membership and group status (docs/PROTOCOL.md section 17.3), v3 only
+ * (UNKNOWN_OP on v1/v2 connections and on a single node, which never
+ * negotiates v3). No extras; key = subcommand ("status", "add", "remove",
+ * "transfer"); value = its ASCII arguments (at most
+ * KVMUX_GROUP_ARGS_MAX bytes). OK: value = text. */
+#define KVMUX_OP_GROUP 15
+#define KVMUX_OP_MAX 15
+#define KVMUX_GROUP_ARGS_MAX 256u
 
 #define KVMUX_SLOWLOG_GET 0u
 #define KVMUX_SLOWLOG_LEN 1u
@@ -342,6 +356,7 @@ typedef struct kvmux_frame {
     uint32_t deadline_ms;     /* v2, REQUEST with DEADLINE */
     uint32_t total_value_len; /* v2, first frame (REQUEST/RESPONSE) with MORE */
     uint64_t session_seq;     /* v3, REQUEST with SESSION */
+    uint64_t min_version;     /* v3, REQUEST with STALE */
 } kvmux_frame;
 
 /* ---- big-endian helpers (never overlay structs on wire bytes) ---- */
@@ -449,7 +464,7 @@ int kvmux_frame_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
  * HELLO_ACK, GOAWAY). Reads at most 8 bytes. Thread-safe: yes. */
 uint32_t kvmux_frame_error_request_id(const uint8_t *buf, size_t len);
 
-/* Bytes of v2 extras prefix f's flags call for (0, 4 or 8). */
+/* Bytes of extras prefix f's flags call for (0, 4, 8, 12 or 16). */
 uint32_t kvmux_frame_prefix_len(const kvmux_frame *f);
 
 /* Total encoded size of f (header + prefixes + extras + key + value). */

@@ -12,6 +12,7 @@
 #include "node.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <raft.h>
 #include <raft/uv.h>
@@ -24,6 +25,7 @@
 #include <uv.h>
 
 #include "entry.h"
+#include "proto.h"
 #include "log.h"
 #include "monotime.h"
 
@@ -59,13 +61,39 @@ struct kvmux_node {
     uint64_t settle_since;       /* monotonic ms of the start or the last
                                     leader change (fsm_snapshot) */
 
+    kvmux_rbatch *admin;         /* the membership change under way */
+    struct admin_req *admin_req;
+
+    /* Member tables, for any thread under mmu; written by the Raft thread
+     * (which reads table without the lock). */
+    pthread_mutex_t mmu;
+    kvmux_peers table;           /* client addresses: --peers + the log */
+    kvmux_node_member pub[KVMUX_PEERS_MAX]; /* the configuration, published */
+    uint32_t npub;
+
     /* Published for any thread. */
     _Atomic int role;
     _Atomic uint32_t leader;
     _Atomic uint64_t term, commit_index, applied_index;
     _Atomic uint64_t elections, snapshots, last_failover_ms;
-    _Atomic uint64_t lag[KVMUX_PEERS_MAX];
+    _Atomic uint64_t applied_version; /* kvmux_node_applied_version */
 };
+
+/* A membership change's C-Raft request: one at a time (n->admin). */
+typedef struct admin_req {
+    union {
+        struct raft_apply apply;
+        struct raft_change change;
+        struct raft_transfer transfer;
+    } u;                         /* first: the callbacks cast back */
+    kvmux_node *n;
+} admin_req;
+
+static void table_merge(kvmux_node *n, const kvmux_peers *t) {
+    pthread_mutex_lock(&n->mmu);
+    for (uint32_t i = 0; i < t->n; i++) kvmux_peers_put(&n->table, &t->p[i]);
+    pthread_mutex_unlock(&n->mmu);
+}
 
 static void *ra_realloc(void *p, size_t n) {
     if (n == 0) {
@@ -91,6 +119,15 @@ static kvmux_rbatch *find_inflight(kvmux_node *n, uint16_t loop, uint64_t seq) {
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result) {
     kvmux_node *n = fsm->data;
     *result = NULL;
+    if (kvmux_peers_is_table(buf->base, buf->len)) {
+        /* A member table (an "add" wrote it): addresses only, no store
+         * change, so digests are unaffected. */
+        kvmux_peers t;
+        size_t used;
+        if (kvmux_peers_decode(buf->base, buf->len, &t, &used) == 0) table_merge(n, &t);
+        else KVMUX_LOG_E("replica: skipping a malformed member table entry");
+        return 0;
+    }
     kvmux_entry_hdr h;
     kvmux_entry_iter it;
     kvmux_rbatch *b = NULL;
@@ -105,6 +142,9 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
         return 0;
     }
     if (b) b->applied = 1;
+    /* Published after the whole entry is in the store. */
+    atomic_store_explicit(&n->applied_version, kvmux_store_last_version(n->cfg.store),
+                          memory_order_release);
     return 0;
 }
 
@@ -130,23 +170,40 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     size_t len;
     if (kvmux_fsm_snapshot(n->cfg.store, n->cfg.clock, n->cfg.sessions, n->cfg.stage, ra_realloc, &p, &len) != 0)
         return RAFT_NOMEM;
-    *bufs = raft_malloc(sizeof **bufs);
+    /* The member table first (so a replica that joins from this snapshot
+     * learns every member's client address), then the store. */
+    uint8_t *t = raft_malloc(KVMUX_PEERS_WIRE_MAX);
+    *bufs = t ? raft_malloc(2 * sizeof **bufs) : NULL;
     if (!*bufs) {
+        raft_free(t);
         raft_free(p);
         return RAFT_NOMEM;
     }
-    (*bufs)[0].base = p;
-    (*bufs)[0].len = len;
-    *n_bufs = 1;
+    (*bufs)[0].base = t;
+    (*bufs)[0].len = kvmux_peers_encode(&n->table, t);
+    (*bufs)[1].base = p;
+    (*bufs)[1].len = len;
+    *n_bufs = 2;
     atomic_fetch_add(&n->snapshots, 1);
     return 0;
 }
 
 static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf) {
     kvmux_node *n = fsm->data;
-    int rc = kvmux_fsm_restore(n->cfg.store, n->cfg.clock, n->cfg.sessions, n->cfg.stage, buf->base, buf->len);
+    const uint8_t *p = buf->base;
+    size_t len = buf->len, used = 0;
+    if (kvmux_peers_is_table(p, len)) {
+        /* Snapshots before membership (no table) restore as they are. */
+        kvmux_peers t;
+        if (kvmux_peers_decode(p, len, &t, &used) != 0) return RAFT_MALFORMED;
+        table_merge(n, &t);
+    }
+    int rc = kvmux_fsm_restore(n->cfg.store, n->cfg.clock, n->cfg.sessions, n->cfg.stage,
+                               p + used, len - used);
     if (rc != 0) return RAFT_MALFORMED;
     raft_free(buf->base); /* ours once restored (C-Raft's contract) */
+    atomic_store_explicit(&n->applied_version, kvmux_store_last_version(n->cfg.store),
+                          memory_order_release);
     atomic_fetch_add(&n->snapshots, 1);
     return 0;
 }
@@ -180,8 +237,14 @@ static void on_applied(struct raft_apply *req, int status, void *result) {
     batch_done(n, b, status == 0 && !b->applied ? RAFT_LEADERSHIPLOST : status);
 }
 
+static void admin_start(kvmux_node *n, kvmux_rbatch *b);
+
 static void submit(kvmux_node *n, kvmux_rbatch *b) {
     b->accepted = 0;
+    if (b->admin && !n->closing) {
+        admin_start(n, b);
+        return;
+    }
     if (n->closing) {
         free(b->buf);
         b->buf = NULL;
@@ -220,6 +283,201 @@ static void submit(kvmux_node *n, kvmux_rbatch *b) {
         free(r);
         b->priv = NULL;
         batch_done(n, b, rc);
+    }
+}
+
+
+/* ---- membership changes (one at a time; docs/REPLICATION.md) ---- */
+
+static int admin_done(kvmux_node *n, kvmux_rbatch *b, uint8_t status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int admin_done(kvmux_node *n, kvmux_rbatch *b, uint8_t status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->admin->msg, sizeof b->admin->msg, fmt, ap);
+    va_end(ap);
+    b->admin->status = status;
+    if (n->admin == b) {
+        n->admin = NULL;
+        free(n->admin_req);
+        n->admin_req = NULL;
+    }
+    batch_done(n, b, 0);
+    return 0;
+}
+
+/* Finish the change under way after a C-Raft error. Returns 0. */
+static int admin_fail(kvmux_node *n, const char *what, int rc) {
+    kvmux_rbatch *b = n->admin;
+    if (rc == RAFT_CANTCHANGE)
+        return admin_done(n, b, KVMUX_STATUS_BUSY, "a membership change is already in progress");
+    if (rc == RAFT_NOTLEADER || rc == RAFT_LEADERSHIPLOST)
+        return admin_done(n, b, KVMUX_STATUS_OUTCOME_UNKNOWN,
+                   "%s: leadership lost during the change (check 'status')", what);
+    return admin_done(n, b, KVMUX_STATUS_INTERNAL, "%s: %s", what, raft_strerror(rc));
+}
+
+static const struct raft_server *conf_find(kvmux_node *n, uint32_t id) {
+    const struct raft_configuration *c = &n->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->servers[i].id == id) return &c->servers[i];
+    return NULL;
+}
+
+static void on_promoted(struct raft_change *req, int status) {
+    kvmux_node *n = ((admin_req *)req)->n;
+    uint32_t id = n->admin->admin->id;
+    if (status != 0) {
+        admin_fail(n, "promoting to voter", status);
+        return;
+    }
+    admin_done(n, n->admin, KVMUX_STATUS_OK, "replica %u is a voter", id);
+}
+
+/* Step 3 of ADD: C-Raft catches the member up (log or snapshot) before it
+ * appends the configuration that makes it a voter. */
+static int add_promote(kvmux_node *n) {
+    kvmux_node_admin *a = n->admin->admin;
+    int rc = raft_assign(&n->raft, &n->admin_req->u.change, a->id, RAFT_VOTER, on_promoted);
+    return rc != 0 ? admin_fail(n, "promoting to voter", rc) : 0;
+}
+
+static void on_added(struct raft_change *req, int status) {
+    kvmux_node *n = ((admin_req *)req)->n;
+    if (status != 0) admin_fail(n, "adding the member", status);
+    else add_promote(n);
+}
+
+/* Step 2 of ADD: the member enters the configuration as a spare. */
+static void on_table(struct raft_apply *req, int status, void *result) {
+    (void)result;
+    kvmux_node *n = ((admin_req *)req)->n;
+    kvmux_node_admin *a = n->admin->admin;
+    if (status != 0) {
+        admin_fail(n, "replicating the member table", status);
+        return;
+    }
+    int rc = raft_add(&n->raft, &n->admin_req->u.change, a->id, a->peer.raft_addr, on_added);
+    if (rc != 0) admin_fail(n, "adding the member", rc);
+}
+
+static int admin_add(kvmux_node *n) {
+    kvmux_node_admin *a = n->admin->admin;
+    const struct raft_server *s = conf_find(n, a->id);
+    if (s && s->role == RAFT_VOTER)
+        return admin_done(n, n->admin, KVMUX_STATUS_BAD_REQUEST,
+                          "replica %u is already a member", a->id);
+    if (s) return add_promote(n); /* a spare or standby: retrying an add */
+    const struct raft_configuration *c = &n->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++)
+        if (strcmp(c->servers[i].address, a->peer.raft_addr) == 0)
+            return admin_done(n, n->admin, KVMUX_STATUS_BAD_REQUEST,
+                              "raft address %s is already replica %llu's", a->peer.raft_addr,
+                              (unsigned long long)c->servers[i].id);
+    if (c->n >= KVMUX_PEERS_MAX)
+        return admin_done(n, n->admin, KVMUX_STATUS_BAD_REQUEST,
+                          "the group is full (%u members)", KVMUX_PEERS_MAX);
+    /* Step 1: the whole member table (with the newcomer's client
+     * address) goes through the log first, so every replica, the
+     * newcomer included, can name any leader's client address. */
+    kvmux_peers t = n->table;
+    if (kvmux_peers_put(&t, &a->peer) != 0)
+        return admin_done(n, n->admin, KVMUX_STATUS_BAD_REQUEST, "the member table is full");
+    uint8_t *buf = raft_malloc(KVMUX_PEERS_WIRE_MAX);
+    if (!buf) return admin_fail(n, "member table", RAFT_NOMEM);
+    struct raft_buffer rb = {buf, kvmux_peers_encode(&t, buf)};
+    int rc = raft_apply(&n->raft, &n->admin_req->u.apply, &rb, 1, on_table);
+    return rc != 0 ? admin_fail(n, "replicating the member table", rc) : 0;
+}
+
+static void on_removed(struct raft_change *req, int status) {
+    kvmux_node *n = ((admin_req *)req)->n;
+    uint32_t id = n->admin->admin->id;
+    if (status != 0) {
+        admin_fail(n, "removing the member", status);
+        return;
+    }
+    admin_done(n, n->admin, KVMUX_STATUS_OK, "replica %u removed", id);
+}
+
+static int admin_remove(kvmux_node *n) {
+    kvmux_node_admin *a = n->admin->admin;
+    const struct raft_server *s = conf_find(n, a->id);
+    if (!s)
+        return admin_done(n, n->admin, KVMUX_STATUS_NOT_FOUND, "replica %u is not a member",
+                          a->id);
+    unsigned voters = 0;
+    const struct raft_configuration *c = &n->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++) voters += c->servers[i].role == RAFT_VOTER;
+    if (s->role == RAFT_VOTER && voters == 1)
+        return admin_done(n, n->admin, KVMUX_STATUS_BAD_REQUEST,
+                          "replica %u is the last voter", a->id);
+    int rc = raft_remove(&n->raft, &n->admin_req->u.change, a->id, on_removed);
+    return rc != 0 ? admin_fail(n, "removing the member", rc) : 0;
+}
+
+static void on_transferred(struct raft_transfer *req) {
+    kvmux_node *n = ((admin_req *)req)->n;
+    raft_id lid = 0;
+    const char *addr = NULL;
+    raft_leader(&n->raft, &lid, &addr);
+    uint32_t want = (uint32_t)req->id;
+    if (lid != 0 && lid != n->cfg.id && (want == 0 || lid == want))
+        admin_done(n, n->admin, KVMUX_STATUS_OK, "replica %llu is the leader",
+                   (unsigned long long)lid);
+    else
+        admin_done(n, n->admin, KVMUX_STATUS_TIMEOUT,
+                   "replica %u did not take over within the election timeout", want);
+}
+
+static int admin_transfer(kvmux_node *n) {
+    kvmux_node_admin *a = n->admin->admin;
+    if (a->id != 0) {
+        const struct raft_server *s = conf_find(n, a->id);
+        if (!s)
+            return admin_done(n, n->admin, KVMUX_STATUS_NOT_FOUND,
+                              "replica %u is not a member", a->id);
+        if (a->id == n->cfg.id)
+            return admin_done(n, n->admin, KVMUX_STATUS_BAD_REQUEST,
+                              "replica %u is already the leader", a->id);
+        if (s->role != RAFT_VOTER)
+            return admin_done(n, n->admin, KVMUX_STATUS_BAD_REQUEST,
+                              "replica %u is not a voter", a->id);
+    }
+    int rc = raft_transfer(&n->raft, &n->admin_req->u.transfer, a->id, on_transferred);
+    if (rc == RAFT_NOTFOUND)
+        return admin_done(n, n->admin, KVMUX_STATUS_BAD_REQUEST,
+                          "no other voter to transfer to");
+    return rc != 0 ? admin_fail(n, "transfer", rc) : 0;
+}
+
+static void admin_start(kvmux_node *n, kvmux_rbatch *b) {
+    if (raft_state(&n->raft) != RAFT_LEADER) {
+        batch_done(n, b, RAFT_NOTLEADER); /* not processed: NOT_LEADER */
+        return;
+    }
+    if (n->admin || raft_transferee(&n->raft) != 0 ||
+        n->raft.configuration_uncommitted_index != 0) {
+        b->admin->status = KVMUX_STATUS_BUSY;
+        snprintf(b->admin->msg, sizeof b->admin->msg,
+                 "a membership change is already in progress");
+        batch_done(n, b, 0);
+        return;
+    }
+    admin_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        b->admin->status = KVMUX_STATUS_INTERNAL;
+        snprintf(b->admin->msg, sizeof b->admin->msg, "out of memory");
+        batch_done(n, b, 0);
+        return;
+    }
+    r->n = n;
+    n->admin = b;
+    n->admin_req = r;
+    switch (b->admin->op) {
+    case KVMUX_ADMIN_ADD: admin_add(n); break;
+    case KVMUX_ADMIN_REMOVE: admin_remove(n); break;
+    default: admin_transfer(n); break;
     }
 }
 
@@ -264,6 +522,33 @@ static void on_async(uv_async_t *a) {
 
 /* ---- status ---- */
 
+/* The configuration as other threads see it: ids, roles, addresses and
+ * (on the leader) each member's lag. At most KVMUX_PEERS_MAX members (an
+ * ADD refuses more). */
+static void publish_members(kvmux_node *n, int st) {
+    struct raft *r = &n->raft;
+    const struct raft_configuration *c = &r->configuration;
+    uint64_t commit = (uint64_t)raft_commit_index(r);
+    pthread_mutex_lock(&n->mmu);
+    n->npub = 0;
+    for (unsigned i = 0; i < c->n && n->npub < KVMUX_PEERS_MAX; i++) {
+        const struct raft_server *s = &c->servers[i];
+        kvmux_node_member *m = &n->pub[n->npub++];
+        m->id = (uint32_t)s->id;
+        m->role = s->role == RAFT_VOTER     ? KVMUX_MEMBER_VOTER
+                  : s->role == RAFT_STANDBY ? KVMUX_MEMBER_STANDBY
+                                            : KVMUX_MEMBER_SPARE;
+        snprintf(m->raft_addr, sizeof m->raft_addr, "%s", s->address);
+        const kvmux_peer *p = kvmux_peers_find(&n->table, m->id);
+        snprintf(m->client_addr, sizeof m->client_addr, "%s", p ? p->client_addr : "");
+        raft_index mi = 0;
+        m->lag = UINT64_MAX;
+        if (st == RAFT_LEADER && s->id != n->cfg.id && raft_match_index(r, s->id, &mi) == 0)
+            m->lag = commit > (uint64_t)mi ? commit - (uint64_t)mi : 0;
+    }
+    pthread_mutex_unlock(&n->mmu);
+}
+
 static void publish(kvmux_node *n) {
     if (n->closing || !n->raft_ok) return;
     struct raft *r = &n->raft;
@@ -286,15 +571,7 @@ static void publish(kvmux_node *n) {
         n->last_leader = (uint32_t)lid;
     }
     if (lid != 0) n->leaderless_since = 0;
-    uint64_t commit = (uint64_t)raft_commit_index(r);
-    for (uint32_t i = 0; i < n->peers.n; i++) {
-        raft_index m = 0;
-        uint64_t lag = UINT64_MAX;
-        if (st == RAFT_LEADER && n->peers.p[i].id != n->cfg.id &&
-            raft_match_index(r, n->peers.p[i].id, &m) == 0)
-            lag = commit > (uint64_t)m ? commit - (uint64_t)m : 0;
-        atomic_store(&n->lag[i], lag);
-    }
+    publish_members(n, st);
 }
 
 static void on_prepare(uv_prepare_t *p) { publish(p->data); }
@@ -376,14 +653,16 @@ int kvmux_node_start(kvmux_node **out, const kvmux_node_config *cfg, char *err, 
     if (!n) return snprintf(err, errlen, "out of memory"), -1;
     n->cfg = *cfg;
     n->peers = *cfg->peers;
-    for (uint32_t i = 0; i < KVMUX_PEERS_MAX; i++) atomic_init(&n->lag[i], UINT64_MAX);
+    n->table = *cfg->peers;
     n->cfg.peers = &n->peers;
     snprintf(n->dir, sizeof n->dir, "%s", cfg->dir);
     n->cfg.dir = n->dir;
     n->settle_since = kvmux_clock_ms();
     pthread_mutex_init(&n->mu, NULL);
+    pthread_mutex_init(&n->mmu, NULL);
     if (make_dir(n->dir, err, errlen) != 0 || uv_loop_init(&n->loop) != 0) {
         pthread_mutex_destroy(&n->mu);
+        pthread_mutex_destroy(&n->mmu);
         free(n);
         return -1;
     }
@@ -427,8 +706,26 @@ void kvmux_node_get_status(kvmux_node *n, kvmux_node_status *st) {
     st->elections = atomic_load(&n->elections);
     st->snapshots = atomic_load(&n->snapshots);
     st->last_failover_ms = atomic_load(&n->last_failover_ms);
-    for (uint32_t i = 0; i < KVMUX_PEERS_MAX; i++)
-        st->lag[i] = i < n->peers.n ? atomic_load(&n->lag[i]) : UINT64_MAX;
+}
+
+uint64_t kvmux_node_applied_version(kvmux_node *n) {
+    return atomic_load_explicit(&n->applied_version, memory_order_acquire);
+}
+
+uint32_t kvmux_node_members(kvmux_node *n, kvmux_node_member *out, uint32_t max) {
+    pthread_mutex_lock(&n->mmu);
+    uint32_t k = n->npub < max ? n->npub : max;
+    memcpy(out, n->pub, k * sizeof *out);
+    pthread_mutex_unlock(&n->mmu);
+    return k;
+}
+
+int kvmux_node_client_addr(kvmux_node *n, uint32_t id, char *out, size_t cap) {
+    pthread_mutex_lock(&n->mmu);
+    const kvmux_peer *p = kvmux_peers_find(&n->table, id);
+    snprintf(out, cap, "%s", p ? p->client_addr : "");
+    pthread_mutex_unlock(&n->mmu);
+    return p ? 0 : -1;
 }
 
 void kvmux_node_stop(kvmux_node *n) {
@@ -444,6 +741,10 @@ void kvmux_node_stop(kvmux_node *n) {
         uv_run(&n->loop, UV_RUN_DEFAULT);
     }
     uv_loop_close(&n->loop);
+    /* A change C-Raft never called back about (its batch is freed with
+     * the loop's in-flight list). */
+    free(n->admin_req);
     pthread_mutex_destroy(&n->mu);
+    pthread_mutex_destroy(&n->mmu);
     free(n);
 }

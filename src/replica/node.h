@@ -14,6 +14,19 @@
 #include "peers.h"
 #include "store.h"
 
+/* A membership change (kvmux_node_admin_*), carried by a kvmux_rbatch
+ * instead of an entry. The proposer fills op, id and peer; the node
+ * fills status (a KVMUX_STATUS_*) and msg before done. */
+enum { KVMUX_ADMIN_ADD = 1, KVMUX_ADMIN_REMOVE = 2, KVMUX_ADMIN_TRANSFER = 3 };
+#define KVMUX_ADMIN_MSG_MAX 160u
+typedef struct kvmux_node_admin {
+    int op;
+    uint32_t id;                 /* the member; TRANSFER: 0 = any voter */
+    kvmux_peer peer;             /* ADD: its addresses (peer.id == id) */
+    uint8_t status;              /* node */
+    char msg[KVMUX_ADMIN_MSG_MAX]; /* node: what happened, for the reply */
+} kvmux_node_admin;
+
 /* One proposal: an encoded entry (entry.h) and room for its results. The
  * proposer owns it before kvmux_node_propose and after done; in between
  * the node touches only the fields marked "node". */
@@ -32,6 +45,10 @@ typedef struct kvmux_rbatch {
     int status;                  /* node: 0 = committed and applied; else a
                                     RAFT_* error (not leader, leadership
                                     lost, shutdown) */
+    kvmux_node_admin *admin;     /* not NULL: a membership change, no
+                                    entry (buf NULL); status 0 then means
+                                    "answered in admin", RAFT_NOTLEADER
+                                    "not processed" */
     void *priv;                  /* node: its request record */
     void *owner;                 /* proposer's own state */
 } kvmux_rbatch;
@@ -62,10 +79,20 @@ typedef struct kvmux_node_status {
     uint64_t elections;          /* times a new leader was seen */
     uint64_t snapshots;          /* taken or installed */
     uint64_t last_failover_ms;   /* last leaderless stretch */
-    /* On the leader: per member (peers order), entries it lacks behind
-     * the commit index; UINT64_MAX = unknown (not the leader, or itself). */
-    uint64_t lag[KVMUX_PEERS_MAX];
 } kvmux_node_status;
+
+/* A member of the configuration this replica knows (the latest one,
+ * committed or not). */
+enum { KVMUX_MEMBER_VOTER = 1, KVMUX_MEMBER_STANDBY = 2, KVMUX_MEMBER_SPARE = 3 };
+typedef struct kvmux_node_member {
+    uint32_t id;
+    int role;                    /* KVMUX_MEMBER_* */
+    uint64_t lag;                /* on the leader: entries its log lacks
+                                    behind the commit index; UINT64_MAX =
+                                    unknown (not the leader, or itself) */
+    char raft_addr[KVMUX_PEER_ADDR_MAX];
+    char client_addr[KVMUX_PEER_ADDR_MAX]; /* "" if not known here */
+} kvmux_node_member;
 
 typedef struct kvmux_node kvmux_node;
 
@@ -76,6 +103,17 @@ int kvmux_node_start(kvmux_node **out, const kvmux_node_config *cfg, char *err, 
 void kvmux_node_propose(kvmux_node *n, kvmux_rbatch *b);
 /* Any thread. */
 void kvmux_node_get_status(kvmux_node *n, kvmux_node_status *st);
+/* The store's version counter as of the last entry (or snapshot) fully
+ * applied here: every write with a version up to it is visible in the
+ * store (release/acquire), so a stale read may run once this reaches its
+ * min_version. Any thread. */
+uint64_t kvmux_node_applied_version(kvmux_node *n);
+/* The members (at most max) into out; returns how many. Any thread. */
+uint32_t kvmux_node_members(kvmux_node *n, kvmux_node_member *out, uint32_t max);
+/* The client address of member id into out (cap bytes); 0, or -1 if not
+ * known here (out = ""). Any thread. The addresses come from --peers and
+ * from member tables replicated through the log and snapshots. */
+int kvmux_node_client_addr(kvmux_node *n, uint32_t id, char *out, size_t cap);
 /* Stop: every batch still queued or in flight gets done (failed) first;
  * joins the thread and frees n. Not from the Raft thread. */
 void kvmux_node_stop(kvmux_node *n);

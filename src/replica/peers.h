@@ -29,4 +29,30 @@ int kvmux_peers_parse(const char *spec, kvmux_peers *out, char *err, size_t errl
 /* The entry with this id, or NULL. */
 const kvmux_peer *kvmux_peers_find(const kvmux_peers *ps, uint32_t id);
 
+/* Set (add or replace) the entry for p->id. Returns 0, or -1 if the table
+ * is full. */
+int kvmux_peers_put(kvmux_peers *ps, const kvmux_peer *p);
+
+/* The member table as it travels in the Raft log and in snapshots
+ * (docs/REPLICATION.md "Membership"): big-endian
+ *   u32 magic "KVRM", u8 format (1), u8 count, u16 0, u32 total length
+ *   (header included, padding excluded), then per member: u8 id,
+ *   u8 raft_len, u8 client_len, raft address, client address;
+ * then zero bytes to a multiple of 8 (raft_uv wants entry lengths so).
+ * KVMUX_PEERS_WIRE_MAX bounds the padded size. */
+#define KVMUX_PEERS_MAGIC 0x4b56524du /* "KVRM" */
+#define KVMUX_PEERS_WIRE_MAX (16u + KVMUX_PEERS_MAX * (3u + 2u * KVMUX_PEER_ADDR_MAX))
+
+/* Encode ps into buf (at least KVMUX_PEERS_WIRE_MAX bytes). Returns the
+ * padded length. */
+size_t kvmux_peers_encode(const kvmux_peers *ps, uint8_t *buf);
+
+/* 1 if buf starts with the table's magic. */
+int kvmux_peers_is_table(const uint8_t *buf, size_t len);
+
+/* Decode a table from buf[0..len) into out; *used gets its padded length
+ * (where what follows it starts). Returns 0, or -1 if malformed (out is
+ * then unspecified). */
+int kvmux_peers_decode(const uint8_t *buf, size_t len, kvmux_peers *out, size_t *used);
+
 #endif

@@ -177,6 +177,7 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
     char msg[KVMUX_MAX_STATUS_MSG];
     uint8_t status;
     int want = kvmux_request_extras_len(f->code);
+    if (f->code == KVMUX_OP_GROUP && c->sess.version < KVMUX_PROTO_V3) want = -1;
     if (want < 0) {
         status = KVMUX_STATUS_UNKNOWN_OP;
         snprintf(msg, sizeof msg, "unknown opcode %u", f->code);
@@ -219,7 +220,18 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "ttl_ms above the maximum %llu",
                  (unsigned long long)KVMUX_MAX_TTL_MS);
-    } else if (!takes_value(f->code) && value_len > 0) {
+    } else if ((f->flags & KVMUX_FLAG_STALE) &&
+               !(f->code == KVMUX_OP_GET || f->code == KVMUX_OP_EXISTS ||
+                 f->code == KVMUX_OP_TTL || f->code == KVMUX_OP_WAIT ||
+                 f->code == KVMUX_OP_SCAN)) {
+        status = KVMUX_STATUS_BAD_REQUEST;
+        snprintf(msg, sizeof msg, "STALE applies to GET, EXISTS, TTL, WAIT and SCAN, not %s",
+                 kvmux_opcode_name(f->code));
+    } else if (f->code == KVMUX_OP_GROUP && value_len > KVMUX_GROUP_ARGS_MAX) {
+        status = KVMUX_STATUS_TOO_LARGE;
+        snprintf(msg, sizeof msg, "GROUP arguments of %u bytes exceed %u", value_len,
+                 KVMUX_GROUP_ARGS_MAX);
+    } else if (!takes_value(f->code) && f->code != KVMUX_OP_GROUP && value_len > 0) {
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "%s takes no value, got %u bytes",
                  kvmux_opcode_name(f->code), value_len);

@@ -235,8 +235,16 @@ static void loop_on_phase_timer(kvmux_timer *t, uint64_t now) {
     for (kvmux_conn *c = l->conns; c; c = c->next) kvmux__conn_close(c, "shutdown deadline");
 }
 
+/* How often parked STALE reads look at the applied version (the Raft
+ * thread does not wake loops when it applies an entry). */
+#define STALE_POLL_MS 2u
+
 static int next_timeout(const kvmux_loop *l) {
     uint64_t next = kvmux__timer_next(&l->timers);
+    if (l->stale) {
+        uint64_t poll = kvmux_clock_ms() + STALE_POLL_MS;
+        if (next > poll) next = poll;
+    }
     if (next == UINT64_MAX) return -1;
     uint64_t now = kvmux_clock_ms();
     if (next <= now) return 0;

@@ -276,6 +276,7 @@ static const struct {
     {"replica_commit_index", "Highest Raft log index known committed"},
     {"replica_applied_index", "Highest Raft log index applied to the store"},
     {"replica_last_failover_ms", "Duration of the last leaderless stretch"},
+    {"replica_members", "Members of the Raft configuration this replica knows"},
 };
 
 static const char *gauge_help(const char *name) {

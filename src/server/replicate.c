@@ -116,6 +116,20 @@ struct kvmux_lbatch {
     uint64_t lease_gen;        /* repl->lease_gen then */
 };
 
+/* A STALE read waiting for this replica's applied version to reach its
+ * min_version. It keeps its credit; c->nrepl counts it. */
+struct kvmux_stale {
+    struct kvmux_stale *next;
+    uint64_t min_version;
+    uint64_t deadline;         /* loop ms */
+    pend p;                    /* what to run (p.key: a copy) */
+};
+
+static void stale_free(struct kvmux_stale *s) {
+    free(s->p.key);
+    free(s);
+}
+
 static uint64_t wall_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -227,6 +241,7 @@ static void batch_free(kvmux_lbatch *lb) {
     free(lb->p);
     free(lb->rb.buf);
     free(lb->rb.results);
+    free(lb->rb.admin);
     free(lb);
 }
 
@@ -241,6 +256,11 @@ void kvmux__repl_loop_deinit(kvmux_loop *l) {
     if (l->rb_cur) batch_free(l->rb_cur);
     l->rb_cur = NULL;
     l->inbox_rb = NULL; /* the same batches as rb_flight */
+    while (l->stale) {
+        struct kvmux_stale *s = l->stale;
+        l->stale = s->next;
+        stale_free(s);
+    }
 }
 
 void kvmux__repl_free(kvmux_server *s) {
@@ -258,14 +278,17 @@ static void respond_not_leader(kvmux_conn *c, uint32_t id) {
     kvmux_repl *r = c->loop->srv->repl;
     kvmux_node_status st;
     kvmux_node_get_status(r->node, &st);
-    const kvmux_peer *p = st.leader && st.leader != r->id ? kvmux_peers_find(&r->peers, st.leader)
-                                                          : NULL;
+    /* The leader's client address: from --peers, or from the member
+     * table replicated through the log (members added at run time). */
+    char addr[KVMUX_PEER_ADDR_MAX] = "";
+    if (st.leader && st.leader != r->id)
+        kvmux_node_client_addr(r->node, st.leader, addr, sizeof addr);
     if (c->sess.version >= KVMUX_PROTO_V3) {
-        kvmux__conn_respond(c, id, KVMUX_STATUS_NOT_LEADER, NULL, 0, p ? p->client_addr : NULL);
+        kvmux__conn_respond(c, id, KVMUX_STATUS_NOT_LEADER, NULL, 0, addr[0] ? addr : NULL);
         return;
     }
     char msg[KVMUX_MAX_STATUS_MSG];
-    if (p) snprintf(msg, sizeof msg, "not the leader; the leader is %s", p->client_addr);
+    if (addr[0]) snprintf(msg, sizeof msg, "not the leader; the leader is %s", addr);
     else snprintf(msg, sizeof msg, "not the leader; no leader known");
     kvmux__conn_respond(c, id, KVMUX_STATUS_SHUTTING_DOWN, NULL, 0, msg);
 }
@@ -312,6 +335,22 @@ static int run_read(kvmux_conn *c, const pend *p) {
 
 static void stage_done(kvmux_loop *l, pend *p, const kvmux_rbatch *b);
 
+static uint32_t leader_id(kvmux_server *s) {
+    kvmux_node_status st;
+    kvmux_node_get_status(s->repl->node, &st);
+    return st.leader;
+}
+
+/* A membership change's outcome: OK (u64 leader id, value = what
+ * happened) or the node's status with its message. */
+static void respond_admin(kvmux_conn *c, uint32_t id, const kvmux_node_admin *a) {
+    if (a->status == KVMUX_STATUS_OK)
+        kvmux__conn_respond_u64(c, id, leader_id(c->loop->srv), (const uint8_t *)a->msg,
+                                strlen(a->msg));
+    else
+        kvmux__conn_respond(c, id, a->status, NULL, 0, a->msg);
+}
+
 static void answer(kvmux_loop *l, kvmux_lbatch *lb, kvmux_repl *r) {
     kvmux_rbatch *b = &lb->rb;
     if (b->status == 0) lease_extend(r, lb);
@@ -325,7 +364,11 @@ static void answer(kvmux_loop *l, kvmux_lbatch *lb, kvmux_repl *r) {
         if (!c) continue;
         c->nrepl--;
         int kept = 0;
-        if (b->status == 0 && p->cmd >= 0) {
+        if (b->admin && b->status == 0) {
+            respond_admin(c, p->request_id, b->admin);
+        } else if (b->admin) {
+            respond_not_leader(c, p->request_id); /* not processed */
+        } else if (b->status == 0 && p->cmd >= 0) {
             respond_result(c, p->request_id, &b->results[p->cmd]);
         } else if (b->status == 0) {
             kept = run_read(c, p);
@@ -336,6 +379,82 @@ static void answer(kvmux_loop *l, kvmux_lbatch *lb, kvmux_repl *r) {
         }
         if (!kept) kvmux_session_request_end(&c->sess);
         kvmux__conn_maybe_finish_drain(c);
+    }
+}
+
+
+/* ---- STALE reads (docs/REPLICATION.md "Stale reads") ---- */
+
+
+/* Copy what run_read needs from f into p (key malloc'd). 0, or -1. */
+static int pend_copy(pend *p, kvmux_conn *c, const kvmux_frame *f) {
+    p->conn = c;
+    p->request_id = f->request_id;
+    p->cmd = -1;
+    p->op = f->code;
+    p->extras_len = f->extras_len;
+    memcpy(p->extras, f->extras, f->extras_len);
+    p->klen = f->key_len;
+    p->key = NULL;
+    if (f->key_len && !(p->key = malloc(f->key_len))) return -1;
+    if (f->key_len) memcpy(p->key, f->key, f->key_len);
+    return 0;
+}
+
+/* A STALE read: run it here now if this replica has applied min_version
+ * (returns -1: dispatch runs it locally, no barrier, leader or not), else
+ * park it until it has or until min(its deadline, --max-wait) passes
+ * (TIMEOUT). Returns 1 (parked) or 0 (answered). */
+static int stale_read(kvmux_conn *c, const kvmux_frame *f) {
+    kvmux_loop *l = c->loop;
+    if (kvmux_node_applied_version(l->srv->repl->node) >= f->min_version) return -1;
+    uint32_t wait = c->lim.max_wait_ms;
+    if (kvmux_frame_has_deadline(f) && f->deadline_ms < wait) wait = f->deadline_ms;
+    struct kvmux_stale *s = calloc(1, sizeof *s);
+    if (!s || f->extras_len > sizeof s->p.extras || pend_copy(&s->p, c, f) != 0) {
+        if (s) stale_free(s);
+        kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_INTERNAL, NULL, 0, "out of memory");
+        return 0;
+    }
+    if (f->code == KVMUX_OP_WAIT && kvmux_frame_has_deadline(f) &&
+        f->deadline_ms < kvmux_load_u32be(s->p.extras + 8))
+        kvmux_store_u32be(s->p.extras + 8, f->deadline_ms); /* as for leader reads */
+    s->min_version = f->min_version;
+    s->deadline = l->now + wait;
+    s->next = l->stale;
+    l->stale = s;
+    c->nrepl++;
+    return 1;
+}
+
+/* Each loop iteration (and every STALE_POLL_MS while any is parked):
+ * run the parked reads whose version has been applied, time out the
+ * others whose deadline passed. */
+static void stale_check(kvmux_loop *l) {
+    if (!l->stale) return;
+    uint64_t applied = kvmux_node_applied_version(l->srv->repl->node);
+    struct kvmux_stale **pp = &l->stale;
+    while (*pp) {
+        struct kvmux_stale *s = *pp;
+        kvmux_conn *c = s->p.conn;
+        int ready = applied >= s->min_version;
+        if (c && !ready && l->now < s->deadline) {
+            pp = &s->next;
+            continue;
+        }
+        *pp = s->next;
+        if (c) {
+            c->nrepl--;
+            int kept = 0;
+            if (ready)
+                kept = run_read(c, &s->p);
+            else
+                kvmux__conn_respond(c, s->p.request_id, KVMUX_STATUS_TIMEOUT, NULL, 0,
+                                    "min_version not applied on this replica in time");
+            if (!kept) kvmux_session_request_end(&c->sess);
+            kvmux__conn_maybe_finish_drain(c);
+        }
+        stale_free(s);
     }
 }
 
@@ -440,12 +559,172 @@ static int enqueue(kvmux_conn *c, uint32_t id, const kvmux_entry_cmd *cmd, const
     return 1;
 }
 
+
+/* ---- GROUP (opcode 15): status and membership changes ---- */
+
+/* Append printf output to buf (cap bytes, *len used); silently stops at
+ * the end (the status text is bounded: KVMUX_PEERS_MAX lines). */
+static void sb(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void sb(char *buf, size_t cap, size_t *len, const char *fmt, ...) {
+    if (*len >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (n > 0) *len = (size_t)n < cap - *len ? *len + (size_t)n : cap - 1;
+}
+
+static const char *role_name(int role);
+
+static const char *member_role(int role) {
+    return role == KVMUX_MEMBER_VOTER ? "voter" : role == KVMUX_MEMBER_STANDBY ? "standby"
+                                                                               : "spare";
+}
+
+/* "status": this replica's view of the group, "name:value" lines like
+ * STATS (docs/PROTOCOL.md 17.3). Any replica answers. */
+static void group_status(kvmux_conn *c, uint32_t id) {
+    kvmux_repl *r = c->loop->srv->repl;
+    kvmux_node_status st;
+    kvmux_node_get_status(r->node, &st);
+    kvmux_node_member m[KVMUX_PEERS_MAX];
+    uint32_t k = kvmux_node_members(r->node, m, KVMUX_PEERS_MAX);
+    char buf[4096], laddr[KVMUX_PEER_ADDR_MAX] = "";
+    size_t len = 0;
+    if (st.leader) kvmux_node_client_addr(r->node, st.leader, laddr, sizeof laddr);
+    sb(buf, sizeof buf, &len, "id:%u\nrole:%s\nterm:%llu\nleader:%u\nleader_addr:%s\n", r->id,
+       role_name(st.role), (unsigned long long)st.term, st.leader, laddr);
+    sb(buf, sizeof buf, &len,
+       "commit_index:%llu\napplied_index:%llu\nelections:%llu\nsnapshots:%llu\n"
+       "last_failover_ms:%llu\nmembers:%u\n",
+       (unsigned long long)st.commit_index, (unsigned long long)st.applied_index,
+       (unsigned long long)st.elections, (unsigned long long)st.snapshots,
+       (unsigned long long)st.last_failover_ms, k);
+    for (uint32_t i = 0; i < k; i++) {
+        char lag[24] = "-";
+        if (m[i].lag != UINT64_MAX) snprintf(lag, sizeof lag, "%llu", (unsigned long long)m[i].lag);
+        sb(buf, sizeof buf, &len, "member_%u:%s raft=%s client=%s lag=%s%s\n", m[i].id,
+           member_role(m[i].role), m[i].raft_addr, m[i].client_addr[0] ? m[i].client_addr : "-",
+           lag, m[i].id == st.leader ? " leader" : "");
+    }
+    kvmux__conn_respond_u64(c, id, st.leader, (const uint8_t *)buf, len);
+}
+
+/* Decimal id 1..255 from s[0..n). Returns it, or 0. */
+static uint32_t parse_id(const char *s, size_t n) {
+    uint32_t v = 0;
+    if (n == 0 || n > 3) return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        v = v * 10 + (uint32_t)(s[i] - '0');
+    }
+    return v <= 255 ? v : 0;
+}
+
+/* Split args (NUL-terminated, modified) on spaces into at most max
+ * words; returns how many there were (may exceed max). */
+static int split_words(char *args, char **w, int max) {
+    int k = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(args, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+        if (k < max) w[k] = t;
+        k++;
+    }
+    return k;
+}
+
+/* Parse a change into a; 0, or -1 with msg set. */
+static int parse_change(const kvmux_frame *f, kvmux_node_admin *a, char *msg, size_t cap) {
+    char args[KVMUX_GROUP_ARGS_MAX + 1];
+    memcpy(args, f->value, f->value_len);
+    args[f->value_len] = '\0';
+    char *w[4];
+    int k = split_words(args, w, 4);
+    if (f->key_len == 3 && memcmp(f->key, "add", 3) == 0) {
+        a->op = KVMUX_ADMIN_ADD;
+        if (k != 3) return snprintf(msg, cap, "usage: add ID RAFTHOST:PORT CLIENTHOST:PORT"), -1;
+        char spec[3 * KVMUX_PEER_ADDR_MAX];
+        kvmux_peers one;
+        snprintf(spec, sizeof spec, "%s=%s/%s", w[0], w[1], w[2]);
+        if (kvmux_peers_parse(spec, &one, msg, cap) != 0) return -1;
+        a->id = one.p[0].id;
+        a->peer = one.p[0];
+        return 0;
+    }
+    int rm = f->key_len == 6 && memcmp(f->key, "remove", 6) == 0;
+    int tr = f->key_len == 8 && memcmp(f->key, "transfer", 8) == 0;
+    if (!rm && !tr)
+        return snprintf(msg, cap, "unknown GROUP subcommand '%.*s' (status, add, remove, "
+                        "transfer)", (int)(f->key_len > 32 ? 32 : f->key_len), f->key), -1;
+    a->op = rm ? KVMUX_ADMIN_REMOVE : KVMUX_ADMIN_TRANSFER;
+    if (rm ? k != 1 : k > 1)
+        return snprintf(msg, cap, rm ? "usage: remove ID" : "usage: transfer [ID]"), -1;
+    if (k == 1 && !(a->id = parse_id(w[0], strlen(w[0]))))
+        return snprintf(msg, cap, "bad replica id '%.16s' (1..255)", w[0]), -1;
+    return 0;
+}
+
+/* GROUP: status here; changes on the leader, through the Raft thread. */
+static int group_request(kvmux_conn *c, const kvmux_frame *f) {
+    kvmux_loop *l = c->loop;
+    if (f->key_len == 6 && memcmp(f->key, "status", 6) == 0) {
+        if (f->value_len)
+            kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_BAD_REQUEST, NULL, 0,
+                                "status takes no arguments");
+        else group_status(c, f->request_id);
+        return 0;
+    }
+    char msg[KVMUX_MAX_STATUS_MSG];
+    kvmux_node_admin *a = calloc(1, sizeof *a);
+    if (!a) {
+        kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_INTERNAL, NULL, 0, "out of memory");
+        return 0;
+    }
+    if (parse_change(f, a, msg, sizeof msg) != 0) {
+        free(a);
+        kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_BAD_REQUEST, NULL, 0, msg);
+        return 0;
+    }
+    if (!is_leader(l->srv)) {
+        free(a);
+        respond_not_leader(c, f->request_id);
+        return 0;
+    }
+    /* A batch of its own (not the iteration's entry): one pending request,
+     * no entry, the change in rb.admin. */
+    kvmux_lbatch *lb = calloc(1, sizeof *lb);
+    pend *p = lb ? add_pend(lb) : NULL;
+    if (!p) {
+        if (lb) free(lb->p);
+        free(lb);
+        free(a);
+        kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_INTERNAL, NULL, 0, "out of memory");
+        return 0;
+    }
+    p->conn = c;
+    p->request_id = f->request_id;
+    p->cmd = -2;
+    lb->np = 1;
+    lb->rb.admin = a;
+    lb->rb.owner = lb;
+    lb->rb.loop = (uint16_t)l->id;
+    c->nrepl++;
+    if (l->rb_flight_tail) l->rb_flight_tail->lnext = lb;
+    else l->rb_flight = lb;
+    l->rb_flight_tail = lb;
+    kvmux_node_propose(l->srv->repl->node, &lb->rb);
+    return 1; /* keeps its credit until answered */
+}
+
 int kvmux__repl_request(kvmux_conn *c, const kvmux_frame *f) {
     kvmux_loop *l = c->loop;
     kvmux_server *s = l->srv;
     if (!s->repl || l->repl_local || f->code == KVMUX_OP_STATS ||
         f->code == KVMUX_OP_SLOWLOG || f->code == KVMUX_OP_CLIENT_LIST)
         return -1;
+    if (f->code == KVMUX_OP_GROUP) return group_request(c, f);
+    if (f->flags & KVMUX_FLAG_STALE) return stale_read(c, f); /* a read: checked */
     if (!is_leader(s)) {
         respond_not_leader(c, f->request_id);
         return 0;
@@ -679,6 +958,7 @@ static void unlink_flight(kvmux_loop *l, kvmux_lbatch *lb) {
 
 void kvmux__repl_iterate(kvmux_loop *l) {
     if (!l->srv->repl) return;
+    stale_check(l);
     pthread_mutex_lock(&l->inbox_mu);
     kvmux_rbatch *done = l->inbox_rb;
     l->inbox_rb = NULL;
@@ -725,6 +1005,8 @@ void kvmux__repl_forget(kvmux_conn *c) {
     if (l->rb_cur)
         for (uint32_t i = 0; i < l->rb_cur->np; i++)
             if (l->rb_cur->p[i].conn == c) l->rb_cur->p[i].conn = NULL;
+    for (struct kvmux_stale *s = l->stale; s; s = s->next)
+        if (s->p.conn == c) s->p.conn = NULL;
     c->nrepl = 0;
 }
 
@@ -739,6 +1021,8 @@ int kvmux__repl_holds(const kvmux_conn *c, uint32_t request_id) {
     if (!c->nrepl) return 0;
     for (const kvmux_lbatch *lb = l->rb_flight; lb; lb = lb->lnext)
         if (holds_in(lb, c, request_id)) return 1;
+    for (const struct kvmux_stale *s = l->stale; s; s = s->next)
+        if (s->p.conn == c && s->p.request_id == request_id) return 1;
     return holds_in(l->rb_cur, c, request_id);
 }
 
@@ -753,32 +1037,19 @@ static const char *role_name(int role) {
     }
 }
 
-void kvmux__repl_stats(kvmux_server *s, void *o,
+void kvmux__repl_stats(kvmux_server *s, void *o, int want_digest,
                        void (*u64line)(void *o, const char *name, uint64_t v),
                        void (*strline)(void *o, const char *name, const char *v)) {
     kvmux_repl *r = s->repl;
     if (!r || !r->node) return;
     kvmux_node_status st;
     kvmux_node_get_status(r->node, &st);
-    /* The digest is taken between two reads of the applied index; a
-     * stable index means the digest is the store's at that index (the
-     * store changes only by applying entries). Bounded retries: each is
-     * one walk of the store on this loop's thread (~50 ms per million
-     * keys), paid by every STATS and /metrics scrape of a replica. */
-    uint64_t digest = 0, applied = st.applied_index;
-    for (int i = 0; i < 5; i++) {
-        kvmux_node_get_status(r->node, &st);
-        applied = st.applied_index;
-        digest = kvmux_fsm_digest(s->store);
-        kvmux_node_get_status(r->node, &st);
-        if (st.applied_index == applied) break;
-    }
     u64line(o, "replica_id", r->id);
     strline(o, "replica_role", role_name(st.role));
     u64line(o, "replica_term", st.term);
     u64line(o, "replica_leader", st.leader);
     u64line(o, "replica_commit_index", st.commit_index);
-    u64line(o, "replica_applied_index", applied);
+    u64line(o, "replica_applied_index", st.applied_index);
     u64line(o, "replica_elections", st.elections);
     u64line(o, "replica_snapshots", st.snapshots);
     u64line(o, "replica_last_failover_ms", st.last_failover_ms);
@@ -789,16 +1060,35 @@ void kvmux__repl_stats(kvmux_server *s, void *o,
     u64line(o, "session_duplicates", atomic_load(&r->sessions.duplicates));
     u64line(o, "session_expired", atomic_load(&r->sessions.expired));
     u64line(o, "session_refused", atomic_load(&r->sessions.refused));
+    kvmux_node_member m[KVMUX_PEERS_MAX];
+    uint32_t k = kvmux_node_members(r->node, m, KVMUX_PEERS_MAX);
+    u64line(o, "replica_members", k);
+    /* On the leader: how far each follower's log is behind the commit. */
+    for (uint32_t i = 0; i < k; i++) {
+        if (m[i].lag == UINT64_MAX) continue;
+        char nm[32];
+        snprintf(nm, sizeof nm, "replica_lag_%u", m[i].id);
+        u64line(o, nm, m[i].lag);
+    }
+    if (!want_digest) return;
+    /* The digest walks the whole store on this loop's thread (~50 ms per
+     * million keys), so only a STATS asking for it by name pays it, never
+     * a plain STATS or a /metrics scrape. It is taken between two reads
+     * of the applied index; a stable index means the digest is the
+     * store's at that index (the store changes only by applying entries).
+     * Bounded retries. */
+    uint64_t digest = 0, applied = 0;
+    for (int i = 0; i < 5; i++) {
+        kvmux_node_get_status(r->node, &st);
+        applied = st.applied_index;
+        digest = kvmux_fsm_digest(s->store);
+        kvmux_node_get_status(r->node, &st);
+        if (st.applied_index == applied) break;
+    }
     char hex[24];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)digest);
     strline(o, "replica_digest", hex);
-    /* On the leader: how far each follower's log is behind the commit. */
-    for (uint32_t i = 0; i < r->peers.n; i++) {
-        if (st.lag[i] == UINT64_MAX) continue;
-        char nm[32];
-        snprintf(nm, sizeof nm, "replica_lag_%u", r->peers.p[i].id);
-        u64line(o, nm, st.lag[i]);
-    }
+    u64line(o, "replica_digest_index", applied);
 }
 
 #else /* !KVMUX_HAVE_RAFT: a single node only; config.c refuses --replica-id */
@@ -828,10 +1118,10 @@ int kvmux__repl_holds(const kvmux_conn *c, uint32_t request_id) {
     (void)c, (void)request_id;
     return 0;
 }
-void kvmux__repl_stats(kvmux_server *s, void *o,
+void kvmux__repl_stats(kvmux_server *s, void *o, int want_digest,
                        void (*u64line)(void *o, const char *name, uint64_t v),
                        void (*strline)(void *o, const char *name, const char *v)) {
-    (void)s, (void)o, (void)u64line, (void)strline;
+    (void)s, (void)o, (void)want_digest, (void)u64line, (void)strline;
 }
 
 #endif

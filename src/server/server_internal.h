@@ -177,6 +177,7 @@ struct kvmux_loop {
     uint64_t repl_lease_reads;     /* reads run under the lease since the
                                       last renewal (replicate.c) */
     int repl_local;
+    struct kvmux_stale *stale;     /* parked STALE reads (replicate.c) */
     kvmux_rt rt;                   /* this loop's copy (reload.c) */
     uint64_t rt_epoch;             /* of srv->rt when copied */
     struct kvmux_metrics_loop *metrics; /* latency histograms (metrics.c) */
@@ -380,8 +381,10 @@ void kvmux__repl_post(kvmux_loop *l, struct kvmux_rbatch *b);
 void kvmux__repl_forget(kvmux_conn *c);
 /* Whether c has request_id waiting for replication. */
 int kvmux__repl_holds(const kvmux_conn *c, uint32_t request_id);
-/* STATS lines of replication (none on a single node). */
-void kvmux__repl_stats(kvmux_server *s, void *o,
+/* STATS lines of replication (none on a single node). want_digest: also
+ * replica_digest and replica_digest_index (a walk of the whole store:
+ * only for a STATS whose key is "replica_digest"). */
+void kvmux__repl_stats(kvmux_server *s, void *o, int want_digest,
                        void (*u64line)(void *o, const char *name, uint64_t v),
                        void (*strline)(void *o, const char *name, const char *v));
 /* Run a read request locally (dispatch.c), for a read whose barrier was

@@ -161,7 +161,9 @@ size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, 
     u64line(&o, "aof_rewrite_failures", st.aof_rewrite_failures);
     u64line(&o, "aof_refused", st.aof_refused);
     u64line(&o, "aof_writes_held", st.writes_held);
-    kvmux__repl_stats(s, &o, repl_u64, repl_str);
+    kvmux__repl_stats(s, &o,
+                      plen == 14 && memcmp(prefix, "replica_digest", 14) == 0,
+                      repl_u64, repl_str);
     return o.overflow ? 0 : o.len;
 }
 

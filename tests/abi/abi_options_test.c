@@ -120,6 +120,28 @@ static void test_failover_fields(uint16_t port) {
     CHECK(strstr(msg, "endpoints") != NULL);
 }
 
+/* stale_reads (appended with STALE reads): off by default; an old
+ * caller's struct ending before it, with garbage there, connects as
+ * before; a bad value is refused. */
+static void test_stale_field(uint16_t port) {
+    size_t old_size = offsetof(kvmux_options, stale_reads);
+    unsigned char buf[sizeof(kvmux_options)];
+    memset(buf, 0xAA, sizeof buf);
+    kvmux_options_init_sized((kvmux_options *)buf, old_size);
+    ((kvmux_options *)buf)->connect_timeout_ms = 2000;
+    ((kvmux_options *)buf)->endpoints = NULL;
+    ((kvmux_options *)buf)->resend_writes = 0;
+    CHECK_EQ(try_connect((kvmux_options *)buf, port), KVMUX_ECONNECT);
+    kvmux_options o;
+    kvmux_options_init(&o);
+    CHECK_EQ(o.stale_reads, 0);
+    o.stale_reads = 2;
+    CHECK_EQ(try_connect(&o, port), KVMUX_EINVAL);
+    char msg[256];
+    kvmux_connection_error(NULL, msg, sizeof msg);
+    CHECK(strstr(msg, "stale_reads") != NULL);
+}
+
 static void test_bad_sizes_refused(uint16_t port) {
     kvmux_options o;
     memset(&o, 0, sizeof o); /* never initialised */
@@ -147,5 +169,6 @@ int main(void) {
     test_connect_reads_only_struct_size(port);
     test_bad_sizes_refused(port);
     test_failover_fields(port);
+    test_stale_field(port);
     return test_report();
 }

@@ -25,6 +25,15 @@ if(TARGET kvmux AND TARGET kvmuxd)
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_group_test.c
       LIBS kvmux kvmux_rgroup kvmux_lincheck LABELS integration concurrent TIMEOUT 600)
     set_tests_properties(replica_group_test PROPERTIES RUN_SERIAL TRUE)
+    # GROUP: grow 3 -> 5 under load, transfer, remove a follower and the
+    # leader, errors, kvmux-cli cluster.
+    kvmux_add_test(replica_members_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_members_test.c
+      LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 300)
+    # STALE reads on followers: served, parked until min_version, timeout.
+    kvmux_add_test(replica_stale_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_stale_test.c
+      LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 120)
     # libkvmux's endpoints mode against this real group (kill -9 of the
     # leader under load), with client_failover_test's scenario.
     kvmux_add_test(client_group_test
@@ -49,6 +58,10 @@ if(TARGET kvmux AND TARGET kvmuxd)
     kvmux_missing_dependency_test(replica_big_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_group_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(replica_members_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(replica_stale_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(client_group_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")

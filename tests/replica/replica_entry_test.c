@@ -222,6 +222,86 @@ static void test_peers(void) {
     }
 }
 
+static size_t load_vec(const char *name, uint8_t *out, size_t cap);
+
+/* The member table codec (peers.h): round trip, and every truncation or
+ * corruption is refused rather than misread. */
+static void test_peers_table(void) {
+    kvmux_peers ps, back;
+    char err[256];
+    CHECK_EQ(kvmux_peers_parse("1=127.0.0.1:7001/127.0.0.1:7878,200=[::1]:9/h:10", &ps, err,
+                               sizeof err), 0);
+    uint8_t buf[KVMUX_PEERS_WIRE_MAX];
+    size_t n = kvmux_peers_encode(&ps, buf);
+    CHECK_EQ(n % 8, 0);
+    CHECK(kvmux_peers_is_table(buf, n));
+    size_t used = 0;
+    CHECK_EQ(kvmux_peers_decode(buf, n, &back, &used), 0);
+    CHECK_EQ(used, n);
+    CHECK_EQ(back.n, 2);
+    CHECK(strcmp(kvmux_peers_find(&back, 200)->raft_addr, "[::1]:9") == 0);
+    CHECK(strcmp(kvmux_peers_find(&back, 1)->client_addr, "127.0.0.1:7878") == 0);
+    size_t total = 12 + 3 + 14 + 14 + 3 + 7 + 4; /* unpadded */
+    for (size_t k = 0; k < total; k++)
+        CHECK_EQ(kvmux_peers_decode(buf, k, &back, &used), -1);
+    uint8_t bad[KVMUX_PEERS_WIRE_MAX];
+    memcpy(bad, buf, n);
+    bad[4] = 2; /* unknown format */
+    CHECK_EQ(kvmux_peers_decode(bad, n, &back, &used), -1);
+    memcpy(bad, buf, n);
+    bad[12] = 0; /* id 0 */
+    CHECK_EQ(kvmux_peers_decode(bad, n, &back, &used), -1);
+    memcpy(bad, buf, n);
+    bad[12 + 3 + 14 + 14] = 1; /* duplicate id */
+    CHECK_EQ(kvmux_peers_decode(bad, n, &back, &used), -1);
+    kvmux_peer p = ps.p[0];
+    snprintf(p.client_addr, sizeof p.client_addr, "10.0.0.1:1");
+    CHECK_EQ(kvmux_peers_put(&ps, &p), 0);
+    CHECK_EQ(ps.n, 2);
+    CHECK(strcmp(kvmux_peers_find(&ps, 1)->client_addr, "10.0.0.1:1") == 0);
+}
+
+/* GROUP's vectors (PROTOCOL.md 17.3), byte for byte against the encoder. */
+static void test_group_vectors(void) {
+    static const struct {
+        const char *name;
+        uint8_t type, code, exl;
+        const char *key, *value;
+    } v[] = {
+        {"req_group_status_v3", KVMUX_FRAME_REQUEST, KVMUX_OP_GROUP, 0, "status", ""},
+        {"req_group_add_v3", KVMUX_FRAME_REQUEST, KVMUX_OP_GROUP, 0, "add",
+         "4 127.0.0.1:7004 127.0.0.1:7881"},
+        {"resp_group_ok_v3", KVMUX_FRAME_RESPONSE, KVMUX_STATUS_OK, 8, "",
+         "replica 4 is a voter"},
+        {"resp_group_refused_v3", KVMUX_FRAME_RESPONSE, KVMUX_STATUS_BAD_REQUEST, 0, "",
+         "replica 4 is already a member"},
+    };
+    static const uint8_t leader1[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        uint8_t want[256], got[256];
+        size_t wn = load_vec(v[i].name, want, sizeof want);
+        CHECK(wn > 0);
+        kvmux_frame f;
+        memset(&f, 0, sizeof f);
+        f.version = 3;
+        f.type = v[i].type;
+        f.request_id = 9;
+        f.code = v[i].code;
+        f.extras = leader1;
+        f.extras_len = v[i].exl;
+        f.key = (const uint8_t *)v[i].key;
+        f.key_len = (uint16_t)strlen(v[i].key);
+        f.value = (const uint8_t *)v[i].value;
+        f.value_len = (uint32_t)strlen(v[i].value);
+        size_t gn = kvmux_frame_encode(got, &f);
+        CHECK_EQ(gn, wn);
+        CHECK(gn == wn && memcmp(got, want, gn) == 0);
+        if (gn != wn || memcmp(got, want, gn) != 0) fprintf(stderr, "vector %s differs\n", v[i].name);
+    }
+    CHECK(strcmp(kvmux_opcode_name(KVMUX_OP_GROUP), "GROUP") == 0);
+    CHECK_EQ(kvmux_request_extras_len(KVMUX_OP_GROUP), 0);
+}
+
 static size_t cmd_entry(uint8_t *buf, uint64_t seq, uint8_t op, const char *key,
                         const uint8_t *ex, uint8_t exl, const char *val) {
     /* The leader's clock: 1000 ms per sequence number. */
@@ -617,7 +697,9 @@ int main(void) {
     test_vector();
     test_replicated_clock();
     test_v3_vectors();
+    test_group_vectors();
     test_peers();
+    test_peers_table();
     test_fsm();
     test_fuzz();
     return test_report();

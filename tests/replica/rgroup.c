@@ -59,6 +59,34 @@ int rgroup_start_member(rgroup *g, int i, int bootstrap) {
     return 0;
 }
 
+int rgroup_start_joiner(rgroup *g, int i) {
+    if (i >= RGROUP_MAX) return -1;
+    if (!g->cport[i]) {
+        g->cport[i] = free_port();
+        g->rport[i] = free_port();
+        if (!g->cport[i] || !g->rport[i] || g->cport[i] == g->rport[i]) return -1;
+    }
+    if (i >= g->n) g->n = i + 1;
+    char id[16], rdir[192], peers[96];
+    snprintf(id, sizeof id, "%d", i + 1);
+    snprintf(rdir, sizeof rdir, "%s/r%d", g->dir, i + 1);
+    snprintf(peers, sizeof peers, "%d=127.0.0.1:%u/127.0.0.1:%u", i + 1, g->rport[i],
+             g->cport[i]);
+    const char *args[32];
+    int n = 0;
+    args[n++] = "--replica-id";
+    args[n++] = id;
+    args[n++] = "--replica-dir";
+    args[n++] = rdir;
+    args[n++] = "--peers";
+    args[n++] = peers;
+    for (int k = 0; g->extra && g->extra[k] && n < 28; k++) args[n++] = g->extra[k];
+    args[n] = NULL;
+    if (test_server_start_on_port(&g->srv[i], g->cport[i], args) != 0) return -1;
+    g->up[i] = 1;
+    return 0;
+}
+
 int rgroup_start(rgroup *g, int n, const char *const *extra) {
     memset(g, 0, sizeof *g);
     g->n = n;
@@ -103,6 +131,10 @@ void rgroup_stop(rgroup *g) {
 }
 
 int rgroup_stats(const rgroup *g, int i, char *buf, size_t cap) {
+    return rgroup_stats_key(g, i, NULL, buf, cap);
+}
+
+int rgroup_stats_key(const rgroup *g, int i, const char *key, char *buf, size_t cap) {
     if (!g->up[i] || cap < 2) return -1;
     int fd = test_connect_raw(g->cport[i], 2000);
     if (fd < 0) return -1;
@@ -110,7 +142,7 @@ int rgroup_stats(const rgroup *g, int i, char *buf, size_t cap) {
     static _Thread_local uint8_t in[256 * 1024];
     kvmux_frame f;
     if (test_raw_handshake(fd) == 0 &&
-        test_send_request(fd, 1, 1, KVMUX_OP_STATS, NULL, 0, NULL, NULL, 0) == 0 &&
+        test_send_request(fd, 1, 1, KVMUX_OP_STATS, NULL, 0, key, NULL, 0) == 0 &&
         test_read_frame(fd, in, sizeof in, &f) > 0 && f.type == KVMUX_FRAME_RESPONSE &&
         f.code == KVMUX_STATUS_OK) {
         size_t n = f.value_len < cap - 1 ? f.value_len : cap - 1;
@@ -131,7 +163,9 @@ uint64_t rgroup_stat(const rgroup *g, int i, const char *name) {
 
 int rgroup_stat_str(const rgroup *g, int i, const char *name, char *out, size_t cap) {
     static _Thread_local char buf[64 * 1024];
-    if (rgroup_stats(g, i, buf, sizeof buf) < 0) return -1;
+    /* The digest is computed only when asked for by name. */
+    const char *key = strcmp(name, "replica_digest") == 0 ? name : NULL;
+    if (rgroup_stats_key(g, i, key, buf, sizeof buf) < 0) return -1;
     size_t nl = strlen(name);
     for (const char *p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
         if (strncmp(p, name, nl) == 0 && p[nl] == ':') {
@@ -171,14 +205,16 @@ int rgroup_leader(const rgroup *g, int timeout_ms) {
     return -1;
 }
 
-/* Applied index and digest of member i from ONE STATS reply: kvmuxd takes
- * the digest between two reads of the applied index and reports them only
- * if both agree, so the pair belongs to one state. */
+/* Applied index and digest of member i from ONE STATS "replica_digest"
+ * reply: kvmuxd takes the digest between two reads of the applied index
+ * and reports that index as replica_digest_index, so the pair belongs to
+ * one state. */
 static int index_and_digest(const rgroup *g, int i, uint64_t *idx, char *d, size_t dcap) {
     static _Thread_local char buf[64 * 1024];
-    int n = rgroup_stats(g, i, buf, sizeof buf);
+    buf[0] = '\n';
+    int n = rgroup_stats_key(g, i, "replica_digest", buf + 1, sizeof buf - 1);
     if (n < 0) return -1;
-    *idx = test_stat_value(buf, (size_t)n, "replica_applied_index");
+    *idx = test_stat_value(buf + 1, (size_t)n, "replica_digest_index");
     const char *p = strstr(buf, "\nreplica_digest:");
     if (*idx == UINT64_MAX || !p) return -1;
     p += strlen("\nreplica_digest:");

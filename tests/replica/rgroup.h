@@ -28,12 +28,19 @@ typedef struct rgroup {
 int rgroup_start(rgroup *g, int n, const char *const *extra);
 /* (Re)start member i on its ports and directory (bootstrap: first start). */
 int rgroup_start_member(rgroup *g, int i, int bootstrap);
+/* Start member i (i may be >= n: n grows) as a newcomer to join at run
+ * time: ports picked if it has none, an empty directory, no --bootstrap,
+ * --peers naming only itself (GROUP "add" makes it a member). */
+int rgroup_start_joiner(rgroup *g, int i);
 /* SIGKILL member i. */
 void rgroup_kill(rgroup *g, int i);
 /* Stop every member (SIGTERM, then SIGKILL) and remove the directory. */
 void rgroup_stop(rgroup *g);
 /* STATS of member i into buf (NUL-terminated). Returns its length or -1. */
 int rgroup_stats(const rgroup *g, int i, char *buf, size_t cap);
+/* STATS of member i with key (a name prefix; NULL = all; "replica_digest"
+ * also computes the digest) into buf. Returns its length or -1. */
+int rgroup_stats_key(const rgroup *g, int i, const char *key, char *buf, size_t cap);
 /* A STATS value (decimal), UINT64_MAX if absent or unreachable. */
 uint64_t rgroup_stat(const rgroup *g, int i, const char *name);
 /* A STATS text value into out; -1 if absent or unreachable. */

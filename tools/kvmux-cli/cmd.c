@@ -26,6 +26,8 @@
  *   expire, persist  OK version=N       scan  one key per line
  *   slowlog get  the server's lines, newest first; slowlog len  the number;
  *   slowlog reset  OK dropped=N;  client list  the server's lines
+ *   cluster status  the replica's "name:value" lines; cluster add, remove,
+ *          transfer  "OK " and the leader's account ("replica 4 is a voter")
  * Errors go to stderr as "kvmux-cli: CMD KEY: reason".
  *
  * What it is not: no line splitting (args.c), no prompt (repl.c), no
@@ -80,6 +82,7 @@ static int run_persist(cli_ctx *ctx, const cmd_args *a);
 static int run_scan(cli_ctx *ctx, const cmd_args *a);
 static int run_slowlog(cli_ctx *ctx, const cmd_args *a);
 static int run_client(cli_ctx *ctx, const cmd_args *a);
+static int run_cluster(cli_ctx *ctx, const cmd_args *a);
 
 static const cmd_spec commands[] = {
     {"get", 1, 1, OPT_VERBOSE, "[-v] KEY",
@@ -108,6 +111,9 @@ static const cmd_spec commands[] = {
      "the server's slow requests (newest N, default 10), their number, or clear them",
      run_slowlog},
     {"client", 1, 1, 0, "list", "the server's connections, one per line", run_client},
+    {"cluster", 1, 4, 0, "status | add ID RAFTHOST:PORT CLIENTHOST:PORT | remove ID | transfer [ID]",
+     "a replicated group: its state as this replica sees it, or a membership change",
+     run_cluster},
     {"help", 0, 1, 0, "[COMMAND]",
      "the list of commands, or one command's arguments", run_help},
 };
@@ -282,6 +288,7 @@ int cli_connect(cli_ctx *ctx) {
     o.tls_cert_file = ctx->cert;
     o.tls_key_file = ctx->key;
     o.tls_verify = !ctx->insecure;
+    o.stale_reads = ctx->stale;
     /* -h a:p1,b:p2: a replicated group; the library finds the leader and
      * follows it (kvmux_options.endpoints; -p is then unused). */
     if (strchr(ctx->host, ',')) o.endpoints = ctx->host;
@@ -649,6 +656,69 @@ static int run_client(cli_ctx *ctx, const cmd_args *a) {
     kvmux_value *v = NULL;
     int rc = kvmux_client_list(ctx->client, &v, ctx->timeout_ms);
     return print_lines(ctx, a, rc, v);
+}
+
+/* GROUP (opcode 15): "status" prints the replica's "name:value" lines
+ * (--json: one object, as stats); a change prints "OK " and what the
+ * leader did ({"ok":...} in JSON). Errors as for every command, with the
+ * server's message (unknown id, already a member, ...). */
+static int run_cluster(cli_ctx *ctx, const cmd_args *a) {
+    const cmd_spec *spec = spec_of(run_cluster);
+    const cli_arg *sub = a->pos[0];
+    static const struct { const char *name; size_t min, max; } subs[] = {
+        {"status", 0, 0}, {"add", 3, 3}, {"remove", 1, 1}, {"transfer", 0, 1}};
+    size_t k = 0;
+    while (k < 4 && !(sub->len == strlen(subs[k].name) &&
+                      strncasecmp(sub->data, subs[k].name, sub->len) == 0))
+        k++;
+    if (k == 4) return usage_error(spec, "expected status, add, remove or transfer");
+    if (a->npos - 1 < subs[k].min || a->npos - 1 > subs[k].max)
+        return usage_error(spec, "wrong number of arguments");
+    char args[256]; /* the server's limit on GROUP arguments */
+    size_t alen = 0;
+    for (size_t i = 1; i < a->npos; i++) {
+        if (alen + a->pos[i]->len + 1 >= sizeof args)
+            return usage_error(spec, "arguments too long");
+        if (i > 1) args[alen++] = ' ';
+        memcpy(args + alen, a->pos[i]->data, a->pos[i]->len);
+        alen += a->pos[i]->len;
+    }
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_GROUP;
+    r.key = subs[k].name;
+    r.key_len = strlen(subs[k].name);
+    r.value = args;
+    r.value_len = alen;
+    kvmux_reply rep;
+    int rc = kvmux_call(ctx->client, &r, &rep, ctx->timeout_ms);
+    if (rc != 0 && rep.value_len) {
+        /* The server's reason first: "replica 4 is already a member". */
+        err_prefix(a);
+        fwrite(rep.value, 1, rep.value_len, stderr);
+        fputc('\n', stderr);
+        kvmux_reply_free(&rep);
+        return rc <= KVMUX_E_FATAL || kvmux_is_fatal(rc) ? report(ctx, a, rc)
+               : rc == KVMUX_ENOTFOUND                 ? CLI_EXIT_NOTFOUND
+                                                       : CLI_EXIT_REQUEST;
+    }
+    if (rc != 0) return report(ctx, a, rc);
+    int json = ctx->out.format == CLI_FORMAT_JSON;
+    if (k == 0 && (json || ctx->out.format == CLI_FORMAT_CSV)) {
+        print_stats_lines(ctx, (const char *)rep.value, rep.value_len);
+    } else if (k == 0) {
+        if (rep.value_len) fwrite(rep.value, 1, rep.value_len, stdout);
+    } else if (json) {
+        fputs("{\"ok\":", stdout);
+        cli_out_json_string(stdout, rep.value, rep.value_len);
+        puts("}");
+    } else {
+        fputs("OK ", stdout);
+        fwrite(rep.value, 1, rep.value_len, stdout);
+        putchar('\n');
+    }
+    kvmux_reply_free(&rep);
+    return CLI_EXIT_OK;
 }
 
 /* The only command that needs no connection (see cli_run_command).

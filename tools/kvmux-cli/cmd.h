@@ -45,6 +45,7 @@ typedef struct cli_ctx {
     const char *cert;      /* --cert FILE / --key FILE: client certificate */
     const char *key;
     int insecure;          /* --insecure: no certificate verification */
+    int stale;             /* --stale: kvmux_options.stale_reads */
     kvmux_client *client;  /* owned; NULL when not connected */
 } cli_ctx;
 

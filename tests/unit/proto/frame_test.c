@@ -45,6 +45,12 @@ typedef struct vec {
 /* Every SESSION vector carries seq 5 (section 17.1). */
 #define VEC_SESSION_SEQ 5u
 
+/* v3 STALE's min_version, for the vectors that carry it (by name: the
+ * table above has no column for it). */
+static uint64_t vec_min_version(const char *name) {
+    return strcmp(name, "req_get_stale_v3") == 0 ? 42 : 0;
+}
+
 /* The v2 fields of a v1 vector: header version 1, no flags. */
 #define V1 1, 0, 0, 0
 
@@ -217,6 +223,17 @@ static const vec VECS[] = {
      3, KVMUX_FLAG_SESSION, 0, 0},
     {"req_set_deadline_session_v3", KVMUX_FRAME_REQUEST, 7, KVMUX_OP_SET, {U64(0)}, 8, "k", "v",
      1, 3, KVMUX_FLAG_SESSION | KVMUX_FLAG_DEADLINE, 1000, 0},
+    /* v3 GROUP (docs/PROTOCOL.md section 17.3) */
+    {"req_group_status_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_GROUP, {0}, 0, "status", {0}, 0,
+     3, 0, 0, 0},
+    {"req_group_add_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_GROUP, {0}, 0, "add",
+     "4 127.0.0.1:7004 127.0.0.1:7881", 31, 3, 0, 0, 0},
+    {"resp_group_ok_v3", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_OK, {U64(1)}, 8, "",
+     "replica 4 is a voter", 20, 3, 0, 0, 0},
+    {"req_get_stale_v3", KVMUX_FRAME_REQUEST, 1, KVMUX_OP_GET, {0}, 0, "foo", {0}, 0, 3,
+     KVMUX_FLAG_DEADLINE | KVMUX_FLAG_STALE, 250, 0},
+    {"resp_group_refused_v3", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_BAD_REQUEST, {0}, 0, "",
+     "replica 4 is already a member", 29, 3, 0, 0, 0},
 };
 #define NVECS (sizeof VECS / sizeof VECS[0])
 
@@ -230,6 +247,7 @@ static kvmux_frame vec_frame(const vec *v) {
     if (v->type == KVMUX_FRAME_REQUEST && (v->flags & KVMUX_FLAG_SESSION))
         f.session_seq = VEC_SESSION_SEQ;
     f.total_value_len = v->total_value_len;
+    f.min_version = vec_min_version(v->name);
     f.request_id = v->request_id;
     f.code = v->code;
     f.extras = v->extras;
@@ -305,6 +323,7 @@ static int frames_equal(const kvmux_frame *a, const kvmux_frame *b) {
            a->extras_len == b->extras_len && a->key_len == b->key_len &&
            a->value_len == b->value_len && a->deadline_ms == b->deadline_ms &&
            a->total_value_len == b->total_value_len && a->session_seq == b->session_seq &&
+           a->min_version == b->min_version &&
            (a->extras_len == 0 || memcmp(a->extras, b->extras, a->extras_len) == 0) &&
            (a->key_len == 0 || memcmp(a->key, b->key, a->key_len) == 0) &&
            (a->value_len == 0 || memcmp(a->value, b->value, a->value_len) == 0);
