@@ -109,12 +109,19 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
         .election_ms = cfg->election_timeout_ms, .heartbeat_ms = cfg->heartbeat_timeout_ms,
         .snapshot_threshold = cfg->snapshot_threshold, .nonce = r->nonce,
         .store = s->store, .clock = &s->repl_clock, .done = node_done, .done_ud = s};
+    if (cfg->peer_tls) {
+        nc.ptls_cert = cfg->peer_tls_cert ? cfg->peer_tls_cert : cfg->tls_cert;
+        nc.ptls_key = cfg->peer_tls_key ? cfg->peer_tls_key : cfg->tls_key;
+        nc.ptls_ca = cfg->peer_tls_ca ? cfg->peer_tls_ca : cfg->tls_ca;
+        nc.ptls_handshake_ms = cfg->peer_tls_handshake_timeout_ms;
+    }
     if (kvmux_node_start(&r->node, &nc, err, errlen) != 0) {
         free(r);
         return -1;
     }
     s->repl = r;
-    KVMUX_LOG_I("replication: replica %u of %u, dir %s", r->id, r->peers.n, dir);
+    KVMUX_LOG_I("replication: replica %u of %u, dir %s, peer transport %s", r->id, r->peers.n,
+                dir, cfg->peer_tls ? "TLS 1.3" : "plain TCP");
     return 0;
 }
 
@@ -532,6 +539,7 @@ void kvmux__repl_stats(kvmux_server *s, void *o,
     u64line(o, "replica_elections", st.elections);
     u64line(o, "replica_snapshots", st.snapshots);
     u64line(o, "replica_last_failover_ms", st.last_failover_ms);
+    u64line(o, "replica_peer_refused", st.peer_refused);
     char hex[24];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)digest);
     strline(o, "replica_digest", hex);

@@ -137,6 +137,15 @@ typedef struct kvmux_server_config {
     uint32_t election_timeout_ms; /* default 1000 */
     uint32_t heartbeat_timeout_ms;/* default 100 */
     uint32_t snapshot_threshold;  /* entries between snapshots; default 1024 */
+    /* Peer TLS (docs/REPLICATION.md "Peer security"): mutual TLS 1.3 on
+     * the Raft port. The three paths default to tls_cert, tls_key, tls_ca;
+     * all three are required when peer_tls is 1. Borrowed until
+     * kvmux_server_new returns. */
+    uint32_t peer_tls;            /* 1: TLS between replicas; default 0 */
+    const char *peer_tls_cert;
+    const char *peer_tls_key;
+    const char *peer_tls_ca;      /* the group CA */
+    uint32_t peer_tls_handshake_timeout_ms; /* default 2000 */
     const char *config_file;      /* --config (command line only) */
     uint32_t check_config;        /* --check-config: validate and exit */
     char *file_buf_;              /* owned: the config file's text, which
