@@ -23,7 +23,21 @@ if(TARGET kvmux AND TARGET kvmuxd)
               ${CMAKE_CURRENT_LIST_DIR}/../integration/failover_scenario.c
       LIBS kvmux kvmux_rgroup LABELS integration concurrent fault TIMEOUT 300)
     target_include_directories(client_group_test PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../integration)
+    # Peer TLS (transport.c): only when kvmuxd has both Raft and TLS.
+    find_program(KVMUX_OPENSSL_CLI openssl)
+    if(KVMUX_HAVE_TLS AND KVMUX_OPENSSL_CLI)
+      kvmux_add_test(replica_peertls_test
+        SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_peertls_test.c
+        LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 300)
+      target_compile_definitions(replica_peertls_test PRIVATE
+        KVMUX_PEER_GEN_CERTS="${CMAKE_CURRENT_LIST_DIR}/gen_peer_certs.sh")
+    else()
+      kvmux_missing_dependency_test(replica_peertls_test
+        "kvmuxd built without TLS, or no openssl CLI")
+    endif()
   else()
+    kvmux_missing_dependency_test(replica_peertls_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_follower_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_group_test
