@@ -399,6 +399,8 @@ static int init_raft(kvmux_node *n, char *err, size_t errlen) {
     raft_set_snapshot_trailing(&n->raft, n->cfg.snapshot_threshold / 2 + 1);
     if (n->cfg.bootstrap && bootstrap(n, err, errlen) != 0) return -1;
     rc = raft_start(&n->raft);
+    if (rc != 0 && n->transport.errmsg[0]) /* raft_start drops the transport's message */
+        return kvmux_errf(err, errlen, "replication: start: %s", n->transport.errmsg);
     if (rc != 0) return nerr(err, errlen, "start", rc, n);
     return 0;
 }

@@ -637,13 +637,18 @@ static void on_listener_closed(uv_handle_t *h) {
     ptls_maybe_done(t);
 }
 
-static void t_close(struct raft_uv_transport *tr, raft_uv_transport_close_cb cb) {
-    ptls *t = tr->impl;
+/* Stop listening, close every connection; cb (may be NULL) once all are
+ * closed. */
+static void ptls_close(ptls *t, raft_uv_transport_close_cb cb) {
     t->closing = 1;
     t->close_cb = cb;
     if (t->listening) uv_close((uv_handle_t *)&t->listener, on_listener_closed);
     for (pconn *c = t->conns; c; c = c->next) conn_close(c, RAFT_CANCELED);
     if (!t->listening && !t->nconns) ptls_maybe_done(t);
+}
+
+static void t_close(struct raft_uv_transport *tr, raft_uv_transport_close_cb cb) {
+    ptls_close(tr->impl, cb);
 }
 
 static SSL_CTX *make_ctx(const kvmux_ptls_config *cfg, char *err, size_t errlen) {
@@ -698,6 +703,6 @@ void kvmux_ptls_release(struct raft_uv_transport *tr) {
     tr->impl = NULL;
     t->released = 1;
     t->close_cb = NULL; /* raft_uv is gone: nobody to tell */
-    if (!t->closing) t_close(tr, NULL);
+    if (!t->closing) ptls_close(t, NULL);
     else ptls_maybe_done(t);
 }

@@ -14,9 +14,12 @@
  *    protected mode refuses a replica bound to 0.0.0.0 without a token;
  *  - half a peer TLS configuration, and an unreadable certificate, exit
  *    with a message naming what is wrong. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "kvmux.h"
@@ -249,10 +252,11 @@ static void check_auth(void) {
     rgroup_stop(&g);
 }
 
+static const char *peers_arg = "1=127.0.0.1:1/127.0.0.1:2";
+
 static int run_kvmuxd(const char *const *extra, char *err, size_t cap) {
     const char *argv[32] = {KVMUXD_PATH, "--port", "0", "--replica-id", "1", "--replica-dir",
-                            "/tmp/kvmux-ptls-never", "--peers",
-                            "1=127.0.0.1:1/127.0.0.1:2"};
+                            dir, "--peers", peers_arg};
     int n = 9;
     for (int k = 0; extra[k] && n < 31; k++) argv[n++] = extra[k];
     argv[n] = NULL;
@@ -280,6 +284,23 @@ static void check_refused_configs(void) {
                            "--tls-ca", ca, "--peer-tls-handshake-timeout", "5", NULL};
     CHECK_EQ(run_kvmuxd(range, err, sizeof err), 2);
     CHECK(strstr(err, "--peer-tls-handshake-timeout") != NULL);
+    /* The Raft port taken: the start fails cleanly (the transport is
+     * released without ever listening; ASan checks the teardown). */
+    int busy = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof a;
+    REQUIRE(busy >= 0 && bind(busy, (struct sockaddr *)&a, sizeof a) == 0 && listen(busy, 1) == 0 &&
+            getsockname(busy, (struct sockaddr *)&a, &sl) == 0);
+    char peers[64];
+    snprintf(peers, sizeof peers, "1=127.0.0.1:%u/127.0.0.1:2", ntohs(a.sin_port));
+    peers_arg = peers;
+    const char *taken[] = {"--peer-tls", "yes", "--peer-tls-cert", cert, "--peer-tls-key", key,
+                           "--peer-tls-ca", ca, NULL};
+    CHECK(run_kvmuxd(taken, err, sizeof err) > 0);
+    CHECK(strstr(err, "listen") != NULL);
+    if (!strstr(err, "listen")) fprintf(stderr, "busy Raft port: %s\n", err);
+    peers_arg = "1=127.0.0.1:1/127.0.0.1:2";
+    close(busy);
 }
 
 int main(void) {
