@@ -109,6 +109,7 @@ static int is_loopback(const char *addr) {
                         (unsigned long long)(lo), (unsigned long long)(hi));  \
     } while (0)
 
+#ifdef KVMUX_HAVE_RAFT
 /* Peer TLS: all of it or none of it. A group half configured (a key
  * without --peer-tls, --peer-tls without a CA) would either not form or
  * run in the clear while its operator believes otherwise. */
@@ -136,6 +137,7 @@ static int validate_peer_tls(const kvmux_server_config *c, char *err, size_t err
     return 0;
 #endif
 }
+#endif
 
 /* The replication options (docs/REPLICATION.md): all or nothing around
  * --replica-id, and never with --aof (the Raft log is the log). */

@@ -31,10 +31,11 @@ if(TARGET kvmux AND TARGET kvmuxd)
         LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 300)
       target_compile_definitions(replica_peertls_test PRIVATE
         KVMUX_PEER_GEN_CERTS="${CMAKE_CURRENT_LIST_DIR}/gen_peer_certs.sh")
-    else()
-      kvmux_missing_dependency_test(replica_peertls_test
-        "kvmuxd built without TLS, or no openssl CLI")
+    elseif(KVMUX_HAVE_TLS)
+      kvmux_missing_dependency_test(replica_peertls_test "no openssl CLI (apt-get install openssl)")
     endif()
+    # Without TLS (KVMUX_WITH_TLS=OFF) there is no peer TLS to test, as for
+    # tests/tls: --peer-tls then exits 2 "built without TLS".
   else()
     kvmux_missing_dependency_test(replica_peertls_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
