@@ -399,9 +399,14 @@ static int init_raft(kvmux_node *n, char *err, size_t errlen) {
     raft_set_snapshot_trailing(&n->raft, n->cfg.snapshot_threshold / 2 + 1);
     if (n->cfg.bootstrap && bootstrap(n, err, errlen) != 0) return -1;
     rc = raft_start(&n->raft);
-    if (rc != 0 && n->transport.errmsg[0]) /* raft_start drops the transport's message */
-        return kvmux_errf(err, errlen, "replication: start: %s", n->transport.errmsg);
-    if (rc != 0) return nerr(err, errlen, "start", rc, n);
+    if (rc != 0) {
+        /* raft_start may leave its own message empty and drop the
+         * transport's (a Raft port that cannot be bound, for one). */
+        const char *m = raft_errmsg(&n->raft);
+        if (!m || !m[0]) m = n->transport.errmsg[0] ? n->transport.errmsg : raft_strerror(rc);
+        return kvmux_errf(err, errlen, "replication: start (Raft address %s): %s",
+                          self->raft_addr, m);
+    }
     return 0;
 }
 

@@ -25,6 +25,8 @@
  *
  * Threads: everything here runs on the loop's thread except
  * kvmux__repl_post (the Raft thread) and the STATS reader (any loop). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +83,23 @@ static uint64_t wall_ms(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* Whether the host of "host:port" (IPv6 in brackets) is a loopback
+ * literal or "localhost". */
+static int raft_addr_is_loopback(const char *addr) {
+    char host[KVMUX_PEER_ADDR_MAX];
+    const char *colon = strrchr(addr, ':');
+    size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
+    if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']') addr++, n -= 2;
+    if (n >= sizeof host) return 0;
+    memcpy(host, addr, n);
+    host[n] = '\0';
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcmp(host, "localhost") == 0) return 1;
+    if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+    return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
 static void node_done(void *ud, kvmux_rbatch *b) {
     kvmux_server *s = ud;
     kvmux__repl_post(&s->loops[b->loop], b);
@@ -115,6 +134,14 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
         nc.ptls_ca = cfg->peer_tls_ca ? cfg->peer_tls_ca : cfg->tls_ca;
         nc.ptls_handshake_ms = cfg->peer_tls_handshake_timeout_ms;
     }
+    /* Not refused (a private network may be what the operator relies
+     * on), but said at every start: anyone reaching this port can speak
+     * for a replica. */
+    const kvmux_peer *self = kvmux_peers_find(&r->peers, r->id);
+    if (!cfg->peer_tls && self && !raft_addr_is_loopback(self->raft_addr))
+        KVMUX_LOG_W("replication: the Raft port %s is plain TCP without authentication; "
+                    "across machines use --peer-tls yes (docs/REPLICATION.md \"Peer security\")",
+                    self->raft_addr);
     if (kvmux_node_start(&r->node, &nc, err, errlen) != 0) {
         free(r);
         return -1;
