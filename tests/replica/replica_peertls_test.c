@@ -301,6 +301,20 @@ static void check_refused_configs(void) {
     if (!strstr(err, "listen")) fprintf(stderr, "busy Raft port: %s\n", err);
     peers_arg = "1=127.0.0.1:1/127.0.0.1:2";
     close(busy);
+
+    /* The options from a configuration file (every long option is). */
+    char conf[160];
+    snprintf(conf, sizeof conf, "%s/kvmuxd.conf", dir);
+    FILE *fp = fopen(conf, "w");
+    REQUIRE(fp != NULL);
+    fprintf(fp, "peer-tls yes\npeer-tls-cert %s\npeer-tls-key %s\npeer-tls-ca %s\n"
+                "peer-tls-handshake-timeout 1500\n", cert, key, ca);
+    fclose(fp);
+    const char *fromfile[] = {"--config", conf, "--check-config", NULL};
+    CHECK_EQ(run_kvmuxd(fromfile, err, sizeof err), 0);
+    const char *override[] = {"--config", conf, "--check-config", "--peer-tls", "no", NULL};
+    CHECK_EQ(run_kvmuxd(override, err, sizeof err), 2); /* paths left without --peer-tls */
+    CHECK(strstr(err, "--peer-tls is no") != NULL);
 }
 
 int main(void) {
