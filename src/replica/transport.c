@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "hostport.h"
 #include "log.h"
 #include "monotime.h"
 #include "peers.h"
@@ -530,19 +531,11 @@ static void on_connection(uv_stream_t *srv, int status) {
     start_tls(c);
 }
 
-/* Split "host:port" (IPv6 host in brackets) into host and port. */
+/* Split "host:port" (IPv6 host in brackets) into host and port text. */
 static int split_addr(const char *a, char *host, size_t hcap, char *port, size_t pcap) {
-    const char *colon = strrchr(a, ':');
-    if (!colon || colon == a) return -1;
-    size_t hl = (size_t)(colon - a);
-    if (a[0] == '[' && hl >= 2 && a[hl - 1] == ']') {
-        a++;
-        hl -= 2;
-    }
-    if (hl == 0 || hl >= hcap || strlen(colon + 1) >= pcap) return -1;
-    memcpy(host, a, hl);
-    host[hl] = '\0';
-    snprintf(port, pcap, "%s", colon + 1);
+    uint16_t p;
+    if (kvmux_hostport_parse(a, strlen(a), host, hcap, &p) != 0) return -1;
+    snprintf(port, pcap, "%u", (unsigned)p);
     return 0;
 }
 
