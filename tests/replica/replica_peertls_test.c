@@ -2,7 +2,8 @@
  * "Peer security"), with real kvmuxd processes on loopback and a group PKI
  * made by gen_peer_certs.sh (openssl CLI):
  *  - a 3-member group with --peer-tls elects a leader, replicates (same
- *    digest everywhere), and survives a kill -9 of its leader;
+ *    digest everywhere, an 8 MiB value included: the pump's backpressure),
+ *    and survives a kill -9 of its leader;
  *  - on a member's Raft port, a plain-TCP C-Raft peer, a garbage sender and
  *    a silent socket are cut (the silent one after the handshake bound)
  *    and counted in replica_peer_refused; 70 silent sockets at once (over
@@ -29,7 +30,7 @@
 
 static char dir[64];
 static char ca[128], cert[128], key[128], rogue_cert[128], rogue_key[128];
-static const char *good[16], *rogue[16], *authed[20];
+static const char *good[16], *rogue[16], *authed[16];
 
 static void make_args(const char **a, const char *c, const char *k) {
     int n = 0;
@@ -43,6 +44,11 @@ static void make_args(const char **a, const char *c, const char *k) {
     a[n++] = ca;
     a[n++] = "--peer-tls-handshake-timeout";
     a[n++] = "500";
+    /* An 8 MiB entry holds the heartbeats behind it on the stream: with
+     * the default 1 s a loaded or sanitized run can lose the leader while
+     * it crosses (check_big_value). */
+    a[n++] = "--election-timeout";
+    a[n++] = "3000";
     a[n] = NULL;
 }
 
@@ -62,9 +68,9 @@ static void gen_certs(void) {
     make_args(good, cert, key);
     make_args(rogue, rogue_cert, rogue_key);
     make_args(authed, cert, key);
-    authed[10] = "--requirepass";
-    authed[11] = "s3cret";
-    authed[12] = NULL;
+    authed[12] = "--requirepass";
+    authed[13] = "s3cret";
+    authed[14] = NULL;
 }
 
 static kvmux_client *connect_to(uint16_t port, const char *token) {
@@ -107,10 +113,10 @@ static int probe(uint16_t port, const void *data, size_t n, int wait_ms) {
     return closed ? ms : -1;
 }
 
-/* Wait (<= 5 s) until member i's refused count reaches want. */
+/* Wait (<= 10 s) until member i's refused count reaches want. */
 static uint64_t refused_at_least(const rgroup *g, int i, uint64_t want) {
     uint64_t v = 0;
-    for (int k = 0; k < 100; k++) {
+    for (int k = 0; k < 200; k++) {
         v = rgroup_stat(g, i, "replica_peer_refused");
         if (v != UINT64_MAX && v >= want) break;
         test_sleep_ms(50);
@@ -170,10 +176,11 @@ static void check_rogue(rgroup *g, int leader) {
     REQUIRE(rgroup_start_member(g, f, 0) == 0);
     g->extra = good;
     CHECK_EQ(write_some(g->cport[leader], 2000, 30), 30);
-    test_sleep_ms(2500); /* several election timeouts of the rogue */
+    CHECK(refused_at_least(g, leader, r0 + 1) > r0); /* its heartbeats to the rogue */
+    /* The rogue stands for election after 1-2 election timeouts (3-6 s):
+     * its vote requests reach the other follower, which refuses them. */
+    CHECK(refused_at_least(g, o, 1) >= 1);
     CHECK_EQ(write_some(g->cport[leader], 2030, 10), 10);
-    CHECK(refused_at_least(g, leader, r0 + 1) > r0);
-    CHECK(rgroup_stat(g, o, "replica_peer_refused") > 0);
     CHECK_EQ(rgroup_leader(g, 1000), leader);
     CHECK_EQ(rgroup_stat(g, leader, "replica_term"), term);
     char role[32] = "";
@@ -189,12 +196,32 @@ static void check_rogue(rgroup *g, int leader) {
     CHECK(rgroup_converged(g, 20000, &idx, NULL, 0) == 0);
 }
 
+/* An 8 MiB value: one Raft entry twice the transport's per-direction
+ * queue (KVMUX_PTLS_MAX_QUEUE), so the pump pauses and resumes reading
+ * while it crosses; it must arrive whole (the caller compares digests).
+ * (16 MiB loses the leadership on this machine with plain TCP too: the
+ * big-value work of issue 10 section 2, not the transport.) */
+static void check_big_value(uint16_t port) {
+    kvmux_client *c = connect_to(port, NULL);
+    REQUIRE(c != NULL);
+    size_t big = 8u << 20;
+    uint8_t *val = test_pattern(big, 11);
+    CHECK_EQ(kvmux_set(c, "big", 3, val, big, 0, NULL, 60000), 0);
+    kvmux_value *v = NULL;
+    CHECK_EQ(kvmux_get(c, "big", 3, &v, 60000), 0);
+    CHECK(v && v->len == big && memcmp(v->data, val, big) == 0);
+    kvmux_value_free(v);
+    free(val);
+    kvmux_close(c);
+}
+
 static void check_group(void) {
     rgroup g;
     REQUIRE(rgroup_start(&g, 3, good) == 0);
     int leader = rgroup_stable_leader(&g, 15000);
     REQUIRE(leader >= 0);
     CHECK_EQ(write_some(g.cport[leader], 0, 50), 50);
+    check_big_value(g.cport[leader]);
     uint64_t idx = 0;
     CHECK(rgroup_converged(&g, 15000, &idx, NULL, 0) == 0);
     check_raft_port_probes(&g, leader);
