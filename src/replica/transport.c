@@ -8,6 +8,7 @@
  * handles' close callbacks (never from inside its own read callback). */
 #include "transport.h"
 
+#include <limits.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ enum pstate { ST_RESOLVE, ST_CONNECT, ST_HANDSHAKE, ST_PREAMBLE, ST_PUMP, ST_CLO
 #define PRE_FIXED (8u + 8u + 2u)
 #define PRE_MAX (PRE_FIXED + KVMUX_PEER_ADDR_MAX)
 #define READ_BUF (64u * 1024)
+#define PUMP_CHUNK (16u * 1024) /* one TLS record's plaintext at most */
 
 typedef struct ptls ptls;
 
@@ -249,13 +251,12 @@ static void on_written(uv_write_t *w, int status) {
     }
 }
 
-static int queue_write(pconn *c, int to_tcp, const void *p, size_t n) {
-    wreq *r = malloc(sizeof *r + n);
-    if (!r) return -1;
+/* Send r->data[0..n) (r from malloc, sized for at least n) on the TCP
+ * socket or the pipe; r is freed when written, or here on failure. */
+static int send_wreq(pconn *c, int to_tcp, wreq *r, size_t n) {
     r->c = c;
     r->to_tcp = to_tcp;
     r->len = n;
-    memcpy(r->data, p, n);
     uv_buf_t b = uv_buf_init(r->data, (unsigned)n);
     uv_stream_t *s = to_tcp ? (uv_stream_t *)&c->tcp : (uv_stream_t *)&c->pipe;
     if (uv_write(&r->w, s, &b, 1, on_written) != 0) {
@@ -267,13 +268,20 @@ static int queue_write(pconn *c, int to_tcp, const void *p, size_t n) {
     return 0;
 }
 
-/* Send what OpenSSL produced (handshake records, encrypted data). */
+/* Send what OpenSSL produced (handshake records, encrypted data), read
+ * straight into the write requests. */
 static int flush_tls(pconn *c) {
     size_t pend;
     while ((pend = BIO_ctrl_pending(c->wbio)) > 0) {
-        if (pend > READ_BUF) pend = READ_BUF;
-        int n = BIO_read(c->wbio, c->t->rbuf, (int)pend);
-        if (n <= 0 || queue_write(c, 1, c->t->rbuf, (size_t)n) != 0) return -1;
+        if (pend > INT_MAX) pend = INT_MAX;
+        wreq *r = malloc(sizeof *r + pend);
+        if (!r) return -1;
+        int n = BIO_read(c->wbio, r->data, (int)pend);
+        if (n <= 0) {
+            free(r);
+            return -1;
+        }
+        if (send_wreq(c, 1, r, (size_t)n) != 0) return -1;
     }
     return 0;
 }
@@ -284,6 +292,10 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     (void)hint;
     pconn *c = h->data;
     *buf = uv_buf_init(c->t->rbuf, READ_BUF);
+}
+
+static void free_raft_handle(uv_handle_t *h) {
+    raft_free(h);
 }
 
 /* Hand raft_uv its end of a new socketpair; ours becomes c->pipe. */
@@ -307,7 +319,7 @@ static uv_stream_t *make_pipe(pconn *c) {
     uv_pipe_init(c->t->loop, theirs, 0);
     if (uv_pipe_open(theirs, fd[1]) != 0) {
         close(fd[1]);
-        uv_close((uv_handle_t *)theirs, (uv_close_cb)raft_free);
+        uv_close((uv_handle_t *)theirs, free_raft_handle);
         return NULL;
     }
     uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_pipe_read);
@@ -381,28 +393,46 @@ static void fail(pconn *c, const char *why) {
     conn_close(c, RAFT_NOCONNECTION);
 }
 
-/* Decrypt what has arrived and pass it on (preamble, then raft_uv). */
+/* A failed SSL_read (r <= 0 and not WANT_READ): close or refuse c. */
+static void read_failed(pconn *c, int r) {
+    char why[160];
+    ssl_why(c, r, why, sizeof why);
+    if (c->state == ST_PREAMBLE) fail(c, why);
+    else if (strncmp(why, "certificate", 11) == 0) refuse(c, why);
+    else conn_close(c, RAFT_NOCONNECTION);
+}
+
+/* Decrypt what has arrived and pass it on (preamble, then raft_uv),
+ * decrypting straight into the pipe's write requests. */
 static void pump_in(pconn *c) {
-    char out[16384];
     for (;;) {
-        int n = SSL_read(c->ssl, out, (int)sizeof out);
+        wreq *r = malloc(sizeof *r + PUMP_CHUNK);
+        if (!r) {
+            conn_close(c, RAFT_NOCONNECTION);
+            return;
+        }
+        int n = SSL_read(c->ssl, r->data, (int)PUMP_CHUNK);
         if (n <= 0) {
-            int e = SSL_get_error(c->ssl, n);
-            if (e == SSL_ERROR_WANT_READ) break;
-            char why[160];
-            ssl_why(c, n, why, sizeof why);
-            if (c->state == ST_PREAMBLE) fail(c, why);
-            else if (strncmp(why, "certificate", 11) == 0) refuse(c, why);
-            else conn_close(c, RAFT_NOCONNECTION);
+            free(r);
+            if (SSL_get_error(c->ssl, n) == SSL_ERROR_WANT_READ) break;
+            read_failed(c, n);
             return;
         }
         size_t off = 0;
         if (c->state == ST_PREAMBLE) {
-            ssize_t used = take_preamble(c, (uint8_t *)out, (size_t)n);
-            if (used < 0) return;
+            ssize_t used = take_preamble(c, (uint8_t *)r->data, (size_t)n);
+            if (used < 0) {
+                free(r);
+                return;
+            }
             off = (size_t)used;
         }
-        if (off < (size_t)n && queue_write(c, 0, out + off, (size_t)n - off) != 0) {
+        if (off == (size_t)n) {
+            free(r);
+            continue;
+        }
+        if (off) memmove(r->data, r->data + off, (size_t)n - off);
+        if (send_wreq(c, 0, r, (size_t)n - off) != 0) {
             conn_close(c, RAFT_NOCONNECTION);
             return;
         }
