@@ -75,48 +75,10 @@
 #include <string.h>
 
 #include "client_internal.h"
-
-static int is_blank(char ch) {
-    return ch == ' ' || ch == '\t';
-}
+#include "hostport.h"
 
 int kvmux__hostport_parse(const char *p, size_t len, char *host, uint16_t *port) {
-    while (len > 0 && is_blank(*p)) {
-        p++;
-        len--;
-    }
-    while (len > 0 && is_blank(p[len - 1])) len--;
-    const char *h = p, *colon;
-    size_t hlen;
-    if (len > 0 && *p == '[') {
-        /* [IPv6]:port */
-        const char *close = memchr(p, ']', len);
-        if (!close || (size_t)(close - p) + 1 >= len || close[1] != ':') return -1;
-        h = p + 1;
-        hlen = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = memchr(p, ':', len);
-        if (!colon || memchr(colon + 1, ':', len - (size_t)(colon + 1 - p))) return -1;
-        hlen = (size_t)(colon - p);
-    }
-    if (hlen == 0 || hlen > KVMUX__HOST_MAX) return -1;
-    for (size_t i = 0; i < hlen; i++) {
-        unsigned char ch = (unsigned char)h[i];
-        if (ch <= ' ' || ch >= 0x7f || ch == ',' || ch == '[' || ch == ']') return -1;
-    }
-    const char *d = colon + 1, *end = p + len;
-    if (d == end || end - d > 5) return -1;
-    unsigned v = 0;
-    for (; d < end; d++) {
-        if (*d < '0' || *d > '9') return -1;
-        v = v * 10 + (unsigned)(*d - '0');
-    }
-    if (v == 0 || v > 65535) return -1;
-    memcpy(host, h, hlen);
-    host[hlen] = 0;
-    *port = (uint16_t)v;
-    return 0;
+    return kvmux_hostport_parse(p, len, host, KVMUX__HOST_MAX + 1, port);
 }
 
 int kvmux__endpoints_parse(const char *s, kvmux__endpoint **out, uint32_t *n) {

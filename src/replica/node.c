@@ -28,6 +28,9 @@
 #include "proto.h"
 #include "log.h"
 #include "monotime.h"
+#ifdef KVMUX_HAVE_TLS
+#include "transport.h"
+#endif
 
 typedef struct node_req {
     struct raft_apply req;
@@ -56,6 +59,7 @@ struct kvmux_node {
     kvmux_rbatch *inflight;      /* proposed, not yet done (next links) */
     int closing;                 /* raft_close called */
     int tcp_ok, io_ok, raft_ok;  /* what init_raft got to (for stop) */
+    int ptls;                    /* the transport is ours (transport.h) */
     uint32_t last_leader;
     uint64_t leaderless_since;   /* monotonic ms; 0 = a leader is known */
     uint64_t settle_since;       /* monotonic ms of the start or the last
@@ -77,6 +81,7 @@ struct kvmux_node {
     _Atomic uint64_t term, commit_index, applied_index;
     _Atomic uint64_t elections, snapshots, last_failover_ms;
     _Atomic uint64_t applied_version; /* kvmux_node_applied_version */
+    _Atomic uint64_t peer_refused;
 };
 
 /* A membership change's C-Raft request: one at a time (n->admin). */
@@ -483,10 +488,21 @@ static void admin_start(kvmux_node *n, kvmux_rbatch *b) {
 
 static void publish(kvmux_node *n);
 
+/* Release the transport, whichever init_raft made. */
+static void transport_release(kvmux_node *n) {
+#ifdef KVMUX_HAVE_TLS
+    if (n->ptls) {
+        kvmux_ptls_release(&n->transport);
+        return;
+    }
+#endif
+    raft_uv_tcp_close(&n->transport);
+}
+
 static void on_closed(struct raft *r) {
     kvmux_node *n = r->data;
     raft_uv_close(&n->io);
-    raft_uv_tcp_close(&n->transport);
+    transport_release(n);
     uv_close((uv_handle_t *)&n->async, NULL);
     uv_close((uv_handle_t *)&n->prepare, NULL);
 }
@@ -513,7 +529,7 @@ static void on_async(uv_async_t *a) {
         } else {
             /* init_raft failed part way: close what it opened. */
             if (n->io_ok) raft_uv_close(&n->io);
-            if (n->tcp_ok) raft_uv_tcp_close(&n->transport);
+            if (n->tcp_ok) transport_release(n);
             uv_close((uv_handle_t *)&n->async, NULL);
             uv_close((uv_handle_t *)&n->prepare, NULL);
         }
@@ -610,13 +626,29 @@ static int bootstrap(kvmux_node *n, char *err, size_t errlen) {
     return rc == 0 ? 0 : nerr(err, errlen, "bootstrap", rc, NULL);
 }
 
+/* C-Raft's plain TCP transport, or ours with TLS (transport.h). */
+static int init_transport(kvmux_node *n, char *err, size_t errlen) {
+    if (n->cfg.ptls_cert) {
+#ifdef KVMUX_HAVE_TLS
+        kvmux_ptls_config pc = {.cert = n->cfg.ptls_cert, .key = n->cfg.ptls_key,
+                                .ca = n->cfg.ptls_ca, .handshake_ms = n->cfg.ptls_handshake_ms,
+                                .refused = &n->peer_refused};
+        n->ptls = 1; /* cfg's strings are borrowed: read only in this call */
+        return kvmux_ptls_init(&n->transport, &n->loop, &pc, err, errlen);
+#else
+        return kvmux_errf(err, errlen, "--peer-tls: kvmuxd was built without TLS");
+#endif
+    }
+    int rc = raft_uv_tcp_init(&n->transport, &n->loop);
+    return rc == 0 ? 0 : nerr(err, errlen, "transport", rc, NULL);
+}
+
 static int init_raft(kvmux_node *n, char *err, size_t errlen) {
     const kvmux_peer *self = kvmux_peers_find(&n->peers, n->cfg.id);
     n->transport.version = 1; /* the struct version we implement (raft/uv.h) */
-    int rc = raft_uv_tcp_init(&n->transport, &n->loop);
-    if (rc != 0) return nerr(err, errlen, "transport", rc, NULL);
+    if (init_transport(n, err, errlen) != 0) return -1;
     n->tcp_ok = 1;
-    rc = raft_uv_init(&n->io, &n->loop, n->dir, &n->transport);
+    int rc = raft_uv_init(&n->io, &n->loop, n->dir, &n->transport);
     if (rc != 0) {
         snprintf(err, errlen, "replication: raft_uv_init(%s): %s", n->dir, n->io.errmsg);
         return -1;
@@ -644,7 +676,14 @@ static int init_raft(kvmux_node *n, char *err, size_t errlen) {
     raft_set_snapshot_trailing(&n->raft, n->cfg.snapshot_threshold / 2 + 1);
     if (n->cfg.bootstrap && bootstrap(n, err, errlen) != 0) return -1;
     rc = raft_start(&n->raft);
-    if (rc != 0) return nerr(err, errlen, "start", rc, n);
+    if (rc != 0) {
+        /* raft_start may leave its own message empty and drop the
+         * transport's (a Raft port that cannot be bound, for one). */
+        const char *m = raft_errmsg(&n->raft);
+        if (!m || !m[0]) m = n->transport.errmsg[0] ? n->transport.errmsg : raft_strerror(rc);
+        return kvmux_errf(err, errlen, "replication: start (Raft address %s): %s",
+                          self->raft_addr, m);
+    }
     return 0;
 }
 
@@ -706,6 +745,7 @@ void kvmux_node_get_status(kvmux_node *n, kvmux_node_status *st) {
     st->elections = atomic_load(&n->elections);
     st->snapshots = atomic_load(&n->snapshots);
     st->last_failover_ms = atomic_load(&n->last_failover_ms);
+    st->peer_refused = atomic_load(&n->peer_refused);
 }
 
 uint64_t kvmux_node_applied_version(kvmux_node *n) {

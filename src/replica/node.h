@@ -62,6 +62,11 @@ typedef struct kvmux_node_config {
     int bootstrap;               /* write the initial configuration if new */
     unsigned election_ms, heartbeat_ms, snapshot_threshold;
     uint64_t nonce;              /* this process's boot nonce (entry origin) */
+    /* Peer TLS (transport.h): cert NULL = plain TCP (C-Raft's own
+     * transport); else mutual TLS 1.3 with key, and ca as the group CA
+     * (needs a build with TLS). */
+    const char *ptls_cert, *ptls_key, *ptls_ca;
+    unsigned ptls_handshake_ms;
     kvmux_store *store;
     kvmux_fsm_clock *clock;      /* the store's clock (fsm.h) */
     struct kvmux_sessions *sessions; /* exactly-once table (sessions.h) */
@@ -79,6 +84,7 @@ typedef struct kvmux_node_status {
     uint64_t elections;          /* times a new leader was seen */
     uint64_t snapshots;          /* taken or installed */
     uint64_t last_failover_ms;   /* last leaderless stretch */
+    uint64_t peer_refused;       /* Raft connections refused (peer TLS) */
 } kvmux_node_status;
 
 /* A member of the configuration this replica knows (the latest one,

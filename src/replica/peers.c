@@ -6,24 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hostport.h"
 #include "log.h"
 
-/* "host:port" with a non-empty host and a port 1..65535 (an IPv6 host is
- * written in brackets, so the last ':' is the port's). */
+/* "host:port" or "[IPv6]:port", as a client parses it (hostport.h: a
+ * NOT_LEADER value carries the client address verbatim), with nothing
+ * around it (the string goes to C-Raft as it is). */
 static int valid_addr(const char *a, size_t n) {
-    const char *colon = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (a[i] == ':') colon = a + i;
-    if (!colon || colon == a) return 0;
-    size_t plen = n - (size_t)(colon + 1 - a);
-    if (plen == 0 || plen > 5) return 0;
-    unsigned port = 0;
-    for (size_t i = 0; i < plen; i++) {
-        char ch = colon[1 + i];
-        if (ch < '0' || ch > '9') return 0;
-        port = port * 10 + (unsigned)(ch - '0');
-    }
-    return port >= 1 && port <= 65535;
+    char host[KVMUX_PEER_ADDR_MAX];
+    uint16_t port;
+    if (n == 0 || a[0] == ' ' || a[0] == '\t' || a[n - 1] == ' ' || a[n - 1] == '\t') return 0;
+    return kvmux_hostport_parse(a, n, host, sizeof host, &port) == 0;
 }
 
 static int copy_addr(char *dst, const char *src, size_t n) {

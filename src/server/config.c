@@ -83,6 +83,7 @@ void kvmux_server_config_init(kvmux_server_config *c) {
     c->session_timeout_ms = 3600000;
     c->max_sessions = 4096;
     c->session_window = 2048;
+    c->peer_tls_handshake_timeout_ms = 2000;
 }
 
 void kvmux_server_config_deinit(kvmux_server_config *c) {
@@ -110,6 +111,36 @@ static int is_loopback(const char *addr) {
                         opt, (unsigned long long)c->field,                    \
                         (unsigned long long)(lo), (unsigned long long)(hi));  \
     } while (0)
+
+#ifdef KVMUX_HAVE_RAFT
+/* Peer TLS: all of it or none of it. A group half configured (a key
+ * without --peer-tls, --peer-tls without a CA) would either not form or
+ * run in the clear while its operator believes otherwise. */
+static int validate_peer_tls(const kvmux_server_config *c, char *err, size_t errlen) {
+    const char *cert = c->peer_tls_cert ? c->peer_tls_cert : c->tls_cert;
+    const char *key = c->peer_tls_key ? c->peer_tls_key : c->tls_key;
+    const char *ca = c->peer_tls_ca ? c->peer_tls_ca : c->tls_ca;
+    if (!c->peer_tls) {
+        if (c->peer_tls_cert || c->peer_tls_key || c->peer_tls_ca)
+            return kvmux_errf(err, errlen, "--peer-tls-cert/--peer-tls-key/--peer-tls-ca given "
+                              "but --peer-tls is no: set --peer-tls yes, or remove them");
+        return 0;
+    }
+#ifndef KVMUX_HAVE_TLS
+    (void)cert, (void)key, (void)ca;
+    return kvmux_errf(err, errlen, "--peer-tls: kvmuxd was built without TLS "
+                      "(configure with -DKVMUX_WITH_TLS=ON and libssl-dev installed)");
+#else
+    if (!cert || !key || !ca)
+        return kvmux_errf(err, errlen, "--peer-tls yes needs a certificate, its key and the group "
+                          "CA: --peer-tls-cert, --peer-tls-key, --peer-tls-ca (each defaults to "
+                          "--tls-cert, --tls-key, --tls-ca); missing: %s",
+                          !cert ? "certificate" : !key ? "key" : "CA");
+    RANGE(peer_tls_handshake_timeout_ms, "--peer-tls-handshake-timeout", 10, 60000);
+    return 0;
+#endif
+}
+#endif
 
 /* The replication options (docs/REPLICATION.md): all or nothing around
  * --replica-id, and never with --aof (the Raft log is the log). */
@@ -148,7 +179,7 @@ static int validate_replica(const kvmux_server_config *c, char *err, size_t errl
     if (kvmux_peers_parse(c->peers, &ps, err, errlen) != 0) return -1;
     if (!kvmux_peers_find(&ps, c->replica_id))
         return kvmux_errf(err, errlen, "--replica-id %u is not in --peers", c->replica_id);
-    return 0;
+    return validate_peer_tls(c, err, errlen);
 #endif
 }
 
@@ -349,6 +380,11 @@ static const opt options[] = {
     {"--session-timeout", OPT_MS, OFF(session_timeout_ms), "MS     forget an exactly-once session idle this long (3600000)", R_NO},
     {"--max-sessions", OPT_U32, OFF(max_sessions), "N      exactly-once sessions remembered; the least active goes (4096)", R_NO},
     {"--session-window", OPT_U32, OFF(session_window), "N      replies kept per session, >= 2x --max-outstanding (2048)", R_NO},
+    {"--peer-tls", OPT_YESNO, OFF(peer_tls), "yes|no mutual TLS 1.3 between replicas on the Raft port (no)", R_NO},
+    {"--peer-tls-cert", OPT_STR, OFF(peer_tls_cert), "PATH   this replica's PEM certificate chain for peers (--tls-cert)", R_NO},
+    {"--peer-tls-key", OPT_STR, OFF(peer_tls_key), "PATH   PEM private key of --peer-tls-cert (--tls-key)", R_NO},
+    {"--peer-tls-ca", OPT_STR, OFF(peer_tls_ca), "PATH   the group CA: peers must present a certificate it signed (--tls-ca)", R_NO},
+    {"--peer-tls-handshake-timeout", OPT_MS, OFF(peer_tls_handshake_timeout_ms), "MS     bound on a peer's connect + TLS handshake (2000)", R_NO},
     {"--config", OPT_CMDLINE, OFF(config_file), "FILE   read options from FILE; command-line options win", R_NA},
     {"--check-config", OPT_CHECK, OFF(check_config), "       validate the options (and FILE), then exit 0 or 2", R_NA},
 };

@@ -26,6 +26,8 @@
  * Threads: everything here runs on the loop's thread except
  * kvmux__repl_post (the Raft thread) and the STATS reader (any loop). */
 #include <errno.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -177,6 +179,23 @@ void kvmux__repl_lease_revoke(kvmux_server *s) {
     atomic_store(&s->repl->lease_until_us, 0);
 }
 
+/* Whether the host of "host:port" (IPv6 in brackets) is a loopback
+ * literal or "localhost". */
+static int raft_addr_is_loopback(const char *addr) {
+    char host[KVMUX_PEER_ADDR_MAX];
+    const char *colon = strrchr(addr, ':');
+    size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
+    if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']') addr++, n -= 2;
+    if (n >= sizeof host) return 0;
+    memcpy(host, addr, n);
+    host[n] = '\0';
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcmp(host, "localhost") == 0) return 1;
+    if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+    return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
 static void node_done(void *ud, kvmux_rbatch *b) {
     kvmux_server *s = ud;
     kvmux__repl_post(&s->loops[b->loop], b);
@@ -211,12 +230,27 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
         .stage = &r->stage, .done = node_done, .done_ud = s};
     kvmux_sessions_init(&r->sessions);
     kvmux_stage_init(&r->stage);
+    if (cfg->peer_tls) {
+        nc.ptls_cert = cfg->peer_tls_cert ? cfg->peer_tls_cert : cfg->tls_cert;
+        nc.ptls_key = cfg->peer_tls_key ? cfg->peer_tls_key : cfg->tls_key;
+        nc.ptls_ca = cfg->peer_tls_ca ? cfg->peer_tls_ca : cfg->tls_ca;
+        nc.ptls_handshake_ms = cfg->peer_tls_handshake_timeout_ms;
+    }
+    /* Not refused (a private network may be what the operator relies
+     * on), but said at every start: anyone reaching this port can speak
+     * for a replica. */
+    const kvmux_peer *self = kvmux_peers_find(&r->peers, r->id);
+    if (!cfg->peer_tls && self && !raft_addr_is_loopback(self->raft_addr))
+        KVMUX_LOG_W("replication: the Raft port %s is plain TCP without authentication; "
+                    "across machines use --peer-tls yes (docs/REPLICATION.md \"Peer security\")",
+                    self->raft_addr);
     if (kvmux_node_start(&r->node, &nc, err, errlen) != 0) {
         free(r);
         return -1;
     }
     s->repl = r;
-    KVMUX_LOG_I("replication: replica %u of %u, dir %s", r->id, r->peers.n, dir);
+    KVMUX_LOG_I("replication: replica %u of %u, dir %s, peer transport %s", r->id, r->peers.n,
+                dir, cfg->peer_tls ? "TLS 1.3" : "plain TCP");
     return 0;
 }
 
@@ -1053,6 +1087,7 @@ void kvmux__repl_stats(kvmux_server *s, void *o, int want_digest,
     u64line(o, "replica_elections", st.elections);
     u64line(o, "replica_snapshots", st.snapshots);
     u64line(o, "replica_last_failover_ms", st.last_failover_ms);
+    u64line(o, "replica_peer_refused", st.peer_refused);
     strline(o, "replica_read_mode", r->lease_on ? "lease" : "barrier");
     u64line(o, "replica_lease_reads", atomic_load(&r->lease_reads));
     u64line(o, "replica_barrier_reads", atomic_load(&r->barrier_reads));

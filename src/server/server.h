@@ -148,6 +148,15 @@ typedef struct kvmux_server_config {
     uint32_t max_sessions;        /* sessions remembered; default 4096 */
     uint32_t session_window;      /* replies kept per session (W); default
                                      2048, >= 2 x max_outstanding */
+    /* Peer TLS (docs/REPLICATION.md "Peer security"): mutual TLS 1.3 on
+     * the Raft port. The three paths default to tls_cert, tls_key, tls_ca;
+     * all three are required when peer_tls is 1. Borrowed until
+     * kvmux_server_new returns. */
+    uint32_t peer_tls;            /* 1: TLS between replicas; default 0 */
+    const char *peer_tls_cert;
+    const char *peer_tls_key;
+    const char *peer_tls_ca;      /* the group CA */
+    uint32_t peer_tls_handshake_timeout_ms; /* default 2000 */
     const char *config_file;      /* --config (command line only) */
     uint32_t check_config;        /* --check-config: validate and exit */
     char *file_buf_;              /* owned: the config file's text, which

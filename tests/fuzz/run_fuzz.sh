@@ -17,9 +17,9 @@ cflags="-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-s
 for h in fuzz_frame_decode fuzz_stream_v2; do
   clang $cflags -o "$out/$h" "$root/tests/fuzz/$h.c" "$root"/src/proto/*.c
 done
-# The single-node server: src/replica without the C-Raft glue (node.c), as
-# a build without KVMUX_WITH_RAFT has it.
-srv_src="$(ls "$root"/src/server/*.c | grep -v '/main\.c$') $(ls "$root"/src/replica/*.c | grep -v '/node\.c$')"
+# The single-node server: src/replica without the C-Raft glue (node.c,
+# transport.c), as a build without KVMUX_WITH_RAFT has it.
+srv_src="$(ls "$root"/src/server/*.c | grep -v '/main\.c$') $(ls "$root"/src/replica/*.c | grep -Ev '/(node|transport)\.c$')"
 clang $cflags -I"$root/src/server" -I"$root/src/replica" -I"$root/src/common" -o "$out/fuzz_server_input" \
   "$root/tests/fuzz/fuzz_server_input.c" $srv_src "$root"/src/proto/*.c "$root"/src/common/*.c -lpthread
 clang $cflags -I"$root/include" -I"$root/src/client" -I"$root/src/common" \

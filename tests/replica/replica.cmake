@@ -50,7 +50,22 @@ if(TARGET kvmux AND TARGET kvmuxd)
       target_link_libraries(client_group_test PRIVATE ${KVMUX_LIBUV_LIB})
       target_compile_definitions(client_group_test PRIVATE KVMUX_TEST_LIBUV=1)
     endif()
+    # Peer TLS (transport.c): only when kvmuxd has both Raft and TLS.
+    find_program(KVMUX_OPENSSL_CLI openssl)
+    if(KVMUX_HAVE_TLS AND KVMUX_OPENSSL_CLI)
+      kvmux_add_test(replica_peertls_test
+        SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_peertls_test.c
+        LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 300)
+      target_compile_definitions(replica_peertls_test PRIVATE
+        KVMUX_PEER_GEN_CERTS="${CMAKE_CURRENT_LIST_DIR}/gen_peer_certs.sh")
+    elseif(KVMUX_HAVE_TLS)
+      kvmux_missing_dependency_test(replica_peertls_test "no openssl CLI (apt-get install openssl)")
+    endif()
+    # Without TLS (KVMUX_WITH_TLS=OFF) there is no peer TLS to test, as for
+    # tests/tls: --peer-tls then exits 2 "built without TLS".
   else()
+    kvmux_missing_dependency_test(replica_peertls_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_follower_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_lease_test

@@ -130,6 +130,30 @@ void rgroup_stop(rgroup *g) {
     }
 }
 
+/* The --requirepass token in the group's extra arguments, or NULL. */
+static const char *group_token(const rgroup *g) {
+    for (int k = 0; g->extra && g->extra[k] && g->extra[k + 1]; k++)
+        if (strcmp(g->extra[k], "--requirepass") == 0) return g->extra[k + 1];
+    return NULL;
+}
+
+/* The v1 handshake, with the group's token when it has one. */
+static int group_handshake(const rgroup *g, int fd) {
+    const char *tok = group_token(g);
+    if (!tok) return test_raw_handshake(fd);
+    uint8_t val[64 + KVMUX_AUTH_SETTINGS_MAX_LEN];
+    kvmux_settings st;
+    kvmux_settings_default(&st);
+    size_t n = kvmux_settings_encode(val, &st);
+    n += kvmux_settings_encode_auth(val + n, (const uint8_t *)tok, strlen(tok));
+    uint8_t in[4096];
+    kvmux_frame f;
+    if (test_send_hello(fd, 0, 0, 1, 1, "rgroup", val, n) != 0 ||
+        test_read_frame(fd, in, sizeof in, &f) <= 0 || f.type != KVMUX_FRAME_HELLO_ACK)
+        return -1;
+    return 0;
+}
+
 int rgroup_stats(const rgroup *g, int i, char *buf, size_t cap) {
     return rgroup_stats_key(g, i, NULL, buf, cap);
 }
@@ -141,7 +165,7 @@ int rgroup_stats_key(const rgroup *g, int i, const char *key, char *buf, size_t 
     int rc = -1;
     static _Thread_local uint8_t in[256 * 1024];
     kvmux_frame f;
-    if (test_raw_handshake(fd) == 0 &&
+    if (group_handshake(g, fd) == 0 &&
         test_send_request(fd, 1, 1, KVMUX_OP_STATS, NULL, 0, key, NULL, 0) == 0 &&
         test_read_frame(fd, in, sizeof in, &f) > 0 && f.type == KVMUX_FRAME_RESPONSE &&
         f.code == KVMUX_STATUS_OK) {

@@ -20,7 +20,9 @@ typedef struct rgroup {
     uint16_t cport[RGROUP_MAX], rport[RGROUP_MAX];
     char dir[128];                      /* parent of r1, r2, ... */
     char peers[RGROUP_MAX * 64];
-    const char *const *extra;           /* more kvmuxd arguments (NULL-terminated) */
+    const char *const *extra;           /* more kvmuxd arguments (NULL-terminated);
+                                           a "--requirepass TOKEN" there is also
+                                           sent by rgroup_stats */
 } rgroup;
 
 /* Pick ports, make the directory, start all n members with --bootstrap.
