@@ -725,6 +725,9 @@ static int group_request(kvmux_conn *c, const kvmux_frame *f) {
         respond_not_leader(c, f->request_id);
         return 0;
     }
+    /* A transfer's TimeoutNow lets the chosen follower win a vote while
+     * the others still know this leader: the read lease must end first. */
+    if (a->op == KVMUX_ADMIN_TRANSFER) kvmux__repl_lease_revoke(l->srv);
     /* A batch of its own (not the iteration's entry): one pending request,
      * no entry, the change in rb.admin. */
     kvmux_lbatch *lb = calloc(1, sizeof *lb);
