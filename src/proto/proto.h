@@ -119,6 +119,9 @@ enum kvmux_frame_type {
  *             Unknown (BAD_FLAGS) on v1/v2. */
 #define KVMUX_FLAG_SESSION 0x10u
 #define KVMUX_SESSION_PREFIX_LEN 8u      /* the u64 seq */
+/* Bit 63 of the seq: RETRY, the same write was sent before (a resend);
+ * bits 0..62: the write's number, from 1. */
+#define KVMUX_SESSION_RETRY (1ull << 63)
 
 /* Opcodes (REQUEST.code). Request extras / response extras:
  *   GET   req: none                         OK: u64 version, value
