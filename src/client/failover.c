@@ -55,7 +55,12 @@
  * with the request (the blocking caller's stack, the async op) across
  * resends. A session write cut off by a lost connection, or answered
  * OUTCOME_UNKNOWN, is then resent like a read: the group applies a seq at
- * most once and answers a resend with the original reply. Only when the
+ * most once and answers a resend with the original reply. The seq kept
+ * with the request also records whether an earlier transmission may have
+ * reached a server (KVMUX__SEQ_SENT / _CUR): then the wire seq carries
+ * RETRY; a transmission never sent, or answered NOT_LEADER, does not
+ * count, so a write that only ever met followers stays a first
+ * transmission, which the group always applies. Only when the
  * group cannot tell (the session was forgotten: OUTCOME_UNKNOWN again,
  * KVMUX__MAX_UNKNOWN_RESENDS times) does it end as KVMUX_EUNKNOWN.
  * The window promise (at most W writes of the session unanswered) holds
