@@ -114,6 +114,7 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
         .done = node_done, .done_ud = s};
     kvmux_sessions_init(&r->sessions);
     if (kvmux_node_start(&r->node, &nc, err, errlen) != 0) {
+        kvmux_sessions_clear(&r->sessions); /* a snapshot may have filled it */
         free(r);
         return -1;
     }
