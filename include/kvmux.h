@@ -306,8 +306,9 @@ typedef struct kvmux_options {
      * deadline: applied at most once, and the resend gets the original
      * answer -- so it completes with its real result, never
      * KVMUX_EUNKNOWN, unless the group cannot tell (the session expired
-     * or was evicted server-side, or 3 resends in a row were answered
-     * OUTCOME_UNKNOWN): then KVMUX_EUNKNOWN, as without sessions.
+     * or was evicted server-side while the write was being resent, so 3
+     * resends in a row were answered OUTCOME_UNKNOWN): then
+     * KVMUX_EUNKNOWN, as without sessions.
      * resend_writes then only matters for writes without a session (no_sessions
      * set, or a server that negotiated v1/v2). no_sessions = 1: off, writes
      * cut off complete with KVMUX_EUNKNOWN (or are resent blindly with

@@ -298,9 +298,8 @@ int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
             f.deadline_ms = kvmux__deadline_left(deadline, now);
         }
         if (seq && kvmux__session_on(c, req->op)) {
-            if (*seq == 0) *seq = c->next_seq++;
             f.flags |= KVMUX_FLAG_SESSION;
-            f.session_seq = *seq;
+            f.session_seq = kvmux__session_wire_seq(c, seq);
         }
         if (kvmux__stale_applies(c, req->op, c->version)) {
             f.flags |= KVMUX_FLAG_STALE;
@@ -604,6 +603,7 @@ admit:
     s = NULL;
     rc = w.result;
     unknowns = w.unknowns;
+    seq = w.seq; /* failover.c may have found it never left (no RETRY) */
     if (rc == KVMUX__ERETRY || rc == KVMUX__EREDIRECT) {
         /* retry_reads, or endpoints mode (failover.c): the request never
          * got its answer (a read cut off, or NOT_LEADER: not processed);

@@ -468,6 +468,14 @@ static inline int kvmux__failover_on(const kvmux_client *c) {
  * negotiated, sessions on): its frame carries SESSION and a seq. Any
  * thread (c->version is an atomic). */
 int kvmux__session_on(const kvmux_client *c, int op);
+/* A session write's seq as kept with its request: the number, plus
+ * KVMUX__SEQ_SENT (an earlier transmission may have reached a server) and
+ * KVMUX__SEQ_CUR (the latest one may have). 0: not numbered yet. */
+#define KVMUX__SEQ_SENT (1ull << 63)
+#define KVMUX__SEQ_CUR (1ull << 62)
+/* The seq for the next transmission of a write (lock held): numbers it
+ * if new; RETRY on the wire if an earlier transmission may have left. */
+uint64_t kvmux__session_wire_seq(kvmux_client *c, uint64_t *seq);
 /* Endpoints mode: draw c's session id unless sessions are off (connect). */
 void kvmux__session_init(kvmux_client *c);
 /* OUTCOME_UNKNOWN answered a session write (lock held): resend it (1,

@@ -55,7 +55,12 @@
  * with the request (the blocking caller's stack, the async op) across
  * resends. A session write cut off by a lost connection, or answered
  * OUTCOME_UNKNOWN, is then resent like a read: the group applies a seq at
- * most once and answers a resend with the original reply. Only when the
+ * most once and answers a resend with the original reply. The seq kept
+ * with the request also records whether an earlier transmission may have
+ * reached a server (KVMUX__SEQ_SENT / _CUR): then the wire seq carries
+ * RETRY; a transmission never sent, or answered NOT_LEADER, does not
+ * count, so a write that only ever met followers stays a first
+ * transmission, which the group always applies. Only when the
  * group cannot tell (the session was forgotten: OUTCOME_UNKNOWN again,
  * KVMUX__MAX_UNKNOWN_RESENDS times) does it end as KVMUX_EUNKNOWN.
  * The window promise (at most W writes of the session unanswered) holds
@@ -159,8 +164,13 @@ static void redirect_set(kvmux_client *c, const uint8_t *addr, size_t len) {
     c->redir_set = 1;
 }
 
+static void seq_not_sent(kvmux__slot *s);
+
 void kvmux__failover_not_leader(kvmux_client *c, kvmux__slot *s, const uint8_t *addr,
                                 size_t len) {
+    /* NOT_LEADER: this transmission was not processed, so it does not make
+     * the resend a RETRY. */
+    seq_not_sent(s);
     if (!c->redirecting) {
         /* The first answer decides where this connection's requests go;
          * later ones on it name the same leader or an older view. */
@@ -240,6 +250,13 @@ static int slot_unsent(const kvmux_client *c, const kvmux__slot *s) {
     return r == c->out_rounds;
 }
 
+/* s's latest transmission reached no state machine (never sent, or
+ * answered NOT_LEADER): forget it for the RETRY bit. */
+static void seq_not_sent(kvmux__slot *s) {
+    if (s->owner == KVMUX__OWNER_CALL) s->u.w->seq &= ~KVMUX__SEQ_CUR;
+    else if (s->owner == KVMUX__OWNER_OP) s->u.aop->seq &= ~KVMUX__SEQ_CUR;
+}
+
 /* The session seq of s's write (0: none, or a plain write). */
 static uint64_t slot_seq(const kvmux__slot *s) {
     if (s->owner == KVMUX__OWNER_CALL) return s->u.w->seq;
@@ -252,6 +269,9 @@ void kvmux__failover_slot_lost(kvmux_client *c, kvmux__slot *s) {
      * and answers a resend with the original reply. */
     if (kvmux__op_is_read(s->op) || c->opts.resend_writes || slot_unsent(c, s) ||
         slot_seq(s) != 0) {
+        /* Not one byte of it left: the resend is still a first
+         * transmission (no RETRY). */
+        if (slot_unsent(c, s)) seq_not_sent(s);
         kvmux__failover_resend(c, s, 0);
         return;
     }
@@ -288,6 +308,14 @@ void kvmux__session_init(kvmux_client *c) {
     }
     c->session_id = id ? id : 1;
     c->next_seq = 1;
+}
+
+uint64_t kvmux__session_wire_seq(kvmux_client *c, uint64_t *seq) {
+    const uint64_t flags = KVMUX__SEQ_SENT | KVMUX__SEQ_CUR;
+    if ((*seq & ~flags) == 0) *seq = c->next_seq++;
+    if (*seq & KVMUX__SEQ_CUR) *seq |= KVMUX__SEQ_SENT;
+    *seq |= KVMUX__SEQ_CUR;
+    return (*seq & ~flags) | (*seq & KVMUX__SEQ_SENT ? KVMUX_SESSION_RETRY : 0);
 }
 
 int kvmux__session_unknown(kvmux_client *c, kvmux__slot *s) {

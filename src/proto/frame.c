@@ -17,8 +17,8 @@
  * never allocates. Per-type shape checks that can be made from the header
  * alone are made here too, so the layers above never see a malformed shape.
  *
- * v2 extras prefixes (deadline_ms for DEADLINE, total_value_len for MORE)
- * are stripped by the decoder into kvmux_frame fields and written back by
+ * v2 extras prefixes (deadline_ms for DEADLINE, total_value_len for MORE;
+ * v3 session_seq for SESSION, in that order) are stripped by the decoder into kvmux_frame fields and written back by
  * the encoder from them, so op-level code sees the same extras in v1 and v2.
  *
  * What it is not: the decoder does not judge request semantics. Opcode and

@@ -27,9 +27,11 @@
  *   12   4   body_len     extras_len + key_len + value_len
  *
  * Body: extras | key | value. In v2 the extras of a REQUEST are
- * [u32 deadline_ms if DEADLINE][u32 total_value_len if MORE][op extras],
+ * [u32 deadline_ms if DEADLINE][u32 total_value_len if MORE]
+ * [u64 seq if SESSION (v3)][op extras],
  * of a RESPONSE [u32 total_value_len if MORE][status extras]. The decoder
- * strips these prefixes into kvmux_frame.deadline_ms / total_value_len and
+ * strips these prefixes into kvmux_frame.deadline_ms / total_value_len /
+ * session_seq and
  * leaves kvmux_frame.extras/extras_len describing the op extras only; the
  * encoder writes them back from the same fields. A v1 frame (flags 0) has
  * no prefix, so v1 code that never sets flags sees no difference.
@@ -117,6 +119,9 @@ enum kvmux_frame_type {
  *             Unknown (BAD_FLAGS) on v1/v2. */
 #define KVMUX_FLAG_SESSION 0x10u
 #define KVMUX_SESSION_PREFIX_LEN 8u      /* the u64 seq */
+/* Bit 63 of the seq: RETRY, the same write was sent before (a resend);
+ * bits 0..62: the write's number, from 1. */
+#define KVMUX_SESSION_RETRY (1ull << 63)
 /*   STALE     v3 REQUEST only (docs/PROTOCOL.md section 17.2): a read (GET,
  *             EXISTS, TTL, WAIT, SCAN) any replica may answer from its
  *             applied state, once its store's version counter reaches
@@ -420,7 +425,8 @@ static inline uint32_t kvmux_goaway_error(const kvmux_frame *f) {
 int kvmux_version_allows_type(uint8_t v, uint8_t t);
 
 /* The flag bits allowed on type t in version v (0 in v1; REQUEST:
- * MORE|DEADLINE, RESPONSE and CONTINUATION: MORE in v2; 0 for others). */
+ * MORE|DEADLINE, RESPONSE and CONTINUATION: MORE in v2; REQUEST also
+ * SESSION in v3; 0 for others). */
 uint8_t kvmux_version_allowed_flags(uint8_t v, uint8_t t);
 
 /* ---- codec ---- */

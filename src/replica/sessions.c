@@ -12,6 +12,8 @@ typedef struct sess_reply {
 
 struct kvmux_sess {
     uint64_t id, last_ms, max_seq;
+    uint64_t floor;            /* the seq that created this incarnation: a
+                                  resend below it may predate it */
     sess_reply *ring;          /* cap slots; seq s lives at s & (cap - 1) */
     uint32_t cap;
     kvmux_sess *older, *newer; /* the activity list */
@@ -136,26 +138,36 @@ static int in_window(const kvmux_sess *s, const kvmux_sess_limits *lim, uint64_t
 }
 
 int kvmux_sessions_check(kvmux_sessions *t, const kvmux_sess_limits *lim, uint64_t now_ms,
-                         uint64_t sid, uint64_t seq, kvmux_fsm_result *out, kvmux_sess **sp) {
+                         uint64_t sid, uint64_t wire_seq, kvmux_fsm_result *out,
+                         kvmux_sess **sp) {
     *sp = NULL;
+    int retry = (wire_seq & KVMUX_SESS_RETRY) != 0;
+    uint64_t seq = wire_seq & ~KVMUX_SESS_RETRY;
+    if (seq == 0) goto refuse;
     kvmux_sess *s = find(t, sid);
     if (!s) {
-        /* A new session starts at seq 1 and has at most W writes out: a
-         * higher first seq is a session this table forgot. */
-        if (seq == 0 || seq > lim->window) goto refuse;
+        /* A first transmission cannot have been applied: it starts the
+         * session (again, if it was forgotten). A resend of a session this
+         * table does not know may have been applied before it forgot. */
+        if (retry) goto refuse;
         if (t->count >= lim->max_sessions && t->oldest) {
             drop(t, t->oldest);
             atomic_fetch_add_explicit(&t->expired, 1, memory_order_relaxed);
         }
         s = create(t, sid);
+        if (s) s->floor = seq;
     } else {
-        if (!in_window(s, lim, seq)) goto refuse;
-        const sess_reply *r = s->ring ? &s->ring[seq & (s->cap - 1)] : NULL;
+        const sess_reply *r = s->ring && in_window(s, lim, seq) ? &s->ring[seq & (s->cap - 1)]
+                                                                : NULL;
         if (r && r->seq == seq) {
             *out = r->r;
             atomic_fetch_add_explicit(&t->duplicates, 1, memory_order_relaxed);
             return KVMUX_SESS_DUPLICATE;
         }
+        /* A resend whose answer is no longer kept (below the window), or
+         * that may predate this incarnation: cannot tell. A first
+         * transmission is simply new. */
+        if (retry && (!in_window(s, lim, seq) || seq < s->floor)) goto refuse;
     }
     if (s) {
         s->last_ms = now_ms;
@@ -186,7 +198,11 @@ void kvmux_sessions_record(kvmux_sessions *t, const kvmux_sess_limits *lim, kvmu
                            uint64_t seq, const kvmux_fsm_result *r) {
     (void)t;
     if (!s) return;
+    seq &= ~KVMUX_SESS_RETRY;
     if (seq > s->max_seq) s->max_seq = seq;
+    /* A late first transmission below the window: applied, nothing to keep
+     * (nobody may ask for it again). */
+    if (!in_window(s, lim, seq)) return;
     /* A slot held by another seq still in the window: the ring is too
      * small for the writes in flight. Once cap >= W that cannot happen
      * (the window's seqs are W consecutive numbers). */
@@ -206,9 +222,9 @@ void kvmux_sessions_record(kvmux_sessions *t, const kvmux_sess_limits *lim, kvmu
 
 /* ---- snapshot encoding ----
  * u32 count, then per session, oldest first: u64 id, u64 last_ms,
- * u64 max_seq, u32 ring cap, u32 replies, then per reply: u64 seq,
- * u8 status, u8 extras_len, extras. */
-#define SESS_HDR 32u
+ * u64 max_seq, u64 floor, u32 ring cap, u32 replies, then per reply:
+ * u64 seq, u8 status, u8 extras_len, extras. */
+#define SESS_HDR 40u
 #define REPLY_HDR 10u
 
 size_t kvmux_sessions_encoded_len(const kvmux_sessions *t) {
@@ -229,7 +245,8 @@ size_t kvmux_sessions_encode(const kvmux_sessions *t, uint8_t *out) {
         put64(h, s->id);
         put64(h + 8, s->last_ms);
         put64(h + 16, s->max_seq);
-        put32(h + 24, s->cap);
+        put64(h + 24, s->floor);
+        put32(h + 32, s->cap);
         off += SESS_HDR;
         uint32_t nr = 0;
         for (uint32_t i = 0; i < s->cap; i++) {
@@ -242,7 +259,7 @@ size_t kvmux_sessions_encode(const kvmux_sessions *t, uint8_t *out) {
             off += REPLY_HDR + r->r.extras_len;
             nr++;
         }
-        put32(h + 28, nr);
+        put32(h + 36, nr);
     }
     return off;
 }
@@ -250,7 +267,7 @@ size_t kvmux_sessions_encode(const kvmux_sessions *t, uint8_t *out) {
 static long decode_one(kvmux_sessions *t, const uint8_t *p, size_t len) {
     if (len < SESS_HDR) return -1;
     uint64_t sid = get64(p);
-    uint32_t cap = get32(p + 24), nr = get32(p + 28);
+    uint32_t cap = get32(p + 32), nr = get32(p + 36);
     if (sid == 0 || find(t, sid) || cap > RING_MAX || (cap & (cap - 1)) != 0 || nr > cap ||
         (uint64_t)nr * REPLY_HDR > len - SESS_HDR)
         return -1; /* every length checked before anything is allocated */
@@ -258,6 +275,7 @@ static long decode_one(kvmux_sessions *t, const uint8_t *p, size_t len) {
     if (!s) return -1;
     s->last_ms = get64(p + 8);
     s->max_seq = get64(p + 16);
+    s->floor = get64(p + 24);
     if (cap && !(s->ring = calloc(cap, sizeof *s->ring))) return -1;
     s->cap = cap;
     size_t off = SESS_HDR;

@@ -12,12 +12,15 @@
  * Bounds (the leader stamps them in every entry, so all replicas agree):
  * - window W: a client never has more than W writes of its session
  *   unanswered, so replies of seq <= max_seq - W are never asked for again
- *   and are dropped; a write with such a seq is refused (OUTCOME_UNKNOWN).
+ *   and are dropped; a resend with such a seq is refused (OUTCOME_UNKNOWN).
  * - timeout: a session whose last write is older (replicated clock) than
  *   this is forgotten; max: at most this many sessions, the least recently
- *   active one is evicted to make room. A write of a forgotten session
- *   (an unknown id with seq > W: it cannot be a new session's first
- *   writes) is refused with OUTCOME_UNKNOWN, never applied blindly.
+ *   active one is evicted to make room.
+ * A first transmission (no RETRY bit) was never applied, so it is always
+ * applied: it (re)creates its session if needed. A resend (RETRY) the
+ * table cannot vouch for -- its session unknown (forgotten), its seq below
+ * the window or below the seq that recreated the session -- is refused
+ * with OUTCOME_UNKNOWN, never applied blindly.
  *
  * Memory: per session about 96 bytes plus a ring of 32-byte replies that
  * grows (doubling from 8) only when two seqs still in the window would
@@ -38,6 +41,10 @@
 #include "fsm.h"
 
 typedef struct kvmux_sess kvmux_sess;
+
+/* Bit 63 of a wire seq: RETRY, this write was sent before (a resend);
+ * bits 0..62 are the number (docs/PROTOCOL.md section 17.1). */
+#define KVMUX_SESS_RETRY (1ull << 63)
 
 typedef struct kvmux_sessions {
     kvmux_sess **buckets;
@@ -73,13 +80,16 @@ void kvmux_sessions_clear(kvmux_sessions *t);
  * once per entry, before its commands). */
 void kvmux_sessions_expire(kvmux_sessions *t, const kvmux_sess_limits *lim, uint64_t now_ms);
 
-/* Look up (sid, seq) at now_ms. APPLY: *sp is the session to record the
- * reply into (created if new; NULL if out of memory: the write is then
- * applied untracked). DUPLICATE: *out filled. REFUSE: nothing changes. */
+/* Look up (sid, wire_seq: the number with the RETRY bit) at now_ms.
+ * APPLY: *sp is the session to record the reply into (created if new;
+ * NULL if out of memory: the write is then applied untracked). DUPLICATE:
+ * *out filled. REFUSE: nothing changes. */
 int kvmux_sessions_check(kvmux_sessions *t, const kvmux_sess_limits *lim, uint64_t now_ms,
-                         uint64_t sid, uint64_t seq, kvmux_fsm_result *out, kvmux_sess **sp);
+                         uint64_t sid, uint64_t wire_seq, kvmux_fsm_result *out,
+                         kvmux_sess **sp);
 
-/* Remember the reply r of seq in s (from kvmux_sessions_check). */
+/* Remember the reply r of seq (the RETRY bit ignored) in s (from
+ * kvmux_sessions_check). */
 void kvmux_sessions_record(kvmux_sessions *t, const kvmux_sess_limits *lim, kvmux_sess *s,
                            uint64_t seq, const kvmux_fsm_result *r);
 

@@ -195,7 +195,8 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "SESSION on %s: only writes carry a session seq",
                  kvmux_opcode_name(f->code));
-    } else if (kvmux_frame_has_session(f) && (c->session_id == 0 || f->session_seq == 0)) {
+    } else if (kvmux_frame_has_session(f) && (c->session_id == 0 ||
+                                           (f->session_seq & ~KVMUX_SESSION_RETRY) == 0)) {
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "%s", c->session_id == 0
                                             ? "SESSION without a session id in HELLO"

@@ -245,6 +245,7 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
                     "across machines use --peer-tls yes (docs/REPLICATION.md \"Peer security\")",
                     self->raft_addr);
     if (kvmux_node_start(&r->node, &nc, err, errlen) != 0) {
+        kvmux_sessions_clear(&r->sessions); /* a snapshot may have filled it */
         free(r);
         return -1;
     }

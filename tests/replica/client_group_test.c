@@ -362,10 +362,11 @@ static int raw_incr(int fd, uint32_t id, uint64_t seq, const char *key, int64_t 
     return f.code;
 }
 
-/* The same (session, seq) sent twice, then again to the next leader after
- * a kill -9: the same reply each time, applied once. Also the refusals:
- * SESSION on a read (BAD_REQUEST) and seq below the window
- * (OUTCOME_UNKNOWN, not applied). */
+/* The same (session, seq) sent twice (the second with RETRY), then again
+ * to the next leader after a kill -9: the same reply each time, applied
+ * once. Also the refusals: SESSION on a read or without a session id
+ * (BAD_REQUEST), a resend the table cannot vouch for (OUTCOME_UNKNOWN, not
+ * applied). */
 static void raw_duplicates(rgroup *g, kill_ctx *k) {
     const char *key = "sess-raw";
     const uint64_t sid = 0x5e55104e0001ull;
@@ -376,7 +377,7 @@ static void raw_duplicates(rgroup *g, kill_ctx *k) {
     int64_t v1 = 0, v2 = 0;
     uint64_t ver1 = 0, ver2 = 0;
     CHECK_EQ(raw_incr(fd, 1, 1, key, &v1, &ver1), KVMUX_STATUS_OK);
-    CHECK_EQ(raw_incr(fd, 2, 1, key, &v2, &ver2), KVMUX_STATUS_OK);
+    CHECK_EQ(raw_incr(fd, 2, 1 | KVMUX_SESSION_RETRY, key, &v2, &ver2), KVMUX_STATUS_OK);
     CHECK(v1 == 1 && v2 == 1 && ver1 == ver2);
     CHECK_EQ(raw_incr(fd, 3, 2, key, &v2, &ver2), KVMUX_STATUS_OK);
     CHECK_EQ(v2, 2);
@@ -406,19 +407,21 @@ static void raw_duplicates(rgroup *g, kill_ctx *k) {
     REQUIRE(fd >= 0);
     int64_t v3 = 0;
     uint64_t ver3 = 0;
-    CHECK_EQ(raw_incr(fd, 1, 1, key, &v3, &ver3), KVMUX_STATUS_OK);
+    CHECK_EQ(raw_incr(fd, 1, 1 | KVMUX_SESSION_RETRY, key, &v3, &ver3), KVMUX_STATUS_OK);
     CHECK(v3 == 1 && ver3 == ver1);
-    CHECK_EQ(raw_incr(fd, 2, 2, key, &v3, &ver3), KVMUX_STATUS_OK);
+    CHECK_EQ(raw_incr(fd, 2, 2 | KVMUX_SESSION_RETRY, key, &v3, &ver3), KVMUX_STATUS_OK);
     CHECK_EQ(v3, 2);
     CHECK_EQ(raw_incr(fd, 3, 3, key, &v3, &ver3), KVMUX_STATUS_OK);
     CHECK_EQ(v3, 3);
-    /* A session nobody has seen, starting above the window: forgotten,
-     * so OUTCOME_UNKNOWN and not applied. */
+    /* A resend (RETRY) of a session nobody has seen (as if forgotten):
+     * OUTCOME_UNKNOWN and not applied; a first transmission, whatever its
+     * number (a handle idle past --session-timeout), is applied. */
     close(fd);
     fd = raw_session(g->cport[nl], sid + 1);
     REQUIRE(fd >= 0);
-    CHECK_EQ(raw_incr(fd, 1, 1000000, key, &v3, &ver3), KVMUX_STATUS_OUTCOME_UNKNOWN);
-    CHECK_EQ(raw_incr(fd, 2, 1, key, &v3, &ver3), KVMUX_STATUS_OK);
+    CHECK_EQ(raw_incr(fd, 1, 1000000 | KVMUX_SESSION_RETRY, key, &v3, &ver3),
+             KVMUX_STATUS_OUTCOME_UNKNOWN);
+    CHECK_EQ(raw_incr(fd, 2, 1000000, key, &v3, &ver3), KVMUX_STATUS_OK);
     CHECK_EQ(v3, 4);
     close(fd);
     /* Without a session id in HELLO, SESSION is BAD_REQUEST. */

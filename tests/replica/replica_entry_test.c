@@ -572,6 +572,8 @@ static size_t sess_entry(uint8_t *buf, uint64_t t, uint64_t sid, uint64_t seq, u
     return build(buf, &h, &c, 1);
 }
 
+#define R KVMUX_SESS_RETRY
+
 static kvmux_fsm_result sess_incr(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
                                   uint64_t t, uint64_t sid, uint64_t seq) {
     uint8_t buf[256], ex[8];
@@ -615,14 +617,15 @@ static void test_sessions(void) {
     CHECK_EQ(kvmux_load_u64be(sess_incr(a, clk, &sa, 1004, 7, 4).extras), 3);
     CHECK_EQ(kvmux_load_u64be(sess_incr(a, clk, &sa, 1005, 7, 3).extras), 4);
     CHECK_EQ(kvmux_load_u64be(sess_incr(a, clk, &sa, 1006, 7, 6).extras), 5);
-    /* W = 4, max seq 6: seq 2 is below the window (refused, not applied),
-     * seq 3 is inside it (a duplicate). */
-    CHECK_EQ(sess_incr(a, clk, &sa, 1007, 7, 2).status, KVMUX_STATUS_OUTCOME_UNKNOWN);
-    CHECK_EQ(kvmux_load_u64be(sess_incr(a, clk, &sa, 1008, 7, 3).extras), 4);
+    /* W = 4, max seq 6: a resend (RETRY) of seq 2 is below the window
+     * (refused, not applied), seq 3 is inside it (a duplicate). */
+    CHECK_EQ(sess_incr(a, clk, &sa, 1007, 7, 2 | R).status, KVMUX_STATUS_OUTCOME_UNKNOWN);
+    CHECK_EQ(kvmux_load_u64be(sess_incr(a, clk, &sa, 1008, 7, 3 | R).extras), 4);
     CHECK_EQ(ctr(a), 5);
-    /* A new session must start within its first window. */
-    CHECK_EQ(sess_incr(a, clk, &sa, 1009, 8, 5).status, KVMUX_STATUS_OUTCOME_UNKNOWN);
+    /* A resend of a session the table does not know: refused. */
+    CHECK_EQ(sess_incr(a, clk, &sa, 1009, 8, 5 | R).status, KVMUX_STATUS_OUTCOME_UNKNOWN);
     CHECK_EQ(atomic_load(&sa.n), 1);
+    CHECK_EQ(ctr(a), 5);
     /* Snapshot/restore: the copy answers duplicates like the original. */
     uint8_t *snap = NULL;
     size_t slen = 0;
@@ -632,10 +635,10 @@ static void test_sessions(void) {
     REQUIRE(kvmux_fsm_restore(b, clk2, &sb, NULL, snap, slen) == 0);
     free(snap);
     CHECK_EQ(atomic_load(&sb.n), 1);
-    d = sess_incr(b, clk2, &sb, 1010, 7, 6);
+    d = sess_incr(b, clk2, &sb, 1010, 7, 6 | R);
     CHECK_EQ(kvmux_load_u64be(d.extras), 5);
     CHECK_EQ(ctr(b), 5);
-    (void)sess_incr(a, clk, &sa, 1010, 7, 6);
+    (void)sess_incr(a, clk, &sa, 1010, 7, 6 | R);
     CHECK_EQ(ctr(a), 5); /* the same version bump as ctr(b)'s */
     CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
     /* Eviction: max 3 sessions, the least recently active goes (7). */
@@ -645,13 +648,28 @@ static void test_sessions(void) {
     (void)sess_incr(a, clk, &sa, 1014, 22, 1); /* evicts 20 */
     CHECK_EQ(atomic_load(&sa.n), 3);
     CHECK_EQ(atomic_load(&sa.expired), 1);
-    /* 20's seq 1 again: it might be a new session's first write, so it is
-     * applied (the corner docs/REPLICATION.md states); its seq 9 cannot
-     * be: refused. */
-    CHECK_EQ(sess_incr(a, clk, &sa, 1015, 20, 9).status, KVMUX_STATUS_OUTCOME_UNKNOWN);
-    /* Expiry: 10 s idle on the replicated clock. */
-    CHECK_EQ(sess_incr(a, clk, &sa, 1013 + 10000, 7, 8).status, KVMUX_STATUS_OUTCOME_UNKNOWN);
-    CHECK(atomic_load(&sa.n) <= 1);
+    /* A resend of evicted 20: refused, not applied. */
+    int64_t c0 = ctr(a);
+    CHECK_EQ(sess_incr(a, clk, &sa, 1015, 20, 1 | R).status, KVMUX_STATUS_OUTCOME_UNKNOWN);
+    CHECK_EQ(ctr(a), c0);
+    /* Expiry: 10 s idle on the replicated clock; a resend of 7 is then
+     * refused, but a first transmission (a handle idle for an hour that
+     * writes again) recreates the session and is applied... */
+    CHECK_EQ(sess_incr(a, clk, &sa, 1013 + 10000, 7, 8 | R).status,
+             KVMUX_STATUS_OUTCOME_UNKNOWN);
+    CHECK_EQ(atomic_load(&sa.n), 1);       /* 21 and 7 expired, 22 not yet */
+    CHECK_EQ(atomic_load(&sa.expired), 3); /* with 20's eviction */
+    CHECK_EQ(kvmux_load_u64be(sess_incr(a, clk, &sa, 11014, 7, 9).extras), c0 + 1);
+    CHECK_EQ(atomic_load(&sa.n), 1);
+    /* ...and a resend below the seq that recreated it may predate it:
+     * refused; one at or above it is answered from the table. */
+    CHECK_EQ(sess_incr(a, clk, &sa, 11015, 7, 8 | R).status, KVMUX_STATUS_OUTCOME_UNKNOWN);
+    CHECK_EQ(kvmux_load_u64be(sess_incr(a, clk, &sa, 11016, 7, 9 | R).extras), c0 + 1);
+    /* A late first transmission below the window is applied (it never
+     * was), and nothing is kept for it. */
+    (void)sess_incr(a, clk, &sa, 11017, 7, 20);
+    CHECK_EQ(kvmux_load_u64be(sess_incr(a, clk, &sa, 11018, 7, 10).extras), c0 + 3);
+    CHECK_EQ(ctr(a), c0 + 3);
     /* Without a table (NULL) session writes are applied plainly. */
     int64_t before = ctr(a);
     (void)sess_incr(a, clk, NULL, 30000, 7, 1);
@@ -674,12 +692,12 @@ static void test_sessions(void) {
         if (q == 300) {
             /* 45..300 are in the window: all duplicates now. */
             for (uint64_t k = 45; k <= 300; k += 17) {
-                c.seq = k;
+                c.seq = k | R;
                 n = build(buf, &h, &c, 1);
                 kvmux_fsm_apply(a, clk, &sc, NULL, buf, n, &r, 1);
                 CHECK_EQ(kvmux_load_u64be(r.extras), (int64_t)k);
             }
-            c.seq = 44;
+            c.seq = 44 | R;
             n = build(buf, &h, &c, 1);
             kvmux_fsm_apply(a, clk, &sc, NULL, buf, n, &r, 1);
             CHECK_EQ(r.status, KVMUX_STATUS_OUTCOME_UNKNOWN);

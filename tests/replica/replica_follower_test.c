@@ -202,6 +202,38 @@ static void check_aof_refused(void) {
     CHECK(strstr(err, "--aof") != NULL);
 }
 
+/* The exactly-once session limits: each range, and the window against
+ * --max-outstanding, refused with exit 2 naming the option (--check-config:
+ * nothing is started). */
+static void check_session_options(void) {
+    static const struct {
+        const char *opt, *val, *opt2, *val2;
+        int rc;
+    } v[] = {
+        {"--session-timeout", "999", NULL, NULL, 2},
+        {"--session-timeout", "604800001", NULL, NULL, 2},
+        {"--session-timeout", "1000", NULL, NULL, 0},
+        {"--max-sessions", "0", NULL, NULL, 2},
+        {"--max-sessions", "10000001", NULL, NULL, 2},
+        {"--max-sessions", "1", NULL, NULL, 0},
+        {"--session-window", "1", NULL, NULL, 2},
+        {"--session-window", "1048577", NULL, NULL, 2},
+        {"--session-window", "2047", NULL, NULL, 2}, /* < 2 x 1024 */
+        {"--session-window", "64", "--max-outstanding", "32", 0},
+        {"--session-window", "64", "--max-outstanding", "33", 2},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        const char *argv[] = {KVMUXD_PATH, "--check-config", "--port", "0", "--replica-id", "1",
+                              "--peers", "1=127.0.0.1:1/127.0.0.1:2", v[i].opt, v[i].val,
+                              v[i].opt2, v[i].val2, NULL};
+        char err[1024] = "";
+        int rc = test_run(argv, NULL, NULL, NULL, 0, err, sizeof err, 10000);
+        CHECK_EQ(rc, v[i].rc);
+        if (v[i].rc == 2) CHECK(strstr(err, v[i].opt) != NULL);
+        if (rc != v[i].rc) fprintf(stderr, "%s %s: rc %d: %s\n", v[i].opt, v[i].val, rc, err);
+    }
+}
+
 static void check_single_node_v2(void) {
     test_server s;
     REQUIRE(test_server_start(&s, NULL) == 0);
@@ -214,6 +246,7 @@ static void check_single_node_v2(void) {
 
 int main(void) {
     check_aof_refused();
+    check_session_options();
     check_single_node_v2();
     check_maxmemory();
     static const char *const extra[] = {"--snapshot-threshold", "32", NULL};
