@@ -435,7 +435,47 @@ static void raw_duplicates(rgroup *g, kill_ctx *k) {
     printf("sessions raw: duplicates answered with the original reply, across a kill too\n");
 }
 
+/* --session-timeout on the replicated clock (a one-member group, 1 s):
+ * after the session idles past it, a RETRY is refused (not applied) and
+ * a first transmission starts it again; and a libkvmux handle idle that
+ * long keeps writing. */
+static void session_expiry(void) {
+    static const char *const extra[] = {"--session-timeout", "1000", NULL};
+    rgroup g1;
+    REQUIRE(rgroup_start(&g1, 1, extra) == 0);
+    REQUIRE(rgroup_leader(&g1, 15000) == 0);
+    const char *key = "sess-exp";
+    int fd = raw_session(g1.cport[0], 0xe1);
+    REQUIRE(fd >= 0);
+    int64_t v = 0;
+    uint64_t ver = 0;
+    CHECK_EQ(raw_incr(fd, 1, 1, key, &v, &ver), KVMUX_STATUS_OK);
+    CHECK_EQ(raw_incr(fd, 2, 1 | KVMUX_SESSION_RETRY, key, &v, &ver), KVMUX_STATUS_OK);
+    CHECK_EQ(v, 1);
+    char ep[32];
+    snprintf(ep, sizeof ep, "127.0.0.1:%u", g1.cport[0]);
+    kvmux_client *c = sess_connect(ep);
+    int64_t cv = 0;
+    CHECK_EQ(kvmux_incr(c, key, strlen(key), 1, &cv, 10000), 0);
+    CHECK_EQ(cv, 2);
+    /* The idle leader ticks the replicated clock every second. */
+    int64_t end = test_now_ms() + 15000;
+    while (rgroup_stat(&g1, 0, "session_expired") < 2 && test_now_ms() < end) test_sleep_ms(100);
+    CHECK(rgroup_stat(&g1, 0, "session_expired") >= 2);
+    CHECK_EQ(raw_incr(fd, 3, 1 | KVMUX_SESSION_RETRY, key, &v, &ver),
+             KVMUX_STATUS_OUTCOME_UNKNOWN);
+    CHECK_EQ(raw_incr(fd, 4, 2, key, &v, &ver), KVMUX_STATUS_OK);
+    CHECK_EQ(v, 3);
+    CHECK_EQ(kvmux_incr(c, key, strlen(key), 1, &cv, 10000), 0);
+    CHECK_EQ(cv, 4);
+    close(fd);
+    kvmux_close(c);
+    rgroup_stop(&g1);
+    printf("sessions expiry: a RETRY after --session-timeout refused, first transmissions applied\n");
+}
+
 int main(void) {
+    session_expiry();
     rgroup g;
     REQUIRE(rgroup_start(&g, 3, NULL) == 0);
     REQUIRE(rgroup_stable_leader(&g, 20000) >= 0);
