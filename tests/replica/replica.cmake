@@ -4,6 +4,17 @@
 kvmux_add_test(replica_entry_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_entry_test.c
   LIBS kvmuxd_core LABELS unit TIMEOUT 60)
+# Deterministic simulation: C-Raft's in-memory fixture running kvmux's state
+# machine (no sockets, no threads; thousands of seeds).
+if(KVMUX_HAVE_RAFT)
+  kvmux_add_test(sim_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/sim_test.c
+    LIBS kvmuxd_core LABELS unit sim TIMEOUT 300)
+  target_include_directories(sim_test PRIVATE ${KVMUX_RAFT_INC})
+else()
+  kvmux_missing_dependency_test(sim_test
+    "built without replication (install libraft-dev >= 0.22)")
+endif()
 if(TARGET kvmux AND TARGET kvmuxd)
   if(KVMUX_HAVE_RAFT)
     add_library(kvmux_rgroup STATIC ${CMAKE_CURRENT_LIST_DIR}/rgroup.c)
