@@ -34,10 +34,18 @@ if(TARGET kvmux AND TARGET kvmuxd)
               ${CMAKE_CURRENT_LIST_DIR}/../integration/failover_scenario.c
       LIBS kvmux kvmux_rgroup LABELS integration concurrent fault TIMEOUT 300)
     target_include_directories(client_group_test PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../integration)
+    # Random replicas (leader or follower) SIGKILLed and restarted under
+    # load from endpoints-mode clients; lincheck over the whole history.
+    kvmux_add_test(chaos_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/chaos_test.c
+      LIBS kvmux kvmux_rgroup kvmux_lincheck LABELS integration concurrent fault TIMEOUT 900)
+    set_tests_properties(chaos_test PROPERTIES RUN_SERIAL TRUE)
   else()
     kvmux_missing_dependency_test(replica_follower_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_group_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(chaos_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(client_group_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
