@@ -40,10 +40,27 @@ if(TARGET kvmux AND TARGET kvmuxd)
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/chaos_test.c
       LIBS kvmux kvmux_rgroup kvmux_lincheck LABELS integration concurrent fault TIMEOUT 900)
     set_tests_properties(chaos_test PROPERTIES RUN_SERIAL TRUE)
+    # Replicas whose durable log writes fail (the kvmux-iofail.so preload,
+    # tools/iofail.c: raft_uv's AIO writes, which libfiu cannot reach).
+    # Built without sanitizers: it is preloaded into every kvmuxd.
+    add_library(kvmux-iofail MODULE ${CMAKE_CURRENT_LIST_DIR}/tools/iofail.c)
+    target_compile_options(kvmux-iofail PRIVATE -fno-sanitize=all)
+    target_link_options(kvmux-iofail PRIVATE -fno-sanitize=all)
+    target_link_libraries(kvmux-iofail PRIVATE ${CMAKE_DL_LIBS})
+    set_target_properties(kvmux-iofail PROPERTIES PREFIX "" LIBRARY_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})
+    kvmux_add_test(iofail_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/iofail_test.c
+      LIBS kvmux kvmux_rgroup LABELS integration fault TIMEOUT 300)
+    target_compile_definitions(iofail_test PRIVATE
+      KVMUX_IOFAIL_PATH="$<TARGET_FILE:kvmux-iofail>")
+    add_dependencies(iofail_test kvmux-iofail)
+    set_tests_properties(iofail_test PROPERTIES RUN_SERIAL TRUE)
   else()
     kvmux_missing_dependency_test(replica_follower_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_group_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(iofail_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(chaos_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
