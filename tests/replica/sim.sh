@@ -9,10 +9,11 @@
 #   -j  parallel batches (default 2: this machine's cores are shared)
 #   --io-faults  also fail disk writes (KVMUX_SIM_IO_FAULTS=1; see
 #       docs/TESTING.md: C-Raft 0.22.1 does not survive them)
-# Prints each batch's "sim:" line and the failing seeds, then one line
+# Prints each batch's "sim:" lines and the failing or crashed seeds (a
+# crashed seed is noted and the batch goes on), then one line
 #   sim.sh: seeds=N failures=F seconds=S seeds_per_s=X
-# and exits non-zero if any seed failed or a batch crashed (its seed is
-# named). Replay one seed: KVMUX_SIM_SEED=S KVMUX_SIM_SEEDS=1 [KVMUX_SIM_TRACE=1] BUILD/tests/sim_test
+# (failures counts crashed seeds too) and exits non-zero if any seed
+# failed or crashed. Replay one seed: KVMUX_SIM_SEED=S KVMUX_SIM_SEEDS=1 [KVMUX_SIM_TRACE=1] BUILD/tests/sim_test
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=$ROOT/build
@@ -35,6 +36,20 @@ BIN=$BUILD/tests/sim_test
 [ -x "$BIN" ] || { echo "sim.sh: $BIN not built (cmake --build $BUILD --target sim_test)" >&2; exit 2; }
 case "$SEEDS$FIRST$JOBS" in *[!0-9]*) echo "sim.sh: -n, -s, -j take numbers" >&2; exit 2 ;; esac
 [ "$JOBS" -ge 1 ] && [ "$SEEDS" -ge 1 ] || { echo "sim.sh: -n and -j must be >= 1" >&2; exit 2; }
+# One batch: seeds [from, from + n). A crash (C-Raft aborting) names its
+# seed; the batch notes it and goes on with the next seed.
+batch() {
+    local from=$1 n=$2 log=$3 end=$(($1 + $2)) crashed
+    while [ "$from" -lt "$end" ]; do
+        KVMUX_SIM_SEED=$from KVMUX_SIM_SEEDS=$((end - from)) KVMUX_SIM_IO_FAULTS=$IOF \
+            "$BIN" >>"$log" 2>&1 && return 0
+        crashed=$(sed -n 's/^sim: crashed in seed \([0-9]*\)$/\1/p' "$log" | tail -1)
+        [ -n "$crashed" ] && [ "$crashed" -ge "$from" ] || return 1
+        echo "sim.sh: seed $crashed crashed" >>"$log"
+        from=$((crashed + 1))
+    done
+    return 1
+}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 start=$(date +%s.%N)
@@ -45,15 +60,15 @@ for ((j = 0; j < JOBS; j++)); do
     n=$per
     [ $((j * per + n)) -gt "$SEEDS" ] && n=$((SEEDS - j * per))
     [ "$n" -le 0 ] && break
-    KVMUX_SIM_SEED=$from KVMUX_SIM_SEEDS=$n KVMUX_SIM_IO_FAULTS=$IOF "$BIN" >"$TMP/$j.log" 2>&1 &
+    batch "$from" "$n" "$TMP/$j.log" &
     pids+=($!)
 done
 rc=0
 for ((j = 0; j < ${#pids[@]}; j++)); do
     wait "${pids[$j]}" || rc=1
-    grep -E '^sim: ' "$TMP/$j.log" || { echo "sim.sh: batch $j printed nothing"; tail -5 "$TMP/$j.log"; rc=1; }
+    grep -E '^sim(\.sh)?: ' "$TMP/$j.log" || { echo "sim.sh: batch $j printed nothing"; tail -5 "$TMP/$j.log"; rc=1; }
 done
-fail=$(cat "$TMP"/*.log | awk '/^sim: seeds=/ { for (i = 1; i <= NF; i++) if ($i ~ /^failures=/) { split($i, a, "="); f += a[2] } } END { print f + 0 }')
+fail=$(cat "$TMP"/*.log | awk '/^sim: seeds=/ { for (i = 1; i <= NF; i++) if ($i ~ /^failures=/) { split($i, a, "="); f += a[2] } } /^sim.sh: seed .* crashed/ { f++ } END { print f + 0 }')
 end=$(date +%s.%N)
 awk -v n="$SEEDS" -v f="$fail" -v a="$start" -v b="$end" \
     'BEGIN { s = b - a; printf "sim.sh: seeds=%d failures=%d seconds=%.1f seeds_per_s=%.0f\n", n, f, s, (s > 0 ? n / s : 0) }'
