@@ -11,6 +11,12 @@ if(KVMUX_HAVE_RAFT)
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/sim_test.c
     LIBS kvmuxd_core LABELS unit sim TIMEOUT 300)
   target_include_directories(sim_test PRIVATE ${KVMUX_RAFT_INC})
+  # The checks themselves: a replica that skips entries must be caught in
+  # every one of 20 seeds (the summary line must say failures=20).
+  add_test(NAME sim_break_test COMMAND ${CMAKE_COMMAND} -E env KVMUX_SIM_BREAK=1
+           KVMUX_SIM_SEEDS=20 $<TARGET_FILE:sim_test>)
+  set_tests_properties(sim_break_test PROPERTIES PASS_REGULAR_EXPRESSION "seeds=20 .* failures=20 "
+                       TIMEOUT 60 LABELS "unit;sim")
 else()
   kvmux_missing_dependency_test(sim_test
     "built without replication (install libraft-dev >= 0.22)")

@@ -113,6 +113,7 @@ struct sim {
     uint32_t rng;
     int io_faults_on;            /* KVMUX_SIM_IO_FAULTS */
     int node_policy;             /* KVMUX_SIM_NODE_POLICY: node.c's only */
+    int break_it;                /* KVMUX_SIM_BREAK: a replica that skips entries */
     char fail[256];
     uint64_t proposals, acked, applied, snapshots, kills, cuts, io_faults, stalls, dropped;
 };
@@ -179,8 +180,11 @@ static int sim_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
     raft_index idx = raft_last_applied(raft_fixture_get(&s->f, v->i)) + 1;
     kvmux_entry_hdr h;
     kvmux_entry_iter it;
+    /* KVMUX_SIM_BREAK=1 (the checks' own test, sim_break_test): server 0
+     * skips every 7th entry it applies, as a buggy replica would. */
+    int skip = s->break_it && v->i == 0 && s->applied % 7 == 6;
     if (kvmux_entry_decode_hdr(buf->base, buf->len, &h, &it) != 0 ||
-        kvmux_fsm_apply(v->store, &v->clock, buf->base, buf->len, NULL, 0) < 0) {
+        (!skip && kvmux_fsm_apply(v->store, &v->clock, buf->base, buf->len, NULL, 0) < 0)) {
         failf(s, "malformed entry applied", idx, v->i);
         return 0;
     }
@@ -775,6 +779,7 @@ int main(void) {
     the_sim = &s;
     s.io_faults_on = env_ul("KVMUX_SIM_IO_FAULTS", 0) != 0;
     s.node_policy = env_ul("KVMUX_SIM_NODE_POLICY", 0) != 0;
+    s.break_it = env_ul("KVMUX_SIM_BREAK", 0) != 0;
     unsigned long failures = 0;
     int64_t t0 = test_now_ms();
     for (unsigned long k = 0; k < seeds; k++) {
