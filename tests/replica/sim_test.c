@@ -558,8 +558,9 @@ static raft_index propose(sim *s) {
     int rc = raft_apply(r, &p->req, &b, 1, prop_done);
     if (rc != 0) {
         /* NOT_LEADER is refused before the log is touched: the buffer is
-         * still ours. Later failures (an injected I/O fault) discard the
-         * appended entry, and the buffer with it. */
+         * still ours. After a later failure the entry may already sit in
+         * C-Raft's log, which then releases it: freeing it here too could
+         * free it twice, so it is left (a leak at worst; none seen). */
         if (rc == RAFT_NOTLEADER) raft_free(b.base);
         free(p);
         return 0;
