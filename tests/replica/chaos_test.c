@@ -271,6 +271,96 @@ static int64_t final_reads(unsigned *present) {
     return ctr;
 }
 
+/* ---- partition mode (KVMUX_CHAOS_MODE=partition, inside netns.sh) ---- */
+
+/* Run "$NETNS_SH ARGS"; returns its exit status. */
+static int netns(const char *args) {
+    const char *sh = getenv("NETNS_SH");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "'%s' %s", sh ? sh : "netns.sh", args);
+    int rc = system(cmd);
+    if (rc != 0) fprintf(stderr, "partition: '%s' failed (%d)\n", cmd, rc);
+    return rc;
+}
+
+/* n writes sent straight to member l (no endpoints, no redirects), each
+ * with a 1.5 s deadline. Returns how many were acknowledged. */
+static int direct_writes(int l, int n) {
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.connect_timeout_ms = 1500;
+    kvmux_client *c = NULL;
+    if (kvmux_connect(&c, rgroup_host(&g, l), g.cport[l], &o) != 0) return 0;
+    int ok = 0;
+    for (int k = 0; k < n; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "minority.%d", k);
+        int rc = kvmux_set(c, key, strlen(key), "v", 1, 0, NULL, 1500);
+        fprintf(stderr, "partition: write %d to the minority's old leader: %s\n", k,
+                rc == 0 ? "OK" : kvmux_strerror(rc));
+        if (rc == 0) ok++;
+    }
+    kvmux_close(c);
+    return ok;
+}
+
+typedef struct flapper {
+    pthread_t th;
+    char args[64];
+    atomic_int done;
+    int rc;
+} flapper;
+
+static void *flap_main(void *arg) {
+    flapper *f = arg;
+    f->rc = netns(f->args);
+    atomic_store(&f->done, 1);
+    return NULL;
+}
+
+/* Isolate the leader (a new one must be elected on the other side); split
+ * it into a minority of one with the host still reaching it (writes sent
+ * to it must not be acknowledged); flap the leader's links `flaps` times.
+ * Load runs throughout. Returns the minority's acknowledged writes. */
+static int partition_phases(client *cs, int flaps) {
+    char args[64];
+    int l = rgroup_stable_leader(&g, 20000);
+    REQUIRE(l >= 0);
+    snprintf(args, sizeof args, "isolate %d", l + 1);
+    REQUIRE(netns(args) == 0);
+    load_for(cs, 4000);
+    int nl = rgroup_leader(&g, 10000);
+    fprintf(stderr, "partition: leader %d isolated, new leader %d\n", l + 1, nl + 1);
+    CHECK(nl >= 0 && nl != l);
+    REQUIRE(netns("heal") == 0);
+    REQUIRE(rgroup_stable_leader(&g, 20000) >= 0);
+    load_for(cs, 1000);
+
+    l = rgroup_stable_leader(&g, 20000);
+    REQUIRE(l >= 0);
+    snprintf(args, sizeof args, "split '%d|%d,%d'", l + 1, (l + 1) % 3 + 1, (l + 2) % 3 + 1);
+    REQUIRE(netns(args) == 0);
+    int minority = direct_writes(l, 5);
+    load_for(cs, 1000);
+    REQUIRE(netns("heal") == 0);
+    REQUIRE(rgroup_stable_leader(&g, 20000) >= 0);
+    load_for(cs, 1000);
+
+    l = rgroup_stable_leader(&g, 20000);
+    REQUIRE(l >= 0);
+    static flapper f;
+    snprintf(f.args, sizeof f.args, "flap %d %d 1000", l + 1, flaps);
+    REQUIRE(pthread_create(&f.th, NULL, flap_main, &f) == 0);
+    int64_t end = test_now_ms() + (int64_t)flaps * 1000 + 30000;
+    while (!atomic_load(&f.done) && test_now_ms() < end) load_for(cs, 200);
+    pthread_join(f.th, NULL);
+    CHECK_EQ(f.rc, 0);
+    REQUIRE(netns("heal") == 0);
+    REQUIRE(rgroup_stable_leader(&g, 20000) >= 0);
+    load_for(cs, 1500);
+    return minority;
+}
+
 static unsigned long env_ul(const char *name, unsigned long def) {
     const char *v = getenv(name);
     return v && *v ? strtoul(v, NULL, 10) : def;
@@ -283,10 +373,21 @@ int main(void) {
     H = lincheck_new();
     ukeys = calloc(MAX_UNIQUE, sizeof *ukeys);
     REQUIRE(H != NULL && ukeys != NULL);
-    REQUIRE(rgroup_start(&g, 3, NULL) == 0);
+    /* Partition mode: each replica in its own network namespace (run
+     * inside `netns.sh session 3`, kvmuxd through netns_kvmuxd.sh). */
+    const char *mode = getenv("KVMUX_CHAOS_MODE");
+    int part = mode && strcmp(mode, "partition") == 0;
+    const char *hosts[3] = {NULL, NULL, NULL};
+    if (part) {
+        hosts[0] = getenv("NETNS_ADDR_1");
+        hosts[1] = getenv("NETNS_ADDR_2");
+        hosts[2] = getenv("NETNS_ADDR_3");
+        REQUIRE(hosts[0] && hosts[1] && hosts[2] && getenv("NETNS_SH"));
+    }
+    REQUIRE(rgroup_start_hosts(&g, 3, NULL, hosts) == 0);
     REQUIRE(rgroup_stable_leader(&g, 20000) >= 0);
-    snprintf(endpoints, sizeof endpoints, "127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u",
-             g.cport[0], g.cport[1], g.cport[2]);
+    snprintf(endpoints, sizeof endpoints, "%s:%u,%s:%u,%s:%u", rgroup_host(&g, 0), g.cport[0],
+             rgroup_host(&g, 1), g.cport[1], rgroup_host(&g, 2), g.cport[2]);
     static client cs[CLIENTS];
     for (int c = 0; c < CLIENTS; c++) {
         cs[c].idx = c;
@@ -300,7 +401,12 @@ int main(void) {
         }
     }
     load_for(cs, 1500);
-    int leader_kills = 0;
+    int leader_kills = 0, minority = 0;
+    int flaps = (int)env_ul("KVMUX_PARTITION_FLAPS", 20);
+    if (part) {
+        minority = partition_phases(cs, flaps);
+        cycles = 0;
+    }
     for (int k = 0; k < cycles; k++) {
         int victim = (int)(rng_next(&rng) % 3);
         int leader = rgroup_leader(&g, 5000);
@@ -336,11 +442,19 @@ int main(void) {
     int lin = lincheck_check(H, &res, stderr, 20);
     uint64_t lost = (nu - present) + lost_ctr + res.by_kind[LINCHECK_V_LOST_WRITE];
     uint64_t twice = twice_ctr + res.by_kind[LINCHECK_V_DUPLICATE];
-    printf("chaos: cycles=%d seed=%u leader_kills=%d acknowledged=%llu present=%u lost=%llu "
-           "applied_twice=%llu violations=%llu\n",
-           cycles, seed, leader_kills, (unsigned long long)atomic_load(&acked), present,
-           (unsigned long long)lost, (unsigned long long)twice,
-           (unsigned long long)(lin < 0 ? 1 : res.violations));
+    if (part)
+        printf("partition: isolated_leader=1 minority_acked=%d flaps=%d acknowledged=%llu "
+               "present=%u lost=%llu applied_twice=%llu violations=%llu\n",
+               minority, flaps, (unsigned long long)atomic_load(&acked), present,
+               (unsigned long long)lost, (unsigned long long)twice,
+               (unsigned long long)(lin < 0 ? 1 : res.violations));
+    else
+        printf("chaos: cycles=%d seed=%u leader_kills=%d acknowledged=%llu present=%u lost=%llu "
+               "applied_twice=%llu violations=%llu\n",
+               cycles, seed, leader_kills, (unsigned long long)atomic_load(&acked), present,
+               (unsigned long long)lost, (unsigned long long)twice,
+               (unsigned long long)(lin < 0 ? 1 : res.violations));
+    CHECK_EQ(minority, 0);
     printf("history: ops=%llu ok=%llu failed=%llu unknown=%llu counter=%lld acked_incr=%llu "
            "unknown_incr=%llu unique_acked=%u applied_index=%llu digest=%s\n",
            (unsigned long long)res.ops, (unsigned long long)res.ok,
