@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +24,25 @@ static uint16_t free_port(void) {
         port = ntohs(a.sin_port);
     close(fd);
     return port;
+}
+
+/* test_connect_raw to host (an IPv4 literal). */
+static int connect_host(const char *host, uint16_t port, int timeout_ms) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+        close(fd);
+        return -1;
+    }
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 int rgroup_start_member(rgroup *g, int i, int bootstrap) {
@@ -87,10 +107,18 @@ int rgroup_start_joiner(rgroup *g, int i) {
     return 0;
 }
 
+const char *rgroup_host(const rgroup *g, int i) { return g->host[i][0] ? g->host[i] : "127.0.0.1"; }
+
 int rgroup_start(rgroup *g, int n, const char *const *extra) {
+    return rgroup_start_hosts(g, n, extra, NULL);
+}
+
+int rgroup_start_hosts(rgroup *g, int n, const char *const *extra, const char *const *hosts) {
     memset(g, 0, sizeof *g);
     g->n = n;
     g->extra = extra;
+    for (int i = 0; hosts && i < n; i++)
+        if (hosts[i]) snprintf(g->host[i], sizeof g->host[i], "%s", hosts[i]);
     snprintf(g->dir, sizeof g->dir, "/tmp/kvmux-rgroup-XXXXXX");
     if (!mkdtemp(g->dir)) return -1;
     size_t used = 0;
@@ -99,8 +127,8 @@ int rgroup_start(rgroup *g, int n, const char *const *extra) {
         g->rport[i] = free_port();
         if (!g->cport[i] || !g->rport[i] || g->cport[i] == g->rport[i]) return -1;
         used += (size_t)snprintf(g->peers + used, sizeof g->peers - used,
-                                 "%s%d=127.0.0.1:%u/127.0.0.1:%u", i ? "," : "", i + 1,
-                                 g->rport[i], g->cport[i]);
+                                 "%s%d=%s:%u/%s:%u", i ? "," : "", i + 1, rgroup_host(g, i),
+                                 g->rport[i], rgroup_host(g, i), g->cport[i]);
     }
     for (int i = 0; i < n; i++) {
         if (rgroup_start_member(g, i, 1) != 0) {
@@ -160,7 +188,7 @@ int rgroup_stats(const rgroup *g, int i, char *buf, size_t cap) {
 
 int rgroup_stats_key(const rgroup *g, int i, const char *key, char *buf, size_t cap) {
     if (!g->up[i] || cap < 2) return -1;
-    int fd = test_connect_raw(g->cport[i], 2000);
+    int fd = connect_host(rgroup_host(g, i), g->cport[i], 2000);
     if (fd < 0) return -1;
     int rc = -1;
     static _Thread_local uint8_t in[256 * 1024];

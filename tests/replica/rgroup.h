@@ -23,11 +23,18 @@ typedef struct rgroup {
     const char *const *extra;           /* more kvmuxd arguments (NULL-terminated);
                                            a "--requirepass TOKEN" there is also
                                            sent by rgroup_stats */
+    char host[RGROUP_MAX][48];          /* each member's address ("": 127.0.0.1) */
 } rgroup;
 
 /* Pick ports, make the directory, start all n members with --bootstrap.
  * Returns 0, or -1 (nothing left running). */
 int rgroup_start(rgroup *g, int n, const char *const *extra);
+/* rgroup_start with member i's client and Raft address hosts[i] (IPv4
+ * literals; NULL or hosts NULL: 127.0.0.1). The members must listen there:
+ * e.g. $KVMUX_KVMUXD a wrapper that adds --bind (tests/replica/netns_kvmuxd.sh). */
+int rgroup_start_hosts(rgroup *g, int n, const char *const *extra, const char *const *hosts);
+/* Member i's address. */
+const char *rgroup_host(const rgroup *g, int i);
 /* (Re)start member i on its ports and directory (bootstrap: first start). */
 int rgroup_start_member(rgroup *g, int i, int bootstrap);
 /* Start member i (i may be >= n: n grows) as a newcomer to join at run
