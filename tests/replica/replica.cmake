@@ -126,6 +126,7 @@ if(TARGET kvmux AND TARGET kvmuxd)
     kvmux_missing_dependency_test(replica_members_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(replica_stale_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(partition_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(iofail_test
