@@ -707,7 +707,7 @@ static int run_seed(sim *s, uint32_t seed, unsigned steps) {
     s->nseq = 0;
     if (s->slots) memset(s->slots, 0, s->nslots * sizeof *s->slots);
     REQUIRE(raft_fixture_init(&s->f) == 0);
-    unsigned rank[MAX_N];
+    unsigned rank[MAX_N] = {0};
     for (unsigned i = 0; i < s->n; i++) {
         unsigned j = rnd(s, i + 1);
         rank[i] = rank[j];
