@@ -18,6 +18,7 @@
 #include <raft/uv.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -82,6 +83,20 @@ struct kvmux_node {
     _Atomic uint64_t elections, snapshots, last_failover_ms;
     _Atomic uint64_t applied_version; /* kvmux_node_applied_version */
     _Atomic uint64_t peer_refused;
+
+    /* raft_io wrappers around two C-Raft 0.22.1 crashes (io_fix_*): the
+     * raft_uv functions they call, and their state. Raft thread only. */
+    int (*io_start)(struct raft_io *, unsigned, raft_io_tick_cb, raft_io_recv_cb);
+    raft_io_recv_cb io_recv;
+    int (*io_snapshot_put)(struct raft_io *, unsigned, struct raft_io_snapshot_put *,
+                           const struct raft_snapshot *, raft_io_snapshot_put_cb);
+    int (*io_snapshot_get)(struct raft_io *, struct raft_io_snapshot_get *,
+                           raft_io_snapshot_get_cb);
+    int (*io_send)(struct raft_io *, struct raft_io_send *, const struct raft_message *,
+                   raft_io_send_cb);
+    unsigned own_puts;           /* own snapshots being written */
+    raft_index loaded_index;     /* the snapshot io_snapshot_get last loaded */
+    raft_term loaded_term;
 };
 
 /* A membership change's C-Raft request: one at a time (n->admin). */
@@ -643,6 +658,131 @@ static int init_transport(kvmux_node *n, char *err, size_t errlen) {
     return rc == 0 ? 0 : nerr(err, errlen, "transport", rc, NULL);
 }
 
+/* ---- raft_io wrappers: two C-Raft 0.22.1 crashes ----
+ *
+ * Found by tests/replica/sim_test.c (TESTING.md "Deterministic
+ * simulation"), which applies the same fixes to its in-memory raft_io:
+ * 1. legacy.c takeSnapshotCb: an InstallSnapshot arriving while this
+ *    replica writes its own snapshot is parked, then dereferenced after
+ *    being cleared (NULL). The settle window in fsm_snapshot narrows it;
+ *    a follower slower than the leader's trailing entries still gets
+ *    InstallSnapshot at any time. Fix: while an own snapshot is being
+ *    written, drop an arriving InstallSnapshot like a lost message (the
+ *    leader sends it again).
+ * 2. legacy.c legacyLoadSnapshotCb: when the snapshot loaded to send to a
+ *    lagging follower is newer than the one meant, the InstallSnapshot
+ *    gets the new index but the old term, the follower installs it under
+ *    the wrong term and later aborts. Fix: remember the loaded snapshot's
+ *    term and put it into the InstallSnapshot that carries its index. */
+
+static kvmux_node *node_of(struct raft_io *io) {
+    return (kvmux_node *)(void *)((char *)io - offsetof(kvmux_node, io));
+}
+
+typedef struct put_shim {
+    struct raft_io_snapshot_put req; /* first: the callback casts back */
+    struct raft_io_snapshot_put *orig;
+    raft_io_snapshot_put_cb cb;
+    kvmux_node *n;
+} put_shim;
+
+static void fix_put_done(struct raft_io_snapshot_put *req, int status) {
+    put_shim *sh = (put_shim *)(void *)req;
+    sh->n->own_puts--;
+    raft_io_snapshot_put_cb cb = sh->cb;
+    struct raft_io_snapshot_put *orig = sh->orig;
+    free(sh);
+    cb(orig, status);
+}
+
+static void fix_recv(struct raft_io *io, struct raft_message *m) {
+    kvmux_node *n = node_of(io);
+    if (m->type == RAFT_INSTALL_SNAPSHOT && n->own_puts) {
+        raft_configuration_close(&m->install_snapshot.conf);
+        raft_free(m->install_snapshot.data.base);
+        return;
+    }
+    n->io_recv(io, m);
+}
+
+static int fix_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                     raft_io_recv_cb recv) {
+    kvmux_node *n = node_of(io);
+    n->io_recv = recv;
+    return n->io_start(io, msecs, tick, fix_recv);
+}
+
+static int fix_snapshot_put(struct raft_io *io, unsigned trailing,
+                            struct raft_io_snapshot_put *req,
+                            const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb) {
+    kvmux_node *n = node_of(io);
+    if (trailing == 0) /* an installed snapshot, not one of our own */
+        return n->io_snapshot_put(io, trailing, req, snapshot, cb);
+    put_shim *sh = calloc(1, sizeof *sh);
+    if (!sh) return RAFT_NOMEM;
+    sh->orig = req;
+    sh->cb = cb;
+    sh->n = n;
+    int rc = n->io_snapshot_put(io, trailing, &sh->req, snapshot, fix_put_done);
+    if (rc != 0) free(sh);
+    else n->own_puts++;
+    return rc;
+}
+
+typedef struct get_shim {
+    struct raft_io_snapshot_get req; /* first: the callback casts back */
+    struct raft_io_snapshot_get *orig;
+    raft_io_snapshot_get_cb cb;
+    kvmux_node *n;
+} get_shim;
+
+static void fix_get_done(struct raft_io_snapshot_get *req, struct raft_snapshot *snap,
+                         int status) {
+    get_shim *sh = (get_shim *)(void *)req;
+    if (status == 0 && snap) {
+        sh->n->loaded_index = snap->index;
+        sh->n->loaded_term = snap->term;
+    }
+    raft_io_snapshot_get_cb cb = sh->cb;
+    struct raft_io_snapshot_get *orig = sh->orig;
+    free(sh);
+    cb(orig, snap, status);
+}
+
+static int fix_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
+                            raft_io_snapshot_get_cb cb) {
+    kvmux_node *n = node_of(io);
+    get_shim *sh = calloc(1, sizeof *sh);
+    if (!sh) return RAFT_NOMEM;
+    sh->orig = req;
+    sh->cb = cb;
+    sh->n = n;
+    int rc = n->io_snapshot_get(io, &sh->req, fix_get_done);
+    if (rc != 0) free(sh);
+    return rc;
+}
+
+static int fix_send(struct raft_io *io, struct raft_io_send *req, const struct raft_message *m,
+                    raft_io_send_cb cb) {
+    kvmux_node *n = node_of(io);
+    if (m->type != RAFT_INSTALL_SNAPSHOT || m->install_snapshot.last_index != n->loaded_index)
+        return n->io_send(io, req, m, cb);
+    struct raft_message fixed = *m; /* raft_uv encodes it before returning */
+    fixed.install_snapshot.last_term = n->loaded_term;
+    return n->io_send(io, req, &fixed, cb);
+}
+
+static void io_fix_install(kvmux_node *n) {
+    n->io_start = n->io.start;
+    n->io_snapshot_put = n->io.snapshot_put;
+    n->io_snapshot_get = n->io.snapshot_get;
+    n->io_send = n->io.send;
+    n->io.start = fix_start;
+    n->io.snapshot_put = fix_snapshot_put;
+    n->io.snapshot_get = fix_snapshot_get;
+    n->io.send = fix_send;
+}
+
 static int init_raft(kvmux_node *n, char *err, size_t errlen) {
     const kvmux_peer *self = kvmux_peers_find(&n->peers, n->cfg.id);
     n->transport.version = 1; /* the struct version we implement (raft/uv.h) */
@@ -654,6 +794,7 @@ static int init_raft(kvmux_node *n, char *err, size_t errlen) {
         return -1;
     }
     n->io_ok = 1;
+    io_fix_install(n);
     n->fsm.version = 1;
     n->fsm.data = n;
     n->fsm.apply = fsm_apply;
