@@ -6,7 +6,7 @@
 # with 64 requests in flight each (SET/GET on 8 registers, INCR on a
 # counter, SET of unique keys), every op checked by the linearizability
 # checker, every acknowledged unique key read back. Prints one line:
-#   chaos: cycles=N seed=S leader_kills=L acknowledged=N present=P lost=X applied_twice=D violations=V
+#   chaos: cycles=N seed=S leader_kills=L replica_crashes=C acknowledged=N present=P lost=X applied_twice=D violations=V
 # and exits non-zero if anything was lost, applied twice or not
 # linearizable.
 #

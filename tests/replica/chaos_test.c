@@ -8,11 +8,15 @@
  * unique keys. Every op goes into one history checked by the
  * linearizability checker (lincheck.h); every acknowledged unique key is
  * read back at the end. Prints
- *   chaos: cycles=K seed=S leader_kills=L acknowledged=N present=P lost=X
- *          applied_twice=D violations=V
+ *   chaos: cycles=K seed=S leader_kills=L replica_crashes=C acknowledged=N
+ *          present=P lost=X applied_twice=D violations=V
  * (one line) and requires lost 0, applied twice 0, violations 0, the
  * counter within [acknowledged INCRs, + unknown ones], and every replica
- * at the same applied index with the same digest once the load stops.
+ * at the same applied index with the same digest once the load stops. A
+ * replica that died on its own (a crash, not this test's kill) is named
+ * on stderr, counted in replica_crashes and restarted before that check.
+ * KVMUX_CHAOS_MODE=partition (partition_test, inside netns.sh): partitions
+ * instead of kills (partition_phases), summary line "partition: ...".
  * KVMUX_CHAOS_SEED picks the schedule (default 1); KVMUX_HISTORY_OUT=FILE
  * keeps the history for kvmux-lincheck. bench/chaos.sh runs it with more
  * cycles. */
@@ -21,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include "kvmux.h"
@@ -427,6 +432,19 @@ int main(void) {
     while (!idle(cs) && test_now_ms() < end) test_sleep_ms(20);
     CHECK(idle(cs));
     for (int c = 0; c < CLIENTS; c++) kvmux_close(cs[c].kc);
+    /* A replica that died on its own (not killed by this test: a crash) is
+     * reported, restarted, and must then catch up like any other. */
+    int crashes = 0;
+    for (int i = 0; i < 3; i++) {
+        int st = 0;
+        if (!g.up[i] || waitpid(g.srv[i].pid, &st, WNOHANG) != g.srv[i].pid) continue;
+        crashes++;
+        fprintf(stderr, "chaos: replica %d CRASHED (%s %d); restarting it\n", i + 1,
+                WIFSIGNALED(st) ? "signal" : "exit status",
+                WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+        g.up[i] = 0;
+        REQUIRE(rgroup_start_member(&g, i, 0) == 0);
+    }
 
     uint64_t index = 0;
     char digest[64] = "";
@@ -443,15 +461,15 @@ int main(void) {
     uint64_t lost = (nu - present) + lost_ctr + res.by_kind[LINCHECK_V_LOST_WRITE];
     uint64_t twice = twice_ctr + res.by_kind[LINCHECK_V_DUPLICATE];
     if (part)
-        printf("partition: isolated_leader=1 minority_acked=%d flaps=%d acknowledged=%llu "
-               "present=%u lost=%llu applied_twice=%llu violations=%llu\n",
-               minority, flaps, (unsigned long long)atomic_load(&acked), present,
+        printf("partition: isolated_leader=1 minority_acked=%d flaps=%d replica_crashes=%d "
+               "acknowledged=%llu present=%u lost=%llu applied_twice=%llu violations=%llu\n",
+               minority, flaps, crashes, (unsigned long long)atomic_load(&acked), present,
                (unsigned long long)lost, (unsigned long long)twice,
                (unsigned long long)(lin < 0 ? 1 : res.violations));
     else
-        printf("chaos: cycles=%d seed=%u leader_kills=%d acknowledged=%llu present=%u lost=%llu "
-               "applied_twice=%llu violations=%llu\n",
-               cycles, seed, leader_kills, (unsigned long long)atomic_load(&acked), present,
+        printf("chaos: cycles=%d seed=%u leader_kills=%d replica_crashes=%d acknowledged=%llu "
+               "present=%u lost=%llu applied_twice=%llu violations=%llu\n",
+               cycles, seed, leader_kills, crashes, (unsigned long long)atomic_load(&acked), present,
                (unsigned long long)lost, (unsigned long long)twice,
                (unsigned long long)(lin < 0 ? 1 : res.violations));
     CHECK_EQ(minority, 0);

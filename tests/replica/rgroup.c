@@ -344,9 +344,10 @@ int rgroup_converged(const rgroup *g, int timeout_ms, uint64_t *index, char *dig
         rgroup_stat_str(g, i, "replica_role", role, sizeof role);
         int st = 0;
         pid_t w = g->up[i] ? waitpid(g->srv[i].pid, &st, WNOHANG) : 0;
-        fprintf(stderr, "rgroup: member %d up=%d %s role=%s applied=%llu commit=%llu digest=%s\n",
+        fprintf(stderr, "rgroup: member %d up=%d %s (%d) role=%s applied=%llu commit=%llu digest=%s\n",
                 i + 1, g->up[i],
-                w == 0 ? "running" : WIFSIGNALED(st) ? "died of a signal" : "exited", role,
+                w == 0 ? "running" : WIFSIGNALED(st) ? "died of signal" : "exited",
+                w == 0 ? 0 : WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), role,
                 (unsigned long long)rgroup_stat(g, i, "replica_applied_index"),
                 (unsigned long long)rgroup_stat(g, i, "replica_commit_index"), d);
     }
