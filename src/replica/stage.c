@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto.h" /* kvmux_load_u32be, kvmux_store_u32be */
+
 struct kvmux_stage_val {
     kvmux_stage_val *next;
     uint8_t id[KVMUX_STAGE_ID_LEN];
@@ -15,12 +17,6 @@ struct kvmux_stage_val {
 /* Encoding per value: id, u32 total, u32 filled, u64 touched, the bytes. */
 #define REC_HDR (KVMUX_STAGE_ID_LEN + 16u)
 
-static void put32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-static uint32_t get32(const uint8_t *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
 
 void kvmux_stage_init(kvmux_stage_tab *t) { memset(t, 0, sizeof *t); }
 
@@ -120,14 +116,13 @@ size_t kvmux_stage_encoded_len(const kvmux_stage_tab *t) {
 
 size_t kvmux_stage_encode(const kvmux_stage_tab *t, uint8_t *out) {
     size_t off = 4;
-    put32(out, t->count);
+    kvmux_store_u32be(out, t->count);
     for (const kvmux_stage_val *v = t->head; v; v = v->next) {
         uint8_t *p = out + off;
         memcpy(p, v->id, KVMUX_STAGE_ID_LEN);
-        put32(p + 16, v->total);
-        put32(p + 20, v->filled);
-        put32(p + 24, (uint32_t)(v->touched_ms >> 32));
-        put32(p + 28, (uint32_t)v->touched_ms);
+        kvmux_store_u32be(p + 16, v->total);
+        kvmux_store_u32be(p + 20, v->filled);
+        kvmux_store_u64be(p + 24, v->touched_ms);
         if (v->filled) memcpy(p + REC_HDR, v->buf, v->filled);
         off += REC_HDR + v->filled;
     }
@@ -137,19 +132,19 @@ size_t kvmux_stage_encode(const kvmux_stage_tab *t, uint8_t *out) {
 long kvmux_stage_decode(kvmux_stage_tab *t, const uint8_t *buf, size_t len) {
     kvmux_stage_clear(t);
     if (len < 4) return -1;
-    uint32_t count = get32(buf);
+    uint32_t count = kvmux_load_u32be(buf);
     if (count > KVMUX_STAGE_MAX_VALUES) return -1;
     size_t off = 4;
     kvmux_stage_val **tail = &t->head;
     for (uint32_t i = 0; i < count; i++) {
         if (len - off < REC_HDR) goto bad;
         const uint8_t *p = buf + off;
-        uint32_t total = get32(p + 16), filled = get32(p + 20);
+        uint32_t total = kvmux_load_u32be(p + 16), filled = kvmux_load_u32be(p + 20);
         if (filled > total || filled > len - off - REC_HDR) goto bad;
         kvmux_stage_val *v = val_new(t, p, total);
         if (!v) goto bad;
         v->filled = filled;
-        v->touched_ms = (uint64_t)get32(p + 24) << 32 | get32(p + 28);
+        v->touched_ms = kvmux_load_u64be(p + 24);
         if (filled) memcpy(v->buf, p + REC_HDR, filled);
         *tail = v; /* keep the encoded order: most recently touched first */
         tail = &v->next;

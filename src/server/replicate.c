@@ -802,10 +802,6 @@ int kvmux__repl_request(kvmux_conn *c, const kvmux_frame *f) {
 
 /* ---- big values: staged in chunks (stage.h) ---- */
 
-static void put32be(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-
 /* The request of job j ends without its write being proposed: not
  * processed (NOT_LEADER when leadership went), or refused. */
 static void stage_fail(kvmux_conn *c, stage_job *j, int not_leader) {
@@ -824,8 +820,8 @@ static void stage_chunk(kvmux_loop *l, kvmux_conn *c, stage_job *j) {
     propose(l);
     uint32_t n = j->total - j->off < KVMUX_STAGE_CHUNK ? j->total - j->off : KVMUX_STAGE_CHUNK;
     uint8_t ex[8];
-    put32be(ex, j->off);
-    put32be(ex + 4, j->total);
+    kvmux_store_u32be(ex, j->off);
+    kvmux_store_u32be(ex + 4, j->total);
     kvmux_entry_cmd cmd = {.op = KVMUX_ENTRY_OP_STAGE, .extras_len = 8,
                            .key_len = KVMUX_STAGE_ID_LEN, .value_len = n, .extras = ex,
                            .key = j->id,
@@ -851,7 +847,7 @@ static void stage_chunk(kvmux_loop *l, kvmux_conn *c, stage_job *j) {
 static void stage_finish(kvmux_conn *c, stage_job *j) {
     uint8_t ref[KVMUX_STAGE_ID_LEN + 4];
     memcpy(ref, j->id, KVMUX_STAGE_ID_LEN);
-    put32be(ref + KVMUX_STAGE_ID_LEN, j->total);
+    kvmux_store_u32be(ref + KVMUX_STAGE_ID_LEN, j->total);
     kvmux_entry_cmd cmd = {.op = j->op == KVMUX_OP_CAS ? KVMUX_ENTRY_OP_CAS_STAGED
                                                        : KVMUX_ENTRY_OP_SET_STAGED,
                            .extras_len = j->extras_len, .key_len = j->klen,
@@ -908,10 +904,8 @@ static int stage_start(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *ex
     j->total = (uint32_t)kvmux_store_value_len(val);
     /* Unique for this process's life: its boot nonce, the loop, a count. */
     uint64_t tag = (uint64_t)l->id << 48 | (++l->stage_seq & 0xFFFFFFFFFFFFull);
-    for (int i = 0; i < 8; i++) {
-        j->id[i] = (uint8_t)(l->srv->repl->nonce >> (56 - 8 * i));
-        j->id[8 + i] = (uint8_t)(tag >> (56 - 8 * i));
-    }
+    kvmux_store_u64be(j->id, l->srv->repl->nonce);
+    kvmux_store_u64be(j->id + 8, tag);
     stage_chunk(l, c, j);
     return 1;
 }

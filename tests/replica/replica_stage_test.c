@@ -126,10 +126,8 @@ static size_t entry(uint8_t *buf, uint64_t seq, const kvmux_entry_cmd *c) {
 static size_t chunk_entry(uint8_t *buf, uint64_t seq, const uint8_t *id, uint32_t off,
                           uint32_t total, const uint8_t *p, uint32_t n) {
     uint8_t ex[8];
-    for (int i = 0; i < 4; i++) {
-        ex[i] = (uint8_t)(off >> (24 - 8 * i));
-        ex[4 + i] = (uint8_t)(total >> (24 - 8 * i));
-    }
+    kvmux_store_u32be(ex, off);
+    kvmux_store_u32be(ex + 4, total);
     kvmux_entry_cmd c = {.op = KVMUX_ENTRY_OP_STAGE, .extras_len = 8,
                          .key_len = KVMUX_STAGE_ID_LEN, .value_len = n, .extras = ex,
                          .key = id, .value = p};
@@ -140,7 +138,7 @@ static size_t staged_entry(uint8_t *buf, uint64_t seq, uint8_t op, const char *k
                            const uint8_t *ex, uint8_t exl, const uint8_t *id, uint32_t total) {
     uint8_t ref[KVMUX_STAGE_ID_LEN + 4];
     memcpy(ref, id, KVMUX_STAGE_ID_LEN);
-    for (int i = 0; i < 4; i++) ref[16 + i] = (uint8_t)(total >> (24 - 8 * i));
+    kvmux_store_u32be(ref + 16, total);
     kvmux_entry_cmd c = {.op = op, .extras_len = exl, .key_len = (uint16_t)strlen(key),
                          .value_len = sizeof ref, .extras = ex, .key = (const uint8_t *)key,
                          .value = ref};
@@ -228,7 +226,7 @@ static void test_fsm(void) {
     }
     /* CAS of a staged value against that version. */
     uint8_t cex[16] = {0};
-    for (int k = 0; k < 8; k++) cex[k] = (uint8_t)(version >> (56 - 8 * k));
+    kvmux_store_u64be(cex, version);
     id_of(id, 8);
     n = chunk_entry(buf, seq++, id, 0, CH + 1, pat, CH);
     for (int i = 0; i < 3; i++) kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], buf, n, NULL, 0);
