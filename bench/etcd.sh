@@ -68,16 +68,6 @@ command -v etcd >/dev/null || { echo "etcd.sh: etcd not installed (Debian: apt-g
 . "$ROOT/bench/lib.sh"
 bench_init etcd
 
-# etcd's /health over bash's /dev/tcp (no curl needed).
-etcd_health() {
-    local reply=""
-    { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
-    printf 'GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-    reply=$(timeout 2 cat <&3 || true)
-    exec 3<&- 3>&-
-    [[ "$reply" == *'"health":"true"'* ]]
-}
-
 start_etcd() {
     local _ cport pport
     for _ in 1 2 3; do
@@ -94,7 +84,7 @@ start_etcd() {
             --logger zap --log-outputs stderr >"$BENCH_WORK/etcd.log" 2>&1 &
         BENCH_PID=$!
         bench_track "$BENCH_PID"
-        if bench_wait_ready "$BENCH_PID" etcd_health "$cport"; then
+        if bench_wait_ready "$BENCH_PID" bench_etcd_health "$cport"; then
             EPORT=$cport
             EPID=$BENCH_PID
             return 0

@@ -187,15 +187,6 @@ wload "redis set+WAIT 1 0, 1 conn x 64" 1 64 1
 wload "redis set+WAIT 1 0, 64 conns x 1" 64 1 1
 wload "redis set (no WAIT), 1 conn x 64" 1 64 0
 
-# ---- etcd, 3 members -----------------------------------------------------
-etcd_health() {
-    local reply=""
-    { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
-    printf 'GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-    reply=$(timeout 2 cat <&3 || true)
-    exec 3<&- 3>&-
-    [[ "$reply" == *'"health":"true"'* ]]
-}
 if [ "$QUICK" = 0 ]; then
     declare -a EC EP EPIDS
     cluster=""
@@ -209,7 +200,7 @@ if [ "$QUICK" = 0 ]; then
         EPIDS[$i]=$!
         bench_track "${EPIDS[$i]}"
     done
-    bench_wait_ready "${EPIDS[1]}" etcd_health "${EC[1]}" || { tail -5 "$BENCH_WORK/m1.log" >&2; bench_die "etcd did not start"; }
+    bench_wait_ready "${EPIDS[1]}" bench_etcd_health "${EC[1]}" || { tail -5 "$BENCH_WORK/m1.log" >&2; bench_die "etcd did not start"; }
     for c in 1 64; do
         bench_run_tool "$BENCH_WORK/r.json" "$ETCDLOAD" -p "${EC[1]}" --op set -c "$c" -k "$KEYSPACE" \
             -s 100 -d "$SECS" --json -q || bench_die "etcdload -c $c failed"

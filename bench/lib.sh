@@ -160,6 +160,16 @@ bench_wait_ready() {
     return 1
 }
 
+# etcd's /health over bash's /dev/tcp (no curl needed).
+bench_etcd_health() {
+    local reply=""
+    { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+    printf 'GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    reply=$(timeout 2 cat <&3 || true)
+    exec 3<&- 3>&-
+    [[ "$reply" == *'"health":"true"'* ]]
+}
+
 bench_redis_ping() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = "PONG" ]; }
 
 # memcached's "version" over bash's /dev/tcp (no client tool needed).
