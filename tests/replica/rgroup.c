@@ -45,6 +45,17 @@ static int connect_host(const char *host, uint16_t port, int timeout_ms) {
     return fd;
 }
 
+const char *rgroup_election_arg(void) {
+    const char *et = getenv("KVMUX_ELECTION_TIMEOUT_MS");
+    if (!et || !*et) return "1000";
+    return strcmp(et, "default") == 0 ? NULL : et;
+}
+
+int rgroup_election_ms(void) {
+    const char *et = rgroup_election_arg();
+    return et ? atoi(et) : 500; /* kvmuxd's default (config.c) */
+}
+
 int rgroup_start_member(rgroup *g, int i, int bootstrap) {
     char id[16], rdir[192];
     snprintf(id, sizeof id, "%d", i + 1);
@@ -66,9 +77,8 @@ int rgroup_start_member(rgroup *g, int i, int bootstrap) {
      * it causes (kill -9, SIGSTOP). KVMUX_ELECTION_TIMEOUT_MS=N picks N,
      * =default keeps kvmuxd's own (bench/failover.sh measures that); extra
      * may still override it (the later option wins). */
-    const char *et = getenv("KVMUX_ELECTION_TIMEOUT_MS");
-    if (!et || !*et) et = "1000";
-    if (strcmp(et, "default") != 0) {
+    const char *et = rgroup_election_arg();
+    if (et) {
         args[n++] = "--election-timeout";
         args[n++] = et;
     }

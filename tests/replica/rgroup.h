@@ -35,6 +35,10 @@ int rgroup_start(rgroup *g, int n, const char *const *extra);
 int rgroup_start_hosts(rgroup *g, int n, const char *const *extra, const char *const *hosts);
 /* Member i's address. */
 const char *rgroup_host(const rgroup *g, int i);
+/* The --election-timeout value members get (KVMUX_ELECTION_TIMEOUT_MS, else
+ * "1000"; NULL when it is "default": kvmuxd's own), and it in ms. */
+const char *rgroup_election_arg(void);
+int rgroup_election_ms(void);
 /* (Re)start member i on its ports and directory (bootstrap: first start). */
 int rgroup_start_member(rgroup *g, int i, int bootstrap);
 /* Start member i (i may be >= n: n grows) as a newcomer to join at run
