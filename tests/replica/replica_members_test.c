@@ -65,11 +65,16 @@ static int change(const rgroup *g, const char *sub, const char *args, char *val,
     do {
         int l = rgroup_leader(g, 3000);
         st = l < 0 ? -1 : group_req(g->cport[l], 3, sub, args, val, vcap);
-        if (st == KVMUX_STATUS_OUTCOME_UNKNOWN) unknown = 1;
+        /* A transfer under load may find its target a batch behind for a
+         * whole election timeout (C-Raft sends TimeoutNow only to a
+         * caught-up follower): TIMEOUT, which an operator retries; the
+         * target may still have won meanwhile ("already the leader"). */
+        int retry_timeout = st == KVMUX_STATUS_TIMEOUT && strcmp(sub, "transfer") == 0;
+        if (st == KVMUX_STATUS_OUTCOME_UNKNOWN || retry_timeout) unknown = 1;
         if (unknown && ((st == KVMUX_STATUS_NOT_FOUND && strcmp(sub, "remove") == 0) ||
                         (st == KVMUX_STATUS_BAD_REQUEST && strstr(val, "already the leader"))))
             return KVMUX_STATUS_OK;
-        if (st == KVMUX_STATUS_OK || (st >= 0 && st != KVMUX_STATUS_BUSY &&
+        if (st == KVMUX_STATUS_OK || (st >= 0 && !retry_timeout && st != KVMUX_STATUS_BUSY &&
                                       st != KVMUX_STATUS_NOT_LEADER &&
                                       st != KVMUX_STATUS_OUTCOME_UNKNOWN))
             return st;
