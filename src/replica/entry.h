@@ -41,6 +41,10 @@
 #define KVMUX_ENTRY_OP_STAGE 0xF0u
 #define KVMUX_ENTRY_OP_SET_STAGED 0xF1u
 #define KVMUX_ENTRY_OP_CAS_STAGED 0xF2u
+/* Install a cluster slot map (docs/CLUSTER.md): the command's value is an
+ * encoded map (src/cluster/cluster.h); applied iff its epoch is higher
+ * than the installed one. Reserved for issue 11's server side. */
+#define KVMUX_ENTRY_OP_MAP 0xF3u
 
 /* Who proposed an entry: lets the leader tell its own applied entries
  * from anyone else's (a previous boot, another leader). */

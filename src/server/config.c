@@ -147,7 +147,14 @@ static int validate_peer_tls(const kvmux_server_config *c, char *err, size_t err
 static int validate_replica(const kvmux_server_config *c, char *err, size_t errlen) {
     /* Without --replica-id the other options are ignored (a config file
      * may keep them, commented in or out, for when it is set). */
-    if (c->replica_id == 0) return 0;
+    if (c->replica_id == 0) {
+        /* A cluster group is a replicated group: its slot map is installed
+         * through the group's Raft log (docs/CLUSTER.md). */
+        if (c->cluster_group != 0)
+            return kvmux_errf(err, errlen, "--cluster-group needs replicated mode "
+                        "(--replica-id and --peers): a cluster group is a Raft group");
+        return 0;
+    }
 #ifndef KVMUX_HAVE_RAFT
     return kvmux_errf(err, errlen, "--replica-id: kvmuxd was built without replication "
                 "(configure with -DKVMUX_WITH_RAFT=ON and libraft-dev installed)");
@@ -160,6 +167,9 @@ static int validate_replica(const kvmux_server_config *c, char *err, size_t errl
     RANGE(session_timeout_ms, "--session-timeout", 1000, 604800000);
     RANGE(max_sessions, "--max-sessions", 1, 10000000);
     RANGE(session_window, "--session-window", 2, 1048576);
+    if (c->cluster_group > 65535)
+        return kvmux_errf(err, errlen, "--cluster-group %u is out of range (1..65535, "
+                    "0 = not a cluster node)", c->cluster_group);
     /* A client resends the writes of a lost connection while the next
      * one fills up: up to twice its credits unanswered (REPLICATION.md
      * "Exactly-once sessions"). */
@@ -380,6 +390,7 @@ static const opt options[] = {
     {"--session-timeout", OPT_MS, OFF(session_timeout_ms), "MS     forget an exactly-once session idle this long (3600000)", R_NO},
     {"--max-sessions", OPT_U32, OFF(max_sessions), "N      exactly-once sessions remembered; the least active goes (4096)", R_NO},
     {"--session-window", OPT_U32, OFF(session_window), "N      replies kept per session, >= 2x --max-outstanding (2048)", R_NO},
+    {"--cluster-group", OPT_U32, OFF(cluster_group), "ID     cluster mode: this group's id 1..65535 in the slot map (0 = none)", R_NO},
     {"--peer-tls", OPT_YESNO, OFF(peer_tls), "yes|no mutual TLS 1.3 between replicas on the Raft port (no)", R_NO},
     {"--peer-tls-cert", OPT_STR, OFF(peer_tls_cert), "PATH   this replica's PEM certificate chain for peers (--tls-cert)", R_NO},
     {"--peer-tls-key", OPT_STR, OFF(peer_tls_key), "PATH   PEM private key of --peer-tls-cert (--tls-key)", R_NO},

@@ -148,6 +148,10 @@ typedef struct kvmux_server_config {
     uint32_t max_sessions;        /* sessions remembered; default 4096 */
     uint32_t session_window;      /* replies kept per session (W); default
                                      2048, >= 2 x max_outstanding */
+    uint32_t cluster_group;       /* 1..65535: this group's id in the
+                                     cluster's slot map (docs/CLUSTER.md);
+                                     0 = not a cluster node. Needs
+                                     replica_id. */
     /* Peer TLS (docs/REPLICATION.md "Peer security"): mutual TLS 1.3 on
      * the Raft port. The three paths default to tls_cert, tls_key, tls_ca;
      * all three are required when peer_tls is 1. Borrowed until
