@@ -105,6 +105,15 @@ typedef enum kvmux_error {
                                the connection (or the leader's leadership)
                                was lost before its answer; it may or may
                                not have been applied. Read it back to know. */
+    /* Sharded cluster (protocol v3, docs/PROTOCOL.md section 18). */
+    KVMUX_EWRONGSHARD = -22,/* another group serves the key's slot (a handle
+                               not in cluster mode got WRONG_SHARD), or the
+                               slot is not assigned to any group */
+    KVMUX_EREDIRECTS = -23, /* cluster mode: too many redirects for one
+                               request */
+    KVMUX_ETRYAGAIN = -24,  /* the slot stayed unavailable (no slot map yet,
+                               or in hand-over) until the deadline or the
+                               retry budget ran out; not processed */
     /* Fatal: the connection is gone. */
     KVMUX_E_FATAL = -100,
     KVMUX_ECLOSED = -101,   /* connection closed (EOF, reset, kvmux_close) */
@@ -430,6 +439,9 @@ typedef enum kvmux_op {
                               also on failure (the server's message:
                               kvmux_reply_free it). Changes go to the
                               leader (KVMUX_ENOTLEADER elsewhere) */
+    /* Sharded cluster (docs/PROTOCOL.md section 18.4; protocol v3). */
+    KVMUX_CLUSTER = 16,    /* key = "slot", "map" or "setmap"; value = a
+                              key, nothing, or an encoded slot map */
     KVMUX_PING = 100 /* connection-level round trip; no key */
 } kvmux_op;
 

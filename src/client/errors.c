@@ -36,6 +36,9 @@ const char *kvmux_strerror(int err) {
     case KVMUX_EOOM: return "server out of memory (write not processed)";
     case KVMUX_ENOTLEADER: return "no leader reachable (not the leader, or too many redirects)";
     case KVMUX_EUNKNOWN: return "write outcome unknown (connection or leadership lost)";
+    case KVMUX_EWRONGSHARD: return "wrong shard (another cluster group serves the key's slot)";
+    case KVMUX_EREDIRECTS: return "too many cluster redirects";
+    case KVMUX_ETRYAGAIN: return "slot not available yet (try again)";
     case KVMUX_E_FATAL: return "fatal connection error";
     case KVMUX_ECLOSED: return "connection closed";
     case KVMUX_EPROTO: return "protocol error";
@@ -127,6 +130,16 @@ int kvmux__status_to_error(uint8_t status, int *err) {
     }
     if (status == KVMUX_STATUS_OUTCOME_UNKNOWN) {
         *err = KVMUX_EUNKNOWN;
+        return 0;
+    }
+    /* v3 cluster mode: not processed. Until the cluster client follows
+     * them, a caller sees them as errors, never as a protocol error. */
+    if (status == KVMUX_STATUS_WRONG_SHARD) {
+        *err = KVMUX_EWRONGSHARD;
+        return 0;
+    }
+    if (status == KVMUX_STATUS_TRY_AGAIN) {
+        *err = KVMUX_ETRYAGAIN;
         return 0;
     }
     switch ((enum kvmux_status)status) {

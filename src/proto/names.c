@@ -57,6 +57,8 @@ const char *kvmux_status_name(int status) {
     case KVMUX_STATUS_OUT_OF_MEMORY: return "OUT_OF_MEMORY";
     case KVMUX_STATUS_NOT_LEADER: return "NOT_LEADER";
     case KVMUX_STATUS_OUTCOME_UNKNOWN: return "OUTCOME_UNKNOWN";
+    case KVMUX_STATUS_WRONG_SHARD: return "WRONG_SHARD";
+    case KVMUX_STATUS_TRY_AGAIN: return "TRY_AGAIN";
     default: return "?";
     }
 }
@@ -79,6 +81,7 @@ const char *kvmux_opcode_name(int op) {
     case KVMUX_OP_SLOWLOG: return "SLOWLOG";
     case KVMUX_OP_CLIENT_LIST: return "CLIENT_LIST";
     case KVMUX_OP_GROUP: return "GROUP";
+    case KVMUX_OP_CLUSTER: return "CLUSTER";
     default: return "?";
     }
 }
@@ -123,6 +126,7 @@ int kvmux_request_extras_len(uint8_t opcode) {
     case KVMUX_OP_SLOWLOG: return 8;
     case KVMUX_OP_CLIENT_LIST: return 0;
     case KVMUX_OP_GROUP: return 0;
+    case KVMUX_OP_CLUSTER: return 0; /* v3 only: the server checks the version */
     default: return -1;
     }
 }

@@ -205,7 +205,11 @@ enum kvmux_opcode {
  * "transfer"); value = its ASCII arguments (at most
  * KVMUX_GROUP_ARGS_MAX bytes). OK: value = text. */
 #define KVMUX_OP_GROUP 15
-#define KVMUX_OP_MAX 15
+/* Sharded cluster (docs/PROTOCOL.md section 18.4), v3 only. No extras;
+ * key = subcommand ("slot", "map", "setmap"); value = its argument (a key,
+ * nothing, an encoded slot map: src/cluster/cluster.h). Macro as for STATS. */
+#define KVMUX_OP_CLUSTER 16
+#define KVMUX_OP_MAX 16
 #define KVMUX_GROUP_ARGS_MAX 256u
 
 #define KVMUX_SLOWLOG_GET 0u
@@ -258,7 +262,17 @@ enum kvmux_status {
 /* v3: a write that was in flight when leadership was lost: it may or may
  * not have been applied. A v1/v2 peer gets INTERNAL "outcome unknown". */
 #define KVMUX_STATUS_OUTCOME_UNKNOWN 15
-#define KVMUX_STATUS_MAX 15
+/* v3, cluster mode (docs/PROTOCOL.md section 18.3): the request was NOT
+ * processed because another group serves the key's slot. Value = u16 slot |
+ * u64 epoch | u16 group | endpoints ("host:port,..." ASCII, no NUL, may be
+ * empty): kvmux_redirect_decode. A v1/v2 peer gets SHUTTING_DOWN "wrong
+ * shard: ...". Macro as for CANCELED. */
+#define KVMUX_STATUS_WRONG_SHARD 16
+/* v3, cluster mode: NOT processed, the node has no slot map yet (or the
+ * slot is being handed over); retry shortly. Value = u16 slot | u64 epoch
+ * (kvmux_try_again_decode). A v1/v2 peer gets BUSY. Macro as for CANCELED. */
+#define KVMUX_STATUS_TRY_AGAIN 17
+#define KVMUX_STATUS_MAX 17
 
 /* ERROR.code (and GOAWAY's error field): connection-level errors. The
  * sender closes after an ERROR. */
