@@ -357,7 +357,8 @@ static void slot_attach_future(kvmux_client *c, kvmux__slot *s, kvmux__op *op, i
  * allocated) at the copies. Returns 0 or KVMUX_ENOMEM. */
 static int async_copy_req(kvmux__op *op, const kvmux_request *req) {
     size_t klen = req->op == KVMUX_PING ? 0 : req->key_len;
-    size_t vlen = (req->op == KVMUX_SET || req->op == KVMUX_CAS || req->op == KVMUX_GROUP)
+    size_t vlen = (req->op == KVMUX_SET || req->op == KVMUX_CAS || req->op == KVMUX_GROUP ||
+                   req->op == KVMUX_CLUSTER)
                       ? req->value_len
                       : 0;
     size_t need = klen + vlen;

@@ -153,7 +153,7 @@ int kvmux__call_check(const kvmux_client *c, const kvmux_request *req, size_t *f
         return 0;
     case KVMUX_STATS: case KVMUX_SCAN:
         break;
-    case KVMUX_GROUP:
+    case KVMUX_GROUP: case KVMUX_CLUSTER:
         has_value = 1;
         break;
     case KVMUX_SLOWLOG: case KVMUX_CLIENT_LIST:
@@ -315,7 +315,8 @@ int kvmux__call_encode(kvmux_client *c, const kvmux_request *req, uint32_t id,
         kvmux__writer_kick(c);
         return 0;
     }
-    if (req->op == KVMUX_SET || req->op == KVMUX_CAS || req->op == KVMUX_GROUP) {
+    if (req->op == KVMUX_SET || req->op == KVMUX_CAS || req->op == KVMUX_GROUP ||
+        req->op == KVMUX_CLUSTER) {
         f.value = req->value;
         f.value_len = (uint32_t)req->value_len;
     }

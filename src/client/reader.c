@@ -306,6 +306,7 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         case KVMUX_SLOWLOG: want = 8; parse_value = 1; break; /* count, text lines */
         case KVMUX_CLIENT_LIST: want = 8; parse_value = 1; break; /* count, text lines */
         case KVMUX_GROUP: want = 8; parse_value = 1; break; /* leader id, text */
+        case KVMUX_CLUSTER: want = 0; parse_value = 1; break; /* slot, map bytes */
         default: break;
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
@@ -372,7 +373,8 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
         r.version = kvmux_load_u64be(f->extras);
-    } else if (s->op == KVMUX_GROUP && f->value_len && !s->want_value) {
+    } else if ((s->op == KVMUX_GROUP || s->op == KVMUX_CLUSTER) && f->value_len &&
+               !s->want_value) {
         /* A refused membership change: the server's message says why
          * (unknown id, already a member, ...); the caller gets it. */
         (void)reader_copy_value(s, f, &r, &v);

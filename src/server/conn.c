@@ -337,6 +337,11 @@ int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
     return respond(c, request_id, status, extras, extras_len, (const uint8_t *)msg, len);
 }
 
+int kvmux__conn_respond_bytes(kvmux_conn *c, uint32_t request_id, uint8_t status,
+                              const uint8_t *value, size_t value_len) {
+    return respond(c, request_id, status, NULL, 0, value, value_len);
+}
+
 int kvmux__conn_respond_u64(kvmux_conn *c, uint32_t request_id, uint64_t extra,
                             const uint8_t *value, size_t value_len) {
     uint8_t ext[8];

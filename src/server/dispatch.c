@@ -35,6 +35,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server_internal.h"
+#include "../cluster/cluster.h"
 
 /* Values up to this size are copied into the output queue under the shard
  * lock (cheaper than a reference for small ones); larger ones are sent by
@@ -177,7 +178,9 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
     char msg[KVMUX_MAX_STATUS_MSG];
     uint8_t status;
     int want = kvmux_request_extras_len(f->code);
-    if (f->code == KVMUX_OP_GROUP && c->sess.version < KVMUX_PROTO_V3) want = -1;
+    if ((f->code == KVMUX_OP_GROUP || f->code == KVMUX_OP_CLUSTER) &&
+        c->sess.version < KVMUX_PROTO_V3)
+        want = -1;
     if (want < 0) {
         status = KVMUX_STATUS_UNKNOWN_OP;
         snprintf(msg, sizeof msg, "unknown opcode %u", f->code);
@@ -232,7 +235,12 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
         status = KVMUX_STATUS_TOO_LARGE;
         snprintf(msg, sizeof msg, "GROUP arguments of %u bytes exceed %u", value_len,
                  KVMUX_GROUP_ARGS_MAX);
-    } else if (!takes_value(f->code) && f->code != KVMUX_OP_GROUP && value_len > 0) {
+    } else if (f->code == KVMUX_OP_CLUSTER && value_len > KVMUX_MAP_WIRE_MAX) {
+        status = KVMUX_STATUS_TOO_LARGE;
+        snprintf(msg, sizeof msg, "CLUSTER argument of %u bytes exceeds %u", value_len,
+                 (unsigned)KVMUX_MAP_WIRE_MAX);
+    } else if (!takes_value(f->code) && f->code != KVMUX_OP_GROUP &&
+               f->code != KVMUX_OP_CLUSTER && value_len > 0) {
         status = KVMUX_STATUS_BAD_REQUEST;
         snprintf(msg, sizeof msg, "%s takes no value, got %u bytes",
                  kvmux_opcode_name(f->code), value_len);
@@ -277,6 +285,11 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
     uint32_t id = f->request_id;
     uint64_t version = 0;
     int rc;
+    if (f->code == KVMUX_OP_CLUSTER) {
+        /* Answered by any node from what it holds: no log round. */
+        kvmux__cluster_request(c, f);
+        return 0;
+    }
     if (c->loop->srv->repl) {
         /* Replicated mode: writes and reads go through the log first
          * (replicate.c), unless this is a read being re-run. */

@@ -431,6 +431,13 @@ int kvmux__conn_send(kvmux_conn *c, const kvmux_frame *f);
 int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
                         const uint8_t *extras, uint8_t extras_len,
                         const char *msg);
+/* Queue a RESPONSE with status, no extras, and value[0..value_len) as its
+ * (binary) value: CLUSTER answers. The caller checked value_len against
+ * what the client accepts. As kvmux__conn_send. */
+int kvmux__conn_respond_bytes(kvmux_conn *c, uint32_t request_id, uint8_t status,
+                              const uint8_t *value, size_t value_len);
+/* A valid CLUSTER request (v3; docs/CLUSTER.md): answered at once. */
+void kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f);
 /* Queue an OK RESPONSE whose extras are one u64 (a version, a cursor, a
  * count) and whose value is value[0..value_len) (may be empty), the shape
  * of GET, WAIT, SCAN, SLOWLOG and CLIENT_LIST answers. The caller checked

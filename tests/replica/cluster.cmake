@@ -9,3 +9,14 @@ if(TARGET kvmuxd)
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()
+if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
+  if(KVMUX_HAVE_RAFT)
+    # Not concurrent: no threads of its own; real processes.
+    kvmux_add_test(cluster_server_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/cluster_server_test.c
+      LIBS kvmux kvmux_rgroup LABELS "integration;fault" TIMEOUT 180)
+  else()
+    kvmux_missing_dependency_test(cluster_server_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+  endif()
+endif()

@@ -33,8 +33,11 @@
  * What it is not: no line splitting (args.c), no prompt (repl.c), no
  * command-line option handling (main.c). */
 #include "cmd.h"
+#include "cluster.h"
 
 #include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <limits.h>
 #include <string.h>
 #include <strings.h>
@@ -111,8 +114,10 @@ static const cmd_spec commands[] = {
      "the server's slow requests (newest N, default 10), their number, or clear them",
      run_slowlog},
     {"client", 1, 1, 0, "list", "the server's connections, one per line", run_client},
-    {"cluster", 1, 4, 0, "status | add ID RAFTHOST:PORT CLIENTHOST:PORT | remove ID | transfer [ID]",
-     "a replicated group: its state as this replica sees it, or a membership change",
+    {"cluster", 1, 4, 0,
+     "status | add ID RAFTHOST:PORT CLIENTHOST:PORT | remove ID | transfer [ID] | keyslot KEY | slots",
+     "a replicated group: its state as this replica sees it, or a membership change; "
+     "a key's slot (local), the node's slot map",
      run_cluster},
     {"help", 0, 1, 0, "[COMMAND]",
      "the list of commands, or one command's arguments", run_help},
@@ -658,6 +663,71 @@ static int run_client(cli_ctx *ctx, const cmd_args *a) {
     return print_lines(ctx, a, rc, v);
 }
 
+/* cluster keyslot KEY: the key's slot (src/cluster/cluster.h), computed
+ * here: no server is asked (cli_run_command does not connect for it). */
+static int cluster_keyslot(cli_ctx *ctx, const cli_arg *key) {
+    unsigned slot = kvmux_slot(key->data, key->len);
+    if (ctx->out.format == CLI_FORMAT_JSON)
+        printf("{\"slot\":%u}\n", slot);
+    else
+        printf("%u\n", slot);
+    return CLI_EXIT_OK;
+}
+
+/* cluster slots: CLUSTER map, printed in the text form (cluster.h);
+ * --json: {"map": "<text form>"}. NOT_FOUND (no map yet) and BAD_REQUEST
+ * (not a cluster node) print the server's reason. */
+static int cluster_slots(cli_ctx *ctx, const cmd_args *a) {
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_CLUSTER;
+    r.key = "map";
+    r.key_len = 3;
+    kvmux_reply rep;
+    int rc = kvmux_call(ctx->client, &r, &rep, ctx->timeout_ms);
+    if (rc != 0 && rep.value_len) {
+        err_prefix(a);
+        fwrite(rep.value, 1, rep.value_len, stderr);
+        fputc('\n', stderr);
+        kvmux_reply_free(&rep);
+        return kvmux_is_fatal(rc) ? report(ctx, a, rc)
+               : rc == KVMUX_ENOTFOUND ? CLI_EXIT_NOTFOUND
+                                       : CLI_EXIT_REQUEST;
+    }
+    if (rc != 0) return report(ctx, a, rc);
+    char err[128];
+    kvmux_map *m = malloc(sizeof *m);
+    if (!m) {
+        kvmux_reply_free(&rep);
+        return report(ctx, a, KVMUX_ENOMEM);
+    }
+    rc = kvmux_map_decode(m, rep.value, rep.value_len, err, sizeof err);
+    kvmux_reply_free(&rep);
+    if (rc != 0) {
+        free(m);
+        err_prefix(a);
+        fprintf(stderr, "the server's map does not decode: %s\n", err);
+        return CLI_EXIT_REQUEST;
+    }
+    size_t need = kvmux_map_format_text(m, NULL, 0) + 1;
+    char *text = malloc(need);
+    if (!text) {
+        free(m);
+        return report(ctx, a, KVMUX_ENOMEM);
+    }
+    kvmux_map_format_text(m, text, need);
+    free(m);
+    if (ctx->out.format == CLI_FORMAT_JSON) {
+        fputs("{\"map\":", stdout);
+        cli_out_json_string(stdout, text, strlen(text));
+        puts("}");
+    } else {
+        fputs(text, stdout);
+    }
+    free(text);
+    return CLI_EXIT_OK;
+}
+
 /* GROUP (opcode 15): "status" prints the replica's "name:value" lines
  * (--json: one object, as stats); a change prints "OK " and what the
  * leader did ({"ok":...} in JSON). Errors as for every command, with the
@@ -666,14 +736,18 @@ static int run_cluster(cli_ctx *ctx, const cmd_args *a) {
     const cmd_spec *spec = spec_of(run_cluster);
     const cli_arg *sub = a->pos[0];
     static const struct { const char *name; size_t min, max; } subs[] = {
-        {"status", 0, 0}, {"add", 3, 3}, {"remove", 1, 1}, {"transfer", 0, 1}};
+        {"status", 0, 0}, {"add", 3, 3}, {"remove", 1, 1}, {"transfer", 0, 1},
+        {"keyslot", 1, 1}, {"slots", 0, 0}};
     size_t k = 0;
-    while (k < 4 && !(sub->len == strlen(subs[k].name) &&
+    while (k < 6 && !(sub->len == strlen(subs[k].name) &&
                       strncasecmp(sub->data, subs[k].name, sub->len) == 0))
         k++;
-    if (k == 4) return usage_error(spec, "expected status, add, remove or transfer");
+    if (k == 6)
+        return usage_error(spec, "expected status, add, remove, transfer, keyslot or slots");
     if (a->npos - 1 < subs[k].min || a->npos - 1 > subs[k].max)
         return usage_error(spec, "wrong number of arguments");
+    if (k == 4) return cluster_keyslot(ctx, a->pos[1]);
+    if (k == 5) return cluster_slots(ctx, a);
     char args[256]; /* the server's limit on GROUP arguments */
     size_t alen = 0;
     for (size_t i = 1; i < a->npos; i++) {
@@ -873,7 +947,11 @@ int cli_run_command(cli_ctx *ctx, const cli_arg *args, size_t nargs) {
     cmd_args a;
     rc = parse_args(s, ctx, args, nargs, &a);
     if (rc != CLI_EXIT_OK) goto out;
-    if (s->run != run_help) {
+    /* help and cluster keyslot need no server. */
+    int local = s->run == run_help ||
+                (s->run == run_cluster && a.npos > 0 && a.pos[0]->len == 7 &&
+                 strncasecmp(a.pos[0]->data, "keyslot", 7) == 0);
+    if (!local) {
         rc = cli_connect(ctx);
         if (rc != CLI_EXIT_OK) goto out;
     }
