@@ -161,6 +161,13 @@ size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, 
     u64line(&o, "aof_rewrite_failures", st.aof_rewrite_failures);
     u64line(&o, "aof_refused", st.aof_refused);
     u64line(&o, "aof_writes_held", st.writes_held);
+    if (s->cfg.cluster_group) {
+        /* Cluster mode (docs/CLUSTER.md). This build installs no slot map
+         * yet, so the epoch and the slots owned are 0 until it does. */
+        u64line(&o, "cluster_group", s->cfg.cluster_group);
+        u64line(&o, "cluster_epoch", 0);
+        u64line(&o, "cluster_slots_owned", 0);
+    }
     kvmux__repl_stats(s, &o,
                       plen == 14 && memcmp(prefix, "replica_digest", 14) == 0,
                       repl_u64, repl_str);

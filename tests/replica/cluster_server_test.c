@@ -73,6 +73,11 @@ int main(void) {
     CHECK(cluster_call(port, "setmap", "junk", 4, out, sizeof out, &n) != 0);
     CHECK(cluster_call(port, "nonsense", NULL, 0, out, sizeof out, &n) != 0);
 
+    /* STATS: cluster mode lines (no map: epoch 0, no slots). */
+    CHECK_EQ(rgroup_stat(&g, 0, "cluster_group"), 1);
+    CHECK_EQ(rgroup_stat(&g, 0, "cluster_epoch"), 0);
+    CHECK_EQ(rgroup_stat(&g, 0, "cluster_slots_owned"), 0);
+
     char cmd[512], text[4096];
     snprintf(cmd, sizeof cmd, "%s cluster keyslot foo 2>&1", KVMUX_CLI_PATH);
     CHECK_EQ(run_cli(cmd, text, sizeof text), 0);
