@@ -9,7 +9,11 @@
  *            installing through the group's log (entry op 0xF3) is not in
  *            this build yet, so a valid map is refused with a message that
  *            says so rather than silently accepted.
- * Every answer is immediate: nothing here touches the store or the log. */
+ * Every answer is immediate: nothing here touches the store or the log.
+ *
+ * Keyed requests on a cluster node (kvmux__cluster_refuse): with no map
+ * installed, which is always the case in this build, they are answered
+ * TRY_AGAIN (slot, epoch 0) on v3, BUSY with a message on v1/v2. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,4 +77,31 @@ void kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f) {
         return;
     }
     cluster_setmap(c, f);
+}
+
+static int is_keyed(uint8_t op) {
+    switch (op) {
+    case KVMUX_OP_GET: case KVMUX_OP_SET: case KVMUX_OP_DEL: case KVMUX_OP_INCR:
+    case KVMUX_OP_CAS: case KVMUX_OP_WAIT: case KVMUX_OP_EXISTS: case KVMUX_OP_TTL:
+    case KVMUX_OP_EXPIRE: case KVMUX_OP_PERSIST:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+int kvmux__cluster_refuse(kvmux_conn *c, const kvmux_frame *f) {
+    if (c->loop->srv->cfg.cluster_group == 0 || !is_keyed(f->code)) return 0;
+    uint16_t slot = kvmux_slot(f->key, f->key_len);
+    KVMUX_STAT_ADD(c->loop, cluster_try_again, 1);
+    if (c->sess.version >= KVMUX_PROTO_V3) {
+        uint8_t v[10];
+        size_t n = kvmux_try_again_encode(slot, 0, v, sizeof v);
+        kvmux__conn_respond_bytes(c, f->request_id, KVMUX_STATUS_TRY_AGAIN, v, n);
+    } else {
+        char msg[KVMUX_MAX_STATUS_MSG];
+        snprintf(msg, sizeof msg, "slot %u is not available here yet; try again", slot);
+        kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_BUSY, NULL, 0, msg);
+    }
+    return 1;
 }

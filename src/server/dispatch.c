@@ -290,6 +290,7 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
         kvmux__cluster_request(c, f);
         return 0;
     }
+    if (kvmux__cluster_refuse(c, f)) return 0;
     if (c->loop->srv->repl) {
         /* Replicated mode: writes and reads go through the log first
          * (replicate.c), unless this is a read being re-run. */

@@ -84,6 +84,7 @@ typedef struct kvmux_loop_stats {
     _Atomic uint64_t writes_held, aof_refused, oom_refused;
     _Atomic uint64_t auth_failures;
     _Atomic uint64_t tls_handshake_failures, tls_errors;
+    _Atomic uint64_t cluster_try_again;
     _Atomic uint64_t responses[KVMUX_STATUS_MAX + 1];  /* by status */
     _Atomic uint64_t wire_errors[KVMUX_STATS_ERR_SLOTS]; /* ERRORs sent, by code */
 } kvmux_loop_stats;
@@ -438,6 +439,10 @@ int kvmux__conn_respond_bytes(kvmux_conn *c, uint32_t request_id, uint8_t status
                               const uint8_t *value, size_t value_len);
 /* A valid CLUSTER request (v3; docs/CLUSTER.md): answered at once. */
 void kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f);
+/* A keyed request on a cluster node whose slot this node cannot serve (no
+ * map yet): answers it (TRY_AGAIN on v3, BUSY on v1/v2) and returns 1;
+ * otherwise 0 and the request runs. */
+int kvmux__cluster_refuse(kvmux_conn *c, const kvmux_frame *f);
 /* Queue an OK RESPONSE whose extras are one u64 (a version, a cursor, a
  * count) and whose value is value[0..value_len) (may be empty), the shape
  * of GET, WAIT, SCAN, SLOWLOG and CLIENT_LIST answers. The caller checked

@@ -167,6 +167,7 @@ size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, 
         u64line(&o, "cluster_group", s->cfg.cluster_group);
         u64line(&o, "cluster_epoch", 0);
         u64line(&o, "cluster_slots_owned", 0);
+        u64line(&o, "cluster_try_again", st.cluster_try_again);
     }
     kvmux__repl_stats(s, &o,
                       plen == 14 && memcmp(prefix, "replica_digest", 14) == 0,

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kvmux.h"
 #include "proto.h"
@@ -49,6 +50,23 @@ static int cluster_call(uint16_t port, const char *sub, const void *val, size_t 
     return rc;
 }
 
+/* GET foo on a raw connection of protocol version v: the response's status
+ * and value (copied into val, NUL-terminated; its length in *vlen). */
+static int raw_get(uint16_t port, int v, uint8_t *val, size_t cap, size_t *vlen) {
+    int fd = test_connect_raw(port, 5000);
+    REQUIRE(fd >= 0);
+    REQUIRE(test_raw_handshake_version(fd, v) == v);
+    REQUIRE(test_send_request(fd, (uint8_t)v, 7, KVMUX_OP_GET, NULL, 0, "foo", NULL, 0) == 0);
+    uint8_t buf[4096];
+    kvmux_frame f;
+    REQUIRE(test_read_frame(fd, buf, sizeof buf, &f) > 0);
+    close(fd);
+    *vlen = f.value_len < cap ? f.value_len : cap - 1;
+    memcpy(val, f.value, *vlen);
+    val[*vlen] = '\0';
+    return f.code;
+}
+
 int main(void) {
     static const char *const extra[] = {"--cluster-group", "1", "--snapshot-threshold", "16",
                                         NULL};
@@ -72,6 +90,23 @@ int main(void) {
     /* Not a map: the decoder's reason. */
     CHECK(cluster_call(port, "setmap", "junk", 4, out, sizeof out, &n) != 0);
     CHECK(cluster_call(port, "nonsense", NULL, 0, out, sizeof out, &n) != 0);
+
+    /* No map: a keyed request is TRY_AGAIN (u16 slot | u64 epoch 0) on v3,
+     * BUSY with a message on v2; libkvmux maps 17 to KVMUX_ETRYAGAIN. */
+    static const uint8_t try_again[10] = {0x2F, 0x96, 0, 0, 0, 0, 0, 0, 0, 0}; /* 12182 */
+    CHECK_EQ(raw_get(port, 3, out, sizeof out, &n), KVMUX_STATUS_TRY_AGAIN);
+    CHECK(n == 10 && memcmp(out, try_again, 10) == 0);
+    CHECK_EQ(raw_get(port, 2, out, sizeof out, &n), KVMUX_STATUS_BUSY);
+    CHECK(strcmp((char *)out, "slot 12182 is not available here yet; try again") == 0);
+    {
+        kvmux_client *c = NULL;
+        kvmux_options o;
+        kvmux_options_init(&o);
+        REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
+        CHECK_EQ(kvmux_set(c, "foo", 3, "v", 1, 0, NULL, 5000), KVMUX_ETRYAGAIN);
+        kvmux_close(c);
+    }
+    CHECK_EQ(rgroup_stat(&g, 0, "cluster_try_again"), 3);
 
     /* STATS: cluster mode lines (no map: epoch 0, no slots). */
     CHECK_EQ(rgroup_stat(&g, 0, "cluster_group"), 1);
