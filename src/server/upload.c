@@ -176,6 +176,10 @@ void kvmux__upload_begin(kvmux_conn *c, const kvmux_frame *f) {
     if (draining) {
         kvmux__conn_respond(c, id, KVMUX_STATUS_SHUTTING_DOWN, NULL, 0, "server shutting down");
         start_discard(c, u, 0);
+    } else if (kvmux__cluster_refuse(c, f)) {
+        /* A cluster node that cannot serve the slot: answered now, the
+         * value's fragments are read and dropped (no credit taken). */
+        start_discard(c, u, 0);
     } else if (kvmux_session_request_begin(&c->sess) != 0) {
         char msg[KVMUX_MAX_STATUS_MSG];
         snprintf(msg, sizeof msg, "more than %u requests outstanding",

@@ -104,9 +104,19 @@ int main(void) {
         kvmux_options_init(&o);
         REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
         CHECK_EQ(kvmux_set(c, "foo", 3, "v", 1, 0, NULL, 5000), KVMUX_ETRYAGAIN);
+        /* A big value (fragmented upload) is refused the same way, and the
+         * connection goes on. */
+        size_t big = 3u << 20;
+        char *v = calloc(1, big);
+        REQUIRE(v != NULL);
+        CHECK_EQ(kvmux_set(c, "foo", 3, v, big, 0, NULL, 10000), KVMUX_ETRYAGAIN);
+        free(v);
+        CHECK_EQ(kvmux_set(c, "bar", 3, "v", 1, 0, NULL, 5000), KVMUX_ETRYAGAIN);
         kvmux_close(c);
     }
-    CHECK_EQ(rgroup_stat(&g, 0, "cluster_try_again"), 3);
+    CHECK_EQ(rgroup_stat(&g, 0, "cluster_try_again"), 5);
+    CHECK_EQ(rgroup_stat(&g, 0, "keys"), 0);
+    CHECK(rgroup_stat(&g, 0, "uploads") >= 1); /* the big SET was fragmented */
 
     /* STATS: cluster mode lines (no map: epoch 0, no slots). */
     CHECK_EQ(rgroup_stat(&g, 0, "cluster_group"), 1);
