@@ -290,6 +290,7 @@ static void test_map_refusals(void) {
     MUTATE(28, 'x');        /* "127.0.0.1x7001": no port */
     MUTATE(28, ' ');        /* a space */
     MUTATE(29, 'z');        /* port not a number */
+    MUTATE(20, '#');        /* "1#7.0.0.1:7001": '#' would be a comment in the text form */
     MUTATE(18, 0);          /* address length 0 */
     MUTATE(18, 64);         /* address length 64 (and misframed) */
     MUTATE(14, 3);          /* 3 groups, only 2 there */
@@ -429,6 +430,7 @@ static void test_text(void) {
         {"group x a:1\n", "line 1: "},
         {"group 1 a:1\ngroup 1 b:2\n", "line 2: "},
         {"group 1 nocolon\n", "line 1: "},
+        {"group 1 a\x7f:1\n", "line 1: "},
         {"group 1 a:0\n", "line 1: "},
         {"group 1 a:1 a:2 a:3 a:4 a:5 a:6 a:7 a:8\n", "line 1: "},
         {"group 1 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:1\n", "line 1: "}, /* 64 bytes */
@@ -613,6 +615,16 @@ static void test_decode_fuzz(void) {
             if (n2 != n || memcmp(BUF2, b, n) != 0) {
                 CHECK(!"an accepted input re-encodes differently");
                 break;
+            }
+            /* And survives the text form (every 8th: parsing is slower). */
+            if (accepted % 8 == 0) {
+                kvmux_map_format_text(&M2, TEXT, sizeof TEXT);
+                if (kvmux_map_parse_text(&M1, TEXT, ERR, sizeof ERR) != 0 ||
+                    memcmp(&M1, &M2, sizeof M1) != 0) {
+                    CHECK(!"an accepted map does not survive its text form");
+                    fprintf(stderr, "  %s\n", ERR);
+                    break;
+                }
             }
         }
     }
