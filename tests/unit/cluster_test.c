@@ -143,10 +143,38 @@ static void doc_map(kvmux_map *m) {
     for (unsigned s = 0; s < KVMUX_SLOTS; s++) m->owner[s] = s < 8192 ? 1 : 2;
 }
 
+/* The 18.2 vector as docs/PROTOCOL.md prints it: the hex digits of the
+ * code block after "Vector (`tests/unit/cluster_test.c`". */
+static size_t doc_vector(uint8_t *out, size_t cap) {
+    static char doc[512 * 1024];
+    char path[1024];
+    snprintf(path, sizeof path, "%s/../../docs/PROTOCOL.md", KVMUX_VECTORS_DIR);
+    FILE *fp = fopen(path, "r");
+    REQUIRE(fp != NULL);
+    size_t n = fread(doc, 1, sizeof doc - 1, fp);
+    fclose(fp);
+    doc[n] = '\0';
+    const char *p = strstr(doc, "Vector (`tests/unit/cluster_test.c`");
+    p = p ? strstr(p, "```\n") : NULL;
+    REQUIRE(p != NULL);
+    p += 4;
+    size_t len = 0;
+    int hi = -1;
+    for (; *p && strncmp(p, "```", 3) != 0 && len < cap; p++) {
+        int d = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+        if (d < 0) continue;
+        if (hi < 0) hi = d;
+        else out[len++] = (uint8_t)(hi << 4 | d), hi = -1;
+    }
+    return len;
+}
+
 static void test_map_vector(void) {
-    uint8_t want[128];
+    uint8_t want[128], doc[128];
     size_t wn = unhex(DOC_MAP_HEX, want);
     CHECK_EQ(wn, 80);
+    CHECK_EQ(doc_vector(doc, sizeof doc), wn);
+    CHECK(memcmp(doc, want, wn) == 0);
     doc_map(&M1);
     CHECK_EQ(kvmux_map_check(&M1, ERR, sizeof ERR), 0);
     CHECK_EQ(kvmux_map_encoded_size(&M1), wn);
