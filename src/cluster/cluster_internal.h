@@ -6,7 +6,9 @@
 
 /* 1 if a[0..len) is a member address a map may hold: 1..ADDR_MAX-1 bytes
  * of printable ASCII without spaces (kvmux_hostport_parse would strip
- * them, and the wire form is canonical), and a valid host:port. */
+ * them, and the wire form is canonical) or '#' (the text form's comment:
+ * every valid map must survive format_text -> parse_text), and a valid
+ * host:port. */
 int kvmux__map_addr_valid(const char *a, size_t len);
 
 #endif

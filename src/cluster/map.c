@@ -49,7 +49,7 @@ int kvmux__map_addr_valid(const char *a, size_t len) {
     uint16_t port;
     if (len == 0 || len >= KVMUX_MAP_ADDR_MAX) return 0;
     for (size_t i = 0; i < len; i++)
-        if (a[i] <= ' ' || a[i] > '~') return 0;
+        if (a[i] <= ' ' || a[i] > '~' || a[i] == '#') return 0;
     return kvmux_hostport_parse(a, len, host, sizeof host, &port) == 0;
 }
 

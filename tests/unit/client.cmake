@@ -28,3 +28,14 @@ if(TARGET kvmux)
     TIMEOUT 30)
   target_include_directories(client_endpoints_test PRIVATE ${PROJECT_SOURCE_DIR}/src/client)
 endif()
+
+# The wire status -> kvmux_error map and kvmux_strerror (the cluster's
+# statuses and codes included).
+if(TARGET kvmux)
+  kvmux_add_test(client_errors_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client/errors_test.c
+    LIBS kvmux
+    LABELS unit
+    TIMEOUT 30)
+  target_include_directories(client_errors_test PRIVATE ${PROJECT_SOURCE_DIR}/src/client)
+endif()

@@ -234,6 +234,27 @@ static const vec VECS[] = {
      KVMUX_FLAG_DEADLINE | KVMUX_FLAG_STALE, 250, 0},
     {"resp_group_refused_v3", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_BAD_REQUEST, {0}, 0, "",
      "replica 4 is already a member", 29, 3, 0, 0, 0},
+    /* v3 sharded cluster (docs/PROTOCOL.md section 18; the values are
+     * checked field by field in tests/unit/cluster_test.c) */
+    {"resp_wrong_shard_v3", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_WRONG_SHARD, {0}, 0, "",
+     {0x2f, 0x96, U64(7), 0, 2, '1', '2', '7', '.', '0', '.', '0', '.', '1', ':', '7', '1', '0',
+      '1', ',', '1', '2', '7', '.', '0', '.', '0', '.', '1', ':', '7', '1', '0', '2'},
+     41, 3, 0, 0, 0},
+    {"resp_wrong_shard_unassigned_v3", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_WRONG_SHARD, {0}, 0,
+     "", {0, 42, U64(7), 0, 0}, 12, 3, 0, 0, 0},
+    {"resp_try_again_v3", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_TRY_AGAIN, {0}, 0, "",
+     {0x2f, 0x96, U64(0)}, 10, 3, 0, 0, 0},
+    {"resp_wrong_shard_v2", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_SHUTTING_DOWN, {0}, 0, "",
+     "wrong shard: slot 12182 is served by group 2 (127.0.0.1:7101,127.0.0.1:7102)", 76, 2, 0,
+     0, 0},
+    {"resp_try_again_v2", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_BUSY, {0}, 0, "",
+     "slot 12182 is not available here yet; try again", 47, 2, 0, 0, 0},
+    {"req_cluster_slot_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_CLUSTER, {0}, 0, "slot", "foo", 3,
+     3, 0, 0, 0},
+    {"resp_cluster_slot_v3", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_OK, {0}, 0, "", {0x2f, 0x96},
+     2, 3, 0, 0, 0},
+    {"req_cluster_map_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_CLUSTER, {0}, 0, "map", {0}, 0, 3, 0,
+     0, 0},
 };
 #define NVECS (sizeof VECS / sizeof VECS[0])
 
