@@ -53,19 +53,27 @@ int kvmux__map_addr_valid(const char *a, size_t len) {
     return kvmux_hostport_parse(a, len, host, sizeof host, &port) == 0;
 }
 
+/* Group g's id (nonzero, above the previous group's) and member count:
+ * the checks kvmux_map_check and the decoder share. */
+static int check_group_head(const kvmux_map *m, unsigned g, char *err, size_t cap) {
+    const kvmux_map_group *gr = &m->groups[g];
+    if (gr->id == 0) return fail(err, cap, "group id 0 (ids are 1..65535)");
+    if (g > 0 && gr->id <= m->groups[g - 1].id)
+        return fail(err, cap, "group %u after group %u: ids must ascend, once each", gr->id,
+                    m->groups[g - 1].id);
+    if (gr->n < 1 || gr->n > KVMUX_MAP_MAX_MEMBERS)
+        return fail(err, cap, "group %u has %u members (1..%u)", gr->id, gr->n,
+                    KVMUX_MAP_MAX_MEMBERS);
+    return 0;
+}
+
 /* Groups and owners (everything but the epoch). */
 static int check_body(const kvmux_map *m, char *err, size_t cap) {
     if (m->ngroups > KVMUX_MAP_MAX_GROUPS)
         return fail(err, cap, "%u groups: at most %u", m->ngroups, KVMUX_MAP_MAX_GROUPS);
     for (unsigned g = 0; g < m->ngroups; g++) {
         const kvmux_map_group *gr = &m->groups[g];
-        if (gr->id == 0) return fail(err, cap, "group id 0 (ids are 1..65535)");
-        if (g > 0 && gr->id <= m->groups[g - 1].id)
-            return fail(err, cap, "group %u after group %u: ids must ascend, once each", gr->id,
-                        m->groups[g - 1].id);
-        if (gr->n < 1 || gr->n > KVMUX_MAP_MAX_MEMBERS)
-            return fail(err, cap, "group %u has %u members (1..%u)", gr->id, gr->n,
-                        KVMUX_MAP_MAX_MEMBERS);
+        if (check_group_head(m, g, err, cap) != 0) return -1;
         for (unsigned i = 0; i < gr->n; i++) {
             size_t len = strnlen(gr->addr[i], KVMUX_MAP_ADDR_MAX);
             if (!kvmux__map_addr_valid(gr->addr[i], len))
@@ -157,13 +165,7 @@ static int decode_groups(kvmux_map *m, rd *r, char *err, size_t cap) {
         gr->id = kvmux_load_u16be(r->p + r->off);
         gr->n = r->p[r->off + 2];
         r->off += 3;
-        if (gr->id == 0) return fail(err, cap, "group id 0 (ids are 1..65535)");
-        if (g > 0 && gr->id <= m->groups[g - 1].id)
-            return fail(err, cap, "group %u after group %u: ids must ascend, once each", gr->id,
-                        m->groups[g - 1].id);
-        if (gr->n < 1 || gr->n > KVMUX_MAP_MAX_MEMBERS)
-            return fail(err, cap, "group %u has %u members (1..%u)", gr->id, gr->n,
-                        KVMUX_MAP_MAX_MEMBERS);
+        if (check_group_head(m, g, err, cap) != 0) return -1;
         for (unsigned i = 0; i < gr->n; i++) {
             if (!rd_need(r, 1)) return fail(err, cap, "truncated in group %u", gr->id);
             size_t alen = r->p[r->off++];

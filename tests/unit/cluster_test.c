@@ -10,6 +10,7 @@
 
 #include "cluster.h"
 #include "proto.h"
+#include "proto/proto_testutil.h"
 #include "testutil.h"
 
 /* Maps are ~150 KiB: static, never on the stack. */
@@ -491,28 +492,12 @@ static void test_text(void) {
 
 /* ---- 18.3: redirect values ---- */
 
-/* The value of the vector `name` in frames.hex (after the 16-byte header). */
+/* The value of the vector `name` in frames.hex (after the 16-byte header),
+ * read with the protocol tests' loader. */
 static size_t vec_value(const char *name, uint8_t *out, size_t cap) {
-    char path[1024], line[4096];
-    uint8_t all[1024];
-    snprintf(path, sizeof path, "%s/frames.hex", KVMUX_VECTORS_DIR);
-    FILE *fp = fopen(path, "r");
-    REQUIRE(fp != NULL);
-    size_t nl = strlen(name), n = 0;
-    while (fgets(line, sizeof line, fp)) {
-        if (strncmp(line, name, nl) != 0 || line[nl] != ' ') continue;
-        int hi = -1;
-        for (const char *p = line + nl; *p && n < sizeof all; p++) {
-            int d;
-            if (*p >= '0' && *p <= '9') d = *p - '0';
-            else if (*p >= 'a' && *p <= 'f') d = *p - 'a' + 10;
-            else continue;
-            if (hi < 0) hi = d;
-            else all[n++] = (uint8_t)(hi << 4 | d), hi = -1;
-        }
-        break;
-    }
-    fclose(fp);
+    uint8_t all[PROTO_TEST_MAX_VEC];
+    size_t n = 0;
+    REQUIRE(proto_test_load_vec(name, all, &n));
     REQUIRE(n >= 16 && n - 16 <= cap);
     memcpy(out, all + 16, n - 16);
     return n - 16;
