@@ -2,12 +2,15 @@
  * processes: a 1-member replicated group started with --cluster-group 1.
  * CLUSTER slot (any node), CLUSTER map before any map is installed
  * (NOT_FOUND), setmap's validation (BAD_REQUEST with the decoder's reason),
- * and kvmux-cli's cluster keyslot / slots. */
+ * and kvmux-cli's cluster keyslot / slots; then two 1-member groups with
+ * an installed map: setmap, CLUSTER map, WRONG_SHARD (v3 bytes, v2
+ * message, libkvmux), epochs, a map moving a slot, and kill -9 + restart. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "kvmux.h"
 #include "proto.h"
 #include "rgroup.h"
@@ -50,14 +53,16 @@ static int cluster_call(uint16_t port, const char *sub, const void *val, size_t 
     return rc;
 }
 
-/* GET foo on a raw connection of protocol version v: the response's status
- * and value (copied into val, NUL-terminated; its length in *vlen). */
-static int raw_get(uint16_t port, int v, uint8_t *val, size_t cap, size_t *vlen) {
+/* One request (op, key, value, no extras) on a raw connection of protocol
+ * version v: the response's status and value (copied into val,
+ * NUL-terminated; its length in *vlen). */
+static int raw_call(uint16_t port, int v, uint8_t op, const char *key, const void *value,
+                    uint32_t vl, uint8_t *val, size_t cap, size_t *vlen) {
     int fd = test_connect_raw(port, 5000);
     REQUIRE(fd >= 0);
     REQUIRE(test_raw_handshake_version(fd, v) == v);
-    REQUIRE(test_send_request(fd, (uint8_t)v, 7, KVMUX_OP_GET, NULL, 0, "foo", NULL, 0) == 0);
-    uint8_t buf[4096];
+    REQUIRE(test_send_request(fd, (uint8_t)v, 7, op, NULL, 0, key, value, vl) == 0);
+    uint8_t buf[8192];
     kvmux_frame f;
     REQUIRE(test_read_frame(fd, buf, sizeof buf, &f) > 0);
     close(fd);
@@ -65,6 +70,172 @@ static int raw_get(uint16_t port, int v, uint8_t *val, size_t cap, size_t *vlen)
     memcpy(val, f.value, *vlen);
     val[*vlen] = '\0';
     return f.code;
+}
+
+/* GET foo on a raw connection of protocol version v (raw_call). */
+static int raw_get(uint16_t port, int v, uint8_t *val, size_t cap, size_t *vlen) {
+    return raw_call(port, v, KVMUX_OP_GET, "foo", NULL, 0, val, cap, vlen);
+}
+
+/* ---- two 1-member groups with an installed map ---- */
+
+/* Parse the text form and encode it into out; returns the length. */
+static size_t map_bytes(const char *text, uint8_t *out, size_t cap) {
+    char err[256];
+    kvmux_map *m = malloc(sizeof *m);
+    REQUIRE(m != NULL);
+    if (kvmux_map_parse_text(m, text, err, sizeof err) != 0) {
+        fprintf(stderr, "map text: %s\n", err);
+        REQUIRE(0);
+    }
+    size_t n = kvmux_map_encode(m, out, cap);
+    REQUIRE(n > 0);
+    free(m);
+    return n;
+}
+
+/* A key "k<i>" whose slot is in [lo, hi] (the i-th such, from *from). */
+static void key_in(int lo, int hi, int *from, char *key, size_t cap) {
+    for (int i = *from; i < 1000000; i++) {
+        snprintf(key, cap, "k%d", i);
+        int s = kvmux_slot(key, strlen(key));
+        if (s >= lo && s <= hi) {
+            *from = i + 1;
+            return;
+        }
+    }
+    REQUIRE(0);
+}
+
+/* The WRONG_SHARD value: u16 slot | u64 epoch | u16 group | endpoints,
+ * written out by hand (not with kvmux_redirect_encode). */
+static size_t redirect_bytes(uint16_t slot, uint64_t epoch, uint16_t group, const char *ep,
+                             uint8_t *out) {
+    out[0] = (uint8_t)(slot >> 8);
+    out[1] = (uint8_t)slot;
+    for (int i = 0; i < 8; i++) out[2 + i] = (uint8_t)(epoch >> (56 - 8 * i));
+    out[10] = (uint8_t)(group >> 8);
+    out[11] = (uint8_t)group;
+    memcpy(out + 12, ep, strlen(ep));
+    return 12 + strlen(ep);
+}
+
+/* CLUSTER setmap of map[0..n) on port over raw v3: status and message. */
+static int setmap(uint16_t port, const uint8_t *map, size_t n, char *msg, size_t cap) {
+    size_t ml;
+    int st = raw_call(port, 3, KVMUX_OP_CLUSTER, "setmap", map, (uint32_t)n, (uint8_t *)msg,
+                      cap, &ml);
+    return st;
+}
+
+static int sets(uint16_t port, const char *key) {
+    kvmux_client *c = NULL;
+    kvmux_options o;
+    kvmux_options_init(&o);
+    REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
+    int rc = kvmux_set(c, key, strlen(key), "v", 1, 0, NULL, 5000);
+    kvmux_close(c);
+    return rc;
+}
+
+static void two_groups(void) {
+    static const char *const x1[] = {"--cluster-group", "1", "--snapshot-threshold", "16",
+                                     NULL};
+    static const char *const x2[] = {"--cluster-group", "2", NULL};
+    static rgroup g1, g2;
+    REQUIRE(rgroup_start(&g1, 1, x1) == 0);
+    REQUIRE(rgroup_start(&g2, 1, x2) == 0);
+    REQUIRE(rgroup_leader(&g1, 20000) == 0);
+    REQUIRE(rgroup_leader(&g2, 20000) == 0);
+    uint16_t p1 = g1.cport[0], p2 = g2.cport[0];
+    char a1[32], a2[32], text[512], msg[512];
+    snprintf(a1, sizeof a1, "127.0.0.1:%u", p1);
+    snprintf(a2, sizeof a2, "127.0.0.1:%u", p2);
+
+    /* Epoch 1: slots 0-8191 group 1, 8192-16000 group 2, the rest none. */
+    static uint8_t m1[4096], m1b[4096], m2[4096], got[8192];
+    snprintf(text, sizeof text,
+             "epoch 1\ngroup 1 %s\ngroup 2 %s\nslots 0-8191 1\nslots 8192-16000 2\n", a1, a2);
+    size_t n1 = map_bytes(text, m1, sizeof m1);
+    CHECK_EQ(setmap(p1, m1, n1, msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "epoch 1 installed") == 0);
+    CHECK_EQ(setmap(p2, m1, n1, msg, sizeof msg), KVMUX_STATUS_OK);
+    size_t n;
+    CHECK_EQ(cluster_call(p1, "map", NULL, 0, got, sizeof got, &n), 0);
+    CHECK(n == n1 && memcmp(got, m1, n1) == 0);
+    CHECK_EQ(cluster_call(p2, "map", NULL, 0, got, sizeof got, &n), 0);
+    CHECK(n == n1 && memcmp(got, m1, n1) == 0);
+    CHECK_EQ(rgroup_stat(&g1, 0, "cluster_epoch"), 1);
+    CHECK_EQ(rgroup_stat(&g1, 0, "cluster_slots_owned"), 8192);
+    CHECK_EQ(rgroup_stat(&g2, 0, "cluster_slots_owned"), 16001 - 8192);
+
+    /* "{user1}.a" is slot 8106: group 1's. */
+    CHECK_EQ(sets(p1, "{user1}.a"), 0);
+    uint8_t want[128], val[512];
+    size_t wn = redirect_bytes(8106, 1, 1, a1, want);
+    CHECK_EQ(raw_call(p2, 3, KVMUX_OP_GET, "{user1}.a", NULL, 0, val, sizeof val, &n),
+             KVMUX_STATUS_WRONG_SHARD);
+    CHECK(n == wn && memcmp(val, want, wn) == 0);
+    CHECK_EQ(raw_call(p2, 2, KVMUX_OP_GET, "{user1}.a", NULL, 0, val, sizeof val, &n),
+             KVMUX_STATUS_SHUTTING_DOWN);
+    snprintf(msg, sizeof msg, "wrong shard: slot 8106 is served by group 1 (%s)", a1);
+    CHECK(strcmp((char *)val, msg) == 0);
+    CHECK_EQ(sets(p2, "{user1}.a"), KVMUX_EWRONGSHARD);
+    /* An unassigned slot: group 0, no endpoints. */
+    char key[32];
+    int from = 0;
+    key_in(16001, 16383, &from, key, sizeof key);
+    uint16_t us = kvmux_slot(key, strlen(key));
+    wn = redirect_bytes(us, 1, 0, "", want);
+    CHECK_EQ(raw_call(p1, 3, KVMUX_OP_GET, key, NULL, 0, val, sizeof val, &n),
+             KVMUX_STATUS_WRONG_SHARD);
+    CHECK(n == wn && memcmp(val, want, wn) == 0);
+    CHECK_EQ(rgroup_stat(&g2, 0, "cluster_wrong_shard"), 3);
+    CHECK_EQ(rgroup_stat(&g1, 0, "cluster_wrong_shard"), 1);
+
+    /* Epoch 1 again with other bytes: VERSION_MISMATCH; the same bytes: OK. */
+    snprintf(text, sizeof text, "epoch 1\ngroup 1 %s\ngroup 2 %s\nslots 0-16383 1\n", a1, a2);
+    size_t n1b = map_bytes(text, m1b, sizeof m1b);
+    CHECK_EQ(setmap(p1, m1b, n1b, msg, sizeof msg), KVMUX_STATUS_VERSION_MISMATCH);
+    CHECK(strcmp(msg, "epoch 1 is not newer than the installed epoch 1") == 0);
+    CHECK_EQ(setmap(p1, m1, n1, msg, sizeof msg), KVMUX_STATUS_OK);
+
+    /* Epoch 2 moves slot 8106 to group 2. */
+    snprintf(text, sizeof text,
+             "epoch 2\ngroup 1 %s\ngroup 2 %s\nslots 0-8191 1\nslots 8192-16000 2\n"
+             "slots 8106 2\n", a1, a2);
+    size_t n2 = map_bytes(text, m2, sizeof m2);
+    CHECK_EQ(setmap(p1, m2, n2, msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "epoch 2 installed") == 0);
+    CHECK_EQ(setmap(p2, m2, n2, msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK_EQ(setmap(p1, m1, n1, msg, sizeof msg), KVMUX_STATUS_VERSION_MISMATCH);
+    CHECK(strcmp(msg, "epoch 1 is not newer than the installed epoch 2") == 0);
+    wn = redirect_bytes(8106, 2, 2, a2, want);
+    CHECK_EQ(raw_call(p1, 3, KVMUX_OP_GET, "{user1}.a", NULL, 0, val, sizeof val, &n),
+             KVMUX_STATUS_WRONG_SHARD);
+    CHECK(n == wn && memcmp(val, want, wn) == 0);
+    CHECK_EQ(sets(p2, "{user1}.a"), 0);
+    CHECK_EQ(rgroup_stat(&g1, 0, "cluster_slots_owned"), 8191);
+
+    /* Enough writes for snapshots (--snapshot-threshold 16), then kill -9
+     * and restart: the same map, from snapshot + log. */
+    from = 0;
+    for (int i = 0; i < 60; i++) {
+        key_in(0, 8000, &from, key, sizeof key);
+        CHECK_EQ(sets(p1, key), 0);
+    }
+    CHECK(rgroup_stat(&g1, 0, "replica_snapshots") >= 1);
+    rgroup_kill(&g1, 0);
+    REQUIRE(rgroup_start_member(&g1, 0, 0) == 0);
+    REQUIRE(rgroup_leader(&g1, 20000) == 0);
+    CHECK_EQ(cluster_call(p1, "map", NULL, 0, got, sizeof got, &n), 0);
+    CHECK(n == n2 && memcmp(got, m2, n2) == 0);
+    CHECK_EQ(rgroup_stat(&g1, 0, "cluster_epoch"), 2);
+    CHECK_EQ(rgroup_stat(&g1, 0, "keys"), 61);
+    CHECK_EQ(sets(p1, key), 0);
+    CHECK_EQ(sets(p1, "{user1}.a"), KVMUX_EWRONGSHARD);
+    rgroup_stop(&g1);
+    rgroup_stop(&g2);
 }
 
 int main(void) {
@@ -148,5 +319,6 @@ int main(void) {
     CHECK(strstr(text, "not a cluster node (--cluster-group)") != NULL);
     if (!strstr(text, "not a cluster node")) fprintf(stderr, "cli said: %s\n", text);
     rgroup_stop(&g);
+    two_groups();
     return test_report();
 }

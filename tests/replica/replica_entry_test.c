@@ -183,17 +183,17 @@ static void test_fuzz(void) {
         uint8_t *p = malloc(len ? len : 1);
         memcpy(p, buf, len);
         kvmux_fsm_result r[8];
-        (void)kvmux_fsm_apply(st, &clocks[0], i % 3 ? &ss : NULL, NULL, p, len, r, 8);
-        (void)kvmux_fsm_restore(st, &clocks[0], i % 3 ? &ss : NULL, NULL, p, len);
+        (void)kvmux_fsm_apply(st, &clocks[0], i % 3 ? &ss : NULL, NULL, NULL, p, len, r, 8);
+        (void)kvmux_fsm_restore(st, &clocks[0], i % 3 ? &ss : NULL, NULL, NULL, p, len);
         free(p);
         if (i % 64 == 0) {
             /* A real snapshot with its session table, mutated. */
             uint8_t *snap = NULL;
             size_t slen = 0;
-            if (kvmux_fsm_snapshot(st, &clocks[0], &ss, NULL, realloc, &snap, &slen) == 0) {
+            if (kvmux_fsm_snapshot(st, &clocks[0], &ss, NULL, NULL, realloc, &snap, &slen) == 0) {
                 x = x * 1103515245u + 12345u;
                 snap[(x >> 8) % slen] ^= (uint8_t)(x >> 20) | 1;
-                (void)kvmux_fsm_restore(st, &clocks[0], &ss, NULL, snap, slen);
+                (void)kvmux_fsm_restore(st, &clocks[0], &ss, NULL, NULL, snap, slen);
                 free(snap);
             }
         }
@@ -319,15 +319,15 @@ static void test_fsm(void) {
     uint8_t buf[256], ex[16] = {0};
     kvmux_fsm_result r[1];
     size_t n = cmd_entry(buf, 1, KVMUX_OP_SET, "k", ex, 8, "hello");
-    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
-    CHECK_EQ(kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0), 1);
+    CHECK_EQ(kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0), 1);
     kvmux_store_u64be(ex, 5);
     n = cmd_entry(buf, 2, KVMUX_OP_INCR, "ctr", ex, 8, NULL);
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1), 1);
-        CHECK_EQ(kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0), 1);
+        CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1), 1);
+        CHECK_EQ(kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0), 1);
     }
     CHECK_EQ(r[0].extras_len, 16);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 15);
@@ -335,14 +335,14 @@ static void test_fsm(void) {
     kvmux_store_u64be(ex, 3);
     kvmux_store_u64be(ex + 8, 0);
     n = cmd_entry(buf, 3, KVMUX_OP_CAS, "k", ex, 16, "x");
-    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_VERSION_MISMATCH);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
-    kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0);
     n = cmd_entry(buf, 4, KVMUX_OP_DEL, "nope", ex, 0, NULL);
-    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_NOT_FOUND);
-    kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0);
     /* Same entries, same state: same digest. */
     CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
     CHECK(kvmux_fsm_digest(a) != 0);
@@ -351,15 +351,15 @@ static void test_fsm(void) {
     n = cmd_entry(buf, 5, KVMUX_OP_SET, "only-b", ex, 8, "z");
     kvmux_store_u64be(ex, 0);
     n = cmd_entry(buf, 5, KVMUX_OP_SET, "only-b", ex, 8, "z");
-    kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0);
     CHECK(kvmux_fsm_digest(a) != kvmux_fsm_digest(b));
     uint8_t *snap = NULL;
     size_t slen = 0;
-    REQUIRE(kvmux_fsm_snapshot(a, clk_a, NULL, NULL, realloc, &snap, &slen) == 0);
+    REQUIRE(kvmux_fsm_snapshot(a, clk_a, NULL, NULL, NULL, realloc, &snap, &slen) == 0);
     kvmux_fsm_clock *clk_c = &clocks[nclocks];
     kvmux_store *c = new_store();
-    CHECK_EQ(kvmux_fsm_restore(c, clk_c, NULL, NULL, snap, slen), 0);
-    CHECK_EQ(kvmux_fsm_restore(b, clk_b, NULL, NULL, snap, slen), 0);
+    CHECK_EQ(kvmux_fsm_restore(c, clk_c, NULL, NULL, NULL, snap, slen), 0);
+    CHECK_EQ(kvmux_fsm_restore(b, clk_b, NULL, NULL, NULL, snap, slen), 0);
     CHECK(kvmux_fsm_clock_read(clk_c) == kvmux_fsm_clock_read(clk_a));
     CHECK(kvmux_fsm_digest(c) == kvmux_fsm_digest(a));
     CHECK(kvmux_fsm_digest(b) == kvmux_fsm_digest(a));
@@ -367,11 +367,11 @@ static void test_fsm(void) {
     /* Versions continue identically after a restore. */
     n = cmd_entry(buf, 6, KVMUX_OP_SET, "k2", ex, 8, "w");
     kvmux_fsm_result ra[1], rc[1];
-    kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, ra, 1);
-    kvmux_fsm_apply(c, clk_c, NULL, NULL, buf, n, rc, 1);
+    kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, ra, 1);
+    kvmux_fsm_apply(c, clk_c, NULL, NULL, NULL, buf, n, rc, 1);
     CHECK(memcmp(ra[0].extras, rc[0].extras, 8) == 0);
     /* Truncated snapshots are refused. */
-    for (size_t len = 0; len < slen; len += 3) CHECK_EQ(kvmux_fsm_restore(c, clk_c, NULL, NULL, snap, len), -1);
+    for (size_t len = 0; len < slen; len += 3) CHECK_EQ(kvmux_fsm_restore(c, clk_c, NULL, NULL, NULL, snap, len), -1);
     free(snap);
     kvmux_store_free(a);
     kvmux_store_free(b);
@@ -534,8 +534,8 @@ static void test_replicated_clock(void) {
     kvmux_fsm_result r[1];
     kvmux_store_u64be(ex, 1500); /* TTL 1.5 s at leader time 10 s: expires at 11.5 s */
     size_t n = cmd_entry(buf, 10, KVMUX_OP_SET, "t", ex, 8, "x");
-    kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1);
-    kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0);
+    kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1);
+    kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0);
     CHECK(kvmux_fsm_clock_read(clk_a) == 10000);
     uint64_t v = 0;
     CHECK_EQ(kvmux_store_exists(a, (const uint8_t *)"t", 1, &v), KVMUX_STATUS_OK);
@@ -543,18 +543,18 @@ static void test_replicated_clock(void) {
      * (the INCR creates it): the same outcome on both stores. */
     kvmux_store_u64be(ex, 1);
     n = cmd_entry(buf, 11, KVMUX_OP_INCR, "t", ex, 8, NULL);
-    kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1);
+    kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_NOT_INTEGER);
-    kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0);
     n = cmd_entry(buf, 12, KVMUX_OP_INCR, "t", ex, 8, NULL);
-    kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1);
+    kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
-    kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0);
     CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
     /* A leader whose clock is behind does not move time backwards. */
     n = cmd_entry(buf, 5, KVMUX_OP_DEL, "none", ex, 0, NULL);
-    kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1);
+    kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1);
     CHECK(kvmux_fsm_clock_read(clk_a) == 12000);
     kvmux_store_free(a);
     kvmux_store_free(b);
@@ -581,7 +581,7 @@ static kvmux_fsm_result sess_incr(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_s
     size_t n = sess_entry(buf, t, sid, seq, KVMUX_OP_INCR, "ctr", ex, 8);
     kvmux_fsm_result r;
     memset(&r, 0, sizeof r);
-    CHECK_EQ(kvmux_fsm_apply(st, clk, ss, NULL, buf, n, &r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(st, clk, ss, NULL, NULL, buf, n, &r, 1), 1);
     return r;
 }
 
@@ -629,10 +629,10 @@ static void test_sessions(void) {
     /* Snapshot/restore: the copy answers duplicates like the original. */
     uint8_t *snap = NULL;
     size_t slen = 0;
-    REQUIRE(kvmux_fsm_snapshot(a, clk, &sa, NULL, realloc, &snap, &slen) == 0);
-    REQUIRE(kvmux_fsm_restore(b, clk2, &sb, NULL, snap, slen) == 0);
-    for (size_t len = 0; len < slen; len += 5) CHECK_EQ(kvmux_fsm_restore(b, clk2, &sb, NULL, snap, len), -1);
-    REQUIRE(kvmux_fsm_restore(b, clk2, &sb, NULL, snap, slen) == 0);
+    REQUIRE(kvmux_fsm_snapshot(a, clk, &sa, NULL, NULL, realloc, &snap, &slen) == 0);
+    REQUIRE(kvmux_fsm_restore(b, clk2, &sb, NULL, NULL, snap, slen) == 0);
+    for (size_t len = 0; len < slen; len += 5) CHECK_EQ(kvmux_fsm_restore(b, clk2, &sb, NULL, NULL, snap, len), -1);
+    REQUIRE(kvmux_fsm_restore(b, clk2, &sb, NULL, NULL, snap, slen) == 0);
     free(snap);
     CHECK_EQ(atomic_load(&sb.n), 1);
     d = sess_incr(b, clk2, &sb, 1010, 7, 6 | R);
@@ -688,18 +688,18 @@ static void test_sessions(void) {
                              .seq = q};
         size_t n = build(buf, &h, &c, 1);
         kvmux_fsm_result r;
-        kvmux_fsm_apply(a, clk, &sc, NULL, buf, n, &r, 1);
+        kvmux_fsm_apply(a, clk, &sc, NULL, NULL, buf, n, &r, 1);
         if (q == 300) {
             /* 45..300 are in the window: all duplicates now. */
             for (uint64_t k = 45; k <= 300; k += 17) {
                 c.seq = k | R;
                 n = build(buf, &h, &c, 1);
-                kvmux_fsm_apply(a, clk, &sc, NULL, buf, n, &r, 1);
+                kvmux_fsm_apply(a, clk, &sc, NULL, NULL, buf, n, &r, 1);
                 CHECK_EQ(kvmux_load_u64be(r.extras), (int64_t)k);
             }
             c.seq = 44 | R;
             n = build(buf, &h, &c, 1);
-            kvmux_fsm_apply(a, clk, &sc, NULL, buf, n, &r, 1);
+            kvmux_fsm_apply(a, clk, &sc, NULL, NULL, buf, n, &r, 1);
             CHECK_EQ(r.status, KVMUX_STATUS_OUTCOME_UNKNOWN);
         }
     }
