@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "entry.h"
 #include "fsm.h"
 #include "peers.h"
@@ -710,6 +711,121 @@ static void test_sessions(void) {
     kvmux_store_free(b);
 }
 
+/* The slot map in the state machine (docs/CLUSTER.md): MAP entries install
+ * only newer maps, a write for a slot the applied map does not give this
+ * group is refused (WRONG_SHARD, not applied) in the same entry order as
+ * the log, and snapshots carry the map (format 4 restores as "no map"). */
+static size_t map_of(uint64_t epoch, uint16_t slot_owner_of_k, uint8_t *out, size_t cap) {
+    kvmux_map *m = malloc(sizeof *m);
+    REQUIRE(m != NULL);
+    kvmux_map_init(m);
+    m->epoch = epoch;
+    m->ngroups = 2;
+    for (uint16_t i = 0; i < 2; i++) {
+        m->groups[i].id = (uint16_t)(i + 1);
+        m->groups[i].n = 1;
+        snprintf(m->groups[i].addr[0], KVMUX_MAP_ADDR_MAX, "127.0.0.1:%u", 7001u + i);
+    }
+    for (uint32_t s = 0; s < KVMUX_SLOTS; s++) m->owner[s] = 1;
+    m->owner[kvmux_slot("k", 1)] = slot_owner_of_k;
+    size_t n = kvmux_map_encode(m, out, cap);
+    REQUIRE(n > 0);
+    free(m);
+    return n;
+}
+
+static void test_fsm_cluster(void) {
+    static kvmux_fsm_clock clk, clk2;
+    kvmux_store *a = NULL, *b = NULL;
+    kvmux_store_options o;
+    kvmux_store_options_init(&o);
+    o.shards = 4;
+    o.clock = kvmux_fsm_clock_read;
+    o.clock_user_data = &clk;
+    REQUIRE(kvmux_store_new(&a, &o) == 0);
+    o.clock_user_data = &clk2;
+    REQUIRE(kvmux_store_new(&b, &o) == 0);
+    kvmux_fsm_cluster cl, cl2;
+    kvmux_fsm_cluster_init(&cl, 1);
+    kvmux_fsm_cluster_init(&cl2, 1);
+    static uint8_t m1[1024], m2[1024], m1b[1024], buf[4096];
+    size_t n1 = map_of(1, 1, m1, sizeof m1), n2 = map_of(2, 2, m2, sizeof m2);
+    size_t n1b = map_of(1, 2, m1b, sizeof m1b);
+    uint8_t ex[8] = {0};
+    kvmux_entry_hdr h = {.origin = {.replica = 1, .seq = 1}, .clock_ms = 1000, .ncmds = 4};
+    kvmux_entry_cmd c[4] = {
+        {.op = KVMUX_OP_SET, .extras_len = 8, .key_len = 1, .value_len = 1, .extras = ex,
+         .key = (const uint8_t *)"k", .value = (const uint8_t *)"0"}, /* no map: no check */
+        {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n1, .value = m1},
+        {.op = KVMUX_OP_SET, .extras_len = 8, .key_len = 1, .value_len = 1, .extras = ex,
+         .key = (const uint8_t *)"k", .value = (const uint8_t *)"1"},
+        {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n2, .value = m2}};
+    kvmux_fsm_result r[6];
+    size_t n = build(buf, &h, c, 4);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, NULL, NULL, &cl, buf, n, r, 4), 4);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
+    CHECK_EQ(r[1].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[1].extras), 1);
+    CHECK_EQ(r[2].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[2].extras), 2); /* version 2 */
+    CHECK_EQ(r[3].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[3].extras + 8), 2);
+    /* Epoch 2 gives "k" to group 2: the next SET is refused, nothing
+     * applied; older or equal epochs with other bytes: VERSION_MISMATCH;
+     * the installed bytes again: OK. */
+    kvmux_entry_cmd c2[4] = {c[2], c[1], {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n1b,
+                                          .value = m1b}, c[3]};
+    h.origin.seq = 2;
+    n = build(buf, &h, c2, 4);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, NULL, NULL, &cl, buf, n, r, 4), 4);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_WRONG_SHARD);
+    CHECK_EQ(r[1].status, KVMUX_STATUS_VERSION_MISMATCH);
+    CHECK_EQ(kvmux_load_u64be(r[1].extras), 1);
+    CHECK_EQ(kvmux_load_u64be(r[1].extras + 8), 2);
+    CHECK_EQ(r[2].status, KVMUX_STATUS_VERSION_MISMATCH);
+    CHECK_EQ(r[3].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_store_last_version(a), 2);
+    uint64_t epoch;
+    uint32_t owned;
+    kvmux_fsm_cluster_info(&cl, &epoch, &owned);
+    CHECK_EQ(epoch, 2);
+    CHECK_EQ(owned, KVMUX_SLOTS - 1);
+    kvmux_redirect rd;
+    CHECK_EQ(kvmux_fsm_cluster_route(&cl, kvmux_slot("k", 1), &rd), KVMUX_ROUTE_WRONG);
+    CHECK(rd.group == 2 && rd.epoch == 2 && strcmp(rd.endpoints, "127.0.0.1:7002") == 0);
+    CHECK_EQ(kvmux_fsm_cluster_route(&cl, kvmux_slot("x", 1), NULL), KVMUX_ROUTE_OWN);
+    /* A malformed map in the log: BAD_REQUEST on every replica. */
+    kvmux_entry_cmd bad = {.op = KVMUX_ENTRY_OP_MAP, .value_len = 4,
+                           .value = (const uint8_t *)"KVSM"};
+    h.ncmds = 1;
+    n = build(buf, &h, &bad, 1);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, NULL, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_BAD_REQUEST);
+
+    /* Snapshot -> restore: the same map bytes; every cut is refused. */
+    uint8_t *snap;
+    size_t slen;
+    REQUIRE(kvmux_fsm_snapshot(a, &clk, NULL, NULL, &cl, realloc, &snap, &slen) == 0);
+    for (size_t len = 0; len < slen; len += 7)
+        CHECK_EQ(kvmux_fsm_restore(b, &clk2, NULL, NULL, &cl2, snap, len), -1);
+    CHECK_EQ(kvmux_fsm_restore(b, &clk2, NULL, NULL, &cl2, snap, slen), 0);
+    uint8_t *mb = NULL;
+    size_t ml = 0;
+    CHECK_EQ(kvmux_fsm_cluster_bytes(&cl2, &mb, &ml), 0);
+    CHECK(ml == n2 && mb && memcmp(mb, m2, n2) == 0);
+    free(mb);
+    /* The same snapshot as format 4 (no map field): restores as no map. */
+    kvmux_store_u32be(snap + 4, 4);
+    CHECK_EQ(kvmux_fsm_restore(b, &clk2, NULL, NULL, &cl2, snap, slen - 4 - n2), 0);
+    CHECK_EQ(kvmux_fsm_cluster_bytes(&cl2, &mb, &ml), 1);
+    CHECK_EQ(kvmux_fsm_cluster_route(&cl2, 0, &rd), KVMUX_ROUTE_NO_MAP);
+    free(snap);
+    kvmux_fsm_cluster_clear(&cl);
+    kvmux_fsm_cluster_clear(&cl2);
+    kvmux_store_free(a);
+    kvmux_store_free(b);
+}
+
 int main(void) {
     test_sessions();
     test_vector();
@@ -719,6 +835,7 @@ int main(void) {
     test_peers();
     test_peers_table();
     test_fsm();
+    test_fsm_cluster();
     test_fuzz();
     return test_report();
 }
