@@ -138,6 +138,31 @@ static int sets(uint16_t port, const char *key) {
     return rc;
 }
 
+/* SCAN the whole key space on port: how many keys, and whether key is
+ * among them. */
+static size_t scan_all(uint16_t port, const char *key, int *found) {
+    kvmux_client *c = NULL;
+    kvmux_options o;
+    kvmux_options_init(&o);
+    REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
+    uint64_t cursor = 0;
+    size_t total = 0;
+    *found = 0;
+    for (int step = 0; step < 10000; step++) {
+        kvmux_keys *k = NULL;
+        REQUIRE(kvmux_scan(c, cursor, NULL, 0, 100, &k, 5000) == 0);
+        total += k->count;
+        for (size_t i = 0; i < k->count; i++)
+            if (k->keys[i].len == strlen(key) && memcmp(k->keys[i].data, key, k->keys[i].len) == 0)
+                *found = 1;
+        cursor = k->cursor;
+        kvmux_keys_free(k);
+        if (cursor == 0) break;
+    }
+    kvmux_close(c);
+    return total;
+}
+
 static void two_groups(void) {
     static const char *const x1[] = {"--cluster-group", "1", "--snapshot-threshold", "16",
                                      NULL};
@@ -232,6 +257,13 @@ static void two_groups(void) {
     CHECK(n == n2 && memcmp(got, m2, n2) == 0);
     CHECK_EQ(rgroup_stat(&g1, 0, "cluster_epoch"), 2);
     CHECK_EQ(rgroup_stat(&g1, 0, "keys"), 61);
+    /* SCAN lists only the keys of slots the group owns: "{user1}.a" is
+     * still in group 1's store, but slot 8106 is group 2's now. */
+    int found;
+    CHECK_EQ(scan_all(p1, "{user1}.a", &found), 60);
+    CHECK(!found);
+    CHECK_EQ(scan_all(p2, "{user1}.a", &found), 1);
+    CHECK(found);
     CHECK_EQ(sets(p1, key), 0);
     CHECK_EQ(sets(p1, "{user1}.a"), KVMUX_EWRONGSHARD);
     rgroup_stop(&g1);
