@@ -4,7 +4,9 @@
  * (NOT_FOUND), setmap's validation (BAD_REQUEST with the decoder's reason),
  * and kvmux-cli's cluster keyslot / slots; then two 1-member groups with
  * an installed map: setmap, CLUSTER map, WRONG_SHARD (v3 bytes, v2
- * message, libkvmux), epochs, a map moving a slot, and kill -9 + restart. */
+ * message, libkvmux), epochs, a map moving a slot, and kill -9 + restart;
+ * and a 3-member group whose followers answer CLUSTER map with the bytes
+ * the leader installed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,6 +272,49 @@ static void two_groups(void) {
     rgroup_stop(&g2);
 }
 
+/* A 3-member group: setmap on a follower is NOT_LEADER; once the leader
+ * installed a map, every follower answers CLUSTER map with the same bytes
+ * and routes against it. */
+static void three_members(void) {
+    static const char *const x[] = {"--cluster-group", "3", NULL};
+    static rgroup g;
+    REQUIRE(rgroup_start(&g, 3, x) == 0);
+    int leader = rgroup_stable_leader(&g, 30000);
+    REQUIRE(leader >= 0);
+    int follower = (leader + 1) % 3;
+    char text[512], msg[512], a[3][32];
+    for (int i = 0; i < 3; i++) snprintf(a[i], sizeof a[i], "127.0.0.1:%u", g.cport[i]);
+    snprintf(text, sizeof text,
+             "epoch 5\ngroup 3 %s %s %s\ngroup 4 127.0.0.1:1\nslots 0-9999 3\n"
+             "slots 10000-16383 4\n", a[0], a[1], a[2]);
+    static uint8_t m[4096], got[8192];
+    size_t mn = map_bytes(text, m, sizeof m), n;
+    CHECK_EQ(setmap(g.cport[follower], m, mn, msg, sizeof msg), KVMUX_STATUS_NOT_LEADER);
+    CHECK_EQ(setmap(g.cport[leader], m, mn, msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "epoch 5 installed") == 0);
+    for (int i = 0; i < 3; i++) {
+        int ok = 0;
+        for (int t = 0; t < 200 && !ok; t++) {
+            ok = cluster_call(g.cport[i], "map", NULL, 0, got, sizeof got, &n) == 0;
+            if (!ok) usleep(25000);
+        }
+        CHECK(ok && n == mn && memcmp(got, m, mn) == 0);
+        CHECK_EQ(rgroup_stat(&g, i, "cluster_epoch"), 5);
+        CHECK_EQ(rgroup_stat(&g, i, "cluster_slots_owned"), 10000);
+    }
+    /* "foo" is slot 12182: group 4's, on the follower too (its own map). */
+    uint8_t want[64], val[512];
+    size_t wn = redirect_bytes(12182, 5, 4, "127.0.0.1:1", want);
+    CHECK_EQ(raw_call(g.cport[follower], 3, KVMUX_OP_GET, "foo", NULL, 0, val, sizeof val, &n),
+             KVMUX_STATUS_WRONG_SHARD);
+    CHECK(n == wn && memcmp(val, want, wn) == 0);
+    /* "{user1}.a" (8106) is group 3's: the follower says NOT_LEADER. */
+    CHECK_EQ(raw_call(g.cport[follower], 3, KVMUX_OP_GET, "{user1}.a", NULL, 0, val,
+                      sizeof val, &n), KVMUX_STATUS_NOT_LEADER);
+    CHECK_EQ(sets(g.cport[leader], "{user1}.a"), 0);
+    rgroup_stop(&g);
+}
+
 int main(void) {
     static const char *const extra[] = {"--cluster-group", "1", "--snapshot-threshold", "16",
                                         NULL};
@@ -352,5 +397,6 @@ int main(void) {
     if (!strstr(text, "not a cluster node")) fprintf(stderr, "cli said: %s\n", text);
     rgroup_stop(&g);
     two_groups();
+    three_members();
     return test_report();
 }
