@@ -165,6 +165,64 @@ static size_t scan_all(uint16_t port, const char *key, int *found) {
     return total;
 }
 
+/* kvmux-cli cluster assign: a text map without an epoch gets the node's
+ * epoch + 1 and goes to both groups; an explicit older epoch is refused
+ * (exit 3, the server's reason); the same map again is OK; a group that
+ * cannot be reached makes the exit status nonzero; "-" reads stdin. */
+static void cli_assign(const rgroup *g2, uint16_t p1, uint16_t p2, const char *a1,
+                       const char *a2) {
+    char path[] = "/tmp/kvmux-assign-XXXXXX", cmd[768], out[4096];
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    REQUIRE(f != NULL);
+    fprintf(f, "# all of group 1's old slots back, the rest to group 2\n"
+               "group 1 %s\ngroup 2 %s\nslots 0-8191 1\nslots 8192-16383 2\n", a1, a2);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s -p %u cluster assign %s 2>&1", KVMUX_CLI_PATH, p1, path);
+    CHECK_EQ(run_cli(cmd, out, sizeof out), 0);
+    CHECK(strcmp(out, "group 1: epoch 3 installed\ngroup 2: epoch 3 installed\n") == 0);
+    if (strcmp(out, "group 1: epoch 3 installed\ngroup 2: epoch 3 installed\n") != 0)
+        fprintf(stderr, "cli said: %s\n", out);
+    CHECK_EQ(rgroup_stat(g2, 0, "cluster_epoch"), 3);
+    CHECK_EQ(sets(p1, "{user1}.a"), 0); /* slot 8106 is group 1's again */
+    snprintf(cmd, sizeof cmd, "%s -p %u cluster slots 2>&1", KVMUX_CLI_PATH, p2);
+    CHECK_EQ(run_cli(cmd, out, sizeof out), 0);
+    CHECK(strstr(out, "epoch 3\n") != NULL && strstr(out, "slots 8192-16383 2\n") != NULL);
+    /* Explicit epochs, through stdin. */
+    snprintf(cmd, sizeof cmd,
+             "(echo epoch 2; cat %s) | %s -p %u cluster assign - 2>&1", path, KVMUX_CLI_PATH,
+             p1);
+    CHECK(run_cli(cmd, out, sizeof out) != 0);
+    CHECK(strstr(out, "group 1: epoch 2 is not newer than the installed epoch 3") != NULL);
+    if (!strstr(out, "is not newer")) fprintf(stderr, "cli said: %s\n", out);
+    snprintf(cmd, sizeof cmd,
+             "(echo epoch 3; cat %s) | %s -p %u cluster assign - 2>&1", path, KVMUX_CLI_PATH,
+             p1);
+    CHECK_EQ(run_cli(cmd, out, sizeof out), 0); /* the installed bytes again */
+    /* A group nobody can reach: the others still get the map. */
+    f = fopen(path, "w");
+    REQUIRE(f != NULL);
+    fprintf(f, "group 1 %s\ngroup 2 %s\ngroup 9 127.0.0.1:1\nslots 0-8191 1\n"
+               "slots 8192-16000 2\nslots 16001-16383 9\n", a1, a2);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s -t 1000 -p %u cluster assign %s 2>&1", KVMUX_CLI_PATH, p1,
+             path);
+    CHECK(run_cli(cmd, out, sizeof out) != 0);
+    CHECK(strstr(out, "group 1: epoch 4 installed\n") != NULL);
+    CHECK(strstr(out, "group 9") != NULL);
+    CHECK_EQ(rgroup_stat(g2, 0, "cluster_epoch"), 4);
+    /* Not a map: the parser's line number, exit 2. */
+    f = fopen(path, "w");
+    REQUIRE(f != NULL);
+    fprintf(f, "group 1 %s\nslots 0-99999 1\n", a1);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s -p %u cluster assign %s 2>&1", KVMUX_CLI_PATH, p1, path);
+    CHECK_EQ(run_cli(cmd, out, sizeof out), 2 << 8);
+    CHECK(strstr(out, "line 2") != NULL);
+    unlink(path);
+}
+
 static void two_groups(void) {
     static const char *const x1[] = {"--cluster-group", "1", "--snapshot-threshold", "16",
                                      NULL};
@@ -268,6 +326,7 @@ static void two_groups(void) {
     CHECK(found);
     CHECK_EQ(sets(p1, key), 0);
     CHECK_EQ(sets(p1, "{user1}.a"), KVMUX_EWRONGSHARD);
+    cli_assign(&g2, p1, p2, a1, a2);
     rgroup_stop(&g1);
     rgroup_stop(&g2);
 }
