@@ -201,7 +201,7 @@ static void apply_staged(kvmux_store *st, kvmux_stage_tab *sg, uint64_t now,
     plain.op = c->op == KVMUX_ENTRY_OP_SET_STAGED ? KVMUX_OP_SET : KVMUX_OP_CAS;
     plain.value = v;
     plain.value_len = total;
-    apply_cmd(st, sg, NULL, now, &plain, r); /* its slot was checked */
+    apply_cmd(st, sg, NULL, now, &plain, r);
     free(v);
 }
 
@@ -211,14 +211,6 @@ static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, kvmux_fsm_cluster *c
     uint64_t version = 0;
     int rc;
     const uint8_t *x = c->extras;
-    if (cluster_refuses(cl, c)) {
-        /* Not applied; a staged value it named is dropped now. */
-        if ((c->op == KVMUX_ENTRY_OP_SET_STAGED || c->op == KVMUX_ENTRY_OP_CAS_STAGED) && sg &&
-            c->value_len == KVMUX_STAGE_ID_LEN + 4)
-            free(kvmux_stage_take(sg, c->value, 0));
-        res(r, KVMUX_STATUS_WRONG_SHARD, NULL, NULL);
-        return;
-    }
     switch (c->op) {
     case KVMUX_ENTRY_OP_MAP:
         apply_map(cl, c, r);
@@ -322,8 +314,18 @@ int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
     uint32_t i = 0;
     while (kvmux_entry_next(&it, &c) == 1) {
         kvmux_fsm_result *r = out && i < nout ? &out[i] : NULL;
-        if (ss && lim.window && c.session) apply_session_cmd(st, ss, sg, cl, &lim, now, &c, r);
-        else apply_cmd(st, sg, cl, now, &c, r);
+        if (cluster_refuses(cl, &c)) {
+            /* Not processed: no session seq consumed (a retry where the
+             * slot is served runs it); a staged value it named goes now. */
+            if ((c.op == KVMUX_ENTRY_OP_SET_STAGED || c.op == KVMUX_ENTRY_OP_CAS_STAGED) && sg &&
+                c.value_len == KVMUX_STAGE_ID_LEN + 4)
+                free(kvmux_stage_take(sg, c.value, 0));
+            res(r, KVMUX_STATUS_WRONG_SHARD, NULL, NULL);
+        } else if (ss && lim.window && c.session) {
+            apply_session_cmd(st, ss, sg, cl, &lim, now, &c, r);
+        } else {
+            apply_cmd(st, sg, cl, now, &c, r);
+        }
         i++;
     }
     return (int)i;

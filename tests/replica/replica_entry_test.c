@@ -820,6 +820,28 @@ static void test_fsm_cluster(void) {
     CHECK_EQ(kvmux_fsm_cluster_bytes(&cl2, &mb, &ml), 1);
     CHECK_EQ(kvmux_fsm_cluster_route(&cl2, 0, &rd), KVMUX_ROUTE_NO_MAP);
     free(snap);
+
+    /* A session write refused WRONG_SHARD consumes no seq: once a newer
+     * map gives the slot back, the same seq is applied (not a duplicate). */
+    kvmux_sessions sx;
+    kvmux_sessions_init(&sx);
+    uint8_t zero[8] = {0};
+    n = sess_entry(buf, 5000, 77, 1, KVMUX_OP_INCR, "k", zero, 8);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_WRONG_SHARD);
+    static uint8_t m3[1024];
+    size_t n3 = map_of(3, 1, m3, sizeof m3);
+    kvmux_entry_cmd give = {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n3, .value = m3};
+    h.ncmds = 1;
+    h.origin.seq = 9;
+    n = build(buf, &h, &give, 1);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
+    n = sess_entry(buf, 6000, 77, 1, KVMUX_OP_INCR, "k", zero, 8);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras + 8), 3); /* version 3: applied */
+    kvmux_sessions_clear(&sx);
     kvmux_fsm_cluster_clear(&cl);
     kvmux_fsm_cluster_clear(&cl2);
     kvmux_store_free(a);
