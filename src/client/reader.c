@@ -311,8 +311,11 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
         want = 8;
+    } else if (err == KVMUX_EVERSION && s->op == KVMUX_CLUSTER) {
+        want = 0; /* setmap: the map is not newer; the value is the message */
     } else if (err == KVMUX_EVERSION) {
-        /* Only CAS has a version precondition (PROTOCOL.md, statuses):
+        /* Only CAS and CLUSTER setmap have a version precondition
+         * (PROTOCOL.md, statuses, 18):
          * handing EVERSION to a SET caller would invent a failure. */
         kvmux__client_fail(c, KVMUX_EPROTO, "server sent %s to %s (request %u): only CAS can get it",
                            kvmux_status_name(f->code), op_name, f->request_id);

@@ -4,13 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "entry.h"
 #include "stage.h"
 #include "proto.h"
 #include "sessions.h"
 
 #define SNAP_MAGIC 0x4B56534Eu /* "KVSN" */
-#define SNAP_FORMAT 4u         /* 4: the staged values follow the session table */
+#define SNAP_FORMAT 5u         /* 5: the slot map (u32 length, bytes) after the staged values */
+#define SNAP_FORMAT_STAGE 4u   /* still restored: no slot map */
 #define SNAP_FORMAT_SESS 3u    /* still restored: no staged values */
 #define SNAP_FORMAT_NOSESS 2u  /* still restored: an empty session table */
 #define SNAP_HDR_LEN 32u       /* magic, format(u32), last version, count, clock */
@@ -52,6 +54,127 @@ static void res(kvmux_fsm_result *r, int status, const uint64_t *a, const uint64
     }
 }
 
+/* ---- the cluster slot map ---- */
+
+void kvmux_fsm_cluster_init(kvmux_fsm_cluster *cl, uint16_t group) {
+    pthread_mutex_init(&cl->mu, NULL);
+    cl->group = group;
+    cl->map = NULL;
+    cl->bytes = NULL;
+    cl->len = 0;
+}
+
+/* Replace the installed map by m (encoded as p[0..len), copied); m NULL:
+ * none. Takes m. Returns 0, or -1 (out of memory: nothing changed). */
+static int cluster_set(kvmux_fsm_cluster *cl, kvmux_map *m, const uint8_t *p, size_t len) {
+    uint8_t *b = NULL;
+    if (m && !(b = malloc(len ? len : 1))) {
+        free(m);
+        return -1;
+    }
+    if (m) memcpy(b, p, len);
+    pthread_mutex_lock(&cl->mu);
+    kvmux_map *old = cl->map;
+    uint8_t *oldb = cl->bytes;
+    cl->map = m;
+    cl->bytes = b;
+    cl->len = m ? len : 0;
+    pthread_mutex_unlock(&cl->mu);
+    free(old);
+    free(oldb);
+    return 0;
+}
+
+void kvmux_fsm_cluster_clear(kvmux_fsm_cluster *cl) {
+    (void)cluster_set(cl, NULL, NULL, 0);
+    pthread_mutex_destroy(&cl->mu);
+}
+
+int kvmux_fsm_cluster_route(kvmux_fsm_cluster *cl, uint16_t slot, kvmux_redirect *rd) {
+    int rc;
+    pthread_mutex_lock(&cl->mu);
+    const kvmux_map *m = cl->map;
+    uint16_t owner = m ? m->owner[slot] : 0;
+    if (!m) rc = KVMUX_ROUTE_NO_MAP;
+    else rc = owner == cl->group ? KVMUX_ROUTE_OWN : KVMUX_ROUTE_WRONG;
+    if (rd && rc != KVMUX_ROUTE_OWN) {
+        memset(rd, 0, sizeof *rd);
+        rd->slot = slot;
+        rd->epoch = m ? m->epoch : 0;
+        rd->group = owner;
+        const kvmux_map_group *g = owner ? kvmux_map_group_get(m, owner) : NULL;
+        size_t off = 0;
+        for (unsigned i = 0; g && i < g->n; i++) {
+            size_t n = strlen(g->addr[i]);
+            if (off + n + 2 > sizeof rd->endpoints) break; /* cannot happen: sized for 7 */
+            if (i) rd->endpoints[off++] = ',';
+            memcpy(rd->endpoints + off, g->addr[i], n);
+            off += n;
+        }
+        rd->endpoints[off] = '\0';
+    }
+    pthread_mutex_unlock(&cl->mu);
+    return rc;
+}
+
+int kvmux_fsm_cluster_bytes(kvmux_fsm_cluster *cl, uint8_t **out, size_t *len) {
+    int rc = 1;
+    pthread_mutex_lock(&cl->mu);
+    if (cl->map) {
+        *out = malloc(cl->len ? cl->len : 1);
+        rc = *out ? 0 : -1;
+        if (*out) memcpy(*out, cl->bytes, cl->len);
+        *len = cl->len;
+    }
+    pthread_mutex_unlock(&cl->mu);
+    return rc;
+}
+
+void kvmux_fsm_cluster_info(kvmux_fsm_cluster *cl, uint64_t *epoch, uint32_t *owned) {
+    pthread_mutex_lock(&cl->mu);
+    *epoch = cl->map ? cl->map->epoch : 0;
+    *owned = 0;
+    for (uint32_t s = 0; cl->map && s < KVMUX_SLOTS; s++)
+        *owned += cl->map->owner[s] == cl->group && cl->group != 0;
+    pthread_mutex_unlock(&cl->mu);
+}
+
+/* A MAP command: install the encoded map in c->value iff its epoch is
+ * higher than the installed one. Deterministic: the same log installs the
+ * same maps on every replica (only an allocation failure differs, and is
+ * reported INTERNAL). */
+static void apply_map(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
+    kvmux_map *m = cl ? malloc(sizeof *m) : NULL;
+    if (!m || kvmux_map_decode(m, c->value, c->value_len, NULL, 0) != 0) {
+        res(r, m || !cl ? KVMUX_STATUS_BAD_REQUEST : KVMUX_STATUS_INTERNAL, NULL, NULL);
+        free(m);
+        return;
+    }
+    uint64_t epoch = m->epoch, cur = cl->map ? cl->map->epoch : 0; /* applier's own: no lock */
+    int status = KVMUX_STATUS_OK;
+    if (epoch > cur) {
+        if (cluster_set(cl, m, c->value, c->value_len) != 0) status = KVMUX_STATUS_INTERNAL;
+        else cur = epoch;
+    } else {
+        if (epoch != cur || c->value_len != cl->len || memcmp(c->value, cl->bytes, cl->len) != 0)
+            status = KVMUX_STATUS_VERSION_MISMATCH;
+        free(m);
+    }
+    res(r, status, &epoch, &cur);
+}
+
+/* Whether a keyed write must be refused: a cluster group applies writes
+ * only for slots the map applied so far gives it (the log orders map
+ * changes and writes: docs/CLUSTER.md). */
+static int cluster_refuses(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c) {
+    if (!cl || cl->group == 0 || c->op == KVMUX_ENTRY_OP_STAGE || c->op == KVMUX_ENTRY_OP_MAP)
+        return 0;
+    /* The applier's own map: read without the lock (only it writes). No
+     * map yet: no check (the serving replica refused keyed requests then,
+     * and a log from before cluster mode replays as it was written). */
+    return cl->map && cl->map->owner[kvmux_slot(c->key, c->key_len)] != cl->group;
+}
+
 /* A STAGE command (stage.h): extras u32 offset, u32 total; key the id. */
 static void apply_stage(kvmux_stage_tab *sg, const kvmux_entry_cmd *c, uint64_t now,
                         kvmux_fsm_result *r) {
@@ -64,8 +187,8 @@ static void apply_stage(kvmux_stage_tab *sg, const kvmux_entry_cmd *c, uint64_t 
 /* SET/CAS of a staged value: the value field is the id and u32 total.
  * Runs the plain command on the assembled value; INTERNAL (nothing
  * applied) when it is not complete, on every replica alike. */
-static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, uint64_t now,
-                      const kvmux_entry_cmd *c, kvmux_fsm_result *r);
+static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, kvmux_fsm_cluster *cl,
+                      uint64_t now, const kvmux_entry_cmd *c, kvmux_fsm_result *r);
 static void apply_staged(kvmux_store *st, kvmux_stage_tab *sg, uint64_t now,
                          const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
     uint32_t total = c->value_len == KVMUX_STAGE_ID_LEN + 4 ? get32(c->value + 16) : 0;
@@ -78,17 +201,20 @@ static void apply_staged(kvmux_store *st, kvmux_stage_tab *sg, uint64_t now,
     plain.op = c->op == KVMUX_ENTRY_OP_SET_STAGED ? KVMUX_OP_SET : KVMUX_OP_CAS;
     plain.value = v;
     plain.value_len = total;
-    apply_cmd(st, sg, now, &plain, r);
+    apply_cmd(st, sg, NULL, now, &plain, r);
     free(v);
 }
 
 /* Run one command on st. */
-static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, uint64_t now,
-                      const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
+static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, kvmux_fsm_cluster *cl,
+                      uint64_t now, const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
     uint64_t version = 0;
     int rc;
     const uint8_t *x = c->extras;
     switch (c->op) {
+    case KVMUX_ENTRY_OP_MAP:
+        apply_map(cl, c, r);
+        return;
     case KVMUX_ENTRY_OP_STAGE:
         apply_stage(sg, c, now, r);
         return;
@@ -144,7 +270,7 @@ static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, uint64_t now,
 
 /* A session write: applied once, its result remembered (sessions.h). */
 static void apply_session_cmd(kvmux_store *st, kvmux_sessions *ss, kvmux_stage_tab *sg,
-                              const kvmux_sess_limits *lim, uint64_t now,
+                              kvmux_fsm_cluster *cl, const kvmux_sess_limits *lim, uint64_t now,
                               const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
     kvmux_fsm_result tmp;
     kvmux_sess *s;
@@ -155,7 +281,7 @@ static void apply_session_cmd(kvmux_store *st, kvmux_sessions *ss, kvmux_stage_t
         res(&tmp, KVMUX_STATUS_OUTCOME_UNKNOWN, NULL, NULL);
         break;
     default:
-        apply_cmd(st, sg, now, c, &tmp);
+        apply_cmd(st, sg, cl, now, c, &tmp);
         kvmux_sessions_record(ss, lim, s, c->seq, &tmp);
         break;
     }
@@ -168,7 +294,8 @@ static void apply_session_cmd(kvmux_store *st, kvmux_sessions *ss, kvmux_stage_t
 }
 
 int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
-                    kvmux_stage_tab *sg, const uint8_t *buf, size_t len, kvmux_fsm_result *out, uint32_t nout) {
+                    kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, const uint8_t *buf, size_t len,
+                    kvmux_fsm_result *out, uint32_t nout) {
     kvmux_entry_hdr h;
     kvmux_entry_iter it;
     kvmux_entry_cmd c;
@@ -187,8 +314,18 @@ int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
     uint32_t i = 0;
     while (kvmux_entry_next(&it, &c) == 1) {
         kvmux_fsm_result *r = out && i < nout ? &out[i] : NULL;
-        if (ss && lim.window && c.session) apply_session_cmd(st, ss, sg, &lim, now, &c, r);
-        else apply_cmd(st, sg, now, &c, r);
+        if (cluster_refuses(cl, &c)) {
+            /* Not processed: no session seq consumed (a retry where the
+             * slot is served runs it); a staged value it named goes now. */
+            if ((c.op == KVMUX_ENTRY_OP_SET_STAGED || c.op == KVMUX_ENTRY_OP_CAS_STAGED) && sg &&
+                c.value_len == KVMUX_STAGE_ID_LEN + 4)
+                free(kvmux_stage_take(sg, c.value, 0));
+            res(r, KVMUX_STATUS_WRONG_SHARD, NULL, NULL);
+        } else if (ss && lim.window && c.session) {
+            apply_session_cmd(st, ss, sg, cl, &lim, now, &c, r);
+        } else {
+            apply_cmd(st, sg, cl, now, &c, r);
+        }
         i++;
     }
     return (int)i;
@@ -241,7 +378,8 @@ static void snap_record(void *ud, const kvmux_store_record *r) {
 }
 
 int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
-                       kvmux_stage_tab *sg, kvmux_fsm_realloc_fn ra, uint8_t **out, size_t *outlen) {
+                       kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, kvmux_fsm_realloc_fn ra,
+                       uint8_t **out, size_t *outlen) {
     snap_buf b = {.ra = ra};
     if (snap_reserve(&b, SNAP_HDR_LEN) != 0) return -1;
     b.len = SNAP_HDR_LEN;
@@ -255,7 +393,9 @@ int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss
     kvmux_stage_tab nostage;
     kvmux_stage_init(&nostage);
     const kvmux_stage_tab *stg = sg ? sg : &nostage;
-    size_t sl = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg);
+    /* The applier's own map: read without the lock (only it writes). */
+    size_t ml = cl && cl->map ? cl->len : 0;
+    size_t sl = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg) + 4 + ml;
     if (!b.failed && snap_reserve(&b, sl) != 0) b.failed = 1;
     if (b.failed) {
         ra(b.p, 0);
@@ -264,6 +404,10 @@ int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss
     b.len += kvmux_sessions_encode(tab, b.p + b.len);
     /* Then the values being staged (an empty table: u32 0). */
     b.len += kvmux_stage_encode(stg, b.p + b.len);
+    /* Then the applied slot map (none: u32 0). */
+    put32(b.p + b.len, (uint32_t)ml);
+    if (ml) memcpy(b.p + b.len + 4, cl->bytes, ml);
+    b.len += 4 + ml;
     put32(b.p, SNAP_MAGIC);
     put32(b.p + 4, SNAP_FORMAT);
     put64(b.p + 8, last);
@@ -318,11 +462,33 @@ static int clear_store(kvmux_store *st) {
     return 0;
 }
 
+/* The slot map of a format-5 snapshot at buf + *off into cl (older
+ * formats: none). 0, or -1 when malformed or out of memory. */
+static int restore_map(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf, size_t len,
+                       size_t *off) {
+    if (fmt < SNAP_FORMAT) return cl ? cluster_set(cl, NULL, NULL, 0) : 0;
+    if (len - *off < 4) return -1;
+    size_t ml = get32(buf + *off);
+    const uint8_t *p = buf + *off + 4;
+    if (ml > len - *off - 4) return -1;
+    *off += 4 + ml;
+    if (!cl) return 0;
+    if (ml == 0) return cluster_set(cl, NULL, NULL, 0);
+    kvmux_map *m = malloc(sizeof *m);
+    if (!m || kvmux_map_decode(m, p, ml, NULL, 0) != 0) {
+        free(m);
+        return -1;
+    }
+    return cluster_set(cl, m, p, ml);
+}
+
 int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
-                      kvmux_stage_tab *sg, const uint8_t *buf, size_t len) {
+                      kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, const uint8_t *buf,
+                      size_t len) {
     uint32_t fmt = len >= SNAP_HDR_LEN ? get32(buf + 4) : 0;
     if (len < SNAP_HDR_LEN || get32(buf) != SNAP_MAGIC ||
-        (fmt != SNAP_FORMAT && fmt != SNAP_FORMAT_SESS && fmt != SNAP_FORMAT_NOSESS))
+        (fmt != SNAP_FORMAT && fmt != SNAP_FORMAT_STAGE && fmt != SNAP_FORMAT_SESS &&
+         fmt != SNAP_FORMAT_NOSESS))
         return -1;
     int with_sessions = fmt != SNAP_FORMAT_NOSESS;
     uint64_t last = get64(buf + 8), count = get64(buf + 16);
@@ -355,7 +521,7 @@ int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
     } else if (ss) {
         kvmux_sessions_clear(ss);
     }
-    if (fmt == SNAP_FORMAT) {
+    if (fmt >= SNAP_FORMAT_STAGE) {
         kvmux_stage_tab scratch;
         kvmux_stage_init(&scratch);
         long used = kvmux_stage_decode(sg ? sg : &scratch, buf + off, len - off);
@@ -365,6 +531,7 @@ int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
     } else if (sg) {
         kvmux_stage_clear(sg);
     }
+    if (restore_map(cl, fmt, buf, len, &off) != 0) return -1;
     if (off != len) return -1;
     kvmux_store_bump_version(st, last);
     return 0;

@@ -14,6 +14,7 @@
 #ifndef KVMUX_FSM_H
 #define KVMUX_FSM_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +23,40 @@
 
 struct kvmux_sessions; /* sessions.h */
 struct kvmux_stage_tab; /* stage.h */
+struct kvmux_map;       /* src/cluster/cluster.h */
+struct kvmux_redirect;  /* src/cluster/cluster.h */
+
+/* A cluster group's slot map as the log installed it (docs/CLUSTER.md):
+ * only applying entry op KVMUX_ENTRY_OP_MAP changes it (on the applier's
+ * thread), and only to a map of a higher epoch; snapshots carry it. Loops
+ * read it (routing, CLUSTER map, STATS) under mu, held briefly. With
+ * group != 0 the applier also refuses writes for slots the applied map
+ * does not give this group (result WRONG_SHARD, nothing applied). */
+typedef struct kvmux_fsm_cluster {
+    pthread_mutex_t mu;
+    uint16_t group;              /* --cluster-group; 0: no apply-time check */
+    struct kvmux_map *map;       /* heap; NULL = none installed */
+    uint8_t *bytes;              /* the map as proposed (encoded), malloc */
+    size_t len;
+} kvmux_fsm_cluster;
+
+/* Empty state (no map) for group id group (0: not a cluster node). */
+void kvmux_fsm_cluster_init(kvmux_fsm_cluster *cl, uint16_t group);
+/* Free the map; cl may be init'ed again. */
+void kvmux_fsm_cluster_clear(kvmux_fsm_cluster *cl);
+
+enum { KVMUX_ROUTE_OWN = 0, KVMUX_ROUTE_NO_MAP = 1, KVMUX_ROUTE_WRONG = 2 };
+/* Who serves slot under the applied map: OWN (this group), NO_MAP (none
+ * installed; rd->epoch = 0), or WRONG with rd filled (slot, the map's
+ * epoch, the owner, 0 when unassigned, and its members comma-separated,
+ * "" when unassigned). rd may be NULL. Any thread. */
+int kvmux_fsm_cluster_route(kvmux_fsm_cluster *cl, uint16_t slot, struct kvmux_redirect *rd);
+/* A malloc'ed copy of the applied map's encoded bytes: 0 with *out, *len;
+ * 1 when no map is installed; -1 out of memory. Any thread. */
+int kvmux_fsm_cluster_bytes(kvmux_fsm_cluster *cl, uint8_t **out, size_t *len);
+/* The applied map's epoch (0: none) and how many slots it gives this
+ * group. Any thread. */
+void kvmux_fsm_cluster_info(kvmux_fsm_cluster *cl, uint64_t *epoch, uint32_t *owned);
 
 /* One command's outcome, as the leader answers it: status (a
  * KVMUX_STATUS_*) and extras (the version, INCR's value and version, a
@@ -47,31 +82,37 @@ uint64_t kvmux_fsm_clock_read(void *ud);
  * seq gets the original result and is not applied again, one of a
  * forgotten session (or below its window) gets OUTCOME_UNKNOWN
  * (sessions.h). sg (NULL: none) is the table of big values being staged
- * (stage.h): STAGE commands fill it, SET/CAS_STAGED take from it. If out is not NULL it receives one result per command
+ * (stage.h): STAGE commands fill it, SET/CAS_STAGED take from it. cl
+ * (NULL: none) is the cluster state: MAP commands install a map of a
+ * higher epoch (result OK, or VERSION_MISMATCH when not newer, unless the
+ * bytes equal the installed map's: OK; extras = u64 the map's epoch | u64
+ * the epoch installed after the command), and with cl->group set, a write
+ * for a slot the applied map does not give the group gets WRONG_SHARD and
+ * is not applied. If out is not NULL it receives one result per command
  * (nout of them at most). Returns the number of commands applied, or -1
  * if the entry is malformed (nothing applied, clock unchanged).
  * Thread-safety: one applier at a time. */
 int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
-                    struct kvmux_stage_tab *sg, const uint8_t *buf, size_t len, kvmux_fsm_result *out, uint32_t nout);
+                    struct kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, const uint8_t *buf, size_t len, kvmux_fsm_result *out, uint32_t nout);
 
 /* Allocator for snapshots (Raft frees them with its own raft_free). */
 typedef void *(*kvmux_fsm_realloc_fn)(void *p, size_t n);
 
 /* Serialize st (every live key with its version and remaining TTL, the
- * version counter and the clock) and the session table ss (NULL: none)
- * into a buffer from ra. Returns 0 with *out, *outlen, or -1 (out of
+ * version counter and the clock), the session table ss (NULL: none),
+ * the staged values sg and the applied slot map of cl (NULL: none) into a buffer from ra. Returns 0 with *out, *outlen, or -1 (out of
  * memory). Writers must be quiescent (the apply thread calls it);
  * readers may run. */
 int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
-                       struct kvmux_stage_tab *sg, kvmux_fsm_realloc_fn ra, uint8_t **out, size_t *outlen);
+                       struct kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, kvmux_fsm_realloc_fn ra, uint8_t **out, size_t *outlen);
 
 /* Replace st's contents and the session table ss (NULL: ignored) by the
  * snapshot buf[0..len) (clk moves to the snapshot's clock if that is
  * later). Snapshots of format 2 (before sessions) restore with an empty
- * table. Returns 0, or -1 if the snapshot is malformed (the store is then
+ * table, formats before 5 with no slot map in cl. Returns 0, or -1 if the snapshot is malformed (the store is then
  * partially restored: the caller must not go on). */
 int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
-                      struct kvmux_stage_tab *sg, const uint8_t *buf, size_t len);
+                      struct kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, const uint8_t *buf, size_t len);
 
 /* Order-independent digest of every live key, value and version (and not
  * the TTLs, whose store-clock values differ per replica). Any thread. */

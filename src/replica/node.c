@@ -154,7 +154,8 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
     if (kvmux_entry_decode_hdr(buf->base, buf->len, &h, &it) == 0 &&
         h.origin.replica == n->cfg.id && h.origin.nonce == n->cfg.nonce)
         b = find_inflight(n, h.origin.loop, h.origin.seq);
-    int rc = kvmux_fsm_apply(n->cfg.store, n->cfg.clock, n->cfg.sessions, n->cfg.stage, buf->base, buf->len,
+    int rc = kvmux_fsm_apply(n->cfg.store, n->cfg.clock, n->cfg.sessions, n->cfg.stage, n->cfg.cluster,
+                             buf->base, buf->len,
                              b ? b->results : NULL, b ? b->ncmds : 0);
     if (rc < 0) {
         /* Every replica skips the same corrupt entry: still deterministic. */
@@ -188,7 +189,8 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
         return RAFT_BUSY;
     uint8_t *p;
     size_t len;
-    if (kvmux_fsm_snapshot(n->cfg.store, n->cfg.clock, n->cfg.sessions, n->cfg.stage, ra_realloc, &p, &len) != 0)
+    if (kvmux_fsm_snapshot(n->cfg.store, n->cfg.clock, n->cfg.sessions, n->cfg.stage, n->cfg.cluster,
+                           ra_realloc, &p, &len) != 0)
         return RAFT_NOMEM;
     /* The member table first (so a replica that joins from this snapshot
      * learns every member's client address), then the store. */
@@ -219,7 +221,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf) {
         table_merge(n, &t);
     }
     int rc = kvmux_fsm_restore(n->cfg.store, n->cfg.clock, n->cfg.sessions, n->cfg.stage,
-                               p + used, len - used);
+                               n->cfg.cluster, p + used, len - used);
     if (rc != 0) return RAFT_MALFORMED;
     raft_free(buf->base); /* ours once restored (C-Raft's contract) */
     atomic_store_explicit(&n->applied_version, kvmux_store_last_version(n->cfg.store),

@@ -71,6 +71,7 @@ typedef struct kvmux_node_config {
     kvmux_fsm_clock *clock;      /* the store's clock (fsm.h) */
     struct kvmux_sessions *sessions; /* exactly-once table (sessions.h) */
     struct kvmux_stage_tab *stage;   /* big values being staged (stage.h) */
+    kvmux_fsm_cluster *cluster;      /* the slot map (fsm.h); NULL: none */
     kvmux_node_done_fn done;
     void *done_ud;
 } kvmux_node_config;

@@ -286,9 +286,9 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
     uint64_t version = 0;
     int rc;
     if (f->code == KVMUX_OP_CLUSTER) {
-        /* Answered by any node from what it holds: no log round. */
-        kvmux__cluster_request(c, f);
-        return 0;
+        /* slot and map: answered from what this node holds; setmap: through
+         * the log (replicate.c). */
+        return kvmux__cluster_request(c, f);
     }
     if (kvmux__cluster_refuse(c, f)) return 0;
     if (c->loop->srv->repl) {

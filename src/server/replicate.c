@@ -47,6 +47,7 @@
 #include "peers.h"
 #include "sessions.h"
 #include "stage.h"
+#include "../cluster/cluster.h"
 
 /* A batch over this many bytes is proposed before the next command joins
  * it, so one 64 MiB value does not drag every small write of the
@@ -71,6 +72,8 @@ struct kvmux_repl {
     kvmux_node *node;
     kvmux_sessions sessions;   /* the Raft thread's (fsm.c); STATS reads counters */
     kvmux_stage_tab stage;     /* the Raft thread's (fsm.c): big values staged */
+    kvmux_fsm_cluster cluster; /* the applied slot map (fsm.h): written by the
+                                  Raft thread, read by loops */
     kvmux_peers peers;
     uint32_t id;
     uint64_t nonce;
@@ -102,7 +105,8 @@ typedef struct pend {
     kvmux_conn *conn;          /* NULL once the connection is gone */
     uint32_t request_id;
     int32_t cmd;               /* its command in the entry; -1: a read */
-    uint8_t op, extras_len;
+    uint16_t slot;             /* a write's key's slot (WRONG_SHARD answers) */
+    uint8_t op, extras_len;    /* a write: its entry op */
     uint16_t klen;
     uint8_t extras[16];
     uint8_t *key;              /* reads: a copy of the key (malloc) */
@@ -227,9 +231,10 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
         .election_ms = cfg->election_timeout_ms, .heartbeat_ms = cfg->heartbeat_timeout_ms,
         .snapshot_threshold = cfg->snapshot_threshold, .nonce = r->nonce,
         .store = s->store, .clock = &s->repl_clock, .sessions = &r->sessions,
-        .stage = &r->stage, .done = node_done, .done_ud = s};
+        .stage = &r->stage, .cluster = &r->cluster, .done = node_done, .done_ud = s};
     kvmux_sessions_init(&r->sessions);
     kvmux_stage_init(&r->stage);
+    kvmux_fsm_cluster_init(&r->cluster, (uint16_t)cfg->cluster_group);
     if (cfg->peer_tls) {
         nc.ptls_cert = cfg->peer_tls_cert ? cfg->peer_tls_cert : cfg->tls_cert;
         nc.ptls_key = cfg->peer_tls_key ? cfg->peer_tls_key : cfg->tls_key;
@@ -246,6 +251,8 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
                     self->raft_addr);
     if (kvmux_node_start(&r->node, &nc, err, errlen) != 0) {
         kvmux_sessions_clear(&r->sessions); /* a snapshot may have filled it */
+        kvmux_stage_clear(&r->stage);
+        kvmux_fsm_cluster_clear(&r->cluster);
         free(r);
         return -1;
     }
@@ -301,6 +308,7 @@ void kvmux__repl_loop_deinit(kvmux_loop *l) {
 void kvmux__repl_free(kvmux_server *s) {
     if (s->repl) kvmux_sessions_clear(&s->repl->sessions);
     if (s->repl) kvmux_stage_clear(&s->repl->stage);
+    if (s->repl) kvmux_fsm_cluster_clear(&s->repl->cluster);
     free(s->repl);
     s->repl = NULL;
 }
@@ -336,8 +344,18 @@ static void respond_unknown(kvmux_conn *c, uint32_t id) {
 }
 
 /* A write's applied result, in the shapes dispatch.c gives them. */
-static void respond_result(kvmux_conn *c, uint32_t id, const kvmux_fsm_result *res) {
+static void respond_result(kvmux_conn *c, const pend *p, const kvmux_fsm_result *res) {
+    uint32_t id = p->request_id;
     int st = res->status;
+    if (p->op == KVMUX_ENTRY_OP_MAP && res->extras_len == 16) {
+        kvmux__cluster_setmap_done(c, id, res->status, kvmux_load_u64be(res->extras),
+                                   kvmux_load_u64be(res->extras + 8));
+        return;
+    }
+    if (st == KVMUX_STATUS_WRONG_SHARD) { /* refused at apply time (fsm.c) */
+        kvmux__cluster_wrong_shard(c, id, p->slot);
+        return;
+    }
     if (st == KVMUX_STATUS_OK || st == KVMUX_STATUS_VERSION_MISMATCH) {
         kvmux__conn_respond(c, id, (uint8_t)st, res->extras, res->extras_len, NULL);
         return;
@@ -404,7 +422,7 @@ static void answer(kvmux_loop *l, kvmux_lbatch *lb, kvmux_repl *r) {
         } else if (b->admin) {
             respond_not_leader(c, p->request_id); /* not processed */
         } else if (b->status == 0 && p->cmd >= 0) {
-            respond_result(c, p->request_id, &b->results[p->cmd]);
+            respond_result(c, p, &b->results[p->cmd]);
         } else if (b->status == 0) {
             kept = run_read(c, p);
         } else if (p->cmd >= 0 && b->accepted) {
@@ -582,6 +600,10 @@ static int enqueue(kvmux_conn *c, uint32_t id, const kvmux_entry_cmd *cmd, const
     p->conn = c;
     p->request_id = id;
     p->cmd = idx;
+    if (cmd) {
+        p->op = cmd->op;
+        p->slot = kvmux_slot(cmd->key, cmd->key_len);
+    }
     if (rf) {
         p->op = rf->code;
         p->extras_len = rf->extras_len;
@@ -797,6 +819,20 @@ int kvmux__repl_request(kvmux_conn *c, const kvmux_frame *f) {
                            .value = f->value,
                            .session = kvmux_frame_has_session(f) ? c->session_id : 0,
                            .seq = f->session_seq};
+    return enqueue(c, f->request_id, &cmd, NULL);
+}
+
+struct kvmux_fsm_cluster *kvmux__repl_cluster(kvmux_server *s) {
+    return s->repl ? &s->repl->cluster : NULL;
+}
+
+int kvmux__repl_setmap(kvmux_conn *c, const kvmux_frame *f) {
+    if (!is_leader(c->loop->srv)) {
+        respond_not_leader(c, f->request_id);
+        return 0;
+    }
+    kvmux_entry_cmd cmd = {.op = KVMUX_ENTRY_OP_MAP, .value_len = f->value_len,
+                           .value = f->value};
     return enqueue(c, f->request_id, &cmd, NULL);
 }
 
@@ -1132,6 +1168,15 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
     return 0;
 }
 void kvmux__repl_stop(kvmux_server *s) { (void)s; }
+struct kvmux_fsm_cluster *kvmux__repl_cluster(kvmux_server *s) {
+    (void)s;
+    return NULL;
+}
+int kvmux__repl_setmap(kvmux_conn *c, const kvmux_frame *f) {
+    kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_BAD_REQUEST, NULL, 0,
+                        "built without replication");
+    return 0;
+}
 void kvmux__repl_loop_deinit(kvmux_loop *l) { (void)l; }
 void kvmux__repl_free(kvmux_server *s) { (void)s; }
 int kvmux__repl_request(kvmux_conn *c, const kvmux_frame *f) {

@@ -10,18 +10,26 @@
  * reply on its own answers TOO_LARGE (a bucket holds a handful of keys;
  * keys are at most 64 KiB).
  * The buffer is allocated outside the shard lock in the common case; a
- * growth inside the callback is bounded by the hard limit. */
+ * growth inside the callback is bounded by the hard limit.
+ *
+ * On a cluster node (docs/CLUSTER.md) the list holds only the keys of
+ * slots the applied map gives this group (none while it has no map): a
+ * group may still hold keys of a slot it no longer serves. The cursor
+ * walks the same buckets either way. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fsm.h"
 #include "server_internal.h"
+#include "../cluster/cluster.h"
 
 typedef struct scan_buf {
     uint8_t *data;
     size_t len, cap;
     size_t committed; /* bytes of the buckets completed so far */
     size_t hard;      /* largest key list the client can receive */
+    kvmux_fsm_cluster *cl; /* a cluster node's map (a leaf lock): or NULL */
 } scan_buf;
 
 static int scan_put(void *ud, const uint8_t *key, size_t klen) {
@@ -30,6 +38,8 @@ static int scan_put(void *ud, const uint8_t *key, size_t klen) {
         b->committed = b->len;
         return 0;
     }
+    if (b->cl && kvmux_fsm_cluster_route(b->cl, kvmux_slot(key, klen), NULL) != KVMUX_ROUTE_OWN)
+        return 0; /* another group's slot: not listed here */
     size_t need = b->len + KVMUX_SCAN_ENTRY_HDR + klen;
     if (need > b->hard) {
         b->len = b->committed; /* the step ends before this bucket */
@@ -55,7 +65,9 @@ void kvmux__scan_respond(kvmux_conn *c, const kvmux_frame *f) {
     size_t hard = c->sess.peer.max_frame_size - KVMUX_FRAME_HDR_LEN - 8;
     if (hard > c->sess.peer.max_value_size) hard = c->sess.peer.max_value_size;
     size_t soft = hard < KVMUX_SCAN_REPLY_BYTES ? hard : KVMUX_SCAN_REPLY_BYTES;
-    scan_buf b = {malloc(4096), 0, 4096, 0, hard};
+    kvmux_server *s = c->loop->srv;
+    scan_buf b = {malloc(4096), 0, 4096, 0, hard,
+                  s->cfg.cluster_group ? kvmux__repl_cluster(s) : NULL};
     if (!b.data) {
         kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_INTERNAL, NULL, 0, "out of memory");
         return;

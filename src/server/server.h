@@ -240,6 +240,9 @@ typedef struct kvmux_server_stats {
     uint64_t cluster_try_again;       /* keyed requests a cluster node could
                                          not serve yet (no map): TRY_AGAIN,
                                          or BUSY on v1/v2 */
+    uint64_t cluster_wrong_shard;     /* keyed requests for a slot another
+                                         group serves (or none): WRONG_SHARD,
+                                         or SHUTTING_DOWN on v1/v2 */
     /* RESPONSE messages sent, by status (a fragmented one counts once). */
     uint64_t responses[KVMUX_STATUS_MAX + 1];
     /* ERROR frames sent, by wire error code ([0]: codes out of range). */

@@ -84,7 +84,7 @@ typedef struct kvmux_loop_stats {
     _Atomic uint64_t writes_held, aof_refused, oom_refused;
     _Atomic uint64_t auth_failures;
     _Atomic uint64_t tls_handshake_failures, tls_errors;
-    _Atomic uint64_t cluster_try_again;
+    _Atomic uint64_t cluster_try_again, cluster_wrong_shard;
     _Atomic uint64_t responses[KVMUX_STATUS_MAX + 1];  /* by status */
     _Atomic uint64_t wire_errors[KVMUX_STATS_ERR_SLOTS]; /* ERRORs sent, by code */
 } kvmux_loop_stats;
@@ -437,12 +437,32 @@ int kvmux__conn_respond(kvmux_conn *c, uint32_t request_id, uint8_t status,
  * what the client accepts. As kvmux__conn_send. */
 int kvmux__conn_respond_bytes(kvmux_conn *c, uint32_t request_id, uint8_t status,
                               const uint8_t *value, size_t value_len);
-/* A valid CLUSTER request (v3; docs/CLUSTER.md): answered at once. */
-void kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f);
-/* A keyed request on a cluster node whose slot this node cannot serve (no
- * map yet): answers it (TRY_AGAIN on v3, BUSY on v1/v2) and returns 1;
- * otherwise 0 and the request runs. */
+/* A valid CLUSTER request (v3; docs/CLUSTER.md): slot and map answered
+ * at once; setmap proposed through the log on the leader. Returns 1 if the
+ * request keeps its credit (a setmap waiting for its entry), else 0. */
+int kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f);
+/* A keyed request on a cluster node whose slot this node cannot serve
+ * under its applied map: answers it (no map: TRY_AGAIN on v3, BUSY on
+ * v1/v2; another group's slot or an unassigned one: WRONG_SHARD on v3,
+ * SHUTTING_DOWN on v1/v2) and returns 1; otherwise 0 and the request runs. */
 int kvmux__cluster_refuse(kvmux_conn *c, const kvmux_frame *f);
+/* Answer request id about slot, refused at apply time (the FSM's
+ * WRONG_SHARD): WRONG_SHARD from the applied map as kvmux__cluster_refuse
+ * does, or TRY_AGAIN if the map applied since gives the slot back. */
+void kvmux__cluster_wrong_shard(kvmux_conn *c, uint32_t id, uint16_t slot);
+/* Answer a setmap whose entry was applied: status OK / VERSION_MISMATCH
+ * (fsm.h), epoch = the proposed map's, cur = the one installed after. */
+void kvmux__cluster_setmap_done(kvmux_conn *c, uint32_t id, uint8_t status, uint64_t epoch,
+                                uint64_t cur);
+/* The applied map's epoch (0: none) and the slots it gives this group
+ * (STATS). Any thread. */
+void kvmux__cluster_info(kvmux_server *s, uint64_t *epoch, uint32_t *owned);
+/* The group's cluster state (fsm.h), NULL without replication. */
+struct kvmux_fsm_cluster *kvmux__repl_cluster(kvmux_server *s);
+/* Propose setmap request f (a valid encoded map) as a MAP entry: on the
+ * leader queued (returns 1: keeps its credit, answered through
+ * kvmux__cluster_setmap_done), elsewhere answered NOT_LEADER (returns 0). */
+int kvmux__repl_setmap(kvmux_conn *c, const kvmux_frame *f);
 /* Queue an OK RESPONSE whose extras are one u64 (a version, a cursor, a
  * count) and whose value is value[0..value_len) (may be empty), the shape
  * of GET, WAIT, SCAN, SLOWLOG and CLIENT_LIST answers. The caller checked

@@ -162,11 +162,15 @@ size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, 
     u64line(&o, "aof_refused", st.aof_refused);
     u64line(&o, "aof_writes_held", st.writes_held);
     if (s->cfg.cluster_group) {
-        /* Cluster mode (docs/CLUSTER.md). This build installs no slot map
-         * yet, so the epoch and the slots owned are 0 until it does. */
+        /* Cluster mode (docs/CLUSTER.md): the applied map's epoch (0: no
+         * map) and the slots it gives this group. */
+        uint64_t epoch = 0;
+        uint32_t owned = 0;
+        kvmux__cluster_info(s, &epoch, &owned);
         u64line(&o, "cluster_group", s->cfg.cluster_group);
-        u64line(&o, "cluster_epoch", 0);
-        u64line(&o, "cluster_slots_owned", 0);
+        u64line(&o, "cluster_epoch", epoch);
+        u64line(&o, "cluster_slots_owned", owned);
+        u64line(&o, "cluster_wrong_shard", st.cluster_wrong_shard);
         u64line(&o, "cluster_try_again", st.cluster_try_again);
     }
     kvmux__repl_stats(s, &o,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "entry.h"
 #include "fsm.h"
 #include "peers.h"
@@ -183,17 +184,17 @@ static void test_fuzz(void) {
         uint8_t *p = malloc(len ? len : 1);
         memcpy(p, buf, len);
         kvmux_fsm_result r[8];
-        (void)kvmux_fsm_apply(st, &clocks[0], i % 3 ? &ss : NULL, NULL, p, len, r, 8);
-        (void)kvmux_fsm_restore(st, &clocks[0], i % 3 ? &ss : NULL, NULL, p, len);
+        (void)kvmux_fsm_apply(st, &clocks[0], i % 3 ? &ss : NULL, NULL, NULL, p, len, r, 8);
+        (void)kvmux_fsm_restore(st, &clocks[0], i % 3 ? &ss : NULL, NULL, NULL, p, len);
         free(p);
         if (i % 64 == 0) {
             /* A real snapshot with its session table, mutated. */
             uint8_t *snap = NULL;
             size_t slen = 0;
-            if (kvmux_fsm_snapshot(st, &clocks[0], &ss, NULL, realloc, &snap, &slen) == 0) {
+            if (kvmux_fsm_snapshot(st, &clocks[0], &ss, NULL, NULL, realloc, &snap, &slen) == 0) {
                 x = x * 1103515245u + 12345u;
                 snap[(x >> 8) % slen] ^= (uint8_t)(x >> 20) | 1;
-                (void)kvmux_fsm_restore(st, &clocks[0], &ss, NULL, snap, slen);
+                (void)kvmux_fsm_restore(st, &clocks[0], &ss, NULL, NULL, snap, slen);
                 free(snap);
             }
         }
@@ -319,15 +320,15 @@ static void test_fsm(void) {
     uint8_t buf[256], ex[16] = {0};
     kvmux_fsm_result r[1];
     size_t n = cmd_entry(buf, 1, KVMUX_OP_SET, "k", ex, 8, "hello");
-    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
-    CHECK_EQ(kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0), 1);
+    CHECK_EQ(kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0), 1);
     kvmux_store_u64be(ex, 5);
     n = cmd_entry(buf, 2, KVMUX_OP_INCR, "ctr", ex, 8, NULL);
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1), 1);
-        CHECK_EQ(kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0), 1);
+        CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1), 1);
+        CHECK_EQ(kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0), 1);
     }
     CHECK_EQ(r[0].extras_len, 16);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 15);
@@ -335,14 +336,14 @@ static void test_fsm(void) {
     kvmux_store_u64be(ex, 3);
     kvmux_store_u64be(ex + 8, 0);
     n = cmd_entry(buf, 3, KVMUX_OP_CAS, "k", ex, 16, "x");
-    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_VERSION_MISMATCH);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
-    kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0);
     n = cmd_entry(buf, 4, KVMUX_OP_DEL, "nope", ex, 0, NULL);
-    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_NOT_FOUND);
-    kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0);
     /* Same entries, same state: same digest. */
     CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
     CHECK(kvmux_fsm_digest(a) != 0);
@@ -351,15 +352,15 @@ static void test_fsm(void) {
     n = cmd_entry(buf, 5, KVMUX_OP_SET, "only-b", ex, 8, "z");
     kvmux_store_u64be(ex, 0);
     n = cmd_entry(buf, 5, KVMUX_OP_SET, "only-b", ex, 8, "z");
-    kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0);
     CHECK(kvmux_fsm_digest(a) != kvmux_fsm_digest(b));
     uint8_t *snap = NULL;
     size_t slen = 0;
-    REQUIRE(kvmux_fsm_snapshot(a, clk_a, NULL, NULL, realloc, &snap, &slen) == 0);
+    REQUIRE(kvmux_fsm_snapshot(a, clk_a, NULL, NULL, NULL, realloc, &snap, &slen) == 0);
     kvmux_fsm_clock *clk_c = &clocks[nclocks];
     kvmux_store *c = new_store();
-    CHECK_EQ(kvmux_fsm_restore(c, clk_c, NULL, NULL, snap, slen), 0);
-    CHECK_EQ(kvmux_fsm_restore(b, clk_b, NULL, NULL, snap, slen), 0);
+    CHECK_EQ(kvmux_fsm_restore(c, clk_c, NULL, NULL, NULL, snap, slen), 0);
+    CHECK_EQ(kvmux_fsm_restore(b, clk_b, NULL, NULL, NULL, snap, slen), 0);
     CHECK(kvmux_fsm_clock_read(clk_c) == kvmux_fsm_clock_read(clk_a));
     CHECK(kvmux_fsm_digest(c) == kvmux_fsm_digest(a));
     CHECK(kvmux_fsm_digest(b) == kvmux_fsm_digest(a));
@@ -367,11 +368,11 @@ static void test_fsm(void) {
     /* Versions continue identically after a restore. */
     n = cmd_entry(buf, 6, KVMUX_OP_SET, "k2", ex, 8, "w");
     kvmux_fsm_result ra[1], rc[1];
-    kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, ra, 1);
-    kvmux_fsm_apply(c, clk_c, NULL, NULL, buf, n, rc, 1);
+    kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, ra, 1);
+    kvmux_fsm_apply(c, clk_c, NULL, NULL, NULL, buf, n, rc, 1);
     CHECK(memcmp(ra[0].extras, rc[0].extras, 8) == 0);
     /* Truncated snapshots are refused. */
-    for (size_t len = 0; len < slen; len += 3) CHECK_EQ(kvmux_fsm_restore(c, clk_c, NULL, NULL, snap, len), -1);
+    for (size_t len = 0; len < slen; len += 3) CHECK_EQ(kvmux_fsm_restore(c, clk_c, NULL, NULL, NULL, snap, len), -1);
     free(snap);
     kvmux_store_free(a);
     kvmux_store_free(b);
@@ -534,8 +535,8 @@ static void test_replicated_clock(void) {
     kvmux_fsm_result r[1];
     kvmux_store_u64be(ex, 1500); /* TTL 1.5 s at leader time 10 s: expires at 11.5 s */
     size_t n = cmd_entry(buf, 10, KVMUX_OP_SET, "t", ex, 8, "x");
-    kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1);
-    kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0);
+    kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1);
+    kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0);
     CHECK(kvmux_fsm_clock_read(clk_a) == 10000);
     uint64_t v = 0;
     CHECK_EQ(kvmux_store_exists(a, (const uint8_t *)"t", 1, &v), KVMUX_STATUS_OK);
@@ -543,18 +544,18 @@ static void test_replicated_clock(void) {
      * (the INCR creates it): the same outcome on both stores. */
     kvmux_store_u64be(ex, 1);
     n = cmd_entry(buf, 11, KVMUX_OP_INCR, "t", ex, 8, NULL);
-    kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1);
+    kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_NOT_INTEGER);
-    kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0);
     n = cmd_entry(buf, 12, KVMUX_OP_INCR, "t", ex, 8, NULL);
-    kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1);
+    kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
     CHECK_EQ(kvmux_load_u64be(r[0].extras), 1);
-    kvmux_fsm_apply(b, clk_b, NULL, NULL, buf, n, NULL, 0);
+    kvmux_fsm_apply(b, clk_b, NULL, NULL, NULL, buf, n, NULL, 0);
     CHECK(kvmux_fsm_digest(a) == kvmux_fsm_digest(b));
     /* A leader whose clock is behind does not move time backwards. */
     n = cmd_entry(buf, 5, KVMUX_OP_DEL, "none", ex, 0, NULL);
-    kvmux_fsm_apply(a, clk_a, NULL, NULL, buf, n, r, 1);
+    kvmux_fsm_apply(a, clk_a, NULL, NULL, NULL, buf, n, r, 1);
     CHECK(kvmux_fsm_clock_read(clk_a) == 12000);
     kvmux_store_free(a);
     kvmux_store_free(b);
@@ -581,7 +582,7 @@ static kvmux_fsm_result sess_incr(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_s
     size_t n = sess_entry(buf, t, sid, seq, KVMUX_OP_INCR, "ctr", ex, 8);
     kvmux_fsm_result r;
     memset(&r, 0, sizeof r);
-    CHECK_EQ(kvmux_fsm_apply(st, clk, ss, NULL, buf, n, &r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(st, clk, ss, NULL, NULL, buf, n, &r, 1), 1);
     return r;
 }
 
@@ -629,10 +630,10 @@ static void test_sessions(void) {
     /* Snapshot/restore: the copy answers duplicates like the original. */
     uint8_t *snap = NULL;
     size_t slen = 0;
-    REQUIRE(kvmux_fsm_snapshot(a, clk, &sa, NULL, realloc, &snap, &slen) == 0);
-    REQUIRE(kvmux_fsm_restore(b, clk2, &sb, NULL, snap, slen) == 0);
-    for (size_t len = 0; len < slen; len += 5) CHECK_EQ(kvmux_fsm_restore(b, clk2, &sb, NULL, snap, len), -1);
-    REQUIRE(kvmux_fsm_restore(b, clk2, &sb, NULL, snap, slen) == 0);
+    REQUIRE(kvmux_fsm_snapshot(a, clk, &sa, NULL, NULL, realloc, &snap, &slen) == 0);
+    REQUIRE(kvmux_fsm_restore(b, clk2, &sb, NULL, NULL, snap, slen) == 0);
+    for (size_t len = 0; len < slen; len += 5) CHECK_EQ(kvmux_fsm_restore(b, clk2, &sb, NULL, NULL, snap, len), -1);
+    REQUIRE(kvmux_fsm_restore(b, clk2, &sb, NULL, NULL, snap, slen) == 0);
     free(snap);
     CHECK_EQ(atomic_load(&sb.n), 1);
     d = sess_incr(b, clk2, &sb, 1010, 7, 6 | R);
@@ -688,24 +689,161 @@ static void test_sessions(void) {
                              .seq = q};
         size_t n = build(buf, &h, &c, 1);
         kvmux_fsm_result r;
-        kvmux_fsm_apply(a, clk, &sc, NULL, buf, n, &r, 1);
+        kvmux_fsm_apply(a, clk, &sc, NULL, NULL, buf, n, &r, 1);
         if (q == 300) {
             /* 45..300 are in the window: all duplicates now. */
             for (uint64_t k = 45; k <= 300; k += 17) {
                 c.seq = k | R;
                 n = build(buf, &h, &c, 1);
-                kvmux_fsm_apply(a, clk, &sc, NULL, buf, n, &r, 1);
+                kvmux_fsm_apply(a, clk, &sc, NULL, NULL, buf, n, &r, 1);
                 CHECK_EQ(kvmux_load_u64be(r.extras), (int64_t)k);
             }
             c.seq = 44 | R;
             n = build(buf, &h, &c, 1);
-            kvmux_fsm_apply(a, clk, &sc, NULL, buf, n, &r, 1);
+            kvmux_fsm_apply(a, clk, &sc, NULL, NULL, buf, n, &r, 1);
             CHECK_EQ(r.status, KVMUX_STATUS_OUTCOME_UNKNOWN);
         }
     }
     kvmux_sessions_clear(&sc);
     kvmux_sessions_clear(&sa);
     kvmux_sessions_clear(&sb);
+    kvmux_store_free(a);
+    kvmux_store_free(b);
+}
+
+/* The slot map in the state machine (docs/CLUSTER.md): MAP entries install
+ * only newer maps, a write for a slot the applied map does not give this
+ * group is refused (WRONG_SHARD, not applied) in the same entry order as
+ * the log, and snapshots carry the map (format 4 restores as "no map"). */
+static size_t map_of(uint64_t epoch, uint16_t slot_owner_of_k, uint8_t *out, size_t cap) {
+    kvmux_map *m = malloc(sizeof *m);
+    REQUIRE(m != NULL);
+    kvmux_map_init(m);
+    m->epoch = epoch;
+    m->ngroups = 2;
+    for (uint16_t i = 0; i < 2; i++) {
+        m->groups[i].id = (uint16_t)(i + 1);
+        m->groups[i].n = 1;
+        snprintf(m->groups[i].addr[0], KVMUX_MAP_ADDR_MAX, "127.0.0.1:%u", 7001u + i);
+    }
+    for (uint32_t s = 0; s < KVMUX_SLOTS; s++) m->owner[s] = 1;
+    m->owner[kvmux_slot("k", 1)] = slot_owner_of_k;
+    size_t n = kvmux_map_encode(m, out, cap);
+    REQUIRE(n > 0);
+    free(m);
+    return n;
+}
+
+static void test_fsm_cluster(void) {
+    static kvmux_fsm_clock clk, clk2;
+    kvmux_store *a = NULL, *b = NULL;
+    kvmux_store_options o;
+    kvmux_store_options_init(&o);
+    o.shards = 4;
+    o.clock = kvmux_fsm_clock_read;
+    o.clock_user_data = &clk;
+    REQUIRE(kvmux_store_new(&a, &o) == 0);
+    o.clock_user_data = &clk2;
+    REQUIRE(kvmux_store_new(&b, &o) == 0);
+    kvmux_fsm_cluster cl, cl2;
+    kvmux_fsm_cluster_init(&cl, 1);
+    kvmux_fsm_cluster_init(&cl2, 1);
+    static uint8_t m1[1024], m2[1024], m1b[1024], buf[4096];
+    size_t n1 = map_of(1, 1, m1, sizeof m1), n2 = map_of(2, 2, m2, sizeof m2);
+    size_t n1b = map_of(1, 2, m1b, sizeof m1b);
+    uint8_t ex[8] = {0};
+    kvmux_entry_hdr h = {.origin = {.replica = 1, .seq = 1}, .clock_ms = 1000, .ncmds = 4};
+    kvmux_entry_cmd c[4] = {
+        {.op = KVMUX_OP_SET, .extras_len = 8, .key_len = 1, .value_len = 1, .extras = ex,
+         .key = (const uint8_t *)"k", .value = (const uint8_t *)"0"}, /* no map: no check */
+        {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n1, .value = m1},
+        {.op = KVMUX_OP_SET, .extras_len = 8, .key_len = 1, .value_len = 1, .extras = ex,
+         .key = (const uint8_t *)"k", .value = (const uint8_t *)"1"},
+        {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n2, .value = m2}};
+    kvmux_fsm_result r[6];
+    size_t n = build(buf, &h, c, 4);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, NULL, NULL, &cl, buf, n, r, 4), 4);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
+    CHECK_EQ(r[1].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[1].extras), 1);
+    CHECK_EQ(r[2].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[2].extras), 2); /* version 2 */
+    CHECK_EQ(r[3].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[3].extras + 8), 2);
+    /* Epoch 2 gives "k" to group 2: the next SET is refused, nothing
+     * applied; older or equal epochs with other bytes: VERSION_MISMATCH;
+     * the installed bytes again: OK. */
+    kvmux_entry_cmd c2[4] = {c[2], c[1], {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n1b,
+                                          .value = m1b}, c[3]};
+    h.origin.seq = 2;
+    n = build(buf, &h, c2, 4);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, NULL, NULL, &cl, buf, n, r, 4), 4);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_WRONG_SHARD);
+    CHECK_EQ(r[1].status, KVMUX_STATUS_VERSION_MISMATCH);
+    CHECK_EQ(kvmux_load_u64be(r[1].extras), 1);
+    CHECK_EQ(kvmux_load_u64be(r[1].extras + 8), 2);
+    CHECK_EQ(r[2].status, KVMUX_STATUS_VERSION_MISMATCH);
+    CHECK_EQ(r[3].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_store_last_version(a), 2);
+    uint64_t epoch;
+    uint32_t owned;
+    kvmux_fsm_cluster_info(&cl, &epoch, &owned);
+    CHECK_EQ(epoch, 2);
+    CHECK_EQ(owned, KVMUX_SLOTS - 1);
+    kvmux_redirect rd;
+    CHECK_EQ(kvmux_fsm_cluster_route(&cl, kvmux_slot("k", 1), &rd), KVMUX_ROUTE_WRONG);
+    CHECK(rd.group == 2 && rd.epoch == 2 && strcmp(rd.endpoints, "127.0.0.1:7002") == 0);
+    CHECK_EQ(kvmux_fsm_cluster_route(&cl, kvmux_slot("x", 1), NULL), KVMUX_ROUTE_OWN);
+    /* A malformed map in the log: BAD_REQUEST on every replica. */
+    kvmux_entry_cmd bad = {.op = KVMUX_ENTRY_OP_MAP, .value_len = 4,
+                           .value = (const uint8_t *)"KVSM"};
+    h.ncmds = 1;
+    n = build(buf, &h, &bad, 1);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, NULL, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_BAD_REQUEST);
+
+    /* Snapshot -> restore: the same map bytes; every cut is refused. */
+    uint8_t *snap;
+    size_t slen;
+    REQUIRE(kvmux_fsm_snapshot(a, &clk, NULL, NULL, &cl, realloc, &snap, &slen) == 0);
+    for (size_t len = 0; len < slen; len += 7)
+        CHECK_EQ(kvmux_fsm_restore(b, &clk2, NULL, NULL, &cl2, snap, len), -1);
+    CHECK_EQ(kvmux_fsm_restore(b, &clk2, NULL, NULL, &cl2, snap, slen), 0);
+    uint8_t *mb = NULL;
+    size_t ml = 0;
+    CHECK_EQ(kvmux_fsm_cluster_bytes(&cl2, &mb, &ml), 0);
+    CHECK(ml == n2 && mb && memcmp(mb, m2, n2) == 0);
+    free(mb);
+    /* The same snapshot as format 4 (no map field): restores as no map. */
+    kvmux_store_u32be(snap + 4, 4);
+    CHECK_EQ(kvmux_fsm_restore(b, &clk2, NULL, NULL, &cl2, snap, slen - 4 - n2), 0);
+    CHECK_EQ(kvmux_fsm_cluster_bytes(&cl2, &mb, &ml), 1);
+    CHECK_EQ(kvmux_fsm_cluster_route(&cl2, 0, &rd), KVMUX_ROUTE_NO_MAP);
+    free(snap);
+
+    /* A session write refused WRONG_SHARD consumes no seq: once a newer
+     * map gives the slot back, the same seq is applied (not a duplicate). */
+    kvmux_sessions sx;
+    kvmux_sessions_init(&sx);
+    uint8_t zero[8] = {0};
+    n = sess_entry(buf, 5000, 77, 1, KVMUX_OP_INCR, "k", zero, 8);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_WRONG_SHARD);
+    static uint8_t m3[1024];
+    size_t n3 = map_of(3, 1, m3, sizeof m3);
+    kvmux_entry_cmd give = {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n3, .value = m3};
+    h.ncmds = 1;
+    h.origin.seq = 9;
+    n = build(buf, &h, &give, 1);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
+    n = sess_entry(buf, 6000, 77, 1, KVMUX_OP_INCR, "k", zero, 8);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras + 8), 3); /* version 3: applied */
+    kvmux_sessions_clear(&sx);
+    kvmux_fsm_cluster_clear(&cl);
+    kvmux_fsm_cluster_clear(&cl2);
     kvmux_store_free(a);
     kvmux_store_free(b);
 }
@@ -719,6 +857,7 @@ int main(void) {
     test_peers();
     test_peers_table();
     test_fsm();
+    test_fsm_cluster();
     test_fuzz();
     return test_report();
 }

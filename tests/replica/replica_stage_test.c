@@ -176,18 +176,18 @@ static void test_fsm(void) {
     /* First two chunks on a and b. */
     for (uint32_t off = 0; off < 2 * CH; off += CH) {
         size_t n = chunk_entry(buf, seq++, id, off, TOTAL, pat + off, CH);
-        CHECK_EQ(kvmux_fsm_apply(a, ca, NULL, &ta, buf, n, &r, 1), 1);
+        CHECK_EQ(kvmux_fsm_apply(a, ca, NULL, &ta, NULL, buf, n, &r, 1), 1);
         CHECK_EQ(r.status, KVMUX_STATUS_OK);
-        CHECK_EQ(kvmux_fsm_apply(b, cb, NULL, &tb, buf, n, NULL, 0), 1);
+        CHECK_EQ(kvmux_fsm_apply(b, cb, NULL, &tb, NULL, buf, n, NULL, 0), 1);
     }
     /* c restores a's snapshot taken between two chunks. */
     uint8_t *snap = NULL;
     size_t slen = 0;
-    REQUIRE(kvmux_fsm_snapshot(a, ca, NULL, &ta, realloc, &snap, &slen) == 0);
-    CHECK_EQ(kvmux_fsm_restore(c, cc, NULL, &tc, snap, slen), 0);
+    REQUIRE(kvmux_fsm_snapshot(a, ca, NULL, &ta, NULL, realloc, &snap, &slen) == 0);
+    CHECK_EQ(kvmux_fsm_restore(c, cc, NULL, &tc, NULL, snap, slen), 0);
     CHECK_EQ(tc.count, 1);
-    for (size_t len = 0; len < slen; len += 97) CHECK_EQ(kvmux_fsm_restore(c, cc, NULL, &tc, snap, len), -1);
-    CHECK_EQ(kvmux_fsm_restore(c, cc, NULL, &tc, snap, slen), 0);
+    for (size_t len = 0; len < slen; len += 97) CHECK_EQ(kvmux_fsm_restore(c, cc, NULL, &tc, NULL, snap, len), -1);
+    CHECK_EQ(kvmux_fsm_restore(c, cc, NULL, &tc, NULL, snap, slen), 0);
     free(snap);
     /* A SET of it now: incomplete, INTERNAL, nothing applied anywhere.
      * (The value is dropped by the take: stage it again.) */
@@ -197,7 +197,7 @@ static void test_fsm(void) {
     kvmux_fsm_clock *clks[3] = {ca, cb, cc};
     kvmux_stage_tab *tabs[3] = {&ta, &tb, &tc};
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ(kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], buf, n, &r, 1), 1);
+        CHECK_EQ(kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], NULL, buf, n, &r, 1), 1);
         CHECK_EQ(r.status, KVMUX_STATUS_INTERNAL);
         CHECK_EQ(tabs[i]->count, 0);
     }
@@ -205,17 +205,17 @@ static void test_fsm(void) {
     for (uint32_t off = 0; off < TOTAL; off += CH) {
         uint32_t len = TOTAL - off < CH ? TOTAL - off : CH;
         n = chunk_entry(buf, seq++, id, off, TOTAL, pat + off, len);
-        for (int i = 0; i < 3; i++) CHECK_EQ(kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], buf, n, NULL, 0), 1);
+        for (int i = 0; i < 3; i++) CHECK_EQ(kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], NULL, buf, n, NULL, 0), 1);
         if (off == CH) {
-            REQUIRE(kvmux_fsm_snapshot(a, ca, NULL, &ta, realloc, &snap, &slen) == 0);
-            CHECK_EQ(kvmux_fsm_restore(c, cc, NULL, &tc, snap, slen), 0);
+            REQUIRE(kvmux_fsm_snapshot(a, ca, NULL, &ta, NULL, realloc, &snap, &slen) == 0);
+            CHECK_EQ(kvmux_fsm_restore(c, cc, NULL, &tc, NULL, snap, slen), 0);
             free(snap);
         }
     }
     n = staged_entry(buf, seq++, KVMUX_ENTRY_OP_SET_STAGED, "big", ttl, 8, id, TOTAL);
     uint64_t version = 0;
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ(kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], buf, n, &r, 1), 1);
+        CHECK_EQ(kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], NULL, buf, n, &r, 1), 1);
         CHECK_EQ(r.status, KVMUX_STATUS_OK);
         CHECK_EQ(tabs[i]->count, 0);
         got g = {.want = pat};
@@ -229,12 +229,12 @@ static void test_fsm(void) {
     kvmux_store_u64be(cex, version);
     id_of(id, 8);
     n = chunk_entry(buf, seq++, id, 0, CH + 1, pat, CH);
-    for (int i = 0; i < 3; i++) kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], buf, n, NULL, 0);
+    for (int i = 0; i < 3; i++) kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], NULL, buf, n, NULL, 0);
     n = chunk_entry(buf, seq++, id, CH, CH + 1, pat + CH, 1);
-    for (int i = 0; i < 3; i++) kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], buf, n, NULL, 0);
+    for (int i = 0; i < 3; i++) kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], NULL, buf, n, NULL, 0);
     n = staged_entry(buf, seq++, KVMUX_ENTRY_OP_CAS_STAGED, "big", cex, 16, id, CH + 1);
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ(kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], buf, n, &r, 1), 1);
+        CHECK_EQ(kvmux_fsm_apply(all[i], clks[i], NULL, tabs[i], NULL, buf, n, &r, 1), 1);
         CHECK_EQ(r.status, KVMUX_STATUS_OK);
         got g = {.want = pat};
         kvmux_store_get(all[i], (const uint8_t *)"big", 3, read_cb, &g);
@@ -244,7 +244,7 @@ static void test_fsm(void) {
     CHECK_EQ(kvmux_fsm_digest(a), kvmux_fsm_digest(c));
     /* Without a table (NULL) a STAGE is refused alike. */
     n = chunk_entry(buf, seq++, id, 0, 10, pat, 10);
-    CHECK_EQ(kvmux_fsm_apply(a, ca, NULL, NULL, buf, n, &r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(a, ca, NULL, NULL, NULL, buf, n, &r, 1), 1);
     CHECK_EQ(r.status, KVMUX_STATUS_INTERNAL);
     for (int i = 0; i < 3; i++) {
         kvmux_stage_clear(tabs[i]);

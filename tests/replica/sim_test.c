@@ -188,7 +188,7 @@ static int sim_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
      * skips every 7th entry it applies, as a buggy replica would. */
     int skip = s->break_it && v->i == 0 && s->applied % 7 == 6;
     if (kvmux_entry_decode_hdr(buf->base, buf->len, &h, &it) != 0 ||
-        (!skip && kvmux_fsm_apply(v->store, &v->clock, &v->sessions, &v->stage, buf->base, buf->len, NULL, 0) < 0)) {
+        (!skip && kvmux_fsm_apply(v->store, &v->clock, &v->sessions, &v->stage, NULL, buf->base, buf->len, NULL, 0) < 0)) {
         failf(s, "malformed entry applied", idx, v->i);
         return 0;
     }
@@ -253,7 +253,7 @@ static int sim_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
         return RAFT_BUSY;
     uint8_t *p;
     size_t len;
-    if (kvmux_fsm_snapshot(v->store, &v->clock, &v->sessions, &v->stage, ra_realloc, &p, &len) != 0) return RAFT_NOMEM;
+    if (kvmux_fsm_snapshot(v->store, &v->clock, &v->sessions, &v->stage, NULL, ra_realloc, &p, &len) != 0) return RAFT_NOMEM;
     *bufs = raft_malloc(sizeof **bufs);
     if (!*bufs) {
         raft_free(p);
@@ -268,7 +268,7 @@ static int sim_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 
 static int sim_restore(struct raft_fsm *fsm, struct raft_buffer *buf) {
     server *v = fsm->data;
-    if (kvmux_fsm_restore(v->store, &v->clock, &v->sessions, &v->stage, buf->base, buf->len) != 0) {
+    if (kvmux_fsm_restore(v->store, &v->clock, &v->sessions, &v->stage, NULL, buf->base, buf->len) != 0) {
         failf(v->s, "snapshot restore failed", 0, v->i);
         return RAFT_MALFORMED;
     }

@@ -27,7 +27,8 @@
  *   slowlog get  the server's lines, newest first; slowlog len  the number;
  *   slowlog reset  OK dropped=N;  client list  the server's lines
  *   cluster status  the replica's "name:value" lines; cluster add, remove,
- *          transfer  "OK " and the leader's account ("replica 4 is a voter")
+ *          transfer  "OK " and the leader's account ("replica 4 is a voter");
+ *          cluster assign  "group G: epoch E installed" per group
  * Errors go to stderr as "kvmux-cli: CMD KEY: reason".
  *
  * What it is not: no line splitting (args.c), no prompt (repl.c), no
@@ -115,9 +116,10 @@ static const cmd_spec commands[] = {
      run_slowlog},
     {"client", 1, 1, 0, "list", "the server's connections, one per line", run_client},
     {"cluster", 1, 4, 0,
-     "status | add ID RAFTHOST:PORT CLIENTHOST:PORT | remove ID | transfer [ID] | keyslot KEY | slots",
+     "status | add ID RAFTHOST:PORT CLIENTHOST:PORT | remove ID | transfer [ID] | keyslot KEY | "
+     "slots | assign FILE|-",
      "a replicated group: its state as this replica sees it, or a membership change; "
-     "a key's slot (local), the node's slot map",
+     "a key's slot (local), the node's slot map, push a slot map to every group",
      run_cluster},
     {"help", 0, 1, 0, "[COMMAND]",
      "the list of commands, or one command's arguments", run_help},
@@ -728,6 +730,127 @@ static int cluster_slots(cli_ctx *ctx, const cmd_args *a) {
     return CLI_EXIT_OK;
 }
 
+/* The largest map text cluster assign reads: a line per slot, every group
+ * full, with room for comments. */
+#define ASSIGN_TEXT_MAX (4u << 20)
+
+/* Read FILE ("-": stdin) into a NUL-terminated malloc'ed buffer; NULL
+ * with a message on stderr. */
+static char *read_text(const cli_arg *file) {
+    FILE *f = strcmp(file->data, "-") == 0 ? stdin : fopen(file->data, "r");
+    if (!f) {
+        fprintf(stderr, "kvmux-cli: cluster assign: cannot open %s\n", file->data);
+        return NULL;
+    }
+    char *buf = malloc(ASSIGN_TEXT_MAX + 1);
+    size_t n = buf ? fread(buf, 1, ASSIGN_TEXT_MAX + 1, f) : 0;
+    if (f != stdin) fclose(f);
+    if (!buf || n > ASSIGN_TEXT_MAX) {
+        fprintf(stderr, "kvmux-cli: cluster assign: %s\n",
+                buf ? "the map text exceeds 4 MiB" : "out of memory");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* The epoch of the map the connected node has applied (0: none) into
+ * *epoch. 0, or an exit code after a message. */
+static int current_epoch(cli_ctx *ctx, const cmd_args *a, uint64_t *epoch) {
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_CLUSTER;
+    r.key = "map";
+    r.key_len = 3;
+    kvmux_reply rep;
+    int rc = kvmux_call(ctx->client, &r, &rep, ctx->timeout_ms);
+    *epoch = 0;
+    if (rc == KVMUX_ENOTFOUND) return 0;
+    if (rc != 0) return report(ctx, a, rc);
+    kvmux_map *m = malloc(sizeof *m);
+    int ok = m && kvmux_map_decode(m, rep.value, rep.value_len, NULL, 0) == 0;
+    if (ok) *epoch = m->epoch;
+    free(m);
+    kvmux_reply_free(&rep);
+    if (ok) return 0;
+    fputs("kvmux-cli: cluster assign: the node's map does not decode\n", stderr);
+    return CLI_EXIT_REQUEST;
+}
+
+/* CLUSTER setmap of map[0..n) to group g: connects to its members (the
+ * library follows NOT_LEADER to the leader) with ctx's settings. Prints
+ * "group G: <the server's answer>" on stdout, or the error on stderr.
+ * Returns an exit code. */
+static int assign_group(const cli_ctx *ctx, const kvmux_map_group *g, const uint8_t *map,
+                        size_t n) {
+    char eps[KVMUX_MAP_MAX_MEMBERS * KVMUX_MAP_ADDR_MAX * 2 + 2];
+    size_t off = 0;
+    for (unsigned i = 0; i < g->n; i++)
+        off += (size_t)snprintf(eps + off, sizeof eps - off, "%s%s", i ? "," : "", g->addr[i]);
+    /* A one-member group is listed twice: a comma is what puts the client
+     * in endpoint-list mode (cli_connect), which parses host:port. */
+    if (g->n == 1) snprintf(eps + off, sizeof eps - off, ",%s", g->addr[0]);
+    cli_ctx sub = *ctx;
+    sub.host = eps;
+    sub.client = NULL;
+    int rc = cli_connect(&sub);
+    if (rc != CLI_EXIT_OK) {
+        fprintf(stderr, "kvmux-cli: cluster assign: group %u: not reachable\n", g->id);
+        return rc;
+    }
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_CLUSTER;
+    r.key = "setmap";
+    r.key_len = 6;
+    r.value = map;
+    r.value_len = n;
+    kvmux_reply rep;
+    rc = kvmux_call(sub.client, &r, &rep, ctx->timeout_ms);
+    kvmux_close(sub.client);
+    if (rc == 0) printf("group %u: %.*s\n", g->id, (int)rep.value_len, (const char *)rep.value);
+    else if (rep.value_len)
+        fprintf(stderr, "kvmux-cli: cluster assign: group %u: %.*s\n", g->id,
+                (int)rep.value_len, (const char *)rep.value);
+    else
+        fprintf(stderr, "kvmux-cli: cluster assign: group %u: %s\n", g->id, kvmux_strerror(rc));
+    kvmux_reply_free(&rep);
+    return rc == 0 ? CLI_EXIT_OK : kvmux_is_fatal(rc) ? CLI_EXIT_CONN : CLI_EXIT_REQUEST;
+}
+
+/* cluster assign FILE|-: parse the text form; no epoch in it: the node's
+ * epoch + 1; push the map to every group it lists. Exit status: 0 when
+ * every group installed it, else the last failure's. */
+static int cluster_assign(cli_ctx *ctx, const cmd_args *a) {
+    char *text = read_text(a->pos[1]);
+    if (!text) return CLI_EXIT_USAGE;
+    char err[160];
+    kvmux_map *m = malloc(sizeof *m);
+    uint8_t *wire = malloc(KVMUX_MAP_WIRE_MAX);
+    int rc = !m || !wire ? report(ctx, a, KVMUX_ENOMEM) : CLI_EXIT_OK;
+    if (rc == CLI_EXIT_OK && kvmux_map_parse_text(m, text, err, sizeof err) != 0) {
+        fprintf(stderr, "kvmux-cli: cluster assign: %s\n", err);
+        rc = CLI_EXIT_USAGE;
+    }
+    free(text);
+    uint64_t cur = 0;
+    if (rc == CLI_EXIT_OK && m->epoch == 0 && (rc = current_epoch(ctx, a, &cur)) == 0)
+        m->epoch = cur + 1;
+    size_t n = 0;
+    if (rc == CLI_EXIT_OK && (n = kvmux_map_encode(m, wire, KVMUX_MAP_WIRE_MAX)) == 0) {
+        fputs("kvmux-cli: cluster assign: the map does not encode\n", stderr);
+        rc = CLI_EXIT_USAGE;
+    }
+    for (uint16_t i = 0; rc != CLI_EXIT_USAGE && n && i < m->ngroups; i++) {
+        int grc = assign_group(ctx, &m->groups[i], wire, n);
+        if (grc != CLI_EXIT_OK) rc = grc;
+    }
+    free(m);
+    free(wire);
+    return rc;
+}
+
 /* GROUP (opcode 15): "status" prints the replica's "name:value" lines
  * (--json: one object, as stats); a change prints "OK " and what the
  * leader did ({"ok":...} in JSON). Errors as for every command, with the
@@ -737,17 +860,19 @@ static int run_cluster(cli_ctx *ctx, const cmd_args *a) {
     const cli_arg *sub = a->pos[0];
     static const struct { const char *name; size_t min, max; } subs[] = {
         {"status", 0, 0}, {"add", 3, 3}, {"remove", 1, 1}, {"transfer", 0, 1},
-        {"keyslot", 1, 1}, {"slots", 0, 0}};
+        {"keyslot", 1, 1}, {"slots", 0, 0}, {"assign", 1, 1}};
     size_t k = 0;
-    while (k < 6 && !(sub->len == strlen(subs[k].name) &&
+    while (k < 7 && !(sub->len == strlen(subs[k].name) &&
                       strncasecmp(sub->data, subs[k].name, sub->len) == 0))
         k++;
-    if (k == 6)
-        return usage_error(spec, "expected status, add, remove, transfer, keyslot or slots");
+    if (k == 7)
+        return usage_error(spec,
+                           "expected status, add, remove, transfer, keyslot, slots or assign");
     if (a->npos - 1 < subs[k].min || a->npos - 1 > subs[k].max)
         return usage_error(spec, "wrong number of arguments");
     if (k == 4) return cluster_keyslot(ctx, a->pos[1]);
     if (k == 5) return cluster_slots(ctx, a);
+    if (k == 6) return cluster_assign(ctx, a);
     char args[256]; /* the server's limit on GROUP arguments */
     size_t alen = 0;
     for (size_t i = 1; i < a->npos; i++) {
