@@ -676,17 +676,22 @@ static int cluster_keyslot(cli_ctx *ctx, const cli_arg *key) {
     return CLI_EXIT_OK;
 }
 
-/* cluster slots: CLUSTER map, printed in the text form (cluster.h);
- * --json: {"map": "<text form>"}. NOT_FOUND (no map yet) and BAD_REQUEST
- * (not a cluster node) print the server's reason. */
-static int cluster_slots(cli_ctx *ctx, const cmd_args *a) {
+/* CLUSTER map on the connected node: kvmux_call's result, the reply in *rep. */
+static int cluster_map_call(cli_ctx *ctx, kvmux_reply *rep) {
     kvmux_request r;
     memset(&r, 0, sizeof r);
     r.op = KVMUX_CLUSTER;
     r.key = "map";
     r.key_len = 3;
+    return kvmux_call(ctx->client, &r, rep, ctx->timeout_ms);
+}
+
+/* cluster slots: CLUSTER map, printed in the text form (cluster.h);
+ * --json: {"map": "<text form>"}. NOT_FOUND (no map yet) and BAD_REQUEST
+ * (not a cluster node) print the server's reason. */
+static int cluster_slots(cli_ctx *ctx, const cmd_args *a) {
     kvmux_reply rep;
-    int rc = kvmux_call(ctx->client, &r, &rep, ctx->timeout_ms);
+    int rc = cluster_map_call(ctx, &rep);
     if (rc != 0 && rep.value_len) {
         err_prefix(a);
         fwrite(rep.value, 1, rep.value_len, stderr);
@@ -758,13 +763,8 @@ static char *read_text(const cli_arg *file) {
 /* The epoch of the map the connected node has applied (0: none) into
  * *epoch. 0, or an exit code after a message. */
 static int current_epoch(cli_ctx *ctx, const cmd_args *a, uint64_t *epoch) {
-    kvmux_request r;
-    memset(&r, 0, sizeof r);
-    r.op = KVMUX_CLUSTER;
-    r.key = "map";
-    r.key_len = 3;
     kvmux_reply rep;
-    int rc = kvmux_call(ctx->client, &r, &rep, ctx->timeout_ms);
+    int rc = cluster_map_call(ctx, &rep);
     *epoch = 0;
     if (rc == KVMUX_ENOTFOUND) return 0;
     if (rc != 0) return report(ctx, a, rc);
