@@ -14,7 +14,8 @@
  * counter within [acknowledged INCRs, + unknown ones], and every replica
  * at the same applied index with the same digest once the load stops. A
  * replica that died on its own (a crash, not this test's kill) is named
- * on stderr, counted in replica_crashes and restarted before that check.
+ * on stderr, counted in replica_crashes and restarted before that check
+ * (so the data checks still run), and fails the test: a crash is a bug.
  * KVMUX_CHAOS_MODE=partition (partition_test, inside netns.sh): partitions
  * instead of kills (partition_phases), summary line "partition: ...".
  * KVMUX_CHAOS_SEED picks the schedule (default 1); KVMUX_HISTORY_OUT=FILE
@@ -473,6 +474,7 @@ int main(void) {
                (unsigned long long)lost, (unsigned long long)twice,
                (unsigned long long)(lin < 0 ? 1 : res.violations));
     CHECK_EQ(minority, 0);
+    CHECK_EQ(crashes, 0);
     printf("history: ops=%llu ok=%llu failed=%llu unknown=%llu counter=%lld acked_incr=%llu "
            "unknown_incr=%llu unique_acked=%u applied_index=%llu digest=%s\n",
            (unsigned long long)res.ops, (unsigned long long)res.ok,
