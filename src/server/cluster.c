@@ -204,8 +204,15 @@ int kvmux__cluster_refuse(kvmux_conn *c, const kvmux_frame *f) {
     kvmux_fsm_cluster *cl = kvmux__repl_cluster(c->loop->srv);
     kvmux_redirect rd;
     int route = cl ? kvmux_fsm_cluster_route(cl, slot, &rd) : KVMUX_ROUTE_NO_MAP;
-    if (route == KVMUX_ROUTE_OWN) return 0;
-    if (route == KVMUX_ROUTE_WRONG) respond_wrong_shard(c, f->request_id, &rd);
+    if (route == KVMUX_ROUTE_OWN && !kvmux__mapwatch_fenced(c->loop->srv, slot)) return 0;
+    if (route == KVMUX_ROUTE_OWN) {
+        /* A newer map from the map group takes the slot away and is on its
+         * way through the log: not served at the older epoch meanwhile. */
+        uint64_t epoch = 0;
+        uint32_t owned = 0;
+        kvmux_fsm_cluster_info(cl, &epoch, &owned);
+        respond_try_again(c, f->request_id, slot, epoch);
+    } else if (route == KVMUX_ROUTE_WRONG) respond_wrong_shard(c, f->request_id, &rd);
     else respond_try_again(c, f->request_id, slot, 0);
     return 1;
 }

@@ -190,9 +190,8 @@ static int validate_replica(const kvmux_server_config *c, char *err, size_t errl
         if (c->cluster_map_group)
             return kvmux_errf(err, errlen, "--cluster-map-group needs replicated mode "
                         "(--replica-id and --peers): the map group is a Raft group");
-        if (c->cluster_map)
-            return kvmux_errf(err, errlen, "--cluster-map needs --cluster-group "
-                        "(and replicated mode)");
+        /* --cluster-map is ignored here like the other replication
+         * options: without a group there is nothing to install into. */
         return 0;
     }
     if (validate_cluster_map(c, err, errlen) != 0) return -1;

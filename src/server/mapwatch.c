@@ -170,6 +170,9 @@ struct kvmux_mapw {
     uint8_t *pending;                /* a map for loop 0 to propose (malloc) */
     size_t pending_len;
     _Atomic int has_pending;
+    kvmux_map *seen_map;             /* the newest map the map group answered
+                                        (malloc; under mu), for the fence */
+    _Atomic uint64_t fence_epoch;    /* seen_map's epoch; 0 = none */
     uint64_t start_ms;               /* monotonic */
     /* STATS (docs/OPERATIONS.md): */
     _Atomic int watching;            /* 1 while this replica leads and watches */
@@ -240,9 +243,19 @@ static int on_map(struct kvmux_mapw *w, const uint8_t *p, size_t n, uint64_t app
         return -1;
     }
     uint64_t epoch = m->epoch;
-    free(m);
     if (epoch > atomic_load(&w->seen)) atomic_store(&w->seen, epoch);
-    if (epoch <= applied) return 0;
+    if (epoch <= applied) {
+        free(m);
+        return 0;
+    }
+    /* The fence: from now until the group applies it, this leader serves
+     * no slot the newer map takes away (kvmux__mapwatch_fenced). */
+    pthread_mutex_lock(&w->mu);
+    kvmux_map *old = w->seen_map;
+    w->seen_map = m;
+    atomic_store(&w->fence_epoch, epoch);
+    pthread_mutex_unlock(&w->mu);
+    free(old);
     if (atomic_load(&w->behind_since) == 0) atomic_store(&w->behind_since, kvmux_clock_ms());
     if (install(w, p, n, epoch) != 0) return -1;
     KVMUX_LOG_I("cluster map: epoch %llu installed from the map group",
@@ -346,6 +359,17 @@ int kvmux__mapwatch_start(kvmux_server *s, const char *endpoints, char *err, siz
     return 0;
 }
 
+int kvmux__mapwatch_fenced(kvmux_server *s, uint16_t slot) {
+    struct kvmux_mapw *w = s->mapw;
+    /* The common case costs two atomic loads: no newer map seen. */
+    if (!w || atomic_load(&w->fence_epoch) <= applied_epoch(s)) return 0;
+    pthread_mutex_lock(&w->mu);
+    int fenced = w->seen_map && w->seen_map->epoch > applied_epoch(s) &&
+                 w->seen_map->owner[slot] != (uint16_t)s->cfg.cluster_group;
+    pthread_mutex_unlock(&w->mu);
+    return fenced;
+}
+
 void kvmux__mapwatch_stop(kvmux_server *s) {
     struct kvmux_mapw *w = s->mapw;
     if (!w) return;
@@ -354,6 +378,7 @@ void kvmux__mapwatch_stop(kvmux_server *s) {
     s->mapw = NULL;
     pthread_mutex_destroy(&w->mu);
     free(w->pending);
+    free(w->seen_map);
     free(w->endpoints);
     memset(w->token, 0, sizeof w->token);
     free(w);

@@ -485,6 +485,10 @@ void kvmux__mapwatch_loop_deinit(kvmux_loop *l);
  * copied; NULL: nothing to do), after replication and auth are set up.
  * Returns 0 or -1 with err. */
 int kvmux__mapwatch_start(kvmux_server *s, const char *endpoints, char *err, size_t errlen);
+/* The fence of a data group's leader: 1 if the watcher has seen a map
+ * newer than the applied one that does not give slot to this group (the
+ * slot is being handed over: answer TRY_AGAIN), else 0. Any thread. */
+int kvmux__mapwatch_fenced(kvmux_server *s, uint16_t slot);
 /* Stop and free the watcher (before replication stops). Idempotent. */
 void kvmux__mapwatch_stop(kvmux_server *s);
 /* STATS lines cluster_map_* of a data group with --cluster-map. */
