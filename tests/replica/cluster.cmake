@@ -24,6 +24,8 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     set_tests_properties(mapgroup_kill_test PROPERTIES TIMEOUT 120 LABELS "integration;fault")
     add_test(NAME mapgroup_fault_test COMMAND mapgroup_test fault)
     set_tests_properties(mapgroup_fault_test PROPERTIES TIMEOUT 90 LABELS "integration;fault")
+    add_test(NAME mapgroup_ha_test COMMAND mapgroup_test ha)
+    set_tests_properties(mapgroup_ha_test PROPERTIES TIMEOUT 120 LABELS "integration;fault")
   else()
     kvmux_missing_dependency_test(cluster_server_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")

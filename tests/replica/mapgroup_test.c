@@ -12,7 +12,10 @@
  *          next epoch arrives; a 3-member data group's leader kill -9'ed:
  *          the new leader installs the next epoch.
  *   fault  a data group whose map group is not there: keyed requests are
- *          TRY_AGAIN, watch errors grow, a pushed map is served. */
+ *          TRY_AGAIN, watch errors grow, a pushed map is served.
+ *   ha     a 3-member map group: a follower refuses watches (NOT_LEADER);
+ *          its leader kill -9'ed, the data group follows the new leader
+ *          and installs the next epoch. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -384,13 +387,69 @@ static void fault(void) {
     rgroup_stop(&g1);
 }
 
+/* ---- ha ---- */
+
+static void ha(void) {
+    static const char *const mx[] = {"--cluster-map-group", NULL};
+    static rgroup mg, g1;
+    REQUIRE(rgroup_start(&mg, 3, mx) == 0);
+    int ml = rgroup_stable_leader(&mg, 30000);
+    REQUIRE(ml >= 0);
+    static char mapeps[128];
+    addr_list(&mg, mapeps, sizeof mapeps);
+    for (char *p = mapeps; *p; p++)
+        if (*p == ' ') *p = ','; /* an endpoint list */
+    static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps, NULL};
+    REQUIRE(rgroup_start(&g1, 1, x1) == 0);
+    REQUIRE(rgroup_leader(&g1, 20000) == 0);
+    uint64_t got;
+    long long took;
+    CHECK_EQ(watch(mg.cport[(ml + 1) % 3], 0, 100, &got, &took), KVMUX_STATUS_NOT_LEADER);
+
+    char a1[64], a2[64], text[4096], path[256];
+    addr_list(&g1, a1, sizeof a1);
+    snprintf(a2, sizeof a2, "127.0.0.1:1"); /* a group 2 nobody runs */
+    snprintf(path, sizeof path, "%s/map.txt", mg.dir);
+    /* Only group 1 is waited for: group 2 is listed but not running. */
+    FILE *f = fopen(path, "w");
+    REQUIRE(f != NULL);
+    fprintf(f, "group 1 %s\nslots 0-16383 1\n", a1);
+    fclose(f);
+    CHECK_EQ(assign(mapeps, path, text, sizeof text), 0);
+    CHECK(strstr(text, "group 1: epoch 1 installed") != NULL);
+
+    rgroup_kill(&mg, ml);
+    int nl = -1;
+    long long end = now_ms() + 30000;
+    while (nl < 0 && now_ms() < end) {
+        int l = rgroup_leader(&mg, 1000);
+        if (l >= 0 && l != ml) nl = l;
+    }
+    REQUIRE(nl >= 0);
+    f = fopen(path, "w");
+    REQUIRE(f != NULL);
+    fprintf(f, "group 1 %s\ngroup 2 %s\nslots 0-99 2\nslots 100-16383 1\n", a1, a2);
+    fclose(f);
+    /* The cli waits for group 2 too, which never answers: exit 3, but the
+     * map group took epoch 2 and group 1 installed it. */
+    CHECK_EQ(assign(mapeps, path, text, sizeof text), 3);
+    CHECK(strstr(text, "map group: epoch 2 installed") != NULL);
+    CHECK(strstr(text, "group 1: epoch 2 installed") != NULL);
+    CHECK(strstr(text, "group 2: not reachable") != NULL);
+    CHECK_EQ(rgroup_stat(&g1, 0, "cluster_epoch"), 2);
+    CHECK_EQ(rgroup_stat(&g1, 0, "cluster_slots_owned"), KVMUX_SLOTS - 100);
+    rgroup_stop(&g1);
+    rgroup_stop(&mg);
+}
+
 int main(int argc, char **argv) {
     const char *which = argc > 1 ? argv[1] : "basic";
     if (strcmp(which, "basic") == 0) basic();
     else if (strcmp(which, "kill") == 0) kill_scenario();
     else if (strcmp(which, "fault") == 0) fault();
+    else if (strcmp(which, "ha") == 0) ha();
     else {
-        fprintf(stderr, "usage: mapgroup_test basic|kill|fault\n");
+        fprintf(stderr, "usage: mapgroup_test basic|kill|fault|ha\n");
         return 2;
     }
     return test_report();

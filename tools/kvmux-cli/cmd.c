@@ -305,6 +305,10 @@ int cli_connect(cli_ctx *ctx) {
      * follows it (kvmux_options.endpoints; -p is then unused). */
     if (strchr(ctx->host, ',')) o.endpoints = ctx->host;
     int rc = kvmux_connect(&ctx->client, ctx->host, ctx->port, &o);
+    if (rc != 0 && ctx->quiet_connect) {
+        ctx->client = NULL;
+        return CLI_EXIT_CONN;
+    }
     if (rc != 0) {
         ctx->client = NULL;
         fputs("kvmux-cli: cannot connect to ", stderr);

@@ -38,14 +38,15 @@ static void nap_ms(int ms) {
 
 /* A client for endpoints (comma-separated; one is listed twice, since a
  * comma is what puts cli_connect in endpoint-list mode). NULL on failure
- * (cli_connect printed why). */
-static kvmux_client *connect_to(const cli_ctx *ctx, const char *endpoints) {
+ * (cli_connect printed why, unless quiet). */
+static kvmux_client *connect_to(const cli_ctx *ctx, const char *endpoints, int quiet) {
     char eps[1024];
     if (strchr(endpoints, ',')) snprintf(eps, sizeof eps, "%s", endpoints);
     else snprintf(eps, sizeof eps, "%s,%s", endpoints, endpoints);
     cli_ctx sub = *ctx;
     sub.host = eps;
     sub.client = NULL;
+    sub.quiet_connect = quiet;
     return cli_connect(&sub) == CLI_EXIT_OK ? sub.client : NULL;
 }
 
@@ -79,11 +80,11 @@ static int wait_groups(const cli_ctx *ctx, const kvmux_map *m) {
     long long end = now_ms() + ASSIGN_WAIT_MS;
     long long at[KVMUX_MAP_MAX_GROUPS];
     kvmux_client *cl[KVMUX_MAP_MAX_GROUPS];
-    int done[KVMUX_MAP_MAX_GROUPS];
+    int done[KVMUX_MAP_MAX_GROUPS], tries[KVMUX_MAP_MAX_GROUPS];
     for (unsigned i = 0; i < m->ngroups; i++) {
         at[i] = -1;
         cl[i] = NULL;
-        done[i] = 0;
+        done[i] = tries[i] = 0;
     }
     unsigned left = m->ngroups;
     while (left) {
@@ -96,7 +97,8 @@ static int wait_groups(const cli_ctx *ctx, const kvmux_map *m) {
                 for (unsigned k = 0; k < g->n; k++)
                     off += (size_t)snprintf(eps + off, sizeof eps - off, "%s%s", k ? "," : "",
                                             g->addr[k]);
-                cl[i] = connect_to(ctx, eps);
+                /* The reason once; the retries quietly. */
+                cl[i] = connect_to(ctx, eps, tries[i]++ > 0);
             }
             if (cl[i]) at[i] = applied_epoch(cl[i], ctx->timeout_ms);
             if (at[i] >= (long long)m->epoch) {
@@ -125,7 +127,7 @@ static int wait_groups(const cli_ctx *ctx, const kvmux_map *m) {
 
 int cli_assign_via_map(const cli_ctx *ctx, const char *endpoints, kvmux_map *m,
                        uint8_t *wire, size_t cap) {
-    kvmux_client *c = connect_to(ctx, endpoints);
+    kvmux_client *c = connect_to(ctx, endpoints, 0);
     if (!c) {
         fprintf(stderr, "kvmux-cli: cluster assign: map group %s: not reachable\n", endpoints);
         return CLI_EXIT_CONN;
