@@ -311,7 +311,9 @@ static void *watcher_main(void *arg) {
     return NULL;
 }
 
-/* Loop 0: propose the map the watcher brought, if it is still newer. */
+/* Loop 0: propose the map the watcher brought. Whether it is still newer
+ * is the applier's to decide (an older or equal epoch is not installed),
+ * so a map proposed twice, or after a direct push, does no harm. */
 static void propose_pending(kvmux_loop *l, struct kvmux_mapw *w) {
     if (!atomic_load_explicit(&w->has_pending, memory_order_acquire)) return;
     pthread_mutex_lock(&w->mu);
