@@ -775,6 +775,7 @@ static int current_epoch(cli_ctx *ctx, const cmd_args *a, uint64_t *epoch) {
     kvmux_reply rep;
     int rc = cluster_map_call(ctx, &rep);
     *epoch = 0;
+    if (rc != 0) kvmux_reply_free(&rep); /* NOT_FOUND carries the server's message */
     if (rc == KVMUX_ENOTFOUND) return 0;
     if (rc != 0) return report(ctx, a, rc);
     kvmux_map *m = malloc(sizeof *m);
