@@ -183,6 +183,7 @@ static void basic(void) {
     CHECK_EQ(raw_call(mg.cport[0], KVMUX_OP_GET, "foo", NULL, 0, out, sizeof out, &n),
              KVMUX_STATUS_BAD_REQUEST);
     CHECK(strstr((char *)out, "map group") != NULL);
+    CHECK_EQ(set_on(mg.cport[0], "foo"), KVMUX_EBADREQ); /* libkvmux */
     CHECK_EQ(raw_call(mg.cport[0], KVMUX_OP_CLUSTER, "watch", "abc", 3, out, sizeof out, &n),
              KVMUX_STATUS_BAD_REQUEST);
     CHECK_EQ(rgroup_stat(&mg, 0, "cluster_map_group"), 1);
