@@ -59,6 +59,10 @@ static void res(kvmux_fsm_result *r, int status, const uint64_t *a, const uint64
 void kvmux_fsm_cluster_init(kvmux_fsm_cluster *cl, uint16_t group) {
     pthread_mutex_init(&cl->mu, NULL);
     cl->group = group;
+    cl->cas = 0;
+    atomic_init(&cl->epoch, 0);
+    cl->installed = NULL;
+    cl->installed_ud = NULL;
     cl->map = NULL;
     cl->bytes = NULL;
     cl->len = 0;
@@ -79,13 +83,16 @@ static int cluster_set(kvmux_fsm_cluster *cl, kvmux_map *m, const uint8_t *p, si
     cl->map = m;
     cl->bytes = b;
     cl->len = m ? len : 0;
+    atomic_store(&cl->epoch, m ? m->epoch : 0);
     pthread_mutex_unlock(&cl->mu);
     free(old);
     free(oldb);
+    if (cl->installed) cl->installed(cl->installed_ud);
     return 0;
 }
 
 void kvmux_fsm_cluster_clear(kvmux_fsm_cluster *cl) {
+    cl->installed = NULL; /* tearing down: nobody to tell */
     (void)cluster_set(cl, NULL, NULL, 0);
     pthread_mutex_destroy(&cl->mu);
 }
@@ -152,7 +159,10 @@ static void apply_map(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c, kvmux_fsm
     }
     uint64_t epoch = m->epoch, cur = cl->map ? cl->map->epoch : 0; /* applier's own: no lock */
     int status = KVMUX_STATUS_OK;
-    if (epoch > cur) {
+    /* The map group (cas): compare-and-set on the epoch, so of two maps
+     * proposed for the same next epoch the log applies exactly one. */
+    int fits = cl->cas ? (cur == 0 || epoch == cur + 1) : epoch > cur;
+    if (fits) {
         if (cluster_set(cl, m, c->value, c->value_len) != 0) status = KVMUX_STATUS_INTERNAL;
         else cur = epoch;
     } else {

@@ -35,12 +35,22 @@ struct kvmux_redirect;  /* src/cluster/cluster.h */
 typedef struct kvmux_fsm_cluster {
     pthread_mutex_t mu;
     uint16_t group;              /* --cluster-group; 0: no apply-time check */
+    int cas;                     /* the map group's rule (--cluster-map-group):
+                                    a map installs only at the installed
+                                    epoch + 1 (any epoch when none is) */
+    _Atomic uint64_t epoch;      /* the applied map's epoch (0: none), for
+                                    lock-free polling by loops */
+    void (*installed)(void *ud); /* NULL, or called on the applier's thread
+                                    after a map was installed or restored
+                                    (e.g. to wake parked watches) */
+    void *installed_ud;
     struct kvmux_map *map;       /* heap; NULL = none installed */
     uint8_t *bytes;              /* the map as proposed (encoded), malloc */
     size_t len;
 } kvmux_fsm_cluster;
 
-/* Empty state (no map) for group id group (0: not a cluster node). */
+/* Empty state (no map) for group id group (0: not a cluster node); cas
+ * 0, no installed callback. */
 void kvmux_fsm_cluster_init(kvmux_fsm_cluster *cl, uint16_t group);
 /* Free the map; cl may be init'ed again. */
 void kvmux_fsm_cluster_clear(kvmux_fsm_cluster *cl);
@@ -84,8 +94,9 @@ uint64_t kvmux_fsm_clock_read(void *ud);
  * (sessions.h). sg (NULL: none) is the table of big values being staged
  * (stage.h): STAGE commands fill it, SET/CAS_STAGED take from it. cl
  * (NULL: none) is the cluster state: MAP commands install a map of a
- * higher epoch (result OK, or VERSION_MISMATCH when not newer, unless the
- * bytes equal the installed map's: OK; extras = u64 the map's epoch | u64
+ * higher epoch (with cl->cas: exactly the installed epoch + 1, or any
+ * epoch when none is installed) (result OK, or VERSION_MISMATCH when not
+ * newer / not next, unless the bytes equal the installed map's: OK; extras = u64 the map's epoch | u64
  * the epoch installed after the command), and with cl->group set, a write
  * for a slot the applied map does not give the group gets WRONG_SHARD and
  * is not applied. If out is not NULL it receives one result per command

@@ -9,6 +9,12 @@
  *            then proposed on the leader as log entry op 0xF3 and answered
  *            once applied: OK "epoch E installed", or VERSION_MISMATCH
  *            when not newer (OK again for the installed map's own bytes).
+ *            On the map group (--cluster-map-group) "newer" is "exactly
+ *            the installed epoch + 1": a compare-and-set.
+ *   watch  - value = u64 epoch [u32 wait_ms]: parked until the applied
+ *            map's epoch exceeds it (mapwatch.c).
+ *
+ * The map group serves no keys: keyed requests there are BAD_REQUEST.
  *
  * Keyed requests on a cluster node (kvmux__cluster_refuse), against the
  * map this replica applied: no map, TRY_AGAIN (slot, epoch 0) on v3, BUSY
@@ -62,6 +68,11 @@ void kvmux__cluster_setmap_done(kvmux_conn *c, uint32_t id, uint8_t status, uint
     if (status == KVMUX_STATUS_OK) {
         /* A new map, or the installed one's own bytes again (idempotent). */
         snprintf(msg, sizeof msg, "epoch %llu installed", (unsigned long long)epoch);
+    } else if (status == KVMUX_STATUS_VERSION_MISMATCH && epoch > cur) {
+        /* Only the map group's compare-and-set refuses a newer epoch. */
+        snprintf(msg, sizeof msg, "epoch %llu is not the next epoch: the installed epoch is "
+                 "%llu, so the next map must have epoch %llu", (unsigned long long)epoch,
+                 (unsigned long long)cur, (unsigned long long)cur + 1);
     } else if (status == KVMUX_STATUS_VERSION_MISMATCH) {
         snprintf(msg, sizeof msg, "epoch %llu is not newer than the installed epoch %llu",
                  (unsigned long long)epoch, (unsigned long long)cur);
@@ -99,12 +110,12 @@ int kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f) {
         cluster_slot(c, f);
         return 0;
     }
-    if (!is_sub(f, "map") && !is_sub(f, "setmap")) {
+    if (!is_sub(f, "map") && !is_sub(f, "setmap") && !is_sub(f, "watch")) {
         refuse(c, f->request_id, KVMUX_STATUS_BAD_REQUEST,
-               "unknown CLUSTER subcommand (slot, map, setmap)");
+               "unknown CLUSTER subcommand (slot, map, setmap, watch)");
         return 0;
     }
-    if (cfg->cluster_group == 0) {
+    if (cfg->cluster_group == 0 && !cfg->cluster_map_group) {
         refuse(c, f->request_id, KVMUX_STATUS_BAD_REQUEST,
                "not a cluster node (--cluster-group)");
         return 0;
@@ -116,6 +127,7 @@ int kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f) {
             cluster_map(c, f);
         return 0;
     }
+    if (is_sub(f, "watch")) return kvmux__mapwatch_request(c, f);
     return cluster_setmap(c, f);
 }
 
@@ -174,14 +186,33 @@ void kvmux__cluster_wrong_shard(kvmux_conn *c, uint32_t id, uint16_t slot) {
     respond_try_again(c, id, slot, epoch);
 }
 
+void kvmux__cluster_respond_map(kvmux_conn *c, uint32_t id) {
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.request_id = id;
+    cluster_map(c, &f);
+}
+
 int kvmux__cluster_refuse(kvmux_conn *c, const kvmux_frame *f) {
+    if (c->loop->srv->cfg.cluster_map_group && is_keyed(f->code)) {
+        refuse(c, f->request_id, KVMUX_STATUS_BAD_REQUEST,
+               "this is the cluster's map group: it holds the slot map and serves no keys");
+        return 1;
+    }
     if (c->loop->srv->cfg.cluster_group == 0 || !is_keyed(f->code)) return 0;
     uint16_t slot = kvmux_slot(f->key, f->key_len);
     kvmux_fsm_cluster *cl = kvmux__repl_cluster(c->loop->srv);
     kvmux_redirect rd;
     int route = cl ? kvmux_fsm_cluster_route(cl, slot, &rd) : KVMUX_ROUTE_NO_MAP;
-    if (route == KVMUX_ROUTE_OWN) return 0;
-    if (route == KVMUX_ROUTE_WRONG) respond_wrong_shard(c, f->request_id, &rd);
+    if (route == KVMUX_ROUTE_OWN && !kvmux__mapwatch_fenced(c->loop->srv, slot)) return 0;
+    if (route == KVMUX_ROUTE_OWN) {
+        /* A newer map from the map group takes the slot away and is on its
+         * way through the log: not served at the older epoch meanwhile. */
+        uint64_t epoch = 0;
+        uint32_t owned = 0;
+        kvmux_fsm_cluster_info(cl, &epoch, &owned);
+        respond_try_again(c, f->request_id, slot, epoch);
+    } else if (route == KVMUX_ROUTE_WRONG) respond_wrong_shard(c, f->request_id, &rd);
     else respond_try_again(c, f->request_id, slot, 0);
     return 1;
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hostport.h"
 #include "log.h"
 #include "peers.h"
 #include "metrics.h"
@@ -142,6 +143,39 @@ static int validate_peer_tls(const kvmux_server_config *c, char *err, size_t err
 }
 #endif
 
+/* The map group options (docs/CLUSTER.md "The map group"): a map group
+ * is no data group and watches nobody; a data group's --cluster-map is a
+ * valid endpoint list of at most KVMUX_CLUSTER_MAP_MAX_ENDPOINTS. */
+static int validate_cluster_map(const kvmux_server_config *c, char *err, size_t errlen) {
+    if (c->cluster_map_group > 1)
+        return kvmux_errf(err, errlen, "--cluster-map-group is a flag (yes or no)");
+    if (c->cluster_map_group && c->cluster_group)
+        return kvmux_errf(err, errlen, "--cluster-map-group and --cluster-group exclude each "
+                    "other: the map group serves no slots");
+    if (c->cluster_map_group && c->cluster_map)
+        return kvmux_errf(err, errlen, "--cluster-map-group and --cluster-map exclude each "
+                    "other: the map group holds the map itself");
+    if (!c->cluster_map) return 0;
+    if (!c->cluster_group)
+        return kvmux_errf(err, errlen, "--cluster-map needs --cluster-group");
+    /* The client's own limits (kvmux_options.endpoints): 1..64 host:port. */
+    const char *p = c->cluster_map;
+    unsigned n = 0;
+    for (;;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char host[256];
+        uint16_t port;
+        if (kvmux_hostport_parse(p, len, host, sizeof host, &port) != 0)
+            return kvmux_errf(err, errlen, "--cluster-map: '%.*s' is not host:port "
+                        "(expected host:port,host:port,...)", (int)(len > 80 ? 80 : len), p);
+        if (++n > 64)
+            return kvmux_errf(err, errlen, "--cluster-map: more than 64 endpoints");
+        if (!e) return 0;
+        p = e + 1;
+    }
+}
+
 /* The replication options (docs/REPLICATION.md): all or nothing around
  * --replica-id, and never with --aof (the Raft log is the log). */
 static int validate_replica(const kvmux_server_config *c, char *err, size_t errlen) {
@@ -153,8 +187,14 @@ static int validate_replica(const kvmux_server_config *c, char *err, size_t errl
         if (c->cluster_group != 0)
             return kvmux_errf(err, errlen, "--cluster-group needs replicated mode "
                         "(--replica-id and --peers): a cluster group is a Raft group");
+        if (c->cluster_map_group)
+            return kvmux_errf(err, errlen, "--cluster-map-group needs replicated mode "
+                        "(--replica-id and --peers): the map group is a Raft group");
+        /* --cluster-map is ignored here like the other replication
+         * options: without a group there is nothing to install into. */
         return 0;
     }
+    if (validate_cluster_map(c, err, errlen) != 0) return -1;
 #ifndef KVMUX_HAVE_RAFT
     return kvmux_errf(err, errlen, "--replica-id: kvmuxd was built without replication "
                 "(configure with -DKVMUX_WITH_RAFT=ON and libraft-dev installed)");
@@ -391,6 +431,8 @@ static const opt options[] = {
     {"--max-sessions", OPT_U32, OFF(max_sessions), "N      exactly-once sessions remembered; the least active goes (4096)", R_NO},
     {"--session-window", OPT_U32, OFF(session_window), "N      replies kept per session, >= 2x --max-outstanding (2048)", R_NO},
     {"--cluster-group", OPT_U32, OFF(cluster_group), "ID     cluster mode: this group's id 1..65535 in the slot map (0 = none)", R_NO},
+    {"--cluster-map-group", OPT_FLAG, OFF(cluster_map_group), "       this group is the cluster's map group: it holds the slot map", R_NO},
+    {"--cluster-map", OPT_STR, OFF(cluster_map), "LIST   the map group's members host:port,...: the leader installs its maps (none)", R_NO},
     {"--peer-tls", OPT_YESNO, OFF(peer_tls), "yes|no mutual TLS 1.3 between replicas on the Raft port (no)", R_NO},
     {"--peer-tls-cert", OPT_STR, OFF(peer_tls_cert), "PATH   this replica's PEM certificate chain for peers (--tls-cert)", R_NO},
     {"--peer-tls-key", OPT_STR, OFF(peer_tls_key), "PATH   PEM private key of --peer-tls-cert (--tls-key)", R_NO},

@@ -587,7 +587,7 @@ again:
     size_t room;
     uint8_t *dst = conn_read_room(c, &room);
     if (!dst) return;
-    ssize_t n = c->ssl ? kvmux__tls_recv(c, dst, room) : recv(c->io.fd, dst, room, 0);
+    ssize_t n = c->ssl ? kvmux__srv_tls_recv(c, dst, room) : recv(c->io.fd, dst, room, 0);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
         kvmux__conn_close(c, strerror(errno));
@@ -761,7 +761,7 @@ static void refuse_plaintext(kvmux_conn *c) {
 /* Drive the TLS handshake. Returns 1 when done (the connection reads
  * from now on), 0 when waiting, -1 when c has been closed. */
 static int conn_tls_handshake(kvmux_conn *c) {
-    int r = kvmux__tls_handshake(c);
+    int r = kvmux__srv_tls_handshake(c);
     if (r == 1) {
         kvmux__conn_update_events(c);
         return c->state == KVMUX_CONN_DEAD ? -1 : 1;

@@ -245,6 +245,8 @@ static int next_timeout(const kvmux_loop *l) {
         uint64_t poll = kvmux_clock_ms() + STALE_POLL_MS;
         if (next > poll) next = poll;
     }
+    uint64_t watch = kvmux__mapwatch_next_ms(l); /* a CLUSTER watch's end */
+    if (next > watch) next = watch;
     if (next == UINT64_MAX) return -1;
     uint64_t now = kvmux_clock_ms();
     if (next <= now) return 0;

@@ -277,6 +277,15 @@ static const struct {
     {"replica_applied_index", "Highest Raft log index applied to the store"},
     {"replica_last_failover_ms", "Duration of the last leaderless stretch"},
     {"replica_members", "Members of the Raft configuration this replica knows"},
+    {"cluster_group", "This group's id in the cluster's slot map (--cluster-group)"},
+    {"cluster_epoch", "Epoch of the applied slot map (0 = none)"},
+    {"cluster_slots_owned", "Slots the applied map gives this group"},
+    {"cluster_map_group", "1 on the cluster's map group (--cluster-map-group)"},
+    {"cluster_map_watching", "1 while this leader watches the map group"},
+    {"cluster_map_epoch", "Newest map epoch the map group answered"},
+    {"cluster_map_lag_epochs", "Epochs this group is behind the map group"},
+    {"cluster_map_lag_ms", "How long this group has been behind the map group"},
+    {"cluster_map_contact_age_ms", "Time since the map group last answered"},
 };
 
 static const char *gauge_help(const char *name) {

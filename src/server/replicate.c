@@ -200,6 +200,12 @@ static int raft_addr_is_loopback(const char *addr) {
     return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
+/* The applier installed a map (fsm.h, Raft thread). */
+static void map_installed(void *ud) {
+    kvmux_server *s = ud;
+    for (uint32_t i = 0; i < s->nloops; i++) kvmux__loop_wake(&s->loops[i]);
+}
+
 static void node_done(void *ud, kvmux_rbatch *b) {
     kvmux_server *s = ud;
     kvmux__repl_post(&s->loops[b->loop], b);
@@ -235,6 +241,11 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
     kvmux_sessions_init(&r->sessions);
     kvmux_stage_init(&r->stage);
     kvmux_fsm_cluster_init(&r->cluster, (uint16_t)cfg->cluster_group);
+    r->cluster.cas = cfg->cluster_map_group != 0;
+    /* Parked CLUSTER watches (mapwatch.c) wait for a newer map: wake the
+     * loops when one is applied rather than have them poll. */
+    r->cluster.installed = map_installed;
+    r->cluster.installed_ud = s;
     if (cfg->peer_tls) {
         nc.ptls_cert = cfg->peer_tls_cert ? cfg->peer_tls_cert : cfg->tls_cert;
         nc.ptls_key = cfg->peer_tls_key ? cfg->peer_tls_key : cfg->tls_key;
@@ -298,6 +309,7 @@ void kvmux__repl_loop_deinit(kvmux_loop *l) {
     if (l->rb_cur) batch_free(l->rb_cur);
     l->rb_cur = NULL;
     l->inbox_rb = NULL; /* the same batches as rb_flight */
+    kvmux__mapwatch_loop_deinit(l);
     while (l->stale) {
         struct kvmux_stale *s = l->stale;
         l->stale = s->next;
@@ -826,6 +838,18 @@ struct kvmux_fsm_cluster *kvmux__repl_cluster(kvmux_server *s) {
     return s->repl ? &s->repl->cluster : NULL;
 }
 
+int kvmux__repl_is_leader(kvmux_server *s) { return s->repl && is_leader(s); }
+
+void kvmux__repl_respond_not_leader(kvmux_conn *c, uint32_t id) { respond_not_leader(c, id); }
+
+int kvmux__repl_propose_map(kvmux_loop *l, const uint8_t *p, size_t n) {
+    if (!l->srv->repl || !is_leader(l->srv)) return -1;
+    kvmux_entry_cmd cmd = {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n, .value = p};
+    kvmux_lbatch *lb = cur_batch(l);
+    /* No pend: nobody is answered; the batch is proposed this iteration. */
+    return lb && add_cmd(l, &lb, &cmd) >= 0 ? 0 : -1;
+}
+
 int kvmux__repl_setmap(kvmux_conn *c, const kvmux_frame *f) {
     if (!is_leader(c->loop->srv)) {
         respond_not_leader(c, f->request_id);
@@ -1027,6 +1051,7 @@ static void unlink_flight(kvmux_loop *l, kvmux_lbatch *lb) {
 void kvmux__repl_iterate(kvmux_loop *l) {
     if (!l->srv->repl) return;
     stale_check(l);
+    kvmux__mapwatch_iterate(l); /* may add a MAP command to this iteration's entry */
     pthread_mutex_lock(&l->inbox_mu);
     kvmux_rbatch *done = l->inbox_rb;
     l->inbox_rb = NULL;
@@ -1075,6 +1100,7 @@ void kvmux__repl_forget(kvmux_conn *c) {
             if (l->rb_cur->p[i].conn == c) l->rb_cur->p[i].conn = NULL;
     for (struct kvmux_stale *s = l->stale; s; s = s->next)
         if (s->p.conn == c) s->p.conn = NULL;
+    kvmux__mapwatch_forget(c);
     c->nrepl = 0;
 }
 
@@ -1091,6 +1117,7 @@ int kvmux__repl_holds(const kvmux_conn *c, uint32_t request_id) {
         if (holds_in(lb, c, request_id)) return 1;
     for (const struct kvmux_stale *s = l->stale; s; s = s->next)
         if (s->p.conn == c && s->p.request_id == request_id) return 1;
+    if (kvmux__mapwatch_holds(c, request_id)) return 1;
     return holds_in(l->rb_cur, c, request_id);
 }
 
@@ -1176,6 +1203,17 @@ int kvmux__repl_setmap(kvmux_conn *c, const kvmux_frame *f) {
     kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_BAD_REQUEST, NULL, 0,
                         "built without replication");
     return 0;
+}
+int kvmux__repl_is_leader(kvmux_server *s) {
+    (void)s;
+    return 0;
+}
+void kvmux__repl_respond_not_leader(kvmux_conn *c, uint32_t id) {
+    kvmux__conn_respond(c, id, KVMUX_STATUS_SHUTTING_DOWN, NULL, 0, "not the leader");
+}
+int kvmux__repl_propose_map(kvmux_loop *l, const uint8_t *p, size_t n) {
+    (void)l, (void)p, (void)n;
+    return -1;
 }
 void kvmux__repl_loop_deinit(kvmux_loop *l) { (void)l; }
 void kvmux__repl_free(kvmux_server *s) { (void)s; }

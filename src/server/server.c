@@ -200,6 +200,11 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
         kvmux_server_free(s);
         return -1;
     }
+    if (kvmux__mapwatch_start(s, cfg->cluster_map, err, errlen) != 0) {
+        kvmux_server_free(s);
+        return -1;
+    }
+    s->cfg.cluster_map = NULL; /* borrowed: the watcher keeps its own copy */
     check_fd_limit(s);
     *out = s;
     return 0;
@@ -347,6 +352,8 @@ void kvmux_server_free(kvmux_server *s) {
      * thread stops waking the loops before they go away. */
     kvmux_aof_close(s->aof);
     s->aof = NULL;
+    /* The map watcher uses the node and wakes loop 0: it goes first. */
+    kvmux__mapwatch_stop(s);
     /* Replication before the loops: the node hands every batch in flight
      * back to its loop's inbox, which the loop's deinit then frees. */
     kvmux__repl_stop(s);

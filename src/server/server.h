@@ -152,6 +152,18 @@ typedef struct kvmux_server_config {
                                      cluster's slot map (docs/CLUSTER.md);
                                      0 = not a cluster node. Needs
                                      replica_id. */
+    uint32_t cluster_map_group;   /* 1: this group is the cluster's map
+                                     group (docs/CLUSTER.md "The map
+                                     group"): it holds the authoritative
+                                     slot map, CAS-updated, and serves no
+                                     keys. Needs replica_id; excludes
+                                     cluster_group. Default 0. */
+    const char *cluster_map;      /* a data group's map group, as client
+                                     endpoints "host:port,..." (<= 64): the
+                                     leader watches it and installs each
+                                     newer map through its own log. NULL:
+                                     none (maps are pushed). Needs
+                                     cluster_group. Copied. */
     /* Peer TLS (docs/REPLICATION.md "Peer security"): mutual TLS 1.3 on
      * the Raft port. The three paths default to tls_cert, tls_key, tls_ca;
      * all three are required when peer_tls is 1. Borrowed until

@@ -179,6 +179,7 @@ struct kvmux_loop {
                                       last renewal (replicate.c) */
     int repl_local;
     struct kvmux_stale *stale;     /* parked STALE reads (replicate.c) */
+    struct kvmux_mwatch *mwatch;   /* parked CLUSTER watches (mapwatch.c) */
     kvmux_rt rt;                   /* this loop's copy (reload.c) */
     uint64_t rt_epoch;             /* of srv->rt when copied */
     struct kvmux_metrics_loop *metrics; /* latency histograms (metrics.c) */
@@ -311,6 +312,7 @@ struct kvmux_server {
     void *reload_ud;
     struct kvmux_metrics *metrics; /* --metrics-addr, slow log (metrics.c) */
     kvmux_repl *repl;              /* NULL: a single node (replicate.c) */
+    struct kvmux_mapw *mapw;       /* --cluster-map watcher (mapwatch.c) */
     kvmux_fsm_clock repl_clock;    /* replicated mode: the store's clock */
     _Atomic uint64_t auth_log_ms;  /* rate limit of auth failure logs */
     _Atomic uint64_t auth_log_dropped; /* failures not logged since */
@@ -457,6 +459,51 @@ void kvmux__cluster_setmap_done(kvmux_conn *c, uint32_t id, uint8_t status, uint
 /* The applied map's epoch (0: none) and the slots it gives this group
  * (STATS). Any thread. */
 void kvmux__cluster_info(kvmux_server *s, uint64_t *epoch, uint32_t *owned);
+/* Answer request id with this replica's applied map: OK + its bytes, or
+ * NOT_FOUND "no slot map installed" (CLUSTER map). */
+void kvmux__cluster_respond_map(kvmux_conn *c, uint32_t id);
+
+/* ---- mapwatch.c: the map group's watches, a data group's watcher ---- */
+/* CLUSTER watch f (docs/PROTOCOL.md 18.4): answered at once (bad value,
+ * not the leader, the applied epoch already above the one given), or
+ * parked on c's loop until it is or its wait ends. Returns 1 if parked
+ * (the request keeps its credit; c->nrepl counts it), else 0. */
+int kvmux__mapwatch_request(kvmux_conn *c, const kvmux_frame *f);
+/* Each iteration of l: answer the parked watches whose epoch was passed
+ * or whose wait ended (all of them while l drains); on loop 0 of a
+ * data group's leader, propose the map the watcher brought (if any). */
+void kvmux__mapwatch_iterate(kvmux_loop *l);
+/* The loop-clock ms of l's earliest watch end, UINT64_MAX if none. */
+uint64_t kvmux__mapwatch_next_ms(const kvmux_loop *l);
+/* c is going away: its parked watches are dropped unanswered. */
+void kvmux__mapwatch_forget(kvmux_conn *c);
+/* Whether c has request_id parked as a watch. */
+int kvmux__mapwatch_holds(const kvmux_conn *c, uint32_t request_id);
+/* Free l's parked watches (loop deinit). */
+void kvmux__mapwatch_loop_deinit(kvmux_loop *l);
+/* Start the watcher thread of a data group given --cluster-map (endpoints,
+ * copied; NULL: nothing to do), after replication and auth are set up.
+ * Returns 0 or -1 with err. */
+int kvmux__mapwatch_start(kvmux_server *s, const char *endpoints, char *err, size_t errlen);
+/* The fence of a data group's leader: 1 if the watcher has seen a map
+ * newer than the applied one that does not give slot to this group (the
+ * slot is being handed over: answer TRY_AGAIN), else 0. Any thread. */
+int kvmux__mapwatch_fenced(kvmux_server *s, uint16_t slot);
+/* Stop and free the watcher (before replication stops). Idempotent. */
+void kvmux__mapwatch_stop(kvmux_server *s);
+/* STATS lines cluster_map_* of a data group with --cluster-map. */
+void kvmux__mapwatch_stats(kvmux_server *s, void *o,
+                           void (*u64line)(void *o, const char *name, uint64_t v));
+/* Whether this replica is its group's leader now (replicate.c). */
+int kvmux__repl_is_leader(kvmux_server *s);
+/* NOT_LEADER (v3) / SHUTTING_DOWN (v1/v2) to request id (replicate.c). */
+void kvmux__repl_respond_not_leader(kvmux_conn *c, uint32_t id);
+/* On loop l of the leader: append a MAP command (the encoded map
+ * p[0..n)) to this iteration's entry, answered to nobody (the watcher
+ * sees the applied epoch). Returns 0, or -1 (not the leader, out of
+ * memory). */
+int kvmux__repl_propose_map(kvmux_loop *l, const uint8_t *p, size_t n);
+
 /* The group's cluster state (fsm.h), NULL without replication. */
 struct kvmux_fsm_cluster *kvmux__repl_cluster(kvmux_server *s);
 /* Propose setmap request f (a valid encoded map) as a MAP entry: on the

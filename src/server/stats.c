@@ -172,6 +172,15 @@ size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, 
         u64line(&o, "cluster_slots_owned", owned);
         u64line(&o, "cluster_wrong_shard", st.cluster_wrong_shard);
         u64line(&o, "cluster_try_again", st.cluster_try_again);
+        kvmux__mapwatch_stats(s, &o, repl_u64);
+    }
+    if (s->cfg.cluster_map_group) {
+        /* The map group: the authoritative map's epoch (0: none yet). */
+        uint64_t epoch = 0;
+        uint32_t owned = 0;
+        kvmux__cluster_info(s, &epoch, &owned);
+        u64line(&o, "cluster_map_group", 1);
+        u64line(&o, "cluster_epoch", epoch);
     }
     kvmux__repl_stats(s, &o,
                       plen == 14 && memcmp(prefix, "replica_digest", 14) == 0,

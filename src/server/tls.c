@@ -127,7 +127,7 @@ static void tls_failed(kvmux_conn *c, const char *what) {
     }
 }
 
-int kvmux__tls_handshake(kvmux_conn *c) {
+int kvmux__srv_tls_handshake(kvmux_conn *c) {
     if (!c->tls_peeked) {
         /* A kvmux client that does not speak TLS starts with the kvmux
          * magic; a TLS ClientHello with 0x16. Tell the first one in its
@@ -184,7 +184,7 @@ int kvmux__tls_handshake(kvmux_conn *c) {
     }
 }
 
-ssize_t kvmux__tls_recv(kvmux_conn *c, void *buf, size_t n) {
+ssize_t kvmux__srv_tls_recv(kvmux_conn *c, void *buf, size_t n) {
     ERR_clear_error();
     int r = SSL_read(c->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
     if (r > 0) {
@@ -276,8 +276,8 @@ int kvmux__tls_ctx_build(const kvmux_server_config *cfg, struct ssl_ctx_st **out
 void kvmux__tls_ctx_ref(struct ssl_ctx_st *ctx) { (void)ctx; }
 void kvmux__tls_ctx_unref(struct ssl_ctx_st *ctx) { (void)ctx; }
 int kvmux__tls_conn_new(struct ssl_ctx_st *ctx, kvmux_conn *c) { (void)ctx, (void)c; return -1; }
-int kvmux__tls_handshake(kvmux_conn *c) { (void)c; return -1; }
-ssize_t kvmux__tls_recv(kvmux_conn *c, void *buf, size_t n) {
+int kvmux__srv_tls_handshake(kvmux_conn *c) { (void)c; return -1; }
+ssize_t kvmux__srv_tls_recv(kvmux_conn *c, void *buf, size_t n) {
     (void)c, (void)buf, (void)n;
     errno = EPROTO;
     return -1;

@@ -48,12 +48,12 @@ int kvmux__tls_conn_new(struct ssl_ctx_st *ctx, struct kvmux_conn *c);
  * reason is logged and counted), -2 when the peer is a plaintext kvmux
  * client (its first byte is the kvmux magic: conn.c answers it with a
  * plaintext ERROR). */
-int kvmux__tls_handshake(struct kvmux_conn *c);
+int kvmux__srv_tls_handshake(struct kvmux_conn *c);
 
 /* recv(2) for a TLS connection: > 0 plaintext bytes, 0 peer closed
  * (close_notify or EOF), -1 with errno (EAGAIN: wait; c->tls_read_wants_write
  * set when the wait is for writability; EPROTO: TLS error, logged). */
-ssize_t kvmux__tls_recv(struct kvmux_conn *c, void *buf, size_t n);
+ssize_t kvmux__srv_tls_recv(struct kvmux_conn *c, void *buf, size_t n);
 
 /* Write callback for kvmux__outbuf_flush_fn (ctx is the kvmux_conn):
  * > 0 bytes taken, 0 would block (c->tls_write_wants_read set when the

@@ -20,8 +20,9 @@ done
 # The single-node server: src/replica without the C-Raft glue (node.c,
 # transport.c), as a build without KVMUX_WITH_RAFT has it.
 srv_src="$(ls "$root"/src/server/*.c | grep -v '/main\.c$') $(ls "$root"/src/replica/*.c | grep -Ev '/(node|transport)\.c$')"
-clang $cflags -I"$root/src/cluster" -I"$root/src/server" -I"$root/src/replica" -I"$root/src/common" -o "$out/fuzz_server_input" \
-  "$root/tests/fuzz/fuzz_server_input.c" $srv_src "$root"/src/proto/*.c "$root"/src/cluster/*.c "$root"/src/common/*.c -lpthread
+# src/client: kvmuxd's map watcher (src/server/mapclient.c) is a libkvmux client.
+clang $cflags -I"$root/include" -I"$root/src/cluster" -I"$root/src/server" -I"$root/src/replica" -I"$root/src/common" -o "$out/fuzz_server_input" \
+  "$root/tests/fuzz/fuzz_server_input.c" $srv_src "$root"/src/proto/*.c "$root"/src/cluster/*.c "$root"/src/common/*.c "$root"/src/client/*.c -lpthread
 clang $cflags -I"$root/src/cluster" -o "$out/fuzz_map_decode" "$root/tests/fuzz/fuzz_map_decode.c" \
   "$root"/src/cluster/*.c "$root"/src/proto/*.c
 clang $cflags -I"$root/include" -I"$root/src/client" -I"$root/src/common" \

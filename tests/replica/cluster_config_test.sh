@@ -32,5 +32,22 @@ expect 2 "--cluster-group needs replicated mode" --config "$tmp/a.conf"
 printf 'cluster-group 2\nreplica-id 1\npeers %s\n' "$peers" > "$tmp/b.conf"
 expect 0 "is valid" --config "$tmp/b.conf"
 
+# The map group (--cluster-map-group) and a data group's --cluster-map.
+expect 2 "--cluster-map-group needs replicated mode" --cluster-map-group
+expect 0 "is valid" --cluster-map-group --replica-id 1 --peers $peers
+expect 2 "exclude each other" --cluster-map-group --cluster-group 1 --replica-id 1 --peers $peers
+expect 2 "exclude each other" --cluster-map-group --cluster-map 127.0.0.1:7000 --replica-id 1 --peers $peers
+expect 2 "--cluster-map needs --cluster-group" --cluster-map 127.0.0.1:7000 --replica-id 1 --peers $peers
+expect 0 "is valid" --cluster-group 1 --cluster-map 127.0.0.1:7000,[::1]:7001,localhost:7002 --replica-id 1 --peers $peers
+expect 2 "is not host:port" --cluster-group 1 --cluster-map 127.0.0.1 --replica-id 1 --peers $peers
+expect 2 "is not host:port" --cluster-group 1 --cluster-map 127.0.0.1:7000, --replica-id 1 --peers $peers
+expect 2 "is not host:port" --cluster-group 1 --cluster-map "" --replica-id 1 --peers $peers
+many=$(i=0; while [ $i -lt 65 ]; do printf '127.0.0.1:%d,' $((7000 + i)); i=$((i + 1)); done)
+expect 2 "more than 64 endpoints" --cluster-group 1 --cluster-map "${many%,}" --replica-id 1 --peers $peers
+printf 'cluster-map-group yes\nreplica-id 1\npeers %s\n' "$peers" > "$tmp/c.conf"
+expect 0 "is valid" --config "$tmp/c.conf"
+printf 'cluster-group 3\ncluster-map 127.0.0.1:7000\nreplica-id 1\npeers %s\n' "$peers" > "$tmp/d.conf"
+expect 0 "is valid" --config "$tmp/d.conf"
+
 [ "$fail" -eq 0 ] && echo "cluster_config_test: ok"
 exit $fail

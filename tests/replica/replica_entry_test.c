@@ -848,6 +848,64 @@ static void test_fsm_cluster(void) {
     kvmux_store_free(b);
 }
 
+static void count_installs(void *ud) { (*(int *)ud)++; }
+
+/* The map group's rule (cl->cas): a map installs only at the installed
+ * epoch + 1 (the first one at any epoch); the installed bytes again are
+ * OK; the hook runs once per installed map. No key is refused at apply
+ * time (group 0). */
+static void test_fsm_map_group(void) {
+    static kvmux_fsm_clock clk;
+    kvmux_store *a = NULL;
+    kvmux_store_options o;
+    kvmux_store_options_init(&o);
+    o.clock = kvmux_fsm_clock_read;
+    o.clock_user_data = &clk;
+    REQUIRE(kvmux_store_new(&a, &o) == 0);
+    kvmux_fsm_cluster cl;
+    kvmux_fsm_cluster_init(&cl, 0);
+    cl.cas = 1;
+    int installs = 0;
+    cl.installed = count_installs;
+    cl.installed_ud = &installs;
+    static uint8_t m5[1024], m7[1024], m6a[1024], m6b[1024], m4[1024], buf[8192];
+    size_t n5 = map_of(5, 1, m5, sizeof m5), n7 = map_of(7, 1, m7, sizeof m7);
+    size_t n6a = map_of(6, 1, m6a, sizeof m6a), n6b = map_of(6, 2, m6b, sizeof m6b);
+    size_t n4 = map_of(4, 1, m4, sizeof m4);
+    uint8_t ex[8] = {0};
+    kvmux_entry_cmd c[7] = {
+        {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n5, .value = m5},   /* seeds: OK */
+        {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n7, .value = m7},   /* a gap */
+        {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n6a, .value = m6a}, /* next: OK */
+        {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n6b, .value = m6b}, /* lost race */
+        {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n6a, .value = m6a}, /* again: OK */
+        {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n4, .value = m4},   /* older */
+        {.op = KVMUX_OP_SET, .extras_len = 8, .key_len = 1, .value_len = 1, .extras = ex,
+         .key = (const uint8_t *)"k", .value = (const uint8_t *)"v"}};
+    kvmux_entry_hdr h = {.origin = {.replica = 1, .seq = 1}, .clock_ms = 1000, .ncmds = 7};
+    kvmux_fsm_result r[7];
+    size_t n = build(buf, &h, c, 7);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, NULL, NULL, &cl, buf, n, r, 7), 7);
+    static const uint8_t want[7] = {KVMUX_STATUS_OK, KVMUX_STATUS_VERSION_MISMATCH,
+                                    KVMUX_STATUS_OK, KVMUX_STATUS_VERSION_MISMATCH,
+                                    KVMUX_STATUS_OK, KVMUX_STATUS_VERSION_MISMATCH,
+                                    KVMUX_STATUS_OK};
+    for (int i = 0; i < 7; i++) CHECK_EQ(r[i].status, want[i]);
+    CHECK_EQ(kvmux_load_u64be(r[1].extras), 7);     /* the map's epoch */
+    CHECK_EQ(kvmux_load_u64be(r[1].extras + 8), 5); /* the installed one */
+    CHECK_EQ(kvmux_load_u64be(r[3].extras + 8), 6);
+    CHECK_EQ(installs, 2);
+    CHECK_EQ(atomic_load(&cl.epoch), 6);
+    uint8_t *mb = NULL;
+    size_t ml = 0;
+    CHECK_EQ(kvmux_fsm_cluster_bytes(&cl, &mb, &ml), 0);
+    CHECK(ml == n6a && mb && memcmp(mb, m6a, n6a) == 0);
+    free(mb);
+    kvmux_fsm_cluster_clear(&cl);
+    CHECK_EQ(installs, 2); /* clearing tells nobody */
+    kvmux_store_free(a);
+}
+
 int main(void) {
     test_sessions();
     test_vector();
@@ -858,6 +916,7 @@ int main(void) {
     test_peers_table();
     test_fsm();
     test_fsm_cluster();
+    test_fsm_map_group();
     test_fuzz();
     return test_report();
 }

@@ -35,6 +35,7 @@
  * command-line option handling (main.c). */
 #include "cmd.h"
 #include "cluster.h"
+#include "mapassign.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -48,6 +49,7 @@
 #define OPT_TTL 1u     /* --ttl MS */
 #define OPT_VERBOSE 2u /* -v */
 #define OPT_COUNT 4u   /* --count N */
+#define OPT_MAP 8u     /* --map ENDPOINTS (cluster assign) */
 
 #define CMD_MAX_POS 4
 
@@ -59,6 +61,8 @@ typedef struct cmd_args {
     uint64_t ttl_ms;                /* --ttl, 0 = none */
     uint64_t count;                 /* --count, 0 = the server's default */
     int verbose;                    /* -v given (or ctx->verbose) */
+    const char *map;                /* --map: the map group's endpoints
+                                       (NUL-terminated, borrowed); NULL */
 } cmd_args;
 
 typedef struct cmd_spec {
@@ -115,11 +119,12 @@ static const cmd_spec commands[] = {
      "the server's slow requests (newest N, default 10), their number, or clear them",
      run_slowlog},
     {"client", 1, 1, 0, "list", "the server's connections, one per line", run_client},
-    {"cluster", 1, 4, 0,
+    {"cluster", 1, 4, OPT_MAP,
      "status | add ID RAFTHOST:PORT CLIENTHOST:PORT | remove ID | transfer [ID] | keyslot KEY | "
-     "slots | assign FILE|-",
+     "slots | assign FILE|- [--map HOST:PORT,...]",
      "a replicated group: its state as this replica sees it, or a membership change; "
-     "a key's slot (local), the node's slot map, push a slot map to every group",
+     "a key's slot (local), the node's slot map, push a slot map to every group "
+     "(--map: through the map group, then wait for every group to install it)",
      run_cluster},
     {"help", 0, 1, 0, "[COMMAND]",
      "the list of commands, or one command's arguments", run_help},
@@ -300,6 +305,10 @@ int cli_connect(cli_ctx *ctx) {
      * follows it (kvmux_options.endpoints; -p is then unused). */
     if (strchr(ctx->host, ',')) o.endpoints = ctx->host;
     int rc = kvmux_connect(&ctx->client, ctx->host, ctx->port, &o);
+    if (rc != 0 && ctx->quiet_connect) {
+        ctx->client = NULL;
+        return CLI_EXIT_CONN;
+    }
     if (rc != 0) {
         ctx->client = NULL;
         fputs("kvmux-cli: cannot connect to ", stderr);
@@ -766,6 +775,7 @@ static int current_epoch(cli_ctx *ctx, const cmd_args *a, uint64_t *epoch) {
     kvmux_reply rep;
     int rc = cluster_map_call(ctx, &rep);
     *epoch = 0;
+    if (rc != 0) kvmux_reply_free(&rep); /* NOT_FOUND carries the server's message */
     if (rc == KVMUX_ENOTFOUND) return 0;
     if (rc != 0) return report(ctx, a, rc);
     kvmux_map *m = malloc(sizeof *m);
@@ -834,6 +844,13 @@ static int cluster_assign(cli_ctx *ctx, const cmd_args *a) {
         rc = CLI_EXIT_USAGE;
     }
     free(text);
+    if (rc == CLI_EXIT_OK && a->map) {
+        /* Through the map group (mapassign.c): CAS, then wait. */
+        rc = cli_assign_via_map(ctx, a->map, m, wire, KVMUX_MAP_WIRE_MAX);
+        free(m);
+        free(wire);
+        return rc;
+    }
     uint64_t cur = 0;
     if (rc == CLI_EXIT_OK && m->epoch == 0 && (rc = current_epoch(ctx, a, &cur)) == 0)
         m->epoch = cur + 1;
@@ -870,6 +887,7 @@ static int run_cluster(cli_ctx *ctx, const cmd_args *a) {
                            "expected status, add, remove, transfer, keyslot, slots or assign");
     if (a->npos - 1 < subs[k].min || a->npos - 1 > subs[k].max)
         return usage_error(spec, "wrong number of arguments");
+    if (a->map && k != 6) return usage_error(spec, "--map goes with assign only");
     if (k == 4) return cluster_keyslot(ctx, a->pos[1]);
     if (k == 5) return cluster_slots(ctx, a);
     if (k == 6) return cluster_assign(ctx, a);
@@ -1031,6 +1049,15 @@ static int parse_args(const cmd_spec *s, const cli_ctx *ctx,
                                       "milliseconds, 0 for no expiry");
                 continue;
             }
+            int map_eq = t->len >= 6 && memcmp(t->data, "--map=", 6) == 0;
+            if ((s->opts & OPT_MAP) && (map_eq || arg_is(t, "--map"))) {
+                /* cli_arg data is NUL-terminated (args.h). */
+                if (map_eq) out->map = t->data + 6;
+                else if (i + 1 < nargs) out->map = args[++i].data;
+                else return usage_error(s, "--map needs the map group's HOST:PORT,...");
+                if (!out->map[0]) return usage_error(s, "--map needs the map group's HOST:PORT,...");
+                continue;
+            }
             int count_eq = t->len >= 8 && memcmp(t->data, "--count=", 8) == 0;
             if ((s->opts & OPT_COUNT) && (count_eq || arg_is(t, "--count"))) {
                 cli_arg num;
@@ -1073,9 +1100,11 @@ int cli_run_command(cli_ctx *ctx, const cli_arg *args, size_t nargs) {
     rc = parse_args(s, ctx, args, nargs, &a);
     if (rc != CLI_EXIT_OK) goto out;
     /* help and cluster keyslot need no server. */
+    /* cluster assign --map talks to the map group and the groups only. */
     int local = s->run == run_help ||
                 (s->run == run_cluster && a.npos > 0 && a.pos[0]->len == 7 &&
-                 strncasecmp(a.pos[0]->data, "keyslot", 7) == 0);
+                 strncasecmp(a.pos[0]->data, "keyslot", 7) == 0) ||
+                (s->run == run_cluster && a.map);
     if (!local) {
         rc = cli_connect(ctx);
         if (rc != CLI_EXIT_OK) goto out;

@@ -47,10 +47,13 @@ typedef struct cli_ctx {
     int insecure;          /* --insecure: no certificate verification */
     int stale;             /* --stale: kvmux_options.stale_reads */
     kvmux_client *client;  /* owned; NULL when not connected */
+    int quiet_connect;     /* cli_connect prints nothing on failure (a
+                              retry loop that reports once itself) */
 } cli_ctx;
 
 /* Connect ctx->client if it is NULL. On failure prints
- * "kvmux-cli: cannot connect to HOST:PORT: reason" on stderr.
+ * "kvmux-cli: cannot connect to HOST:PORT: reason" on stderr (unless
+ * ctx->quiet_connect).
  * Returns CLI_EXIT_OK or CLI_EXIT_CONN. */
 int cli_connect(cli_ctx *ctx);
 

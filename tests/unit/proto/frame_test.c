@@ -255,6 +255,14 @@ static const vec VECS[] = {
      2, 3, 0, 0, 0},
     {"req_cluster_map_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_CLUSTER, {0}, 0, "map", {0}, 0, 3, 0,
      0, 0},
+    /* the map group (docs/PROTOCOL.md section 18.5) */
+    {"req_cluster_watch_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_CLUSTER, {0}, 0, "watch",
+     {U64(7), 0, 0, 0x13, 0x88}, 12, 3, 0, 0, 0},
+    {"resp_cluster_setmap_gap_v3", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_VERSION_MISMATCH, {0}, 0,
+     "", "epoch 9 is not the next epoch: the installed epoch is 7, so the next map must have "
+     "epoch 8", 90, 3, 0, 0, 0},
+    {"resp_map_group_keyed_v3", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_BAD_REQUEST, {0}, 0, "",
+     "this is the cluster's map group: it holds the slot map and serves no keys", 73, 3, 0, 0, 0},
 };
 #define NVECS (sizeof VECS / sizeof VECS[0])
 

@@ -1,0 +1,36 @@
+/* The data group's link to the cluster's map group (mapwatch.c), over
+ * libkvmux. A file of its own because kvmux.h and server_internal.h both
+ * name a kvmux_wait: nothing here sees the server's internals. */
+#ifndef KVMUX_MAPCLIENT_H
+#define KVMUX_MAPCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct kvmux_client kvmux_mapc; /* a libkvmux client */
+
+enum { KVMUX_MAPC_OK = 0, KVMUX_MAPC_NOTFOUND = 1, KVMUX_MAPC_GAVEUP = 2 };
+
+/* Connect to the map group: endpoints mode over endpoints (borrowed for
+ * the call), each endpoint within connect_ms, token (NULL: none) in the
+ * HELLO; calls fail at once while disconnected. Returns 0 with *out, or a
+ * KVMUX_E* code (< 0). */
+int kvmux_mapc_open(kvmux_mapc **out, const char *endpoints, const char *token,
+                    int connect_ms);
+/* CLUSTER watch for an epoch above known, parked up to wait_ms on the map
+ * group; the client gives up slack_ms after that. Waits tick_ms at a time
+ * and gives up early (KVMUX_MAPC_GAVEUP) when go_on(ud) returns 0.
+ * Returns KVMUX_MAPC_OK with the map's bytes in *out (malloc; *len),
+ * KVMUX_MAPC_NOTFOUND (the map group has no map), KVMUX_MAPC_GAVEUP, or a
+ * KVMUX_E* code (< 0). */
+int kvmux_mapc_watch(kvmux_mapc *c, uint64_t known, uint32_t wait_ms, int slack_ms,
+                     int tick_ms, int (*go_on)(void *ud), void *ud, uint8_t **out,
+                     size_t *len);
+/* 1 if code (< 0) means the connection is gone (reopen it). */
+int kvmux_mapc_fatal(int code);
+/* The name of a code (kvmux_strerror). */
+const char *kvmux_mapc_strerror(int code);
+/* Close c (NULL: nothing). */
+void kvmux_mapc_close(kvmux_mapc *c);
+
+#endif
