@@ -355,7 +355,14 @@ int main(void) {
     long idle_cpu = cpu_after_request(keep);
     write_cfg(1, 1000000);
     reload_and_wait(2);
-    long spin_cpu = cpu_after_request(keep);
+    /* A spinning loop burns most of a core in those 800 ms on an idle
+     * machine; on a loaded one (a TSan build beside other tests on 2
+     * cores) it may get a small share of one, so a few tries, best kept. */
+    long spin_cpu = 0;
+    for (int i = 0; i < 5 && spin_cpu < idle_cpu + 100; i++) {
+        long t = cpu_after_request(keep);
+        if (t > spin_cpu) spin_cpu = t;
+    }
     fprintf(stderr, "cpu in 800 ms after a request: busy-poll 0: %ld ms, 1000000 us: %ld ms\n",
             idle_cpu, spin_cpu);
     CHECK(spin_cpu >= idle_cpu + 100);
