@@ -53,6 +53,7 @@
 
 #include "entry.h"
 #include "fsm.h"
+#include "raftfix.h"
 #include "sessions.h"
 #include "stage.h"
 #include "proto.h"
@@ -92,6 +93,9 @@ typedef struct server {
     uint64_t dropped;            /* InstallSnapshots dropped meanwhile */
     raft_index loaded_index;     /* the snapshot snapshot_get last returned */
     raft_term loaded_term;
+    raft_index snap_index;       /* its latest snapshot put (own or installed) */
+    raft_term snap_term;
+    uint64_t trimmed;            /* AppendEntries rewritten (raftfix.h) */
     raft_index base;             /* index of its first entry */
     uint64_t held;               /* entries it holds */
     unsigned append_faults;      /* writes still to fail (io_append) */
@@ -119,7 +123,7 @@ struct sim {
     int node_policy;             /* KVMUX_SIM_NODE_POLICY: node.c's only */
     int break_it;                /* KVMUX_SIM_BREAK: a replica that skips entries */
     char fail[256];
-    uint64_t proposals, acked, applied, snapshots, kills, cuts, io_faults, stalls, dropped;
+    uint64_t proposals, acked, applied, snapshots, kills, cuts, io_faults, stalls, dropped, trimmed;
 };
 
 static volatile sig_atomic_t current_seed;
@@ -371,8 +375,14 @@ static void put_done(struct raft_io_snapshot_put *req, int status) {
     cb(orig, status);
 }
 
+/* C-Raft 0.22.1, replication.c: a follower rejects an AppendEntries whose
+ * previous entry it compacted behind its own snapshot, and crashes when the
+ * leader steps back to index 1 (src/replica/raftfix.h has the details;
+ * seed 28787). Fixed as node.c does: such a message is rewritten to start
+ * at the snapshot. */
 static void io_recv(struct raft_io *io, struct raft_message *m) {
     server *v = server_of(io);
+    if (!v->no_fix && kvmux_raftfix_trim_append(m, v->snap_index, v->snap_term)) v->trimmed++;
     if (m->type == RAFT_INSTALL_SNAPSHOT && v->own_puts && !v->no_fix) {
         raft_configuration_close(&m->install_snapshot.conf);
         raft_free(m->install_snapshot.data.base);
@@ -394,6 +404,10 @@ static int io_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, ra
 static int io_snapshot_put(struct raft_io *io, unsigned trailing, struct raft_io_snapshot_put *req,
                            const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb) {
     server *v = server_of(io);
+    if (snapshot->index > v->snap_index) { /* committed: the leader has it too */
+        v->snap_index = snapshot->index;
+        v->snap_term = snapshot->term;
+    }
     if (trailing == 0) {
         v->base = snapshot->index + 1;
         return v->snapshot_put(io, trailing, req, snapshot, cb);
@@ -765,7 +779,10 @@ static int run_seed(sim *s, uint32_t seed, unsigned steps) {
     }
     if (!s->fail[0]) final_check(s);
     raft_fixture_close(&s->f);
-    for (unsigned i = 0; i < s->n; i++) s->dropped += s->sv[i].dropped;
+    for (unsigned i = 0; i < s->n; i++) {
+        s->dropped += s->sv[i].dropped;
+        s->trimmed += s->sv[i].trimmed;
+    }
     for (unsigned i = 0; i < s->n; i++) {
         kvmux_store_free(s->sv[i].store);
         kvmux_sessions_clear(&s->sv[i].sessions);
@@ -802,12 +819,12 @@ int main(void) {
     }
     double secs = (double)(test_now_ms() - t0) / 1000.0;
     printf("sim: seeds=%lu first=%lu steps=%u proposals=%llu acked=%llu applied=%llu "
-           "snapshots=%llu kills=%llu cuts=%llu io_faults=%llu stalls=%llu dropped_installs=%llu failures=%lu "
+           "snapshots=%llu kills=%llu cuts=%llu io_faults=%llu stalls=%llu dropped_installs=%llu trimmed_appends=%llu failures=%lu "
            "seeds_per_s=%.0f\n",
            seeds, first, steps, (unsigned long long)s.proposals, (unsigned long long)s.acked,
            (unsigned long long)s.applied, (unsigned long long)s.snapshots,
            (unsigned long long)s.kills, (unsigned long long)s.cuts,
-           (unsigned long long)s.io_faults, (unsigned long long)s.stalls, (unsigned long long)s.dropped, failures, secs > 0 ? seeds / secs : 0.0);
+           (unsigned long long)s.io_faults, (unsigned long long)s.stalls, (unsigned long long)s.dropped, (unsigned long long)s.trimmed, failures, secs > 0 ? seeds / secs : 0.0);
     CHECK_EQ(failures, 0);
     CHECK(s.acked > 0);
     CHECK(s.snapshots > 0);
