@@ -25,19 +25,27 @@
  * applied log at the index it was acknowledged at.
  *
  * What it found in C-Raft 0.22.1 (each worked around below, where it is
- * explained; KVMUX_SIM_NODE_POLICY=1 turns the two that concern kvmuxd
+ * explained; KVMUX_SIM_NODE_POLICY=1 turns the three that concern kvmuxd
  * off to reproduce them): InstallSnapshot sent with a newer snapshot's
- * index under the older one's term (a follower then aborts), and a
- * follower's own snapshot racing an InstallSnapshot (NULL dereference)
- * beyond node.c's settle window; plus two bugs of the fixture alone.
+ * index under the older one's term (a follower then aborts), a follower's
+ * own snapshot racing an InstallSnapshot (NULL dereference) beyond
+ * node.c's settle window, and a follower that compacted its log behind its
+ * own snapshot rejecting the leader's older prev entries until the leader
+ * resends from index 1, which it appends past its last entry (heap
+ * over-read, crash; src/replica/raftfix.h); plus two bugs of the fixture
+ * alone.
  *
  * Environment: KVMUX_SIM_SEEDS (seeds to run, default 2000 x
  * KVMUX_TEST_SCALE), KVMUX_SIM_SEED (first seed, default 1),
  * KVMUX_SIM_STEPS (schedule steps per seed, default 1500),
- * KVMUX_SIM_TRACE=1 (C-Raft's trace of every event, for one seed).
+ * KVMUX_SIM_TRACE=1 (C-Raft's trace of every event, for one seed),
+ * KVMUX_SIM_IO_FAULTS=1 (failed disk writes, retried as raft_uv does:
+ * append_done) or 2 (failed writes reported to C-Raft, outside its
+ * contract: to reproduce what that model led to).
  * Prints
  *   sim: seeds=N first=S steps=N proposals=N acked=N applied=N snapshots=N
- *        kills=N cuts=N io_faults=N stalls=N dropped_installs=N failures=F
+ *        kills=N cuts=N io_faults=N stalls=N dropped_installs=N
+ *        trimmed_appends=N failures=F
  *        seeds_per_s=X
  * and every failing seed with its reason; a crash names its seed. Rerun
  * one with KVMUX_SIM_SEED=S KVMUX_SIM_SEEDS=1. tests/replica/sim.sh runs
