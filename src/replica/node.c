@@ -684,11 +684,12 @@ static int init_transport(kvmux_node *n, char *err, size_t errlen) {
  * 3. replication.c: a follower rejects an AppendEntries whose previous
  *    entry it compacted behind its own snapshot, and when the leader steps
  *    back to index 1 it appends the resent entries after its last one and
- *    reads past the message (a crash; raftfix.h). Reachable here: a leader
- *    restarted while raft_uv's first closed segment is still on disk holds
- *    entry 1 again, and a follower whose answers were lost is probed from
- *    far behind. Fix: remember the latest snapshot stored here (load,
- *    snapshot_put) and rewrite such an AppendEntries to start at it. */
+ *    reads past the message (a crash; raftfix.h). Possible here, not seen
+ *    in kvmuxd's tests: a leader restarted while raft_uv's first closed
+ *    segment is still on disk holds entry 1 again, and a follower whose
+ *    answers were lost is probed from far behind. Fix: remember the latest
+ *    snapshot stored here (load, snapshot_put) and rewrite such an
+ *    AppendEntries to start at it. */
 
 static void note_snapshot(kvmux_node *n, raft_index index, raft_term term) {
     if (index > n->snap_index) { /* committed, so the leader's too */
