@@ -28,6 +28,7 @@
 #include "entry.h"
 #include "proto.h"
 #include "log.h"
+#include "raftfix.h"
 #include "monotime.h"
 #ifdef KVMUX_HAVE_TLS
 #include "transport.h"
@@ -84,8 +85,10 @@ struct kvmux_node {
     _Atomic uint64_t applied_version; /* kvmux_node_applied_version */
     _Atomic uint64_t peer_refused;
 
-    /* raft_io wrappers around two C-Raft 0.22.1 crashes (io_fix_*): the
+    /* raft_io wrappers around three C-Raft 0.22.1 crashes (io_fix_*): the
      * raft_uv functions they call, and their state. Raft thread only. */
+    int (*io_load)(struct raft_io *, raft_term *, raft_id *, struct raft_snapshot **,
+                   raft_index *, struct raft_entry *[], size_t *);
     int (*io_start)(struct raft_io *, unsigned, raft_io_tick_cb, raft_io_recv_cb);
     raft_io_recv_cb io_recv;
     int (*io_snapshot_put)(struct raft_io *, unsigned, struct raft_io_snapshot_put *,
@@ -97,6 +100,8 @@ struct kvmux_node {
     unsigned own_puts;           /* own snapshots being written */
     raft_index loaded_index;     /* the snapshot io_snapshot_get last loaded */
     raft_term loaded_term;
+    raft_index snap_index;       /* the latest snapshot stored here (fix 3) */
+    raft_term snap_term;
 };
 
 /* A membership change's C-Raft request: one at a time (n->admin). */
@@ -660,7 +665,7 @@ static int init_transport(kvmux_node *n, char *err, size_t errlen) {
     return rc == 0 ? 0 : nerr(err, errlen, "transport", rc, NULL);
 }
 
-/* ---- raft_io wrappers: two C-Raft 0.22.1 crashes ----
+/* ---- raft_io wrappers: three C-Raft 0.22.1 crashes ----
  *
  * Found by tests/replica/sim_test.c (TESTING.md "Deterministic
  * simulation"), which applies the same fixes to its in-memory raft_io:
@@ -675,7 +680,23 @@ static int init_transport(kvmux_node *n, char *err, size_t errlen) {
  *    lagging follower is newer than the one meant, the InstallSnapshot
  *    gets the new index but the old term, the follower installs it under
  *    the wrong term and later aborts. Fix: remember the loaded snapshot's
- *    term and put it into the InstallSnapshot that carries its index. */
+ *    term and put it into the InstallSnapshot that carries its index.
+ * 3. replication.c: a follower rejects an AppendEntries whose previous
+ *    entry it compacted behind its own snapshot, and when the leader steps
+ *    back to index 1 it appends the resent entries after its last one and
+ *    reads past the message (a crash; raftfix.h). Possible here, not seen
+ *    in kvmuxd's tests: a leader restarted while raft_uv's first closed
+ *    segment is still on disk holds entry 1 again, and a follower whose
+ *    answers were lost is probed from far behind. Fix: remember the latest
+ *    snapshot stored here (load, snapshot_put) and rewrite such an
+ *    AppendEntries to start at it. */
+
+static void note_snapshot(kvmux_node *n, raft_index index, raft_term term) {
+    if (index > n->snap_index) { /* committed, so the leader's too */
+        n->snap_index = index;
+        n->snap_term = term;
+    }
+}
 
 static kvmux_node *node_of(struct raft_io *io) {
     return (kvmux_node *)(void *)((char *)io - offsetof(kvmux_node, io));
@@ -699,12 +720,22 @@ static void fix_put_done(struct raft_io_snapshot_put *req, int status) {
 
 static void fix_recv(struct raft_io *io, struct raft_message *m) {
     kvmux_node *n = node_of(io);
+    kvmux_raftfix_trim_append(m, n->snap_index, n->snap_term);
     if (m->type == RAFT_INSTALL_SNAPSHOT && n->own_puts) {
         raft_configuration_close(&m->install_snapshot.conf);
         raft_free(m->install_snapshot.data.base);
         return;
     }
     n->io_recv(io, m);
+}
+
+static int fix_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
+                    struct raft_snapshot **snapshot, raft_index *start_index,
+                    struct raft_entry *entries[], size_t *n_entries) {
+    kvmux_node *n = node_of(io);
+    int rc = n->io_load(io, term, voted_for, snapshot, start_index, entries, n_entries);
+    if (rc == 0 && *snapshot) note_snapshot(n, (*snapshot)->index, (*snapshot)->term);
+    return rc;
 }
 
 static int fix_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
@@ -718,6 +749,7 @@ static int fix_snapshot_put(struct raft_io *io, unsigned trailing,
                             struct raft_io_snapshot_put *req,
                             const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb) {
     kvmux_node *n = node_of(io);
+    note_snapshot(n, snapshot->index, snapshot->term);
     if (trailing == 0) /* an installed snapshot, not one of our own */
         return n->io_snapshot_put(io, trailing, req, snapshot, cb);
     put_shim *sh = calloc(1, sizeof *sh);
@@ -775,6 +807,8 @@ static int fix_send(struct raft_io *io, struct raft_io_send *req, const struct r
 }
 
 static void io_fix_install(kvmux_node *n) {
+    n->io_load = n->io.load;
+    n->io.load = fix_load;
     n->io_start = n->io.start;
     n->io_snapshot_put = n->io.snapshot_put;
     n->io_snapshot_get = n->io.snapshot_get;

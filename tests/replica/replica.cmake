@@ -20,6 +20,12 @@ if(KVMUX_HAVE_RAFT)
            KVMUX_SIM_SEEDS=20 $<TARGET_FILE:sim_test>)
   set_tests_properties(sim_break_test PROPERTIES PASS_REGULAR_EXPRESSION "seeds=20 .* failures=20 "
                        TIMEOUT 60 LABELS "unit;sim")
+  # Failed disk writes, retried after a delay as raft_uv does
+  # (docs/TESTING.md "Deterministic simulation" 5): 300 x KVMUX_TEST_SCALE
+  # seeds, 10-30 s.
+  add_test(NAME sim_iofault_test COMMAND ${CMAKE_COMMAND} -E env KVMUX_SIM_IO_FAULTS=1
+           $<TARGET_FILE:sim_test>)
+  set_tests_properties(sim_iofault_test PROPERTIES TIMEOUT 180 LABELS "unit;sim;fault")
 else()
   kvmux_missing_dependency_test(sim_test
     "built without replication (install libraft-dev >= 0.22)")

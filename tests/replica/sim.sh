@@ -7,8 +7,8 @@
 #   -n  seeds in all (default 100000)
 #   -s  first seed (default 1)
 #   -j  parallel batches (default 2: this machine's cores are shared)
-#   --io-faults  also fail disk writes (KVMUX_SIM_IO_FAULTS=1; see
-#       docs/TESTING.md: C-Raft 0.22.1 does not survive them)
+#   --io-faults  also fail disk writes (KVMUX_SIM_IO_FAULTS=1: retried
+#       after a delay, as raft_uv does; docs/TESTING.md)
 # Prints each batch's "sim:" lines and the failing or crashed seeds (a
 # crashed seed is noted and the batch goes on), then one line
 #   sim.sh: seeds=N failures=F seconds=S seeds_per_s=X

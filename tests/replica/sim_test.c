@@ -25,19 +25,28 @@
  * applied log at the index it was acknowledged at.
  *
  * What it found in C-Raft 0.22.1 (each worked around below, where it is
- * explained; KVMUX_SIM_NODE_POLICY=1 turns the two that concern kvmuxd
+ * explained; KVMUX_SIM_NODE_POLICY=1 turns the three that concern kvmuxd
  * off to reproduce them): InstallSnapshot sent with a newer snapshot's
- * index under the older one's term (a follower then aborts), and a
- * follower's own snapshot racing an InstallSnapshot (NULL dereference)
- * beyond node.c's settle window; plus two bugs of the fixture alone.
+ * index under the older one's term (a follower then aborts), a follower's
+ * own snapshot racing an InstallSnapshot (NULL dereference) beyond
+ * node.c's settle window, and a follower that compacted its log behind its
+ * own snapshot rejecting the leader's older prev entries until the leader
+ * resends from index 1, which it appends past its last entry (heap
+ * over-read, crash; src/replica/raftfix.h); plus two bugs of the fixture
+ * alone.
  *
  * Environment: KVMUX_SIM_SEEDS (seeds to run, default 2000 x
- * KVMUX_TEST_SCALE), KVMUX_SIM_SEED (first seed, default 1),
+ * KVMUX_TEST_SCALE, 300 x with KVMUX_SIM_IO_FAULTS), KVMUX_SIM_SEED
+ * (first seed, default 1),
  * KVMUX_SIM_STEPS (schedule steps per seed, default 1500),
- * KVMUX_SIM_TRACE=1 (C-Raft's trace of every event, for one seed).
+ * KVMUX_SIM_TRACE=1 (C-Raft's trace of every event, for one seed),
+ * KVMUX_SIM_IO_FAULTS=1 (failed disk writes, retried as raft_uv does:
+ * append_done) or 2 (failed writes reported to C-Raft, outside its
+ * contract: to reproduce what that model led to).
  * Prints
  *   sim: seeds=N first=S steps=N proposals=N acked=N applied=N snapshots=N
- *        kills=N cuts=N io_faults=N stalls=N dropped_installs=N failures=F
+ *        kills=N cuts=N io_faults=N stalls=N dropped_installs=N
+ *        trimmed_appends=N failures=F
  *        seeds_per_s=X
  * and every failing seed with its reason; a crash names its seed. Rerun
  * one with KVMUX_SIM_SEED=S KVMUX_SIM_SEEDS=1. tests/replica/sim.sh runs
@@ -45,6 +54,7 @@
 #include <raft.h>
 #include <raft/fixture.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +63,7 @@
 
 #include "entry.h"
 #include "fsm.h"
+#include "raftfix.h"
 #include "sessions.h"
 #include "stage.h"
 #include "proto.h"
@@ -92,9 +103,15 @@ typedef struct server {
     uint64_t dropped;            /* InstallSnapshots dropped meanwhile */
     raft_index loaded_index;     /* the snapshot snapshot_get last returned */
     raft_term loaded_term;
+    raft_index snap_index;       /* its latest snapshot put (own or installed) */
+    raft_term snap_term;
+    uint64_t trimmed;            /* AppendEntries rewritten (raftfix.h) */
     raft_index base;             /* index of its first entry */
     uint64_t held;               /* entries it holds */
     unsigned append_faults;      /* writes still to fail (io_append) */
+    raft_time retry_ms;          /* how long a failed write takes to retry */
+    raft_time hold_until;        /* completions held until then (io_append) */
+    struct held_op *hq, *hq_tail; /* completions held, in order */
     int no_fix;                  /* KVMUX_SIM_NODE_POLICY: no io_send fix */
     raft_id last_leader;         /* node.c's settle window (sim_snapshot) */
     raft_time settle_since;
@@ -115,11 +132,11 @@ struct sim {
     raft_index *acked_index;     /* per proposal: index a leader acked it at */
     uint64_t nseq, capseq;
     uint32_t rng;
-    int io_faults_on;            /* KVMUX_SIM_IO_FAULTS */
+    int io_faults_on;            /* KVMUX_SIM_IO_FAULTS: 1 retried, 2 reported */
     int node_policy;             /* KVMUX_SIM_NODE_POLICY: node.c's only */
     int break_it;                /* KVMUX_SIM_BREAK: a replica that skips entries */
     char fail[256];
-    uint64_t proposals, acked, applied, snapshots, kills, cuts, io_faults, stalls, dropped;
+    uint64_t proposals, acked, applied, snapshots, kills, cuts, io_faults, stalls, dropped, trimmed;
 };
 
 static volatile sig_atomic_t current_seed;
@@ -241,9 +258,12 @@ static void track_leaders(sim *s) {
     }
 }
 
+static void release_held(sim *s, int all);
+
 static void on_event(struct raft_fixture *f, struct raft_fixture_event *e) {
     (void)f, (void)e;
     track_leaders(the_sim);
+    release_held(the_sim, 0);
 }
 
 static int sim_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs) {
@@ -297,25 +317,85 @@ static server *server_of(struct raft_io *io) {
     abort();
 }
 
+/* A disk completion the fixture made that raft is not told of yet
+ * (append_done). */
+typedef struct held_op {
+    struct held_op *next;
+    void (*deliver)(struct held_op *op); /* tell raft; frees the shim */
+} held_op;
+
+#define SHIM_OF(type, op) ((type *)(void *)((char *)(op) - offsetof(type, op)))
+
 typedef struct append_shim {
     struct raft_io_append req;   /* what the fixture sees */
     struct raft_io_append *orig; /* what raft submitted */
     raft_io_append_cb cb;
     server *v;
     unsigned n;
-    int fail;                    /* report RAFT_IOERR */
+    int fail;                    /* this write fails (KVMUX_SIM_IO_FAULTS) */
+    int status;                  /* what raft is told */
+    held_op op;
 } append_shim;
 
-/* A failed write is reported as failed, though the fixture kept the
- * entries (a torn write that reached the disk): raft must not count it. */
-static void append_done(struct raft_io_append *req, int status) {
-    append_shim *sh = (append_shim *)req;
-    if (status == 0) sh->v->held += sh->n;
-    if (status == 0 && sh->fail) status = RAFT_IOERR;
+static void append_deliver(held_op *op) {
+    append_shim *sh = SHIM_OF(append_shim, op);
     raft_io_append_cb cb = sh->cb;
     struct raft_io_append *orig = sh->orig;
+    int status = sh->status;
     free(sh);
     cb(orig, status);
+}
+
+/* Tell raft of a completion now, or after those held before it. */
+static void complete(server *v, held_op *op) {
+    if (!v->hq && v->s->f.time >= v->hold_until) {
+        op->deliver(op);
+        return;
+    }
+    op->next = NULL;
+    if (v->hq_tail) v->hq_tail->next = op;
+    else v->hq = op;
+    v->hq_tail = op;
+}
+
+/* Completions held behind a failed write whose retry is due, in order.
+ * Called after every fixture step (on_event); all = 1 before the fixture
+ * is closed. */
+static void release_held(sim *s, int all) {
+    for (unsigned i = 0; i < s->n; i++) {
+        server *v = &s->sv[i];
+        while (v->hq && (all || s->f.time >= v->hold_until)) {
+            held_op *op = v->hq;
+            v->hq = op->next;
+            if (!v->hq) v->hq_tail = NULL;
+            op->deliver(op);
+        }
+    }
+}
+
+/* A failed disk write (KVMUX_SIM_IO_FAULTS=1), as raft_uv 0.22.1 handles
+ * one: uvAliveSegmentWriteCb does not report it but writes the same blocks
+ * again after its disk retry delay (5 s by default), the appends queued
+ * behind it wait, and so do snapshot puts (UvBarrier: a put starts once
+ * the open segments' writes are done). So the completion of a failed
+ * write, and of every later append or put on that server, is held until
+ * the retry succeeds (retry_ms, 1-5 s).
+ * C-Raft's own contract allows nothing else: legacyPersistEntriesCb
+ * asserts that an append fails only with RAFT_CANCELED while closing.
+ * KVMUX_SIM_IO_FAULTS=2 keeps the model this test had before, outside that
+ * contract, to reproduce what it led to (docs/TESTING.md): RAFT_IOERR
+ * reported while the fixture kept the entries. */
+static void append_done(struct raft_io_append *req, int status) {
+    append_shim *sh = (append_shim *)req;
+    server *v = sh->v;
+    sim *s = v->s;
+    if (status == 0) v->held += sh->n;
+    sh->status = status;
+    if (status == 0 && sh->fail && s->io_faults_on == 2) sh->status = RAFT_IOERR;
+    if (status == 0 && sh->fail && s->io_faults_on == 1 && s->f.time + v->retry_ms > v->hold_until)
+        v->hold_until = s->f.time + v->retry_ms;
+    sh->op.deliver = append_deliver;
+    complete(v, &sh->op);
 }
 
 static int io_append(struct raft_io *io, struct raft_io_append *req,
@@ -360,19 +440,36 @@ typedef struct put_shim {
     struct raft_io_snapshot_put *orig;
     raft_io_snapshot_put_cb cb;
     server *v;
+    int own;                     /* trailing > 0: an own snapshot */
+    int status;
+    held_op op;
 } put_shim;
 
-static void put_done(struct raft_io_snapshot_put *req, int status) {
-    put_shim *sh = (put_shim *)req;
-    sh->v->own_puts--;
+static void put_deliver(held_op *op) {
+    put_shim *sh = SHIM_OF(put_shim, op);
+    if (sh->own) sh->v->own_puts--;
     raft_io_snapshot_put_cb cb = sh->cb;
     struct raft_io_snapshot_put *orig = sh->orig;
+    int status = sh->status;
     free(sh);
     cb(orig, status);
 }
 
+static void put_done(struct raft_io_snapshot_put *req, int status) {
+    put_shim *sh = (put_shim *)req;
+    sh->status = status;
+    sh->op.deliver = put_deliver;
+    complete(sh->v, &sh->op);
+}
+
+/* C-Raft 0.22.1, replication.c: a follower rejects an AppendEntries whose
+ * previous entry it compacted behind its own snapshot, and crashes when the
+ * leader steps back to index 1 (src/replica/raftfix.h has the details;
+ * seed 28787). Fixed as node.c does: such a message is rewritten to start
+ * at the snapshot. */
 static void io_recv(struct raft_io *io, struct raft_message *m) {
     server *v = server_of(io);
+    if (!v->no_fix && kvmux_raftfix_trim_append(m, v->snap_index, v->snap_term)) v->trimmed++;
     if (m->type == RAFT_INSTALL_SNAPSHOT && v->own_puts && !v->no_fix) {
         raft_configuration_close(&m->install_snapshot.conf);
         raft_free(m->install_snapshot.data.base);
@@ -394,18 +491,20 @@ static int io_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, ra
 static int io_snapshot_put(struct raft_io *io, unsigned trailing, struct raft_io_snapshot_put *req,
                            const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb) {
     server *v = server_of(io);
-    if (trailing == 0) {
-        v->base = snapshot->index + 1;
-        return v->snapshot_put(io, trailing, req, snapshot, cb);
+    if (snapshot->index > v->snap_index) { /* committed: the leader has it too */
+        v->snap_index = snapshot->index;
+        v->snap_term = snapshot->term;
     }
+    if (trailing == 0) v->base = snapshot->index + 1;
     put_shim *sh = calloc(1, sizeof *sh);
     if (!sh) return RAFT_NOMEM;
     sh->orig = req;
     sh->cb = cb;
     sh->v = v;
+    sh->own = trailing > 0;
     int rc = v->snapshot_put(io, trailing, &sh->req, snapshot, put_done);
     if (rc != 0) free(sh);
-    else v->own_puts++;
+    else if (sh->own) v->own_puts++;
     return rc;
 }
 
@@ -616,6 +715,7 @@ static void perturb(sim *s) {
         else heal(s, i, j);
     } else if (r < 52 && s->io_faults_on) { /* server i's next disk write(s) fail */
         s->sv[i].append_faults = 1 + rnd(s, 2);
+        s->sv[i].retry_ms = 1000 + rnd(s, 4001);
         s->io_faults++;
     }
 }
@@ -764,8 +864,12 @@ static int run_seed(sim *s, uint32_t seed, unsigned steps) {
         raft_fixture_step(&s->f);
     }
     if (!s->fail[0]) final_check(s);
+    release_held(s, 1);
     raft_fixture_close(&s->f);
-    for (unsigned i = 0; i < s->n; i++) s->dropped += s->sv[i].dropped;
+    for (unsigned i = 0; i < s->n; i++) {
+        s->dropped += s->sv[i].dropped;
+        s->trimmed += s->sv[i].trimmed;
+    }
     for (unsigned i = 0; i < s->n; i++) {
         kvmux_store_free(s->sv[i].store);
         kvmux_sessions_clear(&s->sv[i].sessions);
@@ -780,7 +884,10 @@ static unsigned long env_ul(const char *name, unsigned long def) {
 }
 
 int main(void) {
-    unsigned long seeds = env_ul("KVMUX_SIM_SEEDS", (unsigned long)(2000 * test_scale() + 0.5));
+    /* Failed writes hold completions for simulated seconds: a seed takes
+     * about twice as long, so fewer by default (sim_iofault_test). */
+    double per = env_ul("KVMUX_SIM_IO_FAULTS", 0) ? 300.0 : 2000.0;
+    unsigned long seeds = env_ul("KVMUX_SIM_SEEDS", (unsigned long)(per * test_scale() + 0.5));
     unsigned long first = env_ul("KVMUX_SIM_SEED", 1);
     unsigned steps = (unsigned)env_ul("KVMUX_SIM_STEPS", 1500);
     if (seeds < 1) seeds = 1;
@@ -788,7 +895,8 @@ int main(void) {
     signal(SIGSEGV, on_abort);
     static sim s;
     the_sim = &s;
-    s.io_faults_on = env_ul("KVMUX_SIM_IO_FAULTS", 0) != 0;
+    s.io_faults_on = (int)env_ul("KVMUX_SIM_IO_FAULTS", 0);
+    if (s.io_faults_on > 2) s.io_faults_on = 1;
     s.node_policy = env_ul("KVMUX_SIM_NODE_POLICY", 0) != 0;
     s.break_it = env_ul("KVMUX_SIM_BREAK", 0) != 0;
     unsigned long failures = 0;
@@ -802,12 +910,12 @@ int main(void) {
     }
     double secs = (double)(test_now_ms() - t0) / 1000.0;
     printf("sim: seeds=%lu first=%lu steps=%u proposals=%llu acked=%llu applied=%llu "
-           "snapshots=%llu kills=%llu cuts=%llu io_faults=%llu stalls=%llu dropped_installs=%llu failures=%lu "
+           "snapshots=%llu kills=%llu cuts=%llu io_faults=%llu stalls=%llu dropped_installs=%llu trimmed_appends=%llu failures=%lu "
            "seeds_per_s=%.0f\n",
            seeds, first, steps, (unsigned long long)s.proposals, (unsigned long long)s.acked,
            (unsigned long long)s.applied, (unsigned long long)s.snapshots,
            (unsigned long long)s.kills, (unsigned long long)s.cuts,
-           (unsigned long long)s.io_faults, (unsigned long long)s.stalls, (unsigned long long)s.dropped, failures, secs > 0 ? seeds / secs : 0.0);
+           (unsigned long long)s.io_faults, (unsigned long long)s.stalls, (unsigned long long)s.dropped, (unsigned long long)s.trimmed, failures, secs > 0 ? seeds / secs : 0.0);
     CHECK_EQ(failures, 0);
     CHECK(s.acked > 0);
     CHECK(s.snapshots > 0);
