@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "entry.h"
@@ -33,6 +34,13 @@
 #ifdef KVMUX_HAVE_TLS
 #include "transport.h"
 #endif
+
+/* A log append or snapshot write raft_uv has not completed yet, for the
+ * disk watchdog; linked oldest first (node.c "disk watchdog"). */
+typedef struct io_wait {
+    struct io_wait *prev, *next;
+    uint64_t since;              /* monotonic ms it was submitted */
+} io_wait;
 
 typedef struct node_req {
     struct raft_apply req;
@@ -46,6 +54,7 @@ struct kvmux_node {
     uv_loop_t loop;
     uv_async_t async;
     uv_prepare_t prepare;
+    uv_timer_t watchdog;         /* the disk watchdog's check */
     struct raft_uv_transport transport;
     struct raft_io io;
     struct raft_fsm fsm;
@@ -97,6 +106,9 @@ struct kvmux_node {
                            raft_io_snapshot_get_cb);
     int (*io_send)(struct raft_io *, struct raft_io_send *, const struct raft_message *,
                    raft_io_send_cb);
+    int (*io_append)(struct raft_io *, struct raft_io_append *, const struct raft_entry[],
+                     unsigned, raft_io_append_cb);
+    io_wait *wait_head, *wait_tail; /* pending writes, oldest first */
     unsigned own_puts;           /* own snapshots being written */
     raft_index loaded_index;     /* the snapshot io_snapshot_get last loaded */
     raft_term loaded_term;
@@ -527,6 +539,7 @@ static void on_closed(struct raft *r) {
     transport_release(n);
     uv_close((uv_handle_t *)&n->async, NULL);
     uv_close((uv_handle_t *)&n->prepare, NULL);
+    uv_close((uv_handle_t *)&n->watchdog, NULL);
 }
 
 static void on_async(uv_async_t *a) {
@@ -554,6 +567,7 @@ static void on_async(uv_async_t *a) {
             if (n->tcp_ok) transport_release(n);
             uv_close((uv_handle_t *)&n->async, NULL);
             uv_close((uv_handle_t *)&n->prepare, NULL);
+            uv_close((uv_handle_t *)&n->watchdog, NULL);
         }
     }
 }
@@ -702,16 +716,122 @@ static kvmux_node *node_of(struct raft_io *io) {
     return (kvmux_node *)(void *)((char *)io - offsetof(kvmux_node, io));
 }
 
+/* ---- the disk watchdog ----
+ *
+ * raft_uv 0.22.1 never reports a failed log write to C-Raft: it holds the
+ * write (and every append and snapshot put after it) and writes the same
+ * blocks again after its disk retry delay, and that retry is broken (it
+ * starts one timer with its state on another, then writes through a
+ * pointer that is not a segment: REPLICATION.md "A replica whose disk
+ * fails"). A raft_io wrapper cannot see the failure, only that the write
+ * stays pending. So the retry is pushed out of reach (DISK_RETRY_MS, set
+ * in init_raft) and the wrappers below note when each append and put was
+ * submitted; a write pending longer than --replica-disk-timeout ends the
+ * process (fail-stop, as etcd and PostgreSQL do after a failed fsync: the
+ * state of a page the disk refused is unknown). A supervisor restarts the
+ * replica, which replays its log and catches up from the leader. A disk
+ * that is only slow past the timeout ends the same way: nothing
+ * acknowledged depends on this replica's pending writes. */
+
+/* raft_uv's retry of a failed write: a day, far beyond the longest
+ * --replica-disk-timeout (600000), so the watchdog always fires first. */
+#define DISK_RETRY_MS 86400000u
+
+static void wait_add(kvmux_node *n, io_wait *w) {
+    w->since = kvmux_clock_ms();
+    w->next = NULL;
+    w->prev = n->wait_tail;
+    if (n->wait_tail) n->wait_tail->next = w;
+    else n->wait_head = w;
+    n->wait_tail = w;
+}
+
+static void wait_del(kvmux_node *n, io_wait *w) {
+    if (w->prev) w->prev->next = w->next;
+    else n->wait_head = w->next;
+    if (w->next) w->next->prev = w->prev;
+    else n->wait_tail = w->prev;
+}
+
+/* Exit without atexit handlers or stdio flushing, which could touch the
+ * Raft thread's state or block on the failed disk: the log line is one
+ * write(2) (log.h), already out. */
+static void disk_failed(kvmux_node *n, uint64_t age) {
+    KVMUX_LOG_E("raft log write pending for %llu ms: the disk failed or stalled; exiting "
+                "so a supervisor restarts this replica (--replica-dir %s, "
+                "--replica-disk-timeout %u, exit status %d)",
+                (unsigned long long)age, n->dir, n->cfg.disk_timeout_ms, KVMUX_NODE_DISK_EXIT);
+    _exit(KVMUX_NODE_DISK_EXIT);
+}
+
+static void on_watchdog(uv_timer_t *t) {
+    kvmux_node *n = t->data;
+    if (!n->wait_head) return;
+    uint64_t age = kvmux_clock_ms() - n->wait_head->since;
+    if (age >= n->cfg.disk_timeout_ms) disk_failed(n, age);
+}
+
+/* Check about 4 times per timeout, at most every 250 ms: the process
+ * exits within timeout + 250 ms of a write that stays pending. */
+static void watchdog_start(kvmux_node *n) {
+    if (n->cfg.disk_timeout_ms == 0) return;
+    uint64_t every = n->cfg.disk_timeout_ms / 4;
+    if (every > 250) every = 250;
+    if (every == 0) every = 1;
+    uv_timer_start(&n->watchdog, on_watchdog, every, every);
+}
+
+typedef struct append_shim {
+    struct raft_io_append req; /* first: the callback casts back */
+    io_wait wait;
+    struct raft_io_append *orig;
+    raft_io_append_cb cb;
+    kvmux_node *n;
+} append_shim;
+
+static void wd_append_done(struct raft_io_append *req, int status) {
+    append_shim *sh = (append_shim *)(void *)req;
+    wait_del(sh->n, &sh->wait);
+    raft_io_append_cb cb = sh->cb;
+    struct raft_io_append *orig = sh->orig;
+    free(sh);
+    cb(orig, status);
+}
+
+static int wd_append(struct raft_io *io, struct raft_io_append *req,
+                     const struct raft_entry entries[], unsigned n_entries,
+                     raft_io_append_cb cb) {
+    kvmux_node *n = node_of(io);
+    append_shim *sh = calloc(1, sizeof *sh);
+    if (!sh) return RAFT_NOMEM;
+    sh->orig = req;
+    sh->cb = cb;
+    sh->n = n;
+    sh->req.data = req->data;
+    wait_add(n, &sh->wait); /* before: a callback may come from inside */
+    int rc = n->io_append(io, &sh->req, entries, n_entries, wd_append_done);
+    if (rc != 0) {
+        wait_del(n, &sh->wait);
+        free(sh);
+    }
+    return rc;
+}
+
+/* Snapshot puts: watched like appends (raft_uv queues them behind a held
+ * write); own ones (trailing != 0) are also counted for fix 1. */
 typedef struct put_shim {
     struct raft_io_snapshot_put req; /* first: the callback casts back */
+    io_wait wait;
     struct raft_io_snapshot_put *orig;
     raft_io_snapshot_put_cb cb;
     kvmux_node *n;
+    int own;
 } put_shim;
 
 static void fix_put_done(struct raft_io_snapshot_put *req, int status) {
     put_shim *sh = (put_shim *)(void *)req;
-    sh->n->own_puts--;
+    if (sh->own) sh->n->own_puts--;
+    wait_del(sh->n, &sh->wait);
     raft_io_snapshot_put_cb cb = sh->cb;
     struct raft_io_snapshot_put *orig = sh->orig;
     free(sh);
@@ -750,16 +870,21 @@ static int fix_snapshot_put(struct raft_io *io, unsigned trailing,
                             const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb) {
     kvmux_node *n = node_of(io);
     note_snapshot(n, snapshot->index, snapshot->term);
-    if (trailing == 0) /* an installed snapshot, not one of our own */
-        return n->io_snapshot_put(io, trailing, req, snapshot, cb);
     put_shim *sh = calloc(1, sizeof *sh);
     if (!sh) return RAFT_NOMEM;
     sh->orig = req;
     sh->cb = cb;
     sh->n = n;
+    sh->req.data = req->data;
+    sh->own = trailing != 0; /* 0: an installed snapshot, not one of ours */
+    if (sh->own) n->own_puts++; /* before: a callback may come from inside */
+    wait_add(n, &sh->wait);
     int rc = n->io_snapshot_put(io, trailing, &sh->req, snapshot, fix_put_done);
-    if (rc != 0) free(sh);
-    else n->own_puts++;
+    if (rc != 0) {
+        if (sh->own) n->own_puts--;
+        wait_del(n, &sh->wait);
+        free(sh);
+    }
     return rc;
 }
 
@@ -813,6 +938,8 @@ static void io_fix_install(kvmux_node *n) {
     n->io_snapshot_put = n->io.snapshot_put;
     n->io_snapshot_get = n->io.snapshot_get;
     n->io_send = n->io.send;
+    n->io_append = n->io.append;
+    n->io.append = wd_append;
     n->io.start = fix_start;
     n->io.snapshot_put = fix_snapshot_put;
     n->io.snapshot_get = fix_snapshot_get;
@@ -830,6 +957,7 @@ static int init_raft(kvmux_node *n, char *err, size_t errlen) {
         return -1;
     }
     n->io_ok = 1;
+    raft_uv_set_disk_retry(&n->io, DISK_RETRY_MS); /* the disk watchdog */
     io_fix_install(n);
     n->fsm.version = 1;
     n->fsm.data = n;
@@ -887,12 +1015,15 @@ int kvmux_node_start(kvmux_node **out, const kvmux_node_config *cfg, char *err, 
     uv_prepare_init(&n->loop, &n->prepare);
     n->prepare.data = n;
     uv_prepare_start(&n->prepare, on_prepare);
+    uv_timer_init(&n->loop, &n->watchdog);
+    n->watchdog.data = n;
     if (init_raft(n, err, errlen) != 0) {
         /* Nothing ran yet: close what libuv holds and give up (the
          * process exits on this error). */
         kvmux_node_stop(n);
         return -1;
     }
+    watchdog_start(n);
     if (pthread_create(&n->thread, NULL, node_main, n) != 0) {
         snprintf(err, errlen, "replication: cannot start the Raft thread");
         kvmux_node_stop(n);

@@ -53,6 +53,10 @@ typedef struct kvmux_rbatch {
     void *owner;                 /* proposer's own state */
 } kvmux_rbatch;
 
+/* kvmuxd's exit status when the disk watchdog fires (EX_IOERR): a write
+ * of the Raft log or a snapshot stayed pending past disk_timeout_ms. */
+#define KVMUX_NODE_DISK_EXIT 74
+
 typedef void (*kvmux_node_done_fn)(void *ud, kvmux_rbatch *b);
 
 typedef struct kvmux_node_config {
@@ -61,6 +65,10 @@ typedef struct kvmux_node_config {
     const kvmux_peers *peers;
     int bootstrap;               /* write the initial configuration if new */
     unsigned election_ms, heartbeat_ms, snapshot_threshold;
+    /* The disk watchdog: a log append or snapshot write pending longer
+     * than this (ms) ends the process with KVMUX_NODE_DISK_EXIT after one
+     * log line (node.c "disk watchdog"); 0 = no watchdog. */
+    unsigned disk_timeout_ms;
     uint64_t nonce;              /* this process's boot nonce (entry origin) */
     /* Peer TLS (transport.h): cert NULL = plain TCP (C-Raft's own
      * transport); else mutual TLS 1.3 with key, and ca as the group CA

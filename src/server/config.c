@@ -81,6 +81,7 @@ void kvmux_server_config_init(kvmux_server_config *c) {
     c->election_timeout_ms = 500;
     c->heartbeat_timeout_ms = 50;
     c->snapshot_threshold = 1024;
+    c->replica_disk_timeout_ms = 10000;
     c->session_timeout_ms = 3600000;
     c->max_sessions = 4096;
     c->session_window = 2048;
@@ -204,6 +205,7 @@ static int validate_replica(const kvmux_server_config *c, char *err, size_t errl
     RANGE(read_mode, "--read-mode", 0, 1);
     RANGE(heartbeat_timeout_ms, "--heartbeat-timeout", 1, 60000);
     RANGE(snapshot_threshold, "--snapshot-threshold", 2, 100000000);
+    RANGE(replica_disk_timeout_ms, "--replica-disk-timeout", 1000, 600000);
     RANGE(session_timeout_ms, "--session-timeout", 1000, 604800000);
     RANGE(max_sessions, "--max-sessions", 1, 10000000);
     RANGE(session_window, "--session-window", 2, 1048576);
@@ -427,6 +429,7 @@ static const opt options[] = {
     {"--heartbeat-timeout", OPT_MS, OFF(heartbeat_timeout_ms), "MS     Raft heartbeat interval (50)", R_NO},
     {"--read-mode", OPT_READMODE, OFF(read_mode), "M      linearizable reads on the leader: lease or barrier (lease)", R_NO},
     {"--snapshot-threshold", OPT_U32, OFF(snapshot_threshold), "N      Raft entries between snapshots (1024)", R_NO},
+    {"--replica-disk-timeout", OPT_MS, OFF(replica_disk_timeout_ms), "MS     exit (status 74) when a Raft log write is pending this long (10000)", R_NO},
     {"--session-timeout", OPT_MS, OFF(session_timeout_ms), "MS     forget an exactly-once session idle this long (3600000)", R_NO},
     {"--max-sessions", OPT_U32, OFF(max_sessions), "N      exactly-once sessions remembered; the least active goes (4096)", R_NO},
     {"--session-window", OPT_U32, OFF(session_window), "N      replies kept per session, >= 2x --max-outstanding (2048)", R_NO},

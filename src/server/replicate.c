@@ -236,6 +236,7 @@ int kvmux__repl_start(kvmux_server *s, char *err, size_t errlen) {
         .id = r->id, .dir = dir, .peers = &r->peers, .bootstrap = (int)cfg->bootstrap,
         .election_ms = cfg->election_timeout_ms, .heartbeat_ms = cfg->heartbeat_timeout_ms,
         .snapshot_threshold = cfg->snapshot_threshold, .nonce = r->nonce,
+        .disk_timeout_ms = cfg->replica_disk_timeout_ms,
         .store = s->store, .clock = &s->repl_clock, .sessions = &r->sessions,
         .stage = &r->stage, .cluster = &r->cluster, .done = node_done, .done_ud = s};
     kvmux_sessions_init(&r->sessions);

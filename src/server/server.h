@@ -140,6 +140,9 @@ typedef struct kvmux_server_config {
     uint32_t election_timeout_ms; /* default 500 */
     uint32_t heartbeat_timeout_ms;/* default 50 */
     uint32_t snapshot_threshold;  /* entries between snapshots; default 1024 */
+    uint32_t replica_disk_timeout_ms; /* a Raft log or snapshot write pending
+                                     this long ends the process (exit 74,
+                                     REPLICATION.md); default 10000 */
     uint32_t read_mode;           /* KVMUX_READ_LEASE (default) or
                                      KVMUX_READ_BARRIER: how the leader
                                      serves linearizable reads */
