@@ -39,7 +39,7 @@
  * disk watchdog; linked oldest first (node.c "disk watchdog"). */
 typedef struct io_wait {
     struct io_wait *prev, *next;
-    uint64_t since;              /* monotonic ms it was submitted */
+    uint64_t since;              /* the watchdog's clock when submitted */
 } io_wait;
 
 typedef struct node_req {
@@ -109,6 +109,9 @@ struct kvmux_node {
     int (*io_append)(struct raft_io *, struct raft_io_append *, const struct raft_entry[],
                      unsigned, raft_io_append_cb);
     io_wait *wait_head, *wait_tail; /* pending writes, oldest first */
+    uint64_t wd_clock;           /* ms the Raft loop ran (on_watchdog) */
+    uint64_t wd_last;            /* monotonic ms of the last check */
+    uint64_t wd_every;           /* ms between checks */
     unsigned own_puts;           /* own snapshots being written */
     raft_index loaded_index;     /* the snapshot io_snapshot_get last loaded */
     raft_term loaded_term;
@@ -731,14 +734,23 @@ static kvmux_node *node_of(struct raft_io *io) {
  * state of a page the disk refused is unknown). A supervisor restarts the
  * replica, which replays its log and catches up from the leader. A disk
  * that is only slow past the timeout ends the same way: nothing
- * acknowledged depends on this replica's pending writes. */
+ * acknowledged depends on this replica's pending writes. The check runs
+ * on the Raft loop, so a write that blocks the loop itself (a synchronous
+ * submission to a hung disk) stops the watchdog too. */
 
 /* raft_uv's retry of a failed write: a day, far beyond the longest
  * --replica-disk-timeout (600000), so the watchdog always fires first. */
 #define DISK_RETRY_MS 86400000u
 
+/* The watchdog's clock now: as of the last check, plus the time since
+ * (capped as on_watchdog caps it). */
+static uint64_t wd_now(kvmux_node *n) {
+    uint64_t gap = kvmux_clock_ms() - n->wd_last;
+    return n->wd_clock + (gap < 2 * n->wd_every ? gap : 2 * n->wd_every);
+}
+
 static void wait_add(kvmux_node *n, io_wait *w) {
-    w->since = kvmux_clock_ms();
+    w->since = wd_now(n);
     w->next = NULL;
     w->prev = n->wait_tail;
     if (n->wait_tail) n->wait_tail->next = w;
@@ -764,10 +776,19 @@ static void disk_failed(kvmux_node *n, uint64_t age) {
     _exit(KVMUX_NODE_DISK_EXIT);
 }
 
+/* A write's age counts only the time the Raft loop ran: a check that
+ * comes late (the loop was busy, e.g. serializing a big snapshot in
+ * fsm_snapshot, or the process was stopped) advances the clock by two
+ * intervals at most. Else the first check after such a pause, which libuv
+ * runs before it polls for the completions that came meanwhile, would
+ * find healthy writes old. */
 static void on_watchdog(uv_timer_t *t) {
     kvmux_node *n = t->data;
+    uint64_t now = kvmux_clock_ms(), gap = now - n->wd_last;
+    n->wd_last = now;
+    n->wd_clock += gap < 2 * n->wd_every ? gap : 2 * n->wd_every;
     if (!n->wait_head) return;
-    uint64_t age = kvmux_clock_ms() - n->wait_head->since;
+    uint64_t age = n->wd_clock - n->wait_head->since;
     if (age >= n->cfg.disk_timeout_ms) disk_failed(n, age);
 }
 
@@ -775,10 +796,11 @@ static void on_watchdog(uv_timer_t *t) {
  * exits within timeout + 250 ms of a write that stays pending. */
 static void watchdog_start(kvmux_node *n) {
     if (n->cfg.disk_timeout_ms == 0) return;
-    uint64_t every = n->cfg.disk_timeout_ms / 4;
-    if (every > 250) every = 250;
-    if (every == 0) every = 1;
-    uv_timer_start(&n->watchdog, on_watchdog, every, every);
+    n->wd_every = n->cfg.disk_timeout_ms / 4;
+    if (n->wd_every > 250) n->wd_every = 250;
+    if (n->wd_every == 0) n->wd_every = 1;
+    n->wd_last = kvmux_clock_ms();
+    uv_timer_start(&n->watchdog, on_watchdog, n->wd_every, n->wd_every);
 }
 
 typedef struct append_shim {

@@ -102,8 +102,22 @@ static int wait_exit(int i, int timeout_ms, double *at) {
     return -1;
 }
 
-/* The "pending for N ms" of member i's watchdog line in the log, or -1. */
-static long logged_pending(int i) {
+/* A log line's "ts=2026-01-02T03:04:05.678Z" as wall ms, 0 if none. */
+static double line_time(const char *line) {
+    struct tm tm;
+    int ms = 0;
+    memset(&tm, 0, sizeof tm);
+    if (sscanf(line, "ts=%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (double)timegm(&tm) * 1e3 + ms;
+}
+
+/* The "pending for N ms" of member i's watchdog line in the log, or -1;
+ * the line's time (wall ms) in *at. */
+static long logged_pending(int i, double *at) {
     FILE *f = fopen(logpath, "r");
     if (!f) return -1;
     char want[64], line[2048];
@@ -112,8 +126,10 @@ static long logged_pending(int i) {
     while (ms < 0 && fgets(line, sizeof line, f)) {
         const char *p = strstr(line, "raft log write pending for ");
         if (p && strstr(line, want) &&
-            strstr(line, "the disk failed or stalled; exiting so a supervisor restarts"))
+            strstr(line, "the disk failed or stalled; exiting so a supervisor restarts")) {
             ms = strtol(p + strlen("raft log write pending for "), NULL, 10);
+            *at = line_time(line);
+        }
     }
     fclose(f);
     return ms;
@@ -128,15 +144,21 @@ static void check_disk_exit(int i, double since, const char *phase) {
     double at = 0;
     int rc = wait_exit(i, DISK_TIMEOUT_MS + EXIT_SLACK_MS, &at);
     double first = fired_at(i);
-    long pending = logged_pending(i);
-    printf("iofail %s: replica %d exit status %d; its log: write pending for %ld ms "
-           "(--replica-disk-timeout %d); exit seen %.0f ms after the fault was set\n",
-           phase, i + 1, rc, pending, DISK_TIMEOUT_MS, rc >= 0 ? at - since : -1.0);
+    double logged_at = 0;
+    long pending = logged_pending(i, &logged_at);
+    printf("iofail %s: replica %d exit status %d; its log line: write pending for %ld ms "
+           "(--replica-disk-timeout %d), %.0f ms after the fault was set; exit seen by the "
+           "test after %.0f ms\n",
+           phase, i + 1, rc, pending, DISK_TIMEOUT_MS, logged_at ? logged_at - since : -1.0,
+           rc >= 0 ? at - since : -1.0);
     CHECK_EQ(rc, DISK_EXIT);
     CHECK(pending >= DISK_TIMEOUT_MS && pending <= DISK_TIMEOUT_MS + EXIT_SLACK_MS);
+    CHECK(logged_at > 0 && logged_at - since <= DISK_TIMEOUT_MS + EXIT_SLACK_MS);
     CHECK(first > 0);
     if (rc >= 0 && first > 0) {
-        CHECK(at - first >= DISK_TIMEOUT_MS - 50); /* file times are coarse */
+        /* Not before the timeout (file times are coarse; the write was
+         * submitted a little before it failed). */
+        CHECK(logged_at - first >= DISK_TIMEOUT_MS - 100);
         CHECK(at - since <= DISK_TIMEOUT_MS + EXIT_SLACK_MS);
     }
 }
