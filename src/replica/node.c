@@ -94,7 +94,8 @@ struct kvmux_node {
     _Atomic uint64_t applied_version; /* kvmux_node_applied_version */
     _Atomic uint64_t peer_refused;
 
-    /* raft_io wrappers around three C-Raft 0.22.1 crashes (io_fix_*): the
+    /* raft_io wrappers around three C-Raft 0.22.1 crashes (io_fix_*) and for
+     * the disk watchdog (wd_append, fix_snapshot_put): the
      * raft_uv functions they call, and their state. Raft thread only. */
     int (*io_load)(struct raft_io *, raft_term *, raft_id *, struct raft_snapshot **,
                    raft_index *, struct raft_entry *[], size_t *);
