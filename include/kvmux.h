@@ -114,6 +114,12 @@ typedef enum kvmux_error {
     KVMUX_ETRYAGAIN = -24,  /* the slot stayed unavailable (no slot map yet,
                                or in hand-over) until the deadline or the
                                retry budget ran out; not processed */
+    KVMUX_ECLUSTERMAP = -25,/* cluster mode: kvmux_connect could not load
+                               a slot map from any seed within
+                               connect_timeout_ms (none reachable, none a
+                               cluster node, none with a map installed);
+                               the last seed's reason:
+                               kvmux_connection_error(NULL, ...) */
     /* Fatal: the connection is gone. */
     KVMUX_E_FATAL = -100,
     KVMUX_ECLOSED = -101,   /* connection closed (EOF, reset, kvmux_close) */
@@ -333,6 +339,31 @@ typedef struct kvmux_options {
      * be missing by a follower's lag. On a v1/v2 connection it has no
      * effect. 0 (default): reads are linearizable (the leader). */
     int stale_reads;
+    /* Added with the cluster client (docs/CLUSTER.md "The cluster
+     * client"; threaded clients: kvmux_async_connect refuses it with
+     * KVMUX_EINVAL for now). cluster = 1: the handle is one client over a
+     * sharded cluster. The seeds are `endpoints` (or host:port): any
+     * node(s) of any group. kvmux_connect asks the seeds, in order, for
+     * their slot map (CLUSTER map) within connect_timeout_ms in all, and
+     * fails with KVMUX_ECLUSTERMAP if none answers one. Every keyed
+     * request is then routed by its key's slot (kvmux_slot) to the group
+     * the map names, through one endpoints-mode client per group (made on
+     * the first request routed there, with these same options minus
+     * cluster: sessions, stale reads, TLS, auth and NOT_LEADER following
+     * apply per group). A WRONG_SHARD answer is followed at once to the
+     * group it names, and a newer epoch in it triggers one map refresh
+     * (one CLUSTER map request in flight, at most one per epoch seen);
+     * TRY_AGAIN is retried after a backoff (2 ms doubling to 100 ms,
+     * jittered) within the request's deadline, then KVMUX_ETRYAGAIN. A
+     * request keeps its one deadline across hops, completes exactly
+     * once, and can be cancelled wherever it is. Keyless requests (PING,
+     * STATS, SCAN, SLOWLOG, CLIENT_LIST, GROUP, CLUSTER) go to the seed's
+     * group; kvmux_cluster_group_call targets any group. 0 (default):
+     * off. */
+    int cluster;
+    uint32_t cluster_max_redirects; /* WRONG_SHARD redirects one request
+                                    follows, then KVMUX_EREDIRECTS;
+                                    1..64, default 5 */
 } kvmux_options;
 
 /* Fill o with defaults and set o->struct_size. Thread-safe: yes.
@@ -676,6 +707,47 @@ int kvmux_client_list(kvmux_client *c, kvmux_value **out, int timeout_ms);
  * on a v1 server a value over the frame size is KVMUX_ETOOBIG); a
  * server that is draining (GOAWAY) makes new calls fail fast with
  * KVMUX_ESHUTDOWN while the requests already sent get their answers. */
+
+/* ---- cluster mode (kvmux_options.cluster = 1) ---- */
+
+/* The ids of the groups in the handle's current slot map, ascending:
+ * min(cap, count) of them into ids (may be NULL with cap 0), the count
+ * in *n. Returns 0, or KVMUX_EINVAL (c not a cluster handle, n NULL).
+ * Thread-safe: yes. */
+int kvmux_cluster_groups(kvmux_client *c, uint16_t *ids, size_t cap, size_t *n);
+
+/* Run req on group `group` (any op; meant for the keyless ones: STATS,
+ * SCAN, PING, SLOWLOG, CLIENT_LIST, GROUP, CLUSTER) and wait for its
+ * reply, as kvmux_call does on that group's client: no routing by slot,
+ * no redirect followed (a keyed request for another group's slot gets
+ * KVMUX_EWRONGSHARD). The group's client is made first if it does not
+ * exist yet (within timeout_ms). Returns what kvmux_call returns, or
+ * KVMUX_EINVAL (not a cluster handle), KVMUX_ENOTFOUND (no such group in
+ * the map and none learned from a redirect). Thread-safe: yes. */
+int kvmux_cluster_group_call(kvmux_client *c, uint16_t group, const kvmux_request *req,
+                             kvmux_reply *reply, int timeout_ms);
+
+/* Router counters of a cluster handle. Fields are only ever added at the
+ * end; kvmux_cluster_stats writes min(size, sizeof) bytes. */
+typedef struct kvmux_cluster_info {
+    uint64_t epoch;       /* the slot map's epoch the router routes by */
+    uint64_t refreshes;   /* CLUSTER map requests sent after connect */
+    uint64_t redirects;   /* WRONG_SHARD answers followed */
+    uint64_t try_agains;  /* TRY_AGAIN answers retried */
+    uint32_t subclients;  /* groups with a connected client */
+    uint32_t groups;      /* groups known (map and redirects) */
+    uint16_t seed_group;  /* the seed's group (keyless requests) */
+    uint64_t stale;       /* WRONG_SHARD answers from a node whose map is
+                             older than one already seen (a map being
+                             pushed group by group): not followed, the
+                             same group asked again after a TRY_AGAIN
+                             backoff */
+} kvmux_cluster_info;
+
+/* Fill *out (size: sizeof(kvmux_cluster_info) as the caller knows it).
+ * Returns 0 or KVMUX_EINVAL (not a cluster handle, out NULL).
+ * Thread-safe: yes. */
+int kvmux_cluster_stats(kvmux_client *c, kvmux_cluster_info *out, size_t size);
 
 /* ==== Asynchronous API ====
  *

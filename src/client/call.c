@@ -448,6 +448,7 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
     if (reply) memset(reply, 0, sizeof *reply);
     if (vout) *vout = NULL;
     if (!c || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT) return KVMUX_EINVAL;
+    if (c->router) return kvmux__cluster_call(c, req, reply, vout, timeout_ms, try_only);
     /* On an event-loop client nothing would drive the socket while we
      * block: the loop thread is the caller. */
     if (c->mode == KVMUX__MODE_LOOP) return KVMUX_EINVAL;

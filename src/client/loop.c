@@ -155,6 +155,9 @@ int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
     if (rc == 0 && !out) return kvmux__connect_fail(KVMUX_EINVAL, "out is required");
     if (rc == 0) rc = kvmux__check_opts(&o);
     if (rc != 0) return rc;
+    if (o.cluster)
+        return kvmux__connect_fail(KVMUX_EINVAL, "cluster mode is not available on an "
+                                   "event-loop client yet (use kvmux_connect)");
     kvmux_client *c = kvmux__client_new(&o);
     if (!c) return KVMUX_ENOMEM;
     if (o.endpoints) {

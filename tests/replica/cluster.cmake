@@ -20,3 +20,22 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()
+# The cluster client (docs/CLUSTER.md "The cluster client"): one
+# executable, one scenario per test. Threads of its own (sub-clients'
+# completion threads, connect threads, the reassign test's 8 submitters):
+# concurrent, so TSan CI runs them.
+if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
+  if(KVMUX_HAVE_RAFT)
+    kvmux_add_test(cluster_client_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/cluster_client_test.c
+      LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 90)
+    foreach(scenario reassign faults)
+      add_test(NAME cluster_client_${scenario}_test COMMAND cluster_client_test ${scenario})
+      set_tests_properties(cluster_client_${scenario}_test PROPERTIES TIMEOUT 90
+        LABELS "integration;concurrent;fault")
+    endforeach()
+  else()
+    kvmux_missing_dependency_test(cluster_client_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+  endif()
+endif()
