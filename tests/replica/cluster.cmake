@@ -24,11 +24,13 @@ endif()
 # executable, one scenario per test. Threads of its own (sub-clients'
 # completion threads, connect threads, the reassign test's 8 submitters):
 # concurrent, so TSan CI runs them.
-if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
+if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli AND TARGET kvmux-bench)
   if(KVMUX_HAVE_RAFT)
     kvmux_add_test(cluster_client_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/cluster_client_test.c
       LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 90)
+    target_compile_definitions(cluster_client_test PRIVATE
+      KVMUX_BENCH_PATH="$<TARGET_FILE:kvmux-bench>")
     foreach(scenario reassign faults)
       add_test(NAME cluster_client_${scenario}_test COMMAND cluster_client_test ${scenario})
       set_tests_properties(cluster_client_${scenario}_test PROPERTIES TIMEOUT 90

@@ -147,6 +147,49 @@ static kvmux_cluster_info cstats(kvmux_client *c) {
     return s;
 }
 
+/* Run cmd through sh: its exit status; stdout + stderr in out. */
+static int run_cmd(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p != NULL);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    while (fgetc(p) != EOF) {
+    }
+    return pclose(p);
+}
+
+/* kvmux-cli and kvmux-bench --cluster given one node of group 3: keys
+ * land on their groups, scan and stats cover every group. nkeys: the keys
+ * in the cluster so far. */
+static void route_tools(const rgroup *g, int nkeys) {
+    static char out[1 << 20];
+    char cmd[512];
+    uint16_t p3 = g[2].cport[0];
+    snprintf(cmd, sizeof cmd, "%s --cluster -p %u set cli:1 hello 2>&1", KVMUX_CLI_PATH, p3);
+    CHECK_EQ(run_cmd(cmd, out, sizeof out), 0);
+    snprintf(cmd, sizeof cmd, "%s --cluster -p %u --raw get cli:1 2>&1", KVMUX_CLI_PATH, p3);
+    CHECK_EQ(run_cmd(cmd, out, sizeof out), 0);
+    CHECK(strcmp(out, "hello") == 0);
+    /* Without --cluster a key of another group is refused. */
+    int other = kvmux_slot("cli:1", 5) <= 10922;
+    snprintf(cmd, sizeof cmd, "%s -p %u get cli:1 2>&1", KVMUX_CLI_PATH, p3);
+    CHECK(other == (run_cmd(cmd, out, sizeof out) != 0));
+    snprintf(cmd, sizeof cmd, "%s --cluster -p %u scan 2>&1 | wc -l", KVMUX_CLI_PATH, p3);
+    CHECK_EQ(run_cmd(cmd, out, sizeof out), 0);
+    CHECK_EQ(atoi(out), nkeys + 1);
+    snprintf(cmd, sizeof cmd, "%s --cluster -p %u stats cluster_group 2>&1", KVMUX_CLI_PATH, p3);
+    CHECK_EQ(run_cmd(cmd, out, sizeof out), 0);
+    CHECK(strcmp(out, "# group 1\ncluster_group:1\n\n# group 2\ncluster_group:2\n\n"
+                      "# group 3\ncluster_group:3\n") == 0);
+    if (strncmp(out, "# group 1", 9) != 0) fprintf(stderr, "cli stats: %s\n", out);
+    snprintf(cmd, sizeof cmd,
+             "%s --cluster -h 127.0.0.1 -p %u -t 4 -n 3000 --ratio 1:1 -k 500 -q 2>&1",
+             KVMUX_BENCH_PATH, p3);
+    int st = run_cmd(cmd, out, sizeof out);
+    CHECK_EQ(st, 0);
+    if (st != 0) fprintf(stderr, "bench: %s\n", out);
+}
+
 /* ---- route ---- */
 
 #define ROUTE_KEYS_MAX 10000
@@ -351,6 +394,7 @@ static void scenario_route(void) {
     pr.op = KVMUX_PING;
     CHECK_EQ(kvmux_cluster_group_call(c, 3, &pr, NULL, 5000), 0);
     CHECK_EQ(kvmux_cluster_group_call(c, 9, &pr, NULL, 5000), KVMUX_ENOTFOUND);
+    route_tools(g, nkeys);
     route_ops(c);
     /* Bad arguments are refused before routing. */
     CHECK_EQ(kvmux_get(c, "", 0, NULL, 1000), KVMUX_EINVAL);
