@@ -340,9 +340,8 @@ typedef struct kvmux_options {
      * effect. 0 (default): reads are linearizable (the leader). */
     int stale_reads;
     /* Added with the cluster client (docs/CLUSTER.md "The cluster
-     * client"; threaded clients: kvmux_async_connect refuses it with
-     * KVMUX_EINVAL for now). cluster = 1: the handle is one client over a
-     * sharded cluster. The seeds are `endpoints` (or host:port): any
+     * client"; kvmux_connect and kvmux_async_connect). cluster = 1: the
+     * handle is one client over a sharded cluster. The seeds are `endpoints` (or host:port): any
      * node(s) of any group. kvmux_connect asks the seeds, in order, for
      * their slot map (CLUSTER map) within connect_timeout_ms in all, and
      * fails with KVMUX_ECLUSTERMAP if none answers one. Every keyed
@@ -358,8 +357,18 @@ typedef struct kvmux_options {
      * request keeps its one deadline across hops, completes exactly
      * once, and can be cancelled wherever it is. Keyless requests (PING,
      * STATS, SCAN, SLOWLOG, CLIENT_LIST, GROUP, CLUSTER) go to the seed's
-     * group; kvmux_cluster_group_call targets any group. 0 (default):
-     * off. */
+     * group; kvmux_cluster_group_call targets any group. A WRONG_SHARD
+     * from a node whose map is older than one already seen (a map being
+     * pushed group by group) is not followed: the same group is asked
+     * again after the TRY_AGAIN backoff (kvmux_cluster_info.stale).
+     * Event-loop mode (kvmux_async_connect): the map is loaded inside
+     * kvmux_async_connect (blocking, as kvmux_connect does, up to
+     * connect_timeout_ms), and kvmux_async_fd is then ONE descriptor for
+     * the whole cluster (an epoll set of the groups' sockets, watched for
+     * reading only), with one timer; a group's client is made on the loop
+     * thread without blocking, over the group's numeric addresses only
+     * (a name is never resolved on the loop: a group listed only by name
+     * fails its requests with KVMUX_ECONNECT). 0 (default): off. */
     int cluster;
     uint32_t cluster_max_redirects; /* WRONG_SHARD redirects one request
                                     follows, then KVMUX_EREDIRECTS;
@@ -1024,7 +1033,9 @@ int kvmux_async_attach(kvmux_client *c, const kvmux_async_hooks *hooks);
 int kvmux_async_fd(const kvmux_client *c);
 
 /* Connection status callback (event-loop mode): cb(c, 0, user_data) once
- * the handshake has finished, and cb(c, code, user_data) once when the
+ * the handshake has finished (a cluster handle: once, from the first
+ * timer event after kvmux_async_attach; the groups' connections are not
+ * reported), and cb(c, code, user_data) once when the
  * connection fails (a fatal code; not called for kvmux_close). With
  * kvmux_options.reconnect: cb(c, code, ...) at each loss and each failed
  * reconnect attempt, cb(c, 0, ...) at each (re)connection. Runs on the

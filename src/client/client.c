@@ -664,12 +664,12 @@ void kvmux__client_shutdown(kvmux_client *c) {
 
 void kvmux_close(kvmux_client *c) {
     if (!c) return;
-    if (c->router) {
-        kvmux__cluster_close(c);
+    if (c->mode == KVMUX__MODE_LOOP) {
+        kvmux__loop_close(c); /* a cluster handle's too */
         return;
     }
-    if (c->mode == KVMUX__MODE_LOOP) {
-        kvmux__loop_close(c);
+    if (c->router) {
+        kvmux__cluster_close(c);
         return;
     }
     pthread_mutex_lock(&c->mu);

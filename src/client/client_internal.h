@@ -565,6 +565,20 @@ int64_t kvmux__cluster_next(const kvmux_client *c);
 /* A blocking call on a cluster handle: a future, waited on. */
 int kvmux__cluster_call(kvmux_client *c, const kvmux_request *req, kvmux_reply *reply,
                         kvmux_value **vout, int timeout_ms, int try_only);
+/* kvmux_async_connect with opts->cluster = 1: the map is loaded here
+ * (blocking, as the threaded connect), then the handle is an event-loop
+ * client whose fd is an epoll set of its sub-clients' sockets. */
+int kvmux__cluster_async_connect(kvmux_client **out, const char *host, uint16_t port,
+                                 const kvmux_options *o);
+/* Event-loop cluster handle (loop thread, lock not held): run the
+ * sub-clients whose sockets are ready; fire the sub-clients' timers due
+ * at now; kvmux_close's first part (ops failed, sub-clients closed). */
+void kvmux__cluster_loop_read(kvmux_client *c);
+void kvmux__cluster_loop_timers(kvmux_client *c, int64_t now);
+void kvmux__cluster_loop_shutdown(kvmux_client *c);
+/* loop.c: every handler's epilogue (status, callbacks due, deferred
+ * close). */
+void kvmux__loop_leave(kvmux_client *c);
 /* kvmux_close of a cluster handle. */
 void kvmux__cluster_close(kvmux_client *c);
 /* Free a cluster handle whose close has run (no thread left but the

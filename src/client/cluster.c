@@ -45,9 +45,13 @@
  *
  * What it is not: no I/O of its own; the map codecs are src/cluster's.
  */
+#include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include "client_internal.h"
 #include "clock.h"
@@ -86,6 +90,10 @@ typedef struct kvmux__cgroup {
     int fail_code;
     int64_t fail_until;
     kvmux_client *c;               /* the cluster handle (connect thread) */
+    /* event-loop mode: the sub-client's wishes, as its hooks state them */
+    uint32_t events;               /* EPOLLIN | EPOLLOUT watched */
+    int in_epoll;                  /* its fd is in the handle's epoll set */
+    int64_t timer_at;              /* its timer (monotonic ms), INT64_MAX none */
 } kvmux__cgroup;
 
 /* One sub-request: a routed op's hop, or a map refresh. */
@@ -135,6 +143,7 @@ static kvmux__cgroup *cl_group_learn(kvmux_client *c, uint16_t id, const char *e
         if (!g) return NULL;
         g->id = id;
         g->c = c;
+        g->timer_at = INT64_MAX;
         r->groups[r->ngroups++] = g;
     }
     /* A group not connected yet takes the newest member list. */
@@ -211,9 +220,16 @@ static void *cl_connect_main(void *arg) {
     return NULL;
 }
 
-/* Start g's connect thread (lock held; g IDLE or FAILED). */
+static void cl_connect_loop(kvmux_client *c, kvmux__cgroup *g);
+
+/* Start g's connect thread (lock held; g IDLE or FAILED). Event-loop
+ * mode: g's sub-client is made at once (a non-blocking connect). */
 static void cl_connect_start(kvmux_client *c, kvmux__cgroup *g) {
     if (c->router->closing) return;
+    if (c->mode == KVMUX__MODE_LOOP) {
+        cl_connect_loop(c, g);
+        return;
+    }
     if (g->thread_live) {
         /* The previous attempt's thread has finished its work (the state
          * changed under this lock) and only returns. */
@@ -315,6 +331,7 @@ static int cl_route_once(kvmux_client *c, kvmux__op *op, int first, int try_only
     if (g->state == CG_READY) return cl_send(c, op, g, left, first, try_only);
     if (g->state == CG_FAILED && now < g->fail_until) return g->fail_code;
     if (g->state != CG_CONNECTING) cl_connect_start(c, g);
+    if (g->state == CG_READY) return cl_send(c, op, g, left, first, try_only);
     if (g->state == CG_FAILED) return g->fail_code;
     if (first && (try_only || r->nparked >= c->opts.queue_limit)) return KVMUX_EAGAIN;
     cl_park(c, op, g, INT64_MAX);
@@ -385,6 +402,9 @@ void kvmux__cluster_tick(kvmux_client *c, int64_t now) {
 int64_t kvmux__cluster_next(const kvmux_client *c) {
     const kvmux__router *r = c->router;
     int64_t at = INT64_MAX;
+    if (c->mode == KVMUX__MODE_LOOP)
+        for (uint32_t i = 0; i < r->ngroups; i++)
+            if (r->groups[i]->timer_at < at) at = r->groups[i]->timer_at;
     if (r->nretry == 0) return at;
     for (const kvmux__op *op = r->routed; op; op = op->rnext)
         if (op->rparked && !op->rwait && op->retry_at < at) at = op->retry_at;
@@ -550,6 +570,7 @@ static void cl_leave(kvmux_client *c) {
 
 int kvmux__cluster_call(kvmux_client *c, const kvmux_request *req, kvmux_reply *reply,
                         kvmux_value **vout, int timeout_ms, int try_only) {
+    if (c->mode == KVMUX__MODE_LOOP) return KVMUX_EINVAL; /* the loop would stop */
     pthread_mutex_lock(&c->mu);
     int rc = c->fatal;
     if (rc == 0) c->active++;
@@ -675,7 +696,7 @@ static int cl_seeds(const kvmux_options *o, const char *host, uint16_t port,
 
 /* A new cluster handle over map m (taken) with the seed's limits from p. */
 static int cl_make(kvmux_client **out, const kvmux_options *o, kvmux_map *m, uint16_t seed,
-                   kvmux_client *p) {
+                   kvmux_client *p, kvmux__mode mode) {
     kvmux_client *c = kvmux__client_new(o);
     kvmux__router *r = c ? calloc(1, sizeof *r) : NULL;
     if (!r || kvmux__cond_init(&r->gcond) != 0) {
@@ -684,8 +705,25 @@ static int cl_make(kvmux_client **out, const kvmux_options *o, kvmux_map *m, uin
         free(m);
         return kvmux__connect_fail(KVMUX_ENOMEM, "out of memory");
     }
-    c->mode = KVMUX__MODE_THREADED;
+    c->mode = mode;
     c->router = r;
+    if (mode == KVMUX__MODE_LOOP) {
+        /* The one fd the application watches: the sub-clients' sockets.
+         * The map is loaded: "connected", reported by the first handler
+         * call (kvmux_async_attach arms the timer for it). */
+        c->lstate = KVMUX__L_OPEN;
+        c->status_due = 1;
+        c->status_code = 0;
+        c->fd = epoll_create1(EPOLL_CLOEXEC);
+        if (c->fd < 0) {
+            free(r->map);
+            c->router = NULL;
+            pthread_cond_destroy(&r->gcond);
+            free(r);
+            kvmux__client_free(c);
+            return kvmux__connect_fail(KVMUX_ENOMEM, "epoll_create1 failed");
+        }
+    }
     r->map = m;
     r->seed_group = seed;
     r->rng = (uint64_t)kvmux__now_ms() * 0x9E3779B97F4A7C15ull | 1u;
@@ -701,7 +739,7 @@ static int cl_make(kvmux_client **out, const kvmux_options *o, kvmux_map *m, uin
     atomic_store(&c->version, atomic_load(&p->version));
     int rc = cl_own_strings(r, o);
     pthread_mutex_lock(&c->mu);
-    if (rc == 0) rc = kvmux__disp_start(c);
+    if (rc == 0 && mode == KVMUX__MODE_THREADED) rc = kvmux__disp_start(c);
     if (rc == 0) cl_install_groups(c);
     pthread_mutex_unlock(&c->mu);
     if (rc != 0) {
@@ -712,8 +750,8 @@ static int cl_make(kvmux_client **out, const kvmux_options *o, kvmux_map *m, uin
     return 0;
 }
 
-int kvmux__cluster_connect(kvmux_client **out, const char *host, uint16_t port,
-                           const kvmux_options *o) {
+static int cl_connect(kvmux_client **out, const char *host, uint16_t port,
+                      const kvmux_options *o, kvmux__mode mode) {
     kvmux__endpoint *eps = NULL;
     uint32_t n = 0;
     int rc = cl_seeds(o, host, port, &eps, &n);
@@ -745,9 +783,185 @@ int kvmux__cluster_connect(kvmux_client **out, const char *host, uint16_t port,
     /* A node that does not say its group: the first group listing it,
      * else the map's first group. */
     if (seed == 0 || !kvmux_map_group_get(m, seed)) seed = m->groups[0].id;
-    rc = cl_make(out, o, m, seed, p);
+    rc = cl_make(out, o, m, seed, p, mode);
     kvmux_close(p);
     return rc;
+}
+
+int kvmux__cluster_connect(kvmux_client **out, const char *host, uint16_t port,
+                           const kvmux_options *o) {
+    return cl_connect(out, host, port, o, KVMUX__MODE_THREADED);
+}
+
+int kvmux__cluster_async_connect(kvmux_client **out, const char *host, uint16_t port,
+                                 const kvmux_options *o) {
+    return cl_connect(out, host, port, o, KVMUX__MODE_LOOP);
+}
+
+/* ---- event-loop mode ----
+ *
+ * The handle's fd is an epoll set holding its sub-clients' sockets; each
+ * sub-client is an event-loop client whose hooks (below) only record what
+ * it wants: its events go into the set, its timer into g->timer_at, and
+ * the handle's one timer is the earliest of those and the handle's own
+ * deadlines (kvmux__cluster_next). The application's loop calls the
+ * handle's handlers, which call the sub-clients' (their callbacks are the
+ * hops' answers), then run the handle's own callbacks. A sub-client is
+ * made with kvmux_async_connect over the group's numeric member
+ * addresses only: the loop thread never resolves a name (a group that
+ * lists none fails its requests with KVMUX_ECONNECT). */
+
+/* Put g's socket in the epoll set with its wanted events. */
+static void cl_epoll_sync(kvmux__cgroup *g) {
+    kvmux_client *c = g->c;
+    if (!g->sub) return;
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = g->events;
+    ev.data.ptr = g;
+    int fd = kvmux_async_fd(g->sub);
+    if (!g->in_epoll) {
+        if (epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev) == 0) g->in_epoll = 1;
+        return;
+    }
+    /* A reconnect puts a new socket behind the same descriptor number;
+     * epoll dropped the old one when it was closed. */
+    if (epoll_ctl(c->fd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+        (void)epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void cl_hook_events(void *d, uint32_t add, uint32_t del) {
+    kvmux__cgroup *g = d;
+    uint32_t ev = (g->events | add) & ~del;
+    if (ev == g->events && g->in_epoll) return;
+    g->events = ev;
+    cl_epoll_sync(g);
+}
+
+static void cl_hook_add_read(void *d) { cl_hook_events(d, EPOLLIN, 0); }
+static void cl_hook_del_read(void *d) { cl_hook_events(d, 0, EPOLLIN); }
+static void cl_hook_add_write(void *d) { cl_hook_events(d, EPOLLOUT, 0); }
+static void cl_hook_del_write(void *d) { cl_hook_events(d, 0, EPOLLOUT); }
+
+static void cl_hook_timer(void *d, int64_t ms) {
+    kvmux__cgroup *g = d;
+    g->timer_at = ms < 0 ? INT64_MAX : kvmux__now_ms() + ms;
+    /* Earlier than the handle's timer: re-arm it (single thread; the
+     * handle's mutex may be held by the caller, nothing here takes it). */
+    kvmux__loop_timer_update(g->c);
+}
+
+static void cl_hook_cleanup(void *d) {
+    kvmux__cgroup *g = d;
+    if (g->in_epoll && g->sub) (void)epoll_ctl(g->c->fd, EPOLL_CTL_DEL, kvmux_async_fd(g->sub), NULL);
+    g->in_epoll = 0;
+    g->events = 0;
+    g->timer_at = INT64_MAX;
+}
+
+/* 1 if "host:port" has a numeric host (IPv4, or IPv6 in brackets). */
+static int cl_numeric(const char *ep, size_t len) {
+    char host[KVMUX__HOST_MAX + 1];
+    uint16_t port;
+    if (kvmux__hostport_parse(ep, len, host, &port) != 0) return 0;
+    unsigned char buf[16];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* The numeric members of list into out ("" if none). */
+static void cl_numeric_only(const char *list, char *out, size_t cap) {
+    size_t off = 0;
+    out[0] = 0;
+    for (const char *p = list; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (cl_numeric(p, len) && off + len + 2 < cap) {
+            if (off) out[off++] = ',';
+            memcpy(out + off, p, len);
+            off += len;
+            out[off] = 0;
+        }
+        p += len + (comma ? 1 : 0);
+    }
+}
+
+/* Make g's event-loop sub-client now (lock held): never blocks. */
+static void cl_connect_loop(kvmux_client *c, kvmux__cgroup *g) {
+    char eps[CL_EP_MAX];
+    cl_numeric_only(g->endpoints, eps, sizeof eps);
+    int rc = KVMUX_ECONNECT; /* no numeric member: never resolved here */
+    kvmux_client *sub = NULL;
+    if (eps[0]) {
+        kvmux_options o = c->router->sub_opts;
+        o.endpoints = eps;
+        rc = kvmux_async_connect(&sub, NULL, 0, &o);
+    }
+    if (rc == 0) {
+        kvmux_async_hooks h;
+        memset(&h, 0, sizeof h);
+        h.data = g;
+        h.add_read = cl_hook_add_read;
+        h.del_read = cl_hook_del_read;
+        h.add_write = cl_hook_add_write;
+        h.del_write = cl_hook_del_write;
+        h.schedule_timer = cl_hook_timer;
+        h.cleanup = cl_hook_cleanup;
+        g->sub = sub;
+        rc = kvmux_async_attach(sub, &h);
+        if (rc != 0) {
+            kvmux_close(sub);
+            g->sub = NULL;
+        }
+    }
+    if (rc == 0) {
+        g->state = CG_READY;
+        return;
+    }
+    g->state = CG_FAILED;
+    g->fail_code = rc;
+    g->fail_until = kvmux__now_ms() + CL_FAIL_HOLD_MS;
+}
+
+void kvmux__cluster_loop_read(kvmux_client *c) {
+    struct epoll_event ev[64];
+    int n = epoll_wait(c->fd, ev, 64, 0);
+    for (int i = 0; i < n; i++) {
+        kvmux__cgroup *g = ev[i].data.ptr;
+        /* Sub-clients live until the handle's close, which no hop
+         * callback (all that runs in these handlers) can start. */
+        if (!g->sub) continue;
+        if (ev[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) kvmux_async_handle_read(g->sub);
+        if (ev[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) kvmux_async_handle_write(g->sub);
+    }
+}
+
+void kvmux__cluster_loop_timers(kvmux_client *c, int64_t now) {
+    kvmux__router *r = c->router;
+    for (uint32_t i = 0; i < r->ngroups; i++) {
+        kvmux__cgroup *g = r->groups[i];
+        if (g->sub && g->timer_at <= now) {
+            g->timer_at = INT64_MAX; /* it fired */
+            kvmux_async_handle_timeout(g->sub);
+        }
+    }
+}
+
+void kvmux__cluster_loop_shutdown(kvmux_client *c) {
+    kvmux__router *r = c->router;
+    pthread_mutex_lock(&c->mu);
+    c->closing = 1;
+    if (!c->fatal) {
+        c->fatal = KVMUX_ECLOSED;
+        snprintf(c->fatal_msg, sizeof c->fatal_msg, "closed by kvmux_close");
+    }
+    r->closing = 1;
+    while (r->routed) kvmux__op_finish(c, r->routed, KVMUX_ECLOSED, NULL);
+    pthread_mutex_unlock(&c->mu);
+    /* Their hops' answers (KVMUX_ECLOSED) find no op. */
+    for (uint32_t i = 0; i < r->ngroups; i++) {
+        kvmux_close(r->groups[i]->sub);
+        r->groups[i]->sub = NULL;
+    }
 }
 
 /* ---- close ---- */
@@ -858,7 +1072,9 @@ static int cl_group_wait(kvmux_client *c, kvmux__cgroup *g, const struct timespe
 int kvmux_cluster_group_call(kvmux_client *c, uint16_t group, const kvmux_request *req,
                              kvmux_reply *reply, int timeout_ms) {
     if (reply) memset(reply, 0, sizeof *reply);
-    if (!c || !c->router || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT) return KVMUX_EINVAL;
+    if (!c || !c->router || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT ||
+        c->mode == KVMUX__MODE_LOOP)
+        return KVMUX_EINVAL;
     int64_t tmo = timeout_ms;
     if (timeout_ms == KVMUX_TIMEOUT_DEFAULT) {
         tmo = c->opts.request_timeout_ms;

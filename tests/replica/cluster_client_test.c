@@ -30,6 +30,10 @@
 #include "proto.h"
 #include "rgroup.h"
 #include "testutil.h"
+#ifdef KVMUX_TEST_LIBUV
+#include "kvmux/adapters/libuv.h"
+#include "loop_util.h"
+#endif
 
 /* ---- scaffolding ---- */
 
@@ -58,19 +62,18 @@ static void group_lines(const rgroup *g, int n, char *out, size_t cap) {
     }
 }
 
-/* kvmux-cli cluster assign of epoch E with these slot lines to every
- * group. Returns the exit status. */
-static int assign(const rgroup *g, int n, uint64_t epoch, const char *slots) {
-    char path[] = "/tmp/kvmux-cassign-XXXXXX", text[4096], cmd[512], out[4096];
+/* kvmux-cli cluster assign of a whole text map, through the node on
+ * port, to every group it lists (NOT_LEADER followed). Returns the exit
+ * status. */
+static int assign_text(uint16_t port, const char *text) {
+    char path[] = "/tmp/kvmux-cassign-XXXXXX", cmd[512], out[4096];
     int fd = mkstemp(path);
     REQUIRE(fd >= 0);
-    group_lines(g, n, text, sizeof text);
     FILE *f = fdopen(fd, "w");
     REQUIRE(f != NULL);
-    fprintf(f, "epoch %llu\n%s%s", (unsigned long long)epoch, text, slots);
+    fputs(text, f);
     fclose(f);
-    snprintf(cmd, sizeof cmd, "%s -p %u cluster assign %s 2>&1", KVMUX_CLI_PATH, g[0].cport[0],
-             path);
+    snprintf(cmd, sizeof cmd, "%s -p %u cluster assign %s 2>&1", KVMUX_CLI_PATH, port, path);
     FILE *p = popen(cmd, "r");
     REQUIRE(p != NULL);
     size_t k = fread(out, 1, sizeof out - 1, p);
@@ -79,6 +82,18 @@ static int assign(const rgroup *g, int n, uint64_t epoch, const char *slots) {
     if (st != 0) fprintf(stderr, "cluster assign: %s\n", out);
     unlink(path);
     return st;
+}
+
+/* kvmux-cli cluster assign of epoch E with these slot lines to every
+ * group. Returns the exit status. */
+static int assign(const rgroup *g, int n, uint64_t epoch, const char *slots) {
+    char lines[2048], text[4096];
+    group_lines(g, n, lines, sizeof lines);
+    snprintf(text, sizeof text, "epoch %llu\n%s%s", (unsigned long long)epoch, lines, slots);
+    /* Through a node that is up (a test may have killed member 0). */
+    for (int i = 0; i < g[n - 1].n; i++)
+        if (g[n - 1].up[i]) return assign_text(g[n - 1].cport[i], text);
+    return -1;
 }
 
 /* Encode the text map for a raw setmap. */
@@ -188,6 +203,14 @@ static void route_tools(const rgroup *g, int nkeys) {
     int st = run_cmd(cmd, out, sizeof out);
     CHECK_EQ(st, 0);
     if (st != 0) fprintf(stderr, "bench: %s\n", out);
+    /* The loop driver: the cluster handle's one fd on the bench's epoll. */
+    snprintf(cmd, sizeof cmd,
+             "%s --cluster -h 127.0.0.1 -p %u --mode async --depth 16 -n 3000 --ratio 1:1 "
+             "-k 500 -q 2>&1",
+             KVMUX_BENCH_PATH, p3);
+    st = run_cmd(cmd, out, sizeof out);
+    CHECK_EQ(st, 0);
+    if (st != 0) fprintf(stderr, "bench (loop driver): %s\n", out);
 }
 
 /* ---- route ---- */
@@ -700,13 +723,190 @@ static void scenario_faults(void) {
     for (int j = 0; j < 3; j++) rgroup_stop(&g[j]);
 }
 
+/* ---- loop: event-loop mode on one fd (libuv) ---- */
+
+#ifdef KVMUX_TEST_LIBUV
+static int lp_done, lp_bad, lp_last, lp_check;
+
+static void lp_cb(kvmux_client *c, int result, kvmux_reply *reply, void *ud) {
+    (void)c;
+    lp_last = result;
+    const char *want = ud;
+    if (result != 0 && !(want == NULL && result == KVMUX_ENOTFOUND) && lp_bad++ < 3 &&
+        lp_check)
+        fprintf(stderr, "loop: %s\n", kvmux_strerror(result));
+    if (want && result == 0 &&
+        (reply->value_len != strlen(want) || memcmp(reply->value, want, reply->value_len) != 0))
+        lp_bad++;
+    lp_done++;
+}
+
+/* n requests (GET if vals, else SET key=value "v") at depth 64, the loop
+ * run in between; every key is "lp:<i>". */
+static void lp_run(uv_loop_t *loop, kvmux_client *c, int n, int get) {
+    static char keys[4096][16];
+    lp_done = lp_bad = 0;
+    lp_check = 1;
+    int sub = 0;
+    int64_t end = test_now_ms() + 30000;
+    while (lp_done < n && test_now_ms() < end) {
+        while (sub < n && sub - lp_done < 64) {
+            snprintf(keys[sub % 4096], sizeof keys[0], "lp:%d", sub);
+            kvmux_request r;
+            memset(&r, 0, sizeof r);
+            r.op = get ? KVMUX_GET : KVMUX_SET;
+            r.key = keys[sub % 4096];
+            r.key_len = strlen(r.key);
+            r.value = "v";
+            r.value_len = 1;
+            REQUIRE(kvmux_call_async(c, &r, 10000, lp_cb, get ? (void *)"v" : NULL) == 0);
+            sub++;
+        }
+        run_loop(loop, 5);
+    }
+    CHECK_EQ(lp_done, n);
+    CHECK_EQ(lp_bad, 0);
+    lp_check = 0;
+}
+
+static void scenario_loop(void) {
+    static rgroup g[3];
+    static const int members[3] = {3, 1, 1};
+    groups_start(g, 3, members);
+    REQUIRE(assign(g, 3, 1, "slots 0-5460 1\nslots 5461-10922 2\nslots 10923-16383 3\n") == 0);
+    char seed[64];
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[1].cport[0]);
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.cluster = 1;
+    o.endpoints = seed;
+    kvmux_client *c = NULL;
+    REQUIRE(kvmux_async_connect(&c, NULL, 0, &o) == 0);
+    int fd = kvmux_async_fd(c);
+    CHECK(fd >= 0);
+    REQUIRE(kvmux_libuv_attach(c, &loop) == 0);
+    CHECK_EQ(kvmux_get(c, "x", 1, NULL, 100), KVMUX_EINVAL); /* no blocking call */
+
+    int n = (int)(3000 * test_scale());
+    if (n < 300) n = 300;
+    lp_run(&loop, c, n, 0);
+    lp_run(&loop, c, n, 1);
+    CHECK_EQ(kvmux_async_fd(c), fd); /* one fd for every group */
+    kvmux_cluster_info s = cstats(c);
+    CHECK_EQ(s.subclients, 3);
+    CHECK_EQ(s.redirects, 0);
+
+    /* Each key on the group owning its slot: a threaded handle asks each
+     * group (SCAN) directly. */
+    kvmux_client *t = NULL;
+    REQUIRE(cluster_open(&t, seed, 5000) == 0);
+    int total = 0;
+    for (uint16_t id = 1; id <= 3; id++) {
+        int k = route_scan_group(t, id);
+        CHECK(k > 0);
+        total += k;
+    }
+    CHECK_EQ(total, n);
+
+    /* Group 1 loses its leader: its sub-client reconnects to the next
+     * one (a new socket behind the same descriptor, re-added to the
+     * handle's epoll set); writes resume once a leader is elected. */
+    int leader = rgroup_leader(&g[0], 5000);
+    REQUIRE(leader >= 0);
+    rgroup_kill(&g[0], leader);
+    lp_run(&loop, c, n, 0);
+    lp_run(&loop, c, n, 1);
+
+    /* A new map (static: the data stays where it was): the writes are
+     * redirected, one refresh, on the same fd; then read back. */
+    CHECK_EQ(assign(g, 3, 2, "slots 0-5460 2\nslots 5461-10922 3\nslots 10923-16383 1\n"), 0);
+    lp_run(&loop, c, n, 0);
+    lp_run(&loop, c, n, 1);
+    s = cstats(c);
+    CHECK(s.redirects > 0);
+    CHECK(s.refreshes >= 1 && s.refreshes <= 1 + 2);
+    CHECK_EQ(s.epoch, 2);
+
+    /* A future, polled while the loop runs; a cancelled WAIT. */
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_GET;
+    r.key = "lp:1";
+    r.key_len = 4;
+    kvmux_future *f = NULL;
+    REQUIRE(kvmux_call_future(c, &r, 5000, &f) == 0);
+    for (int i = 0; i < 1000 && !kvmux_future_poll(f); i++) run_loop(&loop, 5);
+    CHECK_EQ(kvmux_future_result(f, NULL), 0);
+    kvmux_future_free(f);
+    uint64_t ver = 0;
+    CHECK_EQ(kvmux_exists(t, "lp:1", 4, &ver, 3000), 0);
+    r.op = KVMUX_WAIT;
+    r.version = ver;
+    r.wait_ms = 5000;
+    kvmux_handle h = 0;
+    lp_done = lp_bad = 0;
+    REQUIRE(kvmux_call_async_handle(c, &r, -1, lp_cb, NULL, &h) == 0);
+    run_loop(&loop, 50);
+    CHECK_EQ(kvmux_cancel(c, h), 0);
+    for (int i = 0; i < 200 && lp_done == 0; i++) run_loop(&loop, 5);
+    CHECK_EQ(lp_done, 1);
+    CHECK_EQ(lp_last, KVMUX_ECANCELED);
+
+    /* close with requests outstanding: each completes once. */
+    lp_done = 0;
+    r.op = KVMUX_GET;
+    for (int i = 0; i < 10; i++) REQUIRE(kvmux_call_async(c, &r, 5000, lp_cb, NULL) == 0);
+    kvmux_close(c);
+    CHECK_EQ(lp_done, 10);
+    CHECK_EQ(lp_last, KVMUX_ECLOSED);
+    run_loop(&loop, 100);
+
+    /* A group listed by name only: the loop never resolves it; its
+     * requests fail with KVMUX_ECONNECT, the other groups are served. */
+    char lines[1024], text[2048];
+    group_lines(g, 2, lines, sizeof lines);
+    snprintf(text, sizeof text,
+             "epoch 3\n%sgroup 3 localhost:%u\n"
+             "slots 0-5460 1\nslots 5461-10922 2\nslots 10923-16383 3\n",
+             lines, g[2].cport[0]);
+    CHECK_EQ(assign_text(g[1].cport[0], text), 0);
+    REQUIRE(kvmux_async_connect(&c, NULL, 0, &o) == 0);
+    REQUIRE(kvmux_libuv_attach(c, &loop) == 0);
+    char k[32];
+    int from = 0;
+    key_in(10923, 16383, &from, k, sizeof k);
+    r.key = k;
+    r.key_len = strlen(k);
+    lp_done = 0;
+    REQUIRE(kvmux_call_async(c, &r, 2000, lp_cb, NULL) == KVMUX_ECONNECT ||
+            (run_loop(&loop, 50), lp_done == 1 && lp_last == KVMUX_ECONNECT));
+    key_in(0, 5460, &from, k, sizeof k);
+    r.key_len = strlen(k);
+    lp_done = 0;
+    REQUIRE(kvmux_call_async(c, &r, 2000, lp_cb, NULL) == 0);
+    for (int i = 0; i < 400 && lp_done == 0; i++) run_loop(&loop, 5);
+    CHECK_EQ(lp_done, 1);
+    CHECK_EQ(lp_last, KVMUX_ENOTFOUND);
+    kvmux_close(c);
+    kvmux_close(t);
+    run_loop(&loop, 100);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+    for (int j = 0; j < 3; j++) rgroup_stop(&g[j]);
+}
+#endif
+
 int main(int argc, char **argv) {
     const char *which = argc > 1 ? argv[1] : "route";
     if (strcmp(which, "route") == 0) scenario_route();
     else if (strcmp(which, "reassign") == 0) scenario_reassign();
     else if (strcmp(which, "faults") == 0) scenario_faults();
+#ifdef KVMUX_TEST_LIBUV
+    else if (strcmp(which, "loop") == 0) scenario_loop();
+#endif
     else {
-        fprintf(stderr, "usage: cluster_client_test [route|reassign|faults]\n");
+        fprintf(stderr, "usage: cluster_client_test [route|reassign|faults|loop]\n");
         return 2;
     }
     return test_report();

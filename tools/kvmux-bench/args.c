@@ -71,8 +71,7 @@ void bench_args_usage(FILE *out)
         "                      the certificate is not verified unless --cacert\n"
         "  --cacert FILE       PEM CA to verify the server with (implies --tls)\n"
         "  --cluster           a sharded cluster: -h/-p (or -h's list) are seeds, any\n"
-        "                      node; keys go to their slot's group (serial/sync, or\n"
-        "                      --driver callback)\n"
+        "                      node; keys go to their slot's group\n"
         "  -q                  no per-second progress on stderr\n"
         "  --help              this text\n",
         out);
@@ -392,11 +391,6 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
     if ((depth_given || driver_given) && cfg->mode != BENCH_MODE_ASYNC) {
         fprintf(err, "kvmux-bench: --%s only applies to --mode async\n",
                 depth_given ? "depth" : "driver");
-        return -1;
-    }
-    if (cfg->cluster && cfg->mode == BENCH_MODE_ASYNC && cfg->driver == BENCH_DRIVER_LOOP) {
-        fprintf(err, "kvmux-bench: --cluster needs a threaded client: use --driver "
-                     "callback (or --mode serial/sync)\n");
         return -1;
     }
     if (cfg->tls && cfg->mode == BENCH_MODE_ASYNC && cfg->driver == BENCH_DRIVER_LOOP) {

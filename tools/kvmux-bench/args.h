@@ -69,7 +69,7 @@ typedef struct bench_config {
     uint64_t seed;             /* --seed; default 1 (runs are repeatable) */
     int cluster;               /* --cluster: -h/-p (or -h's list) are seeds
                                   of a sharded cluster (kvmux_options
-                                  .cluster; threaded clients only) */
+                                  .cluster; every mode and driver) */
 } bench_config;
 
 /* Parse argv into *cfg (defaults first).
