@@ -16,9 +16,14 @@
  *             KVMUX_EREDIRECTS within the deadline; TRY_AGAIN from a group
  *             without a map ends in KVMUX_ETRYAGAIN within the deadline and
  *             succeeds once the map is installed; cancels and futures on
- *             parked and redirected requests; kill -9 of a group: its
+ *             parked and redirected requests; an unassigned slot
+ *             (KVMUX_EWRONGSHARD); kill -9 of a group: its
  *             requests fail within their deadline, the others' succeed;
- *             kvmux_close with requests parked. */
+ *             kvmux_close with requests parked.
+ *   loop      event-loop mode through the libuv adapter: the routing test
+ *             on the handle's one fd, a group leader killed, a new map
+ *             (redirects, one refresh), futures, cancel, close, a group
+ *             listed by name only (never resolved on the loop). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -672,6 +677,30 @@ static void faults_try_again(const rgroup *g, const char *lines) {
     kvmux_close(c);
 }
 
+/* An unassigned slot: KVMUX_EWRONGSHARD at once (group 0 named by the
+ * seed's group, which the router asks for a slot its map leaves
+ * unassigned). */
+static void faults_unassigned(const rgroup *g, const char *lines) {
+    char text[2048], seed[64], k[32];
+    snprintf(text, sizeof text,
+             "epoch 7\n%sslots 0-5460 1\nslots 5461-10922 2\nslots 10923-15999 3\n", lines);
+    for (int i = 0; i < 3; i++) CHECK_EQ(setmap(g[i].cport[0], text), 0);
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[2].cport[0]);
+    kvmux_client *c = NULL;
+    REQUIRE(cluster_open(&c, seed, 3000) == 0);
+    int from = 0;
+    key_in(16000, 16383, &from, k, sizeof k);
+    int64_t t0 = test_now_ms();
+    CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 3000), KVMUX_EWRONGSHARD);
+    CHECK(test_now_ms() - t0 < 1000);
+    kvmux_cluster_info s = cstats(c);
+    CHECK_EQ(s.redirects, 0);
+    CHECK_EQ(s.epoch, 7);
+    key_in(10923, 15999, &from, k, sizeof k);
+    CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 3000), 0);
+    kvmux_close(c);
+}
+
 /* kill -9 group 3: its requests fail within their deadline, the others
  * are served; kvmux_close with requests outstanding completes them. */
 static void faults_kill(rgroup *g) {
@@ -681,7 +710,7 @@ static void faults_kill(rgroup *g) {
     REQUIRE(cluster_open(&c, seed, 3000) == 0);
     int from = 0;
     key_in(0, 5460, &from, k1, sizeof k1);
-    key_in(10923, 16383, &from, k3, sizeof k3);
+    key_in(10923, 15999, &from, k3, sizeof k3);
     CHECK_EQ(kvmux_set(c, k3, strlen(k3), "v", 1, 0, NULL, 3000), 0);
     rgroup_kill(&g[2], 0);
     kvmux_request r;
@@ -719,6 +748,7 @@ static void scenario_faults(void) {
     group_lines(g, 3, lines, sizeof lines);
     faults_loop(g, lines);
     faults_try_again(g, lines);
+    faults_unassigned(g, lines);
     faults_kill(g);
     for (int j = 0; j < 3; j++) rgroup_stop(&g[j]);
 }
