@@ -259,17 +259,20 @@ static int cl_keyed(int op) {
     }
 }
 
-/* The group op goes to: the one a redirect named, else its slot's owner
- * in the map, else (keyless, or a slot the map leaves unassigned: the map
- * may be old) the seed's group. */
-static uint16_t cl_target(const kvmux__router *r, const kvmux__op *op) {
-    if (op->rgroup) return op->rgroup;
-    const kvmux_request *q = &op->q->req;
+/* The group a request goes to: the one a redirect named (rgroup), else
+ * its slot's owner in the map, else (keyless, or a slot the map leaves
+ * unassigned: the map may be old) the seed's group. */
+static uint16_t cl_target_req(const kvmux__router *r, const kvmux_request *q, uint16_t rgroup) {
+    if (rgroup) return rgroup;
     if (cl_keyed(q->op)) {
         uint16_t owner = r->map->owner[kvmux_slot(q->key, q->key_len)];
         if (owner) return owner;
     }
     return r->seed_group;
+}
+
+static uint16_t cl_target(const kvmux__router *r, const kvmux__op *op) {
+    return cl_target_req(r, &op->q->req, op->rgroup);
 }
 
 static void cl_park(kvmux_client *c, kvmux__op *op, kvmux__cgroup *wait, int64_t at) {
@@ -455,19 +458,23 @@ static void cl_refresh_done(kvmux_client *c, int result, const kvmux_reply *repl
     cl_install_groups(c);
 }
 
-/* Park op for its next TRY_AGAIN backoff (jittered, doubling), or
- * complete it with KVMUX_ETRYAGAIN if that would pass its deadline. */
-static void cl_backoff(kvmux_client *c, kvmux__op *op) {
-    kvmux__router *r = c->router;
-    unsigned b = op->backoff_ms ? op->backoff_ms * 2u : CL_BACKOFF_MIN_MS;
+/* The next TRY_AGAIN backoff wait (ms, >= 1) after *last (updated):
+ * 2 ms doubling to 100 ms, uniform in [b/2, b]. Lock held. */
+static int64_t cl_backoff_ms(kvmux__router *r, uint16_t *last) {
+    unsigned b = *last ? *last * 2u : CL_BACKOFF_MIN_MS;
     if (b > CL_BACKOFF_MAX_MS) b = CL_BACKOFF_MAX_MS;
-    op->backoff_ms = (uint16_t)b;
+    *last = (uint16_t)b;
     r->rng ^= r->rng << 13;
     r->rng ^= r->rng >> 7;
     r->rng ^= r->rng << 17;
     int64_t wait = (int64_t)(b / 2 + r->rng % (b - b / 2 + 1));
-    if (wait < 1) wait = 1;
-    int64_t at = kvmux__now_ms() + wait;
+    return wait < 1 ? 1 : wait;
+}
+
+/* Park op for its next TRY_AGAIN backoff (jittered, doubling), or
+ * complete it with KVMUX_ETRYAGAIN if that would pass its deadline. */
+static void cl_backoff(kvmux_client *c, kvmux__op *op) {
+    int64_t at = kvmux__now_ms() + cl_backoff_ms(c->router, &op->backoff_ms);
     if (at >= op->timer.deadline) {
         kvmux__op_finish(c, op, KVMUX_ETRYAGAIN, NULL);
         return;
@@ -475,38 +482,47 @@ static void cl_backoff(kvmux_client *c, kvmux__op *op) {
     cl_park(c, op, NULL, at);
 }
 
-/* WRONG_SHARD from group from (lock held): follow it at once -- unless
- * it comes from a node whose map is older than one already seen (the
- * router's, or a redirect's for this request): while a new map is being
- * pushed group by group, such a node would send the request back where it
- * came from. Then it is a hand-over: the same group again after a
- * backoff, as for TRY_AGAIN, not counted as a redirect. */
-static void cl_on_wrong_shard(kvmux_client *c, kvmux__op *op, kvmux__cgroup *from,
-                              kvmux_reply *reply) {
+/* What a request does with a WRONG_SHARD answer. */
+typedef enum cl_verdict {
+    CL_FOLLOW = 0, /* to *rgroup, at once */
+    CL_STALE = 1,  /* the same group again after a backoff */
+    CL_FINISH = 2  /* complete with *code */
+} cl_verdict;
+
+/* A WRONG_SHARD (value in reply) from group from, for a request whose
+ * newest epoch seen is *repoch and redirects so far *redirects (both
+ * updated); lock held. Followed at once -- unless it comes from a node
+ * whose map is older than one already seen (the router's, or a redirect's
+ * for this request): while a new map is being pushed group by group, such
+ * a node would send the request back where it came from. That is a
+ * hand-over: the same group again after a backoff, as for TRY_AGAIN, not
+ * counted as a redirect. A newer epoch patches the slot in the router's
+ * map and starts one refresh. */
+static cl_verdict cl_redirect(kvmux_client *c, kvmux__cgroup *from, const kvmux_reply *reply,
+                              uint64_t *repoch, uint8_t *redirects, uint16_t *rgroup,
+                              int *code) {
     kvmux__router *r = c->router;
     kvmux_redirect rd;
     if (!reply->value || kvmux_redirect_decode(&rd, reply->value, reply->value_len) != 0 ||
         rd.group == 0) {
         /* Unassigned (or not a redirect we can read): the caller's answer. */
-        kvmux__op_finish(c, op, KVMUX_EWRONGSHARD, reply);
-        return;
+        *code = KVMUX_EWRONGSHARD;
+        return CL_FINISH;
     }
-    uint64_t known = op->repoch > r->map->epoch ? op->repoch : r->map->epoch;
+    uint64_t known = *repoch > r->map->epoch ? *repoch : r->map->epoch;
     if (rd.epoch < known) {
         r->stale++;
-        cl_backoff(c, op);
-        return;
+        return CL_STALE;
     }
-    op->repoch = rd.epoch;
+    *repoch = rd.epoch;
     r->redirects++;
-    if (++op->redirects > c->opts.cluster_max_redirects) {
-        kvmux__op_finish(c, op, KVMUX_EREDIRECTS, NULL);
-        return;
+    if (++*redirects > c->opts.cluster_max_redirects) {
+        *code = KVMUX_EREDIRECTS;
+        return CL_FINISH;
     }
-    kvmux__cgroup *g = cl_group_learn(c, rd.group, rd.endpoints);
-    if (!g) {
-        kvmux__op_finish(c, op, KVMUX_ENOMEM, NULL);
-        return;
+    if (!cl_group_learn(c, rd.group, rd.endpoints)) {
+        *code = KVMUX_ENOMEM;
+        return CL_FINISH;
     }
     if (rd.epoch > r->map->epoch) {
         /* The next requests for this slot go straight to its owner, and
@@ -514,8 +530,21 @@ static void cl_on_wrong_shard(kvmux_client *c, kvmux__op *op, kvmux__cgroup *fro
         r->map->owner[rd.slot] = rd.group;
         cl_maybe_refresh(c, from, rd.epoch);
     }
-    op->rgroup = rd.group;
-    cl_dispatch(c, op);
+    *rgroup = rd.group;
+    return CL_FOLLOW;
+}
+
+/* WRONG_SHARD for op from group from (lock held). */
+static void cl_on_wrong_shard(kvmux_client *c, kvmux__op *op, kvmux__cgroup *from,
+                              kvmux_reply *reply) {
+    int code = 0;
+    switch (cl_redirect(c, from, reply, &op->repoch, &op->redirects, &op->rgroup, &code)) {
+    case CL_FOLLOW: cl_dispatch(c, op); break;
+    case CL_STALE: cl_backoff(c, op); break;
+    case CL_FINISH:
+        kvmux__op_finish(c, op, code, code == KVMUX_EWRONGSHARD ? reply : NULL);
+        break;
+    }
 }
 
 /* TRY_AGAIN: again after a jittered backoff, if the deadline allows. */
@@ -568,34 +597,81 @@ static void cl_leave(kvmux_client *c) {
     if (c->closing && c->active == 0) pthread_cond_broadcast(&c->idle_cond);
 }
 
+static int cl_group_wait(kvmux_client *c, kvmux__cgroup *g, const struct timespec *deadline);
+
+/* One blocking call's hops (lock held on entry and exit; dropped while
+ * the sub-client works): the same routing as an op's, on the caller's
+ * thread -- no completion thread in the way. Returns the result, the
+ * answer in *rep. */
+static int cl_call_hops(kvmux_client *c, const kvmux_request *req, kvmux_reply *rep,
+                        int64_t deadline, int try_only) {
+    kvmux__router *r = c->router;
+    uint16_t rgroup = 0, backoff = 0;
+    uint8_t redirects = 0;
+    uint64_t repoch = 0;
+    for (;;) {
+        int64_t left = deadline - kvmux__now_ms();
+        if (left <= 0) return KVMUX_ETIMEDOUT;
+        if (r->closing) return KVMUX_ECLOSED;
+        kvmux__cgroup *g = cl_group_learn(c, cl_target_req(r, req, rgroup), NULL);
+        if (!g) return KVMUX_ENOMEM;
+        struct timespec ts = kvmux__deadline(left);
+        int rc = cl_group_wait(c, g, &ts);
+        if (rc != 0) return rc;
+        /* g->sub lives until kvmux_close, which waits for us (active). */
+        kvmux_client *sub = g->sub;
+        pthread_mutex_unlock(&c->mu);
+        int tmo = left > INT32_MAX ? INT32_MAX : (int)left;
+        rc = try_only ? kvmux_try_call(sub, req, rep, tmo) : kvmux_call(sub, req, rep, tmo);
+        pthread_mutex_lock(&c->mu);
+        if (rc == KVMUX_EWRONGSHARD) {
+            int code = 0;
+            cl_verdict v = cl_redirect(c, g, rep, &repoch, &redirects, &rgroup, &code);
+            if (v == CL_FINISH) {
+                if (code != KVMUX_EWRONGSHARD) kvmux_reply_free(rep);
+                return code;
+            }
+            kvmux_reply_free(rep);
+            if (v == CL_FOLLOW) continue;
+        } else if (rc == KVMUX_ETRYAGAIN) {
+            r->try_agains++;
+            kvmux_reply_free(rep);
+        } else {
+            return rc;
+        }
+        int64_t wait = cl_backoff_ms(r, &backoff);
+        if (kvmux__now_ms() + wait >= deadline) return KVMUX_ETRYAGAIN;
+        pthread_mutex_unlock(&c->mu);
+        struct timespec nap = {(time_t)(wait / 1000), (long)(wait % 1000) * 1000000L};
+        nanosleep(&nap, NULL);
+        pthread_mutex_lock(&c->mu);
+    }
+}
+
 int kvmux__cluster_call(kvmux_client *c, const kvmux_request *req, kvmux_reply *reply,
                         kvmux_value **vout, int timeout_ms, int try_only) {
     if (c->mode == KVMUX__MODE_LOOP) return KVMUX_EINVAL; /* the loop would stop */
-    pthread_mutex_lock(&c->mu);
-    int rc = c->fatal;
-    if (rc == 0) c->active++;
-    pthread_mutex_unlock(&c->mu);
+    size_t flen = 0;
+    int rc = kvmux__call_check(c, req, &flen); /* before anything is routed */
     if (rc != 0) return rc;
-    kvmux_future *f = NULL;
-    rc = try_only ? kvmux_try_call_future(c, req, timeout_ms, &f)
-                  : kvmux_call_future(c, req, timeout_ms, &f);
-    if (rc == 0) {
-        kvmux_reply rep;
-        memset(&rep, 0, sizeof rep);
-        /* Bounded by the request's deadline (the handle's timer heap). */
-        rc = kvmux_future_wait(f, KVMUX_TIMEOUT_DEFAULT);
-        if (rc == 0) rc = kvmux_future_result(f, &rep);
-        kvmux_future_free(f); /* not complete (cannot happen): cancelled */
-        if (vout && rc == 0 && !(*vout = cl_value(&rep))) rc = KVMUX_ENOMEM;
-        if (reply && (rc == KVMUX_OK || rc == KVMUX_EVERSION || rep.value)) {
-            *reply = rep;
-            rep.value = NULL;
-        }
-        free(rep.value);
-    }
+    int64_t tmo = timeout_ms == KVMUX_TIMEOUT_DEFAULT ? c->opts.request_timeout_ms : timeout_ms;
+    int64_t deadline = kvmux__now_ms() + tmo;
+    kvmux_reply rep;
+    memset(&rep, 0, sizeof rep);
     pthread_mutex_lock(&c->mu);
-    cl_leave(c);
+    rc = c->fatal;
+    if (rc == 0) {
+        c->active++;
+        rc = cl_call_hops(c, req, &rep, deadline, try_only);
+        cl_leave(c);
+    }
     pthread_mutex_unlock(&c->mu);
+    if (vout && rc == 0 && !(*vout = cl_value(&rep))) rc = KVMUX_ENOMEM;
+    if (reply && (rc == KVMUX_OK || rc == KVMUX_EVERSION || rep.value)) {
+        *reply = rep;
+        rep.value = NULL;
+    }
+    free(rep.value);
     return rc;
 }
 
