@@ -107,8 +107,10 @@ typedef enum kvmux_error {
                                not have been applied. Read it back to know. */
     /* Sharded cluster (protocol v3, docs/PROTOCOL.md section 18). */
     KVMUX_EWRONGSHARD = -22,/* another group serves the key's slot (a handle
-                               not in cluster mode got WRONG_SHARD), or the
-                               slot is not assigned to any group */
+                               not in cluster mode got WRONG_SHARD: the
+                               reply's value, if asked for, holds the
+                               WRONG_SHARD value, docs/PROTOCOL.md 18.3),
+                               or the slot is not assigned to any group */
     KVMUX_EREDIRECTS = -23, /* cluster mode: too many redirects for one
                                request */
     KVMUX_ETRYAGAIN = -24,  /* the slot stayed unavailable (no slot map yet,
@@ -393,8 +395,11 @@ void kvmux_options_init_sized(kvmux_options *o, size_t size);
  * and the first that completes the handshake is used (a follower's first
  * NOT_LEADER then leads to the leader); the code of the last failure is
  * returned if none does (KVMUX_EAUTH at once: the token is the group's).
+ * With opts->cluster = 1, host and port (or endpoints) are seeds: see
+ * kvmux_options.cluster; KVMUX_ECLUSTERMAP if no seed answers a map.
  * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ETIMEDOUT, KVMUX_ENOVERSION,
- * KVMUX_EPROTO, KVMUX_EAUTH, KVMUX_ETLS (options.tls), KVMUX_ENOMEM.
+ * KVMUX_EPROTO, KVMUX_EAUTH, KVMUX_ETLS (options.tls), KVMUX_ENOMEM,
+ * KVMUX_ECLUSTERMAP (cluster mode).
  * Thread-safe: yes. */
 int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
                   const kvmux_options *opts);
@@ -1013,9 +1018,13 @@ typedef struct kvmux_async_hooks {
  * across reconnects (kvmux_async_fd), so an adapter needs nothing new:
  * it sees del_read/del_write at the loss and add_read/add_write for the
  * next connection.
+ * With opts->cluster = 1: the slot map is loaded here (blocking up to
+ * connect_timeout_ms; KVMUX_ECLUSTERMAP if no seed has one), and the
+ * client's one fd stands for every group (see kvmux_options.cluster).
  * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ETLS (the TLS options:
- * a CA or certificate file that cannot be loaded), KVMUX_ENOMEM
- * (details: kvmux_connection_error(NULL, ...)). Thread-safe: yes. */
+ * a CA or certificate file that cannot be loaded), KVMUX_ENOMEM,
+ * KVMUX_ECLUSTERMAP (details: kvmux_connection_error(NULL, ...)).
+ * Thread-safe: yes. */
 int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
                         const kvmux_options *opts);
 
