@@ -701,6 +701,62 @@ static void faults_unassigned(const rgroup *g, const char *lines) {
     kvmux_close(c);
 }
 
+/* A request redirected by a newer map (the handle still has epoch 7),
+ * then cancelled where it waits (a WAIT parked on its new group): one
+ * completion, KVMUX_ECANCELED; a future likewise; one refresh. */
+static void faults_redirected_cancel(const rgroup *g, const char *lines) {
+    char seed[64], text[2048], k1[32], k2[32];
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[0].cport[0]);
+    kvmux_client *c = NULL;
+    REQUIRE(cluster_open(&c, seed, 5000) == 0);
+    CHECK_EQ(cstats(c).epoch, 7);
+    int from = 0;
+    key_in(0, 5460, &from, k1, sizeof k1);
+    key_in(0, 5460, &from, k2, sizeof k2);
+    CHECK_EQ(kvmux_set(c, k1, strlen(k1), "a", 1, 0, NULL, 3000), 0); /* group 1 */
+    /* Epoch 8 gives group 1's slots to group 2 (static: k1 stays in 1). */
+    snprintf(text, sizeof text,
+             "epoch 8\n%sslots 0-10922 2\nslots 10923-15999 3\n", lines);
+    for (int i = 0; i < 3; i++) CHECK_EQ(setmap(g[i].cport[0], text), 0);
+    /* The first request after the push: a WAIT on k2 (absent: it parks
+     * while absent), sent to group 1, redirected to group 2, parked
+     * there, then cancelled. */
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_WAIT;
+    r.key = k2;
+    r.key_len = strlen(k2);
+    r.version = 0;
+    r.wait_ms = 5000;
+    kvmux_handle h = 0;
+    atomic_store(&fl_calls, 0);
+    CHECK_EQ(kvmux_call_async_handle(c, &r, -1, fl_cb, NULL, &h), 0);
+    test_sleep_ms(100);
+    kvmux_cluster_info s = cstats(c);
+    CHECK_EQ(s.redirects, 1);
+    CHECK_EQ(kvmux_cancel(c, h), 0);
+    CHECK_EQ(fl_wait_calls(1, 2000), 1);
+    CHECK_EQ(atomic_load(&fl_result), KVMUX_ECANCELED);
+    uint64_t v = 0;
+    CHECK_EQ(kvmux_set(c, k2, strlen(k2), "b", 1, 0, &v, 3000), 0);
+    r.key = k2;
+    r.key_len = strlen(k2);
+    r.version = v; /* its current version: parks */
+    kvmux_future *f = NULL;
+    CHECK_EQ(kvmux_call_future(c, &r, -1, &f), 0);
+    test_sleep_ms(100);
+    CHECK_EQ(kvmux_future_poll(f), 0);
+    CHECK_EQ(kvmux_future_cancel(f), 0);
+    CHECK_EQ(kvmux_future_result(f, NULL), KVMUX_ECANCELED);
+    kvmux_future_free(f);
+    s = cstats(c);
+    CHECK_EQ(s.epoch, 8);
+    CHECK_EQ(s.refreshes, 1);
+    test_sleep_ms(50);
+    CHECK_EQ(atomic_load(&fl_calls), 1);
+    kvmux_close(c);
+}
+
 /* kill -9 group 3: its requests fail within their deadline, the others
  * are served; kvmux_close with requests outstanding completes them. */
 static void faults_kill(rgroup *g) {
@@ -709,7 +765,7 @@ static void faults_kill(rgroup *g) {
     kvmux_client *c = NULL;
     REQUIRE(cluster_open(&c, seed, 3000) == 0);
     int from = 0;
-    key_in(0, 5460, &from, k1, sizeof k1);
+    key_in(0, 10922, &from, k1, sizeof k1);
     key_in(10923, 15999, &from, k3, sizeof k3);
     CHECK_EQ(kvmux_set(c, k3, strlen(k3), "v", 1, 0, NULL, 3000), 0);
     rgroup_kill(&g[2], 0);
@@ -749,6 +805,7 @@ static void scenario_faults(void) {
     faults_loop(g, lines);
     faults_try_again(g, lines);
     faults_unassigned(g, lines);
+    faults_redirected_cancel(g, lines);
     faults_kill(g);
     for (int j = 0; j < 3; j++) rgroup_stop(&g[j]);
 }
