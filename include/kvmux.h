@@ -370,7 +370,11 @@ typedef struct kvmux_options {
      * reading only), with one timer; a group's client is made on the loop
      * thread without blocking, over the group's numeric addresses only
      * (a name is never resolved on the loop: a group listed only by name
-     * fails its requests with KVMUX_ECONNECT). 0 (default): off. */
+     * fails its requests with KVMUX_ECONNECT). A group that cannot be
+     * reached fails only its own requests, each with its code (the fatal
+     * KVMUX_ECONNECT or KVMUX_ECLOSED included): a cluster handle is never
+     * "gone" but by kvmux_close. kvmux_get_server_info reports the seed's
+     * settings. 0 (default): off. */
     int cluster;
     uint32_t cluster_max_redirects; /* WRONG_SHARD redirects one request
                                     follows, then KVMUX_EREDIRECTS;

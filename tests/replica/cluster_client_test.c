@@ -804,6 +804,35 @@ static void faults_kill(rgroup *g) {
     CHECK_EQ(atomic_load(&fl_calls), 10);
 }
 
+/* kvmux_close from one of the handle's own callbacks (threaded): the
+ * close finishes after it, every other callback runs once. */
+static atomic_int cb_close_calls;
+
+static void close_cb(kvmux_client *c, int result, kvmux_reply *reply, void *ud) {
+    (void)reply;
+    (void)result;
+    atomic_fetch_add(&cb_close_calls, 1);
+    if (ud) kvmux_close(c);
+}
+
+static void faults_close_in_callback(const rgroup *g) {
+    char seed[64];
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[0].cport[0]);
+    kvmux_client *c = NULL;
+    REQUIRE(cluster_open(&c, seed, 3000) == 0);
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_GET;
+    r.key = "cb-close";
+    r.key_len = 8;
+    atomic_store(&cb_close_calls, 0);
+    CHECK_EQ(kvmux_call_async(c, &r, 3000, close_cb, (void *)1), 0);
+    for (int i = 0; i < 20; i++) CHECK_EQ(kvmux_call_async(c, &r, 3000, close_cb, NULL), 0);
+    for (int w = 0; w < 5000 && atomic_load(&cb_close_calls) < 21; w++) test_sleep_ms(1);
+    CHECK_EQ(atomic_load(&cb_close_calls), 21);
+    test_sleep_ms(100); /* the completion thread frees the handle */
+}
+
 static void scenario_faults(void) {
     static rgroup g[3];
     static const int members[3] = {1, 1, 1};
@@ -814,6 +843,7 @@ static void scenario_faults(void) {
     faults_try_again(g, lines);
     faults_unassigned(g, lines);
     faults_redirected_cancel(g, lines);
+    faults_close_in_callback(g);
     faults_kill(g);
     for (int j = 0; j < 3; j++) rgroup_stop(&g[j]);
 }
