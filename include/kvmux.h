@@ -107,13 +107,21 @@ typedef enum kvmux_error {
                                not have been applied. Read it back to know. */
     /* Sharded cluster (protocol v3, docs/PROTOCOL.md section 18). */
     KVMUX_EWRONGSHARD = -22,/* another group serves the key's slot (a handle
-                               not in cluster mode got WRONG_SHARD), or the
-                               slot is not assigned to any group */
+                               not in cluster mode got WRONG_SHARD: the
+                               reply's value, if asked for, holds the
+                               WRONG_SHARD value, docs/PROTOCOL.md 18.3),
+                               or the slot is not assigned to any group */
     KVMUX_EREDIRECTS = -23, /* cluster mode: too many redirects for one
                                request */
     KVMUX_ETRYAGAIN = -24,  /* the slot stayed unavailable (no slot map yet,
                                or in hand-over) until the deadline or the
                                retry budget ran out; not processed */
+    KVMUX_ECLUSTERMAP = -25,/* cluster mode: kvmux_connect could not load
+                               a slot map from any seed within
+                               connect_timeout_ms (none reachable, none a
+                               cluster node, none with a map installed);
+                               the last seed's reason:
+                               kvmux_connection_error(NULL, ...) */
     /* Fatal: the connection is gone. */
     KVMUX_E_FATAL = -100,
     KVMUX_ECLOSED = -101,   /* connection closed (EOF, reset, kvmux_close) */
@@ -333,6 +341,44 @@ typedef struct kvmux_options {
      * be missing by a follower's lag. On a v1/v2 connection it has no
      * effect. 0 (default): reads are linearizable (the leader). */
     int stale_reads;
+    /* Added with the cluster client (docs/CLUSTER.md "The cluster
+     * client"; kvmux_connect and kvmux_async_connect). cluster = 1: the
+     * handle is one client over a sharded cluster. The seeds are `endpoints` (or host:port): any
+     * node(s) of any group. kvmux_connect asks the seeds, in order, for
+     * their slot map (CLUSTER map) within connect_timeout_ms in all, and
+     * fails with KVMUX_ECLUSTERMAP if none answers one. Every keyed
+     * request is then routed by its key's slot (kvmux_slot) to the group
+     * the map names, through one endpoints-mode client per group (made on
+     * the first request routed there, with these same options minus
+     * cluster: sessions, stale reads, TLS, auth and NOT_LEADER following
+     * apply per group). A WRONG_SHARD answer is followed at once to the
+     * group it names, and a newer epoch in it triggers one map refresh
+     * (one CLUSTER map request in flight, at most one per epoch seen);
+     * TRY_AGAIN is retried after a backoff (2 ms doubling to 100 ms,
+     * jittered) within the request's deadline, then KVMUX_ETRYAGAIN. A
+     * request keeps its one deadline across hops, completes exactly
+     * once, and can be cancelled wherever it is. Keyless requests (PING,
+     * STATS, SCAN, SLOWLOG, CLIENT_LIST, GROUP, CLUSTER) go to the seed's
+     * group; kvmux_cluster_group_call targets any group. A WRONG_SHARD
+     * from a node whose map is older than one already seen (a map being
+     * pushed group by group) is not followed: the same group is asked
+     * again after the TRY_AGAIN backoff (kvmux_cluster_info.stale).
+     * Event-loop mode (kvmux_async_connect): the map is loaded inside
+     * kvmux_async_connect (blocking, as kvmux_connect does, up to
+     * connect_timeout_ms), and kvmux_async_fd is then ONE descriptor for
+     * the whole cluster (an epoll set of the groups' sockets, watched for
+     * reading only), with one timer; a group's client is made on the loop
+     * thread without blocking, over the group's numeric addresses only
+     * (a name is never resolved on the loop: a group listed only by name
+     * fails its requests with KVMUX_ECONNECT). A group that cannot be
+     * reached fails only its own requests, each with its code (the fatal
+     * KVMUX_ECONNECT or KVMUX_ECLOSED included): a cluster handle is never
+     * "gone" but by kvmux_close. kvmux_get_server_info reports the seed's
+     * settings. 0 (default): off. */
+    int cluster;
+    uint32_t cluster_max_redirects; /* WRONG_SHARD redirects one request
+                                    follows, then KVMUX_EREDIRECTS;
+                                    1..64, default 5 */
 } kvmux_options;
 
 /* Fill o with defaults and set o->struct_size. Thread-safe: yes.
@@ -353,8 +399,11 @@ void kvmux_options_init_sized(kvmux_options *o, size_t size);
  * and the first that completes the handshake is used (a follower's first
  * NOT_LEADER then leads to the leader); the code of the last failure is
  * returned if none does (KVMUX_EAUTH at once: the token is the group's).
+ * With opts->cluster = 1, host and port (or endpoints) are seeds: see
+ * kvmux_options.cluster; KVMUX_ECLUSTERMAP if no seed answers a map.
  * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ETIMEDOUT, KVMUX_ENOVERSION,
- * KVMUX_EPROTO, KVMUX_EAUTH, KVMUX_ETLS (options.tls), KVMUX_ENOMEM.
+ * KVMUX_EPROTO, KVMUX_EAUTH, KVMUX_ETLS (options.tls), KVMUX_ENOMEM,
+ * KVMUX_ECLUSTERMAP (cluster mode).
  * Thread-safe: yes. */
 int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
                   const kvmux_options *opts);
@@ -677,6 +726,47 @@ int kvmux_client_list(kvmux_client *c, kvmux_value **out, int timeout_ms);
  * server that is draining (GOAWAY) makes new calls fail fast with
  * KVMUX_ESHUTDOWN while the requests already sent get their answers. */
 
+/* ---- cluster mode (kvmux_options.cluster = 1) ---- */
+
+/* The ids of the groups in the handle's current slot map, ascending:
+ * min(cap, count) of them into ids (may be NULL with cap 0), the count
+ * in *n. Returns 0, or KVMUX_EINVAL (c not a cluster handle, n NULL).
+ * Thread-safe: yes. */
+int kvmux_cluster_groups(kvmux_client *c, uint16_t *ids, size_t cap, size_t *n);
+
+/* Run req on group `group` (any op; meant for the keyless ones: STATS,
+ * SCAN, PING, SLOWLOG, CLIENT_LIST, GROUP, CLUSTER) and wait for its
+ * reply, as kvmux_call does on that group's client: no routing by slot,
+ * no redirect followed (a keyed request for another group's slot gets
+ * KVMUX_EWRONGSHARD). The group's client is made first if it does not
+ * exist yet (within timeout_ms). Returns what kvmux_call returns, or
+ * KVMUX_EINVAL (not a cluster handle), KVMUX_ENOTFOUND (no such group in
+ * the map and none learned from a redirect). Thread-safe: yes. */
+int kvmux_cluster_group_call(kvmux_client *c, uint16_t group, const kvmux_request *req,
+                             kvmux_reply *reply, int timeout_ms);
+
+/* Router counters of a cluster handle. Fields are only ever added at the
+ * end; kvmux_cluster_stats writes min(size, sizeof) bytes. */
+typedef struct kvmux_cluster_info {
+    uint64_t epoch;       /* the slot map's epoch the router routes by */
+    uint64_t refreshes;   /* CLUSTER map requests sent after connect */
+    uint64_t redirects;   /* WRONG_SHARD answers followed */
+    uint64_t try_agains;  /* TRY_AGAIN answers retried */
+    uint32_t subclients;  /* groups with a connected client */
+    uint32_t groups;      /* groups known (map and redirects) */
+    uint16_t seed_group;  /* the seed's group (keyless requests) */
+    uint64_t stale;       /* WRONG_SHARD answers from a node whose map is
+                             older than one already seen (a map being
+                             pushed group by group): not followed, the
+                             same group asked again after a TRY_AGAIN
+                             backoff */
+} kvmux_cluster_info;
+
+/* Fill *out (size: sizeof(kvmux_cluster_info) as the caller knows it).
+ * Returns 0 or KVMUX_EINVAL (not a cluster handle, out NULL).
+ * Thread-safe: yes. */
+int kvmux_cluster_stats(kvmux_client *c, kvmux_cluster_info *out, size_t size);
+
 /* ==== Asynchronous API ====
  *
  * Submit a request and get its reply later, through a callback or a
@@ -932,9 +1022,13 @@ typedef struct kvmux_async_hooks {
  * across reconnects (kvmux_async_fd), so an adapter needs nothing new:
  * it sees del_read/del_write at the loss and add_read/add_write for the
  * next connection.
+ * With opts->cluster = 1: the slot map is loaded here (blocking up to
+ * connect_timeout_ms; KVMUX_ECLUSTERMAP if no seed has one), and the
+ * client's one fd stands for every group (see kvmux_options.cluster).
  * Returns 0, KVMUX_EINVAL, KVMUX_ECONNECT, KVMUX_ETLS (the TLS options:
- * a CA or certificate file that cannot be loaded), KVMUX_ENOMEM
- * (details: kvmux_connection_error(NULL, ...)). Thread-safe: yes. */
+ * a CA or certificate file that cannot be loaded), KVMUX_ENOMEM,
+ * KVMUX_ECLUSTERMAP (details: kvmux_connection_error(NULL, ...)).
+ * Thread-safe: yes. */
 int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
                         const kvmux_options *opts);
 
@@ -952,7 +1046,9 @@ int kvmux_async_attach(kvmux_client *c, const kvmux_async_hooks *hooks);
 int kvmux_async_fd(const kvmux_client *c);
 
 /* Connection status callback (event-loop mode): cb(c, 0, user_data) once
- * the handshake has finished, and cb(c, code, user_data) once when the
+ * the handshake has finished (a cluster handle: once, from the first
+ * timer event after kvmux_async_attach; the groups' connections are not
+ * reported), and cb(c, code, user_data) once when the
  * connection fails (a fatal code; not called for kvmux_close). With
  * kvmux_options.reconnect: cb(c, code, ...) at each loss and each failed
  * reconnect attempt, cb(c, 0, ...) at each (re)connection. Runs on the

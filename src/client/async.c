@@ -285,6 +285,7 @@ static void backlog_unlink(kvmux_client *c, kvmux__op *op) {
 
 /* Route a finished op (result and reply set; on no list, holds no slot). */
 static void op_complete(kvmux_client *c, kvmux__op *op) {
+    if (op->state == KVMUX__OP_ROUTED) kvmux__cluster_unroute(c, op);
     kvmux__theap_remove(&c->timers, &op->timer);
     op->state = KVMUX__OP_DONE;
     if (op->kind == KVMUX__OP_FUTURE) {
@@ -392,6 +393,61 @@ static void async_adopt_copy(kvmux__op *op, const kvmux_request *req, kvmux__big
     op->q->req.value = op->buf + req->key_len;
 }
 
+/* A cluster handle's submit (cluster.c routes it): the op keeps a copy
+ * of the request for every hop, its deadline goes on c's heap (the
+ * completion thread enforces it whatever the sub-clients do). Lock not
+ * held on entry. */
+static int async_submit_routed(kvmux_client *c, const kvmux_request *req, int64_t tmo,
+                               kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
+                               kvmux_future **fut, int try_only, kvmux_handle *handle) {
+    pthread_mutex_lock(&c->mu);
+    int rc = c->fatal;
+    if (rc != 0) goto out;
+    size_t flen = 0;
+    rc = kvmux__call_check(c, req, &flen);
+    if (rc != 0) goto out;
+    rc = KVMUX_ENOMEM;
+    if (kvmux__theap_reserve(&c->timers, c->timers.n + 1) != 0) goto out;
+    kvmux__op *op = async_op_alloc(c);
+    if (!op) goto out;
+    if (!(op->q = calloc(1, sizeof *op->q)) || async_copy_req(op, req) != 0) {
+        kvmux__op_recycle(c, op);
+        goto out;
+    }
+    op->kind = kind;
+    op->q->tmo = tmo;
+    uint64_t h = 0;
+    if (kind == KVMUX__OP_CALLBACK) {
+        h = ++c->next_handle;
+        op->handle = h;
+        op->d.cb = cb;
+        op->d.user_data = user_data;
+    } else {
+        op->c = c;
+    }
+    op->timer.deadline = kvmux__now_ms() + tmo;
+    op->state = KVMUX__OP_ROUTED;
+    rc = kvmux__cluster_route(c, op, try_only);
+    if (rc != 0) {
+        op->state = KVMUX__OP_FREE;
+        kvmux__op_recycle(c, op);
+        goto out;
+    }
+    kvmux__theap_push(&c->timers, &op->timer); /* room reserved */
+    kvmux__timers_changed(c, op->timer.deadline);
+    if (handle) *handle = h;
+    if (kind == KVMUX__OP_FUTURE) {
+        op->lprev = NULL;
+        op->lnext = c->live_futures;
+        if (op->lnext) op->lnext->lprev = op;
+        c->live_futures = op;
+        *fut = op;
+    }
+out:
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
 /* The one submit path; see the file comment. Exactly one of cb / fut is
  * used, according to kind. */
 static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_ms,
@@ -405,6 +461,8 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
         tmo = c->opts.request_timeout_ms;
         if (req->op == KVMUX_WAIT) tmo += req->wait_ms;
     }
+    if (c->router)
+        return async_submit_routed(c, req, tmo, kind, cb, user_data, fut, try_only, handle);
 
     /* A value sent fragmented is copied (once) before taking the lock;
      * if the request has to wait in the backlog, that copy is its backlog
@@ -537,6 +595,22 @@ int kvmux_call_async_handle(kvmux_client *c, const kvmux_request *req, int timeo
     if (!handle) return KVMUX_EINVAL;
     return async_submit(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, user_data, NULL, 0,
                         handle);
+}
+
+int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                           kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h) {
+    return async_submit(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, ud, NULL, try_only, h);
+}
+
+void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r) {
+    op->d.result = result;
+    if (r) {
+        op->d.reply = *r;
+        r->value = NULL; /* moved */
+    } else {
+        memset(&op->d.reply, 0, sizeof op->d.reply);
+    }
+    op_complete(c, op);
 }
 
 int kvmux_try_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
@@ -681,6 +755,10 @@ int64_t kvmux__async_next_deadline(const kvmux_client *c) {
     if (t) at = t->deadline;
     kvmux__slot *s = kvmux__pending_next_timer(&c->pending);
     if (s && s->live.deadline < at) at = s->live.deadline;
+    if (c->router) {
+        int64_t r = kvmux__cluster_next(c);
+        if (r < at) at = r;
+    }
     return at;
 }
 
@@ -731,6 +809,7 @@ static void slot_expire(kvmux_client *c, kvmux__slot *s, int64_t now) {
 }
 
 void kvmux__async_expire(kvmux_client *c, int64_t now) {
+    if (c->router) kvmux__cluster_tick(c, now);
     for (;;) {
         kvmux__timer *t = kvmux__theap_min(&c->timers);
         kvmux__slot *s = kvmux__pending_next_timer(&c->pending);
@@ -849,6 +928,8 @@ void kvmux__future_cancel(kvmux_client *c, kvmux__op *f) {
         kvmux__slot *s = f->slot;
         f->slot = NULL;
         kvmux__slot_abandon(c, s);
+    } else if (f->state == KVMUX__OP_ROUTED) {
+        kvmux__cluster_unroute(c, f);
     }
     kvmux__theap_remove(&c->timers, &f->timer);
     f->state = KVMUX__OP_DONE;
@@ -901,7 +982,7 @@ static void cancel_schedule(kvmux_client *c) {
 static void op_cancel(kvmux_client *c, kvmux__op *op) {
     if (op->state == KVMUX__OP_QUEUED) {
         backlog_unlink(c, op);
-    } else {
+    } else if (op->state == KVMUX__OP_INFLIGHT) {
         kvmux__slot *s = op->slot;
         op->slot = NULL;
         kvmux__slot_abandon(c, s);
@@ -936,7 +1017,9 @@ int kvmux_future_cancel(kvmux_future *f) {
     if (f->detached) return 0; /* complete: its client is gone */
     kvmux_client *c = f->c;
     pthread_mutex_lock(&c->mu);
-    if (f->state == KVMUX__OP_QUEUED || f->state == KVMUX__OP_INFLIGHT) op_cancel(c, f);
+    if (f->state == KVMUX__OP_QUEUED || f->state == KVMUX__OP_INFLIGHT ||
+        f->state == KVMUX__OP_ROUTED)
+        op_cancel(c, f); /* ROUTED: op_complete unroutes it */
     /* A write given up on no longer holds a redirect's drain. */
     if (c->redirecting) kvmux__failover_drain_check(c);
     pthread_mutex_unlock(&c->mu);
@@ -947,7 +1030,14 @@ int kvmux_cancel(kvmux_client *c, kvmux_handle h) {
     if (!c || h == 0) return KVMUX_EINVAL;
     pthread_mutex_lock(&c->mu);
     int rc = KVMUX_ENOTFOUND;
-    for (kvmux__op *o = c->backlog_head; o; o = op_next(o)) {
+    if (c->router) {
+        kvmux__op *o = kvmux__cluster_find_handle(c, h);
+        if (o) {
+            op_cancel(c, o);
+            rc = 0;
+        }
+    }
+    for (kvmux__op *o = c->backlog_head; rc != 0 && o; o = op_next(o)) {
         if (o->kind == KVMUX__OP_CALLBACK && o->handle == h) {
             op_cancel(c, o);
             rc = 0;

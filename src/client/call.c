@@ -448,6 +448,7 @@ static int call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *repl
     if (reply) memset(reply, 0, sizeof *reply);
     if (vout) *vout = NULL;
     if (!c || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT) return KVMUX_EINVAL;
+    if (c->router) return kvmux__cluster_call(c, req, reply, vout, timeout_ms, try_only);
     /* On an event-loop client nothing would drive the socket while we
      * block: the loop thread is the caller. */
     if (c->mode == KVMUX__MODE_LOOP) return KVMUX_EINVAL;
@@ -696,6 +697,7 @@ int kvmux_set(kvmux_client *c, const void *key, size_t key_len, const void *valu
     kvmux_reply rep;
     int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
     if (version_out) *version_out = rep.version;
+    kvmux_reply_free(&rep); /* a WRONG_SHARD / TRY_AGAIN answer's value */
     return rc;
 }
 
@@ -711,6 +713,7 @@ int kvmux_incr(kvmux_client *c, const void *key, size_t key_len, int64_t delta,
     kvmux_reply rep;
     int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
     if (result_out) *result_out = rep.number;
+    kvmux_reply_free(&rep); /* a WRONG_SHARD / TRY_AGAIN answer's value */
     return rc;
 }
 
@@ -726,6 +729,7 @@ int kvmux_cas(kvmux_client *c, const void *key, size_t key_len, uint64_t expecte
     kvmux_reply rep;
     int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
     if (version_out) *version_out = rep.version; /* new, or current on EVERSION */
+    kvmux_reply_free(&rep); /* a WRONG_SHARD / TRY_AGAIN answer's value */
     return rc;
 }
 
@@ -762,6 +766,7 @@ static int call_key_version(kvmux_client *c, kvmux_op op, const void *key, size_
     kvmux_reply rep;
     int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
     if (version_out) *version_out = rep.version;
+    kvmux_reply_free(&rep); /* a WRONG_SHARD / TRY_AGAIN answer's value */
     return rc;
 }
 
@@ -776,6 +781,7 @@ int kvmux_ttl(kvmux_client *c, const void *key, size_t key_len, int64_t *ttl_ms_
     kvmux_reply rep;
     int rc = call_run(c, &r, &rep, NULL, timeout_ms, 0);
     if (ttl_ms_out) *ttl_ms_out = rc == 0 ? rep.number : 0;
+    kvmux_reply_free(&rep); /* a WRONG_SHARD / TRY_AGAIN answer's value */
     return rc;
 }
 

@@ -406,6 +406,10 @@ int kvmux__check_opts(const kvmux_options *o) {
         return kvmux__connect_fail(KVMUX_EINVAL, "no_sessions is 0 or 1");
     if (o->stale_reads < 0 || o->stale_reads > 1)
         return kvmux__connect_fail(KVMUX_EINVAL, "stale_reads is 0 or 1");
+    if (o->cluster < 0 || o->cluster > 1)
+        return kvmux__connect_fail(KVMUX_EINVAL, "cluster is 0 or 1");
+    if (o->cluster && (o->cluster_max_redirects < 1 || o->cluster_max_redirects > 64))
+        return kvmux__connect_fail(KVMUX_EINVAL, "cluster_max_redirects is 1..64");
     return 0;
 }
 
@@ -530,6 +534,7 @@ int kvmux_connect(kvmux_client **out, const char *host, uint16_t port,
     if (rc == 0 && !out) return kvmux__connect_fail(KVMUX_EINVAL, "out is required");
     if (rc == 0) rc = kvmux__check_opts(&o);
     if (rc != 0) return rc;
+    if (o.cluster) return kvmux__cluster_connect(out, host, port, &o);
 
     kvmux_client *c = kvmux__client_new(&o);
     if (!c) return KVMUX_ENOMEM;
@@ -642,10 +647,29 @@ void kvmux__client_fail(kvmux_client *c, int code, const char *fmt, ...) {
     if (c->mode == KVMUX__MODE_LOOP) kvmux__loop_on_fail(c);
 }
 
+void kvmux__client_shutdown(kvmux_client *c) {
+    pthread_mutex_lock(&c->mu);
+    c->closing = 1;
+    kvmux__client_fail(c, KVMUX_ECLOSED, "closed by kvmux_close");
+    if (c->opts.reconnect) {
+        /* As kvmux_close: a connection lost earlier left fail a no-op. */
+        kvmux__async_fail(c, KVMUX_ECLOSED);
+        pthread_cond_broadcast(&c->conn_cond);
+        pthread_cond_broadcast(&c->slot_cond);
+        pthread_cond_broadcast(&c->queue_cond);
+        if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
 void kvmux_close(kvmux_client *c) {
     if (!c) return;
     if (c->mode == KVMUX__MODE_LOOP) {
-        kvmux__loop_close(c);
+        kvmux__loop_close(c); /* a cluster handle's too */
+        return;
+    }
+    if (c->router) {
+        kvmux__cluster_close(c);
         return;
     }
     pthread_mutex_lock(&c->mu);

@@ -131,7 +131,12 @@ typedef enum kvmux__op_state {
     KVMUX__OP_FREE = 0,            /* on the client's free list (or loose) */
     KVMUX__OP_QUEUED = 1,          /* in the backlog: a copy of the request */
     KVMUX__OP_INFLIGHT = 2,        /* encoded; holds a pending slot */
-    KVMUX__OP_DONE = 3             /* result final */
+    KVMUX__OP_DONE = 3,            /* result final */
+    KVMUX__OP_ROUTED = 4           /* cluster handle (cluster.c): a
+                                      sub-client holds its request, or
+                                      it waits for a retry or a group's
+                                      connect; its deadline is on the
+                                      cluster handle's timer heap */
 } kvmux__op_state;
 
 typedef enum kvmux__op_kind {
@@ -258,6 +263,17 @@ struct kvmux_future {
     uint64_t out_round;            /* INFLIGHT: as kvmux__callwait's */
     uint64_t seq;                  /* session seq of a write (0: none yet) */
     uint8_t unknowns;              /* OUTCOME_UNKNOWN answers resent */
+    /* ROUTED (cluster.c, guarded by the cluster handle's mutex) */
+    struct kvmux__hop *hop;        /* the sub-request outstanding, or NULL */
+    struct kvmux_future *rnext;    /* the router's list of ROUTED ops */
+    struct kvmux_future *rprev;
+    struct kvmux__cgroup *rwait;   /* parked: waiting for this group's connect */
+    int64_t retry_at;              /* parked (rwait NULL): dispatch again then */
+    uint16_t rgroup;               /* 0: route by the map; else this group
+                                      (a WRONG_SHARD named it) */
+    uint16_t backoff_ms;           /* TRY_AGAIN: the last backoff */
+    uint64_t repoch;               /* newest epoch a WRONG_SHARD carried */
+    uint8_t rparked;               /* 1: no sub-request outstanding */
 };
 typedef struct kvmux_future kvmux__op;
 
@@ -435,6 +451,9 @@ struct kvmux_client {
     uint64_t out_rounds;           /* send rounds begun (kvmux__round_begin
                                       takes all of c->out): a frame queued
                                       in the current one has not left */
+
+    /* ---- cluster mode (cluster.c): NULL on every other client ---- */
+    struct kvmux__router *router;  /* immutable after connect */
 };
 
 /* Internal call result: a GET/PING cut off by a lost connection that the
@@ -517,6 +536,65 @@ void kvmux__failover_resend(kvmux_client *c, kvmux__slot *s, int redirected);
 /* Lock held, endpoints mode, the connection failed: s's request is resent
  * if it is a read (or resend_writes), else completes KVMUX_EUNKNOWN. */
 void kvmux__failover_slot_lost(kvmux_client *c, kvmux__slot *s);
+
+/* ---- cluster mode (cluster.c); docs/DESIGN.md "Cluster client" ----
+ * A cluster handle is a kvmux_client without a connection of its own
+ * (fd -1, no reader or writer): its router holds the slot map and one
+ * endpoints-mode sub-client per group. Its async machinery (ops, timer
+ * heap, completion thread, futures) is the ordinary one; an op it routes
+ * is ROUTED and carries a copy of its request (op->q) for the hops. */
+
+/* kvmux_connect with opts->cluster = 1 (opts imported and checked). */
+int kvmux__cluster_connect(kvmux_client **out, const char *host, uint16_t port,
+                           const kvmux_options *o);
+/* Route op (ROUTED, request copied, deadline on c's heap, lock held):
+ * send it to its group's sub-client, or park it (group connecting).
+ * Returns 0 (routed: it completes exactly once), or an error without
+ * having routed it (KVMUX_EAGAIN: the sub-client's queue is full, or
+ * too many ops wait for a connect; try_only: no credit right now). */
+int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only);
+/* op (ROUTED) is completing (lock held): leave the router's lists; a
+ * sub-request still outstanding is cancelled and its answer dropped. */
+void kvmux__cluster_unroute(kvmux_client *c, kvmux__op *op);
+/* The ROUTED callback op with handle h, or NULL (lock held). */
+kvmux__op *kvmux__cluster_find_handle(kvmux_client *c, uint64_t h);
+/* Dispatch parked ops whose retry time has come (lock held, c's
+ * completion thread); and the earliest such time, or INT64_MAX. */
+void kvmux__cluster_tick(kvmux_client *c, int64_t now);
+int64_t kvmux__cluster_next(const kvmux_client *c);
+/* A blocking call on a cluster handle: a future, waited on. */
+int kvmux__cluster_call(kvmux_client *c, const kvmux_request *req, kvmux_reply *reply,
+                        kvmux_value **vout, int timeout_ms, int try_only);
+/* kvmux_async_connect with opts->cluster = 1: the map is loaded here
+ * (blocking, as the threaded connect), then the handle is an event-loop
+ * client whose fd is an epoll set of its sub-clients' sockets. */
+int kvmux__cluster_async_connect(kvmux_client **out, const char *host, uint16_t port,
+                                 const kvmux_options *o);
+/* Event-loop cluster handle (loop thread, lock not held): run the
+ * sub-clients whose sockets are ready; fire the sub-clients' timers due
+ * at now; kvmux_close's first part (ops failed, sub-clients closed). */
+void kvmux__cluster_loop_read(kvmux_client *c);
+void kvmux__cluster_loop_timers(kvmux_client *c, int64_t now);
+void kvmux__cluster_loop_shutdown(kvmux_client *c);
+/* loop.c: every handler's epilogue (status, callbacks due, deferred
+ * close). */
+void kvmux__loop_leave(kvmux_client *c);
+/* kvmux_close of a cluster handle. */
+void kvmux__cluster_close(kvmux_client *c);
+/* Free a cluster handle whose close has run (no thread left but the
+ * caller). */
+void kvmux__cluster_free(kvmux_client *c);
+/* Complete op (lock held) with result and *r (value moved; r may be
+ * NULL), from wherever it waits (async.c). */
+void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r);
+/* Submit a callback request, try_only as kvmux_try_call_async, *h its
+ * handle (async.c). */
+int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                           kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h);
+/* Close-time: fail c for good (closing, KVMUX_ECLOSED) and wake every
+ * caller blocked on it, without freeing anything: a cluster handle does
+ * this to its sub-clients before waiting for its own callers (client.c). */
+void kvmux__client_shutdown(kvmux_client *c);
 
 /* ---- automatic reconnect (reconnect.c) ---- */
 

@@ -59,6 +59,12 @@ static void disp_sleep(kvmux_client *c, int64_t deadline) {
 static void disp_finish_close(kvmux_client *c) {
     while (c->active > 0) pthread_cond_wait(&c->idle_cond, &c->mu);
     pthread_mutex_unlock(&c->mu);
+    if (c->router) {
+        /* A cluster handle has no reader or writer of its own. */
+        pthread_detach(pthread_self());
+        kvmux__cluster_free(c);
+        return;
+    }
     if (!c->opts.reconnect) pthread_join(c->writer, NULL); /* else the reader's */
     pthread_join(c->reader, NULL);
     pthread_detach(pthread_self()); /* nobody joins us */

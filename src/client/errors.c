@@ -39,6 +39,7 @@ const char *kvmux_strerror(int err) {
     case KVMUX_EWRONGSHARD: return "wrong shard (another cluster group serves the key's slot)";
     case KVMUX_EREDIRECTS: return "too many cluster redirects";
     case KVMUX_ETRYAGAIN: return "slot not available yet (try again)";
+    case KVMUX_ECLUSTERMAP: return "no usable slot map (no seed answered CLUSTER map)";
     case KVMUX_E_FATAL: return "fatal connection error";
     case KVMUX_ECLOSED: return "connection closed";
     case KVMUX_EPROTO: return "protocol error";
@@ -93,6 +94,8 @@ void kvmux_options_init_sized(kvmux_options *out, size_t size) {
     o->resend_writes = 0;
     o->no_sessions = 0;
     o->stale_reads = 0;
+    o->cluster = 0;
+    o->cluster_max_redirects = 5;
     memcpy(out, o, size < sizeof d ? size : sizeof d);
     out->struct_size = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
 }

@@ -155,6 +155,7 @@ int kvmux_async_connect(kvmux_client **out, const char *host, uint16_t port,
     if (rc == 0 && !out) return kvmux__connect_fail(KVMUX_EINVAL, "out is required");
     if (rc == 0) rc = kvmux__check_opts(&o);
     if (rc != 0) return rc;
+    if (o.cluster) return kvmux__cluster_async_connect(out, host, port, &o);
     kvmux_client *c = kvmux__client_new(&o);
     if (!c) return KVMUX_ENOMEM;
     if (o.endpoints) {
@@ -234,6 +235,12 @@ int kvmux_async_attach(kvmux_client *c, const kvmux_async_hooks *h) {
         /* Connecting: writability reports the connect's outcome. */
         loop_watch(c, 1, c->lstate == KVMUX__L_CONNECTING || c->out.len > 0);
         kvmux__loop_timer_update(c);
+        if (c->router && c->status_due) {
+            /* A cluster handle is connected already (it has its map):
+             * its status callback runs from the next timer event. */
+            c->hooks.schedule_timer(c->hooks.data, 0);
+            c->timer_at = kvmux__now_ms();
+        }
     }
     pthread_mutex_unlock(&c->mu);
     return 0;
@@ -255,12 +262,13 @@ int kvmux_async_set_status_cb(kvmux_client *c, kvmux_status_cb cb, void *user_da
 /* Free a loop client (not inside a handler). */
 static void loop_destroy(kvmux_client *c) {
     if (c->attached && c->hooks.cleanup) c->hooks.cleanup(c->hooks.data);
-    kvmux__client_free(c);
+    if (c->router) kvmux__cluster_free(c);
+    else kvmux__client_free(c);
 }
 
 /* Every handler's epilogue (lock not held): report the connection status,
  * run the callbacks that became due, and finish a deferred close. */
-static void loop_leave(kvmux_client *c) {
+void kvmux__loop_leave(kvmux_client *c) {
     pthread_mutex_lock(&c->mu);
     int due = c->status_due;
     int code = c->status_code;
@@ -479,11 +487,17 @@ static void loop_read(kvmux_client *c) {
 void kvmux_async_handle_read(kvmux_client *c) {
     if (!c || c->mode != KVMUX__MODE_LOOP) return;
     c->in_handler++;
+    if (c->router) {
+        /* A cluster handle: its fd is the sub-clients' epoll set. */
+        kvmux__cluster_loop_read(c);
+        kvmux__loop_leave(c);
+        return;
+    }
     if (c->fatal == 0 && c->lstate == KVMUX__L_CONNECTING) loop_connected(c);
     if (c->fatal == 0 && c->lstate == KVMUX__L_TLS) loop_tls_step(c, 0);
     if (c->fatal == 0 && (c->lstate == KVMUX__L_HANDSHAKE || c->lstate == KVMUX__L_OPEN))
         loop_read(c);
-    loop_leave(c);
+    kvmux__loop_leave(c);
 }
 
 static void loop_write_some(kvmux_client *c) {
@@ -491,19 +505,32 @@ static void loop_write_some(kvmux_client *c) {
 }
 
 void kvmux_async_handle_write(kvmux_client *c) {
-    if (!c || c->mode != KVMUX__MODE_LOOP) return;
+    if (!c || c->mode != KVMUX__MODE_LOOP || c->router) return; /* router: never asked */
     c->in_handler++;
     if (c->fatal == 0 && (c->lstate != KVMUX__L_CONNECTING || loop_connected(c))) {
         pthread_mutex_lock(&c->mu);
         loop_write_some(c);
         pthread_mutex_unlock(&c->mu);
     }
-    loop_leave(c);
+    kvmux__loop_leave(c);
 }
 
 void kvmux_async_handle_timeout(kvmux_client *c) {
     if (!c || c->mode != KVMUX__MODE_LOOP) return;
     c->in_handler++;
+    if (c->router) {
+        /* The sub-clients' timers first (their hooks may re-arm ours), then
+         * the handle's own deadlines and retries. */
+        c->timer_at = INT64_MAX; /* it fired */
+        int64_t now = kvmux__now_ms();
+        kvmux__cluster_loop_timers(c, now);
+        pthread_mutex_lock(&c->mu);
+        kvmux__async_expire(c, now);
+        kvmux__loop_timer_update(c);
+        pthread_mutex_unlock(&c->mu);
+        kvmux__loop_leave(c);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     c->timer_at = INT64_MAX; /* it fired */
     int64_t now = kvmux__now_ms();
@@ -526,18 +553,22 @@ void kvmux_async_handle_timeout(kvmux_client *c) {
     pthread_mutex_unlock(&c->mu);
     /* Plaintext left inside OpenSSL by a read that ran out of rounds. */
     if (c->fatal == 0 && c->tls && c->lstate == KVMUX__L_OPEN) loop_read(c);
-    loop_leave(c);
+    kvmux__loop_leave(c);
 }
 
 void kvmux__loop_close(kvmux_client *c) {
-    pthread_mutex_lock(&c->mu);
-    c->closing = 1;
-    kvmux__client_fail(c, KVMUX_ECLOSED, "closed by kvmux_close");
-    /* Reconnect: the connection may have been lost earlier (the fail
-     * above then did nothing): the backlog kept for the next connection
-     * fails now. */
-    if (c->opts.reconnect) kvmux__async_fail(c, KVMUX_ECLOSED);
-    pthread_mutex_unlock(&c->mu);
+    if (c->router) {
+        kvmux__cluster_loop_shutdown(c);
+    } else {
+        pthread_mutex_lock(&c->mu);
+        c->closing = 1;
+        kvmux__client_fail(c, KVMUX_ECLOSED, "closed by kvmux_close");
+        /* Reconnect: the connection may have been lost earlier (the fail
+         * above then did nothing): the backlog kept for the next
+         * connection fails now. */
+        if (c->opts.reconnect) kvmux__async_fail(c, KVMUX_ECLOSED);
+        pthread_mutex_unlock(&c->mu);
+    }
     if (c->in_handler > 0) {
         /* Inside a callback: the outermost handler frees c after the
          * callbacks (including the ones this close just owed) have run. */

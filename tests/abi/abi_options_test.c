@@ -142,6 +142,50 @@ static void test_stale_field(uint16_t port) {
     CHECK(strstr(msg, "stale_reads") != NULL);
 }
 
+/* cluster, cluster_max_redirects (appended with the cluster client):
+ * off and 5 by default; an old caller's struct ending before them, with
+ * garbage there, connects as a plain client; bad values are refused; a
+ * cluster connect that reaches no seed is KVMUX_ECLUSTERMAP. */
+static void test_cluster_fields(uint16_t port) {
+    size_t old_size = offsetof(kvmux_options, cluster);
+    unsigned char buf[sizeof(kvmux_options)];
+    memset(buf, 0xAA, sizeof buf);
+    kvmux_options_init_sized((kvmux_options *)buf, old_size);
+    kvmux_options *old = (kvmux_options *)buf;
+    old->connect_timeout_ms = 2000;
+    CHECK_EQ(try_connect(old, port), KVMUX_ECONNECT);
+    kvmux_options o;
+    kvmux_options_init(&o);
+    CHECK_EQ(o.cluster, 0);
+    CHECK_EQ(o.cluster_max_redirects, 5);
+    o.cluster = 2;
+    CHECK_EQ(try_connect(&o, port), KVMUX_EINVAL);
+    o.cluster = 1;
+    o.cluster_max_redirects = 0;
+    CHECK_EQ(try_connect(&o, port), KVMUX_EINVAL);
+    char msg[256];
+    kvmux_connection_error(NULL, msg, sizeof msg);
+    CHECK(strstr(msg, "cluster_max_redirects") != NULL);
+    o.cluster_max_redirects = 65;
+    CHECK_EQ(try_connect(&o, port), KVMUX_EINVAL);
+    o.cluster_max_redirects = 5;
+    o.connect_timeout_ms = 2000;
+    CHECK_EQ(try_connect(&o, port), KVMUX_ECLUSTERMAP);
+    kvmux_connection_error(NULL, msg, sizeof msg);
+    CHECK(strstr(msg, "no usable slot map") != NULL);
+    kvmux_client *c = NULL;
+    CHECK_EQ(kvmux_async_connect(&c, "127.0.0.1", port, &o), KVMUX_ECLUSTERMAP);
+    CHECK(c == NULL);
+    CHECK(strcmp(kvmux_strerror(KVMUX_ECLUSTERMAP), "unknown error") != 0);
+    CHECK(!kvmux_is_fatal(KVMUX_ECLUSTERMAP));
+    /* The cluster API on a plain handle, or none: KVMUX_EINVAL. */
+    size_t n = 0;
+    CHECK_EQ(kvmux_cluster_groups(NULL, NULL, 0, &n), KVMUX_EINVAL);
+    kvmux_cluster_info ci;
+    CHECK_EQ(kvmux_cluster_stats(NULL, &ci, sizeof ci), KVMUX_EINVAL);
+    CHECK_EQ(kvmux_cluster_group_call(NULL, 1, NULL, NULL, 100), KVMUX_EINVAL);
+}
+
 static void test_bad_sizes_refused(uint16_t port) {
     kvmux_options o;
     memset(&o, 0, sizeof o); /* never initialised */
@@ -170,5 +214,6 @@ int main(void) {
     test_bad_sizes_refused(port);
     test_failover_fields(port);
     test_stale_field(port);
+    test_cluster_fields(port);
     return test_report();
 }

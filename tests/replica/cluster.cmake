@@ -33,3 +33,38 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()
+# The cluster client (docs/CLUSTER.md "The cluster client"): one
+# executable, one scenario per test. Threads of its own (sub-clients'
+# completion threads, connect threads, the reassign test's 8 submitters):
+# concurrent, so TSan CI runs them.
+if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli AND TARGET kvmux-bench)
+  if(KVMUX_HAVE_RAFT)
+    kvmux_add_test(cluster_client_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/cluster_client_test.c
+      LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 90)
+    target_compile_definitions(cluster_client_test PRIVATE
+      KVMUX_BENCH_PATH="$<TARGET_FILE:kvmux-bench>")
+    # Event-loop mode on one fd, through the libuv adapter.
+    find_path(KVMUX_LIBUV_INCLUDE uv.h)
+    find_library(KVMUX_LIBUV_LIB uv)
+    if(KVMUX_LIBUV_INCLUDE AND KVMUX_LIBUV_LIB)
+      target_sources(cluster_client_test PRIVATE
+        ${CMAKE_CURRENT_LIST_DIR}/../integration/loop_util.c)
+      target_include_directories(cluster_client_test PRIVATE ${KVMUX_LIBUV_INCLUDE}
+        ${CMAKE_CURRENT_LIST_DIR}/../integration)
+      target_link_libraries(cluster_client_test PRIVATE ${KVMUX_LIBUV_LIB})
+      target_compile_definitions(cluster_client_test PRIVATE KVMUX_TEST_LIBUV=1)
+      add_test(NAME cluster_client_loop_test COMMAND cluster_client_test loop)
+      set_tests_properties(cluster_client_loop_test PROPERTIES TIMEOUT 90
+        LABELS "integration")
+    endif()
+    foreach(scenario reassign faults)
+      add_test(NAME cluster_client_${scenario}_test COMMAND cluster_client_test ${scenario})
+      set_tests_properties(cluster_client_${scenario}_test PROPERTIES TIMEOUT 90
+        LABELS "integration;concurrent;fault")
+    endforeach()
+  else()
+    kvmux_missing_dependency_test(cluster_client_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+  endif()
+endif()

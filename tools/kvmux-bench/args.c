@@ -70,6 +70,8 @@ void bench_args_usage(FILE *out)
         "  --tls               connect with TLS (serial/sync, or --driver callback);\n"
         "                      the certificate is not verified unless --cacert\n"
         "  --cacert FILE       PEM CA to verify the server with (implies --tls)\n"
+        "  --cluster           a sharded cluster: -h/-p (or -h's list) are seeds, any\n"
+        "                      node; keys go to their slot's group\n"
         "  -q                  no per-second progress on stderr\n"
         "  --help              this text\n",
         out);
@@ -182,6 +184,7 @@ enum {
     OPT_TIMEOUT,
     OPT_BUSY_POLL,
     OPT_SEED,
+    OPT_CLUSTER,
     OPT_HELP
 };
 
@@ -201,6 +204,7 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"busy-poll", required_argument, NULL, OPT_BUSY_POLL},
         {"seed", required_argument, NULL, OPT_SEED},
+        {"cluster", no_argument, NULL, OPT_CLUSTER},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -259,6 +263,9 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
             break;
         case 'q':
             cfg->quiet = 1;
+            break;
+        case OPT_CLUSTER:
+            cfg->cluster = 1;
             break;
         case OPT_MODE:
             if (!strcmp(a, "serial"))

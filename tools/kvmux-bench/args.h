@@ -67,6 +67,9 @@ typedef struct bench_config {
     uint32_t busy_poll_us;     /* --busy-poll: loop driver spins this long
                                   after I/O before sleeping; 0 = off */
     uint64_t seed;             /* --seed; default 1 (runs are repeatable) */
+    int cluster;               /* --cluster: -h/-p (or -h's list) are seeds
+                                  of a sharded cluster (kvmux_options
+                                  .cluster; every mode and driver) */
 } bench_config;
 
 /* Parse argv into *cfg (defaults first).

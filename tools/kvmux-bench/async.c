@@ -383,6 +383,7 @@ static void loop_main(worker *w)
     opts.request_timeout_ms = cfg->timeout_ms;
     opts.client_name = "kvmux-bench";
     if (strchr(cfg->host, ',')) opts.endpoints = cfg->host; /* a group */
+    opts.cluster = cfg->cluster; /* one fd: the groups' sockets */
 
     int rc = kvmux_async_connect(&w->conn->cli, cfg->host, cfg->port, &opts);
     if (rc == 0) {

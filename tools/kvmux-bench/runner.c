@@ -438,6 +438,7 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
     opts.tls = cfg->tls;
     opts.tls_ca_file = cfg->tls_ca;
     opts.tls_verify = cfg->tls_ca != NULL;
+    opts.cluster = cfg->cluster;
     if (loop_driver) {
         /* Without it the loop drivers still notice phases within POLL_MS. */
         r.phase_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -301,6 +301,7 @@ int cli_connect(cli_ctx *ctx) {
     o.tls_key_file = ctx->key;
     o.tls_verify = !ctx->insecure;
     o.stale_reads = ctx->stale;
+    o.cluster = ctx->cluster;
     /* -h a:p1,b:p2: a replicated group; the library finds the leader and
      * follows it (kvmux_options.endpoints; -p is then unused). */
     if (strchr(ctx->host, ',')) o.endpoints = ctx->host;
@@ -490,32 +491,95 @@ static int run_persist(cli_ctx *ctx, const cmd_args *a) {
     return CLI_EXIT_OK;
 }
 
+/* One SCAN step: on the connected node, or (--cluster) on group id. */
+static int scan_step(cli_ctx *ctx, uint16_t id, uint64_t cursor, const cli_arg *prefix,
+                     uint32_t count, kvmux_keys **out) {
+    if (!ctx->cluster)
+        return kvmux_scan(ctx->client, cursor, prefix ? prefix->data : NULL,
+                          prefix ? prefix->len : 0, count, out, ctx->timeout_ms);
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_SCAN;
+    r.key = prefix ? prefix->data : NULL;
+    r.key_len = prefix ? prefix->len : 0;
+    r.cursor = cursor;
+    r.count = count;
+    kvmux_reply rep;
+    int rc = kvmux_cluster_group_call(ctx->client, id, &r, &rep, ctx->timeout_ms);
+    if (rc != 0) return rc;
+    /* The reply as a kvmux_keys: one allocation, keys pointing into it. */
+    size_t off = 0, n = 0, kl;
+    const uint8_t *k;
+    while (kvmux_scan_next(rep.value, rep.value_len, &off, &k, &kl)) n++;
+    kvmux_keys *ks = malloc(sizeof *ks + n * sizeof ks->keys[0] + rep.value_len + 1);
+    if (!ks) {
+        kvmux_reply_free(&rep);
+        return KVMUX_ENOMEM;
+    }
+    ks->cursor = rep.version;
+    ks->count = n;
+    ks->keys = (void *)(ks + 1);
+    uint8_t *copy = (uint8_t *)(ks->keys + n);
+    if (rep.value_len) memcpy(copy, rep.value, rep.value_len);
+    off = 0;
+    for (size_t i = 0; kvmux_scan_next(copy, rep.value_len, &off, &k, &kl); i++) {
+        ks->keys[i].data = k;
+        ks->keys[i].len = kl;
+    }
+    kvmux_reply_free(&rep);
+    *out = ks;
+    return 0;
+}
+
+/* The groups to run a per-group command on: the cluster's (--cluster),
+ * else one entry standing for the connected node. Returns the count
+ * (0 after printing an error). */
+static size_t cli_groups(cli_ctx *ctx, const cmd_args *a, uint16_t *ids, size_t cap,
+                         int *rc) {
+    *rc = CLI_EXIT_OK;
+    if (!ctx->cluster) {
+        ids[0] = 0;
+        return 1;
+    }
+    size_t n = 0;
+    int e = kvmux_cluster_groups(ctx->client, ids, cap, &n);
+    if (e != 0) {
+        *rc = report(ctx, a, e);
+        return 0;
+    }
+    return n < cap ? n : cap;
+}
+
 /* The whole scan, one key per line as raw bytes (as redis-cli --scan);
  * a key listed twice (possible when it is re-created mid-scan) is not
- * filtered out. */
+ * filtered out. --cluster: every group's keys, group after group. */
 static int run_scan(cli_ctx *ctx, const cmd_args *a) {
-    uint64_t cursor = 0;
-    const char *prefix = a->npos ? a->pos[0]->data : NULL;
-    size_t plen = a->npos ? a->pos[0]->len : 0;
+    const cli_arg *prefix = a->npos ? a->pos[0] : NULL;
     int json = ctx->out.format == CLI_FORMAT_JSON;
     size_t listed = 0;
+    uint16_t ids[KVMUX_CLI_MAX_GROUPS];
+    int grc;
+    size_t ng = cli_groups(ctx, a, ids, KVMUX_CLI_MAX_GROUPS, &grc);
+    if (ng == 0) return grc;
     if (json) putchar('[');
-    do {
-        kvmux_keys *k = NULL;
-        int rc = kvmux_scan(ctx->client, cursor, prefix, plen, (uint32_t)a->count, &k,
-                            ctx->timeout_ms);
-        if (rc != 0) {
-            if (json) puts("]"); /* what came so far stays valid JSON */
-            return report(ctx, a, rc);
-        }
-        for (size_t i = 0; i < k->count; i++) {
-            if (json && listed++) putchar(',');
-            cli_out_string(&ctx->out, stdout, k->keys[i].data, k->keys[i].len);
-            if (!json) fputc('\n', stdout);
-        }
-        cursor = k->cursor;
-        kvmux_keys_free(k);
-    } while (cursor != 0);
+    for (size_t g = 0; g < ng; g++) {
+        uint64_t cursor = 0;
+        do {
+            kvmux_keys *k = NULL;
+            int rc = scan_step(ctx, ids[g], cursor, prefix, (uint32_t)a->count, &k);
+            if (rc != 0) {
+                if (json) puts("]"); /* what came so far stays valid JSON */
+                return report(ctx, a, rc);
+            }
+            for (size_t i = 0; i < k->count; i++) {
+                if (json && listed++) putchar(',');
+                cli_out_string(&ctx->out, stdout, k->keys[i].data, k->keys[i].len);
+                if (!json) fputc('\n', stdout);
+            }
+            cursor = k->cursor;
+            kvmux_keys_free(k);
+        } while (cursor != 0);
+    }
     if (json) puts("]");
     return CLI_EXIT_OK;
 }
@@ -579,19 +643,55 @@ static void print_stats_lines(const cli_ctx *ctx, const char *p, size_t len) {
     if (json) puts("}");
 }
 
+/* STATS of the connected node, or (--cluster) of group id. */
+static int stats_of(cli_ctx *ctx, uint16_t id, const char *prefix, kvmux_value **out) {
+    if (!ctx->cluster) return kvmux_stats(ctx->client, prefix, out, ctx->timeout_ms);
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_STATS;
+    r.key = prefix;
+    r.key_len = prefix ? strlen(prefix) : 0;
+    kvmux_reply rep;
+    int rc = kvmux_cluster_group_call(ctx->client, id, &r, &rep, ctx->timeout_ms);
+    if (rc != 0) return rc;
+    kvmux_value *v = malloc(sizeof *v + rep.value_len + 1);
+    if (!v) {
+        kvmux_reply_free(&rep);
+        return KVMUX_ENOMEM;
+    }
+    v->version = 0;
+    v->len = rep.value_len;
+    v->data = (uint8_t *)(v + 1);
+    if (rep.value_len) memcpy(v->data, rep.value, rep.value_len);
+    v->data[v->len] = 0;
+    kvmux_reply_free(&rep);
+    *out = v;
+    return 0;
+}
+
 /* STATS: the text as the server sent it (it ends with a newline per line;
- * an empty result prints nothing). */
+ * an empty result prints nothing). --cluster: every group's, one after
+ * the other: text blocks headed "# group G", a JSON object or a CSV block
+ * per group (each has the group's cluster_group line). */
 static int run_stats(cli_ctx *ctx, const cmd_args *a) {
-    kvmux_value *v = NULL;
-    /* A prefix with a NUL byte cannot be a C string; STATS names never
-     * contain one, so pass the bytes up to it (the CLI keeps it simple). */
-    int rc = kvmux_stats(ctx->client, a->npos ? a->pos[0]->data : NULL, &v, ctx->timeout_ms);
-    if (rc != 0) return report(ctx, a, rc);
-    if (ctx->out.format == CLI_FORMAT_JSON || ctx->out.format == CLI_FORMAT_CSV)
-        print_stats_lines(ctx, (const char *)v->data, v->len);
-    else if (v->len)
-        fwrite(v->data, 1, v->len, stdout);
-    kvmux_value_free(v);
+    uint16_t ids[KVMUX_CLI_MAX_GROUPS];
+    int grc;
+    size_t ng = cli_groups(ctx, a, ids, KVMUX_CLI_MAX_GROUPS, &grc);
+    if (ng == 0) return grc;
+    for (size_t g = 0; g < ng; g++) {
+        kvmux_value *v = NULL;
+        /* A prefix with a NUL byte cannot be a C string; STATS names never
+         * contain one, so pass the bytes up to it (the CLI keeps it simple). */
+        int rc = stats_of(ctx, ids[g], a->npos ? a->pos[0]->data : NULL, &v);
+        if (rc != 0) return report(ctx, a, rc);
+        if (ctx->out.format == CLI_FORMAT_JSON || ctx->out.format == CLI_FORMAT_CSV) {
+            print_stats_lines(ctx, (const char *)v->data, v->len);
+        } else {
+            if (ctx->cluster) printf("%s# group %u\n", g ? "\n" : "", ids[g]);
+            if (v->len) fwrite(v->data, 1, v->len, stdout);
+        }
+        kvmux_value_free(v);
+    }
     return CLI_EXIT_OK;
 }
 

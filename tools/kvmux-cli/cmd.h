@@ -25,6 +25,8 @@ enum cli_exit {
 #define CLI_DEFAULT_HOST "127.0.0.1"
 #define CLI_DEFAULT_PORT 7878
 #define CLI_DEFAULT_TIMEOUT_MS 5000
+/* --cluster scan / stats: groups visited at most (a map holds 256). */
+#define KVMUX_CLI_MAX_GROUPS 256
 
 /* Everything a command needs. The caller fills the settings; client starts
  * NULL and is connected lazily by cli_run_command(), dropped (closed and set
@@ -46,6 +48,9 @@ typedef struct cli_ctx {
     const char *key;
     int insecure;          /* --insecure: no certificate verification */
     int stale;             /* --stale: kvmux_options.stale_reads */
+    int cluster;           /* --cluster: kvmux_options.cluster (host:port,
+                              or -h's list, are seeds); scan and stats
+                              then run on every group */
     kvmux_client *client;  /* owned; NULL when not connected */
     int quiet_connect;     /* cli_connect prints nothing on failure (a
                               retry loop that reports once itself) */

@@ -51,6 +51,9 @@ static void usage(FILE *f) {
             "      --stale            replicated group: reads may be answered by any\n"
             "                         replica from what it has applied (kvmux_options\n"
             "                         .stale_reads; read-your-writes within one session)\n"
+            "      --cluster          sharded cluster: HOST:PORT (or -h's list) are seeds,\n"
+            "                         keys go to their slot's group; scan and stats run\n"
+            "                         on every group\n"
             "  -v, --verbose          get: print \"version=N\" before the value\n"
             "      --raw              values exactly as stored: never quoted, no newline\n"
             "                         after a get/wait value\n"
@@ -121,7 +124,7 @@ static int usage_fail(const char *msg, const char *arg) {
 /* Long-only options' ids (outside the range of short option letters). */
 enum {
     OPT_HELP = 256, OPT_TLS, OPT_CACERT, OPT_SNI, OPT_CERT, OPT_KEY, OPT_INSECURE, OPT_STALE,
-    OPT_RAW, OPT_JSON, OPT_CSV, OPT_STAT, OPT_LATENCY
+    OPT_RAW, OPT_JSON, OPT_CSV, OPT_STAT, OPT_LATENCY, OPT_CLUSTER
 };
 
 /* What the command line asked for, besides the ctx's settings. */
@@ -177,6 +180,7 @@ static int parse_options(int argc, char **argv, cli_ctx *ctx, cli_opts *o) {
         {"key", required_argument, NULL, OPT_KEY},
         {"insecure", no_argument, NULL, OPT_INSECURE},
         {"stale", no_argument, NULL, OPT_STALE},
+        {"cluster", no_argument, NULL, OPT_CLUSTER},
         {"raw", no_argument, NULL, OPT_RAW},
         {"json", no_argument, NULL, OPT_JSON},
         {"csv", no_argument, NULL, OPT_CSV},
@@ -225,6 +229,7 @@ static int parse_options(int argc, char **argv, cli_ctx *ctx, cli_opts *o) {
         case OPT_KEY: ctx->tls = 1; ctx->key = optarg; break;
         case OPT_INSECURE: ctx->tls = 1; ctx->insecure = 1; break;
         case OPT_STALE: ctx->stale = 1; break;
+        case OPT_CLUSTER: ctx->cluster = 1; break;
         case OPT_RAW: o->formats++; ctx->out.format = CLI_FORMAT_RAW; break;
         case OPT_JSON: o->formats++; ctx->out.format = CLI_FORMAT_JSON; break;
         case OPT_CSV: o->formats++; ctx->out.format = CLI_FORMAT_CSV; break;

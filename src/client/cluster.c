@@ -1,0 +1,1181 @@
+/* kvmux client, cluster mode (kvmux_options.cluster = 1): one handle over
+ * a sharded cluster (docs/CLUSTER.md "The cluster client", docs/DESIGN.md
+ * "Cluster client").
+ *
+ * Design. The handle is an ordinary kvmux_client without a connection
+ * (fd -1, no reader or writer) whose `router` holds the slot map and one
+ * endpoints-mode sub-client per group. Its async machinery is the usual
+ * one (async.c): a submit makes an op that keeps a copy of the request,
+ * its deadline goes on the handle's timer heap (so the handle's completion
+ * thread enforces it whatever a sub-client does), and the op is ROUTED:
+ *   - sent: a callback request on its group's sub-client is outstanding
+ *     (a "hop", op->hop), with the time left as its timeout;
+ *   - parked: waiting for its group's sub-client to connect (op->rwait),
+ *     or for a retry time (TRY_AGAIN backoff, a full sub-client queue).
+ * The hop's callback (on the sub-client's completion thread) takes the
+ * handle's mutex and follows WRONG_SHARD at once (the group it names,
+ * made from the endpoints it carries if the map does not know it),
+ * parks a TRY_AGAIN for a jittered backoff, or completes the op through
+ * the ordinary path (op_complete: the handle's own completion thread runs
+ * callbacks, one at a time, as on any client; futures complete directly).
+ * An op that completes early (deadline, cancel, close) drops its hop: the
+ * hop's answer finds no op and is discarded, and the sub-request is
+ * cancelled. Every hop's callback runs exactly once (the sub-client's
+ * guarantee) and frees the hop.
+ *
+ * Map refresh: a WRONG_SHARD carrying an epoch newer than the router's
+ * starts one CLUSTER map request to the group that answered it, unless
+ * one is in flight or one was already started for that epoch or a later
+ * one: at most one refresh per epoch seen, however many requests are
+ * redirected, and an answer that is not newer starts nothing. Meanwhile
+ * the redirect's slot is patched in the router's map (the owner it names),
+ * so the following requests for it go straight there.
+ *
+ * Sub-clients are made lazily, on a thread of their own per connect
+ * (kvmux_connect blocks up to connect_timeout_ms): no submit and no other
+ * group's callbacks wait for a connect. A failed connect is remembered for
+ * CL_FAIL_HOLD_MS, during which requests for that group fail at once with
+ * its code; the next request after it tries again.
+ *
+ * Blocking calls are a future and a wait (kvmux__cluster_call): one
+ * routing path. Lock order: the handle's mutex, then a sub-client's (a
+ * hop is submitted and cancelled under the handle's mutex; a sub-client
+ * never holds its own while it takes the handle's: callbacks run
+ * unlocked).
+ *
+ * What it is not: no I/O of its own; the map codecs are src/cluster's.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "client_internal.h"
+#include "clock.h"
+#include "cluster.h"
+
+/* Groups a router knows at most (the map's, plus those learned from
+ * redirects). */
+#define CL_MAX_GROUPS (KVMUX_MAP_MAX_GROUPS * 2u)
+/* TRY_AGAIN backoff: from 2 ms, doubling, capped at 100 ms, each wait
+ * uniform in [b/2, b]. */
+#define CL_BACKOFF_MIN_MS 2u
+#define CL_BACKOFF_MAX_MS 100u
+/* A group whose sub-client could not be made: requests fail fast with
+ * the reason for this long, then the next one tries again. */
+#define CL_FAIL_HOLD_MS 100
+/* A hop refused with KVMUX_EAGAIN (the sub-client's queue is full) after
+ * the first: tried again this much later, within its deadline. */
+#define CL_EAGAIN_RETRY_MS 1
+/* A comma-separated member list. */
+#define CL_EP_MAX (KVMUX_MAP_MAX_MEMBERS * KVMUX_MAP_ADDR_MAX)
+
+typedef enum cl_gstate {
+    CG_IDLE = 0,       /* no sub-client yet */
+    CG_CONNECTING = 1, /* its connect thread runs */
+    CG_READY = 2,      /* sub is usable */
+    CG_FAILED = 3      /* the last connect failed (fail_code, fail_until) */
+} cl_gstate;
+
+typedef struct kvmux__cgroup {
+    uint16_t id;
+    uint8_t state;                 /* cl_gstate */
+    uint8_t thread_live;           /* thread must be joined */
+    pthread_t thread;
+    char endpoints[CL_EP_MAX];     /* "host:port,...", from the map or a redirect */
+    kvmux_client *sub;             /* READY: its client (until close) */
+    int fail_code;
+    int64_t fail_until;
+    kvmux_client *c;               /* the cluster handle (connect thread) */
+    /* event-loop mode: the sub-client's wishes, as its hooks state them */
+    uint32_t events;               /* EPOLLIN | EPOLLOUT watched */
+    int in_epoll;                  /* its fd is in the handle's epoll set */
+    int64_t timer_at;              /* its timer (monotonic ms), INT64_MAX none */
+} kvmux__cgroup;
+
+/* One sub-request: a routed op's hop, or a map refresh. */
+typedef struct kvmux__hop {
+    kvmux_client *c;
+    kvmux__op *op;                 /* NULL: the op completed meanwhile */
+    kvmux__cgroup *g;
+    kvmux_handle h;
+    int refresh;
+} kvmux__hop;
+
+typedef struct kvmux__router kvmux__router;
+struct kvmux__router {
+    kvmux_map *map;                /* the map routed by (slots patched by redirects) */
+    uint16_t seed_group;
+    kvmux__cgroup *groups[CL_MAX_GROUPS];
+    uint32_t ngroups;
+    kvmux__op *routed;             /* every ROUTED op */
+    uint32_t nparked;              /* of them parked */
+    uint32_t nretry;               /* of them parked for a retry time */
+    int refreshing;                /* a CLUSTER map request is in flight */
+    uint64_t refresh_for;          /* highest epoch a refresh was started for */
+    uint64_t refreshes, redirects, try_agains, stale;
+    int closing;
+    pthread_cond_t gcond;          /* a group's state changed */
+    uint64_t rng;                  /* backoff jitter (xorshift64) */
+    kvmux_options sub_opts;        /* the strings below are its own */
+    char *str[7];
+};
+
+/* ---- groups ---- */
+
+static kvmux__cgroup *cl_group_find(const kvmux__router *r, uint16_t id) {
+    for (uint32_t i = 0; i < r->ngroups; i++)
+        if (r->groups[i]->id == id) return r->groups[i];
+    return NULL;
+}
+
+/* The group id, made if new (endpoints may be NULL/empty); NULL when the
+ * table is full, out of memory, or closing. */
+static kvmux__cgroup *cl_group_learn(kvmux_client *c, uint16_t id, const char *endpoints) {
+    kvmux__router *r = c->router;
+    kvmux__cgroup *g = cl_group_find(r, id);
+    if (!g) {
+        if (r->closing || r->ngroups >= CL_MAX_GROUPS) return NULL;
+        g = calloc(1, sizeof *g);
+        if (!g) return NULL;
+        g->id = id;
+        g->c = c;
+        g->timer_at = INT64_MAX;
+        r->groups[r->ngroups++] = g;
+    }
+    /* A group not connected yet takes the newest member list. */
+    if (endpoints && *endpoints && (g->state == CG_IDLE || g->state == CG_FAILED))
+        snprintf(g->endpoints, sizeof g->endpoints, "%s", endpoints);
+    return g;
+}
+
+/* The member list of map group mg, comma-separated, into out. */
+static void cl_group_addrs(const kvmux_map_group *mg, char *out, size_t cap) {
+    size_t off = 0;
+    out[0] = '\0';
+    for (unsigned i = 0; i < mg->n && off < cap; i++)
+        off += (size_t)snprintf(out + off, cap - off, "%s%s", i ? "," : "", mg->addr[i]);
+}
+
+/* Make every group of r's map known, with its members. */
+static void cl_install_groups(kvmux_client *c) {
+    kvmux__router *r = c->router;
+    char eps[CL_EP_MAX];
+    for (unsigned i = 0; i < r->map->ngroups; i++) {
+        cl_group_addrs(&r->map->groups[i], eps, sizeof eps);
+        (void)cl_group_learn(c, r->map->groups[i].id, eps);
+    }
+}
+
+static void cl_dispatch(kvmux_client *c, kvmux__op *op);
+
+/* The connect thread of one group: make its sub-client (blocking, no
+ * lock), then release the ops parked for it. */
+static void *cl_connect_main(void *arg) {
+    kvmux__cgroup *g = arg;
+    kvmux_client *c = g->c;
+    kvmux__router *r = c->router;
+    char eps[CL_EP_MAX];
+    pthread_mutex_lock(&c->mu);
+    memcpy(eps, g->endpoints, sizeof eps);
+    kvmux_options o = r->sub_opts;
+    pthread_mutex_unlock(&c->mu);
+    kvmux_client *sub = NULL;
+    int rc = KVMUX_ECONNECT;
+    if (eps[0]) {
+        o.endpoints = eps;
+        rc = kvmux_connect(&sub, NULL, 0, &o);
+    }
+    pthread_mutex_lock(&c->mu);
+    if (rc == 0 && r->closing) {
+        pthread_mutex_unlock(&c->mu);
+        kvmux_close(sub);
+        pthread_mutex_lock(&c->mu);
+        rc = KVMUX_ECLOSED;
+    }
+    if (rc == 0) {
+        g->sub = sub;
+        g->state = CG_READY;
+    } else {
+        g->state = CG_FAILED;
+        g->fail_code = rc == KVMUX_ETIMEDOUT ? KVMUX_ECONNECT : rc;
+        g->fail_until = kvmux__now_ms() + CL_FAIL_HOLD_MS;
+    }
+    /* The ops parked for this group go (or fail) now. */
+    kvmux__op *next;
+    for (kvmux__op *op = r->routed; op; op = next) {
+        next = op->rnext;
+        if (op->rparked && op->rwait == g) {
+            op->rparked = 0;
+            op->rwait = NULL;
+            r->nparked--;
+            cl_dispatch(c, op);
+        }
+    }
+    pthread_cond_broadcast(&r->gcond);
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void cl_connect_loop(kvmux_client *c, kvmux__cgroup *g);
+
+/* Start g's connect thread (lock held; g IDLE or FAILED). Event-loop
+ * mode: g's sub-client is made at once (a non-blocking connect). */
+static void cl_connect_start(kvmux_client *c, kvmux__cgroup *g) {
+    if (c->router->closing) return;
+    if (c->mode == KVMUX__MODE_LOOP) {
+        cl_connect_loop(c, g);
+        return;
+    }
+    if (g->thread_live) {
+        /* The previous attempt's thread has finished its work (the state
+         * changed under this lock) and only returns. */
+        pthread_join(g->thread, NULL);
+        g->thread_live = 0;
+    }
+    g->state = CG_CONNECTING;
+    if (pthread_create(&g->thread, NULL, cl_connect_main, g) != 0) {
+        g->state = CG_FAILED;
+        g->fail_code = KVMUX_ENOMEM;
+        g->fail_until = kvmux__now_ms() + CL_FAIL_HOLD_MS;
+        return;
+    }
+    g->thread_live = 1;
+}
+
+/* ---- routing ---- */
+
+static int cl_keyed(int op) {
+    switch (op) {
+    case KVMUX_GET: case KVMUX_SET: case KVMUX_DEL: case KVMUX_INCR: case KVMUX_CAS:
+    case KVMUX_WAIT: case KVMUX_EXISTS: case KVMUX_TTL: case KVMUX_EXPIRE:
+    case KVMUX_PERSIST:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* The group a request goes to: the one a redirect named (rgroup), else
+ * its slot's owner in the map, else (keyless, or a slot the map leaves
+ * unassigned: the map may be old) the seed's group. */
+static uint16_t cl_target_req(const kvmux__router *r, const kvmux_request *q, uint16_t rgroup) {
+    if (rgroup) return rgroup;
+    if (cl_keyed(q->op)) {
+        uint16_t owner = r->map->owner[kvmux_slot(q->key, q->key_len)];
+        if (owner) return owner;
+    }
+    return r->seed_group;
+}
+
+static uint16_t cl_target(const kvmux__router *r, const kvmux__op *op) {
+    return cl_target_req(r, &op->q->req, op->rgroup);
+}
+
+static void cl_park(kvmux_client *c, kvmux__op *op, kvmux__cgroup *wait, int64_t at) {
+    kvmux__router *r = c->router;
+    op->rparked = 1;
+    op->rwait = wait;
+    op->retry_at = at;
+    r->nparked++;
+    if (!wait) {
+        r->nretry++;
+        kvmux__timers_changed(c, at);
+    }
+}
+
+static void cl_unpark(kvmux__router *r, kvmux__op *op) {
+    if (!op->rparked) return;
+    if (!op->rwait) r->nretry--;
+    r->nparked--;
+    op->rparked = 0;
+    op->rwait = NULL;
+}
+
+static void cl_hop_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *ud);
+
+/* Send op to g's sub-client. Returns 0 (sent, or parked for a retry) or
+ * the submit's error (first: returned to the caller). */
+static int cl_send(kvmux_client *c, kvmux__op *op, kvmux__cgroup *g, int64_t left, int first,
+                   int try_only) {
+    kvmux__hop *hop = calloc(1, sizeof *hop);
+    if (!hop) return KVMUX_ENOMEM;
+    hop->c = c;
+    hop->op = op;
+    hop->g = g;
+    int tmo = left > INT32_MAX ? INT32_MAX : (int)left;
+    int rc = kvmux__async_submit_cb(g->sub, &op->q->req, tmo, cl_hop_cb, hop, first && try_only,
+                                    &hop->h);
+    if (rc != 0) {
+        free(hop);
+        if (rc == KVMUX_EAGAIN && !first) {
+            cl_park(c, op, NULL, kvmux__now_ms() + CL_EAGAIN_RETRY_MS);
+            return 0;
+        }
+        return rc;
+    }
+    op->hop = hop;
+    return 0;
+}
+
+/* Route op once (lock held). first: the submit itself (errors are
+ * returned, nothing completes); else errors complete the op. */
+static int cl_route_once(kvmux_client *c, kvmux__op *op, int first, int try_only) {
+    kvmux__router *r = c->router;
+    int64_t now = kvmux__now_ms();
+    int64_t left = op->timer.deadline - now;
+    if (left <= 0) return KVMUX_ETIMEDOUT;
+    if (r->closing) return KVMUX_ECLOSED;
+    kvmux__cgroup *g = cl_group_learn(c, cl_target(r, op), NULL);
+    if (!g) return KVMUX_ENOMEM;
+    if (g->state == CG_READY) return cl_send(c, op, g, left, first, try_only);
+    if (g->state == CG_FAILED && now < g->fail_until) return g->fail_code;
+    if (g->state != CG_CONNECTING) cl_connect_start(c, g);
+    if (g->state == CG_READY) return cl_send(c, op, g, left, first, try_only);
+    if (g->state == CG_FAILED) return g->fail_code;
+    if (first && (try_only || r->nparked >= c->opts.queue_limit)) return KVMUX_EAGAIN;
+    cl_park(c, op, g, INT64_MAX);
+    return 0;
+}
+
+/* Route op again (a hop ended, a retry time came, its group connected):
+ * an error completes it. Lock held. */
+static void cl_dispatch(kvmux_client *c, kvmux__op *op) {
+    int rc = cl_route_once(c, op, 0, 0);
+    if (rc != 0) kvmux__op_finish(c, op, rc, NULL);
+}
+
+int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only) {
+    kvmux__router *r = c->router;
+    op->hop = NULL;
+    op->rparked = 0;
+    op->rwait = NULL;
+    op->rgroup = 0;
+    op->backoff_ms = 0;
+    op->repoch = 0;
+    op->redirects = 0;
+    int rc = cl_route_once(c, op, 1, try_only);
+    if (rc != 0) return rc;
+    op->rprev = NULL;
+    op->rnext = r->routed;
+    if (op->rnext) op->rnext->rprev = op;
+    r->routed = op;
+    return 0;
+}
+
+void kvmux__cluster_unroute(kvmux_client *c, kvmux__op *op) {
+    kvmux__router *r = c->router;
+    cl_unpark(r, op);
+    kvmux__hop *hop = op->hop;
+    if (hop) {
+        /* Its answer, whenever it comes, finds no op; the sub-request
+         * stops (a CANCEL on the wire, its credit back). */
+        hop->op = NULL;
+        op->hop = NULL;
+        (void)kvmux_cancel(hop->g->sub, hop->h);
+    }
+    if (op->rprev) op->rprev->rnext = op->rnext;
+    else if (r->routed == op) r->routed = op->rnext;
+    if (op->rnext) op->rnext->rprev = op->rprev;
+    op->rnext = op->rprev = NULL;
+}
+
+kvmux__op *kvmux__cluster_find_handle(kvmux_client *c, uint64_t h) {
+    for (kvmux__op *op = c->router->routed; op; op = op->rnext)
+        if (op->kind == KVMUX__OP_CALLBACK && op->handle == h) return op;
+    return NULL;
+}
+
+void kvmux__cluster_tick(kvmux_client *c, int64_t now) {
+    kvmux__router *r = c->router;
+    if (r->nretry == 0) return;
+    kvmux__op *next;
+    for (kvmux__op *op = r->routed; op; op = next) {
+        next = op->rnext;
+        if (op->rparked && !op->rwait && op->retry_at <= now) {
+            cl_unpark(r, op);
+            cl_dispatch(c, op);
+        }
+    }
+}
+
+int64_t kvmux__cluster_next(const kvmux_client *c) {
+    const kvmux__router *r = c->router;
+    int64_t at = INT64_MAX;
+    if (c->mode == KVMUX__MODE_LOOP)
+        for (uint32_t i = 0; i < r->ngroups; i++)
+            if (r->groups[i]->timer_at < at) at = r->groups[i]->timer_at;
+    if (r->nretry == 0) return at;
+    for (const kvmux__op *op = r->routed; op; op = op->rnext)
+        if (op->rparked && !op->rwait && op->retry_at < at) at = op->retry_at;
+    return at;
+}
+
+/* ---- answers ---- */
+
+/* Ask g for its map (lock held): at most one in flight, one per epoch. */
+static void cl_maybe_refresh(kvmux_client *c, kvmux__cgroup *g, uint64_t epoch) {
+    kvmux__router *r = c->router;
+    if (r->closing || r->refreshing || epoch <= r->map->epoch || epoch <= r->refresh_for) return;
+    if (!g || g->state != CG_READY) return;
+    kvmux__hop *hop = calloc(1, sizeof *hop);
+    if (!hop) return; /* a later redirect tries again */
+    hop->c = c;
+    hop->g = g;
+    hop->refresh = 1;
+    kvmux_request q;
+    memset(&q, 0, sizeof q);
+    q.op = KVMUX_CLUSTER;
+    q.key = "map";
+    q.key_len = 3;
+    if (kvmux__async_submit_cb(g->sub, &q, c->opts.connect_timeout_ms, cl_hop_cb, hop, 0,
+                               &hop->h) != 0) {
+        free(hop);
+        return;
+    }
+    r->refresh_for = epoch;
+    r->refreshing = 1;
+    r->refreshes++;
+}
+
+/* A refresh's answer: install the map if it is newer. */
+static void cl_refresh_done(kvmux_client *c, int result, const kvmux_reply *reply) {
+    kvmux__router *r = c->router;
+    r->refreshing = 0;
+    if (result != 0 || !reply->value || r->closing) return;
+    kvmux_map *m = malloc(sizeof *m);
+    if (!m) return;
+    if (kvmux_map_decode(m, reply->value, reply->value_len, NULL, 0) != 0 ||
+        m->epoch <= r->map->epoch) {
+        free(m);
+        return;
+    }
+    free(r->map);
+    r->map = m;
+    cl_install_groups(c);
+}
+
+/* The next TRY_AGAIN backoff wait (ms, >= 1) after *last (updated):
+ * 2 ms doubling to 100 ms, uniform in [b/2, b]. Lock held. */
+static int64_t cl_backoff_ms(kvmux__router *r, uint16_t *last) {
+    unsigned b = *last ? *last * 2u : CL_BACKOFF_MIN_MS;
+    if (b > CL_BACKOFF_MAX_MS) b = CL_BACKOFF_MAX_MS;
+    *last = (uint16_t)b;
+    r->rng ^= r->rng << 13;
+    r->rng ^= r->rng >> 7;
+    r->rng ^= r->rng << 17;
+    int64_t wait = (int64_t)(b / 2 + r->rng % (b - b / 2 + 1));
+    return wait < 1 ? 1 : wait;
+}
+
+/* Park op for its next TRY_AGAIN backoff (jittered, doubling), or
+ * complete it with KVMUX_ETRYAGAIN if that would pass its deadline. */
+static void cl_backoff(kvmux_client *c, kvmux__op *op) {
+    int64_t at = kvmux__now_ms() + cl_backoff_ms(c->router, &op->backoff_ms);
+    if (at >= op->timer.deadline) {
+        kvmux__op_finish(c, op, KVMUX_ETRYAGAIN, NULL);
+        return;
+    }
+    cl_park(c, op, NULL, at);
+}
+
+/* What a request does with a WRONG_SHARD answer. */
+typedef enum cl_verdict {
+    CL_FOLLOW = 0, /* to *rgroup, at once */
+    CL_STALE = 1,  /* the same group again after a backoff */
+    CL_FINISH = 2  /* complete with *code */
+} cl_verdict;
+
+/* A WRONG_SHARD (value in reply) from group from, for a request whose
+ * newest epoch seen is *repoch and redirects so far *redirects (both
+ * updated); lock held. Followed at once -- unless it comes from a node
+ * whose map is older than one already seen (the router's, or a redirect's
+ * for this request): while a new map is being pushed group by group, such
+ * a node would send the request back where it came from. That is a
+ * hand-over: the same group again after a backoff, as for TRY_AGAIN, not
+ * counted as a redirect. A newer epoch patches the slot in the router's
+ * map and starts one refresh. */
+static cl_verdict cl_redirect(kvmux_client *c, kvmux__cgroup *from, const kvmux_reply *reply,
+                              uint64_t *repoch, uint8_t *redirects, uint16_t *rgroup,
+                              int *code) {
+    kvmux__router *r = c->router;
+    kvmux_redirect rd;
+    if (!reply->value || kvmux_redirect_decode(&rd, reply->value, reply->value_len) != 0 ||
+        rd.group == 0) {
+        /* Unassigned (or not a redirect we can read): the caller's answer. */
+        *code = KVMUX_EWRONGSHARD;
+        return CL_FINISH;
+    }
+    uint64_t known = *repoch > r->map->epoch ? *repoch : r->map->epoch;
+    if (rd.epoch < known) {
+        r->stale++;
+        return CL_STALE;
+    }
+    *repoch = rd.epoch;
+    r->redirects++;
+    if (++*redirects > c->opts.cluster_max_redirects) {
+        *code = KVMUX_EREDIRECTS;
+        return CL_FINISH;
+    }
+    if (!cl_group_learn(c, rd.group, rd.endpoints)) {
+        *code = KVMUX_ENOMEM;
+        return CL_FINISH;
+    }
+    if (rd.epoch > r->map->epoch) {
+        /* The next requests for this slot go straight to its owner, and
+         * the whole map is asked for once. */
+        r->map->owner[rd.slot] = rd.group;
+        cl_maybe_refresh(c, from, rd.epoch);
+    }
+    *rgroup = rd.group;
+    return CL_FOLLOW;
+}
+
+/* WRONG_SHARD for op from group from (lock held). */
+static void cl_on_wrong_shard(kvmux_client *c, kvmux__op *op, kvmux__cgroup *from,
+                              kvmux_reply *reply) {
+    int code = 0;
+    switch (cl_redirect(c, from, reply, &op->repoch, &op->redirects, &op->rgroup, &code)) {
+    case CL_FOLLOW: cl_dispatch(c, op); break;
+    case CL_STALE: cl_backoff(c, op); break;
+    case CL_FINISH:
+        kvmux__op_finish(c, op, code, code == KVMUX_EWRONGSHARD ? reply : NULL);
+        break;
+    }
+}
+
+/* TRY_AGAIN: again after a jittered backoff, if the deadline allows. */
+static void cl_on_try_again(kvmux_client *c, kvmux__op *op) {
+    c->router->try_agains++;
+    cl_backoff(c, op);
+}
+
+/* Every hop's one answer (the sub-client's completion thread). */
+static void cl_hop_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *ud) {
+    (void)sub;
+    kvmux__hop *hop = ud;
+    kvmux_client *c = hop->c;
+    pthread_mutex_lock(&c->mu);
+    if (hop->refresh) {
+        cl_refresh_done(c, result, reply);
+        free(hop);
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    kvmux__op *op = hop->op;
+    kvmux__cgroup *from = hop->g;
+    free(hop);
+    if (op) {
+        op->hop = NULL;
+        if (result == KVMUX_EWRONGSHARD) cl_on_wrong_shard(c, op, from, reply);
+        else if (result == KVMUX_ETRYAGAIN) cl_on_try_again(c, op);
+        else kvmux__op_finish(c, op, result, reply);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- blocking calls ---- */
+
+/* reply's value as one kvmux_value (GET, WAIT); NULL on out of memory. */
+static kvmux_value *cl_value(const kvmux_reply *rep) {
+    kvmux_value *v = malloc(sizeof *v + rep->value_len + 1);
+    if (!v) return NULL;
+    v->version = rep->version;
+    v->len = rep->value_len;
+    v->data = (uint8_t *)(v + 1);
+    if (rep->value_len) memcpy(v->data, rep->value, rep->value_len);
+    v->data[rep->value_len] = 0;
+    return v;
+}
+
+/* Leave the library (lock held): kvmux_close waits for the last one. */
+static void cl_leave(kvmux_client *c) {
+    c->active--;
+    if (c->closing && c->active == 0) pthread_cond_broadcast(&c->idle_cond);
+}
+
+static int cl_group_wait(kvmux_client *c, kvmux__cgroup *g, const struct timespec *deadline);
+
+/* One blocking call's hops (lock held on entry and exit; dropped while
+ * the sub-client works): the same routing as an op's, on the caller's
+ * thread -- no completion thread in the way. Returns the result, the
+ * answer in *rep. */
+static int cl_call_hops(kvmux_client *c, const kvmux_request *req, kvmux_reply *rep,
+                        int64_t deadline, int try_only) {
+    kvmux__router *r = c->router;
+    uint16_t rgroup = 0, backoff = 0;
+    uint8_t redirects = 0;
+    uint64_t repoch = 0;
+    for (;;) {
+        int64_t left = deadline - kvmux__now_ms();
+        if (left <= 0) return KVMUX_ETIMEDOUT;
+        if (r->closing) return KVMUX_ECLOSED;
+        kvmux__cgroup *g = cl_group_learn(c, cl_target_req(r, req, rgroup), NULL);
+        if (!g) return KVMUX_ENOMEM;
+        struct timespec ts = kvmux__deadline(left);
+        int rc = cl_group_wait(c, g, &ts);
+        if (rc != 0) return rc;
+        /* g->sub lives until kvmux_close, which waits for us (active). */
+        kvmux_client *sub = g->sub;
+        pthread_mutex_unlock(&c->mu);
+        int tmo = left > INT32_MAX ? INT32_MAX : (int)left;
+        rc = try_only ? kvmux_try_call(sub, req, rep, tmo) : kvmux_call(sub, req, rep, tmo);
+        pthread_mutex_lock(&c->mu);
+        if (rc == KVMUX_EWRONGSHARD) {
+            int code = 0;
+            cl_verdict v = cl_redirect(c, g, rep, &repoch, &redirects, &rgroup, &code);
+            if (v == CL_FINISH) {
+                if (code != KVMUX_EWRONGSHARD) kvmux_reply_free(rep);
+                return code;
+            }
+            kvmux_reply_free(rep);
+            if (v == CL_FOLLOW) continue;
+        } else if (rc == KVMUX_ETRYAGAIN) {
+            r->try_agains++;
+            kvmux_reply_free(rep);
+        } else {
+            return rc;
+        }
+        int64_t wait = cl_backoff_ms(r, &backoff);
+        if (kvmux__now_ms() + wait >= deadline) return KVMUX_ETRYAGAIN;
+        pthread_mutex_unlock(&c->mu);
+        struct timespec nap = {(time_t)(wait / 1000), (long)(wait % 1000) * 1000000L};
+        nanosleep(&nap, NULL);
+        pthread_mutex_lock(&c->mu);
+    }
+}
+
+int kvmux__cluster_call(kvmux_client *c, const kvmux_request *req, kvmux_reply *reply,
+                        kvmux_value **vout, int timeout_ms, int try_only) {
+    if (c->mode == KVMUX__MODE_LOOP) return KVMUX_EINVAL; /* the loop would stop */
+    size_t flen = 0;
+    int rc = kvmux__call_check(c, req, &flen); /* before anything is routed */
+    if (rc != 0) return rc;
+    int64_t tmo = timeout_ms == KVMUX_TIMEOUT_DEFAULT ? c->opts.request_timeout_ms : timeout_ms;
+    int64_t deadline = kvmux__now_ms() + tmo;
+    kvmux_reply rep;
+    memset(&rep, 0, sizeof rep);
+    pthread_mutex_lock(&c->mu);
+    rc = c->fatal;
+    if (rc == 0) {
+        c->active++;
+        rc = cl_call_hops(c, req, &rep, deadline, try_only);
+        cl_leave(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (vout && rc == 0 && !(*vout = cl_value(&rep))) rc = KVMUX_ENOMEM;
+    if (reply && (rc == KVMUX_OK || rc == KVMUX_EVERSION || rep.value)) {
+        *reply = rep;
+        rep.value = NULL;
+    }
+    free(rep.value);
+    return rc;
+}
+
+/* ---- connect ---- */
+
+/* The group of the node p is connected to (STATS cluster_group), or 0. */
+static uint16_t cl_probe_group(kvmux_client *p, int tmo) {
+    kvmux_value *v = NULL;
+    if (kvmux_stats(p, "cluster_group", &v, tmo) != 0) return 0;
+    const char *s = strstr((const char *)v->data, "cluster_group:");
+    unsigned long id = s ? strtoul(s + 14, NULL, 10) : 0;
+    kvmux_value_free(v);
+    return id > 0 && id <= 65535 ? (uint16_t)id : 0;
+}
+
+/* Ask one seed for its map (within deadline). Returns 0 with *pout still
+ * open, the map in m and the seed's group in *group; else an error with
+ * the reason recorded (kvmux__connect_fail). */
+static int cl_probe(const kvmux_options *o, const char *host, uint16_t port, int64_t deadline,
+                    kvmux_map *m, uint16_t *group, kvmux_client **pout) {
+    int64_t left = deadline - kvmux__now_ms();
+    if (left <= 0) return kvmux__connect_fail(KVMUX_ETIMEDOUT, "%s:%u: out of time", host, port);
+    kvmux_options po = *o;
+    po.cluster = 0;
+    po.endpoints = NULL;
+    po.connect_timeout_ms = (int)left;
+    kvmux_client *p = NULL;
+    int rc = kvmux_connect(&p, host, port, &po);
+    if (rc != 0) {
+        char why[KVMUX_CLIENT_MSG_MAX];
+        snprintf(why, sizeof why, "%s", kvmux__connect_msg());
+        return kvmux__connect_fail(rc, "%s:%u: %s", host, port, why);
+    }
+    kvmux_request q;
+    memset(&q, 0, sizeof q);
+    q.op = KVMUX_CLUSTER;
+    q.key = "map";
+    q.key_len = 3;
+    kvmux_reply rep;
+    left = deadline - kvmux__now_ms();
+    rc = left > 0 ? kvmux_call(p, &q, &rep, (int)left) : KVMUX_ETIMEDOUT;
+    if (rc != 0) {
+        rc = kvmux__connect_fail(rc, "%s:%u: CLUSTER map: %s%s%.*s", host, port,
+                                 kvmux_strerror(rc), rep.value ? ": " : "",
+                                 (int)(rep.value ? rep.value_len : 0),
+                                 rep.value ? (const char *)rep.value : "");
+    } else {
+        char err[256];
+        if (kvmux_map_decode(m, rep.value, rep.value_len, err, sizeof err) != 0)
+            rc = kvmux__connect_fail(KVMUX_EPROTO, "%s:%u: bad slot map: %s", host, port, err);
+        else if (m->ngroups == 0)
+            rc = kvmux__connect_fail(KVMUX_EPROTO, "%s:%u: the slot map lists no group", host,
+                                     port);
+    }
+    kvmux_reply_free(&rep);
+    left = deadline - kvmux__now_ms();
+    if (rc == 0) *group = cl_probe_group(p, left > 0 ? (int)left : 1);
+    if (rc != 0) {
+        kvmux_close(p);
+        return rc;
+    }
+    *pout = p;
+    return 0;
+}
+
+/* Copy the caller's borrowed strings into r->sub_opts (owned). */
+static int cl_own_strings(kvmux__router *r, const kvmux_options *o) {
+    r->sub_opts = *o;
+    r->sub_opts.cluster = 0;
+    r->sub_opts.endpoints = NULL;
+    const char **f[7] = {&r->sub_opts.client_name,   &r->sub_opts.auth_token,
+                         &r->sub_opts.tls_ca_file,   &r->sub_opts.tls_ca_dir,
+                         &r->sub_opts.tls_server_name, &r->sub_opts.tls_cert_file,
+                         &r->sub_opts.tls_key_file};
+    for (int i = 0; i < 7; i++) {
+        if (!*f[i]) continue;
+        r->str[i] = strdup(*f[i]);
+        if (!r->str[i]) return KVMUX_ENOMEM;
+        *f[i] = r->str[i];
+    }
+    return 0;
+}
+
+/* The seeds, in order: endpoints, else host:port. */
+static int cl_seeds(const kvmux_options *o, const char *host, uint16_t port,
+                    kvmux__endpoint **eps, uint32_t *n) {
+    if (o->endpoints) return kvmux__endpoints_parse(o->endpoints, eps, n);
+    if (!host || !*host || port == 0 || strlen(host) > KVMUX__HOST_MAX)
+        return kvmux__connect_fail(KVMUX_EINVAL, "cluster mode: a seed (host and port, "
+                                   "or endpoints) is required");
+    *eps = calloc(1, sizeof **eps);
+    if (!*eps) return kvmux__connect_fail(KVMUX_ENOMEM, "out of memory");
+    snprintf((*eps)[0].host, sizeof (*eps)[0].host, "%s", host);
+    (*eps)[0].port = port;
+    *n = 1;
+    return 0;
+}
+
+/* A new cluster handle over map m (taken) with the seed's limits from p. */
+static int cl_make(kvmux_client **out, const kvmux_options *o, kvmux_map *m, uint16_t seed,
+                   kvmux_client *p, kvmux__mode mode) {
+    kvmux_client *c = kvmux__client_new(o);
+    kvmux__router *r = c ? calloc(1, sizeof *r) : NULL;
+    if (!r || kvmux__cond_init(&r->gcond) != 0) {
+        free(r);
+        if (c) kvmux__client_free(c);
+        free(m);
+        return kvmux__connect_fail(KVMUX_ENOMEM, "out of memory");
+    }
+    c->mode = mode;
+    c->router = r;
+    if (mode == KVMUX__MODE_LOOP) {
+        /* The one fd the application watches: the sub-clients' sockets.
+         * The map is loaded: "connected", reported by the first handler
+         * call (kvmux_async_attach arms the timer for it). */
+        c->lstate = KVMUX__L_OPEN;
+        c->status_due = 1;
+        c->status_code = 0;
+        c->fd = epoll_create1(EPOLL_CLOEXEC);
+        if (c->fd < 0) {
+            free(r->map);
+            c->router = NULL;
+            pthread_cond_destroy(&r->gcond);
+            free(r);
+            kvmux__client_free(c);
+            return kvmux__connect_fail(KVMUX_ENOMEM, "epoll_create1 failed");
+        }
+    }
+    r->map = m;
+    r->seed_group = seed;
+    r->rng = (uint64_t)kvmux__now_ms() * 0x9E3779B97F4A7C15ull | 1u;
+    /* Requests are checked against the seed's limits before routing
+     * (every group of a cluster runs alike; a group's own limits apply
+     * again when its sub-client sends). */
+    pthread_mutex_lock(&p->mu);
+    c->info = p->info;
+    pthread_mutex_unlock(&p->mu);
+    atomic_store(&c->max_key, atomic_load(&p->max_key));
+    atomic_store(&c->max_value, atomic_load(&p->max_value));
+    atomic_store(&c->peer_max_frame, atomic_load(&p->peer_max_frame));
+    atomic_store(&c->version, atomic_load(&p->version));
+    int rc = cl_own_strings(r, o);
+    pthread_mutex_lock(&c->mu);
+    if (rc == 0 && mode == KVMUX__MODE_THREADED) rc = kvmux__disp_start(c);
+    if (rc == 0) cl_install_groups(c);
+    pthread_mutex_unlock(&c->mu);
+    if (rc != 0) {
+        kvmux__cluster_free(c);
+        return kvmux__connect_fail(rc, "out of memory");
+    }
+    *out = c;
+    return 0;
+}
+
+static int cl_connect(kvmux_client **out, const char *host, uint16_t port,
+                      const kvmux_options *o, kvmux__mode mode) {
+    kvmux__endpoint *eps = NULL;
+    uint32_t n = 0;
+    int rc = cl_seeds(o, host, port, &eps, &n);
+    if (rc != 0) return rc;
+    kvmux_map *m = malloc(sizeof *m);
+    if (!m) {
+        free(eps);
+        return kvmux__connect_fail(KVMUX_ENOMEM, "out of memory");
+    }
+    int64_t deadline = kvmux__now_ms() + o->connect_timeout_ms;
+    kvmux_client *p = NULL;
+    uint16_t seed = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        rc = cl_probe(o, eps[i].host, eps[i].port, deadline, m, &seed, &p);
+        if (rc == 0 || rc == KVMUX_EAUTH || rc == KVMUX_ENOMEM || rc == KVMUX_ETLS) break;
+    }
+    free(eps);
+    if (rc == KVMUX_EAUTH || rc == KVMUX_ENOMEM || rc == KVMUX_ETLS) {
+        free(m);
+        return rc; /* the same at every node: the reason is recorded */
+    }
+    if (rc != 0) {
+        char why[KVMUX_CLIENT_MSG_MAX];
+        snprintf(why, sizeof why, "%s", kvmux__connect_msg());
+        free(m);
+        return kvmux__connect_fail(KVMUX_ECLUSTERMAP, "no usable slot map from any seed "
+                                   "(last: %s)", why);
+    }
+    /* A node that does not say its group: the first group listing it,
+     * else the map's first group. */
+    if (seed == 0 || !kvmux_map_group_get(m, seed)) seed = m->groups[0].id;
+    rc = cl_make(out, o, m, seed, p, mode);
+    kvmux_close(p);
+    return rc;
+}
+
+int kvmux__cluster_connect(kvmux_client **out, const char *host, uint16_t port,
+                           const kvmux_options *o) {
+    return cl_connect(out, host, port, o, KVMUX__MODE_THREADED);
+}
+
+int kvmux__cluster_async_connect(kvmux_client **out, const char *host, uint16_t port,
+                                 const kvmux_options *o) {
+    return cl_connect(out, host, port, o, KVMUX__MODE_LOOP);
+}
+
+/* ---- event-loop mode ----
+ *
+ * The handle's fd is an epoll set holding its sub-clients' sockets; each
+ * sub-client is an event-loop client whose hooks (below) only record what
+ * it wants: its events go into the set, its timer into g->timer_at, and
+ * the handle's one timer is the earliest of those and the handle's own
+ * deadlines (kvmux__cluster_next). The application's loop calls the
+ * handle's handlers, which call the sub-clients' (their callbacks are the
+ * hops' answers), then run the handle's own callbacks. A sub-client is
+ * made with kvmux_async_connect over the group's numeric member
+ * addresses only: the loop thread never resolves a name (a group that
+ * lists none fails its requests with KVMUX_ECONNECT). */
+
+/* Put g's socket in the epoll set with its wanted events. */
+static void cl_epoll_sync(kvmux__cgroup *g) {
+    kvmux_client *c = g->c;
+    if (!g->sub) return;
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = g->events;
+    ev.data.ptr = g;
+    int fd = kvmux_async_fd(g->sub);
+    if (!g->in_epoll) {
+        if (epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev) == 0) g->in_epoll = 1;
+        return;
+    }
+    /* A reconnect puts a new socket behind the same descriptor number;
+     * epoll dropped the old one when it was closed. */
+    if (epoll_ctl(c->fd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+        (void)epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void cl_hook_events(void *d, uint32_t add, uint32_t del) {
+    kvmux__cgroup *g = d;
+    uint32_t ev = (g->events | add) & ~del;
+    if (ev == g->events && g->in_epoll) return;
+    g->events = ev;
+    cl_epoll_sync(g);
+}
+
+static void cl_hook_add_read(void *d) { cl_hook_events(d, EPOLLIN, 0); }
+static void cl_hook_del_read(void *d) { cl_hook_events(d, 0, EPOLLIN); }
+static void cl_hook_add_write(void *d) { cl_hook_events(d, EPOLLOUT, 0); }
+static void cl_hook_del_write(void *d) { cl_hook_events(d, 0, EPOLLOUT); }
+
+static void cl_hook_timer(void *d, int64_t ms) {
+    kvmux__cgroup *g = d;
+    g->timer_at = ms < 0 ? INT64_MAX : kvmux__now_ms() + ms;
+    /* Earlier than the handle's timer: re-arm it (single thread; the
+     * handle's mutex may be held by the caller, nothing here takes it). */
+    kvmux__loop_timer_update(g->c);
+}
+
+static void cl_hook_cleanup(void *d) {
+    kvmux__cgroup *g = d;
+    if (g->in_epoll && g->sub) (void)epoll_ctl(g->c->fd, EPOLL_CTL_DEL, kvmux_async_fd(g->sub), NULL);
+    g->in_epoll = 0;
+    g->events = 0;
+    g->timer_at = INT64_MAX;
+}
+
+/* 1 if "host:port" has a numeric host (IPv4, or IPv6 in brackets). */
+static int cl_numeric(const char *ep, size_t len) {
+    char host[KVMUX__HOST_MAX + 1];
+    uint16_t port;
+    if (kvmux__hostport_parse(ep, len, host, &port) != 0) return 0;
+    unsigned char buf[16];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* The numeric members of list into out ("" if none). */
+static void cl_numeric_only(const char *list, char *out, size_t cap) {
+    size_t off = 0;
+    out[0] = 0;
+    for (const char *p = list; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (cl_numeric(p, len) && off + len + 2 < cap) {
+            if (off) out[off++] = ',';
+            memcpy(out + off, p, len);
+            off += len;
+            out[off] = 0;
+        }
+        p += len + (comma ? 1 : 0);
+    }
+}
+
+/* Make g's event-loop sub-client now (lock held): never blocks. */
+static void cl_connect_loop(kvmux_client *c, kvmux__cgroup *g) {
+    char eps[CL_EP_MAX];
+    cl_numeric_only(g->endpoints, eps, sizeof eps);
+    int rc = KVMUX_ECONNECT; /* no numeric member: never resolved here */
+    kvmux_client *sub = NULL;
+    if (eps[0]) {
+        kvmux_options o = c->router->sub_opts;
+        o.endpoints = eps;
+        rc = kvmux_async_connect(&sub, NULL, 0, &o);
+    }
+    if (rc == 0) {
+        kvmux_async_hooks h;
+        memset(&h, 0, sizeof h);
+        h.data = g;
+        h.add_read = cl_hook_add_read;
+        h.del_read = cl_hook_del_read;
+        h.add_write = cl_hook_add_write;
+        h.del_write = cl_hook_del_write;
+        h.schedule_timer = cl_hook_timer;
+        h.cleanup = cl_hook_cleanup;
+        g->sub = sub;
+        rc = kvmux_async_attach(sub, &h);
+        if (rc != 0) {
+            kvmux_close(sub);
+            g->sub = NULL;
+        }
+    }
+    if (rc == 0) {
+        g->state = CG_READY;
+        return;
+    }
+    g->state = CG_FAILED;
+    g->fail_code = rc;
+    g->fail_until = kvmux__now_ms() + CL_FAIL_HOLD_MS;
+}
+
+void kvmux__cluster_loop_read(kvmux_client *c) {
+    struct epoll_event ev[64];
+    int n = epoll_wait(c->fd, ev, 64, 0);
+    for (int i = 0; i < n; i++) {
+        kvmux__cgroup *g = ev[i].data.ptr;
+        /* Sub-clients live until the handle's close, which no hop
+         * callback (all that runs in these handlers) can start. */
+        if (!g->sub) continue;
+        if (ev[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) kvmux_async_handle_read(g->sub);
+        if (ev[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) kvmux_async_handle_write(g->sub);
+    }
+}
+
+void kvmux__cluster_loop_timers(kvmux_client *c, int64_t now) {
+    kvmux__router *r = c->router;
+    for (uint32_t i = 0; i < r->ngroups; i++) {
+        kvmux__cgroup *g = r->groups[i];
+        if (g->sub && g->timer_at <= now) {
+            g->timer_at = INT64_MAX; /* it fired */
+            kvmux_async_handle_timeout(g->sub);
+        }
+    }
+}
+
+void kvmux__cluster_loop_shutdown(kvmux_client *c) {
+    kvmux__router *r = c->router;
+    pthread_mutex_lock(&c->mu);
+    c->closing = 1;
+    if (!c->fatal) {
+        c->fatal = KVMUX_ECLOSED;
+        snprintf(c->fatal_msg, sizeof c->fatal_msg, "closed by kvmux_close");
+    }
+    r->closing = 1;
+    while (r->routed) kvmux__op_finish(c, r->routed, KVMUX_ECLOSED, NULL);
+    pthread_mutex_unlock(&c->mu);
+    /* Their hops' answers (KVMUX_ECLOSED) find no op. */
+    for (uint32_t i = 0; i < r->ngroups; i++) {
+        kvmux_close(r->groups[i]->sub);
+        r->groups[i]->sub = NULL;
+    }
+}
+
+/* ---- close ---- */
+
+void kvmux__cluster_close(kvmux_client *c) {
+    kvmux__router *r = c->router;
+    pthread_mutex_lock(&c->mu);
+    c->closing = 1;
+    if (!c->fatal) {
+        c->fatal = KVMUX_ECLOSED;
+        snprintf(c->fatal_msg, sizeof c->fatal_msg, "closed by kvmux_close");
+    }
+    r->closing = 1;
+    while (r->routed) kvmux__op_finish(c, r->routed, KVMUX_ECLOSED, NULL);
+    pthread_cond_broadcast(&r->gcond);
+    pthread_mutex_unlock(&c->mu);
+    /* Closing: the group table does not change any more. Connect threads
+     * finish (a sub-client they made is closed by them). */
+    for (uint32_t i = 0; i < r->ngroups; i++) {
+        if (r->groups[i]->thread_live) pthread_join(r->groups[i]->thread, NULL);
+        r->groups[i]->thread_live = 0;
+    }
+    /* Wake the callers blocked in a sub-client (kvmux_cluster_group_call)
+     * and wait until every caller has left, then free the sub-clients
+     * (their hops' callbacks find no op). */
+    for (uint32_t i = 0; i < r->ngroups; i++)
+        if (r->groups[i]->sub) kvmux__client_shutdown(r->groups[i]->sub);
+    pthread_mutex_lock(&c->mu);
+    while (c->active > 0) pthread_cond_wait(&c->idle_cond, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    for (uint32_t i = 0; i < r->ngroups; i++) {
+        kvmux_close(r->groups[i]->sub);
+        r->groups[i]->sub = NULL;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (kvmux__disp_close(c)) {
+        /* From one of c's callbacks: its completion thread frees c. */
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    pthread_mutex_unlock(&c->mu);
+    kvmux__disp_join(c);
+    kvmux__cluster_free(c);
+}
+
+void kvmux__cluster_free(kvmux_client *c) {
+    kvmux__router *r = c->router;
+    for (uint32_t i = 0; i < r->ngroups; i++) {
+        if (r->groups[i]->thread_live) pthread_join(r->groups[i]->thread, NULL);
+        free(r->groups[i]);
+    }
+    for (int i = 0; i < 7; i++) free(r->str[i]);
+    free(r->map);
+    pthread_cond_destroy(&r->gcond);
+    free(r);
+    c->router = NULL;
+    kvmux__client_free(c);
+}
+
+/* ---- the cluster API ---- */
+
+int kvmux_cluster_groups(kvmux_client *c, uint16_t *ids, size_t cap, size_t *n) {
+    if (!c || !c->router || !n || (!ids && cap)) return KVMUX_EINVAL;
+    pthread_mutex_lock(&c->mu);
+    const kvmux_map *m = c->router->map;
+    for (size_t i = 0; i < m->ngroups && i < cap; i++) ids[i] = m->groups[i].id;
+    *n = m->ngroups;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+int kvmux_cluster_stats(kvmux_client *c, kvmux_cluster_info *out, size_t size) {
+    if (!c || !c->router || !out) return KVMUX_EINVAL;
+    kvmux_cluster_info s;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_lock(&c->mu);
+    const kvmux__router *r = c->router;
+    s.epoch = r->map->epoch;
+    s.refreshes = r->refreshes;
+    s.redirects = r->redirects;
+    s.try_agains = r->try_agains;
+    s.stale = r->stale;
+    s.groups = r->ngroups;
+    s.seed_group = r->seed_group;
+    for (uint32_t i = 0; i < r->ngroups; i++)
+        if (r->groups[i]->state == CG_READY) s.subclients++;
+    pthread_mutex_unlock(&c->mu);
+    memcpy(out, &s, size < sizeof s ? size : sizeof s);
+    return 0;
+}
+
+/* Wait (lock held) until group g has a sub-client, or deadline. */
+static int cl_group_wait(kvmux_client *c, kvmux__cgroup *g, const struct timespec *deadline) {
+    kvmux__router *r = c->router;
+    for (;;) {
+        if (r->closing) return KVMUX_ECLOSED;
+        if (g->state == CG_READY) return 0;
+        if (g->state == CG_FAILED && kvmux__now_ms() < g->fail_until) return g->fail_code;
+        if (g->state != CG_CONNECTING) {
+            cl_connect_start(c, g);
+            continue;
+        }
+        if (pthread_cond_timedwait(&r->gcond, &c->mu, deadline) != 0 && g->state != CG_READY)
+            return KVMUX_ETIMEDOUT;
+    }
+}
+
+int kvmux_cluster_group_call(kvmux_client *c, uint16_t group, const kvmux_request *req,
+                             kvmux_reply *reply, int timeout_ms) {
+    if (reply) memset(reply, 0, sizeof *reply);
+    if (!c || !c->router || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT ||
+        c->mode == KVMUX__MODE_LOOP)
+        return KVMUX_EINVAL;
+    int64_t tmo = timeout_ms;
+    if (timeout_ms == KVMUX_TIMEOUT_DEFAULT) {
+        tmo = c->opts.request_timeout_ms;
+        if (req->op == KVMUX_WAIT) tmo += req->wait_ms;
+    }
+    int64_t until = kvmux__now_ms() + tmo;
+    struct timespec deadline = kvmux__deadline(tmo);
+    pthread_mutex_lock(&c->mu);
+    int rc = c->fatal;
+    if (rc != 0) {
+        pthread_mutex_unlock(&c->mu);
+        return rc;
+    }
+    c->active++;
+    kvmux__cgroup *g = cl_group_find(c->router, group);
+    rc = g ? cl_group_wait(c, g, &deadline) : KVMUX_ENOTFOUND;
+    kvmux_client *sub = rc == 0 ? g->sub : NULL;
+    pthread_mutex_unlock(&c->mu);
+    if (sub) {
+        /* sub lives until kvmux_close, which waits for us (active). */
+        int64_t left = until - kvmux__now_ms();
+        rc = left > 0 ? kvmux_call(sub, req, reply, (int)left) : KVMUX_ETIMEDOUT;
+    }
+    pthread_mutex_lock(&c->mu);
+    cl_leave(c);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
