@@ -94,7 +94,10 @@ struct kvmux_node {
                            raft_io_snapshot_get_cb);
     int (*io_send)(struct raft_io *, struct raft_io_send *, const struct raft_message *,
                    raft_io_send_cb);
-    unsigned own_puts;           /* own snapshots being written */
+    unsigned own_puts;           /* own snapshots being serialized or written */
+    kvmux_fsm_snap *snap;        /* begun by fsm_snapshot, not yet handed to
+                                    the pool (snap_defer) */
+    struct snap_work *snap_work; /* the snapshot being serialized */
     raft_index loaded_index;     /* the snapshot io_snapshot_get last loaded */
     raft_term loaded_term;
 };
@@ -173,6 +176,14 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
  * leader change: the window in which the leader may send it a snapshot. */
 #define SETTLE_ELECTIONS 10u
 
+/* Our own snapshot, in two steps (docs/DESIGN.md "Snapshots beside the
+ * applies"): here, on the Raft thread between two applies, the instant is
+ * fixed (kvmux_fsm_snap_begin: small tables copied, store shards marked
+ * copy-on-write) and the buffers are left empty; fix_snapshot_put, which
+ * C-Raft calls next, has the store serialized on libuv's thread pool and
+ * hands the snapshot to raft_uv when that is done. C-Raft 0.22.1's own
+ * fsm->snapshot_async cannot do it: legacy.c calls it right after
+ * fsm->snapshot, on the Raft thread. */
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs) {
     kvmux_node *n = fsm->data;
     /* Work around C-Raft 0.22.1 (and upstream at the time of writing):
@@ -187,25 +198,29 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     if (raft_state(&n->raft) != RAFT_LEADER &&
         kvmux_clock_ms() - n->settle_since < SETTLE_ELECTIONS * n->cfg.election_ms)
         return RAFT_BUSY;
-    uint8_t *p;
-    size_t len;
-    if (kvmux_fsm_snapshot(n->cfg.store, n->cfg.clock, n->cfg.sessions, n->cfg.stage, n->cfg.cluster,
-                           ra_realloc, &p, &len) != 0)
-        return RAFT_NOMEM;
+    if (n->snap) {
+        /* Begun but never handed to raft_uv (cannot happen with 0.22.1:
+         * put follows snapshot): finish it so the store is free. */
+        (void)kvmux_fsm_snap_run(n->snap);
+        kvmux_fsm_snap_free(n->snap);
+        n->snap = NULL;
+    }
     /* The member table first (so a replica that joins from this snapshot
-     * learns every member's client address), then the store. */
+     * learns every member's client address), then the store: the header
+     * and keys, then sessions, staged values and map. */
     uint8_t *t = raft_malloc(KVMUX_PEERS_WIRE_MAX);
-    *bufs = t ? raft_malloc(2 * sizeof **bufs) : NULL;
-    if (!*bufs) {
+    *bufs = t ? raft_calloc(3, sizeof **bufs) : NULL;
+    if (!*bufs || kvmux_fsm_snap_begin(n->cfg.store, n->cfg.clock, n->cfg.sessions,
+                                       n->cfg.stage, n->cfg.cluster, ra_realloc,
+                                       &n->snap) != 0) {
+        raft_free(*bufs);
         raft_free(t);
-        raft_free(p);
+        n->snap = NULL;
         return RAFT_NOMEM;
     }
     (*bufs)[0].base = t;
     (*bufs)[0].len = kvmux_peers_encode(&n->table, t);
-    (*bufs)[1].base = p;
-    (*bufs)[1].len = len;
-    *n_bufs = 2;
+    *n_bufs = 3;
     atomic_fetch_add(&n->snapshots, 1);
     return 0;
 }
@@ -524,6 +539,8 @@ static void on_closed(struct raft *r) {
     uv_close((uv_handle_t *)&n->prepare, NULL);
 }
 
+static void node_close(kvmux_node *n);
+
 static void on_async(uv_async_t *a) {
     kvmux_node *n = a->data;
     pthread_mutex_lock(&n->mu);
@@ -537,7 +554,16 @@ static void on_async(uv_async_t *a) {
         submit(n, q);
         q = next;
     }
-    if (stop && !n->closing) {
+    if (stop) node_close(n);
+}
+
+/* Close once stopping, after the snapshot being serialized is written
+ * (C-Raft, unaware of it, would otherwise be gone by then). */
+static void node_close(kvmux_node *n) {
+    pthread_mutex_lock(&n->mu);
+    int stop = n->stopping;
+    pthread_mutex_unlock(&n->mu);
+    if (stop && !n->closing && !n->snap_work) {
         publish(n);
         n->closing = 1;
         atomic_store(&n->role, 0);
@@ -714,6 +740,53 @@ static int fix_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
     return n->io_start(io, msecs, tick, fix_recv);
 }
 
+/* A snapshot being serialized on libuv's thread pool, then written. */
+typedef struct snap_work {
+    uv_work_t work;
+    kvmux_node *n;
+    put_shim *sh;
+    unsigned trailing;
+    const struct raft_snapshot *snapshot; /* C-Raft's; bufs[1..2] filled here */
+    kvmux_fsm_snap *sn;
+    int rc;
+} snap_work;
+
+static void snap_work_run(uv_work_t *w) { /* a pool thread */
+    snap_work *sw = w->data;
+    sw->rc = kvmux_fsm_snap_run(sw->sn);
+}
+
+static void node_close(kvmux_node *n);
+
+static void snap_work_done(uv_work_t *w, int status) {
+    snap_work *sw = w->data;
+    kvmux_node *n = sw->n;
+    (void)status; /* never cancelled: uv_cancel is not called */
+    if (sw->rc != 0) {
+        /* A shard grew past its measured bound: a bug that would write a
+         * snapshot missing keys; better stop here than truncate the log
+         * behind it (a restart recovers from the previous one). */
+        KVMUX_LOG_E("replica: snapshot serialization overflowed its buffer; exiting");
+        abort();
+    }
+    struct raft_buffer *b = sw->snapshot->bufs; /* ours, from fsm_snapshot */
+    uint8_t *body, *tail;
+    kvmux_fsm_snap_take(sw->sn, &body, &b[1].len, &tail, &b[2].len);
+    b[1].base = body;
+    b[2].base = tail;
+    kvmux_fsm_snap_free(sw->sn);
+    n->snap_work = NULL;
+    int rc = n->io_snapshot_put(&n->io, sw->trailing, &sw->sh->req, sw->snapshot, fix_put_done);
+    if (rc != 0) {
+        KVMUX_LOG_E("replica: cannot write a snapshot: %s", raft_strerror(rc));
+        fix_put_done(&sw->sh->req, rc);
+    }
+    free(sw);
+    node_close(n); /* if a stop waited for this */
+}
+
+/* Own snapshots: serialized on the pool first (fsm_snapshot), written
+ * after. Installed ones (trailing 0) go straight through. */
 static int fix_snapshot_put(struct raft_io *io, unsigned trailing,
                             struct raft_io_snapshot_put *req,
                             const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb) {
@@ -721,14 +794,33 @@ static int fix_snapshot_put(struct raft_io *io, unsigned trailing,
     if (trailing == 0) /* an installed snapshot, not one of our own */
         return n->io_snapshot_put(io, trailing, req, snapshot, cb);
     put_shim *sh = calloc(1, sizeof *sh);
-    if (!sh) return RAFT_NOMEM;
+    snap_work *sw = n->snap ? calloc(1, sizeof *sw) : NULL;
+    if (!sh || (n->snap && !sw)) {
+        free(sh);
+        free(sw);
+        return RAFT_NOMEM; /* C-Raft frees the buffers; n->snap is finished
+                              by the next fsm_snapshot */
+    }
     sh->orig = req;
     sh->cb = cb;
     sh->n = n;
-    int rc = n->io_snapshot_put(io, trailing, &sh->req, snapshot, fix_put_done);
-    if (rc != 0) free(sh);
-    else n->own_puts++;
-    return rc;
+    if (!sw) { /* not ours to serialize (cannot happen): write as is */
+        int rc = n->io_snapshot_put(io, trailing, &sh->req, snapshot, fix_put_done);
+        if (rc != 0) free(sh);
+        else n->own_puts++;
+        return rc;
+    }
+    *sw = (snap_work){.n = n, .sh = sh, .trailing = trailing, .snapshot = snapshot,
+                      .sn = n->snap};
+    sw->work.data = sw;
+    n->snap = NULL;
+    n->snap_work = sw;
+    n->own_puts++;
+    if (uv_queue_work(&n->loop, &sw->work, snap_work_run, snap_work_done) != 0) {
+        snap_work_run(&sw->work); /* cannot fail with these arguments */
+        snap_work_done(&sw->work, 0);
+    }
+    return 0;
 }
 
 typedef struct get_shim {

@@ -325,6 +325,46 @@ void kvmux_store_bump_version(kvmux_store *s, uint64_t v);
 uint32_t kvmux_store_snapshot_shard(kvmux_store *s, uint32_t shard,
                                     kvmux_store_journal_fn fn, void *ud);
 
+/* ---- background snapshots (copy-on-write by shard) ----
+ *
+ * A snapshot of the whole store as it is at one instant, serialized
+ * beside the writers: kvmux_store_snap_begin marks every shard pending;
+ * from then on the first thread to lock a pending shard for anything
+ * that may change it (a write, a read that expires a key, an eviction, an
+ * expiry cycle, a restore) first hands every key the shard held at begin
+ * to fn, under the shard lock, and clears the mark. kvmux_store_snap_shard
+ * does the same for a shard nobody touched. Each shard is serialized
+ * exactly once, so a key changed after begin is seen with its value at
+ * begin. */
+
+/* Gets one live key of shard `shard` (a SET record: its now_ms is the
+ * `now` given to begin). Called with that shard's lock held, from
+ * whichever thread serializes the shard: must be short, must not call
+ * the store; two shards may be handed over at the same time on two
+ * threads. */
+typedef void (*kvmux_store_snap_fn)(void *ud, uint32_t shard, const kvmux_store_record *r);
+
+/* For each shard, an upper bound on what the next snapshot's fn will
+ * receive from it, per_record per key plus key and value bytes (bound
+ * has kvmux_store_shards(s) elements). The bounds hold for a snapshot
+ * begun later if nothing was added meanwhile (only the caller writes:
+ * reads, expiry and eviction only remove). */
+void kvmux_store_snap_measure(kvmux_store *s, uint64_t per_record, uint64_t *bound);
+/* Start a background snapshot of the store as it is now: keys whose
+ * expiry is at or before now (store clock) are left out. Only one at a
+ * time: the previous one must be finished (every shard passed to
+ * kvmux_store_snap_shard). The instant is exact only if no other thread
+ * writes during this call (replicated: the Raft thread, the only writer,
+ * calls it; a read expiring a key meanwhile removes one expired at now
+ * anyway). Whatever fn's ud points to must be ready before the call. */
+void kvmux_store_snap_begin(kvmux_store *s, uint64_t now, kvmux_store_snap_fn fn, void *ud);
+/* Serialize shard i now if it is still pending (any thread). Once it has
+ * been called for every shard, fn has been called for the last time and
+ * everything it wrote is visible to the caller. */
+void kvmux_store_snap_shard(kvmux_store *s, uint32_t i);
+/* The number of shards (fixed at creation). */
+uint32_t kvmux_store_shards(const kvmux_store *s);
+
 /* ---- memory limit and active expiry ---- */
 
 enum kvmux_maxmemory_policy {

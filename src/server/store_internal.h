@@ -73,6 +73,9 @@ typedef struct shard {
     uint64_t evicted;
     size_t expire_cursor;        /* next slot for the active cycle */
     kvmux_slab_pool slab;        /* this shard's entries */
+    int snap_pending;            /* a background snapshot still wants this
+                                    shard as it was (store.h "Background
+                                    snapshots"); under mu */
 } shard;
 
 struct kvmux_store {
@@ -93,6 +96,12 @@ struct kvmux_store {
     void *(*alloc)(void *ud, size_t n);
     void (*dealloc)(void *ud, void *p);
     void *alloc_ud;
+    /* The background snapshot under way (kvmux_store_snap_begin): set
+     * before any shard is marked pending, read under a pending shard's
+     * lock (the lock orders the two). */
+    kvmux_store_snap_fn snap_fn;
+    void *snap_ud;
+    uint64_t snap_now;
 };
 
 /* ---- entry layout ---- */
@@ -160,6 +169,18 @@ typedef struct newval {
     const uint8_t *bytes;
     size_t len;
 } newval;
+
+/* Serialize sh for the background snapshot and clear its pending mark
+ * (sh->mu held, sh->snap_pending set). */
+void kvmux__store_snap_flush(kvmux_store *s, shard *sh);
+
+/* Lock sh for a change (or a read that may expire a key): a shard a
+ * background snapshot still wants is serialized first, so the snapshot
+ * holds it as it was when the snapshot began (copy-on-write by shard). */
+static inline void shard_lock(kvmux_store *s, shard *sh) {
+    pthread_mutex_lock(&sh->mu);
+    if (sh->snap_pending) kvmux__store_snap_flush(s, sh);
+}
 
 /* ---- shared with store_ttl.c and store_scan.c (shard lock held where
  * a shard is passed) ---- */
