@@ -4,6 +4,10 @@
 kvmux_add_test(replica_entry_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_entry_test.c
   LIBS kvmuxd_core LABELS unit TIMEOUT 60)
+# Background snapshots: serialized on a second thread while entries apply.
+kvmux_add_test(replica_snap_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_snap_test.c
+  LIBS kvmuxd_core LABELS unit concurrent TIMEOUT 60)
 kvmux_add_test(replica_stage_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_stage_test.c
   LIBS kvmuxd_core LABELS unit TIMEOUT 60)
