@@ -108,13 +108,14 @@ int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessi
 
 /* ---- background snapshots (docs/DESIGN.md "Snapshots beside the
  * applies") ----
- * The same bytes as kvmux_fsm_snapshot, in two steps: begin (on the
- * applier's thread, between two applies: quick) fixes the instant --
- * the version counter, the clock, sessions, staged values and slot map
- * are copied, every store shard marked for copy-on-write
- * (kvmux_store_snap_begin) and the whole buffer allocated; run (any
- * thread, once) serializes the shards nobody has touched since, while
- * applies go on. The result is the state at begin exactly. */
+ * What kvmux_fsm_snapshot gives (the same records, maybe in another
+ * order), in two steps: begin (on the applier's thread, between two
+ * applies: quick) fixes the instant -- the version counter, the clock,
+ * sessions, staged values and slot map are copied, the store marked for
+ * copy-on-write by key (kvmux_store_snap_begin) and the whole buffer
+ * allocated; run (any thread, once) serializes the store shard by shard
+ * while applies go on, each of which first keeps the old record of a key
+ * it changes. The result is the state at begin exactly. */
 typedef struct kvmux_fsm_snap kvmux_fsm_snap;
 
 /* Begin a snapshot of st, ss, sg, cl (as for kvmux_fsm_snapshot).

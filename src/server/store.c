@@ -415,6 +415,7 @@ static void fire_waiters(kvmux_store *s, shard *sh, entry *e) {
 /* Remove the entry in slot i and free it with its value. */
 static void remove_at(const kvmux_store *s, shard *sh, size_t i) {
     entry *e = slot_entry(sh->slots[i]);
+    snap_keep(s, sh, e);
     /* A tombstone is needed only if a probe may run past this slot. */
     if (sh->slots[(i + 1) & (sh->cap - 1)] == 0) {
         sh->slots[i] = 0;
@@ -512,6 +513,7 @@ static uint64_t put(kvmux_store *s, shard *sh, size_t i, uint64_t hash, const ui
         e = entry_alloc(s, sh, size);
         if (!e) return 0;
     }
+    if (old) snap_keep(s, sh, old); /* the change happens: no failure below */
     uint64_t ver = version ? version : next_version(s);
     if (e == old) {
         entry_build(e, flags, ver, clock32(now), e_key(old), klen, nv->val, nv->bytes, ivlen,
@@ -564,7 +566,7 @@ int kvmux_store_get(kvmux_store *s, const uint8_t *key, size_t klen,
     uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
     shard *sh = shard_for(s, hash);
     int rc = KVMUX_STATUS_NOT_FOUND;
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     size_t i = lookup(s, sh, hash, key, klen, now);
     if (i != NOT_FOUND) {
         entry *e = slot_entry(sh->slots[i]);
@@ -583,7 +585,7 @@ static int set_nv(kvmux_store *s, const uint8_t *key, size_t klen, const newval 
                   uint64_t ttl_ms, uint64_t *version) {
     uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
     shard *sh = shard_for(s, hash);
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     size_t i = lookup(s, sh, hash, key, klen, now);
     uint64_t v = put(s, sh, i, hash, key, klen, nv, expiry_for(now, ttl_ms), now, 0, 1);
     pthread_mutex_unlock(&sh->mu);
@@ -617,7 +619,7 @@ int kvmux_store_del(kvmux_store *s, const uint8_t *key, size_t klen) {
     uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
     shard *sh = shard_for(s, hash);
     int rc = KVMUX_STATUS_NOT_FOUND;
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     size_t i = lookup(s, sh, hash, key, klen, now);
     entry *e = i != NOT_FOUND ? slot_entry(sh->slots[i]) : NULL;
     if (e && e->version != 0) {
@@ -682,7 +684,7 @@ int kvmux_store_incr(kvmux_store *s, const uint8_t *key, size_t klen,
     uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
     shard *sh = shard_for(s, hash);
     int rc = KVMUX_STATUS_OK;
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     size_t i = lookup(s, sh, hash, key, klen, now);
     entry *e = i != NOT_FOUND ? slot_entry(sh->slots[i]) : NULL;
     int64_t cur = 0, next;
@@ -719,7 +721,7 @@ static int cas_nv(kvmux_store *s, const uint8_t *key, size_t klen, uint64_t expe
     shard *sh = shard_for(s, hash);
     int rc = KVMUX_STATUS_OK;
     uint64_t out_version = 0;
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     size_t i = lookup(s, sh, hash, key, klen, now);
     uint64_t cur = i != NOT_FOUND ? slot_entry(sh->slots[i])->version : 0;
     if (cur == 0 && expected != 0) {
@@ -763,7 +765,7 @@ int kvmux_store_wait(kvmux_store *s, const uint8_t *key, size_t klen,
     uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
     shard *sh = shard_for(s, hash);
     int rc;
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     size_t i = lookup(s, sh, hash, key, klen, now);
     entry *e = i != NOT_FOUND ? slot_entry(sh->slots[i]) : NULL;
     uint64_t cur = e ? e->version : 0;
@@ -819,7 +821,7 @@ out:
 int kvmux_store_wait_cancel(kvmux_store *s, kvmux_store_waiter *w,
                             uint64_t *current) {
     shard *sh = shard_for(s, w->_hash);
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     if (w->_state != WAITER_REGISTERED) {
         pthread_mutex_unlock(&sh->mu);
         return 0;
@@ -845,7 +847,7 @@ int kvmux_store_wait_poll(kvmux_store *s, kvmux_store_waiter *w) {
     uint64_t now = s->clock(s->clock_ud);
     shard *sh = shard_for(s, w->_hash);
     int fired;
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     if (w->_state != WAITER_REGISTERED) {
         fired = 1;
     } else {
@@ -866,7 +868,7 @@ void kvmux_store_get_stats(kvmux_store *s, kvmux_store_stats *st) {
     memset(st, 0, sizeof *st);
     for (uint32_t i = 0; i < s->nshards; i++) {
         shard *sh = &s->shards[i];
-        pthread_mutex_lock(&sh->mu); /* reads only: no copy-on-write */
+        pthread_mutex_lock(&sh->mu);
         st->keys += sh->live;
         st->bytes += sh->bytes;
         st->waiters += sh->waiters;
@@ -910,7 +912,7 @@ int kvmux_store_restore(kvmux_store *s, const uint8_t *key, size_t klen,
     }
     uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
     shard *sh = shard_for(s, hash);
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     size_t i = find_slot(sh, hash, key, klen);
     uint64_t v = put(s, sh, i, hash, key, klen, &nv, expires_ms, now, version, 0);
     pthread_mutex_unlock(&sh->mu);
@@ -925,7 +927,7 @@ int kvmux_store_restore(kvmux_store *s, const uint8_t *key, size_t klen,
 void kvmux_store_restore_del(kvmux_store *s, const uint8_t *key, size_t klen) {
     uint64_t hash = hash_key(s, key, klen);
     shard *sh = shard_for(s, hash);
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     size_t i = find_slot(sh, hash, key, klen);
     if (i != NOT_FOUND) {
         entry *e = slot_entry(sh->slots[i]);
@@ -934,9 +936,12 @@ void kvmux_store_restore_del(kvmux_store *s, const uint8_t *key, size_t klen) {
     pthread_mutex_unlock(&sh->mu);
 }
 
-/* Call fn with a SET record for every key of sh that is live at now
- * (sh->mu held). */
-static void visit_live(shard *sh, uint64_t now, kvmux_store_journal_fn fn, void *ud) {
+uint32_t kvmux_store_snapshot_shard(kvmux_store *s, uint32_t i, kvmux_store_journal_fn fn,
+                                    void *ud) {
+    if (i >= s->nshards) return s->nshards;
+    shard *sh = &s->shards[i];
+    uint64_t now = s->clock(s->clock_ud);
+    pthread_mutex_lock(&sh->mu);
     for (size_t b = 0; b < sh->cap; b++) {
         if (!slot_used(sh->slots[b])) continue;
         const entry *e = slot_entry(sh->slots[b]);
@@ -945,37 +950,23 @@ static void visit_live(shard *sh, uint64_t now, kvmux_store_journal_fn fn, void 
                                 e_vlen(e), e->version, e_expires(e), now};
         fn(ud, &r);
     }
-}
-
-uint32_t kvmux_store_snapshot_shard(kvmux_store *s, uint32_t i, kvmux_store_journal_fn fn,
-                                    void *ud) {
-    if (i >= s->nshards) return s->nshards;
-    shard *sh = &s->shards[i];
-    uint64_t now = s->clock(s->clock_ud);
-    pthread_mutex_lock(&sh->mu); /* reads only: no copy-on-write */
-    visit_live(sh, now, fn, ud);
     pthread_mutex_unlock(&sh->mu);
     return s->nshards;
 }
 
 /* ---- background snapshots ---- */
 
-/* The snapshot callback's view of one shard: fn as a journal callback. */
-typedef struct snap_ctx {
-    kvmux_store_snap_fn fn;
-    void *ud;
-    uint32_t shard;
-} snap_ctx;
-
-static void snap_visit(void *ud, const kvmux_store_record *r) {
-    const snap_ctx *c = ud;
-    c->fn(c->ud, c->shard, r);
+/* A SET record of e as the snapshot sees it (now_ms its instant), unless
+ * e had expired by then. */
+static void snap_emit(const kvmux_store *s, const shard *sh, const entry *e) {
+    if (is_expired(e, s->snap_now)) return;
+    kvmux_store_record r = {KVMUX_STORE_REC_SET, e_key(e), e->klen, e_vbytes(e),
+                            e_vlen(e), e->version, e_expires(e), s->snap_now};
+    s->snap_fn(s->snap_ud, (uint32_t)(sh - s->shards), &r);
 }
 
-void kvmux__store_snap_flush(kvmux_store *s, shard *sh) {
-    snap_ctx c = {s->snap_fn, s->snap_ud, (uint32_t)(sh - s->shards)};
-    visit_live(sh, s->snap_now, snap_visit, &c);
-    sh->snap_pending = 0;
+void kvmux__store_snap_keep(const kvmux_store *s, const shard *sh, const entry *e) {
+    snap_emit(s, sh, e);
 }
 
 void kvmux_store_snap_measure(kvmux_store *s, uint64_t per_record, uint64_t *bound) {
@@ -991,6 +982,7 @@ void kvmux_store_snap_begin(kvmux_store *s, uint64_t now, kvmux_store_snap_fn fn
     s->snap_fn = fn;
     s->snap_ud = ud;
     s->snap_now = now;
+    s->snap_last = kvmux_store_last_version(s);
     for (uint32_t i = 0; i < s->nshards; i++) {
         shard *sh = &s->shards[i];
         pthread_mutex_lock(&sh->mu);
@@ -1002,7 +994,15 @@ void kvmux_store_snap_begin(kvmux_store *s, uint64_t now, kvmux_store_snap_fn fn
 void kvmux_store_snap_shard(kvmux_store *s, uint32_t i) {
     if (i >= s->nshards) return;
     shard *sh = &s->shards[i];
-    shard_lock(s, sh); /* serializes it if still pending */
+    pthread_mutex_lock(&sh->mu);
+    /* Keys unchanged since the instant; the others were kept as they were
+     * when they first changed (snap_keep), or did not exist then. */
+    for (size_t b = 0; sh->snap_pending && b < sh->cap; b++) {
+        if (!slot_used(sh->slots[b])) continue;
+        const entry *e = slot_entry(sh->slots[b]);
+        if (e->version != 0 && e->version <= s->snap_last) snap_emit(s, sh, e);
+    }
+    sh->snap_pending = 0;
     pthread_mutex_unlock(&sh->mu);
 }
 
@@ -1076,7 +1076,7 @@ static int64_t random_live_shard(kvmux_store *s) {
     for (uint32_t k = 0; k < s->nshards; k++) {
         uint32_t i = (start + k) & (s->nshards - 1);
         shard *sh = &s->shards[i];
-        shard_lock(s, sh);
+        pthread_mutex_lock(&sh->mu);
         uint64_t live = sh->live; /* a hint: the caller locks again */
         pthread_mutex_unlock(&sh->mu);
         if (live) return i;
@@ -1099,7 +1099,7 @@ static int evict_one(kvmux_store *s) {
         if (i < 0) return 0;
         shard *sh = &s->shards[i];
         uint32_t age;
-        shard_lock(s, sh);
+        pthread_mutex_lock(&sh->mu);
         size_t slot = sample_oldest(s, sh, now32, &age);
         if (slot != NOT_FOUND && (best_shard < 0 || age > best_age)) {
             best_age = age;
@@ -1110,7 +1110,7 @@ static int evict_one(kvmux_store *s) {
     if (best_shard < 0) return 0;
     shard *sh = &s->shards[best_shard];
     uint32_t age;
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     size_t best = sample_oldest(s, sh, now32, &age);
     if (best != NOT_FOUND) {
         entry *e = slot_entry(sh->slots[best]);
@@ -1145,7 +1145,7 @@ uint64_t kvmux_store_expire_cycle(kvmux_store *s, uint32_t samples, uint64_t bud
             uint64_t now = s->clock(s->clock_ud);
             if (now - start > budget_ms) return total;
             uint32_t seen = 0, with_ttl = 0, expired = 0;
-            shard_lock(s, sh);
+            pthread_mutex_lock(&sh->mu);
             if (sh->live == 0) {
                 pthread_mutex_unlock(&sh->mu);
                 break;
@@ -1201,7 +1201,7 @@ size_t kvmux__store_find_raw(shard *sh, uint64_t hash, const uint8_t *key, size_
 void kvmux_store_purge_expired(kvmux_store *s, uint64_t upto) {
     for (uint32_t n = 0; n < s->nshards; n++) {
         shard *sh = &s->shards[n];
-        shard_lock(s, sh);
+        pthread_mutex_lock(&sh->mu);
         for (size_t i = 0; i < sh->cap; i++) {
             uint64_t sl = sh->slots[i];
             if (sl == 0 || sl == TOMB) continue;

@@ -325,17 +325,20 @@ void kvmux_store_bump_version(kvmux_store *s, uint64_t v);
 uint32_t kvmux_store_snapshot_shard(kvmux_store *s, uint32_t shard,
                                     kvmux_store_journal_fn fn, void *ud);
 
-/* ---- background snapshots (copy-on-write by shard) ----
+/* ---- background snapshots (copy-on-write by key) ----
  *
  * A snapshot of the whole store as it is at one instant, serialized
- * beside the writers: kvmux_store_snap_begin marks every shard pending;
- * from then on the first thread to lock a pending shard for anything
- * that may change it (a write, a read that expires a key, an eviction, an
- * expiry cycle, a restore) first hands every key the shard held at begin
- * to fn, under the shard lock, and clears the mark. kvmux_store_snap_shard
- * does the same for a shard nobody touched. Each shard is serialized
- * exactly once, so a key changed after begin is seen with its value at
- * begin. */
+ * beside the writers: kvmux_store_snap_begin records the instant (the
+ * last version handed out, the clock) and marks every shard pending;
+ * kvmux_store_snap_shard then hands fn, under the shard's lock, every key
+ * of the shard whose version is not newer than the instant's, and clears
+ * the mark. Meanwhile, the first change of such a key in a pending shard
+ * -- a write, a DEL, a read or expiry cycle expiring it, an eviction --
+ * hands fn its record as it was, just before the change (one record
+ * copied, under the same lock). So every key of the instant reaches fn
+ * exactly once, with its state at the instant, and keys created after
+ * it never do. Versions must only grow meanwhile: no kvmux_store_restore*
+ * during a snapshot. */
 
 /* Gets one live key of shard `shard` (a SET record: its now_ms is the
  * `now` given to begin). Called with that shard's lock held, from

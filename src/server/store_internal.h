@@ -73,9 +73,9 @@ typedef struct shard {
     uint64_t evicted;
     size_t expire_cursor;        /* next slot for the active cycle */
     kvmux_slab_pool slab;        /* this shard's entries */
-    int snap_pending;            /* a background snapshot still wants this
-                                    shard as it was (store.h "Background
-                                    snapshots"); under mu */
+    int snap_pending;            /* a background snapshot has yet to
+                                    serialize this shard (store.h
+                                    "Background snapshots"); under mu */
 } shard;
 
 struct kvmux_store {
@@ -101,7 +101,8 @@ struct kvmux_store {
      * lock (the lock orders the two). */
     kvmux_store_snap_fn snap_fn;
     void *snap_ud;
-    uint64_t snap_now;
+    uint64_t snap_now;             /* keys expired at it are left out */
+    uint64_t snap_last;            /* the last version at the instant */
 };
 
 /* ---- entry layout ---- */
@@ -170,16 +171,17 @@ typedef struct newval {
     size_t len;
 } newval;
 
-/* Serialize sh for the background snapshot and clear its pending mark
- * (sh->mu held, sh->snap_pending set). */
-void kvmux__store_snap_flush(kvmux_store *s, shard *sh);
+/* Hand e's record to the background snapshot (kvmux__store_snap_keep's
+ * caller checked that the snapshot wants it). */
+void kvmux__store_snap_keep(const kvmux_store *s, const shard *sh, const entry *e);
 
-/* Lock sh for a change (or a read that may expire a key): a shard a
- * background snapshot still wants is serialized first, so the snapshot
- * holds it as it was when the snapshot began (copy-on-write by shard). */
-static inline void shard_lock(kvmux_store *s, shard *sh) {
-    pthread_mutex_lock(&sh->mu);
-    if (sh->snap_pending) kvmux__store_snap_flush(s, sh);
+/* Call right before e (in sh, lock held) is changed or removed: if a
+ * background snapshot has yet to serialize sh and e is as it was at the
+ * snapshot's instant (its version is not newer), its record goes to the
+ * snapshot now (copy-on-write by key: store.h "Background snapshots"). */
+static inline void snap_keep(const kvmux_store *s, const shard *sh, const entry *e) {
+    if (sh->snap_pending && e->version != 0 && e->version <= s->snap_last)
+        kvmux__store_snap_keep(s, sh, e);
 }
 
 /* ---- shared with store_ttl.c and store_scan.c (shard lock held where

@@ -125,7 +125,7 @@ int kvmux_store_scan(kvmux_store *s, uint64_t cursor, const uint8_t *prefix, siz
     int rc = 0, buckets = 0;
     while (rc == 0 && !budget_spent(&st)) {
         shard *sh = &s->shards[si];
-        shard_lock(s, sh);
+        pthread_mutex_lock(&sh->mu);
         uint64_t m = sh->cap - 1;
         /* A position past this table (a forged cursor: tables never
          * shrink) is reduced like Redis does: the low bits name the

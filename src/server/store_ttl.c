@@ -41,7 +41,7 @@ int kvmux_store_exists(kvmux_store *s, const uint8_t *key, size_t klen, uint64_t
     uint64_t hash = kvmux__store_hash(s, key, klen), now = s->clock(s->clock_ud);
     shard *sh = kvmux__store_shard(s, hash);
     size_t i;
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     entry *e = live_entry(s, sh, hash, key, klen, now, &i);
     uint64_t v = e ? e->version : 0;
     pthread_mutex_unlock(&sh->mu);
@@ -55,7 +55,7 @@ int kvmux_store_ttl(kvmux_store *s, const uint8_t *key, size_t klen, uint64_t *v
     shard *sh = kvmux__store_shard(s, hash);
     size_t i;
     uint64_t v = 0, left = 0;
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     entry *e = live_entry(s, sh, hash, key, klen, now, &i);
     if (e) {
         v = e->version;
@@ -94,7 +94,7 @@ int kvmux_store_expire(kvmux_store *s, const uint8_t *key, size_t klen, uint64_t
     shard *sh = kvmux__store_shard(s, hash);
     size_t i;
     int rc = KVMUX_STATUS_NOT_FOUND;
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     entry *e = live_entry(s, sh, hash, key, klen, now, &i);
     if (e) {
         uint64_t v = rewrite_expiry(s, sh, i, hash, key, klen, e,
@@ -112,7 +112,7 @@ int kvmux_store_persist(kvmux_store *s, const uint8_t *key, size_t klen, uint64_
     shard *sh = kvmux__store_shard(s, hash);
     size_t i;
     int rc = KVMUX_STATUS_NOT_FOUND;
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     entry *e = live_entry(s, sh, hash, key, klen, now, &i);
     if (e && !(e->flags & F_TTL)) {
         rc = KVMUX_STATUS_OK; /* nothing to drop: no write at all */
@@ -133,7 +133,7 @@ int kvmux_store_restore_expiry(kvmux_store *s, const uint8_t *key, size_t klen,
     uint64_t hash = kvmux__store_hash(s, key, klen), now = s->clock(s->clock_ud);
     shard *sh = kvmux__store_shard(s, hash);
     int rc = KVMUX_STATUS_NOT_FOUND;
-    shard_lock(s, sh);
+    pthread_mutex_lock(&sh->mu);
     /* No expiry check: a SET that expired while the server was down is
      * restored as expired, and this record may give it a new life. */
     size_t i = kvmux__store_find_raw(sh, hash, key, klen);
