@@ -740,12 +740,14 @@ static int fix_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
     return n->io_start(io, msecs, tick, fix_recv);
 }
 
-/* A snapshot being serialized on libuv's thread pool, then written. mu
- * orders the hand-over both ways where ThreadSanitizer can see it (libuv's
- * own queue is uninstrumented and suppressed: tests/replica/tsan.supp). */
+/* A snapshot being serialized on libuv's thread pool, then written.
+ * snap_mu orders the hand-over both ways where ThreadSanitizer can see it
+ * (libuv's own queue is uninstrumented and suppressed there:
+ * tests/replica/tsan.supp); static, so no thread initializes it. */
+static pthread_mutex_t snap_mu = PTHREAD_MUTEX_INITIALIZER;
+
 typedef struct snap_work {
-    uv_work_t work;
-    pthread_mutex_t mu;
+    uv_work_t work; /* first: the pool thread finds the rest without a read */
     kvmux_node *n;
     put_shim *sh;
     unsigned trailing;
@@ -755,10 +757,14 @@ typedef struct snap_work {
 } snap_work;
 
 static void snap_work_run(uv_work_t *w) { /* a pool thread */
-    snap_work *sw = w->data;
-    pthread_mutex_lock(&sw->mu);
-    sw->rc = kvmux_fsm_snap_run(sw->sn);
-    pthread_mutex_unlock(&sw->mu);
+    snap_work *sw = (snap_work *)(void *)w;
+    pthread_mutex_lock(&snap_mu);
+    kvmux_fsm_snap *sn = sw->sn;
+    pthread_mutex_unlock(&snap_mu);
+    int rc = kvmux_fsm_snap_run(sn);
+    pthread_mutex_lock(&snap_mu);
+    sw->rc = rc;
+    pthread_mutex_unlock(&snap_mu);
 }
 
 static void node_close(kvmux_node *n);
@@ -767,10 +773,9 @@ static void snap_work_done(uv_work_t *w, int status) {
     snap_work *sw = w->data;
     kvmux_node *n = sw->n;
     (void)status; /* never cancelled: uv_cancel is not called */
-    pthread_mutex_lock(&sw->mu);
+    pthread_mutex_lock(&snap_mu);
     int failed = sw->rc != 0;
-    pthread_mutex_unlock(&sw->mu);
-    pthread_mutex_destroy(&sw->mu);
+    pthread_mutex_unlock(&snap_mu);
     if (failed) {
         /* A shard grew past its measured bound: a bug that would write a
          * snapshot missing keys; better stop here than truncate the log
@@ -822,9 +827,8 @@ static int fix_snapshot_put(struct raft_io *io, unsigned trailing,
     *sw = (snap_work){.n = n, .sh = sh, .trailing = trailing, .snapshot = snapshot,
                       .sn = n->snap};
     sw->work.data = sw;
-    pthread_mutex_init(&sw->mu, NULL);
-    pthread_mutex_lock(&sw->mu); /* publishes sw and the begun snapshot */
-    pthread_mutex_unlock(&sw->mu);
+    pthread_mutex_lock(&snap_mu); /* publishes sw and the begun snapshot */
+    pthread_mutex_unlock(&snap_mu);
     n->snap = NULL;
     n->snap_work = sw;
     n->own_puts++;
