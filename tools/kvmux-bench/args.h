@@ -67,6 +67,8 @@ typedef struct bench_config {
     uint32_t busy_poll_us;     /* --busy-poll: loop driver spins this long
                                   after I/O before sleeping; 0 = off */
     uint64_t seed;             /* --seed; default 1 (runs are repeatable) */
+    int stale;                 /* --stale: reads carry the STALE flag
+                                  (kvmux_options.stale_reads) */
 } bench_config;
 
 /* Parse argv into *cfg (defaults first).
