@@ -812,8 +812,12 @@ static int fix_snapshot_put(struct raft_io *io, unsigned trailing,
     if (!sh || (n->snap && !sw)) {
         free(sh);
         free(sw);
-        return RAFT_NOMEM; /* C-Raft frees the buffers; n->snap is finished
-                              by the next fsm_snapshot */
+        if (n->snap) { /* release the store's marks now */
+            (void)kvmux_fsm_snap_run(n->snap);
+            kvmux_fsm_snap_free(n->snap);
+            n->snap = NULL;
+        }
+        return RAFT_NOMEM; /* C-Raft frees the (empty) buffers */
     }
     sh->orig = req;
     sh->cb = cb;
