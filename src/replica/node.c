@@ -96,7 +96,7 @@ struct kvmux_node {
                    raft_io_send_cb);
     unsigned own_puts;           /* own snapshots being serialized or written */
     kvmux_fsm_snap *snap;        /* begun by fsm_snapshot, not yet handed to
-                                    the pool (snap_defer) */
+                                    the pool (fix_snapshot_put) */
     struct snap_work *snap_work; /* the snapshot being serialized */
     raft_index loaded_index;     /* the snapshot io_snapshot_get last loaded */
     raft_term loaded_term;
@@ -178,8 +178,8 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
 
 /* Our own snapshot, in two steps (docs/DESIGN.md "Snapshots beside the
  * applies"): here, on the Raft thread between two applies, the instant is
- * fixed (kvmux_fsm_snap_begin: small tables copied, store shards marked
- * copy-on-write) and the buffers are left empty; fix_snapshot_put, which
+ * fixed (kvmux_fsm_snap_begin: small tables copied, the store marked
+ * copy-on-write by key) and the buffers are left empty; fix_snapshot_put, which
  * C-Raft calls next, has the store serialized on libuv's thread pool and
  * hands the snapshot to raft_uv when that is done. C-Raft 0.22.1's own
  * fsm->snapshot_async cannot do it: legacy.c calls it right after
@@ -766,8 +766,6 @@ static void snap_work_run(uv_work_t *w) { /* a pool thread */
     sw->rc = rc;
     pthread_mutex_unlock(&snap_mu);
 }
-
-static void node_close(kvmux_node *n);
 
 static void snap_work_done(uv_work_t *w, int status) {
     snap_work *sw = w->data;
