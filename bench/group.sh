@@ -7,7 +7,8 @@
 #   kvmux single   kvmuxd --aof --fsync always          SET and GET, 1 connection x 64 in flight
 #   kvmux group    3 x kvmuxd --replica-id (Raft log    SET and GET (linearizable), same shape,
 #                  fsynced on every replica)             through libkvmux's endpoint list
-#                                                        (+ stale GET when kvmux-bench has --stale)
+#                                                        (+ stale GET, via the list and on a
+#                                                        follower, when kvmux-bench has --stale)
 #   redis          primary + 2 replicas, all             SET + `WAIT 1 0` (waitload), 1 x 64
 #                  --appendonly yes --appendfsync always and 64 x 1; SET alone as the control
 #   etcd           3 members (default flags, WAL          PUT, 1 and 64 connections (its
@@ -161,8 +162,20 @@ preload "$GHOSTS"
 MEM_GROUP=$(( ($(bench_rss_kb "$LPID") - rss0) * 1024 / KEYSPACE ))
 kbench "kvmux group set" "$GHOSTS" set
 kbench "kvmux group get (linearizable)" "$GHOSTS" get
+# Stale reads (REPLICATION.md "Stale reads"): through the endpoint list
+# (the leader, which then skips the lease), and on a follower directly.
+follower_addr() {
+    local i
+    for i in 1 2 3; do
+        "$CLI" -h 127.0.0.1 -p "${GCPORT[$i]}" stats replica_role 2>/dev/null | grep -q follower &&
+            { echo "127.0.0.1:${GCPORT[$i]}"; return; }
+    done
+}
 if [[ "$("$KB" --help 2>&1)" == *--stale* ]]; then
     kbench "kvmux group get (stale)" "$GHOSTS" get --stale
+    FADDR=$(follower_addr)
+    [ -n "$FADDR" ] || bench_die "no follower found"
+    kbench "kvmux group get (stale, on a follower)" "$FADDR" get --stale
 fi
 hol "group of 3" -E "$GHOSTS"
 for i in 1 2 3; do bench_stop "${GPID[$i]}"; done
@@ -220,6 +233,8 @@ ratio() { awk -v a="${OPS[$1]:-0}" -v b="${OPS[$2]:-0}" 'BEGIN { if (b > 0) prin
     echo "  group linearizable GET / single GET:        $(ratio 'kvmux group get (linearizable)' 'kvmux single get')x  [>= 0.75]"
     [ -n "${OPS['kvmux group get (stale)']:-}" ] &&
     echo "  group stale GET / single GET:               $(ratio 'kvmux group get (stale)' 'kvmux single get')x  [>= 0.95]"
+    [ -n "${OPS['kvmux group get (stale, on a follower)']:-}" ] &&
+    echo "  follower stale GET / single GET:            $(ratio 'kvmux group get (stale, on a follower)' 'kvmux single get')x  [>= 0.95]"
     echo "  group SET / redis SET+WAIT 1 0 (1 x 64):    $(ratio 'kvmux group set' 'redis set+WAIT 1 0, 1 conn x 64')x  [> 1]"
     echo "  group SET / redis SET+WAIT 1 0 (64 x 1):    $(ratio 'kvmux group set' 'redis set+WAIT 1 0, 64 conns x 1')x  [> 1]"
     [ "$QUICK" = 0 ] &&

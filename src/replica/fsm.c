@@ -343,60 +343,57 @@ int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
 
 /* ---- snapshots ---- */
 
-typedef struct snap_buf {
-    uint8_t *p;
-    size_t len, cap;
+/* One shard's region of the body: its records go to body[off, off+len),
+ * at most cap bytes (kvmux_store_snap_begin's bound). Written only under
+ * that shard's lock. */
+typedef struct snap_region {
+    size_t off, len, cap;
     uint64_t count;
+    int overflow;
+} snap_region;
+
+struct kvmux_fsm_snap {
+    kvmux_store *st;
     kvmux_fsm_realloc_fn ra;
-    int failed;
-} snap_buf;
+    uint32_t nshards;
+    snap_region *reg;
+    uint8_t *body;               /* header, then the regions; compacted by run */
+    size_t body_len;
+    uint8_t *tail;               /* sessions, staged values, slot map */
+    size_t tail_len;
+};
 
-static int snap_reserve(snap_buf *b, size_t n) {
-    if (b->len + n <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n) cap *= 2;
-    uint8_t *p = b->ra(b->p, cap);
-    if (!p) return -1;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-/* kvmux_store_snapshot_shard callback (shard lock held: no store calls). */
-static void snap_record(void *ud, const kvmux_store_record *r) {
-    snap_buf *b = ud;
-    if (b->failed) return;
+/* kvmux_store_snap_fn: one record into its shard's region (that shard's
+ * lock held: no store calls). */
+static void snap_record(void *ud, uint32_t shard, const kvmux_store_record *r) {
+    kvmux_fsm_snap *sn = ud;
+    snap_region *g = &sn->reg[shard];
     size_t n = SNAP_REC_HDR_LEN + r->klen + r->vlen;
-    if (snap_reserve(b, n) != 0) {
-        b->failed = 1;
+    if (g->overflow || n > g->cap - g->len) {
+        g->overflow = 1;
         return;
     }
-    uint8_t *p = b->p + b->len;
+    uint8_t *p = sn->body + g->off + g->len;
     p[0] = (uint8_t)(r->klen >> 8);
     p[1] = (uint8_t)r->klen;
     put32(p + 2, (uint32_t)r->vlen);
     put64(p + 6, r->version);
-    /* TTL left, measured on the store clock now: restored against the
-     * restoring replica's clock. */
+    /* TTL left, measured on the store clock at the snapshot's instant:
+     * restored against the restoring replica's clock. */
     uint64_t left = 0;
     if (r->expires_ms) left = r->expires_ms > r->now_ms ? r->expires_ms - r->now_ms : 1;
     put64(p + 14, left);
     memcpy(p + SNAP_REC_HDR_LEN, r->key, r->klen);
     if (r->vlen) memcpy(p + SNAP_REC_HDR_LEN + r->klen, r->value, r->vlen);
-    b->len += n;
-    b->count++;
+    g->len += n;
+    g->count++;
 }
 
-int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
-                       kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, kvmux_fsm_realloc_fn ra,
-                       uint8_t **out, size_t *outlen) {
-    snap_buf b = {.ra = ra};
-    if (snap_reserve(&b, SNAP_HDR_LEN) != 0) return -1;
-    b.len = SNAP_HDR_LEN;
-    uint64_t last = kvmux_store_last_version(st);
-    for (uint32_t s = 0;; s++)
-        if (s >= kvmux_store_snapshot_shard(st, s, snap_record, &b)) break;
-    /* The session table after the records (an empty one: u32 0). */
+/* The small parts, copied at begin: the session table (an empty one: u32
+ * 0), the values being staged (likewise) and the applied slot map (none:
+ * u32 0). */
+static int snap_tail(kvmux_fsm_snap *sn, kvmux_sessions *ss, kvmux_stage_tab *sg,
+                     kvmux_fsm_cluster *cl) {
     kvmux_sessions empty;
     kvmux_sessions_init(&empty);
     const kvmux_sessions *tab = ss ? ss : &empty;
@@ -405,26 +402,111 @@ int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss
     const kvmux_stage_tab *stg = sg ? sg : &nostage;
     /* The applier's own map: read without the lock (only it writes). */
     size_t ml = cl && cl->map ? cl->len : 0;
-    size_t sl = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg) + 4 + ml;
-    if (!b.failed && snap_reserve(&b, sl) != 0) b.failed = 1;
-    if (b.failed) {
-        ra(b.p, 0);
-        return -1;
+    size_t n = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg) + 4 + ml;
+    if (!(sn->tail = sn->ra(NULL, n))) return -1;
+    size_t off = kvmux_sessions_encode(tab, sn->tail);
+    off += kvmux_stage_encode(stg, sn->tail + off);
+    put32(sn->tail + off, (uint32_t)ml);
+    if (ml) memcpy(sn->tail + off + 4, cl->bytes, ml);
+    sn->tail_len = off + 4 + ml;
+    return 0;
+}
+
+void kvmux_fsm_snap_free(kvmux_fsm_snap *sn) {
+    if (!sn) return;
+    if (sn->body) sn->ra(sn->body, 0);
+    if (sn->tail) sn->ra(sn->tail, 0);
+    free(sn->reg);
+    free(sn);
+}
+
+int kvmux_fsm_snap_begin(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
+                         kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, kvmux_fsm_realloc_fn ra,
+                         kvmux_fsm_snap **out) {
+    kvmux_fsm_snap *sn = calloc(1, sizeof *sn);
+    uint32_t ns = kvmux_store_shards(st);
+    uint64_t *bound = calloc(ns, sizeof *bound);
+    if (sn) {
+        sn->st = st;
+        sn->ra = ra;
+        sn->nshards = ns;
+        sn->reg = calloc(ns, sizeof *sn->reg);
     }
-    b.len += kvmux_sessions_encode(tab, b.p + b.len);
-    /* Then the values being staged (an empty table: u32 0). */
-    b.len += kvmux_stage_encode(stg, b.p + b.len);
-    /* Then the applied slot map (none: u32 0). */
-    put32(b.p + b.len, (uint32_t)ml);
-    if (ml) memcpy(b.p + b.len + 4, cl->bytes, ml);
-    b.len += 4 + ml;
-    put32(b.p, SNAP_MAGIC);
-    put32(b.p + 4, SNAP_FORMAT);
-    put64(b.p + 8, last);
-    put64(b.p + 16, b.count);
-    put64(b.p + 24, kvmux_fsm_clock_read(clk));
-    *out = b.p;
-    *outlen = b.len;
+    if (!sn || !bound || !sn->reg || snap_tail(sn, ss, sg, cl) != 0) goto fail;
+    /* Measure, allocate, then mark: between the first and the last only
+     * the caller could add to the store (it is the one writer), so the
+     * bounds hold. */
+    uint64_t last = kvmux_store_last_version(st);
+    kvmux_store_snap_measure(st, SNAP_REC_HDR_LEN, bound);
+    size_t total = SNAP_HDR_LEN;
+    for (uint32_t i = 0; i < ns; i++) {
+        sn->reg[i].off = total;
+        sn->reg[i].cap = (size_t)bound[i];
+        total += (size_t)bound[i];
+    }
+    free(bound);
+    bound = NULL;
+    if (!(sn->body = ra(NULL, total))) goto fail;
+    put32(sn->body, SNAP_MAGIC);
+    put32(sn->body + 4, SNAP_FORMAT);
+    put64(sn->body + 8, last);
+    put64(sn->body + 24, kvmux_fsm_clock_read(clk));
+    kvmux_store_snap_begin(st, kvmux_store_now(st), snap_record, sn);
+    *out = sn;
+    return 0;
+fail:
+    free(bound);
+    kvmux_fsm_snap_free(sn);
+    return -1;
+}
+
+int kvmux_fsm_snap_run(kvmux_fsm_snap *sn) {
+    for (uint32_t i = 0; i < sn->nshards; i++) kvmux_store_snap_shard(sn->st, i);
+    /* Every shard handed over: close the gaps between the regions (a key
+     * expired at the instant leaves its room unused). */
+    size_t at = SNAP_HDR_LEN;
+    uint64_t count = 0;
+    int overflow = 0;
+    for (uint32_t i = 0; i < sn->nshards; i++) {
+        const snap_region *g = &sn->reg[i];
+        overflow |= g->overflow;
+        if (sn->body && g->len && g->off != at) memmove(sn->body + at, sn->body + g->off, g->len);
+        at += g->len;
+        count += g->count;
+    }
+    if (!sn->body || overflow) return -1;
+    put64(sn->body + 16, count);
+    sn->body_len = at;
+    return 0;
+}
+
+void kvmux_fsm_snap_take(kvmux_fsm_snap *sn, uint8_t **body, size_t *body_len, uint8_t **tail,
+                         size_t *tail_len) {
+    *body = sn->body;
+    *body_len = sn->body_len;
+    *tail = sn->tail;
+    *tail_len = sn->tail_len;
+    sn->body = sn->tail = NULL;
+}
+
+int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
+                       kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, kvmux_fsm_realloc_fn ra,
+                       uint8_t **out, size_t *outlen) {
+    kvmux_fsm_snap *sn;
+    if (kvmux_fsm_snap_begin(st, clk, ss, sg, cl, ra, &sn) != 0) return -1;
+    uint8_t *body, *tail, *p = NULL;
+    size_t blen, tlen;
+    if (kvmux_fsm_snap_run(sn) == 0) {
+        kvmux_fsm_snap_take(sn, &body, &blen, &tail, &tlen);
+        p = ra(body, blen + tlen);
+        if (!p) ra(body, 0);
+        else memcpy(p + blen, tail, tlen);
+        ra(tail, 0);
+    }
+    kvmux_fsm_snap_free(sn);
+    if (!p) return -1;
+    *out = p;
+    *outlen = blen + tlen;
     return 0;
 }
 

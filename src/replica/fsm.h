@@ -113,9 +113,43 @@ typedef void *(*kvmux_fsm_realloc_fn)(void *p, size_t n);
  * version counter and the clock), the session table ss (NULL: none),
  * the staged values sg and the applied slot map of cl (NULL: none) into a buffer from ra. Returns 0 with *out, *outlen, or -1 (out of
  * memory). Writers must be quiescent (the apply thread calls it);
- * readers may run. */
+ * readers may run. begin + run + take, joined into one buffer. */
 int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
                        struct kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, kvmux_fsm_realloc_fn ra, uint8_t **out, size_t *outlen);
+
+/* ---- background snapshots (docs/DESIGN.md "Snapshots beside the
+ * applies") ----
+ * What kvmux_fsm_snapshot gives (the same records, maybe in another
+ * order), in two steps: begin (on the applier's thread, between two
+ * applies: quick) fixes the instant -- the version counter, the clock,
+ * sessions, staged values and slot map are copied, the store marked for
+ * copy-on-write by key (kvmux_store_snap_begin) and the whole buffer
+ * allocated; run (any thread, once) serializes the store shard by shard
+ * while applies go on, each of which first keeps the old record of a key
+ * it changes. The result is the state at begin exactly. */
+typedef struct kvmux_fsm_snap kvmux_fsm_snap;
+
+/* Begin a snapshot of st, ss, sg, cl (as for kvmux_fsm_snapshot).
+ * Writers must be quiescent during the call (the apply thread calls it);
+ * only one snapshot of a store at a time. Returns 0 with *out, or -1 (out
+ * of memory: nothing begun). */
+int kvmux_fsm_snap_begin(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
+                         struct kvmux_stage_tab *sg, kvmux_fsm_cluster *cl,
+                         kvmux_fsm_realloc_fn ra, kvmux_fsm_snap **out);
+/* Serialize what is left (any one thread; applies may run meanwhile) and
+ * finish the buffers. Once it returns, st is free for the next snapshot.
+ * Returns 0, or -1 if a shard held more than begin measured (cannot
+ * happen: the buffers are then incomplete and must not be used). */
+int kvmux_fsm_snap_run(kvmux_fsm_snap *sn);
+/* After run: the snapshot as two buffers from ra, to be written one after
+ * the other (the header and the keys, then sessions, staged values and
+ * map). Ownership passes to the caller; *tail may be NULL only with
+ * *tail_len 0. */
+void kvmux_fsm_snap_take(kvmux_fsm_snap *sn, uint8_t **body, size_t *body_len, uint8_t **tail,
+                         size_t *tail_len);
+/* Free sn and whatever was not taken. Call only after run (the store
+ * still refers to sn before). */
+void kvmux_fsm_snap_free(kvmux_fsm_snap *sn);
 
 /* Replace st's contents and the session table ss (NULL: ignored) by the
  * snapshot buf[0..len) (clk moves to the snapshot's clock if that is

@@ -113,7 +113,10 @@ struct kvmux_node {
     uint64_t wd_clock;           /* ms the Raft loop ran (on_watchdog) */
     uint64_t wd_last;            /* monotonic ms of the last check */
     uint64_t wd_every;           /* ms between checks */
-    unsigned own_puts;           /* own snapshots being written */
+    unsigned own_puts;           /* own snapshots being serialized or written */
+    kvmux_fsm_snap *snap;        /* begun by fsm_snapshot, not yet handed to
+                                    the pool (fix_snapshot_put) */
+    struct snap_work *snap_work; /* the snapshot being serialized */
     raft_index loaded_index;     /* the snapshot io_snapshot_get last loaded */
     raft_term loaded_term;
     raft_index snap_index;       /* the latest snapshot stored here (fix 3) */
@@ -194,6 +197,14 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
  * leader change: the window in which the leader may send it a snapshot. */
 #define SETTLE_ELECTIONS 10u
 
+/* Our own snapshot, in two steps (docs/DESIGN.md "Snapshots beside the
+ * applies"): here, on the Raft thread between two applies, the instant is
+ * fixed (kvmux_fsm_snap_begin: small tables copied, the store marked
+ * copy-on-write by key) and the buffers are left empty; fix_snapshot_put, which
+ * C-Raft calls next, has the store serialized on libuv's thread pool and
+ * hands the snapshot to raft_uv when that is done. C-Raft 0.22.1's own
+ * fsm->snapshot_async cannot do it: legacy.c calls it right after
+ * fsm->snapshot, on the Raft thread. */
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs) {
     kvmux_node *n = fsm->data;
     /* Work around C-Raft 0.22.1 (and upstream at the time of writing):
@@ -208,25 +219,29 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     if (raft_state(&n->raft) != RAFT_LEADER &&
         kvmux_clock_ms() - n->settle_since < SETTLE_ELECTIONS * n->cfg.election_ms)
         return RAFT_BUSY;
-    uint8_t *p;
-    size_t len;
-    if (kvmux_fsm_snapshot(n->cfg.store, n->cfg.clock, n->cfg.sessions, n->cfg.stage, n->cfg.cluster,
-                           ra_realloc, &p, &len) != 0)
-        return RAFT_NOMEM;
+    if (n->snap) {
+        /* Begun but never handed to raft_uv (cannot happen with 0.22.1:
+         * put follows snapshot): finish it so the store is free. */
+        (void)kvmux_fsm_snap_run(n->snap);
+        kvmux_fsm_snap_free(n->snap);
+        n->snap = NULL;
+    }
     /* The member table first (so a replica that joins from this snapshot
-     * learns every member's client address), then the store. */
+     * learns every member's client address), then the store: the header
+     * and keys, then sessions, staged values and map. */
     uint8_t *t = raft_malloc(KVMUX_PEERS_WIRE_MAX);
-    *bufs = t ? raft_malloc(2 * sizeof **bufs) : NULL;
-    if (!*bufs) {
+    *bufs = t ? raft_calloc(3, sizeof **bufs) : NULL;
+    if (!*bufs || kvmux_fsm_snap_begin(n->cfg.store, n->cfg.clock, n->cfg.sessions,
+                                       n->cfg.stage, n->cfg.cluster, ra_realloc,
+                                       &n->snap) != 0) {
+        raft_free(*bufs);
         raft_free(t);
-        raft_free(p);
+        n->snap = NULL;
         return RAFT_NOMEM;
     }
     (*bufs)[0].base = t;
     (*bufs)[0].len = kvmux_peers_encode(&n->table, t);
-    (*bufs)[1].base = p;
-    (*bufs)[1].len = len;
-    *n_bufs = 2;
+    *n_bufs = 3;
     atomic_fetch_add(&n->snapshots, 1);
     return 0;
 }
@@ -546,6 +561,8 @@ static void on_closed(struct raft *r) {
     uv_close((uv_handle_t *)&n->watchdog, NULL);
 }
 
+static void node_close(kvmux_node *n);
+
 static void on_async(uv_async_t *a) {
     kvmux_node *n = a->data;
     pthread_mutex_lock(&n->mu);
@@ -559,7 +576,16 @@ static void on_async(uv_async_t *a) {
         submit(n, q);
         q = next;
     }
-    if (stop && !n->closing) {
+    if (stop) node_close(n);
+}
+
+/* Close once stopping, after the snapshot being serialized is written
+ * (C-Raft, unaware of it, would otherwise be gone by then). */
+static void node_close(kvmux_node *n) {
+    pthread_mutex_lock(&n->mu);
+    int stop = n->stopping;
+    pthread_mutex_unlock(&n->mu);
+    if (stop && !n->closing && !n->snap_work) {
         publish(n);
         n->closing = 1;
         atomic_store(&n->role, 0);
@@ -888,27 +914,114 @@ static int fix_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
     return n->io_start(io, msecs, tick, fix_recv);
 }
 
+/* A snapshot being serialized on libuv's thread pool, then written.
+ * snap_mu orders the hand-over both ways where ThreadSanitizer can see it
+ * (libuv's own queue is uninstrumented and suppressed there:
+ * tests/replica/tsan.supp); static, so no thread initializes it. */
+static pthread_mutex_t snap_mu = PTHREAD_MUTEX_INITIALIZER;
+
+typedef struct snap_work {
+    uv_work_t work; /* first: the pool thread finds the rest without a read */
+    kvmux_node *n;
+    put_shim *sh;
+    unsigned trailing;
+    const struct raft_snapshot *snapshot; /* C-Raft's; bufs[1..2] filled here */
+    kvmux_fsm_snap *sn;
+    int rc;
+} snap_work;
+
+static void snap_work_run(uv_work_t *w) { /* a pool thread */
+    snap_work *sw = (snap_work *)(void *)w;
+    pthread_mutex_lock(&snap_mu);
+    kvmux_fsm_snap *sn = sw->sn;
+    pthread_mutex_unlock(&snap_mu);
+    int rc = kvmux_fsm_snap_run(sn);
+    pthread_mutex_lock(&snap_mu);
+    sw->rc = rc;
+    pthread_mutex_unlock(&snap_mu);
+}
+
+static void snap_work_done(uv_work_t *w, int status) {
+    snap_work *sw = w->data;
+    kvmux_node *n = sw->n;
+    (void)status; /* never cancelled: uv_cancel is not called */
+    pthread_mutex_lock(&snap_mu);
+    int failed = sw->rc != 0;
+    pthread_mutex_unlock(&snap_mu);
+    if (failed) {
+        /* A shard grew past its measured bound: a bug that would write a
+         * snapshot missing keys; better stop here than truncate the log
+         * behind it (a restart recovers from the previous one). */
+        KVMUX_LOG_E("replica: snapshot serialization overflowed its buffer; exiting");
+        abort();
+    }
+    struct raft_buffer *b = sw->snapshot->bufs; /* ours, from fsm_snapshot */
+    uint8_t *body, *tail;
+    kvmux_fsm_snap_take(sw->sn, &body, &b[1].len, &tail, &b[2].len);
+    b[1].base = body;
+    b[2].base = tail;
+    kvmux_fsm_snap_free(sw->sn);
+    n->snap_work = NULL;
+    /* The watchdog times the write, not the serialization (CPU work). */
+    wait_add(n, &sw->sh->wait);
+    int rc = n->io_snapshot_put(&n->io, sw->trailing, &sw->sh->req, sw->snapshot, fix_put_done);
+    if (rc != 0) {
+        KVMUX_LOG_E("replica: cannot write a snapshot: %s", raft_strerror(rc));
+        fix_put_done(&sw->sh->req, rc);
+    }
+    free(sw);
+    node_close(n); /* if a stop waited for this */
+}
+
+/* Own snapshots: serialized on the pool first (fsm_snapshot), written
+ * after. Installed ones (trailing 0) go straight through. */
 static int fix_snapshot_put(struct raft_io *io, unsigned trailing,
                             struct raft_io_snapshot_put *req,
                             const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb) {
     kvmux_node *n = node_of(io);
     note_snapshot(n, snapshot->index, snapshot->term);
     put_shim *sh = calloc(1, sizeof *sh);
-    if (!sh) return RAFT_NOMEM;
+    snap_work *sw = n->snap ? calloc(1, sizeof *sw) : NULL;
+    if (!sh || (n->snap && !sw)) {
+        free(sh);
+        free(sw);
+        if (n->snap) { /* release the store's marks now */
+            (void)kvmux_fsm_snap_run(n->snap);
+            kvmux_fsm_snap_free(n->snap);
+            n->snap = NULL;
+        }
+        return RAFT_NOMEM; /* C-Raft frees the (empty) buffers */
+    }
     sh->orig = req;
     sh->cb = cb;
     sh->n = n;
     sh->req.data = req->data;
-    sh->own = trailing != 0; /* 0: an installed snapshot, not one of ours */
-    if (sh->own) n->own_puts++; /* before: a callback may come from inside */
-    wait_add(n, &sh->wait);
-    int rc = n->io_snapshot_put(io, trailing, &sh->req, snapshot, fix_put_done);
-    if (rc != 0) {
-        if (sh->own) n->own_puts--;
-        wait_del(n, &sh->wait);
-        free(sh);
+    if (!sw) { /* an installed snapshot (trailing 0): written as is */
+        sh->own = trailing != 0;
+        if (sh->own) n->own_puts++; /* before: a callback may come from inside */
+        wait_add(n, &sh->wait);
+        int rc = n->io_snapshot_put(io, trailing, &sh->req, snapshot, fix_put_done);
+        if (rc != 0) {
+            if (sh->own) n->own_puts--;
+            wait_del(n, &sh->wait);
+            free(sh);
+        }
+        return rc;
     }
-    return rc;
+    sh->own = 1; /* counted from now: serialized, then written */
+    *sw = (snap_work){.n = n, .sh = sh, .trailing = trailing, .snapshot = snapshot,
+                      .sn = n->snap};
+    sw->work.data = sw;
+    pthread_mutex_lock(&snap_mu); /* publishes sw and the begun snapshot */
+    pthread_mutex_unlock(&snap_mu);
+    n->snap = NULL;
+    n->snap_work = sw;
+    n->own_puts++;
+    if (uv_queue_work(&n->loop, &sw->work, snap_work_run, snap_work_done) != 0) {
+        snap_work_run(&sw->work); /* cannot fail with these arguments */
+        snap_work_done(&sw->work, 0);
+    }
+    return 0;
 }
 
 typedef struct get_shim {

@@ -224,6 +224,13 @@ static int validate_replica(const kvmux_server_config *c, char *err, size_t errl
     if (c->aof_path)
         return kvmux_errf(err, errlen, "--aof cannot be used with --replica-id: in replicated mode "
                     "the Raft log in --replica-dir is the durable log");
+    /* An eviction happens on the leader's loop, outside the log: the
+     * leader would lose keys its followers keep (and its snapshots would
+     * differ from theirs). */
+    if (c->maxmemory_policy != 0)
+        return kvmux_errf(err, errlen, "--maxmemory-policy allkeys-lru cannot be used with "
+                    "--replica-id: evictions are not replicated (use noeviction: writes over "
+                    "--maxmemory are refused before the log)");
     if (c->replica_dir && !c->replica_dir[0])
         return kvmux_errf(err, errlen, "--replica-dir needs a directory path");
     if (!c->peers) return kvmux_errf(err, errlen, "--replica-id needs --peers");

@@ -415,6 +415,7 @@ static void fire_waiters(kvmux_store *s, shard *sh, entry *e) {
 /* Remove the entry in slot i and free it with its value. */
 static void remove_at(const kvmux_store *s, shard *sh, size_t i) {
     entry *e = slot_entry(sh->slots[i]);
+    snap_keep(s, sh, e);
     /* A tombstone is needed only if a probe may run past this slot. */
     if (sh->slots[(i + 1) & (sh->cap - 1)] == 0) {
         sh->slots[i] = 0;
@@ -512,6 +513,7 @@ static uint64_t put(kvmux_store *s, shard *sh, size_t i, uint64_t hash, const ui
         e = entry_alloc(s, sh, size);
         if (!e) return 0;
     }
+    if (old) snap_keep(s, sh, old); /* the change happens: no failure below */
     uint64_t ver = version ? version : next_version(s);
     if (e == old) {
         entry_build(e, flags, ver, clock32(now), e_key(old), klen, nv->val, nv->bytes, ivlen,
@@ -951,6 +953,60 @@ uint32_t kvmux_store_snapshot_shard(kvmux_store *s, uint32_t i, kvmux_store_jour
     pthread_mutex_unlock(&sh->mu);
     return s->nshards;
 }
+
+/* ---- background snapshots ---- */
+
+/* A SET record of e as the snapshot sees it (now_ms its instant), unless
+ * e had expired by then. */
+static void snap_emit(const kvmux_store *s, const shard *sh, const entry *e) {
+    if (is_expired(e, s->snap_now)) return;
+    kvmux_store_record r = {KVMUX_STORE_REC_SET, e_key(e), e->klen, e_vbytes(e),
+                            e_vlen(e), e->version, e_expires(e), s->snap_now};
+    s->snap_fn(s->snap_ud, (uint32_t)(sh - s->shards), &r);
+}
+
+void kvmux__store_snap_keep(const kvmux_store *s, const shard *sh, const entry *e) {
+    snap_emit(s, sh, e);
+}
+
+void kvmux_store_snap_measure(kvmux_store *s, uint64_t per_record, uint64_t *bound) {
+    for (uint32_t i = 0; i < s->nshards; i++) {
+        shard *sh = &s->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        bound[i] = sh->live * per_record + sh->bytes;
+        pthread_mutex_unlock(&sh->mu);
+    }
+}
+
+void kvmux_store_snap_begin(kvmux_store *s, uint64_t now, kvmux_store_snap_fn fn, void *ud) {
+    s->snap_fn = fn;
+    s->snap_ud = ud;
+    s->snap_now = now;
+    s->snap_last = kvmux_store_last_version(s);
+    for (uint32_t i = 0; i < s->nshards; i++) {
+        shard *sh = &s->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        sh->snap_pending = 1;
+        pthread_mutex_unlock(&sh->mu);
+    }
+}
+
+void kvmux_store_snap_shard(kvmux_store *s, uint32_t i) {
+    if (i >= s->nshards) return;
+    shard *sh = &s->shards[i];
+    pthread_mutex_lock(&sh->mu);
+    /* Keys unchanged since the instant; the others were kept as they were
+     * when they first changed (snap_keep), or did not exist then. */
+    for (size_t b = 0; sh->snap_pending && b < sh->cap; b++) {
+        if (!slot_used(sh->slots[b])) continue;
+        const entry *e = slot_entry(sh->slots[b]);
+        if (e->version != 0 && e->version <= s->snap_last) snap_emit(s, sh, e);
+    }
+    sh->snap_pending = 0;
+    pthread_mutex_unlock(&sh->mu);
+}
+
+uint32_t kvmux_store_shards(const kvmux_store *s) { return s->nshards; }
 
 /* ---- memory limit, eviction and active expiry ---- */
 

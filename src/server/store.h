@@ -325,6 +325,49 @@ void kvmux_store_bump_version(kvmux_store *s, uint64_t v);
 uint32_t kvmux_store_snapshot_shard(kvmux_store *s, uint32_t shard,
                                     kvmux_store_journal_fn fn, void *ud);
 
+/* ---- background snapshots (copy-on-write by key) ----
+ *
+ * A snapshot of the whole store as it is at one instant, serialized
+ * beside the writers: kvmux_store_snap_begin records the instant (the
+ * last version handed out, the clock) and marks every shard pending;
+ * kvmux_store_snap_shard then hands fn, under the shard's lock, every key
+ * of the shard whose version is not newer than the instant's, and clears
+ * the mark. Meanwhile, the first change of such a key in a pending shard
+ * -- a write, a DEL, a read or expiry cycle expiring it, an eviction --
+ * hands fn its record as it was, just before the change (one record
+ * copied, under the same lock). So every key of the instant reaches fn
+ * exactly once, with its state at the instant, and keys created after
+ * it never do. Versions must only grow meanwhile: no kvmux_store_restore*
+ * during a snapshot. */
+
+/* Gets one live key of shard `shard` (a SET record: its now_ms is the
+ * `now` given to begin). Called with that shard's lock held, from
+ * whichever thread serializes the shard: must be short, must not call
+ * the store; two shards may be handed over at the same time on two
+ * threads. */
+typedef void (*kvmux_store_snap_fn)(void *ud, uint32_t shard, const kvmux_store_record *r);
+
+/* For each shard, an upper bound on what the next snapshot's fn will
+ * receive from it, per_record per key plus key and value bytes (bound
+ * has kvmux_store_shards(s) elements). The bounds hold for a snapshot
+ * begun later if nothing was added meanwhile (only the caller writes:
+ * reads, expiry and eviction only remove). */
+void kvmux_store_snap_measure(kvmux_store *s, uint64_t per_record, uint64_t *bound);
+/* Start a background snapshot of the store as it is now: keys whose
+ * expiry is at or before now (store clock) are left out. Only one at a
+ * time: the previous one must be finished (every shard passed to
+ * kvmux_store_snap_shard). The instant is exact only if no other thread
+ * writes during this call (replicated: the Raft thread, the only writer,
+ * calls it; a read expiring a key meanwhile removes one expired at now
+ * anyway). Whatever fn's ud points to must be ready before the call. */
+void kvmux_store_snap_begin(kvmux_store *s, uint64_t now, kvmux_store_snap_fn fn, void *ud);
+/* Serialize shard i now if it is still pending (any thread). Once it has
+ * been called for every shard, fn has been called for the last time and
+ * everything it wrote is visible to the caller. */
+void kvmux_store_snap_shard(kvmux_store *s, uint32_t i);
+/* The number of shards (fixed at creation). */
+uint32_t kvmux_store_shards(const kvmux_store *s);
+
 /* ---- memory limit and active expiry ---- */
 
 enum kvmux_maxmemory_policy {

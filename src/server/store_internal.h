@@ -73,6 +73,9 @@ typedef struct shard {
     uint64_t evicted;
     size_t expire_cursor;        /* next slot for the active cycle */
     kvmux_slab_pool slab;        /* this shard's entries */
+    int snap_pending;            /* a background snapshot has yet to
+                                    serialize this shard (store.h
+                                    "Background snapshots"); under mu */
 } shard;
 
 struct kvmux_store {
@@ -93,6 +96,13 @@ struct kvmux_store {
     void *(*alloc)(void *ud, size_t n);
     void (*dealloc)(void *ud, void *p);
     void *alloc_ud;
+    /* The background snapshot under way (kvmux_store_snap_begin): set
+     * before any shard is marked pending, read under a pending shard's
+     * lock (the lock orders the two). */
+    kvmux_store_snap_fn snap_fn;
+    void *snap_ud;
+    uint64_t snap_now;             /* keys expired at it are left out */
+    uint64_t snap_last;            /* the last version at the instant */
 };
 
 /* ---- entry layout ---- */
@@ -160,6 +170,19 @@ typedef struct newval {
     const uint8_t *bytes;
     size_t len;
 } newval;
+
+/* Hand e's record to the background snapshot (kvmux__store_snap_keep's
+ * caller checked that the snapshot wants it). */
+void kvmux__store_snap_keep(const kvmux_store *s, const shard *sh, const entry *e);
+
+/* Call right before e (in sh, lock held) is changed or removed: if a
+ * background snapshot has yet to serialize sh and e is as it was at the
+ * snapshot's instant (its version is not newer), its record goes to the
+ * snapshot now (copy-on-write by key: store.h "Background snapshots"). */
+static inline void snap_keep(const kvmux_store *s, const shard *sh, const entry *e) {
+    if (sh->snap_pending && e->version != 0 && e->version <= s->snap_last)
+        kvmux__store_snap_keep(s, sh, e);
+}
 
 /* ---- shared with store_ttl.c and store_scan.c (shard lock held where
  * a shard is passed) ---- */

@@ -301,6 +301,25 @@ static void test_misses_not_errors(void)
     CHECK(field(p.out, "\"misses\":") > 250);
 }
 
+/* --stale is accepted by every driver; on a single node (protocol v2) the
+ * reads are plain ones. */
+static void test_stale_flag(void)
+{
+    const char *drivers[][4] = {{"--mode", "serial", "--driver", NULL},
+                                {"--mode", "async", "--driver", "loop"},
+                                {"--mode", "async", "--driver", "callback"}};
+    for (int d = 0; d < 3; d++) {
+        const char *args[] = {"-n", "300", "--op", "get", "--stale", "-k", "100", "--json", "-q",
+                              drivers[d][0], drivers[d][1], drivers[d][3] ? drivers[d][2] : NULL,
+                              drivers[d][3], NULL};
+        bench_proc p;
+        REQUIRE(bench_run_child(&p, g_port, args, 30000, 0, 0) == 0);
+        CHECK_EQ(p.status, 0);
+        CHECK_EQ(field(p.out, "\"ops\":"), 300);
+        CHECK_EQ(field(p.out, "\"errors\":"), 0);
+    }
+}
+
 /* INCR after --preload: preload writes "0" so every INCR succeeds. */
 static void test_incr_preload(void)
 {
@@ -435,6 +454,7 @@ int main(void)
     test_text_serial_count();
     test_endpoints();
     test_misses_not_errors();
+    test_stale_flag();
     test_incr_preload();
     test_async("loop");
     test_async("callback");

@@ -4,6 +4,10 @@
 kvmux_add_test(replica_entry_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_entry_test.c
   LIBS kvmuxd_core LABELS unit TIMEOUT 60)
+# Background snapshots: serialized on a second thread while entries apply.
+kvmux_add_test(replica_snap_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_snap_test.c
+  LIBS kvmuxd_core LABELS unit concurrent TIMEOUT 60)
 kvmux_add_test(replica_stage_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_stage_test.c
   LIBS kvmuxd_core LABELS unit TIMEOUT 60)
@@ -38,6 +42,11 @@ if(TARGET kvmux AND TARGET kvmuxd)
     kvmux_add_test(replica_follower_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_follower_test.c
       LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 180)
+    # Background snapshots of a 200k-key store in a group under load, kill -9
+    # and restart of a follower and of the leader: equal digests.
+    kvmux_add_test(replica_snap_group_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_snap_group_test.c
+      LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 300)
     kvmux_add_test(replica_lease_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_lease_test.c
       LIBS kvmux kvmux_rgroup LABELS integration concurrent TIMEOUT 180)

@@ -5,7 +5,7 @@
  *  - writes on the leader reach every replica (same applied index, same
  *    store digest), and reads on the leader see them;
  *  - a restart of the whole group recovers from snapshot + log;
- *  - --aof with --replica-id exits 2. */
+ *  - --aof, or --maxmemory-policy allkeys-lru, with --replica-id exits 2. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,6 +200,13 @@ static void check_aof_refused(void) {
     int rc = test_run(argv, NULL, NULL, NULL, 0, err, sizeof err, 10000);
     CHECK_EQ(rc, 2);
     CHECK(strstr(err, "--aof") != NULL);
+    /* Evictions would happen outside the log: refused too. */
+    const char *lru[] = {KVMUXD_PATH, "--port", "0", "--replica-id", "1", "--peers",
+                         "1=127.0.0.1:1/127.0.0.1:2", "--maxmemory", "1M",
+                         "--maxmemory-policy", "allkeys-lru", NULL};
+    rc = test_run(lru, NULL, NULL, NULL, 0, err, sizeof err, 10000);
+    CHECK_EQ(rc, 2);
+    CHECK(strstr(err, "--maxmemory-policy") != NULL);
 }
 
 /* The exactly-once session limits: each range, and the window against

@@ -65,6 +65,9 @@ void bench_args_usage(FILE *out)
         "  --timeout MS        per-request timeout (default 5000)\n"
         "  --busy-poll USEC    after I/O, poll the socket for up to USEC before sleeping\n"
         "                      (the loop driver's epoll_wait, else the client's reader\n                      thread: kvmux_options.busy_poll_us; default 0 = off)\n"
+        "  --stale             reads carry the STALE flag (kvmux_options.stale_reads):\n"
+        "                      any replica of a group answers them from what it has\n"
+        "                      applied (protocol v3; no effect on a single node)\n"
         "  --seed N            random seed (default 1)\n"
         "  --json              final summary as JSON on stdout\n"
         "  --tls               connect with TLS (serial/sync, or --driver callback);\n"
@@ -185,6 +188,7 @@ enum {
     OPT_BUSY_POLL,
     OPT_SEED,
     OPT_CLUSTER,
+    OPT_STALE,
     OPT_HELP
 };
 
@@ -205,6 +209,7 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
         {"busy-poll", required_argument, NULL, OPT_BUSY_POLL},
         {"seed", required_argument, NULL, OPT_SEED},
         {"cluster", no_argument, NULL, OPT_CLUSTER},
+        {"stale", no_argument, NULL, OPT_STALE},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -344,6 +349,9 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
             if (parse_u64(a, 0, UINT64_MAX, &v))
                 goto bad;
             cfg->seed = v;
+            break;
+        case OPT_STALE:
+            cfg->stale = 1;
             break;
         case OPT_HELP:
             bench_args_usage(stdout);

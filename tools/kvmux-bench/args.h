@@ -70,6 +70,8 @@ typedef struct bench_config {
     int cluster;               /* --cluster: -h/-p (or -h's list) are seeds
                                   of a sharded cluster (kvmux_options
                                   .cluster; every mode and driver) */
+    int stale;                 /* --stale: reads carry the STALE flag
+                                  (kvmux_options.stale_reads) */
 } bench_config;
 
 /* Parse argv into *cfg (defaults first).
