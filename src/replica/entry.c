@@ -69,6 +69,12 @@ int kvmux_entry_decode_hdr(const uint8_t *buf, size_t len, kvmux_entry_hdr *h,
     h->sess_window = fmt == 1 ? 0 : get32(buf + 36);
     h->sess_max = fmt == 1 ? 0 : get32(buf + 40);
     h->sess_timeout_ms = fmt == 1 ? 0 : get64(buf + 48);
+    /* The session limits size the state machine's tables (a reply ring
+     * grows up to the window): outside what kvmuxd's options allow, the
+     * entry is damaged, not a configuration. */
+    if (h->sess_window > KVMUX_ENTRY_SESS_WINDOW_MAX || h->sess_window == 1 ||
+        h->sess_max > KVMUX_ENTRY_SESS_MAX)
+        return -1;
     h->origin.replica = buf[5];
     h->origin.loop = get16(buf + 6);
     h->origin.nonce = get64(buf + 8);

@@ -33,6 +33,11 @@
 #define KVMUX_ENTRY_FORMAT1_HDR_LEN 36u
 #define KVMUX_ENTRY_FORMAT1_CMD_HDR_LEN 8u
 #define KVMUX_ENTRY_HDR_LEN 56u
+/* Largest session limits an entry may carry (kvmuxd's --session-window
+ * and --max-sessions bounds); a header beyond them is refused as damaged.
+ * A window of 0 means no sessions. */
+#define KVMUX_ENTRY_SESS_WINDOW_MAX 1048576u
+#define KVMUX_ENTRY_SESS_MAX 10000000u
 #define KVMUX_ENTRY_CMD_HDR_LEN 24u
 #define KVMUX_ENTRY_MAX_EXTRAS 16u
 /* Internal opcodes, never on the wire (a client's opcode is < 32): a

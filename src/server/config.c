@@ -16,6 +16,7 @@
 
 #include "hostport.h"
 #include "log.h"
+#include "entry.h"
 #include "peers.h"
 #include "metrics.h"
 #include "store.h"
@@ -207,8 +208,8 @@ static int validate_replica(const kvmux_server_config *c, char *err, size_t errl
     RANGE(snapshot_threshold, "--snapshot-threshold", 2, 100000000);
     RANGE(replica_disk_timeout_ms, "--replica-disk-timeout", 1000, 600000);
     RANGE(session_timeout_ms, "--session-timeout", 1000, 604800000);
-    RANGE(max_sessions, "--max-sessions", 1, 10000000);
-    RANGE(session_window, "--session-window", 2, 1048576);
+    RANGE(max_sessions, "--max-sessions", 1, KVMUX_ENTRY_SESS_MAX);
+    RANGE(session_window, "--session-window", 2, KVMUX_ENTRY_SESS_WINDOW_MAX);
     if (c->cluster_group > 65535)
         return kvmux_errf(err, errlen, "--cluster-group %u is out of range (1..65535, "
                     "0 = not a cluster node)", c->cluster_group);

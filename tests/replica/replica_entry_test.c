@@ -81,6 +81,26 @@ static void test_vector(void) {
     CHECK(dc.session == 0x1122334455667788ull && dc.seq == 5);
     CHECK(dc.key_len == 1 && dc.key[0] == 'k' && dc.value_len == 1 && dc.value[0] == 'v');
     CHECK_EQ(kvmux_entry_next(&it, &dc), 0);
+    /* Session limits beyond kvmuxd's option bounds are a damaged header
+     * (a window of 2^31 once made a reply ring grow until the test's
+     * timeout, from the fuzz loop below). */
+    {
+        static const struct { uint32_t window, max; int ok; } lims[] = {
+            {KVMUX_ENTRY_SESS_WINDOW_MAX, KVMUX_ENTRY_SESS_MAX, 1},
+            {KVMUX_ENTRY_SESS_WINDOW_MAX + 1, 4096, 0},
+            {0x80000000u, 4096, 0},
+            {1, 4096, 0},
+            {0, 0, 1},
+            {2048, KVMUX_ENTRY_SESS_MAX + 1, 0},
+        };
+        uint8_t v[sizeof VEC2];
+        for (size_t i = 0; i < sizeof lims / sizeof lims[0]; i++) {
+            memcpy(v, VEC2, sizeof v);
+            kvmux_store_u32be(v + 36, lims[i].window);
+            kvmux_store_u32be(v + 40, lims[i].max);
+            CHECK_EQ(kvmux_entry_decode_hdr(v, sizeof v, &d, &it) == 0, lims[i].ok);
+        }
+    }
     for (size_t len = 0; len < sizeof VEC2 - 6; len++) {
         uint8_t *p = malloc(len ? len : 1);
         memcpy(p, VEC2, len);
