@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# bench/routing.sh: the cluster client's routing overhead (issue 11 section
+# 5): kvmux-bench --cluster (libkvmux's cluster handle: slot hash, map
+# lookup, one endpoints-mode client per group behind it) against the plain
+# kvmux-bench on the same one-group cluster, in one run, rounds alternated
+# so drift on a shared machine hits both sides alike.
+#
+# The cluster: one replicated kvmuxd (--replica-id 1, a one-member group,
+# so the Raft log is local) started with --cluster-group 1, and a map that
+# gives group 1 every slot. Plain runs connect to it as an endpoint list
+# of one (the same sub-client the cluster handle uses per group); cluster
+# runs give it as the seed.
+#
+# Shapes (100-byte values, preloaded keyspace), each GET and SET:
+#   async-loop   1 connection, 64 in flight, the bench's event loop driver
+#   async-cb     1 connection, 64 in flight, kvmux_call_async callbacks
+#   sync-8       1 connection, 8 blocking caller threads
+# Prints a table and one line per shape and op:
+#   routing: SHAPE OP plain=OPS cluster=OPS ratio=R (median of N rounds)
+# Ratios under ~0.9 on one run are a regression only if a second run
+# agrees: the machine is shared and the rounds are short.
+#
+# Usage: bench/routing.sh [-k KVMUXD] [-d SECONDS] [-r ROUNDS] [-K KEYSPACE] [--quick]
+#   -k  kvmuxd binary (default ./build/kvmuxd; kvmux-bench and kvmux-cli next to it)
+#   -d  seconds per run (default 3; --quick 1)
+#   -r  rounds per side (default 3; --quick 1)
+#   -K  keyspace (default 100000; --quick 2000)
+# Exit status: 0 done; 1 a server did not start or a run failed; 2 usage.
+set -euo pipefail
+
+KVMUXD="" SECS="" ROUNDS="" KEYSPACE="" QUICK=0
+usage() { sed -n '/^# Usage:/,/^# Exit status/p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -k) KVMUXD=$2; shift 2 ;;
+    -d) SECS=$2; shift 2 ;;
+    -r) ROUNDS=$2; shift 2 ;;
+    -K) KEYSPACE=$2; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "routing.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+done
+if [ "$QUICK" = 1 ]; then : "${SECS:=1}" "${ROUNDS:=1}" "${KEYSPACE:=2000}"
+else : "${SECS:=3}" "${ROUNDS:=3}" "${KEYSPACE:=100000}"; fi
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+: "${KVMUXD:=$ROOT/build/kvmuxd}"
+BIN=$(dirname "$KVMUXD")
+KB=$BIN/kvmux-bench CLI=$BIN/kvmux-cli
+for b in "$KVMUXD" "$KB" "$CLI"; do
+    [ -x "$b" ] || { echo "routing.sh: $b not found: build first (cmake --build build)" >&2; exit 1; }
+done
+[[ "$("$KVMUXD" --help 2>&1)" == *--cluster-group* ]] ||
+    { echo "routing.sh: $KVMUXD was built without replication (KVMUX_WITH_RAFT)" >&2; exit 1; }
+
+. "$ROOT/bench/lib.sh"
+bench_init routing
+
+RP=$(bench_free_port)
+CP=$(bench_free_port)
+mkdir -p "$BENCH_WORK/r1"
+"$KVMUXD" --bind 127.0.0.1 --port "$CP" --threads 2 --replica-id 1 --replica-dir "$BENCH_WORK/r1" \
+    --peers "1=127.0.0.1:$RP/127.0.0.1:$CP" --bootstrap --cluster-group 1 \
+    >"$BENCH_WORK/r1.out" 2>"$BENCH_WORK/r1.err" &
+bench_track $!
+SEED=127.0.0.1:$CP
+ok=0
+for _ in $(seq 150); do
+    if printf 'group 1 %s\nslots 0-16383 1\n' "$SEED" |
+        "$CLI" -h 127.0.0.1 -p "$CP" -t 1000 cluster assign - >/dev/null 2>&1; then ok=1; break; fi
+    sleep 0.1
+done
+[ "$ok" = 1 ] || { tail -5 "$BENCH_WORK/r1.err" >&2; bench_die "the one-group cluster did not take its map in 15 s"; }
+# Preload through the plain path (the keys are the same either way).
+bench_run_tool /dev/null "$KB" -h "$SEED,$SEED" --op get --preload -k "$KEYSPACE" -s 100 -n 1 \
+    --mode async --depth 64 -q || bench_die "preload failed"
+
+jfield() { sed -n "s/.*\"$2\":\([-0-9.]*\).*/\1/p" "$1" | head -1; }
+run() { # SIDE SHAPE OP -> prints ops/s
+    local side=$1 shape=$2 op=$3 args=()
+    case $shape in
+    async-loop) args=(--mode async --depth 64 --driver loop) ;;
+    async-cb) args=(--mode async --depth 64 --driver callback) ;;
+    sync-8) args=(--mode sync -t 8) ;;
+    esac
+    # An endpoint list of one: the plain side uses the endpoints-mode client
+    # the cluster handle runs per group, so the difference is the routing.
+    local tgt=(-h "$SEED,$SEED")
+    [ "$side" = cluster ] && tgt=(-h 127.0.0.1 -p "$CP" --cluster)
+    bench_run_tool "$BENCH_WORK/r.json" "$KB" "${tgt[@]}" --op "$op" -c 1 "${args[@]}" \
+        -k "$KEYSPACE" -s 100 -d "$SECS" --json -q || bench_die "kvmux-bench $side $shape $op failed"
+    local e; e=$(jfield "$BENCH_WORK/r.json" errors)
+    [ "${e:-0}" = 0 ] || bench_die "$side $shape $op: $e errors"
+    jfield "$BENCH_WORK/r.json" ops_per_sec
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+echo "| shape | op | plain ops/s | cluster ops/s | cluster/plain |"
+echo "|---|---|---:|---:|---:|"
+LINES=()
+for shape in async-loop async-cb sync-8; do
+    for op in get set; do
+        P=() C=() R=()
+        for _ in $(seq "$ROUNDS"); do
+            p=$(run plain "$shape" "$op")
+            c=$(run cluster "$shape" "$op")
+            P+=("$p") C+=("$c")
+            R+=("$(awk -v a="$c" -v b="$p" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')")
+        done
+        pm=$(printf '%s\n' "${P[@]}" | median)
+        cm=$(printf '%s\n' "${C[@]}" | median)
+        rm_=$(printf '%s\n' "${R[@]}" | median)
+        printf '| %s | %s | %.0f | %.0f | %.2f |\n' "$shape" "$op" "$pm" "$cm" "$rm_"
+        LINES+=("$(printf 'routing: %s %s plain=%.0f cluster=%.0f ratio=%.2f (median of %d rounds)' \
+            "$shape" "$op" "$pm" "$cm" "$rm_" "$ROUNDS")")
+    done
+done
+printf '%s\n' "${LINES[@]}"
