@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "cluster.h"
+#include "cluster_util.h"
 #include "kvmux.h"
 #include "proto.h"
 #include "rgroup.h"
@@ -101,41 +102,11 @@ static int assign(const rgroup *g, int n, uint64_t epoch, const char *slots) {
     return -1;
 }
 
-/* Encode the text map for a raw setmap. */
-static size_t map_bytes(const char *text, uint8_t *out, size_t cap) {
-    char err[256];
-    kvmux_map *m = malloc(sizeof *m);
-    REQUIRE(m != NULL);
-    if (kvmux_map_parse_text(m, text, err, sizeof err) != 0) {
-        fprintf(stderr, "map text: %s\n", err);
-        REQUIRE(0);
-    }
-    size_t n = kvmux_map_encode(m, out, cap);
-    REQUIRE(n > 0);
-    free(m);
-    return n;
-}
-
 /* CLUSTER setmap straight to one 1-member group (libkvmux, plain). */
 static int setmap(uint16_t port, const char *text) {
     static uint8_t buf[65536];
-    size_t n = map_bytes(text, buf, sizeof buf);
-    kvmux_client *c = NULL;
-    kvmux_options o;
-    kvmux_options_init(&o);
-    REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
-    kvmux_request r;
-    memset(&r, 0, sizeof r);
-    r.op = KVMUX_CLUSTER;
-    r.key = "setmap";
-    r.key_len = 6;
-    r.value = buf;
-    r.value_len = n;
-    kvmux_reply rep;
-    int rc = kvmux_call(c, &r, &rep, 5000);
-    kvmux_reply_free(&rep);
-    kvmux_close(c);
-    return rc;
+    size_t n = cluster_map_bytes(text, buf, sizeof buf), ol;
+    return cluster_call(port, "setmap", buf, n, NULL, 0, &ol);
 }
 
 /* A cluster handle seeded with seeds. */
