@@ -119,19 +119,6 @@ static int cluster_open(kvmux_client **c, const char *seeds, int timeout_ms) {
     return kvmux_connect(c, NULL, 0, &o);
 }
 
-/* A key "k<i>" whose slot is in [lo, hi] (the first such from *from). */
-static void key_in(int lo, int hi, int *from, char *key, size_t cap) {
-    for (int i = *from; i < 10000000; i++) {
-        snprintf(key, cap, "k%d", i);
-        int s = kvmux_slot(key, strlen(key));
-        if (s >= lo && s <= hi) {
-            *from = i + 1;
-            return;
-        }
-    }
-    REQUIRE(0);
-}
-
 static kvmux_cluster_info cstats(kvmux_client *c) {
     kvmux_cluster_info s;
     REQUIRE(kvmux_cluster_stats(c, &s, sizeof s) == 0);
@@ -250,7 +237,7 @@ static void route_ops(kvmux_client *c) {
     int from = 0;
     char k[32];
     for (int g = 0; g < 3; g++) {
-        key_in(g * 5461, g == 2 ? 16383 : g * 5461 + 5460, &from, k, sizeof k);
+        cluster_key_in(g * 5461, g == 2 ? 16383 : g * 5461 + 5460, &from, k, sizeof k);
         uint64_t v1 = 0, v2 = 0;
         int64_t n = 0;
         CHECK_EQ(kvmux_set(c, k, strlen(k), "1", 1, 0, &v1, -1), 0);
@@ -275,7 +262,7 @@ static void route_ops(kvmux_client *c) {
     /* A big value (fragmented) through the handle. */
     size_t big = (size_t)3 << 20;
     uint8_t *bv = test_pattern(big, 7);
-    key_in(10923, 16383, &from, k, sizeof k);
+    cluster_key_in(10923, 16383, &from, k, sizeof k);
     CHECK_EQ(kvmux_set(c, k, strlen(k), bv, big, 0, NULL, 10000), 0);
     kvmux_value *val = NULL;
     CHECK_EQ(kvmux_get(c, k, strlen(k), &val, 10000), 0);
@@ -543,9 +530,9 @@ static void faults_loop(const rgroup *g, const char *lines) {
     kvmux_client *c = NULL;
     REQUIRE(cluster_open(&c, seed, 3000) == 0);
     int from = 0;
-    key_in(0, 8191, &from, k, sizeof k);
+    cluster_key_in(0, 8191, &from, k, sizeof k);
     CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 3000), 0); /* group 1 agrees */
-    key_in(8192, 16383, &from, k, sizeof k);
+    cluster_key_in(8192, 16383, &from, k, sizeof k);
     int64_t t0 = test_now_ms();
     CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 3000), KVMUX_EREDIRECTS);
     CHECK(test_now_ms() - t0 < 3000);
@@ -584,7 +571,7 @@ static void faults_try_again(const rgroup *g, const char *lines) {
     kvmux_client *c = NULL;
     REQUIRE(cluster_open(&c, seed, 3000) == 0);
     int from = 0;
-    key_in(10923, 16383, &from, k, sizeof k);
+    cluster_key_in(10923, 16383, &from, k, sizeof k);
     int64_t t0 = test_now_ms();
     CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 300), KVMUX_ETRYAGAIN);
     int64_t took = test_now_ms() - t0;
@@ -660,14 +647,14 @@ static void faults_unassigned(const rgroup *g, const char *lines) {
     kvmux_client *c = NULL;
     REQUIRE(cluster_open(&c, seed, 3000) == 0);
     int from = 0;
-    key_in(16000, 16383, &from, k, sizeof k);
+    cluster_key_in(16000, 16383, &from, k, sizeof k);
     int64_t t0 = test_now_ms();
     CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 3000), KVMUX_EWRONGSHARD);
     CHECK(test_now_ms() - t0 < 3000);
     kvmux_cluster_info s = cstats(c);
     CHECK_EQ(s.redirects, 0);
     CHECK_EQ(s.epoch, 7);
-    key_in(10923, 15999, &from, k, sizeof k);
+    cluster_key_in(10923, 15999, &from, k, sizeof k);
     CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 3000), 0);
     kvmux_close(c);
 }
@@ -682,8 +669,8 @@ static void faults_redirected_cancel(const rgroup *g, const char *lines) {
     REQUIRE(cluster_open(&c, seed, 5000) == 0);
     CHECK_EQ(cstats(c).epoch, 7);
     int from = 0;
-    key_in(0, 5460, &from, k1, sizeof k1);
-    key_in(0, 5460, &from, k2, sizeof k2);
+    cluster_key_in(0, 5460, &from, k1, sizeof k1);
+    cluster_key_in(0, 5460, &from, k2, sizeof k2);
     CHECK_EQ(kvmux_set(c, k1, strlen(k1), "a", 1, 0, NULL, 3000), 0); /* group 1 */
     /* Epoch 8 gives group 1's slots to group 2 (static: k1 stays in 1). */
     snprintf(text, sizeof text,
@@ -744,8 +731,8 @@ static void faults_kill(rgroup *g) {
     kvmux_client *c = NULL;
     REQUIRE(cluster_open(&c, seed, 3000) == 0);
     int from = 0;
-    key_in(0, 10922, &from, k1, sizeof k1);
-    key_in(10923, 15999, &from, k3, sizeof k3);
+    cluster_key_in(0, 10922, &from, k1, sizeof k1);
+    cluster_key_in(10923, 15999, &from, k3, sizeof k3);
     CHECK_EQ(kvmux_set(c, k3, strlen(k3), "v", 1, 0, NULL, 3000), 0);
     rgroup_kill(&g[2], 0);
     kvmux_request r;
@@ -972,13 +959,13 @@ static void scenario_loop(void) {
     REQUIRE(kvmux_libuv_attach(c, &loop) == 0);
     char k[32];
     int from = 0;
-    key_in(10923, 16383, &from, k, sizeof k);
+    cluster_key_in(10923, 16383, &from, k, sizeof k);
     r.key = k;
     r.key_len = strlen(k);
     lp_done = 0;
     REQUIRE(kvmux_call_async(c, &r, 2000, lp_cb, NULL) == KVMUX_ECONNECT ||
             (run_loop(&loop, 50), lp_done == 1 && lp_last == KVMUX_ECONNECT));
-    key_in(0, 5460, &from, k, sizeof k);
+    cluster_key_in(0, 5460, &from, k, sizeof k);
     r.key_len = strlen(k);
     lp_done = 0;
     REQUIRE(kvmux_call_async(c, &r, 2000, lp_cb, NULL) == 0);

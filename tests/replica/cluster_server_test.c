@@ -36,19 +36,6 @@ static int raw_get(uint16_t port, int v, uint8_t *val, size_t cap, size_t *vlen)
 
 /* ---- two 1-member groups with an installed map ---- */
 
-/* A key "k<i>" whose slot is in [lo, hi] (the i-th such, from *from). */
-static void key_in(int lo, int hi, int *from, char *key, size_t cap) {
-    for (int i = *from; i < 1000000; i++) {
-        snprintf(key, cap, "k%d", i);
-        int s = kvmux_slot(key, strlen(key));
-        if (s >= lo && s <= hi) {
-            *from = i + 1;
-            return;
-        }
-    }
-    REQUIRE(0);
-}
-
 /* The WRONG_SHARD value: u16 slot | u64 epoch | u16 group | endpoints,
  * written out by hand (not with kvmux_redirect_encode). */
 static size_t redirect_bytes(uint16_t slot, uint64_t epoch, uint16_t group, const char *ep,
@@ -209,7 +196,7 @@ static void two_groups(void) {
     /* An unassigned slot: group 0, no endpoints. */
     char key[32];
     int from = 0;
-    key_in(16001, 16383, &from, key, sizeof key);
+    cluster_key_in(16001, 16383, &from, key, sizeof key);
     uint16_t us = kvmux_slot(key, strlen(key));
     wn = redirect_bytes(us, 1, 0, "", want);
     CHECK_EQ(cluster_raw_call(p1, 3, KVMUX_OP_GET, key, NULL, 0, val, sizeof val, &n),
@@ -246,7 +233,7 @@ static void two_groups(void) {
      * and restart: the same map, from snapshot + log. */
     from = 0;
     for (int i = 0; i < 60; i++) {
-        key_in(0, 8000, &from, key, sizeof key);
+        cluster_key_in(0, 8000, &from, key, sizeof key);
         CHECK_EQ(sets(p1, key), 0);
     }
     CHECK(rgroup_stat(&g1, 0, "replica_snapshots") >= 1);
@@ -304,7 +291,8 @@ static void three_members(void) {
     /* "foo" is slot 12182: group 4's, on the follower too (its own map). */
     uint8_t want[64], val[512];
     size_t wn = redirect_bytes(12182, 5, 4, "127.0.0.1:1", want);
-    CHECK_EQ(cluster_raw_call(g.cport[follower], 3, KVMUX_OP_GET, "foo", NULL, 0, val, sizeof val, &n),
+    CHECK_EQ(cluster_raw_call(g.cport[follower], 3, KVMUX_OP_GET, "foo", NULL, 0, val,
+                              sizeof val, &n),
              KVMUX_STATUS_WRONG_SHARD);
     CHECK(n == wn && memcmp(val, want, wn) == 0);
     /* "{user1}.a" (8106) is group 3's: the follower says NOT_LEADER. */

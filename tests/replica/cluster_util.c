@@ -54,6 +54,18 @@ int cluster_call(uint16_t port, const char *sub, const void *val, size_t vlen, u
     return rc;
 }
 
+void cluster_key_in(int lo, int hi, int *from, char *key, size_t cap) {
+    for (int i = *from; i < 10000000; i++) {
+        snprintf(key, cap, "k%d", i);
+        int s = kvmux_slot(key, strlen(key));
+        if (s >= lo && s <= hi) {
+            *from = i + 1;
+            return;
+        }
+    }
+    REQUIRE(0);
+}
+
 int cluster_raw_call(uint16_t port, int v, uint8_t op, const char *key, const void *value,
                      uint32_t vl, uint8_t *val, size_t cap, size_t *vlen) {
     int fd = test_connect_raw(port, 5000);

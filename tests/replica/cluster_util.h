@@ -21,6 +21,11 @@ size_t cluster_map_bytes(const char *text, uint8_t *out, size_t cap);
 int cluster_call(uint16_t port, const char *sub, const void *val, size_t vlen, uint8_t *out,
                  size_t cap, size_t *outlen);
 
+/* A key "k<i>" (NUL-terminated in key[0..cap)) whose slot is in [lo, hi]:
+ * the first such with i >= *from; *from is then i + 1, so calls in a row
+ * give distinct keys. Ends the test if none is found below i = 10^7. */
+void cluster_key_in(int lo, int hi, int *from, char *key, size_t cap);
+
 /* One request (op, key, value[0..vl), no extras) on a new raw connection
  * of protocol version v to 127.0.0.1:port. Returns the response's status
  * code; its value, cut to cap - 1 bytes and NUL-terminated, in val (cap
