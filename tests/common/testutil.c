@@ -9,7 +9,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,6 +60,21 @@ void test_sleep_ms(int ms) {
     }
 }
 
+/* Called in a forked child before exec. A test killed by ctest's timeout
+ * (SIGKILL, no cleanup) must not leave its servers running: they would
+ * hold ports and CPU for the rest of the suite. PR_SET_PDEATHSIG fires
+ * when the forking *thread* exits, so it is set only for children forked
+ * by the main thread (whose exit is the process's); a child forked from a
+ * worker thread keeps the old behaviour. The getppid() check closes the
+ * race where the parent died between fork() and prctl(). */
+static void die_with_parent(pid_t parent, int from_main_thread) {
+    if (!from_main_thread) return;
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return;
+    if (getppid() != parent) _exit(127);
+}
+
+static int on_main_thread(void) { return (pid_t)syscall(SYS_gettid) == getpid(); }
+
 int test_server_start(test_server *s, const char *const *extra_args) {
     const char *argv[64];
     int n = 0;
@@ -73,9 +90,12 @@ int test_server_start(test_server *s, const char *const *extra_args) {
 
     int pfd[2];
     if (pipe(pfd) != 0) return -1;
+    pid_t parent = getpid();
+    int main_thread = on_main_thread();
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
+        die_with_parent(parent, main_thread);
         dup2(pfd[1], STDOUT_FILENO);
         close(pfd[0]);
         close(pfd[1]);
@@ -313,8 +333,11 @@ int test_run(const char *const *argv, const char *env_name, const char *env_valu
     }
     unlink(ofile);
     unlink(efile);
+    pid_t parent = getpid();
+    int main_thread = on_main_thread();
     pid_t pid = fork();
     if (pid == 0) {
+        die_with_parent(parent, main_thread);
         dup2(ofd, 1);
         dup2(efd, 2);
         if (env_name && env_value) setenv(env_name, env_value, 1);
