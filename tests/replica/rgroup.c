@@ -123,7 +123,9 @@ int rgroup_start(rgroup *g, int n, const char *const *extra) {
     return rgroup_start_hosts(g, n, extra, NULL);
 }
 
-int rgroup_start_hosts(rgroup *g, int n, const char *const *extra, const char *const *hosts) {
+/* One attempt of rgroup_start_hosts with freshly picked ports. */
+static int start_hosts_once(rgroup *g, int n, const char *const *extra,
+                            const char *const *hosts) {
     memset(g, 0, sizeof *g);
     g->n = n;
     g->extra = extra;
@@ -142,11 +144,25 @@ int rgroup_start_hosts(rgroup *g, int n, const char *const *extra, const char *c
     }
     for (int i = 0; i < n; i++) {
         if (rgroup_start_member(g, i, 1) != 0) {
+            fprintf(stderr, "rgroup: replica %d did not start (ports %u/%u)\n", i + 1,
+                    g->cport[i], g->rport[i]);
             rgroup_stop(g);
             return -1;
         }
     }
     return 0;
+}
+
+/* free_port() only finds a port that was free a moment ago: with ctest
+ * running tests in parallel another process can take it before the
+ * replica binds it (the replica then exits). A whole group is started
+ * again with new ports, up to three times, so that race is not a test
+ * failure; a replica that cannot start for any other reason fails all
+ * three attempts the same way. */
+int rgroup_start_hosts(rgroup *g, int n, const char *const *extra, const char *const *hosts) {
+    for (int attempt = 0; attempt < 3; attempt++)
+        if (start_hosts_once(g, n, extra, hosts) == 0) return 0;
+    return -1;
 }
 
 void rgroup_kill(rgroup *g, int i) {
