@@ -361,6 +361,10 @@ int kvmux__mapwatch_start(kvmux_server *s, const char *endpoints, char *err, siz
     return 0;
 }
 
+uint64_t kvmux__mapwatch_seen_epoch(kvmux_server *s) {
+    return s->mapw ? atomic_load(&s->mapw->fence_epoch) : 0;
+}
+
 int kvmux__mapwatch_fenced(kvmux_server *s, uint16_t slot) {
     struct kvmux_mapw *w = s->mapw;
     /* The common case costs two atomic loads: no newer map seen. */

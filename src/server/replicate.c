@@ -1053,6 +1053,7 @@ void kvmux__repl_iterate(kvmux_loop *l) {
     if (!l->srv->repl) return;
     stale_check(l);
     kvmux__mapwatch_iterate(l); /* may add a MAP command to this iteration's entry */
+    kvmux__waits_recheck_slots(l);
     pthread_mutex_lock(&l->inbox_mu);
     kvmux_rbatch *done = l->inbox_rb;
     l->inbox_rb = NULL;

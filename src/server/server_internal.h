@@ -180,6 +180,8 @@ struct kvmux_loop {
     int repl_local;
     struct kvmux_stale *stale;     /* parked STALE reads (replicate.c) */
     struct kvmux_mwatch *mwatch;   /* parked CLUSTER watches (mapwatch.c) */
+    uint64_t waits_map_stamp;      /* map epochs last checked against the
+                                      parked WAITs (waits.c) */
     kvmux_rt rt;                   /* this loop's copy (reload.c) */
     uint64_t rt_epoch;             /* of srv->rt when copied */
     struct kvmux_metrics_loop *metrics; /* latency histograms (metrics.c) */
@@ -489,6 +491,9 @@ int kvmux__mapwatch_start(kvmux_server *s, const char *endpoints, char *err, siz
  * newer than the applied one that does not give slot to this group (the
  * slot is being handed over: answer TRY_AGAIN), else 0. Any thread. */
 int kvmux__mapwatch_fenced(kvmux_server *s, uint16_t slot);
+/* The epoch of the newest map the watcher has seen from the map group (0:
+ * none, or no watcher). Any thread. */
+uint64_t kvmux__mapwatch_seen_epoch(kvmux_server *s);
 /* Stop and free the watcher (before replication stops). Idempotent. */
 void kvmux__mapwatch_stop(kvmux_server *s);
 /* STATS lines cluster_map_* of a data group with --cluster-map. */
@@ -735,5 +740,13 @@ void kvmux__waits_release(kvmux_conn *c);
 void kvmux__waits_shutdown(kvmux_conn *c);
 /* Free a WAIT left in an inbox at teardown (always an orphan). */
 void kvmux__wait_free_orphan(kvmux_wait *w);
+
+/* Cluster mode: when a newer map has been applied (or, on a leader, seen
+ * from the map group) since the last call, answer every WAIT parked on
+ * this loop whose key's slot this group no longer serves, WRONG_SHARD or
+ * TRY_AGAIN as a new request would get: it would otherwise sit until its
+ * timeout while the key changes in another group. Loop thread; cheap
+ * (two atomic loads) when no map changed. */
+void kvmux__waits_recheck_slots(kvmux_loop *l);
 
 #endif

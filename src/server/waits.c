@@ -37,12 +37,15 @@
  * A parked WAIT holds its request credit until it is answered, and never
  * blocks anything else on its connection: the connection keeps reading and
  * answering other requests while the WAIT sits in the store. */
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fsm.h"
 #include "log.h"
 #include "server_internal.h"
+#include "../cluster/cluster.h"
 
 #define WAIT_OF(sw) ((kvmux_wait *)((char *)(sw) - offsetof(kvmux_wait, sw)))
 #define WAIT_OF_TIMER(t) ((kvmux_wait *)((char *)(t) - offsetof(kvmux_wait, timer)))
@@ -239,3 +242,33 @@ void kvmux__waits_shutdown(kvmux_conn *c) {
 }
 
 void kvmux__wait_free_orphan(kvmux_wait *w) { free(w); }
+
+/* w's slot is no longer served here: take it back from the store and
+ * answer it as kvmux__cluster_refuse answers a new request. If a writer
+ * fired it meanwhile, the inbox delivers that answer instead. */
+static void wait_refuse_moved(kvmux_conn *c, kvmux_wait *w, uint16_t slot) {
+    if (kvmux_store_wait_cancel(c->loop->srv->store, &w->sw, NULL) == 0) return;
+    kvmux__cluster_wrong_shard(c, w->request_id, slot);
+    wait_finish(c, w);
+}
+
+void kvmux__waits_recheck_slots(kvmux_loop *l) {
+    kvmux_server *s = l->srv;
+    if (s->cfg.cluster_group == 0) return;
+    kvmux_fsm_cluster *cl = kvmux__repl_cluster(s);
+    uint64_t applied = cl ? atomic_load(&cl->epoch) : 0;
+    uint64_t seen = kvmux__mapwatch_seen_epoch(s);
+    uint64_t stamp = applied > seen ? applied : seen;
+    if (stamp == l->waits_map_stamp || !cl) return;
+    l->waits_map_stamp = stamp;
+    for (kvmux_conn *c = l->conns; c; c = c->next) {
+        if (c->state == KVMUX_CONN_DEAD) continue;
+        for (kvmux_wait *w = c->waits, *next; w; w = next) {
+            next = w->cnext;
+            uint16_t slot = kvmux_slot(w->key, w->klen);
+            if (kvmux_fsm_cluster_route(cl, slot, NULL) != KVMUX_ROUTE_OWN ||
+                kvmux__mapwatch_fenced(s, slot))
+                wait_refuse_moved(c, w, slot);
+        }
+    }
+}

@@ -7,6 +7,7 @@
  * message, libkvmux), epochs, a map moving a slot, and kill -9 + restart;
  * and a 3-member group whose followers answer CLUSTER map with the bytes
  * the leader installed. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,35 @@ static void cli_assign(const rgroup *g2, uint16_t p1, uint16_t p2, const char *a
     unlink(path);
 }
 
+/* A WAIT parked on a key whose slot a new map moves away: answered at
+ * once with the redirect, not left to its timeout while the key changes
+ * in the other group (waits.c kvmux__waits_recheck_slots). */
+typedef struct parked_wait {
+    uint16_t port;
+    const char *key;
+    int rc;
+    int64_t ms;
+} parked_wait;
+
+static void *park_wait(void *arg) {
+    parked_wait *pw = arg;
+    kvmux_client *c = NULL;
+    kvmux_options o;
+    kvmux_options_init(&o);
+    REQUIRE(kvmux_connect(&c, "127.0.0.1", pw->port, &o) == 0);
+    kvmux_value *v = NULL;
+    REQUIRE(kvmux_get(c, pw->key, strlen(pw->key), &v, 5000) == 0);
+    uint64_t version = v->version;
+    kvmux_value_free(v);
+    v = NULL;
+    int64_t t0 = test_now_ms();
+    pw->rc = kvmux_wait(c, pw->key, strlen(pw->key), version, 20000, &v, 30000);
+    pw->ms = test_now_ms() - t0;
+    if (v) kvmux_value_free(v);
+    kvmux_close(c);
+    return NULL;
+}
+
 static void two_groups(void) {
     static const char *const x1[] = {"--cluster-group", "1", "--snapshot-threshold", "16",
                                      NULL};
@@ -217,7 +247,15 @@ static void two_groups(void) {
              "epoch 2\ngroup 1 %s\ngroup 2 %s\nslots 0-8191 1\nslots 8192-16000 2\n"
              "slots 8106 2\n", a1, a2);
     size_t n2 = cluster_map_bytes(text, m2, sizeof m2);
+    parked_wait pw = {.port = p1, .key = "{user1}.a", .rc = 1};
+    pthread_t wt;
+    REQUIRE(pthread_create(&wt, NULL, park_wait, &pw) == 0);
+    for (int t = 0; t < 200 && rgroup_stat(&g1, 0, "waits_parked") < 1; t++) usleep(10000);
+    CHECK_EQ(rgroup_stat(&g1, 0, "waits_parked"), 1);
     CHECK_EQ(setmap(p1, m2, n2, msg, sizeof msg), KVMUX_STATUS_OK);
+    pthread_join(wt, NULL);
+    CHECK_EQ(pw.rc, KVMUX_EWRONGSHARD);
+    CHECK(pw.ms < 10000);
     CHECK(strcmp(msg, "epoch 2 installed") == 0);
     CHECK_EQ(setmap(p2, m2, n2, msg, sizeof msg), KVMUX_STATUS_OK);
     CHECK_EQ(setmap(p1, m1, n1, msg, sizeof msg), KVMUX_STATUS_VERSION_MISMATCH);
