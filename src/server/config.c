@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hostport.h"
 #include "log.h"
@@ -145,6 +146,56 @@ static int validate_peer_tls(const kvmux_server_config *c, char *err, size_t err
 }
 #endif
 
+/* TLS to the map group: all of it or none of it, as for peer TLS. */
+static int validate_cluster_map_tls(const kvmux_server_config *c, char *err, size_t errlen) {
+    int any = c->cluster_map_tls_ca || c->cluster_map_tls_cert || c->cluster_map_tls_key ||
+              c->cluster_map_tls_server_name;
+    if (c->cluster_map_tls > 1)
+        return kvmux_errf(err, errlen, "--cluster-map-tls is yes or no");
+    if (!c->cluster_map_tls) {
+        if (any)
+            return kvmux_errf(err, errlen, "--cluster-map-tls-* given but --cluster-map-tls is "
+                              "no: set --cluster-map-tls yes, or remove them");
+        return 0;
+    }
+    if (!c->cluster_map)
+        return kvmux_errf(err, errlen, "--cluster-map-tls needs --cluster-map");
+#ifndef KVMUX_HAVE_TLS
+    return kvmux_errf(err, errlen, "--cluster-map-tls: kvmuxd was built without TLS "
+                      "(configure with -DKVMUX_WITH_TLS=ON and libssl-dev installed)");
+#else
+    const char *ca = kvmux_server_cluster_map_tls_path(c, 0);
+    const char *cert = kvmux_server_cluster_map_tls_path(c, 1);
+    const char *key = kvmux_server_cluster_map_tls_path(c, 2);
+    if (!ca)
+        return kvmux_errf(err, errlen, "--cluster-map-tls yes needs the CA the map group's "
+                          "certificates chain to: --cluster-map-tls-ca (defaults to --tls-ca, "
+                          "then --peer-tls-ca)");
+    if (!cert != !key)
+        return kvmux_errf(err, errlen, "--cluster-map-tls: a client certificate needs its key "
+                          "and a key its certificate (--cluster-map-tls-cert/-key, defaulting "
+                          "to --tls-cert/--tls-key)");
+    /* The watcher reads them on every reconnect, long after start-up: an
+     * unreadable path is refused now rather than logged forever. */
+    const char *paths[3] = {ca, cert, key};
+    for (int i = 0; i < 3; i++)
+        if (paths[i] && access(paths[i], R_OK) != 0)
+            return kvmux_errf(err, errlen, "--cluster-map-tls: cannot read %s: %s", paths[i],
+                              strerror(errno));
+    return 0;
+#endif
+}
+
+const char *kvmux_server_cluster_map_tls_path(const kvmux_server_config *c, int which) {
+    if (!c->cluster_map_tls) return NULL;
+    switch (which) {
+    case 0: return c->cluster_map_tls_ca ? c->cluster_map_tls_ca
+                   : c->tls_ca ? c->tls_ca : c->peer_tls_ca;
+    case 1: return c->cluster_map_tls_cert ? c->cluster_map_tls_cert : c->tls_cert;
+    default: return c->cluster_map_tls_key ? c->cluster_map_tls_key : c->tls_key;
+    }
+}
+
 /* The map group options (docs/CLUSTER.md "The map group"): a map group
  * is no data group and watches nobody; a data group's --cluster-map is a
  * valid endpoint list of at most KVMUX_CLUSTER_MAP_MAX_ENDPOINTS. */
@@ -157,6 +208,7 @@ static int validate_cluster_map(const kvmux_server_config *c, char *err, size_t 
     if (c->cluster_map_group && c->cluster_map)
         return kvmux_errf(err, errlen, "--cluster-map-group and --cluster-map exclude each "
                     "other: the map group holds the map itself");
+    if (validate_cluster_map_tls(c, err, errlen) != 0) return -1;
     if (!c->cluster_map) return 0;
     if (!c->cluster_group)
         return kvmux_errf(err, errlen, "--cluster-map needs --cluster-group");
@@ -444,6 +496,11 @@ static const opt options[] = {
     {"--cluster-group", OPT_U32, OFF(cluster_group), "ID     cluster mode: this group's id 1..65535 in the slot map (0 = none)", R_NO},
     {"--cluster-map-group", OPT_FLAG, OFF(cluster_map_group), "       this group is the cluster's map group: it holds the slot map", R_NO},
     {"--cluster-map", OPT_STR, OFF(cluster_map), "LIST   the map group's members host:port,...: the leader installs its maps (none)", R_NO},
+    {"--cluster-map-tls", OPT_YESNO, OFF(cluster_map_tls), "yes|no reach the map group over TLS (no)", R_NO},
+    {"--cluster-map-tls-ca", OPT_STR, OFF(cluster_map_tls_ca), "PATH   CA the map group's certificates chain to (--tls-ca, else --peer-tls-ca)", R_NO},
+    {"--cluster-map-tls-cert", OPT_STR, OFF(cluster_map_tls_cert), "PATH   client certificate for the map group (--tls-cert)", R_NO},
+    {"--cluster-map-tls-key", OPT_STR, OFF(cluster_map_tls_key), "PATH   PEM private key of --cluster-map-tls-cert (--tls-key)", R_NO},
+    {"--cluster-map-tls-server-name", OPT_STR, OFF(cluster_map_tls_server_name), "NAME   name the map group's certificates must match (the endpoint's host)", R_NO},
     {"--peer-tls", OPT_YESNO, OFF(peer_tls), "yes|no mutual TLS 1.3 between replicas on the Raft port (no)", R_NO},
     {"--peer-tls-cert", OPT_STR, OFF(peer_tls_cert), "PATH   this replica's PEM certificate chain for peers (--tls-cert)", R_NO},
     {"--peer-tls-key", OPT_STR, OFF(peer_tls_key), "PATH   PEM private key of --peer-tls-cert (--tls-key)", R_NO},

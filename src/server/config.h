@@ -62,6 +62,11 @@ int kvmux_server_config_parse_args(kvmux_server_config *c, int *log_level,
                                    int argc, char **argv, char *err,
                                    size_t errlen);
 
+/* The path --cluster-map-tls uses: which 0 the CA, 1 the client
+ * certificate, 2 its key, each with its default applied (server.h);
+ * NULL when cluster_map_tls is off or nothing gives that path. */
+const char *kvmux_server_cluster_map_tls_path(const kvmux_server_config *c, int which);
+
 /* The --help text. */
 const char *kvmux_server_usage(void);
 

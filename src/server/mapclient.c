@@ -6,7 +6,7 @@
 #include "kvmux.h"
 
 int kvmux_mapc_open(kvmux_mapc **out, const char *endpoints, const char *token,
-                    int connect_ms) {
+                    const kvmux_mapc_tls *tls, int connect_ms) {
     kvmux_options o;
     kvmux_options_init(&o);
     o.endpoints = endpoints;
@@ -15,6 +15,13 @@ int kvmux_mapc_open(kvmux_mapc **out, const char *endpoints, const char *token,
     o.no_sessions = 1;
     o.reconnect_wait = 0; /* a call fails at once while disconnected */
     o.auth_token = token;
+    if (tls && tls->ca) {
+        o.tls = 1;
+        o.tls_ca_file = tls->ca;
+        o.tls_cert_file = tls->cert;
+        o.tls_key_file = tls->key;
+        o.tls_server_name = tls->server_name;
+    }
     return kvmux_connect(out, NULL, 0, &o);
 }
 

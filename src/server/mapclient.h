@@ -11,12 +11,21 @@ typedef struct kvmux_client kvmux_mapc; /* a libkvmux client */
 
 enum { KVMUX_MAPC_OK = 0, KVMUX_MAPC_NOTFOUND = 1, KVMUX_MAPC_GAVEUP = 2 };
 
+/* TLS to the map group: ca NULL means plaintext; cert and key (both or
+ * neither) are the client certificate; server_name NULL checks each
+ * certificate against the first endpoint's host. Paths are read at
+ * kvmux_mapc_open. */
+typedef struct kvmux_mapc_tls {
+    const char *ca, *cert, *key, *server_name;
+} kvmux_mapc_tls;
+
 /* Connect to the map group: endpoints mode over endpoints (borrowed for
  * the call), each endpoint within connect_ms, token (NULL: none) in the
- * HELLO; calls fail at once while disconnected. Returns 0 with *out, or a
- * KVMUX_E* code (< 0). */
+ * HELLO, TLS as tls says (NULL: plaintext); calls fail at once while
+ * disconnected. Returns 0 with *out, or a KVMUX_E* code (< 0; KVMUX_ETLS
+ * for a failed handshake or certificate check). */
 int kvmux_mapc_open(kvmux_mapc **out, const char *endpoints, const char *token,
-                    int connect_ms);
+                    const kvmux_mapc_tls *tls, int connect_ms);
 /* CLUSTER watch for an epoch above known, parked up to wait_ms on the map
  * group; the client gives up slack_ms after that. Waits tick_ms at a time
  * and gives up early (KVMUX_MAPC_GAVEUP) when go_on(ud) returns 0.

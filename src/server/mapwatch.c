@@ -37,6 +37,7 @@
 #include "log.h"
 #include "mapclient.h"
 #include "monotime.h"
+#include "config.h"
 #include "server_internal.h"
 
 #include "fsm.h"
@@ -161,6 +162,9 @@ void kvmux__mapwatch_loop_deinit(kvmux_loop *l) {
 struct kvmux_mapw {
     kvmux_server *srv;
     char *endpoints;                 /* --cluster-map, copied */
+    char *tls_paths[4];              /* --cluster-map-tls: CA, cert, key,
+                                        server name (copied; NULL: unset) */
+    kvmux_mapc_tls tls;              /* points into tls_paths */
     char token[KVMUX_MAX_AUTH_TOKEN + 1]; /* --requirepass, sent to the map group */
     int has_token;
     pthread_t thread;
@@ -280,7 +284,7 @@ static void *watcher_main(void *arg) {
         }
         atomic_store(&w->watching, 1);
         int rc = cl ? 0 : kvmux_mapc_open(&cl, w->endpoints, w->has_token ? w->token : NULL,
-                                          CONNECT_TIMEOUT_MS);
+                                          &w->tls, CONNECT_TIMEOUT_MS);
         const char *what = rc ? "connecting to the map group" : "watching the map group";
         uint8_t *map = NULL;
         size_t n = 0;
@@ -333,11 +337,35 @@ void kvmux__mapwatch_iterate(kvmux_loop *l) {
     if (l->id == 0 && l->srv->mapw) propose_pending(l, l->srv->mapw);
 }
 
-int kvmux__mapwatch_start(kvmux_server *s, const char *endpoints, char *err, size_t errlen) {
+static void mapw_free(struct kvmux_mapw *w) {
+    free(w->endpoints);
+    for (int i = 0; i < 4; i++) free(w->tls_paths[i]);
+    memset(w->token, 0, sizeof w->token);
+    free(w);
+}
+
+/* Copies of the --cluster-map-tls paths (config strings are borrowed only
+ * until kvmux_server_new returns; the watcher reconnects for its whole
+ * life). 0, or -1 out of memory. */
+static int mapw_copy_tls(struct kvmux_mapw *w, const kvmux_server_config *cfg) {
+    const char *src[4] = {kvmux_server_cluster_map_tls_path(cfg, 0),
+                          kvmux_server_cluster_map_tls_path(cfg, 1),
+                          kvmux_server_cluster_map_tls_path(cfg, 2),
+                          cfg->cluster_map_tls ? cfg->cluster_map_tls_server_name : NULL};
+    for (int i = 0; i < 4; i++)
+        if (src[i] && !(w->tls_paths[i] = strdup(src[i]))) return -1;
+    w->tls = (kvmux_mapc_tls){w->tls_paths[0], w->tls_paths[1], w->tls_paths[2],
+                              w->tls_paths[3]};
+    return 0;
+}
+
+int kvmux__mapwatch_start(kvmux_server *s, const kvmux_server_config *cfg, char *err,
+                          size_t errlen) {
+    const char *endpoints = cfg->cluster_map;
     if (!endpoints || !s->repl) return 0;
     struct kvmux_mapw *w = calloc(1, sizeof *w);
-    if (!w || !(w->endpoints = strdup(endpoints))) {
-        free(w);
+    if (!w || !(w->endpoints = strdup(endpoints)) || mapw_copy_tls(w, cfg) != 0) {
+        if (w) mapw_free(w);
         return snprintf(err, errlen, "out of memory"), -1;
     }
     w->srv = s;
@@ -351,8 +379,7 @@ int kvmux__mapwatch_start(kvmux_server *s, const char *endpoints, char *err, siz
     w->start_ms = kvmux_clock_ms();
     if (pthread_create(&w->thread, NULL, watcher_main, w) != 0) {
         pthread_mutex_destroy(&w->mu);
-        free(w->endpoints);
-        free(w);
+        mapw_free(w);
         return snprintf(err, errlen, "cannot start the cluster map watcher: %s",
                         strerror(errno)), -1;
     }
@@ -385,9 +412,7 @@ void kvmux__mapwatch_stop(kvmux_server *s) {
     pthread_mutex_destroy(&w->mu);
     free(w->pending);
     free(w->seen_map);
-    free(w->endpoints);
-    memset(w->token, 0, sizeof w->token);
-    free(w);
+    mapw_free(w);
 }
 
 void kvmux__mapwatch_stats(kvmux_server *s, void *o,

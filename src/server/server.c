@@ -200,7 +200,7 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
         kvmux_server_free(s);
         return -1;
     }
-    if (kvmux__mapwatch_start(s, cfg->cluster_map, err, errlen) != 0) {
+    if (kvmux__mapwatch_start(s, cfg, err, errlen) != 0) {
         kvmux_server_free(s);
         return -1;
     }

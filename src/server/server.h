@@ -167,6 +167,18 @@ typedef struct kvmux_server_config {
                                      newer map through its own log. NULL:
                                      none (maps are pushed). Needs
                                      cluster_group. Copied. */
+    /* TLS to the map group (docs/CLUSTER.md "TLS to the map group"): the
+     * watcher's libkvmux connection verifies the map group's certificates
+     * against cluster_map_tls_ca (default tls_ca, else peer_tls_ca) and
+     * presents cluster_map_tls_cert/key (default tls_cert/tls_key; none is
+     * fine unless the map group requires client certificates). Needs
+     * cluster_map. Copied. */
+    uint32_t cluster_map_tls;     /* 1: TLS to the map group; default 0 */
+    const char *cluster_map_tls_ca;
+    const char *cluster_map_tls_cert;
+    const char *cluster_map_tls_key;
+    const char *cluster_map_tls_server_name; /* default: each endpoint's
+                                                host (the first one's) */
     /* Peer TLS (docs/REPLICATION.md "Peer security"): mutual TLS 1.3 on
      * the Raft port. The three paths default to tls_cert, tls_key, tls_ca;
      * all three are required when peer_tls is 1. Borrowed until

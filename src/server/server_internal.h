@@ -483,10 +483,12 @@ void kvmux__mapwatch_forget(kvmux_conn *c);
 int kvmux__mapwatch_holds(const kvmux_conn *c, uint32_t request_id);
 /* Free l's parked watches (loop deinit). */
 void kvmux__mapwatch_loop_deinit(kvmux_loop *l);
-/* Start the watcher thread of a data group given --cluster-map (endpoints,
- * copied; NULL: nothing to do), after replication and auth are set up.
+/* Start the watcher thread of a data group given cfg->cluster_map
+ * (endpoints; NULL: nothing to do) and the --cluster-map-tls options
+ * (copied), after replication and auth are set up.
  * Returns 0 or -1 with err. */
-int kvmux__mapwatch_start(kvmux_server *s, const char *endpoints, char *err, size_t errlen);
+int kvmux__mapwatch_start(kvmux_server *s, const kvmux_server_config *cfg, char *err,
+                          size_t errlen);
 /* The fence of a data group's leader: 1 if the watcher has seen a map
  * newer than the applied one that does not give slot to this group (the
  * slot is being handed over: answer TRY_AGAIN), else 0. Any thread. */

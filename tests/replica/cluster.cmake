@@ -28,6 +28,16 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     set_tests_properties(mapgroup_fault_test PROPERTIES TIMEOUT 90 LABELS "integration;fault")
     add_test(NAME mapgroup_ha_test COMMAND mapgroup_test ha)
     set_tests_properties(mapgroup_ha_test PROPERTIES TIMEOUT 120 LABELS "integration;fault")
+    # TLS to the map group (--cluster-map-tls), with a throwaway PKI.
+    find_program(KVMUX_OPENSSL_CLI openssl)
+    if(KVMUX_HAVE_TLS AND KVMUX_OPENSSL_CLI)
+      target_compile_definitions(mapgroup_test PRIVATE
+        KVMUX_PEER_GEN_CERTS="${CMAKE_CURRENT_LIST_DIR}/gen_peer_certs.sh")
+      add_test(NAME mapgroup_tls_test COMMAND mapgroup_test tls)
+      set_tests_properties(mapgroup_tls_test PROPERTIES TIMEOUT 90 LABELS "integration")
+    elseif(KVMUX_HAVE_TLS)
+      kvmux_missing_dependency_test(mapgroup_tls_test "no openssl CLI (apt-get install openssl)")
+    endif()
   else()
     kvmux_missing_dependency_test(cluster_server_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")

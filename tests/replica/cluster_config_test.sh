@@ -49,5 +49,24 @@ expect 0 "is valid" --config "$tmp/c.conf"
 printf 'cluster-group 3\ncluster-map 127.0.0.1:7000\nreplica-id 1\npeers %s\n' "$peers" > "$tmp/d.conf"
 expect 0 "is valid" --config "$tmp/d.conf"
 
+# TLS to the map group (--cluster-map-tls): all or nothing, files readable.
+dg="--cluster-group 1 --cluster-map 127.0.0.1:7000 --replica-id 1 --peers $peers"
+: > "$tmp/ca.pem"; : > "$tmp/c.pem"; : > "$tmp/c.key"
+expect 2 "--cluster-map-tls is no" $dg --cluster-map-tls-ca "$tmp/ca.pem"
+expect 2 "--cluster-map-tls needs --cluster-map" --cluster-map-tls yes --cluster-group 1 --replica-id 1 --peers $peers
+if "$kvmuxd" $dg --cluster-map-tls yes --check-config 2>&1 | grep -q "built without TLS"; then
+  echo "cluster_config_test: kvmuxd built without TLS: only the refusal is checked"
+else
+  expect 2 "needs the CA" $dg --cluster-map-tls yes
+  expect 0 "is valid" $dg --cluster-map-tls yes --cluster-map-tls-ca "$tmp/ca.pem"
+  expect 0 "is valid" $dg --cluster-map-tls yes --tls-ca "$tmp/ca.pem" --tls-cert "$tmp/c.pem" --tls-key "$tmp/c.key"
+  expect 0 "is valid" $dg --cluster-map-tls yes --peer-tls yes --peer-tls-ca "$tmp/ca.pem" --peer-tls-cert "$tmp/c.pem" --peer-tls-key "$tmp/c.key"
+  expect 2 "needs its key" $dg --cluster-map-tls yes --cluster-map-tls-ca "$tmp/ca.pem" --cluster-map-tls-cert "$tmp/c.pem"
+  expect 0 "is valid" $dg --cluster-map-tls yes --cluster-map-tls-ca "$tmp/ca.pem" --cluster-map-tls-cert "$tmp/c.pem" --cluster-map-tls-key "$tmp/c.key"
+  expect 2 "cannot read $tmp/none.pem" $dg --cluster-map-tls yes --cluster-map-tls-ca "$tmp/none.pem"
+  printf 'cluster-group 3\ncluster-map 127.0.0.1:7000\ncluster-map-tls yes\ncluster-map-tls-ca %s\nreplica-id 1\npeers %s\n' "$tmp/ca.pem" "$peers" > "$tmp/e.conf"
+  expect 0 "is valid" --config "$tmp/e.conf"
+fi
+
 [ "$fail" -eq 0 ] && echo "cluster_config_test: ok"
 exit $fail
