@@ -32,3 +32,13 @@ if(TARGET kvmux-bench AND TARGET kvmuxd AND TARGET etcdload)
             $<TARGET_FILE:kvmuxd> $<TARGET_FILE:kvmux-bench> $<TARGET_FILE:etcdload>)
   set_tests_properties(bench_etcd_test PROPERTIES TIMEOUT 120 LABELS bench)
 endif()
+
+# bench/routing.sh smoke test (the cluster client's routing overhead,
+# docs/BENCHMARKS.md): the real script in --quick mode on a one-group
+# cluster; checks that every figure is printed and the server stopped.
+if(TARGET kvmux-bench AND TARGET kvmuxd AND TARGET kvmux-cli AND KVMUX_HAVE_RAFT)
+  add_test(NAME bench_routing_test
+    COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/bench_routing_test.sh ${PROJECT_SOURCE_DIR}
+            $<TARGET_FILE:kvmuxd> $<TARGET_FILE:kvmux-bench> $<TARGET_FILE:kvmux-cli>)
+  set_tests_properties(bench_routing_test PROPERTIES TIMEOUT 120 LABELS integration)
+endif()
