@@ -8,6 +8,7 @@
  * and a 3-member group whose followers answer CLUSTER map with the bytes
  * the leader installed. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,6 +181,52 @@ static void *park_wait(void *arg) {
     return NULL;
 }
 
+/* kvmux-cli --cluster scan across a map change: the groups are visited
+ * one after another, so a slot moved between two visits may be listed
+ * twice or not at all; the CLI says so on stderr (exit status 0). Group
+ * 2 is stopped (SIGSTOP) so the CLI is held on it after it read group 1's
+ * epoch; group 1 then takes epoch 4. */
+typedef struct cli_run {
+    char cmd[512];
+    char out[4096];
+    int rc;
+} cli_run;
+
+static void *cli_thread(void *arg) {
+    cli_run *r = arg;
+    r->rc = run_cli(r->cmd, r->out, sizeof r->out);
+    return NULL;
+}
+
+static void scan_across_move(rgroup *g2, uint16_t p1, const char *a1, const char *a2) {
+    static cli_run r;
+    static uint8_t m[2][4096];
+    size_t mn[2];
+    char text[512], msg[256];
+    for (int i = 0; i < 2; i++) { /* epoch 5 (group 9 gone) and epoch 6 */
+        snprintf(text, sizeof text, "epoch %d\ngroup 1 %s\ngroup 2 %s\nslots 0-%d 1\n"
+                 "slots %d-16383 2\n", 5 + i, a1, a2, 8000 + i, 8001 + i);
+        mn[i] = cluster_map_bytes(text, m[i], sizeof m[i]);
+    }
+    CHECK_EQ(setmap(p1, m[0], mn[0], msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK_EQ(setmap(g2->cport[0], m[0], mn[0], msg, sizeof msg), KVMUX_STATUS_OK);
+    snprintf(r.cmd, sizeof r.cmd, "%s --cluster -t 20000 -p %u scan 2>&1 >/dev/null",
+             KVMUX_CLI_PATH, p1);
+    CHECK_EQ(run_cli(r.cmd, r.out, sizeof r.out), 0);
+    CHECK(r.out[0] == '\0'); /* no change, no warning */
+    REQUIRE(kill(g2->srv[0].pid, SIGSTOP) == 0);
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, cli_thread, &r) == 0);
+    usleep(1500 * 1000); /* the CLI read group 1's epoch and waits on group 2 */
+    CHECK_EQ(setmap(p1, m[1], mn[1], msg, sizeof msg), KVMUX_STATUS_OK);
+    kill(g2->srv[0].pid, SIGCONT);
+    pthread_join(t, NULL);
+    CHECK_EQ(r.rc, 0);
+    CHECK(strstr(r.out, "map changed during the scan (epoch 5 -> 6)") != NULL);
+    if (!strstr(r.out, "map changed")) fprintf(stderr, "cli said: %s\n", r.out);
+    CHECK_EQ(setmap(g2->cport[0], m[1], mn[1], msg, sizeof msg), KVMUX_STATUS_OK);
+}
+
 static void two_groups(void) {
     static const char *const x1[] = {"--cluster-group", "1", "--snapshot-threshold", "16",
                                      NULL};
@@ -292,6 +339,7 @@ static void two_groups(void) {
     CHECK_EQ(sets(p1, key), 0);
     CHECK_EQ(sets(p1, "{user1}.a"), KVMUX_EWRONGSHARD);
     cli_assign(&g2, p1, p2, a1, a2);
+    scan_across_move(&g2, p1, a1, a2);
     rgroup_stop(&g1);
     rgroup_stop(&g2);
 }

@@ -550,6 +550,25 @@ static size_t cli_groups(cli_ctx *ctx, const cmd_args *a, uint16_t *ids, size_t 
     return n < cap ? n : cap;
 }
 
+static int stats_of(cli_ctx *ctx, uint16_t id, const char *prefix, kvmux_value **out);
+
+/* The newest slot-map epoch any of the groups ids[0..n) has applied
+ * (STATS cluster_epoch); 0 when none answers. */
+static uint64_t groups_epoch(cli_ctx *ctx, const uint16_t *ids, size_t n) {
+    uint64_t best = 0;
+    for (size_t g = 0; g < n; g++) {
+        kvmux_value *v = NULL;
+        if (stats_of(ctx, ids[g], "cluster_epoch", &v) != 0) continue;
+        const char *p = strstr((const char *)v->data, "cluster_epoch:");
+        if (p) {
+            uint64_t e = strtoull(p + strlen("cluster_epoch:"), NULL, 10);
+            if (e > best) best = e;
+        }
+        kvmux_value_free(v);
+    }
+    return best;
+}
+
 /* The whole scan, one key per line as raw bytes (as redis-cli --scan);
  * a key listed twice (possible when it is re-created mid-scan) is not
  * filtered out. --cluster: every group's keys, group after group. */
@@ -561,6 +580,10 @@ static int run_scan(cli_ctx *ctx, const cmd_args *a) {
     int grc;
     size_t ng = cli_groups(ctx, a, ids, KVMUX_CLI_MAX_GROUPS, &grc);
     if (ng == 0) return grc;
+    /* --cluster visits the groups one after another: a slot moved between
+     * two visits may have its keys listed twice or not at all (as with
+     * Redis Cluster's SCAN across a reshard). Say so when it may have. */
+    uint64_t epoch0 = ctx->cluster ? groups_epoch(ctx, ids, ng) : 0;
     if (json) putchar('[');
     for (size_t g = 0; g < ng; g++) {
         uint64_t cursor = 0;
@@ -581,6 +604,11 @@ static int run_scan(cli_ctx *ctx, const cmd_args *a) {
         } while (cursor != 0);
     }
     if (json) puts("]");
+    uint64_t epoch1 = ctx->cluster ? groups_epoch(ctx, ids, ng) : 0;
+    if (epoch1 != epoch0)
+        fprintf(stderr, "kvmux-cli: map changed during the scan (epoch %llu -> %llu): keys of "
+                "moved slots may be missing or repeated\n", (unsigned long long)epoch0,
+                (unsigned long long)epoch1);
     return CLI_EXIT_OK;
 }
 
