@@ -154,6 +154,26 @@ static const kvmux_migrec *open_with(const kvmux_migtab *t, int src_side, uint16
     return NULL;
 }
 
+/* Drop every record both sides acked with KEEP_ENDED newer (higher-id)
+ * ended ones: a record is never dropped before both groups acted on it.
+ * Run after every change, so the table stays within MAX_RECORDS. */
+static void retire(kvmux_migtab *t) {
+    uint8_t drop[KVMUX_MIG_MAX_RECORDS];
+    uint32_t newer = 0;
+    for (uint16_t i = t->n; i-- > 0;) {
+        const kvmux_migrec *r = &t->rec[i];
+        drop[i] = r->state != KVMUX_MIG_OPEN && r->acks == 3 && newer >= KVMUX_MIG_KEEP_ENDED;
+        newer += r->state != KVMUX_MIG_OPEN;
+    }
+    uint16_t w = 0;
+    for (uint16_t i = 0; i < t->n; i++) {
+        if (drop[i]) continue;
+        if (w != i) t->rec[w] = t->rec[i];
+        w++;
+    }
+    t->n = w;
+}
+
 kvmux_migres kvmux_migtab_create(kvmux_migtab *t, const kvmux_map *m, uint16_t first,
                                  uint16_t last, uint16_t dst, uint64_t now_ms) {
     if (!m) return result(KVMUX_STATUS_BAD_REQUEST, KVMUX_MIGR_NO_MAP, 0, 0, 0);
@@ -211,6 +231,7 @@ kvmux_migres kvmux_migtab_commit(kvmux_migtab *t, const kvmux_map *m, uint32_t i
     r->ended_ms = now_ms;
     t->mgen++;
     *install = 1;
+    retire(t);
     return result(KVMUX_STATUS_OK, KVMUX_MIGR_COMMITTED, id, r->dst, r->end_epoch);
 }
 
@@ -228,22 +249,8 @@ kvmux_migres kvmux_migtab_abort(kvmux_migtab *t, uint32_t id, const char *reason
     memcpy(r->reason, reason, rlen);
     r->reason[rlen] = '\0';
     t->mgen++;
+    retire(t);
     return result(KVMUX_STATUS_OK, KVMUX_MIGR_ABORTED, id, 0, 0);
-}
-
-/* Drop every record both sides acked with KEEP_ENDED newer ended ones:
- * a record is never dropped before both groups acted on it. */
-static void retire(kvmux_migtab *t) {
-    uint16_t w = 0;
-    for (uint16_t i = 0; i < t->n; i++) {
-        const kvmux_migrec *r = &t->rec[i];
-        uint32_t newer = 0;
-        for (uint16_t j = i + 1; j < t->n; j++) newer += t->rec[j].state != KVMUX_MIG_OPEN;
-        if (r->state != KVMUX_MIG_OPEN && r->acks == 3 && newer >= KVMUX_MIG_KEEP_ENDED) continue;
-        if (w != i) t->rec[w] = *r;
-        w++;
-    }
-    t->n = w;
 }
 
 kvmux_migres kvmux_migtab_ack(kvmux_migtab *t, uint32_t id, uint16_t group) {
