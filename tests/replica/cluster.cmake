@@ -28,6 +28,9 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     set_tests_properties(mapgroup_fault_test PROPERTIES TIMEOUT 90 LABELS "integration;fault")
     add_test(NAME mapgroup_ha_test COMMAND mapgroup_test ha)
     set_tests_properties(mapgroup_ha_test PROPERTIES TIMEOUT 120 LABELS "integration;fault")
+    # Slot migration step 3: the map group's migration table.
+    add_test(NAME mapgroup_migrate_test COMMAND mapgroup_test migrate)
+    set_tests_properties(mapgroup_migrate_test PROPERTIES TIMEOUT 120 LABELS "integration;fault")
   else()
     kvmux_missing_dependency_test(cluster_server_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
