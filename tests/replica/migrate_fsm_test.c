@@ -17,6 +17,7 @@
 #include "proto.h"
 #include "store.h"
 #include "testutil.h"
+#include "../unit/proto/proto_testutil.h"
 
 #define NGROUPS 40u
 
@@ -400,6 +401,11 @@ static void test_codec(void) {
     uint8_t v[256], enc[256];
     size_t n = unhex(VEC_HEX, v);
     CHECK_EQ(n, KVMUX_MIG_HDR_LEN + KVMUX_MIG_REC_FIXED + 2);
+    /* The same bytes are the value of frames.hex's migrations answer. */
+    uint8_t frame[PROTO_TEST_MAX_VEC];
+    size_t flen = 0;
+    REQUIRE(proto_test_load_vec("resp_cluster_migrations_v3", frame, &flen));
+    CHECK(flen == 16 + n && memcmp(frame + 16, v, n) == 0);
     kvmux_migtab *t = malloc(sizeof *t);
     REQUIRE(t != NULL);
     char err[128];

@@ -161,4 +161,5 @@ endif()
 # with a vector, its refusals and a bounded fuzz loop.
 kvmux_add_test(migrate_fsm_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_fsm_test.c
+          ${CMAKE_CURRENT_LIST_DIR}/../unit/proto/proto_testutil.c
   LIBS kvmuxd_core LABELS unit TIMEOUT 120)
