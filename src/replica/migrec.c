@@ -7,6 +7,10 @@
 #include "cluster.h"
 #include "proto.h"
 
+/* The table of a map group before its first change (about 28 KiB: kept
+ * off the loops' stacks). */
+static const kvmux_migtab EMPTY = {.mgen = 0, .next_id = 1, .n = 0};
+
 void kvmux_migrec_result_put(kvmux_fsm_result *r, const kvmux_migres *m) {
     if (!r) return;
     r->status = m->status;
@@ -137,11 +141,9 @@ int kvmux_migrec_guard(kvmux_fsm_cluster *cl, const kvmux_map *next, kvmux_fsm_r
 }
 
 int kvmux_migrec_table_bytes(kvmux_fsm_cluster *cl, uint8_t **out, size_t *len, uint64_t *mgen) {
-    kvmux_migtab empty;
-    kvmux_migtab_init(&empty);
     int rc = 0;
     pthread_mutex_lock(&cl->mu);
-    const kvmux_migtab *t = cl->mig ? cl->mig : &empty;
+    const kvmux_migtab *t = cl->mig ? cl->mig : &EMPTY;
     size_t n = kvmux_migtab_encoded_size(t);
     *out = malloc(n);
     if (*out) {
@@ -166,10 +168,8 @@ void kvmux_migrec_info(kvmux_fsm_cluster *cl, uint64_t *mgen, uint32_t *open, ui
 }
 
 void kvmux_migrec_message(kvmux_fsm_cluster *cl, const kvmux_migres *m, char *out, size_t cap) {
-    kvmux_migtab empty;
-    kvmux_migtab_init(&empty);
     pthread_mutex_lock(&cl->mu);
-    kvmux_migtab_message(cl->mig ? cl->mig : &empty, m, out, cap);
+    kvmux_migtab_message(cl->mig ? cl->mig : &EMPTY, m, out, cap);
     pthread_mutex_unlock(&cl->mu);
 }
 
@@ -185,9 +185,7 @@ void kvmux_migrec_snap_write(const kvmux_fsm_cluster *cl, uint8_t *out) {
     size_t n = kvmux_migrec_snap_len(cl) - 4;
     kvmux_store_u32be(out, (uint32_t)n);
     if (!n) return;
-    kvmux_migtab empty;
-    kvmux_migtab_init(&empty);
-    kvmux_migtab_encode(cl->mig ? cl->mig : &empty, out + 4, n);
+    kvmux_migtab_encode(cl->mig ? cl->mig : &EMPTY, out + 4, n);
 }
 
 int kvmux_migrec_restore(kvmux_fsm_cluster *cl, const uint8_t *p, size_t len) {

@@ -555,6 +555,21 @@ static void migrate_scenario(void) {
     CHECK_EQ(mtable(mp, 1, 300, t, NULL, NULL), KVMUX_STATUS_OK);
     CHECK(now_ms() - t0 >= 250);
     CHECK_EQ(mtext(mp, "mwatch", "abc", msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    /* A parked mwatch is answered when the table changes (migration 2,
+     * created by a cli in another thread, then aborted). */
+    racer wr;
+    pthread_t wt;
+    snprintf(wr.cmd, sizeof wr.cmd, "sleep 0.3; %s -t 3000 cluster migrate 9000 1 --map %s "
+             "--no-wait 2>&1", KVMUX_CLI_PATH, mapeps);
+    REQUIRE(pthread_create(&wt, NULL, race_main, &wr) == 0);
+    t0 = now_ms();
+    CHECK_EQ(mtable(mp, 1, 10000, t, NULL, NULL), KVMUX_STATUS_OK);
+    CHECK(now_ms() - t0 < 8000);
+    CHECK_EQ(t->mgen, 2);
+    pthread_join(wt, NULL);
+    CHECK_EQ(wr.rc, 0);
+    CHECK(strstr(wr.out, "migration 2: slots 9000-9000 from group 2 to group 1") != NULL);
+    CHECK_EQ(mtext(mp, "abort", "2 done watching", msg, sizeof msg), KVMUX_STATUS_OK);
 
     /* The setmap guard: a map that keeps 100-199 with group 1 installs,
      * one that moves them is refused with the record named. */
@@ -599,14 +614,14 @@ static void migrate_scenario(void) {
     snprintf(cmd, sizeof cmd, "%s -t 3000 cluster migrate 300-399 2 --map %s --no-wait 2>&1",
              KVMUX_CLI_PATH, mapeps);
     CHECK_EQ(run_cli(cmd, text, sizeof text), 0);
-    CHECK(strstr(text, "migration 2: slots 300-399 from group 1 to group 2") != NULL);
-    snprintf(cmd, sizeof cmd, "%s -t 3000 cluster migrate --abort 2 --map %s 2>&1",
+    CHECK(strstr(text, "migration 3: slots 300-399 from group 1 to group 2") != NULL);
+    snprintf(cmd, sizeof cmd, "%s -t 3000 cluster migrate --abort 3 --map %s 2>&1",
              KVMUX_CLI_PATH, mapeps);
     CHECK_EQ(run_cli(cmd, text, sizeof text), 0);
-    CHECK(strstr(text, "migration 2 aborted") != NULL);
+    CHECK(strstr(text, "migration 3 aborted") != NULL);
     CHECK_EQ(run_cli(cmd, text, sizeof text), 0);
-    CHECK_EQ(mcommit(mp, 2, msg, sizeof msg), KVMUX_STATUS_VERSION_MISMATCH);
-    CHECK(strcmp(msg, "migration 2 was aborted: ") == 0);
+    CHECK_EQ(mcommit(mp, 3, msg, sizeof msg), KVMUX_STATUS_VERSION_MISMATCH);
+    CHECK(strcmp(msg, "migration 3 was aborted: ") == 0);
     snprintf(cmd, sizeof cmd, "%s -t 3000 cluster migrate --abort 1 --map %s 2>&1",
              KVMUX_CLI_PATH, mapeps);
     CHECK_EQ(run_cli(cmd, text, sizeof text), 3);
@@ -614,31 +629,31 @@ static void migrate_scenario(void) {
     snprintf(cmd, sizeof cmd, "%s -t 3000 cluster migrate 400-499 2 --map %s --timeout 1 2>&1",
              KVMUX_CLI_PATH, mapeps);
     CHECK_EQ(run_cli(cmd, text, sizeof text), 5);
-    CHECK(strstr(text, "migration 3: slots 400-499") != NULL);
+    CHECK(strstr(text, "migration 4: slots 400-499") != NULL);
     snprintf(cmd, sizeof cmd, "%s -t 3000 cluster migrate 400-499 2 2>&1", KVMUX_CLI_PATH);
     CHECK_EQ(run_cli(cmd, text, sizeof text), 2);
     CHECK(strstr(text, "slot migration needs a map group (--map)") != NULL);
     /* Waiting: the cli polls until the record ends; aborted -> exit 3. */
-    CHECK_EQ(mtext(mp, "abort", "3 making room", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK_EQ(mtext(mp, "abort", "4 making room", msg, sizeof msg), KVMUX_STATUS_OK);
     racer r;
     pthread_t th;
     snprintf(r.cmd, sizeof r.cmd, "%s -t 3000 cluster migrate 500-599 2 --map %s 2>&1",
              KVMUX_CLI_PATH, mapeps);
     REQUIRE(pthread_create(&th, NULL, race_main, &r) == 0);
     long long end = now_ms() + 10000;
-    while (now_ms() < end && !(mtable(mp, -1, 0, t, NULL, NULL) == 0 && kvmux_migtab_find(t, 4)))
+    while (now_ms() < end && !(mtable(mp, -1, 0, t, NULL, NULL) == 0 && kvmux_migtab_find(t, 5)))
         sleep_ms(50);
-    CHECK_EQ(mtext(mp, "abort", "4 stopped by the test", msg, sizeof msg), KVMUX_STATUS_OK);
-    CHECK(strcmp(msg, "migration 4 aborted") == 0);
+    CHECK_EQ(mtext(mp, "abort", "5 stopped by the test", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "migration 5 aborted") == 0);
     pthread_join(th, NULL);
     CHECK_EQ(r.rc, 3);
-    CHECK(strstr(r.out, "migration 4 aborted: stopped by the test") != NULL);
+    CHECK(strstr(r.out, "migration 5 aborted: stopped by the test") != NULL);
     if (r.rc != 3) fprintf(stderr, "cli said: %s\n", r.out);
 
     /* ACKs. */
-    CHECK_EQ(mtext(mp, "migrate", "600-699 2", msg, sizeof msg), KVMUX_STATUS_OK); /* 5 */
-    CHECK_EQ(mack(mp, 5, 1, msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
-    CHECK(strcmp(msg, "migration 5 has not ended") == 0);
+    CHECK_EQ(mtext(mp, "migrate", "600-699 2", msg, sizeof msg), KVMUX_STATUS_OK); /* 6 */
+    CHECK_EQ(mack(mp, 6, 1, msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK(strcmp(msg, "migration 6 has not ended") == 0);
     CHECK_EQ(mack(mp, 1, 3, msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
     CHECK_EQ(mack(mp, 99, 1, msg, sizeof msg), KVMUX_STATUS_NOT_FOUND);
     CHECK_EQ(mack(mp, 1, 1, msg, sizeof msg), KVMUX_STATUS_OK);
@@ -647,7 +662,7 @@ static void migrate_scenario(void) {
     CHECK_EQ(mtable(mp, -1, 0, t, NULL, NULL), KVMUX_STATUS_OK);
     CHECK_EQ(kvmux_migtab_find(t, 1)->acks, 3); /* kept: not 32 newer ended */
     CHECK_EQ(rgroup_stat(&mg, 0, "cluster_migrations_committed"), 1);
-    CHECK_EQ(rgroup_stat(&mg, 0, "cluster_migrations_aborted"), 3);
+    CHECK_EQ(rgroup_stat(&mg, 0, "cluster_migrations_aborted"), 4);
     CHECK_EQ(rgroup_stat(&mg, 0, "cluster_migrations_open"), 1);
 
     /* cluster status --map. */
@@ -659,8 +674,8 @@ static void migrate_scenario(void) {
     CHECK(strstr(text, "ID  SLOTS") != NULL);
     CHECK(strstr(text, "1   100-199    1     2   committed") != NULL);
     CHECK(strstr(text, "acks src,dst") != NULL);
-    CHECK(strstr(text, "4   500-599    1     2   aborted") != NULL);
-    CHECK(strstr(text, "5   600-699    1     2   open") != NULL);
+    CHECK(strstr(text, "5   500-599    1     2   aborted") != NULL);
+    CHECK(strstr(text, "6   600-699    1     2   open") != NULL);
     if (!strstr(text, "committed")) fprintf(stderr, "status said: %s\n", text);
     /* GROUP status shows the feature. */
     kvmux_client *c = NULL;
@@ -690,9 +705,9 @@ static void migrate_scenario(void) {
     mp = mg.cport[0];
     CHECK_EQ(mtable(mp, -1, 0, t, after, &la), KVMUX_STATUS_OK);
     CHECK(la == lb && memcmp(before, after, la) == 0);
-    CHECK_EQ(mtext(mp, "abort", "5", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK_EQ(mtext(mp, "abort", "6", msg, sizeof msg), KVMUX_STATUS_OK);
     CHECK_EQ(mtext(mp, "migrate", "700 2", msg, sizeof msg), KVMUX_STATUS_OK);
-    CHECK(strcmp(msg, "migration 6: slots 700-700 from group 1 to group 2") == 0);
+    CHECK(strcmp(msg, "migration 7: slots 700-700 from group 1 to group 2") == 0);
     CHECK_EQ(rgroup_stat(&mg, 0, "cluster_epoch"), 3);
     free(t);
     rgroup_stop(&g1);
