@@ -15,7 +15,8 @@
  *          TRY_AGAIN, watch errors grow, a pushed map is served.
  *   ha     a 3-member map group: a follower refuses watches (NOT_LEADER);
  *          its leader kill -9'ed, the data group follows the new leader
- *          and installs the next epoch.
+ *          and installs the next epoch; a migration recorded, the leader
+ *          kill -9'ed again: the next one has the same table.
  *   migrate the migration table (docs/MIGRATION.md step 3): CREATE and its
  *          refusals and limits, the setmap guard, mwatch, COMMIT installing
  *          epoch + 1 with the moved owner (the data groups' watchers get
@@ -386,6 +387,8 @@ static void fault(void) {
 
 /* ---- ha ---- */
 
+static void ha_migrations(rgroup *mg, int alive, int dead);
+
 static void ha(void) {
     static const char *const mx[] = {"--cluster-map-group", NULL};
     static rgroup mg, g1;
@@ -435,6 +438,7 @@ static void ha(void) {
     CHECK(strstr(text, "group 2: not reachable") != NULL);
     CHECK_EQ(rgroup_stat(&g1, 0, "cluster_epoch"), 2);
     CHECK_EQ(rgroup_stat(&g1, 0, "cluster_slots_owned"), KVMUX_SLOTS - 100);
+    ha_migrations(&mg, nl, ml);
     rgroup_stop(&g1);
     rgroup_stop(&mg);
 }
@@ -489,6 +493,39 @@ static int mtable(uint16_t port, long long mgen, int wait_ms, kvmux_migtab *t, u
         *rawlen = n;
     }
     return st;
+}
+
+/* ha, continued: a migration recorded on leader `alive` (member `dead`
+ * down); dead restarted, alive kill -9'ed: the next leader has the same
+ * table and goes on from it. */
+static void ha_migrations(rgroup *mg, int alive, int dead) {
+    char msg[512];
+    kvmux_migtab *t = malloc(sizeof *t);
+    REQUIRE(t != NULL);
+    CHECK_EQ(mtext(mg->cport[alive], "migrate", "100-199 2", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "migration 1: slots 100-199 from group 1 to group 2") == 0);
+    uint8_t before[8192], after[8192];
+    size_t lb = 0, la = 0;
+    CHECK_EQ(mtable(mg->cport[alive], -1, 0, t, before, &lb), KVMUX_STATUS_OK);
+    REQUIRE(rgroup_start_member(mg, dead, 0) == 0);
+    long long end = now_ms() + 20000;
+    while (now_ms() < end && !(mtable(mg->cport[dead], -1, 0, t, NULL, NULL) == 0 && t->n == 1))
+        sleep_ms(100);
+    rgroup_kill(mg, alive);
+    int nl = -1;
+    end = now_ms() + 30000;
+    while (nl < 0 && now_ms() < end) {
+        int l = rgroup_leader(mg, 1000);
+        if (l >= 0 && l != alive) nl = l;
+    }
+    REQUIRE(nl >= 0);
+    CHECK_EQ(mtable(mg->cport[nl], -1, 0, t, after, &la), KVMUX_STATUS_OK);
+    CHECK(la == lb && memcmp(before, after, la) == 0);
+    CHECK_EQ(mtext(mg->cport[nl], "migrate", "200 2", msg, sizeof msg), KVMUX_STATUS_BUSY);
+    CHECK_EQ(mtext(mg->cport[nl], "abort", "1", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK_EQ(mtext(mg->cport[nl], "migrate", "200 2", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "migration 2: slots 200-200 from group 1 to group 2") == 0);
+    free(t);
 }
 
 static void migrate_scenario(void) {
