@@ -504,6 +504,13 @@ static void ha_migrations(rgroup *mg, int alive, int dead) {
     REQUIRE(t != NULL);
     CHECK_EQ(mtext(mg->cport[alive], "migrate", "100-199 2", msg, sizeof msg), KVMUX_STATUS_OK);
     CHECK(strcmp(msg, "migration 1: slots 100-199 from group 1 to group 2") == 0);
+    /* A follower: changes go to the leader, the table is read anywhere. */
+    int fo = 3 - alive - dead;
+    CHECK_EQ(mtext(mg->cport[fo], "migrate", "300 2", msg, sizeof msg), KVMUX_STATUS_NOT_LEADER);
+    long long e0 = now_ms() + 10000;
+    while (now_ms() < e0 && !(mtable(mg->cport[fo], -1, 0, t, NULL, NULL) == 0 && t->n == 1))
+        sleep_ms(50);
+    CHECK_EQ(t->n, 1);
     uint8_t before[8192], after[8192];
     size_t lb = 0, la = 0;
     CHECK_EQ(mtable(mg->cport[alive], -1, 0, t, before, &lb), KVMUX_STATUS_OK);
@@ -645,6 +652,21 @@ static void migrate_scenario(void) {
     CHECK_EQ(mtext(mp, "abort", "77", msg, sizeof msg), KVMUX_STATUS_NOT_FOUND);
     CHECK(strcmp(msg, "no migration 77") == 0);
     CHECK_EQ(mcall(mp, "migrate-commit", "ab", 2, msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+
+    /* Bad aborts; the cli against no map group (exit 4). */
+    CHECK_EQ(mtext(mp, "abort", "", msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK_EQ(mtext(mp, "abort", "x", msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    char longr[300];
+    memset(longr, 'r', sizeof longr);
+    memcpy(longr, "1 ", 2);
+    longr[2 + 201] = '\0';
+    CHECK_EQ(mtext(mp, "abort", longr, msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK(strcmp(msg, "the reason is over 200 bytes") == 0);
+    snprintf(cmd, sizeof cmd, "%s -t 1000 cluster migrate 1 2 --map 127.0.0.1:1 --no-wait 2>&1",
+             KVMUX_CLI_PATH);
+    CHECK_EQ(run_cli(cmd, text, sizeof text), 4);
+    snprintf(cmd, sizeof cmd, "%s -t 1000 cluster status --map 127.0.0.1:1 2>&1", KVMUX_CLI_PATH);
+    CHECK_EQ(run_cli(cmd, text, sizeof text), 4);
 
     /* kvmux-cli: --no-wait, --abort (twice: idempotent), --abort of a
      * committed one (exit 3), --timeout (exit 5, the record stays open). */
