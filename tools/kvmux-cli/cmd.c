@@ -1194,12 +1194,14 @@ static int parse_args(const cmd_spec *s, const cli_ctx *ctx,
             }
             if ((s->opts & OPT_MIG) && (arg_is(t, "--abort") || arg_is(t, "--timeout"))) {
                 int ab = arg_is(t, "--abort");
-                if (i + 1 >= nargs) return usage_error(s, ab ? "--abort needs an ID" : "--timeout needs seconds");
+                if (i + 1 >= nargs)
+                    return usage_error(s, ab ? "--abort needs an ID" : "--timeout needs seconds");
                 cli_arg num = args[++i];
                 uint64_t *dst = ab ? &out->abort_id : &out->timeout_s;
                 if (cli_parse_u64(&num, ab ? UINT32_MAX : 86400, dst) != 0 || (ab && !*dst))
                     return bad_number(out, ab ? "--abort" : "--timeout", &num,
-                                      ab ? "a migration id, 1 to 4294967295" : "seconds, 0 to 86400");
+                                      ab ? "a migration id, 1 to 4294967295"
+                                         : "seconds, 0 to 86400");
                 if (ab) out->has_abort = 1;
                 continue;
             }
