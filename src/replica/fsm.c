@@ -6,12 +6,14 @@
 
 #include "cluster.h"
 #include "entry.h"
+#include "migrec.h"
 #include "stage.h"
 #include "proto.h"
 #include "sessions.h"
 
 #define SNAP_MAGIC 0x4B56534Eu /* "KVSN" */
-#define SNAP_FORMAT 5u         /* 5: the slot map (u32 length, bytes) after the staged values */
+#define SNAP_FORMAT 6u         /* 6: the migration table and records after the map (migrec.h) */
+#define SNAP_FORMAT_MAP 5u     /* still restored: the slot map (u32 length, bytes), no table */
 #define SNAP_FORMAT_STAGE 4u   /* still restored: no slot map */
 #define SNAP_FORMAT_SESS 3u    /* still restored: no staged values */
 #define SNAP_FORMAT_NOSESS 2u  /* still restored: an empty session table */
@@ -66,6 +68,7 @@ void kvmux_fsm_cluster_init(kvmux_fsm_cluster *cl, uint16_t group) {
     cl->map = NULL;
     cl->bytes = NULL;
     cl->len = 0;
+    cl->mig = NULL;
 }
 
 /* Replace the installed map by m (encoded as p[0..len), copied); m NULL:
@@ -94,7 +97,12 @@ static int cluster_set(kvmux_fsm_cluster *cl, kvmux_map *m, const uint8_t *p, si
 void kvmux_fsm_cluster_clear(kvmux_fsm_cluster *cl) {
     cl->installed = NULL; /* tearing down: nobody to tell */
     (void)cluster_set(cl, NULL, NULL, 0);
+    kvmux_migrec_free(cl);
     pthread_mutex_destroy(&cl->mu);
+}
+
+int kvmux_fsm_cluster_install(kvmux_fsm_cluster *cl, kvmux_map *m, const uint8_t *p, size_t len) {
+    return cluster_set(cl, m, p, len);
 }
 
 int kvmux_fsm_cluster_route(kvmux_fsm_cluster *cl, uint16_t slot, kvmux_redirect *rd) {
@@ -162,6 +170,11 @@ static void apply_map(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c, kvmux_fsm
     /* The map group (cas): compare-and-set on the epoch, so of two maps
      * proposed for the same next epoch the log applies exactly one. */
     int fits = cl->cas ? (cur == 0 || epoch == cur + 1) : epoch > cur;
+    /* The map group: no map that breaks an OPEN migration (migrec.h). */
+    if (fits && cl->cas && kvmux_migrec_guard(cl, m, r) != 0) {
+        free(m);
+        return;
+    }
     if (fits) {
         if (cluster_set(cl, m, c->value, c->value_len) != 0) status = KVMUX_STATUS_INTERNAL;
         else cur = epoch;
@@ -177,7 +190,8 @@ static void apply_map(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c, kvmux_fsm
  * only for slots the map applied so far gives it (the log orders map
  * changes and writes: docs/CLUSTER.md). */
 static int cluster_refuses(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c) {
-    if (!cl || cl->group == 0 || c->op == KVMUX_ENTRY_OP_STAGE || c->op == KVMUX_ENTRY_OP_MAP)
+    if (!cl || cl->group == 0 || c->op == KVMUX_ENTRY_OP_STAGE || c->op == KVMUX_ENTRY_OP_MAP ||
+        c->op == KVMUX_ENTRY_OP_MIGREC)
         return 0;
     /* The applier's own map: read without the lock (only it writes). No
      * map yet: no check (the serving replica refused keyed requests then,
@@ -224,6 +238,9 @@ static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, kvmux_fsm_cluster *c
     switch (c->op) {
     case KVMUX_ENTRY_OP_MAP:
         apply_map(cl, c, r);
+        return;
+    case KVMUX_ENTRY_OP_MIGREC:
+        kvmux_migrec_apply(cl, c, now, r);
         return;
     case KVMUX_ENTRY_OP_STAGE:
         apply_stage(sg, c, now, r);
@@ -418,13 +435,21 @@ static int snap_tail(kvmux_fsm_snap *sn, kvmux_sessions *ss, kvmux_stage_tab *sg
     const kvmux_stage_tab *stg = sg ? sg : &nostage;
     /* The applier's own map: read without the lock (only it writes). */
     size_t ml = cl && cl->map ? cl->len : 0;
-    size_t n = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg) + 4 + ml;
+    /* Format 6: the migration table, then u8 has_out, u8 has_in (none
+     * yet: the data groups' records come with MIGRATION.md step 4). */
+    size_t tl = kvmux_migrec_snap_len(cl);
+    size_t n = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg) + 4 + ml + tl + 2;
     if (!(sn->tail = sn->ra(NULL, n))) return -1;
     size_t off = kvmux_sessions_encode(tab, sn->tail);
     off += kvmux_stage_encode(stg, sn->tail + off);
     put32(sn->tail + off, (uint32_t)ml);
     if (ml) memcpy(sn->tail + off + 4, cl->bytes, ml);
-    sn->tail_len = off + 4 + ml;
+    off += 4 + ml;
+    kvmux_migrec_snap_write(cl, sn->tail + off);
+    off += tl;
+    sn->tail[off++] = 0; /* has_out */
+    sn->tail[off++] = 0; /* has_in */
+    sn->tail_len = off;
     return 0;
 }
 
@@ -574,7 +599,7 @@ static int clear_store(kvmux_store *st) {
  * formats: none). 0, or -1 when malformed or out of memory. */
 static int restore_map(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf, size_t len,
                        size_t *off) {
-    if (fmt < SNAP_FORMAT) return cl ? cluster_set(cl, NULL, NULL, 0) : 0;
+    if (fmt < SNAP_FORMAT_MAP) return cl ? cluster_set(cl, NULL, NULL, 0) : 0;
     if (len - *off < 4) return -1;
     size_t ml = get32(buf + *off);
     const uint8_t *p = buf + *off + 4;
@@ -590,13 +615,28 @@ static int restore_map(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf, 
     return cluster_set(cl, m, p, ml);
 }
 
+/* Format 6's migration section at buf + *off into cl: the table (older
+ * formats: an empty one), then has_out and has_in, which must be 0 (the
+ * records come with docs/MIGRATION.md step 4). 0, or -1 malformed. */
+static int restore_migrations(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf,
+                              size_t len, size_t *off) {
+    if (fmt < SNAP_FORMAT) return kvmux_migrec_restore(cl, NULL, 0);
+    if (len - *off < 4) return -1;
+    size_t tl = get32(buf + *off);
+    if (tl > len - *off - 4 || len - *off - 4 - tl < 2) return -1;
+    const uint8_t *p = buf + *off + 4;
+    if (p[tl] != 0 || p[tl + 1] != 0) return -1;
+    *off += 4 + tl + 2;
+    return kvmux_migrec_restore(cl, p, tl);
+}
+
 int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
                       kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, const uint8_t *buf,
                       size_t len) {
     uint32_t fmt = len >= SNAP_HDR_LEN ? get32(buf + 4) : 0;
     if (len < SNAP_HDR_LEN || get32(buf) != SNAP_MAGIC ||
-        (fmt != SNAP_FORMAT && fmt != SNAP_FORMAT_STAGE && fmt != SNAP_FORMAT_SESS &&
-         fmt != SNAP_FORMAT_NOSESS))
+        (fmt != SNAP_FORMAT && fmt != SNAP_FORMAT_MAP && fmt != SNAP_FORMAT_STAGE &&
+         fmt != SNAP_FORMAT_SESS && fmt != SNAP_FORMAT_NOSESS))
         return -1;
     int with_sessions = fmt != SNAP_FORMAT_NOSESS;
     uint64_t last = get64(buf + 8), count = get64(buf + 16);
@@ -640,6 +680,7 @@ int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
         kvmux_stage_clear(sg);
     }
     if (restore_map(cl, fmt, buf, len, &off) != 0) return -1;
+    if (restore_migrations(cl, fmt, buf, len, &off) != 0) return -1;
     if (off != len) return -1;
     kvmux_store_bump_version(st, last);
     return 0;
