@@ -642,6 +642,7 @@ int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
     if (restore_map(cl, fmt, buf, len, &off) != 0) return -1;
     if (off != len) return -1;
     kvmux_store_bump_version(st, last);
+    kvmux_store_slot_recount(st); /* derived state: never in snapshots */
     return 0;
 }
 

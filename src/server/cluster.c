@@ -111,9 +111,13 @@ int kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f) {
         cluster_slot(c, f);
         return 0;
     }
+    if (is_sub(f, "slotkeys")) {
+        kvmux__cluster_slotkeys(c, f);
+        return 0;
+    }
     if (!is_sub(f, "map") && !is_sub(f, "setmap") && !is_sub(f, "watch")) {
         refuse(c, f->request_id, KVMUX_STATUS_BAD_REQUEST,
-               "unknown CLUSTER subcommand (slot, map, setmap, watch)");
+               "unknown CLUSTER subcommand (slot, map, setmap, watch, slotkeys)");
         return 0;
     }
     if (cfg->cluster_group == 0 && !cfg->cluster_map_group) {

@@ -443,6 +443,14 @@ int kvmux__conn_respond_bytes(kvmux_conn *c, uint32_t request_id, uint8_t status
  * at once; setmap proposed through the log on the leader. Returns 1 if the
  * request keeps its credit (a setmap waiting for its entry), else 0. */
 int kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f);
+/* CLUSTER slotkeys (migrate_target.c): value ASCII FIRST-LAST or SLOT;
+ * OK with one "SLOT COUNT" line per slot holding keys, then "total N";
+ * BAD_REQUEST (syntax, or a node without per-slot counts), TOO_LARGE
+ * (the text exceeds the connection's frame limit). Answers at once. */
+void kvmux__cluster_slotkeys(kvmux_conn *c, const kvmux_frame *f);
+/* Parse ASCII "FIRST-LAST" or "SLOT" (decimal, < 16384, no sign or
+ * leading zeros, FIRST <= LAST) from p[0..n). Returns 0, or -1. */
+int kvmux__parse_slot_range(const uint8_t *p, size_t n, uint16_t *first, uint16_t *last);
 /* A keyed request on a cluster node whose slot this node cannot serve
  * under its applied map: answers it (no map: TRY_AGAIN on v3, BUSY on
  * v1/v2; another group's slot or an unassigned one: WRONG_SHARD on v3,

@@ -103,7 +103,15 @@ struct kvmux_store {
     void *snap_ud;
     uint64_t snap_now;             /* keys expired at it are left out */
     uint64_t snap_last;            /* the last version at the instant */
+    /* Cluster mode (kvmux_store_options.slot_keys): live keys per hash
+     * slot, KVMUX_SLOTS counters; NULL otherwise. Changed under the key's
+     * shard lock, but one slot's keys span every shard: atomic. */
+    _Atomic uint32_t *slot_keys;
 };
+
+/* Count one key of key[0..klen) more (delta 1) or less (-1) in its slot,
+ * in cluster mode. */
+void kvmux__store_slot_count(kvmux_store *s, const uint8_t *key, size_t klen, int delta);
 
 /* ---- entry layout ---- */
 
