@@ -11,7 +11,9 @@
 #include "sessions.h"
 
 #define SNAP_MAGIC 0x4B56534Eu /* "KVSN" */
-#define SNAP_FORMAT 5u         /* 5: the slot map (u32 length, bytes) after the staged values */
+#define SNAP_FORMAT 6u         /* 6: the migration table, outgoing and incoming records
+                                  after the slot map (MIGRATION.md section 2) */
+#define SNAP_FORMAT_MAP 5u     /* still restored: no migration state */
 #define SNAP_FORMAT_STAGE 4u   /* still restored: no slot map */
 #define SNAP_FORMAT_SESS 3u    /* still restored: no staged values */
 #define SNAP_FORMAT_NOSESS 2u  /* still restored: an empty session table */
@@ -66,6 +68,8 @@ void kvmux_fsm_cluster_init(kvmux_fsm_cluster *cl, uint16_t group) {
     cl->map = NULL;
     cl->bytes = NULL;
     cl->len = 0;
+    memset(&cl->in, 0, sizeof cl->in);
+    memset(&cl->in_stats, 0, sizeof cl->in_stats);
 }
 
 /* Replace the installed map by m (encoded as p[0..len), copied); m NULL:
@@ -163,8 +167,12 @@ static void apply_map(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c, kvmux_fsm
      * proposed for the same next epoch the log applies exactly one. */
     int fits = cl->cas ? (cur == 0 || epoch == cur + 1) : epoch > cur;
     if (fits) {
-        if (cluster_set(cl, m, c->value, c->value_len) != 0) status = KVMUX_STATUS_INTERNAL;
-        else cur = epoch;
+        if (cluster_set(cl, m, c->value, c->value_len) != 0) {
+            status = KVMUX_STATUS_INTERNAL;
+        } else {
+            cur = epoch;
+            kvmux_migin_map_applied(cl); /* a committed import ends here */
+        }
     } else {
         if (epoch != cur || c->value_len != cl->len || memcmp(c->value, cl->bytes, cl->len) != 0)
             status = KVMUX_STATUS_VERSION_MISMATCH;
@@ -179,6 +187,8 @@ static void apply_map(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c, kvmux_fsm
 static int cluster_refuses(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c) {
     if (!cl || cl->group == 0 || c->op == KVMUX_ENTRY_OP_STAGE || c->op == KVMUX_ENTRY_OP_MAP)
         return 0;
+    /* Migration ops check their own preconditions (MIGRATION.md 10.2). */
+    if (c->op >= KVMUX_ENTRY_OP_IMPORT && c->op <= KVMUX_ENTRY_OP_PURGE) return 0;
     /* The applier's own map: read without the lock (only it writes). No
      * map yet: no check (the serving replica refused keyed requests then,
      * and a log from before cluster mode replays as it was written). */
@@ -231,6 +241,11 @@ static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, kvmux_fsm_cluster *c
     case KVMUX_ENTRY_OP_SET_STAGED:
     case KVMUX_ENTRY_OP_CAS_STAGED:
         apply_staged(st, sg, now, c, r);
+        return;
+    case KVMUX_ENTRY_OP_IMPORT:
+    case KVMUX_ENTRY_OP_MIGSTEP:
+    case KVMUX_ENTRY_OP_PURGE:
+        kvmux_migin_apply(st, cl, now, c, r);
         return;
     case KVMUX_OP_SET:
         if (c->extras_len != 8) break;
@@ -418,13 +433,24 @@ static int snap_tail(kvmux_fsm_snap *sn, kvmux_sessions *ss, kvmux_stage_tab *sg
     const kvmux_stage_tab *stg = sg ? sg : &nostage;
     /* The applier's own map: read without the lock (only it writes). */
     size_t ml = cl && cl->map ? cl->len : 0;
-    size_t n = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg) + 4 + ml;
+    kvmux_migin none = {0};
+    const kvmux_migin *in = cl ? &cl->in : &none;
+    /* Format 6 after the map: u32 table_len + the map group's migration
+     * table (none here), u8 has_out (no outgoing record yet), u8 has_in
+     * + the incoming record (migin.h). */
+    size_t n = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg) + 4 + ml + 4 +
+               1 + kvmux_migin_encoded_len(in);
     if (!(sn->tail = sn->ra(NULL, n))) return -1;
     size_t off = kvmux_sessions_encode(tab, sn->tail);
     off += kvmux_stage_encode(stg, sn->tail + off);
     put32(sn->tail + off, (uint32_t)ml);
     if (ml) memcpy(sn->tail + off + 4, cl->bytes, ml);
-    sn->tail_len = off + 4 + ml;
+    off += 4 + ml;
+    put32(sn->tail + off, 0); /* table_len */
+    sn->tail[off + 4] = 0;    /* has_out */
+    off += 5;
+    off += kvmux_migin_encode(in, sn->tail + off);
+    sn->tail_len = off;
     return 0;
 }
 
@@ -574,7 +600,7 @@ static int clear_store(kvmux_store *st) {
  * formats: none). 0, or -1 when malformed or out of memory. */
 static int restore_map(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf, size_t len,
                        size_t *off) {
-    if (fmt < SNAP_FORMAT) return cl ? cluster_set(cl, NULL, NULL, 0) : 0;
+    if (fmt < SNAP_FORMAT_MAP) return cl ? cluster_set(cl, NULL, NULL, 0) : 0;
     if (len - *off < 4) return -1;
     size_t ml = get32(buf + *off);
     const uint8_t *p = buf + *off + 4;
@@ -590,13 +616,35 @@ static int restore_map(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf, 
     return cluster_set(cl, m, p, ml);
 }
 
+/* The migration state of a format-6 snapshot at buf + *off (older
+ * formats: none): the map group's table (skipped here: data groups have
+ * none), has_out (must be 0: no outgoing records yet) and the incoming
+ * record, into cl. 0, or -1 when malformed. */
+static int restore_migration(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf,
+                             size_t len, size_t *off) {
+    kvmux_migin in = {0};
+    if (fmt >= SNAP_FORMAT) {
+        if (len - *off < 4) return -1;
+        size_t tl = get32(buf + *off);
+        if (tl > len - *off - 4) return -1;
+        *off += 4 + tl;
+        if (len - *off < 1 || buf[*off] != 0) return -1;
+        *off += 1;
+        long used = kvmux_migin_decode(&in, buf + *off, len - *off);
+        if (used < 0) return -1;
+        *off += (size_t)used;
+    }
+    if (cl) kvmux_migin_set(cl, &in);
+    return 0;
+}
+
 int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
                       kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, const uint8_t *buf,
                       size_t len) {
     uint32_t fmt = len >= SNAP_HDR_LEN ? get32(buf + 4) : 0;
     if (len < SNAP_HDR_LEN || get32(buf) != SNAP_MAGIC ||
-        (fmt != SNAP_FORMAT && fmt != SNAP_FORMAT_STAGE && fmt != SNAP_FORMAT_SESS &&
-         fmt != SNAP_FORMAT_NOSESS))
+        (fmt != SNAP_FORMAT && fmt != SNAP_FORMAT_MAP && fmt != SNAP_FORMAT_STAGE &&
+         fmt != SNAP_FORMAT_SESS && fmt != SNAP_FORMAT_NOSESS))
         return -1;
     int with_sessions = fmt != SNAP_FORMAT_NOSESS;
     uint64_t last = get64(buf + 8), count = get64(buf + 16);
@@ -640,6 +688,7 @@ int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
         kvmux_stage_clear(sg);
     }
     if (restore_map(cl, fmt, buf, len, &off) != 0) return -1;
+    if (restore_migration(cl, fmt, buf, len, &off) != 0) return -1;
     if (off != len) return -1;
     kvmux_store_bump_version(st, last);
     kvmux_store_slot_recount(st); /* derived state: never in snapshots */

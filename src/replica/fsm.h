@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "migin.h"
 #include "store.h"
 
 struct kvmux_sessions; /* sessions.h */
@@ -47,6 +48,9 @@ typedef struct kvmux_fsm_cluster {
     struct kvmux_map *map;       /* heap; NULL = none installed */
     uint8_t *bytes;              /* the map as proposed (encoded), malloc */
     size_t len;
+    kvmux_migin in;              /* a migration's incoming record (migin.h):
+                                    written by the applier under mu */
+    kvmux_migin_stats in_stats;  /* what this replica applied of them */
 } kvmux_fsm_cluster;
 
 /* Empty state (no map) for group id group (0: not a cluster node); cas

@@ -156,3 +156,8 @@ if(TARGET kvmux AND TARGET kvmuxd)
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()
+# Slot migration, the target side's state machine rules (docs/MIGRATION.md
+# section 12 "migrate_fsm_test"; in-process, no Raft).
+kvmux_add_test(migrate_fsm_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_fsm_test.c
+  LIBS kvmuxd_core LABELS unit TIMEOUT 60)
