@@ -151,22 +151,22 @@ static void cli_assign(const rgroup *g2, uint16_t p1, uint16_t p2, const char *a
 }
 
 /* CLUSTER slotkeys (MIGRATION.md 10.1) after two_groups' restart: group
- * 1 (p1) holds 60 keys of slots 0-8000 and "{user1}.a" (8106), no longer
- * its slot but still in its store (counted: what a purge must reach);
- * group 2 (p2) holds one key of 8106. The counts survive the restart
- * (recounted from the snapshot and the log). */
+ * 1 (p1) holds 60 keys of slots 0-8000 ("{user1}.a", slot 8106, was
+ * purged when epoch 2 moved its slot); group 2 (p2) holds one key of
+ * 8106. The counts survive the restart (recounted from the snapshot and
+ * the log). */
 static void slotkeys_checks(uint16_t p1, uint16_t p2) {
     static uint8_t out[1 << 16];
     size_t n;
     CHECK_EQ(cluster_call(p1, "slotkeys", "8106", 4, out, sizeof out - 1, &n), 0);
     out[n] = 0;
-    CHECK(strcmp((char *)out, "8106 1\ntotal 1\n") == 0);
+    CHECK(strcmp((char *)out, "total 0\n") == 0);
     CHECK_EQ(cluster_call(p2, "slotkeys", "8106-8106", 9, out, sizeof out - 1, &n), 0);
     out[n] = 0;
     CHECK(strcmp((char *)out, "8106 1\ntotal 1\n") == 0);
     CHECK_EQ(cluster_call(p1, "slotkeys", "0-16383", 7, out, sizeof out - 1, &n), 0);
     out[n] = 0;
-    CHECK(strstr((char *)out, "total 61\n") != NULL);
+    CHECK(strstr((char *)out, "total 60\n") != NULL);
     /* One line per slot with keys, in slot order, then the total. */
     unsigned prev = 0, slot, cnt, sum = 0, lines = 0;
     for (char *l = (char *)out; sscanf(l, "%u %u", &slot, &cnt) == 2; lines++) {
@@ -175,7 +175,7 @@ static void slotkeys_checks(uint16_t p1, uint16_t p2) {
         sum += cnt;
         l = strchr(l, '\n') + 1;
     }
-    CHECK_EQ(sum, 61);
+    CHECK_EQ(sum, 60);
     CHECK(lines > 0);
     CHECK_EQ(cluster_call(p2, "slotkeys", "0-100", 5, out, sizeof out - 1, &n), 0);
     out[n] = 0;
@@ -275,15 +275,23 @@ static void two_groups(void) {
         CHECK_EQ(sets(p1, key), 0);
     }
     CHECK(rgroup_stat(&g1, 0, "replica_snapshots") >= 1);
+    /* "{user1}.a" stayed in group 1's store when epoch 2 moved its slot:
+     * a leftover, which group 1's janitor purges through its log
+     * (docs/MIGRATION.md 8.4). */
+    int purged = 0;
+    for (int i = 0; i < 250 && !purged; i++) {
+        purged = rgroup_stat(&g1, 0, "migrate_purged_keys") == 1;
+        if (!purged) usleep(20000);
+    }
+    CHECK(purged);
     rgroup_kill(&g1, 0);
     REQUIRE(rgroup_start_member(&g1, 0, 0) == 0);
     REQUIRE(rgroup_leader(&g1, 20000) == 0);
     CHECK_EQ(cluster_call(p1, "map", NULL, 0, got, sizeof got, &n), 0);
     CHECK(n == n2 && memcmp(got, m2, n2) == 0);
     CHECK_EQ(rgroup_stat(&g1, 0, "cluster_epoch"), 2);
-    CHECK_EQ(rgroup_stat(&g1, 0, "keys"), 61);
-    /* SCAN lists only the keys of slots the group owns: "{user1}.a" is
-     * still in group 1's store, but slot 8106 is group 2's now. */
+    CHECK_EQ(rgroup_stat(&g1, 0, "keys"), 60);
+    /* SCAN lists only the keys of slots the group owns. */
     int found;
     CHECK_EQ(scan_all(p1, "{user1}.a", &found), 60);
     CHECK(!found);
