@@ -263,6 +263,15 @@ static const vec VECS[] = {
      "epoch 8", 90, 3, 0, 0, 0},
     {"resp_map_group_keyed_v3", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_BAD_REQUEST, {0}, 0, "",
      "this is the cluster's map group: it holds the slot map and serves no keys", 73, 3, 0, 0, 0},
+    /* slot migration, the target's requests (docs/PROTOCOL.md section 18.6) */
+    {"req_cluster_import_begin_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_CLUSTER, {0}, 0,
+     "import-begin", {0, 0, 0, 7, 0, 0, 0, 99, 0, 1, U64(5)}, 18, 3, 0, 0, 0},
+    {"req_cluster_import_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_CLUSTER, {0}, 0, "import",
+     {0, 0, 0, 7, U64(5), 0, 0, 0, 1, 0, 2,
+      1, 0, 1, 'k', U64(2), U64(0), 0, 0, 0, 1, 'v',
+      2, 0, 4, 'g', 'o', 'n', 'e'}, 50, 3, 0, 0, 0},
+    {"resp_cluster_import_ok_v3", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_OK, {0}, 0, "",
+     {0, 0, 0, 2, 0, 0, 0, 0}, 8, 3, 0, 0, 0},
 };
 #define NVECS (sizeof VECS / sizeof VECS[0])
 
