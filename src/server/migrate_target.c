@@ -67,7 +67,7 @@ struct kvmux_migt {
     uint32_t pkeys;
     size_t done_plen, done_kbytes; /* as of the last completed bucket */
     uint32_t done_pkeys;
-    const uint8_t *purgeable;  /* slot -> 1 when its keys must go */
+    uint8_t purgeable[KVMUX_SLOTS]; /* slot -> 1 when its keys must go */
 };
 
 /* Longest slotkeys argument: "16383-16383". */
@@ -508,14 +508,11 @@ static void janitor_walk(kvmux_loop *l, struct kvmux_migt *m) {
 static void janitor(kvmux_loop *l, struct kvmux_migt *m) {
     if (m->seq && kvmux__repl_seq_in_flight(l, m->seq)) return; /* one in flight */
     m->seq = 0;
-    static uint8_t slots[KVMUX_SLOTS]; /* loop 0 only */
     kvmux_migin in;
-    if (purgeable_slots(l->srv, slots, &in)) {
+    if (purgeable_slots(l->srv, m->purgeable, &in)) {
         if (!m->purge && !(m->purge = malloc(2 + KVMUX_MIG_PURGE_BYTES + 2 * KVMUX_MIG_PURGE_KEYS)))
             return;
-        m->purgeable = slots;
         janitor_walk(l, m);
-        m->purgeable = NULL;
         return;
     }
     m->cursor = 0;
