@@ -183,6 +183,12 @@ static void in_begin(kvmux_fsm_cluster *cl, uint32_t id, const struct kvmux_entr
         return;
     }
     if (in.state == KVMUX_MIGIN_NONE) {
+        /* Always PURGING, even with no leftovers of R here: the per-slot
+         * counts include expired keys not yet reclaimed, which a read
+         * removes on one replica and not another, so "R holds no keys"
+         * is not the same on every replica at apply time. The leader's
+         * janitor proposes IN_READY once its count is 0 (within one
+         * round, 100 ms), and the purges before it go through the log. */
         kvmux_migin fresh = {.id = id, .first = first, .last = last, .src = src,
                              .state = KVMUX_MIGIN_PURGING, .min_term = term};
         set_locked(cl, &fresh);
