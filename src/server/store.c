@@ -1025,10 +1025,7 @@ void kvmux_store_snap_begin(kvmux_store *s, uint64_t now, kvmux_store_snap_fn fn
     }
 }
 
-void kvmux_store_snap_shard(kvmux_store *s, uint32_t i) {
-    if (i >= s->nshards) return;
-    shard *sh = &s->shards[i];
-    pthread_mutex_lock(&sh->mu);
+void kvmux__store_snap_flush(const kvmux_store *s, shard *sh) {
     /* Keys unchanged since the instant; the others were kept as they were
      * when they first changed (snap_keep), or did not exist then. */
     for (size_t b = 0; sh->snap_pending && b < sh->cap; b++) {
@@ -1037,6 +1034,13 @@ void kvmux_store_snap_shard(kvmux_store *s, uint32_t i) {
         if (e->version != 0 && e->version <= s->snap_last) snap_emit(s, sh, e);
     }
     sh->snap_pending = 0;
+}
+
+void kvmux_store_snap_shard(kvmux_store *s, uint32_t i) {
+    if (i >= s->nshards) return;
+    shard *sh = &s->shards[i];
+    pthread_mutex_lock(&sh->mu);
+    kvmux__store_snap_flush(s, sh);
     pthread_mutex_unlock(&sh->mu);
 }
 

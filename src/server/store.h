@@ -390,7 +390,8 @@ uint32_t kvmux_store_snapshot_shard(kvmux_store *s, uint32_t shard,
  * copied, under the same lock). So every key of the instant reaches fn
  * exactly once, with its state at the instant, and keys created after
  * it never do. Versions must only grow meanwhile: no kvmux_store_restore*
- * during a snapshot. */
+ * during a snapshot (kvmux_store_import_put, which may write older
+ * versions, hands its key's whole shard to the snapshot first). */
 
 /* Gets one live key of shard `shard` (a SET record: its now_ms is the
  * `now` given to begin). Called with that shard's lock held, from

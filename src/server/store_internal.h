@@ -183,6 +183,14 @@ typedef struct newval {
  * caller checked that the snapshot wants it). */
 void kvmux__store_snap_keep(const kvmux_store *s, const shard *sh, const entry *e);
 
+/* Serialize sh (lock held) for the background snapshot now if it is
+ * still pending: every key as it was at the instant, then the shard is
+ * no longer pending. For a change that copy-on-write by key cannot
+ * handle: one writing a version not newer than the instant's
+ * (kvmux_store_import_put), which the shard's walk would take for a key
+ * of the instant. */
+void kvmux__store_snap_flush(const kvmux_store *s, shard *sh);
+
 /* Call right before e (in sh, lock held) is changed or removed: if a
  * background snapshot has yet to serialize sh and e is as it was at the
  * snapshot's instant (its version is not newer), its record goes to the

@@ -67,6 +67,10 @@ int kvmux_store_import_put(kvmux_store *s, const uint8_t *key, size_t klen,
     shard *sh = kvmux__store_shard(s, hash);
     int rc = KVMUX_STATUS_OK;
     pthread_mutex_lock(&sh->mu);
+    /* An imported version may be older than a background snapshot's
+     * instant: the snapshot would take the new entry for one of the
+     * instant's. The shard goes to the snapshot first, as it is. */
+    if (sh->snap_pending && version <= s->snap_last) kvmux__store_snap_flush(s, sh);
     size_t i = kvmux__store_lookup(s, sh, hash, key, klen, now);
     const entry *old = i != NOT_FOUND ? slot_entry(sh->slots[i]) : NULL;
     if (old && old->version > version) {

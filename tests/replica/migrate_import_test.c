@@ -9,7 +9,8 @@
  * versions; keys outside R refused; the same rules after kill -9 and a
  * restart from a snapshot; IN_ABORT then the imported keys purged; a map
  * giving R to group 2 ends the record and serves the imported keys with
- * A's versions. STATS migrate_* and CLUSTER slotkeys / migration. */
+ * A's versions. STATS migrate_* and CLUSTER slotkeys / migration. Then
+ * a target over --maxmemory: OUT_OF_MEMORY before proposing. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,46 @@ static void rules(uint32_t bseq0, const char *key, uint64_t ver) {
     brec(&x, 1, key, "next", ver, 0);
     CHECK_EQ(import(&x), KVMUX_STATUS_OK);
     CHECK(rlen == 8 && kvmux_load_u32be(reply) == 1 && kvmux_load_u32be(reply + 4) == 0);
+}
+
+/* --maxmemory: a full target refuses an import before proposing it
+ * (OUT_OF_MEMORY: the migrator retries), never a replica at apply. */
+static void full_target(void) {
+    static const char *const x[] = {"--cluster-group", "2", "--store-shards", "1",
+                                    "--maxmemory", "256K", NULL};
+    static rgroup g;
+    REQUIRE(rgroup_start(&g, 1, x) == 0);
+    REQUIRE(rgroup_leader(&g, 20000) == 0);
+    uint16_t saved = port;
+    port = g.cport[0];
+    CHECK_EQ(setmap(1, 1), KVMUX_STATUS_OK);
+    CHECK_EQ(begin(5, 1), KVMUX_STATUS_OK); /* no leftovers: READY in one round */
+    kvmux_client *c = client();
+    static char val[4096];
+    memset(val, 'm', sizeof val);
+    int rc = 0, i, from = 0;
+    char k[64], tag[32];
+    cluster_key_in(R_LAST + 1, KVMUX_SLOTS - 1, &from, tag, sizeof tag); /* group 2's */
+    for (i = 0; i < 1000 && rc == 0; i++) {
+        snprintf(k, sizeof k, "{%s}fill-%d", tag, i);
+        rc = kvmux_set(c, k, strlen(k), val, sizeof val, 0, NULL, 10000);
+    }
+    CHECK_EQ(rc, KVMUX_EOOM);
+    batch b;
+    bstart(&b, 5, 1, 1);
+    brec(&b, 1, kr[0], "a", 100, 0);
+    CHECK_EQ(import(&b), KVMUX_STATUS_OUT_OF_MEMORY);
+    CHECK_EQ(rgroup_stat(&g, 0, "migrate_import_batches"), 0);
+    CHECK_EQ(r_keys(), 0);
+    for (int j = 0; j < i; j++) { /* room again */
+        snprintf(k, sizeof k, "{%s}fill-%d", tag, j);
+        kvmux_del(c, k, strlen(k), 10000);
+    }
+    CHECK_EQ(import(&b), KVMUX_STATUS_OK);
+    CHECK_EQ(r_keys(), 1);
+    kvmux_close(c);
+    rgroup_stop(&g);
+    port = saved;
 }
 
 int main(void) {
@@ -279,5 +320,6 @@ int main(void) {
            (unsigned long long)rgroup_stat(&g, 0, "migrate_import_skipped"),
            (unsigned long long)rgroup_stat(&g, 0, "migrate_import_refused"));
     rgroup_stop(&g);
+    full_target();
     return test_report();
 }
