@@ -104,7 +104,7 @@ void kvmux__cluster_slotkeys(kvmux_conn *c, const kvmux_frame *f) {
     uint16_t first, last;
     if (!kvmux_store_has_slot_keys(st)) {
         kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_BAD_REQUEST, NULL, 0,
-                            "slotkeys: this node serves no slots (the map group)");
+                            "slotkeys: not a data group of a cluster (--cluster-group)");
         return;
     }
     if (f->value_len > SLOTKEYS_ARG_MAX ||
