@@ -59,7 +59,7 @@ static int begin(uint32_t id, uint64_t term) {
 }
 
 typedef struct batch {
-    uint8_t b[8192];
+    uint8_t b[65536];
     size_t n;
     uint16_t nrec;
 } batch;
@@ -140,6 +140,29 @@ static void rules(uint32_t bseq0, const char *key, uint64_t ver) {
     brec(&x, 1, key, "next", ver, 0);
     CHECK_EQ(import(&x), KVMUX_STATUS_OK);
     CHECK(rlen == 8 && kvmux_load_u32be(reply) == 1 && kvmux_load_u32be(reply + 4) == 0);
+}
+
+/* 2500 keys imported in 3 batches, then the migration aborted: the
+ * janitor needs several PURGE entries (1024 keys at most each: the
+ * state machine refuses a bigger one, so this would never finish) and
+ * removes every key. */
+static void bulk_abort(void) {
+    static batch b;
+    static char keys[2500][24];
+    int from = 0;
+    for (int i = 0; i < 2500; i++) cluster_key_in(0, R_LAST, &from, keys[i], sizeof keys[i]);
+    CHECK_EQ(begin(10, 3), KVMUX_STATUS_OK);
+    for (int bs = 0; bs < 3; bs++) {
+        bstart(&b, 10, 3, (uint32_t)bs + 1);
+        for (int i = bs * 1000; i < 2500 && i < (bs + 1) * 1000; i++)
+            brec(&b, 1, keys[i], "bulk", 7000 + (uint64_t)i, 0);
+        CHECK_EQ(import(&b), KVMUX_STATUS_OK);
+    }
+    CHECK_EQ(r_keys(), 2500);
+    uint8_t idb[4];
+    kvmux_store_u32be(idb, 10);
+    CHECK_EQ(call("import-abort", idb, 4), KVMUX_STATUS_OK);
+    CHECK_EQ(wait_r_keys(0), 0);
 }
 
 /* --maxmemory: a full target refuses an import before proposing it
@@ -297,6 +320,8 @@ int main(void) {
     CHECK(strcmp((char *)reply, "none\n") == 0);
     CHECK_EQ(call("import-abort", idb, 4), KVMUX_STATUS_OK); /* a resend */
     CHECK_EQ(import(&b), KVMUX_STATUS_BUSY);
+
+    bulk_abort();
 
     /* A new migration, committed by a map giving R to group 2: the record
      * ends and the keys are served with A's versions. */
