@@ -12,8 +12,9 @@
 #include "sessions.h"
 
 #define SNAP_MAGIC 0x4B56534Eu /* "KVSN" */
-#define SNAP_FORMAT 6u         /* 6: the migration table and records after the map (migrec.h) */
-#define SNAP_FORMAT_MAP 5u     /* still restored: the slot map (u32 length, bytes), no table */
+#define SNAP_FORMAT 6u         /* 6: the migration table (map group), outgoing and
+                                  incoming records after the slot map (MIGRATION.md 2) */
+#define SNAP_FORMAT_MAP 5u     /* still restored: the slot map, no migration state */
 #define SNAP_FORMAT_STAGE 4u   /* still restored: no slot map */
 #define SNAP_FORMAT_SESS 3u    /* still restored: no staged values */
 #define SNAP_FORMAT_NOSESS 2u  /* still restored: an empty session table */
@@ -69,6 +70,8 @@ void kvmux_fsm_cluster_init(kvmux_fsm_cluster *cl, uint16_t group) {
     cl->bytes = NULL;
     cl->len = 0;
     cl->mig = NULL;
+    memset(&cl->in, 0, sizeof cl->in);
+    memset(&cl->in_stats, 0, sizeof cl->in_stats);
 }
 
 /* Replace the installed map by m (encoded as p[0..len), copied); m NULL:
@@ -176,8 +179,12 @@ static void apply_map(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c, kvmux_fsm
         return;
     }
     if (fits) {
-        if (cluster_set(cl, m, c->value, c->value_len) != 0) status = KVMUX_STATUS_INTERNAL;
-        else cur = epoch;
+        if (cluster_set(cl, m, c->value, c->value_len) != 0) {
+            status = KVMUX_STATUS_INTERNAL;
+        } else {
+            cur = epoch;
+            kvmux_migin_map_applied(cl); /* a committed import ends here */
+        }
     } else {
         if (epoch != cur || c->value_len != cl->len || memcmp(c->value, cl->bytes, cl->len) != 0)
             status = KVMUX_STATUS_VERSION_MISMATCH;
@@ -193,6 +200,8 @@ static int cluster_refuses(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c) {
     if (!cl || cl->group == 0 || c->op == KVMUX_ENTRY_OP_STAGE || c->op == KVMUX_ENTRY_OP_MAP ||
         c->op == KVMUX_ENTRY_OP_MIGREC)
         return 0;
+    /* Migration ops check their own preconditions (MIGRATION.md 10.2). */
+    if (c->op >= KVMUX_ENTRY_OP_IMPORT && c->op <= KVMUX_ENTRY_OP_PURGE) return 0;
     /* The applier's own map: read without the lock (only it writes). No
      * map yet: no check (the serving replica refused keyed requests then,
      * and a log from before cluster mode replays as it was written). */
@@ -248,6 +257,11 @@ static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, kvmux_fsm_cluster *c
     case KVMUX_ENTRY_OP_SET_STAGED:
     case KVMUX_ENTRY_OP_CAS_STAGED:
         apply_staged(st, sg, now, c, r);
+        return;
+    case KVMUX_ENTRY_OP_IMPORT:
+    case KVMUX_ENTRY_OP_MIGSTEP:
+    case KVMUX_ENTRY_OP_PURGE:
+        kvmux_migin_apply(st, cl, now, c, r);
         return;
     case KVMUX_OP_SET:
         if (c->extras_len != 8) break;
@@ -435,10 +449,14 @@ static int snap_tail(kvmux_fsm_snap *sn, kvmux_sessions *ss, kvmux_stage_tab *sg
     const kvmux_stage_tab *stg = sg ? sg : &nostage;
     /* The applier's own map: read without the lock (only it writes). */
     size_t ml = cl && cl->map ? cl->len : 0;
-    /* Format 6: the migration table, then u8 has_out, u8 has_in (none
-     * yet: the data groups' records come with MIGRATION.md step 4). */
+    kvmux_migin none = {0};
+    const kvmux_migin *in = cl ? &cl->in : &none;
+    /* Format 6 after the map: u32 table_len + the map group's migration
+     * table (migrec.h; length 0 on a data group), u8 has_out (no outgoing
+     * record yet), u8 has_in + the incoming record (migin.h). */
     size_t tl = kvmux_migrec_snap_len(cl);
-    size_t n = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg) + 4 + ml + tl + 2;
+    size_t n = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg) + 4 + ml + tl +
+               1 + kvmux_migin_encoded_len(in);
     if (!(sn->tail = sn->ra(NULL, n))) return -1;
     size_t off = kvmux_sessions_encode(tab, sn->tail);
     off += kvmux_stage_encode(stg, sn->tail + off);
@@ -448,7 +466,7 @@ static int snap_tail(kvmux_fsm_snap *sn, kvmux_sessions *ss, kvmux_stage_tab *sg
     kvmux_migrec_snap_write(cl, sn->tail + off);
     off += tl;
     sn->tail[off++] = 0; /* has_out */
-    sn->tail[off++] = 0; /* has_in */
+    off += kvmux_migin_encode(in, sn->tail + off);
     sn->tail_len = off;
     return 0;
 }
@@ -615,19 +633,30 @@ static int restore_map(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf, 
     return cluster_set(cl, m, p, ml);
 }
 
-/* Format 6's migration section at buf + *off into cl: the table (older
- * formats: an empty one), then has_out and has_in, which must be 0 (the
- * records come with docs/MIGRATION.md step 4). 0, or -1 malformed. */
+/* The migration state of a format-6 snapshot at buf + *off into cl (older
+ * formats: none): the map group's table (migrec.h), has_out (must be 0: no
+ * outgoing records yet) and the incoming record (migin.h). 0, or -1 when
+ * malformed. */
 static int restore_migrations(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf,
                               size_t len, size_t *off) {
-    if (fmt < SNAP_FORMAT) return kvmux_migrec_restore(cl, NULL, 0);
-    if (len - *off < 4) return -1;
-    size_t tl = get32(buf + *off);
-    if (tl > len - *off - 4 || len - *off - 4 - tl < 2) return -1;
-    const uint8_t *p = buf + *off + 4;
-    if (p[tl] != 0 || p[tl + 1] != 0) return -1;
-    *off += 4 + tl + 2;
-    return kvmux_migrec_restore(cl, p, tl);
+    kvmux_migin in = {0};
+    const uint8_t *table = NULL;
+    size_t tl = 0;
+    if (fmt >= SNAP_FORMAT) {
+        if (len - *off < 4) return -1;
+        tl = get32(buf + *off);
+        if (tl > len - *off - 4) return -1;
+        table = buf + *off + 4;
+        *off += 4 + tl;
+        if (len - *off < 1 || buf[*off] != 0) return -1;
+        *off += 1;
+        long used = kvmux_migin_decode(&in, buf + *off, len - *off);
+        if (used < 0) return -1;
+        *off += (size_t)used;
+    }
+    if (kvmux_migrec_restore(cl, table, tl) != 0) return -1;
+    if (cl) kvmux_migin_set(cl, &in);
+    return 0;
 }
 
 int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
@@ -683,6 +712,7 @@ int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
     if (restore_migrations(cl, fmt, buf, len, &off) != 0) return -1;
     if (off != len) return -1;
     kvmux_store_bump_version(st, last);
+    kvmux_store_slot_recount(st); /* derived state: never in snapshots */
     return 0;
 }
 

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "migin.h"
 #include "store.h"
 
 struct kvmux_sessions; /* sessions.h */
@@ -50,6 +51,9 @@ typedef struct kvmux_fsm_cluster {
     struct kvmux_migtab *mig;    /* the map group's migration table (migrec.h):
                                     NULL until its first change; replaced
                                     whole by the applier under mu */
+    kvmux_migin in;              /* a migration's incoming record (migin.h):
+                                    written by the applier under mu */
+    kvmux_migin_stats in_stats;  /* what this replica applied of them */
 } kvmux_fsm_cluster;
 
 /* Empty state (no map) for group id group (0: not a cluster node); cas
@@ -107,7 +111,10 @@ uint64_t kvmux_fsm_clock_read(void *ud);
  * newer / not next, unless the bytes equal the installed map's: OK; extras = u64 the map's epoch | u64
  * the epoch installed after the command), and with cl->group set, a write
  * for a slot the applied map does not give the group gets WRONG_SHARD and
- * is not applied. If out is not NULL it receives one result per command
+ * is not applied. Slot migration's ops (IMPORT, MIGSTEP, PURGE) change
+ * cl's incoming record and st as migin.h says, exempt from that check;
+ * a MAP giving all of the record's range to cl->group ends the record.
+ * If out is not NULL it receives one result per command
  * (nout of them at most). Returns the number of commands applied, or -1
  * if the entry is malformed (nothing applied, clock unchanged).
  * Thread-safety: one applier at a time. */
@@ -119,7 +126,8 @@ typedef void *(*kvmux_fsm_realloc_fn)(void *p, size_t n);
 
 /* Serialize st (every live key with its version and remaining TTL, the
  * version counter and the clock), the session table ss (NULL: none),
- * the staged values sg and the applied slot map of cl (NULL: none) into a buffer from ra. Returns 0 with *out, *outlen, or -1 (out of
+ * the staged values sg and the applied slot map and incoming migration
+ * record of cl (NULL: none) into a buffer from ra (format 6). Returns 0 with *out, *outlen, or -1 (out of
  * memory). Writers must be quiescent (the apply thread calls it);
  * readers may run. begin + run + take, joined into one buffer. */
 int kvmux_fsm_snapshot(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
@@ -162,7 +170,10 @@ void kvmux_fsm_snap_free(kvmux_fsm_snap *sn);
 /* Replace st's contents and the session table ss (NULL: ignored) by the
  * snapshot buf[0..len) (clk moves to the snapshot's clock if that is
  * later). Snapshots of format 2 (before sessions) restore with an empty
- * table, formats before 5 with no slot map in cl. Returns 0, or -1 if the snapshot is malformed (the store is then
+ * table, formats before 5 with no slot map in cl, before 6 with no
+ * incoming migration record (format 6: the map group's table, skipped
+ * here, then has_out, which must be 0, then the incoming record).
+ * The store's per-slot counts are recounted. Returns 0, or -1 if the snapshot is malformed (the store is then
  * partially restored: the caller must not go on). */
 int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, struct kvmux_sessions *ss,
                       struct kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, const uint8_t *buf, size_t len);

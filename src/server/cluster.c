@@ -117,10 +117,23 @@ int kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f) {
         return 0;
     }
     if (kvmux__migreq_is_sub(f)) return kvmux__migreq_request(c, f); /* migreq.c */
+    if (is_sub(f, "slotkeys")) {
+        kvmux__cluster_slotkeys(c, f);
+        return 0;
+    }
+    /* Slot migration, the target side (migrate_target.c). */
+    if (is_sub(f, "migration")) {
+        kvmux__cluster_migration(c, f);
+        return 0;
+    }
+    if (is_sub(f, "import-begin")) return kvmux__cluster_import_begin(c, f);
+    if (is_sub(f, "import-abort")) return kvmux__cluster_import_abort(c, f);
+    if (is_sub(f, "import")) return kvmux__cluster_import(c, f);
     if (!is_sub(f, "map") && !is_sub(f, "setmap") && !is_sub(f, "watch")) {
         refuse(c, f->request_id, KVMUX_STATUS_BAD_REQUEST,
-               "unknown CLUSTER subcommand (slot, map, setmap, watch, migrate, migrations, "
-               "mwatch, abort, migrate-commit, migrate-ack)");
+               "unknown CLUSTER subcommand (slot, map, setmap, watch, slotkeys, migrate, "
+               "migrations, mwatch, abort, migrate-commit, migrate-ack, migration, "
+               "import-begin, import, import-abort)");
         return 0;
     }
     if (cfg->cluster_group == 0 && !cfg->cluster_map_group) {

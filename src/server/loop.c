@@ -247,6 +247,8 @@ static int next_timeout(const kvmux_loop *l) {
     }
     uint64_t watch = kvmux__mapwatch_next_ms(l); /* a CLUSTER watch's end */
     if (next > watch) next = watch;
+    uint64_t mig = kvmux__migt_next_ms(l); /* the janitor, parked import-begins */
+    if (next > mig) next = mig;
     if (next == UINT64_MAX) return -1;
     uint64_t now = kvmux_clock_ms();
     if (next <= now) return 0;

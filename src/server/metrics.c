@@ -290,6 +290,7 @@ static const struct {
     {"cluster_map_lag_epochs", "Epochs this group is behind the map group"},
     {"cluster_map_lag_ms", "How long this group has been behind the map group"},
     {"cluster_map_contact_age_ms", "Time since the map group last answered"},
+    {"migrate_in_id", "The migration importing into this group (0 = none)"},
 };
 
 static const char *gauge_help(const char *name) {

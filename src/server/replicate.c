@@ -312,6 +312,7 @@ void kvmux__repl_loop_deinit(kvmux_loop *l) {
     l->rb_cur = NULL;
     l->inbox_rb = NULL; /* the same batches as rb_flight */
     kvmux__mapwatch_loop_deinit(l);
+    kvmux__migt_loop_deinit(l);
     while (l->stale) {
         struct kvmux_stale *s = l->stale;
         l->stale = s->next;
@@ -422,6 +423,11 @@ static void respond_admin(kvmux_conn *c, uint32_t id, const kvmux_node_admin *a)
         kvmux__conn_respond(c, id, a->status, NULL, 0, a->msg);
 }
 
+/* A slot migration's request (migrate_target.c answers it). */
+static int is_mig_op(uint8_t op) {
+    return op == KVMUX_ENTRY_OP_MIGSTEP || op == KVMUX_ENTRY_OP_IMPORT;
+}
+
 static void answer(kvmux_loop *l, kvmux_lbatch *lb, kvmux_repl *r) {
     kvmux_rbatch *b = &lb->rb;
     if (b->status == 0) lease_extend(r, lb);
@@ -439,6 +445,8 @@ static void answer(kvmux_loop *l, kvmux_lbatch *lb, kvmux_repl *r) {
             respond_admin(c, p->request_id, b->admin);
         } else if (b->admin) {
             respond_not_leader(c, p->request_id); /* not processed */
+        } else if (b->status == 0 && p->cmd >= 0 && is_mig_op(p->op)) {
+            kept = kvmux__migt_done(c, p->request_id, p->op, p->extras, &b->results[p->cmd]);
         } else if (b->status == 0 && p->cmd >= 0) {
             respond_result(c, p, &b->results[p->cmd]);
         } else if (b->status == 0) {
@@ -868,6 +876,34 @@ int kvmux__repl_propose(kvmux_conn *c, uint32_t id, const kvmux_entry_cmd *cmd) 
     return enqueue(c, id, cmd, NULL);
 }
 
+int kvmux__repl_propose_cmd(kvmux_conn *c, uint32_t id, const kvmux_entry_cmd *cmd,
+                            const uint8_t *tag, uint8_t taglen) {
+    kvmux_loop *l = c->loop;
+    if (!is_leader(l->srv)) {
+        respond_not_leader(c, id);
+        return 0;
+    }
+    if (!enqueue(c, id, cmd, NULL)) return 0;
+    pend *p = &l->rb_cur->p[l->rb_cur->np - 1]; /* enqueue's, in the current batch */
+    p->extras_len = taglen;
+    memcpy(p->extras, tag, taglen);
+    return 1;
+}
+
+uint64_t kvmux__repl_propose_internal(kvmux_loop *l, const kvmux_entry_cmd *cmd) {
+    propose(l); /* what the iteration gathered goes first, in its own entry */
+    kvmux_lbatch *lb = cur_batch(l);
+    if (!lb || add_cmd(l, &lb, cmd) < 0) return 0;
+    propose(l);
+    return l->rb_seq;
+}
+
+int kvmux__repl_seq_in_flight(const kvmux_loop *l, uint64_t seq) {
+    for (const kvmux_lbatch *lb = l->rb_flight; lb; lb = lb->lnext)
+        if (lb->rb.seq == seq) return 1;
+    return 0;
+}
+
 int kvmux__repl_setmap(kvmux_conn *c, const kvmux_frame *f) {
     if (!is_leader(c->loop->srv)) {
         respond_not_leader(c, f->request_id);
@@ -1071,6 +1107,7 @@ void kvmux__repl_iterate(kvmux_loop *l) {
     stale_check(l);
     kvmux__mapwatch_iterate(l); /* may add a MAP command to this iteration's entry */
     kvmux__waits_recheck_slots(l);
+    kvmux__migt_iterate(l);     /* may propose a PURGE or IN_READY entry */
     pthread_mutex_lock(&l->inbox_mu);
     kvmux_rbatch *done = l->inbox_rb;
     l->inbox_rb = NULL;
@@ -1120,6 +1157,7 @@ void kvmux__repl_forget(kvmux_conn *c) {
     for (struct kvmux_stale *s = l->stale; s; s = s->next)
         if (s->p.conn == c) s->p.conn = NULL;
     kvmux__mapwatch_forget(c);
+    kvmux__migt_forget(c);
     c->nrepl = 0;
 }
 
@@ -1137,6 +1175,7 @@ int kvmux__repl_holds(const kvmux_conn *c, uint32_t request_id) {
     for (const struct kvmux_stale *s = l->stale; s; s = s->next)
         if (s->p.conn == c && s->p.request_id == request_id) return 1;
     if (kvmux__mapwatch_holds(c, request_id)) return 1;
+    if (kvmux__migt_holds(c, request_id)) return 1;
     return holds_in(l->rb_cur, c, request_id);
 }
 
@@ -1240,6 +1279,20 @@ int kvmux__repl_propose_map(kvmux_loop *l, const uint8_t *p, size_t n) {
     return -1;
 }
 void kvmux__repl_loop_deinit(kvmux_loop *l) { (void)l; }
+int kvmux__repl_propose_cmd(kvmux_conn *c, uint32_t id, const struct kvmux_entry_cmd *cmd,
+                            const uint8_t *tag, uint8_t taglen) {
+    (void)cmd, (void)tag, (void)taglen;
+    kvmux__conn_respond(c, id, KVMUX_STATUS_BAD_REQUEST, NULL, 0, "built without replication");
+    return 0;
+}
+uint64_t kvmux__repl_propose_internal(kvmux_loop *l, const struct kvmux_entry_cmd *cmd) {
+    (void)l, (void)cmd;
+    return 0;
+}
+int kvmux__repl_seq_in_flight(const kvmux_loop *l, uint64_t seq) {
+    (void)l, (void)seq;
+    return 0;
+}
 void kvmux__repl_free(kvmux_server *s) { (void)s; }
 int kvmux__repl_request(kvmux_conn *c, const kvmux_frame *f) {
     (void)c, (void)f;

@@ -131,6 +131,7 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
     so.shards = cfg->store_shards;
     so.fire = kvmux__wait_fire;
     so.fire_user_data = s;
+    so.slot_keys = cfg->cluster_group != 0; /* migrations' purge checks, CLUSTER slotkeys */
     if (cfg->replica_id) {
         /* Replicated: the store's time is the log's (src/replica/fsm.h). */
         atomic_init(&s->repl_clock.ms, 0);

@@ -182,6 +182,8 @@ struct kvmux_loop {
     struct kvmux_mwatch *mwatch;   /* parked CLUSTER watches (mapwatch.c) */
     uint64_t waits_map_stamp;      /* map epochs last checked against the
                                       parked WAITs (waits.c) */
+    struct kvmux_migt *migt;       /* parked import-begins, the janitor
+                                      (migrate_target.c); NULL until used */
     kvmux_rt rt;                   /* this loop's copy (reload.c) */
     uint64_t rt_epoch;             /* of srv->rt when copied */
     struct kvmux_metrics_loop *metrics; /* latency histograms (metrics.c) */
@@ -445,6 +447,50 @@ int kvmux__conn_respond_bytes(kvmux_conn *c, uint32_t request_id, uint8_t status
  * at once; setmap proposed through the log on the leader. Returns 1 if the
  * request keeps its credit (a setmap waiting for its entry), else 0. */
 int kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f);
+/* CLUSTER slotkeys (migrate_target.c): value ASCII FIRST-LAST or SLOT;
+ * OK with one "SLOT COUNT" line per slot holding keys, then "total N";
+ * BAD_REQUEST (syntax, or a node without per-slot counts), TOO_LARGE
+ * (the text exceeds the connection's frame limit). Answers at once. */
+void kvmux__cluster_slotkeys(kvmux_conn *c, const kvmux_frame *f);
+/* CLUSTER migration (any member of a replicated data group): OK, text
+ * "in:ID F-L from G state=purging|ready term=T bseq=N" or "none". */
+void kvmux__cluster_migration(kvmux_conn *c, const kvmux_frame *f);
+/* CLUSTER import-begin / import (docs/MIGRATION.md 10.1), on a data
+ * group's leader: checked, then proposed (MIGSTEP IN_BEGIN / IMPORT) and
+ * answered after apply through kvmux__migt_done. Return 1 when the
+ * request keeps its credit (proposed), 0 when answered. */
+int kvmux__cluster_import_begin(kvmux_conn *c, const kvmux_frame *f);
+int kvmux__cluster_import(kvmux_conn *c, const kvmux_frame *f);
+/* CLUSTER import-abort (value u32 id), leader: MIGSTEP IN_ABORT; OK, or
+ * NOT_FOUND when another migration is importing. As above. */
+int kvmux__cluster_import_abort(kvmux_conn *c, const kvmux_frame *f);
+struct kvmux_fsm_result;
+/* The applied result res of a migration request proposed with tag (the
+ * bytes given to kvmux__repl_propose_cmd): answers it, or parks an
+ * import-begin whose record is still PURGING. Returns 1 if parked (the
+ * request keeps its credit; c->nrepl counts it), else 0. */
+int kvmux__migt_done(kvmux_conn *c, uint32_t request_id, uint8_t op, const uint8_t *tag,
+                     const struct kvmux_fsm_result *res);
+/* Each loop iteration (replicated mode): answer parked import-begins that
+ * are done; on loop 0 of a data group's leader, the janitor's round when
+ * due. */
+void kvmux__migt_iterate(kvmux_loop *l);
+/* When l next needs an iteration for the above (ms, kvmux_clock_ms), or
+ * UINT64_MAX. */
+uint64_t kvmux__migt_next_ms(const kvmux_loop *l);
+/* c is closing: its parked import-begins are dropped unanswered. */
+void kvmux__migt_forget(kvmux_conn *c);
+/* Whether (c, request_id) is a parked import-begin. */
+int kvmux__migt_holds(const kvmux_conn *c, uint32_t request_id);
+/* Free l's parked requests and janitor state. */
+void kvmux__migt_loop_deinit(kvmux_loop *l);
+/* STATS lines of the incoming migration (MIGRATION.md 10.4). */
+void kvmux__migt_stats(kvmux_server *s, void *o,
+                       void (*u64line)(void *o, const char *name, uint64_t v),
+                       void (*strline)(void *o, const char *name, const char *v));
+/* Parse ASCII "FIRST-LAST" or "SLOT" (decimal, < 16384, no sign or
+ * leading zeros, FIRST <= LAST) from p[0..n). Returns 0, or -1. */
+int kvmux__parse_slot_range(const uint8_t *p, size_t n, uint16_t *first, uint16_t *last);
 /* A keyed request on a cluster node whose slot this node cannot serve
  * under its applied map: answers it (no map: TRY_AGAIN on v3, BUSY on
  * v1/v2; another group's slot or an unassigned one: WRONG_SHARD on v3,
@@ -538,6 +584,19 @@ void kvmux__repl_respond_not_leader(kvmux_conn *c, uint32_t id);
  * memory). */
 int kvmux__repl_propose_map(kvmux_loop *l, const uint8_t *p, size_t n);
 
+struct kvmux_entry_cmd;
+/* On the leader: put cmd (an internal op) in this iteration's entry for
+ * request (c, id), answered after apply (migration ops through
+ * kvmux__migt_done, which gets tag[0..taglen), taglen <= 16). Not the
+ * leader: NOT_LEADER. Returns 1 (queued) or 0 (answered). */
+int kvmux__repl_propose_cmd(kvmux_conn *c, uint32_t id, const struct kvmux_entry_cmd *cmd,
+                            const uint8_t *tag, uint8_t taglen);
+/* On the leader (the caller checked): propose cmd at once in an entry of
+ * its own, nobody to answer. Returns the entry's sequence number for
+ * kvmux__repl_seq_in_flight, or 0 when it could not be proposed. */
+uint64_t kvmux__repl_propose_internal(kvmux_loop *l, const struct kvmux_entry_cmd *cmd);
+/* Whether l's entry of sequence seq is still being replicated. */
+int kvmux__repl_seq_in_flight(const kvmux_loop *l, uint64_t seq);
 /* The group's cluster state (fsm.h), NULL without replication. */
 struct kvmux_fsm_cluster *kvmux__repl_cluster(kvmux_server *s);
 /* Propose setmap request f (a valid encoded map) as a MAP entry: on the

@@ -86,6 +86,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "monotime.h"
 #include "siphash.h"
 #include "slab.h"
@@ -147,14 +148,20 @@ int kvmux_store_new(kvmux_store **out, const kvmux_store_options *opts) {
     s->dealloc = opts->dealloc;
     s->alloc_ud = opts->alloc_user_data;
     atomic_init(&s->last_version, 0);
+    if (opts->slot_keys && !(s->slot_keys = calloc(KVMUX_SLOTS, sizeof *s->slot_keys))) {
+        free(s);
+        return -1;
+    }
     if (opts->hash_key) {
         memcpy(s->hash_key, opts->hash_key, sizeof s->hash_key);
     } else if (kvmux_random_bytes(s->hash_key, sizeof s->hash_key) != 0) {
+        free((void *)s->slot_keys);
         free(s);
         return -1;
     }
     s->shards = aligned_alloc(64, sizeof(shard) * n);
     if (!s->shards) {
+        free((void *)s->slot_keys);
         free(s);
         return -1;
     }
@@ -169,6 +176,7 @@ int kvmux_store_new(kvmux_store **out, const kvmux_store_options *opts) {
                 mem_free(s, s->shards[j].slots);
             }
             free(s->shards);
+            free((void *)s->slot_keys);
             free(s);
             return -1;
         }
@@ -305,6 +313,7 @@ void kvmux_store_free(kvmux_store *s) {
         pthread_mutex_destroy(&sh->mu);
     }
     free(s->shards);
+    free((void *)s->slot_keys);
     free(s);
 }
 
@@ -428,6 +437,7 @@ static void remove_at(const kvmux_store *s, shard *sh, size_t i) {
     if (e->version != 0) {
         sh->live--;
         sh->bytes -= e->klen + e_vlen(e);
+        kvmux__store_slot_count((kvmux_store *)(uintptr_t)s, e_key(e), e->klen, -1);
     }
     mem_account(s, -(int64_t)value_mem(v));
     kvmux_store_value_release(v);
@@ -525,8 +535,12 @@ static uint64_t put(kvmux_store *s, shard *sh, size_t i, uint64_t hash, const ui
         if (old) sh->slots[i] = (sh->slots[i] & TAG_MASK) | (uint64_t)(uintptr_t)e;
         else table_insert(sh, hash, e);
     }
-    if (oldver != 0) sh->bytes -= klen + oldvlen;
-    else sh->live++;
+    if (oldver != 0) {
+        sh->bytes -= klen + oldvlen;
+    } else {
+        sh->live++;
+        kvmux__store_slot_count(s, key, klen, 1);
+    }
     sh->bytes += klen + nv->len;
     mem_account(s, (int64_t)value_mem(nv->val) - (int64_t)value_mem(oldv));
     if (notify && s->journal) {
@@ -572,6 +586,26 @@ int kvmux_store_get(kvmux_store *s, const uint8_t *key, size_t klen,
         entry *e = slot_entry(sh->slots[i]);
         if (e->version != 0) {
             e->atime = clock32(now);
+            rc = call_read(s, read, ud, e);
+            if (rc == 0) rc = KVMUX_STATUS_OK;
+        }
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
+
+int kvmux_store_get_full(kvmux_store *s, const uint8_t *key, size_t klen,
+                         kvmux_store_read_fn read, void *ud, uint64_t *expire_at) {
+    uint64_t hash = hash_key(s, key, klen), now = s->clock(s->clock_ud);
+    shard *sh = shard_for(s, hash);
+    int rc = KVMUX_STATUS_NOT_FOUND;
+    pthread_mutex_lock(&sh->mu);
+    size_t i = lookup(s, sh, hash, key, klen, now);
+    if (i != NOT_FOUND) {
+        entry *e = slot_entry(sh->slots[i]);
+        if (e->version != 0) {
+            /* No atime update: a migration's copy is not a client's use. */
+            if (expire_at) *expire_at = e_expires(e);
             rc = call_read(s, read, ud, e);
             if (rc == 0) rc = KVMUX_STATUS_OK;
         }
@@ -991,10 +1025,7 @@ void kvmux_store_snap_begin(kvmux_store *s, uint64_t now, kvmux_store_snap_fn fn
     }
 }
 
-void kvmux_store_snap_shard(kvmux_store *s, uint32_t i) {
-    if (i >= s->nshards) return;
-    shard *sh = &s->shards[i];
-    pthread_mutex_lock(&sh->mu);
+void kvmux__store_snap_flush(const kvmux_store *s, shard *sh) {
     /* Keys unchanged since the instant; the others were kept as they were
      * when they first changed (snap_keep), or did not exist then. */
     for (size_t b = 0; sh->snap_pending && b < sh->cap; b++) {
@@ -1003,6 +1034,13 @@ void kvmux_store_snap_shard(kvmux_store *s, uint32_t i) {
         if (e->version != 0 && e->version <= s->snap_last) snap_emit(s, sh, e);
     }
     sh->snap_pending = 0;
+}
+
+void kvmux_store_snap_shard(kvmux_store *s, uint32_t i) {
+    if (i >= s->nshards) return;
+    shard *sh = &s->shards[i];
+    pthread_mutex_lock(&sh->mu);
+    kvmux__store_snap_flush(s, sh);
     pthread_mutex_unlock(&sh->mu);
 }
 

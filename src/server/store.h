@@ -74,6 +74,8 @@ typedef struct kvmux_store_options {
     void *(*alloc)(void *user_data, size_t n);
     void (*dealloc)(void *user_data, void *p);
     void *alloc_user_data;
+    int slot_keys;              /* nonzero (cluster mode): keep live keys per
+                                   hash slot (kvmux_store_slot_keys), 64 KiB */
 } kvmux_store_options;
 
 typedef struct kvmux_store_stats {
@@ -105,6 +107,13 @@ void kvmux_store_free(kvmux_store *s);
  * Returns OK, NOT_FOUND (read not called), or read's nonzero result. */
 int kvmux_store_get(kvmux_store *s, const uint8_t *key, size_t klen,
                     kvmux_store_read_fn read, void *ud);
+
+/* GET for a slot migration's copy: as kvmux_store_get, plus *expire_at
+ * (may be NULL) = the key's absolute expiry on the store clock (0 =
+ * none), read under the same lock as the value and version. Does not
+ * touch the key's LRU time. Returns OK, NOT_FOUND, or read's result. */
+int kvmux_store_get_full(kvmux_store *s, const uint8_t *key, size_t klen,
+                         kvmux_store_read_fn read, void *ud, uint64_t *expire_at);
 
 /* A new value of len bytes (len > 0, contents undefined) with one
  * reference owned by the caller, from the store's allocator: fill it via
@@ -254,6 +263,49 @@ int kvmux_store_scan(kvmux_store *s, uint64_t cursor, const uint8_t *prefix, siz
                      uint32_t count, size_t max_bytes, kvmux_store_scan_fn fn, void *ud,
                      uint64_t *next);
 
+/* kvmux_store_scan restricted to the keys of hash slots first..last
+ * (kvmux_slot; last < KVMUX_SLOTS), no prefix. flags: with
+ * KVMUX_STORE_SCAN_EXPIRED, keys whose TTL passed but which are not yet
+ * removed are handed out too (they are counted in kvmux_store_slot_keys,
+ * so a purge must reach them). Same cursor, guarantee and results as
+ * kvmux_store_scan; BAD_REQUEST also for first > last or last >= 16384. */
+#define KVMUX_STORE_SCAN_EXPIRED 1u
+int kvmux_store_scan_slots(kvmux_store *s, uint64_t cursor, uint16_t first, uint16_t last,
+                           unsigned flags, uint32_t count, size_t max_bytes,
+                           kvmux_store_scan_fn fn, void *ud, uint64_t *next);
+
+/* ---- cluster mode: per-slot counts and imports (store_slots.c;
+ * docs/MIGRATION.md sections 2, 4, 6) ---- */
+
+/* The number of keys of hash slot `slot` in the store (expired ones not
+ * yet removed included), kept by every insert and delete -- writes,
+ * expiry, eviction, restores -- when the store was created with
+ * slot_keys; 0 otherwise or for slot >= 16384. Derived state, never
+ * persisted. Any thread (a hint while other threads write). */
+uint32_t kvmux_store_slot_keys(const kvmux_store *s, uint16_t slot);
+/* The sum of kvmux_store_slot_keys over first..last (clipped at 16383). */
+uint64_t kvmux_store_range_keys(const kvmux_store *s, uint16_t first, uint16_t last);
+/* Whether the store keeps per-slot counts (created with slot_keys). */
+int kvmux_store_has_slot_keys(const kvmux_store *s);
+/* Count the per-slot keys again from the table (after a snapshot
+ * restore). Takes every shard lock at once, in order: exact even while
+ * other threads read. No-op without slot_keys. */
+void kvmux_store_slot_recount(kvmux_store *s);
+
+/* A migration's import of one key (MIGRATION.md "How B applies an
+ * IMPORT"): set key = value with exactly `version` (>= 1) and absolute
+ * expiry expire_at_ms (store clock, 0 = none) -- unless the store holds
+ * the key with a higher version, which is kept (VERSION_MISMATCH,
+ * nothing changed). A write: fires waiters, journalled as a SET. The
+ * version counter is raised to at least `version` in every case, so
+ * later writes here get higher versions. An expiry already passed is the
+ * caller's business (an import applies it as a delete). Returns OK,
+ * VERSION_MISMATCH, BAD_REQUEST (version 0, empty or > 65535-byte key)
+ * or INTERNAL (out of memory: key unchanged). */
+int kvmux_store_import_put(kvmux_store *s, const uint8_t *key, size_t klen,
+                           const uint8_t *value, size_t vlen, uint64_t version,
+                           uint64_t expire_at_ms);
+
 /* ---- persistence hooks (used by aof.c) ---- */
 
 /* One change as the append-only log sees it. op is KVMUX_STORE_REC_SET
@@ -338,7 +390,8 @@ uint32_t kvmux_store_snapshot_shard(kvmux_store *s, uint32_t shard,
  * copied, under the same lock). So every key of the instant reaches fn
  * exactly once, with its state at the instant, and keys created after
  * it never do. Versions must only grow meanwhile: no kvmux_store_restore*
- * during a snapshot. */
+ * during a snapshot (kvmux_store_import_put, which may write older
+ * versions, hands its key's whole shard to the snapshot first). */
 
 /* Gets one live key of shard `shard` (a SET record: its now_ms is the
  * `now` given to begin). Called with that shard's lock held, from

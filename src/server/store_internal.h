@@ -103,7 +103,15 @@ struct kvmux_store {
     void *snap_ud;
     uint64_t snap_now;             /* keys expired at it are left out */
     uint64_t snap_last;            /* the last version at the instant */
+    /* Cluster mode (kvmux_store_options.slot_keys): live keys per hash
+     * slot, KVMUX_SLOTS counters; NULL otherwise. Changed under the key's
+     * shard lock, but one slot's keys span every shard: atomic. */
+    _Atomic uint32_t *slot_keys;
 };
+
+/* Count one key of key[0..klen) more (delta 1) or less (-1) in its slot,
+ * in cluster mode. */
+void kvmux__store_slot_count(kvmux_store *s, const uint8_t *key, size_t klen, int delta);
 
 /* ---- entry layout ---- */
 
@@ -174,6 +182,14 @@ typedef struct newval {
 /* Hand e's record to the background snapshot (kvmux__store_snap_keep's
  * caller checked that the snapshot wants it). */
 void kvmux__store_snap_keep(const kvmux_store *s, const shard *sh, const entry *e);
+
+/* Serialize sh (lock held) for the background snapshot now if it is
+ * still pending: every key as it was at the instant, then the shard is
+ * no longer pending. For a change that copy-on-write by key cannot
+ * handle: one writing a version not newer than the instant's
+ * (kvmux_store_import_put), which the shard's walk would take for a key
+ * of the instant. */
+void kvmux__store_snap_flush(const kvmux_store *s, shard *sh);
 
 /* Call right before e (in sh, lock held) is changed or removed: if a
  * background snapshot has yet to serialize sh and e is as it was at the

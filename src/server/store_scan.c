@@ -45,6 +45,8 @@
  * 16-bit tag of the hash; the home bucket needs the low bits). */
 #include "store_internal.h"
 
+#include "cluster.h"
+
 #define SHARD_SHIFT 48
 #define POS_MASK ((UINT64_C(1) << SHARD_SHIFT) - 1)
 #define WORK_PER_KEY 100u
@@ -77,6 +79,9 @@ typedef struct scan_state {
     size_t bytes;               /* key list bytes so far */
     kvmux_store_scan_fn fn;
     void *ud;
+    int by_slot;                /* keep only keys of slots first..last */
+    uint16_t first, last;
+    int expired_too;            /* KVMUX_STORE_SCAN_EXPIRED */
 } scan_state;
 
 static int budget_spent(const scan_state *st) {
@@ -93,10 +98,14 @@ static int visit_bucket(kvmux_store *s, shard *sh, size_t b, uint64_t now, scan_
         if (x == 0) return 0;
         if (!slot_used(x)) continue;
         const entry *e = slot_entry(x);
-        if (e->version == 0 || is_expired(e, now)) continue;
+        if (e->version == 0 || (!st->expired_too && is_expired(e, now))) continue;
         const uint8_t *k = e_key(e);
         if ((kvmux__store_hash(s, k, e->klen) & mask) != b) continue;
         if (st->plen && (e->klen < st->plen || memcmp(k, st->prefix, st->plen) != 0)) continue;
+        if (st->by_slot) {
+            uint16_t slot = kvmux_slot(k, e->klen);
+            if (slot < st->first || slot > st->last) continue;
+        }
         int rc = st->fn(st->ud, k, e->klen);
         if (rc != 0) return rc;
         st->keys++;
@@ -112,15 +121,19 @@ static int visit_whole_bucket(kvmux_store *s, shard *sh, size_t b, uint64_t now,
     return rc != 0 ? rc : st->fn(st->ud, NULL, 0);
 }
 
-int kvmux_store_scan(kvmux_store *s, uint64_t cursor, const uint8_t *prefix, size_t plen,
-                     uint32_t count, size_t max_bytes, kvmux_store_scan_fn fn, void *ud,
+/* One step with st's filters set (count, work bound and the counters
+ * are filled in here). */
+static int scan_step(kvmux_store *s, uint64_t cursor, scan_state *stp, uint32_t count,
                      uint64_t *next) {
     uint64_t si = cursor >> SHARD_SHIFT, pos = cursor & POS_MASK;
     if (si >= s->nshards) return KVMUX_STATUS_BAD_REQUEST;
     if (count == 0) count = KVMUX_SCAN_DEFAULT_COUNT;
     if (count > KVMUX_SCAN_MAX_COUNT) count = KVMUX_SCAN_MAX_COUNT;
-    scan_state st = {prefix, plen, count, max_bytes, (uint64_t)count * WORK_PER_KEY,
-                     0, 0, fn, ud};
+    scan_state st = *stp;
+    st.count = count;
+    st.work_left = (uint64_t)count * WORK_PER_KEY;
+    st.keys = 0;
+    st.bytes = 0;
     uint64_t now = s->clock(s->clock_ud);
     int rc = 0, buckets = 0;
     while (rc == 0 && !budget_spent(&st)) {
@@ -147,4 +160,22 @@ int kvmux_store_scan(kvmux_store *s, uint64_t cursor, const uint8_t *prefix, siz
     if (rc != 0) return rc;
     *next = si == s->nshards ? 0 : si << SHARD_SHIFT | pos;
     return KVMUX_STATUS_OK;
+}
+
+int kvmux_store_scan(kvmux_store *s, uint64_t cursor, const uint8_t *prefix, size_t plen,
+                     uint32_t count, size_t max_bytes, kvmux_store_scan_fn fn, void *ud,
+                     uint64_t *next) {
+    scan_state st = {.prefix = prefix, .plen = plen, .max_bytes = max_bytes, .fn = fn,
+                     .ud = ud};
+    return scan_step(s, cursor, &st, count, next);
+}
+
+int kvmux_store_scan_slots(kvmux_store *s, uint64_t cursor, uint16_t first, uint16_t last,
+                           unsigned flags, uint32_t count, size_t max_bytes,
+                           kvmux_store_scan_fn fn, void *ud, uint64_t *next) {
+    if (first > last || last >= KVMUX_SLOTS) return KVMUX_STATUS_BAD_REQUEST;
+    scan_state st = {.max_bytes = max_bytes, .fn = fn, .ud = ud, .by_slot = 1,
+                     .first = first, .last = last,
+                     .expired_too = (flags & KVMUX_STORE_SCAN_EXPIRED) != 0};
+    return scan_step(s, cursor, &st, count, next);
 }

@@ -41,10 +41,18 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     # Slot migration step 3: the map group's migration table.
     add_test(NAME mapgroup_migrate_test COMMAND mapgroup_test migrate)
     set_tests_properties(mapgroup_migrate_test PROPERTIES TIMEOUT 120 LABELS "integration;fault")
+    # Slot migration, the target side driven by hand (docs/MIGRATION.md
+    # section 12): one real group, kill -9 and restart from a snapshot.
+    kvmux_add_test(migrate_import_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_import_test.c
+        ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
+      LIBS kvmux kvmux_rgroup LABELS "integration;fault" TIMEOUT 120)
   else()
     kvmux_missing_dependency_test(cluster_server_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(mapgroup_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(migrate_import_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()

@@ -163,3 +163,8 @@ kvmux_add_test(migrate_fsm_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_fsm_test.c
           ${CMAKE_CURRENT_LIST_DIR}/../unit/proto/proto_testutil.c
   LIBS kvmuxd_core LABELS unit TIMEOUT 120)
+# Slot migration, the target side's state machine rules (docs/MIGRATION.md
+# section 12 "migrate_fsm_test", the incoming record; in-process, no Raft).
+kvmux_add_test(migin_fsm_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/migin_fsm_test.c
+  LIBS kvmuxd_core LABELS unit TIMEOUT 60)

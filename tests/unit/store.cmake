@@ -12,3 +12,7 @@ if(TARGET kvmuxd_core)
   kvmux_add_test(store_keys_test SOURCES unit/store/store_keys_test.c
                  LIBS kvmuxd_core LABELS unit concurrent TIMEOUT 120)
 endif()
+if(TARGET kvmuxd_core)
+  kvmux_add_test(store_slots_test SOURCES unit/store/store_slots_test.c
+                 LIBS kvmuxd_core LABELS unit TIMEOUT 60)
+endif()

@@ -280,6 +280,15 @@ static const vec VECS[] = {
       0x8b, 0xcf, 0xe5, 0x6b, 0xb8, 0x02, 0x6f, 0x70}, 68, 3, 0, 0, 0},
     {"resp_cluster_migrate_busy_v3", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_BUSY, {0}, 0, "",
      "group 1 is already the source of migration 7", 44, 3, 0, 0, 0},
+    /* slot migration, the target's requests (docs/PROTOCOL.md section 18.6) */
+    {"req_cluster_import_begin_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_CLUSTER, {0}, 0,
+     "import-begin", {0, 0, 0, 7, 0, 0, 0, 99, 0, 1, U64(5)}, 18, 3, 0, 0, 0},
+    {"req_cluster_import_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_CLUSTER, {0}, 0, "import",
+     {0, 0, 0, 7, U64(5), 0, 0, 0, 1, 0, 2,
+      1, 0, 1, 'k', U64(2), U64(0), 0, 0, 0, 1, 'v',
+      2, 0, 4, 'g', 'o', 'n', 'e'}, 50, 3, 0, 0, 0},
+    {"resp_cluster_import_ok_v3", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_OK, {0}, 0, "",
+     {0, 0, 0, 2, 0, 0, 0, 0}, 8, 3, 0, 0, 0},
 };
 #define NVECS (sizeof VECS / sizeof VECS[0])
 
