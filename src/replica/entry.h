@@ -50,6 +50,10 @@
  * encoded map (src/cluster/cluster.h); applied iff its epoch is higher
  * than the installed one. Reserved for issue 11's server side. */
 #define KVMUX_ENTRY_OP_MAP 0xF3u
+/* A slot migration step (docs/MIGRATION.md 10.2): extras u32 id, u8 step;
+ * steps 1-5 the source's (migout.h), 6-8 the target's. Exempt from the
+ * apply-time slot check. */
+#define KVMUX_ENTRY_OP_MIGSTEP 0xF6u
 
 /* Who proposed an entry: lets the leader tell its own applied entries
  * from anyone else's (a previous boot, another leader). */

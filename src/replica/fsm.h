@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "migout.h"
 #include "store.h"
 
 struct kvmux_sessions; /* sessions.h */
@@ -47,6 +48,10 @@ typedef struct kvmux_fsm_cluster {
     struct kvmux_map *map;       /* heap; NULL = none installed */
     uint8_t *bytes;              /* the map as proposed (encoded), malloc */
     size_t len;
+    /* The outgoing slot migration (migout.h): MIGSTEP steps 1-5, the
+     * dirty set, the fence. Removed when a map that takes R away is
+     * installed. */
+    kvmux_migout out;
 } kvmux_fsm_cluster;
 
 /* Empty state (no map) for group id group (0: not a cluster node); cas
