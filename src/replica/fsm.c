@@ -641,11 +641,14 @@ static int restore_map(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf, 
     return cluster_set(cl, m, p, ml);
 }
 
-/* Format 6's migration part at buf + *off (older formats: no record;
- * restore_map already dropped any). 0, or -1 when malformed. */
+/* Format 6's migration part at buf + *off (older formats: no record).
+ * 0, or -1 when malformed. */
 static int restore_migrations(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf,
                               size_t len, size_t *off) {
-    if (fmt < SNAP_FORMAT) return 0;
+    if (fmt < SNAP_FORMAT) {
+        if (cl) kvmux_migout_reset(&cl->out);
+        return 0;
+    }
     if (len - *off < 4) return -1;
     size_t tl = get32(buf + *off);
     if (tl > len - *off - 4) return -1;

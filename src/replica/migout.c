@@ -93,6 +93,12 @@ static void record_drop(kvmux_migout *mo) {
     set_fence(mo, 0);
 }
 
+void kvmux_migout_reset(kvmux_migout *mo) {
+    pthread_mutex_lock(&mo->mu);
+    record_drop(mo);
+    pthread_mutex_unlock(&mo->mu);
+}
+
 void kvmux_migout_clear(kvmux_migout *mo) {
     pthread_mutex_lock(&mo->mu);
     record_drop(mo);

@@ -69,6 +69,9 @@ typedef struct kvmux_migout {
 void kvmux_migout_init(kvmux_migout *mo);
 /* Free the record and set; mo may be init'ed again. */
 void kvmux_migout_clear(kvmux_migout *mo);
+/* Remove the record and set (unfencing), e.g. restoring a snapshot of a
+ * format without migrations. Applier thread. */
+void kvmux_migout_reset(kvmux_migout *mo);
 
 /* Apply one MIGSTEP command of a source step (1..5) for a group whose
  * applied map is map (NULL: none) and id group. Results (r may be NULL):

@@ -11,6 +11,10 @@ kvmux_add_test(replica_snap_test
 kvmux_add_test(replica_stage_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_stage_test.c
   LIBS kvmuxd_core LABELS unit TIMEOUT 60)
+# Slot migration, the source side's state machine (docs/MIGRATION.md 5).
+kvmux_add_test(migrate_fsm_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_fsm_test.c
+  LIBS kvmuxd_core LABELS unit TIMEOUT 120)
 # Deterministic simulation: C-Raft's in-memory fixture running kvmux's state
 # machine (no sockets, no threads; thousands of seeds).
 if(KVMUX_HAVE_RAFT)

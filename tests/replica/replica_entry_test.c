@@ -834,9 +834,12 @@ static void test_fsm_cluster(void) {
     CHECK_EQ(kvmux_fsm_cluster_bytes(&cl2, &mb, &ml), 0);
     CHECK(ml == n2 && mb && memcmp(mb, m2, n2) == 0);
     free(mb);
-    /* The same snapshot as format 4 (no map field): restores as no map. */
+    /* The same snapshot as format 4 (no map field, nor format 6's
+     * migration part: u32 table_len 0, u8 has_out 0, u8 has_in 0):
+     * restores as no map. */
+    CHECK(memcmp(snap + slen - 6, "\0\0\0\0\0\0", 6) == 0);
     kvmux_store_u32be(snap + 4, 4);
-    CHECK_EQ(kvmux_fsm_restore(b, &clk2, NULL, NULL, &cl2, snap, slen - 4 - n2), 0);
+    CHECK_EQ(kvmux_fsm_restore(b, &clk2, NULL, NULL, &cl2, snap, slen - 6 - 4 - n2), 0);
     CHECK_EQ(kvmux_fsm_cluster_bytes(&cl2, &mb, &ml), 1);
     CHECK_EQ(kvmux_fsm_cluster_route(&cl2, 0, &rd), KVMUX_ROUTE_NO_MAP);
     free(snap);
