@@ -199,12 +199,22 @@ static int cluster_refuses(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c) {
     return 0;
 }
 
+/* The fence moved since fence_gen was read: tell the loops (through the
+ * installed callback, which wakes them) so parked WAITs are re-checked. */
+static void fence_wake(kvmux_fsm_cluster *cl, uint64_t fence_gen) {
+    if (cl->installed && atomic_load(&cl->out.fence_gen) != fence_gen)
+        cl->installed(cl->installed_ud);
+}
+
 /* A MIGSTEP command: the source's steps here, the target's elsewhere. */
 static void apply_migstep(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
+    uint64_t fence_gen;
     switch (cl ? kvmux_migout_step(c) : 0) {
     case KVMUX_MIGSTEP_OUT_BEGIN: case KVMUX_MIGSTEP_OUT_CUT: case KVMUX_MIGSTEP_OUT_DRAINED:
     case KVMUX_MIGSTEP_OUT_FENCE: case KVMUX_MIGSTEP_OUT_ABORT:
+        fence_gen = atomic_load(&cl->out.fence_gen);
         kvmux_migout_apply(&cl->out, cl->map, cl->group, c, r);
+        fence_wake(cl, fence_gen);
         return;
     default: /* steps 6-8 (IN_*) belong to the target side (migin.c) */
         res(r, KVMUX_STATUS_BAD_REQUEST, NULL, NULL);
@@ -655,8 +665,10 @@ static int restore_migrations(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t
     *off += 4 + tl; /* the map group's table: decoded by migrec.c */
     kvmux_migout scratch;
     kvmux_migout_init(&scratch);
+    uint64_t fence_gen = cl ? atomic_load(&cl->out.fence_gen) : 0;
     long used = kvmux_migout_decode(cl ? &cl->out : &scratch, buf + *off, len - *off);
     kvmux_migout_clear(&scratch);
+    if (cl) fence_wake(cl, fence_gen);
     if (used < 0) return -1;
     *off += (size_t)used;
     /* has_in: the incoming record is the target side's (migin.c). */

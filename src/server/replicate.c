@@ -369,6 +369,10 @@ static void respond_result(kvmux_conn *c, const pend *p, const kvmux_fsm_result 
         kvmux__cluster_wrong_shard(c, id, p->slot);
         return;
     }
+    if (st == KVMUX_STATUS_TRY_AGAIN) { /* a fenced slot (fsm.c, migout.h) */
+        kvmux__cluster_try_again_migrating(c, id, p->slot);
+        return;
+    }
     if (st == KVMUX_STATUS_OK || st == KVMUX_STATUS_VERSION_MISMATCH) {
         kvmux__conn_respond(c, id, (uint8_t)st, res->extras, res->extras_len, NULL);
         return;

@@ -84,7 +84,7 @@ typedef struct kvmux_loop_stats {
     _Atomic uint64_t writes_held, aof_refused, oom_refused;
     _Atomic uint64_t auth_failures;
     _Atomic uint64_t tls_handshake_failures, tls_errors;
-    _Atomic uint64_t cluster_try_again, cluster_wrong_shard;
+    _Atomic uint64_t cluster_try_again, cluster_wrong_shard, cluster_try_again_migrating;
     _Atomic uint64_t responses[KVMUX_STATUS_MAX + 1];  /* by status */
     _Atomic uint64_t wire_errors[KVMUX_STATS_ERR_SLOTS]; /* ERRORs sent, by code */
 } kvmux_loop_stats;
@@ -182,6 +182,7 @@ struct kvmux_loop {
     struct kvmux_mwatch *mwatch;   /* parked CLUSTER watches (mapwatch.c) */
     uint64_t waits_map_stamp;      /* map epochs last checked against the
                                       parked WAITs (waits.c) */
+    uint64_t waits_fence_stamp;    /* migration fence generation likewise */
     kvmux_rt rt;                   /* this loop's copy (reload.c) */
     uint64_t rt_epoch;             /* of srv->rt when copied */
     struct kvmux_metrics_loop *metrics; /* latency histograms (metrics.c) */
@@ -450,6 +451,22 @@ int kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f);
  * v1/v2; another group's slot or an unassigned one: WRONG_SHARD on v3,
  * SHUTTING_DOWN on v1/v2) and returns 1; otherwise 0 and the request runs. */
 int kvmux__cluster_refuse(kvmux_conn *c, const kvmux_frame *f);
+/* Answer request id about slot, refused because an outgoing migration
+ * fenced it (docs/MIGRATION.md 5; the FSM's TRY_AGAIN): TRY_AGAIN
+ * (slot, applied epoch) on v3, BUSY "slot S is being migrated; try
+ * again" on v1/v2; counted in cluster_try_again_migrating. */
+void kvmux__cluster_try_again_migrating(kvmux_conn *c, uint32_t id, uint16_t slot);
+/* Whether slot is fenced by this replica's applied outgoing migration.
+ * Any thread; 0 on a node without cluster state. */
+int kvmux__cluster_migrating(kvmux_server *s, uint16_t slot);
+/* The fence generation of the applied outgoing migration (moves on every
+ * fence or unfence; 0 without cluster state), for parked WAITs. */
+uint64_t kvmux__cluster_fence_gen(kvmux_server *s);
+/* STATS lines migrate_out_id, migrate_out_state, migrate_dirty_keys,
+ * migrate_dirty_bytes of a data group (its applied state). */
+void kvmux__cluster_migrate_stats(kvmux_server *s, void *o,
+                                  void (*u64line)(void *o, const char *name, uint64_t v),
+                                  void (*strline)(void *o, const char *name, const char *v));
 /* Answer request id about slot, refused at apply time (the FSM's
  * WRONG_SHARD): WRONG_SHARD from the applied map as kvmux__cluster_refuse
  * does, or TRY_AGAIN if the map applied since gives the slot back. */
