@@ -106,6 +106,20 @@ void kvmux_migout_clear(kvmux_migout *mo) {
     pthread_mutex_destroy(&mo->mu);
 }
 
+size_t kvmux_migout_begin_value(uint8_t *out, uint16_t first, uint16_t last, uint16_t dst,
+                                uint64_t start_epoch) {
+    put16(out, first);
+    put16(out + 2, last);
+    put16(out + 4, dst);
+    put64(out + 6, start_epoch);
+    return 14;
+}
+
+size_t kvmux_migout_n_value(uint8_t *out, uint32_t n) {
+    put32(out, n);
+    return 4;
+}
+
 int kvmux_migout_step(const kvmux_entry_cmd *c) {
     return c->extras_len == KVMUX_MIGSTEP_EXTRAS_LEN ? c->extras[4] : 0;
 }

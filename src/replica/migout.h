@@ -91,6 +91,13 @@ void kvmux_migout_reset(kvmux_migout *mo);
 void kvmux_migout_apply(kvmux_migout *mo, const struct kvmux_map *map, uint16_t group,
                         const struct kvmux_entry_cmd *c, struct kvmux_fsm_result *r);
 
+/* The value of OUT_BEGIN (14 bytes: u16 first, u16 last, u16 dst, u64
+ * start_epoch) into out; returns 14. */
+size_t kvmux_migout_begin_value(uint8_t *out, uint16_t first, uint16_t last, uint16_t dst,
+                                uint64_t start_epoch);
+/* The value of OUT_CUT / OUT_DRAINED (u32 n) into out; returns 4. */
+size_t kvmux_migout_n_value(uint8_t *out, uint32_t n);
+
 /* The step of a well-formed MIGSTEP command (extras u32 id, u8 step), or
  * 0 when its extras are not 5 bytes. */
 int kvmux_migout_step(const struct kvmux_entry_cmd *c);

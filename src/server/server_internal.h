@@ -527,6 +527,14 @@ void kvmux__repl_respond_not_leader(kvmux_conn *c, uint32_t id);
  * sees the applied epoch). Returns 0, or -1 (not the leader, out of
  * memory). */
 int kvmux__repl_propose_map(kvmux_loop *l, const uint8_t *p, size_t n);
+/* On loop l of the leader: append a MIGSTEP command (entry op 0xF6,
+ * extras u32 id, u8 step; value v[0..n), built with migout.h's
+ * kvmux_migout_step_value) to this iteration's entry, answered to nobody:
+ * the migrate thread (MIGRATION.md 3) learns the outcome from the applied
+ * state (kvmux_migout_get_info), every step being idempotent. Returns 0,
+ * or -1 (not the leader, out of memory, n over 64). */
+int kvmux__repl_propose_migstep(kvmux_loop *l, uint32_t id, uint8_t step, const uint8_t *v,
+                                size_t n);
 
 /* The group's cluster state (fsm.h), NULL without replication. */
 struct kvmux_fsm_cluster *kvmux__repl_cluster(kvmux_server *s);

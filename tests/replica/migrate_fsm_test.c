@@ -104,17 +104,20 @@ static kvmux_fsm_result migstep(rep *r, uint32_t id, uint8_t step, const uint8_t
 }
 
 static kvmux_fsm_result begin(rep *r, uint32_t id, uint16_t first, uint16_t last) {
-    uint8_t v[14];
+    uint8_t v[14], w[14];
     kvmux_store_u16be(v, first);
     kvmux_store_u16be(v + 2, last);
     kvmux_store_u16be(v + 4, 2);
     kvmux_store_u64be(v + 6, 1);
+    /* The builder the migrate thread uses gives the same bytes. */
+    CHECK_EQ(kvmux_migout_begin_value(w, first, last, 2, 1), 14);
+    CHECK(memcmp(v, w, 14) == 0);
     return migstep(r, id, KVMUX_MIGSTEP_OUT_BEGIN, v, sizeof v);
 }
 
 static kvmux_fsm_result step_n(rep *r, uint32_t id, uint8_t step, uint32_t n) {
     uint8_t v[4];
-    kvmux_store_u32be(v, n);
+    CHECK_EQ(kvmux_migout_n_value(v, n), 4);
     return migstep(r, id, step, v, 4);
 }
 
