@@ -660,6 +660,9 @@ typedef struct kvmux_reply_ctx {
     kvmux_store_value *held;       /* out: large value kept by reference */
     uint64_t version;              /* out: with held */
     size_t len;                    /* out: with held */
+    uint32_t fence_slot;           /* in: slot + 1 to refuse (TRY_AGAIN, not
+                                      sent) if an outgoing migration fenced
+                                      it; 0: no check */
 } kvmux_reply_ctx;
 int kvmux__reply_value(void *ud, uint64_t version, const uint8_t *value, size_t len);
 /* Answer a failed kvmux__reply_value (TOO_LARGE / INTERNAL). */
