@@ -73,7 +73,8 @@ static void rep_free(rep *r) {
  * first result. */
 static kvmux_fsm_result apply_n(rep *r, const kvmux_entry_cmd *c, uint32_t n) {
     static uint8_t buf[1 << 22];
-    kvmux_entry_hdr h = {.origin = {.replica = 1, .seq = now_ms}, .clock_ms = now_ms++,
+    uint64_t t = now_ms++;
+    kvmux_entry_hdr h = {.origin = {.replica = 1, .seq = t}, .clock_ms = t,
                          .ncmds = n, .sess_window = 16, .sess_max = 8,
                          .sess_timeout_ms = 3600000};
     kvmux_entry_encode_hdr(buf, &h);
