@@ -7,7 +7,8 @@
  * (which runs on loop 0 between iterations). Checked over raw v3 and v2
  * connections:
  *  - OUT_BEGIN applied: writes for R served, the key in the dirty set;
- *  - OUT_FENCE applied: GET / SET / EXISTS for R answered TRY_AGAIN with
+ *  - OUT_FENCE applied: a WAIT parked on a key of R answered TRY_AGAIN;
+ *    GET / SET / EXISTS for R answered TRY_AGAIN with
  *    (slot, epoch 1) on v3, BUSY "slot S is being migrated; try again" on
  *    v2; keys outside R served; STATS migrate_out_state:fenced,
  *    migrate_out_id:1, migrate_dirty_keys:1, cluster_try_again_migrating;
@@ -180,7 +181,24 @@ int main(void) {
     CHECK_EQ(run_action(2, copying), 0);
     CHECK_EQ(call(3, KVMUX_OP_SET, k, "during", val, sizeof val), KVMUX_STATUS_OK);
     CHECK_EQ(out_info().dirty_keys, 1);
+    /* A WAIT parked on k (at its current version, 30 s) before the fence
+     * is answered TRY_AGAIN by the fence's apply. */
+    int wfd = test_connect_raw(kvmux_server_port(srv), 5000);
+    REQUIRE(wfd >= 0);
+    REQUIRE(test_raw_handshake_version(wfd, 3) == 3);
+    static uint8_t wbuf[1 << 16];
+    kvmux_frame wf;
+    REQUIRE(test_send_request(wfd, 3, 1, KVMUX_OP_EXISTS, NULL, 0, k, NULL, 0) == 0);
+    REQUIRE(test_read_frame(wfd, wbuf, sizeof wbuf, &wf) > 0 && wf.extras_len >= 8);
+    uint8_t wex[12];
+    memcpy(wex, wf.extras, 8);
+    kvmux_store_u32be(wex + 8, 30000);
+    REQUIRE(test_send_request(wfd, 3, 2, KVMUX_OP_WAIT, wex, 12, k, NULL, 0) == 0);
+    usleep(100000); /* parked (a reply now would be read below and fail) */
     CHECK_EQ(run_action(3, fenced), 0);
+    int wrc = test_read_frame(wfd, wbuf, sizeof wbuf, &wf);
+    CHECK(wrc > 0 && wf.request_id == 2 && wf.code == KVMUX_STATUS_TRY_AGAIN);
+    close(wfd);
 
     kvmux_server_stats st0;
     kvmux_server_get_stats(srv, &st0);
@@ -199,6 +217,7 @@ int main(void) {
     kvmux_server_stats st1;
     kvmux_server_get_stats(srv, &st1);
     CHECK_EQ(st1.cluster_try_again_migrating - st0.cluster_try_again_migrating, 4);
+    CHECK(st0.cluster_try_again_migrating >= 1); /* the WAIT */
     CHECK_EQ(call(3, KVMUX_OP_STATS, "migrate_", NULL, val, sizeof val), KVMUX_STATUS_OK);
     CHECK(strstr(val, "migrate_out_state:fenced") && strstr(val, "migrate_out_id:1\n") &&
           strstr(val, "migrate_dirty_keys:1\n"));
