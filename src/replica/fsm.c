@@ -7,13 +7,16 @@
 #include "cluster.h"
 #include "entry.h"
 #include "migout.h"
+#include "migrec.h"
 #include "stage.h"
 #include "proto.h"
 #include "sessions.h"
 
 #define SNAP_MAGIC 0x4B56534Eu /* "KVSN" */
-#define SNAP_FORMAT 6u         /* 6: migrations after the slot map (MIGRATION.md 2) */
-#define SNAP_FORMAT_MAP 5u     /* still restored: the slot map, no migrations */
+#define SNAP_FORMAT 6u         /* 6: migrations after the slot map (MIGRATION.md 2):
+                                  the map group's table (migrec.h), the
+                                  outgoing record (migout.h), the incoming one */
+#define SNAP_FORMAT_MAP 5u     /* still restored: the slot map (u32 length, bytes), no migrations */
 #define SNAP_FORMAT_STAGE 4u   /* still restored: no slot map */
 #define SNAP_FORMAT_SESS 3u    /* still restored: no staged values */
 #define SNAP_FORMAT_NOSESS 2u  /* still restored: an empty session table */
@@ -68,6 +71,7 @@ void kvmux_fsm_cluster_init(kvmux_fsm_cluster *cl, uint16_t group) {
     cl->map = NULL;
     cl->bytes = NULL;
     cl->len = 0;
+    cl->mig = NULL;
     kvmux_migout_init(&cl->out);
 }
 
@@ -100,8 +104,13 @@ static int cluster_set(kvmux_fsm_cluster *cl, kvmux_map *m, const uint8_t *p, si
 void kvmux_fsm_cluster_clear(kvmux_fsm_cluster *cl) {
     cl->installed = NULL; /* tearing down: nobody to tell */
     (void)cluster_set(cl, NULL, NULL, 0);
+    kvmux_migrec_free(cl);
     kvmux_migout_clear(&cl->out);
     pthread_mutex_destroy(&cl->mu);
+}
+
+int kvmux_fsm_cluster_install(kvmux_fsm_cluster *cl, kvmux_map *m, const uint8_t *p, size_t len) {
+    return cluster_set(cl, m, p, len);
 }
 
 int kvmux_fsm_cluster_route(kvmux_fsm_cluster *cl, uint16_t slot, kvmux_redirect *rd) {
@@ -169,6 +178,11 @@ static void apply_map(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c, kvmux_fsm
     /* The map group (cas): compare-and-set on the epoch, so of two maps
      * proposed for the same next epoch the log applies exactly one. */
     int fits = cl->cas ? (cur == 0 || epoch == cur + 1) : epoch > cur;
+    /* The map group: no map that breaks an OPEN migration (migrec.h). */
+    if (fits && cl->cas && kvmux_migrec_guard(cl, m, r) != 0) {
+        free(m);
+        return;
+    }
     if (fits) {
         if (cluster_set(cl, m, c->value, c->value_len) != 0) status = KVMUX_STATUS_INTERNAL;
         else cur = epoch;
@@ -187,7 +201,7 @@ static void apply_map(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c, kvmux_fsm
  * (TRY_AGAIN; docs/MIGRATION.md 5). */
 static int cluster_refuses(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c) {
     if (!cl || cl->group == 0 || c->op == KVMUX_ENTRY_OP_STAGE || c->op == KVMUX_ENTRY_OP_MAP ||
-        c->op == KVMUX_ENTRY_OP_MIGSTEP)
+        c->op == KVMUX_ENTRY_OP_MIGREC || c->op == KVMUX_ENTRY_OP_MIGSTEP)
         return 0;
     /* The applier's own map: read without the lock (only it writes). No
      * map yet: no check (the serving replica refused keyed requests then,
@@ -268,6 +282,9 @@ static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, kvmux_fsm_cluster *c
     switch (c->op) {
     case KVMUX_ENTRY_OP_MAP:
         apply_map(cl, c, r);
+        return;
+    case KVMUX_ENTRY_OP_MIGREC:
+        kvmux_migrec_apply(cl, c, now, r);
         return;
     case KVMUX_ENTRY_OP_MIGSTEP:
         apply_migstep(cl, c, r);
@@ -471,8 +488,11 @@ static int snap_tail(kvmux_fsm_snap *sn, kvmux_sessions *ss, kvmux_stage_tab *sg
     const kvmux_stage_tab *stg = sg ? sg : &nostage;
     /* The applier's own map: read without the lock (only it writes). */
     size_t ml = cl && cl->map ? cl->len : 0;
+    /* Format 6: the map group's table (u32 table_len | KVMG), the
+     * outgoing record (u8 has_out | ...), the incoming one (u8 has_in). */
+    size_t tl = kvmux_migrec_snap_len(cl);
     size_t ol = cl ? kvmux_migout_encoded_len(&cl->out) : 1;
-    size_t n = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg) + 4 + ml + 4 +
+    size_t n = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg) + 4 + ml + tl +
                ol + 1;
     if (!(sn->tail = sn->ra(NULL, n))) return -1;
     size_t off = kvmux_sessions_encode(tab, sn->tail);
@@ -480,8 +500,8 @@ static int snap_tail(kvmux_fsm_snap *sn, kvmux_sessions *ss, kvmux_stage_tab *sg
     put32(sn->tail + off, (uint32_t)ml);
     if (ml) memcpy(sn->tail + off + 4, cl->bytes, ml);
     off += 4 + ml;
-    put32(sn->tail + off, 0); /* table_len: the map group's table (migrec.c) */
-    off += 4;
+    kvmux_migrec_snap_write(cl, sn->tail + off);
+    off += tl;
     if (cl) off += kvmux_migout_encode(&cl->out, sn->tail + off);
     else sn->tail[off++] = 0;
     sn->tail[off++] = 0; /* has_in: the incoming record (migin.c) */
@@ -651,18 +671,20 @@ static int restore_map(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf, 
     return cluster_set(cl, m, p, ml);
 }
 
-/* Format 6's migration part at buf + *off (older formats: no record).
- * 0, or -1 when malformed. */
+/* Format 6's migration section at buf + *off into cl: the map group's
+ * table, the outgoing record, has_in (0 until the target side lands);
+ * older formats: an empty table and no record. 0, or -1 malformed. */
 static int restore_migrations(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf,
                               size_t len, size_t *off) {
     if (fmt < SNAP_FORMAT) {
         if (cl) kvmux_migout_reset(&cl->out);
-        return 0;
+        return kvmux_migrec_restore(cl, NULL, 0);
     }
     if (len - *off < 4) return -1;
     size_t tl = get32(buf + *off);
     if (tl > len - *off - 4) return -1;
-    *off += 4 + tl; /* the map group's table: decoded by migrec.c */
+    if (kvmux_migrec_restore(cl, buf + *off + 4, tl) != 0) return -1;
+    *off += 4 + tl;
     kvmux_migout scratch;
     kvmux_migout_init(&scratch);
     uint64_t fence_gen = cl ? atomic_load(&cl->out.fence_gen) : 0;
@@ -683,8 +705,7 @@ int kvmux_fsm_restore(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
     uint32_t fmt = len >= SNAP_HDR_LEN ? get32(buf + 4) : 0;
     if (len < SNAP_HDR_LEN || get32(buf) != SNAP_MAGIC ||
         (fmt != SNAP_FORMAT && fmt != SNAP_FORMAT_MAP && fmt != SNAP_FORMAT_STAGE &&
-         fmt != SNAP_FORMAT_SESS &&
-         fmt != SNAP_FORMAT_NOSESS))
+         fmt != SNAP_FORMAT_SESS && fmt != SNAP_FORMAT_NOSESS))
         return -1;
     int with_sessions = fmt != SNAP_FORMAT_NOSESS;
     uint64_t last = get64(buf + 8), count = get64(buf + 16);

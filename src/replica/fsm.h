@@ -52,6 +52,9 @@ typedef struct kvmux_fsm_cluster {
      * dirty set, the fence. Removed when a map that takes R away is
      * installed. */
     kvmux_migout out;
+    struct kvmux_migtab *mig;    /* the map group's migration table (migrec.h):
+                                    NULL until its first change; replaced
+                                    whole by the applier under mu */
 } kvmux_fsm_cluster;
 
 /* Empty state (no map) for group id group (0: not a cluster node); cas
@@ -59,6 +62,11 @@ typedef struct kvmux_fsm_cluster {
 void kvmux_fsm_cluster_init(kvmux_fsm_cluster *cl, uint16_t group);
 /* Free the map; cl may be init'ed again. */
 void kvmux_fsm_cluster_clear(kvmux_fsm_cluster *cl);
+/* Install m (heap, taken; encoded as p[0..len), copied) as the applied
+ * map, whatever its epoch (the caller checked it: migrec.c's COMMIT).
+ * Applier's thread. 0, or -1 out of memory (m freed, nothing changed). */
+int kvmux_fsm_cluster_install(kvmux_fsm_cluster *cl, struct kvmux_map *m, const uint8_t *p,
+                              size_t len);
 
 enum { KVMUX_ROUTE_OWN = 0, KVMUX_ROUTE_NO_MAP = 1, KVMUX_ROUTE_WRONG = 2 };
 /* Who serves slot under the applied map: OWN (this group), NO_MAP (none

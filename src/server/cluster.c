@@ -81,6 +81,11 @@ void kvmux__cluster_setmap_done(kvmux_conn *c, uint32_t id, uint8_t status, uint
     } else if (status == KVMUX_STATUS_VERSION_MISMATCH) {
         snprintf(msg, sizeof msg, "epoch %llu is not newer than the installed epoch %llu",
                  (unsigned long long)epoch, (unsigned long long)cur);
+    } else if (status == KVMUX_STATUS_BAD_REQUEST) {
+        /* The setmap guard (migrec.h): cur = u32 id | u16 first | u16 last. */
+        snprintf(msg, sizeof msg, "slots %u-%u are migrating (migration %u): abort it or wait "
+                 "for it", (unsigned)(cur >> 16 & 0xffff), (unsigned)(cur & 0xffff),
+                 (unsigned)(cur >> 32));
     } else {
         status = KVMUX_STATUS_INTERNAL;
         snprintf(msg, sizeof msg, "installing the map failed (out of memory)");
@@ -115,9 +120,11 @@ int kvmux__cluster_request(kvmux_conn *c, const kvmux_frame *f) {
         cluster_slot(c, f);
         return 0;
     }
+    if (kvmux__migreq_is_sub(f)) return kvmux__migreq_request(c, f); /* migreq.c */
     if (!is_sub(f, "map") && !is_sub(f, "setmap") && !is_sub(f, "watch")) {
         refuse(c, f->request_id, KVMUX_STATUS_BAD_REQUEST,
-               "unknown CLUSTER subcommand (slot, map, setmap, watch)");
+               "unknown CLUSTER subcommand (slot, map, setmap, watch, migrate, migrations, "
+               "mwatch, abort, migrate-commit, migrate-ack)");
         return 0;
     }
     if (cfg->cluster_group == 0 && !cfg->cluster_map_group) {

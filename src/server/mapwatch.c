@@ -66,6 +66,7 @@ struct kvmux_mwatch {
     uint32_t request_id;
     uint64_t epoch;            /* answer once the applied epoch exceeds it */
     uint64_t end;              /* loop ms */
+    int mgen;                  /* 1: CLUSTER mwatch (epoch is an mgen; migreq.c) */
 };
 
 static uint64_t applied_epoch(kvmux_server *s) {
@@ -73,11 +74,27 @@ static uint64_t applied_epoch(kvmux_server *s) {
     return cl ? atomic_load(&cl->epoch) : 0;
 }
 
+/* What a watch of this kind waits on: the applied epoch, or the
+ * migration table's mgen. */
+static uint64_t watched(kvmux_server *s, int mgen) {
+    return mgen ? kvmux__migreq_mgen(s) : applied_epoch(s);
+}
+
+static void watch_answer(kvmux_conn *c, uint32_t id, int mgen) {
+    if (mgen) kvmux__migreq_respond_table(c, id);
+    else kvmux__cluster_respond_map(c, id);
+}
+
 int kvmux__mapwatch_request(kvmux_conn *c, const kvmux_frame *f) {
+    return kvmux__mapwatch_park(c, f, 0);
+}
+
+int kvmux__mapwatch_park(kvmux_conn *c, const kvmux_frame *f, int mgen) {
     kvmux_loop *l = c->loop;
     if (f->value_len != 8 && f->value_len != 12) {
         kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_BAD_REQUEST, NULL, 0,
-                            "watch takes u64 epoch [u32 wait_ms] (8 or 12 bytes)");
+                            mgen ? "mwatch takes u64 mgen [u32 wait_ms] (8 or 12 bytes)"
+                                 : "watch takes u64 epoch [u32 wait_ms] (8 or 12 bytes)");
         return 0;
     }
     if (!kvmux__repl_is_leader(l->srv)) {
@@ -89,8 +106,8 @@ int kvmux__mapwatch_request(kvmux_conn *c, const kvmux_frame *f) {
     if (f->value_len == 12 && kvmux_load_u32be(f->value + 8) < wait)
         wait = kvmux_load_u32be(f->value + 8);
     if (kvmux_frame_has_deadline(f) && f->deadline_ms < wait) wait = f->deadline_ms;
-    if (applied_epoch(l->srv) > epoch || wait == 0 || l->phase != KVMUX_LOOP_RUNNING) {
-        kvmux__cluster_respond_map(c, f->request_id);
+    if (watched(l->srv, mgen) > epoch || wait == 0 || l->phase != KVMUX_LOOP_RUNNING) {
+        watch_answer(c, f->request_id, mgen);
         return 0;
     }
     struct kvmux_mwatch *w = calloc(1, sizeof *w);
@@ -102,6 +119,7 @@ int kvmux__mapwatch_request(kvmux_conn *c, const kvmux_frame *f) {
     w->request_id = f->request_id;
     w->epoch = epoch;
     w->end = l->now + wait;
+    w->mgen = mgen;
     w->next = l->mwatch;
     l->mwatch = w;
     c->nrepl++;
@@ -111,19 +129,21 @@ int kvmux__mapwatch_request(kvmux_conn *c, const kvmux_frame *f) {
 /* Answer l's watches that are done: a newer map, their end, or l
  * draining; drop those whose connection went. */
 static void watches_check(kvmux_loop *l) {
-    uint64_t epoch = applied_epoch(l->srv);
+    if (!l->mwatch) return;
+    uint64_t epoch = applied_epoch(l->srv), mgen = kvmux__migreq_mgen(l->srv);
     struct kvmux_mwatch **pp = &l->mwatch;
     while (*pp) {
         struct kvmux_mwatch *w = *pp;
         kvmux_conn *c = w->conn;
-        if (c && epoch <= w->epoch && l->now < w->end && l->phase == KVMUX_LOOP_RUNNING) {
+        if (c && (w->mgen ? mgen : epoch) <= w->epoch && l->now < w->end &&
+            l->phase == KVMUX_LOOP_RUNNING) {
             pp = &w->next;
             continue;
         }
         *pp = w->next;
         if (c) {
             c->nrepl--;
-            kvmux__cluster_respond_map(c, w->request_id);
+            watch_answer(c, w->request_id, w->mgen);
             kvmux_session_request_end(&c->sess);
             kvmux__conn_maybe_finish_drain(c);
         }

@@ -48,6 +48,7 @@
 #include "sessions.h"
 #include "stage.h"
 #include "../cluster/cluster.h"
+#include "migrec.h"
 
 /* A batch over this many bytes is proposed before the next command joins
  * it, so one 64 MiB value does not drag every small write of the
@@ -360,6 +361,10 @@ static void respond_unknown(kvmux_conn *c, uint32_t id) {
 static void respond_result(kvmux_conn *c, const pend *p, const kvmux_fsm_result *res) {
     uint32_t id = p->request_id;
     int st = res->status;
+    if (p->op == KVMUX_ENTRY_OP_MIGREC) {
+        kvmux__migreq_done(c, id, res);
+        return;
+    }
     if (p->op == KVMUX_ENTRY_OP_MAP && res->extras_len == 16) {
         kvmux__cluster_setmap_done(c, id, res->status, kvmux_load_u64be(res->extras),
                                    kvmux_load_u64be(res->extras + 8));
@@ -675,6 +680,10 @@ static void group_status(kvmux_conn *c, uint32_t id) {
        (unsigned long long)st.commit_index, (unsigned long long)st.applied_index,
        (unsigned long long)st.elections, (unsigned long long)st.snapshots,
        (unsigned long long)st.last_failover_ms, k);
+    /* What this build's state machine applies beyond the base ops: a
+     * migration needs every replica of its groups to show migrate1
+     * (docs/MIGRATION.md 10.2). */
+    sb(buf, sizeof buf, &len, "features: migrate1\n");
     for (uint32_t i = 0; i < k; i++) {
         char lag[24] = "-";
         if (m[i].lag != UINT64_MAX) snprintf(lag, sizeof lag, "%llu", (unsigned long long)m[i].lag);
@@ -865,6 +874,14 @@ int kvmux__repl_propose_migstep(kvmux_loop *l, uint32_t id, uint8_t step, const 
                            .value_len = (uint32_t)n, .value = v};
     kvmux_lbatch *lb = cur_batch(l);
     return lb && add_cmd(l, &lb, &cmd) >= 0 ? 0 : -1;
+}
+
+int kvmux__repl_propose(kvmux_conn *c, uint32_t id, const kvmux_entry_cmd *cmd) {
+    if (!is_leader(c->loop->srv)) {
+        respond_not_leader(c, id);
+        return 0;
+    }
+    return enqueue(c, id, cmd, NULL);
 }
 
 int kvmux__repl_setmap(kvmux_conn *c, const kvmux_frame *f) {
@@ -1220,6 +1237,11 @@ struct kvmux_fsm_cluster *kvmux__repl_cluster(kvmux_server *s) {
 int kvmux__repl_setmap(kvmux_conn *c, const kvmux_frame *f) {
     kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_BAD_REQUEST, NULL, 0,
                         "built without replication");
+    return 0;
+}
+int kvmux__repl_propose(kvmux_conn *c, uint32_t id, const struct kvmux_entry_cmd *cmd) {
+    (void)cmd;
+    kvmux__conn_respond(c, id, KVMUX_STATUS_BAD_REQUEST, NULL, 0, "built without replication");
     return 0;
 }
 int kvmux__repl_is_leader(kvmux_server *s) {

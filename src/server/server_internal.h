@@ -482,12 +482,39 @@ void kvmux__cluster_info(kvmux_server *s, uint64_t *epoch, uint32_t *owned);
  * NOT_FOUND "no slot map installed" (CLUSTER map). */
 void kvmux__cluster_respond_map(kvmux_conn *c, uint32_t id);
 
+struct kvmux_entry_cmd;  /* src/replica/entry.h */
+struct kvmux_fsm_result; /* src/replica/fsm.h */
+/* ---- migreq.c: the map group's migration requests (docs/MIGRATION.md
+ * 10.1) ---- */
+/* CLUSTER migrate, migrations, mwatch, abort, migrate-commit,
+ * migrate-ack (f's key names one: kvmux__migreq_is_sub). Answered at once
+ * (returns 0) or proposed as entry op 0xF8 MIGREC / parked (returns 1). */
+int kvmux__migreq_request(kvmux_conn *c, const kvmux_frame *f);
+/* Whether f's subcommand is one of kvmux__migreq_request's. */
+int kvmux__migreq_is_sub(const kvmux_frame *f);
+/* Answer a MIGREC write whose entry was applied, from its result. */
+void kvmux__migreq_done(kvmux_conn *c, uint32_t id, const struct kvmux_fsm_result *res);
+/* Answer request id with the applied table (OK + KVMG bytes). */
+void kvmux__migreq_respond_table(kvmux_conn *c, uint32_t id);
+/* The applied table's mgen (0: none). Any thread. */
+uint64_t kvmux__migreq_mgen(kvmux_server *s);
+/* STATS lines cluster_mgen, cluster_migrations_* (map group). */
+void kvmux__migreq_stats(kvmux_server *s, void *o,
+                         void (*u64line)(void *o, const char *name, uint64_t v));
+/* Propose cmd through the group's log for request id of c (leader only:
+ * otherwise NOT_LEADER). Returns 1 when queued (answered after apply
+ * through respond_result), 0 when answered now (replicate.c). */
+int kvmux__repl_propose(kvmux_conn *c, uint32_t id, const struct kvmux_entry_cmd *cmd);
+
 /* ---- mapwatch.c: the map group's watches, a data group's watcher ---- */
 /* CLUSTER watch f (docs/PROTOCOL.md 18.4): answered at once (bad value,
  * not the leader, the applied epoch already above the one given), or
  * parked on c's loop until it is or its wait ends. Returns 1 if parked
  * (the request keeps its credit; c->nrepl counts it), else 0. */
 int kvmux__mapwatch_request(kvmux_conn *c, const kvmux_frame *f);
+/* The same for CLUSTER mwatch (mgen 1): parked until the migration
+ * table's mgen exceeds the u64 given, answered with the table. */
+int kvmux__mapwatch_park(kvmux_conn *c, const kvmux_frame *f, int mgen);
 /* Each iteration of l: answer the parked watches whose epoch was passed
  * or whose wait ended (all of them while l drains); on loop 0 of a
  * data group's leader, propose the map the watcher brought (if any). */

@@ -183,6 +183,7 @@ size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, 
         kvmux__cluster_info(s, &epoch, &owned);
         u64line(&o, "cluster_map_group", 1);
         u64line(&o, "cluster_epoch", epoch);
+        kvmux__migreq_stats(s, &o, repl_u64);
     }
     kvmux__repl_stats(s, &o,
                       plen == 14 && memcmp(prefix, "replica_digest", 14) == 0,

@@ -12,7 +12,7 @@ set -eu
 out=${1:?usage: run_fuzz.sh OUT_DIR [SECONDS]}
 secs=${2:-60}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-mkdir -p "$out/corpus_decode" "$out/corpus_stream" "$out/corpus_server" "$out/corpus_client" "$out/corpus_map"
+mkdir -p "$out/corpus_decode" "$out/corpus_stream" "$out/corpus_server" "$out/corpus_client" "$out/corpus_map" "$out/corpus_migtab"
 cflags="-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I$root/src/proto"
 for h in fuzz_frame_decode fuzz_stream_v2; do
   clang $cflags -o "$out/$h" "$root/tests/fuzz/$h.c" "$root"/src/proto/*.c
@@ -24,6 +24,8 @@ srv_src="$(ls "$root"/src/server/*.c | grep -v '/main\.c$') $(ls "$root"/src/rep
 clang $cflags -I"$root/include" -I"$root/src/cluster" -I"$root/src/server" -I"$root/src/replica" -I"$root/src/common" -o "$out/fuzz_server_input" \
   "$root/tests/fuzz/fuzz_server_input.c" $srv_src "$root"/src/proto/*.c "$root"/src/cluster/*.c "$root"/src/common/*.c "$root"/src/client/*.c -lpthread
 clang $cflags -I"$root/src/cluster" -o "$out/fuzz_map_decode" "$root/tests/fuzz/fuzz_map_decode.c" \
+  "$root"/src/cluster/*.c "$root"/src/proto/*.c
+clang $cflags -I"$root/src/cluster" -o "$out/fuzz_migtab_decode" "$root/tests/fuzz/fuzz_migtab_decode.c" \
   "$root"/src/cluster/*.c "$root"/src/proto/*.c
 clang $cflags -I"$root/include" -I"$root/src/cluster" -I"$root/src/client" -I"$root/src/common" \
   -o "$out/fuzz_client_response" "$root/tests/fuzz/fuzz_client_response.c" \
@@ -85,5 +87,8 @@ seed_client v2_introspect 002 2:resp_client_list_ok 2:resp_slowlog_get_ok
 "$out/fuzz_stream_v2" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_stream"
 "$out/fuzz_server_input" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_server"
 "$out/fuzz_map_decode" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_map"
+# The migration table: seeded with the KVMG vector of frames.hex.
+hex kvmg_table | xxd -r -p > "$out/corpus_migtab/kvmg_table"
+"$out/fuzz_migtab_decode" -max_total_time="$secs" -print_final_stats=1 "$out/corpus_migtab"
 cp "$(dirname "$0")"/regress/client_* "$out/corpus_client/" 2>/dev/null || true  # inputs that once crashed
 "$out/fuzz_client_response" -max_total_time="$secs" -max_len=8192 -print_final_stats=1 "$out/corpus_client"

@@ -40,5 +40,15 @@ if(TARGET kvmux-bench AND TARGET kvmuxd AND TARGET kvmux-cli AND KVMUX_HAVE_RAFT
   add_test(NAME bench_routing_test
     COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/bench_routing_test.sh ${PROJECT_SOURCE_DIR}
             $<TARGET_FILE:kvmuxd> $<TARGET_FILE:kvmux-bench> $<TARGET_FILE:kvmux-cli>)
-  set_tests_properties(bench_routing_test PROPERTIES TIMEOUT 120 LABELS integration)
+  set_tests_properties(bench_routing_test PROPERTIES TIMEOUT 300 LABELS integration)
+endif()
+
+# bench/scaling.sh smoke test (per-request costs with 1..3 data groups and
+# a map group, docs/CLUSTER.md "Scaling"): every figure printed, servers
+# stopped.
+if(TARGET kvmux-bench AND TARGET kvmuxd AND TARGET kvmux-cli AND KVMUX_HAVE_RAFT)
+  add_test(NAME bench_scaling_test
+    COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/bench_scaling_test.sh ${PROJECT_SOURCE_DIR}
+            $<TARGET_FILE:kvmuxd> $<TARGET_FILE:kvmux-bench> $<TARGET_FILE:kvmux-cli>)
+  set_tests_properties(bench_scaling_test PROPERTIES TIMEOUT 300 LABELS integration)
 endif()

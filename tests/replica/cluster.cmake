@@ -44,6 +44,9 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     elseif(KVMUX_HAVE_TLS)
       kvmux_missing_dependency_test(mapgroup_tls_test "no openssl CLI (apt-get install openssl)")
     endif()
+    # Slot migration step 3: the map group's migration table.
+    add_test(NAME mapgroup_migrate_test COMMAND mapgroup_test migrate)
+    set_tests_properties(mapgroup_migrate_test PROPERTIES TIMEOUT 120 LABELS "integration;fault")
   else()
     kvmux_missing_dependency_test(cluster_server_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")

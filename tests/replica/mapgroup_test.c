@@ -19,7 +19,16 @@
  *   tls    a map group whose client port is TLS and requires client
  *          certificates: a data group with --cluster-map-tls and the
  *          cluster's CA installs its maps; one trusting another CA
- *          installs nothing and counts watch errors. */
+ *          installs nothing and counts watch errors.
+ *          (ha also: a migration recorded, the leader kill -9'ed again:
+ *          the next one has the same table.)
+ *   migrate the migration table (docs/MIGRATION.md step 3): CREATE and its
+ *          refusals and limits, the setmap guard, mwatch, COMMIT installing
+ *          epoch + 1 with the moved owner (the data groups' watchers get
+ *          it), ABORT, idempotent resends, ACKs, kvmux-cli cluster migrate
+ *          --no-wait / --abort / --timeout / waiting, cluster status --map,
+ *          STATS, GROUP status features; the table survives kill -9 of the
+ *          map group's leader and a restart from its snapshot. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +38,7 @@
 
 #include "cluster.h"
 #include "cluster_util.h"
+#include "migtab.h"
 #include "kvmux.h"
 #include "proto.h"
 #include "rgroup.h"
@@ -382,6 +392,8 @@ static void fault(void) {
 
 /* ---- ha ---- */
 
+static void ha_migrations(rgroup *mg, int alive, int dead);
+
 static void ha(void) {
     static const char *const mx[] = {"--cluster-map-group", NULL};
     static rgroup mg, g1;
@@ -431,6 +443,7 @@ static void ha(void) {
     CHECK(strstr(text, "group 2: not reachable") != NULL);
     CHECK_EQ(rgroup_stat(&g1, 0, "cluster_epoch"), 2);
     CHECK_EQ(rgroup_stat(&g1, 0, "cluster_slots_owned"), KVMUX_SLOTS - 100);
+    ha_migrations(&mg, nl, ml);
     rgroup_stop(&g1);
     rgroup_stop(&mg);
 }
@@ -494,6 +507,106 @@ static void tls_scenario(void) {
                                NULL};
     static rgroup mg, g1, g2;
     REQUIRE(rgroup_start(&mg, 1, mx) == 0);
+
+/* ---- migrate ---- */
+
+/* CLUSTER sub value on port: the status; the answer's text in msg. */
+static int mcall(uint16_t port, const char *sub, const void *v, size_t vl, char *msg, size_t cap) {
+    uint8_t out[4096];
+    size_t n = 0;
+    int st = raw_call(port, KVMUX_OP_CLUSTER, sub, v, (uint32_t)vl, out, sizeof out, &n);
+    snprintf(msg, cap, "%.*s", (int)n, (const char *)out);
+    return st;
+}
+
+static int mtext(uint16_t port, const char *sub, const char *v, char *msg, size_t cap) {
+    return mcall(port, sub, v, strlen(v), msg, cap);
+}
+
+static int mcommit(uint16_t port, uint32_t id, char *msg, size_t cap) {
+    uint8_t v[4];
+    kvmux_store_u32be(v, id);
+    return mcall(port, "migrate-commit", v, 4, msg, cap);
+}
+
+static int mack(uint16_t port, uint32_t id, uint16_t g, char *msg, size_t cap) {
+    uint8_t v[6];
+    kvmux_store_u32be(v, id);
+    kvmux_store_u16be(v + 4, g);
+    return mcall(port, "migrate-ack", v, 6, msg, cap);
+}
+
+/* The table from "migrations" (or mwatch with mgen >= 0): status; the raw
+ * bytes in raw (cap 8192) when not NULL. */
+static int mtable(uint16_t port, long long mgen, int wait_ms, kvmux_migtab *t, uint8_t *raw,
+                  size_t *rawlen) {
+    static uint8_t out[65536];
+    size_t n = 0;
+    uint8_t v[12];
+    int st;
+    if (mgen < 0) {
+        st = raw_call(port, KVMUX_OP_CLUSTER, "migrations", NULL, 0, out, sizeof out, &n);
+    } else {
+        kvmux_store_u64be(v, (uint64_t)mgen);
+        kvmux_store_u32be(v + 8, (uint32_t)wait_ms);
+        st = raw_call(port, KVMUX_OP_CLUSTER, "mwatch", v, 12, out, sizeof out, &n);
+    }
+    if (st == KVMUX_STATUS_OK) CHECK_EQ(kvmux_migtab_decode(t, out, n, NULL, 0), 0);
+    if (raw) {
+        memcpy(raw, out, n < 8192 ? n : 8192);
+        *rawlen = n;
+    }
+    return st;
+}
+
+/* ha, continued: a migration recorded on leader `alive` (member `dead`
+ * down); dead restarted, alive kill -9'ed: the next leader has the same
+ * table and goes on from it. */
+static void ha_migrations(rgroup *mg, int alive, int dead) {
+    char msg[512];
+    kvmux_migtab *t = malloc(sizeof *t);
+    REQUIRE(t != NULL);
+    CHECK_EQ(mtext(mg->cport[alive], "migrate", "100-199 2", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "migration 1: slots 100-199 from group 1 to group 2") == 0);
+    /* A follower: changes go to the leader, the table is read anywhere. */
+    int fo = 3 - alive - dead;
+    CHECK_EQ(mtext(mg->cport[fo], "migrate", "300 2", msg, sizeof msg), KVMUX_STATUS_NOT_LEADER);
+    long long e0 = now_ms() + 10000;
+    while (now_ms() < e0 && !(mtable(mg->cport[fo], -1, 0, t, NULL, NULL) == 0 && t->n == 1))
+        sleep_ms(50);
+    CHECK_EQ(t->n, 1);
+    uint8_t before[8192], after[8192];
+    size_t lb = 0, la = 0;
+    CHECK_EQ(mtable(mg->cport[alive], -1, 0, t, before, &lb), KVMUX_STATUS_OK);
+    REQUIRE(rgroup_start_member(mg, dead, 0) == 0);
+    long long end = now_ms() + 20000;
+    while (now_ms() < end && !(mtable(mg->cport[dead], -1, 0, t, NULL, NULL) == 0 && t->n == 1))
+        sleep_ms(100);
+    rgroup_kill(mg, alive);
+    int nl = -1;
+    end = now_ms() + 30000;
+    while (nl < 0 && now_ms() < end) {
+        int l = rgroup_leader(mg, 1000);
+        if (l >= 0 && l != alive) nl = l;
+    }
+    REQUIRE(nl >= 0);
+    CHECK_EQ(mtable(mg->cport[nl], -1, 0, t, after, &la), KVMUX_STATUS_OK);
+    CHECK(la == lb && memcmp(before, after, la) == 0);
+    CHECK_EQ(mtext(mg->cport[nl], "migrate", "200 2", msg, sizeof msg), KVMUX_STATUS_BUSY);
+    CHECK_EQ(mtext(mg->cport[nl], "abort", "1", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK_EQ(mtext(mg->cport[nl], "migrate", "200 2", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "migration 2: slots 200-200 from group 1 to group 2") == 0);
+    free(t);
+}
+
+static void migrate_scenario(void) {
+    static const char *const mx[] = {"--cluster-map-group", "--snapshot-threshold", "8", NULL};
+    static char mapeps[64];
+    static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps, NULL};
+    static const char *x2[] = {"--cluster-group", "2", "--cluster-map", mapeps, NULL};
+    static rgroup mg, g1, g2;
+    REQUIRE(rgroup_start(&mg, 1, mx) == 0);
+    REQUIRE(rgroup_leader(&mg, 20000) == 0);
     snprintf(mapeps, sizeof mapeps, "127.0.0.1:%u", mg.cport[0]);
     REQUIRE(rgroup_start(&g1, 1, x1) == 0);
     REQUIRE(rgroup_start(&g2, 1, x2) == 0);
@@ -529,6 +642,231 @@ static void tls_scenario(void) {
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
 }
 #endif
+    uint16_t mp = mg.cport[0];
+    char msg[4096], a1[64], a2[64], path[256], text[8192], cmd[1024];
+    kvmux_migtab *t = malloc(sizeof *t);
+    REQUIRE(t != NULL);
+
+    /* No map yet; not on a data group; bad syntax. */
+    CHECK_EQ(mtext(mp, "migrate", "100-199 2", msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK(strstr(msg, "no slot map installed") != NULL);
+    CHECK_EQ(mtext(g1.cport[0], "migrate", "100-199 2", msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK(strstr(msg, "map group") != NULL);
+    const char *bad[] = {"", "abc", "100-199", "100-99 2", "16384 2", "1 0", "1 2 3", "01 2"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK_EQ(mtext(mp, "migrate", bad[i], msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK_EQ(mtable(mp, -1, 0, t, NULL, NULL), KVMUX_STATUS_OK);
+    CHECK_EQ(t->n, 0);
+    CHECK_EQ(t->mgen, 0);
+
+    addr_list(&g1, a1, sizeof a1);
+    addr_list(&g2, a2, sizeof a2);
+    snprintf(path, sizeof path, "%s/map.txt", mg.dir);
+    map_file(path, 0, a1, a2, 8192);
+    CHECK_EQ(assign(mapeps, path, text, sizeof text), 0);
+
+    /* CREATE 1: slots 100-199 from group 1 to group 2. */
+    CHECK_EQ(mtext(mp, "migrate", "100-199 2", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "migration 1: slots 100-199 from group 1 to group 2") == 0);
+    CHECK_EQ(mtext(mp, "migrate", "5000 2", msg, sizeof msg), KVMUX_STATUS_BUSY);
+    CHECK(strcmp(msg, "group 1 is already the source of migration 1") == 0);
+    CHECK_EQ(mtext(mp, "migrate", "8000-8300 2", msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK(strcmp(msg, "slots 8000-8300 are not served by one group") == 0);
+    CHECK_EQ(mtext(mp, "migrate", "9000 2", msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK(strcmp(msg, "slots 9000-9000 are already group 2's") == 0);
+    CHECK_EQ(mtext(mp, "migrate", "9000 3", msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK(strcmp(msg, "group 3 is not in the map") == 0);
+    CHECK_EQ(mtable(mp, -1, 0, t, NULL, NULL), KVMUX_STATUS_OK);
+    CHECK_EQ(t->n, 1);
+    CHECK_EQ(t->mgen, 1);
+    CHECK_EQ(t->next_id, 2);
+    CHECK(t->rec[0].state == KVMUX_MIG_OPEN && t->rec[0].src == 1 && t->rec[0].dst == 2 &&
+          t->rec[0].start_epoch == 1 && t->rec[0].created_ms > 0);
+    CHECK_EQ(rgroup_stat(&mg, 0, "cluster_mgen"), 1);
+    CHECK_EQ(rgroup_stat(&mg, 0, "cluster_migrations_open"), 1);
+
+    /* mwatch: below the mgen at once; at it, parked for its wait. */
+    long long t0 = now_ms();
+    CHECK_EQ(mtable(mp, 0, 5000, t, NULL, NULL), KVMUX_STATUS_OK);
+    CHECK(now_ms() - t0 < 2000);
+    t0 = now_ms();
+    CHECK_EQ(mtable(mp, 1, 300, t, NULL, NULL), KVMUX_STATUS_OK);
+    CHECK(now_ms() - t0 >= 250);
+    CHECK_EQ(mtext(mp, "mwatch", "abc", msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    /* A parked mwatch is answered when the table changes (migration 2,
+     * created by a cli in another thread, then aborted). */
+    racer wr;
+    pthread_t wt;
+    snprintf(wr.cmd, sizeof wr.cmd, "sleep 0.3; %s -t 3000 cluster migrate 9000 1 --map %s "
+             "--no-wait 2>&1", KVMUX_CLI_PATH, mapeps);
+    REQUIRE(pthread_create(&wt, NULL, race_main, &wr) == 0);
+    t0 = now_ms();
+    CHECK_EQ(mtable(mp, 1, 10000, t, NULL, NULL), KVMUX_STATUS_OK);
+    CHECK(now_ms() - t0 < 8000);
+    CHECK_EQ(t->mgen, 2);
+    pthread_join(wt, NULL);
+    CHECK_EQ(wr.rc, 0);
+    CHECK(strstr(wr.out, "migration 2: slots 9000-9000 from group 2 to group 1") != NULL);
+    CHECK_EQ(mtext(mp, "abort", "2 done watching", msg, sizeof msg), KVMUX_STATUS_OK);
+
+    /* The setmap guard: a map that keeps 100-199 with group 1 installs,
+     * one that moves them is refused with the record named. */
+    map_file(path, 0, a1, a2, 4096);
+    CHECK_EQ(assign(mapeps, path, text, sizeof text), 0);
+    map_file(path, 0, a1, a2, 150);
+    CHECK_EQ(assign(mapeps, path, text, sizeof text), 3);
+    CHECK(strstr(text, "slots 100-199 are migrating (migration 1): abort it or wait for it") != NULL);
+    CHECK_EQ(rgroup_stat(&mg, 0, "cluster_epoch"), 2);
+
+    /* COMMIT installs epoch 3 with slots 100-199 = group 2, which the data
+     * groups' watchers bring to them. */
+    char key[32];
+    key_in(100, 199, key, sizeof key);
+    CHECK_EQ(set_on(g1.cport[0], key), 0);
+    CHECK_EQ(mcommit(mp, 1, msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "migration 1 committed at epoch 3") == 0);
+    CHECK_EQ(rgroup_stat(&mg, 0, "cluster_epoch"), 3);
+    CHECK_EQ(wait_epoch(&g1, 0, 3, 10000), 0);
+    CHECK_EQ(wait_epoch(&g2, 0, 3, 10000), 0);
+    CHECK_EQ(rgroup_stat(&g1, 0, "cluster_slots_owned"), 4096 - 100);
+    CHECK_EQ(rgroup_stat(&g2, 0, "cluster_slots_owned"), KVMUX_SLOTS - 4096 + 100);
+    uint8_t out[512];
+    size_t n;
+    CHECK_EQ(raw_call(g1.cport[0], KVMUX_OP_GET, key, NULL, 0, out, sizeof out, &n),
+             KVMUX_STATUS_WRONG_SHARD);
+    kvmux_redirect rd;
+    CHECK(kvmux_redirect_decode(&rd, out, n) == 0 && rd.epoch == 3 && rd.group == 2);
+    /* Resent COMMIT: the same answer; ABORT now: refused. */
+    CHECK_EQ(mcommit(mp, 1, msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "migration 1 committed at epoch 3") == 0);
+    CHECK_EQ(rgroup_stat(&mg, 0, "cluster_epoch"), 3);
+    CHECK_EQ(mtext(mp, "abort", "1", msg, sizeof msg), KVMUX_STATUS_VERSION_MISMATCH);
+    CHECK(strcmp(msg, "migration 1 is committed (epoch 3)") == 0);
+    CHECK_EQ(mcommit(mp, 77, msg, sizeof msg), KVMUX_STATUS_NOT_FOUND);
+    CHECK_EQ(mtext(mp, "abort", "77", msg, sizeof msg), KVMUX_STATUS_NOT_FOUND);
+    CHECK(strcmp(msg, "no migration 77") == 0);
+    CHECK_EQ(mcall(mp, "migrate-commit", "ab", 2, msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+
+    /* Bad aborts; the cli against no map group (exit 4). */
+    CHECK_EQ(mtext(mp, "abort", "", msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK_EQ(mtext(mp, "abort", "x", msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    char longr[300];
+    memset(longr, 'r', sizeof longr);
+    memcpy(longr, "1 ", 2);
+    longr[2 + 201] = '\0';
+    CHECK_EQ(mtext(mp, "abort", longr, msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK(strcmp(msg, "the reason is over 200 bytes") == 0);
+    snprintf(cmd, sizeof cmd, "%s -t 1000 cluster migrate 1 2 --map 127.0.0.1:1 --no-wait 2>&1",
+             KVMUX_CLI_PATH);
+    CHECK_EQ(run_cli(cmd, text, sizeof text), 4);
+    snprintf(cmd, sizeof cmd, "%s -t 1000 cluster status --map 127.0.0.1:1 2>&1", KVMUX_CLI_PATH);
+    CHECK_EQ(run_cli(cmd, text, sizeof text), 4);
+
+    /* kvmux-cli: --no-wait, --abort (twice: idempotent), --abort of a
+     * committed one (exit 3), --timeout (exit 5, the record stays open). */
+    snprintf(cmd, sizeof cmd, "%s -t 3000 cluster migrate 300-399 2 --map %s --no-wait 2>&1",
+             KVMUX_CLI_PATH, mapeps);
+    CHECK_EQ(run_cli(cmd, text, sizeof text), 0);
+    CHECK(strstr(text, "migration 3: slots 300-399 from group 1 to group 2") != NULL);
+    snprintf(cmd, sizeof cmd, "%s -t 3000 cluster migrate --abort 3 --map %s 2>&1",
+             KVMUX_CLI_PATH, mapeps);
+    CHECK_EQ(run_cli(cmd, text, sizeof text), 0);
+    CHECK(strstr(text, "migration 3 aborted") != NULL);
+    CHECK_EQ(run_cli(cmd, text, sizeof text), 0);
+    CHECK_EQ(mcommit(mp, 3, msg, sizeof msg), KVMUX_STATUS_VERSION_MISMATCH);
+    CHECK(strcmp(msg, "migration 3 was aborted: ") == 0);
+    snprintf(cmd, sizeof cmd, "%s -t 3000 cluster migrate --abort 1 --map %s 2>&1",
+             KVMUX_CLI_PATH, mapeps);
+    CHECK_EQ(run_cli(cmd, text, sizeof text), 3);
+    CHECK(strstr(text, "is committed (epoch 3)") != NULL);
+    snprintf(cmd, sizeof cmd, "%s -t 3000 cluster migrate 400-499 2 --map %s --timeout 1 2>&1",
+             KVMUX_CLI_PATH, mapeps);
+    CHECK_EQ(run_cli(cmd, text, sizeof text), 5);
+    CHECK(strstr(text, "migration 4: slots 400-499") != NULL);
+    snprintf(cmd, sizeof cmd, "%s -t 3000 cluster migrate 400-499 2 2>&1", KVMUX_CLI_PATH);
+    CHECK_EQ(run_cli(cmd, text, sizeof text), 2);
+    CHECK(strstr(text, "slot migration needs a map group (--map)") != NULL);
+    /* Waiting: the cli polls until the record ends; aborted -> exit 3. */
+    CHECK_EQ(mtext(mp, "abort", "4 making room", msg, sizeof msg), KVMUX_STATUS_OK);
+    racer r;
+    pthread_t th;
+    snprintf(r.cmd, sizeof r.cmd, "%s -t 3000 cluster migrate 500-599 2 --map %s 2>&1",
+             KVMUX_CLI_PATH, mapeps);
+    REQUIRE(pthread_create(&th, NULL, race_main, &r) == 0);
+    long long end = now_ms() + 10000;
+    while (now_ms() < end && !(mtable(mp, -1, 0, t, NULL, NULL) == 0 && kvmux_migtab_find(t, 5)))
+        sleep_ms(50);
+    CHECK_EQ(mtext(mp, "abort", "5 stopped by the test", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "migration 5 aborted") == 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(r.rc, 3);
+    CHECK(strstr(r.out, "migration 5 aborted: stopped by the test") != NULL);
+    if (r.rc != 3) fprintf(stderr, "cli said: %s\n", r.out);
+
+    /* ACKs. */
+    CHECK_EQ(mtext(mp, "migrate", "600-699 2", msg, sizeof msg), KVMUX_STATUS_OK); /* 6 */
+    CHECK_EQ(mack(mp, 6, 1, msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK(strcmp(msg, "migration 6 has not ended") == 0);
+    CHECK_EQ(mack(mp, 1, 3, msg, sizeof msg), KVMUX_STATUS_BAD_REQUEST);
+    CHECK_EQ(mack(mp, 99, 1, msg, sizeof msg), KVMUX_STATUS_NOT_FOUND);
+    CHECK_EQ(mack(mp, 1, 1, msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK_EQ(mack(mp, 1, 2, msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK_EQ(mack(mp, 1, 2, msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK_EQ(mtable(mp, -1, 0, t, NULL, NULL), KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_migtab_find(t, 1)->acks, 3); /* kept: not 32 newer ended */
+    CHECK_EQ(rgroup_stat(&mg, 0, "cluster_migrations_committed"), 1);
+    CHECK_EQ(rgroup_stat(&mg, 0, "cluster_migrations_aborted"), 4);
+    CHECK_EQ(rgroup_stat(&mg, 0, "cluster_migrations_open"), 1);
+
+    /* cluster status --map. */
+    snprintf(cmd, sizeof cmd, "%s -t 3000 cluster status --map %s 2>&1", KVMUX_CLI_PATH, mapeps);
+    CHECK_EQ(run_cli(cmd, text, sizeof text), 0);
+    CHECK(strstr(text, "epoch 3  mgen ") != NULL);
+    CHECK(strstr(text, "group 1  slots 3996  keys ") != NULL);
+    CHECK(strstr(text, "group 2  slots 12388  keys ") != NULL);
+    CHECK(strstr(text, "ID  SLOTS") != NULL);
+    CHECK(strstr(text, "1   100-199    1     2   committed") != NULL);
+    CHECK(strstr(text, "acks src,dst") != NULL);
+    CHECK(strstr(text, "5   500-599    1     2   aborted") != NULL);
+    CHECK(strstr(text, "6   600-699    1     2   open") != NULL);
+    if (!strstr(text, "committed")) fprintf(stderr, "status said: %s\n", text);
+    /* GROUP status shows the feature. */
+    kvmux_client *c = NULL;
+    kvmux_options o;
+    kvmux_options_init(&o);
+    REQUIRE(kvmux_connect(&c, "127.0.0.1", g1.cport[0], &o) == 0);
+    kvmux_request rq;
+    kvmux_reply rep;
+    memset(&rq, 0, sizeof rq);
+    rq.op = KVMUX_GROUP;
+    rq.key = "status";
+    rq.key_len = 6;
+    CHECK_EQ(kvmux_call(c, &rq, &rep, 5000), 0);
+    CHECK(rep.value && memmem(rep.value, rep.value_len, "features: migrate1", 18) != NULL);
+    kvmux_reply_free(&rep);
+    kvmux_close(c);
+
+    /* kill -9 of the map group's leader, restarted from its snapshot and
+     * log: the same table, and it goes on from there. */
+    CHECK(rgroup_stat(&mg, 0, "replica_snapshots") > 0);
+    uint8_t before[8192], after[8192];
+    size_t lb = 0, la = 0;
+    CHECK_EQ(mtable(mp, -1, 0, t, before, &lb), KVMUX_STATUS_OK);
+    rgroup_kill(&mg, 0);
+    REQUIRE(rgroup_start_member(&mg, 0, 0) == 0);
+    REQUIRE(rgroup_leader(&mg, 20000) == 0);
+    mp = mg.cport[0];
+    CHECK_EQ(mtable(mp, -1, 0, t, after, &la), KVMUX_STATUS_OK);
+    CHECK(la == lb && memcmp(before, after, la) == 0);
+    CHECK_EQ(mtext(mp, "abort", "6", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK_EQ(mtext(mp, "migrate", "700 2", msg, sizeof msg), KVMUX_STATUS_OK);
+    CHECK(strcmp(msg, "migration 7: slots 700-700 from group 1 to group 2") == 0);
+    CHECK_EQ(rgroup_stat(&mg, 0, "cluster_epoch"), 3);
+    free(t);
+    rgroup_stop(&g1);
+    rgroup_stop(&g2);
+    rgroup_stop(&mg);
+}
 
 int main(int argc, char **argv) {
     const char *which = argc > 1 ? argv[1] : "basic";
@@ -539,8 +877,9 @@ int main(int argc, char **argv) {
 #ifdef KVMUX_PEER_GEN_CERTS
     else if (strcmp(which, "tls") == 0) tls_scenario();
 #endif
+    else if (strcmp(which, "migrate") == 0) migrate_scenario();
     else {
-        fprintf(stderr, "usage: mapgroup_test basic|kill|fault|ha|tls\n");
+        fprintf(stderr, "usage: mapgroup_test basic|kill|fault|ha|tls|migrate\n");
         return 2;
     }
     return test_report();

@@ -11,10 +11,6 @@ kvmux_add_test(replica_snap_test
 kvmux_add_test(replica_stage_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/replica_stage_test.c
   LIBS kvmuxd_core LABELS unit TIMEOUT 60)
-# Slot migration, the source side's state machine (docs/MIGRATION.md 5).
-kvmux_add_test(migrate_fsm_test
-  SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_fsm_test.c
-  LIBS kvmuxd_core LABELS unit TIMEOUT 120)
 # Deterministic simulation: C-Raft's in-memory fixture running kvmux's state
 # machine (no sockets, no threads; thousands of seeds).
 if(KVMUX_HAVE_RAFT)
@@ -160,3 +156,12 @@ if(TARGET kvmux AND TARGET kvmuxd)
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()
+# Slot migration's state machines (docs/MIGRATION.md 12): the map group's
+# table (MIGREC rules, snapshot format 6, the KVMG codec with a vector,
+# its refusals and a bounded fuzz loop) and the source side
+# (migrate_fsm_out.c: MIGSTEP steps 1-5, dirty set, fence).
+kvmux_add_test(migrate_fsm_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_fsm_test.c
+          ${CMAKE_CURRENT_LIST_DIR}/migrate_fsm_out.c
+          ${CMAKE_CURRENT_LIST_DIR}/../unit/proto/proto_testutil.c
+  LIBS kvmuxd_core LABELS unit TIMEOUT 120)

@@ -8,6 +8,7 @@ if(TARGET kvmux-cli)
             ${PROJECT_SOURCE_DIR}/tools/kvmux-cli/edit.c
             ${PROJECT_SOURCE_DIR}/tools/kvmux-cli/cmd.c
             ${PROJECT_SOURCE_DIR}/tools/kvmux-cli/mapassign.c
+            ${PROJECT_SOURCE_DIR}/tools/kvmux-cli/migrate.c
             ${PROJECT_SOURCE_DIR}/tools/kvmux-cli/args.c
     LIBS kvmux ${KVMUX_LIBEDIT}
     LABELS unit TIMEOUT 60)

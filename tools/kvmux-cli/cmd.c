@@ -36,6 +36,7 @@
 #include "cmd.h"
 #include "cluster.h"
 #include "mapassign.h"
+#include "migrate.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -50,6 +51,7 @@
 #define OPT_VERBOSE 2u /* -v */
 #define OPT_COUNT 4u   /* --count N */
 #define OPT_MAP 8u     /* --map ENDPOINTS (cluster assign) */
+#define OPT_MIG 16u    /* --no-wait, --abort ID, --timeout S (cluster migrate) */
 
 #define CMD_MAX_POS 4
 
@@ -63,6 +65,10 @@ typedef struct cmd_args {
     int verbose;                    /* -v given (or ctx->verbose) */
     const char *map;                /* --map: the map group's endpoints
                                        (NUL-terminated, borrowed); NULL */
+    int no_wait;                    /* --no-wait (cluster migrate) */
+    int has_abort;                  /* --abort ID given */
+    uint64_t abort_id;
+    uint64_t timeout_s;             /* --timeout S, 0 = none */
 } cmd_args;
 
 typedef struct cmd_spec {
@@ -119,12 +125,15 @@ static const cmd_spec commands[] = {
      "the server's slow requests (newest N, default 10), their number, or clear them",
      run_slowlog},
     {"client", 1, 1, 0, "list", "the server's connections, one per line", run_client},
-    {"cluster", 1, 4, OPT_MAP,
-     "status | add ID RAFTHOST:PORT CLIENTHOST:PORT | remove ID | transfer [ID] | keyslot KEY | "
-     "slots | assign FILE|- [--map HOST:PORT,...]",
+    {"cluster", 1, 4, OPT_MAP | OPT_MIG,
+     "status [--map HOST:PORT,...] | add ID RAFTHOST:PORT CLIENTHOST:PORT | remove ID | "
+     "transfer [ID] | keyslot KEY | slots | assign FILE|- [--map HOST:PORT,...] | "
+     "migrate F-L|SLOT GROUP --map HOST:PORT,... [--no-wait] [--timeout S] | "
+     "migrate --abort ID --map HOST:PORT,...",
      "a replicated group: its state as this replica sees it, or a membership change; "
      "a key's slot (local), the node's slot map, push a slot map to every group "
-     "(--map: through the map group, then wait for every group to install it)",
+     "(--map: through the map group, then wait for every group to install it); "
+     "move slots to another group, abort a move, the cluster's state and migrations (--map)",
      run_cluster},
     {"help", 0, 1, 0, "[COMMAND]",
      "the list of commands, or one command's arguments", run_help},
@@ -1000,22 +1009,43 @@ static int cluster_assign(cli_ctx *ctx, const cmd_args *a) {
  * (--json: one object, as stats); a change prints "OK " and what the
  * leader did ({"ok":...} in JSON). Errors as for every command, with the
  * server's message (unknown id, already a member, ...). */
+/* cluster migrate (migrate.c): slot migrations through the map group. */
+static int cluster_migrate(cli_ctx *ctx, const cmd_args *a) {
+    const cmd_spec *spec = spec_of(run_cluster);
+    if (!a->map)
+        return usage_error(spec, "slot migration needs a map group (--map)");
+    if (a->has_abort ? a->npos != 1 : a->npos != 3)
+        return usage_error(spec, "expected migrate F-L|SLOT GROUP or migrate --abort ID");
+    cli_mig_opts o = {.map = a->map, .no_wait = a->no_wait, .has_abort = a->has_abort,
+                      .abort_id = a->abort_id, .timeout_s = a->timeout_s};
+    if (!a->has_abort) {
+        o.range = a->pos[1]->data; /* NUL-terminated (args.h) */
+        o.group = a->pos[2]->data;
+    }
+    return cli_migrate(ctx, &o);
+}
+
 static int run_cluster(cli_ctx *ctx, const cmd_args *a) {
     const cmd_spec *spec = spec_of(run_cluster);
     const cli_arg *sub = a->pos[0];
     static const struct { const char *name; size_t min, max; } subs[] = {
         {"status", 0, 0}, {"add", 3, 3}, {"remove", 1, 1}, {"transfer", 0, 1},
-        {"keyslot", 1, 1}, {"slots", 0, 0}, {"assign", 1, 1}};
+        {"keyslot", 1, 1}, {"slots", 0, 0}, {"assign", 1, 1}, {"migrate", 0, 2}};
     size_t k = 0;
-    while (k < 7 && !(sub->len == strlen(subs[k].name) &&
+    while (k < 8 && !(sub->len == strlen(subs[k].name) &&
                       strncasecmp(sub->data, subs[k].name, sub->len) == 0))
         k++;
-    if (k == 7)
-        return usage_error(spec,
-                           "expected status, add, remove, transfer, keyslot, slots or assign");
+    if (k == 8)
+        return usage_error(spec, "expected status, add, remove, transfer, keyslot, slots, "
+                                 "assign or migrate");
     if (a->npos - 1 < subs[k].min || a->npos - 1 > subs[k].max)
         return usage_error(spec, "wrong number of arguments");
-    if (a->map && k != 6) return usage_error(spec, "--map goes with assign only");
+    if (a->map && k != 6 && k != 7 && k != 0)
+        return usage_error(spec, "--map goes with assign, migrate and status only");
+    if ((a->no_wait || a->has_abort || a->timeout_s) && k != 7)
+        return usage_error(spec, "--no-wait, --abort and --timeout go with migrate only");
+    if (k == 7) return cluster_migrate(ctx, a);
+    if (k == 0 && a->map) return cli_migrate_status(ctx, a->map);
     if (k == 4) return cluster_keyslot(ctx, a->pos[1]);
     if (k == 5) return cluster_slots(ctx, a);
     if (k == 6) return cluster_assign(ctx, a);
@@ -1186,6 +1216,23 @@ static int parse_args(const cmd_spec *s, const cli_ctx *ctx,
                 if (!out->map[0]) return usage_error(s, "--map needs the map group's HOST:PORT,...");
                 continue;
             }
+            if ((s->opts & OPT_MIG) && arg_is(t, "--no-wait")) {
+                out->no_wait = 1;
+                continue;
+            }
+            if ((s->opts & OPT_MIG) && (arg_is(t, "--abort") || arg_is(t, "--timeout"))) {
+                int ab = arg_is(t, "--abort");
+                if (i + 1 >= nargs)
+                    return usage_error(s, ab ? "--abort needs an ID" : "--timeout needs seconds");
+                cli_arg num = args[++i];
+                uint64_t *dst = ab ? &out->abort_id : &out->timeout_s;
+                if (cli_parse_u64(&num, ab ? UINT32_MAX : 86400, dst) != 0 || (ab && !*dst))
+                    return bad_number(out, ab ? "--abort" : "--timeout", &num,
+                                      ab ? "a migration id, 1 to 4294967295"
+                                         : "seconds, 0 to 86400");
+                if (ab) out->has_abort = 1;
+                continue;
+            }
             int count_eq = t->len >= 8 && memcmp(t->data, "--count=", 8) == 0;
             if ((s->opts & OPT_COUNT) && (count_eq || arg_is(t, "--count"))) {
                 cli_arg num;
@@ -1232,7 +1279,9 @@ int cli_run_command(cli_ctx *ctx, const cli_arg *args, size_t nargs) {
     int local = s->run == run_help ||
                 (s->run == run_cluster && a.npos > 0 && a.pos[0]->len == 7 &&
                  strncasecmp(a.pos[0]->data, "keyslot", 7) == 0) ||
-                (s->run == run_cluster && a.map);
+                (s->run == run_cluster && a.map) ||
+                (s->run == run_cluster && a.npos > 0 && a.pos[0]->len == 7 &&
+                 strncasecmp(a.pos[0]->data, "migrate", 7) == 0);
     if (!local) {
         rc = cli_connect(ctx);
         if (rc != CLI_EXIT_OK) goto out;

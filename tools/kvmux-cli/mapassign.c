@@ -36,10 +36,7 @@ static void nap_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
-/* A client for endpoints (comma-separated; one is listed twice, since a
- * comma is what puts cli_connect in endpoint-list mode). NULL on failure
- * (cli_connect printed why, unless quiet). */
-static kvmux_client *connect_to(const cli_ctx *ctx, const char *endpoints, int quiet) {
+kvmux_client *cli_map_connect(const cli_ctx *ctx, const char *endpoints, int quiet) {
     char eps[1024];
     if (strchr(endpoints, ',')) snprintf(eps, sizeof eps, "%s", endpoints);
     else snprintf(eps, sizeof eps, "%s,%s", endpoints, endpoints);
@@ -50,8 +47,8 @@ static kvmux_client *connect_to(const cli_ctx *ctx, const char *endpoints, int q
     return cli_connect(&sub) == CLI_EXIT_OK ? sub.client : NULL;
 }
 
-static int cluster_call(kvmux_client *c, const char *sub, const void *v, size_t n,
-                        kvmux_reply *rep, int timeout_ms) {
+int cli_map_call(kvmux_client *c, const char *sub, const void *v, size_t n, kvmux_reply *rep,
+                 int timeout_ms) {
     kvmux_request r;
     memset(&r, 0, sizeof r);
     r.op = KVMUX_CLUSTER;
@@ -65,7 +62,7 @@ static int cluster_call(kvmux_client *c, const char *sub, const void *v, size_t 
 /* The epoch of the map c's node has applied: 0 none, -1 unknown. */
 static long long applied_epoch(kvmux_client *c, int timeout_ms) {
     kvmux_reply rep;
-    int rc = cluster_call(c, "map", NULL, 0, &rep, timeout_ms);
+    int rc = cli_map_call(c, "map", NULL, 0, &rep, timeout_ms);
     long long e = rc == KVMUX_ENOTFOUND ? 0 : -1;
     kvmux_map *m = rc == 0 ? malloc(sizeof *m) : NULL;
     if (m && kvmux_map_decode(m, rep.value, rep.value_len, NULL, 0) == 0)
@@ -98,7 +95,7 @@ static int wait_groups(const cli_ctx *ctx, const kvmux_map *m) {
                     off += (size_t)snprintf(eps + off, sizeof eps - off, "%s%s", k ? "," : "",
                                             g->addr[k]);
                 /* The reason once; the retries quietly. */
-                cl[i] = connect_to(ctx, eps, tries[i]++ > 0);
+                cl[i] = cli_map_connect(ctx, eps, tries[i]++ > 0);
             }
             if (cl[i]) at[i] = applied_epoch(cl[i], ctx->timeout_ms);
             if (at[i] >= (long long)m->epoch) {
@@ -127,7 +124,7 @@ static int wait_groups(const cli_ctx *ctx, const kvmux_map *m) {
 
 int cli_assign_via_map(const cli_ctx *ctx, const char *endpoints, kvmux_map *m,
                        uint8_t *wire, size_t cap) {
-    kvmux_client *c = connect_to(ctx, endpoints, 0);
+    kvmux_client *c = cli_map_connect(ctx, endpoints, 0);
     if (!c) {
         fprintf(stderr, "kvmux-cli: cluster assign: map group %s: not reachable\n", endpoints);
         return CLI_EXIT_CONN;
@@ -148,7 +145,7 @@ int cli_assign_via_map(const cli_ctx *ctx, const char *endpoints, kvmux_map *m,
         return CLI_EXIT_USAGE;
     }
     kvmux_reply rep;
-    int rc = cluster_call(c, "setmap", wire, n, &rep, ctx->timeout_ms);
+    int rc = cli_map_call(c, "setmap", wire, n, &rep, ctx->timeout_ms);
     kvmux_close(c);
     if (rc == 0)
         printf("map group: %.*s\n", (int)rep.value_len, (const char *)rep.value);

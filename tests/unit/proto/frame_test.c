@@ -263,6 +263,23 @@ static const vec VECS[] = {
      "epoch 8", 90, 3, 0, 0, 0},
     {"resp_map_group_keyed_v3", KVMUX_FRAME_RESPONSE, 7, KVMUX_STATUS_BAD_REQUEST, {0}, 0, "",
      "this is the cluster's map group: it holds the slot map and serves no keys", 73, 3, 0, 0, 0},
+    /* Slot migration, the map group's table (PROTOCOL.md 18.6). */
+    {"req_cluster_migrate_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_CLUSTER, {0}, 0, "migrate",
+     "100-199 2", 9, 3, 0, 0, 0},
+    {"req_cluster_mwatch_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_CLUSTER, {0}, 0, "mwatch",
+     {U64(5), 0, 0, 0x13, 0x88}, 12, 3, 0, 0, 0},
+    {"req_cluster_migrate_commit_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_CLUSTER, {0}, 0, "migrate-commit",
+     {U32(7)}, 4, 3, 0, 0, 0},
+    {"req_cluster_migrate_ack_v3", KVMUX_FRAME_REQUEST, 9, KVMUX_OP_CLUSTER, {0}, 0, "migrate-ack",
+     {U32(7), 0, 2}, 6, 3, 0, 0, 0},
+    {"resp_cluster_migrations_v3", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_OK, {0}, 0, "",
+     {0x4b, 0x56, 0x4d, 0x47, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00,
+      0x00, 0x08, 0x00, 0x01, 0x00, 0x00, 0x00, 0x07, 0x00, 0x64, 0x00, 0xc7, 0x00, 0x01, 0x00,
+      0x02, 0x03, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x00,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, 0x00, 0x00, 0x01,
+      0x8b, 0xcf, 0xe5, 0x6b, 0xb8, 0x02, 0x6f, 0x70}, 68, 3, 0, 0, 0},
+    {"resp_cluster_migrate_busy_v3", KVMUX_FRAME_RESPONSE, 9, KVMUX_STATUS_BUSY, {0}, 0, "",
+     "group 1 is already the source of migration 7", 44, 3, 0, 0, 0},
 };
 #define NVECS (sizeof VECS / sizeof VECS[0])
 
