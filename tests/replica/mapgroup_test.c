@@ -15,13 +15,12 @@
  *          TRY_AGAIN, watch errors grow, a pushed map is served.
  *   ha     a 3-member map group: a follower refuses watches (NOT_LEADER);
  *          its leader kill -9'ed, the data group follows the new leader
- *          and installs the next epoch.
+ *          and installs the next epoch; a migration recorded, the leader
+ *          kill -9'ed again: the next one has the same table.
  *   tls    a map group whose client port is TLS and requires client
  *          certificates: a data group with --cluster-map-tls and the
  *          cluster's CA installs its maps; one trusting another CA
  *          installs nothing and counts watch errors.
- *          (ha also: a migration recorded, the leader kill -9'ed again:
- *          the next one has the same table.)
  *   migrate the migration table (docs/MIGRATION.md step 3): CREATE and its
  *          refusals and limits, the setmap guard, mwatch, COMMIT installing
  *          epoch + 1 with the moved owner (the data groups' watchers get
@@ -448,65 +447,6 @@ static void ha(void) {
     rgroup_stop(&mg);
 }
 
-/* ---- tls ---- */
-
-#ifdef KVMUX_PEER_GEN_CERTS
-/* CLUSTER setmap on the TLS map group at port (libkvmux, with the
- * cluster's CA and a client certificate). Returns the call's status. */
-static int tls_setmap(uint16_t port, const char *dir, const uint8_t *map, size_t n) {
-    char ca[256], cert[256], key[256];
-    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
-    snprintf(cert, sizeof cert, "%s/peer3.pem", dir);
-    snprintf(key, sizeof key, "%s/peer3.key", dir);
-    kvmux_options o;
-    kvmux_options_init(&o);
-    o.tls = 1;
-    o.tls_ca_file = ca;
-    o.tls_cert_file = cert;
-    o.tls_key_file = key;
-    kvmux_client *c = NULL;
-    int rc = kvmux_connect(&c, "127.0.0.1", port, &o);
-    if (rc != 0) return rc;
-    kvmux_request r;
-    memset(&r, 0, sizeof r);
-    r.op = KVMUX_CLUSTER;
-    r.key = "setmap";
-    r.key_len = 6;
-    r.value = map;
-    r.value_len = n;
-    kvmux_reply rep;
-    rc = kvmux_call(c, &r, &rep, 5000);
-    if (rc == 0) kvmux_reply_free(&rep);
-    kvmux_close(c);
-    return rc;
-}
-
-static void tls_scenario(void) {
-    static char dir[64], mcert[256], mkey[256], ca[256], dcert[256], dkey[256], other[256];
-    static char mapeps[64];
-    snprintf(dir, sizeof dir, "/tmp/kvmux-mtls-XXXXXX");
-    REQUIRE(mkdtemp(dir) != NULL);
-    const char *gen[] = {"/bin/sh", KVMUX_PEER_GEN_CERTS, dir, NULL};
-    char err[1024] = "";
-    REQUIRE(test_run(gen, NULL, NULL, NULL, 0, err, sizeof err, 60000) == 0);
-    snprintf(mcert, sizeof mcert, "%s/peer1.pem", dir);
-    snprintf(mkey, sizeof mkey, "%s/peer1.key", dir);
-    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
-    snprintf(dcert, sizeof dcert, "%s/peer2.pem", dir);
-    snprintf(dkey, sizeof dkey, "%s/peer2.key", dir);
-    snprintf(other, sizeof other, "%s/other-ca.pem", dir);
-    static const char *mx[] = {"--cluster-map-group", "--tls-cert", mcert, "--tls-key", mkey,
-                               "--tls-ca", ca, NULL};
-    static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps,
-                               "--cluster-map-tls", "yes", "--cluster-map-tls-ca", ca,
-                               "--cluster-map-tls-cert", dcert, "--cluster-map-tls-key", dkey,
-                               NULL};
-    static const char *x2[] = {"--cluster-group", "2", "--cluster-map", mapeps,
-                               "--cluster-map-tls", "yes", "--cluster-map-tls-ca", other,
-                               "--cluster-map-tls-cert", dcert, "--cluster-map-tls-key", dkey,
-                               NULL};
-    static rgroup mg, g1, g2;
-    REQUIRE(rgroup_start(&mg, 1, mx) == 0);
 
 /* ---- migrate ---- */
 
@@ -612,36 +552,6 @@ static void migrate_scenario(void) {
     REQUIRE(rgroup_start(&g2, 1, x2) == 0);
     REQUIRE(rgroup_leader(&g1, 20000) == 0);
     REQUIRE(rgroup_leader(&g2, 20000) == 0);
-    char a1[64], a2[64], text[512];
-    addr_list(&g1, a1, sizeof a1);
-    addr_list(&g2, a2, sizeof a2);
-    snprintf(text, sizeof text, "epoch 1\ngroup 1 %s\ngroup 2 %s\nslots 0-8191 1\n"
-             "slots 8192-16383 2\n", a1, a2);
-    static uint8_t m[4096];
-    size_t n = cluster_map_bytes(text, m, sizeof m);
-    /* The map group's own election takes a moment: retry the setmap. */
-    int rc = -1;
-    for (int t = 0; t < 100 && rc != 0; t++) {
-        rc = tls_setmap(mg.cport[0], dir, m, n);
-        if (rc != 0) sleep_ms(200);
-    }
-    CHECK_EQ(rc, 0);
-    CHECK_EQ(wait_epoch(&g1, 0, 1, 15000), 0);
-    CHECK_EQ(rgroup_stat(&g1, 0, "cluster_map_installs"), 1);
-    /* Another CA: the handshake fails every time; nothing is installed. */
-    long long end = now_ms() + 15000;
-    while (rgroup_stat(&g2, 0, "cluster_map_watch_errors") < 2 && now_ms() < end) sleep_ms(100);
-    CHECK(rgroup_stat(&g2, 0, "cluster_map_watch_errors") >= 2);
-    CHECK_EQ(rgroup_stat(&g2, 0, "cluster_epoch"), 0);
-    CHECK_EQ(rgroup_stat(&g2, 0, "cluster_map_installs"), 0);
-    rgroup_stop(&g1);
-    rgroup_stop(&g2);
-    rgroup_stop(&mg);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-}
-#endif
     uint16_t mp = mg.cport[0];
     char msg[4096], a1[64], a2[64], path[256], text[8192], cmd[1024];
     kvmux_migtab *t = malloc(sizeof *t);
@@ -867,6 +777,101 @@ static void migrate_scenario(void) {
     rgroup_stop(&g2);
     rgroup_stop(&mg);
 }
+
+/* ---- tls ---- */
+
+#ifdef KVMUX_PEER_GEN_CERTS
+/* CLUSTER setmap on the TLS map group at port (libkvmux, with the
+ * cluster's CA and a client certificate). Returns the call's status. */
+static int tls_setmap(uint16_t port, const char *dir, const uint8_t *map, size_t n) {
+    char ca[256], cert[256], key[256];
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    snprintf(cert, sizeof cert, "%s/peer3.pem", dir);
+    snprintf(key, sizeof key, "%s/peer3.key", dir);
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.tls = 1;
+    o.tls_ca_file = ca;
+    o.tls_cert_file = cert;
+    o.tls_key_file = key;
+    kvmux_client *c = NULL;
+    int rc = kvmux_connect(&c, "127.0.0.1", port, &o);
+    if (rc != 0) return rc;
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_CLUSTER;
+    r.key = "setmap";
+    r.key_len = 6;
+    r.value = map;
+    r.value_len = n;
+    kvmux_reply rep;
+    rc = kvmux_call(c, &r, &rep, 5000);
+    if (rc == 0) kvmux_reply_free(&rep);
+    kvmux_close(c);
+    return rc;
+}
+
+static void tls_scenario(void) {
+    static char dir[64], mcert[256], mkey[256], ca[256], dcert[256], dkey[256], other[256];
+    static char mapeps[64];
+    snprintf(dir, sizeof dir, "/tmp/kvmux-mtls-XXXXXX");
+    REQUIRE(mkdtemp(dir) != NULL);
+    const char *gen[] = {"/bin/sh", KVMUX_PEER_GEN_CERTS, dir, NULL};
+    char err[1024] = "";
+    REQUIRE(test_run(gen, NULL, NULL, NULL, 0, err, sizeof err, 60000) == 0);
+    snprintf(mcert, sizeof mcert, "%s/peer1.pem", dir);
+    snprintf(mkey, sizeof mkey, "%s/peer1.key", dir);
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    snprintf(dcert, sizeof dcert, "%s/peer2.pem", dir);
+    snprintf(dkey, sizeof dkey, "%s/peer2.key", dir);
+    snprintf(other, sizeof other, "%s/other-ca.pem", dir);
+    static const char *mx[] = {"--cluster-map-group", "--tls-cert", mcert, "--tls-key", mkey,
+                               "--tls-ca", ca, NULL};
+    static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps,
+                               "--cluster-map-tls", "yes", "--cluster-map-tls-ca", ca,
+                               "--cluster-map-tls-cert", dcert, "--cluster-map-tls-key", dkey,
+                               NULL};
+    static const char *x2[] = {"--cluster-group", "2", "--cluster-map", mapeps,
+                               "--cluster-map-tls", "yes", "--cluster-map-tls-ca", other,
+                               "--cluster-map-tls-cert", dcert, "--cluster-map-tls-key", dkey,
+                               NULL};
+    static rgroup mg, g1, g2;
+    REQUIRE(rgroup_start(&mg, 1, mx) == 0);
+    snprintf(mapeps, sizeof mapeps, "127.0.0.1:%u", mg.cport[0]);
+    REQUIRE(rgroup_start(&g1, 1, x1) == 0);
+    REQUIRE(rgroup_start(&g2, 1, x2) == 0);
+    REQUIRE(rgroup_leader(&g1, 20000) == 0);
+    REQUIRE(rgroup_leader(&g2, 20000) == 0);
+    char a1[64], a2[64], text[512];
+    addr_list(&g1, a1, sizeof a1);
+    addr_list(&g2, a2, sizeof a2);
+    snprintf(text, sizeof text, "epoch 1\ngroup 1 %s\ngroup 2 %s\nslots 0-8191 1\n"
+             "slots 8192-16383 2\n", a1, a2);
+    static uint8_t m[4096];
+    size_t n = cluster_map_bytes(text, m, sizeof m);
+    /* The map group's own election takes a moment: retry the setmap. */
+    int rc = -1;
+    for (int t = 0; t < 100 && rc != 0; t++) {
+        rc = tls_setmap(mg.cport[0], dir, m, n);
+        if (rc != 0) sleep_ms(200);
+    }
+    CHECK_EQ(rc, 0);
+    CHECK_EQ(wait_epoch(&g1, 0, 1, 15000), 0);
+    CHECK_EQ(rgroup_stat(&g1, 0, "cluster_map_installs"), 1);
+    /* Another CA: the handshake fails every time; nothing is installed. */
+    long long end = now_ms() + 15000;
+    while (rgroup_stat(&g2, 0, "cluster_map_watch_errors") < 2 && now_ms() < end) sleep_ms(100);
+    CHECK(rgroup_stat(&g2, 0, "cluster_map_watch_errors") >= 2);
+    CHECK_EQ(rgroup_stat(&g2, 0, "cluster_epoch"), 0);
+    CHECK_EQ(rgroup_stat(&g2, 0, "cluster_map_installs"), 0);
+    rgroup_stop(&g1);
+    rgroup_stop(&g2);
+    rgroup_stop(&mg);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+#endif
 
 int main(int argc, char **argv) {
     const char *which = argc > 1 ? argv[1] : "basic";
