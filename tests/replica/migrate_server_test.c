@@ -11,7 +11,8 @@
  *    GET / SET / EXISTS for R answered TRY_AGAIN with
  *    (slot, epoch 1) on v3, BUSY "slot S is being migrated; try again" on
  *    v2; keys outside R served; STATS migrate_out_state:fenced,
- *    migrate_out_id:1, migrate_dirty_keys:1, cluster_try_again_migrating;
+ *    migrate_out_id:1, migrate_dirty_keys:1, cluster_try_again_migrating,
+ *    and the same on /metrics;
  *  - OUT_ABORT applied: R served again, STATS migrate_out_state:none. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -126,6 +127,18 @@ static const char *key_in(int in_r, char *buf, size_t cap) {
     }
 }
 
+/* GET /metrics: the body (NUL-terminated, cut to cap - 1). */
+static void metrics(char *out, size_t cap) {
+    int fd = test_connect_raw(kvmux_server_metrics_port(srv), 5000);
+    REQUIRE(fd >= 0);
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    REQUIRE(test_write_all(fd, req, sizeof req - 1) == 0);
+    size_t n = 0;
+    for (ssize_t r; n + 1 < cap && (r = read(fd, out + n, cap - 1 - n)) > 0;) n += (size_t)r;
+    out[n] = '\0';
+    close(fd);
+}
+
 static void *run(void *arg) {
     (void)arg;
     kvmux_server_run(srv);
@@ -146,6 +159,7 @@ int main(void) {
     cfg.peers = peers;
     cfg.bootstrap = 1;
     cfg.cluster_group = 1;
+    cfg.metrics_addr = "127.0.0.1:0";
     char err[256] = "";
     if (kvmux_server_new(&srv, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "migrate_server_test: server: %s\n", err);
@@ -224,6 +238,12 @@ int main(void) {
     CHECK_EQ(call(3, KVMUX_OP_STATS, "cluster_try_again_migrating", NULL, val, sizeof val),
              KVMUX_STATUS_OK);
     CHECK(strstr(val, "cluster_try_again_migrating:") != NULL);
+    static char mt[1 << 18];
+    metrics(mt, sizeof mt);
+    CHECK(strstr(mt, "\nkvmux_migrate_dirty_keys 1\n") != NULL);
+    CHECK(strstr(mt, "\nkvmux_migrate_out_id 1\n") != NULL);
+    CHECK(strstr(mt, "# TYPE kvmux_cluster_try_again_migrating_total counter") != NULL);
+    CHECK(strstr(mt, "# HELP kvmux_migrate_dirty_bytes Key bytes") != NULL);
 
     CHECK_EQ(run_action(4, no_record), 0);
     CHECK_EQ(call(3, KVMUX_OP_GET, k, NULL, val, sizeof val), KVMUX_STATUS_OK);
