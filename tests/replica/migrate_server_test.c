@@ -11,8 +11,12 @@
  *    GET / SET / EXISTS for R answered TRY_AGAIN with
  *    (slot, epoch 1) on v3, BUSY "slot S is being migrated; try again" on
  *    v2; keys outside R served; STATS migrate_out_state:fenced,
- *    migrate_out_id:1, migrate_dirty_keys:1, cluster_try_again_migrating,
+ *    migrate_out_id:1, migrate_dirty_keys:2, cluster_try_again_migrating,
  *    and the same on /metrics;
+ *  - session writes at the fence: a new one refused TRY_AGAIN, the
+ *    RETRY resend of one applied before gets its recorded answer (same
+ *    version), the RETRY of one never applied TRY_AGAIN without using its
+ *    seq (it applies after the abort);
  *  - OUT_ABORT applied: R served again, STATS migrate_out_state:none. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -139,6 +143,54 @@ static void metrics(char *out, size_t cap) {
     close(fd);
 }
 
+/* A v3 connection whose HELLO carries session id sid. */
+static int session_conn(uint64_t sid) {
+    int fd = test_connect_raw(kvmux_server_port(srv), 5000);
+    REQUIRE(fd >= 0);
+    kvmux_session s;
+    kvmux_settings st;
+    kvmux_settings_default(&st);
+    kvmux_session_init(&s, KVMUX_ROLE_CLIENT, &st);
+    s.max_version = 3;
+    uint8_t out[KVMUX_FRAME_HDR_LEN + 2 + KVMUX_MAX_NAME + 128];
+    size_t n = kvmux_session_encode_hello(&s, out, "migsrv");
+    n = kvmux_hello_append_session(out, n, sid);
+    REQUIRE(test_write_all(fd, out, n) == 0);
+    static uint8_t in[4096];
+    kvmux_frame f;
+    REQUIRE(test_read_frame(fd, in, sizeof in, &f) > 0 && f.type == KVMUX_FRAME_HELLO_ACK);
+    return fd;
+}
+
+/* SET key=value as write seq (RETRY bit included) of fd's session: the
+ * status, the version when OK. */
+static int session_set(int fd, uint64_t seq, const char *key, const char *value,
+                       uint64_t *version) {
+    static const uint8_t ttl[8];
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.version = 3;
+    f.type = KVMUX_FRAME_REQUEST;
+    f.flags = KVMUX_FLAG_SESSION;
+    f.request_id = 9;
+    f.code = KVMUX_OP_SET;
+    f.extras = ttl;
+    f.extras_len = 8;
+    f.key = (const uint8_t *)key;
+    f.key_len = (uint16_t)strlen(key);
+    f.value = (const uint8_t *)value;
+    f.value_len = (uint32_t)strlen(value);
+    f.session_seq = seq;
+    static uint8_t out[4096], in[4096];
+    REQUIRE(kvmux_frame_size(&f) <= sizeof out);
+    size_t n = kvmux_frame_encode(out, &f);
+    REQUIRE(test_write_all(fd, out, n) == 0);
+    kvmux_frame r;
+    REQUIRE(test_read_frame(fd, in, sizeof in, &r) > 0);
+    *version = r.code == KVMUX_STATUS_OK && r.extras_len >= 8 ? kvmux_load_u64be(r.extras) : 0;
+    return r.code;
+}
+
 static void *run(void *arg) {
     (void)arg;
     kvmux_server_run(srv);
@@ -195,6 +247,16 @@ int main(void) {
     CHECK_EQ(run_action(2, copying), 0);
     CHECK_EQ(call(3, KVMUX_OP_SET, k, "during", val, sizeof val), KVMUX_STATUS_OK);
     CHECK_EQ(out_info().dirty_keys, 1);
+    /* Session write seq 1 to k2 in R, applied before the fence. */
+    char k2[32];
+    for (int j = 0;; j++) {
+        snprintf(k2, sizeof k2, "sk:%d", j);
+        if (kvmux_slot(k2, strlen(k2)) <= LAST) break;
+    }
+    int sfd = session_conn(0x5eed);
+    uint64_t v1 = 0, vx = 0;
+    CHECK_EQ(session_set(sfd, 1, k2, "s1", &v1), KVMUX_STATUS_OK);
+    CHECK(v1 > 0);
     /* A WAIT parked on k (at its current version, 30 s) before the fence
      * is answered TRY_AGAIN by the fence's apply. */
     int wfd = test_connect_raw(kvmux_server_port(srv), 5000);
@@ -227,25 +289,37 @@ int main(void) {
     snprintf(want, sizeof want, "slot %u is being migrated; try again", slot);
     CHECK(strcmp(val, want) == 0);
     CHECK_EQ(call(3, KVMUX_OP_SET, out, "o", val, sizeof val), KVMUX_STATUS_OK);
+    /* Sessions at the fence (MIGRATION.md 7): a new write is refused
+     * before the log; the resend of seq 1 goes to the log and gets its
+     * recorded answer; the resend of seq 2 (never applied) is refused by
+     * the state machine without consuming the seq. */
+    CHECK_EQ(session_set(sfd, 2, k2, "s2", &vx), KVMUX_STATUS_TRY_AGAIN);
+    CHECK_EQ(session_set(sfd, 1 | KVMUX_SESSION_RETRY, k2, "s1", &vx), KVMUX_STATUS_OK);
+    CHECK_EQ(vx, v1);
+    CHECK_EQ(session_set(sfd, 2 | KVMUX_SESSION_RETRY, k2, "s2", &vx), KVMUX_STATUS_TRY_AGAIN);
     CHECK_EQ(call(3, KVMUX_OP_GET, out, NULL, val, sizeof val), KVMUX_STATUS_OK);
     kvmux_server_stats st1;
     kvmux_server_get_stats(srv, &st1);
-    CHECK_EQ(st1.cluster_try_again_migrating - st0.cluster_try_again_migrating, 4);
+    CHECK_EQ(st1.cluster_try_again_migrating - st0.cluster_try_again_migrating, 6);
     CHECK(st0.cluster_try_again_migrating >= 1); /* the WAIT */
     CHECK_EQ(call(3, KVMUX_OP_STATS, "migrate_", NULL, val, sizeof val), KVMUX_STATUS_OK);
     CHECK(strstr(val, "migrate_out_state:fenced") && strstr(val, "migrate_out_id:1\n") &&
-          strstr(val, "migrate_dirty_keys:1\n"));
+          strstr(val, "migrate_dirty_keys:2\n"));
     CHECK_EQ(call(3, KVMUX_OP_STATS, "cluster_try_again_migrating", NULL, val, sizeof val),
              KVMUX_STATUS_OK);
     CHECK(strstr(val, "cluster_try_again_migrating:") != NULL);
     static char mt[1 << 18];
     metrics(mt, sizeof mt);
-    CHECK(strstr(mt, "\nkvmux_migrate_dirty_keys 1\n") != NULL);
+    CHECK(strstr(mt, "\nkvmux_migrate_dirty_keys 2\n") != NULL);
     CHECK(strstr(mt, "\nkvmux_migrate_out_id 1\n") != NULL);
     CHECK(strstr(mt, "# TYPE kvmux_cluster_try_again_migrating_total counter") != NULL);
     CHECK(strstr(mt, "# HELP kvmux_migrate_dirty_bytes Key bytes") != NULL);
 
     CHECK_EQ(run_action(4, no_record), 0);
+    /* Unfenced: seq 2 applies now (not a duplicate, it was never used). */
+    CHECK_EQ(session_set(sfd, 2 | KVMUX_SESSION_RETRY, k2, "s2", &vx), KVMUX_STATUS_OK);
+    CHECK(vx > v1);
+    close(sfd);
     CHECK_EQ(call(3, KVMUX_OP_GET, k, NULL, val, sizeof val), KVMUX_STATUS_OK);
     CHECK(strstr(val, "during") != NULL);
     CHECK_EQ(call(3, KVMUX_OP_STATS, "migrate_out_state", NULL, val, sizeof val),
