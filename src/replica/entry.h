@@ -50,11 +50,12 @@
  * encoded map (src/cluster/cluster.h); applied iff its epoch is higher
  * than the installed one. Reserved for issue 11's server side. */
 #define KVMUX_ENTRY_OP_MAP 0xF3u
-/* Slot migration, the target side (docs/MIGRATION.md 10.2; migin.h):
- * an import batch (value: the batch), a big value's import through
- * STAGE (0xF5, not built yet), a migration step (extras u32 id, u8 step;
- * value: the step's fields), and a purge of leftover keys (value u16 n,
- * n x (u16 klen, key)). */
+/* Slot migration (docs/MIGRATION.md 10.2): an import batch (value: the
+ * batch), a big value's import through STAGE (0xF5, not built yet), a
+ * migration step (extras u32 id, u8 step; steps 1-5 the source's,
+ * migout.h, 6-8 the target's, migin.h; value: the step's fields), and a
+ * purge of leftover keys (value u16 n, n x (u16 klen, key)). Exempt from
+ * the apply-time slot check: each checks its own preconditions. */
 #define KVMUX_ENTRY_OP_IMPORT 0xF4u
 #define KVMUX_ENTRY_OP_IMPORT_STAGED 0xF5u
 #define KVMUX_ENTRY_OP_MIGSTEP 0xF6u

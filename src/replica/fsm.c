@@ -6,15 +6,18 @@
 
 #include "cluster.h"
 #include "entry.h"
+#include "migout.h"
 #include "migrec.h"
 #include "stage.h"
 #include "proto.h"
 #include "sessions.h"
 
 #define SNAP_MAGIC 0x4B56534Eu /* "KVSN" */
-#define SNAP_FORMAT 6u         /* 6: the migration table (map group), outgoing and
-                                  incoming records after the slot map (MIGRATION.md 2) */
-#define SNAP_FORMAT_MAP 5u     /* still restored: the slot map, no migration state */
+#define SNAP_FORMAT 6u         /* 6: migrations after the slot map (MIGRATION.md 2):
+                                  the map group's table (migrec.h), the
+                                  outgoing record (migout.h), the incoming one
+                                  (migin.h) */
+#define SNAP_FORMAT_MAP 5u     /* still restored: the slot map (u32 length, bytes), no migrations */
 #define SNAP_FORMAT_STAGE 4u   /* still restored: no slot map */
 #define SNAP_FORMAT_SESS 3u    /* still restored: no staged values */
 #define SNAP_FORMAT_NOSESS 2u  /* still restored: an empty session table */
@@ -72,6 +75,7 @@ void kvmux_fsm_cluster_init(kvmux_fsm_cluster *cl, uint16_t group) {
     cl->mig = NULL;
     memset(&cl->in, 0, sizeof cl->in);
     memset(&cl->in_stats, 0, sizeof cl->in_stats);
+    kvmux_migout_init(&cl->out);
 }
 
 /* Replace the installed map by m (encoded as p[0..len), copied); m NULL:
@@ -93,6 +97,9 @@ static int cluster_set(kvmux_fsm_cluster *cl, kvmux_map *m, const uint8_t *p, si
     pthread_mutex_unlock(&cl->mu);
     free(old);
     free(oldb);
+    /* A map that takes R away ends the outgoing migration (committed):
+     * MIGRATION.md step 9. */
+    kvmux_migout_map_applied(&cl->out, m, cl->group);
     if (cl->installed) cl->installed(cl->installed_ud);
     return 0;
 }
@@ -101,6 +108,7 @@ void kvmux_fsm_cluster_clear(kvmux_fsm_cluster *cl) {
     cl->installed = NULL; /* tearing down: nobody to tell */
     (void)cluster_set(cl, NULL, NULL, 0);
     kvmux_migrec_free(cl);
+    kvmux_migout_clear(&cl->out);
     pthread_mutex_destroy(&cl->mu);
 }
 
@@ -193,19 +201,57 @@ static void apply_map(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c, kvmux_fsm
     res(r, status, &epoch, &cur);
 }
 
-/* Whether a keyed write must be refused: a cluster group applies writes
- * only for slots the map applied so far gives it (the log orders map
- * changes and writes: docs/CLUSTER.md). */
+/* Whether a keyed write must be refused, and with which status (0: no):
+ * a cluster group applies writes only for slots the map applied so far
+ * gives it (WRONG_SHARD; the log orders map changes and writes:
+ * docs/CLUSTER.md), and none for a slot its outgoing migration fenced
+ * (TRY_AGAIN; docs/MIGRATION.md 5). */
 static int cluster_refuses(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c) {
     if (!cl || cl->group == 0 || c->op == KVMUX_ENTRY_OP_STAGE || c->op == KVMUX_ENTRY_OP_MAP ||
-        c->op == KVMUX_ENTRY_OP_MIGREC)
+        c->op == KVMUX_ENTRY_OP_MIGREC || c->op == KVMUX_ENTRY_OP_MIGSTEP)
         return 0;
     /* Migration ops check their own preconditions (MIGRATION.md 10.2). */
     if (c->op >= KVMUX_ENTRY_OP_IMPORT && c->op <= KVMUX_ENTRY_OP_PURGE) return 0;
     /* The applier's own map: read without the lock (only it writes). No
      * map yet: no check (the serving replica refused keyed requests then,
      * and a log from before cluster mode replays as it was written). */
-    return cl->map && cl->map->owner[kvmux_slot(c->key, c->key_len)] != cl->group;
+    uint16_t slot = kvmux_slot(c->key, c->key_len);
+    if (cl->map && cl->map->owner[slot] != cl->group) return KVMUX_STATUS_WRONG_SHARD;
+    if (kvmux_migout_is_write(c->op) && kvmux_migout_fenced(&cl->out, slot))
+        return KVMUX_STATUS_TRY_AGAIN;
+    return 0;
+}
+
+/* The fence moved since fence_gen was read: tell the loops (through the
+ * installed callback, which wakes them) so parked WAITs are re-checked. */
+static void fence_wake(kvmux_fsm_cluster *cl, uint64_t fence_gen) {
+    if (cl->installed && atomic_load(&cl->out.fence_gen) != fence_gen)
+        cl->installed(cl->installed_ud);
+}
+
+/* A MIGSTEP command: the source's steps (migout.h) here, the target's
+ * (IN_BEGIN, IN_READY, IN_ABORT) in migin.c. */
+static void apply_migstep(kvmux_store *st, kvmux_fsm_cluster *cl, uint64_t now,
+                          const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
+    uint64_t fence_gen;
+    switch (cl ? kvmux_migout_step(c) : 0) {
+    case KVMUX_MIGSTEP_OUT_BEGIN: case KVMUX_MIGSTEP_OUT_CUT: case KVMUX_MIGSTEP_OUT_DRAINED:
+    case KVMUX_MIGSTEP_OUT_FENCE: case KVMUX_MIGSTEP_OUT_ABORT:
+        fence_gen = atomic_load(&cl->out.fence_gen);
+        kvmux_migout_apply(&cl->out, cl->map, cl->group, c, r);
+        fence_wake(cl, fence_gen);
+        return;
+    default: /* steps 6-8 (IN_*), or malformed: the target side (migin.c) */
+        kvmux_migin_apply(st, cl, now, c, r);
+        return;
+    }
+}
+
+/* A write for R processed while R is being copied: its key joins the
+ * dirty set (migout.h), whatever the write's result. */
+static void note_dirty(kvmux_fsm_cluster *cl, const kvmux_entry_cmd *c) {
+    if (cl && cl->out.state == KVMUX_MIGOUT_COPYING && kvmux_migout_is_write(c->op))
+        kvmux_migout_note_write(&cl->out, c->key, c->key_len, kvmux_slot(c->key, c->key_len));
 }
 
 /* A STAGE command (stage.h): extras u32 offset, u32 total; key the id. */
@@ -251,6 +297,9 @@ static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, kvmux_fsm_cluster *c
     case KVMUX_ENTRY_OP_MIGREC:
         kvmux_migrec_apply(cl, c, now, r);
         return;
+    case KVMUX_ENTRY_OP_MIGSTEP:
+        apply_migstep(st, cl, now, c, r);
+        return;
     case KVMUX_ENTRY_OP_STAGE:
         apply_stage(sg, c, now, r);
         return;
@@ -259,7 +308,6 @@ static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, kvmux_fsm_cluster *c
         apply_staged(st, sg, now, c, r);
         return;
     case KVMUX_ENTRY_OP_IMPORT:
-    case KVMUX_ENTRY_OP_MIGSTEP:
     case KVMUX_ENTRY_OP_PURGE:
         kvmux_migin_apply(st, cl, now, c, r);
         return;
@@ -334,21 +382,22 @@ static void apply_session_cmd(kvmux_store *st, kvmux_sessions *ss, kvmux_stage_t
     if (r) *r = tmp;
 }
 
-/* A command for a slot the map applied so far gives another group. Not
- * processed, and no session seq consumed (a first transmission sent where
- * the slot is served runs it there) -- unless it is a session write this
- * group already applied (its answer lost, then the map moved the slot):
- * that gets its original answer, since the new owner would apply it a
- * second time; one this group cannot vouch for gets OUTCOME_UNKNOWN. A
- * staged value the command named goes now. */
+/* A command for a slot the map applied so far gives another group
+ * (status WRONG_SHARD) or that an outgoing migration fenced (TRY_AGAIN).
+ * Not processed, and no session seq consumed (a first transmission sent
+ * where the slot is served runs it there) -- unless it is a session write
+ * this group already applied (its answer lost, then the map moved or the
+ * fence closed the slot): that gets its original answer, since the new
+ * owner would apply it a second time; one this group cannot vouch for
+ * gets OUTCOME_UNKNOWN. A staged value the command named goes now. */
 static void refuse_cmd(kvmux_sessions *ss, kvmux_stage_tab *sg, const kvmux_sess_limits *lim,
-                       const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
+                       int status, const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
     kvmux_fsm_result tmp;
     int verdict = ss && lim->window && c->session
                       ? kvmux_sessions_peek(ss, lim, c->session, c->seq, &tmp)
                       : KVMUX_SESS_APPLY;
     if (verdict == KVMUX_SESS_REFUSE) res(&tmp, KVMUX_STATUS_OUTCOME_UNKNOWN, NULL, NULL);
-    else if (verdict != KVMUX_SESS_DUPLICATE) res(&tmp, KVMUX_STATUS_WRONG_SHARD, NULL, NULL);
+    else if (verdict != KVMUX_SESS_DUPLICATE) res(&tmp, status, NULL, NULL);
     if ((c->op == KVMUX_ENTRY_OP_SET_STAGED || c->op == KVMUX_ENTRY_OP_CAS_STAGED) && sg &&
         c->value_len == KVMUX_STAGE_ID_LEN + 4)
         free(kvmux_stage_take(sg, c->value, 0));
@@ -376,12 +425,15 @@ int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
     uint32_t i = 0;
     while (kvmux_entry_next(&it, &c) == 1) {
         kvmux_fsm_result *r = out && i < nout ? &out[i] : NULL;
-        if (cluster_refuses(cl, &c)) {
-            refuse_cmd(ss, sg, &lim, &c, r);
+        int refused = cluster_refuses(cl, &c);
+        if (refused) {
+            refuse_cmd(ss, sg, &lim, refused, &c, r);
         } else if (ss && lim.window && c.session) {
             apply_session_cmd(st, ss, sg, cl, &lim, now, &c, r);
+            note_dirty(cl, &c);
         } else {
             apply_cmd(st, sg, cl, now, &c, r);
+            note_dirty(cl, &c);
         }
         i++;
     }
@@ -437,8 +489,10 @@ static void snap_record(void *ud, uint32_t shard, const kvmux_store_record *r) {
 }
 
 /* The small parts, copied at begin: the session table (an empty one: u32
- * 0), the values being staged (likewise) and the applied slot map (none:
- * u32 0). */
+ * 0), the values being staged (likewise), the applied slot map (none:
+ * u32 0), then format 6's migration part: `u32 table_len | table` (the
+ * map group's table; 0 here), `u8 has_out | outgoing record and dirty
+ * set` (migout.h), `u8 has_in | incoming record` (0 here). */
 static int snap_tail(kvmux_fsm_snap *sn, kvmux_sessions *ss, kvmux_stage_tab *sg,
                      kvmux_fsm_cluster *cl) {
     kvmux_sessions empty;
@@ -451,12 +505,12 @@ static int snap_tail(kvmux_fsm_snap *sn, kvmux_sessions *ss, kvmux_stage_tab *sg
     size_t ml = cl && cl->map ? cl->len : 0;
     kvmux_migin none = {0};
     const kvmux_migin *in = cl ? &cl->in : &none;
-    /* Format 6 after the map: u32 table_len + the map group's migration
-     * table (migrec.h; length 0 on a data group), u8 has_out (no outgoing
-     * record yet), u8 has_in + the incoming record (migin.h). */
+    /* Format 6: the map group's table (u32 table_len | KVMG), the
+     * outgoing record (u8 has_out | ...), the incoming one (u8 has_in | ...). */
     size_t tl = kvmux_migrec_snap_len(cl);
+    size_t ol = cl ? kvmux_migout_encoded_len(&cl->out) : 1;
     size_t n = kvmux_sessions_encoded_len(tab) + kvmux_stage_encoded_len(stg) + 4 + ml + tl +
-               1 + kvmux_migin_encoded_len(in);
+               ol + kvmux_migin_encoded_len(in);
     if (!(sn->tail = sn->ra(NULL, n))) return -1;
     size_t off = kvmux_sessions_encode(tab, sn->tail);
     off += kvmux_stage_encode(stg, sn->tail + off);
@@ -465,7 +519,8 @@ static int snap_tail(kvmux_fsm_snap *sn, kvmux_sessions *ss, kvmux_stage_tab *sg
     off += 4 + ml;
     kvmux_migrec_snap_write(cl, sn->tail + off);
     off += tl;
-    sn->tail[off++] = 0; /* has_out */
+    if (cl) off += kvmux_migout_encode(&cl->out, sn->tail + off);
+    else sn->tail[off++] = 0;
     off += kvmux_migin_encode(in, sn->tail + off);
     sn->tail_len = off;
     return 0;
@@ -613,7 +668,7 @@ static int clear_store(kvmux_store *st) {
     return 0;
 }
 
-/* The slot map of a format-5 snapshot at buf + *off into cl (older
+/* The slot map of a format-5 or 6 snapshot at buf + *off into cl (older
  * formats: none). 0, or -1 when malformed or out of memory. */
 static int restore_map(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf, size_t len,
                        size_t *off) {
@@ -633,28 +688,35 @@ static int restore_map(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf, 
     return cluster_set(cl, m, p, ml);
 }
 
-/* The migration state of a format-6 snapshot at buf + *off into cl (older
- * formats: none): the map group's table (migrec.h), has_out (must be 0: no
- * outgoing records yet) and the incoming record (migin.h). 0, or -1 when
- * malformed. */
+/* Format 6's migration section at buf + *off into cl: the map group's
+ * table, the outgoing record, the incoming record; older formats: an
+ * empty table and no records. 0, or -1 malformed. */
 static int restore_migrations(kvmux_fsm_cluster *cl, uint32_t fmt, const uint8_t *buf,
                               size_t len, size_t *off) {
     kvmux_migin in = {0};
-    const uint8_t *table = NULL;
-    size_t tl = 0;
-    if (fmt >= SNAP_FORMAT) {
-        if (len - *off < 4) return -1;
-        tl = get32(buf + *off);
-        if (tl > len - *off - 4) return -1;
-        table = buf + *off + 4;
-        *off += 4 + tl;
-        if (len - *off < 1 || buf[*off] != 0) return -1;
-        *off += 1;
-        long used = kvmux_migin_decode(&in, buf + *off, len - *off);
-        if (used < 0) return -1;
-        *off += (size_t)used;
+    if (fmt < SNAP_FORMAT) {
+        if (cl) {
+            kvmux_migout_reset(&cl->out);
+            kvmux_migin_set(cl, &in);
+        }
+        return kvmux_migrec_restore(cl, NULL, 0);
     }
-    if (kvmux_migrec_restore(cl, table, tl) != 0) return -1;
+    if (len - *off < 4) return -1;
+    size_t tl = get32(buf + *off);
+    if (tl > len - *off - 4) return -1;
+    if (kvmux_migrec_restore(cl, buf + *off + 4, tl) != 0) return -1;
+    *off += 4 + tl;
+    kvmux_migout scratch;
+    kvmux_migout_init(&scratch);
+    uint64_t fence_gen = cl ? atomic_load(&cl->out.fence_gen) : 0;
+    long used = kvmux_migout_decode(cl ? &cl->out : &scratch, buf + *off, len - *off);
+    kvmux_migout_clear(&scratch);
+    if (cl) fence_wake(cl, fence_gen);
+    if (used < 0) return -1;
+    *off += (size_t)used;
+    used = kvmux_migin_decode(&in, buf + *off, len - *off);
+    if (used < 0) return -1;
+    *off += (size_t)used;
     if (cl) kvmux_migin_set(cl, &in);
     return 0;
 }

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "migin.h"
+#include "migout.h"
 #include "store.h"
 
 struct kvmux_sessions; /* sessions.h */
@@ -48,6 +49,10 @@ typedef struct kvmux_fsm_cluster {
     struct kvmux_map *map;       /* heap; NULL = none installed */
     uint8_t *bytes;              /* the map as proposed (encoded), malloc */
     size_t len;
+    /* The outgoing slot migration (migout.h): MIGSTEP steps 1-5, the
+     * dirty set, the fence. Removed when a map that takes R away is
+     * installed. */
+    kvmux_migout out;
     struct kvmux_migtab *mig;    /* the map group's migration table (migrec.h):
                                     NULL until its first change; replaced
                                     whole by the applier under mu */

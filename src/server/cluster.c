@@ -19,8 +19,12 @@
  * Keyed requests on a cluster node (kvmux__cluster_refuse), against the
  * map this replica applied: no map, TRY_AGAIN (slot, epoch 0) on v3, BUSY
  * with a message on v1/v2; a slot of another group (or of none),
- * WRONG_SHARD on v3, SHUTTING_DOWN with a message on v1/v2. The FSM checks
- * writes again when it applies them (fsm.c). */
+ * WRONG_SHARD on v3, SHUTTING_DOWN with a message on v1/v2; a slot the
+ * applied outgoing migration fenced (docs/MIGRATION.md 5), TRY_AGAIN on
+ * v3, BUSY "slot S is being migrated; try again" on v1/v2, reads
+ * included, except session writes with the RETRY bit (the log answers
+ * those from the session table). The FSM checks writes again when it
+ * applies them (fsm.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +195,46 @@ static void respond_wrong_shard(kvmux_conn *c, uint32_t id, const kvmux_redirect
     }
 }
 
+void kvmux__cluster_try_again_migrating(kvmux_conn *c, uint32_t id, uint16_t slot) {
+    KVMUX_STAT_ADD(c->loop, cluster_try_again, 1);
+    KVMUX_STAT_ADD(c->loop, cluster_try_again_migrating, 1);
+    kvmux_fsm_cluster *cl = kvmux__repl_cluster(c->loop->srv);
+    uint64_t epoch = cl ? atomic_load(&cl->epoch) : 0;
+    if (c->sess.version >= KVMUX_PROTO_V3) {
+        uint8_t v[10];
+        size_t n = kvmux_try_again_encode(slot, epoch, v, sizeof v);
+        kvmux__conn_respond_bytes(c, id, KVMUX_STATUS_TRY_AGAIN, v, n);
+    } else {
+        char msg[KVMUX_MAX_STATUS_MSG];
+        snprintf(msg, sizeof msg, "slot %u is being migrated; try again", slot);
+        kvmux__conn_respond(c, id, KVMUX_STATUS_BUSY, NULL, 0, msg);
+    }
+}
+
+int kvmux__cluster_migrating(kvmux_server *s, uint16_t slot) {
+    kvmux_fsm_cluster *cl = kvmux__repl_cluster(s);
+    return cl && kvmux_migout_fenced(&cl->out, slot);
+}
+
+uint64_t kvmux__cluster_fence_gen(kvmux_server *s) {
+    kvmux_fsm_cluster *cl = kvmux__repl_cluster(s);
+    return cl ? atomic_load(&cl->out.fence_gen) : 0;
+}
+
+void kvmux__cluster_migrate_stats(kvmux_server *s, void *o,
+                                  void (*u64line)(void *o, const char *name, uint64_t v),
+                                  void (*strline)(void *o, const char *name, const char *v)) {
+    static const char *const names[] = {"none", "copying", "fenced"};
+    kvmux_fsm_cluster *cl = kvmux__repl_cluster(s);
+    kvmux_migout_info mi;
+    memset(&mi, 0, sizeof mi);
+    if (cl) kvmux_migout_get_info(&cl->out, &mi);
+    u64line(o, "migrate_out_id", mi.id);
+    strline(o, "migrate_out_state", names[mi.state >= 0 && mi.state <= 2 ? mi.state : 0]);
+    u64line(o, "migrate_dirty_keys", mi.dirty_keys);
+    u64line(o, "migrate_dirty_bytes", mi.dirty_bytes);
+}
+
 void kvmux__cluster_wrong_shard(kvmux_conn *c, uint32_t id, uint16_t slot) {
     kvmux_fsm_cluster *cl = kvmux__repl_cluster(c->loop->srv);
     kvmux_redirect rd;
@@ -225,14 +269,22 @@ int kvmux__cluster_refuse(kvmux_conn *c, const kvmux_frame *f) {
     kvmux_fsm_cluster *cl = kvmux__repl_cluster(c->loop->srv);
     kvmux_redirect rd;
     int route = cl ? kvmux_fsm_cluster_route(cl, slot, &rd) : KVMUX_ROUTE_NO_MAP;
-    if (route == KVMUX_ROUTE_OWN && !kvmux__mapwatch_fenced(c->loop->srv, slot)) return 0;
-    /* A resent session write may have been applied here before the map
-     * moved its slot: the state machine answers it from the session table
-     * (fsm.c refuse_cmd), where a redirect could have it applied twice. */
-    if (route == KVMUX_ROUTE_WRONG && c->session_id && kvmux_frame_has_session(f) &&
-        (f->session_seq & KVMUX_SESS_RETRY))
+    /* An outgoing migration's fence: checked on every keyed request,
+     * reads included (a read served here after B took over would be
+     * stale; MIGRATION.md 3). */
+    int migrating = route == KVMUX_ROUTE_OWN && kvmux_migout_fenced(&cl->out, slot);
+    if (route == KVMUX_ROUTE_OWN && !migrating && !kvmux__mapwatch_fenced(c->loop->srv, slot))
         return 0;
-    if (route == KVMUX_ROUTE_OWN) {
+    /* A resent session write may have been applied here before the map
+     * moved its slot (or the fence closed it): the state machine answers
+     * it from the session table (fsm.c refuse_cmd), where a redirect
+     * could have it applied twice. */
+    if ((route == KVMUX_ROUTE_WRONG || migrating) && c->session_id &&
+        kvmux_frame_has_session(f) && (f->session_seq & KVMUX_SESS_RETRY))
+        return 0;
+    if (migrating) {
+        kvmux__cluster_try_again_migrating(c, f->request_id, slot);
+    } else if (route == KVMUX_ROUTE_OWN) {
         /* A newer map from the map group takes the slot away and is on its
          * way through the log: not served at the older epoch meanwhile. */
         uint64_t epoch = 0;

@@ -49,6 +49,12 @@
 int kvmux__reply_value(void *ud, uint64_t version, const uint8_t *value, size_t len) {
     kvmux_reply_ctx *ctx = ud;
     kvmux_conn *c = ctx->conn;
+    /* The fence checked under the key's shard lock, where the value is
+     * read: a read that finds R not fenced here returns the state of that
+     * instant, which no later write, import or purge can have changed
+     * (docs/MIGRATION.md 5). */
+    if (ctx->fence_slot && kvmux__cluster_migrating(c->loop->srv, (uint16_t)(ctx->fence_slot - 1)))
+        return KVMUX_STATUS_TRY_AGAIN;
     /* The one check of the client's MAX_VALUE_SIZE for GET and WAIT
      * replies (PROTOCOL.md section 7): here the value is chosen, before
      * any path (inline, by reference, fragmented) is. */
@@ -280,6 +286,18 @@ int kvmux__run_store_value(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t
 
 /* Run a valid request. Returns 1 if it keeps its credit (a parked WAIT,
  * or a value being streamed: waits.c / sched.c give it back), else 0. */
+/* After a keyed read whose store call returned without a callback (absent
+ * key, EXISTS, TTL): 1 with TRY_AGAIN sent if its slot is fenced now. A
+ * fence not yet set here was set after the read, so the read precedes
+ * the fence's apply (docs/MIGRATION.md 5). */
+static int fenced_since(kvmux_conn *c, const kvmux_frame *f) {
+    if (c->loop->srv->cfg.cluster_group == 0) return 0;
+    uint16_t slot = kvmux_slot(f->key, f->key_len);
+    if (!kvmux__cluster_migrating(c->loop->srv, slot)) return 0;
+    kvmux__cluster_try_again_migrating(c, f->request_id, slot);
+    return 1;
+}
+
 static int run_request(kvmux_conn *c, const kvmux_frame *f) {
     kvmux_store *st = c->loop->srv->store;
     uint32_t id = f->request_id;
@@ -301,10 +319,17 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
     switch (f->code) {
     case KVMUX_OP_GET: {
         kvmux_reply_ctx ctx = {.conn = c, .request_id = id};
+        if (c->loop->srv->cfg.cluster_group)
+            ctx.fence_slot = (uint32_t)kvmux_slot(f->key, f->key_len) + 1;
         rc = kvmux_store_get(st, f->key, f->key_len, kvmux__reply_value, &ctx);
         if (rc == KVMUX_STATUS_OK) return kvmux__reply_value_finish(&ctx);
-        if (rc == KVMUX_STATUS_NOT_FOUND) respond_status(c, id, rc);
-        else kvmux__reply_value_failed(&ctx, rc);
+        if (rc == KVMUX_STATUS_TRY_AGAIN) {
+            kvmux__cluster_try_again_migrating(c, id, (uint16_t)(ctx.fence_slot - 1));
+        } else if (rc == KVMUX_STATUS_NOT_FOUND) {
+            if (!fenced_since(c, f)) respond_status(c, id, rc);
+        } else {
+            kvmux__reply_value_failed(&ctx, rc);
+        }
         return 0;
     }
     case KVMUX_OP_SET:
@@ -349,12 +374,14 @@ static int run_request(kvmux_conn *c, const kvmux_frame *f) {
         return 0;
     case KVMUX_OP_EXISTS:
         rc = kvmux_store_exists(st, f->key, f->key_len, &version);
+        if (fenced_since(c, f)) return 0;
         if (rc == KVMUX_STATUS_OK) respond_version(c, id, KVMUX_STATUS_OK, version);
         else respond_status(c, id, rc);
         return 0;
     case KVMUX_OP_TTL: {
         uint64_t left = 0;
         rc = kvmux_store_ttl(st, f->key, f->key_len, &version, &left);
+        if (fenced_since(c, f)) return 0;
         if (rc != KVMUX_STATUS_OK) {
             respond_status(c, id, rc);
             return 0;

@@ -375,6 +375,10 @@ static void respond_result(kvmux_conn *c, const pend *p, const kvmux_fsm_result 
         kvmux__cluster_wrong_shard(c, id, p->slot);
         return;
     }
+    if (st == KVMUX_STATUS_TRY_AGAIN) { /* a fenced slot (fsm.c, migout.h) */
+        kvmux__cluster_try_again_migrating(c, id, p->slot);
+        return;
+    }
     if (st == KVMUX_STATUS_OK || st == KVMUX_STATUS_VERSION_MISMATCH) {
         kvmux__conn_respond(c, id, (uint8_t)st, res->extras, res->extras_len, NULL);
         return;
@@ -868,6 +872,18 @@ int kvmux__repl_propose_map(kvmux_loop *l, const uint8_t *p, size_t n) {
     return lb && add_cmd(l, &lb, &cmd) >= 0 ? 0 : -1;
 }
 
+int kvmux__repl_propose_migstep(kvmux_loop *l, uint32_t id, uint8_t step, const uint8_t *v,
+                                size_t n) {
+    if (!l->srv->repl || !is_leader(l->srv) || n > 64) return -1;
+    uint8_t ex[KVMUX_MIGSTEP_EXTRAS_LEN];
+    kvmux_store_u32be(ex, id);
+    ex[4] = step;
+    kvmux_entry_cmd cmd = {.op = KVMUX_ENTRY_OP_MIGSTEP, .extras_len = sizeof ex, .extras = ex,
+                           .value_len = (uint32_t)n, .value = v};
+    kvmux_lbatch *lb = cur_batch(l);
+    return lb && add_cmd(l, &lb, &cmd) >= 0 ? 0 : -1;
+}
+
 int kvmux__repl_propose(kvmux_conn *c, uint32_t id, const kvmux_entry_cmd *cmd) {
     if (!is_leader(c->loop->srv)) {
         respond_not_leader(c, id);
@@ -1276,6 +1292,11 @@ void kvmux__repl_respond_not_leader(kvmux_conn *c, uint32_t id) {
 }
 int kvmux__repl_propose_map(kvmux_loop *l, const uint8_t *p, size_t n) {
     (void)l, (void)p, (void)n;
+    return -1;
+}
+int kvmux__repl_propose_migstep(kvmux_loop *l, uint32_t id, uint8_t step, const uint8_t *v,
+                                size_t n) {
+    (void)l, (void)id, (void)step, (void)v, (void)n;
     return -1;
 }
 void kvmux__repl_loop_deinit(kvmux_loop *l) { (void)l; }

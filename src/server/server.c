@@ -317,6 +317,7 @@ void kvmux_server_get_stats(kvmux_server *s, kvmux_server_stats *st) {
         SUM(st->tls_errors, tls_errors);
         SUM(st->cluster_try_again, cluster_try_again);
         SUM(st->cluster_wrong_shard, cluster_wrong_shard);
+        SUM(st->cluster_try_again_migrating, cluster_try_again_migrating);
         for (int k = 0; k <= KVMUX_STATUS_MAX; k++) SUM(st->responses[k], responses[k]);
         for (int k = 0; k < KVMUX_STATS_ERR_SLOTS; k++) SUM(st->wire_errors[k], wire_errors[k]);
     }

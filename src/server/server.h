@@ -267,6 +267,9 @@ typedef struct kvmux_server_stats {
     uint64_t cluster_try_again;       /* keyed requests a cluster node could
                                          not serve yet (no map): TRY_AGAIN,
                                          or BUSY on v1/v2 */
+    uint64_t cluster_try_again_migrating; /* of those, refused because an
+                                         outgoing migration fenced the slot
+                                         (docs/MIGRATION.md 5) */
     uint64_t cluster_wrong_shard;     /* keyed requests for a slot another
                                          group serves (or none): WRONG_SHARD,
                                          or SHUTTING_DOWN on v1/v2 */

@@ -84,7 +84,7 @@ typedef struct kvmux_loop_stats {
     _Atomic uint64_t writes_held, aof_refused, oom_refused;
     _Atomic uint64_t auth_failures;
     _Atomic uint64_t tls_handshake_failures, tls_errors;
-    _Atomic uint64_t cluster_try_again, cluster_wrong_shard;
+    _Atomic uint64_t cluster_try_again, cluster_wrong_shard, cluster_try_again_migrating;
     _Atomic uint64_t responses[KVMUX_STATUS_MAX + 1];  /* by status */
     _Atomic uint64_t wire_errors[KVMUX_STATS_ERR_SLOTS]; /* ERRORs sent, by code */
 } kvmux_loop_stats;
@@ -184,6 +184,7 @@ struct kvmux_loop {
                                       parked WAITs (waits.c) */
     struct kvmux_migt *migt;       /* parked import-begins, the janitor
                                       (migrate_target.c); NULL until used */
+    uint64_t waits_fence_stamp;    /* migration fence generation likewise */
     kvmux_rt rt;                   /* this loop's copy (reload.c) */
     uint64_t rt_epoch;             /* of srv->rt when copied */
     struct kvmux_metrics_loop *metrics; /* latency histograms (metrics.c) */
@@ -496,6 +497,22 @@ int kvmux__parse_slot_range(const uint8_t *p, size_t n, uint16_t *first, uint16_
  * v1/v2; another group's slot or an unassigned one: WRONG_SHARD on v3,
  * SHUTTING_DOWN on v1/v2) and returns 1; otherwise 0 and the request runs. */
 int kvmux__cluster_refuse(kvmux_conn *c, const kvmux_frame *f);
+/* Answer request id about slot, refused because an outgoing migration
+ * fenced it (docs/MIGRATION.md 5; the FSM's TRY_AGAIN): TRY_AGAIN
+ * (slot, applied epoch) on v3, BUSY "slot S is being migrated; try
+ * again" on v1/v2; counted in cluster_try_again_migrating. */
+void kvmux__cluster_try_again_migrating(kvmux_conn *c, uint32_t id, uint16_t slot);
+/* Whether slot is fenced by this replica's applied outgoing migration.
+ * Any thread; 0 on a node without cluster state. */
+int kvmux__cluster_migrating(kvmux_server *s, uint16_t slot);
+/* The fence generation of the applied outgoing migration (moves on every
+ * fence or unfence; 0 without cluster state), for parked WAITs. */
+uint64_t kvmux__cluster_fence_gen(kvmux_server *s);
+/* STATS lines migrate_out_id, migrate_out_state, migrate_dirty_keys,
+ * migrate_dirty_bytes of a data group (its applied state). */
+void kvmux__cluster_migrate_stats(kvmux_server *s, void *o,
+                                  void (*u64line)(void *o, const char *name, uint64_t v),
+                                  void (*strline)(void *o, const char *name, const char *v));
 /* Answer request id about slot, refused at apply time (the FSM's
  * WRONG_SHARD): WRONG_SHARD from the applied map as kvmux__cluster_refuse
  * does, or TRY_AGAIN if the map applied since gives the slot back. */
@@ -583,6 +600,14 @@ void kvmux__repl_respond_not_leader(kvmux_conn *c, uint32_t id);
  * sees the applied epoch). Returns 0, or -1 (not the leader, out of
  * memory). */
 int kvmux__repl_propose_map(kvmux_loop *l, const uint8_t *p, size_t n);
+/* On loop l of the leader: append a MIGSTEP command (entry op 0xF6,
+ * extras u32 id, u8 step; value v[0..n), built with migout.h's
+ * kvmux_migout_step_value) to this iteration's entry, answered to nobody:
+ * the migrate thread (MIGRATION.md 3) learns the outcome from the applied
+ * state (kvmux_migout_get_info), every step being idempotent. Returns 0,
+ * or -1 (not the leader, out of memory, n over 64). */
+int kvmux__repl_propose_migstep(kvmux_loop *l, uint32_t id, uint8_t step, const uint8_t *v,
+                                size_t n);
 
 struct kvmux_entry_cmd;
 /* On the leader: put cmd (an internal op) in this iteration's entry for
@@ -721,6 +746,9 @@ typedef struct kvmux_reply_ctx {
     kvmux_store_value *held;       /* out: large value kept by reference */
     uint64_t version;              /* out: with held */
     size_t len;                    /* out: with held */
+    uint32_t fence_slot;           /* in: slot + 1 to refuse (TRY_AGAIN, not
+                                      sent) if an outgoing migration fenced
+                                      it; 0: no check */
 } kvmux_reply_ctx;
 int kvmux__reply_value(void *ud, uint64_t version, const uint8_t *value, size_t len);
 /* Answer a failed kvmux__reply_value (TOO_LARGE / INTERNAL). */

@@ -172,8 +172,10 @@ size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, 
         u64line(&o, "cluster_slots_owned", owned);
         u64line(&o, "cluster_wrong_shard", st.cluster_wrong_shard);
         u64line(&o, "cluster_try_again", st.cluster_try_again);
+        u64line(&o, "cluster_try_again_migrating", st.cluster_try_again_migrating);
         kvmux__mapwatch_stats(s, &o, repl_u64);
         kvmux__migt_stats(s, &o, repl_u64, repl_str);
+        kvmux__cluster_migrate_stats(s, &o, repl_u64, repl_str);
     }
     if (s->cfg.cluster_map_group) {
         /* The map group: the authoritative map's epoch (0: none yet). */

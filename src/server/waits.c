@@ -244,11 +244,14 @@ void kvmux__waits_shutdown(kvmux_conn *c) {
 void kvmux__wait_free_orphan(kvmux_wait *w) { free(w); }
 
 /* w's slot is no longer served here: take it back from the store and
- * answer it as kvmux__cluster_refuse answers a new request. If a writer
- * fired it meanwhile, the inbox delivers that answer instead. */
-static void wait_refuse_moved(kvmux_conn *c, kvmux_wait *w, uint16_t slot) {
+ * answer it as kvmux__cluster_refuse answers a new request (TRY_AGAIN for
+ * a slot an outgoing migration fenced: the client sends it again, to B
+ * once B serves R; its version argument stays meaningful there). If a
+ * writer fired it meanwhile, the inbox delivers that answer instead. */
+static void wait_refuse_moved(kvmux_conn *c, kvmux_wait *w, uint16_t slot, int migrating) {
     if (kvmux_store_wait_cancel(c->loop->srv->store, &w->sw, NULL) == 0) return;
-    kvmux__cluster_wrong_shard(c, w->request_id, slot);
+    if (migrating) kvmux__cluster_try_again_migrating(c, w->request_id, slot);
+    else kvmux__cluster_wrong_shard(c, w->request_id, slot);
     wait_finish(c, w);
 }
 
@@ -259,16 +262,19 @@ void kvmux__waits_recheck_slots(kvmux_loop *l) {
     uint64_t applied = cl ? atomic_load(&cl->epoch) : 0;
     uint64_t seen = kvmux__mapwatch_seen_epoch(s);
     uint64_t stamp = applied > seen ? applied : seen;
-    if (stamp == l->waits_map_stamp || !cl) return;
+    uint64_t fence = kvmux__cluster_fence_gen(s);
+    if ((stamp == l->waits_map_stamp && fence == l->waits_fence_stamp) || !cl) return;
     l->waits_map_stamp = stamp;
+    l->waits_fence_stamp = fence;
     for (kvmux_conn *c = l->conns; c; c = c->next) {
         if (c->state == KVMUX_CONN_DEAD) continue;
         for (kvmux_wait *w = c->waits, *next; w; w = next) {
             next = w->cnext;
             uint16_t slot = kvmux_slot(w->key, w->klen);
-            if (kvmux_fsm_cluster_route(cl, slot, NULL) != KVMUX_ROUTE_OWN ||
-                kvmux__mapwatch_fenced(s, slot))
-                wait_refuse_moved(c, w, slot);
+            int own = kvmux_fsm_cluster_route(cl, slot, NULL) == KVMUX_ROUTE_OWN;
+            int migrating = own && kvmux_migout_fenced(&cl->out, slot);
+            if (!own || migrating || kvmux__mapwatch_fenced(s, slot))
+                wait_refuse_moved(c, w, slot, migrating);
         }
     }
 }

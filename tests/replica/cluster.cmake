@@ -4,6 +4,12 @@ if(TARGET kvmuxd)
     add_test(NAME cluster_config_test
       COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/cluster_config_test.sh $<TARGET_FILE:kvmuxd>)
     set_tests_properties(cluster_config_test PROPERTIES TIMEOUT 30 LABELS unit)
+    # Slot migration, the source's fence through a real one-member group
+    # (kvmuxd's server in process: the entries are proposed as the
+    # migrate thread will, nothing on the wire proposes them yet).
+    kvmux_add_test(migrate_server_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_server_test.c
+      LIBS kvmuxd_core LABELS "integration" TIMEOUT 60)
   else()
     kvmux_missing_dependency_test(cluster_config_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")

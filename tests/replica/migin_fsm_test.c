@@ -226,8 +226,9 @@ static void test_rules(void) {
     CHECK_EQ(begin(st, &cl, 0, 0, 99, SRC, 5).status, KVMUX_STATUS_BAD_REQUEST);
     CHECK_EQ(step(st, &cl, 7, KVMUX_MIG_IN_BEGIN, (const uint8_t *)"short", 5).status,
              KVMUX_STATUS_BAD_REQUEST);
-    for (uint8_t s = KVMUX_MIG_OUT_BEGIN; s <= KVMUX_MIG_OUT_ABORT; s++) /* not built */
-        CHECK_EQ(step(st, &cl, 7, s, NULL, 0).status, KVMUX_STATUS_BAD_REQUEST);
+    /* The source's steps (migout.c) never touch the incoming record. */
+    for (uint8_t s = KVMUX_MIG_OUT_BEGIN; s <= KVMUX_MIG_OUT_ABORT; s++)
+        (void)step(st, &cl, 7, s, NULL, 0);
     CHECK_EQ(step(st, &cl, 7, 9, NULL, 0).status, KVMUX_STATUS_BAD_REQUEST);
     CHECK_EQ(cl.in.state, KVMUX_MIGIN_NONE);
 

@@ -498,7 +498,12 @@ static void test_fuzz(void) {
     free(t);
 }
 
+/* The source side's cases (outgoing record, dirty set, fence):
+ * migrate_fsm_out.c. */
+void migrate_fsm_out(void);
+
 int main(void) {
+    migrate_fsm_out();
     test_codec();
     test_fuzz();
     setup();

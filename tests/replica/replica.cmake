@@ -156,11 +156,13 @@ if(TARGET kvmux AND TARGET kvmuxd)
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()
-# Slot migration, the map group's table (docs/MIGRATION.md 12): MIGREC
-# rules in in-process state machines, snapshot format 6, the KVMG codec
-# with a vector, its refusals and a bounded fuzz loop.
+# Slot migration's state machines (docs/MIGRATION.md 12): the map group's
+# table (MIGREC rules, snapshot format 6, the KVMG codec with a vector,
+# its refusals and a bounded fuzz loop) and the source side
+# (migrate_fsm_out.c: MIGSTEP steps 1-5, dirty set, fence).
 kvmux_add_test(migrate_fsm_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_fsm_test.c
+          ${CMAKE_CURRENT_LIST_DIR}/migrate_fsm_out.c
           ${CMAKE_CURRENT_LIST_DIR}/../unit/proto/proto_testutil.c
   LIBS kvmuxd_core LABELS unit TIMEOUT 120)
 # Slot migration, the target side's state machine rules (docs/MIGRATION.md

@@ -844,6 +844,9 @@ static void test_fsm_cluster(void) {
     CHECK_EQ(kvmux_fsm_cluster_bytes(&cl2, &mb, &ml), 0);
     CHECK(ml == n2 && mb && memcmp(mb, m2, n2) == 0);
     free(mb);
+    CHECK_EQ(kvmux_fsm_cluster_route(&cl2, 0, &rd), KVMUX_ROUTE_OWN);
+    /* The same snapshot as format 4 (no map field, nor format 6's
+     * migration section): restores as no map. */
     kvmux_store_u32be(snap + 4, 4);
     CHECK_EQ(kvmux_fsm_restore(b, &clk2, NULL, NULL, &cl2, snap, slen - 6 - 4 - n2), 0);
     CHECK_EQ(kvmux_fsm_cluster_bytes(&cl2, &mb, &ml), 1);

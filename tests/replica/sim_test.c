@@ -46,7 +46,7 @@
  * Prints
  *   sim: seeds=N first=S steps=N proposals=N acked=N applied=N snapshots=N
  *        kills=N cuts=N io_faults=N stalls=N dropped_installs=N
- *        trimmed_appends=N failures=F
+ *        trimmed_appends=N mig_fenced=N mig_dirty=N failures=F
  *        seeds_per_s=X
  * and every failing seed with its reason; a crash names its seed. Rerun
  * one with KVMUX_SIM_SEED=S KVMUX_SIM_SEEDS=1. tests/replica/sim.sh runs
@@ -61,8 +61,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "entry.h"
 #include "fsm.h"
+#include "migout.h"
 #include "raftfix.h"
 #include "sessions.h"
 #include "stage.h"
@@ -85,6 +87,8 @@ typedef struct server {
     kvmux_fsm_clock clock;
     kvmux_sessions sessions;     /* the replicated tables beside the store, */
     kvmux_stage_tab stage;       /* as node.c passes them */
+    kvmux_fsm_cluster cl;        /* group 1 of a two-group map: the slot
+                                    map and the outgoing migration */
     raft_index last;             /* last index applied (0 after a restore) */
     /* The fixture's in-memory log, wrapped (see io_truncate). */
     struct raft_io *io;
@@ -132,11 +136,14 @@ struct sim {
     raft_index *acked_index;     /* per proposal: index a leader acked it at */
     uint64_t nseq, capseq;
     uint32_t rng;
+    uint32_t mrng;               /* migration steps in entries: a stream of
+                                    its own, so the schedule stays the seed's */
     int io_faults_on;            /* KVMUX_SIM_IO_FAULTS: 1 retried, 2 reported */
     int node_policy;             /* KVMUX_SIM_NODE_POLICY: node.c's only */
     int break_it;                /* KVMUX_SIM_BREAK: a replica that skips entries */
     char fail[256];
     uint64_t proposals, acked, applied, snapshots, kills, cuts, io_faults, stalls, dropped, trimmed;
+    uint64_t mig_fenced, mig_dirty; /* applies seen with R fenced / keys dirty */
 };
 
 static volatile sig_atomic_t current_seed;
@@ -191,6 +198,33 @@ static slot *slot_at(sim *s, raft_index idx) {
     return &s->slots[idx];
 }
 
+/* The outgoing migration's state (record and dirty set), order-free. */
+static int mig_key(void *ud, const uint8_t *key, size_t klen, uint32_t gen, int present,
+                   const uint8_t *value, size_t vlen, uint64_t version, uint64_t expire_at) {
+    (void)present, (void)value, (void)vlen, (void)version, (void)expire_at;
+    *(uint64_t *)ud += fnv(key, klen) * (2u * gen + 1u);
+    return 0;
+}
+
+static uint64_t mig_digest(server *v) {
+    kvmux_migout_info mi;
+    kvmux_migout_get_info(&v->cl.out, &mi);
+    uint8_t b[40] = {(uint8_t)mi.state, (uint8_t)mi.overflow};
+    memcpy(b + 4, &mi.id, 4);
+    memcpy(b + 8, &mi.gen, 4);
+    memcpy(b + 12, &mi.dirty_keys, 4);
+    memcpy(b + 16, &mi.dirty_bytes, 8);
+    memcpy(b + 24, &mi.first, 2);
+    memcpy(b + 26, &mi.last, 2);
+    v->s->mig_fenced += mi.state == KVMUX_MIGOUT_FENCED;
+    v->s->mig_dirty += mi.dirty_keys > 0;
+    uint64_t sum = 0;
+    if (mi.state != KVMUX_MIGOUT_NONE &&
+        kvmux_migout_collect(&v->cl.out, v->store, mi.id, 0, mig_key, &sum) < 0)
+        sum = 1;
+    return mi.state == KVMUX_MIGOUT_NONE ? 0 : (fnv(b, sizeof b) ^ sum) * 31u;
+}
+
 /* raft_fsm.apply: kvmux_fsm_apply, as node.c calls it, then the checks.
  * C-Raft sets last_applied after apply returns, so this entry's index is
  * raft_last_applied + 1. */
@@ -205,14 +239,14 @@ static int sim_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
      * skips every 7th entry it applies, as a buggy replica would. */
     int skip = s->break_it && v->i == 0 && s->applied % 7 == 6;
     if (kvmux_entry_decode_hdr(buf->base, buf->len, &h, &it) != 0 ||
-        (!skip && kvmux_fsm_apply(v->store, &v->clock, &v->sessions, &v->stage, NULL, buf->base, buf->len, NULL, 0) < 0)) {
+        (!skip && kvmux_fsm_apply(v->store, &v->clock, &v->sessions, &v->stage, &v->cl, buf->base, buf->len, NULL, 0) < 0)) {
         failf(s, "malformed entry applied", idx, v->i);
         return 0;
     }
     if (idx <= v->last) failf(s, "index applied twice or out of order", idx, v->i);
     v->last = idx;
     s->applied++;
-    uint64_t hash = fnv(buf->base, buf->len), dg = kvmux_fsm_digest(v->store);
+    uint64_t hash = fnv(buf->base, buf->len), dg = kvmux_fsm_digest(v->store) ^ mig_digest(v);
     slot *sl = slot_at(s, idx);
     if (sl->seq == 0) {
         sl->hash = hash;
@@ -273,7 +307,7 @@ static int sim_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
         return RAFT_BUSY;
     uint8_t *p;
     size_t len;
-    if (kvmux_fsm_snapshot(v->store, &v->clock, &v->sessions, &v->stage, NULL, ra_realloc, &p, &len) != 0) return RAFT_NOMEM;
+    if (kvmux_fsm_snapshot(v->store, &v->clock, &v->sessions, &v->stage, &v->cl, ra_realloc, &p, &len) != 0) return RAFT_NOMEM;
     *bufs = raft_malloc(sizeof **bufs);
     if (!*bufs) {
         raft_free(p);
@@ -288,7 +322,7 @@ static int sim_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 
 static int sim_restore(struct raft_fsm *fsm, struct raft_buffer *buf) {
     server *v = fsm->data;
-    if (kvmux_fsm_restore(v->store, &v->clock, &v->sessions, &v->stage, NULL, buf->base, buf->len) != 0) {
+    if (kvmux_fsm_restore(v->store, &v->clock, &v->sessions, &v->stage, &v->cl, buf->base, buf->len) != 0) {
         failf(v->s, "snapshot restore failed", 0, v->i);
         return RAFT_MALFORMED;
     }
@@ -584,6 +618,35 @@ static void put64(uint8_t *p, uint64_t v) {
     for (int k = 0; k < 8; k++) p[k] = (uint8_t)(v >> (56 - 8 * k));
 }
 
+static uint32_t mrnd(sim *s, uint32_t n) {
+    s->mrng ^= s->mrng << 13;
+    s->mrng ^= s->mrng >> 17;
+    s->mrng ^= s->mrng << 5;
+    return s->mrng % n;
+}
+
+/* One command in 8: a source migration step (docs/MIGRATION.md 10.2) of
+ * migration 1 or 2 over slots 0..8191 (about half the keys), with cut and
+ * drained numbers near the gens reached, so records come and go, gens
+ * move, keys drain and fences refuse writes. ex holds 16 bytes. */
+static int mig_cmd(sim *s, kvmux_entry_cmd *cmd, uint8_t *mv) {
+    if (mrnd(s, 8) != 0) return 0;
+    uint8_t *ex = (uint8_t *)cmd->extras;
+    uint8_t step = (uint8_t)(1 + mrnd(s, 5));
+    kvmux_store_u32be(ex, 1 + mrnd(s, 2));
+    ex[4] = step;
+    *cmd = (kvmux_entry_cmd){.op = KVMUX_ENTRY_OP_MIGSTEP, .extras_len = 5, .extras = ex,
+                             .value = mv};
+    if (step == KVMUX_MIGSTEP_OUT_BEGIN)
+        cmd->value_len = (uint32_t)kvmux_migout_begin_value(mv, 0, 8191, 2, 1);
+    else if (step == KVMUX_MIGSTEP_OUT_CUT || step == KVMUX_MIGSTEP_OUT_DRAINED)
+        cmd->value_len = (uint32_t)kvmux_migout_n_value(mv, 1 + mrnd(s, 4));
+    /* Fences are rarer than the rest, aborts follow them often. */
+    if (step == KVMUX_MIGSTEP_OUT_FENCE && mrnd(s, 3) != 0) ex[4] = KVMUX_MIGSTEP_OUT_CUT,
+        cmd->value_len = (uint32_t)kvmux_migout_n_value(mv, 1 + mrnd(s, 4));
+    return 1;
+}
+
 /* One entry of 1..3 random commands. Returns its raft buffer. */
 static struct raft_buffer make_entry(sim *s, uint64_t seq) {
     uint8_t cmds[3][64];
@@ -595,6 +658,12 @@ static struct raft_buffer make_entry(sim *s, uint64_t seq) {
         uint8_t ex[16];
         kvmux_entry_cmd cmd = {.key = (const uint8_t *)key, .key_len = 2, .extras = ex};
         snprintf(val, sizeof val, "v%llu.%u", (unsigned long long)seq, c);
+        uint8_t mv[14];
+        if (mig_cmd(s, &cmd, mv)) {
+            clen[c] = kvmux_entry_encode_cmd(cmds[c], &cmd);
+            total += clen[c];
+            continue;
+        }
         switch (rnd(s, 10)) {
         case 0: cmd.op = KVMUX_OP_DEL; break;
         case 1: case 2:
@@ -727,6 +796,37 @@ static bool all_applied(struct raft_fixture *f, void *arg) {
     return true;
 }
 
+
+/* Every server starts as group 1 of the same two-group map (all slots
+ * group 1's), as if applied before index 1: the same state everywhere,
+ * and snapshots carry it from there. 0, or -1. */
+static int install_map(server *v) {
+    static uint8_t out[1 << 16], buf[(1 << 16) + 128];
+    kvmux_map *m = malloc(sizeof *m);
+    if (!m) return -1;
+    kvmux_map_init(m);
+    m->epoch = 1;
+    m->ngroups = 2;
+    for (uint16_t g = 0; g < 2; g++) {
+        m->groups[g].id = (uint16_t)(g + 1);
+        m->groups[g].n = 1;
+        snprintf(m->groups[g].addr[0], KVMUX_MAP_ADDR_MAX, "127.0.0.1:%u", 7001u + g);
+    }
+    for (uint32_t sl = 0; sl < KVMUX_SLOTS; sl++) m->owner[sl] = 1;
+    size_t n = kvmux_map_encode(m, out, sizeof out);
+    free(m);
+    kvmux_fsm_cluster_init(&v->cl, 1);
+    kvmux_entry_hdr h = {.ncmds = 1};
+    kvmux_entry_cmd c = {.op = KVMUX_ENTRY_OP_MAP, .value = out, .value_len = (uint32_t)n};
+    kvmux_entry_encode_hdr(buf, &h);
+    size_t len = KVMUX_ENTRY_HDR_LEN + kvmux_entry_encode_cmd(buf + KVMUX_ENTRY_HDR_LEN, &c);
+    memset(buf + len, 0, kvmux_entry_padded_len(len) - len);
+    return n > 0 && kvmux_fsm_apply(v->store, &v->clock, NULL, NULL, &v->cl, buf,
+                                    kvmux_entry_padded_len(len), NULL, 0) == 1
+               ? 0
+               : -1;
+}
+
 /* Everything healed: a leader, one last proposal applied everywhere, equal
  * digests, every acknowledged proposal at its index. */
 static void final_check(sim *s) {
@@ -790,6 +890,7 @@ static int server_init(sim *s, unsigned i) {
     if (kvmux_store_new(&v->store, &o) != 0) return -1;
     kvmux_sessions_init(&v->sessions);
     kvmux_stage_init(&v->stage);
+    if (install_map(v) != 0) return -1;
     v->fsm.version = 1;
     v->fsm.data = v;
     v->fsm.apply = sim_apply;
@@ -802,6 +903,8 @@ static int server_init(sim *s, unsigned i) {
 static int run_seed(sim *s, uint32_t seed, unsigned steps) {
     s->rng = seed * 2654435761u + 1;
     if (s->rng == 0) s->rng = 1;
+    s->mrng = seed * 40503u + 7u;
+    if (s->mrng == 0) s->mrng = 1;
     s->n = 3 + rnd(s, 3);
     s->fail[0] = '\0';
     s->nseq = 0;
@@ -874,6 +977,7 @@ static int run_seed(sim *s, uint32_t seed, unsigned steps) {
         kvmux_store_free(s->sv[i].store);
         kvmux_sessions_clear(&s->sv[i].sessions);
         kvmux_stage_clear(&s->sv[i].stage);
+        kvmux_fsm_cluster_clear(&s->sv[i].cl);
     }
     return s->fail[0] ? -1 : 0;
 }
@@ -910,15 +1014,16 @@ int main(void) {
     }
     double secs = (double)(test_now_ms() - t0) / 1000.0;
     printf("sim: seeds=%lu first=%lu steps=%u proposals=%llu acked=%llu applied=%llu "
-           "snapshots=%llu kills=%llu cuts=%llu io_faults=%llu stalls=%llu dropped_installs=%llu trimmed_appends=%llu failures=%lu "
+           "snapshots=%llu kills=%llu cuts=%llu io_faults=%llu stalls=%llu dropped_installs=%llu trimmed_appends=%llu mig_fenced=%llu mig_dirty=%llu failures=%lu "
            "seeds_per_s=%.0f\n",
            seeds, first, steps, (unsigned long long)s.proposals, (unsigned long long)s.acked,
            (unsigned long long)s.applied, (unsigned long long)s.snapshots,
            (unsigned long long)s.kills, (unsigned long long)s.cuts,
-           (unsigned long long)s.io_faults, (unsigned long long)s.stalls, (unsigned long long)s.dropped, (unsigned long long)s.trimmed, failures, secs > 0 ? seeds / secs : 0.0);
+           (unsigned long long)s.io_faults, (unsigned long long)s.stalls, (unsigned long long)s.dropped, (unsigned long long)s.trimmed, (unsigned long long)s.mig_fenced, (unsigned long long)s.mig_dirty, failures, secs > 0 ? seeds / secs : 0.0);
     CHECK_EQ(failures, 0);
     CHECK(s.acked > 0);
     CHECK(s.snapshots > 0);
+    CHECK(s.mig_fenced > 0 && s.mig_dirty > 0); /* the migration steps were exercised */
     free(s.slots);
     free(s.seq_index);
     free(s.acked_index);
