@@ -613,6 +613,36 @@ void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r
     op_complete(c, op);
 }
 
+int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r) {
+    /* Only while nothing else of c's is running or owed: callbacks stay
+     * one at a time and in completion order. */
+    if (op->kind != KVMUX__OP_CALLBACK || c->mode != KVMUX__MODE_THREADED || c->closing ||
+        c->cb_direct || c->cb_running || c->done_head || c->parked_head != KVMUX__SLOT_NIL)
+        return 0;
+    if (op->state == KVMUX__OP_ROUTED) kvmux__cluster_unroute(c, op);
+    kvmux__theap_remove(&c->timers, &op->timer);
+    op->state = KVMUX__OP_DONE;
+    c->cb_direct = 1;
+    c->cb_direct_thread = pthread_self();
+    pthread_mutex_unlock(&c->mu);
+    /* No lock while user code runs: it may submit, wait or close. */
+    op->d.cb(c, result, r, op->d.user_data);
+    free(r->value);
+    r->value = NULL;
+    pthread_mutex_lock(&c->mu);
+    memset(&op->d.reply, 0, sizeof op->d.reply);
+    kvmux__op_recycle(c, op);
+    c->cb_direct = 0;
+    /* The completion thread may wait for us (callbacks owed meanwhile). */
+    pthread_cond_broadcast(&c->idle_cond);
+    if (c->done_head) kvmux__disp_kick(c);
+    return 1;
+}
+
+int kvmux__cb_direct_here(const kvmux_client *c) {
+    return c->cb_direct && pthread_equal(c->cb_direct_thread, pthread_self());
+}
+
 int kvmux_try_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                          kvmux_reply_cb cb, void *user_data) {
     return async_submit(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, user_data, NULL, 1, NULL);
@@ -860,6 +890,10 @@ static void async_run_parked(kvmux_client *c) {
 
 void kvmux__async_run_done(kvmux_client *c) {
     pthread_mutex_lock(&c->mu);
+    /* A cluster handle's callback running on a group's completion thread
+     * (kvmux__op_finish_direct) finishes first: one at a time. */
+    while (c->cb_direct) pthread_cond_wait(&c->idle_cond, &c->mu);
+    c->cb_running = 1;
     for (;;) {
         if (!c->done_head) {
             if (c->parked_head == KVMUX__SLOT_NIL) break;
@@ -889,6 +923,7 @@ void kvmux__async_run_done(kvmux_client *c) {
             batch = next;
         }
     }
+    c->cb_running = 0;
     pthread_mutex_unlock(&c->mu);
 }
 

@@ -386,6 +386,14 @@ struct kvmux_client {
     int close_deferred;            /* kvmux_close ran inside a callback */
     int disp_batching;             /* running a batch of callbacks */
     int kick_deferred;             /* a writer kick waits for the batch end */
+    /* cluster handle: a callback run on a group's completion thread
+     * (kvmux__op_finish_direct), and on which thread; the completion
+     * thread running callbacks (kvmux__async_run_done) */
+    int cb_direct;
+    pthread_t cb_direct_thread;
+    int cb_running;
+    int close_handoff;             /* kvmux_close from a direct callback:
+                                      the completion thread finishes it */
 
     /* ---- event-loop mode (loop.c); the loop thread only ---- */
     kvmux__lstate lstate;
@@ -587,6 +595,18 @@ void kvmux__cluster_free(kvmux_client *c);
 /* Complete op (lock held) with result and *r (value moved; r may be
  * NULL), from wherever it waits (async.c). */
 void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r);
+/* As kvmux__op_finish, but the callback runs here and now (lock held on
+ * entry and exit, dropped while it runs) -- a cluster handle's hop answer
+ * on its group's completion thread, saving the hand-off to c's own. Only
+ * for a callback op of a threaded client with no callback of c running
+ * or queued (order and one-at-a-time kept; c's completion thread waits
+ * for it). Returns 1 if it did (r's value consumed, op recycled), else 0
+ * with nothing changed: the caller uses kvmux__op_finish. c may be
+ * closing when it returns 1 (check c->close_handoff). */
+int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r);
+/* 1 if the calling thread is running one of c's callbacks through
+ * kvmux__op_finish_direct (lock held). */
+int kvmux__cb_direct_here(const kvmux_client *c);
 /* Submit a callback request, try_only as kvmux_try_call_async, *h its
  * handle (async.c). */
 int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,

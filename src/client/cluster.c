@@ -572,8 +572,12 @@ static void cl_hop_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *u
         op->hop = NULL;
         if (result == KVMUX_EWRONGSHARD) cl_on_wrong_shard(c, op, from, reply);
         else if (result == KVMUX_ETRYAGAIN) cl_on_try_again(c, op);
-        else kvmux__op_finish(c, op, result, reply);
+        else if (!kvmux__op_finish_direct(c, op, result, reply))
+            kvmux__op_finish(c, op, result, reply);
     }
+    /* A close from that callback was handed to c's completion thread,
+     * which frees c only after closing this sub-client (joining this
+     * thread): c is still valid here. */
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -1053,6 +1057,16 @@ void kvmux__cluster_close(kvmux_client *c) {
     r->closing = 1;
     while (r->routed) kvmux__op_finish(c, r->routed, KVMUX_ECLOSED, NULL);
     pthread_cond_broadcast(&r->gcond);
+    if (kvmux__cb_direct_here(c)) {
+        /* From a callback on a group's completion thread, which cannot
+         * close its own sub-client and wait for it: c's completion thread
+         * (started by the submit whose callback this is) does the rest,
+         * as for a close from one of its own callbacks. */
+        c->close_handoff = 1;
+        kvmux__disp_kick(c);
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
     pthread_mutex_unlock(&c->mu);
     /* Closing: the group table does not change any more. Connect threads
      * finish (a sub-client they made is closed by them). */

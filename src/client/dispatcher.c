@@ -76,17 +76,31 @@ static void *disp_main(void *arg) {
     pthread_mutex_lock(&c->mu);
     for (;;) {
         kvmux__async_expire(c, kvmux__now_ms());
-        if (kvmux__async_has_done(c)) {
+        int owed = kvmux__async_has_done(c);
+        if (owed && !c->cb_direct) {
             pthread_mutex_unlock(&c->mu);
             kvmux__async_run_done(c);
             pthread_mutex_lock(&c->mu);
             continue;
         }
-        if (c->close_deferred) {
+        if (c->close_handoff) {
+            /* kvmux_close from a cluster handle's callback on a group's
+             * completion thread: finished here, as if from ours (it
+             * returns with close_deferred set). */
+            c->close_handoff = 0;
+            pthread_mutex_unlock(&c->mu);
+            kvmux__cluster_close(c);
+            pthread_mutex_lock(&c->mu);
+            continue;
+        }
+        if (c->close_deferred && !owed) {
             disp_finish_close(c);
             return NULL;
         }
-        if (c->closing) break; /* kvmux_close joins us */
+        /* Callbacks owed wait for a cluster handle's callback running on
+         * a group's thread (kvmux__op_finish_direct kicks us when it
+         * ends); deadlines are still serviced meanwhile. */
+        if (c->closing && !owed) break; /* kvmux_close joins us */
         /* Never sleep past now + the default request timeout, even with
          * no deadline pending: a request then submitted with the default
          * timeout always expires after our wakeup, so the common submit
