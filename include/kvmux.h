@@ -815,7 +815,15 @@ int kvmux_cluster_stats(kvmux_client *c, kvmux_cluster_info *out, size_t size);
  * client run one at a time, in completion order, and a slow callback
  * delays other callbacks but not the socket, synchronous callers or
  * futures. In event-loop mode, on the loop thread, from inside
- * kvmux_async_handle_read/_write/_timeout or kvmux_close.
+ * kvmux_async_handle_read/_write/_timeout or kvmux_close. A cluster handle
+ * (kvmux_options.cluster, threaded mode): its callbacks run on its
+ * groups' completion threads, one at a time (a callback whose answer
+ * comes while another of the handle's runs or is queued, and every early
+ * completion -- deadline, cancel, close -- runs on the handle's own
+ * completion thread instead, still one at a time and in completion
+ * order). A cluster handle's callback should not wait for a future of the
+ * same handle: that future's answer may be due on the thread the callback
+ * occupies, so the wait can last until the future's deadline.
  *
  * A callback may call any function of the API on any client, including
  * submitting new requests (no deadlock: no lock is held while it runs) and

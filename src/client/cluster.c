@@ -15,9 +15,15 @@
  * The hop's callback (on the sub-client's completion thread) takes the
  * handle's mutex and follows WRONG_SHARD at once (the group it names,
  * made from the endpoints it carries if the map does not know it),
- * parks a TRY_AGAIN for a jittered backoff, or completes the op through
- * the ordinary path (op_complete: the handle's own completion thread runs
- * callbacks, one at a time, as on any client; futures complete directly).
+ * parks a TRY_AGAIN for a jittered backoff, or completes the op. A
+ * callback op whose handle has no callback running or queued runs its
+ * callback right there, on the sub-client's completion thread
+ * (kvmux__op_finish_direct: one hand-off per request, not two; the
+ * handle's completion thread waits meanwhile, so callbacks stay one at a
+ * time and in order); otherwise the ordinary path (op_complete: the
+ * handle's own completion thread runs it; futures complete directly). A
+ * kvmux_close from such a callback is finished by the handle's completion
+ * thread (close_handoff), which closes -- joins -- this sub-client first.
  * An op that completes early (deadline, cancel, close) drops its hop: the
  * hop's answer finds no op and is discarded, and the sub-request is
  * cancelled. Every hop's callback runs exactly once (the sub-client's
