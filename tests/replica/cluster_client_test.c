@@ -833,6 +833,68 @@ static void faults_close_in_callback(const rgroup *g) {
     test_sleep_ms(100); /* the completion thread frees the handle */
 }
 
+/* Callbacks of one handle never overlap, whichever group answers (they
+ * run on the groups' completion threads, one at a time), each runs once,
+ * and a callback may submit to its own handle (no lock it holds is one a
+ * submit needs); then a close from a callback with other groups'
+ * requests in flight. */
+static atomic_int ser_inside, ser_overlap, ser_calls, ser_resubmits, ser_closes;
+
+static void serial_cb(kvmux_client *c, int result, kvmux_reply *reply, void *ud) {
+    (void)reply;
+    (void)result;
+    if (atomic_fetch_add(&ser_inside, 1) != 0) atomic_fetch_add(&ser_overlap, 1);
+    for (volatile int i = 0; i < 2000; i++) {
+    } /* widen the window another group's answer could overlap */
+    if (ud == (void *)1 && atomic_load(&ser_resubmits) < 100) {
+        kvmux_request r;
+        memset(&r, 0, sizeof r);
+        r.op = KVMUX_GET;
+        r.key = "resubmit";
+        r.key_len = 8;
+        if (kvmux_call_async(c, &r, 3000, serial_cb, NULL) == 0)
+            atomic_fetch_add(&ser_resubmits, 1);
+    }
+    atomic_fetch_sub(&ser_inside, 1);
+    if (ud == (void *)2 && atomic_fetch_add(&ser_closes, 1) == 0) kvmux_close(c);
+    atomic_fetch_add(&ser_calls, 1);
+}
+
+static void faults_callbacks_serial(const rgroup *g, void *tag, int n) {
+    char seed[64], k[32];
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[0].cport[0]);
+    kvmux_client *c = NULL;
+    REQUIRE(cluster_open(&c, seed, 3000) == 0);
+    atomic_store(&ser_inside, 0);
+    atomic_store(&ser_overlap, 0);
+    atomic_store(&ser_calls, 0);
+    atomic_store(&ser_resubmits, 0);
+    atomic_store(&ser_closes, 0);
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_GET;
+    r.key = k;
+    int ok = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(k, sizeof k, "k%d", i); /* slots all over: every group */
+        r.key_len = strlen(k);
+        if (kvmux_call_async(c, &r, 3000, serial_cb, tag) == 0) ok++;
+    }
+    CHECK_EQ(ok, n);
+    for (int w = 0; w < 10000 && atomic_load(&ser_calls) < ok + atomic_load(&ser_resubmits);
+         w++)
+        test_sleep_ms(1);
+    test_sleep_ms(50); /* nothing more arrives */
+    CHECK_EQ(atomic_load(&ser_calls), ok + atomic_load(&ser_resubmits));
+    CHECK_EQ(atomic_load(&ser_overlap), 0);
+    if (tag == (void *)2) {
+        CHECK_EQ(atomic_load(&ser_closes), n);
+        test_sleep_ms(100); /* the completion thread frees the handle */
+    } else {
+        kvmux_close(c);
+    }
+}
+
 static void scenario_faults(void) {
     static rgroup g[3];
     static const int members[3] = {1, 1, 1};
@@ -844,6 +906,8 @@ static void scenario_faults(void) {
     faults_unassigned(g, lines);
     faults_redirected_cancel(g, lines);
     faults_close_in_callback(g);
+    faults_callbacks_serial(g, (void *)1, 300);
+    faults_callbacks_serial(g, (void *)2, 300);
     faults_kill(g);
     for (int j = 0; j < 3; j++) rgroup_stop(&g[j]);
 }
