@@ -121,42 +121,12 @@ hol "single fsync-always" -p "$SPORT"
 bench_stop "$SPID"
 
 # ---- kvmux, 3 replicas ---------------------------------------------------
-declare -a GPID GCPORT
-start_group() {
-    local i peers="" hosts="" rp
-    for i in 1 2 3; do
-        rp=$(bench_free_port)
-        GCPORT[$i]=$(bench_free_port)
-        peers+="${peers:+,}$i=127.0.0.1:$rp/127.0.0.1:${GCPORT[$i]}"
-        hosts+="${hosts:+,}127.0.0.1:${GCPORT[$i]}"
-    done
-    for i in 1 2 3; do
-        mkdir -p "$BENCH_WORK/r$i"
-        "$KVMUXD" --bind 127.0.0.1 --port "${GCPORT[$i]}" --threads 2 --max-value 128M --replica-id "$i" \
-            --replica-dir "$BENCH_WORK/r$i" --peers "$peers" --bootstrap \
-            >"$BENCH_WORK/r$i.out" 2>"$BENCH_WORK/r$i.err" &
-        GPID[$i]=$!
-        bench_track "${GPID[$i]}"
-    done
-    GHOSTS=$hosts
-    local _
-    for _ in $(seq 150); do
-        "$CLI" -h "$GHOSTS" -t 1000 set group:ready 1 >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    tail -5 "$BENCH_WORK"/r*.err >&2
-    bench_die "the kvmux group elected no leader in 15 s"
-}
-leader_pid() {
-    local i
-    for i in 1 2 3; do
-        "$CLI" -h 127.0.0.1 -p "${GCPORT[$i]}" stats replica_role 2>/dev/null | grep -q leader &&
-            { echo "${GPID[$i]}"; return; }
-    done
-}
-start_group
-LPID=$(leader_pid)
-[ -n "$LPID" ] || bench_die "no leader found"
+bench_start_group 3 "$KVMUXD" --threads 2 --max-value 128M
+bench_wait_group "$CLI"
+GHOSTS=$BENCH_GHOSTS
+i=$(bench_group_member "$CLI" leader)
+[ -n "$i" ] || bench_die "no leader found"
+LPID=${BENCH_GPIDS[$i]}
 rss0=$(bench_rss_kb "$LPID")
 preload "$GHOSTS"
 MEM_GROUP=$(( ($(bench_rss_kb "$LPID") - rss0) * 1024 / KEYSPACE ))
@@ -164,21 +134,15 @@ kbench "kvmux group set" "$GHOSTS" set
 kbench "kvmux group get (linearizable)" "$GHOSTS" get
 # Stale reads (REPLICATION.md "Stale reads"): through the endpoint list
 # (the leader, which then skips the lease), and on a follower directly.
-follower_addr() {
-    local i
-    for i in 1 2 3; do
-        "$CLI" -h 127.0.0.1 -p "${GCPORT[$i]}" stats replica_role 2>/dev/null | grep -q follower &&
-            { echo "127.0.0.1:${GCPORT[$i]}"; return; }
-    done
-}
 if [[ "$("$KB" --help 2>&1)" == *--stale* ]]; then
     kbench "kvmux group get (stale)" "$GHOSTS" get --stale
-    FADDR=$(follower_addr)
-    [ -n "$FADDR" ] || bench_die "no follower found"
+    i=$(bench_group_member "$CLI" follower)
+    [ -n "$i" ] || bench_die "no follower found"
+    FADDR=127.0.0.1:${BENCH_GPORTS[$i]}
     kbench "kvmux group get (stale, on a follower)" "$FADDR" get --stale
 fi
 hol "group of 3" -E "$GHOSTS"
-for i in 1 2 3; do bench_stop "${GPID[$i]}"; done
+bench_stop_group
 
 # ---- Redis primary + 2 replicas, AOF always ------------------------------
 bench_start_redis rp --appendonly yes --appendfsync always --dir "$BENCH_WORK"

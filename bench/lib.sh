@@ -21,6 +21,7 @@ BENCH_WORK=""
 BENCH_PIDS=()        # servers and tools to stop on exit, in start order
 BENCH_EXIT_HOOKS=()  # extra commands for the exit trap (eval'd)
 BENCH_TOOL_PID=""
+BENCH_GPIDS=() BENCH_GPORTS=() BENCH_GHOSTS=""  # bench_start_group
 
 bench_die() {
     echo "$BENCH_NAME.sh: $*" >&2
@@ -221,4 +222,66 @@ bench_start_memcached() {
     done
     cat "$BENCH_WORK/$tag.err" >&2
     bench_die "memcached did not start"
+}
+
+# bench_start_group N KVMUXD [ARGS...]: a replicated group of N kvmuxd
+# (--replica-id 1..N, all --bootstrap) on 127.0.0.1, each with a client and
+# a Raft port from bench_free_port, its Raft data in $BENCH_WORK/rI (emptied
+# first, so a script may start a group again after bench_stop_group), its
+# output in $BENCH_WORK/rI.out / .err; ARGS go to every replica. Sets
+# BENCH_GPIDS[1..N], BENCH_GPORTS[1..N] (client ports) and BENCH_GHOSTS
+# (the client addresses, comma separated: an endpoint list). Returns once
+# they are started, not ready: see bench_wait_group.
+bench_start_group() {
+    local n=$1 bin=$2 i rp peers=""
+    shift 2
+    BENCH_GPIDS=() BENCH_GPORTS=() BENCH_GHOSTS=""
+    for i in $(seq "$n"); do
+        rp=$(bench_free_port)
+        BENCH_GPORTS[$i]=$(bench_free_port)
+        peers+="${peers:+,}$i=127.0.0.1:$rp/127.0.0.1:${BENCH_GPORTS[$i]}"
+        BENCH_GHOSTS+="${BENCH_GHOSTS:+,}127.0.0.1:${BENCH_GPORTS[$i]}"
+    done
+    for i in $(seq "$n"); do
+        rm -rf "$BENCH_WORK/r$i"
+        mkdir -p "$BENCH_WORK/r$i"
+        "$bin" --bind 127.0.0.1 --port "${BENCH_GPORTS[$i]}" --replica-id "$i" \
+            --replica-dir "$BENCH_WORK/r$i" --peers "$peers" --bootstrap "$@" \
+            >"$BENCH_WORK/r$i.out" 2>"$BENCH_WORK/r$i.err" &
+        BENCH_GPIDS[$i]=$!
+        bench_track "${BENCH_GPIDS[$i]}"
+    done
+}
+
+# bench_wait_group CLI: up to 15 s until a SET (key group:ready) through
+# the endpoint list $BENCH_GHOSTS succeeds, i.e. the group has a leader
+# that commits; else the replicas' last errors and bench_die.
+bench_wait_group() {
+    local _
+    for _ in $(seq 150); do
+        "$1" -h "$BENCH_GHOSTS" -t 1000 set group:ready 1 >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    tail -5 "$BENCH_WORK"/r*.err >&2
+    bench_die "the kvmux group elected no leader in 15 s"
+}
+
+# bench_group_member CLI ROLE: the index (1..N) of the first member of the
+# group whose "stats replica_role" says ROLE (leader, follower); prints
+# nothing if none does. Always returns 0.
+bench_group_member() {
+    local i
+    for i in "${!BENCH_GPORTS[@]}"; do
+        if "$1" -h 127.0.0.1 -p "${BENCH_GPORTS[$i]}" stats replica_role 2>/dev/null | grep -q "$2"; then
+            echo "$i"
+            return 0
+        fi
+    done
+    return 0
+}
+
+# bench_stop_group: stop every replica bench_start_group started.
+bench_stop_group() {
+    local pid
+    for pid in "${BENCH_GPIDS[@]}"; do bench_stop "$pid"; done
 }

@@ -56,13 +56,8 @@ done
 . "$ROOT/bench/lib.sh"
 bench_init routing
 
-RP=$(bench_free_port)
-CP=$(bench_free_port)
-mkdir -p "$BENCH_WORK/r1"
-"$KVMUXD" --bind 127.0.0.1 --port "$CP" --threads 2 --replica-id 1 --replica-dir "$BENCH_WORK/r1" \
-    --peers "1=127.0.0.1:$RP/127.0.0.1:$CP" --bootstrap --cluster-group 1 \
-    >"$BENCH_WORK/r1.out" 2>"$BENCH_WORK/r1.err" &
-bench_track $!
+bench_start_group 1 "$KVMUXD" --threads 2 --cluster-group 1
+CP=${BENCH_GPORTS[1]}
 SEED=127.0.0.1:$CP
 ok=0
 for _ in $(seq 150); do

@@ -63,51 +63,21 @@ done
 bench_init snapshot
 
 jfield() { sed -n "s/.*\"$2\":\([-0-9.]*\).*/\1/p" "$1" | head -1; }
-declare -a GPID GCPORT
-start_group() { # KVMUXD
-    local i peers="" hosts="" rp _
-    for i in 1 2 3; do
-        rp=$(bench_free_port)
-        GCPORT[$i]=$(bench_free_port)
-        peers+="${peers:+,}$i=127.0.0.1:$rp/127.0.0.1:${GCPORT[$i]}"
-        hosts+="${hosts:+,}127.0.0.1:${GCPORT[$i]}"
-    done
-    for i in 1 2 3; do
-        rm -rf "$BENCH_WORK/r$i"
-        mkdir -p "$BENCH_WORK/r$i"
-        "$1" --bind 127.0.0.1 --port "${GCPORT[$i]}" --threads 2 --replica-id "$i" \
-            --replica-dir "$BENCH_WORK/r$i" --peers "$peers" --bootstrap \
-            --snapshot-threshold "$THRESH" >"$BENCH_WORK/r$i.out" 2>"$BENCH_WORK/r$i.err" &
-        GPID[$i]=$!
-        bench_track "${GPID[$i]}"
-    done
-    GHOSTS=$hosts
-    for _ in $(seq 150); do
-        "$CLI" -h "$GHOSTS" -t 1000 set group:ready 1 >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    tail -5 "$BENCH_WORK"/r*.err >&2
-    bench_die "the kvmux group elected no leader in 15 s"
-}
-leader_port() {
-    local i
-    for i in 1 2 3; do
-        "$CLI" -h 127.0.0.1 -p "${GCPORT[$i]}" stats replica_role 2>/dev/null | grep -q leader &&
-            { echo "${GCPORT[$i]}"; return; }
-    done
-}
 snapshots() { "$CLI" -h 127.0.0.1 -p "$1" stats replica_snapshots 2>/dev/null | tr -dc '0-9'; }
 
 ROWS=()
 declare -A P99 MAX P999 OPS
 run() { # NAME KVMUXD
     local name=$1 lp s0 s1
-    start_group "$2"
+    bench_start_group 3 "$2" --threads 2 --snapshot-threshold "$THRESH"
+    bench_wait_group "$CLI"
+    GHOSTS=$BENCH_GHOSTS
     # shellcheck disable=SC2086
     bench_run_tool /dev/null "$KB" -h "$GHOSTS" --op get --preload -k "$KEYS" -s 32 -n 1 \
         --mode async --depth 64 -q || bench_die "$name: preload failed"
-    lp=$(leader_port)
+    lp=$(bench_group_member "$CLI" leader)
     [ -n "$lp" ] || bench_die "$name: no leader"
+    lp=${BENCH_GPORTS[$lp]}
     s0=$(snapshots "$lp")
     bench_run_tool "$BENCH_WORK/r.json" "$KB" -h "$GHOSTS" --op set -c "$CONNS" --mode async \
         --depth 64 -k "$KEYS" -s 32 -d "$SECS" --json -q || bench_die "$name: SET run failed"
@@ -121,7 +91,7 @@ run() { # NAME KVMUXD
     ROWS+=("$(printf '| %-28s | %8.0f | %8.0f | %8.0f | %8.0f | %8.0f | %4d |' "$name" "${OPS[$name]}" \
         "$(jfield "$f" p50)" "${P99[$name]}" "${P999[$name]}" "${MAX[$name]}" $((s1 - s0)))")
     printf '  %s: %s\n' "$name" "${ROWS[-1]}" >&2
-    for i in 1 2 3; do bench_stop "${GPID[$i]}"; done
+    bench_stop_group
 }
 run "before (Raft-thread snapshot)" "$BEFORE"
 run "after (background snapshot)" "$AFTER"

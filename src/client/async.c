@@ -393,6 +393,16 @@ static void async_adopt_copy(kvmux__op *op, const kvmux_request *req, kvmux__big
     op->q->req.value = op->buf + req->key_len;
 }
 
+/* A submitted future joins c's live futures (under c->mu), so a loss or
+ * close can reach it; *fut hands it to the caller. */
+static void link_future(kvmux_client *c, kvmux__op *op, kvmux_future **fut) {
+    op->lprev = NULL;
+    op->lnext = c->live_futures;
+    if (op->lnext) op->lnext->lprev = op;
+    c->live_futures = op;
+    *fut = op;
+}
+
 /* A cluster handle's submit (cluster.c routes it): the op keeps a copy
  * of the request for every hop, its deadline goes on c's heap (the
  * completion thread enforces it whatever the sub-clients do). Lock not
@@ -436,13 +446,7 @@ static int async_submit_routed(kvmux_client *c, const kvmux_request *req, int64_
     kvmux__theap_push(&c->timers, &op->timer); /* room reserved */
     kvmux__timers_changed(c, op->timer.deadline);
     if (handle) *handle = h;
-    if (kind == KVMUX__OP_FUTURE) {
-        op->lprev = NULL;
-        op->lnext = c->live_futures;
-        if (op->lnext) op->lnext->lprev = op;
-        c->live_futures = op;
-        *fut = op;
-    }
+    if (kind == KVMUX__OP_FUTURE) link_future(c, op, fut);
 out:
     pthread_mutex_unlock(&c->mu);
     return rc;
@@ -572,13 +576,7 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
     }
     rc = 0;
     if (handle) *handle = h;
-    if (kind == KVMUX__OP_FUTURE) {
-        op->lprev = NULL;
-        op->lnext = c->live_futures;
-        if (op->lnext) op->lnext->lprev = op;
-        c->live_futures = op;
-        *fut = op;
-    }
+    if (kind == KVMUX__OP_FUTURE) link_future(c, op, fut);
 out:
     pthread_mutex_unlock(&c->mu);
     kvmux__big_free(big); /* prepared, not used */

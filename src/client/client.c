@@ -647,18 +647,26 @@ void kvmux__client_fail(kvmux_client *c, int code, const char *fmt, ...) {
     if (c->mode == KVMUX__MODE_LOOP) kvmux__loop_on_fail(c);
 }
 
-void kvmux__client_shutdown(kvmux_client *c) {
-    pthread_mutex_lock(&c->mu);
+/* Under c->mu: c is closing; everything in flight or waiting fails with
+ * KVMUX_ECLOSED. With reconnect, the connection may have been lost
+ * earlier (fail then does nothing): fail the backlog kept for the next
+ * connection, wake the callers waiting for it and the backoff sleep, and
+ * unblock a handshake in progress. */
+static void client_begin_close(kvmux_client *c) {
     c->closing = 1;
     kvmux__client_fail(c, KVMUX_ECLOSED, "closed by kvmux_close");
     if (c->opts.reconnect) {
-        /* As kvmux_close: a connection lost earlier left fail a no-op. */
         kvmux__async_fail(c, KVMUX_ECLOSED);
         pthread_cond_broadcast(&c->conn_cond);
         pthread_cond_broadcast(&c->slot_cond);
         pthread_cond_broadcast(&c->queue_cond);
         if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
     }
+}
+
+void kvmux__client_shutdown(kvmux_client *c) {
+    pthread_mutex_lock(&c->mu);
+    client_begin_close(c);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -673,19 +681,7 @@ void kvmux_close(kvmux_client *c) {
         return;
     }
     pthread_mutex_lock(&c->mu);
-    c->closing = 1;
-    kvmux__client_fail(c, KVMUX_ECLOSED, "closed by kvmux_close");
-    if (c->opts.reconnect) {
-        /* The connection may have been lost earlier (fail above did
-         * nothing): fail the backlog kept for the next connection, wake
-         * the callers waiting for it and the backoff sleep, and unblock a
-         * handshake in progress. */
-        kvmux__async_fail(c, KVMUX_ECLOSED);
-        pthread_cond_broadcast(&c->conn_cond);
-        pthread_cond_broadcast(&c->slot_cond);
-        pthread_cond_broadcast(&c->queue_cond);
-        if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
-    }
+    client_begin_close(c);
     if (kvmux__disp_close(c)) {
         /* Called from one of c's callbacks: the completion thread finishes
          * the close when the callback returns. */

@@ -1032,9 +1032,10 @@ void kvmux__cluster_loop_timers(kvmux_client *c, int64_t now) {
     }
 }
 
-void kvmux__cluster_loop_shutdown(kvmux_client *c) {
+/* Both closes (threaded and loop), under c->mu: the handle is closing,
+ * and every routed request completes with KVMUX_ECLOSED now. */
+static void router_begin_close(kvmux_client *c) {
     kvmux__router *r = c->router;
-    pthread_mutex_lock(&c->mu);
     c->closing = 1;
     if (!c->fatal) {
         c->fatal = KVMUX_ECLOSED;
@@ -1042,6 +1043,12 @@ void kvmux__cluster_loop_shutdown(kvmux_client *c) {
     }
     r->closing = 1;
     while (r->routed) kvmux__op_finish(c, r->routed, KVMUX_ECLOSED, NULL);
+}
+
+void kvmux__cluster_loop_shutdown(kvmux_client *c) {
+    kvmux__router *r = c->router;
+    pthread_mutex_lock(&c->mu);
+    router_begin_close(c);
     pthread_mutex_unlock(&c->mu);
     /* Their hops' answers (KVMUX_ECLOSED) find no op. */
     for (uint32_t i = 0; i < r->ngroups; i++) {
@@ -1055,13 +1062,7 @@ void kvmux__cluster_loop_shutdown(kvmux_client *c) {
 void kvmux__cluster_close(kvmux_client *c) {
     kvmux__router *r = c->router;
     pthread_mutex_lock(&c->mu);
-    c->closing = 1;
-    if (!c->fatal) {
-        c->fatal = KVMUX_ECLOSED;
-        snprintf(c->fatal_msg, sizeof c->fatal_msg, "closed by kvmux_close");
-    }
-    r->closing = 1;
-    while (r->routed) kvmux__op_finish(c, r->routed, KVMUX_ECLOSED, NULL);
+    router_begin_close(c);
     pthread_cond_broadcast(&r->gcond);
     if (kvmux__cb_direct_here(c)) {
         /* From a callback on a group's completion thread, which cannot

@@ -303,6 +303,27 @@ static void apply_session_cmd(kvmux_store *st, kvmux_sessions *ss, kvmux_stage_t
     if (r) *r = tmp;
 }
 
+/* A command for a slot the map applied so far gives another group. Not
+ * processed, and no session seq consumed (a first transmission sent where
+ * the slot is served runs it there) -- unless it is a session write this
+ * group already applied (its answer lost, then the map moved the slot):
+ * that gets its original answer, since the new owner would apply it a
+ * second time; one this group cannot vouch for gets OUTCOME_UNKNOWN. A
+ * staged value the command named goes now. */
+static void refuse_cmd(kvmux_sessions *ss, kvmux_stage_tab *sg, const kvmux_sess_limits *lim,
+                       const kvmux_entry_cmd *c, kvmux_fsm_result *r) {
+    kvmux_fsm_result tmp;
+    int verdict = ss && lim->window && c->session
+                      ? kvmux_sessions_peek(ss, lim, c->session, c->seq, &tmp)
+                      : KVMUX_SESS_APPLY;
+    if (verdict == KVMUX_SESS_REFUSE) res(&tmp, KVMUX_STATUS_OUTCOME_UNKNOWN, NULL, NULL);
+    else if (verdict != KVMUX_SESS_DUPLICATE) res(&tmp, KVMUX_STATUS_WRONG_SHARD, NULL, NULL);
+    if ((c->op == KVMUX_ENTRY_OP_SET_STAGED || c->op == KVMUX_ENTRY_OP_CAS_STAGED) && sg &&
+        c->value_len == KVMUX_STAGE_ID_LEN + 4)
+        free(kvmux_stage_take(sg, c->value, 0));
+    if (r) *r = tmp;
+}
+
 int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
                     kvmux_stage_tab *sg, kvmux_fsm_cluster *cl, const uint8_t *buf, size_t len,
                     kvmux_fsm_result *out, uint32_t nout) {
@@ -325,12 +346,7 @@ int kvmux_fsm_apply(kvmux_store *st, kvmux_fsm_clock *clk, kvmux_sessions *ss,
     while (kvmux_entry_next(&it, &c) == 1) {
         kvmux_fsm_result *r = out && i < nout ? &out[i] : NULL;
         if (cluster_refuses(cl, &c)) {
-            /* Not processed: no session seq consumed (a retry where the
-             * slot is served runs it); a staged value it named goes now. */
-            if ((c.op == KVMUX_ENTRY_OP_SET_STAGED || c.op == KVMUX_ENTRY_OP_CAS_STAGED) && sg &&
-                c.value_len == KVMUX_STAGE_ID_LEN + 4)
-                free(kvmux_stage_take(sg, c.value, 0));
-            res(r, KVMUX_STATUS_WRONG_SHARD, NULL, NULL);
+            refuse_cmd(ss, sg, &lim, &c, r);
         } else if (ss && lim.window && c.session) {
             apply_session_cmd(st, ss, sg, cl, &lim, now, &c, r);
         } else {

@@ -181,6 +181,23 @@ refuse:
     return KVMUX_SESS_REFUSE;
 }
 
+int kvmux_sessions_peek(const kvmux_sessions *t, const kvmux_sess_limits *lim, uint64_t sid,
+                        uint64_t wire_seq, kvmux_fsm_result *out) {
+    int retry = (wire_seq & KVMUX_SESS_RETRY) != 0;
+    uint64_t seq = wire_seq & ~KVMUX_SESS_RETRY;
+    if (seq == 0) return KVMUX_SESS_REFUSE;
+    const kvmux_sess *s = find(t, sid);
+    if (!s) return retry ? KVMUX_SESS_REFUSE : KVMUX_SESS_APPLY;
+    const sess_reply *r =
+        s->ring && in_window(s, lim, seq) ? &s->ring[seq & (s->cap - 1)] : NULL;
+    if (r && r->seq == seq) {
+        *out = r->r;
+        return KVMUX_SESS_DUPLICATE;
+    }
+    if (retry && (!in_window(s, lim, seq) || seq < s->floor)) return KVMUX_SESS_REFUSE;
+    return KVMUX_SESS_APPLY;
+}
+
 /* Double s's ring, keeping the replies still in the window. */
 static int grow_ring(kvmux_sess *s, const kvmux_sess_limits *lim) {
     uint32_t cap = s->cap ? s->cap * 2 : RING_MIN;

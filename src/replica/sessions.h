@@ -88,6 +88,16 @@ int kvmux_sessions_check(kvmux_sessions *t, const kvmux_sess_limits *lim, uint64
                          uint64_t sid, uint64_t wire_seq, kvmux_fsm_result *out,
                          kvmux_sess **sp);
 
+/* What kvmux_sessions_check would say of (sid, wire_seq), changing
+ * nothing (no session created or touched, no counter): DUPLICATE with
+ * *out = the reply kept for it (it was applied here), REFUSE (a resend
+ * this table cannot vouch for: it may have been applied here), or APPLY
+ * (not applied here: a first transmission, or a resend inside the window
+ * with no reply kept). For a write the group no longer owns the slot of
+ * (fsm.c): only APPLY may be redirected to another group. */
+int kvmux_sessions_peek(const kvmux_sessions *t, const kvmux_sess_limits *lim, uint64_t sid,
+                        uint64_t wire_seq, kvmux_fsm_result *out);
+
 /* Remember the reply r of seq (the RETRY bit ignored) in s (from
  * kvmux_sessions_check). */
 void kvmux_sessions_record(kvmux_sessions *t, const kvmux_sess_limits *lim, kvmux_sess *s,

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "fsm.h"
+#include "sessions.h"
 #include "server_internal.h"
 #include "../cluster/cluster.h"
 
@@ -205,6 +206,12 @@ int kvmux__cluster_refuse(kvmux_conn *c, const kvmux_frame *f) {
     kvmux_redirect rd;
     int route = cl ? kvmux_fsm_cluster_route(cl, slot, &rd) : KVMUX_ROUTE_NO_MAP;
     if (route == KVMUX_ROUTE_OWN && !kvmux__mapwatch_fenced(c->loop->srv, slot)) return 0;
+    /* A resent session write may have been applied here before the map
+     * moved its slot: the state machine answers it from the session table
+     * (fsm.c refuse_cmd), where a redirect could have it applied twice. */
+    if (route == KVMUX_ROUTE_WRONG && c->session_id && kvmux_frame_has_session(f) &&
+        (f->session_seq & KVMUX_SESS_RETRY))
+        return 0;
     if (route == KVMUX_ROUTE_OWN) {
         /* A newer map from the map group takes the slot away and is on its
          * way through the log: not served at the older epoch meanwhile. */

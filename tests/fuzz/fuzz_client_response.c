@@ -142,6 +142,13 @@ static void on_reply(kvmux_client *c, int result, kvmux_reply *reply, void *ud) 
         /* Only CAS can see a version mismatch (the reader refuses it for
          * any other op as a protocol error). */
         if (result == KVMUX_EVERSION && t->op != KVMUX_CAS) abort();
+    } else if (result == KVMUX_EWRONGSHARD || result == KVMUX_ETRYAGAIN) {
+        /* Not processed; the reply carries the WRONG_SHARD / TRY_AGAIN
+         * value (kvmux.h), whatever the server sent: readable. */
+        if (reply->value_len && !reply->value) abort();
+        volatile uint8_t sink = 0;
+        for (size_t i = 0; i < reply->value_len; i++) sink ^= reply->value[i];
+        (void)sink;
     } else if (reply->value || reply->value_len) {
         abort(); /* zeroed on error */
     }

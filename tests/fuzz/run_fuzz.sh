@@ -25,9 +25,9 @@ clang $cflags -I"$root/include" -I"$root/src/cluster" -I"$root/src/server" -I"$r
   "$root/tests/fuzz/fuzz_server_input.c" $srv_src "$root"/src/proto/*.c "$root"/src/cluster/*.c "$root"/src/common/*.c "$root"/src/client/*.c -lpthread
 clang $cflags -I"$root/src/cluster" -o "$out/fuzz_map_decode" "$root/tests/fuzz/fuzz_map_decode.c" \
   "$root"/src/cluster/*.c "$root"/src/proto/*.c
-clang $cflags -I"$root/include" -I"$root/src/client" -I"$root/src/common" \
+clang $cflags -I"$root/include" -I"$root/src/cluster" -I"$root/src/client" -I"$root/src/common" \
   -o "$out/fuzz_client_response" "$root/tests/fuzz/fuzz_client_response.c" \
-  "$root"/src/client/*.c "$root"/src/proto/*.c "$root"/src/common/*.c -lpthread
+  "$root"/src/client/*.c "$root"/src/proto/*.c "$root"/src/cluster/*.c "$root"/src/common/*.c -lpthread
 hex() { grep "^$1 " "$root/tests/vectors/frames.hex" | cut -d' ' -f2- | tr -cd '0-9a-f'; }
 for name in $(grep -v '^#' "$root/tests/vectors/frames.hex" | cut -d' ' -f1 | grep .); do
   hex "$name" | xxd -r -p > "$out/corpus_decode/$name"

@@ -14,11 +14,13 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     # Not concurrent: no threads of its own; real processes.
     kvmux_add_test(cluster_server_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/cluster_server_test.c
+        ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup LABELS "integration;fault" TIMEOUT 180)
     # The map group (docs/CLUSTER.md "The map group"): one scenario per
     # test, each < 60 s on the 2-core CI machine; real processes.
     kvmux_add_test(mapgroup_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/mapgroup_test.c
+        ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 90)
     add_test(NAME mapgroup_kill_test COMMAND mapgroup_test kill)
     set_tests_properties(mapgroup_kill_test PROPERTIES TIMEOUT 120 LABELS "integration;fault")
@@ -41,6 +43,7 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli AND TARGET kvmux-bench)
   if(KVMUX_HAVE_RAFT)
     kvmux_add_test(cluster_client_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/cluster_client_test.c
+        ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 90)
     target_compile_definitions(cluster_client_test PRIVATE
       KVMUX_BENCH_PATH="$<TARGET_FILE:kvmux-bench>")

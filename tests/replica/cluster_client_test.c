@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "cluster.h"
+#include "cluster_util.h"
 #include "kvmux.h"
 #include "proto.h"
 #include "rgroup.h"
@@ -101,41 +102,11 @@ static int assign(const rgroup *g, int n, uint64_t epoch, const char *slots) {
     return -1;
 }
 
-/* Encode the text map for a raw setmap. */
-static size_t map_bytes(const char *text, uint8_t *out, size_t cap) {
-    char err[256];
-    kvmux_map *m = malloc(sizeof *m);
-    REQUIRE(m != NULL);
-    if (kvmux_map_parse_text(m, text, err, sizeof err) != 0) {
-        fprintf(stderr, "map text: %s\n", err);
-        REQUIRE(0);
-    }
-    size_t n = kvmux_map_encode(m, out, cap);
-    REQUIRE(n > 0);
-    free(m);
-    return n;
-}
-
 /* CLUSTER setmap straight to one 1-member group (libkvmux, plain). */
 static int setmap(uint16_t port, const char *text) {
     static uint8_t buf[65536];
-    size_t n = map_bytes(text, buf, sizeof buf);
-    kvmux_client *c = NULL;
-    kvmux_options o;
-    kvmux_options_init(&o);
-    REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
-    kvmux_request r;
-    memset(&r, 0, sizeof r);
-    r.op = KVMUX_CLUSTER;
-    r.key = "setmap";
-    r.key_len = 6;
-    r.value = buf;
-    r.value_len = n;
-    kvmux_reply rep;
-    int rc = kvmux_call(c, &r, &rep, 5000);
-    kvmux_reply_free(&rep);
-    kvmux_close(c);
-    return rc;
+    size_t n = cluster_map_bytes(text, buf, sizeof buf), ol;
+    return cluster_call(port, "setmap", buf, n, NULL, 0, &ol);
 }
 
 /* A cluster handle seeded with seeds. */
@@ -146,19 +117,6 @@ static int cluster_open(kvmux_client **c, const char *seeds, int timeout_ms) {
     o.endpoints = seeds;
     o.request_timeout_ms = timeout_ms;
     return kvmux_connect(c, NULL, 0, &o);
-}
-
-/* A key "k<i>" whose slot is in [lo, hi] (the first such from *from). */
-static void key_in(int lo, int hi, int *from, char *key, size_t cap) {
-    for (int i = *from; i < 10000000; i++) {
-        snprintf(key, cap, "k%d", i);
-        int s = kvmux_slot(key, strlen(key));
-        if (s >= lo && s <= hi) {
-            *from = i + 1;
-            return;
-        }
-    }
-    REQUIRE(0);
 }
 
 static kvmux_cluster_info cstats(kvmux_client *c) {
@@ -279,7 +237,7 @@ static void route_ops(kvmux_client *c) {
     int from = 0;
     char k[32];
     for (int g = 0; g < 3; g++) {
-        key_in(g * 5461, g == 2 ? 16383 : g * 5461 + 5460, &from, k, sizeof k);
+        cluster_key_in(g * 5461, g == 2 ? 16383 : g * 5461 + 5460, &from, k, sizeof k);
         uint64_t v1 = 0, v2 = 0;
         int64_t n = 0;
         CHECK_EQ(kvmux_set(c, k, strlen(k), "1", 1, 0, &v1, -1), 0);
@@ -304,7 +262,7 @@ static void route_ops(kvmux_client *c) {
     /* A big value (fragmented) through the handle. */
     size_t big = (size_t)3 << 20;
     uint8_t *bv = test_pattern(big, 7);
-    key_in(10923, 16383, &from, k, sizeof k);
+    cluster_key_in(10923, 16383, &from, k, sizeof k);
     CHECK_EQ(kvmux_set(c, k, strlen(k), bv, big, 0, NULL, 10000), 0);
     kvmux_value *val = NULL;
     CHECK_EQ(kvmux_get(c, k, strlen(k), &val, 10000), 0);
@@ -572,9 +530,9 @@ static void faults_loop(const rgroup *g, const char *lines) {
     kvmux_client *c = NULL;
     REQUIRE(cluster_open(&c, seed, 3000) == 0);
     int from = 0;
-    key_in(0, 8191, &from, k, sizeof k);
+    cluster_key_in(0, 8191, &from, k, sizeof k);
     CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 3000), 0); /* group 1 agrees */
-    key_in(8192, 16383, &from, k, sizeof k);
+    cluster_key_in(8192, 16383, &from, k, sizeof k);
     int64_t t0 = test_now_ms();
     CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 3000), KVMUX_EREDIRECTS);
     CHECK(test_now_ms() - t0 < 3000);
@@ -613,7 +571,7 @@ static void faults_try_again(const rgroup *g, const char *lines) {
     kvmux_client *c = NULL;
     REQUIRE(cluster_open(&c, seed, 3000) == 0);
     int from = 0;
-    key_in(10923, 16383, &from, k, sizeof k);
+    cluster_key_in(10923, 16383, &from, k, sizeof k);
     int64_t t0 = test_now_ms();
     CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 300), KVMUX_ETRYAGAIN);
     int64_t took = test_now_ms() - t0;
@@ -689,14 +647,14 @@ static void faults_unassigned(const rgroup *g, const char *lines) {
     kvmux_client *c = NULL;
     REQUIRE(cluster_open(&c, seed, 3000) == 0);
     int from = 0;
-    key_in(16000, 16383, &from, k, sizeof k);
+    cluster_key_in(16000, 16383, &from, k, sizeof k);
     int64_t t0 = test_now_ms();
     CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 3000), KVMUX_EWRONGSHARD);
     CHECK(test_now_ms() - t0 < 3000);
     kvmux_cluster_info s = cstats(c);
     CHECK_EQ(s.redirects, 0);
     CHECK_EQ(s.epoch, 7);
-    key_in(10923, 15999, &from, k, sizeof k);
+    cluster_key_in(10923, 15999, &from, k, sizeof k);
     CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 3000), 0);
     kvmux_close(c);
 }
@@ -711,8 +669,8 @@ static void faults_redirected_cancel(const rgroup *g, const char *lines) {
     REQUIRE(cluster_open(&c, seed, 5000) == 0);
     CHECK_EQ(cstats(c).epoch, 7);
     int from = 0;
-    key_in(0, 5460, &from, k1, sizeof k1);
-    key_in(0, 5460, &from, k2, sizeof k2);
+    cluster_key_in(0, 5460, &from, k1, sizeof k1);
+    cluster_key_in(0, 5460, &from, k2, sizeof k2);
     CHECK_EQ(kvmux_set(c, k1, strlen(k1), "a", 1, 0, NULL, 3000), 0); /* group 1 */
     /* Epoch 8 gives group 1's slots to group 2 (static: k1 stays in 1). */
     snprintf(text, sizeof text,
@@ -773,8 +731,8 @@ static void faults_kill(rgroup *g) {
     kvmux_client *c = NULL;
     REQUIRE(cluster_open(&c, seed, 3000) == 0);
     int from = 0;
-    key_in(0, 10922, &from, k1, sizeof k1);
-    key_in(10923, 15999, &from, k3, sizeof k3);
+    cluster_key_in(0, 10922, &from, k1, sizeof k1);
+    cluster_key_in(10923, 15999, &from, k3, sizeof k3);
     CHECK_EQ(kvmux_set(c, k3, strlen(k3), "v", 1, 0, NULL, 3000), 0);
     rgroup_kill(&g[2], 0);
     kvmux_request r;
@@ -1065,13 +1023,13 @@ static void scenario_loop(void) {
     REQUIRE(kvmux_libuv_attach(c, &loop) == 0);
     char k[32];
     int from = 0;
-    key_in(10923, 16383, &from, k, sizeof k);
+    cluster_key_in(10923, 16383, &from, k, sizeof k);
     r.key = k;
     r.key_len = strlen(k);
     lp_done = 0;
     REQUIRE(kvmux_call_async(c, &r, 2000, lp_cb, NULL) == KVMUX_ECONNECT ||
             (run_loop(&loop, 50), lp_done == 1 && lp_last == KVMUX_ECONNECT));
-    key_in(0, 5460, &from, k, sizeof k);
+    cluster_key_in(0, 5460, &from, k, sizeof k);
     r.key_len = strlen(k);
     lp_done = 0;
     REQUIRE(kvmux_call_async(c, &r, 2000, lp_cb, NULL) == 0);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cluster.h"
+#include "cluster_util.h"
 #include "kvmux.h"
 #include "proto.h"
 #include "rgroup.h"
@@ -28,86 +29,12 @@ static int run_cli(const char *cmd, char *out, size_t cap) {
     return pclose(p);
 }
 
-/* CLUSTER sub value on port: the status (as libkvmux maps it) and the
- * reply's value in out (when there is one). */
-static int cluster_call(uint16_t port, const char *sub, const void *val, size_t vlen,
-                        uint8_t *out, size_t cap, size_t *outlen) {
-    kvmux_client *c = NULL;
-    kvmux_options o;
-    kvmux_options_init(&o);
-    REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
-    kvmux_request r;
-    memset(&r, 0, sizeof r);
-    r.op = KVMUX_CLUSTER;
-    r.key = sub;
-    r.key_len = strlen(sub);
-    r.value = val;
-    r.value_len = vlen;
-    kvmux_reply rep;
-    int rc = kvmux_call(c, &r, &rep, 5000);
-    *outlen = 0;
-    if (rep.value_len <= cap) {
-        if (rep.value_len) memcpy(out, rep.value, rep.value_len);
-        *outlen = rep.value_len;
-    }
-    kvmux_reply_free(&rep);
-    kvmux_close(c);
-    return rc;
-}
-
-/* One request (op, key, value, no extras) on a raw connection of protocol
- * version v: the response's status and value (copied into val,
- * NUL-terminated; its length in *vlen). */
-static int raw_call(uint16_t port, int v, uint8_t op, const char *key, const void *value,
-                    uint32_t vl, uint8_t *val, size_t cap, size_t *vlen) {
-    int fd = test_connect_raw(port, 5000);
-    REQUIRE(fd >= 0);
-    REQUIRE(test_raw_handshake_version(fd, v) == v);
-    REQUIRE(test_send_request(fd, (uint8_t)v, 7, op, NULL, 0, key, value, vl) == 0);
-    uint8_t buf[8192];
-    kvmux_frame f;
-    REQUIRE(test_read_frame(fd, buf, sizeof buf, &f) > 0);
-    close(fd);
-    *vlen = f.value_len < cap ? f.value_len : cap - 1;
-    memcpy(val, f.value, *vlen);
-    val[*vlen] = '\0';
-    return f.code;
-}
-
-/* GET foo on a raw connection of protocol version v (raw_call). */
+/* GET foo on a raw connection of protocol version v (cluster_raw_call). */
 static int raw_get(uint16_t port, int v, uint8_t *val, size_t cap, size_t *vlen) {
-    return raw_call(port, v, KVMUX_OP_GET, "foo", NULL, 0, val, cap, vlen);
+    return cluster_raw_call(port, v, KVMUX_OP_GET, "foo", NULL, 0, val, cap, vlen);
 }
 
 /* ---- two 1-member groups with an installed map ---- */
-
-/* Parse the text form and encode it into out; returns the length. */
-static size_t map_bytes(const char *text, uint8_t *out, size_t cap) {
-    char err[256];
-    kvmux_map *m = malloc(sizeof *m);
-    REQUIRE(m != NULL);
-    if (kvmux_map_parse_text(m, text, err, sizeof err) != 0) {
-        fprintf(stderr, "map text: %s\n", err);
-        REQUIRE(0);
-    }
-    size_t n = kvmux_map_encode(m, out, cap);
-    REQUIRE(n > 0);
-    free(m);
-    return n;
-}
-
-/* A key "k<i>" whose slot is in [lo, hi] (the i-th such, from *from). */
-static void key_in(int lo, int hi, int *from, char *key, size_t cap) {
-    for (int i = *from; i < 1000000; i++) {
-        snprintf(key, cap, "k%d", i);
-        int s = kvmux_slot(key, strlen(key));
-        if (s >= lo && s <= hi) {
-            *from = i + 1;
-            return;
-        }
-    }
-    REQUIRE(0);
-}
 
 /* The WRONG_SHARD value: u16 slot | u64 epoch | u16 group | endpoints,
  * written out by hand (not with kvmux_redirect_encode). */
@@ -125,7 +52,7 @@ static size_t redirect_bytes(uint16_t slot, uint64_t epoch, uint16_t group, cons
 /* CLUSTER setmap of map[0..n) on port over raw v3: status and message. */
 static int setmap(uint16_t port, const uint8_t *map, size_t n, char *msg, size_t cap) {
     size_t ml;
-    int st = raw_call(port, 3, KVMUX_OP_CLUSTER, "setmap", map, (uint32_t)n, (uint8_t *)msg,
+    int st = cluster_raw_call(port, 3, KVMUX_OP_CLUSTER, "setmap", map, (uint32_t)n, (uint8_t *)msg,
                       cap, &ml);
     return st;
 }
@@ -241,7 +168,7 @@ static void two_groups(void) {
     static uint8_t m1[4096], m1b[4096], m2[4096], got[8192];
     snprintf(text, sizeof text,
              "epoch 1\ngroup 1 %s\ngroup 2 %s\nslots 0-8191 1\nslots 8192-16000 2\n", a1, a2);
-    size_t n1 = map_bytes(text, m1, sizeof m1);
+    size_t n1 = cluster_map_bytes(text, m1, sizeof m1);
     CHECK_EQ(setmap(p1, m1, n1, msg, sizeof msg), KVMUX_STATUS_OK);
     CHECK(strcmp(msg, "epoch 1 installed") == 0);
     CHECK_EQ(setmap(p2, m1, n1, msg, sizeof msg), KVMUX_STATUS_OK);
@@ -258,10 +185,10 @@ static void two_groups(void) {
     CHECK_EQ(sets(p1, "{user1}.a"), 0);
     uint8_t want[128], val[512];
     size_t wn = redirect_bytes(8106, 1, 1, a1, want);
-    CHECK_EQ(raw_call(p2, 3, KVMUX_OP_GET, "{user1}.a", NULL, 0, val, sizeof val, &n),
+    CHECK_EQ(cluster_raw_call(p2, 3, KVMUX_OP_GET, "{user1}.a", NULL, 0, val, sizeof val, &n),
              KVMUX_STATUS_WRONG_SHARD);
     CHECK(n == wn && memcmp(val, want, wn) == 0);
-    CHECK_EQ(raw_call(p2, 2, KVMUX_OP_GET, "{user1}.a", NULL, 0, val, sizeof val, &n),
+    CHECK_EQ(cluster_raw_call(p2, 2, KVMUX_OP_GET, "{user1}.a", NULL, 0, val, sizeof val, &n),
              KVMUX_STATUS_SHUTTING_DOWN);
     snprintf(msg, sizeof msg, "wrong shard: slot 8106 is served by group 1 (%s)", a1);
     CHECK(strcmp((char *)val, msg) == 0);
@@ -269,10 +196,10 @@ static void two_groups(void) {
     /* An unassigned slot: group 0, no endpoints. */
     char key[32];
     int from = 0;
-    key_in(16001, 16383, &from, key, sizeof key);
+    cluster_key_in(16001, 16383, &from, key, sizeof key);
     uint16_t us = kvmux_slot(key, strlen(key));
     wn = redirect_bytes(us, 1, 0, "", want);
-    CHECK_EQ(raw_call(p1, 3, KVMUX_OP_GET, key, NULL, 0, val, sizeof val, &n),
+    CHECK_EQ(cluster_raw_call(p1, 3, KVMUX_OP_GET, key, NULL, 0, val, sizeof val, &n),
              KVMUX_STATUS_WRONG_SHARD);
     CHECK(n == wn && memcmp(val, want, wn) == 0);
     CHECK_EQ(rgroup_stat(&g2, 0, "cluster_wrong_shard"), 3);
@@ -280,7 +207,7 @@ static void two_groups(void) {
 
     /* Epoch 1 again with other bytes: VERSION_MISMATCH; the same bytes: OK. */
     snprintf(text, sizeof text, "epoch 1\ngroup 1 %s\ngroup 2 %s\nslots 0-16383 1\n", a1, a2);
-    size_t n1b = map_bytes(text, m1b, sizeof m1b);
+    size_t n1b = cluster_map_bytes(text, m1b, sizeof m1b);
     CHECK_EQ(setmap(p1, m1b, n1b, msg, sizeof msg), KVMUX_STATUS_VERSION_MISMATCH);
     CHECK(strcmp(msg, "epoch 1 is not newer than the installed epoch 1") == 0);
     CHECK_EQ(setmap(p1, m1, n1, msg, sizeof msg), KVMUX_STATUS_OK);
@@ -289,14 +216,14 @@ static void two_groups(void) {
     snprintf(text, sizeof text,
              "epoch 2\ngroup 1 %s\ngroup 2 %s\nslots 0-8191 1\nslots 8192-16000 2\n"
              "slots 8106 2\n", a1, a2);
-    size_t n2 = map_bytes(text, m2, sizeof m2);
+    size_t n2 = cluster_map_bytes(text, m2, sizeof m2);
     CHECK_EQ(setmap(p1, m2, n2, msg, sizeof msg), KVMUX_STATUS_OK);
     CHECK(strcmp(msg, "epoch 2 installed") == 0);
     CHECK_EQ(setmap(p2, m2, n2, msg, sizeof msg), KVMUX_STATUS_OK);
     CHECK_EQ(setmap(p1, m1, n1, msg, sizeof msg), KVMUX_STATUS_VERSION_MISMATCH);
     CHECK(strcmp(msg, "epoch 1 is not newer than the installed epoch 2") == 0);
     wn = redirect_bytes(8106, 2, 2, a2, want);
-    CHECK_EQ(raw_call(p1, 3, KVMUX_OP_GET, "{user1}.a", NULL, 0, val, sizeof val, &n),
+    CHECK_EQ(cluster_raw_call(p1, 3, KVMUX_OP_GET, "{user1}.a", NULL, 0, val, sizeof val, &n),
              KVMUX_STATUS_WRONG_SHARD);
     CHECK(n == wn && memcmp(val, want, wn) == 0);
     CHECK_EQ(sets(p2, "{user1}.a"), 0);
@@ -306,7 +233,7 @@ static void two_groups(void) {
      * and restart: the same map, from snapshot + log. */
     from = 0;
     for (int i = 0; i < 60; i++) {
-        key_in(0, 8000, &from, key, sizeof key);
+        cluster_key_in(0, 8000, &from, key, sizeof key);
         CHECK_EQ(sets(p1, key), 0);
     }
     CHECK(rgroup_stat(&g1, 0, "replica_snapshots") >= 1);
@@ -347,7 +274,7 @@ static void three_members(void) {
              "epoch 5\ngroup 3 %s %s %s\ngroup 4 127.0.0.1:1\nslots 0-9999 3\n"
              "slots 10000-16383 4\n", a[0], a[1], a[2]);
     static uint8_t m[4096], got[8192];
-    size_t mn = map_bytes(text, m, sizeof m), n;
+    size_t mn = cluster_map_bytes(text, m, sizeof m), n;
     CHECK_EQ(setmap(g.cport[follower], m, mn, msg, sizeof msg), KVMUX_STATUS_NOT_LEADER);
     CHECK_EQ(setmap(g.cport[leader], m, mn, msg, sizeof msg), KVMUX_STATUS_OK);
     CHECK(strcmp(msg, "epoch 5 installed") == 0);
@@ -364,11 +291,12 @@ static void three_members(void) {
     /* "foo" is slot 12182: group 4's, on the follower too (its own map). */
     uint8_t want[64], val[512];
     size_t wn = redirect_bytes(12182, 5, 4, "127.0.0.1:1", want);
-    CHECK_EQ(raw_call(g.cport[follower], 3, KVMUX_OP_GET, "foo", NULL, 0, val, sizeof val, &n),
+    CHECK_EQ(cluster_raw_call(g.cport[follower], 3, KVMUX_OP_GET, "foo", NULL, 0, val,
+                              sizeof val, &n),
              KVMUX_STATUS_WRONG_SHARD);
     CHECK(n == wn && memcmp(val, want, wn) == 0);
     /* "{user1}.a" (8106) is group 3's: the follower says NOT_LEADER. */
-    CHECK_EQ(raw_call(g.cport[follower], 3, KVMUX_OP_GET, "{user1}.a", NULL, 0, val,
+    CHECK_EQ(cluster_raw_call(g.cport[follower], 3, KVMUX_OP_GET, "{user1}.a", NULL, 0, val,
                       sizeof val, &n), KVMUX_STATUS_NOT_LEADER);
     CHECK_EQ(sets(g.cport[leader], "{user1}.a"), 0);
     rgroup_stop(&g);

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cluster.h"
+#include "cluster_util.h"
 #include "kvmux.h"
 #include "proto.h"
 #include "rgroup.h"
@@ -55,18 +56,7 @@ static int run_cli(const char *cmd, char *out, size_t cap) {
  * terminated) in val, its length in *vlen. */
 static int raw_call(uint16_t port, uint8_t op, const char *key, const void *value, uint32_t vl,
                     uint8_t *val, size_t cap, size_t *vlen) {
-    int fd = test_connect_raw(port, 5000);
-    REQUIRE(fd >= 0);
-    REQUIRE(test_raw_handshake_version(fd, 3) == 3);
-    REQUIRE(test_send_request(fd, 3, 7, op, NULL, 0, key, value, vl) == 0);
-    static uint8_t buf[1 << 16];
-    kvmux_frame f;
-    REQUIRE(test_read_frame(fd, buf, sizeof buf, &f) > 0);
-    close(fd);
-    *vlen = f.value_len < cap ? f.value_len : cap - 1;
-    memcpy(val, f.value, *vlen);
-    val[*vlen] = '\0';
-    return f.code;
+    return cluster_raw_call(port, 3, op, key, value, vl, val, cap, vlen);
 }
 
 /* CLUSTER watch epoch [wait] on a raw connection: the status, the epoch of
@@ -88,14 +78,10 @@ static int watch(uint16_t port, uint64_t epoch, int wait_ms, uint64_t *got, long
     return st;
 }
 
-/* A key "k<i>" whose slot is in [lo, hi]. */
+/* A key "k<i>" whose slot is in [lo, hi] (the first such). */
 static void key_in(int lo, int hi, char *key, size_t cap) {
-    for (int i = 0; i < 1000000; i++) {
-        snprintf(key, cap, "k%d", i);
-        int s = kvmux_slot(key, strlen(key));
-        if (s >= lo && s <= hi) return;
-    }
-    REQUIRE(0);
+    int from = 0;
+    cluster_key_in(lo, hi, &from, key, cap);
 }
 
 /* SET key on port (libkvmux, plain client): its result. */
@@ -163,18 +149,29 @@ static void *race_main(void *arg) {
     return NULL;
 }
 
-static void basic(void) {
+/* The basic and kill scenarios' cluster: a 1-member map group mg
+ * (--cluster-map-group) and two data groups watching it, g1 of 1 member
+ * (--cluster-group 1) and g2 of n2 (--cluster-group 2); waits for mg's and
+ * g1's leader, not g2's. Returns the map group's endpoint
+ * "127.0.0.1:PORT": static, as are the members' arguments that point at
+ * it (rgroup keeps them for restarts), so one call per process. */
+static const char *start_cluster(rgroup *mg, rgroup *g1, rgroup *g2, int n2) {
     static const char *const mx[] = {"--cluster-map-group", NULL};
-    static rgroup mg, g1, g2;
-    REQUIRE(rgroup_start(&mg, 1, mx) == 0);
-    REQUIRE(rgroup_leader(&mg, 20000) == 0);
     static char mapeps[64];
-    snprintf(mapeps, sizeof mapeps, "127.0.0.1:%u", mg.cport[0]);
     static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps, NULL};
     static const char *x2[] = {"--cluster-group", "2", "--cluster-map", mapeps, NULL};
-    REQUIRE(rgroup_start(&g1, 1, x1) == 0);
-    REQUIRE(rgroup_start(&g2, 1, x2) == 0);
-    REQUIRE(rgroup_leader(&g1, 20000) == 0);
+    REQUIRE(rgroup_start(mg, 1, mx) == 0);
+    REQUIRE(rgroup_leader(mg, 20000) == 0);
+    snprintf(mapeps, sizeof mapeps, "127.0.0.1:%u", mg->cport[0]);
+    REQUIRE(rgroup_start(g1, 1, x1) == 0);
+    REQUIRE(rgroup_start(g2, n2, x2) == 0);
+    REQUIRE(rgroup_leader(g1, 20000) == 0);
+    return mapeps;
+}
+
+static void basic(void) {
+    static rgroup mg, g1, g2;
+    const char *mapeps = start_cluster(&mg, &g1, &g2, 1);
     REQUIRE(rgroup_leader(&g2, 20000) == 0);
     uint8_t out[512];
     size_t n;
@@ -274,17 +271,8 @@ static void basic(void) {
 /* ---- kill ---- */
 
 static void kill_scenario(void) {
-    static const char *const mx[] = {"--cluster-map-group", NULL};
     static rgroup mg, g1, g2;
-    REQUIRE(rgroup_start(&mg, 1, mx) == 0);
-    REQUIRE(rgroup_leader(&mg, 20000) == 0);
-    static char mapeps[64];
-    snprintf(mapeps, sizeof mapeps, "127.0.0.1:%u", mg.cport[0]);
-    static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps, NULL};
-    static const char *x2[] = {"--cluster-group", "2", "--cluster-map", mapeps, NULL};
-    REQUIRE(rgroup_start(&g1, 1, x1) == 0);
-    REQUIRE(rgroup_start(&g2, 3, x2) == 0);
-    REQUIRE(rgroup_leader(&g1, 20000) == 0);
+    const char *mapeps = start_cluster(&mg, &g1, &g2, 3);
     int l2 = rgroup_stable_leader(&g2, 30000);
     REQUIRE(l2 >= 0);
     char a1[64], a2[128], text[4096], path[256], k1[32], k2[32];

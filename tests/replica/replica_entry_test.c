@@ -861,6 +861,37 @@ static void test_fsm_cluster(void) {
     CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
     CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
     CHECK_EQ(kvmux_load_u64be(r[0].extras + 8), 3); /* version 3: applied */
+    /* Its answer lost, the map then moves the slot away (epoch 4): the
+     * resend (RETRY) gets the original answer here, nothing applied again
+     * (WRONG_SHARD would send it to the new owner: applied twice). A new
+     * seq and a first transmission are WRONG_SHARD and consume nothing; a
+     * resend this group cannot vouch for (an unknown session) is
+     * OUTCOME_UNKNOWN. */
+    static uint8_t m4[1024];
+    size_t n4 = map_of(4, 2, m4, sizeof m4);
+    kvmux_entry_cmd take = {.op = KVMUX_ENTRY_OP_MAP, .value_len = (uint32_t)n4, .value = m4};
+    h.origin.seq = 10;
+    n = build(buf, &h, &take, 1);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
+    n = sess_entry(buf, 7000, 77, 1 | R, KVMUX_OP_INCR, "k", zero, 8);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u64be(r[0].extras + 8), 3); /* the original answer */
+    CHECK_EQ(kvmux_store_last_version(a), 3);         /* not applied again */
+    n = sess_entry(buf, 7100, 77, 2, KVMUX_OP_INCR, "k", zero, 8);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_WRONG_SHARD);
+    n = sess_entry(buf, 7200, 77, 2 | R, KVMUX_OP_INCR, "k", zero, 8);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_WRONG_SHARD); /* in the window, no reply kept */
+    n = sess_entry(buf, 7300, 78, 5 | R, KVMUX_OP_INCR, "k", zero, 8);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_OUTCOME_UNKNOWN);
+    n = sess_entry(buf, 7400, 79, 1, KVMUX_OP_INCR, "k", zero, 8);
+    CHECK_EQ(kvmux_fsm_apply(a, &clk, &sx, NULL, &cl, buf, n, r, 1), 1);
+    CHECK_EQ(r[0].status, KVMUX_STATUS_WRONG_SHARD);
+    CHECK_EQ(kvmux_store_last_version(a), 3);
     kvmux_sessions_clear(&sx);
     kvmux_fsm_cluster_clear(&cl);
     kvmux_fsm_cluster_clear(&cl2);
