@@ -821,9 +821,12 @@ int kvmux_cluster_stats(kvmux_client *c, kvmux_cluster_info *out, size_t size);
  * comes while another of the handle's runs or is queued, and every early
  * completion -- deadline, cancel, close -- runs on the handle's own
  * completion thread instead, still one at a time and in completion
- * order). A cluster handle's callback should not wait for a future of the
- * same handle: that future's answer may be due on the thread the callback
- * occupies, so the wait can last until the future's deadline.
+ * order). Such a callback may wait for a future of the same handle
+ * (kvmux_future_wait/_wait_any): the wait itself then does the work of
+ * the group's completion thread it occupies -- that group's answers,
+ * among them the future's, are routed meanwhile, so the wait ends with the
+ * answer, not the future's deadline. Other callbacks of the handle still
+ * wait until that callback returns (one at a time).
  *
  * A callback may call any function of the API on any client, including
  * submitting new requests (no deadlock: no lock is held while it runs) and

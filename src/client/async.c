@@ -291,13 +291,7 @@ static void op_complete(kvmux_client *c, kvmux__op *op) {
     if (op->kind == KVMUX__OP_FUTURE) {
         atomic_store_explicit(&op->done, 1, memory_order_release);
         kvmux__waiter *w = op->waiter;
-        if (w) {
-            /* Lock order: client mutex (held) -> waiter mutex. */
-            pthread_mutex_lock(&w->mu);
-            w->fired = 1;
-            pthread_cond_signal(&w->cond);
-            pthread_mutex_unlock(&w->mu);
-        }
+        if (w) kvmux__waiter_fire(w); /* lock order: client mu (held) -> waiter mu */
         return;
     }
     done_push(c, &op->d);
@@ -611,7 +605,8 @@ void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r
     op_complete(c, op);
 }
 
-int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r) {
+int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r,
+                            kvmux_client *via) {
     /* Only while nothing else of c's is running or owed: callbacks stay
      * one at a time and in completion order. */
     if (op->kind != KVMUX__OP_CALLBACK || c->mode != KVMUX__MODE_THREADED || c->closing ||
@@ -622,6 +617,7 @@ int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_re
     op->state = KVMUX__OP_DONE;
     c->cb_direct = 1;
     c->cb_direct_thread = pthread_self();
+    c->cb_direct_via = via;
     pthread_mutex_unlock(&c->mu);
     /* No lock while user code runs: it may submit, wait or close. */
     op->d.cb(c, result, r, op->d.user_data);
@@ -631,14 +627,19 @@ int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_re
     memset(&op->d.reply, 0, sizeof op->d.reply);
     kvmux__op_recycle(c, op);
     c->cb_direct = 0;
-    /* The completion thread may wait for us (callbacks owed meanwhile). */
+    c->cb_direct_via = NULL;
+    /* The completion thread waits for us if callbacks are owed. */
     pthread_cond_broadcast(&c->idle_cond);
-    if (c->done_head) kvmux__disp_kick(c);
+    if (kvmux__async_has_done(c)) kvmux__disp_kick(c);
     return 1;
 }
 
 int kvmux__cb_direct_here(const kvmux_client *c) {
     return c->cb_direct && pthread_equal(c->cb_direct_thread, pthread_self());
+}
+
+kvmux_client *kvmux__cb_direct_via(const kvmux_client *c) {
+    return kvmux__cb_direct_here(c) ? c->cb_direct_via : NULL;
 }
 
 int kvmux_try_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
@@ -889,8 +890,14 @@ static void async_run_parked(kvmux_client *c) {
 void kvmux__async_run_done(kvmux_client *c) {
     pthread_mutex_lock(&c->mu);
     /* A cluster handle's callback running on a group's completion thread
-     * (kvmux__op_finish_direct) finishes first: one at a time. */
-    while (c->cb_direct) pthread_cond_wait(&c->idle_cond, &c->mu);
+     * (kvmux__op_finish_direct) finishes first: one at a time. The
+     * completion thread does not wait here for it but goes back to its
+     * loop -- deadlines and retry times stay serviced (that callback may
+     * be waiting for one); the callback's end kicks it. */
+    if (c->cb_direct) {
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
     c->cb_running = 1;
     for (;;) {
         if (!c->done_head) {

@@ -153,6 +153,15 @@ typedef struct kvmux__waiter {
     int fired;
 } kvmux__waiter;
 
+/* Wake w (the caller holds the mutex of the client w is registered
+ * with: lock order client mu -> waiter mu). */
+static inline void kvmux__waiter_fire(kvmux__waiter *w) {
+    pthread_mutex_lock(&w->mu);
+    w->fired = 1;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+}
+
 /* A blocking call's wait record (call.c): lives on the caller's stack
  * from admission to return. The completer (the reader, or a connection
  * failure) writes the result here under the client mutex, frees the slot
@@ -391,6 +400,13 @@ struct kvmux_client {
      * thread running callbacks (kvmux__async_run_done) */
     int cb_direct;
     pthread_t cb_direct_thread;
+    kvmux_client *cb_direct_via;   /* the group's sub-client it runs on */
+    /* threaded: a callback running on our completion thread waits for a
+     * future (future.c) and drives our completions meanwhile; what would
+     * wake this thread (a completion queued, a deadline before
+     * drive_wake_at) wakes that waiter instead */
+    struct kvmux__waiter *drive_waiter;
+    int64_t drive_wake_at;
     int cb_running;
     int close_handoff;             /* kvmux_close from a direct callback:
                                       the completion thread finishes it */
@@ -600,13 +616,20 @@ void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r
  * on its group's completion thread, saving the hand-off to c's own. Only
  * for a callback op of a threaded client with no callback of c running
  * or queued (order and one-at-a-time kept; c's completion thread waits
- * for it). Returns 1 if it did (r's value consumed, op recycled), else 0
- * with nothing changed: the caller uses kvmux__op_finish. c may be
- * closing when it returns 1 (check c->close_handoff). */
-int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r);
+ * for it). via: the sub-client whose completion thread this is (a future
+ * wait in the callback drives via's completions, kvmux__disp_drive).
+ * Returns 1 if it did (r's value consumed, op recycled), else 0 with
+ * nothing changed: the caller uses kvmux__op_finish. c may be closing
+ * when it returns 1 (check c->close_handoff). */
+int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r,
+                            kvmux_client *via);
 /* 1 if the calling thread is running one of c's callbacks through
  * kvmux__op_finish_direct (lock held). */
 int kvmux__cb_direct_here(const kvmux_client *c);
+/* If the calling thread runs one of c's callbacks through
+ * kvmux__op_finish_direct: the sub-client whose completion thread it is
+ * (its completions wait for that callback); else NULL. Lock held. */
+kvmux_client *kvmux__cb_direct_via(const kvmux_client *c);
 /* Submit a callback request, try_only as kvmux_try_call_async, *h its
  * handle (async.c). */
 int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,
@@ -845,6 +868,14 @@ void kvmux__future_destroy(kvmux__op *f);
 int kvmux__disp_start(kvmux_client *c);
 /* Wake the completion thread if it sleeps (new DONE op). */
 void kvmux__disp_kick(kvmux_client *c);
+/* Do one round of c's completion thread's work from that very thread
+ * while it is held in a callback it runs (a cluster handle's callback
+ * waiting for a future whose answer c must deliver; future.c): expire
+ * c's deadlines, run c's owed callbacks (nested: they may run before the
+ * rest of the interrupted batch). No lock held on entry. Returns the
+ * earlier of c's next deadline and cap, which is also c->drive_wake_at
+ * from then on (a new deadline before it fires c->drive_waiter). */
+int64_t kvmux__disp_drive(kvmux_client *c, int64_t cap);
 /* A new deadline: wake the completion thread (threaded) or re-arm the
  * loop's timer (loop mode) if it is earlier than the one awaited. */
 void kvmux__timers_changed(kvmux_client *c, int64_t deadline);

@@ -561,7 +561,6 @@ static void cl_on_try_again(kvmux_client *c, kvmux__op *op) {
 
 /* Every hop's one answer (the sub-client's completion thread). */
 static void cl_hop_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *ud) {
-    (void)sub;
     kvmux__hop *hop = ud;
     kvmux_client *c = hop->c;
     pthread_mutex_lock(&c->mu);
@@ -578,7 +577,7 @@ static void cl_hop_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *u
         op->hop = NULL;
         if (result == KVMUX_EWRONGSHARD) cl_on_wrong_shard(c, op, from, reply);
         else if (result == KVMUX_ETRYAGAIN) cl_on_try_again(c, op);
-        else if (!kvmux__op_finish_direct(c, op, result, reply))
+        else if (!kvmux__op_finish_direct(c, op, result, reply, sub))
             kvmux__op_finish(c, op, result, reply);
     }
     /* A close from that callback was handed to c's completion thread,
