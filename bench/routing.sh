@@ -20,15 +20,19 @@
 # Ratios under ~0.9 on one run are a regression only if a second run
 # agrees: the machine is shared and the rounds are short.
 #
-# Usage: bench/routing.sh [-k KVMUXD] [-d SECONDS] [-r ROUNDS] [-K KEYSPACE] [--quick]
+# Usage: bench/routing.sh [-k KVMUXD] [-d SECONDS] [-r ROUNDS] [-K KEYSPACE] [-s SHAPES]
+#                         [-p PERFDIR] [--quick]
 #   -k  kvmuxd binary (default ./build/kvmuxd; kvmux-bench and kvmux-cli next to it)
 #   -d  seconds per run (default 3; --quick 1)
 #   -r  rounds per side (default 3; --quick 1)
 #   -K  keyspace (default 100000; --quick 2000)
+#   -s  shapes to run, comma-separated (default async-loop,async-cb,sync-8)
+#   -p  profile: each cluster run under `perf record -g`, into
+#       PERFDIR/SHAPE-OP.data (the last round's)
 # Exit status: 0 done; 1 a server did not start or a run failed; 2 usage.
 set -euo pipefail
 
-KVMUXD="" SECS="" ROUNDS="" KEYSPACE="" QUICK=0
+KVMUXD="" SECS="" ROUNDS="" KEYSPACE="" QUICK=0 SHAPES=async-loop,async-cb,sync-8 PERFDIR=""
 usage() { sed -n '/^# Usage:/,/^# Exit status/p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -36,6 +40,8 @@ while [ $# -gt 0 ]; do
     -d) SECS=$2; shift 2 ;;
     -r) ROUNDS=$2; shift 2 ;;
     -K) KEYSPACE=$2; shift 2 ;;
+    -s) SHAPES=$2; shift 2 ;;
+    -p) PERFDIR=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "routing.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
@@ -43,6 +49,12 @@ while [ $# -gt 0 ]; do
 done
 if [ "$QUICK" = 1 ]; then : "${SECS:=1}" "${ROUNDS:=1}" "${KEYSPACE:=2000}"
 else : "${SECS:=3}" "${ROUNDS:=3}" "${KEYSPACE:=100000}"; fi
+for shape in ${SHAPES//,/ }; do
+    case $shape in
+    async-loop | async-cb | sync-8) ;;
+    *) echo "routing.sh: unknown shape '$shape'" >&2; usage >&2; exit 2 ;;
+    esac
+done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 : "${KVMUXD:=$ROOT/build/kvmuxd}"
 BIN=$(dirname "$KVMUXD")
@@ -81,8 +93,11 @@ run() { # SIDE SHAPE OP -> prints ops/s
     # An endpoint list of one: the plain side uses the endpoints-mode client
     # the cluster handle runs per group, so the difference is the routing.
     local tgt=(-h "$SEED,$SEED")
+    local wrap=()
     [ "$side" = cluster ] && tgt=(-h 127.0.0.1 -p "$CP" --cluster)
-    bench_run_tool "$BENCH_WORK/r.json" "$KB" "${tgt[@]}" --op "$op" -c 1 "${args[@]}" \
+    [ "$side" = cluster ] && [ -n "$PERFDIR" ] &&
+        wrap=(perf record -q -g -o "$PERFDIR/$shape-$op.data" --)
+    bench_run_tool "$BENCH_WORK/r.json" "${wrap[@]}" "$KB" "${tgt[@]}" --op "$op" -c 1 "${args[@]}" \
         -k "$KEYSPACE" -s 100 -d "$SECS" --json -q || bench_die "kvmux-bench $side $shape $op failed"
     local e; e=$(jfield "$BENCH_WORK/r.json" errors)
     [ "${e:-0}" = 0 ] || bench_die "$side $shape $op: $e errors"
@@ -93,7 +108,8 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 echo "| shape | op | plain ops/s | cluster ops/s | cluster/plain |"
 echo "|---|---|---:|---:|---:|"
 LINES=()
-for shape in async-loop async-cb sync-8; do
+[ -z "$PERFDIR" ] || mkdir -p "$PERFDIR"
+for shape in ${SHAPES//,/ }; do
     for op in get set; do
         P=() C=() R=()
         for _ in $(seq "$ROUNDS"); do
