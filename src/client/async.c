@@ -429,9 +429,10 @@ static int async_submit_routed(kvmux_client *c, const kvmux_request *req, int64_
     } else {
         op->c = c;
     }
-    op->timer.deadline = kvmux__now_ms() + tmo;
+    int64_t now = kvmux__now_ms(); /* the request's one clock read: hops reuse it */
+    op->timer.deadline = now + tmo;
     op->state = KVMUX__OP_ROUTED;
-    rc = kvmux__cluster_route(c, op, try_only);
+    rc = kvmux__cluster_route(c, op, try_only, now);
     if (rc != 0) {
         op->state = KVMUX__OP_FREE;
         kvmux__op_recycle(c, op);
@@ -447,10 +448,13 @@ out:
 }
 
 /* The one submit path; see the file comment. Exactly one of cb / fut is
- * used, according to kind. */
-static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_ms,
-                        kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
-                        kvmux_future **fut, int try_only, kvmux_handle *handle) {
+ * used, according to kind. now: the monotonic ms the deadline counts
+ * from, < 0 to read the clock here (a cluster hop passes the time its
+ * route was decided at: one clock read per request, not three). */
+static int async_submit_at(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                           kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
+                           kvmux_future **fut, int try_only, kvmux_handle *handle,
+                           int64_t now) {
     if (!c || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT) return KVMUX_EINVAL;
     if (kind == KVMUX__OP_CALLBACK ? !cb : !fut) return KVMUX_EINVAL;
     int64_t tmo = timeout_ms;
@@ -461,6 +465,7 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
     }
     if (c->router)
         return async_submit_routed(c, req, tmo, kind, cb, user_data, fut, try_only, handle);
+    if (now < 0) now = kvmux__now_ms();
 
     /* A value sent fragmented is copied (once) before taking the lock;
      * if the request has to wait in the backlog, that copy is its backlog
@@ -534,7 +539,6 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
         if (kind == KVMUX__OP_FUTURE) op->c = c; /* it outlives its submit */
     }
     /* The clock is read once per submit (the DEADLINE sent is tmo). */
-    int64_t now = kvmux__now_ms();
     int64_t deadline = now + tmo;
     uint64_t h = kind == KVMUX__OP_CALLBACK ? ++c->next_handle : 0;
     if (direct) {
@@ -577,6 +581,12 @@ out:
     return rc;
 }
 
+static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                        kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
+                        kvmux_future **fut, int try_only, kvmux_handle *handle) {
+    return async_submit_at(c, req, timeout_ms, kind, cb, user_data, fut, try_only, handle, -1);
+}
+
 int kvmux_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                      kvmux_reply_cb cb, void *user_data) {
     return async_submit(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, user_data, NULL, 0, NULL);
@@ -590,8 +600,10 @@ int kvmux_call_async_handle(kvmux_client *c, const kvmux_request *req, int timeo
 }
 
 int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,
-                           kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h) {
-    return async_submit(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, ud, NULL, try_only, h);
+                           kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h,
+                           int64_t now) {
+    return async_submit_at(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, ud, NULL, try_only, h,
+                           now);
 }
 
 void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r) {

@@ -575,8 +575,10 @@ int kvmux__cluster_connect(kvmux_client **out, const char *host, uint16_t port,
  * send it to its group's sub-client, or park it (group connecting).
  * Returns 0 (routed: it completes exactly once), or an error without
  * having routed it (KVMUX_EAGAIN: the sub-client's queue is full, or
- * too many ops wait for a connect; try_only: no credit right now). */
-int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only);
+ * too many ops wait for a connect; try_only: no credit right now). now:
+ * the monotonic ms op's deadline was computed from (the hop's timeout
+ * counts from it: no second clock read). */
+int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only, int64_t now);
 /* op (ROUTED) is completing (lock held): leave the router's lists; a
  * sub-request still outstanding is cancelled and its answer dropped. */
 void kvmux__cluster_unroute(kvmux_client *c, kvmux__op *op);
@@ -631,9 +633,11 @@ int kvmux__cb_direct_here(const kvmux_client *c);
  * (its completions wait for that callback); else NULL. Lock held. */
 kvmux_client *kvmux__cb_direct_via(const kvmux_client *c);
 /* Submit a callback request, try_only as kvmux_try_call_async, *h its
- * handle (async.c). */
+ * handle (async.c). Its deadline is now + timeout_ms (now: monotonic ms,
+ * < 0 to read the clock). */
 int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,
-                           kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h);
+                           kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h,
+                           int64_t now);
 /* Close-time: fail c for good (closing, KVMUX_ECLOSED) and wake every
  * caller blocked on it, without freeing anything: a cluster handle does
  * this to its sub-clients before waiting for its own callers (client.c). */

@@ -76,6 +76,9 @@
 /* A hop refused with KVMUX_EAGAIN (the sub-client's queue is full) after
  * the first: tried again this much later, within its deadline. */
 #define CL_EAGAIN_RETRY_MS 1
+/* Finished hops kept for reuse (a hop per request otherwise costs a
+ * calloc and a free); beyond this many they are freed. */
+#define CL_HOP_CACHE 256u
 /* A comma-separated member list. */
 #define CL_EP_MAX (KVMUX_MAP_MAX_MEMBERS * KVMUX_MAP_ADDR_MAX)
 
@@ -109,6 +112,7 @@ typedef struct kvmux__hop {
     kvmux__cgroup *g;
     kvmux_handle h;
     int refresh;
+    struct kvmux__hop *next;       /* on the router's free_hops */
 } kvmux__hop;
 
 typedef struct kvmux__router kvmux__router;
@@ -126,6 +130,8 @@ struct kvmux__router {
     int closing;
     pthread_cond_t gcond;          /* a group's state changed */
     uint64_t rng;                  /* backoff jitter (xorshift64) */
+    kvmux__hop *free_hops;         /* finished hops, for reuse */
+    uint32_t nfree_hops;
     kvmux_options sub_opts;        /* the strings below are its own */
     char *str[7];
 };
@@ -303,20 +309,45 @@ static void cl_unpark(kvmux__router *r, kvmux__op *op) {
 
 static void cl_hop_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *ud);
 
-/* Send op to g's sub-client. Returns 0 (sent, or parked for a retry) or
- * the submit's error (first: returned to the caller). */
-static int cl_send(kvmux_client *c, kvmux__op *op, kvmux__cgroup *g, int64_t left, int first,
-                   int try_only) {
-    kvmux__hop *hop = calloc(1, sizeof *hop);
+/* A zeroed hop for c (lock held), from the cache if it has one; NULL
+ * out of memory. */
+static kvmux__hop *cl_hop_new(kvmux_client *c) {
+    kvmux__router *r = c->router;
+    kvmux__hop *hop = r->free_hops;
+    if (!hop) return calloc(1, sizeof *hop);
+    r->free_hops = hop->next;
+    r->nfree_hops--;
+    memset(hop, 0, sizeof *hop);
+    return hop;
+}
+
+/* A hop done with (lock held): cached up to CL_HOP_CACHE, else freed. */
+static void cl_hop_free(kvmux_client *c, kvmux__hop *hop) {
+    kvmux__router *r = c->router;
+    if (r->nfree_hops >= CL_HOP_CACHE) {
+        free(hop);
+        return;
+    }
+    hop->next = r->free_hops;
+    r->free_hops = hop;
+    r->nfree_hops++;
+}
+
+/* Send op to g's sub-client, left ms from now. Returns 0 (sent, or
+ * parked for a retry) or the submit's error (first: returned to the
+ * caller). */
+static int cl_send(kvmux_client *c, kvmux__op *op, kvmux__cgroup *g, int64_t now, int64_t left,
+                   int first, int try_only) {
+    kvmux__hop *hop = cl_hop_new(c);
     if (!hop) return KVMUX_ENOMEM;
     hop->c = c;
     hop->op = op;
     hop->g = g;
     int tmo = left > INT32_MAX ? INT32_MAX : (int)left;
     int rc = kvmux__async_submit_cb(g->sub, &op->q->req, tmo, cl_hop_cb, hop, first && try_only,
-                                    &hop->h);
+                                    &hop->h, now);
     if (rc != 0) {
-        free(hop);
+        cl_hop_free(c, hop);
         if (rc == KVMUX_EAGAIN && !first) {
             cl_park(c, op, NULL, kvmux__now_ms() + CL_EAGAIN_RETRY_MS);
             return 0;
@@ -328,19 +359,20 @@ static int cl_send(kvmux_client *c, kvmux__op *op, kvmux__cgroup *g, int64_t lef
 }
 
 /* Route op once (lock held). first: the submit itself (errors are
- * returned, nothing completes); else errors complete the op. */
-static int cl_route_once(kvmux_client *c, kvmux__op *op, int first, int try_only) {
+ * returned, nothing completes); else errors complete the op. now: the
+ * monotonic ms, < 0 to read the clock. */
+static int cl_route_once(kvmux_client *c, kvmux__op *op, int first, int try_only, int64_t now) {
     kvmux__router *r = c->router;
-    int64_t now = kvmux__now_ms();
+    if (now < 0) now = kvmux__now_ms();
     int64_t left = op->timer.deadline - now;
     if (left <= 0) return KVMUX_ETIMEDOUT;
     if (r->closing) return KVMUX_ECLOSED;
     kvmux__cgroup *g = cl_group_learn(c, cl_target(r, op), NULL);
     if (!g) return KVMUX_ENOMEM;
-    if (g->state == CG_READY) return cl_send(c, op, g, left, first, try_only);
+    if (g->state == CG_READY) return cl_send(c, op, g, now, left, first, try_only);
     if (g->state == CG_FAILED && now < g->fail_until) return g->fail_code;
     if (g->state != CG_CONNECTING) cl_connect_start(c, g);
-    if (g->state == CG_READY) return cl_send(c, op, g, left, first, try_only);
+    if (g->state == CG_READY) return cl_send(c, op, g, now, left, first, try_only);
     if (g->state == CG_FAILED) return g->fail_code;
     if (first && (try_only || r->nparked >= c->opts.queue_limit)) return KVMUX_EAGAIN;
     cl_park(c, op, g, INT64_MAX);
@@ -350,11 +382,11 @@ static int cl_route_once(kvmux_client *c, kvmux__op *op, int first, int try_only
 /* Route op again (a hop ended, a retry time came, its group connected):
  * an error completes it. Lock held. */
 static void cl_dispatch(kvmux_client *c, kvmux__op *op) {
-    int rc = cl_route_once(c, op, 0, 0);
+    int rc = cl_route_once(c, op, 0, 0, -1);
     if (rc != 0) kvmux__op_finish(c, op, rc, NULL);
 }
 
-int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only) {
+int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only, int64_t now) {
     kvmux__router *r = c->router;
     op->hop = NULL;
     op->rparked = 0;
@@ -363,7 +395,7 @@ int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only) {
     op->backoff_ms = 0;
     op->repoch = 0;
     op->redirects = 0;
-    int rc = cl_route_once(c, op, 1, try_only);
+    int rc = cl_route_once(c, op, 1, try_only, now);
     if (rc != 0) return rc;
     op->rprev = NULL;
     op->rnext = r->routed;
@@ -427,7 +459,7 @@ static void cl_maybe_refresh(kvmux_client *c, kvmux__cgroup *g, uint64_t epoch) 
     kvmux__router *r = c->router;
     if (r->closing || r->refreshing || epoch <= r->map->epoch || epoch <= r->refresh_for) return;
     if (!g || g->state != CG_READY) return;
-    kvmux__hop *hop = calloc(1, sizeof *hop);
+    kvmux__hop *hop = cl_hop_new(c);
     if (!hop) return; /* a later redirect tries again */
     hop->c = c;
     hop->g = g;
@@ -438,8 +470,8 @@ static void cl_maybe_refresh(kvmux_client *c, kvmux__cgroup *g, uint64_t epoch) 
     q.key = "map";
     q.key_len = 3;
     if (kvmux__async_submit_cb(g->sub, &q, c->opts.connect_timeout_ms, cl_hop_cb, hop, 0,
-                               &hop->h) != 0) {
-        free(hop);
+                               &hop->h, -1) != 0) {
+        cl_hop_free(c, hop);
         return;
     }
     r->refresh_for = epoch;
@@ -566,13 +598,13 @@ static void cl_hop_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *u
     pthread_mutex_lock(&c->mu);
     if (hop->refresh) {
         cl_refresh_done(c, result, reply);
-        free(hop);
+        cl_hop_free(c, hop);
         pthread_mutex_unlock(&c->mu);
         return;
     }
     kvmux__op *op = hop->op;
     kvmux__cgroup *from = hop->g;
-    free(hop);
+    cl_hop_free(c, hop);
     if (op) {
         op->hop = NULL;
         if (result == KVMUX_EWRONGSHARD) cl_on_wrong_shard(c, op, from, reply);
@@ -1110,6 +1142,11 @@ void kvmux__cluster_free(kvmux_client *c) {
         free(r->groups[i]);
     }
     for (int i = 0; i < 7; i++) free(r->str[i]);
+    while (r->free_hops) {
+        kvmux__hop *hop = r->free_hops;
+        r->free_hops = hop->next;
+        free(hop);
+    }
     free(r->map);
     pthread_cond_destroy(&r->gcond);
     free(r);
