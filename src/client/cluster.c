@@ -132,6 +132,7 @@ struct kvmux__router {
     uint64_t rng;                  /* backoff jitter (xorshift64) */
     kvmux__hop *free_hops;         /* finished hops, for reuse */
     uint32_t nfree_hops;
+    uint32_t nepoll;               /* event-loop mode: groups in the epoll set */
     kvmux_options sub_opts;        /* the strings below are its own */
     char *str[7];
 };
@@ -938,7 +939,10 @@ static void cl_epoll_sync(kvmux__cgroup *g) {
     ev.data.ptr = g;
     int fd = kvmux_async_fd(g->sub);
     if (!g->in_epoll) {
-        if (epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev) == 0) g->in_epoll = 1;
+        if (epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev) == 0) {
+            g->in_epoll = 1;
+            c->router->nepoll++;
+        }
         return;
     }
     /* A reconnect puts a new socket behind the same descriptor number;
@@ -971,6 +975,7 @@ static void cl_hook_timer(void *d, int64_t ms) {
 static void cl_hook_cleanup(void *d) {
     kvmux__cgroup *g = d;
     if (g->in_epoll && g->sub) (void)epoll_ctl(g->c->fd, EPOLL_CTL_DEL, kvmux_async_fd(g->sub), NULL);
+    if (g->in_epoll) g->c->router->nepoll--;
     g->in_epoll = 0;
     g->events = 0;
     g->timer_at = INT64_MAX;
@@ -1039,7 +1044,28 @@ static void cl_connect_loop(kvmux_client *c, kvmux__cgroup *g) {
     g->fail_until = kvmux__now_ms() + CL_FAIL_HOLD_MS;
 }
 
+/* The one group in the epoll set, or NULL if there are none or several. */
+static kvmux__cgroup *cl_epoll_single(const kvmux__router *r) {
+    if (r->nepoll != 1) return NULL;
+    for (uint32_t i = 0; i < r->ngroups; i++)
+        if (r->groups[i]->in_epoll) return r->groups[i];
+    return NULL;
+}
+
 void kvmux__cluster_loop_read(kvmux_client *c) {
+    /* One socket in the set (one group, the common small cluster): the
+     * set is readable only because that socket has an event it watches,
+     * so it is served without asking the set which -- the nested
+     * epoll_wait was one extra syscall per loop iteration. The set is
+     * level-triggered: readiness not consumed here is reported again. A
+     * handler finding nothing to do costs one failed recv/send. */
+    kvmux__cgroup *one = cl_epoll_single(c->router);
+    uint32_t want = one ? one->events : 0;
+    if (one && one->sub && (want & (EPOLLIN | EPOLLOUT))) {
+        if (want & EPOLLIN) kvmux_async_handle_read(one->sub);
+        if ((want & EPOLLOUT) && one->sub && one->in_epoll) kvmux_async_handle_write(one->sub);
+        return;
+    }
     struct epoll_event ev[64];
     int n = epoll_wait(c->fd, ev, 64, 0);
     for (int i = 0; i < n; i++) {
