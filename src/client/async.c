@@ -109,9 +109,11 @@ static kvmux__op *async_op_alloc(kvmux_client *c) {
     }
     uint8_t *buf = op->buf;
     size_t bufcap = op->bufcap;
+    kvmux__qreq *qspare = op->qspare;
     memset(op, 0, sizeof *op);
     op->buf = buf;
     op->bufcap = bufcap;
+    op->qspare = qspare;
     op->d.in_op = 1;
     op->timer.idx = KVMUX__TIMER_NONE;
     atomic_init(&op->done, 0);
@@ -124,13 +126,25 @@ static void async_op_destroy(kvmux__op *op) {
     free(op->d.reply.value);
     free(op->buf);
     free(op->q);
+    free(op->qspare);
     free(op);
+}
+
+/* A zeroed request record for op (its recycled one if it has it); NULL
+ * out of memory. */
+static kvmux__qreq *async_q_new(kvmux__op *op) {
+    kvmux__qreq *q = op->qspare;
+    if (!q) return calloc(1, sizeof *q);
+    op->qspare = NULL;
+    memset(q, 0, sizeof *q);
+    return q;
 }
 
 void kvmux__op_recycle(kvmux_client *c, kvmux__op *op) {
     free(op->d.reply.value);
     op->d.reply.value = NULL;
-    free(op->q);
+    if (op->q && !op->qspare) op->qspare = op->q; /* the next submit's */
+    else free(op->q);
     op->q = NULL;
     if (op->bufcap > ASYNC_BUF_KEEP) {
         free(op->buf);
@@ -414,7 +428,7 @@ static int async_submit_routed(kvmux_client *c, const kvmux_request *req, int64_
     if (kvmux__theap_reserve(&c->timers, c->timers.n + 1) != 0) goto out;
     kvmux__op *op = async_op_alloc(c);
     if (!op) goto out;
-    if (!(op->q = calloc(1, sizeof *op->q)) || async_copy_req(op, req) != 0) {
+    if (!(op->q = async_q_new(op)) || async_copy_req(op, req) != 0) {
         kvmux__op_recycle(c, op);
         goto out;
     }
@@ -524,7 +538,7 @@ static int async_submit_at(kvmux_client *c, const kvmux_request *req, int timeou
     if (kind == KVMUX__OP_FUTURE || !direct) {
         op = async_op_alloc(c);
         if (!op) goto out;
-        if (!direct && !(op->q = calloc(1, sizeof *op->q))) {
+        if (!direct && !(op->q = async_q_new(op))) {
             kvmux__op_recycle(c, op);
             goto out;
         }

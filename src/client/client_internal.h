@@ -250,6 +250,9 @@ struct kvmux_future {
                                       DONE */
     kvmux__slot *slot;             /* INFLIGHT (a future): the slot it holds */
     kvmux__qreq *q;                /* QUEUED: the request (else NULL) */
+    kvmux__qreq *qspare;           /* a q kept by the recycle for the next
+                                      submit (a calloc and a free less per
+                                      request); never read as a request */
     uint8_t *buf;                  /* QUEUED: copy of key and value (kept
                                       for reuse, up to ASYNC_BUF_KEEP) */
     size_t bufcap;
