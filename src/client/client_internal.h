@@ -604,6 +604,15 @@ int kvmux__cluster_async_connect(kvmux_client **out, const char *host, uint16_t 
  * at now; kvmux_close's first part (ops failed, sub-clients closed). */
 void kvmux__cluster_loop_read(kvmux_client *c);
 void kvmux__cluster_loop_timers(kvmux_client *c, int64_t now);
+/* Event-loop cluster handle, at the end of a handler (loop thread, lock
+ * not held): write what the handle's callbacks just submitted to the
+ * sub-clients now, instead of on the next round of the application's
+ * loop (its writability event on the set). */
+void kvmux__cluster_loop_flush(kvmux_client *c);
+/* Event-loop cluster handle, when its outermost handler ends (loop
+ * thread): put the sub-clients' wishes noted meanwhile into the epoll
+ * set. */
+void kvmux__cluster_loop_sync(kvmux_client *c);
 void kvmux__cluster_loop_shutdown(kvmux_client *c);
 /* loop.c: every handler's epilogue (status, callbacks due, deferred
  * close). */

@@ -100,7 +100,8 @@ typedef struct kvmux__cgroup {
     int64_t fail_until;
     kvmux_client *c;               /* the cluster handle (connect thread) */
     /* event-loop mode: the sub-client's wishes, as its hooks state them */
-    uint32_t events;               /* EPOLLIN | EPOLLOUT watched */
+    uint32_t events;               /* EPOLLIN | EPOLLOUT wanted */
+    uint32_t armed;                /* of them in the epoll set (in_epoll) */
     int in_epoll;                  /* its fd is in the handle's epoll set */
     int64_t timer_at;              /* its timer (monotonic ms), INT64_MAX none */
 } kvmux__cgroup;
@@ -929,10 +930,11 @@ int kvmux__cluster_async_connect(kvmux_client **out, const char *host, uint16_t 
  * addresses only: the loop thread never resolves a name (a group that
  * lists none fails its requests with KVMUX_ECONNECT). */
 
-/* Put g's socket in the epoll set with its wanted events. */
+/* Put g's socket in the epoll set with its wanted events (if they are
+ * not what the set has already). */
 static void cl_epoll_sync(kvmux__cgroup *g) {
     kvmux_client *c = g->c;
-    if (!g->sub) return;
+    if (!g->sub || (g->in_epoll && g->armed == g->events)) return;
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
     ev.events = g->events;
@@ -941,22 +943,27 @@ static void cl_epoll_sync(kvmux__cgroup *g) {
     if (!g->in_epoll) {
         if (epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev) == 0) {
             g->in_epoll = 1;
+            g->armed = g->events;
             c->router->nepoll++;
         }
         return;
     }
     /* A reconnect puts a new socket behind the same descriptor number;
      * epoll dropped the old one when it was closed. */
-    if (epoll_ctl(c->fd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
-        (void)epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev);
+    if (epoll_ctl(c->fd, EPOLL_CTL_MOD, fd, &ev) == 0 ||
+        (errno == ENOENT && epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev) == 0))
+        g->armed = g->events;
 }
 
+/* A sub-client's wish. Inside one of the handle's handlers it is applied
+ * when the outermost one ends (kvmux__cluster_loop_sync): a round that
+ * submits and then flushes (kvmux__cluster_loop_flush) turns writability
+ * on and off again without a syscall. Outside, at once: control goes
+ * back to the application's loop next. */
 static void cl_hook_events(void *d, uint32_t add, uint32_t del) {
     kvmux__cgroup *g = d;
-    uint32_t ev = (g->events | add) & ~del;
-    if (ev == g->events && g->in_epoll) return;
-    g->events = ev;
-    cl_epoll_sync(g);
+    g->events = (g->events | add) & ~del;
+    if (g->c->in_handler == 0) cl_epoll_sync(g);
 }
 
 static void cl_hook_add_read(void *d) { cl_hook_events(d, EPOLLIN, 0); }
@@ -977,6 +984,7 @@ static void cl_hook_cleanup(void *d) {
     if (g->in_epoll && g->sub) (void)epoll_ctl(g->c->fd, EPOLL_CTL_DEL, kvmux_async_fd(g->sub), NULL);
     if (g->in_epoll) g->c->router->nepoll--;
     g->in_epoll = 0;
+    g->armed = 0;
     g->events = 0;
     g->timer_at = INT64_MAX;
 }
@@ -1076,6 +1084,19 @@ void kvmux__cluster_loop_read(kvmux_client *c) {
         if (ev[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) kvmux_async_handle_read(g->sub);
         if (ev[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) kvmux_async_handle_write(g->sub);
     }
+}
+
+void kvmux__cluster_loop_flush(kvmux_client *c) {
+    kvmux__router *r = c->router;
+    for (uint32_t i = 0; i < r->ngroups; i++) {
+        kvmux__cgroup *g = r->groups[i];
+        if (g->sub && (g->events & EPOLLOUT)) kvmux_async_handle_write(g->sub);
+    }
+}
+
+void kvmux__cluster_loop_sync(kvmux_client *c) {
+    kvmux__router *r = c->router;
+    for (uint32_t i = 0; i < r->ngroups; i++) cl_epoll_sync(r->groups[i]);
 }
 
 void kvmux__cluster_loop_timers(kvmux_client *c, int64_t now) {
