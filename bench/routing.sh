@@ -16,19 +16,27 @@
 #   async-cb     1 connection, 64 in flight, kvmux_call_async callbacks
 #   sync-8       1 connection, 8 blocking caller threads
 # Prints a table and one line per shape and op:
-#   routing: SHAPE OP plain=OPS cluster=OPS ratio=R (median of N rounds)
+#   routing: SHAPE OP plain=OPS cluster=OPS ratio=R cpu_ratio=U (median of N rounds)
+# cpu_ratio is the cluster side's client CPU per request over the plain
+# side's (kvmux-bench's client_cpu us_per_op: libkvmux's threads and the
+# load generator): the routing's own cost, which a busy shared machine
+# disturbs much less than it does ops/s.
 # Ratios under ~0.9 on one run are a regression only if a second run
 # agrees: the machine is shared and the rounds are short.
 #
-# Usage: bench/routing.sh [-k KVMUXD] [-d SECONDS] [-r ROUNDS] [-K KEYSPACE] [--quick]
+# Usage: bench/routing.sh [-k KVMUXD] [-d SECONDS] [-r ROUNDS] [-K KEYSPACE] [-s SHAPES]
+#                         [-p PERFDIR] [--quick]
 #   -k  kvmuxd binary (default ./build/kvmuxd; kvmux-bench and kvmux-cli next to it)
 #   -d  seconds per run (default 3; --quick 1)
 #   -r  rounds per side (default 3; --quick 1)
 #   -K  keyspace (default 100000; --quick 2000)
+#   -s  shapes to run, comma-separated (default async-loop,async-cb,sync-8)
+#   -p  profile: each cluster run under `perf record -g`, into
+#       PERFDIR/SHAPE-OP.data (the last round's)
 # Exit status: 0 done; 1 a server did not start or a run failed; 2 usage.
 set -euo pipefail
 
-KVMUXD="" SECS="" ROUNDS="" KEYSPACE="" QUICK=0
+KVMUXD="" SECS="" ROUNDS="" KEYSPACE="" QUICK=0 SHAPES=async-loop,async-cb,sync-8 PERFDIR=""
 usage() { sed -n '/^# Usage:/,/^# Exit status/p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -36,6 +44,8 @@ while [ $# -gt 0 ]; do
     -d) SECS=$2; shift 2 ;;
     -r) ROUNDS=$2; shift 2 ;;
     -K) KEYSPACE=$2; shift 2 ;;
+    -s) SHAPES=$2; shift 2 ;;
+    -p) PERFDIR=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "routing.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
@@ -43,6 +53,12 @@ while [ $# -gt 0 ]; do
 done
 if [ "$QUICK" = 1 ]; then : "${SECS:=1}" "${ROUNDS:=1}" "${KEYSPACE:=2000}"
 else : "${SECS:=3}" "${ROUNDS:=3}" "${KEYSPACE:=100000}"; fi
+for shape in ${SHAPES//,/ }; do
+    case $shape in
+    async-loop | async-cb | sync-8) ;;
+    *) echo "routing.sh: unknown shape '$shape'" >&2; usage >&2; exit 2 ;;
+    esac
+done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 : "${KVMUXD:=$ROOT/build/kvmuxd}"
 BIN=$(dirname "$KVMUXD")
@@ -71,7 +87,7 @@ bench_run_tool /dev/null "$KB" -h "$SEED,$SEED" --op get --preload -k "$KEYSPACE
     --mode async --depth 64 -q || bench_die "preload failed"
 
 jfield() { sed -n "s/.*\"$2\":\([-0-9.]*\).*/\1/p" "$1" | head -1; }
-run() { # SIDE SHAPE OP -> prints ops/s
+run() { # SIDE SHAPE OP -> prints "OPS/S CLIENT-CPU-US/OP"
     local side=$1 shape=$2 op=$3 args=()
     case $shape in
     async-loop) args=(--mode async --depth 64 --driver loop) ;;
@@ -81,33 +97,42 @@ run() { # SIDE SHAPE OP -> prints ops/s
     # An endpoint list of one: the plain side uses the endpoints-mode client
     # the cluster handle runs per group, so the difference is the routing.
     local tgt=(-h "$SEED,$SEED")
+    local wrap=()
     [ "$side" = cluster ] && tgt=(-h 127.0.0.1 -p "$CP" --cluster)
-    bench_run_tool "$BENCH_WORK/r.json" "$KB" "${tgt[@]}" --op "$op" -c 1 "${args[@]}" \
+    [ "$side" = cluster ] && [ -n "$PERFDIR" ] &&
+        wrap=(perf record -q -g -o "$PERFDIR/$shape-$op.data" --)
+    bench_run_tool "$BENCH_WORK/r.json" "${wrap[@]}" "$KB" "${tgt[@]}" --op "$op" -c 1 "${args[@]}" \
         -k "$KEYSPACE" -s 100 -d "$SECS" --json -q || bench_die "kvmux-bench $side $shape $op failed"
     local e; e=$(jfield "$BENCH_WORK/r.json" errors)
     [ "${e:-0}" = 0 ] || bench_die "$side $shape $op: $e errors"
-    jfield "$BENCH_WORK/r.json" ops_per_sec
+    echo "$(jfield "$BENCH_WORK/r.json" ops_per_sec) $(jfield "$BENCH_WORK/r.json" us_per_op)"
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-echo "| shape | op | plain ops/s | cluster ops/s | cluster/plain |"
-echo "|---|---|---:|---:|---:|"
+echo "| shape | op | plain ops/s | cluster ops/s | cluster/plain | plain us/op | cluster us/op | cpu ratio |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 LINES=()
-for shape in async-loop async-cb sync-8; do
+[ -z "$PERFDIR" ] || mkdir -p "$PERFDIR"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
+for shape in ${SHAPES//,/ }; do
     for op in get set; do
-        P=() C=() R=()
+        P=() C=() R=() PU=() CU=() U=()
         for _ in $(seq "$ROUNDS"); do
-            p=$(run plain "$shape" "$op")
-            c=$(run cluster "$shape" "$op")
-            P+=("$p") C+=("$c")
-            R+=("$(awk -v a="$c" -v b="$p" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')")
+            read -r p pu <<<"$(run plain "$shape" "$op")"
+            read -r c cu <<<"$(run cluster "$shape" "$op")"
+            P+=("$p") C+=("$c") PU+=("$pu") CU+=("$cu")
+            R+=("$(ratio "$c" "$p")") U+=("$(ratio "$cu" "$pu")")
         done
         pm=$(printf '%s\n' "${P[@]}" | median)
         cm=$(printf '%s\n' "${C[@]}" | median)
         rm_=$(printf '%s\n' "${R[@]}" | median)
-        printf '| %s | %s | %.0f | %.0f | %.2f |\n' "$shape" "$op" "$pm" "$cm" "$rm_"
-        LINES+=("$(printf 'routing: %s %s plain=%.0f cluster=%.0f ratio=%.2f (median of %d rounds)' \
-            "$shape" "$op" "$pm" "$cm" "$rm_" "$ROUNDS")")
+        pum=$(printf '%s\n' "${PU[@]}" | median)
+        cum=$(printf '%s\n' "${CU[@]}" | median)
+        um=$(printf '%s\n' "${U[@]}" | median)
+        printf '| %s | %s | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f |\n' \
+            "$shape" "$op" "$pm" "$cm" "$rm_" "$pum" "$cum" "$um"
+        LINES+=("$(printf 'routing: %s %s plain=%.0f cluster=%.0f ratio=%.2f cpu_ratio=%.2f (median of %d rounds)' \
+            "$shape" "$op" "$pm" "$cm" "$rm_" "$um" "$ROUNDS")")
     done
 done
 printf '%s\n' "${LINES[@]}"

@@ -815,7 +815,18 @@ int kvmux_cluster_stats(kvmux_client *c, kvmux_cluster_info *out, size_t size);
  * client run one at a time, in completion order, and a slow callback
  * delays other callbacks but not the socket, synchronous callers or
  * futures. In event-loop mode, on the loop thread, from inside
- * kvmux_async_handle_read/_write/_timeout or kvmux_close.
+ * kvmux_async_handle_read/_write/_timeout or kvmux_close. A cluster handle
+ * (kvmux_options.cluster, threaded mode): its callbacks run on its
+ * groups' completion threads, one at a time (a callback whose answer
+ * comes while another of the handle's runs or is queued, and every early
+ * completion -- deadline, cancel, close -- runs on the handle's own
+ * completion thread instead, still one at a time and in completion
+ * order). Such a callback may wait for a future of the same handle
+ * (kvmux_future_wait/_wait_any): the wait itself then does the work of
+ * the group's completion thread it occupies -- that group's answers,
+ * among them the future's, are routed meanwhile, so the wait ends with the
+ * answer, not the future's deadline. Other callbacks of the handle still
+ * wait until that callback returns (one at a time).
  *
  * A callback may call any function of the API on any client, including
  * submitting new requests (no deadlock: no lock is held while it runs) and

@@ -109,9 +109,11 @@ static kvmux__op *async_op_alloc(kvmux_client *c) {
     }
     uint8_t *buf = op->buf;
     size_t bufcap = op->bufcap;
+    kvmux__qreq *qspare = op->qspare;
     memset(op, 0, sizeof *op);
     op->buf = buf;
     op->bufcap = bufcap;
+    op->qspare = qspare;
     op->d.in_op = 1;
     op->timer.idx = KVMUX__TIMER_NONE;
     atomic_init(&op->done, 0);
@@ -124,13 +126,25 @@ static void async_op_destroy(kvmux__op *op) {
     free(op->d.reply.value);
     free(op->buf);
     free(op->q);
+    free(op->qspare);
     free(op);
+}
+
+/* A zeroed request record for op (its recycled one if it has it); NULL
+ * out of memory. */
+static kvmux__qreq *async_q_new(kvmux__op *op) {
+    kvmux__qreq *q = op->qspare;
+    if (!q) return calloc(1, sizeof *q);
+    op->qspare = NULL;
+    memset(q, 0, sizeof *q);
+    return q;
 }
 
 void kvmux__op_recycle(kvmux_client *c, kvmux__op *op) {
     free(op->d.reply.value);
     op->d.reply.value = NULL;
-    free(op->q);
+    if (op->q && !op->qspare) op->qspare = op->q; /* the next submit's */
+    else free(op->q);
     op->q = NULL;
     if (op->bufcap > ASYNC_BUF_KEEP) {
         free(op->buf);
@@ -291,13 +305,7 @@ static void op_complete(kvmux_client *c, kvmux__op *op) {
     if (op->kind == KVMUX__OP_FUTURE) {
         atomic_store_explicit(&op->done, 1, memory_order_release);
         kvmux__waiter *w = op->waiter;
-        if (w) {
-            /* Lock order: client mutex (held) -> waiter mutex. */
-            pthread_mutex_lock(&w->mu);
-            w->fired = 1;
-            pthread_cond_signal(&w->cond);
-            pthread_mutex_unlock(&w->mu);
-        }
+        if (w) kvmux__waiter_fire(w); /* lock order: client mu (held) -> waiter mu */
         return;
     }
     done_push(c, &op->d);
@@ -420,7 +428,7 @@ static int async_submit_routed(kvmux_client *c, const kvmux_request *req, int64_
     if (kvmux__theap_reserve(&c->timers, c->timers.n + 1) != 0) goto out;
     kvmux__op *op = async_op_alloc(c);
     if (!op) goto out;
-    if (!(op->q = calloc(1, sizeof *op->q)) || async_copy_req(op, req) != 0) {
+    if (!(op->q = async_q_new(op)) || async_copy_req(op, req) != 0) {
         kvmux__op_recycle(c, op);
         goto out;
     }
@@ -435,9 +443,10 @@ static int async_submit_routed(kvmux_client *c, const kvmux_request *req, int64_
     } else {
         op->c = c;
     }
-    op->timer.deadline = kvmux__now_ms() + tmo;
+    int64_t now = kvmux__now_ms(); /* the request's one clock read: hops reuse it */
+    op->timer.deadline = now + tmo;
     op->state = KVMUX__OP_ROUTED;
-    rc = kvmux__cluster_route(c, op, try_only);
+    rc = kvmux__cluster_route(c, op, try_only, now);
     if (rc != 0) {
         op->state = KVMUX__OP_FREE;
         kvmux__op_recycle(c, op);
@@ -453,10 +462,13 @@ out:
 }
 
 /* The one submit path; see the file comment. Exactly one of cb / fut is
- * used, according to kind. */
-static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_ms,
-                        kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
-                        kvmux_future **fut, int try_only, kvmux_handle *handle) {
+ * used, according to kind. now: the monotonic ms the deadline counts
+ * from, < 0 to read the clock here (a cluster hop passes the time its
+ * route was decided at: one clock read per request, not three). */
+static int async_submit_at(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                           kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
+                           kvmux_future **fut, int try_only, kvmux_handle *handle,
+                           int64_t now) {
     if (!c || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT) return KVMUX_EINVAL;
     if (kind == KVMUX__OP_CALLBACK ? !cb : !fut) return KVMUX_EINVAL;
     int64_t tmo = timeout_ms;
@@ -467,6 +479,7 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
     }
     if (c->router)
         return async_submit_routed(c, req, tmo, kind, cb, user_data, fut, try_only, handle);
+    if (now < 0) now = kvmux__now_ms();
 
     /* A value sent fragmented is copied (once) before taking the lock;
      * if the request has to wait in the backlog, that copy is its backlog
@@ -525,7 +538,7 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
     if (kind == KVMUX__OP_FUTURE || !direct) {
         op = async_op_alloc(c);
         if (!op) goto out;
-        if (!direct && !(op->q = calloc(1, sizeof *op->q))) {
+        if (!direct && !(op->q = async_q_new(op))) {
             kvmux__op_recycle(c, op);
             goto out;
         }
@@ -540,7 +553,6 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
         if (kind == KVMUX__OP_FUTURE) op->c = c; /* it outlives its submit */
     }
     /* The clock is read once per submit (the DEADLINE sent is tmo). */
-    int64_t now = kvmux__now_ms();
     int64_t deadline = now + tmo;
     uint64_t h = kind == KVMUX__OP_CALLBACK ? ++c->next_handle : 0;
     if (direct) {
@@ -583,6 +595,12 @@ out:
     return rc;
 }
 
+static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                        kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
+                        kvmux_future **fut, int try_only, kvmux_handle *handle) {
+    return async_submit_at(c, req, timeout_ms, kind, cb, user_data, fut, try_only, handle, -1);
+}
+
 int kvmux_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                      kvmux_reply_cb cb, void *user_data) {
     return async_submit(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, user_data, NULL, 0, NULL);
@@ -596,8 +614,10 @@ int kvmux_call_async_handle(kvmux_client *c, const kvmux_request *req, int timeo
 }
 
 int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,
-                           kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h) {
-    return async_submit(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, ud, NULL, try_only, h);
+                           kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h,
+                           int64_t now) {
+    return async_submit_at(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, ud, NULL, try_only, h,
+                           now);
 }
 
 void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r) {
@@ -609,6 +629,43 @@ void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r
         memset(&op->d.reply, 0, sizeof op->d.reply);
     }
     op_complete(c, op);
+}
+
+int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r,
+                            kvmux_client *via) {
+    /* Only while nothing else of c's is running or owed: callbacks stay
+     * one at a time and in completion order. */
+    if (op->kind != KVMUX__OP_CALLBACK || c->mode != KVMUX__MODE_THREADED || c->closing ||
+        c->cb_direct || c->cb_running || c->done_head || c->parked_head != KVMUX__SLOT_NIL)
+        return 0;
+    if (op->state == KVMUX__OP_ROUTED) kvmux__cluster_unroute(c, op);
+    kvmux__theap_remove(&c->timers, &op->timer);
+    op->state = KVMUX__OP_DONE;
+    c->cb_direct = 1;
+    c->cb_direct_thread = pthread_self();
+    c->cb_direct_via = via;
+    pthread_mutex_unlock(&c->mu);
+    /* No lock while user code runs: it may submit, wait or close. */
+    op->d.cb(c, result, r, op->d.user_data);
+    free(r->value);
+    r->value = NULL;
+    pthread_mutex_lock(&c->mu);
+    memset(&op->d.reply, 0, sizeof op->d.reply);
+    kvmux__op_recycle(c, op);
+    c->cb_direct = 0;
+    c->cb_direct_via = NULL;
+    /* The completion thread waits for us if callbacks are owed. */
+    pthread_cond_broadcast(&c->idle_cond);
+    if (kvmux__async_has_done(c)) kvmux__disp_kick(c);
+    return 1;
+}
+
+int kvmux__cb_direct_here(const kvmux_client *c) {
+    return c->cb_direct && pthread_equal(c->cb_direct_thread, pthread_self());
+}
+
+kvmux_client *kvmux__cb_direct_via(const kvmux_client *c) {
+    return kvmux__cb_direct_here(c) ? c->cb_direct_via : NULL;
 }
 
 int kvmux_try_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
@@ -858,6 +915,16 @@ static void async_run_parked(kvmux_client *c) {
 
 void kvmux__async_run_done(kvmux_client *c) {
     pthread_mutex_lock(&c->mu);
+    /* A cluster handle's callback running on a group's completion thread
+     * (kvmux__op_finish_direct) finishes first: one at a time. The
+     * completion thread does not wait here for it but goes back to its
+     * loop -- deadlines and retry times stay serviced (that callback may
+     * be waiting for one); the callback's end kicks it. */
+    if (c->cb_direct) {
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    c->cb_running = 1;
     for (;;) {
         if (!c->done_head) {
             if (c->parked_head == KVMUX__SLOT_NIL) break;
@@ -887,6 +954,7 @@ void kvmux__async_run_done(kvmux_client *c) {
             batch = next;
         }
     }
+    c->cb_running = 0;
     pthread_mutex_unlock(&c->mu);
 }
 

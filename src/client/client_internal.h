@@ -153,6 +153,15 @@ typedef struct kvmux__waiter {
     int fired;
 } kvmux__waiter;
 
+/* Wake w (the caller holds the mutex of the client w is registered
+ * with: lock order client mu -> waiter mu). */
+static inline void kvmux__waiter_fire(kvmux__waiter *w) {
+    pthread_mutex_lock(&w->mu);
+    w->fired = 1;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+}
+
 /* A blocking call's wait record (call.c): lives on the caller's stack
  * from admission to return. The completer (the reader, or a connection
  * failure) writes the result here under the client mutex, frees the slot
@@ -241,6 +250,9 @@ struct kvmux_future {
                                       DONE */
     kvmux__slot *slot;             /* INFLIGHT (a future): the slot it holds */
     kvmux__qreq *q;                /* QUEUED: the request (else NULL) */
+    kvmux__qreq *qspare;           /* a q kept by the recycle for the next
+                                      submit (a calloc and a free less per
+                                      request); never read as a request */
     uint8_t *buf;                  /* QUEUED: copy of key and value (kept
                                       for reuse, up to ASYNC_BUF_KEEP) */
     size_t bufcap;
@@ -386,6 +398,21 @@ struct kvmux_client {
     int close_deferred;            /* kvmux_close ran inside a callback */
     int disp_batching;             /* running a batch of callbacks */
     int kick_deferred;             /* a writer kick waits for the batch end */
+    /* cluster handle: a callback run on a group's completion thread
+     * (kvmux__op_finish_direct), and on which thread; the completion
+     * thread running callbacks (kvmux__async_run_done) */
+    int cb_direct;
+    pthread_t cb_direct_thread;
+    kvmux_client *cb_direct_via;   /* the group's sub-client it runs on */
+    /* threaded: a callback running on our completion thread waits for a
+     * future (future.c) and drives our completions meanwhile; what would
+     * wake this thread (a completion queued, a deadline before
+     * drive_wake_at) wakes that waiter instead */
+    struct kvmux__waiter *drive_waiter;
+    int64_t drive_wake_at;
+    int cb_running;
+    int close_handoff;             /* kvmux_close from a direct callback:
+                                      the completion thread finishes it */
 
     /* ---- event-loop mode (loop.c); the loop thread only ---- */
     kvmux__lstate lstate;
@@ -551,8 +578,10 @@ int kvmux__cluster_connect(kvmux_client **out, const char *host, uint16_t port,
  * send it to its group's sub-client, or park it (group connecting).
  * Returns 0 (routed: it completes exactly once), or an error without
  * having routed it (KVMUX_EAGAIN: the sub-client's queue is full, or
- * too many ops wait for a connect; try_only: no credit right now). */
-int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only);
+ * too many ops wait for a connect; try_only: no credit right now). now:
+ * the monotonic ms op's deadline was computed from (the hop's timeout
+ * counts from it: no second clock read). */
+int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only, int64_t now);
 /* op (ROUTED) is completing (lock held): leave the router's lists; a
  * sub-request still outstanding is cancelled and its answer dropped. */
 void kvmux__cluster_unroute(kvmux_client *c, kvmux__op *op);
@@ -575,6 +604,15 @@ int kvmux__cluster_async_connect(kvmux_client **out, const char *host, uint16_t 
  * at now; kvmux_close's first part (ops failed, sub-clients closed). */
 void kvmux__cluster_loop_read(kvmux_client *c);
 void kvmux__cluster_loop_timers(kvmux_client *c, int64_t now);
+/* Event-loop cluster handle, at the end of a handler (loop thread, lock
+ * not held): write what the handle's callbacks just submitted to the
+ * sub-clients now, instead of on the next round of the application's
+ * loop (its writability event on the set). */
+void kvmux__cluster_loop_flush(kvmux_client *c);
+/* Event-loop cluster handle, when its outermost handler ends (loop
+ * thread): put the sub-clients' wishes noted meanwhile into the epoll
+ * set. */
+void kvmux__cluster_loop_sync(kvmux_client *c);
 void kvmux__cluster_loop_shutdown(kvmux_client *c);
 /* loop.c: every handler's epilogue (status, callbacks due, deferred
  * close). */
@@ -587,10 +625,31 @@ void kvmux__cluster_free(kvmux_client *c);
 /* Complete op (lock held) with result and *r (value moved; r may be
  * NULL), from wherever it waits (async.c). */
 void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r);
+/* As kvmux__op_finish, but the callback runs here and now (lock held on
+ * entry and exit, dropped while it runs) -- a cluster handle's hop answer
+ * on its group's completion thread, saving the hand-off to c's own. Only
+ * for a callback op of a threaded client with no callback of c running
+ * or queued (order and one-at-a-time kept; c's completion thread waits
+ * for it). via: the sub-client whose completion thread this is (a future
+ * wait in the callback drives via's completions, kvmux__disp_drive).
+ * Returns 1 if it did (r's value consumed, op recycled), else 0 with
+ * nothing changed: the caller uses kvmux__op_finish. c may be closing
+ * when it returns 1 (check c->close_handoff). */
+int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r,
+                            kvmux_client *via);
+/* 1 if the calling thread is running one of c's callbacks through
+ * kvmux__op_finish_direct (lock held). */
+int kvmux__cb_direct_here(const kvmux_client *c);
+/* If the calling thread runs one of c's callbacks through
+ * kvmux__op_finish_direct: the sub-client whose completion thread it is
+ * (its completions wait for that callback); else NULL. Lock held. */
+kvmux_client *kvmux__cb_direct_via(const kvmux_client *c);
 /* Submit a callback request, try_only as kvmux_try_call_async, *h its
- * handle (async.c). */
+ * handle (async.c). Its deadline is now + timeout_ms (now: monotonic ms,
+ * < 0 to read the clock). */
 int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,
-                           kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h);
+                           kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h,
+                           int64_t now);
 /* Close-time: fail c for good (closing, KVMUX_ECLOSED) and wake every
  * caller blocked on it, without freeing anything: a cluster handle does
  * this to its sub-clients before waiting for its own callers (client.c). */
@@ -825,6 +884,14 @@ void kvmux__future_destroy(kvmux__op *f);
 int kvmux__disp_start(kvmux_client *c);
 /* Wake the completion thread if it sleeps (new DONE op). */
 void kvmux__disp_kick(kvmux_client *c);
+/* Do one round of c's completion thread's work from that very thread
+ * while it is held in a callback it runs (a cluster handle's callback
+ * waiting for a future whose answer c must deliver; future.c): expire
+ * c's deadlines, run c's owed callbacks (nested: they may run before the
+ * rest of the interrupted batch). No lock held on entry. Returns the
+ * earlier of c's next deadline and cap, which is also c->drive_wake_at
+ * from then on (a new deadline before it fires c->drive_waiter). */
+int64_t kvmux__disp_drive(kvmux_client *c, int64_t cap);
 /* A new deadline: wake the completion thread (threaded) or re-arm the
  * loop's timer (loop mode) if it is earlier than the one awaited. */
 void kvmux__timers_changed(kvmux_client *c, int64_t deadline);

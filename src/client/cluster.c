@@ -15,9 +15,15 @@
  * The hop's callback (on the sub-client's completion thread) takes the
  * handle's mutex and follows WRONG_SHARD at once (the group it names,
  * made from the endpoints it carries if the map does not know it),
- * parks a TRY_AGAIN for a jittered backoff, or completes the op through
- * the ordinary path (op_complete: the handle's own completion thread runs
- * callbacks, one at a time, as on any client; futures complete directly).
+ * parks a TRY_AGAIN for a jittered backoff, or completes the op. A
+ * callback op whose handle has no callback running or queued runs its
+ * callback right there, on the sub-client's completion thread
+ * (kvmux__op_finish_direct: one hand-off per request, not two; the
+ * handle's completion thread waits meanwhile, so callbacks stay one at a
+ * time and in order); otherwise the ordinary path (op_complete: the
+ * handle's own completion thread runs it; futures complete directly). A
+ * kvmux_close from such a callback is finished by the handle's completion
+ * thread (close_handoff), which closes -- joins -- this sub-client first.
  * An op that completes early (deadline, cancel, close) drops its hop: the
  * hop's answer finds no op and is discarded, and the sub-request is
  * cancelled. Every hop's callback runs exactly once (the sub-client's
@@ -70,6 +76,9 @@
 /* A hop refused with KVMUX_EAGAIN (the sub-client's queue is full) after
  * the first: tried again this much later, within its deadline. */
 #define CL_EAGAIN_RETRY_MS 1
+/* Finished hops kept for reuse (a hop per request otherwise costs a
+ * calloc and a free); beyond this many they are freed. */
+#define CL_HOP_CACHE 256u
 /* A comma-separated member list. */
 #define CL_EP_MAX (KVMUX_MAP_MAX_MEMBERS * KVMUX_MAP_ADDR_MAX)
 
@@ -91,7 +100,8 @@ typedef struct kvmux__cgroup {
     int64_t fail_until;
     kvmux_client *c;               /* the cluster handle (connect thread) */
     /* event-loop mode: the sub-client's wishes, as its hooks state them */
-    uint32_t events;               /* EPOLLIN | EPOLLOUT watched */
+    uint32_t events;               /* EPOLLIN | EPOLLOUT wanted */
+    uint32_t armed;                /* of them in the epoll set (in_epoll) */
     int in_epoll;                  /* its fd is in the handle's epoll set */
     int64_t timer_at;              /* its timer (monotonic ms), INT64_MAX none */
 } kvmux__cgroup;
@@ -103,6 +113,7 @@ typedef struct kvmux__hop {
     kvmux__cgroup *g;
     kvmux_handle h;
     int refresh;
+    struct kvmux__hop *next;       /* on the router's free_hops */
 } kvmux__hop;
 
 typedef struct kvmux__router kvmux__router;
@@ -120,6 +131,9 @@ struct kvmux__router {
     int closing;
     pthread_cond_t gcond;          /* a group's state changed */
     uint64_t rng;                  /* backoff jitter (xorshift64) */
+    kvmux__hop *free_hops;         /* finished hops, for reuse */
+    uint32_t nfree_hops;
+    uint32_t nepoll;               /* event-loop mode: groups in the epoll set */
     kvmux_options sub_opts;        /* the strings below are its own */
     char *str[7];
 };
@@ -297,20 +311,45 @@ static void cl_unpark(kvmux__router *r, kvmux__op *op) {
 
 static void cl_hop_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *ud);
 
-/* Send op to g's sub-client. Returns 0 (sent, or parked for a retry) or
- * the submit's error (first: returned to the caller). */
-static int cl_send(kvmux_client *c, kvmux__op *op, kvmux__cgroup *g, int64_t left, int first,
-                   int try_only) {
-    kvmux__hop *hop = calloc(1, sizeof *hop);
+/* A zeroed hop for c (lock held), from the cache if it has one; NULL
+ * out of memory. */
+static kvmux__hop *cl_hop_new(kvmux_client *c) {
+    kvmux__router *r = c->router;
+    kvmux__hop *hop = r->free_hops;
+    if (!hop) return calloc(1, sizeof *hop);
+    r->free_hops = hop->next;
+    r->nfree_hops--;
+    memset(hop, 0, sizeof *hop);
+    return hop;
+}
+
+/* A hop done with (lock held): cached up to CL_HOP_CACHE, else freed. */
+static void cl_hop_free(kvmux_client *c, kvmux__hop *hop) {
+    kvmux__router *r = c->router;
+    if (r->nfree_hops >= CL_HOP_CACHE) {
+        free(hop);
+        return;
+    }
+    hop->next = r->free_hops;
+    r->free_hops = hop;
+    r->nfree_hops++;
+}
+
+/* Send op to g's sub-client, left ms from now. Returns 0 (sent, or
+ * parked for a retry) or the submit's error (first: returned to the
+ * caller). */
+static int cl_send(kvmux_client *c, kvmux__op *op, kvmux__cgroup *g, int64_t now, int64_t left,
+                   int first, int try_only) {
+    kvmux__hop *hop = cl_hop_new(c);
     if (!hop) return KVMUX_ENOMEM;
     hop->c = c;
     hop->op = op;
     hop->g = g;
     int tmo = left > INT32_MAX ? INT32_MAX : (int)left;
     int rc = kvmux__async_submit_cb(g->sub, &op->q->req, tmo, cl_hop_cb, hop, first && try_only,
-                                    &hop->h);
+                                    &hop->h, now);
     if (rc != 0) {
-        free(hop);
+        cl_hop_free(c, hop);
         if (rc == KVMUX_EAGAIN && !first) {
             cl_park(c, op, NULL, kvmux__now_ms() + CL_EAGAIN_RETRY_MS);
             return 0;
@@ -322,19 +361,20 @@ static int cl_send(kvmux_client *c, kvmux__op *op, kvmux__cgroup *g, int64_t lef
 }
 
 /* Route op once (lock held). first: the submit itself (errors are
- * returned, nothing completes); else errors complete the op. */
-static int cl_route_once(kvmux_client *c, kvmux__op *op, int first, int try_only) {
+ * returned, nothing completes); else errors complete the op. now: the
+ * monotonic ms, < 0 to read the clock. */
+static int cl_route_once(kvmux_client *c, kvmux__op *op, int first, int try_only, int64_t now) {
     kvmux__router *r = c->router;
-    int64_t now = kvmux__now_ms();
+    if (now < 0) now = kvmux__now_ms();
     int64_t left = op->timer.deadline - now;
     if (left <= 0) return KVMUX_ETIMEDOUT;
     if (r->closing) return KVMUX_ECLOSED;
     kvmux__cgroup *g = cl_group_learn(c, cl_target(r, op), NULL);
     if (!g) return KVMUX_ENOMEM;
-    if (g->state == CG_READY) return cl_send(c, op, g, left, first, try_only);
+    if (g->state == CG_READY) return cl_send(c, op, g, now, left, first, try_only);
     if (g->state == CG_FAILED && now < g->fail_until) return g->fail_code;
     if (g->state != CG_CONNECTING) cl_connect_start(c, g);
-    if (g->state == CG_READY) return cl_send(c, op, g, left, first, try_only);
+    if (g->state == CG_READY) return cl_send(c, op, g, now, left, first, try_only);
     if (g->state == CG_FAILED) return g->fail_code;
     if (first && (try_only || r->nparked >= c->opts.queue_limit)) return KVMUX_EAGAIN;
     cl_park(c, op, g, INT64_MAX);
@@ -344,11 +384,11 @@ static int cl_route_once(kvmux_client *c, kvmux__op *op, int first, int try_only
 /* Route op again (a hop ended, a retry time came, its group connected):
  * an error completes it. Lock held. */
 static void cl_dispatch(kvmux_client *c, kvmux__op *op) {
-    int rc = cl_route_once(c, op, 0, 0);
+    int rc = cl_route_once(c, op, 0, 0, -1);
     if (rc != 0) kvmux__op_finish(c, op, rc, NULL);
 }
 
-int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only) {
+int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only, int64_t now) {
     kvmux__router *r = c->router;
     op->hop = NULL;
     op->rparked = 0;
@@ -357,7 +397,7 @@ int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only) {
     op->backoff_ms = 0;
     op->repoch = 0;
     op->redirects = 0;
-    int rc = cl_route_once(c, op, 1, try_only);
+    int rc = cl_route_once(c, op, 1, try_only, now);
     if (rc != 0) return rc;
     op->rprev = NULL;
     op->rnext = r->routed;
@@ -421,7 +461,7 @@ static void cl_maybe_refresh(kvmux_client *c, kvmux__cgroup *g, uint64_t epoch) 
     kvmux__router *r = c->router;
     if (r->closing || r->refreshing || epoch <= r->map->epoch || epoch <= r->refresh_for) return;
     if (!g || g->state != CG_READY) return;
-    kvmux__hop *hop = calloc(1, sizeof *hop);
+    kvmux__hop *hop = cl_hop_new(c);
     if (!hop) return; /* a later redirect tries again */
     hop->c = c;
     hop->g = g;
@@ -432,8 +472,8 @@ static void cl_maybe_refresh(kvmux_client *c, kvmux__cgroup *g, uint64_t epoch) 
     q.key = "map";
     q.key_len = 3;
     if (kvmux__async_submit_cb(g->sub, &q, c->opts.connect_timeout_ms, cl_hop_cb, hop, 0,
-                               &hop->h) != 0) {
-        free(hop);
+                               &hop->h, -1) != 0) {
+        cl_hop_free(c, hop);
         return;
     }
     r->refresh_for = epoch;
@@ -555,25 +595,28 @@ static void cl_on_try_again(kvmux_client *c, kvmux__op *op) {
 
 /* Every hop's one answer (the sub-client's completion thread). */
 static void cl_hop_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *ud) {
-    (void)sub;
     kvmux__hop *hop = ud;
     kvmux_client *c = hop->c;
     pthread_mutex_lock(&c->mu);
     if (hop->refresh) {
         cl_refresh_done(c, result, reply);
-        free(hop);
+        cl_hop_free(c, hop);
         pthread_mutex_unlock(&c->mu);
         return;
     }
     kvmux__op *op = hop->op;
     kvmux__cgroup *from = hop->g;
-    free(hop);
+    cl_hop_free(c, hop);
     if (op) {
         op->hop = NULL;
         if (result == KVMUX_EWRONGSHARD) cl_on_wrong_shard(c, op, from, reply);
         else if (result == KVMUX_ETRYAGAIN) cl_on_try_again(c, op);
-        else kvmux__op_finish(c, op, result, reply);
+        else if (!kvmux__op_finish_direct(c, op, result, reply, sub))
+            kvmux__op_finish(c, op, result, reply);
     }
+    /* A close from that callback was handed to c's completion thread,
+     * which frees c only after closing this sub-client (joining this
+     * thread): c is still valid here. */
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -887,31 +930,40 @@ int kvmux__cluster_async_connect(kvmux_client **out, const char *host, uint16_t 
  * addresses only: the loop thread never resolves a name (a group that
  * lists none fails its requests with KVMUX_ECONNECT). */
 
-/* Put g's socket in the epoll set with its wanted events. */
+/* Put g's socket in the epoll set with its wanted events (if they are
+ * not what the set has already). */
 static void cl_epoll_sync(kvmux__cgroup *g) {
     kvmux_client *c = g->c;
-    if (!g->sub) return;
+    if (!g->sub || (g->in_epoll && g->armed == g->events)) return;
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
     ev.events = g->events;
     ev.data.ptr = g;
     int fd = kvmux_async_fd(g->sub);
     if (!g->in_epoll) {
-        if (epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev) == 0) g->in_epoll = 1;
+        if (epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev) == 0) {
+            g->in_epoll = 1;
+            g->armed = g->events;
+            c->router->nepoll++;
+        }
         return;
     }
     /* A reconnect puts a new socket behind the same descriptor number;
      * epoll dropped the old one when it was closed. */
-    if (epoll_ctl(c->fd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
-        (void)epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev);
+    if (epoll_ctl(c->fd, EPOLL_CTL_MOD, fd, &ev) == 0 ||
+        (errno == ENOENT && epoll_ctl(c->fd, EPOLL_CTL_ADD, fd, &ev) == 0))
+        g->armed = g->events;
 }
 
+/* A sub-client's wish. Inside one of the handle's handlers it is applied
+ * when the outermost one ends (kvmux__cluster_loop_sync): a round that
+ * submits and then flushes (kvmux__cluster_loop_flush) turns writability
+ * on and off again without a syscall. Outside, at once: control goes
+ * back to the application's loop next. */
 static void cl_hook_events(void *d, uint32_t add, uint32_t del) {
     kvmux__cgroup *g = d;
-    uint32_t ev = (g->events | add) & ~del;
-    if (ev == g->events && g->in_epoll) return;
-    g->events = ev;
-    cl_epoll_sync(g);
+    g->events = (g->events | add) & ~del;
+    if (g->c->in_handler == 0) cl_epoll_sync(g);
 }
 
 static void cl_hook_add_read(void *d) { cl_hook_events(d, EPOLLIN, 0); }
@@ -930,7 +982,9 @@ static void cl_hook_timer(void *d, int64_t ms) {
 static void cl_hook_cleanup(void *d) {
     kvmux__cgroup *g = d;
     if (g->in_epoll && g->sub) (void)epoll_ctl(g->c->fd, EPOLL_CTL_DEL, kvmux_async_fd(g->sub), NULL);
+    if (g->in_epoll) g->c->router->nepoll--;
     g->in_epoll = 0;
+    g->armed = 0;
     g->events = 0;
     g->timer_at = INT64_MAX;
 }
@@ -998,7 +1052,28 @@ static void cl_connect_loop(kvmux_client *c, kvmux__cgroup *g) {
     g->fail_until = kvmux__now_ms() + CL_FAIL_HOLD_MS;
 }
 
+/* The one group in the epoll set, or NULL if there are none or several. */
+static kvmux__cgroup *cl_epoll_single(const kvmux__router *r) {
+    if (r->nepoll != 1) return NULL;
+    for (uint32_t i = 0; i < r->ngroups; i++)
+        if (r->groups[i]->in_epoll) return r->groups[i];
+    return NULL;
+}
+
 void kvmux__cluster_loop_read(kvmux_client *c) {
+    /* One socket in the set (one group, the common small cluster): the
+     * set is readable only because that socket has an event it watches,
+     * so it is served without asking the set which -- the nested
+     * epoll_wait was one extra syscall per loop iteration. The set is
+     * level-triggered: readiness not consumed here is reported again. A
+     * handler finding nothing to do costs one failed recv/send. */
+    kvmux__cgroup *one = cl_epoll_single(c->router);
+    uint32_t want = one ? one->events : 0;
+    if (one && one->sub && (want & (EPOLLIN | EPOLLOUT))) {
+        if (want & EPOLLIN) kvmux_async_handle_read(one->sub);
+        if ((want & EPOLLOUT) && one->sub && one->in_epoll) kvmux_async_handle_write(one->sub);
+        return;
+    }
     struct epoll_event ev[64];
     int n = epoll_wait(c->fd, ev, 64, 0);
     for (int i = 0; i < n; i++) {
@@ -1009,6 +1084,19 @@ void kvmux__cluster_loop_read(kvmux_client *c) {
         if (ev[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) kvmux_async_handle_read(g->sub);
         if (ev[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) kvmux_async_handle_write(g->sub);
     }
+}
+
+void kvmux__cluster_loop_flush(kvmux_client *c) {
+    kvmux__router *r = c->router;
+    for (uint32_t i = 0; i < r->ngroups; i++) {
+        kvmux__cgroup *g = r->groups[i];
+        if (g->sub && (g->events & EPOLLOUT)) kvmux_async_handle_write(g->sub);
+    }
+}
+
+void kvmux__cluster_loop_sync(kvmux_client *c) {
+    kvmux__router *r = c->router;
+    for (uint32_t i = 0; i < r->ngroups; i++) cl_epoll_sync(r->groups[i]);
 }
 
 void kvmux__cluster_loop_timers(kvmux_client *c, int64_t now) {
@@ -1054,6 +1142,16 @@ void kvmux__cluster_close(kvmux_client *c) {
     pthread_mutex_lock(&c->mu);
     router_begin_close(c);
     pthread_cond_broadcast(&r->gcond);
+    if (kvmux__cb_direct_here(c)) {
+        /* From a callback on a group's completion thread, which cannot
+         * close its own sub-client and wait for it: c's completion thread
+         * (started by the submit whose callback this is) does the rest,
+         * as for a close from one of its own callbacks. */
+        c->close_handoff = 1;
+        kvmux__disp_kick(c);
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
     pthread_mutex_unlock(&c->mu);
     /* Closing: the group table does not change any more. Connect threads
      * finish (a sub-client they made is closed by them). */
@@ -1091,6 +1189,11 @@ void kvmux__cluster_free(kvmux_client *c) {
         free(r->groups[i]);
     }
     for (int i = 0; i < 7; i++) free(r->str[i]);
+    while (r->free_hops) {
+        kvmux__hop *hop = r->free_hops;
+        r->free_hops = hop->next;
+        free(hop);
+    }
     free(r->map);
     pthread_cond_destroy(&r->gcond);
     free(r);

@@ -76,17 +76,31 @@ static void *disp_main(void *arg) {
     pthread_mutex_lock(&c->mu);
     for (;;) {
         kvmux__async_expire(c, kvmux__now_ms());
-        if (kvmux__async_has_done(c)) {
+        int owed = kvmux__async_has_done(c);
+        if (owed && !c->cb_direct) {
             pthread_mutex_unlock(&c->mu);
             kvmux__async_run_done(c);
             pthread_mutex_lock(&c->mu);
             continue;
         }
-        if (c->close_deferred) {
+        if (c->close_handoff) {
+            /* kvmux_close from a cluster handle's callback on a group's
+             * completion thread: finished here, as if from ours (it
+             * returns with close_deferred set). */
+            c->close_handoff = 0;
+            pthread_mutex_unlock(&c->mu);
+            kvmux__cluster_close(c);
+            pthread_mutex_lock(&c->mu);
+            continue;
+        }
+        if (c->close_deferred && !owed) {
             disp_finish_close(c);
             return NULL;
         }
-        if (c->closing) break; /* kvmux_close joins us */
+        /* Callbacks owed wait for a cluster handle's callback running on
+         * a group's thread (kvmux__op_finish_direct kicks us when it
+         * ends); deadlines are still serviced meanwhile. */
+        if (c->closing && !owed) break; /* kvmux_close joins us */
         /* Never sleep past now + the default request timeout, even with
          * no deadline pending: a request then submitted with the default
          * timeout always expires after our wakeup, so the common submit
@@ -112,10 +126,31 @@ int kvmux__disp_start(kvmux_client *c) {
 }
 
 void kvmux__disp_kick(kvmux_client *c) {
+    if (c->drive_waiter) kvmux__waiter_fire(c->drive_waiter);
     if (c->disp_idle) {
         c->disp_idle = 0;
         pthread_cond_signal(&c->disp_cond);
     }
+}
+
+int64_t kvmux__disp_drive(kvmux_client *c, int64_t cap) {
+    pthread_mutex_lock(&c->mu);
+    if (c->kick_deferred) {
+        /* Requests submitted from the interrupted batch (the awaited
+         * one among them) go now, not at its end. */
+        c->kick_deferred = 0;
+        kvmux__writer_kick(c);
+    }
+    kvmux__async_expire(c, kvmux__now_ms());
+    int owed = kvmux__async_has_done(c);
+    pthread_mutex_unlock(&c->mu);
+    if (owed) kvmux__async_run_done(c);
+    pthread_mutex_lock(&c->mu);
+    int64_t next = kvmux__async_next_deadline(c);
+    if (next > cap) next = cap;
+    c->drive_wake_at = next;
+    pthread_mutex_unlock(&c->mu);
+    return next;
 }
 
 void kvmux__timers_changed(kvmux_client *c, int64_t deadline) {
@@ -125,6 +160,7 @@ void kvmux__timers_changed(kvmux_client *c, int64_t deadline) {
     }
     /* Only an idle thread sleeping past the new deadline needs waking; a
      * busy one recomputes its sleep before it sleeps. */
+    if (c->drive_waiter && deadline < c->drive_wake_at) kvmux__waiter_fire(c->drive_waiter);
     if (c->disp_idle && deadline < c->disp_wake_at) {
         c->disp_idle = 0;
         pthread_cond_signal(&c->disp_cond);

@@ -56,6 +56,44 @@ static size_t future_first_done(kvmux_future *const *fs, size_t n) {
     return n;
 }
 
+/* Sleep on w until it fires or until (monotonic ms). */
+static void future_sleep(kvmux__waiter *w, int64_t until) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)(until / 1000);
+    ts.tv_nsec = (long)(until % 1000) * 1000000L;
+    pthread_mutex_lock(&w->mu);
+    while (!w->fired) {
+        if (pthread_cond_timedwait(&w->cond, &w->mu, &ts) == ETIMEDOUT) break;
+    }
+    w->fired = 0;
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* The wait of a cluster handle's callback that runs on via's completion
+ * thread (via: one of its groups' sub-clients, kvmux__op_finish_direct).
+ * That thread's own work -- among it the hop answers that complete these
+ * futures -- would wait for the callback, so the wait does it: via's
+ * completions and deadlines run here until a future of fs is complete or
+ * until deadline. w (registered with the futures) is also what via's
+ * kicks fire meanwhile, so nothing is slept through. */
+static void future_drive_wait(kvmux_future *const *fs, size_t n, kvmux_client *via,
+                              kvmux__waiter *w, int64_t deadline) {
+    pthread_mutex_lock(&via->mu);
+    kvmux__waiter *outer = via->drive_waiter; /* none: nothing nests here */
+    int64_t outer_at = via->drive_wake_at;
+    via->drive_waiter = w;
+    pthread_mutex_unlock(&via->mu);
+    for (;;) {
+        int64_t until = kvmux__disp_drive(via, deadline);
+        if (future_first_done(fs, n) < n || kvmux__now_ms() >= deadline) break;
+        future_sleep(w, until);
+    }
+    pthread_mutex_lock(&via->mu);
+    via->drive_waiter = outer;
+    via->drive_wake_at = outer_at;
+    pthread_mutex_unlock(&via->mu);
+}
+
 /* Unregister w from fs[0..end): every future whose waiter is w. */
 static void future_unregister(kvmux_future *const *fs, size_t end, kvmux__waiter *w) {
     kvmux_client *locked = NULL;
@@ -106,7 +144,7 @@ int kvmux_future_wait_any(kvmux_future *const *fs, size_t n, int timeout_ms, siz
      * completed meanwhile ends registration: no need to sleep. */
     int rc = 0, found = 0;
     int64_t latest = 0;
-    kvmux_client *locked = NULL;
+    kvmux_client *locked = NULL, *via = NULL;
     size_t end = 0;
     for (; end < n; end++) {
         kvmux__op *f = fs[end];
@@ -115,6 +153,7 @@ int kvmux_future_wait_any(kvmux_future *const *fs, size_t n, int timeout_ms, siz
             if (locked) pthread_mutex_unlock(&locked->mu);
             locked = f->c;
             pthread_mutex_lock(&locked->mu);
+            if (!via) via = kvmux__cb_direct_via(locked);
         }
         if (future_done(f)) {
             found = 1;
@@ -141,14 +180,8 @@ int kvmux_future_wait_any(kvmux_future *const *fs, size_t n, int timeout_ms, siz
         int64_t deadline = timeout_ms == KVMUX_TIMEOUT_DEFAULT
                                ? latest + FUTURE_GRACE_MS
                                : kvmux__now_ms() + timeout_ms;
-        struct timespec ts;
-        ts.tv_sec = (time_t)(deadline / 1000);
-        ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
-        pthread_mutex_lock(&w.mu);
-        while (!w.fired) {
-            if (pthread_cond_timedwait(&w.cond, &w.mu, &ts) == ETIMEDOUT) break;
-        }
-        pthread_mutex_unlock(&w.mu);
+        if (via) future_drive_wait(fs, n, via, &w, deadline);
+        else future_sleep(&w, deadline);
     }
     future_unregister(fs, end, &w);
     pthread_cond_destroy(&w.cond);

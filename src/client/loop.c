@@ -276,6 +276,14 @@ void kvmux__loop_leave(kvmux_client *c) {
     pthread_mutex_unlock(&c->mu);
     if (due && c->status_cb) c->status_cb(c, code, c->status_ud);
     kvmux__async_run_done(c);
+    if (c->router && !c->close_deferred) {
+        /* What those callbacks submitted goes out now (one write per
+         * sub-client for the batch); a write that fails completes
+         * requests, whose callbacks run here too. */
+        kvmux__cluster_loop_flush(c);
+        kvmux__async_run_done(c);
+        if (c->in_handler == 1 && !c->close_deferred) kvmux__cluster_loop_sync(c);
+    }
     c->in_handler--;
     if (c->in_handler == 0 && c->close_deferred) loop_destroy(c);
 }

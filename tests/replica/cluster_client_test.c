@@ -19,7 +19,8 @@
  *             parked and redirected requests; an unassigned slot
  *             (KVMUX_EWRONGSHARD); kill -9 of a group: its
  *             requests fail within their deadline, the others' succeed;
- *             kvmux_close with requests parked.
+ *             kvmux_close with requests parked; a callback waiting for a
+ *             future (and a blocking call) of its own handle.
  *   loop      event-loop mode through the libuv adapter: the routing test
  *             on the handle's one fd, a group leader killed, a new map
  *             (redirects, one refresh), futures, cancel, close, a group
@@ -794,6 +795,126 @@ static void faults_close_in_callback(const rgroup *g) {
     test_sleep_ms(100); /* the completion thread frees the handle */
 }
 
+/* Callbacks of one handle never overlap, whichever group answers (they
+ * run on the groups' completion threads, one at a time), each runs once,
+ * and a callback may submit to its own handle (no lock it holds is one a
+ * submit needs); then a close from a callback with other groups'
+ * requests in flight. */
+static atomic_int ser_inside, ser_overlap, ser_calls, ser_resubmits, ser_closes;
+
+static void serial_cb(kvmux_client *c, int result, kvmux_reply *reply, void *ud) {
+    (void)reply;
+    (void)result;
+    if (atomic_fetch_add(&ser_inside, 1) != 0) atomic_fetch_add(&ser_overlap, 1);
+    for (volatile int i = 0; i < 2000; i++) {
+    } /* widen the window another group's answer could overlap */
+    if (ud == (void *)1 && atomic_load(&ser_resubmits) < 100) {
+        kvmux_request r;
+        memset(&r, 0, sizeof r);
+        r.op = KVMUX_GET;
+        r.key = "resubmit";
+        r.key_len = 8;
+        if (kvmux_call_async(c, &r, 3000, serial_cb, NULL) == 0)
+            atomic_fetch_add(&ser_resubmits, 1);
+    }
+    atomic_fetch_sub(&ser_inside, 1);
+    if (ud == (void *)2 && atomic_fetch_add(&ser_closes, 1) == 0) kvmux_close(c);
+    atomic_fetch_add(&ser_calls, 1);
+}
+
+static void faults_callbacks_serial(const rgroup *g, void *tag, int n) {
+    char seed[64], k[32];
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[0].cport[0]);
+    kvmux_client *c = NULL;
+    REQUIRE(cluster_open(&c, seed, 3000) == 0);
+    atomic_store(&ser_inside, 0);
+    atomic_store(&ser_overlap, 0);
+    atomic_store(&ser_calls, 0);
+    atomic_store(&ser_resubmits, 0);
+    atomic_store(&ser_closes, 0);
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_GET;
+    r.key = k;
+    int ok = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(k, sizeof k, "k%d", i); /* slots all over: every group */
+        r.key_len = strlen(k);
+        if (kvmux_call_async(c, &r, 3000, serial_cb, tag) == 0) ok++;
+    }
+    CHECK_EQ(ok, n);
+    for (int w = 0; w < 10000 && atomic_load(&ser_calls) < ok + atomic_load(&ser_resubmits);
+         w++)
+        test_sleep_ms(1);
+    test_sleep_ms(50); /* nothing more arrives */
+    CHECK_EQ(atomic_load(&ser_calls), ok + atomic_load(&ser_resubmits));
+    CHECK_EQ(atomic_load(&ser_overlap), 0);
+    if (tag == (void *)2) {
+        CHECK_EQ(atomic_load(&ser_closes), n);
+        test_sleep_ms(100); /* the completion thread frees the handle */
+    } else {
+        kvmux_close(c);
+    }
+}
+
+/* A callback that waits for a future of its own handle (same key, so the
+ * same group: its answer is due on the group's completion thread, which
+ * may be the one running the callback). The wait must end with the
+ * future's answer, not its deadline; and a callback's blocking call on
+ * the handle works too. Rounds one at a time, so that the callback runs
+ * on a group's thread (nothing else of the handle's queued). */
+static atomic_int fw_calls, fw_bad;
+
+static void future_wait_cb(kvmux_client *c, int result, kvmux_reply *reply, void *ud) {
+    (void)reply;
+    (void)ud;
+    if (result != 0 && result != KVMUX_ENOTFOUND) atomic_fetch_add(&fw_bad, 1);
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_GET;
+    r.key = "fwait";
+    r.key_len = 5;
+    kvmux_future *f = NULL;
+    if (kvmux_call_future(c, &r, 4000, &f) != 0) {
+        atomic_fetch_add(&fw_bad, 1);
+    } else {
+        /* Well inside the future's deadline: a stalled wait times out. */
+        int rc = kvmux_future_wait(f, 2000);
+        int res = rc == 0 ? kvmux_future_result(f, NULL) : rc;
+        if (res != 0 && res != KVMUX_ENOTFOUND) {
+            fprintf(stderr, "future wait in callback: wait %d result %d\n", rc, res);
+            atomic_fetch_add(&fw_bad, 1);
+        }
+        kvmux_future_free(f);
+    }
+    kvmux_reply rep;
+    int rc = kvmux_call(c, &r, &rep, 2000);
+    if (rc != 0 && rc != KVMUX_ENOTFOUND) atomic_fetch_add(&fw_bad, 1);
+    if (rc == 0) kvmux_reply_free(&rep);
+    atomic_fetch_add(&fw_calls, 1);
+}
+
+static void faults_future_wait_in_callback(const rgroup *g) {
+    char seed[64];
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[0].cport[0]);
+    kvmux_client *c = NULL;
+    REQUIRE(cluster_open(&c, seed, 3000) == 0);
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = KVMUX_GET;
+    r.key = "fwait";
+    r.key_len = 5;
+    atomic_store(&fw_calls, 0);
+    atomic_store(&fw_bad, 0);
+    for (int i = 0; i < 5 && atomic_load(&fw_bad) == 0; i++) {
+        CHECK_EQ(kvmux_call_async(c, &r, 8000, future_wait_cb, NULL), 0);
+        for (int w = 0; w < 10000 && atomic_load(&fw_calls) <= i; w++) test_sleep_ms(1);
+        CHECK_EQ(atomic_load(&fw_calls), i + 1);
+    }
+    CHECK_EQ(atomic_load(&fw_bad), 0);
+    kvmux_close(c);
+}
+
 static void scenario_faults(void) {
     static rgroup g[3];
     static const int members[3] = {1, 1, 1};
@@ -805,6 +926,9 @@ static void scenario_faults(void) {
     faults_unassigned(g, lines);
     faults_redirected_cancel(g, lines);
     faults_close_in_callback(g);
+    faults_future_wait_in_callback(g);
+    faults_callbacks_serial(g, (void *)1, 300);
+    faults_callbacks_serial(g, (void *)2, 300);
     faults_kill(g);
     for (int j = 0; j < 3; j++) rgroup_stop(&g[j]);
 }
