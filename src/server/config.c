@@ -77,6 +77,7 @@ void kvmux_server_config_init(kvmux_server_config *c) {
     c->requirepass = NULL;
     c->requirepass_file = NULL;
     c->protected_mode = 1;
+    c->migrate_thread = 1;
     c->log_level = KVMUX_LOG_INFO;
     c->slowlog_threshold_us = 10000;
     c->slowlog_max_len = 128;
@@ -209,6 +210,7 @@ static int validate_cluster_map(const kvmux_server_config *c, char *err, size_t 
         return kvmux_errf(err, errlen, "--cluster-map-group and --cluster-map exclude each "
                     "other: the map group holds the map itself");
     if (validate_cluster_map_tls(c, err, errlen) != 0) return -1;
+    if (c->migrate_thread > 1) return kvmux_errf(err, errlen, "--migrate-thread must be yes or no");
     if (!c->cluster_map) return 0;
     if (!c->cluster_group)
         return kvmux_errf(err, errlen, "--cluster-map needs --cluster-group");
@@ -496,6 +498,7 @@ static const opt options[] = {
     {"--cluster-group", OPT_U32, OFF(cluster_group), "ID     cluster mode: this group's id 1..65535 in the slot map (0 = none)", R_NO},
     {"--cluster-map-group", OPT_FLAG, OFF(cluster_map_group), "       this group is the cluster's map group: it holds the slot map", R_NO},
     {"--cluster-map", OPT_STR, OFF(cluster_map), "LIST   the map group's members host:port,...: the leader installs its maps (none)", R_NO},
+    {"--migrate-thread", OPT_YESNO, OFF(migrate_thread), "yes|no with --cluster-map: the leader drives the slot migrations of its group (yes)", R_NO},
     {"--cluster-map-tls", OPT_YESNO, OFF(cluster_map_tls), "yes|no reach the map group over TLS (no)", R_NO},
     {"--cluster-map-tls-ca", OPT_STR, OFF(cluster_map_tls_ca), "PATH   CA the map group's certificates chain to (--tls-ca, else --peer-tls-ca)", R_NO},
     {"--cluster-map-tls-cert", OPT_STR, OFF(cluster_map_tls_cert), "PATH   client certificate for the map group (--tls-cert)", R_NO},

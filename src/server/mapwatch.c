@@ -408,6 +408,14 @@ int kvmux__mapwatch_start(kvmux_server *s, const kvmux_server_config *cfg, char 
     return 0;
 }
 
+int kvmux__mapwatch_connect(kvmux_server *s, const char *endpoints, const char *name,
+                            struct kvmux_client **out) {
+    struct kvmux_mapw *w = s->mapw;
+    if (!w) return -1;
+    return kvmux_mapc_open_as(out, endpoints ? endpoints : w->endpoints,
+                              w->has_token ? w->token : NULL, &w->tls, CONNECT_TIMEOUT_MS, name);
+}
+
 uint64_t kvmux__mapwatch_seen_epoch(kvmux_server *s) {
     return s->mapw ? atomic_load(&s->mapw->fence_epoch) : 0;
 }

@@ -862,6 +862,13 @@ struct kvmux_fsm_cluster *kvmux__repl_cluster(kvmux_server *s) {
 
 int kvmux__repl_is_leader(kvmux_server *s) { return s->repl && is_leader(s); }
 
+uint64_t kvmux__repl_term(kvmux_server *s) {
+    if (!s->repl) return 0;
+    kvmux_node_status st;
+    kvmux_node_get_status(s->repl->node, &st);
+    return st.term;
+}
+
 void kvmux__repl_respond_not_leader(kvmux_conn *c, uint32_t id) { respond_not_leader(c, id); }
 
 int kvmux__repl_propose_map(kvmux_loop *l, const uint8_t *p, size_t n) {
@@ -1122,6 +1129,7 @@ void kvmux__repl_iterate(kvmux_loop *l) {
     if (!l->srv->repl) return;
     stale_check(l);
     kvmux__mapwatch_iterate(l); /* may add a MAP command to this iteration's entry */
+    kvmux__migrate_iterate(l);  /* may add a MIGSTEP or MAP command (the migrate thread's) */
     kvmux__waits_recheck_slots(l);
     kvmux__migt_iterate(l);     /* may propose a PURGE or IN_READY entry */
     pthread_mutex_lock(&l->inbox_mu);
@@ -1284,6 +1292,10 @@ int kvmux__repl_propose(kvmux_conn *c, uint32_t id, const struct kvmux_entry_cmd
     return 0;
 }
 int kvmux__repl_is_leader(kvmux_server *s) {
+    (void)s;
+    return 0;
+}
+uint64_t kvmux__repl_term(kvmux_server *s) {
     (void)s;
     return 0;
 }

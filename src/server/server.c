@@ -201,7 +201,8 @@ int kvmux__server_create(kvmux_server **out, const kvmux_server_config *cfg, int
         kvmux_server_free(s);
         return -1;
     }
-    if (kvmux__mapwatch_start(s, cfg, err, errlen) != 0) {
+    if (kvmux__mapwatch_start(s, cfg, err, errlen) != 0 ||
+        kvmux__migrate_start(s, cfg, err, errlen) != 0) {
         kvmux_server_free(s);
         return -1;
     }
@@ -354,7 +355,10 @@ void kvmux_server_free(kvmux_server *s) {
      * thread stops waking the loops before they go away. */
     kvmux_aof_close(s->aof);
     s->aof = NULL;
-    /* The map watcher uses the node and wakes loop 0: it goes first. */
+    /* The migrate thread and the map watcher use the node and wake loop 0:
+     * they go first (the migrate thread before the watcher, whose
+     * connection settings it uses). */
+    kvmux__migrate_stop(s);
     kvmux__mapwatch_stop(s);
     /* Replication before the loops: the node hands every batch in flight
      * back to its loop's inbox, which the loop's deinit then frees. */

@@ -167,6 +167,12 @@ typedef struct kvmux_server_config {
                                      newer map through its own log. NULL:
                                      none (maps are pushed). Needs
                                      cluster_group. Copied. */
+    uint32_t migrate_thread;      /* 1 (default): with cluster_map, the
+                                     leader runs the migrate thread that
+                                     moves the slot ranges the map group's
+                                     table gives it (docs/MIGRATION.md);
+                                     0: migrations naming this group stay
+                                     open (tests that drive them by hand) */
     /* TLS to the map group (docs/CLUSTER.md "TLS to the map group"): the
      * watcher's libkvmux connection verifies the map group's certificates
      * against cluster_map_tls_ca (default tls_ca, else peer_tls_ca) and

@@ -318,6 +318,7 @@ struct kvmux_server {
     struct kvmux_metrics *metrics; /* --metrics-addr, slow log (metrics.c) */
     kvmux_repl *repl;              /* NULL: a single node (replicate.c) */
     struct kvmux_mapw *mapw;       /* --cluster-map watcher (mapwatch.c) */
+    struct kvmux_migr *migr;       /* the migrate thread (migrate.c) */
     kvmux_fsm_clock repl_clock;    /* replicated mode: the store's clock */
     _Atomic uint64_t auth_log_ms;  /* rate limit of auth failure logs */
     _Atomic uint64_t auth_log_dropped; /* failures not logged since */
@@ -583,6 +584,14 @@ int kvmux__mapwatch_start(kvmux_server *s, const kvmux_server_config *cfg, char 
  * newer than the applied one that does not give slot to this group (the
  * slot is being handed over: answer TRY_AGAIN), else 0. Any thread. */
 int kvmux__mapwatch_fenced(kvmux_server *s, uint16_t slot);
+struct kvmux_client; /* libkvmux (mapclient.h) */
+/* Open a libkvmux endpoints-mode client (mapclient.h) named name on
+ * endpoints (NULL: the map group), with the watcher's token and
+ * --cluster-map-tls settings (the cluster's groups share one token and
+ * one CA). Returns 0 with *out, a KVMUX_E* code (< 0), or -1 without a
+ * watcher. Any thread. */
+int kvmux__mapwatch_connect(kvmux_server *s, const char *endpoints, const char *name,
+                            struct kvmux_client **out);
 /* The epoch of the newest map the watcher has seen from the map group (0:
  * none, or no watcher). Any thread. */
 uint64_t kvmux__mapwatch_seen_epoch(kvmux_server *s);
@@ -593,6 +602,28 @@ void kvmux__mapwatch_stats(kvmux_server *s, void *o,
                            void (*u64line)(void *o, const char *name, uint64_t v));
 /* Whether this replica is its group's leader now (replicate.c). */
 int kvmux__repl_is_leader(kvmux_server *s);
+/* This replica's current Raft term (0 without replication). Any thread. */
+uint64_t kvmux__repl_term(kvmux_server *s);
+
+/* ---- migrate.c: the migrate thread (docs/MIGRATION.md sections 3-5,
+ * 8.1): on a data group's leader, drives the migrations the map group's
+ * table names this group in ---- */
+/* Start the thread of a data group with --cluster-map (after the
+ * watcher: it uses the watcher's connection settings) unless
+ * cfg->migrate_thread is 0. Returns 0 or -1 with err. */
+int kvmux__migrate_start(kvmux_server *s, const kvmux_server_config *cfg, char *err,
+                         size_t errlen);
+/* Stop and free it (before the watcher and replication). Idempotent. */
+void kvmux__migrate_stop(kvmux_server *s);
+/* Loop 0 of the leader, each iteration: propose the MIGSTEP or MAP the
+ * thread handed over (if any). */
+void kvmux__migrate_iterate(kvmux_loop *l);
+/* STATS lines migrate_rounds, migrate_keys_sent, migrate_bytes_sent,
+ * migrate_batches_sent, migrate_restarts, migrate_fence_ms_last,
+ * migrate_fence_ms_max, migrate_commits, migrate_aborts (0 without the
+ * thread). */
+void kvmux__migrate_stats(kvmux_server *s, void *o,
+                          void (*u64line)(void *o, const char *name, uint64_t v));
 /* NOT_LEADER (v3) / SHUTTING_DOWN (v1/v2) to request id (replicate.c). */
 void kvmux__repl_respond_not_leader(kvmux_conn *c, uint32_t id);
 /* On loop l of the leader: append a MAP command (the encoded map

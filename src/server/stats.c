@@ -176,6 +176,7 @@ size_t kvmux__stats_format(kvmux_server *s, const uint8_t *prefix, size_t plen, 
         kvmux__mapwatch_stats(s, &o, repl_u64);
         kvmux__migt_stats(s, &o, repl_u64, repl_str);
         kvmux__cluster_migrate_stats(s, &o, repl_u64, repl_str);
+        kvmux__migrate_stats(s, &o, repl_u64);
     }
     if (s->cfg.cluster_map_group) {
         /* The map group: the authoritative map's epoch (0: none yet). */

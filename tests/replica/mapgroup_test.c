@@ -403,7 +403,9 @@ static void ha(void) {
     addr_list(&mg, mapeps, sizeof mapeps);
     for (char *p = mapeps; *p; p++)
         if (*p == ' ') *p = ','; /* an endpoint list */
-    static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps, NULL};
+    /* ha_migrations records migrations nobody moves: no migrate thread. */
+    static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps,
+                               "--migrate-thread", "no", NULL};
     REQUIRE(rgroup_start(&g1, 1, x1) == 0);
     REQUIRE(rgroup_leader(&g1, 20000) == 0);
     uint64_t got;
@@ -542,8 +544,12 @@ static void ha_migrations(rgroup *mg, int alive, int dead) {
 static void migrate_scenario(void) {
     static const char *const mx[] = {"--cluster-map-group", "--snapshot-threshold", "8", NULL};
     static char mapeps[64];
-    static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps, NULL};
-    static const char *x2[] = {"--cluster-group", "2", "--cluster-map", mapeps, NULL};
+    /* The migrations here are driven by hand (committed, aborted and
+     * acknowledged by the test): no migrate thread. */
+    static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps,
+                               "--migrate-thread", "no", NULL};
+    static const char *x2[] = {"--cluster-group", "2", "--cluster-map", mapeps,
+                               "--migrate-thread", "no", NULL};
     static rgroup mg, g1, g2;
     REQUIRE(rgroup_start(&mg, 1, mx) == 0);
     REQUIRE(rgroup_leader(&mg, 20000) == 0);

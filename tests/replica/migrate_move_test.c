@@ -1,0 +1,242 @@
+/* Slot migration step 5 (docs/MIGRATION.md section 13), the source side
+ * "offline": a real map group and two real one-member data groups, the
+ * migrate threads of both leaders doing everything after `kvmux-cli
+ * cluster migrate` (OUT_BEGIN, import-begin, the bulk pass, the fence,
+ * the final delta, migrate-commit, the pushes, the purge, both acks).
+ *
+ * 2,000 keys with known values (one of them 300 KiB: a batch of its own)
+ * in slots 100-299 of group 1 are moved to group 2 and then back. After
+ * each move: every key is read from the new owner with its value and its
+ * original version (versions are preserved); the old owner holds no key
+ * of the range (CLUSTER slotkeys, after its janitor's purge) and answers
+ * WRONG_SHARD for them; the map group's epoch moved by exactly one; the
+ * record is COMMITTED with both acks; the STATS counters moved. A key
+ * written at group 2 between the moves comes back with its newer
+ * version. No client load during the moves: that is step 6's test. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cluster.h"
+#include "cluster_util.h"
+#include "kvmux.h"
+#include "migtab.h"
+#include "proto.h"
+#include "rgroup.h"
+#include "testutil.h"
+
+#define NKEYS 2000
+#define FIRST 100
+#define LAST 299
+#define BIG_INDEX 7            /* the key with a 300 KiB value */
+#define BIG_LEN (300 * 1024)
+#define WAIT_MS 20000
+
+static char keys[NKEYS][16];
+static uint64_t versions[NKEYS];
+
+/* Key i's value: its name and index, padded to a length that varies. */
+static size_t value_of(int i, char *out, size_t cap) {
+    if (i == BIG_INDEX) {
+        size_t n = BIG_LEN < cap ? BIG_LEN : cap;
+        for (size_t k = 0; k < n; k++) out[k] = (char)('a' + (k * 7 + (size_t)i) % 26);
+        return n;
+    }
+    int n = snprintf(out, cap, "value-%s-%d-", keys[i], i);
+    size_t len = (size_t)n + (size_t)(i % 97);
+    for (size_t k = (size_t)n; k < len && k < cap; k++) out[k] = (char)('0' + k % 10);
+    return len < cap ? len : cap;
+}
+
+static kvmux_client *connect_to(uint16_t port) {
+    kvmux_client *c = NULL;
+    kvmux_options o;
+    kvmux_options_init(&o);
+    REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
+    return c;
+}
+
+static int run_cli(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p != NULL);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return st < 0 ? -1 : (st >> 8) & 0xff;
+}
+
+/* The total of CLUSTER slotkeys FIRST-LAST at port, or -1. */
+static long long slotkeys(uint16_t port) {
+    char out[8192];
+    size_t n = 0;
+    char arg[32];
+    snprintf(arg, sizeof arg, "%d-%d", FIRST, LAST);
+    if (cluster_call(port, "slotkeys", arg, strlen(arg), (uint8_t *)out, sizeof out - 1, &n) !=
+        0)
+        return -1;
+    out[n] = '\0';
+    const char *t = strstr(out, "total ");
+    return t ? atoll(t + 6) : -1;
+}
+
+static long long wait_slotkeys_zero(uint16_t port) {
+    long long k = -1;
+    for (int64_t end = test_now_ms() + WAIT_MS; test_now_ms() < end; test_sleep_ms(100))
+        if ((k = slotkeys(port)) == 0) break;
+    return k;
+}
+
+/* The table's record id, waited for up to WAIT_MS to have both acks. */
+static int wait_record(uint16_t mport, uint32_t id, kvmux_migrec *out) {
+    static uint8_t buf[65536];
+    kvmux_migtab *t = malloc(sizeof *t);
+    REQUIRE(t != NULL);
+    int rc = -1;
+    for (int64_t end = test_now_ms() + WAIT_MS; test_now_ms() < end; test_sleep_ms(100)) {
+        size_t n = 0;
+        if (cluster_call(mport, "migrations", NULL, 0, buf, sizeof buf, &n) != 0 ||
+            kvmux_migtab_decode(t, buf, n, NULL, 0) != 0)
+            continue;
+        const kvmux_migrec *r = kvmux_migtab_find(t, id);
+        if (!r) continue;
+        *out = *r;
+        rc = 0;
+        if (r->state != KVMUX_MIG_OPEN && r->acks == 3) break;
+    }
+    free(t);
+    return rc;
+}
+
+/* Every key read from port with its value and the version in versions[]. */
+static void check_keys(uint16_t port, const char *where) {
+    static char want[BIG_LEN + 64];
+    kvmux_client *c = connect_to(port);
+    int bad = 0;
+    for (int i = 0; i < NKEYS; i++) {
+        kvmux_value *v = NULL;
+        size_t n = value_of(i, want, sizeof want);
+        int rc = kvmux_get(c, keys[i], strlen(keys[i]), &v, 5000);
+        if (rc != 0 || v->len != n || memcmp(v->data, want, n) != 0 ||
+            v->version != versions[i]) {
+            if (bad++ < 5)
+                fprintf(stderr, "%s: key %s: rc %d, len %zu (want %zu), version %llu (want "
+                        "%llu)\n", where, keys[i], rc, v ? v->len : 0, n,
+                        (unsigned long long)(v ? v->version : 0),
+                        (unsigned long long)versions[i]);
+        }
+        kvmux_value_free(v);
+    }
+    CHECK_EQ(bad, 0);
+    kvmux_close(c);
+}
+
+static uint64_t map_epoch(const rgroup *mg) { return rgroup_stat(mg, 0, "cluster_epoch"); }
+
+/* `kvmux-cli cluster migrate FIRST-LAST dst`, checked end to end. */
+static void move(rgroup *mg, const char *mapeps, rgroup *from, rgroup *to, int dst, uint32_t id) {
+    char cmd[1024], out[4096];
+    uint64_t e0 = map_epoch(mg);
+    uint64_t sent0 = rgroup_stat(from, 0, "migrate_keys_sent");
+    uint64_t commits0 = rgroup_stat(from, 0, "migrate_commits");
+    snprintf(cmd, sizeof cmd, "%s -t 5000 cluster migrate %d-%d %d --map %s --timeout 60 2>&1",
+             KVMUX_CLI_PATH, FIRST, LAST, dst, mapeps);
+    int rc = run_cli(cmd, out, sizeof out);
+    CHECK_EQ(rc, 0);
+    if (rc != 0) fprintf(stderr, "cli said: %s\n", out);
+    CHECK(strstr(out, "committed at epoch") != NULL);
+    CHECK_EQ(map_epoch(mg), e0 + 1);
+    kvmux_migrec r;
+    REQUIRE(wait_record(mg->cport[0], id, &r) == 0);
+    CHECK_EQ(r.state, KVMUX_MIG_COMMITTED);
+    CHECK_EQ(r.acks, 3);
+    CHECK_EQ(r.end_epoch, e0 + 1);
+    CHECK_EQ(r.dst, dst);
+    /* The old owner's janitor purged the range (its ack waited for it). */
+    CHECK_EQ(wait_slotkeys_zero(from->cport[0]), 0);
+    CHECK_EQ(slotkeys(to->cport[0]), NKEYS);
+    CHECK(rgroup_stat(from, 0, "migrate_keys_sent") >= sent0 + NKEYS);
+    CHECK(rgroup_stat(from, 0, "migrate_batches_sent") >= 2); /* the big value went alone */
+    CHECK_EQ(rgroup_stat(from, 0, "migrate_commits"), commits0 + 1);
+    CHECK(rgroup_stat(from, 0, "migrate_fence_ms_last") < 60000);
+    CHECK_EQ(rgroup_stat(from, 0, "migrate_aborts"), 0);
+    char st[32];
+    CHECK(rgroup_stat_str(from, 0, "migrate_out_state", st, sizeof st) == 0 &&
+          strcmp(st, "none") == 0);
+    CHECK(rgroup_stat_str(to, 0, "migrate_in_state", st, sizeof st) == 0 &&
+          strcmp(st, "none") == 0);
+    CHECK(rgroup_stat(to, 0, "migrate_import_keys") >= NKEYS);
+    /* The old owner redirects to the new one. */
+    uint8_t val[512];
+    size_t n = 0;
+    CHECK_EQ(cluster_raw_call(from->cport[0], 3, KVMUX_OP_GET, keys[0], NULL, 0, val, sizeof val,
+                              &n),
+             KVMUX_STATUS_WRONG_SHARD);
+}
+
+int main(void) {
+    static const char *const mx[] = {"--cluster-map-group", NULL};
+    static char mapeps[64];
+    static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps, NULL};
+    static const char *x2[] = {"--cluster-group", "2", "--cluster-map", mapeps, NULL};
+    static rgroup mg, g1, g2;
+    REQUIRE(rgroup_start(&mg, 1, mx) == 0);
+    REQUIRE(rgroup_leader(&mg, 20000) == 0);
+    snprintf(mapeps, sizeof mapeps, "127.0.0.1:%u", mg.cport[0]);
+    REQUIRE(rgroup_start(&g1, 1, x1) == 0);
+    REQUIRE(rgroup_start(&g2, 1, x2) == 0);
+    REQUIRE(rgroup_leader(&g1, 20000) == 0);
+    REQUIRE(rgroup_leader(&g2, 20000) == 0);
+
+    /* Map: slots 0-8191 to group 1, the rest to group 2. */
+    char path[256], cmd[1024], out[4096];
+    snprintf(path, sizeof path, "%s/map.txt", mg.dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f != NULL);
+    fprintf(f, "group 1 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\nslots 0-8191 1\nslots 8192-16383 2\n",
+            g1.cport[0], g2.cport[0]);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s -t 5000 cluster assign %s --map %s 2>&1", KVMUX_CLI_PATH, path,
+             mapeps);
+    int rc = run_cli(cmd, out, sizeof out);
+    if (rc != 0) fprintf(stderr, "assign said: %s\n", out);
+    REQUIRE(rc == 0);
+    REQUIRE(map_epoch(&mg) == 1);
+
+    /* The keys, written at group 1; their versions kept. */
+    static char val[BIG_LEN + 64];
+    int from = 0;
+    kvmux_client *c = connect_to(g1.cport[0]);
+    for (int i = 0; i < NKEYS; i++) {
+        cluster_key_in(FIRST, LAST, &from, keys[i], sizeof keys[i]);
+        size_t n = value_of(i, val, sizeof val);
+        REQUIRE(kvmux_set(c, keys[i], strlen(keys[i]), val, n, 0, &versions[i], 5000) == 0);
+    }
+    kvmux_close(c);
+    CHECK_EQ(slotkeys(g1.cport[0]), NKEYS);
+
+    /* 1 -> 2. */
+    move(&mg, mapeps, &g1, &g2, 2, 1);
+    check_keys(g2.cport[0], "after 1 -> 2");
+
+    /* A write at the new owner: a version above every imported one. */
+    c = connect_to(g2.cport[0]);
+    size_t n = value_of(0, val, sizeof val);
+    uint64_t v2 = 0;
+    CHECK_EQ(kvmux_set(c, keys[0], strlen(keys[0]), val, n, 0, &v2, 5000), 0);
+    uint64_t maxv = 0;
+    for (int i = 0; i < NKEYS; i++)
+        if (versions[i] > maxv) maxv = versions[i];
+    CHECK(v2 > maxv);
+    versions[0] = v2;
+    kvmux_close(c);
+
+    /* 2 -> 1: the same keys back, the rewritten one at its new version. */
+    move(&mg, mapeps, &g2, &g1, 1, 2);
+    check_keys(g1.cport[0], "after 2 -> 1");
+
+    rgroup_stop(&g1);
+    rgroup_stop(&g2);
+    rgroup_stop(&mg);
+    return test_report();
+}
