@@ -793,7 +793,10 @@ static int as_source(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r
         return drive(m, mc, r);
     case KVMUX_MIG_COMMITTED:
         /* Our record goes when our log applies the committed map. */
-        if (ours) return push_maps(m, mc, r), 1;
+        if (ours) {
+            (void)push_maps(m, mc, r);
+            return 1;
+        }
         break;
     case KVMUX_MIG_ABORTED:
         if (ours) {
