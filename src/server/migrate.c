@@ -638,13 +638,20 @@ static int fetch_map(struct kvmux_migr *m, kvmux_mapc *mc, uint32_t id, uint8_t 
     return -1;
 }
 
-/* Steps 8 and 9: the committed map to B (setmap), then to us through our
- * log; the fence's length is measured to our apply. 0, or -1. */
-static int push_maps(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r) {
+/* Steps 8 and 9: the committed map (epoch end or a later one) to B
+ * (setmap), then to us through our log; the fence's length is measured to
+ * our apply. 0, or -1. */
+static int push_maps(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r,
+                     uint64_t end) {
     uint8_t *map = NULL, *msg = NULL;
     size_t n = 0;
     uint64_t epoch = 0;
     if (fetch_map(m, mc, r->id, &map, &n, &epoch) != 0) return -1;
+    if (epoch < end) { /* a lagging member of the map group answered */
+        note(m, r->id, "reading the committed map", 0, NULL);
+        free(map);
+        return -1;
+    }
     int rc = -1;
     kvmux_mapc *b = open_group(m, r->id, r->dst);
     if (b) {
@@ -672,12 +679,16 @@ static int push_maps(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r
     return rc;
 }
 
-/* migrate-commit: 0 committed, 1 the record was aborted, -1 retry. */
-static int commit(struct kvmux_migr *m, kvmux_mapc *mc, uint32_t id) {
+/* migrate-commit: 0 committed (*epoch: the map epoch it installed, from
+ * the answer "migration ID committed at epoch E"), 1 the record was
+ * aborted, -1 retry. */
+static int commit(struct kvmux_migr *m, kvmux_mapc *mc, uint32_t id, uint64_t *epoch) {
     uint8_t v[4], *msg = NULL;
     kvmux_store_u32be(v, id);
     int rc = kvmux_mapc_call(mc, "migrate-commit", v, 4, CALL_MS, (int)TICK_MS, leading, m, &msg,
                              NULL);
+    const char *at = rc == KVMUX_MAPC_OK && msg ? strstr((const char *)msg, " at epoch ") : NULL;
+    *epoch = at ? strtoull(at + 10, NULL, 10) : 0;
     if (rc == KVMUX_MAPC_OK && m->committed_id != id) {
         m->committed_id = id;
         atomic_fetch_add(&m->commits, 1);
@@ -773,12 +784,13 @@ static int drive(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r) {
     free(a.keys_buf);
     if (rc == 1) ask_abort(m, mc, r, why);
     if (rc != 0) return 1;
-    rc = commit(m, mc, r->id);
+    uint64_t end = 0;
+    rc = commit(m, mc, r->id, &end);
     if (rc == 0) {
-        KVMUX_LOG_I("migration %u committed: %llu keys, %llu bytes sent in this attempt, %u "
-                    "rounds", r->id, (unsigned long long)a.keys, (unsigned long long)a.bytes,
-                    a.rounds);
-        (void)push_maps(m, mc, r);
+        KVMUX_LOG_I("migration %u committed at epoch %llu: %llu keys, %llu bytes sent in this "
+                    "attempt, %u rounds", r->id, (unsigned long long)end,
+                    (unsigned long long)a.keys, (unsigned long long)a.bytes, a.rounds);
+        (void)push_maps(m, mc, r, end);
     }
     return 1;
 }
@@ -794,7 +806,7 @@ static int as_source(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r
     case KVMUX_MIG_COMMITTED:
         /* Our record goes when our log applies the committed map. */
         if (ours) {
-            (void)push_maps(m, mc, r);
+            (void)push_maps(m, mc, r, r->end_epoch);
             return 1;
         }
         break;
