@@ -37,6 +37,12 @@ enum { KVMUX_MIGIN_NONE = 0, KVMUX_MIGIN_PURGING = 1, KVMUX_MIGIN_READY = 2 };
 #define KVMUX_MIG_BATCH_RECS 4096u
 #define KVMUX_MIG_BATCH_BYTES 1048576u   /* keys and values of one batch */
 #define KVMUX_MIG_BATCH_HDR_LEN 18u      /* id, term, bseq, nrec */
+/* The largest batch: the header, 4096 PUTs' fixed fields (kind, key_len,
+ * version, expire_at, value_len: 23 bytes) and 1 MiB of keys and values.
+ * CLUSTER import accepts a value this long (other CLUSTER arguments are
+ * bounded by the largest map). */
+#define KVMUX_MIG_BATCH_WIRE_MAX                                                    \
+    (KVMUX_MIG_BATCH_HDR_LEN + KVMUX_MIG_BATCH_RECS * 23u + KVMUX_MIG_BATCH_BYTES)
 enum { KVMUX_MIG_REC_PUT = 1, KVMUX_MIG_REC_ABSENT = 2 };
 /* PURGE batches (section 8.4): at most this many keys / key bytes. */
 #define KVMUX_MIG_PURGE_KEYS 1024u

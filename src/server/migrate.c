@@ -84,10 +84,7 @@
 #define BIG_VALUE (256u * 1024u)
 /* The batch buffer: header, 4096 records' fixed parts, 1 MiB of keys
  * and values. */
-#define REC_FIXED 23u /* kind, key_len, version, expire_at, value_len */
-#define BATCH_CAP                                                                   \
-    (KVMUX_MIG_BATCH_HDR_LEN + (size_t)KVMUX_MIG_BATCH_RECS * REC_FIXED +           \
-     KVMUX_MIG_BATCH_BYTES)
+#define BATCH_CAP ((size_t)KVMUX_MIG_BATCH_WIRE_MAX)
 #define MIGSTEP_VALUE_MAX 64u
 
 struct kvmux_migr {

@@ -147,6 +147,7 @@ static void move(rgroup *mg, const char *mapeps, rgroup *from, rgroup *to, int d
     CHECK(strstr(out, "committed at epoch") != NULL);
     CHECK_EQ(map_epoch(mg), e0 + 1);
     kvmux_migrec r;
+    memset(&r, 0, sizeof r);
     REQUIRE(wait_record(mg->cport[0], id, &r) == 0);
     CHECK_EQ(r.state, KVMUX_MIG_COMMITTED);
     CHECK_EQ(r.acks, 3);
