@@ -12,7 +12,8 @@
  * WRONG_SHARD for them; the map group's epoch moved by exactly one; the
  * record is COMMITTED with both acks; the STATS counters moved. A key
  * written at group 2 between the moves comes back with its newer
- * version. No client load during the moves: that is step 6's test. */
+ * version. No client load during the moves: that is step 6's test. And
+ * the argument limit of CLUSTER import, at and past it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,6 +176,26 @@ static void move(rgroup *mg, const char *mapeps, rgroup *from, rgroup *to, int d
              KVMUX_STATUS_WRONG_SHARD);
 }
 
+/* docs/PROTOCOL.md 18.7: CLUSTER import takes up to 1,142,802 bytes
+ * (KVMUX_MIG_BATCH_WIRE_MAX, migin.h: header, 4096 records' fixed
+ * fields, 1 MiB of keys and values); every other CLUSTER argument at
+ * most KVMUX_MAP_WIRE_MAX. At the limit the batch is parsed (and this
+ * one refused as malformed); one byte over is TOO_LARGE unparsed. */
+#define IMPORT_ARG_MAX (18u + 4096u * 23u + 1048576u)
+
+static void arg_limits(uint16_t port) {
+    uint8_t *big = calloc(1, IMPORT_ARG_MAX + 1);
+    size_t n = 0;
+    REQUIRE(big != NULL);
+    CHECK_EQ(cluster_call(port, "import", big, IMPORT_ARG_MAX, NULL, 0, &n), KVMUX_EBADREQ);
+    CHECK_EQ(cluster_call(port, "import", big, IMPORT_ARG_MAX + 1, NULL, 0, &n), KVMUX_ETOOBIG);
+    CHECK_EQ(cluster_call(port, "import-begin", big, KVMUX_MAP_WIRE_MAX + 1, NULL, 0, &n),
+             KVMUX_ETOOBIG);
+    CHECK_EQ(cluster_call(port, "import-begin", big, KVMUX_MAP_WIRE_MAX, NULL, 0, &n),
+             KVMUX_EBADREQ);
+    free(big);
+}
+
 int main(void) {
     static const char *const mx[] = {"--cluster-map-group", NULL};
     static char mapeps[64];
@@ -203,6 +224,8 @@ int main(void) {
     if (rc != 0) fprintf(stderr, "assign said: %s\n", out);
     REQUIRE(rc == 0);
     REQUIRE(map_epoch(&mg) == 1);
+
+    arg_limits(g2.cport[0]);
 
     /* The keys, written at group 1; their versions kept. */
     static char val[BIG_LEN + 64];
