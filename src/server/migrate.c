@@ -831,18 +831,21 @@ static int as_source(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r
 
 /* A record naming us as its target. 1 when it still needs us. */
 static int as_target(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r) {
-    if (r->state == KVMUX_MIG_OPEN || (r->acks & KVMUX_MIG_ACK_DST)) return 0;
+    if (r->state == KVMUX_MIG_OPEN) return 0;
+    /* Aborted: our incoming record goes, even after our ack -- a source
+     * attempt begun before it read ABORTED may send import-begin late and
+     * create the record again. */
+    if (r->state == KVMUX_MIG_ABORTED && !in_gone(m, r->id)) {
+        hand_step(m, r->id, KVMUX_MIG_IN_ABORT, NULL, 0);
+        if (wait_for(m, in_gone, r->id) != 0) return 1;
+        KVMUX_LOG_I("migration %u aborted: imported keys of slots %u-%u are purged", r->id,
+                    r->first, r->last);
+    }
+    if (r->acks & KVMUX_MIG_ACK_DST) return 0;
     if (r->state == KVMUX_MIG_COMMITTED) {
         if (applied_epoch(m) < r->end_epoch) return 1; /* the watcher or A's push brings it */
-    } else {
-        if (!in_gone(m, r->id)) {
-            hand_step(m, r->id, KVMUX_MIG_IN_ABORT, NULL, 0);
-            if (wait_for(m, in_gone, r->id) != 0) return 1;
-            KVMUX_LOG_I("migration %u aborted: imported keys of slots %u-%u are purged", r->id,
-                        r->first, r->last);
-        }
-        /* The janitor purges what was imported (R is not ours). */
-        if (kvmux_store_range_keys(m->srv->store, r->first, r->last) > 0) return 1;
+    } else if (kvmux_store_range_keys(m->srv->store, r->first, r->last) > 0) {
+        return 1; /* the janitor purges what was imported (R is not ours) */
     }
     return ack(m, mc, r->id) == KVMUX_MAPC_OK ? 0 : 1;
 }

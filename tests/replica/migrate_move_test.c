@@ -88,8 +88,9 @@ static long long wait_slotkeys_zero(uint16_t port) {
     return k;
 }
 
-/* The table's record id, waited for up to WAIT_MS to have both acks. */
-static int wait_record(uint16_t mport, uint32_t id, kvmux_migrec *out) {
+/* The table's record id; with ended, waited for up to WAIT_MS to be
+ * ended with both acks. */
+static int wait_record(uint16_t mport, uint32_t id, int ended, kvmux_migrec *out) {
     static uint8_t buf[65536];
     kvmux_migtab *t = malloc(sizeof *t);
     REQUIRE(t != NULL);
@@ -103,7 +104,7 @@ static int wait_record(uint16_t mport, uint32_t id, kvmux_migrec *out) {
         if (!r) continue;
         *out = *r;
         rc = 0;
-        if (r->state != KVMUX_MIG_OPEN && r->acks == 3) break;
+        if (!ended || (r->state != KVMUX_MIG_OPEN && r->acks == 3)) break;
     }
     free(t);
     return rc;
@@ -149,7 +150,7 @@ static void move(rgroup *mg, const char *mapeps, rgroup *from, rgroup *to, int d
     CHECK_EQ(map_epoch(mg), e0 + 1);
     kvmux_migrec r;
     memset(&r, 0, sizeof r);
-    REQUIRE(wait_record(mg->cport[0], id, &r) == 0);
+    REQUIRE(wait_record(mg->cport[0], id, 1, &r) == 0);
     CHECK_EQ(r.state, KVMUX_MIG_COMMITTED);
     CHECK_EQ(r.acks, 3);
     CHECK_EQ(r.end_epoch, e0 + 1);
@@ -196,27 +197,72 @@ static void arg_limits(uint16_t port) {
     free(big);
 }
 
+/* A migration that cannot finish (the target, group 3, is over its
+ * --maxmemory: imports answered OUT_OF_MEMORY, retried), aborted with
+ * kvmux-cli: the source unfences and keeps every key, the target drops
+ * its incoming record and purges what it imported, both acknowledge, the
+ * map does not change. */
+static void abort_stalled(rgroup *mg, const char *mapeps, rgroup *g1, rgroup *g3, uint32_t id) {
+    char cmd[1024], out[4096], st[32];
+    uint64_t e0 = map_epoch(mg);
+    snprintf(cmd, sizeof cmd, "%s -t 5000 cluster migrate %d-%d 3 --map %s --no-wait 2>&1",
+             KVMUX_CLI_PATH, FIRST, LAST, mapeps);
+    CHECK_EQ(run_cli(cmd, out, sizeof out), 0);
+    /* Stalled: the target is READY and has refused a batch for lack of
+     * memory (the source's attempts go on). */
+    int64_t end = test_now_ms() + WAIT_MS;
+    while (test_now_ms() < end &&
+           !(rgroup_stat_str(g3, 0, "migrate_in_state", st, sizeof st) == 0 &&
+             strcmp(st, "ready") == 0 && rgroup_stat(g3, 0, "oom_refused") > 0))
+        test_sleep_ms(50);
+    CHECK(strcmp(st, "ready") == 0);
+    kvmux_migrec r;
+    memset(&r, 0, sizeof r);
+    CHECK(wait_record(mg->cport[0], id, 0, &r) == 0 && r.state == KVMUX_MIG_OPEN);
+    snprintf(cmd, sizeof cmd, "%s -t 5000 cluster migrate --abort %u --map %s 2>&1",
+             KVMUX_CLI_PATH, id, mapeps);
+    CHECK_EQ(run_cli(cmd, out, sizeof out), 0);
+    REQUIRE(wait_record(mg->cport[0], id, 1, &r) == 0);
+    CHECK_EQ(r.state, KVMUX_MIG_ABORTED);
+    CHECK_EQ(r.acks, 3);
+    CHECK_EQ(map_epoch(mg), e0);
+    CHECK_EQ(rgroup_stat(g1, 0, "migrate_aborts"), 1);
+    CHECK(rgroup_stat_str(g1, 0, "migrate_out_state", st, sizeof st) == 0 &&
+          strcmp(st, "none") == 0);
+    CHECK(rgroup_stat_str(g3, 0, "migrate_in_state", st, sizeof st) == 0 &&
+          strcmp(st, "none") == 0);
+    CHECK_EQ(wait_slotkeys_zero(g3->cport[0]), 0);
+    CHECK_EQ(slotkeys(g1->cport[0]), NKEYS);
+    check_keys(g1->cport[0], "after the abort");
+}
+
 int main(void) {
     static const char *const mx[] = {"--cluster-map-group", NULL};
     static char mapeps[64];
     static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps, NULL};
     static const char *x2[] = {"--cluster-group", "2", "--cluster-map", mapeps, NULL};
-    static rgroup mg, g1, g2;
+    static const char *x3[] = {"--cluster-group", "3", "--cluster-map", mapeps,
+                               "--store-shards", "1", "--maxmemory", "256K", NULL};
+    static rgroup mg, g1, g2, g3;
     REQUIRE(rgroup_start(&mg, 1, mx) == 0);
     REQUIRE(rgroup_leader(&mg, 20000) == 0);
     snprintf(mapeps, sizeof mapeps, "127.0.0.1:%u", mg.cport[0]);
     REQUIRE(rgroup_start(&g1, 1, x1) == 0);
     REQUIRE(rgroup_start(&g2, 1, x2) == 0);
+    REQUIRE(rgroup_start(&g3, 1, x3) == 0);
     REQUIRE(rgroup_leader(&g1, 20000) == 0);
     REQUIRE(rgroup_leader(&g2, 20000) == 0);
+    REQUIRE(rgroup_leader(&g3, 20000) == 0);
 
-    /* Map: slots 0-8191 to group 1, the rest to group 2. */
+    /* Map: slots 0-8191 to group 1, 8192-15999 to group 2, the rest to
+     * group 3. */
     char path[256], cmd[1024], out[4096];
     snprintf(path, sizeof path, "%s/map.txt", mg.dir);
     FILE *f = fopen(path, "w");
     REQUIRE(f != NULL);
-    fprintf(f, "group 1 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\nslots 0-8191 1\nslots 8192-16383 2\n",
-            g1.cport[0], g2.cport[0]);
+    fprintf(f, "group 1 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\ngroup 3 127.0.0.1:%u\n"
+            "slots 0-8191 1\nslots 8192-15999 2\nslots 16000-16383 3\n",
+            g1.cport[0], g2.cport[0], g3.cport[0]);
     fclose(f);
     snprintf(cmd, sizeof cmd, "%s -t 5000 cluster assign %s --map %s 2>&1", KVMUX_CLI_PATH, path,
              mapeps);
@@ -259,6 +305,10 @@ int main(void) {
     move(&mg, mapeps, &g2, &g1, 1, 2);
     check_keys(g1.cport[0], "after 2 -> 1");
 
+    /* 1 -> 3, stalled, aborted. */
+    abort_stalled(&mg, mapeps, &g1, &g3, 3);
+
+    rgroup_stop(&g3);
     rgroup_stop(&g1);
     rgroup_stop(&g2);
     rgroup_stop(&mg);
