@@ -12,8 +12,10 @@
  * WRONG_SHARD for them; the map group's epoch moved by exactly one; the
  * record is COMMITTED with both acks; the STATS counters moved. A key
  * written at group 2 between the moves comes back with its newer
- * version. No client load during the moves: that is step 6's test. And
- * the argument limit of CLUSTER import, at and past it. */
+ * version. Then a move to a third group that cannot take the keys
+ * (over --maxmemory) is aborted: both sides reach their end states and
+ * acknowledge. No client load during the moves: that is step 6's test.
+ * And the argument limit of CLUSTER import, at and past it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
