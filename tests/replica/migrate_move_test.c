@@ -16,6 +16,8 @@
  * (over --maxmemory) is aborted: both sides reach their end states and
  * acknowledge. No client load during the moves: that is step 6's test.
  * And the argument limit of CLUSTER import, at and past it. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,9 +40,17 @@
 
 static char keys[NKEYS][16];
 static uint64_t versions[NKEYS];
+/* Values rewritten by the writer thread during the first move. */
+static char written[NKEYS][48];
 
-/* Key i's value: its name and index, padded to a length that varies. */
+/* Key i's value: the writer's last acknowledged one, else its name and
+ * index, padded to a length that varies. */
 static size_t value_of(int i, char *out, size_t cap) {
+    if (written[i][0]) {
+        size_t n = strlen(written[i]);
+        memcpy(out, written[i], n < cap ? n : cap);
+        return n < cap ? n : cap;
+    }
     if (i == BIG_INDEX) {
         size_t n = BIG_LEN < cap ? BIG_LEN : cap;
         for (size_t k = 0; k < n; k++) out[k] = (char)('a' + (k * 7 + (size_t)i) % 26);
@@ -179,6 +189,39 @@ static void move(rgroup *mg, const char *mapeps, rgroup *from, rgroup *to, int d
              KVMUX_STATUS_WRONG_SHARD);
 }
 
+/* The writer: overwrites keys 100..1099 at group 1 in turn, one SET at a
+ * time, until group 1 refuses one (TRY_AGAIN at the fence, then
+ * WRONG_SHARD: not applied) or it is told to stop; every acknowledged
+ * write's value and version are kept, and must be what group 2 serves
+ * after the move (MIGRATION.md G1: the dirty set and the final delta). */
+typedef struct writer {
+    uint16_t port;
+    atomic_int stop;
+    long acked;
+    int last_rc;
+} writer;
+
+static void *writer_main(void *arg) {
+    writer *w = arg;
+    kvmux_client *c = connect_to(w->port);
+    for (long n = 0; !atomic_load(&w->stop); n++) {
+        int i = 100 + (int)(n % 1000);
+        char v[48];
+        snprintf(v, sizeof v, "w%ld-%s", n, keys[i]);
+        uint64_t ver = 0;
+        int rc = kvmux_set(c, keys[i], strlen(keys[i]), v, strlen(v), 0, &ver, 5000);
+        if (rc != 0) {
+            w->last_rc = rc;
+            break;
+        }
+        memcpy(written[i], v, sizeof v);
+        versions[i] = ver;
+        w->acked++;
+    }
+    kvmux_close(c);
+    return NULL;
+}
+
 /* docs/PROTOCOL.md 18.7: CLUSTER import takes up to 1,142,802 bytes
  * (KVMUX_MIG_BATCH_WIRE_MAX, migin.h: header, 4096 records' fixed
  * fields, 1 MiB of keys and values); every other CLUSTER argument at
@@ -287,8 +330,19 @@ int main(void) {
     kvmux_close(c);
     CHECK_EQ(slotkeys(g1.cport[0]), NKEYS);
 
-    /* 1 -> 2. */
+    /* 1 -> 2, with the writer overwriting keys at group 1 meanwhile. */
+    static writer w;
+    w.port = g1.cport[0];
+    pthread_t wt;
+    REQUIRE(pthread_create(&wt, NULL, writer_main, &w) == 0);
+    test_sleep_ms(200);
     move(&mg, mapeps, &g1, &g2, 2, 1);
+    atomic_store(&w.stop, 1);
+    pthread_join(wt, NULL);
+    printf("writer: %ld writes acknowledged by group 1 during the move, stopped by %d\n",
+           w.acked, w.last_rc);
+    CHECK(w.acked > 0);
+    CHECK(w.last_rc == KVMUX_ETRYAGAIN || w.last_rc == KVMUX_EWRONGSHARD);
     check_keys(g2.cport[0], "after 1 -> 2");
 
     /* A write at the new owner: a version above every imported one. */
