@@ -54,11 +54,12 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
         ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup LABELS "integration;fault" TIMEOUT 120)
     # Slot migration step 5: the migrate threads move 2,000 keys from one
-    # real group to another and back (no client load), through kvmux-cli.
+    # real group to another (a writer thread at the source meanwhile) and
+    # back, and an aborted move, through kvmux-cli.
     kvmux_add_test(migrate_move_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_move_test.c
         ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
-      LIBS kvmux kvmux_rgroup LABELS "integration" TIMEOUT 180)
+      LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 180)
   else()
     kvmux_missing_dependency_test(cluster_server_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")

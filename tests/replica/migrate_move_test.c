@@ -1,21 +1,23 @@
 /* Slot migration step 5 (docs/MIGRATION.md section 13), the source side
- * "offline": a real map group and two real one-member data groups, the
- * migrate threads of both leaders doing everything after `kvmux-cli
+ * "offline": a real map group and three real one-member data groups, the
+ * migrate threads of the leaders doing everything after `kvmux-cli
  * cluster migrate` (OUT_BEGIN, import-begin, the bulk pass, the fence,
  * the final delta, migrate-commit, the pushes, the purge, both acks).
  *
  * 2,000 keys with known values (one of them 300 KiB: a batch of its own)
  * in slots 100-299 of group 1 are moved to group 2 and then back. After
  * each move: every key is read from the new owner with its value and its
- * original version (versions are preserved); the old owner holds no key
- * of the range (CLUSTER slotkeys, after its janitor's purge) and answers
+ * version (versions are preserved); the old owner holds no key of the
+ * range (CLUSTER slotkeys, after its janitor's purge) and answers
  * WRONG_SHARD for them; the map group's epoch moved by exactly one; the
- * record is COMMITTED with both acks; the STATS counters moved. A key
- * written at group 2 between the moves comes back with its newer
- * version. Then a move to a third group that cannot take the keys
- * (over --maxmemory) is aborted: both sides reach their end states and
- * acknowledge. No client load during the moves: that is step 6's test.
- * And the argument limit of CLUSTER import, at and past it. */
+ * record is COMMITTED with both acks; the STATS counters moved. During
+ * the first move one writer thread overwrites keys at group 1 until it
+ * is refused: every write it had acknowledged must arrive (the dirty set
+ * and the final delta). A key written at group 2 between the moves comes
+ * back with its newer version. Then a move to group 3, which cannot take
+ * the keys (over --maxmemory), is aborted: both sides reach their end
+ * states and acknowledge. And the argument limit of CLUSTER import, at
+ * and past it. The model test under load is step 6's. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
