@@ -335,7 +335,9 @@ static void test_timeout(uv_loop_t *loop, const uint8_t *v, size_t len) {
     tracker t;
     uint64_t cancels = 0;
     int attempts = 0;
-    for (; attempts < 6 && cancels == 0; attempts++) {
+    /* Bounded: on a loaded machine the server's timer can win several
+     * times in a row (seen in CI with 6 attempts). */
+    for (; attempts < 20 && cancels == 0; attempts++) {
         if (c) {
             kvmux_close(c);
             CHECK_EQ(run_loop(loop, 2000), 0);
