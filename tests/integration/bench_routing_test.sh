@@ -14,15 +14,8 @@ set -uo pipefail
 SRC=$1 KVMUXD=$2 KVMUX_BENCH=$3 KVMUX_CLI=$4
 OUT=$(mktemp -d /tmp/kvmux-routing-test.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
-passed=0
-failed=0
-check() { # description command...
-    local what=$1
-    shift
-    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what" >&2; fi
-}
-cp "$KVMUXD" "$OUT/kvmuxd" && cp "$KVMUX_BENCH" "$OUT/kvmux-bench" &&
-    cp "$KVMUX_CLI" "$OUT/kvmux-cli" || { echo "FAIL: cannot copy the binaries" >&2; exit 1; }
+. "$(dirname "$0")/bench_test_lib.sh"
+bench_test_copy_bins "$OUT" "$KVMUXD" "$KVMUX_BENCH" "$KVMUX_CLI"
 
 "$SRC/bench/routing.sh" -k "$OUT/kvmuxd" --quick >"$OUT/stdout" 2>"$OUT/stderr"
 rc=$?
@@ -35,13 +28,7 @@ for shape in async-loop async-cb sync-8; do
         check "table row $shape $op" grep -q "^| $shape | $op | [0-9]" "$OUT/stdout"
         line=$(grep "^routing: $shape $op " "$OUT/stdout" || true)
         check "summary line $shape $op" [ -n "$line" ]
-        check "$shape $op: plain, cluster and ratio > 0 ($line)" awk -v l="$line" 'BEGIN {
-            n = split(l, f, " "); ok = 0
-            for (i = 1; i <= n; i++) {
-                split(f[i], kv, "=")
-                if (kv[1] == "plain" || kv[1] == "cluster" || kv[1] == "ratio") ok += (kv[2] + 0 > 0)
-            }
-            exit ok == 3 ? 0 : 1 }'
+        check "$shape $op: plain, cluster and ratio > 0 ($line)" fields_positive "$line" plain cluster ratio
     done
 done
 check "no kvmuxd left from the run" sh -c "! pgrep -f '^$OUT/kvmuxd' >/dev/null"

@@ -13,15 +13,8 @@ set -uo pipefail
 SRC=$1 KVMUXD=$2 KVMUX_BENCH=$3 KVMUX_CLI=$4
 OUT=$(mktemp -d /tmp/kvmux-scaling-test.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
-passed=0
-failed=0
-check() { # description command...
-    local what=$1
-    shift
-    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what" >&2; fi
-}
-cp "$KVMUXD" "$OUT/kvmuxd" && cp "$KVMUX_BENCH" "$OUT/kvmux-bench" &&
-    cp "$KVMUX_CLI" "$OUT/kvmux-cli" || { echo "FAIL: cannot copy the binaries" >&2; exit 1; }
+. "$(dirname "$0")/bench_test_lib.sh"
+bench_test_copy_bins "$OUT" "$KVMUXD" "$KVMUX_BENCH" "$KVMUX_CLI"
 
 "$SRC/bench/scaling.sh" -k "$OUT/kvmuxd" --quick -K 2000 >"$OUT/stdout" 2>"$OUT/stderr"
 rc=$?
@@ -32,14 +25,7 @@ for g in 1 2 3; do
     for op in set get; do
         line=$(grep "^scaling: G=$g op=$op " "$OUT/stdout" || true)
         check "summary line G=$g $op" [ -n "$line" ]
-        check "G=$g $op: ops, server and client us/op > 0 ($line)" awk -v l="$line" 'BEGIN {
-            n = split(l, f, " "); ok = 0
-            for (i = 1; i <= n; i++) {
-                split(f[i], kv, "=")
-                if (kv[1] == "ops" || kv[1] == "server_us_per_op" || kv[1] == "client_us_per_op")
-                    ok += (kv[2] + 0 > 0)
-            }
-            exit ok == 3 ? 0 : 1 }'
+        check "G=$g $op: ops, server and client us/op > 0 ($line)" fields_positive "$line" ops server_us_per_op client_us_per_op
     done
 done
 check "no kvmuxd left from the run" sh -c "! pgrep -f '^$OUT/kvmuxd' >/dev/null"

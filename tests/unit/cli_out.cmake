@@ -9,6 +9,7 @@ if(TARGET kvmux-cli)
             ${PROJECT_SOURCE_DIR}/tools/kvmux-cli/cmd.c
             ${PROJECT_SOURCE_DIR}/tools/kvmux-cli/mapassign.c
             ${PROJECT_SOURCE_DIR}/tools/kvmux-cli/migrate.c
+            ${PROJECT_SOURCE_DIR}/tools/kvmux-cli/monitor.c
             ${PROJECT_SOURCE_DIR}/tools/kvmux-cli/args.c
     LIBS kvmux ${KVMUX_LIBEDIT}
     LABELS unit TIMEOUT 60)

@@ -37,6 +37,7 @@
 #include "cluster.h"
 #include "mapassign.h"
 #include "migrate.h"
+#include "monitor.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -568,11 +569,8 @@ static uint64_t groups_epoch(cli_ctx *ctx, const uint16_t *ids, size_t n) {
     for (size_t g = 0; g < n; g++) {
         kvmux_value *v = NULL;
         if (stats_of(ctx, ids[g], "cluster_epoch", &v) != 0) continue;
-        const char *p = strstr((const char *)v->data, "cluster_epoch:");
-        if (p) {
-            uint64_t e = strtoull(p + strlen("cluster_epoch:"), NULL, 10);
-            if (e > best) best = e;
-        }
+        uint64_t e = cli_stat_value(v, "cluster_epoch");
+        if (e > best) best = e;
         kvmux_value_free(v);
     }
     return best;

@@ -48,8 +48,7 @@ static int watch_error(cli_ctx *ctx, const char *mode, int rc) {
     return fatal ? CLI_EXIT_CONN : CLI_EXIT_REQUEST;
 }
 
-/* The counter name's value in STATS text, 0 if absent. */
-static uint64_t stat_value(const kvmux_value *v, const char *name) {
+uint64_t cli_stat_value(const kvmux_value *v, const char *name) {
     size_t nl = strlen(name);
     const char *p = (const char *)v->data, *end = p + v->len;
     while (p < end) {
@@ -85,10 +84,10 @@ static int stat_read(cli_ctx *ctx, stat_sample *s) {
     int rc = kvmux_stats(ctx->client, NULL, &v, ctx->timeout_ms);
     if (rc != 0) return rc;
     s->at_ns = cli_now_ns();
-    s->keys = stat_value(v, "keys");
-    s->memory = stat_value(v, "used_memory");
-    s->clients = stat_value(v, "connections_current");
-    s->requests = stat_value(v, "requests_total");
+    s->keys = cli_stat_value(v, "keys");
+    s->memory = cli_stat_value(v, "used_memory");
+    s->clients = cli_stat_value(v, "connections_current");
+    s->requests = cli_stat_value(v, "requests_total");
     kvmux_value_free(v);
     return 0;
 }

@@ -32,4 +32,8 @@ void cli_sleep_ms(int64_t ms);
 /* Monotonic clock in nanoseconds. */
 int64_t cli_now_ns(void);
 
+/* The value of counter name in STATS text v ("name:value" lines), 0 if
+ * absent or not a number. */
+uint64_t cli_stat_value(const kvmux_value *v, const char *name);
+
 #endif
