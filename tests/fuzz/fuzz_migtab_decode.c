@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_util.h"
 #include "migtab.h"
 
 static kvmux_migtab t;
@@ -26,9 +27,8 @@ static uint8_t out[KVMUX_MIG_WIRE_MAX];
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len) {
-    uint8_t *p = malloc(len ? len : 1);
+    uint8_t *p = fuzz_exact_copy(data, len);
     if (!p) return 0;
-    memcpy(p, data, len);
     char err[256];
     err[0] = '\0';
     if (kvmux_migtab_decode(&t, p, len, err, sizeof err) == 0) {
@@ -43,9 +43,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len) {
                 abort();
         }
         size_t n = kvmux_migtab_encode(&t, out, sizeof out);
-        if (n != len || memcmp(out, p, len) != 0) abort();
-    } else if (err[0] == '\0') {
-        abort();
+        fuzz_same_bytes(out, n, p, len);
+    } else {
+        fuzz_refusal_has_reason(err);
     }
     free(p);
     return 0;

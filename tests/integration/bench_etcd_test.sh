@@ -17,13 +17,7 @@ set -uo pipefail
 SRC=$1 KVMUXD=$2 KVMUX_BENCH=$3 ETCDLOAD=$4
 OUT=$(mktemp -d /tmp/kvmux-etcd-test.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
-passed=0
-failed=0
-check() { # description command...
-    local what=$1
-    shift
-    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what" >&2; fi
-}
+. "$(dirname "$0")/bench_test_lib.sh"
 command -v etcd >/dev/null || { echo "FAIL: etcd is not installed (apt-get install etcd-server)" >&2; exit 1; }
 
 "$SRC/bench/etcd.sh" -k "$KVMUXD" -b "$KVMUX_BENCH" -e "$ETCDLOAD" --quick -o "$OUT/table.md" \
