@@ -760,6 +760,10 @@ typedef struct kvmux_cluster_info {
                              pushed group by group): not followed, the
                              same group asked again after a TRY_AGAIN
                              backoff */
+    uint64_t member_updates; /* a connected group's client given the newer
+                             member list a map or redirect named (it
+                             reconnects through it when its connection
+                             is lost) */
 } kvmux_cluster_info;
 
 /* Fill *out (size: sizeof(kvmux_cluster_info) as the caller knows it).

@@ -457,7 +457,8 @@ struct kvmux_client {
      * they can be resent; host (above, owned, KVMUX__HOST_MAX + 1 bytes)
      * and port name the target of the next threaded attempt, raddr the
      * event-loop one. */
-    kvmux__endpoint *eps;          /* immutable after connect; NULL: off */
+    kvmux__endpoint *eps;          /* NULL: off; replaced under mu by
+                                      kvmux__failover_set_endpoints */
     uint32_t neps;
     uint64_t session_id;           /* exactly-once session (failover.c);
                                       immutable after connect; 0: off */
@@ -550,6 +551,17 @@ void kvmux__failover_lost(kvmux_client *c);
 /* Lock held: a reconnect attempt failed: the next goes to the next
  * endpoint. */
 void kvmux__failover_attempt_failed(kvmux_client *c);
+/* Lock NOT held, endpoints mode (else KVMUX_EINVAL): replace c's endpoint
+ * list with list (kvmux_options.endpoints syntax), e.g. the members a
+ * newer cluster map names for the group. The connection in use is kept
+ * (its server may still serve; if it goes, the reconnect walks the new
+ * list); the next attempt after a loss takes the entry after the current
+ * target if it is listed, else the first. Event-loop mode: every entry
+ * must be a numeric address (never a resolver on the loop), else
+ * KVMUX_EINVAL. On any error the old list stays. Returns 0, KVMUX_EINVAL
+ * or KVMUX_ENOMEM. Takes c->mu (callers may hold a cluster handle's lock,
+ * which is always taken before a sub-client's). */
+int kvmux__failover_set_endpoints(kvmux_client *c, const char *list);
 /* Lock held: choose the next attempt's target: c->host / c->port
  * (threaded) or c->raddr (event-loop), the redirect target if set (then
  * consumed), else endpoint ep_cur. */

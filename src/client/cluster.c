@@ -128,6 +128,7 @@ struct kvmux__router {
     int refreshing;                /* a CLUSTER map request is in flight */
     uint64_t refresh_for;          /* highest epoch a refresh was started for */
     uint64_t refreshes, redirects, try_agains, stale;
+    uint64_t member_updates;       /* sub-clients given a newer member list */
     int closing;
     pthread_cond_t gcond;          /* a group's state changed */
     uint64_t rng;                  /* backoff jitter (xorshift64) */
@@ -146,6 +147,19 @@ static kvmux__cgroup *cl_group_find(const kvmux__router *r, uint16_t id) {
     return NULL;
 }
 
+static void cl_numeric_only(const char *list, char *out, size_t cap);
+
+/* g's sub-client takes g->endpoints as its member list (lock held; g
+ * READY). Event-loop mode keeps the numeric members only (never a
+ * resolver on the loop); with none, or on an error, the sub-client keeps
+ * the list it has: it still reaches whichever old member serves. */
+static void cl_sub_members(kvmux_client *c, kvmux__cgroup *g) {
+    char eps[CL_EP_MAX];
+    if (c->mode == KVMUX__MODE_LOOP) cl_numeric_only(g->endpoints, eps, sizeof eps);
+    else memcpy(eps, g->endpoints, sizeof eps);
+    if (eps[0] && kvmux__failover_set_endpoints(g->sub, eps) == 0) c->router->member_updates++;
+}
+
 /* The group id, made if new (endpoints may be NULL/empty); NULL when the
  * table is full, out of memory, or closing. */
 static kvmux__cgroup *cl_group_learn(kvmux_client *c, uint16_t id, const char *endpoints) {
@@ -160,9 +174,13 @@ static kvmux__cgroup *cl_group_learn(kvmux_client *c, uint16_t id, const char *e
         g->timer_at = INT64_MAX;
         r->groups[r->ngroups++] = g;
     }
-    /* A group not connected yet takes the newest member list. */
-    if (endpoints && *endpoints && (g->state == CG_IDLE || g->state == CG_FAILED))
+    if (endpoints && *endpoints && strcmp(endpoints, g->endpoints) != 0) {
+        /* The newest member list: a group not connected yet connects with
+         * it (a connecting one is updated when its connect ends); a
+         * connected one's sub-client walks it from its next reconnect. */
         snprintf(g->endpoints, sizeof g->endpoints, "%s", endpoints);
+        if (g->state == CG_READY) cl_sub_members(c, g);
+    }
     return g;
 }
 
@@ -213,6 +231,8 @@ static void *cl_connect_main(void *arg) {
     if (rc == 0) {
         g->sub = sub;
         g->state = CG_READY;
+        /* A newer member list arrived while connecting. */
+        if (strcmp(eps, g->endpoints) != 0) cl_sub_members(c, g);
     } else {
         g->state = CG_FAILED;
         g->fail_code = rc == KVMUX_ETIMEDOUT ? KVMUX_ECONNECT : rc;
@@ -1224,6 +1244,7 @@ int kvmux_cluster_stats(kvmux_client *c, kvmux_cluster_info *out, size_t size) {
     s.redirects = r->redirects;
     s.try_agains = r->try_agains;
     s.stale = r->stale;
+    s.member_updates = r->member_updates;
     s.groups = r->ngroups;
     s.seed_group = r->seed_group;
     for (uint32_t i = 0; i < r->ngroups; i++)

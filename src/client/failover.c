@@ -124,6 +124,27 @@ int kvmux__op_is_read(int op) {
     }
 }
 
+/* host:port as an address without a resolver (AI_NUMERICHOST: never
+ * blocks). Returns 0, or -1 if host is not a numeric address. */
+static int numeric_addr(const char *host, uint16_t port, struct sockaddr_storage *ss,
+                        socklen_t *sslen) {
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    if (getaddrinfo(host, service, &hints, &res) != 0 || !res || res->ai_addrlen > sizeof *ss) {
+        if (res) freeaddrinfo(res);
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sslen = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
 /* Event-loop mode: the redirect target as an address without DNS (lock
  * held; redir_host/port set). Returns 0, or -1 if it needs a resolver. */
 static int redirect_resolve(kvmux_client *c) {
@@ -134,21 +155,40 @@ static int redirect_resolve(kvmux_client *c) {
             return 0;
         }
     }
-    char service[8];
-    snprintf(service, sizeof service, "%u", (unsigned)c->redir_port);
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV; /* never blocks */
-    if (getaddrinfo(c->redir_host, service, &hints, &res) != 0 || !res ||
-        res->ai_addrlen > sizeof c->redir_ss) {
-        if (res) freeaddrinfo(res);
-        return -1;
+    return numeric_addr(c->redir_host, c->redir_port, &c->redir_ss, &c->redir_sslen);
+}
+
+int kvmux__failover_set_endpoints(kvmux_client *c, const char *list) {
+    kvmux__endpoint *eps = NULL;
+    uint32_t n = 0;
+    int rc = kvmux__endpoints_parse(list, &eps, &n);
+    if (rc != 0) return rc;
+    /* Resolved before the lock: getaddrinfo with AI_NUMERICHOST does no
+     * I/O, but it allocates. The mode never changes after connect. */
+    for (uint32_t i = 0; c->mode == KVMUX__MODE_LOOP && i < n; i++) {
+        if (numeric_addr(eps[i].host, eps[i].port, &eps[i].ss, &eps[i].sslen) != 0) {
+            free(eps);
+            return KVMUX_EINVAL;
+        }
     }
-    memcpy(&c->redir_ss, res->ai_addr, res->ai_addrlen);
-    c->redir_sslen = (socklen_t)res->ai_addrlen;
-    freeaddrinfo(res);
+    pthread_mutex_lock(&c->mu);
+    if (!c->eps) {
+        pthread_mutex_unlock(&c->mu);
+        free(eps);
+        return KVMUX_EINVAL;
+    }
+    /* The next attempt after a loss goes to the entry after the current
+     * target if it is still listed (as before the change), else to the
+     * first one. */
+    uint32_t cur = 0;
+    const kvmux__endpoint *old = &c->eps[c->ep_cur];
+    for (uint32_t i = 0; i < n; i++)
+        if (eps[i].port == old->port && strcmp(eps[i].host, old->host) == 0) cur = i;
+    free(c->eps);
+    c->eps = eps;
+    c->neps = n;
+    c->ep_cur = cur;
+    pthread_mutex_unlock(&c->mu);
     return 0;
 }
 

@@ -97,7 +97,7 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli AND TARGET kvmux-bench)
       set_tests_properties(cluster_client_loop_test PROPERTIES TIMEOUT 90
         LABELS "integration")
     endif()
-    foreach(scenario reassign faults)
+    foreach(scenario reassign faults members)
       add_test(NAME cluster_client_${scenario}_test COMMAND cluster_client_test ${scenario})
       set_tests_properties(cluster_client_${scenario}_test PROPERTIES TIMEOUT 90
         LABELS "integration;concurrent;fault")

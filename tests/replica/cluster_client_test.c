@@ -21,6 +21,9 @@
  *             requests fail within their deadline, the others' succeed;
  *             kvmux_close with requests parked; a callback waiting for a
  *             future (and a blocking call) of its own handle.
+ *   members   a connected group's member list follows the map: the
+ *             leader the first map named is killed, the members a later
+ *             map named take over (threaded, then event-loop mode).
  *   loop      event-loop mode through the libuv adapter: the routing test
  *             on the handle's one fd, a group leader killed, a new map
  *             (redirects, one refresh), futures, cancel, close, a group
@@ -933,6 +936,71 @@ static void scenario_faults(void) {
     for (int j = 0; j < 3; j++) rgroup_stop(&g[j]);
 }
 
+/* ---- members: a connected group's member list follows the map ---- */
+
+#ifdef KVMUX_TEST_LIBUV
+static void members_loop(rgroup *g);
+#endif
+
+/* Group 1 has 3 members but map epoch 1 names only its leader L; epoch 2
+ * names only the two others (and moves slots 4096-8191 to group 2). The
+ * handle, connected to L, learns epoch 2 from a WRONG_SHARD; then L is
+ * killed: group 1's requests must reach the new leader through the
+ * members epoch 2 named. A handle that kept its connect-time list would
+ * retry the dead L until every deadline. */
+static void scenario_members(void) {
+    static rgroup g[2];
+    static const int members[2] = {3, 1};
+    groups_start(g, 2, members);
+    int lead = rgroup_stable_leader(&g[0], 30000);
+    REQUIRE(lead >= 0);
+    int f1 = (lead + 1) % 3, f2 = (lead + 2) % 3;
+    char map1[512], map2[512];
+    snprintf(map1, sizeof map1,
+             "epoch 1\ngroup 1 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\n"
+             "slots 0-8191 1\nslots 8192-16383 2\n",
+             g[0].cport[lead], g[1].cport[0]);
+    snprintf(map2, sizeof map2,
+             "epoch 2\ngroup 1 127.0.0.1:%u 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\n"
+             "slots 0-4095 1\nslots 4096-16383 2\n",
+             g[0].cport[f1], g[0].cport[f2], g[1].cport[0]);
+    REQUIRE(assign_text(g[1].cport[0], map1) == 0);
+    char seed[64], k1[32], k2[32];
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[1].cport[0]);
+    int from = 0;
+    cluster_key_in(0, 4095, &from, k1, sizeof k1);
+    from = 0;
+    cluster_key_in(4096, 8191, &from, k2, sizeof k2);
+    kvmux_client *c = NULL;
+    REQUIRE(cluster_open(&c, seed, 3000) == 0);
+    CHECK_EQ(kvmux_set(c, k1, strlen(k1), "a", 1, 0, NULL, 3000), 0);
+    CHECK_EQ(kvmux_set(c, k2, strlen(k2), "a", 1, 0, NULL, 3000), 0);
+    REQUIRE(assign_text(g[1].cport[0], map2) == 0);
+    /* k2 is group 2's now: WRONG_SHARD from group 1, one refresh. */
+    CHECK_EQ(kvmux_set(c, k2, strlen(k2), "b", 1, 0, NULL, 3000), 0);
+    CHECK_EQ(cstats(c).epoch, 2u);
+    CHECK_EQ(cstats(c).member_updates, 1u);
+    rgroup_kill(&g[0], lead);
+    /* The election (about a second) and the reconnect to a listed member
+     * fit in the deadline. */
+    int64_t t0 = test_now_ms();
+    int rc = kvmux_set(c, k1, strlen(k1), "b", 1, 0, NULL, 15000);
+    fprintf(stderr, "members: SET after the listed leader's kill: %s in %lld ms\n",
+            kvmux_strerror(rc), (long long)(test_now_ms() - t0));
+    CHECK_EQ(rc, 0);
+    kvmux_value *v = NULL;
+    CHECK_EQ(kvmux_get(c, k1, strlen(k1), &v, 3000), 0);
+    CHECK(v && v->len == 1 && memcmp(v->data, "b", 1) == 0);
+    kvmux_value_free(v);
+    kvmux_close(c);
+#ifdef KVMUX_TEST_LIBUV
+    REQUIRE(rgroup_start_member(&g[0], lead, 0) == 0);
+    members_loop(g);
+
+#endif
+    for (int j = 0; j < 2; j++) rgroup_stop(&g[j]);
+}
+
 /* ---- loop: event-loop mode on one fd (libuv) ---- */
 
 #ifdef KVMUX_TEST_LIBUV
@@ -1105,6 +1173,73 @@ static void scenario_loop(void) {
     CHECK_EQ(uv_loop_close(&loop), 0);
     for (int j = 0; j < 3; j++) rgroup_stop(&g[j]);
 }
+
+/* One request through an event-loop handle, the loop run until it
+ * completes (at most timeout_ms + 2 s). Returns its result. */
+static int lp_one(uv_loop_t *loop, kvmux_client *c, int op, const char *key, const char *val,
+                  int timeout_ms) {
+    kvmux_request r;
+    memset(&r, 0, sizeof r);
+    r.op = op;
+    r.key = key;
+    r.key_len = strlen(key);
+    r.value = val;
+    r.value_len = val ? strlen(val) : 0;
+    lp_done = 0;
+    int rc = kvmux_call_async(c, &r, timeout_ms, lp_cb, NULL);
+    if (rc != 0) return rc;
+    for (int i = 0; i < (timeout_ms + 2000) / 5 && lp_done == 0; i++) run_loop(loop, 5);
+    return lp_done == 1 ? lp_last : KVMUX_ETIMEDOUT;
+}
+
+/* scenario_members again in event-loop mode (libuv), on the same groups
+ * (group 1's three members up again): epoch 3 names group 1's leader
+ * only, epoch 4 the two others; the leader is killed once the handle has
+ * epoch 4. */
+static void members_loop(rgroup *g) {
+    int lead = rgroup_stable_leader(&g[0], 30000);
+    REQUIRE(lead >= 0);
+    int f1 = (lead + 1) % 3, f2 = (lead + 2) % 3;
+    char map3[512], map4[512], seed[64], k1[32], k2[32];
+    snprintf(map3, sizeof map3,
+             "epoch 3\ngroup 1 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\n"
+             "slots 0-4095 1\nslots 4096-16383 2\n",
+             g[0].cport[lead], g[1].cport[0]);
+    snprintf(map4, sizeof map4,
+             "epoch 4\ngroup 1 127.0.0.1:%u 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\n"
+             "slots 0-2047 1\nslots 2048-16383 2\n",
+             g[0].cport[f1], g[0].cport[f2], g[1].cport[0]);
+    REQUIRE(assign_text(g[1].cport[0], map3) == 0);
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[1].cport[0]);
+    int from = 0;
+    cluster_key_in(0, 2047, &from, k1, sizeof k1);
+    from = 0;
+    cluster_key_in(2048, 4095, &from, k2, sizeof k2);
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.cluster = 1;
+    o.endpoints = seed;
+    kvmux_client *c = NULL;
+    REQUIRE(kvmux_async_connect(&c, NULL, 0, &o) == 0);
+    REQUIRE(kvmux_libuv_attach(c, &loop) == 0);
+    CHECK_EQ(lp_one(&loop, c, KVMUX_SET, k1, "c", 3000), 0);
+    CHECK_EQ(lp_one(&loop, c, KVMUX_SET, k2, "c", 3000), 0);
+    REQUIRE(assign_text(g[1].cport[0], map4) == 0);
+    CHECK_EQ(lp_one(&loop, c, KVMUX_SET, k2, "d", 3000), 0);
+    CHECK_EQ(cstats(c).epoch, 4u);
+    CHECK_EQ(cstats(c).member_updates, 1u);
+    rgroup_kill(&g[0], lead);
+    int64_t t0 = test_now_ms();
+    int rc = lp_one(&loop, c, KVMUX_SET, k1, "d", 15000);
+    fprintf(stderr, "members (loop): SET after the listed leader's kill: %s in %lld ms\n",
+            kvmux_strerror(rc), (long long)(test_now_ms() - t0));
+    CHECK_EQ(rc, 0);
+    kvmux_close(c);
+    run_loop(&loop, 100);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
 #endif
 
 int main(int argc, char **argv) {
@@ -1112,11 +1247,12 @@ int main(int argc, char **argv) {
     if (strcmp(which, "route") == 0) scenario_route();
     else if (strcmp(which, "reassign") == 0) scenario_reassign();
     else if (strcmp(which, "faults") == 0) scenario_faults();
+    else if (strcmp(which, "members") == 0) scenario_members();
 #ifdef KVMUX_TEST_LIBUV
     else if (strcmp(which, "loop") == 0) scenario_loop();
 #endif
     else {
-        fprintf(stderr, "usage: cluster_client_test [route|reassign|faults|loop]\n");
+        fprintf(stderr, "usage: cluster_client_test [route|reassign|faults|members|loop]\n");
         return 2;
     }
     return test_report();
