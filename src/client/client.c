@@ -165,26 +165,42 @@ int kvmux__connect_socket(const char *host, uint16_t port, int64_t deadline) {
     return rc;
 }
 
-int kvmux__resolve_first(const char *host, uint16_t port, struct sockaddr_storage *ss,
-                         socklen_t *len) {
+/* getaddrinfo's first stream address for host:port into *ss (ai_flags
+ * added to AI_NUMERICSERV). Returns getaddrinfo's code, or EAI_FAIL when
+ * there is no usable address. */
+static int resolve(const char *host, uint16_t port, int ai_flags, struct sockaddr_storage *ss,
+                   socklen_t *len) {
     char service[8];
     snprintf(service, sizeof service, "%u", (unsigned)port);
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | ai_flags;
     int gai = getaddrinfo(host, service, &hints, &res);
-    if (gai == EAI_MEMORY) return kvmux__connect_fail(KVMUX_ENOMEM, "getaddrinfo: out of memory");
-    if (gai != 0 || !res || res->ai_addrlen > sizeof *ss) {
-        if (res) freeaddrinfo(res);
-        return kvmux__connect_fail(KVMUX_ECONNECT, "cannot resolve %s: %s", host,
-                                   gai != 0 ? gai_strerror(gai) : "no usable address");
+    if (gai == 0 && (!res || res->ai_addrlen > sizeof *ss)) gai = EAI_FAIL;
+    if (gai == 0) {
+        memset(ss, 0, sizeof *ss);
+        memcpy(ss, res->ai_addr, res->ai_addrlen);
+        *len = (socklen_t)res->ai_addrlen;
     }
-    memset(ss, 0, sizeof *ss);
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *len = (socklen_t)res->ai_addrlen;
-    freeaddrinfo(res);
+    if (res) freeaddrinfo(res);
+    return gai;
+}
+
+int kvmux__resolve_first(const char *host, uint16_t port, struct sockaddr_storage *ss,
+                         socklen_t *len) {
+    int gai = resolve(host, port, 0, ss, len);
+    if (gai == EAI_MEMORY) return kvmux__connect_fail(KVMUX_ENOMEM, "getaddrinfo: out of memory");
+    if (gai != 0)
+        return kvmux__connect_fail(KVMUX_ECONNECT, "cannot resolve %s: %s", host,
+                                   gai != EAI_FAIL ? gai_strerror(gai) : "no usable address");
     return 0;
+}
+
+int kvmux__resolve_numeric(const char *host, uint16_t port, struct sockaddr_storage *ss,
+                           socklen_t *len) {
+    return resolve(host, port, AI_NUMERICHOST, ss, len) == 0 ? 0 : -1;
 }
 
 int kvmux__connect_addr(const struct sockaddr_storage *ss, socklen_t len) {

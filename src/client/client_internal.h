@@ -935,6 +935,11 @@ void kvmux__loop_close(kvmux_client *c);
  * Returns 0 or KVMUX_ECONNECT / KVMUX_ENOMEM (message recorded). */
 int kvmux__resolve_first(const char *host, uint16_t port, struct sockaddr_storage *ss,
                          socklen_t *len);
+/* host:port to its first address without a resolver (AI_NUMERICHOST:
+ * never blocks; a name is refused). Records nothing. Returns 0, or -1 if
+ * host is not a numeric address. */
+int kvmux__resolve_numeric(const char *host, uint16_t port, struct sockaddr_storage *ss,
+                           socklen_t *len);
 /* A non-blocking TCP socket (CLOEXEC, TCP_NODELAY) with a connect to ss
  * started. Never blocks. Returns the fd, or KVMUX_ECONNECT (message
  * recorded). */

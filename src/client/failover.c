@@ -74,7 +74,6 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,27 +123,6 @@ int kvmux__op_is_read(int op) {
     }
 }
 
-/* host:port as an address without a resolver (AI_NUMERICHOST: never
- * blocks). Returns 0, or -1 if host is not a numeric address. */
-static int numeric_addr(const char *host, uint16_t port, struct sockaddr_storage *ss,
-                        socklen_t *sslen) {
-    char service[8];
-    snprintf(service, sizeof service, "%u", (unsigned)port);
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-    if (getaddrinfo(host, service, &hints, &res) != 0 || !res || res->ai_addrlen > sizeof *ss) {
-        if (res) freeaddrinfo(res);
-        return -1;
-    }
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *sslen = (socklen_t)res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
-
 /* Event-loop mode: the redirect target as an address without DNS (lock
  * held; redir_host/port set). Returns 0, or -1 if it needs a resolver. */
 static int redirect_resolve(kvmux_client *c) {
@@ -155,7 +133,7 @@ static int redirect_resolve(kvmux_client *c) {
             return 0;
         }
     }
-    return numeric_addr(c->redir_host, c->redir_port, &c->redir_ss, &c->redir_sslen);
+    return kvmux__resolve_numeric(c->redir_host, c->redir_port, &c->redir_ss, &c->redir_sslen);
 }
 
 int kvmux__failover_set_endpoints(kvmux_client *c, const char *list) {
@@ -166,7 +144,7 @@ int kvmux__failover_set_endpoints(kvmux_client *c, const char *list) {
     /* Resolved before the lock: getaddrinfo with AI_NUMERICHOST does no
      * I/O, but it allocates. The mode never changes after connect. */
     for (uint32_t i = 0; c->mode == KVMUX__MODE_LOOP && i < n; i++) {
-        if (numeric_addr(eps[i].host, eps[i].port, &eps[i].ss, &eps[i].sslen) != 0) {
+        if (kvmux__resolve_numeric(eps[i].host, eps[i].port, &eps[i].ss, &eps[i].sslen) != 0) {
             free(eps);
             return KVMUX_EINVAL;
         }
