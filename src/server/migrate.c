@@ -187,9 +187,15 @@ static void nap(struct kvmux_migr *m, uint32_t ms) {
  * message (NUL-terminated) or NULL. */
 static void note(struct kvmux_migr *m, uint32_t id, const char *what, int rc, const uint8_t *msg) {
     char text[sizeof m->prog.err];
-    snprintf(text, sizeof text, "%s failed%s%s%s%.100s", what, rc ? ": " : "",
-             rc > 0 ? "refused" : rc < 0 ? kvmux_mapc_strerror(rc) : "", msg ? ": " : "",
-             msg ? (const char *)msg : "");
+    /* KVMUX_MAPC_* in their order (mapclient.h). */
+    static const char *const refusals[] = {"", "not found", "no answer in time",
+                                           "version mismatch", "busy", "bad request",
+                                           "out of memory", "try again"};
+    const char *why = rc < 0 ? kvmux_mapc_strerror(rc)
+                      : rc < (int)(sizeof refusals / sizeof refusals[0]) ? refusals[rc]
+                                                                          : "refused";
+    snprintf(text, sizeof text, "%s failed%s%s%s%.100s", what, rc ? ": " : "", why,
+             msg ? ": " : "", msg ? (const char *)msg : "");
     /* The last failure of the migration being driven: an abort for a
      * timeout gives it as its reason. */
     if (id && id == m->prog.id) memcpy(m->prog.err, text, sizeof text);

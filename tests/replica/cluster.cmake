@@ -60,6 +60,12 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_move_test.c
         ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 180)
+    # Slot migration step 8: the stall and fence timeouts (MIGRATION.md
+    # 8.2) with SIGSTOPped / refusing targets; a writer thread.
+    kvmux_add_test(migrate_timeout_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_timeout_test.c
+        ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
+      LIBS kvmux kvmux_rgroup LABELS "integration;fault;concurrent" TIMEOUT 240)
   else()
     kvmux_missing_dependency_test(cluster_server_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
@@ -68,6 +74,8 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     kvmux_missing_dependency_test(migrate_import_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(migrate_move_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(migrate_timeout_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()
