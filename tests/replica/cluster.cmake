@@ -66,6 +66,14 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_timeout_test.c
         ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup LABELS "integration;fault;concurrent" TIMEOUT 240)
+    # Step 8: moves under load, kill -9 of a source, target or map group
+    # leader at a random phase (KVMUX_MIGFAULT_CYCLES, _SEED, _REPLICAS);
+    # nine processes: run alone.
+    kvmux_add_test(migrate_fault_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_fault_test.c
+        ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
+      LIBS kvmux kvmux_rgroup LABELS "fault;concurrent" TIMEOUT 600)
+    set_tests_properties(migrate_fault_test PROPERTIES RUN_SERIAL TRUE)
   else()
     kvmux_missing_dependency_test(cluster_server_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
@@ -76,6 +84,8 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     kvmux_missing_dependency_test(migrate_move_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(migrate_timeout_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(migrate_fault_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()
