@@ -581,6 +581,9 @@ static int bulk_pass(attempt *a) {
     progress *p = &a->m->prog;
     uint64_t cursor = p->cursor;
     a->in_pass = 1;
+    if (cursor)
+        KVMUX_LOG_I("migration %u: resuming the bulk pass after batch %u (term %llu)", r->id,
+                    p->bseq, (unsigned long long)p->term);
     do {
         if (!attempt_ok(a)) return -1;
         uint64_t next = 0;

@@ -18,13 +18,18 @@
  *   target's answer is a few milliseconds, so the test may miss it (the
  *   move commits): it then tries again the other way, up to 8 times, and
  *   fails if it never hits. Every acknowledged write is read back at the
- *   end. Prints one line per case. */
+ *   end.
+ * - resume: between those, a move whose target runs out of memory after
+ *   a few batches (its --maxmemory lowered by SIGHUP) and gets room 4 s
+ *   later commits without a second bulk pass (see resume()).
+ * Prints one line per case. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cluster_util.h"
 #include "kvmux.h"
@@ -40,8 +45,11 @@
 #define FENCE_TRIES 8
 #define BIG_LEN (300 * 1024)
 
+#define NFILL 40000 /* more keys for the resume case: about ten batches */
+
 static char keys[NKEYS][16];
 static char mapeps[64];
+static long long in_range = NKEYS; /* keys of R at its owner */
 
 /* Key i's initial value; the last key's is BIG_LEN bytes: a batch of its
  * own, which group 3 (over its --maxmemory) refuses. */
@@ -102,7 +110,7 @@ static void check_aborted(const rgroup *mg, uint32_t id, rgroup *src, rgroup *ds
     for (int64_t end = test_now_ms() + WAIT_MS; test_now_ms() < end; test_sleep_ms(100))
         if ((k = migt_slotkeys(dst->cport[0], FIRST, LAST)) == 0) break;
     CHECK_EQ(k, 0);
-    CHECK_EQ(migt_slotkeys(src->cport[0], FIRST, LAST), NKEYS);
+    CHECK_EQ(migt_slotkeys(src->cport[0], FIRST, LAST), in_range);
 }
 
 /* The stall of a target that does not answer at all. */
@@ -143,6 +151,105 @@ static void stall_refusing(rgroup *mg, rgroup *g1, rgroup *g3) {
     printf("stall (target out of memory): migration %u aborted: %s\n", id, r.reason);
     check_aborted(mg, id, g1, g3);
     CHECK_EQ(rgroup_stat(g1, 0, "migrate_timeouts"), t0 + 1);
+}
+
+/* keys of R ("f<from>..."), 100-byte values, written at port with 128
+ * requests in flight. */
+static void load_fill(uint16_t port, int n) {
+    kvmux_client *c = NULL;
+    kvmux_options o;
+    kvmux_options_init(&o);
+    REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
+    static kvmux_future *fs[128];
+    static char fk[128][16];
+    char val[100];
+    memset(val, 'f', sizeof val);
+    int from = 1000000;
+    for (int i = 0; i < n + 128; i++) {
+        int slot = i % 128;
+        if (fs[slot]) {
+            REQUIRE(kvmux_future_wait(fs[slot], 10000) == 0);
+            REQUIRE(kvmux_future_result(fs[slot], NULL) == 0);
+            kvmux_future_free(fs[slot]);
+            fs[slot] = NULL;
+        }
+        if (i >= n) continue;
+        cluster_key_in(FIRST, LAST, &from, fk[slot], sizeof fk[slot]);
+        kvmux_request rq = {.op = KVMUX_SET, .key = fk[slot], .key_len = strlen(fk[slot]),
+                            .value = val, .value_len = sizeof val};
+        REQUIRE(kvmux_call_future(c, &rq, 10000, &fs[slot]) == 0);
+    }
+    kvmux_close(c);
+    in_range += n;
+}
+
+/* A STATS counter of the member at port through c ("name:N"), or -1. */
+static long long stat_on(kvmux_client *c, const char *name) {
+    kvmux_value *v = NULL;
+    long long n = -1;
+    if (kvmux_stats(c, name, &v, 2000) == 0) {
+        char st[128];
+        snprintf(st, sizeof st, "%.*s", (int)(v->len < 127 ? v->len : 127),
+                 (const char *)v->data);
+        const char *p = strchr(st, ':');
+        if (p) n = atoll(p + 1);
+    }
+    kvmux_value_free(v);
+    return n;
+}
+
+/* Write "maxmemory V" to the config file of the one member of g and
+ * SIGHUP it (the option is reloadable; the command line does not set it). */
+static void set_maxmemory(rgroup *g, const char *conf, const char *v) {
+    FILE *f = fopen(conf, "w");
+    REQUIRE(f != NULL);
+    fprintf(f, "maxmemory %s\n", v);
+    fclose(f);
+    REQUIRE(kill(g->srv[0].pid, SIGHUP) == 0);
+    test_sleep_ms(300);
+}
+
+/* A failed attempt within one term resumes the bulk pass (MIGRATION.md
+ * 13, step 8): with 43,000 keys in R (about ten batches), the target's
+ * --maxmemory is lowered to 2 MiB, so after a few batches it answers
+ * OUT_OF_MEMORY; the source resends the batch 5 times and its attempt
+ * fails (its stall timeout, restarted at 30 s for this, does not fire);
+ * 4 s later the limit is lifted. The move commits; the source began no
+ * second pass (migrate_restarts 0) and sent at most the range plus one
+ * batch and one scan step again. */
+static void resume(rgroup *mg, rgroup *src, const char **xsrc, rgroup *dst, const char *conf) {
+    xsrc[5] = "30000"; /* --migrate-stall-timeout */
+    rgroup_kill(src, 0);
+    REQUIRE(rgroup_start_member(src, 0, 0) == 0);
+    REQUIRE(rgroup_leader(src, 20000) == 0);
+    load_fill(src->cport[0], NFILL);
+    CHECK_EQ(migt_slotkeys(src->cport[0], FIRST, LAST), in_range);
+    set_maxmemory(dst, conf, "2M");
+    uint64_t oom0 = rgroup_stat(dst, 0, "oom_refused");
+    kvmux_client *sc = NULL;
+    kvmux_options o;
+    kvmux_options_init(&o);
+    REQUIRE(kvmux_connect(&sc, "127.0.0.1", src->cport[0], &o) == 0);
+    uint32_t id = start_move(mg, atoi(dst->extra[1]));
+    for (int64_t end = test_now_ms() + WAIT_MS; test_now_ms() < end; test_sleep_ms(20))
+        if (rgroup_stat(dst, 0, "oom_refused") > oom0) break;
+    long long at = stat_on(sc, "migrate_batches_sent");
+    test_sleep_ms(4000);
+    set_maxmemory(dst, conf, "0");
+    kvmux_migrec r = wait_ended(mg, id);
+    CHECK_EQ(r.state, KVMUX_MIG_COMMITTED);
+    CHECK_EQ(migt_record(mg, id, 1, WAIT_MS, &r), 0);
+    long long sent = stat_on(sc, "migrate_keys_sent");
+    long long restarts = stat_on(sc, "migrate_restarts");
+    long long batches = stat_on(sc, "migrate_batches_sent");
+    kvmux_close(sc);
+    printf("resume: migration %u: target out of memory after %lld batches, limit lifted 4 s "
+           "later: committed; %lld keys of %lld sent in %lld batches, %lld restarts\n", id, at,
+           sent, in_range, batches, restarts);
+    CHECK(at >= 1 && at < batches);
+    CHECK_EQ(restarts, 0);
+    CHECK(sent >= in_range && sent <= in_range + 4096 + 256);
+    CHECK_EQ(migt_slotkeys(dst->cport[0], FIRST, LAST), in_range);
 }
 
 /* The writer: the cluster client rewrites keys 0..NWRITE-1 with unique
@@ -186,7 +293,8 @@ static void *writer_main(void *arg) {
 /* One try at stopping the target between the fence and its answer to
  * the final delta. 1 hit (aborted by the fence timeout), 0 missed (the
  * move committed: src and dst are swapped). */
-static int fence_try(rgroup *mg, rgroup **src, rgroup **dst, int dst_id) {
+static int fence_try(rgroup *mg, rgroup **src, rgroup **dst) {
+    int dst_id = atoi((*dst)->extra[1]); /* its --cluster-group */
     uint64_t t0 = rgroup_stat(*src, 0, "migrate_timeouts");
     /* One connection, STATS of one line: polled as fast as it answers. */
     kvmux_client *sc = NULL;
@@ -232,6 +340,8 @@ static int fence_try(rgroup *mg, rgroup **src, rgroup **dst, int dst_id) {
     return 1;
 }
 
+/* The fence timeout, the first try moving R from g1 to g2 (g1 owns it;
+ * the names are the caller's). */
 static void fence_timeout(rgroup *mg, rgroup *g1, rgroup *g2) {
     static writer w;
     snprintf(w.seeds, sizeof w.seeds, "127.0.0.1:%u", g1->cport[0]);
@@ -240,7 +350,7 @@ static void fence_timeout(rgroup *mg, rgroup *g1, rgroup *g2) {
     test_sleep_ms(300);
     rgroup *src = g1, *dst = g2;
     int hit = 0, tries = 0;
-    while (!hit && tries++ < FENCE_TRIES) hit = fence_try(mg, &src, &dst, src == g1 ? 2 : 1);
+    while (!hit && tries++ < FENCE_TRIES) hit = fence_try(mg, &src, &dst);
     CHECK(hit);
     test_sleep_ms(300); /* the writer writes at the source again */
     atomic_store(&w.stop, 1);
@@ -275,9 +385,14 @@ int main(void) {
     static const char *x1[] = {"--cluster-group", "1", "--cluster-map", mapeps,
                                "--migrate-stall-timeout", "1500", "--migrate-fence-timeout",
                                "1000", NULL};
+    static char conf2[64];
     static const char *x2[] = {"--cluster-group", "2", "--cluster-map", mapeps,
                                "--migrate-stall-timeout", "1500", "--migrate-fence-timeout",
-                               "1000", NULL};
+                               "1000", "--config", conf2, NULL};
+    snprintf(conf2, sizeof conf2, "/tmp/kvmux-migto-%d.conf", (int)getpid());
+    FILE *cf = fopen(conf2, "w");
+    REQUIRE(cf != NULL);
+    fclose(cf);
     static const char *x3[] = {"--cluster-group", "3", "--cluster-map", mapeps,
                                "--store-shards", "1", "--maxmemory", "64K", NULL};
     static rgroup mg, g1, g2, g3;
@@ -318,11 +433,13 @@ int main(void) {
 
     stall_unreachable(&mg, &g1, &g2);
     stall_refusing(&mg, &g1, &g3);
-    fence_timeout(&mg, &g1, &g2);
+    resume(&mg, &g1, x1, &g2, conf2);
+    fence_timeout(&mg, &g2, &g1);
 
     rgroup_stop(&g3);
     rgroup_stop(&g2);
     rgroup_stop(&g1);
     rgroup_stop(&mg);
+    unlink(conf2);
     return test_report();
 }
