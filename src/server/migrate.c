@@ -97,8 +97,8 @@
 typedef struct progress {
     uint32_t id;
     uint64_t term;
-    uint64_t since_ms;               /* last import (or import-begin) answered
-                                        OK, else when this term took it over */
+    uint64_t since_ms;               /* last import answered OK, else when
+                                        this term took the migration over */
     uint64_t fence_ms;               /* the fence applied, or found applied */
     uint64_t cursor;                 /* where the bulk pass resumes */
     uint32_t bseq;                   /* the last batch B acknowledged */
@@ -696,8 +696,9 @@ static int begin_import(attempt *a, char *why, size_t cap) {
             p->cursor = 0;
             p->pass_begun = p->pass_done = 0;
         }
+        /* Not progress for the stall timer: a B that answers import-begin
+         * but refuses every batch is stalled. */
         p->bseq = a->bseq;
-        p->since_ms = kvmux_clock_ms();
         return 0;
     }
     if (rc == KVMUX_MAPC_BADREQ) {
@@ -817,14 +818,18 @@ static int begin_out(struct kvmux_migr *m, const kvmux_migrec *r) {
 static void take_over(struct kvmux_migr *m, const kvmux_migrec *r) {
     progress *p = &m->prog;
     uint64_t term = kvmux__repl_term(m->srv);
-    if (p->id == r->id && p->term == term) return;
-    memset(p, 0, sizeof *p);
-    p->id = r->id;
-    p->term = term;
-    p->since_ms = kvmux_clock_ms();
+    if (p->id != r->id || p->term != term) {
+        memset(p, 0, sizeof *p);
+        p->id = r->id;
+        p->term = term;
+        p->since_ms = kvmux_clock_ms();
+    }
+    /* Fenced, and not seen so by this term yet (taken over fenced, or an
+     * attempt stopped waiting for the fence's apply): the fence timer. */
     kvmux_migout_info mi;
     out_info(m, &mi);
-    if (mi.state == KVMUX_MIGOUT_FENCED && mi.id == r->id) p->fence_ms = p->since_ms;
+    if (mi.state == KVMUX_MIGOUT_FENCED && mi.id == r->id && !p->fence_ms)
+        p->fence_ms = kvmux_clock_ms();
 }
 
 /* Whether a timeout of 8.2 has fired for the migration taken over: then
