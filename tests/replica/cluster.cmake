@@ -72,7 +72,7 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     kvmux_add_test(migrate_fault_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_fault_test.c
         ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
-      LIBS kvmux kvmux_rgroup LABELS "fault;concurrent" TIMEOUT 600)
+      LIBS kvmux kvmux_rgroup kvmux_lincheck LABELS "fault;concurrent" TIMEOUT 600)
     set_tests_properties(migrate_fault_test PROPERTIES RUN_SERIAL TRUE)
   else()
     kvmux_missing_dependency_test(cluster_server_test

@@ -22,15 +22,20 @@
  * most those plus the unknown ones (else: applied twice). Prints
  *   migrate: kills=K migrations=M committed=C aborted=A acknowledged=N
  *            present=P lost=L applied_twice=D
- * and fails unless L = 0 and D = 0. */
+ * and fails unless L = 0 and D = 0. Every write and the final reads also
+ * go to an in-process lincheck history (tests/replica/tools/lincheck.h),
+ * which must be linearizable: versions never go back across the moves,
+ * no write is applied twice or lost. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster_util.h"
 #include "kvmux.h"
+#include "lincheck.h"
 #include "migtest.h"
 #include "testutil.h"
 
@@ -46,6 +51,25 @@
 static char bulk[NBULK][16], skeys[NSET][16], ckeys[NCTR][16];
 static char seeds[256], mapeps[256];
 static uint64_t rng;
+
+/* The history: the loader, then the writer thread, then the final reads,
+ * never two at once. */
+static lincheck_history *H;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Record a SET of value to key (process p) that returned rc. */
+static void hist_set(uint32_t p, uint64_t inv, const char *key, const char *value, int rc,
+                     uint64_t version) {
+    lincheck_op op = {.process = p, .invoke_ns = inv, .complete_ns = now_ns(),
+                      .op = LINCHECK_SET, .outcome = rc == 0 ? LINCHECK_OK : LINCHECK_INFO,
+                      .key = key, .value = value, .version = version};
+    REQUIRE(lincheck_add(H, &op) == 0);
+}
 
 static uint32_t rnd(uint32_t n) {
     rng ^= rng << 13;
@@ -83,8 +107,18 @@ static void *writer_main(void *arg) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         if (x % 5 == 0) {
             int j = (int)(x / 5 % NCTR);
-            int64_t res = 0;
-            int rc = kvmux_incr(c, ckeys[j], strlen(ckeys[j]), 1, &res, 10000);
+            kvmux_request rq = {.op = KVMUX_INCR, .key = ckeys[j], .key_len = strlen(ckeys[j]),
+                                .delta = 1};
+            kvmux_reply rp = {0};
+            uint64_t inv = now_ns();
+            int rc = kvmux_call(c, &rq, &rp, 10000);
+            lincheck_op op = {.process = 0, .invoke_ns = inv, .complete_ns = now_ns(),
+                              .op = LINCHECK_INCR,
+                              .outcome = rc == 0 ? LINCHECK_OK : LINCHECK_INFO,
+                              .key = ckeys[j], .delta = 1, .number = rp.number,
+                              .version = rp.version};
+            REQUIRE(lincheck_add(H, &op) == 0);
+            kvmux_reply_free(&rp);
             if (rc == 0) w->ctr_acked[j]++, w->acked++;
             else w->ctr_unknown[j]++, w->unknown++;
             continue;
@@ -93,7 +127,10 @@ static void *writer_main(void *arg) {
         char v[32];
         snprintf(v, sizeof v, "s%llu", (unsigned long long)n);
         skey_state *s = &w->s[i];
-        if (kvmux_set(c, skeys[i], strlen(skeys[i]), v, strlen(v), 0, NULL, 10000) == 0) {
+        uint64_t inv = now_ns(), ver = 0;
+        int rc = kvmux_set(c, skeys[i], strlen(skeys[i]), v, strlen(v), 0, &ver, 10000);
+        hist_set(0, inv, skeys[i], v, rc, ver);
+        if (rc == 0) {
             s->acked = n;
             s->nunknown = 0;
             w->acked++;
@@ -227,6 +264,28 @@ static int end_state(cluster *cl) {
     return -1;
 }
 
+/* GET key through c, recorded (process 1): 0 with *v, KVMUX_ENOTFOUND, or
+ * another failure (not recorded). */
+static int read_key(kvmux_client *c, const char *key, kvmux_value **v) {
+    uint64_t inv = now_ns();
+    int rc = kvmux_get(c, key, strlen(key), v, 10000);
+    char buf[64];
+    lincheck_op op = {.process = 1, .invoke_ns = inv, .complete_ns = now_ns(),
+                      .op = LINCHECK_GET, .key = key};
+    if (rc == 0) {
+        snprintf(buf, sizeof buf, "%.*s", (int)((*v)->len < 63 ? (*v)->len : 63),
+                 (const char *)(*v)->data);
+        op.outcome = LINCHECK_OK;
+        op.value = buf;
+        op.version = (*v)->version;
+    } else if (rc == KVMUX_ENOTFOUND) {
+        op.outcome = LINCHECK_FAIL;
+        op.observed = LINCHECK_SAW_NOTFOUND;
+    }
+    if (rc == 0 || rc == KVMUX_ENOTFOUND) REQUIRE(lincheck_add(H, &op) == 0);
+    return rc;
+}
+
 /* Every key read back; the summary's figures. */
 static void check_all(cluster *cl, writer *w) {
     kvmux_client *c = NULL;
@@ -241,7 +300,7 @@ static void check_all(cluster *cl, writer *w) {
         kvmux_value *v = NULL;
         char want[32];
         snprintf(want, sizeof want, "b%d", i);
-        if (kvmux_get(c, bulk[i], strlen(bulk[i]), &v, 10000) == 0 && v->len == strlen(want) &&
+        if (read_key(c, bulk[i], &v) == 0 && v->len == strlen(want) &&
             memcmp(v->data, want, v->len) == 0)
             present++;
         else if (lost++ < 5)
@@ -251,7 +310,7 @@ static void check_all(cluster *cl, writer *w) {
     for (int i = 0; i < NSET; i++) {
         const skey_state *s = &w->s[i];
         kvmux_value *v = NULL;
-        int rc = kvmux_get(c, skeys[i], strlen(skeys[i]), &v, 10000);
+        int rc = read_key(c, skeys[i], &v);
         uint64_t n = rc == 0 && v->len > 1 && v->data[0] == 's'
                          ? strtoull((const char *)v->data + 1, NULL, 10) : 0;
         kvmux_value_free(v);
@@ -266,7 +325,7 @@ static void check_all(cluster *cl, writer *w) {
     for (int j = 0; j < NCTR; j++) {
         int64_t val = 0;
         kvmux_value *v = NULL;
-        int rc = kvmux_get(c, ckeys[j], strlen(ckeys[j]), &v, 10000);
+        int rc = read_key(c, ckeys[j], &v);
         if (rc == 0) val = strtoll((const char *)v->data, NULL, 10);
         kvmux_value_free(v);
         if (val < w->ctr_acked[j]) lost++;
@@ -282,6 +341,13 @@ static void check_all(cluster *cl, writer *w) {
            w->acked + NBULK, present, lost, twice);
     CHECK_EQ(lost, 0);
     CHECK_EQ(twice, 0);
+    lincheck_result res;
+    int lc = lincheck_check(H, &res, stderr, 20);
+    printf("lincheck: ops=%llu keys=%llu ok=%llu unknown=%llu violations=%llu: %s\n",
+           (unsigned long long)res.ops, (unsigned long long)res.keys,
+           (unsigned long long)res.ok, (unsigned long long)res.unknown,
+           (unsigned long long)res.violations, lc == 0 ? "linearizable" : "NOT linearizable");
+    CHECK_EQ(lc, 0);
 }
 
 static int env_int(const char *name, int def, int lo, int hi) {
@@ -339,7 +405,9 @@ static void setup(cluster *cl, int reps) {
     for (int i = 0; i < NBULK; i++) {
         char v[128];
         int n = snprintf(v, sizeof v, "b%d", i);
-        REQUIRE(kvmux_set(c, bulk[i], strlen(bulk[i]), v, (size_t)n, 0, NULL, 10000) == 0);
+        uint64_t inv = now_ns(), ver = 0;
+        REQUIRE(kvmux_set(c, bulk[i], strlen(bulk[i]), v, (size_t)n, 0, &ver, 10000) == 0);
+        hist_set(2, inv, bulk[i], v, 0, ver);
     }
     kvmux_close(c);
 }
@@ -354,6 +422,7 @@ int main(void) {
            cycles, reps);
     static cluster cl;
     static writer w;
+    REQUIRE((H = lincheck_new()) != NULL);
     setup(&cl, reps);
     pthread_t wt;
     REQUIRE(pthread_create(&wt, NULL, writer_main, &w) == 0);
@@ -366,5 +435,6 @@ int main(void) {
     rgroup_stop(&cl.g[0]);
     rgroup_stop(&cl.g[1]);
     rgroup_stop(&cl.mg);
+    lincheck_free(H);
     return test_report();
 }
