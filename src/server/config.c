@@ -78,6 +78,8 @@ void kvmux_server_config_init(kvmux_server_config *c) {
     c->requirepass_file = NULL;
     c->protected_mode = 1;
     c->migrate_thread = 1;
+    c->migrate_stall_timeout_ms = 60000;
+    c->migrate_fence_timeout_ms = 5000;
     c->log_level = KVMUX_LOG_INFO;
     c->slowlog_threshold_us = 10000;
     c->slowlog_max_len = 128;
@@ -211,6 +213,11 @@ static int validate_cluster_map(const kvmux_server_config *c, char *err, size_t 
                     "other: the map group holds the map itself");
     if (validate_cluster_map_tls(c, err, errlen) != 0) return -1;
     if (c->migrate_thread > 1) return kvmux_errf(err, errlen, "--migrate-thread must be yes or no");
+    /* MIGRATION.md 10.3: below a second a slow commit round or one
+     * election would abort healthy moves; above an hour a stuck one
+     * holds its range (and the fence its slots) for no purpose. */
+    RANGE(migrate_stall_timeout_ms, "--migrate-stall-timeout", 1000, 3600000);
+    RANGE(migrate_fence_timeout_ms, "--migrate-fence-timeout", 500, 60000);
     if (!c->cluster_map) return 0;
     if (!c->cluster_group)
         return kvmux_errf(err, errlen, "--cluster-map needs --cluster-group");
@@ -499,6 +506,8 @@ static const opt options[] = {
     {"--cluster-map-group", OPT_FLAG, OFF(cluster_map_group), "       this group is the cluster's map group: it holds the slot map", R_NO},
     {"--cluster-map", OPT_STR, OFF(cluster_map), "LIST   the map group's members host:port,...: the leader installs its maps (none)", R_NO},
     {"--migrate-thread", OPT_YESNO, OFF(migrate_thread), "yes|no with --cluster-map: the leader drives the slot migrations of its group (yes)", R_NO},
+    {"--migrate-stall-timeout", OPT_MS, OFF(migrate_stall_timeout_ms), "MS     ask ABORT of a copy with no import answered OK this long, 1000..3600000 (60000)", R_NO},
+    {"--migrate-fence-timeout", OPT_MS, OFF(migrate_fence_timeout_ms), "MS     ask ABORT of a fenced migration not committed this long, 500..60000 (5000)", R_NO},
     {"--cluster-map-tls", OPT_YESNO, OFF(cluster_map_tls), "yes|no reach the map group over TLS (no)", R_NO},
     {"--cluster-map-tls-ca", OPT_STR, OFF(cluster_map_tls_ca), "PATH   CA the map group's certificates chain to (--tls-ca, else --peer-tls-ca)", R_NO},
     {"--cluster-map-tls-cert", OPT_STR, OFF(cluster_map_tls_cert), "PATH   client certificate for the map group (--tls-cert)", R_NO},

@@ -22,11 +22,16 @@
  * Every step is idempotent and decided by replicated state (our log's
  * outgoing / incoming record, the map group's table), so a failed
  * attempt simply stops and the next round starts again from the states
- * found: a new leader's thread does exactly that. What this step (5,
- * "offline") does not handle yet is listed in MIGRATION.md section 13:
- * the stall and fence timeouts of 8.2 (a failure is retried, never turned
- * into an ABORT by a timer), values over 256 KiB staged (a value that
- * does not fit one 1 MiB batch makes the thread ask for an ABORT).
+ * found: a new leader's thread does exactly that. Within one term the
+ * thread also keeps the bulk pass's cursor (struct progress), so a
+ * retried attempt continues the pass where B last acknowledged it
+ * instead of walking R again (a new term walks it all: 8.1). Two timers
+ * of 8.2 turn a failure that lasts into a request to ABORT (never into a
+ * decision: the map group's answer is the truth): no `import` answered
+ * OK for --migrate-stall-timeout before the fence, and no COMMIT
+ * answered OK within --migrate-fence-timeout of the fence. Not handled
+ * yet (MIGRATION.md 13): values over 256 KiB staged (a value that does
+ * not fit one 1 MiB batch makes the thread ask for an ABORT).
  *
  * Threads: this thread talks to other groups through libkvmux
  * (mapclient.h; it never blocks a loop) and to its own group's log
@@ -87,9 +92,25 @@
 #define BATCH_CAP ((size_t)KVMUX_MIG_BATCH_WIRE_MAX)
 #define MIGSTEP_VALUE_MAX 64u
 
+/* The source's progress on the migration it drives, kept across the
+ * attempts of one term (reset when the id or our term changes). */
+typedef struct progress {
+    uint32_t id;
+    uint64_t term;
+    uint64_t since_ms;               /* last import answered OK, else when
+                                        this term took the migration over */
+    uint64_t fence_ms;               /* the fence applied, or found applied */
+    uint64_t cursor;                 /* where the bulk pass resumes */
+    uint32_t bseq;                   /* the last batch B acknowledged */
+    int pass_begun, pass_done;
+    int timed_out;                   /* a timeout fired: only ABORT is asked */
+    char err[160];                   /* the last failure, for the reason */
+} progress;
+
 struct kvmux_migr {
     kvmux_server *srv;
     uint16_t group;
+    uint32_t stall_ms, fence_timeout_ms; /* --migrate-stall/fence-timeout */
     pthread_t thread;
     int started;
     _Atomic int stop;
@@ -110,9 +131,10 @@ struct kvmux_migr {
     uint32_t aborted_id;             /* OUT_ABORT counted */
     uint32_t committed_id;           /* commit counted */
     uint64_t errors;                 /* for rate-limited warnings */
+    progress prog;
     /* STATS (docs/OPERATIONS.md): */
     _Atomic uint64_t rounds, keys_sent, bytes_sent, batches_sent, restarts, fence_ms_last,
-        fence_ms_max, commits, aborts;
+        fence_ms_max, commits, aborts, timeouts;
 };
 
 /* One attempt at moving one migration (the source's). */
@@ -132,6 +154,8 @@ typedef struct attempt {
     uint32_t rounds;
     uint8_t *keys_buf;               /* the bulk pass's keys of one scan step */
     size_t keys_len, keys_cap;
+    int in_pass;                     /* batches now carry the bulk pass: */
+    uint64_t step_cursor;            /* ... whose current scan step began here */
 } attempt;
 
 static kvmux_fsm_cluster *cluster(struct kvmux_migr *m) { return kvmux__repl_cluster(m->srv); }
@@ -162,11 +186,45 @@ static void nap(struct kvmux_migr *m, uint32_t ms) {
  * own step: not applied in time, no such group, ...); msg: the server's
  * message (NUL-terminated) or NULL. */
 static void note(struct kvmux_migr *m, uint32_t id, const char *what, int rc, const uint8_t *msg) {
+    char text[sizeof m->prog.err];
+    /* KVMUX_MAPC_* in their order (mapclient.h). */
+    static const char *const refusals[] = {"", "not found", "no answer in time",
+                                           "version mismatch", "busy", "bad request",
+                                           "out of memory", "try again"};
+    const char *why = rc < 0 ? kvmux_mapc_strerror(rc)
+                      : rc < (int)(sizeof refusals / sizeof refusals[0]) ? refusals[rc]
+                                                                          : "refused";
+    snprintf(text, sizeof text, "%s failed%s%s%s%.100s", what, rc ? ": " : "", why,
+             msg ? ": " : "", msg ? (const char *)msg : "");
+    /* The last failure of the migration being driven: an abort for a
+     * timeout gives it as its reason. */
+    if (id && id == m->prog.id) memcpy(m->prog.err, text, sizeof text);
     m->errors++;
     if (m->errors == 1 || m->errors % 64 == 0)
-        KVMUX_LOG_W("migration %u: %s failed%s%s%s%s (%llu errors so far; retrying)", id, what,
-                    rc ? ": " : "", rc > 0 ? "refused" : rc < 0 ? kvmux_mapc_strerror(rc) : "",
-                    msg ? ": " : "", msg ? (const char *)msg : "", (unsigned long long)m->errors);
+        KVMUX_LOG_W("migration %u: %s (%llu errors so far; retrying)", id, text,
+                    (unsigned long long)m->errors);
+}
+
+/* The deadline of the current attempt's requests to B: the stall
+ * timeout's before the fence, the fence timeout's after it. */
+static uint64_t deadline(const struct kvmux_migr *m) {
+    const progress *p = &m->prog;
+    return p->fence_ms ? p->fence_ms + m->fence_timeout_ms : p->since_ms + m->stall_ms;
+}
+
+/* kvmux_mapc_call's go_on for COMMIT: leading, and the fence timeout has
+ * not passed. */
+static int in_time(void *ud) {
+    struct kvmux_migr *m = ud;
+    return leading(m) && kvmux_clock_ms() < deadline(m);
+}
+
+/* kvmux_mapc_call's go_on for requests of an attempt: still the leader
+ * of its term, and its timeout has not passed (then the thread stops
+ * waiting for B and asks ABORT). */
+static int attempt_go(void *ud) {
+    const attempt *a = ud;
+    return attempt_ok(a) && kvmux_clock_ms() < deadline(a->m);
 }
 
 static uint64_t applied_epoch(struct kvmux_migr *m) {
@@ -286,8 +344,10 @@ static int in_gone(struct kvmux_migr *m, uint64_t id) {
 
 /* ---- requests to the map group ---- */
 
+/* MIGREC ABORT of r with reason: 0 (aborted now or before), 1 (the
+ * answer was "is committed (epoch E)": *end = E), -1 (not answered). */
 static int ask_abort(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r,
-                     const char *reason) {
+                     const char *reason, uint64_t *end) {
     char v[16 + KVMUX_MIG_REASON_MAX + 1];
     int n = snprintf(v, sizeof v, "%u %.*s", r->id, (int)KVMUX_MIG_REASON_MAX, reason);
     if (n < 0 || (size_t)n >= sizeof v) n = (int)sizeof v - 1;
@@ -297,9 +357,13 @@ static int ask_abort(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r
     uint8_t *msg = NULL;
     int rc = kvmux_mapc_call(mc, "abort", v, (size_t)n, CALL_MS, (int)TICK_MS, leading, m, &msg,
                              NULL);
-    if (rc != KVMUX_MAPC_OK) note(m, r->id, "abort", rc, msg);
+    /* migtab.c: ABORT of a COMMITTED record is VERSION_MISMATCH "migration
+     * N is committed (epoch E)"; of an ABORTED one, OK. */
+    const char *at = rc == KVMUX_MAPC_VERSION && msg ? strstr((const char *)msg, "(epoch ") : NULL;
+    *end = at ? strtoull(at + 7, NULL, 10) : 0;
+    if (rc != KVMUX_MAPC_OK && !at) note(m, r->id, "abort", rc, msg);
     free(msg);
-    return rc;
+    return rc == KVMUX_MAPC_OK ? 0 : at && *end ? 1 : -1;
 }
 
 static int ack(struct kvmux_migr *m, kvmux_mapc *mc, uint32_t id) {
@@ -360,6 +424,16 @@ static void batch_reset(attempt *a) {
     a->nrec = 0;
 }
 
+/* B acknowledged batch a->bseq: the stall timer starts again, and in the
+ * bulk pass everything before the current scan step is in B (the step
+ * itself is sent again by a resumed pass: imports are idempotent). */
+static void progressed(attempt *a) {
+    progress *p = &a->m->prog;
+    p->since_ms = kvmux_clock_ms();
+    p->bseq = a->bseq;
+    if (a->in_pass) p->cursor = a->step_cursor;
+}
+
 /* Send the batch being built (if any) as the next bseq: 0, or -1 (the
  * attempt stops; a->failed). A resend after BUSY, OUT_OF_MEMORY or a lost
  * answer uses the same (term, bseq): if the first one was applied, B
@@ -372,10 +446,11 @@ static int flush(attempt *a) {
     for (int tries = 0; tries < IMPORT_TRIES && attempt_ok(a); tries++) {
         uint8_t *msg = NULL;
         int rc = kvmux_mapc_call(a->b, "import", a->buf, a->len, IMPORT_CALL_MS, (int)TICK_MS,
-                                 leading, m, &msg, NULL);
+                                 attempt_go, a, &msg, NULL);
         int applied = rc == KVMUX_MAPC_OK || (rc == KVMUX_MAPC_VERSION && tries > 0);
         if (applied) {
             free(msg);
+            progressed(a);
             atomic_fetch_add(&m->batches_sent, 1);
             atomic_fetch_add(&m->keys_sent, a->nrec);
             atomic_fetch_add(&m->bytes_sent, a->len);
@@ -387,7 +462,8 @@ static int flush(attempt *a) {
         note(m, a->rec->id, "import", rc, msg);
         free(msg);
         if (rc == KVMUX_MAPC_VERSION || rc == KVMUX_MAPC_BADREQ || rc == KVMUX_MAPC_GAVEUP) break;
-        nap(m, BACKOFF_MIN_MS << tries);
+        for (uint32_t ms = 0; ms < BACKOFF_MIN_MS << tries && attempt_go(a); ms += TICK_MS)
+            nap(m, TICK_MS);
     }
     a->failed = 1;
     return -1;
@@ -498,14 +574,21 @@ static int put_key(attempt *a, const uint8_t *key, size_t klen) {
     return 0;
 }
 
-/* One walk of the store's keys of R, copied to B. 0, or -1. */
+/* One walk of the store's keys of R, copied to B, from the cursor the
+ * previous attempt of this term reached. 0, or -1. */
 static int bulk_pass(attempt *a) {
     const kvmux_migrec *r = a->rec;
-    uint64_t cursor = 0;
+    progress *p = &a->m->prog;
+    uint64_t cursor = p->cursor;
+    a->in_pass = 1;
+    if (cursor)
+        KVMUX_LOG_I("migration %u: resuming the bulk pass after batch %u (term %llu)", r->id,
+                    p->bseq, (unsigned long long)p->term);
     do {
         if (!attempt_ok(a)) return -1;
         uint64_t next = 0;
         a->keys_len = 0;
+        a->step_cursor = cursor;
         int rc = kvmux_store_scan_slots(a->m->srv->store, cursor, r->first, r->last, 0,
                                         SCAN_COUNT, SCAN_BYTES, scan_key, a, &next);
         if (rc != KVMUX_STATUS_OK) {
@@ -519,7 +602,11 @@ static int bulk_pass(attempt *a) {
         }
         cursor = next;
     } while (cursor != 0);
-    return flush(a);
+    a->step_cursor = 0;
+    if (flush(a) != 0) return -1;
+    a->in_pass = 0;
+    p->pass_done = 1;
+    return 0;
 }
 
 /* ---- drain rounds, the final delta ---- */
@@ -596,12 +683,22 @@ static int begin_import(attempt *a, char *why, size_t cap) {
     kvmux_store_u16be(v + 8, a->m->group);
     kvmux_store_u64be(v + 10, a->term);
     int rc = kvmux_mapc_call(a->b, "import-begin", v, sizeof v, BEGIN_CALL_MS, (int)TICK_MS,
-                             leading, a->m, &msg, &n);
+                             attempt_go, a, &msg, &n);
     if (rc == KVMUX_MAPC_OK && n == 12 && kvmux_load_u64be(msg) == a->term) {
         /* Batches of this term already applied (a thread restarted within
          * one term): continue after them. */
         a->bseq = kvmux_load_u32be(msg + 8);
         free(msg);
+        progress *p = &a->m->prog;
+        if (a->bseq < p->bseq) {
+            /* B no longer holds batches it acknowledged in this term (its
+             * incoming record was dropped and begun again): walk R again. */
+            p->cursor = 0;
+            p->pass_begun = p->pass_done = 0;
+        }
+        /* Not progress for the stall timer: a B that answers import-begin
+         * but refuses every batch is stalled. */
+        p->bseq = a->bseq;
         return 0;
     }
     if (rc == KVMUX_MAPC_BADREQ) {
@@ -682,8 +779,8 @@ static int push_maps(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r
 static int commit(struct kvmux_migr *m, kvmux_mapc *mc, uint32_t id, uint64_t *epoch) {
     uint8_t v[4], *msg = NULL;
     kvmux_store_u32be(v, id);
-    int rc = kvmux_mapc_call(mc, "migrate-commit", v, 4, CALL_MS, (int)TICK_MS, leading, m, &msg,
-                             NULL);
+    int rc = kvmux_mapc_call(mc, "migrate-commit", v, 4, CALL_MS, (int)TICK_MS, in_time, m,
+                             &msg, NULL);
     const char *at = rc == KVMUX_MAPC_OK && msg ? strstr((const char *)msg, " at epoch ") : NULL;
     *epoch = at ? strtoull(at + 10, NULL, 10) : 0;
     if (rc == KVMUX_MAPC_OK && m->committed_id != id) {
@@ -714,26 +811,71 @@ static int begin_out(struct kvmux_migr *m, const kvmux_migrec *r) {
     return 0;
 }
 
+/* Take r over for this term: the progress kept for another migration or
+ * an earlier term is forgotten (8.1: a new term walks R again), and the
+ * timers start now (a leader that finds R fenced counts the fence
+ * timeout from when it took over: 8.2). */
+static void take_over(struct kvmux_migr *m, const kvmux_migrec *r) {
+    progress *p = &m->prog;
+    uint64_t term = kvmux__repl_term(m->srv);
+    if (p->id != r->id || p->term != term) {
+        memset(p, 0, sizeof *p);
+        p->id = r->id;
+        p->term = term;
+        p->since_ms = kvmux_clock_ms();
+    }
+    /* Fenced, and not seen so by this term yet (taken over fenced, or an
+     * attempt stopped waiting for the fence's apply): the fence timer. */
+    kvmux_migout_info mi;
+    out_info(m, &mi);
+    if (mi.state == KVMUX_MIGOUT_FENCED && mi.id == r->id && !p->fence_ms)
+        p->fence_ms = kvmux_clock_ms();
+}
+
+/* Whether a timeout of 8.2 has fired for the migration taken over: then
+ * *why is the ABORT's reason (its last failure). Counted once a term;
+ * from then on this term only asks ABORT. */
+static int timed_out(struct kvmux_migr *m, char *why, size_t cap) {
+    progress *p = &m->prog;
+    if (!p->timed_out) {
+        if (kvmux_clock_ms() < deadline(m)) return 0;
+        p->timed_out = p->fence_ms ? 2 : 1;
+        atomic_fetch_add(&m->timeouts, 1);
+        KVMUX_LOG_W("migration %u: %s after %u ms: %s", p->id,
+                    p->timed_out == 2 ? "not committed" : "no import answered OK",
+                    p->timed_out == 2 ? m->fence_timeout_ms : m->stall_ms,
+                    p->err[0] ? p->err : "no answer");
+    }
+    snprintf(why, cap, "%s: %s", p->timed_out == 2 ? "fence timeout" : "stalled",
+             p->err[0] ? p->err : "no answer");
+    return 1;
+}
+
 /* Copy, drain, fence and send the final delta over a->b. 0, 1 (an ABORT
  * is needed: *why), -1. */
 static int copy_and_fence(attempt *a, char *why, size_t cap) {
     struct kvmux_migr *m = a->m;
     const kvmux_migrec *r = a->rec;
+    progress *p = &m->prog;
     kvmux_migout_info mi;
     out_info(m, &mi);
     if (mi.state == KVMUX_MIGOUT_COPYING) {
-        /* A pass begun before (here, or by a previous leader: the record
-         * was not created by this thread) is a restart. */
-        if (m->pass_id == r->id || m->begun_id != r->id) atomic_fetch_add(&m->restarts, 1);
+        /* A pass begun from the start for a migration whose pass this
+         * thread began before (an earlier term), or whose record it did
+         * not create (a previous leader's), is a restart; a pass resumed
+         * within a term is not. */
+        if (!p->pass_begun && (m->pass_id == r->id || m->begun_id != r->id))
+            atomic_fetch_add(&m->restarts, 1);
         m->pass_id = r->id;
-        if (bulk_pass(a) != 0) goto failed;
+        p->pass_begun = 1;
+        if (!p->pass_done && bulk_pass(a) != 0) goto failed;
         int rc = drain(a, why, cap);
         if (rc == 1) return 1;
         if (rc != 0) goto failed;
         hand_step(m, r->id, KVMUX_MIGSTEP_OUT_FENCE, NULL, 0);
         if (wait_for(m, out_is, (uint64_t)r->id << 8 | KVMUX_MIGOUT_FENCED) != 0) return -1;
         m->fence_id = r->id;
-        m->fence_ms = kvmux_clock_ms();
+        m->fence_ms = p->fence_ms = kvmux_clock_ms();
         KVMUX_LOG_I("migration %u: slots %u-%u fenced after %u rounds", r->id, r->first, r->last,
                     a->rounds);
     } else if (m->fence_id != r->id) {
@@ -741,6 +883,7 @@ static int copy_and_fence(attempt *a, char *why, size_t cap) {
         m->fence_id = r->id;
         m->fence_ms = kvmux_clock_ms();
     }
+    if (!p->fence_ms) p->fence_ms = kvmux_clock_ms();
     if (copy_dirty(a, 0) == 0) return 0;
 failed:
     if (a->too_big) {
@@ -751,82 +894,114 @@ failed:
     return -1;
 }
 
-/* An OPEN record whose source we are: the whole move, from whatever
- * state our log holds. Returns 1 (the record still needs us: the caller
- * polls) after a failure too; the next round retries. */
-static int drive(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r) {
-    char why[KVMUX_MIG_REASON_MAX + 1];
-    if (applied_epoch(m) < r->start_epoch) return 1; /* the watcher brings it */
-    int rc = begin_out(m, r);
-    if (rc == 1) {
-        snprintf(why, sizeof why, "group %u does not own slots %u-%u at epoch %llu", m->group,
-                 r->first, r->last, (unsigned long long)applied_epoch(m));
-        ask_abort(m, mc, r, why);
-    }
-    if (rc != 0) return 1;
+/* One attempt at the copy, from import-begin to the final delta. 0 (ready
+ * to commit), 1 (an ABORT is needed: *why), -1 (failed: retried). */
+static int attempt_move(struct kvmux_migr *m, const kvmux_migrec *r, char *why, size_t cap) {
     attempt a;
     memset(&a, 0, sizeof a);
     a.m = m;
     a.rec = r;
-    a.term = kvmux__repl_term(m->srv);
-    if (!(a.buf = malloc(BATCH_CAP))) return 1;
+    a.term = m->prog.term;
+    if (!(a.buf = malloc(BATCH_CAP))) return -1;
     batch_reset(&a);
-    rc = -1;
+    int rc = -1;
     if ((a.b = open_group(m, r->id, r->dst)) != NULL) {
-        rc = begin_import(&a, why, sizeof why);
-        if (rc == 0) rc = copy_and_fence(&a, why, sizeof why);
+        rc = begin_import(&a, why, cap);
+        if (rc == 0) rc = copy_and_fence(&a, why, cap);
         kvmux_mapc_close(a.b);
     }
     free(a.buf);
     free(a.keys_buf);
-    if (rc == 1) ask_abort(m, mc, r, why);
+    return rc;
+}
+
+/* Ask ABORT; the answer sets r's state (ABORTED, or COMMITTED when the
+ * COMMIT won). 1 when not answered (r still OPEN), else 0. */
+static int abort_asked(struct kvmux_migr *m, kvmux_mapc *mc, kvmux_migrec *r,
+                       const char *why) {
+    uint64_t end = 0;
+    int rc = ask_abort(m, mc, r, why, &end);
+    if (rc == 0) r->state = KVMUX_MIG_ABORTED;
+    if (rc == 1) {
+        KVMUX_LOG_I("migration %u: it committed before the abort (epoch %llu)", r->id,
+                    (unsigned long long)end);
+        r->state = KVMUX_MIG_COMMITTED;
+        r->end_epoch = end;
+    }
+    return rc < 0;
+}
+
+/* An OPEN record whose source we are: the whole move, from whatever
+ * state our log holds. Returns 1 while r is still open (the caller polls;
+ * a failure is retried the next round), 0 when the map group answered its
+ * outcome (r->state, r->end_epoch set from the answer). */
+static int drive(struct kvmux_migr *m, kvmux_mapc *mc, kvmux_migrec *r) {
+    char why[KVMUX_MIG_REASON_MAX + 1];
+    if (applied_epoch(m) < r->start_epoch) return 1; /* the watcher brings it */
+    take_over(m, r);
+    int rc = timed_out(m, why, sizeof why) ? 1 : begin_out(m, r);
+    if (rc == 1 && !m->prog.timed_out)
+        snprintf(why, sizeof why, "group %u does not own slots %u-%u at epoch %llu", m->group,
+                 r->first, r->last, (unsigned long long)applied_epoch(m));
+    if (rc == 0) rc = attempt_move(m, r, why, sizeof why);
+    if (rc == -1 && timed_out(m, why, sizeof why)) rc = 1;
+    if (rc == 1) return abort_asked(m, mc, r, why);
     if (rc != 0) return 1;
     uint64_t end = 0;
     rc = commit(m, mc, r->id, &end);
     if (rc == 0) {
-        KVMUX_LOG_I("migration %u committed at epoch %llu: %llu keys, %llu bytes sent in this "
-                    "attempt, %u rounds", r->id, (unsigned long long)end,
-                    (unsigned long long)a.keys, (unsigned long long)a.bytes, a.rounds);
-        (void)push_maps(m, mc, r, end);
+        KVMUX_LOG_I("migration %u committed at epoch %llu (%llu ms after the fence)", r->id,
+                    (unsigned long long)end,
+                    (unsigned long long)(kvmux_clock_ms() - m->prog.fence_ms));
+        r->state = KVMUX_MIG_COMMITTED;
+        r->end_epoch = end;
+        return 0;
     }
-    return 1;
+    if (rc == 1) { /* "was aborted": the ABORT came first */
+        r->state = KVMUX_MIG_ABORTED;
+        return 0;
+    }
+    return timed_out(m, why, sizeof why) ? abort_asked(m, mc, r, why) : 1;
+}
+
+/* OUT_ABORT for r (unfences R, drops the dirty set). 0 once applied. */
+static int unfence(struct kvmux_migr *m, const kvmux_migrec *r) {
+    hand_step(m, r->id, KVMUX_MIGSTEP_OUT_ABORT, NULL, 0);
+    if (wait_for(m, out_is, (uint64_t)r->id << 8 | KVMUX_MIGOUT_NONE) != 0) return -1;
+    if (m->aborted_id != r->id) atomic_fetch_add(&m->aborts, 1);
+    m->aborted_id = r->id;
+    KVMUX_LOG_I("migration %u aborted: slots %u-%u served here again", r->id, r->first, r->last);
+    return 0;
 }
 
 /* A record naming us as its source. 1 when it still needs us. */
-static int as_source(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *r) {
+static int as_source(struct kvmux_migr *m, kvmux_mapc *mc, const kvmux_migrec *rec) {
+    kvmux_migrec r = *rec; /* drive() updates it from the map group's answers */
+    if (r.state == KVMUX_MIG_OPEN && drive(m, mc, &r)) return 1;
     kvmux_migout_info mi;
     out_info(m, &mi);
-    int ours = mi.state != KVMUX_MIGOUT_NONE && mi.id == r->id;
-    switch (r->state) {
-    case KVMUX_MIG_OPEN:
-        return drive(m, mc, r);
+    int ours = mi.state != KVMUX_MIGOUT_NONE && mi.id == r.id;
+    switch (r.state) {
     case KVMUX_MIG_COMMITTED:
         /* Our record goes when our log applies the committed map. */
         if (ours) {
-            (void)push_maps(m, mc, r, r->end_epoch);
+            (void)push_maps(m, mc, &r, r.end_epoch);
             return 1;
         }
         break;
     case KVMUX_MIG_ABORTED:
-        if (ours) {
-            hand_step(m, r->id, KVMUX_MIGSTEP_OUT_ABORT, NULL, 0);
-            if (wait_for(m, out_is, (uint64_t)r->id << 8 | KVMUX_MIGOUT_NONE) != 0) return 1;
-            if (m->aborted_id != r->id) atomic_fetch_add(&m->aborts, 1);
-            m->aborted_id = r->id;
-            KVMUX_LOG_I("migration %u aborted: slots %u-%u served here again", r->id, r->first,
-                        r->last);
-        }
+        if (ours && unfence(m, &r) != 0) return 1;
         break;
     default:
         return 0;
     }
-    if (r->acks & KVMUX_MIG_ACK_SRC) return 0;
+    if (r.acks & KVMUX_MIG_ACK_SRC) return 0;
     /* Committed: the janitor deletes R's keys here first (our count for R
      * reaches 0). Aborted: R is ours again, nothing to wait for. */
-    if (r->state == KVMUX_MIG_COMMITTED &&
-        kvmux_store_range_keys(m->srv->store, r->first, r->last) > 0)
+    if (r.state == KVMUX_MIG_COMMITTED &&
+        kvmux_store_range_keys(m->srv->store, r.first, r.last) > 0)
         return 1;
-    return ack(m, mc, r->id) == KVMUX_MAPC_OK ? 0 : 1;
+    return ack(m, mc, r.id) == KVMUX_MAPC_OK ? 0 : 1;
 }
 
 /* A record naming us as its target. 1 when it still needs us. */
@@ -930,6 +1105,8 @@ int kvmux__migrate_start(kvmux_server *s, const kvmux_server_config *cfg, char *
     if (!m) return snprintf(err, errlen, "out of memory"), -1;
     m->srv = s;
     m->group = (uint16_t)cfg->cluster_group;
+    m->stall_ms = cfg->migrate_stall_timeout_ms;
+    m->fence_timeout_ms = cfg->migrate_fence_timeout_ms;
     pthread_mutex_init(&m->mu, NULL);
     s->migr = m; /* before the thread: loop 0 and STATS find it */
     if (pthread_create(&m->thread, NULL, migr_main, m) != 0) {
@@ -960,8 +1137,8 @@ void kvmux__migrate_stats(kvmux_server *s, void *o,
                                         "migrate_bytes_sent", "migrate_batches_sent",
                                         "migrate_restarts", "migrate_fence_ms_last",
                                         "migrate_fence_ms_max", "migrate_commits",
-                                        "migrate_aborts"};
-    uint64_t v[9] = {0};
+                                        "migrate_aborts", "migrate_timeouts"};
+    uint64_t v[10] = {0};
     if (m) {
         v[0] = atomic_load(&m->rounds);
         v[1] = atomic_load(&m->keys_sent);
@@ -972,6 +1149,7 @@ void kvmux__migrate_stats(kvmux_server *s, void *o,
         v[6] = atomic_load(&m->fence_ms_max);
         v[7] = atomic_load(&m->commits);
         v[8] = atomic_load(&m->aborts);
+        v[9] = atomic_load(&m->timeouts);
     }
-    for (int i = 0; i < 9; i++) u64line(o, names[i], v[i]);
+    for (int i = 0; i < 10; i++) u64line(o, names[i], v[i]);
 }

@@ -173,6 +173,16 @@ typedef struct kvmux_server_config {
                                      table gives it (docs/MIGRATION.md);
                                      0: migrations naming this group stay
                                      open (tests that drive them by hand) */
+    uint32_t migrate_stall_timeout_ms; /* default 60000, 1000..3600000: the
+                                     migrate thread asks the map group to
+                                     ABORT a copy with no import answered
+                                     OK for this long before the fence
+                                     (docs/MIGRATION.md 8.2) */
+    uint32_t migrate_fence_timeout_ms; /* default 5000, 500..60000: ... and a
+                                     migration whose COMMIT is not answered
+                                     OK this long after the fence's apply
+                                     (or after a new leader found it
+                                     fenced) */
     /* TLS to the map group (docs/CLUSTER.md "TLS to the map group"): the
      * watcher's libkvmux connection verifies the map group's certificates
      * against cluster_map_tls_ca (default tls_ca, else peer_tls_ca) and

@@ -620,7 +620,8 @@ void kvmux__migrate_stop(kvmux_server *s);
 void kvmux__migrate_iterate(kvmux_loop *l);
 /* STATS lines migrate_rounds, migrate_keys_sent, migrate_bytes_sent,
  * migrate_batches_sent, migrate_restarts, migrate_fence_ms_last,
- * migrate_fence_ms_max, migrate_commits, migrate_aborts (0 without the
+ * migrate_fence_ms_max, migrate_commits, migrate_aborts, migrate_timeouts
+ * (stall and fence timeouts that asked ABORT; 0 without the
  * thread). */
 void kvmux__migrate_stats(kvmux_server *s, void *o,
                           void (*u64line)(void *o, const char *name, uint64_t v));

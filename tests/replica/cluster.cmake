@@ -60,6 +60,20 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_move_test.c
         ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 180)
+    # Slot migration step 8: the stall and fence timeouts (MIGRATION.md
+    # 8.2) with SIGSTOPped / refusing targets; a writer thread.
+    kvmux_add_test(migrate_timeout_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_timeout_test.c
+        ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
+      LIBS kvmux kvmux_rgroup LABELS "integration;fault;concurrent" TIMEOUT 240)
+    # Step 8: moves under load, kill -9 of a source, target or map group
+    # leader at a random phase (KVMUX_MIGFAULT_CYCLES, _SEED, _REPLICAS);
+    # nine processes: run alone.
+    kvmux_add_test(migrate_fault_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_fault_test.c
+        ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
+      LIBS kvmux kvmux_rgroup kvmux_lincheck LABELS "fault;concurrent" TIMEOUT 600)
+    set_tests_properties(migrate_fault_test PROPERTIES RUN_SERIAL TRUE)
   else()
     kvmux_missing_dependency_test(cluster_server_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
@@ -68,6 +82,10 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     kvmux_missing_dependency_test(migrate_import_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(migrate_move_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(migrate_timeout_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(migrate_fault_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()

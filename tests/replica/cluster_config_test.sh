@@ -2,7 +2,8 @@
 # cluster_config_test.sh KVMUXD
 # --cluster-group (docs/CLUSTER.md): refused without replicated mode, on
 # the command line and in a config file; out of range refused; accepted
-# with --replica-id/--peers. --check-config only: no process keeps running.
+# with --replica-id/--peers. The map group options, TLS to it, and the
+# migrate thread's options. --check-config only: no process keeps running.
 set -u
 kvmuxd=$1
 fail=0
@@ -48,6 +49,22 @@ printf 'cluster-map-group yes\nreplica-id 1\npeers %s\n' "$peers" > "$tmp/c.conf
 expect 0 "is valid" --config "$tmp/c.conf"
 printf 'cluster-group 3\ncluster-map 127.0.0.1:7000\nreplica-id 1\npeers %s\n' "$peers" > "$tmp/d.conf"
 expect 0 "is valid" --config "$tmp/d.conf"
+
+# The migrate thread's timeouts (docs/MIGRATION.md 8.2, 10.3): bounds at
+# and past each end, on the command line and in a config file.
+dg="--cluster-group 1 --cluster-map 127.0.0.1:7000 --replica-id 1 --peers $peers"
+expect 0 "is valid" $dg --migrate-stall-timeout 1000 --migrate-fence-timeout 500
+expect 0 "is valid" $dg --migrate-stall-timeout 3600000 --migrate-fence-timeout 60000
+expect 2 "--migrate-stall-timeout 999 is out of range (1000..3600000)" $dg --migrate-stall-timeout 999
+expect 2 "--migrate-stall-timeout 3600001 is out of range" $dg --migrate-stall-timeout 3600001
+expect 2 "--migrate-fence-timeout 499 is out of range (500..60000)" $dg --migrate-fence-timeout 499
+expect 2 "--migrate-fence-timeout 60001 is out of range" $dg --migrate-fence-timeout 60001
+expect 2 "--migrate-stall-timeout" $dg --migrate-stall-timeout 5s
+expect 2 "invalid value for --migrate-thread" $dg --migrate-thread maybe
+printf 'migrate-stall-timeout 1500\nmigrate-fence-timeout 750\n' > "$tmp/m.conf"
+expect 0 "is valid" $dg --config "$tmp/m.conf"
+printf 'migrate-fence-timeout 60001\n' > "$tmp/n.conf"
+expect 2 "--migrate-fence-timeout 60001 is out of range" $dg --config "$tmp/n.conf"
 
 # TLS to the map group (--cluster-map-tls): all or nothing, files readable.
 dg="--cluster-group 1 --cluster-map 127.0.0.1:7000 --replica-id 1 --peers $peers"

@@ -1,0 +1,70 @@
+/* Helpers of the migration tests (migtest.h). */
+#include "migtest.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster_util.h"
+#include "testutil.h"
+
+int migt_run(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p != NULL);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return st < 0 || (st & 0x7f) ? -1 : (st >> 8) & 0xff;
+}
+
+int migt_table(const rgroup *mg, kvmux_migtab *t) {
+    static uint8_t buf[65536];
+    for (int i = 0; i < mg->n; i++) {
+        size_t n = 0;
+        if (!mg->up[i]) continue;
+        if (cluster_call(mg->cport[i], "migrations", NULL, 0, buf, sizeof buf, &n) == 0 &&
+            kvmux_migtab_decode(t, buf, n, NULL, 0) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+int migt_record(const rgroup *mg, uint32_t id, int ended, int wait_ms, kvmux_migrec *out) {
+    kvmux_migtab *t = malloc(sizeof *t);
+    REQUIRE(t != NULL);
+    int rc = -1;
+    for (int64_t end = test_now_ms() + wait_ms; test_now_ms() < end; test_sleep_ms(100)) {
+        if (migt_table(mg, t) != 0) continue;
+        const kvmux_migrec *r = kvmux_migtab_find(t, id);
+        if (!r) continue;
+        *out = *r;
+        if (!ended || (r->state != KVMUX_MIG_OPEN && r->acks == 3)) {
+            rc = 0;
+            break;
+        }
+    }
+    free(t);
+    return rc;
+}
+
+long long migt_slotkeys(uint16_t port, int first, int last) {
+    char out[8192], arg[32];
+    size_t n = 0;
+    snprintf(arg, sizeof arg, "%d-%d", first, last);
+    if (cluster_call(port, "slotkeys", arg, strlen(arg), (uint8_t *)out, sizeof out - 1, &n) != 0)
+        return -1;
+    out[n] = '\0';
+    const char *t = strstr(out, "total ");
+    return t ? atoll(t + 6) : -1;
+}
+
+uint64_t migt_map_epoch(const rgroup *mg) {
+    int l = rgroup_leader(mg, 5000);
+    uint64_t e = l < 0 ? 0 : rgroup_stat(mg, l, "cluster_epoch");
+    return e == UINT64_MAX ? 0 : e;
+}
+
+int migt_stat_is(const rgroup *g, int i, const char *name, const char *want) {
+    char v[64];
+    return rgroup_stat_str(g, i, name, v, sizeof v) == 0 && strcmp(v, want) == 0;
+}

@@ -1,0 +1,37 @@
+/* Helpers shared by the slot migration tests with real processes
+ * (migrate_timeout_test, migrate_fault_test): the map group's table, a
+ * group's per-range key count, kvmux-cli runs, a map file assigned. Every
+ * wait is bounded; a setup failure ends the test through REQUIRE. */
+#ifndef KVMUX_MIGTEST_H
+#define KVMUX_MIGTEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "migtab.h"
+#include "rgroup.h"
+
+/* Run the shell command cmd, its output (stdout, and stderr if cmd says
+ * 2>&1) into out[0..cap) NUL-terminated. Returns its exit status, -1 if
+ * it did not exit. */
+int migt_run(const char *cmd, char *out, size_t cap);
+
+/* The map group's table through any member of mg that answers (the
+ * leader; a follower answers NOT_LEADER) into *t. 0, or -1. */
+int migt_table(const rgroup *mg, kvmux_migtab *t);
+
+/* Record id of the table into *out, waited for up to wait_ms to be ended
+ * with both acks when ended is 1 (else the first answer). 0 when found
+ * (and, with ended, ended with acks 3), else -1 (*out: the last seen). */
+int migt_record(const rgroup *mg, uint32_t id, int ended, int wait_ms, kvmux_migrec *out);
+
+/* The total of CLUSTER slotkeys first-last on the member at port, or -1. */
+long long migt_slotkeys(uint16_t port, int first, int last);
+
+/* The map group's current epoch (from its leader's STATS), or 0. */
+uint64_t migt_map_epoch(const rgroup *mg);
+
+/* 1 if member i of g says STATS name is want. */
+int migt_stat_is(const rgroup *g, int i, const char *name, const char *want);
+
+#endif
