@@ -60,6 +60,25 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_move_test.c
         ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 180)
+    # The migration workload driver (migload.h): a cluster of real kvmuxd,
+    # load threads over one cluster client, the mover, the probers, the
+    # model and lincheck. Used by migrate_model_test and bench/clusterload.
+    add_library(kvmux_migload STATIC ${CMAKE_CURRENT_LIST_DIR}/migload.c
+      ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c)
+    target_link_libraries(kvmux_migload PUBLIC kvmux kvmux_rgroup kvmux_lincheck
+      kvmux_testutil Threads::Threads)
+    target_include_directories(kvmux_migload PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+    # Slot migration step 6: random migrations under load, every answer
+    # checked by a model, lincheck over the history (3 data groups of 1
+    # member by default: see the test's header).
+    kvmux_add_test(migrate_model_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_model_test.c
+      LIBS kvmux_migload LABELS "integration;concurrent" TIMEOUT 900)
+    # bench/cluster.sh's load (docs/MIGRATION.md section 12), next to
+    # kvmuxd so that the script finds it by -k.
+    add_executable(clusterload ${PROJECT_SOURCE_DIR}/bench/clusterload/clusterload.c)
+    target_link_libraries(clusterload PRIVATE kvmux_migload)
+    set_target_properties(clusterload PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})
   else()
     kvmux_missing_dependency_test(cluster_server_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
@@ -68,6 +87,8 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     kvmux_missing_dependency_test(migrate_import_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(migrate_move_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(migrate_model_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()
