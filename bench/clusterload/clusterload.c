@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
         case 'k': setenv("KVMUX_KVMUXD", optarg, 1); break;
         case 'g': v = groups = num(optarg, 2, MIGLOAD_MAX_GROUPS); break;
         case 'r': v = replicas = num(optarg, 1, 3); break;
-        case 'K': v = num(optarg, 1000, 10000000); cfg.keys = (uint32_t)v; break;
+        case 'K': v = num(optarg, 1000, MIGLOAD_MAX_KEYS); cfg.keys = (uint32_t)v; break;
         case 't': v = num(optarg, 1, MIGLOAD_MAX_THREADS); cfg.threads = (int)v; break;
         case 'd': v = num(optarg, 1, 86400); cfg.duration_ms = v * 1000; break;
         case 'm': v = num(optarg, 0, 1000); cfg.moves = (int)v; break;
@@ -67,7 +67,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     static migload_cluster cl;
-    if (migload_cluster_start(&cl, (int)groups, (int)replicas) != 0) return 3;
+    /* 64M per group holds 200k keys of 100 bytes anywhere; 1M keys need more. */
+    const char *maxmem = cfg.keys > 200000 ? "1G" : NULL;
+    if (migload_cluster_start(&cl, (int)groups, (int)replicas, maxmem) != 0) return 3;
     static migload_result r;
     int rc = migload_run(&cl, &cfg, &r);
     migload_cluster_stop(&cl);

@@ -22,7 +22,9 @@
 #define PROC_MOVER 900u
 #define PROC_FINAL 901u
 #define PROC_PROBE 1000u
-#define PROC_PRELOAD 2000000u
+/* One process per preload SET (kvmux-lincheck takes ids < 2^20; keys are
+ * at most MIGLOAD_MAX_KEYS). */
+#define PROC_PRELOAD 40000u
 
 /* ---- the cluster ---- */
 
@@ -85,13 +87,14 @@ static int install_map(migload_cluster *c) {
     return 0;
 }
 
-int migload_cluster_start(migload_cluster *c, int groups, int replicas) {
+int migload_cluster_start(migload_cluster *c, int groups, int replicas, const char *maxmemory) {
     memset(c, 0, sizeof *c);
     if (groups < 1 || groups > MIGLOAD_MAX_GROUPS || replicas < 1 || replicas > 3) {
         fprintf(stderr, "migload: groups 1..%d, replicas 1..3\n", MIGLOAD_MAX_GROUPS);
         return -1;
     }
     c->replicas = replicas;
+    snprintf(c->maxmemory, sizeof c->maxmemory, "%s", maxmemory ? maxmemory : "64M");
     c->map_extra[0] = "--cluster-map-group";
     c->map_extra[1] = "--threads";
     c->map_extra[2] = "1";
@@ -104,7 +107,7 @@ int migload_cluster_start(migload_cluster *c, int groups, int replicas) {
     for (int g = 0; g < groups; g++) {
         snprintf(c->gid[g], sizeof c->gid[g], "%d", g + 1);
         const char *x[] = {"--cluster-group", c->gid[g], "--cluster-map", c->map_eps,
-                           "--threads", "1", "--maxmemory", "64M", NULL};
+                           "--threads", "1", "--maxmemory", c->maxmemory, NULL};
         memcpy(c->extra[g], x, sizeof x);
         if (rgroup_start(&c->data[g], replicas, c->extra[g]) != 0) {
             fprintf(stderr, "migload: data group %d did not start\n", g + 1);
@@ -208,6 +211,7 @@ struct ml {
     char *preval;                   /* preload values, nkeys x value_size */
     uint16_t owner[KVMUX_SLOTS];    /* the mover's view of the map */
     uint32_t rng;                   /* the mover's */
+    int64_t t0_ms;                  /* the load's start */
 };
 
 static uint64_t now_ns(void) {
@@ -810,9 +814,17 @@ static void *mover_main(void *arg) {
     if (!mc) {
         fprintf(stderr, "migload: the map group is not reachable\n");
     } else {
-        for (int k = 0; k < m->cfg->moves; k++) {
+        const migload_config *cfg = m->cfg;
+        for (int k = 0; k < cfg->moves; k++) {
+            /* Move k starts once k / moves of the ops and of the time
+             * are done: the moves are spread over the whole load. */
+            uint64_t ops_at = cfg->ops * (uint64_t)k / (uint64_t)cfg->moves;
+            int64_t ms_at = m->t0_ms + cfg->duration_ms * k / cfg->moves;
+            while ((atomic_load(&m->ops) < ops_at && !atomic_load(&m->stop_load)) ||
+                   test_now_ms() < ms_at)
+                test_sleep_ms(20);
             one_move(m, mc, k);
-            test_sleep_ms((int)m->cfg->move_gap_ms);
+            test_sleep_ms((int)cfg->move_gap_ms);
         }
         kvmux_close(mc);
     }
@@ -853,32 +865,63 @@ static int build_keys(ml *m) {
     return 0;
 }
 
-/* Every key read once more, exactly; counters summed. */
-static void final_reads(ml *m) {
-    migload_result *res = m->res;
-    uint64_t e0 = atomic_load(&m->model_errors);
-    for (uint32_t ki = 0; ki < m->nkeys; ki++) {
+typedef struct finalizer {
+    ml *m;
+    pthread_t th;
+    int id, started;
+    uint64_t missing, lost, twice;
+} finalizer;
+
+/* One load thread's keys read once more, exactly (no write is in flight
+ * any more); its counters summed. */
+static void *final_main(void *arg) {
+    finalizer *f = arg;
+    ml *m = f->m;
+    for (uint32_t j = 0; j < m->nown[f->id]; j++) {
+        uint32_t ki = m->own[f->id][j];
         char rtag[TAG_MAX];
         const char *rt;
         uint64_t ver;
-        int rc = do_get(m, PROC_FINAL, ki, rtag, &rt, &ver);
+        int rc = do_get(m, PROC_FINAL + (uint32_t)f->id, ki, rtag, &rt, &ver);
         for (int t = 0; rc != 0 && rc != KVMUX_ENOTFOUND && t < 5; t++)
-            rc = do_get(m, PROC_FINAL, ki, rtag, &rt, &ver);
-        mstate *s = &m->model[ki];
+            rc = do_get(m, PROC_FINAL + (uint32_t)f->id, ki, rtag, &rt, &ver);
         if (rc != 0 && rc != KVMUX_ENOTFOUND) {
-            res->final_missing++;
+            f->missing++;
             fprintf(stderr, "migload: final read of %s: %s\n", m->keys[ki].name,
                     kvmux_strerror(rc));
             continue;
         }
-        if (model_get(m, ki, rc, rt, ver) != 0) res->final_missing++;
+        pthread_mutex_t *mu = &m->stripe[ki % STRIPES];
+        pthread_mutex_lock(mu);
+        if (model_get(m, ki, rc, rt, ver) != 0) f->missing++;
+        mstate s = m->model[ki];
+        pthread_mutex_unlock(mu);
         if (!m->keys[ki].counter) continue;
         int64_t v = rc == 0 && rt ? atoll(rt) : 0;
-        if (v < (int64_t)s->acked_incr) res->counter_lost += s->acked_incr - (uint64_t)v;
-        if (v > (int64_t)(s->acked_incr + s->unk_total))
-            res->counter_twice += (uint64_t)v - s->acked_incr - s->unk_total;
+        if (v < (int64_t)s.acked_incr) f->lost += s.acked_incr - (uint64_t)v;
+        if (v > (int64_t)(s.acked_incr + s.unk_total))
+            f->twice += (uint64_t)v - s.acked_incr - s.unk_total;
     }
-    /* Those were counted in final_missing: not twice. */
+    return NULL;
+}
+
+/* Every key read once more, by as many threads as the load had. */
+static void final_reads(ml *m) {
+    migload_result *res = m->res;
+    static finalizer fs[MIGLOAD_MAX_THREADS];
+    uint64_t e0 = atomic_load(&m->model_errors);
+    for (int t = 0; t < m->cfg->threads; t++) {
+        fs[t] = (finalizer){m, 0, t, 0, 0, 0, 0};
+        fs[t].started = pthread_create(&fs[t].th, NULL, final_main, &fs[t]) == 0;
+        if (!fs[t].started) final_main(&fs[t]);
+    }
+    for (int t = 0; t < m->cfg->threads; t++) {
+        if (fs[t].started) pthread_join(fs[t].th, NULL);
+        res->final_missing += fs[t].missing;
+        res->counter_lost += fs[t].lost;
+        res->counter_twice += fs[t].twice;
+    }
+    /* Those are counted in final_missing, not again as model errors. */
     atomic_store(&m->model_errors, e0);
 }
 
@@ -918,7 +961,7 @@ static kvmux_client *connect_cluster(const migload_cluster *c) {
 static void run_load(ml *m) {
     const migload_config *cfg = m->cfg;
     static loader ls[MIGLOAD_MAX_THREADS];
-    int64_t t0 = test_now_ms();
+    int64_t t0 = m->t0_ms = test_now_ms();
     int nt = 0;
     for (; nt < cfg->threads; nt++) {
         ls[nt] = (loader){m, 0, nt, cfg->seed * 2654435761u + (uint32_t)nt * 40503u + 1, 0,
@@ -927,6 +970,10 @@ static void run_load(ml *m) {
             free(ls[nt].val);
             break;
         }
+    }
+    if (nt < cfg->threads) {
+        fprintf(stderr, "migload: only %d of %d load threads started\n", nt, cfg->threads);
+        atomic_store(&m->stop_load, 1); /* the mover then waits for no op count */
     }
     pthread_t mv;
     int have_mover = pthread_create(&mv, NULL, mover_main, m) == 0;
@@ -959,6 +1006,7 @@ static void ml_free(ml *m) {
 int migload_run(migload_cluster *c, const migload_config *cfg, migload_result *res) {
     memset(res, 0, sizeof *res);
     if (cfg->threads < 1 || cfg->threads > MIGLOAD_MAX_THREADS || cfg->keys < 1000 ||
+        cfg->keys > MIGLOAD_MAX_KEYS ||
         cfg->value_size < 32 || cfg->value_size > 4096 || cfg->min_slots < 1 ||
         cfg->max_slots < cfg->min_slots || cfg->max_slots > KVMUX_SLOTS || c->groups < 2) {
         fprintf(stderr, "migload: bad configuration\n");

@@ -48,6 +48,7 @@
 
 #define MIGLOAD_MAX_GROUPS 8
 #define MIGLOAD_MAX_THREADS 64
+#define MIGLOAD_MAX_KEYS 1000000
 
 /* A running cluster: the map group and the data groups (group ids 1..G). */
 typedef struct migload_cluster {
@@ -59,21 +60,23 @@ typedef struct migload_cluster {
     char gid[MIGLOAD_MAX_GROUPS][8];
     const char *extra[MIGLOAD_MAX_GROUPS][16];
     const char *map_extra[4];
+    char maxmemory[32];
 } migload_cluster;
 
 /* Start the map group (replicas members) and groups data groups
- * (replicas members each, --threads 1 --maxmemory 64mb, the data groups
+ * (replicas members each, --threads 1 --maxmemory maxmemory (NULL: 64M),
+ * the data groups
  * watching the map group), install a map splitting the slots evenly
  * (group g gets a contiguous 1/G) and wait until every data group's
  * leader applied it. groups 1..MIGLOAD_MAX_GROUPS, replicas 1..3.
  * Returns 0, or -1 with the reason on stderr (what started is stopped). */
-int migload_cluster_start(migload_cluster *c, int groups, int replicas);
+int migload_cluster_start(migload_cluster *c, int groups, int replicas, const char *maxmemory);
 
 /* Stop every process and remove the directories. */
 void migload_cluster_stop(migload_cluster *c);
 
 typedef struct migload_config {
-    uint32_t keys;            /* keys loaded (>= 1000) */
+    uint32_t keys;            /* keys loaded, 1000..MIGLOAD_MAX_KEYS */
     uint32_t value_size;      /* bytes per value (32..4096) */
     int threads;              /* load threads, 1..MIGLOAD_MAX_THREADS */
     uint64_t ops;             /* load ops to run at least (0: none required) */

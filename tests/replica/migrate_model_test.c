@@ -34,8 +34,11 @@ int main(void) {
     int replicas = (int)env_ul("KVMUX_MODEL_REPLICAS", 1);
     static migload_config cfg;
     migload_config_init(&cfg);
-    cfg.keys = (uint32_t)env_ul("KVMUX_MODEL_KEYS", 100000);
-    cfg.ops = env_ul("KVMUX_MODEL_OPS", (unsigned long)(60000 * test_scale() + 0.5));
+    /* Under the sanitizers (KVMUX_TEST_SCALE < 1) fewer keys too. */
+    double scale = test_scale();
+    unsigned long keys = scale < 1 ? (unsigned long)(100000 * scale) : 100000;
+    cfg.keys = (uint32_t)env_ul("KVMUX_MODEL_KEYS", keys < 10000 ? 10000 : keys);
+    cfg.ops = env_ul("KVMUX_MODEL_OPS", (unsigned long)(300000 * scale + 0.5));
     cfg.duration_ms = 0;
     cfg.moves = (int)env_ul("KVMUX_MODEL_MOVES", 6);
     cfg.min_slots = 1;
@@ -46,7 +49,7 @@ int main(void) {
     cfg.verbose = 1;
 
     static migload_cluster cl;
-    REQUIRE(migload_cluster_start(&cl, 3, replicas) == 0);
+    REQUIRE(migload_cluster_start(&cl, 3, replicas, NULL) == 0);
     static migload_result r;
     int rc = migload_run(&cl, &cfg, &r);
     migload_cluster_stop(&cl);
