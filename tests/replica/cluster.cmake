@@ -79,6 +79,19 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     add_executable(clusterload ${PROJECT_SOURCE_DIR}/bench/clusterload/clusterload.c)
     target_link_libraries(clusterload PRIVATE kvmux_migload)
     set_target_properties(clusterload PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})
+    # bench/cluster.sh smoke test (tests/integration/bench_cluster_test.sh;
+    # registered here, where clusterload exists: integration/*.cmake is
+    # read first): the real script in --quick mode; checks the summary
+    # line's fields (nothing lost, applied twice or read stale) and that
+    # its servers are stopped. kvmux-lincheck: tools.cmake, always built.
+    if(TARGET kvmux-bench)
+      add_test(NAME bench_cluster_test
+        COMMAND bash ${PROJECT_SOURCE_DIR}/tests/integration/bench_cluster_test.sh
+                ${PROJECT_SOURCE_DIR} $<TARGET_FILE:kvmuxd> $<TARGET_FILE:kvmux-bench>
+                $<TARGET_FILE:kvmux-cli> $<TARGET_FILE:clusterload>
+                $<TARGET_FILE:kvmux-lincheck>)
+      set_tests_properties(bench_cluster_test PROPERTIES TIMEOUT 900 LABELS integration)
+    endif()
   else()
     kvmux_missing_dependency_test(cluster_server_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
