@@ -421,11 +421,11 @@ static int do_get(ml *m, uint32_t proc, uint32_t ki, char *rtag, const char **rt
 static uint32_t pick_key(ml *m, loader *t) {
     uint32_t T = (uint32_t)m->cfg->threads, id = (uint32_t)t->id;
     uint32_t r = rng_next(&t->rng);
-    if (atomic_load(&m->active) && (r & 1)) {
+    if (atomic_load(&m->active) && (r & 3)) {
         uint32_t f = atomic_load(&m->afirst), l = atomic_load(&m->alast);
         uint32_t s0 = f + ((id + T - f % T) % T);
         if (s0 <= l) {
-            uint32_t s = s0 + T * ((r >> 1) % ((l - s0) / T + 1));
+            uint32_t s = s0 + T * ((r >> 2) % ((l - s0) / T + 1));
             uint32_t n = m->slot_start[s + 1] - m->slot_start[s];
             if (n) return m->slot_keys[m->slot_start[s] + (r >> 8) % n];
         }
@@ -990,6 +990,18 @@ static void run_load(ml *m) {
     m->res->elapsed_ms = test_now_ms() - t0;
 }
 
+/* The data groups' own counters: drain rounds (summed over every member:
+ * each counts the rounds it ran as leader) and the server-side window. */
+static void server_figures(const migload_cluster *c, migload_result *res) {
+    for (int g = 0; g < c->groups; g++)
+        for (int i = 0; i < c->data[g].n; i++) {
+            uint64_t r = rgroup_stat(&c->data[g], i, "migrate_rounds");
+            uint64_t f = rgroup_stat(&c->data[g], i, "migrate_fence_ms_max");
+            if (r != UINT64_MAX) res->drain_rounds += r;
+            if (f != UINT64_MAX && f > res->fence_ms_max) res->fence_ms_max = f;
+        }
+}
+
 static void ml_free(ml *m) {
     if (m->kc) kvmux_close(m->kc);
     for (int t = 0; t < MIGLOAD_MAX_THREADS; t++) free(m->own[t]);
@@ -1038,6 +1050,7 @@ int migload_run(migload_cluster *c, const migload_config *cfg, migload_result *r
     if (kvmux_cluster_stats(m->kc, &ci, sizeof ci) == 0) res->client_epoch = ci.epoch;
     int l = rgroup_leader(&c->map, 5000);
     res->map_epoch = l >= 0 ? rgroup_stat(&c->map, l, "cluster_epoch") : 0;
+    server_figures(c, res);
     check_history(m);
     res->ops = atomic_load(&m->ops);
     res->acknowledged = atomic_load(&m->acked);
@@ -1056,8 +1069,8 @@ void migload_print(FILE *f, const migload_result *r) {
     fprintf(f, "ops=%llu acknowledged=%llu failed=%llu unknown=%llu moves=%llu committed=%llu "
             "aborted=%llu timed_out=%llu slots_moved=%llu readback_keys=%llu model_errors=%llu "
             "final_missing=%llu lost=%llu applied_twice=%llu stale_reads=%llu violations=%llu "
-            "max_slot_unavailable_ms=%llu probe_failures=%llu client_epoch=%llu map_epoch=%llu "
-            "elapsed_ms=%lld",
+            "max_slot_unavailable_ms=%llu probe_failures=%llu drain_rounds=%llu "
+            "fence_ms_max=%llu client_epoch=%llu map_epoch=%llu elapsed_ms=%lld",
             (unsigned long long)r->ops, (unsigned long long)r->acknowledged,
             (unsigned long long)r->failed, (unsigned long long)r->unknown,
             (unsigned long long)r->moves_started, (unsigned long long)r->moves_committed,
@@ -1067,6 +1080,7 @@ void migload_print(FILE *f, const migload_result *r) {
             (unsigned long long)r->lost, (unsigned long long)r->applied_twice,
             (unsigned long long)r->stale_reads, (unsigned long long)r->violations,
             (unsigned long long)r->max_unavail_ms, (unsigned long long)r->probe_failures,
+            (unsigned long long)r->drain_rounds, (unsigned long long)r->fence_ms_max,
             (unsigned long long)r->client_epoch, (unsigned long long)r->map_epoch,
             (long long)r->elapsed_ms);
 }

@@ -15,7 +15,7 @@
  * outcome kept as "maybe") checks every answer exactly: a GET returns the
  * model's value and version (or a "maybe" write's, which is then adopted),
  * a SET's version is above the previous one, an INCR (on the counter keys,
- * every 16th) returns the previous value plus one. Half the ops of a thread
+ * every 16th) returns the previous value plus one. Three quarters of a thread's ops
  * go to keys of the range being moved while a move is on. Every op also
  * goes into one lincheck history (checked in process at the end; saved in
  * kvmux-lincheck's text format when asked), with values named by a unique
@@ -108,6 +108,8 @@ typedef struct migload_result {
     uint64_t violations;           /* lincheck's total (1 if it could not run) */
     uint64_t max_unavail_ms;       /* section 9, over every probe key and move */
     uint64_t probe_failures;       /* probe requests that failed */
+    uint64_t drain_rounds;         /* STATS migrate_rounds, all data members summed */
+    uint64_t fence_ms_max;         /* STATS migrate_fence_ms_max, the largest */
     uint64_t client_epoch, map_epoch; /* the cluster client's and the map group's */
     int64_t elapsed_ms;            /* the load phase */
     int lincheck_rc;               /* lincheck_check's return */
