@@ -231,7 +231,7 @@ static uint32_t rng_next(uint32_t *s) {
 static int definite_fail(int rc) {
     return rc == KVMUX_ETRYAGAIN || rc == KVMUX_EWRONGSHARD || rc == KVMUX_EREDIRECTS ||
            rc == KVMUX_ENOTLEADER || rc == KVMUX_ESHUTDOWN || rc == KVMUX_EBUSY ||
-           rc == KVMUX_EOOM;
+           rc == KVMUX_EOOM || rc == KVMUX_EVERSION;
 }
 
 /* A value: its tag, ':', then a fill byte up to size. */
@@ -272,6 +272,13 @@ static void model_error(ml *m, const char *key, const char *fmt, ...) {
     va_end(ap);
 }
 
+static void hist_add(ml *m, const lincheck_op *o) {
+    pthread_mutex_lock(&m->hmu);
+    int r = lincheck_add(m->H, o);
+    pthread_mutex_unlock(&m->hmu);
+    if (r != 0) fprintf(stderr, "migload: lincheck_add: %d\n", r);
+}
+
 /* One op into the history. rtag: what a GET read (its tag, or a counter's
  * decimal value). */
 static void hist(ml *m, uint32_t proc, uint64_t inv, lincheck_opcode op, const char *key, int rc,
@@ -298,10 +305,33 @@ static void hist(ml *m, uint32_t proc, uint64_t inv, lincheck_opcode op, const c
     } else {
         o.outcome = LINCHECK_INFO;
     }
-    pthread_mutex_lock(&m->hmu);
-    int r = lincheck_add(m->H, &o);
-    pthread_mutex_unlock(&m->hmu);
-    if (r != 0) fprintf(stderr, "migload: lincheck_add: %d\n", r);
+    hist_add(m, &o);
+}
+
+/* A CAS from expected into the history: VERSION_MISMATCH and NOT_FOUND
+ * are what it observed (current: the version the mismatch named). */
+static void hist_cas(ml *m, uint32_t proc, uint64_t inv, const char *key, int rc,
+                     const char *wtag, uint64_t expected, uint64_t version) {
+    lincheck_op o;
+    memset(&o, 0, sizeof o);
+    o.process = proc;
+    o.invoke_ns = inv;
+    o.complete_ns = now_ns();
+    o.op = LINCHECK_CAS;
+    o.key = key;
+    o.value = wtag;
+    o.expected = expected;
+    o.version = version;
+    if (rc == 0) {
+        o.outcome = LINCHECK_OK;
+    } else if (rc == KVMUX_EVERSION || rc == KVMUX_ENOTFOUND) {
+        o.outcome = LINCHECK_FAIL;
+        o.observed = rc == KVMUX_EVERSION ? LINCHECK_SAW_MISMATCH : LINCHECK_SAW_NOTFOUND;
+    } else {
+        o.outcome = definite_fail(rc) ? LINCHECK_FAIL : LINCHECK_INFO;
+        o.version = 0;
+    }
+    hist_add(m, &o);
 }
 
 static void count(ml *m, int rc, int write) {
@@ -346,6 +376,32 @@ static void model_incr(ml *m, uint32_t ki, int rc, int64_t num, uint64_t ver) {
     } else if (!definite_fail(rc)) {
         s->unk_incr++;
         s->unk_total++;
+    }
+}
+
+/* A CAS's answer (sent with expected = the model's version). The key has
+ * one writer, so it must succeed unless a write of unknown outcome was
+ * applied meanwhile (then the mismatch is not an error: a GET will show
+ * that write). */
+static void model_cas(ml *m, uint32_t ki, int rc, const char *tag, uint64_t expected,
+                      uint64_t ver) {
+    mstate *s = &m->model[ki];
+    const char *name = m->keys[ki].name;
+    if (rc == 0) {
+        if (ver <= expected)
+            model_error(m, name, "CAS from %llu acknowledged at version %llu",
+                        (unsigned long long)expected, (unsigned long long)ver);
+        s->version = ver;
+        snprintf(s->tag, sizeof s->tag, "%s", tag);
+        s->has_pend = 0;
+    } else if (rc == KVMUX_EVERSION || rc == KVMUX_ENOTFOUND) {
+        if (!s->has_pend)
+            model_error(m, name, "CAS from version %llu refused (%s, current %llu)",
+                        (unsigned long long)expected, kvmux_strerror(rc),
+                        (unsigned long long)ver);
+    } else if (!definite_fail(rc)) {
+        s->has_pend = 1;
+        snprintf(s->pend, sizeof s->pend, "%s", tag);
     }
 }
 
@@ -433,6 +489,30 @@ static uint32_t pick_key(ml *m, loader *t) {
     return m->own[id][(r >> 1) % m->nown[id]];
 }
 
+/* CAS key ki from the version its model holds (only the owner writes it,
+ * so the model's version is the key's unless an unknown write landed).
+ * Returns 0 without sending when the model knows no version. */
+static int load_cas(ml *m, loader *t, uint32_t ki) {
+    const mkey *k = &m->keys[ki];
+    pthread_mutex_t *mu = &m->stripe[ki % STRIPES];
+    pthread_mutex_lock(mu);
+    uint64_t expected = m->model[ki].version;
+    pthread_mutex_unlock(mu);
+    if (!expected) return 0;
+    char tag[TAG_MAX];
+    snprintf(tag, sizeof tag, "t%d.%llu", t->id, (unsigned long long)++t->seq);
+    size_t n = value_of(tag, fill_of(ki), t->val, m->cfg->value_size);
+    uint64_t ver = 0, inv = now_ns();
+    int rc = kvmux_cas(m->kc, k->name, strlen(k->name), expected, t->val, n, 0, &ver,
+                       OP_TIMEOUT_MS);
+    hist_cas(m, (uint32_t)t->id, inv, k->name, rc, tag, expected, ver);
+    count(m, rc, 1);
+    pthread_mutex_lock(mu);
+    model_cas(m, ki, rc, tag, expected, ver);
+    pthread_mutex_unlock(mu);
+    return 1;
+}
+
 static void load_op(ml *m, loader *t) {
     uint32_t ki = pick_key(m, t), r = rng_next(&t->rng) % 10;
     const mkey *k = &m->keys[ki];
@@ -455,7 +535,9 @@ static void load_op(ml *m, loader *t) {
         model_incr(m, ki, rc, num, rep.version);
         pthread_mutex_unlock(mu);
         kvmux_reply_free(&rep);
-    } else if (!k->counter && r < 5) {
+    } else if (!k->counter && r == 4 && load_cas(m, t, ki)) {
+        /* done */
+    } else if (!k->counter && r < 4) {
         char tag[TAG_MAX];
         snprintf(tag, sizeof tag, "t%d.%llu", t->id, (unsigned long long)++t->seq);
         size_t n = value_of(tag, fill_of(ki), t->val, m->cfg->value_size);

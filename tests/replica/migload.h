@@ -14,9 +14,11 @@
  * model of its keys (the last acknowledged value and version, an unknown
  * outcome kept as "maybe") checks every answer exactly: a GET returns the
  * model's value and version (or a "maybe" write's, which is then adopted),
- * a SET's version is above the previous one, an INCR (on the counter keys,
- * every 16th) returns the previous value plus one. Three quarters of a thread's ops
- * go to keys of the range being moved while a move is on. Every op also
+ * a SET's version is above the previous one, a CAS from the model's
+ * version succeeds (versions survive a move), an INCR (on the counter
+ * keys, every 16th) returns the previous value plus one. Three quarters
+ * of a thread's ops go to keys of the range being moved while a move is
+ * on. Every op also
  * goes into one lincheck history (checked in process at the end; saved in
  * kvmux-lincheck's text format when asked), with values named by a unique
  * tag per key (the padding after the tag is checked by the model only).
