@@ -679,6 +679,9 @@ static void *probe_main(void *arg) {
         hist(m, p->proc, inv, LINCHECK_GET, p->key, rc, NULL, rt ? rt : "corrupt", ver, 0);
         count(m, rc, 0);
         probe_account(p, rc, inv, &fail_start);
+        if (rc == KVMUX_ENOTFOUND && p->version)
+            model_error(m, p->key, "probe GET found nothing; acknowledged at %llu",
+                        (unsigned long long)p->version);
         if (rc == 0 && !(rt && ver == p->version && strcmp(rt, p->tag) == 0)) {
             if (p->has_pend && rt && ver > p->version && strcmp(rt, p->pend) == 0) {
                 p->version = ver;
