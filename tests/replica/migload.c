@@ -28,11 +28,13 @@
 
 /* ---- the cluster ---- */
 
-static void addr_list(const rgroup *g, char *out, size_t cap) {
+/* The members' addresses, sep between them: "," for an endpoint list,
+ * " " in a map's text. */
+static void addr_list(const rgroup *g, const char *sep, char *out, size_t cap) {
     size_t n = 0;
     out[0] = '\0';
     for (int i = 0; i < g->n && n < cap; i++)
-        n += (size_t)snprintf(out + n, cap - n, "%s127.0.0.1:%u", i ? "," : "", g->cport[i]);
+        n += (size_t)snprintf(out + n, cap - n, "%s127.0.0.1:%u", i ? sep : "", g->cport[i]);
 }
 
 /* Every member of every data group reports cluster_epoch >= epoch. */
@@ -54,7 +56,7 @@ static void map_text(const migload_cluster *c, char *out, size_t cap) {
     size_t n = (size_t)snprintf(out, cap, "epoch 1\n");
     char eps[512];
     for (int g = 0; g < c->groups; g++) {
-        addr_list(&c->data[g], eps, sizeof eps);
+        addr_list(&c->data[g], " ", eps, sizeof eps);
         n += (size_t)snprintf(out + n, cap - n, "group %d %s\n", g + 1, eps);
     }
     int per = (int)KVMUX_SLOTS / c->groups;
@@ -102,7 +104,7 @@ int migload_cluster_start(migload_cluster *c, int groups, int replicas, const ch
         fprintf(stderr, "migload: the map group did not start\n");
         return -1;
     }
-    addr_list(&c->map, c->map_eps, sizeof c->map_eps);
+    addr_list(&c->map, ",", c->map_eps, sizeof c->map_eps);
     size_t sn = 0;
     for (int g = 0; g < groups; g++) {
         snprintf(c->gid[g], sizeof c->gid[g], "%d", g + 1);
@@ -116,7 +118,7 @@ int migload_cluster_start(migload_cluster *c, int groups, int replicas, const ch
         }
         c->groups = g + 1;
         char eps[512];
-        addr_list(&c->data[g], eps, sizeof eps);
+        addr_list(&c->data[g], ",", eps, sizeof eps);
         sn += (size_t)snprintf(c->seeds + sn, sizeof c->seeds - sn, "%s%s", g ? "," : "", eps);
     }
     int bad = rgroup_stable_leader(&c->map, 30000) < 0;
