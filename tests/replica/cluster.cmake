@@ -74,6 +74,38 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
         ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup kvmux_lincheck LABELS "fault;concurrent" TIMEOUT 600)
     set_tests_properties(migrate_fault_test PROPERTIES RUN_SERIAL TRUE)
+    # The migration workload driver (migload.h): a cluster of real kvmuxd,
+    # load threads over one cluster client, the mover, the probers, the
+    # model and lincheck. Used by migrate_model_test and bench/clusterload.
+    add_library(kvmux_migload STATIC ${CMAKE_CURRENT_LIST_DIR}/migload.c
+      ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c)
+    target_link_libraries(kvmux_migload PUBLIC kvmux kvmux_rgroup kvmux_lincheck
+      kvmux_testutil Threads::Threads)
+    target_include_directories(kvmux_migload PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+    # Slot migration step 6: random migrations under load, every answer
+    # checked by a model, lincheck over the history (3 data groups of 1
+    # member by default: see the test's header).
+    kvmux_add_test(migrate_model_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_model_test.c
+      LIBS kvmux_migload LABELS "integration;concurrent" TIMEOUT 900)
+    # bench/cluster.sh's load (docs/MIGRATION.md section 12), next to
+    # kvmuxd so that the script finds it by -k.
+    add_executable(clusterload ${PROJECT_SOURCE_DIR}/bench/clusterload/clusterload.c)
+    target_link_libraries(clusterload PRIVATE kvmux_migload)
+    set_target_properties(clusterload PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})
+    # bench/cluster.sh smoke test (tests/integration/bench_cluster_test.sh;
+    # registered here, where clusterload exists: integration/*.cmake is
+    # read first): the real script in --quick mode; checks the summary
+    # line's fields (nothing lost, applied twice or read stale) and that
+    # its servers are stopped. kvmux-lincheck: tools.cmake, always built.
+    if(TARGET kvmux-bench)
+      add_test(NAME bench_cluster_test
+        COMMAND bash ${PROJECT_SOURCE_DIR}/tests/integration/bench_cluster_test.sh
+                ${PROJECT_SOURCE_DIR} $<TARGET_FILE:kvmuxd> $<TARGET_FILE:kvmux-bench>
+                $<TARGET_FILE:kvmux-cli> $<TARGET_FILE:clusterload>
+                $<TARGET_FILE:kvmux-lincheck>)
+      set_tests_properties(bench_cluster_test PROPERTIES TIMEOUT 900 LABELS integration)
+    endif()
   else()
     kvmux_missing_dependency_test(cluster_server_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
@@ -86,6 +118,8 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     kvmux_missing_dependency_test(migrate_timeout_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(migrate_fault_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(migrate_model_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
   endif()
 endif()
