@@ -942,6 +942,35 @@ static void scenario_faults(void) {
 static void members_loop(rgroup *g);
 #endif
 
+/* The two maps of a members case at epochs e and e + 1, group 2 being
+ * g[1]: epoch e names only group 1's leader `lead` and gives it slots
+ * 0..split1-1; epoch e + 1 names only its two other members and gives it
+ * 0..split2-1 (split2 < split1). The first map is installed; the second
+ * is returned in next. k1 is a key group 1 keeps, k2 one that moves. */
+typedef struct members_case {
+    char next[512], seed[64], k1[32], k2[32];
+} members_case;
+
+static void members_setup(const rgroup *g, int lead, unsigned e, int split1, int split2,
+                          members_case *mc) {
+    int f1 = (lead + 1) % 3, f2 = (lead + 2) % 3;
+    char first[512];
+    snprintf(first, sizeof first,
+             "epoch %u\ngroup 1 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\n"
+             "slots 0-%d 1\nslots %d-16383 2\n",
+             e, g[0].cport[lead], g[1].cport[0], split1 - 1, split1);
+    snprintf(mc->next, sizeof mc->next,
+             "epoch %u\ngroup 1 127.0.0.1:%u 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\n"
+             "slots 0-%d 1\nslots %d-16383 2\n",
+             e + 1, g[0].cport[f1], g[0].cport[f2], g[1].cport[0], split2 - 1, split2);
+    REQUIRE(assign_text(g[1].cport[0], first) == 0);
+    snprintf(mc->seed, sizeof mc->seed, "127.0.0.1:%u", g[1].cport[0]);
+    int from = 0;
+    cluster_key_in(0, split2 - 1, &from, mc->k1, sizeof mc->k1);
+    from = 0;
+    cluster_key_in(split2, split1 - 1, &from, mc->k2, sizeof mc->k2);
+}
+
 /* Group 1 has 3 members but map epoch 1 names only its leader L; epoch 2
  * names only the two others (and moves slots 4096-8191 to group 2). The
  * handle, connected to L, learns epoch 2 from a WRONG_SHARD; then L is
@@ -954,28 +983,14 @@ static void scenario_members(void) {
     groups_start(g, 2, members);
     int lead = rgroup_stable_leader(&g[0], 30000);
     REQUIRE(lead >= 0);
-    int f1 = (lead + 1) % 3, f2 = (lead + 2) % 3;
-    char map1[512], map2[512];
-    snprintf(map1, sizeof map1,
-             "epoch 1\ngroup 1 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\n"
-             "slots 0-8191 1\nslots 8192-16383 2\n",
-             g[0].cport[lead], g[1].cport[0]);
-    snprintf(map2, sizeof map2,
-             "epoch 2\ngroup 1 127.0.0.1:%u 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\n"
-             "slots 0-4095 1\nslots 4096-16383 2\n",
-             g[0].cport[f1], g[0].cport[f2], g[1].cport[0]);
-    REQUIRE(assign_text(g[1].cport[0], map1) == 0);
-    char seed[64], k1[32], k2[32];
-    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[1].cport[0]);
-    int from = 0;
-    cluster_key_in(0, 4095, &from, k1, sizeof k1);
-    from = 0;
-    cluster_key_in(4096, 8191, &from, k2, sizeof k2);
+    members_case mc;
+    members_setup(g, lead, 1, 8192, 4096, &mc);
+    const char *k1 = mc.k1, *k2 = mc.k2;
     kvmux_client *c = NULL;
-    REQUIRE(cluster_open(&c, seed, 3000) == 0);
+    REQUIRE(cluster_open(&c, mc.seed, 3000) == 0);
     CHECK_EQ(kvmux_set(c, k1, strlen(k1), "a", 1, 0, NULL, 3000), 0);
     CHECK_EQ(kvmux_set(c, k2, strlen(k2), "a", 1, 0, NULL, 3000), 0);
-    REQUIRE(assign_text(g[1].cport[0], map2) == 0);
+    REQUIRE(assign_text(g[1].cport[0], mc.next) == 0);
     /* k2 is group 2's now: WRONG_SHARD from group 1, one refresh. */
     CHECK_EQ(kvmux_set(c, k2, strlen(k2), "b", 1, 0, NULL, 3000), 0);
     CHECK_EQ(cstats(c).epoch, 2u);
@@ -1174,6 +1189,18 @@ static void scenario_loop(void) {
     for (int j = 0; j < 3; j++) rgroup_stop(&g[j]);
 }
 
+/* A cluster handle in event-loop mode on loop (libuv), seeded with seed. */
+static kvmux_client *lp_cluster_open(uv_loop_t *loop, const char *seed) {
+    kvmux_options o;
+    kvmux_options_init(&o);
+    o.cluster = 1;
+    o.endpoints = seed;
+    kvmux_client *c = NULL;
+    REQUIRE(kvmux_async_connect(&c, NULL, 0, &o) == 0);
+    REQUIRE(kvmux_libuv_attach(c, loop) == 0);
+    return c;
+}
+
 /* One request through an event-loop handle, the loop run until it
  * completes (at most timeout_ms + 2 s). Returns its result. */
 static int lp_one(uv_loop_t *loop, kvmux_client *c, int op, const char *key, const char *val,
@@ -1199,34 +1226,15 @@ static int lp_one(uv_loop_t *loop, kvmux_client *c, int op, const char *key, con
 static void members_loop(rgroup *g) {
     int lead = rgroup_stable_leader(&g[0], 30000);
     REQUIRE(lead >= 0);
-    int f1 = (lead + 1) % 3, f2 = (lead + 2) % 3;
-    char map3[512], map4[512], seed[64], k1[32], k2[32];
-    snprintf(map3, sizeof map3,
-             "epoch 3\ngroup 1 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\n"
-             "slots 0-4095 1\nslots 4096-16383 2\n",
-             g[0].cport[lead], g[1].cport[0]);
-    snprintf(map4, sizeof map4,
-             "epoch 4\ngroup 1 127.0.0.1:%u 127.0.0.1:%u\ngroup 2 127.0.0.1:%u\n"
-             "slots 0-2047 1\nslots 2048-16383 2\n",
-             g[0].cport[f1], g[0].cport[f2], g[1].cport[0]);
-    REQUIRE(assign_text(g[1].cport[0], map3) == 0);
-    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[1].cport[0]);
-    int from = 0;
-    cluster_key_in(0, 2047, &from, k1, sizeof k1);
-    from = 0;
-    cluster_key_in(2048, 4095, &from, k2, sizeof k2);
+    members_case mc;
+    members_setup(g, lead, 3, 4096, 2048, &mc);
+    const char *k1 = mc.k1, *k2 = mc.k2;
     uv_loop_t loop;
     REQUIRE(uv_loop_init(&loop) == 0);
-    kvmux_options o;
-    kvmux_options_init(&o);
-    o.cluster = 1;
-    o.endpoints = seed;
-    kvmux_client *c = NULL;
-    REQUIRE(kvmux_async_connect(&c, NULL, 0, &o) == 0);
-    REQUIRE(kvmux_libuv_attach(c, &loop) == 0);
+    kvmux_client *c = lp_cluster_open(&loop, mc.seed);
     CHECK_EQ(lp_one(&loop, c, KVMUX_SET, k1, "c", 3000), 0);
     CHECK_EQ(lp_one(&loop, c, KVMUX_SET, k2, "c", 3000), 0);
-    REQUIRE(assign_text(g[1].cport[0], map4) == 0);
+    REQUIRE(assign_text(g[1].cport[0], mc.next) == 0);
     CHECK_EQ(lp_one(&loop, c, KVMUX_SET, k2, "d", 3000), 0);
     CHECK_EQ(cstats(c).epoch, 4u);
     CHECK_EQ(cstats(c).member_updates, 1u);

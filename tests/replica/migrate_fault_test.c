@@ -8,8 +8,9 @@
  * counters there, recording which writes were acknowledged. Each of
  * KVMUX_MIGFAULT_CYCLES cycles (default 4; RNG seed KVMUX_MIGFAULT_SEED,
  * printed) asks the map group to move R to the other group, picks a
- * victim (the source's, the target's or the map group's leader) and a
- * phase (copying or fenced, from the source leader's STATS
+ * victim (the source's, the target's or the map group's leader, or every
+ * member of the target group, then down for longer than the source's
+ * stall and fence timeouts) and a phase (copying or fenced, from the source leader's STATS
  * migrate_out_state; committed, from the table), SIGKILLs the victim
  * there and restarts it, then waits for the record to end with both
  * acks (8.5).
@@ -47,6 +48,7 @@
 #define MAX_UNKNOWN 64
 #define END_WAIT_MS 60000
 #define PHASE_WAIT_MS 30000
+#define STALL_MS 5000 /* the data groups' --migrate-stall-timeout (fence: 5000) */
 
 static char bulk[NBULK][16], skeys[NSET][16], ckeys[NCTR][16];
 static char seeds[256], mapeps[256];
@@ -100,7 +102,7 @@ static void *writer_main(void *arg) {
     kvmux_options_init(&o);
     o.cluster = 1;
     o.endpoints = seeds;
-    o.request_timeout_ms = 10000;
+    o.request_timeout_ms = 30000;
     REQUIRE(kvmux_connect(&c, NULL, 0, &o) == 0);
     uint64_t x = 0x9e3779b97f4a7c15ull;
     for (uint64_t n = 1; !atomic_load(&w->stop); n++) {
@@ -111,7 +113,7 @@ static void *writer_main(void *arg) {
                                 .delta = 1};
             kvmux_reply rp = {0};
             uint64_t inv = now_ns();
-            int rc = kvmux_call(c, &rq, &rp, 10000);
+            int rc = kvmux_call(c, &rq, &rp, 30000);
             lincheck_op op = {.process = 0, .invoke_ns = inv, .complete_ns = now_ns(),
                               .op = LINCHECK_INCR,
                               .outcome = rc == 0 ? LINCHECK_OK : LINCHECK_INFO,
@@ -128,7 +130,7 @@ static void *writer_main(void *arg) {
         snprintf(v, sizeof v, "s%llu", (unsigned long long)n);
         skey_state *s = &w->s[i];
         uint64_t inv = now_ns(), ver = 0;
-        int rc = kvmux_set(c, skeys[i], strlen(skeys[i]), v, strlen(v), 0, &ver, 10000);
+        int rc = kvmux_set(c, skeys[i], strlen(skeys[i]), v, strlen(v), 0, &ver, 30000);
         hist_set(0, inv, skeys[i], v, rc, ver);
         if (rc == 0) {
             s->acked = n;
@@ -211,12 +213,23 @@ static int wait_committed(cluster *cl, uint32_t id) {
 static const char *const victims[] = {"source", "target", "map group"};
 static const char *const phases[] = {"copying", "fenced", "committed"};
 
-/* One cycle: move R to the other group, kill a leader at a phase,
- * restart it, wait for the record's end with both acks. */
+/* Victim 3: every member of g killed, restarted after longer than the
+ * stall and fence timeouts (8.3 "every replica of a group killed"): a
+ * move before its commit is then aborted by the source's timer. */
+static int kill_group(rgroup *g) {
+    for (int i = 0; i < g->n; i++) rgroup_kill(g, i);
+    test_sleep_ms(STALL_MS + 1500);
+    for (int i = 0; i < g->n; i++) REQUIRE(rgroup_start_member(g, i, 0) == 0);
+    return g->n;
+}
+
+/* One cycle: move R to the other group, kill a leader (or a whole
+ * group) at a phase, restart it, wait for the record's end with both
+ * acks. */
 static void cycle(cluster *cl, int k) {
     int src = cl->owner, dst = 1 - src;
-    int victim = (int)rnd(3), phase = (int)rnd(3);
-    rgroup *vg = victim == 0 ? &cl->g[src] : victim == 1 ? &cl->g[dst] : &cl->mg;
+    int victim = (int)rnd(4), phase = (int)rnd(3);
+    rgroup *vg = victim == 0 ? &cl->g[src] : victim == 2 ? &cl->mg : &cl->g[dst];
     int sl = rgroup_leader(&cl->g[src], 20000);
     REQUIRE(sl >= 0);
     char arg[32], out[512];
@@ -226,8 +239,10 @@ static void cycle(cluster *cl, int k) {
     uint32_t id = (uint32_t)strtoul(out + 10, NULL, 10);
     cl->migrations++;
     int hit = phase == 2 ? wait_committed(cl, id) : wait_out_state(&cl->g[src], sl, phases[phase]);
-    int vl = rgroup_leader(vg, 5000);
-    if (vl >= 0) {
+    int vl = victim == 3 ? -1 : rgroup_leader(vg, 5000);
+    if (victim == 3) {
+        cl->kills += kill_group(vg);
+    } else if (vl >= 0) {
         rgroup_kill(vg, vl);
         cl->kills++;
         test_sleep_ms(200 + (int)rnd(800));
@@ -236,8 +251,11 @@ static void cycle(cluster *cl, int k) {
     kvmux_migrec r;
     memset(&r, 0, sizeof r);
     int ended = migt_record(&cl->mg, id, 1, END_WAIT_MS, &r) == 0;
-    printf("cycle %d: migration %u group %d -> %d, killed the %s leader (member %d) %s %s: "
-           "%s%s%s\n", k, id, src + 1, dst + 1, victims[victim], vl + 1,
+    char who[64];
+    if (victim == 3) snprintf(who, sizeof who, "every member of the target group");
+    else snprintf(who, sizeof who, "the %s leader (member %d)", victims[victim], vl + 1);
+    printf("cycle %d: migration %u group %d -> %d, killed %s %s %s: %s%s%s\n", k, id, src + 1,
+           dst + 1, who,
            hit ? "while" : "after (missed)", phases[phase],
            r.state == KVMUX_MIG_COMMITTED ? "committed" : r.state == KVMUX_MIG_ABORTED
                                                               ? "aborted" : "still open",
@@ -359,7 +377,7 @@ static int env_int(const char *name, int def, int lo, int hi) {
 /* The groups, the map (R in group 1) and the keys. */
 static void setup(cluster *cl, int reps) {
     static const char *const mx[] = {"--cluster-map-group", NULL};
-    static const char *x[2][12];
+    static const char *x[2][16];
     REQUIRE(rgroup_start(&cl->mg, reps, mx) == 0);
     REQUIRE(rgroup_stable_leader(&cl->mg, 20000) >= 0);
     size_t off = 0;
@@ -368,7 +386,8 @@ static void setup(cluster *cl, int reps) {
                                 i ? "," : "", cl->mg.cport[i]);
     for (int gi = 0; gi < 2; gi++) {
         const char *a[] = {"--cluster-group", gi ? "2" : "1", "--cluster-map", mapeps,
-                           "--maxmemory", "32M", "--migrate-stall-timeout", "5000", NULL};
+                           "--maxmemory", "32M", "--migrate-stall-timeout", "5000",
+                           "--migrate-fence-timeout", "5000", NULL};
         memcpy(x[gi], a, sizeof a);
         REQUIRE(rgroup_start(&cl->g[gi], reps, x[gi]) == 0);
         REQUIRE(rgroup_stable_leader(&cl->g[gi], 20000) >= 0);
