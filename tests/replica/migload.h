@@ -18,7 +18,8 @@
  * version succeeds (versions survive a move), an INCR (on the counter
  * keys, every 16th) returns the previous value plus one. Three quarters
  * of a thread's ops go to keys of the range being moved while a move is
- * on. Every op also
+ * on, 5 of 7 of them writes (elsewhere 1 of 2): enough dirty keys for
+ * drain rounds. Every op also
  * goes into one lincheck history (checked in process at the end; saved in
  * kvmux-lincheck's text format when asked), with values named by a unique
  * tag per key (the padding after the tag is checked by the model only).
