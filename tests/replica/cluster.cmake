@@ -83,11 +83,13 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
       kvmux_testutil Threads::Threads)
     target_include_directories(kvmux_migload PUBLIC ${CMAKE_CURRENT_LIST_DIR})
     # Slot migration step 6: random migrations under load, every answer
-    # checked by a model, lincheck over the history (3 data groups of 1
-    # member by default: see the test's header).
+    # checked by a model, lincheck over the history (3 data groups of 3
+    # members, 1 under the sanitizers: see the test's header); alone, as
+    # bench_cluster_test.
     kvmux_add_test(migrate_model_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_model_test.c
       LIBS kvmux_migload LABELS "integration;concurrent" TIMEOUT 900)
+    set_tests_properties(migrate_model_test PROPERTIES RUN_SERIAL TRUE)
     # bench/cluster.sh's load (docs/MIGRATION.md section 12), next to
     # kvmuxd so that the script finds it by -k.
     add_executable(clusterload ${PROJECT_SOURCE_DIR}/bench/clusterload/clusterload.c)
@@ -104,7 +106,10 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
                 ${PROJECT_SOURCE_DIR} $<TARGET_FILE:kvmuxd> $<TARGET_FILE:kvmux-bench>
                 $<TARGET_FILE:kvmux-cli> $<TARGET_FILE:clusterload>
                 $<TARGET_FILE:kvmux-lincheck>)
-      set_tests_properties(bench_cluster_test PROPERTIES TIMEOUT 900 LABELS integration)
+      # Twelve kvmuxd under load: alone, so that neither it nor the
+      # timing-bound tests beside it are starved (ctest -j).
+      set_tests_properties(bench_cluster_test PROPERTIES TIMEOUT 900 LABELS integration
+        RUN_SERIAL TRUE)
     endif()
   else()
     kvmux_missing_dependency_test(cluster_server_test
