@@ -25,9 +25,8 @@
 #       kvmux-bench and kvmux-cli next to it)
 #   -r  members per group (default 3)
 #   -s  seed of the ranges, targets and ops (default 1)
-#   --quick  100k keys, 30 s, 4 moves; about two minutes here
-# Exit status: 0 clean; 1 L, D or R nonzero, a check failed or a run
-# failed; 2 usage.
+#   --quick  100k keys, 30 s, 4 moves; about a minute here (the full run: ~8 min)
+# Exit status: 0 clean; 1 L, D or R nonzero, or a check or a run failed; 2 usage.
 set -euo pipefail
 
 KVMUXD="" REPLICAS=3 SEED=1 QUICK=0
