@@ -31,21 +31,23 @@ int kvmux_mapc_open_as(kvmux_mapc **out, const char *endpoints, const char *toke
     return kvmux_connect(out, NULL, 0, &o);
 }
 
-int kvmux_mapc_watch(kvmux_mapc *c, uint64_t known, uint32_t wait_ms, int slack_ms,
-                     int tick_ms, int (*go_on)(void *ud), void *ud, uint8_t **out,
-                     size_t *len) {
-    uint8_t v[12];
-    for (int i = 0; i < 8; i++) v[i] = (uint8_t)(known >> (56 - 8 * i));
-    for (int i = 0; i < 4; i++) v[8 + i] = (uint8_t)(wait_ms >> (24 - 8 * i));
+/* CLUSTER sub with value v[0..n) on c, waited for in ticks of tick_ms so
+ * that go_on can end the wait (the request is then cancelled). Returns
+ * kvmux_future_result's code with *rep filled, the submit's error (*rep
+ * empty), or KVMUX_MAPC_GAVEUP (go_on said stop; *rep empty). *rep is
+ * always safe to kvmux_reply_free. */
+static int cluster_wait(kvmux_mapc *c, const char *sub, const void *v, size_t n, int timeout_ms,
+                        int tick_ms, int (*go_on)(void *ud), void *ud, kvmux_reply *rep) {
+    memset(rep, 0, sizeof *rep);
     kvmux_request r;
     memset(&r, 0, sizeof r);
     r.op = KVMUX_CLUSTER;
-    r.key = "watch";
-    r.key_len = 5;
+    r.key = sub;
+    r.key_len = strlen(sub);
     r.value = v;
-    r.value_len = sizeof v;
+    r.value_len = n;
     kvmux_future *f = NULL;
-    int rc = kvmux_call_future(c, &r, (int)wait_ms + slack_ms, &f);
+    int rc = kvmux_call_future(c, &r, timeout_ms, &f);
     if (rc != 0) return rc;
     while (kvmux_future_wait(f, tick_ms) == KVMUX_ETIMEDOUT) {
         if (!go_on(ud)) {
@@ -53,9 +55,21 @@ int kvmux_mapc_watch(kvmux_mapc *c, uint64_t known, uint32_t wait_ms, int slack_
             return KVMUX_MAPC_GAVEUP;
         }
     }
-    kvmux_reply rep;
-    rc = kvmux_future_result(f, &rep);
+    rc = kvmux_future_result(f, rep);
     kvmux_future_free(f);
+    return rc;
+}
+
+int kvmux_mapc_watch(kvmux_mapc *c, uint64_t known, uint32_t wait_ms, int slack_ms,
+                     int tick_ms, int (*go_on)(void *ud), void *ud, uint8_t **out,
+                     size_t *len) {
+    uint8_t v[12];
+    for (int i = 0; i < 8; i++) v[i] = (uint8_t)(known >> (56 - 8 * i));
+    for (int i = 0; i < 4; i++) v[8 + i] = (uint8_t)(wait_ms >> (24 - 8 * i));
+    kvmux_reply rep;
+    int rc = cluster_wait(c, "watch", v, sizeof v, (int)wait_ms + slack_ms, tick_ms, go_on, ud,
+                          &rep);
+    if (rc == KVMUX_MAPC_GAVEUP) return rc;
     if (rc == KVMUX_ENOTFOUND) rc = KVMUX_MAPC_NOTFOUND;
     if (rc == 0) {
         *out = rep.value; /* moves to the caller */
@@ -86,25 +100,9 @@ int kvmux_mapc_call(kvmux_mapc *c, const char *sub, const void *v, size_t n, int
                     size_t *len) {
     if (out) *out = NULL;
     if (len) *len = 0;
-    kvmux_request r;
-    memset(&r, 0, sizeof r);
-    r.op = KVMUX_CLUSTER;
-    r.key = sub;
-    r.key_len = strlen(sub);
-    r.value = v;
-    r.value_len = n;
-    kvmux_future *f = NULL;
-    int rc = kvmux_call_future(c, &r, timeout_ms, &f);
-    if (rc != 0) return rc;
-    while (kvmux_future_wait(f, tick_ms) == KVMUX_ETIMEDOUT) {
-        if (!go_on(ud)) {
-            kvmux_future_free(f); /* cancels it */
-            return KVMUX_MAPC_GAVEUP;
-        }
-    }
     kvmux_reply rep;
-    rc = kvmux_future_result(f, &rep);
-    kvmux_future_free(f);
+    int rc = cluster_wait(c, sub, v, n, timeout_ms, tick_ms, go_on, ud, &rep);
+    if (rc == KVMUX_MAPC_GAVEUP) return rc;
     if (out && rep.value) {
         /* One more byte for a NUL, so a message can be printed as is. */
         uint8_t *b = malloc(rep.value_len + 1);
