@@ -58,7 +58,7 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     # back, and an aborted move, through kvmux-cli.
     kvmux_add_test(migrate_move_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_move_test.c
-        ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
+        ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 180)
     # Slot migration step 8: the stall and fence timeouts (MIGRATION.md
     # 8.2) with SIGSTOPped / refusing targets; a writer thread.

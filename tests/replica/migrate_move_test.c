@@ -29,6 +29,7 @@
 #include "cluster_util.h"
 #include "kvmux.h"
 #include "migtab.h"
+#include "migtest.h"
 #include "proto.h"
 #include "rgroup.h"
 #include "testutil.h"
@@ -72,33 +73,10 @@ static kvmux_client *connect_to(uint16_t port) {
     return c;
 }
 
-static int run_cli(const char *cmd, char *out, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    REQUIRE(p != NULL);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return st < 0 ? -1 : (st >> 8) & 0xff;
-}
-
-/* The total of CLUSTER slotkeys FIRST-LAST at port, or -1. */
-static long long slotkeys(uint16_t port) {
-    char out[8192];
-    size_t n = 0;
-    char arg[32];
-    snprintf(arg, sizeof arg, "%d-%d", FIRST, LAST);
-    if (cluster_call(port, "slotkeys", arg, strlen(arg), (uint8_t *)out, sizeof out - 1, &n) !=
-        0)
-        return -1;
-    out[n] = '\0';
-    const char *t = strstr(out, "total ");
-    return t ? atoll(t + 6) : -1;
-}
-
 static long long wait_slotkeys_zero(uint16_t port) {
     long long k = -1;
     for (int64_t end = test_now_ms() + WAIT_MS; test_now_ms() < end; test_sleep_ms(100))
-        if ((k = slotkeys(port)) == 0) break;
+        if ((k = migt_slotkeys(port, FIRST, LAST)) == 0) break;
     return k;
 }
 
@@ -157,7 +135,7 @@ static void move(rgroup *mg, const char *mapeps, rgroup *from, rgroup *to, int d
     uint64_t commits0 = rgroup_stat(from, 0, "migrate_commits");
     snprintf(cmd, sizeof cmd, "%s -t 5000 cluster migrate %d-%d %d --map %s --timeout 60 2>&1",
              KVMUX_CLI_PATH, FIRST, LAST, dst, mapeps);
-    int rc = run_cli(cmd, out, sizeof out);
+    int rc = migt_run(cmd, out, sizeof out);
     CHECK_EQ(rc, 0);
     if (rc != 0) fprintf(stderr, "cli said: %s\n", out);
     CHECK(strstr(out, "committed at epoch") != NULL);
@@ -171,7 +149,7 @@ static void move(rgroup *mg, const char *mapeps, rgroup *from, rgroup *to, int d
     CHECK_EQ(r.dst, dst);
     /* The old owner's janitor purged the range (its ack waited for it). */
     CHECK_EQ(wait_slotkeys_zero(from->cport[0]), 0);
-    CHECK_EQ(slotkeys(to->cport[0]), NKEYS);
+    CHECK_EQ(migt_slotkeys(to->cport[0], FIRST, LAST), NKEYS);
     CHECK(rgroup_stat(from, 0, "migrate_keys_sent") >= sent0 + NKEYS);
     CHECK(rgroup_stat(from, 0, "migrate_batches_sent") >= 2); /* the big value went alone */
     CHECK_EQ(rgroup_stat(from, 0, "migrate_commits"), commits0 + 1);
@@ -254,7 +232,7 @@ static void abort_stalled(rgroup *mg, const char *mapeps, rgroup *g1, rgroup *g3
     uint64_t e0 = map_epoch(mg);
     snprintf(cmd, sizeof cmd, "%s -t 5000 cluster migrate %d-%d 3 --map %s --no-wait 2>&1",
              KVMUX_CLI_PATH, FIRST, LAST, mapeps);
-    CHECK_EQ(run_cli(cmd, out, sizeof out), 0);
+    CHECK_EQ(migt_run(cmd, out, sizeof out), 0);
     /* Stalled: the target is READY and has refused a batch for lack of
      * memory (the source's attempts go on). */
     int64_t end = test_now_ms() + WAIT_MS;
@@ -268,7 +246,7 @@ static void abort_stalled(rgroup *mg, const char *mapeps, rgroup *g1, rgroup *g3
     CHECK(wait_record(mg->cport[0], id, 0, &r) == 0 && r.state == KVMUX_MIG_OPEN);
     snprintf(cmd, sizeof cmd, "%s -t 5000 cluster migrate --abort %u --map %s 2>&1",
              KVMUX_CLI_PATH, id, mapeps);
-    CHECK_EQ(run_cli(cmd, out, sizeof out), 0);
+    CHECK_EQ(migt_run(cmd, out, sizeof out), 0);
     REQUIRE(wait_record(mg->cport[0], id, 1, &r) == 0);
     CHECK_EQ(r.state, KVMUX_MIG_ABORTED);
     CHECK_EQ(r.acks, 3);
@@ -279,7 +257,7 @@ static void abort_stalled(rgroup *mg, const char *mapeps, rgroup *g1, rgroup *g3
     CHECK(rgroup_stat_str(g3, 0, "migrate_in_state", st, sizeof st) == 0 &&
           strcmp(st, "none") == 0);
     CHECK_EQ(wait_slotkeys_zero(g3->cport[0]), 0);
-    CHECK_EQ(slotkeys(g1->cport[0]), NKEYS);
+    CHECK_EQ(migt_slotkeys(g1->cport[0], FIRST, LAST), NKEYS);
     check_keys(g1->cport[0], "after the abort");
 }
 
@@ -313,7 +291,7 @@ int main(void) {
     fclose(f);
     snprintf(cmd, sizeof cmd, "%s -t 5000 cluster assign %s --map %s 2>&1", KVMUX_CLI_PATH, path,
              mapeps);
-    int rc = run_cli(cmd, out, sizeof out);
+    int rc = migt_run(cmd, out, sizeof out);
     if (rc != 0) fprintf(stderr, "assign said: %s\n", out);
     REQUIRE(rc == 0);
     REQUIRE(map_epoch(&mg) == 1);
@@ -330,7 +308,7 @@ int main(void) {
         REQUIRE(kvmux_set(c, keys[i], strlen(keys[i]), val, n, 0, &versions[i], 5000) == 0);
     }
     kvmux_close(c);
-    CHECK_EQ(slotkeys(g1.cport[0]), NKEYS);
+    CHECK_EQ(migt_slotkeys(g1.cport[0], FIRST, LAST), NKEYS);
 
     /* 1 -> 2, with the writer overwriting keys at group 1 meanwhile. */
     static writer w;

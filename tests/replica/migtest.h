@@ -1,6 +1,6 @@
 /* Helpers shared by the slot migration tests with real processes
- * (migrate_timeout_test, migrate_fault_test): the map group's table, a
- * group's per-range key count, kvmux-cli runs, a map file assigned. Every
+ * (migrate_move_test, migrate_timeout_test, migrate_fault_test): the map
+ * group's table, a group's per-range key count, kvmux-cli runs, a map file assigned. Every
  * wait is bounded; a setup failure ends the test through REQUIRE. */
 #ifndef KVMUX_MIGTEST_H
 #define KVMUX_MIGTEST_H
