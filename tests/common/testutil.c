@@ -107,10 +107,14 @@ int test_server_start(test_server *s, const char *const *extra_args) {
     s->port = 0;
     s->stdout_fd = pfd[0];
 
-    /* Read byte by byte so nothing after the first line is consumed. */
+    /* Read byte by byte so nothing after the first line is consumed. The
+     * wait is long: a replica restarting restores its snapshot and replays
+     * its log before it listens, and a few hundred thousand keys under
+     * TSan on a loaded 2-core CI machine took more than 10 s (chaos_test,
+     * stop 22). A server that exits is seen at once (read returns 0). */
     char line[256];
     size_t used = 0;
-    int64_t deadline = test_now_ms() + 10000;
+    int64_t t0 = test_now_ms(), deadline = t0 + TEST_SERVER_START_MS;
     while (test_now_ms() < deadline && used + 1 < sizeof line) {
         struct pollfd p = {pfd[0], POLLIN, 0};
         int r = poll(&p, 1, 100);
@@ -130,9 +134,12 @@ int test_server_start(test_server *s, const char *const *extra_args) {
         }
         line[used++] = ch;
     }
-    fprintf(stderr, "test_server_start: no 'listening on' line from kvmuxd\n");
+    siginfo_t si = {0};
+    int alive = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == 0;
+    fprintf(stderr, "test_server_start: no 'listening on' line from kvmuxd after %lld ms (%s)\n",
+            (long long)(test_now_ms() - t0), alive ? "still running: timed out" : "it exited");
     test_server_kill(s);
-    return -1;
+    return alive ? -2 : -1;
 }
 
 static int reap(pid_t pid, int timeout_ms) {
@@ -190,11 +197,13 @@ int test_server_start_on_port(test_server *s, uint16_t port, const char *const *
     /* The later --port wins over test_server_start's --port 0. A start
      * fails while the previous server's socket still holds the port. */
     for (int i = 0; i < 20; i++) {
-        if (test_server_start(s, args) == 0) {
+        int rc = test_server_start(s, args);
+        if (rc == 0) {
             if (s->port == port) return 0;
             test_server_kill(s);
             return -1;
         }
+        if (rc == -2) return -1; /* it ran and never listened: not a busy port */
         test_sleep_ms(100);
     }
     return -1;

@@ -71,9 +71,13 @@ typedef struct test_server {
     int stdout_fd;   /* the rest of the server's stdout, for tests to read */
 } test_server;
 
+/* How long test_server_start waits for the "listening on" line. */
+#define TEST_SERVER_START_MS 60000
+
 /* Start KVMUXD_PATH (or $KVMUX_KVMUXD) --bind 127.0.0.1 --port 0 plus extra_args (NULL-
- * terminated, may be NULL) and wait (<= 10 s) for "listening on ADDR:PORT".
- * Returns 0, or -1 with a message on stderr. */
+ * terminated, may be NULL) and wait (<= TEST_SERVER_START_MS) for "listening
+ * on ADDR:PORT". Returns 0; -1 with a message on stderr if the server exited
+ * without listening; -2 (server killed) if it still ran at the deadline. */
 int test_server_start(test_server *s, const char *const *extra_args);
 
 /* SIGTERM and wait up to timeout_ms; returns the exit status (0..255), 128+
