@@ -437,7 +437,7 @@ static void remove_at(const kvmux_store *s, shard *sh, size_t i) {
     if (e->version != 0) {
         sh->live--;
         sh->bytes -= e->klen + e_vlen(e);
-        kvmux__store_slot_count((kvmux_store *)(uintptr_t)s, e_key(e), e->klen, -1);
+        kvmux__store_slot_count((kvmux_store *)(uintptr_t)s, sh, e_key(e), e->klen, -1);
     }
     mem_account(s, -(int64_t)value_mem(v));
     kvmux_store_value_release(v);
@@ -539,7 +539,7 @@ static uint64_t put(kvmux_store *s, shard *sh, size_t i, uint64_t hash, const ui
         sh->bytes -= klen + oldvlen;
     } else {
         sh->live++;
-        kvmux__store_slot_count(s, key, klen, 1);
+        kvmux__store_slot_count(s, sh, key, klen, 1);
     }
     sh->bytes += klen + nv->len;
     mem_account(s, (int64_t)value_mem(nv->val) - (int64_t)value_mem(oldv));

@@ -288,8 +288,10 @@ uint64_t kvmux_store_range_keys(const kvmux_store *s, uint16_t first, uint16_t l
 /* Whether the store keeps per-slot counts (created with slot_keys). */
 int kvmux_store_has_slot_keys(const kvmux_store *s);
 /* Count the per-slot keys again from the table (after a snapshot
- * restore). Takes every shard lock at once, in order: exact even while
- * other threads read. No-op without slot_keys. */
+ * restore). Takes one shard lock at a time; the counts are exact when it
+ * returns even if other threads changed keys meanwhile (reads expiring
+ * them), partial while it runs. Not concurrent with itself. No-op without
+ * slot_keys. */
 void kvmux_store_slot_recount(kvmux_store *s);
 
 /* A migration's import of one key (MIGRATION.md "How B applies an

@@ -76,6 +76,9 @@ typedef struct shard {
     int snap_pending;            /* a background snapshot has yet to
                                     serialize this shard (store.h
                                     "Background snapshots"); under mu */
+    int slot_uncounted;          /* a recount (kvmux_store_slot_recount)
+                                    has yet to count this shard: its
+                                    changes move no slot count; under mu */
 } shard;
 
 struct kvmux_store {
@@ -109,9 +112,10 @@ struct kvmux_store {
     _Atomic uint32_t *slot_keys;
 };
 
-/* Count one key of key[0..klen) more (delta 1) or less (-1) in its slot,
- * in cluster mode. */
-void kvmux__store_slot_count(kvmux_store *s, const uint8_t *key, size_t klen, int delta);
+/* Count one key of key[0..klen), held in shard sh (whose lock the caller
+ * holds), more (delta 1) or less (-1) in its slot, in cluster mode. */
+void kvmux__store_slot_count(kvmux_store *s, const shard *sh, const uint8_t *key, size_t klen,
+                             int delta);
 
 /* ---- entry layout ---- */
 

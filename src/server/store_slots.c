@@ -7,12 +7,17 @@
 
 #include "cluster.h"
 
-void kvmux__store_slot_count(kvmux_store *s, const uint8_t *key, size_t klen, int delta) {
-    if (!s->slot_keys) return;
+static void slot_add(kvmux_store *s, const uint8_t *key, size_t klen, int delta) {
     /* relaxed: the count is a statistic of the shard-locked changes, read
      * by the applier (which made them) or as a hint by anyone else. */
     atomic_fetch_add_explicit(&s->slot_keys[kvmux_slot(key, klen)], (uint32_t)delta,
                               memory_order_relaxed);
+}
+
+void kvmux__store_slot_count(kvmux_store *s, const shard *sh, const uint8_t *key, size_t klen,
+                             int delta) {
+    if (!s->slot_keys || sh->slot_uncounted) return;
+    slot_add(s, key, klen, delta);
 }
 
 uint32_t kvmux_store_slot_keys(const kvmux_store *s, uint16_t slot) {
@@ -31,22 +36,31 @@ uint64_t kvmux_store_range_keys(const kvmux_store *s, uint16_t first, uint16_t l
 
 void kvmux_store_slot_recount(kvmux_store *s) {
     if (!s->slot_keys) return;
-    /* Every shard locked, in index order (nothing else ever holds two
-     * shard locks), so no insert or delete runs between zeroing and
-     * counting: the counts come out exact even with readers expiring
-     * keys meanwhile. */
-    for (uint32_t i = 0; i < s->nshards; i++) pthread_mutex_lock(&s->shards[i].mu);
+    /* One shard lock at a time (holding all 256 would stall every reader
+     * for the whole walk, and TSan aborts a thread holding 64 mutexes).
+     * Exact all the same: once every shard is marked uncounted, no change
+     * moves a count, so the counts can be zeroed; then each shard adds
+     * its live keys and is unmarked under its lock, after which its
+     * changes move the counts again. Between the two, counts are partial:
+     * only the caller (the applier, after a restore) needs them exact. */
+    for (uint32_t i = 0; i < s->nshards; i++) {
+        pthread_mutex_lock(&s->shards[i].mu);
+        s->shards[i].slot_uncounted = 1;
+        pthread_mutex_unlock(&s->shards[i].mu);
+    }
     for (uint32_t k = 0; k < KVMUX_SLOTS; k++)
         atomic_store_explicit(&s->slot_keys[k], 0, memory_order_relaxed);
     for (uint32_t i = 0; i < s->nshards; i++) {
-        const shard *sh = &s->shards[i];
+        shard *sh = &s->shards[i];
+        pthread_mutex_lock(&sh->mu);
         for (size_t b = 0; b < sh->cap; b++) {
             if (!slot_used(sh->slots[b])) continue;
             const entry *e = slot_entry(sh->slots[b]);
-            if (e->version != 0) kvmux__store_slot_count(s, e_key(e), e->klen, 1);
+            if (e->version != 0) slot_add(s, e_key(e), e->klen, 1);
         }
+        sh->slot_uncounted = 0;
+        pthread_mutex_unlock(&sh->mu);
     }
-    for (uint32_t i = s->nshards; i-- > 0;) pthread_mutex_unlock(&s->shards[i].mu);
 }
 
 int kvmux_store_import_put(kvmux_store *s, const uint8_t *key, size_t klen,

@@ -56,28 +56,6 @@ int rgroup_election_ms(void) {
     return et ? atoi(et) : 500; /* kvmuxd's default (config.c) */
 }
 
-#if defined(__SANITIZE_THREAD__)
-#define RGROUP_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define RGROUP_TSAN 1
-#endif
-#endif
-
-/* Under TSan, members run with 32 store shards instead of 256: restoring
- * a cluster-mode snapshot recounts the per-slot key counts with every
- * shard locked at once (in index order, deadlock-free: nothing else holds
- * two shard locks), and TSan's deadlock detector aborts a thread holding
- * 64 mutexes or more ("CHECK failed: sanitizer_deadlock_detector.h"), a
- * limit of the tool. A test's own --store-shards (in extra, later) wins. */
-static int sanitizer_args(const char **args, int n) {
-#ifdef RGROUP_TSAN
-    args[n++] = "--store-shards";
-    args[n++] = "32";
-#endif
-    return n;
-}
-
 int rgroup_start_member(rgroup *g, int i, int bootstrap) {
     char id[16], rdir[192];
     snprintf(id, sizeof id, "%d", i + 1);
@@ -104,7 +82,6 @@ int rgroup_start_member(rgroup *g, int i, int bootstrap) {
         args[n++] = "--election-timeout";
         args[n++] = et;
     }
-    n = sanitizer_args(args, n);
     for (int k = 0; g->extra && g->extra[k] && n < 28; k++) args[n++] = g->extra[k];
     args[n] = NULL;
     if (test_server_start_on_port(&g->srv[i], g->cport[i], args) != 0) return -1;
@@ -133,7 +110,6 @@ int rgroup_start_joiner(rgroup *g, int i) {
     args[n++] = rdir;
     args[n++] = "--peers";
     args[n++] = peers;
-    n = sanitizer_args(args, n);
     for (int k = 0; g->extra && g->extra[k] && n < 28; k++) args[n++] = g->extra[k];
     args[n] = NULL;
     if (test_server_start_on_port(&g->srv[i], g->cport[i], args) != 0) return -1;

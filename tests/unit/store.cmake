@@ -14,5 +14,5 @@ if(TARGET kvmuxd_core)
 endif()
 if(TARGET kvmuxd_core)
   kvmux_add_test(store_slots_test SOURCES unit/store/store_slots_test.c
-                 LIBS kvmuxd_core LABELS unit TIMEOUT 60)
+                 LIBS kvmuxd_core LABELS unit concurrent TIMEOUT 60)
 endif()

@@ -5,7 +5,9 @@
  * kvmux_store_scan_slots (range only, expired keys with the flag, bad
  * ranges); kvmux_store_get_full's absolute expiry; kvmux_store_import_put
  * (version kept, counter raised, a newer version kept, waiters fired, bad
- * input); and a store without slot_keys counting nothing. */
+ * input); a recount racing inserts, deletes and expiries; and a store
+ * without slot_keys counting nothing. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +145,61 @@ static void test_counts_bulk(void) {
     CHECK(st.evicted > 0);
     check_consistent(s);
     kvmux_store_free(s);
+}
+
+/* A recount while other threads insert, delete, read expired keys away
+ * and overwrite: the counts are exact once it has returned and they
+ * stop. 256 shards, the server's default (one lock at a time: TSan
+ * aborts a thread holding 64 mutexes, as the old recount did). */
+typedef struct {
+    kvmux_store *s;
+    int id;
+    _Atomic int *done;
+} churn_arg;
+
+static void *churn(void *ud) {
+    churn_arg *a = ud;
+    char k[32];
+    for (int r = 0; r < 20000; r++) {
+        int i = (r * 7919 + a->id * 104729) % 5000;
+        snprintf(k, sizeof k, "key:%d", i);
+        switch ((r + a->id) % 4) {
+        case 0: kvmux_store_set(a->s, K(k), K("v"), (i % 3) ? 0 : 1, NULL); break;
+        case 1: kvmux_store_del(a->s, K(k)); break;
+        default: kvmux_store_get(a->s, K(k), NULL, NULL); break; /* may expire it */
+        }
+        if (r % 500 == 0) atomic_fetch_add(&fake_now, 1);
+    }
+    atomic_fetch_add(a->done, 1);
+    return NULL;
+}
+
+static void recount_round(void) {
+    kvmux_store *s = new_store(256, 1);
+    char k[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(k, sizeof k, "key:%d", i);
+        CHECK_EQ(kvmux_store_set(s, K(k), K("v"), (i % 3) ? 0 : 1, NULL), KVMUX_STATUS_OK);
+    }
+    pthread_t th[3];
+    churn_arg args[3];
+    _Atomic int done = 0;
+    for (int i = 0; i < 3; i++) {
+        args[i] = (churn_arg){s, i, &done};
+        REQUIRE(pthread_create(&th[i], NULL, churn, &args[i]) == 0);
+    }
+    /* Recount for as long as the churn runs (bounded: it ends). */
+    while (atomic_load(&done) < 3) kvmux_store_slot_recount(s);
+    for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+    /* The last recount may have ended before the churn did: the counts
+     * must have followed every change since. */
+    check_consistent(s);
+    kvmux_store_free(s);
+}
+
+/* A miscount shows only when the churn ends inside a recount: rounds. */
+static void test_recount_concurrent(void) {
+    for (int i = 0; i < 10; i++) recount_round();
 }
 
 static void test_no_counts(void) {
@@ -359,6 +416,7 @@ static void test_import_during_snapshot(void) {
 int main(void) {
     test_counts();
     test_counts_bulk();
+    test_recount_concurrent();
     test_no_counts();
     test_scan_slots();
     test_get_full();
