@@ -7,8 +7,9 @@
  * ordered, the per-op counts add up, -n is honoured exactly, preload makes
  * every GET hit, async mode (both drivers) keeps requests in flight and
  * accounts for each, a missing server and bad usage give the documented
- * exit codes, and a server killed mid-run (sync and async) ends the run by
- * itself with the connection loss reported.
+ * exit codes, a server's token (-a, $KVMUX_AUTH) is sent, and a server
+ * killed mid-run (sync and async) ends the run by itself with the
+ * connection loss reported.
  *
  * Every wait is bounded: a child still alive at its deadline is SIGKILLed
  * (by pid) and counted as a failure. */
@@ -443,8 +444,42 @@ static void test_server_killed(const char *mode)
     CHECK(strstr(p.err, "connection(s) lost") != NULL);
 }
 
+/* A server started with --requirepass: -a TOKEN (both client kinds:
+ * threaded and the loop driver), $KVMUX_AUTH, none, a wrong one. */
+static void test_auth(void)
+{
+    test_server s2;
+    const char *const extra[] = {"--requirepass", "bench-token-1", NULL};
+    REQUIRE(test_server_start(&s2, extra) == 0);
+    bench_proc p;
+    const char *ok[] = {"-a", "bench-token-1", "-n", "50", "--json", NULL};
+    REQUIRE(bench_run_child(&p, s2.port, ok, 20000, 0, 0) == 0);
+    CHECK_EQ(p.status, 0);
+    CHECK(field(p.out, "\"errors\":") == 0);
+    const char *loop[] = {"--auth", "bench-token-1", "--mode", "async", "--driver", "loop",
+                          "--depth", "4", "-n", "50", "--json", NULL};
+    REQUIRE(bench_run_child(&p, s2.port, loop, 20000, 0, 0) == 0);
+    CHECK_EQ(p.status, 0);
+    const char *none[] = {"-n", "50", NULL};
+    REQUIRE(bench_run_child(&p, s2.port, none, 20000, 0, 0) == 0);
+    CHECK_EQ(p.status, 1);
+    CHECK(strstr(p.err, "authentication failed") != NULL);
+    const char *bad[] = {"-a", "wrong", "-n", "50", NULL};
+    REQUIRE(bench_run_child(&p, s2.port, bad, 20000, 0, 0) == 0);
+    CHECK_EQ(p.status, 1);
+    setenv("KVMUX_AUTH", "bench-token-1", 1);
+    REQUIRE(bench_run_child(&p, s2.port, none, 20000, 0, 0) == 0);
+    CHECK_EQ(p.status, 0);
+    unsetenv("KVMUX_AUTH");
+    const char *empty[] = {"-a", "", "-n", "50", NULL};
+    REQUIRE(bench_run_child(&p, s2.port, empty, 20000, 0, 0) == 0);
+    CHECK_EQ(p.status, 2);
+    test_server_stop(&s2, 5000);
+}
+
 int main(void)
 {
+    unsetenv("KVMUX_AUTH"); /* the runs without -a must send none */
     signal(SIGPIPE, SIG_IGN);
     test_server s;
     REQUIRE(test_server_start(&s, NULL) == 0);
@@ -459,6 +494,7 @@ int main(void)
     test_async("loop");
     test_async("callback");
     test_exit_codes();
+    test_auth();
     test_server_killed("sync");
     test_server_killed("loop");
     test_server_killed("callback");

@@ -73,6 +73,7 @@ void bench_args_usage(FILE *out)
         "  --tls               connect with TLS (serial/sync, or --driver callback);\n"
         "                      the certificate is not verified unless --cacert\n"
         "  --cacert FILE       PEM CA to verify the server with (implies --tls)\n"
+        "  -a, --auth TOKEN    the server's token (--requirepass; default $KVMUX_AUTH)\n"
         "  --cluster           a sharded cluster: -h/-p (or -h's list) are seeds, any\n"
         "                      node; keys go to their slot's group\n"
         "  -q                  no per-second progress on stderr\n"
@@ -97,6 +98,8 @@ static void config_defaults(bench_config *cfg)
     cfg->value_min = cfg->value_max = 100;
     cfg->timeout_ms = 5000;
     cfg->seed = 1;
+    const char *env_auth = getenv("KVMUX_AUTH"); /* as kvmux-cli; -a overrides it */
+    cfg->auth = env_auth && *env_auth ? env_auth : NULL;
 }
 
 /* Parse a whole unsigned decimal in [lo, hi]. Returns 0 or -1. */
@@ -189,6 +192,7 @@ enum {
     OPT_SEED,
     OPT_CLUSTER,
     OPT_STALE,
+    OPT_AUTH,
     OPT_HELP
 };
 
@@ -210,6 +214,7 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
         {"seed", required_argument, NULL, OPT_SEED},
         {"cluster", no_argument, NULL, OPT_CLUSTER},
         {"stale", no_argument, NULL, OPT_STALE},
+        {"auth", required_argument, NULL, OPT_AUTH},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -222,7 +227,7 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
     optind = 1;
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, "h:p:c:t:n:d:k:s:q", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "h:p:c:t:n:d:k:s:qa:", longopts, NULL)) != -1) {
         const char *a = optarg;
         switch (ch) {
         case 'h':
@@ -268,6 +273,12 @@ int bench_args_parse(bench_config *cfg, int argc, char **argv, FILE *err)
             break;
         case 'q':
             cfg->quiet = 1;
+            break;
+        case 'a':
+        case OPT_AUTH:
+            if (!a || !*a)
+                goto bad;
+            cfg->auth = a;
             break;
         case OPT_CLUSTER:
             cfg->cluster = 1;

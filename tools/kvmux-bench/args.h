@@ -62,6 +62,8 @@ typedef struct bench_config {
                                   clients only: not --driver loop) */
     const char *tls_ca;        /* --cacert FILE (implies --tls); without
                                   it the server is not verified */
+    const char *auth;          /* -a/--auth TOKEN, default $KVMUX_AUTH
+                                  (kvmux_options.auth_token); NULL = none */
     int quiet;                 /* -q: no progress lines */
     int timeout_ms;            /* --timeout per request; default 5000 */
     uint32_t busy_poll_us;     /* --busy-poll: loop driver spins this long

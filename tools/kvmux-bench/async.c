@@ -382,6 +382,7 @@ static void loop_main(worker *w)
     kvmux_options_init(&opts);
     opts.request_timeout_ms = cfg->timeout_ms;
     opts.client_name = "kvmux-bench";
+    opts.auth_token = cfg->auth;
     opts.stale_reads = cfg->stale;
     if (strchr(cfg->host, ',')) opts.endpoints = cfg->host; /* a group */
     opts.cluster = cfg->cluster; /* one fd: the groups' sockets */

@@ -436,6 +436,7 @@ int bench_run(const bench_config *cfg, bench_result *res, FILE *progress_out,
     opts.busy_poll_us = cfg->busy_poll_us; /* the reader thread's spin */
     opts.client_name = "kvmux-bench";
     opts.stale_reads = cfg->stale;
+    opts.auth_token = cfg->auth;
     opts.tls = cfg->tls;
     opts.tls_ca_file = cfg->tls_ca;
     opts.tls_verify = cfg->tls_ca != NULL;

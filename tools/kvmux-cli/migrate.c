@@ -273,7 +273,7 @@ static void print_group(const cli_ctx *ctx, const kvmux_map *m, const kvmux_map_
 }
 
 static void print_table(const kvmux_migtab *t) {
-    printf("%-4s%-11s%-6s%-4s%-11s%-6s%s\n", "ID", "SLOTS", "FROM", "TO", "STATE", "AGE",
+    printf("%-3s %-11s %-5s %-3s %-10s %-5s %s\n", "ID", "SLOTS", "FROM", "TO", "STATE", "AGE",
            "DETAIL");
     uint64_t now = wall_ms();
     for (uint16_t i = 0; i < t->n; i++) {
@@ -293,7 +293,7 @@ static void print_table(const kvmux_migtab *t) {
             snprintf(detail, sizeof detail, "acks %s%s%s",
                      r->acks == 0 ? "none" : r->acks == 1 ? "src" : r->acks == 2 ? "dst" : "src,dst",
                      r->reason_len ? "; " : "", r->reason);
-        printf("%-4s%-11s%-6s%-4s%-11s%-6s%s\n", id, slots, from, to, state, age, detail);
+        printf("%-3s %-11s %-5s %-3s %-10s %-5s %s\n", id, slots, from, to, state, age, detail);
     }
 }
 
