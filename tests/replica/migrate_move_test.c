@@ -16,7 +16,8 @@
  * and the final delta). A key written at group 2 between the moves comes
  * back with its newer version. Then a move to group 3, which cannot take
  * the keys (over --maxmemory), is aborted: both sides reach their end
- * states and acknowledge. And the argument limit of CLUSTER import, at
+ * states and acknowledge (kvmux-cli, waiting for it with --timeout,
+ * prints a progress line and exits 5). And the argument limit of CLUSTER import, at
  * and past it. The model test under load is step 6's. */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -230,9 +231,18 @@ static void arg_limits(uint16_t port) {
 static void abort_stalled(rgroup *mg, const char *mapeps, rgroup *g1, rgroup *g3, uint32_t id) {
     char cmd[1024], out[4096], st[32];
     uint64_t e0 = map_epoch(mg);
-    snprintf(cmd, sizeof cmd, "%s -t 5000 cluster migrate %d-%d 3 --map %s --no-wait 2>&1",
+    /* The CLI waits 7 s (exit 5: still open, it goes on) and meanwhile
+     * prints a progress line (at 5 s) with the range's keys at each side. */
+    snprintf(cmd, sizeof cmd, "%s -t 5000 cluster migrate %d-%d 3 --map %s --timeout 7 2>&1",
              KVMUX_CLI_PATH, FIRST, LAST, mapeps);
-    CHECK_EQ(migt_run(cmd, out, sizeof out), 0);
+    CHECK_EQ(migt_run(cmd, out, sizeof out), 5);
+    char want[128];
+    snprintf(want, sizeof want, "migration %u: open for 5 s; slots %d-%d: %d keys at group 1 "
+             "(source), ", id, FIRST, LAST, NKEYS);
+    CHECK(strstr(out, want) != NULL);
+    CHECK(strstr(out, " at group 3 (target)\n") != NULL);
+    CHECK(strstr(out, "still open after 7 s") != NULL);
+    if (!strstr(out, want)) fprintf(stderr, "cli said: %s\n", out);
     /* Stalled: the target is READY and has refused a batch for lack of
      * memory (the source's attempts go on). */
     int64_t end = test_now_ms() + WAIT_MS;

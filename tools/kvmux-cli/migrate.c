@@ -12,6 +12,7 @@
 
 #define EXIT_TIMEOUT 5
 #define POLL_MS 1000
+#define PROGRESS_MS 5000 /* cluster migrate's progress lines */
 
 static long long mono_ms(void) {
     struct timespec ts;
@@ -78,6 +79,22 @@ static void group_eps(const kvmux_map_group *g, char *eps, size_t cap) {
         off += (size_t)snprintf(eps + off, cap - off, "%s%s", k ? "," : "", g->addr[k]);
 }
 
+/* CLUSTER slotkeys RANGE on c: the "total N" of its last line in out,
+ * or "?" when the node does not answer it. */
+static void slotkeys_total(const cli_ctx *ctx, kvmux_client *c, const char *range, char *out,
+                           size_t cap) {
+    kvmux_reply rep;
+    snprintf(out, cap, "?");
+    if (cli_map_call(c, "slotkeys", range, strlen(range), &rep, ctx->timeout_ms) == 0) {
+        char txt[80];
+        size_t n = rep.value_len, from = n > 64 ? n - 64 : 0;
+        snprintf(txt, sizeof txt, "%.*s", (int)(n - from), (const char *)rep.value + from);
+        const char *tot = strstr(txt, "total ");
+        if (tot) snprintf(out, cap, "%llu", strtoull(tot + 6, NULL, 10));
+    }
+    kvmux_reply_free(&rep);
+}
+
 /* GROUP status of the node at c (key "status"): its text in out. */
 static int group_status(kvmux_client *c, int timeout_ms, char *out, size_t cap) {
     kvmux_request r;
@@ -125,11 +142,51 @@ static int parse_range(const char *s, unsigned *first, unsigned *last) {
     return -1;
 }
 
+/* While cluster migrate waits, a line on stderr every PROGRESS_MS: how
+ * long the record has been open and how many keys of the range each side
+ * holds (CLUSTER slotkeys, which any member answers; the target's count
+ * grows during the copy, the source's falls once the janitor purges
+ * after the commit), so a big move is seen advancing. */
+typedef struct mig_progress {
+    const kvmux_map *m;         /* the map at the start (NULL: none) */
+    uint16_t src, dst;
+    char range[16];
+    kvmux_client *c[2];         /* source, target; connected at first use */
+    long long start, next;
+} mig_progress;
+
+static void progress_keys(const cli_ctx *ctx, mig_progress *p, int side, char *out, size_t cap) {
+    const kvmux_map_group *g = p->m ? kvmux_map_group_get(p->m, side ? p->dst : p->src) : NULL;
+    snprintf(out, cap, "?");
+    if (!g) return;
+    if (!p->c[side]) {
+        char eps[KVMUX_MAP_MAX_MEMBERS * KVMUX_MAP_ADDR_MAX + 8];
+        group_eps(g, eps, sizeof eps);
+        p->c[side] = cli_map_connect(ctx, eps, 1);
+    }
+    if (p->c[side]) slotkeys_total(ctx, p->c[side], p->range, out, cap);
+}
+
+static void progress_line(const cli_ctx *ctx, mig_progress *p, uint32_t id) {
+    long long now = mono_ms();
+    if (now < p->next) return;
+    p->next = now + PROGRESS_MS;
+    char sk[32], dk[32];
+    progress_keys(ctx, p, 0, sk, sizeof sk);
+    progress_keys(ctx, p, 1, dk, sizeof dk);
+    fprintf(stderr, "migration %u: open for %lld s; slots %s: %s keys at group %u (source), "
+            "%s at group %u (target)\n", id, (now - p->start) / 1000, p->range, sk,
+            (unsigned)p->src, dk, (unsigned)p->dst);
+}
+
 /* Poll the table until record id ends. */
-static int wait_end(const cli_ctx *ctx, kvmux_client *c, uint32_t id, uint64_t timeout_s) {
+static int wait_end(const cli_ctx *ctx, kvmux_client *c, uint32_t id, uint64_t timeout_s,
+                    mig_progress *p) {
     kvmux_migtab *t = malloc(sizeof *t);
     if (!t) return CLI_EXIT_REQUEST;
     long long end = timeout_s ? mono_ms() + (long long)timeout_s * 1000 : 0;
+    p->start = mono_ms();
+    p->next = p->start + PROGRESS_MS;
     int rc = CLI_EXIT_OK;
     for (;;) {
         int crc = get_table(c, ctx->timeout_ms, t);
@@ -156,8 +213,11 @@ static int wait_end(const cli_ctx *ctx, kvmux_client *c, uint32_t id, uint64_t t
             rc = EXIT_TIMEOUT;
             break;
         }
+        if (r) progress_line(ctx, p, id);
         nap_ms(POLL_MS);
     }
+    for (int i = 0; i < 2; i++)
+        if (p->c[i]) kvmux_close(p->c[i]);
     free(t);
     return rc;
 }
@@ -203,11 +263,13 @@ int cli_migrate(const cli_ctx *ctx, const cli_mig_opts *o) {
         kvmux_close(c);
         return CLI_EXIT_REQUEST;
     }
-    free(m);
     if (rc != 0 && rc != KVMUX_ENOTFOUND) { /* no map: the map group says so below */
+        free(m);
         kvmux_close(c);
         return exit_of(rc);
     }
+    mig_progress prog = {.m = m, .src = m ? m->owner[first] : 0, .dst = (uint16_t)dst};
+    snprintf(prog.range, sizeof prog.range, "%u-%u", first, last);
     char v[64];
     int n = first == last ? snprintf(v, sizeof v, "%u %lu", first, dst)
                           : snprintf(v, sizeof v, "%u-%u %lu", first, last, dst);
@@ -223,7 +285,10 @@ int cli_migrate(const cli_ctx *ctx, const cli_mig_opts *o) {
         say_error("cluster migrate", rc, &rep);
     }
     kvmux_reply_free(&rep);
-    int out = rc != 0 ? exit_of(rc) : o->no_wait ? CLI_EXIT_OK : wait_end(ctx, c, id, o->timeout_s);
+    int out = rc != 0     ? exit_of(rc)
+              : o->no_wait ? CLI_EXIT_OK
+                           : wait_end(ctx, c, id, o->timeout_s, &prog);
+    free(m);
     kvmux_close(c);
     return out;
 }
@@ -246,18 +311,7 @@ static void print_group(const cli_ctx *ctx, const kvmux_map *m, const kvmux_map_
     group_eps(g, eps, sizeof eps);
     kvmux_client *c = cli_map_connect(ctx, eps, 1);
     if (c) {
-        kvmux_reply rep;
-        if (cli_map_call(c, "slotkeys", "0-16383", 7, &rep, ctx->timeout_ms) == 0) {
-            char txt[512];
-            size_t n = rep.value_len;
-            /* "total N" is the last line. */
-            const char *v = (const char *)rep.value;
-            size_t from = n > 64 ? n - 64 : 0;
-            snprintf(txt, sizeof txt, "%.*s", (int)(n - from), v + from);
-            const char *t = strstr(txt, "total ");
-            if (t) snprintf(keys, sizeof keys, "%llu", strtoull(t + 6, NULL, 10));
-        }
-        kvmux_reply_free(&rep);
+        slotkeys_total(ctx, c, "0-16383", keys, sizeof keys);
         char st[4096];
         if (group_status(c, ctx->timeout_ms, st, sizeof st) == 0) {
             const char *la = strstr(st, "leader_addr:");
