@@ -17,9 +17,12 @@
  * back with its newer version. Then a move to group 3, which cannot take
  * the keys (over --maxmemory), is aborted: both sides reach their end
  * states and acknowledge (kvmux-cli, waiting for it with --timeout,
- * prints a progress line and exits 5). And the argument limit of CLUSTER import, at
+ * prints a progress line and exits 5). Then a move whose dirty set
+ * overflows (16 MiB of key bytes written while the target is stopped)
+ * is aborted with that reason, every key kept at the source. And the argument limit of CLUSTER import, at
  * and past it. The model test under load is step 6's. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,6 +274,87 @@ static void abort_stalled(rgroup *mg, const char *mapeps, rgroup *g1, rgroup *g3
     check_keys(g1->cport[0], "after the abort");
 }
 
+/* Writes to R while the copy cannot finish overflow the source's dirty
+ * set (KVMUX_MIG_DIRTY_MAX_BYTES: 16 MiB of key bytes): the target is
+ * SIGSTOPped before the move is recorded, so the bulk pass waits, and
+ * OVF_KEYS SETs of OVF_KEY_LEN-byte keys land in R meanwhile. Once the
+ * target runs again the first drain round finds the overflow: the source
+ * asks ABORT "dirty set overflow: ...", keeps every key, the target drops
+ * what it received and both acknowledge. */
+#define OVF_KEYS 4400
+#define OVF_KEY_LEN 4000
+
+static void ovf_key(int i, char *out) {
+    int from = 5000000 + i * 7;
+    char tag[16];
+    cluster_key_in(FIRST, LAST, &from, tag, sizeof tag);
+    int n = snprintf(out, OVF_KEY_LEN + 1, "{%s}%d-", tag, i);
+    memset(out + n, 'k', (size_t)(OVF_KEY_LEN - n));
+    out[OVF_KEY_LEN] = '\0';
+}
+
+static void ovf_fill(uint16_t port) {
+    kvmux_client *c = connect_to(port);
+    static kvmux_future *fs[64];
+    static char k[64][OVF_KEY_LEN + 1];
+    for (int i = 0; i < OVF_KEYS + 64; i++) {
+        int s = i % 64;
+        if (fs[s]) {
+            REQUIRE(kvmux_future_wait(fs[s], 20000) == 0);
+            REQUIRE(kvmux_future_result(fs[s], NULL) == 0);
+            kvmux_future_free(fs[s]);
+            fs[s] = NULL;
+        }
+        if (i >= OVF_KEYS) continue;
+        ovf_key(i, k[s]);
+        kvmux_request rq = {.op = KVMUX_SET, .key = k[s], .key_len = OVF_KEY_LEN,
+                            .value = "v", .value_len = 1};
+        REQUIRE(kvmux_call_future(c, &rq, 20000, &fs[s]) == 0);
+    }
+    kvmux_close(c);
+}
+
+static void dirty_overflow(rgroup *mg, rgroup *g1, rgroup *g2, uint32_t id) {
+    uint64_t aborts0 = rgroup_stat(g1, 0, "migrate_aborts");
+    REQUIRE(kill(g2->srv[0].pid, SIGSTOP) == 0);
+    g2->up[0] = 0; /* rgroup_stat would wait for it */
+    REQUIRE(migt_start_move(mg, FIRST, LAST, 2) == id);
+    int64_t end = test_now_ms() + WAIT_MS;
+    while (test_now_ms() < end && !migt_stat_is(g1, 0, "migrate_out_state", "copying"))
+        test_sleep_ms(20);
+    CHECK(migt_stat_is(g1, 0, "migrate_out_state", "copying"));
+    int64_t t0 = test_now_ms();
+    ovf_fill(g1->cport[0]);
+    uint64_t dirty = rgroup_stat(g1, 0, "migrate_dirty_bytes");
+    printf("overflow: %d keys of %d bytes written in %lld ms, dirty set %llu key bytes\n",
+           OVF_KEYS, OVF_KEY_LEN, (long long)(test_now_ms() - t0), (unsigned long long)dirty);
+    CHECK(dirty > 15u * 1024 * 1024 && dirty <= 16u * 1024 * 1024);
+    REQUIRE(kill(g2->srv[0].pid, SIGCONT) == 0);
+    g2->up[0] = 1;
+    kvmux_migrec r;
+    memset(&r, 0, sizeof r);
+    CHECK_EQ(migt_record(mg, id, 1, 60000, &r), 0);
+    CHECK_EQ(r.state, KVMUX_MIG_ABORTED);
+    CHECK(strncmp(r.reason, "dirty set overflow: ", 20) == 0);
+    if (strncmp(r.reason, "dirty set overflow: ", 20) != 0) fprintf(stderr, "reason: %s\n", r.reason);
+    CHECK_EQ(rgroup_stat(g1, 0, "migrate_aborts"), aborts0 + 1);
+    CHECK_EQ(wait_slotkeys_zero(g2->cport[0]), 0);
+    CHECK_EQ(migt_slotkeys(g1->cport[0], FIRST, LAST), NKEYS + OVF_KEYS);
+    check_keys(g1->cport[0], "after the overflow");
+    kvmux_client *c = connect_to(g1->cport[0]);
+    char k[OVF_KEY_LEN + 1];
+    int found = 0;
+    for (int i = 0; i < OVF_KEYS; i += 97) {
+        ovf_key(i, k);
+        kvmux_reply rep;
+        kvmux_request rq = {.op = KVMUX_GET, .key = k, .key_len = OVF_KEY_LEN};
+        found += kvmux_call(c, &rq, &rep, 5000) == 0 && rep.value_len == 1;
+        kvmux_reply_free(&rep);
+    }
+    CHECK_EQ(found, (OVF_KEYS + 96) / 97);
+    kvmux_close(c);
+}
+
 int main(void) {
     static const char *const mx[] = {"--cluster-map-group", NULL};
     static char mapeps[64];
@@ -353,6 +437,9 @@ int main(void) {
 
     /* 1 -> 3, stalled, aborted. */
     abort_stalled(&mg, mapeps, &g1, &g3, 3);
+
+    /* 1 -> 2 again, its dirty set overflowed, aborted. */
+    dirty_overflow(&mg, &g1, &g2, 4);
 
     rgroup_stop(&g3);
     rgroup_stop(&g1);

@@ -72,22 +72,6 @@ static void cont_group(rgroup *g) {
     g->up[0] = 1;
 }
 
-/* CLUSTER migrate on the map group (not kvmux-cli: it asks the target
- * for its GROUP status first, and the target may be stopped); the new
- * record's id. */
-static uint32_t start_move(const rgroup *mg, int dst) {
-    char arg[32], out[512];
-    size_t n = 0;
-    snprintf(arg, sizeof arg, "%d-%d %d", FIRST, LAST, dst);
-    int rc = cluster_call(mg->cport[0], "migrate", arg, strlen(arg), (uint8_t *)out,
-                          sizeof out - 1, &n);
-    out[n] = '\0';
-    if (rc != 0) fprintf(stderr, "CLUSTER migrate: %d %s\n", rc, out);
-    REQUIRE(rc == 0);
-    REQUIRE(strncmp(out, "migration ", 10) == 0);
-    return (uint32_t)strtoul(out + 10, NULL, 10);
-}
-
 /* Wait for record id to leave OPEN (not for its acks). */
 static kvmux_migrec wait_ended(const rgroup *mg, uint32_t id) {
     kvmux_migrec r;
@@ -118,7 +102,7 @@ static void stall_unreachable(rgroup *mg, rgroup *g1, rgroup *g2) {
     uint64_t e0 = migt_map_epoch(mg), t0 = rgroup_stat(g1, 0, "migrate_timeouts");
     stop_group(g2);
     int64_t t = test_now_ms();
-    uint32_t id = start_move(mg, 2);
+    uint32_t id = migt_start_move(mg, FIRST, LAST, 2);
     kvmux_migrec r = wait_ended(mg, id);
     int64_t took = test_now_ms() - t;
     CHECK_EQ(r.state, KVMUX_MIG_ABORTED);
@@ -144,7 +128,7 @@ static void stall_unreachable(rgroup *mg, rgroup *g1, rgroup *g2) {
 /* The stall of a target that refuses every batch (OUT_OF_MEMORY). */
 static void stall_refusing(rgroup *mg, rgroup *g1, rgroup *g3) {
     uint64_t t0 = rgroup_stat(g1, 0, "migrate_timeouts");
-    uint32_t id = start_move(mg, 3);
+    uint32_t id = migt_start_move(mg, FIRST, LAST, 3);
     kvmux_migrec r = wait_ended(mg, id);
     CHECK_EQ(r.state, KVMUX_MIG_ABORTED);
     CHECK(strncmp(r.reason, "stalled: import", 15) == 0);
@@ -230,7 +214,7 @@ static void resume(rgroup *mg, rgroup *src, const char **xsrc, rgroup *dst, cons
     kvmux_options o;
     kvmux_options_init(&o);
     REQUIRE(kvmux_connect(&sc, "127.0.0.1", src->cport[0], &o) == 0);
-    uint32_t id = start_move(mg, atoi(dst->extra[1]));
+    uint32_t id = migt_start_move(mg, FIRST, LAST, atoi(dst->extra[1]));
     for (int64_t end = test_now_ms() + WAIT_MS; test_now_ms() < end; test_sleep_ms(20))
         if (rgroup_stat(dst, 0, "oom_refused") > oom0) break;
     long long at = stat_on(sc, "migrate_batches_sent");
@@ -301,7 +285,7 @@ static int fence_try(rgroup *mg, rgroup **src, rgroup **dst) {
     kvmux_options o;
     kvmux_options_init(&o);
     REQUIRE(kvmux_connect(&sc, "127.0.0.1", (*src)->cport[0], &o) == 0);
-    uint32_t id = start_move(mg, dst_id);
+    uint32_t id = migt_start_move(mg, FIRST, LAST, dst_id);
     int stopped = 0, seen = 0;
     for (int64_t end = test_now_ms() + WAIT_MS; test_now_ms() < end;) {
         kvmux_value *v = NULL;

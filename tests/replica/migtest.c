@@ -68,3 +68,16 @@ int migt_stat_is(const rgroup *g, int i, const char *name, const char *want) {
     char v[64];
     return rgroup_stat_str(g, i, name, v, sizeof v) == 0 && strcmp(v, want) == 0;
 }
+
+uint32_t migt_start_move(const rgroup *mg, int first, int last, int dst) {
+    char arg[32], out[512];
+    size_t n = 0;
+    snprintf(arg, sizeof arg, "%d-%d %d", first, last, dst);
+    int rc = cluster_call(mg->cport[0], "migrate", arg, strlen(arg), (uint8_t *)out,
+                          sizeof out - 1, &n);
+    out[n] = '\0';
+    if (rc != 0) fprintf(stderr, "CLUSTER migrate: %d %s\n", rc, out);
+    REQUIRE(rc == 0);
+    REQUIRE(strncmp(out, "migration ", 10) == 0);
+    return (uint32_t)strtoul(out + 10, NULL, 10);
+}

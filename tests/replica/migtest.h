@@ -31,6 +31,12 @@ long long migt_slotkeys(uint16_t port, int first, int last);
 /* The map group's current epoch (from its leader's STATS), or 0. */
 uint64_t migt_map_epoch(const rgroup *mg);
 
+/* CLUSTER migrate first-last dst on the map group's first member (not
+ * kvmux-cli, which asks both groups' members for their GROUP status
+ * first: a test may have stopped one); the new record's id. A refusal
+ * ends the test (REQUIRE). */
+uint32_t migt_start_move(const rgroup *mg, int first, int last, int dst);
+
 /* 1 if member i of g says STATS name is want. */
 int migt_stat_is(const rgroup *g, int i, const char *name, const char *want);
 
