@@ -293,25 +293,15 @@ static void ovf_key(int i, char *out) {
     out[OVF_KEY_LEN] = '\0';
 }
 
-static void ovf_fill(uint16_t port) {
-    kvmux_client *c = connect_to(port);
-    static kvmux_future *fs[64];
-    static char k[64][OVF_KEY_LEN + 1];
-    for (int i = 0; i < OVF_KEYS + 64; i++) {
-        int s = i % 64;
-        if (fs[s]) {
-            REQUIRE(kvmux_future_wait(fs[s], 20000) == 0);
-            REQUIRE(kvmux_future_result(fs[s], NULL) == 0);
-            kvmux_future_free(fs[s]);
-            fs[s] = NULL;
-        }
-        if (i >= OVF_KEYS) continue;
-        ovf_key(i, k[s]);
-        kvmux_request rq = {.op = KVMUX_SET, .key = k[s], .key_len = OVF_KEY_LEN,
-                            .value = "v", .value_len = 1};
-        REQUIRE(kvmux_call_future(c, &rq, 20000, &fs[s]) == 0);
-    }
-    kvmux_close(c);
+static void ovf_req(int i, int slot, void *ud, kvmux_request *rq) {
+    static char k[MIGT_FILL_DEPTH][OVF_KEY_LEN + 1];
+    (void)ud;
+    ovf_key(i, k[slot]);
+    rq->op = KVMUX_SET;
+    rq->key = k[slot];
+    rq->key_len = OVF_KEY_LEN;
+    rq->value = "v";
+    rq->value_len = 1;
 }
 
 static void dirty_overflow(rgroup *mg, rgroup *g1, rgroup *g2, uint32_t id) {
@@ -324,7 +314,7 @@ static void dirty_overflow(rgroup *mg, rgroup *g1, rgroup *g2, uint32_t id) {
         test_sleep_ms(20);
     CHECK(migt_stat_is(g1, 0, "migrate_out_state", "copying"));
     int64_t t0 = test_now_ms();
-    ovf_fill(g1->cport[0]);
+    migt_fill(g1->cport[0], OVF_KEYS, ovf_req, NULL);
     uint64_t dirty = rgroup_stat(g1, 0, "migrate_dirty_bytes");
     printf("overflow: %d keys of %d bytes written in %lld ms, dirty set %llu key bytes\n",
            OVF_KEYS, OVF_KEY_LEN, (long long)(test_now_ms() - t0), (unsigned long long)dirty);

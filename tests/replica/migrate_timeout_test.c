@@ -137,33 +137,24 @@ static void stall_refusing(rgroup *mg, rgroup *g1, rgroup *g3) {
     CHECK_EQ(rgroup_stat(g1, 0, "migrate_timeouts"), t0 + 1);
 }
 
-/* keys of R ("f<from>..."), 100-byte values, written at port with 128
- * requests in flight. */
-static void load_fill(uint16_t port, int n) {
-    kvmux_client *c = NULL;
-    kvmux_options o;
-    kvmux_options_init(&o);
-    REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
-    static kvmux_future *fs[128];
-    static char fk[128][16];
-    char val[100];
+/* keys of R ("f<from>..."), 100-byte values, written at port with
+ * MIGT_FILL_DEPTH requests in flight. */
+static void fill_req(int i, int slot, void *ud, kvmux_request *rq) {
+    static char fk[MIGT_FILL_DEPTH][16], val[100];
+    int *from = ud;
+    (void)i;
     memset(val, 'f', sizeof val);
+    cluster_key_in(FIRST, LAST, from, fk[slot], sizeof fk[slot]);
+    rq->op = KVMUX_SET;
+    rq->key = fk[slot];
+    rq->key_len = strlen(fk[slot]);
+    rq->value = val;
+    rq->value_len = sizeof val;
+}
+
+static void load_fill(uint16_t port, int n) {
     int from = 1000000;
-    for (int i = 0; i < n + 128; i++) {
-        int slot = i % 128;
-        if (fs[slot]) {
-            REQUIRE(kvmux_future_wait(fs[slot], 10000) == 0);
-            REQUIRE(kvmux_future_result(fs[slot], NULL) == 0);
-            kvmux_future_free(fs[slot]);
-            fs[slot] = NULL;
-        }
-        if (i >= n) continue;
-        cluster_key_in(FIRST, LAST, &from, fk[slot], sizeof fk[slot]);
-        kvmux_request rq = {.op = KVMUX_SET, .key = fk[slot], .key_len = strlen(fk[slot]),
-                            .value = val, .value_len = sizeof val};
-        REQUIRE(kvmux_call_future(c, &rq, 10000, &fs[slot]) == 0);
-    }
-    kvmux_close(c);
+    migt_fill(port, n, fill_req, &from);
     in_range += n;
 }
 

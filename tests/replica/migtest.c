@@ -81,3 +81,26 @@ uint32_t migt_start_move(const rgroup *mg, int first, int last, int dst) {
     REQUIRE(strncmp(out, "migration ", 10) == 0);
     return (uint32_t)strtoul(out + 10, NULL, 10);
 }
+
+void migt_fill(uint16_t port, int n, migt_fill_fn fn, void *ud) {
+    kvmux_client *c = NULL;
+    kvmux_options o;
+    kvmux_options_init(&o);
+    REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
+    kvmux_future *fs[MIGT_FILL_DEPTH] = {0};
+    for (int i = 0; i < n + MIGT_FILL_DEPTH; i++) {
+        int s = i % MIGT_FILL_DEPTH;
+        if (fs[s]) {
+            REQUIRE(kvmux_future_wait(fs[s], 20000) == 0);
+            REQUIRE(kvmux_future_result(fs[s], NULL) == 0);
+            kvmux_future_free(fs[s]);
+            fs[s] = NULL;
+        }
+        if (i >= n) continue;
+        kvmux_request rq;
+        memset(&rq, 0, sizeof rq);
+        fn(i, s, ud, &rq);
+        REQUIRE(kvmux_call_future(c, &rq, 20000, &fs[s]) == 0);
+    }
+    kvmux_close(c);
+}

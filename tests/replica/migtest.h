@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kvmux.h"
 #include "migtab.h"
 #include "rgroup.h"
 
@@ -36,6 +37,16 @@ uint64_t migt_map_epoch(const rgroup *mg);
  * first: a test may have stopped one); the new record's id. A refusal
  * ends the test (REQUIRE). */
 uint32_t migt_start_move(const rgroup *mg, int first, int last, int dst);
+
+/* A fill's request i: fn sets rq's op, key and value. Its bytes must
+ * stay valid until request i + MIGT_FILL_DEPTH is built: fn keeps them
+ * in storage of its own indexed by slot (0..MIGT_FILL_DEPTH-1). */
+#define MIGT_FILL_DEPTH 64
+typedef void (*migt_fill_fn)(int i, int slot, void *ud, kvmux_request *rq);
+
+/* n requests from fn at the member at port, MIGT_FILL_DEPTH in flight;
+ * every one must succeed (REQUIRE). */
+void migt_fill(uint16_t port, int n, migt_fill_fn fn, void *ud);
 
 /* 1 if member i of g says STATS name is want. */
 int migt_stat_is(const rgroup *g, int i, const char *name, const char *want);
