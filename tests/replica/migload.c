@@ -166,6 +166,12 @@ typedef struct mstate {
     uint32_t unk_incr;       /* counters: unknown INCRs that may still show */
     uint64_t acked_incr, unk_total; /* counters: for the end's sum check */
     uint8_t has_pend;        /* a SET with an unknown outcome */
+    uint8_t absent;          /* an acknowledged DEL is the latest write
+                                (version: the last one the key had) */
+    uint8_t pend_del;        /* a DEL with an unknown outcome (sent only
+                                while no other write is pending; a later
+                                SET's pend comes after it) */
+    uint8_t del_busy;        /* a DEL is in flight (readback leniency) */
     char tag[TAG_MAX], pend[TAG_MAX];
 } mstate;
 
@@ -299,7 +305,7 @@ static void hist(ml *m, uint32_t proc, uint64_t inv, lincheck_opcode op, const c
         o.version = version;
         o.number = number;
         if (op == LINCHECK_GET) o.value = rtag;
-    } else if (rc == KVMUX_ENOTFOUND && op == LINCHECK_GET) {
+    } else if (rc == KVMUX_ENOTFOUND && (op == LINCHECK_GET || op == LINCHECK_DEL)) {
         o.outcome = LINCHECK_FAIL;
         o.observed = LINCHECK_SAW_NOTFOUND;
     } else if (definite_fail(rc) || op == LINCHECK_GET) {
@@ -354,11 +360,25 @@ static void model_set(ml *m, uint32_t ki, int rc, const char *tag, uint64_t ver)
                         (unsigned long long)ver, (unsigned long long)s->version);
         s->version = ver;
         snprintf(s->tag, sizeof s->tag, "%s", tag);
-        s->has_pend = 0;
+        s->has_pend = s->absent = s->pend_del = 0;
     } else if (!definite_fail(rc)) {
         s->has_pend = 1;
         snprintf(s->pend, sizeof s->pend, "%s", tag);
     }
+}
+
+/* A DEL's answer (sent only while the model knows the key's state). */
+static void model_del(ml *m, uint32_t ki, int rc) {
+    mstate *s = &m->model[ki];
+    const char *name = m->keys[ki].name;
+    int present = s->version && !s->absent;
+    if (rc == 0 && !present)
+        model_error(m, name, "DEL acknowledged; the model has the key absent");
+    else if (rc == KVMUX_ENOTFOUND && present)
+        model_error(m, name, "DEL found nothing; acknowledged at version %llu",
+                    (unsigned long long)s->version);
+    if (rc == 0 || rc == KVMUX_ENOTFOUND) s->absent = 1;
+    else if (!definite_fail(rc)) s->pend_del = 1;
 }
 
 /* An INCR's answer. */
@@ -395,7 +415,7 @@ static void model_cas(ml *m, uint32_t ki, int rc, const char *tag, uint64_t expe
                         (unsigned long long)expected, (unsigned long long)ver);
         s->version = ver;
         snprintf(s->tag, sizeof s->tag, "%s", tag);
-        s->has_pend = 0;
+        s->has_pend = s->absent = s->pend_del = 0;
     } else if (rc == KVMUX_EVERSION || rc == KVMUX_ENOTFOUND) {
         if (!s->has_pend)
             model_error(m, name, "CAS from version %llu refused (%s, current %llu)",
@@ -413,7 +433,12 @@ static int model_get(ml *m, uint32_t ki, int rc, const char *rtag, uint64_t ver)
     mstate *s = &m->model[ki];
     const char *name = m->keys[ki].name;
     if (rc == KVMUX_ENOTFOUND) {
-        if (s->version == 0) return 0;
+        if (s->version == 0 || s->absent) return 0;
+        if (s->pend_del) { /* the DEL of unknown outcome was applied */
+            s->absent = 1;
+            s->pend_del = 0;
+            return 0;
+        }
         model_error(m, name, "GET found nothing; acknowledged at version %llu",
                     (unsigned long long)s->version);
         return -1;
@@ -437,15 +462,20 @@ static int model_get(ml *m, uint32_t ki, int rc, const char *rtag, uint64_t ver)
                     (unsigned long long)ver, (long long)s->ctr, (unsigned long long)s->version);
         return -1;
     }
-    if (ver == s->version && strcmp(rtag, s->tag) == 0) return 0;
+    /* The old value while a DEL is pending: not applied (yet). */
+    if (!s->absent && ver == s->version && strcmp(rtag, s->tag) == 0) return 0;
     if (s->has_pend && ver > s->version && strcmp(rtag, s->pend) == 0) {
         s->version = ver;
         memcpy(s->tag, s->pend, sizeof s->tag);
-        s->has_pend = 0;
+        s->has_pend = s->absent = s->pend_del = 0;
         return 0;
     }
-    model_error(m, name, "GET read %s at version %llu, model %s at version %llu", rtag,
-                (unsigned long long)ver, s->tag, (unsigned long long)s->version);
+    if (s->absent)
+        model_error(m, name, "GET read %s at version %llu of a key deleted after version %llu",
+                    rtag, (unsigned long long)ver, (unsigned long long)s->version);
+    else
+        model_error(m, name, "GET read %s at version %llu, model %s at version %llu", rtag,
+                    (unsigned long long)ver, s->tag, (unsigned long long)s->version);
     return -1;
 }
 
@@ -502,7 +532,8 @@ static int load_cas(ml *m, loader *t, uint32_t ki) {
     const mkey *k = &m->keys[ki];
     pthread_mutex_t *mu = &m->stripe[ki % STRIPES];
     pthread_mutex_lock(mu);
-    uint64_t expected = m->model[ki].version;
+    const mstate *s = &m->model[ki];
+    uint64_t expected = s->absent || s->pend_del ? 0 : s->version;
     pthread_mutex_unlock(mu);
     if (!expected) return 0;
     char tag[TAG_MAX];
@@ -519,12 +550,38 @@ static int load_cas(ml *m, loader *t, uint32_t ki) {
     return 1;
 }
 
+/* DEL key ki while its model knows its state (no write of unknown
+ * outcome pending: present, or absent after a DEL). Returns 0 without
+ * sending otherwise. */
+static int load_del(ml *m, loader *t, uint32_t ki) {
+    const mkey *k = &m->keys[ki];
+    pthread_mutex_t *mu = &m->stripe[ki % STRIPES];
+    mstate *s = &m->model[ki];
+    pthread_mutex_lock(mu);
+    int known = !s->has_pend && !s->pend_del;
+    if (known) s->del_busy = 1;
+    pthread_mutex_unlock(mu);
+    if (!known) return 0;
+    uint64_t inv = now_ns();
+    int rc = kvmux_del(m->kc, k->name, strlen(k->name), OP_TIMEOUT_MS);
+    hist(m, (uint32_t)t->id, inv, LINCHECK_DEL, k->name, rc, NULL, NULL, 0, 0);
+    count(m, rc, 1);
+    pthread_mutex_lock(mu);
+    model_del(m, ki, rc);
+    s->del_busy = 0;
+    pthread_mutex_unlock(mu);
+    return 1;
+}
+
 static void load_op(ml *m, loader *t) {
     int hot;
     uint32_t ki = pick_key(m, t, &hot);
     /* On the moving range 5 of 7 ops write (else 1 of 2): the dirty set
-     * then outgrows the fence's 256 keys and drain rounds run. */
+     * then outgrows the fence's 256 keys and drain rounds run. Half of
+     * draw 5 is a DEL: a move must carry deletions too (ABSENT records
+     * of the dirty set). */
     uint32_t r = rng_next(&t->rng) % (hot ? 7 : 10);
+    int del = r == 5 && (rng_next(&t->rng) & 1);
     const mkey *k = &m->keys[ki];
     pthread_mutex_t *mu = &m->stripe[ki % STRIPES];
     if (k->counter && r < 6) {
@@ -546,6 +603,8 @@ static void load_op(ml *m, loader *t) {
         pthread_mutex_unlock(mu);
         kvmux_reply_free(&rep);
     } else if (!k->counter && r == 4 && load_cas(m, t, ki)) {
+        /* done */
+    } else if (!k->counter && del && load_del(m, t, ki)) {
         /* done */
     } else if (!k->counter && r < 4) {
         char tag[TAG_MAX];
@@ -831,8 +890,14 @@ static void readback(ml *m, uint16_t f, uint16_t l) {
             uint64_t ver;
             int rc = do_get(m, PROC_MOVER, ki, rtag, &rt, &ver);
             m->res->readback_keys++;
+            pthread_mutex_lock(mu);
+            mstate after = m->model[ki];
+            pthread_mutex_unlock(mu);
+            /* Absent is right if the owner deleted it before or during the read. */
+            int may_absent = before.absent || before.pend_del || before.del_busy ||
+                             after.absent || after.pend_del || after.del_busy;
             const char *name = m->keys[ki].name;
-            if (rc == KVMUX_ENOTFOUND && before.version)
+            if (rc == KVMUX_ENOTFOUND && before.version && !may_absent)
                 model_error(m, name, "read back after the move: absent, acknowledged at %llu",
                             (unsigned long long)before.version);
             else if (rc == 0 && (ver < before.version || !rt))

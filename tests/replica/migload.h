@@ -16,10 +16,14 @@
  * model's value and version (or a "maybe" write's, which is then adopted),
  * a SET's version is above the previous one, a CAS from the model's
  * version succeeds (versions survive a move), an INCR (on the counter
- * keys, every 16th) returns the previous value plus one. Three quarters
- * of a thread's ops go to keys of the range being moved while a move is
- * on, 5 of 7 of them writes (elsewhere 1 of 2): enough dirty keys for
- * drain rounds. Every op also
+ * keys, every 16th) returns the previous value plus one, a DEL (1 op in
+ * 14 on the moving range, 1 in 20 elsewhere; sent only while the model
+ * knows the key's state) finds the key exactly when the model has it, and
+ * a deleted key stays absent until its owner writes it again (a move
+ * that lost a deletion shows as a GET reading the old value). Three
+ * quarters of a thread's ops go to keys of the range being moved while a
+ * move is on, 5 of 7 of them writes (elsewhere 1 of 2): enough dirty keys
+ * for drain rounds. Every op also
  * goes into one lincheck history (checked in process at the end; saved in
  * kvmux-lincheck's text format when asked), with values named by a unique
  * tag per key (the padding after the tag is checked by the model only).
