@@ -951,7 +951,7 @@ failed:
     }
     if (a->too_big) {
         snprintf(why, cap, "a value in slots %u-%u does not fit one import request: its batch "
-                 "of %zu bytes exceeds the target's max value size", r->first, r->last,
+                 "of %zu bytes is over the target's limits (TOO_LARGE)", r->first, r->last,
                  a->big_len);
         return 1;
     }

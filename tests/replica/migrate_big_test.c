@@ -7,9 +7,9 @@
  * no 1 MiB batch: the source sends it alone as one fragmented `import`,
  * group 2's leader stages it in 1 MiB STAGE entries and proposes
  * IMPORT_STAGED. After the commit every key is read from group 2 with its
- * exact bytes and its version, group 1 holds none of the range, and the
- * three members of group 2 converge on one digest (every replica applied
- * the staged imports alike). While the move runs a client makes small
+ * exact bytes and its version, group 1 holds none of the range, and each
+ * member of group 2 serves them so from its own store (every replica
+ * applied the staged imports alike). While the move runs a client makes small
  * SETs to group 2, one at a time; their p99 is printed beside the p99 of
  * the same client for the same time without a move (figures, no
  * assertion: MIGRATION.md 13 step 7; BENCHMARKS.md).
@@ -59,10 +59,11 @@ static size_t value_of(int i, const uint8_t **out, char *small, size_t cap) {
     return (size_t)n;
 }
 
-static kvmux_client *client_on(const char *eps) {
+static kvmux_client *client_on(const char *eps, int stale) {
     kvmux_options o;
     kvmux_options_init(&o);
     o.endpoints = eps;
+    o.stale_reads = stale;
     o.connect_timeout_ms = 2000;
     o.request_timeout_ms = 60000;
     o.reconnect_min_backoff_ms = 5;
@@ -80,18 +81,29 @@ static void endpoints_of(const rgroup *g, char *out, size_t cap) {
                                  g->cport[i]);
 }
 
-/* Every key of the range read through eps with its bytes and version. */
-static void check_keys(const char *eps, const char *where) {
-    kvmux_client *c = client_on(eps);
+/* Every key of the range read through eps with its bytes and version;
+ * with stale, from the one member eps names, whatever its role (a
+ * follower's lag is waited for, up to WAIT_MS). */
+static void check_keys(const char *eps, int stale, const char *where) {
+    kvmux_client *c = client_on(eps, stale);
     int bad = 0;
     char small[64];
+    int64_t end = test_now_ms() + WAIT_MS;
     for (int i = 0; i < NKEYS; i++) {
         const uint8_t *want;
         size_t n = value_of(i, &want, small, sizeof small);
         kvmux_value *v = NULL;
-        int rc = kvmux_get(c, keys[i], strlen(keys[i]), &v, 30000);
-        if (rc != 0 || v->len != n || memcmp(v->data, want, n) != 0 ||
-            v->version != versions[i]) {
+        int rc, same;
+        for (;;) {
+            rc = kvmux_get(c, keys[i], strlen(keys[i]), &v, 30000);
+            same = rc == 0 && v->len == n && memcmp(v->data, want, n) == 0 &&
+                   v->version == versions[i];
+            if (same || !stale || test_now_ms() > end) break;
+            kvmux_value_free(v);
+            v = NULL;
+            test_sleep_ms(50);
+        }
+        if (!same) {
             if (bad++ < 5)
                 fprintf(stderr, "%s: key %s: rc %d, len %zu (want %zu), version %llu (want "
                         "%llu)\n", where, keys[i], rc, v ? v->len : 0, n,
@@ -122,7 +134,7 @@ typedef struct setter {
 
 static void *setter_main(void *arg) {
     setter *s = arg;
-    kvmux_client *c = client_on(s->eps);
+    kvmux_client *c = client_on(s->eps, 0);
     while (!atomic_load(&s->stop) && s->n < MAX_LAT) {
         int64_t t0 = now_us();
         if (kvmux_set(c, s->key, strlen(s->key), "small", 5, 0, NULL, 30000) != 0) s->fails++;
@@ -201,13 +213,15 @@ static void move_big(rgroup *mg, const char *mapeps, rgroup *g1, rgroup *g2, con
     for (int64_t end = test_now_ms() + WAIT_MS; test_now_ms() < end; test_sleep_ms(100))
         if ((left = migt_slotkeys(g1->cport[0], FIRST, LAST)) == 0) break;
     CHECK_EQ(left, 0);
-    check_keys(g2eps, "after 1 -> 2");
-    /* Every member of group 2 applied the same entries to the same
-     * state: the staged imports included. */
-    uint64_t index = 0;
-    char digest[32];
-    CHECK_EQ(rgroup_converged(g2, 30000, &index, digest, sizeof digest), 0);
+    check_keys(g2eps, 0, "after 1 -> 2");
+    /* Every member of group 2 applied the staged imports alike: each
+     * serves every key with its bytes and version (a STALE read, from
+     * its own store). (A digest of 48 MiB per member takes longer than
+     * a STATS may under TSan.) */
     for (int i = 0; i < g2->n; i++) {
+        char one[32];
+        snprintf(one, sizeof one, "127.0.0.1:%u", g2->cport[i]);
+        check_keys(one, 1, "after 1 -> 2, one member");
         CHECK_EQ(migt_slotkeys(g2->cport[i], FIRST, LAST), NKEYS);
         CHECK_EQ(rgroup_stat(g2, i, "migrate_import_staged"), NBIG);
     }
@@ -236,7 +250,7 @@ static void move_refused(rgroup *mg, const char *mapeps, rgroup *g2, rgroup *g3,
     int l = rgroup_leader(g2, 5000);
     REQUIRE(l >= 0);
     CHECK_EQ(migt_slotkeys(g2->cport[l], FIRST, LAST), NKEYS);
-    check_keys(g2eps, "after the refused move");
+    check_keys(g2eps, 0, "after the refused move");
 }
 
 int main(void) {
@@ -279,7 +293,7 @@ int main(void) {
     /* The keys at group 1, their versions kept. */
     for (int i = 0; i < NBIG; i++) REQUIRE((bigv[i] = test_pattern(BIG, (uint32_t)i + 7)));
     int from = 0;
-    kvmux_client *c = client_on(g1eps);
+    kvmux_client *c = client_on(g1eps, 0);
     char small[64];
     for (int i = 0; i < NKEYS; i++) {
         cluster_key_in(FIRST, LAST, &from, keys[i], sizeof keys[i]);
