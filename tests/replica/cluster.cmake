@@ -62,7 +62,8 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
       LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 180)
     # Slot migration step 7: two 24 MiB values moved (staged imports,
     # 0xF5) into a 3-member group, small SETs' p99 printed with and
-    # without the move; a move refused for a target's --max-value.
+    # without the move; a move refused for a target's --max-value; a
+    # move with the target's leader killed during the copy.
     kvmux_add_test(migrate_big_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_big_test.c
         ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c

@@ -17,7 +17,10 @@
  * Then a move of the range from group 2 to group 3, whose --max-value
  * (16 MiB) admits no 24 MiB value: the source asks ABORT with the reason
  * (`does not fit one import request`), both sides end the migration, the
- * keys stay in group 2. */
+ * keys stay in group 2. Then back to group 1, and to group 2 again with
+ * group 2's leader killed during the copy (most likely while a big value
+ * is staged): the import is resent to the new leader and the move
+ * commits with every key intact on every member. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -253,6 +256,63 @@ static void move_refused(rgroup *mg, const char *mapeps, rgroup *g2, rgroup *g3,
     check_keys(g2eps, 0, "after the refused move");
 }
 
+/* `kvmux-cli cluster migrate FIRST-LAST dst`, waited for: committed. */
+static void move_plain(rgroup *mg, const char *mapeps, int dst, uint32_t id) {
+    char cmd[1024], out[4096];
+    snprintf(cmd, sizeof cmd, "%s -t 5000 cluster migrate %d-%d %d --map %s --timeout 300 2>&1",
+             KVMUX_CLI_PATH, FIRST, LAST, dst, mapeps);
+    int rc = migt_run(cmd, out, sizeof out);
+    if (rc != 0) fprintf(stderr, "cli said: %s\n", out);
+    CHECK_EQ(rc, 0);
+    kvmux_migrec r;
+    memset(&r, 0, sizeof r);
+    CHECK_EQ(migt_record(mg, id, 1, WAIT_MS, &r), 0);
+    CHECK_EQ(r.state, KVMUX_MIG_COMMITTED);
+}
+
+/* 1 -> 2 again, group 2's leader killed (SIGKILL) during the copy, most
+ * likely while a big value is being staged (staging is most of the
+ * copy's time): the import in progress ends NOT_LEADER (or its answer is
+ * lost), libkvmux resends it to the new leader, which stages the value
+ * again; the migration commits and every member, the restarted one
+ * included, serves every key with its bytes and version. */
+static void move_leader_killed(rgroup *mg, const char *mapeps, rgroup *g1, rgroup *g2,
+                               const char *g2eps, uint32_t id) {
+    char cmd[1024], out[4096];
+    snprintf(cmd, sizeof cmd, "%s -t 5000 cluster migrate %d-%d 2 --map %s --no-wait 2>&1",
+             KVMUX_CLI_PATH, FIRST, LAST, mapeps);
+    CHECK_EQ(migt_run(cmd, out, sizeof out), 0);
+    int leader = -1;
+    int64_t end = test_now_ms() + WAIT_MS;
+    while (test_now_ms() < end && leader < 0) {
+        int l = rgroup_leader(g2, 5000);
+        if (l >= 0 && migt_stat_is(g2, l, "migrate_in_state", "ready")) leader = l;
+        else test_sleep_ms(20);
+    }
+    REQUIRE(leader >= 0);
+    test_sleep_ms(500);
+    uint64_t sent = rgroup_stat(g1, 0, "migrate_batches_sent");
+    rgroup_kill(g2, leader);
+    printf("killed group 2's leader (member %d) 500 ms into the copy, %llu batches sent in "
+           "all by then\n", leader, (unsigned long long)sent);
+    REQUIRE(rgroup_stable_leader(g2, 30000) >= 0);
+    REQUIRE(rgroup_start_member(g2, leader, 0) == 0);
+    kvmux_migrec r;
+    memset(&r, 0, sizeof r);
+    CHECK_EQ(migt_record(mg, id, 1, 2 * WAIT_MS, &r), 0);
+    CHECK_EQ(r.state, KVMUX_MIG_COMMITTED);
+    CHECK_EQ(rgroup_stat(g1, 0, "migrate_aborts"), 0);
+    /* Each member first (the restarted one may still be catching up:
+     * until it has applied the new map it answers WRONG_SHARD, which a
+     * plain client does not follow), then through the group. */
+    for (int i = 0; i < g2->n; i++) {
+        char one[32];
+        snprintf(one, sizeof one, "127.0.0.1:%u", g2->cport[i]);
+        check_keys(one, 1, "after the leader kill, one member");
+    }
+    check_keys(g2eps, 0, "after the leader kill");
+}
+
 int main(void) {
     static const char *const mx[] = {"--cluster-map-group", NULL};
     static char mapeps[64];
@@ -309,6 +369,9 @@ int main(void) {
 
     move_big(&mg, mapeps, &g1, &g2, g2eps, g2key);
     move_refused(&mg, mapeps, &g2, &g3, g2eps);
+    move_plain(&mg, mapeps, 1, 3);
+    check_keys(g1eps, 0, "after 2 -> 1");
+    move_leader_killed(&mg, mapeps, &g1, &g2, g2eps, 4);
 
     for (int i = 0; i < NBIG; i++) free(bigv[i]);
     rgroup_stop(&g3);
