@@ -20,7 +20,8 @@
  * keys stay in group 2. Then back to group 1, and to group 2 again with
  * group 2's leader killed during the copy (most likely while a big value
  * is staged): the import is resent to the new leader and the move
- * commits with every key intact on every member. */
+ * commits with every key intact on every member (from KVMUX_TEST_SCALE
+ * 0.25 up: skipped under TSan's 0.1). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -370,9 +371,16 @@ int main(void) {
 
     move_big(&mg, mapeps, &g1, &g2, g2eps, g2key);
     move_refused(&mg, mapeps, &g2, &g3, g2eps);
-    move_plain(&mg, mapeps, 1, 3);
-    check_keys(g1eps, 0, "after 2 -> 1");
-    move_leader_killed(&mg, mapeps, &g1, &g2, g2eps, 4);
+    /* Two more moves of 48 MiB: ~60 s under TSan (KVMUX_TEST_SCALE 0.1
+     * in CI), so only from scale 0.25 (Release, ASan). */
+    if (test_scale() >= 0.25) {
+        move_plain(&mg, mapeps, 1, 3);
+        check_keys(g1eps, 0, "after 2 -> 1");
+        move_leader_killed(&mg, mapeps, &g1, &g2, g2eps, 4);
+    } else {
+        printf("KVMUX_TEST_SCALE %.2f < 0.25: the move with a leader kill is skipped\n",
+               test_scale());
+    }
 
     for (int i = 0; i < NBIG; i++) free(bigv[i]);
     rgroup_stop(&g3);
