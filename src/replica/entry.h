@@ -51,7 +51,8 @@
  * than the installed one. Reserved for issue 11's server side. */
 #define KVMUX_ENTRY_OP_MAP 0xF3u
 /* Slot migration (docs/MIGRATION.md 10.2): an import batch (value: the
- * batch), a big value's import through STAGE (0xF5, not built yet), a
+ * batch), a big value's import through STAGE (0xF5: the batch of one PUT
+ * whose value is the staged value's id and u32 total), a
  * migration step (extras u32 id, u8 step; steps 1-5 the source's,
  * migout.h, 6-8 the target's, migin.h; value: the step's fields), and a
  * purge of leftover keys (value u16 n, n x (u16 klen, key)). Exempt from

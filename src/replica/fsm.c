@@ -242,7 +242,7 @@ static void apply_migstep(kvmux_store *st, kvmux_fsm_cluster *cl, uint64_t now,
         fence_wake(cl, fence_gen);
         return;
     default: /* steps 6-8 (IN_*), or malformed: the target side (migin.c) */
-        kvmux_migin_apply(st, cl, now, c, r);
+        kvmux_migin_apply(st, cl, NULL, now, c, r);
         return;
     }
 }
@@ -308,8 +308,9 @@ static void apply_cmd(kvmux_store *st, kvmux_stage_tab *sg, kvmux_fsm_cluster *c
         apply_staged(st, sg, now, c, r);
         return;
     case KVMUX_ENTRY_OP_IMPORT:
+    case KVMUX_ENTRY_OP_IMPORT_STAGED:
     case KVMUX_ENTRY_OP_PURGE:
-        kvmux_migin_apply(st, cl, now, c, r);
+        kvmux_migin_apply(st, cl, sg, now, c, r);
         return;
     case KVMUX_OP_SET:
         if (c->extras_len != 8) break;

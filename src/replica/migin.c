@@ -3,12 +3,14 @@
 #include "migin.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cluster.h"
 #include "entry.h"
 #include "fsm.h"
 #include "proto.h"
+#include "stage.h"
 #include "store.h"
 
 static void put16(uint8_t *p, uint16_t v) {
@@ -69,8 +71,11 @@ int kvmux_mig_batch_parse(const uint8_t *p, size_t n, size_t max_key, uint16_t f
             need += vlen;
         }
         bytes += klen + vlen;
-        if (bytes > KVMUX_MIG_BATCH_BYTES)
-            return FAIL("import batch: over %u bytes of keys and values",
+        /* A batch of one record may be bigger: a big value travels alone
+         * (its bound is the caller's, the server's --max-value). */
+        if (bytes > KVMUX_MIG_BATCH_BYTES && i > 0)
+            return FAIL("import batch: %u records and over %u bytes of keys and values "
+                        "(only a batch of one record may be bigger)", b->nrec,
                         KVMUX_MIG_BATCH_BYTES);
         if (first <= last) {
             uint16_t s = kvmux_slot(q + 3, klen);
@@ -257,36 +262,48 @@ static void apply_migstep(kvmux_fsm_cluster *cl, const struct kvmux_entry_cmd *c
     else res(r, KVMUX_STATUS_BAD_REQUEST, NULL, 0); /* the source's steps: not built */
 }
 
-static void apply_import(kvmux_store *st, kvmux_fsm_cluster *cl, uint64_t now,
-                         const struct kvmux_entry_cmd *c, struct kvmux_fsm_result *r) {
-    kvmux_migin in = cl->in;
-    kvmux_mig_batch b;
-    /* Keys outside R are refused with the batch: imports write only R. */
-    uint16_t first = in.state != KVMUX_MIGIN_NONE ? in.first : 1;
-    uint16_t last = in.state != KVMUX_MIGIN_NONE ? in.last : 0;
-    if (c->extras_len != 0 || c->key_len != 0 ||
-        kvmux_mig_batch_parse(c->value, c->value_len, UINT16_MAX, first, last, &b, NULL, 0) != 0) {
-        res(r, KVMUX_STATUS_BAD_REQUEST, NULL, 0);
-        return;
-    }
-    if (in.state != KVMUX_MIGIN_READY || in.id != b.id) { /* rule 1 */
-        atomic_fetch_add_explicit(&cl->in_stats.import_refused, 1, memory_order_relaxed);
-        res(r, KVMUX_STATUS_BUSY, NULL, 0);
-        return;
-    }
-    if (b.term != in.min_term || b.term < in.last_term ||
-        (b.term == in.last_term && b.bseq <= in.last_bseq)) { /* rule 2: a zombie or a resend */
-        atomic_fetch_add_explicit(&cl->in_stats.import_refused, 1, memory_order_relaxed);
-        res(r, KVMUX_STATUS_VERSION_MISMATCH, NULL, 0);
-        return;
-    }
+/* An IMPORT_STAGED batch: one PUT whose value field is a staged value's
+ * 16-byte id and u32 total (MIGRATION.md 4). Sets *rec; 0, or -1. */
+static int staged_rec(const kvmux_mig_batch *b, kvmux_mig_rec *rec) {
+    size_t off = 0;
+    if (b->nrec != 1) return -1;
+    kvmux_mig_batch_next(b, &off, rec);
+    if (rec->kind != KVMUX_MIG_REC_PUT || rec->vlen != KVMUX_STAGE_ID_LEN + 4) return -1;
+    uint32_t total = get32(rec->value + KVMUX_STAGE_ID_LEN);
+    return total > 0 ? 0 : -1;
+}
+
+/* Rules 1 and 2 of "How B applies an IMPORT": 0 (apply), or the refusal
+ * (BUSY, VERSION_MISMATCH), counted. */
+static int import_refusal(kvmux_fsm_cluster *cl, const kvmux_migin *in,
+                          const kvmux_mig_batch *b) {
+    int status = 0;
+    if (in->state != KVMUX_MIGIN_READY || in->id != b->id) /* rule 1 */
+        status = KVMUX_STATUS_BUSY;
+    else if (b->term != in->min_term || b->term < in->last_term ||
+             (b->term == in->last_term && b->bseq <= in->last_bseq)) /* rule 2: a zombie, a resend */
+        status = KVMUX_STATUS_VERSION_MISMATCH;
+    if (status) atomic_fetch_add_explicit(&cl->in_stats.import_refused, 1, memory_order_relaxed);
+    return status;
+}
+
+/* Rule 3 on a batch that passed rules 1 and 2: each record in order, the
+ * counter raised, (last_term, last_bseq) advanced. big (not NULL): the
+ * value of the batch's one PUT, staged (its value field is the reference). */
+static void import_records(kvmux_store *st, kvmux_fsm_cluster *cl, kvmux_migin in, uint64_t now,
+                           const kvmux_mig_batch *b, const uint8_t *big, uint32_t big_len,
+                           struct kvmux_fsm_result *r) {
     uint32_t applied = 0, skipped = 0;
     uint64_t maxver = 0;
     size_t off = 0;
     int status = KVMUX_STATUS_OK;
-    for (uint32_t i = 0; i < b.nrec; i++) { /* rule 3 */
+    for (uint32_t i = 0; i < b->nrec; i++) { /* rule 3 */
         kvmux_mig_rec rec;
-        kvmux_mig_batch_next(&b, &off, &rec);
+        kvmux_mig_batch_next(b, &off, &rec);
+        if (big && rec.kind == KVMUX_MIG_REC_PUT) {
+            rec.value = big;
+            rec.vlen = big_len;
+        }
         int rc;
         if (rec.kind == KVMUX_MIG_REC_PUT && rec.version > maxver) maxver = rec.version;
         if (rec.kind == KVMUX_MIG_REC_ABSENT || (rec.expire_at != 0 && rec.expire_at <= now)) {
@@ -301,8 +318,8 @@ static void apply_import(kvmux_store *st, kvmux_fsm_cluster *cl, uint64_t now,
         else status = KVMUX_STATUS_INTERNAL; /* out of memory: this key not imported */
     }
     kvmux_store_bump_version(st, maxver);
-    in.last_term = b.term;
-    in.last_bseq = b.bseq;
+    in.last_term = b->term;
+    in.last_bseq = b->bseq;
     set_locked(cl, &in);
     atomic_fetch_add_explicit(&cl->in_stats.import_batches, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&cl->in_stats.import_keys, applied, memory_order_relaxed);
@@ -311,6 +328,49 @@ static void apply_import(kvmux_store *st, kvmux_fsm_cluster *cl, uint64_t now,
     put32(ex, applied);
     put32(ex + 4, skipped);
     res(r, status, status == KVMUX_STATUS_OK ? ex : NULL, status == KVMUX_STATUS_OK ? 8 : 0);
+}
+
+/* IMPORT, and IMPORT_STAGED: the same batch and rules, its one value taken
+ * from the staged values sg. A staged value missing or incomplete at apply
+ * (staging failed, or the leader changed between chunks and this is a
+ * zombie's entry) fails the import INTERNAL with nothing applied and
+ * (last_term, last_bseq) unchanged, so the source's resend of the same
+ * bseq is applied later. A refused IMPORT_STAGED drops its staged value. */
+static void apply_import(kvmux_store *st, kvmux_fsm_cluster *cl, kvmux_stage_tab *sg,
+                         uint64_t now, const struct kvmux_entry_cmd *c,
+                         struct kvmux_fsm_result *r) {
+    kvmux_migin in = cl->in;
+    kvmux_mig_batch b;
+    kvmux_mig_rec ref;
+    int staged = c->op == KVMUX_ENTRY_OP_IMPORT_STAGED;
+    /* Keys outside R are refused with the batch: imports write only R. */
+    uint16_t first = in.state != KVMUX_MIGIN_NONE ? in.first : 1;
+    uint16_t last = in.state != KVMUX_MIGIN_NONE ? in.last : 0;
+    if (c->extras_len != 0 || c->key_len != 0 ||
+        kvmux_mig_batch_parse(c->value, c->value_len, UINT16_MAX, first, last, &b, NULL, 0) != 0 ||
+        (staged && staged_rec(&b, &ref) != 0)) {
+        res(r, KVMUX_STATUS_BAD_REQUEST, NULL, 0);
+        return;
+    }
+    int refused = import_refusal(cl, &in, &b);
+    if (refused) {
+        if (staged && sg) free(kvmux_stage_take(sg, ref.value, 0));
+        res(r, refused, NULL, 0);
+        return;
+    }
+    if (!staged) {
+        import_records(st, cl, in, now, &b, NULL, 0, r);
+        return;
+    }
+    uint32_t total = get32(ref.value + KVMUX_STAGE_ID_LEN);
+    uint8_t *v = sg ? kvmux_stage_take(sg, ref.value, total) : NULL;
+    if (!v) {
+        res(r, KVMUX_STATUS_INTERNAL, NULL, 0);
+        return;
+    }
+    import_records(st, cl, in, now, &b, v, total, r);
+    atomic_fetch_add_explicit(&cl->in_stats.import_staged, 1, memory_order_relaxed);
+    free(v);
 }
 
 int kvmux_migin_purgeable(const kvmux_fsm_cluster *cl, uint16_t s) {
@@ -361,7 +421,7 @@ static void apply_purge(kvmux_store *st, kvmux_fsm_cluster *cl, const struct kvm
     res(r, KVMUX_STATUS_OK, ex, sizeof ex);
 }
 
-void kvmux_migin_apply(kvmux_store *st, kvmux_fsm_cluster *cl, uint64_t now,
+void kvmux_migin_apply(kvmux_store *st, kvmux_fsm_cluster *cl, kvmux_stage_tab *sg, uint64_t now,
                        const struct kvmux_entry_cmd *c, struct kvmux_fsm_result *r) {
     if (!cl || cl->group == 0) { /* not a data group: nothing to migrate */
         res(r, KVMUX_STATUS_BAD_REQUEST, NULL, 0);
@@ -372,7 +432,8 @@ void kvmux_migin_apply(kvmux_store *st, kvmux_fsm_cluster *cl, uint64_t now,
         apply_migstep(cl, c, r);
         return;
     case KVMUX_ENTRY_OP_IMPORT:
-        apply_import(st, cl, now, c, r);
+    case KVMUX_ENTRY_OP_IMPORT_STAGED:
+        apply_import(st, cl, sg, now, c, r);
         return;
     case KVMUX_ENTRY_OP_PURGE:
         apply_purge(st, cl, c, r);

@@ -1,8 +1,8 @@
 /* A slot migration's target side in the replicated state machine
  * (docs/MIGRATION.md sections 2 and 4): the incoming record, and the log
  * entry ops that change it or import into / purge from the store --
- * MIGSTEP (0xF6) steps IN_BEGIN, IN_READY, IN_ABORT; IMPORT (0xF4);
- * PURGE (0xF7). Deterministic like the rest of fsm.c: every replica
+ * MIGSTEP (0xF6) steps IN_BEGIN, IN_READY, IN_ABORT; IMPORT (0xF4) and
+ * IMPORT_STAGED (0xF5, a big value's batch); PURGE (0xF7). Deterministic like the rest of fsm.c: every replica
  * applying the same log makes the same changes. Sans-IO; the request
  * side (CLUSTER import-begin / import, the janitor) is
  * src/server/migrate_target.c.
@@ -21,6 +21,7 @@ struct kvmux_fsm_cluster; /* fsm.h */
 struct kvmux_fsm_result;  /* fsm.h */
 struct kvmux_entry_cmd;   /* entry.h */
 struct kvmux_store;       /* store.h */
+struct kvmux_stage_tab;   /* stage.h */
 
 /* MIGSTEP steps (MIGRATION.md 10.2). 1..5 are the source side's (not
  * built yet: refused as BAD_REQUEST). */
@@ -67,10 +68,11 @@ typedef struct kvmux_migin {
 
 /* What this replica applied (STATS; never reset, not in snapshots). */
 typedef struct kvmux_migin_stats {
-    _Atomic uint64_t import_batches;  /* IMPORTs applied */
+    _Atomic uint64_t import_batches;  /* IMPORTs applied (IMPORT_STAGED too) */
     _Atomic uint64_t import_keys;     /* their records applied */
     _Atomic uint64_t import_skipped;  /* ... skipped: a newer version here */
     _Atomic uint64_t import_refused;  /* IMPORTs refused (BUSY, stale) */
+    _Atomic uint64_t import_staged;   /* ... of which IMPORT_STAGED (a big value) */
     _Atomic uint64_t purged_keys;     /* keys deleted by PURGE */
 } kvmux_migin_stats;
 
@@ -95,7 +97,9 @@ typedef struct kvmux_mig_batch {
 
 /* Check the import batch p[0..n) (MIGRATION.md 4 "Units") completely:
  * header, 1..4096 records, kinds, key lengths 1..max_key, PUT versions
- * >= 1, at most KVMUX_MIG_BATCH_BYTES of keys and values, no trailing
+ * >= 1, at most KVMUX_MIG_BATCH_BYTES of keys and values unless the batch
+ * holds one record (a big value travels alone: the caller bounds it by
+ * its --max-value), no trailing
  * bytes; every key in slots first..last unless first > last (no range
  * check). Returns 0 with *b, or -1 with a reason in err (errlen may be
  * 0). */
@@ -112,10 +116,11 @@ size_t kvmux_mig_batch_encode_hdr(uint8_t *out, uint32_t id, uint64_t term, uint
                                   uint16_t nrec);
 size_t kvmux_mig_rec_encode(uint8_t *out, const kvmux_mig_rec *r);
 
-/* Apply one command of op MIGSTEP, IMPORT or PURGE to st and cl (the
- * group's cluster state, which holds the incoming record; NULL: refused
- * BAD_REQUEST). now: the replicated clock. r (may be NULL) gets the
- * result:
+/* Apply one command of op MIGSTEP, IMPORT, IMPORT_STAGED or PURGE to st
+ * and cl (the group's cluster state, which holds the incoming record;
+ * NULL: refused BAD_REQUEST). sg: the staged values IMPORT_STAGED takes
+ * its value from (NULL: none). now: the replicated clock. r (may be
+ * NULL) gets the result:
  * - IN_BEGIN: OK with extras u64 min_term | u32 last_bseq (a new record
  *   in state PURGING; the same id with a higher term raises min_term and
  *   keeps everything else; an equal term changes nothing);
@@ -128,11 +133,18 @@ size_t kvmux_mig_rec_encode(uint8_t *out, const kvmux_mig_rec *r);
  * - IMPORT: the rules of MIGRATION.md 4 "How B applies an IMPORT": BUSY
  *   (no READY record with the id), VERSION_MISMATCH (stale term or bseq),
  *   else OK with extras u32 applied | u32 skipped.
+ * - IMPORT_STAGED: a batch of one PUT whose value field is a staged
+ *   value's 16-byte id and u32 total (value_len 20): BAD_REQUEST when not
+ *   that shape; the refusals of IMPORT (the staged value dropped); then
+ *   INTERNAL with nothing applied, (last_term, last_bseq) unchanged, when
+ *   the staged value is missing or incomplete; else IMPORT's OK with the
+ *   staged bytes as the value (taken from sg).
  * - PURGE (value u16 n, n x (u16 klen, key)): deletes each key whose slot
  *   the applied map does not give this group and that is not in a READY
  *   record's range; OK with extras u32 deleted.
  * A malformed command: BAD_REQUEST, nothing changed. */
-void kvmux_migin_apply(struct kvmux_store *st, struct kvmux_fsm_cluster *cl, uint64_t now,
+void kvmux_migin_apply(struct kvmux_store *st, struct kvmux_fsm_cluster *cl,
+                       struct kvmux_stage_tab *sg, uint64_t now,
                        const struct kvmux_entry_cmd *c, struct kvmux_fsm_result *r);
 
 /* The applier installed a map: an incoming record whose whole range it

@@ -38,11 +38,21 @@
 #include "server_internal.h"
 #include "../cluster/cluster.h"
 
+static int is_import(const kvmux_frame *f) {
+    return f->code == KVMUX_OP_CLUSTER && f->key_len == 6 && memcmp(f->key, "import", 6) == 0;
+}
+
 /* The longest CLUSTER argument: a slot migration's import batch
- * (docs/MIGRATION.md 4) for `import`, the largest map for the others. */
-static uint32_t cluster_arg_max(const kvmux_frame *f) {
-    if (f->key_len == 6 && memcmp(f->key, "import", 6) == 0) return KVMUX_MIG_BATCH_WIRE_MAX;
-    return KVMUX_MAP_WIRE_MAX;
+ * (docs/MIGRATION.md 4) for `import` -- the largest 1 MiB batch, or a
+ * batch of one PUT with a value up to --max-value (sent fragmented; the
+ * connection's value limit bounds it too) --, the largest map for the
+ * others. */
+static uint32_t cluster_arg_max(const kvmux_conn *c, const kvmux_frame *f) {
+    if (!is_import(f)) return KVMUX_MAP_WIRE_MAX;
+    const kvmux_server_config *cfg = &c->loop->srv->cfg;
+    uint64_t one = (uint64_t)KVMUX_MIG_BATCH_HDR_LEN + 23u + cfg->max_key + cfg->max_value;
+    if (one > UINT32_MAX) one = UINT32_MAX;
+    return one > KVMUX_MIG_BATCH_WIRE_MAX ? (uint32_t)one : KVMUX_MIG_BATCH_WIRE_MAX;
 }
 
 /* Values up to this size are copied into the output queue under the shard
@@ -249,10 +259,10 @@ int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len
         status = KVMUX_STATUS_TOO_LARGE;
         snprintf(msg, sizeof msg, "GROUP arguments of %u bytes exceed %u", value_len,
                  KVMUX_GROUP_ARGS_MAX);
-    } else if (f->code == KVMUX_OP_CLUSTER && value_len > cluster_arg_max(f)) {
+    } else if (f->code == KVMUX_OP_CLUSTER && value_len > cluster_arg_max(c, f)) {
         status = KVMUX_STATUS_TOO_LARGE;
         snprintf(msg, sizeof msg, "CLUSTER argument of %u bytes exceeds %u", value_len,
-                 (unsigned)cluster_arg_max(f));
+                 (unsigned)cluster_arg_max(c, f));
     } else if (!takes_value(f->code) && f->code != KVMUX_OP_GROUP &&
                f->code != KVMUX_OP_CLUSTER && value_len > 0) {
         status = KVMUX_STATUS_BAD_REQUEST;
@@ -290,6 +300,29 @@ int kvmux__run_store_value(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t
     else
         respond_status(c, id, rc);
     return 0;
+}
+
+static int run_request(kvmux_conn *c, const kvmux_frame *f);
+
+int kvmux__run_uploaded(kvmux_conn *c, uint32_t request_id, uint8_t op, const uint8_t *extras,
+                        uint64_t seq, const uint8_t *key, uint16_t klen, kvmux_store_value *val) {
+    if (op == KVMUX_OP_SET || op == KVMUX_OP_CAS)
+        return kvmux__run_store_value(c, request_id, op, extras, seq, key, klen, val);
+    /* CLUSTER or GROUP (kvmux__check_request let nothing else through):
+     * as if the value had come in one frame. */
+    kvmux_frame f;
+    memset(&f, 0, sizeof f);
+    f.type = KVMUX_FRAME_REQUEST;
+    f.code = op;
+    f.request_id = request_id;
+    f.key = key;
+    f.key_len = klen;
+    f.value = val ? kvmux_store_value_data(val) : NULL;
+    f.value_len = val ? (uint32_t)kvmux_store_value_len(val) : 0;
+    if (is_import(&f)) return kvmux__cluster_import_value(c, &f, val); /* keeps val's bytes */
+    int rc = run_request(c, &f);
+    kvmux_store_value_release(val);
+    return rc;
 }
 
 /* Run a valid request. Returns 1 if it keeps its credit (a parked WAIT,

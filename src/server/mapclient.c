@@ -91,6 +91,7 @@ static int mapc_result(int rc) {
     case KVMUX_EBADREQ: return KVMUX_MAPC_BADREQ;
     case KVMUX_EOOM: return KVMUX_MAPC_OOM;
     case KVMUX_ETRYAGAIN: return KVMUX_MAPC_TRYAGAIN;
+    case KVMUX_ETOOBIG: return KVMUX_MAPC_TOOBIG;
     default: return rc;
     }
 }

@@ -11,12 +11,14 @@ typedef struct kvmux_client kvmux_mapc; /* a libkvmux client */
 
 /* Results of the calls below: OK; NOTFOUND, VERSION, BUSY, BADREQ, OOM,
  * TRYAGAIN are the server's answers NOT_FOUND, VERSION_MISMATCH, BUSY,
- * BAD_REQUEST, OUT_OF_MEMORY, TRY_AGAIN (named here because migrate.c
+ * BAD_REQUEST, OUT_OF_MEMORY, TRY_AGAIN; TOOBIG is TOO_LARGE, or the
+ * request over the server's advertised limits (named here because migrate.c
  * cannot include kvmux.h); GAVEUP: the caller's go_on said stop. Any
  * other failure is a KVMUX_E* code (< 0). */
 enum {
     KVMUX_MAPC_OK = 0, KVMUX_MAPC_NOTFOUND = 1, KVMUX_MAPC_GAVEUP = 2, KVMUX_MAPC_VERSION = 3,
-    KVMUX_MAPC_BUSY = 4, KVMUX_MAPC_BADREQ = 5, KVMUX_MAPC_OOM = 6, KVMUX_MAPC_TRYAGAIN = 7
+    KVMUX_MAPC_BUSY = 4, KVMUX_MAPC_BADREQ = 5, KVMUX_MAPC_OOM = 6, KVMUX_MAPC_TRYAGAIN = 7,
+    KVMUX_MAPC_TOOBIG = 8
 };
 
 /* TLS to the map group: ca NULL means plaintext; cert and key (both or

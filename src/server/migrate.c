@@ -29,9 +29,12 @@
  * of 8.2 turn a failure that lasts into a request to ABORT (never into a
  * decision: the map group's answer is the truth): no `import` answered
  * OK for --migrate-stall-timeout before the fence, and no COMMIT
- * answered OK within --migrate-fence-timeout of the fence. Not handled
- * yet (MIGRATION.md 13): values over 256 KiB staged (a value that does
- * not fit one 1 MiB batch makes the thread ask for an ABORT).
+ * answered OK within --migrate-fence-timeout of the fence. A value over
+ * 256 KiB travels alone; one whose record does not fit 1 MiB is sent as
+ * a batch of one record anyway (libkvmux fragments it; B stages it and
+ * proposes IMPORT_STAGED), read from the store by reference (no copy
+ * under the shard lock). Only a batch over --max-value (or B's advertised
+ * limit) cannot move: the thread asks ABORT with its size.
  *
  * Threads: this thread talks to other groups through libkvmux
  * (mapclient.h; it never blocks a loop) and to its own group's log
@@ -66,6 +69,8 @@
 #define CALL_MS 5000
 #define BEGIN_CALL_MS 15000
 #define IMPORT_CALL_MS 30000
+/* ... plus this per MiB of a big batch (B stages it 1 MiB per round). */
+#define IMPORT_MS_PER_MIB 1000
 /* A step handed to loop 0 must be applied within this. */
 #define STEP_WAIT_MS 5000u
 #define POLL_MS 5u
@@ -88,8 +93,10 @@
 /* Section 4: a value over this travels alone in its batch. */
 #define BIG_VALUE (256u * 1024u)
 /* The batch buffer: header, 4096 records' fixed parts, 1 MiB of keys
- * and values. */
+ * and values. A batch of one big value grows it for that batch only. */
 #define BATCH_CAP ((size_t)KVMUX_MIG_BATCH_WIRE_MAX)
+/* A batch of one PUT: the header and the record's fixed fields. */
+#define ONE_REC_OVERHEAD ((size_t)KVMUX_MIG_BATCH_HDR_LEN + 23u)
 #define MIGSTEP_VALUE_MAX 64u
 
 /* The source's progress on the migration it drives, kept across the
@@ -144,12 +151,14 @@ typedef struct attempt {
     kvmux_mapc *b;                   /* the client on B */
     uint64_t term;                   /* our term when the attempt began */
     uint32_t bseq;                   /* the last batch number used */
-    uint8_t *buf;                    /* BATCH_CAP: the batch being built */
+    uint8_t *buf;                    /* the batch being built */
+    size_t cap;                      /* of buf: BATCH_CAP, more for a big value */
     size_t len;                      /* bytes in buf (header included) */
     size_t kvbytes;                  /* its keys' and values' bytes */
     uint16_t nrec;
     int failed;                      /* a batch could not be sent */
-    int too_big;                     /* a value that fits no batch */
+    int too_big;                     /* a value that fits no import request */
+    size_t big_len, big_max;         /* ... its batch's bytes, the limit */
     uint64_t keys, bytes;            /* this attempt's totals, for the log */
     uint32_t rounds;
     uint8_t *keys_buf;               /* the bulk pass's keys of one scan step */
@@ -190,7 +199,7 @@ static void note(struct kvmux_migr *m, uint32_t id, const char *what, int rc, co
     /* KVMUX_MAPC_* in their order (mapclient.h). */
     static const char *const refusals[] = {"", "not found", "no answer in time",
                                            "version mismatch", "busy", "bad request",
-                                           "out of memory", "try again"};
+                                           "out of memory", "try again", "too large"};
     const char *why = rc < 0 ? kvmux_mapc_strerror(rc)
                       : rc < (int)(sizeof refusals / sizeof refusals[0]) ? refusals[rc]
                                                                           : "refused";
@@ -422,6 +431,38 @@ static void batch_reset(attempt *a) {
     a->len = KVMUX_MIG_BATCH_HDR_LEN;
     a->kvbytes = 0;
     a->nrec = 0;
+    if (a->cap > BATCH_CAP) { /* a big value's batch: give its buffer back */
+        uint8_t *p = realloc(a->buf, BATCH_CAP);
+        if (p) a->buf = p, a->cap = BATCH_CAP;
+    }
+}
+
+/* Room in the batch buffer for a batch of len bytes (one big value). 0,
+ * or -1 (out of memory: the attempt stops). */
+static int batch_room(attempt *a, size_t len) {
+    if (len <= a->cap) return 0;
+    uint8_t *p = realloc(a->buf, len);
+    if (!p) {
+        note(a->m, a->rec->id, "allocating a big value's import batch", 0, NULL);
+        a->failed = 1;
+        return -1;
+    }
+    a->buf = p;
+    a->cap = len;
+    return 0;
+}
+
+/* Whether a record of klen + vlen can be sent at all: one that fits no
+ * 1 MiB batch goes alone, as one import request, which B's --max-value
+ * (assumed to be ours: one cluster, one configuration; libkvmux checks
+ * B's advertised limit too) must admit. 1, or 0 (a->too_big set). */
+static int movable(attempt *a, size_t klen, size_t vlen) {
+    size_t need = ONE_REC_OVERHEAD + klen + vlen;
+    if (klen + vlen <= KVMUX_MIG_BATCH_BYTES || need <= a->m->srv->cfg.max_value) return 1;
+    a->too_big = 1;
+    a->big_len = need;
+    a->big_max = a->m->srv->cfg.max_value;
+    return 0;
 }
 
 /* B acknowledged batch a->bseq: the stall timer starts again, and in the
@@ -443,9 +484,10 @@ static int flush(attempt *a) {
     struct kvmux_migr *m = a->m;
     a->bseq++;
     kvmux_mig_batch_encode_hdr(a->buf, a->rec->id, a->term, a->bseq, a->nrec);
+    int call_ms = IMPORT_CALL_MS + (int)(a->len >> 20) * IMPORT_MS_PER_MIB;
     for (int tries = 0; tries < IMPORT_TRIES && attempt_ok(a); tries++) {
         uint8_t *msg = NULL;
-        int rc = kvmux_mapc_call(a->b, "import", a->buf, a->len, IMPORT_CALL_MS, (int)TICK_MS,
+        int rc = kvmux_mapc_call(a->b, "import", a->buf, a->len, call_ms, (int)TICK_MS,
                                  attempt_go, a, &msg, NULL);
         int applied = rc == KVMUX_MAPC_OK || (rc == KVMUX_MAPC_VERSION && tries > 0);
         if (applied) {
@@ -461,7 +503,14 @@ static int flush(attempt *a) {
         }
         note(m, a->rec->id, "import", rc, msg);
         free(msg);
-        if (rc == KVMUX_MAPC_VERSION || rc == KVMUX_MAPC_BADREQ || rc == KVMUX_MAPC_GAVEUP) break;
+        if (rc == KVMUX_MAPC_TOOBIG) { /* over B's advertised value limit */
+            a->too_big = 1;
+            a->big_len = a->len;
+            a->big_max = 0;
+        }
+        if (rc == KVMUX_MAPC_VERSION || rc == KVMUX_MAPC_BADREQ || rc == KVMUX_MAPC_GAVEUP ||
+            rc == KVMUX_MAPC_TOOBIG)
+            break;
         for (uint32_t ms = 0; ms < BACKOFF_MIN_MS << tries && attempt_go(a); ms += TICK_MS)
             nap(m, TICK_MS);
     }
@@ -484,11 +533,9 @@ static int fits(const attempt *a, size_t klen, size_t vlen) {
 static long add_rec(attempt *a, int present, const uint8_t *key, size_t klen,
                     const uint8_t *value, size_t vlen, uint64_t version, uint64_t expire_at) {
     if (!present) vlen = 0;
-    if (klen + vlen > KVMUX_MIG_BATCH_BYTES) {
-        a->too_big = 1;
-        return -1;
-    }
+    if (!movable(a, klen, vlen)) return -1;
     if (!fits(a, klen, vlen) && flush(a) != 0) return -1;
+    if (batch_room(a, ONE_REC_OVERHEAD + klen + vlen) != 0) return -1;
     kvmux_mig_rec r = {.kind = present ? KVMUX_MIG_REC_PUT : KVMUX_MIG_REC_ABSENT,
                        .klen = (uint16_t)klen, .key = key, .version = version,
                        .expire_at = expire_at, .vlen = (uint32_t)vlen, .value = value};
@@ -530,15 +577,19 @@ typedef struct put_ctx {
     size_t klen;
     long off;        /* add_rec's answer */
     int need_flush;  /* did not fit: flush outside the lock, read again */
+    kvmux_store_value *held; /* a big value, kept by reference */
+    uint64_t version;        /* ... its version */
 } put_ctx;
 
 static int put_read(void *ud, uint64_t version, const uint8_t *value, size_t len) {
     put_ctx *p = ud;
     attempt *a = p->a;
-    if (p->klen + len > KVMUX_MIG_BATCH_BYTES) {
-        a->too_big = 1;
-        p->off = -1;
-        return 1;
+    if (len > BIG_VALUE && value) {
+        /* It goes alone: a reference now (no copy of up to --max-value
+         * bytes under the lock), the batch built outside it. */
+        if (!(p->held = kvmux_store_value_hold(value))) return KVMUX_STATUS_INTERNAL;
+        p->version = version;
+        return 0;
     }
     if (!fits(a, p->klen, len)) { /* no network call under a shard lock */
         p->need_flush = 1;
@@ -550,7 +601,6 @@ static int put_read(void *ud, uint64_t version, const uint8_t *value, size_t len
     a->len += kvmux_mig_rec_encode(a->buf + a->len, &r);
     a->kvbytes += p->klen + len;
     a->nrec++;
-    if (len > BIG_VALUE) p->need_flush = 2; /* it goes alone */
     return 0;
 }
 
@@ -562,14 +612,21 @@ static int put_key(attempt *a, const uint8_t *key, size_t klen) {
         put_ctx p = {.a = a, .key = key, .klen = klen, .off = 0};
         uint64_t exp = 0;
         int rc = kvmux_store_get_full(a->m->srv->store, key, klen, put_read, &p, &exp);
-        if (a->too_big) return -1;
+        if (p.held) { /* a big value: alone in its batch (add_rec flushes) */
+            long off = rc == KVMUX_STATUS_OK
+                           ? add_rec(a, 1, key, klen, kvmux_store_value_data(p.held),
+                                     kvmux_store_value_len(p.held), p.version, exp)
+                           : 0;
+            kvmux_store_value_release(p.held);
+            return off < 0 ? -1 : 0;
+        }
         if (p.need_flush == 1) { /* full: send it, then read the key again */
             if (flush(a) != 0) return -1;
             continue;
         }
         if (rc != KVMUX_STATUS_OK) return 0;
         kvmux_store_u64be(a->buf + p.off, exp);
-        return p.need_flush == 2 ? flush(a) : 0;
+        return 0;
     }
     return 0;
 }
@@ -886,9 +943,16 @@ static int copy_and_fence(attempt *a, char *why, size_t cap) {
     if (!p->fence_ms) p->fence_ms = kvmux_clock_ms();
     if (copy_dirty(a, 0) == 0) return 0;
 failed:
+    if (a->too_big && a->big_max) {
+        snprintf(why, cap, "a value in slots %u-%u does not fit one import request: its batch "
+                 "of %zu bytes exceeds --max-value %zu", r->first, r->last, a->big_len,
+                 a->big_max);
+        return 1;
+    }
     if (a->too_big) {
-        snprintf(why, cap, "a value in slots %u-%u does not fit one import batch (values over "
-                 "1 MiB are not movable yet)", r->first, r->last);
+        snprintf(why, cap, "a value in slots %u-%u does not fit one import request: its batch "
+                 "of %zu bytes is over the target's limits (TOO_LARGE)", r->first, r->last,
+                 a->big_len);
         return 1;
     }
     return -1;
@@ -903,6 +967,7 @@ static int attempt_move(struct kvmux_migr *m, const kvmux_migrec *r, char *why, 
     a.rec = r;
     a.term = m->prog.term;
     if (!(a.buf = malloc(BATCH_CAP))) return -1;
+    a.cap = BATCH_CAP;
     batch_reset(&a);
     int rc = -1;
     if ((a.b = open_group(m, r->id, r->dst)) != NULL) {

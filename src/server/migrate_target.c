@@ -14,7 +14,10 @@
  *   the map group's table).
  * - CLUSTER import (leader): the batch checked (the same parser as the
  *   state machine's), --maxmemory checked before proposing (a full target
- *   stalls the move, never a replica), proposed as one IMPORT entry.
+ *   stalls the move, never a replica), proposed as one IMPORT entry; a
+ *   batch of one PUT whose value is over one chunk (1 MiB; it may have
+ *   come fragmented, up to --max-value) is staged like a big SET and
+ *   proposed as IMPORT_STAGED naming the staged value (replicate.c).
  * - The janitor (loop 0 of the leader, every JANITOR_MS): keys of slots
  *   this group holds but should not (kvmux_migin_purgeable) are listed by
  *   a slot-filtered store walk (expired ones included: they are counted)
@@ -33,6 +36,7 @@
 #include "migin.h"
 #include "monotime.h"
 #include "server_internal.h"
+#include "stage.h"
 #include "../cluster/cluster.h"
 
 /* How long an import-begin waits for its record to be READY. */
@@ -368,13 +372,53 @@ static void parked_check(kvmux_loop *l, struct kvmux_migt *m) {
 
 /* ---- CLUSTER import ---- */
 
-int kvmux__cluster_import(kvmux_conn *c, const kvmux_frame *f) {
+/* A batch of one PUT whose value is over one staged chunk: its record
+ * (else 0). */
+static int big_record(const kvmux_mig_batch *b, kvmux_mig_rec *rec) {
+    size_t off = 0;
+    if (b->nrec != 1) return 0;
+    kvmux_mig_batch_next(b, &off, rec);
+    return rec->kind == KVMUX_MIG_REC_PUT && rec->vlen > KVMUX_STAGE_CHUNK;
+}
+
+/* Stage the big value of the batch f->value (in val at the same offsets
+ * when val is not NULL, else copied into a store value now) and propose
+ * IMPORT_STAGED: the batch with the PUT's value replaced by the staged
+ * reference (MIGRATION.md 4). Takes val. 1 (queued) or 0 (answered). */
+static int import_big(kvmux_conn *c, const kvmux_frame *f, kvmux_store_value *val,
+                      const kvmux_mig_rec *rec, const uint8_t *tag) {
+    size_t voff = (size_t)(rec->value - f->value);
+    size_t head = voff; /* the batch up to the value: the value is its last field */
+    uint32_t small_len = (uint32_t)(head + KVMUX_STAGE_ID_LEN + 4);
+    uint8_t *small = malloc(small_len);
+    if (small && !val && (val = kvmux_store_value_new(c->loop->srv->store, rec->vlen)) != NULL) {
+        memcpy(kvmux_store_value_data(val), rec->value, rec->vlen);
+        voff = 0;
+    }
+    if (!small || !val) {
+        free(small);
+        kvmux_store_value_release(val);
+        kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_INTERNAL, NULL, 0, "out of memory");
+        return 0;
+    }
+    memcpy(small, f->value, head);
+    kvmux_store_u32be(small + head - 4, KVMUX_STAGE_ID_LEN + 4); /* value_len: the reference */
+    memset(small + head, 0, KVMUX_STAGE_ID_LEN + 4);
+    return kvmux__repl_import_staged(c, f->request_id, val, voff, rec->vlen, small, small_len,
+                                     tag, 16);
+}
+
+/* CLUSTER import with the batch in f->value, which val (NULL: none) holds
+ * when it came as an upload. Takes val. */
+static int import_request(kvmux_conn *c, const kvmux_frame *f, kvmux_store_value *val) {
     kvmux_server *s = c->loop->srv;
-    if (!leader_only(c, f)) return 0;
+    int rc = 0;
     kvmux_migin in;
-    get_record(s, &in);
     kvmux_mig_batch b;
+    kvmux_mig_rec rec;
     char err[KVMUX_MAX_STATUS_MSG];
+    if (!leader_only(c, f)) goto done;
+    get_record(s, &in);
     /* Keys outside R are refused here with the reason; with no record the
      * state machine answers BUSY. */
     uint16_t first = in.state != KVMUX_MIGIN_NONE ? in.first : 1;
@@ -382,17 +426,36 @@ int kvmux__cluster_import(kvmux_conn *c, const kvmux_frame *f) {
     if (kvmux_mig_batch_parse(f->value, f->value_len, s->cfg.max_key, first, last, &b, err,
                               sizeof err) != 0) {
         kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_BAD_REQUEST, NULL, 0, err);
-        return 0;
+        goto done;
     }
-    if (kvmux__durable_refuse(c, f->request_id, 0)) return 0; /* --maxmemory */
+    int big = big_record(&b, &rec);
+    if (big && rec.vlen > s->cfg.max_value) { /* a value this group could not hold */
+        snprintf(err, sizeof err, "import batch: a value of %u bytes exceeds max value size %u",
+                 rec.vlen, s->cfg.max_value);
+        kvmux__conn_respond(c, f->request_id, KVMUX_STATUS_TOO_LARGE, NULL, 0, err);
+        goto done;
+    }
+    if (kvmux__durable_refuse(c, f->request_id, 0)) goto done; /* --maxmemory */
     uint8_t tag[16];
     memcpy(tag, f->value, 16); /* id, term, bseq: for the answer's message */
+    if (big) return import_big(c, f, val, &rec, tag);
     kvmux_entry_cmd cmd = {.op = KVMUX_ENTRY_OP_IMPORT, .value = f->value,
                            .value_len = f->value_len};
-    return kvmux__repl_propose_cmd(c, f->request_id, &cmd, tag, sizeof tag);
+    rc = kvmux__repl_propose_cmd(c, f->request_id, &cmd, tag, sizeof tag);
+done:
+    kvmux_store_value_release(val);
+    return rc;
 }
 
-static void import_done(kvmux_conn *c, uint32_t request_id, const uint8_t *tag,
+int kvmux__cluster_import(kvmux_conn *c, const kvmux_frame *f) {
+    return import_request(c, f, NULL);
+}
+
+int kvmux__cluster_import_value(kvmux_conn *c, const kvmux_frame *f, kvmux_store_value *val) {
+    return import_request(c, f, val);
+}
+
+static void import_done(kvmux_conn *c, uint32_t request_id, uint8_t op, const uint8_t *tag,
                         const kvmux_fsm_result *res) {
     uint32_t id = kvmux_load_u32be(tag), bseq = kvmux_load_u32be(tag + 12);
     uint64_t term = kvmux_load_u64be(tag + 4);
@@ -422,7 +485,10 @@ static void import_done(kvmux_conn *c, uint32_t request_id, const uint8_t *tag,
         return;
     default:
         kvmux__conn_respond(c, request_id, KVMUX_STATUS_INTERNAL, NULL, 0,
-                            "import partly failed: out of memory");
+                            op == KVMUX_ENTRY_OP_IMPORT_STAGED
+                                ? "import of a big value failed: its staged value was "
+                                  "incomplete when applied, or out of memory"
+                                : "import partly failed: out of memory");
         return;
     }
 }
@@ -434,7 +500,7 @@ int kvmux__migt_done(kvmux_conn *c, uint32_t request_id, uint8_t op, const uint8
         return 0;
     }
     if (op == KVMUX_ENTRY_OP_MIGSTEP) return begin_done(c, request_id, tag, res);
-    import_done(c, request_id, tag, res);
+    import_done(c, request_id, op, tag, res);
     return 0;
 }
 
@@ -587,6 +653,7 @@ void kvmux__migt_stats(kvmux_server *s, void *o, void (*u64line)(void *o, const 
     u64line(o, "migrate_import_batches", atomic_load(&cl->in_stats.import_batches));
     u64line(o, "migrate_import_keys", atomic_load(&cl->in_stats.import_keys));
     u64line(o, "migrate_import_skipped", atomic_load(&cl->in_stats.import_skipped));
+    u64line(o, "migrate_import_staged", atomic_load(&cl->in_stats.import_staged));
     u64line(o, "migrate_import_refused", atomic_load(&cl->in_stats.import_refused));
     u64line(o, "migrate_purged_keys", atomic_load(&cl->in_stats.purged_keys));
 }

@@ -87,17 +87,24 @@ struct kvmux_repl {
 };
 
 /* A big value being staged (stage.h): its request, the value (a
- * reference held until the last chunk is proposed) and how far it got. */
+ * reference held until the last chunk is proposed) and how far it got.
+ * Either a SET / CAS, or a slot migration's import batch of one big PUT
+ * (import != NULL: proposed as IMPORT_STAGED at the end). */
 typedef struct stage_job {
     uint32_t request_id;
-    uint8_t op, extras_len;    /* SET or CAS, and its extras */
+    uint8_t op, extras_len;    /* SET or CAS, and its extras; an import:
+                                  its answer's tag (migrate_target.c) */
     uint8_t extras[16];
     uint16_t klen;
     uint8_t *key;              /* malloc */
     uint64_t session, seq;
     kvmux_store_value *val;
+    uint32_t base;             /* the value's first byte in val */
     uint32_t total, off;       /* bytes of the value, bytes proposed */
     uint8_t id[KVMUX_STAGE_ID_LEN];
+    uint8_t *import;           /* malloc: the IMPORT_STAGED batch, its last
+                                  20 bytes for the staged reference */
+    uint32_t import_len;
 } stage_job;
 
 /* A request waiting for its batch. */
@@ -285,6 +292,7 @@ static void job_free(stage_job *j) {
     if (!j) return;
     if (j->val) kvmux_store_value_release(j->val);
     free(j->key);
+    free(j->import);
     free(j);
 }
 
@@ -429,7 +437,8 @@ static void respond_admin(kvmux_conn *c, uint32_t id, const kvmux_node_admin *a)
 
 /* A slot migration's request (migrate_target.c answers it). */
 static int is_mig_op(uint8_t op) {
-    return op == KVMUX_ENTRY_OP_MIGSTEP || op == KVMUX_ENTRY_OP_IMPORT;
+    return op == KVMUX_ENTRY_OP_MIGSTEP || op == KVMUX_ENTRY_OP_IMPORT ||
+           op == KVMUX_ENTRY_OP_IMPORT_STAGED;
 }
 
 static void answer(kvmux_loop *l, kvmux_lbatch *lb, kvmux_repl *r) {
@@ -962,7 +971,8 @@ static void stage_chunk(kvmux_loop *l, kvmux_conn *c, stage_job *j) {
     kvmux_entry_cmd cmd = {.op = KVMUX_ENTRY_OP_STAGE, .extras_len = 8,
                            .key_len = KVMUX_STAGE_ID_LEN, .value_len = n, .extras = ex,
                            .key = j->id,
-                           .value = (const uint8_t *)kvmux_store_value_data(j->val) + j->off};
+                           .value = (const uint8_t *)kvmux_store_value_data(j->val) + j->base +
+                                    j->off};
     kvmux_lbatch *lb = cur_batch(l);
     int32_t idx = lb ? add_cmd(l, &lb, &cmd) : -1;
     pend *p = idx >= 0 ? add_pend(lb) : NULL;
@@ -980,11 +990,22 @@ static void stage_chunk(kvmux_loop *l, kvmux_conn *c, stage_job *j) {
     propose(l);
 }
 
-/* The SET/CAS naming the staged value: a small write like any other. */
+/* The SET/CAS naming the staged value: a small write like any other; or
+ * the import batch naming it (IMPORT_STAGED, answered by
+ * kvmux__migt_done with the job's tag). */
 static void stage_finish(kvmux_conn *c, stage_job *j) {
     uint8_t ref[KVMUX_STAGE_ID_LEN + 4];
     memcpy(ref, j->id, KVMUX_STAGE_ID_LEN);
     kvmux_store_u32be(ref + KVMUX_STAGE_ID_LEN, j->total);
+    if (j->import) {
+        memcpy(j->import + j->import_len - sizeof ref, ref, sizeof ref);
+        kvmux_entry_cmd ic = {.op = KVMUX_ENTRY_OP_IMPORT_STAGED, .value = j->import,
+                              .value_len = j->import_len};
+        if (!kvmux__repl_propose_cmd(c, j->request_id, &ic, j->extras, j->extras_len))
+            kvmux_session_request_end(&c->sess);
+        job_free(j);
+        return;
+    }
     kvmux_entry_cmd cmd = {.op = j->op == KVMUX_OP_CAS ? KVMUX_ENTRY_OP_CAS_STAGED
                                                        : KVMUX_ENTRY_OP_SET_STAGED,
                            .extras_len = j->extras_len, .key_len = j->klen,
@@ -1016,11 +1037,21 @@ static void stage_done(kvmux_loop *l, pend *p, const kvmux_rbatch *b) {
     }
 }
 
+/* Name the job's staged value and propose its first chunk (the caller
+ * checked leadership and memory). */
+static void stage_begin(kvmux_conn *c, stage_job *j) {
+    kvmux_loop *l = c->loop;
+    /* Unique for this process's life: its boot nonce, the loop, a count. */
+    uint64_t tag = (uint64_t)l->id << 48 | (++l->stage_seq & 0xFFFFFFFFFFFFull);
+    kvmux_store_u64be(j->id, l->srv->repl->nonce);
+    kvmux_store_u64be(j->id + 8, tag);
+    stage_chunk(l, c, j);
+}
+
 /* Start staging a value over one chunk (the caller checked leadership and
  * memory). Takes val. Returns 1 (queued) or 0 (answered). */
 static int stage_start(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *extras,
                        uint64_t seq, const uint8_t *key, uint16_t klen, kvmux_store_value *val) {
-    kvmux_loop *l = c->loop;
     stage_job *j = calloc(1, sizeof *j);
     if (j) j->key = malloc(klen ? klen : 1);
     if (!j || !j->key) {
@@ -1039,11 +1070,34 @@ static int stage_start(kvmux_conn *c, uint32_t id, uint8_t op, const uint8_t *ex
     j->seq = seq;
     j->val = val;
     j->total = (uint32_t)kvmux_store_value_len(val);
-    /* Unique for this process's life: its boot nonce, the loop, a count. */
-    uint64_t tag = (uint64_t)l->id << 48 | (++l->stage_seq & 0xFFFFFFFFFFFFull);
-    kvmux_store_u64be(j->id, l->srv->repl->nonce);
-    kvmux_store_u64be(j->id + 8, tag);
-    stage_chunk(l, c, j);
+    stage_begin(c, j);
+    return 1;
+}
+
+int kvmux__repl_import_staged(kvmux_conn *c, uint32_t id, kvmux_store_value *val, size_t voff,
+                              uint32_t vlen, uint8_t *batch, uint32_t batch_len,
+                              const uint8_t *tag, uint8_t taglen) {
+    stage_job *j = NULL;
+    if (!is_leader(c->loop->srv)) {
+        respond_not_leader(c, id);
+    } else if (!(j = calloc(1, sizeof *j))) {
+        kvmux__conn_respond(c, id, KVMUX_STATUS_INTERNAL, NULL, 0, "out of memory");
+    }
+    if (!j) {
+        kvmux_store_value_release(val);
+        free(batch);
+        return 0;
+    }
+    j->request_id = id;
+    j->op = KVMUX_ENTRY_OP_IMPORT_STAGED;
+    j->extras_len = taglen;
+    memcpy(j->extras, tag, taglen);
+    j->val = val;
+    j->base = (uint32_t)voff;
+    j->total = vlen;
+    j->import = batch;
+    j->import_len = batch_len;
+    stage_begin(c, j);
     return 1;
 }
 
@@ -1315,6 +1369,15 @@ void kvmux__repl_loop_deinit(kvmux_loop *l) { (void)l; }
 int kvmux__repl_propose_cmd(kvmux_conn *c, uint32_t id, const struct kvmux_entry_cmd *cmd,
                             const uint8_t *tag, uint8_t taglen) {
     (void)cmd, (void)tag, (void)taglen;
+    kvmux__conn_respond(c, id, KVMUX_STATUS_BAD_REQUEST, NULL, 0, "built without replication");
+    return 0;
+}
+int kvmux__repl_import_staged(kvmux_conn *c, uint32_t id, kvmux_store_value *val, size_t voff,
+                              uint32_t vlen, uint8_t *batch, uint32_t batch_len,
+                              const uint8_t *tag, uint8_t taglen) {
+    (void)voff, (void)vlen, (void)batch_len, (void)tag, (void)taglen;
+    kvmux_store_value_release(val);
+    free(batch);
     kvmux__conn_respond(c, id, KVMUX_STATUS_BAD_REQUEST, NULL, 0, "built without replication");
     return 0;
 }

@@ -463,6 +463,9 @@ void kvmux__cluster_migration(kvmux_conn *c, const kvmux_frame *f);
  * request keeps its credit (proposed), 0 when answered. */
 int kvmux__cluster_import_begin(kvmux_conn *c, const kvmux_frame *f);
 int kvmux__cluster_import(kvmux_conn *c, const kvmux_frame *f);
+/* CLUSTER import whose batch arrived as a fragmented upload: val holds the
+ * value (reference given up). As kvmux__cluster_import. */
+int kvmux__cluster_import_value(kvmux_conn *c, const kvmux_frame *f, kvmux_store_value *val);
 /* CLUSTER import-abort (value u32 id), leader: MIGSTEP IN_ABORT; OK, or
  * NOT_FOUND when another migration is importing. As above. */
 int kvmux__cluster_import_abort(kvmux_conn *c, const kvmux_frame *f);
@@ -648,6 +651,18 @@ struct kvmux_entry_cmd;
  * leader: NOT_LEADER. Returns 1 (queued) or 0 (answered). */
 int kvmux__repl_propose_cmd(kvmux_conn *c, uint32_t id, const struct kvmux_entry_cmd *cmd,
                             const uint8_t *tag, uint8_t taglen);
+/* On the leader: an import batch of one big PUT (docs/MIGRATION.md 4):
+ * stage val's bytes [voff, voff + vlen) as a big value (STAGE entries of
+ * 1 MiB, one in flight), then propose batch[0..batch_len) -- the same
+ * batch with the PUT's value field 20 bytes long, the last 20 bytes of
+ * batch, which this fills with the staged id and u32 total -- as
+ * IMPORT_STAGED, answered through kvmux__migt_done with tag (taglen <=
+ * 16). Leadership lost between chunks: NOT_LEADER (nothing proposed that
+ * imports); a chunk refused: INTERNAL. Takes val and batch (malloc).
+ * Returns 1 (queued) or 0 (answered). */
+int kvmux__repl_import_staged(kvmux_conn *c, uint32_t id, kvmux_store_value *val, size_t voff,
+                              uint32_t vlen, uint8_t *batch, uint32_t batch_len,
+                              const uint8_t *tag, uint8_t taglen);
 /* On the leader (the caller checked): propose cmd at once in an entry of
  * its own, nobody to answer. Returns the entry's sequence number for
  * kvmux__repl_seq_in_flight, or 0 when it could not be proposed. */
@@ -793,6 +808,12 @@ int kvmux__reply_value_finish(kvmux_reply_ctx *ctx);
  * (total_value_len for a fragmented one). Returns 0 if it may run, else
  * it has been answered. */
 int kvmux__check_request(kvmux_conn *c, const kvmux_frame *f, uint32_t value_len);
+/* Run a complete fragmented request whose value is val (reference given
+ * up): SET/CAS as kvmux__run_store_value, CLUSTER (an import batch with
+ * a big value, or any subcommand) and GROUP as if it had come in one
+ * frame. Returns 1 if it keeps its credit, else 0 (answered). */
+int kvmux__run_uploaded(kvmux_conn *c, uint32_t request_id, uint8_t op, const uint8_t *extras,
+                        uint64_t seq, const uint8_t *key, uint16_t klen, kvmux_store_value *val);
 /* Run a complete SET/CAS whose value is val (reference given up; NULL for
  * an empty value) and answer it. Used by uploads. Returns 1 if the answer
  * is held for the log's fsync (the request keeps its credit, released by

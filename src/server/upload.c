@@ -240,8 +240,8 @@ void kvmux__upload_continue(kvmux_conn *c, const kvmux_frame *f) {
         u->val = NULL;
         c->upload_bytes -= u->r.total;
         kvmux__timer_cancel(&c->loop->timers, &u->timer);
-        if (!kvmux__run_store_value(c, u->r.request_id, u->op, u->extras, u->seq, u->key, u->klen,
-                                    val))
+        if (!kvmux__run_uploaded(c, u->r.request_id, u->op, u->extras, u->seq, u->key, u->klen,
+                                 val))
             kvmux_session_request_end(&c->sess);
     }
     upload_free(c, u);

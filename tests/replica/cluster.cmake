@@ -60,6 +60,15 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_move_test.c
         ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 180)
+    # Slot migration step 7: two 24 MiB values moved (staged imports,
+    # 0xF5) into a 3-member group, small SETs' p99 printed with and
+    # without the move; a move refused for a target's --max-value; a
+    # move with the target's leader killed during the copy.
+    kvmux_add_test(migrate_big_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_big_test.c
+        ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
+      LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 300)
+    set_tests_properties(migrate_big_test PROPERTIES RUN_SERIAL TRUE)
     # Slot migration step 8: the stall and fence timeouts (MIGRATION.md
     # 8.2) with SIGSTOPped / refusing targets; a writer thread.
     kvmux_add_test(migrate_timeout_test
@@ -119,6 +128,8 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     kvmux_missing_dependency_test(migrate_import_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(migrate_move_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(migrate_big_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(migrate_timeout_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")

@@ -6,8 +6,12 @@
  * as ABSENT; the version counter raised; keys outside R refused); PURGE's
  * predicate (owned and READY-importing slots kept); a map giving R to the
  * group ends the record; snapshot format 6 round trip (the rules hold
- * again after restore), malformed records refused; the batch codec with a
- * vector and a bounded fuzz loop. */
+ * again after restore), malformed records refused; IMPORT_STAGED (0xF5:
+ * a big value staged first) under the same rules, an incomplete staged
+ * value failing with nothing applied, refused batches dropping their
+ * staged value, a value half staged across a snapshot; the batch codec
+ * with a vector, the one-record exception to 1 MiB, and a bounded fuzz
+ * loop. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +20,7 @@
 #include "entry.h"
 #include "fsm.h"
 #include "migin.h"
+#include "stage.h"
 #include "store.h"
 #include "testutil.h"
 
@@ -34,6 +39,7 @@ static int same_in(const kvmux_migin *a, const kvmux_migin *b) {
 static kvmux_fsm_clock clk;
 static uint8_t buf[1 << 16];
 static uint64_t seq;
+static kvmux_stage_tab *stage_tab; /* the staged values apply1 passes (NULL: none) */
 
 /* The map of epoch: slots 0-99 go to owner_r, the rest to GROUP. */
 static size_t map_of(uint64_t epoch, uint16_t owner_r, uint8_t *out, size_t cap) {
@@ -64,7 +70,7 @@ static kvmux_fsm_result apply1(kvmux_store *st, kvmux_fsm_cluster *cl, uint64_t 
     memset(buf + off, 0, padded - off);
     kvmux_fsm_result r;
     memset(&r, 0xEE, sizeof r);
-    CHECK_EQ(kvmux_fsm_apply(st, &clk, NULL, NULL, cl, buf, padded, &r, 1), 1);
+    CHECK_EQ(kvmux_fsm_apply(st, &clk, NULL, stage_tab, cl, buf, padded, &r, 1), 1);
     return r;
 }
 
@@ -424,6 +430,208 @@ static void test_rules(void) {
     kvmux_store_free(st2);
 }
 
+/* ---- IMPORT_STAGED (0xF5) ---- */
+
+#define SVAL 3000u /* a staged value (any size stages; big ones in practice) */
+
+static uint8_t sval[SVAL];
+
+/* STAGE bytes [off, off + n) of sval as value id (tag) of total bytes. */
+static kvmux_fsm_result stage(kvmux_store *st, kvmux_fsm_cluster *cl, uint32_t tag,
+                              uint32_t off, uint32_t n, uint32_t total) {
+    uint8_t id[KVMUX_STAGE_ID_LEN] = {0}, ex[8];
+    kvmux_store_u32be(id + 12, tag);
+    kvmux_store_u32be(ex, off);
+    kvmux_store_u32be(ex + 4, total);
+    kvmux_entry_cmd c = {.op = KVMUX_ENTRY_OP_STAGE, .extras_len = 8, .extras = ex,
+                         .key_len = KVMUX_STAGE_ID_LEN, .key = id, .value = sval + off,
+                         .value_len = n};
+    return apply1(st, cl, 3000, &c);
+}
+
+/* The IMPORT_STAGED batch (id, term, bseq): one PUT of key at ver / exp
+ * naming staged value tag of total bytes. */
+static kvmux_fsm_result import_staged(kvmux_store *st, kvmux_fsm_cluster *cl, uint32_t id,
+                                      uint64_t term, uint32_t bseq, const char *key,
+                                      uint64_t ver, uint64_t exp, uint32_t tag, uint32_t total) {
+    batch x;
+    uint8_t ref[KVMUX_STAGE_ID_LEN + 4] = {0};
+    kvmux_store_u32be(ref + 12, tag);
+    kvmux_store_u32be(ref + KVMUX_STAGE_ID_LEN, total);
+    batch_start(&x, id, term, bseq);
+    kvmux_mig_rec r = {.kind = KVMUX_MIG_REC_PUT, .klen = (uint16_t)strlen(key),
+                       .key = (const uint8_t *)key, .version = ver, .expire_at = exp,
+                       .vlen = sizeof ref, .value = ref};
+    x.n += kvmux_mig_rec_encode(x.b + x.n, &r);
+    kvmux_store_u16be(x.b + 16, ++x.nrec);
+    kvmux_entry_cmd c = {.op = KVMUX_ENTRY_OP_IMPORT_STAGED, .value = x.b,
+                         .value_len = (uint32_t)x.n};
+    return apply1(st, cl, 3000, &c);
+}
+
+/* The whole of sval staged as value tag, in two chunks. */
+static void stage_all(kvmux_store *st, kvmux_fsm_cluster *cl, uint32_t tag) {
+    CHECK_EQ(stage(st, cl, tag, 0, SVAL / 2, SVAL).status, KVMUX_STATUS_OK);
+    CHECK_EQ(stage(st, cl, tag, SVAL / 2, SVAL - SVAL / 2, SVAL).status, KVMUX_STATUS_OK);
+}
+
+static int is_sval(void *ud, uint64_t version, const uint8_t *value, size_t len) {
+    (void)version;
+    *(int *)ud = len == SVAL && memcmp(value, sval, SVAL) == 0;
+    return 0;
+}
+
+static int holds_sval(kvmux_store *st, const char *key) {
+    int same = 0;
+    return kvmux_store_get(st, (const uint8_t *)key, strlen(key), is_sval, &same) ==
+               KVMUX_STATUS_OK &&
+           same;
+}
+
+static void test_staged(void) {
+    for (uint32_t i = 0; i < SVAL; i++) sval[i] = (uint8_t)(i * 31 + 7);
+    kvmux_store *st = new_store();
+    kvmux_fsm_cluster cl;
+    kvmux_fsm_cluster_init(&cl, GROUP);
+    kvmux_stage_tab sg;
+    kvmux_stage_init(&sg);
+    stage_tab = &sg;
+    install_map(st, &cl, 1, SRC);
+    kvmux_fsm_result r;
+    const char *k = key_r[0], *k2 = key_r[1];
+
+    /* No record yet: BUSY, and the staged value is dropped. */
+    stage_all(st, &cl, 1);
+    CHECK_EQ(sg.count, 1);
+    CHECK_EQ(import_staged(st, &cl, 7, 5, 1, k, 40, 0, 1, SVAL).status, KVMUX_STATUS_BUSY);
+    CHECK_EQ(sg.count, 0);
+    CHECK_EQ(begin(st, &cl, 7, R_FIRST, R_LAST, SRC, 5).status, KVMUX_STATUS_OK);
+    CHECK_EQ(step(st, &cl, 7, KVMUX_MIG_IN_READY, NULL, 0).status, KVMUX_STATUS_OK);
+
+    /* Malformed: two records, a value field not 20 bytes, total 0. */
+    batch x;
+    batch_start(&x, 7, 5, 1);
+    batch_put(&x, k, "01234567890123456789", 40, 0);
+    batch_put(&x, k2, "01234567890123456789", 40, 0);
+    kvmux_entry_cmd bad = {.op = KVMUX_ENTRY_OP_IMPORT_STAGED, .value = x.b,
+                           .value_len = (uint32_t)x.n};
+    CHECK_EQ(apply1(st, &cl, 3000, &bad).status, KVMUX_STATUS_BAD_REQUEST);
+    batch_start(&x, 7, 5, 1);
+    batch_put(&x, k, "short", 40, 0);
+    bad.value_len = (uint32_t)x.n;
+    CHECK_EQ(apply1(st, &cl, 3000, &bad).status, KVMUX_STATUS_BAD_REQUEST);
+    CHECK_EQ(import_staged(st, &cl, 7, 5, 1, k, 40, 0, 1, 0).status, KVMUX_STATUS_BAD_REQUEST);
+
+    /* Incomplete (one chunk of two), or never staged: INTERNAL, nothing
+     * applied, (last_term, last_bseq) unchanged so the resend of bseq 1
+     * is applied later; the half-staged value is gone. */
+    CHECK_EQ(stage(st, &cl, 2, 0, SVAL / 2, SVAL).status, KVMUX_STATUS_OK);
+    CHECK_EQ(import_staged(st, &cl, 7, 5, 1, k, 40, 0, 2, SVAL).status, KVMUX_STATUS_INTERNAL);
+    CHECK_EQ(import_staged(st, &cl, 7, 5, 1, k, 40, 0, 99, SVAL).status, KVMUX_STATUS_INTERNAL);
+    CHECK_EQ(version_of(st, k), 0);
+    CHECK_EQ(cl.in.last_bseq, 0);
+    CHECK_EQ(sg.count, 0);
+    /* A total not the staged one's: INTERNAL too (the value is dropped). */
+    stage_all(st, &cl, 3);
+    CHECK_EQ(import_staged(st, &cl, 7, 5, 1, k, 40, 0, 3, SVAL - 1).status,
+             KVMUX_STATUS_INTERNAL);
+    CHECK_EQ(sg.count, 0);
+
+    /* Complete: applied with IMPORT's rules -- version and absolute
+     * expiry kept, the counter raised, (term, bseq) recorded. */
+    uint64_t batches0 = atomic_load(&cl.in_stats.import_batches);
+    stage_all(st, &cl, 4);
+    r = import_staged(st, &cl, 7, 5, 1, k, 40, 999999, 4, SVAL);
+    CHECK_EQ(r.status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u32be(r.extras), 1);
+    CHECK_EQ(kvmux_load_u32be(r.extras + 4), 0);
+    CHECK(holds_sval(st, k));
+    CHECK_EQ(version_of(st, k), 40);
+    uint64_t exp = 0;
+    CHECK_EQ(kvmux_store_get_full(st, (const uint8_t *)k, strlen(k), NULL, NULL, &exp),
+             KVMUX_STATUS_OK);
+    CHECK_EQ(exp, 999999);
+    CHECK(kvmux_store_last_version(st) >= 40);
+    CHECK_EQ(cl.in.last_bseq, 1);
+    CHECK_EQ(sg.count, 0);
+    CHECK_EQ(atomic_load(&cl.in_stats.import_batches), batches0 + 1);
+    CHECK_EQ(atomic_load(&cl.in_stats.import_staged), 1);
+
+    /* Fencing: the same bseq again (a resend), a stale term, a term above
+     * min_term, another id -- refused, nothing applied, the staged value
+     * dropped each time. */
+    uint64_t refused0 = atomic_load(&cl.in_stats.import_refused);
+    stage_all(st, &cl, 5);
+    CHECK_EQ(import_staged(st, &cl, 7, 5, 1, k2, 50, 0, 5, SVAL).status,
+             KVMUX_STATUS_VERSION_MISMATCH);
+    stage_all(st, &cl, 6);
+    CHECK_EQ(import_staged(st, &cl, 7, 4, 2, k2, 50, 0, 6, SVAL).status,
+             KVMUX_STATUS_VERSION_MISMATCH);
+    stage_all(st, &cl, 7);
+    CHECK_EQ(import_staged(st, &cl, 7, 6, 1, k2, 50, 0, 7, SVAL).status,
+             KVMUX_STATUS_VERSION_MISMATCH);
+    stage_all(st, &cl, 8);
+    CHECK_EQ(import_staged(st, &cl, 8, 5, 2, k2, 50, 0, 8, SVAL).status, KVMUX_STATUS_BUSY);
+    CHECK_EQ(version_of(st, k2), 0);
+    CHECK_EQ(sg.count, 0);
+    CHECK_EQ(atomic_load(&cl.in_stats.import_refused), refused0 + 4);
+
+    /* A lower version than held: skipped (counted), the value kept; an
+     * expiry already passed at B's clock (3000): deleted, as ABSENT. */
+    stage_all(st, &cl, 9);
+    r = import_staged(st, &cl, 7, 5, 2, k, 30, 0, 9, SVAL);
+    CHECK_EQ(r.status, KVMUX_STATUS_OK);
+    CHECK_EQ(kvmux_load_u32be(r.extras + 4), 1);
+    CHECK_EQ(version_of(st, k), 40);
+    stage_all(st, &cl, 10);
+    CHECK_EQ(import_staged(st, &cl, 7, 5, 3, k, 60, 3000, 10, SVAL).status, KVMUX_STATUS_OK);
+    CHECK_EQ(version_of(st, k), 0);
+    CHECK_EQ(sg.count, 0);
+
+    /* Half staged across a snapshot: the restored replica finishes the
+     * value and applies the import exactly as this one does. */
+    CHECK_EQ(stage(st, &cl, 11, 0, SVAL / 2, SVAL).status, KVMUX_STATUS_OK);
+    uint8_t *snap;
+    size_t slen;
+    REQUIRE(kvmux_fsm_snapshot(st, &clk, NULL, &sg, &cl, realloc, &snap, &slen) == 0);
+    kvmux_store *st2 = new_store();
+    kvmux_fsm_cluster cl2;
+    kvmux_fsm_cluster_init(&cl2, GROUP);
+    kvmux_stage_tab sg2;
+    kvmux_stage_init(&sg2);
+    CHECK_EQ(kvmux_fsm_restore(st2, &clk, NULL, &sg2, &cl2, snap, slen), 0);
+    free(snap);
+    CHECK_EQ(sg2.count, 1);
+    kvmux_store *sts[2] = {st, st2};
+    kvmux_fsm_cluster *cls[2] = {&cl, &cl2};
+    kvmux_stage_tab *sgs[2] = {&sg, &sg2};
+    for (int i = 0; i < 2; i++) {
+        stage_tab = sgs[i];
+        CHECK_EQ(stage(sts[i], cls[i], 11, SVAL / 2, SVAL - SVAL / 2, SVAL).status,
+                 KVMUX_STATUS_OK);
+        CHECK_EQ(import_staged(sts[i], cls[i], 7, 5, 4, k2, 70, 0, 11, SVAL).status,
+                 KVMUX_STATUS_OK);
+        CHECK(holds_sval(sts[i], k2));
+        CHECK_EQ(sgs[i]->count, 0);
+    }
+    CHECK_EQ(kvmux_fsm_digest(st2), kvmux_fsm_digest(st));
+    CHECK(same_in(&cl.in, &cl2.in));
+
+    /* No staged values table at all: INTERNAL, nothing applied. */
+    stage_tab = NULL;
+    CHECK_EQ(import_staged(st, &cl, 7, 5, 5, key_r[2], 80, 0, 12, SVAL).status,
+             KVMUX_STATUS_INTERNAL);
+    CHECK_EQ(version_of(st, key_r[2]), 0);
+    CHECK_EQ(cl.in.last_bseq, 4);
+
+    kvmux_stage_clear(&sg);
+    kvmux_stage_clear(&sg2);
+    kvmux_fsm_cluster_clear(&cl);
+    kvmux_fsm_cluster_clear(&cl2);
+    kvmux_store_free(st);
+    kvmux_store_free(st2);
+}
+
 /* The batch of docs/PROTOCOL.md 18.6 (also in tests/vectors/frames.hex):
  * id 7, term 5, bseq 1, a PUT of "k" = "v" at version 2 without expiry,
  * an ABSENT of "gone". */
@@ -505,9 +713,41 @@ static void test_codec(void) {
     }
 }
 
+/* The 1 MiB bound of a batch's keys and values holds for batches of
+ * several records; a batch of one record may be bigger (a big value
+ * travels alone: the server bounds it by --max-value). */
+static void test_big_batch(void) {
+    size_t vlen = KVMUX_MIG_BATCH_BYTES + 1, cap = 2 * (vlen + 64);
+    uint8_t *p = calloc(1, cap), *v = calloc(1, vlen);
+    REQUIRE(p && v);
+    size_t n = kvmux_mig_batch_encode_hdr(p, 7, 5, 1, 1);
+    kvmux_mig_rec r = {.kind = KVMUX_MIG_REC_PUT, .klen = 1, .key = (const uint8_t *)"k",
+                       .version = 2, .vlen = (uint32_t)vlen, .value = v};
+    n += kvmux_mig_rec_encode(p + n, &r);
+    kvmux_mig_batch b;
+    char err[160];
+    CHECK_EQ(kvmux_mig_batch_parse(p, n, 1024, 1, 0, &b, err, sizeof err), 0);
+    /* A second record, even a small one: over 1 MiB in a batch of two. */
+    kvmux_mig_rec r2 = {.kind = KVMUX_MIG_REC_ABSENT, .klen = 1, .key = (const uint8_t *)"g"};
+    n += kvmux_mig_rec_encode(p + n, &r2);
+    kvmux_store_u16be(p + 16, 2);
+    CHECK_EQ(kvmux_mig_batch_parse(p, n, 1024, 1, 0, &b, err, sizeof err), -1);
+    CHECK(strstr(err, "only a batch of one record may be bigger") != NULL);
+    /* Two records of half a MiB each and a byte: refused likewise. */
+    n = kvmux_mig_batch_encode_hdr(p, 7, 5, 1, 2);
+    r.vlen = KVMUX_MIG_BATCH_BYTES / 2;
+    n += kvmux_mig_rec_encode(p + n, &r);
+    n += kvmux_mig_rec_encode(p + n, &r);
+    CHECK_EQ(kvmux_mig_batch_parse(p, n, 1024, 1, 0, &b, err, sizeof err), -1);
+    free(p);
+    free(v);
+}
+
 int main(void) {
     pick_keys();
+    test_big_batch();
     test_codec();
     test_rules();
+    test_staged();
     return test_report();
 }
