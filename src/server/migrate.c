@@ -683,6 +683,21 @@ static int copy_dirty(attempt *a, uint32_t upto) {
     return flush(a);
 }
 
+static int sum_dirty(void *ud, const uint8_t *key, size_t klen, uint32_t gen, int present,
+                     const uint8_t *value, size_t vlen, uint64_t version, uint64_t expire_at) {
+    (void)key, (void)gen, (void)value, (void)version, (void)expire_at;
+    *(uint64_t *)ud += klen + (present ? vlen : 0);
+    return 0;
+}
+
+/* What the final delta would send now: the dirty keys with the values
+ * they hold (the record counts key bytes only). 0 with *bytes, or -1. */
+static int delta_bytes(attempt *a, uint64_t *bytes) {
+    *bytes = 0;
+    return kvmux_migout_collect(&cluster(a->m)->out, a->m->srv->store, a->rec->id, 0, sum_dirty,
+                                bytes) < 0 ? -1 : 0;
+}
+
 /* Drain rounds until the dirty set may be fenced (section 5). 0 (fence
  * now), 1 (an ABORT is needed: *why), -1 (the attempt stops). */
 static int drain(attempt *a, char *why, size_t cap) {
@@ -699,10 +714,15 @@ static int drain(attempt *a, char *why, size_t cap) {
         }
         if (mi.dirty_keys <= FENCE_KEYS && mi.dirty_bytes <= FENCE_BYTES) return 0;
         if (round == MAX_ROUNDS) {
-            if (mi.dirty_bytes <= LAST_ROUND_BYTES) return 0;
+            /* The fenced window lasts as long as the final delta: values
+             * count (the record's key bytes cannot pass 16 MiB anyway,
+             * the overflow above ends the move first). */
+            uint64_t delta;
+            if (delta_bytes(a, &delta) != 0) return -1;
+            if (delta <= LAST_ROUND_BYTES) return 0;
             snprintf(why, cap, "writes to slots %u-%u outpace the copy (%u dirty keys, %llu "
-                     "bytes)", r->first, r->last, mi.dirty_keys,
-                     (unsigned long long)mi.dirty_bytes);
+                     "bytes with their values after %u rounds)", r->first, r->last,
+                     mi.dirty_keys, (unsigned long long)delta, MAX_ROUNDS);
             return 1;
         }
         uint8_t v[4];

@@ -17,7 +17,8 @@
  * back with its newer version. Then a move to group 3, which cannot take
  * the keys (over --maxmemory), is aborted: both sides reach their end
  * states and acknowledge (kvmux-cli, waiting for it with --timeout,
- * prints a progress line and exits 5). Then a move whose dirty set
+ * prints a progress line and exits 5). Then a move outpaced by writes
+ * of big values for 8 drain rounds is aborted, and a move whose dirty set
  * overflows (16 MiB of key bytes written while the target is stopped)
  * is aborted with that reason, every key kept at the source. And the
  * argument limits of CLUSTER import and import-begin. The model test
@@ -277,6 +278,94 @@ static void abort_stalled(rgroup *mg, const char *mapeps, rgroup *g1, rgroup *g3
     check_keys(g1->cport[0], "after the abort");
 }
 
+/* Writes that outpace the drain rounds: OUTP_KEYS keys of R with
+ * OUTP_KEY_LEN-byte names (their key bytes alone pass the fence's 256 KiB)
+ * and OUTP_VAL_LEN-byte values are rewritten by OUTP_DEPTH pipelined SETs
+ * while the move runs, so after 8 rounds the final delta would still send
+ * more than 16 MiB: the source asks ABORT "writes to slots ... outpace the
+ * copy", unfences, keeps every key; the target purges, both acknowledge. */
+#define OUTP_KEYS 200
+#define OUTP_KEY_LEN 3000
+#define OUTP_VAL_LEN (128 * 1024)
+#define OUTP_DEPTH 32
+
+typedef struct outpacer {
+    uint16_t port;
+    atomic_int stop;
+    atomic_long acked, failed; /* read by the test while the thread runs */
+} outpacer;
+
+static void outp_key(int i, char *out) {
+    int from = 7000000 + i * 7;
+    char tag[16];
+    cluster_key_in(FIRST, LAST, &from, tag, sizeof tag);
+    int n = snprintf(out, OUTP_KEY_LEN + 1, "{%s}o%d-", tag, i);
+    memset(out + n, 'o', (size_t)(OUTP_KEY_LEN - n));
+    out[OUTP_KEY_LEN] = '\0';
+}
+
+static void *outpacer_main(void *arg) {
+    outpacer *w = arg;
+    kvmux_client *c = connect_to(w->port);
+    static char keys_o[OUTP_KEYS][OUTP_KEY_LEN + 1], val[OUTP_VAL_LEN];
+    kvmux_future *fs[OUTP_DEPTH] = {0};
+    for (int i = 0; i < OUTP_KEYS; i++) outp_key(i, keys_o[i]);
+    long stop_at = -1;
+    for (long i = 0;; i++) {
+        int s = (int)(i % OUTP_DEPTH);
+        if (fs[s]) {
+            if (kvmux_future_wait(fs[s], 20000) == 0 && kvmux_future_result(fs[s], NULL) == 0)
+                atomic_fetch_add(&w->acked, 1);
+            else
+                atomic_fetch_add(&w->failed, 1);
+            kvmux_future_free(fs[s]);
+            fs[s] = NULL;
+        }
+        if (stop_at < 0 && atomic_load(&w->stop)) stop_at = i;
+        if (stop_at >= 0) {
+            if (i - stop_at == OUTP_DEPTH - 1) break; /* every slot waited for */
+            continue;
+        }
+        memset(val, 'a' + (int)(i % 26), sizeof val);
+        kvmux_request rq = {.op = KVMUX_SET, .key = keys_o[i % OUTP_KEYS],
+                            .key_len = OUTP_KEY_LEN, .value = val, .value_len = sizeof val};
+        if (kvmux_call_future(c, &rq, 20000, &fs[s]) != 0) atomic_fetch_add(&w->failed, 1);
+    }
+    kvmux_close(c);
+    return NULL;
+}
+
+static void outpaced(rgroup *mg, rgroup *g1, rgroup *g2, uint32_t id) {
+    uint64_t rounds0 = rgroup_stat(g1, 0, "migrate_rounds");
+    uint64_t aborts0 = rgroup_stat(g1, 0, "migrate_aborts");
+    static outpacer w;
+    w.port = g1->cport[0];
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, outpacer_main, &w) == 0);
+    while (atomic_load(&w.acked) < OUTP_KEYS && !atomic_load(&w.failed))
+        test_sleep_ms(10); /* every key written once */
+    int64_t t0 = test_now_ms();
+    REQUIRE(migt_start_move(mg, FIRST, LAST, 2) == id);
+    kvmux_migrec r;
+    memset(&r, 0, sizeof r);
+    CHECK_EQ(migt_record(mg, id, 1, 120000, &r), 0);
+    atomic_store(&w.stop, 1);
+    pthread_join(th, NULL);
+    uint64_t rounds = rgroup_stat(g1, 0, "migrate_rounds") - rounds0;
+    printf("outpaced: %ld SETs of %d-byte values acknowledged (%ld failed), %llu drain rounds, "
+           "ended in %lld ms: %s\n", atomic_load(&w.acked), OUTP_VAL_LEN, atomic_load(&w.failed),
+           (unsigned long long)rounds,
+           (long long)(test_now_ms() - t0), r.reason);
+    CHECK_EQ(r.state, KVMUX_MIG_ABORTED);
+    CHECK(strstr(r.reason, "outpace the copy") != NULL && strstr(r.reason, "after 8 rounds"));
+    CHECK(rounds >= 8);
+    CHECK_EQ(atomic_load(&w.failed), 0);
+    CHECK_EQ(rgroup_stat(g1, 0, "migrate_aborts"), aborts0 + 1);
+    CHECK_EQ(wait_slotkeys_zero(g2->cport[0]), 0);
+    CHECK_EQ(migt_slotkeys(g1->cport[0], FIRST, LAST), NKEYS + OUTP_KEYS);
+    check_keys(g1->cport[0], "after the outpaced move");
+}
+
 /* Writes to R while the copy cannot finish overflow the source's dirty
  * set (KVMUX_MIG_DIRTY_MAX_BYTES: 16 MiB of key bytes): the target is
  * SIGSTOPped before the move is recorded, so the bulk pass waits, and
@@ -332,7 +421,7 @@ static void dirty_overflow(rgroup *mg, rgroup *g1, rgroup *g2, uint32_t id) {
     if (strncmp(r.reason, "dirty set overflow: ", 20) != 0) fprintf(stderr, "reason: %s\n", r.reason);
     CHECK_EQ(rgroup_stat(g1, 0, "migrate_aborts"), aborts0 + 1);
     CHECK_EQ(wait_slotkeys_zero(g2->cport[0]), 0);
-    CHECK_EQ(migt_slotkeys(g1->cport[0], FIRST, LAST), NKEYS + OVF_KEYS);
+    CHECK_EQ(migt_slotkeys(g1->cport[0], FIRST, LAST), NKEYS + OUTP_KEYS + OVF_KEYS);
     check_keys(g1->cport[0], "after the overflow");
     kvmux_client *c = connect_to(g1->cport[0]);
     char k[OVF_KEY_LEN + 1];
@@ -431,8 +520,11 @@ int main(void) {
     /* 1 -> 3, stalled, aborted. */
     abort_stalled(&mg, mapeps, &g1, &g3, 3);
 
+    /* 1 -> 2 again, outpaced by writes for 8 rounds, aborted. */
+    outpaced(&mg, &g1, &g2, 4);
+
     /* 1 -> 2 again, its dirty set overflowed, aborted. */
-    dirty_overflow(&mg, &g1, &g2, 4);
+    dirty_overflow(&mg, &g1, &g2, 5);
 
     rgroup_stop(&g3);
     rgroup_stop(&g1);
