@@ -59,7 +59,7 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     kvmux_add_test(migrate_move_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_move_test.c
         ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
-      LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 180)
+      LIBS kvmux kvmux_rgroup LABELS "integration;concurrent" TIMEOUT 300)
     # Slot migration step 7: two 24 MiB values moved (staged imports,
     # 0xF5) into a 3-member group, small SETs' p99 printed with and
     # without the move; a move refused for a target's --max-value; a
