@@ -26,7 +26,24 @@
  * and fails unless L = 0 and D = 0. Every write and the final reads also
  * go to an in-process lincheck history (tests/replica/tools/lincheck.h),
  * which must be linearizable: versions never go back across the moves,
- * no write is applied twice or lost. */
+ * no write is applied twice or lost.
+ *
+ * KVMUX_MIGFAULT_MODE=netns (migrate_netns_test, step 9: run inside
+ * `tests/replica/tools/netns.sh session 9` by migrate_netns_test.sh, kvmuxd
+ * through netns_kvmuxd.sh): every member in a network namespace of its
+ * own (map group nodes 1-3, group 1 nodes 4-6, group 2 nodes 7-9; the test
+ * process is the host, in no partition group), 12,000 bulk values of
+ * 3,000 bytes (--maxmemory 128M), and instead of the cycles five scenarios, one migration
+ * each, partitions instead of kills (netns_run and the scen_ functions
+ * say what each asserts): a zombie source leader (refused by B's term
+ * fence), A split from B past the stall timeout (ABORTED before the
+ * heal) and within it (resumes), the map group isolated while copying
+ * (the source fences and stays fenced past its fence timeout; R not
+ * served), and that with A also split from B (the record ends once the
+ * map group is back, R served while A and B are still split). After each
+ * scenario the writer stops, and the end state, the read-back (the
+ * summary line, "partitions=" for "kills=") and lincheck over the
+ * history so far are checked. */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -44,9 +61,10 @@
 #define FIRST 100
 #define LAST 299
 #define NBULK 4000   /* loaded before the cycles: the copy takes a while */
-#define NETNS_BULK 12000 /* netns mode: 12,000 values of 1,000 bytes (12 MB): the copy
-                            lasts long enough for a partition to land in it */
-#define NETNS_VSIZE 1000
+#define NETNS_BULK 12000 /* netns mode: 12,000 values of 3,000 bytes (36 MB): the copy
+                            (~2.5 s) outlasts a `netns.sh split` (up to ~1 s on a
+                            loaded machine), so the partition lands in it */
+#define NETNS_VSIZE 3000
 #define MAX_BULK NETNS_BULK
 #define NSET 300     /* keys the writer SETs */
 #define NCTR 16      /* counters it INCRs */
@@ -463,7 +481,8 @@ static void setup(cluster *cl, int reps) {
                                 rgroup_host(&cl->mg, i), cl->mg.cport[i]);
     for (int gi = 0; gi < 2; gi++) {
         const char *a[] = {"--cluster-group", gi ? "2" : "1", "--cluster-map", mapeps,
-                           "--maxmemory", "32M", "--migrate-stall-timeout", "5000",
+                           "--maxmemory", netns_mode ? "128M" : "32M",
+                           "--migrate-stall-timeout", "5000",
                            "--migrate-fence-timeout", "5000", NULL};
         memcpy(x[gi], a, sizeof a);
         REQUIRE(rgroup_start_hosts(&cl->g[gi], reps, x[gi], group_hosts(gi, hosts)) == 0);
