@@ -610,16 +610,22 @@ static void scenario_end(cluster *cl, writer *w, int k, const char *name, uint32
            r.reason, (long long)atomic_load(&w->max_wait_ms));
 }
 
-#define ZOMBIE_ELECTION_MS "10000"
+#define ZOMBIE_ELECTION_MS "20000"
+#define ZOMBIE_STALL_MS "60000"
+#define ZOMBIE_REFUSE_WAIT_MS 15000
 
-/* Make member z of g its leader, restarted with a 10 s election timeout
- * (the others keep 1 s): a C-Raft leader steps down only after an
- * election timeout without a majority, so cut off it keeps believing it
- * leads for 10 s while the others elect a leader within 2 s: a zombie
- * long enough to keep sending batches after the new leader's pass began
- * at B. (Mixed timeouts are a test device: such a leader's lease would
- * outlive a new leader's election; the writer only writes meanwhile.)
- * Returns z's index, or -1. */
+/* Make member z of g its leader, restarted with a 20 s election timeout
+ * (the others keep 1 s) and a 60 s stall timeout: a C-Raft leader steps
+ * down only after an election timeout without a majority, so cut off it
+ * keeps believing it leads for 20 s while the others elect a leader
+ * within a few seconds, and its migrate thread keeps the import it had in
+ * flight (TCP retransmits it once B is reachable again, up to seconds
+ * later: the retransmission timer backs off while packets are dropped)
+ * instead of giving up at the group's 5 s stall timeout: a zombie whose
+ * batch reaches B after the new leader's pass began there. (Mixed
+ * timeouts are a test device: such a leader's lease would outlive a new
+ * leader's election; the writer only writes meanwhile.) Returns z's
+ * index, or -1. */
 static int make_zombie_leader(rgroup *g) {
     int l = rgroup_stable_leader(g, 20000);
     REQUIRE(l >= 0);
@@ -629,6 +635,8 @@ static int make_zombie_leader(rgroup *g) {
     for (; g->extra[n] && n < 20; n++) zx[n] = g->extra[n];
     zx[n++] = "--election-timeout";
     zx[n++] = ZOMBIE_ELECTION_MS;
+    zx[n++] = "--migrate-stall-timeout";
+    zx[n++] = ZOMBIE_STALL_MS;
     zx[n] = NULL;
     const char *const *keep = g->extra;
     rgroup_kill(g, z);
@@ -680,22 +688,32 @@ static void scen_zombie(cluster *cl, writer *w, int k) {
         sent = v != UINT64_MAX && v > 0;
     }
     netns("split '%d|%d,%d'", node_of(src, sl), node_of(src, f1), node_of(src, f2));
-    test_sleep_ms(3000);
+    int64_t t2 = test_now_ms();
+    uint64_t refused = 0;
+    while (refused == 0 && test_now_ms() - t2 < ZOMBIE_REFUSE_WAIT_MS) {
+        test_sleep_ms(100);
+        refused = stat_max(b, "migrate_import_refused") - ref0;
+    }
+    int64_t t3 = test_now_ms();
     int zombie = migt_stat_is(a, sl, "replica_role", "leader");
     netns("heal");
-    uint64_t refused = stat_max(b, "migrate_import_refused") - ref0;
+    refused = stat_max(b, "migrate_import_refused") - ref0;
     CHECK(nl >= 0);
     /* The zombie still led when it reached B again: B refused it. */
     if (hit && sent) CHECK(refused > 0);
     char what[320];
     snprintf(what, sizeof what, "A's leader (member %d) cut from its followers and B %s "
              "copying, member %d elected after %lld ms and %s; the old leader reached B again "
-             "for 3 s (then %s leader); B refused %llu import batches", sl + 1,
-             hit ? "while" : "after (missed)", nl + 1, (long long)(t1 - t0),
-             sent ? "sent B a batch" : "sent B NO batch in 15 s",
-             zombie ? "still said it was" : "no longer said it was",
+             "(first refusal after %lld ms; it then %s leader); B refused %llu import batches",
+             sl + 1, hit ? "while" : "after (missed)", nl + 1, (long long)(t1 - t0),
+             sent ? "sent B a batch" : "sent B NO batch in 15 s", (long long)(t3 - t2), zombie ? "still said it was" : "no longer said it was",
              (unsigned long long)refused);
     scenario_end(cl, w, k, "zombie source", id, src, what);
+    /* The old leader back to the group's own timeouts (its 60 s stall
+     * timeout would hold a later scenario's copy past the test's wait). */
+    rgroup_kill(a, sl);
+    REQUIRE(rgroup_start_member(a, sl, 0) == 0);
+    REQUIRE(rgroup_stable_leader(a, 20000) >= 0);
 }
 
 /* 2. A split from B while copying for hold_ms: longer than the stall
