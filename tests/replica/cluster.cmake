@@ -83,6 +83,17 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
         ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup kvmux_lincheck LABELS "fault;concurrent" TIMEOUT 600)
     set_tests_properties(migrate_fault_test PROPERTIES RUN_SERIAL TRUE)
+    # Step 9: the same test in netns mode, partitions instead of kills
+    # (a zombie source, A split from B while copying and at the fence, the
+    # map group isolated): each member in a network namespace of its own
+    # (tools/netns.sh; root, iproute2, nftables; fails, never skips,
+    # without them), label netns as netns_test and partition_test: not
+    # concurrent, so it runs plain and under ASan, not under TSan.
+    add_test(NAME migrate_netns_test
+             COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/migrate_netns_test.sh
+                     $<TARGET_FILE:migrate_fault_test> $<TARGET_FILE:kvmuxd> 420)
+    set_tests_properties(migrate_netns_test PROPERTIES TIMEOUT 480 LABELS "netns;fault"
+                         RUN_SERIAL TRUE)
     # The migration workload driver (migload.h): a cluster of real kvmuxd,
     # load threads over one cluster client, the mover, the probers, the
     # model and lincheck. Used by migrate_model_test and bench/clusterload.

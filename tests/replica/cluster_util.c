@@ -31,10 +31,15 @@ size_t cluster_map_bytes(const char *text, uint8_t *out, size_t cap) {
 
 int cluster_call(uint16_t port, const char *sub, const void *val, size_t vlen, uint8_t *out,
                  size_t cap, size_t *outlen) {
+    return cluster_call_at("127.0.0.1", port, sub, val, vlen, out, cap, outlen);
+}
+
+int cluster_call_at(const char *host, uint16_t port, const char *sub, const void *val,
+                    size_t vlen, uint8_t *out, size_t cap, size_t *outlen) {
     kvmux_client *c = NULL;
     kvmux_options o;
     kvmux_options_init(&o);
-    REQUIRE(kvmux_connect(&c, "127.0.0.1", port, &o) == 0);
+    REQUIRE(kvmux_connect(&c, host, port, &o) == 0);
     kvmux_request r;
     memset(&r, 0, sizeof r);
     r.op = KVMUX_CLUSTER;

@@ -20,6 +20,10 @@ size_t cluster_map_bytes(const char *text, uint8_t *out, size_t cap);
  * its length in *outlen (0 when not copied). */
 int cluster_call(uint16_t port, const char *sub, const void *val, size_t vlen, uint8_t *out,
                  size_t cap, size_t *outlen);
+/* cluster_call to host (an IPv4 literal) instead of 127.0.0.1: a member
+ * in a network namespace of its own (tests/replica/tools/netns.sh). */
+int cluster_call_at(const char *host, uint16_t port, const char *sub, const void *val,
+                    size_t vlen, uint8_t *out, size_t cap, size_t *outlen);
 
 /* A key "k<i>" (NUL-terminated in key[0..cap)) whose slot is in [lo, hi]:
  * the first such with i >= *from; *from is then i + 1, so calls in a row

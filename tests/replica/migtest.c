@@ -22,7 +22,8 @@ int migt_table(const rgroup *mg, kvmux_migtab *t) {
     for (int i = 0; i < mg->n; i++) {
         size_t n = 0;
         if (!mg->up[i]) continue;
-        if (cluster_call(mg->cport[i], "migrations", NULL, 0, buf, sizeof buf, &n) == 0 &&
+        if (cluster_call_at(rgroup_host(mg, i), mg->cport[i], "migrations", NULL, 0, buf,
+                            sizeof buf, &n) == 0 &&
             kvmux_migtab_decode(t, buf, n, NULL, 0) == 0)
             return 0;
     }
@@ -48,10 +49,14 @@ int migt_record(const rgroup *mg, uint32_t id, int ended, int wait_ms, kvmux_mig
 }
 
 long long migt_slotkeys(uint16_t port, int first, int last) {
+    return migt_slotkeys_at("127.0.0.1", port, first, last);
+}
+
+long long migt_slotkeys_at(const char *host, uint16_t port, int first, int last) {
     char out[8192], arg[32];
     size_t n = 0;
     snprintf(arg, sizeof arg, "%d-%d", first, last);
-    if (cluster_call(port, "slotkeys", arg, strlen(arg), (uint8_t *)out, sizeof out - 1, &n) != 0)
+    if (cluster_call_at(host, port, "slotkeys", arg, strlen(arg), (uint8_t *)out, sizeof out - 1, &n) != 0)
         return -1;
     out[n] = '\0';
     const char *t = strstr(out, "total ");

@@ -18,7 +18,8 @@
 int migt_run(const char *cmd, char *out, size_t cap);
 
 /* The map group's table through any member of mg that answers (the
- * leader; a follower answers NOT_LEADER) into *t. 0, or -1. */
+ * leader; a follower answers NOT_LEADER; each at rgroup_host) into *t.
+ * 0, or -1. */
 int migt_table(const rgroup *mg, kvmux_migtab *t);
 
 /* Record id of the table into *out, waited for up to wait_ms to be ended
@@ -28,6 +29,8 @@ int migt_record(const rgroup *mg, uint32_t id, int ended, int wait_ms, kvmux_mig
 
 /* The total of CLUSTER slotkeys first-last on the member at port, or -1. */
 long long migt_slotkeys(uint16_t port, int first, int last);
+/* migt_slotkeys on the member at host:port (rgroup_host). */
+long long migt_slotkeys_at(const char *host, uint16_t port, int first, int last);
 
 /* The map group's current epoch (from its leader's STATS), or 0. */
 uint64_t migt_map_epoch(const rgroup *mg);
