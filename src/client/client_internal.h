@@ -135,8 +135,10 @@ typedef enum kvmux__op_state {
     KVMUX__OP_ROUTED = 4           /* cluster handle (cluster.c): a
                                       sub-client holds its request, or
                                       it waits for a retry or a group's
-                                      connect; its deadline is on the
-                                      cluster handle's timer heap */
+                                      connect; its deadline is the
+                                      hop's on the sub-client, or,
+                                      parked, on the cluster handle's
+                                      timer heap */
 } kvmux__op_state;
 
 typedef enum kvmux__op_kind {
@@ -586,11 +588,12 @@ void kvmux__failover_slot_lost(kvmux_client *c, kvmux__slot *s);
 /* kvmux_connect with opts->cluster = 1 (opts imported and checked). */
 int kvmux__cluster_connect(kvmux_client **out, const char *host, uint16_t port,
                            const kvmux_options *o);
-/* Route op (ROUTED, request copied, deadline on c's heap, lock held):
- * send it to its group's sub-client, or park it (group connecting).
- * Returns 0 (routed: it completes exactly once), or an error without
- * having routed it (KVMUX_EAGAIN: the sub-client's queue is full, or
- * too many ops wait for a connect; try_only: no credit right now). now:
+/* Route op (ROUTED, request copied, op->timer.deadline set, not on c's
+ * heap; lock held): send it to its group's sub-client (the hop's deadline
+ * is op's), or park it (group connecting: then on c's heap). Returns 0
+ * (routed: it completes exactly once), or an error without having routed
+ * it (KVMUX_EAGAIN: the sub-client's queue is full, or too many ops wait
+ * for a connect; try_only: no credit right now; KVMUX_ENOMEM). now:
  * the monotonic ms op's deadline was computed from (the hop's timeout
  * counts from it: no second clock read). */
 int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only, int64_t now);
