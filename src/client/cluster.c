@@ -82,6 +82,9 @@
 /* gidx: this slot's owner is found in map->owner (a group at index
  * 254 or beyond). */
 #define CL_GIDX_MAP 255u
+/* Runs of slots (one owner each) a map may have for the run table
+ * (gidx otherwise). */
+#define CL_RUNS_MAX 16u
 /* A comma-separated member list. */
 #define CL_EP_MAX (KVMUX_MAP_MAX_MEMBERS * KVMUX_MAP_ADDR_MAX)
 
@@ -152,6 +155,16 @@ struct kvmux__router {
      * miss per request in profiles (docs/BENCHMARKS.md). Kept equal to
      * map->owner by cl_gidx_build and cl_redirect. */
     uint8_t gidx[KVMUX_SLOTS];
+    /* The same, as runs of slots, when the map has at most CL_RUNS_MAX
+     * (maps are assigned by ranges): run i covers the slots up to
+     * run_end[i] (ascending; the last is KVMUX_SLOTS - 1) with gidx value
+     * run_g[i]. A few bytes in one cache line, where 16 KiB read at a
+     * random slot missed the cache (and the TLB) even so. nruns 0: read
+     * gidx (more runs, or a redirect patched a slot since the map was
+     * installed). */
+    uint32_t nruns;
+    uint16_t run_end[CL_RUNS_MAX];
+    uint8_t run_g[CL_RUNS_MAX];
 };
 
 /* ---- groups ---- */
@@ -227,6 +240,26 @@ static void cl_gidx_build(kvmux__router *r) {
         }
         r->gidx[s] = o ? v : 0;
     }
+    /* The runs, if few enough. */
+    uint32_t n = 0;
+    for (uint32_t s = 0; s < KVMUX_SLOTS; s++) {
+        if (s + 1 < KVMUX_SLOTS && r->gidx[s + 1] == r->gidx[s]) continue;
+        if (n == CL_RUNS_MAX) {
+            n = 0;
+            break;
+        }
+        r->run_end[n] = (uint16_t)s;
+        r->run_g[n++] = r->gidx[s];
+    }
+    r->nruns = n;
+}
+
+/* gidx of slot (see the router's gidx and runs). */
+static uint8_t cl_gidx_at(const kvmux__router *r, uint16_t slot) {
+    if (r->nruns == 0) return r->gidx[slot];
+    uint32_t i = 0;
+    while (slot > r->run_end[i]) i++; /* the last run ends at the last slot */
+    return r->run_g[i];
 }
 
 /* Make every group of r's map known, with its members, and the slot
@@ -350,7 +383,7 @@ static uint16_t cl_target_req(const kvmux__router *r, const kvmux_request *q, ui
 static kvmux__cgroup *cl_target(kvmux_client *c, const kvmux_request *q, uint16_t rgroup) {
     const kvmux__router *r = c->router;
     if (!rgroup && cl_keyed(q->op)) {
-        uint8_t i = r->gidx[kvmux_slot(q->key, q->key_len)];
+        uint8_t i = cl_gidx_at(r, kvmux_slot(q->key, q->key_len));
         if (i != 0 && i != CL_GIDX_MAP) return r->groups[i - 1u];
     }
     return cl_group_learn(c, cl_target_req(r, q, rgroup), NULL);
@@ -646,6 +679,7 @@ static cl_verdict cl_redirect(kvmux_client *c, kvmux__cgroup *from, const kvmux_
          * the whole map is asked for once. */
         r->map->owner[rd.slot] = rd.group;
         r->gidx[rd.slot] = cl_gidx_of(cl_group_find(r, rd.group));
+        r->nruns = 0; /* the runs are rebuilt with the next map */
         cl_maybe_refresh(c, from, rd.epoch);
     }
     *rgroup = rd.group;
