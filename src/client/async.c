@@ -478,11 +478,15 @@ out:
 /* The one submit path; see the file comment. Exactly one of cb / fut is
  * used, according to kind. now: the monotonic ms the deadline counts
  * from, < 0 to read the clock here (a cluster hop passes the time its
- * route was decided at: one clock read per request, not three). */
+ * route was decided at: one clock read per request, not three). borrow:
+ * req's key and value stay valid and unchanged until this request
+ * completes or is cancelled (a cluster hop: its op's copy), so an
+ * endpoints-mode request keeps pointers to them instead of a copy of
+ * its own. */
 static int async_submit_at(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                            kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
                            kvmux_future **fut, int try_only, kvmux_handle *handle,
-                           int64_t now) {
+                           int64_t now, int borrow) {
     if (!c || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT) return KVMUX_EINVAL;
     if (kind == KVMUX__OP_CALLBACK ? !cb : !fut) return KVMUX_EINVAL;
     int64_t tmo = timeout_ms;
@@ -559,6 +563,10 @@ static int async_submit_at(kvmux_client *c, const kvmux_request *req, int timeou
         if (!direct && big) {
             async_adopt_copy(op, req, big);
             big = NULL;
+        } else if (!direct && borrow && kvmux__failover_on(c)) {
+            /* Only endpoints mode: it never lends its copy to a transfer
+             * (kvmux__async_pump's steal), which would take op->buf. */
+            op->q->req = *req;
         } else if (!direct && async_copy_req(op, req) != 0) {
             kvmux__op_recycle(c, op);
             goto out;
@@ -612,7 +620,8 @@ out:
 static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                         kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
                         kvmux_future **fut, int try_only, kvmux_handle *handle) {
-    return async_submit_at(c, req, timeout_ms, kind, cb, user_data, fut, try_only, handle, -1);
+    return async_submit_at(c, req, timeout_ms, kind, cb, user_data, fut, try_only, handle, -1,
+                           0);
 }
 
 int kvmux_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
@@ -629,9 +638,9 @@ int kvmux_call_async_handle(kvmux_client *c, const kvmux_request *req, int timeo
 
 int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                            kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h,
-                           int64_t now) {
+                           int64_t now, int borrow) {
     return async_submit_at(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, ud, NULL, try_only, h,
-                           now);
+                           now, borrow);
 }
 
 void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r) {

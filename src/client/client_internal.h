@@ -661,10 +661,13 @@ int kvmux__cb_direct_here(const kvmux_client *c);
 kvmux_client *kvmux__cb_direct_via(const kvmux_client *c);
 /* Submit a callback request, try_only as kvmux_try_call_async, *h its
  * handle (async.c). Its deadline is now + timeout_ms (now: monotonic ms,
- * < 0 to read the clock). */
+ * < 0 to read the clock). borrow (endpoints mode; ignored otherwise):
+ * req's key and value stay valid and unchanged until the request's
+ * callback runs or kvmux_cancel(c, *h) has returned, so c keeps no copy
+ * of its own (a cluster hop lends its op's). */
 int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                            kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h,
-                           int64_t now);
+                           int64_t now, int borrow);
 /* Close-time: fail c for good (closing, KVMUX_ECLOSED) and wake every
  * caller blocked on it, without freeing anything: a cluster handle does
  * this to its sub-clients before waiting for its own callers (client.c). */

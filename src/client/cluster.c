@@ -6,12 +6,19 @@
  * (fd -1, no reader or writer) whose `router` holds the slot map and one
  * endpoints-mode sub-client per group. Its async machinery is the usual
  * one (async.c): a submit makes an op that keeps a copy of the request,
- * its deadline goes on the handle's timer heap (so the handle's completion
- * thread enforces it whatever a sub-client does), and the op is ROUTED:
+ * and the op is ROUTED:
  *   - sent: a callback request on its group's sub-client is outstanding
- *     (a "hop", op->hop), with the time left as its timeout;
+ *     (a "hop", op->hop), with the time left as its timeout -- the op's
+ *     own deadline, counted from the same clock read, which the
+ *     sub-client enforces as it does its own requests' (its deadline
+ *     lists, whatever its connection does);
  *   - parked: waiting for its group's sub-client to connect (op->rwait),
- *     or for a retry time (TRY_AGAIN backoff, a full sub-client queue).
+ *     or for a retry time (TRY_AGAIN backoff, a full sub-client queue);
+ *     only then is its deadline on the handle's timer heap (its
+ *     completion thread, or the loop's timer, enforces it).
+ * The slot's group is one byte per slot (gidx), or, for a map of a few
+ * slot ranges, a run table of one cache line (the 32 KiB map read at a
+ * random slot per request missed the cache).
  * The hop's callback (on the sub-client's completion thread) takes the
  * handle's mutex and follows WRONG_SHARD at once (the group it names,
  * made from the endpoints it carries if the map does not know it),
@@ -450,8 +457,12 @@ static int cl_send(kvmux_client *c, kvmux__op *op, kvmux__cgroup *g, int64_t now
     hop->op = op;
     hop->g = g;
     int tmo = left > INT32_MAX ? INT32_MAX : (int)left;
+    /* The sub-client borrows op's copy of the request: op outlives the
+     * hop's sub-request (its answer ends the hop; an op completing first
+     * cancels the sub-request, kvmux__cluster_unroute, which stops every
+     * read of the copy before op is recycled). */
     int rc = kvmux__async_submit_cb(g->sub, &op->q->req, tmo, cl_hop_cb, hop, first && try_only,
-                                    &hop->h, now);
+                                    &hop->h, now, 1);
     if (rc != 0) {
         cl_hop_free(c, hop);
         if (rc == KVMUX_EAGAIN && !first) {
@@ -582,7 +593,7 @@ static void cl_maybe_refresh(kvmux_client *c, kvmux__cgroup *g, uint64_t epoch) 
     q.key = "map";
     q.key_len = 3;
     if (kvmux__async_submit_cb(g->sub, &q, c->opts.connect_timeout_ms, cl_hop_cb, hop, 0,
-                               &hop->h, -1) != 0) {
+                               &hop->h, -1, 0) != 0) {
         cl_hop_free(c, hop);
         return;
     }
