@@ -25,7 +25,7 @@
 # agrees: the machine is shared and the rounds are short.
 # -I counts instructions instead (valgrind's callgrind, no cache
 # simulation): user-space instructions per request of each side, which
-# the load of a shared machine does not move at all. Each side runs twice,
+# the load of a shared machine hardly moves. Each side runs twice,
 # for SECONDS and 3 x SECONDS (slowed ~50x, so fewer requests), and the
 # figure is the difference of the instruction totals over the difference
 # of the requests: connects and the map load cancel out. One line per
