@@ -23,9 +23,19 @@
 # disturbs much less than it does ops/s.
 # Ratios under ~0.9 on one run are a regression only if a second run
 # agrees: the machine is shared and the rounds are short.
+# -I counts instructions instead (valgrind's callgrind, no cache
+# simulation): user-space instructions per request of each side, which
+# the load of a shared machine hardly moves. Each side runs twice,
+# for SECONDS and 3 x SECONDS (slowed ~50x, so fewer requests), and the
+# figure is the difference of the instruction totals over the difference
+# of the requests: connects and the map load cancel out. One line per
+# shape and op:
+#   routing-instr: SHAPE OP plain=N cluster=N ratio=R
+# It leaves out the kernel (the same syscalls on both sides) and cache
+# misses, which CPU time includes.
 #
 # Usage: bench/routing.sh [-k KVMUXD] [-d SECONDS] [-r ROUNDS] [-K KEYSPACE] [-s SHAPES]
-#                         [-p PERFDIR] [--quick]
+#                         [-p PERFDIR] [-I] [--quick]
 #   -k  kvmuxd binary (default ./build/kvmuxd; kvmux-bench and kvmux-cli next to it)
 #   -d  seconds per run (default 3; --quick 1)
 #   -r  rounds per side (default 3; --quick 1)
@@ -33,10 +43,12 @@
 #   -s  shapes to run, comma-separated (default async-loop,async-cb,sync-8)
 #   -p  profile: each cluster run under `perf record -g`, into
 #       PERFDIR/SHAPE-OP.data (the last round's)
+#   -I  instructions per request under callgrind (above) instead of
+#       ops/s and CPU; -r and -p do not apply
 # Exit status: 0 done; 1 a server did not start or a run failed; 2 usage.
 set -euo pipefail
 
-KVMUXD="" SECS="" ROUNDS="" KEYSPACE="" QUICK=0 SHAPES=async-loop,async-cb,sync-8 PERFDIR=""
+KVMUXD="" SECS="" ROUNDS="" KEYSPACE="" QUICK=0 SHAPES=async-loop,async-cb,sync-8 PERFDIR="" INSTR=0
 usage() { sed -n '/^# Usage:/,/^# Exit status/p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -46,6 +58,7 @@ while [ $# -gt 0 ]; do
     -K) KEYSPACE=$2; shift 2 ;;
     -s) SHAPES=$2; shift 2 ;;
     -p) PERFDIR=$2; shift 2 ;;
+    -I) INSTR=1; shift ;;
     --quick) QUICK=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "routing.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
@@ -66,6 +79,8 @@ KB=$BIN/kvmux-bench CLI=$BIN/kvmux-cli
 for b in "$KVMUXD" "$KB" "$CLI"; do
     [ -x "$b" ] || { echo "routing.sh: $b not found: build first (cmake --build build)" >&2; exit 1; }
 done
+[ "$INSTR" = 0 ] || command -v valgrind >/dev/null ||
+    { echo "routing.sh: -I needs valgrind" >&2; exit 1; }
 [[ "$("$KVMUXD" --help 2>&1)" == *--cluster-group* ]] ||
     { echo "routing.sh: $KVMUXD was built without replication (KVMUX_WITH_RAFT)" >&2; exit 1; }
 
@@ -87,8 +102,8 @@ bench_run_tool /dev/null "$KB" -h "$SEED,$SEED" --op get --preload -k "$KEYSPACE
     --mode async --depth 64 -q || bench_die "preload failed"
 
 jfield() { sed -n "s/.*\"$2\":\([-0-9.]*\).*/\1/p" "$1" | head -1; }
-run() { # SIDE SHAPE OP -> prints "OPS/S CLIENT-CPU-US/OP"
-    local side=$1 shape=$2 op=$3 args=()
+run() { # SIDE SHAPE OP [SECS [CALLGRIND-OUT]] -> prints "OPS/S CLIENT-CPU-US/OP" (or "OPS")
+    local side=$1 shape=$2 op=$3 secs=${4:-$SECS} cg=${5:-} args=()
     case $shape in
     async-loop) args=(--mode async --depth 64 --driver loop) ;;
     async-cb) args=(--mode async --depth 64 --driver callback) ;;
@@ -101,14 +116,42 @@ run() { # SIDE SHAPE OP -> prints "OPS/S CLIENT-CPU-US/OP"
     [ "$side" = cluster ] && tgt=(-h 127.0.0.1 -p "$CP" --cluster)
     [ "$side" = cluster ] && [ -n "$PERFDIR" ] &&
         wrap=(perf record -q -g -o "$PERFDIR/$shape-$op.data" --)
+    [ -n "$cg" ] && wrap=(valgrind -q --tool=callgrind --callgrind-out-file="$cg")
     bench_run_tool "$BENCH_WORK/r.json" "${wrap[@]}" "$KB" "${tgt[@]}" --op "$op" -c 1 "${args[@]}" \
-        -k "$KEYSPACE" -s 100 -d "$SECS" --json -q || bench_die "kvmux-bench $side $shape $op failed"
+        -k "$KEYSPACE" -s 100 -d "$secs" --json -q || bench_die "kvmux-bench $side $shape $op failed"
     local e; e=$(jfield "$BENCH_WORK/r.json" errors)
     [ "${e:-0}" = 0 ] || bench_die "$side $shape $op: $e errors"
+    if [ -n "$cg" ]; then jfield "$BENCH_WORK/r.json" ops; return; fi
     echo "$(jfield "$BENCH_WORK/r.json" ops_per_sec) $(jfield "$BENCH_WORK/r.json" us_per_op)"
+}
+# Instructions per request of SIDE on SHAPE OP (-I): two callgrind runs.
+instr() {
+    local o1 o2 i1 i2
+    o1=$(run "$1" "$2" "$3" "$SECS" "$BENCH_WORK/cg1")
+    o2=$(run "$1" "$2" "$3" $((SECS * 3)) "$BENCH_WORK/cg2")
+    i1=$(sed -n 's/^summary: \([0-9]*\).*/\1/p' "$BENCH_WORK/cg1" | head -1)
+    i2=$(sed -n 's/^summary: \([0-9]*\).*/\1/p' "$BENCH_WORK/cg2" | head -1)
+    awk -v a="${i2:-0}" -v b="${i1:-0}" -v c="${o2:-0}" -v d="${o1:-0}" \
+        'BEGIN { printf "%.0f", (c > d && a > b) ? (a - b) / (c - d) : 0 }'
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+if [ "$INSTR" = 1 ]; then
+    echo "| shape | op | plain instructions/request | cluster instructions/request | cluster/plain |"
+    echo "|---|---|---:|---:|---:|"
+    LINES=()
+    for shape in ${SHAPES//,/ }; do
+        for op in get set; do
+            p=$(instr plain "$shape" "$op")
+            c=$(instr cluster "$shape" "$op")
+            r=$(awk -v a="$c" -v b="$p" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+            printf '| %s | %s | %s | %s | %s |\n' "$shape" "$op" "$p" "$c" "$r"
+            LINES+=("routing-instr: $shape $op plain=$p cluster=$c ratio=$r")
+        done
+    done
+    printf '%s\n' "${LINES[@]}"
+    exit 0
+fi
 echo "| shape | op | plain ops/s | cluster ops/s | cluster/plain | plain us/op | cluster us/op | cpu ratio |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
 LINES=()

@@ -77,6 +77,18 @@
  * again this much later. */
 #define ASYNC_OOM_RETRY_MS 10
 
+/* Zero n bytes at p through the C library's memset. Every submit
+ * clears an op (~260 bytes) and its request record: with the size known
+ * at compile time, gcc inlines those as `rep stos`, whose start-up cost
+ * on the AMD EPYC of docs/BENCHMARKS.md was ~1.7% of the client's CPU
+ * per clear in `perf annotate` (the cluster path made four per request,
+ * the plain one two). The volatile size keeps the call; glibc's memset
+ * clears it with a few vector stores. */
+static void async_zero(void *p, size_t n) {
+    volatile size_t vn = n;
+    memset(p, 0, vn);
+}
+
 /* The op that owns timer t (a QUEUED op's, on the heap). */
 static kvmux__op *async_op_of(kvmux__timer *t) {
     return (kvmux__op *)(void *)((char *)t - offsetof(kvmux__op, timer));
@@ -110,7 +122,7 @@ static kvmux__op *async_op_alloc(kvmux_client *c) {
     uint8_t *buf = op->buf;
     size_t bufcap = op->bufcap;
     kvmux__qreq *qspare = op->qspare;
-    memset(op, 0, sizeof *op);
+    async_zero(op, sizeof *op);
     op->buf = buf;
     op->bufcap = bufcap;
     op->qspare = qspare;
@@ -130,13 +142,17 @@ static void async_op_destroy(kvmux__op *op) {
     free(op);
 }
 
-/* A zeroed request record for op (its recycled one if it has it); NULL
- * out of memory. */
+/* A request record for op (its recycled one if it has it), on no list,
+ * flen and tmo 0; its req is for the caller to fill (every caller copies
+ * a whole request into it: async_copy_req, async_adopt_copy). NULL out
+ * of memory. */
 static kvmux__qreq *async_q_new(kvmux__op *op) {
     kvmux__qreq *q = op->qspare;
     if (!q) return calloc(1, sizeof *q);
     op->qspare = NULL;
-    memset(q, 0, sizeof *q);
+    q->prev = NULL;
+    q->flen = 0;
+    q->tmo = 0;
     return q;
 }
 
@@ -412,8 +428,9 @@ static void link_future(kvmux_client *c, kvmux__op *op, kvmux_future **fut) {
 }
 
 /* A cluster handle's submit (cluster.c routes it): the op keeps a copy
- * of the request for every hop, its deadline goes on c's heap (the
- * completion thread enforces it whatever the sub-clients do). Lock not
+ * of the request for every hop. Its deadline is enforced by whoever holds
+ * it: the sub-client a hop is on (the hop's deadline is the op's: same
+ * clock read), else, parked, c's heap (cluster.c puts it there). Lock not
  * held on entry. */
 static int async_submit_routed(kvmux_client *c, const kvmux_request *req, int64_t tmo,
                                kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
@@ -425,7 +442,6 @@ static int async_submit_routed(kvmux_client *c, const kvmux_request *req, int64_
     rc = kvmux__call_check(c, req, &flen);
     if (rc != 0) goto out;
     rc = KVMUX_ENOMEM;
-    if (kvmux__theap_reserve(&c->timers, c->timers.n + 1) != 0) goto out;
     kvmux__op *op = async_op_alloc(c);
     if (!op) goto out;
     if (!(op->q = async_q_new(op)) || async_copy_req(op, req) != 0) {
@@ -452,8 +468,6 @@ static int async_submit_routed(kvmux_client *c, const kvmux_request *req, int64_
         kvmux__op_recycle(c, op);
         goto out;
     }
-    kvmux__theap_push(&c->timers, &op->timer); /* room reserved */
-    kvmux__timers_changed(c, op->timer.deadline);
     if (handle) *handle = h;
     if (kind == KVMUX__OP_FUTURE) link_future(c, op, fut);
 out:
@@ -464,11 +478,15 @@ out:
 /* The one submit path; see the file comment. Exactly one of cb / fut is
  * used, according to kind. now: the monotonic ms the deadline counts
  * from, < 0 to read the clock here (a cluster hop passes the time its
- * route was decided at: one clock read per request, not three). */
+ * route was decided at: one clock read per request, not three). borrow:
+ * req's key and value stay valid and unchanged until this request
+ * completes or is cancelled (a cluster hop: its op's copy), so an
+ * endpoints-mode request keeps pointers to them instead of a copy of
+ * its own. */
 static int async_submit_at(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                            kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
                            kvmux_future **fut, int try_only, kvmux_handle *handle,
-                           int64_t now) {
+                           int64_t now, int borrow) {
     if (!c || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT) return KVMUX_EINVAL;
     if (kind == KVMUX__OP_CALLBACK ? !cb : !fut) return KVMUX_EINVAL;
     int64_t tmo = timeout_ms;
@@ -545,6 +563,10 @@ static int async_submit_at(kvmux_client *c, const kvmux_request *req, int timeou
         if (!direct && big) {
             async_adopt_copy(op, req, big);
             big = NULL;
+        } else if (!direct && borrow && kvmux__failover_on(c)) {
+            /* Only endpoints mode: it never lends its copy to a transfer
+             * (kvmux__async_pump's steal), which would take op->buf. */
+            op->q->req = *req;
         } else if (!direct && async_copy_req(op, req) != 0) {
             kvmux__op_recycle(c, op);
             goto out;
@@ -598,7 +620,8 @@ out:
 static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                         kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
                         kvmux_future **fut, int try_only, kvmux_handle *handle) {
-    return async_submit_at(c, req, timeout_ms, kind, cb, user_data, fut, try_only, handle, -1);
+    return async_submit_at(c, req, timeout_ms, kind, cb, user_data, fut, try_only, handle, -1,
+                           0);
 }
 
 int kvmux_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
@@ -615,9 +638,9 @@ int kvmux_call_async_handle(kvmux_client *c, const kvmux_request *req, int timeo
 
 int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                            kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h,
-                           int64_t now) {
+                           int64_t now, int borrow) {
     return async_submit_at(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, ud, NULL, try_only, h,
-                           now);
+                           now, borrow);
 }
 
 void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r) {

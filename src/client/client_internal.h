@@ -135,8 +135,10 @@ typedef enum kvmux__op_state {
     KVMUX__OP_ROUTED = 4           /* cluster handle (cluster.c): a
                                       sub-client holds its request, or
                                       it waits for a retry or a group's
-                                      connect; its deadline is on the
-                                      cluster handle's timer heap */
+                                      connect; its deadline is the
+                                      hop's on the sub-client, or,
+                                      parked, on the cluster handle's
+                                      timer heap */
 } kvmux__op_state;
 
 typedef enum kvmux__op_kind {
@@ -586,11 +588,12 @@ void kvmux__failover_slot_lost(kvmux_client *c, kvmux__slot *s);
 /* kvmux_connect with opts->cluster = 1 (opts imported and checked). */
 int kvmux__cluster_connect(kvmux_client **out, const char *host, uint16_t port,
                            const kvmux_options *o);
-/* Route op (ROUTED, request copied, deadline on c's heap, lock held):
- * send it to its group's sub-client, or park it (group connecting).
- * Returns 0 (routed: it completes exactly once), or an error without
- * having routed it (KVMUX_EAGAIN: the sub-client's queue is full, or
- * too many ops wait for a connect; try_only: no credit right now). now:
+/* Route op (ROUTED, request copied, op->timer.deadline set, not on c's
+ * heap; lock held): send it to its group's sub-client (the hop's deadline
+ * is op's), or park it (group connecting: then on c's heap). Returns 0
+ * (routed: it completes exactly once), or an error without having routed
+ * it (KVMUX_EAGAIN: the sub-client's queue is full, or too many ops wait
+ * for a connect; try_only: no credit right now; KVMUX_ENOMEM). now:
  * the monotonic ms op's deadline was computed from (the hop's timeout
  * counts from it: no second clock read). */
 int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only, int64_t now);
@@ -658,10 +661,13 @@ int kvmux__cb_direct_here(const kvmux_client *c);
 kvmux_client *kvmux__cb_direct_via(const kvmux_client *c);
 /* Submit a callback request, try_only as kvmux_try_call_async, *h its
  * handle (async.c). Its deadline is now + timeout_ms (now: monotonic ms,
- * < 0 to read the clock). */
+ * < 0 to read the clock). borrow (endpoints mode; ignored otherwise):
+ * req's key and value stay valid and unchanged until the request's
+ * callback runs or kvmux_cancel(c, *h) has returned, so c keeps no copy
+ * of its own (a cluster hop lends its op's). */
 int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                            kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h,
-                           int64_t now);
+                           int64_t now, int borrow);
 /* Close-time: fail c for good (closing, KVMUX_ECLOSED) and wake every
  * caller blocked on it, without freeing anything: a cluster handle does
  * this to its sub-clients before waiting for its own callers (client.c). */

@@ -6,12 +6,19 @@
  * (fd -1, no reader or writer) whose `router` holds the slot map and one
  * endpoints-mode sub-client per group. Its async machinery is the usual
  * one (async.c): a submit makes an op that keeps a copy of the request,
- * its deadline goes on the handle's timer heap (so the handle's completion
- * thread enforces it whatever a sub-client does), and the op is ROUTED:
+ * and the op is ROUTED:
  *   - sent: a callback request on its group's sub-client is outstanding
- *     (a "hop", op->hop), with the time left as its timeout;
+ *     (a "hop", op->hop), with the time left as its timeout -- the op's
+ *     own deadline, counted from the same clock read, which the
+ *     sub-client enforces as it does its own requests' (its deadline
+ *     lists, whatever its connection does);
  *   - parked: waiting for its group's sub-client to connect (op->rwait),
- *     or for a retry time (TRY_AGAIN backoff, a full sub-client queue).
+ *     or for a retry time (TRY_AGAIN backoff, a full sub-client queue);
+ *     only then is its deadline on the handle's timer heap (its
+ *     completion thread, or the loop's timer, enforces it).
+ * The slot's group is one byte per slot (gidx), or, for a map of a few
+ * slot ranges, a run table of one cache line (the 32 KiB map read at a
+ * random slot per request missed the cache).
  * The hop's callback (on the sub-client's completion thread) takes the
  * handle's mutex and follows WRONG_SHARD at once (the group it names,
  * made from the endpoints it carries if the map does not know it),
@@ -79,6 +86,12 @@
 /* Finished hops kept for reuse (a hop per request otherwise costs a
  * calloc and a free); beyond this many they are freed. */
 #define CL_HOP_CACHE 256u
+/* gidx: this slot's owner is found in map->owner (a group at index
+ * 254 or beyond). */
+#define CL_GIDX_MAP 255u
+/* Runs of slots (one owner each) a map may have for the run table
+ * (gidx otherwise). */
+#define CL_RUNS_MAX 16u
 /* A comma-separated member list. */
 #define CL_EP_MAX (KVMUX_MAP_MAX_MEMBERS * KVMUX_MAP_ADDR_MAX)
 
@@ -91,6 +104,7 @@ typedef enum cl_gstate {
 
 typedef struct kvmux__cgroup {
     uint16_t id;
+    uint16_t idx;                  /* its index in the router's groups[] */
     uint8_t state;                 /* cl_gstate */
     uint8_t thread_live;           /* thread must be joined */
     pthread_t thread;
@@ -123,6 +137,9 @@ struct kvmux__router {
     kvmux__cgroup *groups[CL_MAX_GROUPS];
     uint32_t ngroups;
     kvmux__op *routed;             /* every ROUTED op */
+    uint32_t nrouted;              /* of them: how many (the timer heap
+                                      keeps room for all: a park cannot
+                                      fail) */
     uint32_t nparked;              /* of them parked */
     uint32_t nretry;               /* of them parked for a retry time */
     int refreshing;                /* a CLUSTER map request is in flight */
@@ -137,6 +154,24 @@ struct kvmux__router {
     uint32_t nepoll;               /* event-loop mode: groups in the epoll set */
     kvmux_options sub_opts;        /* the strings below are its own */
     char *str[7];
+    /* The slot map as the submit path reads it: per slot, 1 + the index
+     * in groups[] of its owner; 0 unassigned (or its group could not be
+     * learned); CL_GIDX_MAP: look in map->owner (a group at index >=
+     * CL_GIDX_MAP - 1). One byte a slot (16 KiB, against the map's 32
+     * KiB of group ids) and no search of groups[]: the lookup was a cache
+     * miss per request in profiles (docs/BENCHMARKS.md). Kept equal to
+     * map->owner by cl_gidx_build and cl_redirect. */
+    uint8_t gidx[KVMUX_SLOTS];
+    /* The same, as runs of slots, when the map has at most CL_RUNS_MAX
+     * (maps are assigned by ranges): run i covers the slots up to
+     * run_end[i] (ascending; the last is KVMUX_SLOTS - 1) with gidx value
+     * run_g[i]. A few bytes in one cache line, where 16 KiB read at a
+     * random slot missed the cache (and the TLB) even so. nruns 0: read
+     * gidx (more runs, or a redirect patched a slot since the map was
+     * installed). */
+    uint32_t nruns;
+    uint16_t run_end[CL_RUNS_MAX];
+    uint8_t run_g[CL_RUNS_MAX];
 };
 
 /* ---- groups ---- */
@@ -170,6 +205,7 @@ static kvmux__cgroup *cl_group_learn(kvmux_client *c, uint16_t id, const char *e
         g = calloc(1, sizeof *g);
         if (!g) return NULL;
         g->id = id;
+        g->idx = (uint16_t)r->ngroups;
         g->c = c;
         g->timer_at = INT64_MAX;
         r->groups[r->ngroups++] = g;
@@ -192,7 +228,49 @@ static void cl_group_addrs(const kvmux_map_group *mg, char *out, size_t cap) {
         off += (size_t)snprintf(out + off, cap - off, "%s%s", i ? "," : "", mg->addr[i]);
 }
 
-/* Make every group of r's map known, with its members. */
+/* The gidx entry for group g (NULL: unknown). */
+static uint8_t cl_gidx_of(const kvmux__cgroup *g) {
+    if (!g) return 0;
+    return g->idx + 1u < CL_GIDX_MAP ? (uint8_t)(g->idx + 1u) : (uint8_t)CL_GIDX_MAP;
+}
+
+/* Rebuild r->gidx from r->map->owner (lock held). Slots come in runs
+ * of one owner: the group is looked up once per run. */
+static void cl_gidx_build(kvmux__router *r) {
+    uint16_t last = 0;
+    uint8_t v = 0;
+    for (uint32_t s = 0; s < KVMUX_SLOTS; s++) {
+        uint16_t o = r->map->owner[s];
+        if (o != last) {
+            last = o;
+            v = o ? cl_gidx_of(cl_group_find(r, o)) : 0;
+        }
+        r->gidx[s] = o ? v : 0;
+    }
+    /* The runs, if few enough. */
+    uint32_t n = 0;
+    for (uint32_t s = 0; s < KVMUX_SLOTS; s++) {
+        if (s + 1 < KVMUX_SLOTS && r->gidx[s + 1] == r->gidx[s]) continue;
+        if (n == CL_RUNS_MAX) {
+            n = 0;
+            break;
+        }
+        r->run_end[n] = (uint16_t)s;
+        r->run_g[n++] = r->gidx[s];
+    }
+    r->nruns = n;
+}
+
+/* gidx of slot (see the router's gidx and runs). */
+static uint8_t cl_gidx_at(const kvmux__router *r, uint16_t slot) {
+    if (r->nruns == 0) return r->gidx[slot];
+    uint32_t i = 0;
+    while (slot > r->run_end[i]) i++; /* the last run ends at the last slot */
+    return r->run_g[i];
+}
+
+/* Make every group of r's map known, with its members, and the slot
+ * table its owners. */
 static void cl_install_groups(kvmux_client *c) {
     kvmux__router *r = c->router;
     char eps[CL_EP_MAX];
@@ -200,9 +278,11 @@ static void cl_install_groups(kvmux_client *c) {
         cl_group_addrs(&r->map->groups[i], eps, sizeof eps);
         (void)cl_group_learn(c, r->map->groups[i].id, eps);
     }
+    cl_gidx_build(r);
 }
 
 static void cl_dispatch(kvmux_client *c, kvmux__op *op);
+static void cl_unpark(kvmux_client *c, kvmux__op *op);
 
 /* The connect thread of one group: make its sub-client (blocking, no
  * lock), then release the ops parked for it. */
@@ -243,9 +323,7 @@ static void *cl_connect_main(void *arg) {
     for (kvmux__op *op = r->routed; op; op = next) {
         next = op->rnext;
         if (op->rparked && op->rwait == g) {
-            op->rparked = 0;
-            op->rwait = NULL;
-            r->nparked--;
+            cl_unpark(c, op);
             cl_dispatch(c, op);
         }
     }
@@ -305,28 +383,41 @@ static uint16_t cl_target_req(const kvmux__router *r, const kvmux_request *q, ui
     return r->seed_group;
 }
 
-static uint16_t cl_target(const kvmux__router *r, const kvmux__op *op) {
-    return cl_target_req(r, &op->q->req, op->rgroup);
+/* The group request q goes to (rgroup: as cl_target_req), made if new;
+ * NULL when none can be (table full, out of memory, closing). The common
+ * case -- routed by the map, a group among the first 254 -- is one byte
+ * of gidx; the rest is cl_target_req's rule. */
+static kvmux__cgroup *cl_target(kvmux_client *c, const kvmux_request *q, uint16_t rgroup) {
+    const kvmux__router *r = c->router;
+    if (!rgroup && cl_keyed(q->op)) {
+        uint8_t i = cl_gidx_at(r, kvmux_slot(q->key, q->key_len));
+        if (i != 0 && i != CL_GIDX_MAP) return r->groups[i - 1u];
+    }
+    return cl_group_learn(c, cl_target_req(r, q, rgroup), NULL);
 }
 
+/* Park op: for g's connect (wait), else until at. A parked op's deadline
+ * goes on c's timer heap (room was reserved at its submit: cannot fail):
+ * no sub-client holds it meanwhile. */
 static void cl_park(kvmux_client *c, kvmux__op *op, kvmux__cgroup *wait, int64_t at) {
     kvmux__router *r = c->router;
     op->rparked = 1;
     op->rwait = wait;
     op->retry_at = at;
     r->nparked++;
-    if (!wait) {
-        r->nretry++;
-        kvmux__timers_changed(c, at);
-    }
+    if (!wait) r->nretry++;
+    (void)kvmux__theap_push(&c->timers, &op->timer);
+    kvmux__timers_changed(c, at < op->timer.deadline ? at : op->timer.deadline);
 }
 
-static void cl_unpark(kvmux__router *r, kvmux__op *op) {
+static void cl_unpark(kvmux_client *c, kvmux__op *op) {
+    kvmux__router *r = c->router;
     if (!op->rparked) return;
     if (!op->rwait) r->nretry--;
     r->nparked--;
     op->rparked = 0;
     op->rwait = NULL;
+    kvmux__theap_remove(&c->timers, &op->timer);
 }
 
 static void cl_hop_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *ud);
@@ -366,8 +457,12 @@ static int cl_send(kvmux_client *c, kvmux__op *op, kvmux__cgroup *g, int64_t now
     hop->op = op;
     hop->g = g;
     int tmo = left > INT32_MAX ? INT32_MAX : (int)left;
+    /* The sub-client borrows op's copy of the request: op outlives the
+     * hop's sub-request (its answer ends the hop; an op completing first
+     * cancels the sub-request, kvmux__cluster_unroute, which stops every
+     * read of the copy before op is recycled). */
     int rc = kvmux__async_submit_cb(g->sub, &op->q->req, tmo, cl_hop_cb, hop, first && try_only,
-                                    &hop->h, now);
+                                    &hop->h, now, 1);
     if (rc != 0) {
         cl_hop_free(c, hop);
         if (rc == KVMUX_EAGAIN && !first) {
@@ -389,7 +484,7 @@ static int cl_route_once(kvmux_client *c, kvmux__op *op, int first, int try_only
     int64_t left = op->timer.deadline - now;
     if (left <= 0) return KVMUX_ETIMEDOUT;
     if (r->closing) return KVMUX_ECLOSED;
-    kvmux__cgroup *g = cl_group_learn(c, cl_target(r, op), NULL);
+    kvmux__cgroup *g = cl_target(c, &op->q->req, op->rgroup);
     if (!g) return KVMUX_ENOMEM;
     if (g->state == CG_READY) return cl_send(c, op, g, now, left, first, try_only);
     if (g->state == CG_FAILED && now < g->fail_until) return g->fail_code;
@@ -410,6 +505,10 @@ static void cl_dispatch(kvmux_client *c, kvmux__op *op) {
 
 int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only, int64_t now) {
     kvmux__router *r = c->router;
+    /* The heap holds parked ops only (a sent one's deadline is its hop's,
+     * on the sub-client): room for every routed op, so a park never
+     * fails. Amortized: a compare. */
+    if (kvmux__theap_reserve(&c->timers, r->nrouted + 1u) != 0) return KVMUX_ENOMEM;
     op->hop = NULL;
     op->rparked = 0;
     op->rwait = NULL;
@@ -423,12 +522,13 @@ int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only, int64_t n
     op->rnext = r->routed;
     if (op->rnext) op->rnext->rprev = op;
     r->routed = op;
+    r->nrouted++;
     return 0;
 }
 
 void kvmux__cluster_unroute(kvmux_client *c, kvmux__op *op) {
     kvmux__router *r = c->router;
-    cl_unpark(r, op);
+    cl_unpark(c, op);
     kvmux__hop *hop = op->hop;
     if (hop) {
         /* Its answer, whenever it comes, finds no op; the sub-request
@@ -441,6 +541,7 @@ void kvmux__cluster_unroute(kvmux_client *c, kvmux__op *op) {
     else if (r->routed == op) r->routed = op->rnext;
     if (op->rnext) op->rnext->rprev = op->rprev;
     op->rnext = op->rprev = NULL;
+    r->nrouted--;
 }
 
 kvmux__op *kvmux__cluster_find_handle(kvmux_client *c, uint64_t h) {
@@ -456,7 +557,7 @@ void kvmux__cluster_tick(kvmux_client *c, int64_t now) {
     for (kvmux__op *op = r->routed; op; op = next) {
         next = op->rnext;
         if (op->rparked && !op->rwait && op->retry_at <= now) {
-            cl_unpark(r, op);
+            cl_unpark(c, op);
             cl_dispatch(c, op);
         }
     }
@@ -492,7 +593,7 @@ static void cl_maybe_refresh(kvmux_client *c, kvmux__cgroup *g, uint64_t epoch) 
     q.key = "map";
     q.key_len = 3;
     if (kvmux__async_submit_cb(g->sub, &q, c->opts.connect_timeout_ms, cl_hop_cb, hop, 0,
-                               &hop->h, -1) != 0) {
+                               &hop->h, -1, 0) != 0) {
         cl_hop_free(c, hop);
         return;
     }
@@ -588,6 +689,8 @@ static cl_verdict cl_redirect(kvmux_client *c, kvmux__cgroup *from, const kvmux_
         /* The next requests for this slot go straight to its owner, and
          * the whole map is asked for once. */
         r->map->owner[rd.slot] = rd.group;
+        r->gidx[rd.slot] = cl_gidx_of(cl_group_find(r, rd.group));
+        r->nruns = 0; /* the runs are rebuilt with the next map */
         cl_maybe_refresh(c, from, rd.epoch);
     }
     *rgroup = rd.group;
@@ -676,7 +779,7 @@ static int cl_call_hops(kvmux_client *c, const kvmux_request *req, kvmux_reply *
         int64_t left = deadline - kvmux__now_ms();
         if (left <= 0) return KVMUX_ETIMEDOUT;
         if (r->closing) return KVMUX_ECLOSED;
-        kvmux__cgroup *g = cl_group_learn(c, cl_target_req(r, req, rgroup), NULL);
+        kvmux__cgroup *g = cl_target(c, req, rgroup);
         if (!g) return KVMUX_ENOMEM;
         struct timespec ts = kvmux__deadline(left);
         int rc = cl_group_wait(c, g, &ts);
