@@ -42,9 +42,18 @@ typedef struct io_wait {
     uint64_t since;              /* the watchdog's clock when submitted */
 } io_wait;
 
+/* A raft_apply request. C-Raft 0.22.1 does not always call it back: a
+ * leader that is deposed while it still has entries in flight (seen with
+ * a zombie leader that healed, and after a transfer) can keep some of
+ * them queued, unanswered, until raft_close, and can lose others for
+ * good. So the node answers its batches itself (sweep_lost) and keeps
+ * every request C-Raft may still hold on n->reqs until C-Raft calls it
+ * back or is closed (on_closed frees the rest). */
 typedef struct node_req {
-    struct raft_apply req;
-    kvmux_rbatch *b;
+    struct raft_apply req;       /* first: on_applied casts back */
+    kvmux_rbatch *b;             /* NULL once answered by sweep_lost */
+    struct node_req *prev, *next; /* n->reqs */
+    raft_term term;              /* the leader's term when proposed */
 } node_req;
 
 struct kvmux_node {
@@ -68,6 +77,7 @@ struct kvmux_node {
 
     /* Raft thread only. */
     kvmux_rbatch *inflight;      /* proposed, not yet done (next links) */
+    node_req *reqs;              /* raft_apply requests C-Raft may hold */
     int closing;                 /* raft_close called */
     int tcp_ok, io_ok, raft_ok;  /* what init_raft got to (for stop) */
     int ptls;                    /* the transport is ours (transport.h) */
@@ -283,16 +293,47 @@ static void unlink_inflight(kvmux_node *n, kvmux_rbatch *b) {
     }
 }
 
+static void req_unlink(kvmux_node *n, node_req *r) {
+    if (r->prev) r->prev->next = r->next;
+    else n->reqs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
+/* Answer r's batch now; r stays for C-Raft's callback (or on_closed). A
+ * batch applied here was committed: it succeeded whatever status says. */
+static void req_answer(kvmux_node *n, node_req *r, int status) {
+    kvmux_rbatch *b = r->b;
+    r->b = NULL;
+    b->priv = NULL;
+    unlink_inflight(n, b);
+    batch_done(n, b, b->applied ? 0 : status);
+}
+
 static void on_applied(struct raft_apply *req, int status, void *result) {
     (void)result;
     node_req *r = (node_req *)req;
-    kvmux_rbatch *b = r->b;
     kvmux_node *n = req->data;
-    free(r);
-    b->priv = NULL;
-    unlink_inflight(n, b);
     /* Success means committed and applied here: applied is then set. */
-    batch_done(n, b, status == 0 && !b->applied ? RAFT_LEADERSHIPLOST : status);
+    if (r->b) req_answer(n, r, status == 0 ? RAFT_LEADERSHIPLOST : status);
+    req_unlink(n, r);
+    free(r);
+}
+
+/* Answer the batches C-Raft will not answer in time (node_req): once this
+ * replica is not the leader of the term it proposed in, or the entry's
+ * index was applied with another entry, the batch failed
+ * (RAFT_LEADERSHIPLOST: outcome unknown, the next leader may still
+ * commit it); one applied here succeeded. Runs once per loop iteration
+ * (publish), so no batch waits longer than the iteration after the fact. */
+static void sweep_lost(kvmux_node *n, int st) {
+    raft_term term = raft_current_term(&n->raft);
+    raft_index applied = raft_last_applied(&n->raft);
+    for (node_req *r = n->reqs; r; r = r->next) {
+        if (!r->b) continue;
+        if (r->b->applied || st != RAFT_LEADER || term != r->term || applied >= r->req.index)
+            req_answer(n, r, RAFT_LEADERSHIPLOST);
+    }
 }
 
 static void admin_start(kvmux_node *n, kvmux_rbatch *b);
@@ -327,17 +368,29 @@ static void submit(kvmux_node *n, kvmux_rbatch *b) {
     struct raft_buffer rb = {copy, plen};
     r->b = b;
     r->req.data = n;
+    r->term = raft_current_term(&n->raft);
     b->priv = r;
     b->applied = 0;
     b->accepted = 1;
     b->next = n->inflight;
     n->inflight = b;
+    r->next = n->reqs; /* linked first: whatever C-Raft calls back is listed */
+    if (n->reqs) n->reqs->prev = r;
+    n->reqs = r;
+    raft_index last = raft_last_index(&n->raft);
     int rc = raft_apply(&n->raft, &r->req, &rb, 1, on_applied);
     if (rc != 0) {
-        /* C-Raft released copy itself on failure. */
+        /* C-Raft 0.22.1 does not free the entry when its RAFT_SUBMIT step
+         * refuses it (client.c ClientSubmit: not the leader, a transfer
+         * under way, no space, no memory): the buffer is still ours, and
+         * then the log (C-Raft's trail) did not grow. Once the step took
+         * the entry, a later failure (I/O, memory) may have freed it:
+         * left to C-Raft, a leak at worst. */
+        if (raft_last_index(&n->raft) == last) raft_free(copy);
         KVMUX_LOG_D("replica: raft_apply: %s", raft_strerror(rc));
         b->accepted = 0;
         unlink_inflight(n, b);
+        req_unlink(n, r);
         free(r);
         b->priv = NULL;
         batch_done(n, b, rc);
@@ -554,6 +607,13 @@ static void transport_release(kvmux_node *n) {
 
 static void on_closed(struct raft *r) {
     kvmux_node *n = r->data;
+    /* C-Raft is done: the requests it never called back are ours. */
+    while (n->reqs) {
+        node_req *q = n->reqs;
+        if (q->b) req_answer(n, q, RAFT_SHUTDOWN);
+        req_unlink(n, q);
+        free(q);
+    }
     raft_uv_close(&n->io);
     transport_release(n);
     uv_close((uv_handle_t *)&n->async, NULL);
@@ -591,6 +651,10 @@ static void node_close(kvmux_node *n) {
         atomic_store(&n->role, 0);
         if (n->raft_ok) {
             raft_close(&n->raft, on_closed);
+            /* raft_close failed what it still held; answer the rest now
+             * (their records stay until on_closed). */
+            for (node_req *r = n->reqs; r; r = r->next)
+                if (r->b) req_answer(n, r, RAFT_SHUTDOWN);
         } else {
             /* init_raft failed part way: close what it opened. */
             if (n->io_ok) raft_uv_close(&n->io);
@@ -654,6 +718,7 @@ static void publish(kvmux_node *n) {
     }
     if (lid != 0) n->leaderless_since = 0;
     publish_members(n, st);
+    sweep_lost(n, st);
 }
 
 static void on_prepare(uv_prepare_t *p) { publish(p->data); }

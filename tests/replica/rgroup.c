@@ -171,6 +171,12 @@ void rgroup_kill(rgroup *g, int i) {
     g->up[i] = 0;
 }
 
+int rgroup_stop_member(rgroup *g, int i) {
+    if (!g->up[i]) return -1;
+    g->up[i] = 0;
+    return test_server_stop(&g->srv[i], 10000);
+}
+
 void rgroup_stop(rgroup *g) {
     for (int i = 0; i < g->n; i++) {
         if (!g->up[i]) continue;

@@ -47,6 +47,11 @@ int rgroup_start_member(rgroup *g, int i, int bootstrap);
 int rgroup_start_joiner(rgroup *g, int i);
 /* SIGKILL member i. */
 void rgroup_kill(rgroup *g, int i);
+/* Stop member i with SIGTERM (SIGKILL after 10 s). Returns its exit
+ * status (128 + signal if a signal ended it; -1: killed after 10 s, or
+ * not running). Under AddressSanitizer a leak found at exit makes it
+ * nonzero. */
+int rgroup_stop_member(rgroup *g, int i);
 /* Stop every member (SIGTERM, then SIGKILL) and remove the directory. */
 void rgroup_stop(rgroup *g);
 /* STATS of member i into buf (NUL-terminated). Returns its length or -1. */
