@@ -4,9 +4,12 @@
  *
  * Design. The handle is an ordinary kvmux_client without a connection
  * (fd -1, no reader or writer) whose `router` holds the slot map and one
- * endpoints-mode sub-client per group. Its async machinery is the usual
- * one (async.c): a submit makes an op that keeps a copy of the request,
- * and the op is ROUTED:
+ * endpoints-mode sub-client per group. A callback request whose group is
+ * connected goes straight to that sub-client ("direct requests" below:
+ * the handle keeps no record of it until a WRONG_SHARD or TRY_AGAIN
+ * hands it back). Everything else uses the handle's usual async
+ * machinery (async.c): a submit makes an op that keeps a copy of the
+ * request, and the op is ROUTED:
  *   - sent: a callback request on its group's sub-client is outstanding
  *     (a "hop", op->hop), with the time left as its timeout -- the op's
  *     own deadline, counted from the same clock read, which the
