@@ -25,11 +25,12 @@
 # agrees: the machine is shared and the rounds are short.
 # -I counts instructions instead (valgrind's callgrind, no cache
 # simulation): user-space instructions per request of each side, which
-# the load of a shared machine hardly moves. Each side runs twice,
-# for SECONDS and 3 x SECONDS (slowed ~50x, so fewer requests), and the
-# figure is the difference of the instruction totals over the difference
-# of the requests: connects and the map load cancel out. One line per
-# shape and op:
+# the load of a shared machine hardly moves. Each side runs twice, for
+# N and 3 x N requests (a count, not a duration: under valgrind on a
+# loaded machine a timed run may do too few), and the figure is the
+# difference of the instruction totals over the difference of the
+# requests: connects and the map load cancel out. One line per shape and
+# op:
 #   routing-instr: SHAPE OP plain=N cluster=N ratio=R
 # It leaves out the kernel (the same syscalls on both sides) and cache
 # misses, which CPU time includes.
@@ -44,7 +45,8 @@
 #   -p  profile: each cluster run under `perf record -g`, into
 #       PERFDIR/SHAPE-OP.data (the last round's)
 #   -I  instructions per request under callgrind (above) instead of
-#       ops/s and CPU; -r and -p do not apply
+#       ops/s and CPU; -r and -p do not apply; -d SECONDS gives N =
+#       SECONDS x 5000 requests
 # Exit status: 0 done; 1 a server did not start or a run failed; 2 usage.
 set -euo pipefail
 
@@ -102,8 +104,10 @@ bench_run_tool /dev/null "$KB" -h "$SEED,$SEED" --op get --preload -k "$KEYSPACE
     --mode async --depth 64 -q || bench_die "preload failed"
 
 jfield() { sed -n "s/.*\"$2\":\([-0-9.]*\).*/\1/p" "$1" | head -1; }
-run() { # SIDE SHAPE OP [SECS [CALLGRIND-OUT]] -> prints "OPS/S CLIENT-CPU-US/OP" (or "OPS")
-    local side=$1 shape=$2 op=$3 secs=${4:-$SECS} cg=${5:-} args=()
+run() { # SIDE SHAPE OP [SECS|nCOUNT [CALLGRIND-OUT]] -> prints "OPS/S CLIENT-CPU-US/OP" (or "OPS")
+    local side=$1 shape=$2 op=$3 secs=${4:-$SECS} cg=${5:-} args=() span
+    span=(-d "$secs")
+    [[ $secs == n* ]] && span=(-n "${secs#n}")
     case $shape in
     async-loop) args=(--mode async --depth 64 --driver loop) ;;
     async-cb) args=(--mode async --depth 64 --driver callback) ;;
@@ -118,7 +122,7 @@ run() { # SIDE SHAPE OP [SECS [CALLGRIND-OUT]] -> prints "OPS/S CLIENT-CPU-US/OP
         wrap=(perf record -q -g -o "$PERFDIR/$shape-$op.data" --)
     [ -n "$cg" ] && wrap=(valgrind -q --tool=callgrind --callgrind-out-file="$cg")
     bench_run_tool "$BENCH_WORK/r.json" "${wrap[@]}" "$KB" "${tgt[@]}" --op "$op" -c 1 "${args[@]}" \
-        -k "$KEYSPACE" -s 100 -d "$secs" --json -q || bench_die "kvmux-bench $side $shape $op failed"
+        -k "$KEYSPACE" -s 100 "${span[@]}" --json -q || bench_die "kvmux-bench $side $shape $op failed"
     local e; e=$(jfield "$BENCH_WORK/r.json" errors)
     [ "${e:-0}" = 0 ] || bench_die "$side $shape $op: $e errors"
     if [ -n "$cg" ]; then jfield "$BENCH_WORK/r.json" ops; return; fi
@@ -127,8 +131,8 @@ run() { # SIDE SHAPE OP [SECS [CALLGRIND-OUT]] -> prints "OPS/S CLIENT-CPU-US/OP
 # Instructions per request of SIDE on SHAPE OP (-I): two callgrind runs.
 instr() {
     local o1 o2 i1 i2
-    o1=$(run "$1" "$2" "$3" "$SECS" "$BENCH_WORK/cg1")
-    o2=$(run "$1" "$2" "$3" $((SECS * 3)) "$BENCH_WORK/cg2")
+    o1=$(run "$1" "$2" "$3" "n$((SECS * 5000))" "$BENCH_WORK/cg1")
+    o2=$(run "$1" "$2" "$3" "n$((SECS * 15000))" "$BENCH_WORK/cg2")
     i1=$(sed -n 's/^summary: \([0-9]*\).*/\1/p' "$BENCH_WORK/cg1" | head -1)
     i2=$(sed -n 's/^summary: \([0-9]*\).*/\1/p' "$BENCH_WORK/cg2" | head -1)
     awk -v a="${i2:-0}" -v b="${i1:-0}" -v c="${o2:-0}" -v d="${o1:-0}" \

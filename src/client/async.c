@@ -452,7 +452,7 @@ static int async_submit_routed(kvmux_client *c, const kvmux_request *req, int64_
     op->q->tmo = tmo;
     uint64_t h = 0;
     if (kind == KVMUX__OP_CALLBACK) {
-        h = ++c->next_handle;
+        h = ++c->next_handle << KVMUX__CL_HBITS; /* low bits 0: the handle's own */
         op->handle = h;
         op->d.cb = cb;
         op->d.user_data = user_data;
@@ -486,7 +486,7 @@ out:
 static int async_submit_at(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                            kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
                            kvmux_future **fut, int try_only, kvmux_handle *handle,
-                           int64_t now, int borrow) {
+                           int64_t now, int borrow, const kvmux__xroute *x) {
     if (!c || !req || timeout_ms < KVMUX_TIMEOUT_DEFAULT) return KVMUX_EINVAL;
     if (kind == KVMUX__OP_CALLBACK ? !cb : !fut) return KVMUX_EINVAL;
     int64_t tmo = timeout_ms;
@@ -495,8 +495,18 @@ static int async_submit_at(kvmux_client *c, const kvmux_request *req, int timeou
         tmo = c->opts.request_timeout_ms;
         if (req->op == KVMUX_WAIT) tmo += req->wait_ms;
     }
-    if (c->router)
+    if (c->router) {
+        /* A callback request whose group is connected goes straight to
+         * its sub-client; the rest (futures, a group not connected yet)
+         * is routed through an op of the handle's. */
+        int rc, taken = 0;
+        if (kind == KVMUX__OP_CALLBACK) {
+            rc = kvmux__cluster_submit_direct(c, req, tmo, cb, user_data, try_only, handle,
+                                              &taken);
+            if (taken) return rc;
+        }
         return async_submit_routed(c, req, tmo, kind, cb, user_data, fut, try_only, handle);
+    }
     if (now < 0) now = kvmux__now_ms();
 
     /* A value sent fragmented is copied (once) before taking the lock;
@@ -521,6 +531,8 @@ static int async_submit_at(kvmux_client *c, const kvmux_request *req, int timeou
     size_t flen = 0;
     rc = kvmux__call_check(c, req, &flen);
     if (rc != 0) goto out;
+    rc = KVMUX_EINVAL; /* a direct request is resent from its copy */
+    if (x && !kvmux__failover_on(c)) goto out;
     if (c->mode == KVMUX__MODE_THREADED && !c->disp_started) {
         rc = kvmux__disp_start(c);
         if (rc != 0) goto out;
@@ -599,6 +611,12 @@ static int async_submit_at(kvmux_client *c, const kvmux_request *req, int timeou
             op->handle = h;
             op->d.cb = cb;
             op->d.user_data = user_data;
+            if (x) {
+                op->xcb = x->cb;
+                op->xud = x->ud;
+                op->xg = x->g;
+                op->d.user_data = op;
+            }
         }
         op->q->tmo = tmo;
         op->timer.deadline = deadline;
@@ -621,7 +639,7 @@ static int async_submit(kvmux_client *c, const kvmux_request *req, int timeout_m
                         kvmux__op_kind kind, kvmux_reply_cb cb, void *user_data,
                         kvmux_future **fut, int try_only, kvmux_handle *handle) {
     return async_submit_at(c, req, timeout_ms, kind, cb, user_data, fut, try_only, handle, -1,
-                           0);
+                           0, NULL);
 }
 
 int kvmux_call_async(kvmux_client *c, const kvmux_request *req, int timeout_ms,
@@ -640,7 +658,44 @@ int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeou
                            kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h,
                            int64_t now, int borrow) {
     return async_submit_at(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, ud, NULL, try_only, h,
-                           now, borrow);
+                           now, borrow, NULL);
+}
+
+int kvmux__async_submit_x(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                          kvmux_reply_cb cb, const kvmux__xroute *x, int try_only,
+                          kvmux_handle *h, int64_t now) {
+    return async_submit_at(c, req, timeout_ms, KVMUX__OP_CALLBACK, cb, NULL, NULL, try_only, h,
+                           now, 0, x);
+}
+
+kvmux__op *kvmux__async_adopt(kvmux_client *c, const kvmux_request *req, kvmux_reply_cb cb,
+                              void *ud, uint64_t handle, int64_t deadline, int64_t tmo) {
+    kvmux__op *op = async_op_alloc(c);
+    if (!op) return NULL;
+    if (!(op->q = async_q_new(op)) || async_copy_req(op, req) != 0) {
+        kvmux__op_recycle(c, op);
+        return NULL;
+    }
+    op->kind = KVMUX__OP_CALLBACK;
+    op->q->tmo = tmo;
+    op->handle = handle;
+    op->d.cb = cb;
+    op->d.user_data = ud;
+    op->timer.deadline = deadline;
+    op->state = KVMUX__OP_ROUTED;
+    return op;
+}
+
+int kvmux__done_queue(kvmux_client *c, kvmux_reply_cb cb, void *ud, int result, kvmux_reply *r) {
+    kvmux__done *d = done_alloc(c);
+    if (!d) return KVMUX_ENOMEM;
+    d->cb = cb;
+    d->user_data = ud;
+    d->result = result;
+    d->reply = *r;
+    r->value = NULL; /* moved */
+    done_push(c, d);
+    return 0;
 }
 
 void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r) {
@@ -1120,10 +1175,14 @@ int kvmux_cancel(kvmux_client *c, kvmux_handle h) {
     pthread_mutex_lock(&c->mu);
     int rc = KVMUX_ENOTFOUND;
     if (c->router) {
+        /* A request redirected or parked is the handle's op; one sent
+         * directly is its sub-client's (the handle names the group). */
         kvmux__op *o = kvmux__cluster_find_handle(c, h);
         if (o) {
             op_cancel(c, o);
             rc = 0;
+        } else {
+            rc = kvmux__cluster_cancel_direct(c, h);
         }
     }
     for (kvmux__op *o = c->backlog_head; rc != 0 && o; o = op_next(o)) {

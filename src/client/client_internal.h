@@ -288,6 +288,14 @@ struct kvmux_future {
     uint16_t backoff_ms;           /* TRY_AGAIN: the last backoff */
     uint64_t repoch;               /* newest epoch a WRONG_SHARD carried */
     uint8_t rparked;               /* 1: no sub-request outstanding */
+    /* A cluster handle's request sent straight to a group's sub-client
+     * (cluster.c, "direct"): set on the sub-client's op, whose callback
+     * is the router's and whose user_data is the op itself; the
+     * application's callback and data, and the group (its handle is
+     * xg's). NULL xcb: an ordinary op. */
+    kvmux_reply_cb xcb;
+    void *xud;
+    struct kvmux__cgroup *xg;
 };
 typedef struct kvmux_future kvmux__op;
 
@@ -634,6 +642,9 @@ void kvmux__cluster_loop_shutdown(kvmux_client *c);
 void kvmux__loop_leave(kvmux_client *c);
 /* kvmux_close of a cluster handle. */
 void kvmux__cluster_close(kvmux_client *c);
+/* 1 unless c is a cluster handle whose close has not yet closed its
+ * sub-clients (lock held): c's completion thread may then stop. */
+int kvmux__cluster_may_stop(const kvmux_client *c);
 /* Free a cluster handle whose close has run (no thread left but the
  * caller). */
 void kvmux__cluster_free(kvmux_client *c);
@@ -668,6 +679,46 @@ kvmux_client *kvmux__cb_direct_via(const kvmux_client *c);
 int kvmux__async_submit_cb(kvmux_client *c, const kvmux_request *req, int timeout_ms,
                            kvmux_reply_cb cb, void *ud, int try_only, kvmux_handle *h,
                            int64_t now, int borrow);
+/* A cluster handle's request sent straight to a group's sub-client: the
+ * application's callback and data, and the group (cluster.c). */
+typedef struct kvmux__xroute {
+    kvmux_reply_cb cb;
+    void *ud;
+    struct kvmux__cgroup *g;
+} kvmux__xroute;
+/* Bits of a cluster handle's kvmux_handle that name the group a request
+ * was sent to directly (1 + its index; 0: the handle's own op, whose
+ * handle is a count shifted past them); the rest is the sub-client's
+ * handle. */
+#define KVMUX__CL_HBITS 10u
+#define KVMUX__CL_HMASK ((1u << KVMUX__CL_HBITS) - 1u)
+/* As kvmux__async_submit_cb, for a direct request of a cluster handle (c
+ * in endpoints mode: the request keeps its copy, to be resent or
+ * rerouted): the op's callback is cb with the op itself as user_data, and
+ * it carries x (op->xcb, xud, xg). No borrow. */
+int kvmux__async_submit_x(kvmux_client *c, const kvmux_request *req, int timeout_ms,
+                          kvmux_reply_cb cb, const kvmux__xroute *x, int try_only,
+                          kvmux_handle *h, int64_t now);
+/* A callback op of c (a cluster handle) holding a copy of req, state
+ * ROUTED, deadline and handle as given, on no list: a direct request
+ * taken back from its sub-client to be routed again (lock held). NULL out
+ * of memory. */
+kvmux__op *kvmux__async_adopt(kvmux_client *c, const kvmux_request *req, kvmux_reply_cb cb,
+                              void *ud, uint64_t handle, int64_t deadline, int64_t tmo);
+/* Queue a callback on c's completion path (lock held): it runs on c's
+ * completion thread (or the loop's next handler end) like any other;
+ * r's value is moved. Returns 0 or KVMUX_ENOMEM (nothing queued, r
+ * untouched). */
+int kvmux__done_queue(kvmux_client *c, kvmux_reply_cb cb, void *ud, int result, kvmux_reply *r);
+/* A cluster handle's callback submit (lock not held): if the request's
+ * group is connected, sent straight to its sub-client (*taken 1, the
+ * result returned, *handle as for kvmux_call_async_handle); else *taken
+ * 0 and nothing done -- the caller routes it through an op. */
+int kvmux__cluster_submit_direct(kvmux_client *c, const kvmux_request *req, int64_t tmo,
+                                 kvmux_reply_cb cb, void *ud, int try_only,
+                                 kvmux_handle *handle, int *taken);
+/* kvmux_cancel of a direct request (lock held): 0 or KVMUX_ENOTFOUND. */
+int kvmux__cluster_cancel_direct(kvmux_client *c, uint64_t h);
 /* Close-time: fail c for good (closing, KVMUX_ECLOSED) and wake every
  * caller blocked on it, without freeing anything: a cluster handle does
  * this to its sub-clients before waiting for its own callers (client.c). */

@@ -4,9 +4,12 @@
  *
  * Design. The handle is an ordinary kvmux_client without a connection
  * (fd -1, no reader or writer) whose `router` holds the slot map and one
- * endpoints-mode sub-client per group. Its async machinery is the usual
- * one (async.c): a submit makes an op that keeps a copy of the request,
- * and the op is ROUTED:
+ * endpoints-mode sub-client per group. A callback request whose group is
+ * connected goes straight to that sub-client ("direct requests" below:
+ * the handle keeps no record of it until a WRONG_SHARD or TRY_AGAIN
+ * hands it back). Everything else uses the handle's usual async
+ * machinery (async.c): a submit makes an op that keeps a copy of the
+ * request, and the op is ROUTED:
  *   - sent: a callback request on its group's sub-client is outstanding
  *     (a "hop", op->hop), with the time left as its timeout -- the op's
  *     own deadline, counted from the same clock read, which the
@@ -147,6 +150,9 @@ struct kvmux__router {
     uint64_t refreshes, redirects, try_agains, stale;
     uint64_t member_updates;       /* sub-clients given a newer member list */
     int closing;
+    int subs_closed;               /* kvmux_close has closed the sub-clients:
+                                      no direct request's callback can be
+                                      queued to the handle any more */
     pthread_cond_t gcond;          /* a group's state changed */
     uint64_t rng;                  /* backoff jitter (xorshift64) */
     kvmux__hop *free_hops;         /* finished hops, for reuse */
@@ -503,12 +509,12 @@ static void cl_dispatch(kvmux_client *c, kvmux__op *op) {
     if (rc != 0) kvmux__op_finish(c, op, rc, NULL);
 }
 
-int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only, int64_t now) {
-    kvmux__router *r = c->router;
-    /* The heap holds parked ops only (a sent one's deadline is its hop's,
-     * on the sub-client): room for every routed op, so a park never
-     * fails. Amortized: a compare. */
-    if (kvmux__theap_reserve(&c->timers, r->nrouted + 1u) != 0) return KVMUX_ENOMEM;
+/* Ready op (ROUTED) for routing (lock held): no hop, not parked, no
+ * redirect yet. The heap holds parked ops only (a sent one's deadline is
+ * its hop's, on the sub-client): room for every routed op, so a park
+ * never fails. Amortized: a compare. Returns 0 or KVMUX_ENOMEM. */
+static int cl_route_init(kvmux_client *c, kvmux__op *op) {
+    if (kvmux__theap_reserve(&c->timers, c->router->nrouted + 1u) != 0) return KVMUX_ENOMEM;
     op->hop = NULL;
     op->rparked = 0;
     op->rwait = NULL;
@@ -516,13 +522,24 @@ int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only, int64_t n
     op->backoff_ms = 0;
     op->repoch = 0;
     op->redirects = 0;
-    int rc = cl_route_once(c, op, 1, try_only, now);
-    if (rc != 0) return rc;
+    return 0;
+}
+
+/* op joins the router's ROUTED list (lock held). */
+static void cl_link(kvmux__router *r, kvmux__op *op) {
     op->rprev = NULL;
     op->rnext = r->routed;
     if (op->rnext) op->rnext->rprev = op;
     r->routed = op;
     r->nrouted++;
+}
+
+int kvmux__cluster_route(kvmux_client *c, kvmux__op *op, int try_only, int64_t now) {
+    int rc = cl_route_init(c, op);
+    if (rc != 0) return rc;
+    rc = cl_route_once(c, op, 1, try_only, now);
+    if (rc != 0) return rc;
+    cl_link(c->router, op);
     return 0;
 }
 
@@ -741,6 +758,153 @@ static void cl_hop_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *u
      * which frees c only after closing this sub-client (joining this
      * thread): c is still valid here. */
     pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- direct requests ----
+ *
+ * A callback request whose group is connected is not the handle's op at
+ * all: it is submitted straight to the group's sub-client, carrying the
+ * application's callback (op->xcb, xud, xg), and its answer comes to
+ * cl_direct_cb. That saves, per request, the handle's op (allocation,
+ * copy, list, hop record) in front of the sub-client's: the sub-client
+ * keeps the one copy (endpoints mode keeps one anyway, to resend). Its
+ * deadline, cancel (the handle names the group and the sub-client's
+ * handle: KVMUX__CL_HBITS) and failure at close are the sub-client's.
+ * Only an answer the router must act on -- WRONG_SHARD, TRY_AGAIN -- is
+ * taken back: the request becomes the handle's op (a copy, its handle and
+ * deadline kept) and is routed as any other from there on. Callbacks
+ * stay one at a time per handle: one runs on the sub-client's thread only
+ * when none of c's runs or is owed, else it is queued to c's completion
+ * thread (kvmux__op_finish_direct's rule). */
+
+/* Run cb for a direct request (lock held on entry, released on return). */
+static void cl_direct_finish(kvmux_client *c, kvmux_reply_cb cb, void *ud, int result,
+                             kvmux_reply *reply, kvmux_client *via) {
+    if (c->mode == KVMUX__MODE_LOOP) {
+        /* The loop thread, inside one of c's handlers (a close from cb is
+         * deferred to the outermost one) -- or c's close, whose callbacks
+         * run after it has closed the sub-clients (queued; out of memory
+         * for the record, here). */
+        if (!c->closing || kvmux__done_queue(c, cb, ud, result, reply) != 0) {
+            pthread_mutex_unlock(&c->mu);
+            cb(c, result, reply, ud);
+            return;
+        }
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    for (;;) {
+        if (!c->closing && !c->cb_direct && !c->cb_running && !c->done_head &&
+            c->parked_head == KVMUX__SLOT_NIL) {
+            c->cb_direct = 1;
+            c->cb_direct_thread = pthread_self();
+            c->cb_direct_via = via;
+            pthread_mutex_unlock(&c->mu);
+            /* No lock while user code runs: it may submit, wait or close
+             * (a close is handed to c's completion thread). */
+            cb(c, result, reply, ud);
+            pthread_mutex_lock(&c->mu);
+            c->cb_direct = 0;
+            c->cb_direct_via = NULL;
+            /* c's completion thread, if callbacks were queued meanwhile
+             * (it does not wait on a condition for us). */
+            if (kvmux__async_has_done(c)) kvmux__disp_kick(c);
+            pthread_mutex_unlock(&c->mu);
+            return;
+        }
+        if (kvmux__done_queue(c, cb, ud, result, reply) == 0) break; /* c's thread runs it */
+        if (c->closing) {
+            /* Out of memory at close: c's completion thread waits for
+             * this sub-client's close, so nothing of c's runs now. */
+            pthread_mutex_unlock(&c->mu);
+            cb(c, result, reply, ud);
+            return;
+        }
+        /* Out of memory for the record: wait for c's callbacks to end,
+         * then run it here (a millisecond at a time: nothing signals). */
+        pthread_mutex_unlock(&c->mu);
+        struct timespec ms = {0, 1000000L};
+        nanosleep(&ms, NULL);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Take a direct request back to route it again (lock held): WRONG_SHARD
+ * or TRY_AGAIN from group g. Returns 1 if the handle's op now carries it,
+ * 0 if it could not be made (out of memory: the answer stands). */
+static int cl_direct_reroute(kvmux_client *c, kvmux__op *so, kvmux__cgroup *g, int result,
+                             kvmux_reply *reply) {
+    if (!so->q) return 0;
+    uint64_t h = (so->handle << KVMUX__CL_HBITS) | (uint64_t)(g->idx + 1u);
+    kvmux__op *op =
+        kvmux__async_adopt(c, &so->q->req, so->xcb, so->xud, h, so->timer.deadline, so->q->tmo);
+    if (!op) return 0;
+    if (cl_route_init(c, op) != 0) {
+        op->state = KVMUX__OP_FREE;
+        kvmux__op_recycle(c, op);
+        return 0;
+    }
+    cl_link(c->router, op);
+    if (result == KVMUX_EWRONGSHARD) cl_on_wrong_shard(c, op, g, reply);
+    else cl_on_try_again(c, op);
+    return 1;
+}
+
+/* A direct request's one answer (the sub-client's completion thread, or
+ * the loop thread). ud is the sub-client's op, valid until we return. */
+static void cl_direct_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *ud) {
+    kvmux__op *so = ud;
+    kvmux__cgroup *g = so->xg;
+    kvmux_client *c = g->c;
+    pthread_mutex_lock(&c->mu);
+    if ((result == KVMUX_EWRONGSHARD || result == KVMUX_ETRYAGAIN) && !c->router->closing &&
+        cl_direct_reroute(c, so, g, result, reply)) {
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    cl_direct_finish(c, so->xcb, so->xud, result, reply, sub);
+}
+
+int kvmux__cluster_submit_direct(kvmux_client *c, const kvmux_request *req, int64_t tmo,
+                                 kvmux_reply_cb cb, void *ud, int try_only,
+                                 kvmux_handle *handle, int *taken) {
+    /* Only what the slot hash needs is checked here; the sub-client
+     * checks the rest as it would any request. A request this does not
+     * take (keyless, a key it refuses) gets the full check, and its
+     * precise error, on the handle's path. */
+    if (!cl_keyed(req->op) || !req->key || req->key_len == 0 ||
+        req->key_len > atomic_load_explicit(&c->max_key, memory_order_relaxed))
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    int rc = c->fatal;
+    kvmux__cgroup *g = rc == 0 ? cl_target(c, req, 0) : NULL;
+    if (rc == 0 && (!g || g->state != CG_READY || g->idx + 1u > KVMUX__CL_HMASK)) {
+        pthread_mutex_unlock(&c->mu); /* the handle's op routes it */
+        return 0;
+    }
+    *taken = 1;
+    if (rc == 0) {
+        kvmux__xroute x = {cb, ud, g};
+        kvmux_handle sh = 0;
+        int t = tmo > INT32_MAX ? INT32_MAX : (int)tmo;
+        /* Lock order: the handle's mutex, then the sub-client's. */
+        rc = kvmux__async_submit_x(g->sub, req, t, cl_direct_cb, &x, try_only, &sh, -1);
+        if (rc == 0 && handle) *handle = (sh << KVMUX__CL_HBITS) | (uint64_t)(g->idx + 1u);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+int kvmux__cluster_cancel_direct(kvmux_client *c, uint64_t h) {
+    kvmux__router *r = c->router;
+    uint32_t gi = (uint32_t)(h & KVMUX__CL_HMASK);
+    if (gi == 0 || gi > r->ngroups) return KVMUX_ENOTFOUND;
+    kvmux__cgroup *g = r->groups[gi - 1u];
+    if (g->state != CG_READY || !g->sub) return KVMUX_ENOTFOUND;
+    /* Its callback, if cancelled, runs later on the sub-client's thread
+     * (or the loop's next event), never inside this call. */
+    return kvmux_cancel(g->sub, h >> KVMUX__CL_HBITS);
 }
 
 /* ---- blocking calls ---- */
@@ -1295,6 +1459,7 @@ void kvmux__cluster_close(kvmux_client *c) {
         r->groups[i]->sub = NULL;
     }
     pthread_mutex_lock(&c->mu);
+    r->subs_closed = 1; /* c's completion thread may stop once it ran what they queued */
     if (kvmux__disp_close(c)) {
         /* From one of c's callbacks: its completion thread frees c. */
         pthread_mutex_unlock(&c->mu);
@@ -1303,6 +1468,10 @@ void kvmux__cluster_close(kvmux_client *c) {
     pthread_mutex_unlock(&c->mu);
     kvmux__disp_join(c);
     kvmux__cluster_free(c);
+}
+
+int kvmux__cluster_may_stop(const kvmux_client *c) {
+    return !c->router || c->router->subs_closed;
 }
 
 void kvmux__cluster_free(kvmux_client *c) {

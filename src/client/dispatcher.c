@@ -100,7 +100,9 @@ static void *disp_main(void *arg) {
         /* Callbacks owed wait for a cluster handle's callback running on
          * a group's thread (kvmux__op_finish_direct kicks us when it
          * ends); deadlines are still serviced meanwhile. */
-        if (c->closing && !owed) break; /* kvmux_close joins us */
+        /* A cluster handle's sub-clients, closing, still queue their
+         * direct requests' callbacks here. */
+        if (c->closing && !owed && kvmux__cluster_may_stop(c)) break; /* kvmux_close joins us */
         /* Never sleep past now + the default request timeout, even with
          * no deadline pending: a request then submitted with the default
          * timeout always expires after our wakeup, so the common submit

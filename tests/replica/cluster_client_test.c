@@ -639,6 +639,8 @@ static void faults_try_again(const rgroup *g, const char *lines) {
     CHECK_EQ(kvmux_cancel(c, h), 0);
     CHECK_EQ(fl_wait_calls(1, 2000), 1);
     CHECK_EQ(atomic_load(&fl_result), KVMUX_ECANCELED);
+    CHECK_EQ(kvmux_cancel(c, h), KVMUX_ENOTFOUND); /* once */
+    CHECK_EQ(fl_wait_calls(2, 100), 1); /* its callback ran once */
     kvmux_close(c);
 }
 

@@ -22,8 +22,9 @@ static char ERR[256];
 
 /* CRC16-XMODEM by its definition, a bit at a time: the reference the
  * library's table-driven kvmux_crc16 must agree with. Every 2-byte input
- * reaches every entry of both its tables (crc_t1[b0] ^ crc_t0[b1]: b1 = 0
- * gives crc_t1's, b0 = 0 crc_t0's); every 1-byte input, the odd tail. */
+ * reaches every entry of crc_t1 and crc_t0 (crc_t1[b0] ^ crc_t0[b1]: b1 =
+ * 0 gives crc_t1's, b0 = 0 crc_t0's); 4-byte inputs with one byte set,
+ * every entry of crc_t3 and crc_t2; every 1-byte input, the odd tail. */
 static uint16_t crc16_bitwise(const uint8_t *b, size_t n) {
     uint16_t crc = 0;
     for (size_t i = 0; i < n; i++) {
@@ -49,6 +50,18 @@ static void test_crc16_bytewise(void) {
         if (kvmux_crc16(buf, 2) != crc16_bitwise(buf, 2)) {
             CHECK_EQ(kvmux_crc16(buf, 2), crc16_bitwise(buf, 2));
             return;
+        }
+    }
+    for (unsigned p = 0; p < 4; p++) { /* 4-byte steps: every entry of crc_t2, crc_t3 */
+        for (unsigned v = 0; v < 256; v++) {
+            memset(buf, 0, 8);
+            buf[p] = (uint8_t)v;
+            for (size_t n = 4; n <= 7; n++) { /* and each tail after a step */
+                if (kvmux_crc16(buf, n) != crc16_bitwise(buf, n)) {
+                    CHECK_EQ(kvmux_crc16(buf, n), crc16_bitwise(buf, n));
+                    return;
+                }
+            }
         }
     }
     uint32_t x = 2463534242u; /* xorshift32: fixed inputs, any length */
