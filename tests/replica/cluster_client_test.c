@@ -14,8 +14,10 @@
  *             bounded by the epochs seen.
  *   faults    a redirect loop (two groups with inconsistent maps) ends in
  *             KVMUX_EREDIRECTS within the deadline; TRY_AGAIN from a group
- *             without a map ends in KVMUX_ETRYAGAIN within the deadline and
- *             succeeds once the map is installed; cancels and futures on
+ *             without a map ends in KVMUX_ETRYAGAIN within the deadline
+ *             (also when the deadline passes during a backoff: an
+ *             event-loop handle stopped across it) and succeeds once the
+ *             map is installed; cancels and futures on
  *             parked and redirected requests; an unassigned slot
  *             (KVMUX_EWRONGSHARD); kill -9 of a group: its
  *             requests fail within their deadline, the others' succeed;
@@ -588,12 +590,26 @@ static void faults_try_again(const rgroup *g, const char *lines) {
     memset(&ping, 0, sizeof ping);
     ping.op = KVMUX_PING;
     CHECK_EQ(kvmux_cluster_group_call(c, 3, &ping, NULL, 10000), 0);
-    int64_t t0 = test_now_ms();
     /* 1 s: several TRY_AGAIN rounds even on a loaded machine. A backoff
      * that overruns the deadline (the sleep came back late) still ends
-     * KVMUX_ETRYAGAIN: nothing was in flight. */
-    CHECK_EQ(kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 1000), KVMUX_ETRYAGAIN);
-    int64_t took = test_now_ms() - t0;
+     * KVMUX_ETRYAGAIN: nothing was in flight. One case is a real timeout:
+     * the last retry sent with little time left and its answer later
+     * than the deadline (the group may have had a map by then: the
+     * outcome is unknown). A loaded machine can do that; not three times
+     * in a row (never before the deadline). */
+    int rc = KVMUX_ETIMEDOUT;
+    int64_t t0 = 0, took = 0;
+    for (int a = 0; a < 3 && rc == KVMUX_ETIMEDOUT; a++) {
+        t0 = test_now_ms();
+        rc = kvmux_set(c, k, strlen(k), "v", 1, 0, NULL, 1000);
+        took = test_now_ms() - t0;
+        if (rc == KVMUX_ETIMEDOUT) {
+            fprintf(stderr, "TRY_AGAIN: the last retry unanswered at the deadline (%lld ms)\n",
+                    (long long)took);
+            CHECK(took >= 1000 - 1); /* a timeout is never early */
+        }
+    }
+    CHECK_EQ(rc, KVMUX_ETRYAGAIN);
     CHECK(took >= 500 && took <= 1000 + 1500); /* slack for a loaded CI machine */
     CHECK(cstats(c).try_agains >= 3);
     faults_backoff_late(g);
@@ -699,7 +715,8 @@ static void faults_backoff_late(const rgroup *g) {
     o.endpoints = seed;
     kvmux_client *c = NULL;
     REQUIRE(kvmux_async_connect(&c, NULL, 0, &o) == 0);
-    kvmux_async_hooks h = {NULL, bo_nop, bo_nop, bo_nop, bo_nop, bo_timer, NULL};
+    kvmux_async_hooks h = {.add_read = bo_nop, .del_read = bo_nop, .add_write = bo_nop,
+                           .del_write = bo_nop, .schedule_timer = bo_timer};
     bo_timer_at = -1;
     REQUIRE(kvmux_async_attach(c, &h) == 0);
     int from = 0;
@@ -844,8 +861,8 @@ static void faults_kill(rgroup *g) {
     int64_t t0 = test_now_ms();
     CHECK_EQ(kvmux_call_async(c, &r, 500, fl_cb, NULL), 0);
     /* Meanwhile group 1 serves (its deadline generous: a SET is a Raft
-     * commit, an fsync, which a busy disk can stretch past a second; what
-     * is checked is that it succeeds while group 3 is dead). */
+     * commit, a disk write, and one took over 2 s on a loaded machine;
+     * what is checked is that each succeeds while group 3 is dead). */
     for (int i = 0; i < 50; i++) CHECK_EQ(kvmux_set(c, k1, strlen(k1), "v", 1, 0, NULL, 10000), 0);
     CHECK_EQ(fl_wait_calls(1, 3000), 1);
     CHECK(atomic_load(&fl_result) != 0);
