@@ -575,7 +575,15 @@ void kvmux__cluster_tick(kvmux_client *c, int64_t now) {
         next = op->rnext;
         if (op->rparked && !op->rwait && op->retry_at <= now) {
             cl_unpark(c, op);
-            cl_dispatch(c, op);
+            /* Its deadline passed while it waited out a TRY_AGAIN (or
+             * hand-over) backoff -- this tick came late, a loaded machine
+             * or a loop not run: nothing of it is in flight, the slot
+             * stayed unavailable. KVMUX_ETRYAGAIN, as cl_backoff would
+             * have said, not a timeout. */
+            if (op->backoff_ms && op->timer.deadline <= now)
+                kvmux__op_finish(c, op, KVMUX_ETRYAGAIN, NULL);
+            else
+                cl_dispatch(c, op);
         }
     }
 }
@@ -975,6 +983,9 @@ static int cl_call_hops(kvmux_client *c, const kvmux_request *req, kvmux_reply *
         struct timespec nap = {(time_t)(wait / 1000), (long)(wait % 1000) * 1000000L};
         nanosleep(&nap, NULL);
         pthread_mutex_lock(&c->mu);
+        /* The sleep overran the deadline (a loaded machine): as above,
+         * KVMUX_ETRYAGAIN -- nothing is in flight -- not a timeout. */
+        if (kvmux__now_ms() >= deadline) return KVMUX_ETRYAGAIN;
     }
 }
 
