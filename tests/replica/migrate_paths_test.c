@@ -318,7 +318,7 @@ static int takeover(rgroup *mg, rgroup *g1, rgroup *g2) {
     CHECK(strncmp(r.reason, "fence timeout: ", 15) == 0);
     /* Counted from the takeover (which follows the new leader's election
      * and its first table read), not from the old leader's fence. */
-    CHECK(t_end - t_lead >= FENCE_MS - 300);
+    CHECK(t_end - t_lead >= FENCE_MS - 500);
     CHECK_EQ(rgroup_stat(g1, nl, "migrate_timeouts"), to0[nl] + 1);
     CHECK_EQ(rgroup_stat(g1, nl, "migrate_aborts"), ab0[nl] + 1);
     check_end(mg, id, KVMUX_MIG_ABORTED, g1, g2);
