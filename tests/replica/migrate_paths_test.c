@@ -11,9 +11,10 @@
  *   the leader SIGKILLed, and the proxy (delay 1000: a COMMIT sent in
  *   between is still in it) cuts every connection. The new leader finds
  *   the record FENCED, counts the fence timeout from its takeover (the
- *   record ends >= 2 s after the test saw the new leader), asks ABORT:
- *   ABORTED "fence timeout: ...", `migrate_timeouts` and `migrate_aborts`
- *   + 1 on the new leader.
+ *   record ends >= 1.5 s after the test saw the new leader; counted from
+ *   the old fence it would end about when the new leader was seen), asks
+ *   ABORT: ABORTED "fence timeout: ...", `migrate_timeouts` and
+ *   `migrate_aborts` + 1 on the new leader.
  * - COMMIT answered "was aborted": with delay 500 the COMMIT is held in
  *   the proxy; the test sends the operator's abort (CLUSTER abort ID, as
  *   kvmux-cli cluster migrate --abort does) as soon as the leader's STATS
