@@ -1008,8 +1008,14 @@ static int abort_asked(struct kvmux_migr *m, kvmux_mapc *mc, kvmux_migrec *r,
     int rc = ask_abort(m, mc, r, why, &end);
     if (rc == 0) r->state = KVMUX_MIG_ABORTED;
     if (rc == 1) {
+        /* Our COMMIT was applied, its answer lost or given up on: it is
+         * this leader's (or an earlier one's) commit all the same. */
         KVMUX_LOG_I("migration %u: it committed before the abort (epoch %llu)", r->id,
                     (unsigned long long)end);
+        if (m->committed_id != r->id) {
+            m->committed_id = r->id;
+            atomic_fetch_add(&m->commits, 1);
+        }
         r->state = KVMUX_MIG_COMMITTED;
         r->end_epoch = end;
     }
@@ -1043,6 +1049,8 @@ static int drive(struct kvmux_migr *m, kvmux_mapc *mc, kvmux_migrec *r) {
         return 0;
     }
     if (rc == 1) { /* "was aborted": the ABORT came first */
+        KVMUX_LOG_I("migration %u: the COMMIT came after its abort: continuing as aborted",
+                    r->id);
         r->state = KVMUX_MIG_ABORTED;
         return 0;
     }

@@ -75,6 +75,19 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_timeout_test.c
         ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
       LIBS kvmux kvmux_rgroup LABELS "integration;fault;concurrent" TIMEOUT 240)
+    # Step 8: the outcomes the source learns from an answer (MIGRATION.md
+    # 8.2): the fence timer after a takeover, a COMMIT answered "was
+    # aborted", an ABORT answered "is committed"; kvmux-faultproxy delays
+    # the data groups' link to the map group. Five kvmuxd and timing
+    # windows: run alone.
+    kvmux_add_test(migrate_paths_test
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_paths_test.c
+        ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
+      LIBS kvmux kvmux_rgroup LABELS "integration;fault;concurrent" TIMEOUT 300)
+    target_compile_definitions(migrate_paths_test PRIVATE
+      KVMUX_FAULTPROXY_PATH="${PROJECT_BINARY_DIR}/kvmux-faultproxy")
+    add_dependencies(migrate_paths_test kvmux-faultproxy)
+    set_tests_properties(migrate_paths_test PROPERTIES RUN_SERIAL TRUE)
     # Step 8: moves under load, kill -9 of a source, target or map group
     # leader at a random phase (KVMUX_MIGFAULT_CYCLES, _SEED, _REPLICAS);
     # nine processes: run alone.
@@ -143,6 +156,8 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     kvmux_missing_dependency_test(migrate_big_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(migrate_timeout_test
+      "kvmuxd built without replication (install libraft-dev >= 0.22)")
+    kvmux_missing_dependency_test(migrate_paths_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
     kvmux_missing_dependency_test(migrate_fault_test
       "kvmuxd built without replication (install libraft-dev >= 0.22)")
