@@ -857,6 +857,15 @@ static void cl_direct_cb(kvmux_client *sub, int result, kvmux_reply *reply, void
     kvmux__op *so = ud;
     kvmux__cgroup *g = so->xg;
     kvmux_client *c = g->c;
+    if (c->mode == KVMUX__MODE_LOOP && !c->closing && result != KVMUX_EWRONGSHARD &&
+        result != KVMUX_ETRYAGAIN) {
+        /* The loop thread, inside one of c's handlers: the only thread
+         * that closes c (closing is written here) or runs its callbacks,
+         * so no lock (a close from cb is deferred to the outermost
+         * handler). */
+        so->xcb(c, result, reply, so->xud);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     if ((result == KVMUX_EWRONGSHARD || result == KVMUX_ETRYAGAIN) && !c->router->closing &&
         cl_direct_reroute(c, so, g, result, reply)) {
