@@ -1016,9 +1016,17 @@ void kvmux__async_run_done(kvmux_client *c) {
          * itself: it writes on the next writable event. */
         c->disp_batching = c->mode == KVMUX__MODE_THREADED;
         pthread_mutex_unlock(&c->mu);
+        /* A cluster handle's sub-client: the handle's callback gate is
+         * taken once for the batch, not twice per answer (a nested batch,
+         * from a future waited on in one of these callbacks, finds it
+         * held by this thread and does not take it). */
+        int outer = c->xgate;
+        c->xgate = c->xhandle ? kvmux__cluster_gate_take(c) : 0;
         /* No lock while user code runs: it may submit, wait or close. */
         for (kvmux__done *d = batch; d; d = d->next)
             d->cb(c, d->result, &d->reply, d->user_data);
+        if (c->xgate) kvmux__cluster_gate_give(c);
+        c->xgate = outer;
         pthread_mutex_lock(&c->mu);
         c->disp_batching = 0;
         if (c->kick_deferred) {

@@ -643,6 +643,11 @@ leave:
     return rc;
 }
 
+int kvmux__call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *reply,
+                    kvmux_value **vout, int timeout_ms, int try_only) {
+    return call_run(c, req, reply, vout, timeout_ms, try_only);
+}
+
 int kvmux_call(kvmux_client *c, const kvmux_request *req, kvmux_reply *reply,
                int timeout_ms) {
     return call_run(c, req, reply, NULL, timeout_ms, 0);

@@ -414,6 +414,14 @@ struct kvmux_client {
     int cb_direct;
     pthread_t cb_direct_thread;
     kvmux_client *cb_direct_via;   /* the group's sub-client it runs on */
+    /* A threaded cluster handle's sub-client: the handle (set before the
+     * sub-client is published, then immutable; NULL otherwise), and, for
+     * the thread running a batch of its callbacks (kvmux__async_run_done),
+     * whether it holds the handle's callback gate for the whole batch
+     * (cluster.c, kvmux__cluster_gate_take): read and written by that
+     * thread only. */
+    kvmux_client *xhandle;
+    int xgate;
     /* threaded: a callback running on our completion thread waits for a
      * future (future.c) and drives our completions meanwhile; what would
      * wake this thread (a completion queued, a deadline before
@@ -614,6 +622,12 @@ kvmux__op *kvmux__cluster_find_handle(kvmux_client *c, uint64_t h);
  * completion thread); and the earliest such time, or INT64_MAX. */
 void kvmux__cluster_tick(kvmux_client *c, int64_t now);
 int64_t kvmux__cluster_next(const kvmux_client *c);
+/* The blocking call path (call.c) with both outputs: reply (may be NULL)
+ * gets the version, number, and any value not given as *vout -- a
+ * WRONG_SHARD or TRY_AGAIN's always; vout (may be NULL) a GET or WAIT
+ * value as one kvmux_value. */
+int kvmux__call_run(kvmux_client *c, const kvmux_request *req, kvmux_reply *reply,
+                    kvmux_value **vout, int timeout_ms, int try_only);
 /* A blocking call on a cluster handle: a future, waited on. */
 int kvmux__cluster_call(kvmux_client *c, const kvmux_request *req, kvmux_reply *reply,
                         kvmux_value **vout, int timeout_ms, int try_only);
@@ -717,6 +731,12 @@ int kvmux__done_queue(kvmux_client *c, kvmux_reply_cb cb, void *ud, int result, 
 int kvmux__cluster_submit_direct(kvmux_client *c, const kvmux_request *req, int64_t tmo,
                                  kvmux_reply_cb cb, void *ud, int try_only,
                                  kvmux_handle *handle, int *taken);
+/* The thread about to run a batch of sub's callbacks (sub's lock not
+ * held) takes sub->xhandle's callback gate for the batch, if free: 1 (the
+ * batch's direct answers run their callbacks without the handle's mutex;
+ * kvmux__cluster_gate_give after it), else 0. */
+int kvmux__cluster_gate_take(kvmux_client *sub);
+void kvmux__cluster_gate_give(kvmux_client *sub);
 /* kvmux_cancel of a direct request (lock held): 0 or KVMUX_ENOTFOUND. */
 int kvmux__cluster_cancel_direct(kvmux_client *c, uint64_t h);
 /* Close-time: fail c for good (closing, KVMUX_ECLOSED) and wake every

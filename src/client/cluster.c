@@ -315,6 +315,7 @@ static void *cl_connect_main(void *arg) {
         rc = KVMUX_ECLOSED;
     }
     if (rc == 0) {
+        sub->xhandle = c; /* its callback batches take c's gate */
         g->sub = sub;
         g->state = CG_READY;
         /* A newer member list arrived while connecting. */
@@ -865,6 +866,21 @@ static void cl_direct_cb(kvmux_client *sub, int result, kvmux_reply *reply, void
     kvmux__op *so = ud;
     kvmux__cgroup *g = so->xg;
     kvmux_client *c = g->c;
+    if (sub->xgate && result != KVMUX_EWRONGSHARD && result != KVMUX_ETRYAGAIN) {
+        /* This thread holds c's callback gate for the batch this answer
+         * is in (kvmux__cluster_gate_take). */
+        so->xcb(c, result, reply, so->xud);
+        return;
+    }
+    if (c->mode == KVMUX__MODE_LOOP && !c->closing && result != KVMUX_EWRONGSHARD &&
+        result != KVMUX_ETRYAGAIN) {
+        /* The loop thread, inside one of c's handlers: the only thread
+         * that closes c (closing is written here) or runs its callbacks,
+         * so no lock (a close from cb is deferred to the outermost
+         * handler). */
+        so->xcb(c, result, reply, so->xud);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     if ((result == KVMUX_EWRONGSHARD || result == KVMUX_ETRYAGAIN) && !c->router->closing &&
         cl_direct_reroute(c, so, g, result, reply)) {
@@ -904,6 +920,33 @@ int kvmux__cluster_submit_direct(kvmux_client *c, const kvmux_request *req, int6
     return rc;
 }
 
+int kvmux__cluster_gate_take(kvmux_client *sub) {
+    kvmux_client *c = sub->xhandle;
+    pthread_mutex_lock(&c->mu);
+    int ok = !c->closing && !c->cb_direct && !c->cb_running && !c->done_head &&
+             c->parked_head == KVMUX__SLOT_NIL;
+    if (ok) {
+        /* As cl_direct_finish's gate, held for the batch: the handle's
+         * callbacks from other threads queue meanwhile; a close from one
+         * of the batch's callbacks is handed to c's completion thread,
+         * which closes (joins) this sub-client after the batch. */
+        c->cb_direct = 1;
+        c->cb_direct_thread = pthread_self();
+        c->cb_direct_via = sub;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
+void kvmux__cluster_gate_give(kvmux_client *sub) {
+    kvmux_client *c = sub->xhandle;
+    pthread_mutex_lock(&c->mu);
+    c->cb_direct = 0;
+    c->cb_direct_via = NULL;
+    if (kvmux__async_has_done(c)) kvmux__disp_kick(c);
+    pthread_mutex_unlock(&c->mu);
+}
+
 int kvmux__cluster_cancel_direct(kvmux_client *c, uint64_t h) {
     kvmux__router *r = c->router;
     uint32_t gi = (uint32_t)(h & KVMUX__CL_HMASK);
@@ -916,18 +959,6 @@ int kvmux__cluster_cancel_direct(kvmux_client *c, uint64_t h) {
 }
 
 /* ---- blocking calls ---- */
-
-/* reply's value as one kvmux_value (GET, WAIT); NULL on out of memory. */
-static kvmux_value *cl_value(const kvmux_reply *rep) {
-    kvmux_value *v = malloc(sizeof *v + rep->value_len + 1);
-    if (!v) return NULL;
-    v->version = rep->version;
-    v->len = rep->value_len;
-    v->data = (uint8_t *)(v + 1);
-    if (rep->value_len) memcpy(v->data, rep->value, rep->value_len);
-    v->data[rep->value_len] = 0;
-    return v;
-}
 
 /* Leave the library (lock held): kvmux_close waits for the last one. */
 static void cl_leave(kvmux_client *c) {
@@ -942,25 +973,31 @@ static int cl_group_wait(kvmux_client *c, kvmux__cgroup *g, const struct timespe
  * thread -- no completion thread in the way. Returns the result, the
  * answer in *rep. */
 static int cl_call_hops(kvmux_client *c, const kvmux_request *req, kvmux_reply *rep,
-                        int64_t deadline, int try_only) {
+                        kvmux_value **vout, int64_t now, int64_t deadline, int try_only) {
     kvmux__router *r = c->router;
     uint16_t rgroup = 0, backoff = 0;
     uint8_t redirects = 0;
     uint64_t repoch = 0;
     for (;;) {
-        int64_t left = deadline - kvmux__now_ms();
+        /* The first hop counts from the caller's clock read. */
+        int64_t left = deadline - (now >= 0 ? now : kvmux__now_ms());
+        now = -1;
         if (left <= 0) return KVMUX_ETIMEDOUT;
         if (r->closing) return KVMUX_ECLOSED;
         kvmux__cgroup *g = cl_target(c, req, rgroup);
         if (!g) return KVMUX_ENOMEM;
-        struct timespec ts = kvmux__deadline(left);
-        int rc = cl_group_wait(c, g, &ts);
-        if (rc != 0) return rc;
+        if (g->state != CG_READY) {
+            struct timespec ts = kvmux__deadline(left);
+            int rc = cl_group_wait(c, g, &ts);
+            if (rc != 0) return rc;
+        }
         /* g->sub lives until kvmux_close, which waits for us (active). */
         kvmux_client *sub = g->sub;
         pthread_mutex_unlock(&c->mu);
         int tmo = left > INT32_MAX ? INT32_MAX : (int)left;
-        rc = try_only ? kvmux_try_call(sub, req, rep, tmo) : kvmux_call(sub, req, rep, tmo);
+        /* A GET's value comes as the caller's kvmux_value directly (no
+         * second copy); a redirect's is in rep either way. */
+        int rc = kvmux__call_run(sub, req, rep, vout, tmo, try_only);
         pthread_mutex_lock(&c->mu);
         if (rc == KVMUX_EWRONGSHARD) {
             int code = 0;
@@ -996,18 +1033,18 @@ int kvmux__cluster_call(kvmux_client *c, const kvmux_request *req, kvmux_reply *
     int rc = kvmux__call_check(c, req, &flen); /* before anything is routed */
     if (rc != 0) return rc;
     int64_t tmo = timeout_ms == KVMUX_TIMEOUT_DEFAULT ? c->opts.request_timeout_ms : timeout_ms;
-    int64_t deadline = kvmux__now_ms() + tmo;
+    int64_t now = kvmux__now_ms();
+    int64_t deadline = now + tmo;
     kvmux_reply rep;
     memset(&rep, 0, sizeof rep);
     pthread_mutex_lock(&c->mu);
     rc = c->fatal;
     if (rc == 0) {
         c->active++;
-        rc = cl_call_hops(c, req, &rep, deadline, try_only);
+        rc = cl_call_hops(c, req, &rep, vout, now, deadline, try_only);
         cl_leave(c);
     }
     pthread_mutex_unlock(&c->mu);
-    if (vout && rc == 0 && !(*vout = cl_value(&rep))) rc = KVMUX_ENOMEM;
     if (reply && (rc == KVMUX_OK || rc == KVMUX_EVERSION || rep.value)) {
         *reply = rep;
         rep.value = NULL;

@@ -376,11 +376,17 @@ static int reader_complete(kvmux_client *c, kvmux__slot *s, const kvmux_frame *f
         }
     } else if (err == KVMUX_EVERSION && s->op == KVMUX_CAS) {
         r.version = kvmux_load_u64be(f->extras);
-    } else if ((s->op == KVMUX_GROUP || s->op == KVMUX_CLUSTER || err == KVMUX_EWRONGSHARD ||
-                err == KVMUX_ETRYAGAIN) &&
-               f->value_len && !s->want_value) {
+    } else if ((err == KVMUX_EWRONGSHARD || err == KVMUX_ETRYAGAIN) && f->value_len) {
         /* WRONG_SHARD / TRY_AGAIN: the value (slot, epoch, owner) is what
-         * a cluster handle follows (cluster.c). */
+         * a cluster handle follows (cluster.c) -- in the reply even for a
+         * GET that wants its value as a kvmux_value. */
+        uint8_t *p = reader_alloc_value(0, f->value_len, 0, &v, &r.value);
+        if (p) {
+            memcpy(p, f->value, f->value_len);
+            r.value_len = f->value_len;
+        }
+    } else if ((s->op == KVMUX_GROUP || s->op == KVMUX_CLUSTER) && f->value_len &&
+               !s->want_value) {
         /* A refused membership change: the server's message says why
          * (unknown id, already a member, ...); the caller gets it. */
         (void)reader_copy_value(s, f, &r, &v);
