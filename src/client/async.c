@@ -427,6 +427,32 @@ static void link_future(kvmux_client *c, kvmux__op *op, kvmux_future **fut) {
     *fut = op;
 }
 
+/* A cluster handle's op for req (ROUTED, on no list, lock held): a copy
+ * of the request, its deadline and, for a callback, its handle; a future
+ * is c's. NULL out of memory. */
+static kvmux__op *async_routed_op(kvmux_client *c, const kvmux_request *req,
+                                  kvmux__op_kind kind, kvmux_reply_cb cb, void *ud,
+                                  uint64_t handle, int64_t deadline, int64_t tmo) {
+    kvmux__op *op = async_op_alloc(c);
+    if (!op) return NULL;
+    if (!(op->q = async_q_new(op)) || async_copy_req(op, req) != 0) {
+        kvmux__op_recycle(c, op);
+        return NULL;
+    }
+    op->kind = kind;
+    op->q->tmo = tmo;
+    if (kind == KVMUX__OP_CALLBACK) {
+        op->handle = handle;
+        op->d.cb = cb;
+        op->d.user_data = ud;
+    } else {
+        op->c = c;
+    }
+    op->timer.deadline = deadline;
+    op->state = KVMUX__OP_ROUTED;
+    return op;
+}
+
 /* A cluster handle's submit (cluster.c routes it): the op keeps a copy
  * of the request for every hop. Its deadline is enforced by whoever holds
  * it: the sub-client a hop is on (the hop's deadline is the op's: same
@@ -442,26 +468,12 @@ static int async_submit_routed(kvmux_client *c, const kvmux_request *req, int64_
     rc = kvmux__call_check(c, req, &flen);
     if (rc != 0) goto out;
     rc = KVMUX_ENOMEM;
-    kvmux__op *op = async_op_alloc(c);
-    if (!op) goto out;
-    if (!(op->q = async_q_new(op)) || async_copy_req(op, req) != 0) {
-        kvmux__op_recycle(c, op);
-        goto out;
-    }
-    op->kind = kind;
-    op->q->tmo = tmo;
     uint64_t h = 0;
-    if (kind == KVMUX__OP_CALLBACK) {
+    if (kind == KVMUX__OP_CALLBACK)
         h = ++c->next_handle << KVMUX__CL_HBITS; /* low bits 0: the handle's own */
-        op->handle = h;
-        op->d.cb = cb;
-        op->d.user_data = user_data;
-    } else {
-        op->c = c;
-    }
     int64_t now = kvmux__now_ms(); /* the request's one clock read: hops reuse it */
-    op->timer.deadline = now + tmo;
-    op->state = KVMUX__OP_ROUTED;
+    kvmux__op *op = async_routed_op(c, req, kind, cb, user_data, h, now + tmo, tmo);
+    if (!op) goto out;
     rc = kvmux__cluster_route(c, op, try_only, now);
     if (rc != 0) {
         op->state = KVMUX__OP_FREE;
@@ -670,20 +682,7 @@ int kvmux__async_submit_x(kvmux_client *c, const kvmux_request *req, int timeout
 
 kvmux__op *kvmux__async_adopt(kvmux_client *c, const kvmux_request *req, kvmux_reply_cb cb,
                               void *ud, uint64_t handle, int64_t deadline, int64_t tmo) {
-    kvmux__op *op = async_op_alloc(c);
-    if (!op) return NULL;
-    if (!(op->q = async_q_new(op)) || async_copy_req(op, req) != 0) {
-        kvmux__op_recycle(c, op);
-        return NULL;
-    }
-    op->kind = KVMUX__OP_CALLBACK;
-    op->q->tmo = tmo;
-    op->handle = handle;
-    op->d.cb = cb;
-    op->d.user_data = ud;
-    op->timer.deadline = deadline;
-    op->state = KVMUX__OP_ROUTED;
-    return op;
+    return async_routed_op(c, req, KVMUX__OP_CALLBACK, cb, ud, handle, deadline, tmo);
 }
 
 int kvmux__done_queue(kvmux_client *c, kvmux_reply_cb cb, void *ud, int result, kvmux_reply *r) {
@@ -709,19 +708,34 @@ void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r
     op_complete(c, op);
 }
 
-int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r,
-                            kvmux_client *via) {
+int kvmux__cb_gate_take(kvmux_client *c, kvmux_client *via) {
     /* Only while nothing else of c's is running or owed: callbacks stay
      * one at a time and in completion order. */
-    if (op->kind != KVMUX__OP_CALLBACK || c->mode != KVMUX__MODE_THREADED || c->closing ||
-        c->cb_direct || c->cb_running || c->done_head || c->parked_head != KVMUX__SLOT_NIL)
+    if (c->closing || c->cb_direct || c->cb_running || c->done_head ||
+        c->parked_head != KVMUX__SLOT_NIL)
+        return 0;
+    c->cb_direct = 1;
+    c->cb_direct_thread = pthread_self();
+    c->cb_direct_via = via;
+    return 1;
+}
+
+void kvmux__cb_gate_give(kvmux_client *c) {
+    c->cb_direct = 0;
+    c->cb_direct_via = NULL;
+    /* c's completion thread, if callbacks were queued meanwhile (it does
+     * not run them while the gate is held). */
+    if (kvmux__async_has_done(c)) kvmux__disp_kick(c);
+}
+
+int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r,
+                            kvmux_client *via) {
+    if (op->kind != KVMUX__OP_CALLBACK || c->mode != KVMUX__MODE_THREADED ||
+        !kvmux__cb_gate_take(c, via))
         return 0;
     if (op->state == KVMUX__OP_ROUTED) kvmux__cluster_unroute(c, op);
     kvmux__theap_remove(&c->timers, &op->timer);
     op->state = KVMUX__OP_DONE;
-    c->cb_direct = 1;
-    c->cb_direct_thread = pthread_self();
-    c->cb_direct_via = via;
     pthread_mutex_unlock(&c->mu);
     /* No lock while user code runs: it may submit, wait or close. */
     op->d.cb(c, result, r, op->d.user_data);
@@ -730,11 +744,8 @@ int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_re
     pthread_mutex_lock(&c->mu);
     memset(&op->d.reply, 0, sizeof op->d.reply);
     kvmux__op_recycle(c, op);
-    c->cb_direct = 0;
-    c->cb_direct_via = NULL;
-    /* The completion thread waits for us if callbacks are owed. */
     pthread_cond_broadcast(&c->idle_cond);
-    if (kvmux__async_has_done(c)) kvmux__disp_kick(c);
+    kvmux__cb_gate_give(c);
     return 1;
 }
 

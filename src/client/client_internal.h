@@ -677,6 +677,13 @@ void kvmux__op_finish(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r
  * when it returns 1 (check c->close_handoff). */
 int kvmux__op_finish_direct(kvmux_client *c, kvmux__op *op, int result, kvmux_reply *r,
                             kvmux_client *via);
+/* A cluster handle's callback gate (lock held): take it for the calling
+ * thread, which then runs c's callbacks on via's completion thread, if
+ * none of c's callbacks runs or is owed and c is not closing (1), else 0.
+ * Callbacks stay one at a time and in completion order. give: release it
+ * (and wake c's completion thread if callbacks were queued meanwhile). */
+int kvmux__cb_gate_take(kvmux_client *c, kvmux_client *via);
+void kvmux__cb_gate_give(kvmux_client *c);
 /* 1 if the calling thread is running one of c's callbacks through
  * kvmux__op_finish_direct (lock held). */
 int kvmux__cb_direct_here(const kvmux_client *c);

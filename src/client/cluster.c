@@ -803,21 +803,13 @@ static void cl_direct_finish(kvmux_client *c, kvmux_reply_cb cb, void *ud, int r
         return;
     }
     for (;;) {
-        if (!c->closing && !c->cb_direct && !c->cb_running && !c->done_head &&
-            c->parked_head == KVMUX__SLOT_NIL) {
-            c->cb_direct = 1;
-            c->cb_direct_thread = pthread_self();
-            c->cb_direct_via = via;
+        if (kvmux__cb_gate_take(c, via)) {
             pthread_mutex_unlock(&c->mu);
             /* No lock while user code runs: it may submit, wait or close
              * (a close is handed to c's completion thread). */
             cb(c, result, reply, ud);
             pthread_mutex_lock(&c->mu);
-            c->cb_direct = 0;
-            c->cb_direct_via = NULL;
-            /* c's completion thread, if callbacks were queued meanwhile
-             * (it does not wait on a condition for us). */
-            if (kvmux__async_has_done(c)) kvmux__disp_kick(c);
+            kvmux__cb_gate_give(c);
             pthread_mutex_unlock(&c->mu);
             return;
         }
@@ -922,18 +914,12 @@ int kvmux__cluster_submit_direct(kvmux_client *c, const kvmux_request *req, int6
 
 int kvmux__cluster_gate_take(kvmux_client *sub) {
     kvmux_client *c = sub->xhandle;
+    /* cl_direct_finish's gate, held for the batch: the handle's callbacks
+     * from other threads queue meanwhile; a close from one of the batch's
+     * callbacks is handed to c's completion thread, which closes (joins)
+     * this sub-client after the batch. */
     pthread_mutex_lock(&c->mu);
-    int ok = !c->closing && !c->cb_direct && !c->cb_running && !c->done_head &&
-             c->parked_head == KVMUX__SLOT_NIL;
-    if (ok) {
-        /* As cl_direct_finish's gate, held for the batch: the handle's
-         * callbacks from other threads queue meanwhile; a close from one
-         * of the batch's callbacks is handed to c's completion thread,
-         * which closes (joins) this sub-client after the batch. */
-        c->cb_direct = 1;
-        c->cb_direct_thread = pthread_self();
-        c->cb_direct_via = sub;
-    }
+    int ok = kvmux__cb_gate_take(c, sub);
     pthread_mutex_unlock(&c->mu);
     return ok;
 }
@@ -941,9 +927,7 @@ int kvmux__cluster_gate_take(kvmux_client *sub) {
 void kvmux__cluster_gate_give(kvmux_client *sub) {
     kvmux_client *c = sub->xhandle;
     pthread_mutex_lock(&c->mu);
-    c->cb_direct = 0;
-    c->cb_direct_via = NULL;
-    if (kvmux__async_has_done(c)) kvmux__disp_kick(c);
+    kvmux__cb_gate_give(c);
     pthread_mutex_unlock(&c->mu);
 }
 
