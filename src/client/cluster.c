@@ -5,7 +5,7 @@
  * Design. The handle is an ordinary kvmux_client without a connection
  * (fd -1, no reader or writer) whose `router` holds the slot map and one
  * endpoints-mode sub-client per group. A callback request whose group is
- * connected goes straight to that sub-client ("direct requests" below:
+ * connected goes straight to that sub-client (cluster_direct.c:
  * the handle keeps no record of it until a WRONG_SHARD or TRY_AGAIN
  * hands it back). Everything else uses the handle's usual async
  * machinery (async.c): a submit makes an op that keeps a copy of the
@@ -72,113 +72,7 @@
 #include "client_internal.h"
 #include "clock.h"
 #include "cluster.h"
-
-/* Groups a router knows at most (the map's, plus those learned from
- * redirects). */
-#define CL_MAX_GROUPS (KVMUX_MAP_MAX_GROUPS * 2u)
-/* TRY_AGAIN backoff: from 2 ms, doubling, capped at 100 ms, each wait
- * uniform in [b/2, b]. */
-#define CL_BACKOFF_MIN_MS 2u
-#define CL_BACKOFF_MAX_MS 100u
-/* A group whose sub-client could not be made: requests fail fast with
- * the reason for this long, then the next one tries again. */
-#define CL_FAIL_HOLD_MS 100
-/* A hop refused with KVMUX_EAGAIN (the sub-client's queue is full) after
- * the first: tried again this much later, within its deadline. */
-#define CL_EAGAIN_RETRY_MS 1
-/* Finished hops kept for reuse (a hop per request otherwise costs a
- * calloc and a free); beyond this many they are freed. */
-#define CL_HOP_CACHE 256u
-/* gidx: this slot's owner is found in map->owner (a group at index
- * 254 or beyond). */
-#define CL_GIDX_MAP 255u
-/* Runs of slots (one owner each) a map may have for the run table
- * (gidx otherwise). */
-#define CL_RUNS_MAX 16u
-/* A comma-separated member list. */
-#define CL_EP_MAX (KVMUX_MAP_MAX_MEMBERS * KVMUX_MAP_ADDR_MAX)
-
-typedef enum cl_gstate {
-    CG_IDLE = 0,       /* no sub-client yet */
-    CG_CONNECTING = 1, /* its connect thread runs */
-    CG_READY = 2,      /* sub is usable */
-    CG_FAILED = 3      /* the last connect failed (fail_code, fail_until) */
-} cl_gstate;
-
-typedef struct kvmux__cgroup {
-    uint16_t id;
-    uint16_t idx;                  /* its index in the router's groups[] */
-    uint8_t state;                 /* cl_gstate */
-    uint8_t thread_live;           /* thread must be joined */
-    pthread_t thread;
-    char endpoints[CL_EP_MAX];     /* "host:port,...", from the map or a redirect */
-    kvmux_client *sub;             /* READY: its client (until close) */
-    int fail_code;
-    int64_t fail_until;
-    kvmux_client *c;               /* the cluster handle (connect thread) */
-    /* event-loop mode: the sub-client's wishes, as its hooks state them */
-    uint32_t events;               /* EPOLLIN | EPOLLOUT wanted */
-    uint32_t armed;                /* of them in the epoll set (in_epoll) */
-    int in_epoll;                  /* its fd is in the handle's epoll set */
-    int64_t timer_at;              /* its timer (monotonic ms), INT64_MAX none */
-} kvmux__cgroup;
-
-/* One sub-request: a routed op's hop, or a map refresh. */
-typedef struct kvmux__hop {
-    kvmux_client *c;
-    kvmux__op *op;                 /* NULL: the op completed meanwhile */
-    kvmux__cgroup *g;
-    kvmux_handle h;
-    int refresh;
-    struct kvmux__hop *next;       /* on the router's free_hops */
-} kvmux__hop;
-
-typedef struct kvmux__router kvmux__router;
-struct kvmux__router {
-    kvmux_map *map;                /* the map routed by (slots patched by redirects) */
-    uint16_t seed_group;
-    kvmux__cgroup *groups[CL_MAX_GROUPS];
-    uint32_t ngroups;
-    kvmux__op *routed;             /* every ROUTED op */
-    uint32_t nrouted;              /* of them: how many (the timer heap
-                                      keeps room for all: a park cannot
-                                      fail) */
-    uint32_t nparked;              /* of them parked */
-    uint32_t nretry;               /* of them parked for a retry time */
-    int refreshing;                /* a CLUSTER map request is in flight */
-    uint64_t refresh_for;          /* highest epoch a refresh was started for */
-    uint64_t refreshes, redirects, try_agains, stale;
-    uint64_t member_updates;       /* sub-clients given a newer member list */
-    int closing;
-    int subs_closed;               /* kvmux_close has closed the sub-clients:
-                                      no direct request's callback can be
-                                      queued to the handle any more */
-    pthread_cond_t gcond;          /* a group's state changed */
-    uint64_t rng;                  /* backoff jitter (xorshift64) */
-    kvmux__hop *free_hops;         /* finished hops, for reuse */
-    uint32_t nfree_hops;
-    uint32_t nepoll;               /* event-loop mode: groups in the epoll set */
-    kvmux_options sub_opts;        /* the strings below are its own */
-    char *str[7];
-    /* The slot map as the submit path reads it: per slot, 1 + the index
-     * in groups[] of its owner; 0 unassigned (or its group could not be
-     * learned); CL_GIDX_MAP: look in map->owner (a group at index >=
-     * CL_GIDX_MAP - 1). One byte a slot (16 KiB, against the map's 32
-     * KiB of group ids) and no search of groups[]: the lookup was a cache
-     * miss per request in profiles (docs/BENCHMARKS.md). Kept equal to
-     * map->owner by cl_gidx_build and cl_redirect. */
-    uint8_t gidx[KVMUX_SLOTS];
-    /* The same, as runs of slots, when the map has at most CL_RUNS_MAX
-     * (maps are assigned by ranges): run i covers the slots up to
-     * run_end[i] (ascending; the last is KVMUX_SLOTS - 1) with gidx value
-     * run_g[i]. A few bytes in one cache line, where 16 KiB read at a
-     * random slot missed the cache (and the TLB) even so. nruns 0: read
-     * gidx (more runs, or a redirect patched a slot since the map was
-     * installed). */
-    uint32_t nruns;
-    uint16_t run_end[CL_RUNS_MAX];
-    uint8_t run_g[CL_RUNS_MAX];
-};
+#include "router.h"
 
 /* ---- groups ---- */
 
@@ -367,7 +261,7 @@ static void cl_connect_start(kvmux_client *c, kvmux__cgroup *g) {
 
 /* ---- routing ---- */
 
-static int cl_keyed(int op) {
+int kvmux__cl_keyed(int op) {
     switch (op) {
     case KVMUX_GET: case KVMUX_SET: case KVMUX_DEL: case KVMUX_INCR: case KVMUX_CAS:
     case KVMUX_WAIT: case KVMUX_EXISTS: case KVMUX_TTL: case KVMUX_EXPIRE:
@@ -383,7 +277,7 @@ static int cl_keyed(int op) {
  * unassigned: the map may be old) the seed's group. */
 static uint16_t cl_target_req(const kvmux__router *r, const kvmux_request *q, uint16_t rgroup) {
     if (rgroup) return rgroup;
-    if (cl_keyed(q->op)) {
+    if (kvmux__cl_keyed(q->op)) {
         uint16_t owner = r->map->owner[kvmux_slot(q->key, q->key_len)];
         if (owner) return owner;
     }
@@ -394,9 +288,9 @@ static uint16_t cl_target_req(const kvmux__router *r, const kvmux_request *q, ui
  * NULL when none can be (table full, out of memory, closing). The common
  * case -- routed by the map, a group among the first 254 -- is one byte
  * of gidx; the rest is cl_target_req's rule. */
-static kvmux__cgroup *cl_target(kvmux_client *c, const kvmux_request *q, uint16_t rgroup) {
+kvmux__cgroup *kvmux__cl_target(kvmux_client *c, const kvmux_request *q, uint16_t rgroup) {
     const kvmux__router *r = c->router;
-    if (!rgroup && cl_keyed(q->op)) {
+    if (!rgroup && kvmux__cl_keyed(q->op)) {
         uint8_t i = cl_gidx_at(r, kvmux_slot(q->key, q->key_len));
         if (i != 0 && i != CL_GIDX_MAP) return r->groups[i - 1u];
     }
@@ -491,7 +385,7 @@ static int cl_route_once(kvmux_client *c, kvmux__op *op, int first, int try_only
     int64_t left = op->timer.deadline - now;
     if (left <= 0) return KVMUX_ETIMEDOUT;
     if (r->closing) return KVMUX_ECLOSED;
-    kvmux__cgroup *g = cl_target(c, &op->q->req, op->rgroup);
+    kvmux__cgroup *g = kvmux__cl_target(c, &op->q->req, op->rgroup);
     if (!g) return KVMUX_ENOMEM;
     if (g->state == CG_READY) return cl_send(c, op, g, now, left, first, try_only);
     if (g->state == CG_FAILED && now < g->fail_until) return g->fail_code;
@@ -769,177 +663,13 @@ static void cl_hop_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *u
     pthread_mutex_unlock(&c->mu);
 }
 
-/* ---- direct requests ----
- *
- * A callback request whose group is connected is not the handle's op at
- * all: it is submitted straight to the group's sub-client, carrying the
- * application's callback (op->xcb, xud, xg), and its answer comes to
- * cl_direct_cb. That saves, per request, the handle's op (allocation,
- * copy, list, hop record) in front of the sub-client's: the sub-client
- * keeps the one copy (endpoints mode keeps one anyway, to resend). Its
- * deadline, cancel (the handle names the group and the sub-client's
- * handle: KVMUX__CL_HBITS) and failure at close are the sub-client's.
- * Only an answer the router must act on -- WRONG_SHARD, TRY_AGAIN -- is
- * taken back: the request becomes the handle's op (a copy, its handle and
- * deadline kept) and is routed as any other from there on. Callbacks
- * stay one at a time per handle: one runs on the sub-client's thread only
- * when none of c's runs or is owed, else it is queued to c's completion
- * thread (kvmux__op_finish_direct's rule). */
-
-/* Run cb for a direct request (lock held on entry, released on return). */
-static void cl_direct_finish(kvmux_client *c, kvmux_reply_cb cb, void *ud, int result,
-                             kvmux_reply *reply, kvmux_client *via) {
-    if (c->mode == KVMUX__MODE_LOOP) {
-        /* The loop thread, inside one of c's handlers (a close from cb is
-         * deferred to the outermost one) -- or c's close, whose callbacks
-         * run after it has closed the sub-clients (queued; out of memory
-         * for the record, here). */
-        if (!c->closing || kvmux__done_queue(c, cb, ud, result, reply) != 0) {
-            pthread_mutex_unlock(&c->mu);
-            cb(c, result, reply, ud);
-            return;
-        }
-        pthread_mutex_unlock(&c->mu);
-        return;
-    }
-    for (;;) {
-        if (kvmux__cb_gate_take(c, via)) {
-            pthread_mutex_unlock(&c->mu);
-            /* No lock while user code runs: it may submit, wait or close
-             * (a close is handed to c's completion thread). */
-            cb(c, result, reply, ud);
-            pthread_mutex_lock(&c->mu);
-            kvmux__cb_gate_give(c);
-            pthread_mutex_unlock(&c->mu);
-            return;
-        }
-        if (kvmux__done_queue(c, cb, ud, result, reply) == 0) break; /* c's thread runs it */
-        if (c->closing) {
-            /* Out of memory at close: c's completion thread waits for
-             * this sub-client's close, so nothing of c's runs now. */
-            pthread_mutex_unlock(&c->mu);
-            cb(c, result, reply, ud);
-            return;
-        }
-        /* Out of memory for the record: wait for c's callbacks to end,
-         * then run it here (a millisecond at a time: nothing signals). */
-        pthread_mutex_unlock(&c->mu);
-        struct timespec ms = {0, 1000000L};
-        nanosleep(&ms, NULL);
-        pthread_mutex_lock(&c->mu);
-    }
-    pthread_mutex_unlock(&c->mu);
-}
-
-/* Take a direct request back to route it again (lock held): WRONG_SHARD
- * or TRY_AGAIN from group g. Returns 1 if the handle's op now carries it,
- * 0 if it could not be made (out of memory: the answer stands). */
-static int cl_direct_reroute(kvmux_client *c, kvmux__op *so, kvmux__cgroup *g, int result,
-                             kvmux_reply *reply) {
-    if (!so->q) return 0;
-    uint64_t h = (so->handle << KVMUX__CL_HBITS) | (uint64_t)(g->idx + 1u);
-    kvmux__op *op =
-        kvmux__async_adopt(c, &so->q->req, so->xcb, so->xud, h, so->timer.deadline, so->q->tmo);
-    if (!op) return 0;
-    if (cl_route_init(c, op) != 0) {
-        op->state = KVMUX__OP_FREE;
-        kvmux__op_recycle(c, op);
-        return 0;
-    }
+int kvmux__cl_take_back(kvmux_client *c, kvmux__op *op, kvmux__cgroup *from, int result,
+                        kvmux_reply *reply) {
+    if (cl_route_init(c, op) != 0) return KVMUX_ENOMEM;
     cl_link(c->router, op);
-    if (result == KVMUX_EWRONGSHARD) cl_on_wrong_shard(c, op, g, reply);
+    if (result == KVMUX_EWRONGSHARD) cl_on_wrong_shard(c, op, from, reply);
     else cl_on_try_again(c, op);
-    return 1;
-}
-
-/* A direct request's one answer (the sub-client's completion thread, or
- * the loop thread). ud is the sub-client's op, valid until we return. */
-static void cl_direct_cb(kvmux_client *sub, int result, kvmux_reply *reply, void *ud) {
-    kvmux__op *so = ud;
-    kvmux__cgroup *g = so->xg;
-    kvmux_client *c = g->c;
-    if (sub->xgate && result != KVMUX_EWRONGSHARD && result != KVMUX_ETRYAGAIN) {
-        /* This thread holds c's callback gate for the batch this answer
-         * is in (kvmux__cluster_gate_take). */
-        so->xcb(c, result, reply, so->xud);
-        return;
-    }
-    if (c->mode == KVMUX__MODE_LOOP && !c->closing && result != KVMUX_EWRONGSHARD &&
-        result != KVMUX_ETRYAGAIN) {
-        /* The loop thread, inside one of c's handlers: the only thread
-         * that closes c (closing is written here) or runs its callbacks,
-         * so no lock (a close from cb is deferred to the outermost
-         * handler). */
-        so->xcb(c, result, reply, so->xud);
-        return;
-    }
-    pthread_mutex_lock(&c->mu);
-    if ((result == KVMUX_EWRONGSHARD || result == KVMUX_ETRYAGAIN) && !c->router->closing &&
-        cl_direct_reroute(c, so, g, result, reply)) {
-        pthread_mutex_unlock(&c->mu);
-        return;
-    }
-    cl_direct_finish(c, so->xcb, so->xud, result, reply, sub);
-}
-
-int kvmux__cluster_submit_direct(kvmux_client *c, const kvmux_request *req, int64_t tmo,
-                                 kvmux_reply_cb cb, void *ud, int try_only,
-                                 kvmux_handle *handle, int *taken) {
-    /* Only what the slot hash needs is checked here; the sub-client
-     * checks the rest as it would any request. A request this does not
-     * take (keyless, a key it refuses) gets the full check, and its
-     * precise error, on the handle's path. */
-    if (!cl_keyed(req->op) || !req->key || req->key_len == 0 ||
-        req->key_len > atomic_load_explicit(&c->max_key, memory_order_relaxed))
-        return 0;
-    pthread_mutex_lock(&c->mu);
-    int rc = c->fatal;
-    kvmux__cgroup *g = rc == 0 ? cl_target(c, req, 0) : NULL;
-    if (rc == 0 && (!g || g->state != CG_READY || g->idx + 1u > KVMUX__CL_HMASK)) {
-        pthread_mutex_unlock(&c->mu); /* the handle's op routes it */
-        return 0;
-    }
-    *taken = 1;
-    if (rc == 0) {
-        kvmux__xroute x = {cb, ud, g};
-        kvmux_handle sh = 0;
-        int t = tmo > INT32_MAX ? INT32_MAX : (int)tmo;
-        /* Lock order: the handle's mutex, then the sub-client's. */
-        rc = kvmux__async_submit_x(g->sub, req, t, cl_direct_cb, &x, try_only, &sh, -1);
-        if (rc == 0 && handle) *handle = (sh << KVMUX__CL_HBITS) | (uint64_t)(g->idx + 1u);
-    }
-    pthread_mutex_unlock(&c->mu);
-    return rc;
-}
-
-int kvmux__cluster_gate_take(kvmux_client *sub) {
-    kvmux_client *c = sub->xhandle;
-    /* cl_direct_finish's gate, held for the batch: the handle's callbacks
-     * from other threads queue meanwhile; a close from one of the batch's
-     * callbacks is handed to c's completion thread, which closes (joins)
-     * this sub-client after the batch. */
-    pthread_mutex_lock(&c->mu);
-    int ok = kvmux__cb_gate_take(c, sub);
-    pthread_mutex_unlock(&c->mu);
-    return ok;
-}
-
-void kvmux__cluster_gate_give(kvmux_client *sub) {
-    kvmux_client *c = sub->xhandle;
-    pthread_mutex_lock(&c->mu);
-    kvmux__cb_gate_give(c);
-    pthread_mutex_unlock(&c->mu);
-}
-
-int kvmux__cluster_cancel_direct(kvmux_client *c, uint64_t h) {
-    kvmux__router *r = c->router;
-    uint32_t gi = (uint32_t)(h & KVMUX__CL_HMASK);
-    if (gi == 0 || gi > r->ngroups) return KVMUX_ENOTFOUND;
-    kvmux__cgroup *g = r->groups[gi - 1u];
-    if (g->state != CG_READY || !g->sub) return KVMUX_ENOTFOUND;
-    /* Its callback, if cancelled, runs later on the sub-client's thread
-     * (or the loop's next event), never inside this call. */
-    return kvmux_cancel(g->sub, h >> KVMUX__CL_HBITS);
+    return 0;
 }
 
 /* ---- blocking calls ---- */
@@ -968,7 +698,7 @@ static int cl_call_hops(kvmux_client *c, const kvmux_request *req, kvmux_reply *
         now = -1;
         if (left <= 0) return KVMUX_ETIMEDOUT;
         if (r->closing) return KVMUX_ECLOSED;
-        kvmux__cgroup *g = cl_target(c, req, rgroup);
+        kvmux__cgroup *g = kvmux__cl_target(c, req, rgroup);
         if (!g) return KVMUX_ENOMEM;
         if (g->state != CG_READY) {
             struct timespec ts = kvmux__deadline(left);
