@@ -110,25 +110,6 @@ static void proxy_stop(void) {
 
 /* ---- helpers ---- */
 
-static void stop_target(rgroup *g) {
-    REQUIRE(kill(g->srv[0].pid, SIGSTOP) == 0);
-    g->up[0] = 0; /* rgroup_stat* would wait for it */
-}
-
-static void cont_target(rgroup *g) {
-    REQUIRE(kill(g->srv[0].pid, SIGCONT) == 0);
-    g->up[0] = 1;
-}
-
-/* Record id once it left OPEN (not waiting for its acks). */
-static kvmux_migrec wait_ended(const rgroup *mg, uint32_t id) {
-    kvmux_migrec r;
-    memset(&r, 0, sizeof r);
-    for (int64_t end = test_now_ms() + WAIT_MS; test_now_ms() < end; test_sleep_ms(20))
-        if (migt_record(mg, id, 0, 1000, &r) == 0 && r.state != KVMUX_MIG_OPEN) break;
-    return r;
-}
-
 /* Whether the source group's log file holds "migration ID: what". */
 static int logged(uint32_t id, const char *what) {
     char pat[160];
@@ -199,7 +180,7 @@ static void check_end(const rgroup *mg, uint32_t id, int state, rgroup *owner, r
 static void move_plain(rgroup *mg, rgroup *src, rgroup *dst, int dst_id) {
     proxy_cmd("pass");
     uint32_t id = migt_start_move(mg, FIRST, LAST, dst_id);
-    kvmux_migrec r = wait_ended(mg, id);
+    kvmux_migrec r = migt_wait_ended(mg, id, WAIT_MS);
     CHECK_EQ(r.state, KVMUX_MIG_COMMITTED);
     check_end(mg, id, KVMUX_MIG_COMMITTED, dst, src);
 }
@@ -288,7 +269,7 @@ static int takeover(rgroup *mg, rgroup *g1, rgroup *g2) {
     int fenced = await_fence(g1->cport[l]);
     int64_t t_kill = test_now_ms();
     if (fenced) {
-        stop_target(g2);
+        migt_sigstop(g2);
         rgroup_kill(g1, l);
         proxy_cmd("cut"); /* a COMMIT held in the proxy never arrives */
     }
@@ -296,10 +277,10 @@ static int takeover(rgroup *mg, rgroup *g1, rgroup *g2) {
     int nl = rgroup_leader(g1, 20000);
     int64_t t_lead = test_now_ms();
     REQUIRE(nl >= 0);
-    kvmux_migrec r = wait_ended(mg, id);
+    kvmux_migrec r = migt_wait_ended(mg, id, WAIT_MS);
     int64_t t_end = test_now_ms();
     if (fenced) {
-        cont_target(g2);
+        migt_sigcont(g2);
         REQUIRE(rgroup_start_member(g1, l, 0) == 0);
     }
     if (!fenced || r.state != KVMUX_MIG_ABORTED) {
@@ -346,7 +327,7 @@ static int commit_was_aborted(rgroup *mg, rgroup *g1, rgroup *g2) {
         rc = cluster_call(mg->cport[0], "abort", arg, strlen(arg), (uint8_t *)out,
                           sizeof out - 1, &n);
     }
-    kvmux_migrec r = wait_ended(mg, id);
+    kvmux_migrec r = migt_wait_ended(mg, id, WAIT_MS);
     for (int64_t end = test_now_ms() + WAIT_MS; test_now_ms() < end; test_sleep_ms(50))
         if (migt_stat_is(g1, l, "migrate_out_state", "none")) break;
     proxy_cmd("pass");
@@ -387,7 +368,7 @@ static int abort_is_committed(rgroup *mg, rgroup *g1, rgroup *g2) {
     uint64_t co0 = rgroup_stat(g1, l, "migrate_commits");
     proxy_cmd("delay 1300");
     uint32_t id = migt_start_move(mg, FIRST, LAST, 2);
-    kvmux_migrec r = wait_ended(mg, id);
+    kvmux_migrec r = migt_wait_ended(mg, id, WAIT_MS);
     /* The table says COMMITTED once the COMMIT applies; the source learns
      * it from the ABORT's answer about 2 x 1300 ms after its fence timer. */
     int hit = 0;

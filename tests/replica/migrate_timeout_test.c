@@ -62,24 +62,6 @@ static size_t value_of(int i, char *out, size_t cap) {
     return (size_t)snprintf(out, cap, "v-%.15s-%d", keys[i], i);
 }
 
-static void stop_group(rgroup *g) {
-    REQUIRE(kill(g->srv[0].pid, SIGSTOP) == 0);
-    g->up[0] = 0; /* rgroup_stat* would wait for it */
-}
-
-static void cont_group(rgroup *g) {
-    REQUIRE(kill(g->srv[0].pid, SIGCONT) == 0);
-    g->up[0] = 1;
-}
-
-/* Wait for record id to leave OPEN (not for its acks). */
-static kvmux_migrec wait_ended(const rgroup *mg, uint32_t id) {
-    kvmux_migrec r;
-    memset(&r, 0, sizeof r);
-    for (int64_t end = test_now_ms() + WAIT_MS; test_now_ms() < end; test_sleep_ms(20))
-        if (migt_record(mg, id, 0, 1000, &r) == 0 && r.state != KVMUX_MIG_OPEN) break;
-    return r;
-}
 
 /* 8.5's end state of an aborted move from src to dst, then every key
  * read at src. */
@@ -100,10 +82,10 @@ static void check_aborted(const rgroup *mg, uint32_t id, rgroup *src, rgroup *ds
 /* The stall of a target that does not answer at all. */
 static void stall_unreachable(rgroup *mg, rgroup *g1, rgroup *g2) {
     uint64_t e0 = migt_map_epoch(mg), t0 = rgroup_stat(g1, 0, "migrate_timeouts");
-    stop_group(g2);
+    migt_sigstop(g2);
     int64_t t = test_now_ms();
     uint32_t id = migt_start_move(mg, FIRST, LAST, 2);
-    kvmux_migrec r = wait_ended(mg, id);
+    kvmux_migrec r = migt_wait_ended(mg, id, WAIT_MS);
     int64_t took = test_now_ms() - t;
     CHECK_EQ(r.state, KVMUX_MIG_ABORTED);
     CHECK(strncmp(r.reason, "stalled: ", 9) == 0);
@@ -120,7 +102,7 @@ static void stall_unreachable(rgroup *mg, rgroup *g1, rgroup *g2) {
     CHECK_EQ(cluster_raw_call(g1->cport[0], 3, KVMUX_OP_GET, keys[1], NULL, 0, val,
                               sizeof val, &n),
              KVMUX_STATUS_OK);
-    cont_group(g2);
+    migt_sigcont(g2);
     check_aborted(mg, id, g1, g2);
     CHECK_EQ(migt_map_epoch(mg), e0);
 }
@@ -129,7 +111,7 @@ static void stall_unreachable(rgroup *mg, rgroup *g1, rgroup *g2) {
 static void stall_refusing(rgroup *mg, rgroup *g1, rgroup *g3) {
     uint64_t t0 = rgroup_stat(g1, 0, "migrate_timeouts");
     uint32_t id = migt_start_move(mg, FIRST, LAST, 3);
-    kvmux_migrec r = wait_ended(mg, id);
+    kvmux_migrec r = migt_wait_ended(mg, id, WAIT_MS);
     CHECK_EQ(r.state, KVMUX_MIG_ABORTED);
     CHECK(strncmp(r.reason, "stalled: import", 15) == 0);
     printf("stall (target out of memory): migration %u aborted: %s\n", id, r.reason);
@@ -211,7 +193,7 @@ static void resume(rgroup *mg, rgroup *src, const char **xsrc, rgroup *dst, cons
     long long at = stat_on(sc, "migrate_batches_sent");
     test_sleep_ms(4000);
     set_maxmemory(dst, conf, "0");
-    kvmux_migrec r = wait_ended(mg, id);
+    kvmux_migrec r = migt_wait_ended(mg, id, WAIT_MS);
     CHECK_EQ(r.state, KVMUX_MIG_COMMITTED);
     CHECK_EQ(migt_record(mg, id, 1, WAIT_MS, &r), 0);
     long long sent = stat_on(sc, "migrate_keys_sent");
@@ -286,7 +268,7 @@ static int fence_try(rgroup *mg, rgroup **src, rgroup **dst) {
                      (const char *)v->data);
         kvmux_value_free(v);
         if (strstr(st, ":fenced")) {
-            stop_group(*dst);
+            migt_sigstop(*dst);
             stopped = 1;
             break;
         }
@@ -294,10 +276,10 @@ static int fence_try(rgroup *mg, rgroup **src, rgroup **dst) {
         else if (seen && strstr(st, ":none")) break; /* ended: committed */
     }
     kvmux_close(sc);
-    kvmux_migrec r = wait_ended(mg, id);
+    kvmux_migrec r = migt_wait_ended(mg, id, WAIT_MS);
     if (stopped) {
         test_sleep_ms(200);
-        cont_group(*dst);
+        migt_sigcont(*dst);
     }
     if (r.state == KVMUX_MIG_COMMITTED) {
         CHECK_EQ(migt_record(mg, id, 1, WAIT_MS, &r), 0);

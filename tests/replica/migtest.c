@@ -1,6 +1,7 @@
 /* Helpers of the migration tests (migtest.h). */
 #include "migtest.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,4 +109,22 @@ void migt_fill(uint16_t port, int n, migt_fill_fn fn, void *ud) {
         REQUIRE(kvmux_call_future(c, &rq, 20000, &fs[s]) == 0);
     }
     kvmux_close(c);
+}
+
+kvmux_migrec migt_wait_ended(const rgroup *mg, uint32_t id, int wait_ms) {
+    kvmux_migrec r;
+    memset(&r, 0, sizeof r);
+    for (int64_t end = test_now_ms() + wait_ms; test_now_ms() < end; test_sleep_ms(20))
+        if (migt_record(mg, id, 0, 1000, &r) == 0 && r.state != KVMUX_MIG_OPEN) break;
+    return r;
+}
+
+void migt_sigstop(rgroup *g) {
+    REQUIRE(kill(g->srv[0].pid, SIGSTOP) == 0);
+    g->up[0] = 0;
+}
+
+void migt_sigcont(rgroup *g) {
+    REQUIRE(kill(g->srv[0].pid, SIGCONT) == 0);
+    g->up[0] = 1;
 }

@@ -27,6 +27,15 @@ int migt_table(const rgroup *mg, kvmux_migtab *t);
  * (and, with ended, ended with acks 3), else -1 (*out: the last seen). */
 int migt_record(const rgroup *mg, uint32_t id, int ended, int wait_ms, kvmux_migrec *out);
 
+/* Record id once it left OPEN (not waiting for its acks), waited for up
+ * to wait_ms; the last seen (state OPEN, or zeroed) if it did not. */
+kvmux_migrec migt_wait_ended(const rgroup *mg, uint32_t id, int wait_ms);
+
+/* SIGSTOP / SIGCONT member 0 of g (a one-member group, e.g. a target);
+ * while stopped it is marked down, so rgroup_stat* does not wait for it. */
+void migt_sigstop(rgroup *g);
+void migt_sigcont(rgroup *g);
+
 /* The total of CLUSTER slotkeys first-last on the member at port, or -1. */
 long long migt_slotkeys(uint16_t port, int first, int last);
 /* migt_slotkeys on the member at host:port (rgroup_host). */
