@@ -83,6 +83,7 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     kvmux_add_test(migrate_paths_test
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_paths_test.c
         ${CMAKE_CURRENT_LIST_DIR}/migtest.c ${CMAKE_CURRENT_LIST_DIR}/cluster_util.c
+        ${CMAKE_CURRENT_LIST_DIR}/fpx.c
       LIBS kvmux kvmux_rgroup LABELS "integration;fault;concurrent" TIMEOUT 300)
     target_compile_definitions(migrate_paths_test PRIVATE
       KVMUX_FAULTPROXY_PATH="${PROJECT_BINARY_DIR}/kvmux-faultproxy")

@@ -5,51 +5,18 @@
  * blackhole: a call times out; cut: a call in flight ends at once with a
  * connection error (not a timeout), and a new connection works. Each
  * command's acknowledgement line is awaited before the next step. */
-#include <signal.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
+#include "fpx.h"
 #include "kvmux.h"
 #include "testutil.h"
 
-static pid_t proxy_pid;
-static FILE *to_proxy, *from_proxy;
-
-/* Start the proxy in front of port; returns its port. */
-static uint16_t proxy_start(uint16_t port) {
-    int in[2], out[2];
-    REQUIRE(pipe(in) == 0 && pipe(out) == 0);
-    char up[32];
-    snprintf(up, sizeof up, "127.0.0.1:%u", port);
-    proxy_pid = fork();
-    REQUIRE(proxy_pid >= 0);
-    if (proxy_pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        close(in[1]);
-        close(out[0]);
-        execl(KVMUX_FAULTPROXY_PATH, "kvmux-faultproxy", "127.0.0.1", up, (char *)NULL);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    to_proxy = fdopen(in[1], "w");
-    from_proxy = fdopen(out[0], "r");
-    REQUIRE(to_proxy && from_proxy);
-    char line[128];
-    unsigned p = 0;
-    REQUIRE(fgets(line, sizeof line, from_proxy));
-    REQUIRE(sscanf(line, "listening on 127.0.0.1:%u", &p) == 1);
-    return (uint16_t)p;
-}
+static fpx proxy;
 
 /* Send a command and check its reply starts with expect. */
 static void proxy_cmd(const char *cmd, const char *expect) {
     char line[256];
-    fprintf(to_proxy, "%s\n", cmd);
-    fflush(to_proxy);
-    REQUIRE(fgets(line, sizeof line, from_proxy));
+    REQUIRE(fpx_cmd(&proxy, cmd, line, sizeof line) == 0);
     if (strncmp(line, expect, strlen(expect)) != 0) fprintf(stderr, "proxy: %s -> %s", cmd, line);
     CHECK(strncmp(line, expect, strlen(expect)) == 0);
 }
@@ -66,7 +33,8 @@ static kvmux_client *connect_via(uint16_t port) {
 int main(void) {
     test_server srv;
     REQUIRE(test_server_start(&srv, NULL) == 0);
-    uint16_t pp = proxy_start(srv.port);
+    REQUIRE(fpx_start(&proxy, KVMUX_FAULTPROXY_PATH, srv.port) == 0);
+    uint16_t pp = proxy.port;
     kvmux_client *c = connect_via(pp);
     CHECK_EQ(kvmux_set(c, "k", 1, "v1", 2, 0, NULL, 2000), 0);
 
@@ -117,11 +85,7 @@ int main(void) {
     proxy_cmd("stats", "ok conns=1 accepted=2");
     kvmux_close(c);
 
-    fclose(to_proxy);   /* end of input: the proxy exits 0 */
-    int st = 0;
-    REQUIRE(waitpid(proxy_pid, &st, 0) == proxy_pid);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    fclose(from_proxy);
+    CHECK_EQ(fpx_stop(&proxy), 0); /* end of input: the proxy exits 0 */
     CHECK_EQ(test_server_stop(&srv, 5000), 0);
     return test_report();
 }

@@ -40,10 +40,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cluster_util.h"
+#include "fpx.h"
 #include "kvmux.h"
 #include "migtest.h"
 #include "testutil.h"
@@ -61,52 +61,22 @@ static char mapeps[64], proxyeps[64], logpath[128];
 
 /* ---- the proxy between the data groups and the map group ---- */
 
-static pid_t proxy_pid;
-static FILE *to_proxy, *from_proxy;
+static fpx proxy;
 
 static void proxy_start(uint16_t port) {
-    int in[2], out[2];
-    REQUIRE(pipe(in) == 0 && pipe(out) == 0);
-    char up[32];
-    snprintf(up, sizeof up, "127.0.0.1:%u", port);
-    proxy_pid = fork();
-    REQUIRE(proxy_pid >= 0);
-    if (proxy_pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        close(in[1]);
-        close(out[0]);
-        execl(KVMUX_FAULTPROXY_PATH, "kvmux-faultproxy", "127.0.0.1", up, (char *)NULL);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    to_proxy = fdopen(in[1], "w");
-    from_proxy = fdopen(out[0], "r");
-    REQUIRE(to_proxy && from_proxy);
-    char line[128];
-    unsigned p = 0;
-    REQUIRE(fgets(line, sizeof line, from_proxy));
-    REQUIRE(sscanf(line, "listening on 127.0.0.1:%u", &p) == 1);
-    snprintf(proxyeps, sizeof proxyeps, "127.0.0.1:%u", p);
+    REQUIRE(fpx_start(&proxy, KVMUX_FAULTPROXY_PATH, port) == 0);
+    snprintf(proxyeps, sizeof proxyeps, "127.0.0.1:%u", proxy.port);
 }
 
 /* A command, its "ok" line awaited (then it is in force). */
 static void proxy_cmd(const char *cmd) {
     char line[256];
-    fprintf(to_proxy, "%s\n", cmd);
-    fflush(to_proxy);
-    REQUIRE(fgets(line, sizeof line, from_proxy));
+    REQUIRE(fpx_cmd(&proxy, cmd, line, sizeof line) == 0);
     if (strncmp(line, "ok", 2) != 0) fprintf(stderr, "proxy: %s -> %s", cmd, line);
     REQUIRE(strncmp(line, "ok", 2) == 0);
 }
 
-static void proxy_stop(void) {
-    fclose(to_proxy); /* end of input: it exits */
-    int st = 0;
-    REQUIRE(waitpid(proxy_pid, &st, 0) == proxy_pid);
-    fclose(from_proxy);
-}
+static void proxy_stop(void) { REQUIRE(fpx_stop(&proxy) == 0); }
 
 /* ---- helpers ---- */
 

@@ -11,7 +11,7 @@ set_target_properties(kvmux-lincheck PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJE
 add_executable(kvmux-faultproxy ${CMAKE_CURRENT_LIST_DIR}/tools/faultproxy.c)
 set_target_properties(kvmux-faultproxy PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})
 if(TARGET kvmux AND TARGET kvmuxd)
-  kvmux_add_test(faultproxy_test SOURCES replica/faultproxy_test.c
+  kvmux_add_test(faultproxy_test SOURCES replica/faultproxy_test.c replica/fpx.c
                  LIBS kvmux LABELS integration fault TIMEOUT 60)
   target_compile_definitions(faultproxy_test PRIVATE
     KVMUX_FAULTPROXY_PATH="${PROJECT_BINARY_DIR}/kvmux-faultproxy")
