@@ -16,7 +16,8 @@
  *             KVMUX_EREDIRECTS within the deadline; TRY_AGAIN from a group
  *             without a map ends in KVMUX_ETRYAGAIN within the deadline
  *             (also when the deadline passes during a backoff: an
- *             event-loop handle stopped across it) and succeeds once the
+ *             event-loop handle stopped across it, a blocking caller's
+ *             sleep overrun by a signal) and succeeds once the
  *             map is installed; cancels and futures on
  *             parked and redirected requests; an unassigned slot
  *             (KVMUX_EWRONGSHARD); kill -9 of a group: its
@@ -32,9 +33,13 @@
  *             listed by name only (never resolved on the loop). */
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cluster.h"
@@ -569,6 +574,7 @@ static void faults_loop(const rgroup *g, const char *lines) {
 }
 
 static void faults_backoff_late(const rgroup *g);
+static void faults_backoff_late_blocking(const rgroup *g);
 
 /* Group 3 has no map: TRY_AGAIN until the deadline; cancels of parked
  * requests; success once its map is installed. */
@@ -613,6 +619,7 @@ static void faults_try_again(const rgroup *g, const char *lines) {
     CHECK(took >= 500 && took <= 1000 + 1500); /* slack for a loaded CI machine */
     CHECK(cstats(c).try_agains >= 3);
     faults_backoff_late(g);
+    faults_backoff_late_blocking(g);
 
     /* Cancel a parked request (callback), a pending future, and free one. */
     kvmux_request r;
@@ -752,6 +759,99 @@ static void faults_backoff_late(const rgroup *g) {
     CHECK_EQ(bo_done, 1);
     CHECK_EQ(bo_result, KVMUX_ETRYAGAIN);
     kvmux_close(c);
+}
+
+/* The same for a blocking call, whose backoff is a sleep in the caller's
+ * thread. A loaded machine wakes it late; here the main thread waits
+ * until the caller is in that sleep (its syscall, read from /proc, is
+ * clock_nanosleep or nanosleep, after a few TRY_AGAIN rounds: backoffs
+ * of 8 ms and more) and sends it a signal whose handler sleeps until
+ * past the deadline. Nothing is in flight during a backoff, so the call
+ * must end KVMUX_ETRYAGAIN (it ended KVMUX_ETIMEDOUT before the fix). */
+static atomic_llong bl_until; /* CLOCK_MONOTONIC ms the handler sleeps to */
+static atomic_int bl_tid, bl_rc;
+static kvmux_client *bl_c;
+static char bl_key[32];
+
+static long long mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void bl_handler(int sig) {
+    (void)sig;
+    long long left;
+    while ((left = atomic_load(&bl_until) - mono_ms()) > 0) {
+        struct timespec ts = {(time_t)(left / 1000), (long)(left % 1000) * 1000000L};
+        nanosleep(&ts, NULL); /* async-signal-safe */
+    }
+}
+
+static void *bl_caller(void *arg) {
+    int tmo = *(const int *)arg;
+    atomic_store(&bl_tid, (int)syscall(SYS_gettid));
+    atomic_store(&bl_rc, kvmux_set(bl_c, bl_key, strlen(bl_key), "v", 1, 0, NULL, tmo));
+    return NULL;
+}
+
+/* 1 if thread tid of this process is in a sleep syscall now. */
+static int bl_in_sleep(int tid) {
+    char path[64], line[64] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int ok = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    long nr = ok ? strtol(line, NULL, 10) : -1;
+    return nr == SYS_clock_nanosleep || nr == SYS_nanosleep;
+}
+
+static void faults_backoff_late_blocking(const rgroup *g) {
+    char seed[64];
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[1].cport[0]);
+    REQUIRE(cluster_open(&bl_c, seed, 3000) == 0);
+    int from = 0;
+    cluster_key_in(10923, 16383, &from, bl_key, sizeof bl_key);
+    kvmux_request ping;
+    memset(&ping, 0, sizeof ping);
+    ping.op = KVMUX_PING;
+    CHECK_EQ(kvmux_cluster_group_call(bl_c, 3, &ping, NULL, 10000), 0); /* connected */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = bl_handler;
+    sigemptyset(&sa.sa_mask);
+    struct sigaction old;
+    REQUIRE(sigaction(SIGUSR1, &sa, &old) == 0);
+    atomic_store(&bl_tid, 0);
+    atomic_store(&bl_rc, 1);
+    static int tmo = 3000;
+    long long t0 = mono_ms();
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, bl_caller, &tmo) == 0);
+    /* Bounded: 3 TRY_AGAIN rounds take ~15 ms; then catch it asleep. */
+    int asleep = 0;
+    for (int i = 0; i < 20000 && !asleep && mono_ms() < t0 + tmo - 500; i++) {
+        int tid = atomic_load(&bl_tid);
+        asleep = tid && cstats(bl_c).try_agains >= 3 && bl_in_sleep(tid);
+        if (!asleep) usleep(100);
+    }
+    CHECK(asleep);
+    if (asleep) {
+        atomic_store(&bl_until, t0 + tmo + 200);
+        pthread_kill(t, SIGUSR1);
+    }
+    pthread_join(t, NULL);
+    long long took = mono_ms() - t0;
+    printf("cluster_client_test: blocking call stopped in its backoff past its %d ms "
+           "deadline: %s after %lld ms\n", tmo, kvmux_strerror(atomic_load(&bl_rc)), took);
+    if (asleep) {
+        CHECK_EQ(atomic_load(&bl_rc), KVMUX_ETRYAGAIN);
+        CHECK(took >= tmo);
+    }
+    sigaction(SIGUSR1, &old, NULL);
+    kvmux_close(bl_c);
+    bl_c = NULL;
 }
 
 /* An unassigned slot: KVMUX_EWRONGSHARD at once (group 0 named by the
