@@ -875,7 +875,7 @@ static void scen_b_leader(cluster *cl, writer *w, int k) {
 }
 
 #define RING_MIN_MS 6000                /* several election timeouts of the cut follower */
-#define RING_MAX_MS 20000
+#define RING_MAX_MS 30000
 
 /* 7. A ring partition of A while copying: A's leader L and one follower F
  * cut from each other only; the third member bridges them and everyone
