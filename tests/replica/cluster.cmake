@@ -99,7 +99,8 @@ if(TARGET kvmux AND TARGET kvmuxd AND TARGET kvmux-cli)
     set_tests_properties(migrate_fault_test PROPERTIES RUN_SERIAL TRUE)
     # Step 9: the same test in netns mode, partitions instead of kills
     # (a zombie source, A split from B while copying and at the fence, the
-    # map group isolated): each member in a network namespace of its own
+    # map group isolated, B's leader isolated, a ring partition of A):
+    # each member in a network namespace of its own
     # (tools/netns.sh; root, iproute2, nftables; fails, never skips,
     # without them), label netns as netns_test and partition_test: not
     # concurrent, so it runs plain and under ASan, not under TSan.

@@ -33,17 +33,22 @@
  * through netns_kvmuxd.sh): every member in a network namespace of its
  * own (map group nodes 1-3, group 1 nodes 4-6, group 2 nodes 7-9; the test
  * process is the host, in no partition group), 12,000 bulk values of
- * 3,000 bytes (--maxmemory 128M), and instead of the cycles five scenarios, one migration
+ * 3,000 bytes (--maxmemory 128M), and instead of the cycles seven scenarios, one migration
  * each, partitions instead of kills (netns_run and the scen_ functions
  * say what each asserts): a zombie source leader (refused by B's term
  * fence), A split from B past the stall timeout (ABORTED before the
  * heal) and within it (resumes), the map group isolated while copying
  * (the source fences and stays fenced past its fence timeout; R not
  * served), and that with A also split from B (the record ends once the
- * map group is back, R served while A and B are still split). After each
- * scenario the writer stops, and the end state, the read-back (the
- * summary line, "partitions=" for "kills=") and lincheck over the
- * history so far are checked. */
+ * map group is back, R served while A and B are still split), B's leader
+ * isolated (B elects another; the record ends, committed or aborted,
+ * while the old one is still cut off) and a ring partition of A (its
+ * leader and one follower cut from each other only: A keeps a leader,
+ * the record ends during the ring). After each scenario the writer
+ * stops, and the end state, the read-back (the summary line,
+ * "partitions=" for "kills=") and lincheck over the history so far are
+ * checked; after 6 and 7 also that every data group's members converge
+ * on one digest. KVMUX_MIGFAULT_SCENARIOS (e.g. "6,7") runs some only. */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -71,6 +76,7 @@
 #define MAX_UNKNOWN 64
 #define END_WAIT_MS 60000
 #define PHASE_WAIT_MS 30000
+#define NETNS_SCENARIOS 7 /* netns mode: scenarios 1..7 (netns_run) */
 #define STALL_MS 5000 /* the data groups' --migrate-stall-timeout (fence: 5000) */
 
 static char bulk[MAX_BULK][16], skeys[NSET][16], ckeys[NCTR][16];
@@ -803,9 +809,140 @@ static void scen_map(cluster *cl, writer *w, int k, int split_ab) {
                                     : "map group isolated", id, src, what);
 }
 
-/* The scenarios, each followed by the checks. */
+
+/* Every node of the session but n (1..9), as "a,b,..." in buf: with n
+ * alone in the other group of a split, n is cut from every member and the
+ * host (0, in no group) still reaches it. */
+static const char *all_but(int n, char *buf, size_t cap) {
+    size_t off = 0;
+    buf[0] = '\0';
+    for (int j = 1; j <= 9; j++)
+        if (j != n) off += (size_t)snprintf(buf + off, cap - off, "%s%d", off ? "," : "", j);
+    return buf;
+}
+
+/* The keys of R at member i of g (CLUSTER slotkeys), -1 if it does not
+ * answer. */
+static long long keys_at(const rgroup *g, int i) {
+    return migt_slotkeys_at(rgroup_host(g, i), g->cport[i], FIRST, LAST);
+}
+
+/* 6. B's leader isolated while copying (from its followers, A and the map
+ * group; the host still reaches it): B's two others elect a leader, and
+ * the record must end with both acks while the old leader is still cut
+ * off: committed if the source's thread finds B's new leader before its
+ * stall timeout, else aborted ("stalled"); both are correct, what matters
+ * is that the record ends without the old leader. Then R must be served,
+ * by B's new leader holding every bulk key if committed, and, healed, the
+ * old leader must rejoin as a follower (after the writer stops
+ * netns_run checks that B's members converge on one digest: nothing the
+ * old leader had is applied twice). */
+static void scen_b_leader(cluster *cl, writer *w, int k) {
+    int src = cl->owner, dst = 1 - src;
+    rgroup *a = &cl->g[src], *b = &cl->g[dst];
+    char others[48];
+    int sl = rgroup_stable_leader(a, 20000), bl = rgroup_stable_leader(b, 20000);
+    REQUIRE(sl >= 0 && bl >= 0);
+    uint32_t id = move_start(cl);
+    int hit = wait_out_state(a, sl, "copying");
+    int64_t t0 = test_now_ms();
+    netns("split '%d|%s'", node_of(dst, bl), all_but(node_of(dst, bl), others, sizeof others));
+    cl->kills++;
+    int nl = other_leader(b, bl, 15000);
+    int64_t t1 = test_now_ms();
+    kvmux_migrec r;
+    int ended = nl >= 0 && migt_record(&cl->mg, id, 1, 30000, &r) == 0;
+    int64_t t2 = test_now_ms();
+    int prc = ended ? probe_get(10000) : -1;
+    int committed = ended && r.state == KVMUX_MIG_COMMITTED;
+    long long bkeys = committed ? keys_at(b, nl) : -1;
+    netns("heal");
+    int back = wait_stat(b, bl, "replica_role", "follower", 15000);
+    CHECK(nl >= 0);
+    if (hit) CHECK(ended);              /* ended without B's old leader */
+    if (ended) CHECK(prc == 0);
+    if (committed) CHECK(bkeys >= nbulk);
+    CHECK(back);
+    char what[400];
+    snprintf(what, sizeof what, "B's leader (member %d) isolated %s copying, member %d elected "
+             "after %lld ms; record %s %lld ms after the cut, still isolated%s; a GET of R %s%s; "
+             "healed, the old leader %s a follower", bl + 1, hit ? "while" : "after (missed)",
+             nl + 1, (long long)(t1 - t0), ended ? state_name(&r) : "NOT ended",
+             (long long)(t2 - t0), ended ? " (both acks)" : "", prc == 0 ? "served" : "NOT served",
+             committed ? (bkeys >= nbulk ? " (B holds R)" : " (B MISSES keys of R)") : "",
+             back ? "is again" : "is NOT");
+    scenario_end(cl, w, k, "B's leader isolated", id, src, what);
+}
+
+#define RING_MIN_MS 6000                /* several election timeouts of the cut follower */
+#define RING_MAX_MS 30000
+
+/* 7. A ring partition of A while copying: A's leader L and one follower F
+ * cut from each other only; the third member bridges them and everyone
+ * else reaches all three. L keeps a majority (with the bridge), F hears
+ * no leader: with pre-vote (node.c) its candidacy should find no vote
+ * while the bridge hears L, so no term churn; without it F's higher term
+ * would depose L again and again. Held for RING_MIN_MS at least, up to
+ * RING_MAX_MS until the record ends, polling who leads; A must have a
+ * leader at the end and, found copying, the record must end during the
+ * ring. Prints the terms and the leaders seen. */
+static void scen_ring(cluster *cl, writer *w, int k) {
+    int src = cl->owner;
+    rgroup *a = &cl->g[src];
+    int sl = rgroup_stable_leader(a, 20000);
+    REQUIRE(sl >= 0);
+    int f = (sl + 1) % 3;
+    uint64_t term0 = stat_max(a, "replica_term");
+    uint32_t id = move_start(cl);
+    int hit = wait_out_state(a, sl, "copying");
+    int64_t t0 = test_now_ms();
+    netns("split '%d|%d'", node_of(src, sl), node_of(src, f));
+    cl->kills++;
+    int last = sl, changes = 0, ended = 0;
+    kvmux_migrec r;
+    while (test_now_ms() - t0 < RING_MAX_MS && !(ended && test_now_ms() - t0 >= RING_MIN_MS)) {
+        for (int i = 0; i < a->n; i++)
+            if (i != last && migt_stat_is(a, i, "replica_role", "leader")) last = i, changes++;
+        if (!ended) ended = migt_record(&cl->mg, id, 1, 1, &r) == 0;
+        test_sleep_ms(100);
+    }
+    int64_t held = test_now_ms() - t0;
+    int lead = rgroup_leader(a, 5000);
+    uint64_t term1 = stat_max(a, "replica_term");
+    netns("heal");
+    CHECK(lead >= 0);                   /* a majority reaches it: A keeps a leader */
+    if (hit) CHECK(ended);
+    char what[400];
+    snprintf(what, sizeof what, "A's leader (member %d) and member %d cut from each other %s "
+             "copying (member %d the bridge) for %lld ms: record %s during the ring; A's term "
+             "%llu -> %llu, %d leader change%s, leader at the end: member %d", sl + 1, f + 1,
+             hit ? "while" : "after (missed)", (sl + 2) % 3 + 1, (long long)held,
+             ended ? "ended" : "NOT ended", (unsigned long long)term0,
+             (unsigned long long)term1, changes, changes == 1 ? "" : "s", lead + 1);
+    scenario_end(cl, w, k, "ring partition of A", id, src, what);
+}
+/* Every member of both data groups on one applied index with one digest
+ * (the writer stopped): a member that was cut off and healed applied
+ * exactly what the others did, nothing twice. */
+static void check_converged(cluster *cl) {
+    for (int gi = 0; gi < 2; gi++) {
+        uint64_t idx = 0;
+        int rc = rgroup_converged(&cl->g[gi], 30000, &idx, NULL, 0);
+        printf("converged: group %d %s (index %llu)\n", gi + 1,
+               rc == 0 ? "yes, one digest on every member" : "NO",
+               (unsigned long long)idx);
+        CHECK_EQ(rc, 0);
+    }
+}
+
+/* The scenarios, each followed by the checks; KVMUX_MIGFAULT_SCENARIOS
+ * (e.g. "6,7"; default all) runs some only, for a quicker run while
+ * working on one. */
 static void netns_run(cluster *cl, writer *w) {
-    for (int k = 1; k <= 5 && atomic_load(&test_failed) == 0; k++) {
+    const char *only = getenv("KVMUX_MIGFAULT_SCENARIOS");
+    for (int k = 1; k <= NETNS_SCENARIOS && atomic_load(&test_failed) == 0; k++) {
+        char d[2] = {(char)('0' + k), '\0'};
+        if (only && *only && !strstr(only, d)) continue;
         pthread_t wt;
         atomic_store(&w->stop, 0);
         REQUIRE(pthread_create(&wt, NULL, writer_main, w) == 0);
@@ -814,12 +951,15 @@ static void netns_run(cluster *cl, writer *w) {
         if (k == 1) scen_zombie(cl, w, k);
         else if (k == 2) scen_split(cl, w, k, STALL_MS + 2000);
         else if (k == 3) scen_split(cl, w, k, 2000);
-        else scen_map(cl, w, k, k == 5);
+        else if (k <= 5) scen_map(cl, w, k, k == 5);
+        else if (k == 6) scen_b_leader(cl, w, k);
+        else scen_ring(cl, w, k);
         int es = end_state(cl);
         CHECK_EQ(es, 0);
         atomic_store(&w->stop, 1);
         pthread_join(wt, NULL);
         check_all(cl, w);
+        if (k >= 6) check_converged(cl);
     }
 }
 
@@ -838,7 +978,7 @@ int main(void) {
         REQUIRE(getenv("NETNS_SH") != NULL);
     }
     printf("migrate_fault_test: %s, seed %llu, %d cycles, groups of %d\n",
-           netns_mode ? "netns mode (5 partition scenarios)" : "kill mode",
+           netns_mode ? "netns mode (7 partition scenarios)" : "kill mode",
            (unsigned long long)rng, netns_mode ? 0 : cycles, reps);
     static cluster cl;
     static writer w;
