@@ -865,10 +865,11 @@ static void scen_b_leader(cluster *cl, writer *w, int k) {
     CHECK(back);
     char what[400];
     snprintf(what, sizeof what, "B's leader (member %d) isolated %s copying, member %d elected "
-             "after %lld ms; record %s %lld ms after the cut, still isolated%s; a GET of R %s%s; "
+             "after %lld ms; record %s %lld ms after the cut, still isolated%s; a GET of R: %s%s; "
              "healed, the old leader %s a follower", bl + 1, hit ? "while" : "after (missed)",
              nl + 1, (long long)(t1 - t0), ended ? state_name(&r) : "NOT ended",
-             (long long)(t2 - t0), ended ? " (both acks)" : "", prc == 0 ? "served" : "NOT served",
+             (long long)(t2 - t0), ended ? " (both acks)" : "",
+             prc == 0 ? "served" : prc == -1 ? "not tried" : kvmux_strerror(prc),
              committed ? (bkeys >= nbulk ? " (B holds R)" : " (B MISSES keys of R)") : "",
              back ? "is again" : "is NOT");
     scenario_end(cl, w, k, "B's leader isolated", id, src, what);
