@@ -238,6 +238,19 @@ static void arg_limits(uint16_t port) {
 static void abort_stalled(rgroup *mg, const char *mapeps, rgroup *g1, rgroup *g3, uint32_t id) {
     char cmd[1024], out[4096], st[32];
     uint64_t e0 = map_epoch(mg);
+    /* The target over its 256K first, with a 300 KiB value in a slot of
+     * its own: every import is then refused. Left to the moved keys, it
+     * went over only once the big one had arrived, and if that came in
+     * the last batch (the scan order follows the source's random hash
+     * key) nothing was refused and the move committed. */
+    static char fill[BIG_LEN];
+    char fkey[16];
+    int ffrom = 0;
+    cluster_key_in(16000, 16383, &ffrom, fkey, sizeof fkey);
+    memset(fill, 'f', sizeof fill);
+    kvmux_client *fc = connect_to(g3->cport[0]);
+    CHECK_EQ(kvmux_set(fc, fkey, strlen(fkey), fill, sizeof fill, 0, NULL, 5000), 0);
+    kvmux_close(fc);
     /* The CLI waits 7 s (exit 5: still open, it goes on) and meanwhile
      * prints a progress line (at 5 s) with the range's keys at each side. */
     snprintf(cmd, sizeof cmd, "%s -t 5000 cluster migrate %d-%d 3 --map %s --timeout 7 2>&1",
