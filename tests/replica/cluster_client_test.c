@@ -573,29 +573,36 @@ static void faults_loop(const rgroup *g, const char *lines) {
     kvmux_close(c);
 }
 
+/* A threaded cluster handle seeded with group 2, a key of group 3's slots
+ * in k, and group 3's sub-client made first (a PING: keyless, served
+ * without a map): on a loaded machine its connect could take much of the
+ * deadline of the TRY_AGAIN rounds that follow. */
+static kvmux_client *open_on_group3(const rgroup *g, char *k, size_t cap) {
+    char seed[64];
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[1].cport[0]);
+    kvmux_client *c = NULL;
+    REQUIRE(cluster_open(&c, seed, 3000) == 0);
+    int from = 0;
+    cluster_key_in(10923, 16383, &from, k, cap);
+    kvmux_request ping;
+    memset(&ping, 0, sizeof ping);
+    ping.op = KVMUX_PING;
+    CHECK_EQ(kvmux_cluster_group_call(c, 3, &ping, NULL, 10000), 0);
+    return c;
+}
+
 static void faults_backoff_late(const rgroup *g);
 static void faults_backoff_late_blocking(const rgroup *g);
 
 /* Group 3 has no map: TRY_AGAIN until the deadline; cancels of parked
  * requests; success once its map is installed. */
 static void faults_try_again(const rgroup *g, const char *lines) {
-    char text[2048], seed[64], k[32];
+    char text[2048], k[32];
     snprintf(text, sizeof text,
              "epoch 6\n%sslots 0-5460 1\nslots 5461-10922 2\nslots 10923-16383 3\n", lines);
     CHECK_EQ(setmap(g[0].cport[0], text), 0);
     CHECK_EQ(setmap(g[1].cport[0], text), 0);
-    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[1].cport[0]);
-    kvmux_client *c = NULL;
-    REQUIRE(cluster_open(&c, seed, 3000) == 0);
-    int from = 0;
-    cluster_key_in(10923, 16383, &from, k, sizeof k);
-    /* Group 3's sub-client made first (a PING: keyless, served without a
-     * map): on a loaded machine its connect could take much of the
-     * deadline below, which is about the TRY_AGAIN rounds. */
-    kvmux_request ping;
-    memset(&ping, 0, sizeof ping);
-    ping.op = KVMUX_PING;
-    CHECK_EQ(kvmux_cluster_group_call(c, 3, &ping, NULL, 10000), 0);
+    kvmux_client *c = open_on_group3(g, k, sizeof k);
     /* 1 s: several TRY_AGAIN rounds even on a loaded machine. A backoff
      * that overruns the deadline (the sleep came back late) still ends
      * KVMUX_ETRYAGAIN: nothing was in flight. One case is a real timeout:
@@ -768,21 +775,15 @@ static void faults_backoff_late(const rgroup *g) {
  * of 8 ms and more) and sends it a signal whose handler sleeps until
  * past the deadline. Nothing is in flight during a backoff, so the call
  * must end KVMUX_ETRYAGAIN (it ended KVMUX_ETIMEDOUT before the fix). */
-static atomic_llong bl_until; /* CLOCK_MONOTONIC ms the handler sleeps to */
+static atomic_llong bl_until; /* test_now_ms() the handler sleeps to */
 static atomic_int bl_tid, bl_rc;
 static kvmux_client *bl_c;
 static char bl_key[32];
 
-static long long mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void bl_handler(int sig) {
     (void)sig;
-    long long left;
-    while ((left = atomic_load(&bl_until) - mono_ms()) > 0) {
+    long long left; /* test_now_ms is clock_gettime only: async-signal-safe */
+    while ((left = atomic_load(&bl_until) - test_now_ms()) > 0) {
         struct timespec ts = {(time_t)(left / 1000), (long)(left % 1000) * 1000000L};
         nanosleep(&ts, NULL); /* async-signal-safe */
     }
@@ -811,15 +812,7 @@ static int bl_in_sleep(int tid) {
 }
 
 static void faults_backoff_late_blocking(const rgroup *g) {
-    char seed[64];
-    snprintf(seed, sizeof seed, "127.0.0.1:%u", g[1].cport[0]);
-    REQUIRE(cluster_open(&bl_c, seed, 3000) == 0);
-    int from = 0;
-    cluster_key_in(10923, 16383, &from, bl_key, sizeof bl_key);
-    kvmux_request ping;
-    memset(&ping, 0, sizeof ping);
-    ping.op = KVMUX_PING;
-    CHECK_EQ(kvmux_cluster_group_call(bl_c, 3, &ping, NULL, 10000), 0); /* connected */
+    bl_c = open_on_group3(g, bl_key, sizeof bl_key);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = bl_handler;
@@ -829,12 +822,12 @@ static void faults_backoff_late_blocking(const rgroup *g) {
     atomic_store(&bl_tid, 0);
     atomic_store(&bl_rc, 1);
     static int tmo = 3000;
-    long long t0 = mono_ms();
+    long long t0 = test_now_ms();
     pthread_t t;
     REQUIRE(pthread_create(&t, NULL, bl_caller, &tmo) == 0);
     /* Bounded: 3 TRY_AGAIN rounds take ~15 ms; then catch it asleep. */
     int asleep = 0;
-    for (int i = 0; i < 20000 && !asleep && mono_ms() < t0 + tmo - 500; i++) {
+    for (int i = 0; i < 20000 && !asleep && test_now_ms() < t0 + tmo - 500; i++) {
         int tid = atomic_load(&bl_tid);
         asleep = tid && cstats(bl_c).try_agains >= 3 && bl_in_sleep(tid);
         if (!asleep) usleep(100);
@@ -845,7 +838,7 @@ static void faults_backoff_late_blocking(const rgroup *g) {
         pthread_kill(t, SIGUSR1);
     }
     pthread_join(t, NULL);
-    long long took = mono_ms() - t0;
+    long long took = test_now_ms() - t0;
     printf("cluster_client_test: blocking call stopped in its backoff past its %d ms "
            "deadline: %s after %lld ms\n", tmo, kvmux_strerror(atomic_load(&bl_rc)), took);
     if (asleep) {
